@@ -1,0 +1,84 @@
+"""In-memory corpus: documents made of tokenized, tagged sentences."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A labelled span of a text.
+
+    ``start`` and ``end`` are half-open code-point offsets into the original
+    text, so ``text[start:end] == entity.text``. ``confidence`` is the CRF
+    marginal probability of the entity's weakest token (``None`` for gold
+    annotations). ``assertion`` is the i2b2 assertion (``present``,
+    ``absent``, ...) when one was read.
+    """
+
+    start: int
+    end: int
+    text: str
+    label: str
+    confidence: float | None = None
+    assertion: str | None = None
+
+    def to_dict(self) -> dict:
+        result = {
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "label": self.label,
+            "confidence": self.confidence,
+        }
+        if self.assertion is not None:
+            result["assertion"] = self.assertion
+        return result
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A gold or predicted entity as an inclusive token range of one sentence."""
+
+    first_token: int
+    last_token: int
+    label: str
+    assertion: str | None = None
+
+
+@dataclass
+class Sentence:
+    """One sentence: tokens, their IOB2 tags and where they came from.
+
+    ``tags`` holds canonical IOB2 tags (``O``, ``B-X``, ``I-X``) whatever the
+    source scheme was. ``offsets`` are code-point spans into the document
+    text when the sentence was cut out of a text (brat, i2b2, raw text), and
+    ``None`` for CoNLL. ``source`` is ``"path:line"`` of its first line, for
+    error messages.
+    """
+
+    tokens: list[str]
+    tags: list[str] | None = None
+    offsets: list[tuple[int, int]] | None = None
+    source: str = ""
+    # i2b2 assertions (``present``, ``absent``, ...) keyed by the inclusive
+    # token range of their concept; read and written, not used for training.
+    assertions: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.tags is not None and len(self.tags) != len(self.tokens):
+            raise ValueError(
+                f"{self.source}: {len(self.tokens)} tokens but {len(self.tags)} tags"
+            )
+        if self.offsets is not None and len(self.offsets) != len(self.tokens):
+            raise ValueError(
+                f"{self.source}: {len(self.tokens)} tokens but {len(self.offsets)} offsets"
+            )
+
+
+@dataclass
+class Document:
+    """A document: its name (file stem), its text when known, its sentences."""
+
+    name: str
+    sentences: list[Sentence]
+    text: str | None = None

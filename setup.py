@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="clinical-ner",
+    version="0.1.0",
+    description=(
+        "Clinical named-entity recognition (char-CNN + BiLSTM + CRF) in Keras 3, "
+        "served by TensorFlow Serving"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["clinical_ner", "clinical_ner.*"]),
+    install_requires=[
+        "tensorflow==2.21.*",
+        "keras>=3.15,<4",
+        "numpy>=1.26",
+        "grpcio>=1.60",
+        "tensorflow-serving-api==2.21.*",
+    ],
+    extras_require={
+        # The training-curve PNG; production inference does not need it.
+        "train": ["matplotlib>=3.8"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["clinical-ner=clinical_ner.cli:main"]},
+)
