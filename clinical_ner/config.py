@@ -1,0 +1,103 @@
+"""Hyperparameters, saved in every model directory as ``config.json``."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from clinical_ner.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class NERConfig:
+    """Every setting of a training run; defaults follow Spark NLP's NerDL.
+
+    ``--config FILE.json`` overrides any subset of these fields; the
+    effective configuration is written into the model directory, so a model
+    always loads with the settings it was trained with.
+    """
+
+    # Data
+    tag_scheme: str = "bio"  # the CRF's tags: "bio" or "bioes"
+    max_sentence_tokens: int = 200
+    # Words
+    embeddings: str | None = None  # path of pretrained vectors, or None
+    embeddings_format: str = "auto"
+    word_dim: int = 50  # only used without embeddings (else the vectors' size)
+    trainable_embeddings: bool = True
+    min_word_count: int = 2
+    # Characters and casing
+    char_dim: int = 25
+    char_filters: int = 50
+    char_kernel_size: int = 3
+    max_word_length: int = 30
+    use_casing: bool = True
+    casing_dim: int = 8
+    # Sentence encoder and CRF
+    lstm_units: int = 100  # per direction
+    dropout: float = 0.5
+    constrain_transitions: bool = True
+    # Optimisation
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    lr_decay: float = 0.005  # lr / (1 + lr_decay * epoch), as NerDL
+    clip_norm: float = 5.0
+    patience: int = 5
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.tag_scheme not in ("bio", "bioes"):
+            raise ConfigError(f"tag_scheme must be 'bio' or 'bioes', got {self.tag_scheme!r}")
+        for name in ("max_sentence_tokens", "max_word_length", "lstm_units", "epochs",
+                     "batch_size", "char_dim", "char_filters", "char_kernel_size",
+                     "casing_dim", "word_dim", "min_word_count"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.learning_rate <= 0 or self.clip_norm <= 0 or self.lr_decay < 0:
+            raise ConfigError("learning_rate and clip_norm must be > 0, lr_decay >= 0")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "configuration") -> "NERConfig":
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "NERConfig":
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a JSON object of settings")
+        return cls.from_dict(values, source=str(path))
+
+    def replace(self, **changes) -> "NERConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, directory: str | Path) -> None:
+        (Path(directory) / CONFIG_FILE).write_text(
+            json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "NERConfig":
+        return cls.from_file(Path(directory) / CONFIG_FILE)

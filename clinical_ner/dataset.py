@@ -1,0 +1,69 @@
+"""The ``tf.data`` training pipeline: shuffle, bucket by length, pad, featurize, prefetch."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from clinical_ner.corpus import Sentence
+from clinical_ner.features import Featurizer
+from clinical_ner.tags import to_scheme
+
+# Sentences are grouped with others of similar length so that batches carry
+# little padding (padding costs both LSTM steps and CRF steps).
+BUCKET_BOUNDARIES = (8, 12, 16, 20, 25, 30, 40, 50, 64, 80, 100, 128, 160)
+
+
+def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> list[list[int]]:
+    """Tag ids of each sentence in the model's scheme (IOB2 tags in, ``scheme`` ids out)."""
+    index = {tag: position for position, tag in enumerate(tags)}
+    encoded = []
+    for sentence in sentences:
+        converted = to_scheme(sentence.tags, scheme)
+        unknown = sorted({tag for tag in converted if tag not in index})
+        if unknown:
+            raise ValueError(
+                f"{sentence.source}: tag(s) {', '.join(unknown)} are not among the model's tags"
+            )
+        encoded.append([index[tag] for tag in converted])
+    return encoded
+
+
+def training_dataset(
+    sentences: Sequence[Sentence],
+    tag_ids: list[list[int]],
+    featurizer: Featurizer,
+    batch_size: int,
+    use_casing: bool,
+    shuffle_seed: int | None,
+) -> tf.data.Dataset:
+    """Batches of ``(features, tag_ids)`` for ``model.fit``.
+
+    With ``shuffle_seed`` the sentence order is shuffled with that seed
+    (callers pass ``seed + epoch``, so every epoch has its own order and an
+    interrupted run resumes with exactly the order it would have had);
+    bucketing then forms batches of similar length in a deterministic way.
+    """
+    tokens = tf.ragged.constant([s.tokens for s in sentences], dtype=tf.string)
+    targets = tf.ragged.constant(tag_ids, dtype=tf.int32)
+    dataset = tf.data.Dataset.from_tensor_slices((tokens, targets))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(sentences), seed=shuffle_seed,
+                                  reshuffle_each_iteration=False)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda words, _: tf.shape(words)[0],
+        bucket_boundaries=list(BUCKET_BOUNDARIES),
+        bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
+        padded_shapes=([None], [None]),
+        padding_values=("", 0),
+    )
+
+    def featurize(words, targets):
+        features = featurizer(words)
+        if not use_casing:
+            del features["casing_ids"]
+        return features, targets
+
+    return dataset.map(featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE
+    )

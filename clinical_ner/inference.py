@@ -1,0 +1,135 @@
+"""Strings in, tags and entities out: the graph that both ``predict`` and TF Serving run.
+
+:class:`InferenceModule` wraps the Keras model with the featurizer (the
+vocabularies become lookup tables inside the graph, as in Genthial's tf_ner)
+and the in-graph tokenizer, so the exported SavedModel takes raw text and
+returns entities, and clients need no side files. The in-process API calls
+the very same ``tf.function``\\ s, so in-process and served predictions are
+identical by construction.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from clinical_ner import signatures
+from clinical_ner.features import Featurizer
+from clinical_ner.graph_text import split_sentences_graph
+from clinical_ner.model import ClinicalNERModel
+from clinical_ner.vocab import Vocabulary
+
+
+def tag_structure(tags: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Entity labels, and for each tag its label index (0 = ``O``) and whether it begins an entity.
+
+    ``B-`` and ``S-`` begin an entity; ``I-`` and ``E-`` continue one of the
+    same label (or begin one after ``O`` or another label, as conlleval reads
+    ill-formed sequences).
+    """
+    labels = sorted({tag[2:] for tag in tags if tag != "O"})
+    label_index = np.zeros(len(tags), dtype=np.int32)
+    begins = np.zeros(len(tags), dtype=bool)
+    for position, tag in enumerate(tags):
+        if tag != "O":
+            label_index[position] = labels.index(tag[2:]) + 1
+            begins[position] = tag[:2] in ("B-", "S-")
+    return labels, label_index, begins
+
+
+class InferenceModule(tf.Module):
+    """The exportable inference graph of a trained model.
+
+    ``tag_tokens(tokens [B, T] string, "" padded)`` gives the best tags, each
+    tag's marginal probability and the sentence lengths. ``annotate_text(text
+    [B] string)`` splits documents into sentences in the graph, tags them and
+    assembles entities with code-point offsets into each document, and a
+    confidence that is the lowest tag marginal among the entity's tokens.
+    """
+
+    def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, max_word_length: int,
+                 max_sentence_tokens: int) -> None:
+        super().__init__(name="clinical_ner")
+        self.model = model
+        self.featurizer = Featurizer(vocab.words, vocab.chars, max_word_length)
+        self.max_sentence_tokens = max_sentence_tokens
+        labels, label_index, begins = tag_structure(vocab.tags)
+        self._tag_names = tf.constant(vocab.tags)
+        self._labels = tf.constant([""] + labels)
+        self._tag_label = tf.constant(label_index)
+        self._tag_begins = tf.constant(begins)
+
+    def _decode(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Tag ids, their marginals and lengths for a [B, T] token batch."""
+        batch, width = tf.shape(tokens)[0], tf.shape(tokens)[1]
+        # One extra all-padding row and column make empty batches and empty
+        # sentences ordinary inputs for the LSTM instead of special cases.
+        padded = tf.pad(tokens, [[0, 1], [0, 1]], constant_values="")
+        features = self.featurizer(padded)
+        if not self.model.use_casing:
+            del features["casing_ids"]
+        tag_ids, marginals = self.model.decode(features)
+        confidence = tf.gather(marginals, tag_ids, batch_dims=2)
+        lengths = ClinicalNERModel.sequence_lengths(features)
+        return tag_ids[:batch, :width], confidence[:batch, :width], lengths[:batch]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
+    def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        tag_ids, confidence, lengths = self._decode(tokens)
+        is_token = tf.sequence_mask(lengths, tf.shape(tokens)[1])
+        tags = tf.where(is_token, tf.gather(self._tag_names, tag_ids), "")
+        return {
+            signatures.TAGS: tags,
+            signatures.TAG_CONFIDENCE: tf.where(is_token, confidence, 0.0),
+            signatures.LENGTH: lengths,
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def annotate_text(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        sentences = split_sentences_graph(text, self.max_sentence_tokens)
+        tag_ids, confidence, lengths = self._decode(sentences["tokens"])
+        width = tf.shape(tag_ids)[1]
+        is_token = tf.sequence_mask(lengths, width)
+        label = tf.where(is_token, tf.gather(self._tag_label, tag_ids), 0)
+        previous_label = tf.pad(label[:, :-1], [[0, 0], [1, 0]])
+        begins = (label > 0) & (tf.gather(self._tag_begins, tag_ids) | (previous_label != label))
+        # Number entities in reading order; every token inside an entity
+        # carries its entity's number, so segment reductions give the spans.
+        begins = tf.reshape(begins, [-1])
+        label = tf.reshape(label, [-1])
+        entity_of_token = tf.cumsum(tf.cast(begins, tf.int32)) - 1
+        inside = label > 0
+        segment = tf.boolean_mask(entity_of_token, inside)
+        count = tf.reduce_sum(tf.cast(begins, tf.int32))
+        start = tf.math.unsorted_segment_min(
+            tf.boolean_mask(tf.reshape(sentences["token_start"], [-1]), inside), segment, count)
+        end = tf.math.unsorted_segment_max(
+            tf.boolean_mask(tf.reshape(sentences["token_end"], [-1]), inside), segment, count)
+        entity_confidence = tf.math.unsorted_segment_min(
+            tf.boolean_mask(tf.reshape(confidence, [-1]), inside), segment, count)
+        entity_label = tf.gather(self._labels, tf.boolean_mask(label, begins))
+        document_of_token = tf.reshape(
+            tf.broadcast_to(sentences["document"][:, tf.newaxis], tf.shape(tag_ids)), [-1])
+        document = tf.boolean_mask(document_of_token, begins)
+        documents = tf.shape(text, out_type=tf.int64)[0]
+
+        def per_document(values, default):
+            ragged = tf.RaggedTensor.from_value_rowids(
+                values, tf.cast(document, tf.int64), nrows=documents)
+            return ragged.to_tensor(default_value=default)
+
+        return {
+            signatures.ENTITY_START: per_document(start, tf.constant(0, tf.int64)),
+            signatures.ENTITY_END: per_document(end, tf.constant(0, tf.int64)),
+            signatures.ENTITY_LABEL: per_document(entity_label, ""),
+            signatures.ENTITY_CONFIDENCE: per_document(entity_confidence, 0.0),
+            signatures.ENTITY_COUNT: tf.cast(
+                tf.math.bincount(document, minlength=tf.cast(documents, tf.int32),
+                                 maxlength=tf.cast(documents, tf.int32)), tf.int32),
+        }
+
+    def signatures(self) -> dict:
+        """The serving signatures, keyed by their TF Serving names."""
+        return {
+            signatures.SERVING_DEFAULT: self.annotate_text.get_concrete_function(),
+            signatures.PREDICT_TOKENS: self.tag_tokens.get_concrete_function(),
+        }

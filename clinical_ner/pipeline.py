@@ -1,0 +1,105 @@
+"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence, overload
+
+import keras
+import numpy as np
+
+from clinical_ner import signatures
+from clinical_ner.config import NERConfig
+from clinical_ner.corpus import Entity
+from clinical_ner.errors import ClinicalNERError
+from clinical_ner.inference import InferenceModule
+from clinical_ner.model import MODEL_FILE, ClinicalNERModel
+from clinical_ner.tags import from_scheme
+from clinical_ner.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+class ClinicalNER:
+    """A trained model ready to annotate notes.
+
+    Example (after ``clinical-ner train ... --output runs/sample``)::
+
+        ner = ClinicalNER.load("runs/sample")
+        for entity in ner.annotate("CT of the chest showed a 2 cm nodule."):
+            print(entity.start, entity.end, entity.label, entity.text, entity.confidence)
+
+    ``model`` is the Keras model (for fine-tuning), ``vocab`` and ``config``
+    are those it was trained with, ``module`` is the inference graph that
+    ``clinical-ner export`` saves for TF Serving.
+    """
+
+    def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, config: NERConfig) -> None:
+        self.model = model
+        self.vocab = vocab
+        self.config = config
+        self.module = InferenceModule(model, vocab, config.max_word_length,
+                                      config.max_sentence_tokens)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ClinicalNER":
+        """Load a model directory written by ``clinical-ner train``."""
+        directory = Path(directory)
+        model_path = directory / MODEL_FILE
+        if not model_path.is_file():
+            raise ClinicalNERError(
+                f"{directory}: not a clinical-ner model directory (no {MODEL_FILE}); "
+                "train one with 'clinical-ner train'"
+            )
+        config = NERConfig.load(directory)
+        vocab = Vocabulary.load(directory)
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        return cls(model, vocab, config)
+
+    @overload
+    def annotate(self, texts: str, batch_size: int = ...) -> list[Entity]: ...
+
+    @overload
+    def annotate(self, texts: Sequence[str], batch_size: int = ...) -> list[list[Entity]]: ...
+
+    def annotate(self, texts, batch_size: int = 32):
+        """Entities of one text (a list) or of each text of a list (a list of lists).
+
+        Offsets are code points of the given text: ``text[e.start:e.end] == e.text``.
+        """
+        if isinstance(texts, str):
+            return self.annotate([texts], batch_size)[0]
+        texts = list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+        results: list[list[Entity]] = [[] for _ in texts]
+        # Documents of similar length share a batch, so little is padded.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for begin in range(0, len(order), batch_size):
+            chunk = order[begin:begin + batch_size]
+            chunk_texts = [texts[i] for i in chunk]
+            outputs = self.module.annotate_text(np.array([t.encode("utf-8") for t in chunk_texts],
+                                                         dtype=object))
+            outputs = {name: value.numpy() for name, value in outputs.items()}
+            for index, entities in zip(chunk, signatures.entities_from_outputs(chunk_texts, outputs)):
+                results[index] = entities
+        return results
+
+    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+            ) -> list[tuple[list[str], list[float]]]:
+        """IOB2 tags and their marginal probabilities for pre-tokenized sentences."""
+        results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+        for begin in range(0, len(order), batch_size):
+            chunk = [i for i in order[begin:begin + batch_size] if sentences[i]]
+            if not chunk:
+                continue
+            width = max(len(sentences[i]) for i in chunk)
+            tokens = np.array([list(sentences[i]) + [""] * (width - len(sentences[i]))
+                               for i in chunk], dtype=object)
+            outputs = self.module.tag_tokens(tokens)
+            outputs = {name: value.numpy() for name, value in outputs.items()}
+            for index, (tags, confidence) in zip(chunk, signatures.tags_from_outputs(outputs)):
+                results[index] = (from_scheme(tags, self.config.tag_scheme), confidence)
+        return results

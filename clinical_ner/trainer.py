@@ -1,0 +1,309 @@
+"""Training: from data files to a model directory, with early stopping, resume and fine-tuning.
+
+A model directory holds everything a model needs to load with the settings it
+was trained with (Stanza-style):
+
+``config.json``          the effective hyperparameters
+``vocab.json``           words, characters and tags
+``model.keras``          the best model by dev micro F1
+``training_log.jsonl``   one line per epoch; ``training_curve.png`` the same as a plot
+``checkpoint/``          the last completed epoch with optimizer state, for ``--resume``
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from clinical_ner.config import NERConfig
+from clinical_ner.corpus import Sentence
+from clinical_ner.dataset import encode_tags, training_dataset
+from clinical_ner.embeddings import load_embeddings
+from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.features import Featurizer
+from clinical_ner.formats import Corpus, load_corpus
+from clinical_ner.model import MODEL_FILE, ClinicalNERModel
+from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.scorer import score_mentions
+from clinical_ner.tags import tag_inventory, tags_to_mentions
+from clinical_ner.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+LOG_FILE = "training_log.jsonl"
+CURVE_FILE = "training_curve.png"
+# Settings that shape the weights; a fine-tuned model must keep its base's.
+ARCHITECTURE_SETTINGS = (
+    "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
+    "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
+    "use_casing", "casing_dim", "lstm_units",
+)
+
+
+@dataclass
+class TrainingResult:
+    output: Path
+    best_epoch: int
+    best_dev_f1: float | None
+    epochs_completed: int
+    stopped_early: bool
+
+
+def corpus_sentences(corpus: Corpus) -> list[Sentence]:
+    """Every non-empty sentence of a corpus, in document order."""
+    return [s for document in corpus.documents for s in document.sentences if s.tokens]
+
+
+def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> None:
+    """Tell the user about every unit a reader skipped (never silently)."""
+    if corpus.skipped:
+        emit(f"{path}: skipped {len(corpus.skipped)} invalid item(s):")
+        for problem in corpus.skipped:
+            emit(f"  {problem}")
+
+
+def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence]) -> dict:
+    """Exact and lenient entity scores of ``ner`` on gold-tokenized sentences."""
+    predictions = ner.tag([s.tokens for s in sentences])
+    gold = [tags_to_mentions(s.tags) for s in sentences]
+    predicted = [tags_to_mentions(tags) for tags, _ in predictions]
+    return score_mentions(gold, predicted)
+
+
+def _save_keras_atomically(model: keras.Model, path: Path) -> None:
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
+
+
+def _write_json_atomically(path: Path, value) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _plot_curve(history: list[dict], path: Path, emit: Callable[[str], None]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        emit("matplotlib is not installed (pip install 'clinical-ner[train]'): "
+             f"no {CURVE_FILE}")
+        return
+    epochs = [entry["epoch"] for entry in history]
+    figure, loss_axis = plt.subplots(figsize=(7, 4))
+    loss_axis.plot(epochs, [entry["loss"] for entry in history], "o-", color="tab:blue")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("training loss (CRF NLL per sentence)", color="tab:blue")
+    if any(entry.get("dev_f1") is not None for entry in history):
+        f1_axis = loss_axis.twinx()
+        f1_axis.plot(epochs, [entry.get("dev_f1") for entry in history], "s-", color="tab:red")
+        f1_axis.set_ylabel("dev exact micro F1", color="tab:red")
+    figure.tight_layout()
+    partial = path.with_name(f".{path.stem}.partial.png")
+    figure.savefig(partial, dpi=100)
+    plt.close(figure)
+    os.replace(partial, path)
+
+
+def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[str],
+                     emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
+    embedding_words, vectors = None, None
+    if config.embeddings:
+        embedding_words, vectors = load_embeddings(config.embeddings, config.embeddings_format)
+    vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
+                             config.min_word_count)
+    word_dim = vectors.shape[1] if vectors is not None else config.word_dim
+    model = _model_for(config, vocab, tags, word_dim)
+    if vectors is not None:
+        model.get_layer("word_embedding").set_weights(
+            [vocab.embedding_matrix(embedding_words, vectors, config.seed)])
+        covered = sum(1 for word in set(vocab.words) if word in set(embedding_words))
+        emit(f"vocabulary: {len(vocab.words)} words ({covered} with pretrained vectors), "
+             f"{len(vocab.chars)} characters, {len(tags)} tags")
+    else:
+        emit(f"vocabulary: {len(vocab.words)} words (no pretrained vectors), "
+             f"{len(vocab.chars)} characters, {len(tags)} tags")
+    return model, vocab
+
+
+def _model_for(config: NERConfig, vocab: Vocabulary, tags: list[str], word_dim: int
+               ) -> ClinicalNERModel:
+    return ClinicalNERModel(
+        num_words=len(vocab.words), num_chars=len(vocab.chars), tags=tags,
+        word_dim=word_dim, trainable_embeddings=config.trainable_embeddings,
+        char_dim=config.char_dim, char_filters=config.char_filters,
+        char_kernel_size=config.char_kernel_size, use_casing=config.use_casing,
+        casing_dim=config.casing_dim, lstm_units=config.lstm_units, dropout=config.dropout,
+        constrain_transitions=config.constrain_transitions,
+    )
+
+
+def _fine_tuning_model(base: ClinicalNER, config: NERConfig, tags: list[str],
+                       emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
+    vocab = Vocabulary(words=base.vocab.words, chars=base.vocab.chars, tags=tags)
+    model = _model_for(config, vocab, tags, base.model.word_dim)
+    new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
+    for layer in model.layers:
+        if layer.weights and layer.name not in new_layers:
+            layer.set_weights(base.model.get_layer(layer.name).get_weights())
+    if new_layers:
+        emit("the label set differs from the base model's "
+             f"({', '.join(base.vocab.tags)} -> {', '.join(tags)}): the output layer and the "
+             "CRF are re-initialised; the embeddings, char-CNN and BiLSTM are kept")
+    return model, vocab
+
+
+def train(
+    train_path: str | Path,
+    output: str | Path,
+    dev_path: str | Path | None = None,
+    config: NERConfig | None = None,
+    data_format: str = "auto",
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    label_map: dict[str, str | None] | None = None,
+    skip_invalid: bool = False,
+    progress: bool = True,
+    emit: Callable[[str], None] | None = None,
+) -> TrainingResult:
+    """Train a model and write its directory to ``output``.
+
+    ``resume`` continues ``output`` from its last completed epoch with the
+    saved configuration (``config.epochs`` may raise the epoch budget).
+    ``init_from`` starts from an existing model directory (fine-tuning); if
+    the new data has other labels, the output layer and CRF are re-initialised.
+    """
+    emit = emit or (lambda message: print(message, file=sys.stderr, flush=True))
+    output = Path(output)
+    checkpoint_dir = output / CHECKPOINT_DIR
+    if resume and init_from:
+        raise ConfigError("--resume and --init-from cannot be combined")
+    if resume:
+        if not (checkpoint_dir / STATE_FILE).is_file():
+            raise ClinicalNERError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/{STATE_FILE})")
+        saved = NERConfig.load(output)
+        config = saved.replace(epochs=config.epochs) if config is not None else saved
+    elif (output / MODEL_FILE).exists() or (checkpoint_dir / STATE_FILE).exists():
+        raise ClinicalNERError(
+            f"{output} already holds a model; use --resume to continue it or another --output")
+    config = config or NERConfig()
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    train_corpus = load_corpus(train_path, data_format, label_map=label_map,
+                               skip_invalid=skip_invalid)
+    report_skipped(train_corpus, str(train_path), emit)
+    train_sentences = corpus_sentences(train_corpus)
+    if not train_sentences:
+        raise ClinicalNERError(f"{train_path}: no sentences to train on")
+    dev_sentences: list[Sentence] = []
+    if dev_path is not None:
+        dev_corpus = load_corpus(dev_path, data_format, label_map=label_map,
+                                 skip_invalid=skip_invalid)
+        report_skipped(dev_corpus, str(dev_path), emit)
+        dev_sentences = corpus_sentences(dev_corpus)
+        unseen = sorted(set(dev_corpus.labels) - set(train_corpus.labels))
+        if unseen:
+            emit(f"warning: dev labels never seen in training: {', '.join(unseen)}")
+
+    state = {"epoch": 0, "best_f1": None, "best_epoch": 0, "wait": 0, "history": []}
+    if resume:
+        state = json.loads((checkpoint_dir / STATE_FILE).read_text(encoding="utf-8"))
+        vocab = Vocabulary.load(output)
+        model = keras.saving.load_model(checkpoint_dir / MODEL_FILE, safe_mode=True)
+        emit(f"resuming {output} after epoch {state['epoch']}")
+    else:
+        tags = tag_inventory(train_corpus.labels, config.tag_scheme)
+        if init_from is not None:
+            base = ClinicalNER.load(init_from)
+            changed = [name for name in ARCHITECTURE_SETTINGS
+                       if getattr(config, name) != getattr(base.config, name)]
+            if changed:
+                raise ConfigError(
+                    f"fine-tuning keeps the base model's architecture; these settings differ "
+                    f"from {init_from}: {', '.join(changed)}")
+            model, vocab = _fine_tuning_model(base, config, tags, emit)
+        else:
+            model, vocab = _build_new_model(config, train_sentences, tags, emit)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
+            jit_compile=False,
+        )
+        output.mkdir(parents=True, exist_ok=True)
+        checkpoint_dir.mkdir(exist_ok=True)
+        config.save(output)
+        vocab.save(output)
+
+    featurizer = Featurizer(vocab.words, vocab.chars, config.max_word_length)
+    train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
+    train_tokens = sum(len(s.tokens) for s in train_sentences)
+    ner = ClinicalNER(model, vocab, config)
+    stopped_early = False
+    for epoch in range(state["epoch"], config.epochs):
+        if dev_sentences and state["wait"] >= config.patience:
+            stopped_early = True
+            break
+        # NerDL's decay: lr / (1 + decay * epoch), set per epoch so that a
+        # resumed run uses exactly the rate it would have used.
+        model.optimizer.learning_rate = config.learning_rate / (1 + config.lr_decay * epoch)
+        dataset = training_dataset(train_sentences, train_tags, featurizer, config.batch_size,
+                                   config.use_casing, shuffle_seed=config.seed + epoch)
+        emit(f"epoch {epoch + 1}/{config.epochs}")
+        started = time.perf_counter()
+        history = model.fit(dataset, epochs=1, verbose=1 if progress else 0)
+        train_seconds = time.perf_counter() - started
+        entry = {
+            "epoch": epoch + 1,
+            "loss": float(history.history["loss"][-1]),
+            "learning_rate": float(model.optimizer.learning_rate),
+            "train_seconds": round(train_seconds, 3),
+            "train_tokens_per_second": round(train_tokens / train_seconds, 1),
+        }
+        if dev_sentences:
+            started = time.perf_counter()
+            micro = evaluate_sentences(ner, dev_sentences)["exact"]["micro"]
+            entry.update(dev_precision=micro["precision"], dev_recall=micro["recall"],
+                         dev_f1=micro["f1"], dev_seconds=round(time.perf_counter() - started, 3))
+            improved = state["best_f1"] is None or micro["f1"] > state["best_f1"]
+        else:
+            improved = True
+        if improved:
+            state.update(best_f1=entry.get("dev_f1"), best_epoch=epoch + 1, wait=0)
+            _save_keras_atomically(model, output / MODEL_FILE)
+        else:
+            state["wait"] += 1
+        entry["best"] = improved
+        state["epoch"] = epoch + 1
+        state["history"].append(entry)
+        _save_keras_atomically(model, checkpoint_dir / MODEL_FILE)
+        _write_json_atomically(checkpoint_dir / STATE_FILE, state)
+        (output / LOG_FILE).write_text(
+            "".join(json.dumps(item) + "\n" for item in state["history"]), encoding="utf-8")
+        _plot_curve(state["history"], output / CURVE_FILE, emit)
+        dev_text = (f" dev P {entry['dev_precision']:.4f} R {entry['dev_recall']:.4f} "
+                    f"F1 {entry['dev_f1']:.4f}" if dev_sentences else "")
+        emit(f"epoch {epoch + 1}: loss {entry['loss']:.4f}{dev_text} "
+             f"({train_seconds:.1f} s, {entry['train_tokens_per_second']:.0f} tokens/s)"
+             + (" *best*" if improved else ""))
+    if stopped_early:
+        emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
+    emit(f"best epoch {state['best_epoch']}"
+         + (f" (dev F1 {state['best_f1']:.4f})" if state["best_f1"] is not None else "")
+         + f"; model in {output}")
+    return TrainingResult(output=output, best_epoch=state["best_epoch"],
+                          best_dev_f1=state["best_f1"], epochs_completed=state["epoch"],
+                          stopped_early=stopped_early)
