@@ -1,0 +1,61 @@
+import struct
+
+import numpy as np
+import pytest
+
+from clinical_ner.embeddings import load_embeddings
+from clinical_ner.errors import DataFormatError
+from clinical_ner.vocab import Vocabulary
+
+
+def test_glove_word2vec_text_and_fasttext_header(tmp_path):
+    glove = tmp_path / "glove.txt"
+    glove.write_text("the 1 2\nThe 3 4\nct 5 6\n1990 7 8\n2010 9 10\n", encoding="utf-8")
+    words, vectors = load_embeddings(glove)
+    assert words == ["the", "ct", "0000"]
+    np.testing.assert_array_equal(vectors, [[1, 2], [5, 6], [7, 8]])
+    vec = tmp_path / "wiki.vec"
+    vec.write_text("2 2\nfever 0.5 1\nCough 2 3\n", encoding="utf-8")
+    words, vectors = load_embeddings(vec)
+    assert words == ["fever", "cough"] and vectors.shape == (2, 2)
+
+
+def test_word2vec_binary(tmp_path):
+    path = tmp_path / "vectors.bin"
+    with open(path, "wb") as handle:
+        handle.write(b"2 3\n")
+        for word, values in ((b"fever", (1.0, 2.0, 3.0)), (b"cough", (4.0, 5.0, 6.0))):
+            handle.write(word + b" " + struct.pack("<3f", *values) + b"\n")
+    words, vectors = load_embeddings(path)
+    assert words == ["fever", "cough"]
+    np.testing.assert_array_equal(vectors[1], [4.0, 5.0, 6.0])
+
+
+def test_bad_embedding_files_name_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("a 1 2\nb 1 2 3\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.txt:2: .*3 dimensions"):
+        load_embeddings(path)
+    path.write_text("a 1 x\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.txt:1: .*not all numbers"):
+        load_embeddings(path)
+    path.write_bytes("caf\xe9 1 2\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match="not UTF-8"):
+        load_embeddings(path)
+    with pytest.raises(DataFormatError, match="not found"):
+        load_embeddings(tmp_path / "missing.txt")
+
+
+def test_vocabulary_keeps_embedding_words_and_frequent_training_words(tmp_path):
+    sentences = [["Fever", "and", "CT2"], ["fever", "rare"], ["and"]]
+    vocab = Vocabulary.build(sentences, ["O", "B-problem", "I-problem"],
+                             embedding_words=["the", "fever"], min_word_count=2)
+    assert vocab.words[:2] == ["", "<unk>"]
+    assert "the" in vocab.words and "fever" in vocab.words and "and" in vocab.words
+    assert "rare" not in vocab.words and "ct0" not in vocab.words  # seen once
+    assert vocab.chars[:2] == ["", "<unk>"] and "F" in vocab.chars and "2" in vocab.chars
+    matrix = vocab.embedding_matrix(["the", "fever"], np.array([[1, 1], [2, 2]], "float32"), 0)
+    np.testing.assert_array_equal(matrix[0], [0, 0])
+    np.testing.assert_array_equal(matrix[vocab.words.index("fever")], [2, 2])
+    vocab.save(tmp_path)
+    assert Vocabulary.load(tmp_path) == vocab
