@@ -1,0 +1,526 @@
+"""Linear-chain conditional random field in core TensorFlow ops.
+
+All tensors are batch-major: ``potentials`` (emission scores) are
+``[batch, steps, num_tags]``, ``tags`` are ``[batch, steps]`` and ``lengths``
+(int32 ``[batch]``) say how many leading steps of each row are real. Padding
+steps never change a result, whatever they hold (they are zeroed before use),
+and a row of length 0 (an empty sentence) has score 0, log-partition 0, all
+tags 0 and all marginals 0. Padding steps of every per-step output hold tag 0
+and marginals 0. Lengths are clipped to ``[0, steps]``.
+
+The score of a tag path ``y`` of length ``n`` is::
+
+    start[y_0] + sum_t potentials[t, y_t] + sum_{t>0} transitions[y_{t-1}, y_t]
+    + end[y_{n-1}]
+
+The functions run eagerly and inside ``tf.function`` with fully dynamic shapes
+(``[None, None, K]``, even ``steps == 0``), and use only core ops (``while``
+loops, ``TensorArray``, gathers, reductions), so a graph that calls them
+exports to a SavedModel that stock TensorFlow Serving runs. The time loops are
+time-major ``tf.while_loop`` calls vectorised over batch and tags. Eagerly
+they are Python loops over time; wrap hot calls in a ``tf.function`` with an
+``input_signature`` of dynamic shapes so that one trace serves every batch
+(:meth:`CRF.decode` does).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# Added to the score of a forbidden transition, start or end. It is finite so
+# that forbidden-only sums never compute inf - inf = NaN, and large enough
+# that one forbidden step outweighs any realistic difference in emission and
+# learned transition scores (|scores| of a few tens per token): Viterbi never
+# picks a forbidden path while an allowed one exists, and the marginal weight
+# of forbidden paths, exp(-1e4), is exactly 0 in float32 and float64.
+FORBIDDEN_SCORE = -1e4
+
+
+def _prepare(
+    potentials: tf.Tensor, lengths: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Validated potentials, clipped lengths and the step mask.
+
+    Returns ``(potentials, lengths, mask, num_steps)`` where ``num_steps`` is
+    the caller's step count and ``potentials``/``mask`` have at least one
+    step: the loops write their first step before looping, so a batch whose
+    rows are all empty (``steps == 0``) gets one masked dummy step, which
+    callers slice off their per-step outputs.
+    """
+    potentials = tf.convert_to_tensor(potentials)
+    if not potentials.dtype.is_floating:
+        raise TypeError(f"potentials must be floating point, got {potentials.dtype.name}")
+    shape = tf.shape(potentials)
+    num_steps = shape[1]
+    lengths = tf.clip_by_value(tf.cast(lengths, tf.int32), 0, num_steps)
+    missing_steps = tf.maximum(1 - num_steps, 0)
+    potentials = tf.concat(
+        [potentials, tf.zeros([shape[0], missing_steps, shape[2]], potentials.dtype)], axis=1
+    )
+    mask = tf.sequence_mask(lengths, tf.shape(potentials)[1])
+    # tf.where rather than a multiplication, so that NaN or inf padding
+    # cannot leak through 0 * NaN.
+    potentials = tf.where(mask[:, :, tf.newaxis], potentials, tf.zeros_like(potentials))
+    return potentials, lengths, mask, num_steps
+
+
+def _cast_parameters(
+    dtype: tf.DType, transitions, start_transitions, end_transitions
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    return (
+        tf.cast(transitions, dtype),
+        tf.cast(start_transitions, dtype),
+        tf.cast(end_transitions, dtype),
+    )
+
+
+def _swap_batch_and_time(tensor: tf.Tensor) -> tf.Tensor:
+    """Batch-major to time-major and back (the loops index steps on axis 0)."""
+    return tf.transpose(tensor, [1, 0] + list(range(2, tensor.shape.rank)))
+
+
+def _forward_log_alphas(
+    potentials: tf.Tensor, mask: tf.Tensor, transitions: tf.Tensor, start_transitions: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Forward algorithm: log-sum of the scores of all prefixes ending in each tag.
+
+    Returns ``(alphas, final_alphas)``: time-major ``[steps, batch, tags]`` and
+    ``[batch, tags]``. Past a row's length its alphas are carried unchanged,
+    so ``final_alphas`` are those of the row's last real step.
+    """
+    potentials_tm = _swap_batch_and_time(potentials)
+    mask_tm = _swap_batch_and_time(mask)
+    num_steps = tf.shape(potentials_tm)[0]
+    initial = start_transitions[tf.newaxis, :] + potentials_tm[0]
+    alphas = tf.TensorArray(potentials.dtype, size=num_steps, element_shape=initial.shape)
+    alphas = alphas.write(0, initial)
+
+    def step(t, alpha, alphas):
+        # [batch, previous, 1] + [previous, next], reduced over previous.
+        new_alpha = (
+            tf.reduce_logsumexp(alpha[:, :, tf.newaxis] + transitions, axis=1) + potentials_tm[t]
+        )
+        alpha = tf.where(mask_tm[t][:, tf.newaxis], new_alpha, alpha)
+        return t + 1, alpha, alphas.write(t, alpha)
+
+    _, final_alphas, alphas = tf.while_loop(
+        lambda t, alpha, alphas: t < num_steps, step, (tf.constant(1), initial, alphas)
+    )
+    return alphas.stack(), final_alphas
+
+
+def crf_sequence_score(
+    potentials: tf.Tensor,
+    tags: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+) -> tf.Tensor:
+    """Score of the given tag path of each row, ``[batch]``.
+
+    Args:
+        potentials: emission scores ``[batch, steps, num_tags]``.
+        tags: int tag ids ``[batch, steps]``; padding steps may hold anything.
+        lengths: int ``[batch]``, real steps per row.
+        transitions: ``[num_tags, num_tags]``, ``[i, j]`` scores tag ``i``
+            followed by tag ``j``.
+        start_transitions: ``[num_tags]``, score of the first tag.
+        end_transitions: ``[num_tags]``, score of the last tag.
+    """
+    potentials, lengths, mask, _ = _prepare(potentials, lengths)
+    transitions, start_transitions, end_transitions = _cast_parameters(
+        potentials.dtype, transitions, start_transitions, end_transitions
+    )
+    tags = tf.cast(tags, tf.int32)
+    tags = tf.concat(
+        [tags, tf.zeros([tf.shape(tags)[0], tf.shape(mask)[1] - tf.shape(tags)[1]], tf.int32)],
+        axis=1,
+    )
+    # Out-of-range ids in the padding would make the gathers fail.
+    tags = tf.where(mask, tags, tf.zeros_like(tags))
+    is_real = lengths > 0
+    zeros = tf.zeros_like(lengths, potentials.dtype)
+
+    # Padding potentials are zero, so their gathered values add nothing.
+    emission_score = tf.reduce_sum(tf.gather(potentials, tags, batch_dims=2), axis=1)
+    start_score = tf.where(is_real, tf.gather(start_transitions, tags[:, 0]), zeros)
+    last_tags = tf.gather(tags, tf.maximum(lengths - 1, 0), batch_dims=1)
+    end_score = tf.where(is_real, tf.gather(end_transitions, last_tags), zeros)
+    num_tags = tf.shape(transitions)[0]
+    pair_scores = tf.gather(
+        tf.reshape(transitions, [-1]), tags[:, :-1] * num_tags + tags[:, 1:]
+    )
+    # A pair counts when its second step is real.
+    pair_scores = tf.where(mask[:, 1:], pair_scores, tf.zeros_like(pair_scores))
+    return emission_score + start_score + tf.reduce_sum(pair_scores, axis=1) + end_score
+
+
+def crf_log_norm(
+    potentials: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+) -> tf.Tensor:
+    """Log-partition function (log-sum-exp of all path scores) per row, ``[batch]``.
+
+    Arguments as in :func:`crf_sequence_score`. Computed by the forward
+    algorithm in log space.
+    """
+    potentials, lengths, mask, _ = _prepare(potentials, lengths)
+    transitions, start_transitions, end_transitions = _cast_parameters(
+        potentials.dtype, transitions, start_transitions, end_transitions
+    )
+    _, final_alphas = _forward_log_alphas(potentials, mask, transitions, start_transitions)
+    log_norm = tf.reduce_logsumexp(final_alphas + end_transitions, axis=1)
+    return tf.where(lengths > 0, log_norm, tf.zeros_like(log_norm))
+
+
+def crf_log_likelihood(
+    potentials: tf.Tensor,
+    tags: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+) -> tf.Tensor:
+    """Log-probability of the given tag path of each row, ``[batch]``.
+
+    Arguments as in :func:`crf_sequence_score`. Differentiable with respect
+    to the potentials and the three parameter tensors.
+    """
+    score = crf_sequence_score(
+        potentials, tags, lengths, transitions, start_transitions, end_transitions
+    )
+    log_norm = crf_log_norm(potentials, lengths, transitions, start_transitions, end_transitions)
+    return score - log_norm
+
+
+def viterbi_decode(
+    potentials: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Highest-scoring tag path of each row.
+
+    Arguments as in :func:`crf_log_norm`. Returns ``(tags, best_score)``:
+    int32 ``[batch, steps]`` (0 on padding) and the path scores ``[batch]``
+    in the potentials' dtype (0 for empty rows).
+    """
+    potentials, lengths, mask, num_steps = _prepare(potentials, lengths)
+    transitions, start_transitions, end_transitions = _cast_parameters(
+        potentials.dtype, transitions, start_transitions, end_transitions
+    )
+    potentials_tm = _swap_batch_and_time(potentials)
+    mask_tm = _swap_batch_and_time(mask)
+    padded_steps = tf.shape(potentials_tm)[0]
+    batch_size = tf.shape(potentials_tm)[1]
+    num_tags = tf.shape(potentials_tm)[2]
+    # Backpointers of steps that do not move (the first and padding steps):
+    # each tag points to itself, so the backtrace carries the last real tag
+    # through the padding unchanged.
+    stay = tf.broadcast_to(tf.range(num_tags), [batch_size, num_tags])
+
+    initial = start_transitions[tf.newaxis, :] + potentials_tm[0]
+    backpointers = tf.TensorArray(tf.int32, size=padded_steps, element_shape=stay.shape)
+    backpointers = backpointers.write(0, stay)
+
+    def step(t, best, backpointers):
+        # [batch, previous, 1] + [previous, next], maximised over previous.
+        scores = best[:, :, tf.newaxis] + transitions
+        best_previous = tf.argmax(scores, axis=1, output_type=tf.int32)
+        new_best = tf.reduce_max(scores, axis=1) + potentials_tm[t]
+        is_real = mask_tm[t][:, tf.newaxis]
+        return (
+            t + 1,
+            tf.where(is_real, new_best, best),
+            backpointers.write(t, tf.where(is_real, best_previous, stay)),
+        )
+
+    _, final_best, backpointers = tf.while_loop(
+        lambda t, best, backpointers: t < padded_steps,
+        step,
+        (tf.constant(1), initial, backpointers),
+    )
+    final_scores = final_best + end_transitions
+    last_tags = tf.argmax(final_scores, axis=1, output_type=tf.int32)
+    best_score = tf.reduce_max(final_scores, axis=1)
+
+    # Step t's tag is backpointers[t + 1][tag at t + 1]; the last step has no
+    # successor, so it is paired with `stay`, which also keeps the scan's
+    # input non-empty (an empty scan cannot stack its unknown-batch output).
+    successor_backpointers = tf.concat(
+        [backpointers.stack()[1:], stay[tf.newaxis]], axis=0
+    )
+    tags_tm = tf.scan(
+        lambda next_tags, pointers: tf.gather(pointers, next_tags, batch_dims=1),
+        successor_backpointers,
+        initializer=last_tags,
+        reverse=True,
+    )
+    tags = tf.where(mask, _swap_batch_and_time(tags_tm), tf.zeros_like(mask, tf.int32))
+    best_score = tf.where(lengths > 0, best_score, tf.zeros_like(best_score))
+    return tags[:, :num_steps], best_score
+
+
+def crf_marginals(
+    potentials: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+) -> tf.Tensor:
+    """Per-step tag marginals ``P(y_t = k | x)``, ``[batch, steps, num_tags]``.
+
+    Arguments as in :func:`crf_log_norm`. Computed by forward-backward; each
+    real step's row sums to 1, padding rows are 0.
+    """
+    potentials, lengths, mask, num_steps = _prepare(potentials, lengths)
+    transitions, start_transitions, end_transitions = _cast_parameters(
+        potentials.dtype, transitions, start_transitions, end_transitions
+    )
+    alphas, _ = _forward_log_alphas(potentials, mask, transitions, start_transitions)
+    # The backward pass is the forward pass over each row reversed in place,
+    # with transposed transitions and start and end swapped. Its alphas
+    # include the current step's potential, as do the forward ones, so the
+    # sum counts that potential twice and it is subtracted once.
+    reversed_potentials = tf.reverse_sequence(potentials, lengths, seq_axis=1, batch_axis=0)
+    reversed_betas, _ = _forward_log_alphas(
+        reversed_potentials, mask, tf.transpose(transitions), end_transitions
+    )
+    betas = tf.reverse_sequence(
+        _swap_batch_and_time(reversed_betas), lengths, seq_axis=1, batch_axis=0
+    )
+    log_weights = _swap_batch_and_time(alphas) + betas - potentials
+    # Normalising each step by itself (rather than subtracting log Z) makes
+    # the rows sum to 1 up to rounding, however large the scores are.
+    marginals = tf.nn.softmax(log_weights, axis=-1)
+    marginals = tf.where(mask[:, :, tf.newaxis], marginals, tf.zeros_like(marginals))
+    return marginals[:, :num_steps]
+
+
+def _parse_tag(tag: str) -> tuple[str, str | None]:
+    if tag == "O":
+        return "O", None
+    prefix, separator, entity_type = tag.partition("-")
+    if separator and prefix in ("B", "I", "E", "S") and entity_type:
+        return prefix, entity_type
+    raise ValueError(
+        f"tag {tag!r} is neither 'O' nor '<B|I|E|S>-<type>' (for example 'B-problem')"
+    )
+
+
+def bio_transition_constraints(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which transitions, first tags and last tags the tagging scheme allows.
+
+    Tags are ``"O"`` and ``"<prefix>-<type>"``. The scheme is BIOES when any
+    tag has an ``E-`` or ``S-`` prefix, else BIO (IOB2).
+
+    BIO: ``I-X`` may only follow ``B-X`` or ``I-X`` and cannot start a
+    sentence; everything else is allowed, and any tag may end a sentence.
+
+    BIOES: ``B-X`` and ``I-X`` must be followed by ``I-X`` or ``E-X``;
+    ``O``, ``E-*`` and ``S-*`` must be followed by ``O``, ``B-*`` or ``S-*``;
+    a sentence starts with ``O``, ``B-*`` or ``S-*`` and ends with ``O``,
+    ``E-*`` or ``S-*``.
+
+    Returns ``(allowed, allowed_start, allowed_end)``: bool arrays
+    ``[K, K]`` (``allowed[i, j]``: tag ``i`` may be followed by tag ``j``),
+    ``[K]`` and ``[K]``.
+
+    Example:
+    >>> allowed, allowed_start, allowed_end = bio_transition_constraints(
+    ...     ["O", "B-test", "I-test"])
+    >>> allowed.astype(int).tolist()
+    [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
+    >>> allowed_start.tolist(), allowed_end.tolist()
+    ([True, True, False], [True, True, True])
+    """
+    parsed = [_parse_tag(tag) for tag in tags]
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"tags must be unique, got {list(tags)}")
+    is_bioes = any(prefix in ("E", "S") for prefix, _ in parsed)
+    num_tags = len(parsed)
+    allowed = np.zeros((num_tags, num_tags), dtype=bool)
+    for i, (prefix_from, type_from) in enumerate(parsed):
+        for j, (prefix_to, type_to) in enumerate(parsed):
+            if is_bioes:
+                if prefix_from in ("B", "I"):
+                    allowed[i, j] = prefix_to in ("I", "E") and type_to == type_from
+                else:
+                    allowed[i, j] = prefix_to in ("O", "B", "S")
+            elif prefix_to == "I":
+                allowed[i, j] = prefix_from in ("B", "I") and type_from == type_to
+            else:
+                allowed[i, j] = True
+    prefixes = [prefix for prefix, _ in parsed]
+    if is_bioes:
+        allowed_start = np.array([prefix in ("O", "B", "S") for prefix in prefixes], dtype=bool)
+        allowed_end = np.array([prefix in ("O", "E", "S") for prefix in prefixes], dtype=bool)
+    else:
+        allowed_start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
+        allowed_end = np.ones(num_tags, dtype=bool)
+    return allowed, allowed_start, allowed_end
+
+
+def _bool_mask(name: str, mask, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``mask`` as a bool array, shape-checked (None stays None)."""
+    if mask is None:
+        return None
+    array = np.asarray(mask)
+    if array.dtype != bool:
+        raise ValueError(f"{name} must hold booleans, got dtype {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    return array
+
+
+def _penalties(mask: np.ndarray | None) -> np.ndarray | float:
+    """``FORBIDDEN_SCORE`` where ``mask`` is False, 0 elsewhere (0 when no mask)."""
+    if mask is None:
+        return 0.0
+    return np.where(mask, 0.0, FORBIDDEN_SCORE).astype(np.float32)
+
+
+def _json_mask(mask: np.ndarray | None) -> list | None:
+    return None if mask is None else mask.tolist()
+
+
+@keras.saving.register_keras_serializable(package="clinical_ner")
+class CRF(keras.layers.Layer):
+    """Linear-chain CRF output layer holding the transition scores.
+
+    Calling the layer returns the emission scores (``potentials``) unchanged,
+    as float32, so that a functional model's output is the emissions while the
+    CRF's weights (``transitions`` ``[K, K]``, ``start_transitions`` ``[K]``,
+    ``end_transitions`` ``[K]``) live in this layer. Train with
+    :meth:`log_likelihood`, predict with :meth:`decode`.
+
+    The optional masks (for example from :func:`bio_transition_constraints`)
+    forbid transitions, first tags and last tags at decoding time by adding
+    ``FORBIDDEN_SCORE`` to their scores, in the Viterbi path and in the
+    marginals alike, so that the confidence matches the decoded path. The
+    training likelihood ignores them.
+
+    Args:
+        num_tags: number of tags ``K``.
+        allowed_transitions: ``[K, K]`` booleans, ``[i, j]`` true when tag
+            ``i`` may be followed by tag ``j``; None allows all.
+        allowed_start: ``[K]`` booleans, tags that may start a sentence.
+        allowed_end: ``[K]`` booleans, tags that may end a sentence.
+
+    Example:
+    >>> import numpy as np
+    >>> allowed, allowed_start, allowed_end = bio_transition_constraints(
+    ...     ["O", "B-test", "I-test"])
+    >>> crf = CRF(3, allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
+    >>> potentials = np.array([[[0.0, 0.0, 5.0], [0.0, 0.0, 5.0]]], "float32")
+    >>> crf(potentials).shape
+    TensorShape([1, 2, 3])
+    >>> tags, marginals = crf.decode(potentials, lengths=np.array([2]))
+    >>> tags.numpy().tolist()  # I-test cannot start a sentence
+    [[1, 2]]
+    >>> marginals.shape
+    TensorShape([1, 2, 3])
+    """
+
+    def __init__(
+        self,
+        num_tags: int,
+        allowed_transitions=None,
+        allowed_start=None,
+        allowed_end=None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if int(num_tags) < 1:
+            raise ValueError(f"num_tags must be positive, got {num_tags}")
+        self.num_tags = int(num_tags)
+        self.allowed_transitions = _bool_mask(
+            "allowed_transitions", allowed_transitions, (self.num_tags, self.num_tags)
+        )
+        self.allowed_start = _bool_mask("allowed_start", allowed_start, (self.num_tags,))
+        self.allowed_end = _bool_mask("allowed_end", allowed_end, (self.num_tags,))
+        self.supports_masking = True
+
+    def build(self, input_shape) -> None:
+        if input_shape[-1] is not None and input_shape[-1] != self.num_tags:
+            raise ValueError(
+                f"CRF with {self.num_tags} tags got potentials of {input_shape[-1]} tags"
+            )
+        self.transitions = self.add_weight(
+            name="transitions", shape=(self.num_tags, self.num_tags),
+            initializer="glorot_uniform",
+        )
+        self.start_transitions = self.add_weight(
+            name="start_transitions", shape=(self.num_tags,), initializer="zeros"
+        )
+        self.end_transitions = self.add_weight(
+            name="end_transitions", shape=(self.num_tags,), initializer="zeros"
+        )
+        # Called eagerly (evaluation, prediction), the time loops would run as
+        # Python loops, ~60 times slower at 32 x 50 tokens; one trace serves
+        # every batch size and sentence length. Inside another tf.function it
+        # is a nested call.
+        self._traced_decode = tf.function(
+            self._decode,
+            input_signature=[
+                tf.TensorSpec([None, None, self.num_tags], self.variable_dtype),
+                tf.TensorSpec([None], tf.int32),
+            ],
+        )
+        self.built = True
+
+    def call(self, potentials):
+        return tf.cast(potentials, self.variable_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _parameters(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        return (
+            tf.convert_to_tensor(self.transitions),
+            tf.convert_to_tensor(self.start_transitions),
+            tf.convert_to_tensor(self.end_transitions),
+        )
+
+    def log_likelihood(self, potentials, tags, lengths) -> tf.Tensor:
+        """Unconstrained log-probability of ``tags`` ``[batch, steps]``, ``[batch]``."""
+        return crf_log_likelihood(
+            tf.cast(potentials, self.variable_dtype), tags, lengths, *self._parameters()
+        )
+
+    def decode(self, potentials, lengths) -> tuple[tf.Tensor, tf.Tensor]:
+        """Constrained best tags (int32 ``[batch, steps]``) and marginals ``[batch, steps, K]``."""
+        return self._traced_decode(
+            tf.cast(potentials, self.variable_dtype), tf.cast(lengths, tf.int32)
+        )
+
+    def _decode(self, potentials: tf.Tensor, lengths: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        transitions, start_transitions, end_transitions = self._parameters()
+        dtype = transitions.dtype
+        parameters = (
+            transitions + tf.cast(_penalties(self.allowed_transitions), dtype),
+            start_transitions + tf.cast(_penalties(self.allowed_start), dtype),
+            end_transitions + tf.cast(_penalties(self.allowed_end), dtype),
+        )
+        tags, _ = viterbi_decode(potentials, lengths, *parameters)
+        return tags, crf_marginals(potentials, lengths, *parameters)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "num_tags": self.num_tags,
+                "allowed_transitions": _json_mask(self.allowed_transitions),
+                "allowed_start": _json_mask(self.allowed_start),
+                "allowed_end": _json_mask(self.allowed_end),
+            }
+        )
+        return config
