@@ -1,0 +1,169 @@
+"""CoNLL: one ``token ... tag`` line per token, a blank line after each sentence.
+
+Reading:
+
+* Columns are separated by runs of spaces and/or tabs. The token is the
+  first column and the tag the last; columns in between are ignored. A line
+  with a single column is an error.
+* A line whose first column is ``-DOCSTART-`` ends the current sentence and
+  starts a new document; the documents are named ``<stem>-1``,
+  ``<stem>-2``, ... A file without ``-DOCSTART-`` is one document named
+  ``<stem>``. An empty file is one document without sentences.
+* Blank lines (only spaces/tabs) end sentences. CRLF line ends are accepted.
+* Tags are normalised to IOB2 by :func:`clinical_ner.tags.normalize_tags`.
+  With ``scheme="auto"`` the scheme is decided for the whole file: if any
+  tag is ``S-``/``E-``/``U-``/``L-``, every sentence must be valid BIOES, so
+  that a broken BIOES sentence is not quietly read as BIO.
+* With ``skip_invalid=True`` a sentence with any problem is skipped whole. A
+  file that is not UTF-8 always raises: it is the only unit there is.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from clinical_ner.corpus import Document, Sentence
+from clinical_ner.errors import DataFormatError
+from clinical_ner.formats import Corpus, ProblemLog, read_utf8
+from clinical_ner.tags import detect_scheme, normalize_tags
+
+DOCSTART = "-DOCSTART-"
+_COLUMN = re.compile(r"[^ \t]+")
+
+
+@dataclass
+class _RawSentence:
+    """A sentence as read, before its tags are checked."""
+
+    tokens: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    error: DataFormatError | None = None
+
+
+def read_conll(path: str | Path, scheme: str = "auto", skip_invalid: bool = False) -> Corpus:
+    """Read a CoNLL file (see the module docstring for the rules)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, None, "no such file (a CoNLL corpus is one file)")
+    raw_documents = _split_documents(path, read_utf8(path))
+    if scheme == "auto" and detect_scheme(
+        [tag for _, sentences in raw_documents for raw in sentences for tag in raw.tags]
+    ) == "bioes":
+        scheme = "bioes"
+
+    problems = ProblemLog(skip_invalid)
+    documents = []
+    for name, raw_sentences in raw_documents:
+        sentences = []
+        for raw in raw_sentences:
+            error = raw.error
+            if error is None:
+                try:
+                    tags = normalize_tags(raw.tags, scheme, str(path), raw.lines)
+                except DataFormatError as tag_error:
+                    error = tag_error
+            if error is not None:
+                problems.report(error)
+                continue
+            sentences.append(
+                Sentence(raw.tokens, tags, source=f"{path}:{raw.lines[0]}")
+            )
+        documents.append(Document(name, sentences))
+    return Corpus.from_documents(documents, problems.skipped, "conll")
+
+
+def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence]]]:
+    """Group lines into documents of raw sentences, noting structural errors.
+
+    Errors are only noted here, so that they are raised or skipped in file
+    order together with the tag errors found later.
+    """
+    groups: list[list[_RawSentence]] = []
+    has_docstart = False
+    current: _RawSentence | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+        columns = _COLUMN.findall(line.rstrip("\r"))
+        if not columns or columns[0] == DOCSTART:
+            current = None
+            if columns:
+                has_docstart = True
+                groups.append([])
+            continue
+        if current is None:
+            if not groups:
+                groups.append([])
+            current = _RawSentence()
+            groups[-1].append(current)
+        current.lines.append(number)
+        if len(columns) == 1:
+            error = DataFormatError(
+                path, number, "only one column; expected a token and a tag separated by "
+                "tabs or spaces",
+            )
+            current.error = current.error or error
+            # Keep the placeholders aligned with lines; the sentence is skipped anyway.
+            columns = ["", "O"]
+        current.tokens.append(columns[0])
+        current.tags.append(columns[-1])
+    if not groups:
+        groups.append([])
+    if not has_docstart:
+        return [(path.stem, groups[0])]
+    return [(f"{path.stem}-{n}", sentences) for n, sentences in enumerate(groups, start=1)]
+
+
+def write_conll(
+    path: str | Path | TextIO,
+    documents: list[Document],
+    tags_per_sentence: list[list[str]] | None = None,
+) -> None:
+    """Write ``token<TAB>tag`` lines, a blank line after each sentence.
+
+    ``path`` is a file name (written as UTF-8) or an open text stream such
+    as ``sys.stdout``.
+
+    ``tags_per_sentence`` (one list per sentence, all documents in order)
+    replaces the sentences' own tags, e.g. to write predictions. Documents
+    are separated by ``-DOCSTART- O`` lines (each followed by a blank line)
+    only when there is more than one, so :func:`read_conll` reads the file
+    back into the same documents. Raises ValueError for what CoNLL cannot
+    hold: an empty sentence, a token or tag that is empty or has whitespace,
+    a sentence without tags.
+    """
+    sentences = [sentence for document in documents for sentence in document.sentences]
+    if tags_per_sentence is not None and len(tags_per_sentence) != len(sentences):
+        raise ValueError(
+            f"{len(sentences)} sentences but {len(tags_per_sentence)} tag lists"
+        )
+    lines: list[str] = []
+    index = 0
+    for document in documents:
+        if len(documents) > 1:
+            lines += [f"{DOCSTART} O", ""]
+        for sentence in document.sentences:
+            tags = sentence.tags if tags_per_sentence is None else tags_per_sentence[index]
+            _check_writable(sentence, tags, index)
+            lines += [f"{token}\t{tag}" for token, tag in zip(sentence.tokens, tags)]
+            lines.append("")
+            index += 1
+    content = "".join(line + "\n" for line in lines)
+    if isinstance(path, (str, Path)):
+        Path(path).write_text(content, encoding="utf-8")
+    else:
+        path.write(content)
+
+
+def _check_writable(sentence: Sentence, tags: list[str] | None, index: int) -> None:
+    where = f"sentence {index} ({sentence.source or 'no source'})"
+    if not sentence.tokens:
+        raise ValueError(f"{where} has no tokens; CoNLL cannot hold an empty sentence")
+    if tags is None or len(tags) != len(sentence.tokens):
+        raise ValueError(f"{where}: need one tag per token")
+    if sentence.tokens[0] == DOCSTART:
+        raise ValueError(f"{where} starts with {DOCSTART}, which would read as a document break")
+    for column in (*sentence.tokens, *tags):
+        if _COLUMN.fullmatch(column) is None or "\n" in column or "\r" in column:
+            raise ValueError(f"{where}: a token or tag is empty or contains whitespace")

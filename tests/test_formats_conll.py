@@ -1,0 +1,210 @@
+"""CoNLL reader and writer on small files written in tmp_path."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from clinical_ner.corpus import Document, Sentence
+from clinical_ner.errors import DataFormatError
+from clinical_ner.formats.conll import read_conll, write_conll
+
+SECRET = "ZZSECRET"
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "notes.conll") -> Path:
+    path = tmp_path / name
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def sentences(corpus):
+    return [(s.tokens, s.tags) for d in corpus.documents for s in d.sentences]
+
+
+def test_reads_columns_sentences_and_sources(tmp_path):
+    path = write(
+        tmp_path,
+        "Chest NN x B-problem\npain  NN   x\tI-problem\n.\tO\n\n\n"
+        "CT NNP B-test\nclear O\n \t \nNo O\n",
+    )
+    corpus = read_conll(path)
+    assert corpus.format == "conll"
+    assert corpus.labels == ["problem", "test"]
+    assert corpus.skipped == []
+    [document] = corpus.documents
+    assert document.name == "notes"
+    assert document.text is None
+    assert sentences(corpus) == [
+        (["Chest", "pain", "."], ["B-problem", "I-problem", "O"]),
+        (["CT", "clear"], ["B-test", "O"]),
+        (["No"], ["O"]),
+    ]
+    assert [s.source for s in document.sentences] == [f"{path}:1", f"{path}:6", f"{path}:9"]
+    assert all(s.offsets is None for s in document.sentences)
+
+
+def test_crlf_and_bom_are_accepted(tmp_path):
+    path = write(tmp_path, b"\xef\xbb\xbfChest\tB-problem\r\npain\tI-problem\r\n\r\nok\tO\r\n")
+    assert sentences(read_conll(path)) == [
+        (["Chest", "pain"], ["B-problem", "I-problem"]),
+        (["ok"], ["O"]),
+    ]
+
+
+def test_docstart_splits_documents(tmp_path):
+    path = write(
+        tmp_path,
+        "-DOCSTART- -X- O\n\na O\n\n-DOCSTART- O\n-DOCSTART- O\nb B-X\nc O\n\n",
+        name="set.conll",
+    )
+    corpus = read_conll(path)
+    assert [d.name for d in corpus.documents] == ["set-1", "set-2", "set-3"]
+    assert [[s.tokens for s in d.sentences] for d in corpus.documents] == [
+        [["a"]], [], [["b", "c"]]
+    ]
+
+
+def test_sentences_before_the_first_docstart_form_a_document(tmp_path):
+    path = write(tmp_path, "a O\n-DOCSTART- O\nb O\n", name="set.conll")
+    corpus = read_conll(path)
+    assert [(d.name, [s.tokens for s in d.sentences]) for d in corpus.documents] == [
+        ("set-1", [["a"]]), ("set-2", [["b"]])
+    ]
+
+
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+def test_empty_file_is_one_empty_document(tmp_path, content):
+    corpus = read_conll(write(tmp_path, content))
+    assert [(d.name, d.sentences) for d in corpus.documents] == [("notes", [])]
+    assert corpus.labels == []
+
+
+def test_missing_file_and_folder_are_errors(tmp_path):
+    with pytest.raises(DataFormatError, match="no such file"):
+        read_conll(tmp_path / "absent.conll")
+    with pytest.raises(DataFormatError):
+        read_conll(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "scheme", "line", "fragment"),
+    [
+        (f"a O\n{SECRET}\nb O\n", "auto", 2, "only one column"),
+        (f"a O\n{SECRET}secret X-foo\n", "auto", 2, "invalid tag"),
+        (f"a O\n\nb O\n{SECRET} I-X\n", "bio", 4, "I-X after O"),
+        (f"{SECRET} S-X\n\na B-X\nb O\n", "auto", 4, "O after B-X"),
+        (f"{SECRET} B-X\nb I-X\n", "bioes", 2, "ends inside a X entity"),
+        (f"a O\n{SECRET} B-X\n", "iob1", 2, "B-X after O"),
+    ],
+)
+def test_errors_name_file_and_line_without_text(tmp_path, content, scheme, line, fragment):
+    path = write(tmp_path, content)
+    with pytest.raises(DataFormatError) as caught:
+        read_conll(path, scheme=scheme)
+    assert caught.value.path == str(path)
+    assert caught.value.line == line
+    assert fragment in caught.value.problem
+    assert SECRET not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "scheme", "expected"),
+    [
+        ("a I-X\nb I-X\nc B-X\nd O\ne I-Y\n", "auto", ["B-X", "I-X", "B-X", "O", "B-Y"]),
+        ("a I-X\nb I-X\nc B-X\nd O\ne I-Y\n", "iob1", ["B-X", "I-X", "B-X", "O", "B-Y"]),
+        ("a S-X\nb B-Y\nc I-Y\nd E-Y\ne O\n", "auto", ["B-X", "B-Y", "I-Y", "I-Y", "O"]),
+        ("a U-X\nb B-Y\nc L-Y\ne O\n", "bilou", ["B-X", "B-Y", "I-Y", "O"]),
+    ],
+)
+def test_other_schemes_read_as_iob2(tmp_path, content, scheme, expected):
+    [(_, tags)] = sentences(read_conll(write(tmp_path, content), scheme=scheme))
+    assert tags == expected
+
+
+def test_bioes_is_decided_for_the_whole_file(tmp_path):
+    # Read alone, the second sentence would be valid BIO.
+    path = write(tmp_path, "a S-X\n\nb O\nc B-X\nd O\n")
+    with pytest.raises(DataFormatError) as caught:
+        read_conll(path)
+    assert caught.value.line == 5
+
+
+def test_skip_invalid_skips_exactly_the_bad_sentences(tmp_path):
+    path = write(
+        tmp_path,
+        "good B-X\none I-X\n\n"
+        f"{SECRET}\nbad O\n\n"
+        "fine O\n\n"
+        f"x O\n{SECRET} I-Y\n\n"
+        "last B-Y\n",
+    )
+    corpus = read_conll(path, scheme="bio", skip_invalid=True)
+    assert sentences(corpus) == [
+        (["good", "one"], ["B-X", "I-X"]), (["fine"], ["O"]), (["last"], ["B-Y"])
+    ]
+    assert [(e.path, e.line) for e in corpus.skipped] == [(str(path), 4), (str(path), 10)]
+    assert corpus.labels == ["X", "Y"]
+    with pytest.raises(DataFormatError):
+        read_conll(path, scheme="bio")
+
+
+def test_round_trip_several_documents(tmp_path):
+    original = write(
+        tmp_path,
+        "-DOCSTART- O\n\nChest B-problem\npain I-problem\n\nCT B-test\nCT B-test\n\n"
+        "-DOCSTART- O\n\n-DOCSTART- O\n\nno O\n",
+        name="a.conll",
+    )
+    first = read_conll(original)
+    copy = tmp_path / "copy" / "a.conll"
+    copy.parent.mkdir()
+    write_conll(copy, first.documents)
+    second = read_conll(copy)
+    assert [d.name for d in second.documents] == ["a-1", "a-2", "a-3"]
+    assert sentences(second) == sentences(first)
+    assert [len(d.sentences) for d in second.documents] == [2, 0, 1]
+    write_conll(tmp_path / "again.conll", second.documents)
+    assert (tmp_path / "again.conll").read_bytes() == copy.read_bytes()
+
+
+def test_write_single_document_has_no_docstart(tmp_path):
+    document = Document("d", [Sentence(["a", "b"], ["B-X", "I-X"]), Sentence(["c"], ["O"])])
+    path = tmp_path / "out.conll"
+    write_conll(path, [document])
+    assert path.read_text(encoding="utf-8") == "a\tB-X\nb\tI-X\n\nc\tO\n\n"
+    assert sentences(read_conll(path)) == [(["a", "b"], ["B-X", "I-X"]), (["c"], ["O"])]
+
+
+def test_write_to_a_stream():
+    stream = io.StringIO()
+    write_conll(stream, [Document("d", [Sentence(["a"], ["B-X"])]), Document("e", [])])
+    assert stream.getvalue() == "-DOCSTART- O\n\na\tB-X\n\n-DOCSTART- O\n\n"
+
+
+def test_write_with_predicted_tags(tmp_path):
+    documents = [Document("d", [Sentence(["a", "b"]), Sentence(["c"])])]
+    path = tmp_path / "out.conll"
+    write_conll(path, documents, tags_per_sentence=[["O", "B-X"], ["B-Y"]])
+    assert sentences(read_conll(path)) == [(["a", "b"], ["O", "B-X"]), (["c"], ["B-Y"])]
+    with pytest.raises(ValueError, match="2 sentences but 1 tag lists"):
+        write_conll(path, documents, tags_per_sentence=[["O", "O"]])
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        Sentence([], []),
+        Sentence(["chest pain"], ["O"]),
+        Sentence([""], ["O"]),
+        Sentence(["a"], ["B X"]),
+        Sentence(["a"]),
+        Sentence(["-DOCSTART-"], ["O"]),
+    ],
+)
+def test_write_rejects_what_conll_cannot_hold(tmp_path, sentence):
+    with pytest.raises(ValueError):
+        write_conll(tmp_path / "out.conll", [Document("d", [sentence])])

@@ -1,0 +1,242 @@
+"""Tag schemes: normalisation to IOB2, mentions, model-side schemes."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clinical_ner.corpus import Mention
+from clinical_ner.errors import DataFormatError
+from clinical_ner.tags import (
+    detect_scheme,
+    from_scheme,
+    mentions_to_tags,
+    normalize_tags,
+    tag_inventory,
+    tags_to_mentions,
+    to_scheme,
+)
+
+
+@pytest.mark.parametrize(
+    ("tags", "scheme", "expected"),
+    [
+        (["O", "B-X", "I-X", "B-X", "B-Y"], "bio", ["O", "B-X", "I-X", "B-X", "B-Y"]),
+        (["O", "B-X", "I-X"], "iob2", ["O", "B-X", "I-X"]),
+        # IOB1: I- starts entities, B- only splits two adjacent same-type entities.
+        (["I-X", "I-X", "B-X", "O", "I-Y", "I-X"], "iob1",
+         ["B-X", "I-X", "B-X", "O", "B-Y", "B-X"]),
+        (["S-X", "B-Y", "I-Y", "E-Y", "O", "B-X", "E-X"], "bioes",
+         ["B-X", "B-Y", "I-Y", "I-Y", "O", "B-X", "I-X"]),
+        (["S-X", "B-Y", "E-Y"], "iobes", ["B-X", "B-Y", "I-Y"]),
+        (["U-X", "B-Y", "I-Y", "L-Y", "O"], "bilou", ["B-X", "B-Y", "I-Y", "I-Y", "O"]),
+    ],
+)
+def test_schemes_normalise_to_iob2(tags, scheme, expected):
+    assert normalize_tags(tags, scheme) == expected
+    assert normalize_tags(tags, "auto") == expected
+
+
+def test_auto_reads_a_mixture_of_iob1_and_iob2():
+    # An explicit IOB1 rejects "O B-X"; auto reads B- as a start and I- starts too.
+    tags = ["O", "B-X", "I-X", "O", "I-Y", "B-Y"]
+    assert normalize_tags(tags) == ["O", "B-X", "I-X", "O", "B-Y", "B-Y"]
+    with pytest.raises(DataFormatError):
+        normalize_tags(tags, "iob1")
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        (["O", "B-X", "I-X"], "bio"),
+        ([], "bio"),
+        (["O", "I-X"], "iob1"),
+        (["B-X", "I-Y"], "iob1"),
+        (["B-X", "E-X"], "bioes"),
+        (["U-X"], "bioes"),
+        (["I-X", "L-X"], "bioes"),
+    ],
+)
+def test_detect_scheme(tags, expected):
+    assert detect_scheme(tags) == expected
+
+
+@pytest.mark.parametrize(
+    ("tags", "scheme", "bad_index", "fragment"),
+    [
+        (["O", "I-X"], "bio", 1, "I-X after O"),
+        (["B-X", "I-Y"], "bio", 1, "I-Y after B-X"),
+        (["I-X"], "bio", 0, "the sentence start"),
+        (["O", "B-X"], "iob1", 1, "B-X after O"),
+        (["B-X", "S-X"], "bio", 1, "S-X is not a BIO tag"),
+        (["B-X", "O"], "bioes", 1, "O after B-X"),
+        (["B-X", "I-X", "B-X", "E-X"], "bioes", 2, "B-X after I-X"),
+        (["O", "E-X"], "bioes", 1, "E-X after O"),
+        (["S-X", "I-X"], "bioes", 1, "I-X after S-X"),
+        (["O", "B-X", "I-X"], "bioes", 2, "ends inside a X entity"),
+    ],
+)
+def test_explicit_scheme_violation_names_file_and_line(tags, scheme, bad_index, fragment):
+    lines = [10 + 2 * i for i in range(len(tags))]
+    with pytest.raises(DataFormatError) as caught:
+        normalize_tags(tags, scheme, path="data/train.conll", lines=lines)
+    assert caught.value.path == "data/train.conll"
+    assert caught.value.line == lines[bad_index]
+    assert fragment in caught.value.problem
+
+
+def test_auto_with_bioes_tags_is_strict():
+    with pytest.raises(DataFormatError) as caught:
+        normalize_tags(["S-X", "B-Y", "O"], lines=[1, 2, 3])
+    assert caught.value.line == 3
+
+
+def test_line_is_none_without_line_numbers():
+    with pytest.raises(DataFormatError) as caught:
+        normalize_tags(["O", "I-X"], "bio")
+    assert caught.value.path == "<input>"
+    assert caught.value.line is None
+
+
+@pytest.mark.parametrize("bad", ["X-foo", "B-", "b-X", "I_X", "B-a b", "", "ZZSECRET", "o"])
+def test_malformed_tags_are_errors_that_do_not_quote_them(bad):
+    with pytest.raises(DataFormatError) as caught:
+        normalize_tags(["O", bad], "auto", path="f.conll", lines=[4, 5])
+    assert caught.value.line == 5
+    assert "ZZSECRET" not in str(caught.value)
+    assert "invalid tag" in caught.value.problem
+
+
+def test_unknown_scheme_and_line_count_mismatch_are_value_errors():
+    with pytest.raises(ValueError, match="unknown tag scheme"):
+        normalize_tags(["O"], "bieo")
+    with pytest.raises(ValueError, match="line numbers"):
+        normalize_tags(["O", "O"], lines=[1])
+
+
+def test_tags_to_mentions_and_back():
+    tags = ["B-X", "I-X", "B-X", "O", "B-Y", "I-Y", "I-Y"]
+    mentions = [Mention(0, 1, "X"), Mention(2, 2, "X"), Mention(4, 6, "Y")]
+    assert tags_to_mentions(tags) == mentions
+    assert mentions_to_tags(7, list(reversed(mentions))) == tags
+
+
+@pytest.mark.parametrize("tags", [["I-X"], ["B-X", "I-Y"], ["S-X"], ["B-"]])
+def test_tags_to_mentions_rejects_invalid_iob2(tags):
+    with pytest.raises(ValueError):
+        tags_to_mentions(tags)
+
+
+@pytest.mark.parametrize(
+    "mentions",
+    [
+        [Mention(0, 2, "X"), Mention(2, 3, "Y")],
+        [Mention(1, 1, "X"), Mention(1, 1, "X")],
+        [Mention(3, 4, "X")],
+        [Mention(-1, 0, "X")],
+        [Mention(2, 1, "X")],
+    ],
+)
+def test_mentions_to_tags_rejects_overlaps_and_bad_ranges(mentions):
+    with pytest.raises(ValueError):
+        mentions_to_tags(4, mentions)
+
+
+def test_to_scheme_bioes():
+    assert to_scheme(["B-X", "B-X", "I-X", "O", "B-Y", "I-Y", "I-Y"], "bioes") == [
+        "S-X", "B-X", "E-X", "O", "B-Y", "I-Y", "E-Y"
+    ]
+    assert to_scheme(["O", "B-X"], "bio") == ["O", "B-X"]
+    with pytest.raises(ValueError):
+        to_scheme(["O", "I-X"], "bioes")
+    with pytest.raises(ValueError):
+        to_scheme(["O"], "iob1")
+
+
+@pytest.mark.parametrize(
+    ("tags", "scheme", "expected"),
+    [
+        (["O", "I-X", "I-X"], "bio", ["O", "B-X", "I-X"]),
+        (["B-X", "I-Y"], "bio", ["B-X", "B-Y"]),
+        (["B-X", "O"], "bioes", ["B-X", "O"]),
+        (["I-X", "E-X"], "bioes", ["B-X", "I-X"]),
+        (["S-X", "I-X", "E-X"], "bioes", ["B-X", "B-X", "I-X"]),
+        (["B-X", "E-X", "E-X"], "bioes", ["B-X", "I-X", "B-X"]),
+        (["B-X", "B-X", "E-Y"], "bioes", ["B-X", "B-X", "B-Y"]),
+    ],
+)
+def test_from_scheme_repairs_model_output(tags, scheme, expected):
+    assert from_scheme(tags, scheme) == expected
+
+
+@pytest.mark.parametrize(
+    ("tags", "scheme"), [(["S-X"], "bio"), (["E-X"], "bio"), (["X"], "bioes")]
+)
+def test_from_scheme_rejects_foreign_or_malformed_tags(tags, scheme):
+    with pytest.raises(ValueError):
+        from_scheme(tags, scheme)
+
+
+def test_tag_inventory():
+    assert tag_inventory(["test", "problem", "test"], "bio") == [
+        "O", "B-problem", "I-problem", "B-test", "I-test"
+    ]
+    assert tag_inventory(["x"], "bioes") == ["O", "B-x", "I-x", "E-x", "S-x"]
+    assert tag_inventory([], "iob2") == ["O"]
+    with pytest.raises(ValueError):
+        tag_inventory(["chest pain"], "bio")
+
+
+@st.composite
+def sentences_with_mentions(draw):
+    """A token count and non-overlapping mentions in random order."""
+    mentions, position = [], 0
+    for gap, length, label in draw(
+        st.lists(
+            st.tuples(st.integers(0, 3), st.integers(1, 4), st.sampled_from(["X", "Y", "problem"])),
+            max_size=8,
+        )
+    ):
+        first = position + gap
+        mentions.append(Mention(first, first + length - 1, label))
+        position = first + length
+    n_tokens = position + draw(st.integers(0, 3))
+    return n_tokens, draw(st.permutations(mentions))
+
+
+def _to_iob1(iob2_tags: list[str]) -> list[str]:
+    """Independent IOB1 encoder: B- only right after a same-type entity."""
+    result = []
+    for index, tag in enumerate(iob2_tags):
+        previous = iob2_tags[index - 1] if index else "O"
+        if tag.startswith("B-") and (previous == "O" or previous[2:] != tag[2:]):
+            tag = "I-" + tag[2:]
+        result.append(tag)
+    return result
+
+
+@given(sentences_with_mentions())
+def test_mentions_round_trip_through_tags(case):
+    n_tokens, mentions = case
+    tags = mentions_to_tags(n_tokens, mentions)
+    assert len(tags) == n_tokens
+    assert tags_to_mentions(tags) == sorted(mentions, key=lambda m: m.first_token)
+
+
+@given(sentences_with_mentions(), st.sampled_from(["bio", "bioes"]))
+def test_schemes_round_trip(case, scheme):
+    iob2 = mentions_to_tags(*case)
+    converted = to_scheme(iob2, scheme)
+    assert from_scheme(converted, scheme) == iob2
+    assert normalize_tags(converted, scheme) == iob2
+    assert normalize_tags(converted, "auto") == iob2
+    assert set(converted) <= set(tag_inventory(["X", "Y", "problem"], scheme))
+
+
+@given(sentences_with_mentions())
+def test_iob1_and_bilou_read_back(case):
+    iob2 = mentions_to_tags(*case)
+    assert normalize_tags(_to_iob1(iob2), "iob1") == iob2
+    assert normalize_tags(_to_iob1(iob2), "auto") == iob2
+    bilou = [t.replace("S-", "U-").replace("E-", "L-") for t in to_scheme(iob2, "bioes")]
+    assert normalize_tags(bilou, "bilou") == iob2
