@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from clinical_ner.corpus import Sentence
@@ -44,12 +45,22 @@ def training_dataset(
     interrupted run resumes with exactly the order it would have had);
     bucketing then forms batches of similar length in a deterministic way.
     """
-    tokens = tf.ragged.constant([s.tokens for s in sentences], dtype=tf.string)
-    targets = tf.ragged.constant(tag_ids, dtype=tf.int32)
-    dataset = tf.data.Dataset.from_tensor_slices((tokens, targets))
+    lengths = [len(s.tokens) for s in sentences]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat_tokens = tf.constant([token for s in sentences for token in s.tokens], tf.string)
+    flat_tags = tf.constant([tag for tags in tag_ids for tag in tags], tf.int32)
+    starts = tf.constant(starts)
+    lengths = tf.constant(lengths, tf.int64)
+
+    def sentence(index):
+        begin, size = starts[index], lengths[index]
+        return flat_tokens[begin:begin + size], flat_tags[begin:begin + size]
+
+    dataset = tf.data.Dataset.range(len(sentences))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(sentences), seed=shuffle_seed,
                                   reshuffle_each_iteration=False)
+    dataset = dataset.map(sentence)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda words, _: tf.shape(words)[0],
         bucket_boundaries=list(BUCKET_BOUNDARIES),

@@ -16,11 +16,13 @@ import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from clinical_ner.config import NERConfig
@@ -166,6 +168,19 @@ def _fine_tuning_model(base: ClinicalNER, config: NERConfig, tags: list[str],
     return model, vocab
 
 
+def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
+    """Give every random layer a state that depends only on (seed, epoch, layer).
+
+    Keras draws dropout seeds from the global generator when a layer is built
+    and does not save their counters, so a model loaded for ``--resume``
+    would otherwise draw other dropout masks than the uninterrupted run.
+    """
+    states = [v for v in model.non_trainable_variables if v.path.endswith("seed_generator_state")]
+    for index, state in enumerate(states):
+        mixed = (seed * 1_000_003 + epoch * 7_919 + index) % (2**31 - 1)
+        state.assign(np.array([mixed, 0], dtype=state.dtype))
+
+
 def train(
     train_path: str | Path,
     output: str | Path,
@@ -260,11 +275,15 @@ def train(
         # NerDL's decay: lr / (1 + decay * epoch), set per epoch so that a
         # resumed run uses exactly the rate it would have used.
         model.optimizer.learning_rate = config.learning_rate / (1 + config.lr_decay * epoch)
+        reseed_dropout(model, config.seed, epoch)
         dataset = training_dataset(train_sentences, train_tags, featurizer, config.batch_size,
                                    config.use_casing, shuffle_seed=config.seed + epoch)
         emit(f"epoch {epoch + 1}/{config.epochs}")
         started = time.perf_counter()
-        history = model.fit(dataset, epochs=1, verbose=1 if progress else 0)
+        with warnings.catch_warnings():
+            # Keras warns when a dataset of unknown length ends; ours always does.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            history = model.fit(dataset, epochs=1, shuffle=False, verbose=1 if progress else 0)
         train_seconds = time.perf_counter() - started
         entry = {
             "epoch": epoch + 1,
