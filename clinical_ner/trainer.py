@@ -69,7 +69,7 @@ def corpus_sentences(corpus: Corpus) -> list[Sentence]:
 def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> None:
     """Tell the user about every unit a reader skipped (never silently)."""
     if corpus.skipped:
-        emit(f"{path}: skipped {len(corpus.skipped)} invalid item(s):")
+        emit(f"{path}: {len(corpus.skipped)} item(s) skipped or adjusted:")
         for problem in corpus.skipped:
             emit(f"  {problem}")
 
@@ -132,7 +132,7 @@ def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[st
     if vectors is not None:
         model.get_layer("word_embedding").set_weights(
             [vocab.embedding_matrix(embedding_words, vectors, config.seed)])
-        covered = sum(1 for word in set(vocab.words) if word in set(embedding_words))
+        covered = len(set(vocab.words) & set(embedding_words))
         emit(f"vocabulary: {len(vocab.words)} words ({covered} with pretrained vectors), "
              f"{len(vocab.chars)} characters, {len(tags)} tags")
     else:

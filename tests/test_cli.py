@@ -1,0 +1,100 @@
+"""The command-line contract: train, evaluate, predict (jsonl, conll, i2b2) and clear errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clinical_ner.formats import load_corpus
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
+
+
+def run_cli(*args, stdin=None, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-m", "clinical_ner.cli", *map(str, args)],
+                            capture_output=True, text=True, input=stdin, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.json"
+    config.write_text(json.dumps({"lstm_units": 16, "char_filters": 16, "patience": 1}))
+    output = root / "model"
+    result = run_cli("train", "--train", SAMPLE / "train", "--dev", SAMPLE / "dev",
+                     "--embeddings", VECTORS, "--output", output, "--epochs", 2,
+                     "--config", config, "--quiet")
+    assert "epoch 2: loss" in result.stderr
+    saved = json.loads((output / "config.json").read_text())
+    assert saved["lstm_units"] == 16 and saved["epochs"] == 2
+    assert saved["embeddings"] == str(VECTORS.resolve())
+    return output
+
+
+def test_evaluate_prints_a_table_and_writes_json(model_dir, tmp_path):
+    report_path = tmp_path / "dev.json"
+    result = run_cli("evaluate", model_dir, "--data", SAMPLE / "dev", "--json", report_path)
+    assert "exact match" in result.stdout and "lenient match" in result.stdout
+    report = json.loads(report_path.read_text())
+    for mode in ("exact", "lenient"):
+        assert set(report[mode]["micro"]) >= {"precision", "recall", "f1"}
+        assert set(report[mode]["per_label"]) <= {"problem", "test", "treatment"}
+    gold = sum(len(s.tags) and sum(t.startswith("B-") for t in s.tags)
+               for d in load_corpus(SAMPLE / "dev").documents for s in d.sentences)
+    assert report["exact"]["micro"]["gold"] == gold
+    assert report["lenient"]["micro"]["f1"] >= report["exact"]["micro"]["f1"]
+
+
+def test_predict_jsonl_from_arguments_files_and_stdin(model_dir, tmp_path):
+    note = tmp_path / "note1.txt"
+    note.write_text("Chest x-ray showed pneumonia.\r\nStarted on ceftriaxone. 😀", encoding="utf-8")
+    result = run_cli("predict", model_dir, NOTE, "--input", note)
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    texts = [NOTE, note.read_bytes().decode("utf-8")]
+    assert [line["text"] for line in lines] == texts
+    for line in lines:
+        for entity in line["entities"]:
+            assert set(entity) == {"start", "end", "text", "label", "confidence"}
+            assert line["text"][entity["start"]:entity["end"]] == entity["text"]
+    from_stdin = run_cli("predict", model_dir, stdin=NOTE)
+    assert json.loads(from_stdin.stdout)["entities"] == lines[0]["entities"]
+
+
+def test_predict_conll_and_i2b2_outputs(model_dir, tmp_path):
+    conll = tmp_path / "out.conll"
+    run_cli("predict", model_dir, NOTE, "--format", "conll", "--output", conll)
+    corpus = load_corpus(conll)
+    tokens = [t for d in corpus.documents for s in d.sentences for t in s.tokens]
+    assert tokens[:4] == ["CT", "of", "the", "chest"] and tokens[-1] == "."
+    out_dir = tmp_path / "con"
+    run_cli("predict", model_dir, NOTE, "--format", "i2b2", "--output", out_dir)
+    assert (out_dir / "text-1.txt").read_text() == NOTE
+    # The written pair reads back as an i2b2 document.
+    read_back = load_corpus(out_dir, "i2b2")
+    assert len(read_back.documents) == 1 and not read_back.skipped
+
+
+def test_bad_input_gets_a_clear_error_not_a_traceback(model_dir, tmp_path):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("Fever\tB-problem\nZZSECRET\tX-broken\n\n", encoding="utf-8")
+    result = run_cli("train", "--train", bad, "--output", tmp_path / "m", check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "bad.conll:2" in result.stderr and "ZZSECRET" not in result.stderr
+    result = run_cli("evaluate", tmp_path / "no-model", "--data", bad, check=False)
+    assert result.returncode == 2 and "not a clinical-ner model directory" in result.stderr
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("fi\xe8vre".encode("latin-1"))
+    result = run_cli("predict", model_dir, "--input", latin1, check=False)
+    assert result.returncode == 2 and "not UTF-8" in result.stderr
+    assert "Traceback" not in result.stderr
