@@ -47,9 +47,10 @@ class InferenceModule(tf.Module):
     """
 
     def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, max_word_length: int,
-                 max_sentence_tokens: int) -> None:
+                 max_sentence_tokens: int, chunk_size: int = 128) -> None:
         super().__init__(name="clinical_ner")
         self.model = model
+        self.chunk_size = chunk_size
         self.featurizer = Featurizer(vocab.words, vocab.chars, max_word_length)
         self.max_sentence_tokens = max_sentence_tokens
         labels, label_index, begins = tag_structure(vocab.tags)
@@ -58,10 +59,10 @@ class InferenceModule(tf.Module):
         self._tag_label = tf.constant(label_index)
         self._tag_begins = tf.constant(begins)
 
-    def _decode(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Tag ids, their marginals and lengths for a [B, T] token batch."""
+    def _decode_rows(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Tag ids and their marginals for one [B, T] chunk of sentences."""
         batch, width = tf.shape(tokens)[0], tf.shape(tokens)[1]
-        # One extra all-padding row and column make empty batches and empty
+        # One extra all-padding row and column make empty chunks and empty
         # sentences ordinary inputs for the LSTM instead of special cases.
         padded = tf.pad(tokens, [[0, 1], [0, 1]], constant_values="")
         features = self.featurizer(padded)
@@ -69,8 +70,42 @@ class InferenceModule(tf.Module):
             del features["casing_ids"]
         tag_ids, marginals = self.model.decode(features)
         confidence = tf.gather(marginals, tag_ids, batch_dims=2)
-        lengths = ClinicalNERModel.sequence_lengths(features)
-        return tag_ids[:batch, :width], confidence[:batch, :width], lengths[:batch]
+        return tag_ids[:batch, :width], confidence[:batch, :width]
+
+    def _decode(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Tag ids, their marginals and lengths for a [S, T] batch of sentences.
+
+        Sentences are sorted by length and tagged ``chunk_size`` at a time, each
+        chunk only as wide as its longest sentence: padding costs LSTM and CRF
+        steps, and a long document (thousands of sentences) must not become
+        one huge batch.
+        """
+        count, width = tf.shape(tokens)[0], tf.shape(tokens)[1]
+        lengths = tf.reduce_sum(tf.cast(tokens != "", tf.int32), axis=1)
+        order = tf.argsort(lengths, stable=True)
+        chunks = (count + self.chunk_size - 1) // self.chunk_size
+        tags_array = tf.TensorArray(tf.int32, size=chunks, infer_shape=False,
+                                    element_shape=tf.TensorShape([None, None]))
+        confidence_array = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                                          element_shape=tf.TensorShape([None, None]))
+
+        def tag_chunk(index, tags_array, confidence_array):
+            rows = order[index * self.chunk_size:(index + 1) * self.chunk_size]
+            chunk_width = tf.reduce_max(tf.gather(lengths, rows))
+            tag_ids, confidence = self._decode_rows(tf.gather(tokens, rows)[:, :chunk_width])
+            padding = [[0, 0], [0, width - chunk_width]]
+            return (index + 1, tags_array.write(index, tf.pad(tag_ids, padding)),
+                    confidence_array.write(index, tf.pad(confidence, padding)))
+
+        _, tags_array, confidence_array = tf.while_loop(
+            lambda index, *_: index < chunks, tag_chunk,
+            (tf.constant(0), tags_array, confidence_array))
+        restore = tf.argsort(order, stable=True)
+        empty_tags = tf.zeros([0, width], tf.int32)
+        sorted_tags = tf.cond(chunks > 0, tags_array.concat, lambda: empty_tags)
+        sorted_confidence = tf.cond(chunks > 0, confidence_array.concat,
+                                    lambda: tf.zeros([0, width], tf.float32))
+        return (tf.gather(sorted_tags, restore), tf.gather(sorted_confidence, restore), lengths)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
     def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Sequence, overload
 
@@ -18,6 +19,18 @@ from clinical_ner.tags import from_scheme
 from clinical_ner.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of a text, with lone surrogates (not encodable) as U+FFFD.
+
+    One code point for one keeps every offset; both are single-character
+    tokens, so tokens and sentences stay the same too.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 class ClinicalNER:
@@ -79,8 +92,8 @@ class ClinicalNER:
         for begin in range(0, len(order), batch_size):
             chunk = order[begin:begin + batch_size]
             chunk_texts = [texts[i] for i in chunk]
-            outputs = self.module.annotate_text(np.array([t.encode("utf-8") for t in chunk_texts],
-                                                         dtype=object))
+            outputs = self.module.annotate_text(
+                np.array([_utf8(text) for text in chunk_texts], dtype=object))
             outputs = {name: value.numpy() for name, value in outputs.items()}
             for index, entities in zip(chunk, signatures.entities_from_outputs(chunk_texts, outputs)):
                 results[index] = entities

@@ -76,7 +76,8 @@ def test_annotate_offsets_are_exact(trained):
     output, _, _ = trained
     ner = ClinicalNER.load(output)
     texts = ["CT of the chest showed a 2 cm nodule; she was started on aspirin.",
-             "", "   \n", "Fever.\r\nChest pain 😀 and héadache", "x" * 5000]
+             "", "   \n", "Fever.\r\nChest pain 😀 and héadache", "x" * 5000,
+             "Lone \ud800 surrogate. Fever"]
     results = ner.annotate(texts)
     assert len(results) == len(texts) and results[1] == [] and results[2] == []
     for text, entities in zip(texts, results):
