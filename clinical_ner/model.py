@@ -60,9 +60,13 @@ class ClinicalNERModel(keras.Model):
             "word_ids": keras.Input(shape=(None,), dtype="int32", name="word_ids"),
             "char_ids": keras.Input(shape=(None, None), dtype="int32", name="char_ids"),
         }
+        # Passed to the BiLSTM explicitly: Keras' implicit mask propagation
+        # does not reach it through the merge of masked and unmasked features,
+        # and without a mask the backward LSTM reads the batch padding first,
+        # so a sentence's tags would depend on the other sentences in its batch.
+        is_token = keras.ops.not_equal(inputs["word_ids"], 0)
         words = keras.layers.Embedding(
-            num_words, word_dim, mask_zero=True, trainable=trainable_embeddings,
-            name="word_embedding",
+            num_words, word_dim, trainable=trainable_embeddings, name="word_embedding",
         )(inputs["word_ids"])
         chars = CharCNNEncoder(
             num_chars, char_dim, char_filters, char_kernel_size, name="char_encoder"
@@ -79,7 +83,7 @@ class ClinicalNERModel(keras.Model):
         hidden = keras.layers.Dropout(dropout, name="input_dropout")(hidden)
         hidden = keras.layers.Bidirectional(
             keras.layers.LSTM(lstm_units, return_sequences=True), name="bilstm"
-        )(hidden)
+        )(hidden, mask=is_token)
         hidden = keras.layers.Dropout(dropout, name="output_dropout")(hidden)
         emissions = keras.layers.Dense(len(tags), name="emissions")(hidden)
         if constrain_transitions:

@@ -1,0 +1,133 @@
+"""A trained model, exported, served and called over gRPC, equals in-process predictions."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from clinical_ner import signatures
+from clinical_ner.config import NERConfig
+from clinical_ner.export import check_core_ops, export_saved_model
+from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.serving.client import ClinicalNerClient
+from clinical_ner.serving.server import ModelServer
+from clinical_ner.trainer import train
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+NOTE = "Chest x-ray showed pneumonia; started on ceftriaxone."
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    config = NERConfig(embeddings=str(VECTORS), lstm_units=16, char_filters=16, epochs=2, seed=3)
+    train(SAMPLE / "train", root / "model", dev_path=SAMPLE / "dev", config=config,
+          progress=False, emit=lambda message: None)
+    ner = ClinicalNER.load(root / "model")
+    base = root / "models" / "clinical_ner"
+    export_saved_model(ner.module, ner.module.signatures(), base, 1)
+    return ner, root / "model", base
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    _, _, base = trained
+    model_server = ModelServer(base, "clinical_ner", port=0, poll_interval_s=0.2)
+    model_server.start()
+    yield model_server
+    model_server.stop(0)
+
+
+def dev_texts(shared_data):
+    folder = shared_data / "maccrobat-i2b2" / "dev" / "txt"
+    return [path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt"))]
+
+
+def assert_same_entities(served, local):
+    assert len(served) == len(local)
+    for served_doc, local_doc in zip(served, local):
+        assert [(e.start, e.end, e.text, e.label) for e in served_doc] == \
+               [(e.start, e.end, e.text, e.label) for e in local_doc]
+        np.testing.assert_allclose([e.confidence for e in served_doc],
+                                   [e.confidence for e in local_doc], atol=1e-5)
+
+
+def test_export_uses_only_core_ops_and_runs_without_our_package(trained):
+    ner, _, base = trained
+    check_core_ops(base / "1")
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        model = tf.saved_model.load({str(base / "1")!r})
+        out = model.signatures["serving_default"](text=tf.constant([{NOTE!r}, ""]))
+        tags = model.signatures["predict_tokens"](tokens=tf.constant([["Chest", "pain", ""]]))
+        print(json.dumps({{
+            "count": out["entity_count"].numpy().tolist(),
+            "start": out["entity_start"].numpy().tolist(),
+            "label": [[l.decode() for l in row] for row in out["entity_label"].numpy()],
+            "tags": [[t.decode() for t in row] for row in tags["tags"].numpy()],
+            "length": tags["length"].numpy().tolist(),
+            "ours_imported": any(name.startswith("clinical_ner") for name in sys.modules),
+        }}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300,
+                            cwd=base)
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert served["ours_imported"] is False
+    local = ner.annotate(NOTE)
+    assert served["count"] == [len(local), 0]
+    assert served["start"][0][:len(local)] == [e.start for e in local]
+    assert served["label"][0][:len(local)] == [e.label for e in local]
+    assert served["length"] == [2]
+    assert served["tags"][0][2] == ""
+    assert served["tags"][0][:2] == ner.tag([["Chest", "pain"]])[0][0]
+
+
+def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_data):
+    ner, _, _ = trained
+    texts = dev_texts(shared_data)
+    with ClinicalNerClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
+                           batch_size=8) as client:
+        served = client.annotate(texts)
+        assert_same_entities(served, ner.annotate(texts))
+        assert sum(map(len, served)) > 0
+        tokens = [["CT", "showed", "pneumonia", "."], ["Aspirin"]]
+        served_tags = client.tag_tokens(tokens)
+        for (tags, confidence), (local_tags, local_confidence) in zip(served_tags,
+                                                                       ner.tag(tokens)):
+            assert list(tags) == local_tags
+            np.testing.assert_allclose(confidence, local_confidence, atol=1e-5)
+        metadata = client.metadata()
+        assert set(metadata.signatures) >= {signatures.SERVING_DEFAULT, signatures.PREDICT_TOKENS}
+        assert any(status.state == "AVAILABLE" for status in client.status())
+
+
+def test_client_command_prints_what_predict_prints(trained, server):
+    _, model_dir, _ = trained
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cli = [sys.executable, "-m", "clinical_ner.cli"]
+    predicted = subprocess.run(cli + ["predict", str(model_dir), NOTE, "Fever."],
+                               capture_output=True, text=True, env=env, timeout=300)
+    served = subprocess.run(cli + ["client", "--target", f"127.0.0.1:{server.bound_port}",
+                                   "--model-name", "clinical_ner", NOTE, "Fever."],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert served.returncode == 0, served.stderr[-2000:]
+    local = [json.loads(line) for line in predicted.stdout.splitlines()]
+    remote = [json.loads(line) for line in served.stdout.splitlines()]
+    assert [doc["text"] for doc in remote] == [doc["text"] for doc in local]
+    for remote_doc, local_doc in zip(remote, local):
+        strip = lambda entities: [{k: v for k, v in e.items() if k != "confidence"}
+                                  for e in entities]
+        assert strip(remote_doc["entities"]) == strip(local_doc["entities"])
+        np.testing.assert_allclose([e["confidence"] for e in remote_doc["entities"]],
+                                   [e["confidence"] for e in local_doc["entities"]], atol=1e-5)
