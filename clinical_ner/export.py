@@ -1,0 +1,165 @@
+"""Export SavedModels in the layout TensorFlow Serving watches.
+
+TensorFlow Serving polls ``<base_path>/`` and serves the version directories
+whose names are numbers: ``<base_path>/<version>/saved_model.pb``,
+``variables/``, ``assets/``. A half-written version directory would be picked
+up and fail to load, so :func:`export_saved_model` writes into a hidden
+temporary sibling (a name that is not a number, which both TF Serving and
+:mod:`clinical_ner.serving.server` ignore) and renames it into place when it
+is complete. The rename is atomic on one file system.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from clinical_ner.errors import ClinicalNERError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Canonical positive integers only: TF Serving would read "007" as version 7,
+# and two names for one version would be ambiguous.
+VERSION_DIR_PATTERN = re.compile(r"[1-9][0-9]*")
+# TF Serving keeps versions in an int64.
+MAX_VERSION = 2**63 - 1
+_TEMP_PREFIX = ".export-"
+
+
+class ExportError(ClinicalNERError):
+    """An export could not be written, or the SavedModel is not servable."""
+
+
+def export_saved_model(
+    module: tf.Module,
+    signatures: Mapping[str, Any],
+    base_path: str | os.PathLike,
+    version: int | None = None,
+) -> Path:
+    """Save ``module`` as ``<base_path>/<version>/`` and return that directory.
+
+    ``signatures`` maps signature names to ``tf.function``s with an
+    ``input_signature`` or to concrete functions, as for
+    ``tf.saved_model.save``. ``version=None`` takes the highest existing
+    version plus one (1 when there is none). An existing version is never
+    overwritten. The graph must use core TensorFlow ops only (see
+    :func:`check_core_ops`), since the stock TF Serving binary has no others.
+    If anything fails, nothing is left behind and existing versions are
+    untouched.
+    """
+    base = Path(base_path)
+    base.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        # Count incomplete numbered directories too: their number is taken.
+        version = max(_numbered_dirs(base), default=0) + 1
+    _validate_version(version)
+    target = base / str(version)
+    if target.exists():
+        raise ExportError(
+            f"version {version} already exists at {target}; export a new version "
+            "instead of overwriting one that may be serving"
+        )
+    temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-", dir=base))
+    try:
+        tf.saved_model.save(module, str(temp), signatures=dict(signatures))
+        check_core_ops(temp)
+        _fsync_tree(temp)
+        try:
+            os.rename(temp, target)
+        except OSError as error:
+            # Another exporter took the same version number meanwhile.
+            raise ExportError(f"could not move the export into {target}: {error}") from error
+        _fsync_dir(base)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    logger.info("Exported version %d to %s", version, target)
+    return target
+
+
+def existing_versions(base_path: str | os.PathLike) -> list[int]:
+    """Versions present under ``base_path``: numbered directories with a ``saved_model.pb``."""
+    numbered = _numbered_dirs(Path(base_path))
+    return sorted(
+        version for version, path in numbered.items() if (path / "saved_model.pb").is_file()
+    )
+
+
+def _numbered_dirs(base: Path) -> dict[int, Path]:
+    try:
+        entries = list(base.iterdir())
+    except FileNotFoundError:
+        return {}
+    return {
+        int(entry.name): entry
+        for entry in entries
+        if VERSION_DIR_PATTERN.fullmatch(entry.name) and entry.is_dir()
+    }
+
+
+def saved_model_op_types(export_dir: str | os.PathLike) -> set[str]:
+    """Every op type in a SavedModel: graph nodes and function-library nodes.
+
+    Calls to library functions (whose op type is the function's name) are
+    left out: they are not kernels the server has to provide.
+    """
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    ops: set[str] = set()
+    functions: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        graph = meta_graph.graph_def
+        ops.update(node.op for node in graph.node)
+        for function in graph.library.function:
+            functions.add(function.signature.name)
+            ops.update(node.op for node in function.node_def)
+    return ops - functions
+
+
+def check_core_ops(export_dir: str | os.PathLike) -> None:
+    """Raise :class:`ExportError` if the SavedModel uses an op outside core TensorFlow.
+
+    ``tf.raw_ops`` lists the ops built into TensorFlow itself; ops that
+    extension libraries register at import time are not in it, and the stock
+    ``tensorflow_model_server`` could not load a graph that uses them.
+    """
+    foreign = saved_model_op_types(export_dir) - set(dir(tf.raw_ops))
+    if foreign:
+        raise ExportError(
+            f"{export_dir} uses ops that are not core TensorFlow ops, which stock "
+            f"TensorFlow Serving cannot run: {sorted(foreign)}"
+        )
+
+
+def _validate_version(version: object) -> None:
+    # bool is an int subclass; True would silently become version 1.
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ConfigError(f"version must be a positive integer, got {version!r}")
+    if not 1 <= version <= MAX_VERSION:
+        raise ConfigError(f"version must be between 1 and {MAX_VERSION}, got {version}")
+
+
+def _fsync_tree(root: Path) -> None:
+    # Without this a crash soon after the rename could leave a visible
+    # version directory whose files were never written to disk.
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(directory))
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,483 @@
+"""gRPC client for a clinical-ner model served by TensorFlow Serving.
+
+It speaks the stock ``tensorflow.serving`` API, so it works the same against
+the official ``tensorflow_model_server`` and against the development server
+in :mod:`clinical_ner.serving.server`. Outputs are decoded by
+:mod:`clinical_ner.signatures`, exactly as the in-process API decodes them.
+
+Failures become exceptions derived from :class:`ServingError`. Their messages
+never contain document text: a server message that quotes a document is
+withheld.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from clinical_ner.corpus import Entity
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
+from clinical_ner.signatures import (
+    PAD_TOKEN,
+    PREDICT_TOKENS,
+    SERVING_DEFAULT,
+    SIGNATURE_DEF_METADATA,
+    TEXT,
+    TOKENS,
+    ModelOutputError,
+    encode_text,
+    entities_from_outputs,
+    tags_from_outputs,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TARGET = "localhost:8500"
+DEFAULT_MODEL_NAME = "clinical_ner"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_INITIAL_BACKOFF_S = 0.1
+_MAX_BACKOFF_S = 2.0
+_CHANNEL_OPTIONS = [
+    # gRPC's defaults (1 s, growing to 120 s) would leave a client idle long
+    # after a restarted server is back.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", int(_MAX_BACKOFF_S * 1000)),
+]
+
+
+class ServingError(ClinicalNERError):
+    """A request to the model server failed. ``code`` is the gRPC status, if any."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ModelNotFoundError(ServingError):
+    """The model, version or signature is not served.
+
+    Raised for ``NOT_FOUND``, and for ``FAILED_PRECONDITION``, which stock
+    TensorFlow Serving returns for an unknown signature.
+    """
+
+
+class InvalidRequestError(ServingError, ValueError):
+    """The request is malformed (``INVALID_ARGUMENT``, or caught before sending)."""
+
+
+class RequestTooLargeError(ServingError):
+    """The server refused the request's size (``RESOURCE_EXHAUSTED``); send smaller batches."""
+
+
+class ServerUnavailableError(ServingError):
+    """The server could not be reached before the retry deadline or retry count ran out."""
+
+
+class RequestTimeoutError(ServingError, TimeoutError):
+    """The server accepted the request but did not answer within ``timeout``."""
+
+
+_ERROR_CLASSES = {
+    grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: ModelNotFoundError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RequestTooLargeError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: RequestTimeoutError,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """dtype name (``"DT_STRING"``) and shape (-1 for any size; None if the rank is unknown)."""
+
+    dtype: str
+    shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """A served signature: its method name and its input and output tensors."""
+
+    method_name: str
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What ``GetModelMetadata`` reports: the version answering and its signatures."""
+
+    model_name: str
+    version: int
+    signatures: dict[str, SignatureInfo]
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One version's state (``"AVAILABLE"``, ``"LOADING"``, ``"END"``, ...)."""
+
+    version: int
+    state: str
+    error_message: str = ""
+
+
+class ClinicalNerClient:
+    """Annotate documents with a model behind TensorFlow Serving's gRPC API.
+
+    ``version=None`` asks for the highest served version. ``timeout`` bounds
+    each attempt (seconds); ``deadline`` bounds one request with all its
+    retries. ``UNAVAILABLE`` answers, and timeouts before the server has
+    answered this client at all (a connection that cannot be established),
+    are retried with exponential backoff until ``deadline`` or
+    ``max_retries``; other failures raise at once, a timeout after the server
+    has answered as :class:`RequestTimeoutError`. Lists larger than
+    ``batch_size`` are sent as several requests (documents of similar length
+    together), and a failed request retries only its own batch; results come
+    back in the caller's order. ``root_certificates`` (a PEM path or PEM
+    bytes) switches to TLS.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str,
+        *,
+        version: int | None = None,
+        signature: str = SERVING_DEFAULT,
+        timeout: float = 10.0,
+        batch_size: int = 32,
+        root_certificates: str | Path | bytes | None = None,
+        max_retries: int = 10,
+        deadline: float = 30.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 1
+        ):
+            raise ConfigError(f"version must be a positive integer or None, got {version!r}")
+        if not timeout > 0 or not deadline > 0 or max_retries < 0:
+            raise ConfigError("timeout and deadline must be positive and max_retries >= 0")
+        self.target = target
+        self.model_name = model_name
+        self.version = version
+        self.signature = signature
+        self.timeout = timeout
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.deadline = deadline
+        options = _CHANNEL_OPTIONS + [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if root_certificates is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            if not isinstance(root_certificates, bytes):
+                root_certificates = Path(root_certificates).read_bytes()
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._predict_rpc = prediction.Predict
+        self._metadata_rpc = prediction.GetModelMetadata
+        self._status_rpc = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
+        # Whether the server has answered since the last UNAVAILABLE. Until it
+        # has, a deadline is taken as a connection that cannot be established
+        # (retried); after, as a server too slow to answer (not retried).
+        # gRPC's connectivity subscription would tell exactly, but its polling
+        # thread can raise when the channel is closed under it.
+        self._answered = False
+
+    def annotate(self, texts: str | Sequence[str]) -> list[Entity] | list[list[Entity]]:
+        """Entities of one document, or one entity list per document (in order)."""
+        if isinstance(texts, str):
+            return self._annotate_all([texts])[0]
+        return self._annotate_all(list(texts))
+
+    def tag_tokens(
+        self, sentences: Sequence[Sequence[str]]
+    ) -> list[tuple[list[str], list[float]]]:
+        """``(tags, confidences)`` for each pre-tokenized sentence, in order."""
+        rows = [list(tokens) for tokens in sentences]
+        for row_index, tokens in enumerate(rows):
+            for token_index, token in enumerate(tokens):
+                if not isinstance(token, str) or token == PAD_TOKEN:
+                    raise InvalidRequestError(
+                        f"sentence {row_index}, token {token_index}: tokens must be "
+                        "non-empty strings (the empty string is padding)"
+                    )
+        encoded = [[encode_text(token) for token in tokens] for tokens in rows]
+        return self._in_batches(
+            list(zip(rows, encoded)), [len(tokens) for tokens in rows], self._tag_batch
+        )
+
+    def metadata(self) -> ModelMetadata:
+        """The served signatures (``GetModelMetadata``) of the requested version."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            metadata_field=[SIGNATURE_DEF_METADATA]
+        )
+        self._fill_model_spec(request.model_spec)
+        response = self._call("GetModelMetadata", self._metadata_rpc, request, [])
+        signature_defs = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata[SIGNATURE_DEF_METADATA].Unpack(signature_defs)
+        return ModelMetadata(
+            model_name=response.model_spec.name,
+            version=response.model_spec.version.value,
+            signatures={
+                name: SignatureInfo(
+                    method_name=signature.method_name,
+                    inputs={key: _tensor_info(info) for key, info in signature.inputs.items()},
+                    outputs={key: _tensor_info(info) for key, info in signature.outputs.items()},
+                )
+                for name, signature in signature_defs.signature_def.items()
+                # The init op of TF2 SavedModels is listed too but cannot be called.
+                if not name.startswith("__")
+            },
+        )
+
+    def status(self) -> list[VersionStatus]:
+        """State of each version the server knows (``GetModelStatus``)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._fill_model_spec(request.model_spec)
+        response = self._call("GetModelStatus", self._status_rpc, request, [])
+        return [
+            VersionStatus(
+                version=status.version,
+                state=get_model_status_pb2.ModelVersionStatus.State.Name(status.state),
+                error_message=status.status.error_message,
+            )
+            for status in response.model_version_status
+        ]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> ClinicalNerClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests -------------------------------------------------------------
+
+    def _annotate_all(self, texts: list[str]) -> list[list[Entity]]:
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidRequestError(
+                    f"document {index} is a {type(text).__name__}, not a str"
+                )
+        encoded = [encode_text(text) for text in texts]
+        return self._in_batches(
+            list(zip(texts, encoded)), [len(data) for data in encoded], self._annotate_batch
+        )
+
+    def _in_batches(
+        self, items: list[Any], sizes: list[int], send: Callable[[list[Any]], list[Any]]
+    ) -> list[Any]:
+        # Requests of similar sizes waste less on padding; the results are
+        # put back in the caller's order.
+        order = sorted(range(len(items)), key=sizes.__getitem__)
+        results: list[Any] = [None] * len(items)
+        for start in range(0, len(order), self.batch_size):
+            chosen = order[start:start + self.batch_size]
+            for index, result in zip(chosen, send([items[index] for index in chosen])):
+                results[index] = result
+        return results
+
+    def _annotate_batch(self, batch: list[tuple[str, bytes]]) -> list[list[Entity]]:
+        texts = [text for text, _ in batch]
+        request = predict_pb2.PredictRequest()
+        self._fill_model_spec(request.model_spec, self.signature)
+        request.inputs[TEXT].CopyFrom(
+            tf.make_tensor_proto([data for _, data in batch], dtype=tf.string, shape=[len(batch)])
+        )
+        response = self._call("Predict", self._predict_rpc, request, texts)
+        return entities_from_outputs(texts, _arrays(response))
+
+    def _tag_batch(
+        self, batch: list[tuple[list[str], list[bytes]]]
+    ) -> list[tuple[list[str], list[float]]]:
+        width = max(len(tokens) for tokens, _ in batch)
+        padded = [data + [PAD_TOKEN.encode()] * (width - len(data)) for _, data in batch]
+        request = predict_pb2.PredictRequest()
+        self._fill_model_spec(request.model_spec, PREDICT_TOKENS)
+        request.inputs[TOKENS].CopyFrom(
+            tf.make_tensor_proto(padded, dtype=tf.string, shape=[len(batch), width])
+        )
+        quoted = [token for tokens, _ in batch for token in tokens]
+        response = self._call("Predict", self._predict_rpc, request, quoted)
+        results = tags_from_outputs(_arrays(response))
+        for (tokens, _), (tags, _) in zip(batch, results):
+            if len(tags) != len(tokens):
+                # What TF Serving's batching does with pad_variable_length_inputs:
+                # true, which pads rows with their first token instead of "".
+                raise ModelOutputError(
+                    f"a sentence of {len(tokens)} tokens came back with {len(tags)} tags; "
+                    "is the server padding token batches? Keep pad_variable_length_inputs "
+                    "false (serving/README.md)"
+                )
+        return results
+
+    def _fill_model_spec(self, spec: Any, signature: str = "") -> None:
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        if signature:
+            spec.signature_name = signature
+
+    def _call(self, method: str, rpc: Callable[..., Any], request: Any, quoted: list[str]) -> Any:
+        """Send ``request``, retrying unreachable servers; map failures to exceptions.
+
+        ``quoted`` are the request's texts, withheld from any error message.
+        """
+        started = time.monotonic()
+        backoff = _INITIAL_BACKOFF_S
+        attempts = 0
+        while True:
+            remaining = self.deadline - (time.monotonic() - started)
+            try:
+                response = rpc(request, timeout=max(min(self.timeout, remaining), 1e-3))
+            except grpc.RpcError as error:
+                code = error.code()
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    self._answered = False
+                    failure = f"UNAVAILABLE: {_safe_details(error, quoted)}"
+                    pause = backoff * random.uniform(0.5, 1.0)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+                elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered:
+                    failure = "DEADLINE_EXCEEDED before the server answered (connecting?)"
+                    # The attempt already waited its whole timeout.
+                    pause = 0.0
+                else:
+                    # An error status is an answer (a deadline here comes after one).
+                    self._answered = True
+                    raise _error_from_rpc(f"{method} to {self.target}", error, quoted) from None
+            else:
+                self._answered = True
+                return response
+            attempts += 1
+            remaining = self.deadline - (time.monotonic() - started)
+            if attempts > self.max_retries or remaining <= pause:
+                raise ServerUnavailableError(
+                    f"{method} to {self.target} failed after {attempts} attempts in "
+                    f"{time.monotonic() - started:.1f} s; last: {failure}",
+                    grpc.StatusCode.UNAVAILABLE,
+                )
+            logger.warning(
+                "%s to %s failed (%s); retry %d of %d in %.2f s",
+                method, self.target, failure, attempts, self.max_retries, pause,
+            )
+            time.sleep(pause)
+
+
+def _arrays(response: predict_pb2.PredictResponse) -> dict[str, Any]:
+    return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+
+def _tensor_info(info: Any) -> TensorInfo:
+    dims = info.tensor_shape.dim
+    shape = None if info.tensor_shape.unknown_rank else tuple(dim.size for dim in dims)
+    return TensorInfo(dtype=types_pb2.DataType.Name(info.dtype), shape=shape)
+
+
+def _safe_details(error: grpc.RpcError, quoted: list[str]) -> str:
+    details = error.details() or ""
+    # Long texts are often quoted truncated, so look for their beginning.
+    if any(len(text) >= 4 and text[:32] in details for text in quoted):
+        return "(server message withheld: it quoted request text)"
+    return details
+
+
+def _error_from_rpc(call: str, error: grpc.RpcError, quoted: list[str]) -> ServingError:
+    code = error.code()
+    error_class = _ERROR_CLASSES.get(code, ServingError)
+    return error_class(f"{call} failed with {code.name}: {_safe_details(error, quoted)}", code)
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``client`` subcommand to the ``clinical-ner`` command line."""
+    parser = subparsers.add_parser(
+        "client",
+        help="annotate documents with a model served by TensorFlow Serving (gRPC)",
+        description=(
+            "Send documents to TensorFlow Serving (or `clinical-ner serve`) and print one "
+            'JSON line per document, as `clinical-ner predict` does: {"text": ..., '
+            '"entities": [{"start", "end", "text", "label", "confidence"}]}. Documents are '
+            "the TEXT arguments, then the --input files; with neither, stdin is one document."
+        ),
+    )
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
+    parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
+                        type=Path, help="UTF-8 text files, one document each")
+    parser.add_argument("--target", default=DEFAULT_TARGET, help="host:port (default: %(default)s)")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="(default: %(default)s)")
+    parser.add_argument("--version", type=int, help="model version (default: the highest served)")
+    parser.add_argument("--signature", default=SERVING_DEFAULT, help="(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="per attempt (default: %(default)s)")
+    parser.add_argument("--deadline", type=float, default=30.0, metavar="SECONDS",
+                        help="per request, retries included (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="documents per request (default: %(default)s)")
+    parser.add_argument("--root-certificates", type=Path, metavar="PEM",
+                        help="CA certificates to verify the server; enables TLS")
+    parser.set_defaults(func=_run_client)
+    return parser
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    documents = list(args.texts) + [_read_document(path) for path in args.input]
+    if not documents:
+        documents.append(_decode_document("stdin", sys.stdin.buffer.read()))
+    with ClinicalNerClient(
+        args.target,
+        args.model_name,
+        version=args.version,
+        signature=args.signature,
+        timeout=args.timeout,
+        deadline=args.deadline,
+        batch_size=args.batch_size,
+        root_certificates=args.root_certificates,
+    ) as client:
+        annotations = client.annotate(documents)
+    for text, entities in zip(documents, annotations):
+        record = {"text": text, "entities": [entity.to_dict() for entity in entities]}
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+def _read_document(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataFormatError(str(path), None, error.strerror or str(error)) from None
+    return _decode_document(str(path), data)
+
+
+def _decode_document(source: str, data: bytes) -> str:
+    # Decoded without newline translation, so offsets match the file.
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFormatError(
+            source, None, f"not UTF-8 (invalid byte at offset {error.start})"
+        ) from None

@@ -1,0 +1,165 @@
+"""The serving contract: signature names, tensor names and output decoding.
+
+The exported SavedModel, the development server, the gRPC client and the
+in-process API all agree on these names. ``encode_text`` makes the bytes a
+document is sent as, and ``entities_from_outputs`` and ``tags_from_outputs``
+turn a signature's output tensors into Python objects; the in-process API
+and the client both call them, so a document gives the same objects
+whichever way it was annotated.
+
+``serving_default`` (raw text in, entity spans out)
+    input ``text``: ``DT_STRING [-1]``, a batch of UTF-8 documents.
+    outputs, padded to the largest entity count ``E`` of the batch:
+    ``entity_start`` / ``entity_end`` ``DT_INT64 [B, E]`` (half-open
+    code-point offsets into the document), ``entity_label`` ``DT_STRING
+    [B, E]`` (``""`` as padding), ``entity_confidence`` ``DT_FLOAT [B, E]``,
+    ``entity_count`` ``DT_INT32 [B]``.
+
+``predict_tokens`` (pre-tokenized sentences in, tags out)
+    input ``tokens``: ``DT_STRING [-1, -1]``, right-padded with ``""``.
+    outputs: ``tags`` ``DT_STRING [B, T]``, ``tag_confidence`` ``DT_FLOAT
+    [B, T]``, ``length`` ``DT_INT32 [B]`` (tokens before the padding).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from clinical_ner.corpus import Entity
+from clinical_ner.errors import ClinicalNERError
+
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
+# The GetModelMetadata field that holds the SignatureDefs.
+SIGNATURE_DEF_METADATA = "signature_def"
+
+SERVING_DEFAULT = "serving_default"
+TEXT = "text"
+ENTITY_START = "entity_start"
+ENTITY_END = "entity_end"
+ENTITY_LABEL = "entity_label"
+ENTITY_CONFIDENCE = "entity_confidence"
+ENTITY_COUNT = "entity_count"
+ENTITY_OUTPUTS = (ENTITY_START, ENTITY_END, ENTITY_LABEL, ENTITY_CONFIDENCE, ENTITY_COUNT)
+
+PREDICT_TOKENS = "predict_tokens"
+TOKENS = "tokens"
+TAGS = "tags"
+TAG_CONFIDENCE = "tag_confidence"
+LENGTH = "length"
+TAG_OUTPUTS = (TAGS, TAG_CONFIDENCE, LENGTH)
+
+# Token rows are right-padded with this value.
+PAD_TOKEN = ""
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class ModelOutputError(ClinicalNERError, ValueError):
+    """A signature's outputs break the contract (a model or export bug).
+
+    The message gives positions and sizes only, never document text.
+    """
+
+
+def encode_text(text: str) -> bytes:
+    """The UTF-8 bytes a signature receives for ``text``.
+
+    Lone surrogates (which UTF-8 cannot encode) become U+FFFD: one code point
+    for one keeps every offset, and both are one-character tokens.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def entities_from_outputs(
+    texts: list[str], outputs: Mapping[str, Any]
+) -> list[list[Entity]]:
+    """Decode ``serving_default`` outputs into one entity list per document.
+
+    ``outputs`` maps the output names to arrays (NumPy arrays, ``tf.Tensor``
+    or anything ``np.asarray`` accepts). Offsets count code points, so
+    ``entity.text == texts[i][entity.start:entity.end]``.
+    """
+    arrays = _require(outputs, ENTITY_OUTPUTS)
+    starts, ends, labels, confidences, counts = (arrays[name] for name in ENTITY_OUTPUTS)
+    if counts.shape != (len(texts),):
+        raise ModelOutputError(
+            f"{ENTITY_COUNT} has shape {counts.shape}, expected ({len(texts)},) "
+            f"for {len(texts)} documents"
+        )
+    for name in (ENTITY_START, ENTITY_END, ENTITY_LABEL, ENTITY_CONFIDENCE):
+        if arrays[name].ndim != 2 or arrays[name].shape[0] != len(texts):
+            raise ModelOutputError(
+                f"{name} has shape {arrays[name].shape}, expected ({len(texts)}, E)"
+            )
+    width = starts.shape[1]
+    result = []
+    for row, text in enumerate(texts):
+        count = int(counts[row])
+        if not 0 <= count <= width:
+            raise ModelOutputError(
+                f"document {row}: {ENTITY_COUNT} is {count} but the outputs hold {width} columns"
+            )
+        entities = []
+        for column in range(count):
+            start, end = int(starts[row, column]), int(ends[row, column])
+            if not 0 <= start < end <= len(text):
+                raise ModelOutputError(
+                    f"document {row}, entity {column}: span [{start}, {end}) is not "
+                    f"inside a text of {len(text)} characters"
+                )
+            entities.append(
+                Entity(
+                    start=start,
+                    end=end,
+                    text=text[start:end],
+                    label=_to_str(labels[row, column]),
+                    confidence=float(confidences[row, column]),
+                )
+            )
+        result.append(entities)
+    return result
+
+
+def tags_from_outputs(outputs: Mapping[str, Any]) -> list[tuple[list[str], list[float]]]:
+    """Decode ``predict_tokens`` outputs into ``(tags, confidences)`` per row.
+
+    Each row is cut to its ``length``, dropping the padding positions.
+    """
+    arrays = _require(outputs, TAG_OUTPUTS)
+    tags, confidences, lengths = (arrays[name] for name in TAG_OUTPUTS)
+    if tags.ndim != 2 or confidences.shape != tags.shape or lengths.shape != tags.shape[:1]:
+        raise ModelOutputError(
+            f"inconsistent shapes: {TAGS} {tags.shape}, {TAG_CONFIDENCE} "
+            f"{confidences.shape}, {LENGTH} {lengths.shape}"
+        )
+    result = []
+    for row in range(tags.shape[0]):
+        length = int(lengths[row])
+        if not 0 <= length <= tags.shape[1]:
+            raise ModelOutputError(
+                f"row {row}: {LENGTH} is {length} but the outputs hold {tags.shape[1]} columns"
+            )
+        result.append(
+            (
+                [_to_str(tag) for tag in tags[row, :length]],
+                [float(value) for value in confidences[row, :length]],
+            )
+        )
+    return result
+
+
+def _require(outputs: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    missing = [name for name in names if name not in outputs]
+    if missing:
+        raise ModelOutputError(
+            f"missing outputs {missing}; got {sorted(outputs)}, expected {list(names)}"
+        )
+    return {name: np.asarray(outputs[name]) for name in names}
+
+
+def _to_str(value: bytes | str) -> str:
+    # TensorFlow string tensors come back as bytes; the contract says UTF-8.
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)

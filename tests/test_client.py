@@ -1,0 +1,403 @@
+"""The gRPC client, against the development server (and the stock one when installed)."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from clinical_ner import signatures as sig
+from clinical_ner.errors import DataFormatError
+from clinical_ner.signatures import ModelOutputError
+from clinical_ner.serving.client import (
+    ClinicalNerClient,
+    InvalidRequestError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    ServerUnavailableError,
+    TensorInfo,
+    VersionStatus,
+    register_cli,
+)
+from clinical_ner.serving.server import ModelServer
+from test_export import KEYWORDS, expected_entities, expected_tags, export_toy
+from test_server import MARKER, make_certificate
+
+MODEL = "clinical_ner"
+STOCK_SERVER = shutil.which("tensorflow_model_server")
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("models") / MODEL
+    export_toy(base, version=1)
+    return base
+
+
+@pytest.fixture(scope="module")
+def dev_server(model_base):
+    server = ModelServer(model_base, MODEL, port=0, max_documents=16, max_document_chars=1000)
+    server.start()
+    yield server
+    server.stop(grace=1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stock_server(model_base):
+    if STOCK_SERVER is None:
+        pytest.skip("tensorflow_model_server is not installed here (no PyPI or Debian package)")
+    port = free_port()
+    process = subprocess.Popen(
+        [STOCK_SERVER, f"--port={port}", f"--model_name={MODEL}",
+         f"--model_base_path={model_base}", "--file_system_poll_wait_seconds=1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, deadline=60) as client:
+            deadline = time.monotonic() + 60
+            while not any(s.state == "AVAILABLE" for s in _status_or_empty(client)):
+                assert time.monotonic() < deadline, "tensorflow_model_server did not load the model"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _status_or_empty(client):
+    try:
+        return client.status()
+    except ModelNotFoundError:
+        return []
+
+
+@pytest.fixture(params=["development server", "tensorflow_model_server"])
+def target(request) -> str:
+    """A server address; every test using it runs against both servers."""
+    if request.param == "development server":
+        return f"127.0.0.1:{request.getfixturevalue('dev_server').bound_port}"
+    return request.getfixturevalue("stock_server")
+
+
+@pytest.fixture
+def dev_target(dev_server) -> str:
+    return f"127.0.0.1:{dev_server.bound_port}"
+
+
+TEXTS = [
+    "😀 aspirin for fever",
+    "",
+    "nothing to see",
+    "fièvre " * 30 + "aspirin",
+    "aspirin",
+    "fever, fever and more fever",
+    "x",
+]
+
+
+def test_annotate_one_and_many(target):
+    with ClinicalNerClient(target, MODEL, batch_size=3) as client:
+        assert client.annotate("took aspirin") == expected_entities("took aspirin")
+        assert client.annotate(TEXTS) == [expected_entities(text) for text in TEXTS]
+        assert client.annotate(tuple(TEXTS[:2])) == [expected_entities(t) for t in TEXTS[:2]]
+        assert client.annotate([]) == []
+
+
+documents = st.lists(
+    st.lists(st.one_of(st.text(max_size=8), st.sampled_from(sorted(KEYWORDS)))).map("".join),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=documents)
+def test_offsets_are_exact_code_points_for_any_text(dev_server, texts):
+    with ClinicalNerClient(f"127.0.0.1:{dev_server.bound_port}", MODEL, batch_size=2) as client:
+        found = client.annotate(texts)
+    assert found == [expected_entities(text) for text in texts]
+    for text, entities in zip(texts, found):
+        assert all(text[e.start:e.end] == e.text for e in entities)
+
+
+def test_tag_tokens(target):
+    sentences = [["aspirin", "for", "fever"], [], ["ok"], ["fever"] * 5]
+    with ClinicalNerClient(target, MODEL, batch_size=2) as client:
+        assert client.tag_tokens(sentences) == [expected_tags(tokens) for tokens in sentences]
+        assert client.tag_tokens([[], []]) == [([], []), ([], [])]
+
+
+def test_metadata_and_status(target):
+    with ClinicalNerClient(target, MODEL) as client:
+        metadata = client.metadata()
+        assert (metadata.model_name, metadata.version) == (MODEL, 1)
+        assert set(metadata.signatures) == {sig.SERVING_DEFAULT, sig.PREDICT_TOKENS}
+        serving_default = metadata.signatures[sig.SERVING_DEFAULT]
+        assert serving_default.method_name == sig.PREDICT_METHOD_NAME
+        assert serving_default.inputs == {sig.TEXT: TensorInfo("DT_STRING", (-1,))}
+        assert serving_default.outputs[sig.ENTITY_START] == TensorInfo("DT_INT64", (-1, -1))
+        assert serving_default.outputs[sig.ENTITY_COUNT] == TensorInfo("DT_INT32", (-1,))
+        assert metadata.signatures[sig.PREDICT_TOKENS].inputs == {
+            sig.TOKENS: TensorInfo("DT_STRING", (-1, -1))
+        }
+        assert client.status() == [VersionStatus(1, "AVAILABLE", "")]
+
+
+def test_not_found_errors(target):
+    for options in ({"version": 9}, {"signature": "no_such_signature"}):
+        with ClinicalNerClient(target, MODEL, **options) as client:
+            with pytest.raises(ModelNotFoundError):
+                client.annotate(MARKER)
+    with ClinicalNerClient(target, "other_model") as client:
+        with pytest.raises(ModelNotFoundError):
+            client.annotate(MARKER)
+        with pytest.raises(ModelNotFoundError):
+            client.status()
+
+
+def test_server_errors_become_exceptions_without_text(dev_target):
+    with ClinicalNerClient(dev_target, MODEL, batch_size=32) as client:
+        with pytest.raises(RequestTooLargeError, match="limit is 16") as too_many:
+            client.annotate([MARKER] * 20)
+        with pytest.raises(RequestTooLargeError, match="limit is 1000") as too_long:
+            client.annotate(MARKER * 50)
+        raised = [too_many.value, too_long.value]
+        assert all(error.code is grpc.StatusCode.RESOURCE_EXHAUSTED for error in raised)
+        assert all(MARKER not in str(error) for error in raised)
+        # The client is still usable afterwards.
+        assert client.annotate("fever") == expected_entities("fever")
+
+
+class QuotingServer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Answers INVALID_ARGUMENT with a message that quotes the request's text."""
+
+    def Predict(self, request, context):  # noqa: N802
+        text = request.inputs[sig.TEXT].string_val[0].decode()
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad input: '{text[:40]}...'")
+
+
+def test_server_messages_quoting_the_input_are_withheld():
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(QuotingServer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL) as client:
+            with pytest.raises(InvalidRequestError, match="withheld") as raised:
+                client.annotate(MARKER * 3)
+    finally:
+        server.stop(grace=None)
+    assert MARKER not in str(raised.value)
+    assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_client_side_validation(dev_target):
+    with ClinicalNerClient(dev_target, MODEL) as client:
+        # Lone surrogates go as U+FFFD (as in-process); offsets still index the original.
+        text = "\ud800 aspirin \udbff\udc00 fever"
+        assert client.annotate(text) == expected_entities(text)
+        with pytest.raises(InvalidRequestError, match="document 0 is a bytes"):
+            client.annotate([b"aspirin"])
+        with pytest.raises(InvalidRequestError, match="sentence 0, token 1"):
+            client.tag_tokens([["aspirin", ""]])
+
+
+def test_retries_until_the_server_starts(model_base):
+    port = free_port()
+    server = ModelServer(model_base, MODEL, port=port)
+    starter = threading.Timer(1.5, server.start)
+    started = time.monotonic()
+    starter.start()
+    try:
+        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, deadline=30) as client:
+            assert client.annotate("fever") == expected_entities("fever")
+        assert time.monotonic() - started >= 1.5
+    finally:
+        starter.join()
+        server.stop(grace=1)
+
+
+def test_gives_up_at_the_deadline():
+    started = time.monotonic()
+    with ClinicalNerClient(f"127.0.0.1:{free_port()}", MODEL, timeout=0.5, deadline=1.5) as client:
+        with pytest.raises(ServerUnavailableError, match="UNAVAILABLE") as raised:
+            client.annotate(MARKER)
+    # It stops retrying when the next pause would pass the deadline.
+    assert time.monotonic() - started <= 1.5 + 0.5
+    assert int(re.search(r"after (\d+) attempts", str(raised.value)).group(1)) >= 3
+    assert MARKER not in str(raised.value)
+
+
+def test_connection_that_never_completes_is_retried_until_the_deadline():
+    # Accepts TCP connections but never speaks HTTP/2.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        target = f"127.0.0.1:{listener.getsockname()[1]}"
+        with ClinicalNerClient(target, MODEL, timeout=0.3, deadline=1.2) as client:
+            with pytest.raises(ServerUnavailableError, match="DEADLINE_EXCEEDED before the server"):
+                client.annotate("fever")
+
+
+class FlakyProxy(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Forwards Predict to a real server, answering UNAVAILABLE to the calls in ``fail``."""
+
+    def __init__(self, upstream: str, fail: set[int]) -> None:
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(upstream)
+        )
+        self._fail = fail
+        self.calls = 0
+        self.forwarded: list[bytes] = []
+
+    def Predict(self, request, context):  # noqa: N802
+        self.calls += 1
+        if self.calls in self._fail:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connection reset")
+        self.forwarded.extend(request.inputs[sig.TEXT].string_val)
+        return self._stub.Predict(request, timeout=10)
+
+
+def test_failed_batch_is_retried_alone(dev_target, caplog):
+    proxy = FlakyProxy(dev_target, fail={2, 3})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(proxy, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    texts = [f"document {number} " + "aspirin " * number for number in range(7)]
+    try:
+        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, batch_size=2) as client:
+            with caplog.at_level(logging.WARNING):
+                assert client.annotate(texts) == [expected_entities(text) for text in texts]
+    finally:
+        server.stop(grace=None)
+    # 4 batches, the second failed twice: each document went upstream exactly once.
+    assert proxy.calls == 6
+    assert sorted(proxy.forwarded) == sorted(text.encode() for text in texts)
+    assert caplog.text.count("UNAVAILABLE") == 2
+
+
+class FirstTokenPaddingProxy(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Widens token batches the way TF Serving's batching does with
+    pad_variable_length_inputs: true (padding with the tensor's first element)."""
+
+    def __init__(self, upstream: str) -> None:
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(upstream)
+        )
+
+    def Predict(self, request, context):  # noqa: N802
+        tokens = tf.make_ndarray(request.inputs[sig.TOKENS])
+        padded = np.pad(tokens, [(0, 0), (0, 2)], constant_values=tokens.flat[0])
+        request.inputs[sig.TOKENS].CopyFrom(tf.make_tensor_proto(padded, dtype=tf.string))
+        return self._stub.Predict(request, timeout=10)
+
+
+def test_token_rows_padded_by_the_server_are_detected(dev_target):
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        FirstTokenPaddingProxy(dev_target), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL) as client:
+            with pytest.raises(ModelOutputError, match="pad_variable_length_inputs"):
+                client.tag_tokens([["aspirin", "given"]])
+    finally:
+        server.stop(grace=None)
+
+
+def test_slow_answer_is_a_timeout_not_a_retry(tmp_path):
+    base = tmp_path / MODEL
+    export_toy(base, version=1, delay_iterations=300_000)
+    with ModelServer(base, MODEL, port=0) as server:
+        target = f"127.0.0.1:{server.bound_port}"
+        with ClinicalNerClient(target, MODEL, timeout=0.2, deadline=30) as client:
+            client.status()  # connected
+            started = time.monotonic()
+            with pytest.raises(RequestTimeoutError):
+                client.annotate(MARKER)
+            assert time.monotonic() - started < 1.0
+
+
+def test_tls(tmp_path, model_base):
+    cert, key = make_certificate(tmp_path)
+    with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
+        target = f"127.0.0.1:{server.bound_port}"
+        for roots in (cert, str(cert), cert.read_bytes()):
+            with ClinicalNerClient(target, MODEL, root_certificates=roots) as client:
+                assert client.annotate("fever") == expected_entities("fever")
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="clinical-ner")
+    register_cli(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_prints_json_lines(dev_target, tmp_path, capsys):
+    note = tmp_path / "note.txt"
+    note.write_bytes("Fever.\r\n😀 aspirin given\r\n".encode())
+    other = tmp_path / "other.txt"
+    other.write_text("fièvre")
+    argv = ["client", "--target", dev_target, "no fever", "", "--input", str(note), str(other)]
+    assert run_cli(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    documents = ["no fever", "", "Fever.\r\n😀 aspirin given\r\n", "fièvre"]
+    assert [line["text"] for line in lines] == documents
+    for line, text in zip(lines, documents):
+        assert line["entities"] == [entity.to_dict() for entity in expected_entities(text)]
+    assert lines[2]["entities"] == [
+        {"start": 10, "end": 17, "text": "aspirin", "label": "DRUG", "confidence": 0.875}
+    ]
+
+
+def test_cli_options_and_help():
+    parser = argparse.ArgumentParser(prog="clinical-ner")
+    client = register_cli(parser.add_subparsers())
+    args = parser.parse_args(
+        ["client", "--target", "h:1", "--model-name", "m", "--version", "3", "--batch-size", "8",
+         "t1", "t2", "--input", "a.txt", "b.txt", "--input", "c.txt"]
+    )
+    assert (args.target, args.model_name, args.version, args.batch_size) == ("h:1", "m", 3, 8)
+    assert [str(path) for path in args.input] == ["a.txt", "b.txt", "c.txt"]
+    assert args.texts == ["t1", "t2"]
+    assert "JSON line" in client.format_help()
+
+
+def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("aspirin\r\n".encode())))
+    assert run_cli(["client", "--target", dev_target]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["text"] == "aspirin\r\n"
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(MARKER.encode() + b"\xff")
+    with pytest.raises(DataFormatError, match="invalid byte at offset 26") as raised:
+        run_cli(["client", "--target", dev_target, "--input", str(bad)])
+    assert MARKER not in str(raised.value)

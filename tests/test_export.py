@@ -1,0 +1,369 @@
+"""Export layout and atomicity, core-op check, and the toy model the serving tests share.
+
+The toy model implements the signature contract of ``clinical_ner.signatures``
+with core string ops: it marks every occurrence of a few keywords.
+``test_server.py`` and ``test_client.py`` import it from here.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from clinical_ner import signatures as sig
+from clinical_ner.corpus import Entity
+from clinical_ner.errors import ConfigError
+from clinical_ner.export import (
+    ExportError,
+    check_core_ops,
+    existing_versions,
+    export_saved_model,
+    saved_model_op_types,
+)
+from clinical_ner.serving import client, server
+
+# keyword -> (label, confidence); one keyword is not ASCII, to test code-point offsets.
+KEYWORDS = {"aspirin": ("DRUG", 0.875), "fever": ("PROBLEM", 0.75), "fièvre": ("PROBLEM", 0.5)}
+TOKEN_TAGS = {"aspirin": "B-DRUG", "fever": "B-PROBLEM"}
+
+
+class ToyNerModule(tf.Module):
+    """Marks keywords; ``confidence_scale`` tells versions apart.
+
+    ``delay_iterations`` spins a loop before answering (about 5 us per
+    iteration here), for tests that need a request to be in flight.
+    """
+
+    def __init__(self, confidence_scale: float = 1.0, delay_iterations: int = 0) -> None:
+        super().__init__()
+        self.confidence_scale = tf.Variable(confidence_scale, dtype=tf.float32)
+        # A variable, so that graph optimization cannot fold the loop away.
+        self.delay_iterations = tf.Variable(delay_iterations, dtype=tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT)])
+    def annotate(self, text):
+        batch = tf.shape(text, out_type=tf.int64)[0]
+        points = tf.strings.unicode_decode(text, "UTF-8").to_tensor(default_value=-1)
+        width = tf.shape(points)[1]
+        rows, starts, ends, labels, confidences = [], [], [], [], []
+        for word, (label, confidence) in KEYWORDS.items():
+            word_points = [ord(char) for char in word]
+            extended = tf.pad(points, [[0, 0], [0, len(word_points)]], constant_values=-1)
+            match = tf.ones_like(points, dtype=tf.bool)
+            for offset, point in enumerate(word_points):
+                match &= tf.equal(extended[:, offset:offset + width], point)
+            found = tf.where(match)
+            count = tf.shape(found)[0]
+            rows.append(found[:, 0])
+            starts.append(found[:, 1])
+            ends.append(found[:, 1] + len(word_points))
+            labels.append(tf.fill([count], label))
+            confidences.append(tf.fill([count], confidence))
+        row, start = tf.concat(rows, 0), tf.concat(starts, 0)
+        order = tf.argsort(row * (tf.cast(width, tf.int64) + 1) + start)
+        row = tf.gather(row, order)
+
+        def by_row(values, padding):
+            ragged = tf.RaggedTensor.from_value_rowids(tf.gather(values, order), row, nrows=batch)
+            return ragged.to_tensor(padding)
+
+        spun = tf.while_loop(
+            lambda i: i < self.delay_iterations, lambda i: [i + 1], [tf.constant(0, tf.int64)]
+        )[0]
+        scale = self.confidence_scale + tf.cast(spun - self.delay_iterations, tf.float32)
+        return {
+            sig.ENTITY_START: by_row(start, tf.constant(0, tf.int64)),
+            sig.ENTITY_END: by_row(tf.concat(ends, 0), tf.constant(0, tf.int64)),
+            sig.ENTITY_LABEL: by_row(tf.concat(labels, 0), ""),
+            sig.ENTITY_CONFIDENCE: by_row(tf.concat(confidences, 0), 0.0) * scale,
+            sig.ENTITY_COUNT: tf.math.bincount(
+                tf.cast(row, tf.int32),
+                minlength=tf.cast(batch, tf.int32),
+                maxlength=tf.cast(batch, tf.int32),
+            ),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name=sig.TOKENS)])
+    def tag(self, tokens):
+        present = tf.not_equal(tokens, sig.PAD_TOKEN)
+        tags = tf.fill(tf.shape(tokens), "O")
+        for word, tag in TOKEN_TAGS.items():
+            tags = tf.where(tf.equal(tokens, word), tag, tags)
+        tags = tf.where(present, tags, "")
+        confidence = tf.where(tf.equal(tags, "O"), 0.96875, 0.875) * self.confidence_scale
+        return {
+            sig.TAGS: tags,
+            sig.TAG_CONFIDENCE: tf.where(present, confidence, 0.0),
+            sig.LENGTH: tf.reduce_sum(tf.cast(present, tf.int32), axis=1),
+        }
+
+
+def export_toy(base_path: Path, version: int | None = None, **toy_options) -> Path:
+    """Export a ToyNerModule with both contract signatures."""
+    module = ToyNerModule(**toy_options)
+    return export_saved_model(
+        module,
+        {sig.SERVING_DEFAULT: module.annotate, sig.PREDICT_TOKENS: module.tag},
+        base_path,
+        version,
+    )
+
+
+def expected_entities(text: str, scale: float = 1.0) -> list[Entity]:
+    """What the toy model finds in ``text``, computed in Python."""
+    found = []
+    for word, (label, confidence) in KEYWORDS.items():
+        start = text.find(word)
+        while start >= 0:
+            found.append(
+                Entity(start, start + len(word), word, label, float(np.float32(confidence * scale)))
+            )
+            start = text.find(word, start + 1)
+    return sorted(found, key=lambda entity: entity.start)
+
+
+def expected_tags(tokens: list[str], scale: float = 1.0) -> tuple[list[str], list[float]]:
+    tags = [TOKEN_TAGS.get(token, "O") for token in tokens]
+    return tags, [float(np.float32((0.96875 if tag == "O" else 0.875) * scale)) for tag in tags]
+
+
+@pytest.fixture(scope="module")
+def toy_export(tmp_path_factory) -> Path:
+    return export_toy(tmp_path_factory.mktemp("models") / "clinical_ner")
+
+
+def test_layout_and_version_numbering(tmp_path):
+    base = tmp_path / "clinical_ner"
+    first = export_toy(base)
+    assert first == base / "1"
+    assert (first / "saved_model.pb").is_file()
+    assert (first / "variables" / "variables.index").is_file()
+    assert (first / "assets").is_dir()
+    assert export_toy(base) == base / "2"
+    assert export_toy(base, version=7) == base / "7"
+    assert export_toy(base) == base / "8"
+    assert existing_versions(base) == [1, 2, 7, 8]
+    # No temporary directories are left beside the versions.
+    assert sorted(path.name for path in base.iterdir()) == ["1", "2", "7", "8"]
+
+
+def test_only_complete_canonically_numbered_directories_are_versions(tmp_path):
+    for name in ["3", ".export-5-abc", "007", "v2", "1.5"]:
+        (tmp_path / name).mkdir()
+        if name != "3":
+            (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    assert existing_versions(tmp_path) == []
+    # The incomplete "3" still holds its number.
+    assert export_toy(tmp_path) == tmp_path / "4"
+    assert existing_versions(tmp_path) == [4]
+
+
+def test_refuses_to_overwrite_an_existing_version(tmp_path):
+    export_toy(tmp_path, version=1)
+    before = (tmp_path / "1" / "saved_model.pb").read_bytes()
+    with pytest.raises(ExportError, match="version 1 already exists"):
+        export_toy(tmp_path, version=1, confidence_scale=0.5)
+    assert (tmp_path / "1" / "saved_model.pb").read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["1"]
+
+
+@pytest.mark.parametrize("version", [0, -3, True, 1.0, "2", 2**63])
+def test_rejects_invalid_versions(tmp_path, version):
+    with pytest.raises(ConfigError, match="version"):
+        export_toy(tmp_path, version=version)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_leaves_no_trace_and_keeps_old_versions(tmp_path, monkeypatch):
+    export_toy(tmp_path, version=1)
+
+    def failing_save(module, export_dir, signatures):
+        # While it is written, the export is invisible to TF Serving's poller.
+        assert Path(export_dir).parent == tmp_path and not Path(export_dir).name.isdigit()
+        Path(export_dir, "saved_model.pb").write_bytes(b"partial")
+        assert existing_versions(tmp_path) == [1]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        export_toy(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["1"]
+    assert existing_versions(tmp_path) == [1]
+
+
+def test_read_only_base_path_fails_cleanly(tmp_path):
+    export_toy(tmp_path, version=1)
+    tmp_path.chmod(0o555)
+    try:
+        if os.access(tmp_path, os.W_OK):
+            pytest.skip("running as a user who can write to read-only directories")
+        with pytest.raises(OSError):
+            export_toy(tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["1"]
+
+
+def test_toy_export_uses_core_ops_only(toy_export):
+    ops = saved_model_op_types(toy_export)
+    # Both the graph and the function library are read.
+    assert {"UnicodeDecode", "RaggedTensorToTensor", "While", "RestoreV2"} <= ops
+    check_core_ops(toy_export)
+
+
+def test_core_op_check_rejects_unknown_ops(tmp_path, toy_export):
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((toy_export / "saved_model.pb").read_bytes())
+    function = saved_model.meta_graphs[0].graph_def.library.function[0]
+    function.node_def.add(name="custom", op="SentencepieceOp")
+    (tmp_path / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    with pytest.raises(ExportError, match="SentencepieceOp"):
+        check_core_ops(tmp_path)
+
+
+def test_decoding_helpers_on_in_process_outputs(toy_export):
+    """The same decoding the client uses, applied to an in-process call."""
+    loaded = tf.saved_model.load(str(toy_export))
+    texts = ["😀 aspirin, fever", "nothing here", "fièvre après aspirin"]
+    outputs = loaded.signatures[sig.SERVING_DEFAULT](text=tf.constant(texts))
+    assert sig.entities_from_outputs(texts, outputs) == [expected_entities(t) for t in texts]
+    tokens = [["aspirin", "for", "fever"], ["ok", "", ""]]
+    outputs = loaded.signatures[sig.PREDICT_TOKENS](tokens=tf.constant(tokens))
+    assert sig.tags_from_outputs(outputs) == [
+        expected_tags(["aspirin", "for", "fever"]),
+        expected_tags(["ok"]),
+    ]
+
+
+def test_decoding_rejects_outputs_that_break_the_contract():
+    outputs = {
+        sig.ENTITY_START: np.array([[0]]),
+        sig.ENTITY_END: np.array([[40]]),
+        sig.ENTITY_LABEL: np.array([[b"DRUG"]], dtype=object),
+        sig.ENTITY_CONFIDENCE: np.array([[0.5]], dtype=np.float32),
+        sig.ENTITY_COUNT: np.array([1], dtype=np.int32),
+    }
+    with pytest.raises(sig.ModelOutputError, match=r"span \[0, 40\)") as raised:
+        sig.entities_from_outputs(["SECRET-MARKER text"], outputs)
+    assert "SECRET-MARKER" not in str(raised.value)
+    with pytest.raises(sig.ModelOutputError, match="missing outputs"):
+        sig.entities_from_outputs(["x"], {sig.ENTITY_COUNT: np.array([0])})
+
+
+@pytest.mark.slow
+def test_export_runs_in_a_process_that_imports_only_tensorflow(toy_export):
+    script = textwrap.dedent(
+        """
+        import sys
+        import tensorflow as tf
+        loaded = tf.saved_model.load(sys.argv[1])
+        out = loaded.signatures["serving_default"](text=tf.constant(["x aspirin"]))
+        assert out["entity_count"].numpy().tolist() == [1], out
+        assert out["entity_start"].numpy().tolist() == [[2]], out
+        out = loaded.signatures["predict_tokens"](tokens=tf.constant([["fever", ""]]))
+        assert out["tags"].numpy().tolist() == [[b"B-PROBLEM", b""]], out
+        assert out["length"].numpy().tolist() == [1], out
+        print(sorted(loaded.signatures), sorted(m for m in sys.modules if m.startswith("clinical")))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(toy_export)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "['predict_tokens', 'serving_default'] []"
+
+
+SERVING_DIR = Path(__file__).resolve().parent.parent / "serving"
+
+
+def test_models_config_parses_with_the_stock_proto():
+    config = text_format.Parse(
+        (SERVING_DIR / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
+    )
+    (model,) = config.model_config_list.config
+    assert model.name == "clinical_ner"
+    assert model.base_path == "/models/clinical_ner"
+    assert model.model_platform == "tensorflow"
+    assert model.model_version_policy.WhichOneof("policy_choice") == "latest"
+    assert model.model_version_policy.latest.num_versions == 2
+    # The Docker commands in the README mount the export at that base path.
+    readme = (SERVING_DIR / "README.md").read_text()
+    assert "-v $PWD/models/clinical_ner:/models/clinical_ner" in readme
+    assert "--model_config_file=/config/models.config" in readme
+
+
+def _batching_parameters_class():
+    """The stock BatchingParameters message, or the same fields built from the .proto text.
+
+    ``tensorflow-serving-api`` does not ship session_bundle_config_pb2; the
+    fallback declares the fields of BatchingParameters exactly as
+    tensorflow_serving/servables/tensorflow/session_bundle_config.proto does
+    (names, numbers, types), so text-format parsing is as strict as the server's.
+    """
+    try:
+        from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
+    except ImportError:
+        pass
+    else:
+        return session_bundle_config_pb2.BatchingParameters
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="batching_parameters_test.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
+    message = proto.message_type.add(name="BatchingParameters")
+    field = descriptor_pb2.FieldDescriptorProto
+    for number, name, wrapper in [
+        (1, "max_batch_size", "Int64Value"),
+        (2, "batch_timeout_micros", "Int64Value"),
+        (3, "max_enqueued_batches", "Int64Value"),
+        (4, "num_batch_threads", "Int64Value"),
+        (5, "thread_pool_name", "StringValue"),
+    ]:
+        message.field.add(name=name, number=number, type=field.TYPE_MESSAGE,
+                          type_name=f".google.protobuf.{wrapper}", label=field.LABEL_OPTIONAL)
+    message.field.add(name="allowed_batch_sizes", number=6, type=field.TYPE_INT64,
+                      label=field.LABEL_REPEATED)
+    message.field.add(name="pad_variable_length_inputs", number=7, type=field.TYPE_BOOL,
+                      label=field.LABEL_OPTIONAL)
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
+    )
+
+
+def test_batching_parameters_parse_and_fit_the_clients():
+    params = text_format.Parse(
+        (SERVING_DIR / "batching_parameters.txt").read_text(), _batching_parameters_class()()
+    )
+    max_batch = params.max_batch_size.value
+    assert params.batch_timeout_micros.value > 0
+    assert params.num_batch_threads.value >= 1
+    assert params.max_enqueued_batches.value >= 1
+    sizes = list(params.allowed_batch_sizes)
+    assert sizes == sorted(set(sizes)) and sizes[-1] == max_batch
+    # What the client sends by default fits in one batch, and the
+    # development server refuses what TF Serving with batching would refuse.
+    client_batch = inspect.signature(client.ClinicalNerClient).parameters["batch_size"].default
+    assert client_batch <= max_batch == server.DEFAULT_MAX_DOCUMENTS
+    # TF Serving would pad token rows with their first token, not "" (see the README).
+    assert params.pad_variable_length_inputs is False

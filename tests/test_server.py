@@ -1,0 +1,598 @@
+"""The development model server, spoken to with the stock TF Serving stubs."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from clinical_ner import signatures as sig
+from clinical_ner.errors import ConfigError
+from clinical_ner.export import export_saved_model
+from clinical_ner.serving.server import ModelServer, register_cli
+from test_export import ToyNerModule, expected_entities, expected_tags, export_toy
+
+MODEL = "clinical_ner"
+MARKER = "PHI-MARKER-Zebulon-Quixote"
+LIMITS = {"max_documents": 16, "max_document_chars": 1000, "max_message_bytes": 200_000}
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+END = get_model_status_pb2.ModelVersionStatus.END
+
+
+LEAKY = "fails_quoting_input"
+
+
+class LeakyToyModule(ToyNerModule):
+    """The toy model plus a signature whose TensorFlow error message quotes its input."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT)])
+    def fail(self, text):
+        tf.debugging.Assert(tf.size(text) < 0, [text])
+        return {"count": tf.size(text)}
+
+
+def export_leaky(base: Path, **toy_options) -> Path:
+    module = LeakyToyModule(**toy_options)
+    return export_saved_model(
+        module,
+        {sig.SERVING_DEFAULT: module.annotate, sig.PREDICT_TOKENS: module.tag, LEAKY: module.fail},
+        base,
+        1,
+    )
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("models") / MODEL
+    export_leaky(base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(model_base):
+    server = ModelServer(model_base, MODEL, port=0, poll_interval_s=0.1, **LIMITS)
+    server.start()
+    yield server
+    server.stop(grace=1)
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def predict_stub(channel):
+    return prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def model_stub(channel):
+    return model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+def text_request(texts, signature="", version=None, name=MODEL) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    request.inputs[sig.TEXT].CopyFrom(
+        tf.make_tensor_proto([t.encode() for t in texts], dtype=tf.string, shape=[len(texts)])
+    )
+    return request
+
+
+def tokens_request(rows) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = sig.PREDICT_TOKENS
+    request.inputs[sig.TOKENS].CopyFrom(tf.make_tensor_proto(rows, dtype=tf.string))
+    return request
+
+
+def entities(response, texts):
+    arrays = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+    return sig.entities_from_outputs(texts, arrays)
+
+
+def status_request(version=None) -> get_model_status_pb2.GetModelStatusRequest:
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = MODEL
+    if version is not None:
+        request.model_spec.version.value = version
+    return request
+
+
+def wait_for(condition, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_predict_serving_default(predict_stub):
+    texts = ["😀 aspirin for fever", "nothing here", "fièvre; aspirin aspirin"]
+    response = predict_stub.Predict(text_request(texts), timeout=10)
+    assert response.model_spec.name == MODEL
+    assert response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == sig.SERVING_DEFAULT
+    assert set(response.outputs) == set(sig.ENTITY_OUTPUTS)
+    assert response.outputs[sig.ENTITY_START].dtype == types_pb2.DT_INT64
+    assert response.outputs[sig.ENTITY_COUNT].dtype == types_pb2.DT_INT32
+    found = entities(response, texts)
+    assert found == [expected_entities(text) for text in texts]
+    # Code-point offsets: the emoji is one character, not four bytes.
+    assert (found[0][0].start, found[0][0].text) == (2, "aspirin")
+
+
+def test_predict_tokens(predict_stub):
+    response = predict_stub.Predict(
+        tokens_request([["aspirin", "and", "fever"], ["ok", "", ""]]), timeout=10
+    )
+    assert response.model_spec.signature_name == sig.PREDICT_TOKENS
+    arrays = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+    assert sig.tags_from_outputs(arrays) == [
+        expected_tags(["aspirin", "and", "fever"]),
+        expected_tags(["ok"]),
+    ]
+
+
+def test_output_filter(predict_stub):
+    request = text_request(["aspirin"])
+    request.output_filter.append(sig.ENTITY_COUNT)
+    response = predict_stub.Predict(request, timeout=10)
+    assert list(response.outputs) == [sig.ENTITY_COUNT]
+    assert tf.make_ndarray(response.outputs[sig.ENTITY_COUNT]).tolist() == [1]
+
+
+def test_metadata_lists_both_signatures(predict_stub):
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = MODEL
+    response = predict_stub.GetModelMetadata(request, timeout=10)
+    assert response.model_spec.name == MODEL
+    assert response.model_spec.version.value == 1
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signature_defs)
+    defs = signature_defs.signature_def
+    assert {sig.SERVING_DEFAULT, sig.PREDICT_TOKENS} <= set(defs)
+    text = defs[sig.SERVING_DEFAULT]
+    assert text.method_name == sig.PREDICT_METHOD_NAME
+    assert text.inputs[sig.TEXT].dtype == types_pb2.DT_STRING
+    assert [d.size for d in text.inputs[sig.TEXT].tensor_shape.dim] == [-1]
+    assert set(text.outputs) == set(sig.ENTITY_OUTPUTS)
+    assert text.outputs[sig.ENTITY_CONFIDENCE].dtype == types_pb2.DT_FLOAT
+    tokens = defs[sig.PREDICT_TOKENS]
+    assert [d.size for d in tokens.inputs[sig.TOKENS].tensor_shape.dim] == [-1, -1]
+    assert set(tokens.outputs) == set(sig.TAG_OUTPUTS)
+
+
+def test_status_available(model_stub):
+    response = model_stub.GetModelStatus(status_request(), timeout=10)
+    assert [(s.version, s.state, s.status.error_code) for s in response.model_version_status] == [
+        (1, AVAILABLE, 0)
+    ]
+    response = model_stub.GetModelStatus(status_request(version=1), timeout=10)
+    assert [s.version for s in response.model_version_status] == [1]
+
+
+def _rename_input(request, name):
+    proto = tensor_pb2.TensorProto()
+    proto.CopyFrom(request.inputs[sig.TEXT])
+    del request.inputs[sig.TEXT]
+    request.inputs[name].CopyFrom(proto)
+
+
+def _good():
+    return text_request(["aspirin"])
+
+
+def _with(mutate):
+    request = _good()
+    mutate(request)
+    return request
+
+
+BAD_PREDICTS = {
+    "unknown model": (
+        text_request(["x"], name="other_model"), grpc.StatusCode.NOT_FOUND, "serves 'clinical_ner'"
+    ),
+    "path traversal name": (
+        text_request(["x"], name="../../etc"), grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name"
+    ),
+    "empty model name": (
+        text_request(["x"], name=""), grpc.StatusCode.INVALID_ARGUMENT, "model_spec.name"
+    ),
+    "missing model spec": (
+        _with(lambda r: r.ClearField("model_spec")), grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec"
+    ),
+    "unknown version": (
+        text_request(["x"], version=99), grpc.StatusCode.NOT_FOUND, "loaded versions: [1]"
+    ),
+    "version label": (
+        _with(lambda r: setattr(r.model_spec, "version_label", "stable")),
+        grpc.StatusCode.UNIMPLEMENTED,
+        "version labels",
+    ),
+    "unknown signature": (
+        text_request(["x"], signature="classify"),
+        grpc.StatusCode.NOT_FOUND,
+        "['fails_quoting_input', 'predict_tokens', 'serving_default']",
+    ),
+    "wrong input name": (
+        _with(lambda r: _rename_input(r, "texts")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "missing ['text'], unexpected ['texts']",
+    ),
+    "extra input": (
+        _with(lambda r: r.inputs["extra"].CopyFrom(r.inputs[sig.TEXT])),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unexpected ['extra']",
+    ),
+    "missing input": (
+        _with(lambda r: r.inputs.clear()), grpc.StatusCode.INVALID_ARGUMENT, "missing ['text']"
+    ),
+    "wrong dtype": (
+        _with(lambda r: r.inputs[sig.TEXT].CopyFrom(tf.make_tensor_proto([1, 2]))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "must be DT_STRING [-1], got DT_INT32",
+    ),
+    "wrong rank": (
+        _with(lambda r: r.inputs[sig.TEXT].CopyFrom(
+            tf.make_tensor_proto([[b"a"]], dtype=tf.string))),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "must be DT_STRING [-1], got shape [1, 1]",
+    ),
+    "values do not fill the shape": (
+        _with(lambda r: r.inputs[sig.TEXT].tensor_shape.dim[0].__setattr__("size", 3)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "3 elements) but 1 string values",
+    ),
+    "empty batch": (text_request([]), grpc.StatusCode.INVALID_ARGUMENT, "empty batch"),
+    "invalid UTF-8": (
+        _with(lambda r: r.inputs[sig.TEXT].string_val.__setitem__(0, MARKER.encode() + b"\xff")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "element [0] is not valid UTF-8 (byte offset 26)",
+    ),
+    "too many documents": (
+        text_request([MARKER] * 17), grpc.StatusCode.RESOURCE_EXHAUSTED, "limit is 16"
+    ),
+    "document too long": (
+        text_request(["ok", MARKER * 40]),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "document 1 has 1040 characters; the limit is 1000",
+    ),
+    "token row too long": (
+        tokens_request([[MARKER] * 39]),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "document 0 has 1052 characters",
+    ),
+    "message too large": (
+        text_request([MARKER * 8000]), grpc.StatusCode.RESOURCE_EXHAUSTED, "200000"
+    ),
+    "unknown output filter": (
+        _with(lambda r: r.output_filter.append("logits")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown outputs ['logits']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PREDICTS))
+def test_bad_predict_gets_its_code_and_the_server_carries_on(predict_stub, case):
+    request, code, message = BAD_PREDICTS[case]
+    with pytest.raises(grpc.RpcError) as raised:
+        predict_stub.Predict(request, timeout=10)
+    assert raised.value.code() is code, raised.value.details()
+    assert message in raised.value.details()
+    assert MARKER not in raised.value.details()
+    assert entities(predict_stub.Predict(_good(), timeout=10), ["aspirin"]) == [
+        expected_entities("aspirin")
+    ]
+
+
+def test_unimplemented_methods(predict_stub, model_stub):
+    calls = [
+        (predict_stub.Classify, classification_pb2.ClassificationRequest()),
+        (predict_stub.Regress, regression_pb2.RegressionRequest()),
+        (predict_stub.MultiInference, inference_pb2.MultiInferenceRequest()),
+        (model_stub.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest()),
+    ]
+    for method, request in calls:
+        with pytest.raises(grpc.RpcError) as raised:
+            method(request, timeout=10)
+        assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_bad_metadata_and_status_requests(predict_stub, model_stub):
+    request = get_model_metadata_pb2.GetModelMetadataRequest()
+    request.model_spec.name = MODEL
+    with pytest.raises(grpc.RpcError) as raised:
+        predict_stub.GetModelMetadata(request, timeout=10)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    request.metadata_field.append("graph")
+    with pytest.raises(grpc.RpcError) as raised:
+        predict_stub.GetModelMetadata(request, timeout=10)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "'signature_def'" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:
+        model_stub.GetModelStatus(status_request(version=5), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_model_errors_are_reported_without_their_message(predict_stub, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(grpc.RpcError) as raised:
+        predict_stub.Predict(text_request([MARKER], signature=LEAKY), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "InvalidArgumentError" in raised.value.details()
+    assert MARKER not in raised.value.details()
+    assert "InvalidArgumentError (message withheld)" in caplog.text
+    assert MARKER not in caplog.text
+    captured = capfd.readouterr()
+    assert MARKER not in captured.out + captured.err
+
+
+def test_no_input_text_in_logs(predict_stub, model_stub, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    text = f"{MARKER} took aspirin"
+    assert entities(predict_stub.Predict(text_request([text]), timeout=10), [text]) == [
+        expected_entities(text)
+    ]
+    predict_stub.Predict(tokens_request([[MARKER, "aspirin"]]), timeout=10)
+    for case in ("invalid UTF-8", "too many documents", "document too long", "message too large"):
+        with pytest.raises(grpc.RpcError):
+            predict_stub.Predict(BAD_PREDICTS[case][0], timeout=10)
+    model_stub.GetModelStatus(status_request(), timeout=10)
+    assert "Predict OK" in caplog.text  # the per-request DEBUG lines were captured
+    assert MARKER not in caplog.text
+    captured = capfd.readouterr()
+    assert MARKER not in captured.out + captured.err
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    errors, done = [], []
+
+    def client(number):
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                for request_number in range(10):
+                    texts = [
+                        f"client {number} request {request_number} " + "aspirin " * number,
+                        "fever " * request_number,
+                    ]
+                    response = stub.Predict(text_request(texts), timeout=30)
+                    assert entities(response, texts) == [expected_entities(t) for t in texts]
+            done.append(number)
+        except Exception as error:  # reported below, with the client's number
+            errors.append((number, repr(error)))
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(done) == list(range(8))
+
+
+def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
+    base = tmp_path / MODEL
+    export_toy(base, version=1)
+    with ModelServer(base, MODEL, port=0, poll_interval_s=0.1) as server, grpc.insecure_channel(
+        f"127.0.0.1:{server.bound_port}"
+    ) as channel:
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+        status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
+
+        def states():
+            response = status(status_request(), timeout=10)
+            return {s.version: s.state for s in response.model_version_status}
+
+        export_toy(base, version=2, confidence_scale=0.5)
+        wait_for(lambda: states() == {1: AVAILABLE, 2: AVAILABLE}, what="version 2")
+        latest = predict(text_request(["aspirin"]), timeout=10)
+        assert latest.model_spec.version.value == 2
+        assert entities(latest, ["aspirin"]) == [expected_entities("aspirin", scale=0.5)]
+        pinned = predict(text_request(["aspirin"], version=1), timeout=10)
+        assert pinned.model_spec.version.value == 1
+        assert entities(pinned, ["aspirin"]) == [expected_entities("aspirin")]
+
+        # A broken version is reported and does not disturb the others.
+        (base / "3").mkdir()
+        (base / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        wait_for(lambda: states().get(3) == END, what="version 3 to fail")
+        broken = status(status_request(version=3), timeout=10).model_version_status[0]
+        assert "loading" in broken.status.error_message and broken.status.error_code != 0
+        assert predict(text_request(["aspirin"]), timeout=10).model_spec.version.value == 2
+        shutil.rmtree(base / "3")
+
+        shutil.rmtree(base / "1")
+        wait_for(lambda: states().get(1) == END, what="version 1 to unload")
+        assert server.versions == [2]
+        with pytest.raises(grpc.RpcError) as raised:
+            predict(text_request(["aspirin"], version=1), timeout=10)
+        assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+        assert "loaded versions: [2]" in raised.value.details()
+        assert predict(text_request(["aspirin"]), timeout=10).model_spec.version.value == 2
+
+        # Even the whole base path going away only unloads.
+        shutil.rmtree(base)
+        wait_for(lambda: server.versions == [], what="everything to unload")
+        with pytest.raises(grpc.RpcError) as raised:
+            predict(text_request(["aspirin"]), timeout=10)
+        assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+        export_toy(base, version=4)
+        wait_for(lambda: server.versions == [4], what="version 4")
+        assert predict(text_request(["aspirin"]), timeout=10).model_spec.version.value == 4
+
+
+def test_stop_finishes_running_requests_and_refuses_queued_ones(tmp_path):
+    base = tmp_path / MODEL
+    export_toy(base, version=1, delay_iterations=200_000)
+    server = ModelServer(base, MODEL, port=0, max_workers=1)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        running = stub.Predict.future(text_request(["aspirin"]), timeout=30)
+        time.sleep(0.3)
+        # The only worker is busy, so this one waits in the queue.
+        queued = stub.Predict.future(text_request(["fever"]), timeout=30)
+        time.sleep(0.2)
+        server.stop(grace=30)
+        assert entities(running.result(), ["aspirin"]) == [expected_entities("aspirin")]
+        with pytest.raises(grpc.RpcError) as raised:
+            queued.result()
+        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in raised.value.details()
+    assert server.wait(timeout=1)
+
+
+def test_invalid_configuration(tmp_path, model_base):
+    for name in ["../x", "a/b", "", ".hidden", "x" * 200]:
+        with pytest.raises(ConfigError, match="invalid model name"):
+            ModelServer(model_base, name, port=0)
+    with pytest.raises(ConfigError, match="not a directory"):
+        ModelServer(tmp_path / "missing", MODEL, port=0)
+    with pytest.raises(ConfigError, match="max_documents"):
+        ModelServer(model_base, MODEL, port=0, max_documents=0)
+    with pytest.raises(ConfigError, match="both"):
+        ModelServer(model_base, MODEL, port=0, ssl_cert=tmp_path / "cert.pem")
+
+
+def test_busy_port_is_a_clear_error(server, model_base):
+    with pytest.raises(ConfigError, match="could not listen"):
+        ModelServer(model_base, MODEL, port=server.bound_port).start()
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, made with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is not installed (and neither is `cryptography`)")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def test_tls_round_trip(tmp_path, model_base):
+    cert, key = make_certificate(tmp_path)
+    with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
+        address = f"127.0.0.1:{server.bound_port}"
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(address, credentials) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(text_request(["fever"]), timeout=10)
+            assert entities(response, ["fever"]) == [expected_entities("fever")]
+        with grpc.insecure_channel(address) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(text_request(["fever"]), timeout=5)
+            assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_serve_help_points_to_production_serving():
+    parser = argparse.ArgumentParser(prog="clinical-ner")
+    serve = register_cli(parser.add_subparsers())
+    text = " ".join(serve.format_help().split())
+    assert "tensorflow_model_server" in text and "tensorflow/serving Docker image" in text
+    assert "for development and tests" in text
+    args = parser.parse_args(["serve", "/models/x", "--port", "0", "--max-documents", "4"])
+    assert args.func is not None and args.port == 0 and args.max_documents == 4
+
+
+def wait_for_line(lines: list[str], pattern: str, timeout: float = 60.0) -> re.Match:
+    """The first line matching ``pattern`` in ``lines``, which another thread fills."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(lines):
+            match = re.search(pattern, line)
+            if match:
+                return match
+        time.sleep(0.05)
+    raise AssertionError(f"no log line matched {pattern!r} within {timeout} s")
+
+
+def start_cli_server(base: Path, *extra: str) -> tuple[subprocess.Popen, int, list[str]]:
+    """Run `clinical-ner serve` on a free port; return (process, port, its log lines so far).
+
+    TF_CPP_MIN_LOG_LEVEL is left unset, as a user would: TensorFlow's own C++
+    log repeats op error messages, which can quote the input, at WARNING level.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clinical_ner.cli", "serve", str(base), "--model-name", MODEL,
+         "--port", "0", "--log-level", "DEBUG", *extra],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
+    try:
+        port = int(wait_for_line(lines, r"Serving model .* on 127\.0\.0\.1:(\d+)").group(1))
+    except AssertionError:
+        process.kill()
+        raise
+    return process, port, lines
+
+
+@pytest.mark.slow
+def test_sigterm_lets_in_flight_requests_finish(tmp_path):
+    base = tmp_path / MODEL
+    # About 1-4 s per request, so that the request is still running at SIGTERM.
+    export_leaky(base, delay_iterations=300_000)
+    process, port, lines = start_cli_server(base, "--grace", "30")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(text_request([MARKER], signature=LEAKY), timeout=30)
+            assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            text = f"{MARKER} aspirin"
+            in_flight = stub.Predict.future(text_request([text]), timeout=60)
+            time.sleep(0.5)
+            assert not in_flight.done()
+            process.send_signal(signal.SIGTERM)
+            wait_for_line(lines, "Received SIGTERM", timeout=10)
+            time.sleep(0.2)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(text_request(["fever"]), timeout=10)
+            assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert entities(in_flight.result(), [text]) == [expected_entities(text)]
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = "".join(lines)
+    assert "Received SIGTERM" in log and "Predict OK" in log and "INVALID_ARGUMENT" in log
+    assert MARKER not in log
