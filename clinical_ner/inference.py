@@ -36,10 +36,15 @@ def tag_structure(tags: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     return labels, label_index, begins
 
 
+def iob2_tag(tag: str) -> str:
+    """The IOB2 tag a BIO or BIOES tag stands for in a valid sequence."""
+    return {"S-": "B-", "E-": "I-"}.get(tag[:2], tag[:2]) + tag[2:] if tag != "O" else tag
+
+
 class InferenceModule(tf.Module):
     """The exportable inference graph of a trained model.
 
-    ``tag_tokens(tokens [B, T] string, "" padded)`` gives the best tags, each
+    ``tag_tokens(tokens [B, T] string, "" padded)`` gives the best IOB2 tags, each
     tag's marginal probability and the sentence lengths. ``annotate_text(text
     [B] string)`` splits documents into sentences in the graph, tags them and
     assembles entities with code-point offsets into each document, and a
@@ -54,7 +59,10 @@ class InferenceModule(tf.Module):
         self.featurizer = Featurizer(vocab.words, vocab.chars, max_word_length)
         self.max_sentence_tokens = max_sentence_tokens
         labels, label_index, begins = tag_structure(vocab.tags)
-        self._tag_names = tf.constant(vocab.tags)
+        # predict_tokens answers in IOB2 whatever scheme the CRF uses: a valid
+        # BIOES sequence (decoding forbids invalid ones) maps S- to B- and
+        # E- to I- tag by tag.
+        self._iob2_tags = tf.constant([iob2_tag(tag) for tag in vocab.tags])
         self._labels = tf.constant([""] + labels)
         self._tag_label = tf.constant(label_index)
         self._tag_begins = tf.constant(begins)
@@ -111,7 +119,7 @@ class InferenceModule(tf.Module):
     def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
         tag_ids, confidence, lengths = self._decode(tokens)
         is_token = tf.sequence_mask(lengths, tf.shape(tokens)[1])
-        tags = tf.where(is_token, tf.gather(self._tag_names, tag_ids), "")
+        tags = tf.where(is_token, tf.gather(self._iob2_tags, tag_ids), "")
         return {
             signatures.TAGS: tags,
             signatures.TAG_CONFIDENCE: tf.where(is_token, confidence, 0.0),

@@ -1,8 +1,6 @@
 """The in-process Python API: ``ClinicalNER.load(path).annotate(text)``."""
 from __future__ import annotations
 
-import logging
-import re
 from pathlib import Path
 from typing import Sequence, overload
 
@@ -15,22 +13,7 @@ from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
 from clinical_ner.inference import InferenceModule
 from clinical_ner.model import MODEL_FILE, ClinicalNERModel
-from clinical_ner.tags import from_scheme
 from clinical_ner.vocab import Vocabulary
-
-logger = logging.getLogger(__name__)
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _utf8(text: str) -> bytes:
-    """UTF-8 bytes of a text, with lone surrogates (not encodable) as U+FFFD.
-
-    One code point for one keeps every offset; both are single-character
-    tokens, so tokens and sentences stay the same too.
-    """
-    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 class ClinicalNER:
@@ -93,7 +76,7 @@ class ClinicalNER:
             chunk = order[begin:begin + batch_size]
             chunk_texts = [texts[i] for i in chunk]
             outputs = self.module.annotate_text(
-                np.array([_utf8(text) for text in chunk_texts], dtype=object))
+                np.array([signatures.encode_text(text) for text in chunk_texts], dtype=object))
             outputs = {name: value.numpy() for name, value in outputs.items()}
             for index, entities in zip(chunk, signatures.entities_from_outputs(chunk_texts, outputs)):
                 results[index] = entities
@@ -113,6 +96,6 @@ class ClinicalNER:
                                for i in chunk], dtype=object)
             outputs = self.module.tag_tokens(tokens)
             outputs = {name: value.numpy() for name, value in outputs.items()}
-            for index, (tags, confidence) in zip(chunk, signatures.tags_from_outputs(outputs)):
-                results[index] = (from_scheme(tags, self.config.tag_scheme), confidence)
+            for index, tagged in zip(chunk, signatures.tags_from_outputs(outputs)):
+                results[index] = tagged
         return results

@@ -1,0 +1,70 @@
+"""The inference graph: entities assembled in the graph agree with the tags it gives."""
+import numpy as np
+import pytest
+
+from clinical_ner import signatures
+from clinical_ner.inference import InferenceModule, iob2_tag
+from clinical_ner.model import ClinicalNERModel
+from clinical_ner.tags import tag_inventory, tags_to_mentions
+from clinical_ner.text import split_sentences
+from clinical_ner.vocab import Vocabulary
+
+TEXTS = [
+    "Chest pain and fever. CT of the chest showed a 2 cm nodule; started on aspirin.",
+    "",
+    "No acute distress.\nBP 120/80, HR 72.\r\nMRI: normal 😀 héadache",
+    "word " * 450,  # longer than one sentence window
+]
+
+
+@pytest.fixture(scope="module", params=["bio", "bioes"])
+def module(request):
+    tags = tag_inventory(["problem", "test", "treatment"], request.param)
+    words = ["", "<unk>"] + sorted({t.lower() for text in TEXTS for t in text.split()})
+    chars = ["", "<unk>"] + sorted(set("".join(TEXTS)) - {" ", "\n", "\r"})
+    model = ClinicalNERModel(num_words=len(words), num_chars=len(chars), tags=tags, word_dim=4,
+                             char_dim=3, char_filters=4, lstm_units=4, casing_dim=2)
+    # Random weights scaled up so that the model predicts many entities.
+    rng = np.random.default_rng(1)
+    model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32") for w in model.get_weights()])
+    return InferenceModule(model, Vocabulary(words, chars, tags), max_word_length=10,
+                           max_sentence_tokens=50, chunk_size=3)
+
+
+def test_iob2_tag():
+    assert [iob2_tag(t) for t in ["O", "B-x", "I-x", "E-x", "S-x"]] == ["O", "B-x", "I-x",
+                                                                        "I-x", "B-x"]
+
+
+def test_entities_match_the_tags_of_the_same_sentences(module):
+    outputs = {k: v.numpy() for k, v in module.annotate_text(
+        np.array([signatures.encode_text(t) for t in TEXTS], dtype=object)).items()}
+    documents = signatures.entities_from_outputs(TEXTS, outputs)
+    assert sum(map(len, documents)) > 5
+    for text, entities in zip(TEXTS, documents):
+        sentences = split_sentences(text, 50)
+        expected = []
+        for sentence in sentences:
+            tokens = np.array([[t.text for t in sentence]], dtype=object)
+            tagged = signatures.tags_from_outputs(
+                {k: v.numpy() for k, v in module.tag_tokens(tokens).items()})
+            tags, confidence = tagged[0]
+            assert all(tag == "O" or tag[:2] in ("B-", "I-") for tag in tags)
+            for mention in tags_to_mentions(tags):
+                expected.append((sentence[mention.first_token].start,
+                                 sentence[mention.last_token].end, mention.label,
+                                 min(confidence[mention.first_token:mention.last_token + 1])))
+        got = [(e.start, e.end, e.label, e.confidence) for e in entities]
+        assert [g[:3] for g in got] == [e[:3] for e in expected]
+        np.testing.assert_allclose([g[3] for g in got], [e[3] for e in expected], atol=1e-5)
+        for entity in entities:
+            assert text[entity.start:entity.end] == entity.text
+
+
+def test_empty_batches(module):
+    empty = module.annotate_text(np.array([], dtype=object))
+    assert empty[signatures.ENTITY_COUNT].shape == (0,)
+    tagged = module.tag_tokens(np.zeros((0, 0), dtype=object))
+    assert tagged[signatures.TAGS].shape == (0, 0)
+    padding_only = module.tag_tokens(np.array([["", ""]], dtype=object))
+    assert padding_only[signatures.LENGTH].numpy().tolist() == [0]
