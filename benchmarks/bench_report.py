@@ -1,0 +1,204 @@
+"""Targets from the benchmarks issue, and the README tables made from result files.
+
+``python benchmarks/run.py --readme-only`` calls :func:`update_readme`, which
+replaces the text between ``<!-- benchmarks:start -->`` and
+``<!-- benchmarks:end -->`` in README.md with tables built from every
+``benchmarks/results/<corpus>.json`` (full runs; ``quick-*.json`` are left out).
+"""
+from __future__ import annotations
+
+import json
+import operator
+from pathlib import Path
+
+START_MARKER = "<!-- benchmarks:start -->"
+END_MARKER = "<!-- benchmarks:end -->"
+CORPUS_ORDER = ("bc5cdr", "ncbi-disease", "maccrobat")
+
+ACCURACY_TARGETS = {
+    # corpus -> (split, exact micro F1 at least)
+    "bc5cdr": ("test", 0.88),
+    "ncbi-disease": ("dev", 0.86),
+    # maccrobat: no threshold, "as high as we can get" on dev.
+}
+# (key, description, path of the value in the result JSON, comparison, threshold)
+SPEED_TARGETS = [
+    ("training_tokens_per_second", "training tokens/s", ("training", "tokens_per_second_median"),
+     ">=", 20_000),
+    ("in_process_tokens_per_second", "in-process annotate tokens/s",
+     ("inference", "in_process", "tokens_per_second"), ">=", 150_000),
+    ("grpc_c8_tokens_per_second", "gRPC tokens/s at concurrency 8",
+     ("inference", "grpc_c8", "tokens_per_second"), ">=", 50_000),
+    ("in_process_p50_ms", "in-process single-sentence p50 (ms)",
+     ("latency", "in_process", "p50_ms"), "<=", 1.0),
+    ("grpc_p50_ms", "gRPC single-sentence p50 (ms)", ("latency", "grpc", "p50_ms"), "<=", 3.0),
+    ("serving_peak_rss_mb", "serving process peak RSS (MB)", ("serving", "peak_rss_mb"), "<=", 800),
+]
+_OPS = {">=": operator.ge, "<=": operator.le}
+
+
+def _get(result: dict, path: tuple[str, ...]):
+    value = result
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def evaluate_targets(result: dict) -> list[dict]:
+    """Each target of the issue with the measured value and whether it is met."""
+    checks = []
+    accuracy = ACCURACY_TARGETS.get(result["corpus"])
+    if accuracy is not None:
+        split, threshold = accuracy
+        value = _get(result, ("accuracy", split, "exact", "micro", "f1"))
+        checks.append({"key": f"{split}_exact_micro_f1", "description":
+                       f"{split} exact micro F1", "value": value, "op": ">=",
+                       "target": threshold, "met": None if value is None else value >= threshold})
+    for key, description, path, op, threshold in SPEED_TARGETS:
+        value = _get(result, path)
+        checks.append({"key": key, "description": description, "value": value, "op": op,
+                       "target": threshold,
+                       "met": None if value is None else bool(_OPS[op](value, threshold))})
+    return checks
+
+
+# -- rendering ---------------------------------------------------------------------
+
+def _f(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _k(value) -> str:
+    """Tokens/s as thousands: 152k."""
+    if value is None:
+        return "–"
+    return f"{value / 1000:.1f}k" if value < 10_000 else f"{value / 1000:.0f}k"
+
+
+def _ms(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _mb(value) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """Full-run results (``<corpus>.json``, not ``quick-*.json``) in the usual corpus order."""
+    results = []
+    for path in sorted(results_dir.glob("*.json")):
+        if path.name.startswith("quick-"):
+            continue
+        result = json.loads(path.read_text(encoding="utf-8"))
+        if result.get("mode") == "full":
+            results.append(result)
+    order = {name: index for index, name in enumerate(CORPUS_ORDER)}
+    return sorted(results, key=lambda r: (order.get(r["corpus"], len(order)), r["corpus"]))
+
+
+def _provenance(results: list[dict]) -> list[str]:
+    """One line per distinct (command, machine, commit): what produced the rows."""
+    groups: dict[tuple, list[str]] = {}
+    for result in results:
+        machine = result["machine"]
+        key = (result["command"], machine.get("cpu_model"), machine.get("cpu_count"),
+               machine.get("tensorflow"), machine.get("keras"), machine.get("python"),
+               (machine.get("git_commit") or "?")[:10] + ("+changes" if machine.get("git_dirty") else ""),
+               machine.get("date", "")[:10])
+        groups.setdefault(key, []).append(result["corpus"])
+    lines = []
+    for (command, cpu, cores, tf, keras, python, commit, date), corpora in groups.items():
+        lines.append(
+            f"{', '.join(corpora)}: `{command}` on {cores} cores ({cpu}), TF {tf}, Keras {keras}, "
+            f"Python {python}, commit {commit}, {date}.")
+    return lines
+
+
+INTRO = ("Generated by `python benchmarks/run.py` from `benchmarks/results/<corpus>.json`; "
+         "do not edit by hand. What each figure means, how it is measured and the targets: "
+         "[benchmarks/README.md](benchmarks/README.md).\n")
+
+
+def render_tables(results: list[dict]) -> str:
+    if not results:
+        return (INTRO + "\nNo full benchmark results yet: run `python benchmarks/run.py --all` "
+                "on a quiet machine.\n")
+    out = [INTRO]
+    out.append("### Accuracy\n")
+    out.append("Entity-level micro scores of the best epoch by dev exact F1. *Exact*: same "
+               "tokens and label; *lenient*: overlapping span, same label.\n")
+    out.append("| corpus | split | exact P | exact R | exact F1 | lenient F1 | per-label exact F1 "
+               "| target |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for result in results:
+        target = ACCURACY_TARGETS.get(result["corpus"])
+        for split, scores in result["accuracy"].items():
+            micro, lenient = scores["exact"]["micro"], scores["lenient"]["micro"]
+            per_label = ", ".join(f"{label} {_f(values['f1'])}"
+                                  for label, values in sorted(scores["exact"]["per_label"].items()))
+            if target and target[0] == split:
+                goal = f"≥ {target[1]:.2f}"
+            elif result["corpus"] == "maccrobat" and split == "dev":
+                goal = "best"
+            else:
+                goal = ""
+            out.append(f"| {result['corpus']} | {split} | {_f(micro['precision'])} | "
+                       f"{_f(micro['recall'])} | **{_f(micro['f1'])}** | {_f(lenient['f1'])} | "
+                       f"{per_label} | {goal} |")
+    out.append("")
+    out.append("### Speed\n")
+    out.append("Median of several timed runs after a warm-up. Throughput counts the tokens of our "
+               "tokenizer; documents are dev sentences joined by spaces (BC5CDR, NCBI) or the "
+               "dev case reports (MACCROBAT). gRPC goes through `ClinicalNerClient` to "
+               "`clinical-ner serve` on the same machine (client and server share the cores).\n")
+    out.append("| corpus | training tokens/s | s/epoch | epochs (best) | training wall s "
+               "| in-process tokens/s (docs/s) | SavedModel tokens/s | gRPC c=1 tokens/s "
+               "| gRPC c=8 tokens/s |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
+    out.append("| *target* | ≥ 20k | | | | ≥ 150k | | | ≥ 50k |")
+    for result in results:
+        training, inference = result["training"], result["inference"]
+        out.append(
+            f"| {result['corpus']} | {_k(training.get('tokens_per_second_median'))} | "
+            f"{_f(training.get('seconds_per_epoch_median'), 1)} | {training.get('epochs')} "
+            f"({training.get('best_epoch')}) | {_f(training.get('wall_seconds'), 0)} | "
+            f"{_k(inference['in_process']['tokens_per_second'])} "
+            f"({_f(inference['in_process']['documents_per_second'], 0)}) | "
+            f"{_k(inference['saved_model']['tokens_per_second'])} | "
+            f"{_k(inference['grpc_c1']['tokens_per_second'])} | "
+            f"{_k(inference['grpc_c8']['tokens_per_second'])} |")
+    out.append("")
+    out.append("| corpus | in-process p50 / p99 ms | gRPC p50 / p99 ms | serving peak RSS MB "
+               "| SavedModel MB | .keras MB | import → first prediction s |")
+    out.append("|---|---|---|---|---|---|---|")
+    out.append("| *target* | ≤ 1 (p50) | ≤ 3 (p50) | ≤ 800 | | | |")
+    for result in results:
+        latency, model = result["latency"], result["model"]
+        out.append(
+            f"| {result['corpus']} | {_ms(latency['in_process']['p50_ms'])} / "
+            f"{_ms(latency['in_process']['p99_ms'])} | {_ms(latency['grpc']['p50_ms'])} / "
+            f"{_ms(latency['grpc']['p99_ms'])} | {_mb(result['serving']['peak_rss_mb'])} | "
+            f"{_f(model['saved_model_bytes'] / 2**20, 1)} | {_f(model['keras_bytes'] / 2**20, 1)} | "
+            f"{_f(result['startup']['import_to_first_prediction_seconds']['median'], 1)} |")
+    out.append("")
+    out.append("Produced by:\n")
+    out.extend(f"- {line}" for line in _provenance(results))
+    out.append("")
+    return "\n".join(out)
+
+
+def update_readme(readme: Path, results_dir: Path) -> bool:
+    """Replace the text between the markers; False (README untouched) if they are missing."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(START_MARKER), text.find(END_MARKER)
+    if start < 0 or end < start:
+        return False
+    body = render_tables(load_results(results_dir))
+    new = text[:start + len(START_MARKER)] + "\n" + body + text[end:]
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return True

@@ -1,0 +1,273 @@
+"""Helpers for ``benchmarks/run.py``: timing, machine facts, processes, data slices.
+
+Nothing here imports TensorFlow, so ``tests/test_benchmarks.py`` and the
+README renderer can use it cheaply.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MB = 1024 * 1024
+
+
+# -- timing -------------------------------------------------------------------
+
+def time_runs(function: Callable[[], object], repeats: int, warmup: int = 1) -> dict:
+    """Call ``function`` ``warmup`` times untimed, then ``repeats`` times timed.
+
+    Returns ``{"median": s, "min": s, "max": s, "runs": [s, ...]}`` (seconds).
+    """
+    for _ in range(warmup):
+        function()
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        runs.append(time.perf_counter() - started)
+    return summarize_seconds(runs)
+
+
+def summarize_seconds(runs: list[float]) -> dict:
+    return {
+        "median": round(statistics.median(runs), 6),
+        "min": round(min(runs), 6),
+        "max": round(max(runs), 6),
+        "runs": [round(value, 6) for value in runs],
+    }
+
+
+def throughput(seconds: dict, tokens: int, documents: int) -> dict:
+    """Tokens/s and documents/s at the median time (and the best run's tokens/s)."""
+    return {
+        "tokens_per_second": round(tokens / seconds["median"], 1),
+        "documents_per_second": round(documents / seconds["median"], 2),
+        "tokens_per_second_best": round(tokens / seconds["min"], 1),
+        "seconds": seconds,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation, as numpy's default."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency_calls(function: Callable[[str], object], texts: list[str], calls: int,
+                  warmup: int) -> dict:
+    """Time ``calls`` single-text calls cycling through ``texts``; p50/p99/mean in ms."""
+    for index in range(warmup):
+        function(texts[index % len(texts)])
+    samples = []
+    for index in range(calls):
+        text = texts[index % len(texts)]
+        started = time.perf_counter()
+        function(text)
+        samples.append((time.perf_counter() - started) * 1e3)
+    return {
+        "p50_ms": round(percentile(samples, 50), 3),
+        "p90_ms": round(percentile(samples, 90), 3),
+        "p99_ms": round(percentile(samples, 99), 3),
+        "mean_ms": round(statistics.fmean(samples), 3),
+        "max_ms": round(max(samples), 3),
+        "calls": calls,
+        "warmup_calls": warmup,
+    }
+
+
+# -- processes and memory ---------------------------------------------------------
+
+def proc_status_kb(pid: int, field: str) -> int | None:
+    """A ``kB`` field (``VmHWM``, ``VmRSS``) of /proc/<pid>/status, or None."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def run_timed_subprocess(command: list[str], log_path: Path, env: dict | None = None,
+                         timeout_s: float | None = None) -> dict:
+    """Run ``command`` with stdout+stderr to ``log_path``; wall time, exit code, peak RSS.
+
+    The child is reaped with ``os.wait4`` so that its own ``ru_maxrss`` (peak
+    resident memory) is known, not the maximum over all children so far.
+    """
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=REPO_ROOT, env=env)
+        deadline = None if timeout_s is None else started + timeout_s
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                process.kill()
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "returncode": process.returncode,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        # Linux reports ru_maxrss in KiB.
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def subprocess_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# -- sizes --------------------------------------------------------------------------
+
+def tree_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+# -- machine facts -----------------------------------------------------------------
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _mem_total_mb() -> float | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_facts() -> dict:
+    """Where the figures were measured. Imports TensorFlow and Keras for their versions."""
+    import grpc
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+        "cpu_model": _cpu_model(),
+        "memory_total_mb": _mem_total_mb(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "grpcio": grpc.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        # Tracked files changed since that commit (untracked files are not counted).
+        "git_dirty": None if status is None else bool(status),
+        "load_average_start": load_average(),
+    }
+
+
+# -- data ------------------------------------------------------------------------------
+
+def conll_sentence_blocks(path: Path) -> list[str]:
+    """The sentences of a CoNLL file as raw text blocks (lines kept exactly)."""
+    blocks, current = [], []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for line in handle:
+            if line.strip():
+                current.append(line)
+            elif current:
+                blocks.append("".join(current))
+                current = []
+    if current:
+        blocks.append("".join(current))
+    return blocks
+
+
+def slice_conll(source: Path, target: Path, sentences: int) -> int:
+    """Write the first ``sentences`` sentences of a CoNLL file; return how many were written."""
+    blocks = conll_sentence_blocks(source)[:sentences]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(block + "\n" for block in blocks), encoding="utf-8")
+    return len(blocks)
+
+
+def slice_i2b2(source: Path, target: Path, sentences: int) -> int:
+    """Copy whole documents (in name order) of an i2b2 ``txt/`` + ``concept/`` folder
+    until at least ``sentences`` non-empty lines are copied; return the line count."""
+    (target / "txt").mkdir(parents=True, exist_ok=True)
+    (target / "concept").mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for text_file in sorted((source / "txt").glob("*.txt")):
+        if copied >= sentences:
+            break
+        shutil.copyfile(text_file, target / "txt" / text_file.name)
+        concept = source / "concept" / (text_file.stem + ".con")
+        shutil.copyfile(concept, target / "concept" / concept.name)
+        text = text_file.read_text(encoding="utf-8")
+        copied += sum(1 for line in text.splitlines() if line.strip())
+    return copied
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,188 @@
+"""The benchmark harness: a --quick run end to end, and its helpers and README tables."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import bench_report  # noqa: E402
+import bench_util  # noqa: E402
+
+RUN = REPO_ROOT / "benchmarks" / "run.py"
+
+
+# -- fast: helpers ---------------------------------------------------------------------
+
+def test_percentile_interpolates_like_numpy():
+    values = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert bench_util.percentile(values, 50) == 3.0
+    assert bench_util.percentile(values, 0) == 1.0
+    assert bench_util.percentile(values, 100) == 5.0
+    assert bench_util.percentile(values, 99) == pytest.approx(4.96)  # numpy: 4.96
+    assert bench_util.percentile([7.0], 99) == 7.0
+
+
+def test_time_runs_reports_the_median_of_the_timed_runs():
+    calls = []
+    seconds = bench_util.time_runs(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5 and len(seconds["runs"]) == 3
+    assert seconds["min"] <= seconds["median"] <= seconds["max"]
+
+
+def test_slices_keep_whole_sentences_and_documents(tmp_path):
+    source = tmp_path / "full.conll"
+    source.write_text("A\tO\nb\tB-X\n\nC\tO\n\nD\tO\n\n", encoding="utf-8")
+    assert bench_util.slice_conll(source, tmp_path / "out" / "s.conll", 2) == 2
+    assert (tmp_path / "out" / "s.conll").read_text(encoding="utf-8") == "A\tO\nb\tB-X\n\nC\tO\n\n"
+
+    i2b2 = tmp_path / "i2b2"
+    (i2b2 / "txt").mkdir(parents=True)
+    (i2b2 / "concept").mkdir()
+    for name, lines in (("a", 2), ("b", 2), ("c", 2)):
+        (i2b2 / "txt" / f"{name}.txt").write_text("x y\n" * lines, encoding="utf-8")
+        (i2b2 / "concept" / f"{name}.con").write_text("", encoding="utf-8")
+    assert bench_util.slice_i2b2(i2b2, tmp_path / "cut", 3) == 4
+    assert sorted(p.name for p in (tmp_path / "cut" / "txt").iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in (tmp_path / "cut" / "concept").iterdir()) == ["a.con", "b.con"]
+
+
+def test_readme_section_is_replaced_between_the_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Benchmarks\n\n{bench_report.START_MARKER}\nold\n"
+                      f"{bench_report.END_MARKER}\n\n## Data\nkept\n", encoding="utf-8")
+    assert bench_report.update_readme(readme, tmp_path / "no-results")
+    text = readme.read_text(encoding="utf-8")
+    assert "old" not in text and "No full benchmark results yet" in text
+    assert text.startswith("# x\n\n## Benchmarks\n\n") and text.endswith("\n## Data\nkept\n")
+    (tmp_path / "plain.md").write_text("no markers\n", encoding="utf-8")
+    assert bench_report.update_readme(tmp_path / "plain.md", tmp_path) is False
+    assert (tmp_path / "plain.md").read_text(encoding="utf-8") == "no markers\n"
+
+
+def test_the_repository_readme_has_the_markers_once():
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.count(bench_report.START_MARKER) == 1
+    assert text.count(bench_report.END_MARKER) == 1
+    assert text.index("## Benchmarks") < text.index(bench_report.START_MARKER)
+    assert text.index(bench_report.END_MARKER) < text.index("## Data\n")
+
+
+# -- slow: a --quick run end to end --------------------------------------------------------
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory, shared_data):
+    base = tmp_path_factory.mktemp("bench")
+    results = base / "results"
+    command = [sys.executable, str(RUN), "--corpus", "ncbi-disease", "--quick",
+               "--data-root", str(shared_data), "--work-dir", str(base / "work"),
+               "--results-dir", str(results)]
+    completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=900)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert [p.name for p in results.iterdir()] == ["quick-ncbi-disease.json"]
+    return json.loads((results / "quick-ncbi-disease.json").read_text(encoding="utf-8")), base
+
+
+@pytest.mark.slow
+def test_quick_run_records_every_figure(quick_result):
+    result, _ = quick_result
+    assert result["schema_version"] == 1 and result["mode"] == "quick"
+    assert result["corpus"] == "ncbi-disease"
+    assert result["command"].startswith("python benchmarks/run.py --corpus ncbi-disease --quick")
+
+    machine = result["machine"]
+    assert machine["cpu_count"] >= 1 and machine["cpu_model"]
+    for key in ("tensorflow", "keras", "python", "date", "git_commit"):
+        assert machine[key], key
+
+    assert result["data"]["train"]["sentences"] == 300 and result["data"]["dev"]["sentences"] == 200
+    assert result["config"]["epochs"] == 1
+    assert result["config"]["embeddings"].endswith("glove.6B.50d.pruned.txt")
+
+    training = result["training"]
+    assert training["epochs"] == 1 and training["best_epoch"] == 1
+    for key in ("wall_seconds", "tokens_per_second_median", "seconds_per_epoch_median",
+                "peak_rss_mb"):
+        assert _positive(training[key]), key
+
+    assert set(result["accuracy"]) == {"dev"}
+    for mode in ("exact", "lenient"):
+        scores = result["accuracy"]["dev"][mode]
+        for value in (*scores["micro"].values(), *(s["f1"] for s in scores["per_label"].values())):
+            assert value >= 0
+        for key in ("precision", "recall", "f1"):
+            assert 0 <= scores["micro"][key] <= 1
+        assert set(scores["per_label"]) == {"Disease"}
+        assert 0 <= scores["per_label"]["Disease"]["f1"] <= 1
+        assert scores["micro"]["gold"] > 0
+
+    inference = result["inference"]
+    assert inference["documents"]["count"] == 200 and inference["documents"]["tokens"] > 0
+    for way in ("in_process", "saved_model", "grpc_c1", "grpc_c8"):
+        assert _positive(inference[way]["tokens_per_second"]), way
+        assert _positive(inference[way]["documents_per_second"]), way
+        assert len(inference[way]["seconds"]["runs"]) == result["settings"]["repeats"]
+    assert inference["grpc_c8"]["concurrency"] == 8
+
+    for way in ("in_process", "saved_model", "grpc"):
+        latency = result["latency"][way]
+        assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"], way
+        assert latency["calls"] == result["settings"]["latency_calls"]
+
+    serving = result["serving"]
+    assert 100 < serving["rss_after_load_mb"] <= serving["peak_rss_mb"] < 64_000
+    assert _positive(serving["ready_seconds"])
+    assert result["model"]["saved_model_bytes"] > 100_000
+    assert result["model"]["keras_bytes"] > 100_000
+    startup = result["startup"]
+    assert _positive(startup["import_to_first_prediction_seconds"]["median"])
+    assert startup["process_wall_seconds"]["median"] >= startup[
+        "import_to_first_prediction_seconds"]["median"]
+
+    targets = {check["key"]: check for check in result["targets"]}
+    assert set(targets) == {"dev_exact_micro_f1"} | {t[0] for t in bench_report.SPEED_TARGETS}
+    assert all(isinstance(check["met"], bool) for check in targets.values())
+
+
+@pytest.mark.slow
+def test_quick_result_renders_into_the_readme_tables(quick_result, tmp_path):
+    result, _ = quick_result
+    results = tmp_path / "results"
+    results.mkdir()
+    # Quick results never reach the README; render this one as if it were a full run.
+    (results / "quick-ncbi-disease.json").write_text(json.dumps(result), encoding="utf-8")
+    assert bench_report.load_results(results) == []
+    (results / "ncbi-disease.json").write_text(json.dumps({**result, "mode": "full"}),
+                                               encoding="utf-8")
+    tables = bench_report.render_tables(bench_report.load_results(results))
+    rows = [line for line in tables.splitlines() if line.startswith("| ncbi-disease |")]
+    assert len(rows) == 3  # accuracy (dev), throughput, latency/memory
+    assert "Disease" in rows[0] and "≥ 0.86" in rows[0]
+    assert "–" not in "".join(rows)  # every figure present
+    assert result["command"] in tables
+
+
+@pytest.mark.slow
+def test_work_dir_holds_the_run_and_is_reused_only_if_ours(quick_result, shared_data):
+    _, base = quick_result
+    run_dir = base / "work" / "ncbi-disease-quick"
+    for name in ("model/model.keras", "export/1/saved_model.pb", "train.log", "server.log"):
+        assert (run_dir / name).exists(), name
+    foreign = base / "foreign"
+    (foreign / "ncbi-disease-quick").mkdir(parents=True)
+    completed = subprocess.run(
+        [sys.executable, str(RUN), "--corpus", "ncbi-disease", "--quick", "--data-root",
+         str(shared_data), "--work-dir", str(foreign), "--results-dir", str(base / "r2")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0
+    assert "was not made by benchmarks/run.py" in completed.stderr
+    assert (foreign / "ncbi-disease-quick").is_dir()
