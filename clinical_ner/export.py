@@ -105,6 +105,9 @@ def _numbered_dirs(base: Path) -> dict[int, Path]:
     }
 
 
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
 def saved_model_op_types(export_dir: str | os.PathLike) -> set[str]:
     """Every op type in a SavedModel: graph nodes and function-library nodes.
 
@@ -129,9 +132,11 @@ def check_core_ops(export_dir: str | os.PathLike) -> None:
 
     ``tf.raw_ops`` lists the ops built into TensorFlow itself; ops that
     extension libraries register at import time are not in it, and the stock
-    ``tensorflow_model_server`` could not load a graph that uses them.
+    ``tensorflow_model_server`` could not load a graph that uses them. The
+    ``py_function`` ops are in ``tf.raw_ops`` but call back into Python,
+    which the server does not have, so they count as foreign too.
     """
-    foreign = saved_model_op_types(export_dir) - set(dir(tf.raw_ops))
+    foreign = saved_model_op_types(export_dir) - (set(dir(tf.raw_ops)) - PYTHON_OPS)
     if foreign:
         raise ExportError(
             f"{export_dir} uses ops that are not core TensorFlow ops, which stock "

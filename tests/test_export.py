@@ -234,6 +234,16 @@ def test_core_op_check_rejects_unknown_ops(tmp_path, toy_export):
         check_core_ops(tmp_path)
 
 
+def test_core_op_check_rejects_python_callbacks(tmp_path, toy_export):
+    # tf.py_function is in tf.raw_ops, but TF Serving has no Python to call.
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((toy_export / "saved_model.pb").read_bytes())
+    saved_model.meta_graphs[0].graph_def.node.add(name="callback", op="EagerPyFunc")
+    (tmp_path / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    with pytest.raises(ExportError, match="EagerPyFunc"):
+        check_core_ops(tmp_path)
+
+
 def test_decoding_helpers_on_in_process_outputs(toy_export):
     """The same decoding the client uses, applied to an in-process call."""
     loaded = tf.saved_model.load(str(toy_export))

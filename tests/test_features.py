@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from clinical_ner import text
 from clinical_ner.features import Featurizer, _normalization_table, _shape_table
+from clinical_ner.export import check_core_ops
 from clinical_ner.graph_text import dense_from_runs
 
 WORDS = ["", "<unk>", "pain", "ct0", "0.0", "i̇", "İ", "σας", "0", "x", "ǆ", "ß", "<"]
@@ -198,24 +199,5 @@ def test_saved_model_runs_in_plain_tensorflow(featurizer: Featurizer, tmp_path: 
     served = json.loads(completed.stdout.strip().splitlines()[-1])
     expected = reference(batch, WORDS, CHARS, MAX_WORD_LENGTH)
     assert served == {key: value.tolist() for key, value in expected.items()}
-    assert saved_model_op_types(path) <= set(dir(tf.raw_ops)) - PYTHON_OPS
+    check_core_ops(path)
 
-
-PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
-
-
-def saved_model_op_types(path: str) -> set[str]:
-    """Every op type in a SavedModel's graphs and functions."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel.FromString(
-        Path(path, "saved_model.pb").read_bytes()
-    )
-    graphs = [meta_graph.graph_def for meta_graph in saved_model.meta_graphs]
-    nodes = [node for graph in graphs for node in graph.node] + [
-        node
-        for graph in graphs
-        for function in graph.library.function
-        for node in function.node_def
-    ]
-    return {node.op for node in nodes}

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clinical_ner import text
+from clinical_ner.export import check_core_ops
 from clinical_ner.graph_text import (
     CodePointTable,
     _class_table,
@@ -308,24 +309,5 @@ def test_saved_model_runs_in_plain_tensorflow(tmp_path: Path) -> None:
         else:
             assert served[key] == value.numpy().tolist()
     assert served["document"] == [0, 0, 0, 2, 2]
-    assert saved_model_op_types(path) <= set(dir(tf.raw_ops)) - PYTHON_OPS
+    check_core_ops(path)
 
-
-PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
-
-
-def saved_model_op_types(path: str) -> set[str]:
-    """Every op type in a SavedModel's graphs and functions."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved_model = saved_model_pb2.SavedModel.FromString(
-        Path(path, "saved_model.pb").read_bytes()
-    )
-    graphs = [meta_graph.graph_def for meta_graph in saved_model.meta_graphs]
-    nodes = [node for graph in graphs for node in graph.node] + [
-        node
-        for graph in graphs
-        for function in graph.library.function
-        for node in function.node_def
-    ]
-    return {node.op for node in nodes}
