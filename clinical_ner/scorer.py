@@ -24,6 +24,21 @@ def _overlaps(a: Mention, b: Mention) -> bool:
     return a.first_token <= b.last_token and b.first_token <= a.last_token
 
 
+def _count(mentions: Sequence[Mention], others: Sequence[Mention], counts: dict,
+           matched: int, total: int) -> None:
+    """Count ``mentions`` and those of them that ``others`` match, exactly and leniently."""
+    other_keys = {(m.first_token, m.last_token, m.label) for m in others}
+    for mention in mentions:
+        exact = counts["exact"][mention.label]
+        lenient = counts["lenient"][mention.label]
+        exact[total] += 1
+        lenient[total] += 1
+        if (mention.first_token, mention.last_token, mention.label) in other_keys:
+            exact[matched] += 1
+        if any(o.label == mention.label and _overlaps(o, mention) for o in others):
+            lenient[matched] += 1
+
+
 def score_mentions(
     gold: Sequence[Sequence[Mention]], predicted: Sequence[Sequence[Mention]]
 ) -> dict:
@@ -50,26 +65,8 @@ def score_mentions(
         mode: {label: [0, 0, 0, 0] for label in labels} for mode in ("exact", "lenient")
     }  # per label: correct predictions, predictions, found gold, gold
     for gold_mentions, predicted_mentions in zip(gold, predicted):
-        gold_keys = {(m.first_token, m.last_token, m.label) for m in gold_mentions}
-        for mention in predicted_mentions:
-            exact = counts["exact"][mention.label]
-            lenient = counts["lenient"][mention.label]
-            exact[1] += 1
-            lenient[1] += 1
-            if (mention.first_token, mention.last_token, mention.label) in gold_keys:
-                exact[0] += 1
-            if any(g.label == mention.label and _overlaps(g, mention) for g in gold_mentions):
-                lenient[0] += 1
-        predicted_keys = {(m.first_token, m.last_token, m.label) for m in predicted_mentions}
-        for mention in gold_mentions:
-            exact = counts["exact"][mention.label]
-            lenient = counts["lenient"][mention.label]
-            exact[3] += 1
-            lenient[3] += 1
-            if (mention.first_token, mention.last_token, mention.label) in predicted_keys:
-                exact[2] += 1
-            if any(p.label == mention.label and _overlaps(p, mention) for p in predicted_mentions):
-                lenient[2] += 1
+        _count(predicted_mentions, gold_mentions, counts, matched=0, total=1)
+        _count(gold_mentions, predicted_mentions, counts, matched=2, total=3)
     report = {}
     for mode, per_label in counts.items():
         totals = [sum(values[i] for values in per_label.values()) for i in range(4)]
