@@ -89,30 +89,14 @@ def _evaluate(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
-def _read_documents(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """``(name, text)`` of every document given as argument, file or stdin."""
-    documents = [(f"text-{n}", text) for n, text in enumerate(args.texts, start=1)]
-    for path in args.input or []:
-        try:
-            with open(path, encoding="utf-8", newline="") as handle:
-                documents.append((Path(path).stem, handle.read()))
-        except UnicodeDecodeError as error:
-            raise ClinicalNERError(
-                f"{path}: not UTF-8 (invalid byte at offset {error.start})") from None
-        except OSError as error:
-            raise ClinicalNERError(f"{path}: {error.strerror}") from None
-    if not documents:
-        documents.append(("stdin", sys.stdin.read()))
-    return documents
-
-
 def _predict(args: argparse.Namespace) -> None:
+    from clinical_ner.documents import read_documents, write_json_line
     from clinical_ner.formats.conll import write_conll
     from clinical_ner.formats.i2b2 import entities_to_con_lines
     from clinical_ner.pipeline import ClinicalNER
 
     ner = ClinicalNER.load(args.model)
-    documents = _read_documents(args)
+    documents = read_documents(args.texts, args.input)
     if args.output_format == "i2b2":
         if not args.output:
             raise ConfigError("--output-format i2b2 needs --output DIR (one .con per document)")
@@ -141,10 +125,8 @@ def _predict(args: argparse.Namespace) -> None:
                     for words, (tags, _) in zip(tokens, tagged)]))
             write_conll(handle, conll_documents)
         else:
-            for (name, text), entities in zip(documents, ner.annotate([t for _, t in documents])):
-                handle.write(json.dumps({"text": text,
-                                         "entities": [e.to_dict() for e in entities]},
-                                        ensure_ascii=False) + "\n")
+            for (_, text), entities in zip(documents, ner.annotate([t for _, t in documents])):
+                write_json_line(handle, text, entities)
     finally:
         if handle is not sys.stdout:
             handle.close()

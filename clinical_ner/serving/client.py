@@ -12,7 +12,6 @@ withheld.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -34,7 +33,8 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.corpus import Entity
-from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
+from clinical_ner.documents import read_documents, write_json_line
+from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.signatures import (
     PAD_TOKEN,
     PREDICT_TOKENS,
@@ -445,9 +445,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def _run_client(args: argparse.Namespace) -> int:
-    documents = list(args.texts) + [_read_document(path) for path in args.input]
-    if not documents:
-        documents.append(_decode_document("stdin", sys.stdin.buffer.read()))
+    documents = [text for _, text in read_documents(args.texts, args.input)]
     with ClinicalNerClient(
         args.target,
         args.model_name,
@@ -460,24 +458,6 @@ def _run_client(args: argparse.Namespace) -> int:
     ) as client:
         annotations = client.annotate(documents)
     for text, entities in zip(documents, annotations):
-        record = {"text": text, "entities": [entity.to_dict() for entity in entities]}
-        print(json.dumps(record, ensure_ascii=False))
+        write_json_line(sys.stdout, text, entities)
     return 0
 
-
-def _read_document(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise DataFormatError(str(path), None, error.strerror or str(error)) from None
-    return _decode_document(str(path), data)
-
-
-def _decode_document(source: str, data: bytes) -> str:
-    # Decoded without newline translation, so offsets match the file.
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise DataFormatError(
-            source, None, f"not UTF-8 (invalid byte at offset {error.start})"
-        ) from None
