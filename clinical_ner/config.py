@@ -21,7 +21,7 @@ class NERConfig:
     """
 
     # Data
-    tag_scheme: str = "bio"  # the CRF's tags: "bio" or "bioes"
+    tag_scheme: str = "bioes"  # the CRF's tags: "bio" or "bioes"
     max_sentence_tokens: int = 200
     # Words
     embeddings: str | None = None  # path of pretrained vectors, or None
