@@ -95,10 +95,26 @@ def _save_best_model(model: ClinicalNERModel, path: Path) -> None:
     _save_keras_atomically(inference_model, path)
 
 
-def _write_json_atomically(path: Path, value) -> None:
+def _write_text_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def _save_checkpoint(model: keras.Model, checkpoint_dir: Path, state: dict) -> None:
+    """Save the epoch's model, then commit it by naming it in ``state.json``.
+
+    The state file is the one place a checkpoint becomes real: a crash before
+    it is replaced leaves the previous epoch's state and model, a crash after
+    leaves the new ones, never a model of one epoch with the state of another.
+    """
+    model_name = f"model-epoch{state['epoch']}.keras"
+    _save_keras_atomically(model, checkpoint_dir / model_name)
+    _write_text_atomically(checkpoint_dir / STATE_FILE,
+                           json.dumps({**state, "checkpoint_model": model_name}, indent=1) + "\n")
+    for old in checkpoint_dir.glob("model-epoch*.keras"):
+        if old.name != model_name:
+            old.unlink()
 
 
 def _plot_curve(history: list[dict], path: Path, emit: Callable[[str], None]) -> None:
@@ -246,7 +262,8 @@ def train(
     if resume:
         state = json.loads((checkpoint_dir / STATE_FILE).read_text(encoding="utf-8"))
         vocab = Vocabulary.load(output)
-        model = keras.saving.load_model(checkpoint_dir / MODEL_FILE, safe_mode=True)
+        model = keras.saving.load_model(checkpoint_dir / state["checkpoint_model"],
+                                        safe_mode=True)
         emit(f"resuming {output} after epoch {state['epoch']}")
     else:
         tags = tag_inventory(train_corpus.labels, config.tag_scheme)
@@ -315,10 +332,9 @@ def train(
         entry["best"] = improved
         state["epoch"] = epoch + 1
         state["history"].append(entry)
-        _save_keras_atomically(model, checkpoint_dir / MODEL_FILE)
-        _write_json_atomically(checkpoint_dir / STATE_FILE, state)
-        (output / LOG_FILE).write_text(
-            "".join(json.dumps(item) + "\n" for item in state["history"]), encoding="utf-8")
+        _save_checkpoint(model, checkpoint_dir, state)
+        _write_text_atomically(output / LOG_FILE,
+                               "".join(json.dumps(item) + "\n" for item in state["history"]))
         _plot_curve(state["history"], output / CURVE_FILE, emit)
         dev_text = (f" dev P {entry['dev_precision']:.4f} R {entry['dev_recall']:.4f} "
                     f"F1 {entry['dev_f1']:.4f}" if dev_sentences else "")

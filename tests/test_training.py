@@ -8,6 +8,7 @@ import pytest
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.tags import tag_inventory
 from clinical_ner.trainer import train
 
 from conftest import REPO_ROOT
@@ -26,7 +27,9 @@ def tiny_config(**changes) -> NERConfig:
 
 
 def weights_of(directory):
-    model = keras.saving.load_model(directory / "checkpoint" / "model.keras", safe_mode=True)
+    state = json.loads((directory / "checkpoint" / "state.json").read_text())
+    model = keras.saving.load_model(directory / "checkpoint" / state["checkpoint_model"],
+                                    safe_mode=True)
     return model.get_weights(), model.optimizer.iterations.numpy()
 
 
@@ -43,8 +46,10 @@ def test_model_directory_holds_everything_to_reload(trained):
     output, result, messages = trained
     assert result.epochs_completed == 3
     for name in ("config.json", "vocab.json", "model.keras", "training_log.jsonl",
-                 "training_curve.png", "checkpoint/model.keras", "checkpoint/state.json"):
+                 "training_curve.png", "checkpoint/model-epoch3.keras", "checkpoint/state.json"):
         assert (output / name).is_file(), name
+    # Only the last epoch's checkpoint is kept.
+    assert [p.name for p in (output / "checkpoint").glob("*.keras")] == ["model-epoch3.keras"]
     assert NERConfig.load(output) == tiny_config(epochs=3)
     log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in log] == [1, 2, 3]
@@ -130,13 +135,13 @@ def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
     assert any("re-initialised" in message for message in messages)
     tuned = ClinicalNER.load(output)
     original = ClinicalNER.load(base)
-    assert tuned.vocab.tags == ["O", "B-Disease", "I-Disease"]
+    assert tuned.vocab.tags == tag_inventory(["Disease"], original.config.tag_scheme)
     assert tuned.vocab.words == original.vocab.words
     for name in ("word_embedding", "char_encoder", "bilstm"):
         for kept, start in zip(tuned.model.get_layer(name).get_weights(),
                                original.model.get_layer(name).get_weights()):
             np.testing.assert_allclose(kept, start, atol=1e-5)
-    assert tuned.model.get_layer("crf").get_weights()[0].shape == (3, 3)
+    assert tuned.model.get_layer("crf").get_weights()[0].shape == (len(tuned.vocab.tags),) * 2
     with pytest.raises(ConfigError, match="lstm_units"):
         train(SAMPLE / "train", tmp_path / "other", init_from=base,
               config=NERConfig.load(base).replace(lstm_units=8), progress=False)

@@ -81,8 +81,17 @@ def read_utf8(path: Path) -> str:
     data = path.read_bytes()
     start = len(_BOM) if data.startswith(_BOM) else 0
     expected = "expected UTF-8 text (a UTF-8 byte-order mark is allowed)"
+    # Checked before decoding: UTF-16 without a BOM decodes as UTF-8 up to
+    # its first non-ASCII character, and "invalid UTF-8" there would hide
+    # the likelier cause.
+    nul = -1 if data.startswith(_UTF16_BOMS) else data.find(b"\x00")
+    if nul >= 0:
+        raise DataFormatError(
+            path, data.count(b"\n", 0, nul) + 1,
+            f"NUL byte at byte offset {nul} (UTF-16 text?); {expected}",
+        )
     try:
-        text = data[start:].decode("utf-8")
+        return data[start:].decode("utf-8")
     except UnicodeDecodeError as error:
         offset = start + error.start
         hint = ""
@@ -92,13 +101,6 @@ def read_utf8(path: Path) -> str:
             path, data.count(b"\n", 0, offset) + 1,
             f"invalid UTF-8 at byte offset {offset}; {expected}.{hint}",
         ) from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise DataFormatError(
-            path, data.count(b"\n", 0, nul) + 1,
-            f"NUL byte at byte offset {nul} (UTF-16 text?); {expected}",
-        )
-    return text
 
 
 def files_by_stem(folder: Path, suffix: str) -> dict[str, Path]:

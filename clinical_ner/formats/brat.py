@@ -116,6 +116,12 @@ def _read_annotations(
         if not line.strip():
             continue
         try:
+            if "\r" in line:
+                raise DataFormatError(
+                    ann, number,
+                    "carriage return without a line feed inside the line; .ann lines end with "
+                    "LF or CRLF",
+                )
             annotation = _parse_line(line, ann, number, text)
         except DataFormatError as error:
             problems.report(error)

@@ -9,7 +9,10 @@ Reading:
   starts a new document; the documents are named ``<stem>-1``,
   ``<stem>-2``, ... A file without ``-DOCSTART-`` is one document named
   ``<stem>``. An empty file is one document without sentences.
-* Blank lines (only spaces/tabs) end sentences. CRLF line ends are accepted.
+* Blank lines (only spaces/tabs) end sentences. Lines end with LF or CRLF;
+  a file without any LF but with CRs (old Mac line ends) is split at CR. A
+  CR inside a line of an LF file is an error (a token or tag cannot hold
+  one).
 * Tags are normalised to IOB2 by :func:`clinical_ner.tags.normalize_tags`.
   With ``scheme="auto"`` the scheme is decided for the whole file: if any
   tag is ``S-``/``E-``/``U-``/``L-``, every sentence must be valid BIOES, so
@@ -84,8 +87,12 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     groups: list[list[_RawSentence]] = []
     has_docstart = False
     current: _RawSentence | None = None
-    for number, line in enumerate(text.split("\n"), start=1):
-        columns = _COLUMN.findall(line.rstrip("\r"))
+    # A CR-only file would otherwise read as one line whose first token and
+    # last tag stand for the whole corpus.
+    lines = text.split("\r") if "\n" not in text else text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r")
+        columns = _COLUMN.findall(line)
         if not columns or columns[0] == DOCSTART:
             current = None
             if columns:
@@ -98,7 +105,12 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
             current = _RawSentence()
             groups[-1].append(current)
         current.lines.append(number)
-        if len(columns) == 1:
+        if "\r" in line:
+            error = DataFormatError(
+                path, number, "carriage return inside the line; lines end with LF or CRLF",
+            )
+            current.error = current.error or error
+        elif len(columns) == 1:
             error = DataFormatError(
                 path, number, "only one column; expected a token and a tag separated by "
                 "tabs or spaces",

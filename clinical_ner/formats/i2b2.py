@@ -2,8 +2,10 @@
 
 * ``.txt``: one sentence per line. Lines are split at LF (CRLF is accepted:
   the CR is dropped from ``Document.text``, and offsets count in that
-  text). Tokens are maximal runs of characters other than space, tab, CR
-  and LF, with code-point offsets into ``Document.text``. Lines without
+  text). A CR inside a line (old Mac CR-only line ends) is an error: the
+  i2b2 tools would not split there. Tokens are maximal runs of characters
+  other than space, tab, CR and LF, with code-point offsets into
+  ``Document.text``. Lines without
   tokens make no sentence but still count as lines.
 * ``.con``: ``c="chest pain" 12:3 12:4||t="problem"``: lines from 1, tokens
   from 0, inclusive end. The line is parsed from the right because the
@@ -36,6 +38,8 @@ from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, 
 from clinical_ner.tags import mentions_to_tags, tags_to_mentions
 
 _TOKEN = re.compile(r"[^ \t\r\n]+")
+# A CR that does not end a line (CRs right before LF or the end are line ends).
+_STRAY_CR = re.compile(r"\r(?!\r*(?:\n|\Z))")
 _ASSERTION_FIELD = re.compile(r'\|\|a="([^"]*)"$')
 _TYPE_FIELD = re.compile(r'\|\|t="([^"]*)"$')
 _POSITIONS = re.compile(r"(\d+):(\d+)[ \t]+(\d+):(\d+)$")
@@ -107,6 +111,17 @@ def _read_document(
     name: str, txt: Path, con: Path, ast: Path | None, problems: ProblemLog
 ) -> Document:
     text = read_utf8(txt).replace("\r\n", "\n")
+    stray_cr = _STRAY_CR.search(text)
+    if stray_cr is not None:
+        # The official tools split lines at LF only and tokens at spaces, so a
+        # CR inside a line would make our tokens (and the .con positions) disagree.
+        position = stray_cr.start()
+        raise DataFormatError(
+            txt, text.count("\n", 0, position) + 1,
+            f"carriage return without a line feed at character "
+            f"{position - text.rfind(chr(10), 0, position)} of the line; i2b2 .txt lines "
+            "end with LF or CRLF (convert old Mac CR line ends first)",
+        )
     line_spans = _line_token_spans(text)
     # A final LF ends the last line rather than starting an empty one.
     n_lines = len(line_spans) - (1 if text.endswith("\n") or not text else 0)
@@ -196,6 +211,9 @@ def _parse_line(line: str, path: Path, number: int, with_assertion: bool) -> _Co
         return DataFormatError(path, number, problem)
 
     rest = line.strip()
+    if "\r" in rest:
+        raise fail("carriage return without a line feed inside the line; lines end with LF "
+                   "or CRLF")
     assertion = None
     if with_assertion:
         match = _ASSERTION_FIELD.search(rest)
