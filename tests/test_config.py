@@ -4,6 +4,7 @@ import pytest
 
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ConfigError
+from conftest import REPO_ROOT
 
 
 def test_round_trip_through_model_directory(tmp_path):
@@ -26,3 +27,10 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
         NERConfig(batch_size=0)
     with pytest.raises(ConfigError, match="tag_scheme"):
         NERConfig(tag_scheme="iob1")
+
+
+def test_shipped_configs_are_valid_and_default_json_is_the_default():
+    configs = REPO_ROOT / "training" / "configs"
+    assert NERConfig.from_file(configs / "default.json") == NERConfig()
+    for path in configs.glob("*.json"):
+        NERConfig.from_file(path)
