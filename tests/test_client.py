@@ -345,6 +345,52 @@ def test_slow_answer_is_a_timeout_not_a_retry(tmp_path):
             assert time.monotonic() - started < 1.0
 
 
+def test_clients_that_give_up_mid_request_do_not_hurt_the_server(tmp_path):
+    base = tmp_path / MODEL
+    export_toy(base, version=1, delay_iterations=300_000)
+    with ModelServer(base, MODEL, port=0) as server:
+        target = f"127.0.0.1:{server.bound_port}"
+        with ClinicalNerClient(target, MODEL, timeout=0.2, deadline=30) as impatient:
+            impatient.status()  # connected: a timeout now means the answer was slow
+            for _ in range(3):
+                with pytest.raises(RequestTimeoutError):
+                    impatient.annotate("fever")
+        # The abandoned requests neither crash the server nor block it.
+        with ClinicalNerClient(target, MODEL, timeout=60, deadline=120) as patient:
+            assert patient.annotate("fever aspirin") == expected_entities("fever aspirin")
+
+
+def test_server_restarted_mid_stream_loses_and_duplicates_nothing(model_base):
+    port = free_port()
+    first = ModelServer(model_base, MODEL, port=port)
+    replacement = ModelServer(model_base, MODEL, port=port)
+    first.start()
+    texts = [f"document {number} " + "aspirin fever " * (number % 4) for number in range(12)]
+    calls = []
+    restart = threading.Timer(1.0, replacement.start)
+    try:
+        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, batch_size=2, deadline=60) as client:
+            predict = client._predict_rpc
+
+            def predict_with_restart(request, **kwargs):
+                calls.append(len(request.inputs[sig.TEXT].string_val))
+                if len(calls) == 3:
+                    # The third batch finds the server gone; it is back a second later.
+                    first.stop(grace=0)
+                    restart.start()
+                return predict(request, **kwargs)
+
+            client._predict_rpc = predict_with_restart
+            results = client.annotate(texts)
+    finally:
+        first.stop(grace=0)
+        if restart.is_alive() or restart.finished.is_set():
+            restart.join()
+        replacement.stop(grace=0)
+    assert results == [expected_entities(text) for text in texts]
+    assert len(calls) > 6  # the third batch was sent again after the restart
+
+
 def test_tls(tmp_path, model_base):
     cert, key = make_certificate(tmp_path)
     with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
