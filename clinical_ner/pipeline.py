@@ -69,33 +69,32 @@ class ClinicalNER:
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
-        results: list[list[Entity]] = [[] for _ in texts]
-        # Documents of similar length share a batch, so little is padded.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for begin in range(0, len(order), batch_size):
-            chunk = order[begin:begin + batch_size]
-            chunk_texts = [texts[i] for i in chunk]
-            outputs = self.module.annotate_text(
-                np.array([signatures.encode_text(text) for text in chunk_texts], dtype=object))
-            outputs = {name: value.numpy() for name, value in outputs.items()}
-            for index, entities in zip(chunk, signatures.entities_from_outputs(chunk_texts, outputs)):
-                results[index] = entities
-        return results
+        return signatures.in_size_order_batches(
+            texts, [len(text) for text in texts], batch_size, self._annotate_batch)
+
+    def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
+        outputs = self.module.annotate_text(
+            np.array([signatures.encode_text(text) for text in texts], dtype=object))
+        return signatures.entities_from_outputs(
+            texts, {name: value.numpy() for name, value in outputs.items()})
 
     def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
             ) -> list[tuple[list[str], list[float]]]:
         """IOB2 tags and their marginal probabilities for pre-tokenized sentences."""
+        # Empty sentences have nothing to tag and are answered here.
+        filled = [i for i, sentence in enumerate(sentences) if sentence]
+        tagged = signatures.in_size_order_batches(
+            [list(sentences[i]) for i in filled], [len(sentences[i]) for i in filled],
+            batch_size, self._tag_batch)
         results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        for begin in range(0, len(order), batch_size):
-            chunk = [i for i in order[begin:begin + batch_size] if sentences[i]]
-            if not chunk:
-                continue
-            width = max(len(sentences[i]) for i in chunk)
-            tokens = np.array([list(sentences[i]) + [""] * (width - len(sentences[i]))
-                               for i in chunk], dtype=object)
-            outputs = self.module.tag_tokens(tokens)
-            outputs = {name: value.numpy() for name, value in outputs.items()}
-            for index, tagged in zip(chunk, signatures.tags_from_outputs(outputs)):
-                results[index] = tagged
+        for index, result in zip(filled, tagged):
+            results[index] = result
         return results
+
+    def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
+        width = max(len(sentence) for sentence in sentences)
+        tokens = np.array([sentence + [""] * (width - len(sentence)) for sentence in sentences],
+                          dtype=object)
+        outputs = self.module.tag_tokens(tokens)
+        return signatures.tags_from_outputs(
+            {name: value.numpy() for name, value in outputs.items()})

@@ -23,7 +23,7 @@ whichever way it was annotated.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,26 @@ def encode_text(text: str) -> bytes:
     for one keeps every offset, and both are one-character tokens.
     """
     return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def in_size_order_batches(
+    items: Sequence[Any],
+    sizes: Sequence[int],
+    batch_size: int,
+    run_batch: Callable[[list[Any]], list[Any]],
+) -> list[Any]:
+    """``run_batch`` over batches of items of similar size, results in the items' order.
+
+    Both the in-process API and the client batch this way: a batch costs as
+    much as its largest member, so grouping by size wastes little on padding.
+    """
+    order = sorted(range(len(items)), key=sizes.__getitem__)
+    results: list[Any] = [None] * len(items)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        for index, result in zip(chosen, run_batch([items[index] for index in chosen])):
+            results[index] = result
+    return results
 
 
 def entities_from_outputs(

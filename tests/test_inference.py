@@ -68,3 +68,16 @@ def test_empty_batches(module):
     assert tagged[signatures.TAGS].shape == (0, 0)
     padding_only = module.tag_tokens(np.array([["", ""]], dtype=object))
     assert padding_only[signatures.LENGTH].numpy().tolist() == [0]
+
+
+def test_size_order_batches_group_similar_sizes_and_keep_the_callers_order():
+    items = ["ccc", "a", "bbbb", "dd", "e"]
+    batches = []
+
+    def run_batch(batch):
+        batches.append(batch)
+        return [item.upper() for item in batch]
+
+    results = signatures.in_size_order_batches(items, [len(i) for i in items], 2, run_batch)
+    assert results == ["CCC", "A", "BBBB", "DD", "E"]
+    assert batches == [["a", "e"], ["dd", "ccc"], ["bbbb"]]

@@ -45,6 +45,7 @@ from clinical_ner.signatures import (
     ModelOutputError,
     encode_text,
     entities_from_outputs,
+    in_size_order_batches,
     tags_from_outputs,
 )
 
@@ -226,8 +227,9 @@ class ClinicalNerClient:
                         "non-empty strings (the empty string is padding)"
                     )
         encoded = [[encode_text(token) for token in tokens] for tokens in rows]
-        return self._in_batches(
-            list(zip(rows, encoded)), [len(tokens) for tokens in rows], self._tag_batch
+        return in_size_order_batches(
+            list(zip(rows, encoded)), [len(tokens) for tokens in rows], self.batch_size,
+            self._tag_batch,
         )
 
     def metadata(self) -> ModelMetadata:
@@ -286,22 +288,10 @@ class ClinicalNerClient:
                     f"document {index} is a {type(text).__name__}, not a str"
                 )
         encoded = [encode_text(text) for text in texts]
-        return self._in_batches(
-            list(zip(texts, encoded)), [len(data) for data in encoded], self._annotate_batch
+        return in_size_order_batches(
+            list(zip(texts, encoded)), [len(data) for data in encoded], self.batch_size,
+            self._annotate_batch,
         )
-
-    def _in_batches(
-        self, items: list[Any], sizes: list[int], send: Callable[[list[Any]], list[Any]]
-    ) -> list[Any]:
-        # Requests of similar sizes waste less on padding; the results are
-        # put back in the caller's order.
-        order = sorted(range(len(items)), key=sizes.__getitem__)
-        results: list[Any] = [None] * len(items)
-        for start in range(0, len(order), self.batch_size):
-            chosen = order[start:start + self.batch_size]
-            for index, result in zip(chosen, send([items[index] for index in chosen])):
-                results[index] = result
-        return results
 
     def _annotate_batch(self, batch: list[tuple[str, bytes]]) -> list[list[Entity]]:
         texts = [text for text, _ in batch]
