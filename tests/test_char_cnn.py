@@ -66,6 +66,16 @@ def test_tf_function_with_dynamic_shapes(encoder):
         np.testing.assert_allclose(result, token_by_token(encoder, ids), atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(0, 0, 0), (0, 3, 2), (2, 3, 0), (2, 3, 4)])
+def test_batches_without_any_token_or_character_give_zeros(encoder, shape):
+    # Empty documents and all-padding batches reach the encoder at inference.
+    compiled = tf.function(encoder, input_signature=[tf.TensorSpec([None, None, None], tf.int32)])
+    for call in (encoder, compiled):
+        result = call(tf.zeros(shape, tf.int32)).numpy()
+        assert result.shape == (shape[0], shape[1], 3)
+        assert not result.any()
+
+
 def test_fit_on_padded_batches_of_varying_shape_and_save_load(tmp_path):
     """A model whose target is each token's first character learns it through fit."""
     rng = np.random.default_rng(2)

@@ -15,10 +15,9 @@ from clinical_ner.layers.crf import (
     CRF,
     bio_transition_constraints,
     crf_log_likelihood,
+    crf_decode,
     crf_log_norm,
-    crf_marginals,
     crf_sequence_score,
-    viterbi_decode,
 )
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
@@ -67,7 +66,7 @@ def brute_force(potentials, length, transitions, start, end, constraints=None) -
 
 
 def all_results(potentials, tags, lengths, transitions, start, end) -> dict:
-    best_tags, best_score = viterbi_decode(potentials, lengths, transitions, start, end)
+    best_tags, best_score, marginals = crf_decode(potentials, lengths, transitions, start, end)
     return {
         "score": crf_sequence_score(potentials, tags, lengths, transitions, start, end),
         "log_norm": crf_log_norm(potentials, lengths, transitions, start, end),
@@ -76,7 +75,7 @@ def all_results(potentials, tags, lengths, transitions, start, end) -> dict:
         ),
         "tags": best_tags,
         "best_score": best_score,
-        "marginals": crf_marginals(potentials, lengths, transitions, start, end),
+        "marginals": marginals,
     }
 
 
@@ -200,7 +199,7 @@ def test_constraints_change_the_unconstrained_answer():
     layer = constrained_layer(BIO_TAGS, seed=4)
     potentials = np.zeros((1, 2, len(BIO_TAGS)), "float32")
     potentials[0, :, BIO_TAGS.index("I-test")] = 10.0
-    unconstrained_tags, _ = viterbi_decode(potentials, [2], *layer.weights)
+    unconstrained_tags, _, _ = crf_decode(potentials, [2], *layer.weights)
     best_tags, marginals = layer.decode(potentials, np.array([2]))
     assert unconstrained_tags.numpy().tolist() == [[4, 4]]
     assert best_tags.numpy().tolist() == [[3, 4]]
@@ -273,7 +272,7 @@ def test_log_norm_gradient_is_the_marginals_and_likelihood_gradients_are_finite(
     # d log Z / d potentials[t, k] = P(y_t = k), a classic identity of CRFs.
     np.testing.assert_allclose(
         tape.gradient(log_norm, parameters[0]),
-        crf_marginals(potentials, lengths, transitions, start, end),
+        crf_decode(potentials, lengths, transitions, start, end)[2],
         rtol=1e-9, atol=1e-12,
     )
     for gradient in tape.gradient(log_likelihood, parameters):

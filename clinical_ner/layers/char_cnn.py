@@ -55,18 +55,25 @@ class CharCNNEncoder(keras.layers.Layer):
         shape = tf.shape(char_ids)
         batch, tokens, chars = shape[0], shape[1], shape[2]
         flat_ids = tf.reshape(char_ids, [batch * tokens, chars])
-        is_char = tf.expand_dims(flat_ids > 0, -1)
+        # Only tokens with characters go through the convolution: in a padded
+        # batch most positions can be sentence padding (over half of them in
+        # batches of mixed lengths), and they would cost as much as words.
+        token_positions = tf.where(tf.reduce_any(flat_ids > 0, axis=1))  # int64
+        # One extra all-padding row (dropped after pooling) and column: TF's
+        # convolution returns its input unchanged when it is empty (no token,
+        # or no character at all).
+        token_ids = tf.pad(tf.gather_nd(flat_ids, token_positions), [[0, 1], [0, 1]])
+        is_char = tf.expand_dims(token_ids > 0, -1)
         # Zeroed padding looks exactly like the convolution's own "same"
         # padding, so a token's vector is the same however wide its batch is.
-        embedded = self.embedding(flat_ids) * tf.cast(is_char, self.compute_dtype)
+        embedded = self.embedding(token_ids) * tf.cast(is_char, self.compute_dtype)
         features = self.convolution(embedded)
         lowest = tf.constant(features.dtype.min, dtype=features.dtype)
         pooled = tf.reduce_max(tf.where(is_char, features, lowest), axis=1)
-        # Tokens without characters (sentence padding) would pool to -inf-like
-        # values; give them zeros instead.
-        has_chars = tf.reduce_any(is_char, axis=1)
-        pooled = tf.where(has_chars, pooled, tf.zeros_like(pooled))
-        return tf.reshape(pooled, [batch, tokens, self.filters])
+        # Positions without characters (sentence padding) get zeros.
+        vectors = tf.scatter_nd(token_positions, pooled[:-1],
+                                tf.cast(tf.stack([batch * tokens, self.filters]), tf.int64))
+        return tf.reshape(vectors, [batch, tokens, self.filters])
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], self.filters)
