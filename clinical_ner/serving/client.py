@@ -62,6 +62,23 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", int(_MAX_BACKOFF_S * 1000)),
 ]
+# A connection can die silently (a network partition; a NAT or firewall that
+# forgets it): no FIN, no RST. Without keepalive, gRPC keeps sending requests
+# into it, each one timing out, for good. With it, a connection quiet for
+# _KEEPALIVE_TIME_MS is pinged while a call waits on it, and a ping left
+# unanswered for _PING_TIMEOUT_MS closes it: calls still waiting fail
+# UNAVAILABLE (retried) and later ones reconnect. gRPC then also sets
+# TCP_USER_TIMEOUT (20 s), which drops a connection whose sent data goes
+# unacknowledged. Idle connections are not pinged, and at most 2 pings go out
+# until the client sends data (grpc.http2.max_pings_without_data), which stays
+# within the default ping policy of gRPC servers such as TensorFlow Serving
+# (no GOAWAY "too_many_pings").
+_KEEPALIVE_TIME_MS = 10_000
+# gRPC's default, set because grpcio (1.85) enforces this timeout on keepalive
+# pings, not grpc.keepalive_timeout_ms. Keep it long: a ping's answer queues
+# behind the response bytes still in flight, so a short timeout cuts off slow
+# but healthy clients receiving large responses.
+_PING_TIMEOUT_MS = 60_000
 
 
 class ServingError(ClinicalNERError):
@@ -187,6 +204,8 @@ class ClinicalNerClient:
         self.max_retries = max_retries
         self.deadline = deadline
         options = _CHANNEL_OPTIONS + [
+            ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_MS),
+            ("grpc.http2.ping_timeout_ms", _PING_TIMEOUT_MS),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
