@@ -15,3 +15,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory) -> Path:
+    """A toy model exported as version 1 of ``<tmp>/clinical_ner``, one per test module."""
+    from test_export import export_toy
+
+    base = tmp_path_factory.mktemp("models") / "clinical_ner"
+    export_toy(base, version=1)
+    return base

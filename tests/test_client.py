@@ -46,13 +46,6 @@ STOCK_SERVER = shutil.which("tensorflow_model_server")
 
 
 @pytest.fixture(scope="module")
-def model_base(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("models") / MODEL
-    export_toy(base, version=1)
-    return base
-
-
-@pytest.fixture(scope="module")
 def dev_server(model_base):
     server = ModelServer(model_base, MODEL, port=0, max_documents=16, max_document_chars=1000)
     server.start()

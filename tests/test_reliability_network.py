@@ -33,7 +33,7 @@ from clinical_ner.serving.client import (
 )
 from clinical_ner.serving.server import ModelServer
 from tcp_proxy import Heal, ProxyConnection, TcpProxy
-from test_export import expected_entities, export_toy
+from test_export import expected_entities
 from test_server import MARKER, text_request, wait_for
 
 MODEL = "clinical_ner"
@@ -43,13 +43,6 @@ HEALS: list[Heal] = ["resume", "reset", "stale"]
 LARGE = [f"note {number} " + "aspirin fever " * 100 for number in range(64)]
 # Several requests of 2 documents, with the marker that must never leak.
 STREAM = [f"{MARKER} {number} " + "aspirin fever " * (number % 4) for number in range(12)]
-
-
-@pytest.fixture(scope="module")
-def model_base(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("models") / MODEL
-    export_toy(base, version=1)
-    return base
 
 
 @pytest.fixture(scope="module")
