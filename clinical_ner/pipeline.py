@@ -53,24 +53,31 @@ class ClinicalNER:
         return cls(model, vocab, config)
 
     @overload
-    def annotate(self, texts: str, batch_size: int = ...) -> list[Entity]: ...
+    def annotate(self, texts: str, batch_size: int = ...,
+                 max_batch_characters: int = ...) -> list[Entity]: ...
 
     @overload
-    def annotate(self, texts: Sequence[str], batch_size: int = ...) -> list[list[Entity]]: ...
+    def annotate(self, texts: Sequence[str], batch_size: int = ...,
+                 max_batch_characters: int = ...) -> list[list[Entity]]: ...
 
-    def annotate(self, texts, batch_size: int = 32):
+    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
         """Entities of one text (a list) or of each text of a list (a list of lists).
 
         Offsets are code points of the given text: ``text[e.start:e.end] == e.text``.
+        Texts are tagged in batches of similar length, each of at most
+        ``batch_size`` texts and ``max_batch_characters`` characters (a longer
+        text goes alone): short texts are much faster many to a call, and the
+        character limit bounds the memory of a call.
         """
         if isinstance(texts, str):
-            return self.annotate([texts], batch_size)[0]
+            return self.annotate([texts], batch_size, max_batch_characters)[0]
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
         return signatures.in_size_order_batches(
-            texts, [len(text) for text in texts], batch_size, self._annotate_batch)
+            texts, [len(text) for text in texts], batch_size, self._annotate_batch,
+            max_batch_characters)
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         outputs = self.module.annotate_text(

@@ -78,18 +78,32 @@ def in_size_order_batches(
     sizes: Sequence[int],
     batch_size: int,
     run_batch: Callable[[list[Any]], list[Any]],
+    max_batch_total: int | None = None,
 ) -> list[Any]:
     """``run_batch`` over batches of items of similar size, results in the items' order.
 
     Both the in-process API and the client batch this way: a batch costs as
     much as its largest member, so grouping by size wastes little on padding.
+    A batch holds at most ``batch_size`` items and, with ``max_batch_total``,
+    items whose sizes sum to at most that (an item larger than it goes alone),
+    so that many short items share a call and a few long ones do not make a
+    huge one.
     """
     order = sorted(range(len(items)), key=sizes.__getitem__)
     results: list[Any] = [None] * len(items)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start:start + batch_size]
+    start = 0
+    while start < len(order):
+        end, total = start, 0
+        while end < len(order) and end - start < batch_size and (
+            end == start or max_batch_total is None
+            or total + sizes[order[end]] <= max_batch_total
+        ):
+            total += sizes[order[end]]
+            end += 1
+        chosen = order[start:end]
         for index, result in zip(chosen, run_batch([items[index] for index in chosen])):
             results[index] = result
+        start = end
     return results
 
 

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 
 from clinical_ner import signatures
+from clinical_ner.config import NERConfig
+from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.inference import InferenceModule, iob2_tag
 from clinical_ner.model import ClinicalNERModel
 from clinical_ner.tags import tag_inventory, tags_to_mentions
@@ -17,9 +19,8 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["bio", "bioes"])
-def module(request):
-    tags = tag_inventory(["problem", "test", "treatment"], request.param)
+def tiny_model(scheme: str) -> tuple[ClinicalNERModel, Vocabulary]:
+    tags = tag_inventory(["problem", "test", "treatment"], scheme)
     words = ["", "<unk>"] + sorted({t.lower() for text in TEXTS for t in text.split()})
     chars = ["", "<unk>"] + sorted(set("".join(TEXTS)) - {" ", "\n", "\r"})
     model = ClinicalNERModel(num_words=len(words), num_chars=len(chars), tags=tags, word_dim=4,
@@ -27,8 +28,14 @@ def module(request):
     # Random weights scaled up so that the model predicts many entities.
     rng = np.random.default_rng(1)
     model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32") for w in model.get_weights()])
-    return InferenceModule(model, Vocabulary(words, chars, tags), max_word_length=10,
-                           max_sentence_tokens=50, chunk_size=3)
+    return model, Vocabulary(words, chars, tags)
+
+
+@pytest.fixture(scope="module", params=["bio", "bioes"])
+def module(request):
+    model, vocab = tiny_model(request.param)
+    return InferenceModule(model, vocab, max_word_length=10, max_sentence_tokens=50,
+                           chunk_size=3)
 
 
 def test_iob2_tag():
@@ -81,3 +88,40 @@ def test_size_order_batches_group_similar_sizes_and_keep_the_callers_order():
     results = signatures.in_size_order_batches(items, [len(i) for i in items], 2, run_batch)
     assert results == ["CCC", "A", "BBBB", "DD", "E"]
     assert batches == [["a", "e"], ["dd", "ccc"], ["bbbb"]]
+
+
+def test_size_order_batches_close_a_batch_at_the_total_size_limit():
+    items = ["a", "b", "cc", "ddd", "eeee", "f" * 9]
+    batches = []
+
+    def run_batch(batch):
+        batches.append(batch)
+        return [len(item) for item in batch]
+
+    results = signatures.in_size_order_batches(items, [len(i) for i in items], 10, run_batch,
+                                               max_batch_total=4)
+    assert results == [1, 1, 2, 3, 4, 9]
+    # Short items share a call up to the limit; an item over it goes alone.
+    assert batches == [["a", "b", "cc"], ["ddd"], ["eeee"], ["f" * 9]]
+
+
+def test_annotate_batches_many_short_texts_together_and_long_ones_apart():
+    ner = ClinicalNER(*tiny_model("bioes"), NERConfig(tag_scheme="bioes"))
+    calls = []
+    tag_call = ner._annotate_batch
+
+    def counting(texts):
+        calls.append(len(texts))
+        return tag_call(texts)
+
+    ner._annotate_batch = counting
+    short = ["aspirin fever"] * 300
+    long = ["aspirin fever " * 5000] * 3  # 70,000 characters each
+    results = ner.annotate(short + long, max_batch_characters=100_000)
+    # 256 short texts; the 44 left with the first long one (70,572 characters);
+    # then each long one alone, since two would exceed 100,000 characters.
+    assert calls == [256, 45, 1, 1]
+    # Batching changes nothing: each text gets what it gets alone.
+    assert results[0] == ner.annotate(short[0]) and results[0]
+    assert all(entities == results[0] for entities in results[:300])
+    assert results[-1] == ner.annotate(long[0], batch_size=1)
