@@ -202,7 +202,10 @@ def machine_facts() -> dict:
     import numpy
     import tensorflow as tf
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # What the harness itself writes (result files, the README's tables) does not
+    # count as a change: an --all run rewrites them between corpora.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)benchmarks/results", ":(exclude)README.md")
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -220,7 +223,8 @@ def machine_facts() -> dict:
         "grpcio": grpc.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
-        # Tracked files changed since that commit (untracked files are not counted).
+        # Tracked files changed since that commit, but for the harness's outputs
+        # (untracked files are not counted).
         "git_dirty": None if status is None else bool(status),
         "load_average_start": load_average(),
     }
