@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     module, model = ner.module, ner.model
     documents = load_corpus(args.data).documents
     sentences = sorted((list(s.tokens) for d in documents for s in d.sentences if s.tokens), key=len)
-    texts = np.array([d.text.encode("utf-8") for d in documents], dtype=object)
+    # CoNLL documents have no text: their sentences, a line each, stand in for it.
+    texts = np.array([(d.text if d.text is not None else
+                       "\n".join(" ".join(s.tokens) for s in d.sentences)).encode("utf-8")
+                      for d in documents], dtype=object)
     tokens = sum(len(sentence) for sentence in sentences)
     batches = [padded(sentences[i:i + args.batch_size])
                for i in range(0, len(sentences), args.batch_size)]

@@ -186,3 +186,20 @@ def test_work_dir_holds_the_run_and_is_reused_only_if_ours(quick_result, shared_
     assert completed.returncode != 0
     assert "was not made by benchmarks/run.py" in completed.stderr
     assert (foreign / "ncbi-disease-quick").is_dir()
+
+
+def test_profile_inference_times_every_stage(quick_result, shared_data):
+    _, base = quick_result
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "profile_inference.py"),
+         "--model", str(base / "work" / "ncbi-disease-quick" / "model"),
+         "--data", str(shared_data / "ncbi-disease" / "dev.conll"),
+         "--repeats", "1", "--single-calls", "3"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = completed.stdout.splitlines()
+    batched = [line for line in lines if line.endswith("tokens/s")]
+    single = [line for line in lines if line.endswith(" ms")]
+    assert len(batched) == 7 and len(single) == 5
+    for line in batched + single:
+        assert float(line.split()[-2].replace(",", "")) > 0, line
