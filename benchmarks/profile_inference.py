@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
+from clinical_ner.signatures import padded_token_rows  # noqa: E402
 
 
 def median_seconds(function: Callable[[], object], repeats: int) -> float:
@@ -44,9 +45,7 @@ def median_seconds(function: Callable[[], object], repeats: int) -> float:
 
 
 def padded(sentences: list[list[str]]) -> np.ndarray:
-    width = max(len(sentence) for sentence in sentences)
-    return np.array([sentence + [""] * (width - len(sentence)) for sentence in sentences],
-                    dtype=object)
+    return np.array(padded_token_rows(sentences), dtype=object)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,9 +99,7 @@ class ClinicalNER:
         return results
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
-        width = max(len(sentence) for sentence in sentences)
-        tokens = np.array([sentence + [""] * (width - len(sentence)) for sentence in sentences],
-                          dtype=object)
-        outputs = self.module.tag_tokens(tokens)
+        outputs = self.module.tag_tokens(
+            np.array(signatures.padded_token_rows(sentences), dtype=object))
         return signatures.tags_from_outputs(
             {name: value.numpy() for name, value in outputs.items()})

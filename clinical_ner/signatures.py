@@ -73,6 +73,12 @@ def encode_text(text: str) -> bytes:
     return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
+def padded_token_rows(rows: Sequence[Sequence[Any]], pad: Any = PAD_TOKEN) -> list[list[Any]]:
+    """Sentences of tokens right-padded with ``pad`` to the longest, as ``tokens`` takes them."""
+    width = max((len(row) for row in rows), default=0)
+    return [list(row) + [pad] * (width - len(row)) for row in rows]
+
+
 def in_size_order_batches(
     items: Sequence[Any],
     sizes: Sequence[int],

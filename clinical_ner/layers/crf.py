@@ -82,6 +82,11 @@ def _swap_batch_and_time(tensor: tf.Tensor) -> tf.Tensor:
     return tf.transpose(tensor, [1, 0] + list(range(2, tensor.shape.rank)))
 
 
+def _at_last_step(values: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    """Each row's value at its last real step (at step 0 for empty rows), batch-major."""
+    return tf.gather(values, tf.maximum(lengths - 1, 0), batch_dims=1)
+
+
 def _log_sums_unmasked(potentials_tm: tf.Tensor, transitions: tf.Tensor,
                        start_transitions: tf.Tensor) -> tf.Tensor:
     """Forward-algorithm log-sums of every step, time-major ``[steps, batch, tags]``.
@@ -152,7 +157,7 @@ def crf_sequence_score(
     # Padding potentials are zero, so their gathered values add nothing.
     emission_score = tf.reduce_sum(tf.gather(potentials, tags, batch_dims=2), axis=1)
     start_score = tf.where(is_real, tf.gather(start_transitions, tags[:, 0]), zeros)
-    last_tags = tf.gather(tags, tf.maximum(lengths - 1, 0), batch_dims=1)
+    last_tags = _at_last_step(tags, lengths)
     end_score = tf.where(is_real, tf.gather(end_transitions, last_tags), zeros)
     num_tags = tf.shape(transitions)[0]
     pair_scores = tf.gather(
@@ -180,9 +185,7 @@ def crf_log_norm(
         potentials.dtype, transitions, start_transitions, end_transitions
     )
     alphas = _log_sums_unmasked(_swap_batch_and_time(potentials), transitions, start_transitions)
-    final_alphas = tf.gather(
-        _swap_batch_and_time(alphas), tf.maximum(lengths - 1, 0), batch_dims=1
-    )
+    final_alphas = _at_last_step(_swap_batch_and_time(alphas), lengths)
     log_norm = tf.reduce_logsumexp(final_alphas + end_transitions, axis=1)
     return tf.where(lengths > 0, log_norm, tf.zeros_like(log_norm))
 
@@ -251,7 +254,7 @@ def crf_decode(
         (tf.constant(1), initial_best, bests.write(0, initial_best)),
     )
     bests = bests.stack()
-    final_best = tf.gather(_swap_batch_and_time(bests), tf.maximum(lengths - 1, 0), batch_dims=1)
+    final_best = _at_last_step(_swap_batch_and_time(bests), lengths)
 
     # Backpointers of every step at once, outside the loop (an argmax over
     # [batch, tags, tags] inside it would cost more than the rest of a step).

@@ -46,6 +46,7 @@ from clinical_ner.signatures import (
     encode_text,
     entities_from_outputs,
     in_size_order_batches,
+    padded_token_rows,
     tags_from_outputs,
 )
 
@@ -325,12 +326,11 @@ class ClinicalNerClient:
     def _tag_batch(
         self, batch: list[tuple[list[str], list[bytes]]]
     ) -> list[tuple[list[str], list[float]]]:
-        width = max(len(tokens) for tokens, _ in batch)
-        padded = [data + [PAD_TOKEN.encode()] * (width - len(data)) for _, data in batch]
+        padded = padded_token_rows([data for _, data in batch], PAD_TOKEN.encode())
         request = predict_pb2.PredictRequest()
         self._fill_model_spec(request.model_spec, PREDICT_TOKENS)
         request.inputs[TOKENS].CopyFrom(
-            tf.make_tensor_proto(padded, dtype=tf.string, shape=[len(batch), width])
+            tf.make_tensor_proto(padded, dtype=tf.string, shape=[len(batch), len(padded[0])])
         )
         quoted = [token for tokens, _ in batch for token in tokens]
         response = self._call("Predict", self._predict_rpc, request, quoted)
