@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from clinical_ner.layers.char_cnn import CharCNNEncoder
 from clinical_ner.layers.crf import CRF, bio_transition_constraints
+from clinical_ner.layers.word_embedding import PartlyTrainableEmbedding
 from clinical_ner.text import CASING_FEATURES
 
 MODEL_FILE = "model.keras"
@@ -23,6 +24,11 @@ class ClinicalNERModel(keras.Model):
     negative log-likelihood, so ``fit`` trains the model with integer tag ids
     as targets, and :meth:`decode` gives the best tags and their marginal
     probabilities.
+
+    ``trainable_word_rows`` trains only the first rows of the word embedding
+    (the words of the training data, which the vocabulary puts first; see
+    :class:`~clinical_ner.layers.word_embedding.PartlyTrainableEmbedding`);
+    ``None`` trains every row. ``trainable_embeddings=False`` freezes them all.
 
     Example:
     >>> import numpy as np
@@ -46,6 +52,7 @@ class ClinicalNERModel(keras.Model):
         tags: list[str],
         word_dim: int = 50,
         trainable_embeddings: bool = True,
+        trainable_word_rows: int | None = None,
         char_dim: int = 25,
         char_filters: int = 50,
         char_kernel_size: int = 3,
@@ -65,8 +72,9 @@ class ClinicalNERModel(keras.Model):
         # and without a mask the backward LSTM reads the batch padding first,
         # so a sentence's tags would depend on the other sentences in its batch.
         is_token = keras.ops.not_equal(inputs["word_ids"], 0)
-        words = keras.layers.Embedding(
-            num_words, word_dim, trainable=trainable_embeddings, name="word_embedding",
+        words = PartlyTrainableEmbedding(
+            num_words, word_dim, trainable_rows=trainable_word_rows,
+            trainable=trainable_embeddings, name="word_embedding",
         )(inputs["word_ids"])
         chars = CharCNNEncoder(
             num_chars, char_dim, char_filters, char_kernel_size, name="char_encoder"
@@ -104,6 +112,7 @@ class ClinicalNERModel(keras.Model):
         self.tags = list(tags)
         self.word_dim = word_dim
         self.trainable_embeddings = trainable_embeddings
+        self.trainable_word_rows = trainable_word_rows
         self.char_dim = char_dim
         self.char_filters = char_filters
         self.char_kernel_size = char_kernel_size
@@ -145,6 +154,7 @@ class ClinicalNERModel(keras.Model):
             "tags": self.tags,
             "word_dim": self.word_dim,
             "trainable_embeddings": self.trainable_embeddings,
+            "trainable_word_rows": self.trainable_word_rows,
             "char_dim": self.char_dim,
             "char_filters": self.char_filters,
             "char_kernel_size": self.char_kernel_size,

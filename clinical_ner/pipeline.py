@@ -7,7 +7,7 @@ from typing import Sequence, overload
 import keras
 import numpy as np
 
-from clinical_ner import signatures
+from clinical_ner import __version__, signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
@@ -49,7 +49,16 @@ class ClinicalNER:
             )
         config = NERConfig.load(directory)
         vocab = Vocabulary.load(directory)
-        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        try:
+            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        except ValueError as error:
+            # Keras says which layer did not match, not what to do about it.
+            raise ClinicalNERError(
+                f"{model_path}: its weights do not fit the model it describes, so it "
+                f"cannot be loaded by clinical-ner {__version__} (models trained before "
+                "0.2.0 kept the word embedding in one table); retrain it with "
+                f"'clinical-ner train'. Keras said: {error}"
+            ) from None
         return cls(model, vocab, config)
 
     @overload

@@ -150,11 +150,12 @@ def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[st
         embedding_words, vectors = load_embeddings(config.embeddings, config.embeddings_format)
     vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
                              config.min_word_count)
+    vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
     word_dim = vectors.shape[1] if vectors is not None else config.word_dim
-    model = _model_for(config, vocab, tags, word_dim)
+    model = _model_for(config, vocab, tags, word_dim, words_in_use)
     if vectors is not None:
-        model.get_layer("word_embedding").set_weights(
-            [vocab.embedding_matrix(embedding_words, vectors, config.seed)])
+        model.get_layer("word_embedding").set_table(
+            vocab.embedding_matrix(embedding_words, vectors, config.seed))
         covered = len(set(vocab.words) & set(embedding_words))
         emit(f"vocabulary: {len(vocab.words)} words ({covered} with pretrained vectors), "
              f"{len(vocab.chars)} characters, {len(tags)} tags")
@@ -164,11 +165,12 @@ def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[st
     return model, vocab
 
 
-def _model_for(config: NERConfig, vocab: Vocabulary, tags: list[str], word_dim: int
-               ) -> ClinicalNERModel:
+def _model_for(config: NERConfig, vocab: Vocabulary, tags: list[str], word_dim: int,
+               words_in_use: int) -> ClinicalNERModel:
     return ClinicalNERModel(
         num_words=len(vocab.words), num_chars=len(vocab.chars), tags=tags,
         word_dim=word_dim, trainable_embeddings=config.trainable_embeddings,
+        trainable_word_rows=words_in_use,
         char_dim=config.char_dim, char_filters=config.char_filters,
         char_kernel_size=config.char_kernel_size, use_casing=config.use_casing,
         casing_dim=config.casing_dim, lstm_units=config.lstm_units, dropout=config.dropout,
@@ -176,13 +178,20 @@ def _model_for(config: NERConfig, vocab: Vocabulary, tags: list[str], word_dim: 
     )
 
 
-def _fine_tuning_model(base: ClinicalNER, config: NERConfig, tags: list[str],
-                       emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
-    vocab = Vocabulary(words=base.vocab.words, chars=base.vocab.chars, tags=tags)
-    model = _model_for(config, vocab, tags, base.model.word_dim)
+def _fine_tuning_model(base: ClinicalNER, config: NERConfig, sentences: list[Sentence],
+                       tags: list[str], emit: Callable[[str], None]
+                       ) -> tuple[ClinicalNERModel, Vocabulary]:
+    # The base model's words, reordered so that the new data's words are the
+    # trainable ones (the base model split its table by its own data).
+    vocab, order, words_in_use = Vocabulary(
+        words=base.vocab.words, chars=base.vocab.chars, tags=tags
+    ).training_words_first(s.tokens for s in sentences)
+    model = _model_for(config, vocab, tags, base.model.word_dim, words_in_use)
+    model.get_layer("word_embedding").set_table(
+        base.model.get_layer("word_embedding").table()[order])
     new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
     for layer in model.layers:
-        if layer.weights and layer.name not in new_layers:
+        if layer.weights and layer.name not in new_layers + ("word_embedding",):
             layer.set_weights(base.model.get_layer(layer.name).get_weights())
     if new_layers:
         emit("the label set differs from the base model's "
@@ -275,7 +284,7 @@ def train(
                 raise ConfigError(
                     f"fine-tuning keeps the base model's architecture; these settings differ "
                     f"from {init_from}: {', '.join(changed)}")
-            model, vocab = _fine_tuning_model(base, config, tags, emit)
+            model, vocab = _fine_tuning_model(base, config, train_sentences, tags, emit)
         else:
             model, vocab = _build_new_model(config, train_sentences, tags, emit)
         model.compile(

@@ -66,6 +66,37 @@ class Vocabulary:
         chars = [PAD, UNKNOWN] + sorted(char_counts, key=lambda c: (-char_counts[c], c))
         return cls(words=words, chars=chars, tags=list(tags))
 
+    def training_words_first(
+        self, sentences: Iterable[list[str]]
+    ) -> tuple["Vocabulary", np.ndarray, int]:
+        """This vocabulary reordered: padding, ``<unk>`` and the words of ``sentences`` first.
+
+        Only those words' embedding rows get gradients when training on
+        ``sentences``, so the model trains them in a table of their own
+        (:class:`clinical_ner.layers.word_embedding.PartlyTrainableEmbedding`).
+        Both groups keep their relative order. Returns the reordered
+        vocabulary, ``order`` (new id ``i`` is old id ``order[i]``, so
+        ``old_table[order]`` is the reordered embedding table) and how many
+        leading words are in use.
+
+        Example:
+        >>> vocab = Vocabulary(["", "<unk>", "the", "fever", "cough"], ["", "<unk>"], ["O"])
+        >>> reordered, order, in_use = vocab.training_words_first([["Cough", "rare"]])
+        >>> reordered.words, order.tolist(), in_use
+        (['', '<unk>', 'cough', 'the', 'fever'], [0, 1, 4, 2, 3], 3)
+        """
+        ids = {word: word_id for word_id, word in enumerate(self.words)}
+        in_use = {0, 1}
+        for tokens in sentences:
+            for token in tokens:
+                word_id = ids.get(normalize_word(token))
+                if word_id is not None:
+                    in_use.add(word_id)
+        order = np.array(sorted(in_use) + [i for i in range(len(self.words)) if i not in in_use])
+        reordered = Vocabulary(words=[self.words[i] for i in order], chars=self.chars,
+                               tags=self.tags)
+        return reordered, order, len(in_use)
+
     def embedding_matrix(
         self, embedding_words: list[str], vectors: np.ndarray, seed: int
     ) -> np.ndarray:

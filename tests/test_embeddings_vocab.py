@@ -1,3 +1,4 @@
+import doctest
 import struct
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 from clinical_ner.embeddings import load_embeddings
 from clinical_ner.errors import DataFormatError
+from clinical_ner import vocab as vocab_module
 from clinical_ner.vocab import Vocabulary
 
 
@@ -59,3 +61,21 @@ def test_vocabulary_keeps_embedding_words_and_frequent_training_words(tmp_path):
     np.testing.assert_array_equal(matrix[vocab.words.index("fever")], [2, 2])
     vocab.save(tmp_path)
     assert Vocabulary.load(tmp_path) == vocab
+
+
+def test_training_words_first_puts_the_words_in_use_first_and_keeps_each_words_vector():
+    vocab = Vocabulary(["", "<unk>", "the", "fever", "0000", "cough"], ["", "<unk>"], ["O"])
+    table = np.arange(12, dtype="float32").reshape(6, 2)
+    # Words are matched by their normalised form; unknown words add nothing.
+    reordered, order, in_use = vocab.training_words_first([["COUGH", "in", "1999"], ["cough"]])
+    assert reordered.words == ["", "<unk>", "0000", "cough", "the", "fever"]
+    assert in_use == 4
+    assert reordered.chars == vocab.chars and reordered.tags == vocab.tags
+    for word_id, word in enumerate(reordered.words):
+        np.testing.assert_array_equal(table[order][word_id], table[vocab.words.index(word)])
+    assert vocab.training_words_first([])[0].words == vocab.words
+
+
+def test_docstring_example():
+    results = doctest.testmod(vocab_module)
+    assert results.attempted > 0 and results.failed == 0

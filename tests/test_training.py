@@ -1,15 +1,20 @@
 """End-to-end training on the bundled sample: the model directory, resume, fine-tuning."""
 import json
+import shutil
+import zipfile
 
 import keras
 import numpy as np
 import pytest
 
 from clinical_ner.config import NERConfig
+from clinical_ner.embeddings import load_embeddings
+from clinical_ner.formats import load_corpus
 from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.tags import tag_inventory
-from clinical_ner.trainer import train
+from clinical_ner.text import normalize_word
+from clinical_ner.trainer import corpus_sentences, train
 
 from conftest import REPO_ROOT
 
@@ -61,6 +66,31 @@ def test_model_directory_holds_everything_to_reload(trained):
     # The learning rate decays as NerDL's lr / (1 + 0.005 * epoch).
     assert log[2]["learning_rate"] == pytest.approx(0.001 / 1.01)
     assert any("epoch 3: loss" in message for message in messages)
+
+
+def rows_in_use(vocab, data_path) -> int:
+    """Padding, <unk> and every vocabulary word that occurs in the data."""
+    words = {normalize_word(token) for sentence in corpus_sentences(load_corpus(data_path))
+             for token in sentence.tokens}
+    return 2 + len(words & set(vocab.words))
+
+
+def test_only_the_training_words_embeddings_train_the_rest_keep_their_vectors(trained):
+    output, _, _ = trained
+    ner = ClinicalNER.load(output)
+    rows = ner.model.trainable_word_rows
+    assert rows == rows_in_use(ner.vocab, SAMPLE / "train") < len(ner.vocab.words)
+    table = ner.model.get_layer("word_embedding").table()
+    pretrained = dict(zip(*load_embeddings(VECTORS)))
+    kept = [word_id for word_id in range(rows, len(ner.vocab.words))
+            if ner.vocab.words[word_id] in pretrained]
+    assert kept
+    np.testing.assert_array_equal(
+        table[kept], np.stack([pretrained[ner.vocab.words[word_id]] for word_id in kept]))
+    trained_rows = [word_id for word_id in range(2, rows) if ner.vocab.words[word_id] in pretrained]
+    moved = [not np.array_equal(table[word_id], pretrained[ner.vocab.words[word_id]])
+             for word_id in trained_rows]
+    assert sum(moved) > 0.9 * len(moved)
 
 
 def test_saved_keras_model_loads_safely_and_fine_tunes_with_fit(trained):
@@ -123,6 +153,25 @@ def test_existing_output_is_not_overwritten_and_resume_needs_a_checkpoint(traine
         train(SAMPLE / "train", tmp_path / "new", resume=True, progress=False)
 
 
+def test_a_model_file_whose_weights_do_not_fit_is_refused_with_its_path(trained, tmp_path):
+    output, _, _ = trained
+    copy = tmp_path / "old-model"
+    shutil.copytree(output, copy)
+    # What a model saved before 0.2.0 looks like to this version: the weights
+    # hold a word table the architecture in its config does not have.
+    with zipfile.ZipFile(output / "model.keras") as source, \
+            zipfile.ZipFile(copy / "model.keras", "w") as target:
+        for name in source.namelist():
+            content = source.read(name)
+            if name == "config.json":
+                config = json.loads(content)
+                config["config"]["trainable_word_rows"] = None
+                content = json.dumps(config)
+            target.writestr(name, content)
+    with pytest.raises(ClinicalNERError, match=r"old-model/model.keras: .*retrain it"):
+        ClinicalNER.load(copy)
+
+
 def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
     base, _, _ = trained
     messages = []
@@ -136,8 +185,18 @@ def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
     tuned = ClinicalNER.load(output)
     original = ClinicalNER.load(base)
     assert tuned.vocab.tags == tag_inventory(["Disease"], original.config.tag_scheme)
-    assert tuned.vocab.words == original.vocab.words
-    for name in ("word_embedding", "char_encoder", "bilstm"):
+    # The same words and vectors, reordered so that the new data's words are
+    # the trainable rows.
+    assert sorted(tuned.vocab.words) == sorted(original.vocab.words)
+    assert tuned.model.trainable_word_rows == rows_in_use(
+        original.vocab, shared_data / "ncbi-disease" / "dev.conll")
+    original_ids = {word: word_id for word_id, word in enumerate(original.vocab.words)}
+    np.testing.assert_allclose(
+        tuned.model.get_layer("word_embedding").table(),
+        original.model.get_layer("word_embedding").table()[
+            [original_ids[word] for word in tuned.vocab.words]],
+        atol=1e-5)
+    for name in ("char_encoder", "bilstm"):
         for kept, start in zip(tuned.model.get_layer(name).get_weights(),
                                original.model.get_layer(name).get_weights()):
             np.testing.assert_allclose(kept, start, atol=1e-5)
