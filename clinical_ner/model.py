@@ -4,6 +4,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from clinical_ner.layers.bilstm import BiLSTM
 from clinical_ner.layers.char_cnn import CharCNNEncoder
 from clinical_ner.layers.crf import CRF, bio_transition_constraints
 from clinical_ner.layers.word_embedding import PartlyTrainableEmbedding
@@ -89,9 +90,7 @@ class ClinicalNERModel(keras.Model):
             )
         hidden = keras.layers.Concatenate(name="token_features")(features)
         hidden = keras.layers.Dropout(dropout, name="input_dropout")(hidden)
-        hidden = keras.layers.Bidirectional(
-            keras.layers.LSTM(lstm_units, return_sequences=True), name="bilstm"
-        )(hidden, mask=is_token)
+        hidden = BiLSTM(lstm_units, name="bilstm")(hidden, mask=is_token)
         hidden = keras.layers.Dropout(dropout, name="output_dropout")(hidden)
         emissions = keras.layers.Dense(len(tags), name="emissions")(hidden)
         if constrain_transitions:

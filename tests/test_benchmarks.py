@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -12,6 +13,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import bench_report  # noqa: E402
 import bench_util  # noqa: E402
+import pretrain_word_vectors  # noqa: E402
 
 RUN = REPO_ROOT / "benchmarks" / "run.py"
 
@@ -49,6 +51,34 @@ def test_slices_keep_whole_sentences_and_documents(tmp_path):
     assert bench_util.slice_i2b2(i2b2, tmp_path / "cut", 3) == 4
     assert sorted(p.name for p in (tmp_path / "cut" / "txt").iterdir()) == ["a.txt", "b.txt"]
     assert sorted(p.name for p in (tmp_path / "cut" / "concept").iterdir()) == ["a.con", "b.con"]
+
+
+def test_pretrained_word_vectors_load_as_training_embeddings(tmp_path):
+    from clinical_ner.embeddings import load_embeddings
+
+    glove = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+    output = tmp_path / "vectors.txt"
+    args = ["--data-root", str(REPO_ROOT / "samples"), "--corpus", "maccrobat-i2b2/train",
+            "--dim", "8", "--epochs", "1", "--output", str(output), "--concat-with", str(glove)]
+    assert pretrain_word_vectors.main(args) == 0
+    words, vectors = load_embeddings(output)
+    glove_words, glove_vectors = load_embeddings(glove)
+    assert vectors.shape == (len(words), 50 + 8)
+    # GloVe's part is unchanged; corpus words GloVe lacks get zeros there and a vector after.
+    row = {word: i for i, word in enumerate(words)}
+    assert np.allclose(vectors[[row[w] for w in glove_words], :50], glove_vectors, atol=1e-6)
+    corpus = pretrain_word_vectors.read_sentences([REPO_ROOT / "samples/maccrobat-i2b2/train"])
+    vocabulary, _ = pretrain_word_vectors.build_vocabulary(corpus, 2)
+    not_in_glove = [word for word in vocabulary if word not in set(glove_words)]
+    assert not_in_glove
+    assert not vectors[row[not_in_glove[0]], :50].any() and vectors[row[not_in_glove[0]], 50:].any()
+
+
+def test_pretraining_word_vectors_refuses_a_test_split(tmp_path):
+    with pytest.raises(SystemExit, match="test splits are held out"):
+        pretrain_word_vectors.main(["--corpus", "bc5cdr/test.conll",
+                                    "--output", str(tmp_path / "v.txt")])
+    assert not (tmp_path / "v.txt").exists()
 
 
 def test_readme_section_is_replaced_between_the_markers_only(tmp_path):

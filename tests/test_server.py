@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -402,6 +403,38 @@ def test_concurrent_clients_get_their_own_answers(server):
     assert sorted(done) == list(range(8))
 
 
+@pytest.mark.parametrize("max_calls", [1, 2])
+def test_at_most_max_concurrent_calls_run_the_model_at_once(model_base, max_calls):
+    server = ModelServer(model_base, MODEL, port=0, max_workers=6,
+                         max_concurrent_calls=max_calls)
+    server.start()
+    signatures = server._versions.get(1).signatures
+    model_function, running, most = signatures[sig.SERVING_DEFAULT].function, [0], [0]
+    lock = threading.Lock()
+
+    def slow_model(**inputs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)  # long enough for all six requests to arrive meanwhile
+        with lock:
+            running[0] -= 1
+        return model_function(**inputs)
+
+    signatures[sig.SERVING_DEFAULT] = dataclasses.replace(signatures[sig.SERVING_DEFAULT],
+                                                          function=slow_model)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            texts = [[f"aspirin {n}"] for n in range(6)]
+            calls = [stub.Predict.future(text_request(t), timeout=30) for t in texts]
+            answers = [entities(call.result(), t) for call, t in zip(calls, texts)]
+    finally:
+        server.stop(grace=1)
+    assert answers == [[expected_entities(t[0])] for t in texts]
+    assert most[0] == max_calls
+
+
 def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
     base = tmp_path / MODEL
     export_toy(base, version=1)
@@ -482,6 +515,8 @@ def test_invalid_configuration(tmp_path, model_base):
         ModelServer(tmp_path / "missing", MODEL, port=0)
     with pytest.raises(ConfigError, match="max_documents"):
         ModelServer(model_base, MODEL, port=0, max_documents=0)
+    with pytest.raises(ConfigError, match="max_concurrent_calls"):
+        ModelServer(model_base, MODEL, port=0, max_concurrent_calls=0)
     with pytest.raises(ConfigError, match="both"):
         ModelServer(model_base, MODEL, port=0, ssl_cert=tmp_path / "cert.pem")
 

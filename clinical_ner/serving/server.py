@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import re
 import signal
 import threading
@@ -287,11 +288,16 @@ class _Handler:
         model_name: str,
         max_documents: int,
         max_document_chars: int,
+        max_concurrent_calls: int,
     ) -> None:
         self._versions = versions
         self._model_name = model_name
         self._max_documents = max_documents
         self._max_document_chars = max_document_chars
+        # Each model call running at once holds its own intermediate tensors and
+        # warms per-thread kernel caches, so calls beyond the cores the CPU
+        # kernels can use add memory without adding throughput.
+        self._model_calls = threading.BoundedSemaphore(max_concurrent_calls)
         self.draining = threading.Event()
         self.stats = _Stats()
 
@@ -375,9 +381,10 @@ class _Handler:
         inputs = self._read_inputs(signature_name, signature, request)
         fields["documents"] = next(iter(inputs.values())).shape[0]
         try:
-            outputs = signature.function(
-                **{name: tf.constant(value, dtype=tf.string) for name, value in inputs.items()}
-            )
+            with self._model_calls:
+                outputs = signature.function(
+                    **{name: tf.constant(value, dtype=tf.string) for name, value in inputs.items()}
+                )
         except tf.errors.OpError as error:
             logger.error(
                 "Signature %r of version %d failed with %s (message withheld)",
@@ -611,6 +618,9 @@ class ModelServer:
     :meth:`start`. With ``ssl_cert`` and ``ssl_key`` (PEM files) the port
     speaks TLS. ``max_message_bytes`` is gRPC's receive limit, so larger
     messages are refused with ``RESOURCE_EXHAUSTED`` before being parsed.
+    Of the ``max_workers`` requests handled at once, at most
+    ``max_concurrent_calls`` run the model at the same time (default: the
+    number of CPUs this process may use); the others wait for a turn.
     """
 
     def __init__(
@@ -621,6 +631,7 @@ class ModelServer:
         port: int = DEFAULT_PORT,
         *,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        max_concurrent_calls: int | None = None,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         max_documents: int = DEFAULT_MAX_DOCUMENTS,
         max_document_chars: int = DEFAULT_MAX_DOCUMENT_CHARS,
@@ -636,8 +647,11 @@ class ModelServer:
         self.base_path = Path(base_path)
         if not self.base_path.is_dir():
             raise ConfigError(f"model base path {self.base_path} is not a directory")
+        if max_concurrent_calls is None:
+            max_concurrent_calls = len(os.sched_getaffinity(0))
         for option, value in (
             ("max_workers", max_workers),
+            ("max_concurrent_calls", max_concurrent_calls),
             ("max_documents", max_documents),
             ("max_document_chars", max_document_chars),
             ("max_message_bytes", max_message_bytes),
@@ -662,7 +676,9 @@ class ModelServer:
                 [(Path(ssl_key).read_bytes(), Path(ssl_cert).read_bytes())]
             )
         self._versions = _ModelVersions(self.base_path, model_name)
-        self._handler = _Handler(self._versions, model_name, max_documents, max_document_chars)
+        self._handler = _Handler(
+            self._versions, model_name, max_documents, max_document_chars, max_concurrent_calls
+        )
         self._server: grpc.Server | None = None
         self._stop_polling = threading.Event()
         self._poller: threading.Thread | None = None
@@ -800,6 +816,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         help="largest request message accepted (default: %(default)s)")
     add("--max-workers", type=int, default=DEFAULT_MAX_WORKERS,
         help="requests served at once (default: %(default)s)")
+    add("--max-concurrent-calls", type=int, default=None, metavar="N",
+        help="of those, how many run the model at the same time; more use more memory "
+             "without more throughput once the CPUs are busy (default: the number of CPUs)")
     add("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL_S, metavar="SECONDS",
         help="how often to look for new or removed versions (default: %(default)s)")
     add("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
@@ -821,6 +840,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         max_workers=args.max_workers,
+        max_concurrent_calls=args.max_concurrent_calls,
         poll_interval_s=args.poll_interval,
         max_documents=args.max_documents,
         max_document_chars=args.max_document_chars,

@@ -1,0 +1,124 @@
+"""BiLSTM: the fused kernel and Keras' loop give Keras' Bidirectional(LSTM), in every mode."""
+import doctest
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from clinical_ner.export import check_core_ops, saved_model_op_types
+from clinical_ner.layers import bilstm as bilstm_module
+from clinical_ner.layers.bilstm import BiLSTM
+
+UNITS, FEATURES, FUSED_MAX_BATCH = 3, 4, 4
+# Batches the fused kernel runs (1, 4) and batches Keras' loop runs (5, 9),
+# with sentences shorter and longer than the batch is wide.
+SHAPES = [(1, 6), (4, 2), (4, 9), (5, 3), (9, 7)]
+
+
+def padded_batch(rng, batch, tokens):
+    inputs = rng.normal(size=(batch, tokens, FEATURES)).astype("float32")
+    lengths = rng.integers(1, tokens + 1, size=batch)
+    lengths[0] = tokens
+    mask = np.arange(tokens)[None, :] < lengths[:, None]
+    inputs[~mask] = rng.normal(size=inputs[~mask].shape)  # padding holds noise
+    return inputs, mask
+
+
+@pytest.fixture
+def layer():
+    layer = BiLSTM(UNITS, fused_max_batch=FUSED_MAX_BATCH)
+    layer.build((None, None, FEATURES))
+    rng = np.random.default_rng(0)
+    layer.set_weights([rng.normal(scale=0.5, size=w.shape) for w in layer.get_weights()])
+    return layer
+
+
+def keras_reference(layer):
+    reference = keras.layers.Bidirectional(keras.layers.LSTM(UNITS, return_sequences=True))
+    reference.build((None, None, FEATURES))
+    reference.set_weights(layer.get_weights())
+    return reference
+
+
+def test_matches_keras_bidirectional_lstm_eagerly_and_in_a_graph(layer):
+    reference = keras_reference(layer)
+    graph = tf.function(lambda x, mask: layer(x, mask=mask, training=False),
+                        input_signature=[tf.TensorSpec([None, None, FEATURES]),
+                                         tf.TensorSpec([None, None], tf.bool)])
+    rng = np.random.default_rng(1)
+    for shape in SHAPES:
+        inputs, mask = padded_batch(rng, *shape)
+        expected = reference(inputs, mask=mask).numpy()
+        assert np.all(expected[~mask] == 0)
+        for outputs in (layer(inputs, mask=mask), graph(inputs, mask)):
+            np.testing.assert_allclose(outputs.numpy(), expected, atol=1e-5)
+
+
+def test_a_sentence_gets_the_same_states_alone_and_in_a_large_batch(layer):
+    rng = np.random.default_rng(2)
+    inputs, mask = padded_batch(rng, 9, 8)
+    together = layer(inputs, mask=mask).numpy()  # Keras' loop
+    for row in range(9):
+        length = mask[row].sum()
+        alone = layer(inputs[row:row + 1, :length], mask=mask[row:row + 1, :length]).numpy()
+        np.testing.assert_allclose(alone[0], together[row, :length], atol=1e-5)
+
+
+def test_training_uses_keras_loop_and_its_gradients(layer):
+    reference = keras_reference(layer)
+    inputs, mask = padded_batch(np.random.default_rng(3), 2, 5)  # a batch the fused kernel takes
+    gradients = []
+    for model in (layer, reference):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(inputs, mask=mask, training=True) ** 2)
+        gradients.append(tape.gradient(loss, model.trainable_weights))
+    assert len(gradients[0]) == 6
+    for ours, keras_gradient in zip(*gradients):
+        np.testing.assert_allclose(ours.numpy(), keras_gradient.numpy(), atol=1e-5)
+
+
+def test_gradients_through_the_fused_kernel_are_keras_gradients(layer):
+    # Inference mode on a small batch runs BlockLSTM; whoever differentiates
+    # it (e.g. saliency over a served model) must get the LSTM's gradients.
+    reference = keras_reference(layer)
+    inputs, mask = padded_batch(np.random.default_rng(5), 3, 6)
+    inputs = tf.constant(inputs)
+    gradients = []
+    for model in (layer, reference):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = tf.reduce_sum(model(inputs, mask=mask, training=False) ** 2)
+        gradients.append(tape.gradient(loss, [inputs] + model.trainable_weights))
+    for ours, keras_gradient in zip(*gradients):
+        np.testing.assert_allclose(ours.numpy(), keras_gradient.numpy(), atol=1e-5)
+
+
+def test_save_load_and_saved_model_with_core_ops_only(layer, tmp_path):
+    inputs_spec = keras.Input(shape=(None, FEATURES))
+    mask_spec = keras.Input(shape=(None,), dtype="bool")
+    model = keras.Model([inputs_spec, mask_spec], layer(inputs_spec, mask=mask_spec))
+    model.save(tmp_path / "bilstm.keras")
+    restored = keras.saving.load_model(tmp_path / "bilstm.keras", safe_mode=True)
+    assert restored.layers[-1].get_config() == layer.get_config()
+
+    module = tf.Module()
+    module.model = restored
+    module.serve = tf.function(lambda x, mask: restored([x, mask], training=False),
+                               input_signature=[tf.TensorSpec([None, None, FEATURES]),
+                                                tf.TensorSpec([None, None], tf.bool)])
+    tf.saved_model.save(module, str(tmp_path / "saved"))
+    assert {"BlockLSTM", "While"} <= saved_model_op_types(tmp_path / "saved")
+    check_core_ops(tmp_path / "saved")
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    rng = np.random.default_rng(4)
+    for shape in SHAPES:
+        inputs, mask = padded_batch(rng, *shape)
+        expected = layer(inputs, mask=mask).numpy()
+        np.testing.assert_allclose(restored([inputs, mask]).numpy(), expected, atol=1e-6)
+        np.testing.assert_allclose(served.serve(inputs, mask).numpy(), expected, atol=1e-6)
+
+
+def test_docstring_example():
+    results = doctest.testmod(bilstm_module)
+    assert results.attempted > 0 and results.failed == 0
