@@ -55,10 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--single-calls", type=int, default=200)
+    parser.add_argument("--bilstm-fused-max-batch", type=int, default=None, metavar="N",
+                        help="override the BiLSTM's fused_max_batch (0: Keras' loop only), "
+                             "to compare its two code paths on the same model")
     args = parser.parse_args(argv)
 
     ner = ClinicalNER.load(args.model)
     module, model = ner.module, ner.model
+    if args.bilstm_fused_max_batch is not None:
+        # Read when the graphs are traced, which happens below.
+        model.get_layer("bilstm").fused_max_batch = args.bilstm_fused_max_batch
     documents = load_corpus(args.data).documents
     sentences = sorted((list(s.tokens) for d in documents for s in d.sentences if s.tokens), key=len)
     # CoNLL documents have no text: their sentences, a line each, stand in for it.

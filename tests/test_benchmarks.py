@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -233,3 +234,21 @@ def test_profile_inference_times_every_stage(quick_result, shared_data):
     assert len(batched) == 7 and len(single) == 5
     for line in batched + single:
         assert float(line.split()[-2].replace(",", "")) > 0, line
+
+
+@pytest.mark.slow
+def test_serving_memory_reports_peaks_and_throughput(quick_result):
+    _, base = quick_result
+    run_dir = base / "work" / "ncbi-disease-quick"
+    completed = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "serving_memory.py"),
+         "--export", str(run_dir / "export"), "--data", str(run_dir / "data" / "dev.conll"),
+         "--max-concurrent-calls", "2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    peaks = re.search(r"server peak RSS: (\d+) MB after loading, (\d+) MB after the cold burst, "
+                      r"(\d+) MB after", completed.stdout)
+    assert peaks, completed.stdout
+    after_load, after_burst, at_end = map(int, peaks.groups())
+    assert 0 < after_load <= after_burst <= at_end
+    assert re.search(r"warm throughput: [\d,]+ tokens/s", completed.stdout)
