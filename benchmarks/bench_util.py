@@ -9,15 +9,17 @@ import datetime
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAME = "clinical_ner"  # the name the benchmark servers serve the model under
 MB = 1024 * 1024
 
 
@@ -145,6 +147,54 @@ def subprocess_env() -> dict:
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+class ServerProcess:
+    """``clinical-ner serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, base_path: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "clinical_ner.cli", "serve", str(base_path),
+                        "--host", "127.0.0.1", "--port", str(self.port),
+                        "--model-name", MODEL_NAME, *extra_args]
+        self._log = open(log_path, "wb")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        cwd=REPO_ROOT, env=subprocess_env())
+
+    def wait_ready(self, timeout_s: float = 300.0) -> float:
+        """Seconds from launch until a version is AVAILABLE."""
+        from clinical_ner.serving.client import ClinicalNerClient, ServingError
+
+        with ClinicalNerClient(self.target, MODEL_NAME, timeout=2.0, deadline=2.0,
+                               max_retries=0) as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited with {self.process.returncode} "
+                                       f"before serving; see {self._log.name}")
+                try:
+                    if any(status.state == "AVAILABLE" for status in client.status()):
+                        return time.perf_counter() - self.started
+                except ServingError:
+                    pass
+                if time.perf_counter() - self.started > timeout_s:
+                    raise RuntimeError(f"the server was not ready after {timeout_s} s")
+                time.sleep(0.2)
+
+    def memory_mb(self, field: str) -> float | None:
+        kb = proc_status_kb(self.process.pid, field)
+        return None if kb is None else round(kb / 1024, 1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
 
 
 # -- sizes --------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,13 +38,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_report  # noqa: E402
 from bench_util import (  # noqa: E402
+    MODEL_NAME,
     REPO_ROOT,
-    free_port,
+    ServerProcess,
     latency_calls,
     load_average,
     log,
     machine_facts,
-    proc_status_kb,
     run_timed_subprocess,
     slice_conll,
     slice_i2b2,
@@ -61,7 +60,6 @@ DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_WORK_DIR = REPO_ROOT / "benchmarks" / "work"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = "embeddings/glove.6B.50d.pruned.txt"
-MODEL_NAME = "clinical_ner"
 WORK_MARKER = ".clinical-ner-benchmark"
 STARTUP_TEXT = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 
@@ -287,54 +285,6 @@ def saved_model_runner(version_dir: Path):
             annotate_batch([texts[i] for i in order[begin:begin + CLIENT_BATCH_SIZE]])
 
     return loaded, annotate_all, lambda text: annotate_batch([text])
-
-
-class ServerProcess:
-    """``clinical-ner serve`` in a subprocess on a free loopback port."""
-
-    def __init__(self, base_path: Path, log_path: Path) -> None:
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "clinical_ner.cli", "serve", str(base_path),
-                        "--host", "127.0.0.1", "--port", str(self.port),
-                        "--model-name", MODEL_NAME]
-        self._log = open(log_path, "wb")
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        cwd=REPO_ROOT, env=subprocess_env())
-
-    def wait_ready(self, timeout_s: float = 300.0) -> float:
-        """Seconds from launch until a version is AVAILABLE."""
-        from clinical_ner.serving.client import ClinicalNerClient, ServingError
-
-        with ClinicalNerClient(self.target, MODEL_NAME, timeout=2.0, deadline=2.0,
-                               max_retries=0) as client:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the server exited with {self.process.returncode} "
-                                       f"before serving; see {self._log.name}")
-                try:
-                    if any(status.state == "AVAILABLE" for status in client.status()):
-                        return time.perf_counter() - self.started
-                except ServingError:
-                    pass
-                if time.perf_counter() - self.started > timeout_s:
-                    raise RuntimeError(f"the server was not ready after {timeout_s} s")
-                time.sleep(0.2)
-
-    def memory_mb(self, field: str) -> float | None:
-        kb = proc_status_kb(self.process.pid, field)
-        return None if kb is None else round(kb / 1024, 1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def measure_grpc(server: ServerProcess, documents: list[str], tokens: int, sentences: list[str],

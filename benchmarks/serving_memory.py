@@ -14,9 +14,8 @@ throughput of the five warm rounds. ``benchmarks/run.py`` measures a warm server
 from __future__ import annotations
 
 import argparse
-import signal
+import os
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,28 +25,12 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(REPOSITORY / "benchmarks"))
 
-from bench_util import free_port, proc_status_kb, subprocess_env  # noqa: E402
+from bench_util import MODEL_NAME, ServerProcess  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
-from clinical_ner.serving.client import ClinicalNerClient, ServingError  # noqa: E402
+from clinical_ner.serving.client import ClinicalNerClient  # noqa: E402
 
-MODEL_NAME = "clinical_ner"
 CLIENTS = 8
 ROUNDS = 6
-
-
-def wait_until_available(target: str, server: subprocess.Popen, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with ClinicalNerClient(target, MODEL_NAME, timeout=2.0, deadline=2.0, max_retries=0) as client:
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise SystemExit(f"the server exited with {server.returncode} before serving")
-            try:
-                if any(status.state == "AVAILABLE" for status in client.status()):
-                    return
-            except ServingError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit(f"the server was not ready after {timeout_s} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,23 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     documents = [" ".join(sentence.tokens) for document in load_corpus(args.data).documents
                  for sentence in document.sentences if sentence.tokens]
     tokens = sum(len(document.split()) for document in documents)
-    port = free_port()
-    command = [sys.executable, "-m", "clinical_ner.cli", "serve", str(args.export),
-               "--port", str(port), "--model-name", MODEL_NAME]
-    if args.max_concurrent_calls is not None:
-        command += ["--max-concurrent-calls", str(args.max_concurrent_calls)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              cwd=REPOSITORY, env=subprocess_env())
-
-    def peak_mb() -> float:
-        return proc_status_kb(server.pid, "VmHWM") / 1024
-
-    target = f"127.0.0.1:{port}"
+    extra_args = ([] if args.max_concurrent_calls is None
+                  else ["--max-concurrent-calls", str(args.max_concurrent_calls)])
+    server = ServerProcess(args.export, Path(os.devnull), extra_args)
     clients = []
     try:
-        wait_until_available(target, server)
-        after_load = peak_mb()
-        clients = [ClinicalNerClient(target, MODEL_NAME, batch_size=32, timeout=120.0,
+        server.wait_ready()
+        after_load = server.memory_mb("VmHWM")
+        clients = [ClinicalNerClient(server.target, MODEL_NAME, batch_size=32, timeout=120.0,
                                      deadline=300.0) for _ in range(CLIENTS)]
         shards = [documents[index::CLIENTS] for index in range(CLIENTS)]
         seconds = []
@@ -90,13 +64,12 @@ def main(argv: list[str] | None = None) -> int:
                     future.result()
                 seconds.append(time.perf_counter() - started)
                 if round_number == 0:
-                    after_cold_burst = peak_mb()
-        at_end = peak_mb()
+                    after_cold_burst = server.memory_mb("VmHWM")
+        at_end = server.memory_mb("VmHWM")
     finally:
         for client in clients:
             client.close()
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        server.stop()
     print(f"{len(documents)} documents, {tokens} tokens, {CLIENTS} clients; "
           f"--max-concurrent-calls {args.max_concurrent_calls or 'default'}")
     print(f"server peak RSS: {after_load:.0f} MB after loading, {after_cold_burst:.0f} MB after "
