@@ -51,7 +51,9 @@ def export_saved_model(
     ``tf.saved_model.save``. ``version=None`` takes the highest existing
     version plus one (1 when there is none). An existing version is never
     overwritten. The graph must use core TensorFlow ops only (see
-    :func:`check_core_ops`), since the stock TF Serving binary has no others.
+    :func:`check_core_ops`), since the stock TF Serving binary has no others,
+    and every variable it reads must be restored the way TF Serving restores
+    them (see :func:`check_variables_restore`).
     If anything fails, nothing is left behind and existing versions are
     untouched.
     """
@@ -71,6 +73,7 @@ def export_saved_model(
     try:
         tf.saved_model.save(module, str(temp), signatures=dict(signatures))
         check_core_ops(temp)
+        check_variables_restore(temp)
         _fsync_tree(temp)
         try:
             os.rename(temp, target)
@@ -141,6 +144,42 @@ def check_core_ops(export_dir: str | os.PathLike) -> None:
         raise ExportError(
             f"{export_dir} uses ops that are not core TensorFlow ops, which stock "
             f"TensorFlow Serving cannot run: {sorted(foreign)}"
+        )
+
+
+def check_variables_restore(export_dir: str | os.PathLike) -> None:
+    """Raise :class:`ExportError` unless TF Serving's way of loading restores every variable.
+
+    TF Serving (``LoadSavedModel`` in C++) does not rebuild Python objects: it
+    imports the serving MetaGraph into a session, runs the SavedModel's
+    restore op and its main op, and then runs the signatures. The TF1 loader
+    does exactly that, so after it every variable handle in the graph must
+    hold a value. A SavedModel whose object graph tracks Keras 3 layers
+    fails this (its signatures read variables the restore op never fills),
+    although ``tf.saved_model.load`` runs it correctly.
+    """
+    graph = tf.Graph()
+    tf_logger = tf.get_logger()
+    level = tf_logger.level
+    # The TF1 loader logs a deprecation notice on its first use.
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with tf.compat.v1.Session(graph=graph) as session:
+            tf.compat.v1.saved_model.load(session, [tf.saved_model.SERVING], str(export_dir))
+            handles = [op for op in graph.get_operations() if op.type == "VarHandleOp"]
+            with graph.as_default():
+                checks = [tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]) for op in handles]
+            initialized = session.run(checks)
+    finally:
+        tf_logger.setLevel(level)
+    missing = sorted(op.get_attr("shared_name").decode()
+                     for op, is_set in zip(handles, initialized) if not is_set)
+    if missing:
+        raise ExportError(
+            f"{export_dir}: TensorFlow Serving would fail every request, because loading it "
+            f"as TF Serving does leaves {len(missing)} variable(s) without a value: "
+            f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}. Track the "
+            "tf.Variables behind Keras variables in the exported module, not Keras layers"
         )
 
 

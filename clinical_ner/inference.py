@@ -41,6 +41,14 @@ def iob2_tag(tag: str) -> str:
     return {"S-": "B-", "E-": "I-"}.get(tag[:2], tag[:2]) + tag[2:] if tag != "O" else tag
 
 
+def _backing_variable(variable) -> tf.Variable:
+    """The ``tf.Variable`` that holds a Keras variable's value on the TensorFlow backend."""
+    value = variable.value
+    if not isinstance(value, tf.Variable):
+        raise TypeError(f"{variable.path} is not backed by a tf.Variable: {type(value).__name__}")
+    return value
+
+
 class InferenceModule(tf.Module):
     """The exportable inference graph of a trained model.
 
@@ -54,7 +62,15 @@ class InferenceModule(tf.Module):
     def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, max_word_length: int,
                  max_sentence_tokens: int, chunk_size: int = 128) -> None:
         super().__init__(name="clinical_ner")
-        self.model = model
+        # TF Serving restores variables with the SavedModel's restore op, not
+        # through Python objects. When the saved object graph holds Keras 3
+        # layers, each variable is saved twice (the Keras variable and the
+        # tf.Variable behind it) and the restore op fills the copy the graph
+        # does not read: every request then fails with "Could not find
+        # variable" (tensorflow/tensorflow#72963). So the module tracks the
+        # backing tf.Variables only and keeps the Keras model untracked.
+        object.__setattr__(self, "_keras_model", model)
+        self._model_variables = [_backing_variable(variable) for variable in model.variables]
         self.chunk_size = chunk_size
         self.featurizer = Featurizer(vocab.words, vocab.chars, max_word_length)
         self.max_sentence_tokens = max_sentence_tokens
@@ -66,6 +82,11 @@ class InferenceModule(tf.Module):
         self._labels = tf.constant([""] + labels)
         self._tag_label = tf.constant(label_index)
         self._tag_begins = tf.constant(begins)
+
+    @property
+    def model(self) -> ClinicalNERModel:
+        """The Keras model whose variables this module reads."""
+        return self._keras_model
 
     def _decode_rows(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Tag ids and their marginals for one [B, T] chunk of sentences."""

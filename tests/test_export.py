@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,6 +29,7 @@ from clinical_ner.errors import ConfigError
 from clinical_ner.export import (
     ExportError,
     check_core_ops,
+    check_variables_restore,
     existing_versions,
     export_saved_model,
     saved_model_op_types,
@@ -232,6 +234,38 @@ def test_core_op_check_rejects_unknown_ops(tmp_path, toy_export):
     (tmp_path / "saved_model.pb").write_bytes(saved_model.SerializeToString())
     with pytest.raises(ExportError, match="SentencepieceOp"):
         check_core_ops(tmp_path)
+
+
+class KerasLayerModule(tf.Module):
+    """Holds a Keras layer as an attribute: the pattern TF Serving cannot restore."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+        self.dense.build((None, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def project(self, x):
+        return {"y": self.dense(x)}
+
+
+def test_export_refuses_a_model_tf_serving_would_not_restore(tmp_path):
+    module = KerasLayerModule()
+    with pytest.raises(ExportError, match="TensorFlow Serving would fail every request") as error:
+        export_saved_model(module, {sig.SERVING_DEFAULT: module.project}, tmp_path, 1)
+    assert "dense/kernel" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+    # The same model loads and runs with tf.saved_model.load, which is why
+    # only loading it TF Serving's way shows the fault.
+    tf.saved_model.save(module, str(tmp_path / "plain"), signatures={"serving_default": module.project})
+    restored = tf.saved_model.load(str(tmp_path / "plain")).signatures["serving_default"]
+    np.testing.assert_allclose(restored(x=tf.ones([1, 3]))["y"], module.project(tf.ones([1, 3]))["y"])
+    with pytest.raises(ExportError, match="dense/kernel"):
+        check_variables_restore(tmp_path / "plain")
+
+
+def test_toy_export_restores_every_variable_the_way_tf_serving_loads(toy_export):
+    check_variables_restore(toy_export)
 
 
 def test_core_op_check_rejects_python_callbacks(tmp_path, toy_export):

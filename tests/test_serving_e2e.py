@@ -92,6 +92,58 @@ def test_export_uses_only_core_ops_and_runs_without_our_package(trained):
     assert served["tags"][0][:2] == ner.tag([["Chest", "pain"]])[0][0]
 
 
+def test_export_answers_as_in_process_when_loaded_the_way_tf_serving_loads(trained):
+    # TF Serving does not rebuild Python objects: it imports the MetaGraph into a
+    # session, runs the restore op and the main op, then the signatures. The TF1
+    # loader does the same, in a process that imports only TensorFlow.
+    ner, _, base = trained
+    texts = [NOTE, ""] + [path.read_text(encoding="utf-8")
+                          for path in sorted((SAMPLE / "dev" / "txt").glob("*.txt"))]
+    sentences = [["Chest", "x-ray", "showed", "pneumonia"], ["ceftriaxone"]]
+    script = textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        import tensorflow as tf
+        graph = tf.Graph()
+        with tf.compat.v1.Session(graph=graph) as session:
+            meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], {str(base / "1")!r})
+            def run(name, feeds):
+                signature = meta_graph.signature_def[name]
+                return session.run({{key: value.name for key, value in signature.outputs.items()}},
+                                   {{signature.inputs[key].name: value for key, value in feeds.items()}})
+            texts = json.loads(sys.stdin.read())
+            entities = run("serving_default", {{"text": texts["texts"]}})
+            tags = run("predict_tokens", {{"tokens": texts["tokens"]}})
+        print(json.dumps({{key: np.char.decode(value.astype(bytes), "utf-8").tolist()
+                           if value.dtype.kind in "OS" else value.tolist()
+                           for key, value in {{**entities, **tags}}.items()}}))
+    """)
+    width = max(len(sentence) for sentence in sentences)
+    tokens = [sentence + [""] * (width - len(sentence)) for sentence in sentences]
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            input=json.dumps({"texts": texts, "tokens": tokens}),
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300,
+                            cwd=base)
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    local = ner.annotate(texts)
+    assert sum(len(document) for document in local) > 0
+    assert served["entity_count"] == [len(document) for document in local]
+    for row, document in enumerate(local):
+        count = len(document)
+        assert served["entity_start"][row][:count] == [e.start for e in document]
+        assert served["entity_end"][row][:count] == [e.end for e in document]
+        assert served["entity_label"][row][:count] == [e.label for e in document]
+        np.testing.assert_allclose(served["entity_confidence"][row][:count],
+                                   [e.confidence for e in document], atol=1e-5)
+    local_tags = ner.tag(sentences)
+    assert served["length"] == [len(sentence) for sentence in sentences]
+    for row, (tags, confidences) in enumerate(local_tags):
+        assert served["tags"][row][:len(tags)] == tags
+        np.testing.assert_allclose(served["tag_confidence"][row][:len(tags)], confidences,
+                                   atol=1e-5)
+
+
 def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_data):
     ner, _, _ = trained
     texts = dev_texts(shared_data)
