@@ -148,7 +148,6 @@ class RssSampler(threading.Thread):
 
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from clinical_ner.export import export_saved_model
     from clinical_ner.pipeline import ClinicalNER
     from clinical_ner.serving.client import ClinicalNerClient
 
@@ -164,7 +163,7 @@ def run(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="load-test-") as export_root:
         base = Path(export_root) / MODEL_NAME
-        export_saved_model(ner.module, ner.module.signatures(), base, 1)
+        ner.export(base, 1)
         server = Server(base, args.server_workers)
         try:
             result = drive(args, server, texts, expected, ClinicalNerClient)

@@ -372,7 +372,6 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
     log(f"{name}: trained {training['epochs']} epochs in {training['wall_seconds']:.0f} s "
         f"(best {training['best_epoch']}, dev F1 {training['best_dev_f1']})")
 
-    from clinical_ner.export import export_saved_model
     from clinical_ner.formats import load_corpus
     from clinical_ner.model import MODEL_FILE
     from clinical_ner.pipeline import ClinicalNER
@@ -394,7 +393,7 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
             log(f"{name}: {split} exact micro F1 {accuracy[split]['exact']['micro']['f1']:.4f}")
 
     started = time.perf_counter()
-    version_dir = export_saved_model(ner.module, ner.module.signatures(), run_dir / "export", 1)
+    version_dir = ner.export(run_dir / "export", 1)
     export_seconds = time.perf_counter() - started
     model = {
         "keras_bytes": tree_bytes(model_dir / MODEL_FILE),

@@ -133,12 +133,9 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from clinical_ner.export import export_saved_model
     from clinical_ner.pipeline import ClinicalNER
 
-    ner = ClinicalNER.load(args.model)
-    path = export_saved_model(ner.module, ner.module.signatures(), args.output, args.version)
-    print(path)
+    print(ClinicalNER.load(args.model).export(args.output, args.version))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -96,6 +96,11 @@ class Featurizer(tf.Module):
         self._char_table = CodePointTable(char_ids)
 
     @property
+    def word_table(self) -> tf.lookup.StaticHashTable:
+        """The graph's word -> id table (a resource a SavedModel must track)."""
+        return self._word_table
+
+    @property
     def words(self) -> tuple[str, ...]:
         """The word vocabulary; a word's id is its index."""
         return self._vocabularies.words

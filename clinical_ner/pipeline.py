@@ -11,6 +11,7 @@ from clinical_ner import __version__, signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.export import export_saved_model
 from clinical_ner.inference import InferenceModule
 from clinical_ner.model import MODEL_FILE, ClinicalNERModel
 from clinical_ner.vocab import Vocabulary
@@ -60,6 +61,17 @@ class ClinicalNER:
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
         return cls(model, vocab, config)
+
+    def export(self, base_path: str | Path, version: int | None = None) -> Path:
+        """Write the model as version ``version`` under ``base_path`` for TF Serving.
+
+        Returns the version directory (see
+        :func:`clinical_ner.export.export_saved_model`: written elsewhere and
+        renamed into place, never overwriting a version, checked to use core
+        ops only and to restore the way TF Serving loads it).
+        """
+        return export_saved_model(self.module.saved_object(), self.module.signatures(),
+                                  base_path, version)
 
     @overload
     def annotate(self, texts: str, batch_size: int = ...,

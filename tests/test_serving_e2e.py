@@ -7,10 +7,11 @@ import textwrap
 
 import numpy as np
 import pytest
+from tensorflow.core.protobuf import saved_model_pb2
 
 from clinical_ner import signatures
 from clinical_ner.config import NERConfig
-from clinical_ner.export import check_core_ops, export_saved_model
+from clinical_ner.export import check_core_ops
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.serving.client import ClinicalNerClient
 from clinical_ner.serving.server import ModelServer
@@ -32,7 +33,7 @@ def trained(tmp_path_factory):
           progress=False, emit=lambda message: None)
     ner = ClinicalNER.load(root / "model")
     base = root / "models" / "clinical_ner"
-    export_saved_model(ner.module, ner.module.signatures(), base, 1)
+    ner.export(base, 1)
     return ner, root / "model", base
 
 
@@ -62,6 +63,15 @@ def assert_same_entities(served, local):
 def test_export_uses_only_core_ops_and_runs_without_our_package(trained):
     ner, _, base = trained
     check_core_ops(base / "1")
+    # Each graph is stored once, for its signature (not again as a method of the
+    # saved object): a second copy cost the server 42 MB of memory.
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((base / "1" / "saved_model.pb").read_bytes())
+    traced = [function.signature.name.rsplit("_", 1)[0]
+              for function in saved_model.meta_graphs[0].graph_def.library.function
+              if function.signature.name.startswith("__inference_")]
+    assert traced.count("__inference_annotate_text") == 1
+    assert traced.count("__inference_tag_tokens") == 1
     script = textwrap.dedent(f"""
         import json, sys
         import tensorflow as tf
