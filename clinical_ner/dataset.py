@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.corpus import Sentence
-from clinical_ner.features import Featurizer
+from clinical_ner.features import UNKNOWN_ID, Featurizer
 from clinical_ner.tags import to_scheme
 
 # Sentences are grouped with others of similar length so that batches carry
@@ -37,6 +37,7 @@ def training_dataset(
     batch_size: int,
     use_casing: bool,
     shuffle_seed: int | None,
+    word_dropout: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
 
@@ -44,6 +45,12 @@ def training_dataset(
     (callers pass ``seed + epoch``, so every epoch has its own order and an
     interrupted run resumes with exactly the order it would have had);
     bucketing then forms batches of similar length in a deterministic way.
+
+    ``word_dropout`` replaces each token's word id with the unknown word's
+    with that probability, so that the model learns to tag from characters
+    and context when a word has no vector (as for most drug names at test
+    time). The draws depend only on ``shuffle_seed`` and the batch's
+    position, so they repeat exactly on ``--resume``.
     """
     lengths = [len(s.tokens) for s in sentences]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -69,12 +76,22 @@ def training_dataset(
         padding_values=("", 0),
     )
 
-    def featurize(words, targets):
+    base_seed = 0 if shuffle_seed is None else shuffle_seed
+
+    def featurize(batch_index, batch):
+        words, targets = batch
         features = featurizer(words)
         if not use_casing:
             del features["casing_ids"]
+        if word_dropout > 0:
+            word_ids = features["word_ids"]
+            draws = tf.random.stateless_uniform(
+                tf.shape(word_ids), seed=tf.stack([tf.constant(base_seed, tf.int64), batch_index]))
+            dropped = (draws < word_dropout) & (word_ids > 0)
+            features["word_ids"] = tf.where(dropped, tf.constant(UNKNOWN_ID, word_ids.dtype),
+                                            word_ids)
         return features, targets
 
-    return dataset.map(featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return dataset.enumerate().map(
+        featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE)

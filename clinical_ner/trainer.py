@@ -310,7 +310,8 @@ def train(
         model.optimizer.learning_rate = config.learning_rate / (1 + config.lr_decay * epoch)
         reseed_dropout(model, config.seed, epoch)
         dataset = training_dataset(train_sentences, train_tags, featurizer, config.batch_size,
-                                   config.use_casing, shuffle_seed=config.seed + epoch)
+                                   config.use_casing, shuffle_seed=config.seed + epoch,
+                                   word_dropout=config.word_dropout)
         emit(f"epoch {epoch + 1}/{config.epochs}")
         started = time.perf_counter()
         with warnings.catch_warnings():

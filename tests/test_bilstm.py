@@ -1,4 +1,4 @@
-"""BiLSTM: the fused kernel and Keras' loop give Keras' Bidirectional(LSTM), in every mode."""
+"""BiLSTM: its loop and the fused kernel give Keras' Bidirectional(LSTM), in every mode."""
 import doctest
 
 import keras
@@ -11,7 +11,7 @@ from clinical_ner.layers import bilstm as bilstm_module
 from clinical_ner.layers.bilstm import BiLSTM
 
 UNITS, FEATURES, FUSED_MAX_BATCH = 3, 4, 4
-# Batches the fused kernel runs (1, 4) and batches Keras' loop runs (5, 9),
+# Batches the fused kernel runs (1, 4) and batches the loop runs (5, 9),
 # with sentences shorter and longer than the batch is wide.
 SHAPES = [(1, 6), (4, 2), (4, 9), (5, 3), (9, 7)]
 
@@ -58,23 +58,48 @@ def test_matches_keras_bidirectional_lstm_eagerly_and_in_a_graph(layer):
 def test_a_sentence_gets_the_same_states_alone_and_in_a_large_batch(layer):
     rng = np.random.default_rng(2)
     inputs, mask = padded_batch(rng, 9, 8)
-    together = layer(inputs, mask=mask).numpy()  # Keras' loop
+    together = layer(inputs, mask=mask).numpy()  # the loop
     for row in range(9):
         length = mask[row].sum()
         alone = layer(inputs[row:row + 1, :length], mask=mask[row:row + 1, :length]).numpy()
         np.testing.assert_allclose(alone[0], together[row, :length], atol=1e-5)
 
 
-def test_training_uses_keras_loop_and_its_gradients(layer):
+@pytest.mark.parametrize("shape", [(2, 5), (6, 7)])  # sizes the fused kernel would take, and not
+def test_training_gives_keras_states_and_gradients(layer, shape):
     reference = keras_reference(layer)
-    inputs, mask = padded_batch(np.random.default_rng(3), 2, 5)  # a batch the fused kernel takes
-    gradients = []
+    inputs, mask = padded_batch(np.random.default_rng(3), *shape)
+    inputs = tf.constant(inputs)
+    results = []
     for model in (layer, reference):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(model(inputs, mask=mask, training=True) ** 2)
-        gradients.append(tape.gradient(loss, model.trainable_weights))
-    assert len(gradients[0]) == 6
-    for ours, keras_gradient in zip(*gradients):
+            tape.watch(inputs)
+            states = model(inputs, mask=mask, training=True)
+            loss = tf.reduce_sum(states ** 2)
+        results.append((states, tape.gradient(loss, [inputs] + model.trainable_weights)))
+    (ours, our_gradients), (expected, keras_gradients) = results
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), atol=1e-5)
+    assert len(our_gradients) == 7
+    for our_gradient, keras_gradient in zip(our_gradients, keras_gradients):
+        np.testing.assert_allclose(our_gradient.numpy(), keras_gradient.numpy(), atol=1e-5)
+
+
+def test_the_loop_runs_a_training_step_in_a_graph_with_keras_gradients(layer):
+    # fit() differentiates the loop inside a tf.function, where the while
+    # loop's gradient is built differently from eager mode.
+    reference = keras_reference(layer)
+    inputs, mask = padded_batch(np.random.default_rng(6), 7, 9)
+
+    def gradients_of(model):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, FEATURES]),
+                                      tf.TensorSpec([None, None], tf.bool)])
+        def step(x, mask):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(x, mask=mask, training=True) ** 2)
+            return tape.gradient(loss, model.trainable_weights)
+        return step(inputs, mask)
+
+    for ours, keras_gradient in zip(gradients_of(layer), gradients_of(reference)):
         np.testing.assert_allclose(ours.numpy(), keras_gradient.numpy(), atol=1e-5)
 
 

@@ -13,6 +13,15 @@ def test_round_trip_through_model_directory(tmp_path):
     assert NERConfig.load(tmp_path) == config
 
 
+def test_a_model_saved_before_a_setting_existed_loads_with_the_value_it_trained_with(tmp_path):
+    # 0.2.0 and earlier had no word dropout; resuming such a run must not add it.
+    values = NERConfig().to_dict()
+    del values["word_dropout"]
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert NERConfig.load(tmp_path).word_dropout == 0.0
+    assert NERConfig().word_dropout > 0
+
+
 def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"lstm_unit": 3}))

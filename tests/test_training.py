@@ -124,15 +124,16 @@ def test_annotate_offsets_are_exact(trained):
 
 
 def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
+    # With word dropout, whose draws must repeat too.
     straight = tmp_path / "straight"
-    train(SAMPLE / "train", straight, dev_path=SAMPLE / "dev", config=tiny_config(epochs=3),
-          progress=False, emit=lambda m: None)
+    train(SAMPLE / "train", straight, dev_path=SAMPLE / "dev",
+          config=tiny_config(epochs=3, word_dropout=0.1), progress=False, emit=lambda m: None)
     interrupted = tmp_path / "interrupted"
-    train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev", config=tiny_config(epochs=2),
-          progress=False, emit=lambda m: None)
+    train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
+          config=tiny_config(epochs=2, word_dropout=0.1), progress=False, emit=lambda m: None)
     messages = []
     result = train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
-                   config=tiny_config(epochs=3), resume=True, progress=False,
+                   config=tiny_config(epochs=3, word_dropout=0.1), resume=True, progress=False,
                    emit=messages.append)
     assert result.epochs_completed == 3
     assert any("resuming" in message and "after epoch 2" in message for message in messages)

@@ -1,0 +1,72 @@
+"""The training pipeline: every sentence once per epoch, padding, and word dropout."""
+import numpy as np
+import pytest
+
+from clinical_ner.config import NERConfig
+from clinical_ner.corpus import Sentence
+from clinical_ner.dataset import training_dataset
+from clinical_ner.errors import ConfigError
+from clinical_ner.features import UNKNOWN_ID, Featurizer
+
+WORDS = ["", "<unk>", "chest", "pain", "fever", "aspirin", "denies", "and"]
+CHARS = ["", "<unk>", *sorted(set("chestpainfeveraspirindenies"))]
+
+
+def sentences(count: int = 60) -> list[Sentence]:
+    rng = np.random.default_rng(0)
+    known = WORDS[2:]
+    return [Sentence(tokens=[known[i] for i in rng.integers(0, len(known), rng.integers(1, 30))])
+            for _ in range(count)]
+
+
+def batches(data, word_dropout=0.0, seed=5):
+    tag_ids = [[position % 3 for position in range(len(s.tokens))] for s in data]
+    dataset = training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
+                               batch_size=8, use_casing=True, shuffle_seed=seed,
+                               word_dropout=word_dropout)
+    return [(features["word_ids"].numpy(), targets.numpy()) for features, targets in dataset]
+
+
+def test_every_sentence_appears_once_with_its_tags_and_padding_is_zero():
+    data = sentences()
+    out = batches(data)
+    rows = [(tuple(ids[ids > 0]), tuple(tags[ids > 0])) for word_ids, targets in out
+            for ids, tags in zip(word_ids, targets)]
+    expected = [(tuple(WORDS.index(t) for t in s.tokens), tuple(p % 3 for p in range(len(s.tokens))))
+                for s in data]
+    assert sorted(rows) == sorted(expected)
+    for word_ids, targets in out:
+        assert np.all(targets[word_ids == 0] == 0)
+        # Real tokens come first in each row.
+        assert np.all(np.diff((word_ids > 0).astype(int), axis=1) <= 0)
+
+
+def test_word_dropout_replaces_that_share_of_real_tokens_with_unknown_only():
+    data = sentences(400)
+    clean = batches(data)
+    dropped = batches(data, word_dropout=0.25)
+    changed = tokens = 0
+    for (clean_ids, _), (dropped_ids, _) in zip(clean, dropped):
+        is_token = clean_ids > 0
+        assert np.array_equal(dropped_ids > 0, is_token)  # padding stays padding
+        differs = dropped_ids != clean_ids
+        assert np.all(dropped_ids[differs] == UNKNOWN_ID)
+        changed += differs.sum()
+        tokens += is_token.sum()
+    assert 0.22 < changed / tokens < 0.28
+
+
+def test_word_dropout_repeats_with_the_seed_and_changes_with_it():
+    data = sentences()
+    first = batches(data, word_dropout=0.3, seed=11)
+    again = batches(data, word_dropout=0.3, seed=11)
+    other = batches(data, word_dropout=0.3, seed=12)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(first, again))
+    unknown_positions = [np.argwhere(ids == UNKNOWN_ID).tolist() for ids, _ in first]
+    assert unknown_positions != [np.argwhere(ids == UNKNOWN_ID).tolist() for ids, _ in other]
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, True, "0.1"])
+def test_word_dropout_must_be_a_probability(rate):
+    with pytest.raises(ConfigError, match="word_dropout"):
+        NERConfig(word_dropout=rate)
