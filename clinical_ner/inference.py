@@ -62,15 +62,7 @@ class InferenceModule(tf.Module):
     def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, max_word_length: int,
                  max_sentence_tokens: int, chunk_size: int = 128) -> None:
         super().__init__(name="clinical_ner")
-        # TF Serving restores variables with the SavedModel's restore op, not
-        # through Python objects. When the saved object graph holds Keras 3
-        # layers, each variable is saved twice (the Keras variable and the
-        # tf.Variable behind it) and the restore op fills the copy the graph
-        # does not read: every request then fails with "Could not find
-        # variable" (tensorflow/tensorflow#72963). So the module tracks the
-        # backing tf.Variables only and keeps the Keras model untracked.
-        object.__setattr__(self, "_keras_model", model)
-        self._model_variables = [_backing_variable(variable) for variable in model.variables]
+        self.model = model
         self.chunk_size = chunk_size
         self.featurizer = Featurizer(vocab.words, vocab.chars, max_word_length)
         self.max_sentence_tokens = max_sentence_tokens
@@ -82,11 +74,6 @@ class InferenceModule(tf.Module):
         self._labels = tf.constant([""] + labels)
         self._tag_label = tf.constant(label_index)
         self._tag_begins = tf.constant(begins)
-
-    @property
-    def model(self) -> ClinicalNERModel:
-        """The Keras model whose variables this module reads."""
-        return self._keras_model
 
     def _decode_rows(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Tag ids and their marginals for one [B, T] chunk of sentences."""
@@ -194,14 +181,19 @@ class InferenceModule(tf.Module):
     def saved_object(self) -> tf.Module:
         """The object to save with :meth:`signatures`: only what their graphs read.
 
-        That is the model's variables and the word lookup table (the other
-        tables are constants in the graphs). Saving this module itself would
-        also store ``annotate_text`` and ``tag_tokens`` as functions of the
-        restored object, a second copy of every graph that TF Serving never
+        That is the tf.Variables behind the model's Keras variables and the
+        word lookup table (the other tables are constants in the graphs).
+        TF Serving restores variables with the SavedModel's restore op, not
+        through Python objects: when the saved object graph holds Keras 3
+        layers, each variable is saved twice and the restore op fills the copy
+        the graphs do not read, so every request fails with "Could not find
+        variable" (tensorflow/tensorflow#72963). And saving this module itself
+        would also store ``annotate_text`` and ``tag_tokens`` as functions of
+        the restored object, a second copy of every graph that TF Serving never
         calls: it cost the development server 42 MB once loaded.
         """
         root = tf.Module(name="clinical_ner")
-        root.model_variables = list(self._model_variables)
+        root.model_variables = [_backing_variable(variable) for variable in self.model.variables]
         root.word_table = self.featurizer.word_table
         return root
 
