@@ -72,8 +72,10 @@ def export_saved_model(
     temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-", dir=base))
     try:
         tf.saved_model.save(module, str(temp), signatures=dict(signatures))
-        check_core_ops(temp)
-        check_variables_restore(temp)
+        # The messages name the version being exported, not the hidden
+        # temporary directory, which is gone by the time the user reads them.
+        check_core_ops(temp, name=f"the export of version {version} to {target}")
+        check_variables_restore(temp, name=f"the export of version {version} to {target}")
         _fsync_tree(temp)
         try:
             os.rename(temp, target)
@@ -130,8 +132,10 @@ def saved_model_op_types(export_dir: str | os.PathLike) -> set[str]:
     return ops - functions
 
 
-def check_core_ops(export_dir: str | os.PathLike) -> None:
+def check_core_ops(export_dir: str | os.PathLike, name: str | None = None) -> None:
     """Raise :class:`ExportError` if the SavedModel uses an op outside core TensorFlow.
+
+    ``name`` is how the message calls the SavedModel (default: ``export_dir``).
 
     ``tf.raw_ops`` lists the ops built into TensorFlow itself; ops that
     extension libraries register at import time are not in it, and the stock
@@ -142,13 +146,15 @@ def check_core_ops(export_dir: str | os.PathLike) -> None:
     foreign = saved_model_op_types(export_dir) - (set(dir(tf.raw_ops)) - PYTHON_OPS)
     if foreign:
         raise ExportError(
-            f"{export_dir} uses ops that are not core TensorFlow ops, which stock "
+            f"{name or export_dir} uses ops that are not core TensorFlow ops, which stock "
             f"TensorFlow Serving cannot run: {sorted(foreign)}"
         )
 
 
-def check_variables_restore(export_dir: str | os.PathLike) -> None:
+def check_variables_restore(export_dir: str | os.PathLike, name: str | None = None) -> None:
     """Raise :class:`ExportError` unless TF Serving's way of loading restores every variable.
+
+    ``name`` is how the message calls the SavedModel (default: ``export_dir``).
 
     TF Serving (``LoadSavedModel`` in C++) does not rebuild Python objects: it
     imports the serving MetaGraph into a session, runs the SavedModel's
@@ -176,7 +182,7 @@ def check_variables_restore(export_dir: str | os.PathLike) -> None:
                      for op, is_set in zip(handles, initialized) if not is_set)
     if missing:
         raise ExportError(
-            f"{export_dir}: TensorFlow Serving would fail every request, because loading it "
+            f"{name or export_dir}: TensorFlow Serving would fail every request, because loading it "
             f"as TF Serving does leaves {len(missing)} variable(s) without a value: "
             f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}. Track the "
             "tf.Variables behind Keras variables in the exported module, not Keras layers"

@@ -254,6 +254,10 @@ def test_export_refuses_a_model_tf_serving_would_not_restore(tmp_path):
     with pytest.raises(ExportError, match="TensorFlow Serving would fail every request") as error:
         export_saved_model(module, {sig.SERVING_DEFAULT: module.project}, tmp_path, 1)
     assert "projection/kernel" in str(error.value)
+    # The message names the version the user asked for, not the temporary
+    # directory it was written to, which is removed.
+    assert f"version 1 to {tmp_path / '1'}" in str(error.value)
+    assert ".export-" not in str(error.value)
     assert list(tmp_path.iterdir()) == []
     # The same model loads and runs with tf.saved_model.load, which is why
     # only loading it TF Serving's way shows the fault.
@@ -276,6 +280,21 @@ def test_core_op_check_rejects_python_callbacks(tmp_path, toy_export):
     (tmp_path / "saved_model.pb").write_bytes(saved_model.SerializeToString())
     with pytest.raises(ExportError, match="EagerPyFunc"):
         check_core_ops(tmp_path)
+
+
+class PythonCallbackModule(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def double(self, x):
+        return {"y": tf.py_function(lambda value: value * 2, [x], tf.float32)}
+
+
+def test_export_refuses_python_callbacks_naming_the_version_and_leaves_nothing(tmp_path):
+    module = PythonCallbackModule()
+    with pytest.raises(ExportError, match="EagerPyFunc") as error:
+        export_saved_model(module, {sig.SERVING_DEFAULT: module.double}, tmp_path, 3)
+    assert f"the export of version 3 to {tmp_path / '3'}" in str(error.value)
+    assert ".export-" not in str(error.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_decoding_helpers_on_in_process_outputs(toy_export):
