@@ -42,7 +42,7 @@ class NERConfig:
     # Sentence encoder and CRF
     lstm_units: int = 100  # per direction
     dropout: float = 0.5
-    word_dropout: float = 0.05  # share of training tokens whose word id becomes <unk>
+    word_dropout: float = 0.1  # share of training tokens whose word id becomes <unk>
     constrain_transitions: bool = True
     # Optimisation
     epochs: int = 50

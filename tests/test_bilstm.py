@@ -1,4 +1,4 @@
-"""BiLSTM: its loop and the fused kernel give Keras' Bidirectional(LSTM), in every mode."""
+"""BiLSTM: its training loop and the fused kernel give Keras' Bidirectional(LSTM), in every mode."""
 import doctest
 
 import keras
@@ -11,8 +11,9 @@ from clinical_ner.layers import bilstm as bilstm_module
 from clinical_ner.layers.bilstm import BiLSTM
 
 UNITS, FEATURES, FUSED_MAX_BATCH = 3, 4, 4
-# Batches the fused kernel runs (1, 4) and batches the loop runs (5, 9),
-# with sentences shorter and longer than the batch is wide.
+# Batches the fused kernel runs at inference (1, 4) and batches Keras' loop
+# runs (5, 9) (training runs our loop on all of them), with sentences shorter
+# and longer than the batch is wide.
 SHAPES = [(1, 6), (4, 2), (4, 9), (5, 3), (9, 7)]
 
 

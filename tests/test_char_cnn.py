@@ -66,6 +66,27 @@ def test_tf_function_with_dynamic_shapes(encoder):
         np.testing.assert_allclose(result, token_by_token(encoder, ids), atol=1e-6)
 
 
+def test_repeated_spellings_get_every_occurrence_gradient(encoder):
+    # Each distinct spelling is convolved once; training must still see the
+    # gradient of every occurrence, as if each token were encoded alone.
+    rng = np.random.default_rng(3)
+    ids = random_char_ids(rng, 4, 6, 2)  # two characters of 11: many repeats
+    ids[1, 0], ids[2, 3] = ids[0, 0], ids[0, 0]
+    upstream = rng.normal(size=(4, 6, encoder.filters)).astype("float32")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(encoder(ids) * upstream)
+    batched = tape.gradient(loss, encoder.trainable_weights)
+    with tf.GradientTape() as tape:
+        loss = 0.0
+        for b, t in zip(*np.nonzero((ids > 0).any(-1))):
+            word = ids[b, t][ids[b, t] > 0]
+            loss += tf.reduce_sum(encoder(word[None, None, :])[0, 0] * upstream[b, t])
+    alone = tape.gradient(loss, encoder.trainable_weights)
+    for ours, reference in zip(batched, alone):
+        np.testing.assert_allclose(tf.convert_to_tensor(ours).numpy(),
+                                   tf.convert_to_tensor(reference).numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("shape", [(0, 0, 0), (0, 3, 2), (2, 3, 0), (2, 3, 4)])
 def test_batches_without_any_token_or_character_give_zeros(encoder, shape):
     # Empty documents and all-padding batches reach the encoder at inference.

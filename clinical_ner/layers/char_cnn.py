@@ -18,7 +18,9 @@ class CharCNNEncoder(keras.layers.Layer):
     into the batch with a reshape to ``[batch * tokens, chars]`` and unfolds
     the result, which is correct for any batch size and sentence length.
     Padding characters are zeroed and excluded from the max-pool, so a
-    token's vector does not depend on how much its batch was padded.
+    token's vector does not depend on how much its batch was padded. Each
+    distinct spelling in a batch is convolved once (``UniqueV2`` over the
+    rows, a core op) and its vector copied to every occurrence.
 
     Example:
     >>> import numpy as np
@@ -55,24 +57,25 @@ class CharCNNEncoder(keras.layers.Layer):
         shape = tf.shape(char_ids)
         batch, tokens, chars = shape[0], shape[1], shape[2]
         flat_ids = tf.reshape(char_ids, [batch * tokens, chars])
-        # Only tokens with characters go through the convolution: in a padded
-        # batch most positions can be sentence padding (over half of them in
-        # batches of mixed lengths), and they would cost as much as words.
-        token_positions = tf.where(tf.reduce_any(flat_ids > 0, axis=1))  # int64
+        # Each distinct spelling goes through the convolution once: a batch of
+        # notes repeats most of its words ("the", "of", "mg", its padding),
+        # and the convolution's activations, the largest tensors of the
+        # model, grow with the rows convolved.
+        spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
         # One extra all-padding row (dropped after pooling) and column: TF's
         # convolution returns its input unchanged when it is empty (no token,
         # or no character at all).
-        token_ids = tf.pad(tf.gather_nd(flat_ids, token_positions), [[0, 1], [0, 1]])
-        is_char = tf.expand_dims(token_ids > 0, -1)
+        spellings = tf.pad(spellings, [[0, 1], [0, 1]])
+        is_char = tf.expand_dims(spellings > 0, -1)
         # Zeroed padding looks exactly like the convolution's own "same"
         # padding, so a token's vector is the same however wide its batch is.
-        embedded = self.embedding(token_ids) * tf.cast(is_char, self.compute_dtype)
+        embedded = self.embedding(spellings) * tf.cast(is_char, self.compute_dtype)
         features = self.convolution(embedded)
         lowest = tf.constant(features.dtype.min, dtype=features.dtype)
         pooled = tf.reduce_max(tf.where(is_char, features, lowest), axis=1)
         # Positions without characters (sentence padding) get zeros.
-        vectors = tf.scatter_nd(token_positions, pooled[:-1],
-                                tf.cast(tf.stack([batch * tokens, self.filters]), tf.int64))
+        pooled = tf.where(tf.reduce_any(is_char, axis=1), pooled, tf.zeros_like(pooled))
+        vectors = tf.gather(pooled[:-1], spelling_index)
         return tf.reshape(vectors, [batch, tokens, self.filters])
 
     def compute_output_shape(self, input_shape):
