@@ -59,8 +59,7 @@ class CharCNNEncoder(keras.layers.Layer):
         flat_ids = tf.reshape(char_ids, [batch * tokens, chars])
         # Each distinct spelling goes through the convolution once: a batch of
         # notes repeats most of its words ("the", "of", "mg", its padding),
-        # and the convolution's activations, the largest tensors of the
-        # model, grow with the rows convolved.
+        # and a repeat would cost the convolution as much as a new word.
         spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
         # One extra all-padding row (dropped after pooling) and column: TF's
         # convolution returns its input unchanged when it is empty (no token,
