@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--single-calls", type=int, default=200)
     parser.add_argument("--bilstm-fused-max-batch", type=int, default=None, metavar="N",
-                        help="override the BiLSTM's fused_max_batch (0: its loop only), "
-                             "to compare its two code paths on the same model")
+                        help="override the BiLSTM's fused_max_batch (0: Keras' loop only), "
+                             "to compare its two inference paths on the same model")
     args = parser.parse_args(argv)
 
     ner = ClinicalNER.load(args.model)

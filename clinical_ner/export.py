@@ -74,8 +74,9 @@ def export_saved_model(
         tf.saved_model.save(module, str(temp), signatures=dict(signatures))
         # The messages name the version being exported, not the hidden
         # temporary directory, which is gone by the time the user reads them.
-        check_core_ops(temp, name=f"the export of version {version} to {target}")
-        check_variables_restore(temp, name=f"the export of version {version} to {target}")
+        shown_as = f"the export of version {version} to {target}"
+        check_core_ops(temp, name=shown_as)
+        check_variables_restore(temp, name=shown_as)
         _fsync_tree(temp)
         try:
             os.rename(temp, target)
@@ -182,8 +183,8 @@ def check_variables_restore(export_dir: str | os.PathLike, name: str | None = No
                      for op, is_set in zip(handles, initialized) if not is_set)
     if missing:
         raise ExportError(
-            f"{name or export_dir}: TensorFlow Serving would fail every request, because loading it "
-            f"as TF Serving does leaves {len(missing)} variable(s) without a value: "
+            f"{name or export_dir}: TensorFlow Serving would fail every request, because "
+            f"loading it as TF Serving does leaves {len(missing)} variable(s) without a value: "
             f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}. Track the "
             "tf.Variables behind Keras variables in the exported module, not Keras layers"
         )

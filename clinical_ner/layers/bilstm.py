@@ -72,12 +72,16 @@ class BiLSTM(keras.layers.Layer):
             mask = tf.ones(tf.shape(inputs)[:2], dtype=tf.bool)
         if training:
             return self._bidirectional(inputs, mask, self._loop)
-        if self.fused_max_batch < 1:
+
+        def keras_loop():
             return self.bidirectional(inputs, mask=mask, training=False)
+
+        if self.fused_max_batch < 1:
+            return keras_loop()
         return tf.cond(
             tf.shape(inputs)[0] <= self.fused_max_batch,
             lambda: self._bidirectional(inputs, mask, self._block_lstm),
-            lambda: self.bidirectional(inputs, mask=mask, training=False),
+            keras_loop,
         )
 
     def _bidirectional(self, inputs, mask, run):
