@@ -39,7 +39,7 @@ from clinical_ner.serving.client import (
 )
 from clinical_ner.serving.server import ModelServer
 from test_export import KEYWORDS, expected_entities, expected_tags, export_toy
-from test_server import MARKER, make_certificate
+from test_server import MARKER, RPC_TIMEOUT_S, make_certificate
 
 MODEL = "clinical_ner"
 STOCK_SERVER = shutil.which("tensorflow_model_server")
@@ -272,7 +272,7 @@ class FlakyProxy(prediction_service_pb2_grpc.PredictionServiceServicer):
         if self.calls in self._fail:
             context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connection reset")
         self.forwarded.extend(request.inputs[sig.TEXT].string_val)
-        return self._stub.Predict(request, timeout=10)
+        return self._stub.Predict(request, timeout=RPC_TIMEOUT_S)
 
 
 def test_failed_batch_is_retried_alone(dev_target, caplog):
@@ -307,7 +307,7 @@ class FirstTokenPaddingProxy(prediction_service_pb2_grpc.PredictionServiceServic
         tokens = tf.make_ndarray(request.inputs[sig.TOKENS])
         padded = np.pad(tokens, [(0, 0), (0, 2)], constant_values=tokens.flat[0])
         request.inputs[sig.TOKENS].CopyFrom(tf.make_tensor_proto(padded, dtype=tf.string))
-        return self._stub.Predict(request, timeout=10)
+        return self._stub.Predict(request, timeout=RPC_TIMEOUT_S)
 
 
 def test_token_rows_padded_by_the_server_are_detected(dev_target):

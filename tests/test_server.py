@@ -41,6 +41,10 @@ MARKER = "PHI-MARKER-Zebulon-Quixote"
 LIMITS = {"max_documents": 16, "max_document_chars": 1000, "max_message_bytes": 200_000}
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
+# A deadline for calls the server answers in milliseconds, only so that a hang
+# fails instead of blocking the suite. 10 s was once exceeded by a trivial
+# GetModelMetadata call on a busy 2-core CI machine.
+RPC_TIMEOUT_S = 60.0
 
 
 LEAKY = "fails_quoting_input"
@@ -139,7 +143,7 @@ def wait_for(condition, timeout=20.0, what="condition"):
 
 def test_predict_serving_default(predict_stub):
     texts = ["😀 aspirin for fever", "nothing here", "fièvre; aspirin aspirin"]
-    response = predict_stub.Predict(text_request(texts), timeout=10)
+    response = predict_stub.Predict(text_request(texts), timeout=RPC_TIMEOUT_S)
     assert response.model_spec.name == MODEL
     assert response.model_spec.version.value == 1
     assert response.model_spec.signature_name == sig.SERVING_DEFAULT
@@ -154,7 +158,7 @@ def test_predict_serving_default(predict_stub):
 
 def test_predict_tokens(predict_stub):
     response = predict_stub.Predict(
-        tokens_request([["aspirin", "and", "fever"], ["ok", "", ""]]), timeout=10
+        tokens_request([["aspirin", "and", "fever"], ["ok", "", ""]]), timeout=RPC_TIMEOUT_S
     )
     assert response.model_spec.signature_name == sig.PREDICT_TOKENS
     arrays = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
@@ -167,7 +171,7 @@ def test_predict_tokens(predict_stub):
 def test_output_filter(predict_stub):
     request = text_request(["aspirin"])
     request.output_filter.append(sig.ENTITY_COUNT)
-    response = predict_stub.Predict(request, timeout=10)
+    response = predict_stub.Predict(request, timeout=RPC_TIMEOUT_S)
     assert list(response.outputs) == [sig.ENTITY_COUNT]
     assert tf.make_ndarray(response.outputs[sig.ENTITY_COUNT]).tolist() == [1]
 
@@ -175,7 +179,7 @@ def test_output_filter(predict_stub):
 def test_metadata_lists_both_signatures(predict_stub):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = MODEL
-    response = predict_stub.GetModelMetadata(request, timeout=10)
+    response = predict_stub.GetModelMetadata(request, timeout=RPC_TIMEOUT_S)
     assert response.model_spec.name == MODEL
     assert response.model_spec.version.value == 1
     signature_defs = get_model_metadata_pb2.SignatureDefMap()
@@ -194,11 +198,11 @@ def test_metadata_lists_both_signatures(predict_stub):
 
 
 def test_status_available(model_stub):
-    response = model_stub.GetModelStatus(status_request(), timeout=10)
+    response = model_stub.GetModelStatus(status_request(), timeout=RPC_TIMEOUT_S)
     assert [(s.version, s.state, s.status.error_code) for s in response.model_version_status] == [
         (1, AVAILABLE, 0)
     ]
-    response = model_stub.GetModelStatus(status_request(version=1), timeout=10)
+    response = model_stub.GetModelStatus(status_request(version=1), timeout=RPC_TIMEOUT_S)
     assert [s.version for s in response.model_version_status] == [1]
 
 
@@ -308,11 +312,11 @@ BAD_PREDICTS = {
 def test_bad_predict_gets_its_code_and_the_server_carries_on(predict_stub, case):
     request, code, message = BAD_PREDICTS[case]
     with pytest.raises(grpc.RpcError) as raised:
-        predict_stub.Predict(request, timeout=10)
+        predict_stub.Predict(request, timeout=RPC_TIMEOUT_S)
     assert raised.value.code() is code, raised.value.details()
     assert message in raised.value.details()
     assert MARKER not in raised.value.details()
-    assert entities(predict_stub.Predict(_good(), timeout=10), ["aspirin"]) == [
+    assert entities(predict_stub.Predict(_good(), timeout=RPC_TIMEOUT_S), ["aspirin"]) == [
         expected_entities("aspirin")
     ]
 
@@ -326,7 +330,7 @@ def test_unimplemented_methods(predict_stub, model_stub):
     ]
     for method, request in calls:
         with pytest.raises(grpc.RpcError) as raised:
-            method(request, timeout=10)
+            method(request, timeout=RPC_TIMEOUT_S)
         assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -334,22 +338,22 @@ def test_bad_metadata_and_status_requests(predict_stub, model_stub):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = MODEL
     with pytest.raises(grpc.RpcError) as raised:
-        predict_stub.GetModelMetadata(request, timeout=10)
+        predict_stub.GetModelMetadata(request, timeout=RPC_TIMEOUT_S)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     request.metadata_field.append("graph")
     with pytest.raises(grpc.RpcError) as raised:
-        predict_stub.GetModelMetadata(request, timeout=10)
+        predict_stub.GetModelMetadata(request, timeout=RPC_TIMEOUT_S)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "'signature_def'" in raised.value.details()
     with pytest.raises(grpc.RpcError) as raised:
-        model_stub.GetModelStatus(status_request(version=5), timeout=10)
+        model_stub.GetModelStatus(status_request(version=5), timeout=RPC_TIMEOUT_S)
     assert raised.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 def test_model_errors_are_reported_without_their_message(predict_stub, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     with pytest.raises(grpc.RpcError) as raised:
-        predict_stub.Predict(text_request([MARKER], signature=LEAKY), timeout=10)
+        predict_stub.Predict(text_request([MARKER], signature=LEAKY), timeout=RPC_TIMEOUT_S)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "InvalidArgumentError" in raised.value.details()
     assert MARKER not in raised.value.details()
@@ -362,14 +366,14 @@ def test_model_errors_are_reported_without_their_message(predict_stub, caplog, c
 def test_no_input_text_in_logs(predict_stub, model_stub, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     text = f"{MARKER} took aspirin"
-    assert entities(predict_stub.Predict(text_request([text]), timeout=10), [text]) == [
+    assert entities(predict_stub.Predict(text_request([text]), timeout=RPC_TIMEOUT_S), [text]) == [
         expected_entities(text)
     ]
-    predict_stub.Predict(tokens_request([[MARKER, "aspirin"]]), timeout=10)
+    predict_stub.Predict(tokens_request([[MARKER, "aspirin"]]), timeout=RPC_TIMEOUT_S)
     for case in ("invalid UTF-8", "too many documents", "document too long", "message too large"):
         with pytest.raises(grpc.RpcError):
-            predict_stub.Predict(BAD_PREDICTS[case][0], timeout=10)
-    model_stub.GetModelStatus(status_request(), timeout=10)
+            predict_stub.Predict(BAD_PREDICTS[case][0], timeout=RPC_TIMEOUT_S)
+    model_stub.GetModelStatus(status_request(), timeout=RPC_TIMEOUT_S)
     assert "Predict OK" in caplog.text  # the per-request DEBUG lines were captured
     assert MARKER not in caplog.text
     captured = capfd.readouterr()
@@ -445,15 +449,15 @@ def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
         status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
 
         def states():
-            response = status(status_request(), timeout=10)
+            response = status(status_request(), timeout=RPC_TIMEOUT_S)
             return {s.version: s.state for s in response.model_version_status}
 
         export_toy(base, version=2, confidence_scale=0.5)
         wait_for(lambda: states() == {1: AVAILABLE, 2: AVAILABLE}, what="version 2")
-        latest = predict(text_request(["aspirin"]), timeout=10)
+        latest = predict(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
         assert latest.model_spec.version.value == 2
         assert entities(latest, ["aspirin"]) == [expected_entities("aspirin", scale=0.5)]
-        pinned = predict(text_request(["aspirin"], version=1), timeout=10)
+        pinned = predict(text_request(["aspirin"], version=1), timeout=RPC_TIMEOUT_S)
         assert pinned.model_spec.version.value == 1
         assert entities(pinned, ["aspirin"]) == [expected_entities("aspirin")]
 
@@ -461,29 +465,32 @@ def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
         (base / "3").mkdir()
         (base / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
         wait_for(lambda: states().get(3) == END, what="version 3 to fail")
-        broken = status(status_request(version=3), timeout=10).model_version_status[0]
+        broken = status(status_request(version=3), timeout=RPC_TIMEOUT_S).model_version_status[0]
         assert "loading" in broken.status.error_message and broken.status.error_code != 0
-        assert predict(text_request(["aspirin"]), timeout=10).model_spec.version.value == 2
+        answer = predict(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
+        assert answer.model_spec.version.value == 2
         shutil.rmtree(base / "3")
 
         shutil.rmtree(base / "1")
         wait_for(lambda: states().get(1) == END, what="version 1 to unload")
         assert server.versions == [2]
         with pytest.raises(grpc.RpcError) as raised:
-            predict(text_request(["aspirin"], version=1), timeout=10)
+            predict(text_request(["aspirin"], version=1), timeout=RPC_TIMEOUT_S)
         assert raised.value.code() is grpc.StatusCode.NOT_FOUND
         assert "loaded versions: [2]" in raised.value.details()
-        assert predict(text_request(["aspirin"]), timeout=10).model_spec.version.value == 2
+        answer = predict(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
+        assert answer.model_spec.version.value == 2
 
         # Even the whole base path going away only unloads.
         shutil.rmtree(base)
         wait_for(lambda: server.versions == [], what="everything to unload")
         with pytest.raises(grpc.RpcError) as raised:
-            predict(text_request(["aspirin"]), timeout=10)
+            predict(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
         assert raised.value.code() is grpc.StatusCode.NOT_FOUND
         export_toy(base, version=4)
         wait_for(lambda: server.versions == [4], what="version 4")
-        assert predict(text_request(["aspirin"]), timeout=10).model_spec.version.value == 4
+        answer = predict(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
+        assert answer.model_spec.version.value == 4
 
 
 def test_stop_finishes_running_requests_and_refuses_queued_ones(tmp_path):
@@ -548,12 +555,12 @@ def test_tls_round_trip(tmp_path, model_base):
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         with grpc.secure_channel(address, credentials) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            response = stub.Predict(text_request(["fever"]), timeout=10)
+            response = stub.Predict(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
             assert entities(response, ["fever"]) == [expected_entities("fever")]
         with grpc.insecure_channel(address) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with pytest.raises(grpc.RpcError) as raised:
-                stub.Predict(text_request(["fever"]), timeout=5)
+                stub.Predict(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
             assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
@@ -618,10 +625,10 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
             time.sleep(0.5)
             assert not in_flight.done()
             process.send_signal(signal.SIGTERM)
-            wait_for_line(lines, "Received SIGTERM", timeout=10)
+            wait_for_line(lines, "Received SIGTERM", timeout=RPC_TIMEOUT_S)
             time.sleep(0.2)
             with pytest.raises(grpc.RpcError) as raised:
-                stub.Predict(text_request(["fever"]), timeout=10)
+                stub.Predict(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
             assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
             assert entities(in_flight.result(), [text]) == [expected_entities(text)]
         assert process.wait(timeout=30) == 0
