@@ -14,6 +14,7 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import bench_report  # noqa: E402
 import bench_util  # noqa: E402
+import ensemble  # noqa: E402
 import pretrain_word_vectors  # noqa: E402
 
 RUN = REPO_ROOT / "benchmarks" / "run.py"
@@ -52,6 +53,40 @@ def test_slices_keep_whole_sentences_and_documents(tmp_path):
     assert bench_util.slice_i2b2(i2b2, tmp_path / "cut", 3) == 4
     assert sorted(p.name for p in (tmp_path / "cut" / "txt").iterdir()) == ["a.txt", "b.txt"]
     assert sorted(p.name for p in (tmp_path / "cut" / "concept").iterdir()) == ["a.con", "b.con"]
+
+
+def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
+    from clinical_ner.config import NERConfig
+    from clinical_ner.corpus import Sentence
+    from clinical_ner.errors import ClinicalNERError
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.tags import tags_to_mentions
+    from clinical_ner.vocab import Vocabulary
+    from test_inference import TEXTS, tiny_model
+
+    config = NERConfig(tag_scheme="bioes")
+    first = ClinicalNER(*tiny_model("bioes"), config)
+    second_model, vocab = tiny_model("bioes")
+    rng = np.random.default_rng(2)
+    second_model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32")
+                              for w in second_model.get_weights()])
+    second = ClinicalNER(second_model, vocab, config)
+    sentences = [Sentence(tokens=text.split()) for text in TEXTS[:3] if text]
+    # Gold = the first model's own answers, so that it scores exactly 1.
+    gold = [tags_to_mentions(tags) for tags, _ in first.tag([s.tokens for s in sentences])]
+    assert sum(map(len, gold)) > 0
+    transitions = first.model.crf.transitions.numpy().copy()
+
+    assert ensemble.ensemble_f1([first], sentences, gold) == 1.0
+    assert ensemble.ensemble_f1([first, first], sentences, gold) == 1.0
+    assert ensemble.ensemble_f1([second], sentences, gold) < 1.0
+    ensemble.ensemble_f1([first, second], sentences, gold)
+    np.testing.assert_array_equal(first.model.crf.transitions.numpy(), transitions)
+
+    other = ClinicalNER(second_model, Vocabulary(vocab.words, vocab.chars,
+                                                 list(reversed(vocab.tags))), config)
+    with pytest.raises(ClinicalNERError, match="b: its tags differ from those of a"):
+        ensemble.check_compatible(["a", "b"], [first, other])
 
 
 def test_pretrained_word_vectors_load_as_training_embeddings(tmp_path):
