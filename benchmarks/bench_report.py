@@ -71,10 +71,9 @@ def _f(value, digits: int = 3) -> str:
 
 
 def _k(value) -> str:
-    """Tokens/s as thousands: 152k."""
-    if value is None:
-        return "–"
-    return f"{value / 1000:.1f}k" if value < 10_000 else f"{value / 1000:.0f}k"
+    """Tokens/s as thousands with one decimal (19.5k): whole thousands would show
+    19,500 as 20k, next to a target of 20k that it misses."""
+    return "–" if value is None else f"{value / 1000:.1f}k"
 
 
 def _ms(value) -> str:

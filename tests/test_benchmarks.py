@@ -31,6 +31,12 @@ def test_percentile_interpolates_like_numpy():
     assert bench_util.percentile([7.0], 99) == 7.0
 
 
+def test_throughput_cells_never_round_up_to_a_missed_target():
+    assert bench_report._k(19_499.0) == "19.5k"
+    assert bench_report._k(152_340.0) == "152.3k"
+    assert bench_report._k(None) == "–"
+
+
 def test_time_runs_reports_the_median_of_the_timed_runs():
     calls = []
     seconds = bench_util.time_runs(lambda: calls.append(1), repeats=3, warmup=2)
