@@ -439,6 +439,108 @@ def test_at_most_max_concurrent_calls_run_the_model_at_once(model_base, max_call
     assert most[0] == max_calls
 
 
+def recording_server(model_base, max_batch_documents: int, fail_on: bytes | None = None):
+    """A server of one model slot whose calls are recorded and may fail.
+
+    ``calls`` lists each model call's signature and number of rows.
+    """
+    server = ModelServer(model_base, MODEL, port=0, max_workers=12, max_concurrent_calls=1,
+                         max_batch_documents=max_batch_documents)
+    server.start()
+    signatures = server._versions.get(1).signatures
+    calls = []
+
+    def recorded(name, function):
+        def call(**inputs):
+            rows = next(iter(inputs.values()))
+            calls.append((name, int(rows.shape[0])))  # one call at a time: one slot
+            if fail_on is not None and fail_on in rows.numpy().tolist():
+                raise tf.errors.InvalidArgumentError(None, None, "the model failed")
+            return function(**inputs)
+        return call
+
+    for name in (sig.SERVING_DEFAULT, sig.PREDICT_TOKENS):
+        signatures[name] = dataclasses.replace(
+            signatures[name], function=recorded(name, signatures[name].function))
+    return server, calls
+
+
+def send_while_the_model_is_busy(server, requests):
+    """Send ``requests`` while the model slot is taken, free it once all have
+    queued (in this order), and return each one's response or gRPC error code."""
+    batcher = server._handler._batcher
+
+    def arrived():
+        with batcher._lock:
+            return sum(len(queue) for queue in batcher._queues.values())
+
+    batcher._slots.acquire()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            futures = []
+            for request in requests:  # one at a time, so that they queue in this order
+                futures.append(stub.Predict.future(request, timeout=RPC_TIMEOUT_S))
+                wait_for(lambda: arrived() == len(futures), what="the request to queue")
+            batcher._slots.release()
+            answers = []
+            for future in futures:
+                try:
+                    answers.append(future.result())
+                except grpc.RpcError as error:
+                    answers.append(error.code())
+            return answers
+    finally:
+        server.stop(grace=1)
+
+
+@pytest.mark.parametrize("max_batch_documents", [32, 1])
+def test_requests_that_wait_together_run_as_one_model_call(model_base, max_batch_documents):
+    texts = [[f"aspirin {n}", "fever " * n] for n in range(6)]
+    rows_of_width_3 = [["aspirin", "and", "fever"], ["ok", "", ""]]
+    rows_of_width_2 = [["fever", "aspirin"]]
+    server, calls = recording_server(model_base, max_batch_documents)
+    answers = send_while_the_model_is_busy(server, [text_request(t) for t in texts] + [
+        tokens_request(rows_of_width_3), tokens_request(rows_of_width_2),
+        tokens_request(rows_of_width_3)])
+    for text, answer in zip(texts, answers):
+        assert entities(answer, text) == [expected_entities(t) for t in text]
+    tagged = [sig.tags_from_outputs({name: tf.make_ndarray(proto)
+                                     for name, proto in answer.outputs.items()})
+              for answer in answers[6:]]
+    assert tagged == [[expected_tags(["aspirin", "and", "fever"]), expected_tags(["ok"])],
+                      [expected_tags(["fever", "aspirin"])],
+                      [expected_tags(["aspirin", "and", "fever"]), expected_tags(["ok"])]]
+    text_calls = [rows for name, rows in calls if name == sig.SERVING_DEFAULT]
+    token_calls = sorted(rows for name, rows in calls if name == sig.PREDICT_TOKENS)
+    if max_batch_documents > 1:
+        # Rows of different widths are not merged.
+        assert text_calls == [12] and token_calls == [1, 4]
+    else:
+        assert text_calls == [2] * 6 and token_calls == [1, 2, 2]
+
+
+def test_merged_calls_stop_at_max_batch_documents(model_base):
+    server, calls = recording_server(model_base, max_batch_documents=5)
+    sizes = [2, 2, 2, 6, 1, 2]
+    texts = [[f"aspirin {n}"] * size for n, size in enumerate(sizes)]
+    answers = send_while_the_model_is_busy(server, [text_request(t) for t in texts])
+    assert [entities(a, t) for a, t in zip(answers, texts)] == [
+        [expected_entities(x) for x in t] for t in texts]
+    # First come first served; a request above the limit runs alone.
+    assert [rows for _, rows in calls] == [4, 2, 6, 3]
+
+
+def test_a_request_that_fails_in_a_merged_call_fails_alone(model_base):
+    texts = [["aspirin"], ["fever"], ["boom"], ["aspirin fever"]]
+    server, calls = recording_server(model_base, max_batch_documents=32, fail_on=b"boom")
+    answers = send_while_the_model_is_busy(server, [text_request(t) for t in texts])
+    assert answers[2] is grpc.StatusCode.INVALID_ARGUMENT
+    for index in (0, 1, 3):
+        assert entities(answers[index], texts[index]) == [expected_entities(texts[index][0])]
+    assert [rows for _, rows in calls] == [4, 1, 1, 1, 1]
+
+
 def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
     base = tmp_path / MODEL
     export_toy(base, version=1)
@@ -524,6 +626,8 @@ def test_invalid_configuration(tmp_path, model_base):
         ModelServer(model_base, MODEL, port=0, max_documents=0)
     with pytest.raises(ConfigError, match="max_concurrent_calls"):
         ModelServer(model_base, MODEL, port=0, max_concurrent_calls=0)
+    with pytest.raises(ConfigError, match="max_batch_documents"):
+        ModelServer(model_base, MODEL, port=0, max_batch_documents=0)
     with pytest.raises(ConfigError, match="both"):
         ModelServer(model_base, MODEL, port=0, ssl_cert=tmp_path / "cert.pem")
 

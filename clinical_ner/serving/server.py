@@ -24,6 +24,12 @@ Behaviour, and where it differs from TF Serving:
   are served: all this package's signatures take text. Each string must be
   valid UTF-8, and the number of values must equal the number of elements of
   the shape (TF would repeat the last value).
+* Requests that wait for the model together are merged into calls of at
+  most ``--max-batch-documents`` rows (32) and the outputs split by
+  request, as TF Serving's batching does (so outputs keep the merged call's
+  padded width); a request that finds the model free never waits for
+  others. A merged call that fails is rerun request by request, so one bad
+  request fails alone (TF Serving fails the whole batch).
 * Requests are limited in documents (rows of the first input dimension) and
   in characters per document; a document of tokens counts as its tokens
   joined by single spaces. Oversized requests get ``RESOURCE_EXHAUSTED``.
@@ -44,7 +50,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +80,10 @@ DEFAULT_POLL_INTERVAL_S = 1.0
 # works here also works against TensorFlow Serving with batching.
 DEFAULT_MAX_DOCUMENTS = 64
 DEFAULT_MAX_DOCUMENT_CHARS = 100_000
+# ClinicalNerClient's batch size: smaller requests are merged up to it, full
+# ones run as they are, so merging never makes a call larger, or its memory
+# higher, than a full request's.
+DEFAULT_MAX_BATCH_DOCUMENTS = 32
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_GRACE_S = 10.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -279,6 +289,132 @@ class _Stats:
             return "; ".join(parts)
 
 
+@dataclass(eq=False)
+class _QueuedCall:
+    """One request's inputs waiting for a model call, and what the call gave it."""
+
+    inputs: dict[str, np.ndarray]
+    documents: int
+    finished: threading.Event = field(default_factory=threading.Event)
+    outputs: dict[str, np.ndarray] | None = None
+    error: BaseException | None = None
+    batch_documents: int = 0
+
+
+class _Batcher:
+    """Runs signatures in at most ``max_concurrent_calls`` model calls at once.
+
+    Requests that wait for a call while every slot is busy are merged, as
+    TensorFlow Serving's batching merges them: requests for the same
+    signature function whose inputs have the same shape after the first
+    dimension queue together, and whoever gets the next slot runs the queue
+    (first come first served, up to ``max_batch_documents`` rows; a larger
+    request runs alone) as one call and splits the outputs along the first
+    dimension, so they keep the merged call's padded width. A request that
+    finds a free slot runs at once: nothing waits for a batch to fill. Fewer,
+    larger calls are what makes it worth it: the model's time loops cost
+    about the same per step for one sentence as for thirty.
+    """
+
+    def __init__(self, max_concurrent_calls: int, max_batch_documents: int) -> None:
+        # Each model call running at once holds its own intermediate tensors and
+        # warms per-thread kernel caches, so calls beyond the cores the CPU
+        # kernels can use add memory without adding throughput.
+        self._slots = threading.BoundedSemaphore(max_concurrent_calls)
+        self._max_batch_documents = max_batch_documents
+        self._lock = threading.Lock()
+        self._queues: dict[tuple, deque[_QueuedCall]] = {}
+
+    def run(self, function: Callable[..., Any], inputs: dict[str, np.ndarray]) -> _QueuedCall:
+        """Call ``function`` on ``inputs`` (alone or merged); raises what the call raised."""
+        call = _QueuedCall(inputs, next(iter(inputs.values())).shape[0])
+        # The function object is held by the call, so its id stays unique.
+        key = (id(function),) + tuple(
+            (name, value.shape[1:]) for name, value in sorted(inputs.items())
+        )
+        with self._lock:
+            self._queues.setdefault(key, deque()).append(call)
+        while not call.finished.is_set():
+            with self._slots:
+                batch = self._take(key)
+                if batch:
+                    self._run_batch(function, batch)
+            if not batch:
+                # Another slot's call holds this request; wait for it.
+                call.finished.wait()
+        if call.error is not None:
+            raise call.error
+        return call
+
+    def _take(self, key: tuple) -> list[_QueuedCall]:
+        with self._lock:
+            queue = self._queues.get(key)
+            batch: list[_QueuedCall] = []
+            documents = 0
+            while queue and (
+                not batch or documents + queue[0].documents <= self._max_batch_documents
+            ):
+                call = queue.popleft()
+                batch.append(call)
+                documents += call.documents
+            if queue is not None and not queue:
+                del self._queues[key]
+            return batch
+
+    def _run_batch(self, function: Callable[..., Any], batch: list[_QueuedCall]) -> None:
+        if len(batch) == 1:
+            self._run_alone(function, batch[0])
+            return
+        sizes = [call.documents for call in batch]
+        try:
+            outputs = _call_signature(function, {
+                name: np.concatenate([call.inputs[name] for call in batch])
+                for name in batch[0].inputs
+            })
+            if any(value.ndim == 0 or value.shape[0] != sum(sizes) for value in outputs.values()):
+                raise _NotBatchMajor()
+            boundaries = np.cumsum(sizes)[:-1]
+            parts = {name: np.split(value, boundaries) for name, value in outputs.items()}
+        except (tf.errors.OpError, _NotBatchMajor):
+            # One request's failure must not fail the others, and outputs that
+            # are not one row per document cannot be split: each runs alone.
+            for call in batch:
+                self._run_alone(function, call)
+            return
+        except Exception as error:  # a bug: every request of the batch gets it
+            for call in batch:
+                call.error = error
+                call.finished.set()
+            return
+        for index, call in enumerate(batch):
+            call.outputs = {name: pieces[index] for name, pieces in parts.items()}
+            call.batch_documents = sum(sizes)
+            call.finished.set()
+
+    @staticmethod
+    def _run_alone(function: Callable[..., Any], call: _QueuedCall) -> None:
+        try:
+            call.outputs = _call_signature(function, call.inputs)
+            call.batch_documents = call.documents
+        except Exception as error:
+            call.error = error
+        finally:
+            call.finished.set()
+
+
+class _NotBatchMajor(Exception):
+    """A merged call's outputs do not have one row per document."""
+
+
+def _call_signature(
+    function: Callable[..., Any], inputs: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    outputs = function(
+        **{name: tf.constant(value, dtype=tf.string) for name, value in inputs.items()}
+    )
+    return {name: np.asarray(value) for name, value in outputs.items()}
+
+
 class _Handler:
     """Request validation and execution, shared by both gRPC services."""
 
@@ -289,15 +425,13 @@ class _Handler:
         max_documents: int,
         max_document_chars: int,
         max_concurrent_calls: int,
+        max_batch_documents: int,
     ) -> None:
         self._versions = versions
         self._model_name = model_name
         self._max_documents = max_documents
         self._max_document_chars = max_document_chars
-        # Each model call running at once holds its own intermediate tensors and
-        # warms per-thread kernel caches, so calls beyond the cores the CPU
-        # kernels can use add memory without adding throughput.
-        self._model_calls = threading.BoundedSemaphore(max_concurrent_calls)
+        self._batcher = _Batcher(max_concurrent_calls, max_batch_documents)
         self.draining = threading.Event()
         self.stats = _Stats()
 
@@ -381,10 +515,7 @@ class _Handler:
         inputs = self._read_inputs(signature_name, signature, request)
         fields["documents"] = next(iter(inputs.values())).shape[0]
         try:
-            with self._model_calls:
-                outputs = signature.function(
-                    **{name: tf.constant(value, dtype=tf.string) for name, value in inputs.items()}
-                )
+            call = self._batcher.run(signature.function, inputs)
         except tf.errors.OpError as error:
             logger.error(
                 "Signature %r of version %d failed with %s (message withheld)",
@@ -397,6 +528,8 @@ class _Handler:
                 f"signature '{signature_name}' failed with {type(error).__name__}; the "
                 "TensorFlow message is withheld because it may quote the input",
             ) from None
+        outputs = call.outputs
+        fields["batch_documents"] = call.batch_documents
         wanted = list(request.output_filter) or sorted(outputs)
         unknown = sorted(set(wanted) - set(outputs))
         if unknown:
@@ -621,6 +754,9 @@ class ModelServer:
     Of the ``max_workers`` requests handled at once, at most
     ``max_concurrent_calls`` run the model at the same time (default: the
     number of CPUs this process may use); the others wait for a turn.
+    Requests that wait together are merged into model calls of at most
+    ``max_batch_documents`` rows, as TensorFlow Serving's batching does; 1
+    runs every request on its own.
     """
 
     def __init__(
@@ -638,6 +774,7 @@ class ModelServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         ssl_cert: str | Path | None = None,
         ssl_key: str | Path | None = None,
+        max_batch_documents: int = DEFAULT_MAX_BATCH_DOCUMENTS,
     ) -> None:
         if not MODEL_NAME_PATTERN.fullmatch(model_name):
             raise ConfigError(
@@ -653,6 +790,7 @@ class ModelServer:
             ("max_workers", max_workers),
             ("max_concurrent_calls", max_concurrent_calls),
             ("max_documents", max_documents),
+            ("max_batch_documents", max_batch_documents),
             ("max_document_chars", max_document_chars),
             ("max_message_bytes", max_message_bytes),
         ):
@@ -677,7 +815,8 @@ class ModelServer:
             )
         self._versions = _ModelVersions(self.base_path, model_name)
         self._handler = _Handler(
-            self._versions, model_name, max_documents, max_document_chars, max_concurrent_calls
+            self._versions, model_name, max_documents, max_document_chars, max_concurrent_calls,
+            max_batch_documents,
         )
         self._server: grpc.Server | None = None
         self._stop_polling = threading.Event()
@@ -819,6 +958,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
     add("--max-concurrent-calls", type=int, default=None, metavar="N",
         help="of those, how many run the model at the same time; more use more memory "
              "without more throughput once the CPUs are busy (default: the number of CPUs)")
+    add("--max-batch-documents", type=int, default=DEFAULT_MAX_BATCH_DOCUMENTS, metavar="N",
+        help="requests that wait for the model together are merged into calls of at most N "
+             "documents; 1 runs every request on its own (default: %(default)s)")
     add("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL_S, metavar="SECONDS",
         help="how often to look for new or removed versions (default: %(default)s)")
     add("--grace", type=float, default=DEFAULT_GRACE_S, metavar="SECONDS",
@@ -847,6 +989,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         ssl_cert=args.ssl_cert,
         ssl_key=args.ssl_key,
+        max_batch_documents=args.max_batch_documents,
     )
     stop = threading.Event()
 
