@@ -439,22 +439,33 @@ def test_at_most_max_concurrent_calls_run_the_model_at_once(model_base, max_call
     assert most[0] == max_calls
 
 
+GATE, LATER = b"gate", b"later"
+
+
 def recording_server(model_base, max_batch_documents: int, fail_on: bytes | None = None):
     """A server of one model slot whose calls are recorded and may fail.
 
-    ``calls`` lists each model call's signature and number of rows.
+    ``calls`` lists each model call's signature and number of rows. A call
+    with the document ``GATE`` holds the slot until ``gate`` is set; one
+    with the token ``LATER``, until ``gate.later`` is set.
     """
     server = ModelServer(model_base, MODEL, port=0, max_workers=12, max_concurrent_calls=1,
                          max_batch_documents=max_batch_documents)
     server.start()
     signatures = server._versions.get(1).signatures
-    calls = []
+    calls, gate = [], threading.Event()
+    gate.later = threading.Event()
 
     def recorded(name, function):
         def call(**inputs):
             rows = next(iter(inputs.values()))
             calls.append((name, int(rows.shape[0])))  # one call at a time: one slot
-            if fail_on is not None and fail_on in rows.numpy().tolist():
+            values = rows.numpy().flatten().tolist()
+            if GATE in values:
+                gate.wait(timeout=RPC_TIMEOUT_S)
+            if LATER in values:
+                gate.later.wait(timeout=RPC_TIMEOUT_S)
+            if fail_on is not None and fail_on in values:
                 raise tf.errors.InvalidArgumentError(None, None, "the model failed")
             return function(**inputs)
         return call
@@ -462,34 +473,40 @@ def recording_server(model_base, max_batch_documents: int, fail_on: bytes | None
     for name in (sig.SERVING_DEFAULT, sig.PREDICT_TOKENS):
         signatures[name] = dataclasses.replace(
             signatures[name], function=recorded(name, signatures[name].function))
-    return server, calls
+    return server, calls, gate
 
 
-def send_while_the_model_is_busy(server, requests):
-    """Send ``requests`` while the model slot is taken, free it once all have
-    queued (in this order), and return each one's response or gRPC error code."""
+def send_while_the_model_is_busy(server, calls, gate, requests, while_later_held=lambda f: None):
+    """Send ``requests`` while a gate request holds the model, one at a time so
+    that they queue in this order; then open the gate, call
+    ``while_later_held(futures)`` and open ``gate.later``. Returns each
+    request's response or gRPC error code, and the model calls after the gate's."""
     batcher = server._handler._batcher
 
-    def arrived():
+    def queued():
         with batcher._lock:
             return sum(len(queue) for queue in batcher._queues.values())
 
-    batcher._slots.acquire()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            gated = stub.Predict.future(text_request([GATE.decode()]), timeout=RPC_TIMEOUT_S)
+            wait_for(lambda: len(calls) == 1, what="the gate request to hold the model")
             futures = []
-            for request in requests:  # one at a time, so that they queue in this order
+            for request in requests:
                 futures.append(stub.Predict.future(request, timeout=RPC_TIMEOUT_S))
-                wait_for(lambda: arrived() == len(futures), what="the request to queue")
-            batcher._slots.release()
+                wait_for(lambda: queued() == len(futures), what="the request to queue")
+            gate.set()
+            gated.result()
+            while_later_held(futures)
+            gate.later.set()
             answers = []
             for future in futures:
                 try:
                     answers.append(future.result())
                 except grpc.RpcError as error:
                     answers.append(error.code())
-            return answers
+            return answers, calls[1:]
     finally:
         server.stop(grace=1)
 
@@ -499,8 +516,9 @@ def test_requests_that_wait_together_run_as_one_model_call(model_base, max_batch
     texts = [[f"aspirin {n}", "fever " * n] for n in range(6)]
     rows_of_width_3 = [["aspirin", "and", "fever"], ["ok", "", ""]]
     rows_of_width_2 = [["fever", "aspirin"]]
-    server, calls = recording_server(model_base, max_batch_documents)
-    answers = send_while_the_model_is_busy(server, [text_request(t) for t in texts] + [
+    server, calls, gate = recording_server(model_base, max_batch_documents)
+    answers, calls = send_while_the_model_is_busy(server, calls, gate, [
+        text_request(t) for t in texts] + [
         tokens_request(rows_of_width_3), tokens_request(rows_of_width_2),
         tokens_request(rows_of_width_3)])
     for text, answer in zip(texts, answers):
@@ -521,10 +539,11 @@ def test_requests_that_wait_together_run_as_one_model_call(model_base, max_batch
 
 
 def test_merged_calls_stop_at_max_batch_documents(model_base):
-    server, calls = recording_server(model_base, max_batch_documents=5)
+    server, calls, gate = recording_server(model_base, max_batch_documents=5)
     sizes = [2, 2, 2, 6, 1, 2]
     texts = [[f"aspirin {n}"] * size for n, size in enumerate(sizes)]
-    answers = send_while_the_model_is_busy(server, [text_request(t) for t in texts])
+    answers, calls = send_while_the_model_is_busy(
+        server, calls, gate, [text_request(t) for t in texts])
     assert [entities(a, t) for a, t in zip(answers, texts)] == [
         [expected_entities(x) for x in t] for t in texts]
     # First come first served; a request above the limit runs alone.
@@ -533,12 +552,34 @@ def test_merged_calls_stop_at_max_batch_documents(model_base):
 
 def test_a_request_that_fails_in_a_merged_call_fails_alone(model_base):
     texts = [["aspirin"], ["fever"], ["boom"], ["aspirin fever"]]
-    server, calls = recording_server(model_base, max_batch_documents=32, fail_on=b"boom")
-    answers = send_while_the_model_is_busy(server, [text_request(t) for t in texts])
+    server, calls, gate = recording_server(model_base, max_batch_documents=32, fail_on=b"boom")
+    answers, calls = send_while_the_model_is_busy(
+        server, calls, gate, [text_request(t) for t in texts])
     assert answers[2] is grpc.StatusCode.INVALID_ARGUMENT
     for index in (0, 1, 3):
         assert entities(answers[index], texts[index]) == [expected_entities(texts[index][0])]
     assert [rows for _, rows in calls] == [4, 1, 1, 1, 1]
+
+
+def test_a_merged_request_is_answered_without_waiting_for_later_calls(model_base):
+    # Three text requests merge into one call; the tokens request that queued
+    # with them runs next and is held. Each text request's answer must leave
+    # when its own call ends, not after a further call run by its thread.
+    server, calls, gate = recording_server(model_base, max_batch_documents=32)
+    texts = [["aspirin"], ["fever"], ["aspirin fever"]]
+
+    def texts_answered_while_later_is_held(futures):
+        wait_for(lambda: all(future.done() for future in futures[:3]),
+                 what="the merged requests' answers")
+        assert not futures[3].done()
+
+    answers, calls = send_while_the_model_is_busy(
+        server, calls, gate,
+        [text_request(t) for t in texts] + [tokens_request([[LATER.decode(), "x"]])],
+        while_later_held=texts_answered_while_later_is_held)
+    for text, answer in zip(texts, answers):
+        assert entities(answer, text) == [expected_entities(text[0])]
+    assert sorted(calls) == sorted([(sig.SERVING_DEFAULT, 3), (sig.PREDICT_TOKENS, 1)])
 
 
 def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):

@@ -50,7 +50,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -295,7 +295,8 @@ class _QueuedCall:
 
     inputs: dict[str, np.ndarray]
     documents: int
-    finished: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False  # by a model call, its own or another request's
+    finished: bool = False
     outputs: dict[str, np.ndarray] | None = None
     error: BaseException | None = None
     batch_documents: int = 0
@@ -307,23 +308,30 @@ class _Batcher:
     Requests that wait for a call while every slot is busy are merged, as
     TensorFlow Serving's batching merges them: requests for the same
     signature function whose inputs have the same shape after the first
-    dimension queue together, and whoever gets the next slot runs the queue
-    (first come first served, up to ``max_batch_documents`` rows; a larger
-    request runs alone) as one call and splits the outputs along the first
-    dimension, so they keep the merged call's padded width. A request that
-    finds a free slot runs at once: nothing waits for a batch to fill. Fewer,
-    larger calls are what makes it worth it: the model's time loops cost
-    about the same per step for one sentence as for thirty.
+    dimension queue together, and a waiting request that gets the next slot
+    runs the queue (first come first served, up to ``max_batch_documents``
+    rows; a larger request runs alone) as one call and splits the outputs
+    along the first dimension, so they keep the merged call's padded width.
+    A request that finds a free slot runs at once: nothing waits for a batch
+    to fill. Slots go to the oldest waiting request, whatever its signature,
+    and a request taken into another's call only waits for that call, never
+    runs a further one, so its answer leaves as soon as it is ready.
+    Fewer, larger calls are what makes it worth it: the model's time loops
+    cost about the same per step for one sentence as for thirty.
     """
 
     def __init__(self, max_concurrent_calls: int, max_batch_documents: int) -> None:
         # Each model call running at once holds its own intermediate tensors and
         # warms per-thread kernel caches, so calls beyond the cores the CPU
         # kernels can use add memory without adding throughput.
-        self._slots = threading.BoundedSemaphore(max_concurrent_calls)
+        self._free_slots = max_concurrent_calls
         self._max_batch_documents = max_batch_documents
         self._lock = threading.Lock()
+        # Signalled when a slot is freed (which is when calls finish) and when
+        # the oldest waiting request changes.
+        self._turn = threading.Condition(self._lock)
         self._queues: dict[tuple, deque[_QueuedCall]] = {}
+        self._waiting: deque[_QueuedCall] = deque()  # not taken yet, oldest first
 
     def run(self, function: Callable[..., Any], inputs: dict[str, np.ndarray]) -> _QueuedCall:
         """Call ``function`` on ``inputs`` (alone or merged); raises what the call raised."""
@@ -334,32 +342,44 @@ class _Batcher:
         )
         with self._lock:
             self._queues.setdefault(key, deque()).append(call)
-        while not call.finished.is_set():
-            with self._slots:
+            self._waiting.append(call)
+        while True:
+            with self._turn:
+                while not call.finished and (
+                    call.taken or self._free_slots == 0 or self._waiting[0] is not call
+                ):
+                    self._turn.wait()
+                if call.finished:
+                    break
+                self._free_slots -= 1
                 batch = self._take(key)
-                if batch:
-                    self._run_batch(function, batch)
-            if not batch:
-                # Another slot's call holds this request; wait for it.
-                call.finished.wait()
+                self._turn.notify_all()
+            try:
+                self._run_batch(function, batch)
+            finally:
+                with self._turn:
+                    self._free_slots += 1
+                    self._turn.notify_all()
         if call.error is not None:
             raise call.error
         return call
 
     def _take(self, key: tuple) -> list[_QueuedCall]:
-        with self._lock:
-            queue = self._queues.get(key)
-            batch: list[_QueuedCall] = []
-            documents = 0
-            while queue and (
-                not batch or documents + queue[0].documents <= self._max_batch_documents
-            ):
-                call = queue.popleft()
-                batch.append(call)
-                documents += call.documents
-            if queue is not None and not queue:
-                del self._queues[key]
-            return batch
+        """The next batch of ``key``'s queue (never empty); the lock is held."""
+        queue = self._queues[key]
+        batch: list[_QueuedCall] = []
+        documents = 0
+        while queue and (
+            not batch or documents + queue[0].documents <= self._max_batch_documents
+        ):
+            call = queue.popleft()
+            call.taken = True
+            self._waiting.remove(call)
+            batch.append(call)
+            documents += call.documents
+        if not queue:
+            del self._queues[key]
+        return batch
 
     def _run_batch(self, function: Callable[..., Any], batch: list[_QueuedCall]) -> None:
         if len(batch) == 1:
@@ -384,12 +404,12 @@ class _Batcher:
         except Exception as error:  # a bug: every request of the batch gets it
             for call in batch:
                 call.error = error
-                call.finished.set()
+                call.finished = True
             return
         for index, call in enumerate(batch):
             call.outputs = {name: pieces[index] for name, pieces in parts.items()}
             call.batch_documents = sum(sizes)
-            call.finished.set()
+            call.finished = True
 
     @staticmethod
     def _run_alone(function: Callable[..., Any], call: _QueuedCall) -> None:
@@ -399,7 +419,7 @@ class _Batcher:
         except Exception as error:
             call.error = error
         finally:
-            call.finished.set()
+            call.finished = True
 
 
 class _NotBatchMajor(Exception):
