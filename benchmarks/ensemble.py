@@ -27,12 +27,12 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.errors import ClinicalNERError  # noqa: E402
-from clinical_ner.features import Featurizer  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
+from clinical_ner.layers.crf import CRF  # noqa: E402
 from clinical_ner.scorer import score_mentions  # noqa: E402
-from clinical_ner.signatures import padded_token_rows  # noqa: E402
+from clinical_ner.signatures import in_size_order_batches, padded_token_rows  # noqa: E402
 from clinical_ner.tags import from_scheme, tags_to_mentions  # noqa: E402
-from clinical_ner.trainer import corpus_sentences  # noqa: E402
+from clinical_ner.trainer import corpus_sentences, evaluate_sentences  # noqa: E402
 
 CRF_PARAMETERS = ("transitions", "start_transitions", "end_transitions")
 BATCH_SIZE = 64
@@ -53,26 +53,26 @@ def check_compatible(directories: list[str], members: list[ClinicalNER]) -> None
 def ensemble_f1(members: list[ClinicalNER], sentences, gold) -> float:
     """Exact micro F1 of the members' averaged potentials (one member: that model)."""
     first = members[0]
-    featurizer = Featurizer(first.vocab.words, first.vocab.chars, first.config.max_word_length)
     # A CRF layer that decodes with the averaged transitions and the
     # members' shared constraints; a copy, so that the members stay intact.
-    crf = first.model.crf.__class__.from_config(first.model.crf.get_config())
+    crf = CRF.from_config(first.model.crf.get_config())
     crf.build((None, None, len(first.vocab.tags)))
     for name in CRF_PARAMETERS:
         getattr(crf, name).assign(
             np.mean([getattr(m.model.crf, name).numpy() for m in members], axis=0))
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].tokens))
-    predicted = [None] * len(sentences)
-    for begin in range(0, len(order), BATCH_SIZE):
-        batch = order[begin:begin + BATCH_SIZE]
-        rows = padded_token_rows([sentences[i].tokens for i in batch])
-        inputs = featurizer(tf.constant(np.array(rows, dtype=object)))
+
+    def mentions_of(batch: list[list[str]]) -> list:
+        rows = padded_token_rows(batch)
+        inputs = first.module.featurizer(tf.constant(np.array(rows, dtype=object)))
         emissions = tf.add_n([m.model(inputs, training=False) for m in members]) / len(members)
         lengths = first.model.sequence_lengths(inputs)
         tag_ids, _ = crf.decode(emissions, lengths)
-        for row, index in enumerate(batch):
-            tags = [first.vocab.tags[t] for t in tag_ids[row, :lengths[row]].numpy()]
-            predicted[index] = tags_to_mentions(from_scheme(tags, first.config.tag_scheme))
+        tags = [[first.vocab.tags[t] for t in row[:length]]
+                for row, length in zip(tag_ids.numpy(), lengths.numpy())]
+        return [tags_to_mentions(from_scheme(row, first.config.tag_scheme)) for row in tags]
+
+    tokens = [sentence.tokens for sentence in sentences]
+    predicted = in_size_order_batches(tokens, [len(t) for t in tokens], BATCH_SIZE, mentions_of)
     return score_mentions(gold, predicted)["exact"]["micro"]["f1"]
 
 
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gold = [tags_to_mentions(sentence.tags) for sentence in sentences]
     for directory, member in zip(args.models, members):
-        print(f"{directory}: exact micro F1 {ensemble_f1([member], sentences, gold):.4f}")
+        f1 = evaluate_sentences(member, sentences)["exact"]["micro"]["f1"]
+        print(f"{directory}: exact micro F1 {f1:.4f}")
     print(f"ensemble of {len(members)}: exact micro F1 "
           f"{ensemble_f1(members, sentences, gold):.4f}")
     return 0

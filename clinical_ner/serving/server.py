@@ -386,12 +386,13 @@ class _Batcher:
             self._run_alone(function, batch[0])
             return
         sizes = [call.documents for call in batch]
+        total = sum(sizes)
         try:
             outputs = _call_signature(function, {
                 name: np.concatenate([call.inputs[name] for call in batch])
                 for name in batch[0].inputs
             })
-            if any(value.ndim == 0 or value.shape[0] != sum(sizes) for value in outputs.values()):
+            if any(value.ndim == 0 or value.shape[0] != total for value in outputs.values()):
                 raise _NotBatchMajor()
             boundaries = np.cumsum(sizes)[:-1]
             parts = {name: np.split(value, boundaries) for name, value in outputs.items()}
@@ -408,7 +409,7 @@ class _Batcher:
             return
         for index, call in enumerate(batch):
             call.outputs = {name: pieces[index] for name, pieces in parts.items()}
-            call.batch_documents = sum(sizes)
+            call.batch_documents = total
             call.finished = True
 
     @staticmethod
