@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="clinical-ner",
-    version="0.2.3",
+    version="0.2.4",
     description=(
         "Clinical named-entity recognition (char-CNN + BiLSTM + CRF) in Keras 3, "
         "served by TensorFlow Serving"

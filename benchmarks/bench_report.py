@@ -52,10 +52,17 @@ def evaluate_targets(result: dict) -> list[dict]:
     accuracy = ACCURACY_TARGETS.get(result["corpus"])
     if accuracy is not None:
         split, threshold = accuracy
-        value = _get(result, ("accuracy", split, "exact", "micro", "f1"))
-        checks.append({"key": f"{split}_exact_micro_f1", "description":
-                       f"{split} exact micro F1", "value": value, "op": ">=",
-                       "target": threshold, "met": None if value is None else value >= threshold})
+        candidates = [(f"{split}_exact_micro_f1", f"{split} exact micro F1",
+                       ("accuracy", split, "exact", "micro", "f1"))]
+        if split == "test" and result.get("refit"):
+            candidates.append(("test_refit_exact_micro_f1",
+                               "test exact micro F1, model refit on train + dev",
+                               ("refit", "test", "exact", "micro", "f1")))
+        for key, description, path in candidates:
+            value = _get(result, path)
+            checks.append({"key": key, "description": description, "value": value, "op": ">=",
+                           "target": threshold,
+                           "met": None if value is None else value >= threshold})
     for key, description, path, op, threshold in SPEED_TARGETS:
         value = _get(result, path)
         checks.append({"key": key, "description": description, "value": value, "op": op,
@@ -129,13 +136,21 @@ def render_tables(results: list[dict]) -> str:
     out = [INTRO]
     out.append("### Accuracy\n")
     out.append("Entity-level micro scores of the best epoch by dev exact F1. *Exact*: same "
-               "tokens and label; *lenient*: overlapping span, same label.\n")
+               "tokens and label; *lenient*: overlapping span, same label. Where there is a "
+               "test split, *refit* is a second model trained on train and dev together for "
+               "the best epoch count, as BC5CDR results are often published; with no dev left "
+               "to choose by, only test scores it.\n")
     out.append("| corpus | split | exact P | exact R | exact F1 | lenient F1 | per-label exact F1 "
                "| target |")
     out.append("|---|---|---|---|---|---|---|---|")
     for result in results:
         target = ACCURACY_TARGETS.get(result["corpus"])
-        for split, scores in result["accuracy"].items():
+        rows = [(split, split, scores) for split, scores in result["accuracy"].items()]
+        if result.get("refit"):
+            epochs = result["refit"]["epochs"]
+            rows.append(("test", f"test, refit on train + dev ({epochs} "
+                                 f"epoch{'' if epochs == 1 else 's'})", result["refit"]["test"]))
+        for split, name, scores in rows:
             micro, lenient = scores["exact"]["micro"], scores["lenient"]["micro"]
             per_label = ", ".join(f"{label} {_f(values['f1'])}"
                                   for label, values in sorted(scores["exact"]["per_label"].items()))
@@ -145,7 +160,7 @@ def render_tables(results: list[dict]) -> str:
                 goal = "best"
             else:
                 goal = ""
-            out.append(f"| {result['corpus']} | {split} | {_f(micro['precision'])} | "
+            out.append(f"| {result['corpus']} | {name} | {_f(micro['precision'])} | "
                        f"{_f(micro['recall'])} | **{_f(micro['f1'])}** | {_f(lenient['f1'])} | "
                        f"{per_label} | {goal} |")
     out.append("")

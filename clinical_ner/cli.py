@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train (or fine-tune, or resume) a model")
-    train.add_argument("--train", required=True, help="training data (file or folder)")
+    train.add_argument("--train", required=True, action="append",
+                       help="training data (file or folder); repeat it to train on several "
+                            "together, e.g. train and dev for the final model")
     train.add_argument("--dev", help="dev data for model selection and early stopping")
     train.add_argument("--output", required=True, help="model directory to write")
     train.add_argument("--embeddings", help="pretrained word vectors (GloVe/word2vec/fastText)")

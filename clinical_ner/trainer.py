@@ -214,7 +214,7 @@ def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
 
 
 def train(
-    train_path: str | Path,
+    train_path: str | Path | Sequence[str | Path],
     output: str | Path,
     dev_path: str | Path | None = None,
     config: NERConfig | None = None,
@@ -228,6 +228,11 @@ def train(
 ) -> TrainingResult:
     """Train a model and write its directory to ``output``.
 
+    ``train_path`` is one corpus or a list of them, read each in its own
+    format and trained on together (for instance train and dev, to fit the
+    final model on all the labelled data for the number of epochs that a
+    run with dev chose). Without ``dev_path`` there is no early stopping and
+    the last epoch is the model kept.
     ``resume`` continues ``output`` from its last completed epoch with the
     saved configuration (``config.epochs`` may raise the epoch budget).
     ``init_from`` starts from an existing model directory (fine-tuning); if
@@ -251,19 +256,26 @@ def train(
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
 
-    train_corpus = load_corpus(train_path, data_format, label_map=label_map,
-                               skip_invalid=skip_invalid)
-    report_skipped(train_corpus, str(train_path), emit)
-    train_sentences = corpus_sentences(train_corpus)
-    if not train_sentences:
-        raise ClinicalNERError(f"{train_path}: no sentences to train on")
+    train_paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path)
+    if not train_paths:
+        raise ConfigError("no training data given")
+    train_sentences: list[Sentence] = []
+    train_labels: set[str] = set()
+    for path in train_paths:
+        corpus = load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
+        report_skipped(corpus, str(path), emit)
+        sentences = corpus_sentences(corpus)
+        if not sentences:
+            raise ClinicalNERError(f"{path}: no sentences to train on")
+        train_sentences.extend(sentences)
+        train_labels.update(corpus.labels)
     dev_sentences: list[Sentence] = []
     if dev_path is not None:
         dev_corpus = load_corpus(dev_path, data_format, label_map=label_map,
                                  skip_invalid=skip_invalid)
         report_skipped(dev_corpus, str(dev_path), emit)
         dev_sentences = corpus_sentences(dev_corpus)
-        unseen = sorted(set(dev_corpus.labels) - set(train_corpus.labels))
+        unseen = sorted(set(dev_corpus.labels) - train_labels)
         if unseen:
             emit(f"warning: dev labels never seen in training: {', '.join(unseen)}")
 
@@ -275,7 +287,7 @@ def train(
                                         safe_mode=True)
         emit(f"resuming {output} after epoch {state['epoch']}")
     else:
-        tags = tag_inventory(train_corpus.labels, config.tag_scheme)
+        tags = tag_inventory(sorted(train_labels), config.tag_scheme)
         if init_from is not None:
             base = ClinicalNER.load(init_from)
             changed = [name for name in ARCHITECTURE_SETTINGS

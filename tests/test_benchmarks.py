@@ -154,29 +154,30 @@ def _positive(value) -> bool:
 def quick_result(tmp_path_factory, shared_data):
     base = tmp_path_factory.mktemp("bench")
     results = base / "results"
-    command = [sys.executable, str(RUN), "--corpus", "ncbi-disease", "--quick",
+    command = [sys.executable, str(RUN), "--corpus", "bc5cdr", "--quick",
                "--data-root", str(shared_data), "--work-dir", str(base / "work"),
                "--results-dir", str(results)]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=900)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert [p.name for p in results.iterdir()] == ["quick-ncbi-disease.json"]
-    return json.loads((results / "quick-ncbi-disease.json").read_text(encoding="utf-8")), base
+    assert [p.name for p in results.iterdir()] == ["quick-bc5cdr.json"]
+    return json.loads((results / "quick-bc5cdr.json").read_text(encoding="utf-8")), base
 
 
 @pytest.mark.slow
 def test_quick_run_records_every_figure(quick_result):
     result, _ = quick_result
     assert result["schema_version"] == 1 and result["mode"] == "quick"
-    assert result["corpus"] == "ncbi-disease"
-    assert result["command"].startswith("python benchmarks/run.py --corpus ncbi-disease --quick")
+    assert result["corpus"] == "bc5cdr"
+    assert result["command"].startswith("python benchmarks/run.py --corpus bc5cdr --quick")
 
     machine = result["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu_model"]
     for key in ("tensorflow", "keras", "python", "date", "git_commit"):
         assert machine[key], key
 
-    assert result["data"]["train"]["sentences"] == 300 and result["data"]["dev"]["sentences"] == 200
+    assert result["data"]["train"]["sentences"] == 300
+    assert result["data"]["dev"]["sentences"] == result["data"]["test"]["sentences"] == 200
     assert result["config"]["epochs"] == 1
     assert result["config"]["embeddings"].endswith("glove.6B.50d.pruned.txt")
 
@@ -186,16 +187,25 @@ def test_quick_run_records_every_figure(quick_result):
                 "peak_rss_mb"):
         assert _positive(training[key]), key
 
-    assert set(result["accuracy"]) == {"dev"}
-    for mode in ("exact", "lenient"):
-        scores = result["accuracy"]["dev"][mode]
-        for value in (*scores["micro"].values(), *(s["f1"] for s in scores["per_label"].values())):
-            assert value >= 0
-        for key in ("precision", "recall", "f1"):
-            assert 0 <= scores["micro"][key] <= 1
-        assert set(scores["per_label"]) == {"Disease"}
-        assert 0 <= scores["per_label"]["Disease"]["f1"] <= 1
-        assert scores["micro"]["gold"] > 0
+    assert set(result["accuracy"]) == {"dev", "test"}
+    # The refit: train and dev together, for the benchmarked model's best epoch count.
+    refit = result["refit"]
+    assert refit["epochs"] == training["best_epoch"] == 1
+    assert refit["command"].count("--train ") == 2 and "--dev " not in refit["command"]
+    assert _positive(refit["wall_seconds"]) and _positive(refit["train_seconds_total"])
+    reports = [result["accuracy"]["dev"], result["accuracy"]["test"], refit["test"]]
+    for report in reports:
+        for mode in ("exact", "lenient"):
+            scores = report[mode]
+            for value in (*scores["micro"].values(),
+                          *(s["f1"] for s in scores["per_label"].values())):
+                assert value >= 0
+            for key in ("precision", "recall", "f1"):
+                assert 0 <= scores["micro"][key] <= 1
+            assert set(scores["per_label"]) == {"Chemical", "Disease"}
+            assert scores["micro"]["gold"] > 0
+    assert refit["test"]["exact"]["micro"]["gold"] == result["accuracy"]["test"]["exact"][
+        "micro"]["gold"]
 
     inference = result["inference"]
     assert inference["documents"]["count"] == 200 and inference["documents"]["tokens"] > 0
@@ -221,7 +231,8 @@ def test_quick_run_records_every_figure(quick_result):
         "import_to_first_prediction_seconds"]["median"]
 
     targets = {check["key"]: check for check in result["targets"]}
-    assert set(targets) == {"dev_exact_micro_f1"} | {t[0] for t in bench_report.SPEED_TARGETS}
+    assert set(targets) == ({"test_exact_micro_f1", "test_refit_exact_micro_f1"}
+                            | {t[0] for t in bench_report.SPEED_TARGETS})
     assert all(isinstance(check["met"], bool) for check in targets.values())
 
 
@@ -231,14 +242,17 @@ def test_quick_result_renders_into_the_readme_tables(quick_result, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     # Quick results never reach the README; render this one as if it were a full run.
-    (results / "quick-ncbi-disease.json").write_text(json.dumps(result), encoding="utf-8")
+    (results / "quick-bc5cdr.json").write_text(json.dumps(result), encoding="utf-8")
     assert bench_report.load_results(results) == []
-    (results / "ncbi-disease.json").write_text(json.dumps({**result, "mode": "full"}),
-                                               encoding="utf-8")
+    (results / "bc5cdr.json").write_text(json.dumps({**result, "mode": "full"}),
+                                         encoding="utf-8")
     tables = bench_report.render_tables(bench_report.load_results(results))
-    rows = [line for line in tables.splitlines() if line.startswith("| ncbi-disease |")]
-    assert len(rows) == 3  # accuracy (dev), throughput, latency/memory
-    assert "Disease" in rows[0] and "≥ 0.86" in rows[0]
+    rows = [line for line in tables.splitlines() if line.startswith("| bc5cdr |")]
+    assert len(rows) == 5  # accuracy (dev, test, refit test), throughput, latency/memory
+    assert [row.split(" | ")[1] for row in rows[:3]] == [
+        "dev", "test", "test, refit on train + dev (1 epoch)"]
+    assert "Chemical" in rows[2] and "≥ 0.88" in rows[1] and "≥ 0.88" in rows[2]
+    assert "≥" not in rows[0]
     assert "–" not in "".join(rows)  # every figure present
     assert result["command"] in tables
 
@@ -246,26 +260,27 @@ def test_quick_result_renders_into_the_readme_tables(quick_result, tmp_path):
 @pytest.mark.slow
 def test_work_dir_holds_the_run_and_is_reused_only_if_ours(quick_result, shared_data):
     _, base = quick_result
-    run_dir = base / "work" / "ncbi-disease-quick"
-    for name in ("model/model.keras", "export/1/saved_model.pb", "train.log", "server.log"):
+    run_dir = base / "work" / "bc5cdr-quick"
+    for name in ("model/model.keras", "export/1/saved_model.pb", "train.log", "server.log",
+                 "refit-model/model.keras", "refit.log", "refit-config.json"):
         assert (run_dir / name).exists(), name
     foreign = base / "foreign"
-    (foreign / "ncbi-disease-quick").mkdir(parents=True)
+    (foreign / "bc5cdr-quick").mkdir(parents=True)
     completed = subprocess.run(
-        [sys.executable, str(RUN), "--corpus", "ncbi-disease", "--quick", "--data-root",
+        [sys.executable, str(RUN), "--corpus", "bc5cdr", "--quick", "--data-root",
          str(shared_data), "--work-dir", str(foreign), "--results-dir", str(base / "r2")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
     assert "was not made by benchmarks/run.py" in completed.stderr
-    assert (foreign / "ncbi-disease-quick").is_dir()
+    assert (foreign / "bc5cdr-quick").is_dir()
 
 
 def test_profile_inference_times_every_stage(quick_result, shared_data):
     _, base = quick_result
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "profile_inference.py"),
-         "--model", str(base / "work" / "ncbi-disease-quick" / "model"),
-         "--data", str(shared_data / "ncbi-disease" / "dev.conll"),
+         "--model", str(base / "work" / "bc5cdr-quick" / "model"),
+         "--data", str(shared_data / "bc5cdr" / "dev.conll"),
          "--repeats", "1", "--single-calls", "3"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -280,7 +295,7 @@ def test_profile_inference_times_every_stage(quick_result, shared_data):
 @pytest.mark.slow
 def test_serving_memory_reports_peaks_and_throughput(quick_result):
     _, base = quick_result
-    run_dir = base / "work" / "ncbi-disease-quick"
+    run_dir = base / "work" / "bc5cdr-quick"
     completed = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "serving_memory.py"),
          "--export", str(run_dir / "export"), "--data", str(run_dir / "data" / "dev.conll"),

@@ -91,6 +91,11 @@ def test_bad_input_gets_a_clear_error_not_a_traceback(model_dir, tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "bad.conll:2" in result.stderr and "ZZSECRET" not in result.stderr
+    # --train repeats: every training corpus is read, and a bad one is named.
+    result = run_cli("train", "--train", SAMPLE / "train", "--train", bad, "--output",
+                     tmp_path / "m", check=False)
+    assert result.returncode == 2 and "bad.conll:2" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "m").exists()
     result = run_cli("evaluate", tmp_path / "no-model", "--data", bad, check=False)
     assert result.returncode == 2 and "not a clinical-ner model directory" in result.stderr
     latin1 = tmp_path / "latin1.txt"

@@ -10,6 +10,7 @@ import pytest
 from clinical_ner.config import NERConfig
 from clinical_ner.embeddings import load_embeddings
 from clinical_ner.formats import load_corpus
+from clinical_ner.formats.conll import write_conll
 from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.tags import tag_inventory
@@ -171,6 +172,38 @@ def test_a_model_file_whose_weights_do_not_fit_is_refused_with_its_path(trained,
             target.writestr(name, content)
     with pytest.raises(ClinicalNERError, match=r"old-model/model.keras: .*retrain it"):
         ClinicalNER.load(copy)
+
+
+def test_training_on_several_corpora_is_training_on_them_together(tmp_path):
+    # The final model of a benchmark is fit on train and dev together: given
+    # as two paths, they must train exactly the model their concatenation does.
+    documents = load_corpus(SAMPLE / "train", "i2b2").documents
+    write_conll(tmp_path / "first.conll", documents[:25])
+    write_conll(tmp_path / "second.conll", documents[25:])
+    write_conll(tmp_path / "both.conll", documents)
+    config = tiny_config(epochs=1)
+    together = train([tmp_path / "first.conll", tmp_path / "second.conll"], tmp_path / "two",
+                     config=config, progress=False, emit=lambda message: None)
+    concatenated = train(tmp_path / "both.conll", tmp_path / "one", config=config,
+                         progress=False, emit=lambda message: None)
+    assert together.epochs_completed == concatenated.epochs_completed == 1
+    assert together.best_dev_f1 is None and together.best_epoch == 1
+    two, one = ClinicalNER.load(tmp_path / "two"), ClinicalNER.load(tmp_path / "one")
+    assert two.vocab == one.vocab
+    for trained_apart, trained_together in zip(two.model.get_weights(), one.model.get_weights()):
+        np.testing.assert_array_equal(trained_apart, trained_together)
+    # Labels of every corpus are learnt, whatever their formats.
+    extra = tmp_path / "extra.conll"
+    extra.write_text("Aspirin\tB-Drug\ngiven\tO\n\n", encoding="utf-8")
+    mixed = train([SAMPLE / "train", extra], tmp_path / "mixed", config=config,
+                  progress=False, emit=lambda message: None)
+    assert "B-Drug" in ClinicalNER.load(mixed.output).vocab.tags
+    # A path without sentences is named, not silently skipped.
+    empty = tmp_path / "empty.conll"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(ClinicalNERError, match="empty.conll: no sentences to train on"):
+        train([SAMPLE / "train", empty], tmp_path / "none", config=config, progress=False,
+              emit=lambda message: None)
 
 
 def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
