@@ -31,10 +31,21 @@ def test_percentile_interpolates_like_numpy():
     assert bench_util.percentile([7.0], 99) == 7.0
 
 
-def test_throughput_cells_never_round_up_to_a_missed_target():
-    assert bench_report._k(19_499.0) == "19.5k"
+def test_table_cells_never_show_a_missed_target_as_met():
+    # Speeds and scores are cut down, times and memory up, never rounded.
+    assert bench_report._k(19_957.6) == "19.9k"  # rounded, it would read 20.0k (target 20k)
+    assert bench_report._k(20_000.0) == "20.0k"
     assert bench_report._k(152_340.0) == "152.3k"
-    assert bench_report._k(None) == "–"
+    assert bench_report._f(0.87996) == "0.879"  # not 0.880 (target 0.88)
+    assert bench_report._f(0.86) == "0.860"
+    assert bench_report._ms(1.04) == "1.1"  # not 1.0 (target 1 ms)
+    assert bench_report._ms(0.994) == "1.00"
+    assert bench_report._ms(3.0) == "3.0"
+    assert bench_report._up(800.2, 0) == "801"  # not 800 (target 800 MB)
+    assert bench_report._up(800.0, 0) == "800"
+    for cell in (bench_report._k, bench_report._f, bench_report._ms):
+        assert cell(None) == "–"
+    assert bench_report._up(None, 1) == "–"
 
 
 def test_time_runs_reports_the_median_of_the_timed_runs():
