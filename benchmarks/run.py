@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --corpus bc5cdr          # one corpus
     python benchmarks/run.py --all                    # bc5cdr, ncbi-disease, maccrobat
-    python benchmarks/run.py --corpus ncbi-disease --quick   # 1-2 minute smoke test
+    python benchmarks/run.py --corpus bc5cdr --quick         # 1-2 minute smoke test
     python benchmarks/run.py --readme-only            # rebuild the README tables
 
 For each corpus: train (``clinical-ner train``, i.e. ``clinical_ner.trainer.train``,
