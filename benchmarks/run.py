@@ -195,7 +195,8 @@ def _run_training(spec: CorpusSpec, train_paths: list[Path], dev_path: Path | No
         command += ["--dev", str(dev_path)]
     command += ["--output", str(model_dir), "--config", str(config_file), "--format",
                 spec.format, "--quiet"]
-    log(f"{spec.name}: {role} ({config['epochs']} epochs{' at most' if dev_path else ''}); "
+    what = "training" if role == "train" else f"{role} training"
+    log(f"{spec.name}: {what} ({config['epochs']} epochs{' at most' if dev_path else ''}); "
         f"log in {log_path}")
     outcome = run_timed_subprocess(command, log_path, env=subprocess_env())
     if outcome["returncode"] != 0:
