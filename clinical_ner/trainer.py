@@ -256,14 +256,18 @@ def train(
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
 
+    def read(path: str | Path) -> Corpus:
+        corpus = load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
+        report_skipped(corpus, str(path), emit)
+        return corpus
+
     train_paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path)
     if not train_paths:
         raise ConfigError("no training data given")
     train_sentences: list[Sentence] = []
     train_labels: set[str] = set()
     for path in train_paths:
-        corpus = load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
-        report_skipped(corpus, str(path), emit)
+        corpus = read(path)
         sentences = corpus_sentences(corpus)
         if not sentences:
             raise ClinicalNERError(f"{path}: no sentences to train on")
@@ -271,9 +275,7 @@ def train(
         train_labels.update(corpus.labels)
     dev_sentences: list[Sentence] = []
     if dev_path is not None:
-        dev_corpus = load_corpus(dev_path, data_format, label_map=label_map,
-                                 skip_invalid=skip_invalid)
-        report_skipped(dev_corpus, str(dev_path), emit)
+        dev_corpus = read(dev_path)
         dev_sentences = corpus_sentences(dev_corpus)
         unseen = sorted(set(dev_corpus.labels) - train_labels)
         if unseen:
