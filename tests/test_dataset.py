@@ -66,6 +66,15 @@ def test_word_dropout_repeats_with_the_seed_and_changes_with_it():
     assert unknown_positions != [np.argwhere(ids == UNKNOWN_ID).tolist() for ids, _ in other]
 
 
+def test_the_pipeline_runs_without_tf_data_autotuning():
+    # An autotuned pipeline's spent iterator took 3-5 s to be garbage-collected
+    # about every other epoch (benchmarks/README.md, "What was tried").
+    tag_ids = [[0] * len(s.tokens) for s in sentences(4)]
+    dataset = training_dataset(sentences(4), tag_ids, Featurizer(WORDS, CHARS, 10),
+                               batch_size=8, use_casing=True, shuffle_seed=1)
+    assert dataset.options().autotune.enabled is False
+
+
 @pytest.mark.parametrize("rate", [-0.1, 1.0, True, "0.1"])
 def test_word_dropout_must_be_a_probability(rate):
     with pytest.raises(ConfigError, match="word_dropout"):
