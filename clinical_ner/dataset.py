@@ -95,7 +95,7 @@ def training_dataset(
     # No autotuning: an autotuned pipeline's iterator, once an epoch has
     # used it up, takes 3-5 s to destroy about every other epoch (the
     # garbage collector frees it at some later allocation, usually in the dev
-    # evaluation), which cost BC5CDR about a quarter of its training wall
+    # evaluation), which cost BC5CDR about a fifth of its training wall
     # time, with no tokens/s gained over the fixed defaults that AUTOTUNE
     # stands for without it (parallelism min(16, cores)). benchmarks/README.md
     # ("What was tried") has the figures.
