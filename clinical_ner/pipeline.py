@@ -14,6 +14,7 @@ from clinical_ner.errors import ClinicalNERError
 from clinical_ner.export import export_saved_model
 from clinical_ner.inference import InferenceModule
 from clinical_ner.model import MODEL_FILE, ClinicalNERModel
+from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_model_path
 from clinical_ner.vocab import Vocabulary
 
 
@@ -40,13 +41,19 @@ class ClinicalNER:
 
     @classmethod
     def load(cls, directory: str | Path) -> "ClinicalNER":
-        """Load a model directory written by ``clinical-ner train``."""
-        directory = Path(directory)
+        """Load a model directory written by ``clinical-ner train``, or a bundled model by name.
+
+        ``directory`` may be the name of a bundled model (``"clinical"``); an
+        existing path of that name wins
+        (:func:`clinical_ner.pretrained.resolve_model_path`).
+        """
+        directory = resolve_model_path(directory)
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
             raise ClinicalNERError(
                 f"{directory}: not a clinical-ner model directory (no {MODEL_FILE}); "
-                "train one with 'clinical-ner train'"
+                f"train one with 'clinical-ner train', or use the bundled model "
+                f"'{DEFAULT_MODEL}'"
             )
         config = NERConfig.load(directory)
         vocab = Vocabulary.load(directory)
@@ -61,6 +68,17 @@ class ClinicalNER:
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
         return cls(model, vocab, config)
+
+    @classmethod
+    def pretrained(cls, name: str = DEFAULT_MODEL) -> "ClinicalNER":
+        """A model shipped inside the package (see ``clinical_ner/pretrained/<name>/MODEL_CARD.md``).
+
+        Example::
+
+            ner = ClinicalNER.pretrained()   # the "clinical" problem/test/treatment model
+            ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
+        """
+        return cls.load(bundled_model_path(name))
 
     def export(self, base_path: str | Path, version: int | None = None) -> Path:
         """Write the model as version ``version`` under ``base_path`` for TF Serving.

@@ -7,6 +7,7 @@ was trained with (Stanza-style):
 ``vocab.json``           words, characters and tags
 ``model.keras``          the best model by dev micro F1
 ``training_log.jsonl``   one line per epoch; ``training_curve.png`` the same as a plot
+``MODEL_CARD.md``        what the model is, its data and scores (``model_card.json``: its facts)
 ``checkpoint/``          the last completed epoch with optimizer state, for ``--resume``
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
 from clinical_ner.model import MODEL_FILE, ClinicalNERModel
+from clinical_ner.model_card import record_training
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.scorer import score_mentions
 from clinical_ner.tags import tag_inventory, tags_to_mentions
@@ -367,6 +369,7 @@ def train(
              + (" *best*" if improved else ""))
     if stopped_early:
         emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
+    record_training(output, train_paths, dev_path, data_format, label_map, skip_invalid)
     emit(f"best epoch {state['best_epoch']}"
          + (f" (dev F1 {state['best_f1']:.4f})" if state["best_f1"] is not None else "")
          + f"; model in {output}")

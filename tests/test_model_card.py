@@ -1,0 +1,83 @@
+"""MODEL_CARD.md: written by training, rewritten by `card`, scores equal to a fresh evaluation."""
+import json
+import shutil
+
+import pytest
+
+from clinical_ner.config import NERConfig
+from clinical_ner.formats import load_corpus
+from clinical_ner.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
+from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.trainer import corpus_sentences, evaluate_sentences, train
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+SECTIONS = ("## Description", "## How to use", "## Data source", "## Architecture and sizes",
+            "## Training data", "## Effective configuration", "## Scores", "## Training time",
+            "## Versions", "## Limitations")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("card")
+    config = NERConfig(embeddings=str(VECTORS), lstm_units=8, char_filters=8, epochs=2, seed=5)
+    train(SAMPLE / "train", root / "model", dev_path=SAMPLE / "dev", config=config,
+          progress=False, emit=lambda message: None)
+    return root / "model"
+
+
+def fresh_scores(model_dir, data):
+    sentences = corpus_sentences(load_corpus(data))
+    return evaluate_sentences(ClinicalNER.load(model_dir), sentences)
+
+
+def test_training_writes_a_card_with_every_section(trained):
+    card = (trained / CARD_FILE).read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert section in card
+    facts = json.loads((trained / CARD_DATA_FILE).read_text(encoding="utf-8"))
+    [summary] = facts["training"]["train_data"]
+    corpus = load_corpus(SAMPLE / "train")
+    sentences = corpus_sentences(corpus)
+    assert summary["documents"] == len(corpus.documents) == 40
+    assert summary["sentences"] == len(sentences)
+    assert summary["tokens"] == sum(len(s.tokens) for s in sentences)
+    begins = sum(tag.startswith("B-") for s in sentences for tag in s.tags)
+    assert sum(summary["entities"].values()) == begins
+    assert f"| `{SAMPLE / 'train'}` | i2b2 | 40 | {len(sentences)} |" in card
+    # Scores on dev, said to be the data that chose the epoch, equal a fresh evaluation.
+    assert "it was the dev data that chose the training epoch" in card
+    for row in score_table(fresh_scores(trained, SAMPLE / "dev")):
+        assert row in card
+    log = [json.loads(line) for line in (trained / "training_log.jsonl").open()]
+    assert f"- epochs run: {len(log)};" in card
+    assert "tokens/s" in card and "TensorFlow 2.21" in card and "Keras 3." in card
+    assert '"lstm_units": 8' in card and "| bilstm |" in card
+
+
+def test_card_rewrites_with_scores_on_other_data_and_says_what_it_was(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    write_model_card(model, data=SAMPLE / "train", name="sample model", language="English")
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert card.startswith("# Model card: sample model\n")
+    assert "| language | English |" in card
+    assert "WARNING: the model was trained on this data" in card
+    for row in score_table(fresh_scores(model, SAMPLE / "train")):
+        assert row in card
+    # A rewrite without data keeps the scores and the fields set before.
+    write_model_card(model)
+    assert (model / CARD_FILE).read_text(encoding="utf-8") == card
+
+
+def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    (model / CARD_DATA_FILE).unlink()
+    write_model_card(model, data=SAMPLE / "dev")
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert "Not recorded (the model was trained before model cards" in card
+    assert "whether it saw this data is unknown" in card
