@@ -94,9 +94,11 @@ def _predict(args: argparse.Namespace) -> None:
     from clinical_ner.formats.conll import write_conll
     from clinical_ner.formats.i2b2 import entities_to_con_lines
     from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.pretrained import model_and_texts
 
-    ner = ClinicalNER.load(args.model)
-    documents = read_documents(args.texts, args.input)
+    model, texts = model_and_texts(args.positionals, args.model)
+    ner = ClinicalNER.load(model)
+    documents = read_documents(texts, args.input)
     if args.output_format == "i2b2":
         if not args.output:
             raise ConfigError("--output-format i2b2 needs --output DIR (one .con per document)")
@@ -111,7 +113,12 @@ def _predict(args: argparse.Namespace) -> None:
         return
     handle = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        if args.output_format == "conll":
+        if args.output_format == "html":
+            from clinical_ner.html import render_html
+
+            handle.write(render_html([(name, text, entities) for (name, text), entities in zip(
+                documents, ner.annotate([t for _, t in documents]))]))
+        elif args.output_format == "conll":
             from clinical_ner.corpus import Document, Sentence
             from clinical_ner.text import split_sentences
 
@@ -130,6 +137,15 @@ def _predict(args: argparse.Namespace) -> None:
     finally:
         if handle is not sys.stdout:
             handle.close()
+
+
+def _card(args: argparse.Namespace) -> None:
+    from clinical_ner.model_card import write_model_card
+
+    print(write_model_card(args.model, data=args.data, data_format=args.format,
+                           label_map=_read_label_map(args.label_map),
+                           skip_invalid=args.skip_invalid, name=args.name,
+                           description=args.description, language=args.language))
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -168,29 +184,45 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="score a model on annotated data")
-    evaluate.add_argument("model", help="model directory")
+    evaluate.add_argument("model", help="model directory or bundled model name (clinical)")
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--json", help="write the scores as JSON to this file")
     _add_data_options(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
-    predict = commands.add_parser("predict", help="annotate raw text")
-    predict.add_argument("model", help="model directory")
-    predict.add_argument("texts", nargs="*", help="texts to annotate (one document each)")
+    predict = commands.add_parser(
+        "predict", help="annotate raw text",
+        description="Annotate texts. The first argument is the model if it is an existing "
+                    "model directory or a bundled model's name (clinical); otherwise every "
+                    "argument is a text and the bundled model clinical annotates them.")
+    predict.add_argument("positionals", nargs="*", metavar="[MODEL] TEXT",
+                         help="a model (optional), then texts to annotate (one document each)")
+    predict.add_argument("--model", help="model directory or bundled name (default: the first "
+                                         "argument if it is one, else clinical)")
     predict.add_argument("--input", nargs="+", metavar="FILE",
                          help="UTF-8 text files, one document each")
     predict.add_argument("--format", dest="output_format", default="jsonl",
-                         choices=("jsonl", "conll", "i2b2"),
-                         help="jsonl (default), conll (tokens and tags), or i2b2 (.con files)")
-    predict.add_argument("--output", help="output file (jsonl, conll) or folder (i2b2)")
+                         choices=("jsonl", "conll", "i2b2", "html"),
+                         help="jsonl (default), conll (tokens and tags), i2b2 (.con files), or "
+                              "html (one page, entities highlighted)")
+    predict.add_argument("--output", help="output file (jsonl, conll, html) or folder (i2b2)")
     predict.set_defaults(func=_predict)
 
     export = commands.add_parser("export", help="write a SavedModel for TensorFlow Serving")
-    export.add_argument("model", help="model directory")
+    export.add_argument("model", help="model directory or bundled model name (clinical)")
     export.add_argument("--output", required=True, help="model base path, e.g. models/clinical_ner")
     export.add_argument("--version", type=int,
                         help="version number (default: highest existing + 1)")
     export.set_defaults(func=_export)
+
+    card = commands.add_parser("card", help="rewrite a model's MODEL_CARD.md, scored on --data")
+    card.add_argument("model", help="model directory or bundled model name (clinical)")
+    card.add_argument("--data", help="annotated data the model did not train on: the card's "
+                                     "scores become the model's exact and lenient scores on it")
+    for field in ("name", "description", "language"):
+        card.add_argument(f"--{field}", help=f"the card's {field} (kept for later rewrites)")
+    _add_data_options(card)
+    card.set_defaults(func=_card)
 
     from clinical_ner.serving import client, server
 

@@ -81,3 +81,22 @@ def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_pa
     card = (model / CARD_FILE).read_text(encoding="utf-8")
     assert "Not recorded (the model was trained before model cards" in card
     assert "whether it saw this data is unknown" in card
+
+
+def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, tmp_path,
+                                                                       capsys):
+    from clinical_ner.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    assert main(["card", str(model), "--data", str(SAMPLE / "dev"), "--name", "renamed"]) == 0
+    assert capsys.readouterr().out.strip() == str(model / CARD_FILE)
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert card.startswith("# Model card: renamed\n")
+    for row in score_table(fresh_scores(model, SAMPLE / "dev")):
+        assert row in card
+    assert main(["card", str(tmp_path / "missing")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"clinical-ner card: error: {tmp_path / 'missing'}: not a clinical-ner "
+                     "model directory (no model.keras); train one with 'clinical-ner train', "
+                     "or use the bundled model 'clinical'")

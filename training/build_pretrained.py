@@ -117,6 +117,12 @@ def prune_words(ner, words: int):
     from clinical_ner.pipeline import ClinicalNER
     from clinical_ner.vocab import Vocabulary
 
+    import keras
+
+    # Keras numbers unnamed sublayers (backward_lstm_25) by how many the
+    # process has made, and the saved weights file stores those names: a
+    # fresh count makes the bytes independent of what ran before.
+    keras.utils.clear_session()
     trained_rows = ner.model.trainable_word_rows or len(ner.vocab.words)
     if words < trained_rows:
         raise SystemExit(f"--words {words} would drop trained rows: the training data has "
@@ -143,22 +149,30 @@ def dev_f1(ner) -> float:
 
 
 def build(words: int, work: Path) -> None:
+    """Train into ``work``, then package the pruned model (both steps below)."""
     from clinical_ner.config import NERConfig
-    from clinical_ner.model_card import CARD_DATA_FILE, write_model_card
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import LOG_FILE, train
+    from clinical_ner.trainer import train
 
     started = time.perf_counter()
     if work.exists():
         shutil.rmtree(work)
-    full_dir = work / "full"
-    train([TRAIN], full_dir, dev_path=DEV, config=NERConfig(embeddings=str(EMBEDDINGS)),
+    train([TRAIN], work / "full", dev_path=DEV, config=NERConfig(embeddings=str(EMBEDDINGS)),
           progress=False)
     trained = time.perf_counter()
+    package(work / "full", words)
+    print(f"time: {trained - started:.0f} s training, "
+          f"{time.perf_counter() - started:.0f} s in all")
+
+
+def package(full_dir: Path, words: int) -> None:
+    """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
+    from clinical_ner.model_card import CARD_DATA_FILE, write_model_card
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.trainer import LOG_FILE
+
     full = ClinicalNER.load(full_dir)
     pruned = prune_words(full, words)
     before, after = dev_f1(full), dev_f1(pruned)
-
     if OUTPUT.exists():
         shutil.rmtree(OUTPUT)
     OUTPUT.mkdir(parents=True)
@@ -170,14 +184,11 @@ def build(words: int, work: Path) -> None:
     for source, name in LICENCES.items():
         shutil.copyfile(source, OUTPUT / name)
     write_model_card(OUTPUT, data=DEV, **CARD)
-
     size = sum(path.stat().st_size for path in OUTPUT.iterdir())
     print(f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
           f"({pruned.model.trainable_word_rows} trained)")
     print(f"dev exact micro F1: {before:.4f} before pruning, {after:.4f} after")
     print(f"{OUTPUT.relative_to(REPO)}: {size / 1_000_000:.2f} MB")
-    print(f"time: {trained - started:.0f} s training, "
-          f"{time.perf_counter() - started:.0f} s in all")
 
 
 def main(argv: list[str] | None = None) -> int:

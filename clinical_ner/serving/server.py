@@ -68,7 +68,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.errors import ConfigError
-from clinical_ner.export import existing_versions
+from clinical_ner.export import existing_versions, served_base_path
 from clinical_ner.signatures import SERVING_DEFAULT, SIGNATURE_DEF_METADATA
 
 logger = logging.getLogger(__name__)
@@ -946,7 +946,9 @@ as `clinical-ner client` work unchanged against both.
 MODEL_BASE_PATH holds numbered version directories (1/, 2/, ...), as written
 by the export step. Every version is loaded, new ones are picked up while
 running, and requests without a version get the highest. SIGTERM or SIGINT
-stops accepting requests and lets in-flight ones finish.
+stops accepting requests and lets in-flight ones finish. A model directory,
+or the bundled model's name (`clinical-ner serve clinical`), is exported as
+version 1 of a temporary base path first, deleted when the server stops.
 """
 
 
@@ -958,7 +960,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         description=SERVE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model_base_path", metavar="MODEL_BASE_PATH", type=Path)
+    parser.add_argument("model_base_path", metavar="MODEL_BASE_PATH", type=Path,
+                        help="numbered SavedModel versions (clinical-ner export); a model "
+                             "directory or bundled model name (clinical) is exported to a "
+                             "temporary base path first")
     add = parser.add_argument
     add("--model-name", default="clinical_ner",
         help="name clients put in model_spec.name (default: %(default)s)")
@@ -997,8 +1002,13 @@ def _serve(args: argparse.Namespace) -> int:
     # the package level applies either way.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("clinical_ner").setLevel(args.log_level)
+    with served_base_path(args.model_base_path) as base_path:
+        return _serve_base_path(args, base_path)
+
+
+def _serve_base_path(args: argparse.Namespace, base_path: Path) -> int:
     server = ModelServer(
-        args.model_base_path,
+        base_path,
         args.model_name,
         host=args.host,
         port=args.port,
