@@ -95,7 +95,7 @@ def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, 
     assert card.startswith("# Model card: renamed\n")
     for row in score_table(fresh_scores(model, SAMPLE / "dev")):
         assert row in card
-    assert main(["card", str(tmp_path / "missing")]) == 2
+    assert main(["card", str(tmp_path / "missing")]) == 4
     error = capsys.readouterr().err.strip()
     assert error == (f"clinical-ner card: error: {tmp_path / 'missing'}: not a clinical-ner "
                      "model directory (no model.keras); train one with 'clinical-ner train', "

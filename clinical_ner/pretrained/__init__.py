@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "clinical"
@@ -34,7 +34,7 @@ def bundled_models() -> list[str]:
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     """The directory of the bundled model ``name``; an error naming the choices if unknown."""
     if name not in bundled_models():
-        raise ClinicalNERError(
+        raise ModelError(
             f"no bundled model named {name!r}; bundled: {', '.join(bundled_models()) or 'none'}")
     return BUNDLED_DIR / name
 
@@ -85,9 +85,9 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
         return first, list(positionals[1:])
     path = Path(first)
     if path.is_dir():
-        raise ClinicalNERError(f"{first}: not a clinical-ner model directory "
+        raise ModelError(f"{first}: not a clinical-ner model directory "
                                f"(no {_MODEL_FILE})")
     if len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first):
-        raise ClinicalNERError(f"{first}: no such model directory (to annotate it as text, "
+        raise ModelError(f"{first}: no such model directory (to annotate it as text, "
                                f"name the model: --model {DEFAULT_MODEL})")
     return DEFAULT_MODEL, list(positionals)

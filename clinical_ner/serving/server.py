@@ -952,14 +952,8 @@ version 1 of a temporary base path first, deleted when the server stops.
 """
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand to the ``clinical-ner`` command line."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="development gRPC server with TensorFlow Serving's API (not for production)",
-        description=SERVE_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``clinical-ner serve``."""
     parser.add_argument("model_base_path", metavar="MODEL_BASE_PATH", type=Path,
                         help="numbered SavedModel versions (clinical-ner export); a model "
                              "directory or bundled model name (clinical) is exported to a "
@@ -993,15 +987,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         help="how long in-flight requests may run after SIGTERM (default: %(default)s)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="DEBUG logs one line per request (default: %(default)s)")
-    parser.set_defaults(func=_serve)
-    return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
-    # basicConfig does nothing if the command line already set up logging;
-    # the package level applies either way.
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("clinical_ner").setLevel(args.log_level)
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT (``clinical-ner serve``).
+
+    A model directory or bundled model name is exported to a temporary base
+    path first (:func:`clinical_ner.export.served_base_path`).
+    """
     with served_base_path(args.model_base_path) as base_path:
         return _serve_base_path(args, base_path)
 
