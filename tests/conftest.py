@@ -25,3 +25,18 @@ def model_base(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("models") / "clinical_ner"
     export_toy(base, version=1)
     return base
+
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+SAMPLE_VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+
+
+def train_sample_model(output: Path, **settings) -> Path:
+    """A small model trained quietly on the bundled sample (train, dev chooses the epoch)."""
+    from clinical_ner.config import NERConfig
+    from clinical_ner.trainer import train
+
+    config = NERConfig(embeddings=str(SAMPLE_VECTORS), **settings)
+    train(SAMPLE / "train", output, dev_path=SAMPLE / "dev", config=config, progress=False,
+          emit=lambda message: None)
+    return output

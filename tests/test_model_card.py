@@ -4,17 +4,14 @@ import shutil
 
 import pytest
 
-from clinical_ner.config import NERConfig
 from clinical_ner.formats import load_corpus
 from clinical_ner.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
 from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.trainer import corpus_sentences, evaluate_sentences, train
-from conftest import REPO_ROOT
+from clinical_ner.trainer import corpus_sentences, evaluate_sentences
+from conftest import SAMPLE, train_sample_model
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
-VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
 SECTIONS = ("## Description", "## How to use", "## Data source", "## Architecture and sizes",
             "## Training data", "## Effective configuration", "## Scores", "## Training time",
             "## Versions", "## Limitations")
@@ -23,10 +20,7 @@ SECTIONS = ("## Description", "## How to use", "## Data source", "## Architectur
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("card")
-    config = NERConfig(embeddings=str(VECTORS), lstm_units=8, char_filters=8, epochs=2, seed=5)
-    train(SAMPLE / "train", root / "model", dev_path=SAMPLE / "dev", config=config,
-          progress=False, emit=lambda message: None)
-    return root / "model"
+    return train_sample_model(root / "model", lstm_units=8, char_filters=8, epochs=2, seed=5)
 
 
 def fresh_scores(model_dir, data):
