@@ -183,7 +183,10 @@ def package(full_dir: Path, words: int) -> None:
         shutil.copyfile(full_dir / name, OUTPUT / name)
     for source, name in LICENCES.items():
         shutil.copyfile(source, OUTPUT / name)
-    write_model_card(OUTPUT, data=DEV, **CARD)
+    pruning = (f" After training, its word table was pruned from {len(full.vocab.words):,} to "
+               f"{len(pruned.vocab.words):,} rows (dev exact micro F1 {before:.4f} before, "
+               f"{after:.4f} after; the training log's figures are from before).")
+    write_model_card(OUTPUT, data=DEV, **dict(CARD, description=CARD["description"] + pruning))
     size = sum(path.stat().st_size for path in OUTPUT.iterdir())
     print(f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
           f"({pruned.model.trainable_word_rows} trained)")
