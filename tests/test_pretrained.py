@@ -80,6 +80,7 @@ def bundled():
     return ClinicalNER.pretrained()
 
 
+@pytest.mark.slow
 def test_the_bundled_model_finds_the_entities_of_the_example(bundled):
     entities = bundled.annotate(NOTE)
     assert [(e.text, e.label) for e in entities] == EXPECTED
@@ -154,3 +155,16 @@ def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
     assert server.returncode == 0, log[-2000:]
     exported = Path(re.search(r"serving clinical, exported to (\S+)", log).group(1))
     assert exported.name == "1" and not exported.parent.parent.exists()  # cleaned up
+
+
+@pytest.mark.slow
+def test_fine_tune_the_bundled_model_by_name(tmp_path):
+    from clinical_ner.cli import main
+
+    sample = REPO_ROOT / "samples" / "maccrobat-i2b2"
+    assert main(["train", "--init-from", "clinical", "--train", str(sample / "train"),
+                 "--output", str(tmp_path / "tuned"), "--epochs", "1", "--quiet"]) == 0
+    tuned = json.loads((tmp_path / "tuned" / "config.json").read_text(encoding="utf-8"))
+    base = json.loads((BUNDLED / "config.json").read_text(encoding="utf-8"))
+    assert tuned == dict(base, epochs=1)
+    assert (tmp_path / "tuned" / "MODEL_CARD.md").is_file()
