@@ -66,6 +66,8 @@ def test_predict_arguments_split_into_model_and_texts(tmp_path, monkeypatch):
     assert model_and_texts(["clinical"], model=str(BUNDLED)) == (str(BUNDLED), ["clinical"])
     assert model_and_texts([str(BUNDLED), NOTE]) == (str(BUNDLED), [NOTE])
     assert model_and_texts(["b/l effusion"]) == ("clinical", ["b/l effusion"])
+    assert model_and_texts(["HIV/AIDS", NOTE]) == ("clinical", ["HIV/AIDS", NOTE])
+    (tmp_path / "runs").mkdir()
     with pytest.raises(ClinicalNERError, match="^runs/typo: no such model directory"):
         model_and_texts(["runs/typo", NOTE])
     (tmp_path / "notes").mkdir()

@@ -65,9 +65,10 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     first positional is the model if it is an existing model directory or a
     bundled model's name (``predict MODEL TEXT...``, as before 0.3); if not,
     every positional is a text and the bundled model ``clinical`` annotates
-    them. A first argument that can only be a path (it has a ``/`` and no
-    space, more texts follow, and nothing is there) is an error rather than
-    a text, so that a mistyped model directory is not annotated as a note.
+    them. A first argument that can only be a mistyped path (it has a ``/``
+    and no space, more texts follow, nothing is there but its parent folder
+    exists) is an error rather than a text, so that a mistyped model
+    directory is not annotated as a note; ``HIV/AIDS`` stays a text.
 
     >>> model_and_texts(["CT showed a nodule."])
     ('clinical', ['CT showed a nodule.'])
@@ -87,7 +88,8 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     if path.is_dir():
         raise ModelError(f"{first}: not a clinical-ner model directory "
                                f"(no {_MODEL_FILE})")
-    if len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first):
+    if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
+            and path.parent.is_dir()):
         raise ModelError(f"{first}: no such model directory (to annotate it as text, "
                                f"name the model: --model {DEFAULT_MODEL})")
     return DEFAULT_MODEL, list(positionals)
