@@ -1,20 +1,27 @@
-"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``."""
+"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``.
+
+TensorFlow and Keras are imported only once a Keras model directory is
+loaded: ``ClinicalNER.load`` on a LiteRT export returns the lean
+:class:`clinical_ner.runtime.ner.LiteRTNER`, and that path must never pay
+for (or require) TensorFlow.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, overload
+from typing import TYPE_CHECKING, Sequence, overload
 
-import keras
 import numpy as np
 
 from clinical_ner import __version__, signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
-from clinical_ner.export import export_saved_model
-from clinical_ner.inference import InferenceModule
-from clinical_ner.model import MODEL_FILE, ClinicalNERModel
+from clinical_ner.runtime import layout
 from clinical_ner.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from clinical_ner.model import ClinicalNERModel
+    from clinical_ner.runtime.ner import LiteRTNER
 
 
 class ClinicalNER:
@@ -32,6 +39,8 @@ class ClinicalNER:
     """
 
     def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, config: NERConfig) -> None:
+        from clinical_ner.inference import InferenceModule
+
         self.model = model
         self.vocab = vocab
         self.config = config
@@ -39,9 +48,22 @@ class ClinicalNER:
                                       config.max_sentence_tokens)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ClinicalNER":
-        """Load a model directory written by ``clinical-ner train``."""
+    def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":
+        """Load a model directory written by ``clinical-ner train``, or a LiteRT export.
+
+        A directory written by ``clinical-ner export MODEL --format litert``
+        gives a :class:`~clinical_ner.runtime.ner.LiteRTNER` (same
+        ``annotate`` and ``tag``), loaded without importing TensorFlow.
+        """
         directory = Path(directory)
+        if layout.is_litert_export(directory):
+            from clinical_ner.runtime.ner import LiteRTNER
+
+            return LiteRTNER.load(directory)
+        import keras
+
+        from clinical_ner.model import MODEL_FILE
+
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
             raise ClinicalNERError(
@@ -70,6 +92,8 @@ class ClinicalNER:
         renamed into place, never overwriting a version, checked to use core
         ops only and to restore the way TF Serving loads it).
         """
+        from clinical_ner.export import export_saved_model
+
         return export_saved_model(self.module.saved_object(), self.module.signatures(),
                                   base_path, version)
 
@@ -92,10 +116,7 @@ class ClinicalNER:
         """
         if isinstance(texts, str):
             return self.annotate([texts], batch_size, max_batch_characters)[0]
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+        texts = signatures.checked_texts(texts)
         return signatures.in_size_order_batches(
             texts, [len(text) for text in texts], batch_size, self._annotate_batch,
             max_batch_characters)

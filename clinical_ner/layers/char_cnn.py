@@ -20,7 +20,9 @@ class CharCNNEncoder(keras.layers.Layer):
     Padding characters are zeroed and excluded from the max-pool, so a
     token's vector does not depend on how much its batch was padded. Each
     distinct spelling in a batch is convolved once (``UniqueV2`` over the
-    rows, a core op) and its vector copied to every occurrence.
+    rows, a core op) and its vector copied to every occurrence; setting the
+    attribute ``deduplicate = False`` convolves every token instead (same
+    vectors), for graphs converted to TFLite builtins, which lack ``UniqueV2``.
 
     Example:
     >>> import numpy as np
@@ -42,6 +44,7 @@ class CharCNNEncoder(keras.layers.Layer):
         self.char_dim = char_dim
         self.filters = filters
         self.kernel_size = kernel_size
+        self.deduplicate = True
         self.embedding = keras.layers.Embedding(num_chars, char_dim, name="char_embedding")
         self.convolution = keras.layers.Conv1D(
             filters, kernel_size, padding="same", activation="tanh", name="char_convolution"
@@ -60,7 +63,10 @@ class CharCNNEncoder(keras.layers.Layer):
         # Each distinct spelling goes through the convolution once: a batch of
         # notes repeats most of its words ("the", "of", "mg", its padding),
         # and a repeat would cost the convolution as much as a new word.
-        spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
+        if self.deduplicate:
+            spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
+        else:
+            spellings, spelling_index = flat_ids, tf.range(batch * tokens)
         # One extra all-padding row (dropped after pooling) and column: TF's
         # convolution returns its input unchanged when it is empty (no token,
         # or no character at all).

@@ -1,0 +1,168 @@
+"""``LiteRTNER``: ``annotate`` and ``tag`` on a LiteRT export, without TensorFlow."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+
+from clinical_ner import signatures
+from clinical_ner.config import NERConfig
+from clinical_ner.corpus import Entity
+from clinical_ner.entity_spans import entity_token_spans, iob2_tag, tag_structure
+from clinical_ner.runtime import layout
+from clinical_ner.runtime.crf import ConstrainedCRF
+from clinical_ner.runtime.featurize import NumpyFeaturizer
+from clinical_ner.runtime.network import EmissionsNetwork, bucket
+from clinical_ner.text import split_sentences
+from clinical_ner.vocab import Vocabulary
+
+# Sentences per network call, as the TensorFlow graph chunks them.
+CHUNK_SIZE = 128
+
+
+class LiteRTNER:
+    """A LiteRT export ready to annotate notes, with :class:`~clinical_ner.pipeline.ClinicalNER`'s API.
+
+    Example (after ``clinical-ner export runs/sample --format litert --output runs/sample-litert``)::
+
+        ner = LiteRTNER.load("runs/sample-litert")   # or ClinicalNER.load(...)
+        for entity in ner.annotate("CT of the chest showed a 2 cm nodule."):
+            print(entity.start, entity.end, entity.label, entity.text, entity.confidence)
+
+    Text is split with :func:`clinical_ner.text.split_sentences`, featurized
+    in NumPy, scored by the LiteRT interpreter and decoded by a NumPy CRF
+    with the same transition constraints; nothing imports TensorFlow.
+    ``config`` and ``vocab`` are those the model was trained with;
+    ``manifest`` is the export's ``litert.json``.
+    """
+
+    def __init__(self, directory: Path, manifest: dict, config: NERConfig, vocab: Vocabulary,
+                 crf: ConstrainedCRF, network: EmissionsNetwork) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.config = config
+        self.vocab = vocab
+        self.crf = crf
+        self.network = network
+        self.featurizer = NumpyFeaturizer(vocab.words, vocab.chars, config.max_word_length)
+        self._labels, self._label_index, self._begins = tag_structure(vocab.tags)
+        self._iob2_tags = [iob2_tag(tag) for tag in vocab.tags]
+
+    @classmethod
+    def load(cls, directory: str | Path, num_threads: int = 1) -> "LiteRTNER":
+        """Load a directory written by ``clinical-ner export MODEL --format litert``.
+
+        ``num_threads`` is the interpreter's thread count (1 suits one
+        process per core; more speeds up large batches).
+        """
+        directory = Path(directory)
+        if not layout.is_litert_export(directory):
+            raise layout.LiteRTExportError(
+                f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "
+                "'clinical-ner export MODEL --format litert --output DIR'")
+        manifest = layout.read_manifest(directory)
+        config = NERConfig.load(directory)
+        try:
+            vocab = Vocabulary.load(directory)
+        except (OSError, ValueError, KeyError) as error:
+            raise layout.LiteRTExportError(
+                f"{directory / 'vocab.json'}: cannot be read ({error})") from None
+        crf_data = layout.read_json(directory / layout.CRF_FILE)
+        crf = ConstrainedCRF.from_dict(crf_data)
+        if crf.num_tags != len(vocab.tags):
+            raise layout.LiteRTExportError(
+                f"{directory / layout.CRF_FILE}: {crf.num_tags} tags, but vocab.json has "
+                f"{len(vocab.tags)}")
+        network = EmissionsNetwork(directory / manifest["network"], manifest["inputs"],
+                                   num_threads=num_threads)
+        return cls(directory, manifest, config, vocab, crf, network)
+
+    @overload
+    def annotate(self, texts: str, batch_size: int = ...,
+                 max_batch_characters: int = ...) -> list[Entity]: ...
+
+    @overload
+    def annotate(self, texts: Sequence[str], batch_size: int = ...,
+                 max_batch_characters: int = ...) -> list[list[Entity]]: ...
+
+    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
+        """Entities of one text (a list) or of each text of a list (a list of lists).
+
+        As :meth:`clinical_ner.pipeline.ClinicalNER.annotate`: offsets are code
+        points of the given text (``text[e.start:e.end] == e.text``), and texts
+        go in batches of similar length.
+        """
+        if isinstance(texts, str):
+            return self.annotate([texts], batch_size, max_batch_characters)[0]
+        texts = signatures.checked_texts(texts)
+        return signatures.in_size_order_batches(
+            texts, [len(text) for text in texts], batch_size, self._annotate_batch,
+            max_batch_characters)
+
+    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+            ) -> list[tuple[list[str], list[float]]]:
+        """IOB2 tags and their marginal probabilities for pre-tokenized sentences."""
+        lengths = [sum(1 for token in sentence if token) for sentence in sentences]
+        for index, sentence in enumerate(sentences):
+            for position, token in enumerate(sentence):
+                if not isinstance(token, str):
+                    raise TypeError(f"sentences[{index}][{position}] is "
+                                    f"{type(token).__name__}, expected str")
+        # Empty sentences have nothing to tag and are answered here.
+        filled = [i for i, length in enumerate(lengths) if length]
+        tagged = signatures.in_size_order_batches(
+            [list(sentences[i]) for i in filled], [lengths[i] for i in filled], batch_size,
+            self._decode)
+        results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
+        for index, (tag_ids, confidence) in zip(filled, tagged):
+            results[index] = ([self._iob2_tags[tag] for tag in tag_ids],
+                              [float(value) for value in confidence])
+        return results
+
+    def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
+        sentences, owners = [], []
+        for document, text in enumerate(texts):
+            # The bytes the graph would receive: lone surrogates become U+FFFD
+            # (one code point for one, so offsets hold).
+            readable = signatures.encode_text(text).decode("utf-8")
+            for sentence in split_sentences(readable, self.config.max_sentence_tokens):
+                sentences.append(sentence)
+                owners.append(document)
+        decoded = self._decode([[token.text for token in sentence] for sentence in sentences])
+        results: list[list[Entity]] = [[] for _ in texts]
+        for sentence, document, (tag_ids, confidence) in zip(sentences, owners, decoded):
+            text = texts[document]
+            for first, last, label in entity_token_spans(tag_ids, self._label_index,
+                                                         self._begins):
+                start, end = sentence[first].start, sentence[last].end
+                results[document].append(Entity(
+                    start=start, end=end, text=text[start:end], label=self._labels[label - 1],
+                    confidence=float(confidence[first:last + 1].min())))
+        return results
+
+    def _decode(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Tag ids and their marginals of each sentence (non-empty lists of tokens).
+
+        Sentences are sorted by length and scored ``CHUNK_SIZE`` at a time,
+        each chunk as wide as its longest sentence rounded up (see
+        :func:`clinical_ner.runtime.network.bucket`), as the graph chunks them.
+        """
+        lengths = np.array([sum(1 for token in sentence if token) for sentence in sentences],
+                           dtype=np.int64)
+        order = np.argsort(lengths, kind="stable")
+        results: list[tuple[np.ndarray, np.ndarray]] = [None] * len(sentences)  # type: ignore
+        for start in range(0, len(order), CHUNK_SIZE):
+            rows = order[start:start + CHUNK_SIZE]
+            chunk = [sentences[row] for row in rows]
+            longest = max(len(sentence) for sentence in chunk)
+            char_width = bucket(self.featurizer.char_width(chunk),
+                                limit=self.config.max_word_length)
+            features = self.featurizer(chunk, bucket(longest), char_width)
+            emissions = self.network(features)[:, :longest]
+            tag_ids, confidence = self.crf.decode(emissions, lengths[rows])
+            for position, row in enumerate(rows):
+                length = lengths[row]
+                results[row] = (tag_ids[position, :length], confidence[position, :length])
+        return results
