@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ModelError
 
 MANIFEST_FILE = "litert.json"
 NETWORK_FILE = "model.tflite"
@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 WEIGHT_TYPES = ("float32", "float16", "int8")
 
 
-class LiteRTExportError(ClinicalNERError, ValueError):
+class LiteRTExportError(ModelError, ValueError):
     """A LiteRT export directory is incomplete, damaged or of an unknown version."""
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ModelError
 
 INSTALL_HINT = ("pip install 'clinical-ner[litert]' (or, without TensorFlow: pip install "
                 "--no-deps clinical-ner && pip install ai-edge-litert numpy)")
@@ -45,7 +45,7 @@ class EmissionsNetwork:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
-            raise ClinicalNERError(
+            raise ModelError(
                 f"{path}: running a LiteRT export needs the ai-edge-litert package: "
                 f"{INSTALL_HINT}") from None
         self._path = str(path)
@@ -64,11 +64,11 @@ class EmissionsNetwork:
             interpreter = self._interpreter_class(model_path=self._path,
                                                   num_threads=self._num_threads)
         except (ValueError, RuntimeError) as error:
-            raise ClinicalNERError(f"{self._path}: LiteRT cannot load it ({error})") from None
+            raise ModelError(f"{self._path}: LiteRT cannot load it ({error})") from None
         runner = interpreter.get_signature_runner()
         missing = set(self._input_names) - set(runner.get_input_details())
         if missing:
-            raise ClinicalNERError(f"{self._path}: the network has no input(s) {sorted(missing)}")
+            raise ModelError(f"{self._path}: the network has no input(s) {sorted(missing)}")
         return runner
 
     def _runner_for(self, shapes: tuple):
