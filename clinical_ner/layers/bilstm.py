@@ -39,7 +39,7 @@ class BiLSTM(keras.layers.Layer):
     exporter sets it on its copy) runs a fourth loop at inference, one that
     converts to TFLite builtin ops only (and that TensorFlow itself cannot
     run): ``BlockLSTM`` is not a builtin, and the converter lowers
-    ``TensorArray``\ s only when their elements have a static shape, which a
+    ``TensorArray`` ops only when their elements have a static shape, which a
     dynamic batch size rules out.
 
     Example:
