@@ -52,12 +52,14 @@ def entity_token_spans(tag_ids: np.ndarray, label_index: np.ndarray,
     """
     labels = label_index[tag_ids]
     previous = np.concatenate([[0], labels[:-1]])
-    starts = (labels > 0) & (begins[tag_ids] | (previous != labels))
+    starts = ((labels > 0) & (begins[tag_ids] | (previous != labels))).tolist()
+    labels = labels.tolist()
     spans = []
-    for first in np.flatnonzero(starts):
-        last = first
-        while last + 1 < len(labels) and labels[last + 1] == labels[first] \
-                and not starts[last + 1]:
-            last += 1
-        spans.append((int(first), int(last), int(labels[first])))
+    for first, starts_here in enumerate(starts):
+        if starts_here:
+            last = first
+            while last + 1 < len(labels) and labels[last + 1] == labels[first] \
+                    and not starts[last + 1]:
+                last += 1
+            spans.append((first, last, labels[first]))
     return spans

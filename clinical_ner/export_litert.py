@@ -7,8 +7,10 @@ Three parts of the TensorFlow inference graph are not TFLite builtins, and
 the export swaps them on its own copy of the model for equivalents that are
 (same weights, same outputs at every real token):
 
-* the char-CNN's ``UniqueV2`` (each distinct spelling convolved once):
-  every token is convolved (``CharCNNEncoder.deduplicate = False``);
+* the char-CNN's ``UniqueV2`` (each distinct spelling convolved once): the
+  runtime finds the distinct spellings in NumPy and the network takes them
+  (``spellings`` ``[S, C]`` and ``spelling_index`` ``[B, T]``), so the
+  network wires the model's layers itself instead of calling the model;
 * the BiLSTM's fused ``BlockLSTM`` and its ``TensorArray`` loops: a loop
   writing into a preallocated tensor (``BiLSTM.builtin_ops_only = True``);
 * the variables, which Keras 3's loops read as resources: they are frozen
@@ -45,7 +47,7 @@ from clinical_ner.runtime.featurize import NumpyFeaturizer
 from clinical_ner.runtime.network import EmissionsNetwork
 
 FLOAT32_TOLERANCE = 1e-3
-INPUTS = ("word_ids", "char_ids", "casing_ids")
+INPUTS = ("word_ids", "spellings", "spelling_index", "casing_ids")
 OUTPUT = "emissions"
 
 
@@ -125,28 +127,34 @@ def crf_parameters(crf: CRF) -> dict:
 def convert_network(model: ClinicalNERModel, weights: str = "float32") -> bytes:
     """The model's emissions as a TFLite flatbuffer of builtin ops (see the module docstring).
 
-    Inputs are int32 ``word_ids`` ``[B, T]``, ``char_ids`` ``[B, T, C]`` and,
-    with casing, ``casing_ids`` ``[B, T]``, every dimension dynamic; the
-    output ``emissions`` is float32 ``[B, T, K]``. The model's layers are
-    switched to their builtin-op computations while converting and switched
-    back afterwards.
+    Inputs are int32 ``word_ids`` ``[B, T]``, ``spellings`` ``[S, C]`` (the
+    char ids of distinct spellings, row 0 empty), ``spelling_index``
+    ``[B, T]`` and, with casing, ``casing_ids`` ``[B, T]``, every dimension
+    dynamic; the output ``emissions`` is float32 ``[B, T, K]``. The network
+    repeats the model's wiring (embeddings, char-CNN, casing, concatenation,
+    BiLSTM, dense; dropout is off at inference and the CRF layer passes
+    emissions through), which :func:`max_emission_difference` checks
+    against the model itself.
     """
-    char_encoder, bilstm = model.get_layer("char_encoder"), model.get_layer("bilstm")
-    specs = [tf.TensorSpec([None, None], tf.int32, name="word_ids"),
-             tf.TensorSpec([None, None, None], tf.int32, name="char_ids"),
-             tf.TensorSpec([None, None], tf.int32, name="casing_ids")]
-    if not model.use_casing:
-        specs.pop()
+    layer = model.get_layer
+    bilstm = layer("bilstm")
+    specs = [tf.TensorSpec([None, None], tf.int32, name=name)
+             for name in INPUTS if name != "casing_ids" or model.use_casing]
 
     @tf.function(input_signature=specs)
-    def emissions(*ids):
-        return {OUTPUT: model(dict(zip(INPUTS, ids)), training=False)}
+    def emissions(word_ids, spellings, spelling_index, casing_ids=None):
+        features = [layer("word_embedding")(word_ids),
+                    tf.gather(layer("char_encoder").encode_spellings(spellings), spelling_index)]
+        if casing_ids is not None:
+            features.append(layer("casing_embedding")(casing_ids))
+        hidden = bilstm(tf.concat(features, axis=-1), mask=word_ids != 0, training=False)
+        return {OUTPUT: layer("emissions")(hidden)}
 
-    char_encoder.deduplicate, bilstm.builtin_ops_only = False, True
+    bilstm.builtin_ops_only = True
     try:
         frozen = convert_variables_to_constants_v2(emissions.get_concrete_function())
     finally:
-        char_encoder.deduplicate, bilstm.builtin_ops_only = True, False
+        bilstm.builtin_ops_only = False
     # The trackable object only makes the converter write a signature (input
     # names); the frozen function holds every weight.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
@@ -191,9 +199,14 @@ def max_emission_difference(ner: ClinicalNER, network_path: Path, inputs: list[s
     """Largest |LiteRT - Keras| emission over the real tokens of a probe batch."""
     sentences = _probe_sentences(ner.vocab.words)
     featurizer = NumpyFeaturizer(ner.vocab.words, ner.vocab.chars, ner.config.max_word_length)
-    width = max(len(sentence) for sentence in sentences)
-    features = featurizer(sentences, width, featurizer.char_width(sentences))
-    expected = ner.model({name: features[name] for name in inputs}, training=False).numpy()
+    width, char_width = max(len(sentence) for sentence in sentences), featurizer.char_width(
+        sentences)
+    features = featurizer(sentences, width, char_width)
+    char_ids = features["spellings"][features["spelling_index"]]
+    model_inputs = {"word_ids": features["word_ids"], "char_ids": char_ids}
+    if ner.model.use_casing:
+        model_inputs["casing_ids"] = features["casing_ids"]
+    expected = ner.model(model_inputs, training=False).numpy()
     actual = EmissionsNetwork(network_path, inputs)(features)
     real = features["word_ids"] > 0
     return float(np.abs(actual - expected)[real].max())

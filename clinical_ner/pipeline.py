@@ -60,9 +60,15 @@ class ClinicalNER:
             from clinical_ner.runtime.ner import LiteRTNER
 
             return LiteRTNER.load(directory)
-        import keras
+        try:
+            import keras
 
-        from clinical_ner.model import MODEL_FILE
+            from clinical_ner.model import MODEL_FILE
+        except ImportError as error:
+            raise ModelError(
+                f"{directory}: a Keras model directory needs TensorFlow and Keras ({error}); "
+                "install clinical-ner with its dependencies, or run a LiteRT export of it "
+                "('clinical-ner export MODEL --format litert')") from None
 
         model_path = directory / MODEL_FILE
         if not model_path.is_file():

@@ -136,7 +136,7 @@ class BiLSTM(keras.layers.Layer):
         return outputs.stack()
 
     def _builtin_loop(self, lstm: keras.layers.LSTM, steps):
-        """:meth:`_loop` without ``TensorArray``\\ s, for conversion to TFLite builtins.
+        """:meth:`_loop` without ``TensorArray`` ops, for conversion to TFLite builtins.
 
         The states go into a preallocated ``[tokens, batch, units]`` tensor
         through XLA's ``DynamicUpdateSlice``, which the converter turns into the

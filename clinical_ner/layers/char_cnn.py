@@ -20,9 +20,7 @@ class CharCNNEncoder(keras.layers.Layer):
     Padding characters are zeroed and excluded from the max-pool, so a
     token's vector does not depend on how much its batch was padded. Each
     distinct spelling in a batch is convolved once (``UniqueV2`` over the
-    rows, a core op) and its vector copied to every occurrence; setting the
-    attribute ``deduplicate = False`` convolves every token instead (same
-    vectors), for graphs converted to TFLite builtins, which lack ``UniqueV2``.
+    rows, a core op) and its vector copied to every occurrence.
 
     Example:
     >>> import numpy as np
@@ -44,7 +42,6 @@ class CharCNNEncoder(keras.layers.Layer):
         self.char_dim = char_dim
         self.filters = filters
         self.kernel_size = kernel_size
-        self.deduplicate = True
         self.embedding = keras.layers.Embedding(num_chars, char_dim, name="char_embedding")
         self.convolution = keras.layers.Conv1D(
             filters, kernel_size, padding="same", activation="tanh", name="char_convolution"
@@ -63,10 +60,19 @@ class CharCNNEncoder(keras.layers.Layer):
         # Each distinct spelling goes through the convolution once: a batch of
         # notes repeats most of its words ("the", "of", "mg", its padding),
         # and a repeat would cost the convolution as much as a new word.
-        if self.deduplicate:
-            spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
-        else:
-            spellings, spelling_index = flat_ids, tf.range(batch * tokens)
+        spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
+        vectors = tf.gather(self.encode_spellings(spellings), spelling_index)
+        return tf.reshape(vectors, [batch, tokens, self.filters])
+
+    def encode_spellings(self, spellings):
+        """One vector ``[S, filters]`` per row of character ids ``[S, chars]``.
+
+        A row without characters (all padding) gets zeros. ``call``
+        deduplicates a batch's spellings with ``UniqueV2`` and calls this; the
+        LiteRT export, whose builtin ops lack ``UniqueV2``, deduplicates in
+        NumPy and feeds the distinct spellings here.
+        """
+        spellings = tf.cast(spellings, tf.int32)
         # One extra all-padding row (dropped after pooling) and column: TF's
         # convolution returns its input unchanged when it is empty (no token,
         # or no character at all).
@@ -80,8 +86,7 @@ class CharCNNEncoder(keras.layers.Layer):
         pooled = tf.reduce_max(tf.where(is_char, features, lowest), axis=1)
         # Positions without characters (sentence padding) get zeros.
         pooled = tf.where(tf.reduce_any(is_char, axis=1), pooled, tf.zeros_like(pooled))
-        vectors = tf.gather(pooled[:-1], spelling_index)
-        return tf.reshape(vectors, [batch, tokens, self.filters])
+        return pooled[:-1]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], self.filters)

@@ -12,7 +12,8 @@ Per step, only a handful of NumPy calls run: the forward and the backward
 passes share one loop as a stack of two (the backward pass is the forward
 pass over each row reversed within its length, with transposed
 transitions), in probability space rescaled at every step, and Viterbi's
-backpointers are computed for all steps at once after its loop.
+backpointers are computed for all steps at once after its loop and followed
+in plain Python.
 """
 from __future__ import annotations
 
@@ -93,16 +94,20 @@ class ConstrainedCRF:
             best = bests[step] = (best[:, :, np.newaxis] + transitions).max(axis=1) \
                 + emissions[:, step]
         rows = np.arange(batch)
-        last = (bests[lengths - 1, rows] + self.end).argmax(axis=1)
-        # backpointers[t - 1][b, j]: the best tag at t - 1 before tag j at t.
+        last = (bests[lengths - 1, rows] + self.end).argmax(axis=1).tolist()
+        # backpointers[b][t - 1][j]: the best tag at t - 1 before tag j at t,
+        # for every step at once; the backtrace itself is cheapest in plain
+        # Python (one list lookup a step, against several NumPy calls).
         backpointers = (bests[:-1, :, :, np.newaxis] + transitions).argmax(axis=2)
+        backpointers = backpointers.transpose(1, 0, 2).tolist()
         tags = np.zeros((batch, steps), np.int64)
-        current = last
-        for step in range(steps - 1, -1, -1):
-            inside = step < lengths
-            tags[:, step] = current
-            if step:
-                current = np.where(inside, backpointers[step - 1][rows, current], current)
+        for row, length in enumerate(lengths.tolist()):
+            tag, path, pointers = last[row], [0] * length, backpointers[row]
+            for step in range(length - 1, 0, -1):
+                path[step] = tag
+                tag = pointers[step - 1][tag]
+            path[0] = tag
+            tags[row, :length] = path
         return tags
 
     def _marginals(self, emissions: np.ndarray, lengths: np.ndarray,

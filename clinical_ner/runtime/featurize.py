@@ -18,16 +18,32 @@ PADDING_ID = 0
 UNKNOWN_ID = 1
 
 
+def bucket(size: int, step: int = 8, limit: int | None = None) -> int:
+    """``size`` rounded up to a multiple of ``step`` (at most ``limit``, at least ``size``).
+
+    >>> bucket(1), bucket(8), bucket(9), bucket(29, limit=30), bucket(31, limit=30)
+    (8, 8, 16, 30, 31)
+    """
+    rounded = -(-size // step) * step
+    return max(size, min(rounded, limit)) if limit is not None else rounded
+
+
 class NumpyFeaturizer:
     """Padded id arrays for a batch of tokenized sentences.
 
+    Characters come as distinct spellings: ``spellings`` ``[S, C]`` holds the
+    character ids of each distinct spelling of the batch once (row 0 is the
+    empty spelling of padding positions) and ``spelling_index`` ``[B, T]``
+    says which row each position has. The network convolves each spelling
+    once, as the TensorFlow graph does after its ``UniqueV2``.
+
     Example:
     >>> featurizer = NumpyFeaturizer(["", "<unk>", "ct", "0"], ["", "<unk>", "C", "T"], 4)
-    >>> ids = featurizer([["CT", "12"], ["ct"]], width=3, char_width=2)
+    >>> ids = featurizer([["CT", "12", "CT"], ["ct"]], width=3, char_width=2)
     >>> ids["word_ids"].tolist(), ids["casing_ids"].tolist()
-    ([[2, 1, 0], [2, 0, 0]], [[4, 1, 0], [3, 0, 0]])
-    >>> ids["char_ids"][0].tolist()
-    [[2, 3], [1, 1], [0, 0]]
+    ([[2, 1, 2], [2, 0, 0]], [[4, 1, 4], [3, 0, 0]])
+    >>> ids["spelling_index"].tolist(), ids["spellings"][:4].tolist(), len(ids["spellings"])  # "12", "ct": unknown chars
+    ([[1, 2, 1], [2, 0, 0]], [[0, 0], [2, 3], [1, 1], [0, 0]], 8)
     """
 
     def __init__(self, words: Sequence[str], chars: Sequence[str], max_word_length: int,
@@ -50,18 +66,20 @@ class NumpyFeaturizer:
         longest = max((len(token) for sentence in sentences for token in sentence), default=0)
         return max(1, min(longest, self.max_word_length))
 
-    def __call__(self, sentences: Sequence[Sequence[str]], width: int,
-                 char_width: int) -> dict[str, np.ndarray]:
-        """``word_ids``, ``casing_ids`` ``[B, width]`` and ``char_ids`` ``[B, width, char_width]``.
+    def __call__(self, sentences: Sequence[Sequence[str]], width: int, char_width: int,
+                 rows: int | None = None) -> dict[str, np.ndarray]:
+        """``word_ids``, ``casing_ids``, ``spelling_index`` ``[B, width]`` and ``spellings``.
 
-        ``width`` and ``char_width`` may exceed what the sentences need (the
-        extra positions are padding, 0); the network's output at real tokens
-        does not depend on them.
+        ``spellings`` is ``[max(bucket(S), rows), char_width]`` for ``S``
+        distinct spellings: empty rows pad it, as ``width`` and ``char_width``
+        pad the rest. The network's output at real tokens does not depend on
+        any padding; padding only lets shapes repeat between calls.
         """
         batch = len(sentences)
         word_ids = np.zeros((batch, width), np.int32)
         casing_ids = np.zeros((batch, width), np.int32)
-        char_ids = np.zeros((batch, width, char_width), np.int32)
+        spelling_index = np.zeros((batch, width), np.int32)
+        spelling_rows: dict[tuple[int, ...], int] = {(): 0}
         for row, sentence in enumerate(sentences):
             for column, token in enumerate(sentence):
                 if not token:
@@ -69,5 +87,10 @@ class NumpyFeaturizer:
                 word_id, casing_id, chars = self.token_features(token)
                 word_ids[row, column] = word_id
                 casing_ids[row, column] = casing_id
-                char_ids[row, column, :len(chars)] = chars[:char_width]
-        return {"word_ids": word_ids, "char_ids": char_ids, "casing_ids": casing_ids}
+                spelling_index[row, column] = spelling_rows.setdefault(
+                    chars[:char_width], len(spelling_rows))
+        spellings = np.zeros((max(bucket(len(spelling_rows)), rows or 0), char_width), np.int32)
+        for chars, index in spelling_rows.items():
+            spellings[index, :len(chars)] = chars
+        return {"word_ids": word_ids, "casing_ids": casing_ids,
+                "spelling_index": spelling_index, "spellings": spellings}

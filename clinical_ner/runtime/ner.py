@@ -13,8 +13,8 @@ from clinical_ner.corpus import Entity
 from clinical_ner.entity_spans import entity_token_spans, iob2_tag, tag_structure
 from clinical_ner.runtime import layout
 from clinical_ner.runtime.crf import ConstrainedCRF
-from clinical_ner.runtime.featurize import NumpyFeaturizer
-from clinical_ner.runtime.network import EmissionsNetwork, bucket
+from clinical_ner.runtime.featurize import NumpyFeaturizer, bucket
+from clinical_ner.runtime.network import EmissionsNetwork
 from clinical_ner.text import split_sentences
 from clinical_ner.vocab import Vocabulary
 
@@ -147,7 +147,7 @@ class LiteRTNER:
 
         Sentences are sorted by length and scored ``CHUNK_SIZE`` at a time,
         each chunk as wide as its longest sentence rounded up (see
-        :func:`clinical_ner.runtime.network.bucket`), as the graph chunks them.
+        :func:`clinical_ner.runtime.featurize.bucket`), as the graph chunks them.
         """
         lengths = np.array([sum(1 for token in sentence if token) for sentence in sentences],
                            dtype=np.int64)
@@ -159,7 +159,16 @@ class LiteRTNER:
             longest = max(len(sentence) for sentence in chunk)
             char_width = bucket(self.featurizer.char_width(chunk),
                                 limit=self.config.max_word_length)
-            features = self.featurizer(chunk, bucket(longest), char_width)
+            if len(chunk) == 1:
+                # One sentence (the latency-bound case): shapes rounded up and
+                # as many spelling rows as positions, so that they depend on
+                # its length only and repeat between calls.
+                width = bucket(longest)
+                features = self.featurizer(chunk, width, char_width, rows=width)
+            else:
+                # A batch costs far more than a change of shapes (a few
+                # hundred tokens against ~1 ms): no padding steps.
+                features = self.featurizer(chunk, longest, char_width)
             emissions = self.network(features)[:, :longest]
             tag_ids, confidence = self.crf.decode(emissions, lengths[rows])
             for position, row in enumerate(rows):
