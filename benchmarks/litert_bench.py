@@ -77,7 +77,8 @@ def worker(args: argparse.Namespace) -> dict:
     if layout.is_litert_export(args.path):
         from clinical_ner.runtime.ner import LiteRTNER
 
-        ner = LiteRTNER.load(args.path, num_threads=args.worker_threads)
+        ner = LiteRTNER.load(args.path, num_threads=args.worker_threads,
+                             workers=args.worker_pool)
     else:
         from clinical_ner.pipeline import ClinicalNER
 
@@ -107,6 +108,7 @@ def worker(args: argparse.Namespace) -> dict:
         "path": str(args.path),
         "threads": (args.worker_threads if layout.is_litert_export(args.path)
                     else "TensorFlow default"),
+        "workers": args.worker_pool if layout.is_litert_export(args.path) else None,
         "load_and_first_call_seconds": round(load_seconds, 3),
         "latency": latency,
         "latency_sentences": len(sentences),
@@ -125,9 +127,9 @@ def proc_status_kb_self(field: str) -> int:
     return proc_status_kb(os.getpid(), field) or 0
 
 
-def run_worker(path: Path, threads: int, args: argparse.Namespace) -> dict:
+def run_worker(path: Path, threads: int, workers: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", "--path", str(path), "--worker-threads",
-               str(threads), "--data", str(args.data), "--calls", str(args.calls),
+               str(threads), "--worker-pool", str(workers), "--data", str(args.data), "--calls", str(args.calls),
                "--warmup", str(args.warmup), "--sentences", str(args.sentences),
                "--repeats", str(args.repeats)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT,
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a LiteRT export to measure (repeatable)")
     parser.add_argument("--threads", type=int, action="append",
                         help="LiteRT interpreter threads to measure (repeatable; default 1)")
+    parser.add_argument("--workers", type=int, action="append",
+                        help="LiteRT interpreters in the pool to measure (repeatable; default 1)")
     parser.add_argument("--data", type=Path, required=True,
                         help="i2b2-layout folder (txt/ and concept/), e.g. MACCROBAT dev")
     parser.add_argument("--calls", type=int, default=1000)
@@ -167,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-pool", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
@@ -174,16 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     started, load_start = time.time(), load_average()
     runs = []
     if args.model:
-        runs.append(("TensorFlow (Keras model, in-graph pipeline)", args.model, 0))
+        runs.append(("TensorFlow (Keras model, in-graph pipeline)", args.model, 0, 0))
     for spec in args.export:
         name, _, path = spec.partition("=")
         for threads in args.threads or [1]:
-            runs.append((f"LiteRT {name}, {threads} thread{'s' if threads > 1 else ''}",
-                         Path(path), threads))
+            for workers in args.workers or [1]:
+                runs.append((f"LiteRT {name}, {threads} thread{'s' if threads > 1 else ''}"
+                             f"{f', {workers} workers' if workers > 1 else ''}",
+                             Path(path), threads, workers))
     rows = []
-    for label, path, threads in runs:
+    for label, path, threads, workers in runs:
         print(f"measuring {label} ...", file=sys.stderr, flush=True)
-        rows.append({"runtime": label, **run_worker(path, threads, args)})
+        rows.append({"runtime": label, **run_worker(path, threads, workers, args)})
     result = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         # Read after the runs: it imports TensorFlow for its version.

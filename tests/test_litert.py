@@ -136,6 +136,15 @@ def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
         assert_same_entities(lite_ner.annotate(text), entities)
 
 
+def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_data):
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:6]]
+    parallel = LiteRTNER.load(export_dir, workers=2)
+    # Several chunks of sentences, scored by two interpreters in two threads.
+    for expected, actual in zip(lite_ner.annotate(texts), parallel.annotate(texts)):
+        assert_same_entities(expected, actual)
+
+
 def test_threads_share_one_runtime(lite_ner):
     texts = [NOTE, EDGE_CASES["emoji-and-astral"], NOTE * 5, EDGE_CASES["combining-marks"]]
     expected = [lite_ner.annotate(text) for text in texts]

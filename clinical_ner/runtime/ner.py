@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import overload
 
@@ -18,8 +19,13 @@ from clinical_ner.runtime.network import EmissionsNetwork
 from clinical_ner.text import split_sentences
 from clinical_ner.vocab import Vocabulary
 
-# Sentences per network call, as the TensorFlow graph chunks them.
-CHUNK_SIZE = 128
+# Sentences per network call. The TensorFlow graph takes 128; here smaller
+# chunks peak lower (the interpreter's working memory grows with the chunk)
+# at the same speed: all 24 MACCROBAT dev documents peaked at 157 MiB with
+# 128, 133 with 64, 111 with 32 and 97 with 16, at 10.0k-12.6k tokens/s
+# (one run each on the loaded shared 2-core machine; /tmp script, see
+# docs/litert.md).
+CHUNK_SIZE = 32
 
 
 class LiteRTNER:
@@ -51,11 +57,15 @@ class LiteRTNER:
         self._iob2_tags = [iob2_tag(tag) for tag in vocab.tags]
 
     @classmethod
-    def load(cls, directory: str | Path, num_threads: int = 1) -> "LiteRTNER":
+    def load(cls, directory: str | Path, num_threads: int = 1,
+             workers: int = 1) -> "LiteRTNER":
         """Load a directory written by ``clinical-ner export MODEL --format litert``.
 
-        ``num_threads`` is the interpreter's thread count (1 suits one
-        process per core; more speeds up large batches).
+        ``workers`` interpreters score chunks of a batch (and concurrent
+        callers) in parallel threads; ``num_threads`` is each interpreter's
+        own thread count. The defaults (1 and 1) use one core and the least
+        memory; ``workers=2`` uses two cores for batches (about 12 MiB more
+        per interpreter).
         """
         directory = Path(directory)
         if not layout.is_litert_export(directory):
@@ -76,7 +86,7 @@ class LiteRTNER:
                 f"{directory / layout.CRF_FILE}: {crf.num_tags} tags, but vocab.json has "
                 f"{len(vocab.tags)}")
         network = EmissionsNetwork(directory / manifest["network"], manifest["inputs"],
-                                   num_threads=num_threads)
+                                   num_threads=num_threads, workers=workers)
         return cls(directory, manifest, config, vocab, crf, network)
 
     @overload
@@ -146,32 +156,43 @@ class LiteRTNER:
         """Tag ids and their marginals of each sentence (non-empty lists of tokens).
 
         Sentences are sorted by length and scored ``CHUNK_SIZE`` at a time,
-        each chunk as wide as its longest sentence rounded up (see
-        :func:`clinical_ner.runtime.featurize.bucket`), as the graph chunks them.
+        each chunk as wide as its longest sentence, as the graph chunks them;
+        with several workers, chunks run in parallel threads.
         """
         lengths = np.array([sum(1 for token in sentence if token) for sentence in sentences],
                            dtype=np.int64)
         order = np.argsort(lengths, kind="stable")
+        chunks = [order[start:start + CHUNK_SIZE]
+                  for start in range(0, len(order), CHUNK_SIZE)]
         results: list[tuple[np.ndarray, np.ndarray]] = [None] * len(sentences)  # type: ignore
-        for start in range(0, len(order), CHUNK_SIZE):
-            rows = order[start:start + CHUNK_SIZE]
-            chunk = [sentences[row] for row in rows]
-            longest = max(len(sentence) for sentence in chunk)
-            char_width = bucket(self.featurizer.char_width(chunk),
-                                limit=self.config.max_word_length)
-            if len(chunk) == 1:
-                # One sentence (the latency-bound case): shapes rounded up and
-                # as many spelling rows as positions, so that they depend on
-                # its length only and repeat between calls.
-                width = bucket(longest)
-                features = self.featurizer(chunk, width, char_width, rows=width)
-            else:
-                # A batch costs far more than a change of shapes (a few
-                # hundred tokens against ~1 ms): no padding steps.
-                features = self.featurizer(chunk, longest, char_width)
-            emissions = self.network(features)[:, :longest]
-            tag_ids, confidence = self.crf.decode(emissions, lengths[rows])
+
+        def decode_chunk(rows: np.ndarray) -> None:
+            tag_ids, confidence = self._decode_chunk([sentences[row] for row in rows],
+                                                     lengths[rows])
             for position, row in enumerate(rows):
                 length = lengths[row]
                 results[row] = (tag_ids[position, :length], confidence[position, :length])
+
+        if self.network.workers > 1 and len(chunks) > 1:
+            with ThreadPoolExecutor(self.network.workers) as pool:
+                list(pool.map(decode_chunk, chunks))
+        else:
+            for rows in chunks:
+                decode_chunk(rows)
         return results
+
+    def _decode_chunk(self, chunk: list[list[str]], lengths: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        longest = max(len(sentence) for sentence in chunk)
+        char_width = bucket(self.featurizer.char_width(chunk), limit=self.config.max_word_length)
+        if len(chunk) == 1:
+            # One sentence (the latency-bound case): shapes rounded up and as
+            # many spelling rows as positions, so that they depend on its
+            # length only and repeat between calls.
+            width = bucket(longest)
+            features = self.featurizer(chunk, width, char_width, rows=width)
+        else:
+            # A chunk costs far more than a change of shapes: no padding steps.
+            features = self.featurizer(chunk, longest, char_width)
+        emissions = self.network(features)[:, :longest]
+        return self.crf.decode(emissions, lengths)
