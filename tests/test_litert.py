@@ -217,6 +217,7 @@ def test_the_lean_path_never_imports_tensorflow(export_dir):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=REPO_ROOT, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # LiteRT's start-up banner is kept off stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["imported"] == []
     assert report["cli_code"] == 0
