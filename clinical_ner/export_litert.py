@@ -24,11 +24,14 @@ difference is recorded in the manifest).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -73,7 +76,10 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    # Made with mkdir (not mkdtemp, which is private to its owner): the
+    # export gets the permissions the umask gives any new folder.
+    staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex}"
+    staging.mkdir()
     try:
         (staging / layout.NETWORK_FILE).write_bytes(network)
         (staging / layout.CRF_FILE).write_text(
@@ -152,7 +158,8 @@ def convert_network(model: ClinicalNERModel, weights: str = "float32") -> bytes:
 
     bilstm.builtin_ops_only = True
     try:
-        frozen = convert_variables_to_constants_v2(emissions.get_concrete_function())
+        with _quiet_saving():
+            frozen = convert_variables_to_constants_v2(emissions.get_concrete_function())
     finally:
         bilstm.builtin_ops_only = False
     # The trackable object only makes the converter write a signature (input
@@ -167,6 +174,28 @@ def convert_network(model: ClinicalNERModel, weights: str = "float32") -> bytes:
         return converter.convert()
     except Exception as error:  # the converter raises several unrelated types
         raise ExportError(f"TFLite conversion failed: {str(error).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_saving() -> Iterator[None]:
+    """Hide the warning freezing logs about lookup tables.
+
+    Freezing exports a meta graph, which cannot hold the initializers of the
+    lookup tables TensorFlow keeps in its global collections (the in-graph
+    featurizer's); the network has no lookup table, so the warning says
+    nothing about it.
+    """
+    class DropTableWarning(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "table_initializer" not in record.getMessage()
+
+    tf_logger = logging.getLogger("tensorflow")
+    drop = DropTableWarning()
+    tf_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        tf_logger.removeFilter(drop)
 
 
 def builtin_operators(network: bytes) -> list[str]:
