@@ -1,7 +1,7 @@
 """The LiteRT export and the lean runtime: builtin ops only, TensorFlow's answers, no TensorFlow.
 
-A tiny model is trained once for the module on the bundled sample and
-exported with ``--format litert``. The runtime must give the TensorFlow
+The tiny model of ``test_reliability_annotate`` (trained once for the module
+on the bundled sample) is exported with ``--format litert``. The runtime must give the TensorFlow
 path's entities (same spans and labels; confidences within
 ``CONFIDENCE_TOLERANCE``) on the shared MACCROBAT dev documents and on the
 hostile texts of ``test_reliability_annotate``, and must not import
@@ -31,13 +31,11 @@ from clinical_ner.runtime import layout  # noqa: E402
 from clinical_ner.runtime.crf import ConstrainedCRF  # noqa: E402
 from clinical_ner.runtime.ner import LiteRTNER  # noqa: E402
 from clinical_ner.text import split_sentences  # noqa: E402
-from clinical_ner.trainer import train  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
-from test_reliability_annotate import EDGE_CASES, NOTE, assert_exact  # noqa: E402
+# model_dir: the tiny model the reliability tests train (a module-scoped fixture).
+from test_reliability_annotate import EDGE_CASES, NOTE, assert_exact, model_dir  # noqa: E402,F401
 
-SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
-VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
 # Emissions differ from TensorFlow's by about 1e-6 (float32 kernels of
 # another library); the marginals of the trained MACCROBAT model moved by
 # at most 2e-5 on the dev documents.
@@ -45,15 +43,6 @@ CONFIDENCE_TOLERANCE = 1e-4
 NO_TENSORFLOW = ("tensorflow", "keras", "tf_keras")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    output = tmp_path_factory.mktemp("litert") / "tiny"
-    config = NERConfig(embeddings=str(VECTORS), lstm_units=16, char_filters=8, char_dim=8,
-                       epochs=3, learning_rate=0.01, seed=11)
-    train(SAMPLE / "train", output, config=config, progress=False, emit=lambda message: None)
-    return output
 
 
 @pytest.fixture(scope="module")

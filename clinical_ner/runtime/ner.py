@@ -1,14 +1,13 @@
 """``LiteRTNER``: ``annotate`` and ``tag`` on a LiteRT export, without TensorFlow."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from clinical_ner import signatures
+from clinical_ner.annotator import Annotator
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.entity_spans import entity_token_spans, iob2_tag, tag_structure
@@ -23,12 +22,12 @@ from clinical_ner.vocab import Vocabulary
 # chunks peak lower (the interpreter's working memory grows with the chunk)
 # at the same speed: all 24 MACCROBAT dev documents peaked at 157 MiB with
 # 128, 133 with 64, 111 with 32 and 97 with 16, at 10.0k-12.6k tokens/s
-# (one run each on the loaded shared 2-core machine; /tmp script, see
-# docs/litert.md).
+# (one run each on the loaded shared 2-core machine, an ad-hoc script not
+# committed; docs/litert.md).
 CHUNK_SIZE = 32
 
 
-class LiteRTNER:
+class LiteRTNER(Annotator):
     """A LiteRT export ready to annotate notes, with :class:`~clinical_ner.pipeline.ClinicalNER`'s API.
 
     Example (after ``clinical-ner export runs/sample --format litert --output runs/sample-litert``)::
@@ -89,44 +88,11 @@ class LiteRTNER:
                                    num_threads=num_threads, workers=workers)
         return cls(directory, manifest, config, vocab, crf, network)
 
-    @overload
-    def annotate(self, texts: str, batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[Entity]: ...
-
-    @overload
-    def annotate(self, texts: Sequence[str], batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[list[Entity]]: ...
-
-    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
-        """Entities of one text (a list) or of each text of a list (a list of lists).
-
-        As :meth:`clinical_ner.pipeline.ClinicalNER.annotate`: offsets are code
-        points of the given text (``text[e.start:e.end] == e.text``), and texts
-        go in batches of similar length.
-        """
-        if isinstance(texts, str):
-            return self.annotate([texts], batch_size, max_batch_characters)[0]
-        texts = signatures.checked_texts(texts)
-        return signatures.in_size_order_batches(
-            texts, [len(text) for text in texts], batch_size, self._annotate_batch,
-            max_batch_characters)
-
-    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
-            ) -> list[tuple[list[str], list[float]]]:
-        """IOB2 tags and their marginal probabilities for pre-tokenized sentences."""
-        lengths = [sum(1 for token in sentence if token) for sentence in sentences]
-        for index, sentence in enumerate(sentences):
-            for position, token in enumerate(sentence):
-                if not isinstance(token, str):
-                    raise TypeError(f"sentences[{index}][{position}] is "
-                                    f"{type(token).__name__}, expected str")
-        # Empty sentences have nothing to tag and are answered here.
-        filled = [i for i, length in enumerate(lengths) if length]
-        tagged = signatures.in_size_order_batches(
-            [list(sentences[i]) for i in filled], [lengths[i] for i in filled], batch_size,
-            self._decode)
+    def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
-        for index, (tag_ids, confidence) in zip(filled, tagged):
+        # Sentences of "" tokens only are all padding.
+        real = [i for i, sentence in enumerate(sentences) if any(sentence)]
+        for index, (tag_ids, confidence) in zip(real, self._decode([sentences[i] for i in real])):
             results[index] = ([self._iob2_tags[tag] for tag in tag_ids],
                               [float(value) for value in confidence])
         return results

@@ -12,20 +12,13 @@ the GIL while it computes), and further callers wait.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import queue
-import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from clinical_ner.cli.quiet import stderr_to_buffer
 from clinical_ner.errors import ModelError
-
-# What LiteRT prints on stderr (from C++) when it first plans an interpreter.
-BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
 
 INSTALL_HINT = ("pip install 'clinical-ner[litert]' (or, without TensorFlow: pip install "
                 "--no-deps clinical-ner && pip install ai-edge-litert numpy)")
@@ -55,7 +48,10 @@ class EmissionsNetwork:
             except (ValueError, RuntimeError) as error:
                 raise ModelError(f"{path}: LiteRT cannot load it ({error})") from None
             # The signature runner resizes and re-plans only when shapes change.
-            with _without_banner():
+            # Planned once here, with LiteRT's start-up banner ("Created
+            # TensorFlow Lite XNNPACK delegate") kept off stderr, as the
+            # command line keeps TensorFlow's; errors still reach it.
+            with stderr_to_buffer():
                 interpreter.allocate_tensors()
             runner = interpreter.get_signature_runner()
             missing = set(self._input_names) - set(runner.get_input_details())
@@ -73,24 +69,3 @@ class EmissionsNetwork:
         finally:
             self._pool.put(runner)
 
-
-@contextlib.contextmanager
-def _without_banner() -> Iterator[None]:
-    """Run a block with file descriptor 2 captured, and write back all but LiteRT's banner.
-
-    The banner is start-up noise (the command line keeps TensorFlow's off
-    stderr too); anything else the block writes is kept.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            rest = captured.read().replace(BANNER, b"")
-            if rest:
-                os.write(2, rest)
