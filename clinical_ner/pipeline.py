@@ -81,7 +81,8 @@ class ClinicalNER:
     def annotate(self, texts: Sequence[str], batch_size: int = ...,
                  max_batch_characters: int = ...) -> list[list[Entity]]: ...
 
-    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
+    def annotate(self, texts, batch_size: int = signatures.DEFAULT_BATCH_SIZE,
+                 max_batch_characters: int = signatures.DEFAULT_MAX_BATCH_CHARACTERS):
         """Entities of one text (a list) or of each text of a list (a list of lists).
 
         Offsets are code points of the given text: ``text[e.start:e.end] == e.text``.
@@ -101,10 +102,7 @@ class ClinicalNER:
             max_batch_characters)
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
-        outputs = self.module.annotate_text(
-            np.array([signatures.encode_text(text) for text in texts], dtype=object))
-        return signatures.entities_from_outputs(
-            texts, {name: value.numpy() for name, value in outputs.items()})
+        return signatures.annotate_batch(texts, self.module.annotate_text)
 
     def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
             ) -> list[tuple[list[str], list[float]]]:

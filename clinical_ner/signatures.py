@@ -54,6 +54,11 @@ TAG_OUTPUTS = (TAGS, TAG_CONFIDENCE, LENGTH)
 # Token rows are right-padded with this value.
 PAD_TOKEN = ""
 
+# How the in-process API and exported-model annotators batch texts by default:
+# at most this many texts and (a longer text going alone) characters a call.
+DEFAULT_BATCH_SIZE = 256
+DEFAULT_MAX_BATCH_CHARACTERS = 100_000
+
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -111,6 +116,19 @@ def in_size_order_batches(
             results[index] = result
         start = end
     return results
+
+
+def annotate_batch(
+    texts: list[str], run_serving_default: Callable[[np.ndarray], Mapping[str, Any]]
+) -> list[list[Entity]]:
+    """Entities of ``texts`` from one call of a ``serving_default`` function.
+
+    ``run_serving_default`` takes the encoded texts (an object array of bytes)
+    and returns the output tensors by name: the in-process inference module's
+    ``annotate_text`` or a loaded SavedModel's signature.
+    """
+    outputs = run_serving_default(np.array([encode_text(text) for text in texts], dtype=object))
+    return entities_from_outputs(texts, outputs)
 
 
 def entities_from_outputs(
