@@ -75,7 +75,12 @@ def encode_text(text: str) -> bytes:
     Lone surrogates (which UTF-8 cannot encode) become U+FFFD: one code point
     for one keeps every offset, and both are one-character tokens.
     """
-    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+    return replace_lone_surrogates(text).encode("utf-8")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (e.g. from a JSON ``"\\ud800"``) as U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def padded_token_rows(rows: Sequence[Sequence[Any]], pad: Any = PAD_TOKEN) -> list[list[Any]]:

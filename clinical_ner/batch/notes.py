@@ -8,6 +8,8 @@ why), never both. Reasons name positions and sizes, never note text.
 - A JSON lines file holds one note a line: an object with an id field (a
   string or an integer) and a text field (a string). Blank lines are not
   notes and are skipped.
+- Lone surrogates (JSON ``"\\ud800"`` escapes) in a text become U+FFFD,
+  as the model reads them (offsets unchanged); in an id they are an error.
 - A note larger than ``max_note_bytes`` (a text file's size, a JSON line's
   length) is set aside unread.
 """
@@ -21,6 +23,7 @@ from typing import Any, BinaryIO, Union
 from clinical_ner.corpus import Entity
 from clinical_ner.documents import decode_document, entities_json_line
 from clinical_ner.errors import DataFormatError
+from clinical_ner.signatures import replace_lone_surrogates
 
 TEXT_FORMAT = "text"
 JSONL_FORMAT = "jsonl"
@@ -41,7 +44,8 @@ class NoteError:
 
     def to_json_line(self) -> bytes:
         """``{"id", "source", "reason"}`` as one UTF-8 JSON line, without the newline."""
-        return _utf8_json({"id": self.id, "source": self.source, "reason": self.reason})
+        record = {"id": self.id, "source": self.source, "reason": self.reason}
+        return json.dumps(record, ensure_ascii=False).encode("utf-8")
 
 
 Note = tuple[Any, str]
@@ -50,20 +54,7 @@ ReadResult = Union[Note, NoteError]
 
 def result_json_line(note_id: Any, entities: list[Entity]) -> bytes:
     """``{"id", "entities"}`` as one UTF-8 JSON line (no newline); entities as ``predict`` writes them."""
-    line = entities_json_line({"id": note_id}, entities).rstrip("\n")
-    try:
-        return line.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (a JSON input's "\ud800" escape) cannot be UTF-8:
-        # write it as the same escape, which reads back to the same string.
-        return json.dumps(json.loads(line)).encode("ascii")
-
-
-def _utf8_json(record: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(record, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(record).encode("ascii")
+    return entities_json_line({"id": note_id}, entities).rstrip("\n").encode("utf-8")
 
 
 def note_from_file(path: str, size: int, handle: BinaryIO, max_note_bytes: int) -> ReadResult:
@@ -106,11 +97,15 @@ def _note_from_json_line(where: str, line: bytes, id_field: str, text_field: str
     if note_id is None or isinstance(note_id, bool) or not isinstance(note_id, (str, int)):
         return NoteError(None, where, f"field '{id_field}' is {_describe(note_id, id_field in record)}, "
                                       "expected a string or an integer")
+    if isinstance(note_id, str) and replace_lone_surrogates(note_id) != note_id:
+        return NoteError(None, where, f"field '{id_field}' holds a lone surrogate (a "
+                                      "\\ud800-\\udfff escape), which is not Unicode text")
     text = record.get(text_field)
     if not isinstance(text, str):
         return NoteError(note_id, where, f"field '{text_field}' is "
                                          f"{_describe(text, text_field in record)}, expected a string")
-    return note_id, text
+    # Beam cannot encode lone surrogates; the model reads them as U+FFFD anyway.
+    return note_id, replace_lone_surrogates(text)
 
 
 def _describe(value: Any, present: bool) -> str:
