@@ -16,7 +16,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from clinical_ner import signatures
 from clinical_ner.corpus import Entity
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ModelError
 from clinical_ner.export import VERSION_DIR_PATTERN
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -24,7 +24,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 _KERAS_MODEL_FILE = "model.keras"
 
 
-class NotAnExportError(ClinicalNERError):
+class NotAnExportError(ModelError):
     """A model path is not a clinical-ner SavedModel export."""
 
 

@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", default="FnApiRunner",
                         help="Beam runner (default FnApiRunner, offline; DataflowRunner, "
                              "FlinkRunner, SparkRunner, ...)")
+    parser.usage = ("%(prog)s MODEL --input PATTERN [--input PATTERN ...] --output FOLDER "
+                    "[options] [-- BEAM_OPTION ...]")
     parser.epilog = ("Arguments after '--' are Beam pipeline options, e.g. -- "
                      "--direct_num_workers=2 --direct_running_mode=multi_processing")
     parser.set_defaults(pipeline_options=[])
