@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -10,6 +11,16 @@ from clinical_ner.errors import ConfigError
 
 NAME = "batch"
 HELP = "annotate many notes on Apache Beam (needs the [beam] extra)"
+
+# Warnings Beam 2.77 logs on the root logger in every run, about nothing that
+# matters here: its BigQuery client without apitools, and RunInference's
+# memory probe, which imports torch.
+_HARMLESS_BEAM_WARNINGS = ("apitools not found", "Resource module is not available")
+
+
+class _DropHarmlessBeamWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_HARMLESS_BEAM_WARNINGS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.getLogger().addFilter(_DropHarmlessBeamWarnings())
     try:
         from clinical_ner.batch.runner import run_batch
     except ModuleNotFoundError as error:
