@@ -28,6 +28,10 @@ setup(
         "beam": ["apache-beam>=2.77,<3"],
         # clinical_ner.spark (mapInPandas over Arrow); needs Java 17 or 21.
         "spark": ["pyspark[sql]>=4.3,<5"],
+        # The lean runtime of a LiteRT export (clinical_ner.runtime), and the
+        # export's own check. To run exports without TensorFlow, install with
+        # --no-deps and add these two (docs/readme/runtimes.md).
+        "litert": ["ai-edge-litert>=2.3,<3", "numpy>=1.26"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
     },
     entry_points={"console_scripts": ["clinical-ner=clinical_ner.cli:main"]},

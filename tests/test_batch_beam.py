@@ -251,3 +251,15 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
                      "--output", str(tmp_path / "out")]) == 2
     assert "clinical-ner batch: error: --output" in capsys.readouterr().err
+
+
+def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
+    from clinical_ner.batch.exported_model import ExportedModel
+    from clinical_ner.pipeline import ClinicalNER
+
+    model_dir, export_dir = trained_model
+    texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes[:6]]
+    sentences = [text.split()[:30] for text in texts] + [[]]
+    exported, in_process = ExportedModel.load(str(export_dir)), ClinicalNER.load(model_dir)
+    assert exported.annotate(texts) == in_process.annotate(texts)
+    assert exported.tag(sentences) == in_process.tag(sentences)

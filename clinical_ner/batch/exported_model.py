@@ -8,13 +8,12 @@ matching TensorFlow file-system plugin, ``hdfs://``...).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from clinical_ner import signatures
+from clinical_ner.annotator import Annotator
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ModelError
 from clinical_ner.export import VERSION_DIR_PATTERN
@@ -92,11 +91,12 @@ def _check_serving_signature(export_dir: str) -> None:
         "is it a clinical-ner export?")
 
 
-class ExportedModel:
-    """A clinical-ner export loaded with ``tf.saved_model.load``, annotating raw texts.
+class ExportedModel(Annotator):
+    """A clinical-ner export loaded with ``tf.saved_model.load``: ``annotate`` and ``tag``.
 
-    It returns the same entities as ``ClinicalNER.annotate`` on the model the
-    export was written from (same graph, same batching by size).
+    It gives the same entities as ``ClinicalNER.annotate`` on the model the
+    export was written from: the same graph, batched by size the same way
+    (both are :class:`~clinical_ner.annotator.Annotator`).
 
     Example (after ``clinical-ner export runs/sample --output models/clinical_ner``)::
 
@@ -106,7 +106,7 @@ class ExportedModel:
 
     def __init__(self, export_dir: str) -> None:
         self.export_dir = export_dir
-        # Kept: the signature function holds only weak references to the
+        # Kept: the signature functions hold only weak references to the
         # loaded object's variables.
         self._loaded = tf.saved_model.load(export_dir)
         self._serving_default = self._loaded.signatures[signatures.SERVING_DEFAULT]
@@ -116,17 +116,13 @@ class ExportedModel:
         """Load the export at ``path`` (see :func:`resolve_export` for what it may be)."""
         return cls(resolve_export(path))
 
-    def annotate(self, texts: Sequence[str], batch_size: int = signatures.DEFAULT_BATCH_SIZE,
-                 max_batch_characters: int = signatures.DEFAULT_MAX_BATCH_CHARACTERS
-                 ) -> list[list[Entity]]:
-        """Entities of each text, batched by size as ``ClinicalNER.annotate`` batches."""
-        texts = list(texts)
-        return signatures.in_size_order_batches(
-            texts, [len(text) for text in texts], batch_size, self._annotate_batch,
-            max_batch_characters)
-
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         return signatures.annotate_batch(texts, self._run_serving_default)
 
     def _run_serving_default(self, encoded: np.ndarray) -> dict[str, tf.Tensor]:
         return self._serving_default(**{signatures.TEXT: tf.constant(encoded)})
+
+    def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
+        predict_tokens = self._loaded.signatures[signatures.PREDICT_TOKENS]
+        rows = np.array(signatures.padded_token_rows(sentences), dtype=object)
+        return signatures.tags_from_outputs(predict_tokens(**{signatures.TOKENS: tf.constant(rows)}))
