@@ -253,6 +253,7 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
     assert "clinical-ner batch: error: --output" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
     from clinical_ner.batch.exported_model import ExportedModel
     from clinical_ner.pipeline import ClinicalNER

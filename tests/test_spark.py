@@ -45,7 +45,7 @@ def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_no
                 zip(maccrobat_dev_notes, predicted.read_text(encoding="utf-8").splitlines())}
     rows = [(note.stem, note.read_text(encoding="utf-8")) for note in maccrobat_dev_notes]
     rows += [("empty", ""), ("null", None), ("dup", "Chest pain."), ("dup", "Chest pain.")]
-    notes = spark.createDataFrame(rows, "note string, body string").repartition(4)
+    notes = spark.createDataFrame(rows, "note string, body string").repartition(2)
 
     annotated = annotate(notes, str(export_dir.parent), id_col="note", text_col="body")
 
