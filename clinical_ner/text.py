@@ -110,7 +110,8 @@ def count_tokens(text: str) -> int:
     >>> count_tokens("28-year-old (BP 120/80).")
     12
     """
-    return sum(1 for _ in _token_pattern().finditer(text))
+    # findall is about twice as fast as counting finditer's match objects.
+    return len(_token_pattern().findall(text))
 
 
 def split_sentences(
