@@ -7,12 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.corpus import Sentence
-from clinical_ner.features import UNKNOWN_ID, Featurizer
+from clinical_ner.features import Featurizer
 from clinical_ner.tags import to_scheme
-
-# Sentences are grouped with others of similar length so that batches carry
-# little padding (padding costs both LSTM steps and CRF steps).
-BUCKET_BOUNDARIES = (8, 12, 16, 20, 25, 30, 40, 50, 64, 80, 100, 128, 160)
+from clinical_ner.vocab import PAD, UNKNOWN_ID
 
 
 def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> list[list[int]]:
@@ -37,14 +34,17 @@ def training_dataset(
     batch_size: int,
     use_casing: bool,
     shuffle_seed: int | None,
-    word_dropout: float = 0.0,
+    word_dropout: float,
+    bucket_boundaries: Sequence[int],
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
 
     With ``shuffle_seed`` the sentence order is shuffled with that seed
     (callers pass ``seed + epoch``, so every epoch has its own order and an
     interrupted run resumes with exactly the order it would have had);
-    bucketing then forms batches of similar length in a deterministic way.
+    bucketing then forms batches of similar length in a deterministic way
+    (``bucket_boundaries``: the upper bounds of the length buckets, see
+    ``NERConfig.bucket_boundaries``).
 
     ``word_dropout`` replaces each token's word id with the unknown word's
     with that probability, so that the model learns to tag from characters
@@ -70,10 +70,11 @@ def training_dataset(
     dataset = dataset.map(sentence)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda words, _: tf.shape(words)[0],
-        bucket_boundaries=list(BUCKET_BOUNDARIES),
-        bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
+        bucket_boundaries=list(bucket_boundaries),
+        bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
         padded_shapes=([None], [None]),
-        padding_values=("", 0),
+        # Tag id 0 (O) on padding; the CRF never reads it.
+        padding_values=(PAD, 0),
     )
 
     base_seed = 0 if shuffle_seed is None else shuffle_seed

@@ -35,8 +35,8 @@ class ClinicalNER:
         self.model = model
         self.vocab = vocab
         self.config = config
-        self.module = InferenceModule(model, vocab, config.max_word_length,
-                                      config.max_sentence_tokens)
+        model.apply_runtime_settings(config)
+        self.module = InferenceModule(model, vocab, config)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ClinicalNER":
@@ -74,22 +74,29 @@ class ClinicalNER:
                                   base_path, version)
 
     @overload
-    def annotate(self, texts: str, batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[Entity]: ...
+    def annotate(self, texts: str, batch_size: int | None = ...,
+                 max_batch_characters: int | None = ...) -> list[Entity]: ...
 
     @overload
-    def annotate(self, texts: Sequence[str], batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[list[Entity]]: ...
+    def annotate(self, texts: Sequence[str], batch_size: int | None = ...,
+                 max_batch_characters: int | None = ...) -> list[list[Entity]]: ...
 
-    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
+    def annotate(self, texts, batch_size: int | None = None,
+                 max_batch_characters: int | None = None):
         """Entities of one text (a list) or of each text of a list (a list of lists).
 
         Offsets are code points of the given text: ``text[e.start:e.end] == e.text``.
         Texts are tagged in batches of similar length, each of at most
         ``batch_size`` texts and ``max_batch_characters`` characters (a longer
-        text goes alone): short texts are much faster many to a call, and the
-        character limit bounds the memory of a call.
+        text goes alone; ``None``: the configuration's
+        ``annotate_batch_size`` and ``annotate_max_batch_characters``): short
+        texts are much faster many to a call, and the character limit bounds
+        the memory of a call.
         """
+        if batch_size is None:
+            batch_size = self.config.annotate_batch_size
+        if max_batch_characters is None:
+            max_batch_characters = self.config.annotate_max_batch_characters
         if isinstance(texts, str):
             return self.annotate([texts], batch_size, max_batch_characters)[0]
         texts = list(texts)
@@ -106,9 +113,15 @@ class ClinicalNER:
         return signatures.entities_from_outputs(
             texts, {name: value.numpy() for name, value in outputs.items()})
 
-    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None
             ) -> list[tuple[list[str], list[float]]]:
-        """IOB2 tags and their marginal probabilities for pre-tokenized sentences."""
+        """IOB2 tags and their marginal probabilities for pre-tokenized sentences.
+
+        Sentences are tagged ``batch_size`` at a time (``None``: the
+        configuration's ``tag_batch_size``).
+        """
+        if batch_size is None:
+            batch_size = self.config.tag_batch_size
         # Empty sentences have nothing to tag and are answered here.
         filled = [i for i, sentence in enumerate(sentences) if sentence]
         tagged = signatures.in_size_order_batches(
