@@ -124,7 +124,7 @@ class ClinicalNERModel(keras.Model):
             crf = CRF(len(tags), name="crf")
         outputs = crf(emissions)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._arguments = {
+        arguments = {
             "num_words": num_words, "num_chars": num_chars, "tags": list(tags),
             "tag_scheme": tag_scheme, "word_dim": word_dim,
             "trainable_embeddings": trainable_embeddings,
@@ -134,6 +134,11 @@ class ClinicalNERModel(keras.Model):
             "dropout": dropout, "constrain_transitions": constrain_transitions,
             "fused_lstm_max_batch": fused_lstm_max_batch,
         }
+        # Each argument is a public attribute (model.tags, model.word_dim, ...),
+        # and get_config() returns them all.
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self._argument_names = tuple(arguments)
 
     @classmethod
     def from_settings(
@@ -166,27 +171,11 @@ class ClinicalNERModel(keras.Model):
         """Take the runtime settings of ``settings`` (call before tracing any graph).
 
         They change speed, not the weights, so a model directory's
-        ``config.json`` may set them after training; the saved Keras model
-        keeps the values it was built with.
+        ``config.json`` may change them after training (``ClinicalNER`` applies
+        its configuration's values when it loads a model).
         """
         self.get_layer("bilstm").fused_max_batch = settings.fused_lstm_max_batch
-        self._arguments["fused_lstm_max_batch"] = settings.fused_lstm_max_batch
-
-    @property
-    def tags(self) -> list[str]:
-        return list(self._arguments["tags"])
-
-    @property
-    def tag_scheme(self) -> str:
-        return self._arguments["tag_scheme"]
-
-    @property
-    def word_dim(self) -> int:
-        return self._arguments["word_dim"]
-
-    @property
-    def use_casing(self) -> bool:
-        return self._arguments["use_casing"]
+        self.fused_lstm_max_batch = settings.fused_lstm_max_batch
 
     @property
     def crf(self) -> CRF:
@@ -212,7 +201,9 @@ class ClinicalNERModel(keras.Model):
         return self.crf.decode(emissions, self.sequence_lengths(inputs))
 
     def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable, **self._arguments}
+        arguments = {name: getattr(self, name) for name in self._argument_names}
+        arguments["tags"] = list(arguments["tags"])
+        return {"name": self.name, "trainable": self.trainable, **arguments}
 
     @classmethod
     def from_config(cls, config: dict) -> "ClinicalNERModel":
