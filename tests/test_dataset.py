@@ -90,5 +90,6 @@ def test_the_number_of_batches_is_known_before_the_epoch(count):
     data = sentences(count)
     tag_ids = [[0] * len(s.tokens) for s in data]
     dataset = training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
-                               batch_size=8, use_casing=True, shuffle_seed=1)
+                               batch_size=8, use_casing=True, shuffle_seed=1, word_dropout=0.0,
+                               bucket_boundaries=NERConfig().bucket_boundaries)
     assert int(dataset.cardinality()) == len(list(dataset))
