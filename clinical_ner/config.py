@@ -117,7 +117,12 @@ class NERConfig:
             raise ConfigError(
                 f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            # Say which file holds the bad value (a model's config.json may be
+            # edited by hand for the runtime settings).
+            raise ConfigError(f"{source}: {error}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "NERConfig":

@@ -69,6 +69,9 @@ def test_bucket_boundaries_round_trip_through_json_and_are_checked(tmp_path):
             NERConfig(bucket_boundaries=bad)
     with pytest.raises(ConfigError, match="fused_lstm_max_batch"):
         NERConfig(fused_lstm_max_batch=-1)
+    (tmp_path / "config.json").write_text(json.dumps({"inference_chunk_size": 0}))
+    with pytest.raises(ConfigError, match=r"config.json: inference_chunk_size must be a positive"):
+        NERConfig.load(tmp_path)
     assert NERConfig(fused_lstm_max_batch=0).fused_lstm_max_batch == 0
 
 
