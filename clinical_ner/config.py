@@ -132,7 +132,10 @@ class NERConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as ``config.json`` holds them (JSON types: lists, not tuples)."""
+        values = dataclasses.asdict(self)
+        values["bucket_boundaries"] = list(self.bucket_boundaries)
+        return values
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / CONFIG_FILE).write_text(

@@ -64,6 +64,7 @@ def test_bucket_boundaries_round_trip_through_json_and_are_checked(tmp_path):
     assert config.bucket_boundaries == (4, 9)
     config.save(tmp_path)
     assert NERConfig.load(tmp_path) == config
+    assert config.to_dict() == json.loads((tmp_path / "config.json").read_text())
     for bad in ([9, 4], [0, 3], 5, [2, 2]):
         with pytest.raises(ConfigError, match="bucket_boundaries"):
             NERConfig(bucket_boundaries=bad)
