@@ -389,6 +389,36 @@ def tag_roles(tags: Sequence[str]) -> TagRoles:
     return TagRoles(labels, label_index, begins)
 
 
+def entity_token_spans(tag_ids: np.ndarray, label_index: np.ndarray,
+                       begins: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(first_token, last_token, label)`` of each entity in one sentence's tag ids.
+
+    ``label_index`` and ``begins`` come from :func:`tag_roles`; ``label``
+    is a label index (1-based into its ``labels``). A token begins an entity
+    when its label is not ``O`` and its tag begins one or its label differs
+    from the previous token's, exactly as the exported graph
+    (:mod:`clinical_ner.inference`) decides with tensor ops; the LiteRT
+    runtime uses this NumPy version.
+
+    >>> _, label_index, begins = tag_roles(["O", "B-test", "I-test"])
+    >>> entity_token_spans(np.array([1, 2, 0, 2, 1]), label_index, begins)
+    [(0, 1, 1), (3, 3, 1), (4, 4, 1)]
+    """
+    labels = label_index[tag_ids]
+    previous = np.concatenate([[0], labels[:-1]])
+    starts = ((labels > 0) & (begins[tag_ids] | (previous != labels))).tolist()
+    labels = labels.tolist()
+    spans = []
+    for first, starts_here in enumerate(starts):
+        if starts_here:
+            last = first
+            while last + 1 < len(labels) and labels[last + 1] == labels[first] \
+                    and not starts[last + 1]:
+                last += 1
+            spans.append((first, last, labels[first]))
+    return spans
+
+
 def inventory_scheme(tags: Sequence[str]) -> str:
     """The scheme of a model saved before models stored theirs: ``"bioes"`` if any tag is ``E-``/``S-``.
 
