@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from clinical_ner import signatures
-
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
@@ -30,8 +28,7 @@ _loaded: dict[str, "ExportedModel"] = {}
 
 
 def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str = "text", *,
-             batch_size: int = signatures.DEFAULT_BATCH_SIZE,
-             max_batch_characters: int = signatures.DEFAULT_MAX_BATCH_CHARACTERS
+             batch_size: int | None = None, max_batch_characters: int | None = None
              ) -> "DataFrame":
     """``df``'s ``id_col``, an ``entities`` column and an ``error`` column.
 
@@ -39,7 +36,9 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     confidence>`` (code-point offsets into the note, as ``clinical-ner
     predict`` writes them); a row whose text is null gets null entities and
     ``error`` says why (``error`` is null otherwise). Every row gives one
-    row; duplicate ids are annotated independently. ``model_path`` (a
+    row; duplicate ids are annotated independently. ``batch_size`` and
+    ``max_batch_characters`` are ``ClinicalNER.annotate``'s (``None``: the
+    default configuration's). ``model_path`` (a
     version folder or a base path, anything ``tf.io.gfile`` reads that the
     executors can reach) is checked on the driver first.
 
@@ -78,7 +77,8 @@ def _model(export_dir: str) -> "ExportedModel":
 
 
 def _annotate_frame(model: "ExportedModel", batch: "pd.DataFrame", id_col: str, text_col: str,
-                    batch_size: int, max_batch_characters: int) -> "pd.DataFrame":
+                    batch_size: int | None, max_batch_characters: int | None
+                    ) -> "pd.DataFrame":
     import pandas as pd
 
     texts = batch[text_col].tolist()

@@ -14,6 +14,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from clinical_ner import signatures
 from clinical_ner.annotator import Annotator
+from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ModelError
 from clinical_ner.export import VERSION_DIR_PATTERN
@@ -106,6 +107,9 @@ class ExportedModel(Annotator):
 
     def __init__(self, export_dir: str) -> None:
         self.export_dir = export_dir
+        # An export keeps no training configuration: batch as the default
+        # configuration does (batching changes speed, not results).
+        self.config = NERConfig()
         # Kept: the signature functions hold only weak references to the
         # loaded object's variables.
         self._loaded = tf.saved_model.load(export_dir)

@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from apache_beam.ml.inference.base import ModelHandler
 
-from clinical_ner import signatures
 from clinical_ner.batch import metrics
 from clinical_ner.batch.exported_model import ExportedModel, resolve_export
 from clinical_ner.corpus import Entity
@@ -25,8 +24,8 @@ AnnotatedNote = tuple[Any, list[Entity]]
 
 # RunInference hands the handler batches of about this many characters; the
 # handler sorts each by length and runs sub-batches of at most
-# DEFAULT_BATCH_SIZE notes and DEFAULT_MAX_BATCH_CHARACTERS characters, as
-# ClinicalNER.annotate does. A larger batch groups lengths better; this one
+# NERConfig.annotate_batch_size notes and annotate_max_batch_characters
+# characters (defaults 256 and 100,000), as ClinicalNER.annotate does. A larger batch groups lengths better; this one
 # holds about 2,500 one-sentence notes.
 DEFAULT_RUN_INFERENCE_CHARACTERS = 400_000
 
@@ -57,8 +56,8 @@ class SavedModelHandler(ModelHandler[Note, AnnotatedNote, ExportedModel]):
              | beam.Map(print))
     """
 
-    def __init__(self, model_path: str, *, batch_size: int = signatures.DEFAULT_BATCH_SIZE,
-                 max_batch_characters: int = signatures.DEFAULT_MAX_BATCH_CHARACTERS,
+    def __init__(self, model_path: str, *, batch_size: int | None = None,
+                 max_batch_characters: int | None = None,
                  run_inference_characters: int = DEFAULT_RUN_INFERENCE_CHARACTERS) -> None:
         super().__init__(min_batch_size=run_inference_characters,
                          max_batch_size=run_inference_characters,
