@@ -192,9 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="version number (default: highest existing + 1)")
     export.set_defaults(func=_export)
 
-    from clinical_ner.serving import client, server
+    from clinical_ner.serving import client, command
 
-    server.register_cli(commands)
+    serve = commands.add_parser(command.NAME, help=command.HELP)
+    command.add_arguments(serve)
+    serve.set_defaults(func=command.run)
     client.register_cli(commands)
     return parser
 

@@ -33,7 +33,8 @@ from tensorflow_serving.apis import (
 from clinical_ner import signatures as sig
 from clinical_ner.errors import ConfigError
 from clinical_ner.export import export_saved_model
-from clinical_ner.serving.server import ModelServer, register_cli
+from clinical_ner.serving import command
+from clinical_ner.serving.server import ModelServer
 from test_export import ToyNerModule, expected_entities, expected_tags, export_toy
 
 MODEL = "clinical_ner"
@@ -481,11 +482,10 @@ def send_while_the_model_is_busy(server, calls, gate, requests, while_later_held
     that they queue in this order; then open the gate, call
     ``while_later_held(futures)`` and open ``gate.later``. Returns each
     request's response or gRPC error code, and the model calls after the gate's."""
-    batcher = server._handler._batcher
+    batcher = server._service.batcher
 
     def queued():
-        with batcher._lock:
-            return sum(len(queue) for queue in batcher._queues.values())
+        return batcher.queued()
 
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
@@ -710,13 +710,13 @@ def test_tls_round_trip(tmp_path, model_base):
 
 
 def test_serve_help_points_to_production_serving():
-    parser = argparse.ArgumentParser(prog="clinical-ner")
-    serve = register_cli(parser.add_subparsers())
-    text = " ".join(serve.format_help().split())
+    parser = argparse.ArgumentParser(prog="clinical-ner serve")
+    command.add_arguments(parser)
+    text = " ".join(parser.format_help().split())
     assert "tensorflow_model_server" in text and "tensorflow/serving Docker image" in text
     assert "for development and tests" in text
-    args = parser.parse_args(["serve", "/models/x", "--port", "0", "--max-documents", "4"])
-    assert args.func is not None and args.port == 0 and args.max_documents == 4
+    args = parser.parse_args(["/models/x", "--port", "0", "--max-documents", "4"])
+    assert args.port == 0 and args.max_documents == 4 and args.rest_port is None
 
 
 def wait_for_line(lines: list[str], pattern: str, timeout: float = 60.0) -> re.Match:
