@@ -44,6 +44,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -103,6 +104,8 @@ _STATUS_PATH = re.compile(
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 # Seconds a connection may stay silent (between requests, or mid-request).
 _IDLE_TIMEOUT_S = 60.0
+# How long a refused body is read and dropped before the connection closes.
+_LINGER_S = 2.0
 _INT64_MAX = 2**63 - 1
 
 
@@ -457,9 +460,23 @@ class _Handler(BaseHTTPRequestHandler):
             logger.debug("REST %s refused: %d %s", self.command, refusal.status, refusal.message)
             self.close_connection = True
             self._send(refusal.status, {"error": refusal.message})
+            self._discard_unread_body()
             return
         with self.server.in_flight():
             self._serve(body)
+
+    def _discard_unread_body(self) -> None:
+        """A lingering close: closing with the body unread would reset the connection,
+        and the client could lose the answer; read (and drop) what arrives for a moment."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_S)
+            deadline = time.monotonic() + _LINGER_S
+            while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                pass
+        except OSError:
+            pass
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
