@@ -1,6 +1,6 @@
 """``clinical-ner serve``: its arguments, and running the server until SIGTERM or SIGINT.
 
-The command-line package wraps these two functions::
+``clinical_ner/cli/serve.py`` wraps these two functions::
 
     parser = argparse.ArgumentParser(prog="clinical-ner serve")
     add_arguments(parser)
@@ -19,8 +19,6 @@ from clinical_ner.serving.server import ModelServer
 
 logger = logging.getLogger(__name__)
 
-NAME = "serve"
-HELP = "development gRPC and REST server with TensorFlow Serving's APIs (not for production)"
 DESCRIPTION = """\
 Serve a SavedModel base path over TensorFlow Serving's gRPC API
 (tensorflow.serving.PredictionService and ModelService) and, with
@@ -87,11 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM or SIGINT, then drain for ``--grace`` seconds; 0 when stopped so."""
-    # basicConfig does nothing if the command line already set up logging;
-    # the package level applies either way.
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("clinical_ner").setLevel(args.log_level)
+    """Serve until SIGTERM or SIGINT, then drain for ``--grace`` seconds; 0 when stopped so.
+
+    Logging is the caller's (``clinical_ner.cli.configure_logging(args.log_level)``).
+    """
     server = ModelServer(
         args.model_base_path,
         args.model_name,
