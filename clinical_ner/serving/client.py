@@ -431,7 +431,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
     parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
                         type=Path, help="UTF-8 text files, one document each")
-    parser.add_argument("--target", default=defaults.TARGET, help="host:port (default: %(default)s)")
+    parser.add_argument("--target", default=defaults.TARGET,
+                        help="host:port (default: %(default)s)")
     parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="(default: %(default)s)")
     parser.add_argument("--version", type=int, help="model version (default: the highest served)")
     parser.add_argument("--signature", default=SERVING_DEFAULT, help="(default: %(default)s)")

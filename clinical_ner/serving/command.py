@@ -44,7 +44,7 @@ _SERVER_OPTIONS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``clinical-ner serve``; defaults come from :mod:`clinical_ner.serving.defaults`."""
+    """The options of ``clinical-ner serve``, with the defaults of :mod:`~.serving.defaults`."""
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument

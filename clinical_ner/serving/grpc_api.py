@@ -22,7 +22,12 @@ from tensorflow_serving.apis import (
 
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.service import ModelService
-from clinical_ner.serving.validation import check_input_names, check_shape, shape_text, string_tensor
+from clinical_ner.serving.validation import (
+    check_input_names,
+    check_shape,
+    shape_text,
+    string_tensor,
+)
 from clinical_ner.serving.versions import Signature
 
 

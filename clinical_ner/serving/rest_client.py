@@ -88,7 +88,7 @@ class RestClient:
         status, answer = self.request("POST", path + ":predict", body)
         if status != 200:
             message = answer.get("error", "") if isinstance(answer, dict) else ""
-            quoted = [value for value in _strings(body) if len(value) >= 4 and value[:32] in message]
+            quoted = [text for text in _strings(body) if len(text) >= 4 and text[:32] in message]
             if quoted:
                 message = "(server message withheld: it quoted request text)"
             raise RestError(f"POST {path}:predict failed with HTTP {status}: {message}", status)

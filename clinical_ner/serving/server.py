@@ -26,8 +26,8 @@ Where each job lives, and where it differs from TF Serving:
 * :mod:`~clinical_ner.serving.service`: both APIs' requests; an unknown
   signature is ``NOT_FOUND`` (TF Serving: ``FAILED_PRECONDITION``); error
   messages and logs never contain request text.
-* :mod:`~clinical_ner.serving.grpc_api` and
-  :mod:`~clinical_ner.serving.rest_api`: the wire formats;
+* :mod:`~clinical_ner.serving.grpc_api`, and :mod:`~clinical_ner.serving.rest_api`
+  with ``rest_json`` and ``rest_server``: the wire formats;
   ``model_spec.version_label`` and ``/labels/`` answer ``UNIMPLEMENTED``.
 * :mod:`~clinical_ner.serving.command`: ``clinical-ner serve`` and its signals.
 """
@@ -44,7 +44,8 @@ import grpc
 from clinical_ner.errors import ConfigError
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
-from clinical_ner.serving.rest_api import RestApi, RestServer
+from clinical_ner.serving.rest_api import RestApi
+from clinical_ner.serving.rest_server import RestServer
 from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.validation import MODEL_NAME_PATTERN, Limits
 from clinical_ner.serving.versions import ModelVersions
@@ -227,7 +228,7 @@ class ModelServer:
                 logger.exception("Polling %s failed", self.base_path)
 
     def stop(self, grace: float | None = defaults.GRACE_S) -> None:
-        """Refuse new requests (UNAVAILABLE, REST 503), let in-flight ones finish for up to ``grace`` s."""
+        """Refuse new requests (UNAVAILABLE, REST 503); in-flight ones get ``grace`` s to finish."""
         self._service.draining.set()
         self._stop_polling.set()
         stopped = None if self._server is None else self._server.stop(grace)

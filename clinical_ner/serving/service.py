@@ -157,7 +157,11 @@ class ModelService:
         return Prediction(version.number, signature_name, {name: outputs[name] for name in wanted})
 
     def model_metadata(
-        self, model_name: str, number: int | None, metadata_fields: list[str], fields: dict[str, Any]
+        self,
+        model_name: str,
+        number: int | None,
+        metadata_fields: list[str],
+        fields: dict[str, Any],
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         version = self.version(model_name, number)
         fields["version"] = version.number

@@ -78,7 +78,8 @@ def check_input_names(
 
 
 def check_shape(name: str, spec: tf.TensorSpec, dims: Sequence[int] | None, limits: Limits) -> None:
-    """The shape fits ``spec`` (``dims=None``: unknown rank), the batch is not empty or too large."""
+    """The shape fits ``spec`` (``dims=None``: unknown rank); the batch is neither empty nor
+    too large."""
     wanted = f"DT_STRING {shape_text(spec.shape)}"
     if (
         dims is None
