@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import json
 import logging
 import ssl
+import threading
 
 import grpc
 import pytest
@@ -24,6 +26,7 @@ from test_server import (
     export_leaky,
     make_certificate,
     text_request,
+    wait_for,
 )
 
 LIMITS = {"max_documents": 16, "max_document_chars": 1000, "max_message_bytes": 200_000}
@@ -242,6 +245,51 @@ def test_a_draining_server_answers_503(server, rest):
         server._service.draining.clear()
     assert (status, answer) == (503, {"error": "the server is shutting down"})
     assert rest.request("GET", f"/v1/models/{MODEL}")[0] == 200
+
+
+def test_waiting_rest_requests_merge_and_a_stopping_server_finishes_them(model_base):
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_concurrent_calls=1)
+    server.start()
+    signatures = server._versions.get(1).signatures
+    model_function, calls, gate = signatures[sig.SERVING_DEFAULT].function, [], threading.Event()
+
+    def gated(**inputs):
+        calls.append(int(inputs[sig.TEXT].shape[0]))  # one call at a time: one slot
+        if b"gate" in inputs[sig.TEXT].numpy().tolist():
+            gate.wait(timeout=RPC_TIMEOUT_S)
+        return model_function(**inputs)
+
+    signatures[sig.SERVING_DEFAULT] = dataclasses.replace(
+        signatures[sig.SERVING_DEFAULT], function=gated)
+    texts = ["gate", "aspirin 1", "fever 2", "aspirin fever 3"]
+    answers = {}
+
+    def send(index):
+        with RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=60) as client:
+            answers[index] = client.annotate([texts[index]])
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(4)]
+    stopping = threading.Thread(target=server.stop, args=(RPC_TIMEOUT_S,))
+    try:
+        threads[0].start()
+        wait_for(lambda: calls == [1], what="the gate request to hold the model")
+        for index, thread in enumerate(threads[1:], start=1):
+            thread.start()
+            wait_for(lambda: server._service.batcher.queued() == index, what="a request to queue")
+        stopping.start()
+        wait_for(server._service.draining.is_set, what="the server to start draining")
+        with RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=60) as late:
+            assert late.request("GET", f"/v1/models/{MODEL}") == (
+                503, {"error": "the server is shutting down"})
+        gate.set()
+        for thread in threads:
+            thread.join(timeout=RPC_TIMEOUT_S)
+        stopping.join(timeout=RPC_TIMEOUT_S)
+    finally:
+        gate.set()
+        server.stop(grace=1)
+    assert calls == [1, 3]  # the three waiting requests ran as one model call
+    assert [answers[index] for index in range(4)] == [[expected_entities(t)] for t in texts]
 
 
 def test_no_request_text_in_logs(rest, caplog, capfd):
