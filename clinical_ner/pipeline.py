@@ -45,8 +45,8 @@ class ClinicalNER(Annotator):
         self.model = model
         self.vocab = vocab
         self.config = config
-        self.module = InferenceModule(model, vocab, config.max_word_length,
-                                      config.max_sentence_tokens)
+        model.apply_runtime_settings(config)
+        self.module = InferenceModule(model, vocab, config)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":

@@ -30,6 +30,7 @@ import numpy as np
 
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.vocab import PAD
 
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 # The GetModelMetadata field that holds the SignatureDefs.
@@ -51,8 +52,9 @@ TAG_CONFIDENCE = "tag_confidence"
 LENGTH = "length"
 TAG_OUTPUTS = (TAGS, TAG_CONFIDENCE, LENGTH)
 
-# Token rows are right-padded with this value.
-PAD_TOKEN = ""
+# Token rows are right-padded with the vocabulary's padding token (this name
+# is part of the contract that the client imports).
+PAD_TOKEN = PAD
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
