@@ -46,6 +46,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                              "stopping at the first")
 
 
+def resolved_paths(paths: str | list[str]) -> str | list[str]:
+    """Absolute path(s), so that a saved config.json works from any directory."""
+    if isinstance(paths, str):
+        return str(Path(paths).resolve())
+    return [str(Path(path).resolve()) for path in paths]
+
+
 def _train(args: argparse.Namespace) -> None:
     from clinical_ner.config import NERConfig
     from clinical_ner.trainer import train
@@ -65,7 +72,7 @@ def _train(args: argparse.Namespace) -> None:
         raise ConfigError("--resume continues with the saved configuration; only --epochs "
                           "may change")
     if values.get("embeddings"):
-        values["embeddings"] = str(Path(values["embeddings"]).resolve())
+        values["embeddings"] = resolved_paths(values["embeddings"])
     config = NERConfig.from_dict(values) if values or not args.resume else None
     train(args.train, args.output, dev_path=args.dev, config=config, data_format=args.format,
           resume=args.resume, init_from=args.init_from,
@@ -152,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "together, e.g. train and dev for the final model")
     train.add_argument("--dev", help="dev data for model selection and early stopping")
     train.add_argument("--output", required=True, help="model directory to write")
-    train.add_argument("--embeddings", help="pretrained word vectors (GloVe/word2vec/fastText)")
+    train.add_argument("--embeddings", action="append", metavar="FILE",
+                       help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
+                            "concatenate several files' vectors (zeros where a file lacks a "
+                            "word)")
     train.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"))
     train.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
     train.add_argument("--epochs", type=int)
@@ -191,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int,
                         help="version number (default: highest existing + 1)")
     export.set_defaults(func=_export)
+
+    from clinical_ner import vectors_command
+
+    vectors = commands.add_parser(vectors_command.NAME, help=vectors_command.HELP)
+    vectors_command.add_arguments(vectors)
+    vectors.set_defaults(func=vectors_command.run)
 
     from clinical_ner.serving import client, server
 
