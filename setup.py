@@ -23,6 +23,8 @@ setup(
         # The training-curve PNG; production inference does not need it.
         "train": ["matplotlib>=3.8"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+        # `clinical-ner vectors`: word2vec / fastText training and its progress bars.
+        "vectors": ["gensim>=4.3,<5", "tqdm>=4.66"],
     },
     entry_points={"console_scripts": ["clinical-ner=clinical_ner.cli:main"]},
 )

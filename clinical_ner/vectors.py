@@ -57,7 +57,9 @@ from clinical_ner.text import normalize_word, sentence_token_texts
 logger = logging.getLogger(__name__)
 
 METHODS = ("word2vec", "fasttext")
-COMPRESSION = {".gz": gzip.GzipFile, ".xz": lzma.LZMAFile, ".bz2": bz2.BZ2File}
+# Decompressing readers over an open raw file (whose position then measures progress).
+COMPRESSION = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+               ".xz": lzma.LZMAFile, ".bz2": bz2.BZ2File}
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FOLDER_SUFFIXES = (".txt",) + JSON_SUFFIXES[:2]
 LINES_PER_BATCH = 2000
