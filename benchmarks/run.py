@@ -163,10 +163,10 @@ def effective_config(args: argparse.Namespace, data_root: Path, settings: Settin
             raise SystemExit(f"--config {args.config}: expected a JSON object of NERConfig fields")
         values.update(overrides)
         if overrides.get("embeddings"):
-            from clinical_ner.cli import resolved_paths
+            from clinical_ner.cli.train import absolute_paths
 
             # As `clinical-ner train` does: relative to the current directory.
-            values["embeddings"] = resolved_paths(overrides["embeddings"])
+            values["embeddings"] = absolute_paths(overrides["embeddings"])
     if args.seed is not None:
         values["seed"] = args.seed
     if settings.epochs is not None:
@@ -195,7 +195,7 @@ def _run_training(spec: CorpusSpec, train_paths: list[Path], dev_path: Path | No
         command += ["--train", str(path)]
     if dev_path is not None:
         command += ["--dev", str(dev_path)]
-    command += ["--output", str(model_dir), "--config", str(config_file), "--format",
+    command += ["--output", str(model_dir), "--config", str(config_file), "--input-format",
                 spec.format, "--quiet"]
     what = "training" if role == "train" else f"{role} training"
     log(f"{spec.name}: {what} ({config['epochs']} epochs{' at most' if dev_path else ''}); "

@@ -206,7 +206,7 @@ def test_the_command_prints_a_summary_and_one_line_errors(notes, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"body": "Fever."}\n{"body": 3}\n')
     result = run_cli("vectors", "--text", bad, "--output", output, "--text-field", "body")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "Traceback" not in result.stderr  # a data error
     assert f"clinical-ner vectors: error: {bad}:2: " in result.stderr
 
 

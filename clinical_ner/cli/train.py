@@ -1,0 +1,71 @@
+"""clinical-ner train: train, fine-tune or resume a model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clinical_ner.cli.common import add_annotated_data_options, read_label_map
+from clinical_ner.errors import ConfigError
+
+NAME = "train"
+HELP = "train (or fine-tune, or resume) a model"
+
+#: Options that override a field of the configuration.
+CONFIG_OPTIONS = ("epochs", "batch_size", "seed", "embeddings", "embeddings_format")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", required=True, action="append",
+                        help="training data (file or folder); repeat it to train on several "
+                             "together, e.g. train and dev for the final model")
+    parser.add_argument("--dev", help="dev data for model selection and early stopping")
+    parser.add_argument("--output", required=True, help="model directory to write")
+    parser.add_argument("--embeddings", action="append", metavar="FILE",
+                        help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
+                             "concatenate several files' vectors (zeros where a file lacks a "
+                             "word)")
+    parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"))
+    parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --output from its last epoch")
+    parser.add_argument("--init-from", metavar="MODEL_DIR",
+                        help="fine-tune an existing model (new labels re-initialise the output "
+                             "layer and CRF)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_annotated_data_options(parser)
+
+
+def absolute_paths(paths: str | list[str]) -> str | list[str]:
+    """Absolute embeddings path(s), so that a saved config.json works from any directory."""
+    if isinstance(paths, str):
+        return str(Path(paths).resolve())
+    return [str(Path(path).resolve()) for path in paths]
+
+
+def run(args: argparse.Namespace) -> int:
+    from clinical_ner.config import NERConfig
+    from clinical_ner.trainer import train
+
+    values = {}
+    if args.config:
+        values = NERConfig.from_file(args.config).to_dict()
+    if args.init_from and not args.config:
+        # Fine-tuning starts from the base model's settings.
+        values = NERConfig.load(args.init_from).to_dict()
+    for name in CONFIG_OPTIONS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.resume and set(values) - {"epochs"}:
+        raise ConfigError("--resume continues with the saved configuration; only --epochs "
+                          "may change")
+    if values.get("embeddings"):
+        values["embeddings"] = absolute_paths(values["embeddings"])
+    config = NERConfig.from_dict(values) if values or not args.resume else None
+    train(args.train, args.output, dev_path=args.dev, config=config,
+          data_format=args.input_format, resume=args.resume, init_from=args.init_from,
+          label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
+          progress=not args.quiet)
+    return 0
