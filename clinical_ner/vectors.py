@@ -117,18 +117,21 @@ def text_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _is_text_file(path: Path) -> bool:
+def _content_suffix(path: Path) -> str:
+    """The suffix that says what the file holds, under any compression: ``.jsonl`` for
+    ``notes.jsonl.gz``."""
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in COMPRESSION:
         suffixes = suffixes[:-1]
-    return bool(suffixes) and suffixes[-1] in FOLDER_SUFFIXES
+    return suffixes[-1] if suffixes else ""
+
+
+def _is_text_file(path: Path) -> bool:
+    return _content_suffix(path) in FOLDER_SUFFIXES
 
 
 def _is_json_lines(path: Path) -> bool:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in COMPRESSION:
-        suffixes = suffixes[:-1]
-    return bool(suffixes) and suffixes[-1] in JSON_SUFFIXES
+    return _content_suffix(path) in JSON_SUFFIXES
 
 
 def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
