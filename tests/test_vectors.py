@@ -249,10 +249,11 @@ def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
     from clinical_ner.pipeline import ClinicalNER
     from clinical_ner.trainer import corpus_sentences, train
 
-    # Vectors from the dev notes (a folder of .txt, one case report each): their words
-    # that the training notes lack keep exactly these values (frozen rows).
+    # Vectors from the sample's training notes (a folder of .txt, one case report each);
+    # models trained on its 8 dev documents (small, fast). The vectors' words that those
+    # lack keep exactly these values (frozen rows).
     own = tmp_path / "own.txt"
-    train_small([SAMPLE / "dev" / "txt"], own, min_count=2)
+    train_small([SAMPLE / "train" / "txt"], own, min_count=2)
     own_words, own_vectors = load_embeddings(own)
     glove_words, glove_vectors = load_embeddings(GLOVE)
     tiny = dict(char_dim=8, char_filters=8, lstm_units=8, epochs=1, batch_size=32, seed=3)
@@ -262,12 +263,12 @@ def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
         table = ner.model.get_layer("word_embedding").table()
         return ner, {word: table[i] for i, word in enumerate(ner.vocab.words)}
 
-    train(SAMPLE / "train", tmp_path / "own-model", config=NERConfig(embeddings=str(own), **tiny),
+    train(SAMPLE / "dev", tmp_path / "own-model", config=NERConfig(embeddings=str(own), **tiny),
           progress=False)
     ner, rows = table_rows(tmp_path / "own-model")
     assert ner.model.word_dim == 8
     train_words = {normalize_word(token) for sentence in
-                   corpus_sentences(load_corpus(SAMPLE / "train")) for token in sentence.tokens}
+                   corpus_sentences(load_corpus(SAMPLE / "dev")) for token in sentence.tokens}
     frozen = [w for w in own_words if w not in train_words]
     assert frozen
     for word in frozen:
@@ -278,7 +279,7 @@ def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
     config.write_text(json.dumps(tiny))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-m", "clinical_ner.cli", "train", "--train", str(SAMPLE / "train"),
+        [sys.executable, "-m", "clinical_ner.cli", "train", "--train", str(SAMPLE / "dev"),
          "--output", str(tmp_path / "both-model"), "--config", str(config), "--quiet",
          "--embeddings", str(GLOVE), "--embeddings", str(own)],
         capture_output=True, text=True, env=env, timeout=600)
