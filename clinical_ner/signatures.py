@@ -23,13 +23,14 @@ whichever way it was annotated.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.vocab import PAD
 
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 # The GetModelMetadata field that holds the SignatureDefs.
@@ -51,8 +52,9 @@ TAG_CONFIDENCE = "tag_confidence"
 LENGTH = "length"
 TAG_OUTPUTS = (TAGS, TAG_CONFIDENCE, LENGTH)
 
-# Token rows are right-padded with this value.
-PAD_TOKEN = ""
+# Token rows are right-padded with the vocabulary's padding token (this name
+# is part of the contract that the client imports).
+PAD_TOKEN = PAD
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -71,6 +73,15 @@ def encode_text(text: str) -> bytes:
     for one keeps every offset, and both are one-character tokens.
     """
     return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def checked_texts(texts: Iterable[Any]) -> list[str]:
+    """``texts`` as a list, or TypeError naming the first item that is not a ``str``."""
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+    return texts
 
 
 def padded_token_rows(rows: Sequence[Sequence[Any]], pad: Any = PAD_TOKEN) -> list[list[Any]]:

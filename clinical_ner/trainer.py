@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from clinical_ner.config import NERConfig
+from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
 from clinical_ner.corpus import Sentence
 from clinical_ner.dataset import encode_tags, training_dataset
 from clinical_ner.embeddings import load_embedding_files
@@ -44,12 +44,6 @@ CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"
-# Settings that shape the weights; a fine-tuned model must keep its base's.
-ARCHITECTURE_SETTINGS = (
-    "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
-    "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
-    "use_casing", "casing_dim", "lstm_units",
-)
 
 
 @dataclass
@@ -153,7 +147,7 @@ def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[st
                              config.min_word_count)
     vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
     word_dim = vectors.shape[1] if vectors is not None else config.word_dim
-    model = _model_for(config, vocab, tags, word_dim, words_in_use)
+    model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use)
     if vectors is not None:
         model.get_layer("word_embedding").set_table(
             vocab.embedding_matrix(embedding_words, vectors, config.seed))
@@ -166,19 +160,6 @@ def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[st
     return model, vocab
 
 
-def _model_for(config: NERConfig, vocab: Vocabulary, tags: list[str], word_dim: int,
-               words_in_use: int) -> ClinicalNERModel:
-    return ClinicalNERModel(
-        num_words=len(vocab.words), num_chars=len(vocab.chars), tags=tags,
-        word_dim=word_dim, trainable_embeddings=config.trainable_embeddings,
-        trainable_word_rows=words_in_use,
-        char_dim=config.char_dim, char_filters=config.char_filters,
-        char_kernel_size=config.char_kernel_size, use_casing=config.use_casing,
-        casing_dim=config.casing_dim, lstm_units=config.lstm_units, dropout=config.dropout,
-        constrain_transitions=config.constrain_transitions,
-    )
-
-
 def _fine_tuning_model(base: ClinicalNER, config: NERConfig, sentences: list[Sentence],
                        tags: list[str], emit: Callable[[str], None]
                        ) -> tuple[ClinicalNERModel, Vocabulary]:
@@ -187,7 +168,8 @@ def _fine_tuning_model(base: ClinicalNER, config: NERConfig, sentences: list[Sen
     vocab, order, words_in_use = Vocabulary(
         words=base.vocab.words, chars=base.vocab.chars, tags=tags
     ).training_words_first(s.tokens for s in sentences)
-    model = _model_for(config, vocab, tags, base.model.word_dim, words_in_use)
+    model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
+                                           words_in_use)
     model.get_layer("word_embedding").set_table(
         base.model.get_layer("word_embedding").table()[order])
     new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
@@ -326,7 +308,8 @@ def train(
         reseed_dropout(model, config.seed, epoch)
         dataset = training_dataset(train_sentences, train_tags, featurizer, config.batch_size,
                                    config.use_casing, shuffle_seed=config.seed + epoch,
-                                   word_dropout=config.word_dropout)
+                                   word_dropout=config.word_dropout,
+                                   bucket_boundaries=config.bucket_boundaries)
         emit(f"epoch {epoch + 1}/{config.epochs}")
         started = time.perf_counter()
         with warnings.catch_warnings():
