@@ -105,10 +105,7 @@ class ClinicalNER(Annotator):
                                   base_path, version)
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
-        outputs = self.module.annotate_text(
-            np.array([signatures.encode_text(text) for text in texts], dtype=object))
-        return signatures.entities_from_outputs(
-            texts, {name: value.numpy() for name, value in outputs.items()})
+        return signatures.annotate_batch(texts, self.module.annotate_text)
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         outputs = self.module.tag_tokens(

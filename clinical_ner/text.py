@@ -108,6 +108,16 @@ def tokenize(text: str) -> list[Token]:
     return [Token(m.group(), m.start(), m.end()) for m in _token_pattern().finditer(text)]
 
 
+def count_tokens(text: str) -> int:
+    """How many tokens :func:`tokenize` finds in ``text``, without building them.
+
+    >>> count_tokens("28-year-old (BP 120/80).")
+    12
+    """
+    # findall is about twice as fast as counting finditer's match objects.
+    return len(_token_pattern().findall(text))
+
+
 def split_sentences(
     text: str, max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS
 ) -> list[list[Token]]:

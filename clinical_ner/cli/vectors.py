@@ -6,7 +6,7 @@ import signal
 import sys
 
 NAME = "vectors"
-HELP = "train word vectors (word2vec / fastText) on unlabeled text, for train --embeddings"
+HELP = "train word vectors on unlabeled text, for train --embeddings (needs the [vectors] extra)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
