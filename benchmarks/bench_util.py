@@ -135,6 +135,9 @@ def run_timed_subprocess(command: list[str], log_path: Path, env: dict | None = 
         "wall_seconds": round(time.perf_counter() - started, 3),
         # Linux reports ru_maxrss in KiB.
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # CPU time of the child and its own children (user + system): on a shared
+        # machine, less dependent on the other load than the wall time.
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
     }
 
 

@@ -145,8 +145,10 @@ def effective_config(args: argparse.Namespace, data_root: Path, settings: Settin
             raise SystemExit(f"--config {args.config}: expected a JSON object of NERConfig fields")
         values.update(overrides)
         if overrides.get("embeddings"):
+            from clinical_ner.cli.train import absolute_paths
+
             # As `clinical-ner train` does: relative to the current directory.
-            values["embeddings"] = str(Path(overrides["embeddings"]).resolve())
+            values["embeddings"] = absolute_paths(overrides["embeddings"])
     if args.seed is not None:
         values["seed"] = args.seed
     if settings.epochs is not None:
