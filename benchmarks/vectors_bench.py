@@ -1,8 +1,8 @@
 """In-domain word vectors: build them with ``clinical-ner vectors``, then F1 with each vector set.
 
-    python benchmarks/vectors_bench.py --build-vectors            # vectors on ../shared/data/unlabeled
-    python benchmarks/vectors_bench.py --corpus maccrobat --set glove --set own --set both
-    python benchmarks/vectors_bench.py --table                    # the Markdown table of what ran
+    python -m benchmarks.vectors_bench --build-vectors            # vectors on ../shared/data/unlabeled
+    python -m benchmarks.vectors_bench --corpus maccrobat --set glove --set own --set both
+    python -m benchmarks.vectors_bench --table                    # the Markdown table of what ran
 
 ``--build-vectors`` runs ``clinical-ner vectors --text <data>/unlabeled --output
 benchmarks/work/vectors/unlabeled.txt`` (plus ``--vectors-option`` arguments) in a
@@ -31,9 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as benchmark  # noqa: E402
-from bench_util import (  # noqa: E402
+from benchmarks import run as benchmark
+from benchmarks.bench_util import (
     REPO_ROOT,
     load_average,
     log,
