@@ -29,7 +29,7 @@ import tensorflow as tf
 from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
 from clinical_ner.corpus import Sentence
 from clinical_ner.dataset import encode_tags, training_dataset
-from clinical_ner.embeddings import load_embeddings
+from clinical_ner.embeddings import load_embedding_files
 from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
@@ -143,7 +143,8 @@ def _build_new_model(config: NERConfig, sentences: list[Sentence], tags: list[st
                      emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
     embedding_words, vectors = None, None
     if config.embeddings:
-        embedding_words, vectors = load_embeddings(config.embeddings, config.embeddings_format)
+        embedding_words, vectors = load_embedding_files(config.embedding_files,
+                                                        config.embeddings_format)
     vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
                              config.min_word_count)
     vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
