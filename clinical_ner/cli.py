@@ -46,6 +46,22 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
                              "stopping at the first")
 
 
+def _add_distribution_options(parser: argparse.ArgumentParser) -> None:
+    from clinical_ner.distribute import DEFAULT_CONNECT_TIMEOUT_S, DISTRIBUTE_MODES
+
+    parser.add_argument("--distribute", choices=DISTRIBUTE_MODES, default="none",
+                        help="mirrored: every local GPU (or --cpu-devices) in this process; "
+                             "multi-worker: one process per machine, configured by TF_CONFIG. "
+                             "--batch-size stays the global batch")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="with --distribute mirrored: split the CPU into N logical devices "
+                             "(tests and benchmarks; no speed-up)")
+    parser.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S,
+                        metavar="SECONDS",
+                        help="multi-worker: give up (exit status 3) if the other workers are "
+                             f"not all up within this time (default {DEFAULT_CONNECT_TIMEOUT_S})")
+
+
 def _train(args: argparse.Namespace) -> None:
     from clinical_ner.config import NERConfig
     from clinical_ner.trainer import train
@@ -70,14 +86,15 @@ def _train(args: argparse.Namespace) -> None:
     train(args.train, args.output, dev_path=args.dev, config=config, data_format=args.format,
           resume=args.resume, init_from=args.init_from,
           label_map=_read_label_map(args.label_map), skip_invalid=args.skip_invalid,
-          progress=not args.quiet)
+          progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
+          connect_timeout_s=args.connect_timeout)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from clinical_ner.formats import load_corpus
     from clinical_ner.pipeline import ClinicalNER
     from clinical_ner.scorer import format_report
-    from clinical_ner.trainer import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences, report_skipped
 
     ner = ClinicalNER.load(args.model)
     corpus = load_corpus(args.data, args.format, label_map=_read_label_map(args.label_map),
@@ -164,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune an existing model (new labels re-initialise the output "
                             "layer and CRF)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_distribution_options(train)
     _add_data_options(train)
     train.set_defaults(func=_train)
 
