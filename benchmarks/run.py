@@ -193,7 +193,7 @@ def _run_training(spec: CorpusSpec, train_paths: list[Path], dev_path: Path | No
         command += ["--train", str(path)]
     if dev_path is not None:
         command += ["--dev", str(dev_path)]
-    command += ["--output", str(model_dir), "--config", str(config_file), "--format",
+    command += ["--output", str(model_dir), "--config", str(config_file), "--input-format",
                 spec.format, "--quiet"]
     what = "training" if role == "train" else f"{role} training"
     log(f"{spec.name}: {what} ({config['epochs']} epochs{' at most' if dev_path else ''}); "

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
 
-from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.errors import ConfigError, UnavailableError
 
 DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
 #: How long a worker waits for every other worker to start (``--connect-timeout``).
@@ -43,12 +42,11 @@ DEFAULT_CONNECT_TIMEOUT_S = 300
 #: A worker that has not been heard from for this long is taken for dead.
 HEARTBEAT_TIMEOUT_S = 30
 TASK_TYPES = ("chief", "worker")
-#: Exit status of a worker whose cluster did not come up in time.
-EXIT_CLUSTER_TIMEOUT = 3
 
 
-class ClusterError(ClinicalNERError):
-    """A worker could not join its cluster, or lost contact with it."""
+
+class ClusterError(UnavailableError):
+    """A worker could not join its cluster, or lost contact with it (exit status 5)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ class Distribution:
             ...  # write files there: the chief's --output, a temporary directory elsewhere
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy, task: ClusterTask | None = None) -> None:
+    def __init__(self, strategy, task: ClusterTask | None = None) -> None:
         self.strategy = strategy
         self.task = task
         self._broadcast = None
@@ -171,6 +169,8 @@ class Distribution:
         Every replica contributes zeros except the first, which is the
         chief's first device, and the contributions are summed.
         """
+        import tensorflow as tf
+
         if self._broadcast is None:
             strategy = self.strategy
 
@@ -195,11 +195,17 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
                      environ: Mapping[str, str] = os.environ) -> Distribution:
     """The strategy for ``--distribute MODE``. Call it before TensorFlow runs any operation.
 
+    A multi-worker process whose cluster is not complete within
+    ``connect_timeout_s`` prints why and exits with status 5: TensorFlow
+    offers no way to abandon the wait (it ignores SIGTERM meanwhile).
+
     ``cpu_devices`` splits this machine's CPU into that many logical devices
     for ``mirrored`` (one replica each: for tests and benchmarks, no faster
     than one device). ``connect_timeout_s`` bounds how long a multi-worker
     process waits for the others to start.
     """
+    import tensorflow as tf
+
     mode = mode or "none"
     if mode not in DISTRIBUTE_MODES:
         raise ConfigError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
@@ -216,7 +222,9 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     return _multi_worker(task, connect_timeout_s)
 
 
-def _mirrored(cpu_devices: int | None) -> tf.distribute.Strategy:
+def _mirrored(cpu_devices: int | None):
+    import tensorflow as tf
+
     if cpu_devices is None:
         return tf.distribute.MirroredStrategy()
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -230,6 +238,7 @@ def _mirrored(cpu_devices: int | None) -> tf.distribute.Strategy:
 
 
 def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
+    import tensorflow as tf
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.eager import context
 
@@ -254,7 +263,7 @@ def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
     # TensorFlow waits for the other workers without a limit (its
     # registration timeout did not end the wait in our measurement) and
     # ignores SIGTERM meanwhile; a watchdog ends the process instead.
-    message = (f"clinical-ner: error: TF_CONFIG {task.task_type} {task.task_index} "
+    message = (f"clinical-ner train: error: TF_CONFIG {task.task_type} {task.task_index} "
                f"({task.address}): the cluster did not come up within {connect_timeout_s:g} s "
                f"(--connect-timeout); check that every worker of {task.cluster} is started "
                "and reachable")
@@ -275,7 +284,7 @@ def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
 
 def _exit_with(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-    os._exit(EXIT_CLUSTER_TIMEOUT)
+    os._exit(ClusterError.exit_code)
 
 
 def _first_line(error: BaseException) -> str:

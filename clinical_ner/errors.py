@@ -1,9 +1,33 @@
-"""Exceptions that tell the user exactly what is wrong and where."""
+"""Exceptions that tell the user exactly what is wrong and where.
+
+Every error this package raises on purpose is a :class:`ClinicalNERError`;
+its ``exit_code`` is what the ``clinical-ner`` command exits with, so a
+script can tell a bad option from bad data from a missing model:
+
+==== ===================================================================
+code meaning
+==== ===================================================================
+0    success
+1    any other error the package raised on purpose (a failed call, ...)
+2    a bad option or configuration value (argparse's own code for usage)
+3    an input file or note does not follow its format
+4    the model directory or export cannot be used
+5    a server or worker could not be reached, or did not answer in time
+70   an unexpected internal error (a bug: please report it)
+130  interrupted (Ctrl-C)
+==== ===================================================================
+"""
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE
+EXIT_INTERRUPTED = 130
 
 
 class ClinicalNERError(Exception):
     """Base class of every error this package raises on purpose."""
+
+    exit_code = 1
 
 
 class DataFormatError(ClinicalNERError, ValueError):
@@ -13,6 +37,8 @@ class DataFormatError(ClinicalNERError, ValueError):
     problem. It never quotes clinical text beyond the annotation markup the
     user wrote (tags, offsets, labels).
     """
+
+    exit_code = 3
 
     def __init__(self, path: str, line: int | None, problem: str) -> None:
         self.path = str(path)
@@ -24,3 +50,17 @@ class DataFormatError(ClinicalNERError, ValueError):
 
 class ConfigError(ClinicalNERError, ValueError):
     """A configuration value or command-line option is invalid."""
+
+    exit_code = 2
+
+
+class ModelError(ClinicalNERError):
+    """A model directory or export is missing, incomplete or incompatible."""
+
+    exit_code = 4
+
+
+class UnavailableError(ClinicalNERError):
+    """A server or worker could not be reached, or did not answer in time."""
+
+    exit_code = 5

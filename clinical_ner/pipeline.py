@@ -10,7 +10,7 @@ import numpy as np
 from clinical_ner import __version__, signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ModelError
 from clinical_ner.export import export_saved_model
 from clinical_ner.inference import InferenceModule
 from clinical_ner.model import MODEL_FILE, ClinicalNERModel
@@ -44,7 +44,7 @@ class ClinicalNER:
         directory = Path(directory)
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
-            raise ClinicalNERError(
+            raise ModelError(
                 f"{directory}: not a clinical-ner model directory (no {MODEL_FILE}); "
                 "train one with 'clinical-ner train'"
             )
@@ -54,7 +54,7 @@ class ClinicalNER:
             model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
         except ValueError as error:
             # Keras says which layer did not match, not what to do about it.
-            raise ClinicalNERError(
+            raise ModelError(
                 f"{model_path}: its weights do not fit the model it describes, so it "
                 f"cannot be loaded by clinical-ner {__version__} (models trained before "
                 "0.2.0 kept the word embedding in one table); retrain it with "

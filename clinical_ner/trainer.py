@@ -143,7 +143,7 @@ def train(
             entry = {
                 "epoch": epoch + 1,
                 "loss": loss,
-                "learning_rate": float(model.optimizer.learning_rate),
+                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
                 "train_seconds": round(train_seconds, 3),
                 "train_tokens_per_second": round(train_tokens / train_seconds, 1),
             }
@@ -156,7 +156,8 @@ def train(
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
-             + f"; model in {output}")
+             + (f"; model in {output}" if distribution.is_chief
+                else "; the chief wrote the model"))
     return TrainingResult(output=output, best_epoch=state.best_epoch,
                           best_dev_f1=state.best_f1, epochs_completed=state.epoch,
                           stopped_early=stopped_early)

@@ -66,12 +66,6 @@ class EpochTrainer:
                     bar.update(step, [("loss", float(self._loss.result()))])
         if bar is not None:
             bar.update(step, [("loss", float(self._loss.result()))], finalize=True)
-        # keras.Model.fit counted one optimizer iteration more per epoch than it
-        # took steps (its final call, which finds the data exhausted, still
-        # incremented the counter). Adam's bias correction reads the counter, so
-        # the count is kept: models and checkpoints stay identical to those
-        # trained before this loop replaced fit.
-        self.model.optimizer.iterations.assign_add(1)
         return float(self._loss.result())
 
     def _global_step(self, batch):

@@ -1,6 +1,7 @@
 """The command-line contract: train, evaluate, predict (jsonl, conll, i2b2) and clear errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -72,12 +73,15 @@ def test_predict_jsonl_from_arguments_files_and_stdin(model_dir, tmp_path):
 
 def test_predict_conll_and_i2b2_outputs(model_dir, tmp_path):
     conll = tmp_path / "out.conll"
-    run_cli("predict", model_dir, NOTE, "--format", "conll", "--output", conll)
+    run_cli("predict", model_dir, NOTE, "--output-format", "conll", "--output", conll)
     corpus = load_corpus(conll)
     tokens = [t for d in corpus.documents for s in d.sentences for t in s.tokens]
     assert tokens[:4] == ["CT", "of", "the", "chest"] and tokens[-1] == "."
     out_dir = tmp_path / "con"
-    run_cli("predict", model_dir, NOTE, "--format", "i2b2", "--output", out_dir)
+    result = run_cli("predict", model_dir, NOTE, "--format", "i2b2", "--output", out_dir)
+    # The old spelling works for a release, with a one-line notice.
+    assert result.stderr.strip() == ("clinical-ner: --format is deprecated; "
+                                     "use --output-format")
     assert (out_dir / "text-1.txt").read_text() == NOTE
     # The written pair reads back as an i2b2 document.
     read_back = load_corpus(out_dir, "i2b2")
@@ -88,18 +92,42 @@ def test_bad_input_gets_a_clear_error_not_a_traceback(model_dir, tmp_path):
     bad = tmp_path / "bad.conll"
     bad.write_text("Fever\tB-problem\nZZSECRET\tX-broken\n\n", encoding="utf-8")
     result = run_cli("train", "--train", bad, "--output", tmp_path / "m", check=False)
-    assert result.returncode == 2
+    assert result.returncode == 3  # a data error (clinical_ner.errors)
     assert "Traceback" not in result.stderr
     assert "bad.conll:2" in result.stderr and "ZZSECRET" not in result.stderr
     # --train repeats: every training corpus is read, and a bad one is named.
     result = run_cli("train", "--train", SAMPLE / "train", "--train", bad, "--output",
                      tmp_path / "m", check=False)
-    assert result.returncode == 2 and "bad.conll:2" in result.stderr
+    assert result.returncode == 3 and "bad.conll:2" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "m").exists()
     result = run_cli("evaluate", tmp_path / "no-model", "--data", bad, check=False)
-    assert result.returncode == 2 and "not a clinical-ner model directory" in result.stderr
+    assert result.returncode == 4 and "not a clinical-ner model directory" in result.stderr
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("fi\xe8vre".encode("latin-1"))
     result = run_cli("predict", model_dir, "--input", latin1, check=False)
-    assert result.returncode == 2 and "not UTF-8" in result.stderr
+    assert result.returncode == 3 and "not UTF-8" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_commands_are_quiet_unless_verbose(model_dir):
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own.
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-m", "clinical_ner.cli", "predict", str(model_dir),
+                            NOTE], capture_output=True, text=True, env=env, timeout=600)
+    assert quiet.returncode == 0 and json.loads(quiet.stdout)["text"] == NOTE
+    assert quiet.stderr == ""
+    verbose = subprocess.run([sys.executable, "-m", "clinical_ner.cli", "-v", "predict",
+                              str(model_dir), NOTE], capture_output=True, text=True, env=env,
+                             timeout=600)
+    assert verbose.returncode == 0 and verbose.stdout == quiet.stdout
+    # TensorFlow's C++ start-up lines come back with --verbose.
+    assert re.search(r"^[IWE]\d{4} ", verbose.stderr, re.MULTILINE)
+
+
+def test_exit_codes_say_what_went_wrong(tmp_path):
+    usage = run_cli("predict", check=False)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    missing = run_cli("export", tmp_path / "no-model", "--output", tmp_path / "out", check=False)
+    assert missing.returncode == 4
+    assert missing.stderr.count("\n") == 1 and missing.stderr.startswith(
+        "clinical-ner export: error: ")

@@ -1,7 +1,6 @@
 """The gRPC client, against the development server (and the stock one when installed)."""
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
@@ -35,8 +34,8 @@ from clinical_ner.serving.client import (
     ServerUnavailableError,
     TensorInfo,
     VersionStatus,
-    register_cli,
 )
+from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from test_export import KEYWORDS, expected_entities, expected_tags, export_toy
 from test_server import MARKER, RPC_TIMEOUT_S, make_certificate
@@ -394,10 +393,8 @@ def test_tls(tmp_path, model_base):
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="clinical-ner")
-    register_cli(parser.add_subparsers())
-    args = parser.parse_args(argv)
-    return args.func(args)
+    args = build_parser(argv).parse_args(argv)
+    return args.run(args)
 
 
 def test_cli_prints_json_lines(dev_target, tmp_path, capsys):
@@ -417,17 +414,17 @@ def test_cli_prints_json_lines(dev_target, tmp_path, capsys):
     ]
 
 
-def test_cli_options_and_help():
-    parser = argparse.ArgumentParser(prog="clinical-ner")
-    client = register_cli(parser.add_subparsers())
-    args = parser.parse_args(
+def test_cli_options_and_help(capsys):
+    args = build_parser(["client"]).parse_args(
         ["client", "--target", "h:1", "--model-name", "m", "--version", "3", "--batch-size", "8",
          "t1", "t2", "--input", "a.txt", "b.txt", "--input", "c.txt"]
     )
     assert (args.target, args.model_name, args.version, args.batch_size) == ("h:1", "m", 3, 8)
     assert [str(path) for path in args.input] == ["a.txt", "b.txt", "c.txt"]
     assert args.texts == ["t1", "t2"]
-    assert "JSON line" in client.format_help()
+    with pytest.raises(SystemExit):
+        build_parser(["client"]).parse_args(["client", "--help"])
+    assert "JSON line" in capsys.readouterr().out
 
 
 def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, monkeypatch):

@@ -79,3 +79,13 @@ def test_the_pipeline_runs_without_tf_data_autotuning():
 def test_word_dropout_must_be_a_probability(rate):
     with pytest.raises(ConfigError, match="word_dropout"):
         NERConfig(word_dropout=rate)
+
+
+@pytest.mark.parametrize("count", [1, 7, 60, 200])
+def test_the_number_of_batches_is_known_before_the_epoch(count):
+    # The progress bar shows "3/12", not "3/Unknown", and the count is exact.
+    data = sentences(count)
+    tag_ids = [[0] * len(s.tokens) for s in data]
+    dataset = training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
+                               batch_size=8, use_casing=True, shuffle_seed=1)
+    assert int(dataset.cardinality()) == len(list(dataset))

@@ -98,7 +98,7 @@ def test_without_skip_invalid_train_stops_at_the_first_bad_line(data, tmp_path):
     _, train, config, bad_lines = data
     result = run_cli("train", "--train", train, "--output", tmp_path / "model", "--epochs", 1,
                      "--config", config, "--quiet", check=False)
-    assert result.returncode == 2
+    assert result.returncode == 3  # a data error
     assert f"{train}:{bad_lines[0]}: only one column" in result.stderr
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
     assert not (tmp_path / "model" / "model.keras").exists()

@@ -1,7 +1,6 @@
 """The development model server, spoken to with the stock TF Serving stubs."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -33,7 +32,8 @@ from tensorflow_serving.apis import (
 from clinical_ner import signatures as sig
 from clinical_ner.errors import ConfigError
 from clinical_ner.export import export_saved_model
-from clinical_ner.serving.server import ModelServer, register_cli
+from clinical_ner.cli import build_parser
+from clinical_ner.serving.server import ModelServer
 from test_export import ToyNerModule, expected_entities, expected_tags, export_toy
 
 MODEL = "clinical_ner"
@@ -709,14 +709,15 @@ def test_tls_round_trip(tmp_path, model_base):
             assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
-def test_serve_help_points_to_production_serving():
-    parser = argparse.ArgumentParser(prog="clinical-ner")
-    serve = register_cli(parser.add_subparsers())
-    text = " ".join(serve.format_help().split())
+def test_serve_help_points_to_production_serving(capsys):
+    with pytest.raises(SystemExit):
+        build_parser(["serve"]).parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
     assert "tensorflow_model_server" in text and "tensorflow/serving Docker image" in text
     assert "for development and tests" in text
-    args = parser.parse_args(["serve", "/models/x", "--port", "0", "--max-documents", "4"])
-    assert args.func is not None and args.port == 0 and args.max_documents == 4
+    args = build_parser(["serve"]).parse_args(
+        ["serve", "/models/x", "--port", "0", "--max-documents", "4"])
+    assert args.run is not None and args.port == 0 and args.max_documents == 4
 
 
 def wait_for_line(lines: list[str], pattern: str, timeout: float = 60.0) -> re.Match:

@@ -97,6 +97,8 @@ class ModelNotFoundError(ServingError):
     TensorFlow Serving returns for an unknown signature.
     """
 
+    exit_code = 4
+
 
 class InvalidRequestError(ServingError, ValueError):
     """The request is malformed (``INVALID_ARGUMENT``, or caught before sending)."""
@@ -109,9 +111,13 @@ class RequestTooLargeError(ServingError):
 class ServerUnavailableError(ServingError):
     """The server could not be reached before the retry deadline or retry count ran out."""
 
+    exit_code = 5
+
 
 class RequestTimeoutError(ServingError, TimeoutError):
     """The server accepted the request but did not answer within ``timeout``."""
+
+    exit_code = 5
 
 
 _ERROR_CLASSES = {
@@ -422,18 +428,8 @@ def _error_from_rpc(call: str, error: grpc.RpcError, quoted: list[str]) -> Servi
     return error_class(f"{call} failed with {code.name}: {_safe_details(error, quoted)}", code)
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``client`` subcommand to the ``clinical-ner`` command line."""
-    parser = subparsers.add_parser(
-        "client",
-        help="annotate documents with a model served by TensorFlow Serving (gRPC)",
-        description=(
-            "Send documents to TensorFlow Serving (or `clinical-ner serve`) and print one "
-            'JSON line per document, as `clinical-ner predict` does: {"text": ..., '
-            '"entities": [{"start", "end", "text", "label", "confidence"}]}. Documents are '
-            "the TEXT arguments, then the --input files; with neither, stdin is one document."
-        ),
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``clinical-ner client``."""
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
     parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
                         type=Path, help="UTF-8 text files, one document each")
@@ -449,11 +445,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
                         help="documents per request (default: %(default)s)")
     parser.add_argument("--root-certificates", type=Path, metavar="PEM",
                         help="CA certificates to verify the server; enables TLS")
-    parser.set_defaults(func=_run_client)
-    return parser
 
 
-def _run_client(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Annotate the documents of ``args`` through the server (``clinical-ner client``)."""
     documents = [text for _, text in read_documents(args.texts, args.input)]
     with ClinicalNerClient(
         args.target,

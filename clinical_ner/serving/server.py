@@ -950,14 +950,8 @@ stops accepting requests and lets in-flight ones finish.
 """
 
 
-def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``serve`` subcommand to the ``clinical-ner`` command line."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="development gRPC server with TensorFlow Serving's API (not for production)",
-        description=SERVE_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``clinical-ner serve``."""
     parser.add_argument("model_base_path", metavar="MODEL_BASE_PATH", type=Path)
     add = parser.add_argument
     add("--model-name", default="clinical_ner",
@@ -988,15 +982,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         help="how long in-flight requests may run after SIGTERM (default: %(default)s)")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="DEBUG logs one line per request (default: %(default)s)")
-    parser.set_defaults(func=_serve)
-    return parser
 
 
-def _serve(args: argparse.Namespace) -> int:
-    # basicConfig does nothing if the command line already set up logging;
-    # the package level applies either way.
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("clinical_ner").setLevel(args.log_level)
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT (``clinical-ner serve``)."""
     server = ModelServer(
         args.model_base_path,
         args.model_name,

@@ -1,0 +1,104 @@
+"""The ``clinical-ner`` command line: one module per command, as spaCy's ``cli/``.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)``
+(which may set ``parser.description``) and ``run(args) -> int``, and is a
+thin wrapper
+over a plain library function. This module builds the parser from
+:data:`COMMANDS`, sets up logging once, keeps TensorFlow's start-up lines off
+stderr unless ``--verbose``, and turns every error into one readable line
+and an exit code (see :mod:`clinical_ner.errors`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from clinical_ner import __version__
+from clinical_ner.cli.quiet import quiet_tensorflow
+from clinical_ner.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ClinicalNERError
+
+#: The commands, in the order ``--help`` lists them.
+COMMANDS = ("train", "evaluate", "predict", "export", "serve", "client")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+logger = logging.getLogger("clinical_ner")
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    """The command named on the command line (the first argument that is not an option)."""
+    return next((argument for argument in argv if not argument.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module adds its options.
+
+    Commands import their library modules lazily (``serve`` and ``client``
+    need TensorFlow and gRPC), so ``clinical-ner predict`` on a LiteRT export
+    or ``clinical-ner --help`` never pays for the others.
+    """
+    chosen = _chosen_command(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="clinical-ner",
+        description="Clinical named-entity recognition: char-CNN + BiLSTM + CRF (Keras 3), "
+                    "served by TensorFlow Serving.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log at INFO level and show TensorFlow's own start-up lines")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"clinical_ner.cli.{name}")
+        sub = commands.add_parser(name, help=module.HELP, description=module.HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        if name == chosen:
+            module.add_arguments(sub)
+            sub.set_defaults(run=module.run)
+    return parser
+
+
+def configure_logging(level: int | str) -> None:
+    """The one logging set-up of every command (``serve --log-level`` calls it again)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logger.setLevel(level)
+
+
+def _asks_verbose(argv: list[str]) -> bool:
+    """``-v``/``--verbose`` before the command (known before parsing, which may import TF)."""
+    for argument in argv:
+        if not argument.startswith("-"):
+            return False
+        if argument in ("-v", "--verbose"):
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not _asks_verbose(argv):
+        quiet_tensorflow()
+    args = build_parser(argv).parse_args(argv)
+    configure_logging(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return int(args.run(args) or 0)
+    except ClinicalNERError as error:
+        print(f"clinical-ner {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"clinical-ner {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the last line of defence of a command line
+        if args.verbose:
+            raise
+        # The message of an unexpected error may quote its input, which can
+        # be a note: name the error's type only.
+        print(f"clinical-ner {args.command}: internal error ({type(error).__name__}); "
+              "run again with --verbose for the traceback and please report it",
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR

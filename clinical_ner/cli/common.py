@@ -1,0 +1,66 @@
+"""Options and argument types that several commands share."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from clinical_ner.errors import ConfigError
+
+INPUT_FORMATS = ("auto", "conll", "i2b2", "brat")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option spelling that still works for a release, with a one-line notice."""
+
+    def __init__(self, option_strings, dest, new_option: str, **kwargs):  # type: ignore[no-untyped-def]
+        self.new_option = new_option
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        print(f"clinical-ner: {option_string} is deprecated; use {self.new_option}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def model_path(value: str) -> Path:
+    """A model directory argument."""
+    return Path(value)
+
+
+def read_label_map(value: str | None) -> dict[str, str | None] | None:
+    """``--label-map``: a JSON file, or ``Type=label,Other=label`` (``Type=`` drops a type)."""
+    if value is None:
+        return None
+    if value.endswith(".json"):
+        try:
+            mapping = json.loads(Path(value).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"--label-map {value}: {error}") from None
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"--label-map {value}: expected a JSON object")
+        return {key: (label or None) for key, label in mapping.items()}
+    mapping = {}
+    for item in value.split(","):
+        source, separator, label = item.partition("=")
+        if not separator or not source:
+            raise ConfigError(f"--label-map: {item!r} is not TYPE=LABEL")
+        mapping[source.strip()] = label.strip() or None
+    return mapping
+
+
+def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
+    """How to read annotated data: ``train`` and ``evaluate``."""
+    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
+                        help="data format; auto: a folder with txt/ and concept/ (or .txt + "
+                             ".con files) is i2b2, .txt + .ann is brat, a file is CoNLL")
+    parser.add_argument("--format", dest="input_format", choices=INPUT_FORMATS,
+                        action=DeprecatedAlias, new_option="--input-format",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--label-map", metavar="JSON_OR_PAIRS",
+                        help="map source labels, e.g. 'Sign_symptom=problem,Medication="
+                             "treatment' (brat: unmapped types are ignored)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid sentences/annotations and list them, instead of "
+                             "stopping at the first")

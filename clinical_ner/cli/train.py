@@ -1,0 +1,79 @@
+"""clinical-ner train: train, fine-tune or resume a model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clinical_ner.cli.common import add_annotated_data_options, read_label_map
+from clinical_ner.errors import ConfigError
+
+NAME = "train"
+HELP = "train (or fine-tune, or resume) a model"
+
+#: Options that override a field of the configuration.
+CONFIG_OPTIONS = ("epochs", "batch_size", "seed", "embeddings", "embeddings_format")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train", required=True, action="append",
+                        help="training data (file or folder); repeat it to train on several "
+                             "together, e.g. train and dev for the final model")
+    parser.add_argument("--dev", help="dev data for model selection and early stopping")
+    parser.add_argument("--output", required=True, help="model directory to write")
+    parser.add_argument("--embeddings", help="pretrained word vectors (GloVe/word2vec/fastText)")
+    parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"))
+    parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in --output from its last epoch")
+    parser.add_argument("--init-from", metavar="MODEL_DIR",
+                        help="fine-tune an existing model (new labels re-initialise the output "
+                             "layer and CRF)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_annotated_data_options(parser)
+    add_distribution_options(parser)
+
+
+def add_distribution_options(parser: argparse.ArgumentParser) -> None:
+    from clinical_ner.distribute import DEFAULT_CONNECT_TIMEOUT_S, DISTRIBUTE_MODES
+
+    parser.add_argument("--distribute", choices=DISTRIBUTE_MODES, default="none",
+                        help="mirrored: every local GPU (or --cpu-devices) in this process; "
+                             "multi-worker: one process per machine, configured by TF_CONFIG. "
+                             "--batch-size stays the global batch")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="with --distribute mirrored: split the CPU into N logical devices "
+                             "(tests and benchmarks; no speed-up)")
+    parser.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S,
+                        metavar="SECONDS",
+                        help="multi-worker: give up (exit status 5) if the other workers are "
+                             f"not all up within this time (default {DEFAULT_CONNECT_TIMEOUT_S:g})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clinical_ner.config import NERConfig
+    from clinical_ner.trainer import train
+
+    values = {}
+    if args.config:
+        values = NERConfig.from_file(args.config).to_dict()
+    if args.init_from and not args.config:
+        # Fine-tuning starts from the base model's settings.
+        values = NERConfig.load(args.init_from).to_dict()
+    for name in CONFIG_OPTIONS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.resume and set(values) - {"epochs"}:
+        raise ConfigError("--resume continues with the saved configuration; only --epochs "
+                          "may change")
+    if values.get("embeddings"):
+        values["embeddings"] = str(Path(values["embeddings"]).resolve())
+    config = NERConfig.from_dict(values) if values or not args.resume else None
+    train(args.train, args.output, dev_path=args.dev, config=config,
+          data_format=args.input_format, resume=args.resume, init_from=args.init_from,
+          label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
+          progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
+          connect_timeout_s=args.connect_timeout)
+    return 0
