@@ -25,9 +25,11 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -260,9 +262,11 @@ def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
         rpc_layer="grpc")
     options = tf.distribute.experimental.CommunicationOptions(
         implementation=tf.distribute.experimental.CommunicationImplementation.RING)
-    # TensorFlow waits for the other workers without a limit (its
-    # registration timeout did not end the wait in our measurement) and
-    # ignores SIGTERM meanwhile; a watchdog ends the process instead.
+    _wait_for_peers(task, connect_timeout_s)
+    # Should a peer vanish between that check and TensorFlow's own join,
+    # TensorFlow waits without a limit (its registration timeout did not end
+    # the wait in our measurement) and ignores SIGTERM; a watchdog ends the
+    # process then, when TensorFlow lets Python threads run.
     message = (f"clinical-ner train: error: TF_CONFIG {task.task_type} {task.task_index} "
                f"({task.address}): the cluster did not come up within {connect_timeout_s:g} s "
                f"(--connect-timeout); check that every worker of {task.cluster} is started "
@@ -280,6 +284,45 @@ def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
     finally:
         watchdog.cancel()
     return distribution
+
+
+def _wait_for_peers(task: ClusterTask, timeout_s: float) -> None:
+    """Return once every other task's port accepts connections; else raise within ``timeout_s``.
+
+    Each process listens on its own port while it waits (closing it before
+    TensorFlow's server takes the port), so the processes find each other
+    whichever starts first. This wait is plain Python: unlike TensorFlow's
+    join, it can time out with a message.
+    """
+    port = int(task.address.rpartition(":")[2])
+    try:
+        listener = socket.create_server(("", port))
+    except OSError as error:
+        raise ClusterError(f"TF_CONFIG {task.task_type} {task.task_index}: cannot listen on "
+                           f"port {port} ({error.strerror})") from None
+    others = [address for name in TASK_TYPES for address in task.cluster.get(name, ())
+              if address != task.address]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while others:
+            others = [address for address in others if not _accepts(address)]
+            if others and time.monotonic() > deadline:
+                raise ClusterError(
+                    f"TF_CONFIG {task.task_type} {task.task_index} ({task.address}): the cluster "
+                    f"did not come up within {timeout_s:g} s (--connect-timeout); not reachable: "
+                    f"{', '.join(others)}")
+            time.sleep(0.5)
+    finally:
+        listener.close()
+
+
+def _accepts(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def _exit_with(message: str) -> None:

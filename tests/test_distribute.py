@@ -23,8 +23,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -63,7 +65,7 @@ def tf_config(ports: list[int], index: int) -> str:
 
 
 class Worker:
-    """One ``clinical-ner train`` process; its stderr is collected line by line."""
+    """One ``clinical-ner train`` process; its stderr goes to a log file."""
 
     def __init__(self, data, output, *extra, config=None, kill_at=None):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
@@ -71,32 +73,33 @@ class Worker:
             env["TF_CONFIG"] = config
         args = ["train", "--train", data / "train.conll", "--dev", data / "dev.conll",
                 "--output", output, "--quiet", *extra]
-        self.lines: list[str] = []
-        self.kill_at = kill_at
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "clinical_ner.cli", *map(str, args)], env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        handle, name = tempfile.mkstemp(prefix="worker-", suffix=".log", dir=data)
+        self.log = Path(name)
+        with os.fdopen(handle, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "clinical_ner.cli", *map(str, args)], env=env,
+                stdout=subprocess.DEVNULL, stderr=log, cwd=REPO_ROOT)
+        if kill_at is not None:
+            threading.Thread(target=self._kill_when, args=(kill_at,), daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-            if self.kill_at is not None and self.kill_at in line:
-                os.kill(self.process.pid, signal.SIGKILL)
+    def _kill_when(self, text: str) -> None:
+        """SIGKILL the process as soon as ``text`` appears in its stderr."""
+        while self.process.poll() is None:
+            if text in self.stderr:
+                self.process.send_signal(signal.SIGKILL)
+                return
+            time.sleep(0.1)
 
     def wait(self, timeout: float = TIMEOUT_S) -> int:
         try:
-            code = self.process.wait(timeout=timeout)
+            return self.process.wait(timeout=timeout)
         finally:
             if self.process.poll() is None:
                 self.process.kill()
-        self.reader.join(timeout=30)
-        return code
 
     @property
     def stderr(self) -> str:
-        return "".join(self.lines)
+        return self.log.read_text(encoding="utf-8", errors="replace")
 
 
 def two_workers(data, outputs, *extra, kill_at=None) -> list[Worker]:
@@ -241,4 +244,5 @@ def test_bad_tf_config_and_a_missing_worker_end_the_command_with_an_error(data, 
     assert alone.wait(timeout=120) == 5
     assert time.monotonic() - started < 90  # start-up, then the 5 s timeout
     assert "the cluster did not come up within 5 s" in alone.stderr
+    assert f"not reachable: 127.0.0.1:{ports[1]}" in alone.stderr
     assert not (tmp_path / "b").exists()
