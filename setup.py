@@ -22,6 +22,10 @@ setup(
     extras_require={
         # The training-curve PNG; production inference does not need it.
         "train": ["matplotlib>=3.8"],
+        # The lean runtime of a LiteRT export (clinical_ner.runtime), and the
+        # export's own check. To run exports without TensorFlow, install with
+        # --no-deps and add these two (docs/readme/runtimes.md).
+        "litert": ["ai-edge-litert>=2.3,<3", "numpy>=1.26"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
     },
     entry_points={"console_scripts": ["clinical-ner=clinical_ner.cli:main"]},

@@ -9,36 +9,14 @@ identical by construction.
 """
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
 from clinical_ner import signatures
+from clinical_ner.entity_spans import iob2_tag, tag_structure
 from clinical_ner.features import Featurizer
 from clinical_ner.graph_text import split_sentences_graph
 from clinical_ner.model import ClinicalNERModel
 from clinical_ner.vocab import Vocabulary
-
-
-def tag_structure(tags: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Entity labels, and for each tag its label index (0 = ``O``) and whether it begins an entity.
-
-    ``B-`` and ``S-`` begin an entity; ``I-`` and ``E-`` continue one of the
-    same label (or begin one after ``O`` or another label, as conlleval reads
-    ill-formed sequences).
-    """
-    labels = sorted({tag[2:] for tag in tags if tag != "O"})
-    label_index = np.zeros(len(tags), dtype=np.int32)
-    begins = np.zeros(len(tags), dtype=bool)
-    for position, tag in enumerate(tags):
-        if tag != "O":
-            label_index[position] = labels.index(tag[2:]) + 1
-            begins[position] = tag[:2] in ("B-", "S-")
-    return labels, label_index, begins
-
-
-def iob2_tag(tag: str) -> str:
-    """The IOB2 tag a BIO or BIOES tag stands for in a valid sequence."""
-    return {"S-": "B-", "E-": "I-"}.get(tag[:2], tag[:2]) + tag[2:] if tag != "O" else tag
 
 
 def _backing_variable(variable) -> tf.Variable:

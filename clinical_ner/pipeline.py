@@ -1,23 +1,31 @@
-"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``."""
+"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``.
+
+TensorFlow and Keras are imported only once a Keras model directory is
+loaded: ``ClinicalNER.load`` on a LiteRT export returns the lean
+:class:`clinical_ner.runtime.ner.LiteRTNER`, and that path must never pay
+for (or require) TensorFlow.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, overload
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from clinical_ner import __version__, signatures
+from clinical_ner.annotator import Annotator
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ModelError
-from clinical_ner.export import export_saved_model
-from clinical_ner.inference import InferenceModule
-from clinical_ner.model import MODEL_FILE, ClinicalNERModel
+from clinical_ner.runtime import layout
 from clinical_ner.vocab import Vocabulary
 
+if TYPE_CHECKING:
+    from clinical_ner.model import ClinicalNERModel
+    from clinical_ner.runtime.ner import LiteRTNER
 
-class ClinicalNER:
+
+class ClinicalNER(Annotator):
     """A trained model ready to annotate notes.
 
     Example (after ``clinical-ner train ... --output runs/sample``)::
@@ -32,6 +40,8 @@ class ClinicalNER:
     """
 
     def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, config: NERConfig) -> None:
+        from clinical_ner.inference import InferenceModule
+
         self.model = model
         self.vocab = vocab
         self.config = config
@@ -39,9 +49,28 @@ class ClinicalNER:
                                       config.max_sentence_tokens)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ClinicalNER":
-        """Load a model directory written by ``clinical-ner train``."""
+    def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":
+        """Load a model directory written by ``clinical-ner train``, or a LiteRT export.
+
+        A directory written by ``clinical-ner export MODEL --format litert``
+        gives a :class:`~clinical_ner.runtime.ner.LiteRTNER` (same
+        ``annotate`` and ``tag``), loaded without importing TensorFlow.
+        """
         directory = Path(directory)
+        if layout.is_litert_export(directory):
+            from clinical_ner.runtime.ner import LiteRTNER
+
+            return LiteRTNER.load(directory)
+        try:
+            import keras
+
+            from clinical_ner.model import MODEL_FILE
+        except ImportError as error:
+            raise ModelError(
+                f"{directory}: a Keras model directory needs TensorFlow and Keras ({error}); "
+                "install clinical-ner with its dependencies, or run a LiteRT export of it "
+                "('clinical-ner export MODEL --format litert')") from None
+
         model_path = directory / MODEL_FILE
         if not model_path.is_file():
             raise ModelError(
@@ -70,54 +99,16 @@ class ClinicalNER:
         renamed into place, never overwriting a version, checked to use core
         ops only and to restore the way TF Serving loads it).
         """
+        from clinical_ner.export import export_saved_model
+
         return export_saved_model(self.module.saved_object(), self.module.signatures(),
                                   base_path, version)
-
-    @overload
-    def annotate(self, texts: str, batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[Entity]: ...
-
-    @overload
-    def annotate(self, texts: Sequence[str], batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[list[Entity]]: ...
-
-    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
-        """Entities of one text (a list) or of each text of a list (a list of lists).
-
-        Offsets are code points of the given text: ``text[e.start:e.end] == e.text``.
-        Texts are tagged in batches of similar length, each of at most
-        ``batch_size`` texts and ``max_batch_characters`` characters (a longer
-        text goes alone): short texts are much faster many to a call, and the
-        character limit bounds the memory of a call.
-        """
-        if isinstance(texts, str):
-            return self.annotate([texts], batch_size, max_batch_characters)[0]
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
-        return signatures.in_size_order_batches(
-            texts, [len(text) for text in texts], batch_size, self._annotate_batch,
-            max_batch_characters)
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         outputs = self.module.annotate_text(
             np.array([signatures.encode_text(text) for text in texts], dtype=object))
         return signatures.entities_from_outputs(
             texts, {name: value.numpy() for name, value in outputs.items()})
-
-    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
-            ) -> list[tuple[list[str], list[float]]]:
-        """IOB2 tags and their marginal probabilities for pre-tokenized sentences."""
-        # Empty sentences have nothing to tag and are answered here.
-        filled = [i for i, sentence in enumerate(sentences) if sentence]
-        tagged = signatures.in_size_order_batches(
-            [list(sentences[i]) for i in filled], [len(sentences[i]) for i in filled],
-            batch_size, self._tag_batch)
-        results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
-        for index, result in zip(filled, tagged):
-            results[index] = result
-        return results
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         outputs = self.module.tag_tokens(

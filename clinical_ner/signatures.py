@@ -23,7 +23,7 @@ whichever way it was annotated.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,15 @@ def encode_text(text: str) -> bytes:
     for one keeps every offset, and both are one-character tokens.
     """
     return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def checked_texts(texts: Iterable[Any]) -> list[str]:
+    """``texts`` as a list, or TypeError naming the first item that is not a ``str``."""
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+    return texts
 
 
 def padded_token_rows(rows: Sequence[Sequence[Any]], pad: Any = PAD_TOKEN) -> list[list[Any]]:

@@ -5,7 +5,8 @@ import pytest
 from clinical_ner import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.inference import InferenceModule, iob2_tag
+from clinical_ner.entity_spans import iob2_tag
+from clinical_ner.inference import InferenceModule
 from clinical_ner.model import ClinicalNERModel
 from clinical_ner.tags import tag_inventory, tags_to_mentions
 from clinical_ner.text import split_sentences

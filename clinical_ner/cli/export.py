@@ -1,4 +1,4 @@
-"""clinical-ner export: write a SavedModel for TensorFlow Serving."""
+"""clinical-ner export: write a SavedModel for TensorFlow Serving, or a LiteRT export."""
 from __future__ import annotations
 
 import argparse
@@ -6,18 +6,40 @@ import argparse
 from clinical_ner.cli.common import model_path
 
 NAME = "export"
-HELP = "write a SavedModel for TensorFlow Serving"
+HELP = "write a SavedModel for TensorFlow Serving, or a LiteRT export for the lean runtime"
+
+FORMATS = ("savedmodel", "litert")
+WEIGHTS = ("float32", "float16", "int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path, help="model directory")
     parser.add_argument("--output", required=True,
-                        help="model base path, e.g. models/clinical_ner")
+                        help="savedmodel: model base path, e.g. models/clinical_ner; "
+                             "litert: a new folder")
+    parser.add_argument("--format", default="savedmodel", choices=FORMATS,
+                        help="savedmodel (default): a numbered version for TF Serving; "
+                             "litert: a .tflite network and its data, which "
+                             "ClinicalNER.load and 'predict' run without TensorFlow")
     parser.add_argument("--version", type=int,
-                        help="version number (default: highest existing + 1)")
+                        help="savedmodel: version number (default: highest existing + 1)")
+    parser.add_argument("--weights", default="float32", choices=WEIGHTS,
+                        help="litert: weight type (float16 halves the file; int8 quarters it "
+                             "and changes some predictions; see docs/litert.md)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from clinical_ner.errors import ConfigError
+
+    if args.format == "litert":
+        if args.version is not None:
+            raise ConfigError("--version applies to --format savedmodel only")
+        from clinical_ner.export_litert import export_litert
+
+        print(export_litert(args.model, args.output, args.weights))
+        return 0
+    if args.weights != "float32":
+        raise ConfigError("--weights applies to --format litert only")
     from clinical_ner.pipeline import ClinicalNER
 
     print(ClinicalNER.load(args.model).export(args.output, args.version))

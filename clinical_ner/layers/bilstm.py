@@ -34,7 +34,13 @@ class BiLSTM(keras.layers.Layer):
       projected inputs (a serving process peaked about 40 MB lower).
 
     All three compute Keras' LSTM (sigmoid gates, tanh cell) with the same
-    weights; ``fused_max_batch=0`` turns the fused op off.
+    weights; ``fused_max_batch=0`` turns the fused op off. Setting the
+    attribute ``builtin_ops_only = True`` (not a saved setting: the LiteRT
+    exporter sets it on its copy) runs a fourth loop at inference, one that
+    converts to TFLite builtin ops only (and that TensorFlow itself cannot
+    run): ``BlockLSTM`` is not a builtin, and the converter lowers
+    ``TensorArray`` ops only when their elements have a static shape, which a
+    dynamic batch size rules out.
 
     Example:
     >>> import numpy as np
@@ -58,6 +64,7 @@ class BiLSTM(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = units
         self.fused_max_batch = fused_max_batch
+        self.builtin_ops_only = False
         self.supports_masking = True
         self.bidirectional = keras.layers.Bidirectional(
             keras.layers.LSTM(units, return_sequences=True), name="bidirectional"
@@ -72,6 +79,8 @@ class BiLSTM(keras.layers.Layer):
             mask = tf.ones(tf.shape(inputs)[:2], dtype=tf.bool)
         if training:
             return self._bidirectional(inputs, mask, self._loop)
+        if self.builtin_ops_only:
+            return self._bidirectional(inputs, mask, self._builtin_loop)
 
         def keras_loop():
             return self.bidirectional(inputs, mask=mask, training=False)
@@ -125,6 +134,40 @@ class BiLSTM(keras.layers.Layer):
         _, _, _, outputs = tf.while_loop(lambda time, *_: time < count, step,
                                          (tf.constant(0), zeros, zeros, outputs))
         return outputs.stack()
+
+    def _builtin_loop(self, lstm: keras.layers.LSTM, steps):
+        """:meth:`_loop` without ``TensorArray`` ops, for conversion to TFLite builtins.
+
+        The states go into a preallocated ``[tokens, batch, units]`` tensor
+        through XLA's ``DynamicUpdateSlice``, which the converter turns into the
+        builtin ``DYNAMIC_UPDATE_SLICE``: a loop variable of fixed shape, so
+        LiteRT does not re-plan the loop body's memory at every step (as it
+        does when the states grow by concatenation, measured many times
+        slower at batch 8). TensorFlow itself runs that op only under XLA,
+        so this loop is for conversion only.
+        """
+        from tensorflow.compiler.tf2xla.python import xla
+
+        cell = lstm.cell
+        count, batch = tf.shape(steps)[0], tf.shape(steps)[1]
+        projected = tf.reshape(
+            tf.matmul(tf.reshape(steps, [count * batch, -1]), cell.kernel) + cell.bias,
+            [count, batch, 4 * self.units])
+        zeros = tf.zeros([batch, self.units], steps.dtype)
+
+        def step(time, state, carry, outputs):
+            gates = projected[time] + tf.matmul(state, cell.recurrent_kernel)
+            input_gate, forget_gate, candidate, output_gate = tf.split(gates, 4, axis=1)
+            carry = tf.sigmoid(forget_gate) * carry + tf.sigmoid(input_gate) * tf.tanh(candidate)
+            state = tf.sigmoid(output_gate) * tf.tanh(carry)
+            outputs = xla.dynamic_update_slice(outputs, state[tf.newaxis],
+                                               tf.stack([time, 0, 0]))
+            return time + 1, state, carry, outputs
+
+        _, _, _, outputs = tf.while_loop(
+            lambda time, *_: time < count, step,
+            (tf.constant(0), zeros, zeros, tf.zeros([count, batch, self.units], steps.dtype)))
+        return outputs
 
     def _block_lstm(self, lstm: keras.layers.LSTM, steps):
         """The LSTM's states ``[tokens, batch, units]`` for time-major ``steps``, fused."""

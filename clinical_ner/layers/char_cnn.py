@@ -61,6 +61,18 @@ class CharCNNEncoder(keras.layers.Layer):
         # notes repeats most of its words ("the", "of", "mg", its padding),
         # and a repeat would cost the convolution as much as a new word.
         spellings, spelling_index = tf.raw_ops.UniqueV2(x=flat_ids, axis=[0])
+        vectors = tf.gather(self.encode_spellings(spellings), spelling_index)
+        return tf.reshape(vectors, [batch, tokens, self.filters])
+
+    def encode_spellings(self, spellings):
+        """One vector ``[S, filters]`` per row of character ids ``[S, chars]``.
+
+        A row without characters (all padding) gets zeros. ``call``
+        deduplicates a batch's spellings with ``UniqueV2`` and calls this; the
+        LiteRT export, whose builtin ops lack ``UniqueV2``, deduplicates in
+        NumPy and feeds the distinct spellings here.
+        """
+        spellings = tf.cast(spellings, tf.int32)
         # One extra all-padding row (dropped after pooling) and column: TF's
         # convolution returns its input unchanged when it is empty (no token,
         # or no character at all).
@@ -74,8 +86,7 @@ class CharCNNEncoder(keras.layers.Layer):
         pooled = tf.reduce_max(tf.where(is_char, features, lowest), axis=1)
         # Positions without characters (sentence padding) get zeros.
         pooled = tf.where(tf.reduce_any(is_char, axis=1), pooled, tf.zeros_like(pooled))
-        vectors = tf.gather(pooled[:-1], spelling_index)
-        return tf.reshape(vectors, [batch, tokens, self.filters])
+        return pooled[:-1]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], self.filters)

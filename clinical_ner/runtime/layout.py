@@ -1,0 +1,62 @@
+"""The files of a LiteRT export directory, and how to tell one apart.
+
+A LiteRT export holds:
+
+* ``litert.json``, the manifest: format name and version, the network's
+  file, its input names in order, its weight type, and how closely the
+  network matched the Keras model when it was exported;
+* ``model.tflite``: word, character and casing ids in, CRF emission scores out;
+* ``crf.json``: the CRF's transition scores and the transitions, first and
+  last tags that decoding forbids (saved as data, so the runtime needs no
+  tag-scheme code);
+* ``vocab.json`` and ``config.json``, as in a model directory.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clinical_ner.errors import ModelError
+
+MANIFEST_FILE = "litert.json"
+NETWORK_FILE = "model.tflite"
+CRF_FILE = "crf.json"
+FORMAT_NAME = "clinical-ner-litert"
+FORMAT_VERSION = 1
+WEIGHT_TYPES = ("float32", "float16", "int8")
+
+
+class LiteRTExportError(ModelError, ValueError):
+    """A LiteRT export directory is incomplete, damaged or of an unknown version."""
+
+
+def is_litert_export(directory: str | Path) -> bool:
+    """Whether ``directory`` is a LiteRT export (it has a manifest)."""
+    return (Path(directory) / MANIFEST_FILE).is_file()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of an export, with a one-line error naming the file if it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LiteRTExportError(f"{path}: missing; export the model again with "
+                                "'clinical-ner export MODEL --format litert'") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LiteRTExportError(f"{path}: cannot be read ({error})") from None
+    except json.JSONDecodeError as error:
+        raise LiteRTExportError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """The manifest of a LiteRT export, checked for format name and version."""
+    path = directory / MANIFEST_FILE
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise LiteRTExportError(f"{path}: not a {FORMAT_NAME} manifest")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise LiteRTExportError(
+            f"{path}: format version {manifest.get('version')!r}, this clinical-ner reads "
+            f"version {FORMAT_VERSION}; export the model again")
+    return manifest

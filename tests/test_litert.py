@@ -1,0 +1,238 @@
+"""The LiteRT export and the lean runtime: builtin ops only, TensorFlow's answers, no TensorFlow.
+
+The tiny model of ``test_reliability_annotate`` (trained once for the module
+on the bundled sample) is exported with ``--format litert``. The runtime must give the TensorFlow
+path's entities (same spans and labels; confidences within
+``CONFIDENCE_TOLERANCE``) on the shared MACCROBAT dev documents and on the
+hostile texts of ``test_reliability_annotate``, and must not import
+TensorFlow or Keras. CI installs the ``[litert]`` extra; without
+``ai-edge-litert`` the module is skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert) is not installed")
+
+from clinical_ner.config import NERConfig  # noqa: E402
+from clinical_ner.errors import ModelError  # noqa: E402
+from clinical_ner.export import ExportError  # noqa: E402
+from clinical_ner.export_litert import export_litert  # noqa: E402
+from clinical_ner.pipeline import ClinicalNER  # noqa: E402
+from clinical_ner.runtime import layout  # noqa: E402
+from clinical_ner.runtime.crf import ConstrainedCRF  # noqa: E402
+from clinical_ner.runtime.ner import LiteRTNER  # noqa: E402
+from clinical_ner.text import split_sentences  # noqa: E402
+
+from conftest import REPO_ROOT  # noqa: E402
+# model_dir: the tiny model the reliability tests train (a module-scoped fixture).
+from test_reliability_annotate import EDGE_CASES, NOTE, assert_exact, model_dir  # noqa: E402,F401
+
+# Emissions differ from TensorFlow's by about 1e-6 (float32 kernels of
+# another library); the marginals of the trained MACCROBAT model moved by
+# at most 2e-5 on the dev documents.
+CONFIDENCE_TOLERANCE = 1e-4
+NO_TENSORFLOW = ("tensorflow", "keras", "tf_keras")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def export_dir(model_dir):
+    return export_litert(model_dir, model_dir.parent / "tiny-litert")
+
+
+@pytest.fixture(scope="module")
+def tf_ner(model_dir):
+    return ClinicalNER.load(model_dir)
+
+
+@pytest.fixture(scope="module")
+def lite_ner(export_dir):
+    return ClinicalNER.load(export_dir)
+
+
+def assert_same_entities(expected, actual):
+    assert [(e.start, e.end, e.label, e.text) for e in actual] == \
+           [(e.start, e.end, e.label, e.text) for e in expected]
+    for a, b in zip(actual, expected):
+        assert a.confidence == pytest.approx(b.confidence, abs=CONFIDENCE_TOLERANCE)
+
+
+def test_export_holds_a_builtin_only_network_and_its_data(export_dir):
+    manifest = json.loads((export_dir / layout.MANIFEST_FILE).read_text())
+    assert manifest["weights"] == "float32"
+    assert manifest["max_abs_emission_difference"] < 1e-4
+    # The loop and what replaced the non-builtin ops are there; nothing else could be.
+    assert {"WHILE", "DYNAMIC_UPDATE_SLICE", "CONV_2D", "REVERSE_SEQUENCE"} <= \
+        set(manifest["operators"])
+    assert not any(name.startswith(("FLEX", "CUSTOM")) for name in manifest["operators"])
+    for name in (layout.NETWORK_FILE, layout.CRF_FILE, "vocab.json", "config.json"):
+        assert (export_dir / name).is_file(), name
+    crf = json.loads((export_dir / layout.CRF_FILE).read_text())
+    tags = json.loads((export_dir / "vocab.json").read_text())["tags"]
+    # The constraints travel as data: I-problem may not start a sentence.
+    assert crf["allowed_start"][tags.index("I-problem")] is False
+
+
+def test_load_gives_the_lean_runtime(lite_ner):
+    assert isinstance(lite_ner, LiteRTNER)
+    assert lite_ner.config.max_sentence_tokens == NERConfig().max_sentence_tokens
+
+
+def test_same_entities_as_tensorflow_on_maccrobat_dev(tf_ner, lite_ner, shared_data):
+    paths = sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))
+    texts = [path.read_text(encoding="utf-8") for path in paths]
+    assert len(texts) == 24
+    expected, actual = tf_ner.annotate(texts), lite_ner.annotate(texts)
+    assert sum(map(len, expected)) > 100, "the tiny model found too little to compare"
+    for text, wanted, got in zip(texts, expected, actual):
+        assert_exact(text, got)
+        assert_same_entities(wanted, got)
+
+
+@pytest.mark.parametrize("name", list(EDGE_CASES))
+def test_same_entities_as_tensorflow_on_hostile_texts(tf_ner, lite_ner, name):
+    text = EDGE_CASES[name]
+    got = lite_ner.annotate(text)
+    assert_exact(text, got)
+    assert_same_entities(tf_ner.annotate(text), got)
+
+
+def test_tag_gives_tensorflow_s_tags(tf_ner, lite_ner):
+    sentences = [[token.text for token in sentence]
+                 for sentence in split_sentences(NOTE + " Fever and cough resolved.")]
+    sentences += [[], ["CT"], ["", ""]]
+    expected, actual = tf_ner.tag(sentences), lite_ner.tag(sentences)
+    for (wanted_tags, wanted_confidence), (tags, confidence) in zip(expected, actual):
+        assert tags == wanted_tags
+        np.testing.assert_allclose(confidence, wanted_confidence, atol=CONFIDENCE_TOLERANCE)
+    assert any(tag != "O" for tags, _ in actual for tag in tags)
+
+
+def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
+    texts = [NOTE, "", NOTE.upper(), EDGE_CASES["mixed-newlines"], NOTE * 30]
+    together = lite_ner.annotate(texts, batch_size=2)
+    for text, entities in zip(texts, together):
+        assert_same_entities(lite_ner.annotate(text), entities)
+
+
+def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_data):
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:6]]
+    parallel = LiteRTNER.load(export_dir, workers=2)
+    # Several chunks of sentences, scored by two interpreters in two threads.
+    for expected, actual in zip(lite_ner.annotate(texts), parallel.annotate(texts)):
+        assert_same_entities(expected, actual)
+
+
+def test_threads_share_one_runtime(lite_ner):
+    texts = [NOTE, EDGE_CASES["emoji-and-astral"], NOTE * 5, EDGE_CASES["combining-marks"]]
+    expected = [lite_ner.annotate(text) for text in texts]
+    results, errors = {}, []
+
+    def work(worker):
+        try:
+            for round_ in range(5):
+                index = (worker + round_) % len(texts)
+                results[(worker, round_)] = (index, lite_ner.annotate(texts[index]))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for index, entities in results.values():
+        assert entities == expected[index]
+
+
+def test_bad_input_gets_the_tensorflow_path_s_error(tf_ner, lite_ner):
+    for ner in (tf_ner, lite_ner):
+        with pytest.raises(TypeError, match=r"texts\[1\] is bytes, expected str"):
+            ner.annotate(["fever", b"fever"])
+
+
+def test_damaged_exports_are_named_in_the_error(export_dir, tmp_path):
+    with pytest.raises(ModelError, match="not a LiteRT export"):
+        LiteRTNER.load(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in export_dir.iterdir():
+        if path.name != layout.CRF_FILE:
+            (broken / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(ModelError, match=f"{layout.CRF_FILE}: missing"):
+        ClinicalNER.load(broken)
+    manifest = json.loads((broken / layout.MANIFEST_FILE).read_text())
+    (broken / layout.MANIFEST_FILE).write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(ModelError, match="format version 99"):
+        ClinicalNER.load(broken)
+
+
+def test_export_never_overwrites(model_dir, export_dir):
+    with pytest.raises(ExportError, match="never overwrites"):
+        export_litert(model_dir, export_dir)
+    with pytest.raises(ExportError, match="weights"):
+        export_litert(model_dir, export_dir.parent / "other", weights="int4")
+
+
+def test_the_lean_path_never_imports_tensorflow(export_dir):
+    # A fresh process: the public API, then the command line, on the export.
+    script = textwrap.dedent(f"""
+        import contextlib, io, json, sys
+        from clinical_ner import ClinicalNER
+        ner = ClinicalNER.load({str(export_dir)!r})
+        entities = ner.annotate({NOTE!r})
+        from clinical_ner.cli import main
+        with contextlib.redirect_stdout(io.StringIO()) as output:
+            code = main(["predict", {str(export_dir)!r}, {NOTE!r}])
+        print(json.dumps({{
+            "entities": len(entities), "cli_code": code,
+            "cli_entities": len(json.loads(output.getvalue())["entities"]),
+            "imported": sorted(name for name in sys.modules
+                               if name.split(".")[0] in {NO_TENSORFLOW!r})}}))
+    """)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # LiteRT's start-up banner is kept off stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["imported"] == []
+    assert report["cli_code"] == 0
+    assert report["cli_entities"] == report["entities"] > 0
+
+
+def test_numpy_crf_decodes_as_the_keras_crf():
+    from clinical_ner.layers.crf import CRF, bio_transition_constraints
+
+    tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
+    allowed, allowed_start, allowed_end = bio_transition_constraints(tags)
+    layer = CRF(len(tags), allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
+    layer.build((None, None, len(tags)))
+    rng = np.random.default_rng(3)
+    layer.transitions.assign(2 * rng.normal(size=(len(tags), len(tags))).astype("float32"))
+    layer.start_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
+    layer.end_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
+    crf = ConstrainedCRF(layer.transitions.numpy(), layer.start_transitions.numpy(),
+                         layer.end_transitions.numpy(), allowed, allowed_start, allowed_end)
+    for _ in range(10):
+        batch, steps = rng.integers(1, 6), rng.integers(1, 30)
+        emissions = (4 * rng.normal(size=(batch, steps, len(tags)))).astype("float32")
+        lengths = rng.integers(1, steps + 1, size=batch).astype("int32")
+        expected_tags, marginals = (value.numpy() for value in layer.decode(emissions, lengths))
+        tag_ids, confidence = crf.decode(emissions, lengths)
+        np.testing.assert_array_equal(tag_ids, expected_tags)
+        np.testing.assert_allclose(
+            confidence, np.take_along_axis(marginals, expected_tags[..., None], 2)[..., 0],
+            atol=1e-5)
