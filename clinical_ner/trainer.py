@@ -102,6 +102,8 @@ def train(
                                        skip_invalid, emit)
 
     with distribution.output_dir(output) as directory:
+        # (A resumed process other than the chief starts from an empty directory.)
+        (directory / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         with distribution.strategy.scope():
             if resume:
                 model, state = _resumed(output, emit)
@@ -110,8 +112,6 @@ def train(
                 model, vocab = _first_model(config, train_sentences, train_labels, init_from,
                                             emit)
                 state = RunState()
-                directory.mkdir(parents=True, exist_ok=True)
-                (directory / CHECKPOINT_DIR).mkdir(exist_ok=True)
                 config.save(directory)
                 vocab.save(directory)
         run = TrainingRun(model, state, directory)
