@@ -86,10 +86,11 @@ def train(
     """
     emit = emit or (lambda message: print(message, file=sys.stderr, flush=True))
     output = Path(output)
-    config = _run_config(output, config, resume, init_from, may_hold_model=distribute is None
-                         or distribute == "mirrored" or _is_chief_by_environment())
+    # Checked before joining a cluster; only the chief's --output must be new.
+    config = _run_config(output, config, resume, init_from,
+                         may_hold_model=distribute != "multi-worker" or _is_chief_by_environment())
     distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
-    if distribute:
+    if distribute not in (None, "none"):
         emit(f"training on {distribution.describe()}; global batch {config.batch_size}")
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
