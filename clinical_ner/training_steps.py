@@ -30,7 +30,7 @@ class EpochTrainer:
 
     Example::
 
-        trainer = EpochTrainer(model, tf.distribute.get_strategy())
+        trainer = EpochTrainer(model, tf.distribute.get_strategy(), clip_norm=5.0)
         loss = trainer.train_epoch(training_dataset(...))   # mean loss per sentence
     """
 
@@ -57,7 +57,9 @@ class EpochTrainer:
         if self._step is None:
             self._step = tf.function(self._global_step, input_signature=[dataset.element_spec])
         self._loss.reset_state()
-        bar = keras.utils.Progbar(None, stateful_metrics=["loss"]) if progress else None
+        batches = int(dataset.cardinality())  # known: training_dataset asserts it
+        bar = (keras.utils.Progbar(batches if batches >= 0 else None, stateful_metrics=["loss"])
+               if progress else None)
         with self.strategy.scope():
             for step, batch in enumerate(dataset, start=1):
                 loss, rows = self._step(batch)
