@@ -66,7 +66,7 @@ class EpochTrainer:
                 self._loss.update_state(loss, sample_weight=rows)
                 if bar is not None:
                     bar.update(step, [("loss", float(self._loss.result()))])
-        if bar is not None:
+        if bar is not None and batches < 0:  # with a known count the last update ends the bar
             bar.update(step, [("loss", float(self._loss.result()))], finalize=True)
         return float(self._loss.result())
 
