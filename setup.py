@@ -22,6 +22,12 @@ setup(
     extras_require={
         # The training-curve PNG; production inference does not need it.
         "train": ["matplotlib>=3.8"],
+        # clinical-ner batch on Apache Beam. Beam 2.77 needs protobuf<7 (pip then
+        # takes protobuf 6.33, which TensorFlow 2.21 accepts); without a floor pip
+        # backtracks to old Beam source releases that no longer build.
+        "beam": ["apache-beam>=2.77,<3"],
+        # clinical_ner.spark (mapInPandas over Arrow); needs Java 17 or 21.
+        "spark": ["pyspark[sql]>=4.3,<5"],
         # The lean runtime of a LiteRT export (clinical_ner.runtime), and the
         # export's own check. To run exports without TensorFlow, install with
         # --no-deps and add these two (docs/readme/runtimes.md).

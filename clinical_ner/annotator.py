@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import overload
 
 from clinical_ner import signatures
+from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 
 
@@ -20,26 +21,36 @@ class Annotator:
 
     ``_annotate_batch(texts)`` returns each text's entities;
     ``_tag_batch(sentences)`` returns each sentence's IOB2 tags and their
-    marginals (sentences are non-empty lists of strings).
+    marginals (sentences are non-empty lists of strings). Subclasses set
+    ``config``, whose batch sizes apply when a call gives none.
     """
 
-    @overload
-    def annotate(self, texts: str, batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[Entity]: ...
+    config: NERConfig
 
     @overload
-    def annotate(self, texts: Sequence[str], batch_size: int = ...,
-                 max_batch_characters: int = ...) -> list[list[Entity]]: ...
+    def annotate(self, texts: str, batch_size: int | None = ...,
+                 max_batch_characters: int | None = ...) -> list[Entity]: ...
 
-    def annotate(self, texts, batch_size: int = 256, max_batch_characters: int = 100_000):
+    @overload
+    def annotate(self, texts: Sequence[str], batch_size: int | None = ...,
+                 max_batch_characters: int | None = ...) -> list[list[Entity]]: ...
+
+    def annotate(self, texts, batch_size: int | None = None,
+                 max_batch_characters: int | None = None):
         """Entities of one text (a list) or of each text of a list (a list of lists).
 
         Offsets are code points of the given text: ``text[e.start:e.end] == e.text``.
         Texts are tagged in batches of similar length, each of at most
         ``batch_size`` texts and ``max_batch_characters`` characters (a longer
-        text goes alone): short texts are much faster many to a call, and the
-        character limit bounds the memory of a call.
+        text goes alone; ``None``: the configuration's
+        ``annotate_batch_size`` and ``annotate_max_batch_characters``): short
+        texts are much faster many to a call, and the character limit bounds
+        the memory of a call.
         """
+        if batch_size is None:
+            batch_size = self.config.annotate_batch_size
+        if max_batch_characters is None:
+            max_batch_characters = self.config.annotate_max_batch_characters
         if isinstance(texts, str):
             return self.annotate([texts], batch_size, max_batch_characters)[0]
         texts = signatures.checked_texts(texts)
@@ -47,12 +58,16 @@ class Annotator:
             texts, [len(text) for text in texts], batch_size, self._annotate_batch,
             max_batch_characters)
 
-    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int = 64
+    def tag(self, sentences: Sequence[Sequence[str]], batch_size: int | None = None
             ) -> list[tuple[list[str], list[float]]]:
         """IOB2 tags and their marginal probabilities for pre-tokenized sentences.
 
         ``""`` tokens are padding, as in the ``predict_tokens`` signature.
+        Sentences are tagged ``batch_size`` at a time (``None``: the
+        configuration's ``tag_batch_size``).
         """
+        if batch_size is None:
+            batch_size = self.config.tag_batch_size
         for index, sentence in enumerate(sentences):
             for position, token in enumerate(sentence):
                 if not isinstance(token, str):

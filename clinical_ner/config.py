@@ -1,4 +1,10 @@
-"""Hyperparameters, saved in every model directory as ``config.json``."""
+"""Every setting, with its one default, saved in every model directory as ``config.json``.
+
+This is the only place a setting's default is written. The model
+(:meth:`clinical_ner.model.ClinicalNERModel.from_settings`), the training
+pipeline and the inference graph take their values from a :class:`NERConfig`
+and have no defaults of their own.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,16 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinical_ner.errors import ConfigError
+from clinical_ner.tags import MODEL_SCHEMES
 
 CONFIG_FILE = "config.json"
+# Settings that shape the weights; a fine-tuned model must keep its base's.
+ARCHITECTURE_SETTINGS = (
+    "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
+    "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
+    "use_casing", "casing_dim", "lstm_units",
+)
 
 
 @dataclass
 class NERConfig:
-    """Every setting of a training run.
+    """Every setting of a model: how it is built, trained and run.
 
     Defaults follow Spark NLP's NerDL, except the BIOES tags, word dropout and
     the char-CNN's 100 filters, which measured better (README, "The model").
+    The runtime settings at the end change speed and memory, not results
+    (up to float rounding for ``fused_lstm_max_batch``); they can be edited in
+    a model directory's ``config.json`` after training.
 
     ``--config FILE.json`` overrides any subset of these fields; the
     effective configuration is written into the model directory, so a model
@@ -52,16 +68,37 @@ class NERConfig:
     clip_norm: float = 5.0
     patience: int = 5
     seed: int = 42
+    # Training pipeline: sentences are batched with others of similar length
+    # (upper bounds of the length buckets), so that batches carry little
+    # padding (padding costs LSTM and CRF steps).
+    bucket_boundaries: tuple[int, ...] = (8, 12, 16, 20, 25, 30, 40, 50, 64, 80, 100, 128, 160)
+    # Runtime (inference)
+    inference_chunk_size: int = 128  # sentences per LSTM/CRF call inside the graph
+    fused_lstm_max_batch: int = 4  # batches up to this size run the fused BlockLSTM; 0: never
+    annotate_batch_size: int = 256  # texts per graph call in ClinicalNER.annotate
+    annotate_max_batch_characters: int = 100_000  # characters per such call
+    tag_batch_size: int = 64  # sentences per graph call in ClinicalNER.tag
 
     def __post_init__(self) -> None:
-        if self.tag_scheme not in ("bio", "bioes"):
-            raise ConfigError(f"tag_scheme must be 'bio' or 'bioes', got {self.tag_scheme!r}")
+        if self.tag_scheme not in MODEL_SCHEMES:
+            raise ConfigError(
+                f"tag_scheme must be one of {', '.join(MODEL_SCHEMES)}, got {self.tag_scheme!r}")
         for name in ("max_sentence_tokens", "max_word_length", "lstm_units", "epochs",
                      "batch_size", "char_dim", "char_filters", "char_kernel_size",
-                     "casing_dim", "word_dim", "min_word_count"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+                     "casing_dim", "word_dim", "min_word_count", "inference_chunk_size",
+                     "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
+            _check_integer(name, getattr(self, name), minimum=1)
+        _check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
+        if not isinstance(self.bucket_boundaries, (list, tuple)):
+            raise ConfigError(
+                f"bucket_boundaries must be a list of integers, got {self.bucket_boundaries!r}")
+        # JSON has no tuples; a tuple keeps the setting immutable and comparable.
+        self.bucket_boundaries = tuple(self.bucket_boundaries)
+        for value in self.bucket_boundaries:
+            _check_integer("bucket_boundaries", value, minimum=1)
+        if list(self.bucket_boundaries) != sorted(set(self.bucket_boundaries)):
+            raise ConfigError(
+                f"bucket_boundaries must be increasing, got {list(self.bucket_boundaries)}")
         for name in ("dropout", "word_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -80,7 +117,12 @@ class NERConfig:
             raise ConfigError(
                 f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as error:
+            # Say which file holds the bad value (a model's config.json may be
+            # edited by hand for the runtime settings).
+            raise ConfigError(f"{source}: {error}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "NERConfig":
@@ -90,7 +132,10 @@ class NERConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as ``config.json`` holds them (JSON types: lists, not tuples)."""
+        values = dataclasses.asdict(self)
+        values["bucket_boundaries"] = list(self.bucket_boundaries)
+        return values
 
     def save(self, directory: str | Path) -> None:
         (Path(directory) / CONFIG_FILE).write_text(
@@ -110,7 +155,16 @@ class NERConfig:
 
 
 #: Settings added in a later version, and the value that means "as before".
+#: The settings added after 0.2.4 (``bucket_boundaries`` and the runtime
+#: ones) were constants in the code before, with the values that are now their
+#: defaults, so a file without them takes the defaults.
 SETTINGS_ADDED_LATER = {"word_dropout": 0.0}  # 0.2.1
+
+
+def _check_integer(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
 def _read_settings(path: str | Path) -> dict:

@@ -7,12 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.corpus import Sentence
-from clinical_ner.features import UNKNOWN_ID, Featurizer
+from clinical_ner.features import Featurizer
 from clinical_ner.tags import to_scheme
-
-# Sentences are grouped with others of similar length so that batches carry
-# little padding (padding costs both LSTM steps and CRF steps).
-BUCKET_BOUNDARIES = (8, 12, 16, 20, 25, 30, 40, 50, 64, 80, 100, 128, 160)
+from clinical_ner.vocab import PAD, UNKNOWN_ID
 
 
 def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> list[list[int]]:
@@ -30,14 +27,15 @@ def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> 
     return encoded
 
 
-def batch_count(lengths: Sequence[int], batch_size: int) -> int:
+def batch_count(lengths: Sequence[int], batch_size: int,
+                bucket_boundaries: Sequence[int]) -> int:
     """How many batches :func:`training_dataset` forms from sentences of these lengths.
 
     Bucketing fills each length bucket's batches in turn and emits the
     partial ones at the end, so the count does not depend on the order.
     """
-    buckets = np.bincount(np.digitize(lengths, BUCKET_BOUNDARIES),
-                          minlength=len(BUCKET_BOUNDARIES) + 1)
+    buckets = np.bincount(np.digitize(lengths, bucket_boundaries),
+                          minlength=len(bucket_boundaries) + 1)
     return int(np.sum(-(-buckets // batch_size)))
 
 
@@ -48,14 +46,17 @@ def training_dataset(
     batch_size: int,
     use_casing: bool,
     shuffle_seed: int | None,
-    word_dropout: float = 0.0,
+    word_dropout: float,
+    bucket_boundaries: Sequence[int],
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
 
     With ``shuffle_seed`` the sentence order is shuffled with that seed
     (callers pass ``seed + epoch``, so every epoch has its own order and an
     interrupted run resumes with exactly the order it would have had);
-    bucketing then forms batches of similar length in a deterministic way.
+    bucketing then forms batches of similar length in a deterministic way
+    (``bucket_boundaries``: the upper bounds of the length buckets, see
+    ``NERConfig.bucket_boundaries``).
 
     ``word_dropout`` replaces each token's word id with the unknown word's
     with that probability, so that the model learns to tag from characters
@@ -81,10 +82,11 @@ def training_dataset(
     dataset = dataset.map(sentence)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda words, _: tf.shape(words)[0],
-        bucket_boundaries=list(BUCKET_BOUNDARIES),
-        bucket_batch_sizes=[batch_size] * (len(BUCKET_BOUNDARIES) + 1),
+        bucket_boundaries=list(bucket_boundaries),
+        bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
         padded_shapes=([None], [None]),
-        padding_values=("", 0),
+        # Tag id 0 (O) on padding; the CRF never reads it.
+        padding_values=(PAD, 0),
     )
 
     base_seed = 0 if shuffle_seed is None else shuffle_seed
@@ -114,7 +116,7 @@ def training_dataset(
     options.autotune.enabled = False
     # A known length lets the progress bar show "12/160", not "12/Unknown".
     known_length = tf.data.experimental.assert_cardinality(
-        batch_count([len(s.tokens) for s in sentences], batch_size))
+        batch_count([len(s.tokens) for s in sentences], batch_size, bucket_boundaries))
     return dataset.apply(known_length).enumerate().map(
         featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     ).prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Any, Iterable, TextIO
 
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import DataFormatError
@@ -45,5 +45,14 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
 
 def write_json_line(handle: TextIO, text: str, entities: list[Entity]) -> None:
     """``{"text": ..., "entities": [{"start", "end", "text", "label", "confidence"}]}``."""
-    record = {"text": text, "entities": [entity.to_dict() for entity in entities]}
-    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    handle.write(entities_json_line({"text": text}, entities))
+
+
+def entities_json_line(fields: dict[str, Any], entities: list[Entity]) -> str:
+    """One JSON line: ``fields``, then ``"entities"``, each entity as ``Entity.to_dict``.
+
+    ``clinical-ner predict`` writes ``{"text": ...}`` first, ``clinical-ner
+    batch`` ``{"id": ...}``; the entity objects are the same.
+    """
+    record = {**fields, "entities": [entity.to_dict() for entity in entities]}
+    return json.dumps(record, ensure_ascii=False) + "\n"

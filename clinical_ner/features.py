@@ -19,11 +19,7 @@ import tensorflow as tf
 
 from clinical_ner import text
 from clinical_ner.graph_text import CodePointTable, decode_utf8, dense_from_runs
-
-PADDING = ""
-UNKNOWN = "<unk>"
-PADDING_ID = 0
-UNKNOWN_ID = 1
+from clinical_ner.vocab import PAD, PAD_ID, UNKNOWN, UNKNOWN_ID
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,9 +37,9 @@ def _shape_table() -> CodePointTable:
 
 
 def _check_vocabulary(kind: str, entries: Sequence[str]) -> None:
-    if list(entries[:2]) != [PADDING, UNKNOWN]:
+    if list(entries[:2]) != [PAD, UNKNOWN]:
         raise ValueError(
-            f"{kind} must start with {PADDING!r}, {UNKNOWN!r}; got {list(entries[:2])}"
+            f"{kind} must start with {PAD!r}, {UNKNOWN!r}; got {list(entries[:2])}"
         )
     if len(set(entries)) != len(entries):
         raise ValueError(f"{kind} has duplicate entries")
@@ -144,7 +140,7 @@ class Featurizer(tf.Module):
         num_tokens = tf.size(flat, out_type=tf.int64)
         # Batches of sentences are mostly padding, so only real tokens are
         # decoded; filling the rest with zeros gives the padding ids (0 is
-        # PADDING_ID and the "padding" casing feature).
+        # PAD_ID and the "padding" casing feature).
         real = tf.where(tf.strings.length(flat) > 0)[:, 0]
         decoded = decode_utf8(tf.gather(flat, real))
         code_points = decoded.flat_values
@@ -165,7 +161,7 @@ class Featurizer(tf.Module):
             tf.gather(real, token),
             nrows=num_tokens,
             validate=False,
-        ).to_tensor(default_value=PADDING_ID, shape=tf.stack([num_tokens, width]))
+        ).to_tensor(default_value=PAD_ID, shape=tf.stack([num_tokens, width]))
 
         real_casing_ids = _casing(_shape_table().lookup(code_points), token, decoded.row_splits)
         casing_ids = tf.scatter_nd(real[:, None], real_casing_ids, num_tokens[None])

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner import text
+from clinical_ner.vocab import PAD
 
 # Refinements of text.SEPARATOR and text.OTHER used only here: the sentence
 # rules need to know which separators are line breaks and which OTHER tokens
@@ -194,7 +195,7 @@ def split_sentences_graph(
         return ragged.to_tensor(default_value=padding)
 
     return {
-        "tokens": by_sentence(token_text, ""),
+        "tokens": by_sentence(token_text, PAD),
         "token_start": by_sentence(token_start - doc_offset, 0),
         "token_end": by_sentence(token_end - doc_offset, 0),
         "length": tf.cast(sentence_splits[1:] - sentence_splits[:-1], tf.int32),

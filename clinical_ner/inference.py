@@ -12,11 +12,12 @@ from __future__ import annotations
 import tensorflow as tf
 
 from clinical_ner import signatures
-from clinical_ner.entity_spans import iob2_tag, tag_structure
+from clinical_ner.config import NERConfig
 from clinical_ner.features import Featurizer
 from clinical_ner.graph_text import split_sentences_graph
 from clinical_ner.model import ClinicalNERModel
-from clinical_ner.vocab import Vocabulary
+from clinical_ner.tags import tag_roles, to_iob2_tag
+from clinical_ner.vocab import PAD, Vocabulary
 
 
 def _backing_variable(variable) -> tf.Variable:
@@ -35,30 +36,31 @@ class InferenceModule(tf.Module):
     [B] string)`` splits documents into sentences in the graph, tags them and
     assembles entities with code-point offsets into each document, and a
     confidence that is the lowest tag marginal among the entity's tokens.
+    ``settings`` gives ``max_word_length``, ``max_sentence_tokens`` and
+    ``inference_chunk_size``.
     """
 
-    def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, max_word_length: int,
-                 max_sentence_tokens: int, chunk_size: int = 128) -> None:
+    def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, settings: NERConfig) -> None:
         super().__init__(name="clinical_ner")
         self.model = model
-        self.chunk_size = chunk_size
-        self.featurizer = Featurizer(vocab.words, vocab.chars, max_word_length)
-        self.max_sentence_tokens = max_sentence_tokens
-        labels, label_index, begins = tag_structure(vocab.tags)
+        self.chunk_size = settings.inference_chunk_size
+        self.featurizer = Featurizer(vocab.words, vocab.chars, settings.max_word_length)
+        self.max_sentence_tokens = settings.max_sentence_tokens
+        roles = tag_roles(vocab.tags)
         # predict_tokens answers in IOB2 whatever scheme the CRF uses: a valid
         # BIOES sequence (decoding forbids invalid ones) maps S- to B- and
         # E- to I- tag by tag.
-        self._iob2_tags = tf.constant([iob2_tag(tag) for tag in vocab.tags])
-        self._labels = tf.constant([""] + labels)
-        self._tag_label = tf.constant(label_index)
-        self._tag_begins = tf.constant(begins)
+        self._iob2_tags = tf.constant([to_iob2_tag(tag) for tag in vocab.tags])
+        self._labels = tf.constant([""] + roles.labels)
+        self._tag_label = tf.constant(roles.label_index)
+        self._tag_begins = tf.constant(roles.begins)
 
     def _decode_rows(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Tag ids and their marginals for one [B, T] chunk of sentences."""
         batch, width = tf.shape(tokens)[0], tf.shape(tokens)[1]
         # One extra all-padding row and column make empty chunks and empty
         # sentences ordinary inputs for the LSTM instead of special cases.
-        padded = tf.pad(tokens, [[0, 1], [0, 1]], constant_values="")
+        padded = tf.pad(tokens, [[0, 1], [0, 1]], constant_values=PAD)
         features = self.featurizer(padded)
         if not self.model.use_casing:
             del features["casing_ids"]
@@ -75,7 +77,7 @@ class InferenceModule(tf.Module):
         one huge batch.
         """
         count, width = tf.shape(tokens)[0], tf.shape(tokens)[1]
-        lengths = tf.reduce_sum(tf.cast(tokens != "", tf.int32), axis=1)
+        lengths = tf.reduce_sum(tf.cast(tokens != PAD, tf.int32), axis=1)
         order = tf.argsort(lengths, stable=True)
         chunks = (count + self.chunk_size - 1) // self.chunk_size
         tags_array = tf.TensorArray(tf.int32, size=chunks, infer_shape=False,
@@ -105,7 +107,7 @@ class InferenceModule(tf.Module):
     def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
         tag_ids, confidence, lengths = self._decode(tokens)
         is_token = tf.sequence_mask(lengths, tf.shape(tokens)[1])
-        tags = tf.where(is_token, tf.gather(self._iob2_tags, tag_ids), "")
+        tags = tf.where(is_token, tf.gather(self._iob2_tags, tag_ids), PAD)
         return {
             signatures.TAGS: tags,
             signatures.TAG_CONFIDENCE: tf.where(is_token, confidence, 0.0),

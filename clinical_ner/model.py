@@ -4,13 +4,21 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from clinical_ner.config import NERConfig
 from clinical_ner.layers.bilstm import BiLSTM
 from clinical_ner.layers.char_cnn import CharCNNEncoder
-from clinical_ner.layers.crf import CRF, bio_transition_constraints
+from clinical_ner.layers.crf import CRF
 from clinical_ner.layers.word_embedding import PartlyTrainableEmbedding
+from clinical_ner.tags import inventory_scheme, transition_mask
 from clinical_ner.text import CASING_FEATURES
+from clinical_ner.vocab import Vocabulary
 
 MODEL_FILE = "model.keras"
+
+# Constructor arguments that models saved by 0.2.4 and earlier did not store,
+# with the value such a model was built with (its tag scheme is read off its
+# tags: see tags.inventory_scheme).
+_ARGUMENTS_OF_OLD_MODELS = {"fused_lstm_max_batch": 4}
 
 
 @keras.saving.register_keras_serializable(package="clinical_ner")
@@ -26,6 +34,12 @@ class ClinicalNERModel(keras.Model):
     as targets, and :meth:`decode` gives the best tags and their marginal
     probabilities.
 
+    Every argument is required and keyword-only: the settings and their
+    defaults live in :class:`~clinical_ner.config.NERConfig`, and
+    :meth:`from_settings` builds the model from one. ``tag_scheme`` names the
+    scheme of ``tags`` (``"bio"`` or ``"bioes"``); with
+    ``constrain_transitions`` the CRF gets its
+    :func:`~clinical_ner.tags.transition_mask`.
     ``trainable_word_rows`` trains only the first rows of the word embedding
     (the words of the training data, which the vocabulary puts first; see
     :class:`~clinical_ner.layers.word_embedding.PartlyTrainableEmbedding`);
@@ -33,9 +47,11 @@ class ClinicalNERModel(keras.Model):
 
     Example:
     >>> import numpy as np
-    >>> model = ClinicalNERModel(num_words=20, num_chars=10,
-    ...     tags=["O", "B-problem", "I-problem"], word_dim=2, char_dim=2,
-    ...     char_filters=2, lstm_units=2, casing_dim=2)
+    >>> settings = NERConfig(word_dim=2, char_dim=2, char_filters=2, lstm_units=2,
+    ...                      casing_dim=2, tag_scheme="bio")
+    >>> vocab = Vocabulary(words=[""] * 20, chars=[""] * 10,
+    ...                    tags=["O", "B-problem", "I-problem"])
+    >>> model = ClinicalNERModel.from_settings(settings, vocab)
     >>> inputs = {"word_ids": np.array([[3, 4, 0]]),
     ...           "char_ids": np.array([[[2, 3], [4, 0], [0, 0]]]),
     ...           "casing_ids": np.array([[3, 3, 0]])}
@@ -44,24 +60,29 @@ class ClinicalNERModel(keras.Model):
     >>> tags, marginals = model.decode(inputs)
     >>> tags.shape, marginals.shape
     (TensorShape([1, 3]), TensorShape([1, 3, 3]))
+    >>> ClinicalNERModel.from_config(model.get_config()).get_config() == model.get_config()
+    True
     """
 
     def __init__(
         self,
+        *,
         num_words: int,
         num_chars: int,
         tags: list[str],
-        word_dim: int = 50,
-        trainable_embeddings: bool = True,
-        trainable_word_rows: int | None = None,
-        char_dim: int = 25,
-        char_filters: int = 50,
-        char_kernel_size: int = 3,
-        use_casing: bool = True,
-        casing_dim: int = 8,
-        lstm_units: int = 100,
-        dropout: float = 0.5,
-        constrain_transitions: bool = True,
+        tag_scheme: str,
+        word_dim: int,
+        trainable_embeddings: bool,
+        trainable_word_rows: int | None,
+        char_dim: int,
+        char_filters: int,
+        char_kernel_size: int,
+        use_casing: bool,
+        casing_dim: int,
+        lstm_units: int,
+        dropout: float,
+        constrain_transitions: bool,
+        fused_lstm_max_batch: int,
         **kwargs,
     ) -> None:
         inputs = {
@@ -90,36 +111,71 @@ class ClinicalNERModel(keras.Model):
             )
         hidden = keras.layers.Concatenate(name="token_features")(features)
         hidden = keras.layers.Dropout(dropout, name="input_dropout")(hidden)
-        hidden = BiLSTM(lstm_units, name="bilstm")(hidden, mask=is_token)
+        hidden = BiLSTM(lstm_units, fused_lstm_max_batch, name="bilstm")(hidden, mask=is_token)
         hidden = keras.layers.Dropout(dropout, name="output_dropout")(hidden)
         emissions = keras.layers.Dense(len(tags), name="emissions")(hidden)
+        # Checked even when unconstrained: tags outside the scheme are a bug.
+        mask = transition_mask(tags, tag_scheme)
         if constrain_transitions:
-            allowed, allowed_start, allowed_end = bio_transition_constraints(tags)
-            crf = CRF(
-                len(tags),
-                allowed_transitions=allowed.tolist(),
-                allowed_start=allowed_start.tolist(),
-                allowed_end=allowed_end.tolist(),
-                name="crf",
-            )
+            crf = CRF(len(tags), allowed_transitions=mask.allowed.tolist(),
+                      allowed_start=mask.start.tolist(), allowed_end=mask.end.tolist(),
+                      name="crf")
         else:
             crf = CRF(len(tags), name="crf")
         outputs = crf(emissions)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.num_words = num_words
-        self.num_chars = num_chars
-        self.tags = list(tags)
-        self.word_dim = word_dim
-        self.trainable_embeddings = trainable_embeddings
-        self.trainable_word_rows = trainable_word_rows
-        self.char_dim = char_dim
-        self.char_filters = char_filters
-        self.char_kernel_size = char_kernel_size
-        self.use_casing = use_casing
-        self.casing_dim = casing_dim
-        self.lstm_units = lstm_units
-        self.dropout = dropout
-        self.constrain_transitions = constrain_transitions
+        arguments = {
+            "num_words": num_words, "num_chars": num_chars, "tags": list(tags),
+            "tag_scheme": tag_scheme, "word_dim": word_dim,
+            "trainable_embeddings": trainable_embeddings,
+            "trainable_word_rows": trainable_word_rows, "char_dim": char_dim,
+            "char_filters": char_filters, "char_kernel_size": char_kernel_size,
+            "use_casing": use_casing, "casing_dim": casing_dim, "lstm_units": lstm_units,
+            "dropout": dropout, "constrain_transitions": constrain_transitions,
+            "fused_lstm_max_batch": fused_lstm_max_batch,
+        }
+        # Each argument is a public attribute (model.tags, model.word_dim, ...),
+        # and get_config() returns them all.
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self._argument_names = tuple(arguments)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: NERConfig,
+        vocab: Vocabulary,
+        word_dim: int | None = None,
+        trainable_word_rows: int | None = None,
+    ) -> "ClinicalNERModel":
+        """A new model with the settings of ``settings`` for the vocabulary ``vocab``.
+
+        ``word_dim`` is the size of pretrained vectors when there are some
+        (``None``: ``settings.word_dim``); ``trainable_word_rows`` as in the
+        class docstring (``None``: every row trains).
+        """
+        return cls(
+            num_words=len(vocab.words), num_chars=len(vocab.chars), tags=vocab.tags,
+            tag_scheme=settings.tag_scheme,
+            word_dim=settings.word_dim if word_dim is None else word_dim,
+            trainable_embeddings=settings.trainable_embeddings,
+            trainable_word_rows=trainable_word_rows,
+            char_dim=settings.char_dim, char_filters=settings.char_filters,
+            char_kernel_size=settings.char_kernel_size, use_casing=settings.use_casing,
+            casing_dim=settings.casing_dim, lstm_units=settings.lstm_units,
+            dropout=settings.dropout, constrain_transitions=settings.constrain_transitions,
+            fused_lstm_max_batch=settings.fused_lstm_max_batch,
+        )
+
+    def apply_runtime_settings(self, settings: NERConfig) -> None:
+        """Take the runtime settings of ``settings`` (call before tracing any graph).
+
+        They change speed, not the weights, so a model directory's
+        ``config.json`` may change them after training (``ClinicalNER`` applies
+        its configuration's values when it loads a model).
+        """
+        self.get_layer("bilstm").fused_max_batch = settings.fused_lstm_max_batch
+        self.fused_lstm_max_batch = settings.fused_lstm_max_batch
 
     @property
     def crf(self) -> CRF:
@@ -145,25 +201,13 @@ class ClinicalNERModel(keras.Model):
         return self.crf.decode(emissions, self.sequence_lengths(inputs))
 
     def get_config(self) -> dict:
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_words": self.num_words,
-            "num_chars": self.num_chars,
-            "tags": self.tags,
-            "word_dim": self.word_dim,
-            "trainable_embeddings": self.trainable_embeddings,
-            "trainable_word_rows": self.trainable_word_rows,
-            "char_dim": self.char_dim,
-            "char_filters": self.char_filters,
-            "char_kernel_size": self.char_kernel_size,
-            "use_casing": self.use_casing,
-            "casing_dim": self.casing_dim,
-            "lstm_units": self.lstm_units,
-            "dropout": self.dropout,
-            "constrain_transitions": self.constrain_transitions,
-        }
+        arguments = {name: getattr(self, name) for name in self._argument_names}
+        arguments["tags"] = list(arguments["tags"])
+        return {"name": self.name, "trainable": self.trainable, **arguments}
 
     @classmethod
     def from_config(cls, config: dict) -> "ClinicalNERModel":
+        config = {**_ARGUMENTS_OF_OLD_MODELS, **config}
+        if "tag_scheme" not in config:
+            config["tag_scheme"] = inventory_scheme(config["tags"])
         return cls(**config)

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import keras
 import numpy as np
 
-from clinical_ner.config import NERConfig
+from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
 from clinical_ner.corpus import Sentence
 from clinical_ner.embeddings import load_embeddings
 from clinical_ner.errors import ConfigError
@@ -15,12 +15,6 @@ from clinical_ner.model import ClinicalNERModel
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.vocab import Vocabulary
 
-# Settings that shape the weights; a fine-tuned model must keep its base's.
-ARCHITECTURE_SETTINGS = (
-    "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
-    "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
-    "use_casing", "casing_dim", "lstm_units",
-)
 
 
 def compile_for_training(model: ClinicalNERModel, config: NERConfig) -> None:
@@ -46,7 +40,7 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
                              config.min_word_count)
     vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
     word_dim = vectors.shape[1] if vectors is not None else config.word_dim
-    model = _model_for(config, vocab, tags, word_dim, words_in_use)
+    model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use)
     if vectors is not None:
         model.get_layer("word_embedding").set_table(
             vocab.embedding_matrix(embedding_words, vectors, config.seed))
@@ -75,7 +69,8 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     vocab, order, words_in_use = Vocabulary(
         words=base.vocab.words, chars=base.vocab.chars, tags=tags
     ).training_words_first(s.tokens for s in sentences)
-    model = _model_for(config, vocab, tags, base.model.word_dim, words_in_use)
+    model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
+                                           words_in_use)
     model.get_layer("word_embedding").set_table(
         base.model.get_layer("word_embedding").table()[order])
     new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
@@ -87,16 +82,3 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
              f"({', '.join(base.vocab.tags)} -> {', '.join(tags)}): the output layer and the "
              "CRF are re-initialised; the embeddings, char-CNN and BiLSTM are kept")
     return model, vocab
-
-
-def _model_for(config: NERConfig, vocab: Vocabulary, tags: list[str], word_dim: int,
-               words_in_use: int) -> ClinicalNERModel:
-    return ClinicalNERModel(
-        num_words=len(vocab.words), num_chars=len(vocab.chars), tags=tags,
-        word_dim=word_dim, trainable_embeddings=config.trainable_embeddings,
-        trainable_word_rows=words_in_use,
-        char_dim=config.char_dim, char_filters=config.char_filters,
-        char_kernel_size=config.char_kernel_size, use_casing=config.use_casing,
-        casing_dim=config.casing_dim, lstm_units=config.lstm_units, dropout=config.dropout,
-        constrain_transitions=config.constrain_transitions,
-    )

@@ -45,8 +45,8 @@ class ClinicalNER(Annotator):
         self.model = model
         self.vocab = vocab
         self.config = config
-        self.module = InferenceModule(model, vocab, config.max_word_length,
-                                      config.max_sentence_tokens)
+        model.apply_runtime_settings(config)
+        self.module = InferenceModule(model, vocab, config)
 
     @classmethod
     def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":
@@ -105,10 +105,7 @@ class ClinicalNER(Annotator):
                                   base_path, version)
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
-        outputs = self.module.annotate_text(
-            np.array([signatures.encode_text(text) for text in texts], dtype=object))
-        return signatures.entities_from_outputs(
-            texts, {name: value.numpy() for name, value in outputs.items()})
+        return signatures.annotate_batch(texts, self.module.annotate_text)
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         outputs = self.module.tag_tokens(

@@ -30,6 +30,7 @@ import numpy as np
 
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.vocab import PAD
 
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 # The GetModelMetadata field that holds the SignatureDefs.
@@ -51,8 +52,9 @@ TAG_CONFIDENCE = "tag_confidence"
 LENGTH = "length"
 TAG_OUTPUTS = (TAGS, TAG_CONFIDENCE, LENGTH)
 
-# Token rows are right-padded with this value.
-PAD_TOKEN = ""
+# Token rows are right-padded with the vocabulary's padding token (this name
+# is part of the contract that the client imports).
+PAD_TOKEN = PAD
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -70,7 +72,12 @@ def encode_text(text: str) -> bytes:
     Lone surrogates (which UTF-8 cannot encode) become U+FFFD: one code point
     for one keeps every offset, and both are one-character tokens.
     """
-    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+    return replace_lone_surrogates(text).encode("utf-8")
+
+
+def replace_lone_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate (e.g. from a JSON ``"\\ud800"``) as U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def checked_texts(texts: Iterable[Any]) -> list[str]:
@@ -120,6 +127,19 @@ def in_size_order_batches(
             results[index] = result
         start = end
     return results
+
+
+def annotate_batch(
+    texts: list[str], run_serving_default: Callable[[np.ndarray], Mapping[str, Any]]
+) -> list[list[Entity]]:
+    """Entities of ``texts`` from one call of a ``serving_default`` function.
+
+    ``run_serving_default`` takes the encoded texts (an object array of bytes)
+    and returns the output tensors by name: the in-process inference module's
+    ``annotate_text`` or a loaded SavedModel's signature.
+    """
+    outputs = run_serving_default(np.array([encode_text(text) for text in texts], dtype=object))
+    return entities_from_outputs(texts, outputs)
 
 
 def entities_from_outputs(

@@ -23,13 +23,29 @@ Scheme names (case-insensitive):
 A tag is ``O`` or ``<prefix>-<type>`` where the prefix is one of ``B I E S
 U L`` (upper case) and the type is non-empty and has no whitespace; anything
 else is an error.
+
+The model's side (as spaCy's ``training/iob_utils.py``): a model trains on
+one of the :data:`MODEL_SCHEMES`, named explicitly in its configuration
+(``NERConfig.tag_scheme``) and in the model's own config, never guessed from
+its tags. :func:`tag_inventory` lists its tags, :func:`to_scheme` /
+:func:`from_scheme` convert sequences, :func:`to_iob2_tag` and
+:func:`tag_roles` say what each tag means for span extraction (in Python and
+in the inference graph), and :func:`transition_mask` says which tag
+sequences the scheme allows, as the boolean arrays the CRF layer and any
+other decoder (a LiteRT export, for instance) take.
 """
 from __future__ import annotations
 
 import re
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
 
 from clinical_ner.corpus import Mention
 from clinical_ner.errors import DataFormatError
+
+#: The tag outside every entity.
+OUTSIDE = "O"
 
 _ALIASES = {
     "auto": "auto",
@@ -42,6 +58,8 @@ _ALIASES = {
 }
 # Model-side schemes: what to_scheme can produce and tag_inventory can list.
 _OUTPUT_PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+#: Schemes a model can be trained on (``NERConfig.tag_scheme``).
+MODEL_SCHEMES = tuple(_OUTPUT_PREFIXES)
 _TAG = re.compile(r"([BIESUL])-(\S+)")
 # BILOU spellings of the BIOES prefixes.
 _BILOU = {"U": "S", "L": "E"}
@@ -59,8 +77,8 @@ def _canonical_scheme(scheme: str, allowed: tuple[str, ...]) -> str:
 
 def _parse(tag: str) -> tuple[str, str | None] | None:
     """``("O", None)``, ``(prefix, type)`` with U/L mapped to S/E, or None if invalid."""
-    if tag == "O":
-        return "O", None
+    if tag == OUTSIDE:
+        return OUTSIDE, None
     match = _TAG.fullmatch(tag)
     if match is None:
         return None
@@ -79,10 +97,10 @@ def detect_scheme(tags: list[str]) -> str:
     parsed = [_parse(tag) for tag in tags]
     if any(p is not None and p[0] in ("S", "E") for p in parsed):
         return "bioes"
-    previous: tuple[str, str | None] | None = ("O", None)
+    previous: tuple[str, str | None] | None = (OUTSIDE, None)
     for current in parsed:
         if current is not None and current[0] == "I" and (
-            previous is None or previous[0] == "O" or previous[1] != current[1]
+            previous is None or previous[0] == OUTSIDE or previous[1] != current[1]
         ):
             return "iob1"
         previous = current
@@ -129,13 +147,13 @@ def normalize_tags(
 def _read_iob(tags, parsed, mode, fail) -> list[str]:
     """Read BIO (``mode="bio"``), strict IOB1 or the auto IOB1/IOB2 mixture."""
     result = []
-    previous_prefix, previous_type = "O", None
+    previous_prefix, previous_type = OUTSIDE, None
     for index, (prefix, entity_type) in enumerate(parsed):
         continues = previous_prefix in ("B", "I") and previous_type == entity_type
         if prefix in ("E", "S"):
             raise fail(index, f"tag {tags[index]} is not a {mode.upper()} tag")
-        if prefix == "O":
-            result.append("O")
+        if prefix == OUTSIDE:
+            result.append(OUTSIDE)
         elif prefix == "B":
             if mode == "iob1" and not continues:
                 raise fail(
@@ -176,10 +194,7 @@ def _read_bioes(tags, parsed, fail) -> list[str]:
                 f"tag {tags[index]} after {_previous(tags, index)}: in BIOES an entity "
                 f"must start with B-{entity_type} (or be S-{entity_type})",
             )
-        if prefix == "O":
-            result.append("O")
-        else:
-            result.append(f"{'B' if prefix in ('B', 'S') else 'I'}-{entity_type}")
+        result.append(to_iob2_tag(tags[index]))
         open_type = entity_type if prefix in ("B", "I") else None
     if open_type is not None:
         raise fail(
@@ -203,7 +218,7 @@ def tags_to_mentions(iob2_tags: list[str]) -> list[Mention]:
     mentions = []
     start: int | None = None
     open_type: str | None = None
-    for index, tag in enumerate(list(iob2_tags) + ["O"]):
+    for index, tag in enumerate(list(iob2_tags) + [OUTSIDE]):
         parsed = _parse(tag)
         if parsed is None or parsed[0] in ("E", "S"):
             raise ValueError(f"tag {index} is not an IOB2 tag")
@@ -228,14 +243,14 @@ def mentions_to_tags(n_tokens: int, mentions: list[Mention]) -> list[str]:
 
 
 def _render(n_tokens: int, mentions: list[Mention], scheme: str) -> list[str]:
-    tags = ["O"] * n_tokens
+    tags = [OUTSIDE] * n_tokens
     for mention in sorted(mentions, key=lambda m: (m.first_token, m.last_token)):
         first, last = mention.first_token, mention.last_token
         if not 0 <= first <= last < n_tokens:
             raise ValueError(
                 f"mention {first}..{last} is not a token range of a {n_tokens}-token sentence"
             )
-        if any(tag != "O" for tag in tags[first:last + 1]):
+        if any(tag != OUTSIDE for tag in tags[first:last + 1]):
             raise ValueError(f"mention {first}..{last} overlaps another mention")
         label = mention.label
         tags[first] = f"B-{label}"
@@ -271,11 +286,11 @@ def from_scheme(tags: list[str], scheme: str) -> list[str]:
     open_type: str | None = None
     for index, tag in enumerate(tags):
         parsed = _parse(tag)
-        if parsed is None or (parsed[0] != "O" and parsed[0] not in allowed):
+        if parsed is None or (parsed[0] != OUTSIDE and parsed[0] not in allowed):
             raise ValueError(f"tag {index} is not a {canonical.upper()} tag")
         prefix, entity_type = parsed
-        if prefix == "O":
-            result.append("O")
+        if prefix == OUTSIDE:
+            result.append(OUTSIDE)
         elif prefix in ("I", "E") and entity_type == open_type:
             result.append(f"I-{entity_type}")
         else:
@@ -293,9 +308,191 @@ def tag_inventory(labels: list[str], scheme: str) -> list[str]:
     "I-test"]``.
     """
     canonical = _canonical_scheme(scheme, ("bio", "bioes"))
-    inventory = ["O"]
+    inventory = [OUTSIDE]
     for label in sorted(set(labels)):
         if _parse(f"B-{label}") is None:
             raise ValueError(f"invalid entity label {label!r} (empty or with whitespace)")
         inventory.extend(f"{prefix}-{label}" for prefix in _OUTPUT_PREFIXES[canonical])
     return inventory
+
+
+def parse_tag(tag: str) -> tuple[str, str | None]:
+    """``("O", None)`` or ``(prefix, entity type)``, BILOU's U/L read as S/E.
+
+    Raises ValueError for anything that is not a tag.
+
+    >>> parse_tag("B-problem"), parse_tag("U-test"), parse_tag("O")
+    (('B', 'problem'), ('S', 'test'), ('O', None))
+    """
+    parsed = _parse(tag)
+    if parsed is None:
+        raise ValueError(f"{tag!r} is not a tag ({_EXPECTED_TAG})")
+    return parsed
+
+
+def entity_labels(tags: Iterable[str]) -> list[str]:
+    """The sorted distinct entity types of ``tags`` (any scheme; ``O`` has none).
+
+    >>> entity_labels(["O", "B-test", "I-test", "S-problem"])
+    ['problem', 'test']
+    """
+    return sorted({parse_tag(tag)[1] for tag in tags if tag != OUTSIDE})
+
+
+def to_iob2_tag(tag: str) -> str:
+    """The IOB2 tag that a tag of a *valid* BIO or BIOES sequence stands for.
+
+    ``S-X`` becomes ``B-X`` and ``E-X`` becomes ``I-X``; a sequence that the
+    scheme does not allow needs :func:`from_scheme` instead.
+
+    >>> [to_iob2_tag(tag) for tag in ["O", "B-x", "I-x", "E-x", "S-x"]]
+    ['O', 'B-x', 'I-x', 'I-x', 'B-x']
+    """
+    prefix, entity_type = parse_tag(tag)
+    if prefix == OUTSIDE:
+        return OUTSIDE
+    return f"{'B' if prefix in ('B', 'S') else 'I'}-{entity_type}"
+
+
+class TagRoles(NamedTuple):
+    """What each tag of a model's inventory means for span extraction.
+
+    ``labels``: the sorted entity types; ``label_index``: int32 ``[K]``, each
+    tag's type as an index into ``[""] + labels`` (0 for ``O``); ``begins``:
+    bool ``[K]``, whether the tag always begins an entity (``B-``, ``S-``).
+    """
+
+    labels: list[str]
+    label_index: np.ndarray
+    begins: np.ndarray
+
+
+def tag_roles(tags: Sequence[str]) -> TagRoles:
+    """The :class:`TagRoles` of a BIO or BIOES tag list, for extracting spans in a graph.
+
+    A tag that does not begin an entity (``I-``, ``E-``) continues one of the
+    same label, or begins one after ``O`` or another label, as conlleval
+    reads ill-formed sequences.
+
+    >>> roles = tag_roles(["O", "B-test", "I-test", "S-problem"])
+    >>> roles.labels, roles.label_index.tolist(), roles.begins.tolist()
+    (['problem', 'test'], [0, 2, 2, 1], [False, True, False, True])
+    """
+    labels = entity_labels(tags)
+    label_index = np.zeros(len(tags), dtype=np.int32)
+    begins = np.zeros(len(tags), dtype=bool)
+    for position, tag in enumerate(tags):
+        prefix, entity_type = parse_tag(tag)
+        if prefix != OUTSIDE:
+            label_index[position] = labels.index(entity_type) + 1
+            begins[position] = prefix in ("B", "S")
+    return TagRoles(labels, label_index, begins)
+
+
+def entity_token_spans(tag_ids: np.ndarray, label_index: np.ndarray,
+                       begins: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(first_token, last_token, label)`` of each entity in one sentence's tag ids.
+
+    ``label_index`` and ``begins`` come from :func:`tag_roles`; ``label``
+    is a label index (1-based into its ``labels``). A token begins an entity
+    when its label is not ``O`` and its tag begins one or its label differs
+    from the previous token's, exactly as the exported graph
+    (:mod:`clinical_ner.inference`) decides with tensor ops; the LiteRT
+    runtime uses this NumPy version.
+
+    >>> _, label_index, begins = tag_roles(["O", "B-test", "I-test"])
+    >>> entity_token_spans(np.array([1, 2, 0, 2, 1]), label_index, begins)
+    [(0, 1, 1), (3, 3, 1), (4, 4, 1)]
+    """
+    labels = label_index[tag_ids]
+    previous = np.concatenate([[0], labels[:-1]])
+    starts = ((labels > 0) & (begins[tag_ids] | (previous != labels))).tolist()
+    labels = labels.tolist()
+    spans = []
+    for first, starts_here in enumerate(starts):
+        if starts_here:
+            last = first
+            while last + 1 < len(labels) and labels[last + 1] == labels[first] \
+                    and not starts[last + 1]:
+                last += 1
+            spans.append((first, last, labels[first]))
+    return spans
+
+
+def inventory_scheme(tags: Sequence[str]) -> str:
+    """The scheme of a model saved before models stored theirs: ``"bioes"`` if any tag is ``E-``/``S-``.
+
+    Only for reading such models (their tag lists came from
+    :func:`tag_inventory`, so the prefixes tell the scheme apart); everything
+    else takes the scheme from the configuration.
+    """
+    return "bioes" if any(parse_tag(tag)[0] in ("E", "S") for tag in tags) else "bio"
+
+
+class TransitionMask(NamedTuple):
+    """Which tag sequences a scheme allows, as boolean arrays over a tag list.
+
+    ``allowed[i, j]``: tag ``i`` may be followed by tag ``j`` (``[K, K]``);
+    ``start``: tags that may begin a sentence (``[K]``); ``end``: tags that
+    may end one (``[K]``).
+    """
+
+    allowed: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+
+def transition_mask(tags: Sequence[str], scheme: str) -> TransitionMask:
+    """The transitions, first tags and last tags that ``scheme`` allows among ``tags``.
+
+    ``tags`` are a model's tags (ids are their positions), all of
+    ``scheme`` (``"bio"`` or ``"bioes"``, see :data:`MODEL_SCHEMES`), and
+    unique. The CRF layer forbids what the mask forbids when decoding;
+    another decoder (a LiteRT export) can take the same arrays.
+
+    BIO: ``I-X`` may only follow ``B-X`` or ``I-X`` and cannot start a
+    sentence; everything else is allowed, and any tag may end a sentence.
+
+    BIOES: ``B-X`` and ``I-X`` must be followed by ``I-X`` or ``E-X``;
+    ``O``, ``E-*`` and ``S-*`` must be followed by ``O``, ``B-*`` or ``S-*``;
+    a sentence starts with ``O``, ``B-*`` or ``S-*`` and ends with ``O``,
+    ``E-*`` or ``S-*``.
+
+    >>> mask = transition_mask(["O", "B-test", "I-test"], "bio")
+    >>> mask.allowed.astype(int).tolist()
+    [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
+    >>> mask.start.tolist(), mask.end.tolist()
+    ([True, True, False], [True, True, True])
+    """
+    canonical = _canonical_scheme(scheme, MODEL_SCHEMES)
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"tags must be unique, got {list(tags)}")
+    parsed = []
+    for tag in tags:
+        match = _TAG.fullmatch(tag)
+        if tag != OUTSIDE and (match is None or match[1] not in _OUTPUT_PREFIXES[canonical]):
+            raise ValueError(
+                f"tag {tag!r} is not a {canonical.upper()} tag: expected O or one of "
+                f"{'/'.join(p + '-' for p in _OUTPUT_PREFIXES[canonical])} and an entity type")
+        parsed.append((OUTSIDE, None) if tag == OUTSIDE else (match[1], match[2]))
+    num_tags = len(parsed)
+    allowed = np.zeros((num_tags, num_tags), dtype=bool)
+    for i, (prefix_from, type_from) in enumerate(parsed):
+        for j, (prefix_to, type_to) in enumerate(parsed):
+            if canonical == "bioes":
+                if prefix_from in ("B", "I"):
+                    allowed[i, j] = prefix_to in ("I", "E") and type_to == type_from
+                else:
+                    allowed[i, j] = prefix_to in (OUTSIDE, "B", "S")
+            elif prefix_to == "I":
+                allowed[i, j] = prefix_from in ("B", "I") and type_from == type_to
+            else:
+                allowed[i, j] = True
+    prefixes = [prefix for prefix, _ in parsed]
+    if canonical == "bioes":
+        start = np.array([prefix in (OUTSIDE, "B", "S") for prefix in prefixes], dtype=bool)
+        end = np.array([prefix in (OUTSIDE, "E", "S") for prefix in prefixes], dtype=bool)
+    else:
+        start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
+        end = np.ones(num_tags, dtype=bool)
+    return TransitionMask(allowed, start, end)

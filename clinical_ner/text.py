@@ -30,6 +30,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from clinical_ner.config import NERConfig
+
 WORD = 0
 SEPARATOR = 1
 OTHER = 2
@@ -37,7 +39,9 @@ OTHER = 2
 SENTENCE_FINAL = frozenset(".!?")
 # Exactly the boundaries of str.splitlines().
 LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-DEFAULT_MAX_SENTENCE_TOKENS = 200
+# The configuration's default, for callers without a configuration (the brat
+# reader; a model passes its own setting).
+DEFAULT_MAX_SENTENCE_TOKENS = NERConfig.max_sentence_tokens
 MAX_CODE_POINT = 0x10FFFF
 
 
@@ -102,6 +106,16 @@ def tokenize(text: str) -> list[Token]:
     ['28', '-', 'year', '-', 'old', '(', 'BP', '120', '/', '80', ')', '.']
     """
     return [Token(m.group(), m.start(), m.end()) for m in _token_pattern().finditer(text)]
+
+
+def count_tokens(text: str) -> int:
+    """How many tokens :func:`tokenize` finds in ``text``, without building them.
+
+    >>> count_tokens("28-year-old (BP 120/80).")
+    12
+    """
+    # findall is about twice as fast as counting finditer's match objects.
+    return len(_token_pattern().findall(text))
 
 
 def split_sentences(

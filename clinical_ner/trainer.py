@@ -137,7 +137,8 @@ def train(
             dataset = training_dataset(train_sentences, train_tags, featurizer,
                                        config.batch_size, config.use_casing,
                                        shuffle_seed=config.seed + epoch,
-                                       word_dropout=config.word_dropout)
+                                       word_dropout=config.word_dropout,
+                                       bucket_boundaries=config.bucket_boundaries)
             started = time.perf_counter()
             loss = _in_cluster(distribution, epoch, lambda: epochs.train_epoch(dataset, progress))
             train_seconds = time.perf_counter() - started

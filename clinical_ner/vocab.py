@@ -11,8 +11,14 @@ import numpy as np
 
 from clinical_ner.text import normalize_word
 
+#: The padding token: the first entry (id 0) of the word and character
+#: vocabularies, and what token rows are right-padded with everywhere (the
+#: training batches, the inference graph, the ``tokens`` signature input).
 PAD = ""
+#: The unknown entry (id 1) of both vocabularies.
 UNKNOWN = "<unk>"
+PAD_ID = 0
+UNKNOWN_ID = 1
 VOCAB_FILE = "vocab.json"
 
 
@@ -36,8 +42,8 @@ class Vocabulary:
         cls,
         sentences: Iterable[list[str]],
         tags: list[str],
-        embedding_words: list[str] | None = None,
-        min_word_count: int = 2,
+        embedding_words: list[str] | None,
+        min_word_count: int,
     ) -> "Vocabulary":
         """Build from training sentences (lists of tokens).
 

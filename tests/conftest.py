@@ -25,3 +25,31 @@ def model_base(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("models") / "clinical_ner"
     export_toy(base, version=1)
     return base
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> tuple[Path, Path]:
+    """``(model directory, export version folder)`` of a tiny model trained on the sample.
+
+    Small but trained enough (a high learning rate) to find entities in the
+    MACCROBAT dev notes, so that comparisons of annotators compare something.
+    """
+    from clinical_ner.config import NERConfig
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.trainer import train
+
+    root = tmp_path_factory.mktemp("trained")
+    config = NERConfig(embeddings=str(REPO_ROOT / "samples" / "embeddings"
+                                      / "glove.6B.50d.sample.txt"),
+                       lstm_units=16, char_filters=8, char_dim=8, epochs=2,
+                       learning_rate=0.01, seed=11)
+    train(REPO_ROOT / "samples" / "maccrobat-i2b2" / "train", root / "model", config=config,
+          progress=False, emit=lambda message: None)
+    export_dir = ClinicalNER.load(root / "model").export(root / "export")
+    return root / "model", export_dir
+
+
+@pytest.fixture(scope="session")
+def maccrobat_dev_notes(shared_data) -> list[Path]:
+    """The shared MACCROBAT dev documents (24 notes), sorted by name."""
+    return sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))

@@ -43,3 +43,49 @@ def test_shipped_configs_are_valid_and_default_json_is_the_default():
     assert NERConfig.from_file(configs / "default.json") == NERConfig()
     for path in configs.glob("*.json"):
         NERConfig.from_file(path)
+
+
+def test_a_config_file_from_before_the_runtime_settings_loads_with_the_old_constants(tmp_path):
+    values = NERConfig().to_dict()
+    for name in ("bucket_boundaries", "inference_chunk_size", "fused_lstm_max_batch",
+                 "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
+        del values[name]
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    loaded = NERConfig.load(tmp_path)
+    # The values that were constants in the code up to 0.2.4.
+    assert loaded.bucket_boundaries == (8, 12, 16, 20, 25, 30, 40, 50, 64, 80, 100, 128, 160)
+    assert (loaded.inference_chunk_size, loaded.fused_lstm_max_batch) == (128, 4)
+    assert (loaded.annotate_batch_size, loaded.annotate_max_batch_characters,
+            loaded.tag_batch_size) == (256, 100_000, 64)
+
+
+def test_bucket_boundaries_round_trip_through_json_and_are_checked(tmp_path):
+    config = NERConfig(bucket_boundaries=[4, 9])
+    assert config.bucket_boundaries == (4, 9)
+    config.save(tmp_path)
+    assert NERConfig.load(tmp_path) == config
+    assert config.to_dict() == json.loads((tmp_path / "config.json").read_text())
+    for bad in ([9, 4], [0, 3], 5, [2, 2]):
+        with pytest.raises(ConfigError, match="bucket_boundaries"):
+            NERConfig(bucket_boundaries=bad)
+    with pytest.raises(ConfigError, match="fused_lstm_max_batch"):
+        NERConfig(fused_lstm_max_batch=-1)
+    (tmp_path / "config.json").write_text(json.dumps({"inference_chunk_size": 0}))
+    with pytest.raises(ConfigError, match=r"config.json: inference_chunk_size must be a positive"):
+        NERConfig.load(tmp_path)
+    assert NERConfig(fused_lstm_max_batch=0).fused_lstm_max_batch == 0
+
+
+def test_the_model_has_no_defaults_of_its_own():
+    # A default in the model or a layer could drift from NERConfig's again
+    # (the model's char_filters default was 50 while the configuration's was 100).
+    import inspect
+
+    from clinical_ner.layers.bilstm import BiLSTM
+    from clinical_ner.layers.char_cnn import CharCNNEncoder
+    from clinical_ner.model import ClinicalNERModel
+
+    for constructor in (ClinicalNERModel.__init__, CharCNNEncoder.__init__, BiLSTM.__init__):
+        defaults = [name for name, parameter in inspect.signature(constructor).parameters.items()
+                    if parameter.default is not inspect.Parameter.empty]
+        assert defaults == [], (constructor.__qualname__, defaults)

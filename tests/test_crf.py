@@ -13,15 +13,16 @@ import tensorflow as tf
 from clinical_ner.layers import crf as crf_module
 from clinical_ner.layers.crf import (
     CRF,
-    bio_transition_constraints,
     crf_log_likelihood,
     crf_decode,
     crf_log_norm,
     crf_sequence_score,
 )
+from clinical_ner.tags import transition_mask
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
 BIOES_TAGS = ["O", "B-problem", "I-problem", "E-problem", "S-problem", "S-test"]
+SCHEME_TAGS = {"bio": BIO_TAGS, "bioes": BIOES_TAGS}
 
 
 def path_score(potentials, path, transitions, start, end) -> float:
@@ -153,8 +154,9 @@ def test_matches_brute_force(mode, dtype, num_tags, num_steps, lengths, seed):
     assert results["marginals"].shape == potentials.shape
 
 
-def constrained_layer(tags: list[str], seed: int) -> CRF:
-    allowed, allowed_start, allowed_end = bio_transition_constraints(tags)
+def constrained_layer(scheme: str, seed: int) -> CRF:
+    tags = SCHEME_TAGS[scheme]
+    allowed, allowed_start, allowed_end = transition_mask(tags, scheme)
     layer = CRF(len(tags), allowed, allowed_start, allowed_end)
     layer.build((None, None, len(tags)))
     rng = np.random.default_rng(seed)
@@ -165,9 +167,10 @@ def constrained_layer(tags: list[str], seed: int) -> CRF:
 
 
 @pytest.mark.parametrize("mode", ["eager", "graph"])
-@pytest.mark.parametrize("tags", [BIO_TAGS, BIOES_TAGS], ids=["bio", "bioes"])
-def test_constrained_decode_matches_brute_force_over_allowed_paths(mode, tags):
-    layer = constrained_layer(tags, seed=4)
+@pytest.mark.parametrize("scheme", ["bio", "bioes"])
+def test_constrained_decode_matches_brute_force_over_allowed_paths(mode, scheme):
+    tags = SCHEME_TAGS[scheme]
+    layer = constrained_layer(scheme, seed=4)
     num_steps = 4
     potentials, _, lengths, _, _, _ = random_case(5, len(tags), num_steps, [4, 1, 3, 0], "float32")
     # Favour I- tags everywhere so that the unconstrained best paths are invalid.
@@ -185,7 +188,7 @@ def test_constrained_decode_matches_brute_force_over_allowed_paths(mode, tags):
         )
     best_tags, marginals = (value.numpy() for value in decode(potentials, lengths))
     transitions, start, end = (weight.numpy().astype("float64") for weight in layer.weights)
-    constraints = bio_transition_constraints(tags)
+    constraints = transition_mask(tags, scheme)
     for row, length in enumerate(lengths):
         expected = brute_force(potentials[row], length, transitions, start, end, constraints)
         assert best_tags[row].tolist() == expected["tags"] + [0] * (num_steps - length)
@@ -196,7 +199,7 @@ def test_constrained_decode_matches_brute_force_over_allowed_paths(mode, tags):
 
 
 def test_constraints_change_the_unconstrained_answer():
-    layer = constrained_layer(BIO_TAGS, seed=4)
+    layer = constrained_layer("bio", seed=4)
     potentials = np.zeros((1, 2, len(BIO_TAGS)), "float32")
     potentials[0, :, BIO_TAGS.index("I-test")] = 10.0
     unconstrained_tags, _, _ = crf_decode(potentials, [2], *layer.weights)
@@ -292,7 +295,7 @@ def test_training_learns_tags_that_only_transitions_can_tell_apart():
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input(shape=(None, 3))
-    crf = CRF(len(tags), *(mask.tolist() for mask in bio_transition_constraints(tags)))
+    crf = CRF(len(tags), *(mask.tolist() for mask in transition_mask(tags, "bio")))
     model = keras.Model(inputs, crf(keras.layers.Dense(len(tags))(inputs)))
     optimizer = keras.optimizers.Adam(learning_rate=0.1)
 
@@ -317,44 +320,6 @@ def test_training_learns_tags_that_only_transitions_can_tell_apart():
     assert marginals.numpy()[lengths[:, None] > np.arange(5)].max(axis=-1).min() > 0.9
 
 
-def test_bio_constraints():
-    allowed, allowed_start, allowed_end = bio_transition_constraints(BIO_TAGS)
-    forbidden_pairs = {
-        (source, target)
-        for source in BIO_TAGS
-        for target in ("I-problem", "I-test")
-        if source[2:] != target[2:]
-    }
-    for i, source in enumerate(BIO_TAGS):
-        for j, target in enumerate(BIO_TAGS):
-            assert allowed[i, j] == ((source, target) not in forbidden_pairs), (source, target)
-    assert allowed_start.tolist() == [True, True, False, True, False]
-    assert allowed_end.tolist() == [True] * 5
-    assert allowed.dtype == allowed_start.dtype == allowed_end.dtype == bool
-
-
-def test_bioes_constraints():
-    allowed, allowed_start, allowed_end = bio_transition_constraints(BIOES_TAGS)
-    allowed_pairs = {
-        ("B-problem", "I-problem"), ("B-problem", "E-problem"),
-        ("I-problem", "I-problem"), ("I-problem", "E-problem"),
-    }
-    for source in ("O", "E-problem", "S-problem", "S-test"):
-        for target in ("O", "B-problem", "S-problem", "S-test"):
-            allowed_pairs.add((source, target))
-    for i, source in enumerate(BIOES_TAGS):
-        for j, target in enumerate(BIOES_TAGS):
-            assert allowed[i, j] == ((source, target) in allowed_pairs), (source, target)
-    assert allowed_start.tolist() == [True, True, False, False, True, True]
-    assert allowed_end.tolist() == [True, False, False, True, True, True]
-
-
-@pytest.mark.parametrize("tags", [["O", "B-x", "B-x"], ["O", "<pad>"], ["O", "B-"], ["X-y"]])
-def test_bio_constraints_reject_malformed_tag_lists(tags):
-    with pytest.raises(ValueError):
-        bio_transition_constraints(tags)
-
-
 def test_layer_rejects_malformed_masks():
     with pytest.raises(ValueError, match="shape"):
         CRF(3, allowed_transitions=[[True] * 3] * 2)
@@ -365,7 +330,7 @@ def test_layer_rejects_malformed_masks():
 
 
 def test_saved_model_round_trip(tmp_path):
-    allowed, allowed_start, allowed_end = bio_transition_constraints(BIO_TAGS)
+    allowed, allowed_start, allowed_end = transition_mask(BIO_TAGS, "bio")
     inputs = keras.Input(shape=(None, 3))
     emissions = keras.layers.Dense(len(BIO_TAGS))(inputs)
     outputs = CRF(
@@ -397,7 +362,7 @@ def test_saved_model_round_trip(tmp_path):
 
 @pytest.mark.parametrize("constrained", [True, False])
 def test_from_config_round_trip(constrained):
-    masks = bio_transition_constraints(BIO_TAGS) if constrained else (None, None, None)
+    masks = transition_mask(BIO_TAGS, "bio") if constrained else (None, None, None)
     layer = CRF(len(BIO_TAGS), *masks, name="crf")
     config = layer.get_config()
     assert CRF.from_config(config).get_config() == config

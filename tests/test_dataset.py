@@ -6,7 +6,8 @@ from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Sentence
 from clinical_ner.dataset import training_dataset
 from clinical_ner.errors import ConfigError
-from clinical_ner.features import UNKNOWN_ID, Featurizer
+from clinical_ner.features import Featurizer
+from clinical_ner.vocab import UNKNOWN_ID
 
 WORDS = ["", "<unk>", "chest", "pain", "fever", "aspirin", "denies", "and"]
 CHARS = ["", "<unk>", *sorted(set("chestpainfeveraspirindenies"))]
@@ -23,7 +24,8 @@ def batches(data, word_dropout=0.0, seed=5):
     tag_ids = [[position % 3 for position in range(len(s.tokens))] for s in data]
     dataset = training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
                                batch_size=8, use_casing=True, shuffle_seed=seed,
-                               word_dropout=word_dropout)
+                               word_dropout=word_dropout,
+                               bucket_boundaries=NERConfig().bucket_boundaries)
     return [(features["word_ids"].numpy(), targets.numpy()) for features, targets in dataset]
 
 
@@ -71,7 +73,8 @@ def test_the_pipeline_runs_without_tf_data_autotuning():
     # about every other epoch (benchmarks/README.md, "What was tried").
     tag_ids = [[0] * len(s.tokens) for s in sentences(4)]
     dataset = training_dataset(sentences(4), tag_ids, Featurizer(WORDS, CHARS, 10),
-                               batch_size=8, use_casing=True, shuffle_seed=1)
+                               batch_size=8, use_casing=True, shuffle_seed=1,
+                               word_dropout=0.0, bucket_boundaries=NERConfig().bucket_boundaries)
     assert dataset.options().autotune.enabled is False
 
 
@@ -87,5 +90,6 @@ def test_the_number_of_batches_is_known_before_the_epoch(count):
     data = sentences(count)
     tag_ids = [[0] * len(s.tokens) for s in data]
     dataset = training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
-                               batch_size=8, use_casing=True, shuffle_seed=1)
+                               batch_size=8, use_casing=True, shuffle_seed=1, word_dropout=0.0,
+                               bucket_boundaries=NERConfig().bucket_boundaries)
     assert int(dataset.cardinality()) == len(list(dataset))

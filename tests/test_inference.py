@@ -5,7 +5,6 @@ import pytest
 from clinical_ner import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.entity_spans import iob2_tag
 from clinical_ner.inference import InferenceModule
 from clinical_ner.model import ClinicalNERModel
 from clinical_ner.tags import tag_inventory, tags_to_mentions
@@ -24,24 +23,21 @@ def tiny_model(scheme: str) -> tuple[ClinicalNERModel, Vocabulary]:
     tags = tag_inventory(["problem", "test", "treatment"], scheme)
     words = ["", "<unk>"] + sorted({t.lower() for text in TEXTS for t in text.split()})
     chars = ["", "<unk>"] + sorted(set("".join(TEXTS)) - {" ", "\n", "\r"})
-    model = ClinicalNERModel(num_words=len(words), num_chars=len(chars), tags=tags, word_dim=4,
-                             char_dim=3, char_filters=4, lstm_units=4, casing_dim=2)
+    settings = NERConfig(tag_scheme=scheme, word_dim=4, char_dim=3, char_filters=4,
+                         lstm_units=4, casing_dim=2)
+    vocab = Vocabulary(words, chars, tags)
+    model = ClinicalNERModel.from_settings(settings, vocab)
     # Random weights scaled up so that the model predicts many entities.
     rng = np.random.default_rng(1)
     model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32") for w in model.get_weights()])
-    return model, Vocabulary(words, chars, tags)
+    return model, vocab
 
 
 @pytest.fixture(scope="module", params=["bio", "bioes"])
 def module(request):
     model, vocab = tiny_model(request.param)
-    return InferenceModule(model, vocab, max_word_length=10, max_sentence_tokens=50,
-                           chunk_size=3)
-
-
-def test_iob2_tag():
-    assert [iob2_tag(t) for t in ["O", "B-x", "I-x", "E-x", "S-x"]] == ["O", "B-x", "I-x",
-                                                                        "I-x", "B-x"]
+    settings = NERConfig(max_word_length=10, max_sentence_tokens=50, inference_chunk_size=3)
+    return InferenceModule(model, vocab, settings)
 
 
 def test_entities_match_the_tags_of_the_same_sentences(module):

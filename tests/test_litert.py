@@ -214,10 +214,11 @@ def test_the_lean_path_never_imports_tensorflow(export_dir):
 
 
 def test_numpy_crf_decodes_as_the_keras_crf():
-    from clinical_ner.layers.crf import CRF, bio_transition_constraints
+    from clinical_ner.layers.crf import CRF
+    from clinical_ner.tags import transition_mask
 
     tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
-    allowed, allowed_start, allowed_end = bio_transition_constraints(tags)
+    allowed, allowed_start, allowed_end = transition_mask(tags, "bioes")
     layer = CRF(len(tags), allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
     layer.build((None, None, len(tags)))
     rng = np.random.default_rng(3)

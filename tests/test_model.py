@@ -1,19 +1,25 @@
 """The Keras model: tiny sizes, batch invariance, CRF training through fit, save/load."""
+import doctest
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from clinical_ner import model as model_module
+from clinical_ner.config import NERConfig
 from clinical_ner.model import ClinicalNERModel
+from clinical_ner.tags import transition_mask
+from clinical_ner.vocab import Vocabulary
 
 TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
+TINY = NERConfig(tag_scheme="bio", word_dim=2, char_dim=2, char_filters=2, lstm_units=2,
+                 casing_dim=2, dropout=0.0)
 
 
-def tiny_model(**changes):
-    values = dict(num_words=30, num_chars=12, tags=TAGS, word_dim=2, char_dim=2, char_filters=2,
-                  lstm_units=2, casing_dim=2, dropout=0.0)
-    values.update(changes)
-    return ClinicalNERModel(**values)
+def tiny_model(tags=TAGS, **changes):
+    vocab = Vocabulary(words=[""] * 30, chars=[""] * 12, tags=tags)
+    return ClinicalNERModel.from_settings(TINY.replace(**changes), vocab)
 
 
 def batch(sentences, width=None):
@@ -104,3 +110,65 @@ def test_save_load_round_trip_with_safe_mode(tmp_path, use_casing):
     np.testing.assert_array_equal(restored.decode(features)[0], model.decode(features)[0])
     clone = ClinicalNERModel.from_config(model.get_config())
     assert clone.tags == TAGS and clone.use_casing == use_casing
+
+
+def test_every_setting_comes_from_the_configuration():
+    settings = TINY.replace(char_filters=3, lstm_units=5, casing_dim=4, word_dim=6,
+                            fused_lstm_max_batch=2, constrain_transitions=False,
+                            trainable_embeddings=False)
+    model = ClinicalNERModel.from_settings(
+        settings, Vocabulary(words=[""] * 30, chars=[""] * 12, tags=TAGS))
+    config = model.get_config()
+    for name in ("tag_scheme", "word_dim", "char_dim", "char_filters", "char_kernel_size",
+                 "use_casing", "casing_dim", "lstm_units", "dropout", "constrain_transitions",
+                 "fused_lstm_max_batch", "trainable_embeddings"):
+        assert config[name] == getattr(settings, name), name
+    assert model.get_layer("char_encoder").filters == 3
+    assert model.get_layer("bilstm").units == 5
+    assert model.get_layer("bilstm").fused_max_batch == 2
+    assert model.get_layer("crf").allowed_transitions is None
+    # The constructor has no defaults: a forgotten setting is an error, not 50 filters.
+    arguments = {key: value for key, value in config.items() if key != "char_filters"}
+    with pytest.raises(TypeError, match="char_filters"):
+        ClinicalNERModel(**arguments)
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bioes"])
+def test_the_crf_gets_the_mask_of_the_stated_scheme(scheme):
+    tags = ["O", "B-x", "I-x"] + (["E-x", "S-x"] if scheme == "bioes" else [])
+    crf = tiny_model(tags=tags, tag_scheme=scheme).get_layer("crf")
+    mask = transition_mask(tags, scheme)
+    np.testing.assert_array_equal(crf.allowed_transitions, mask.allowed)
+    np.testing.assert_array_equal(crf.allowed_start, mask.start)
+    np.testing.assert_array_equal(crf.allowed_end, mask.end)
+    # Tags of another scheme are refused rather than read as some scheme.
+    if scheme == "bioes":
+        with pytest.raises(ValueError, match="not a BIO tag"):
+            tiny_model(tags=tags, tag_scheme="bio")
+
+
+@pytest.mark.parametrize("tags, scheme", [(TAGS, "bio"),
+                                          (["O", "B-x", "I-x", "E-x", "S-x"], "bioes")])
+def test_a_model_saved_before_the_scheme_and_fused_limit_were_stored_loads(tmp_path, tags,
+                                                                            scheme):
+    model = tiny_model(tags=tags, tag_scheme=scheme)
+    old_config = {key: value for key, value in model.get_config().items()
+                  if key not in ("tag_scheme", "fused_lstm_max_batch")}
+    restored = ClinicalNERModel.from_config(old_config)
+    assert restored.get_config() == model.get_config()
+    restored.set_weights(model.get_weights())
+    features = batch([[5, 6, 7], [8]])
+    np.testing.assert_array_equal(restored.decode(features)[0], model.decode(features)[0])
+
+
+def test_runtime_settings_apply_to_a_built_model():
+    model = tiny_model()
+    model.apply_runtime_settings(TINY.replace(fused_lstm_max_batch=0))
+    assert model.get_layer("bilstm").fused_max_batch == 0
+    assert model.get_config()["fused_lstm_max_batch"] == 0
+
+
+def test_docstring_examples():
+    results = doctest.testmod(model_module)
+    assert results.attempted > 0
+    assert results.failed == 0

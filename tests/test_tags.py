@@ -1,20 +1,30 @@
 """Tag schemes: normalisation to IOB2, mentions, model-side schemes."""
 from __future__ import annotations
 
+import doctest
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clinical_ner import tags as tags_module
 from clinical_ner.corpus import Mention
 from clinical_ner.errors import DataFormatError
 from clinical_ner.tags import (
+    MODEL_SCHEMES,
     detect_scheme,
+    entity_labels,
     from_scheme,
+    inventory_scheme,
     mentions_to_tags,
     normalize_tags,
+    parse_tag,
     tag_inventory,
+    tag_roles,
     tags_to_mentions,
+    to_iob2_tag,
     to_scheme,
+    transition_mask,
 )
 
 
@@ -240,3 +250,110 @@ def test_iob1_and_bilou_read_back(case):
     assert normalize_tags(_to_iob1(iob2), "auto") == iob2
     bilou = [t.replace("S-", "U-").replace("E-", "L-") for t in to_scheme(iob2, "bioes")]
     assert normalize_tags(bilou, "bilou") == iob2
+
+
+# The model's side: tag lists of a stated scheme.
+BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
+BIOES_TAGS = ["O", "B-problem", "I-problem", "E-problem", "S-problem", "S-test"]
+
+
+def test_bio_constraints():
+    allowed, allowed_start, allowed_end = transition_mask(BIO_TAGS, "bio")
+    forbidden_pairs = {
+        (source, target)
+        for source in BIO_TAGS
+        for target in ("I-problem", "I-test")
+        if source[2:] != target[2:]
+    }
+    for i, source in enumerate(BIO_TAGS):
+        for j, target in enumerate(BIO_TAGS):
+            assert allowed[i, j] == ((source, target) not in forbidden_pairs), (source, target)
+    assert allowed_start.tolist() == [True, True, False, True, False]
+    assert allowed_end.tolist() == [True] * 5
+    assert allowed.dtype == allowed_start.dtype == allowed_end.dtype == bool
+
+
+def test_bioes_constraints():
+    allowed, allowed_start, allowed_end = transition_mask(BIOES_TAGS, "bioes")
+    allowed_pairs = {
+        ("B-problem", "I-problem"), ("B-problem", "E-problem"),
+        ("I-problem", "I-problem"), ("I-problem", "E-problem"),
+    }
+    for source in ("O", "E-problem", "S-problem", "S-test"):
+        for target in ("O", "B-problem", "S-problem", "S-test"):
+            allowed_pairs.add((source, target))
+    for i, source in enumerate(BIOES_TAGS):
+        for j, target in enumerate(BIOES_TAGS):
+            assert allowed[i, j] == ((source, target) in allowed_pairs), (source, target)
+    assert allowed_start.tolist() == [True, True, False, False, True, True]
+    assert allowed_end.tolist() == [True, False, False, True, True, True]
+
+
+@pytest.mark.parametrize(("tags", "scheme"), [
+    (["O", "B-x", "B-x"], "bio"), (["O", "<pad>"], "bio"), (["O", "B-"], "bio"),
+    (["X-y"], "bio"),
+    # The scheme is stated, not guessed: tags of another scheme are an error.
+    (["O", "B-x", "I-x", "E-x", "S-x"], "bio"), (["O", "U-x"], "bioes"),
+    (["O", "B-x", "I-x"], "iob1"),
+])
+def test_transition_masks_reject_tags_outside_the_scheme(tags, scheme):
+    with pytest.raises(ValueError):
+        transition_mask(tags, scheme)
+
+
+
+
+@pytest.mark.parametrize("scheme", MODEL_SCHEMES)
+def test_every_inventory_has_a_mask_of_its_size(scheme):
+    inventory = tag_inventory(["problem", "test", "treatment"], scheme)
+    mask = transition_mask(inventory, scheme)
+    assert mask.allowed.shape == (len(inventory), len(inventory))
+    assert mask.start.shape == mask.end.shape == (len(inventory),)
+    # O may start and end a sentence, and follow O, in both schemes.
+    assert mask.start[0] and mask.end[0] and mask.allowed[0, 0]
+
+
+def test_parse_tag_reads_bilou_as_bioes_and_rejects_non_tags():
+    assert parse_tag("L-x") == ("E", "x")
+    assert parse_tag("I-a-b") == ("I", "a-b")
+    for bad in ["", "o", "B-", "B x", "X-y", "B-two words"]:
+        with pytest.raises(ValueError):
+            parse_tag(bad)
+
+
+def test_entity_labels_and_iob2_tags_of_model_tags():
+    assert entity_labels(BIOES_TAGS) == ["problem", "test"]
+    assert entity_labels(["O"]) == []
+    assert [to_iob2_tag(tag) for tag in BIOES_TAGS] == [
+        "O", "B-problem", "I-problem", "I-problem", "B-problem", "B-test"]
+
+
+@pytest.mark.parametrize("scheme", MODEL_SCHEMES)
+def test_tag_roles_extract_the_same_spans_as_tags_to_mentions(scheme):
+    inventory = tag_inventory(["b", "a"], scheme)
+    roles = tag_roles(inventory)
+    sequence = to_scheme(["B-a", "I-a", "O", "B-b", "B-b", "I-b", "I-b"], scheme)
+    # The inference graph's rule: a tagged token begins an entity when its
+    # tag begins one or its label differs from the previous token's.
+    spans, previous = [], 0
+    for position, tag in enumerate(sequence):
+        tag_id = inventory.index(tag)
+        label = int(roles.label_index[tag_id])
+        if label and (roles.begins[tag_id] or label != previous):
+            spans.append(Mention(position, position, roles.labels[label - 1]))
+        elif label:
+            spans[-1] = Mention(spans[-1].first_token, position, spans[-1].label)
+        previous = label
+    assert spans == tags_to_mentions(from_scheme(sequence, scheme))
+
+
+def test_inventory_scheme_of_models_saved_without_one():
+    for scheme in MODEL_SCHEMES:
+        assert inventory_scheme(tag_inventory(["x", "y"], scheme)) == scheme
+    assert inventory_scheme(["O"]) == "bio"
+
+
+def test_docstring_examples():
+    results = doctest.testmod(tags_module)
+    assert results.attempted > 0
+    assert results.failed == 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from clinical_ner.corpus import Document
 from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.tags import entity_labels
 
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -48,14 +49,13 @@ class Corpus:
         cls, documents: list[Document], skipped: list[DataFormatError], format: str
     ) -> Corpus:
         """Build a corpus, collecting its labels from the sentences' tags."""
-        labels = {
-            tag[2:]
+        labels = entity_labels(
+            tag
             for document in documents
             for sentence in document.sentences
             for tag in sentence.tags or ()
-            if tag != "O"
-        }
-        return cls(documents, skipped, format, sorted(labels))
+        )
+        return cls(documents, skipped, format, labels)
 
 
 class ProblemLog:

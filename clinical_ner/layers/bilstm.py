@@ -34,7 +34,8 @@ class BiLSTM(keras.layers.Layer):
       projected inputs (a serving process peaked about 40 MB lower).
 
     All three compute Keras' LSTM (sigmoid gates, tanh cell) with the same
-    weights; ``fused_max_batch=0`` turns the fused op off. Setting the
+    weights; ``fused_max_batch=0`` turns the fused op off (the model passes
+    ``NERConfig.fused_lstm_max_batch``). Setting the
     attribute ``builtin_ops_only = True`` (not a saved setting: the LiteRT
     exporter sets it on its copy) runs a fourth loop at inference, one that
     converts to TFLite builtin ops only (and that TensorFlow itself cannot
@@ -44,7 +45,7 @@ class BiLSTM(keras.layers.Layer):
 
     Example:
     >>> import numpy as np
-    >>> layer = BiLSTM(units=2)
+    >>> layer = BiLSTM(units=2, fused_max_batch=4)
     >>> x = np.random.default_rng(0).normal(size=(3, 4, 5)).astype("float32")
     >>> mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=bool)
     >>> fused = layer(x, mask=mask)  # 3 sentences: the fused kernel
@@ -60,7 +61,7 @@ class BiLSTM(keras.layers.Layer):
     True
     """
 
-    def __init__(self, units: int, fused_max_batch: int = 4, **kwargs) -> None:
+    def __init__(self, units: int, fused_max_batch: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.units = units
         self.fused_max_batch = fused_max_batch

@@ -22,6 +22,8 @@ class CharCNNEncoder(keras.layers.Layer):
     distinct spelling in a batch is convolved once (``UniqueV2`` over the
     rows, a core op) and its vector copied to every occurrence.
 
+    The sizes have no defaults here: the model passes ``NERConfig``'s.
+
     Example:
     >>> import numpy as np
     >>> encoder = CharCNNEncoder(num_chars=10, char_dim=4, filters=2, kernel_size=3)
@@ -32,9 +34,9 @@ class CharCNNEncoder(keras.layers.Layer):
     def __init__(
         self,
         num_chars: int,
-        char_dim: int = 25,
-        filters: int = 50,
-        kernel_size: int = 3,
+        char_dim: int,
+        filters: int,
+        kernel_size: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

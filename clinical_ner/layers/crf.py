@@ -24,8 +24,6 @@ they are Python loops over time; wrap hot calls in a ``tf.function`` with an
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -300,70 +298,6 @@ def crf_decode(
     return tags[:, :num_steps], best_score, marginals[:, :num_steps]
 
 
-def _parse_tag(tag: str) -> tuple[str, str | None]:
-    if tag == "O":
-        return "O", None
-    prefix, separator, entity_type = tag.partition("-")
-    if separator and prefix in ("B", "I", "E", "S") and entity_type:
-        return prefix, entity_type
-    raise ValueError(
-        f"tag {tag!r} is neither 'O' nor '<B|I|E|S>-<type>' (for example 'B-problem')"
-    )
-
-
-def bio_transition_constraints(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Which transitions, first tags and last tags the tagging scheme allows.
-
-    Tags are ``"O"`` and ``"<prefix>-<type>"``. The scheme is BIOES when any
-    tag has an ``E-`` or ``S-`` prefix, else BIO (IOB2).
-
-    BIO: ``I-X`` may only follow ``B-X`` or ``I-X`` and cannot start a
-    sentence; everything else is allowed, and any tag may end a sentence.
-
-    BIOES: ``B-X`` and ``I-X`` must be followed by ``I-X`` or ``E-X``;
-    ``O``, ``E-*`` and ``S-*`` must be followed by ``O``, ``B-*`` or ``S-*``;
-    a sentence starts with ``O``, ``B-*`` or ``S-*`` and ends with ``O``,
-    ``E-*`` or ``S-*``.
-
-    Returns ``(allowed, allowed_start, allowed_end)``: bool arrays
-    ``[K, K]`` (``allowed[i, j]``: tag ``i`` may be followed by tag ``j``),
-    ``[K]`` and ``[K]``.
-
-    Example:
-    >>> allowed, allowed_start, allowed_end = bio_transition_constraints(
-    ...     ["O", "B-test", "I-test"])
-    >>> allowed.astype(int).tolist()
-    [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
-    >>> allowed_start.tolist(), allowed_end.tolist()
-    ([True, True, False], [True, True, True])
-    """
-    parsed = [_parse_tag(tag) for tag in tags]
-    if len(set(tags)) != len(tags):
-        raise ValueError(f"tags must be unique, got {list(tags)}")
-    is_bioes = any(prefix in ("E", "S") for prefix, _ in parsed)
-    num_tags = len(parsed)
-    allowed = np.zeros((num_tags, num_tags), dtype=bool)
-    for i, (prefix_from, type_from) in enumerate(parsed):
-        for j, (prefix_to, type_to) in enumerate(parsed):
-            if is_bioes:
-                if prefix_from in ("B", "I"):
-                    allowed[i, j] = prefix_to in ("I", "E") and type_to == type_from
-                else:
-                    allowed[i, j] = prefix_to in ("O", "B", "S")
-            elif prefix_to == "I":
-                allowed[i, j] = prefix_from in ("B", "I") and type_from == type_to
-            else:
-                allowed[i, j] = True
-    prefixes = [prefix for prefix, _ in parsed]
-    if is_bioes:
-        allowed_start = np.array([prefix in ("O", "B", "S") for prefix in prefixes], dtype=bool)
-        allowed_end = np.array([prefix in ("O", "E", "S") for prefix in prefixes], dtype=bool)
-    else:
-        allowed_start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
-        allowed_end = np.ones(num_tags, dtype=bool)
-    return allowed, allowed_start, allowed_end
-
-
 def _bool_mask(name: str, mask, shape: tuple[int, ...]) -> np.ndarray | None:
     """``mask`` as a bool array, shape-checked (None stays None)."""
     if mask is None:
@@ -397,32 +331,35 @@ class CRF(keras.layers.Layer):
     ``end_transitions`` ``[K]``) live in this layer. Train with
     :meth:`log_likelihood`, predict with :meth:`decode`.
 
-    The optional masks (for example from :func:`bio_transition_constraints`)
-    forbid transitions, first tags and last tags at decoding time by adding
-    ``FORBIDDEN_SCORE`` to their scores, in the Viterbi path and in the
-    marginals alike, so that the confidence matches the decoded path. The
-    training likelihood ignores them.
+    The optional masks forbid transitions, first tags and last tags at
+    decoding time by adding ``FORBIDDEN_SCORE`` to their scores, in the
+    Viterbi path and in the marginals alike, so that the confidence matches
+    the decoded path. The training likelihood ignores them. The layer knows
+    tag ids only; :func:`clinical_ner.tags.transition_mask` makes the masks
+    of a tag scheme.
 
     Args:
         num_tags: number of tags ``K``.
-        allowed_transitions: ``[K, K]`` booleans, ``[i, j]`` true when tag
-            ``i`` may be followed by tag ``j``; None allows all.
+        allowed_transitions: ``[K, K]`` booleans (array or nested lists),
+            ``[i, j]`` true when tag ``i`` may be followed by tag ``j``; None
+            allows all.
         allowed_start: ``[K]`` booleans, tags that may start a sentence.
         allowed_end: ``[K]`` booleans, tags that may end a sentence.
 
-    Example:
+    Example (tag 2 may only follow tags 1 and 2, and cannot start):
     >>> import numpy as np
-    >>> allowed, allowed_start, allowed_end = bio_transition_constraints(
-    ...     ["O", "B-test", "I-test"])
-    >>> crf = CRF(3, allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
+    >>> allowed = np.array([[1, 1, 0], [1, 1, 1], [1, 1, 1]], bool)
+    >>> crf = CRF(3, allowed, allowed_start=np.array([1, 1, 0], bool))
     >>> potentials = np.array([[[0.0, 0.0, 5.0], [0.0, 0.0, 5.0]]], "float32")
     >>> crf(potentials).shape
     TensorShape([1, 2, 3])
     >>> tags, marginals = crf.decode(potentials, lengths=np.array([2]))
-    >>> tags.numpy().tolist()  # I-test cannot start a sentence
+    >>> tags.numpy().tolist()
     [[1, 2]]
     >>> marginals.shape
     TensorShape([1, 2, 3])
+    >>> CRF.from_config(crf.get_config()).get_config() == crf.get_config()
+    True
     """
 
     def __init__(

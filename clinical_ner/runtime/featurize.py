@@ -13,9 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from clinical_ner import text
-
-PADDING_ID = 0
-UNKNOWN_ID = 1
+from clinical_ner.vocab import UNKNOWN_ID
 
 
 def bucket(size: int, step: int = 8, limit: int | None = None) -> int:

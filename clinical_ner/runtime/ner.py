@@ -10,11 +10,11 @@ from clinical_ner import signatures
 from clinical_ner.annotator import Annotator
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
-from clinical_ner.entity_spans import entity_token_spans, iob2_tag, tag_structure
 from clinical_ner.runtime import layout
 from clinical_ner.runtime.crf import ConstrainedCRF
 from clinical_ner.runtime.featurize import NumpyFeaturizer, bucket
 from clinical_ner.runtime.network import EmissionsNetwork
+from clinical_ner.tags import entity_token_spans, tag_roles, to_iob2_tag
 from clinical_ner.text import split_sentences
 from clinical_ner.vocab import Vocabulary
 
@@ -52,8 +52,8 @@ class LiteRTNER(Annotator):
         self.crf = crf
         self.network = network
         self.featurizer = NumpyFeaturizer(vocab.words, vocab.chars, config.max_word_length)
-        self._labels, self._label_index, self._begins = tag_structure(vocab.tags)
-        self._iob2_tags = [iob2_tag(tag) for tag in vocab.tags]
+        self._labels, self._label_index, self._begins = tag_roles(vocab.tags)
+        self._iob2_tags = [to_iob2_tag(tag) for tag in vocab.tags]
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1,

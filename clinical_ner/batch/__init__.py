@@ -1,0 +1,11 @@
+"""Batch annotation of many notes on Apache Beam (``clinical-ner batch``) and Spark.
+
+- :mod:`clinical_ner.batch.exported_model`: load an export, annotate texts (no Beam).
+- :mod:`clinical_ner.batch.notes`: reading notes and writing records (no Beam).
+- :mod:`clinical_ner.batch.model_handler`: ``SavedModelHandler`` for ``RunInference``.
+- :mod:`clinical_ner.batch.transform`: ``AnnotateNotes``, ``(id, text)`` to ``(id, entities)``.
+- :mod:`clinical_ner.batch.sources`: ``ReadNotes``, files to notes and errors.
+- :mod:`clinical_ner.batch.runner`: ``run_batch``, the whole pipeline.
+
+The Beam modules need ``pip install "clinical-ner[beam]"``.
+"""

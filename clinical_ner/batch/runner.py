@@ -1,0 +1,94 @@
+"""``run_batch``: the whole ``clinical-ner batch`` pipeline, built and run on a Beam runner."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.coders import BytesCoder
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from clinical_ner.batch import metrics
+from clinical_ner.batch.model_handler import SavedModelHandler
+from clinical_ner.batch.notes import (
+    DEFAULT_MAX_NOTE_BYTES,
+    INPUT_FORMATS,
+    TEXT_FORMAT,
+    NoteError,
+    result_json_line,
+)
+from clinical_ner.batch.sources import ReadNotes
+from clinical_ner.batch.transform import AnnotateNotes
+from clinical_ner.errors import ConfigError
+
+# Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
+# program at first use; FnApiRunner runs offline, in-process or in
+# --direct_num_workers processes.
+DEFAULT_RUNNER = "FnApiRunner"
+ENTITIES_PREFIX = "entities"
+ERRORS_PREFIX = "errors"
+SUFFIX = ".jsonl"
+
+
+def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
+              input_format: str = TEXT_FORMAT, id_field: str = "id", text_field: str = "text",
+              max_note_bytes: int = DEFAULT_MAX_NOTE_BYTES, runner: str = DEFAULT_RUNNER,
+              pipeline_args: Sequence[str] = (),
+              handler: SavedModelHandler | None = None) -> dict[str, int]:
+    """Annotate every note of ``inputs`` into ``output``; return the metric totals.
+
+    Writes ``<output>/entities-SSSSS-of-NNNNN.jsonl`` (``{"id", "entities"}``
+    a line) and ``<output>/errors-SSSSS-of-NNNNN.jsonl`` (``{"id", "source",
+    "reason"}``): each note read lands in exactly one of them. The model path,
+    the inputs and the output folder are checked before the pipeline starts.
+    ``pipeline_args`` are Beam pipeline options (``--direct_num_workers=2``).
+    ``handler`` replaces the :class:`SavedModelHandler` built from ``model_path``.
+
+    Example::
+
+        totals = run_batch("models/clinical_ner/1", ["notes/*.txt"], "out")
+        print(totals["notes"], totals["errors"])
+    """
+    if input_format not in INPUT_FORMATS:
+        raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
+    if max_note_bytes < 1:
+        raise ConfigError(f"--max-note-bytes must be at least 1, got {max_note_bytes}")
+    handler = handler or SavedModelHandler(model_path)
+    _check_inputs(inputs)
+    _check_output(output)
+    options = PipelineOptions([f"--runner={runner}", *pipeline_args])
+    pipeline = beam.Pipeline(options=options)
+    notes, errors = pipeline | "ReadNotes" >> ReadNotes(inputs, input_format, id_field,
+                                                        text_field, max_note_bytes)
+    (notes
+     | "AnnotateNotes" >> AnnotateNotes(handler=handler)
+     | "EntitiesJson" >> beam.MapTuple(result_json_line)
+     | "WriteEntities" >> beam.io.WriteToText(FileSystems.join(output, ENTITIES_PREFIX),
+                                              file_name_suffix=SUFFIX, coder=BytesCoder()))
+    (errors
+     | "ErrorsJson" >> beam.Map(NoteError.to_json_line)
+     | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
+                                            file_name_suffix=SUFFIX, coder=BytesCoder()))
+    result = pipeline.run()
+    result.wait_until_finish()
+    return metrics.totals(result.metrics())
+
+
+def _check_inputs(patterns: Sequence[str]) -> None:
+    if not patterns:
+        raise ConfigError("no --input given")
+    for pattern, match in zip(patterns, FileSystems.match(list(patterns))):
+        if not match.metadata_list:
+            raise ConfigError(f"--input {pattern}: no file matches")
+
+
+def _check_output(output: str) -> None:
+    # Shards of an earlier run would mix with this run's (their shard counts
+    # may differ, so they would not all be overwritten).
+    patterns = [FileSystems.join(output, f"{prefix}-*{SUFFIX}")
+                for prefix in (ENTITIES_PREFIX, ERRORS_PREFIX)]
+    for pattern, match in zip(patterns, FileSystems.match(patterns)):
+        if match.metadata_list:
+            raise ConfigError(f"--output {output}: holds the results of an earlier run "
+                              f"({match.metadata_list[0].path}); remove them or choose "
+                              "another folder")

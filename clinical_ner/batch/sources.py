@@ -1,0 +1,74 @@
+"""``ReadNotes``: files (text or JSON lines) to a PCollection of notes and one of errors."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+
+from clinical_ner.batch import metrics
+from clinical_ner.batch.notes import (
+    DEFAULT_MAX_NOTE_BYTES,
+    JSONL_FORMAT,
+    NoteError,
+    note_from_file,
+    notes_from_json_lines,
+)
+
+ERRORS_TAG = "errors"
+
+
+class ReadNotes(beam.PTransform):
+    """Read every file matching ``patterns``; gives ``(notes, errors)``.
+
+    ``notes`` holds ``(id, text)``; ``errors`` a :class:`NoteError` for each
+    note that could not be read (see :mod:`clinical_ner.batch.notes` for the
+    rules), counted in the metric ``clinical_ner/errors``. The notes are
+    reshuffled so that the notes of one large file spread over the workers.
+    Paths may be anything Beam's ``FileSystems`` reads (local, ``gs://``...).
+    """
+
+    def __init__(self, patterns: Sequence[str], input_format: str, id_field: str = "id",
+                 text_field: str = "text", max_note_bytes: int = DEFAULT_MAX_NOTE_BYTES) -> None:
+        super().__init__()
+        self.patterns = list(patterns)
+        self.parse = _ParseFile(input_format, id_field, text_field, max_note_bytes)
+
+    def expand(self, pipeline: beam.pvalue.PBegin):
+        parsed = (pipeline
+                  | "Patterns" >> beam.Create(self.patterns)
+                  | "Match" >> fileio.MatchAll()
+                  # Each file once, even if two patterns match it.
+                  | "ByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+                  | "GroupPaths" >> beam.GroupByKey()
+                  | "DistinctPaths" >> beam.MapTuple(lambda _, matches: next(iter(matches)))
+                  | "Open" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
+                  | "Parse" >> beam.ParDo(self.parse).with_outputs(ERRORS_TAG, main="notes"))
+        return parsed.notes | "Spread" >> beam.Reshuffle(), parsed[ERRORS_TAG]
+
+
+class _ParseFile(beam.DoFn):
+    def __init__(self, input_format: str, id_field: str, text_field: str,
+                 max_note_bytes: int) -> None:
+        self.input_format = input_format
+        self.id_field = id_field
+        self.text_field = text_field
+        self.max_note_bytes = max_note_bytes
+        self.errors = metrics.counter(metrics.ERRORS)
+
+    def process(self, readable: fileio.ReadableFile):
+        path = readable.metadata.path
+        with readable.open(mime_type="application/octet-stream") as handle:
+            if self.input_format == JSONL_FORMAT:
+                results = notes_from_json_lines(path, handle, self.id_field, self.text_field,
+                                                self.max_note_bytes)
+            else:
+                results = [note_from_file(path, readable.metadata.size_in_bytes, handle,
+                                          self.max_note_bytes)]
+            for result in results:
+                if isinstance(result, NoteError):
+                    self.errors.inc()
+                    yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+                else:
+                    yield result

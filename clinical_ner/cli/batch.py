@@ -1,0 +1,87 @@
+"""clinical-ner batch: annotate many notes on Apache Beam into sharded JSON lines."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from clinical_ner.batch.notes import DEFAULT_MAX_NOTE_BYTES, INPUT_FORMATS, TEXT_FORMAT
+from clinical_ner.errors import ConfigError
+
+NAME = "batch"
+HELP = "annotate many notes on Apache Beam (needs the [beam] extra)"
+
+# Warnings Beam 2.77 logs on the root logger in every run, about nothing that
+# matters here: its BigQuery client without apitools, and RunInference's
+# memory probe, which imports torch.
+_HARMLESS_BEAM_WARNINGS = ("apitools not found", "Resource module is not available")
+
+
+class _DropHarmlessBeamWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_HARMLESS_BEAM_WARNINGS)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="exported SavedModel: a version folder or a base path "
+                                      "(local, gs://, ...: any path tf.io.gfile reads)")
+    parser.add_argument("--input", required=True, action="append", metavar="PATTERN",
+                        help="files to read (glob patterns; repeat for several): text files "
+                             "(one note each, its path is its id) or JSON lines")
+    parser.add_argument("--input-format", default=TEXT_FORMAT, choices=INPUT_FORMATS,
+                        help="text (default) or jsonl (one JSON object a line)")
+    parser.add_argument("--id-field", default="id", help="jsonl: the id field (default: id)")
+    parser.add_argument("--text-field", default="text",
+                        help="jsonl: the text field (default: text)")
+    parser.add_argument("--output", required=True, metavar="FOLDER",
+                        help="writes entities-*.jsonl and errors-*.jsonl here")
+    parser.add_argument("--max-note-bytes", type=int, default=DEFAULT_MAX_NOTE_BYTES,
+                        help="set aside larger notes (a text file's size, a JSON line's "
+                             f"length; default {DEFAULT_MAX_NOTE_BYTES})")
+    parser.add_argument("--runner", default="FnApiRunner",
+                        help="Beam runner (default FnApiRunner, offline; DataflowRunner, "
+                             "FlinkRunner, SparkRunner, ...)")
+    parser.usage = ("%(prog)s MODEL --input PATTERN [--input PATTERN ...] --output FOLDER "
+                    "[options] [-- BEAM_OPTION ...]")
+    parser.epilog = ("Arguments after '--' are Beam pipeline options, e.g. -- "
+                     "--direct_num_workers=2 --direct_running_mode=multi_processing")
+    parser.set_defaults(pipeline_options=[])
+    # argparse fills positionals at the first positional it meets (the model),
+    # so Beam options after '--' would be "unrecognized": split them off first.
+    parse_known_args = parser.parse_known_args
+
+    def parse_with_pipeline_options(args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        pipeline_options = []
+        if "--" in args:
+            cut = args.index("--")
+            args, pipeline_options = args[:cut], args[cut + 1:]
+        namespace, extras = parse_known_args(args, namespace)
+        namespace.pipeline_options = pipeline_options
+        return namespace, extras
+
+    parser.parse_known_args = parse_with_pipeline_options
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.getLogger().addFilter(_DropHarmlessBeamWarnings())
+    try:
+        from clinical_ner.batch.runner import run_batch
+    except ModuleNotFoundError as error:
+        if error.name != "apache_beam":
+            raise
+        raise ConfigError("needs Apache Beam: pip install 'clinical-ner[beam]'") from None
+
+    started = time.perf_counter()
+    totals = run_batch(args.model, args.input, args.output, input_format=args.input_format,
+                       id_field=args.id_field, text_field=args.text_field,
+                       max_note_bytes=args.max_note_bytes, runner=args.runner,
+                       pipeline_args=args.pipeline_options)
+    seconds = time.perf_counter() - started
+    print(f"notes annotated: {totals['notes']}, set aside: {totals['errors']} "
+          f"(see {args.output.rstrip('/')}/errors-*.jsonl)")
+    print(f"tokens: {totals['tokens']}, entities: {totals['entities']}, "
+          f"in {seconds:.1f} s ({totals['notes'] / seconds:.1f} notes/s, "
+          f"{totals['tokens'] / seconds:.0f} tokens/s)")
+    return 0

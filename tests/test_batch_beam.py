@@ -1,0 +1,266 @@
+"""``clinical-ner batch`` on Apache Beam: the same entities as ``predict``, each note once.
+
+The comparisons use a tiny model trained on the bundled sample and the shared
+MACCROBAT dev notes; the input-handling tests use the toy export of
+test_export (fast, its entities computed in Python).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
+
+from clinical_ner.batch.exported_model import NotAnExportError  # noqa: E402
+from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
+from clinical_ner.batch.runner import run_batch  # noqa: E402
+from clinical_ner.cli import main as cli_main  # noqa: E402
+from clinical_ner.errors import ConfigError  # noqa: E402
+from clinical_ner.text import count_tokens  # noqa: E402
+from test_export import expected_entities, export_toy  # noqa: E402
+
+SECRET = "Zanzibarian"  # a word that must never reach an error record or a log
+TWO_MB = 2_000_000
+
+
+def read_records(output: Path, prefix: str) -> list[dict]:
+    shards = sorted(output.glob(f"{prefix}-*-of-*.jsonl"))
+    assert shards, f"no {prefix} shards in {output}"
+    return [json.loads(line) for shard in shards
+            for line in shard.read_text(encoding="utf-8").splitlines()]
+
+
+def predicted_by_cli(model_dir: Path, notes: list[Path], tmp_path: Path) -> dict[str, list]:
+    """``clinical-ner predict`` over ``notes``: entities by note path."""
+    output = tmp_path / "predict.jsonl"
+    assert cli_main(["predict", str(model_dir), "--input", *map(str, notes),
+                     "--output", str(output)]) == 0
+    lines = output.read_text(encoding="utf-8").splitlines()
+    return {str(note): json.loads(line)["entities"] for note, line in zip(notes, lines)}
+
+
+@pytest.fixture(scope="module")
+def toy_export(tmp_path_factory) -> Path:
+    return export_toy(tmp_path_factory.mktemp("models") / "clinical_ner", version=1)
+
+
+@pytest.fixture(scope="module")
+def predicted(trained_model, maccrobat_dev_notes, tmp_path_factory) -> dict[str, list]:
+    model_dir, _ = trained_model
+    return predicted_by_cli(model_dir, maccrobat_dev_notes, tmp_path_factory.mktemp("predict"))
+
+
+@pytest.mark.slow
+def test_text_files_in_process_give_predicts_entities(trained_model, maccrobat_dev_notes,
+                                                      predicted, tmp_path):
+    _, export_dir = trained_model
+    pattern = str(maccrobat_dev_notes[0].parent / "*.txt")
+    totals = run_batch(str(export_dir), [pattern], str(tmp_path / "out"))
+
+    results = read_records(tmp_path / "out", "entities")
+    assert sorted(record["id"] for record in results) == sorted(predicted)
+    assert {record["id"]: record["entities"] for record in results} == predicted
+    assert read_records(tmp_path / "out", "errors") == []
+    texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes]
+    assert totals == {"notes": len(texts), "errors": 0,
+                      "tokens": sum(count_tokens(text) for text in texts),
+                      "entities": sum(len(found) for found in predicted.values())}
+    assert totals["entities"] > 20, "the tiny model should find entities in the dev notes"
+
+
+@pytest.mark.slow
+def test_cli_jsonl_on_two_processes_gives_predicts_entities(
+        trained_model, maccrobat_dev_notes, predicted, tmp_path, capsys):
+    _, export_dir = trained_model
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(
+        json.dumps({"note_id": str(path), "body": path.read_text(encoding="utf-8")}) + "\n"
+        for path in maccrobat_dev_notes), encoding="utf-8")
+    capsys.readouterr()
+
+    assert cli_main(["batch", str(export_dir.parent), "--input", str(notes),
+                     "--input-format", "jsonl", "--id-field", "note_id", "--text-field", "body",
+                     "--output", str(tmp_path / "out"), "--runner", "FnApiRunner", "--",
+                     "--direct_num_workers=2", "--direct_running_mode=multi_processing"]) == 0
+
+    assert len(list((tmp_path / "out").glob("entities-*-of-00002.jsonl"))) == 2
+    results = read_records(tmp_path / "out", "entities")
+    assert len(results) == len(predicted)
+    assert {record["id"]: record["entities"] for record in results} == predicted
+    printed = capsys.readouterr().out
+    entities = sum(len(found) for found in predicted.values())
+    assert f"notes annotated: {len(predicted)}, set aside: 0" in printed
+    assert f"entities: {entities}," in printed
+
+
+def write_jsonl(path: Path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def note_line(note_id, text) -> bytes:
+    return json.dumps({"id": note_id, "text": text}).encode("ascii")
+
+
+@pytest.mark.slow
+def test_every_note_lands_once_in_results_or_errors(toy_export, tmp_path, capfd):
+    long_note = ("aspirin for fever. " * (TWO_MB // 19 + 1))[:TWO_MB]
+    good = {
+        "empty": "",
+        "two-mb": long_note,
+        "surrogate": "fever \ud800 aspirin",  # a JSON escape; read as U+FFFD
+        7: "fièvre et aspirin",
+    }
+    lines = [note_line(note_id, text) for note_id, text in good.items()]
+    lines += [
+        note_line("dup", "aspirin"),
+        note_line("dup", f"fever {SECRET}"),
+        b"",                                                # blank: not a note
+        b'{"id": "bad-utf8", "text": "' + SECRET.encode() + b' \xff"}',
+        b"{" + SECRET.encode(),                           # not JSON
+        note_line(None, SECRET),                           # no usable id
+        json.dumps({"id": "no-text", "body": SECRET}).encode(),
+        json.dumps([SECRET]).encode(),                     # not an object
+        note_line("too-long", SECRET * 300_000),           # over --max-note-bytes
+    ]
+    too_long = len(lines[-1])
+    lines.append(note_line("id-\udc80", "aspirin"))     # an id that is not Unicode text
+    write_jsonl(tmp_path / "notes.jsonl", lines)
+    text_files = tmp_path / "txt"
+    text_files.mkdir()
+    (text_files / "good.txt").write_text("aspirin\r\nfever", encoding="utf-8", newline="")
+    (text_files / "empty.txt").write_bytes(b"")
+    (text_files / "latin1.txt").write_bytes(f"{SECRET} fi\xe8vre".encode("latin-1"))
+    capfd.readouterr()
+
+    totals = run_batch(str(toy_export), [str(tmp_path / "notes.jsonl")], str(tmp_path / "out"),
+                       input_format="jsonl", max_note_bytes=3_000_000)
+    text_totals = run_batch(str(toy_export), [str(text_files / "*.txt")],
+                            str(tmp_path / "out-txt"))
+
+    results = read_records(tmp_path / "out", "entities")
+    by_id = {}
+    for record in results:
+        by_id.setdefault(record["id"], []).append(record["entities"])
+    expected = {note_id: [[e.to_dict() for e in expected_entities(text)]]
+                for note_id, text in good.items()}
+    expected["dup"] = [[e.to_dict() for e in expected_entities(text)]
+                       for text in ("aspirin", f"fever {SECRET}")]
+    assert sorted(map(str, by_id)) == sorted(map(str, expected))
+    assert by_id.pop("dup") in (expected["dup"], expected["dup"][::-1])
+    assert by_id == {note_id: found for note_id, found in expected.items() if note_id != "dup"}
+    assert by_id["two-mb"][0][-1]["end"] <= TWO_MB and len(by_id["two-mb"][0]) > 100_000
+
+    errors = read_records(tmp_path / "out", "errors")
+    source = str(tmp_path / "notes.jsonl")
+    assert sorted((e["source"], e["id"], e["reason"]) for e in errors) == sorted([
+        (f"{source}:8", None, "not UTF-8 (invalid byte at offset 40)"),
+        (f"{source}:9", None, "not JSON (Expecting property name enclosed in double quotes "
+                              "at column 2)"),
+        (f"{source}:10", None, "field 'id' is null, expected a string or an integer"),
+        (f"{source}:11", "no-text", "field 'text' is missing, expected a string"),
+        (f"{source}:12", None, "not a JSON object (a list)"),
+        (f"{source}:13", None, f"note of {too_long} bytes is over the limit of 3000000 "
+                               "bytes (--max-note-bytes)"),
+        (f"{source}:14", None, "field 'id' holds a lone surrogate (a \\ud800-\\udfff "
+                               "escape), which is not Unicode text"),
+    ])
+    assert totals["notes"] == len(results) == 6 and totals["errors"] == len(errors) == 7
+
+    text_results = {r["id"]: r["entities"] for r in read_records(tmp_path / "out-txt", "entities")}
+    assert text_results == {str(text_files / "good.txt"): [
+        e.to_dict() for e in expected_entities("aspirin\r\nfever")],
+        str(text_files / "empty.txt"): []}
+    assert read_records(tmp_path / "out-txt", "errors") == [
+        {"id": str(text_files / "latin1.txt"), "source": str(text_files / "latin1.txt"),
+         "reason": "not UTF-8 (invalid byte at offset 14)"}]
+    assert text_totals["notes"] == 2 and text_totals["errors"] == 1
+
+    for output in ("out", "out-txt"):
+        for shard in (tmp_path / output).glob("errors-*"):
+            assert SECRET not in shard.read_text(encoding="utf-8")
+    logged = capfd.readouterr()
+    assert SECRET not in logged.out and SECRET not in logged.err
+
+
+class FailsOnceMidBundle(SavedModelHandler):
+    """Fails the first attempt of the second batch it sees, as a worker dying mid-bundle.
+
+    Batches of about two notes, so that the failing bundle has already sent
+    the first batch's results downstream: the runner must discard them.
+    """
+
+    def __init__(self, model_path: str, attempts: Path) -> None:
+        super().__init__(model_path, run_inference_characters=40)
+        self.attempts = attempts
+
+    def run_inference(self, batch, model, inference_args=None):
+        key = "-".join(sorted(str(note_id) for note_id, _ in batch))
+        (self.attempts / f"batch-{key}").touch()
+        failed = self.attempts / "failed"
+        if len(list(self.attempts.glob("batch-*"))) == 2 and not failed.exists():
+            failed.touch()
+            raise RuntimeError("simulated worker failure")
+        return super().run_inference(batch, model, inference_args)
+
+
+def test_a_failed_bundle_is_retried_and_each_note_written_once(toy_export, tmp_path):
+    notes = {f"n{number}": "aspirin for fever" if number % 2 else "none" for number in range(12)}
+    write_jsonl(tmp_path / "notes.jsonl", [note_line(i, text) for i, text in notes.items()])
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    totals = run_batch(str(toy_export), [str(tmp_path / "notes.jsonl")], str(tmp_path / "out"),
+                       input_format="jsonl", runner="BundleBasedDirectRunner",
+                       handler=FailsOnceMidBundle(str(toy_export), attempts))
+
+    assert (attempts / "failed").exists() and len(list(attempts.glob("batch-*"))) > 2
+    results = read_records(tmp_path / "out", "entities")
+    assert sorted(record["id"] for record in results) == sorted(notes)
+    assert {r["id"]: r["entities"] for r in results} == {
+        i: [e.to_dict() for e in expected_entities(text)] for i, text in notes.items()}
+    # The direct runner keeps one metrics container across a bundle's attempts,
+    # so its "committed" counters include the failed attempt (not so on Dataflow).
+    assert totals["notes"] >= len(notes) and totals["errors"] == 0
+
+
+def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, toy_export,
+                                                                tmp_path):
+    model_dir, _ = trained_model
+    inputs = [str(toy_export / "saved_model.pb")]
+    with pytest.raises(NotAnExportError, match="a model directory from 'clinical-ner train'"):
+        run_batch(str(model_dir), inputs, str(tmp_path / "out"))
+    with pytest.raises(NotAnExportError, match="no such model folder"):
+        run_batch(str(tmp_path / "missing"), inputs, str(tmp_path / "out"))
+    with pytest.raises(NotAnExportError, match="not an exported SavedModel"):
+        run_batch(str(tmp_path), inputs, str(tmp_path / "out"))
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "saved_model.pb").write_bytes(b"\x00garbage")
+    with pytest.raises(NotAnExportError, match="not a readable SavedModel"):
+        run_batch(str(tmp_path / "fake"), inputs, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="no file matches"):
+        run_batch(str(toy_export), [str(tmp_path / "*.txt")], str(tmp_path / "out"))
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "errors-00000-of-00001.jsonl").write_text("", encoding="utf-8")
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 2
+    assert "clinical-ner batch: error: --output" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
+    from clinical_ner.batch.exported_model import ExportedModel
+    from clinical_ner.pipeline import ClinicalNER
+
+    model_dir, export_dir = trained_model
+    texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes[:6]]
+    sentences = [text.split()[:30] for text in texts] + [[]]
+    exported, in_process = ExportedModel.load(str(export_dir)), ClinicalNER.load(model_dir)
+    assert exported.annotate(texts) == in_process.annotate(texts)
+    assert exported.tag(sentences) == in_process.tag(sentences)
