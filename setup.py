@@ -33,6 +33,8 @@ setup(
         # --no-deps and add these two (docs/readme/runtimes.md).
         "litert": ["ai-edge-litert>=2.3,<3", "numpy>=1.26"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+        # `clinical-ner vectors`: word2vec / fastText training and its progress bars.
+        "vectors": ["gensim>=4.3,<5", "tqdm>=4.66"],
     },
     entry_points={"console_scripts": ["clinical-ner=clinical_ner.cli:main"]},
 )

@@ -1,6 +1,6 @@
 """Throughput and worker memory of batch annotation: Beam and Spark next to ClinicalNER.annotate.
 
-    python benchmarks/batch_throughput.py --model benchmarks/work/batch/model
+    python -m benchmarks.batch_throughput --model benchmarks/work/batch/model
 
 For each data set (BC5CDR sentences, cycled to ``--notes`` short notes; the
 MACCROBAT train and dev documents) and each engine, in one run:
@@ -29,9 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_util import (  # noqa: E402
+from benchmarks.bench_util import (
     REPO_ROOT,
     conll_sentence_blocks,
     load_average,
@@ -183,8 +181,8 @@ class PeakSampler(threading.Thread):
 def measure(engine: str, dataset: Path, args: argparse.Namespace, export: Path) -> dict:
     out = args.work_dir / "out" / f"{dataset.stem}-{engine}"
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    command = [sys.executable, __file__, "--child", engine, "--dataset", str(dataset),
-               "--model", str(args.model), "--export", str(export), "--out", str(out)]
+    command = [sys.executable, "-m", "benchmarks.batch_throughput", "--child", engine,
+               "--dataset", str(dataset), "--model", str(args.model), "--export", str(export), "--out", str(out)]
     log_path = args.work_dir / f"{dataset.stem}-{engine}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_file,

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from clinical_ner.serving import defaults
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_NAME = "clinical_ner"  # the name the benchmark servers serve the model under
+MODEL_NAME = defaults.MODEL_NAME  # the name the benchmark servers serve the model under
 MB = 1024 * 1024
 
 
@@ -133,6 +135,9 @@ def run_timed_subprocess(command: list[str], log_path: Path, env: dict | None = 
         "wall_seconds": round(time.perf_counter() - started, 3),
         # Linux reports ru_maxrss in KiB.
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        # CPU time of the child and its own children (user + system): on a shared
+        # machine, less dependent on the other load than the wall time.
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
     }
 
 
@@ -150,14 +155,18 @@ def subprocess_env() -> dict:
 
 
 class ServerProcess:
-    """``clinical-ner serve`` in a subprocess on a free loopback port."""
+    """``clinical-ner serve`` in a subprocess on a free loopback port (and one for REST)."""
 
-    def __init__(self, base_path: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, base_path: Path, log_path: Path, extra_args: Sequence[str] = (),
+                 rest: bool = False) -> None:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.rest_port = free_port() if rest else None
         self.command = [sys.executable, "-m", "clinical_ner.cli", "serve", str(base_path),
                         "--host", "127.0.0.1", "--port", str(self.port),
                         "--model-name", MODEL_NAME, *extra_args]
+        if rest:
+            self.command += ["--rest-port", str(self.rest_port)]
         self._log = open(log_path, "wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
@@ -182,11 +191,16 @@ class ServerProcess:
                     raise RuntimeError(f"the server was not ready after {timeout_s} s")
                 time.sleep(0.2)
 
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def memory_mb(self, field: str) -> float | None:
         kb = proc_status_kb(self.process.pid, field)
         return None if kb is None else round(kb / 1024, 1)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM (in-flight requests finish), then the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -195,6 +209,7 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        return self.process.returncode
 
 
 # -- sizes --------------------------------------------------------------------------

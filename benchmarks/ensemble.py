@@ -1,6 +1,6 @@
 """What a small ensemble would gain: models that differ only in their seed, combined.
 
-    python benchmarks/ensemble.py --data ../shared/data/bc5cdr/test.conll \\
+    python -m benchmarks.ensemble --data ../shared/data/bc5cdr/test.conll \\
         RUN_SEED42 RUN_SEED1
 
 Each argument is a model directory from ``clinical-ner train`` on the same
@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.errors import ClinicalNERError  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402

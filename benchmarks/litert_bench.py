@@ -4,7 +4,7 @@ Each runtime runs in a fresh process of its own (so its peak RSS is its own
 and no runtime warms another's caches), on the same data, one after the
 other in the same run::
 
-    python benchmarks/litert_bench.py --model runs/maccrobat \\
+    python -m benchmarks.litert_bench --model runs/maccrobat \\
         --export float32=runs/maccrobat-litert-float32 \\
         --export float16=runs/maccrobat-litert-float16 \\
         --export int8=runs/maccrobat-litert-int8 \\
@@ -39,9 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_util import (  # noqa: E402
+from benchmarks.bench_util import (
     REPO_ROOT,
     latency_calls,
     load_average,
@@ -128,10 +126,10 @@ def proc_status_kb_self(field: str) -> int:
 
 
 def run_worker(path: Path, threads: int, workers: int, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--worker", "--path", str(path), "--worker-threads",
-               str(threads), "--worker-pool", str(workers), "--data", str(args.data), "--calls", str(args.calls),
-               "--warmup", str(args.warmup), "--sentences", str(args.sentences),
-               "--repeats", str(args.repeats)]
+    command = [sys.executable, "-m", "benchmarks.litert_bench", "--worker", "--path", str(path),
+               "--worker-threads", str(threads), "--worker-pool", str(workers),
+               "--data", str(args.data), "--calls", str(args.calls), "--warmup", str(args.warmup),
+               "--sentences", str(args.sentences), "--repeats", str(args.repeats)]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT,
                             env=subprocess_env())
     if result.returncode != 0:

@@ -1,22 +1,27 @@
 #!/usr/bin/env python
-"""Load test: many concurrent gRPC clients against the development server.
+"""Load test: many concurrent gRPC or REST clients against the development server.
 
-Exports the model as a SavedModel, starts :class:`clinical_ner.serving.server.ModelServer`
-on 127.0.0.1 in a separate process, and runs ``--clients`` threads, each with its own
-:class:`clinical_ner.serving.client.ClinicalNerClient`, until ``--requests`` requests
-(one document each) are answered or ``--time-limit`` seconds pass. Every answer is
-compared with what the in-process :meth:`ClinicalNER.annotate` gives for the same
-document (entities equal on offsets, text and label; confidence within 1e-5).
+Exports the model as a SavedModel, starts ``clinical-ner serve`` on 127.0.0.1 in a
+separate process (:class:`benchmarks.bench_util.ServerProcess`), and runs ``--clients``
+threads, each with its own client (``--protocol grpc``:
+:class:`clinical_ner.serving.client.ClinicalNerClient`; ``rest``:
+:class:`clinical_ner.serving.rest_client.RestClient` on the server's TF Serving REST port,
+one keep-alive connection each), until ``--requests`` requests (one document each) are
+answered or ``--time-limit`` seconds pass. Every answer is compared with what the
+in-process :meth:`ClinicalNER.annotate` gives for the same document (entities equal on
+offsets, text and label; confidence within 1e-5).
 
 Reported: errors (failed requests) and mismatches (must both be 0), p50/p90/p99/max
-latency, throughput, and the server's resident memory sampled over the run (the
-largest RSS in the first and in the last quarter of the run, which should be flat),
-with the machine facts of ``benchmarks/bench_util.py`` (load average at start and end:
-the figures are only as good as the machine is idle).
-The JSON goes to ``benchmarks/results/load_test.json`` (``--output``). No document text
-is ever printed or written: mismatches are reported by document index only.
+latency (``bench_util.percentile``: linear interpolation), throughput, and the server's
+resident memory sampled over the run (the largest RSS in the first and in the last
+quarter of the run, which should be flat), with the machine facts of
+``benchmarks/bench_util.py`` (load average at start and end: the figures are only as good
+as the machine is idle). The JSON goes to ``benchmarks/results/load_test.json``
+(``load_test_rest.json`` for REST; ``--output``). No document text is ever printed or
+written: mismatches are reported by document index only.
 
-    python benchmarks/load_test.py --model runs/maccrobat --clients 32 --requests 10000
+    python -m benchmarks.load_test --model runs/maccrobat --clients 32 --requests 10000
+    python -m benchmarks.load_test --model runs/maccrobat --protocol rest
 
 ``--texts FILE`` takes documents from a UTF-8 file, one per line (``.jsonl``: one
 ``{"text": ...}`` object per line); by default they are the lines and the whole
@@ -29,19 +34,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "load_test.json"
+from benchmarks.bench_util import (
+    MODEL_NAME,
+    REPO_ROOT,
+    ServerProcess,
+    machine_facts,
+    percentile,
+    proc_status_kb,
+)
+from clinical_ner.serving import defaults
+
+RESULTS = REPO_ROOT / "benchmarks" / "results"
 SAMPLE_DEV = REPO_ROOT / "samples" / "maccrobat-i2b2" / "dev" / "txt"
-MODEL_NAME = "clinical_ner"
 CONFIDENCE_TOLERANCE = 1e-5
 
 EDGE_CASES = [
@@ -52,18 +63,6 @@ EDGE_CASES = [
     "Chest pain.\r\nCT showed a nodule.\rStarted aspirin.\u2028Fever resolved.",
     "\u0627\u0644\u0645\u0631\u064a\u0636 fever \u05d7\u05d5\u05dd \u202eniripsa\u202c CT.",
 ]
-
-# Runs in the server process: serve until stdin closes.
-SERVER_SCRIPT = """
-import json, sys
-from clinical_ner.serving.server import ModelServer
-server = ModelServer(sys.argv[1], sys.argv[2], host="127.0.0.1", port=0,
-                     max_workers=int(sys.argv[3]))
-server.start()
-print(json.dumps({"port": server.bound_port}), flush=True)
-sys.stdin.read()
-server.stop(5.0)
-"""
 
 
 def load_texts(path: str | None) -> list[str]:
@@ -92,42 +91,8 @@ def same_entities(expected, actual) -> bool:
 
 
 def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-class Server:
-    """The development server in its own process, so that its RSS is its own."""
-
-    def __init__(self, base_path: Path, workers: int) -> None:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER_SCRIPT, str(base_path), MODEL_NAME, str(workers)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, env=env, cwd=REPO_ROOT)
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"the server did not start (exit {self.process.wait()})")
-        self.port = json.loads(line)["port"]
-        self.pid = self.process.pid
-
-    def stop(self) -> int:
-        self.process.stdin.close()
-        return self.process.wait(timeout=60)
+    kb = proc_status_kb(pid, "VmRSS")
+    return None if kb is None else kb * 1024
 
 
 class RssSampler(threading.Thread):
@@ -146,10 +111,43 @@ class RssSampler(threading.Thread):
             self.done.wait(self.interval)
 
 
+class _GrpcAnnotator:
+    """One document per request over gRPC."""
+
+    def __init__(self, server: ServerProcess, timeout: float) -> None:
+        from clinical_ner.serving.client import ClinicalNerClient
+
+        self._client = ClinicalNerClient(server.target, MODEL_NAME, timeout=timeout,
+                                         deadline=timeout * 2)
+
+    def annotate(self, text: str):
+        return self._client.annotate(text)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _RestAnnotator:
+    """One document per request over REST (columnar format), on a keep-alive connection."""
+
+    def __init__(self, server: ServerProcess, timeout: float) -> None:
+        from clinical_ner.serving.rest_client import RestClient
+
+        self._client = RestClient("127.0.0.1", server.rest_port, MODEL_NAME, timeout=timeout)
+
+    def annotate(self, text: str):
+        return self._client.annotate([text])[0]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+ANNOTATORS = {"grpc": _GrpcAnnotator, "rest": _RestAnnotator}
+
+
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.serving.client import ClinicalNerClient
 
     texts = load_texts(args.texts)
     if not texts:
@@ -164,9 +162,12 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="load-test-") as export_root:
         base = Path(export_root) / MODEL_NAME
         ner.export(base, 1)
-        server = Server(base, args.server_workers)
+        server = ServerProcess(base, Path(export_root) / "server.log",
+                               ["--max-workers", str(args.server_workers), "--log-level",
+                                "WARNING"], rest=args.protocol == "rest")
         try:
-            result = drive(args, server, texts, expected, ClinicalNerClient)
+            server.wait_ready()
+            result = drive(args, server, texts, expected, ANNOTATORS[args.protocol])
         finally:
             exit_code = server.stop()
     result["server_exit_code"] = exit_code
@@ -174,10 +175,9 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def drive(args, server: Server, texts, expected, client_class) -> dict:
-    target = f"127.0.0.1:{server.port}"
+def drive(args, server: ServerProcess, texts, expected, annotator_class) -> dict:
     # Warm-up: every document once (also the first comparison).
-    warm = client_class(target, MODEL_NAME, timeout=120, deadline=300)
+    warm = annotator_class(server, timeout=120)
     warm_started = time.perf_counter()
     warm_mismatches = [index for index, text in enumerate(texts)
                        if not same_entities(expected[index], warm.annotate(text))]
@@ -194,8 +194,7 @@ def drive(args, server: Server, texts, expected, client_class) -> dict:
     stop = threading.Event()
 
     def client_loop(number: int) -> None:
-        client = client_class(target, MODEL_NAME, timeout=args.request_timeout,
-                              deadline=args.request_timeout * 2)
+        client = annotator_class(server, timeout=args.request_timeout)
         try:
             while not stop.is_set():
                 if time.perf_counter() > deadline:
@@ -263,7 +262,8 @@ def drive(args, server: Server, texts, expected, client_class) -> dict:
 
     to_ms = 1000.0
     return {
-        "target": "127.0.0.1 (development ModelServer, separate process)",
+        "target": f"127.0.0.1 (clinical-ner serve, separate process), {args.protocol}",
+        "protocol": args.protocol,
         "clients": args.clients,
         "server_workers": args.server_workers,
         "requests_planned": args.requests,
@@ -279,9 +279,9 @@ def drive(args, server: Server, texts, expected, client_class) -> dict:
         "seconds": round(load_s, 3),
         "throughput_rps": round(answered / load_s, 1) if load_s else None,
         "latency_ms": {
-            "p50": round(percentile(latencies, 0.50) * to_ms, 2),
-            "p90": round(percentile(latencies, 0.90) * to_ms, 2),
-            "p99": round(percentile(latencies, 0.99) * to_ms, 2),
+            "p50": round(percentile(latencies, 50) * to_ms, 2) if latencies else None,
+            "p90": round(percentile(latencies, 90) * to_ms, 2) if latencies else None,
+            "p99": round(percentile(latencies, 99) * to_ms, 2) if latencies else None,
             "max": round(max(latencies) * to_ms, 2) if latencies else None,
             "mean": round(statistics.fmean(latencies) * to_ms, 2) if latencies else None,
         },
@@ -294,6 +294,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model directory (clinical-ner train)")
+    parser.add_argument("--protocol", choices=sorted(ANNOTATORS), default="grpc",
+                        help="gRPC, or TF Serving's REST API (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent client threads")
     parser.add_argument("--requests", type=int, default=10_000,
                         help="requests in total (one document each)")
@@ -301,10 +303,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=900.0, metavar="SECONDS",
                         help="stop sending after this long (default: %(default)s)")
     parser.add_argument("--request-timeout", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("--server-workers", type=int, default=8,
+    parser.add_argument("--server-workers", type=int, default=defaults.MAX_WORKERS,
                         help="the server's max_workers (default: %(default)s)")
     parser.add_argument("--rss-interval", type=float, default=0.25, metavar="SECONDS")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON results file")
+    parser.add_argument("--output", help="JSON results file (default: "
+                        "benchmarks/results/load_test.json, load_test_rest.json for REST)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < 1 or args.time_limit <= 0:
         parser.error("--clients, --requests and --time-limit must be positive")
@@ -313,18 +316,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        from bench_util import machine_facts  # benchmarks/ is sys.path[0] when run as a script
-        machine = machine_facts()
-    except ImportError:
-        machine = {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                   "platform": platform.platform(), "load_average_start": os.getloadavg()}
+    machine = machine_facts()
     result = run(args)
-    result["command"] = "python benchmarks/load_test.py " + " ".join(
+    result["command"] = "python -m benchmarks.load_test " + " ".join(
         sys.argv[1:] if argv is None else argv)
     result["machine"] = machine
     machine["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
-    output = Path(args.output)
+    output = Path(args.output or RESULTS / (
+        "load_test.json" if args.protocol == "grpc" else f"load_test_{args.protocol}.json"))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     latency = result["latency_ms"]

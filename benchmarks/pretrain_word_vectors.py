@@ -1,7 +1,7 @@
 """Pre-train in-domain word vectors (skip-gram with negative sampling) on our corpora's text.
 
-    python benchmarks/pretrain_word_vectors.py --output benchmarks/work/vectors/indomain.50d.txt
-    python benchmarks/pretrain_word_vectors.py --output benchmarks/work/vectors/glove+indomain.txt \\
+    python -m benchmarks.pretrain_word_vectors --output benchmarks/work/vectors/indomain.50d.txt
+    python -m benchmarks.pretrain_word_vectors --output benchmarks/work/vectors/glove+indomain.txt \\
         --concat-with ../shared/data/embeddings/glove.6B.50d.pruned.txt
 
 Reads only the *tokens* of the training splits of every corpus in the shared data folder
@@ -35,27 +35,22 @@ from __future__ import annotations
 
 import argparse
 import collections
-import sys
 import time
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+from benchmarks.corpora import CORPORA
+from clinical_ner.embeddings import load_embeddings
+from clinical_ner.formats import load_corpus
+from clinical_ner.text import normalize_word
 
-from clinical_ner.embeddings import load_embeddings  # noqa: E402
-from clinical_ner.formats import load_corpus  # noqa: E402
-from clinical_ner.text import normalize_word  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA_ROOT = REPOSITORY.parent / "shared" / "data"
 #: Training splits only (relative to the data root): dev text would flatter the dev figures.
-DEFAULT_CORPORA = (
-    "bc5cdr/train.conll",
-    "ncbi-disease/train.conll",
-    "maccrobat-i2b2/train",
-)
+DEFAULT_CORPORA = tuple(spec.train for spec in CORPORA.values())
 DEFAULT_PROBES = ("cisplatin", "hypertension", "seizures", "carcinoma", "mri", "mg")
 
 

@@ -1,6 +1,6 @@
 """Where inference time goes: each stage of the graph timed on its own.
 
-    python benchmarks/profile_inference.py --model runs/maccrobat \\
+    python -m benchmarks.profile_inference --model runs/maccrobat \\
         --data ../shared/data/maccrobat-i2b2/dev
 
 Tags the data's sentences (sorted by length, in chunks of ``--batch-size``,
@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -28,7 +27,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
 from clinical_ner.signatures import padded_token_rows  # noqa: E402

@@ -1,9 +1,9 @@
 """Benchmarks: accuracy, speed and memory from training to gRPC, on one trained model.
 
-    python benchmarks/run.py --corpus bc5cdr          # one corpus
-    python benchmarks/run.py --all                    # bc5cdr, ncbi-disease, maccrobat
-    python benchmarks/run.py --corpus bc5cdr --quick         # 1-2 minute smoke test
-    python benchmarks/run.py --readme-only            # rebuild the README tables
+    python -m benchmarks.run --corpus bc5cdr          # one corpus
+    python -m benchmarks.run --all                    # bc5cdr, ncbi-disease, maccrobat
+    python -m benchmarks.run --corpus bc5cdr --quick         # 1-2 minute smoke test
+    python -m benchmarks.run --readme-only            # rebuild the README tables
 
 For each corpus: train (``clinical-ner train``, i.e. ``clinical_ner.trainer.train``,
 with the dev split for early stopping) in a subprocess, score dev (and test
@@ -36,9 +36,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_report  # noqa: E402
-from bench_util import (  # noqa: E402
+from benchmarks import bench_report  # noqa: E402 (after TF's log level)
+from benchmarks.corpora import CORPORA, CorpusSpec  # noqa: E402
+from clinical_ner.serving import defaults  # noqa: E402
+from benchmarks.bench_util import (  # noqa: E402
     MODEL_NAME,
     REPO_ROOT,
     ServerProcess,
@@ -66,25 +67,6 @@ STARTUP_TEXT = "CT of the chest showed a 2 cm nodule; she was started on aspirin
 
 
 @dataclass(frozen=True)
-class CorpusSpec:
-    name: str
-    format: str  # "conll" or "i2b2"
-    train: str  # relative to the data root
-    dev: str
-    test: str | None = None
-
-
-CORPORA = {
-    "bc5cdr": CorpusSpec("bc5cdr", "conll", "bc5cdr/train.conll", "bc5cdr/dev.conll",
-                         "bc5cdr/test.conll"),
-    "ncbi-disease": CorpusSpec("ncbi-disease", "conll", "ncbi-disease/train.conll",
-                               "ncbi-disease/dev.conll"),
-    # The i2b2 layout, so that the i2b2 reader is what gets measured.
-    "maccrobat": CorpusSpec("maccrobat", "i2b2", "maccrobat-i2b2/train", "maccrobat-i2b2/dev"),
-}
-
-
-@dataclass(frozen=True)
 class Settings:
     """How much data and how many timed runs: full benchmark or ``--quick`` smoke test."""
 
@@ -104,7 +86,7 @@ FULL = Settings(None, None, None, repeats=5, warmup=1, latency_calls=1000, laten
                 latency_sentences=200, startup_repeats=3, startup_warmup=1)
 QUICK = Settings(300, 200, 1, repeats=2, warmup=1, latency_calls=100, latency_warmup=10,
                  latency_sentences=50, startup_repeats=1, startup_warmup=0)
-CLIENT_BATCH_SIZE = 32  # ClinicalNerClient's default; also for the SavedModel
+CLIENT_BATCH_SIZE = defaults.BATCH_DOCUMENTS  # ClinicalNerClient's; also for the SavedModel
 CONCURRENCY = (1, 8)
 
 
@@ -163,8 +145,10 @@ def effective_config(args: argparse.Namespace, data_root: Path, settings: Settin
             raise SystemExit(f"--config {args.config}: expected a JSON object of NERConfig fields")
         values.update(overrides)
         if overrides.get("embeddings"):
+            from clinical_ner.cli.train import absolute_paths
+
             # As `clinical-ner train` does: relative to the current directory.
-            values["embeddings"] = str(Path(overrides["embeddings"]).resolve())
+            values["embeddings"] = absolute_paths(overrides["embeddings"])
     if args.seed is not None:
         values["seed"] = args.seed
     if settings.epochs is not None:
@@ -585,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--repeats must be at least 1")
         settings = Settings(**{**settings.__dict__, "repeats": args.repeats})
     corpora = list(CORPORA) if args.all else list(dict.fromkeys(args.corpus))
-    command = "python benchmarks/run.py " + shlex.join(argv)
+    command = "python -m benchmarks.run " + shlex.join(argv)
     effective_config(args, Path(args.data_root), settings)  # a bad --config stops here, once
     results_dir.mkdir(parents=True, exist_ok=True)
     failed = []

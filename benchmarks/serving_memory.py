@@ -1,6 +1,6 @@
 """Peak memory of ``clinical-ner serve`` when eight clients arrive at once on a cold server.
 
-    python benchmarks/serving_memory.py --export benchmarks/work/bc5cdr/export \\
+    python -m benchmarks.serving_memory --export benchmarks/work/bc5cdr/export \\
         --data ../shared/data/bc5cdr/dev.conll --max-concurrent-calls 2
 
 Starts the development server on a free loopback port, waits until the model is AVAILABLE,
@@ -16,18 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
-sys.path.insert(0, str(REPOSITORY / "benchmarks"))
-
-from bench_util import MODEL_NAME, ServerProcess  # noqa: E402
-from clinical_ner.formats import load_corpus  # noqa: E402
-from clinical_ner.serving.client import ClinicalNerClient  # noqa: E402
+from benchmarks.bench_util import MODEL_NAME, ServerProcess
+from clinical_ner.formats import load_corpus
+from clinical_ner.serving.client import ClinicalNerClient
 
 CLIENTS = 8
 ROUNDS = 6

@@ -43,7 +43,9 @@ class NERConfig:
     tag_scheme: str = "bioes"  # the CRF's tags: "bio" or "bioes"
     max_sentence_tokens: int = 200
     # Words
-    embeddings: str | None = None  # path of pretrained vectors, or None
+    # Path of pretrained vectors, or a list of paths whose vectors are concatenated
+    # (clinical_ner.embeddings.load_embedding_files), or None.
+    embeddings: str | list[str] | None = None
     embeddings_format: str = "auto"
     word_dim: int = 50  # only used without embeddings (else the vectors' size)
     trainable_embeddings: bool = True
@@ -80,6 +82,17 @@ class NERConfig:
     tag_batch_size: int = 64  # sentences per graph call in ClinicalNER.tag
 
     def __post_init__(self) -> None:
+        if isinstance(self.embeddings, (list, tuple)):
+            if not self.embeddings or not all(isinstance(p, str) and p for p in self.embeddings):
+                raise ConfigError("embeddings must be a path, a non-empty list of paths or null, "
+                                  f"got {self.embeddings!r}")
+            # One file keeps the string form that config.json has always had.
+            self.embeddings = (self.embeddings[0] if len(self.embeddings) == 1
+                               else list(self.embeddings))
+        elif self.embeddings is not None and not (isinstance(self.embeddings, str)
+                                                  and self.embeddings):
+            raise ConfigError("embeddings must be a path, a non-empty list of paths or null, "
+                              f"got {self.embeddings!r}")
         if self.tag_scheme not in MODEL_SCHEMES:
             raise ConfigError(
                 f"tag_scheme must be one of {', '.join(MODEL_SCHEMES)}, got {self.tag_scheme!r}")
@@ -108,6 +121,13 @@ class NERConfig:
             raise ConfigError("learning_rate and clip_norm must be > 0, lr_decay >= 0")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
+
+    @property
+    def embedding_files(self) -> list[str]:
+        """The pretrained vectors files, in order (``[]`` without embeddings)."""
+        if self.embeddings is None:
+            return []
+        return [self.embeddings] if isinstance(self.embeddings, str) else list(self.embeddings)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "configuration") -> "NERConfig":

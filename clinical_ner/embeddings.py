@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -116,3 +117,50 @@ def _read_word2vec_binary(path: Path):
                 raise DataFormatError(str(path), None, f"word {index + 1} is not UTF-8") from None
             # Binary files have no lines; report the entry number instead.
             yield index + 1, text, np.frombuffer(data, dtype="<f4")
+
+
+def load_embedding_files(
+    paths: Sequence[str | Path], format: str = "auto"
+) -> tuple[list[str], np.ndarray]:
+    """Read one or several vector files; several are concatenated, word by word.
+
+    A word's vector is its vector from the first file, then from the second, and
+    so on (dimension: the sum of the files'). Where a file lacks the word, its
+    part is zeros: "not in this file" is then one consistent value the model can
+    learn, while a random part would look like a real vector. Words keep the
+    first file's order, then each later file's new words in that file's order.
+    One file gives exactly :func:`load_embeddings`.
+
+    Example:
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(folder, "a.txt"), "w").write("fever 1 2\\ncough 3 4\\n")
+    >>> _ = open(os.path.join(folder, "b.txt"), "w").write("1 1\\ncough 5\\n")
+    >>> words, vectors = load_embedding_files(
+    ...     [os.path.join(folder, "a.txt"), os.path.join(folder, "b.txt")])
+    >>> words, vectors.tolist()
+    (['fever', 'cough'], [[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]])
+    """
+    if not paths:
+        raise ValueError("no embeddings files given")
+    loaded = [load_embeddings(path, format) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    words: list[str] = []
+    row_of: dict[str, int] = {}
+    for file_words, _ in loaded:
+        for word in file_words:
+            if word not in row_of:
+                row_of[word] = len(words)
+                words.append(word)
+    dims = [vectors.shape[1] for _, vectors in loaded]
+    table = np.zeros((len(words), sum(dims)), dtype=np.float32)
+    start = 0
+    for (file_words, vectors), dim in zip(loaded, dims):
+        rows = np.fromiter((row_of[word] for word in file_words), dtype=np.int64,
+                           count=len(file_words))
+        table[rows, start:start + dim] = vectors
+        start += dim
+    logger.info("concatenated %d files: %d words, dimension %d", len(loaded), len(words),
+                sum(dims))
+    return words, table

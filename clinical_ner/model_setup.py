@@ -9,7 +9,7 @@ import numpy as np
 
 from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
 from clinical_ner.corpus import Sentence
-from clinical_ner.embeddings import load_embeddings
+from clinical_ner.embeddings import load_embedding_files
 from clinical_ner.errors import ConfigError
 from clinical_ner.model import ClinicalNERModel
 from clinical_ner.pipeline import ClinicalNER
@@ -26,10 +26,10 @@ def compile_for_training(model: ClinicalNERModel, config: NERConfig) -> None:
 
 
 def pretrained_vectors(config: NERConfig) -> tuple[list[str] | None, np.ndarray | None]:
-    """The words and vectors of ``config.embeddings`` (``None, None`` without)."""
+    """The words and vectors of ``config.embeddings``, one or several files (``None, None`` without)."""
     if not config.embeddings:
         return None, None
-    return load_embeddings(config.embeddings, config.embeddings_format)
+    return load_embedding_files(config.embedding_files, config.embeddings_format)
 
 
 def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],

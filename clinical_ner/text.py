@@ -150,6 +150,41 @@ def split_sentences(
     return sentences
 
 
+@functools.lru_cache(maxsize=None)
+def _token_and_gap_pattern() -> re.Pattern[str]:
+    word = _regex_class(WORD)
+    separator = _regex_class(SEPARATOR)
+    return re.compile(f"([{word}]+|[^{word}{separator}])([{separator}]*)")
+
+
+def sentence_token_texts(
+    text: str, max_sentence_tokens: int = DEFAULT_MAX_SENTENCE_TOKENS
+) -> list[list[str]]:
+    """The token strings of :func:`split_sentences`, without offsets, for bulk text.
+
+    Same tokens and the same sentence ends, about twice as fast: one regex
+    match per token yields the token and the separators after it (the gap
+    :func:`split_sentences` inspects), and no :class:`Token` is built. Word
+    vectors (``clinical_ner.vectors``) tokenise millions of lines with it.
+
+    >>> sentence_token_texts("Chest pain. No fever\\nCT: clear")
+    [['Chest', 'pain', '.'], ['No', 'fever'], ['CT', ':', 'clear']]
+    """
+    if max_sentence_tokens < 1:
+        raise ValueError(f"max_sentence_tokens must be >= 1, got {max_sentence_tokens}")
+    sentences: list[list[str]] = []
+    current: list[str] = []
+    for token, gap in _token_and_gap_pattern().findall(text):
+        current.append(token)
+        if len(current) >= max_sentence_tokens or (
+                gap and (token in SENTENCE_FINAL or not LINE_BREAKS.isdisjoint(gap))):
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
 # Word normalisation and casing. Both work one code point at a time, so the
 # exported graph can repeat them with table lookups on decoded code points.
 

@@ -11,13 +11,9 @@ import pytest
 
 from conftest import REPO_ROOT
 
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-import bench_report  # noqa: E402
-import bench_util  # noqa: E402
-import ensemble  # noqa: E402
-import pretrain_word_vectors  # noqa: E402
+from benchmarks import bench_report, bench_util, ensemble, pretrain_word_vectors
 
-RUN = REPO_ROOT / "benchmarks" / "run.py"
+RUN = ["-m", "benchmarks.run"]
 
 
 # -- fast: helpers ---------------------------------------------------------------------
@@ -165,7 +161,7 @@ def _positive(value) -> bool:
 def quick_result(tmp_path_factory, shared_data):
     base = tmp_path_factory.mktemp("bench")
     results = base / "results"
-    command = [sys.executable, str(RUN), "--corpus", "bc5cdr", "--quick",
+    command = [sys.executable, *RUN, "--corpus", "bc5cdr", "--quick",
                "--data-root", str(shared_data), "--work-dir", str(base / "work"),
                "--results-dir", str(results)]
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
@@ -180,7 +176,7 @@ def test_quick_run_records_every_figure(quick_result):
     result, _ = quick_result
     assert result["schema_version"] == 1 and result["mode"] == "quick"
     assert result["corpus"] == "bc5cdr"
-    assert result["command"].startswith("python benchmarks/run.py --corpus bc5cdr --quick")
+    assert result["command"].startswith("python -m benchmarks.run --corpus bc5cdr --quick")
 
     machine = result["machine"]
     assert machine["cpu_count"] >= 1 and machine["cpu_model"]
@@ -278,7 +274,7 @@ def test_work_dir_holds_the_run_and_is_reused_only_if_ours(quick_result, shared_
     foreign = base / "foreign"
     (foreign / "bc5cdr-quick").mkdir(parents=True)
     completed = subprocess.run(
-        [sys.executable, str(RUN), "--corpus", "bc5cdr", "--quick", "--data-root",
+        [sys.executable, *RUN, "--corpus", "bc5cdr", "--quick", "--data-root",
          str(shared_data), "--work-dir", str(foreign), "--results-dir", str(base / "r2")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert completed.returncode != 0
@@ -289,7 +285,7 @@ def test_work_dir_holds_the_run_and_is_reused_only_if_ours(quick_result, shared_
 def test_profile_inference_times_every_stage(quick_result, shared_data):
     _, base = quick_result
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "profile_inference.py"),
+        [sys.executable, "-m", "benchmarks.profile_inference",
          "--model", str(base / "work" / "bc5cdr-quick" / "model"),
          "--data", str(shared_data / "bc5cdr" / "dev.conll"),
          "--repeats", "1", "--single-calls", "3"],
@@ -308,7 +304,7 @@ def test_serving_memory_reports_peaks_and_throughput(quick_result):
     _, base = quick_result
     run_dir = base / "work" / "bc5cdr-quick"
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "serving_memory.py"),
+        [sys.executable, "-m", "benchmarks.serving_memory",
          "--export", str(run_dir / "export"), "--data", str(run_dir / "data" / "dev.conll"),
          "--max-concurrent-calls", "2"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)

@@ -34,7 +34,7 @@ from clinical_ner.export import (
     export_saved_model,
     saved_model_op_types,
 )
-from clinical_ner.serving import client, server
+from clinical_ner.serving import client, defaults
 
 # keyword -> (label, confidence); one keyword is not ASCII, to test code-point offsets.
 KEYWORDS = {"aspirin": ("DRUG", 0.875), "fever": ("PROBLEM", 0.75), "fièvre": ("PROBLEM", 0.5)}
@@ -430,6 +430,6 @@ def test_batching_parameters_parse_and_fit_the_clients():
     # What the client sends by default fits in one batch, and the
     # development server refuses what TF Serving with batching would refuse.
     client_batch = inspect.signature(client.ClinicalNerClient).parameters["batch_size"].default
-    assert client_batch <= max_batch == server.DEFAULT_MAX_DOCUMENTS
+    assert client_batch <= max_batch == defaults.MAX_DOCUMENTS
     # TF Serving would pad token rows with their first token, not "" (see the README).
     assert params.pad_variable_length_inputs is False

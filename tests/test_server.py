@@ -481,11 +481,10 @@ def send_while_the_model_is_busy(server, calls, gate, requests, while_later_held
     that they queue in this order; then open the gate, call
     ``while_later_held(futures)`` and open ``gate.later``. Returns each
     request's response or gRPC error code, and the model calls after the gate's."""
-    batcher = server._handler._batcher
+    batcher = server._service.batcher
 
     def queued():
-        with batcher._lock:
-            return sum(len(queue) for queue in batcher._queues.values())
+        return batcher.queued()
 
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
@@ -718,6 +717,7 @@ def test_serve_help_points_to_production_serving(capsys):
     args = build_parser(["serve"]).parse_args(
         ["serve", "/models/x", "--port", "0", "--max-documents", "4"])
     assert args.run is not None and args.port == 0 and args.max_documents == 4
+    assert args.rest_port is None
 
 
 def wait_for_line(lines: list[str], pattern: str, timeout: float = 60.0) -> re.Match:

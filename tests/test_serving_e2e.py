@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,10 @@ from clinical_ner import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.export import check_core_ops
 from clinical_ner.pipeline import ClinicalNER
+from benchmarks.tf_serving_compat import load_and_run
 from clinical_ner.serving.client import ClinicalNerClient
+from clinical_ner.serving.rest_client import RestClient
+from clinical_ner.signatures import padded_token_rows
 from clinical_ner.serving.server import ModelServer
 from clinical_ner.trainer import train
 from conftest import REPO_ROOT
@@ -40,7 +44,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(trained):
     _, _, base = trained
-    model_server = ModelServer(base, "clinical_ner", port=0, poll_interval_s=0.2)
+    model_server = ModelServer(base, "clinical_ner", port=0, rest_port=0, poll_interval_s=0.2)
     model_server.start()
     yield model_server
     model_server.stop(0)
@@ -110,32 +114,9 @@ def test_export_answers_as_in_process_when_loaded_the_way_tf_serving_loads(train
     texts = [NOTE, ""] + [path.read_text(encoding="utf-8")
                           for path in sorted((SAMPLE / "dev" / "txt").glob("*.txt"))]
     sentences = [["Chest", "x-ray", "showed", "pneumonia"], ["ceftriaxone"]]
-    script = textwrap.dedent(f"""
-        import json, sys
-        import numpy as np
-        import tensorflow as tf
-        graph = tf.Graph()
-        with tf.compat.v1.Session(graph=graph) as session:
-            meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], {str(base / "1")!r})
-            def run(name, feeds):
-                signature = meta_graph.signature_def[name]
-                return session.run({{key: value.name for key, value in signature.outputs.items()}},
-                                   {{signature.inputs[key].name: value for key, value in feeds.items()}})
-            texts = json.loads(sys.stdin.read())
-            entities = run("serving_default", {{"text": texts["texts"]}})
-            tags = run("predict_tokens", {{"tokens": texts["tokens"]}})
-        print(json.dumps({{key: np.char.decode(value.astype(bytes), "utf-8").tolist()
-                           if value.dtype.kind in "OS" else value.tolist()
-                           for key, value in {{**entities, **tags}}.items()}}))
-    """)
-    width = max(len(sentence) for sentence in sentences)
-    tokens = [sentence + [""] * (width - len(sentence)) for sentence in sentences]
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            input=json.dumps({"texts": texts, "tokens": tokens}),
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300,
-                            cwd=base)
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = json.loads(result.stdout.strip().splitlines()[-1])
+    answer = load_and_run(Path(sys.executable), base / "1", texts, padded_token_rows(sentences))
+    assert "error" not in answer, answer
+    served = {**answer["text"], **answer["tokens"]}
     local = ner.annotate(texts)
     assert sum(len(document) for document in local) > 0
     assert served["entity_count"] == [len(document) for document in local]
@@ -171,6 +152,19 @@ def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_
         metadata = client.metadata()
         assert set(metadata.signatures) >= {signatures.SERVING_DEFAULT, signatures.PREDICT_TOKENS}
         assert any(status.state == "AVAILABLE" for status in client.status())
+
+
+def test_rest_answers_equal_grpc_on_the_dev_split(server, shared_data):
+    texts = dev_texts(shared_data)
+    with ClinicalNerClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
+                           batch_size=8) as client, RestClient(
+            "127.0.0.1", server.bound_rest_port, "clinical_ner", timeout=120) as rest:
+        over_grpc = client.annotate(texts)
+        over_rest = [entity for start in range(0, len(texts), 8)
+                     for entity in rest.annotate(texts[start:start + 8])]
+    # Batches differ (the gRPC client groups documents by size): float32 rounding may too.
+    assert_same_entities(over_rest, over_grpc)
+    assert sum(map(len, over_rest)) > 0
 
 
 def test_client_command_prints_what_predict_prints(trained, server):

@@ -20,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "together, e.g. train and dev for the final model")
     parser.add_argument("--dev", help="dev data for model selection and early stopping")
     parser.add_argument("--output", required=True, help="model directory to write")
-    parser.add_argument("--embeddings", help="pretrained word vectors (GloVe/word2vec/fastText)")
+    parser.add_argument("--embeddings", action="append", metavar="FILE",
+                        help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
+                             "concatenate several files' vectors (zeros where a file lacks a "
+                             "word)")
     parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"))
     parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
     parser.add_argument("--epochs", type=int)
@@ -52,6 +55,13 @@ def add_distribution_options(parser: argparse.ArgumentParser) -> None:
                              f"not all up within this time (default {DEFAULT_CONNECT_TIMEOUT_S:g})")
 
 
+def absolute_paths(paths: str | list[str]) -> str | list[str]:
+    """Absolute embeddings path(s), so that a saved config.json works from any directory."""
+    if isinstance(paths, str):
+        return str(Path(paths).resolve())
+    return [str(Path(path).resolve()) for path in paths]
+
+
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.config import NERConfig
     from clinical_ner.trainer import train
@@ -69,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--resume continues with the saved configuration; only --epochs "
                           "may change")
     if values.get("embeddings"):
-        values["embeddings"] = str(Path(values["embeddings"]).resolve())
+        values["embeddings"] = absolute_paths(values["embeddings"])
     config = NERConfig.from_dict(values) if values or not args.resume else None
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,

@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 from clinical_ner.corpus import Entity
 from clinical_ner.documents import read_documents, write_json_line
 from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.serving import defaults
 from clinical_ner.signatures import (
     PAD_TOKEN,
     PREDICT_TOKENS,
@@ -52,9 +53,6 @@ from clinical_ner.signatures import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TARGET = "localhost:8500"
-DEFAULT_MODEL_NAME = "clinical_ner"
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _INITIAL_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 2.0
 _CHANNEL_OPTIONS = [
@@ -187,12 +185,12 @@ class ClinicalNerClient:
         *,
         version: int | None = None,
         signature: str = SERVING_DEFAULT,
-        timeout: float = 10.0,
-        batch_size: int = 32,
+        timeout: float = defaults.TIMEOUT_S,
+        batch_size: int = defaults.BATCH_DOCUMENTS,
         root_certificates: str | Path | bytes | None = None,
-        max_retries: int = 10,
-        deadline: float = 30.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_retries: int = defaults.MAX_RETRIES,
+        deadline: float = defaults.DEADLINE_S,
+        max_message_bytes: int = defaults.MAX_MESSAGE_BYTES,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -433,15 +431,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
     parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
                         type=Path, help="UTF-8 text files, one document each")
-    parser.add_argument("--target", default=DEFAULT_TARGET, help="host:port (default: %(default)s)")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="(default: %(default)s)")
+    parser.add_argument("--target", default=defaults.TARGET,
+                        help="host:port (default: %(default)s)")
+    parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="(default: %(default)s)")
     parser.add_argument("--version", type=int, help="model version (default: the highest served)")
     parser.add_argument("--signature", default=SERVING_DEFAULT, help="(default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=float, default=defaults.TIMEOUT_S, metavar="SECONDS",
                         help="per attempt (default: %(default)s)")
-    parser.add_argument("--deadline", type=float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--deadline", type=float, default=defaults.DEADLINE_S, metavar="SECONDS",
                         help="per request, retries included (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_DOCUMENTS,
                         help="documents per request (default: %(default)s)")
     parser.add_argument("--root-certificates", type=Path, metavar="PEM",
                         help="CA certificates to verify the server; enables TLS")

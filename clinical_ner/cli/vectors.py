@@ -1,0 +1,51 @@
+"""clinical-ner vectors: train word vectors on your own unlabeled notes."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+NAME = "vectors"
+HELP = "train word vectors on unlabeled text, for train --embeddings (needs the [vectors] extra)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text", required=True, nargs="+", metavar="PATH",
+                        help="unlabeled text: files or folders (.txt, one document a line "
+                             "or a file; .jsonl; also .gz, .xz, .bz2)")
+    parser.add_argument("--output", required=True,
+                        help="vectors file to write (word2vec text format)")
+    parser.add_argument("--method", default="word2vec", choices=("word2vec", "fasttext"),
+                        help="skip-gram word2vec, or fastText (subword n-grams) (default: "
+                             "%(default)s)")
+    parser.add_argument("--dim", type=int, default=100, help="vector size (default: %(default)s)")
+    parser.add_argument("--window", type=int, default=5,
+                        help="context words on each side (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="passes over the text (default: %(default)s)")
+    parser.add_argument("--min-count", type=int, default=5,
+                        help="words seen fewer times get no vector, so rare words (names, "
+                             "identifiers) stay out of the file (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes / threads (default: %(default)s)")
+    parser.add_argument("--text-field", default="text",
+                        help="the text's field in JSON lines inputs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tmp-dir", metavar="DIR",
+                        help="folder for the temporary token file, deleted at the end "
+                             "(default: the system's temporary folder, $TMPDIR)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from clinical_ner.vectors import train_vectors
+
+    # SIGTERM unwinds like Ctrl-C, so that the temporary token file is deleted.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    report = train_vectors(
+        args.text, args.output, method=args.method, dim=args.dim, window=args.window,
+        epochs=args.epochs, min_count=args.min_count, workers=args.workers,
+        text_field=args.text_field, seed=args.seed, tmp_dir=args.tmp_dir,
+        progress=not args.quiet)
+    print(report.summary())
+    return 0

@@ -1,0 +1,151 @@
+"""TensorFlow Serving's gRPC API (PredictionService, ModelService) over :class:`ModelService`.
+
+The servicers are the stock ones of ``tensorflow-serving-api``; this module
+only reads request protos into the service's terms and writes its answers
+back as protos. ``model_spec.version_label`` answers ``UNIMPLEMENTED`` (no
+label configuration here), and Classify, Regress, MultiInference and
+HandleReloadConfigRequest are not implemented.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from clinical_ner.serving.errors import RequestError
+from clinical_ner.serving.service import ModelService
+from clinical_ner.serving.validation import (
+    check_input_names,
+    check_shape,
+    shape_text,
+    string_tensor,
+)
+from clinical_ner.serving.versions import Signature
+
+
+def requested_version(spec: Any) -> int | None:
+    """The version a ModelSpec asks for; None for the highest."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version_label":
+        raise RequestError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "version labels are not supported by the development server; request a "
+            "version number, or use TensorFlow Serving with version_labels in models.config",
+        )
+    return spec.version.value if choice == "version" else None
+
+
+def _model_spec(request: Any) -> tuple[str, int | None]:
+    if not request.HasField("model_spec"):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+    return request.model_spec.name, requested_version(request.model_spec)
+
+
+def _read_inputs(
+    service: ModelService, request: predict_pb2.PredictRequest
+) -> Any:
+    def read(signature_name: str, signature: Signature) -> dict[str, np.ndarray]:
+        check_input_names(signature_name, signature.inputs, request.inputs)
+        return {
+            name: _string_tensor(service, name, signature.inputs[name], request.inputs[name])
+            for name in sorted(signature.inputs)
+        }
+
+    return read
+
+
+def _string_tensor(service: ModelService, name: str, spec: tf.TensorSpec, proto: Any) -> np.ndarray:
+    if proto.dtype != types_pb2.DT_STRING:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input '{name}' must be DT_STRING {shape_text(spec.shape)}, "
+            f"got {types_pb2.DataType.Name(proto.dtype)}",
+        )
+    dims = None if proto.tensor_shape.unknown_rank else [d.size for d in proto.tensor_shape.dim]
+    check_shape(name, spec, dims, service.limits)
+    if proto.tensor_content:
+        # String tensors have no tensor_content encoding; count it as no values.
+        return string_tensor(name, dims, [], service.limits)
+    return string_tensor(name, dims, proto.string_val, service.limits)
+
+
+class _Servicer:
+    def __init__(self, service: ModelService) -> None:
+        self._service = service
+
+    def _answer(self, method: str, handle: Any, context: grpc.ServicerContext) -> Any:
+        outcome = self._service.handle(method, handle)
+        if outcome.code is not grpc.StatusCode.OK:
+            context.abort(outcome.code, outcome.message)
+        return outcome.response
+
+
+class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
+    def Predict(self, request, context):  # noqa: N802 (gRPC method names)
+        def predict(fields: dict[str, Any]) -> predict_pb2.PredictResponse:
+            name, version = _model_spec(request)
+            prediction = self._service.predict(
+                name, version, request.model_spec.signature_name,
+                _read_inputs(self._service, request), list(request.output_filter), fields,
+            )
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = self._service.model_name
+            response.model_spec.version.value = prediction.version
+            response.model_spec.signature_name = prediction.signature_name
+            for output, value in prediction.outputs.items():
+                response.outputs[output].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+        return self._answer("Predict", predict, context)
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        def metadata(fields: dict[str, Any]) -> Any:
+            name, version = _model_spec(request)
+            return self._service.model_metadata(
+                name, version, list(request.metadata_field), fields
+            )
+
+        return self._answer("GetModelMetadata", metadata, context)
+
+    def Classify(self, request, context):  # noqa: N802
+        _unimplemented("Classify", context)
+
+    def Regress(self, request, context):  # noqa: N802
+        _unimplemented("Regress", context)
+
+    def MultiInference(self, request, context):  # noqa: N802
+        _unimplemented("MultiInference", context)
+
+
+class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
+    def GetModelStatus(self, request, context):  # noqa: N802
+        def status(fields: dict[str, Any]) -> Any:
+            return self._service.model_status(*_model_spec(request))
+
+        return self._answer("GetModelStatus", status, context)
+
+    def HandleReloadConfigRequest(self, request, context):  # noqa: N802
+        _unimplemented("HandleReloadConfigRequest", context)
+
+
+def _unimplemented(method: str, context: grpc.ServicerContext) -> None:
+    context.abort(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"{method} is not implemented by the clinical-ner development server; use Predict",
+    )
+
+
+def add_servicers(service: ModelService, server: grpc.Server) -> None:
+    """Serve PredictionService and ModelService of ``service`` on ``server``."""
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(service), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)

@@ -1,0 +1,147 @@
+"""A small client for TensorFlow Serving's REST API (``tensorflow_model_server --rest_api_port``
+or ``clinical-ner serve --rest-port``), with the standard library only.
+
+One keep-alive connection per client (not thread-safe: one client per
+thread). Outputs are decoded by :mod:`clinical_ner.signatures`, as the gRPC
+client's are, so both give the same :class:`~clinical_ner.corpus.Entity`
+objects. Error messages never quote document text.
+
+>>> with RestClient("127.0.0.1", 8501) as client:  # doctest: +SKIP
+...     client.annotate(["Chest x-ray showed pneumonia."])
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clinical_ner.corpus import Entity
+from clinical_ner.serving import defaults
+from clinical_ner.signatures import SERVING_DEFAULT, TEXT, entities_from_outputs
+from clinical_ner.errors import ClinicalNERError
+
+
+class RestError(ClinicalNERError):
+    """A REST request failed; ``status`` is the HTTP status (None: no answer)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RestClient:
+    """Requests to one REST server; ``ssl_context`` switches to HTTPS."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = defaults.REST_PORT,
+        model_name: str = defaults.MODEL_NAME,
+        *,
+        timeout: float = defaults.TIMEOUT_S,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.model_name = model_name
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._connection: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send ``body`` (JSON-encoded unless bytes); the status and the decoded JSON answer.
+
+        A keep-alive connection the server closed meanwhile is reopened once.
+        """
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        for attempt in (1, 2):
+            connection = self._open()
+            try:
+                connection.request(method, path, body=data, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+                if response.will_close:
+                    self.close()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if attempt == 2:
+                    raise
+        try:
+            return response.status, json.loads(payload)
+        except ValueError:
+            raise RestError(
+                f"{method} {path}: HTTP {response.status} with a body that is not JSON",
+                response.status,
+            ) from None
+
+    def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
+        """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
+        path = f"/v1/models/{self.model_name}"
+        if version is not None:
+            path += f"/versions/{version}"
+        status, answer = self.request("POST", path + ":predict", body)
+        if status != 200:
+            message = answer.get("error", "") if isinstance(answer, dict) else ""
+            quoted = [text for text in _strings(body) if len(text) >= 4 and text[:32] in message]
+            if quoted:
+                message = "(server message withheld: it quoted request text)"
+            raise RestError(f"POST {path}:predict failed with HTTP {status}: {message}", status)
+        return answer
+
+    def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
+        """The entities of each document (one request, columnar format)."""
+        texts = list(texts)
+        answer = self.predict(
+            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: texts}}, version
+        )
+        return entities_from_outputs(texts, outputs_as_arrays(answer["outputs"]))
+
+    def _open(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            if self._ssl_context is None:
+                self._connection = http.client.HTTPConnection(
+                    self.host, self.port, timeout=self._timeout
+                )
+            else:
+                self._connection = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self._timeout, context=self._ssl_context
+                )
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> RestClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def outputs_as_arrays(outputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Columnar ``outputs`` as arrays, strings as bytes (as the gRPC client gets them)."""
+    arrays = {}
+    for name, value in outputs.items():
+        array = np.array(value)
+        if array.dtype.kind == "U":
+            array = np.char.encode(array, "utf-8").astype(object)
+        arrays[name] = array
+    return arrays
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []

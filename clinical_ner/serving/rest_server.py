@@ -1,0 +1,247 @@
+"""The HTTP server of the REST API: a thread per connection, bounded requests, TLS, drain.
+
+The standard library's ``ThreadingHTTPServer``: a thread per connection suits
+the batcher, which parks request threads until their merged model call is
+done (an asyncio server would need a thread pool for that anyway), it adds
+no dependency to the core install, and TLS comes from ``ssl``.
+``max_workers`` bounds the requests processed at once, as gRPC's thread pool
+does; idle keep-alive connections cost a parked thread each and close after
+a minute of silence. http.server's own logging, which prints request lines,
+is replaced by fixed messages; its HTML error pages by ``{"error": ...}``.
+"""
+from __future__ import annotations
+
+import contextlib
+import http
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from clinical_ner.errors import ConfigError
+from clinical_ner.serving.rest_api import RestApi
+
+logger = logging.getLogger(__name__)
+
+# Seconds a connection may stay silent (between requests, or mid-request).
+_IDLE_TIMEOUT_S = 60.0
+# How long a refused body is read and dropped before the connection closes.
+_LINGER_S = 2.0
+
+
+class _HttpRefusal(Exception):
+    """A request refused at the HTTP level (no TensorFlow error code)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many requests
+    server_version = "clinical-ner-dev-server"
+    timeout = _IDLE_TIMEOUT_S
+    server: RestServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+        self._request()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET  # noqa: N815 (others: 400 Malformed)
+
+    def _request(self) -> None:
+        try:
+            body = self._read_body()
+        except _HttpRefusal as refusal:
+            logger.debug("REST %s refused: %d %s", self.command, refusal.status, refusal.message)
+            self.close_connection = True
+            self._send(refusal.status, {"error": refusal.message})
+            self._discard_unread_body()
+            return
+        with self.server.in_flight():
+            self._serve(body)
+
+    def _discard_unread_body(self) -> None:
+        """A lingering close: closing with the body unread would reset the connection,
+        and the client could lose the answer; read (and drop) what arrives for a moment."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_S)
+            deadline = time.monotonic() + _LINGER_S
+            while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise _HttpRefusal(
+                411, "send the body with a Content-Length (chunked bodies are not supported)"
+            )
+        length_text = self.headers.get("Content-Length", "0")
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise _HttpRefusal(400, "Content-Length is not a number") from None
+        limit = self.server.max_body_bytes
+        if length < 0:
+            raise _HttpRefusal(400, "Content-Length is negative")
+        if length > limit:
+            raise _HttpRefusal(
+                413, f"the body has {length} bytes; the limit is {limit} (--max-message-bytes)"
+            )
+        return self.rfile.read(length)
+
+    def _serve(self, body: bytes) -> None:
+        path = urlsplit(self.path).path
+        with self.server.admission:
+            status, answer = self.server.api.answer(self.command, path, body)
+        if status == 503:
+            self.close_connection = True
+        self._send(status, answer)
+
+    def _send(self, status: int, answer: dict[str, Any]) -> None:
+        data = json.dumps(answer, ensure_ascii=False).encode("utf-8") + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own errors (bad request line, headers too long, ...)
+        # would echo the raw request back as HTML; answer with the phrase only.
+        self.close_connection = True
+        try:
+            phrase = http.HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        logger.debug("REST request refused by the HTTP parser: %d %s", code, phrase)
+        self._send(code, {"error": phrase})
+
+    def version_string(self) -> str:
+        return self.server_version  # without the Python version
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # one DEBUG line per request comes from ModelService, without the path
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        # The arguments can hold the raw request line: log the event only.
+        logger.debug("REST connection error (details withheld)")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class RestServer(ThreadingHTTPServer):
+    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once."""
+
+    daemon_threads = True
+    block_on_close = False
+    # socketserver's default backlog is 5: with it, 32 clients connecting at once
+    # on a busy machine saw 6 connection resets in 10,000 requests (one run of
+    # benchmarks.load_test --protocol rest); with 128, none in the next run.
+    request_queue_size = 128
+    # Refuse a second server on the same port rather than share it.
+    allow_reuse_port = False
+
+    def __init__(
+        self,
+        api: RestApi,
+        host: str,
+        port: int,
+        *,
+        max_workers: int,
+        max_body_bytes: int,
+        ssl_cert: str | Path | None = None,
+        ssl_key: str | Path | None = None,
+    ) -> None:
+        self.api = api
+        self.admission = threading.BoundedSemaphore(max_workers)
+        self.max_body_bytes = max_body_bytes
+        self._tls: ssl.SSLContext | None = None
+        if ssl_cert is not None:
+            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls.load_cert_chain(str(ssl_cert), str(ssl_key))
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._requests = 0
+        self._requests_done = threading.Condition()
+        try:
+            super().__init__((host, port), _Handler)
+        except OSError as error:
+            raise ConfigError(
+                f"could not listen on {host}:{port} for REST (in use?): {error}"
+            ) from None
+
+    @property
+    def tls(self) -> bool:
+        return self._tls is not None
+
+    @property
+    def bound_port(self) -> int:
+        return self.server_address[1]
+
+    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+        # Runs in the connection's own thread, so a slow TLS handshake holds
+        # only that thread.
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            connection = request
+            if self._tls is not None:
+                request.settimeout(_IDLE_TIMEOUT_S)
+                try:
+                    connection = self._tls.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError):
+                    logger.debug("REST TLS handshake failed (details withheld)")
+                    return
+            super().finish_request(connection, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Counts a request from its body read to its answer sent, for :meth:`drain`."""
+        with self._requests_done:
+            self._requests += 1
+        try:
+            yield
+        finally:
+            with self._requests_done:
+                self._requests -= 1
+                self._requests_done.notify_all()
+
+    def drain(self, grace: float | None) -> None:
+        """Wait up to ``grace`` s for requests in progress, then stop and close every connection."""
+        with self._requests_done:
+            self._requests_done.wait_for(lambda: self._requests == 0, grace)
+        self.shutdown()
+        self.close_connections()
+        self.server_close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print the traceback, with locals' reprs, to stderr.
+        logger.debug("REST connection ended with an error (details withheld)")
+
+    def close_connections(self) -> None:
+        """Close every open connection (idle keep-alive ones would otherwise linger)."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

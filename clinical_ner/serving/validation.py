@@ -1,0 +1,146 @@
+"""Request validation shared by the gRPC and REST APIs: names, shapes, UTF-8 and limits.
+
+Each check raises :class:`RequestError` with a message that names inputs,
+positions and sizes but never quotes a document, so it is safe to send and
+to log.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tensorflow as tf
+
+from clinical_ner.serving import defaults
+from clinical_ner.serving.errors import RequestError
+
+# Letters, digits, "_", "-" and "."; starting with a letter or digit rules
+# out "." and "..", so a name can never walk out of a directory.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Most documents (first-dimension rows) per request, and characters per document.
+
+    A document of tokens counts as its tokens joined by single spaces.
+    """
+
+    max_documents: int = defaults.MAX_DOCUMENTS
+    max_document_chars: int = defaults.MAX_DOCUMENT_CHARS
+
+
+def clip(name: str) -> str:
+    """A client-chosen name in a log-safe, bounded form."""
+    return name[:64]
+
+
+def shape_text(shape: tf.TensorShape) -> str:
+    return "[" + ", ".join("-1" if size is None else str(size) for size in shape) + "]"
+
+
+def describe(specs: dict[str, tf.TensorSpec]) -> str:
+    return ", ".join(
+        f"'{name}' DT_STRING {shape_text(spec.shape)}" for name, spec in sorted(specs.items())
+    )
+
+
+def check_model_name(requested: str, served: str) -> None:
+    """INVALID_ARGUMENT for a malformed name, NOT_FOUND for another model's."""
+    if not MODEL_NAME_PATTERN.fullmatch(requested):
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "model_spec.name is empty or invalid: use 1-128 letters, digits, '_', '-' "
+            f"or '.', starting with a letter or digit; this server serves '{served}'",
+        )
+    if requested != served:
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND,
+            f"model '{requested}' not found; this server serves '{served}'",
+        )
+
+
+def check_input_names(
+    signature_name: str, expected: dict[str, tf.TensorSpec], given: Iterable[str]
+) -> None:
+    given = set(given)
+    if given != set(expected):
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"signature '{signature_name}' takes inputs {describe(expected)}; "
+            f"missing {sorted(set(expected) - given)}, "
+            f"unexpected {sorted(clip(name) for name in given - set(expected))}",
+        )
+
+
+def check_shape(name: str, spec: tf.TensorSpec, dims: Sequence[int] | None, limits: Limits) -> None:
+    """The shape fits ``spec`` (``dims=None``: unknown rank); the batch is neither empty nor
+    too large."""
+    wanted = f"DT_STRING {shape_text(spec.shape)}"
+    if (
+        dims is None
+        or len(dims) != spec.shape.rank
+        or any(size < 0 for size in dims)
+        or any(want is not None and want != size for want, size in zip(spec.shape, dims))
+    ):
+        shown = "unknown" if dims is None else str(list(dims))
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' must be {wanted}, got shape {shown}"
+        )
+    if dims and dims[0] == 0:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input '{name}' is an empty batch; send at least one document",
+        )
+    if dims and dims[0] > limits.max_documents:
+        raise RequestError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"input '{name}' has {dims[0]} documents; the limit is {limits.max_documents} "
+            "per request (--max-documents); split the batch",
+        )
+
+
+def string_tensor(
+    name: str, dims: Sequence[int], values: Sequence[bytes], limits: Limits
+) -> np.ndarray:
+    """``values`` (row-major, already checked by :func:`check_shape`) as an array of ``dims``.
+
+    Every value must be UTF-8 and every document (first-dimension row) within
+    ``limits.max_document_chars``.
+    """
+    if len(values) != math.prod(dims):
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input '{name}' has shape {list(dims)} ({math.prod(dims)} elements) but "
+            f"{len(values)} string values",
+        )
+    array = np.empty(len(values), dtype=object)
+    chars = np.empty(len(values), dtype=np.int64)
+    for index, value in enumerate(values):
+        try:
+            chars[index] = len(value.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            position = [int(i) for i in np.unravel_index(index, dims)]
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input '{name}' element {position} is not valid UTF-8 "
+                f"(byte offset {error.start})",
+            ) from None
+        array[index] = value
+    # A document is one row; its strings count as joined by single spaces,
+    # so a row of one string counts exactly its characters.
+    per_row = chars.reshape(dims[0], math.prod(dims[1:]))
+    sizes = per_row.sum(axis=1) + max(per_row.shape[1] - 1, 0)
+    too_long = np.flatnonzero(sizes > limits.max_document_chars)
+    if too_long.size:
+        row = int(too_long[0])
+        raise RequestError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"input '{name}' document {row} has {int(sizes[row])} characters; the limit "
+            f"is {limits.max_document_chars} per document (--max-document-chars)",
+        )
+    return array.reshape(dims)

@@ -1,0 +1,356 @@
+"""TensorFlow Serving's REST API on the development server: paths, formats, errors, limits."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import logging
+import ssl
+import threading
+
+import grpc
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from clinical_ner import signatures as sig
+from clinical_ner.serving.rest_client import RestClient, outputs_as_arrays
+from clinical_ner.serving.server import ModelServer
+from test_export import expected_entities, expected_tags
+from test_server import (
+    LEAKY,
+    MARKER,
+    MODEL,
+    RPC_TIMEOUT_S,
+    entities,
+    export_leaky,
+    make_certificate,
+    text_request,
+    wait_for,
+)
+
+LIMITS = {"max_documents": 16, "max_document_chars": 1000, "max_message_bytes": 200_000}
+
+
+@pytest.fixture(scope="module")
+def model_base(tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / MODEL
+    export_leaky(base)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(model_base):
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, poll_interval_s=0.1, **LIMITS)
+    server.start()
+    yield server
+    server.stop(grace=1)
+
+
+@pytest.fixture()
+def rest(server):
+    with RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=RPC_TIMEOUT_S) as client:
+        yield client
+
+
+def predict(rest, body, path=f"/v1/models/{MODEL}:predict"):
+    return rest.request("POST", path, body)
+
+
+def rows_as_arrays(predictions):
+    return outputs_as_arrays({name: [row[name] for row in predictions] for name in predictions[0]})
+
+
+TEXTS = ["😀 aspirin for fever", "nothing here", "fièvre; aspirin aspirin"]
+
+
+# -- status and metadata -------------------------------------------------------------------
+
+
+def test_model_status(rest):
+    available = {"model_version_status": [{
+        "version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""},
+    }]}
+    assert rest.request("GET", f"/v1/models/{MODEL}") == (200, available)
+    assert rest.request("GET", f"/v1/models/{MODEL}/versions/1") == (200, available)
+    status, answer = rest.request("GET", f"/v1/models/{MODEL}/versions/7")
+    assert (status, answer) == (404, {
+        "error": f"Could not find any versions of model '{MODEL}' with version 7"})
+
+
+def test_model_metadata(rest):
+    status, answer = rest.request("GET", f"/v1/models/{MODEL}/metadata")
+    assert status == 200
+    assert answer["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
+    defs = answer["metadata"]["signature_def"]["signature_def"]
+    text = defs[sig.SERVING_DEFAULT]
+    assert text["method_name"] == sig.PREDICT_METHOD_NAME
+    assert text["inputs"][sig.TEXT]["dtype"] == "DT_STRING"
+    assert text["inputs"][sig.TEXT]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+    assert set(text["outputs"]) == set(sig.ENTITY_OUTPUTS)
+    assert set(defs[sig.PREDICT_TOKENS]["outputs"]) == set(sig.TAG_OUTPUTS)
+    assert rest.request("GET", f"/v1/models/{MODEL}/versions/1/metadata")[1] == answer
+    assert rest.request("GET", f"/v1/models/{MODEL}/versions/2/metadata")[0] == 404
+
+
+# -- predict: both formats, both signatures ---------------------------------------------------
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_predict_text_row_format(rest, named):
+    instances = [{sig.TEXT: text} for text in TEXTS] if named else TEXTS
+    status, answer = predict(rest, {"instances": instances})
+    assert status == 200 and list(answer) == ["predictions"]
+    assert len(answer["predictions"]) == 3
+    assert set(answer["predictions"][0]) == set(sig.ENTITY_OUTPUTS)
+    found = sig.entities_from_outputs(TEXTS, rows_as_arrays(answer["predictions"]))
+    assert found == [expected_entities(text) for text in TEXTS]
+    # Code-point offsets, and float32 confidences written at float32 precision.
+    assert answer["predictions"][0][sig.ENTITY_START][0] == 2
+    assert answer["predictions"][0][sig.ENTITY_CONFIDENCE][0] == 0.875
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_predict_text_columnar_format(rest, named):
+    inputs = {sig.TEXT: TEXTS} if named else TEXTS
+    status, answer = predict(rest, {"signature_name": sig.SERVING_DEFAULT, "inputs": inputs})
+    assert status == 200 and list(answer) == ["outputs"]
+    assert set(answer["outputs"]) == set(sig.ENTITY_OUTPUTS)
+    assert answer["outputs"][sig.ENTITY_COUNT] == [len(expected_entities(t)) for t in TEXTS]
+    found = sig.entities_from_outputs(TEXTS, outputs_as_arrays(answer["outputs"]))
+    assert found == [expected_entities(text) for text in TEXTS]
+
+
+def test_predict_tokens_both_formats(rest):
+    rows = [["aspirin", "and", "fever"], ["ok", "", ""]]
+    expected = [expected_tags(["aspirin", "and", "fever"]), expected_tags(["ok"])]
+    status, answer = predict(rest, {"signature_name": sig.PREDICT_TOKENS, "instances": rows})
+    assert status == 200
+    assert answer["predictions"][0][sig.TAGS] == ["B-DRUG", "O", "B-PROBLEM"]
+    assert sig.tags_from_outputs(rows_as_arrays(answer["predictions"])) == expected
+    status, answer = predict(rest, {"signature_name": sig.PREDICT_TOKENS,
+                                    "inputs": {sig.TOKENS: rows}})
+    assert status == 200
+    assert sig.tags_from_outputs(outputs_as_arrays(answer["outputs"])) == expected
+
+
+def test_predict_a_version_and_base64_strings(rest):
+    encoded = {"b64": base64.b64encode("aspirin".encode()).decode()}
+    status, answer = predict(rest, {"instances": [encoded]},
+                             path=f"/v1/models/{MODEL}/versions/1:predict")
+    assert status == 200
+    assert answer["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
+
+
+def test_a_single_output_is_answered_bare(rest):
+    # The leaky signature has one output: TF Serving then drops the output name.
+    status, answer = predict(rest, {"signature_name": LEAKY, "inputs": [MARKER]})
+    assert status == 400 and "InvalidArgumentError" in answer["error"]
+    assert MARKER not in answer["error"]
+
+
+# -- errors: TF Serving's status codes and {"error": ...} bodies ------------------------------
+
+BAD = {
+    "bad JSON": (b'{"instances": [', 400, "JSON Parse error: Expecting value at offset: 15"),
+    "not UTF-8": (b'{"instances": ["\xff"]}', 400, "JSON Parse error: the body is not UTF-8"),
+    "not an object": ([MARKER], 400, "must be a JSON object, got a list"),
+    "neither format": ({"instance": [MARKER]}, 400, "exactly one of 'instances'"),
+    "both formats": ({"instances": [MARKER], "inputs": [MARKER]}, 400, "exactly one of"),
+    "signature name not a string": ({"signature_name": 3, "instances": ["a"]}, 400,
+                                    "'signature_name' must be a string, got a number"),
+    "unknown signature": ({"signature_name": "nope", "instances": [MARKER]}, 404,
+                          "signature 'nope' not found in version 1"),
+    "wrong input name": ({"inputs": {"txt": [MARKER]}}, 400,
+                         "missing ['text'], unexpected ['txt']"),
+    "wrong input name in an instance": ({"instances": [{"text": "a"}, {"txt": MARKER}]}, 400,
+                                        "instance 1: signature 'serving_default' takes inputs"),
+    "mixed instances": ({"instances": [{"text": MARKER}, MARKER]}, 400, "mixes objects"),
+    "a number": ({"instances": [MARKER, 7]}, 400,
+                 "input 'text' element [1] is a number; expected a string"),
+    "null": ({"inputs": [None]}, 400, "element [0] is null"),
+    "wrong rank": ({"instances": [[MARKER]]}, 400, "must be DT_STRING [-1], got shape [1, 1]"),
+    "ragged token rows": ({"signature_name": sig.PREDICT_TOKENS,
+                           "instances": [[MARKER, "b"], ["c"]]}, 400,
+                          "not a rectangular list at element [1]"),
+    "empty batch": ({"instances": []}, 400, "empty batch"),
+    "bad base64": ({"instances": [{"b64": "%%%"}]}, 400, "element [0] is not valid base64"),
+    "invalid UTF-8 in base64": ({"instances": [{"b64": base64.b64encode(
+        MARKER.encode() + b"\xff").decode()}]}, 400, "element [0] is not valid UTF-8"),
+    "lone surrogate": (b'{"instances": ["\\ud800 ' + MARKER.encode() + b'"]}', 400,
+                       "element [0] is not valid UTF-8 (byte offset 0)"),
+    "too many documents": ({"instances": [MARKER] * 17}, 429, "limit is 16"),
+    "document too long": ({"instances": ["ok", MARKER * 40]}, 429,
+                          "document 1 has 1040 characters; the limit is 1000"),
+    "token row too long": ({"signature_name": sig.PREDICT_TOKENS, "inputs": [[MARKER] * 39]},
+                           429, "document 0 has 1052 characters"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_predict_gets_tf_servings_status_and_the_server_carries_on(rest, case):
+    body, status, message = BAD[case]
+    got_status, answer = predict(rest, body)
+    assert got_status == status, answer
+    assert list(answer) == ["error"] and message in answer["error"]
+    assert MARKER not in answer["error"]
+    assert predict(rest, {"instances": ["aspirin"]})[0] == 200
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/v1/models/other:predict", 404, "model 'other' not found; this server serves"),
+    (f"/v1/models/{MODEL}/versions/9:predict", 404, "version 9 of model"),
+    (f"/v1/models/{MODEL}/labels/stable:predict", 501, "version labels are not supported"),
+    (f"/v1/models/{MODEL}:classify", 501, "classify is not implemented"),
+    (f"/v1/models/{MODEL}:explode", 400, f"Malformed request: POST /v1/models/{MODEL}:explode"),
+    ("/v1/models/bad name!:predict", 400, "model_spec.name is empty or invalid"),
+])
+def test_unknown_models_versions_and_verbs(rest, path, status, message):
+    got_status, answer = predict(rest, {"instances": ["aspirin"]}, path=path.replace(" ", "%20"))
+    assert got_status == status and message in answer["error"], answer
+
+
+def test_paths_and_methods_outside_the_api(rest):
+    assert rest.request("GET", f"/v1/models/{MODEL}:predict")[0] == 400  # a GET of :predict
+    assert rest.request("DELETE", f"/v1/models/{MODEL}") == (
+        400, {"error": f"Malformed request: DELETE /v1/models/{MODEL}"})
+    assert rest.request("GET", "/v1/models") == (400, {"error": "Missing model name in request."})
+    assert rest.request("GET", "/v1/models/other") == (
+        404, {"error": f"model 'other' not found; this server serves '{MODEL}'"})
+    assert rest.request("GET", "/index.html")[0] == 404
+
+
+def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
+    body = json.dumps({"instances": [MARKER * 8000]}).encode()
+    connection.request("POST", f"/v1/models/{MODEL}:predict", body=body)
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    assert response.status == 413 and "limit is 200000" in answer["error"]
+    assert MARKER not in answer["error"]
+    connection.close()
+    connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
+    connection.request("POST", f"/v1/models/{MODEL}:predict", body=iter([b'{"instances": []}']),
+                       encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    response = connection.getresponse()
+    assert response.status == 411 and "Content-Length" in json.loads(response.read())["error"]
+    connection.close()
+
+
+def test_a_draining_server_answers_503(server, rest):
+    server._service.draining.set()
+    try:
+        status, answer = rest.request("GET", f"/v1/models/{MODEL}")
+    finally:
+        server._service.draining.clear()
+    assert (status, answer) == (503, {"error": "the server is shutting down"})
+    assert rest.request("GET", f"/v1/models/{MODEL}")[0] == 200
+
+
+def test_waiting_rest_requests_merge_and_a_stopping_server_finishes_them(model_base):
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_concurrent_calls=1)
+    server.start()
+    signatures = server._versions.get(1).signatures
+    model_function, calls, gate = signatures[sig.SERVING_DEFAULT].function, [], threading.Event()
+
+    def gated(**inputs):
+        calls.append(int(inputs[sig.TEXT].shape[0]))  # one call at a time: one slot
+        if b"gate" in inputs[sig.TEXT].numpy().tolist():
+            gate.wait(timeout=RPC_TIMEOUT_S)
+        return model_function(**inputs)
+
+    signatures[sig.SERVING_DEFAULT] = dataclasses.replace(
+        signatures[sig.SERVING_DEFAULT], function=gated)
+    texts = ["gate", "aspirin 1", "fever 2", "aspirin fever 3"]
+    answers = {}
+
+    def send(index):
+        with RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=60) as client:
+            answers[index] = client.annotate([texts[index]])
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(4)]
+    stopping = threading.Thread(target=server.stop, args=(RPC_TIMEOUT_S,))
+    try:
+        threads[0].start()
+        wait_for(lambda: calls == [1], what="the gate request to hold the model")
+        for index, thread in enumerate(threads[1:], start=1):
+            thread.start()
+            wait_for(lambda: server._service.batcher.queued() == index, what="a request to queue")
+        stopping.start()
+        wait_for(server._service.draining.is_set, what="the server to start draining")
+        with RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=60) as late:
+            assert late.request("GET", f"/v1/models/{MODEL}") == (
+                503, {"error": "the server is shutting down"})
+        gate.set()
+        for thread in threads:
+            thread.join(timeout=RPC_TIMEOUT_S)
+        stopping.join(timeout=RPC_TIMEOUT_S)
+    finally:
+        gate.set()
+        server.stop(grace=1)
+    assert calls == [1, 3]  # the three waiting requests ran as one model call
+    assert [answers[index] for index in range(4)] == [[expected_entities(t)] for t in texts]
+
+
+def test_no_request_text_in_logs(rest, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    predict(rest, {"instances": [f"{MARKER} aspirin"]})
+    predict(rest, {"signature_name": LEAKY, "instances": [MARKER]})
+    predict(rest, b'{"instances": ["' + MARKER.encode() + b'"')
+    predict(rest, {"instances": [MARKER * 2000]})
+    rest.request("GET", f"/v1/models/{MARKER}")
+    rest.request("GET", f"/{MARKER}")
+    with socket_to(rest) as raw:  # a request line http.server cannot parse
+        raw.sendall(f"GARBAGE {MARKER}\r\n\r\n".encode())
+        raw.recv(4096)
+    assert "REST Predict OK" in caplog.text and "REST Predict INVALID_ARGUMENT" in caplog.text
+    assert MARKER not in caplog.text
+    captured = capfd.readouterr()
+    assert MARKER not in captured.out + captured.err
+
+
+def socket_to(rest):
+    import socket
+
+    return socket.create_connection((rest.host, rest.port), timeout=30)
+
+
+def test_rest_equals_grpc_on_the_maccrobat_dev_documents(model_base, shared_data):
+    folder = shared_data / "maccrobat-i2b2" / "dev" / "txt"
+    texts = [path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt"))]
+    assert len(texts) == 24
+    texts += [line for text in texts for line in text.splitlines() if "fever" in line]
+    found = 0
+    with ModelServer(model_base, MODEL, port=0, rest_port=0) as server, grpc.insecure_channel(
+        f"127.0.0.1:{server.bound_port}"
+    ) as channel, RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=60) as rest:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for start in range(0, len(texts), 8):
+            batch = texts[start:start + 8]
+            over_grpc = entities(stub.Predict(text_request(batch), timeout=RPC_TIMEOUT_S), batch)
+            assert rest.annotate(batch) == over_grpc
+            status, answer = predict(rest, {"instances": batch})
+            assert sig.entities_from_outputs(batch, rows_as_arrays(answer["predictions"])) \
+                == over_grpc
+            found += sum(len(document) for document in over_grpc)
+    assert found > 0
+
+
+def test_tls(model_base, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    with ModelServer(model_base, MODEL, host="localhost", port=0, rest_port=0,
+                     ssl_cert=cert, ssl_key=key) as server:
+        context = ssl.create_default_context(cafile=str(cert))
+        with RestClient("localhost", server.bound_rest_port, MODEL, timeout=30,
+                        ssl_context=context) as client:
+            assert client.annotate(["fever"]) == [expected_entities("fever")]
+        with RestClient("localhost", server.bound_rest_port, MODEL, timeout=30) as plain:
+            with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+                plain.request("GET", f"/v1/models/{MODEL}")
+
+
+def test_rest_port_in_use_is_a_config_error(model_base, server):
+    from clinical_ner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="could not listen"):
+        ModelServer(model_base, MODEL, port=0, rest_port=server.bound_rest_port).start()

@@ -1,0 +1,303 @@
+"""`clinical-ner vectors` (word vectors from unlabeled text) and `train` with several vector files."""
+import bz2
+import gzip
+import json
+import lzma
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clinical_ner.config import NERConfig
+from clinical_ner.embeddings import load_embedding_files, load_embeddings
+from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.text import (
+    char_class,
+    normalization_map,
+    normalize_word,
+    sentence_token_texts,
+    split_sentences,
+)
+from conftest import REPO_ROOT
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+GLOVE = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+
+needs_gensim = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("gensim") is None,
+    reason="the [vectors] extra (gensim) is not installed; CI installs it")
+
+# Six common words (each far above the default min count) and one name seen twice.
+DOCUMENTS = [
+    "Fever and cough since 2019. Chest pain on day 3.",
+    "No fever, no cough; chest pain resolved.",
+    "Mr Zyxwvut reported fever.",
+] * 2 + ["Fever, cough and chest pain."] * 6
+COMMON = {"fever", "cough", "chest", "pain", ".", ","}
+RARE_NAME = "zyxwvut"
+
+
+def vectors_file_words(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    count, dim = map(int, lines[0].split())
+    assert len(lines) == count + 1
+    assert all(len(line.split(" ")) == dim + 1 for line in lines[1:])
+    return [line.split(" ")[0] for line in lines[1:]], dim
+
+
+def train_small(inputs, output, **options):
+    from clinical_ner.vectors import train_vectors
+
+    values = dict(dim=8, epochs=2, workers=1, progress=False, seed=1)
+    values.update(options)
+    return train_vectors([str(i) for i in inputs], output, **values)
+
+
+# -- tokenisation and normalisation (no gensim needed) ---------------------------------
+
+def test_normalisation_never_changes_a_code_points_tokenizer_class():
+    # The reason clinical_ner.vectors may normalise a whole line before tokenising it.
+    changed = normalization_map()
+    assert changed
+    assert [c for c, n in changed.items() if char_class(chr(c)) != char_class(chr(n))] == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab Z9.!?-,\n\r\t\u2028\u00e9\u0301\U0001F600 ")),
+               max_size=80),
+       st.integers(min_value=1, max_value=6))
+def test_sentence_token_texts_are_split_sentences_tokens(text, limit):
+    expected = [[token.text for token in sentence] for sentence in split_sentences(text, limit)]
+    assert sentence_token_texts(text, limit) == expected
+
+
+# -- clinical-ner vectors ----------------------------------------------------------------
+
+@pytest.fixture()
+def notes(tmp_path):
+    """The same documents as every input kind the command reads."""
+    root = tmp_path / "notes"
+    root.mkdir()
+    plain = "".join(document + "\n" for document in DOCUMENTS)
+    jsonl = "".join(json.dumps({"id": n, "body": d}) + "\n" for n, d in enumerate(DOCUMENTS))
+    kinds = {"lines": root / "notes.txt", "gz": root / "notes.txt.gz",
+             "xz": root / "notes.txt.xz", "bz2": root / "notes.txt.bz2",
+             "jsonl": root / "notes.jsonl", "jsonl.xz": root / "notes.jsonl.xz",
+             "folder": root / "folder"}
+    kinds["lines"].write_text(plain, encoding="utf-8")
+    kinds["gz"].write_bytes(gzip.compress(plain.encode()))
+    kinds["xz"].write_bytes(lzma.compress(plain.encode()))
+    kinds["bz2"].write_bytes(bz2.compress(plain.encode()))
+    kinds["jsonl"].write_text(jsonl, encoding="utf-8")
+    kinds["jsonl.xz"].write_bytes(lzma.compress(jsonl.encode()))
+    kinds["folder"].mkdir()
+    for number, document in enumerate(DOCUMENTS):  # one document a file
+        (kinds["folder"] / f"note-{number:02d}.txt").write_text(document, encoding="utf-8")
+    (kinds["folder"] / "README.md").write_text("not a note " * 50, encoding="utf-8")
+    return kinds
+
+
+@needs_gensim
+@pytest.mark.parametrize("kind", ["lines", "gz", "xz", "bz2", "jsonl", "jsonl.xz", "folder"])
+def test_every_input_kind_gives_the_same_vocabulary(notes, tmp_path, kind):
+    output = tmp_path / "vectors.txt"
+    report = train_small([notes[kind]], output, text_field="body")
+    words, dim = vectors_file_words(output)
+    assert dim == 8 and report.dim == 8
+    # Normalised as the model looks words up; the rare name and the rare words are out.
+    assert set(words) == COMMON | {"and"}
+    assert RARE_NAME not in words and "0000" not in words
+    assert report.lines == len(DOCUMENTS) and report.files == (
+        len(DOCUMENTS) if kind == "folder" else 1)
+    assert report.tokens == sum(len(s) for d in DOCUMENTS for s in split_sentences(d))
+    assert report.temp_file_deleted
+    assert oct(output.stat().st_mode & 0o777) == "0o600"
+    # The frequency order (most frequent first) and values that load_embeddings reads.
+    loaded_words, vectors = load_embeddings(output)
+    assert loaded_words == words and vectors.shape == (len(words), 8)
+    assert np.isfinite(vectors).all() and np.abs(vectors).sum() > 0
+
+
+@needs_gensim
+def test_min_count_decides_which_words_get_a_vector(notes, tmp_path):
+    output = tmp_path / "vectors.txt"
+    train_small([notes["lines"]], output, min_count=2)
+    words, _ = vectors_file_words(output)
+    assert RARE_NAME in words and "mr" in words and "0000" in words  # each seen twice
+    train_small([notes["lines"]], output, min_count=11)
+    assert set(vectors_file_words(output)[0]) == {"fever", "."}  # 12 and 14 times
+    with pytest.raises(ConfigError, match="no word occurs 100 times"):
+        train_small([notes["lines"]], output, min_count=100)
+
+
+@needs_gensim
+@pytest.mark.slow
+def test_fasttext_and_two_workers(notes, tmp_path):
+    output = tmp_path / "vectors.txt"
+    report = train_small([notes["lines"], notes["folder"]], output, method="fasttext",
+                         workers=2)
+    # Each document twice: "no" reaches the min count (4 + 4), the name does not (2 + 2).
+    assert set(vectors_file_words(output)[0]) == COMMON | {"and", "no"}
+    assert report.lines == 2 * len(DOCUMENTS) and report.temp_file_deleted
+
+
+@needs_gensim
+@pytest.mark.parametrize("content, line, problem", [
+    (b'{"body": "Fever."}\n{"body": "Cough."}\n{"body": "Smith, broken\n', 3, "not valid JSON"),
+    (b'{"body": "Fever."}\n{"text": "Smith"}\n', 2, "field 'body'"),
+    (b'{"body": "Fever."}\n["Smith"]\n', 2, "field 'body'"),
+    (b'{"body": "Fever."}\n\n{"body": "Smith \xe9t\xe9"}\n', 3, "not UTF-8"),
+])
+def test_errors_name_the_file_and_line_never_the_text(tmp_path, content, line, problem):
+    source = tmp_path / "notes.jsonl"
+    source.write_bytes(content)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(DataFormatError) as error:
+        train_small([source], tmp_path / "vectors.txt", text_field="body", tmp_dir=scratch)
+    message = str(error.value)
+    assert message.startswith(f"{source}:{line}: ") and problem in message
+    assert "Smith" not in message
+    assert list(scratch.iterdir()) == []  # the temporary token file is gone
+    assert not (tmp_path / "vectors.txt").exists()
+
+
+@needs_gensim
+def test_missing_inputs_and_bad_options_are_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.docx").write_bytes(b"PK")
+    with pytest.raises(DataFormatError, match="empty: no .txt"):
+        train_small([empty], tmp_path / "v.txt")
+    with pytest.raises(DataFormatError, match="missing.txt: no such file"):
+        train_small([tmp_path / "missing.txt"], tmp_path / "v.txt")
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(DataFormatError, match="no text to train on"):
+        train_small([tmp_path / "blank.txt"], tmp_path / "v.txt")
+    with pytest.raises(ConfigError, match="method"):
+        train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", method="glove")
+    with pytest.raises(ConfigError, match="dim must be a positive integer"):
+        train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", dim=0)
+    truncated = tmp_path / "notes.txt.xz"
+    truncated.write_bytes(lzma.compress(b"Fever.\n" * 1000)[:50])
+    with pytest.raises(DataFormatError, match="notes.txt.xz: cannot read"):
+        train_small([truncated], tmp_path / "v.txt")
+
+
+@needs_gensim
+@pytest.mark.slow
+def test_the_command_prints_a_summary_and_one_line_errors(notes, tmp_path):
+    def run_cli(*args):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        return subprocess.run([sys.executable, "-m", "clinical_ner.cli", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    output = tmp_path / "vectors.txt"
+    result = run_cli("vectors", "--text", notes["xz"], notes["jsonl"], "--text-field", "body",
+                     "--output", output, "--dim", 8, "--epochs", 1, "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"wrote 8 vectors of dimension 8 to {output}" in result.stdout
+    assert "temporary token file deleted: yes" in result.stdout
+    assert "Smith" not in result.stdout + result.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": "Fever."}\n{"body": 3}\n')
+    result = run_cli("vectors", "--text", bad, "--output", output, "--text-field", "body")
+    assert result.returncode == 3 and "Traceback" not in result.stderr  # a data error
+    assert f"clinical-ner vectors: error: {bad}:2: " in result.stderr
+
+
+# -- train with several --embeddings files ---------------------------------------------
+
+def test_several_files_are_concatenated_with_zeros_where_a_file_lacks_a_word(tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("fever 1 2\nCough 3 4\n", encoding="utf-8")
+    second.write_text("3 1\ncough 5\nnodule 6\n2019 7\n", encoding="utf-8")
+    words, vectors = load_embedding_files([first, second])
+    assert words == ["fever", "cough", "nodule", "0000"]
+    assert vectors.tolist() == [[1, 2, 0], [3, 4, 5], [0, 0, 6], [0, 0, 7]]
+    one_words, one = load_embedding_files([first])
+    assert (one_words, one.tolist()) == (["fever", "cough"], [[1, 2], [3, 4]])
+    broken = tmp_path / "broken.txt"
+    broken.write_text("fever 1\ncough 1 2\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="broken.txt:2: vector has 2 dimensions"):
+        load_embedding_files([first, broken])
+    with pytest.raises(DataFormatError, match="missing.txt: embeddings file not found"):
+        load_embedding_files([first, tmp_path / "missing.txt"])
+
+
+def test_config_keeps_one_file_a_string_and_several_a_list(tmp_path):
+    assert NERConfig(embeddings="a.txt").embedding_files == ["a.txt"]
+    assert NERConfig(embeddings=["a.txt"]).embeddings == "a.txt"  # as old config.json files
+    config = NERConfig(embeddings=["a.txt", "b.txt"])
+    config.save(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["embeddings"] == ["a.txt", "b.txt"]
+    assert NERConfig.load(tmp_path).embedding_files == ["a.txt", "b.txt"]
+    assert NERConfig().embedding_files == []
+    for bad in ([], ["a.txt", ""], 3):
+        with pytest.raises(ConfigError, match="embeddings must be"):
+            NERConfig(embeddings=bad)
+
+
+@needs_gensim
+@pytest.mark.slow
+def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.trainer import corpus_sentences, train
+
+    # Vectors from the sample's training notes (a folder of .txt, one case report each);
+    # models trained on its 8 dev documents (small, fast). The vectors' words that those
+    # lack keep exactly these values (frozen rows).
+    own = tmp_path / "own.txt"
+    train_small([SAMPLE / "train" / "txt"], own, min_count=2)
+    own_words, own_vectors = load_embeddings(own)
+    glove_words, glove_vectors = load_embeddings(GLOVE)
+    tiny = dict(char_dim=8, char_filters=8, lstm_units=8, epochs=1, batch_size=32, seed=3)
+
+    def table_rows(model_dir):
+        ner = ClinicalNER.load(model_dir)
+        table = ner.model.get_layer("word_embedding").table()
+        return ner, {word: table[i] for i, word in enumerate(ner.vocab.words)}
+
+    train(SAMPLE / "dev", tmp_path / "own-model", config=NERConfig(embeddings=str(own), **tiny),
+          progress=False)
+    ner, rows = table_rows(tmp_path / "own-model")
+    assert ner.model.word_dim == 8
+    train_words = {normalize_word(token) for sentence in
+                   corpus_sentences(load_corpus(SAMPLE / "dev")) for token in sentence.tokens}
+    frozen = [w for w in own_words if w not in train_words]
+    assert frozen
+    for word in frozen:
+        np.testing.assert_array_equal(rows[word], own_vectors[own_words.index(word)])
+
+    # Both files, through the command line: GloVe's 50 values, then the 8 in-domain ones.
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-m", "clinical_ner.cli", "train", "--train", str(SAMPLE / "dev"),
+         "--output", str(tmp_path / "both-model"), "--config", str(config), "--quiet",
+         "--embeddings", str(GLOVE), "--embeddings", str(own)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((tmp_path / "both-model" / "config.json").read_text())
+    assert saved["embeddings"] == [str(GLOVE.resolve()), str(own.resolve())]
+    ner, rows = table_rows(tmp_path / "both-model")
+    assert ner.model.word_dim == 58
+    glove_only = [w for w in glove_words if w not in own_words and w not in train_words][:20]
+    own_only = [w for w in frozen if w not in glove_words]
+    in_both = [w for w in frozen if w in glove_words]
+    assert glove_only and own_only and in_both
+    for word in glove_only:
+        np.testing.assert_array_equal(rows[word][:50], glove_vectors[glove_words.index(word)])
+        assert not rows[word][50:].any()
+    for word in own_only:
+        assert not rows[word][:50].any()
+        np.testing.assert_array_equal(rows[word][50:], own_vectors[own_words.index(word)])
+    for word in in_both:
+        np.testing.assert_array_equal(rows[word], np.concatenate(
+            [glove_vectors[glove_words.index(word)], own_vectors[own_words.index(word)]]))
