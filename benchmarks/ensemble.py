@@ -30,7 +30,7 @@ from clinical_ner.layers.crf import CRF  # noqa: E402
 from clinical_ner.scorer import score_mentions  # noqa: E402
 from clinical_ner.signatures import in_size_order_batches, padded_token_rows  # noqa: E402
 from clinical_ner.tags import from_scheme, tags_to_mentions  # noqa: E402
-from clinical_ner.trainer import corpus_sentences, evaluate_sentences  # noqa: E402
+from clinical_ner.evaluation import corpus_sentences, evaluate_sentences  # noqa: E402
 
 CRF_PARAMETERS = ("transitions", "start_transitions", "end_transitions")
 BATCH_SIZE = 64

@@ -246,7 +246,7 @@ def corpus_stats(corpus, sentences) -> dict:
 
 
 def score(ner, sentences) -> dict:
-    from clinical_ner.trainer import evaluate_sentences
+    from clinical_ner.evaluation import evaluate_sentences
 
     started = time.perf_counter()
     report = evaluate_sentences(ner, sentences)
@@ -397,7 +397,7 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
     from clinical_ner.formats import load_corpus
     from clinical_ner.model import MODEL_FILE
     from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import corpus_sentences
+    from clinical_ner.evaluation import corpus_sentences
 
     model_dir = Path(training["model_dir"])
     data, accuracy, split_sentences = {}, {}, {}

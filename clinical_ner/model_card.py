@@ -30,7 +30,7 @@ from clinical_ner.vocab import VOCAB_FILE
 
 CARD_FILE = "MODEL_CARD.md"
 CARD_DATA_FILE = "model_card.json"
-TRAINING_LOG_FILE = "training_log.jsonl"  # clinical_ner.trainer.LOG_FILE, without importing it
+TRAINING_LOG_FILE = "training_log.jsonl"  # training_callbacks.LOG_FILE, without importing it
 MODEL_TYPE = "named-entity recognition: character CNN + word embeddings + BiLSTM + CRF (Keras 3)"
 
 
@@ -66,7 +66,7 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
                       card: dict | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was."""
     from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import corpus_sentences, evaluate_sentences
+    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
 
     corpus = _read_corpus(data, data_format, label_map, skip_invalid)
     report = evaluate_sentences(ClinicalNER.load(model_dir), corpus_sentences(corpus))
@@ -85,7 +85,7 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
     return {"data": summarise_corpus(data, corpus), "relation": relation, "report": report}
 
 
-def record_training(model_dir: str | Path, train_paths: Sequence[str | Path],
+def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[str | Path],
                     dev_path: str | Path | None = None, data_format: str = "auto",
                     label_map: dict | None = None, skip_invalid: bool = False) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
@@ -97,6 +97,8 @@ def record_training(model_dir: str | Path, train_paths: Sequence[str | Path],
     import tensorflow as tf
 
     model_dir = Path(model_dir)
+    if isinstance(train_paths, (str, Path)):
+        train_paths = [train_paths]
     card = _load_card_data(model_dir)
     card["training"] = {
         "train_data": [summarise_corpus(path, _read_corpus(path, data_format, label_map,

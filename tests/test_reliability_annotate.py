@@ -196,7 +196,7 @@ def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
 
 def test_evaluation_counts_gold_labels_the_model_does_not_know(ner):
     from clinical_ner.corpus import Sentence
-    from clinical_ner.trainer import evaluate_sentences
+    from clinical_ner.evaluation import evaluate_sentences
 
     sentences = [Sentence(["aspirin", "for", "chest", "pain"],
                           ["B-Drug", "O", "B-problem", "I-problem"])]

@@ -27,7 +27,8 @@ from clinical_ner.config import NERConfig
 from clinical_ner.errors import ClinicalNERError, DataFormatError
 from clinical_ner.formats import load_corpus
 from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.trainer import corpus_sentences, evaluate_sentences, train
+from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+from clinical_ner.trainer import train
 
 from conftest import REPO_ROOT
 

@@ -15,7 +15,8 @@ from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.tags import tag_inventory
 from clinical_ner.text import normalize_word
-from clinical_ner.trainer import corpus_sentences, train
+from clinical_ner.evaluation import corpus_sentences
+from clinical_ner.trainer import train
 
 from conftest import REPO_ROOT
 

@@ -143,7 +143,7 @@ def prune_words(ner, words: int):
 
 def dev_f1(ner) -> float:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.trainer import corpus_sentences, evaluate_sentences
+    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
 
     return evaluate_sentences(ner, corpus_sentences(load_corpus(DEV)))["exact"]["micro"]["f1"]
 
@@ -168,7 +168,7 @@ def package(full_dir: Path, words: int) -> None:
     """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
     from clinical_ner.model_card import CARD_DATA_FILE, write_model_card
     from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import LOG_FILE
+    from clinical_ner.training_callbacks import LOG_FILE
 
     full = ClinicalNER.load(full_dir)
     pruned = prune_words(full, words)

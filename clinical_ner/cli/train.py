@@ -36,6 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "labels re-initialise the output layer and CRF)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_annotated_data_options(parser)
+    add_distribution_options(parser)
+
+
+def add_distribution_options(parser: argparse.ArgumentParser) -> None:
+    from clinical_ner.distribute import DEFAULT_CONNECT_TIMEOUT_S, DISTRIBUTE_MODES
+
+    parser.add_argument("--distribute", choices=DISTRIBUTE_MODES, default="none",
+                        help="mirrored: every local GPU (or --cpu-devices) in this process; "
+                             "multi-worker: one process per machine, configured by TF_CONFIG. "
+                             "--batch-size stays the global batch")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="with --distribute mirrored: split the CPU into N logical devices "
+                             "(tests and benchmarks; no speed-up)")
+    parser.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S,
+                        metavar="SECONDS",
+                        help="multi-worker: give up (exit status 5) if the other workers are "
+                             f"not all up within this time (default {DEFAULT_CONNECT_TIMEOUT_S:g})")
 
 
 def absolute_paths(paths: str | list[str]) -> str | list[str]:
@@ -70,5 +87,6 @@ def run(args: argparse.Namespace) -> int:
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
           label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
-          progress=not args.quiet)
+          progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
+          connect_timeout_s=args.connect_timeout)
     return 0

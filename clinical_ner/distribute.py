@@ -1,0 +1,335 @@
+"""Where a training run executes: one device, every local device, or one process per machine.
+
+``--distribute mirrored`` is ``tf.distribute.MirroredStrategy`` over this
+machine's GPUs (or ``--cpu-devices N`` logical CPU devices, for tests and
+benchmarks). ``--distribute multi-worker`` is
+``tf.distribute.MultiWorkerMirroredStrategy``, configured by the standard
+``TF_CONFIG`` environment variable that Kubernetes training operators,
+Vertex AI and Slurm launchers set, for example::
+
+    {"cluster": {"worker": ["trainer-0:2222", "trainer-1:2222"]},
+     "task": {"type": "worker", "index": 0}}
+
+The chief (the ``chief`` task, or worker 0 when the cluster has none) is the
+only process that writes the model directory; the others write into a
+temporary directory that is deleted when they finish.
+
+Security: the workers' gRPC servers are unencrypted and listen on every
+network interface of their machine (measured with TF 2.21, whatever host
+``TF_CONFIG`` names); batches of the training notes' tokens travel between
+them. Run them only on a private network that nobody else can reach.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from clinical_ner.errors import ConfigError, UnavailableError
+
+DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
+#: How long a worker waits for every other worker to start (``--connect-timeout``).
+DEFAULT_CONNECT_TIMEOUT_S = 300
+#: A worker that has not been heard from for this long is taken for dead.
+HEARTBEAT_TIMEOUT_S = 30
+TASK_TYPES = ("chief", "worker")
+
+
+
+class ClusterError(UnavailableError):
+    """A worker could not join its cluster, or lost contact with it (exit status 5)."""
+
+
+@dataclass(frozen=True)
+class ClusterTask:
+    """This process's place in a ``TF_CONFIG`` cluster."""
+
+    cluster: dict[str, list[str]]
+    task_type: str
+    task_index: int
+
+    @property
+    def is_chief(self) -> bool:
+        return self.task_type == "chief" or ("chief" not in self.cluster
+                                             and self.task_index == 0)
+
+    @property
+    def address(self) -> str:
+        return self.cluster[self.task_type][self.task_index]
+
+    @property
+    def workers(self) -> int:
+        return sum(len(self.cluster.get(task_type, ())) for task_type in TASK_TYPES)
+
+
+def parse_tf_config(text: str | None) -> ClusterTask:
+    """Check a ``TF_CONFIG`` value and say what is wrong with it in one line.
+
+    >>> parse_tf_config('{"cluster": {"worker": ["a:1", "b:2"]}, '
+    ...                 '"task": {"type": "worker", "index": 1}}').is_chief
+    False
+    """
+    if not text:
+        raise ConfigError("--distribute multi-worker needs the TF_CONFIG environment variable "
+                          "(a JSON object with 'cluster' and 'task')")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"TF_CONFIG: not valid JSON ({error.msg} at line {error.lineno} "
+                          f"column {error.colno})") from None
+    if not isinstance(value, dict):
+        raise ConfigError("TF_CONFIG: expected a JSON object with 'cluster' and 'task'")
+    cluster, task = value.get("cluster"), value.get("task")
+    if not isinstance(cluster, dict) or not cluster:
+        raise ConfigError("TF_CONFIG: 'cluster' is missing or empty "
+                          "(e.g. {\"worker\": [\"host-0:2222\", \"host-1:2222\"]})")
+    for task_type, addresses in cluster.items():
+        if task_type not in TASK_TYPES:
+            raise ConfigError(f"TF_CONFIG: cluster job {task_type!r} is not supported "
+                              f"(only {' and '.join(TASK_TYPES)})")
+        if not isinstance(addresses, list) or not addresses or not all(
+                isinstance(address, str) and address.rpartition(":")[2].isdigit()
+                for address in addresses):
+            raise ConfigError(f"TF_CONFIG: cluster.{task_type} must be a list of 'host:port'")
+    if len(cluster.get("chief", ())) > 1:
+        raise ConfigError("TF_CONFIG: a cluster has at most one chief")
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        raise ConfigError("TF_CONFIG: 'task' is missing; it names this process, e.g. "
+                          "{\"type\": \"worker\", \"index\": 0}")
+    task_type, task_index = task["type"], task["index"]
+    if task_type not in cluster:
+        raise ConfigError(f"TF_CONFIG: task type {task_type!r} is not in the cluster "
+                          f"({', '.join(cluster)})")
+    if not isinstance(task_index, int) or isinstance(task_index, bool) \
+            or not 0 <= task_index < len(cluster[task_type]):
+        raise ConfigError(f"TF_CONFIG: task index {task_index!r} is out of range: the cluster "
+                          f"has {len(cluster[task_type])} {task_type} task(s)")
+    return ClusterTask({name: list(addresses) for name, addresses in cluster.items()},
+                       task_type, task_index)
+
+
+class Distribution:
+    """The strategy a run trains under, and this process's duties in it.
+
+    Example (one process, the default strategy)::
+
+        distribution = distribution_for("none")
+        with distribution.strategy.scope():
+            model = ...
+        with distribution.output_dir(Path("runs/x")) as directory:
+            ...  # write files there: the chief's --output, a temporary directory elsewhere
+    """
+
+    def __init__(self, strategy, task: ClusterTask | None = None) -> None:
+        self.strategy = strategy
+        self.task = task
+        self._broadcast = None
+
+    @property
+    def is_chief(self) -> bool:
+        return self.task is None or self.task.is_chief
+
+    @property
+    def replicas(self) -> int:
+        return self.strategy.num_replicas_in_sync
+
+    def describe(self) -> str:
+        if self.task is not None:
+            role = "chief" if self.is_chief else "not the chief: writes nothing"
+            return (f"{self.task.task_type} {self.task.task_index} of {self.task.workers} "
+                    f"workers ({role}), {self.replicas} replicas in all")
+        if self.replicas == 1:
+            return "one device"
+        return f"mirrored over {self.replicas} devices"
+
+    @contextlib.contextmanager
+    def output_dir(self, output: Path) -> Iterator[Path]:
+        """``output`` on the chief; elsewhere a temporary directory, deleted afterwards."""
+        if self.is_chief:
+            yield output
+            return
+        scratch = Path(tempfile.mkdtemp(prefix="clinical-ner-worker-"))
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def broadcast_from_chief(self, values: Sequence[float]) -> list[float]:
+        """The chief's ``values`` on every process (float64, exact).
+
+        Every replica contributes zeros except the first, which is the
+        chief's first device, and the contributions are summed.
+        """
+        import tensorflow as tf
+
+        if self._broadcast is None:
+            strategy = self.strategy
+
+            @tf.function
+            def broadcast(local):
+                def contribute(local):
+                    first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
+                    return tf.where(first, local, tf.zeros_like(local))
+
+                return strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                       strategy.run(contribute, args=(local,)), axis=None)
+
+            self._broadcast = broadcast
+        local = np.asarray(values, np.float64) if self.is_chief \
+            else np.zeros(len(values), np.float64)
+        with self.strategy.scope():
+            return [float(value) for value in self._broadcast(tf.constant(local))]
+
+
+def distribution_for(mode: str | None, cpu_devices: int | None = None,
+                     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                     environ: Mapping[str, str] = os.environ) -> Distribution:
+    """The strategy for ``--distribute MODE``. Call it before TensorFlow runs any operation.
+
+    A multi-worker process whose cluster is not complete within
+    ``connect_timeout_s`` prints why and exits with status 5: TensorFlow
+    offers no way to abandon the wait (it ignores SIGTERM meanwhile).
+
+    ``cpu_devices`` splits this machine's CPU into that many logical devices
+    for ``mirrored`` (one replica each: for tests and benchmarks, no faster
+    than one device). ``connect_timeout_s`` bounds how long a multi-worker
+    process waits for the others to start.
+    """
+    import tensorflow as tf
+
+    mode = mode or "none"
+    if mode not in DISTRIBUTE_MODES:
+        raise ConfigError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
+                          f"got {mode!r}")
+    if cpu_devices is not None and (mode != "mirrored" or cpu_devices < 1):
+        raise ConfigError("--cpu-devices N (N >= 1) goes with --distribute mirrored")
+    if mode == "none":
+        return Distribution(tf.distribute.get_strategy())
+    if mode == "mirrored":
+        return Distribution(_mirrored(cpu_devices))
+    task = parse_tf_config(environ.get("TF_CONFIG"))
+    if connect_timeout_s <= 0:
+        raise ConfigError(f"--connect-timeout must be > 0 seconds, got {connect_timeout_s}")
+    return _multi_worker(task, connect_timeout_s)
+
+
+def _mirrored(cpu_devices: int | None):
+    import tensorflow as tf
+
+    if cpu_devices is None:
+        return tf.distribute.MirroredStrategy()
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+    except RuntimeError:
+        raise ConfigError("--cpu-devices must be set before TensorFlow starts: "
+                          "this process has already run TensorFlow operations") from None
+    return tf.distribute.MirroredStrategy([f"/cpu:{index}" for index in range(cpu_devices)])
+
+
+def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
+    import tensorflow as tf
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.eager import context
+
+    # TensorFlow's own coordination service, configured before the strategy
+    # does it with its defaults, so that a worker that never comes up, or
+    # dies, ends the others with an error instead of leaving them waiting.
+    # (The configuration API is not public; it is the one the strategy uses.)
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=f"/job:{'chief' if 'chief' in task.cluster else 'worker'}/replica:0/task:0",
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=name, num_tasks=len(hosts))
+                          for name, hosts in task.cluster.items()],
+        cluster_register_timeout_in_ms=int(connect_timeout_s * 1000),
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000,
+        shutdown_barrier_timeout_in_ms=int(connect_timeout_s * 1000),
+    )
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(task.cluster), task_type=task.task_type, task_id=task.task_index,
+        rpc_layer="grpc")
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+    _wait_for_peers(task, connect_timeout_s)
+    # Should a peer vanish between that check and TensorFlow's own join,
+    # TensorFlow waits without a limit (its registration timeout did not end
+    # the wait in our measurement) and ignores SIGTERM; a watchdog ends the
+    # process then, when TensorFlow lets Python threads run.
+    message = (f"clinical-ner train: error: TF_CONFIG {task.task_type} {task.task_index} "
+               f"({task.address}): the cluster did not come up within {connect_timeout_s:g} s "
+               f"(--connect-timeout); check that every worker of {task.cluster} is started "
+               "and reachable")
+    watchdog = threading.Timer(connect_timeout_s, _exit_with, args=(message,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(resolver, options)
+        distribution = Distribution(strategy, task)
+        distribution.broadcast_from_chief([0.0])  # returns once every worker is up
+    except (tf.errors.OpError, RuntimeError) as error:
+        raise ClusterError(f"TF_CONFIG {task.task_type} {task.task_index} ({task.address}): "
+                           f"could not join the cluster: {_first_line(error)}") from None
+    finally:
+        watchdog.cancel()
+    return distribution
+
+
+def _wait_for_peers(task: ClusterTask, timeout_s: float) -> None:
+    """Return once every other task's port accepts connections; else raise within ``timeout_s``.
+
+    Each process listens on its own port while it waits (closing it before
+    TensorFlow's server takes the port), so the processes find each other
+    whichever starts first. This wait is plain Python: unlike TensorFlow's
+    join, it can time out with a message.
+    """
+    port = int(task.address.rpartition(":")[2])
+    try:
+        listener = socket.create_server(("", port))
+    except OSError as error:
+        raise ClusterError(f"TF_CONFIG {task.task_type} {task.task_index}: cannot listen on "
+                           f"port {port} ({error.strerror})") from None
+    others = [address for name in TASK_TYPES for address in task.cluster.get(name, ())
+              if address != task.address]
+    deadline = time.monotonic() + timeout_s
+    try:
+        while others:
+            others = [address for address in others if not _accepts(address)]
+            if others and time.monotonic() > deadline:
+                raise ClusterError(
+                    f"TF_CONFIG {task.task_type} {task.task_index} ({task.address}): the cluster "
+                    f"did not come up within {timeout_s:g} s (--connect-timeout); not reachable: "
+                    f"{', '.join(others)}")
+            time.sleep(0.5)
+    finally:
+        listener.close()
+
+
+def _accepts(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _exit_with(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    os._exit(ClusterError.exit_code)
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__

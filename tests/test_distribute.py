@@ -1,0 +1,248 @@
+"""``clinical-ner train --distribute``: two workers on 127.0.0.1, resume after a kill, mirrored, bad TF_CONFIG.
+
+Every run trains the same tiny model (dropout 0, so that the replicas'
+dropout masks, drawn per replica, do not enter the comparison; word dropout
+is drawn on the global batch and stays) on six sample documents.
+
+Tolerances: the distributed runs sum the replicas' gradients in another
+order than one process does, so their weights differ by float32 rounding
+that Adam amplifies; after three epochs (21 steps) the largest difference
+measured was below 1e-3, the test allows 5e-3 on weights and 1e-4 relative on
+the epoch losses. A run resumed after a kill must equal the uninterrupted
+run with the same workers to 1e-6.
+
+The workers' gRPC servers are named by 127.0.0.1 in TF_CONFIG, but TensorFlow
+binds them on every interface (there is no option to restrict it); the ports
+are free ones chosen at random.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from clinical_ner.config import NERConfig
+from clinical_ner.distribute import parse_tf_config
+from clinical_ner.errors import ConfigError
+from clinical_ner.formats import load_corpus
+from clinical_ner.formats.conll import write_conll
+from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.trainer import train
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+TINY = {"embeddings": str(VECTORS), "char_dim": 8, "char_filters": 8, "lstm_units": 8,
+        "batch_size": 16, "seed": 7, "dropout": 0.0, "epochs": 3}
+WEIGHT_TOLERANCE = 5e-3
+LOSS_TOLERANCE = 1e-4
+TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+class Worker:
+    """One ``clinical-ner train`` process; its stderr goes to a log file."""
+
+    def __init__(self, data, output, *extra, config=None, kill_at=None):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+        if config is not None:
+            env["TF_CONFIG"] = config
+        args = ["train", "--train", data / "train.conll", "--dev", data / "dev.conll",
+                "--output", output, "--quiet", *extra]
+        handle, name = tempfile.mkstemp(prefix="worker-", suffix=".log", dir=data)
+        self.log = Path(name)
+        with os.fdopen(handle, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "clinical_ner.cli", *map(str, args)], env=env,
+                stdout=subprocess.DEVNULL, stderr=log, cwd=REPO_ROOT)
+        if kill_at is not None:
+            threading.Thread(target=self._kill_when, args=(kill_at,), daemon=True).start()
+
+    def _kill_when(self, text: str) -> None:
+        """SIGKILL the process as soon as ``text`` appears in its stderr."""
+        while self.process.poll() is None:
+            if text in self.stderr:
+                self.process.send_signal(signal.SIGKILL)
+                return
+            time.sleep(0.1)
+
+    def wait(self, timeout: float = TIMEOUT_S) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def two_workers(data, outputs, *extra, kill_at=None) -> list[Worker]:
+    ports = [free_port(), free_port()]
+    return [Worker(data, outputs[index], "--distribute", "multi-worker", *extra,
+                   config=tf_config(ports, index), kill_at=kill_at if index == 1 else None)
+            for index in range(2)]
+
+
+def checkpoint_weights(output):
+    state = json.loads((output / "checkpoint" / "state.json").read_text(encoding="utf-8"))
+    model = keras.saving.load_model(output / "checkpoint" / state["checkpoint_model"],
+                                    safe_mode=True)
+    return model.get_weights(), int(model.optimizer.iterations.numpy())
+
+
+def losses(output) -> list[float]:
+    log = (output / "training_log.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["loss"] for line in log]
+
+
+def assert_close(weights, reference, atol):
+    assert len(weights) == len(reference)
+    for mine, theirs in zip(weights, reference):
+        np.testing.assert_allclose(mine, theirs, atol=atol, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distribute")
+    write_conll(root / "train.conll", load_corpus(SAMPLE / "train", "i2b2").documents[:6])
+    write_conll(root / "dev.conll", load_corpus(SAMPLE / "dev", "i2b2").documents[:3])
+    (root / "tiny.json").write_text(json.dumps(TINY), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def one_process(data):
+    output = data / "one-process"
+    train(data / "train.conll", output, dev_path=data / "dev.conll", config=NERConfig(**TINY),
+          progress=False, emit=lambda message: None)
+    return output
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(data):
+    """An uninterrupted run; worker 1 is given its own --output, which it must not create."""
+    outputs = [data / "two-workers", data / "worker-1-output"]
+    workers = two_workers(data, outputs, "--config", data / "tiny.json")
+    codes = [worker.wait() for worker in workers]
+    return outputs, workers, codes
+
+
+def test_two_workers_train_the_one_process_model(data, one_process, two_worker_run):
+    (chief, other), workers, codes = two_worker_run
+    assert codes == [0, 0], [worker.stderr[-2000:] for worker in workers]
+    assert "worker 0 of 2 workers (chief)" in workers[0].stderr
+    assert "epoch 3: loss" in workers[1].stderr  # the other worker ran every epoch too
+    # Only the chief wrote files a user sees.
+    assert not other.exists()
+    for name in ("config.json", "vocab.json", "model.keras", "training_log.jsonl",
+                 "checkpoint/state.json"):
+        assert (chief / name).is_file(), name
+    # The chief's model loads and predicts.
+    ner = ClinicalNER.load(chief)
+    entities = ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
+    assert all(entity.label in ("problem", "test", "treatment") for entity in entities)
+    # The same losses and weights as one process with the same global batch and seed.
+    np.testing.assert_allclose(losses(chief), losses(one_process), rtol=LOSS_TOLERANCE)
+    weights, steps = checkpoint_weights(chief)
+    reference, reference_steps = checkpoint_weights(one_process)
+    assert steps == reference_steps
+    assert_close(weights, reference, WEIGHT_TOLERANCE)
+    # Best epoch and early stopping come from the chief's dev scores.
+    chief_log = [json.loads(line) for line in
+                 (chief / "training_log.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all("dev_f1" in entry for entry in chief_log)
+
+
+def test_killed_worker_then_resume_gives_the_uninterrupted_model(data, two_worker_run):
+    (uninterrupted, _), _, codes = two_worker_run
+    assert codes == [0, 0]
+    output = data / "killed"
+    # Worker 1 is SIGKILLed as soon as it starts epoch 2 (epoch 1 is checkpointed).
+    started = time.monotonic()
+    workers = two_workers(data, [output, output], "--config", data / "tiny.json",
+                          "--connect-timeout", 60, kill_at="epoch 2/3")
+    assert workers[1].wait() == -signal.SIGKILL
+    # The chief loses its peer: it must end with an error, not hang.
+    chief_code = workers[0].wait(timeout=180)
+    assert chief_code != 0, workers[0].stderr[-2000:]
+    assert time.monotonic() - started < 300
+    state = json.loads((output / "checkpoint" / "state.json").read_text(encoding="utf-8"))
+    assert state["epoch"] in (1, 2)
+    resumed = two_workers(data, [output, output], "--resume")
+    codes = [worker.wait() for worker in resumed]
+    assert codes == [0, 0], [worker.stderr[-2000:] for worker in resumed]
+    assert f"after epoch {state['epoch']}" in resumed[0].stderr
+    weights, steps = checkpoint_weights(output)
+    reference, reference_steps = checkpoint_weights(uninterrupted)
+    assert steps == reference_steps
+    assert_close(weights, reference, 1e-6)
+    assert [entry for entry in losses(output)] == pytest.approx(losses(uninterrupted), rel=1e-6)
+
+
+def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
+    output = data / "mirrored"
+    worker = Worker(data, output, "--config", data / "tiny.json", "--distribute", "mirrored",
+                    "--cpu-devices", 2)
+    assert worker.wait() == 0, worker.stderr[-2000:]
+    assert "mirrored over 2 devices" in worker.stderr
+    np.testing.assert_allclose(losses(output), losses(one_process), rtol=LOSS_TOLERANCE)
+    assert_close(checkpoint_weights(output)[0], checkpoint_weights(one_process)[0],
+                 WEIGHT_TOLERANCE)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "needs the TF_CONFIG environment variable"),
+    ("{cluster: 1", "TF_CONFIG: not valid JSON"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "'task' is missing"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+     "task index 1 is out of range"),
+    ('{"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}',
+     "cluster job 'ps' is not supported"),
+    ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}',
+     "must be a list of 'host:port'"),
+])
+def test_bad_tf_config_is_named(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_tf_config(text)
+
+
+def test_bad_tf_config_and_a_missing_worker_end_the_command_with_an_error(data, tmp_path):
+    unparsable = Worker(data, tmp_path / "a", "--distribute", "multi-worker", config="{oops")
+    assert unparsable.wait() == 2
+    assert "clinical-ner train: error: TF_CONFIG: not valid JSON" in unparsable.stderr
+    # Worker 1 of two never starts: worker 0 gives up after --connect-timeout.
+    ports = [free_port(), free_port()]
+    started = time.monotonic()
+    alone = Worker(data, tmp_path / "b", "--config", data / "tiny.json", "--distribute",
+                   "multi-worker", "--connect-timeout", 5, config=tf_config(ports, 0))
+    assert alone.wait(timeout=120) == 5
+    assert time.monotonic() - started < 90  # start-up, then the 5 s timeout
+    assert "the cluster did not come up within 5 s" in alone.stderr
+    assert f"not reachable: 127.0.0.1:{ports[1]}" in alone.stderr
+    assert not (tmp_path / "b").exists()
