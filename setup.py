@@ -12,6 +12,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["clinical_ner", "clinical_ner.*"]),
+    # The bundled model `clinical` (MANIFEST.in puts it in the sdist too).
+    package_data={"clinical_ner.pretrained": ["clinical/*"]},
     install_requires=[
         "tensorflow==2.21.*",
         "keras>=3.15,<4",

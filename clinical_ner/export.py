@@ -10,12 +10,13 @@ is complete. The rename is atomic on one file system.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +215,25 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def served_base_path(value: str | os.PathLike) -> Iterator[Path]:
+    """The model base path to serve for ``value``, for as long as the context lasts.
+
+    A base path (numbered versions) is itself. A model directory or a bundled
+    model's name (``clinical``) is exported first, as version 1 of a
+    temporary base path that is deleted when the context ends: serving needs
+    a SavedModel, and a fresh export always matches the model.
+    """
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.pretrained import is_model_reference
+
+    if not is_model_reference(value):
+        yield Path(value)
+        return
+    with tempfile.TemporaryDirectory(prefix="clinical-ner-serve-") as scratch:
+        base = Path(scratch) / "model"
+        version = ClinicalNER.load(value).export(base, 1)
+        logger.info("serving %s, exported to %s", value, version)
+        yield base

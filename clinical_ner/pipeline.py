@@ -17,6 +17,7 @@ from clinical_ner.annotator import Annotator
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
 from clinical_ner.errors import ModelError
+from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_model_path
 from clinical_ner.runtime import layout
 from clinical_ner.vocab import Vocabulary
 
@@ -50,13 +51,16 @@ class ClinicalNER(Annotator):
 
     @classmethod
     def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":
-        """Load a model directory written by ``clinical-ner train``, or a LiteRT export.
+        """Load a model directory (``clinical-ner train``), a LiteRT export, or a bundled model.
 
-        A directory written by ``clinical-ner export MODEL --format litert``
-        gives a :class:`~clinical_ner.runtime.ner.LiteRTNER` (same
-        ``annotate`` and ``tag``), loaded without importing TensorFlow.
+        ``directory`` may be the name of a bundled model (``"clinical"``); an
+        existing path of that name wins
+        (:func:`clinical_ner.pretrained.resolve_model_path`). A directory
+        written by ``clinical-ner export MODEL --format litert`` gives a
+        :class:`~clinical_ner.runtime.ner.LiteRTNER` (same ``annotate`` and
+        ``tag``), loaded without importing TensorFlow.
         """
-        directory = Path(directory)
+        directory = resolve_model_path(directory)
         if layout.is_litert_export(directory):
             from clinical_ner.runtime.ner import LiteRTNER
 
@@ -75,7 +79,8 @@ class ClinicalNER(Annotator):
         if not model_path.is_file():
             raise ModelError(
                 f"{directory}: not a clinical-ner model directory (no {MODEL_FILE}); "
-                "train one with 'clinical-ner train'"
+                f"train one with 'clinical-ner train', or use the bundled model "
+                f"'{DEFAULT_MODEL}'"
             )
         config = NERConfig.load(directory)
         vocab = Vocabulary.load(directory)
@@ -90,6 +95,17 @@ class ClinicalNER(Annotator):
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
         return cls(model, vocab, config)
+
+    @classmethod
+    def pretrained(cls, name: str = DEFAULT_MODEL) -> "ClinicalNER":
+        """A model shipped inside the package (see ``clinical_ner/pretrained/<name>/MODEL_CARD.md``).
+
+        Example::
+
+            ner = ClinicalNER.pretrained()   # the "clinical" problem/test/treatment model
+            ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
+        """
+        return cls.load(bundled_model_path(name))
 
     def export(self, base_path: str | Path, version: int | None = None) -> Path:
         """Write the model as version ``version`` under ``base_path`` for TF Serving.

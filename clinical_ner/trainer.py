@@ -33,6 +33,7 @@ from clinical_ner.evaluation import corpus_sentences, evaluate_sentences, report
 from clinical_ner.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
 from clinical_ner.model import MODEL_FILE
+from clinical_ner.model_card import record_training
 from clinical_ner.model_setup import compile_for_training, fine_tuning_model, new_model
 from clinical_ner.pipeline import ClinicalNER
 from clinical_ner.tags import tag_inventory
@@ -156,6 +157,8 @@ def train(
                 callback.on_epoch_end(run, entry)
         if stopped_early:
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
+        if distribution.is_chief:
+            record_training(output, train_path, dev_path, data_format, label_map, skip_invalid)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief

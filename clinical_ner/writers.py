@@ -114,3 +114,14 @@ def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
                                             encoding="utf-8")
         if name.startswith(("text-", "stdin")):
             (output / f"{name}.txt").write_text(text, encoding="utf-8")
+
+
+@register_writer("html")
+def write_html(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+    """One self-contained page, entities highlighted by label (:mod:`clinical_ner.html`)."""
+    from clinical_ner.html import render_html
+
+    annotations = ner.annotate([text for _, text in documents])
+    with _OutputStream(output) as handle:
+        handle.write(render_html([(name, text, entities) for (name, text), entities
+                                  in zip(documents, annotations)]))

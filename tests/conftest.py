@@ -27,6 +27,21 @@ def model_base(tmp_path_factory) -> Path:
     return base
 
 
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+SAMPLE_VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+
+
+def train_sample_model(output: Path, **settings) -> Path:
+    """A small model trained quietly on the bundled sample (train, dev chooses the epoch)."""
+    from clinical_ner.config import NERConfig
+    from clinical_ner.trainer import train
+
+    config = NERConfig(embeddings=str(SAMPLE_VECTORS), **settings)
+    train(SAMPLE / "train", output, dev_path=SAMPLE / "dev", config=config, progress=False,
+          emit=lambda message: None)
+    return output
+
+
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     """``(model directory, export version folder)`` of a tiny model trained on the sample.

@@ -125,7 +125,8 @@ def test_commands_are_quiet_unless_verbose(model_dir):
 
 
 def test_exit_codes_say_what_went_wrong(tmp_path):
-    usage = run_cli("predict", check=False)
+    # (A bare "predict" reads standard input with the bundled model: not a usage error.)
+    usage = run_cli("predict", "--output-format", "pdf", check=False)
     assert usage.returncode == 2 and "usage:" in usage.stderr
     missing = run_cli("export", tmp_path / "no-model", "--output", tmp_path / "out", check=False)
     assert missing.returncode == 4

@@ -11,7 +11,6 @@ import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
 from clinical_ner import signatures
-from clinical_ner.config import NERConfig
 from clinical_ner.export import check_core_ops
 from clinical_ner.pipeline import ClinicalNER
 from benchmarks.tf_serving_compat import load_and_run
@@ -19,22 +18,17 @@ from clinical_ner.serving.client import ClinicalNerClient
 from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.signatures import padded_token_rows
 from clinical_ner.serving.server import ModelServer
-from clinical_ner.trainer import train
-from conftest import REPO_ROOT
+from conftest import SAMPLE, train_sample_model
 
 pytestmark = pytest.mark.slow
 
-SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
-VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
 NOTE = "Chest x-ray showed pneumonia; started on ceftriaxone."
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    config = NERConfig(embeddings=str(VECTORS), lstm_units=16, char_filters=16, epochs=2, seed=3)
-    train(SAMPLE / "train", root / "model", dev_path=SAMPLE / "dev", config=config,
-          progress=False, emit=lambda message: None)
+    train_sample_model(root / "model", lstm_units=16, char_filters=16, epochs=2, seed=3)
     ner = ClinicalNER.load(root / "model")
     base = root / "models" / "clinical_ner"
     ner.export(base, 1)

@@ -20,7 +20,8 @@ from clinical_ner.cli.quiet import quiet_tensorflow
 from clinical_ner.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ClinicalNERError
 
 #: The commands, in the order ``--help`` lists them.
-COMMANDS = ("train", "evaluate", "predict", "export", "serve", "client", "batch", "vectors")
+COMMANDS = ("train", "evaluate", "predict", "card", "export", "serve", "client", "batch",
+            "vectors")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from clinical_ner.errors import ConfigError
+from clinical_ner.pretrained import resolve_model_path
 
 INPUT_FORMATS = ("auto", "conll", "i2b2", "brat")
 
@@ -25,8 +26,12 @@ class DeprecatedAlias(argparse.Action):
 
 
 def model_path(value: str) -> Path:
-    """A model directory argument."""
-    return Path(value)
+    """A model directory argument, or a bundled model's name (``clinical``).
+
+    An existing path wins over a bundled name
+    (:func:`clinical_ner.pretrained.resolve_model_path`).
+    """
+    return resolve_model_path(value)
 
 
 def read_label_map(value: str | None) -> dict[str, str | None] | None:

@@ -13,7 +13,8 @@ HELP = "score a model on annotated data"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=model_path, help="model directory")
+    parser.add_argument("model", type=model_path,
+                        help="model directory, or the bundled model's name: clinical")
     parser.add_argument("--data", required=True)
     parser.add_argument("--json", help="write the scores as JSON to this file")
     add_annotated_data_options(parser)

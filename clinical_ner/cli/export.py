@@ -13,7 +13,8 @@ WEIGHTS = ("float32", "float16", "int8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=model_path, help="model directory")
+    parser.add_argument("model", type=model_path,
+                        help="model directory, or the bundled model's name: clinical")
     parser.add_argument("--output", required=True,
                         help="savedmodel: model base path, e.g. models/clinical_ner; "
                              "litert: a new folder")

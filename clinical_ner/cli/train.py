@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clinical_ner.cli.common import add_annotated_data_options, read_label_map
+from clinical_ner.cli.common import add_annotated_data_options, model_path, read_label_map
 from clinical_ner.errors import ConfigError
 
 NAME = "train"
@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --output from its last epoch")
-    parser.add_argument("--init-from", metavar="MODEL_DIR",
-                        help="fine-tune an existing model (new labels re-initialise the output "
-                             "layer and CRF)")
+    parser.add_argument("--init-from", metavar="MODEL_DIR", type=model_path,
+                        help="fine-tune an existing model, or the bundled one: clinical (new "
+                             "labels re-initialise the output layer and CRF)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_annotated_data_options(parser)
     add_distribution_options(parser)
@@ -78,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and set(values) - {"epochs"}:
         raise ConfigError("--resume continues with the saved configuration; only --epochs "
                           "may change")
-    if values.get("embeddings"):
+    # Paths given here are made absolute; one inherited from --init-from's base is
+    # kept as recorded, since fine-tuning requires it unchanged (and does not read it).
+    inherited = args.init_from and not args.config and args.embeddings is None
+    if values.get("embeddings") and not inherited:
         values["embeddings"] = absolute_paths(values["embeddings"])
     config = NERConfig.from_dict(values) if values or not args.resume else None
     train(args.train, args.output, dev_path=args.dev, config=config,

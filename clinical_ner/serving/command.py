@@ -14,6 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
+from clinical_ner.export import served_base_path
 from clinical_ner.serving import defaults
 from clinical_ner.serving.server import ModelServer
 
@@ -32,7 +33,9 @@ as `clinical-ner client` and curl work unchanged against both.
 MODEL_BASE_PATH holds numbered version directories (1/, 2/, ...), as written
 by the export step. Every version is loaded, new ones are picked up while
 running, and requests without a version get the highest. SIGTERM or SIGINT
-stops accepting requests and lets in-flight ones finish.
+stops accepting requests and lets in-flight ones finish. A model directory,
+or the bundled model's name (`clinical-ner serve clinical`), is exported as
+version 1 of a temporary base path first, deleted when the server stops.
 """
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # ModelServer's keyword arguments, each the dest of the option of the same name.
@@ -48,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
-    add("model_base_path", metavar="MODEL_BASE_PATH", type=Path)
+    add("model_base_path", metavar="MODEL_BASE_PATH", type=Path,
+        help="numbered SavedModel versions (clinical-ner export); a model directory or "
+             "bundled model name (clinical) is exported to a temporary base path first")
     add("--model-name", default=defaults.MODEL_NAME,
         help="name clients put in model_spec.name and REST paths (default: %(default)s)")
     add("--host", default=defaults.HOST,
@@ -88,9 +93,16 @@ def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT, then drain for ``--grace`` seconds; 0 when stopped so.
 
     Logging is the caller's (``clinical_ner.cli.serve`` sets the package level).
+    A model directory or bundled model name is exported to a temporary base
+    path first (:func:`clinical_ner.export.served_base_path`).
     """
+    with served_base_path(args.model_base_path) as base_path:
+        return _serve(args, base_path)
+
+
+def _serve(args: argparse.Namespace, base_path: Path) -> int:
     server = ModelServer(
-        args.model_base_path,
+        base_path,
         args.model_name,
         **{option: getattr(args, option) for option in _SERVER_OPTIONS},
     )

@@ -1,0 +1,29 @@
+"""clinical-ner card: rewrite a model's MODEL_CARD.md, scored on data it did not train on."""
+from __future__ import annotations
+
+import argparse
+
+from clinical_ner.cli.common import add_annotated_data_options, model_path, read_label_map
+
+NAME = "card"
+HELP = "rewrite a model's MODEL_CARD.md (with --data: its scores on that data)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=model_path,
+                        help="model directory, or the bundled model's name: clinical")
+    parser.add_argument("--data", help="annotated data the model did not train on: the card's "
+                                       "scores become its exact and lenient scores there")
+    for field in ("name", "description", "language"):
+        parser.add_argument(f"--{field}", help=f"the card's {field} (kept for later rewrites)")
+    add_annotated_data_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from clinical_ner.model_card import write_model_card
+
+    print(write_model_card(args.model, data=args.data, data_format=args.input_format,
+                           label_map=read_label_map(args.label_map),
+                           skip_invalid=args.skip_invalid, name=args.name,
+                           description=args.description, language=args.language))
+    return 0

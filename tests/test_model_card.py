@@ -1,0 +1,96 @@
+"""MODEL_CARD.md: written by training, rewritten by `card`, scores equal to a fresh evaluation."""
+import json
+import shutil
+
+import pytest
+
+from clinical_ner.formats import load_corpus
+from clinical_ner.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
+from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+from conftest import SAMPLE, train_sample_model
+
+pytestmark = pytest.mark.slow
+
+SECTIONS = ("## Description", "## How to use", "## Data source", "## Architecture and sizes",
+            "## Training data", "## Effective configuration", "## Scores", "## Training time",
+            "## Versions", "## Limitations")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("card")
+    return train_sample_model(root / "model", lstm_units=8, char_filters=8, epochs=2, seed=5)
+
+
+def fresh_scores(model_dir, data):
+    sentences = corpus_sentences(load_corpus(data))
+    return evaluate_sentences(ClinicalNER.load(model_dir), sentences)
+
+
+def test_training_writes_a_card_with_every_section(trained):
+    card = (trained / CARD_FILE).read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert section in card
+    facts = json.loads((trained / CARD_DATA_FILE).read_text(encoding="utf-8"))
+    [summary] = facts["training"]["train_data"]
+    corpus = load_corpus(SAMPLE / "train")
+    sentences = corpus_sentences(corpus)
+    assert summary["documents"] == len(corpus.documents) == 40
+    assert summary["sentences"] == len(sentences)
+    assert summary["tokens"] == sum(len(s.tokens) for s in sentences)
+    begins = sum(tag.startswith("B-") for s in sentences for tag in s.tags)
+    assert sum(summary["entities"].values()) == begins
+    assert f"| `{SAMPLE / 'train'}` | i2b2 | 40 | {len(sentences)} |" in card
+    # Scores on dev, said to be the data that chose the epoch, equal a fresh evaluation.
+    assert "it was the dev data that chose the training epoch" in card
+    for row in score_table(fresh_scores(trained, SAMPLE / "dev")):
+        assert row in card
+    log = [json.loads(line) for line in (trained / "training_log.jsonl").open()]
+    assert f"- epochs run: {len(log)};" in card
+    assert "tokens/s" in card and "TensorFlow 2.21" in card and "Keras 3." in card
+    assert '"lstm_units": 8' in card and "| bilstm |" in card
+
+
+def test_card_rewrites_with_scores_on_other_data_and_says_what_it_was(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    write_model_card(model, data=SAMPLE / "train", name="sample model", language="English")
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert card.startswith("# Model card: sample model\n")
+    assert "| language | English |" in card
+    assert "WARNING: the model was trained on this data" in card
+    for row in score_table(fresh_scores(model, SAMPLE / "train")):
+        assert row in card
+    # A rewrite without data keeps the scores and the fields set before.
+    write_model_card(model)
+    assert (model / CARD_FILE).read_text(encoding="utf-8") == card
+
+
+def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    (model / CARD_DATA_FILE).unlink()
+    write_model_card(model, data=SAMPLE / "dev")
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert "Not recorded (the model was trained before model cards" in card
+    assert "whether it saw this data is unknown" in card
+
+
+def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, tmp_path,
+                                                                       capsys):
+    from clinical_ner.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    assert main(["card", str(model), "--data", str(SAMPLE / "dev"), "--name", "renamed"]) == 0
+    assert capsys.readouterr().out.strip() == str(model / CARD_FILE)
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert card.startswith("# Model card: renamed\n")
+    for row in score_table(fresh_scores(model, SAMPLE / "dev")):
+        assert row in card
+    assert main(["card", str(tmp_path / "missing")]) == 4
+    error = capsys.readouterr().err.strip()
+    assert error == (f"clinical-ner card: error: {tmp_path / 'missing'}: not a clinical-ner "
+                     "model directory (no model.keras); train one with 'clinical-ner train', "
+                     "or use the bundled model 'clinical'")

@@ -1,0 +1,211 @@
+"""Build the bundled model ``clinical`` (clinical_ner/pretrained/clinical/) from public data.
+
+    python training/build_pretrained.py
+
+Run from anywhere; paths are relative to the repository root, and the
+public corpora must be in ``../shared/data`` beside the checkout. Steps:
+
+1. ``clinical-ner train`` with the default configuration and seed 42 on
+   MACCROBAT (``maccrobat-i2b2/train``; ``dev`` chooses the epoch) with the
+   pruned 50-d GloVe vectors, into ``runs/build-clinical/full`` (deleted first).
+2. Prune the word table to its first ``--words`` rows: the vocabulary puts
+   the words of the training data first (the only trained rows, all kept),
+   then the pretrained words in GloVe's frequency order, so this keeps the
+   most frequent of the untrained words. The other weights are unchanged.
+3. Write the pruned model into the package with a card scored on dev, the
+   licence and attribution files, and ``model.keras`` saved with fixed
+   timestamps, so that a rebuild on the same CPU model gives the same bytes.
+
+It prints the dev exact micro F1 of the model before and after pruning.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUT = REPO / "clinical_ner" / "pretrained" / "clinical"
+# Relative to REPO, so that the recorded paths do not depend on the checkout.
+DATA = Path("..") / "shared" / "data"
+TRAIN = DATA / "maccrobat-i2b2" / "train"
+DEV = DATA / "maccrobat-i2b2" / "dev"
+EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
+LICENCES = {
+    DATA / "maccrobat" / "LICENSE-CC-BY-4.0.md": "LICENSE-MACCROBAT-CC-BY-4.0.md",
+    DATA / "embeddings" / "THIRD-PARTY-GloVe-PDDL-1.0.txt": "THIRD-PARTY-GloVe-PDDL-1.0.txt",
+}
+DEFAULT_WORDS = 20_000
+FIXED_ZIP_TIME = (2026, 1, 1, 0, 0, 0)
+FIXED_SAVE_DATE = "2026-01-01@00:00:00"
+
+CARD = {
+    "name": "clinical",
+    "language": "English",
+    "description": (
+        "Finds **problems** (signs, symptoms, diseases), **tests** (diagnostic procedures, "
+        "exams, measured analytes) and **treatments** (medications, therapeutic procedures) "
+        "in English clinical text, i2b2 2010 style, each with character offsets and a "
+        "confidence. Trained on 153 public MACCROBAT case reports; bundled with the "
+        "package so that it works out of the box. Rebuilt by `python "
+        "training/build_pretrained.py`."),
+    "data_source": (
+        "MACCROBAT2020 (Caufield et al.): 200 clinical case reports from PubMed Central "
+        "open-access articles, hand-annotated in brat. Its types are mapped to i2b2 2010 "
+        "labels: Sign_symptom and Disease_disorder to `problem`, Diagnostic_procedure to "
+        "`test`, Therapeutic_procedure and Medication to `treatment` (a heuristic mapping, "
+        "not an official one). The project's document-level split: 153 train, 24 dev (used "
+        "to choose the epoch), 23 test documents held back by the project and not used here. "
+        "Word vectors: GloVe 6B 50-d (Wikipedia + Gigaword), pruned."),
+    "attribution": (
+        "Trained on MACCROBAT2020, CC BY 4.0: Caufield JH, Zhou Y, Bai Y, Liem DA, Garlid AO, "
+        "Chang K-W, Sun Y, Ping P, Wang W. *A Comprehensive Typing System for Information "
+        "Extraction from Clinical Narratives.* medRxiv 19009118 (2019); dataset DOI "
+        "10.6084/m9.figshare.9764942.v2. The model was trained on an adaptation (re-tokenised, "
+        "labels selected and mapped as above); see `LICENSE-MACCROBAT-CC-BY-4.0.md`. "
+        "Its word embedding starts from GloVe (Pennington J, Socher R, Manning CD. *GloVe: "
+        "Global Vectors for Word Representation.* EMNLP 2014), PDDL 1.0: "
+        "`THIRD-PARTY-GloVe-PDDL-1.0.txt`."),
+    "limitations": [
+        "Trained on published case reports, not on EHR notes: discharge summaries, progress "
+        "notes, abbreviations and templates of real records were not seen and were not "
+        "evaluated on. No i2b2/n2c2 data was used.",
+        "The labels come from a heuristic mapping of MACCROBAT types: measured analytes and "
+        "vitals (\"blood pressure\", \"hemoglobin\") are `test`; imaging findings (\"mass\", "
+        "\"lesion\") are `problem`; spans leave out articles and possessives, unlike i2b2.",
+        "Scored only on the 24 dev documents that chose its epoch (no untouched test set "
+        "was available to the build), so the scores are slightly optimistic.",
+        "English only. Negation and assertion (\"no fever\") are not modelled: a negated "
+        "problem is still a problem.",
+        "The word table keeps the training words plus the most frequent GloVe words; "
+        "rarer words are read through their characters only.",
+    ],
+}
+
+
+def save_reproducibly(model, path: Path) -> None:
+    """``model.save(path)``, with the archive's timestamps fixed so equal weights give equal bytes."""
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = Path(scratch) / "model.keras"
+        model.save(saved)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(saved) as source, \
+                zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
+            for info in sorted(source.infolist(), key=lambda item: item.filename):
+                data = source.read(info.filename)
+                if info.filename == "metadata.json":
+                    metadata = json.loads(data)
+                    metadata["date_saved"] = FIXED_SAVE_DATE
+                    data = json.dumps(metadata).encode()
+                entry = zipfile.ZipInfo(info.filename, date_time=FIXED_ZIP_TIME)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                entry.external_attr = 0o644 << 16
+                target.writestr(entry, data)
+        path.write_bytes(buffer.getvalue())
+
+
+def prune_words(ner, words: int):
+    """A copy of ``ner`` whose word table keeps only its first ``words`` rows."""
+    from clinical_ner.model import ClinicalNERModel
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.vocab import Vocabulary
+
+    import keras
+
+    # Keras numbers unnamed sublayers (backward_lstm_25) by how many the
+    # process has made, and the saved weights file stores those names: a
+    # fresh count makes the bytes independent of what ran before.
+    keras.utils.clear_session()
+    trained_rows = ner.model.trainable_word_rows or len(ner.vocab.words)
+    if words < trained_rows:
+        raise SystemExit(f"--words {words} would drop trained rows: the training data has "
+                         f"{trained_rows} words")
+    words = min(words, len(ner.vocab.words))
+    settings = dict(ner.model.get_config(), num_words=words,
+                    trainable_word_rows=min(trained_rows, words))
+    pruned = ClinicalNERModel.from_config(settings)
+    for layer in pruned.layers:
+        if layer.name == "word_embedding":
+            layer.set_table(ner.model.get_layer(layer.name).table()[:words])
+        elif layer.weights:
+            layer.set_weights(ner.model.get_layer(layer.name).get_weights())
+    vocab = Vocabulary(words=ner.vocab.words[:words], chars=ner.vocab.chars,
+                       tags=ner.vocab.tags)
+    return ClinicalNER(pruned, vocab, ner.config)
+
+
+def dev_f1(ner) -> float:
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+
+    return evaluate_sentences(ner, corpus_sentences(load_corpus(DEV)))["exact"]["micro"]["f1"]
+
+
+def build(words: int, work: Path) -> None:
+    """Train into ``work``, then package the pruned model (both steps below)."""
+    from clinical_ner.config import NERConfig
+    from clinical_ner.trainer import train
+
+    started = time.perf_counter()
+    if work.exists():
+        shutil.rmtree(work)
+    train([TRAIN], work / "full", dev_path=DEV, config=NERConfig(embeddings=str(EMBEDDINGS)),
+          progress=False)
+    trained = time.perf_counter()
+    package(work / "full", words)
+    print(f"time: {trained - started:.0f} s training, "
+          f"{time.perf_counter() - started:.0f} s in all")
+
+
+def package(full_dir: Path, words: int) -> None:
+    """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
+    from clinical_ner.model_card import CARD_DATA_FILE, write_model_card
+    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.training_callbacks import LOG_FILE
+
+    full = ClinicalNER.load(full_dir)
+    pruned = prune_words(full, words)
+    before, after = dev_f1(full), dev_f1(pruned)
+    if OUTPUT.exists():
+        shutil.rmtree(OUTPUT)
+    OUTPUT.mkdir(parents=True)
+    pruned.config.save(OUTPUT)
+    pruned.vocab.save(OUTPUT)
+    save_reproducibly(pruned.model, OUTPUT / "model.keras")
+    for name in (LOG_FILE, CARD_DATA_FILE):
+        shutil.copyfile(full_dir / name, OUTPUT / name)
+    for source, name in LICENCES.items():
+        shutil.copyfile(source, OUTPUT / name)
+    pruning = (f" After training, its word table was pruned from {len(full.vocab.words):,} to "
+               f"{len(pruned.vocab.words):,} rows (dev exact micro F1 {before:.4f} before, "
+               f"{after:.4f} after; the training log's figures are from before).")
+    write_model_card(OUTPUT, data=DEV, **dict(CARD, description=CARD["description"] + pruning))
+    size = sum(path.stat().st_size for path in OUTPUT.iterdir())
+    print(f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
+          f"({pruned.model.trainable_word_rows} trained)")
+    print(f"dev exact micro F1: {before:.4f} before pruning, {after:.4f} after")
+    print(f"{OUTPUT.relative_to(REPO)}: {size / 1_000_000:.2f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--words", type=int, default=DEFAULT_WORDS,
+                        help="rows of the word table to keep (default: %(default)s)")
+    parser.add_argument("--work", type=Path, default=Path("runs") / "build-clinical",
+                        help="scratch folder for the full model (default: %(default)s)")
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    build(args.words, args.work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
