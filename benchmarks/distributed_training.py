@@ -1,7 +1,7 @@
 """Training tokens/s of ``clinical-ner train`` on one device, mirrored over logical CPUs, and two workers.
 
-    python benchmarks/distributed_training.py                      # NCBI-disease, 2,000 sentences
-    python benchmarks/distributed_training.py --sentences 500 --epochs 2   # a smoke run
+    python -m benchmarks.distributed_training                      # NCBI-disease, 2,000 sentences
+    python -m benchmarks.distributed_training --sentences 500 --epochs 2   # a smoke run
 
 Three runs of the same configuration (the default one, GloVe 50d, global batch 32), one after
 the other, each a real ``clinical-ner train`` process (or two):

@@ -1,7 +1,7 @@
 """Dev F1 and size of the bundled model's word table pruned to several sizes.
 
     python training/build_pretrained.py        # leaves the full model in runs/build-clinical/full
-    python benchmarks/pretrained_pruning.py [--full runs/build-clinical/full] [--words 6557 20000 ...]
+    python -m benchmarks.pretrained_pruning [--full runs/build-clinical/full] [--words 6557 20000 ...]
 
 Prunes the same trained model as the build does (training/build_pretrained.py's
 ``prune_words``) and prints, for each size, the dev exact micro F1 on

@@ -25,9 +25,6 @@ COMMANDS = ("train", "evaluate", "predict", "card", "export", "serve", "client",
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-logger = logging.getLogger("clinical_ner")
-
-
 def _chosen_command(argv: list[str]) -> str | None:
     """The command named on the command line (the first argument that is not an option)."""
     return next((argument for argument in argv if not argument.startswith("-")), None)
@@ -60,14 +57,18 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def configure_logging(level: int | str) -> None:
-    """The one logging set-up of every command (``serve --log-level`` calls it again)."""
+    """The one logging set-up of every command: a stderr handler and the root level.
+
+    Like ``logging.basicConfig``, it adds no handler where one exists (an
+    embedding application's, or pytest's), and it sets only the root level,
+    so an in-process call leaves no package logger changed behind it.
+    """
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)
-    root.setLevel(logging.WARNING)
-    logger.setLevel(level)
+    root.setLevel(level)
 
 
 def _asks_verbose(argv: list[str]) -> bool:

@@ -55,14 +55,20 @@ def read_label_map(value: str | None) -> dict[str, str | None] | None:
     return mapping
 
 
+def add_format_option(parser: argparse.ArgumentParser, option: str, choices: tuple[str, ...],
+                      default: str, help: str) -> None:
+    """``--input-format`` or ``--output-format``, and the old ``--format`` spelling of it."""
+    dest = option.lstrip("-").replace("-", "_")
+    parser.add_argument(option, default=default, choices=choices, help=help)
+    parser.add_argument("--format", dest=dest, choices=choices, action=DeprecatedAlias,
+                        new_option=option, help=argparse.SUPPRESS)
+
+
 def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
     """How to read annotated data: ``train`` and ``evaluate``."""
-    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
-                        help="data format; auto: a folder with txt/ and concept/ (or .txt + "
-                             ".con files) is i2b2, .txt + .ann is brat, a file is CoNLL")
-    parser.add_argument("--format", dest="input_format", choices=INPUT_FORMATS,
-                        action=DeprecatedAlias, new_option="--input-format",
-                        help=argparse.SUPPRESS)
+    add_format_option(parser, "--input-format", INPUT_FORMATS, "auto",
+                      "data format; auto: a folder with txt/ and concept/ (or .txt + .con "
+                      "files) is i2b2, .txt + .ann is brat, a file is CoNLL")
     parser.add_argument("--label-map", metavar="JSON_OR_PAIRS",
                         help="map source labels, e.g. 'Sign_symptom=problem,Medication="
                              "treatment' (brat: unmapped types are ignored)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clinical_ner.cli.common import DeprecatedAlias, model_path
+from clinical_ner.cli.common import add_format_option, model_path
 from clinical_ner.writers import WRITERS
 
 NAME = "predict"
@@ -34,12 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "argument if it is one, else clinical)")
     parser.add_argument("--input", nargs="+", metavar="FILE",
                         help="UTF-8 text files, one document each")
-    parser.add_argument("--output-format", default="jsonl", choices=output_formats,
-                        help="jsonl (default), conll (tokens and tags), i2b2 (.con files), or "
-                             "html (one self-contained page, entities highlighted)")
-    parser.add_argument("--format", dest="output_format", choices=output_formats,
-                        action=DeprecatedAlias, new_option="--output-format",
-                        help=argparse.SUPPRESS)
+    add_format_option(parser, "--output-format", output_formats, "jsonl",
+                      "jsonl (default), conll (tokens and tags), i2b2 (.con files), or html "
+                      "(one self-contained page, entities highlighted)")
     parser.add_argument("--output", type=Path,
                         help="output file (jsonl, conll, html) or folder (i2b2); default: stdout")
 

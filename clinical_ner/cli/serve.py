@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 NAME = "serve"
 HELP = "development gRPC and REST server with TensorFlow Serving's APIs (not for production)"
@@ -14,8 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.cli import configure_logging
     from clinical_ner.serving import command
 
-    configure_logging(args.log_level)
+    # A long-running server: --log-level applies to the package's own
+    # loggers (DEBUG: a line per request), other libraries stay at the
+    # command line's level.
+    logging.getLogger("clinical_ner").setLevel(args.log_level)
     return command.run(args)

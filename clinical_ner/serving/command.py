@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT, then drain for ``--grace`` seconds; 0 when stopped so.
 
-    Logging is the caller's (``clinical_ner.cli.configure_logging(args.log_level)``).
+    Logging is the caller's (``clinical_ner.cli.serve`` sets the package level).
     A model directory or bundled model name is exported to a temporary base
     path first (:func:`clinical_ner.export.served_base_path`).
     """
