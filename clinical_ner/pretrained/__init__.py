@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clinical_ner.errors import ModelError
+from clinical_ner.runtime.layout import is_litert_export
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "clinical"
@@ -40,10 +41,10 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
 
 
 def is_model_reference(value: str | Path) -> bool:
-    """Whether ``value`` names a model: an existing model directory or a bundled name."""
+    """Whether ``value`` names a model: a model directory, a LiteRT export or a bundled name."""
     path = Path(value)
-    return (path / _MODEL_FILE).is_file() or (not path.exists()
-                                              and str(value) in bundled_models())
+    return ((path / _MODEL_FILE).is_file() or is_litert_export(path)
+            or (not path.exists() and str(value) in bundled_models()))
 
 
 def resolve_model_path(value: str | Path) -> Path:
