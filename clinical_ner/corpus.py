@@ -12,7 +12,9 @@ class Entity:
     text, so ``text[start:end] == entity.text``. ``confidence`` is the CRF
     marginal probability of the entity's weakest token (``None`` for gold
     annotations). ``assertion`` is the i2b2 assertion (``present``,
-    ``absent``, ...) when one was read.
+    ``absent``, ...) when one was read or predicted, and
+    ``assertion_confidence`` the model's probability for it (``None`` for
+    gold annotations and where there is no assertion).
     """
 
     start: int
@@ -21,6 +23,7 @@ class Entity:
     label: str
     confidence: float | None = None
     assertion: str | None = None
+    assertion_confidence: float | None = None
 
     def to_dict(self) -> dict:
         result = {
@@ -30,8 +33,11 @@ class Entity:
             "label": self.label,
             "confidence": self.confidence,
         }
+        # Absent keys, not nulls, where there is no assertion: output of a
+        # model without assertions stays exactly what it was.
         if self.assertion is not None:
             result["assertion"] = self.assertion
+            result["assertion_confidence"] = self.assertion_confidence
         return result
 
 
