@@ -44,7 +44,10 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
 
 
 def write_json_line(handle: TextIO, text: str, entities: list[Entity]) -> None:
-    """``{"text": ..., "entities": [{"start", "end", "text", "label", "confidence"}]}``."""
+    """``{"text": ..., "entities": [{"start", "end", "text", "label", "confidence"}]}``.
+
+    An entity with an assertion also has ``"assertion"`` and ``"assertion_confidence"``.
+    """
     handle.write(entities_json_line({"text": text}, entities))
 
 

@@ -13,7 +13,12 @@ whichever way it was annotated.
     ``entity_start`` / ``entity_end`` ``DT_INT64 [B, E]`` (half-open
     code-point offsets into the document), ``entity_label`` ``DT_STRING
     [B, E]`` (``""`` as padding), ``entity_confidence`` ``DT_FLOAT [B, E]``,
-    ``entity_count`` ``DT_INT32 [B]``.
+    ``entity_count`` ``DT_INT32 [B]``; and, since 0.4.0, each entity's
+    assertion ``entity_assertion`` ``DT_STRING [B, E]`` (``present``,
+    ``absent``, ...; ``""`` for an entity without one and as padding) and
+    ``entity_assertion_confidence`` ``DT_FLOAT [B, E]`` (0 where none). A
+    model without assertions returns them too, all empty; decoding accepts
+    outputs without them (exports before 0.4.0, old servers).
 
 ``predict_tokens`` (pre-tokenized sentences in, tags out)
     input ``tokens``: ``DT_STRING [-1, -1]``, right-padded with ``""``.
@@ -44,6 +49,10 @@ ENTITY_LABEL = "entity_label"
 ENTITY_CONFIDENCE = "entity_confidence"
 ENTITY_COUNT = "entity_count"
 ENTITY_OUTPUTS = (ENTITY_START, ENTITY_END, ENTITY_LABEL, ENTITY_CONFIDENCE, ENTITY_COUNT)
+ENTITY_ASSERTION = "entity_assertion"
+ENTITY_ASSERTION_CONFIDENCE = "entity_assertion_confidence"
+# Optional when decoding: exports before 0.4.0 do not have them.
+ENTITY_ASSERTION_OUTPUTS = (ENTITY_ASSERTION, ENTITY_ASSERTION_CONFIDENCE)
 
 PREDICT_TOKENS = "predict_tokens"
 TOKENS = "tokens"
@@ -149,7 +158,10 @@ def entities_from_outputs(
 
     ``outputs`` maps the output names to arrays (NumPy arrays, ``tf.Tensor``
     or anything ``np.asarray`` accepts). Offsets count code points, so
-    ``entity.text == texts[i][entity.start:entity.end]``.
+    ``entity.text == texts[i][entity.start:entity.end]``. Entities get their
+    ``assertion`` and ``assertion_confidence`` from ``entity_assertion`` and
+    ``entity_assertion_confidence`` where those hold one; both stay ``None``
+    where the string is empty or the outputs lack them.
     """
     arrays = _require(outputs, ENTITY_OUTPUTS)
     starts, ends, labels, confidences, counts = (arrays[name] for name in ENTITY_OUTPUTS)
@@ -158,12 +170,22 @@ def entities_from_outputs(
             f"{ENTITY_COUNT} has shape {counts.shape}, expected ({len(texts)},) "
             f"for {len(texts)} documents"
         )
-    for name in (ENTITY_START, ENTITY_END, ENTITY_LABEL, ENTITY_CONFIDENCE):
+    per_entity = [ENTITY_START, ENTITY_END, ENTITY_LABEL, ENTITY_CONFIDENCE]
+    has_assertions = any(name in outputs for name in ENTITY_ASSERTION_OUTPUTS)
+    if has_assertions:
+        arrays.update(_require(outputs, ENTITY_ASSERTION_OUTPUTS))
+        per_entity += ENTITY_ASSERTION_OUTPUTS
+    for name in per_entity:
         if arrays[name].ndim != 2 or arrays[name].shape[0] != len(texts):
             raise ModelOutputError(
                 f"{name} has shape {arrays[name].shape}, expected ({len(texts)}, E)"
             )
     width = starts.shape[1]
+    for name in per_entity:
+        if arrays[name].shape[1] != width:
+            raise ModelOutputError(
+                f"{name} has {arrays[name].shape[1]} columns, {ENTITY_START} {width}"
+            )
     result = []
     for row, text in enumerate(texts):
         count = int(counts[row])
@@ -179,6 +201,9 @@ def entities_from_outputs(
                     f"document {row}, entity {column}: span [{start}, {end}) is not "
                     f"inside a text of {len(text)} characters"
                 )
+            assertion = (
+                _to_str(arrays[ENTITY_ASSERTION][row, column]) if has_assertions else ""
+            )
             entities.append(
                 Entity(
                     start=start,
@@ -186,6 +211,11 @@ def entities_from_outputs(
                     text=text[start:end],
                     label=_to_str(labels[row, column]),
                     confidence=float(confidences[row, column]),
+                    assertion=assertion or None,
+                    assertion_confidence=(
+                        float(arrays[ENTITY_ASSERTION_CONFIDENCE][row, column])
+                        if assertion else None
+                    ),
                 )
             )
         result.append(entities)

@@ -8,7 +8,9 @@ HELP = "annotate documents with a model served by TensorFlow Serving (gRPC)"
 DESCRIPTION = (
     "Send documents to TensorFlow Serving (or `clinical-ner serve`) and print one JSON line per "
     'document, as `clinical-ner predict` does: {"text": ..., "entities": [{"start", "end", '
-    '"text", "label", "confidence"}]}. Documents are the TEXT arguments, then the --input '
+    '"text", "label", "confidence"}]}, with "assertion" and "assertion_confidence" on the '
+    "entities that have one when the model classifies assertions. Documents are the TEXT "
+    "arguments, then the --input "
     "files; with neither, stdin is one document."
 )
 
