@@ -27,6 +27,11 @@ class Annotator:
 
     config: NERConfig
 
+    @property
+    def assertion_classes(self) -> list[str]:
+        """The assertion classes this model gives problems (empty: it gives none)."""
+        return list(self.vocab.assertions)  # type: ignore[attr-defined]
+
     @overload
     def annotate(self, texts: str, batch_size: int | None = ...,
                  max_batch_characters: int | None = ...) -> list[Entity]: ...

@@ -3,6 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# The i2b2 2010 assertion classes in canonical order; a model classifies the
+# subset its training data had.
+ASSERTION_CLASSES = ("present", "absent", "possible", "conditional", "hypothetical",
+                     "associated_with_someone_else")
+# Only entities of this label carry an assertion, as in i2b2 2010.
+ASSERTION_LABEL = "problem"
+
 
 @dataclass(frozen=True)
 class Entity:

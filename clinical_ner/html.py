@@ -5,10 +5,14 @@ any text is safe to show (``<script>`` shows as text); the page loads nothing
 (no scripts, fonts or images, and a Content-Security-Policy that forbids
 them). Each entity is a ``<mark>`` with its label's colour and its label and
 confidence in the ``title`` attribute (shown on hover); a legend lists the
-labels. The text keeps its line breaks and spaces.
+labels. An entity with an assertion other than ``present`` is drawn
+differently (an absent one struck through in a dashed frame, a possible one
+in a dotted frame, the others in a dashed grey one) and its badge names the
+assertion; a second legend shows each assertion on the page. The text keeps
+its line breaks and spaces.
 
 Example:
->>> from clinical_ner.corpus import Entity
+>>> from clinical_ner.corpus import ASSERTION_CLASSES, Entity
 >>> page = render_html([("note", "CT <ok>", [Entity(0, 2, "CT", "test", 0.97)])])
 >>> '<mark class="entity label-0" data-label="test" data-start="0" data-end="2" title="test, confidence 0.97">CT</mark> &lt;ok&gt;' in page
 True
@@ -18,7 +22,7 @@ from __future__ import annotations
 import html
 from typing import Sequence
 
-from clinical_ner.corpus import Entity
+from clinical_ner.corpus import ASSERTION_CLASSES, Entity
 
 # Colour-blind-safe pastel backgrounds (Okabe-Ito hues, lightened); the known
 # clinical labels always get the same colour, other labels the next free one.
@@ -35,8 +39,17 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.05em; color: #555; margin-top: 2em; }
 .text { white-space: pre-wrap; overflow-wrap: anywhere; border: 1px solid #ddd;
         border-radius: .3em; padding: 1em; }
 mark { padding: .05em .15em; border-radius: .25em; color: inherit; }
-mark::after { content: attr(data-label); font-size: .65em; font-weight: 600;
-              vertical-align: super; margin-left: .2em; color: #444; }
+mark.entity::after { content: attr(data-label); font-size: .65em; font-weight: 600;
+                     vertical-align: super; margin-left: .2em; color: #444; }
+mark[data-assertion] { border: 2px dashed #555; padding: 0 .1em; }
+mark[data-assertion="present"] { border: none; padding: .05em .15em; }
+mark[data-assertion="absent"] { border-color: #b3261e; text-decoration: line-through 2px #b3261e; }
+mark[data-assertion="possible"] { border-style: dotted; border-color: #8a5a00; }
+mark.entity[data-assertion]:not([data-assertion="present"])::after {
+  content: attr(data-label) " \\b7  " attr(data-assertion); }
+mark.entity[data-assertion="absent"]::after { color: #b3261e; display: inline-block; }
+mark.entity[data-assertion="possible"]::after { color: #8a5a00; }
+.assertion-legend mark { background: #eee; }
 """
 
 
@@ -64,10 +77,16 @@ def _highlighted(text: str, entities: Sequence[Entity], classes: dict[str, str])
         parts.append(_escape(text[position:entity.start]))
         confidence = ("" if entity.confidence is None
                       else f", confidence {entity.confidence:.2f}")
+        assertion_attribute = assertion = ""
+        if entity.assertion is not None:
+            assertion_attribute = f' data-assertion="{_escape(entity.assertion)}"'
+            assertion = f", {_escape(entity.assertion)}" + (
+                "" if entity.assertion_confidence is None
+                else f" ({entity.assertion_confidence:.2f})")
         parts.append(
             f'<mark class="entity {classes[entity.label]}" data-label="{_escape(entity.label)}" '
-            f'data-start="{entity.start}" data-end="{entity.end}" '
-            f'title="{_escape(entity.label)}{confidence}">'
+            f'data-start="{entity.start}" data-end="{entity.end}"{assertion_attribute} '
+            f'title="{_escape(entity.label)}{assertion}{confidence}">'
             f"{_escape(text[entity.start:entity.end])}</mark>")
         position = entity.end
     parts.append(_escape(text[position:]))
@@ -89,6 +108,16 @@ def render_html(documents: Sequence[tuple[str, str, Sequence[Entity]]],
     legend = "".join(f'<span class="{classes[label]}">{_escape(label)}</span>'
                      for label in colours)
     count = sum(len(entities) for _, _, entities in documents)
+    assertions = {entity.assertion for _, _, entities in documents for entity in entities
+                  if entity.assertion is not None}
+    assertion_legend = ""
+    if assertions:
+        ordered = [name for name in ASSERTION_CLASSES if name in assertions]
+        ordered += sorted(assertions - set(ASSERTION_CLASSES))
+        assertion_legend = (
+            '<div class="legend assertion-legend">Assertion: ' + "".join(
+                f'<mark data-assertion="{_escape(name)}">{_escape(name)}</mark>'
+                for name in ordered) + "</div>\n")
     body = []
     for number, (name, text, entities) in enumerate(documents, start=1):
         body.append(f'<section class="document" id="document-{number}">'
@@ -102,6 +131,7 @@ def render_html(documents: Sequence[tuple[str, str, Sequence[Entity]]],
         f"<title>{_escape(title)}</title>\n<style>{_STYLE}{label_style}</style>\n</head>\n"
         f"<body>\n<h1>{_escape(title)}</h1>\n"
         f"<p>{len(documents)} document(s), {count} entities. Hover over an entity for its "
-        "label and confidence.</p>\n"
+        f"label{', assertion' if assertions else ''} and confidence.</p>\n"
         f'<div class="legend">{legend or "no entities"}</div>\n'
+        + assertion_legend
         + "\n".join(body) + "\n</body>\n</html>\n")

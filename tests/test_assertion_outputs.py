@@ -6,11 +6,21 @@ train a model with an assertion head and serve it are in
 """
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from clinical_ner import signatures as sig
+from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Entity
+from clinical_ner.formats.conll import read_conll
+from clinical_ner.formats.i2b2 import read_i2b2
+from clinical_ner.html import render_html
+from clinical_ner.text import split_sentences
+from clinical_ner.writers import write_annotations
 
 
 def test_to_dict_has_assertion_keys_only_when_there_is_an_assertion():
@@ -75,3 +85,138 @@ def test_decoding_rejects_assertion_outputs_that_break_the_contract():
     outputs[sig.ENTITY_ASSERTION] = outputs[sig.ENTITY_ASSERTION][:, :1]
     with pytest.raises(sig.ModelOutputError, match="entity_assertion has 1 columns"):
         sig.entities_from_outputs(TEXTS, outputs)
+
+
+# -- writers -------------------------------------------------------------------
+
+NOTE = "No evidence of pneumonia today.\nShe was treated for a cough and CT was clear."
+
+
+class RuleAnnotator:
+    """A stand-in model: ``pneumonia`` and ``cough`` are problems, ``CT`` a test; a
+    problem in a sentence starting with ``No`` is absent, other problems present."""
+
+    config = NERConfig()
+    labels = {"pneumonia": "problem", "cough": "problem", "CT": "test"}
+
+    def __init__(self, assertion_classes: list[str]) -> None:
+        self.assertion_classes = assertion_classes
+        self.classified: list[list[tuple[int, int]]] = []
+
+    def tag(self, sentences):
+        return [([f"B-{self.labels[token]}" if token in self.labels else "O"
+                  for token in sentence], [0.9] * len(sentence)) for sentence in sentences]
+
+    def classify_assertions(self, text, spans):
+        self.classified.append(spans)
+        negated = {sentence[0].end: sentence[0].text == "No" for sentence in split_sentences(text)}
+        results = []
+        for start, _ in spans:
+            first = max(end for end in negated if end <= start)
+            results.append(("absent", 0.97) if negated[first] else ("present", 0.8))
+        return results
+
+    def annotate(self, texts):
+        results = []
+        for text in texts:
+            entities = [Entity(token.start, token.end, token.text, self.labels[token.text], 0.9)
+                        for sentence in split_sentences(text) for token in sentence
+                        if token.text in self.labels]
+            if self.assertion_classes:
+                problems = [e for e in entities if e.label == "problem"]
+                found = dict(zip(problems, self.classify_assertions(
+                    text, [(e.start, e.end) for e in problems])))
+                entities = [replace(e, assertion=found[e][0], assertion_confidence=found[e][1])
+                            if e in found else e for e in entities]
+            results.append(entities)
+        return results
+
+
+def test_jsonl_writer_gives_each_problem_its_assertion(tmp_path):
+    write_annotations(RuleAnnotator(["present", "absent"]), [("note", NOTE)], "jsonl",
+                      tmp_path / "out.jsonl")
+
+    [line] = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    entities = json.loads(line)["entities"]
+    assert [(e["text"], e.get("assertion"), e.get("assertion_confidence")) for e in entities] == [
+        ("pneumonia", "absent", 0.97), ("cough", "present", 0.8), ("CT", None, None)]
+    assert "assertion" not in entities[2]
+
+
+def test_conll_writer_puts_the_assertion_column_between_token_and_tag(tmp_path):
+    write_annotations(RuleAnnotator(["present", "absent"]), [("note", NOTE)], "conll",
+                      tmp_path / "out.conll")
+
+    rows = [line.split("\t") for line in
+            (tmp_path / "out.conll").read_text(encoding="utf-8").splitlines() if line]
+    assert [row for row in rows if row[2] != "O"] == [
+        ["pneumonia", "absent", "B-problem"], ["cough", "present", "B-problem"],
+        ["CT", "_", "B-test"]]
+    assert {row[1] for row in rows if row[2] == "O"} == {"_"}
+    # Readers take the last column as the tag, so the file reads back with its tags.
+    sentences = read_conll(tmp_path / "out.conll").documents[0].sentences
+    assert [tag for sentence in sentences for tag in sentence.tags] == [row[2] for row in rows]
+
+
+def test_conll_writer_has_two_columns_for_a_model_without_assertions(tmp_path):
+    ner = RuleAnnotator([])
+    write_annotations(ner, [("note", NOTE)], "conll", tmp_path / "out.conll")
+
+    rows = [line.split("\t") for line in
+            (tmp_path / "out.conll").read_text(encoding="utf-8").splitlines() if line]
+    assert {len(row) for row in rows} == {2}
+    assert ner.classified == []
+
+
+def test_i2b2_writer_writes_the_ast_file_beside_the_con_file(tmp_path):
+    write_annotations(RuleAnnotator(["present", "absent"]), [("note", NOTE)], "i2b2",
+                      tmp_path / "out")
+    (tmp_path / "out" / "note.txt").write_text(NOTE, encoding="utf-8")
+
+    assert (tmp_path / "out" / "note.ast").read_text(encoding="utf-8").splitlines() == [
+        'c="pneumonia" 1:3 1:3||t="problem"||a="absent"',
+        'c="cough" 2:5 2:5||t="problem"||a="present"',
+    ]
+    # The i2b2 reader takes the files back with the same assertions.
+    [document] = read_i2b2(tmp_path / "out" / "note.txt").documents
+    assert [s.assertions for s in document.sentences] == [{(3, 3): "absent"}, {(5, 5): "present"}]
+
+
+def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
+    write_annotations(RuleAnnotator([]), [("note", NOTE)], "i2b2", tmp_path / "out")
+
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["note.con"]
+
+
+def _marks(page: str) -> list[dict[str, str]]:
+    """The attributes of each entity's <mark>, in page order."""
+    return [dict(re.findall(r'([\w-]+)="([^"]*)"', attributes))
+            for attributes in re.findall(r'<mark class="entity ([^>]*)>', page)]
+
+
+def test_html_marks_absent_and_possible_problems_and_adds_an_assertion_legend():
+    text = "No pneumonia; possible sepsis; cough; CT."
+    entities = [
+        Entity(3, 12, "pneumonia", "problem", 0.9, "absent", 0.97),
+        Entity(23, 29, "sepsis", "problem", 0.8, "possible", 0.61),
+        Entity(31, 36, "cough", "problem", 0.85, "present", 0.9),
+        Entity(38, 40, "CT", "test", 0.99),
+    ]
+    page = render_html([("note", text, entities)])
+
+    marks = _marks(page)
+    assert [mark.get("data-assertion") for mark in marks] == ["absent", "possible", "present", None]
+    assert marks[0]["title"] == "problem, absent (0.97), confidence 0.90"
+    assert marks[3]["title"] == "test, confidence 0.99"
+    legend = re.search(r'<div class="legend assertion-legend">(.*?)</div>', page).group(1)
+    assert re.findall(r'data-assertion="(\w+)"', legend) == ["present", "absent", "possible"]
+    # The style draws an absent problem struck through and a possible one dotted.
+    assert re.search(r'mark\[data-assertion="absent"\] \{[^}]*line-through', page)
+    assert re.search(r'mark\[data-assertion="possible"\] \{[^}]*dotted', page)
+
+
+def test_html_without_assertions_has_no_assertion_legend():
+    page = render_html([("note", "CT", [Entity(0, 2, "CT", "test", 0.9)])])
+
+    assert '<div class="legend assertion-legend">' not in page
+    assert "data-assertion" not in _marks(page)[0]

@@ -131,6 +131,7 @@ def write_conll(
     path: str | Path | TextIO,
     documents: list[Document],
     tags_per_sentence: list[list[str]] | None = None,
+    assertions_per_sentence: list[list[str]] | None = None,
 ) -> None:
     """Write ``token<TAB>tag`` lines, a blank line after each sentence.
 
@@ -144,12 +145,17 @@ def write_conll(
     back into the same documents. Raises ValueError for what CoNLL cannot
     hold: an empty sentence, a token or tag that is empty or has whitespace,
     a sentence without tags.
+
+    ``assertions_per_sentence`` (one value per token, same order) adds a
+    column between token and tag: ``token<TAB>assertion<TAB>tag``. It goes in
+    the middle because readers, :func:`read_conll` and conlleval among them,
+    take the last column as the tag, so the file still reads back with the
+    same tags.
     """
     sentences = [sentence for document in documents for sentence in document.sentences]
-    if tags_per_sentence is not None and len(tags_per_sentence) != len(sentences):
-        raise ValueError(
-            f"{len(sentences)} sentences but {len(tags_per_sentence)} tag lists"
-        )
+    for name, rows in (("tag", tags_per_sentence), ("assertion", assertions_per_sentence)):
+        if rows is not None and len(rows) != len(sentences):
+            raise ValueError(f"{len(sentences)} sentences but {len(rows)} {name} lists")
     lines: list[str] = []
     index = 0
     for document in documents:
@@ -158,7 +164,13 @@ def write_conll(
         for sentence in document.sentences:
             tags = sentence.tags if tags_per_sentence is None else tags_per_sentence[index]
             _check_writable(sentence, tags, index)
-            lines += [f"{token}\t{tag}" for token, tag in zip(sentence.tokens, tags)]
+            if assertions_per_sentence is None:
+                lines += [f"{token}\t{tag}" for token, tag in zip(sentence.tokens, tags)]
+            else:
+                assertions = assertions_per_sentence[index]
+                _check_writable(sentence, assertions, index)
+                lines += [f"{token}\t{assertion}\t{tag}" for token, assertion, tag
+                          in zip(sentence.tokens, assertions, tags)]
             lines.append("")
             index += 1
     content = "".join(line + "\n" for line in lines)

@@ -386,7 +386,18 @@ def write_con(
                 Entity(start, end, document.text[start:end], mention.label,
                        assertion=mention.assertion)
             )
-    positions = _positions(document.text, entities)
+    write_con_entities(path, document.text, entities)
+
+
+def write_con_entities(path: str | Path, text: str, entities: list[Entity]) -> None:
+    """Write the ``.con`` file of ``entities`` over ``text`` (and its ``.ast``, as :func:`write_con`).
+
+    Concepts are placed as :func:`entities_to_con_lines` places them; the
+    ``.ast`` file holds the entities with an ``assertion``, and is written
+    only when there is at least one.
+    """
+    path = Path(path)
+    positions = _positions(text, entities)
     path.write_text(
         "".join(_format(p, e.label) + "\n" for p, e in positions), encoding="utf-8"
     )
