@@ -13,14 +13,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from clinical_ner import signatures as sig
 from clinical_ner.config import NERConfig
-from clinical_ner.corpus import Entity
+from clinical_ner.export import signatures as sig
 from clinical_ner.formats.conll import read_conll
+from clinical_ner.formats.html_page import render_html
 from clinical_ner.formats.i2b2 import read_i2b2
-from clinical_ner.html import render_html
-from clinical_ner.text import split_sentences
-from clinical_ner.writers import write_annotations
+from clinical_ner.formats.writers import write_annotations
+from clinical_ner.text.document import Entity
+from clinical_ner.text.tokenizer import split_sentences
 
 
 def test_to_dict_has_assertion_keys_only_when_there_is_an_assertion():

@@ -1,0 +1,166 @@
+"""Writers of annotated documents, registered by output format name.
+
+``clinical-ner predict --output-format NAME`` looks the writer up in
+:data:`WRITERS`; a new format is one function and one
+:func:`register_writer` line, not a new branch in the command.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TextIO
+
+from clinical_ner.errors import ConfigError
+from clinical_ner.formats.jsonl import write_json_line
+from clinical_ner.text.document import ASSERTION_LABEL, Document, Entity, Sentence
+from clinical_ner.text.tags import tags_to_mentions
+
+if TYPE_CHECKING:
+    from clinical_ner.text.tokenizer import Token
+
+# The conll assertion column's value for a token outside an entity with an assertion.
+NO_ASSERTION = "_"
+
+
+class Annotator(Protocol):
+    """What a writer needs of a model (``ClinicalNER`` or a lean runtime)."""
+
+    config: object
+    assertion_classes: list[str]
+
+    def annotate(self, texts: Sequence[str]) -> list[list[Entity]]: ...
+
+    def tag(self, sentences: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]: ...
+
+    def classify_assertions(self, text: str, spans: list[tuple[int, int]]
+                            ) -> list[tuple[str, float]]: ...
+
+
+Writer = Callable[[Annotator, list[tuple[str, str]], "Path | None"], None]
+
+WRITERS: dict[str, Writer] = {}
+#: Formats whose output is a folder, not a file.
+FOLDER_FORMATS: set[str] = set()
+
+
+def register_writer(name: str, *, folder: bool = False) -> Callable[[Writer], Writer]:
+    def register(writer: Writer) -> Writer:
+        WRITERS[name] = writer
+        if folder:
+            FOLDER_FORMATS.add(name)
+        return writer
+    return register
+
+
+def write_annotations(ner: Annotator, documents: list[tuple[str, str]], output_format: str,
+                      output: Path | None) -> None:
+    """Annotate ``(name, text)`` documents and write them in ``output_format``.
+
+    ``output`` is a file (stdout when ``None``) or, for folder formats, a folder.
+    """
+    if output_format not in WRITERS:
+        raise ConfigError(f"unknown output format {output_format!r}; "
+                          f"choose one of {', '.join(WRITERS)}")
+    if output_format in FOLDER_FORMATS and output is None:
+        raise ConfigError(f"--output-format {output_format} needs --output DIR "
+                          "(one file per document)")
+    WRITERS[output_format](ner, documents, output)
+
+
+class _OutputStream:
+    """``output`` opened for writing, or stdout."""
+
+    def __init__(self, output: Path | None) -> None:
+        self.output = output
+        self.handle: TextIO = sys.stdout
+
+    def __enter__(self) -> TextIO:
+        if self.output is not None:
+            self.handle = open(self.output, "w", encoding="utf-8")
+        return self.handle
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.handle is not sys.stdout:
+            self.handle.close()
+
+
+@register_writer("jsonl")
+def write_jsonl(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+    """One ``{"text", "entities"}`` JSON line per document."""
+    annotations = ner.annotate([text for _, text in documents])
+    with _OutputStream(output) as handle:
+        for (_, text), entities in zip(documents, annotations):
+            write_json_line(handle, text, entities)
+
+
+@register_writer("conll")
+def write_conll_tags(ner: Annotator, documents: list[tuple[str, str]],
+                     output: Path | None) -> None:
+    """Tokens and predicted tags, a blank line after each sentence.
+
+    With a model that classifies assertions, a column between them holds each
+    token's assertion: that of the problem it is part of, else ``_``.
+    """
+    from clinical_ner.formats.conll import write_conll
+    from clinical_ner.text.tokenizer import split_sentences
+
+    with_assertions = bool(ner.assertion_classes)
+    conll_documents, assertion_rows = [], []
+    for name, text in documents:
+        sentences = split_sentences(text, ner.config.max_sentence_tokens)
+        tokens = [[token.text for token in sentence] for sentence in sentences]
+        tags = [sentence_tags for sentence_tags, _ in ner.tag(tokens)]
+        conll_documents.append(Document(name=name, text=text, sentences=[
+            Sentence(tokens=words, tags=sentence_tags)
+            for words, sentence_tags in zip(tokens, tags)]))
+        if with_assertions:
+            assertion_rows += _token_assertions(ner, text, sentences, tags)
+    with _OutputStream(output) as handle:
+        write_conll(handle, conll_documents,
+                    assertions_per_sentence=assertion_rows if with_assertions else None)
+
+
+def _token_assertions(ner: Annotator, text: str, sentences: list[list[Token]],
+                      tags: list[list[str]]) -> list[list[str]]:
+    """Each token's assertion, from the problems of ``tags`` classified over their spans.
+
+    Classifying the tagged spans (rather than taking ``annotate``'s entities)
+    keeps the column in step with the tag column whatever the runtime.
+    """
+    rows = [[NO_ASSERTION] * len(sentence) for sentence in sentences]
+    problems = [(row, mention) for row, sentence_tags in enumerate(tags)
+                for mention in tags_to_mentions(sentence_tags) if mention.label == ASSERTION_LABEL]
+    if not problems:
+        return rows
+    spans = [(sentences[row][mention.first_token].start, sentences[row][mention.last_token].end)
+             for row, mention in problems]
+    for (row, mention), (assertion, _) in zip(problems, ner.classify_assertions(text, spans)):
+        rows[row][mention.first_token:mention.last_token + 1] = (
+            [assertion] * (mention.last_token - mention.first_token + 1))
+    return rows
+
+
+@register_writer("i2b2", folder=True)
+def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+    """One i2b2 ``.con`` file per document, its ``.ast`` when it has problems with an
+    assertion, and its ``.txt`` when it had no file."""
+    from clinical_ner.formats.i2b2 import write_con_entities
+
+    assert output is not None
+    output.mkdir(parents=True, exist_ok=True)
+    annotations = ner.annotate([text for _, text in documents])
+    for (name, text), entities in zip(documents, annotations):
+        write_con_entities(output / f"{name}.con", text, entities)
+        if name.startswith(("text-", "stdin")):
+            (output / f"{name}.txt").write_text(text, encoding="utf-8")
+
+
+@register_writer("html")
+def write_html(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+    """One self-contained page, entities highlighted by label (:mod:`clinical_ner.formats.html_page`)."""
+    from clinical_ner.formats.html_page import render_html
+
+    annotations = ner.annotate([text for _, text in documents])
+    with _OutputStream(output) as handle:
+        handle.write(render_html([(name, text, entities) for (name, text), entities
+                                  in zip(documents, annotations)]))
