@@ -220,3 +220,42 @@ def test_html_without_assertions_has_no_assertion_legend():
 
     assert '<div class="legend assertion-legend">' not in page
     assert "data-assertion" not in _marks(page)[0]
+
+
+# -- batch outputs -------------------------------------------------------------
+
+
+class EntityModel:
+    """A stand-in export: the same two entities for every note."""
+
+    def annotate(self, texts, batch_size=None, max_batch_characters=None):
+        return [[Entity(3, 12, "pneumonia", "problem", 0.9, "absent", 0.97),
+                 Entity(14, 16, "CT", "test", 0.8)] for _ in texts]
+
+
+def test_spark_rows_name_every_struct_field_with_null_where_there_is_no_assertion():
+    pytest.importorskip("pandas")
+    import pandas as pd
+
+    from clinical_ner.batch import spark
+
+    frame = spark._annotate_frame(EntityModel(), pd.DataFrame(
+        {"id": ["n1"], "text": ["No pneumonia, CT."]}), "id", "text", None, None)
+
+    [entities] = frame[spark.ENTITIES_COLUMN].tolist()
+    assert [list(entity) for entity in entities] == [list(spark.ENTITY_FIELDS)] * 2
+    assert [(e["assertion"], e["assertion_confidence"]) for e in entities] == [
+        ("absent", 0.97), (None, None)]
+    struct = spark.ENTITIES_TYPE.removeprefix("array<struct<").removesuffix(">>")
+    assert [field.split(":")[0] for field in struct.split(",")] == list(spark.ENTITY_FIELDS)
+
+
+def test_beam_json_lines_carry_the_assertion_as_predict_writes_it():
+    from clinical_ner.batch.notes import result_json_line
+
+    entities = EntityModel().annotate(["No pneumonia, CT."])[0]
+    record = json.loads(result_json_line("n1", entities))
+
+    assert record == {"id": "n1", "entities": [entity.to_dict() for entity in entities]}
+    assert record["entities"][0]["assertion"] == "absent"
+    assert "assertion" not in record["entities"][1]

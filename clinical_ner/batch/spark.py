@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 
 ENTITIES_COLUMN = "entities"
 ERROR_COLUMN = "error"
-# The fields of Entity.to_dict, as Spark SQL types.
+# The fields of Entity.to_dict, as Spark SQL types; assertion and
+# assertion_confidence are null where an entity has none.
+ENTITY_FIELDS = ("start", "end", "text", "label", "confidence", "assertion",
+                 "assertion_confidence")
 ENTITIES_TYPE = ("array<struct<start:bigint,end:bigint,text:string,label:string,"
-                 "confidence:double>>")
+                 "confidence:double,assertion:string,assertion_confidence:double>>")
 
 # One loaded export per path in each Python worker.
 _loaded: dict[str, "ExportedModel"] = {}
@@ -33,9 +36,11 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     """``df``'s ``id_col``, an ``entities`` column and an ``error`` column.
 
     ``entities`` is an array of ``struct<start, end, text, label,
-    confidence>`` (code-point offsets into the note, as ``clinical-ner
-    predict`` writes them); a row whose text is null gets null entities and
-    ``error`` says why (``error`` is null otherwise). Every row gives one
+    confidence, assertion, assertion_confidence>`` (code-point offsets into
+    the note, as ``clinical-ner predict`` writes them; the assertion fields
+    are null where the model gives an entity none); a row whose text is
+    null gets null entities and ``error`` says why (``error`` is null
+    otherwise). Every row gives one
     row; duplicate ids are annotated independently. ``batch_size`` and
     ``max_batch_characters`` are ``ClinicalNER.annotate``'s (``None``: the
     default configuration's). ``model_path`` (a
@@ -88,7 +93,9 @@ def _annotate_frame(model: "ExportedModel", batch: "pd.DataFrame", id_col: str, 
     entities: list[list[dict] | None] = [None] * len(texts)
     errors: list[str | None] = [f"column '{text_col}' is null"] * len(texts)
     for index, note_entities in zip(present, found):
-        entities[index] = [entity.to_dict() for entity in note_entities]
+        # Every field named, null included: to_dict leaves out an absent assertion.
+        entities[index] = [{field: getattr(entity, field) for field in ENTITY_FIELDS}
+                           for entity in note_entities]
         errors[index] = None
     return pd.DataFrame({id_col: batch[id_col], ENTITIES_COLUMN: entities,
                          ERROR_COLUMN: errors})
