@@ -259,3 +259,72 @@ def test_beam_json_lines_carry_the_assertion_as_predict_writes_it():
     assert record == {"id": "n1", "entities": [entity.to_dict() for entity in entities]}
     assert record["entities"][0]["assertion"] == "absent"
     assert "assertion" not in record["entities"][1]
+
+
+# -- the LiteRT runtime's pooling ----------------------------------------------
+
+
+class FakeNetwork:
+    """Stands in for the .tflite network of a model with assertions (present, absent).
+
+    ``pneumonia`` and ``cough`` score as B-problem, ``fever`` as I-problem, and
+    each token's assertion probabilities say absent in a sentence that starts
+    with ``no``, and present otherwise, with a per-token spread so that
+    pooling (a mean) is visible.
+    """
+
+    workers = 1
+    words = ["", "<unk>", "no", "pneumonia", "cough", "fever", "ct"]
+    tags = ["O", "B-problem", "I-problem", "B-test"]
+
+    def __call__(self, features):
+        word_ids = features["word_ids"]
+        scores = {3: 1, 4: 1, 5: 2, 6: 3}
+        emissions = np.zeros(word_ids.shape + (len(self.tags),), np.float32)
+        for (row, column), word in np.ndenumerate(word_ids):
+            emissions[row, column, scores.get(int(word), 0)] = 10.0
+        negated = word_ids[:, :1] == self.words.index("no")
+        absent = np.where(negated, 0.9, 0.2) - 0.1 * (word_ids == 5)
+        probabilities = np.stack([1 - absent, absent], axis=-1).astype(np.float32)
+        return [emissions, probabilities]
+
+
+@pytest.fixture
+def litert_with_assertions(tmp_path):
+    from clinical_ner.annotators.litert.annotator import LiteRTNER
+    from clinical_ner.annotators.litert.crf import ConstrainedCRF
+    from clinical_ner.model.vocab import Vocabulary
+
+    tags = FakeNetwork.tags
+    vocab = Vocabulary(FakeNetwork.words, ["", "<unk>"], tags, assertions=["present", "absent"])
+    crf = ConstrainedCRF(np.zeros((len(tags),) * 2), np.zeros(len(tags)), np.zeros(len(tags)))
+    return LiteRTNER(tmp_path, {}, NERConfig(), vocab, crf, FakeNetwork())
+
+
+def test_litert_pools_the_token_probabilities_of_each_problem(litert_with_assertions):
+    text = "No pneumonia fever. Cough, CT."
+    entities = litert_with_assertions.annotate(text)
+
+    assert [(e.text, e.label, e.assertion) for e in entities] == [
+        ("pneumonia fever", "problem", "absent"), ("Cough", "problem", "present"),
+        ("CT", "test", None)]
+    # The mean of the tokens' vectors: (0.9 + 0.8) / 2 for the two-token problem.
+    assert entities[0].assertion_confidence == pytest.approx(0.85, abs=1e-6)
+    assert entities[1].assertion_confidence == pytest.approx(0.8, abs=1e-6)
+    assert entities[2].assertion_confidence is None
+
+
+def test_litert_classifies_given_spans_by_the_tokens_they_overlap(litert_with_assertions):
+    text = "No pneumonia fever. Cough, CT."
+    spans = [(3, 12), (5, 15), (20, 25), (0, 2)]
+
+    [found] = litert_with_assertions._classify_assertions_batch([text], [spans])
+
+    assert [name for name, _ in found] == ["absent", "absent", "present", "absent"]
+    # (5, 15) overlaps "pneumonia" and "fever": the same tokens as the entity.
+    assert [confidence for _, confidence in found] == pytest.approx(
+        [0.9, 0.85, 0.8, 0.9], abs=1e-6)
+    # A span over whitespace only has no tokens: no assertion (the public
+    # classify_assertions turns that into a ValueError).
+    assert litert_with_assertions._classify_assertions_batch(["a   b"], [[(1, 4)]]) == [
+        [("", 0.0)]]

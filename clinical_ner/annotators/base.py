@@ -26,11 +26,7 @@ class Annotator:
     """
 
     config: NERConfig
-
-    @property
-    def assertion_classes(self) -> list[str]:
-        """The assertion classes this model gives problems (empty: it gives none)."""
-        return list(self.vocab.assertions)  # type: ignore[attr-defined]
+    assertion_classes: list[str]
 
     @overload
     def annotate(self, texts: str, batch_size: int | None = ...,

@@ -48,6 +48,7 @@ class ClinicalNER(Annotator):
         self.model = model
         self.vocab = vocab
         self.config = config
+        self.assertion_classes = list(vocab.assertions)
         model.apply_runtime_settings(config)
         self.module = InferenceModule(model, vocab, config)
 

@@ -1,8 +1,10 @@
 """Export a trained model for the lean runtime: a ``.tflite`` network of builtin ops plus data.
 
 The network takes word, character and casing ids and returns the CRF's
-emission scores; tokenizing, featurizing and CRF decoding run in Python and
-NumPy (:mod:`clinical_ner.annotators.litert`), so the network needs no string ops.
+emission scores (and, for a model with assertions, each token's assertion
+probabilities); tokenizing, featurizing, CRF decoding and pooling the
+assertion probabilities over an entity run in Python and NumPy
+(:mod:`clinical_ner.annotators.litert`), so the network needs no string ops.
 Three parts of the TensorFlow inference graph are not TFLite builtins, and
 the export swaps them on its own copy of the model for equivalents that are
 (same weights, same outputs at every real token):
@@ -18,9 +20,9 @@ the export swaps them on its own copy of the model for equivalents that are
 
 The export is checked before it is kept: every operator code must be a
 builtin (no Select TF "Flex" ops, no custom ops), and on a probe batch the
-LiteRT interpreter must give the Keras model's emissions (within
-``FLOAT32_TOLERANCE`` for float32 weights; for float16 and int8 weights the
-difference is recorded in the manifest).
+LiteRT interpreter must give the Keras model's emissions and assertion
+probabilities (within ``FLOAT32_TOLERANCE`` for float32 weights; for float16
+and int8 weights the difference is recorded in the manifest).
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ from clinical_ner.annotators.litert.network import EmissionsNetwork
 FLOAT32_TOLERANCE = 1e-3
 INPUTS = ("word_ids", "spellings", "spelling_index", "casing_ids")
 OUTPUT = "emissions"
+ASSERTION_OUTPUT = "assertion_probabilities"
 
 
 def export_litert(model_dir: str | Path, output: str | Path, weights: str = "float32") -> Path:
@@ -75,6 +78,7 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
         raise ExportError(f"{model_dir}: already a LiteRT export; export the trained model")
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
+    output_names = network_output_names(network) if ner.assertion_classes else None
     output.parent.mkdir(parents=True, exist_ok=True)
     # Made with mkdir (not mkdtemp, which is private to its owner): the
     # export gets the permissions the umask gives any new folder.
@@ -87,11 +91,13 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
         ner.config.save(staging)
         ner.vocab.save(staging)
         operators = builtin_operators(network)
-        difference = max_emission_difference(ner, staging / layout.NETWORK_FILE, inputs)
-        if weights == "float32" and not difference <= FLOAT32_TOLERANCE:
-            raise ExportError(
-                f"{model_dir}: the converted network's emissions differ from the Keras "
-                f"model's by {difference:.3g} (more than {FLOAT32_TOLERANCE}); not exported")
+        differences = max_output_differences(ner, staging / layout.NETWORK_FILE, inputs,
+                                             output_names)
+        for what, difference in differences.items():
+            if weights == "float32" and not difference <= FLOAT32_TOLERANCE:
+                raise ExportError(
+                    f"{model_dir}: the converted network's {what} differ from the Keras "
+                    f"model's by {difference:.3g} (more than {FLOAT32_TOLERANCE}); not exported")
         manifest = {
             "format": layout.FORMAT_NAME,
             "version": layout.FORMAT_VERSION,
@@ -100,9 +106,13 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
             "output": OUTPUT,
             "weights": weights,
             "operators": operators,
-            "max_abs_emission_difference": difference,
+            "max_abs_emission_difference": differences[OUTPUT],
             "exported_by": f"clinical-ner {__version__}",
         }
+        if output_names:
+            manifest.update(version=layout.ASSERTIONS_FORMAT_VERSION,
+                            network_outputs=output_names,
+                            max_abs_assertion_difference=differences[ASSERTION_OUTPUT])
         (staging / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n",
                                                     encoding="utf-8")
         if output.exists():
@@ -136,32 +146,49 @@ def convert_network(model: ClinicalNERModel, weights: str = "float32") -> bytes:
     Inputs are int32 ``word_ids`` ``[B, T]``, ``spellings`` ``[S, C]`` (the
     char ids of distinct spellings, row 0 empty), ``spelling_index``
     ``[B, T]`` and, with casing, ``casing_ids`` ``[B, T]``, every dimension
-    dynamic; the output ``emissions`` is float32 ``[B, T, K]``. The network
-    repeats the model's wiring (embeddings, char-CNN, casing, concatenation,
-    BiLSTM, dense; dropout is off at inference and the CRF layer passes
-    emissions through), which :func:`max_emission_difference` checks
-    against the model itself.
+    dynamic; the first output is the emissions, float32 ``[B, T, K]``, and
+    for a model with assertions the second the assertion probabilities,
+    float32 ``[B, T, N]``. The network repeats the model's wiring
+    (embeddings, char-CNN, casing, concatenation, BiLSTM, dense, and the
+    assertion head on the BiLSTM's states or on a BiLSTM of its own; dropout
+    is off at inference and the CRF layer passes emissions through), which
+    :func:`max_output_differences` checks against the model itself.
     """
     layer = model.get_layer
-    bilstm = layer("bilstm")
+    layer_names = {each.name for each in model.layers}
+    # The wiring is read off the layers: the assertion head, if any, and
+    # whether it has a BiLSTM of its own.
+    has_assertions = ASSERTION_OUTPUT in layer_names
+    bilstms = [layer("bilstm")]
+    if has_assertions and "assertion_bilstm" in layer_names:
+        bilstms.append(layer("assertion_bilstm"))
     specs = [tf.TensorSpec([None, None], tf.int32, name=name)
              for name in INPUTS if name != "casing_ids" or model.use_casing]
 
     @tf.function(input_signature=specs)
-    def emissions(word_ids, spellings, spelling_index, casing_ids=None):
+    def network(word_ids, spellings, spelling_index, casing_ids=None):
         features = [layer("word_embedding")(word_ids),
                     tf.gather(layer("char_encoder").encode_spellings(spellings), spelling_index)]
         if casing_ids is not None:
             features.append(layer("casing_embedding")(casing_ids))
-        hidden = bilstm(tf.concat(features, axis=-1), mask=word_ids != 0, training=False)
-        return {OUTPUT: layer("emissions")(hidden)}
+        token_features = tf.concat(features, axis=-1)
+        hidden = bilstms[0](token_features, mask=word_ids != 0, training=False)
+        emissions = layer("emissions")(hidden)
+        if not has_assertions:
+            return emissions
+        states = (hidden if len(bilstms) == 1
+                  else bilstms[1](token_features, mask=word_ids != 0, training=False))
+        # A list, not a dict: the converter keeps its order (output_0, output_1).
+        return [emissions, layer(ASSERTION_OUTPUT)(states)]
 
-    bilstm.builtin_ops_only = True
+    for bilstm in bilstms:
+        bilstm.builtin_ops_only = True
     try:
         with _quiet_saving():
-            frozen = convert_variables_to_constants_v2(emissions.get_concrete_function())
+            frozen = convert_variables_to_constants_v2(network.get_concrete_function())
     finally:
-        bilstm.builtin_ops_only = False
+        for bilstm in bilstms:
+            bilstm.builtin_ops_only = False
     # The trackable object only makes the converter write a signature (input
     # names); the frozen function holds every weight.
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
@@ -224,8 +251,18 @@ def _probe_sentences(words: list[str]) -> list[list[str]]:
     return sentences
 
 
-def max_emission_difference(ner: ClinicalNER, network_path: Path, inputs: list[str]) -> float:
-    """Largest |LiteRT - Keras| emission over the real tokens of a probe batch."""
+def network_output_names(network: bytes) -> list[str]:
+    """The names of the network's outputs in the order it returns them (``output_0``, ...)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    names = list(Interpreter(model_content=network).get_signature_runner().get_output_details())
+    return sorted(names, key=lambda name: int(name.rsplit("_", 1)[-1]))
+
+
+def max_output_differences(ner: ClinicalNER, network_path: Path, inputs: list[str],
+                           output_names: list[str] | None) -> dict[str, float]:
+    """Largest |LiteRT - Keras| emission (and assertion probability) over the real tokens
+    of a probe batch, by output."""
     sentences = _probe_sentences(ner.vocab.words)
     featurizer = NumpyFeaturizer(ner.vocab.words, ner.vocab.chars, ner.config.max_word_length)
     width, char_width = max(len(sentence) for sentence in sentences), featurizer.char_width(
@@ -235,7 +272,11 @@ def max_emission_difference(ner: ClinicalNER, network_path: Path, inputs: list[s
     model_inputs = {"word_ids": features["word_ids"], "char_ids": char_ids}
     if ner.model.use_casing:
         model_inputs["casing_ids"] = features["casing_ids"]
-    expected = ner.model(model_inputs, training=False).numpy()
-    actual = EmissionsNetwork(network_path, inputs)(features)
+    expected = ner.model(model_inputs, training=False)
+    names = [OUTPUT, ASSERTION_OUTPUT] if output_names else [OUTPUT]
+    if not output_names:
+        expected = [expected]
+    actual = EmissionsNetwork(network_path, inputs, output_names=output_names)(features)
     real = features["word_ids"] > 0
-    return float(np.abs(actual - expected)[real].max())
+    return {name: float(np.abs(np.asarray(a) - np.asarray(e))[real].max())
+            for name, a, e in zip(names, actual, expected)}

@@ -9,14 +9,18 @@ import numpy as np
 from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
 from clinical_ner.config import NERConfig
-from clinical_ner.text.document import Entity
+from clinical_ner.text.document import ASSERTION_LABEL, Entity
 from clinical_ner.annotators.litert import layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
 from clinical_ner.annotators.litert.network import EmissionsNetwork
 from clinical_ner.text.tags import entity_token_spans, tag_roles, to_iob2_tag
-from clinical_ner.text.tokenizer import split_sentences
+from clinical_ner.text.tokenizer import Token, split_sentences
 from clinical_ner.model.vocab import Vocabulary
+
+# A sentence's tag ids and their marginals [T], and its tokens' assertion
+# probabilities [T, N] (None for a model without assertions).
+Decoded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 # Sentences per network call. The TensorFlow graph takes 128; here smaller
 # chunks peak lower (the interpreter's working memory grows with the chunk)
@@ -38,7 +42,10 @@ class LiteRTNER(Annotator):
 
     Text is split with :func:`clinical_ner.text.tokenizer.split_sentences`, featurized
     in NumPy, scored by the LiteRT interpreter and decoded by a NumPy CRF
-    with the same transition constraints; nothing imports TensorFlow.
+    with the same transition constraints; nothing imports TensorFlow. With
+    a model that has assertions, a problem's assertion is the class whose
+    probability, averaged over its tokens, is the highest (the TensorFlow
+    graph's rule), and ``classify_assertions`` applies it to given spans.
     ``config`` and ``vocab`` are those the model was trained with;
     ``manifest`` is the export's ``litert.json``.
     """
@@ -53,6 +60,10 @@ class LiteRTNER(Annotator):
         self.network = network
         self.featurizer = NumpyFeaturizer(vocab.words, vocab.chars, config.max_word_length)
         self._labels, self._label_index, self._begins = tag_roles(vocab.tags)
+        self.assertion_classes = list(vocab.assertions)
+        # Label ids count from 1 (0: outside), as entity_token_spans gives them.
+        self._asserted_label = (self._labels.index(ASSERTION_LABEL) + 1
+                                if ASSERTION_LABEL in self._labels else -1)
         self._iob2_tags = [to_iob2_tag(tag) for tag in vocab.tags]
 
     @classmethod
@@ -84,20 +95,30 @@ class LiteRTNER(Annotator):
             raise layout.LiteRTExportError(
                 f"{directory / layout.CRF_FILE}: {crf.num_tags} tags, but vocab.json has "
                 f"{len(vocab.tags)}")
+        # Format version 2: the emissions' and the assertion probabilities' names.
+        output_names = manifest.get("network_outputs")
+        if bool(output_names) != bool(vocab.assertions):
+            raise layout.LiteRTExportError(
+                f"{directory}: vocab.json's assertions {vocab.assertions} do not match the "
+                f"network's outputs {output_names}; export the model again")
         network = EmissionsNetwork(directory / manifest["network"], manifest["inputs"],
-                                   num_threads=num_threads, workers=workers)
+                                   num_threads=num_threads, workers=workers,
+                                   output_names=output_names)
         return cls(directory, manifest, config, vocab, crf, network)
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
         # Sentences of "" tokens only are all padding.
         real = [i for i, sentence in enumerate(sentences) if any(sentence)]
-        for index, (tag_ids, confidence) in zip(real, self._decode([sentences[i] for i in real])):
+        for index, (tag_ids, confidence, _) in zip(real,
+                                                   self._decode([sentences[i] for i in real])):
             results[index] = ([self._iob2_tags[tag] for tag in tag_ids],
                               [float(value) for value in confidence])
         return results
 
-    def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
+    def _split_and_decode(self, texts: list[str]
+                          ) -> list[tuple[list[Token], int, Decoded]]:
+        """Each sentence of ``texts``, the text it belongs to, and its decoding."""
         sentences, owners = [], []
         for document, text in enumerate(texts):
             # The bytes the graph would receive: lone surrogates become U+FFFD
@@ -107,19 +128,60 @@ class LiteRTNER(Annotator):
                 sentences.append(sentence)
                 owners.append(document)
         decoded = self._decode([[token.text for token in sentence] for sentence in sentences])
+        return list(zip(sentences, owners, decoded))
+
+    def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         results: list[list[Entity]] = [[] for _ in texts]
-        for sentence, document, (tag_ids, confidence) in zip(sentences, owners, decoded):
+        for sentence, document, (tag_ids, confidence, probabilities) in \
+                self._split_and_decode(texts):
             text = texts[document]
             for first, last, label in entity_token_spans(tag_ids, self._label_index,
                                                          self._begins):
                 start, end = sentence[first].start, sentence[last].end
+                assertion = assertion_confidence = None
+                if probabilities is not None and label == self._asserted_label:
+                    assertion, assertion_confidence = self._pooled_assertion(
+                        probabilities[first:last + 1])
                 results[document].append(Entity(
                     start=start, end=end, text=text[start:end], label=self._labels[label - 1],
-                    confidence=float(confidence[first:last + 1].min())))
+                    confidence=float(confidence[first:last + 1].min()), assertion=assertion,
+                    assertion_confidence=assertion_confidence))
         return results
 
-    def _decode(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Tag ids and their marginals of each sentence (non-empty lists of tokens).
+    def _classify_assertions_batch(self, texts: list[str], spans: list[list[tuple[int, int]]]
+                                   ) -> list[list[tuple[str, float]]]:
+        starts: list[list[int]] = [[] for _ in texts]
+        ends: list[list[int]] = [[] for _ in texts]
+        probabilities: list[list[np.ndarray]] = [[] for _ in texts]
+        for sentence, document, (_, _, sentence_probabilities) in self._split_and_decode(texts):
+            starts[document] += [token.start for token in sentence]
+            ends[document] += [token.end for token in sentence]
+            probabilities[document].append(sentence_probabilities)
+        results = []
+        for document, document_spans in enumerate(spans):
+            token_start, token_end = np.array(starts[document]), np.array(ends[document])
+            token_probabilities = (np.concatenate(probabilities[document]) if
+                                   probabilities[document] else None)
+            row = []
+            for start, end in document_spans:
+                # A span's tokens are those that overlap it, as in the graph.
+                overlaps = (token_end > start) & (token_start < end)
+                row.append(self._pooled_assertion(token_probabilities[overlaps])
+                           if overlaps.any() else ("", 0.0))
+            results.append(row)
+        return results
+
+    def _pooled_assertion(self, probabilities: np.ndarray) -> tuple[str, float]:
+        """The class of the highest mean probability over tokens ``[n, N]``, and that mean."""
+        mean = probabilities.mean(axis=0, dtype=np.float32)
+        best = int(np.argmax(mean))
+        return self.assertion_classes[best], float(mean[best])
+
+    def _decode(self, sentences: list[list[str]]) -> list[Decoded]:
+        """Tag ids, their marginals and assertion probabilities of each sentence.
+
+        Sentences are non-empty lists of tokens; the probabilities are
+        ``[tokens, N]``, or ``None`` for a model without assertions.
 
         Sentences are sorted by length and scored ``CHUNK_SIZE`` at a time,
         each chunk as wide as its longest sentence, as the graph chunks them;
@@ -130,14 +192,16 @@ class LiteRTNER(Annotator):
         order = np.argsort(lengths, kind="stable")
         chunks = [order[start:start + CHUNK_SIZE]
                   for start in range(0, len(order), CHUNK_SIZE)]
-        results: list[tuple[np.ndarray, np.ndarray]] = [None] * len(sentences)  # type: ignore
+        results: list[Decoded] = [None] * len(sentences)  # type: ignore
 
         def decode_chunk(rows: np.ndarray) -> None:
-            tag_ids, confidence = self._decode_chunk([sentences[row] for row in rows],
-                                                     lengths[rows])
+            tag_ids, confidence, probabilities = self._decode_chunk(
+                [sentences[row] for row in rows], lengths[rows])
             for position, row in enumerate(rows):
                 length = lengths[row]
-                results[row] = (tag_ids[position, :length], confidence[position, :length])
+                results[row] = (tag_ids[position, :length], confidence[position, :length],
+                                None if probabilities is None
+                                else probabilities[position, :length])
 
         if self.network.workers > 1 and len(chunks) > 1:
             with ThreadPoolExecutor(self.network.workers) as pool:
@@ -148,7 +212,7 @@ class LiteRTNER(Annotator):
         return results
 
     def _decode_chunk(self, chunk: list[list[str]], lengths: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         longest = max(len(sentence) for sentence in chunk)
         char_width = bucket(self.featurizer.char_width(chunk), limit=self.config.max_word_length)
         if len(chunk) == 1:
@@ -160,5 +224,7 @@ class LiteRTNER(Annotator):
         else:
             # A chunk costs far more than a change of shapes: no padding steps.
             features = self.featurizer(chunk, longest, char_width)
-        emissions = self.network(features)[:, :longest]
-        return self.crf.decode(emissions, lengths)
+        emissions, *assertion_outputs = self.network(features)
+        tag_ids, confidence = self.crf.decode(emissions[:, :longest], lengths)
+        probabilities = assertion_outputs[0][:, :longest] if assertion_outputs else None
+        return tag_ids, confidence, probabilities

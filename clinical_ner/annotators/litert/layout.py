@@ -5,7 +5,8 @@ A LiteRT export holds:
 * ``litert.json``, the manifest: format name and version, the network's
   file, its input names in order, its weight type, and how closely the
   network matched the Keras model when it was exported;
-* ``model.tflite``: word, character and casing ids in, CRF emission scores out;
+* ``model.tflite``: word, character and casing ids in, CRF emission scores out
+  (and, for a model with assertions, each token's assertion probabilities);
 * ``crf.json``: the CRF's transition scores and the transitions, first and
   last tags that decoding forbids (saved as data, so the runtime needs no
   tag-scheme code);
@@ -24,6 +25,12 @@ NETWORK_FILE = "model.tflite"
 CRF_FILE = "crf.json"
 FORMAT_NAME = "clinical-ner-litert"
 FORMAT_VERSION = 1
+# An export whose network also returns assertion probabilities. Its own
+# version, so that a runtime before 0.4.0 (which reads the network's first
+# output and knows version 1 only) refuses it instead of misreading it, while
+# exports without assertions stay readable by it.
+ASSERTIONS_FORMAT_VERSION = 2
+READABLE_VERSIONS = (FORMAT_VERSION, ASSERTIONS_FORMAT_VERSION)
 WEIGHT_TYPES = ("float32", "float16", "int8")
 
 
@@ -55,8 +62,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise LiteRTExportError(f"{path}: not a {FORMAT_NAME} manifest")
-    if manifest.get("version") != FORMAT_VERSION:
+    if manifest.get("version") not in READABLE_VERSIONS:
         raise LiteRTExportError(
             f"{path}: format version {manifest.get('version')!r}, this clinical-ner reads "
-            f"version {FORMAT_VERSION}; export the model again")
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}; export the model again")
     return manifest

@@ -13,6 +13,7 @@ the GIL while it computes), and further callers wait.
 from __future__ import annotations
 
 import queue
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +26,18 @@ INSTALL_HINT = ("pip install 'clinical-ner[litert]' (or, without TensorFlow: pip
 
 
 class EmissionsNetwork:
-    """Runs the exported network: a dict of int32 id arrays in, emissions ``[B, T, K]`` out.
+    """Runs the exported network: a dict of int32 id arrays in, its outputs out.
 
-    ``num_threads`` is each interpreter's thread count, ``workers`` how many
-    interpreters the pool holds.
+    The outputs are the emissions ``[B, T, K]`` and, for a model with
+    assertions, the assertion probabilities ``[B, T, N]``: the network's
+    outputs named by ``output_names`` in that order (``None``: the first
+    output alone, as in exports of format version 1). ``num_threads`` is
+    each interpreter's thread count, ``workers`` how many interpreters the
+    pool holds.
     """
 
     def __init__(self, path: str | Path, input_names: list[str], num_threads: int = 1,
-                 workers: int = 1) -> None:
+                 workers: int = 1, output_names: Sequence[str] | None = None) -> None:
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -57,15 +62,20 @@ class EmissionsNetwork:
             missing = set(self._input_names) - set(runner.get_input_details())
             if missing:
                 raise ModelError(f"{path}: the network has no input(s) {sorted(missing)}")
-            self.output_name = next(iter(runner.get_output_details()))
+            outputs = list(runner.get_output_details())
+            self.output_names = outputs[:1] if output_names is None else list(output_names)
+            missing = set(self.output_names) - set(outputs)
+            if missing:
+                raise ModelError(f"{path}: the network has no output(s) {sorted(missing)}")
             self._pool.put(runner)
 
-    def __call__(self, features: dict[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, features: dict[str, np.ndarray]) -> list[np.ndarray]:
         inputs = {name: features[name] for name in self._input_names}
         runner = self._pool.get()
         try:
-            # Copied out: the interpreter reuses its output buffer.
-            return np.array(runner(**inputs)[self.output_name])
+            outputs = runner(**inputs)
+            # Copied out: the interpreter reuses its output buffers.
+            return [np.array(outputs[name]) for name in self.output_names]
         finally:
             self._pool.put(runner)
 
