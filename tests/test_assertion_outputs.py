@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from clinical_ner.config import NERConfig
 from clinical_ner.export import signatures as sig
@@ -328,3 +329,60 @@ def test_litert_classifies_given_spans_by_the_tokens_they_overlap(litert_with_as
     # classify_assertions turns that into a ValueError).
     assert litert_with_assertions._classify_assertions_batch(["a   b"], [[(1, 4)]]) == [
         [("", 0.0)]]
+
+
+# -- the development server reads classify_assertions' integer inputs -------------
+
+CLASSIFY_INPUTS = {
+    "text": tf.TensorSpec([None], tf.string),
+    "span_start": tf.TensorSpec([None, None], tf.int32),
+    "span_end": tf.TensorSpec([None, None], tf.int32),
+}
+
+
+def test_rest_reads_integer_inputs_and_names_a_bad_value():
+    from clinical_ner.serving.errors import RequestError
+    from clinical_ner.serving.rest_json import columnar_inputs
+    from clinical_ner.serving.validation import Limits
+    from clinical_ner.serving.versions import Signature
+
+    signature = Signature(function=None, inputs=CLASSIFY_INPUTS)
+    inputs = columnar_inputs(Limits(), "classify_assertions", signature, {
+        "text": ["No rash.", "Cough."], "span_start": [[3, -1], [0, -1]],
+        "span_end": [[7, -1], [5, -1]]})
+
+    assert inputs["span_start"].dtype == np.int32
+    assert inputs["span_end"].tolist() == [[7, -1], [5, -1]]
+    assert inputs["text"].tolist() == [b"No rash.", b"Cough."]
+    for bad, message in [("3", r"element \[0, 0\] is a string; expected an integer"),
+                         (True, r"element \[0, 0\] is a boolean"),
+                         (2**31, r"element \[0, 0\] does not fit DT_INT32")]:
+        with pytest.raises(RequestError, match=message):
+            columnar_inputs(Limits(), "classify_assertions", signature, {
+                "text": ["No rash."], "span_start": [[bad]], "span_end": [[7]]})
+    with pytest.raises(RequestError, match="3 values per document; the limit is 2") as error:
+        columnar_inputs(Limits(max_document_chars=2), "classify_assertions", signature, {
+            "text": ["No"], "span_start": [[0, 0, 0]], "span_end": [[1, 1, 1]]})
+    assert error.value.code.name == "RESOURCE_EXHAUSTED"
+
+
+def test_grpc_reads_integer_inputs_packed_or_listed():
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    from clinical_ner.serving.errors import RequestError
+    from clinical_ner.serving.grpc_api import _input_tensor
+    from clinical_ner.serving.validation import Limits
+
+    class Service:
+        limits = Limits()
+
+    packed = tf.make_tensor_proto(np.array([[3, -1]], np.int32))
+    listed = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32, int_val=[3, -1])
+    listed.tensor_shape.dim.add(size=1)
+    listed.tensor_shape.dim.add(size=2)
+    for proto in (packed, listed):
+        array = _input_tensor(Service(), "span_start", CLASSIFY_INPUTS["span_start"], proto)
+        assert array.dtype == np.int32 and array.tolist() == [[3, -1]]
+    with pytest.raises(RequestError, match="must be DT_INT32 \\[-1, -1\\], got DT_INT64"):
+        _input_tensor(Service(), "span_start", CLASSIFY_INPUTS["span_start"],
+                      tf.make_tensor_proto(np.array([[3]], np.int64)))

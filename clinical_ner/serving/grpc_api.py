@@ -25,6 +25,8 @@ from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.validation import (
     check_input_names,
     check_shape,
+    dtype_name,
+    integer_tensor,
     shape_text,
     string_tensor,
 )
@@ -55,22 +57,33 @@ def _read_inputs(
     def read(signature_name: str, signature: Signature) -> dict[str, np.ndarray]:
         check_input_names(signature_name, signature.inputs, request.inputs)
         return {
-            name: _string_tensor(service, name, signature.inputs[name], request.inputs[name])
+            name: _input_tensor(service, name, signature.inputs[name], request.inputs[name])
             for name in sorted(signature.inputs)
         }
 
     return read
 
 
-def _string_tensor(service: ModelService, name: str, spec: tf.TensorSpec, proto: Any) -> np.ndarray:
-    if proto.dtype != types_pb2.DT_STRING:
+def _input_tensor(service: ModelService, name: str, spec: tf.TensorSpec, proto: Any) -> np.ndarray:
+    if proto.dtype != spec.dtype.as_datatype_enum:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"input '{name}' must be DT_STRING {shape_text(spec.shape)}, "
+            f"input '{name}' must be {dtype_name(spec)} {shape_text(spec.shape)}, "
             f"got {types_pb2.DataType.Name(proto.dtype)}",
         )
     dims = None if proto.tensor_shape.unknown_rank else [d.size for d in proto.tensor_shape.dim]
     check_shape(name, spec, dims, service.limits)
+    if spec.dtype != tf.string:
+        # make_tensor_proto packs numbers into tensor_content (little-endian).
+        little_endian = np.dtype(spec.dtype.as_numpy_dtype).newbyteorder("<")
+        if proto.tensor_content:
+            if len(proto.tensor_content) % little_endian.itemsize:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"input '{name}' has a truncated tensor_content")
+            values = np.frombuffer(proto.tensor_content, little_endian)
+        else:
+            values = proto.int_val if spec.dtype == tf.int32 else proto.int64_val
+        return integer_tensor(name, spec, dims, values, service.limits)
     if proto.tensor_content:
         # String tensors have no tensor_content encoding; count it as no values.
         return string_tensor(name, dims, [], service.limits)

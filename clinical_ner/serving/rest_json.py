@@ -2,7 +2,7 @@
 
 Row format (``instances``) and columnar format (``inputs``), each with named
 inputs (objects) or, for a one-input signature, bare values; strings are
-JSON strings or ``{"b64": "..."}``. Output strings are text (``{"b64": ...}``
+JSON strings or ``{"b64": "..."}``, integers JSON integers. Output strings are text (``{"b64": ...}``
 if not UTF-8), floats the shortest decimal of their float32 value. Messages
 name inputs and positions, never values.
 """
@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
+import tensorflow as tf
 
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.validation import (
@@ -22,6 +24,7 @@ from clinical_ner.serving.validation import (
     check_input_names,
     check_shape,
     describe,
+    integer_tensor,
     string_tensor,
 )
 from clinical_ner.serving.versions import Signature
@@ -67,6 +70,15 @@ def _leaf_bytes(name: str, value: Any, position: list[int]) -> bytes:
     )
 
 
+def _leaf_integer(name: str, value: Any, position: list[int]) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise RequestError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"input '{name}' element {position} is {json_kind(value)}; expected an integer",
+    )
+
+
 def json_kind(value: Any) -> str:
     if value is None:
         return "null"
@@ -76,11 +88,15 @@ def json_kind(value: Any) -> str:
         return "a number"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, str):
+        return "a string"
     return "an object"
 
 
-def _tensor(name: str, value: Any) -> tuple[list[int], list[bytes]]:
-    """The shape and row-major values of a nested JSON list of strings."""
+def _tensor(name: str, value: Any, leaf: Callable[[str, Any, list[int]], Any] = _leaf_bytes
+            ) -> tuple[list[int], list[Any]]:
+    """The shape and row-major values of a nested JSON list of strings (or of what ``leaf``
+    reads)."""
     dims = []
     probe = value
     while isinstance(probe, list):
@@ -88,19 +104,19 @@ def _tensor(name: str, value: Any) -> tuple[list[int], list[bytes]]:
         if not probe:
             break
         probe = probe[0]
-    values: list[bytes] = []
+    values: list[Any] = []
+    padding = ' (pad token rows with "")' if leaf is _leaf_bytes else ""
 
     def visit(item: Any, position: list[int]) -> None:
         depth = len(position)
         if depth == len(dims):
-            values.append(_leaf_bytes(name, item, position))
+            values.append(leaf(name, item, position))
             return
         if not isinstance(item, list) or len(item) != dims[depth]:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"input '{name}' is not a rectangular list at element {position}: every "
-                f"list at depth {depth} must have {dims[depth]} items (pad token rows "
-                'with "")',
+                f"list at depth {depth} must have {dims[depth]} items{padding}",
             )
         for index, child in enumerate(item):
             visit(child, position + [index])
@@ -115,6 +131,10 @@ def _is_named(value: Any) -> bool:
 
 
 def _read_tensor(limits: Limits, name: str, spec: Any, value: Any) -> np.ndarray:
+    if spec.dtype != tf.string:
+        dims, values = _tensor(name, value, _leaf_integer)
+        check_shape(name, spec, dims, limits)
+        return integer_tensor(name, spec, dims, values, limits)
     dims, values = _tensor(name, value)
     check_shape(name, spec, dims, limits)
     return string_tensor(name, dims, values, limits)

@@ -15,10 +15,11 @@ Where each job lives, and where it differs from TF Serving:
   loaded and the base path is polled, so versions appear and disappear
   without a restart.
 * :mod:`~clinical_ner.serving.validation`: only signatures whose inputs are
-  all ``DT_STRING`` batches are served; each string must be valid UTF-8 and
-  the number of values must equal the elements of the shape (TF would
-  repeat the last value). Requests are limited in documents and characters
-  per document (``RESOURCE_EXHAUSTED``).
+  all ``DT_STRING``, ``DT_INT32`` or ``DT_INT64`` batches are served; each
+  string must be valid UTF-8, each integer fit its type, and the number of
+  values must equal the elements of the shape (TF would repeat the last
+  value). Requests are limited in documents and characters (or integer
+  values) per document (``RESOURCE_EXHAUSTED``).
 * :mod:`~clinical_ner.serving.batcher`: requests that wait for the model
   together are merged into calls of at most ``max_batch_documents`` rows,
   as TF Serving's batching does; a merged call that fails is rerun request

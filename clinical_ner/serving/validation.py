@@ -2,7 +2,8 @@
 
 Each check raises :class:`RequestError` with a message that names inputs,
 positions and sizes but never quotes a document, so it is safe to send and
-to log.
+to log. Inputs are string tensors (documents, tokens) or integer tensors
+(``classify_assertions``' span offsets).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from clinical_ner.serving import defaults
 from clinical_ner.serving.errors import RequestError
@@ -39,13 +41,23 @@ def clip(name: str) -> str:
     return name[:64]
 
 
+#: The input types the server reads (a signature with another is not served).
+SERVED_DTYPES = (tf.string, tf.int32, tf.int64)
+
+
 def shape_text(shape: tf.TensorShape) -> str:
     return "[" + ", ".join("-1" if size is None else str(size) for size in shape) + "]"
 
 
+def dtype_name(spec: tf.TensorSpec) -> str:
+    """TF Serving's name of the spec's type: ``DT_STRING``, ``DT_INT32``, ..."""
+    return types_pb2.DataType.Name(spec.dtype.as_datatype_enum)
+
+
 def describe(specs: dict[str, tf.TensorSpec]) -> str:
     return ", ".join(
-        f"'{name}' DT_STRING {shape_text(spec.shape)}" for name, spec in sorted(specs.items())
+        f"'{name}' {dtype_name(spec)} {shape_text(spec.shape)}"
+        for name, spec in sorted(specs.items())
     )
 
 
@@ -80,7 +92,7 @@ def check_input_names(
 def check_shape(name: str, spec: tf.TensorSpec, dims: Sequence[int] | None, limits: Limits) -> None:
     """The shape fits ``spec`` (``dims=None``: unknown rank); the batch is neither empty nor
     too large."""
-    wanted = f"DT_STRING {shape_text(spec.shape)}"
+    wanted = f"{dtype_name(spec)} {shape_text(spec.shape)}"
     if (
         dims is None
         or len(dims) != spec.shape.rank
@@ -144,3 +156,38 @@ def string_tensor(
             f"is {limits.max_document_chars} per document (--max-document-chars)",
         )
     return array.reshape(dims)
+
+
+def integer_tensor(
+    name: str, spec: tf.TensorSpec, dims: Sequence[int], values: Sequence[int],
+    limits: Limits
+) -> np.ndarray:
+    """``values`` (row-major, already checked by :func:`check_shape`) as an array of ``dims``.
+
+    A document's row holds at most ``limits.max_document_chars`` values (a
+    span covers at least one character), checked before anything is made,
+    and every value must fit ``spec``'s type.
+    """
+    per_row = math.prod(dims[1:])
+    if per_row > limits.max_document_chars:
+        raise RequestError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"input '{name}' has {per_row} values per document; the limit is "
+            f"{limits.max_document_chars} (--max-document-chars)",
+        )
+    if len(values) != math.prod(dims):
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input '{name}' has shape {list(dims)} ({math.prod(dims)} elements) but "
+            f"{len(values)} values",
+        )
+    array = np.array(values, dtype=np.int64)
+    bounds = np.iinfo(spec.dtype.as_numpy_dtype)
+    outside = np.flatnonzero((array < bounds.min) | (array > bounds.max))
+    if outside.size:
+        position = [int(i) for i in np.unravel_index(int(outside[0]), dims)]
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input '{name}' element {position} does not fit {dtype_name(spec)}",
+        )
+    return array.astype(spec.dtype.as_numpy_dtype).reshape(dims)

@@ -24,6 +24,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from clinical_ner.export.saved_model import existing_versions
 from clinical_ner.serving.errors import RequestError
+from clinical_ner.serving.validation import SERVED_DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ State = get_model_status_pb2.ModelVersionStatus.State
 
 @dataclass(frozen=True)
 class Signature:
-    function: Any  # the restored ConcreteFunction: string tensors in, tensors out
+    function: Any  # the restored ConcreteFunction: string (and integer) tensors in, tensors out
     inputs: dict[str, tf.TensorSpec]
 
 
@@ -53,15 +54,17 @@ class VersionState:
 
 
 def call_signature(function: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run a signature function on arrays of bytes; its outputs as arrays."""
+    """Run a signature function on arrays of bytes (or integers); its outputs as arrays."""
+    specs = function.structured_input_signature[1]
     outputs = function(
-        **{name: tf.constant(value, dtype=tf.string) for name, value in inputs.items()}
+        **{name: tf.constant(value, dtype=specs[name].dtype) for name, value in inputs.items()}
     )
     return {name: np.asarray(value) for name, value in outputs.items()}
 
 
 def load_version(number: int, path: Path) -> Version:
-    """Load one version directory; signatures that do not take strings are left out."""
+    """Load one version directory; signatures with inputs of other types than
+    strings and integers are left out."""
     restored = tf.saved_model.load(str(path))
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
@@ -82,11 +85,12 @@ def load_version(number: int, path: Path) -> Version:
     for name, function in restored.signatures.items():
         inputs = dict(function.structured_input_signature[1])
         if not inputs or any(
-            spec.dtype != tf.string or not spec.shape.rank for spec in inputs.values()
+            spec.dtype not in SERVED_DTYPES or not spec.shape.rank for spec in inputs.values()
         ):
             logger.warning(
                 "Version %d: signature %r is not served: this development server serves "
-                "signatures whose inputs are all DT_STRING batches (rank >= 1)",
+                "signatures whose inputs are all DT_STRING, DT_INT32 or DT_INT64 batches "
+                "(rank >= 1)",
                 number,
                 name,
             )
