@@ -55,10 +55,11 @@ class VersionState:
 
 def call_signature(function: Any, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a signature function on arrays of bytes (or integers); its outputs as arrays."""
-    specs = function.structured_input_signature[1]
-    outputs = function(
-        **{name: tf.constant(value, dtype=specs[name].dtype) for name, value in inputs.items()}
-    )
+    # Validation made integer inputs arrays of their spec's type already.
+    outputs = function(**{
+        name: tf.constant(value, dtype=tf.string if value.dtype.kind in "OSU" else None)
+        for name, value in inputs.items()
+    })
     return {name: np.asarray(value) for name, value in outputs.items()}
 
 
