@@ -14,7 +14,8 @@ from clinical_ner.annotators.litert import layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
 from clinical_ner.annotators.litert.network import EmissionsNetwork
-from clinical_ner.text.tags import entity_token_spans, tag_roles, to_iob2_tag
+from clinical_ner.model.tag_space import entity_token_spans, tag_roles
+from clinical_ner.text.tags import to_iob2_tag
 from clinical_ner.text.tokenizer import split_sentences
 from clinical_ner.model.vocab import Vocabulary
 
