@@ -94,7 +94,7 @@ def test_the_bundled_model_finds_the_entities_of_the_example(bundled):
 @pytest.mark.slow
 def test_the_cards_scores_equal_a_fresh_evaluation(bundled, shared_data):
     from clinical_ner.formats import load_corpus
-    from clinical_ner.evaluation.model_card import score_table
+    from clinical_ner.evaluation.card_render import score_table
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     dev = shared_data / "maccrobat-i2b2" / "dev"
