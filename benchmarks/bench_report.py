@@ -184,7 +184,7 @@ def render_tables(results: list[dict]) -> str:
     out.append("### Speed\n")
     out.append("Median of several timed runs after a warm-up. Throughput counts the tokens of our "
                "tokenizer; documents are dev sentences joined by spaces (BC5CDR, NCBI) or the "
-               "dev case reports (MACCROBAT). gRPC goes through `ClinicalNerClient` to "
+               "dev case reports (MACCROBAT). gRPC goes through `ServingClient` to "
                "`clinical-ner serve` on the same machine (client and server share the cores).\n")
     out.append("| corpus | training tokens/s | s/epoch | epochs (best) | training wall s "
                "| in-process tokens/s (docs/s) | SavedModel tokens/s | gRPC c=1 tokens/s "

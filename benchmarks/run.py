@@ -11,7 +11,7 @@ where there is one; there, also a refit on train and dev for the best epoch
 count, scored on test), export the SavedModel, and time in-process
 ``ClinicalNER.annotate``, the SavedModel's ``serving_default`` signature and
 the gRPC server (``clinical-ner serve`` in a subprocess) through
-``ClinicalNerClient`` at concurrency 1 and 8; single-sentence latency, the
+``ServingClient`` at concurrency 1 and 8; single-sentence latency, the
 serving process's peak memory, model sizes and the time from ``import`` to a
 first prediction. Writes ``benchmarks/results/<corpus>.json`` (``quick-<corpus>.json``
 with ``--quick``) and, after full runs, the tables in README.md.
@@ -86,7 +86,7 @@ FULL = Settings(None, None, None, repeats=5, warmup=1, latency_calls=1000, laten
                 latency_sentences=200, startup_repeats=3, startup_warmup=1)
 QUICK = Settings(300, 200, 1, repeats=2, warmup=1, latency_calls=100, latency_warmup=10,
                  latency_sentences=50, startup_repeats=1, startup_warmup=0)
-CLIENT_BATCH_SIZE = defaults.BATCH_DOCUMENTS  # ClinicalNerClient's; also for the SavedModel
+CLIENT_BATCH_SIZE = defaults.BATCH_DOCUMENTS  # ServingClient's; also for the SavedModel
 CONCURRENCY = (1, 8)
 
 
@@ -311,11 +311,11 @@ def saved_model_runner(version_dir: Path):
 
 def measure_grpc(server: ServerProcess, documents: list[str], tokens: int, sentences: list[str],
                  settings: Settings) -> dict:
-    from clinical_ner.serving.client import ClinicalNerClient
+    from clinical_ner.serving.client import ServingClient
 
     results = {}
     for concurrency in CONCURRENCY:
-        clients = [ClinicalNerClient(server.target, MODEL_NAME, batch_size=CLIENT_BATCH_SIZE,
+        clients = [ServingClient(server.target, MODEL_NAME, batch_size=CLIENT_BATCH_SIZE,
                                      timeout=120.0, deadline=300.0)
                    for _ in range(concurrency)]
         shards = [documents[index::concurrency] for index in range(concurrency)]
@@ -335,10 +335,10 @@ def measure_grpc(server: ServerProcess, documents: list[str], tokens: int, sente
             **throughput(seconds, tokens, len(documents)),
             "concurrency": concurrency,
             "client_batch_size": CLIENT_BATCH_SIZE,
-            "clients": "one ClinicalNerClient (own channel) per thread; documents dealt "
+            "clients": "one ServingClient (own channel) per thread; documents dealt "
                        "round-robin to the threads",
         }
-    with ClinicalNerClient(server.target, MODEL_NAME, timeout=30.0, deadline=60.0) as client:
+    with ServingClient(server.target, MODEL_NAME, timeout=30.0, deadline=60.0) as client:
         latency = latency_calls(client.annotate, sentences, settings.latency_calls,
                                 settings.latency_warmup)
     return {"throughput": results, "latency": latency}
