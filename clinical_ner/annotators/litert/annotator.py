@@ -24,7 +24,7 @@ from clinical_ner.model.vocab import Vocabulary
 # at the same speed: all 24 MACCROBAT dev documents peaked at 157 MiB with
 # 128, 133 with 64, 111 with 32 and 97 with 16, at 10.0k-12.6k tokens/s
 # (one run each on the loaded shared 2-core machine, an ad-hoc script not
-# committed; docs/litert.md).
+# committed; docs/design/litert.md).
 CHUNK_SIZE = 32
 
 
