@@ -161,7 +161,7 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
         f"{_size(model_dir / VOCAB_FILE)}",
         "",
     ]
-    lines += _parameters(card["parameters"]) + [""]
+    lines += _parameters(card["parameters"]["layers"]) + [""]
     lines += ["## Training data", ""]
     if training:
         lines += _data_rows(training["train_data"], labels) + [""]

@@ -19,6 +19,7 @@ Example (after ``clinical-ner train ... --output runs/sample``)::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -62,7 +63,6 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     card["evaluation"] = (evaluation_record(model_dir, dev_path, data_format, label_map,
                                             skip_invalid, card)
                           if dev_path is not None else None)
-    card["parameters"] = None  # the model was just trained: count its weights again
     return _write(model_dir, card)
 
 
@@ -106,12 +106,15 @@ def _load_card_data(model_dir: Path) -> dict:
 
 
 def _write(model_dir: Path, card: dict) -> Path:
-    if not (model_dir / MODEL_FILE).is_file() or not card.get("parameters"):
+    # The weights are counted once per model file and kept in model_card.json, so that
+    # rendering never loads the model; a retrained model.keras has another digest.
+    model_file = model_dir / MODEL_FILE
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest() if model_file.is_file() else None
+    if digest is None or (card.get("parameters") or {}).get("model_sha256") != digest:
         from clinical_ner.annotators.keras_annotator import ClinicalNER
 
-        # Raises the usual "not a model directory" error; else the weights are counted
-        # once and kept in model_card.json, so that rendering never loads the model.
-        card["parameters"] = parameter_rows(ClinicalNER.load(model_dir).model)
+        model = ClinicalNER.load(model_dir).model  # without a model: the usual one-line error
+        card["parameters"] = {"model_sha256": digest, "layers": parameter_rows(model)}
     (model_dir / CARD_DATA_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False)
                                             + "\n", encoding="utf-8")
     path = model_dir / CARD_FILE
