@@ -18,8 +18,8 @@ overlap none of ours. Two of ours that overlap after widening (both inside
 one spaCy token) keep the longer, then the first (``spacy.util.filter_spans``).
 
 The model is loaded at the first document, in the process that annotates:
-with ``nlp.pipe(..., n_process=2)`` each child loads its own, and a loaded
-model is never used in a process other than the one that loaded it.
+with ``nlp.pipe(..., n_process=2)`` each child loads its own after the fork,
+and a model loaded in the parent is never used in a child.
 
 ``nlp.to_disk`` writes ``clinical_ner.json`` into the component's folder and,
 for a model directory or LiteRT export, a copy of it (``model/``), so that
@@ -37,10 +37,10 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, minibatch
 
 from clinical_ner import __version__
-from clinical_ner.errors import ConfigError, ModelError
-from clinical_ner.html import KNOWN_LABELS, label_colours
+from clinical_ner.annotators.litert.layout import is_litert_export
+from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError
+from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.pretrained import (
-    BUNDLED_DIR,
     DEFAULT_MODEL,
     bundled_models,
     is_model_reference,
@@ -58,7 +58,7 @@ MANIFEST_FORMAT = "clinical-ner-spacy"
 MANIFEST_VERSION = 1
 MODEL_COPY = "model"
 # The trainer's resumable state inside a model directory
-# (clinical_ner.checkpoints.CHECKPOINT_DIR, repeated so that saving a LiteRT
+# (clinical_ner.training.checkpoints.CHECKPOINT_DIR, repeated so that saving a LiteRT
 # pipeline does not import Keras): not needed to annotate, so not copied.
 _CHECKPOINT_DIR = "checkpoint"
 DEFAULT_PIPE_BATCH_SIZE = 128
@@ -130,14 +130,26 @@ class ClinicalNERComponent:
     def _annotator(self) -> Any:
         """The model or client, loaded at first use in this process.
 
-        A fork (``nlp.pipe(n_process=2)``) copies a loaded model into the
-        child, where TensorFlow's thread pools and gRPC's channels do not
-        work; the child loads its own instead.
+        ``nlp.pipe(n_process=2)`` forks: a child loads its own model. A model
+        the parent had loaded cannot follow: TensorFlow's thread pools and
+        gRPC's channels do not survive a fork (TensorFlow hangs), so a child
+        that finds one says what to do instead; a LiteRT export is reloaded.
         """
-        if self._loaded is None or self._loaded_in != os.getpid():
+        if self._loaded is not None and self._loaded_in != os.getpid():
+            if not self._reloads_after_fork():
+                raise ClinicalNERError(
+                    f"{self.name}: the model was loaded before nlp.pipe(n_process=...) forked "
+                    "this process, and TensorFlow and gRPC cannot run in a forked copy; pass "
+                    "no text through the pipeline before nlp.pipe with n_process > 1, call "
+                    "multiprocessing.set_start_method('spawn') first, or use a LiteRT export")
+            self._loaded = None
+        if self._loaded is None:
             self._loaded = self._load()
             self._loaded_in = os.getpid()
         return self._loaded
+
+    def _reloads_after_fork(self) -> bool:
+        return self.endpoint is None and is_litert_export(resolve_model_path(self.model))
 
     def _load(self) -> Any:
         if self.endpoint is not None:
@@ -248,7 +260,8 @@ class ClinicalNERComponent:
 
 
 def _is_bundled_name(model: str) -> bool:
-    return resolve_model_path(model) == BUNDLED_DIR / str(model)
+    # Resolving changes only a bundled model's name (an existing path wins).
+    return resolve_model_path(model) != Path(model)
 
 
 def _not_overlapping(spans: List[Span], others: List[Span]) -> List[Span]:
