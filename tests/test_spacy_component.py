@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,7 +26,7 @@ from spacy.tokens import Doc
 
 import clinical_ner.integrations.spacy_component as spacy_component
 from clinical_ner import ClinicalNER
-from clinical_ner.errors import ModelError
+from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.formats.html_page import label_colours
 from clinical_ner.pretrained import bundled_model_path
 from conftest import REPO_ROOT
@@ -59,6 +58,7 @@ def dev_texts(maccrobat_dev_notes) -> list[str]:
 @pytest.fixture(scope="module")
 def entry_point_path(tmp_path_factory) -> Path:
     """A folder whose dist-info declares pyproject.toml's spaCy entry points."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     groups = project["project"]["entry-points"]
     assert groups[FACTORY_ENTRY_POINT[0]][FACTORY_ENTRY_POINT[1]] == FACTORY_ENTRY_POINT[2]
@@ -152,23 +152,17 @@ def test_every_entity_is_a_span_widened_only_inside_a_spacy_token(nlp, ner, dev_
     expected = ner.annotate(dev_texts)
     docs = list(nlp.pipe(dev_texts, batch_size=8))
     assert sum(map(len, expected)) > 500
-    widened = 0
     for doc, entities in zip(docs, expected):
-        spans = {(span.start_char, span.end_char): span for span in doc.ents}
         assert len(doc.ents) == len(entities)
         for entity, span in zip(entities, doc.ents):
             assert span.label_ == entity.label
-            assert span.start_char <= entity.start and entity.end <= span.end_char
             first, last = span[0], span[-1]
-            # Widened only to the spaCy tokens that hold our boundaries.
+            # The span starts and ends in the spaCy tokens that hold our boundaries:
+            # exact where those are token boundaries, widened to whole tokens where not.
             assert first.idx <= entity.start < first.idx + len(first)
             assert last.idx < entity.end <= last.idx + len(last)
             assert span._.clinical_ner_confidence == pytest.approx(
                 entity.confidence, abs=CONFIDENCE_TOLERANCE)
-            widened += (span.start_char, span.end_char) != (entity.start, entity.end)
-        assert len(spans) == len(entities)
-    # spaCy's English tokenizer splits like ours on these notes almost everywhere.
-    assert widened < sum(map(len, expected)) / 20
 
 
 def test_boundaries_inside_another_tokenizer_s_tokens_widen_to_whole_tokens(ner):
@@ -246,7 +240,7 @@ def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):
 
 
 def test_batch_size_must_be_positive():
-    with pytest.raises(Exception, match="batch_size must be a positive integer"):
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
         spacy.blank("en").add_pipe("clinical_ner", config={"batch_size": 0})
 
 

@@ -61,7 +61,10 @@ MODEL_COPY = "model"
 # (clinical_ner.training.checkpoints.CHECKPOINT_DIR, repeated so that saving a LiteRT
 # pipeline does not import Keras): not needed to annotate, so not copied.
 _CHECKPOINT_DIR = "checkpoint"
-DEFAULT_PIPE_BATCH_SIZE = 128
+# Docs per annotate call when pipe() is called without one (nlp.pipe always passes
+# its own): spaCy's Language.batch_size. Short texts need hundreds to a call for
+# annotate's length-sorted batches (benchmarks/README.md, spaCy pipelines).
+DEFAULT_PIPE_BATCH_SIZE = 1000
 
 for _name in (CONFIDENCE, ASSERTION, ASSERTION_CONFIDENCE):
     if not Span.has_extension(_name):
