@@ -156,14 +156,14 @@ class ClinicalNERComponent:
 
     def _load(self) -> Any:
         if self.endpoint is not None:
-            from clinical_ner.serving.client import ClinicalNerClient
+            from clinical_ner.serving.client import ServingClient
 
             options: Dict[str, Any] = {}
             if self.batch_size is not None:
                 options["batch_size"] = self.batch_size
             if self.tls is not None:
                 options["root_certificates"] = self.tls
-            return ClinicalNerClient(self.endpoint, self.model_name, **options)
+            return ServingClient(self.endpoint, self.model_name, **options)
         from clinical_ner import ClinicalNER
 
         return ClinicalNER.load(self.model)
