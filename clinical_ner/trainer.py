@@ -24,7 +24,7 @@ import tensorflow as tf
 from clinical_ner.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
 from clinical_ner.config import NERConfig
 from clinical_ner.corpus import Sentence
-from clinical_ner.dataset import encode_tags, training_dataset
+from clinical_ner.dataset import encode_assertions, encode_tags, training_dataset
 from clinical_ner.distribute import (
     DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
 )
@@ -123,6 +123,8 @@ def train(
         epochs = EpochTrainer(model, distribution.strategy, config.clip_norm)
         featurizer = Featurizer(vocab.words, vocab.chars, config.max_word_length)
         train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
+        train_assertions = (encode_assertions(train_sentences, vocab.assertions)
+                            if vocab.assertions else None)
         train_tokens = sum(len(s.tokens) for s in train_sentences)
         ner = ClinicalNER(model, vocab, config)
         stopped_early = False
@@ -139,7 +141,8 @@ def train(
                                        config.batch_size, config.use_casing,
                                        shuffle_seed=config.seed + epoch,
                                        word_dropout=config.word_dropout,
-                                       bucket_boundaries=config.bucket_boundaries)
+                                       bucket_boundaries=config.bucket_boundaries,
+                                       assertion_ids=train_assertions)
             started = time.perf_counter()
             loss = _in_cluster(distribution, epoch, lambda: epochs.train_epoch(dataset, progress))
             train_seconds = time.perf_counter() - started
