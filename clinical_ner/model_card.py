@@ -53,8 +53,9 @@ def summarise_corpus(path: str | Path, corpus: Corpus) -> dict:
 
 
 def _read_corpus(path: str | Path, data_format: str, label_map: dict | None,
-                 skip_invalid: bool) -> Corpus:
-    return load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
+                 skip_invalid: bool, assertion_map: dict | None = None) -> Corpus:
+    return load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid,
+                       assertion_map=assertion_map)
 
 
 def _same_path(a: str | Path, b: str | Path) -> bool:
@@ -63,12 +64,12 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
 
 def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str = "auto",
                       label_map: dict | None = None, skip_invalid: bool = False,
-                      card: dict | None = None) -> dict:
+                      card: dict | None = None, assertion_map: dict | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was."""
     from clinical_ner.pipeline import ClinicalNER
     from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
 
-    corpus = _read_corpus(data, data_format, label_map, skip_invalid)
+    corpus = _read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
     report = evaluate_sentences(ClinicalNER.load(model_dir), corpus_sentences(corpus))
     training = (card or {}).get("training") or {}
     trained_on = [item["path"] for item in training.get("train_data", [])]
@@ -87,7 +88,8 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
 
 def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[str | Path],
                     dev_path: str | Path | None = None, data_format: str = "auto",
-                    label_map: dict | None = None, skip_invalid: bool = False) -> Path:
+                    label_map: dict | None = None, skip_invalid: bool = False,
+                    assertion_map: dict | None = None) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
     Reads the corpora again to count them (the trainer keeps only sentences),
@@ -102,24 +104,25 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     card = _load_card_data(model_dir)
     card["training"] = {
         "train_data": [summarise_corpus(path, _read_corpus(path, data_format, label_map,
-                                                            skip_invalid))
+                                                            skip_invalid, assertion_map))
                        for path in train_paths],
         "dev_data": (summarise_corpus(dev_path, _read_corpus(dev_path, data_format, label_map,
-                                                             skip_invalid))
+                                                             skip_invalid, assertion_map))
                      if dev_path is not None else None),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,
     }
     card["evaluation"] = (evaluation_record(model_dir, dev_path, data_format, label_map,
-                                            skip_invalid, card)
+                                            skip_invalid, card, assertion_map)
                           if dev_path is not None else None)
     return _write(model_dir, card)
 
 
 def write_model_card(model: str | Path, data: str | Path | None = None,
                      data_format: str = "auto", label_map: dict | None = None,
-                     skip_invalid: bool = False, **fields: str | list[str]) -> Path:
+                     skip_invalid: bool = False, assertion_map: dict | None = None,
+                     **fields: str | list[str]) -> Path:
     """Rewrite ``MODEL_CARD.md`` of ``model`` (a directory or bundled name); return its path.
 
     With ``data``, the model is scored on it first and the card's scores
@@ -136,7 +139,7 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     card.update({key: value for key, value in fields.items() if value is not None})
     if data is not None:
         card["evaluation"] = evaluation_record(model_dir, data, data_format, label_map,
-                                               skip_invalid, card)
+                                               skip_invalid, card, assertion_map)
     return _write(model_dir, card)
 
 

@@ -1,6 +1,8 @@
 """Assertion status from the same model: data, training, the inference graph, evaluation."""
+import collections
 import json
 import random
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,7 +15,7 @@ from clinical_ner.corpus import Sentence
 from clinical_ner.dataset import (
     assertion_classes, encode_assertions, encode_tags, training_dataset,
 )
-from clinical_ner.errors import ModelError
+from clinical_ner.errors import ConfigError, DataFormatError, ModelError
 from clinical_ner.features import Featurizer
 from clinical_ner.formats import load_corpus
 from clinical_ner.model import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
@@ -236,3 +238,98 @@ def test_a_model_without_assertions_refuses_to_classify_them(tmp_path):
             self.assertion_classes = []
     with pytest.raises(ModelError, match="without assertions"):
         NoAssertions().classify_assertions("No rash.", [(3, 7)])
+
+
+# ---------------------------------------------------------------- reading assertions
+
+def test_an_ast_value_outside_the_i2b2_classes_names_its_file_and_line(tmp_path):
+    folder = write_i2b2(tmp_path / "data", [(["No", "fever", "."], [(1, 1, "problem", "absent")]),
+                                            (["Cough", "."], [(0, 0, "problem", "present")])])
+    ast = folder / "ast" / "note.ast"
+    ast.write_text(ast.read_text().replace('a="present"', 'a="negated"'))
+    with pytest.raises(DataFormatError) as error:
+        load_corpus(folder)
+    message = str(error.value)
+    assert f"{ast}:2" in message and "'negated'" in message and "absent" in message
+    assert "cough" not in message.lower()  # never the note's text
+
+
+BRAT_TEXT = "No fever was seen. She has a cough. Possible rash on CT."
+BRAT_ANN = """T1\tSign_symptom 3 8\tfever
+E1\tSign_symptom:T1
+A1\tPOLARITY E1 NEG
+T2\tSign_symptom 29 34\tcough
+T3\tDisease_disorder 45 49\trash
+A2\tPOLARITY T3 UNCERTAIN
+T4\tDiagnostic_procedure 53 55\tCT
+E2\tDiagnostic_procedure:T4
+A3\tPOLARITY E2 NEG
+A4\tTREND E1 INC
+"""
+LABELS = {"Sign_symptom": "problem", "Disease_disorder": "problem",
+          "Diagnostic_procedure": "test"}
+MACCROBAT_MAP = json.loads(
+    (Path(__file__).resolve().parent.parent / "training" / "configs"
+     / "maccrobat-assertion-map.json").read_text())
+
+
+def write_brat(folder, ann):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "note.txt").write_text(BRAT_TEXT)
+    (folder / "note.ann").write_text(ann)
+    return folder
+
+
+def test_brat_attributes_become_assertions_through_events_to_their_triggers(tmp_path):
+    corpus = load_corpus(write_brat(tmp_path / "brat", BRAT_ANN), label_map=LABELS,
+                         assertion_map=MACCROBAT_MAP)
+    found = {}
+    for sentence in corpus.documents[0].sentences:
+        for (first, last), assertion in sentence.assertions.items():
+            found[" ".join(sentence.tokens[first:last + 1])] = assertion
+    # On the event (fever), on the text-bound annotation (rash), none (cough: present
+    # by default); the test's attribute gives no assertion (only problems carry one);
+    # TREND is not in the map and is ignored.
+    assert found == {"fever": "absent", "cough": "present", "rash": "possible"}
+    # Without a map, attributes are not read.
+    plain = load_corpus(tmp_path / "brat", label_map=LABELS)
+    assert not any(s.assertions for s in plain.documents[0].sentences)
+
+
+@pytest.mark.parametrize("ann, line, problem", [
+    (BRAT_ANN.replace("UNCERTAIN", "SOMETIMES"), 6, "POLARITY value 'SOMETIMES' is not in"),
+    (BRAT_ANN + "A5\tPOLARITY E9 NEG\n", 11, "on E9, which is not defined"),
+    (BRAT_ANN + "A5\tPOLARITY T1 POS\n", 11, "makes T1 present, but line 3 made it absent"),
+])
+def test_brat_attribute_errors_name_the_file_and_line(tmp_path, ann, line, problem):
+    folder = write_brat(tmp_path / "brat", ann)
+    with pytest.raises(DataFormatError) as error:
+        load_corpus(folder, label_map=LABELS, assertion_map=MACCROBAT_MAP)
+    message = str(error.value)
+    assert f"note.ann:{line}" in message and problem in message
+    assert "fever" not in message and "cough" not in message
+
+
+def test_an_assertion_map_must_target_assertion_classes_and_brat(tmp_path):
+    folder = write_brat(tmp_path / "brat", BRAT_ANN)
+    with pytest.raises(ConfigError, match="'negative', which is not an assertion class"):
+        load_corpus(folder, label_map=LABELS, assertion_map={"POLARITY": {"NEG": "negative"}})
+    i2b2 = write_i2b2(tmp_path / "i2b2", [(["Cough", "."], [(0, 0, "problem", "present")])])
+    with pytest.raises(ConfigError, match="brat input only"):
+        load_corpus(i2b2, assertion_map=MACCROBAT_MAP)
+
+
+def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_data):
+    """The shipped map on MACCROBAT's brat files gives the counts of its .ast files."""
+    label_map = {"Sign_symptom": "problem", "Disease_disorder": "problem",
+                 "Diagnostic_procedure": "test", "Therapeutic_procedure": "treatment",
+                 "Medication": "treatment"}
+    corpus = load_corpus(shared_data / "maccrobat" / "brat", label_map=label_map,
+                         assertion_map=MACCROBAT_MAP)
+    brat_counts = collections.Counter(a for d in corpus.documents for s in d.sentences
+                                      for a in s.assertions.values())
+    ast_counts = collections.Counter(
+        a for split in ("train", "dev")
+        for d in load_corpus(shared_data / "maccrobat-i2b2" / split).documents
+        for s in d.sentences for a in s.assertions.values())
+    assert brat_counts == ast_counts == {"present": 3297, "absent": 700, "possible": 172}
