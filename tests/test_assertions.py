@@ -333,3 +333,88 @@ def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_da
         for d in load_corpus(shared_data / "maccrobat-i2b2" / split).documents
         for s in d.sentences for a in s.assertions.values())
     assert brat_counts == ast_counts == {"present": 3297, "absent": 700, "possible": 172}
+
+
+# ---------------------------------------------------------------- evaluate, card, export, resume
+
+@pytest.mark.slow
+def test_evaluate_adds_the_assertion_report(negation_model, negation_data, tmp_path, capsys):
+    from clinical_ner.cli import main
+
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", str(negation_model[0]), "--data", str(negation_data[1]),
+                 "--json", str(scores)]) == 0
+    printed = capsys.readouterr().out
+    assert "assertion of the gold problems" in printed and "end to end" in printed
+    report = json.loads(scores.read_text())["assertion"]
+    gold_concepts = report["gold_concepts"]
+    assert set(gold_concepts) >= {"accuracy", "per_class", "macro_f1"}
+    assert set(gold_concepts["per_class"]) >= {"present", "absent"}
+    for values in gold_concepts["per_class"].values():
+        assert set(values) >= {"precision", "recall", "f1", "gold", "predicted"}
+    assert sum(v["gold"] for v in gold_concepts["per_class"].values()) == 40  # one per sentence
+    assert gold_concepts["accuracy"] > 0.9
+    assert set(report["end_to_end"]) >= {"precision", "recall", "f1"}
+    assert report["end_to_end"]["gold"] == 40 and report["end_to_end"]["f1"] > 0.9
+
+
+@pytest.mark.slow
+def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
+    """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
+    ner = ClinicalNER.load(negation_model[0])
+    version = ner.export(tmp_path / "export", 1)
+    loaded = tf.saved_model.load(str(version))
+    text = "No rash was seen. She has cough on the x-ray."
+    classify = loaded.signatures[signatures.CLASSIFY_ASSERTIONS]
+    out = classify(text=tf.constant([text.encode()]),
+                   span_start=tf.constant([[3, 26, -1]], tf.int32),
+                   span_end=tf.constant([[7, 31, -1]], tf.int32))
+    assert [v.decode() for v in out[signatures.ASSERTION].numpy()[0]] == ["absent", "present", ""]
+    expected = ner.classify_assertions(text, [(3, 7), (26, 31)])
+    np.testing.assert_allclose(out[signatures.ASSERTION_CONFIDENCE].numpy()[0][:2],
+                               [c for _, c in expected], atol=1e-5)
+    entities = loaded.signatures[signatures.SERVING_DEFAULT](text=tf.constant([text.encode()]))
+    labels = [v.decode() for v in entities[signatures.ENTITY_LABEL].numpy()[0]]
+    found = [v.decode() for v in entities[signatures.ENTITY_ASSERTION].numpy()[0]]
+    assert [a for label, a in zip(labels, found) if label == "problem"] == ["absent", "present"]
+    assert all(a == "" for label, a in zip(labels, found) if label != "problem")
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
+        negation_model, tmp_path):
+    base = negation_model[0]
+    sentences = [(tokens, [(f, l, label, None) for f, l, label, _ in concepts])
+                 for tokens, concepts in negation_sentences(20, seed=9)]
+    data = write_i2b2(tmp_path / "plain", sentences)
+    (data / "ast" / "note.ast").unlink()
+    messages = []
+    train(data, tmp_path / "tuned", init_from=base, config=NERConfig.load(base).replace(epochs=1),
+          progress=False, emit=messages.append)
+    assert any("assertion output (present, absent, possible) is kept as it was" in m
+               for m in messages)
+    before = keras.saving.load_model(base / "model.keras", safe_mode=True)
+    after = keras.saving.load_model(tmp_path / "tuned" / "model.keras", safe_mode=True)
+    for old, new in zip(before.get_layer("assertion_probabilities").get_weights(),
+                        after.get_layer("assertion_probabilities").get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert json.loads((tmp_path / "tuned" / "vocab.json").read_text())["assertions"] == [
+        "present", "absent", "possible"]
+
+
+@pytest.mark.slow
+def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_path):
+    train_dir, dev_dir = negation_data
+    config = tiny_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4)
+    quiet = dict(progress=False, emit=lambda _: None)
+    train(train_dir, tmp_path / "whole", dev_path=dev_dir, config=config, **quiet)
+    train(train_dir, tmp_path / "parts", dev_path=dev_dir, config=config.replace(epochs=2),
+          **quiet)
+    train(train_dir, tmp_path / "parts", resume=True, config=config, **quiet)
+    logs = [[json.loads(line) for line in (tmp_path / run / "training_log.jsonl").read_text()
+             .splitlines()] for run in ("whole", "parts")]
+    assert [e["loss"] for e in logs[0]] == [e["loss"] for e in logs[1]]
+    assert all("dev_assertion_accuracy" in entry for entry in logs[0])
+    card = (tmp_path / "whole" / "MODEL_CARD.md").read_text()
+    assert "| assertion | precision | recall | F1 | gold | predicted |" in card
+    assert "come from the dev data, the split that chose the epoch" in card
