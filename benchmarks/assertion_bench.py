@@ -130,9 +130,9 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool) -> dict
 
 def score_model(model_dir: Path, data_root: Path) -> dict:
     """NER and assertion scores of a model on MACCROBAT dev (with its assertions)."""
-    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     ner = ClinicalNER.load(model_dir)
     report = evaluate_sentences(ner, corpus_sentences(load_corpus(data_root / CORPUS / "dev")))
@@ -169,10 +169,10 @@ def context_peer(data_root: Path) -> dict:
     """medspaCy ConText on the dev gold problems (targets given, as the i2b2 task 2 protocol)."""
     import medspacy
 
-    from clinical_ner.corpus import ASSERTION_LABEL
+    from clinical_ner.text.document import ASSERTION_LABEL
     from clinical_ner.formats import load_corpus
-    from clinical_ner.scorer import score_assertions
-    from clinical_ner.tags import tags_to_mentions
+    from clinical_ner.evaluation.scorer import score_assertions
+    from clinical_ner.text.tags import tags_to_mentions
 
     started = time.perf_counter()
     load_before = load_average()
@@ -235,7 +235,7 @@ def context_peer(data_root: Path) -> dict:
 def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
     """``annotate`` tokens/s of the models of results ``names``, alternately in one process."""
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     corpus = load_corpus(data_root / CORPUS / "dev")
     texts = [document.text for document in corpus.documents]

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_ner import signatures
+from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
-from clinical_ner.corpus import Sentence
-from clinical_ner.dataset import (
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import (
     assertion_classes, encode_assertions, encode_tags, training_dataset,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, ModelError
-from clinical_ner.features import Featurizer
+from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import load_corpus
-from clinical_ner.model import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.trainer import train
-from clinical_ner.vocab import Vocabulary
+from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.training.trainer import train
+from clinical_ner.model.vocab import Vocabulary
 
 FINDINGS = ["fever", "cough", "rash", "nausea", "pneumonia", "headache", "edema", "wheezing"]
 TESTS = ["x-ray", "ultrasound", "biopsy"]

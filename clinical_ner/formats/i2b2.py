@@ -15,7 +15,7 @@
   writes a quote inside concept text).
 * ``.ast``: ``.con`` lines plus ``||a="present"``; each must repeat a
   concept of the ``.con`` file (same span and type), and the assertion must
-  be one of the six i2b2 classes (``corpus.ASSERTION_CLASSES``). It goes to
+  be one of the six i2b2 classes (``text.document.ASSERTION_CLASSES``). It goes to
   ``Sentence.assertions[(first_token, last_token)]``.
 * Two concepts sharing a token cannot be written in IOB2: the later ``.con``
   line is the error and names the earlier one. Duplicate lines count too.
@@ -33,10 +33,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.corpus import ASSERTION_CLASSES, Document, Entity, Mention, Sentence
+from clinical_ner.text.document import ASSERTION_CLASSES, Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
-from clinical_ner.tags import mentions_to_tags, tags_to_mentions
+from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
 
 _TOKEN = re.compile(r"[^ \t\r\n]+")
 # A CR that does not end a line (CRs right before LF or the end are line ends).
