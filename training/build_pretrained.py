@@ -137,7 +137,7 @@ def prune_words(ner, words: int):
         elif layer.weights:
             layer.set_weights(ner.model.get_layer(layer.name).get_weights())
     vocab = Vocabulary(words=ner.vocab.words[:words], chars=ner.vocab.chars,
-                       tags=ner.vocab.tags)
+                       tags=ner.vocab.tags, assertions=ner.vocab.assertions)
     return ClinicalNER(pruned, vocab, ner.config)
 
 
