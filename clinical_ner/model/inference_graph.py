@@ -15,10 +15,11 @@ from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.model.features import Featurizer
 from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.model.tag_space import tag_roles
 from clinical_ner.model.vocab import PAD, Vocabulary
 from clinical_ner.text.document import ASSERTION_LABEL
 from clinical_ner.text.graph_tokenizer import split_sentences_graph
-from clinical_ner.text.tags import tag_roles, to_iob2_tag
+from clinical_ner.text.tags import to_iob2_tag
 
 
 def _backing_variable(variable) -> tf.Variable:
