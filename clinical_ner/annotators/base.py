@@ -26,12 +26,13 @@ class Annotator:
     ``_classify_assertions_batch(texts, spans)`` returns the assertion and
     its confidence of each text's spans (already checked, at least one span
     per text). Subclasses set ``config``, whose batch sizes apply when a call
-    gives none, and ``assertion_classes`` (empty for a model without
-    assertions).
+    gives none, and ``assertion_classes`` (empty, the default, for a model
+    without assertions).
     """
 
     config: NERConfig
-    assertion_classes: list[str]
+    # A runtime that cannot tell (or a model without assertions) has none.
+    assertion_classes: Sequence[str] = ()
 
     @overload
     def annotate(self, texts: str, batch_size: int | None = ...,
