@@ -43,24 +43,23 @@ class WorkerRuntimes:
     Give one to :func:`annotate`; after an action on its result,
     ``runtimes.counts()`` is e.g. ``{"LiteRT": 2, "TensorFlow": 0}`` (a
     worker that Spark reuses counts once), and ``load_seconds()`` the
-    slowest worker's time from the start of its model load to its first
-    annotated batch.
+    slowest worker's model load (the first note follows after one call).
     """
 
     def __init__(self, spark: "SparkSession") -> None:
         context = spark.sparkContext
         self._workers = {LITERT: context.accumulator(0), TENSORFLOW: context.accumulator(0)}
-        self._slowest_start = context.accumulator(0.0, _MaxAccumulator())
+        self._slowest_load = context.accumulator(0.0, _MaxAccumulator())
 
     def counts(self) -> dict[str, int]:
         return {name: accumulator.value for name, accumulator in self._workers.items()}
 
     def load_seconds(self) -> float:
-        return self._slowest_start.value
+        return self._slowest_load.value
 
     def _record(self, runtime: str, seconds: float) -> None:
         self._workers[runtime].add(1)
-        self._slowest_start.add(seconds)
+        self._slowest_load.add(seconds)
 
 
 class _MaxAccumulator:
@@ -110,12 +109,11 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     def annotate_batches(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
         started = time.perf_counter()
         model, loaded_now = _model(load)
+        if loaded_now and runtimes is not None:
+            runtimes._record(load.runtime, time.perf_counter() - started)
         for batch in batches:
             yield _annotate_frame(model, batch, id_col, text_col, batch_size,
                                   max_batch_characters)
-            if loaded_now and runtimes is not None:
-                runtimes._record(load.runtime, time.perf_counter() - started)
-            loaded_now = False
 
     return df.select(id_col, text_col).mapInPandas(annotate_batches, schema)
 
