@@ -18,11 +18,19 @@ token, and is converted with ``TFLITE_BUILTINS`` only:
   reversal). Converted without freezing: ``convert_variables_to_constants_v2``
   inlines the marked function and the fusion no longer happens;
 * **unrolled**: a static length, one copy of the step's ops a position
-  (no control flow, so XNNPACK can take every op).
+  (no control flow, so XNNPACK can take every op);
+* **merged**: the loop, with both directions in one ``WHILE`` loop (their
+  states stacked, ``BATCH_MATMUL`` with the two recurrent kernels): half the
+  loop iterations and op dispatches;
+* **blockdiag**: both directions in one loop as one ``[batch, 2 * units]``
+  state, one ``FULLY_CONNECTED`` with a block-diagonal recurrent kernel
+  (twice the recurrent multiply-adds, half of them by zeros) and the gates of
+  both directions side by side.
 
 Per form and shape: the op list, the largest difference from TensorFlow's
 own output at real tokens, and the median of ``--calls`` timed invokes (one
-interpreter, one thread).
+interpreter a form, one thread), the forms taking turns call by call so that
+a loaded machine's changing load falls on all of them alike.
 """
 from __future__ import annotations
 
@@ -42,18 +50,40 @@ import numpy as np  # noqa: E402
 from benchmarks.bench_util import cpu_model, load_average  # noqa: E402
 
 FEATURES, UNITS = 183, 100
-FORMS = ("loop", "fused", "unrolled")
+FORMS = ("loop", "fused", "unrolled", "merged", "blockdiag")
+
+
+def gates_step(projected_step, state, carry, recurrent):
+    """One LSTM step (Keras' gate order on the last axis); ``tf.matmul`` batches any leading axes."""
+    import tensorflow as tf
+
+    input_gate, forget_gate, candidate, output_gate = tf.split(
+        projected_step + tf.matmul(state, recurrent), 4, axis=-1)
+    carry = tf.sigmoid(forget_gate) * carry + tf.sigmoid(input_gate) * tf.tanh(candidate)
+    return tf.sigmoid(output_gate) * tf.tanh(carry), carry
+
+
+def update_slice_loop(projected, recurrent, state_shape, count):
+    """The states of every step ``[T, *state_shape]``, written in place (``DYNAMIC_UPDATE_SLICE``)."""
+    import tensorflow as tf
+    from tensorflow.compiler.tf2xla.python import xla
+
+    zeros = tf.zeros(state_shape)
+
+    def step(time_, state, carry, outputs):
+        state, carry = gates_step(projected[time_], state, carry, recurrent)
+        start = tf.stack([time_] + [0] * len(state_shape))
+        return time_ + 1, state, carry, xla.dynamic_update_slice(outputs, state[tf.newaxis], start)
+
+    _, _, _, outputs = tf.while_loop(
+        lambda time_, *_: time_ < count, step,
+        (0, zeros, zeros, tf.zeros(tf.concat([[count], state_shape], 0))))
+    return outputs
 
 
 def lstm_function(form: str):
     """``(steps [T, B, F], h, c, kernel, recurrent, bias) -> outputs [T, B, U]`` for ``form``."""
     import tensorflow as tf
-
-    def gates_step(projected_step, state, carry, recurrent):
-        input_gate, forget_gate, candidate, output_gate = tf.split(
-            projected_step + tf.matmul(state, recurrent), 4, axis=1)
-        carry = tf.sigmoid(forget_gate) * carry + tf.sigmoid(input_gate) * tf.tanh(candidate)
-        return tf.sigmoid(output_gate) * tf.tanh(carry), carry
 
     def project(steps, kernel, bias):
         count, batch = tf.shape(steps)[0], tf.shape(steps)[1]
@@ -92,25 +122,14 @@ def lstm_function(form: str):
         return unrolled
 
     def loop(steps, state, carry, kernel, recurrent, bias):
-        from tensorflow.compiler.tf2xla.python import xla
-
-        projected = project(steps, kernel, bias)
-        count = tf.shape(steps)[0]
-
-        def step(time_, state, carry, outputs):
-            state, carry = gates_step(projected[time_], state, carry, recurrent)
-            return time_ + 1, state, carry, xla.dynamic_update_slice(
-                outputs, state[tf.newaxis], tf.stack([time_, 0, 0]))
-
-        _, _, _, outputs = tf.while_loop(
-            lambda time_, *_: time_ < count, step,
-            (0, state, carry, tf.zeros([count, tf.shape(steps)[1], UNITS])))
-        return outputs
+        return update_slice_loop(project(steps, kernel, bias), recurrent, tf.shape(state),
+                                 tf.shape(steps)[0])
 
     return loop
 
 
-def measure(form: str, batch: int, tokens: int, calls: int) -> dict:
+def measure(form: str, batch: int, tokens: int):
+    """The form's converted network checked against TensorFlow: (row, a call to time)."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
@@ -119,11 +138,52 @@ def measure(form: str, batch: int, tokens: int, calls: int) -> dict:
     rng = np.random.default_rng(0)
     weights = [tf.constant(rng.normal(size=shape).astype(np.float32) * 0.1) for shape in (
         (FEATURES, 4 * UNITS), (UNITS, 4 * UNITS), (4 * UNITS,))] * 2
-    lstm = lstm_function(form)
+    lstm = lstm_function(form) if form not in ("merged", "blockdiag") else None
+
+    def interleaved(forward, backward):
+        """Gate columns [i_f, i_b, f_f, f_b, c_f, c_b, o_f, o_b] from two [..., 4U] tensors."""
+        shape = tf.shape(forward)
+        parts = tf.stack([tf.reshape(forward, [-1, 4, UNITS]),
+                          tf.reshape(backward, [-1, 4, UNITS])], axis=2)
+        return tf.reshape(parts, tf.concat([shape[:-1], [8 * UNITS]], 0))
+
+    def blockdiag_bilstm(inputs, lengths):
+        steps = tf.transpose(inputs, [1, 0, 2])
+        reverse = tf.reverse_sequence(steps, lengths, seq_axis=0, batch_axis=1)
+        flat = [tf.reshape(x, [tokens * batch, FEATURES]) for x in (steps, reverse)]
+        projected = tf.reshape(interleaved(tf.matmul(flat[0], weights[0]) + weights[2],
+                                           tf.matmul(flat[1], weights[3]) + weights[5]),
+                               [tokens, batch, 8 * UNITS])
+        zeros_block = tf.zeros([UNITS, 4 * UNITS])
+        recurrent = tf.concat([interleaved(weights[1], zeros_block),
+                               interleaved(zeros_block, weights[4])], axis=0)
+
+        outputs = update_slice_loop(projected, recurrent, [batch, 2 * UNITS], tokens)
+        backward = tf.reverse_sequence(outputs[:, :, UNITS:], lengths, seq_axis=0, batch_axis=1)
+        return {"states": tf.transpose(tf.concat([outputs[:, :, :UNITS], backward], -1),
+                                       [1, 0, 2])}
+
+    def merged_bilstm(inputs, lengths):
+        steps = tf.transpose(inputs, [1, 0, 2])
+        reverse = tf.reverse_sequence(steps, lengths, seq_axis=0, batch_axis=1)
+        both = tf.reshape(tf.stack([steps, reverse]), [2, tokens * batch, FEATURES])
+        kernels = tf.stack([weights[0], weights[3]])
+        recurrent = tf.stack([weights[1], weights[4]])
+        biases = tf.stack([weights[2], weights[5]])[:, tf.newaxis, :]
+        projected = tf.transpose(tf.reshape(tf.matmul(both, kernels) + biases,
+                                            [2, tokens, batch, 4 * UNITS]), [1, 0, 2, 3])
+
+        outputs = update_slice_loop(projected, recurrent, [2, batch, UNITS], tokens)
+        backward = tf.reverse_sequence(outputs[:, 1], lengths, seq_axis=0, batch_axis=1)
+        return {"states": tf.transpose(tf.concat([outputs[:, 0], backward], -1), [1, 0, 2])}
 
     @tf.function(input_signature=[tf.TensorSpec([batch, tokens, FEATURES], tf.float32),
                                   tf.TensorSpec([batch], tf.int32)])
     def bilstm(inputs, lengths):
+        if form == "merged":
+            return merged_bilstm(inputs, lengths)
+        if form == "blockdiag":
+            return blockdiag_bilstm(inputs, lengths)
         steps = tf.transpose(inputs, [1, 0, 2])
         zeros = tf.zeros([batch, UNITS])
         forward = lstm(steps, zeros, zeros, *weights[:3])
@@ -144,15 +204,21 @@ def measure(form: str, batch: int, tokens: int, calls: int) -> dict:
     actual = runner(inputs=inputs, lengths=lengths)["states"]
     expected = bilstm.python_function(tf.constant(inputs), tf.constant(lengths))["states"]
     real = np.arange(tokens)[np.newaxis, :] < lengths[:, np.newaxis]
-    samples = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        runner(inputs=inputs, lengths=lengths)
-        samples.append(time.perf_counter() - started)
-    return {"form": form, "batch": batch, "tokens": tokens,
-            "operators": builtin_operators(network),
-            "max_abs_difference": float(np.abs(actual - expected.numpy())[real].max()),
-            "median_ms": round(1000 * statistics.median(samples), 3)}
+    row = {"form": form, "batch": batch, "tokens": tokens,
+           "operators": builtin_operators(network),
+           "max_abs_difference": float(np.abs(actual - expected.numpy())[real].max())}
+    return row, lambda: runner(inputs=inputs, lengths=lengths)
+
+
+def time_round_robin(calls: dict[str, object], rounds: int) -> dict[str, float]:
+    """Median ms of each call, the calls taking turns so that they share the machine's load."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - started)
+    return {name: round(1000 * statistics.median(values), 3) for name, values in samples.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for shape in args.shape or ["1x25", "32x30"]:
         batch, tokens = (int(part) for part in shape.split("x"))
-        for form in args.forms.split(","):
-            rows.append(measure(form, batch, tokens, args.calls))
+        built = {form: measure(form, batch, tokens) for form in args.forms.split(",")}
+        medians = time_round_robin({form: call for form, (_, call) in built.items()},
+                                   args.calls)
+        for form, (row, _) in built.items():
+            rows.append({**row, "median_ms": medians[form]})
             print(json.dumps(rows[-1]), file=sys.stderr)
     result = {"command": " ".join(["python -m benchmarks.litert_lstm_forms", *sys.argv[1:]]),
               "cpu_model": cpu_model(), "load_average_start": load_start,
