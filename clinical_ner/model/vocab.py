@@ -30,14 +30,14 @@ class Vocabulary:
     unknown entry ``"<unk>"`` (id 1); ``tags`` are the CRF's tags with ``O``
     first. The featurizer (``clinical_ner.model.features.Featurizer``) turns token
     strings into these ids, in the training pipeline and inside the exported
-    graph alike.
+    graph alike. ``assertions`` are the assertion classes of the model's
+    assertion output (a subset of ``text.document.ASSERTION_CLASSES`` in that order;
+    empty: the model has no assertion output, as every model before 0.4).
     """
 
     words: list[str]
     chars: list[str]
     tags: list[str]
-    # The assertion classes of a model that classifies them (in
-    # text.document.ASSERTION_CLASSES order); empty for a model without.
     assertions: list[str] = field(default_factory=list)
 
     @classmethod
@@ -136,6 +136,5 @@ class Vocabulary:
     @classmethod
     def load(cls, directory: str | Path) -> "Vocabulary":
         data = json.loads((Path(directory) / VOCAB_FILE).read_text(encoding="utf-8"))
-        # vocab.json files before 0.4.0 have no "assertions".
         return cls(words=data["words"], chars=data["chars"], tags=data["tags"],
                    assertions=data.get("assertions", []))
