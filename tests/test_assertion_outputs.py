@@ -319,16 +319,14 @@ def test_litert_classifies_given_spans_by_the_tokens_they_overlap(litert_with_as
     text = "No pneumonia fever. Cough, CT."
     spans = [(3, 12), (5, 15), (20, 25), (0, 2)]
 
-    [found] = litert_with_assertions._classify_assertions_batch([text], [spans])
+    found = litert_with_assertions.classify_assertions(text, spans)
 
     assert [name for name, _ in found] == ["absent", "absent", "present", "absent"]
     # (5, 15) overlaps "pneumonia" and "fever": the same tokens as the entity.
     assert [confidence for _, confidence in found] == pytest.approx(
         [0.9, 0.85, 0.8, 0.9], abs=1e-6)
-    # A span over whitespace only has no tokens: no assertion (the public
-    # classify_assertions turns that into a ValueError).
-    assert litert_with_assertions._classify_assertions_batch(["a   b"], [[(1, 4)]]) == [
-        [("", 0.0)]]
+    with pytest.raises(ValueError, match="span 0: covers no token"):
+        litert_with_assertions.classify_assertions("a   b", [(1, 4)])
 
 
 # -- the development server reads classify_assertions' integer inputs -------------

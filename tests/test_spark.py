@@ -4,6 +4,7 @@ Needs the [spark] extra and Java 17 or 21 (CI installs both).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -49,8 +50,9 @@ def assert_same_entities(expected: dict[str, list], found: dict[str, list]) -> N
                                                       abs=CONFIDENCE_TOLERANCE)
 
 
-@pytest.fixture(scope="module")
-def spark():
+@contextlib.contextmanager
+def spark_session():
+    """A ``local[2]`` session for tests (also used by ``test_assertion_serving``)."""
     from pyspark.sql import SparkSession
 
     # Workers must run this interpreter (the system python3 lacks pyarrow);
@@ -62,8 +64,16 @@ def spark():
                .config("spark.sql.shuffle.partitions", "2")
                .getOrCreate())
     session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture(scope="module")
+def spark():
+    with spark_session() as session:
+        yield session
 
 
 def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_notes, tmp_path):
