@@ -6,7 +6,7 @@ import pytest
 
 from clinical_ner.formats import load_corpus
 from clinical_ner.evaluation.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from conftest import SAMPLE, train_sample_model
 
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
 
 def fresh_scores(model_dir, data):
     sentences = corpus_sentences(load_corpus(data))
-    return evaluate_sentences(ClinicalNER.load(model_dir), sentences)
+    return evaluate_sentences(KerasAnnotator.load(model_dir), sentences)
 
 
 def test_training_writes_a_card_with_every_section(trained):

@@ -54,7 +54,7 @@ def test_names_resolve_to_the_bundled_model_unless_a_path_of_that_name_exists(tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "clinical").mkdir()
     assert resolve_model_path("clinical") == Path("clinical")
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner import ClinicalNER
 
     with pytest.raises(ClinicalNERError, match="^clinical: not a clinical-ner model directory"):
         ClinicalNER.load("clinical")
@@ -79,7 +79,7 @@ def test_predict_arguments_split_into_model_and_texts(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def bundled():
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner import ClinicalNER
 
     return ClinicalNER.pretrained()
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from apache_beam.ml.inference.base import ModelHandler
 
 from clinical_ner.batch import metrics
-from clinical_ner.annotators.saved_model_annotator import ExportedModel, resolve_export
+from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator, resolve_export
 from clinical_ner.text.document import Entity
 from clinical_ner.text.tokenizer import count_tokens
 
@@ -25,7 +25,7 @@ AnnotatedNote = tuple[Any, list[Entity]]
 # RunInference hands the handler batches of about this many characters; the
 # handler sorts each by length and runs sub-batches of at most
 # NERConfig.annotate_batch_size notes and annotate_max_batch_characters
-# characters (defaults 256 and 100,000), as ClinicalNER.annotate does. A larger batch groups lengths better; this one
+# characters (defaults 256 and 100,000), as Annotator.annotate does. A larger batch groups lengths better; this one
 # holds about 2,500 one-sentence notes.
 DEFAULT_RUN_INFERENCE_CHARACTERS = 400_000
 
@@ -35,13 +35,13 @@ def _note_weight(note: Note) -> int:
     return len(note[1]) + 1
 
 
-class SavedModelHandler(ModelHandler[Note, AnnotatedNote, ExportedModel]):
+class SavedModelHandler(ModelHandler[Note, AnnotatedNote, SavedModelAnnotator]):
     """Annotates ``(id, text)`` pairs into ``(id, entities)`` inside ``RunInference``.
 
     ``model_path`` is checked here, in the process that builds the pipeline,
     so that a path that is not an export fails before any worker starts.
     Entities are :class:`clinical_ner.text.document.Entity` objects, the same as
-    ``ClinicalNER.annotate`` gives. It counts the Beam metrics
+    ``Annotator.annotate`` gives. It counts the Beam metrics
     ``clinical_ner/notes``, ``tokens`` and ``entities``.
 
     Example::
@@ -68,10 +68,10 @@ class SavedModelHandler(ModelHandler[Note, AnnotatedNote, ExportedModel]):
         self._counters = {name: metrics.counter(name)
                           for name in (metrics.NOTES, metrics.TOKENS, metrics.ENTITIES)}
 
-    def load_model(self) -> ExportedModel:
-        return ExportedModel(self.export_dir)
+    def load_model(self) -> SavedModelAnnotator:
+        return SavedModelAnnotator(self.export_dir)
 
-    def run_inference(self, batch: Sequence[Note], model: ExportedModel,
+    def run_inference(self, batch: Sequence[Note], model: SavedModelAnnotator,
                       inference_args: Optional[dict[str, Any]] = None
                       ) -> Iterable[AnnotatedNote]:
         texts = [text for _, text in batch]

@@ -3,7 +3,7 @@
 ``annotate(df, model_path)`` runs through ``mapInPandas``: each Python worker
 loads the export once (kept for the worker's life; Spark reuses Python workers
 by default) and annotates Arrow batches of notes, sorted by length inside
-each batch as ``ClinicalNER.annotate`` does. The entities are those
+each batch as ``Annotator.annotate`` does. The entities are those
 ``clinical-ner predict`` gives.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame
 
-    from clinical_ner.annotators.saved_model_annotator import ExportedModel
+    from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
 
 ENTITIES_COLUMN = "entities"
 ERROR_COLUMN = "error"
@@ -24,7 +24,7 @@ ENTITIES_TYPE = ("array<struct<start:bigint,end:bigint,text:string,label:string,
                  "confidence:double>>")
 
 # One loaded export per path in each Python worker.
-_loaded: dict[str, "ExportedModel"] = {}
+_loaded: dict[str, "SavedModelAnnotator"] = {}
 
 
 def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str = "text", *,
@@ -37,7 +37,7 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     predict`` writes them); a row whose text is null gets null entities and
     ``error`` says why (``error`` is null otherwise). Every row gives one
     row; duplicate ids are annotated independently. ``batch_size`` and
-    ``max_batch_characters`` are ``ClinicalNER.annotate``'s (``None``: the
+    ``max_batch_characters`` are ``Annotator.annotate``'s (``None``: the
     default configuration's). ``model_path`` (a
     version folder or a base path, anything ``tf.io.gfile`` reads that the
     executors can reach) is checked on the driver first.
@@ -68,15 +68,15 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     return df.select(id_col, text_col).mapInPandas(annotate_batches, schema)
 
 
-def _model(export_dir: str) -> "ExportedModel":
-    from clinical_ner.annotators.saved_model_annotator import ExportedModel
+def _model(export_dir: str) -> "SavedModelAnnotator":
+    from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
 
     if export_dir not in _loaded:
-        _loaded[export_dir] = ExportedModel(export_dir)
+        _loaded[export_dir] = SavedModelAnnotator(export_dir)
     return _loaded[export_dir]
 
 
-def _annotate_frame(model: "ExportedModel", batch: "pd.DataFrame", id_col: str, text_col: str,
+def _annotate_frame(model: "SavedModelAnnotator", batch: "pd.DataFrame", id_col: str, text_col: str,
                     batch_size: int | None, max_batch_characters: int | None
                     ) -> "pd.DataFrame":
     import pandas as pd

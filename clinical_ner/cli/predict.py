@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.jsonl import read_documents
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.pretrained import model_and_texts
     from clinical_ner.formats.writers import write_annotations
 

@@ -1,13 +1,15 @@
 """Scoring a model on gold-annotated corpora (dev evaluation in training, ``clinical-ner evaluate``)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from clinical_ner.text.document import Sentence
-from clinical_ner.formats import Corpus
-from clinical_ner.annotators.keras_annotator import ClinicalNER
 from clinical_ner.evaluation.scorer import score_mentions
+from clinical_ner.formats import Corpus
+from clinical_ner.text.document import Sentence
 from clinical_ner.text.tags import tags_to_mentions
+
+if TYPE_CHECKING:
+    from clinical_ner.annotators.base import Annotator
 
 
 def corpus_sentences(corpus: Corpus) -> list[Sentence]:
@@ -23,7 +25,7 @@ def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> No
             emit(f"  {problem}")
 
 
-def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence]) -> dict:
+def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence]) -> dict:
     """Exact and lenient entity scores of ``ner`` on gold-tokenized sentences.
 
     Example (``ner`` from ``ClinicalNER.load``, ``corpus`` from ``load_corpus``)::

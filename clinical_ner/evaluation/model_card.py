@@ -20,10 +20,10 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from clinical_ner import __version__
+from clinical_ner.version import __version__
 from clinical_ner.config import NERConfig
 from clinical_ner.formats import Corpus, load_corpus
-from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.pretrained import BUNDLED_DIR, resolve_model_path
 from clinical_ner.text.tags import tags_to_mentions
 from clinical_ner.model.vocab import VOCAB_FILE
@@ -65,11 +65,11 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
                       label_map: dict | None = None, skip_invalid: bool = False,
                       card: dict | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was."""
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     corpus = _read_corpus(data, data_format, label_map, skip_invalid)
-    report = evaluate_sentences(ClinicalNER.load(model_dir), corpus_sentences(corpus))
+    report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus))
     training = (card or {}).get("training") or {}
     trained_on = [item["path"] for item in training.get("train_data", [])]
     dev = (training.get("dev_data") or {}).get("path")
@@ -141,10 +141,10 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
 
 
 def _load_card_data(model_dir: Path) -> dict:
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     if not (model_dir / MODEL_FILE).is_file():
-        ClinicalNER.load(model_dir)  # raises the usual "not a model directory" error
+        KerasAnnotator.load(model_dir)  # raises the usual "not a model directory" error
     path = model_dir / CARD_DATA_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -234,10 +234,10 @@ def _reference(model_dir: Path) -> str:
 
 def render_model_card(model_dir: str | Path, card: dict) -> str:
     """The Markdown text of ``MODEL_CARD.md`` for ``model_dir`` and its recorded ``card``."""
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     model_dir = Path(model_dir)
-    model = ClinicalNER.load(model_dir).model
+    model = KerasAnnotator.load(model_dir).model
     config = NERConfig.load(model_dir)
     vocab = json.loads((model_dir / VOCAB_FILE).read_text(encoding="utf-8"))
     labels = sorted({tag[2:] for tag in vocab["tags"] if tag != "O"})
@@ -275,7 +275,7 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
         "",
         "```python",
         "from clinical_ner import ClinicalNER",
-        f"ner = ClinicalNER.load({quoted})",
+        f"ner = KerasAnnotator.load({quoted})",
         'ner.annotate("CT of the chest showed a 2 cm nodule.")',
         "```",
         "",

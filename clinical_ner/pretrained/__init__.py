@@ -16,20 +16,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clinical_ner.artifacts.keras_model import MODEL_FILE, is_model_directory
+from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.errors import ModelError
-from clinical_ner.annotators.litert.layout import is_litert_export
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "clinical"
-# The file that makes a folder a model directory (clinical_ner.model.network.MODEL_FILE;
-# repeated here so that resolving a name does not import Keras).
-_MODEL_FILE = "model.keras"
 
 
 def bundled_models() -> list[str]:
     """Names of the models shipped in this package, sorted."""
     return sorted(path.name for path in BUNDLED_DIR.iterdir()
-                  if (path / _MODEL_FILE).is_file())
+                  if is_model_directory(path))
 
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -43,7 +41,7 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
 def is_model_reference(value: str | Path) -> bool:
     """Whether ``value`` names a model: a model directory, a LiteRT export or a bundled name."""
     path = Path(value)
-    return ((path / _MODEL_FILE).is_file() or is_litert_export(path)
+    return (is_model_directory(path) or is_litert_export(path)
             or (not path.exists() and str(value) in bundled_models()))
 
 
@@ -88,7 +86,7 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     path = Path(first)
     if path.is_dir():
         raise ModelError(f"{first}: not a clinical-ner model directory "
-                               f"(no {_MODEL_FILE})")
+                               f"(no {MODEL_FILE})")
     if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
             and path.parent.is_dir()):
         raise ModelError(f"{first}: no such model directory (to annotate it as text, "

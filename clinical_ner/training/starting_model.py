@@ -12,7 +12,7 @@ from clinical_ner.text.document import Sentence
 from clinical_ner.vectors.reader import load_embedding_files
 from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.vocab import Vocabulary
 
 
@@ -57,7 +57,7 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
     """The base model's weights, with a new output layer and CRF if the labels differ."""
-    base = ClinicalNER.load(init_from)
+    base = KerasAnnotator.load(init_from)
     changed = [name for name in ARCHITECTURE_SETTINGS
                if getattr(config, name) != getattr(base.config, name)]
     if changed:

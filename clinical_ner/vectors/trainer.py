@@ -51,7 +51,7 @@ from typing import IO, Iterator, Sequence
 
 import numpy as np
 
-from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError, check_integer
 from clinical_ner.text.tokenizer import normalize_word, sentence_token_texts
 
 logger = logging.getLogger(__name__)
@@ -294,8 +294,7 @@ def train_vectors(
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     for name, value in (("dim", dim), ("window", window), ("epochs", epochs),
                         ("min_count", min_count), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_integer(name, value)
     models = _require("gensim.models")
     output = Path(output)
     files = text_files(inputs)
