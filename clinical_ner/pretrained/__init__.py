@@ -14,8 +14,10 @@ True
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from clinical_ner.artifacts import saved_model
 from clinical_ner.artifacts.keras_model import MODEL_FILE, is_model_directory
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.errors import ModelError
@@ -39,10 +41,19 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
 
 
 def is_model_reference(value: str | Path) -> bool:
-    """Whether ``value`` names a model: a model directory, a LiteRT export or a bundled name."""
-    path = Path(value)
-    return (is_model_directory(path) or is_litert_export(path)
-            or (not path.exists() and str(value) in bundled_models()))
+    """Whether ``value`` names a model: a model directory, an export or a bundled name.
+
+    An export is a LiteRT export or a local SavedModel (a version folder or a
+    base path of numbered versions): whatever ``ClinicalNER.load`` takes.
+    ``False`` for a value that cannot be a path (a long note).
+    """
+    return (is_model_directory(value) or is_litert_export(value) or _is_saved_model(value)
+            or (not os.path.exists(value) and str(value) in bundled_models()))
+
+
+def _is_saved_model(value: str | Path) -> bool:
+    return os.path.isdir(value) and (saved_model.holds_saved_model(value)
+                                     or bool(saved_model.versions(value)))
 
 
 def resolve_model_path(value: str | Path) -> Path:
@@ -51,18 +62,18 @@ def resolve_model_path(value: str | Path) -> Path:
     A value that is neither comes back unchanged, so that loading it reports
     the missing directory by the name the user gave.
     """
-    path = Path(value)
-    if not path.exists() and str(value) in bundled_models():
+    if not os.path.exists(value) and str(value) in bundled_models():
         return BUNDLED_DIR / str(value)
-    return path
+    return Path(value)
 
 
 def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[str, list[str]]:
     """``clinical-ner predict``'s positional arguments split into a model and texts.
 
     With ``model`` (``--model``) every positional is a text. Otherwise the
-    first positional is the model if it is an existing model directory or a
-    bundled model's name (``predict MODEL TEXT...``, as before 0.3); if not,
+    first positional is the model if it names one (:func:`is_model_reference`:
+    a model directory, an export or a bundled model's name; ``predict MODEL
+    TEXT...``, as before 0.3); if not,
     every positional is a text and the bundled model ``clinical`` annotates
     them. A first argument that can only be a mistyped path (it has a ``/``
     and no space, more texts follow, nothing is there but its parent folder
@@ -83,12 +94,12 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     first = positionals[0]
     if is_model_reference(first):
         return first, list(positionals[1:])
-    path = Path(first)
-    if path.is_dir():
+    # os.path, not Path: a note too long for a file name is a text, not an error.
+    if os.path.isdir(first):
         raise ModelError(f"{first}: not a clinical-ner model directory "
                                f"(no {MODEL_FILE})")
     if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
-            and path.parent.is_dir()):
+            and os.path.isdir(os.path.dirname(first.rstrip("/")) or ".")):
         raise ModelError(f"{first}: no such model directory (to annotate it as text, "
                                f"name the model: --model {DEFAULT_MODEL})")
     return DEFAULT_MODEL, list(positionals)

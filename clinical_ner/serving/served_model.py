@@ -8,7 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from clinical_ner.pretrained import is_model_reference
+from clinical_ner.artifacts.keras_model import is_model_directory
+from clinical_ner.pretrained import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def served_base_path(value: str | os.PathLike) -> Iterator[Path]:
     temporary base path that is deleted when the context ends: serving needs
     a SavedModel, and a fresh export always matches the model.
     """
-    if not is_model_reference(value):
+    if not is_model_directory(resolve_model_path(value)):
         yield Path(value)
         return
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
