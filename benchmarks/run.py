@@ -349,7 +349,7 @@ def measure_startup(model_dir: Path, settings: Settings) -> dict:
     code = (
         "import time; t = time.time(); "
         "from clinical_ner import ClinicalNER; "
-        f"ner = KerasAnnotator.load({str(model_dir)!r}); "
+        f"ner = ClinicalNER.load({str(model_dir)!r}); "
         f"ner.annotate({STARTUP_TEXT!r}); "
         "elapsed = time.time() - t; "
         "import resource, json; "
