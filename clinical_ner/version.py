@@ -5,4 +5,4 @@ module below them that records the version would otherwise import its own
 importers.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from clinical_ner.artifacts import saved_model
-from clinical_ner.artifacts.keras_model import MODEL_FILE, is_model_directory
+from clinical_ner.artifacts.keras_model import is_model_directory
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.errors import ModelError
 
@@ -65,41 +65,3 @@ def resolve_model_path(value: str | Path) -> Path:
     if not os.path.exists(value) and str(value) in bundled_models():
         return BUNDLED_DIR / str(value)
     return Path(value)
-
-
-def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[str, list[str]]:
-    """``clinical-ner predict``'s positional arguments split into a model and texts.
-
-    With ``model`` (``--model``) every positional is a text. Otherwise the
-    first positional is the model if it names one (:func:`is_model_reference`:
-    a model directory, an export or a bundled model's name; ``predict MODEL
-    TEXT...``, as before 0.3); if not,
-    every positional is a text and the bundled model ``clinical`` annotates
-    them. A first argument that can only be a mistyped path (it has a ``/``
-    and no space, more texts follow, nothing is there but its parent folder
-    exists) is an error rather than a text, so that a mistyped model
-    directory is not annotated as a note; ``HIV/AIDS`` stays a text.
-
-    >>> model_and_texts(["CT showed a nodule."])
-    ('clinical', ['CT showed a nodule.'])
-    >>> model_and_texts(["clinical", "CT showed a nodule."])
-    ('clinical', ['CT showed a nodule.'])
-    >>> model_and_texts(["clinical"], model="clinical")
-    ('clinical', ['clinical'])
-    """
-    if model is not None:
-        return model, list(positionals)
-    if not positionals:
-        return DEFAULT_MODEL, []
-    first = positionals[0]
-    if is_model_reference(first):
-        return first, list(positionals[1:])
-    # os.path, not Path: a note too long for a file name is a text, not an error.
-    if os.path.isdir(first):
-        raise ModelError(f"{first}: not a clinical-ner model directory "
-                               f"(no {MODEL_FILE})")
-    if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
-            and os.path.isdir(os.path.dirname(first.rstrip("/")) or ".")):
-        raise ModelError(f"{first}: no such model directory (to annotate it as text, "
-                               f"name the model: --model {DEFAULT_MODEL})")
-    return DEFAULT_MODEL, list(positionals)
