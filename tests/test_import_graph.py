@@ -28,7 +28,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"export"},
-    {"batch", "serving"},
+    {"batch", "serving", "integrations"},
     {"cli"},
 ]
 
