@@ -198,7 +198,7 @@ def test_spark_struct_carries_predicts_assertions(export_base, expected):
 
 def test_litert_gives_tensorflows_assertions(model, expected, tmp_path):
     pytest.importorskip("ai_edge_litert", reason="the [litert] extra is not installed")
-    from clinical_ner.annotators.litert import layout
+    from clinical_ner.artifacts import litert as layout
     from clinical_ner.annotators.litert.annotator import LiteRTNER
     from clinical_ner.export.litert import export_litert
 

@@ -42,14 +42,15 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from clinical_ner import __version__
+from clinical_ner.version import __version__
 from clinical_ner.export.saved_model import ExportError
 from clinical_ner.model.layers.crf import FORBIDDEN_SCORE, CRF
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.annotators.litert import layout
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer
 from clinical_ner.annotators.litert.network import EmissionsNetwork
+from clinical_ner.pretrained import resolve_model_path
 
 FLOAT32_TOLERANCE = 1e-3
 INPUTS = ("word_ids", "spellings", "spelling_index", "casing_ids")
@@ -73,9 +74,9 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ExportError(f"{output}: already exists and is not an empty folder; "
                           "an export never overwrites")
-    ner = ClinicalNER.load(model_dir)
-    if not isinstance(ner, ClinicalNER):
+    if layout.is_litert_export(resolve_model_path(model_dir)):
         raise ExportError(f"{model_dir}: already a LiteRT export; export the trained model")
+    ner = KerasAnnotator.load(model_dir)
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
     output_names = network_output_names(network) if ner.assertion_classes else None
@@ -259,7 +260,7 @@ def network_output_names(network: bytes) -> list[str]:
     return sorted(names, key=lambda name: int(name.rsplit("_", 1)[-1]))
 
 
-def max_output_differences(ner: ClinicalNER, network_path: Path, inputs: list[str],
+def max_output_differences(ner: KerasAnnotator, network_path: Path, inputs: list[str],
                            output_names: list[str] | None) -> dict[str, float]:
     """Largest |LiteRT - Keras| emission (and assertion probability) over the real tokens
     of a probe batch, by output."""

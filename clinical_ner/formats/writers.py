@@ -8,35 +8,23 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats.jsonl import write_json_line
-from clinical_ner.text.document import ASSERTION_LABEL, Document, Entity, Sentence
+from clinical_ner.text.document import ASSERTION_LABEL, Document, Sentence
 from clinical_ner.text.tags import tags_to_mentions
-
-if TYPE_CHECKING:
-    from clinical_ner.text.tokenizer import Token
 
 # The conll assertion column's value for a token outside an entity with an assertion.
 NO_ASSERTION = "_"
 
+if TYPE_CHECKING:
+    # A writer takes any annotator (ClinicalNER.load's); only for type hints,
+    # so that the formats stay below the annotators.
+    from clinical_ner.annotators.base import Annotator
+    from clinical_ner.text.tokenizer import Token
 
-class Annotator(Protocol):
-    """What a writer needs of a model (``ClinicalNER`` or a lean runtime)."""
-
-    config: object
-    assertion_classes: list[str]
-
-    def annotate(self, texts: Sequence[str]) -> list[list[Entity]]: ...
-
-    def tag(self, sentences: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]: ...
-
-    def classify_assertions(self, text: str, spans: list[tuple[int, int]]
-                            ) -> list[tuple[str, float]]: ...
-
-
-Writer = Callable[[Annotator, list[tuple[str, str]], "Path | None"], None]
+Writer = Callable[["Annotator", list[tuple[str, str]], "Path | None"], None]
 
 WRITERS: dict[str, Writer] = {}
 #: Formats whose output is a folder, not a file.
