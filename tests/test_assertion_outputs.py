@@ -292,14 +292,14 @@ class FakeNetwork:
 
 @pytest.fixture
 def litert_with_assertions(tmp_path):
-    from clinical_ner.annotators.litert.annotator import LiteRTNER
+    from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
     from clinical_ner.annotators.litert.crf import ConstrainedCRF
     from clinical_ner.model.vocab import Vocabulary
 
     tags = FakeNetwork.tags
     vocab = Vocabulary(FakeNetwork.words, ["", "<unk>"], tags, assertions=["present", "absent"])
     crf = ConstrainedCRF(np.zeros((len(tags),) * 2), np.zeros(len(tags)), np.zeros(len(tags)))
-    return LiteRTNER(tmp_path, {}, NERConfig(), vocab, crf, FakeNetwork())
+    return LiteRTAnnotator(tmp_path, {}, NERConfig(), vocab, crf, FakeNetwork())
 
 
 def test_litert_pools_the_token_probabilities_of_each_problem(litert_with_assertions):

@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner import ClinicalNER
 from clinical_ner.cli import main as cli_main
 from clinical_ner.export import signatures
 from clinical_ner.serving.client import ServingClient
@@ -199,7 +199,7 @@ def test_spark_struct_carries_predicts_assertions(export_base, expected):
 def test_litert_gives_tensorflows_assertions(model, expected, tmp_path):
     pytest.importorskip("ai_edge_litert", reason="the [litert] extra is not installed")
     from clinical_ner.artifacts import litert as layout
-    from clinical_ner.annotators.litert.annotator import LiteRTNER
+    from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
     from clinical_ner.export.litert import export_litert
 
     model_dir, ner = model
@@ -208,7 +208,7 @@ def test_litert_gives_tensorflows_assertions(model, expected, tmp_path):
     assert manifest["version"] == layout.ASSERTIONS_FORMAT_VERSION
     assert manifest["max_abs_assertion_difference"] < 1e-4
 
-    lite = LiteRTNER.load(export_dir)
+    lite = LiteRTAnnotator.load(export_dir)
     assert lite.assertion_classes == ner.assertion_classes
     assert_same_entities(lite.annotate(NOTES), expected)
     spans = [[(e.start, e.end) for e in document] for document in expected]
