@@ -37,7 +37,6 @@ import bz2
 import collections
 import gzip
 import importlib
-import json
 import logging
 import lzma
 import multiprocessing
@@ -53,6 +52,7 @@ import numpy as np
 
 from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.text import normalize_word, sentence_token_texts
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +170,10 @@ def _line_text(batch: _Batch, number: int, raw: bytes) -> str:
     if not line.strip():
         return ""
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
+        record = parse_untrusted_json(line)
+    except UntrustedJSONError as error:
         raise DataFormatError(batch.path, number,
-                              f"not valid JSON (column {error.colno}: {error.msg})") from None
+                              f"not valid JSON ({error.located(' at column {colno}')})") from None
     text = record.get(batch.text_field) if isinstance(record, dict) else None
     if not isinstance(text, str):
         raise DataFormatError(batch.path, number,

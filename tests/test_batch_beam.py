@@ -184,6 +184,34 @@ def test_every_note_lands_once_in_results_or_errors(toy_export, tmp_path, capfd)
     assert SECRET not in logged.out and SECRET not in logged.err
 
 
+def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tmp_path, capsys):
+    # json.loads raises RecursionError on deep nesting and a plain ValueError
+    # on an integer of more than 4300 digits: each must cost its line only.
+    nested = b'{"id": "deep", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    long_number = b'{"id": "long", "text": "' + SECRET.encode() + b'", "n": ' + b"7" * 5000 + b"}"
+    notes = {"n1": "aspirin for fever", "n2": "fever", "n3": "nothing"}
+    write_jsonl(tmp_path / "notes.jsonl", [note_line("n1", notes["n1"]), nested,
+                                           note_line("n2", notes["n2"]), long_number,
+                                           note_line("n3", notes["n3"])])
+    capsys.readouterr()
+
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
+                     "--input-format", "jsonl", "--output", str(tmp_path / "out")]) == 0
+
+    results = read_records(tmp_path / "out", "entities")
+    assert {r["id"]: r["entities"] for r in results} == {
+        i: [e.to_dict() for e in expected_entities(text)] for i, text in notes.items()}
+    source = str(tmp_path / "notes.jsonl")
+    assert sorted((e["source"], e["id"], e["reason"]) for e in read_records(
+        tmp_path / "out", "errors")) == [
+        (f"{source}:2", None, "not JSON (arrays or objects nested too deeply)"),
+        (f"{source}:4", None, "not JSON (a number has more than 4300 digits)"),
+    ]
+    printed = capsys.readouterr()
+    assert "notes annotated: 3, set aside: 2" in printed.out
+    assert SECRET not in printed.out + printed.err
+
+
 class FailsOnceMidBundle(SavedModelHandler):
     """Fails the first attempt of the second batch it sees, as a worker dying mid-bundle.
 

@@ -30,6 +30,9 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
     path.write_text("{\n  \"epochs\": 3,\n  oops\n}")
     with pytest.raises(ConfigError, match=r"c.json:3"):
         NERConfig.from_file(path)
+    path.write_text('{"epochs": ' + "[" * 100_000)
+    with pytest.raises(ConfigError, match=r"c.json: not valid JSON \(arrays or objects nested"):
+        NERConfig.from_file(path)
     with pytest.raises(ConfigError, match="dropout"):
         NERConfig(dropout=1.0)
     with pytest.raises(ConfigError, match="batch_size"):
