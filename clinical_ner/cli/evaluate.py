@@ -22,9 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.scorer import format_report
-    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.evaluation.scorer import format_report
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
 
     ner = ClinicalNER.load(args.model)
     corpus = load_corpus(args.data, args.input_format, label_map=read_label_map(args.label_map),
