@@ -19,7 +19,12 @@ from clinical_ner.batch.runner import run_batch  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.errors import ConfigError  # noqa: E402
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
-from test_export import expected_entities, export_toy  # noqa: E402
+from helpers import (  # noqa: E402
+    assert_same_documents,
+    assert_same_tags,
+    expected_entities,
+    export_toy,
+)
 
 SECRET = "Zanzibarian"  # a word that must never reach an error record or a log
 TWO_MB = 2_000_000
@@ -61,7 +66,7 @@ def test_text_files_in_process_give_predicts_entities(trained_model, maccrobat_d
 
     results = read_records(tmp_path / "out", "entities")
     assert sorted(record["id"] for record in results) == sorted(predicted)
-    assert {record["id"]: record["entities"] for record in results} == predicted
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     assert read_records(tmp_path / "out", "errors") == []
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes]
     assert totals == {"notes": len(texts), "errors": 0,
@@ -88,7 +93,9 @@ def test_cli_jsonl_on_two_processes_gives_predicts_entities(
     assert len(list((tmp_path / "out").glob("entities-*-of-00002.jsonl"))) == 2
     results = read_records(tmp_path / "out", "entities")
     assert len(results) == len(predicted)
-    assert {record["id"]: record["entities"] for record in results} == predicted
+    # Other processes and batches than predict's: confidences to the tolerance
+    # (they differed by 9e-8 on an AMD EPYC host).
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     printed = capsys.readouterr().out
     entities = sum(len(found) for found in predicted.values())
     assert f"notes annotated: {len(predicted)}, set aside: 0" in printed
@@ -290,5 +297,5 @@ def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccro
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes[:6]]
     sentences = [text.split()[:30] for text in texts] + [[]]
     exported, in_process = ExportedModel.load(str(export_dir)), ClinicalNER.load(model_dir)
-    assert exported.annotate(texts) == in_process.annotate(texts)
-    assert exported.tag(sentences) == in_process.tag(sentences)
+    assert_same_documents(exported.annotate(texts), in_process.annotate(texts))
+    assert_same_tags(exported.tag(sentences), in_process.tag(sentences))

@@ -4,7 +4,7 @@ import pytest
 
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ConfigError
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def test_round_trip_through_model_directory(tmp_path):

@@ -19,6 +19,7 @@ from clinical_ner.model.layers.crf import (
     crf_sequence_score,
 )
 from clinical_ner.text.tags import transition_mask
+from helpers import CONFIDENCE_TOLERANCE
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
 BIOES_TAGS = ["O", "B-problem", "I-problem", "E-problem", "S-problem", "S-test"]
@@ -375,6 +376,32 @@ def test_call_is_float32_identity():
     outputs = CRF(4)(potentials)
     assert outputs.dtype == tf.float32
     np.testing.assert_allclose(outputs, potentials.astype("float32"))
+
+
+def test_numpy_crf_decodes_as_the_keras_crf():
+    # The lean runtime's CRF (NumPy only; LiteRT runs the network, not this).
+    from clinical_ner.annotators.litert.crf import ConstrainedCRF
+
+    tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
+    allowed, allowed_start, allowed_end = transition_mask(tags, "bioes")
+    layer = CRF(len(tags), allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
+    layer.build((None, None, len(tags)))
+    rng = np.random.default_rng(3)
+    layer.transitions.assign(2 * rng.normal(size=(len(tags), len(tags))).astype("float32"))
+    layer.start_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
+    layer.end_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
+    crf = ConstrainedCRF(layer.transitions.numpy(), layer.start_transitions.numpy(),
+                         layer.end_transitions.numpy(), allowed, allowed_start, allowed_end)
+    for _ in range(10):
+        batch, steps = rng.integers(1, 6), rng.integers(1, 30)
+        emissions = (4 * rng.normal(size=(batch, steps, len(tags)))).astype("float32")
+        lengths = rng.integers(1, steps + 1, size=batch).astype("int32")
+        expected_tags, marginals = (value.numpy() for value in layer.decode(emissions, lengths))
+        tag_ids, confidence = crf.decode(emissions, lengths)
+        np.testing.assert_array_equal(tag_ids, expected_tags)
+        np.testing.assert_allclose(
+            confidence, np.take_along_axis(marginals, expected_tags[..., None], 2)[..., 0],
+            rtol=0, atol=CONFIDENCE_TOLERANCE)
 
 
 def test_docstring_examples():

@@ -40,7 +40,7 @@ from clinical_ner.formats.conll import write_conll
 from clinical_ner.annotators.keras_annotator import ClinicalNER
 from clinical_ner.training.trainer import train
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -17,15 +17,16 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from clinical_ner.export import signatures as sig
 from clinical_ner.serving.rest_client import RestClient, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
-from test_export import expected_entities, expected_tags
-from test_server import (
+from helpers import (
     LEAKY,
     MARKER,
     MODEL,
     RPC_TIMEOUT_S,
-    entities,
+    expected_entities,
+    expected_tags,
     export_leaky,
     make_certificate,
+    response_entities,
     text_request,
     wait_for,
 )
@@ -339,7 +340,7 @@ def test_rest_equals_grpc_on_the_maccrobat_dev_documents(model_base, shared_data
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for start in range(0, len(texts), 8):
             batch = texts[start:start + 8]
-            over_grpc = entities(stub.Predict(text_request(batch), timeout=RPC_TIMEOUT_S), batch)
+            over_grpc = response_entities(stub.Predict(text_request(batch), timeout=RPC_TIMEOUT_S), batch)
             assert rest.annotate(batch) == over_grpc
             status, answer = predict(rest, {"instances": batch})
             assert sig.entities_from_outputs(batch, rows_as_arrays(answer["predictions"])) \

@@ -22,7 +22,7 @@ from clinical_ner.text.tokenizer import (
     sentence_token_texts,
     split_sentences,
 )
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
 GLOVE = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
