@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 
 import pytest
 
@@ -48,10 +49,13 @@ def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_no
     rows += [("empty", ""), ("null", None), ("dup", "Chest pain."), ("dup", "Chest pain.")]
     notes = spark.createDataFrame(rows, "note string, body string").repartition(2)
 
-    annotated = annotate(notes, str(export_dir.parent), id_col="note", text_col="body")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = annotate(notes, str(export_dir.parent), id_col="note", text_col="body")
+        result = annotated.collect()
 
+    assert not [str(w.message) for w in caught if "pandas" in str(w.message)]
     assert annotated.columns == ["note", "entities", "error"]
-    result = annotated.collect()
     assert sorted(row.note for row in result) == sorted(note for note, _ in rows)
     by_note = {row.note: row for row in result}
     assert_same_documents({note: by_note[note].entities for note in expected}, expected)
@@ -61,6 +65,17 @@ def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_no
     duplicates = [row for row in result if row.note == "dup"]
     assert len(duplicates) == 2
     assert_same_entities(duplicates[0].entities, duplicates[1].entities)  # maybe other batches
+
+
+def test_the_installed_pandas_is_one_pyspark_supports_without_a_warning():
+    # The check PySpark runs on the driver and in every worker that converts
+    # Arrow batches; with pandas >= 3 it warns each time, which the [spark]
+    # extra's pin (pandas>=2.2,<3) avoids.
+    from pyspark.sql.pandas.utils import require_minimum_pandas_version
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        require_minimum_pandas_version()
 
 
 def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
