@@ -47,16 +47,13 @@ SAMPLE_VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt
 # -- comparing outputs across batchings, processes and runtimes ------------------------------
 
 #: The largest difference between two confidences of the same entity that
-#: counts as equal. Observed differences: about 1e-7 between hosts (AMD EPYC
-#: against Intel with AVX-512/AMX: oneDNN picks other kernels, and batches of
-#: other shapes round differently; e.g. 0.28724798560142517 against
-#: 0.287247896194458, Beam on two processes against ``clinical-ner predict``),
-#: up to 1e-5 between the BiLSTM's fused kernel and Keras' loop, and up to
-#: 2.1e-5 between LiteRT and TensorFlow on the MACCROBAT dev notes. 1e-4
-#: leaves five times the largest of those; it is still far below what a
-#: changed model or a bug moves (a retrained or damaged model moves
-#: confidences by 1e-2 and more), and a confidence is read to two or three
-#: decimals.
+#: counts as equal. Differences seen: 9e-8 between hosts (0.28724798560142517
+#: against 0.287247896194458, Beam on two processes on an AMD EPYC against
+#: ``clinical-ner predict``: oneDNN picks other kernels on other CPUs, and
+#: batches of other shapes round differently) and up to 2.1e-5 between
+#: LiteRT and TensorFlow on the MACCROBAT dev notes. 1e-4 leaves five times
+#: the largest of those, and is still far below a difference a user could
+#: see: the HTML view prints confidences to two decimals.
 CONFIDENCE_TOLERANCE = 1e-4
 
 
@@ -184,6 +181,7 @@ class ConcurrencyProbe:
 
 
 # -- the toy SavedModel: keywords in, exact entities out --------------------------------------
+
 
 class Gate:
     """The files through which a test holds the calls of a toy model exported with ``gate_dir``."""
