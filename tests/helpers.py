@@ -462,7 +462,7 @@ def tiny_model(scheme: str) -> tuple[Any, Any]:
     from clinical_ner.config import NERConfig
     from clinical_ner.model.network import ClinicalNERModel
     from clinical_ner.model.vocab import Vocabulary
-    from clinical_ner.text.tags import tag_inventory
+    from clinical_ner.model.tag_space import tag_inventory
 
     tags = tag_inventory(["problem", "test", "treatment"], scheme)
     words = ["", "<unk>"] + sorted({t.lower() for text in TEXTS for t in text.split()})

@@ -18,7 +18,7 @@ from clinical_ner.model.layers.crf import (
     crf_log_norm,
     crf_sequence_score,
 )
-from clinical_ner.text.tags import transition_mask
+from clinical_ner.model.tag_space import transition_mask
 from helpers import CONFIDENCE_TOLERANCE
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]

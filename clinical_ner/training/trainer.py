@@ -36,7 +36,7 @@ from clinical_ner.model.network import MODEL_FILE
 from clinical_ner.evaluation.model_card import record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
 from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.text.tags import tag_inventory
+from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.callbacks import (
     BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
     TrainingRun,

@@ -1,6 +1,7 @@
 """``LiteRTNER``: ``annotate`` and ``tag`` on a LiteRT export, without TensorFlow."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from clinical_ner.annotators.litert import layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
 from clinical_ner.annotators.litert.network import EmissionsNetwork
-from clinical_ner.text.tags import entity_token_spans, tag_roles, to_iob2_tag
+from clinical_ner.model.tag_space import entity_token_spans, tag_roles
+from clinical_ner.text.tags import to_iob2_tag
 from clinical_ner.text.tokenizer import split_sentences
 from clinical_ner.model.vocab import Vocabulary
 
@@ -23,8 +25,16 @@ from clinical_ner.model.vocab import Vocabulary
 # at the same speed: all 24 MACCROBAT dev documents peaked at 157 MiB with
 # 128, 133 with 64, 111 with 32 and 97 with 16, at 10.0k-12.6k tokens/s
 # (one run each on the loaded shared 2-core machine, an ad-hoc script not
-# committed; docs/litert.md).
+# committed; docs/design/litert.md).
 CHUNK_SIZE = 32
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows: no affinity call
+        return max(1, os.cpu_count() or 1)
 
 
 class LiteRTNER(Annotator):
@@ -57,16 +67,21 @@ class LiteRTNER(Annotator):
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1,
-             workers: int = 1) -> "LiteRTNER":
+             workers: int | None = None) -> "LiteRTNER":
         """Load a directory written by ``clinical-ner export MODEL --format litert``.
 
         ``workers`` interpreters score chunks of a batch (and concurrent
-        callers) in parallel threads; ``num_threads`` is each interpreter's
-        own thread count. The defaults (1 and 1) use one core and the least
-        memory; ``workers=2`` uses two cores for batches (about 12 MiB more
-        per interpreter).
+        callers) in parallel threads (LiteRT releases the GIL while it
+        computes); ``None`` (the default) gives one per core the process may
+        run on (its CPU affinity), so a large batch uses them all, at about
+        12 MiB more per interpreter. ``workers=1`` uses one core and the
+        least memory: what batch engines, which run one worker per core,
+        set. ``num_threads`` is each interpreter's own thread count (more
+        than 1 was slower than more workers: docs/litert.md).
         """
         directory = Path(directory)
+        if workers is None:
+            workers = usable_cores()
         if not layout.is_litert_export(directory):
             raise layout.LiteRTExportError(
                 f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "

@@ -335,7 +335,7 @@ class CRF(keras.layers.Layer):
     decoding time by adding ``FORBIDDEN_SCORE`` to their scores, in the
     Viterbi path and in the marginals alike, so that the confidence matches
     the decoded path. The training likelihood ignores them. The layer knows
-    tag ids only; :func:`clinical_ner.text.tags.transition_mask` makes the masks
+    tag ids only; :func:`clinical_ner.model.tag_space.transition_mask` makes the masks
     of a tag scheme.
 
     Args:
