@@ -28,6 +28,7 @@ from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.errors import ConfigError  # noqa: E402
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
 from helpers import (  # noqa: E402
+    REPO_ROOT,
     assert_same_documents,
     assert_same_tags,
     expected_entities,
@@ -36,25 +37,6 @@ from helpers import (  # noqa: E402
 
 SECRET = "Zanzibarian"  # a word that must never reach an error record or a log
 TWO_MB = 2_000_000
-# Runtimes differ in their confidences by float32 rounding; until the shared
-# tests/helpers.py (issue 22) lands, the tolerance of test_litert.
-CONFIDENCE_TOLERANCE = 1e-4
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def assert_same_entity_dicts(expected: dict[str, list], actual: dict[str, list]) -> None:
-    """Same notes, spans and labels exactly; confidences within CONFIDENCE_TOLERANCE."""
-    def fields(entities):
-        return [(e["start"], e["end"], e["label"], e["text"]) for e in entities]
-
-    assert {note: fields(found) for note, found in actual.items()} == \
-           {note: fields(found) for note, found in expected.items()}
-    for note, found in actual.items():
-        for got, wanted in zip(found, expected[note]):
-            assert got["confidence"] == pytest.approx(wanted["confidence"],
-                                                      abs=CONFIDENCE_TOLERANCE)
-
-
 def read_records(output: Path, prefix: str) -> list[dict]:
     shards = sorted(output.glob(f"{prefix}-*-of-*.jsonl"))
     assert shards, f"no {prefix} shards in {output}"
@@ -151,7 +133,7 @@ def test_a_litert_export_gives_predicts_entities_without_tensorflow(
     assert report["imported"] == []
     assert report["totals"]["workers_litert"] == 1 and report["totals"]["workers_tensorflow"] == 0
     results = read_records(tmp_path / "out", "entities")
-    assert_same_entity_dicts(predicted, {record["id"]: record["entities"] for record in results})
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     assert report["totals"]["entities"] == sum(len(found) for found in predicted.values())
 
 
@@ -165,7 +147,7 @@ def test_cli_on_a_litert_export_in_two_processes_gives_predicts_entities(
                      "--direct_running_mode=multi_processing"]) == 0
 
     results = read_records(tmp_path / "out", "entities")
-    assert_same_entity_dicts(predicted, {record["id"]: record["entities"] for record in results})
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     assert "runtime: LiteRT on " in capsys.readouterr().out
 
 
