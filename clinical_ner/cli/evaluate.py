@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from clinical_ner.cli.common import add_annotated_data_options, model_path, read_label_map
+from clinical_ner.cli.common import (
+    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+)
 
 NAME = "evaluate"
 HELP = "score a model on annotated data"
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     ner = ClinicalNER.load(args.model)
     corpus = load_corpus(args.data, args.input_format, label_map=read_label_map(args.label_map),
-                         skip_invalid=args.skip_invalid)
+                         skip_invalid=args.skip_invalid,
+                         assertion_map=read_assertion_map(args.assertion_map))
     report_skipped(corpus, args.data, lambda message: print(message, file=sys.stderr))
     report = evaluate_sentences(ner, corpus_sentences(corpus))
     print(format_report(report), end="")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from clinical_ner.text.document import Sentence
+from clinical_ner.annotators.base import Annotator
+from clinical_ner.evaluation.scorer import score_assertions, score_end_to_end, score_mentions
 from clinical_ner.formats import Corpus
-from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.evaluation.scorer import score_mentions
+from clinical_ner.text.document import ASSERTION_LABEL, Mention, Sentence
 from clinical_ner.text.tags import tags_to_mentions
 
 
@@ -23,8 +23,12 @@ def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> No
             emit(f"  {problem}")
 
 
-def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence]) -> dict:
+def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence]) -> dict:
     """Exact and lenient entity scores of ``ner`` on gold-tokenized sentences.
+
+    When the sentences' problems carry assertions and the model has an
+    assertion output, the report also has ``assertion`` (see
+    :func:`evaluate_assertions`).
 
     Example (``ner`` from ``ClinicalNER.load``, ``corpus`` from ``load_corpus``)::
 
@@ -34,4 +38,51 @@ def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence]) -> dict:
     predictions = ner.tag([s.tokens for s in sentences])
     gold = [tags_to_mentions(s.tags) for s in sentences]
     predicted = [tags_to_mentions(tags) for tags, _ in predictions]
-    return score_mentions(gold, predicted)
+    report = score_mentions(gold, predicted)
+    if ner.assertion_classes and has_assertions(sentences):
+        report["assertion"] = evaluate_assertions(ner, sentences, gold, predicted)
+    return report
+
+
+def has_assertions(sentences: Sequence[Sentence]) -> bool:
+    return any(s.assertions for s in sentences)
+
+
+def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
+                        gold: Sequence[Sequence[Mention]],
+                        predicted: Sequence[Sequence[Mention]]) -> dict:
+    """Assertion scores: ``gold_concepts`` and ``end_to_end``.
+
+    ``gold_concepts`` classifies every gold problem that has an assertion,
+    given its gold span (the i2b2 2010 task-2 protocol; see
+    :func:`clinical_ner.evaluation.scorer.score_assertions`). ``end_to_end`` counts a
+    predicted problem (from ``predicted``, the tagger's mentions) as correct
+    when a gold problem has its span, label and assertion. Each sentence is
+    classified as its tokens joined by spaces, the spans being its mentions'
+    tokens, through ``ner.classify_assertions``, so every runtime is scored
+    by the rule it annotates with.
+    """
+    gold_pairs = [[(m, s.assertions[(m.first_token, m.last_token)]) for m in mentions
+                   if m.label == ASSERTION_LABEL and (m.first_token, m.last_token) in s.assertions]
+                  for s, mentions in zip(sentences, gold)]
+    predicted_problems = [[m for m in mentions if m.label == ASSERTION_LABEL]
+                          for mentions in predicted]
+    texts, spans = [], []
+    for sentence, pairs, problems in zip(sentences, gold_pairs, predicted_problems):
+        starts, position = [], 0
+        for token in sentence.tokens:
+            starts.append(position)
+            position += len(token) + 1
+        texts.append(" ".join(sentence.tokens))
+        spans.append([(starts[m.first_token],
+                       starts[m.last_token] + len(sentence.tokens[m.last_token]))
+                      for m in [m for m, _ in pairs] + problems])
+    classified = ner.classify_assertions(texts, spans)
+    gold_classes, predicted_classes, predicted_pairs = [], [], []
+    for pairs, problems, answers in zip(gold_pairs, predicted_problems, classified):
+        gold_classes += [assertion for _, assertion in pairs]
+        predicted_classes += [name for name, _ in answers[:len(pairs)]]
+        predicted_pairs.append([(m, name) for m, (name, _) in
+                                zip(problems, answers[len(pairs):])])
+    return {"gold_concepts": score_assertions(gold_classes, predicted_classes),
+            "end_to_end": score_end_to_end(gold_pairs, predicted_pairs)}

@@ -167,12 +167,13 @@ def load_corpus(
     scheme: str = "auto",
     label_map: dict[str, str | None] | None = None,
     skip_invalid: bool = False,
+    assertion_map: dict | None = None,
 ) -> Corpus:
     """Read a corpus in any supported format (``format="auto"`` detects it).
 
-    ``scheme`` applies to CoNLL only and ``label_map`` to brat only; passing
-    them for another format is a :class:`ConfigError` rather than being
-    ignored.
+    ``scheme`` applies to CoNLL only, ``label_map`` and ``assertion_map``
+    (see :mod:`clinical_ner.formats.brat`) to brat only; passing them for
+    another format is a :class:`ConfigError` rather than being ignored.
     """
     if format == "auto":
         format = detect_format(path)
@@ -182,11 +183,15 @@ def load_corpus(
         raise ConfigError(f"a tag scheme applies to CoNLL input only, not {format}")
     if label_map is not None and format != "brat":
         raise ConfigError(f"a label map applies to brat input only, not {format}")
+    if assertion_map is not None and format != "brat":
+        raise ConfigError(f"an assertion map applies to brat input only, not {format} "
+                          "(i2b2 reads its assertions from .ast files)")
     if format == "conll":
         return conll.read_conll(path, scheme=scheme, skip_invalid=skip_invalid)
     if format == "i2b2":
         return i2b2.read_i2b2(path, skip_invalid=skip_invalid)
-    return brat.read_brat(path, label_map=label_map, skip_invalid=skip_invalid)
+    return brat.read_brat(path, label_map=label_map, skip_invalid=skip_invalid,
+                          assertion_map=assertion_map)
 
 
 # Imported last because the reader modules import Corpus and the helpers above.
