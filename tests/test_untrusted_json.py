@@ -37,3 +37,15 @@ def test_nesting_the_parser_can_hold_is_still_read():
 def test_doctests():
     results = doctest.testmod(untrusted_json)
     assert results.attempted > 0 and results.failed == 0
+
+
+@pytest.mark.parametrize("option", ["--label-map", "--assertion-map"])
+def test_json_options_name_the_file_of_a_value_nested_too_deeply(tmp_path, option):
+    from clinical_ner.cli.common import read_assertion_map, read_label_map
+    from clinical_ner.errors import ConfigError
+
+    path = tmp_path / "map.json"
+    path.write_text('{"Drug": ' + "[" * 100_000, encoding="utf-8")
+    read = read_label_map if option == "--label-map" else read_assertion_map
+    with pytest.raises(ConfigError, match=f"{option} {path}: arrays or objects nested too deeply"):
+        read(str(path))

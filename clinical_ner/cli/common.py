@@ -69,8 +69,8 @@ def read_assertion_map(value: str | None) -> dict | None:
     if value is None:
         return None
     try:
-        mapping = json.loads(Path(value).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
         raise ConfigError(f"--assertion-map {value}: {error}") from None
     from clinical_ner.formats.brat import check_assertion_map
 
