@@ -33,12 +33,12 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     Small but trained enough (a high learning rate) to find entities in the
     MACCROBAT dev notes, so that comparisons of annotators compare something.
     """
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     root = tmp_path_factory.mktemp("trained")
     train_sample_model(root / "model", dev=False, lstm_units=16, char_filters=8, char_dim=8,
                        epochs=2, learning_rate=0.01, seed=11)
-    export_dir = ClinicalNER.load(root / "model").export(root / "export")
+    export_dir = KerasAnnotator.load(root / "model").export(root / "export")
     return root / "model", export_dir
 
 

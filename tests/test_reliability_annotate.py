@@ -1,4 +1,4 @@
-"""Any text through ``ClinicalNER.annotate``: no exception, offsets always exact.
+"""Any text through ``Annotator.annotate``: no exception, offsets always exact.
 
 A tiny model trained on the bundled sample (conftest's ``tiny_model_dir``). Every
 entity must satisfy ``text[e.start:e.end] == e.text`` with ``0 <= start < end
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
 from helpers import EDGE_CASES, NOTE, REPO_ROOT, assert_exact, assert_same_entities
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ner(tiny_model_dir):
-    return ClinicalNER.load(tiny_model_dir)
+    return KerasAnnotator.load(tiny_model_dir)
 
 
 PARAGRAPH = NOTE + " Fever and cough resolved.\nLabs: WBC 12.3, Hb 9.8 g/dL.\r\n"
@@ -105,7 +105,7 @@ def test_peak_memory_of_a_two_megabyte_document(tiny_model_dir, record_property)
     # and a warm-up call, so the growth is what the 2 MB document costs.
     script = textwrap.dedent(f"""
         import json
-        from clinical_ner.annotators.keras_annotator import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
         def long_document(size, paragraph={PARAGRAPH!r}):
             return (paragraph * (size // len(paragraph) + 1))[:size]
@@ -114,7 +114,7 @@ def test_peak_memory_of_a_two_megabyte_document(tiny_model_dir, record_property)
             for line in open("/proc/self/status"):
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-        ner = ClinicalNER.load({str(tiny_model_dir)!r})
+        ner = KerasAnnotator.load({str(tiny_model_dir)!r})
         ner.annotate(long_document(20_000))
         text = long_document({TWO_MB})
         before = status("VmRSS")

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
 

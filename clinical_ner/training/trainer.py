@@ -32,10 +32,10 @@ from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
-from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.evaluation.model_card import record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.callbacks import (
     BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
@@ -129,7 +129,7 @@ def train(
         train_assertions = (encode_assertions(train_sentences, vocab.assertions)
                             if vocab.assertions else None)
         train_tokens = sum(len(s.tokens) for s in train_sentences)
-        ner = ClinicalNER(model, vocab, config)
+        ner = KerasAnnotator(model, vocab, config)
         stopped_early = False
         for epoch in range(state.epoch, config.epochs):
             if selection.should_stop(state):
@@ -250,7 +250,7 @@ def _first_model(config: NERConfig, sentences: list[Sentence], labels: set[str],
     return model, vocab
 
 
-def _dev_scores(ner: ClinicalNER, sentences: list[Sentence], distribution: Distribution) -> dict:
+def _dev_scores(ner: KerasAnnotator, sentences: list[Sentence], distribution: Distribution) -> dict:
     """The chief's dev precision, recall and F1 (and assertion scores), on every process.
 
     A model with assertions adds the dev assertion accuracy and macro F1 of
