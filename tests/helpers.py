@@ -55,13 +55,15 @@ SAMPLE_VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt
 #: the largest of those, and is still far below a difference a user could
 #: see: the HTML view prints confidences to two decimals.
 CONFIDENCE_TOLERANCE = 1e-4
+#: The fields of an entity compared within the tolerance; every other field exactly.
+CONFIDENCE_FIELDS = ("confidence", "assertion_confidence")
 
 
 def entity_fields(entity: Any) -> dict[str, Any]:
     """An entity as a dict: an :class:`Entity`, a dict from JSON, or a Spark ``Row``.
 
     An absent assertion and ``assertion=None`` are the same (``to_dict``
-    leaves it out).
+    leaves them out), and so for its confidence.
     """
     if isinstance(entity, Mapping):
         fields = dict(entity)
@@ -71,8 +73,9 @@ def entity_fields(entity: Any) -> dict[str, Any]:
         fields = entity.asDict()
     else:
         raise TypeError(f"not an entity: {type(entity).__name__}")
-    if fields.get("assertion", "") is None:
-        del fields["assertion"]
+    for name in ("assertion", "assertion_confidence"):
+        if name in fields and fields[name] is None:
+            del fields[name]
     return fields
 
 
@@ -89,16 +92,18 @@ def assert_same_entities(actual: Sequence[Any], expected: Sequence[Any], where: 
     expected_fields = [entity_fields(entity) for entity in expected]
     prefix = f"{where}: " if where else ""
 
-    def without_confidence(fields: list[dict]) -> list[dict]:
-        return [{k: v for k, v in entity.items() if k != "confidence"} for entity in fields]
+    def without_confidences(fields: list[dict]) -> list[dict]:
+        return [{k: v for k, v in entity.items() if k not in CONFIDENCE_FIELDS}
+                for entity in fields]
 
-    assert without_confidence(actual_fields) == without_confidence(expected_fields), \
+    assert without_confidences(actual_fields) == without_confidences(expected_fields), \
         f"{prefix}spans, texts, labels or assertions differ"
     for index, (got, wanted) in enumerate(zip(actual_fields, expected_fields)):
-        assert confidences_match(got.get("confidence"), wanted.get("confidence")), (
-            f"{prefix}entity {index} ({got['start']}-{got['end']} {got['label']}): confidence "
-            f"{got.get('confidence')!r} against {wanted.get('confidence')!r}, more than "
-            f"{CONFIDENCE_TOLERANCE} apart")
+        for name in CONFIDENCE_FIELDS:
+            assert confidences_match(got.get(name), wanted.get(name)), (
+                f"{prefix}entity {index} ({got['start']}-{got['end']} {got['label']}): {name} "
+                f"{got.get(name)!r} against {wanted.get(name)!r}, more than "
+                f"{CONFIDENCE_TOLERANCE} apart")
 
 
 def assert_same_documents(actual: Sequence[Sequence[Any]] | Mapping[Any, Sequence[Any]],

@@ -21,7 +21,8 @@ TEXT = "Chest pain on aspirin; CT showed a nodule."
 # The entity whose confidences differed between an AMD EPYC host (Beam, two
 # processes) and an Intel one (predict) in issue 22.
 PREDICTED = [Entity(0, 10, "Chest pain", "problem", 0.287247896194458),
-             Entity(14, 21, "aspirin", "treatment", 0.9921875, assertion="present"),
+             Entity(14, 21, "aspirin", "treatment", 0.9921875, assertion="present",
+                    assertion_confidence=0.75),
              Entity(23, 25, "CT", "test", 0.5)]
 ON_AMD = [dataclasses.replace(PREDICTED[0], confidence=0.28724798560142517), *PREDICTED[1:]]
 
@@ -77,6 +78,12 @@ def test_any_other_difference_is_rejected(changes):
     with pytest.raises(AssertionError):
         assert_same_entities([e.to_dict() for e in shifted(ON_AMD, index, **changes)],
                              [e.to_dict() for e in PREDICTED])
+
+
+def test_an_assertion_confidence_is_a_confidence_too():
+    assert_same_entities(shifted(PREDICTED, 1, assertion_confidence=0.75 + 9e-8), PREDICTED)
+    with pytest.raises(AssertionError, match="assertion_confidence"):
+        assert_same_entities(shifted(PREDICTED, 1, assertion_confidence=0.76), PREDICTED)
 
 
 @pytest.mark.parametrize("confidence", [float("nan"), None, float("inf")])
