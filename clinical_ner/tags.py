@@ -32,7 +32,9 @@ its tags. :func:`tag_inventory` lists its tags, :func:`to_scheme` /
 :func:`tag_roles` say what each tag means for span extraction (in Python and
 in the inference graph), and :func:`transition_mask` says which tag
 sequences the scheme allows, as the boolean arrays the CRF layer and any
-other decoder (a LiteRT export, for instance) take.
+other decoder (a LiteRT export, for instance) take. For partly labelled
+training data, :func:`allowed_tag_mask` says which tags each token of a
+sentence may take, given the labels its corpus does not annotate completely.
 """
 from __future__ import annotations
 
@@ -496,3 +498,52 @@ def transition_mask(tags: Sequence[str], scheme: str) -> TransitionMask:
         start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
         end = np.ones(num_tags, dtype=bool)
     return TransitionMask(allowed, start, end)
+
+
+#: How a corpus annotates one of the model's labels: ``complete`` (an
+#: unmarked token is not this label), ``partial`` (its mentions are this label,
+#: but unmarked text may still be) or ``none`` (it does not annotate it).
+LABEL_COVERAGES = ("complete", "partial", "none")
+
+
+def allowed_tag_mask(iob2_tags: Sequence[str], tags: Sequence[str], scheme: str,
+                     open_labels: Iterable[str]) -> np.ndarray:
+    """Which of the model's ``tags`` each token of a partly labelled sentence may take.
+
+    ``iob2_tags`` are the sentence's gold tags; ``open_labels`` the labels
+    that its corpus does not annotate completely (coverage ``partial`` or
+    ``none``). Returns bool ``[tokens, len(tags)]``:
+
+    * a token inside a mention may take only the tag that ``scheme`` gives it;
+    * an unmarked token may take ``O`` or any tag of an open label, except
+      (BIO) ``I-X`` right after an ``X`` mention, which would lengthen that
+      mention; the CRF's transition mask rules out the other sequences the
+      scheme forbids (an ``I-X`` after ``O``, for instance).
+
+    With no open labels each token allows exactly its gold tag.
+
+    >>> tags = ["O", "B-problem", "I-problem", "B-test", "I-test"]
+    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["test"]).astype(int).tolist()
+    [[0, 1, 0, 0, 0], [1, 0, 0, 1, 1]]
+    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["problem"]).astype(int).tolist()
+    [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
+    """
+    index = {tag: position for position, tag in enumerate(tags)}
+    converted = to_scheme(list(iob2_tags), scheme)
+    unknown = sorted({tag for tag in converted if tag not in index})
+    if unknown:
+        raise ValueError(f"tag(s) {', '.join(unknown)} are not among the model's tags")
+    open_labels = set(open_labels)
+    unmarked = np.array([tag == OUTSIDE or parse_tag(tag)[1] in open_labels for tag in tags])
+    mask = np.zeros((len(converted), len(tags)), dtype=bool)
+    for position, tag in enumerate(converted):
+        if tag != OUTSIDE:
+            mask[position, index[tag]] = True
+            continue
+        mask[position] = unmarked
+        previous = converted[position - 1] if position else OUTSIDE
+        if previous != OUTSIDE:
+            lengthening = f"I-{parse_tag(previous)[1]}"
+            if _canonical_scheme(scheme, MODEL_SCHEMES) == "bio" and lengthening in index:
+                mask[position, index[lengthening]] = False
+    return mask
