@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from clinical_ner.corpus import Sentence
 from clinical_ner.features import Featurizer
-from clinical_ner.tags import to_scheme
+from clinical_ner.tags import allowed_tag_mask, to_scheme
 from clinical_ner.vocab import PAD, UNKNOWN_ID
 
 
@@ -24,6 +24,22 @@ def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> 
                 f"{sentence.source}: tag(s) {', '.join(unknown)} are not among the model's tags"
             )
         encoded.append([index[tag] for tag in converted])
+    return encoded
+
+
+def encode_allowed_tags(sentences: Sequence[Sentence], open_labels: Sequence[Sequence[str]],
+                        tags: list[str], scheme: str) -> list[np.ndarray]:
+    """Each sentence's allowed-tag mask, bool ``[tokens, len(tags)]``.
+
+    ``open_labels[i]`` are the labels that sentence ``i``'s corpus does not
+    annotate completely (see :func:`clinical_ner.tags.allowed_tag_mask`).
+    """
+    encoded = []
+    for sentence, labels in zip(sentences, open_labels, strict=True):
+        try:
+            encoded.append(allowed_tag_mask(sentence.tags, tags, scheme, labels))
+        except ValueError as error:
+            raise ValueError(f"{sentence.source}: {error}") from None
     return encoded
 
 
@@ -48,8 +64,14 @@ def training_dataset(
     shuffle_seed: int | None,
     word_dropout: float,
     bucket_boundaries: Sequence[int],
+    allowed_tags: list[np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
+
+    With ``allowed_tags`` (partly labelled data: one bool ``[tokens, K]``
+    mask per sentence, from :func:`encode_allowed_tags`) the targets are
+    ``{"tags": tag_ids, "allowed_tags": bool [batch, tokens, K]}`` instead
+    (padding steps allow nothing; the CRF never reads them).
 
     With ``shuffle_seed`` the sentence order is shuffled with that seed
     (callers pass ``seed + epoch``, so every epoch has its own order and an
@@ -70,10 +92,15 @@ def training_dataset(
     flat_tags = tf.constant([tag for tags in tag_ids for tag in tags], tf.int32)
     starts = tf.constant(starts)
     lengths = tf.constant(lengths, tf.int64)
+    flat_allowed = (None if allowed_tags is None
+                    else tf.constant(np.concatenate(allowed_tags, axis=0), tf.bool))
 
     def sentence(index):
         begin, size = starts[index], lengths[index]
-        return flat_tokens[begin:begin + size], flat_tags[begin:begin + size]
+        targets = flat_tags[begin:begin + size]
+        if flat_allowed is not None:
+            targets = {"tags": targets, "allowed_tags": flat_allowed[begin:begin + size]}
+        return flat_tokens[begin:begin + size], targets
 
     dataset = tf.data.Dataset.range(len(sentences))
     if shuffle_seed is not None:
@@ -84,9 +111,11 @@ def training_dataset(
         element_length_func=lambda words, _: tf.shape(words)[0],
         bucket_boundaries=list(bucket_boundaries),
         bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        padded_shapes=([None], [None]),
+        padded_shapes=([None], [None] if flat_allowed is None
+                       else {"tags": [None], "allowed_tags": [None, None]}),
         # Tag id 0 (O) on padding; the CRF never reads it.
-        padding_values=(PAD, 0),
+        padding_values=(PAD, 0 if flat_allowed is None
+                        else {"tags": 0, "allowed_tags": False}),
     )
 
     base_seed = 0 if shuffle_seed is None else shuffle_seed

@@ -23,8 +23,14 @@ def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> No
             emit(f"  {problem}")
 
 
-def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence]) -> dict:
+def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence],
+                       labels: Sequence[str] | None = None) -> dict:
     """Exact and lenient entity scores of ``ner`` on gold-tokenized sentences.
+
+    With ``labels`` only mentions of those labels count, gold and predicted
+    alike: a model is scored on a corpus that annotates only some of its
+    labels (BC5CDR's diseases as ``problem``) without its other labels'
+    predictions counting as false positives.
 
     Example (``ner`` from ``ClinicalNER.load``, ``corpus`` from ``load_corpus``)::
 
@@ -34,4 +40,8 @@ def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence]) -> dict:
     predictions = ner.tag([s.tokens for s in sentences])
     gold = [tags_to_mentions(s.tags) for s in sentences]
     predicted = [tags_to_mentions(tags) for tags, _ in predictions]
+    if labels is not None:
+        kept = set(labels)
+        gold = [[m for m in mentions if m.label in kept] for mentions in gold]
+        predicted = [[m for m in mentions if m.label in kept] for mentions in predicted]
     return score_mentions(gold, predicted)

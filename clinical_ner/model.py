@@ -186,10 +186,21 @@ class ClinicalNERModel(keras.Model):
         return tf.reduce_sum(tf.cast(tf.not_equal(inputs["word_ids"], 0), tf.int32), axis=1)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Mean CRF negative log-likelihood per sentence (plus any layer losses)."""
-        log_likelihood = self.crf.log_likelihood(
-            y_pred, tf.cast(y, tf.int32), self.sequence_lengths(x)
-        )
+        """Mean CRF negative log-likelihood per sentence (plus any layer losses).
+
+        ``y`` is the tag ids, or for partly labelled data a dict whose
+        ``allowed_tags`` (bool ``[batch, tokens, tags]``) gives the tags each
+        token may take: the loss is then the negative marginal likelihood of
+        the allowed paths (:meth:`CRF.partial_log_likelihood`), which equals
+        the ordinary one for a row that allows one tag per token.
+        """
+        if isinstance(y, dict) and "allowed_tags" in y:
+            log_likelihood = self.crf.partial_log_likelihood(
+                y_pred, y["allowed_tags"], self.sequence_lengths(x))
+        else:
+            log_likelihood = self.crf.log_likelihood(
+                y_pred, tf.cast(y["tags"] if isinstance(y, dict) else y, tf.int32),
+                self.sequence_lengths(x))
         loss = -tf.reduce_mean(log_likelihood)
         if self.losses:
             loss += tf.add_n(self.losses)

@@ -117,6 +117,58 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     return _write(model_dir, card)
 
 
+def record_corpus_set_training(model_dir: str | Path, corpus_set, skip_invalid: bool = False
+                               ) -> Path:
+    """After training from a corpus file: record each corpus and its dev scores, write the card.
+
+    ``corpus_set`` is a :class:`clinical_ner.formats.corpora.CorpusSet`. The
+    scores per dev corpus are those of the kept epoch in
+    ``training_log.jsonl`` (each corpus scored on the labels it annotates).
+    """
+    import keras
+    import tensorflow as tf
+
+    from clinical_ner.formats.corpora import load_spec_corpus
+
+    model_dir = Path(model_dir)
+    card = _load_card_data(model_dir)
+    best = [entry for entry in _training_log(model_dir) if entry.get("best")]
+    dev_scores = best[-1].get("dev_corpora", {}) if best else {}
+    corpora = []
+    for spec in corpus_set.corpora:
+        corpora.append({
+            **spec.to_dict(),
+            "train_data": [summarise_corpus(path, load_spec_corpus(spec, path, skip_invalid))
+                           for path in spec.train],
+            "dev_scores": dev_scores.get(spec.name),
+        })
+    card["training"] = {
+        "train_data": [item for corpus in corpora for item in corpus["train_data"]],
+        "dev_data": None,
+        "corpora": corpora,
+        "select": corpus_set.selection,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "clinical_ner": __version__,
+    }
+    card["evaluation"] = None
+    return _write(model_dir, card)
+
+
+def _corpus_rows(corpora: list[dict], select: dict) -> list[str]:
+    lines = ["| corpus | weight | coverage | label map | dev exact F1 (own labels) | selects |",
+             "|---|---|---|---|---|---|"]
+    for corpus in corpora:
+        coverage = ", ".join(f"{label} {how}" for label, how in corpus["coverage"].items())
+        label_map = ", ".join(f"{source} -> {target or '(dropped)'}"
+                              for source, target in (corpus["label_map"] or {}).items()) or "-"
+        scores = corpus.get("dev_scores")
+        f1 = f"{scores['f1']:.4f}" if scores else "-"
+        lines.append(f"| {corpus['name']} | {corpus['weight']:g} | {coverage} | {label_map} | "
+                     f"{f1} | {select.get(corpus['name'], 0):g} |")
+    return lines
+
+
 def write_model_card(model: str | Path, data: str | Path | None = None,
                      data_format: str = "auto", label_map: dict | None = None,
                      skip_invalid: bool = False, **fields: str | list[str]) -> Path:
@@ -302,6 +354,13 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     ]
     lines += _parameters(model) + [""]
     lines += ["## Training data", ""]
+    if training and training.get("corpora"):
+        lines += ["Trained from a corpus file: each corpus's labels were mapped onto the model's, "
+                  "and an unmarked token could take any label its corpus does not annotate "
+                  "completely (marginal likelihood; `docs/design/multi-corpus.md`). The dev "
+                  "scores are the kept epoch's; `selects` is each corpus's weight in the score "
+                  "that chose it.", ""]
+        lines += _corpus_rows(training["corpora"], training.get("select", {})) + [""]
     if training:
         lines += _data_rows(training["train_data"], labels) + [""]
         if training.get("dev_data"):

@@ -73,13 +73,13 @@ class EpochTrainer:
     def _global_step(self, batch):
         per_replica_loss = self.strategy.run(self._replica_step, args=(batch,))
         loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
-        return loss, tf.shape(batch[1])[0]
+        return loss, tf.shape(batch[0]["word_ids"])[0]
 
     def _replica_step(self, batch):
         features, targets = batch
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
-        rows = tf.shape(targets)[0]
+        rows = tf.shape(features["word_ids"])[0]
         begin = rows * context.replica_id_in_sync_group // replicas
         end = rows * (context.replica_id_in_sync_group + 1) // replicas
         share = tf.cast(end - begin, tf.float32) / tf.cast(rows, tf.float32)
@@ -90,7 +90,8 @@ class EpochTrainer:
         begin = tf.where(empty, 0, begin)
         end = tf.where(empty, 1, end)
         features = {name: value[begin:end] for name, value in features.items()}
-        targets = targets[begin:end]
+        # Targets are tag ids, or a dict of tensors for partly labelled data.
+        targets = tf.nest.map_structure(lambda target: target[begin:end], targets)
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:
             predictions = self.model(features, training=True)

@@ -1,0 +1,195 @@
+"""One model from MACCROBAT + BC5CDR + NCBI-disease: does it beat MACCROBAT alone?
+
+    python -m benchmarks.multi_corpus                          # seeds 1 2 3, every run
+    python -m benchmarks.multi_corpus --seeds 1 --epochs 25 --patience 4
+    python -m benchmarks.multi_corpus --runs maccrobat marginal concat --seeds 2 3
+
+Runs (each ``clinical_ner.trainer.train`` with the default configuration and the GloVe
+50d vectors of the bundled model, the given seed, ``--epochs``/``--patience``):
+
+* ``maccrobat``: MACCROBAT train alone, epoch chosen on MACCROBAT dev;
+* ``concat``: MACCROBAT + BC5CDR (Disease -> problem, Chemical -> treatment) + NCBI
+  (Disease -> problem), every label declared *complete*: unlabelled types are ``O``
+  (plain concatenation, with the corpus weights below);
+* ``marginal``: the same corpora as in ``training/configs/public-corpora.toml``
+  (BC5CDR problem/treatment partial, test none; NCBI problem partial): marginal
+  likelihood over the allowed tags;
+* ``bc5cdr``, ``ncbi``: each corpus alone, native labels, epoch chosen on its own dev.
+
+Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
+choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
+to save time). Every model is then scored: MACCROBAT dev exact micro F1 (all labels), BC5CDR
+test and NCBI dev exact F1 of diseases only (``problem`` for the joint models). NCBI dev chose
+the ``ncbi`` model's epoch, so that model's NCBI dev figure is slightly optimistic.
+
+Results go to ``benchmarks/results/multi_corpus.json`` after every run (a run already
+there for its seed is skipped, so an interrupted benchmark continues).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA = REPO_ROOT.parent / "shared" / "data"
+EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
+RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi")
+JOINT_WEIGHT = 0.5
+
+# (corpus name, split path, label map, labels scored) of each score.
+SCORES = {
+    "maccrobat_dev": ("maccrobat/dev.conll", None, None),
+    "bc5cdr_test_disease": ("bc5cdr/test.conll", {"Disease": "problem"}, ["problem"]),
+    "ncbi_dev_disease": ("ncbi-disease/dev.conll", {"Disease": "problem"}, ["problem"]),
+}
+
+
+def corpus_file(folder: Path, partial: bool) -> Path:
+    """The joint corpus file: partial coverage (marginal) or everything complete (concat)."""
+    coverage = {
+        "bc5cdr": '{ problem = "partial", treatment = "partial", test = "none" }' if partial
+        else '{ problem = "complete", treatment = "complete", test = "complete" }',
+        "ncbi": '{ problem = "partial", test = "none", treatment = "none" }' if partial
+        else '{ problem = "complete", test = "complete", treatment = "complete" }',
+    }
+    text = f'''labels = ["problem", "test", "treatment"]
+select = {{ maccrobat = 1.0 }}
+
+[[corpus]]
+name = "maccrobat"
+train = "{DATA / 'maccrobat/train.conll'}"
+dev = "{DATA / 'maccrobat/dev.conll'}"
+format = "conll"
+
+[[corpus]]
+name = "bc5cdr"
+train = "{DATA / 'bc5cdr/train.conll'}"
+format = "conll"
+weight = {JOINT_WEIGHT}
+label_map = {{ Disease = "problem", Chemical = "treatment" }}
+coverage = {coverage["bc5cdr"]}
+
+[[corpus]]
+name = "ncbi"
+train = "{DATA / 'ncbi-disease/train.conll'}"
+format = "conll"
+weight = {JOINT_WEIGHT}
+label_map = {{ Disease = "problem" }}
+coverage = {coverage["ncbi"]}
+'''
+    path = folder / ("marginal.toml" if partial else "concat.toml")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def score(model_dir: Path, run: str) -> dict:
+    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.pipeline import ClinicalNER
+
+    ner = ClinicalNER.load(model_dir)
+    native = run in ("bc5cdr", "ncbi")
+    results = {}
+    for name, (split, label_map, labels) in SCORES.items():
+        if run == "maccrobat" and name != "maccrobat_dev":
+            continue
+        if native and name == "maccrobat_dev":
+            continue
+        if native and not name.startswith(run):
+            continue
+        if native:  # native Disease labels
+            label_map, labels = None, ["Disease"]
+        corpus = load_corpus(DATA / split, "conll", label_map=label_map)
+        micro = evaluate_sentences(ner, corpus_sentences(corpus), labels=labels)["exact"]["micro"]
+        results[name] = round(micro["f1"], 4)
+    return results
+
+
+def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> dict:
+    from clinical_ner.config import NERConfig
+    from clinical_ner.formats.corpora import read_corpus_file
+    from clinical_ner.trainer import train
+
+    config = NERConfig(embeddings=str(EMBEDDINGS), seed=seed, epochs=epochs, patience=patience)
+    output = work / f"{run}-seed{seed}"
+    shutil.rmtree(output, ignore_errors=True)
+    started = time.perf_counter()
+    quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
+                                                             flush=True))
+    if run in ("marginal", "concat"):
+        corpora = read_corpus_file(corpus_file(work, partial=run == "marginal"))
+        result = train(None, output, config=config, corpora=corpora, **quiet)
+    else:
+        folder = {"maccrobat": "maccrobat", "bc5cdr": "bc5cdr", "ncbi": "ncbi-disease"}[run]
+        result = train(DATA / folder / "train.conll", output, dev_path=DATA / folder / "dev.conll",
+                       config=config, data_format="conll", **quiet)
+    seconds = time.perf_counter() - started
+    log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    return {
+        "run": run, "seed": seed, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_completed, "stopped_early": result.stopped_early,
+        "selection_dev_f1": round(result.best_dev_f1, 4),
+        "train_seconds": round(seconds, 1),
+        "median_train_tokens_per_second": statistics.median(
+            entry["train_tokens_per_second"] for entry in log[1:] or log),
+        "scores": score(output, run),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and each seed's figure per run and score."""
+    table: dict = {}
+    for item in runs:
+        for name, value in item["scores"].items():
+            table.setdefault(item["run"], {}).setdefault(name, {})[str(item["seed"])] = value
+    for per_score in table.values():
+        for values in per_score.values():
+            values["mean"] = round(statistics.mean(
+                v for key, v in values.items() if key != "mean"), 4)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/multi-corpus-bench"))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                    if line.startswith("model name")), "unknown")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
+                    "command": "python -m benchmarks.multi_corpus " + " ".join(
+                        f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in vars(args).items() if key != "work")})
+    for seed in args.seeds:
+        for run in args.runs:
+            if any(item["run"] == run and item["seed"] == seed for item in results["runs"]):
+                continue
+            load_before = load_average()
+            item = train_run(run, seed, args.epochs, args.patience, args.work)
+            item.update({"epochs_cap": args.epochs, "patience": args.patience,
+                         "load_average_before": load_before, "load_average_after": load_average(),
+                         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
+            results["runs"].append(item)
+            results["summary"] = summary(results["runs"])
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            print(json.dumps(item), flush=True)
+
+
+if __name__ == "__main__":
+    main()
