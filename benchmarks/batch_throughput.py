@@ -9,7 +9,7 @@ MACCROBAT train and dev documents) and each engine, in one run:
   timed warm: after one call has traced the graph, without loading: "in-process warm");
 - ``beam-1``: ``run_batch`` (the ``clinical-ner batch`` pipeline) on FnApiRunner in-process;
 - ``beam-2``: the same with ``--direct_num_workers=2 --direct_running_mode=multi_processing``;
-- ``spark``: ``clinical_ner.spark.annotate`` in ``local[2]``, written to Parquet.
+- ``spark``: ``clinical_ner.batch.spark.annotate`` in ``local[2]``, written to Parquet.
 
 Each engine runs in its own process; the wall time covers model loading and, for
 Beam, reading and writing the files (Spark: from after the session started). A
@@ -79,7 +79,7 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
     if engine == "in-process":
         texts = read_texts(dataset)
         started = time.perf_counter()
-        from clinical_ner.pipeline import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import ClinicalNER
 
         ner = ClinicalNER.load(model)
         ner.annotate(texts[:1])  # traces the inference graph
@@ -100,7 +100,7 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
     if engine == "spark":
         from pyspark.sql import SparkSession
 
-        from clinical_ner.spark import annotate
+        from clinical_ner.batch.spark import annotate
 
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         session = (SparkSession.builder.master("local[2]").appName("clinical-ner-bench")
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    from clinical_ner.text import count_tokens
+    from clinical_ner.text.tokenizer import count_tokens
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     export = args.work_dir / "export" / "1"

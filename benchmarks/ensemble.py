@@ -26,11 +26,11 @@ import tensorflow as tf  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.errors import ClinicalNERError  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
-from clinical_ner.layers.crf import CRF  # noqa: E402
-from clinical_ner.scorer import score_mentions  # noqa: E402
-from clinical_ner.signatures import in_size_order_batches, padded_token_rows  # noqa: E402
-from clinical_ner.tags import from_scheme, tags_to_mentions  # noqa: E402
-from clinical_ner.evaluation import corpus_sentences, evaluate_sentences  # noqa: E402
+from clinical_ner.model.layers.crf import CRF  # noqa: E402
+from clinical_ner.evaluation.scorer import score_mentions  # noqa: E402
+from clinical_ner.export.signatures import in_size_order_batches, padded_token_rows  # noqa: E402
+from clinical_ner.text.tags import from_scheme, tags_to_mentions  # noqa: E402
+from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences  # noqa: E402
 
 CRF_PARAMETERS = ("transitions", "start_transitions", "end_transitions")
 BATCH_SIZE = 64

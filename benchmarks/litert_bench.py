@@ -21,7 +21,7 @@ Per runtime:
   batch and F1 runs (what batches add);
 * **batch**: ``annotate`` of every ``.txt`` document together, with the
   runtime's default batching, median of ``--repeats`` timed runs after one
-  untimed run; tokens are counted with ``clinical_ner.text.split_sentences``;
+  untimed run; tokens are counted with ``clinical_ner.text.tokenizer.split_sentences``;
 * **F1**: exact entity micro F1 of ``tag`` on the gold-tokenized sentences;
 * whether TensorFlow was imported.
 
@@ -70,15 +70,15 @@ def read_documents(data: Path) -> list[str]:
 def worker(args: argparse.Namespace) -> dict:
     """Measure one runtime in this (fresh) process."""
     started = time.perf_counter()
-    from clinical_ner.runtime import layout
+    from clinical_ner.annotators.litert import layout
 
     if layout.is_litert_export(args.path):
-        from clinical_ner.runtime.ner import LiteRTNER
+        from clinical_ner.annotators.litert.annotator import LiteRTNER
 
         ner = LiteRTNER.load(args.path, num_threads=args.worker_threads,
                              workers=args.worker_pool)
     else:
-        from clinical_ner.pipeline import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import ClinicalNER
 
         ner = ClinicalNER.load(args.path)
     documents = read_documents(args.data)
@@ -89,9 +89,9 @@ def worker(args: argparse.Namespace) -> dict:
     rss_latency = proc_status_kb_self("VmHWM")
 
     from clinical_ner.formats import load_corpus
-    from clinical_ner.scorer import score_mentions
-    from clinical_ner.tags import tags_to_mentions
-    from clinical_ner.text import split_sentences
+    from clinical_ner.evaluation.scorer import score_mentions
+    from clinical_ner.text.tags import tags_to_mentions
+    from clinical_ner.text.tokenizer import split_sentences
 
     tokens = sum(len(sentence) for text in documents
                  for sentence in split_sentences(text, ner.config.max_sentence_tokens))

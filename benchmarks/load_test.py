@@ -147,7 +147,7 @@ ANNOTATORS = {"grpc": _GrpcAnnotator, "rest": _RestAnnotator}
 
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     texts = load_texts(args.texts)
     if not texts:

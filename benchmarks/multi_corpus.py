@@ -4,7 +4,7 @@
     python -m benchmarks.multi_corpus --seeds 1 --epochs 25 --patience 4
     python -m benchmarks.multi_corpus --runs maccrobat marginal concat --seeds 2 3
 
-Runs (each ``clinical_ner.trainer.train`` with the default configuration and the GloVe
+Runs (each ``clinical_ner.training.trainer.train`` with the default configuration and the GloVe
 50d vectors of the bundled model, the given seed, ``--epochs``/``--patience``):
 
 * ``maccrobat``: MACCROBAT train alone, epoch chosen on MACCROBAT dev;
@@ -89,9 +89,9 @@ coverage = {coverage["ncbi"]}
 
 
 def score(model_dir: Path, run: str) -> dict:
-    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     ner = ClinicalNER.load(model_dir)
     native = run in ("bc5cdr", "ncbi")
@@ -114,7 +114,7 @@ def score(model_dir: Path, run: str) -> dict:
 def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> dict:
     from clinical_ner.config import NERConfig
     from clinical_ner.formats.corpora import read_corpus_file
-    from clinical_ner.trainer import train
+    from clinical_ner.training.trainer import train
 
     config = NERConfig(embeddings=str(EMBEDDINGS), seed=seed, epochs=epochs, patience=patience)
     output = work / f"{run}-seed{seed}"

@@ -11,7 +11,7 @@ default too, because the dev figures are what we report: vectors trained on the 
 (even without its tags) raised NCBI-disease dev F1 by 0.014 on average over two seeds, vectors
 from the training text alone by 0.005 over three, and those lowered BC5CDR test F1 by 0.008
 with one seed (benchmarks/README.md, "What was tried"). ``--corpus`` reads other splits when asked. Words are keyed by
-:func:`clinical_ner.text.normalize_word`, the key the embeddings loader and the model's
+:func:`clinical_ner.text.tokenizer.normalize_word`, the key the embeddings loader and the model's
 vocabulary use, so every vector written here is found by ``clinical-ner train --embeddings``.
 
 The training is word2vec's skip-gram with negative sampling (Mikolov et al., 2013): a
@@ -42,9 +42,9 @@ from typing import Iterable
 import numpy as np
 
 from benchmarks.corpora import CORPORA
-from clinical_ner.embeddings import load_embeddings
+from clinical_ner.vectors.reader import load_embeddings
 from clinical_ner.formats import load_corpus
-from clinical_ner.text import normalize_word
+from clinical_ner.text.tokenizer import normalize_word
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ def main() -> None:
                         default=[15_000, 20_000, 30_000, 40_000, 50_000])
     args = parser.parse_args()
     os.chdir(REPO)
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     full = ClinicalNER.load(args.full)
     print("rows kept\tmodel.keras bytes\tdev exact micro F1")

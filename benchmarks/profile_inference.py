@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
-from clinical_ner.signatures import padded_token_rows  # noqa: E402
+from clinical_ner.export.signatures import padded_token_rows  # noqa: E402
 
 
 def median_seconds(function: Callable[[], object], repeats: int) -> float:

@@ -5,7 +5,7 @@
     python -m benchmarks.run --corpus bc5cdr --quick         # 1-2 minute smoke test
     python -m benchmarks.run --readme-only            # rebuild the README tables
 
-For each corpus: train (``clinical-ner train``, i.e. ``clinical_ner.trainer.train``,
+For each corpus: train (``clinical-ner train``, i.e. ``clinical_ner.training.trainer.train``,
 with the dev split for early stopping) in a subprocess, score dev (and test
 where there is one; there, also a refit on train and dev for the best epoch
 count, scored on test), export the SavedModel, and time in-process
@@ -246,7 +246,7 @@ def corpus_stats(corpus, sentences) -> dict:
 
 
 def score(ner, sentences) -> dict:
-    from clinical_ner.evaluation import evaluate_sentences
+    from clinical_ner.evaluation.evaluate import evaluate_sentences
 
     started = time.perf_counter()
     report = evaluate_sentences(ner, sentences)
@@ -267,7 +267,7 @@ def inference_documents(spec: CorpusSpec, paths: dict, dev_sentences) -> tuple[l
 
 
 def text_stats(texts: list[str], max_sentence_tokens: int) -> dict:
-    from clinical_ner.text import split_sentences
+    from clinical_ner.text.tokenizer import split_sentences
 
     sentences = [split_sentences(text, max_sentence_tokens) for text in texts]
     return {
@@ -395,9 +395,9 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
         f"(best {training['best_epoch']}, dev F1 {training['best_dev_f1']})")
 
     from clinical_ner.formats import load_corpus
-    from clinical_ner.model import MODEL_FILE
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.evaluation import corpus_sentences
+    from clinical_ner.model.network import MODEL_FILE
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.evaluation.evaluate import corpus_sentences
 
     model_dir = Path(training["model_dir"])
     data, accuracy, split_sentences = {}, {}, {}

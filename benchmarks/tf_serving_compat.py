@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_util import REPO_ROOT, machine_facts
-from clinical_ner import signatures
+from clinical_ner.export import signatures
 from clinical_ner.serving.rest_client import outputs_as_arrays
 
 DEFAULT_VERSIONS = ("2.15.1", "2.18.1")
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         export = args.export
         if args.model is not None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            from clinical_ner.pipeline import ClinicalNER
+            from clinical_ner.annotators.keras_annotator import ClinicalNER
 
             export = Path(ClinicalNER.load(args.model).export(Path(scratch) / "model", 1))
         results = compare(export.resolve(), args.versions, args.venvs)

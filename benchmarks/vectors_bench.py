@@ -82,8 +82,8 @@ def train_and_score(corpus: str, vector_set: str, data_root: Path, own: Path) ->
     """One model of ``run.py``'s protocol with ``vector_set``; its dev (and test) scores."""
     from clinical_ner.config import NERConfig
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import corpus_sentences
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.training.trainer import corpus_sentences
 
     spec = benchmark.CORPORA[corpus]
     paths = {"train": data_root / spec.train, "dev": data_root / spec.dev}

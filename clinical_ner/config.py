@@ -1,7 +1,7 @@
 """Every setting, with its one default, saved in every model directory as ``config.json``.
 
 This is the only place a setting's default is written. The model
-(:meth:`clinical_ner.model.ClinicalNERModel.from_settings`), the training
+(:meth:`clinical_ner.model.network.ClinicalNERModel.from_settings`), the training
 pipeline and the inference graph take their values from a :class:`NERConfig`
 and have no defaults of their own.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinical_ner.errors import ConfigError
-from clinical_ner.tags import MODEL_SCHEMES
+from clinical_ner.text.tags import MODEL_SCHEMES
 
 CONFIG_FILE = "config.json"
 # Settings that shape the weights; a fine-tuned model must keep its base's.
@@ -44,7 +44,7 @@ class NERConfig:
     max_sentence_tokens: int = 200
     # Words
     # Path of pretrained vectors, or a list of paths whose vectors are concatenated
-    # (clinical_ner.embeddings.load_embedding_files), or None.
+    # (clinical_ner.vectors.reader.load_embedding_files), or None.
     embeddings: str | list[str] | None = None
     embeddings_format: str = "auto"
     word_dim: int = 50  # only used without embeddings (else the vectors' size)

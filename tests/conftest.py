@@ -34,7 +34,7 @@ SAMPLE_VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt
 def train_sample_model(output: Path, **settings) -> Path:
     """A small model trained quietly on the bundled sample (train, dev chooses the epoch)."""
     from clinical_ner.config import NERConfig
-    from clinical_ner.trainer import train
+    from clinical_ner.training.trainer import train
 
     config = NERConfig(embeddings=str(SAMPLE_VECTORS), **settings)
     train(SAMPLE / "train", output, dev_path=SAMPLE / "dev", config=config, progress=False,
@@ -50,8 +50,8 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     MACCROBAT dev notes, so that comparisons of annotators compare something.
     """
     from clinical_ner.config import NERConfig
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import train
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.training.trainer import train
 
     root = tmp_path_factory.mktemp("trained")
     config = NERConfig(embeddings=str(REPO_ROOT / "samples" / "embeddings"

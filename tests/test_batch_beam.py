@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
 
-from clinical_ner.batch.exported_model import NotAnExportError  # noqa: E402
+from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
 from clinical_ner.batch.runner import run_batch  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.errors import ConfigError  # noqa: E402
-from clinical_ner.text import count_tokens  # noqa: E402
+from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
 from test_export import expected_entities, export_toy  # noqa: E402
 
 SECRET = "Zanzibarian"  # a word that must never reach an error record or a log
@@ -255,8 +255,8 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
 
 @pytest.mark.slow
 def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
-    from clinical_ner.batch.exported_model import ExportedModel
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.saved_model_annotator import ExportedModel
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     model_dir, export_dir = trained_model
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes[:6]]

@@ -70,11 +70,11 @@ def test_slices_keep_whole_sentences_and_documents(tmp_path):
 
 def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
     from clinical_ner.config import NERConfig
-    from clinical_ner.corpus import Sentence
+    from clinical_ner.text.document import Sentence
     from clinical_ner.errors import ClinicalNERError
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.tags import tags_to_mentions
-    from clinical_ner.vocab import Vocabulary
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.text.tags import tags_to_mentions
+    from clinical_ner.model.vocab import Vocabulary
     from test_inference import TEXTS, tiny_model
 
     config = NERConfig(tag_scheme="bioes")
@@ -103,7 +103,7 @@ def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
 
 
 def test_pretrained_word_vectors_load_as_training_embeddings(tmp_path):
-    from clinical_ner.embeddings import load_embeddings
+    from clinical_ner.vectors.reader import load_embeddings
 
     glove = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
     output = tmp_path / "vectors.txt"

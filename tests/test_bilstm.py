@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_ner.export import check_core_ops, saved_model_op_types
-from clinical_ner.layers import bilstm as bilstm_module
-from clinical_ner.layers.bilstm import BiLSTM
+from clinical_ner.export.saved_model import check_core_ops, saved_model_op_types
+from clinical_ner.model.layers import bilstm as bilstm_module
+from clinical_ner.model.layers.bilstm import BiLSTM
 
 UNITS, FEATURES, FUSED_MAX_BATCH = 3, 4, 4
 # Batches the fused kernel runs at inference (1, 4) and batches Keras' loop

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_ner.layers.char_cnn import CharCNNEncoder
+from clinical_ner.model.layers.char_cnn import CharCNNEncoder
 
 SHAPES = [(6, 3, 4), (2, 9, 5), (1, 1, 1), (3, 7, 2)]  # (batch, tokens, chars)
 

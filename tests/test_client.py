@@ -22,9 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from clinical_ner import signatures as sig
+from clinical_ner.export import signatures as sig
 from clinical_ner.errors import DataFormatError
-from clinical_ner.signatures import ModelOutputError
+from clinical_ner.export.signatures import ModelOutputError
 from clinical_ner.serving.client import (
     ClinicalNerClient,
     InvalidRequestError,

@@ -81,9 +81,9 @@ def test_the_model_has_no_defaults_of_its_own():
     # (the model's char_filters default was 50 while the configuration's was 100).
     import inspect
 
-    from clinical_ner.layers.bilstm import BiLSTM
-    from clinical_ner.layers.char_cnn import CharCNNEncoder
-    from clinical_ner.model import ClinicalNERModel
+    from clinical_ner.model.layers.bilstm import BiLSTM
+    from clinical_ner.model.layers.char_cnn import CharCNNEncoder
+    from clinical_ner.model.network import ClinicalNERModel
 
     for constructor in (ClinicalNERModel.__init__, CharCNNEncoder.__init__, BiLSTM.__init__):
         defaults = [name for name, parameter in inspect.signature(constructor).parameters.items()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_ner.layers import crf as crf_module
-from clinical_ner.layers.crf import (
+from clinical_ner.model.layers import crf as crf_module
+from clinical_ner.model.layers.crf import (
     CRF,
     crf_log_likelihood,
     crf_decode,
@@ -19,7 +19,7 @@ from clinical_ner.layers.crf import (
     crf_partial_log_likelihood,
     crf_sequence_score,
 )
-from clinical_ner.tags import transition_mask
+from clinical_ner.text.tags import transition_mask
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
 BIOES_TAGS = ["O", "B-problem", "I-problem", "E-problem", "S-problem", "S-test"]

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.corpus import Sentence
-from clinical_ner.dataset import training_dataset
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import training_dataset
 from clinical_ner.errors import ConfigError
-from clinical_ner.features import Featurizer
-from clinical_ner.vocab import UNKNOWN_ID
+from clinical_ner.model.features import Featurizer
+from clinical_ner.model.vocab import UNKNOWN_ID
 
 WORDS = ["", "<unk>", "chest", "pain", "fever", "aspirin", "denies", "and"]
 CHARS = ["", "<unk>", *sorted(set("chestpainfeveraspirindenies"))]

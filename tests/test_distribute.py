@@ -33,12 +33,12 @@ import numpy as np
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.distribute import parse_tf_config
+from clinical_ner.training.distribute import parse_tf_config
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.trainer import train
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.training.trainer import train
 
 from conftest import REPO_ROOT
 

@@ -4,10 +4,10 @@ import struct
 import numpy as np
 import pytest
 
-from clinical_ner.embeddings import load_embeddings
+from clinical_ner.vectors.reader import load_embeddings
 from clinical_ner.errors import DataFormatError
-from clinical_ner import vocab as vocab_module
-from clinical_ner.vocab import Vocabulary
+from clinical_ner.model import vocab as vocab_module
+from clinical_ner.model.vocab import Vocabulary
 
 
 def test_glove_word2vec_text_and_fasttext_header(tmp_path):

@@ -1,6 +1,6 @@
 """Export layout and atomicity, core-op check, and the toy model the serving tests share.
 
-The toy model implements the signature contract of ``clinical_ner.signatures``
+The toy model implements the signature contract of ``clinical_ner.export.signatures``
 with core string ops: it marks every occurrence of a few keywords.
 ``test_server.py`` and ``test_client.py`` import it from here.
 """
@@ -23,10 +23,10 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from clinical_ner import signatures as sig
-from clinical_ner.corpus import Entity
+from clinical_ner.export import signatures as sig
+from clinical_ner.text.document import Entity
 from clinical_ner.errors import ConfigError
-from clinical_ner.export import (
+from clinical_ner.export.saved_model import (
     ExportError,
     check_core_ops,
     check_variables_restore,

@@ -1,4 +1,4 @@
-"""The in-graph featurizer must equal a plain Python reference built on ``clinical_ner.text``."""
+"""The in-graph featurizer must equal a plain Python reference built on ``clinical_ner.text.tokenizer``."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,10 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clinical_ner import text
-from clinical_ner.features import Featurizer, _normalization_table, _shape_table
-from clinical_ner.export import check_core_ops
-from clinical_ner.graph_text import dense_from_runs
+from clinical_ner.text import tokenizer as text
+from clinical_ner.model.features import Featurizer, _normalization_table, _shape_table
+from clinical_ner.export.saved_model import check_core_ops
+from clinical_ner.text.graph_tokenizer import dense_from_runs
 
 WORDS = ["", "<unk>", "pain", "ct0", "0.0", "i̇", "İ", "σας", "0", "x", "ǆ", "ß", "<"]
 CHARS = ["", "<unk>", "a", "b", "C", "İ", "٣", "\U0001f600", "\u0301", "0", "x", "<"]
@@ -31,7 +31,7 @@ def featurizer() -> Featurizer:
 def reference(
     tokens: list[list[str]], words: list[str], chars: list[str], max_word_length: int
 ) -> dict[str, np.ndarray]:
-    """The features computed with dictionaries and ``clinical_ner.text``."""
+    """The features computed with dictionaries and ``clinical_ner.text.tokenizer``."""
     word_index = {word: index for index, word in enumerate(words)}
     char_index = {char: index for index, char in enumerate(chars) if index >= 2}
     longest = max((len(token) for row in tokens for token in row), default=0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clinical_ner.corpus import Document, Sentence
+from clinical_ner.text.document import Document, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats.conll import read_conll, write_conll
 

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clinical_ner.corpus import Document, Entity, Mention, Sentence
+from clinical_ner.text.document import Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats.i2b2 import entities_to_con_lines, read_i2b2, write_con
-from clinical_ner.tags import tags_to_mentions
+from clinical_ner.text.tags import tags_to_mentions
 
 SECRET = "zzsecret"
 

@@ -12,7 +12,7 @@ from clinical_ner.formats import load_corpus
 from clinical_ner.formats.brat import read_brat
 from clinical_ner.formats.conll import read_conll
 from clinical_ner.formats.i2b2 import read_i2b2
-from clinical_ner.tags import tags_to_mentions
+from clinical_ner.text.tags import tags_to_mentions
 
 MACCROBAT_MAP = {
     "Sign_symptom": "problem",

@@ -17,9 +17,9 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clinical_ner import text
-from clinical_ner.export import check_core_ops
-from clinical_ner.graph_text import (
+from clinical_ner.text import tokenizer as text
+from clinical_ner.export.saved_model import check_core_ops
+from clinical_ner.text.graph_tokenizer import (
     CodePointTable,
     _class_table,
     dense_from_runs,

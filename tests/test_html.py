@@ -3,8 +3,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from clinical_ner.corpus import Entity
-from clinical_ner.html import label_colours, render_html
+from clinical_ner.text.document import Entity
+from clinical_ner.formats.html_page import label_colours, render_html
 
 HOSTILE = ('<script>alert("x")</script> & "quotes" \'single\' &amp; 😀𝔸 CT\r\n'
            "</div></section><!-- --> nodule\tx aspirin")

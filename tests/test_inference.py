@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
-from clinical_ner import signatures
+from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.inference import InferenceModule
-from clinical_ner.model import ClinicalNERModel
-from clinical_ner.tags import tag_inventory, tags_to_mentions
-from clinical_ner.text import split_sentences
-from clinical_ner.vocab import Vocabulary
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.model.inference_graph import InferenceModule
+from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.text.tags import tag_inventory, tags_to_mentions
+from clinical_ner.text.tokenizer import split_sentences
+from clinical_ner.model.vocab import Vocabulary
 
 TEXTS = [
     "Chest pain and fever. CT of the chest showed a 2 cm nodule; started on aspirin.",

@@ -24,13 +24,13 @@ pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert
 
 from clinical_ner.config import NERConfig  # noqa: E402
 from clinical_ner.errors import ModelError  # noqa: E402
-from clinical_ner.export import ExportError  # noqa: E402
-from clinical_ner.export_litert import export_litert  # noqa: E402
-from clinical_ner.pipeline import ClinicalNER  # noqa: E402
-from clinical_ner.runtime import layout  # noqa: E402
-from clinical_ner.runtime.crf import ConstrainedCRF  # noqa: E402
-from clinical_ner.runtime.ner import LiteRTNER  # noqa: E402
-from clinical_ner.text import split_sentences  # noqa: E402
+from clinical_ner.export.saved_model import ExportError  # noqa: E402
+from clinical_ner.export.litert import export_litert  # noqa: E402
+from clinical_ner.annotators.keras_annotator import ClinicalNER  # noqa: E402
+from clinical_ner.annotators.litert import layout  # noqa: E402
+from clinical_ner.annotators.litert.crf import ConstrainedCRF  # noqa: E402
+from clinical_ner.annotators.litert.annotator import LiteRTNER  # noqa: E402
+from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
 # model_dir: the tiny model the reliability tests train (a module-scoped fixture).
@@ -214,8 +214,8 @@ def test_the_lean_path_never_imports_tensorflow(export_dir):
 
 
 def test_numpy_crf_decodes_as_the_keras_crf():
-    from clinical_ner.layers.crf import CRF
-    from clinical_ner.tags import transition_mask
+    from clinical_ner.model.layers.crf import CRF
+    from clinical_ner.text.tags import transition_mask
 
     tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
     allowed, allowed_start, allowed_end = transition_mask(tags, "bioes")

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_ner import model as model_module
+from clinical_ner.model import network as model_module
 from clinical_ner.config import NERConfig
-from clinical_ner.model import ClinicalNERModel
-from clinical_ner.tags import transition_mask
-from clinical_ner.vocab import Vocabulary
+from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.text.tags import transition_mask
+from clinical_ner.model.vocab import Vocabulary
 
 TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
 TINY = NERConfig(tag_scheme="bio", word_dim=2, char_dim=2, char_filters=2, lstm_units=2,

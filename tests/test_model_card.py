@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from clinical_ner.formats import load_corpus
-from clinical_ner.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+from clinical_ner.evaluation.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from conftest import SAMPLE, train_sample_model
 
 pytestmark = pytest.mark.slow

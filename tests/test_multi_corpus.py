@@ -12,19 +12,19 @@ import tensorflow as tf
 
 from clinical_ner.cli import main
 from clinical_ner.config import NERConfig
-from clinical_ner.corpus import Sentence
-from clinical_ner.dataset import encode_allowed_tags, encode_tags, training_dataset
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import encode_allowed_tags, encode_tags, training_dataset
 from clinical_ner.errors import ConfigError
-from clinical_ner.features import Featurizer
+from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
 from clinical_ner.formats.corpora import check_corpus_labels, read_corpus_file
-from clinical_ner.model import ClinicalNERModel
-from clinical_ner.multi_corpus import TrainingCorpora
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.tags import tag_inventory
-from clinical_ner.trainer import train
-from clinical_ner.vocab import Vocabulary
+from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.training.multi_corpus import TrainingCorpora
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.text.tags import tag_inventory
+from clinical_ner.training.trainer import train
+from clinical_ner.model.vocab import Vocabulary
 
 from conftest import REPO_ROOT
 

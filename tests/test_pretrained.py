@@ -54,7 +54,7 @@ def test_names_resolve_to_the_bundled_model_unless_a_path_of_that_name_exists(tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "clinical").mkdir()
     assert resolve_model_path("clinical") == Path("clinical")
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     with pytest.raises(ClinicalNERError, match="^clinical: not a clinical-ner model directory"):
         ClinicalNER.load("clinical")
@@ -79,7 +79,7 @@ def test_predict_arguments_split_into_model_and_texts(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def bundled():
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     return ClinicalNER.pretrained()
 
@@ -94,8 +94,8 @@ def test_the_bundled_model_finds_the_entities_of_the_example(bundled):
 @pytest.mark.slow
 def test_the_cards_scores_equal_a_fresh_evaluation(bundled, shared_data):
     from clinical_ner.formats import load_corpus
-    from clinical_ner.model_card import score_table
-    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+    from clinical_ner.evaluation.model_card import score_table
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     dev = shared_data / "maccrobat-i2b2" / "dev"
     report = evaluate_sentences(bundled, corpus_sentences(load_corpus(dev)))
@@ -134,7 +134,7 @@ def test_predict_without_a_model_uses_the_bundled_one(tmp_path):
 
 @pytest.mark.slow
 def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
-    from clinical_ner.export import check_core_ops
+    from clinical_ner.export.saved_model import check_core_ops
     from clinical_ner.serving.client import ClinicalNerClient
 
     run_cli("export", "clinical", "--output", tmp_path / "models", "--version", "1")

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clinical_ner.config import NERConfig
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.trainer import train
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.training.trainer import train
 
 from conftest import REPO_ROOT
 
@@ -161,7 +161,7 @@ def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
     # and a warm-up call, so the growth is what the 2 MB document costs.
     script = textwrap.dedent(f"""
         import json
-        from clinical_ner.pipeline import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import ClinicalNER
 
         def long_document(size, paragraph={PARAGRAPH!r}):
             return (paragraph * (size // len(paragraph) + 1))[:size]
@@ -195,8 +195,8 @@ def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
 
 
 def test_evaluation_counts_gold_labels_the_model_does_not_know(ner):
-    from clinical_ner.corpus import Sentence
-    from clinical_ner.evaluation import evaluate_sentences
+    from clinical_ner.text.document import Sentence
+    from clinical_ner.evaluation.evaluate import evaluate_sentences
 
     sentences = [Sentence(["aspirin", "for", "chest", "pain"],
                           ["B-Drug", "O", "B-problem", "I-problem"])]

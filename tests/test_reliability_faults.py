@@ -28,8 +28,8 @@ import keras
 import numpy as np
 import pytest
 
-import clinical_ner.model  # noqa: F401  (registers the custom layers)
-from clinical_ner.pipeline import ClinicalNER
+import clinical_ner.model.network  # noqa: F401  (registers the custom layers)
+from clinical_ner.annotators.keras_annotator import ClinicalNER
 
 from conftest import REPO_ROOT
 

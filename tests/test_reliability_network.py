@@ -24,7 +24,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from clinical_ner.corpus import Entity
+from clinical_ner.text.document import Entity
 from clinical_ner.serving import client as client_module
 from clinical_ner.serving.client import (
     ClinicalNerClient,

@@ -26,9 +26,9 @@ import pytest
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ClinicalNERError, DataFormatError
 from clinical_ner.formats import load_corpus
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
-from clinical_ner.trainer import train
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
+from clinical_ner.training.trainer import train
 
 from conftest import REPO_ROOT
 

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from clinical_ner import signatures as sig
+from clinical_ner.export import signatures as sig
 from clinical_ner.serving.rest_client import RestClient, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
 from test_export import expected_entities, expected_tags

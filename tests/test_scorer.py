@@ -1,7 +1,7 @@
 import pytest
 
-from clinical_ner.corpus import Mention
-from clinical_ner.scorer import format_report, score_mentions
+from clinical_ner.text.document import Mention
+from clinical_ner.evaluation.scorer import format_report, score_mentions
 
 
 def test_exact_and_lenient_counts_by_hand():

@@ -29,9 +29,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from clinical_ner import signatures as sig
+from clinical_ner.export import signatures as sig
 from clinical_ner.errors import ConfigError
-from clinical_ner.export import export_saved_model
+from clinical_ner.export.saved_model import export_saved_model
 from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from test_export import ToyNerModule, expected_entities, expected_tags, export_toy

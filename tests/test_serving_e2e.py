@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
-from clinical_ner import signatures
-from clinical_ner.export import check_core_ops
-from clinical_ner.pipeline import ClinicalNER
+from clinical_ner.export import signatures
+from clinical_ner.export.saved_model import check_core_ops
+from clinical_ner.annotators.keras_annotator import ClinicalNER
 from benchmarks.tf_serving_compat import load_and_run
 from clinical_ner.serving.client import ClinicalNerClient
 from clinical_ner.serving.rest_client import RestClient
-from clinical_ner.signatures import padded_token_rows
+from clinical_ner.export.signatures import padded_token_rows
 from clinical_ner.serving.server import ModelServer
 from conftest import SAMPLE, train_sample_model
 

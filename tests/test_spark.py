@@ -1,4 +1,4 @@
-"""``clinical_ner.spark.annotate`` in Spark ``local[2]``: the same entities as ``predict``.
+"""``clinical_ner.batch.spark.annotate`` in Spark ``local[2]``: the same entities as ``predict``.
 
 Needs the [spark] extra and Java 17 or 21 (CI installs both).
 """
@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 
-from clinical_ner.batch.exported_model import NotAnExportError  # noqa: E402
+from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
-from clinical_ner.spark import annotate  # noqa: E402
+from clinical_ner.batch.spark import annotate  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

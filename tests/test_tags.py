@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clinical_ner import tags as tags_module
-from clinical_ner.corpus import Mention
+from clinical_ner.text import tags as tags_module
+from clinical_ner.text.document import Mention
 from clinical_ner.errors import DataFormatError
-from clinical_ner.tags import (
+from clinical_ner.text.tags import (
     MODEL_SCHEMES,
     allowed_tag_mask,
     detect_scheme,

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.embeddings import load_embeddings
+from clinical_ner.vectors.reader import load_embeddings
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
 from clinical_ner.errors import ClinicalNERError, ConfigError
-from clinical_ner.pipeline import ClinicalNER
-from clinical_ner.tags import tag_inventory
-from clinical_ner.text import normalize_word
-from clinical_ner.evaluation import corpus_sentences
-from clinical_ner.trainer import train
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.text.tags import tag_inventory
+from clinical_ner.text.tokenizer import normalize_word
+from clinical_ner.evaluation.evaluate import corpus_sentences
+from clinical_ner.training.trainer import train
 
 from conftest import REPO_ROOT
 

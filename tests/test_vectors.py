@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clinical_ner.config import NERConfig
-from clinical_ner.embeddings import load_embedding_files, load_embeddings
+from clinical_ner.vectors.reader import load_embedding_files, load_embeddings
 from clinical_ner.errors import ConfigError, DataFormatError
-from clinical_ner.text import (
+from clinical_ner.text.tokenizer import (
     char_class,
     normalization_map,
     normalize_word,
@@ -50,7 +50,7 @@ def vectors_file_words(path):
 
 
 def train_small(inputs, output, **options):
-    from clinical_ner.vectors import train_vectors
+    from clinical_ner.vectors.trainer import train_vectors
 
     values = dict(dim=8, epochs=2, workers=1, progress=False, seed=1)
     values.update(options)
@@ -60,7 +60,7 @@ def train_small(inputs, output, **options):
 # -- tokenisation and normalisation (no gensim needed) ---------------------------------
 
 def test_normalisation_never_changes_a_code_points_tokenizer_class():
-    # The reason clinical_ner.vectors may normalise a whole line before tokenising it.
+    # The reason clinical_ner.vectors.trainer may normalise a whole line before tokenising it.
     changed = normalization_map()
     assert changed
     assert [c for c, n in changed.items() if char_class(chr(c)) != char_class(chr(n))] == []
@@ -246,8 +246,8 @@ def test_config_keeps_one_file_a_string_and_several_a_list(tmp_path):
 @pytest.mark.slow
 def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.trainer import corpus_sentences, train
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.training.trainer import corpus_sentences, train
 
     # Vectors from the sample's training notes (a folder of .txt, one case report each);
     # models trained on its 8 dev documents (small, fast). The vectors' words that those

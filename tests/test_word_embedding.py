@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_ner.layers import word_embedding
-from clinical_ner.layers.word_embedding import PartlyTrainableEmbedding
+from clinical_ner.model.layers import word_embedding
+from clinical_ner.model.layers.word_embedding import PartlyTrainableEmbedding
 
 
 def table(rows=7, dim=3):

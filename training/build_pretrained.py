@@ -113,9 +113,9 @@ def save_reproducibly(model, path: Path) -> None:
 
 def prune_words(ner, words: int):
     """A copy of ``ner`` whose word table keeps only its first ``words`` rows."""
-    from clinical_ner.model import ClinicalNERModel
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.vocab import Vocabulary
+    from clinical_ner.model.network import ClinicalNERModel
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.model.vocab import Vocabulary
 
     import keras
 
@@ -143,7 +143,7 @@ def prune_words(ner, words: int):
 
 def dev_f1(ner) -> float:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     return evaluate_sentences(ner, corpus_sentences(load_corpus(DEV)))["exact"]["micro"]["f1"]
 
@@ -151,7 +151,7 @@ def dev_f1(ner) -> float:
 def build(words: int, work: Path) -> None:
     """Train into ``work``, then package the pruned model (both steps below)."""
     from clinical_ner.config import NERConfig
-    from clinical_ner.trainer import train
+    from clinical_ner.training.trainer import train
 
     started = time.perf_counter()
     if work.exists():
@@ -166,9 +166,9 @@ def build(words: int, work: Path) -> None:
 
 def package(full_dir: Path, words: int) -> None:
     """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
-    from clinical_ner.model_card import CARD_DATA_FILE, write_model_card
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.training_callbacks import LOG_FILE
+    from clinical_ner.evaluation.model_card import CARD_DATA_FILE, write_model_card
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.training.callbacks import LOG_FILE
 
     full = ClinicalNER.load(full_dir)
     pruned = prune_words(full, words)

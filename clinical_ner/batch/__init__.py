@@ -1,6 +1,6 @@
 """Batch annotation of many notes on Apache Beam (``clinical-ner batch``) and Spark.
 
-- :mod:`clinical_ner.batch.exported_model`: load an export, annotate texts (no Beam).
+- :mod:`clinical_ner.annotators.saved_model_annotator`: load an export, annotate texts (no Beam).
 - :mod:`clinical_ner.batch.notes`: reading notes and writing records (no Beam).
 - :mod:`clinical_ner.batch.model_handler`: ``SavedModelHandler`` for ``RunInference``.
 - :mod:`clinical_ner.batch.transform`: ``AnnotateNotes``, ``(id, text)`` to ``(id, entities)``.

@@ -15,9 +15,9 @@ from typing import Any, Optional
 from apache_beam.ml.inference.base import ModelHandler
 
 from clinical_ner.batch import metrics
-from clinical_ner.batch.exported_model import ExportedModel, resolve_export
-from clinical_ner.corpus import Entity
-from clinical_ner.text import count_tokens
+from clinical_ner.annotators.saved_model_annotator import ExportedModel, resolve_export
+from clinical_ner.text.document import Entity
+from clinical_ner.text.tokenizer import count_tokens
 
 Note = tuple[Any, str]
 AnnotatedNote = tuple[Any, list[Entity]]
@@ -40,7 +40,7 @@ class SavedModelHandler(ModelHandler[Note, AnnotatedNote, ExportedModel]):
 
     ``model_path`` is checked here, in the process that builds the pipeline,
     so that a path that is not an export fails before any worker starts.
-    Entities are :class:`clinical_ner.corpus.Entity` objects, the same as
+    Entities are :class:`clinical_ner.text.document.Entity` objects, the same as
     ``ClinicalNER.annotate`` gives. It counts the Beam metrics
     ``clinical_ner/notes``, ``tokens`` and ``entities``.
 

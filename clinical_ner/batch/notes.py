@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
 
-from clinical_ner.corpus import Entity
-from clinical_ner.documents import decode_document, entities_json_line
+from clinical_ner.text.document import Entity
+from clinical_ner.formats.jsonl import decode_document, entities_json_line
 from clinical_ner.errors import DataFormatError
-from clinical_ner.signatures import replace_lone_surrogates
+from clinical_ner.export.signatures import replace_lone_surrogates
 
 TEXT_FORMAT = "text"
 JSONL_FORMAT = "jsonl"

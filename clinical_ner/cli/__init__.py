@@ -16,7 +16,7 @@ import logging
 import sys
 
 from clinical_ner import __version__
-from clinical_ner.cli.quiet import quiet_tensorflow
+from clinical_ner.quiet import quiet_tensorflow
 from clinical_ner.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ClinicalNERError
 
 #: The commands, in the order ``--help`` lists them.

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.model_card import write_model_card
+    from clinical_ner.evaluation.model_card import write_model_card
 
     print(write_model_card(args.model, data=args.data, data_format=args.input_format,
                            label_map=read_label_map(args.label_map),

@@ -27,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.pipeline import ClinicalNER
-    from clinical_ner.scorer import format_report
-    from clinical_ner.tags import entity_labels
-    from clinical_ner.evaluation import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.evaluation.scorer import format_report
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.text.tags import entity_labels
 
     data_format, label_map, labels = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)

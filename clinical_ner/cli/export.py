@@ -35,13 +35,13 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "litert":
         if args.version is not None:
             raise ConfigError("--version applies to --format savedmodel only")
-        from clinical_ner.export_litert import export_litert
+        from clinical_ner.export.litert import export_litert
 
         print(export_litert(args.model, args.output, args.weights))
         return 0
     if args.weights != "float32":
         raise ConfigError("--weights applies to --format litert only")
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     print(ClinicalNER.load(args.model).export(args.output, args.version))
     return 0

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import add_format_option, model_path
-from clinical_ner.writers import WRITERS
+from clinical_ner.formats.writers import WRITERS
 
 NAME = "predict"
 HELP = "annotate raw text (with the bundled model clinical unless a model is named)"
@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.documents import read_documents
-    from clinical_ner.pipeline import ClinicalNER
+    from clinical_ner.formats.jsonl import read_documents
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
     from clinical_ner.pretrained import model_and_texts
-    from clinical_ner.writers import write_annotations
+    from clinical_ner.formats.writers import write_annotations
 
     model, texts = model_and_texts(args.positionals, args.model)
     ner = ClinicalNER.load(model)

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_distribution_options(parser: argparse.ArgumentParser) -> None:
-    from clinical_ner.distribute import DEFAULT_CONNECT_TIMEOUT_S, DISTRIBUTE_MODES
+    from clinical_ner.training.distribute import DEFAULT_CONNECT_TIMEOUT_S, DISTRIBUTE_MODES
 
     parser.add_argument("--distribute", choices=DISTRIBUTE_MODES, default="none",
                         help="mirrored: every local GPU (or --cpu-devices) in this process; "
@@ -69,7 +69,7 @@ def absolute_paths(paths: str | list[str]) -> str | list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.config import NERConfig
-    from clinical_ner.trainer import train
+    from clinical_ner.training.trainer import train
 
     corpora = None
     if args.corpus is not None:

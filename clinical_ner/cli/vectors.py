@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.vectors import train_vectors
+    from clinical_ner.vectors.trainer import train_vectors
 
     # SIGTERM unwinds like Ctrl-C, so that the temporary token file is deleted.
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))

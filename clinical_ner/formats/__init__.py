@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.corpus import Document
+from clinical_ner.text.document import Document
 from clinical_ner.errors import ConfigError, DataFormatError
-from clinical_ner.tags import OUTSIDE, entity_labels, parse_tag
+from clinical_ner.text.tags import OUTSIDE, entity_labels, parse_tag
 
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

@@ -17,7 +17,7 @@ Reading decisions:
 * ``label_map`` renames brat types; a type mapped to ``None``, or missing
   from a given map, is deliberately left out. Without a map every type is
   kept under its own name.
-* Sentences and tokens come from :func:`clinical_ner.text.split_sentences`.
+* Sentences and tokens come from :func:`clinical_ner.text.tokenizer.split_sentences`.
   A token that overlaps an entity gets its label (``B-`` on the first); so
   an entity boundary inside one of our tokens labels the whole token, and
   nothing is recorded for that.
@@ -37,11 +37,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.corpus import Document, Mention, Sentence
+from clinical_ner.text.document import Document, Mention, Sentence
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
-from clinical_ner.tags import mentions_to_tags
-from clinical_ner.text import split_sentences
+from clinical_ner.text.tags import mentions_to_tags
+from clinical_ner.text.tokenizer import split_sentences
 
 _TEXT_BOUND = re.compile(r"(T\S*)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)")
 _ID = r"\S+"

@@ -13,7 +13,7 @@ Reading:
   a file without any LF but with CRs (old Mac line ends) is split at CR. A
   CR inside a line of an LF file is an error (a token or tag cannot hold
   one).
-* Tags are normalised to IOB2 by :func:`clinical_ner.tags.normalize_tags`.
+* Tags are normalised to IOB2 by :func:`clinical_ner.text.tags.normalize_tags`.
   With ``scheme="auto"`` the scheme is decided for the whole file: if any
   tag is ``S-``/``E-``/``U-``/``L-``, every sentence must be valid BIOES, so
   that a broken BIOES sentence is not quietly read as BIO.
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from clinical_ner.corpus import Document, Sentence
+from clinical_ner.text.document import Document, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats import Corpus, ProblemLog, read_utf8
-from clinical_ner.tags import detect_scheme, normalize_tags
+from clinical_ner.text.tags import detect_scheme, normalize_tags
 
 DOCSTART = "-DOCSTART-"
 _COLUMN = re.compile(r"[^ \t]+")

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
-from clinical_ner.tags import LABEL_COVERAGES
+from clinical_ner.text.tags import LABEL_COVERAGES
 
 _CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "coverage"}
 _TOP_KEYS = {"labels", "select", "corpus"}

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.corpus import Document, Entity, Mention, Sentence
+from clinical_ner.text.document import Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
-from clinical_ner.tags import mentions_to_tags, tags_to_mentions
+from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
 
 _TOKEN = re.compile(r"[^ \t\r\n]+")
 # A CR that does not end a line (CRs right before LF or the end are line ends).

@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from clinical_ner.errors import ModelError
-from clinical_ner.runtime.layout import is_litert_export
+from clinical_ner.annotators.litert.layout import is_litert_export
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "clinical"
-# The file that makes a folder a model directory (clinical_ner.model.MODEL_FILE;
+# The file that makes a folder a model directory (clinical_ner.model.network.MODEL_FILE;
 # repeated here so that resolving a name does not import Keras).
 _MODEL_FILE = "model.keras"
 

@@ -3,7 +3,7 @@
 It speaks the stock ``tensorflow.serving`` API, so it works the same against
 the official ``tensorflow_model_server`` and against the development server
 in :mod:`clinical_ner.serving.server`. Outputs are decoded by
-:mod:`clinical_ner.signatures`, exactly as the in-process API decodes them.
+:mod:`clinical_ner.export.signatures`, exactly as the in-process API decodes them.
 
 Failures become exceptions derived from :class:`ServingError`. Their messages
 never contain document text: a server message that quotes a document is
@@ -32,11 +32,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from clinical_ner.corpus import Entity
-from clinical_ner.documents import read_documents, write_json_line
+from clinical_ner.text.document import Entity
+from clinical_ner.formats.jsonl import read_documents, write_json_line
 from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.serving import defaults
-from clinical_ner.signatures import (
+from clinical_ner.export.signatures import (
     PAD_TOKEN,
     PREDICT_TOKENS,
     SERVING_DEFAULT,

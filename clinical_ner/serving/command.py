@@ -14,7 +14,7 @@ import signal
 import threading
 from pathlib import Path
 
-from clinical_ner.export import served_base_path
+from clinical_ner.export.saved_model import served_base_path
 from clinical_ner.serving import defaults
 from clinical_ner.serving.server import ModelServer
 
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
     Logging is the caller's (``clinical_ner.cli.serve`` sets the package level).
     A model directory or bundled model name is exported to a temporary base
-    path first (:func:`clinical_ner.export.served_base_path`).
+    path first (:func:`clinical_ner.export.saved_model.served_base_path`).
     """
     with served_base_path(args.model_base_path) as base_path:
         return _serve(args, base_path)

@@ -48,7 +48,7 @@ from clinical_ner.serving.rest_json import (
 from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.validation import clip
 from clinical_ner.serving.versions import Signature
-from clinical_ner.signatures import SIGNATURE_DEF_METADATA
+from clinical_ner.export.signatures import SIGNATURE_DEF_METADATA
 
 # TF Serving's http_server.cc: ToHTTPStatusCode.
 HTTP_STATUS = {

@@ -2,8 +2,8 @@
 or ``clinical-ner serve --rest-port``), with the standard library only.
 
 One keep-alive connection per client (not thread-safe: one client per
-thread). Outputs are decoded by :mod:`clinical_ner.signatures`, as the gRPC
-client's are, so both give the same :class:`~clinical_ner.corpus.Entity`
+thread). Outputs are decoded by :mod:`clinical_ner.export.signatures`, as the gRPC
+client's are, so both give the same :class:`~clinical_ner.text.document.Entity`
 objects. Error messages never quote document text.
 
 >>> with RestClient("127.0.0.1", 8501) as client:  # doctest: +SKIP
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from clinical_ner.corpus import Entity
+from clinical_ner.text.document import Entity
 from clinical_ner.serving import defaults
-from clinical_ner.signatures import SERVING_DEFAULT, TEXT, entities_from_outputs
+from clinical_ner.export.signatures import SERVING_DEFAULT, TEXT, entities_from_outputs
 from clinical_ner.errors import ClinicalNERError
 
 

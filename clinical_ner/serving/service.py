@@ -25,7 +25,7 @@ from clinical_ner.serving.errors import TF_ERROR_CODES, RequestError
 from clinical_ner.serving.stats import RequestStats
 from clinical_ner.serving.validation import Limits, check_model_name, clip
 from clinical_ner.serving.versions import ModelVersions, Signature, Version, call_signature
-from clinical_ner.signatures import SERVING_DEFAULT, SIGNATURE_DEF_METADATA
+from clinical_ner.export.signatures import SERVING_DEFAULT, SIGNATURE_DEF_METADATA
 
 logger = logging.getLogger(__name__)
 

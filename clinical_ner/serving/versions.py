@@ -22,7 +22,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from clinical_ner.export import existing_versions
+from clinical_ner.export.saved_model import existing_versions
 from clinical_ner.serving.errors import RequestError
 
 logger = logging.getLogger(__name__)

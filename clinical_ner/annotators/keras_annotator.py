@@ -1,0 +1,132 @@
+"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``.
+
+TensorFlow and Keras are imported only once a Keras model directory is
+loaded: ``ClinicalNER.load`` on a LiteRT export returns the lean
+:class:`clinical_ner.annotators.litert.annotator.LiteRTNER`, and that path must never pay
+for (or require) TensorFlow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clinical_ner import __version__
+
+from clinical_ner.export import signatures
+from clinical_ner.annotators.base import Annotator
+from clinical_ner.config import NERConfig
+from clinical_ner.text.document import Entity
+from clinical_ner.errors import ModelError
+from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_model_path
+from clinical_ner.annotators.litert import layout
+from clinical_ner.model.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from clinical_ner.model.network import ClinicalNERModel
+    from clinical_ner.annotators.litert.annotator import LiteRTNER
+
+
+class ClinicalNER(Annotator):
+    """A trained model ready to annotate notes.
+
+    Example (after ``clinical-ner train ... --output runs/sample``)::
+
+        ner = ClinicalNER.load("runs/sample")
+        for entity in ner.annotate("CT of the chest showed a 2 cm nodule."):
+            print(entity.start, entity.end, entity.label, entity.text, entity.confidence)
+
+    ``model`` is the Keras model (for fine-tuning), ``vocab`` and ``config``
+    are those it was trained with, ``module`` is the inference graph that
+    ``clinical-ner export`` saves for TF Serving.
+    """
+
+    def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, config: NERConfig) -> None:
+        from clinical_ner.model.inference_graph import InferenceModule
+
+        self.model = model
+        self.vocab = vocab
+        self.config = config
+        model.apply_runtime_settings(config)
+        self.module = InferenceModule(model, vocab, config)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":
+        """Load a model directory (``clinical-ner train``), a LiteRT export, or a bundled model.
+
+        ``directory`` may be the name of a bundled model (``"clinical"``); an
+        existing path of that name wins
+        (:func:`clinical_ner.pretrained.resolve_model_path`). A directory
+        written by ``clinical-ner export MODEL --format litert`` gives a
+        :class:`~clinical_ner.annotators.litert.annotator.LiteRTNER` (same ``annotate`` and
+        ``tag``), loaded without importing TensorFlow.
+        """
+        directory = resolve_model_path(directory)
+        if layout.is_litert_export(directory):
+            from clinical_ner.annotators.litert.annotator import LiteRTNER
+
+            return LiteRTNER.load(directory)
+        try:
+            import keras
+
+            from clinical_ner.model.network import MODEL_FILE
+        except ImportError as error:
+            raise ModelError(
+                f"{directory}: a Keras model directory needs TensorFlow and Keras ({error}); "
+                "install clinical-ner with its dependencies, or run a LiteRT export of it "
+                "('clinical-ner export MODEL --format litert')") from None
+
+        model_path = directory / MODEL_FILE
+        if not model_path.is_file():
+            raise ModelError(
+                f"{directory}: not a clinical-ner model directory (no {MODEL_FILE}); "
+                f"train one with 'clinical-ner train', or use the bundled model "
+                f"'{DEFAULT_MODEL}'"
+            )
+        config = NERConfig.load(directory)
+        vocab = Vocabulary.load(directory)
+        try:
+            model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        except ValueError as error:
+            # Keras says which layer did not match, not what to do about it.
+            raise ModelError(
+                f"{model_path}: its weights do not fit the model it describes, so it "
+                f"cannot be loaded by clinical-ner {__version__} (models trained before "
+                "0.2.0 kept the word embedding in one table); retrain it with "
+                f"'clinical-ner train'. Keras said: {error}"
+            ) from None
+        return cls(model, vocab, config)
+
+    @classmethod
+    def pretrained(cls, name: str = DEFAULT_MODEL) -> "ClinicalNER":
+        """A model shipped inside the package (see ``clinical_ner/pretrained/<name>/MODEL_CARD.md``).
+
+        Example::
+
+            ner = ClinicalNER.pretrained()   # the "clinical" problem/test/treatment model
+            ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
+        """
+        return cls.load(bundled_model_path(name))
+
+    def export(self, base_path: str | Path, version: int | None = None) -> Path:
+        """Write the model as version ``version`` under ``base_path`` for TF Serving.
+
+        Returns the version directory (see
+        :func:`clinical_ner.export.saved_model.export_saved_model`: written elsewhere and
+        renamed into place, never overwriting a version, checked to use core
+        ops only and to restore the way TF Serving loads it).
+        """
+        from clinical_ner.export.saved_model import export_saved_model
+
+        return export_saved_model(self.module.saved_object(), self.module.signatures(),
+                                  base_path, version)
+
+    def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
+        return signatures.annotate_batch(texts, self.module.annotate_text)
+
+    def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
+        outputs = self.module.tag_tokens(
+            np.array(signatures.padded_token_rows(sentences), dtype=object))
+        return signatures.tags_from_outputs(
+            {name: value.numpy() for name, value in outputs.items()})

@@ -1,0 +1,94 @@
+"""Entity-level precision, recall and F1, exact and lenient (as i2b2 2010 reports)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from clinical_ner.text.document import Mention
+
+
+def _prf(true_positives_p: int, predicted: int, true_positives_r: int, gold: int) -> dict:
+    precision = true_positives_p / predicted if predicted else 0.0
+    recall = true_positives_r / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "predicted": predicted,
+        "gold": gold,
+        "correct": true_positives_p,
+    }
+
+
+def _overlaps(a: Mention, b: Mention) -> bool:
+    return a.first_token <= b.last_token and b.first_token <= a.last_token
+
+
+def _count(mentions: Sequence[Mention], others: Sequence[Mention], counts: dict,
+           matched: int, total: int) -> None:
+    """Count ``mentions`` and those of them that ``others`` match, exactly and leniently."""
+    other_keys = {(m.first_token, m.last_token, m.label) for m in others}
+    for mention in mentions:
+        exact = counts["exact"][mention.label]
+        lenient = counts["lenient"][mention.label]
+        exact[total] += 1
+        lenient[total] += 1
+        if (mention.first_token, mention.last_token, mention.label) in other_keys:
+            exact[matched] += 1
+        if any(o.label == mention.label and _overlaps(o, mention) for o in others):
+            lenient[matched] += 1
+
+
+def score_mentions(
+    gold: Sequence[Sequence[Mention]], predicted: Sequence[Sequence[Mention]]
+) -> dict:
+    """Score predicted mentions against gold ones, sentence by sentence.
+
+    ``exact``: a prediction is correct when a gold mention has the same
+    tokens and label. ``lenient``: a prediction is correct when it overlaps a
+    gold mention of the same label, and a gold mention is found when a
+    prediction of its label overlaps it (so lenient precision and recall
+    count their own numerators, as the i2b2 2010 "inexact" scores do).
+
+    Returns ``{"exact": {"micro": {...}, "per_label": {label: {...}}},
+    "lenient": {...}}`` where each ``{...}`` holds precision, recall, f1 and
+    the predicted, gold and correct counts.
+
+    >>> gold = [[Mention(0, 1, "problem")]]
+    >>> score_mentions(gold, [[Mention(1, 1, "problem")]])["lenient"]["micro"]["f1"]
+    1.0
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+    labels = sorted({m.label for sentence in [*gold, *predicted] for m in sentence})
+    counts = {
+        mode: {label: [0, 0, 0, 0] for label in labels} for mode in ("exact", "lenient")
+    }  # per label: correct predictions, predictions, found gold, gold
+    for gold_mentions, predicted_mentions in zip(gold, predicted):
+        _count(predicted_mentions, gold_mentions, counts, matched=0, total=1)
+        _count(gold_mentions, predicted_mentions, counts, matched=2, total=3)
+    report = {}
+    for mode, per_label in counts.items():
+        totals = [sum(values[i] for values in per_label.values()) for i in range(4)]
+        report[mode] = {
+            "micro": _prf(totals[0], totals[1], totals[2], totals[3]),
+            "per_label": {label: _prf(*values) for label, values in per_label.items()},
+        }
+    return report
+
+
+def format_report(report: dict) -> str:
+    """A readable table of an evaluation report."""
+    lines = []
+    header = f"{'':<14}{'precision':>10}{'recall':>10}{'f1':>10}{'gold':>8}{'predicted':>11}"
+    for mode in ("exact", "lenient"):
+        lines.append(f"{mode} match")
+        lines.append(header)
+        rows = list(report[mode]["per_label"].items()) + [("micro avg", report[mode]["micro"])]
+        for label, values in rows:
+            lines.append(
+                f"{label:<14}{values['precision']:>10.4f}{values['recall']:>10.4f}"
+                f"{values['f1']:>10.4f}{values['gold']:>8}{values['predicted']:>11}"
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,241 @@
+"""Export a trained model for the lean runtime: a ``.tflite`` network of builtin ops plus data.
+
+The network takes word, character and casing ids and returns the CRF's
+emission scores; tokenizing, featurizing and CRF decoding run in Python and
+NumPy (:mod:`clinical_ner.annotators.litert`), so the network needs no string ops.
+Three parts of the TensorFlow inference graph are not TFLite builtins, and
+the export swaps them on its own copy of the model for equivalents that are
+(same weights, same outputs at every real token):
+
+* the char-CNN's ``UniqueV2`` (each distinct spelling convolved once): the
+  runtime finds the distinct spellings in NumPy and the network takes them
+  (``spellings`` ``[S, C]`` and ``spelling_index`` ``[B, T]``), so the
+  network wires the model's layers itself instead of calling the model;
+* the BiLSTM's fused ``BlockLSTM`` and its ``TensorArray`` loops: a loop
+  writing into a preallocated tensor (``BiLSTM.builtin_ops_only = True``);
+* the variables, which Keras 3's loops read as resources: they are frozen
+  into constants (``convert_variables_to_constants_v2``) before conversion.
+
+The export is checked before it is kept: every operator code must be a
+builtin (no Select TF "Flex" ops, no custom ops), and on a probe batch the
+LiteRT interpreter must give the Keras model's emissions (within
+``FLOAT32_TOLERANCE`` for float32 weights; for float16 and int8 weights the
+difference is recorded in the manifest).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.lite.python import schema_py_generated as tflite_schema
+from tensorflow.python.framework.convert_to_constants import (
+    convert_variables_to_constants_v2,
+)
+
+from clinical_ner import __version__
+from clinical_ner.export.saved_model import ExportError
+from clinical_ner.model.layers.crf import FORBIDDEN_SCORE, CRF
+from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.litert import layout
+from clinical_ner.annotators.litert.featurize import NumpyFeaturizer
+from clinical_ner.annotators.litert.network import EmissionsNetwork
+
+FLOAT32_TOLERANCE = 1e-3
+INPUTS = ("word_ids", "spellings", "spelling_index", "casing_ids")
+OUTPUT = "emissions"
+
+
+def export_litert(model_dir: str | Path, output: str | Path, weights: str = "float32") -> Path:
+    """Write ``model_dir`` (a ``clinical-ner train`` directory) as a LiteRT export in ``output``.
+
+    ``weights`` is ``float32``, ``float16`` (half-size file, computed in
+    float32) or ``int8`` (dynamic-range quantization: int8 weights, float
+    activations). ``output`` must not exist yet, or be an empty folder; it is
+    written under a temporary name beside it and renamed when complete and
+    checked. Returns ``output``.
+    """
+    if weights not in layout.WEIGHT_TYPES:
+        raise ExportError(f"--weights must be one of {', '.join(layout.WEIGHT_TYPES)}, "
+                          f"got {weights!r}")
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ExportError(f"{output}: already exists and is not an empty folder; "
+                          "an export never overwrites")
+    ner = ClinicalNER.load(model_dir)
+    if not isinstance(ner, ClinicalNER):
+        raise ExportError(f"{model_dir}: already a LiteRT export; export the trained model")
+    network = convert_network(ner.model, weights)
+    inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Made with mkdir (not mkdtemp, which is private to its owner): the
+    # export gets the permissions the umask gives any new folder.
+    staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        (staging / layout.NETWORK_FILE).write_bytes(network)
+        (staging / layout.CRF_FILE).write_text(
+            json.dumps(crf_parameters(ner.model.crf)) + "\n", encoding="utf-8")
+        ner.config.save(staging)
+        ner.vocab.save(staging)
+        operators = builtin_operators(network)
+        difference = max_emission_difference(ner, staging / layout.NETWORK_FILE, inputs)
+        if weights == "float32" and not difference <= FLOAT32_TOLERANCE:
+            raise ExportError(
+                f"{model_dir}: the converted network's emissions differ from the Keras "
+                f"model's by {difference:.3g} (more than {FLOAT32_TOLERANCE}); not exported")
+        manifest = {
+            "format": layout.FORMAT_NAME,
+            "version": layout.FORMAT_VERSION,
+            "network": layout.NETWORK_FILE,
+            "inputs": inputs,
+            "output": OUTPUT,
+            "weights": weights,
+            "operators": operators,
+            "max_abs_emission_difference": difference,
+            "exported_by": f"clinical-ner {__version__}",
+        }
+        (staging / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n",
+                                                    encoding="utf-8")
+        if output.exists():
+            output.rmdir()
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def crf_parameters(crf: CRF) -> dict:
+    """The CRF's scores and decoding constraints as JSON-ready data (masks may be None)."""
+    def listed(value):
+        return None if value is None else np.asarray(value).tolist()
+
+    return {
+        "transitions": listed(crf.transitions.numpy()),
+        "start_transitions": listed(crf.start_transitions.numpy()),
+        "end_transitions": listed(crf.end_transitions.numpy()),
+        "allowed_transitions": listed(crf.allowed_transitions),
+        "allowed_start": listed(crf.allowed_start),
+        "allowed_end": listed(crf.allowed_end),
+        "forbidden_score": FORBIDDEN_SCORE,
+    }
+
+
+def convert_network(model: ClinicalNERModel, weights: str = "float32") -> bytes:
+    """The model's emissions as a TFLite flatbuffer of builtin ops (see the module docstring).
+
+    Inputs are int32 ``word_ids`` ``[B, T]``, ``spellings`` ``[S, C]`` (the
+    char ids of distinct spellings, row 0 empty), ``spelling_index``
+    ``[B, T]`` and, with casing, ``casing_ids`` ``[B, T]``, every dimension
+    dynamic; the output ``emissions`` is float32 ``[B, T, K]``. The network
+    repeats the model's wiring (embeddings, char-CNN, casing, concatenation,
+    BiLSTM, dense; dropout is off at inference and the CRF layer passes
+    emissions through), which :func:`max_emission_difference` checks
+    against the model itself.
+    """
+    layer = model.get_layer
+    bilstm = layer("bilstm")
+    specs = [tf.TensorSpec([None, None], tf.int32, name=name)
+             for name in INPUTS if name != "casing_ids" or model.use_casing]
+
+    @tf.function(input_signature=specs)
+    def emissions(word_ids, spellings, spelling_index, casing_ids=None):
+        features = [layer("word_embedding")(word_ids),
+                    tf.gather(layer("char_encoder").encode_spellings(spellings), spelling_index)]
+        if casing_ids is not None:
+            features.append(layer("casing_embedding")(casing_ids))
+        hidden = bilstm(tf.concat(features, axis=-1), mask=word_ids != 0, training=False)
+        return {OUTPUT: layer("emissions")(hidden)}
+
+    bilstm.builtin_ops_only = True
+    try:
+        with _quiet_saving():
+            frozen = convert_variables_to_constants_v2(emissions.get_concrete_function())
+    finally:
+        bilstm.builtin_ops_only = False
+    # The trackable object only makes the converter write a signature (input
+    # names); the frozen function holds every weight.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if weights != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if weights == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        return converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        raise ExportError(f"TFLite conversion failed: {str(error).splitlines()[0]}") from None
+
+
+@contextlib.contextmanager
+def _quiet_saving() -> Iterator[None]:
+    """Hide the warning freezing logs about lookup tables.
+
+    Freezing exports a meta graph, which cannot hold the initializers of the
+    lookup tables TensorFlow keeps in its global collections (the in-graph
+    featurizer's); the network has no lookup table, so the warning says
+    nothing about it.
+    """
+    class DropTableWarning(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "table_initializer" not in record.getMessage()
+
+    tf_logger = logging.getLogger("tensorflow")
+    drop = DropTableWarning()
+    tf_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        tf_logger.removeFilter(drop)
+
+
+def builtin_operators(network: bytes) -> list[str]:
+    """Names of the operators of every subgraph; ExportError if one is not a builtin."""
+    model = tflite_schema.ModelT.InitFromPackedBuf(network, 0)
+    names = {code: name for name, code in vars(tflite_schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    found = set()
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if builtin == tflite_schema.BuiltinOperator.CUSTOM:
+            custom = code.customCode.decode() if code.customCode else "?"
+            raise ExportError(f"the converted network uses the non-builtin op {custom}")
+        found.add(names[builtin])
+    return sorted(found)
+
+
+def _probe_sentences(words: list[str]) -> list[list[str]]:
+    """Sentences of different lengths, known and unknown words, for the export check."""
+    known = [word for word in words[2:50] if word] or ["x"]
+    sentences = [[known[(row + column) % len(known)] for column in range(length)]
+                 for row, length in enumerate((1, 3, 7, 12, 25, 40))]
+    sentences[2][1] = "Unseen-Word\u00e9"
+    sentences[3][0] = "CT"
+    sentences[4][5] = "12.5"
+    return sentences
+
+
+def max_emission_difference(ner: ClinicalNER, network_path: Path, inputs: list[str]) -> float:
+    """Largest |LiteRT - Keras| emission over the real tokens of a probe batch."""
+    sentences = _probe_sentences(ner.vocab.words)
+    featurizer = NumpyFeaturizer(ner.vocab.words, ner.vocab.chars, ner.config.max_word_length)
+    width, char_width = max(len(sentence) for sentence in sentences), featurizer.char_width(
+        sentences)
+    features = featurizer(sentences, width, char_width)
+    char_ids = features["spellings"][features["spelling_index"]]
+    model_inputs = {"word_ids": features["word_ids"], "char_ids": char_ids}
+    if ner.model.use_casing:
+        model_inputs["casing_ids"] = features["casing_ids"]
+    expected = ner.model(model_inputs, training=False).numpy()
+    actual = EmissionsNetwork(network_path, inputs)(features)
+    real = features["word_ids"] > 0
+    return float(np.abs(actual - expected)[real].max())

@@ -1,0 +1,239 @@
+"""Export SavedModels in the layout TensorFlow Serving watches.
+
+TensorFlow Serving polls ``<base_path>/`` and serves the version directories
+whose names are numbers: ``<base_path>/<version>/saved_model.pb``,
+``variables/``, ``assets/``. A half-written version directory would be picked
+up and fail to load, so :func:`export_saved_model` writes into a hidden
+temporary sibling (a name that is not a number, which both TF Serving and
+:mod:`clinical_ner.serving.server` ignore) and renames it into place when it
+is complete. The rename is atomic on one file system.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from clinical_ner.errors import ClinicalNERError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Canonical positive integers only: TF Serving would read "007" as version 7,
+# and two names for one version would be ambiguous.
+VERSION_DIR_PATTERN = re.compile(r"[1-9][0-9]*")
+# TF Serving keeps versions in an int64.
+MAX_VERSION = 2**63 - 1
+_TEMP_PREFIX = ".export-"
+
+
+class ExportError(ClinicalNERError):
+    """An export could not be written, or the SavedModel is not servable."""
+
+
+def export_saved_model(
+    module: tf.Module,
+    signatures: Mapping[str, Any],
+    base_path: str | os.PathLike,
+    version: int | None = None,
+) -> Path:
+    """Save ``module`` as ``<base_path>/<version>/`` and return that directory.
+
+    ``signatures`` maps signature names to ``tf.function``s with an
+    ``input_signature`` or to concrete functions, as for
+    ``tf.saved_model.save``. ``version=None`` takes the highest existing
+    version plus one (1 when there is none). An existing version is never
+    overwritten. The graph must use core TensorFlow ops only (see
+    :func:`check_core_ops`), since the stock TF Serving binary has no others,
+    and every variable it reads must be restored the way TF Serving restores
+    them (see :func:`check_variables_restore`).
+    If anything fails, nothing is left behind and existing versions are
+    untouched.
+    """
+    base = Path(base_path)
+    base.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        # Count incomplete numbered directories too: their number is taken.
+        version = max(_numbered_dirs(base), default=0) + 1
+    _validate_version(version)
+    target = base / str(version)
+    if target.exists():
+        raise ExportError(
+            f"version {version} already exists at {target}; export a new version "
+            "instead of overwriting one that may be serving"
+        )
+    temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-", dir=base))
+    try:
+        tf.saved_model.save(module, str(temp), signatures=dict(signatures))
+        # The messages name the version being exported, not the hidden
+        # temporary directory, which is gone by the time the user reads them.
+        shown_as = f"the export of version {version} to {target}"
+        check_core_ops(temp, name=shown_as)
+        check_variables_restore(temp, name=shown_as)
+        _fsync_tree(temp)
+        try:
+            os.rename(temp, target)
+        except OSError as error:
+            # Another exporter took the same version number meanwhile.
+            raise ExportError(f"could not move the export into {target}: {error}") from error
+        _fsync_dir(base)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    logger.info("Exported version %d to %s", version, target)
+    return target
+
+
+def existing_versions(base_path: str | os.PathLike) -> list[int]:
+    """Versions present under ``base_path``: numbered directories with a ``saved_model.pb``."""
+    numbered = _numbered_dirs(Path(base_path))
+    return sorted(
+        version for version, path in numbered.items() if (path / "saved_model.pb").is_file()
+    )
+
+
+def _numbered_dirs(base: Path) -> dict[int, Path]:
+    try:
+        entries = list(base.iterdir())
+    except FileNotFoundError:
+        return {}
+    return {
+        int(entry.name): entry
+        for entry in entries
+        if VERSION_DIR_PATTERN.fullmatch(entry.name) and entry.is_dir()
+    }
+
+
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+def saved_model_op_types(export_dir: str | os.PathLike) -> set[str]:
+    """Every op type in a SavedModel: graph nodes and function-library nodes.
+
+    Calls to library functions (whose op type is the function's name) are
+    left out: they are not kernels the server has to provide.
+    """
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    ops: set[str] = set()
+    functions: set[str] = set()
+    for meta_graph in saved_model.meta_graphs:
+        graph = meta_graph.graph_def
+        ops.update(node.op for node in graph.node)
+        for function in graph.library.function:
+            functions.add(function.signature.name)
+            ops.update(node.op for node in function.node_def)
+    return ops - functions
+
+
+def check_core_ops(export_dir: str | os.PathLike, name: str | None = None) -> None:
+    """Raise :class:`ExportError` if the SavedModel uses an op outside core TensorFlow.
+
+    ``name`` is how the message calls the SavedModel (default: ``export_dir``).
+
+    ``tf.raw_ops`` lists the ops built into TensorFlow itself; ops that
+    extension libraries register at import time are not in it, and the stock
+    ``tensorflow_model_server`` could not load a graph that uses them. The
+    ``py_function`` ops are in ``tf.raw_ops`` but call back into Python,
+    which the server does not have, so they count as foreign too.
+    """
+    foreign = saved_model_op_types(export_dir) - (set(dir(tf.raw_ops)) - PYTHON_OPS)
+    if foreign:
+        raise ExportError(
+            f"{name or export_dir} uses ops that are not core TensorFlow ops, which stock "
+            f"TensorFlow Serving cannot run: {sorted(foreign)}"
+        )
+
+
+def check_variables_restore(export_dir: str | os.PathLike, name: str | None = None) -> None:
+    """Raise :class:`ExportError` unless TF Serving's way of loading restores every variable.
+
+    ``name`` is how the message calls the SavedModel (default: ``export_dir``).
+
+    TF Serving (``LoadSavedModel`` in C++) does not rebuild Python objects: it
+    imports the serving MetaGraph into a session, runs the SavedModel's
+    restore op and its main op, and then runs the signatures. The TF1 loader
+    does exactly that, so after it every variable handle in the graph must
+    hold a value. A SavedModel whose object graph tracks Keras 3 layers
+    fails this (its signatures read variables the restore op never fills),
+    although ``tf.saved_model.load`` runs it correctly.
+    """
+    graph = tf.Graph()
+    tf_logger = tf.get_logger()
+    level = tf_logger.level
+    # The TF1 loader logs a deprecation notice on its first use.
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with tf.compat.v1.Session(graph=graph) as session:
+            tf.compat.v1.saved_model.load(session, [tf.saved_model.SERVING], str(export_dir))
+            handles = [op for op in graph.get_operations() if op.type == "VarHandleOp"]
+            with graph.as_default():
+                checks = [tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]) for op in handles]
+            initialized = session.run(checks)
+    finally:
+        tf_logger.setLevel(level)
+    missing = sorted(op.get_attr("shared_name").decode()
+                     for op, is_set in zip(handles, initialized) if not is_set)
+    if missing:
+        raise ExportError(
+            f"{name or export_dir}: TensorFlow Serving would fail every request, because "
+            f"loading it as TF Serving does leaves {len(missing)} variable(s) without a value: "
+            f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}. Track the "
+            "tf.Variables behind Keras variables in the exported module, not Keras layers"
+        )
+
+
+def _validate_version(version: object) -> None:
+    # bool is an int subclass; True would silently become version 1.
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ConfigError(f"version must be a positive integer, got {version!r}")
+    if not 1 <= version <= MAX_VERSION:
+        raise ConfigError(f"version must be between 1 and {MAX_VERSION}, got {version}")
+
+
+def _fsync_tree(root: Path) -> None:
+    # Without this a crash soon after the rename could leave a visible
+    # version directory whose files were never written to disk.
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(Path(directory))
+
+
+def _fsync_dir(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def served_base_path(value: str | os.PathLike) -> Iterator[Path]:
+    """The model base path to serve for ``value``, for as long as the context lasts.
+
+    A base path (numbered versions) is itself. A model directory or a bundled
+    model's name (``clinical``) is exported first, as version 1 of a
+    temporary base path that is deleted when the context ends: serving needs
+    a SavedModel, and a fresh export always matches the model.
+    """
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.pretrained import is_model_reference
+
+    if not is_model_reference(value):
+        yield Path(value)
+        return
+    with tempfile.TemporaryDirectory(prefix="clinical-ner-serve-") as scratch:
+        base = Path(scratch) / "model"
+        version = ClinicalNER.load(value).export(base, 1)
+        logger.info("serving %s, exported to %s", value, version)
+        yield base

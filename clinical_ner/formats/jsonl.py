@@ -1,0 +1,58 @@
+"""Documents given on the command line, and the JSON lines written for them.
+
+``clinical-ner predict`` and ``clinical-ner client`` read documents and write
+results the same way, so that their outputs can be compared line by line.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from clinical_ner.text.document import Entity
+from clinical_ner.errors import DataFormatError
+
+
+def decode_document(source: str, data: bytes) -> str:
+    """UTF-8 text of a document, without newline translation (offsets match the file)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFormatError(
+            source, None, f"not UTF-8 (invalid byte at offset {error.start})"
+        ) from None
+
+
+def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
+                   ) -> list[tuple[str, str]]:
+    """``(name, text)`` of the texts given as arguments, then of the files; stdin if neither.
+
+    Arguments are named ``text-1``, ``text-2``, ...; files by their stem.
+    """
+    documents = [(f"text-{number}", text) for number, text in enumerate(texts, start=1)]
+    for path in paths or []:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise DataFormatError(str(path), None, error.strerror or str(error)) from None
+        documents.append((path.stem, decode_document(str(path), data)))
+    if not documents:
+        documents.append(("stdin", decode_document("stdin", sys.stdin.buffer.read())))
+    return documents
+
+
+def write_json_line(handle: TextIO, text: str, entities: list[Entity]) -> None:
+    """``{"text": ..., "entities": [{"start", "end", "text", "label", "confidence"}]}``."""
+    handle.write(entities_json_line({"text": text}, entities))
+
+
+def entities_json_line(fields: dict[str, Any], entities: list[Entity]) -> str:
+    """One JSON line: ``fields``, then ``"entities"``, each entity as ``Entity.to_dict``.
+
+    ``clinical-ner predict`` writes ``{"text": ...}`` first, ``clinical-ner
+    batch`` ``{"id": ...}``; the entity objects are the same.
+    """
+    record = {**fields, "entities": [entity.to_dict() for entity in entities]}
+    return json.dumps(record, ensure_ascii=False) + "\n"

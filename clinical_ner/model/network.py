@@ -1,0 +1,224 @@
+"""The Keras model: char-CNN + word embeddings + BiLSTM + CRF."""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from clinical_ner.config import NERConfig
+from clinical_ner.model.layers.bilstm import BiLSTM
+from clinical_ner.model.layers.char_cnn import CharCNNEncoder
+from clinical_ner.model.layers.crf import CRF
+from clinical_ner.model.layers.word_embedding import PartlyTrainableEmbedding
+from clinical_ner.text.tags import inventory_scheme, transition_mask
+from clinical_ner.text.tokenizer import CASING_FEATURES
+from clinical_ner.model.vocab import Vocabulary
+
+MODEL_FILE = "model.keras"
+
+# Constructor arguments that models saved by 0.2.4 and earlier did not store,
+# with the value such a model was built with (its tag scheme is read off its
+# tags: see tags.inventory_scheme).
+_ARGUMENTS_OF_OLD_MODELS = {"fused_lstm_max_batch": 4}
+
+
+@keras.saving.register_keras_serializable(package="clinical_ner")
+class ClinicalNERModel(keras.Model):
+    """Functional Keras model for sequence labelling with a CRF output.
+
+    Inputs (a dict, ids from ``clinical_ner.model.features.Featurizer``; 0 is padding):
+    ``word_ids`` ``[batch, tokens]``, ``char_ids`` ``[batch, tokens, chars]``
+    and, with ``use_casing``, ``casing_ids`` ``[batch, tokens]``.
+    Output: CRF emission scores ``[batch, tokens, len(tags)]``. The CRF's
+    transition weights live in the ``crf`` layer; :meth:`compute_loss` is its
+    negative log-likelihood, so ``fit`` trains the model with integer tag ids
+    as targets, and :meth:`decode` gives the best tags and their marginal
+    probabilities.
+
+    Every argument is required and keyword-only: the settings and their
+    defaults live in :class:`~clinical_ner.config.NERConfig`, and
+    :meth:`from_settings` builds the model from one. ``tag_scheme`` names the
+    scheme of ``tags`` (``"bio"`` or ``"bioes"``); with
+    ``constrain_transitions`` the CRF gets its
+    :func:`~clinical_ner.text.tags.transition_mask`.
+    ``trainable_word_rows`` trains only the first rows of the word embedding
+    (the words of the training data, which the vocabulary puts first; see
+    :class:`~clinical_ner.model.layers.word_embedding.PartlyTrainableEmbedding`);
+    ``None`` trains every row. ``trainable_embeddings=False`` freezes them all.
+
+    Example:
+    >>> import numpy as np
+    >>> settings = NERConfig(word_dim=2, char_dim=2, char_filters=2, lstm_units=2,
+    ...                      casing_dim=2, tag_scheme="bio")
+    >>> vocab = Vocabulary(words=[""] * 20, chars=[""] * 10,
+    ...                    tags=["O", "B-problem", "I-problem"])
+    >>> model = ClinicalNERModel.from_settings(settings, vocab)
+    >>> inputs = {"word_ids": np.array([[3, 4, 0]]),
+    ...           "char_ids": np.array([[[2, 3], [4, 0], [0, 0]]]),
+    ...           "casing_ids": np.array([[3, 3, 0]])}
+    >>> model(inputs).shape
+    TensorShape([1, 3, 3])
+    >>> tags, marginals = model.decode(inputs)
+    >>> tags.shape, marginals.shape
+    (TensorShape([1, 3]), TensorShape([1, 3, 3]))
+    >>> ClinicalNERModel.from_config(model.get_config()).get_config() == model.get_config()
+    True
+    """
+
+    def __init__(
+        self,
+        *,
+        num_words: int,
+        num_chars: int,
+        tags: list[str],
+        tag_scheme: str,
+        word_dim: int,
+        trainable_embeddings: bool,
+        trainable_word_rows: int | None,
+        char_dim: int,
+        char_filters: int,
+        char_kernel_size: int,
+        use_casing: bool,
+        casing_dim: int,
+        lstm_units: int,
+        dropout: float,
+        constrain_transitions: bool,
+        fused_lstm_max_batch: int,
+        **kwargs,
+    ) -> None:
+        inputs = {
+            "word_ids": keras.Input(shape=(None,), dtype="int32", name="word_ids"),
+            "char_ids": keras.Input(shape=(None, None), dtype="int32", name="char_ids"),
+        }
+        # Passed to the BiLSTM explicitly: Keras' implicit mask propagation
+        # does not reach it through the merge of masked and unmasked features,
+        # and without a mask the backward LSTM reads the batch padding first,
+        # so a sentence's tags would depend on the other sentences in its batch.
+        is_token = keras.ops.not_equal(inputs["word_ids"], 0)
+        words = PartlyTrainableEmbedding(
+            num_words, word_dim, trainable_rows=trainable_word_rows,
+            trainable=trainable_embeddings, name="word_embedding",
+        )(inputs["word_ids"])
+        chars = CharCNNEncoder(
+            num_chars, char_dim, char_filters, char_kernel_size, name="char_encoder"
+        )(inputs["char_ids"])
+        features = [words, chars]
+        if use_casing:
+            inputs["casing_ids"] = keras.Input(shape=(None,), dtype="int32", name="casing_ids")
+            features.append(
+                keras.layers.Embedding(len(CASING_FEATURES), casing_dim, name="casing_embedding")(
+                    inputs["casing_ids"]
+                )
+            )
+        hidden = keras.layers.Concatenate(name="token_features")(features)
+        hidden = keras.layers.Dropout(dropout, name="input_dropout")(hidden)
+        hidden = BiLSTM(lstm_units, fused_lstm_max_batch, name="bilstm")(hidden, mask=is_token)
+        hidden = keras.layers.Dropout(dropout, name="output_dropout")(hidden)
+        emissions = keras.layers.Dense(len(tags), name="emissions")(hidden)
+        # Checked even when unconstrained: tags outside the scheme are a bug.
+        mask = transition_mask(tags, tag_scheme)
+        if constrain_transitions:
+            crf = CRF(len(tags), allowed_transitions=mask.allowed.tolist(),
+                      allowed_start=mask.start.tolist(), allowed_end=mask.end.tolist(),
+                      name="crf")
+        else:
+            crf = CRF(len(tags), name="crf")
+        outputs = crf(emissions)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        arguments = {
+            "num_words": num_words, "num_chars": num_chars, "tags": list(tags),
+            "tag_scheme": tag_scheme, "word_dim": word_dim,
+            "trainable_embeddings": trainable_embeddings,
+            "trainable_word_rows": trainable_word_rows, "char_dim": char_dim,
+            "char_filters": char_filters, "char_kernel_size": char_kernel_size,
+            "use_casing": use_casing, "casing_dim": casing_dim, "lstm_units": lstm_units,
+            "dropout": dropout, "constrain_transitions": constrain_transitions,
+            "fused_lstm_max_batch": fused_lstm_max_batch,
+        }
+        # Each argument is a public attribute (model.tags, model.word_dim, ...),
+        # and get_config() returns them all.
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self._argument_names = tuple(arguments)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: NERConfig,
+        vocab: Vocabulary,
+        word_dim: int | None = None,
+        trainable_word_rows: int | None = None,
+    ) -> "ClinicalNERModel":
+        """A new model with the settings of ``settings`` for the vocabulary ``vocab``.
+
+        ``word_dim`` is the size of pretrained vectors when there are some
+        (``None``: ``settings.word_dim``); ``trainable_word_rows`` as in the
+        class docstring (``None``: every row trains).
+        """
+        return cls(
+            num_words=len(vocab.words), num_chars=len(vocab.chars), tags=vocab.tags,
+            tag_scheme=settings.tag_scheme,
+            word_dim=settings.word_dim if word_dim is None else word_dim,
+            trainable_embeddings=settings.trainable_embeddings,
+            trainable_word_rows=trainable_word_rows,
+            char_dim=settings.char_dim, char_filters=settings.char_filters,
+            char_kernel_size=settings.char_kernel_size, use_casing=settings.use_casing,
+            casing_dim=settings.casing_dim, lstm_units=settings.lstm_units,
+            dropout=settings.dropout, constrain_transitions=settings.constrain_transitions,
+            fused_lstm_max_batch=settings.fused_lstm_max_batch,
+        )
+
+    def apply_runtime_settings(self, settings: NERConfig) -> None:
+        """Take the runtime settings of ``settings`` (call before tracing any graph).
+
+        They change speed, not the weights, so a model directory's
+        ``config.json`` may change them after training (``ClinicalNER`` applies
+        its configuration's values when it loads a model).
+        """
+        self.get_layer("bilstm").fused_max_batch = settings.fused_lstm_max_batch
+        self.fused_lstm_max_batch = settings.fused_lstm_max_batch
+
+    @property
+    def crf(self) -> CRF:
+        return self.get_layer("crf")
+
+    @staticmethod
+    def sequence_lengths(inputs) -> tf.Tensor:
+        return tf.reduce_sum(tf.cast(tf.not_equal(inputs["word_ids"], 0), tf.int32), axis=1)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Mean CRF negative log-likelihood per sentence (plus any layer losses).
+
+        ``y`` is the tag ids, or for partly labelled data a dict whose
+        ``allowed_tags`` (bool ``[batch, tokens, tags]``) gives the tags each
+        token may take: the loss is then the negative marginal likelihood of
+        the allowed paths (:meth:`CRF.partial_log_likelihood`), which equals
+        the ordinary one for a row that allows one tag per token.
+        """
+        if isinstance(y, dict) and "allowed_tags" in y:
+            log_likelihood = self.crf.partial_log_likelihood(
+                y_pred, y["allowed_tags"], self.sequence_lengths(x))
+        else:
+            log_likelihood = self.crf.log_likelihood(
+                y_pred, tf.cast(y["tags"] if isinstance(y, dict) else y, tf.int32),
+                self.sequence_lengths(x))
+        loss = -tf.reduce_mean(log_likelihood)
+        if self.losses:
+            loss += tf.add_n(self.losses)
+        return loss
+
+    def decode(self, inputs) -> tuple[tf.Tensor, tf.Tensor]:
+        """Best tag ids ``[batch, tokens]`` and tag marginals ``[batch, tokens, tags]``."""
+        emissions = self(inputs, training=False)
+        return self.crf.decode(emissions, self.sequence_lengths(inputs))
+
+    def get_config(self) -> dict:
+        arguments = {name: getattr(self, name) for name in self._argument_names}
+        arguments["tags"] = list(arguments["tags"])
+        return {"name": self.name, "trainable": self.trainable, **arguments}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ClinicalNERModel":
+        config = {**_ARGUMENTS_OF_OLD_MODELS, **config}
+        if "tag_scheme" not in config:
+            config["tag_scheme"] = inventory_scheme(config["tags"])
+        return cls(**config)

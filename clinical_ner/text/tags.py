@@ -1,0 +1,549 @@
+"""Tag schemes: reading IOB1 / BIO / BIOES / BILOU into canonical IOB2, and back.
+
+Every sentence inside the package carries IOB2 tags (``O``, ``B-X``,
+``I-X``: every entity starts with ``B-``). This module converts other
+schemes to IOB2 and IOB2 to the schemes the model may train on.
+
+Scheme names (case-insensitive):
+
+* ``"bio"`` (alias ``"iob2"``): ``B-X`` starts every entity, ``I-X`` continues
+  a ``B-X``/``I-X``.
+* ``"iob1"``: ``I-X`` starts an entity; ``B-X`` is used only to start an
+  entity right after another ``X`` entity.
+* ``"bioes"`` (alias ``"iobes"``) and ``"bilou"``: ``S-X``/``U-X`` is a
+  one-token entity, ``B-X (I-X)* E-X`` / ``B-X (I-X)* L-X`` a longer one.
+  The two spellings may be mixed; both mean the same thing.
+* ``"auto"`` (readers' default): a sequence with any ``S-``, ``E-``, ``U-``
+  or ``L-`` tag is read as strict BIOES/BILOU. Otherwise it is read as a
+  mixture of IOB1 and IOB2: ``B-X`` always starts an entity and an ``I-X``
+  that does not continue an ``X`` entity (after ``O``, another type or at the
+  sentence start) also starts one, as in IOB1. Such a sequence therefore
+  never fails to read, while an explicit ``"bio"`` or ``"iob1"`` rejects it.
+
+A tag is ``O`` or ``<prefix>-<type>`` where the prefix is one of ``B I E S
+U L`` (upper case) and the type is non-empty and has no whitespace; anything
+else is an error.
+
+The model's side (as spaCy's ``training/iob_utils.py``): a model trains on
+one of the :data:`MODEL_SCHEMES`, named explicitly in its configuration
+(``NERConfig.tag_scheme``) and in the model's own config, never guessed from
+its tags. :func:`tag_inventory` lists its tags, :func:`to_scheme` /
+:func:`from_scheme` convert sequences, :func:`to_iob2_tag` and
+:func:`tag_roles` say what each tag means for span extraction (in Python and
+in the inference graph), and :func:`transition_mask` says which tag
+sequences the scheme allows, as the boolean arrays the CRF layer and any
+other decoder (a LiteRT export, for instance) take. For partly labelled
+training data, :func:`allowed_tag_mask` says which tags each token of a
+sentence may take, given the labels its corpus does not annotate completely.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from clinical_ner.text.document import Mention
+from clinical_ner.errors import DataFormatError
+
+#: The tag outside every entity.
+OUTSIDE = "O"
+
+_ALIASES = {
+    "auto": "auto",
+    "bio": "bio",
+    "iob2": "bio",
+    "iob1": "iob1",
+    "bioes": "bioes",
+    "iobes": "bioes",
+    "bilou": "bioes",
+}
+# Model-side schemes: what to_scheme can produce and tag_inventory can list.
+_OUTPUT_PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+#: Schemes a model can be trained on (``NERConfig.tag_scheme``).
+MODEL_SCHEMES = tuple(_OUTPUT_PREFIXES)
+_TAG = re.compile(r"([BIESUL])-(\S+)")
+# BILOU spellings of the BIOES prefixes.
+_BILOU = {"U": "S", "L": "E"}
+
+_EXPECTED_TAG = "expected O or B-/I-/E-/S-/U-/L- followed by an entity type"
+
+
+def _canonical_scheme(scheme: str, allowed: tuple[str, ...]) -> str:
+    canonical = _ALIASES.get(scheme.lower())
+    if canonical not in allowed:
+        names = sorted(name for name, value in _ALIASES.items() if value in allowed)
+        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {names}")
+    return canonical
+
+
+def _parse(tag: str) -> tuple[str, str | None] | None:
+    """``("O", None)``, ``(prefix, type)`` with U/L mapped to S/E, or None if invalid."""
+    if tag == OUTSIDE:
+        return OUTSIDE, None
+    match = _TAG.fullmatch(tag)
+    if match is None:
+        return None
+    prefix, entity_type = match.groups()
+    return _BILOU.get(prefix, prefix), entity_type
+
+
+def detect_scheme(tags: list[str]) -> str:
+    """Guess the scheme of a tag sequence: ``"bioes"``, ``"iob1"`` or ``"bio"``.
+
+    Any ``S-``/``E-``/``U-``/``L-`` tag means BIOES (or BILOU, read the same
+    way); otherwise an ``I-X`` that does not continue an ``X`` entity means
+    IOB1; otherwise BIO. Invalid tags are ignored here (normalisation reports
+    them).
+    """
+    parsed = [_parse(tag) for tag in tags]
+    if any(p is not None and p[0] in ("S", "E") for p in parsed):
+        return "bioes"
+    previous: tuple[str, str | None] | None = (OUTSIDE, None)
+    for current in parsed:
+        if current is not None and current[0] == "I" and (
+            previous is None or previous[0] == OUTSIDE or previous[1] != current[1]
+        ):
+            return "iob1"
+        previous = current
+    return "bio"
+
+
+def normalize_tags(
+    tags: list[str],
+    scheme: str = "auto",
+    path: str = "<input>",
+    lines: list[int] | None = None,
+) -> list[str]:
+    """Convert one sentence's tags from ``scheme`` to IOB2, checking them.
+
+    ``path`` and ``lines`` (the 1-based line of each tag) only serve the
+    error message. A tag that is not a tag, or a sequence that the
+    explicitly given scheme does not allow, raises :class:`DataFormatError`
+    at the first tag where the sequence stops being valid (the last tag when
+    an entity is left open at the end). See the module docstring for
+    ``"auto"``.
+    """
+    canonical = _canonical_scheme(scheme, ("auto", "bio", "iob1", "bioes"))
+    if lines is not None and len(lines) != len(tags):
+        raise ValueError(f"{len(tags)} tags but {len(lines)} line numbers")
+
+    def fail(index: int, problem: str) -> DataFormatError:
+        return DataFormatError(path, lines[index] if lines is not None else None, problem)
+
+    parsed: list[tuple[str, str | None]] = []
+    for index, tag in enumerate(tags):
+        result = _parse(tag)
+        if result is None:
+            # Not quoted: a malformed last column may be clinical text.
+            raise fail(index, f"invalid tag ({_EXPECTED_TAG})")
+        parsed.append(result)
+
+    if canonical == "auto":
+        canonical = "bioes" if detect_scheme(tags) == "bioes" else "mixed"
+    if canonical == "bioes":
+        return _read_bioes(tags, parsed, fail)
+    return _read_iob(tags, parsed, canonical, fail)
+
+
+def _read_iob(tags, parsed, mode, fail) -> list[str]:
+    """Read BIO (``mode="bio"``), strict IOB1 or the auto IOB1/IOB2 mixture."""
+    result = []
+    previous_prefix, previous_type = OUTSIDE, None
+    for index, (prefix, entity_type) in enumerate(parsed):
+        continues = previous_prefix in ("B", "I") and previous_type == entity_type
+        if prefix in ("E", "S"):
+            raise fail(index, f"tag {tags[index]} is not a {mode.upper()} tag")
+        if prefix == OUTSIDE:
+            result.append(OUTSIDE)
+        elif prefix == "B":
+            if mode == "iob1" and not continues:
+                raise fail(
+                    index,
+                    f"tag {tags[index]} after {_previous(tags, index)}: IOB1 uses B- only "
+                    f"to start an entity right after another {entity_type} entity",
+                )
+            result.append(tags[index])
+        elif continues:
+            result.append(f"I-{entity_type}")
+        elif mode == "bio":
+            raise fail(
+                index,
+                f"tag {tags[index]} after {_previous(tags, index)}: in BIO an entity "
+                f"must start with B-{entity_type}",
+            )
+        else:
+            result.append(f"B-{entity_type}")
+        previous_prefix, previous_type = prefix, entity_type
+    return result
+
+
+def _read_bioes(tags, parsed, fail) -> list[str]:
+    result = []
+    open_type: str | None = None
+    for index, (prefix, entity_type) in enumerate(parsed):
+        inside = prefix in ("I", "E")
+        if open_type is not None and not (inside and entity_type == open_type):
+            raise fail(
+                index,
+                f"tag {tags[index]} after {_previous(tags, index)}: in BIOES an entity "
+                f"started with B-{open_type} must continue with I-{open_type} or end "
+                f"with E-{open_type}",
+            )
+        if open_type is None and inside:
+            raise fail(
+                index,
+                f"tag {tags[index]} after {_previous(tags, index)}: in BIOES an entity "
+                f"must start with B-{entity_type} (or be S-{entity_type})",
+            )
+        result.append(to_iob2_tag(tags[index]))
+        open_type = entity_type if prefix in ("B", "I") else None
+    if open_type is not None:
+        raise fail(
+            len(tags) - 1,
+            f"the sentence ends inside a {open_type} entity (BIOES entities end "
+            f"with E-{open_type})",
+        )
+    return result
+
+
+def _previous(tags: list[str], index: int) -> str:
+    return tags[index - 1] if index > 0 else "the sentence start"
+
+
+def tags_to_mentions(iob2_tags: list[str]) -> list[Mention]:
+    """The entities of a valid IOB2 sequence as inclusive token ranges.
+
+    Raises ValueError for anything that is not valid IOB2 (use
+    :func:`normalize_tags` or :func:`from_scheme` first).
+    """
+    mentions = []
+    start: int | None = None
+    open_type: str | None = None
+    for index, tag in enumerate(list(iob2_tags) + [OUTSIDE]):
+        parsed = _parse(tag)
+        if parsed is None or parsed[0] in ("E", "S"):
+            raise ValueError(f"tag {index} is not an IOB2 tag")
+        prefix, entity_type = parsed
+        if prefix == "I":
+            if entity_type != open_type:
+                raise ValueError(f"tag {index} ({tag}) does not continue a {entity_type} entity")
+            continue
+        if open_type is not None:
+            mentions.append(Mention(start, index - 1, open_type))
+        start, open_type = (index, entity_type) if prefix == "B" else (None, None)
+    return mentions
+
+
+def mentions_to_tags(n_tokens: int, mentions: list[Mention]) -> list[str]:
+    """IOB2 tags of ``n_tokens`` tokens holding ``mentions``.
+
+    Raises ValueError when a mention is outside the sentence or two mentions
+    share a token (IOB2 cannot represent that).
+    """
+    return _render(n_tokens, mentions, "bio")
+
+
+def _render(n_tokens: int, mentions: list[Mention], scheme: str) -> list[str]:
+    tags = [OUTSIDE] * n_tokens
+    for mention in sorted(mentions, key=lambda m: (m.first_token, m.last_token)):
+        first, last = mention.first_token, mention.last_token
+        if not 0 <= first <= last < n_tokens:
+            raise ValueError(
+                f"mention {first}..{last} is not a token range of a {n_tokens}-token sentence"
+            )
+        if any(tag != OUTSIDE for tag in tags[first:last + 1]):
+            raise ValueError(f"mention {first}..{last} overlaps another mention")
+        label = mention.label
+        tags[first] = f"B-{label}"
+        tags[first + 1:last + 1] = [f"I-{label}"] * (last - first)
+        if scheme == "bioes":
+            if first == last:
+                tags[first] = f"S-{label}"
+            else:
+                tags[last] = f"E-{label}"
+    return tags
+
+
+def to_scheme(iob2_tags: list[str], scheme: str) -> list[str]:
+    """Rewrite valid IOB2 tags in ``"bio"`` (unchanged) or ``"bioes"``."""
+    canonical = _canonical_scheme(scheme, ("bio", "bioes"))
+    return _render(len(iob2_tags), tags_to_mentions(iob2_tags), canonical)
+
+
+def from_scheme(tags: list[str], scheme: str) -> list[str]:
+    """Decode model output in ``"bio"`` or ``"bioes"`` to IOB2, repairing it.
+
+    Unlike :func:`normalize_tags`, which validates input files, this never
+    rejects a sequence of well-formed tags, because a model may predict an
+    impossible one: an ``I-X``/``E-X`` that does not continue an ``X``
+    entity starts a new one, and an entity left open by a missing ``E-X``
+    simply ends where the next entity or ``O`` begins. For valid sequences,
+    ``from_scheme(to_scheme(t, s), s) == t``. Raises ValueError for tags that
+    are malformed or belong to another scheme.
+    """
+    canonical = _canonical_scheme(scheme, ("bio", "bioes"))
+    allowed = set(_OUTPUT_PREFIXES[canonical])
+    result = []
+    open_type: str | None = None
+    for index, tag in enumerate(tags):
+        parsed = _parse(tag)
+        if parsed is None or (parsed[0] != OUTSIDE and parsed[0] not in allowed):
+            raise ValueError(f"tag {index} is not a {canonical.upper()} tag")
+        prefix, entity_type = parsed
+        if prefix == OUTSIDE:
+            result.append(OUTSIDE)
+        elif prefix in ("I", "E") and entity_type == open_type:
+            result.append(f"I-{entity_type}")
+        else:
+            result.append(f"B-{entity_type}")
+        # E- and S- close the entity, so a following I- starts a new one.
+        open_type = entity_type if prefix in ("B", "I") else None
+    return result
+
+
+def tag_inventory(labels: list[str], scheme: str) -> list[str]:
+    """All tags of ``labels`` in ``"bio"`` or ``"bioes"``: ``O``, then per label.
+
+    Labels are sorted and de-duplicated; each label's tags follow in the
+    order B, I (, E, S), e.g. ``["O", "B-problem", "I-problem", "B-test",
+    "I-test"]``.
+    """
+    canonical = _canonical_scheme(scheme, ("bio", "bioes"))
+    inventory = [OUTSIDE]
+    for label in sorted(set(labels)):
+        if _parse(f"B-{label}") is None:
+            raise ValueError(f"invalid entity label {label!r} (empty or with whitespace)")
+        inventory.extend(f"{prefix}-{label}" for prefix in _OUTPUT_PREFIXES[canonical])
+    return inventory
+
+
+def parse_tag(tag: str) -> tuple[str, str | None]:
+    """``("O", None)`` or ``(prefix, entity type)``, BILOU's U/L read as S/E.
+
+    Raises ValueError for anything that is not a tag.
+
+    >>> parse_tag("B-problem"), parse_tag("U-test"), parse_tag("O")
+    (('B', 'problem'), ('S', 'test'), ('O', None))
+    """
+    parsed = _parse(tag)
+    if parsed is None:
+        raise ValueError(f"{tag!r} is not a tag ({_EXPECTED_TAG})")
+    return parsed
+
+
+def entity_labels(tags: Iterable[str]) -> list[str]:
+    """The sorted distinct entity types of ``tags`` (any scheme; ``O`` has none).
+
+    >>> entity_labels(["O", "B-test", "I-test", "S-problem"])
+    ['problem', 'test']
+    """
+    return sorted({parse_tag(tag)[1] for tag in tags if tag != OUTSIDE})
+
+
+def to_iob2_tag(tag: str) -> str:
+    """The IOB2 tag that a tag of a *valid* BIO or BIOES sequence stands for.
+
+    ``S-X`` becomes ``B-X`` and ``E-X`` becomes ``I-X``; a sequence that the
+    scheme does not allow needs :func:`from_scheme` instead.
+
+    >>> [to_iob2_tag(tag) for tag in ["O", "B-x", "I-x", "E-x", "S-x"]]
+    ['O', 'B-x', 'I-x', 'I-x', 'B-x']
+    """
+    prefix, entity_type = parse_tag(tag)
+    if prefix == OUTSIDE:
+        return OUTSIDE
+    return f"{'B' if prefix in ('B', 'S') else 'I'}-{entity_type}"
+
+
+class TagRoles(NamedTuple):
+    """What each tag of a model's inventory means for span extraction.
+
+    ``labels``: the sorted entity types; ``label_index``: int32 ``[K]``, each
+    tag's type as an index into ``[""] + labels`` (0 for ``O``); ``begins``:
+    bool ``[K]``, whether the tag always begins an entity (``B-``, ``S-``).
+    """
+
+    labels: list[str]
+    label_index: np.ndarray
+    begins: np.ndarray
+
+
+def tag_roles(tags: Sequence[str]) -> TagRoles:
+    """The :class:`TagRoles` of a BIO or BIOES tag list, for extracting spans in a graph.
+
+    A tag that does not begin an entity (``I-``, ``E-``) continues one of the
+    same label, or begins one after ``O`` or another label, as conlleval
+    reads ill-formed sequences.
+
+    >>> roles = tag_roles(["O", "B-test", "I-test", "S-problem"])
+    >>> roles.labels, roles.label_index.tolist(), roles.begins.tolist()
+    (['problem', 'test'], [0, 2, 2, 1], [False, True, False, True])
+    """
+    labels = entity_labels(tags)
+    label_index = np.zeros(len(tags), dtype=np.int32)
+    begins = np.zeros(len(tags), dtype=bool)
+    for position, tag in enumerate(tags):
+        prefix, entity_type = parse_tag(tag)
+        if prefix != OUTSIDE:
+            label_index[position] = labels.index(entity_type) + 1
+            begins[position] = prefix in ("B", "S")
+    return TagRoles(labels, label_index, begins)
+
+
+def entity_token_spans(tag_ids: np.ndarray, label_index: np.ndarray,
+                       begins: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(first_token, last_token, label)`` of each entity in one sentence's tag ids.
+
+    ``label_index`` and ``begins`` come from :func:`tag_roles`; ``label``
+    is a label index (1-based into its ``labels``). A token begins an entity
+    when its label is not ``O`` and its tag begins one or its label differs
+    from the previous token's, exactly as the exported graph
+    (:mod:`clinical_ner.model.inference_graph`) decides with tensor ops; the LiteRT
+    runtime uses this NumPy version.
+
+    >>> _, label_index, begins = tag_roles(["O", "B-test", "I-test"])
+    >>> entity_token_spans(np.array([1, 2, 0, 2, 1]), label_index, begins)
+    [(0, 1, 1), (3, 3, 1), (4, 4, 1)]
+    """
+    labels = label_index[tag_ids]
+    previous = np.concatenate([[0], labels[:-1]])
+    starts = ((labels > 0) & (begins[tag_ids] | (previous != labels))).tolist()
+    labels = labels.tolist()
+    spans = []
+    for first, starts_here in enumerate(starts):
+        if starts_here:
+            last = first
+            while last + 1 < len(labels) and labels[last + 1] == labels[first] \
+                    and not starts[last + 1]:
+                last += 1
+            spans.append((first, last, labels[first]))
+    return spans
+
+
+def inventory_scheme(tags: Sequence[str]) -> str:
+    """The scheme of a model saved before models stored theirs: ``"bioes"`` if any tag is ``E-``/``S-``.
+
+    Only for reading such models (their tag lists came from
+    :func:`tag_inventory`, so the prefixes tell the scheme apart); everything
+    else takes the scheme from the configuration.
+    """
+    return "bioes" if any(parse_tag(tag)[0] in ("E", "S") for tag in tags) else "bio"
+
+
+class TransitionMask(NamedTuple):
+    """Which tag sequences a scheme allows, as boolean arrays over a tag list.
+
+    ``allowed[i, j]``: tag ``i`` may be followed by tag ``j`` (``[K, K]``);
+    ``start``: tags that may begin a sentence (``[K]``); ``end``: tags that
+    may end one (``[K]``).
+    """
+
+    allowed: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+
+def transition_mask(tags: Sequence[str], scheme: str) -> TransitionMask:
+    """The transitions, first tags and last tags that ``scheme`` allows among ``tags``.
+
+    ``tags`` are a model's tags (ids are their positions), all of
+    ``scheme`` (``"bio"`` or ``"bioes"``, see :data:`MODEL_SCHEMES`), and
+    unique. The CRF layer forbids what the mask forbids when decoding;
+    another decoder (a LiteRT export) can take the same arrays.
+
+    BIO: ``I-X`` may only follow ``B-X`` or ``I-X`` and cannot start a
+    sentence; everything else is allowed, and any tag may end a sentence.
+
+    BIOES: ``B-X`` and ``I-X`` must be followed by ``I-X`` or ``E-X``;
+    ``O``, ``E-*`` and ``S-*`` must be followed by ``O``, ``B-*`` or ``S-*``;
+    a sentence starts with ``O``, ``B-*`` or ``S-*`` and ends with ``O``,
+    ``E-*`` or ``S-*``.
+
+    >>> mask = transition_mask(["O", "B-test", "I-test"], "bio")
+    >>> mask.allowed.astype(int).tolist()
+    [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
+    >>> mask.start.tolist(), mask.end.tolist()
+    ([True, True, False], [True, True, True])
+    """
+    canonical = _canonical_scheme(scheme, MODEL_SCHEMES)
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"tags must be unique, got {list(tags)}")
+    parsed = []
+    for tag in tags:
+        match = _TAG.fullmatch(tag)
+        if tag != OUTSIDE and (match is None or match[1] not in _OUTPUT_PREFIXES[canonical]):
+            raise ValueError(
+                f"tag {tag!r} is not a {canonical.upper()} tag: expected O or one of "
+                f"{'/'.join(p + '-' for p in _OUTPUT_PREFIXES[canonical])} and an entity type")
+        parsed.append((OUTSIDE, None) if tag == OUTSIDE else (match[1], match[2]))
+    num_tags = len(parsed)
+    allowed = np.zeros((num_tags, num_tags), dtype=bool)
+    for i, (prefix_from, type_from) in enumerate(parsed):
+        for j, (prefix_to, type_to) in enumerate(parsed):
+            if canonical == "bioes":
+                if prefix_from in ("B", "I"):
+                    allowed[i, j] = prefix_to in ("I", "E") and type_to == type_from
+                else:
+                    allowed[i, j] = prefix_to in (OUTSIDE, "B", "S")
+            elif prefix_to == "I":
+                allowed[i, j] = prefix_from in ("B", "I") and type_from == type_to
+            else:
+                allowed[i, j] = True
+    prefixes = [prefix for prefix, _ in parsed]
+    if canonical == "bioes":
+        start = np.array([prefix in (OUTSIDE, "B", "S") for prefix in prefixes], dtype=bool)
+        end = np.array([prefix in (OUTSIDE, "E", "S") for prefix in prefixes], dtype=bool)
+    else:
+        start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
+        end = np.ones(num_tags, dtype=bool)
+    return TransitionMask(allowed, start, end)
+
+
+#: How a corpus annotates one of the model's labels: ``complete`` (an
+#: unmarked token is not this label), ``partial`` (its mentions are this label,
+#: but unmarked text may still be) or ``none`` (it does not annotate it).
+LABEL_COVERAGES = ("complete", "partial", "none")
+
+
+def allowed_tag_mask(iob2_tags: Sequence[str], tags: Sequence[str], scheme: str,
+                     open_labels: Iterable[str]) -> np.ndarray:
+    """Which of the model's ``tags`` each token of a partly labelled sentence may take.
+
+    ``iob2_tags`` are the sentence's gold tags; ``open_labels`` the labels
+    that its corpus does not annotate completely (coverage ``partial`` or
+    ``none``). Returns bool ``[tokens, len(tags)]``:
+
+    * a token inside a mention may take only the tag that ``scheme`` gives it;
+    * an unmarked token may take ``O`` or any tag of an open label, except
+      (BIO) ``I-X`` right after an ``X`` mention, which would lengthen that
+      mention; the CRF's transition mask rules out the other sequences the
+      scheme forbids (an ``I-X`` after ``O``, for instance).
+
+    With no open labels each token allows exactly its gold tag.
+
+    >>> tags = ["O", "B-problem", "I-problem", "B-test", "I-test"]
+    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["test"]).astype(int).tolist()
+    [[0, 1, 0, 0, 0], [1, 0, 0, 1, 1]]
+    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["problem"]).astype(int).tolist()
+    [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
+    """
+    index = {tag: position for position, tag in enumerate(tags)}
+    converted = to_scheme(list(iob2_tags), scheme)
+    unknown = sorted({tag for tag in converted if tag not in index})
+    if unknown:
+        raise ValueError(f"tag(s) {', '.join(unknown)} are not among the model's tags")
+    open_labels = set(open_labels)
+    unmarked = np.array([tag == OUTSIDE or parse_tag(tag)[1] in open_labels for tag in tags])
+    mask = np.zeros((len(converted), len(tags)), dtype=bool)
+    for position, tag in enumerate(converted):
+        if tag != OUTSIDE:
+            mask[position, index[tag]] = True
+            continue
+        mask[position] = unmarked
+        previous = converted[position - 1] if position else OUTSIDE
+        if previous != OUTSIDE:
+            lengthening = f"I-{parse_tag(previous)[1]}"
+            if _canonical_scheme(scheme, MODEL_SCHEMES) == "bio" and lengthening in index:
+                mask[position, index[lengthening]] = False
+    return mask

@@ -1,0 +1,1 @@
+"""The training run: data pipeline, starting model, steps, callbacks, checkpoints, devices."""

@@ -1,0 +1,65 @@
+"""Files of a model directory written so that a crash never leaves a torn one.
+
+``checkpoint/state.json`` is the one place a checkpoint becomes real: it
+names the epoch's model file, and is replaced only after that file is in
+place. A crash before leaves the previous epoch's state and model, a crash
+after leaves the new ones, never a model of one epoch with the state of
+another.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+
+from clinical_ner.errors import ClinicalNERError
+from clinical_ner.model.network import ClinicalNERModel
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.json"
+
+
+def save_keras_atomically(model: keras.Model, path: Path) -> None:
+    partial = path.with_name(f".{path.stem}.partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def save_inference_model(model: ClinicalNERModel, path: Path) -> None:
+    """Save the weights without the optimizer state (a third of the size)."""
+    inference_model = ClinicalNERModel.from_config(model.get_config())
+    inference_model.set_weights(model.get_weights())
+    save_keras_atomically(inference_model, path)
+
+
+def save_checkpoint(model: keras.Model, checkpoint_dir: Path, state: dict) -> None:
+    """Save the epoch's model with its optimizer, then commit it in ``state.json``."""
+    model_name = f"model-epoch{state['epoch']}.keras"
+    save_keras_atomically(model, checkpoint_dir / model_name)
+    write_text_atomically(checkpoint_dir / STATE_FILE,
+                          json.dumps({**state, "checkpoint_model": model_name}, indent=1) + "\n")
+    for old in checkpoint_dir.glob("model-epoch*.keras"):
+        if old.name != model_name:
+            old.unlink()
+
+
+def has_checkpoint(output: Path) -> bool:
+    return (output / CHECKPOINT_DIR / STATE_FILE).is_file()
+
+
+def load_checkpoint(output: Path) -> tuple[keras.Model, dict]:
+    """The last committed epoch's model (with optimizer state) and training state."""
+    checkpoint_dir = output / CHECKPOINT_DIR
+    if not has_checkpoint(output):
+        raise ClinicalNERError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/{STATE_FILE})")
+    state = json.loads((checkpoint_dir / STATE_FILE).read_text(encoding="utf-8"))
+    model = keras.saving.load_model(checkpoint_dir / state["checkpoint_model"], safe_mode=True)
+    return model, state

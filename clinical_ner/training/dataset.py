@@ -1,0 +1,151 @@
+"""The ``tf.data`` training pipeline: shuffle, bucket by length, pad, featurize, prefetch."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from clinical_ner.text.document import Sentence
+from clinical_ner.model.features import Featurizer
+from clinical_ner.text.tags import allowed_tag_mask, to_scheme
+from clinical_ner.model.vocab import PAD, UNKNOWN_ID
+
+
+def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> list[list[int]]:
+    """Tag ids of each sentence in the model's scheme (IOB2 tags in, ``scheme`` ids out)."""
+    index = {tag: position for position, tag in enumerate(tags)}
+    encoded = []
+    for sentence in sentences:
+        converted = to_scheme(sentence.tags, scheme)
+        unknown = sorted({tag for tag in converted if tag not in index})
+        if unknown:
+            raise ValueError(
+                f"{sentence.source}: tag(s) {', '.join(unknown)} are not among the model's tags"
+            )
+        encoded.append([index[tag] for tag in converted])
+    return encoded
+
+
+def encode_allowed_tags(sentences: Sequence[Sentence], open_labels: Sequence[Sequence[str]],
+                        tags: list[str], scheme: str) -> list[np.ndarray]:
+    """Each sentence's allowed-tag mask, bool ``[tokens, len(tags)]``.
+
+    ``open_labels[i]`` are the labels that sentence ``i``'s corpus does not
+    annotate completely (see :func:`clinical_ner.text.tags.allowed_tag_mask`).
+    """
+    encoded = []
+    for sentence, labels in zip(sentences, open_labels, strict=True):
+        try:
+            encoded.append(allowed_tag_mask(sentence.tags, tags, scheme, labels))
+        except ValueError as error:
+            raise ValueError(f"{sentence.source}: {error}") from None
+    return encoded
+
+
+def batch_count(lengths: Sequence[int], batch_size: int,
+                bucket_boundaries: Sequence[int]) -> int:
+    """How many batches :func:`training_dataset` forms from sentences of these lengths.
+
+    Bucketing fills each length bucket's batches in turn and emits the
+    partial ones at the end, so the count does not depend on the order.
+    """
+    buckets = np.bincount(np.digitize(lengths, bucket_boundaries),
+                          minlength=len(bucket_boundaries) + 1)
+    return int(np.sum(-(-buckets // batch_size)))
+
+
+def training_dataset(
+    sentences: Sequence[Sentence],
+    tag_ids: list[list[int]],
+    featurizer: Featurizer,
+    batch_size: int,
+    use_casing: bool,
+    shuffle_seed: int | None,
+    word_dropout: float,
+    bucket_boundaries: Sequence[int],
+    allowed_tags: list[np.ndarray] | None = None,
+) -> tf.data.Dataset:
+    """Batches of ``(features, tag_ids)`` for ``model.fit``.
+
+    With ``allowed_tags`` (partly labelled data: one bool ``[tokens, K]``
+    mask per sentence, from :func:`encode_allowed_tags`) the targets are
+    ``{"tags": tag_ids, "allowed_tags": bool [batch, tokens, K]}`` instead
+    (padding steps allow nothing; the CRF never reads them).
+
+    With ``shuffle_seed`` the sentence order is shuffled with that seed
+    (callers pass ``seed + epoch``, so every epoch has its own order and an
+    interrupted run resumes with exactly the order it would have had);
+    bucketing then forms batches of similar length in a deterministic way
+    (``bucket_boundaries``: the upper bounds of the length buckets, see
+    ``NERConfig.bucket_boundaries``).
+
+    ``word_dropout`` replaces each token's word id with the unknown word's
+    with that probability, so that the model learns to tag from characters
+    and context when a word has no vector (as for most drug names at test
+    time). The draws depend only on ``shuffle_seed`` and the batch's
+    position, so they repeat exactly on ``--resume``.
+    """
+    lengths = [len(s.tokens) for s in sentences]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat_tokens = tf.constant([token for s in sentences for token in s.tokens], tf.string)
+    flat_tags = tf.constant([tag for tags in tag_ids for tag in tags], tf.int32)
+    starts = tf.constant(starts)
+    lengths = tf.constant(lengths, tf.int64)
+    flat_allowed = (None if allowed_tags is None
+                    else tf.constant(np.concatenate(allowed_tags, axis=0), tf.bool))
+
+    def sentence(index):
+        begin, size = starts[index], lengths[index]
+        targets = flat_tags[begin:begin + size]
+        if flat_allowed is not None:
+            targets = {"tags": targets, "allowed_tags": flat_allowed[begin:begin + size]}
+        return flat_tokens[begin:begin + size], targets
+
+    dataset = tf.data.Dataset.range(len(sentences))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(sentences), seed=shuffle_seed,
+                                  reshuffle_each_iteration=False)
+    dataset = dataset.map(sentence)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda words, _: tf.shape(words)[0],
+        bucket_boundaries=list(bucket_boundaries),
+        bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+        padded_shapes=([None], [None] if flat_allowed is None
+                       else {"tags": [None], "allowed_tags": [None, None]}),
+        # Tag id 0 (O) on padding; the CRF never reads it.
+        padding_values=(PAD, 0 if flat_allowed is None
+                        else {"tags": 0, "allowed_tags": False}),
+    )
+
+    base_seed = 0 if shuffle_seed is None else shuffle_seed
+
+    def featurize(batch_index, batch):
+        words, targets = batch
+        features = featurizer(words)
+        if not use_casing:
+            del features["casing_ids"]
+        if word_dropout > 0:
+            word_ids = features["word_ids"]
+            draws = tf.random.stateless_uniform(
+                tf.shape(word_ids), seed=tf.stack([tf.constant(base_seed, tf.int64), batch_index]))
+            dropped = (draws < word_dropout) & (word_ids > 0)
+            features["word_ids"] = tf.where(dropped, tf.constant(UNKNOWN_ID, word_ids.dtype),
+                                            word_ids)
+        return features, targets
+
+    # No autotuning: an autotuned pipeline's iterator, once an epoch has
+    # used it up, takes 3-5 s to destroy about every other epoch (the
+    # garbage collector frees it at some later allocation, usually in the dev
+    # evaluation), which cost BC5CDR about a fifth of its training wall
+    # time, with no tokens/s gained over the fixed defaults that AUTOTUNE
+    # stands for without it (parallelism min(16, cores)). benchmarks/README.md
+    # ("What was tried") has the figures.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    # A known length lets the progress bar show "12/160", not "12/Unknown".
+    known_length = tf.data.experimental.assert_cardinality(
+        batch_count([len(s.tokens) for s in sentences], batch_size, bucket_boundaries))
+    return dataset.apply(known_length).enumerate().map(
+        featurize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE).with_options(options)

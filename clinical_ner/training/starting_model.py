@@ -1,0 +1,84 @@
+"""The model a training run starts from: a new one (with pretrained word vectors) or a base model's."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+
+from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
+from clinical_ner.text.document import Sentence
+from clinical_ner.vectors.reader import load_embedding_files
+from clinical_ner.errors import ConfigError
+from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.model.vocab import Vocabulary
+
+
+
+def compile_for_training(model: ClinicalNERModel, config: NERConfig) -> None:
+    """Adam with global-norm gradient clipping, as configured."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
+        jit_compile=False,
+    )
+
+
+def pretrained_vectors(config: NERConfig) -> tuple[list[str] | None, np.ndarray | None]:
+    """The words and vectors of ``config.embeddings``, one or several files (``None, None`` without)."""
+    if not config.embeddings:
+        return None, None
+    return load_embedding_files(config.embedding_files, config.embeddings_format)
+
+
+def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
+              emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
+    """A model of ``config``'s architecture whose vocabulary is the data's and the vectors' words."""
+    embedding_words, vectors = pretrained_vectors(config)
+    vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
+                             config.min_word_count)
+    vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
+    word_dim = vectors.shape[1] if vectors is not None else config.word_dim
+    model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use)
+    if vectors is not None:
+        model.get_layer("word_embedding").set_table(
+            vocab.embedding_matrix(embedding_words, vectors, config.seed))
+        covered = len(set(vocab.words) & set(embedding_words))
+        emit(f"vocabulary: {len(vocab.words)} words ({covered} with pretrained vectors), "
+             f"{len(vocab.chars)} characters, {len(tags)} tags")
+    else:
+        emit(f"vocabulary: {len(vocab.words)} words (no pretrained vectors), "
+             f"{len(vocab.chars)} characters, {len(tags)} tags")
+    return model, vocab
+
+
+def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
+                      tags: list[str], emit: Callable[[str], None]
+                      ) -> tuple[ClinicalNERModel, Vocabulary]:
+    """The base model's weights, with a new output layer and CRF if the labels differ."""
+    base = ClinicalNER.load(init_from)
+    changed = [name for name in ARCHITECTURE_SETTINGS
+               if getattr(config, name) != getattr(base.config, name)]
+    if changed:
+        raise ConfigError(
+            f"fine-tuning keeps the base model's architecture; these settings differ "
+            f"from {init_from}: {', '.join(changed)}")
+    # The base model's words, reordered so that the new data's words are the
+    # trainable ones (the base model split its table by its own data).
+    vocab, order, words_in_use = Vocabulary(
+        words=base.vocab.words, chars=base.vocab.chars, tags=tags
+    ).training_words_first(s.tokens for s in sentences)
+    model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
+                                           words_in_use)
+    model.get_layer("word_embedding").set_table(
+        base.model.get_layer("word_embedding").table()[order])
+    new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
+    for layer in model.layers:
+        if layer.weights and layer.name not in new_layers + ("word_embedding",):
+            layer.set_weights(base.model.get_layer(layer.name).get_weights())
+    if new_layers:
+        emit("the label set differs from the base model's "
+             f"({', '.join(base.vocab.tags)} -> {', '.join(tags)}): the output layer and the "
+             "CRF are re-initialised; the embeddings, char-CNN and BiLSTM are kept")
+    return model, vocab

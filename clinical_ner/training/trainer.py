@@ -1,0 +1,325 @@
+"""Training: from data files to a model directory, with early stopping, resume and fine-tuning.
+
+A model directory holds everything a model needs to load with the settings it
+was trained with (Stanza-style):
+
+``config.json``          the effective hyperparameters
+``vocab.json``           words, characters and tags
+``model.keras``          the best model by dev micro F1
+``training_log.jsonl``   one line per epoch; ``training_curve.png`` the same as a plot
+``checkpoint/``          the last completed epoch with optimizer state, for ``--resume``
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
+from clinical_ner.config import NERConfig
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import encode_tags, training_dataset
+from clinical_ner.training.distribute import (
+    DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
+)
+from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+from clinical_ner.model.features import Featurizer
+from clinical_ner.formats import Corpus, load_corpus
+from clinical_ner.formats.corpora import CorpusSet
+from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
+from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.training.multi_corpus import (
+    TrainingCorpora, corpus_scores, read_dev_corpora, read_training_corpora, selection_scores,
+)
+from clinical_ner.text.tags import tag_inventory
+from clinical_ner.training.callbacks import (
+    BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
+    TrainingRun,
+)
+from clinical_ner.training.steps import EpochTrainer, reseed_dropout
+from clinical_ner.model.vocab import Vocabulary
+
+
+@dataclass
+class TrainingResult:
+    output: Path
+    best_epoch: int
+    best_dev_f1: float | None
+    epochs_completed: int
+    stopped_early: bool
+
+
+def train(
+    train_path: str | Path | Sequence[str | Path] | None,
+    output: str | Path,
+    dev_path: str | Path | None = None,
+    config: NERConfig | None = None,
+    data_format: str = "auto",
+    resume: bool = False,
+    init_from: str | Path | None = None,
+    label_map: dict[str, str | None] | None = None,
+    skip_invalid: bool = False,
+    progress: bool = True,
+    emit: Callable[[str], None] | None = None,
+    distribute: str | None = None,
+    cpu_devices: int | None = None,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    corpora: CorpusSet | None = None,
+) -> TrainingResult:
+    """Train a model and write its directory to ``output``.
+
+    ``train_path`` is one corpus or a list of them, read each in its own
+    format and trained on together (for instance train and dev, to fit the
+    final model on all the labelled data for the number of epochs that a
+    run with dev chose). Without ``dev_path`` there is no early stopping and
+    the last epoch is the model kept.
+    ``resume`` continues ``output`` from its last completed epoch with the
+    saved configuration (``config.epochs`` may raise the epoch budget).
+    ``init_from`` starts from an existing model directory (fine-tuning); if
+    the new data has other labels, the output layer and CRF are re-initialised.
+    ``distribute`` is ``None`` (one device), ``"mirrored"`` or
+    ``"multi-worker"`` (see :mod:`clinical_ner.training.distribute`); ``config.batch_size``
+    is the global batch, split across all replicas.
+    ``corpora`` (from :func:`clinical_ner.formats.corpora.read_corpus_file`)
+    replaces ``train_path``, ``dev_path``, ``data_format`` and ``label_map``:
+    several corpora, each with its label map, coverage and weight, and the
+    dev corpora that choose the epoch (:mod:`clinical_ner.training.multi_corpus`).
+    """
+    emit = emit or (lambda message: print(message, file=sys.stderr, flush=True))
+    output = Path(output)
+    # Checked before joining a cluster; only the chief's --output must be new.
+    config = _run_config(output, config, resume, init_from,
+                         may_hold_model=distribute != "multi-worker" or _is_chief_by_environment())
+    if corpora is not None and (train_path or dev_path is not None or label_map is not None):
+        raise ConfigError("a corpus file replaces --train, --dev and --label-map")
+    # Checked before joining a cluster, like the reading of the data below.
+    training = read_training_corpora(corpora, skip_invalid, emit) if corpora else None
+    distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
+    if distribute not in (None, "none"):
+        emit(f"training on {distribution.describe()}; global batch {config.batch_size}")
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    # Only the chief evaluates on dev (the others may not even have the file).
+    dev_sentences = []
+    if training is not None:
+        train_sentences, train_labels = training.sentences, set(corpora.labels)
+        has_dev = bool(corpora.selection)
+        if distribution.is_chief:
+            dev_sentences = read_dev_corpora(corpora, skip_invalid, emit)
+    else:
+        train_sentences, train_labels = _read_training_data(train_path, data_format, label_map,
+                                                            skip_invalid, emit)
+        has_dev = dev_path is not None
+        if dev_path is not None and distribution.is_chief:
+            dev_sentences = _read_dev_data(dev_path, train_labels, data_format, label_map,
+                                           skip_invalid, emit)
+
+    with distribution.output_dir(output) as directory:
+        # (A resumed process other than the chief starts from an empty directory.)
+        (directory / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        with distribution.strategy.scope():
+            if resume:
+                model, state = _resumed(output, emit)
+                vocab = Vocabulary.load(output)
+            else:
+                model, vocab = _first_model(config, train_sentences, train_labels, init_from,
+                                            emit)
+                state = RunState()
+                config.save(directory)
+                vocab.save(directory)
+        run = TrainingRun(model, state, directory)
+        selection = ModelSelection(config.patience, has_dev=has_dev)
+        callbacks = [selection, BestModelSaver(), CheckpointSaver(), TrainingLog(emit),
+                     ProgressReport(emit)]
+        epochs = EpochTrainer(model, distribution.strategy, config.clip_norm)
+        featurizer = Featurizer(vocab.words, vocab.chars, config.max_word_length)
+        train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
+        allowed_tags = (training.allowed_tags(vocab.tags, config.tag_scheme)
+                        if training is not None else None)
+        ner = ClinicalNER(model, vocab, config)
+        stopped_early = False
+        for epoch in range(state.epoch, config.epochs):
+            if selection.should_stop(state):
+                stopped_early = True
+                break
+            emit(f"epoch {epoch + 1}/{config.epochs}")
+            # NerDL's decay: lr / (1 + decay * epoch), set per epoch so that a
+            # resumed run uses exactly the rate it would have used.
+            model.optimizer.learning_rate = config.learning_rate / (1 + config.lr_decay * epoch)
+            reseed_dropout(model, config.seed, epoch)
+            epoch_sentences, epoch_tags, epoch_allowed = _epoch_data(
+                training, config.seed, epoch, train_sentences, train_tags, allowed_tags)
+            train_tokens = sum(len(s.tokens) for s in epoch_sentences)
+            dataset = training_dataset(epoch_sentences, epoch_tags, featurizer,
+                                       config.batch_size, config.use_casing,
+                                       shuffle_seed=config.seed + epoch,
+                                       word_dropout=config.word_dropout,
+                                       bucket_boundaries=config.bucket_boundaries,
+                                       allowed_tags=epoch_allowed)
+            started = time.perf_counter()
+            loss = _in_cluster(distribution, epoch, lambda: epochs.train_epoch(dataset, progress))
+            train_seconds = time.perf_counter() - started
+            entry = {
+                "epoch": epoch + 1,
+                "loss": loss,
+                "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                "train_seconds": round(train_seconds, 3),
+                "train_tokens_per_second": round(train_tokens / train_seconds, 1),
+            }
+            if training is not None and has_dev:
+                entry.update(_in_cluster(distribution, epoch, lambda: _corpus_dev_scores(
+                    ner, corpora, dev_sentences, distribution)))
+            elif has_dev:
+                entry.update(_in_cluster(distribution, epoch,
+                                         lambda: _dev_scores(ner, dev_sentences, distribution)))
+            for callback in callbacks:
+                callback.on_epoch_end(run, entry)
+        if stopped_early:
+            emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
+        if distribution.is_chief and corpora is not None:
+            record_corpus_set_training(output, corpora, skip_invalid)
+        elif distribution.is_chief:
+            record_training(output, train_path, dev_path, data_format, label_map, skip_invalid)
+        emit(f"best epoch {state.best_epoch}"
+             + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
+             + (f"; model in {output}" if distribution.is_chief
+                else "; the chief wrote the model"))
+    return TrainingResult(output=output, best_epoch=state.best_epoch,
+                          best_dev_f1=state.best_f1, epochs_completed=state.epoch,
+                          stopped_early=stopped_early)
+
+
+def _run_config(output: Path, config: NERConfig | None, resume: bool,
+                init_from: str | Path | None, may_hold_model: bool) -> NERConfig:
+    """The run's settings, after the checks that need no TensorFlow (before joining a cluster)."""
+    if resume and init_from:
+        raise ConfigError("--resume and --init-from cannot be combined")
+    if resume:
+        if not has_checkpoint(output):
+            raise ClinicalNERError(
+                f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json; with several "
+                "workers, every worker must see the chief's --output, e.g. on a shared disk)")
+        saved = NERConfig.load(output)
+        return saved.replace(epochs=config.epochs) if config is not None else saved
+    if may_hold_model and ((output / MODEL_FILE).exists() or has_checkpoint(output)):
+        raise ClinicalNERError(
+            f"{output} already holds a model; use --resume to continue it or another --output")
+    return config or NERConfig()
+
+
+def _is_chief_by_environment() -> bool:
+    try:
+        return parse_tf_config(os.environ.get("TF_CONFIG")).is_chief
+    except ConfigError:
+        return True  # distribution_for reports it
+
+
+def _read_training_data(train_path, data_format, label_map, skip_invalid, emit
+                        ) -> tuple[list[Sentence], set[str]]:
+    train_paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path)
+    if not train_paths:
+        raise ConfigError("no training data given")
+    sentences: list[Sentence] = []
+    labels: set[str] = set()
+    for path in train_paths:
+        corpus = _read_corpus(path, data_format, label_map, skip_invalid, emit)
+        corpus_part = corpus_sentences(corpus)
+        if not corpus_part:
+            raise ClinicalNERError(f"{path}: no sentences to train on")
+        sentences.extend(corpus_part)
+        labels.update(corpus.labels)
+    return sentences, labels
+
+
+def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid, emit
+                   ) -> list[Sentence]:
+    corpus = _read_corpus(dev_path, data_format, label_map, skip_invalid, emit)
+    unseen = sorted(set(corpus.labels) - train_labels)
+    if unseen:
+        emit(f"warning: dev labels never seen in training: {', '.join(unseen)}")
+    return corpus_sentences(corpus)
+
+
+def _read_corpus(path, data_format, label_map, skip_invalid, emit) -> Corpus:
+    corpus = load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
+    report_skipped(corpus, str(path), emit)
+    return corpus
+
+
+def _resumed(output: Path, emit: Callable[[str], None]) -> tuple[keras.Model, RunState]:
+    model, state = load_checkpoint(output)
+    emit(f"resuming {output} after epoch {state['epoch']}")
+    return model, RunState.from_dict(state)
+
+
+def _first_model(config: NERConfig, sentences: list[Sentence], labels: set[str],
+                 init_from: str | Path | None, emit: Callable[[str], None]):
+    tags = tag_inventory(sorted(labels), config.tag_scheme)
+    if init_from is not None:
+        model, vocab = fine_tuning_model(init_from, config, sentences, tags, emit)
+    else:
+        model, vocab = new_model(config, sentences, tags, emit)
+    compile_for_training(model, config)
+    return model, vocab
+
+
+def _dev_scores(ner: ClinicalNER, sentences: list[Sentence], distribution: Distribution) -> dict:
+    """The chief's dev precision, recall and F1, on every process."""
+    started = time.perf_counter()
+    scores = [0.0, 0.0, 0.0]
+    if distribution.is_chief:
+        micro = evaluate_sentences(ner, sentences)["exact"]["micro"]
+        scores = [micro["precision"], micro["recall"], micro["f1"]]
+    precision, recall, f1 = distribution.broadcast_from_chief(scores)
+    return {"dev_precision": precision, "dev_recall": recall, "dev_f1": f1,
+            "dev_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _epoch_data(training: TrainingCorpora | None, seed: int, epoch: int,
+                sentences: list[Sentence], tags: list[list[int]],
+                allowed_tags: list | None) -> tuple[list[Sentence], list[list[int]], list | None]:
+    """The epoch's sentences, tag ids and allowed tags: all, or a corpus file's weighted draw."""
+    if training is None:
+        return sentences, tags, allowed_tags
+    chosen = training.epoch_indices(seed, epoch).tolist()
+    return ([sentences[i] for i in chosen], [tags[i] for i in chosen],
+            None if allowed_tags is None else [allowed_tags[i] for i in chosen])
+
+
+def _corpus_dev_scores(ner: ClinicalNER, corpora: CorpusSet, dev: dict[str, list[Sentence]],
+                       distribution: Distribution) -> dict:
+    """Each dev corpus's scores and their weighted selection score, on every process."""
+    started = time.perf_counter()
+    names = [spec.name for spec in corpora.dev_corpora()]
+    flat = [0.0] * (3 * len(names))
+    if distribution.is_chief:
+        per_corpus = corpus_scores(ner, corpora, dev)
+        flat = [per_corpus[name][measure] for name in names
+                for measure in ("precision", "recall", "f1")]
+    flat = distribution.broadcast_from_chief(flat)
+    per_corpus = {name: dict(zip(("precision", "recall", "f1"), flat[3 * i:3 * i + 3]))
+                  for i, name in enumerate(names)}
+    return {**selection_scores(corpora, per_corpus), "dev_corpora": per_corpus,
+            "dev_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _in_cluster(distribution: Distribution, epoch: int, work: Callable):
+    """``work()``, with a lost worker reported as what to do about it."""
+    if distribution.task is None:
+        return work()
+    try:
+        return work()
+    except tf.errors.OpError as error:
+        raise ClusterError(
+            f"{distribution.task.task_type} {distribution.task.task_index}: lost contact with "
+            f"the cluster in epoch {epoch + 1} ({type(error).__name__}); restart every worker "
+            "with --resume to continue from the last completed epoch") from None

@@ -1,0 +1,1 @@
+"""Word vectors: reading pretrained files, and training new ones on unlabeled notes."""

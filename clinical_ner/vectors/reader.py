@@ -1,0 +1,166 @@
+"""Pretrained word vectors: GloVe / word2vec / fastText text files and word2vec binary."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from clinical_ner.errors import DataFormatError
+from clinical_ner.text.tokenizer import normalize_word
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("auto", "text", "word2vec-binary")
+
+
+def load_embeddings(path: str | Path, format: str = "auto") -> tuple[list[str], np.ndarray]:
+    """Read word vectors and key them by :func:`clinical_ner.text.tokenizer.normalize_word`.
+
+    ``format``: ``text`` covers GloVe (no header), word2vec text and fastText
+    ``.vec`` (a ``count dim`` header line, detected automatically);
+    ``word2vec-binary`` is the original word2vec ``.bin``; ``auto`` picks
+    binary for a ``.bin`` suffix, text otherwise.
+
+    When several words normalise to the same key (``The`` and ``the``,
+    ``1990`` and ``2010``), the first one in the file wins: these files list
+    frequent words first, so the key gets the vector of its most frequent form.
+
+    Returns ``(words, vectors)`` with ``vectors.shape == (len(words), dim)``.
+
+    Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "v.txt")
+    >>> _ = open(path, "w").write("the 0.1 0.2\\nThe 0.3 0.4\\n2010 1 2\\n")
+    >>> words, vectors = load_embeddings(path)
+    >>> words, vectors.shape
+    (['the', '0000'], (2, 2))
+    """
+    path = Path(path)
+    if format not in FORMATS:
+        raise ValueError(f"unknown embeddings format {format!r}; expected one of {FORMATS}")
+    if not path.is_file():
+        raise DataFormatError(str(path), None, "embeddings file not found")
+    if format == "word2vec-binary" or (format == "auto" and path.suffix == ".bin"):
+        pairs = _read_word2vec_binary(path)
+    else:
+        pairs = _read_text(path)
+    words: list[str] = []
+    vectors: list[np.ndarray] = []
+    seen: set[str] = set()
+    dim = None
+    for line, word, vector in pairs:
+        if dim is None:
+            dim = len(vector)
+        elif len(vector) != dim:
+            raise DataFormatError(
+                str(path), line, f"vector has {len(vector)} dimensions, expected {dim}"
+            )
+        key = normalize_word(word)
+        if key and key not in seen:
+            seen.add(key)
+            words.append(key)
+            vectors.append(vector)
+    if not words:
+        raise DataFormatError(str(path), None, "no word vectors found")
+    logger.info("read %d word vectors of dimension %d from %s", len(words), dim, path)
+    return words, np.stack(vectors).astype(np.float32)
+
+
+def _read_text(path: Path):
+    with open(path, encoding="utf-8", errors="strict") as handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                parts = line.rstrip("\r\n").rstrip(" ").split(" ")
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # word2vec / fastText header: "count dim"
+                if len(parts) < 2:
+                    if not line.strip():
+                        continue
+                    raise DataFormatError(str(path), number, "expected a word followed by numbers")
+                try:
+                    vector = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    raise DataFormatError(
+                        str(path), number, "vector values are not all numbers"
+                    ) from None
+                yield number, parts[0], vector
+        except UnicodeDecodeError as error:
+            raise DataFormatError(
+                str(path), None, f"not UTF-8 text (byte offset {error.start} of a line)"
+            ) from None
+
+
+def _read_word2vec_binary(path: Path):
+    with open(path, "rb") as handle:
+        header = handle.readline().split()
+        if len(header) != 2 or not all(part.isdigit() for part in header):
+            raise DataFormatError(str(path), 1, "word2vec binary header 'count dim' expected")
+        count, dim = int(header[0]), int(header[1])
+        for index in range(count):
+            word = bytearray()
+            while True:
+                char = handle.read(1)
+                if not char:
+                    raise DataFormatError(str(path), None, f"file ends inside vector {index + 1}")
+                if char == b" ":
+                    break
+                if char != b"\n":
+                    word.extend(char)
+            data = handle.read(4 * dim)
+            if len(data) != 4 * dim:
+                raise DataFormatError(str(path), None, f"file ends inside vector {index + 1}")
+            try:
+                text = word.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataFormatError(str(path), None, f"word {index + 1} is not UTF-8") from None
+            # Binary files have no lines; report the entry number instead.
+            yield index + 1, text, np.frombuffer(data, dtype="<f4")
+
+
+def load_embedding_files(
+    paths: Sequence[str | Path], format: str = "auto"
+) -> tuple[list[str], np.ndarray]:
+    """Read one or several vector files; several are concatenated, word by word.
+
+    A word's vector is its vector from the first file, then from the second, and
+    so on (dimension: the sum of the files'). Where a file lacks the word, its
+    part is zeros: "not in this file" is then one consistent value the model can
+    learn, while a random part would look like a real vector. Words keep the
+    first file's order, then each later file's new words in that file's order.
+    One file gives exactly :func:`load_embeddings`.
+
+    Example:
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(folder, "a.txt"), "w").write("fever 1 2\\ncough 3 4\\n")
+    >>> _ = open(os.path.join(folder, "b.txt"), "w").write("1 1\\ncough 5\\n")
+    >>> words, vectors = load_embedding_files(
+    ...     [os.path.join(folder, "a.txt"), os.path.join(folder, "b.txt")])
+    >>> words, vectors.tolist()
+    (['fever', 'cough'], [[1.0, 2.0, 0.0], [3.0, 4.0, 5.0]])
+    """
+    if not paths:
+        raise ValueError("no embeddings files given")
+    loaded = [load_embeddings(path, format) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    words: list[str] = []
+    row_of: dict[str, int] = {}
+    for file_words, _ in loaded:
+        for word in file_words:
+            if word not in row_of:
+                row_of[word] = len(words)
+                words.append(word)
+    dims = [vectors.shape[1] for _, vectors in loaded]
+    table = np.zeros((len(words), sum(dims)), dtype=np.float32)
+    start = 0
+    for (file_words, vectors), dim in zip(loaded, dims):
+        rows = np.fromiter((row_of[word] for word in file_words), dtype=np.int64,
+                           count=len(file_words))
+        table[rows, start:start + dim] = vectors
+        start += dim
+    logger.info("concatenated %d files: %d words, dimension %d", len(loaded), len(words),
+                sum(dims))
+    return words, table
