@@ -113,6 +113,19 @@ def test_label_maps_are_checked_against_the_data(data, tmp_path):
     with pytest.raises(ConfigError, match="corpus ncbi: label_map names label Diseases, which "
                                           "the corpus does not have \\(it has Disease\\)"):
         check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+    # Every label of the corpus must be mapped (or dropped explicitly).
+    (tmp_path / "corpora.toml").write_text(
+        text.replace('"ncbi.conll"', f'"{data / "ncbi.conll"}"').replace(
+            'Diseases = "problem"', 'Disease = "problem", Gene = "treatment"'))
+    with pytest.raises(ConfigError, match="label_map names label Gene"):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+    two_labels = tmp_path / "two.conll"
+    two_labels.write_text("BRCA1\tB-Gene\ncancer\tB-Disease\n\n", encoding="utf-8")
+    (tmp_path / "corpora.toml").write_text(
+        text.replace('"ncbi.conll"', f'"{two_labels}"').replace("Diseases =", "Disease ="))
+    with pytest.raises(ConfigError, match='corpus ncbi: label Gene is not in its label_map; '
+                                          'map it, or drop it with Gene = ""'):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
     # Without a map, the corpus's own labels must be the model's.
     unmapped = text.replace('label_map = { Diseases = "problem" }\n', "")
     (tmp_path / "corpora.toml").write_text(unmapped.replace('"ncbi.conll"',

@@ -17,7 +17,7 @@ model's and how completely it annotates each of them::
     train = "ncbi-disease/train.conll"
     format = "conll"                      # default "auto"
     weight = 0.5                          # share of its sentences per epoch
-    label_map = { Disease = "problem" }   # source label -> model label ("" drops it)
+    label_map = { Disease = "problem" }   # every source label -> model label ("" drops it)
     coverage = { problem = "partial" }    # complete | partial | none
 
 ``coverage`` defaults to ``complete`` for a label the corpus maps onto and
@@ -234,8 +234,8 @@ def check_corpus_labels(corpus_set: CorpusSet) -> None:
 
 def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str
                     ) -> None:
-    """Every source label of ``spec``'s label map occurs in ``paths``, and without a map
-    every label found there is a model label.
+    """Every source label of ``spec``'s label map occurs in ``paths`` and every label found
+    there is in the map (or, without a map, is a model label).
 
     Reads the files' label names (never their text into a message), so that
     a typo in a mapping fails before training rather than silently dropping
@@ -250,6 +250,10 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
         if missing:
             raise ConfigError(f"{context}: label_map names label {missing[0]}, which the "
                               f"corpus does not have (it has {', '.join(sorted(found))})")
+        unmapped = sorted(found - set(spec.label_map))
+        if unmapped:
+            raise ConfigError(f"{context}: label {unmapped[0]} is not in its label_map; map "
+                              f"it, or drop it with {unmapped[0]} = \"\"")
     else:
         unknown = sorted(found - set(corpus_set.labels))
         if unknown:
