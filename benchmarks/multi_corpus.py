@@ -14,7 +14,9 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
 * ``marginal``: the same corpora as in ``training/configs/public-corpora.toml``
   (BC5CDR problem/treatment partial, test none; NCBI problem partial): marginal
   likelihood over the allowed tags;
-* ``bc5cdr``, ``ncbi``: each corpus alone, native labels, epoch chosen on its own dev.
+* ``bc5cdr``, ``ncbi``: each corpus alone, native labels, epoch chosen on its own dev;
+* ``marginal-no-chemicals``: as ``marginal`` but BC5CDR's chemicals dropped
+  (``Chemical = ""``, treatment ``none``): are its chemicals treatments enough to help?
 
 Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
 choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
@@ -39,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
-RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi")
+RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals")
 JOINT_WEIGHT = 0.5
 
 # (corpus name, split path, label map, labels scored) of each score.
@@ -50,11 +52,12 @@ SCORES = {
 }
 
 
-def corpus_file(folder: Path, partial: bool) -> Path:
+def corpus_file(folder: Path, partial: bool, chemicals: bool = True) -> Path:
     """The joint corpus file: partial coverage (marginal) or everything complete (concat)."""
+    chemical_target, treatment = ("treatment", "partial") if chemicals else ("", "none")
     coverage = {
-        "bc5cdr": '{ problem = "partial", treatment = "partial", test = "none" }' if partial
-        else '{ problem = "complete", treatment = "complete", test = "complete" }',
+        "bc5cdr": f'{{ problem = "partial", treatment = "{treatment}", test = "none" }}'
+        if partial else '{ problem = "complete", treatment = "complete", test = "complete" }',
         "ncbi": '{ problem = "partial", test = "none", treatment = "none" }' if partial
         else '{ problem = "complete", test = "complete", treatment = "complete" }',
     }
@@ -72,7 +75,7 @@ name = "bc5cdr"
 train = "{DATA / 'bc5cdr/train.conll'}"
 format = "conll"
 weight = {JOINT_WEIGHT}
-label_map = {{ Disease = "problem", Chemical = "treatment" }}
+label_map = {{ Disease = "problem", Chemical = "{chemical_target}" }}
 coverage = {coverage["bc5cdr"]}
 
 [[corpus]]
@@ -83,7 +86,8 @@ weight = {JOINT_WEIGHT}
 label_map = {{ Disease = "problem" }}
 coverage = {coverage["ncbi"]}
 '''
-    path = folder / ("marginal.toml" if partial else "concat.toml")
+    path = folder / (("marginal" if partial else "concat")
+                     + ("" if chemicals else "-no-chemicals") + ".toml")
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -122,8 +126,9 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
     started = time.perf_counter()
     quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
                                                              flush=True))
-    if run in ("marginal", "concat"):
-        corpora = read_corpus_file(corpus_file(work, partial=run == "marginal"))
+    if run in ("marginal", "concat", "marginal-no-chemicals"):
+        corpora = read_corpus_file(corpus_file(work, partial=run != "concat",
+                                               chemicals=run != "marginal-no-chemicals"))
         result = train(None, output, config=config, corpora=corpora, **quiet)
     else:
         folder = {"maccrobat": "maccrobat", "bc5cdr": "bc5cdr", "ncbi": "ncbi-disease"}[run]
@@ -159,6 +164,36 @@ def summary(runs: list[dict]) -> dict:
     return table
 
 
+def markdown_table(results: dict) -> str:
+    """The README table: each run's scores per seed and their mean (``--table``)."""
+    table = results.get("summary", {})
+    names = {"maccrobat": "MACCROBAT alone", "concat": "joint, plain concatenation",
+             "marginal": "joint, marginal likelihood", "bc5cdr": "BC5CDR alone",
+             "ncbi": "NCBI-disease alone",
+             "marginal-no-chemicals": "joint, marginal, BC5CDR chemicals dropped"}
+    lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
+             "best epoch (seeds) | train tokens/s (median) |", "|---|---|---|---|---|---|"]
+
+    def cell(run: str, score: str) -> str:
+        values = table.get(run, {}).get(score)
+        if not values:
+            return "–"
+        seeds = [f"{values[key]:.4f}" for key in sorted(values) if key != "mean"]
+        return (f"**{values['mean']:.4f}** ({', '.join(seeds)})" if len(seeds) > 1
+                else seeds[0])
+
+    for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "bc5cdr", "ncbi"):
+        items = [item for item in results["runs"] if item["run"] == run]
+        if not items:
+            continue
+        epochs = ", ".join(f"{item['best_epoch']}/{item['epochs_run']}" for item in items)
+        speed = statistics.median(item["median_train_tokens_per_second"] for item in items)
+        lines.append(f"| {names[run]} | {cell(run, 'maccrobat_dev')} | "
+                     f"{cell(run, 'bc5cdr_test_disease')} | {cell(run, 'ncbi_dev_disease')} | "
+                     f"{epochs} | {speed:,.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -166,7 +201,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/multi-corpus-bench"))
+    parser.add_argument("--table", action="store_true",
+                        help="print the README table from the results file and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(RESULTS.read_text())))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
@@ -175,7 +215,7 @@ def main() -> None:
     results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
                     "command": "python -m benchmarks.multi_corpus " + " ".join(
                         f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                        for key, value in vars(args).items() if key != "work")})
+                        for key, value in vars(args).items() if key not in ("work", "table"))})
     for seed in args.seeds:
         for run in args.runs:
             if any(item["run"] == run and item["seed"] == seed for item in results["runs"]):

@@ -224,11 +224,12 @@ def source_labels(path: str | Path, data_format: str = "auto") -> set[str]:
     return types
 
 
-def check_corpus_labels(corpus_set: CorpusSet) -> None:
-    """:func:`check_label_map` for every corpus, on its training and dev files."""
+def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
+    """:func:`check_label_map` for every corpus, on its training files and, with ``dev``,
+    its dev file (in a cluster only the chief reads dev files)."""
     for spec in corpus_set.corpora:
         check_label_map(corpus_set, spec,
-                        list(spec.train) + ([spec.dev] if spec.dev is not None else []),
+                        list(spec.train) + ([spec.dev] if dev and spec.dev is not None else []),
                         spec.format)
 
 

@@ -22,7 +22,9 @@ from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import encode_allowed_tags
 from clinical_ner.errors import ClinicalNERError
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
-from clinical_ner.formats.corpora import CorpusSet, check_corpus_labels, load_spec_corpus
+from clinical_ner.formats.corpora import (
+    CorpusSet, check_corpus_labels, check_label_map, load_spec_corpus,
+)
 from clinical_ner.annotators.keras_annotator import ClinicalNER
 
 
@@ -65,8 +67,8 @@ class TrainingCorpora:
 
 def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                           emit: Callable[[str], None]) -> TrainingCorpora:
-    """Check the label maps against the data, then read every corpus's training files."""
-    check_corpus_labels(corpus_set)
+    """Check the label maps against the training data, then read every corpus's training files."""
+    check_corpus_labels(corpus_set, dev=False)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
     for position, spec in enumerate(corpus_set.corpora):
@@ -87,9 +89,10 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
 
 def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                      emit: Callable[[str], None]) -> dict[str, list[Sentence]]:
-    """Each dev corpus's sentences, by corpus name."""
+    """Each dev corpus's sentences, by corpus name (its label map checked against it first)."""
     dev = {}
     for spec in corpus_set.dev_corpora():
+        check_label_map(corpus_set, spec, [spec.dev], spec.format)
         corpus = load_spec_corpus(spec, spec.dev, skip_invalid)
         report_skipped(corpus, str(spec.dev), emit)
         dev[spec.name] = corpus_sentences(corpus)
