@@ -92,14 +92,15 @@ coverage = {coverage["ncbi"]}
     return path
 
 
-def score(model_dir: Path, run: str) -> dict:
+def score(model_dir: Path, run: str) -> tuple[dict, dict]:
+    """Exact F1 per score name, and exact (precision, recall) per score name."""
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
     from clinical_ner.formats import load_corpus
     from clinical_ner.annotators.keras_annotator import ClinicalNER
 
     ner = ClinicalNER.load(model_dir)
     native = run in ("bc5cdr", "ncbi")
-    results = {}
+    results, precision_recall = {}, {}
     for name, (split, label_map, labels) in SCORES.items():
         if run == "maccrobat" and name != "maccrobat_dev":
             continue
@@ -112,7 +113,8 @@ def score(model_dir: Path, run: str) -> dict:
         corpus = load_corpus(DATA / split, "conll", label_map=label_map)
         micro = evaluate_sentences(ner, corpus_sentences(corpus), labels=labels)["exact"]["micro"]
         results[name] = round(micro["f1"], 4)
-    return results
+        precision_recall[name] = [round(micro["precision"], 4), round(micro["recall"], 4)]
+    return results, precision_recall
 
 
 def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> dict:
@@ -136,6 +138,7 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
                        config=config, data_format="conll", **quiet)
     seconds = time.perf_counter() - started
     log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    scores, precision_recall = score(output, run)
     return {
         "run": run, "seed": seed, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_completed, "stopped_early": result.stopped_early,
@@ -143,7 +146,8 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
         "train_seconds": round(seconds, 1),
         "median_train_tokens_per_second": statistics.median(
             entry["train_tokens_per_second"] for entry in log[1:] or log),
-        "scores": score(output, run),
+        "scores": scores,
+        "precision_recall": precision_recall,
     }
 
 
@@ -203,9 +207,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/multi-corpus-bench"))
     parser.add_argument("--table", action="store_true",
                         help="print the README table from the results file and exit")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the models kept in --work again (adds precision and recall "
+                             "to results recorded without them) and exit")
     args = parser.parse_args()
     if args.table:
         print(markdown_table(json.loads(RESULTS.read_text())))
+        return
+    if args.rescore:
+        results = json.loads(RESULTS.read_text())
+        for item in results["runs"]:
+            if "precision_recall" not in item:
+                item["scores"], item["precision_recall"] = score(
+                    args.work / f"{item['run']}-seed{item['seed']}", item["run"])
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         return
     args.work.mkdir(parents=True, exist_ok=True)
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -215,7 +230,8 @@ def main() -> None:
     results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
                     "command": "python -m benchmarks.multi_corpus " + " ".join(
                         f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                        for key, value in vars(args).items() if key not in ("work", "table"))})
+                        for key, value in vars(args).items()
+                        if key not in ("work", "table", "rescore"))})
     for seed in args.seeds:
         for run in args.runs:
             if any(item["run"] == run and item["seed"] == seed for item in results["runs"]):
