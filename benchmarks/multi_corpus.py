@@ -17,6 +17,9 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
 * ``bc5cdr``, ``ncbi``: each corpus alone, native labels, epoch chosen on its own dev;
 * ``marginal-no-chemicals``: as ``marginal`` but BC5CDR's chemicals dropped
   (``Chemical = ""``, treatment ``none``): are its chemicals treatments enough to help?
+* ``marginal-disjoint``: Greenberg et al.'s own setting: each corpus's mapped labels
+  *complete* (BC5CDR problem and treatment, NCBI problem), the others *none* (unknown): an
+  unmarked abstract token may be a test (or, in NCBI, a treatment) but not a problem.
 
 Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
 choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
@@ -41,7 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
-RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals")
+RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals",
+        "marginal-disjoint")
 JOINT_WEIGHT = 0.5
 
 # (corpus name, split path, label map, labels scored) of each score.
@@ -52,13 +56,17 @@ SCORES = {
 }
 
 
-def corpus_file(folder: Path, partial: bool, chemicals: bool = True) -> Path:
-    """The joint corpus file: partial coverage (marginal) or everything complete (concat)."""
-    chemical_target, treatment = ("treatment", "partial") if chemicals else ("", "none")
+def corpus_file(folder: Path, partial: bool, chemicals: bool = True,
+                mapped: str = "partial") -> Path:
+    """The joint corpus file: ``partial`` coverages (marginal) or everything complete (concat).
+
+    ``mapped`` is the coverage of the labels a corpus maps onto when ``partial``.
+    """
+    chemical_target, treatment = ("treatment", mapped) if chemicals else ("", "none")
     coverage = {
-        "bc5cdr": f'{{ problem = "partial", treatment = "{treatment}", test = "none" }}'
+        "bc5cdr": f'{{ problem = "{mapped}", treatment = "{treatment}", test = "none" }}'
         if partial else '{ problem = "complete", treatment = "complete", test = "complete" }',
-        "ncbi": '{ problem = "partial", test = "none", treatment = "none" }' if partial
+        "ncbi": f'{{ problem = "{mapped}", test = "none", treatment = "none" }}' if partial
         else '{ problem = "complete", test = "complete", treatment = "complete" }',
     }
     text = f'''labels = ["problem", "test", "treatment"]
@@ -86,8 +94,8 @@ weight = {JOINT_WEIGHT}
 label_map = {{ Disease = "problem" }}
 coverage = {coverage["ncbi"]}
 '''
-    path = folder / (("marginal" if partial else "concat")
-                     + ("" if chemicals else "-no-chemicals") + ".toml")
+    path = folder / (("marginal" if partial else "concat") + ("" if chemicals else
+                     "-no-chemicals") + ("" if mapped == "partial" else f"-{mapped}") + ".toml")
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -128,9 +136,10 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
     started = time.perf_counter()
     quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
                                                              flush=True))
-    if run in ("marginal", "concat", "marginal-no-chemicals"):
-        corpora = read_corpus_file(corpus_file(work, partial=run != "concat",
-                                               chemicals=run != "marginal-no-chemicals"))
+    if run.startswith("marginal") or run == "concat":
+        corpora = read_corpus_file(corpus_file(
+            work, partial=run != "concat", chemicals=run != "marginal-no-chemicals",
+            mapped="complete" if run == "marginal-disjoint" else "partial"))
         result = train(None, output, config=config, corpora=corpora, **quiet)
     else:
         folder = {"maccrobat": "maccrobat", "bc5cdr": "bc5cdr", "ncbi": "ncbi-disease"}[run]
@@ -174,7 +183,8 @@ def markdown_table(results: dict) -> str:
     names = {"maccrobat": "MACCROBAT alone", "concat": "joint, plain concatenation",
              "marginal": "joint, marginal likelihood", "bc5cdr": "BC5CDR alone",
              "ncbi": "NCBI-disease alone",
-             "marginal-no-chemicals": "joint, marginal, BC5CDR chemicals dropped"}
+             "marginal-no-chemicals": "joint, marginal, BC5CDR chemicals dropped",
+             "marginal-disjoint": "joint, marginal, mapped labels complete"}
     lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
              "best epoch (seeds) | train tokens/s (median) |", "|---|---|---|---|---|---|"]
 
@@ -186,7 +196,8 @@ def markdown_table(results: dict) -> str:
         return (f"**{values['mean']:.4f}** ({', '.join(seeds)})" if len(seeds) > 1
                 else seeds[0])
 
-    for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "bc5cdr", "ncbi"):
+    for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "marginal-disjoint",
+                "bc5cdr", "ncbi"):
         items = [item for item in results["runs"] if item["run"] == run]
         if not items:
             continue
