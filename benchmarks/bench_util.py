@@ -174,9 +174,9 @@ class ServerProcess:
 
     def wait_ready(self, timeout_s: float = 300.0) -> float:
         """Seconds from launch until a version is AVAILABLE."""
-        from clinical_ner.serving.client import ClinicalNerClient, ServingError
+        from clinical_ner.serving.client import ServingClient, ServingError
 
-        with ClinicalNerClient(self.target, MODEL_NAME, timeout=2.0, deadline=2.0,
+        with ServingClient(self.target, MODEL_NAME, timeout=2.0, deadline=2.0,
                                max_retries=0) as client:
             while True:
                 if self.process.poll() is not None:

@@ -4,7 +4,7 @@
 Exports the model as a SavedModel, starts ``clinical-ner serve`` on 127.0.0.1 in a
 separate process (:class:`benchmarks.bench_util.ServerProcess`), and runs ``--clients``
 threads, each with its own client (``--protocol grpc``:
-:class:`clinical_ner.serving.client.ClinicalNerClient`; ``rest``:
+:class:`clinical_ner.serving.client.ServingClient`; ``rest``:
 :class:`clinical_ner.serving.rest_client.RestClient` on the server's TF Serving REST port,
 one keep-alive connection each), until ``--requests`` requests (one document each) are
 answered or ``--time-limit`` seconds pass. Every answer is compared with what the
@@ -115,9 +115,9 @@ class _GrpcAnnotator:
     """One document per request over gRPC."""
 
     def __init__(self, server: ServerProcess, timeout: float) -> None:
-        from clinical_ner.serving.client import ClinicalNerClient
+        from clinical_ner.serving.client import ServingClient
 
-        self._client = ClinicalNerClient(server.target, MODEL_NAME, timeout=timeout,
+        self._client = ServingClient(server.target, MODEL_NAME, timeout=timeout,
                                          deadline=timeout * 2)
 
     def annotate(self, text: str):

@@ -3,7 +3,7 @@
     python -m benchmarks.run --corpus bc5cdr          # one corpus
     python -m benchmarks.run --all                    # bc5cdr, ncbi-disease, maccrobat
     python -m benchmarks.run --corpus bc5cdr --quick         # 1-2 minute smoke test
-    python -m benchmarks.run --readme-only            # rebuild the README tables
+    python -m benchmarks.run --readme-only            # rebuild the tables in benchmarks/README.md
 
 For each corpus: train (``clinical-ner train``, i.e. ``clinical_ner.training.trainer.train``,
 with the dev split for early stopping) in a subprocess, score dev (and test
@@ -11,11 +11,11 @@ where there is one; there, also a refit on train and dev for the best epoch
 count, scored on test), export the SavedModel, and time in-process
 ``ClinicalNER.annotate``, the SavedModel's ``serving_default`` signature and
 the gRPC server (``clinical-ner serve`` in a subprocess) through
-``ClinicalNerClient`` at concurrency 1 and 8; single-sentence latency, the
+``ServingClient`` at concurrency 1 and 8; single-sentence latency, the
 serving process's peak memory, model sizes and the time from ``import`` to a
 first prediction. Writes ``benchmarks/results/<corpus>.json`` (``quick-<corpus>.json``
-with ``--quick``) and, after full runs, the tables in README.md.
-See benchmarks/README.md for what each figure means.
+with ``--quick``) and, after full runs, the results tables of benchmarks/README.md,
+which also says what each figure means.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ FULL = Settings(None, None, None, repeats=5, warmup=1, latency_calls=1000, laten
                 latency_sentences=200, startup_repeats=3, startup_warmup=1)
 QUICK = Settings(300, 200, 1, repeats=2, warmup=1, latency_calls=100, latency_warmup=10,
                  latency_sentences=50, startup_repeats=1, startup_warmup=0)
-CLIENT_BATCH_SIZE = defaults.BATCH_DOCUMENTS  # ClinicalNerClient's; also for the SavedModel
+CLIENT_BATCH_SIZE = defaults.BATCH_DOCUMENTS  # ServingClient's; also for the SavedModel
 CONCURRENCY = (1, 8)
 
 
@@ -311,11 +311,11 @@ def saved_model_runner(version_dir: Path):
 
 def measure_grpc(server: ServerProcess, documents: list[str], tokens: int, sentences: list[str],
                  settings: Settings) -> dict:
-    from clinical_ner.serving.client import ClinicalNerClient
+    from clinical_ner.serving.client import ServingClient
 
     results = {}
     for concurrency in CONCURRENCY:
-        clients = [ClinicalNerClient(server.target, MODEL_NAME, batch_size=CLIENT_BATCH_SIZE,
+        clients = [ServingClient(server.target, MODEL_NAME, batch_size=CLIENT_BATCH_SIZE,
                                      timeout=120.0, deadline=300.0)
                    for _ in range(concurrency)]
         shards = [documents[index::concurrency] for index in range(concurrency)]
@@ -335,10 +335,10 @@ def measure_grpc(server: ServerProcess, documents: list[str], tokens: int, sente
             **throughput(seconds, tokens, len(documents)),
             "concurrency": concurrency,
             "client_batch_size": CLIENT_BATCH_SIZE,
-            "clients": "one ClinicalNerClient (own channel) per thread; documents dealt "
+            "clients": "one ServingClient (own channel) per thread; documents dealt "
                        "round-robin to the threads",
         }
-    with ClinicalNerClient(server.target, MODEL_NAME, timeout=30.0, deadline=60.0) as client:
+    with ServingClient(server.target, MODEL_NAME, timeout=30.0, deadline=60.0) as client:
         latency = latency_calls(client.annotate, sentences, settings.latency_calls,
                                 settings.latency_warmup)
     return {"throughput": results, "latency": latency}
@@ -528,13 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="corpus to benchmark (repeatable)")
     which.add_argument("--all", action="store_true", help="every corpus")
     which.add_argument("--readme-only", action="store_true",
-                       help="only rebuild the README tables from benchmarks/results/*.json")
+                       help="only rebuild the tables in benchmarks/README.md from benchmarks/results/*.json")
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
                         help="the shared data folder (default: ../shared/data beside the repo)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke test: {QUICK.train_sentences} train and "
                              f"{QUICK.eval_sentences} dev/test sentences, {QUICK.epochs} epoch, "
-                             "few timed runs; writes results/quick-<corpus>.json, not README")
+                             "few timed runs; writes results/quick-<corpus>.json, not the tables")
     parser.add_argument("--seed", type=int, help="training seed (default: the configuration's)")
     parser.add_argument("--config", metavar="FILE.json",
                         help="NERConfig fields over the default configuration (default NERConfig "
@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="corpora with a test split: skip the second model, trained on "
                              "train and dev together for the best epoch count and scored on test")
     parser.add_argument("--no-readme", action="store_true",
-                        help="do not rebuild the README tables after a full run")
+                        help="do not rebuild the tables in benchmarks/README.md after a full run")
     return parser
 
 
@@ -558,10 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     results_dir = Path(args.results_dir).resolve()
-    readme = REPO_ROOT / "README.md"
+    readme = REPO_ROOT / "benchmarks" / "README.md"
     if args.readme_only:
         updated = bench_report.update_readme(readme, results_dir)
-        log("README tables rebuilt" if updated else "README.md has no benchmark markers")
+        log(f"tables rebuilt in {readme}" if updated else f"{readme} has no benchmark markers")
         return 0 if updated else 1
     settings = QUICK if args.quick else FULL
     if args.repeats is not None:
@@ -591,9 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     if (not args.quick and not args.no_readme and results_dir == DEFAULT_RESULTS_DIR.resolve()
             and len(failed) < len(corpora)):
         if bench_report.update_readme(readme, results_dir):
-            log("README tables rebuilt")
+            log(f"tables rebuilt in {readme}")
         else:
-            log("README.md has no benchmark markers; tables not written")
+            log(f"{readme} has no benchmark markers; tables not written")
     if failed:
         log(f"failed: {', '.join(failed)}")
         return 1

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.bench_util import MODEL_NAME, ServerProcess
 from clinical_ner.formats import load_corpus
-from clinical_ner.serving.client import ClinicalNerClient
+from clinical_ner.serving.client import ServingClient
 
 CLIENTS = 8
 ROUNDS = 6
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.wait_ready()
         after_load = server.memory_mb("VmHWM")
-        clients = [ClinicalNerClient(server.target, MODEL_NAME, batch_size=32, timeout=120.0,
+        clients = [ServingClient(server.target, MODEL_NAME, batch_size=32, timeout=120.0,
                                      deadline=300.0) for _ in range(CLIENTS)]
         shards = [documents[index::CLIENTS] for index in range(CLIENTS)]
         seconds = []

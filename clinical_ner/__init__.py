@@ -1,6 +1,6 @@
 """Clinical named-entity recognition: char-CNN + BiLSTM + CRF in Keras 3, served by TF Serving."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 __all__ = ["ClinicalNER", "Entity", "__version__"]
 
 

@@ -143,12 +143,13 @@ def test_readme_section_is_replaced_between_the_markers_only(tmp_path):
     assert (tmp_path / "plain.md").read_text(encoding="utf-8") == "no markers\n"
 
 
-def test_the_repository_readme_has_the_markers_once():
-    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
+    text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
     assert text.count(bench_report.END_MARKER) == 1
-    assert text.index("## Benchmarks") < text.index(bench_report.START_MARKER)
-    assert text.index(bench_report.END_MARKER) < text.index("## Data\n")
+    assert text.index("## Results") < text.index(bench_report.START_MARKER)
+    assert bench_report.START_MARKER not in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.index(bench_report.END_MARKER) < text.index("## Running\n")
 
 
 # -- slow: a --quick run end to end --------------------------------------------------------

@@ -25,16 +25,15 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from clinical_ner.export import signatures as sig
 from clinical_ner.errors import DataFormatError
 from clinical_ner.export.signatures import ModelOutputError
-from clinical_ner.serving.client import (
-    ClinicalNerClient,
+from clinical_ner.serving.client import ServingClient
+from clinical_ner.serving.client_errors import (
     InvalidRequestError,
     ModelNotFoundError,
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
-    TensorInfo,
-    VersionStatus,
 )
+from clinical_ner.serving.model_metadata import TensorInfo, VersionStatus
 from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from test_export import KEYWORDS, expected_entities, expected_tags, export_toy
@@ -69,7 +68,7 @@ def stock_server(model_base):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, deadline=60) as client:
+        with ServingClient(f"127.0.0.1:{port}", MODEL, deadline=60) as client:
             deadline = time.monotonic() + 60
             while not any(s.state == "AVAILABLE" for s in _status_or_empty(client)):
                 assert time.monotonic() < deadline, "tensorflow_model_server did not load the model"
@@ -112,7 +111,7 @@ TEXTS = [
 
 
 def test_annotate_one_and_many(target):
-    with ClinicalNerClient(target, MODEL, batch_size=3) as client:
+    with ServingClient(target, MODEL, batch_size=3) as client:
         assert client.annotate("took aspirin") == expected_entities("took aspirin")
         assert client.annotate(TEXTS) == [expected_entities(text) for text in TEXTS]
         assert client.annotate(tuple(TEXTS[:2])) == [expected_entities(t) for t in TEXTS[:2]]
@@ -129,7 +128,7 @@ documents = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(texts=documents)
 def test_offsets_are_exact_code_points_for_any_text(dev_server, texts):
-    with ClinicalNerClient(f"127.0.0.1:{dev_server.bound_port}", MODEL, batch_size=2) as client:
+    with ServingClient(f"127.0.0.1:{dev_server.bound_port}", MODEL, batch_size=2) as client:
         found = client.annotate(texts)
     assert found == [expected_entities(text) for text in texts]
     for text, entities in zip(texts, found):
@@ -138,13 +137,13 @@ def test_offsets_are_exact_code_points_for_any_text(dev_server, texts):
 
 def test_tag_tokens(target):
     sentences = [["aspirin", "for", "fever"], [], ["ok"], ["fever"] * 5]
-    with ClinicalNerClient(target, MODEL, batch_size=2) as client:
+    with ServingClient(target, MODEL, batch_size=2) as client:
         assert client.tag_tokens(sentences) == [expected_tags(tokens) for tokens in sentences]
         assert client.tag_tokens([[], []]) == [([], []), ([], [])]
 
 
 def test_metadata_and_status(target):
-    with ClinicalNerClient(target, MODEL) as client:
+    with ServingClient(target, MODEL) as client:
         metadata = client.metadata()
         assert (metadata.model_name, metadata.version) == (MODEL, 1)
         assert set(metadata.signatures) == {sig.SERVING_DEFAULT, sig.PREDICT_TOKENS}
@@ -161,10 +160,10 @@ def test_metadata_and_status(target):
 
 def test_not_found_errors(target):
     for options in ({"version": 9}, {"signature": "no_such_signature"}):
-        with ClinicalNerClient(target, MODEL, **options) as client:
+        with ServingClient(target, MODEL, **options) as client:
             with pytest.raises(ModelNotFoundError):
                 client.annotate(MARKER)
-    with ClinicalNerClient(target, "other_model") as client:
+    with ServingClient(target, "other_model") as client:
         with pytest.raises(ModelNotFoundError):
             client.annotate(MARKER)
         with pytest.raises(ModelNotFoundError):
@@ -172,7 +171,7 @@ def test_not_found_errors(target):
 
 
 def test_server_errors_become_exceptions_without_text(dev_target):
-    with ClinicalNerClient(dev_target, MODEL, batch_size=32) as client:
+    with ServingClient(dev_target, MODEL, batch_size=32) as client:
         with pytest.raises(RequestTooLargeError, match="limit is 16") as too_many:
             client.annotate([MARKER] * 20)
         with pytest.raises(RequestTooLargeError, match="limit is 1000") as too_long:
@@ -198,7 +197,7 @@ def test_server_messages_quoting_the_input_are_withheld():
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL) as client:
+        with ServingClient(f"127.0.0.1:{port}", MODEL) as client:
             with pytest.raises(InvalidRequestError, match="withheld") as raised:
                 client.annotate(MARKER * 3)
     finally:
@@ -208,7 +207,7 @@ def test_server_messages_quoting_the_input_are_withheld():
 
 
 def test_client_side_validation(dev_target):
-    with ClinicalNerClient(dev_target, MODEL) as client:
+    with ServingClient(dev_target, MODEL) as client:
         # Lone surrogates go as U+FFFD (as in-process); offsets still index the original.
         text = "\ud800 aspirin \udbff\udc00 fever"
         assert client.annotate(text) == expected_entities(text)
@@ -225,7 +224,7 @@ def test_retries_until_the_server_starts(model_base):
     started = time.monotonic()
     starter.start()
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, deadline=30) as client:
+        with ServingClient(f"127.0.0.1:{port}", MODEL, deadline=30) as client:
             assert client.annotate("fever") == expected_entities("fever")
         assert time.monotonic() - started >= 1.5
     finally:
@@ -235,7 +234,7 @@ def test_retries_until_the_server_starts(model_base):
 
 def test_gives_up_at_the_deadline():
     started = time.monotonic()
-    with ClinicalNerClient(f"127.0.0.1:{free_port()}", MODEL, timeout=0.5, deadline=1.5) as client:
+    with ServingClient(f"127.0.0.1:{free_port()}", MODEL, timeout=0.5, deadline=1.5) as client:
         with pytest.raises(ServerUnavailableError, match="UNAVAILABLE") as raised:
             client.annotate(MARKER)
     # It stops retrying when the next pause would pass the deadline.
@@ -250,7 +249,7 @@ def test_connection_that_never_completes_is_retried_until_the_deadline():
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         target = f"127.0.0.1:{listener.getsockname()[1]}"
-        with ClinicalNerClient(target, MODEL, timeout=0.3, deadline=1.2) as client:
+        with ServingClient(target, MODEL, timeout=0.3, deadline=1.2) as client:
             with pytest.raises(ServerUnavailableError, match="DEADLINE_EXCEEDED before the server"):
                 client.annotate("fever")
 
@@ -282,7 +281,7 @@ def test_failed_batch_is_retried_alone(dev_target, caplog):
     server.start()
     texts = [f"document {number} " + "aspirin " * number for number in range(7)]
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, batch_size=2) as client:
+        with ServingClient(f"127.0.0.1:{port}", MODEL, batch_size=2) as client:
             with caplog.at_level(logging.WARNING):
                 assert client.annotate(texts) == [expected_entities(text) for text in texts]
     finally:
@@ -317,7 +316,7 @@ def test_token_rows_padded_by_the_server_are_detected(dev_target):
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL) as client:
+        with ServingClient(f"127.0.0.1:{port}", MODEL) as client:
             with pytest.raises(ModelOutputError, match="pad_variable_length_inputs"):
                 client.tag_tokens([["aspirin", "given"]])
     finally:
@@ -329,7 +328,7 @@ def test_slow_answer_is_a_timeout_not_a_retry(tmp_path):
     export_toy(base, version=1, delay_iterations=300_000)
     with ModelServer(base, MODEL, port=0) as server:
         target = f"127.0.0.1:{server.bound_port}"
-        with ClinicalNerClient(target, MODEL, timeout=0.2, deadline=30) as client:
+        with ServingClient(target, MODEL, timeout=0.2, deadline=30) as client:
             client.status()  # connected
             started = time.monotonic()
             with pytest.raises(RequestTimeoutError):
@@ -342,13 +341,13 @@ def test_clients_that_give_up_mid_request_do_not_hurt_the_server(tmp_path):
     export_toy(base, version=1, delay_iterations=300_000)
     with ModelServer(base, MODEL, port=0) as server:
         target = f"127.0.0.1:{server.bound_port}"
-        with ClinicalNerClient(target, MODEL, timeout=0.2, deadline=30) as impatient:
+        with ServingClient(target, MODEL, timeout=0.2, deadline=30) as impatient:
             impatient.status()  # connected: a timeout now means the answer was slow
             for _ in range(3):
                 with pytest.raises(RequestTimeoutError):
                     impatient.annotate("fever")
         # The abandoned requests neither crash the server nor block it.
-        with ClinicalNerClient(target, MODEL, timeout=60, deadline=120) as patient:
+        with ServingClient(target, MODEL, timeout=60, deadline=120) as patient:
             assert patient.annotate("fever aspirin") == expected_entities("fever aspirin")
 
 
@@ -361,7 +360,7 @@ def test_server_restarted_mid_stream_loses_and_duplicates_nothing(model_base):
     calls = []
     restart = threading.Timer(1.0, replacement.start)
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", MODEL, batch_size=2, deadline=60) as client:
+        with ServingClient(f"127.0.0.1:{port}", MODEL, batch_size=2, deadline=60) as client:
             predict = client._predict_rpc
 
             def predict_with_restart(request, **kwargs):
@@ -388,7 +387,7 @@ def test_tls(tmp_path, model_base):
     with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
         target = f"127.0.0.1:{server.bound_port}"
         for roots in (cert, str(cert), cert.read_bytes()):
-            with ClinicalNerClient(target, MODEL, root_certificates=roots) as client:
+            with ServingClient(target, MODEL, root_certificates=roots) as client:
                 assert client.annotate("fever") == expected_entities("fever")
 
 
@@ -437,3 +436,12 @@ def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, mon
     with pytest.raises(DataFormatError, match="invalid byte at offset 26") as raised:
         run_cli(["client", "--target", dev_target, "--input", str(bad)])
     assert MARKER not in str(raised.value)
+
+
+def test_the_name_before_0_4_still_gives_the_client_and_warns():
+    from clinical_ner.serving import client as client_module
+
+    with pytest.warns(DeprecationWarning, match="now ServingClient"):
+        assert client_module.ClinicalNerClient is ServingClient
+    with pytest.raises(AttributeError):
+        client_module.NoSuchClient  # noqa: B018

@@ -19,7 +19,7 @@ from clinical_ner.model.layers.crf import (
     crf_partial_log_likelihood,
     crf_sequence_score,
 )
-from clinical_ner.text.tags import transition_mask
+from clinical_ner.model.tag_space import transition_mask
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
 BIOES_TAGS = ["O", "B-problem", "I-problem", "E-problem", "S-problem", "S-test"]

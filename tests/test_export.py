@@ -429,7 +429,7 @@ def test_batching_parameters_parse_and_fit_the_clients():
     assert sizes == sorted(set(sizes)) and sizes[-1] == max_batch
     # What the client sends by default fits in one batch, and the
     # development server refuses what TF Serving with batching would refuse.
-    client_batch = inspect.signature(client.ClinicalNerClient).parameters["batch_size"].default
+    client_batch = inspect.signature(client.ServingClient).parameters["batch_size"].default
     assert client_batch <= max_batch == defaults.MAX_DOCUMENTS
     # TF Serving would pad token rows with their first token, not "" (see the README).
     assert params.pad_variable_length_inputs is False

@@ -7,7 +7,8 @@ from clinical_ner.config import NERConfig
 from clinical_ner.annotators.keras_annotator import ClinicalNER
 from clinical_ner.model.inference_graph import InferenceModule
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.text.tags import tag_inventory, tags_to_mentions
+from clinical_ner.text.tags import tags_to_mentions
+from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.text.tokenizer import split_sentences
 from clinical_ner.model.vocab import Vocabulary
 

@@ -215,7 +215,7 @@ def test_the_lean_path_never_imports_tensorflow(export_dir):
 
 def test_numpy_crf_decodes_as_the_keras_crf():
     from clinical_ner.model.layers.crf import CRF
-    from clinical_ner.text.tags import transition_mask
+    from clinical_ner.model.tag_space import transition_mask
 
     tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
     allowed, allowed_start, allowed_end = transition_mask(tags, "bioes")

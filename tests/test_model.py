@@ -9,7 +9,7 @@ import tensorflow as tf
 from clinical_ner.model import network as model_module
 from clinical_ner.config import NERConfig
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.text.tags import transition_mask
+from clinical_ner.model.tag_space import transition_mask
 from clinical_ner.model.vocab import Vocabulary
 
 TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]

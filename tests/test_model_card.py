@@ -5,7 +5,8 @@ import shutil
 import pytest
 
 from clinical_ner.formats import load_corpus
-from clinical_ner.evaluation.model_card import CARD_DATA_FILE, CARD_FILE, score_table, write_model_card
+from clinical_ner.evaluation.card_render import score_table
+from clinical_ner.evaluation.model_card import CARD_DATA_FILE, CARD_FILE, write_model_card
 from clinical_ner.annotators.keras_annotator import ClinicalNER
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from conftest import SAMPLE, train_sample_model
@@ -76,6 +77,23 @@ def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_pa
     assert "Not recorded (the model was trained before model cards" in card
     assert "whether it saw this data is unknown" in card
 
+
+
+def test_the_card_counts_the_weights_of_the_model_file_it_sits_beside(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    facts = json.loads((model / CARD_DATA_FILE).read_text(encoding="utf-8"))
+    layers = facts["parameters"]["layers"]
+    network = ClinicalNER.load(model).model
+    assert sum(row["parameters"] for row in layers) == network.count_params()
+    # Weights recorded for another model.keras (a retrained one) are counted again.
+    facts["parameters"] = {"model_sha256": "0" * 64,
+                           "layers": [{"layer": "stale", "shapes": ["1"], "parameters": 1}]}
+    (model / CARD_DATA_FILE).write_text(json.dumps(facts), encoding="utf-8")
+    write_model_card(model)
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert "| stale |" not in card
+    assert f"| all | | {network.count_params():,} |" in card
 
 def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, tmp_path,
                                                                        capsys):

@@ -22,7 +22,7 @@ from clinical_ner.formats.corpora import check_corpus_labels, read_corpus_file
 from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.training.multi_corpus import TrainingCorpora
 from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.text.tags import tag_inventory
+from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
 

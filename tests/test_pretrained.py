@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.cli.predict import model_and_texts
 from clinical_ner.pretrained import (BUNDLED_DIR, bundled_model_path, bundled_models,
-                                     model_and_texts, resolve_model_path)
+                                     resolve_model_path)
 from conftest import REPO_ROOT
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
@@ -94,7 +95,7 @@ def test_the_bundled_model_finds_the_entities_of_the_example(bundled):
 @pytest.mark.slow
 def test_the_cards_scores_equal_a_fresh_evaluation(bundled, shared_data):
     from clinical_ner.formats import load_corpus
-    from clinical_ner.evaluation.model_card import score_table
+    from clinical_ner.evaluation.card_render import score_table
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     dev = shared_data / "maccrobat-i2b2" / "dev"
@@ -135,7 +136,7 @@ def test_predict_without_a_model_uses_the_bundled_one(tmp_path):
 @pytest.mark.slow
 def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
     from clinical_ner.export.saved_model import check_core_ops
-    from clinical_ner.serving.client import ClinicalNerClient
+    from clinical_ner.serving.client import ServingClient
 
     run_cli("export", "clinical", "--output", tmp_path / "models", "--version", "1")
     check_core_ops(tmp_path / "models" / "1")
@@ -148,7 +149,7 @@ def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
         [sys.executable, "-m", "clinical_ner.cli", "serve", "clinical", "--port", str(port)],
         stderr=subprocess.PIPE, text=True, env=env)
     try:
-        with ClinicalNerClient(f"127.0.0.1:{port}", "clinical_ner", deadline=300.0,
+        with ServingClient(f"127.0.0.1:{port}", "clinical_ner", deadline=300.0,
                                max_retries=1000) as client:
             served = client.annotate(NOTE)
         assert [(e.start, e.end, e.label) for e in served] == \

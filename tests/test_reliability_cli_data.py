@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from clinical_ner.text.tags import tag_inventory
+from clinical_ner.model.tag_space import tag_inventory
 
 from conftest import REPO_ROOT
 

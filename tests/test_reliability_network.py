@@ -1,4 +1,4 @@
-"""Bad networks between ``ClinicalNerClient`` and a real ``ModelServer``.
+"""Bad networks between ``ServingClient`` and a real ``ModelServer``.
 
 A TCP proxy on 127.0.0.1 (``tcp_proxy.py``) sits between a client and the
 server and injects the faults: a client that reads slowly, one that never
@@ -26,11 +26,8 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from clinical_ner.text.document import Entity
 from clinical_ner.serving import client as client_module
-from clinical_ner.serving.client import (
-    ClinicalNerClient,
-    RequestTimeoutError,
-    ServerUnavailableError,
-)
+from clinical_ner.serving.client import ServingClient
+from clinical_ner.serving.client_errors import RequestTimeoutError, ServerUnavailableError
 from clinical_ner.serving.server import ModelServer
 from tcp_proxy import Heal, ProxyConnection, TcpProxy
 from test_export import expected_entities
@@ -77,12 +74,12 @@ def the_connection(proxy: TcpProxy) -> ProxyConnection:
 
 
 def annotate_directly(target: str, texts: list[str]) -> list[list[Entity]]:
-    with ClinicalNerClient(target, MODEL, batch_size=64, timeout=60, deadline=60) as client:
+    with ServingClient(target, MODEL, batch_size=64, timeout=60, deadline=60) as client:
         return client.annotate(texts)
 
 
 def partition_at_call(
-    client: ClinicalNerClient, proxy: TcpProxy, number: int, then: Callable[[], None]
+    client: ServingClient, proxy: TcpProxy, number: int, then: Callable[[], None]
 ) -> None:
     """Make ``client``'s Predict call ``number`` start a partition, then call ``then``."""
     predict = client._predict_rpc
@@ -104,7 +101,7 @@ def test_slow_client_gets_its_whole_answer_and_does_not_hold_up_others(
 ) -> None:
     reference = annotate_directly(direct_target, LARGE)
     assert reference == [expected_entities(text) for text in LARGE]
-    with ClinicalNerClient(
+    with ServingClient(
         proxy.target, MODEL, batch_size=64, timeout=60, deadline=60
     ) as slow, futures.ThreadPoolExecutor(max_workers=1) as background:
         slow.status()  # connected before the throttle, so only the answer crawls
@@ -113,7 +110,7 @@ def test_slow_client_gets_its_whole_answer_and_does_not_hold_up_others(
         connection = the_connection(proxy)
         # The server has answered and is writing to a reader that barely reads.
         wait_for(lambda: connection.down_bytes > 8192, timeout=30, what="the answer to flow")
-        with ClinicalNerClient(direct_target, MODEL, timeout=30, deadline=30) as other:
+        with ServingClient(direct_target, MODEL, timeout=30, deadline=30) as other:
             for number in range(5):
                 text = f"other client request {number}: " + "fever " * number
                 assert other.annotate(text) == expected_entities(text)
@@ -143,7 +140,7 @@ def test_client_that_never_reads_its_answer_does_not_stop_the_server(
             wait_for(
                 lambda: connection.unread_from_server() > 4096, timeout=30, what="the answer"
             )
-            with ClinicalNerClient(direct, MODEL, timeout=30, deadline=30) as other:
+            with ServingClient(direct, MODEL, timeout=30, deadline=30) as other:
                 assert other.annotate("aspirin") == expected_entities("aspirin")
             assert not unread.done()
             if goes_away == "connection reset":
@@ -154,12 +151,12 @@ def test_client_that_never_reads_its_answer_does_not_stop_the_server(
                 assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
         finally:
             channel.close()  # "channel closed": the client cancels and hangs up
-        with ClinicalNerClient(direct, MODEL, timeout=30, deadline=30) as other:
+        with ServingClient(direct, MODEL, timeout=30, deadline=30) as other:
             assert other.annotate(LARGE[:8]) == [expected_entities(t) for t in LARGE[:8]]
         # New connections through the same path are served in full.
         proxy.reset_connections()
         proxy.down_paused = False
-        with ClinicalNerClient(proxy.target, MODEL, timeout=30, deadline=30) as again:
+        with ServingClient(proxy.target, MODEL, timeout=30, deadline=30) as again:
             assert again.annotate("fever") == expected_entities("fever")
 
 
@@ -173,7 +170,7 @@ def test_partition_fails_within_the_deadline_then_the_same_client_recovers(
 ) -> None:
     reference = annotate_directly(direct_target, STREAM)
     deadline = 3.0
-    with ClinicalNerClient(
+    with ServingClient(
         proxy.target, MODEL, batch_size=2, timeout=1.5, deadline=deadline
     ) as client, caplog.at_level(logging.WARNING):
         assert client.annotate("fever") == expected_entities("fever")  # connected
@@ -208,7 +205,7 @@ def test_partition_healed_mid_stream_loses_and_duplicates_nothing(
     reference = annotate_directly(direct_target, STREAM)
     healer = threading.Timer(1.0, proxy.heal, args=(heal,))
     try:
-        with ClinicalNerClient(
+        with ServingClient(
             proxy.target, MODEL, batch_size=2, timeout=5, deadline=30
         ) as client:
             partition_at_call(client, proxy, 3, healer.start)
@@ -224,7 +221,7 @@ def test_connection_silently_dropped_while_idle_is_replaced_on_the_next_request(
     direct_target: str, proxy: TcpProxy, fast_keepalive: None
 ) -> None:
     reference = annotate_directly(direct_target, STREAM)
-    with ClinicalNerClient(proxy.target, MODEL, batch_size=2, timeout=5, deadline=30) as client:
+    with ServingClient(proxy.target, MODEL, batch_size=2, timeout=5, deadline=30) as client:
         assert client.annotate("fever") == expected_entities("fever")
         # A NAT or firewall forgets the idle connection: it stays black for
         # good, with no FIN or RST to tell the client; new connections work.

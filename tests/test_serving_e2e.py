@@ -14,7 +14,7 @@ from clinical_ner.export import signatures
 from clinical_ner.export.saved_model import check_core_ops
 from clinical_ner.annotators.keras_annotator import ClinicalNER
 from benchmarks.tf_serving_compat import load_and_run
-from clinical_ner.serving.client import ClinicalNerClient
+from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.export.signatures import padded_token_rows
 from clinical_ner.serving.server import ModelServer
@@ -132,7 +132,7 @@ def test_export_answers_as_in_process_when_loaded_the_way_tf_serving_loads(train
 def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_data):
     ner, _, _ = trained
     texts = dev_texts(shared_data)
-    with ClinicalNerClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
+    with ServingClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
                            batch_size=8) as client:
         served = client.annotate(texts)
         assert_same_entities(served, ner.annotate(texts))
@@ -150,7 +150,7 @@ def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_
 
 def test_rest_answers_equal_grpc_on_the_dev_split(server, shared_data):
     texts = dev_texts(shared_data)
-    with ClinicalNerClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
+    with ServingClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
                            batch_size=8) as client, RestClient(
             "127.0.0.1", server.bound_rest_port, "clinical_ner", timeout=120) as rest:
         over_grpc = client.annotate(texts)

@@ -8,25 +8,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clinical_ner.model import tag_space as tag_space_module
 from clinical_ner.text import tags as tags_module
 from clinical_ner.text.document import Mention
 from clinical_ner.errors import DataFormatError
 from clinical_ner.text.tags import (
     MODEL_SCHEMES,
-    allowed_tag_mask,
     detect_scheme,
     entity_labels,
     from_scheme,
-    inventory_scheme,
     mentions_to_tags,
     normalize_tags,
     parse_tag,
-    tag_inventory,
-    tag_roles,
     tags_to_mentions,
     to_iob2_tag,
     to_scheme,
-    transition_mask,
+)
+from clinical_ner.model.tag_space import (
+    allowed_tag_mask, inventory_scheme, tag_inventory, tag_roles, transition_mask,
 )
 
 
@@ -355,8 +354,9 @@ def test_inventory_scheme_of_models_saved_without_one():
     assert inventory_scheme(["O"]) == "bio"
 
 
-def test_docstring_examples():
-    results = doctest.testmod(tags_module)
+@pytest.mark.parametrize("module", [tags_module, tag_space_module], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    results = doctest.testmod(module)
     assert results.attempted > 0
     assert results.failed == 0
 

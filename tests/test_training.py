@@ -13,7 +13,7 @@ from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
 from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.text.tags import tag_inventory
+from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.text.tokenizer import normalize_word
 from clinical_ner.evaluation.evaluate import corpus_sentences
 from clinical_ner.training.trainer import train

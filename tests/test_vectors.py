@@ -60,7 +60,7 @@ def train_small(inputs, output, **options):
 # -- tokenisation and normalisation (no gensim needed) ---------------------------------
 
 def test_normalisation_never_changes_a_code_points_tokenizer_class():
-    # The reason clinical_ner.vectors.trainer may normalise a whole line before tokenising it.
+    # The reason clinical_ner.vectors.tokens may normalise a whole line before tokenising it.
     changed = normalization_map()
     assert changed
     assert [c for c, n in changed.items() if char_class(chr(c)) != char_class(chr(n))] == []

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from clinical_ner.serving import defaults
 
 NAME = "client"
 HELP = "annotate documents with a model served by TensorFlow Serving (gRPC)"
@@ -14,13 +18,43 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clinical_ner.serving import client
+    from clinical_ner.export.signatures import SERVING_DEFAULT
 
     parser.description = DESCRIPTION
-    client.add_arguments(parser)
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
+    parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
+                        type=Path, help="UTF-8 text files, one document each")
+    parser.add_argument("--target", default=defaults.TARGET,
+                        help="host:port (default: %(default)s)")
+    parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="(default: %(default)s)")
+    parser.add_argument("--version", type=int, help="model version (default: the highest served)")
+    parser.add_argument("--signature", default=SERVING_DEFAULT, help="(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=defaults.TIMEOUT_S, metavar="SECONDS",
+                        help="per attempt (default: %(default)s)")
+    parser.add_argument("--deadline", type=float, default=defaults.DEADLINE_S, metavar="SECONDS",
+                        help="per request, retries included (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_DOCUMENTS,
+                        help="documents per request (default: %(default)s)")
+    parser.add_argument("--root-certificates", type=Path, metavar="PEM",
+                        help="CA certificates to verify the server; enables TLS")
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.serving import client
+    from clinical_ner.formats.jsonl import read_documents, write_json_line
+    from clinical_ner.serving.client import ServingClient
 
-    return client.run(args)
+    documents = [text for _, text in read_documents(args.texts, args.input)]
+    with ServingClient(
+        args.target,
+        args.model_name,
+        version=args.version,
+        signature=args.signature,
+        timeout=args.timeout,
+        deadline=args.deadline,
+        batch_size=args.batch_size,
+        root_certificates=args.root_certificates,
+    ) as client:
+        annotations = client.annotate(documents)
+    for text, entities in zip(documents, annotations):
+        write_json_line(sys.stdout, text, entities)
+    return 0

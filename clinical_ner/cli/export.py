@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="savedmodel: version number (default: highest existing + 1)")
     parser.add_argument("--weights", default="float32", choices=WEIGHTS,
                         help="litert: weight type (float16 halves the file; int8 quarters it "
-                             "and changes some predictions; see docs/litert.md)")
+                             "and changes some predictions; see docs/design/litert.md)")
 
 
 def run(args: argparse.Namespace) -> int:

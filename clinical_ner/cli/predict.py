@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import add_format_option, model_path
+from clinical_ner.errors import ModelError
 from clinical_ner.formats.writers import WRITERS
+from clinical_ner.pretrained import DEFAULT_MODEL, MODEL_FILE, is_model_reference
 
 NAME = "predict"
 HELP = "annotate raw text (with the bundled model clinical unless a model is named)"
@@ -44,7 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.jsonl import read_documents
     from clinical_ner.annotators.keras_annotator import ClinicalNER
-    from clinical_ner.pretrained import model_and_texts
     from clinical_ner.formats.writers import write_annotations
 
     model, texts = model_and_texts(args.positionals, args.model)
@@ -52,3 +53,39 @@ def run(args: argparse.Namespace) -> int:
     documents = read_documents(texts, args.input)
     write_annotations(ner, documents, args.output_format, args.output)
     return 0
+
+
+def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[str, list[str]]:
+    """``clinical-ner predict``'s positional arguments split into a model and texts.
+
+    With ``model`` (``--model``) every positional is a text. Otherwise the
+    first positional is the model if it is an existing model directory or a
+    bundled model's name (``predict MODEL TEXT...``, as before 0.3); if not,
+    every positional is a text and the bundled model ``clinical`` annotates
+    them. A first argument that can only be a mistyped path (it has a ``/``
+    and no space, more texts follow, nothing is there but its parent folder
+    exists) is an error rather than a text, so that a mistyped model
+    directory is not annotated as a note; ``HIV/AIDS`` stays a text.
+
+    >>> model_and_texts(["CT showed a nodule."])
+    ('clinical', ['CT showed a nodule.'])
+    >>> model_and_texts(["clinical", "CT showed a nodule."])
+    ('clinical', ['CT showed a nodule.'])
+    >>> model_and_texts(["clinical"], model="clinical")
+    ('clinical', ['clinical'])
+    """
+    if model is not None:
+        return model, list(positionals)
+    if not positionals:
+        return DEFAULT_MODEL, []
+    first = positionals[0]
+    if is_model_reference(first):
+        return first, list(positionals[1:])
+    path = Path(first)
+    if path.is_dir():
+        raise ModelError(f"{first}: not a clinical-ner model directory (no {MODEL_FILE})")
+    if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
+            and path.parent.is_dir()):
+        raise ModelError(f"{first}: no such model directory (to annotate it as text, "
+                         f"name the model: --model {DEFAULT_MODEL})")
+    return DEFAULT_MODEL, list(positionals)

@@ -3,22 +3,86 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
+
+from clinical_ner.serving import defaults
 
 NAME = "serve"
 HELP = "development gRPC and REST server with TensorFlow Serving's APIs (not for production)"
+DESCRIPTION = """\
+Serve a SavedModel base path over TensorFlow Serving's gRPC API
+(tensorflow.serving.PredictionService and ModelService) and, with
+--rest-port, its REST API (/v1/models/NAME...).
+
+This server exists for development and tests. Production uses the official
+TensorFlow Serving binary (tensorflow_model_server) or the tensorflow/serving
+Docker image with the files in serving/ (see serving/README.md); clients such
+as `clinical-ner client` and curl work unchanged against both.
+
+MODEL_BASE_PATH holds numbered version directories (1/, 2/, ...), as written
+by the export step. Every version is loaded, new ones are picked up while
+running, and requests without a version get the highest. SIGTERM or SIGINT
+stops accepting requests and lets in-flight ones finish. A model directory,
+or the bundled model's name (`clinical-ner serve clinical`), is exported as
+version 1 of a temporary base path first, deleted when the server stops.
+"""
+# ModelServer's keyword arguments, each the dest of the option of the same name.
+SERVER_OPTIONS = (
+    "host", "port", "rest_port", "ssl_cert", "ssl_key", "max_documents", "max_document_chars",
+    "max_message_bytes", "max_workers", "max_concurrent_calls", "max_batch_documents",
+    "poll_interval_s",
+)
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clinical_ner.serving import command
-
-    command.add_arguments(parser)
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    add = parser.add_argument
+    add("model_base_path", metavar="MODEL_BASE_PATH", type=Path,
+        help="numbered SavedModel versions (clinical-ner export); a model directory or "
+             "bundled model name (clinical) is exported to a temporary base path first")
+    add("--model-name", default=defaults.MODEL_NAME,
+        help="name clients put in model_spec.name and REST paths (default: %(default)s)")
+    add("--host", default=defaults.HOST,
+        help="address to listen on; 0.0.0.0 for all interfaces (default: %(default)s)")
+    add("--port", type=int, default=defaults.GRPC_PORT,
+        help="gRPC port, 0 for any free port (default: %(default)s)")
+    add("--rest-port", type=int, default=None, metavar="PORT",
+        help=f"also answer TensorFlow Serving's REST API on this port ({defaults.REST_PORT} "
+             "is TF Serving's), 0 for any free port (default: no REST)")
+    add("--ssl-cert", type=Path, help="PEM certificate chain; with --ssl-key, enables TLS "
+                                      "on both ports")
+    add("--ssl-key", type=Path, help="PEM private key of --ssl-cert")
+    add("--max-documents", type=int, default=defaults.MAX_DOCUMENTS,
+        help="most documents (batch rows) per request (default: %(default)s)")
+    add("--max-document-chars", type=int, default=defaults.MAX_DOCUMENT_CHARS,
+        help="most characters per document (default: %(default)s)")
+    add("--max-message-bytes", type=int, default=defaults.MAX_MESSAGE_BYTES,
+        help="largest request message (gRPC) or body (REST) accepted (default: %(default)s)")
+    add("--max-workers", type=int, default=defaults.MAX_WORKERS,
+        help="requests served at once, per API (default: %(default)s)")
+    add("--max-concurrent-calls", type=int, default=None, metavar="N",
+        help="of those, how many run the model at the same time; more use more memory "
+             "without more throughput once the CPUs are busy (default: the number of CPUs)")
+    add("--max-batch-documents", type=int, default=defaults.BATCH_DOCUMENTS, metavar="N",
+        help="requests that wait for the model together are merged into calls of at most N "
+             "documents; 1 runs every request on its own (default: %(default)s)")
+    add("--poll-interval", dest="poll_interval_s", type=float,
+        default=defaults.POLL_INTERVAL_S, metavar="SECONDS",
+        help="how often to look for new or removed versions (default: %(default)s)")
+    add("--grace", type=float, default=defaults.GRACE_S, metavar="SECONDS",
+        help="how long in-flight requests may run after SIGTERM (default: %(default)s)")
+    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG logs one line per request (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.serving import command
+    from clinical_ner.serving.serve_until_stopped import serve_until_stopped
 
     # A long-running server: --log-level applies to the package's own
     # loggers (DEBUG: a line per request), other libraries stay at the
     # command line's level.
     logging.getLogger("clinical_ner").setLevel(args.log_level)
-    return command.run(args)
+    return serve_until_stopped(args.model_base_path, args.model_name, grace_s=args.grace,
+                               **{option: getattr(args, option) for option in SERVER_OPTIONS})

@@ -40,8 +40,11 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
-from clinical_ner.text.tags import LABEL_COVERAGES
 
+#: How a corpus annotates one of the model's labels: ``complete`` (an
+#: unmarked token is not this label), ``partial`` (its mentions are this label,
+#: but unmarked text may still be) or ``none`` (it does not annotate it).
+LABEL_COVERAGES = ("complete", "partial", "none")
 _CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "coverage"}
 _TOP_KEYS = {"labels", "select", "corpus"}
 _BRAT_TYPE = re.compile(r"T[^\t]*\t(\S+)")

@@ -16,7 +16,8 @@ from clinical_ner.config import NERConfig
 from clinical_ner.model.features import Featurizer
 from clinical_ner.text.graph_tokenizer import split_sentences_graph
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.text.tags import tag_roles, to_iob2_tag
+from clinical_ner.text.tags import to_iob2_tag
+from clinical_ner.model.tag_space import tag_roles
 from clinical_ner.model.vocab import PAD, Vocabulary
 
 

@@ -9,7 +9,7 @@ from clinical_ner.model.layers.bilstm import BiLSTM
 from clinical_ner.model.layers.char_cnn import CharCNNEncoder
 from clinical_ner.model.layers.crf import CRF
 from clinical_ner.model.layers.word_embedding import PartlyTrainableEmbedding
-from clinical_ner.text.tags import inventory_scheme, transition_mask
+from clinical_ner.model.tag_space import inventory_scheme, transition_mask
 from clinical_ner.text.tokenizer import CASING_FEATURES
 from clinical_ner.model.vocab import Vocabulary
 
@@ -39,7 +39,7 @@ class ClinicalNERModel(keras.Model):
     :meth:`from_settings` builds the model from one. ``tag_scheme`` names the
     scheme of ``tags`` (``"bio"`` or ``"bioes"``); with
     ``constrain_transitions`` the CRF gets its
-    :func:`~clinical_ner.text.tags.transition_mask`.
+    :func:`~clinical_ner.model.tag_space.transition_mask`.
     ``trainable_word_rows`` trains only the first rows of the word embedding
     (the words of the training data, which the vocabulary puts first; see
     :class:`~clinical_ner.model.layers.word_embedding.PartlyTrainableEmbedding`);

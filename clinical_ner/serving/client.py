@@ -5,25 +5,25 @@ the official ``tensorflow_model_server`` and against the development server
 in :mod:`clinical_ner.serving.server`. Outputs are decoded by
 :mod:`clinical_ner.export.signatures`, exactly as the in-process API decodes them.
 
-Failures become exceptions derived from :class:`ServingError`. Their messages
-never contain document text: a server message that quotes a document is
-withheld.
+Failures become exceptions derived from
+:class:`~clinical_ner.serving.client_errors.ServingError` (importable from here
+too). Their messages never contain document text: a server message that quotes
+a document is withheld.
+
+``ClinicalNerClient``, this class's name before 0.4.0, still works and warns.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import random
-import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -33,9 +33,25 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.formats.jsonl import read_documents, write_json_line
-from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.errors import ConfigError
 from clinical_ner.serving import defaults
+from clinical_ner.serving.client_errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    ServerUnavailableError,
+    ServingError,
+    error_from_rpc,
+    safe_details,
+)
+from clinical_ner.serving.model_metadata import (
+    ModelMetadata,
+    SignatureInfo,
+    TensorInfo,
+    VersionStatus,
+    tensor_info,
+)
 from clinical_ner.export.signatures import (
     PAD_TOKEN,
     PREDICT_TOKENS,
@@ -50,6 +66,12 @@ from clinical_ner.export.signatures import (
     padded_token_rows,
     tags_from_outputs,
 )
+
+__all__ = [
+    "ServingClient", "ServingError", "ModelNotFoundError", "InvalidRequestError",
+    "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "ModelMetadata",
+    "SignatureInfo", "TensorInfo", "VersionStatus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,89 +102,7 @@ _KEEPALIVE_TIME_MS = 10_000
 _PING_TIMEOUT_MS = 60_000
 
 
-class ServingError(ClinicalNERError):
-    """A request to the model server failed. ``code`` is the gRPC status, if any."""
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class ModelNotFoundError(ServingError):
-    """The model, version or signature is not served.
-
-    Raised for ``NOT_FOUND``, and for ``FAILED_PRECONDITION``, which stock
-    TensorFlow Serving returns for an unknown signature.
-    """
-
-    exit_code = 4
-
-
-class InvalidRequestError(ServingError, ValueError):
-    """The request is malformed (``INVALID_ARGUMENT``, or caught before sending)."""
-
-
-class RequestTooLargeError(ServingError):
-    """The server refused the request's size (``RESOURCE_EXHAUSTED``); send smaller batches."""
-
-
-class ServerUnavailableError(ServingError):
-    """The server could not be reached before the retry deadline or retry count ran out."""
-
-    exit_code = 5
-
-
-class RequestTimeoutError(ServingError, TimeoutError):
-    """The server accepted the request but did not answer within ``timeout``."""
-
-    exit_code = 5
-
-
-_ERROR_CLASSES = {
-    grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
-    grpc.StatusCode.FAILED_PRECONDITION: ModelNotFoundError,
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidRequestError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: RequestTooLargeError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: RequestTimeoutError,
-}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """dtype name (``"DT_STRING"``) and shape (-1 for any size; None if the rank is unknown)."""
-
-    dtype: str
-    shape: tuple[int, ...] | None
-
-
-@dataclass(frozen=True)
-class SignatureInfo:
-    """A served signature: its method name and its input and output tensors."""
-
-    method_name: str
-    inputs: dict[str, TensorInfo]
-    outputs: dict[str, TensorInfo]
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What ``GetModelMetadata`` reports: the version answering and its signatures."""
-
-    model_name: str
-    version: int
-    signatures: dict[str, SignatureInfo]
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    """One version's state (``"AVAILABLE"``, ``"LOADING"``, ``"END"``, ...)."""
-
-    version: int
-    state: str
-    error_message: str = ""
-
-
-class ClinicalNerClient:
+class ServingClient:
     """Annotate documents with a model behind TensorFlow Serving's gRPC API.
 
     ``version=None`` asks for the highest served version. ``timeout`` bounds
@@ -271,8 +211,8 @@ class ClinicalNerClient:
             signatures={
                 name: SignatureInfo(
                     method_name=signature.method_name,
-                    inputs={key: _tensor_info(info) for key, info in signature.inputs.items()},
-                    outputs={key: _tensor_info(info) for key, info in signature.outputs.items()},
+                    inputs={key: tensor_info(info) for key, info in signature.inputs.items()},
+                    outputs={key: tensor_info(info) for key, info in signature.outputs.items()},
                 )
                 for name, signature in signature_defs.signature_def.items()
                 # The init op of TF2 SavedModels is listed too but cannot be called.
@@ -297,7 +237,7 @@ class ClinicalNerClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> ClinicalNerClient:
+    def __enter__(self) -> ServingClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -373,7 +313,7 @@ class ClinicalNerClient:
                 code = error.code()
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._answered = False
-                    failure = f"UNAVAILABLE: {_safe_details(error, quoted)}"
+                    failure = f"UNAVAILABLE: {safe_details(error, quoted)}"
                     pause = backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered:
@@ -383,7 +323,7 @@ class ClinicalNerClient:
                 else:
                     # An error status is an answer (a deadline here comes after one).
                     self._answered = True
-                    raise _error_from_rpc(f"{method} to {self.target}", error, quoted) from None
+                    raise error_from_rpc(f"{method} to {self.target}", error, quoted) from None
             else:
                 self._answered = True
                 return response
@@ -406,61 +346,10 @@ def _arrays(response: predict_pb2.PredictResponse) -> dict[str, Any]:
     return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
 
 
-def _tensor_info(info: Any) -> TensorInfo:
-    dims = info.tensor_shape.dim
-    shape = None if info.tensor_shape.unknown_rank else tuple(dim.size for dim in dims)
-    return TensorInfo(dtype=types_pb2.DataType.Name(info.dtype), shape=shape)
-
-
-def _safe_details(error: grpc.RpcError, quoted: list[str]) -> str:
-    details = error.details() or ""
-    # Long texts are often quoted truncated, so look for their beginning.
-    if any(len(text) >= 4 and text[:32] in details for text in quoted):
-        return "(server message withheld: it quoted request text)"
-    return details
-
-
-def _error_from_rpc(call: str, error: grpc.RpcError, quoted: list[str]) -> ServingError:
-    code = error.code()
-    error_class = _ERROR_CLASSES.get(code, ServingError)
-    return error_class(f"{call} failed with {code.name}: {_safe_details(error, quoted)}", code)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``clinical-ner client``."""
-    parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
-    parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
-                        type=Path, help="UTF-8 text files, one document each")
-    parser.add_argument("--target", default=defaults.TARGET,
-                        help="host:port (default: %(default)s)")
-    parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="(default: %(default)s)")
-    parser.add_argument("--version", type=int, help="model version (default: the highest served)")
-    parser.add_argument("--signature", default=SERVING_DEFAULT, help="(default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=defaults.TIMEOUT_S, metavar="SECONDS",
-                        help="per attempt (default: %(default)s)")
-    parser.add_argument("--deadline", type=float, default=defaults.DEADLINE_S, metavar="SECONDS",
-                        help="per request, retries included (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.BATCH_DOCUMENTS,
-                        help="documents per request (default: %(default)s)")
-    parser.add_argument("--root-certificates", type=Path, metavar="PEM",
-                        help="CA certificates to verify the server; enables TLS")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Annotate the documents of ``args`` through the server (``clinical-ner client``)."""
-    documents = [text for _, text in read_documents(args.texts, args.input)]
-    with ClinicalNerClient(
-        args.target,
-        args.model_name,
-        version=args.version,
-        signature=args.signature,
-        timeout=args.timeout,
-        deadline=args.deadline,
-        batch_size=args.batch_size,
-        root_certificates=args.root_certificates,
-    ) as client:
-        annotations = client.annotate(documents)
-    for text, entities in zip(documents, annotations):
-        write_json_line(sys.stdout, text, entities)
-    return 0
-
+def __getattr__(name: str) -> type:
+    # The class's name before 0.4.0, kept for existing callers (CHANGELOG.md).
+    if name == "ClinicalNerClient":
+        warnings.warn("clinical_ner.serving.client.ClinicalNerClient is now ServingClient; "
+                      "the old name will be removed", DeprecationWarning, stacklevel=2)
+        return ServingClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

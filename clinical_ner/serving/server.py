@@ -29,7 +29,8 @@ Where each job lives, and where it differs from TF Serving:
 * :mod:`~clinical_ner.serving.grpc_api`, and :mod:`~clinical_ner.serving.rest_api`
   with ``rest_json`` and ``rest_server``: the wire formats;
   ``model_spec.version_label`` and ``/labels/`` answer ``UNIMPLEMENTED``.
-* :mod:`~clinical_ner.serving.command`: ``clinical-ner serve`` and its signals.
+* :mod:`~clinical_ner.serving.serve_until_stopped`: serving in the foreground until
+  SIGTERM or SIGINT (``clinical-ner serve``).
 """
 from __future__ import annotations
 

@@ -27,21 +27,16 @@ else is an error.
 The model's side (as spaCy's ``training/iob_utils.py``): a model trains on
 one of the :data:`MODEL_SCHEMES`, named explicitly in its configuration
 (``NERConfig.tag_scheme``) and in the model's own config, never guessed from
-its tags. :func:`tag_inventory` lists its tags, :func:`to_scheme` /
-:func:`from_scheme` convert sequences, :func:`to_iob2_tag` and
-:func:`tag_roles` say what each tag means for span extraction (in Python and
-in the inference graph), and :func:`transition_mask` says which tag
-sequences the scheme allows, as the boolean arrays the CRF layer and any
-other decoder (a LiteRT export, for instance) take. For partly labelled
-training data, :func:`allowed_tag_mask` says which tags each token of a
-sentence may take, given the labels its corpus does not annotate completely.
+its tags. :func:`to_scheme` / :func:`from_scheme` convert sequences and
+:func:`to_iob2_tag` says which IOB2 tag a model tag stands for. What a
+model's tag list means as a whole (its inventory, the role of each tag in
+span extraction, the transitions its scheme allows) is
+:mod:`clinical_ner.model.tag_space`.
 """
 from __future__ import annotations
 
 import re
-from typing import Iterable, NamedTuple, Sequence
-
-import numpy as np
+from typing import Iterable
 
 from clinical_ner.text.document import Mention
 from clinical_ner.errors import DataFormatError
@@ -58,10 +53,11 @@ _ALIASES = {
     "iobes": "bioes",
     "bilou": "bioes",
 }
-# Model-side schemes: what to_scheme can produce and tag_inventory can list.
-_OUTPUT_PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
+#: The prefixes of each scheme a model can be trained on, in the order a
+#: label's tags are listed (what :func:`to_scheme` can produce).
+MODEL_SCHEME_PREFIXES = {"bio": ("B", "I"), "bioes": ("B", "I", "E", "S")}
 #: Schemes a model can be trained on (``NERConfig.tag_scheme``).
-MODEL_SCHEMES = tuple(_OUTPUT_PREFIXES)
+MODEL_SCHEMES = tuple(MODEL_SCHEME_PREFIXES)
 _TAG = re.compile(r"([BIESUL])-(\S+)")
 # BILOU spellings of the BIOES prefixes.
 _BILOU = {"U": "S", "L": "E"}
@@ -69,7 +65,8 @@ _BILOU = {"U": "S", "L": "E"}
 _EXPECTED_TAG = "expected O or B-/I-/E-/S-/U-/L- followed by an entity type"
 
 
-def _canonical_scheme(scheme: str, allowed: tuple[str, ...]) -> str:
+def canonical_scheme(scheme: str, allowed: tuple[str, ...]) -> str:
+    """The canonical name of ``scheme`` (aliases resolved); ValueError unless it is one of ``allowed``."""
     canonical = _ALIASES.get(scheme.lower())
     if canonical not in allowed:
         names = sorted(name for name, value in _ALIASES.items() if value in allowed)
@@ -124,7 +121,7 @@ def normalize_tags(
     an entity is left open at the end). See the module docstring for
     ``"auto"``.
     """
-    canonical = _canonical_scheme(scheme, ("auto", "bio", "iob1", "bioes"))
+    canonical = canonical_scheme(scheme, ("auto", "bio", "iob1", "bioes"))
     if lines is not None and len(lines) != len(tags):
         raise ValueError(f"{len(tags)} tags but {len(lines)} line numbers")
 
@@ -267,7 +264,7 @@ def _render(n_tokens: int, mentions: list[Mention], scheme: str) -> list[str]:
 
 def to_scheme(iob2_tags: list[str], scheme: str) -> list[str]:
     """Rewrite valid IOB2 tags in ``"bio"`` (unchanged) or ``"bioes"``."""
-    canonical = _canonical_scheme(scheme, ("bio", "bioes"))
+    canonical = canonical_scheme(scheme, ("bio", "bioes"))
     return _render(len(iob2_tags), tags_to_mentions(iob2_tags), canonical)
 
 
@@ -282,8 +279,8 @@ def from_scheme(tags: list[str], scheme: str) -> list[str]:
     ``from_scheme(to_scheme(t, s), s) == t``. Raises ValueError for tags that
     are malformed or belong to another scheme.
     """
-    canonical = _canonical_scheme(scheme, ("bio", "bioes"))
-    allowed = set(_OUTPUT_PREFIXES[canonical])
+    canonical = canonical_scheme(scheme, ("bio", "bioes"))
+    allowed = set(MODEL_SCHEME_PREFIXES[canonical])
     result = []
     open_type: str | None = None
     for index, tag in enumerate(tags):
@@ -300,22 +297,6 @@ def from_scheme(tags: list[str], scheme: str) -> list[str]:
         # E- and S- close the entity, so a following I- starts a new one.
         open_type = entity_type if prefix in ("B", "I") else None
     return result
-
-
-def tag_inventory(labels: list[str], scheme: str) -> list[str]:
-    """All tags of ``labels`` in ``"bio"`` or ``"bioes"``: ``O``, then per label.
-
-    Labels are sorted and de-duplicated; each label's tags follow in the
-    order B, I (, E, S), e.g. ``["O", "B-problem", "I-problem", "B-test",
-    "I-test"]``.
-    """
-    canonical = _canonical_scheme(scheme, ("bio", "bioes"))
-    inventory = [OUTSIDE]
-    for label in sorted(set(labels)):
-        if _parse(f"B-{label}") is None:
-            raise ValueError(f"invalid entity label {label!r} (empty or with whitespace)")
-        inventory.extend(f"{prefix}-{label}" for prefix in _OUTPUT_PREFIXES[canonical])
-    return inventory
 
 
 def parse_tag(tag: str) -> tuple[str, str | None]:
@@ -354,196 +335,3 @@ def to_iob2_tag(tag: str) -> str:
     if prefix == OUTSIDE:
         return OUTSIDE
     return f"{'B' if prefix in ('B', 'S') else 'I'}-{entity_type}"
-
-
-class TagRoles(NamedTuple):
-    """What each tag of a model's inventory means for span extraction.
-
-    ``labels``: the sorted entity types; ``label_index``: int32 ``[K]``, each
-    tag's type as an index into ``[""] + labels`` (0 for ``O``); ``begins``:
-    bool ``[K]``, whether the tag always begins an entity (``B-``, ``S-``).
-    """
-
-    labels: list[str]
-    label_index: np.ndarray
-    begins: np.ndarray
-
-
-def tag_roles(tags: Sequence[str]) -> TagRoles:
-    """The :class:`TagRoles` of a BIO or BIOES tag list, for extracting spans in a graph.
-
-    A tag that does not begin an entity (``I-``, ``E-``) continues one of the
-    same label, or begins one after ``O`` or another label, as conlleval
-    reads ill-formed sequences.
-
-    >>> roles = tag_roles(["O", "B-test", "I-test", "S-problem"])
-    >>> roles.labels, roles.label_index.tolist(), roles.begins.tolist()
-    (['problem', 'test'], [0, 2, 2, 1], [False, True, False, True])
-    """
-    labels = entity_labels(tags)
-    label_index = np.zeros(len(tags), dtype=np.int32)
-    begins = np.zeros(len(tags), dtype=bool)
-    for position, tag in enumerate(tags):
-        prefix, entity_type = parse_tag(tag)
-        if prefix != OUTSIDE:
-            label_index[position] = labels.index(entity_type) + 1
-            begins[position] = prefix in ("B", "S")
-    return TagRoles(labels, label_index, begins)
-
-
-def entity_token_spans(tag_ids: np.ndarray, label_index: np.ndarray,
-                       begins: np.ndarray) -> list[tuple[int, int, int]]:
-    """``(first_token, last_token, label)`` of each entity in one sentence's tag ids.
-
-    ``label_index`` and ``begins`` come from :func:`tag_roles`; ``label``
-    is a label index (1-based into its ``labels``). A token begins an entity
-    when its label is not ``O`` and its tag begins one or its label differs
-    from the previous token's, exactly as the exported graph
-    (:mod:`clinical_ner.model.inference_graph`) decides with tensor ops; the LiteRT
-    runtime uses this NumPy version.
-
-    >>> _, label_index, begins = tag_roles(["O", "B-test", "I-test"])
-    >>> entity_token_spans(np.array([1, 2, 0, 2, 1]), label_index, begins)
-    [(0, 1, 1), (3, 3, 1), (4, 4, 1)]
-    """
-    labels = label_index[tag_ids]
-    previous = np.concatenate([[0], labels[:-1]])
-    starts = ((labels > 0) & (begins[tag_ids] | (previous != labels))).tolist()
-    labels = labels.tolist()
-    spans = []
-    for first, starts_here in enumerate(starts):
-        if starts_here:
-            last = first
-            while last + 1 < len(labels) and labels[last + 1] == labels[first] \
-                    and not starts[last + 1]:
-                last += 1
-            spans.append((first, last, labels[first]))
-    return spans
-
-
-def inventory_scheme(tags: Sequence[str]) -> str:
-    """The scheme of a model saved before models stored theirs: ``"bioes"`` if any tag is ``E-``/``S-``.
-
-    Only for reading such models (their tag lists came from
-    :func:`tag_inventory`, so the prefixes tell the scheme apart); everything
-    else takes the scheme from the configuration.
-    """
-    return "bioes" if any(parse_tag(tag)[0] in ("E", "S") for tag in tags) else "bio"
-
-
-class TransitionMask(NamedTuple):
-    """Which tag sequences a scheme allows, as boolean arrays over a tag list.
-
-    ``allowed[i, j]``: tag ``i`` may be followed by tag ``j`` (``[K, K]``);
-    ``start``: tags that may begin a sentence (``[K]``); ``end``: tags that
-    may end one (``[K]``).
-    """
-
-    allowed: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-
-
-def transition_mask(tags: Sequence[str], scheme: str) -> TransitionMask:
-    """The transitions, first tags and last tags that ``scheme`` allows among ``tags``.
-
-    ``tags`` are a model's tags (ids are their positions), all of
-    ``scheme`` (``"bio"`` or ``"bioes"``, see :data:`MODEL_SCHEMES`), and
-    unique. The CRF layer forbids what the mask forbids when decoding;
-    another decoder (a LiteRT export) can take the same arrays.
-
-    BIO: ``I-X`` may only follow ``B-X`` or ``I-X`` and cannot start a
-    sentence; everything else is allowed, and any tag may end a sentence.
-
-    BIOES: ``B-X`` and ``I-X`` must be followed by ``I-X`` or ``E-X``;
-    ``O``, ``E-*`` and ``S-*`` must be followed by ``O``, ``B-*`` or ``S-*``;
-    a sentence starts with ``O``, ``B-*`` or ``S-*`` and ends with ``O``,
-    ``E-*`` or ``S-*``.
-
-    >>> mask = transition_mask(["O", "B-test", "I-test"], "bio")
-    >>> mask.allowed.astype(int).tolist()
-    [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
-    >>> mask.start.tolist(), mask.end.tolist()
-    ([True, True, False], [True, True, True])
-    """
-    canonical = _canonical_scheme(scheme, MODEL_SCHEMES)
-    if len(set(tags)) != len(tags):
-        raise ValueError(f"tags must be unique, got {list(tags)}")
-    parsed = []
-    for tag in tags:
-        match = _TAG.fullmatch(tag)
-        if tag != OUTSIDE and (match is None or match[1] not in _OUTPUT_PREFIXES[canonical]):
-            raise ValueError(
-                f"tag {tag!r} is not a {canonical.upper()} tag: expected O or one of "
-                f"{'/'.join(p + '-' for p in _OUTPUT_PREFIXES[canonical])} and an entity type")
-        parsed.append((OUTSIDE, None) if tag == OUTSIDE else (match[1], match[2]))
-    num_tags = len(parsed)
-    allowed = np.zeros((num_tags, num_tags), dtype=bool)
-    for i, (prefix_from, type_from) in enumerate(parsed):
-        for j, (prefix_to, type_to) in enumerate(parsed):
-            if canonical == "bioes":
-                if prefix_from in ("B", "I"):
-                    allowed[i, j] = prefix_to in ("I", "E") and type_to == type_from
-                else:
-                    allowed[i, j] = prefix_to in (OUTSIDE, "B", "S")
-            elif prefix_to == "I":
-                allowed[i, j] = prefix_from in ("B", "I") and type_from == type_to
-            else:
-                allowed[i, j] = True
-    prefixes = [prefix for prefix, _ in parsed]
-    if canonical == "bioes":
-        start = np.array([prefix in (OUTSIDE, "B", "S") for prefix in prefixes], dtype=bool)
-        end = np.array([prefix in (OUTSIDE, "E", "S") for prefix in prefixes], dtype=bool)
-    else:
-        start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
-        end = np.ones(num_tags, dtype=bool)
-    return TransitionMask(allowed, start, end)
-
-
-#: How a corpus annotates one of the model's labels: ``complete`` (an
-#: unmarked token is not this label), ``partial`` (its mentions are this label,
-#: but unmarked text may still be) or ``none`` (it does not annotate it).
-LABEL_COVERAGES = ("complete", "partial", "none")
-
-
-def allowed_tag_mask(iob2_tags: Sequence[str], tags: Sequence[str], scheme: str,
-                     open_labels: Iterable[str]) -> np.ndarray:
-    """Which of the model's ``tags`` each token of a partly labelled sentence may take.
-
-    ``iob2_tags`` are the sentence's gold tags; ``open_labels`` the labels
-    that its corpus does not annotate completely (coverage ``partial`` or
-    ``none``). Returns bool ``[tokens, len(tags)]``:
-
-    * a token inside a mention may take only the tag that ``scheme`` gives it;
-    * an unmarked token may take ``O`` or any tag of an open label, except
-      (BIO) ``I-X`` right after an ``X`` mention, which would lengthen that
-      mention; the CRF's transition mask rules out the other sequences the
-      scheme forbids (an ``I-X`` after ``O``, for instance).
-
-    With no open labels each token allows exactly its gold tag.
-
-    >>> tags = ["O", "B-problem", "I-problem", "B-test", "I-test"]
-    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["test"]).astype(int).tolist()
-    [[0, 1, 0, 0, 0], [1, 0, 0, 1, 1]]
-    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["problem"]).astype(int).tolist()
-    [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
-    """
-    index = {tag: position for position, tag in enumerate(tags)}
-    converted = to_scheme(list(iob2_tags), scheme)
-    unknown = sorted({tag for tag in converted if tag not in index})
-    if unknown:
-        raise ValueError(f"tag(s) {', '.join(unknown)} are not among the model's tags")
-    open_labels = set(open_labels)
-    unmarked = np.array([tag == OUTSIDE or parse_tag(tag)[1] in open_labels for tag in tags])
-    mask = np.zeros((len(converted), len(tags)), dtype=bool)
-    for position, tag in enumerate(converted):
-        if tag != OUTSIDE:
-            mask[position, index[tag]] = True
-            continue
-        mask[position] = unmarked
-        previous = converted[position - 1] if position else OUTSIDE
-        if previous != OUTSIDE:
-            lengthening = f"I-{parse_tag(previous)[1]}"
-            if _canonical_scheme(scheme, MODEL_SCHEMES) == "bio" and lengthening in index:
-                mask[position, index[lengthening]] = False
-    return mask

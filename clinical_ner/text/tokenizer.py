@@ -165,7 +165,7 @@ def sentence_token_texts(
     Same tokens and the same sentence ends, about twice as fast: one regex
     match per token yields the token and the separators after it (the gap
     :func:`split_sentences` inspects), and no :class:`Token` is built. Word
-    vectors (``clinical_ner.vectors.trainer``) tokenise millions of lines with it.
+    vectors (``clinical_ner.vectors.tokens``) tokenise millions of lines with it.
 
     >>> sentence_token_texts("Chest pain. No fever\\nCT: clear")
     [['Chest', 'pain', '.'], ['No', 'fever'], ['CT', ':', 'clear']]

@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from clinical_ner.text.document import Sentence
 from clinical_ner.model.features import Featurizer
-from clinical_ner.text.tags import allowed_tag_mask, to_scheme
+from clinical_ner.model.tag_space import allowed_tag_mask
+from clinical_ner.text.tags import to_scheme
 from clinical_ner.model.vocab import PAD, UNKNOWN_ID
 
 
@@ -32,7 +33,7 @@ def encode_allowed_tags(sentences: Sequence[Sentence], open_labels: Sequence[Seq
     """Each sentence's allowed-tag mask, bool ``[tokens, len(tags)]``.
 
     ``open_labels[i]`` are the labels that sentence ``i``'s corpus does not
-    annotate completely (see :func:`clinical_ner.text.tags.allowed_tag_mask`).
+    annotate completely (see :func:`clinical_ner.model.tag_space.allowed_tag_mask`).
     """
     encoded = []
     for sentence, labels in zip(sentences, open_labels, strict=True):

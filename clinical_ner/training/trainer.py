@@ -40,7 +40,7 @@ from clinical_ner.annotators.keras_annotator import ClinicalNER
 from clinical_ner.training.multi_corpus import (
     TrainingCorpora, corpus_scores, read_dev_corpora, read_training_corpora, selection_scores,
 )
-from clinical_ner.text.tags import tag_inventory
+from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.callbacks import (
     BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
     TrainingRun,
@@ -186,7 +186,10 @@ def train(
         if stopped_early:
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
         if distribution.is_chief and corpora is not None:
-            record_corpus_set_training(output, corpora, skip_invalid)
+            best = [entry for entry in state.history if entry.get("best")]
+            record_corpus_set_training(output, corpora,
+                                       best[-1].get("dev_corpora", {}) if best else {},
+                                       skip_invalid)
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid)
         emit(f"best epoch {state.best_epoch}"

@@ -14,7 +14,8 @@ from clinical_ner.annotators.litert import layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
 from clinical_ner.annotators.litert.network import EmissionsNetwork
-from clinical_ner.text.tags import entity_token_spans, tag_roles, to_iob2_tag
+from clinical_ner.model.tag_space import entity_token_spans, tag_roles
+from clinical_ner.text.tags import to_iob2_tag
 from clinical_ner.text.tokenizer import split_sentences
 from clinical_ner.model.vocab import Vocabulary
 
@@ -23,7 +24,7 @@ from clinical_ner.model.vocab import Vocabulary
 # at the same speed: all 24 MACCROBAT dev documents peaked at 157 MiB with
 # 128, 133 with 64, 111 with 32 and 97 with 16, at 10.0k-12.6k tokens/s
 # (one run each on the loaded shared 2-core machine, an ad-hoc script not
-# committed; docs/litert.md).
+# committed; docs/design/litert.md).
 CHUNK_SIZE = 32
 
 

@@ -428,7 +428,7 @@ class CRF(keras.layers.Layer):
     the decoded path. The training likelihood ignores them, except in the sum
     over the allowed paths of partly labelled data
     (:meth:`partial_log_likelihood`). The layer knows
-    tag ids only; :func:`clinical_ner.text.tags.transition_mask` makes the masks
+    tag ids only; :func:`clinical_ner.model.tag_space.transition_mask` makes the masks
     of a tag scheme.
 
     Args:

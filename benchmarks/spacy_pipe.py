@@ -1,0 +1,133 @@
+"""The spaCy component's ``nlp.pipe`` against ``ClinicalNER.annotate`` on the same notes.
+
+::
+
+    python -m benchmarks.spacy_pipe --model clinical --data ../shared/data \\
+        --output benchmarks/results/spacy-pipe.json
+
+Corpora: the MACCROBAT dev documents (``maccrobat-i2b2/dev/txt``, whole case
+reports) and the first ``--sentences`` BC5CDR dev sentences as notes (tokens
+joined by spaces). For each, in one process with two copies of the model
+(the one ``ClinicalNER.load`` gives and the one the component loads):
+
+* ``annotate``: ``ner.annotate(texts)``, one call over all texts (its own
+  batching: texts sorted by length, the model's batch sizes);
+* ``nlp.pipe``: ``list(nlp.pipe(texts, batch_size=B))`` on ``spacy.blank("en")``
+  with only the component, for each ``--pipe-batch-size`` B: spaCy's
+  tokenizer, one ``annotate`` call per B docs, and the spans on each Doc;
+* ``spaCy tokenizer``: ``list(nlp.tokenizer.pipe(texts))`` alone, the part
+  of ``nlp.pipe``'s time that is not ours.
+
+After one untimed run of each, ``--repeats`` rounds each time every variant
+once, in turn (so that a change of load on a shared machine hits them
+alike); figures are at the median. Tokens are our tokenizer's
+(``clinical_ner.text.tokenizer.split_sentences``), the same count for every
+variant. The result file records the CPU, the load average at start and
+end, and the versions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from benchmarks.bench_util import (
+    REPO_ROOT,
+    conll_sentence_blocks,
+    load_average,
+    log,
+    machine_facts,
+    summarize_seconds,
+    throughput,
+)
+
+
+def corpora(data_root: Path, sentences: int) -> dict[str, list[str]]:
+    documents = [path.read_text(encoding="utf-8") for path in
+                 sorted((data_root / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
+    blocks = conll_sentence_blocks(data_root / "bc5cdr" / "dev.conll")[:sentences]
+    notes = [" ".join(line.split("\t")[0] for line in block.splitlines()) for block in blocks]
+    return {"maccrobat-dev": documents, f"bc5cdr-dev-{len(notes)}": notes}
+
+
+def measure(texts: list[str], variants: dict[str, Callable[[], object]], repeats: int,
+            tokens: int) -> dict:
+    for run in variants.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: throughput(summarize_seconds(runs), tokens, len(texts))
+            for name, runs in times.items()}
+
+
+def markdown_table(report: dict) -> str:
+    lines = ["| notes | tokens | variant | tokens/s, median (best) run | of `annotate`, median "
+             "(best) |", "|---|---|---|---|---|"]
+    for corpus, result in report["corpora"].items():
+        base = result["variants"]["annotate"]
+        for name, figures in result["variants"].items():
+            median, best = figures["tokens_per_second"], figures["tokens_per_second_best"]
+            lines.append(
+                f"| {corpus} ({result['texts']} texts) | {result['tokens']:,} | {name} | "
+                f"{median:,.0f} ({best:,.0f}) | {median / base['tokens_per_second']:.0%} "
+                f"({best / base['tokens_per_second_best']:.0%}) |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="clinical",
+                        help="anything ClinicalNER.load takes (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--sentences", type=int, default=2000,
+                        help="BC5CDR dev sentences to use as notes (default: %(default)s)")
+    parser.add_argument("--pipe-batch-size", type=int, action="append", dest="pipe_batch_sizes",
+                        help="nlp.pipe batch_size; repeatable (default: 1000, spaCy's, and 64)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    pipe_batch_sizes = args.pipe_batch_sizes or [1000, 64]
+
+    import spacy
+
+    # Registers the factory even where the installed entry points are stale.
+    import clinical_ner.integrations.spacy_component  # noqa: F401
+    from clinical_ner import ClinicalNER
+    from clinical_ner.text.tokenizer import split_sentences
+
+    report = {"machine": machine_facts(), "model": args.model, "repeats": args.repeats,
+              "spacy": spacy.__version__, "corpora": {}}
+    ner = ClinicalNER.load(args.model)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("clinical_ner", config={"model": args.model})
+    for corpus, texts in corpora(args.data, args.sentences).items():
+        tokens = sum(len(sentence) for text in texts for sentence in split_sentences(text))
+        log(f"{corpus}: {len(texts)} texts, {tokens} tokens")
+        variants: dict[str, Callable[[], object]] = {"annotate": lambda: ner.annotate(texts)}
+        for size in pipe_batch_sizes:
+            variants[f"nlp.pipe, batch_size={size}"] = (
+                lambda size=size: list(nlp.pipe(texts, batch_size=size)))
+        variants["spaCy tokenizer alone"] = lambda: list(nlp.tokenizer.pipe(texts))
+        report["corpora"][corpus] = {"texts": len(texts), "tokens": tokens,
+                                     "variants": measure(texts, variants, args.repeats, tokens)}
+    report["machine"]["load_average_end"] = load_average()
+    table = markdown_table(report)
+    print(table)
+    print(f"CPU: {report['machine']['cpu_model']}; load average at start "
+          f"{report['machine']['load_average_start']}, at end "
+          f"{report['machine']['load_average_end']}")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

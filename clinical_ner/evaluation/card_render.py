@@ -1,0 +1,236 @@
+"""Rendering ``MODEL_CARD.md`` from the recorded facts and the model directory's files.
+
+Reads ``config.json``, ``vocab.json``, the settings inside ``model.keras`` (its
+``config.json``; the model is not loaded) and ``training_log.jsonl``; the weights' shapes
+come from the recorded facts (:func:`clinical_ner.evaluation.model_card.parameter_rows`).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import zipfile
+from pathlib import Path
+
+from clinical_ner.config import NERConfig
+from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.model.vocab import VOCAB_FILE
+from clinical_ner.pretrained import BUNDLED_DIR
+
+TRAINING_LOG_FILE = "training_log.jsonl"  # training.callbacks.LOG_FILE, without importing it
+MODEL_TYPE = "named-entity recognition: character CNN + word embeddings + BiLSTM + CRF (Keras 3)"
+
+
+def score_table(report: dict) -> list[str]:
+    """Markdown rows of exact and lenient precision / recall / F1 per label and micro."""
+    lines = ["| match | label | precision | recall | F1 | gold | predicted |",
+             "|---|---|---|---|---|---|---|"]
+    for mode in ("exact", "lenient"):
+        rows = [*report[mode]["per_label"].items(), ("micro avg", report[mode]["micro"])]
+        for label, values in rows:
+            lines.append(f"| {mode} | {label} | {values['precision']:.4f} | "
+                         f"{values['recall']:.4f} | {values['f1']:.4f} | {values['gold']} | "
+                         f"{values['predicted']} |")
+    return lines
+
+
+def _data_rows(items: list[dict], labels: list[str]) -> list[str]:
+    lines = [f"| data | format | documents | sentences | tokens | "
+             f"{' | '.join(labels)} |",
+             "|---" * (5 + len(labels)) + "|"]
+    for item in items:
+        counts = " | ".join(str(item["entities"].get(label, 0)) for label in labels)
+        lines.append(f"| `{item['path']}` | {item['format']} | {item['documents']} | "
+                     f"{item['sentences']} | {item['tokens']} | {counts} |")
+    return lines
+
+
+def _parameters(rows: list[dict]) -> list[str]:
+    lines = ["| layer | weights | parameters |", "|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['layer']} | {', '.join(row['shapes'])} | {row['parameters']:,} |")
+    lines.append(f"| all | | {sum(row['parameters'] for row in rows):,} |")
+    return lines
+
+
+def _keras_settings(model_dir: Path) -> dict:
+    """The model's constructor arguments as ``model.keras`` records them (a zip's ``config.json``)."""
+    with zipfile.ZipFile(model_dir / MODEL_FILE) as archive:
+        return json.loads(archive.read("config.json"))["config"]
+
+
+def _corpus_rows(corpora: list[dict], select: dict) -> list[str]:
+    lines = ["| corpus | weight | coverage | label map | dev exact F1 (own labels) | selects |",
+             "|---|---|---|---|---|---|"]
+    for corpus in corpora:
+        coverage = ", ".join(f"{label} {how}" for label, how in corpus["coverage"].items())
+        label_map = ", ".join(f"{source} -> {target or '(dropped)'}"
+                              for source, target in (corpus["label_map"] or {}).items()) or "-"
+        scores = corpus.get("dev_scores")
+        f1 = f"{scores['f1']:.4f}" if scores else "-"
+        lines.append(f"| {corpus['name']} | {corpus['weight']:g} | {coverage} | {label_map} | "
+                     f"{f1} | {select.get(corpus['name'], 0):g} |")
+    return lines
+
+
+def _training_log(model_dir: Path) -> list[dict]:
+    path = model_dir / TRAINING_LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _training_time(log: list[dict]) -> list[str]:
+    if not log:
+        return ["Not recorded (no `training_log.jsonl`)."]
+    train_seconds = sum(entry["train_seconds"] for entry in log)
+    dev_seconds = sum(entry.get("dev_seconds", 0.0) for entry in log)
+    best = [entry for entry in log if entry.get("best")]
+    speeds = [entry["train_tokens_per_second"] for entry in log[1:]] or \
+        [log[0]["train_tokens_per_second"]]
+    lines = [
+        f"- epochs run: {len(log)}; kept: epoch {best[-1]['epoch'] if best else len(log)}"
+        + (f" (dev exact micro F1 {best[-1]['dev_f1']:.4f})"
+           if best and best[-1].get("dev_f1") is not None else ""),
+        f"- training time: {train_seconds:.0f} s of training steps"
+        + (f" + {dev_seconds:.0f} s of dev evaluation" if dev_seconds else ""),
+        f"- training speed: {statistics.median(speeds):,.0f} tokens/s (median over epochs"
+        + (" after the first, which includes tracing" if len(log) > 1 else "") + ")",
+        "- measured by `clinical-ner train` on the machine that trained the model "
+        "(`training_log.jsonl`); other machines differ",
+    ]
+    return lines
+
+
+def _reference(model_dir: Path) -> str:
+    try:
+        model_dir.resolve().relative_to(BUNDLED_DIR)
+        return model_dir.name
+    except ValueError:
+        return str(model_dir)
+
+
+def render_model_card(model_dir: str | Path, card: dict) -> str:
+    """The Markdown text of ``MODEL_CARD.md`` for ``model_dir`` and its recorded ``card``."""
+    model_dir = Path(model_dir)
+    word_dim = _keras_settings(model_dir)["word_dim"]
+    config = NERConfig.load(model_dir)
+    vocab = json.loads((model_dir / VOCAB_FILE).read_text(encoding="utf-8"))
+    labels = sorted({tag[2:] for tag in vocab["tags"] if tag != "O"})
+    reference = _reference(model_dir)
+    quoted = f'"{reference}"' if " " not in reference else repr(reference)
+    training = card.get("training")
+    evaluation = card.get("evaluation")
+    log = _training_log(model_dir)
+    name = card.get("name") or model_dir.name
+    lines = [
+        f"# Model card: {name}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| name | {name} |",
+        f"| type | {MODEL_TYPE} |",
+        f"| labels | {', '.join(labels)} ({config.tag_scheme.upper()} tags: "
+        f"{len(vocab['tags'])}) |",
+        f"| language | {card.get('language') or 'not recorded (that of the training data)'} |",
+        f"| clinical-ner | {(training or {}).get('clinical_ner', 'not recorded')} |",
+        "",
+        "## Description",
+        "",
+        card.get("description") or (
+            f"Finds {', '.join(labels)} mentions in text: each with its character offsets, "
+            "label and confidence (the lowest CRF marginal probability of its tokens)."),
+        "",
+        "## How to use",
+        "",
+        "```bash",
+        f'clinical-ner predict {reference} "CT of the chest showed a 2 cm nodule."',
+        f"clinical-ner evaluate {reference} --data DIR",
+        f"clinical-ner export {reference} --output models/clinical_ner",
+        "```",
+        "",
+        "```python",
+        "from clinical_ner import ClinicalNER",
+        f"ner = ClinicalNER.load({quoted})",
+        'ner.annotate("CT of the chest showed a 2 cm nodule.")',
+        "```",
+        "",
+        "## Data source",
+        "",
+        card.get("data_source") or "Not recorded: the training data's paths are below.",
+        "",
+    ]
+    if card.get("attribution"):
+        lines += ["## Licence and attribution", "", card["attribution"], ""]
+    lines += ["## Architecture and sizes", ""]
+    lines += [
+        f"- words: {len(vocab['words']):,} rows of {word_dim} dimensions "
+        f"(normalised: lowercased, digits as 0; unknown words share `<unk>`)",
+        f"- characters: {len(vocab['chars']):,}, {config.char_dim}-d embeddings, CNN of "
+        f"{config.char_filters} filters of width {config.char_kernel_size} over the first "
+        f"{config.max_word_length} characters of each token",
+        f"- casing: {config.casing_dim}-d embedding" if config.use_casing else "- casing: off",
+        f"- encoder: BiLSTM of {config.lstm_units} units per direction, dropout "
+        f"{config.dropout}; CRF over {len(vocab['tags'])} {config.tag_scheme.upper()} tags",
+        f"- files: `{MODEL_FILE}` {_size(model_dir / MODEL_FILE)}, `{VOCAB_FILE}` "
+        f"{_size(model_dir / VOCAB_FILE)}",
+        "",
+    ]
+    lines += _parameters(card["parameters"]["layers"]) + [""]
+    lines += ["## Training data", ""]
+    if training and training.get("corpora"):
+        lines += ["Trained from a corpus file: each corpus's labels were mapped onto the model's, "
+                  "and an unmarked token could take any label its corpus does not annotate "
+                  "completely (marginal likelihood; `docs/design/multi-corpus.md`). The dev "
+                  "scores are the kept epoch's; `selects` is each corpus's weight in the score "
+                  "that chose it.", ""]
+        lines += _corpus_rows(training["corpora"], training.get("select", {})) + [""]
+    if training:
+        lines += _data_rows(training["train_data"], labels) + [""]
+        if training.get("dev_data"):
+            lines += ["Dev data (chose the epoch; not trained on):", ""]
+            lines += _data_rows([training["dev_data"]], labels) + [""]
+    else:
+        lines += ["Not recorded (the model was trained before model cards, or elsewhere).", ""]
+    lines += ["## Effective configuration", "", "```json",
+              json.dumps(config.to_dict(), indent=2), "```", ""]
+    lines += ["## Scores", ""]
+    if evaluation:
+        data = evaluation["data"]
+        lines += [
+            f"On `{data['path']}` ({data['documents']} documents, {data['sentences']} "
+            f"sentences, {sum(data['entities'].values())} entities): "
+            f"{evaluation['relation']}. *Exact*: same tokens and label; *lenient*: "
+            "overlapping span and same label (i2b2 2010 \"inexact\"). Scored on the data's "
+            "own tokens and sentences (`clinical-ner evaluate`).",
+            "",
+        ]
+        lines += score_table(evaluation["report"]) + [""]
+    else:
+        lines += [f"None yet: `clinical-ner card {reference} --data DIR` scores the model on "
+                  "annotated data it did not train on and rewrites this card.", ""]
+    lines += ["## Training time", ""] + _training_time(log) + [""]
+    lines += [
+        "## Versions",
+        "",
+        f"- trained with TensorFlow {(training or {}).get('tensorflow', 'not recorded')}, "
+        f"Keras {(training or {}).get('keras', 'not recorded')}",
+        "",
+        "## Limitations",
+        "",
+    ]
+    lines += [f"- {line}" for line in card.get("limitations", [])]
+    lines += [
+        "- The scores hold for text like the training data. The model was not evaluated on "
+        "other institutions, note types, specialties or languages; expect lower scores there "
+        "and evaluate on a sample of your own notes first.",
+        "- Entity boundaries and label meanings follow the training data's annotation "
+        "conventions.",
+        f"- Sentences are cut after {config.max_sentence_tokens} tokens; words outside the "
+        "vocabulary are read through their characters only.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _size(path: Path) -> str:
+    return f"{path.stat().st_size / 1_000_000:.1f} MB" if path.is_file() else "(missing)"

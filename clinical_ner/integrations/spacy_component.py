@@ -1,0 +1,292 @@
+"""The spaCy pipeline component ``clinical_ner``: our entities in ``doc.ents``.
+
+Installed with the ``[spacy]`` extra, which registers the factory through
+the ``spacy_factories`` entry point, so nothing needs importing by hand::
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("clinical_ner")                        # the bundled model
+    nlp.add_pipe("clinical_ner", config={"model": "runs/sample"})
+    nlp.add_pipe("clinical_ner", config={"endpoint": "host:8500"})  # TF Serving
+
+The component annotates ``doc.text`` and maps each entity's character
+offsets onto the Doc's tokens with ``Doc.char_span(alignment_mode="expand")``:
+an entity boundary inside one of the Doc's tokens widens the span to the
+whole token (what our i2b2 writer does with whitespace tokens). Entities
+already on the Doc stay, and ours are added where they overlap none of them;
+with ``overwrite_ents`` ours stay, and the earlier ones are kept where they
+overlap none of ours. Two of ours that overlap after widening (both inside
+one spaCy token) keep the longer, then the first (``spacy.util.filter_spans``).
+
+The model is loaded at the first document, in the process that annotates:
+with ``nlp.pipe(..., n_process=2)`` each child loads its own after the fork,
+and a model loaded in the parent is never used in a child.
+
+``nlp.to_disk`` writes ``clinical_ner.json`` into the component's folder and,
+for a model directory or LiteRT export, a copy of it (``model/``), so that
+the saved pipeline stands alone; a bundled model is saved by name and an
+endpoint by its configuration only. See docs/guide/spacy.md.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.util import filter_spans, minibatch
+
+from clinical_ner import __version__
+from clinical_ner.annotators.litert.layout import is_litert_export
+from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError
+from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
+from clinical_ner.pretrained import (
+    DEFAULT_MODEL,
+    bundled_models,
+    is_model_reference,
+    resolve_model_path,
+)
+from clinical_ner.serving import defaults
+
+FACTORY = "clinical_ner"
+CONFIDENCE = "clinical_ner_confidence"
+ASSERTION = "clinical_ner_assertion"
+ASSERTION_CONFIDENCE = "clinical_ner_assertion_confidence"
+# What to_disk writes into the component's folder, and the model copy's folder there.
+MANIFEST_FILE = "clinical_ner.json"
+MANIFEST_FORMAT = "clinical-ner-spacy"
+MANIFEST_VERSION = 1
+MODEL_COPY = "model"
+# The trainer's resumable state inside a model directory
+# (clinical_ner.training.checkpoints.CHECKPOINT_DIR, repeated so that saving a LiteRT
+# pipeline does not import Keras): not needed to annotate, so not copied.
+_CHECKPOINT_DIR = "checkpoint"
+# Docs per annotate call when pipe() is called without one (nlp.pipe always passes
+# its own): spaCy's Language.batch_size. Short texts need hundreds to a call for
+# annotate's length-sorted batches (benchmarks/README.md, spaCy pipelines).
+DEFAULT_PIPE_BATCH_SIZE = 1000
+
+for _name in (CONFIDENCE, ASSERTION, ASSERTION_CONFIDENCE):
+    if not Span.has_extension(_name):
+        Span.set_extension(_name, default=None)
+
+
+def displacy_colors() -> Dict[str, str]:
+    """Our labels' colours, as in ``clinical-ner predict --format html``.
+
+    Registered as spaCy's ``spacy_displacy_colors`` entry point too, so that
+    ``displacy.render(doc, style="ent")`` uses them without options.
+    """
+    return label_colours(KNOWN_LABELS)
+
+
+def clinical_ner_displacy_options(labels: Iterable[str] = KNOWN_LABELS) -> Dict[str, Any]:
+    """``displacy.render(doc, style="ent", options=...)`` with our colours for ``labels``."""
+    return {"colors": label_colours(list(labels))}
+
+
+class ClinicalNERComponent:
+    """Fills ``doc.ents`` with the entities of a clinical-ner model or TF Serving endpoint.
+
+    ``model`` is anything ``ClinicalNER.load`` takes (a model directory, a
+    LiteRT export, a bundled model's name); ``endpoint`` (``host:port``),
+    when set, sends the texts to TF Serving's gRPC API instead, as
+    ``model_name``, over TLS verified with the PEM CA certificates at ``tls``
+    when given. ``batch_size`` is the number of texts per model call
+    (``None``: the model's ``annotate_batch_size``, or the client's default).
+    """
+
+    def __init__(self, name: str, model: str, endpoint: Optional[str], model_name: str,
+                 tls: Optional[str], overwrite_ents: bool, batch_size: Optional[int]) -> None:
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise ConfigError(f"{name}: batch_size must be a positive integer or null, "
+                              f"got {batch_size!r}")
+        self.name = name
+        self.model = model
+        self.endpoint = endpoint
+        self.model_name = model_name
+        self.tls = tls
+        self.overwrite_ents = overwrite_ents
+        self.batch_size = batch_size
+        # The annotator and the process that loaded it (see _annotator).
+        self._loaded: Any = None
+        self._loaded_in: Optional[int] = None
+
+    # -- annotating -----------------------------------------------------------
+
+    def __call__(self, doc: Doc) -> Doc:
+        return self._set_entities(doc, self._annotate([doc.text])[0])
+
+    def pipe(self, docs: Iterable[Doc], batch_size: int = DEFAULT_PIPE_BATCH_SIZE
+             ) -> Iterator[Doc]:
+        """The docs annotated ``batch_size`` at a time, one ``annotate`` call per batch."""
+        for batch in minibatch(docs, size=batch_size):
+            for doc, entities in zip(batch, self._annotate([doc.text for doc in batch])):
+                yield self._set_entities(doc, entities)
+
+    def _annotate(self, texts: List[str]) -> List[list]:
+        annotator = self._annotator()
+        if self.endpoint is not None:
+            return annotator.annotate(texts)
+        return annotator.annotate(texts, batch_size=self.batch_size)
+
+    def _annotator(self) -> Any:
+        """The model or client, loaded at first use in this process.
+
+        ``nlp.pipe(n_process=2)`` forks: a child loads its own model. A model
+        the parent had loaded cannot follow: TensorFlow's thread pools and
+        gRPC's channels do not survive a fork (TensorFlow hangs), so a child
+        that finds one says what to do instead; a LiteRT export is reloaded.
+        """
+        if self._loaded is not None and self._loaded_in != os.getpid():
+            if not self._reloads_after_fork():
+                raise ClinicalNERError(
+                    f"{self.name}: the model was loaded before nlp.pipe(n_process=...) forked "
+                    "this process, and TensorFlow and gRPC cannot run in a forked copy; pass "
+                    "no text through the pipeline before nlp.pipe with n_process > 1, call "
+                    "multiprocessing.set_start_method('spawn') first, or use a LiteRT export")
+            self._loaded = None
+        if self._loaded is None:
+            self._loaded = self._load()
+            self._loaded_in = os.getpid()
+        return self._loaded
+
+    def _reloads_after_fork(self) -> bool:
+        return self.endpoint is None and is_litert_export(resolve_model_path(self.model))
+
+    def _load(self) -> Any:
+        if self.endpoint is not None:
+            from clinical_ner.serving.client import ServingClient
+
+            options: Dict[str, Any] = {}
+            if self.batch_size is not None:
+                options["batch_size"] = self.batch_size
+            if self.tls is not None:
+                options["root_certificates"] = self.tls
+            return ServingClient(self.endpoint, self.model_name, **options)
+        from clinical_ner import ClinicalNER
+
+        return ClinicalNER.load(self.model)
+
+    def _set_entities(self, doc: Doc, entities: Sequence[Any]) -> Doc:
+        ours = []
+        for entity in entities:
+            span = doc.char_span(entity.start, entity.end, label=entity.label,
+                                 alignment_mode="expand")
+            if span is None:
+                # Only possible if the Doc's text is not the text annotated.
+                raise ValueError(f"{self.name}: entity at characters {entity.start}:"
+                                 f"{entity.end} lies outside the Doc's tokens")
+            ours.append((span, entity))
+        kept = {id(span) for span in filter_spans([span for span, _ in ours])}
+        ours = [(span, entity) for span, entity in ours if id(span) in kept]
+        our_spans = [span for span, _ in ours]
+        existing = list(doc.ents)
+        if self.overwrite_ents:
+            doc.ents = sorted(our_spans + _not_overlapping(existing, our_spans))
+        else:
+            added = {id(span) for span in _not_overlapping(our_spans, existing)}
+            ours = [(span, entity) for span, entity in ours if id(span) in added]
+            doc.ents = sorted(existing + [span for span, _ in ours])
+        for span, entity in ours:
+            span._.set(CONFIDENCE, entity.confidence)
+            span._.set(ASSERTION, entity.assertion)
+            # Entity.assertion_confidence is arriving with the assertion model.
+            span._.set(ASSERTION_CONFIDENCE, getattr(entity, "assertion_confidence", None))
+        return doc
+
+    # -- saving ---------------------------------------------------------------
+
+    def to_disk(self, path: Path, *, exclude: Iterable[str] = tuple()) -> None:
+        """Write ``clinical_ner.json`` and, for a model on disk, a copy of it, into ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if self.endpoint is not None:
+            manifest: Dict[str, Any] = {"source": "endpoint"}
+        elif _is_bundled_name(self.model):
+            manifest = {"source": "bundled", "name": str(self.model)}
+        else:
+            source = resolve_model_path(self.model)
+            if not is_model_reference(source):
+                raise ModelError(f"{source}: not a clinical-ner model directory or LiteRT "
+                                 f"export, so the {self.name} component cannot save it")
+            target = path / MODEL_COPY
+            # Saving a loaded pipeline over its own folder keeps its copy as it is.
+            if source.resolve() != target.resolve():
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns(_CHECKPOINT_DIR))
+            manifest = {"source": "copy", "directory": MODEL_COPY}
+        manifest.update(format=MANIFEST_FORMAT, version=MANIFEST_VERSION,
+                        clinical_ner_version=__version__)
+        (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n",
+                                          encoding="utf-8")
+
+    def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()
+                  ) -> "ClinicalNERComponent":
+        """Point the component at what ``to_disk`` saved; a one-line error if it is missing."""
+        path = Path(path)
+        manifest_path = path / MANIFEST_FILE
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            source = manifest["source"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelError(f"{manifest_path}: cannot read the {self.name} component's "
+                             f"settings ({type(error).__name__}); save the pipeline again "
+                             "with nlp.to_disk") from None
+        if source == "copy":
+            model = path / str(manifest.get("directory", MODEL_COPY))
+            if not is_model_reference(model):
+                raise ModelError(f"{model}: the saved pipeline's clinical-ner model is missing "
+                                 "or incomplete; copy the model directory there again, or save "
+                                 "the pipeline again with nlp.to_disk")
+            self.model = str(model)
+        elif source == "bundled":
+            name = str(manifest.get("name"))
+            if name not in bundled_models():
+                raise ModelError(f"{manifest_path}: the pipeline uses the bundled model "
+                                 f"{name!r}, which clinical-ner {__version__} does not ship "
+                                 f"(bundled: {', '.join(bundled_models()) or 'none'}); install "
+                                 "the clinical-ner version that saved it")
+            self.model = name
+        elif source != "endpoint":
+            raise ModelError(f"{manifest_path}: unknown model source {source!r}; save the "
+                             "pipeline again with nlp.to_disk")
+        self._loaded = None
+        return self
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Pickled into spawned workers: they load their own model.
+        state = dict(self.__dict__)
+        state.update(_loaded=None, _loaded_in=None)
+        return state
+
+
+def _is_bundled_name(model: str) -> bool:
+    # Resolving changes only a bundled model's name (an existing path wins).
+    return resolve_model_path(model) != Path(model)
+
+
+def _not_overlapping(spans: List[Span], others: List[Span]) -> List[Span]:
+    taken = {i for other in others for i in range(other.start, other.end)}
+    return [span for span in spans if not taken.intersection(range(span.start, span.end))]
+
+
+@Language.factory(
+    FACTORY,
+    default_config={
+        "model": DEFAULT_MODEL,
+        "endpoint": None,
+        "model_name": defaults.MODEL_NAME,
+        "tls": None,
+        "overwrite_ents": False,
+        "batch_size": None,
+    },
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+)
+def make_clinical_ner(nlp: Language, name: str, model: str, endpoint: Optional[str],
+                      model_name: str, tls: Optional[str], overwrite_ents: bool,
+                      batch_size: Optional[int]) -> ClinicalNERComponent:
+    """spaCy's factory for ``nlp.add_pipe("clinical_ner", config={...})`` (keys as above)."""
+    return ClinicalNERComponent(name, model, endpoint, model_name, tls, overwrite_ents,
+                                batch_size)

@@ -1,0 +1,116 @@
+"""The unlabeled inputs of ``clinical-ner vectors``: which files to read, and their lines.
+
+``inputs`` are files or folders: a folder means every ``.txt``, ``.jsonl`` and
+``.ndjson`` file below it, also compressed (``.gz``, ``.xz``, ``.bz2``); a file is read
+whatever its name. A file whose name ends in ``.jsonl``, ``.ndjson`` or ``.json`` (before
+the compression suffix) is JSON lines: one object a line, its text in ``text_field``. Any
+other file is text: every line is read, so one document a line and one document a file both
+work. Lines are read in batches (a corpus may be larger than memory); progress counts input
+bytes (compressed bytes for ``.gz`` / ``.xz``), whose total is known before the start.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+from clinical_ner.errors import DataFormatError
+
+# Decompressing readers over an open raw file (whose position then measures progress).
+COMPRESSION = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+               ".xz": lzma.LZMAFile, ".bz2": bz2.BZ2File}
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+FOLDER_SUFFIXES = (".txt",) + JSON_SUFFIXES[:2]
+LINES_PER_BATCH = 2000
+
+
+def text_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """The files to read: files as given, folders expanded (sorted) to their text files."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_text_file(p))
+            if not found:
+                raise DataFormatError(str(path), None, "no .txt / .jsonl / .ndjson files "
+                                      "(also .gz, .xz, .bz2) in this folder")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataFormatError(str(path), None, "no such file or folder")
+    return files
+
+
+def _content_suffix(path: Path) -> str:
+    """The suffix that says what the file holds, under any compression: ``.jsonl`` for
+    ``notes.jsonl.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSION:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _is_text_file(path: Path) -> bool:
+    return _content_suffix(path) in FOLDER_SUFFIXES
+
+
+def is_json_lines(path: Path) -> bool:
+    return _content_suffix(path) in JSON_SUFFIXES
+
+
+def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """The decompressed byte stream of ``path``, and the raw file (its position = progress)."""
+    raw = open(path, "rb")
+    opener = COMPRESSION.get(path.suffix.lower())
+    return (opener(raw) if opener else raw), raw
+
+
+@dataclass
+class LineBatch:
+    """Consecutive lines of one input file, as raw bytes (decoded by the tokeniser)."""
+
+    path: str
+    first_line: int
+    lines: list[bytes]
+    text_field: str | None  # None: plain text
+
+
+def line_batches(files: Sequence[Path], text_field: str, progress) -> Iterator[LineBatch]:
+    """Every line of ``files`` in batches; ``progress`` (a tqdm bar or None) advances by bytes read."""
+    for path in files:
+        field = text_field if is_json_lines(path) else None
+        stream, raw = _open(path)
+        position = 0
+        try:
+            lines: list[bytes] = []
+            first = 1
+            try:
+                for number, line in enumerate(stream, start=1):
+                    lines.append(line)
+                    if len(lines) >= LINES_PER_BATCH:
+                        yield LineBatch(str(path), first, lines, field)
+                        lines, first = [], number + 1
+                        position = _advance(progress, raw, position)
+            except (OSError, EOFError, lzma.LZMAError) as error:
+                raise DataFormatError(str(path), None,
+                                      f"cannot read ({type(error).__name__}: corrupt or "
+                                      "truncated?)") from None
+            if lines:
+                yield LineBatch(str(path), first, lines, field)
+            _advance(progress, raw, position)
+        finally:
+            stream.close()
+            raw.close()
+
+
+def _advance(progress, raw: IO[bytes], position: int) -> int:
+    now = raw.tell()
+    if progress is not None:
+        progress.update(now - position)
+    return now
+
+

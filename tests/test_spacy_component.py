@@ -1,0 +1,396 @@
+"""The spaCy component ``clinical_ner``: entry point, offsets, batching, saving, runtimes, medspaCy.
+
+Every comparison is against ``ClinicalNER.annotate`` of the bundled model
+``clinical`` on the same text: the same spans (widened only where our
+boundary falls inside a spaCy token) and labels, confidences within the
+LiteRT tests' ``CONFIDENCE_TOLERANCE``. The fresh-process tests find the
+factory through the ``spacy_factories`` entry point of pyproject.toml (a
+throwaway dist-info on ``PYTHONPATH`` declares it, so that a stale installed
+copy of the package cannot decide them) with nothing imported by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import medspacy  # noqa: F401  (registers medspacy_context; CI installs it, see README)
+import pytest
+import spacy
+from spacy.tokens import Doc
+
+import clinical_ner.integrations.spacy_component as spacy_component
+from clinical_ner import ClinicalNER
+from clinical_ner.errors import ConfigError, ModelError
+from clinical_ner.formats.html_page import label_colours
+from clinical_ner.pretrained import bundled_model_path
+from conftest import REPO_ROOT
+from test_litert import CONFIDENCE_TOLERANCE
+
+NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
+# The entry point's name in pyproject.toml, and what it must load.
+FACTORY_ENTRY_POINT = ("spacy_factories", "clinical_ner",
+                       "clinical_ner.integrations.spacy_component:make_clinical_ner")
+
+
+@pytest.fixture(scope="module")
+def ner():
+    return ClinicalNER.load("clinical")
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner")
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def dev_texts(maccrobat_dev_notes) -> list[str]:
+    return [path.read_text(encoding="utf-8") for path in maccrobat_dev_notes]
+
+
+@pytest.fixture(scope="module")
+def entry_point_path(tmp_path_factory) -> Path:
+    """A folder whose dist-info declares pyproject.toml's spaCy entry points."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    groups = project["project"]["entry-points"]
+    assert groups[FACTORY_ENTRY_POINT[0]][FACTORY_ENTRY_POINT[1]] == FACTORY_ENTRY_POINT[2]
+    folder = tmp_path_factory.mktemp("entry-points")
+    info = folder / "clinical_ner_spacy_test-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clinical-ner-spacy-test\n"
+                                   "Version: 0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(
+        "".join(f"[{group}]\n" + "".join(f"{name} = {target}\n"
+                                         for name, target in entries.items())
+                for group, entries in groups.items()), encoding="utf-8")
+    return folder
+
+
+# How the fresh processes report a Doc's entities.
+ENTITIES_OF = """
+def entities_of(doc):
+    return [[e.start_char, e.end_char, e.label_, e._.clinical_ner_confidence]
+            for e in doc.ents]
+"""
+
+
+def run_fresh(entry_point_path: Path, script: str, timeout: float = 600) -> dict:
+    """Run ``script`` in a new interpreter; it prints one JSON object as its last line.
+
+    ``entities_of(doc)`` is defined for it: the Doc's entities as JSON rows.
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(entry_point_path)]))
+    code = ENTITIES_OF + textwrap.dedent(script)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def as_rows(entities) -> list[list]:
+    return [[e.start, e.end, e.label, e.confidence] for e in entities]
+
+
+def assert_same_rows(expected: list[list], actual: list[list]) -> None:
+    """Same spans and labels; confidences within the shared tolerance."""
+    assert [row[:3] for row in actual] == [row[:3] for row in expected]
+    for got, wanted in zip(actual, expected):
+        assert got[3] == pytest.approx(wanted[3], abs=CONFIDENCE_TOLERANCE)
+
+
+def doc_rows(doc) -> list[list]:
+    return [[e.start_char, e.end_char, e.label_, e._.clinical_ner_confidence]
+            for e in doc.ents]
+
+
+# -- the entry point, in a fresh process ---------------------------------------
+
+@pytest.mark.slow
+def test_entry_point_gives_the_factory_and_displacy_colours(entry_point_path, ner):
+    report = run_fresh(entry_point_path, f"""
+        import json, sys
+        import spacy
+        from spacy import displacy
+        nlp = spacy.blank("en")
+        nlp.add_pipe("clinical_ner")
+        loaded_before_first_doc = "tensorflow" in sys.modules
+        doc = nlp({NOTE!r})
+        print(json.dumps({{"entities": entities_of(doc),
+                          "loaded_before_first_doc": loaded_before_first_doc,
+                          "html": displacy.render(doc, style="ent")}}))
+    """)
+    expected = as_rows(ner.annotate(NOTE))
+    assert [row[2] for row in expected] == ["test", "problem", "treatment"]
+    assert_same_rows(expected, report["entities"])
+    assert not report["loaded_before_first_doc"], "the model must load at the first doc"
+    # displaCy took our HTML view's colours through the displacy-colours entry point.
+    colours = label_colours(["problem", "test", "treatment"])
+    for label, colour in colours.items():
+        assert f"background: {colour}" in report["html"], label
+
+
+def test_displacy_options_helper_gives_the_html_view_colours(nlp):
+    doc = nlp(NOTE)
+    options = spacy_component.clinical_ner_displacy_options()
+    html = spacy.displacy.render(doc, style="ent", options=options)
+    for label, colour in label_colours([e.label_ for e in doc.ents]).items():
+        assert options["colors"][label] == colour
+        assert f"background: {colour}" in html
+
+
+# -- offsets -----------------------------------------------------------------------
+
+def test_every_entity_is_a_span_widened_only_inside_a_spacy_token(nlp, ner, dev_texts):
+    expected = ner.annotate(dev_texts)
+    docs = list(nlp.pipe(dev_texts, batch_size=8))
+    assert sum(map(len, expected)) > 500
+    for doc, entities in zip(docs, expected):
+        assert len(doc.ents) == len(entities)
+        for entity, span in zip(entities, doc.ents):
+            assert span.label_ == entity.label
+            first, last = span[0], span[-1]
+            # The span starts and ends in the spaCy tokens that hold our boundaries:
+            # exact where those are token boundaries, widened to whole tokens where not.
+            assert first.idx <= entity.start < first.idx + len(first)
+            assert last.idx < entity.end <= last.idx + len(last)
+            assert span._.clinical_ner_confidence == pytest.approx(
+                entity.confidence, abs=CONFIDENCE_TOLERANCE)
+
+
+def test_boundaries_inside_another_tokenizer_s_tokens_widen_to_whole_tokens(ner):
+    pipeline = spacy.blank("en")
+    # A tokenizer of whitespace runs: "nodule;" is one token there, two of ours.
+    pipeline.tokenizer = lambda text: Doc(pipeline.vocab, words=text.split(" "))
+    pipeline.add_pipe("clinical_ner")
+    doc = pipeline(NOTE)
+    entities = ner.annotate(NOTE)
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("CT", "test"), ("nodule;", "problem"), ("aspirin.", "treatment")]
+    assert [e.text for e in entities] == ["CT", "nodule", "aspirin"]
+
+
+# -- entities already on the Doc -----------------------------------------------
+
+def ruler_pipeline(overwrite_ents: bool) -> spacy.language.Language:
+    pipeline = spacy.blank("en")
+    ruler = pipeline.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "FINDING", "pattern": "2 cm nodule"},
+                        {"label": "ANATOMY", "pattern": "chest"}])
+    pipeline.add_pipe("clinical_ner", config={"overwrite_ents": overwrite_ents})
+    return pipeline
+
+
+def test_existing_entities_stay_and_ours_fill_the_gaps():
+    doc = ruler_pipeline(overwrite_ents=False)(NOTE)
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("CT", "test"), ("chest", "ANATOMY"), ("2 cm nodule", "FINDING"),
+        ("aspirin", "treatment")]
+    assert doc.ents[2]._.clinical_ner_confidence is None  # not ours
+
+
+def test_overwrite_ents_puts_ours_first_and_keeps_the_rest():
+    doc = ruler_pipeline(overwrite_ents=True)(NOTE)
+    assert [(e.text, e.label_) for e in doc.ents] == [
+        ("CT", "test"), ("chest", "ANATOMY"), ("nodule", "problem"), ("aspirin", "treatment")]
+    assert doc.ents[2]._.clinical_ner_confidence > 0.5
+
+
+def test_assertions_fill_their_extensions(monkeypatch):
+    class AssertingModel:
+        def annotate(self, texts, batch_size=None):
+            return [[SimpleNamespace(start=0, end=2, text="CT", label="test", confidence=0.9,
+                                     assertion="absent", assertion_confidence=0.8)]
+                    for _ in texts]
+
+    monkeypatch.setattr(ClinicalNER, "load", classmethod(lambda cls, model: AssertingModel()))
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner")
+    entity = pipeline("CT negative.").ents[0]
+    assert (entity._.clinical_ner_confidence, entity._.clinical_ner_assertion,
+            entity._.clinical_ner_assertion_confidence) == (0.9, "absent", 0.8)
+
+
+# -- nlp.pipe ------------------------------------------------------------------------
+
+def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):
+    batches = []
+    annotate = ClinicalNER.annotate
+
+    def counting_annotate(self, texts, *args, **kwargs):
+        batches.append(len(texts))
+        return annotate(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(ClinicalNER, "annotate", counting_annotate)
+    texts = dev_texts[:10]
+    piped = [doc_rows(doc) for doc in nlp.pipe(texts, batch_size=4)]
+    assert batches == [4, 4, 2]
+    batches.clear()
+    one_by_one = [doc_rows(nlp(text)) for text in texts]
+    assert batches == [1] * len(texts)
+    for expected, actual in zip(one_by_one, piped):
+        assert_same_rows(expected, actual)
+
+
+def test_batch_size_must_be_positive():
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        spacy.blank("en").add_pipe("clinical_ner", config={"batch_size": 0})
+
+
+@pytest.mark.slow
+def test_n_process_children_load_their_own_model(entry_point_path, dev_texts):
+    report = run_fresh(entry_point_path, f"""
+        import json, sys
+        import spacy
+        texts = {dev_texts[:6]!r}
+        nlp = spacy.blank("en")
+        nlp.add_pipe("clinical_ner")
+        forked = [entities_of(doc) for doc in nlp.pipe(texts, n_process=2, batch_size=2)]
+        parent_loaded = "tensorflow" in sys.modules
+        here = [entities_of(doc) for doc in nlp.pipe(texts, batch_size=2)]
+        try:
+            list(nlp.pipe(texts, n_process=2, batch_size=2))
+            error = None
+        except Exception as caught:
+            error = str(caught)
+        print(json.dumps({{"forked": forked, "here": here, "parent_loaded": parent_loaded,
+                          "error": error}}))
+    """)
+    assert not report["parent_loaded"], "the children must load the model, not the parent"
+    assert sum(map(len, report["here"])) > 50
+    for expected, actual in zip(report["here"], report["forked"]):
+        assert_same_rows(expected, actual)
+    # Once the parent has run TensorFlow, a forked child says what to do instead of hanging.
+    assert "set_start_method('spawn')" in report["error"]
+
+
+# -- to_disk / spacy.load ------------------------------------------------------------
+
+def saved_pipeline(tmp_path: Path, model: str) -> Path:
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": model})
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    pipeline.to_disk(tmp_path / "pipeline")
+    return tmp_path / "pipeline"
+
+
+def test_to_disk_copies_a_model_directory_and_names_a_bundled_model(tmp_path):
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    (model / "checkpoint").mkdir()
+    copied = saved_pipeline(tmp_path / "a", str(model)) / "clinical_ner"
+    assert json.loads((copied / "clinical_ner.json").read_text())["source"] == "copy"
+    assert (copied / "model" / "model.keras").read_bytes() == (model / "model.keras").read_bytes()
+    assert not (copied / "model" / "checkpoint").exists(), "training state is not needed"
+    named = saved_pipeline(tmp_path / "b", "clinical") / "clinical_ner"
+    assert json.loads((named / "clinical_ner.json").read_text())["name"] == "clinical"
+    assert not (named / "model").exists()
+
+
+def test_a_missing_model_fails_when_the_pipeline_loads(tmp_path):
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    saved = saved_pipeline(tmp_path, str(model))
+    shutil.rmtree(saved / "clinical_ner" / "model")
+    with pytest.raises(ModelError) as caught:
+        spacy.load(saved)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(saved / "clinical_ner" / "model") in message and "nlp.to_disk" in message
+
+
+@pytest.mark.slow
+def test_saved_pipelines_give_the_same_entities_in_a_fresh_process(
+        tmp_path, entry_point_path, ner, dev_texts):
+    texts = dev_texts[:4]
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    copied = saved_pipeline(tmp_path / "copied", str(model))
+    shutil.rmtree(model)  # the saved pipeline stands alone
+    named = saved_pipeline(tmp_path / "named", "clinical")
+    report = run_fresh(entry_point_path, f"""
+        import json
+        import spacy
+        texts = {texts!r}
+        print(json.dumps({{str(path): [entities_of(doc) for doc in spacy.load(path).pipe(texts)]
+                          for path in ({str(copied)!r}, {str(named)!r})}}))
+    """)
+    for path in (copied, named):
+        for entities, rows in zip(ner.annotate(texts), report[str(path)]):
+            assert_same_rows(as_rows(entities), rows)
+
+
+# -- other runtimes --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_litert_export_behind_the_component_without_tensorflow(
+        tmp_path, entry_point_path, ner, dev_texts):
+    export = tmp_path / "litert"
+    subprocess.run([sys.executable, "-m", "clinical_ner.cli", "export", "clinical", "--format",
+                    "litert", "--output", str(export)], check=True, capture_output=True,
+                   timeout=600)
+    texts = dev_texts[:4]
+    report = run_fresh(entry_point_path, f"""
+        import json, sys
+        import spacy
+        texts = {texts!r}
+        nlp = spacy.blank("en")
+        nlp.add_pipe("clinical_ner", config={{"model": {str(export)!r}}})
+        direct = [entities_of(doc) for doc in nlp.pipe(texts)]
+        nlp.to_disk({str(tmp_path / "pipeline")!r})
+        reloaded = [entities_of(doc)
+                    for doc in spacy.load({str(tmp_path / "pipeline")!r}).pipe(texts)]
+        print(json.dumps({{"direct": direct, "reloaded": reloaded,
+                          "tensorflow": [name for name in ("tensorflow", "keras")
+                                         if name in sys.modules]}}))
+    """)
+    assert report["tensorflow"] == []
+    for entities, direct, reloaded in zip(ner.annotate(texts), report["direct"],
+                                          report["reloaded"]):
+        assert_same_rows(as_rows(entities), direct)
+        assert_same_rows(as_rows(entities), reloaded)
+
+
+@pytest.mark.slow
+def test_tf_serving_endpoint_behind_the_component(tmp_path, ner, dev_texts):
+    from clinical_ner.serving.server import ModelServer
+
+    ner.export(tmp_path / "served")
+    server = ModelServer(tmp_path / "served", "clinical_ner", port=0)
+    server.start()
+    try:
+        config = {"endpoint": f"127.0.0.1:{server.bound_port}", "model_name": "clinical_ner",
+                  "batch_size": 2}
+        pipeline = spacy.blank("en")
+        pipeline.add_pipe("clinical_ner", config=config)
+        texts = dev_texts[:4]
+        served = [doc_rows(doc) for doc in pipeline.pipe(texts)]
+        pipeline.to_disk(tmp_path / "pipeline")
+        saved = tmp_path / "pipeline" / "clinical_ner"
+        assert json.loads((saved / "clinical_ner.json").read_text())["source"] == "endpoint"
+        assert sorted(path.name for path in saved.iterdir()) == ["clinical_ner.json"]
+        reloaded = [doc_rows(doc) for doc in spacy.load(tmp_path / "pipeline").pipe(texts)]
+    finally:
+        server.stop(grace=1)
+    for entities, via_server, via_saved in zip(ner.annotate(texts), served, reloaded):
+        assert_same_rows(as_rows(entities), via_server)
+        assert_same_rows(as_rows(entities), via_saved)
+
+
+# -- medspaCy ------------------------------------------------------------------------
+
+def test_medspacy_context_reads_negation_of_our_entities():
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("sentencizer")  # ConText works within sentences
+    pipeline.add_pipe("clinical_ner")
+    pipeline.add_pipe("medspacy_context")
+    negated = pipeline("No evidence of pneumonia.")
+    affirmed = pipeline("She was treated for pneumonia.")
+    assert [(e.text, e.label_, e._.is_negated) for e in negated.ents] == [
+        ("pneumonia", "problem", True)]
+    assert [(e.text, e._.is_negated) for e in affirmed.ents if e.text == "pneumonia"] == [
+        ("pneumonia", False)]
