@@ -209,6 +209,19 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def precision_recall_table(results: dict) -> str:
+    """Exact precision / recall behind each F1, per run and seed (``--table``)."""
+    lines = ["| model | seed | MACCROBAT dev P / R | BC5CDR test disease P / R | "
+             "NCBI dev disease P / R |", "|---|---|---|---|---|"]
+    for item in sorted(results["runs"], key=lambda item: (RUNS.index(item["run"]), item["seed"])):
+        cells = []
+        for name in SCORES:
+            pair = item.get("precision_recall", {}).get(name)
+            cells.append(f"{pair[0]:.4f} / {pair[1]:.4f}" if pair else "–")
+        lines.append(f"| {item['run']} | {item['seed']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -223,7 +236,8 @@ def main() -> None:
                              "to results recorded without them) and exit")
     args = parser.parse_args()
     if args.table:
-        print(markdown_table(json.loads(RESULTS.read_text())))
+        results = json.loads(RESULTS.read_text())
+        print(markdown_table(results) + "\n\n" + precision_recall_table(results))
         return
     if args.rescore:
         results = json.loads(RESULTS.read_text())
