@@ -11,6 +11,16 @@ MACCROBAT train and dev documents) and each engine, in one run:
 - ``beam-2``: the same with ``--direct_num_workers=2 --direct_running_mode=multi_processing``;
 - ``spark``: ``clinical_ner.batch.spark.annotate`` in ``local[2]``, written to Parquet.
 
+With ``--litert-export DIR`` (a ``clinical-ner export MODEL --format litert``
+folder), every engine runs that export instead: ``in-process`` is
+``ClinicalNER.load(DIR)`` (one interpreter per core of the process's
+affinity), Beam and Spark workers load it with one interpreter each and never
+import TensorFlow; the rows then also give each engine's time from loading the
+model to its first annotated note (in-process: load and a one-note call;
+Spark: the slowest Python worker's model load, from ``WorkerRuntimes``; Beam:
+not measured) and which runtime
+the workers ran. ``--datasets bc5cdr`` skips the MACCROBAT documents.
+
 Each engine runs in its own process; the wall time covers model loading and, for
 Beam, reading and writing the files (Spark: from after the session started). A
 sampler reads ``VmHWM`` (peak resident memory) of that process and of every
@@ -31,6 +41,7 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT,
+    cpu_model,
     conll_sentence_blocks,
     load_average,
     log,
@@ -75,7 +86,10 @@ def read_texts(path: Path) -> list[str]:
 # -- one engine, in a child process ---------------------------------------------------
 
 def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path) -> dict:
-    """Annotate ``dataset`` with ``engine``; seconds and counts (runs in the child)."""
+    """Annotate ``dataset`` with ``engine``; seconds and counts (runs in the child).
+
+    ``model`` and ``export`` are the same LiteRT export when one is measured.
+    """
     if engine == "in-process":
         texts = read_texts(dataset)
         started = time.perf_counter()
@@ -87,7 +101,9 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
         entities = ner.annotate(texts)
         finished = time.perf_counter()
         return {"seconds": finished - started, "warm_seconds": finished - warm,
-                "notes": len(texts), "entities": sum(map(len, entities))}
+                "load_to_first_note_s": round(warm - started, 3),
+                "notes": len(texts), "entities": sum(map(len, entities)),
+                "tensorflow_imported": "tensorflow" in sys.modules}
     if engine.startswith("beam"):
         from clinical_ner.batch.runner import run_batch
 
@@ -100,7 +116,7 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
     if engine == "spark":
         from pyspark.sql import SparkSession
 
-        from clinical_ner.batch.spark import annotate
+        from clinical_ner.batch.spark import WorkerRuntimes, annotate
 
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         session = (SparkSession.builder.master("local[2]").appName("clinical-ner-bench")
@@ -109,13 +125,16 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
         session.sparkContext.setLogLevel("ERROR")
         started = time.perf_counter()
         notes = session.read.json(str(dataset)).repartition(4)
-        annotate(notes, str(export)).write.mode("overwrite").parquet(str(out))
+        runtimes = WorkerRuntimes(session)
+        annotate(notes, str(export), runtimes=runtimes).write.mode("overwrite").parquet(str(out))
         seconds = time.perf_counter() - started
         written = session.read.parquet(str(out))
         counts = written.selectExpr("count(*) AS notes",
                                     "sum(size(entities)) AS entities").first()
         session.stop()
-        return {"seconds": seconds, "notes": counts.notes, "entities": counts.entities}
+        return {"seconds": seconds, "notes": counts.notes, "entities": counts.entities,
+                "workers": runtimes.counts(),
+                "worker_load_s": round(runtimes.load_seconds(), 3)}
     raise ValueError(engine)
 
 
@@ -214,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="BC5CDR notes (sentences, cycled; default 50000)")
     parser.add_argument("--engines", default=",".join(ENGINES),
                         help=f"comma-separated, of {', '.join(ENGINES)}")
+    parser.add_argument("--litert-export", type=Path,
+                        help="run this LiteRT export in every engine instead of the SavedModel")
+    parser.add_argument("--datasets", default="bc5cdr,maccrobat",
+                        help="comma-separated, of bc5cdr, maccrobat")
     parser.add_argument("--results", type=Path,
                         default=REPO_ROOT / "benchmarks" / "results" / "batch.json")
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
@@ -230,14 +253,19 @@ def main(argv: list[str] | None = None) -> int:
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     export = args.work_dir / "export" / "1"
-    if not export.exists():
+    if args.litert_export:
+        export = args.model = args.litert_export
+    elif not export.exists():
         subprocess.run([sys.executable, "-m", "clinical_ner.cli", "export", str(args.model),
                         "--output", str(export.parent), "--version", "1"], check=True,
                        env=subprocess_env())
     engines = args.engines.split(",")
     report = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-              "load_average_start": load_average(), "datasets": {}}
+              "cpu_model": cpu_model(), "load_average_start": load_average(),
+              "datasets": {}}
     for name, dataset in build_datasets(args.data_root, args.work_dir, args.notes).items():
+        if name.split("-")[0] not in args.datasets.split(","):
+            continue
         tokens = sum(count_tokens(text) for text in read_texts(dataset))
         rows = {}
         for engine in engines:
@@ -263,15 +291,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown_table(report: dict) -> str:
     lines = ["| data | engine | notes | tokens | seconds | notes/s | tokens/s | % of in-process warm "
-             "tokens/s | worker peak MB | JVM peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "tokens/s | worker peak MB | JVM peak MB | load (+ first note) s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, rows in report["datasets"].items():
         reference = rows.get("in-process warm", {}).get("tokens_per_s")
         for engine, row in rows.items():
             share = f"{100 * row['tokens_per_s'] / reference:.0f} %" if reference else "-"
             lines.append(f"| {name} | {engine} | {row['notes']} | {row['tokens']} | "
                          f"{row['seconds']:.1f} | {row['notes_per_s']} | {row['tokens_per_s']} | "
-                         f"{share} | {row['worker_peak_mb']} | {row['jvm_peak_mb'] or '-'} |")
+                         f"{share} | {row['worker_peak_mb']} | {row['jvm_peak_mb'] or '-'} | "
+                         f"{row.get('load_to_first_note_s', row.get('worker_load_s', '-'))} |")
     return "\n".join(lines)
 
 

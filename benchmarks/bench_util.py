@@ -222,7 +222,7 @@ def tree_bytes(path: Path) -> int:
 
 # -- machine facts -----------------------------------------------------------------
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -278,7 +278,7 @@ def machine_facts() -> dict:
     return {
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "memory_total_mb": _mem_total_mb(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -20,8 +20,12 @@ CONFIG_FILE = "config.json"
 ARCHITECTURE_SETTINGS = (
     "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
     "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
-    "use_casing", "casing_dim", "lstm_units",
+    "use_casing", "casing_dim", "lstm_units", "assertion_head", "assertion_lstm_units",
 )
+#: How the assertion output reads the sentence (docs/design/assertions.md):
+#: from the tagger's BiLSTM states, or from a BiLSTM of its own over the
+#: same token features.
+ASSERTION_HEADS = ("shared", "lstm")
 
 
 @dataclass
@@ -62,6 +66,10 @@ class NERConfig:
     dropout: float = 0.5
     word_dropout: float = 0.1  # share of training tokens whose word id becomes <unk>
     constrain_transitions: bool = True
+    # Assertion output (built only when the training data has assertions)
+    assertion_head: str = "shared"  # one of ASSERTION_HEADS
+    assertion_lstm_units: int = 50  # per direction, for assertion_head "lstm"
+    assertion_loss_weight: float = 1.0  # weight of its cross-entropy next to the CRF loss
     # Optimisation
     epochs: int = 50
     batch_size: int = 32
@@ -99,6 +107,7 @@ class NERConfig:
         for name in ("max_sentence_tokens", "max_word_length", "lstm_units", "epochs",
                      "batch_size", "char_dim", "char_filters", "char_kernel_size",
                      "casing_dim", "word_dim", "min_word_count", "inference_chunk_size",
+                     "assertion_lstm_units",
                      "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
             _check_integer(name, getattr(self, name), minimum=1)
         _check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
@@ -119,6 +128,14 @@ class NERConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if self.learning_rate <= 0 or self.clip_norm <= 0 or self.lr_decay < 0:
             raise ConfigError("learning_rate and clip_norm must be > 0, lr_decay >= 0")
+        if self.assertion_head not in ASSERTION_HEADS:
+            raise ConfigError(f"assertion_head must be one of {', '.join(ASSERTION_HEADS)}, "
+                              f"got {self.assertion_head!r}")
+        if isinstance(self.assertion_loss_weight, bool) \
+                or not isinstance(self.assertion_loss_weight, (int, float)) \
+                or self.assertion_loss_weight <= 0:
+            raise ConfigError(
+                f"assertion_loss_weight must be > 0, got {self.assertion_loss_weight!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
 

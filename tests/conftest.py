@@ -65,6 +65,16 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def trained_litert_export(trained_model, tmp_path_factory) -> Path:
+    """``trained_model``'s model as a LiteRT export (needs the [litert] extra)."""
+    pytest.importorskip("ai_edge_litert", reason="the [litert] extra is not installed")
+    from clinical_ner.export.litert import export_litert
+
+    model_dir, _ = trained_model
+    return export_litert(model_dir, tmp_path_factory.mktemp("litert") / "tiny-litert")
+
+
+@pytest.fixture(scope="session")
 def maccrobat_dev_notes(shared_data) -> list[Path]:
     """The shared MACCROBAT dev documents (24 notes), sorted by name."""
     return sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))

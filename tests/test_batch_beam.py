@@ -7,11 +7,19 @@ test_export (fast, its entities computed in Python).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
+
+from apache_beam.io.filesystem import FileMetadata  # noqa: E402
+from apache_beam.io.localfilesystem import LocalFileSystem  # noqa: E402
 
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
@@ -23,6 +31,23 @@ from test_export import expected_entities, export_toy  # noqa: E402
 
 SECRET = "Zanzibarian"  # a word that must never reach an error record or a log
 TWO_MB = 2_000_000
+# Runtimes differ in their confidences by float32 rounding; until the shared
+# tests/helpers.py (issue 22) lands, the tolerance of test_litert.
+CONFIDENCE_TOLERANCE = 1e-4
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def assert_same_entity_dicts(expected: dict[str, list], actual: dict[str, list]) -> None:
+    """Same notes, spans and labels exactly; confidences within CONFIDENCE_TOLERANCE."""
+    def fields(entities):
+        return [(e["start"], e["end"], e["label"], e["text"]) for e in entities]
+
+    assert {note: fields(found) for note, found in actual.items()} == \
+           {note: fields(found) for note, found in expected.items()}
+    for note, found in actual.items():
+        for got, wanted in zip(found, expected[note]):
+            assert got["confidence"] == pytest.approx(wanted["confidence"],
+                                                      abs=CONFIDENCE_TOLERANCE)
 
 
 def read_records(output: Path, prefix: str) -> list[dict]:
@@ -66,7 +91,8 @@ def test_text_files_in_process_give_predicts_entities(trained_model, maccrobat_d
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes]
     assert totals == {"notes": len(texts), "errors": 0,
                       "tokens": sum(count_tokens(text) for text in texts),
-                      "entities": sum(len(found) for found in predicted.values())}
+                      "entities": sum(len(found) for found in predicted.values()),
+                      "workers_litert": 0, "workers_tensorflow": 1}
     assert totals["entities"] > 20, "the tiny model should find entities in the dev notes"
 
 
@@ -93,6 +119,99 @@ def test_cli_jsonl_on_two_processes_gives_predicts_entities(
     entities = sum(len(found) for found in predicted.values())
     assert f"notes annotated: {len(predicted)}, set aside: 0" in printed
     assert f"entities: {entities}," in printed
+
+
+@pytest.mark.slow
+def test_a_litert_export_gives_predicts_entities_without_tensorflow(
+        trained_litert_export, maccrobat_dev_notes, predicted, tmp_path):
+    # A fresh process, the in-process runner: the workers are this process,
+    # which must never import TensorFlow.
+    pattern = str(maccrobat_dev_notes[0].parent / "*.txt")
+    script = textwrap.dedent(f"""
+        import json, sys
+        from clinical_ner.batch.runner import run_batch
+        totals = run_batch({str(trained_litert_export)!r}, [{pattern!r}],
+                           {str(tmp_path / "out")!r})
+        print(json.dumps({{"totals": totals, "imported": sorted(
+            name for name in sys.modules if name.split(".")[0] in ("tensorflow", "keras"))}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert report["imported"] == []
+    assert report["totals"]["workers_litert"] == 1 and report["totals"]["workers_tensorflow"] == 0
+    results = read_records(tmp_path / "out", "entities")
+    assert_same_entity_dicts(predicted, {record["id"]: record["entities"] for record in results})
+    assert report["totals"]["entities"] == sum(len(found) for found in predicted.values())
+
+
+@pytest.mark.slow
+def test_cli_on_a_litert_export_in_two_processes_gives_predicts_entities(
+        trained_litert_export, maccrobat_dev_notes, predicted, tmp_path, capsys):
+    capsys.readouterr()
+    assert cli_main(["batch", str(trained_litert_export),
+                     "--input", str(maccrobat_dev_notes[0].parent / "*.txt"),
+                     "--output", str(tmp_path / "out"), "--", "--direct_num_workers=2",
+                     "--direct_running_mode=multi_processing"]) == 0
+
+    results = read_records(tmp_path / "out", "entities")
+    assert_same_entity_dicts(predicted, {record["id"]: record["entities"] for record in results})
+    assert "runtime: LiteRT on " in capsys.readouterr().out
+
+
+class FolderFileSystem(LocalFileSystem):
+    """Beam file system ``testfs://`` over a local folder: a stand-in for gs:// or hdfs://."""
+
+    root = ""
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "testfs"
+
+    def _local(self, path: str) -> str:
+        return os.path.join(self.root, path[len("testfs://"):])
+
+    def join(self, basepath: str, *paths: str) -> str:
+        return "/".join([basepath.rstrip("/"), *paths])
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._local(path))
+
+    def open(self, path: str, *args, **kwargs):
+        return super().open(self._local(path), *args, **kwargs)
+
+    def _list(self, dir_or_prefix: str):
+        for folder, _, files in os.walk(self._local(dir_or_prefix)):
+            for name in files:
+                local = os.path.join(folder, name)
+                yield FileMetadata("testfs://" + os.path.relpath(local, self.root),
+                                   os.path.getsize(local), os.path.getmtime(local))
+
+
+@pytest.mark.slow
+def test_a_litert_export_on_a_beam_file_system_is_copied_to_the_worker_once(
+        trained_litert_export, tmp_path):
+    from clinical_ner.batch import model_handler
+
+    FolderFileSystem.root = str(tmp_path)
+    shutil.copytree(trained_litert_export, tmp_path / "exports" / "tiny-litert")
+    remote = "testfs://exports/tiny-litert"
+    handler = model_handler.handler_for(remote)
+    assert isinstance(handler, model_handler.LiteRTModelHandler)
+
+    first, second = handler.load_model(), handler.load_model()
+
+    assert first.directory == second.directory
+    assert not first.directory.is_relative_to(tmp_path)
+    assert sorted(p.name for p in first.directory.iterdir()) == \
+           sorted(p.name for p in trained_litert_export.iterdir())
+    assert first.network.workers == 1
+    note = "Started on aspirin for chest pain."
+    local = model_handler.handler_for(str(trained_litert_export)).load_model()
+    assert first.annotate(note) == local.annotate(note)
 
 
 def write_jsonl(path: Path, lines: list[bytes]) -> None:

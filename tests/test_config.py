@@ -42,7 +42,8 @@ def test_shipped_configs_are_valid_and_default_json_is_the_default():
     configs = REPO_ROOT / "training" / "configs"
     assert NERConfig.from_file(configs / "default.json") == NERConfig()
     for path in configs.glob("*.json"):
-        NERConfig.from_file(path)
+        if not path.name.endswith("-map.json"):  # the maps beside them are not settings
+            NERConfig.from_file(path)
 
 
 def test_a_config_file_from_before_the_runtime_settings_loads_with_the_old_constants(tmp_path):

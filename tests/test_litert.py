@@ -128,10 +128,31 @@ def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
 def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_data):
     texts = [path.read_text(encoding="utf-8") for path in
              sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:6]]
-    parallel = LiteRTNER.load(export_dir, workers=2)
+    alone, parallel = LiteRTNER.load(export_dir, workers=1), LiteRTNER.load(export_dir, workers=2)
     # Several chunks of sentences, scored by two interpreters in two threads.
-    for expected, actual in zip(lite_ner.annotate(texts), parallel.annotate(texts)):
+    for expected, actual in zip(alone.annotate(texts), parallel.annotate(texts)):
         assert_same_entities(expected, actual)
+
+
+def test_load_uses_the_cores_of_the_process_s_affinity(export_dir):
+    # A fresh process pinned to one core, then given every core of this one.
+    cores = sorted(os.sched_getaffinity(0))
+    script = textwrap.dedent(f"""
+        import os
+        from clinical_ner import ClinicalNER
+        from clinical_ner.annotators.litert.annotator import LiteRTNER
+        os.sched_setaffinity(0, {{{cores[0]}}})
+        pinned = ClinicalNER.load({str(export_dir)!r}).network.workers
+        os.sched_setaffinity(0, {cores!r})
+        everything = ClinicalNER.load({str(export_dir)!r}).network.workers
+        one = LiteRTNER.load({str(export_dir)!r}, workers=1).network.workers
+        print(pinned, everything, one)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1", str(len(cores)), "1"]
 
 
 def test_threads_share_one_runtime(lite_ner):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +17,35 @@ pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
-from clinical_ner.batch.spark import annotate  # noqa: E402
+from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
 
 pytestmark = pytest.mark.slow
+# Runtimes differ in their confidences by float32 rounding; until the shared
+# tests/helpers.py (issue 22) lands, the tolerance of test_litert.
+CONFIDENCE_TOLERANCE = 1e-4
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def predicted_entities(model_dir, notes, tmp_path) -> dict[str, list]:
+    """``clinical-ner predict`` (the TensorFlow path) on ``notes``: entities by file stem."""
+    predicted = tmp_path / "predict.jsonl"
+    assert cli_main(["predict", str(model_dir), "--input", *map(str, notes),
+                     "--output", str(predicted)]) == 0
+    return {note.stem: json.loads(line)["entities"] for note, line in
+            zip(notes, predicted.read_text(encoding="utf-8").splitlines())}
+
+
+def assert_same_entities(expected: dict[str, list], found: dict[str, list]) -> None:
+    """Same notes, spans and labels exactly; confidences within CONFIDENCE_TOLERANCE."""
+    def fields(entities):
+        return [(e["start"], e["end"], e["label"], e["text"]) for e in entities]
+
+    assert {note: fields(entities) for note, entities in found.items()} == \
+           {note: fields(entities) for note, entities in expected.items()}
+    for note, entities in found.items():
+        for got, wanted in zip(entities, expected[note]):
+            assert got["confidence"] == pytest.approx(wanted["confidence"],
+                                                      abs=CONFIDENCE_TOLERANCE)
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +67,7 @@ def spark():
 
 def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_notes, tmp_path):
     model_dir, export_dir = trained_model
-    predicted = tmp_path / "predict.jsonl"
-    assert cli_main(["predict", str(model_dir), "--input", *map(str, maccrobat_dev_notes),
-                     "--output", str(predicted)]) == 0
-    expected = {note.stem: json.loads(line)["entities"] for note, line in
-                zip(maccrobat_dev_notes, predicted.read_text(encoding="utf-8").splitlines())}
+    expected = predicted_entities(model_dir, maccrobat_dev_notes, tmp_path)
     rows = [(note.stem, note.read_text(encoding="utf-8")) for note in maccrobat_dev_notes]
     rows += [("empty", ""), ("null", None), ("dup", "Chest pain."), ("dup", "Chest pain.")]
     notes = spark.createDataFrame(rows, "note string, body string").repartition(2)
@@ -53,8 +78,9 @@ def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_no
     result = annotated.collect()
     assert sorted(row.note for row in result) == sorted(note for note, _ in rows)
     by_note = {row.note: row for row in result}
-    assert {note: [entity.asDict() for entity in by_note[note].entities]
-            for note in expected} == expected
+    # Another batching than predict's: confidences may differ by float32 rounding.
+    assert_same_entities(expected, {note: [entity.asDict() for entity in by_note[note].entities]
+                                     for note in expected})
     assert sum(len(found) for found in expected.values()) > 20
     assert by_note["empty"].entities == [] and by_note["empty"].error is None
     assert by_note["null"].entities is None and by_note["null"].error == "column 'body' is null"
@@ -67,3 +93,60 @@ def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
     notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
     with pytest.raises(NotAnExportError, match="not an export"):
         annotate(notes, str(model_dir))
+
+
+def test_a_litert_export_gives_predicts_entities(spark, trained_model, trained_litert_export,
+                                                 maccrobat_dev_notes, tmp_path):
+    model_dir, _ = trained_model
+    expected = predicted_entities(model_dir, maccrobat_dev_notes, tmp_path)
+    notes = spark.createDataFrame(
+        [(note.stem, note.read_text(encoding="utf-8")) for note in maccrobat_dev_notes],
+        "note string, body string").repartition(2)
+    runtimes = WorkerRuntimes(spark)
+
+    result = annotate(notes, str(trained_litert_export), id_col="note", text_col="body",
+                      runtimes=runtimes).collect()
+
+    assert_same_entities(expected, {row.note: [entity.asDict() for entity in row.entities]
+                                    for row in result})
+    counts = runtimes.counts()
+    assert counts["LiteRT"] >= 1 and counts["TensorFlow"] == 0
+    assert runtimes.load_seconds() > 0
+
+
+def test_a_litert_worker_never_imports_tensorflow(trained_litert_export):
+    # A fresh session in a fresh process (the module's session has run the
+    # SavedModel, whose workers Spark reuses), driver included.
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        import pandas as pd
+        from pyspark.sql import SparkSession
+        from clinical_ner.batch import spark as clinical_spark
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        session = (SparkSession.builder.master("local[1]")
+                   .config("spark.pyspark.python", sys.executable)
+                   .config("spark.ui.enabled", "false").getOrCreate())
+        session.sparkContext.setLogLevel("ERROR")
+        notes = session.createDataFrame([("n1", "Started on aspirin for chest pain.")],
+                                        "id string, text string")
+        rows = clinical_spark.annotate(notes, {str(trained_litert_export)!r}).collect()
+
+        def probe(batches):
+            for _ in batches:
+                # The worker that annotated (local[1]: Spark reuses it) holds the model.
+                yield pd.DataFrame({{"loaded": [len(clinical_spark._loaded)],
+                                    "tensorflow": ["tensorflow" in sys.modules]}})
+
+        worker = notes.mapInPandas(probe, "loaded long, tensorflow boolean").collect()[0]
+        print(json.dumps({{"rows": len(rows), "worker_loaded": worker.loaded,
+                          "worker_tensorflow": worker.tensorflow,
+                          "driver_tensorflow": "tensorflow" in sys.modules}}))
+        session.stop()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=REPO_ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"rows": 1, "worker_loaded": 1, "worker_tensorflow": False,
+                      "driver_tensorflow": False}

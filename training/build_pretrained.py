@@ -53,7 +53,8 @@ CARD = {
         "Finds **problems** (signs, symptoms, diseases), **tests** (diagnostic procedures, "
         "exams, measured analytes) and **treatments** (medications, therapeutic procedures) "
         "in English clinical text, i2b2 2010 style, each with character offsets and a "
-        "confidence. Trained on 153 public MACCROBAT case reports; bundled with the "
+        "confidence, and says whether each problem is **present**, **absent** (negated) or "
+        "**possible** (the i2b2 2010 assertion, from the same network). Trained on 153 public MACCROBAT case reports; bundled with the "
         "package so that it works out of the box. Rebuilt by `python "
         "training/build_pretrained.py`."),
     "data_source": (
@@ -61,7 +62,9 @@ CARD = {
         "open-access articles, hand-annotated in brat. Its types are mapped to i2b2 2010 "
         "labels: Sign_symptom and Disease_disorder to `problem`, Diagnostic_procedure to "
         "`test`, Therapeutic_procedure and Medication to `treatment` (a heuristic mapping, "
-        "not an official one). The project's document-level split: 153 train, 24 dev (used "
+        "not an official one). Assertions from MACCROBAT's POLARITY attributes "
+        "(`training/configs/maccrobat-assertion-map.json`: NEG -> absent; UNCERTAIN, "
+        "MAYBE_POS, MAYBE_NEG -> possible; otherwise present). The project's document-level split: 153 train, 24 dev (used "
         "to choose the epoch), 23 test documents held back by the project and not used here. "
         "Word vectors: GloVe 6B 50-d (Wikipedia + Gigaword), pruned."),
     "attribution": (
@@ -82,8 +85,9 @@ CARD = {
         "\"lesion\") are `problem`; spans leave out articles and possessives, unlike i2b2.",
         "Scored only on the 24 dev documents that chose its epoch (no untouched test set "
         "was available to the build), so the scores are slightly optimistic.",
-        "English only. Negation and assertion (\"no fever\") are not modelled: a negated "
-        "problem is still a problem.",
+        "English only. Assertions: MACCROBAT has only present, absent and possible (no "
+        "hypothetical, conditional or family-history cases), with few `possible` examples "
+        "(147 in training): `possible` is often missed (see the per-class scores).",
         "The word table keeps the training words plus the most frequent GloVe words; "
         "rarer words are read through their characters only.",
     ],
@@ -137,7 +141,7 @@ def prune_words(ner, words: int):
         elif layer.weights:
             layer.set_weights(ner.model.get_layer(layer.name).get_weights())
     vocab = Vocabulary(words=ner.vocab.words[:words], chars=ner.vocab.chars,
-                       tags=ner.vocab.tags)
+                       tags=ner.vocab.tags, assertions=ner.vocab.assertions)
     return ClinicalNER(pruned, vocab, ner.config)
 
 

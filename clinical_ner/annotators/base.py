@@ -13,6 +13,7 @@ from typing import overload
 
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
+from clinical_ner.errors import ModelError
 from clinical_ner.text.document import Entity
 
 
@@ -21,11 +22,17 @@ class Annotator:
 
     ``_annotate_batch(texts)`` returns each text's entities;
     ``_tag_batch(sentences)`` returns each sentence's IOB2 tags and their
-    marginals (sentences are non-empty lists of strings). Subclasses set
-    ``config``, whose batch sizes apply when a call gives none.
+    marginals (sentences are non-empty lists of strings);
+    ``_classify_assertions_batch(texts, spans)`` returns the assertion and
+    its confidence of each text's spans (already checked, at least one span
+    per text). Subclasses set ``config``, whose batch sizes apply when a call
+    gives none, and ``assertion_classes`` (empty, the default, for a model
+    without assertions).
     """
 
     config: NERConfig
+    # A runtime that cannot tell (or a model without assertions) has none.
+    assertion_classes: Sequence[str] = ()
 
     @overload
     def annotate(self, texts: str, batch_size: int | None = ...,
@@ -83,7 +90,68 @@ class Annotator:
             results[index] = result
         return results
 
+    @overload
+    def classify_assertions(self, texts: str, spans: Sequence[tuple[int, int]],
+                            batch_size: int | None = ...) -> list[tuple[str, float]]: ...
+
+    @overload
+    def classify_assertions(self, texts: Sequence[str],
+                            spans: Sequence[Sequence[tuple[int, int]]],
+                            batch_size: int | None = ...) -> list[list[tuple[str, float]]]: ...
+
+    def classify_assertions(self, texts, spans, batch_size: int | None = None):
+        """The assertion (``present``, ``absent``, ...) and its confidence of given spans.
+
+        ``texts`` is one text with ``spans`` a list of ``(start, end)``
+        code-point offsets (half-open, as ``Entity.start``/``end``), or a list
+        of texts with a list of spans for each. A span's tokens are those of
+        the model's tokenizer that overlap it; its assertion is the class
+        whose probability, averaged over them, is the highest, and the
+        confidence is that average (the rule ``annotate`` applies to the
+        problems it finds). For entities found by other tools, or for gold
+        concepts (``clinical-ner evaluate``). Texts are run in batches of
+        similar length, ``batch_size`` at a time (``None``: the
+        configuration's ``annotate_batch_size``).
+
+        Raises :class:`~clinical_ner.errors.ModelError` for a model trained
+        without assertions, and ``ValueError`` for a span outside its text or
+        one that covers no token.
+        """
+        if not self.assertion_classes:
+            raise ModelError("this model was trained without assertions; train one on data "
+                             "with assertions (docs/guide/assertions.md)")
+        if isinstance(texts, str):
+            return self.classify_assertions([texts], [spans], batch_size)[0]
+        texts = signatures.checked_texts(texts)
+        spans = [[tuple(span) for span in text_spans] for text_spans in spans]
+        if len(spans) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(spans)} span lists")
+        for index, (text, text_spans) in enumerate(zip(texts, spans)):
+            for number, span in enumerate(text_spans):
+                if (len(span) != 2 or not all(isinstance(value, int) for value in span)
+                        or not 0 <= span[0] < span[1] <= len(text)):
+                    raise ValueError(f"text {index}, span {number}: expected (start, end) "
+                                     f"with 0 <= start < end <= {len(text)}")
+        if batch_size is None:
+            batch_size = self.config.annotate_batch_size
+        filled = [index for index, text_spans in enumerate(spans) if text_spans]
+        classified = signatures.in_size_order_batches(
+            filled, [len(texts[index]) for index in filled], batch_size,
+            lambda batch: self._classify_assertions_batch([texts[i] for i in batch],
+                                                          [spans[i] for i in batch]))
+        results: list[list[tuple[str, float]]] = [[] for _ in texts]
+        for index, result in zip(filled, classified):
+            for number, (assertion, _) in enumerate(result):
+                if not assertion:
+                    raise ValueError(f"text {index}, span {number}: covers no token")
+            results[index] = result
+        return results
+
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
+        raise NotImplementedError
+
+    def _classify_assertions_batch(self, texts: list[str], spans: list[list[tuple[int, int]]]
+                                   ) -> list[list[tuple[str, float]]]:
         raise NotImplementedError
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:

@@ -48,6 +48,7 @@ class ClinicalNER(Annotator):
         self.model = model
         self.vocab = vocab
         self.config = config
+        self.assertion_classes = list(vocab.assertions)
         model.apply_runtime_settings(config)
         self.module = InferenceModule(model, vocab, config)
 
@@ -124,6 +125,19 @@ class ClinicalNER(Annotator):
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         return signatures.annotate_batch(texts, self.module.annotate_text)
+
+    def _classify_assertions_batch(self, texts: list[str], spans: list[list[tuple[int, int]]]
+                                   ) -> list[list[tuple[str, float]]]:
+        starts = signatures.padded_token_rows([[start for start, _ in row] for row in spans], -1)
+        ends = signatures.padded_token_rows([[end for _, end in row] for row in spans], -1)
+        outputs = self.module.classify_assertions(
+            np.array([signatures.encode_text(text) for text in texts], dtype=object),
+            np.array(starts, dtype=np.int32), np.array(ends, dtype=np.int32))
+        names = outputs[signatures.ASSERTION].numpy()
+        confidences = outputs[signatures.ASSERTION_CONFIDENCE].numpy()
+        return [[(names[row, column].decode("utf-8"), float(confidences[row, column]))
+                 for column in range(len(row_spans))]
+                for row, row_spans in enumerate(spans)]
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         outputs = self.module.tag_tokens(

@@ -9,7 +9,11 @@ NOTES = "notes"          # notes annotated
 TOKENS = "tokens"        # their tokens (the model's tokenizer)
 ENTITIES = "entities"    # entities found
 ERRORS = "errors"        # notes set aside (errors-*.jsonl)
-NAMES = (NOTES, TOKENS, ENTITIES, ERRORS)
+# Per runtime, the worker models that annotated at least one batch (each
+# counts once): which runtime the workers ran, and how many loaded a model.
+WORKERS_LITERT = "workers_litert"
+WORKERS_TENSORFLOW = "workers_tensorflow"
+NAMES = (NOTES, TOKENS, ENTITIES, ERRORS, WORKERS_LITERT, WORKERS_TENSORFLOW)
 
 
 def counter(name: str):

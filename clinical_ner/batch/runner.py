@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from clinical_ner.batch import metrics
-from clinical_ner.batch.model_handler import SavedModelHandler
+from clinical_ner.batch.model_handler import AnnotatorHandler, handler_for
 from clinical_ner.batch.notes import (
     DEFAULT_MAX_NOTE_BYTES,
     INPUT_FORMATS,
@@ -34,7 +34,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
               input_format: str = TEXT_FORMAT, id_field: str = "id", text_field: str = "text",
               max_note_bytes: int = DEFAULT_MAX_NOTE_BYTES, runner: str = DEFAULT_RUNNER,
               pipeline_args: Sequence[str] = (),
-              handler: SavedModelHandler | None = None) -> dict[str, int]:
+              handler: AnnotatorHandler | None = None) -> dict[str, int]:
     """Annotate every note of ``inputs`` into ``output``; return the metric totals.
 
     Writes ``<output>/entities-SSSSS-of-NNNNN.jsonl`` (``{"id", "entities"}``
@@ -42,7 +42,12 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     "reason"}``): each note read lands in exactly one of them. The model path,
     the inputs and the output folder are checked before the pipeline starts.
     ``pipeline_args`` are Beam pipeline options (``--direct_num_workers=2``).
-    ``handler`` replaces the :class:`SavedModelHandler` built from ``model_path``.
+    ``model_path`` is an exported SavedModel (a version folder or a base
+    path; anything ``tf.io.gfile`` reads) or a LiteRT export folder (anything
+    Beam's ``FileSystems`` read), whose workers never import TensorFlow; the
+    totals' ``workers_litert`` and ``workers_tensorflow`` say which ran.
+    ``handler`` replaces the handler built from ``model_path``
+    (:func:`clinical_ner.batch.model_handler.handler_for`).
 
     Example::
 
@@ -53,7 +58,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
         raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
     if max_note_bytes < 1:
         raise ConfigError(f"--max-note-bytes must be at least 1, got {max_note_bytes}")
-    handler = handler or SavedModelHandler(model_path)
+    handler = handler or handler_for(model_path)
     _check_inputs(inputs)
     _check_output(output)
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])

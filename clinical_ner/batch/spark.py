@@ -5,17 +5,24 @@ loads the export once (kept for the worker's life; Spark reuses Python workers
 by default) and annotates Arrow batches of notes, sorted by length inside
 each batch as ``ClinicalNER.annotate`` does. The entities are those
 ``clinical-ner predict`` gives.
+
+The export is the SavedModel (the default artifact) or a LiteRT export
+(``clinical-ner export MODEL --format litert``): Spark ships that folder to
+each executor once (``SparkContext.addFile``), and its Python workers load it
+with one interpreter thread each and never import TensorFlow.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
-    from clinical_ner.annotators.saved_model_annotator import ExportedModel
+    from clinical_ner.annotators.base import Annotator
 
 ENTITIES_COLUMN = "entities"
 ERROR_COLUMN = "error"
@@ -23,13 +30,51 @@ ERROR_COLUMN = "error"
 ENTITIES_TYPE = ("array<struct<start:bigint,end:bigint,text:string,label:string,"
                  "confidence:double>>")
 
+LITERT = "LiteRT"
+TENSORFLOW = "TensorFlow"
+
 # One loaded export per path in each Python worker.
-_loaded: dict[str, "ExportedModel"] = {}
+_loaded: dict[str, "Annotator"] = {}
+
+
+class WorkerRuntimes:
+    """Spark accumulators: how many Python workers loaded the model, per runtime.
+
+    Give one to :func:`annotate`; after an action on its result,
+    ``runtimes.counts()`` is e.g. ``{"LiteRT": 2, "TensorFlow": 0}`` (a
+    worker that Spark reuses counts once), and ``load_seconds()`` the
+    slowest worker's model load (the first note follows after one call).
+    """
+
+    def __init__(self, spark: "SparkSession") -> None:
+        context = spark.sparkContext
+        self._workers = {LITERT: context.accumulator(0), TENSORFLOW: context.accumulator(0)}
+        self._slowest_load = context.accumulator(0.0, _MaxAccumulator())
+
+    def counts(self) -> dict[str, int]:
+        return {name: accumulator.value for name, accumulator in self._workers.items()}
+
+    def load_seconds(self) -> float:
+        return self._slowest_load.value
+
+    def _record(self, runtime: str, seconds: float) -> None:
+        self._workers[runtime].add(1)
+        self._slowest_load.add(seconds)
+
+
+class _MaxAccumulator:
+    """An accumulator parameter that keeps the largest value added (an AccumulatorParam)."""
+
+    def zero(self, value: float) -> float:
+        return 0.0
+
+    def addInPlace(self, first: float, second: float) -> float:  # noqa: N802 (Spark's name)
+        return max(first, second)
 
 
 def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str = "text", *,
-             batch_size: int | None = None, max_batch_characters: int | None = None
-             ) -> "DataFrame":
+             batch_size: int | None = None, max_batch_characters: int | None = None,
+             runtimes: WorkerRuntimes | None = None) -> "DataFrame":
     """``df``'s ``id_col``, an ``entities`` column and an ``error`` column.
 
     ``entities`` is an array of ``struct<start, end, text, label,
@@ -38,9 +83,13 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     ``error`` says why (``error`` is null otherwise). Every row gives one
     row; duplicate ids are annotated independently. ``batch_size`` and
     ``max_batch_characters`` are ``ClinicalNER.annotate``'s (``None``: the
-    default configuration's). ``model_path`` (a
+    default configuration's). ``model_path`` is a SavedModel export (a
     version folder or a base path, anything ``tf.io.gfile`` reads that the
-    executors can reach) is checked on the driver first.
+    executors can reach) or a LiteRT export folder (anything Spark's
+    ``addFile`` reads: local, ``hdfs://``, ``s3a://``...; shipped by its
+    folder name, so two LiteRT exports of one session need different
+    names); it is checked on the driver first. ``runtimes`` counts the
+    workers of each runtime (:class:`WorkerRuntimes`).
 
     Example::
 
@@ -51,16 +100,17 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
         notes = spark.createDataFrame([("n1", "Started on aspirin.")], "id string, text string")
         annotate(notes, "models/clinical_ner/1").show(truncate=False)
     """
-    from clinical_ner.annotators.saved_model_annotator import resolve_export
-
-    export_dir = resolve_export(model_path)
+    load = _litert_loader(df.sparkSession, model_path) or _saved_model_loader(model_path)
     id_type = df.schema[id_col].dataType.simpleString()
     df.schema[text_col]  # noqa: B018 (a missing column fails here, naming it)
     schema = (f"`{id_col}` {id_type}, {ENTITIES_COLUMN} {ENTITIES_TYPE}, "
               f"{ERROR_COLUMN} string")
 
     def annotate_batches(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
-        model = _model(export_dir)
+        started = time.perf_counter()
+        model, loaded_now = _model(load)
+        if loaded_now and runtimes is not None:
+            runtimes._record(load.runtime, time.perf_counter() - started)
         for batch in batches:
             yield _annotate_frame(model, batch, id_col, text_col, batch_size,
                                   max_batch_characters)
@@ -68,15 +118,80 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     return df.select(id_col, text_col).mapInPandas(annotate_batches, schema)
 
 
-def _model(export_dir: str) -> "ExportedModel":
-    from clinical_ner.annotators.saved_model_annotator import ExportedModel
+class _Loader:
+    """A picklable way for a worker to load the model: its runtime, a key, a function."""
 
-    if export_dir not in _loaded:
-        _loaded[export_dir] = ExportedModel(export_dir)
-    return _loaded[export_dir]
+    def __init__(self, runtime: str, key: str, load: Callable[[], "Annotator"]) -> None:
+        self.runtime, self.key, self.load = runtime, key, load
 
 
-def _annotate_frame(model: "ExportedModel", batch: "pd.DataFrame", id_col: str, text_col: str,
+def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
+    """A loader of the LiteRT export at ``model_path`` (shipped with addFile), or None."""
+    if not _is_litert_path(spark, model_path):
+        return None
+    folder = model_path.rstrip("/") or model_path
+    spark.sparkContext.addFile(folder, recursive=True)
+    return _Loader(LITERT, f"litert:{folder}", _LoadShippedLiteRT(os.path.basename(folder)))
+
+
+class _LoadShippedLiteRT:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> "Annotator":
+        from pyspark import SparkFiles
+
+        from clinical_ner.annotators.litert.annotator import LiteRTNER
+
+        # One interpreter thread: Spark runs a worker per core.
+        return LiteRTNER.load(SparkFiles.get(self.name), workers=1)
+
+
+def _is_litert_path(spark: "SparkSession", path: str) -> bool:
+    """Whether ``path`` holds a LiteRT manifest, asked of Spark's own (Hadoop) file systems."""
+    from clinical_ner.annotators.litert import layout
+
+    if os.path.isdir(path):
+        return layout.is_litert_export(path)
+    if "://" not in path:
+        return False
+    from py4j.protocol import Py4JJavaError
+
+    jvm = spark.sparkContext._jvm
+    manifest = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/{layout.MANIFEST_FILE}")
+    try:
+        return bool(manifest.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+                    .exists(manifest))
+    except Py4JJavaError:  # no Hadoop file system for the scheme
+        return False
+
+
+def _saved_model_loader(model_path: str) -> _Loader:
+    from clinical_ner.annotators.saved_model_annotator import resolve_export
+
+    export_dir = resolve_export(model_path)
+    return _Loader(TENSORFLOW, f"saved_model:{export_dir}", _LoadSavedModel(export_dir))
+
+
+class _LoadSavedModel:
+    def __init__(self, export_dir: str) -> None:
+        self.export_dir = export_dir
+
+    def __call__(self) -> "Annotator":
+        from clinical_ner.annotators.saved_model_annotator import ExportedModel
+
+        return ExportedModel(self.export_dir)
+
+
+def _model(loader: _Loader) -> tuple["Annotator", bool]:
+    """The worker's model, and whether this call loaded it."""
+    if loader.key in _loaded:
+        return _loaded[loader.key], False
+    _loaded[loader.key] = loader.load()
+    return _loaded[loader.key], True
+
+
+def _annotate_frame(model: "Annotator", batch: "pd.DataFrame", id_col: str, text_col: str,
                     batch_size: int | None, max_batch_characters: int | None
                     ) -> "pd.DataFrame":
     import pandas as pd

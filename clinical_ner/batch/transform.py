@@ -4,15 +4,21 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from clinical_ner.batch.model_handler import AnnotatedNote, Note, SavedModelHandler
+from clinical_ner.batch.model_handler import (
+    AnnotatedNote,
+    AnnotatorHandler,
+    Note,
+    handler_for,
+)
 
 
 class AnnotateNotes(beam.PTransform):
     """Annotate a PCollection of ``(id, text)`` with a clinical-ner export.
 
     Gives ``(id, [Entity, ...])``, the entities ``clinical-ner predict`` gives
-    for that text, through ``RunInference`` and :class:`SavedModelHandler`
-    (which counts the metrics ``clinical_ner/notes``, ``tokens`` and
+    for that text, through ``RunInference`` and the handler for the model
+    (:func:`~clinical_ner.batch.model_handler.handler_for`: a SavedModel or a
+    LiteRT export; it counts the metrics ``clinical_ner/notes``, ``tokens`` and
     ``entities``). The export is loaded once per worker process; its path is
     checked when the transform is built. A batch that fails fails its
     bundle, which the runner retries (Dataflow and the BundleBasedDirectRunner
@@ -28,12 +34,12 @@ class AnnotateNotes(beam.PTransform):
     """
 
     def __init__(self, model_path: str | None = None, *,
-                 handler: SavedModelHandler | None = None, **handler_options) -> None:
-        """Give ``model_path`` (and :class:`SavedModelHandler` options) or a ``handler``."""
+                 handler: AnnotatorHandler | None = None, **handler_options) -> None:
+        """Give ``model_path`` (and handler options: ``batch_size``...) or a ``handler``."""
         super().__init__()
         if (model_path is None) == (handler is None):
             raise TypeError("give either model_path or handler")
-        self.handler = handler or SavedModelHandler(model_path, **handler_options)
+        self.handler = handler or handler_for(model_path, **handler_options)
 
     def expand(self, notes: beam.PCollection[Note]) -> beam.PCollection[AnnotatedNote]:
         return notes | "RunInference" >> RunInference(self.handler)

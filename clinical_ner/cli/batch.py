@@ -25,7 +25,9 @@ class _DropHarmlessBeamWarnings(logging.Filter):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="exported SavedModel: a version folder or a base path "
-                                      "(local, gs://, ...: any path tf.io.gfile reads)")
+                                      "(local, gs://, ...: any path tf.io.gfile reads), or a "
+                                      "LiteRT export folder (export --format litert; any path "
+                                      "Beam reads; its workers never import TensorFlow)")
     parser.add_argument("--input", required=True, action="append", metavar="PATTERN",
                         help="files to read (glob patterns; repeat for several): text files "
                              "(one note each, its path is its id) or JSON lines")
@@ -84,4 +86,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"tokens: {totals['tokens']}, entities: {totals['entities']}, "
           f"in {seconds:.1f} s ({totals['notes'] / seconds:.1f} notes/s, "
           f"{totals['tokens'] / seconds:.0f} tokens/s)")
+    runtimes = [f"{name} on {totals[metric]} worker{'s' if totals[metric] != 1 else ''}"
+                for name, metric in (("LiteRT", "workers_litert"),
+                                     ("TensorFlow", "workers_tensorflow")) if totals[metric]]
+    if runtimes:
+        print(f"runtime: {', '.join(runtimes)}")
     return 0

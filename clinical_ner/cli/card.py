@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import add_annotated_data_options, model_path, read_label_map
+from clinical_ner.cli.common import (
+    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+)
 
 NAME = "card"
 HELP = "rewrite a model's MODEL_CARD.md (with --data: its scores on that data)"
@@ -24,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     print(write_model_card(args.model, data=args.data, data_format=args.input_format,
                            label_map=read_label_map(args.label_map),
-                           skip_invalid=args.skip_invalid, name=args.name,
+                           skip_invalid=args.skip_invalid,
+                           assertion_map=read_assertion_map(args.assertion_map), name=args.name,
                            description=args.description, language=args.language))
     return 0

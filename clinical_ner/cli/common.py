@@ -64,6 +64,23 @@ def add_format_option(parser: argparse.ArgumentParser, option: str, choices: tup
                         new_option=option, help=argparse.SUPPRESS)
 
 
+def read_assertion_map(value: str | None) -> dict | None:
+    """``--assertion-map FILE.json``: brat attribute values -> assertions (formats.brat)."""
+    if value is None:
+        return None
+    try:
+        mapping = json.loads(Path(value).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"--assertion-map {value}: {error}") from None
+    from clinical_ner.formats.brat import check_assertion_map
+
+    try:
+        check_assertion_map(mapping)
+    except ConfigError as error:
+        raise ConfigError(f"--assertion-map {value}: {error}") from None
+    return mapping
+
+
 def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
     """How to read annotated data: ``train`` and ``evaluate``."""
     add_format_option(parser, "--input-format", INPUT_FORMATS, "auto",
@@ -72,6 +89,10 @@ def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-map", metavar="JSON_OR_PAIRS",
                         help="map source labels, e.g. 'Sign_symptom=problem,Medication="
                              "treatment' (brat: unmapped types are ignored)")
+    parser.add_argument("--assertion-map", metavar="FILE.json",
+                        help="brat: attribute values -> assertions, e.g. {\"POLARITY\": "
+                             "{\"NEG\": \"absent\"}} (training/configs/"
+                             "maccrobat-assertion-map.json; docs/guide/assertions.md)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid sentences/annotations and list them, instead of "
                              "stopping at the first")

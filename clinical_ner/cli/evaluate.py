@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from clinical_ner.cli.common import add_annotated_data_options, model_path, read_label_map
+from clinical_ner.cli.common import (
+    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+)
 from clinical_ner.errors import ConfigError
 
 NAME = "evaluate"
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
                           f"does not know (it has {', '.join(model_labels)})")
     corpus = load_corpus(args.data, data_format, label_map=label_map,
-                         skip_invalid=args.skip_invalid)
+                         skip_invalid=args.skip_invalid,
+                         assertion_map=read_assertion_map(args.assertion_map))
     report_skipped(corpus, args.data, lambda message: print(message, file=sys.stderr))
     report = evaluate_sentences(ner, corpus_sentences(corpus), labels=labels)
     print(format_report(report), end="")

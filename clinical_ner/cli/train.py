@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from clinical_ner.cli.common import add_annotated_data_options, model_path, read_label_map
+from clinical_ner.cli.common import (
+    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+)
 from clinical_ner.errors import ConfigError
 
 NAME = "train"
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
           label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
+          assertion_map=read_assertion_map(args.assertion_map),
           progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
           connect_timeout_s=args.connect_timeout, corpora=corpora)
     return 0

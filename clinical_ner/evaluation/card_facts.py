@@ -29,9 +29,10 @@ def summarise_corpus(path: str | Path, corpus: Corpus) -> dict:
 
 
 def read_corpus(path: str | Path, data_format: str, label_map: dict | None,
-                 skip_invalid: bool) -> Corpus:
+                 skip_invalid: bool, assertion_map: dict | None = None) -> Corpus:
     """The corpus at ``path``, read as every command reads annotated data."""
-    return load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
+    return load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid,
+                       assertion_map=assertion_map)
 
 
 def _same_path(a: str | Path, b: str | Path) -> bool:
@@ -40,12 +41,12 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
 
 def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str = "auto",
                       label_map: dict | None = None, skip_invalid: bool = False,
-                      card: dict | None = None) -> dict:
+                      card: dict | None = None, assertion_map: dict | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was."""
     from clinical_ner.annotators.keras_annotator import ClinicalNER
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
-    corpus = read_corpus(data, data_format, label_map, skip_invalid)
+    corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
     report = evaluate_sentences(ClinicalNER.load(model_dir), corpus_sentences(corpus))
     training = (card or {}).get("training") or {}
     trained_on = [item["path"] for item in training.get("train_data", [])]

@@ -15,9 +15,30 @@ from clinical_ner.config import NERConfig
 from clinical_ner.model.network import MODEL_FILE
 from clinical_ner.model.vocab import VOCAB_FILE
 from clinical_ner.pretrained import BUNDLED_DIR
+from clinical_ner.text.document import ASSERTION_LABEL
 
 TRAINING_LOG_FILE = "training_log.jsonl"  # training.callbacks.LOG_FILE, without importing it
 MODEL_TYPE = "named-entity recognition: character CNN + word embeddings + BiLSTM + CRF (Keras 3)"
+
+
+def assertion_table(report: dict, relation: str) -> list[str]:
+    """Markdown lines of the assertion scores of an evaluation (gold concepts, end to end)."""
+    gold_concepts, end = report["gold_concepts"], report["end_to_end"]
+    lines = [f"Assertions of the {gold_concepts['concepts']} gold {ASSERTION_LABEL} concepts, "
+             "each classified given its gold span (i2b2 2010 task 2): accuracy "
+             f"{gold_concepts['accuracy']:.4f}, macro F1 {gold_concepts['macro_f1']:.4f} "
+             "(over the classes in the gold data). End to end (a predicted problem is correct "
+             "when its span, label and assertion are gold): precision "
+             f"{end['precision']:.4f}, recall {end['recall']:.4f}, F1 {end['f1']:.4f}.", ""]
+    if relation.startswith("the model did not train on this data; it was the dev data"):
+        lines += ["These assertion figures come from the dev data, the split that chose the "
+                  "epoch (by NER F1), so they are slightly optimistic too.", ""]
+    lines += ["| assertion | precision | recall | F1 | gold | predicted |",
+              "|---|---|---|---|---|---|"]
+    for name, values in gold_concepts["per_class"].items():
+        lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | "
+                     f"{values['f1']:.4f} | {values['gold']} | {values['predicted']} |")
+    return lines + [""]
 
 
 def score_table(report: dict) -> list[str]:
@@ -171,6 +192,12 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
         f"- casing: {config.casing_dim}-d embedding" if config.use_casing else "- casing: off",
         f"- encoder: BiLSTM of {config.lstm_units} units per direction, dropout "
         f"{config.dropout}; CRF over {len(vocab['tags'])} {config.tag_scheme.upper()} tags",
+        *([f"- assertions ({ASSERTION_LABEL} entities): {', '.join(vocab['assertions'])}; a "
+           "softmax per token over them, read from "
+           + ("the encoder's BiLSTM states" if config.assertion_head == "shared" else
+              f"a BiLSTM of its own ({config.assertion_lstm_units} units per direction)")
+           + "; an entity's assertion is the class of the highest mean probability over its "
+           "tokens"] if vocab.get("assertions") else []),
         f"- files: `{MODEL_FILE}` {_size(model_dir / MODEL_FILE)}, `{VOCAB_FILE}` "
         f"{_size(model_dir / VOCAB_FILE)}",
         "",
@@ -205,6 +232,8 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
             "",
         ]
         lines += score_table(evaluation["report"]) + [""]
+        if "assertion" in evaluation["report"]:
+            lines += assertion_table(evaluation["report"]["assertion"], evaluation["relation"])
     else:
         lines += [f"None yet: `clinical-ner card {reference} --data DIR` scores the model on "
                   "annotated data it did not train on and rewrites this card.", ""]

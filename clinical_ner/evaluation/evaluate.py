@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from clinical_ner.text.document import Sentence
+from clinical_ner.annotators.base import Annotator
+from clinical_ner.evaluation.scorer import score_assertions, score_end_to_end, score_mentions
 from clinical_ner.formats import Corpus
-from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.evaluation.scorer import score_mentions
+from clinical_ner.text.document import ASSERTION_LABEL, Mention, Sentence
 from clinical_ner.text.tags import tags_to_mentions
 
 
@@ -23,7 +23,7 @@ def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> No
             emit(f"  {problem}")
 
 
-def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence],
+def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
                        labels: Sequence[str] | None = None) -> dict:
     """Exact and lenient entity scores of ``ner`` on gold-tokenized sentences.
 
@@ -31,6 +31,10 @@ def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence],
     alike: a model is scored on a corpus that annotates only some of its
     labels (BC5CDR's diseases as ``problem``) without its other labels'
     predictions counting as false positives.
+
+    When the sentences' problems carry assertions and the model has an
+    assertion output, the report also has ``assertion`` (see
+    :func:`evaluate_assertions`).
 
     Example (``ner`` from ``ClinicalNER.load``, ``corpus`` from ``load_corpus``)::
 
@@ -44,4 +48,51 @@ def evaluate_sentences(ner: ClinicalNER, sentences: Sequence[Sentence],
         kept = set(labels)
         gold = [[m for m in mentions if m.label in kept] for mentions in gold]
         predicted = [[m for m in mentions if m.label in kept] for mentions in predicted]
-    return score_mentions(gold, predicted)
+    report = score_mentions(gold, predicted)
+    if ner.assertion_classes and has_assertions(sentences):
+        report["assertion"] = evaluate_assertions(ner, sentences, gold, predicted)
+    return report
+
+
+def has_assertions(sentences: Sequence[Sentence]) -> bool:
+    return any(s.assertions for s in sentences)
+
+
+def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
+                        gold: Sequence[Sequence[Mention]],
+                        predicted: Sequence[Sequence[Mention]]) -> dict:
+    """Assertion scores: ``gold_concepts`` and ``end_to_end``.
+
+    ``gold_concepts`` classifies every gold problem that has an assertion,
+    given its gold span (the i2b2 2010 task-2 protocol; see
+    :func:`clinical_ner.evaluation.scorer.score_assertions`). ``end_to_end`` counts a
+    predicted problem (from ``predicted``, the tagger's mentions) as correct
+    when a gold problem has its span, label and assertion. Each sentence is
+    classified as its tokens joined by spaces, the spans being its mentions'
+    tokens, through ``ner.classify_assertions``, so every runtime is scored
+    by the rule it annotates with.
+    """
+    gold_pairs = [[(m, s.assertions[(m.first_token, m.last_token)]) for m in mentions
+                   if m.label == ASSERTION_LABEL and (m.first_token, m.last_token) in s.assertions]
+                  for s, mentions in zip(sentences, gold)]
+    predicted_problems = [[m for m in mentions if m.label == ASSERTION_LABEL]
+                          for mentions in predicted]
+    texts, spans = [], []
+    for sentence, pairs, problems in zip(sentences, gold_pairs, predicted_problems):
+        starts, position = [], 0
+        for token in sentence.tokens:
+            starts.append(position)
+            position += len(token) + 1
+        texts.append(" ".join(sentence.tokens))
+        spans.append([(starts[m.first_token],
+                       starts[m.last_token] + len(sentence.tokens[m.last_token]))
+                      for m in [m for m, _ in pairs] + problems])
+    classified = ner.classify_assertions(texts, spans)
+    gold_classes, predicted_classes, predicted_pairs = [], [], []
+    for pairs, problems, answers in zip(gold_pairs, predicted_problems, classified):
+        gold_classes += [assertion for _, assertion in pairs]
+        predicted_classes += [name for name, _ in answers[:len(pairs)]]
+        predicted_pairs.append([(m, name) for m, (name, _) in
+                                zip(problems, answers[len(pairs):])])
+    return {"gold_concepts": score_assertions(gold_classes, predicted_classes),
+            "end_to_end": score_end_to_end(gold_pairs, predicted_pairs)}

@@ -36,7 +36,8 @@ CARD_DATA_FILE = "model_card.json"
 
 def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[str | Path],
                     dev_path: str | Path | None = None, data_format: str = "auto",
-                    label_map: dict | None = None, skip_invalid: bool = False) -> Path:
+                    label_map: dict | None = None, skip_invalid: bool = False,
+                    assertion_map: dict | None = None) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
     Reads the corpora again to count them (the trainer keeps only sentences),
@@ -51,17 +52,17 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     card = _load_card_data(model_dir)
     card["training"] = {
         "train_data": [summarise_corpus(path, read_corpus(path, data_format, label_map,
-                                                            skip_invalid))
+                                                           skip_invalid, assertion_map))
                        for path in train_paths],
         "dev_data": (summarise_corpus(dev_path, read_corpus(dev_path, data_format, label_map,
-                                                             skip_invalid))
+                                                            skip_invalid, assertion_map))
                      if dev_path is not None else None),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,
     }
     card["evaluation"] = (evaluation_record(model_dir, dev_path, data_format, label_map,
-                                            skip_invalid, card)
+                                            skip_invalid, card, assertion_map)
                           if dev_path is not None else None)
     return _write(model_dir, card)
 
@@ -104,7 +105,8 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
 
 def write_model_card(model: str | Path, data: str | Path | None = None,
                      data_format: str = "auto", label_map: dict | None = None,
-                     skip_invalid: bool = False, **fields: str | list[str]) -> Path:
+                     skip_invalid: bool = False, assertion_map: dict | None = None,
+                     **fields: str | list[str]) -> Path:
     """Rewrite ``MODEL_CARD.md`` of ``model`` (a directory or bundled name); return its path.
 
     With ``data``, the model is scored on it first and the card's scores
@@ -121,7 +123,7 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     card.update({key: value for key, value in fields.items() if value is not None})
     if data is not None:
         card["evaluation"] = evaluation_record(model_dir, data, data_format, label_map,
-                                               skip_invalid, card)
+                                               skip_invalid, card, assertion_map)
     return _write(model_dir, card)
 
 

@@ -77,6 +77,52 @@ def score_mentions(
     return report
 
 
+def score_assertions(gold: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Assertion scores of gold concepts (the i2b2 2010 task-2 protocol).
+
+    ``gold[i]`` and ``predicted[i]`` are the gold and the predicted class of
+    concept ``i``. Returns ``accuracy``, ``per_class`` (precision, recall,
+    f1, gold, predicted and correct for every class that is gold or
+    predicted) and ``macro_f1``, the mean F1 over the classes present in the
+    gold data.
+
+    >>> scores = score_assertions(["present", "absent"], ["present", "present"])
+    >>> scores["accuracy"], scores["per_class"]["absent"]["recall"], scores["macro_f1"]
+    (0.5, 0.0, 0.3333333333333333)
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold concepts but {len(predicted)} predictions")
+    classes = sorted(set(gold) | set(predicted))
+    per_class = {}
+    for name in classes:
+        correct = sum(1 for g, p in zip(gold, predicted) if g == p == name)
+        per_class[name] = _prf(correct, sum(1 for p in predicted if p == name),
+                               correct, sum(1 for g in gold if g == name))
+    present = [per_class[name]["f1"] for name in classes if per_class[name]["gold"]]
+    return {
+        "accuracy": sum(1 for g, p in zip(gold, predicted) if g == p) / len(gold) if gold else 0.0,
+        "concepts": len(gold),
+        "per_class": per_class,
+        "macro_f1": sum(present) / len(present) if present else 0.0,
+    }
+
+
+def score_end_to_end(gold: Sequence[Sequence[tuple[Mention, str]]],
+                     predicted: Sequence[Sequence[tuple[Mention, str]]]) -> dict:
+    """Precision, recall and F1 of predicted problems whose span, label and assertion are gold.
+
+    Each sentence holds ``(mention, assertion)`` pairs of its problems.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
+    correct = 0
+    for gold_pairs, predicted_pairs in zip(gold, predicted):
+        keys = {(m.first_token, m.last_token, m.label, a) for m, a in gold_pairs}
+        correct += sum(1 for m, a in predicted_pairs
+                       if (m.first_token, m.last_token, m.label, a) in keys)
+    return _prf(correct, sum(map(len, predicted)), correct, sum(map(len, gold)))
+
+
 def format_report(report: dict) -> str:
     """A readable table of an evaluation report."""
     lines = []
@@ -91,4 +137,23 @@ def format_report(report: dict) -> str:
                 f"{values['f1']:>10.4f}{values['gold']:>8}{values['predicted']:>11}"
             )
         lines.append("")
+    if "assertion" in report:
+        lines += format_assertion_report(report["assertion"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def format_assertion_report(report: dict) -> list[str]:
+    """The lines of the ``assertion`` part of an evaluation report."""
+    gold_concepts = report["gold_concepts"]
+    lines = [f"assertion of the gold problems (accuracy {gold_concepts['accuracy']:.4f}, "
+             f"macro F1 {gold_concepts['macro_f1']:.4f})",
+             f"{'':<30}{'precision':>10}{'recall':>10}{'f1':>10}{'gold':>8}{'predicted':>11}"]
+    for name, values in gold_concepts["per_class"].items():
+        lines.append(f"{name:<30}{values['precision']:>10.4f}{values['recall']:>10.4f}"
+                     f"{values['f1']:>10.4f}{values['gold']:>8}{values['predicted']:>11}")
+    end = report["end_to_end"]
+    lines += ["", "end to end (problem span, label and assertion all correct)",
+              f"{'':<30}{'precision':>10}{'recall':>10}{'f1':>10}{'gold':>8}{'predicted':>11}",
+              f"{'problem':<30}{end['precision']:>10.4f}{end['recall']:>10.4f}{end['f1']:>10.4f}"
+              f"{end['gold']:>8}{end['predicted']:>11}", ""]
+    return lines

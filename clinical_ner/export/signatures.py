@@ -44,6 +44,19 @@ ENTITY_LABEL = "entity_label"
 ENTITY_CONFIDENCE = "entity_confidence"
 ENTITY_COUNT = "entity_count"
 ENTITY_OUTPUTS = (ENTITY_START, ENTITY_END, ENTITY_LABEL, ENTITY_CONFIDENCE, ENTITY_COUNT)
+# Shaped and padded like entity_label / entity_confidence; "" and 0.0 where
+# an entity has no assertion (not a problem, or a model without assertions).
+ENTITY_ASSERTION = "entity_assertion"
+ENTITY_ASSERTION_CONFIDENCE = "entity_assertion_confidence"
+
+# classify_assertions: text [B], span_start / span_end int32 [B, S]
+# (code-point offsets, padded with -1) in; assertion string [B, S] and
+# assertion_confidence float [B, S] out ("" and 0.0 on padding).
+CLASSIFY_ASSERTIONS = "classify_assertions"
+SPAN_START = "span_start"
+SPAN_END = "span_end"
+ASSERTION = "assertion"
+ASSERTION_CONFIDENCE = "assertion_confidence"
 
 PREDICT_TOKENS = "predict_tokens"
 TOKENS = "tokens"

@@ -167,14 +167,16 @@ def load_corpus(
     scheme: str = "auto",
     label_map: dict[str, str | None] | None = None,
     skip_invalid: bool = False,
+    assertion_map: dict | None = None,
 ) -> Corpus:
     """Read a corpus in any supported format (``format="auto"`` detects it).
 
-    ``scheme`` applies to CoNLL only; passing it for another format is a
-    :class:`ConfigError` rather than being ignored. ``label_map`` renames
-    source labels (``None``, or a label missing from the map, drops it): the
-    brat reader maps while reading (before resolving overlaps), the others
-    through :func:`apply_label_map`.
+    ``scheme`` applies to CoNLL only and ``assertion_map`` (see
+    :mod:`clinical_ner.formats.brat`) to brat only; passing them for another
+    format is a :class:`ConfigError` rather than being ignored.
+    ``label_map`` renames source labels (``None``, or a label missing from
+    the map, drops it): the brat reader maps while reading (before resolving
+    overlaps), the others through :func:`apply_label_map`.
     """
     if format == "auto":
         format = detect_format(path)
@@ -182,8 +184,12 @@ def load_corpus(
         raise ConfigError(f"unknown corpus format {format!r}; expected auto or one of {FORMATS}")
     if scheme != "auto" and format != "conll":
         raise ConfigError(f"a tag scheme applies to CoNLL input only, not {format}")
+    if assertion_map is not None and format != "brat":
+        raise ConfigError(f"an assertion map applies to brat input only, not {format} "
+                          "(i2b2 reads its assertions from .ast files)")
     if format == "brat":
-        return brat.read_brat(path, label_map=label_map, skip_invalid=skip_invalid)
+        return brat.read_brat(path, label_map=label_map, skip_invalid=skip_invalid,
+                              assertion_map=assertion_map)
     if format == "conll":
         corpus = conll.read_conll(path, scheme=scheme, skip_invalid=skip_invalid)
     else:

@@ -13,7 +13,19 @@ Reading decisions:
   at the fragments (joined by a space, as brat writes them), comparing runs
   of whitespace as one space; some files carry trailing whitespace after
   the text field. ``E``, ``R``, ``A``, ``M``, ``N``, ``#`` and ``*`` lines are
-  checked for their syntax and otherwise ignored.
+  checked for their syntax and otherwise ignored, except for assertions.
+* Assertions (with ``assertion_map``, ``--assertion-map FILE.json``): an
+  ``A`` (attribute) line whose type is in the map gives the assertion of the
+  annotation it is on; an attribute on an event (``E`` line) belongs to the
+  event's trigger, its first argument's text-bound annotation (MACCROBAT
+  puts its ``POLARITY`` on events). The map gives each attribute type its
+  values' assertions, ``{"POLARITY": {"NEG": "absent", "UNCERTAIN":
+  "possible"}}``, or, for a binary attribute (no value), the assertion
+  itself: ``{"Negated": "absent"}``. A value the map does not list, an
+  attribute on an unknown id, or two different assertions for one
+  annotation are errors naming the line. Every kept ``problem`` without a
+  mapped attribute is ``present`` (the i2b2 2010 default); other labels
+  carry no assertion. Without a map nothing of this is read.
 * ``label_map`` renames brat types; a type mapped to ``None``, or missing
   from a given map, is deliberately left out. Without a map every type is
   kept under its own name.
@@ -33,17 +45,24 @@ Reading decisions:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.text.document import Document, Mention, Sentence
+from clinical_ner.text.document import (
+    ASSERTION_CLASSES, ASSERTION_LABEL, Document, Mention, Sentence,
+)
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
 
 _TEXT_BOUND = re.compile(r"(T\S*)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)")
+#: ``--assertion-map``: attribute type -> {value -> assertion}, or -> assertion
+#: for a binary attribute (one without a value).
+AssertionMap = dict[str, "dict[str, str] | str"]
+_DEFAULT_ASSERTION = "present"
 _ID = r"\S+"
 _ARGUMENT = r"\S+:\S+"
 # Syntax of the annotation lines that are validated and then ignored.
@@ -65,15 +84,32 @@ class _Annotation:
     start: int
     end: int
     line: int
+    assertion: str | None = None
+
+
+def check_assertion_map(assertion_map: AssertionMap) -> None:
+    """ConfigError unless every target of ``assertion_map`` is an i2b2 assertion class."""
+    if not isinstance(assertion_map, dict):
+        raise ConfigError("an assertion map must be a JSON object of attribute types")
+    for attribute, values in assertion_map.items():
+        targets = values.values() if isinstance(values, dict) else [values]
+        for target in targets:
+            if target not in ASSERTION_CLASSES:
+                raise ConfigError(
+                    f"assertion map: {attribute} maps to {target!r}, which is not an assertion "
+                    f"class ({', '.join(ASSERTION_CLASSES)})")
 
 
 def read_brat(
     path: str | Path,
     label_map: dict[str, str | None] | None = None,
     skip_invalid: bool = False,
+    assertion_map: AssertionMap | None = None,
 ) -> Corpus:
     """Read a brat folder (or one ``.txt`` with its ``.ann`` beside it)."""
     path = Path(path)
+    if assertion_map is not None:
+        check_assertion_map(assertion_map)
     for label in (label_map or {}).values():
         if label is not None and re.fullmatch(r"\S+", label) is None:
             raise ConfigError(f"label map target {label!r} is empty or has whitespace")
@@ -96,7 +132,7 @@ def read_brat(
     for name, txt, ann in pairs:
         try:
             text = read_utf8(txt)
-            annotations = _read_annotations(ann, text, label_map, problems)
+            annotations = _read_annotations(ann, text, label_map, problems, assertion_map)
         except DataFormatError as error:
             # Skipping, only whole-document problems (undecodable files) get here.
             problems.report(error)
@@ -106,11 +142,14 @@ def read_brat(
 
 
 def _read_annotations(
-    ann: Path, text: str, label_map: dict[str, str | None] | None, problems: ProblemLog
+    ann: Path, text: str, label_map: dict[str, str | None] | None, problems: ProblemLog,
+    assertion_map: AssertionMap | None = None,
 ) -> list[_Annotation]:
     """The kept ``T`` annotations of an ``.ann`` file, every line checked."""
     annotations = []
     seen_ids: set[str] = set()
+    triggers: dict[str, str] = {}  # event id -> its trigger's T id
+    attributes: list[tuple[int, str, str, str | None]] = []  # line, type, target id, value
     for number, line in enumerate(read_utf8(ann).split("\n"), start=1):
         line = line.rstrip("\r")
         if not line.strip():
@@ -131,6 +170,13 @@ def _read_annotations(
             problems.report(DataFormatError(ann, number, f"duplicate annotation id {identifier}"))
             continue
         seen_ids.add(identifier)
+        if assertion_map is not None and line[0] == "E":
+            triggers[identifier] = line.split("\t")[1].split()[0].split(":", 1)[1]
+        elif assertion_map is not None and line[0] == "A":
+            fields = line.split("\t")[1].split()
+            if fields[0] in assertion_map:
+                attributes.append((number, fields[0], fields[1],
+                                   fields[2] if len(fields) > 2 else None))
         if annotation is None:
             continue
         label = annotation.label if label_map is None else label_map.get(annotation.label)
@@ -138,7 +184,47 @@ def _read_annotations(
             annotations.append(
                 _Annotation(annotation.id, label, annotation.start, annotation.end, number)
             )
-    return annotations
+    if assertion_map is None:
+        return annotations
+    assertions = _assertions_of_attributes(ann, assertion_map, attributes, triggers, seen_ids,
+                                           problems)
+    return [dataclasses.replace(a, assertion=assertions.get(a.id, _DEFAULT_ASSERTION))
+            if a.label == ASSERTION_LABEL else a for a in annotations]
+
+
+def _assertions_of_attributes(
+    ann: Path, assertion_map: AssertionMap, attributes: list[tuple[int, str, str, str | None]],
+    triggers: dict[str, str], ids: set[str], problems: ProblemLog,
+) -> dict[str, str]:
+    """The assertion of each text-bound annotation id that a mapped attribute is on."""
+    assertions: dict[str, tuple[str, int]] = {}
+    for number, attribute, target, value in attributes:
+        mapping = assertion_map[attribute]
+        if isinstance(mapping, dict):
+            assertion = mapping.get(value) if value is not None else None
+            listed = ", ".join(mapping)
+        else:
+            assertion = mapping if value is None else None
+            listed = "none (a binary attribute)"
+        try:
+            if assertion is None:
+                raise DataFormatError(
+                    ann, number, f"{attribute} value {value!r} is not in the assertion map "
+                    f"(it lists {listed})")
+            if target not in ids:
+                raise DataFormatError(ann, number,
+                                      f"{attribute} is on {target}, which is not defined")
+            text_bound = triggers.get(target, target)
+            earlier = assertions.get(text_bound)
+            if earlier is not None and earlier[0] != assertion:
+                raise DataFormatError(
+                    ann, number, f"{attribute} makes {text_bound} {assertion}, but line "
+                    f"{earlier[1]} made it {earlier[0]}")
+        except DataFormatError as error:
+            problems.report(error)
+            continue
+        assertions[text_bound] = (assertion, number)
+    return {identifier: assertion for identifier, (assertion, _) in assertions.items()}
 
 
 def _parse_line(line: str, ann: Path, number: int, text: str) -> _Annotation | None:
@@ -228,6 +314,7 @@ def _build_document(
         owner.update({i: annotation for i in range(first, last + 1)})
 
     mentions: list[list[Mention]] = [[] for _ in sentences]
+    assertions: list[dict[tuple[int, int], str]] = [{} for _ in sentences]
     sentence_starts = [0]
     for sentence in sentences:
         sentence_starts.append(sentence_starts[-1] + len(sentence))
@@ -242,6 +329,8 @@ def _build_document(
             ))
         offset = sentence_starts[index]
         mentions[index].append(Mention(first - offset, last - offset, annotation.label))
+        if annotation.assertion is not None:
+            assertions[index][(first - offset, last - offset)] = annotation.assertion
 
     line_starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
     return Document(
@@ -252,8 +341,10 @@ def _build_document(
                 tags=mentions_to_tags(len(sentence), sentence_mentions),
                 offsets=[(token.start, token.end) for token in sentence],
                 source=f"{txt}:{bisect.bisect_right(line_starts, sentence[0].start)}",
+                assertions=sentence_assertions,
             )
-            for sentence, sentence_mentions in zip(sentences, mentions)
+            for sentence, sentence_mentions, sentence_assertions
+            in zip(sentences, mentions, assertions)
         ],
         text,
     )

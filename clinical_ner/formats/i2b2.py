@@ -14,7 +14,8 @@
   whitespace as one space and ``"`` read as ``'`` (how the i2b2 release
   writes a quote inside concept text).
 * ``.ast``: ``.con`` lines plus ``||a="present"``; each must repeat a
-  concept of the ``.con`` file (same span and type). The assertion goes to
+  concept of the ``.con`` file (same span and type), and the assertion must
+  be one of the six i2b2 classes (``text.document.ASSERTION_CLASSES``). It goes to
   ``Sentence.assertions[(first_token, last_token)]``.
 * Two concepts sharing a token cannot be written in IOB2: the later ``.con``
   line is the error and names the earlier one. Duplicate lines count too.
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.text.document import Document, Entity, Mention, Sentence
+from clinical_ner.text.document import ASSERTION_CLASSES, Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
 from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
@@ -222,6 +223,9 @@ def _parse_line(line: str, path: Path, number: int, with_assertion: bool) -> _Co
         assertion, rest = match.group(1), rest[:match.start()]
         if _MARKUP_VALUE.fullmatch(assertion) is None:
             raise fail("the assertion is empty or contains whitespace or |")
+        if assertion not in ASSERTION_CLASSES:
+            raise fail(f"unknown assertion {assertion!r}; expected one of the i2b2 2010 "
+                       f"classes: {', '.join(ASSERTION_CLASSES)}")
     match = _TYPE_FIELD.search(rest)
     if match is None:
         where = "before ||a=" if with_assertion else "at the end of the line"

@@ -14,11 +14,12 @@ import tensorflow as tf
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.model.features import Featurizer
-from clinical_ner.text.graph_tokenizer import split_sentences_graph
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.text.tags import to_iob2_tag
 from clinical_ner.model.tag_space import tag_roles
 from clinical_ner.model.vocab import PAD, Vocabulary
+from clinical_ner.text.document import ASSERTION_LABEL
+from clinical_ner.text.graph_tokenizer import split_sentences_graph
+from clinical_ner.text.tags import to_iob2_tag
 
 
 def _backing_variable(variable) -> tf.Variable:
@@ -37,6 +38,12 @@ class InferenceModule(tf.Module):
     [B] string)`` splits documents into sentences in the graph, tags them and
     assembles entities with code-point offsets into each document, and a
     confidence that is the lowest tag marginal among the entity's tokens.
+    With a model that has assertions, a ``problem`` entity gets the
+    assertion class whose probability, averaged over the entity's tokens, is
+    the highest, and that average as its confidence (other entities, and
+    every entity of a model without assertions, get ``""`` and 0.0).
+    ``classify_assertions(text [B], span_start [B, S], span_end [B, S])``
+    does the same for given code-point spans (padded with -1).
     ``settings`` gives ``max_word_length``, ``max_sentence_tokens`` and
     ``inference_chunk_size``.
     """
@@ -55,9 +62,17 @@ class InferenceModule(tf.Module):
         self._labels = tf.constant([""] + roles.labels)
         self._tag_label = tf.constant(roles.label_index)
         self._tag_begins = tf.constant(roles.begins)
+        self.assertions = list(vocab.assertions)
+        if self.assertions:
+            self._assertion_names = tf.constant(self.assertions)
+            self._asserted_label = (roles.labels.index(ASSERTION_LABEL) + 1
+                                    if ASSERTION_LABEL in roles.labels else -1)
 
-    def _decode_rows(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Tag ids and their marginals for one [B, T] chunk of sentences."""
+    def _decode_rows(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Tag ids, their marginals and the assertion probabilities for one [B, T] chunk.
+
+        The probabilities are ``[B, T, len(assertions)]`` (``[B, T, 0]`` without).
+        """
         batch, width = tf.shape(tokens)[0], tf.shape(tokens)[1]
         # One extra all-padding row and column make empty chunks and empty
         # sentences ordinary inputs for the LSTM instead of special cases.
@@ -65,12 +80,15 @@ class InferenceModule(tf.Module):
         features = self.featurizer(padded)
         if not self.model.use_casing:
             del features["casing_ids"]
-        tag_ids, marginals = self.model.decode(features)
+        tag_ids, marginals, probabilities = self.model.decode_with_assertions(features)
         confidence = tf.gather(marginals, tag_ids, batch_dims=2)
-        return tag_ids[:batch, :width], confidence[:batch, :width]
+        if probabilities is None:
+            probabilities = tf.zeros(tf.concat([tf.shape(tag_ids), [0]], 0), tf.float32)
+        return (tag_ids[:batch, :width], confidence[:batch, :width],
+                probabilities[:batch, :width])
 
-    def _decode(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Tag ids, their marginals and lengths for a [S, T] batch of sentences.
+    def _decode(self, tokens: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Tag ids, their marginals, lengths and assertion probabilities for [S, T] sentences.
 
         Sentences are sorted by length and tagged ``chunk_size`` at a time, each
         chunk only as wide as its longest sentence: padding costs LSTM and CRF
@@ -85,28 +103,36 @@ class InferenceModule(tf.Module):
                                     element_shape=tf.TensorShape([None, None]))
         confidence_array = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
                                           element_shape=tf.TensorShape([None, None]))
+        classes = len(self.assertions)
+        probability_array = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                                           element_shape=tf.TensorShape([None, None, classes]))
 
-        def tag_chunk(index, tags_array, confidence_array):
+        def tag_chunk(index, tags_array, confidence_array, probability_array):
             rows = order[index * self.chunk_size:(index + 1) * self.chunk_size]
             chunk_width = tf.reduce_max(tf.gather(lengths, rows))
-            tag_ids, confidence = self._decode_rows(tf.gather(tokens, rows)[:, :chunk_width])
+            tag_ids, confidence, probabilities = self._decode_rows(
+                tf.gather(tokens, rows)[:, :chunk_width])
             padding = [[0, 0], [0, width - chunk_width]]
             return (index + 1, tags_array.write(index, tf.pad(tag_ids, padding)),
-                    confidence_array.write(index, tf.pad(confidence, padding)))
+                    confidence_array.write(index, tf.pad(confidence, padding)),
+                    probability_array.write(index, tf.pad(probabilities, padding + [[0, 0]])))
 
-        _, tags_array, confidence_array = tf.while_loop(
+        _, tags_array, confidence_array, probability_array = tf.while_loop(
             lambda index, *_: index < chunks, tag_chunk,
-            (tf.constant(0), tags_array, confidence_array))
+            (tf.constant(0), tags_array, confidence_array, probability_array))
         restore = tf.argsort(order, stable=True)
         empty_tags = tf.zeros([0, width], tf.int32)
         sorted_tags = tf.cond(chunks > 0, tags_array.concat, lambda: empty_tags)
         sorted_confidence = tf.cond(chunks > 0, confidence_array.concat,
                                     lambda: tf.zeros([0, width], tf.float32))
-        return (tf.gather(sorted_tags, restore), tf.gather(sorted_confidence, restore), lengths)
+        sorted_probabilities = tf.cond(chunks > 0, probability_array.concat,
+                                       lambda: tf.zeros([0, width, classes], tf.float32))
+        return (tf.gather(sorted_tags, restore), tf.gather(sorted_confidence, restore), lengths,
+                tf.gather(sorted_probabilities, restore))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
     def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        tag_ids, confidence, lengths = self._decode(tokens)
+        tag_ids, confidence, lengths, _ = self._decode(tokens)
         is_token = tf.sequence_mask(lengths, tf.shape(tokens)[1])
         tags = tf.where(is_token, tf.gather(self._iob2_tags, tag_ids), PAD)
         return {
@@ -118,7 +144,7 @@ class InferenceModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def annotate_text(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         sentences = split_sentences_graph(text, self.max_sentence_tokens)
-        tag_ids, confidence, lengths = self._decode(sentences["tokens"])
+        tag_ids, confidence, lengths, probabilities = self._decode(sentences["tokens"])
         width = tf.shape(tag_ids)[1]
         is_token = tf.sequence_mask(lengths, width)
         label = tf.where(is_token, tf.gather(self._tag_label, tag_ids), 0)
@@ -138,7 +164,10 @@ class InferenceModule(tf.Module):
             tf.boolean_mask(tf.reshape(sentences["token_end"], [-1]), inside), segment, count)
         entity_confidence = tf.math.unsorted_segment_min(
             tf.boolean_mask(tf.reshape(confidence, [-1]), inside), segment, count)
-        entity_label = tf.gather(self._labels, tf.boolean_mask(label, begins))
+        entity_label_id = tf.boolean_mask(label, begins)
+        entity_label = tf.gather(self._labels, entity_label_id)
+        entity_assertion, entity_assertion_confidence = self._entity_assertions(
+            probabilities, inside, segment, count, entity_label_id)
         document_of_token = tf.reshape(
             tf.broadcast_to(sentences["document"][:, tf.newaxis], tf.shape(tag_ids)), [-1])
         document = tf.boolean_mask(document_of_token, begins)
@@ -154,9 +183,84 @@ class InferenceModule(tf.Module):
             signatures.ENTITY_END: per_document(end, tf.constant(0, tf.int64)),
             signatures.ENTITY_LABEL: per_document(entity_label, ""),
             signatures.ENTITY_CONFIDENCE: per_document(entity_confidence, 0.0),
+            signatures.ENTITY_ASSERTION: per_document(entity_assertion, ""),
+            signatures.ENTITY_ASSERTION_CONFIDENCE: per_document(entity_assertion_confidence,
+                                                                 0.0),
             signatures.ENTITY_COUNT: tf.cast(
                 tf.math.bincount(document, minlength=tf.cast(documents, tf.int32),
                                  maxlength=tf.cast(documents, tf.int32)), tf.int32),
+        }
+
+    def _assertions_of_means(self, means: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Class names and confidences from mean probability vectors ``[N, classes]``."""
+        return (tf.gather(self._assertion_names, tf.argmax(means, axis=1, output_type=tf.int32)),
+                tf.reduce_max(means, axis=1))
+
+    def _entity_assertions(self, probabilities, inside, segment, count, entity_label_id):
+        """Each entity's assertion and confidence: ``""`` and 0.0 but for problems."""
+        if not self.assertions:
+            return tf.fill([count], ""), tf.zeros([count], tf.float32)
+        token_probabilities = tf.boolean_mask(
+            tf.reshape(probabilities, [-1, len(self.assertions)]), inside)
+        means = tf.math.unsorted_segment_mean(token_probabilities, segment, count)
+        names, confidence = self._assertions_of_means(means)
+        is_problem = entity_label_id == self._asserted_label
+        return tf.where(is_problem, names, ""), tf.where(is_problem, confidence, 0.0)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="text"),
+        tf.TensorSpec([None, None], tf.int32, name="span_start"),
+        tf.TensorSpec([None, None], tf.int32, name="span_end"),
+    ])
+    def classify_assertions(self, text: tf.Tensor, span_start: tf.Tensor,
+                            span_end: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The assertion of given spans: the tokens that overlap a span are its tokens.
+
+        A padding span (start -1) and a span that covers no token get ``""``
+        and 0.0, and so does every span of a model without assertions.
+        """
+        shape = tf.shape(span_start)
+        if not self.assertions:
+            return {signatures.ASSERTION: tf.fill(shape, ""),
+                    signatures.ASSERTION_CONFIDENCE: tf.zeros(shape, tf.float32)}
+        sentences = split_sentences_graph(text, self.max_sentence_tokens)
+        _, _, lengths, probabilities = self._decode(sentences["tokens"])
+        is_token = tf.reshape(tf.sequence_mask(lengths, tf.shape(probabilities)[1]), [-1])
+        # Every token of the batch in reading order (sentences come in
+        # document order), with its document and offsets: a span's tokens are
+        # then one run, found by binary search on (document, offset) keys.
+        token_probabilities = tf.boolean_mask(
+            tf.reshape(probabilities, [-1, len(self.assertions)]), is_token)
+        token_document = tf.boolean_mask(tf.reshape(tf.broadcast_to(
+            tf.cast(sentences["document"], tf.int64)[:, tf.newaxis],
+            tf.shape(sentences["token_start"])), [-1]), is_token)
+        # Offsets count code points (< 2**31), so document * 2**32 + offset orders tokens.
+        stride = tf.constant(2**32, tf.int64)
+        token_start_key = token_document * stride + tf.boolean_mask(
+            tf.reshape(sentences["token_start"], [-1]), is_token)
+        token_end_key = token_document * stride + tf.boolean_mask(
+            tf.reshape(sentences["token_end"], [-1]), is_token)
+        span_document = tf.broadcast_to(
+            tf.range(shape[0], dtype=tf.int64)[:, tf.newaxis], shape)
+        starts = tf.reshape(span_document * stride + tf.cast(span_start, tf.int64), [-1])
+        ends = tf.reshape(span_document * stride + tf.cast(span_end, tf.int64), [-1])
+        # The first token that ends after the span's start, and one past the
+        # last token that starts before its end.
+        first = tf.searchsorted(token_end_key, starts, side="right", out_type=tf.int32)
+        stop = tf.searchsorted(token_start_key, ends, side="left", out_type=tf.int32)
+        is_span = tf.reshape(span_start >= 0, [-1]) & (stop > first)
+        stop = tf.where(is_span, stop, first)
+        token_index = tf.ragged.range(first, stop)
+        means = tf.math.segment_mean(
+            tf.gather(token_probabilities, token_index.flat_values),
+            token_index.value_rowids())
+        # segment_mean leaves out trailing spans without tokens; pad them back.
+        means = tf.pad(means, [[0, tf.size(first) - tf.shape(means)[0]], [0, 0]])
+        names, confidence = self._assertions_of_means(means)
+        return {
+            signatures.ASSERTION: tf.reshape(tf.where(is_span, names, ""), shape),
+            signatures.ASSERTION_CONFIDENCE: tf.reshape(tf.where(is_span, confidence, 0.0),
+                                                        shape),
         }
 
     def saved_object(self) -> tf.Module:
@@ -183,4 +287,5 @@ class InferenceModule(tf.Module):
         return {
             signatures.SERVING_DEFAULT: self.annotate_text.get_concrete_function(),
             signatures.PREDICT_TOKENS: self.tag_tokens.get_concrete_function(),
+            signatures.CLASSIFY_ASSERTIONS: self.classify_assertions.get_concrete_function(),
         }

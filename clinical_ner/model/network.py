@@ -18,7 +18,15 @@ MODEL_FILE = "model.keras"
 # Constructor arguments that models saved by 0.2.4 and earlier did not store,
 # with the value such a model was built with (its tag scheme is read off its
 # tags: see tags.inventory_scheme).
-_ARGUMENTS_OF_OLD_MODELS = {"fused_lstm_max_batch": 4}
+# (Models before 0.4 have no assertion output; its other arguments are unused then.)
+_ARGUMENTS_OF_OLD_MODELS = {"fused_lstm_max_batch": 4, "assertions": [],
+                            "assertion_head": "shared", "assertion_lstm_units": 1,
+                            "assertion_loss_weight": 1.0}
+#: Target id of a token without an assertion target (outside gold problems
+#: with an assertion, or in data without assertions): masked out of the loss.
+NO_ASSERTION = -1
+#: The layers of the assertion output (those a model without assertions lacks).
+ASSERTION_LAYERS = ("assertion_bilstm", "assertion_dropout", "assertion_probabilities")
 
 
 @keras.saving.register_keras_serializable(package="clinical_ner")
@@ -44,6 +52,16 @@ class ClinicalNERModel(keras.Model):
     (the words of the training data, which the vocabulary puts first; see
     :class:`~clinical_ner.model.layers.word_embedding.PartlyTrainableEmbedding`);
     ``None`` trains every row. ``trainable_embeddings=False`` freezes them all.
+
+    With ``assertions`` (assertion classes, see
+    :data:`clinical_ner.text.document.ASSERTION_CLASSES`) the model has a second
+    output, ``assertion_probabilities`` ``[batch, tokens, len(assertions)]``:
+    a softmax per token over the classes, read from the BiLSTM's states
+    (``assertion_head="shared"``) or from a BiLSTM of ``assertion_lstm_units``
+    of its own over the same token features (``"lstm"``). The model then
+    returns ``[emissions, assertion_probabilities]``, and its targets are
+    ``(tag_ids, assertion_ids)`` with :data:`NO_ASSERTION` on the tokens that
+    have none. Without ``assertions`` the model is exactly the tagger alone.
 
     Example:
     >>> import numpy as np
@@ -83,6 +101,10 @@ class ClinicalNERModel(keras.Model):
         dropout: float,
         constrain_transitions: bool,
         fused_lstm_max_batch: int,
+        assertions: list[str],
+        assertion_head: str,
+        assertion_lstm_units: int,
+        assertion_loss_weight: float,
         **kwargs,
     ) -> None:
         inputs = {
@@ -109,9 +131,10 @@ class ClinicalNERModel(keras.Model):
                     inputs["casing_ids"]
                 )
             )
-        hidden = keras.layers.Concatenate(name="token_features")(features)
-        hidden = keras.layers.Dropout(dropout, name="input_dropout")(hidden)
-        hidden = BiLSTM(lstm_units, fused_lstm_max_batch, name="bilstm")(hidden, mask=is_token)
+        token_features = keras.layers.Concatenate(name="token_features")(features)
+        token_features = keras.layers.Dropout(dropout, name="input_dropout")(token_features)
+        hidden = BiLSTM(lstm_units, fused_lstm_max_batch, name="bilstm")(token_features,
+                                                                         mask=is_token)
         hidden = keras.layers.Dropout(dropout, name="output_dropout")(hidden)
         emissions = keras.layers.Dense(len(tags), name="emissions")(hidden)
         # Checked even when unconstrained: tags outside the scheme are a bug.
@@ -123,6 +146,20 @@ class ClinicalNERModel(keras.Model):
         else:
             crf = CRF(len(tags), name="crf")
         outputs = crf(emissions)
+        # Built after the tagger's layers, so that the tagger's initial
+        # weights are the same with and without assertions for one seed.
+        if assertions:
+            if assertion_head == "lstm":
+                assertion_states = BiLSTM(assertion_lstm_units, fused_lstm_max_batch,
+                                          name="assertion_bilstm")(token_features, mask=is_token)
+                assertion_states = keras.layers.Dropout(dropout, name="assertion_dropout")(
+                    assertion_states)
+            else:
+                assertion_states = hidden
+            probabilities = keras.layers.Dense(
+                len(assertions), activation="softmax", name="assertion_probabilities"
+            )(assertion_states)
+            outputs = [outputs, probabilities]
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         arguments = {
             "num_words": num_words, "num_chars": num_chars, "tags": list(tags),
@@ -132,7 +169,9 @@ class ClinicalNERModel(keras.Model):
             "char_filters": char_filters, "char_kernel_size": char_kernel_size,
             "use_casing": use_casing, "casing_dim": casing_dim, "lstm_units": lstm_units,
             "dropout": dropout, "constrain_transitions": constrain_transitions,
-            "fused_lstm_max_batch": fused_lstm_max_batch,
+            "fused_lstm_max_batch": fused_lstm_max_batch, "assertions": list(assertions),
+            "assertion_head": assertion_head, "assertion_lstm_units": assertion_lstm_units,
+            "assertion_loss_weight": assertion_loss_weight,
         }
         # Each argument is a public attribute (model.tags, model.word_dim, ...),
         # and get_config() returns them all.
@@ -165,6 +204,9 @@ class ClinicalNERModel(keras.Model):
             casing_dim=settings.casing_dim, lstm_units=settings.lstm_units,
             dropout=settings.dropout, constrain_transitions=settings.constrain_transitions,
             fused_lstm_max_batch=settings.fused_lstm_max_batch,
+            assertions=vocab.assertions, assertion_head=settings.assertion_head,
+            assertion_lstm_units=settings.assertion_lstm_units,
+            assertion_loss_weight=settings.assertion_loss_weight,
         )
 
     def apply_runtime_settings(self, settings: NERConfig) -> None:
@@ -174,7 +216,9 @@ class ClinicalNERModel(keras.Model):
         ``config.json`` may change them after training (``ClinicalNER`` applies
         its configuration's values when it loads a model).
         """
-        self.get_layer("bilstm").fused_max_batch = settings.fused_lstm_max_batch
+        for layer in self.layers:
+            if isinstance(layer, BiLSTM):
+                layer.fused_max_batch = settings.fused_lstm_max_batch
         self.fused_lstm_max_batch = settings.fused_lstm_max_batch
 
     @property
@@ -185,35 +229,59 @@ class ClinicalNERModel(keras.Model):
     def sequence_lengths(inputs) -> tf.Tensor:
         return tf.reduce_sum(tf.cast(tf.not_equal(inputs["word_ids"], 0), tf.int32), axis=1)
 
+    def split_outputs(self, outputs) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """The emissions and the assertion probabilities (``None`` without assertions) of a call."""
+        if self.assertions:
+            emissions, probabilities = outputs
+            return emissions, probabilities
+        return outputs, None
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean CRF negative log-likelihood per sentence (plus any layer losses).
 
-        ``y`` is the tag ids, or for partly labelled data a dict whose
+        With assertions, ``y`` is ``(tag_ids, assertion_ids)`` and the loss
+        adds ``assertion_loss_weight`` times the assertion cross-entropy
+        summed over the tokens that have a target and divided by the number
+        of sentences, so that, like the CRF's, it is a sum over sentences
+        divided by the batch size (which the distributed step relies on) and
+        a batch without assertion targets adds exactly nothing.
+
+        For partly labelled data the tag ids are a dict whose
         ``allowed_tags`` (bool ``[batch, tokens, tags]``) gives the tags each
-        token may take: the loss is then the negative marginal likelihood of
-        the allowed paths (:meth:`CRF.partial_log_likelihood`), which equals
-        the ordinary one for a row that allows one tag per token.
+        token may take: the CRF loss is then the negative marginal likelihood
+        of the allowed paths (:meth:`CRF.partial_log_likelihood`), which
+        equals the ordinary one for a row that allows one tag per token.
         """
-        if isinstance(y, dict) and "allowed_tags" in y:
+        emissions, probabilities = self.split_outputs(y_pred)
+        tag_ids = y[0] if self.assertions else y
+        if isinstance(tag_ids, dict):
             log_likelihood = self.crf.partial_log_likelihood(
-                y_pred, y["allowed_tags"], self.sequence_lengths(x))
+                emissions, tag_ids["allowed_tags"], self.sequence_lengths(x))
         else:
             log_likelihood = self.crf.log_likelihood(
-                y_pred, tf.cast(y["tags"] if isinstance(y, dict) else y, tf.int32),
-                self.sequence_lengths(x))
+                emissions, tf.cast(tag_ids, tf.int32), self.sequence_lengths(x))
         loss = -tf.reduce_mean(log_likelihood)
+        if self.assertions:
+            loss += self.assertion_loss_weight * assertion_cross_entropy(probabilities, y[1])
         if self.losses:
             loss += tf.add_n(self.losses)
         return loss
 
     def decode(self, inputs) -> tuple[tf.Tensor, tf.Tensor]:
         """Best tag ids ``[batch, tokens]`` and tag marginals ``[batch, tokens, tags]``."""
-        emissions = self(inputs, training=False)
-        return self.crf.decode(emissions, self.sequence_lengths(inputs))
+        tag_ids, marginals, _ = self.decode_with_assertions(inputs)
+        return tag_ids, marginals
+
+    def decode_with_assertions(self, inputs) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
+        """:meth:`decode`'s tags and marginals, and the assertion probabilities (or ``None``)."""
+        emissions, probabilities = self.split_outputs(self(inputs, training=False))
+        tag_ids, marginals = self.crf.decode(emissions, self.sequence_lengths(inputs))
+        return tag_ids, marginals, probabilities
 
     def get_config(self) -> dict:
         arguments = {name: getattr(self, name) for name in self._argument_names}
         arguments["tags"] = list(arguments["tags"])
+        arguments["assertions"] = list(arguments["assertions"])
         return {"name": self.name, "trainable": self.trainable, **arguments}
 
     @classmethod
@@ -222,3 +290,19 @@ class ClinicalNERModel(keras.Model):
         if "tag_scheme" not in config:
             config["tag_scheme"] = inventory_scheme(config["tags"])
         return cls(**config)
+
+
+def assertion_cross_entropy(probabilities: tf.Tensor, assertion_ids: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy summed over the tokens with a target, divided by the number of sentences.
+
+    ``assertion_ids`` ``[batch, tokens]`` holds class ids, and
+    :data:`NO_ASSERTION` where a token has no target (those add nothing).
+    """
+    assertion_ids = tf.cast(assertion_ids, tf.int32)
+    has_target = assertion_ids >= 0
+    chosen = tf.gather(probabilities, tf.maximum(assertion_ids, 0), batch_dims=2)
+    # The clip keeps log finite for a saturated softmax (as Keras' own
+    # cross-entropy on probabilities does).
+    token_losses = -tf.math.log(tf.clip_by_value(chosen, 1e-7, 1.0))
+    total = tf.reduce_sum(tf.where(has_target, token_losses, 0.0))
+    return total / tf.cast(tf.shape(assertion_ids)[0], total.dtype)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import collections
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -30,12 +30,15 @@ class Vocabulary:
     unknown entry ``"<unk>"`` (id 1); ``tags`` are the CRF's tags with ``O``
     first. The featurizer (``clinical_ner.model.features.Featurizer``) turns token
     strings into these ids, in the training pipeline and inside the exported
-    graph alike.
+    graph alike. ``assertions`` are the assertion classes of the model's
+    assertion output (a subset of ``text.document.ASSERTION_CLASSES`` in that order;
+    empty: the model has no assertion output, as every model before 0.4).
     """
 
     words: list[str]
     chars: list[str]
     tags: list[str]
+    assertions: list[str] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -100,7 +103,7 @@ class Vocabulary:
                     in_use.add(word_id)
         order = np.array(sorted(in_use) + [i for i in range(len(self.words)) if i not in in_use])
         reordered = Vocabulary(words=[self.words[i] for i in order], chars=self.chars,
-                               tags=self.tags)
+                               tags=self.tags, assertions=self.assertions)
         return reordered, order, len(in_use)
 
     def embedding_matrix(
@@ -125,12 +128,13 @@ class Vocabulary:
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / VOCAB_FILE
         path.write_text(
-            json.dumps({"words": self.words, "chars": self.chars, "tags": self.tags},
-                       ensure_ascii=False),
+            json.dumps({"words": self.words, "chars": self.chars, "tags": self.tags,
+                        "assertions": self.assertions}, ensure_ascii=False),
             encoding="utf-8",
         )
 
     @classmethod
     def load(cls, directory: str | Path) -> "Vocabulary":
         data = json.loads((Path(directory) / VOCAB_FILE).read_text(encoding="utf-8"))
-        return cls(words=data["words"], chars=data["chars"], tags=data["tags"])
+        return cls(words=data["words"], chars=data["chars"], tags=data["tags"],
+                   assertions=data.get("assertions", []))

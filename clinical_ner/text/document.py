@@ -3,6 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: The i2b2/VA 2010 assertion classes, in their canonical order. A model
+#: predicts the subset its training data had (``Vocabulary.assertions``).
+ASSERTION_CLASSES = (
+    "present", "absent", "possible", "conditional", "hypothetical",
+    "associated_with_someone_else",
+)
+#: The one entity label that carries an assertion (as in i2b2 2010).
+ASSERTION_LABEL = "problem"
+
 
 @dataclass(frozen=True)
 class Entity:
@@ -12,7 +21,8 @@ class Entity:
     text, so ``text[start:end] == entity.text``. ``confidence`` is the CRF
     marginal probability of the entity's weakest token (``None`` for gold
     annotations). ``assertion`` is the i2b2 assertion (``present``,
-    ``absent``, ...) when one was read.
+    ``absent``, ...) when one was read or predicted, with the model's
+    probability for it in ``assertion_confidence``.
     """
 
     start: int
@@ -21,6 +31,7 @@ class Entity:
     label: str
     confidence: float | None = None
     assertion: str | None = None
+    assertion_confidence: float | None = None
 
     def to_dict(self) -> dict:
         result = {
@@ -32,6 +43,7 @@ class Entity:
         }
         if self.assertion is not None:
             result["assertion"] = self.assertion
+            result["assertion_confidence"] = self.assertion_confidence
         return result
 
 
@@ -60,8 +72,9 @@ class Sentence:
     tags: list[str] | None = None
     offsets: list[tuple[int, int]] | None = None
     source: str = ""
-    # i2b2 assertions (``present``, ``absent``, ...) keyed by the inclusive
-    # token range of their concept; read and written, not used for training.
+    # Assertions (``present``, ``absent``, ...; see ASSERTION_CLASSES) keyed by
+    # the inclusive token range of their concept; the tokens of a problem
+    # with an assertion are the targets of the model's assertion output.
     assertions: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

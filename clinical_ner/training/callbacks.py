@@ -124,6 +124,8 @@ class ProgressReport(TrainingCallback):
         if "dev_corpora" in entry:  # a corpus file's dev corpora, each on its own labels
             dev_text += " (" + ", ".join(f"{name} F1 {scores['f1']:.4f}" for name, scores
                                          in entry["dev_corpora"].items()) + ")"
+        if "dev_assertion_accuracy" in entry:
+            dev_text += f" assertion accuracy {entry['dev_assertion_accuracy']:.4f}"
         self.emit(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}{dev_text} "
                   f"({entry['train_seconds']:.1f} s, {entry['train_tokens_per_second']:.0f} "
                   "tokens/s)" + (" *best*" if entry["best"] else ""))

@@ -6,11 +6,13 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from clinical_ner.text.document import Sentence
 from clinical_ner.model.features import Featurizer
 from clinical_ner.model.tag_space import allowed_tag_mask
 from clinical_ner.text.tags import to_scheme
+from clinical_ner.model.network import NO_ASSERTION
 from clinical_ner.model.vocab import PAD, UNKNOWN_ID
+from clinical_ner.text.document import ASSERTION_CLASSES, ASSERTION_LABEL, Sentence
+from clinical_ner.text.tags import to_scheme
 
 
 def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> list[list[int]]:
@@ -44,6 +46,41 @@ def encode_allowed_tags(sentences: Sequence[Sentence], open_labels: Sequence[Seq
     return encoded
 
 
+def assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
+    """The assertion classes that the problems of ``sentences`` carry, in canonical order.
+
+    Empty when no problem has an assertion: the model then gets no assertion output.
+    """
+    used = {assertion for sentence in sentences
+            for (first, _), assertion in sentence.assertions.items()
+            if sentence.tags is not None and sentence.tags[first] == f"B-{ASSERTION_LABEL}"}
+    return [name for name in ASSERTION_CLASSES if name in used]
+
+
+def encode_assertions(sentences: Sequence[Sentence], classes: list[str]) -> list[list[int]]:
+    """Assertion target ids of each sentence's tokens: the class id inside a gold problem with
+    an assertion, ``NO_ASSERTION`` (-1, masked out of the loss) everywhere else.
+
+    Every token of the problem gets its class: the model's assertion for an
+    entity is the mean of its tokens' probabilities.
+    """
+    index = {name: position for position, name in enumerate(classes)}
+    encoded = []
+    for sentence in sentences:
+        targets = [NO_ASSERTION] * len(sentence.tokens)
+        for (first, last), assertion in sentence.assertions.items():
+            # Only problems carry assertions (as in i2b2 2010): a
+            # concept of another label that has one is not a target.
+            if sentence.tags is None or sentence.tags[first] != f"B-{ASSERTION_LABEL}":
+                continue
+            if assertion not in index:
+                raise ValueError(f"{sentence.source}: assertion {assertion!r} is not among the "
+                                 f"model's assertions ({', '.join(classes) or 'none'})")
+            targets[first:last + 1] = [index[assertion]] * (last + 1 - first)
+        encoded.append(targets)
+    return encoded
+
+
 def batch_count(lengths: Sequence[int], batch_size: int,
                 bucket_boundaries: Sequence[int]) -> int:
     """How many batches :func:`training_dataset` forms from sentences of these lengths.
@@ -66,13 +103,18 @@ def training_dataset(
     word_dropout: float,
     bucket_boundaries: Sequence[int],
     allowed_tags: list[np.ndarray] | None = None,
+    assertion_ids: list[list[int]] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
 
     With ``allowed_tags`` (partly labelled data: one bool ``[tokens, K]``
-    mask per sentence, from :func:`encode_allowed_tags`) the targets are
-    ``{"tags": tag_ids, "allowed_tags": bool [batch, tokens, K]}`` instead
-    (padding steps allow nothing; the CRF never reads them).
+    mask per sentence, from :func:`encode_allowed_tags`) the tag ids become
+    ``{"tags": tag_ids, "allowed_tags": bool [batch, tokens, K]}`` (padding
+    steps allow nothing; the CRF never reads them).
+
+    With ``assertion_ids`` (from :func:`encode_assertions`, for a model with
+    an assertion output) the targets are ``(tag_ids, assertion_ids)``, the
+    assertion ids padded with ``NO_ASSERTION`` like the tokens without one.
 
     With ``shuffle_seed`` the sentence order is shuffled with that seed
     (callers pass ``seed + epoch``, so every epoch has its own order and an
@@ -95,12 +137,17 @@ def training_dataset(
     lengths = tf.constant(lengths, tf.int64)
     flat_allowed = (None if allowed_tags is None
                     else tf.constant(np.concatenate(allowed_tags, axis=0), tf.bool))
+    with_assertions = assertion_ids is not None
+    if with_assertions:
+        flat_assertions = tf.constant([a for ids in assertion_ids for a in ids], tf.int32)
 
     def sentence(index):
         begin, size = starts[index], lengths[index]
         targets = flat_tags[begin:begin + size]
         if flat_allowed is not None:
             targets = {"tags": targets, "allowed_tags": flat_allowed[begin:begin + size]}
+        if with_assertions:
+            targets = (targets, flat_assertions[begin:begin + size])
         return flat_tokens[begin:begin + size], targets
 
     dataset = tf.data.Dataset.range(len(sentences))
@@ -108,15 +155,17 @@ def training_dataset(
         dataset = dataset.shuffle(len(sentences), seed=shuffle_seed,
                                   reshuffle_each_iteration=False)
     dataset = dataset.map(sentence)
+    tag_shape, tag_padding = (([None], 0) if flat_allowed is None else
+                              ({"tags": [None], "allowed_tags": [None, None]},
+                               {"tags": 0, "allowed_tags": False}))
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda words, _: tf.shape(words)[0],
         bucket_boundaries=list(bucket_boundaries),
         bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        padded_shapes=([None], [None] if flat_allowed is None
-                       else {"tags": [None], "allowed_tags": [None, None]}),
-        # Tag id 0 (O) on padding; the CRF never reads it.
-        padding_values=(PAD, 0 if flat_allowed is None
-                        else {"tags": 0, "allowed_tags": False}),
+        padded_shapes=([None], (tag_shape, [None]) if with_assertions else tag_shape),
+        # Tag id 0 (O) on padding; the CRF never reads it. No assertion
+        # target on padding.
+        padding_values=(PAD, (tag_padding, NO_ASSERTION) if with_assertions else tag_padding),
     )
 
     base_seed = 0 if shuffle_seed is None else shuffle_seed

@@ -8,12 +8,13 @@ import keras
 import numpy as np
 
 from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
-from clinical_ner.text.document import Sentence
-from clinical_ner.vectors.reader import load_embedding_files
-from clinical_ner.errors import ConfigError
-from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.errors import ConfigError
+from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import assertion_classes
+from clinical_ner.vectors.reader import load_embedding_files
 
 
 
@@ -34,10 +35,17 @@ def pretrained_vectors(config: NERConfig) -> tuple[list[str] | None, np.ndarray 
 
 def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
               emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
-    """A model of ``config``'s architecture whose vocabulary is the data's and the vectors' words."""
+    """A model of ``config``'s architecture whose vocabulary is the data's and the vectors' words.
+
+    It has an assertion output when the data's problems carry assertions.
+    """
     embedding_words, vectors = pretrained_vectors(config)
     vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
                              config.min_word_count)
+    vocab.assertions = assertion_classes(sentences)
+    if vocab.assertions:
+        emit(f"assertions: {', '.join(vocab.assertions)} (a second output, "
+             f"assertion_head {config.assertion_head})")
     vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
     word_dim = vectors.shape[1] if vectors is not None else config.word_dim
     model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use)
@@ -56,7 +64,13 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
-    """The base model's weights, with a new output layer and CRF if the labels differ."""
+    """The base model's weights, with a new output layer and CRF if the labels differ.
+
+    The assertion output: kept with its weights when the new data has no
+    assertions (it is then not trained) or only classes it knows; a new one,
+    re-initialised, when the data has classes the base model lacks (or the
+    base model had none).
+    """
     base = ClinicalNER.load(init_from)
     changed = [name for name in ARCHITECTURE_SETTINGS
                if getattr(config, name) != getattr(base.config, name)]
@@ -66,19 +80,36 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
             f"from {init_from}: {', '.join(changed)}")
     # The base model's words, reordered so that the new data's words are the
     # trainable ones (the base model split its table by its own data).
+    data_assertions = assertion_classes(sentences)
+    keep_assertions = bool(base.vocab.assertions) and set(data_assertions) <= set(
+        base.vocab.assertions)
     vocab, order, words_in_use = Vocabulary(
-        words=base.vocab.words, chars=base.vocab.chars, tags=tags
+        words=base.vocab.words, chars=base.vocab.chars, tags=tags,
+        assertions=base.vocab.assertions if keep_assertions else data_assertions,
     ).training_words_first(s.tokens for s in sentences)
     model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
                                            words_in_use)
     model.get_layer("word_embedding").set_table(
         base.model.get_layer("word_embedding").table()[order])
     new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
+    new_assertion_layers = () if keep_assertions else ASSERTION_LAYERS
     for layer in model.layers:
-        if layer.weights and layer.name not in new_layers + ("word_embedding",):
+        if layer.weights and layer.name not in (
+                new_layers + new_assertion_layers + ("word_embedding",)):
             layer.set_weights(base.model.get_layer(layer.name).get_weights())
     if new_layers:
         emit("the label set differs from the base model's "
              f"({', '.join(base.vocab.tags)} -> {', '.join(tags)}): the output layer and the "
              "CRF are re-initialised; the embeddings, char-CNN and BiLSTM are kept")
+    if keep_assertions and not data_assertions:
+        emit(f"the new data has no assertions: the base model's assertion output "
+             f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "
+             "under it are, which can change its answers; evaluate it on data with assertions)")
+    elif keep_assertions:
+        emit(f"assertions: the base model's output ({', '.join(vocab.assertions)}) is "
+             "fine-tuned on the new data's assertions")
+    elif data_assertions:
+        emit(f"assertions: {', '.join(data_assertions)} are not all among the base model's "
+             f"({', '.join(base.vocab.assertions) or 'none'}): a new assertion output is "
+             "initialised")
     return model, vocab

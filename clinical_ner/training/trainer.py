@@ -24,7 +24,7 @@ import tensorflow as tf
 from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
 from clinical_ner.config import NERConfig
 from clinical_ner.text.document import Sentence
-from clinical_ner.training.dataset import encode_tags, training_dataset
+from clinical_ner.training.dataset import encode_assertions, encode_tags, training_dataset
 from clinical_ner.training.distribute import (
     DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
 )
@@ -74,6 +74,7 @@ def train(
     cpu_devices: int | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     corpora: CorpusSet | None = None,
+    assertion_map: dict | None = None,
 ) -> TrainingResult:
     """Train a model and write its directory to ``output``.
 
@@ -88,7 +89,9 @@ def train(
     the new data has other labels, the output layer and CRF are re-initialised.
     ``distribute`` is ``None`` (one device), ``"mirrored"`` or
     ``"multi-worker"`` (see :mod:`clinical_ner.training.distribute`); ``config.batch_size``
-    is the global batch, split across all replicas.
+    is the global batch, split across all replicas. ``assertion_map`` reads
+    brat attributes as assertions (:mod:`clinical_ner.formats.brat`): data
+    whose problems carry assertions trains the model's assertion output too.
     ``corpora`` (from :func:`clinical_ner.formats.corpora.read_corpus_file`)
     replaces ``train_path``, ``dev_path``, ``data_format`` and ``label_map``:
     several corpora, each with its label map, coverage and weight, and the
@@ -116,12 +119,12 @@ def train(
         if distribution.is_chief:
             dev_sentences = read_dev_corpora(corpora, skip_invalid, emit)
     else:
-        train_sentences, train_labels = _read_training_data(train_path, data_format, label_map,
-                                                            skip_invalid, emit)
+        read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
+                    assertion_map=assertion_map, emit=emit)
+        train_sentences, train_labels = _read_training_data(train_path, **read)
         has_dev = dev_path is not None
         if dev_path is not None and distribution.is_chief:
-            dev_sentences = _read_dev_data(dev_path, train_labels, data_format, label_map,
-                                           skip_invalid, emit)
+            dev_sentences = _read_dev_data(dev_path, train_labels, **read)
 
     with distribution.output_dir(output) as directory:
         # (A resumed process other than the chief starts from an empty directory.)
@@ -145,6 +148,8 @@ def train(
         train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
         allowed_tags = (training.allowed_tags(vocab.tags, config.tag_scheme)
                         if training is not None else None)
+        train_assertions = (encode_assertions(train_sentences, vocab.assertions)
+                            if vocab.assertions else None)
         ner = ClinicalNER(model, vocab, config)
         stopped_early = False
         for epoch in range(state.epoch, config.epochs):
@@ -156,15 +161,17 @@ def train(
             # resumed run uses exactly the rate it would have used.
             model.optimizer.learning_rate = config.learning_rate / (1 + config.lr_decay * epoch)
             reseed_dropout(model, config.seed, epoch)
-            epoch_sentences, epoch_tags, epoch_allowed = _epoch_data(
-                training, config.seed, epoch, train_sentences, train_tags, allowed_tags)
+            epoch_sentences, epoch_tags, epoch_allowed, epoch_assertions = _epoch_data(
+                training, config.seed, epoch, train_sentences, train_tags, allowed_tags,
+                train_assertions)
             train_tokens = sum(len(s.tokens) for s in epoch_sentences)
             dataset = training_dataset(epoch_sentences, epoch_tags, featurizer,
                                        config.batch_size, config.use_casing,
                                        shuffle_seed=config.seed + epoch,
                                        word_dropout=config.word_dropout,
                                        bucket_boundaries=config.bucket_boundaries,
-                                       allowed_tags=epoch_allowed)
+                                       allowed_tags=epoch_allowed,
+                                       assertion_ids=epoch_assertions)
             started = time.perf_counter()
             loss = _in_cluster(distribution, epoch, lambda: epochs.train_epoch(dataset, progress))
             train_seconds = time.perf_counter() - started
@@ -191,7 +198,8 @@ def train(
                                        best[-1].get("dev_corpora", {}) if best else {},
                                        skip_invalid)
         elif distribution.is_chief:
-            record_training(output, train_path, dev_path, data_format, label_map, skip_invalid)
+            record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
+                            assertion_map)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
@@ -226,7 +234,7 @@ def _is_chief_by_environment() -> bool:
         return True  # distribution_for reports it
 
 
-def _read_training_data(train_path, data_format, label_map, skip_invalid, emit
+def _read_training_data(train_path, data_format, label_map, skip_invalid, assertion_map, emit
                         ) -> tuple[list[Sentence], set[str]]:
     train_paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path)
     if not train_paths:
@@ -234,7 +242,7 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, emit
     sentences: list[Sentence] = []
     labels: set[str] = set()
     for path in train_paths:
-        corpus = _read_corpus(path, data_format, label_map, skip_invalid, emit)
+        corpus = _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit)
         corpus_part = corpus_sentences(corpus)
         if not corpus_part:
             raise ClinicalNERError(f"{path}: no sentences to train on")
@@ -243,17 +251,18 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, emit
     return sentences, labels
 
 
-def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid, emit
-                   ) -> list[Sentence]:
-    corpus = _read_corpus(dev_path, data_format, label_map, skip_invalid, emit)
+def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid, assertion_map,
+                   emit) -> list[Sentence]:
+    corpus = _read_corpus(dev_path, data_format, label_map, skip_invalid, assertion_map, emit)
     unseen = sorted(set(corpus.labels) - train_labels)
     if unseen:
         emit(f"warning: dev labels never seen in training: {', '.join(unseen)}")
     return corpus_sentences(corpus)
 
 
-def _read_corpus(path, data_format, label_map, skip_invalid, emit) -> Corpus:
-    corpus = load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid)
+def _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit) -> Corpus:
+    corpus = load_corpus(path, data_format, label_map=label_map, skip_invalid=skip_invalid,
+                         assertion_map=assertion_map)
     report_skipped(corpus, str(path), emit)
     return corpus
 
@@ -276,26 +285,40 @@ def _first_model(config: NERConfig, sentences: list[Sentence], labels: set[str],
 
 
 def _dev_scores(ner: ClinicalNER, sentences: list[Sentence], distribution: Distribution) -> dict:
-    """The chief's dev precision, recall and F1, on every process."""
+    """The chief's dev precision, recall and F1 (and assertion scores), on every process.
+
+    A model with assertions adds the dev assertion accuracy and macro F1 of
+    the gold problems when the dev data has assertions (the epoch is still
+    chosen by the NER F1).
+    """
     started = time.perf_counter()
-    scores = [0.0, 0.0, 0.0]
+    with_assertions = bool(ner.assertion_classes)
+    # The same length on every process; -1: the dev data has no assertions.
+    scores = [0.0, 0.0, 0.0] + ([-1.0, -1.0] if with_assertions else [])
     if distribution.is_chief:
-        micro = evaluate_sentences(ner, sentences)["exact"]["micro"]
-        scores = [micro["precision"], micro["recall"], micro["f1"]]
-    precision, recall, f1 = distribution.broadcast_from_chief(scores)
-    return {"dev_precision": precision, "dev_recall": recall, "dev_f1": f1,
-            "dev_seconds": round(time.perf_counter() - started, 3)}
+        report = evaluate_sentences(ner, sentences)
+        micro = report["exact"]["micro"]
+        scores[:3] = [micro["precision"], micro["recall"], micro["f1"]]
+        if "assertion" in report:
+            gold_concepts = report["assertion"]["gold_concepts"]
+            scores[3:] = [gold_concepts["accuracy"], gold_concepts["macro_f1"]]
+    scores = distribution.broadcast_from_chief(scores)
+    entry = {"dev_precision": scores[0], "dev_recall": scores[1], "dev_f1": scores[2]}
+    if with_assertions and scores[3] >= 0:
+        entry.update({"dev_assertion_accuracy": scores[3], "dev_assertion_macro_f1": scores[4]})
+    entry["dev_seconds"] = round(time.perf_counter() - started, 3)
+    return entry
 
 
 def _epoch_data(training: TrainingCorpora | None, seed: int, epoch: int,
-                sentences: list[Sentence], tags: list[list[int]],
-                allowed_tags: list | None) -> tuple[list[Sentence], list[list[int]], list | None]:
-    """The epoch's sentences, tag ids and allowed tags: all, or a corpus file's weighted draw."""
+                *per_sentence: list | None) -> tuple[list | None, ...]:
+    """The epoch's share of each per-sentence list (sentences, tag ids, allowed tags,
+    assertion ids; None stays None): all of it, or a corpus file's weighted draw."""
     if training is None:
-        return sentences, tags, allowed_tags
+        return per_sentence
     chosen = training.epoch_indices(seed, epoch).tolist()
-    return ([sentences[i] for i in chosen], [tags[i] for i in chosen],
-            None if allowed_tags is None else [allowed_tags[i] for i in chosen])
+    return tuple(None if values is None else [values[i] for i in chosen]
+                 for values in per_sentence)
 
 
 def _corpus_dev_scores(ner: ClinicalNER, corpora: CorpusSet, dev: dict[str, list[Sentence]],

@@ -1,6 +1,7 @@
 """``LiteRTNER``: ``annotate`` and ``tag`` on a LiteRT export, without TensorFlow."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from clinical_ner.model.vocab import Vocabulary
 # (one run each on the loaded shared 2-core machine, an ad-hoc script not
 # committed; docs/design/litert.md).
 CHUNK_SIZE = 32
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows: no affinity call
+        return max(1, os.cpu_count() or 1)
 
 
 class LiteRTNER(Annotator):
@@ -58,16 +67,21 @@ class LiteRTNER(Annotator):
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1,
-             workers: int = 1) -> "LiteRTNER":
+             workers: int | None = None) -> "LiteRTNER":
         """Load a directory written by ``clinical-ner export MODEL --format litert``.
 
         ``workers`` interpreters score chunks of a batch (and concurrent
-        callers) in parallel threads; ``num_threads`` is each interpreter's
-        own thread count. The defaults (1 and 1) use one core and the least
-        memory; ``workers=2`` uses two cores for batches (about 12 MiB more
-        per interpreter).
+        callers) in parallel threads (LiteRT releases the GIL while it
+        computes); ``None`` (the default) gives one per core the process may
+        run on (its CPU affinity), so a large batch uses them all, at about
+        12 MiB more per interpreter. ``workers=1`` uses one core and the
+        least memory: what batch engines, which run one worker per core,
+        set. ``num_threads`` is each interpreter's own thread count (more
+        than 1 was slower than more workers: docs/litert.md).
         """
         directory = Path(directory)
+        if workers is None:
+            workers = usable_cores()
         if not layout.is_litert_export(directory):
             raise layout.LiteRTExportError(
                 f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "

@@ -1,0 +1,322 @@
+"""Assertion status from the same model, on MACCROBAT (i2b2 layout, with .ast files), against medspaCy ConText.
+
+    python -m benchmarks.assertion_bench --train-variant none --train-variant shared --seed 42
+    python -m benchmarks.assertion_bench --context        # the peer, on the same gold concepts
+    python -m benchmarks.assertion_bench --throughput shared-seed42 none-seed42
+    python -m benchmarks.assertion_bench --table          # the Markdown table of what ran
+
+``--train-variant`` trains ``clinical-ner train --train <data>/maccrobat-i2b2/train --dev
+<data>/maccrobat-i2b2/dev --config ... --quiet`` in a subprocess, with the documented default
+configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
+
+* ``none``: the same documents without their ``ast/`` folder (no assertions: the tagger alone);
+* ``shared``: assertion output on the tagger's BiLSTM states (``assertion_head: shared``);
+* ``lstm``: an assertion BiLSTM of its own (``assertion_head: lstm``, 50 units per direction);
+* ``shared-w0.5``, ``shared-w2``, ``lstm-w2`` ...: ``-w<x>`` sets ``assertion_loss_weight``.
+
+It then scores the chosen epoch's model on dev with ``clinical_ner.evaluation.evaluate_sentences``
+(what ``clinical-ner evaluate`` prints): NER exact micro F1, and the gold-concept assertion
+accuracy, per-class F1 and macro F1, and the end-to-end F1. Results go to
+``benchmarks/results/assertions/<variant>-seed<seed>.json``; an existing result is kept
+unless ``--force``.
+
+``--context`` runs medspaCy's ConText (``medspacy==1.3.1``, pinned in
+``benchmarks/requirements-assertion.txt``, not a dependency of clinical-ner) on every dev
+document's text with the gold problem concepts as its targets: negated -> absent, uncertain or
+hypothetical -> possible, otherwise present.
+
+``--throughput A B`` times ``ClinicalNER.annotate`` on the dev documents with the models of two
+results in the same process, alternately (``--repeats`` each, after a warm-up), and records
+tokens/s at the median.
+
+Every result records the CPU, the load average before and after, and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.bench_util import (
+    REPO_ROOT, load_average, log, run_timed_subprocess, subprocess_env,
+)
+
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "assertions"
+WORK_DIR = REPO_ROOT / "benchmarks" / "work" / "assertions"
+DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+EMBEDDINGS = "embeddings/glove.6B.50d.pruned.txt"
+CORPUS = "maccrobat-i2b2"
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def variant_settings(variant: str) -> dict:
+    """The NERConfig settings of a variant name (see the module docstring)."""
+    head, _, weight = variant.partition("-w")
+    if head not in ("none", "shared", "lstm"):
+        raise SystemExit(f"unknown variant {variant!r}")
+    settings = {} if head == "none" else {"assertion_head": head}
+    if weight:
+        settings["assertion_loss_weight"] = float(weight)
+    return settings
+
+
+def data_without_assertions(data_root: Path) -> Path:
+    """The train and dev folders with txt/ and concept/ only (links), for the ``none`` variant."""
+    root = WORK_DIR / "no-assertions"
+    for split in ("train", "dev"):
+        for sub in ("txt", "concept"):
+            link = root / split / sub
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to((data_root / CORPUS / split / sub).resolve())
+    return root
+
+
+def train_variant(variant: str, seed: int, data_root: Path, force: bool) -> dict:
+    from clinical_ner.config import NERConfig
+
+    result_path = RESULTS_DIR / f"{variant}-seed{seed}.json"
+    if result_path.exists() and not force:
+        log(f"{result_path} exists; skipped (--force to rerun)")
+        return json.loads(result_path.read_text())
+    data = data_without_assertions(data_root) if variant == "none" else data_root / CORPUS
+    run_dir = WORK_DIR / f"{variant}-seed{seed}"
+    if run_dir.exists():
+        import shutil
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    config = NERConfig(embeddings=str((data_root / EMBEDDINGS).resolve()), seed=seed,
+                       **variant_settings(variant))
+    config_file = run_dir / "config.json"
+    config_file.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    model_dir = run_dir / "model"
+    command = [sys.executable, "-m", "clinical_ner.cli", "train", "--train", str(data / "train"),
+               "--dev", str(data / "dev"), "--output", str(model_dir), "--config",
+               str(config_file), "--quiet"]
+    load_before = load_average()
+    log(f"training {variant} seed {seed}; log in {run_dir / 'train.log'}")
+    outcome = run_timed_subprocess(command, run_dir / "train.log", env=subprocess_env())
+    if outcome["returncode"] != 0:
+        raise SystemExit(f"training failed:\n{(run_dir / 'train.log').read_text()[-3000:]}")
+    history = [json.loads(line) for line in
+               (model_dir / "training_log.jsonl").read_text().splitlines() if line.strip()]
+    best = max(history, key=lambda entry: entry["dev_f1"])
+    result = {
+        "variant": variant, "seed": seed, "settings": variant_settings(variant),
+        "command": "clinical-ner train " + shlex.join(command[4:]),
+        "model_dir": str(model_dir.relative_to(REPO_ROOT)),
+        "best_epoch": best["epoch"], "epochs_run": len(history),
+        "train_wall_seconds": outcome["wall_seconds"],
+        "dev": score_model(model_dir, data_root),
+        "cpu": cpu_model(), "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    log(f"{variant} seed {seed}: {summary(result)}")
+    return result
+
+
+def score_model(model_dir: Path, data_root: Path) -> dict:
+    """NER and assertion scores of a model on MACCROBAT dev (with its assertions)."""
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+
+    ner = ClinicalNER.load(model_dir)
+    report = evaluate_sentences(ner, corpus_sentences(load_corpus(data_root / CORPUS / "dev")))
+    scores = {"ner_exact_f1": report["exact"]["micro"]["f1"],
+              "ner_per_label_f1": {label: values["f1"] for label, values
+                                   in report["exact"]["per_label"].items()}}
+    if "assertion" in report:
+        scores.update(assertion_scores(report["assertion"]["gold_concepts"]))
+        scores["end_to_end_f1"] = report["assertion"]["end_to_end"]["f1"]
+        scores["assertion_report"] = report["assertion"]
+    return scores
+
+
+def assertion_scores(gold_concepts: dict) -> dict:
+    per_class = gold_concepts["per_class"]
+    return {"assertion_accuracy": gold_concepts["accuracy"],
+            "absent_f1": per_class.get("absent", {}).get("f1", 0.0),
+            "possible_f1": per_class.get("possible", {}).get("f1", 0.0),
+            "assertion_macro_f1": gold_concepts["macro_f1"]}
+
+
+def summary(result: dict) -> str:
+    dev = result["dev"]
+    text = f"NER F1 {dev['ner_exact_f1']:.4f}"
+    if "assertion_accuracy" in dev:
+        text += (f", assertion acc {dev['assertion_accuracy']:.4f}, absent F1 "
+                 f"{dev['absent_f1']:.4f}, possible F1 {dev['possible_f1']:.4f}")
+    return text
+
+
+# -- the peer: medspaCy ConText ---------------------------------------------------------
+
+def context_peer(data_root: Path) -> dict:
+    """medspaCy ConText on the dev gold problems (targets given, as the i2b2 task 2 protocol)."""
+    import medspacy
+
+    from clinical_ner.text.document import ASSERTION_LABEL
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.evaluation.scorer import score_assertions
+    from clinical_ner.text.tags import tags_to_mentions
+
+    started = time.perf_counter()
+    load_before = load_average()
+    # One sentence (one line of the i2b2 text) per doc: ConText's scope ends at the
+    # sentence anyway, and PyRuSH's splitting of these lines only loses sentences.
+    nlp = medspacy.load(enable=["medspacy_context"])
+    context = nlp.get_pipe("medspacy_context")
+    corpus = load_corpus(data_root / CORPUS / "dev")
+    gold, predicted = [], []
+    for document in corpus.documents:
+        for sentence in document.sentences:
+            doc = nlp.make_doc(" ".join(sentence.tokens))
+            for token in doc:
+                token.is_sent_start = token.i == 0
+            starts, position = [], 0
+            for token in sentence.tokens:
+                starts.append(position)
+                position += len(token) + 1
+            targets = []
+            for mention in tags_to_mentions(sentence.tags):
+                key = (mention.first_token, mention.last_token)
+                if mention.label != ASSERTION_LABEL or key not in sentence.assertions:
+                    continue
+                end = starts[mention.last_token] + len(sentence.tokens[mention.last_token])
+                span = doc.char_span(starts[mention.first_token], end, label="PROBLEM",
+                                     alignment_mode="expand")
+                targets.append((span, sentence.assertions[key]))
+            if not targets:
+                continue
+            doc.ents = [span for span, _ in targets]
+            doc = context(doc)
+            for ent, (_, gold_class) in zip(doc.ents, targets):
+                if ent._.is_negated:
+                    answer = "absent"
+                elif ent._.is_uncertain or ent._.is_hypothetical:
+                    answer = "possible"
+                else:
+                    answer = "present"
+                gold.append(gold_class)
+                predicted.append(answer)
+    scores = score_assertions(gold, predicted)
+    result = {
+        "peer": f"medspaCy {medspacy.__version__} ConText",
+        "command": "python -m benchmarks.assertion_bench --context",
+        "mapping": "negated -> absent; uncertain or hypothetical -> possible; else present",
+        "dev": {**assertion_scores(scores), "assertion_report": {"gold_concepts": scores}},
+        "seconds": round(time.perf_counter() - started, 1),
+        "cpu": cpu_model(), "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "context.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(f"ConText: acc {scores['accuracy']:.4f}, absent F1 {result['dev']['absent_f1']:.4f}, "
+        f"possible F1 {result['dev']['possible_f1']:.4f}")
+    return result
+
+
+# -- throughput ------------------------------------------------------------------------
+
+def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
+    """``annotate`` tokens/s of the models of results ``names``, alternately in one process."""
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.annotators.keras_annotator import ClinicalNER
+
+    corpus = load_corpus(data_root / CORPUS / "dev")
+    texts = [document.text for document in corpus.documents]
+    tokens = sum(len(s.tokens) for d in corpus.documents for s in d.sentences)
+    models = {}
+    for name in names:
+        result = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+        models[name] = ClinicalNER.load(REPO_ROOT / result["model_dir"])
+        models[name].annotate(texts)  # warm-up: traces the graph
+    load_before = load_average()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            started = time.perf_counter()
+            models[name].annotate(texts)
+            seconds[name].append(time.perf_counter() - started)
+    result = {
+        "command": f"python -m benchmarks.assertion_bench --throughput {' '.join(names)} "
+                   f"--repeats {repeats}",
+        "documents": len(texts), "tokens": tokens,
+        "tokens_per_second": {name: round(tokens / statistics.median(runs), 1)
+                              for name, runs in seconds.items()},
+        "seconds": {name: [round(value, 4) for value in runs] for name, runs in seconds.items()},
+        "cpu": cpu_model(), "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(f"annotate tokens/s: {result['tokens_per_second']}")
+    return result
+
+
+# -- the table -------------------------------------------------------------------------
+
+def table() -> str:
+    rows = ["| run | NER exact F1 | assertion accuracy | absent F1 | possible F1 | macro F1 "
+            "| end-to-end F1 | best epoch |",
+            "|---|---|---|---|---|---|---|---|"]
+
+    def cell(values: dict, key: str) -> str:
+        return f"{values[key]:.4f}" if key in values else "-"
+
+    for path in sorted(RESULTS_DIR.glob("*-seed*.json")):
+        result = json.loads(path.read_text())
+        dev = result["dev"]
+        rows.append(f"| {path.stem} | {cell(dev, 'ner_exact_f1')} | "
+                    f"{cell(dev, 'assertion_accuracy')} | {cell(dev, 'absent_f1')} | "
+                    f"{cell(dev, 'possible_f1')} | {cell(dev, 'assertion_macro_f1')} | "
+                    f"{cell(dev, 'end_to_end_f1')} | {result['best_epoch']} |")
+    context = RESULTS_DIR / "context.json"
+    if context.exists():
+        dev = json.loads(context.read_text())["dev"]
+        rows.append(f"| medspaCy ConText (peer) | - | {cell(dev, 'assertion_accuracy')} | "
+                    f"{cell(dev, 'absent_f1')} | {cell(dev, 'possible_f1')} | "
+                    f"{cell(dev, 'assertion_macro_f1')} | - | - |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--train-variant", action="append", default=[])
+    parser.add_argument("--seed", type=int, action="append")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--context", action="store_true")
+    parser.add_argument("--throughput", nargs="+", metavar="RESULT")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--table", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for seed in args.seed or [42]:
+        for variant in args.train_variant:
+            train_variant(variant, seed, args.data_root, args.force)
+    if args.context:
+        context_peer(args.data_root)
+    if args.throughput:
+        throughput(args.throughput, args.data_root, args.repeats)
+    if args.table:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

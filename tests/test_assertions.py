@@ -1,0 +1,420 @@
+"""Assertion status from the same model: data, training, the inference graph, evaluation."""
+import collections
+import json
+import random
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from clinical_ner.export import signatures
+from clinical_ner.config import NERConfig
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import (
+    assertion_classes, encode_assertions, encode_tags, training_dataset,
+)
+from clinical_ner.errors import ConfigError, DataFormatError, ModelError
+from clinical_ner.model.features import Featurizer
+from clinical_ner.formats import load_corpus
+from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
+from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.training.trainer import train
+from clinical_ner.model.vocab import Vocabulary
+
+FINDINGS = ["fever", "cough", "rash", "nausea", "pneumonia", "headache", "edema", "wheezing"]
+TESTS = ["x-ray", "ultrasound", "biopsy"]
+
+
+def write_i2b2(folder, sentences):
+    """A one-document i2b2 corpus; ``sentences`` are (tokens, [(first, last, label, assertion)])."""
+    for sub in ("txt", "concept", "ast"):
+        (folder / sub).mkdir(parents=True)
+    con_lines, ast_lines = [], []
+    for line, (tokens, concepts) in enumerate(sentences, start=1):
+        for first, last, label, assertion in concepts:
+            text = " ".join(tokens[first:last + 1]).lower()
+            con = f'c="{text}" {line}:{first} {line}:{last}||t="{label}"'
+            con_lines.append(con)
+            if assertion is not None:
+                ast_lines.append(f'{con}||a="{assertion}"')
+    (folder / "txt" / "note.txt").write_text("\n".join(" ".join(t) for t, _ in sentences) + "\n")
+    (folder / "concept" / "note.con").write_text("\n".join(con_lines) + "\n")
+    (folder / "ast" / "note.ast").write_text("\n".join(ast_lines) + "\n")
+    return folder
+
+
+def negation_sentences(count, seed):
+    """"No X ." is absent, "She has X ." present, "Possible X ." possible; tests carry none."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        finding, test = rng.choice(FINDINGS), rng.choice(TESTS)
+        kind = rng.random()
+        if kind < 0.4:
+            tokens, assertion = ["No", finding, "was", "seen", "."], "absent"
+            first = 1
+        elif kind < 0.8:
+            tokens, assertion = ["She", "has", finding, "on", "the", test, "."], "present"
+            first = 2
+        else:
+            tokens, assertion = ["Possible", finding, "."], "possible"
+            first = 1
+        concepts = [(first, first, "problem", assertion)]
+        if test in tokens:
+            concepts.append((tokens.index(test), tokens.index(test), "test", None))
+        sentences.append((tokens, concepts))
+    return sentences
+
+
+def tiny_config(**changes):
+    values = dict(word_dim=16, char_dim=8, char_filters=16, lstm_units=16, casing_dim=4,
+                  epochs=12, batch_size=8, seed=3, patience=20, dropout=0.1, word_dropout=0.0,
+                  learning_rate=0.01, min_word_count=1)
+    values.update(changes)
+    return NERConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def negation_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("negation")
+    return (write_i2b2(root / "train", negation_sentences(160, seed=1)),
+            write_i2b2(root / "dev", negation_sentences(40, seed=2)))
+
+
+@pytest.fixture(scope="module")
+def negation_model(negation_data, tmp_path_factory):
+    # No dev data: the tags are learnt in an epoch or two, and a dev F1 of
+    # 1.0 that early would choose an epoch before the assertions are learnt.
+    train_dir, _ = negation_data
+    output = tmp_path_factory.mktemp("model") / "negation"
+    messages = []
+    train(train_dir, output, config=tiny_config(), progress=False, emit=messages.append)
+    return output, messages
+
+
+# ---------------------------------------------------------------- data -> targets
+
+def test_assertion_targets_cover_the_problem_tokens_and_mask_everything_else():
+    sentence = Sentence(tokens=["No", "chest", "pain", "on", "x-ray", "."],
+                        tags=["O", "B-problem", "I-problem", "O", "B-test", "O"],
+                        assertions={(1, 2): "absent", (4, 4): "present"})
+    plain = Sentence(tokens=["Cough", "."], tags=["B-problem", "O"])
+    # The test's assertion is neither a class nor a target: only problems carry one.
+    assert assertion_classes([sentence, plain]) == ["absent"]
+    assert encode_assertions([sentence, plain], ["present", "absent"]) == [
+        [NO_ASSERTION, 1, 1, NO_ASSERTION, NO_ASSERTION, NO_ASSERTION],
+        [NO_ASSERTION, NO_ASSERTION]]
+    assert assertion_classes([plain]) == []
+
+
+def test_cross_entropy_is_masked_and_summed_per_sentence():
+    probabilities = tf.constant([[[0.5, 0.5], [0.9, 0.1]], [[0.2, 0.8], [0.3, 0.7]]])
+    targets = tf.constant([[NO_ASSERTION, 0], [1, NO_ASSERTION]])
+    expected = -(np.log(0.9) + np.log(0.8)) / 2
+    assert float(assertion_cross_entropy(probabilities, targets)) == pytest.approx(expected)
+    nothing = tf.fill([2, 2], NO_ASSERTION)
+    assert float(assertion_cross_entropy(probabilities, nothing)) == 0.0
+
+
+def test_the_dataset_carries_assertion_targets_padded_as_masked():
+    sentences = [Sentence(tokens=["No", "fever"], tags=["O", "B-problem"],
+                          assertions={(1, 1): "absent"}),
+                 Sentence(tokens=["Cough", "today", "."], tags=["B-problem", "O", "O"])]
+    vocab = Vocabulary(["", "<unk>", "no", "fever"], ["", "<unk>"],
+                       ["O", "B-problem", "I-problem"], ["absent"])
+    dataset = training_dataset(
+        sentences, encode_tags(sentences, vocab.tags, "bio"), Featurizer(vocab.words, vocab.chars, 5),
+        batch_size=4, use_casing=True, shuffle_seed=None, word_dropout=0.0,
+        bucket_boundaries=(10,), assertion_ids=encode_assertions(sentences, vocab.assertions))
+    (features, (tags, assertions)), = list(dataset)
+    assert tags.numpy().tolist() == [[0, 1, 0], [1, 0, 0]]
+    assert assertions.numpy().tolist() == [[-1, 0, -1], [-1, -1, -1]]
+
+
+# ---------------------------------------------------------------- the model
+
+def small_model(assertions, head="shared"):
+    settings = NERConfig(word_dim=4, char_dim=3, char_filters=4, lstm_units=3, casing_dim=2,
+                         tag_scheme="bio", assertion_head=head, assertion_lstm_units=2)
+    vocab = Vocabulary(words=[""] * 20, chars=[""] * 10, tags=["O", "B-problem", "I-problem"],
+                       assertions=assertions)
+    return ClinicalNERModel.from_settings(settings, vocab)
+
+
+INPUTS = {"word_ids": np.array([[3, 4, 0]]), "char_ids": np.array([[[2, 3], [4, 0], [0, 0]]]),
+          "casing_ids": np.array([[3, 3, 0]])}
+
+
+@pytest.mark.parametrize("head", ["shared", "lstm"])
+def test_a_model_with_assertions_survives_a_keras_save_and_load(tmp_path, head):
+    keras.utils.set_random_seed(1)
+    model = small_model(["present", "absent", "possible"], head)
+    emissions, probabilities = model(INPUTS)
+    assert emissions.shape == (1, 3, 3) and probabilities.shape == (1, 3, 3)
+    np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert loaded.get_config() == model.get_config()
+    assert loaded.assertions == ["present", "absent", "possible"]
+    for before, after in zip(model(INPUTS), loaded(INPUTS)):
+        np.testing.assert_allclose(before, after, atol=1e-6)
+
+
+def test_without_assertions_the_model_is_the_tagger_alone_with_the_same_weights():
+    keras.utils.set_random_seed(1)
+    plain = small_model([])
+    keras.utils.set_random_seed(1)
+    with_head = small_model(["present", "absent"])
+    assert "assertion_probabilities" not in [layer.name for layer in plain.layers]
+    assert plain(INPUTS).shape == (1, 3, 3)  # one output, as before assertions
+    tagger_weights = {w.path: w.numpy() for w in plain.weights}
+    for weight in with_head.weights:
+        if weight.path in tagger_weights:
+            np.testing.assert_array_equal(weight.numpy(), tagger_weights[weight.path])
+
+
+def test_data_without_assertions_trains_exactly_as_before(tmp_path):
+    """Same seed, same data: no assertion output and the very weights of a run without them."""
+    sentences = negation_sentences(30, seed=5)
+    stripped = [(tokens, [(f, l, label, None) for f, l, label, _ in concepts])
+                for tokens, concepts in sentences]
+    data = write_i2b2(tmp_path / "plain", stripped)
+    (data / "ast" / "note.ast").unlink()
+    config = tiny_config(epochs=2)
+    train(data, tmp_path / "a", config=config, progress=False, emit=lambda _: None)
+    train(data, tmp_path / "b", config=config, progress=False, emit=lambda _: None)
+    vocab = json.loads((tmp_path / "a" / "vocab.json").read_text())
+    assert vocab["assertions"] == []
+    a = keras.saving.load_model(tmp_path / "a" / "model.keras", safe_mode=True)
+    b = keras.saving.load_model(tmp_path / "b" / "model.keras", safe_mode=True)
+    assert not any(layer.name.startswith("assertion") for layer in a.layers)
+    for left, right in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(left, right)
+
+
+# ---------------------------------------------------------------- training end to end
+
+@pytest.mark.slow
+def test_a_tiny_model_learns_that_no_x_is_absent(negation_model):
+    output, messages = negation_model
+    assert json.loads((output / "vocab.json").read_text())["assertions"] == [
+        "present", "absent", "possible"]
+    assert any("assertions: present, absent, possible" in m for m in messages)
+    ner = ClinicalNER.load(output)
+    text = "No wheezing was seen. She has edema on the biopsy."
+    wheezing, edema = text.index("wheezing"), text.index("edema")
+    result = ner.classify_assertions(text, [(wheezing, wheezing + 8), (edema, edema + 5)])
+    assert [name for name, _ in result] == ["absent", "present"]
+    assert all(0.5 < confidence <= 1.0 for _, confidence in result)
+    # annotate's graph gives every problem the same rule's assertion, tests none.
+    outputs = ner.module.annotate_text(tf.constant([signatures.encode_text(text)]))
+    labels = [v.decode() for v in outputs[signatures.ENTITY_LABEL].numpy()[0]]
+    found = [v.decode() for v in outputs[signatures.ENTITY_ASSERTION].numpy()[0]]
+    confidences = outputs[signatures.ENTITY_ASSERTION_CONFIDENCE].numpy()[0]
+    assert labels == ["problem", "problem", "test"]
+    assert found == ["absent", "present", ""]
+    np.testing.assert_allclose(confidences[:2], [c for _, c in result], atol=1e-5)
+    assert confidences[2] == 0.0
+
+
+@pytest.mark.slow
+def test_classify_assertions_checks_its_spans(negation_model):
+    ner = ClinicalNER.load(negation_model[0])
+    with pytest.raises(ValueError, match="text 0, span 1"):
+        ner.classify_assertions("No rash.", [(3, 7), (5, 40)])
+    with pytest.raises(ValueError, match="covers no token"):
+        ner.classify_assertions("No  rash.", [(2, 3)])
+    # Batches: one list of spans per text, in the texts' order.
+    texts = ["No rash was seen.", "Possible cough.", "Nothing here."]
+    result = ner.classify_assertions(texts, [[(3, 7)], [(9, 14)], []])
+    assert [[name for name, _ in row] for row in result] == [["absent"], ["possible"], []]
+
+
+def test_a_model_without_assertions_refuses_to_classify_them(tmp_path):
+    class NoAssertions(ClinicalNER):
+        def __init__(self):
+            self.assertion_classes = []
+    with pytest.raises(ModelError, match="without assertions"):
+        NoAssertions().classify_assertions("No rash.", [(3, 7)])
+
+
+# ---------------------------------------------------------------- reading assertions
+
+def test_an_ast_value_outside_the_i2b2_classes_names_its_file_and_line(tmp_path):
+    folder = write_i2b2(tmp_path / "data", [(["No", "fever", "."], [(1, 1, "problem", "absent")]),
+                                            (["Cough", "."], [(0, 0, "problem", "present")])])
+    ast = folder / "ast" / "note.ast"
+    ast.write_text(ast.read_text().replace('a="present"', 'a="negated"'))
+    with pytest.raises(DataFormatError) as error:
+        load_corpus(folder)
+    message = str(error.value)
+    assert f"{ast}:2" in message and "'negated'" in message and "absent" in message
+    assert "cough" not in message.lower()  # never the note's text
+
+
+BRAT_TEXT = "No fever was seen. She has a cough. Possible rash on CT."
+BRAT_ANN = """T1\tSign_symptom 3 8\tfever
+E1\tSign_symptom:T1
+A1\tPOLARITY E1 NEG
+T2\tSign_symptom 29 34\tcough
+T3\tDisease_disorder 45 49\trash
+A2\tPOLARITY T3 UNCERTAIN
+T4\tDiagnostic_procedure 53 55\tCT
+E2\tDiagnostic_procedure:T4
+A3\tPOLARITY E2 NEG
+A4\tTREND E1 INC
+"""
+LABELS = {"Sign_symptom": "problem", "Disease_disorder": "problem",
+          "Diagnostic_procedure": "test"}
+MACCROBAT_MAP = json.loads(
+    (Path(__file__).resolve().parent.parent / "training" / "configs"
+     / "maccrobat-assertion-map.json").read_text())
+
+
+def write_brat(folder, ann):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "note.txt").write_text(BRAT_TEXT)
+    (folder / "note.ann").write_text(ann)
+    return folder
+
+
+def test_brat_attributes_become_assertions_through_events_to_their_triggers(tmp_path):
+    corpus = load_corpus(write_brat(tmp_path / "brat", BRAT_ANN), label_map=LABELS,
+                         assertion_map=MACCROBAT_MAP)
+    found = {}
+    for sentence in corpus.documents[0].sentences:
+        for (first, last), assertion in sentence.assertions.items():
+            found[" ".join(sentence.tokens[first:last + 1])] = assertion
+    # On the event (fever), on the text-bound annotation (rash), none (cough: present
+    # by default); the test's attribute gives no assertion (only problems carry one);
+    # TREND is not in the map and is ignored.
+    assert found == {"fever": "absent", "cough": "present", "rash": "possible"}
+    # Without a map, attributes are not read.
+    plain = load_corpus(tmp_path / "brat", label_map=LABELS)
+    assert not any(s.assertions for s in plain.documents[0].sentences)
+
+
+@pytest.mark.parametrize("ann, line, problem", [
+    (BRAT_ANN.replace("UNCERTAIN", "SOMETIMES"), 6, "POLARITY value 'SOMETIMES' is not in"),
+    (BRAT_ANN + "A5\tPOLARITY E9 NEG\n", 11, "on E9, which is not defined"),
+    (BRAT_ANN + "A5\tPOLARITY T1 POS\n", 11, "makes T1 present, but line 3 made it absent"),
+])
+def test_brat_attribute_errors_name_the_file_and_line(tmp_path, ann, line, problem):
+    folder = write_brat(tmp_path / "brat", ann)
+    with pytest.raises(DataFormatError) as error:
+        load_corpus(folder, label_map=LABELS, assertion_map=MACCROBAT_MAP)
+    message = str(error.value)
+    assert f"note.ann:{line}" in message and problem in message
+    assert "fever" not in message and "cough" not in message
+
+
+def test_an_assertion_map_must_target_assertion_classes_and_brat(tmp_path):
+    folder = write_brat(tmp_path / "brat", BRAT_ANN)
+    with pytest.raises(ConfigError, match="'negative', which is not an assertion class"):
+        load_corpus(folder, label_map=LABELS, assertion_map={"POLARITY": {"NEG": "negative"}})
+    i2b2 = write_i2b2(tmp_path / "i2b2", [(["Cough", "."], [(0, 0, "problem", "present")])])
+    with pytest.raises(ConfigError, match="brat input only"):
+        load_corpus(i2b2, assertion_map=MACCROBAT_MAP)
+
+
+def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_data):
+    """The shipped map on MACCROBAT's brat files gives the counts of its .ast files."""
+    label_map = {"Sign_symptom": "problem", "Disease_disorder": "problem",
+                 "Diagnostic_procedure": "test", "Therapeutic_procedure": "treatment",
+                 "Medication": "treatment"}
+    corpus = load_corpus(shared_data / "maccrobat" / "brat", label_map=label_map,
+                         assertion_map=MACCROBAT_MAP)
+    brat_counts = collections.Counter(a for d in corpus.documents for s in d.sentences
+                                      for a in s.assertions.values())
+    ast_counts = collections.Counter(
+        a for split in ("train", "dev")
+        for d in load_corpus(shared_data / "maccrobat-i2b2" / split).documents
+        for s in d.sentences for a in s.assertions.values())
+    assert brat_counts == ast_counts == {"present": 3297, "absent": 700, "possible": 172}
+
+
+# ---------------------------------------------------------------- evaluate, card, export, resume
+
+@pytest.mark.slow
+def test_evaluate_adds_the_assertion_report(negation_model, negation_data, tmp_path, capsys):
+    from clinical_ner.cli import main
+
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", str(negation_model[0]), "--data", str(negation_data[1]),
+                 "--json", str(scores)]) == 0
+    printed = capsys.readouterr().out
+    assert "assertion of the gold problems" in printed and "end to end" in printed
+    report = json.loads(scores.read_text())["assertion"]
+    gold_concepts = report["gold_concepts"]
+    assert set(gold_concepts) >= {"accuracy", "per_class", "macro_f1"}
+    assert set(gold_concepts["per_class"]) >= {"present", "absent"}
+    for values in gold_concepts["per_class"].values():
+        assert set(values) >= {"precision", "recall", "f1", "gold", "predicted"}
+    assert sum(v["gold"] for v in gold_concepts["per_class"].values()) == 40  # one per sentence
+    assert gold_concepts["accuracy"] > 0.9
+    assert set(report["end_to_end"]) >= {"precision", "recall", "f1"}
+    assert report["end_to_end"]["gold"] == 40 and report["end_to_end"]["f1"] > 0.9
+
+
+@pytest.mark.slow
+def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
+    """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
+    ner = ClinicalNER.load(negation_model[0])
+    version = ner.export(tmp_path / "export", 1)
+    loaded = tf.saved_model.load(str(version))
+    text = "No rash was seen. She has cough on the x-ray."
+    classify = loaded.signatures[signatures.CLASSIFY_ASSERTIONS]
+    out = classify(text=tf.constant([text.encode()]),
+                   span_start=tf.constant([[3, 26, -1]], tf.int32),
+                   span_end=tf.constant([[7, 31, -1]], tf.int32))
+    assert [v.decode() for v in out[signatures.ASSERTION].numpy()[0]] == ["absent", "present", ""]
+    expected = ner.classify_assertions(text, [(3, 7), (26, 31)])
+    np.testing.assert_allclose(out[signatures.ASSERTION_CONFIDENCE].numpy()[0][:2],
+                               [c for _, c in expected], atol=1e-5)
+    entities = loaded.signatures[signatures.SERVING_DEFAULT](text=tf.constant([text.encode()]))
+    labels = [v.decode() for v in entities[signatures.ENTITY_LABEL].numpy()[0]]
+    found = [v.decode() for v in entities[signatures.ENTITY_ASSERTION].numpy()[0]]
+    assert [a for label, a in zip(labels, found) if label == "problem"] == ["absent", "present"]
+    assert all(a == "" for label, a in zip(labels, found) if label != "problem")
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
+        negation_model, tmp_path):
+    base = negation_model[0]
+    sentences = [(tokens, [(f, l, label, None) for f, l, label, _ in concepts])
+                 for tokens, concepts in negation_sentences(20, seed=9)]
+    data = write_i2b2(tmp_path / "plain", sentences)
+    (data / "ast" / "note.ast").unlink()
+    messages = []
+    train(data, tmp_path / "tuned", init_from=base, config=NERConfig.load(base).replace(epochs=1),
+          progress=False, emit=messages.append)
+    assert any("assertion output (present, absent, possible) is kept as it was" in m
+               for m in messages)
+    before = keras.saving.load_model(base / "model.keras", safe_mode=True)
+    after = keras.saving.load_model(tmp_path / "tuned" / "model.keras", safe_mode=True)
+    for old, new in zip(before.get_layer("assertion_probabilities").get_weights(),
+                        after.get_layer("assertion_probabilities").get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert json.loads((tmp_path / "tuned" / "vocab.json").read_text())["assertions"] == [
+        "present", "absent", "possible"]
+
+
+@pytest.mark.slow
+def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_path):
+    train_dir, dev_dir = negation_data
+    config = tiny_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4)
+    quiet = dict(progress=False, emit=lambda _: None)
+    train(train_dir, tmp_path / "whole", dev_path=dev_dir, config=config, **quiet)
+    train(train_dir, tmp_path / "parts", dev_path=dev_dir, config=config.replace(epochs=2),
+          **quiet)
+    train(train_dir, tmp_path / "parts", resume=True, config=config, **quiet)
+    logs = [[json.loads(line) for line in (tmp_path / run / "training_log.jsonl").read_text()
+             .splitlines()] for run in ("whole", "parts")]
+    assert [e["loss"] for e in logs[0]] == [e["loss"] for e in logs[1]]
+    assert all("dev_assertion_accuracy" in entry for entry in logs[0])
+    card = (tmp_path / "whole" / "MODEL_CARD.md").read_text()
+    assert "| assertion | precision | recall | F1 | gold | predicted |" in card
+    assert "come from the dev data, the split that chose the epoch" in card
