@@ -25,7 +25,7 @@ unless ``--force``.
 document's text with the gold problem concepts as its targets: negated -> absent, uncertain or
 hypothetical -> possible, otherwise present.
 
-``--throughput A B`` times ``ClinicalNER.annotate`` on the dev documents with the models of two
+``--throughput A B`` times ``annotate`` on the dev documents with the models of two
 results in the same process, alternately (``--repeats`` each, after a warm-up), and records
 tokens/s at the median.
 
@@ -132,9 +132,9 @@ def score_model(model_dir: Path, data_root: Path) -> dict:
     """NER and assertion scores of a model on MACCROBAT dev (with its assertions)."""
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-    ner = ClinicalNER.load(model_dir)
+    ner = KerasAnnotator.load(model_dir)
     report = evaluate_sentences(ner, corpus_sentences(load_corpus(data_root / CORPUS / "dev")))
     scores = {"ner_exact_f1": report["exact"]["micro"]["f1"],
               "ner_per_label_f1": {label: values["f1"] for label, values
@@ -235,7 +235,7 @@ def context_peer(data_root: Path) -> dict:
 def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
     """``annotate`` tokens/s of the models of results ``names``, alternately in one process."""
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     corpus = load_corpus(data_root / CORPUS / "dev")
     texts = [document.text for document in corpus.documents]
@@ -243,7 +243,7 @@ def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
     models = {}
     for name in names:
         result = json.loads((RESULTS_DIR / f"{name}.json").read_text())
-        models[name] = ClinicalNER.load(REPO_ROOT / result["model_dir"])
+        models[name] = KerasAnnotator.load(REPO_ROOT / result["model_dir"])
         models[name].annotate(texts)  # warm-up: traces the graph
     load_before = load_average()
     seconds: dict[str, list[float]] = {name: [] for name in names}

@@ -1,11 +1,11 @@
-"""Throughput and worker memory of batch annotation: Beam and Spark next to ClinicalNER.annotate.
+"""Throughput and worker memory of batch annotation: Beam and Spark next to Annotator.annotate.
 
     python -m benchmarks.batch_throughput --model benchmarks/work/batch/model
 
 For each data set (BC5CDR sentences, cycled to ``--notes`` short notes; the
 MACCROBAT train and dev documents) and each engine, in one run:
 
-- ``in-process``: ``ClinicalNER.load(model).annotate(texts)`` in one process (also
+- ``in-process``: ``KerasAnnotator.load(model).annotate(texts)`` in one process (also
   timed warm: after one call has traced the graph, without loading: "in-process warm");
 - ``beam-1``: ``run_batch`` (the ``clinical-ner batch`` pipeline) on FnApiRunner in-process;
 - ``beam-2``: the same with ``--direct_num_workers=2 --direct_running_mode=multi_processing``;
@@ -93,9 +93,9 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
     if engine == "in-process":
         texts = read_texts(dataset)
         started = time.perf_counter()
-        from clinical_ner.annotators.keras_annotator import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-        ner = ClinicalNER.load(model)
+        ner = KerasAnnotator.load(model)
         ner.annotate(texts[:1])  # traces the inference graph
         warm = time.perf_counter()
         entities = ner.annotate(texts)

@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from clinical_ner import ClinicalNER  # noqa: E402
+from clinical_ner.annotators.keras_annotator import KerasAnnotator  # noqa: E402
 from clinical_ner.errors import ClinicalNERError  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
 from clinical_ner.model.layers.crf import CRF  # noqa: E402
@@ -36,7 +36,7 @@ CRF_PARAMETERS = ("transitions", "start_transitions", "end_transitions")
 BATCH_SIZE = 64
 
 
-def check_compatible(directories: list[str], members: list[ClinicalNER]) -> None:
+def check_compatible(directories: list[str], members: list[KerasAnnotator]) -> None:
     first = members[0]
     for directory, member in zip(directories[1:], members[1:]):
         for part in ("words", "chars", "tags"):
@@ -48,7 +48,7 @@ def check_compatible(directories: list[str], members: list[ClinicalNER]) -> None
             raise ClinicalNERError(f"{directory}: another tag scheme than {directories[0]}")
 
 
-def ensemble_f1(members: list[ClinicalNER], sentences, gold) -> float:
+def ensemble_f1(members: list[KerasAnnotator], sentences, gold) -> float:
     """Exact micro F1 of the members' averaged potentials (one member: that model)."""
     first = members[0]
     # A CRF layer that decodes with the averaged transitions and the
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("models", nargs="+", help="model directories (same data, other seeds)")
     args = parser.parse_args(argv)
     try:
-        members = [ClinicalNER.load(directory) for directory in args.models]
+        members = [KerasAnnotator.load(directory) for directory in args.models]
         check_compatible(args.models, members)
         sentences = corpus_sentences(load_corpus(args.data))
     except ClinicalNERError as error:

@@ -70,17 +70,17 @@ def read_documents(data: Path) -> list[str]:
 def worker(args: argparse.Namespace) -> dict:
     """Measure one runtime in this (fresh) process."""
     started = time.perf_counter()
-    from clinical_ner.annotators.litert import layout
+    from clinical_ner.artifacts import litert as layout
 
     if layout.is_litert_export(args.path):
-        from clinical_ner.annotators.litert.annotator import LiteRTNER
+        from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
 
-        ner = LiteRTNER.load(args.path, num_threads=args.worker_threads,
-                             workers=args.worker_pool)
+        ner = LiteRTAnnotator.load(args.path, num_threads=args.worker_threads,
+                                   workers=args.worker_pool)
     else:
-        from clinical_ner.annotators.keras_annotator import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-        ner = ClinicalNER.load(args.path)
+        ner = KerasAnnotator.load(args.path)
     documents = read_documents(args.data)
     sentences = latency_sentences(documents, args.sentences)
     ner.annotate(sentences[0])

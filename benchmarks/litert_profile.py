@@ -47,7 +47,7 @@ def profile(export: Path, data: Path, repeats: int) -> dict:
     from clinical_ner.annotators.litert import annotator as litert_annotator
     from clinical_ner.text.tokenizer import split_sentences
 
-    ner = litert_annotator.LiteRTNER.load(export, num_threads=1, workers=1)
+    ner = litert_annotator.LiteRTAnnotator.load(export, num_threads=1, workers=1)
     documents = read_documents(data)
     tokens = sum(len(sentence) for text in documents
                  for sentence in split_sentences(text, ner.config.max_sentence_tokens))

@@ -8,7 +8,7 @@ threads, each with its own client (``--protocol grpc``:
 :class:`clinical_ner.serving.rest_client.RestClient` on the server's TF Serving REST port,
 one keep-alive connection each), until ``--requests`` requests (one document each) are
 answered or ``--time-limit`` seconds pass. Every answer is compared with what the
-in-process :meth:`ClinicalNER.annotate` gives for the same document (entities equal on
+in-process :meth:`Annotator.annotate` gives for the same document (entities equal on
 offsets, text and label; confidence within 1e-5).
 
 Reported: errors (failed requests) and mismatches (must both be 0), p50/p90/p99/max
@@ -147,14 +147,14 @@ ANNOTATORS = {"grpc": _GrpcAnnotator, "rest": _RestAnnotator}
 
 def run(args: argparse.Namespace) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     texts = load_texts(args.texts)
     if not texts:
         raise SystemExit("no documents to send")
     print(f"model {args.model}: {len(texts)} documents "
           f"({sum(map(len, texts)):,} characters)", file=sys.stderr)
-    ner = ClinicalNER.load(args.model)
+    ner = KerasAnnotator.load(args.model)
     started = time.perf_counter()
     expected = [ner.annotate(text) for text in texts]
     reference_s = time.perf_counter() - started

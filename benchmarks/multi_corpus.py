@@ -104,9 +104,9 @@ def score(model_dir: Path, run: str) -> tuple[dict, dict]:
     """Exact F1 per score name, and exact (precision, recall) per score name."""
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-    ner = ClinicalNER.load(model_dir)
+    ner = KerasAnnotator.load(model_dir)
     native = run in ("bc5cdr", "ncbi")
     results, precision_recall = {}, {}
     for name, (split, label_map, labels) in SCORES.items():

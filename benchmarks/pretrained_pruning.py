@@ -28,9 +28,9 @@ def main() -> None:
                         default=[15_000, 20_000, 30_000, 40_000, 50_000])
     args = parser.parse_args()
     os.chdir(REPO)
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-    full = ClinicalNER.load(args.full)
+    full = KerasAnnotator.load(args.full)
     print("rows kept\tmodel.keras bytes\tdev exact micro F1")
     with tempfile.TemporaryDirectory() as scratch:
         for words in [full.model.trainable_word_rows, *args.words, len(full.vocab.words)]:

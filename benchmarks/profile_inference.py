@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from clinical_ner import ClinicalNER  # noqa: E402
+from clinical_ner.annotators.keras_annotator import KerasAnnotator  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
 from clinical_ner.export.signatures import padded_token_rows  # noqa: E402
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                              "to compare its two inference paths on the same model")
     args = parser.parse_args(argv)
 
-    ner = ClinicalNER.load(args.model)
+    ner = KerasAnnotator.load(args.model)
     module, model = ner.module, ner.model
     if args.bilstm_fused_max_batch is not None:
         # Read when the graphs are traced, which happens below.

@@ -9,7 +9,7 @@ For each corpus: train (``clinical-ner train``, i.e. ``clinical_ner.training.tra
 with the dev split for early stopping) in a subprocess, score dev (and test
 where there is one; there, also a refit on train and dev for the best epoch
 count, scored on test), export the SavedModel, and time in-process
-``ClinicalNER.annotate``, the SavedModel's ``serving_default`` signature and
+``Annotator.annotate``, the SavedModel's ``serving_default`` signature and
 the gRPC server (``clinical-ner serve`` in a subprocess) through
 ``ServingClient`` at concurrency 1 and 8; single-sentence latency, the
 serving process's peak memory, model sizes and the time from ``import`` to a
@@ -395,8 +395,8 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
         f"(best {training['best_epoch']}, dev F1 {training['best_dev_f1']})")
 
     from clinical_ner.formats import load_corpus
-    from clinical_ner.model.network import MODEL_FILE
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.artifacts.keras_model import MODEL_FILE
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.evaluation.evaluate import corpus_sentences
 
     model_dir = Path(training["model_dir"])
@@ -408,7 +408,7 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
         data[split] = {"source": getattr(spec, split),  # relative to data_root
                        "sliced": Path(path) != data_root / getattr(spec, split),
                        "format": spec.format, **corpus_stats(corpus, sentences)}
-    ner = ClinicalNER.load(model_dir)
+    ner = KerasAnnotator.load(model_dir)
     for split in ("dev", "test"):
         if split in split_sentences:
             accuracy[split] = score(ner, split_sentences[split])
@@ -417,7 +417,7 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
     refit = None
     if "test" in split_sentences and not args.no_refit:
         refit = refit_model(spec, paths, config, run_dir, training["best_epoch"])
-        refit["test"] = score(ClinicalNER.load(refit["model_dir"]), split_sentences["test"])
+        refit["test"] = score(KerasAnnotator.load(refit["model_dir"]), split_sentences["test"])
         log(f"{name}: refit on train + dev for {refit['epochs']} epochs in "
             f"{refit['wall_seconds']:.0f} s: test exact micro F1 "
             f"{refit['test']['exact']['micro']['f1']:.4f}")
@@ -446,7 +446,7 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
     # annotate's own batching defaults, as a user gets them.
     annotate_defaults = {
         name: parameter.default
-        for name, parameter in inspect.signature(ClinicalNER.annotate).parameters.items()
+        for name, parameter in inspect.signature(KerasAnnotator.annotate).parameters.items()
         if parameter.default is not inspect.Parameter.empty
     }
     inference["in_process"] = {

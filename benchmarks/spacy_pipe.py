@@ -1,4 +1,4 @@
-"""The spaCy component's ``nlp.pipe`` against ``ClinicalNER.annotate`` on the same notes.
+"""The spaCy component's ``nlp.pipe`` against ``Annotator.annotate`` on the same notes.
 
 ::
 

@@ -188,9 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         export = args.export
         if args.model is not None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-            from clinical_ner.annotators.keras_annotator import ClinicalNER
+            from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-            export = Path(ClinicalNER.load(args.model).export(Path(scratch) / "model", 1))
+            export = Path(KerasAnnotator.load(args.model).export(Path(scratch) / "model", 1))
         results = compare(export.resolve(), args.versions, args.venvs)
     print(table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)

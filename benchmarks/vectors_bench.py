@@ -82,7 +82,7 @@ def train_and_score(corpus: str, vector_set: str, data_root: Path, own: Path) ->
     """One model of ``run.py``'s protocol with ``vector_set``; its dev (and test) scores."""
     from clinical_ner.config import NERConfig
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.training.trainer import corpus_sentences
 
     spec = benchmark.CORPORA[corpus]
@@ -96,7 +96,7 @@ def train_and_score(corpus: str, vector_set: str, data_root: Path, own: Path) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     machine = machine_facts()
     training = benchmark.train_model(spec, paths, config, run_dir)
-    ner = ClinicalNER.load(training["model_dir"])
+    ner = KerasAnnotator.load(training["model_dir"])
     accuracy = {}
     for split in ("dev", "test"):
         if split in paths:

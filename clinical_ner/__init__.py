@@ -1,14 +1,19 @@
-"""Clinical named-entity recognition: char-CNN + BiLSTM + CRF in Keras 3, served by TF Serving."""
+"""Clinical named-entity recognition: char-CNN + BiLSTM + CRF in Keras 3, served by TF Serving.
 
-__version__ = "0.4.0"
+``ClinicalNER.load(path)`` annotates with any model artifact (see
+:mod:`clinical_ner.annotators.load`).
+"""
+
+from clinical_ner.version import __version__
+
 __all__ = ["ClinicalNER", "Entity", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy, so that light modules (text, formats, the gRPC client's protos)
-    # do not pay for importing TensorFlow and Keras through the package.
+    # do not pay for importing the annotators through the package.
     if name == "ClinicalNER":
-        from clinical_ner.annotators.keras_annotator import ClinicalNER
+        from clinical_ner.annotators.load import ClinicalNER
 
         return ClinicalNER
     if name == "Entity":

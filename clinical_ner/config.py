@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, check_integer
 from clinical_ner.text.tags import MODEL_SCHEMES
 
 CONFIG_FILE = "config.json"
@@ -85,9 +85,9 @@ class NERConfig:
     # Runtime (inference)
     inference_chunk_size: int = 128  # sentences per LSTM/CRF call inside the graph
     fused_lstm_max_batch: int = 4  # batches up to this size run the fused BlockLSTM; 0: never
-    annotate_batch_size: int = 256  # texts per graph call in ClinicalNER.annotate
+    annotate_batch_size: int = 256  # texts per graph call in Annotator.annotate
     annotate_max_batch_characters: int = 100_000  # characters per such call
-    tag_batch_size: int = 64  # sentences per graph call in ClinicalNER.tag
+    tag_batch_size: int = 64  # sentences per graph call in Annotator.tag
 
     def __post_init__(self) -> None:
         if isinstance(self.embeddings, (list, tuple)):
@@ -109,15 +109,15 @@ class NERConfig:
                      "casing_dim", "word_dim", "min_word_count", "inference_chunk_size",
                      "assertion_lstm_units",
                      "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
-            _check_integer(name, getattr(self, name), minimum=1)
-        _check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
+            check_integer(name, getattr(self, name), minimum=1)
+        check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
         if not isinstance(self.bucket_boundaries, (list, tuple)):
             raise ConfigError(
                 f"bucket_boundaries must be a list of integers, got {self.bucket_boundaries!r}")
         # JSON has no tuples; a tuple keeps the setting immutable and comparable.
         self.bucket_boundaries = tuple(self.bucket_boundaries)
         for value in self.bucket_boundaries:
-            _check_integer("bucket_boundaries", value, minimum=1)
+            check_integer("bucket_boundaries", value, minimum=1)
         if list(self.bucket_boundaries) != sorted(set(self.bucket_boundaries)):
             raise ConfigError(
                 f"bucket_boundaries must be increasing, got {list(self.bucket_boundaries)}")
@@ -196,12 +196,6 @@ class NERConfig:
 #: ones) were constants in the code before, with the values that are now their
 #: defaults, so a file without them takes the defaults.
 SETTINGS_ADDED_LATER = {"word_dropout": 0.0}  # 0.2.1
-
-
-def _check_integer(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
 def _read_settings(path: str | Path) -> dict:

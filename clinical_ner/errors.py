@@ -64,3 +64,15 @@ class UnavailableError(ClinicalNERError):
     """A server or worker could not be reached, or did not answer in time."""
 
     exit_code = 5
+
+
+def check_integer(name: str, value: object, minimum: int = 1) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an ``int`` of at least ``minimum``.
+
+    The one check of a count setting, so that every option and argument says
+    the same thing. ``bool`` is refused although it is an ``int`` subclass:
+    ``True`` would silently become 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")

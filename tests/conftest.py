@@ -50,7 +50,7 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     MACCROBAT dev notes, so that comparisons of annotators compare something.
     """
     from clinical_ner.config import NERConfig
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.training.trainer import train
 
     root = tmp_path_factory.mktemp("trained")
@@ -60,7 +60,7 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
                        learning_rate=0.01, seed=11)
     train(REPO_ROOT / "samples" / "maccrobat-i2b2" / "train", root / "model", config=config,
           progress=False, emit=lambda message: None)
-    export_dir = ClinicalNER.load(root / "model").export(root / "export")
+    export_dir = KerasAnnotator.load(root / "model").export(root / "export")
     return root / "model", export_dir
 
 

@@ -19,7 +19,7 @@ from clinical_ner.errors import ConfigError, DataFormatError, ModelError
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import load_corpus
 from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
 
@@ -202,7 +202,7 @@ def test_a_tiny_model_learns_that_no_x_is_absent(negation_model):
     assert json.loads((output / "vocab.json").read_text())["assertions"] == [
         "present", "absent", "possible"]
     assert any("assertions: present, absent, possible" in m for m in messages)
-    ner = ClinicalNER.load(output)
+    ner = KerasAnnotator.load(output)
     text = "No wheezing was seen. She has edema on the biopsy."
     wheezing, edema = text.index("wheezing"), text.index("edema")
     result = ner.classify_assertions(text, [(wheezing, wheezing + 8), (edema, edema + 5)])
@@ -221,7 +221,7 @@ def test_a_tiny_model_learns_that_no_x_is_absent(negation_model):
 
 @pytest.mark.slow
 def test_classify_assertions_checks_its_spans(negation_model):
-    ner = ClinicalNER.load(negation_model[0])
+    ner = KerasAnnotator.load(negation_model[0])
     with pytest.raises(ValueError, match="text 0, span 1"):
         ner.classify_assertions("No rash.", [(3, 7), (5, 40)])
     with pytest.raises(ValueError, match="covers no token"):
@@ -233,7 +233,7 @@ def test_classify_assertions_checks_its_spans(negation_model):
 
 
 def test_a_model_without_assertions_refuses_to_classify_them(tmp_path):
-    class NoAssertions(ClinicalNER):
+    class NoAssertions(KerasAnnotator):
         def __init__(self):
             self.assertion_classes = []
     with pytest.raises(ModelError, match="without assertions"):
@@ -361,7 +361,7 @@ def test_evaluate_adds_the_assertion_report(negation_model, negation_data, tmp_p
 @pytest.mark.slow
 def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
     """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
-    ner = ClinicalNER.load(negation_model[0])
+    ner = KerasAnnotator.load(negation_model[0])
     version = ner.export(tmp_path / "export", 1)
     loaded = tf.saved_model.load(str(version))
     text = "No rash was seen. She has cough on the x-ray."

@@ -374,12 +374,12 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
 
 @pytest.mark.slow
 def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
-    from clinical_ner.annotators.saved_model_annotator import ExportedModel
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     model_dir, export_dir = trained_model
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes[:6]]
     sentences = [text.split()[:30] for text in texts] + [[]]
-    exported, in_process = ExportedModel.load(str(export_dir)), ClinicalNER.load(model_dir)
+    exported, in_process = SavedModelAnnotator.load(str(export_dir)), KerasAnnotator.load(model_dir)
     assert exported.annotate(texts) == in_process.annotate(texts)
     assert exported.tag(sentences) == in_process.tag(sentences)

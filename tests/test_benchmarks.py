@@ -72,18 +72,18 @@ def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
     from clinical_ner.config import NERConfig
     from clinical_ner.text.document import Sentence
     from clinical_ner.errors import ClinicalNERError
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.text.tags import tags_to_mentions
     from clinical_ner.model.vocab import Vocabulary
     from test_inference import TEXTS, tiny_model
 
     config = NERConfig(tag_scheme="bioes")
-    first = ClinicalNER(*tiny_model("bioes"), config)
+    first = KerasAnnotator(*tiny_model("bioes"), config)
     second_model, vocab = tiny_model("bioes")
     rng = np.random.default_rng(2)
     second_model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32")
                               for w in second_model.get_weights()])
-    second = ClinicalNER(second_model, vocab, config)
+    second = KerasAnnotator(second_model, vocab, config)
     sentences = [Sentence(tokens=text.split()) for text in TEXTS[:3] if text]
     # Gold = the first model's own answers, so that it scores exactly 1.
     gold = [tags_to_mentions(tags) for tags, _ in first.tag([s.tokens for s in sentences])]
@@ -96,7 +96,7 @@ def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
     ensemble.ensemble_f1([first, second], sentences, gold)
     np.testing.assert_array_equal(first.model.crf.transitions.numpy(), transitions)
 
-    other = ClinicalNER(second_model, Vocabulary(vocab.words, vocab.chars,
+    other = KerasAnnotator(second_model, Vocabulary(vocab.words, vocab.chars,
                                                  list(reversed(vocab.tags))), config)
     with pytest.raises(ClinicalNERError, match="b: its tags differ from those of a"):
         ensemble.check_compatible(["a", "b"], [first, other])

@@ -37,7 +37,7 @@ from clinical_ner.training.distribute import parse_tf_config
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
 
 from conftest import REPO_ROOT
@@ -164,7 +164,7 @@ def test_two_workers_train_the_one_process_model(data, one_process, two_worker_r
                  "checkpoint/state.json"):
         assert (chief / name).is_file(), name
     # The chief's model loads and predicts.
-    ner = ClinicalNER.load(chief)
+    ner = KerasAnnotator.load(chief)
     entities = ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
     assert all(entity.label in ("problem", "test", "treatment") for entity in entities)
     # The same losses and weights as one process with the same global batch and seed.

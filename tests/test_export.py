@@ -25,12 +25,12 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from clinical_ner.export import signatures as sig
 from clinical_ner.text.document import Entity
+from clinical_ner.artifacts.saved_model import versions as existing_versions
 from clinical_ner.errors import ConfigError
 from clinical_ner.export.saved_model import (
     ExportError,
     check_core_ops,
     check_variables_restore,
-    existing_versions,
     export_saved_model,
     saved_model_op_types,
 )

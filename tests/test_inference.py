@@ -4,7 +4,7 @@ import pytest
 
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.inference_graph import InferenceModule
 from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.text.tags import tags_to_mentions
@@ -104,7 +104,7 @@ def test_size_order_batches_close_a_batch_at_the_total_size_limit():
 
 
 def test_annotate_batches_many_short_texts_together_and_long_ones_apart():
-    ner = ClinicalNER(*tiny_model("bioes"), NERConfig(tag_scheme="bioes"))
+    ner = KerasAnnotator(*tiny_model("bioes"), NERConfig(tag_scheme="bioes"))
     calls = []
     tag_call = ner._annotate_batch
 

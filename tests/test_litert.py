@@ -26,10 +26,10 @@ from clinical_ner.config import NERConfig  # noqa: E402
 from clinical_ner.errors import ModelError  # noqa: E402
 from clinical_ner.export.saved_model import ExportError  # noqa: E402
 from clinical_ner.export.litert import export_litert  # noqa: E402
-from clinical_ner.annotators.keras_annotator import ClinicalNER  # noqa: E402
-from clinical_ner.annotators.litert import layout  # noqa: E402
+from clinical_ner import ClinicalNER  # noqa: E402
+from clinical_ner.artifacts import litert as layout  # noqa: E402
 from clinical_ner.annotators.litert.crf import ConstrainedCRF  # noqa: E402
-from clinical_ner.annotators.litert.annotator import LiteRTNER  # noqa: E402
+from clinical_ner.annotators.litert.annotator import LiteRTAnnotator  # noqa: E402
 from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
 from conftest import REPO_ROOT  # noqa: E402
@@ -84,7 +84,7 @@ def test_export_holds_a_builtin_only_network_and_its_data(export_dir):
 
 
 def test_load_gives_the_lean_runtime(lite_ner):
-    assert isinstance(lite_ner, LiteRTNER)
+    assert isinstance(lite_ner, LiteRTAnnotator)
     assert lite_ner.config.max_sentence_tokens == NERConfig().max_sentence_tokens
 
 
@@ -128,7 +128,7 @@ def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
 def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_data):
     texts = [path.read_text(encoding="utf-8") for path in
              sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:6]]
-    alone, parallel = LiteRTNER.load(export_dir, workers=1), LiteRTNER.load(export_dir, workers=2)
+    alone, parallel = LiteRTAnnotator.load(export_dir, workers=1), LiteRTAnnotator.load(export_dir, workers=2)
     # Several chunks of sentences, scored by two interpreters in two threads.
     for expected, actual in zip(alone.annotate(texts), parallel.annotate(texts)):
         assert_same_entities(expected, actual)
@@ -140,12 +140,12 @@ def test_load_uses_the_cores_of_the_process_s_affinity(export_dir):
     script = textwrap.dedent(f"""
         import os
         from clinical_ner import ClinicalNER
-        from clinical_ner.annotators.litert.annotator import LiteRTNER
+        from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
         os.sched_setaffinity(0, {{{cores[0]}}})
         pinned = ClinicalNER.load({str(export_dir)!r}).network.workers
         os.sched_setaffinity(0, {cores!r})
         everything = ClinicalNER.load({str(export_dir)!r}).network.workers
-        one = LiteRTNER.load({str(export_dir)!r}, workers=1).network.workers
+        one = LiteRTAnnotator.load({str(export_dir)!r}, workers=1).network.workers
         print(pinned, everything, one)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -186,7 +186,7 @@ def test_bad_input_gets_the_tensorflow_path_s_error(tf_ner, lite_ner):
 
 def test_damaged_exports_are_named_in_the_error(export_dir, tmp_path):
     with pytest.raises(ModelError, match="not a LiteRT export"):
-        LiteRTNER.load(tmp_path)
+        LiteRTAnnotator.load(tmp_path)
     broken = tmp_path / "broken"
     broken.mkdir()
     for path in export_dir.iterdir():

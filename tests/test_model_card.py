@@ -7,7 +7,7 @@ import pytest
 from clinical_ner.formats import load_corpus
 from clinical_ner.evaluation.card_render import score_table
 from clinical_ner.evaluation.model_card import CARD_DATA_FILE, CARD_FILE, write_model_card
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from conftest import SAMPLE, train_sample_model
 
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 
 def fresh_scores(model_dir, data):
     sentences = corpus_sentences(load_corpus(data))
-    return evaluate_sentences(ClinicalNER.load(model_dir), sentences)
+    return evaluate_sentences(KerasAnnotator.load(model_dir), sentences)
 
 
 def test_training_writes_a_card_with_every_section(trained):
@@ -84,7 +84,7 @@ def test_the_card_counts_the_weights_of_the_model_file_it_sits_beside(trained, t
     shutil.copytree(trained, model)
     facts = json.loads((model / CARD_DATA_FILE).read_text(encoding="utf-8"))
     layers = facts["parameters"]["layers"]
-    network = ClinicalNER.load(model).model
+    network = KerasAnnotator.load(model).model
     assert sum(row["parameters"] for row in layers) == network.count_params()
     # Weights recorded for another model.keras (a retrained one) are counted again.
     facts["parameters"] = {"model_sha256": "0" * 64,

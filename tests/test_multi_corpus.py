@@ -21,7 +21,7 @@ from clinical_ner.formats.conll import write_conll
 from clinical_ner.formats.corpora import check_corpus_labels, read_corpus_file
 from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.training.multi_corpus import TrainingCorpora
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
@@ -237,7 +237,7 @@ def test_training_from_a_corpus_file_logs_and_records_each_corpus(joint):
     card = (output / "MODEL_CARD.md").read_text()
     assert "| ncbi | 0.5 | problem partial, test none, treatment none | Disease -> problem |" \
         in card
-    assert ClinicalNER.load(output).vocab.tags == tag_inventory(LABELS, "bioes")
+    assert KerasAnnotator.load(output).vocab.tags == tag_inventory(LABELS, "bioes")
 
 
 @pytest.mark.slow
@@ -250,8 +250,8 @@ def test_resume_and_init_from_work_with_a_corpus_file(data, joint, tmp_path):
     result = train(None, interrupted, config=tiny(epochs=2), corpora=corpora, resume=True,
                    progress=False, emit=lambda m: None)
     assert result.epochs_completed == 2
-    for a, b in zip(ClinicalNER.load(straight).model.get_weights(),
-                    ClinicalNER.load(interrupted).model.get_weights()):
+    for a, b in zip(KerasAnnotator.load(straight).model.get_weights(),
+                    KerasAnnotator.load(interrupted).model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
     tuned = train(None, tmp_path / "tuned", config=NERConfig.load(straight).replace(epochs=1),
                   corpora=corpora, init_from=straight, progress=False, emit=lambda m: None)

@@ -55,7 +55,7 @@ def test_names_resolve_to_the_bundled_model_unless_a_path_of_that_name_exists(tm
     monkeypatch.chdir(tmp_path)
     (tmp_path / "clinical").mkdir()
     assert resolve_model_path("clinical") == Path("clinical")
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner import ClinicalNER
 
     with pytest.raises(ClinicalNERError, match="^clinical: not a clinical-ner model directory"):
         ClinicalNER.load("clinical")
@@ -76,11 +76,22 @@ def test_predict_arguments_split_into_model_and_texts(tmp_path, monkeypatch):
     (tmp_path / "notes").mkdir()
     with pytest.raises(ClinicalNERError, match="^notes: not a clinical-ner model directory"):
         model_and_texts(["notes", NOTE])
+    # A note longer than a file name may be is a text, not an OS error.
+    long_note = NOTE * 10
+    assert model_and_texts([long_note]) == ("clinical", [long_note])
+    # Every artifact ClinicalNER.load takes is a model here too: a SavedModel
+    # base path (numbered versions) or version folder, and a LiteRT export.
+    (tmp_path / "models" / "2").mkdir(parents=True)
+    (tmp_path / "models" / "2" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "lite").mkdir()
+    (tmp_path / "lite" / "litert.json").write_text("{}")
+    for model in ("models", "models/2", "lite"):
+        assert model_and_texts([model, NOTE]) == (model, [NOTE])
 
 
 @pytest.fixture(scope="module")
 def bundled():
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner import ClinicalNER
 
     return ClinicalNER.pretrained()
 

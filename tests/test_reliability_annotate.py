@@ -1,4 +1,4 @@
-"""Any text through ``ClinicalNER.annotate``: no exception, offsets always exact.
+"""Any text through ``Annotator.annotate``: no exception, offsets always exact.
 
 A tiny model is trained once for the module on the bundled sample. Every
 entity must satisfy ``text[e.start:e.end] == e.text`` with ``0 <= start < end
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clinical_ner.config import NERConfig
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
 
 from conftest import REPO_ROOT
@@ -47,7 +47,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ner(model_dir):
-    return ClinicalNER.load(model_dir)
+    return KerasAnnotator.load(model_dir)
 
 
 def assert_exact(text: str, entities) -> None:
@@ -161,7 +161,7 @@ def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
     # and a warm-up call, so the growth is what the 2 MB document costs.
     script = textwrap.dedent(f"""
         import json
-        from clinical_ner.annotators.keras_annotator import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
         def long_document(size, paragraph={PARAGRAPH!r}):
             return (paragraph * (size // len(paragraph) + 1))[:size]
@@ -170,7 +170,7 @@ def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
             for line in open("/proc/self/status"):
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-        ner = ClinicalNER.load({str(model_dir)!r})
+        ner = KerasAnnotator.load({str(model_dir)!r})
         ner.annotate(long_document(20_000))
         text = long_document({TWO_MB})
         before = status("VmRSS")

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 import clinical_ner.model.network  # noqa: F401  (registers the custom layers)
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
 from conftest import REPO_ROOT
 
@@ -148,7 +148,7 @@ def test_kill_landed_mid_epoch_two(runs):
 @pytest.mark.parametrize("name", ["killed", "torn"])
 def test_model_directory_still_loads_after_the_kill(runs, name):
     directory = runs["root"] / f"{name}-after-kill"
-    ner = ClinicalNER.load(directory)
+    ner = KerasAnnotator.load(directory)
     entities = ner.annotate("CT of the chest showed a nodule; started aspirin.")
     assert all(e.label in ("problem", "test", "treatment") for e in entities)
     checkpoint_weights(directory)

@@ -26,7 +26,7 @@ import pytest
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ClinicalNERError, DataFormatError
 from clinical_ner.formats import load_corpus
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from clinical_ner.training.trainer import train
 
@@ -134,7 +134,7 @@ def test_in_process_training_evaluation_and_prediction_log_no_text(data, capfd):
     with every_logger_at_debug() as logs:
         train(files["train"], root / "in-process", dev_path=files["dev"], config=config,
               skip_invalid=True, progress=True)
-        ner = ClinicalNER.load(root / "in-process")
+        ner = KerasAnnotator.load(root / "in-process")
         entities = ner.annotate([NOTE, NOTE * 50])
         ner.tag([[MARKER, "chest", "pain"]])
         report = evaluate_sentences(ner, corpus_sentences(load_corpus(files["dev"])))
@@ -163,7 +163,7 @@ def test_in_process_error_messages_hold_no_text(data, capfd):
         assert len(skipped) == 2
         errors += skipped
         with pytest.raises(ClinicalNERError) as caught:
-            ClinicalNER.load(root / "no-model")
+            KerasAnnotator.load(root / "no-model")
         errors.append(caught.value)
     captured = capfd.readouterr()
     for error in errors:

@@ -12,7 +12,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from clinical_ner.export import signatures
 from clinical_ner.export.saved_model import check_core_ops
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from benchmarks.tf_serving_compat import load_and_run
 from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.rest_client import RestClient
@@ -29,7 +29,7 @@ NOTE = "Chest x-ray showed pneumonia; started on ceftriaxone."
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     train_sample_model(root / "model", lstm_units=16, char_filters=16, epochs=2, seed=3)
-    ner = ClinicalNER.load(root / "model")
+    ner = KerasAnnotator.load(root / "model")
     base = root / "models" / "clinical_ner"
     ner.export(base, 1)
     return ner, root / "model", base

@@ -1,6 +1,6 @@
 """The spaCy component ``clinical_ner``: entry point, offsets, batching, saving, runtimes, medspaCy.
 
-Every comparison is against ``ClinicalNER.annotate`` of the bundled model
+Every comparison is against the bundled model's own ``annotate``
 ``clinical`` on the same text: the same spans (widened only where our
 boundary falls inside a spaCy token) and labels, confidences within the
 LiteRT tests' ``CONFIDENCE_TOLERANCE``. The fresh-process tests find the
@@ -222,13 +222,15 @@ def test_assertions_fill_their_extensions(monkeypatch):
 
 def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):
     batches = []
-    annotate = ClinicalNER.annotate
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
+
+    annotate = KerasAnnotator.annotate  # the bundled model's annotator
 
     def counting_annotate(self, texts, *args, **kwargs):
         batches.append(len(texts))
         return annotate(self, texts, *args, **kwargs)
 
-    monkeypatch.setattr(ClinicalNER, "annotate", counting_annotate)
+    monkeypatch.setattr(KerasAnnotator, "annotate", counting_annotate)
     texts = dev_texts[:10]
     piped = [doc_rows(doc) for doc in nlp.pipe(texts, batch_size=4)]
     assert batches == [4, 4, 2]

@@ -12,7 +12,7 @@ from clinical_ner.vectors.reader import load_embeddings
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
 from clinical_ner.errors import ClinicalNERError, ConfigError
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.text.tokenizer import normalize_word
 from clinical_ner.evaluation.evaluate import corpus_sentences
@@ -79,7 +79,7 @@ def rows_in_use(vocab, data_path) -> int:
 
 def test_only_the_training_words_embeddings_train_the_rest_keep_their_vectors(trained):
     output, _, _ = trained
-    ner = ClinicalNER.load(output)
+    ner = KerasAnnotator.load(output)
     rows = ner.model.trainable_word_rows
     assert rows == rows_in_use(ner.vocab, SAMPLE / "train") < len(ner.vocab.words)
     table = ner.model.get_layer("word_embedding").table()
@@ -98,7 +98,7 @@ def test_only_the_training_words_embeddings_train_the_rest_keep_their_vectors(tr
 def test_saved_keras_model_loads_safely_and_fine_tunes_with_fit(trained):
     output, _, _ = trained
     model = keras.saving.load_model(output / "model.keras", safe_mode=True)
-    ner = ClinicalNER.load(output)
+    ner = KerasAnnotator.load(output)
     sentence = [["CT", "showed", "a", "nodule", "."]]
     features = ner.module.featurizer(np.array(sentence, dtype=object))
     np.testing.assert_allclose(model(features), ner.model(features), atol=1e-6)
@@ -111,7 +111,7 @@ def test_saved_keras_model_loads_safely_and_fine_tunes_with_fit(trained):
 
 def test_annotate_offsets_are_exact(trained):
     output, _, _ = trained
-    ner = ClinicalNER.load(output)
+    ner = KerasAnnotator.load(output)
     texts = ["CT of the chest showed a 2 cm nodule; she was started on aspirin.",
              "", "   \n", "Fever.\r\nChest pain 😀 and héadache", "x" * 5000,
              "Lone \ud800 surrogate. Fever"]
@@ -172,7 +172,7 @@ def test_a_model_file_whose_weights_do_not_fit_is_refused_with_its_path(trained,
                 content = json.dumps(config)
             target.writestr(name, content)
     with pytest.raises(ClinicalNERError, match=r"old-model/model.keras: .*retrain it"):
-        ClinicalNER.load(copy)
+        KerasAnnotator.load(copy)
 
 
 def test_training_on_several_corpora_is_training_on_them_together(tmp_path):
@@ -189,7 +189,7 @@ def test_training_on_several_corpora_is_training_on_them_together(tmp_path):
                          progress=False, emit=lambda message: None)
     assert together.epochs_completed == concatenated.epochs_completed == 1
     assert together.best_dev_f1 is None and together.best_epoch == 1
-    two, one = ClinicalNER.load(tmp_path / "two"), ClinicalNER.load(tmp_path / "one")
+    two, one = KerasAnnotator.load(tmp_path / "two"), KerasAnnotator.load(tmp_path / "one")
     assert two.vocab == one.vocab
     for trained_apart, trained_together in zip(two.model.get_weights(), one.model.get_weights()):
         np.testing.assert_array_equal(trained_apart, trained_together)
@@ -198,7 +198,7 @@ def test_training_on_several_corpora_is_training_on_them_together(tmp_path):
     extra.write_text("Aspirin\tB-Drug\ngiven\tO\n\n", encoding="utf-8")
     mixed = train([SAMPLE / "train", extra], tmp_path / "mixed", config=config,
                   progress=False, emit=lambda message: None)
-    assert "B-Drug" in ClinicalNER.load(mixed.output).vocab.tags
+    assert "B-Drug" in KerasAnnotator.load(mixed.output).vocab.tags
     # A path without sentences is named, not silently skipped.
     empty = tmp_path / "empty.conll"
     empty.write_text("", encoding="utf-8")
@@ -217,8 +217,8 @@ def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
                    init_from=base, progress=False, emit=messages.append)
     assert result.epochs_completed == 1
     assert any("re-initialised" in message for message in messages)
-    tuned = ClinicalNER.load(output)
-    original = ClinicalNER.load(base)
+    tuned = KerasAnnotator.load(output)
+    original = KerasAnnotator.load(base)
     assert tuned.vocab.tags == tag_inventory(["Disease"], original.config.tag_scheme)
     # The same words and vectors, reordered so that the new data's words are
     # the trainable rows.

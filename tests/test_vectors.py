@@ -246,7 +246,7 @@ def test_config_keeps_one_file_a_string_and_several_a_list(tmp_path):
 @pytest.mark.slow
 def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.training.trainer import corpus_sentences, train
 
     # Vectors from the sample's training notes (a folder of .txt, one case report each);
@@ -259,7 +259,7 @@ def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
     tiny = dict(char_dim=8, char_filters=8, lstm_units=8, epochs=1, batch_size=32, seed=3)
 
     def table_rows(model_dir):
-        ner = ClinicalNER.load(model_dir)
+        ner = KerasAnnotator.load(model_dir)
         table = ner.model.get_layer("word_embedding").table()
         return ner, {word: table[i] for i, word in enumerate(ner.vocab.words)}
 

@@ -118,7 +118,7 @@ def save_reproducibly(model, path: Path) -> None:
 def prune_words(ner, words: int):
     """A copy of ``ner`` whose word table keeps only its first ``words`` rows."""
     from clinical_ner.model.network import ClinicalNERModel
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.model.vocab import Vocabulary
 
     import keras
@@ -142,7 +142,7 @@ def prune_words(ner, words: int):
             layer.set_weights(ner.model.get_layer(layer.name).get_weights())
     vocab = Vocabulary(words=ner.vocab.words[:words], chars=ner.vocab.chars,
                        tags=ner.vocab.tags, assertions=ner.vocab.assertions)
-    return ClinicalNER(pruned, vocab, ner.config)
+    return KerasAnnotator(pruned, vocab, ner.config)
 
 
 def dev_f1(ner) -> float:
@@ -170,11 +170,12 @@ def build(words: int, work: Path) -> None:
 
 def package(full_dir: Path, words: int) -> None:
     """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
+    from clinical_ner.artifacts.keras_model import MODEL_FILE
     from clinical_ner.evaluation.model_card import CARD_DATA_FILE, write_model_card
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
     from clinical_ner.training.callbacks import LOG_FILE
 
-    full = ClinicalNER.load(full_dir)
+    full = KerasAnnotator.load(full_dir)
     pruned = prune_words(full, words)
     before, after = dev_f1(full), dev_f1(pruned)
     if OUTPUT.exists():
@@ -182,7 +183,7 @@ def package(full_dir: Path, words: int) -> None:
     OUTPUT.mkdir(parents=True)
     pruned.config.save(OUTPUT)
     pruned.vocab.save(OUTPUT)
-    save_reproducibly(pruned.model, OUTPUT / "model.keras")
+    save_reproducibly(pruned.model, OUTPUT / MODEL_FILE)
     for name in (LOG_FILE, CARD_DATA_FILE):
         shutil.copyfile(full_dir / name, OUTPUT / name)
     for source, name in LICENCES.items():

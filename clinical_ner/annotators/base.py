@@ -1,10 +1,13 @@
 """``annotate`` and ``tag`` in batches of similar size: what every in-process runtime shares.
 
-:class:`~clinical_ner.annotators.keras_annotator.ClinicalNER` (TensorFlow) and
-:class:`~clinical_ner.annotators.litert.annotator.LiteRTNER` (LiteRT) both derive from
-:class:`Annotator` and only say how to run one batch, so that they check
-their input, batch and answer empty sentences the same way. Nothing here
-imports TensorFlow.
+:class:`~clinical_ner.annotators.keras_annotator.KerasAnnotator` (a model directory),
+:class:`~clinical_ner.annotators.saved_model_annotator.SavedModelAnnotator` (an export
+for TF Serving) and :class:`~clinical_ner.annotators.litert.annotator.LiteRTAnnotator`
+(a LiteRT export) derive from :class:`Annotator` and only say how to run one
+batch, so that they check their input, batch and answer empty sentences the
+same way. ``ClinicalNER.load(path)`` returns the one that fits ``path``; type
+hints and ``isinstance`` checks name :class:`Annotator`. Nothing here imports
+TensorFlow.
 """
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""The in-process Python API: ``ClinicalNER.load(path).annotate(text)``.
+"""``KerasAnnotator``: ``annotate`` and ``tag`` with a model directory's Keras model.
 
-TensorFlow and Keras are imported only once a Keras model directory is
-loaded: ``ClinicalNER.load`` on a LiteRT export returns the lean
-:class:`clinical_ner.annotators.litert.annotator.LiteRTNER`, and that path must never pay
-for (or require) TensorFlow.
+This is the annotator of a model directory (``clinical-ner train``) and the
+one that can be fine-tuned or exported; users reach it through
+``ClinicalNER.load(path)`` (:mod:`clinical_ner.annotators.load`).
 """
 from __future__ import annotations
 
@@ -12,28 +11,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clinical_ner import __version__
-
-from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.config import NERConfig
-from clinical_ner.text.document import Entity
 from clinical_ner.errors import ModelError
-from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_model_path
-from clinical_ner.annotators.litert import layout
+from clinical_ner.export import signatures
 from clinical_ner.model.vocab import Vocabulary
+from clinical_ner.pretrained import DEFAULT_MODEL, resolve_model_path
+from clinical_ner.text.document import Entity
+from clinical_ner.version import __version__
 
 if TYPE_CHECKING:
     from clinical_ner.model.network import ClinicalNERModel
-    from clinical_ner.annotators.litert.annotator import LiteRTNER
 
 
-class ClinicalNER(Annotator):
-    """A trained model ready to annotate notes.
+class KerasAnnotator(Annotator):
+    """A trained Keras model ready to annotate notes.
 
     Example (after ``clinical-ner train ... --output runs/sample``)::
 
-        ner = ClinicalNER.load("runs/sample")
+        ner = ClinicalNER.load("runs/sample")     # a KerasAnnotator for a model directory
         for entity in ner.annotate("CT of the chest showed a 2 cm nodule."):
             print(entity.start, entity.end, entity.label, entity.text, entity.confidence)
 
@@ -53,25 +50,21 @@ class ClinicalNER(Annotator):
         self.module = InferenceModule(model, vocab, config)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ClinicalNER | LiteRTNER":
-        """Load a model directory (``clinical-ner train``), a LiteRT export, or a bundled model.
+    def load(cls, directory: str | Path) -> "KerasAnnotator":
+        """Load a model directory (``clinical-ner train``) or a bundled model by name.
 
-        ``directory`` may be the name of a bundled model (``"clinical"``); an
-        existing path of that name wins
-        (:func:`clinical_ner.pretrained.resolve_model_path`). A directory
-        written by ``clinical-ner export MODEL --format litert`` gives a
-        :class:`~clinical_ner.annotators.litert.annotator.LiteRTNER` (same ``annotate`` and
-        ``tag``), loaded without importing TensorFlow.
+        An existing path of a bundled model's name wins
+        (:func:`clinical_ner.pretrained.resolve_model_path`). Any other
+        artifact: ``ClinicalNER.load``.
         """
         directory = resolve_model_path(directory)
-        if layout.is_litert_export(directory):
-            from clinical_ner.annotators.litert.annotator import LiteRTNER
-
-            return LiteRTNER.load(directory)
         try:
             import keras
 
-            from clinical_ner.model.network import MODEL_FILE
+            # Registers ClinicalNERModel and its layers under the names that
+            # model.keras records ("clinical_ner>ClinicalNERModel"): Keras
+            # resolves them through that registry, not by importing the module.
+            import clinical_ner.model.network  # noqa: F401
         except ImportError as error:
             raise ModelError(
                 f"{directory}: a Keras model directory needs TensorFlow and Keras ({error}); "
@@ -98,17 +91,6 @@ class ClinicalNER(Annotator):
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
         return cls(model, vocab, config)
-
-    @classmethod
-    def pretrained(cls, name: str = DEFAULT_MODEL) -> "ClinicalNER":
-        """A model shipped inside the package (see ``clinical_ner/pretrained/<name>/MODEL_CARD.md``).
-
-        Example::
-
-            ner = ClinicalNER.pretrained()   # the "clinical" problem/test/treatment model
-            ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
-        """
-        return cls.load(bundled_model_path(name))
 
     def export(self, base_path: str | Path, version: int | None = None) -> Path:
         """Write the model as version ``version`` under ``base_path`` for TF Serving.

@@ -8,27 +8,25 @@ matching TensorFlow file-system plugin, ``hdfs://``...).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
-from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
+from clinical_ner.artifacts import saved_model
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.config import NERConfig
-from clinical_ner.text.document import Entity
 from clinical_ner.errors import ModelError
-from clinical_ner.export.saved_model import VERSION_DIR_PATTERN
-
-SAVED_MODEL_FILE = "saved_model.pb"
-# `clinical-ner train` writes this file; its folder is a model directory, not an export.
-_KERAS_MODEL_FILE = "model.keras"
+from clinical_ner.export import signatures
+from clinical_ner.text.document import Entity
 
 
 class NotAnExportError(ModelError):
     """A model path is not a clinical-ner SavedModel export."""
 
 
-def resolve_export(path: str) -> str:
+def resolve_export(path: str | os.PathLike) -> str:
     """The SavedModel folder that ``path`` names, checked to hold our serving signature.
 
     ``path`` is a version folder (``models/clinical_ner/1``) or a base path
@@ -40,46 +38,42 @@ def resolve_export(path: str) -> str:
     >>> resolve_export("models/clinical_ner")  # doctest: +SKIP
     'models/clinical_ner/3'
     """
+    path = os.fspath(path)
     export_dir = path.rstrip("/") or path
-    if not tf.io.gfile.exists(tf.io.gfile.join(export_dir, SAVED_MODEL_FILE)):
+    if not saved_model.holds_saved_model(export_dir):
         export_dir = _highest_version(export_dir)
     _check_serving_signature(export_dir)
     return export_dir
 
 
 def _highest_version(base: str) -> str:
+    if not saved_model.exists(base):
+        raise NotAnExportError(f"{base}: no such model folder")
     try:
-        entries = [entry.rstrip("/") for entry in tf.io.gfile.listdir(base)]
-    except tf.errors.NotFoundError:
-        raise NotAnExportError(f"{base}: no such model folder") from None
-    except tf.errors.OpError as error:
-        raise NotAnExportError(f"{base}: cannot list it: {error.message}") from None
-    versions = sorted((int(entry) for entry in entries if VERSION_DIR_PATTERN.fullmatch(entry)),
-                      reverse=True)
-    for version in versions:
-        candidate = tf.io.gfile.join(base, str(version))
-        if tf.io.gfile.exists(tf.io.gfile.join(candidate, SAVED_MODEL_FILE)):
-            return candidate
-    if _KERAS_MODEL_FILE in entries:
+        versions = saved_model.versions(base)
+    except OSError as error:
+        raise NotAnExportError(str(error)) from None
+    if versions:
+        return saved_model.join(base, str(versions[-1]))
+    if saved_model.exists(saved_model.join(base, MODEL_FILE)):
         raise NotAnExportError(
             f"{base}: a model directory from 'clinical-ner train', not an export; run "
             f"'clinical-ner export {base} --output models/clinical_ner' and give "
             "models/clinical_ner/1")
     raise NotAnExportError(
-        f"{base}: not an exported SavedModel (no {SAVED_MODEL_FILE} in it or in a numbered "
-        "version folder under it); write one with 'clinical-ner export MODEL --output BASE'")
+        f"{base}: not an exported SavedModel (no {saved_model.SAVED_MODEL_FILE} in it or in a "
+        "numbered version folder under it); write one with 'clinical-ner export MODEL --output "
+        "BASE'")
 
 
 def _check_serving_signature(export_dir: str) -> None:
-    saved_model = saved_model_pb2.SavedModel()
     try:
-        with tf.io.gfile.GFile(tf.io.gfile.join(export_dir, SAVED_MODEL_FILE), "rb") as handle:
-            saved_model.ParseFromString(handle.read())
+        proto = saved_model.read_saved_model(export_dir)
     except Exception as error:  # noqa: BLE001 (a corrupt file raises protobuf's DecodeError)
         raise NotAnExportError(
-            f"{export_dir}/{SAVED_MODEL_FILE}: not a readable SavedModel ({type(error).__name__})"
-        ) from None
-    for meta_graph in saved_model.meta_graphs:
+            f"{export_dir}/{saved_model.SAVED_MODEL_FILE}: not a readable SavedModel "
+            f"({type(error).__name__})") from None
+    for meta_graph in proto.meta_graphs:
         signature = meta_graph.signature_def.get(signatures.SERVING_DEFAULT)
         if signature is None:
             continue
@@ -92,16 +86,16 @@ def _check_serving_signature(export_dir: str) -> None:
         "is it a clinical-ner export?")
 
 
-class ExportedModel(Annotator):
+class SavedModelAnnotator(Annotator):
     """A clinical-ner export loaded with ``tf.saved_model.load``: ``annotate`` and ``tag``.
 
-    It gives the same entities as ``ClinicalNER.annotate`` on the model the
-    export was written from: the same graph, batched by size the same way
+    It gives the same entities as the :class:`~clinical_ner.annotators.keras_annotator.KerasAnnotator`
+    of the model the export was written from: the same graph, batched by size the same way
     (both are :class:`~clinical_ner.annotators.base.Annotator`).
 
     Example (after ``clinical-ner export runs/sample --output models/clinical_ner``)::
 
-        model = ExportedModel.load("models/clinical_ner/1")
+        model = ClinicalNER.load("models/clinical_ner")   # the highest version; or .../1
         entities = model.annotate(["CT of the chest showed a 2 cm nodule."])[0]
     """
 
@@ -116,7 +110,7 @@ class ExportedModel(Annotator):
         self._serving_default = self._loaded.signatures[signatures.SERVING_DEFAULT]
 
     @classmethod
-    def load(cls, path: str) -> "ExportedModel":
+    def load(cls, path: str | os.PathLike) -> "SavedModelAnnotator":
         """Load the export at ``path`` (see :func:`resolve_export` for what it may be)."""
         return cls(resolve_export(path))
 
@@ -130,3 +124,7 @@ class ExportedModel(Annotator):
         predict_tokens = self._loaded.signatures[signatures.PREDICT_TOKENS]
         rows = np.array(signatures.padded_token_rows(sentences), dtype=object)
         return signatures.tags_from_outputs(predict_tokens(**{signatures.TOKENS: tf.constant(rows)}))
+
+
+#: Deprecated alias (the 0.3 name); remove in 0.5 (CHANGELOG.md).
+ExportedModel = SavedModelAnnotator

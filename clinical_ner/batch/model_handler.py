@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler
 
 from clinical_ner.annotators.base import Annotator
-from clinical_ner.annotators.litert import layout
+from clinical_ner.artifacts import litert as layout
 from clinical_ner.batch import metrics
 from clinical_ner.errors import ModelError
 from clinical_ner.text.document import Entity
@@ -42,7 +42,7 @@ AnnotatedNote = tuple[Any, list[Entity]]
 # RunInference hands the handler batches of about this many characters; the
 # handler sorts each by length and runs sub-batches of at most
 # NERConfig.annotate_batch_size notes and annotate_max_batch_characters
-# characters (defaults 256 and 100,000), as ClinicalNER.annotate does. A larger batch groups lengths better; this one
+# characters (defaults 256 and 100,000), as Annotator.annotate does. A larger batch groups lengths better; this one
 # holds about 2,500 one-sentence notes.
 DEFAULT_RUN_INFERENCE_CHARACTERS = 400_000
 
@@ -100,7 +100,7 @@ class SavedModelHandler(AnnotatorHandler):
     ``model_path`` is checked here, in the process that builds the pipeline,
     so that a path that is not an export fails before any worker starts.
     Entities are :class:`clinical_ner.text.document.Entity` objects, the same as
-    ``ClinicalNER.annotate`` gives. It counts the Beam metrics
+    ``Annotator.annotate`` gives. It counts the Beam metrics
     ``clinical_ner/notes``, ``tokens``, ``entities`` and
     ``workers_tensorflow``.
 
@@ -125,9 +125,9 @@ class SavedModelHandler(AnnotatorHandler):
         self.export_dir = resolve_export(model_path)
 
     def load_model(self) -> Annotator:
-        from clinical_ner.annotators.saved_model_annotator import ExportedModel
+        from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
 
-        return ExportedModel(self.export_dir)
+        return SavedModelAnnotator(self.export_dir)
 
 
 class LiteRTModelHandler(AnnotatorHandler):
@@ -137,7 +137,7 @@ class LiteRTModelHandler(AnnotatorHandler):
     Beam's ``FileSystems`` read (``gs://``, ``s3://``, ``hdfs://`` with the
     matching Beam extra); it is checked here. Each worker process copies it
     to a local temporary folder once (unless it is local) and loads it with
-    one interpreter on one thread (``LiteRTNER.load(..., workers=1)``):
+    one interpreter on one thread (``LiteRTAnnotator.load(..., workers=1)``):
     the runner gives each core a worker process of its own. It counts
     ``clinical_ner/workers_litert`` instead of ``workers_tensorflow``.
     """
@@ -152,9 +152,9 @@ class LiteRTModelHandler(AnnotatorHandler):
                 f"{model_path}: not a LiteRT export (no {layout.MANIFEST_FILE})")
 
     def load_model(self) -> Annotator:
-        from clinical_ner.annotators.litert.annotator import LiteRTNER
+        from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
 
-        return LiteRTNER.load(local_copy(self.model_path), workers=1)
+        return LiteRTAnnotator.load(local_copy(self.model_path), workers=1)
 
 
 def is_litert_path(path: str) -> bool:

@@ -3,7 +3,7 @@
 ``annotate(df, model_path)`` runs through ``mapInPandas``: each Python worker
 loads the export once (kept for the worker's life; Spark reuses Python workers
 by default) and annotates Arrow batches of notes, sorted by length inside
-each batch as ``ClinicalNER.annotate`` does. The entities are those
+each batch as ``Annotator.annotate`` does. The entities are those
 ``clinical-ner predict`` gives.
 
 The export is the SavedModel (the default artifact) or a LiteRT export
@@ -82,7 +82,7 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     predict`` writes them); a row whose text is null gets null entities and
     ``error`` says why (``error`` is null otherwise). Every row gives one
     row; duplicate ids are annotated independently. ``batch_size`` and
-    ``max_batch_characters`` are ``ClinicalNER.annotate``'s (``None``: the
+    ``max_batch_characters`` are ``Annotator.annotate``'s (``None``: the
     default configuration's). ``model_path`` is a SavedModel export (a
     version folder or a base path, anything ``tf.io.gfile`` reads that the
     executors can reach) or a LiteRT export folder (anything Spark's
@@ -141,15 +141,15 @@ class _LoadShippedLiteRT:
     def __call__(self) -> "Annotator":
         from pyspark import SparkFiles
 
-        from clinical_ner.annotators.litert.annotator import LiteRTNER
+        from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
 
         # One interpreter thread: Spark runs a worker per core.
-        return LiteRTNER.load(SparkFiles.get(self.name), workers=1)
+        return LiteRTAnnotator.load(SparkFiles.get(self.name), workers=1)
 
 
 def _is_litert_path(spark: "SparkSession", path: str) -> bool:
     """Whether ``path`` holds a LiteRT manifest, asked of Spark's own (Hadoop) file systems."""
-    from clinical_ner.annotators.litert import layout
+    from clinical_ner.artifacts import litert as layout
 
     if os.path.isdir(path):
         return layout.is_litert_export(path)
@@ -178,9 +178,9 @@ class _LoadSavedModel:
         self.export_dir = export_dir
 
     def __call__(self) -> "Annotator":
-        from clinical_ner.annotators.saved_model_annotator import ExportedModel
+        from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
 
-        return ExportedModel(self.export_dir)
+        return SavedModelAnnotator(self.export_dir)
 
 
 def _model(loader: _Loader) -> tuple["Annotator", bool]:

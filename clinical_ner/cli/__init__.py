@@ -15,7 +15,7 @@ import importlib
 import logging
 import sys
 
-from clinical_ner import __version__
+from clinical_ner.version import __version__
 from clinical_ner.quiet import quiet_tensorflow
 from clinical_ner.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ClinicalNERError
 

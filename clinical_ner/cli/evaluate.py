@@ -29,15 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
     from clinical_ner.text.tags import entity_labels
 
     data_format, label_map, labels = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
-    model_labels = entity_labels(ner.vocab.tags)
-    unknown = sorted(set(labels or ()) - set(model_labels))
+    # A Keras model directory knows its labels; other artifacts are checked by the scores.
+    vocab = getattr(ner, "vocab", None)
+    model_labels = entity_labels(vocab.tags) if vocab is not None else None
+    unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
     if unknown:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
                           f"does not know (it has {', '.join(model_labels)})")

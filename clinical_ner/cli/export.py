@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.weights != "float32":
         raise ConfigError("--weights applies to --format litert only")
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-    print(ClinicalNER.load(args.model).export(args.output, args.version))
+    print(KerasAnnotator.load(args.model).export(args.output, args.version))
     return 0

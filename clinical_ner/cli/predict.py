@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from clinical_ner.cli.common import add_format_option, model_path
 from clinical_ner.errors import ModelError
 from clinical_ner.formats.writers import WRITERS
-from clinical_ner.pretrained import DEFAULT_MODEL, MODEL_FILE, is_model_reference
+from clinical_ner.artifacts.keras_model import MODEL_FILE
+from clinical_ner.pretrained import DEFAULT_MODEL, is_model_reference
 
 NAME = "predict"
 HELP = "annotate raw text (with the bundled model clinical unless a model is named)"
 DESCRIPTION = """\
 Annotate texts given as arguments, files (--input) or standard input.
 
-The first argument is the model if it is an existing model directory or a
-bundled model's name (clinical); otherwise every argument is a text and the
+The first argument is the model if it is an existing model directory, an
+export (SavedModel or LiteRT) or a bundled model's name (clinical); otherwise every argument is a text and the
 bundled model clinical annotates it. So both of these work:
 
   clinical-ner predict "CT of the chest showed a 2 cm nodule."
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.jsonl import read_documents
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.formats.writers import write_annotations
 
     model, texts = model_and_texts(args.positionals, args.model)
@@ -59,8 +61,9 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     """``clinical-ner predict``'s positional arguments split into a model and texts.
 
     With ``model`` (``--model``) every positional is a text. Otherwise the
-    first positional is the model if it is an existing model directory or a
-    bundled model's name (``predict MODEL TEXT...``, as before 0.3); if not,
+    first positional is the model if it names one (:func:`is_model_reference`:
+    a model directory, an export or a bundled model's name; ``predict MODEL
+    TEXT...``, as before 0.3); if not,
     every positional is a text and the bundled model ``clinical`` annotates
     them. A first argument that can only be a mistyped path (it has a ``/``
     and no space, more texts follow, nothing is there but its parent folder
@@ -81,11 +84,11 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     first = positionals[0]
     if is_model_reference(first):
         return first, list(positionals[1:])
-    path = Path(first)
-    if path.is_dir():
+    # os.path, not Path: a note too long for a file name is a text, not an error.
+    if os.path.isdir(first):
         raise ModelError(f"{first}: not a clinical-ner model directory (no {MODEL_FILE})")
     if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
-            and path.parent.is_dir()):
+            and os.path.isdir(os.path.dirname(first.rstrip("/")) or ".")):
         raise ModelError(f"{first}: no such model directory (to annotate it as text, "
                          f"name the model: --model {DEFAULT_MODEL})")
     return DEFAULT_MODEL, list(positionals)

@@ -43,11 +43,11 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
                       label_map: dict | None = None, skip_invalid: bool = False,
                       card: dict | None = None, assertion_map: dict | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was."""
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
-    report = evaluate_sentences(ClinicalNER.load(model_dir), corpus_sentences(corpus))
+    report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus))
     training = (card or {}).get("training") or {}
     trained_on = [item["path"] for item in training.get("train_data", [])]
     dev = (training.get("dev_data") or {}).get("path")

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 from clinical_ner.config import NERConfig
-from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.model.vocab import VOCAB_FILE
 from clinical_ner.pretrained import BUNDLED_DIR
 from clinical_ner.text.document import ASSERTION_LABEL

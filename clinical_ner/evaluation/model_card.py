@@ -24,10 +24,10 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from clinical_ner import __version__
+from clinical_ner.version import __version__
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, summarise_corpus
 from clinical_ner.evaluation.card_render import render_model_card
-from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.pretrained import resolve_model_path
 
 CARD_FILE = "MODEL_CARD.md"
@@ -149,9 +149,9 @@ def _write(model_dir: Path, card: dict) -> Path:
     model_file = model_dir / MODEL_FILE
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest() if model_file.is_file() else None
     if digest is None or (card.get("parameters") or {}).get("model_sha256") != digest:
-        from clinical_ner.annotators.keras_annotator import ClinicalNER
+        from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-        model = ClinicalNER.load(model_dir).model  # without a model: the usual one-line error
+        model = KerasAnnotator.load(model_dir).model  # without a model: the usual one-line error
         card["parameters"] = {"model_sha256": digest, "layers": parameter_rows(model)}
     (model_dir / CARD_DATA_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False)
                                             + "\n", encoding="utf-8")

@@ -40,14 +40,15 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from clinical_ner import __version__
+from clinical_ner.version import __version__
 from clinical_ner.export.saved_model import ExportError
 from clinical_ner.model.layers.crf import FORBIDDEN_SCORE, CRF
 from clinical_ner.model.network import ClinicalNERModel
-from clinical_ner.annotators.keras_annotator import ClinicalNER
-from clinical_ner.annotators.litert import layout
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer
 from clinical_ner.annotators.litert.network import EmissionsNetwork
+from clinical_ner.pretrained import resolve_model_path
 
 FLOAT32_TOLERANCE = 1e-3
 INPUTS = ("word_ids", "spellings", "spelling_index", "casing_ids")
@@ -70,9 +71,9 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ExportError(f"{output}: already exists and is not an empty folder; "
                           "an export never overwrites")
-    ner = ClinicalNER.load(model_dir)
-    if not isinstance(ner, ClinicalNER):
+    if layout.is_litert_export(resolve_model_path(model_dir)):
         raise ExportError(f"{model_dir}: already a LiteRT export; export the trained model")
+    ner = KerasAnnotator.load(model_dir)
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,7 @@ def _probe_sentences(words: list[str]) -> list[list[str]]:
     return sentences
 
 
-def max_emission_difference(ner: ClinicalNER, network_path: Path, inputs: list[str]) -> float:
+def max_emission_difference(ner: KerasAnnotator, network_path: Path, inputs: list[str]) -> float:
     """Largest |LiteRT - Keras| emission over the real tokens of a probe batch."""
     sentences = _probe_sentences(ner.vocab.words)
     featurizer = NumpyFeaturizer(ner.vocab.words, ner.vocab.chars, ner.config.max_word_length)

@@ -10,28 +10,21 @@ is complete. The rename is atomic on one file system.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
-from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.artifacts.saved_model import MAX_VERSION, numbered_dirs, read_saved_model
+from clinical_ner.errors import ClinicalNERError, ConfigError, check_integer
 
 logger = logging.getLogger(__name__)
 
-# Canonical positive integers only: TF Serving would read "007" as version 7,
-# and two names for one version would be ambiguous.
-VERSION_DIR_PATTERN = re.compile(r"[1-9][0-9]*")
-# TF Serving keeps versions in an int64.
-MAX_VERSION = 2**63 - 1
 _TEMP_PREFIX = ".export-"
 
 
@@ -62,7 +55,7 @@ def export_saved_model(
     base.mkdir(parents=True, exist_ok=True)
     if version is None:
         # Count incomplete numbered directories too: their number is taken.
-        version = max(_numbered_dirs(base), default=0) + 1
+        version = max(numbered_dirs(base), default=0) + 1
     _validate_version(version)
     target = base / str(version)
     if target.exists():
@@ -92,26 +85,6 @@ def export_saved_model(
     return target
 
 
-def existing_versions(base_path: str | os.PathLike) -> list[int]:
-    """Versions present under ``base_path``: numbered directories with a ``saved_model.pb``."""
-    numbered = _numbered_dirs(Path(base_path))
-    return sorted(
-        version for version, path in numbered.items() if (path / "saved_model.pb").is_file()
-    )
-
-
-def _numbered_dirs(base: Path) -> dict[int, Path]:
-    try:
-        entries = list(base.iterdir())
-    except FileNotFoundError:
-        return {}
-    return {
-        int(entry.name): entry
-        for entry in entries
-        if VERSION_DIR_PATTERN.fullmatch(entry.name) and entry.is_dir()
-    }
-
-
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
@@ -121,8 +94,7 @@ def saved_model_op_types(export_dir: str | os.PathLike) -> set[str]:
     Calls to library functions (whose op type is the function's name) are
     left out: they are not kernels the server has to provide.
     """
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((Path(export_dir) / "saved_model.pb").read_bytes())
+    saved_model = read_saved_model(export_dir)
     ops: set[str] = set()
     functions: set[str] = set()
     for meta_graph in saved_model.meta_graphs:
@@ -192,10 +164,8 @@ def check_variables_restore(export_dir: str | os.PathLike, name: str | None = No
 
 
 def _validate_version(version: object) -> None:
-    # bool is an int subclass; True would silently become version 1.
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise ConfigError(f"version must be a positive integer, got {version!r}")
-    if not 1 <= version <= MAX_VERSION:
+    check_integer("version", version)
+    if version > MAX_VERSION:
         raise ConfigError(f"version must be between 1 and {MAX_VERSION}, got {version}")
 
 
@@ -215,25 +185,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-@contextlib.contextmanager
-def served_base_path(value: str | os.PathLike) -> Iterator[Path]:
-    """The model base path to serve for ``value``, for as long as the context lasts.
-
-    A base path (numbered versions) is itself. A model directory or a bundled
-    model's name (``clinical``) is exported first, as version 1 of a
-    temporary base path that is deleted when the context ends: serving needs
-    a SavedModel, and a fresh export always matches the model.
-    """
-    from clinical_ner.annotators.keras_annotator import ClinicalNER
-    from clinical_ner.pretrained import is_model_reference
-
-    if not is_model_reference(value):
-        yield Path(value)
-        return
-    with tempfile.TemporaryDirectory(prefix="clinical-ner-serve-") as scratch:
-        base = Path(scratch) / "model"
-        version = ClinicalNER.load(value).export(base, 1)
-        logger.info("serving %s, exported to %s", value, version)
-        yield base

@@ -54,7 +54,7 @@ from clinical_ner.text.document import (
     ASSERTION_CLASSES, ASSERTION_LABEL, Document, Mention, Sentence,
 )
 from clinical_ner.errors import ConfigError, DataFormatError
-from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
+from clinical_ner.formats.corpus import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
 

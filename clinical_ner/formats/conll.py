@@ -29,7 +29,7 @@ from typing import TextIO
 
 from clinical_ner.text.document import Document, Sentence
 from clinical_ner.errors import DataFormatError
-from clinical_ner.formats import Corpus, ProblemLog, read_utf8
+from clinical_ner.formats.corpus import Corpus, ProblemLog, read_utf8
 from clinical_ner.text.tags import detect_scheme, normalize_tags
 
 DOCSTART = "-DOCSTART-"

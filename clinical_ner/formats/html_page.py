@@ -78,7 +78,7 @@ def render_html(documents: Sequence[tuple[str, str, Sequence[Entity]]],
                 title: str = "clinical-ner entities") -> str:
     """The page for ``(name, text, entities)`` triples, as one string.
 
-    Entities must not overlap (``ClinicalNER.annotate`` never returns
+    Entities must not overlap (``Annotator.annotate`` never returns
     overlapping ones); offsets are code points of ``text``.
     """
     labels = sorted({entity.label for _, _, entities in documents for entity in entities})

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from clinical_ner.text.document import ASSERTION_CLASSES, Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
-from clinical_ner.formats import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
+from clinical_ner.formats.corpus import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
 from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
 
 _TOKEN = re.compile(r"[^ \t\r\n]+")

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
-from clinical_ner.text.document import Document, Entity, Sentence
-from clinical_ner.formats.jsonl import write_json_line
 from clinical_ner.errors import ConfigError
+from clinical_ner.formats.jsonl import write_json_line
+from clinical_ner.text.document import Document, Sentence
 
+if TYPE_CHECKING:
+    # A writer takes any annotator (ClinicalNER.load's); only for type hints,
+    # so that the formats stay below the annotators.
+    from clinical_ner.annotators.base import Annotator
 
-class Annotator(Protocol):
-    """What a writer needs of a model (``ClinicalNER`` or a lean runtime)."""
-
-    config: object
-
-    def annotate(self, texts: Sequence[str]) -> list[list[Entity]]: ...
-
-    def tag(self, sentences: Sequence[Sequence[str]]) -> list[tuple[list[str], list[float]]]: ...
-
-
-Writer = Callable[[Annotator, list[tuple[str, str]], "Path | None"], None]
+Writer = Callable[["Annotator", list[tuple[str, str]], "Path | None"], None]
 
 WRITERS: dict[str, Writer] = {}
 #: Formats whose output is a folder, not a file.

@@ -36,8 +36,8 @@ from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, minibatch
 
-from clinical_ner import __version__
-from clinical_ner.annotators.litert.layout import is_litert_export
+from clinical_ner.version import __version__
+from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.pretrained import (
@@ -164,7 +164,7 @@ class ClinicalNERComponent:
             if self.tls is not None:
                 options["root_certificates"] = self.tls
             return ServingClient(self.endpoint, self.model_name, **options)
-        from clinical_ner import ClinicalNER
+        from clinical_ner.annotators.load import ClinicalNER
 
         return ClinicalNER.load(self.model)
 

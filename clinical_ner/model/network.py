@@ -13,8 +13,6 @@ from clinical_ner.model.tag_space import inventory_scheme, transition_mask
 from clinical_ner.text.tokenizer import CASING_FEATURES
 from clinical_ner.model.vocab import Vocabulary
 
-MODEL_FILE = "model.keras"
-
 # Constructor arguments that models saved by 0.2.4 and earlier did not store,
 # with the value such a model was built with (its tag scheme is read off its
 # tags: see tags.inventory_scheme).
@@ -213,7 +211,7 @@ class ClinicalNERModel(keras.Model):
         """Take the runtime settings of ``settings`` (call before tracing any graph).
 
         They change speed, not the weights, so a model directory's
-        ``config.json`` may change them after training (``ClinicalNER`` applies
+        ``config.json`` may change them after training (``KerasAnnotator`` applies
         its configuration's values when it loads a model).
         """
         for layer in self.layers:

@@ -9,12 +9,9 @@ from typing import Iterable
 
 import numpy as np
 
-from clinical_ner.text.tokenizer import normalize_word
+# PAD is the first entry (id 0) of the word and character vocabularies.
+from clinical_ner.text.tokenizer import PAD, normalize_word
 
-#: The padding token: the first entry (id 0) of the word and character
-#: vocabularies, and what token rows are right-padded with everywhere (the
-#: training batches, the inference graph, the ``tokens`` signature input).
-PAD = ""
 #: The unknown entry (id 1) of both vocabularies.
 UNKNOWN = "<unk>"
 PAD_ID = 0

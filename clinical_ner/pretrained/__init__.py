@@ -14,22 +14,22 @@ True
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from clinical_ner.artifacts import saved_model
+from clinical_ner.artifacts.keras_model import is_model_directory
+from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.errors import ModelError
-from clinical_ner.annotators.litert.layout import is_litert_export
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "clinical"
-#: The file that makes a folder a model directory (clinical_ner.model.network.MODEL_FILE;
-#: repeated here so that resolving a name does not import Keras).
-MODEL_FILE = "model.keras"
 
 
 def bundled_models() -> list[str]:
     """Names of the models shipped in this package, sorted."""
     return sorted(path.name for path in BUNDLED_DIR.iterdir()
-                  if (path / MODEL_FILE).is_file())
+                  if is_model_directory(path))
 
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -41,10 +41,19 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
 
 
 def is_model_reference(value: str | Path) -> bool:
-    """Whether ``value`` names a model: a model directory, a LiteRT export or a bundled name."""
-    path = Path(value)
-    return ((path / MODEL_FILE).is_file() or is_litert_export(path)
-            or (not path.exists() and str(value) in bundled_models()))
+    """Whether ``value`` names a model: a model directory, an export or a bundled name.
+
+    An export is a LiteRT export or a local SavedModel (a version folder or a
+    base path of numbered versions): whatever ``ClinicalNER.load`` takes.
+    ``False`` for a value that cannot be a path (a long note).
+    """
+    return (is_model_directory(value) or is_litert_export(value) or _is_saved_model(value)
+            or (not os.path.exists(value) and str(value) in bundled_models()))
+
+
+def _is_saved_model(value: str | Path) -> bool:
+    return os.path.isdir(value) and (saved_model.holds_saved_model(value)
+                                     or bool(saved_model.versions(value)))
 
 
 def resolve_model_path(value: str | Path) -> Path:
@@ -53,7 +62,6 @@ def resolve_model_path(value: str | Path) -> Path:
     A value that is neither comes back unchanged, so that loading it reports
     the missing directory by the name the user gave.
     """
-    path = Path(value)
-    if not path.exists() and str(value) in bundled_models():
+    if not os.path.exists(value) and str(value) in bundled_models():
         return BUNDLED_DIR / str(value)
-    return path
+    return Path(value)

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, check_integer
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
@@ -132,12 +132,9 @@ class ServingClient:
         deadline: float = defaults.DEADLINE_S,
         max_message_bytes: int = defaults.MAX_MESSAGE_BYTES,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if version is not None and (
-            isinstance(version, bool) or not isinstance(version, int) or version < 1
-        ):
-            raise ConfigError(f"version must be a positive integer or None, got {version!r}")
+        check_integer("batch_size", batch_size)
+        if version is not None:
+            check_integer("version", version)
         if not timeout > 0 or not deadline > 0 or max_retries < 0:
             raise ConfigError("timeout and deadline must be positive and max_retries >= 0")
         self.target = target

@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 
-from clinical_ner.export.saved_model import served_base_path
+from clinical_ner.serving.served_model import served_base_path
 from clinical_ner.serving import defaults
 from clinical_ner.serving.server import ModelServer
 
@@ -21,7 +21,7 @@ def serve_until_stopped(model_base_path: str | os.PathLike, model_name: str = de
 
     ``server_options`` are :class:`~clinical_ner.serving.server.ModelServer`'s keyword
     arguments. A model directory or bundled model name is exported to a temporary base
-    path first (:func:`clinical_ner.export.saved_model.served_base_path`), deleted when
+    path first (:func:`clinical_ner.serving.served_model.served_base_path`), deleted when
     the server stops. Logging is the caller's. Call it from the main thread (it installs
     signal handlers, and puts the previous ones back when it returns).
     """

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import grpc
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, check_integer
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
@@ -111,8 +111,7 @@ class ModelServer:
             ("max_document_chars", max_document_chars),
             ("max_message_bytes", max_message_bytes),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{option} must be a positive integer, got {value!r}")
+            check_integer(option, value)
         if not poll_interval_s > 0:
             raise ConfigError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
         for option, value in (("port", port), ("rest_port", rest_port)):

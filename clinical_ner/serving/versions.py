@@ -19,10 +19,9 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from clinical_ner.export.saved_model import existing_versions
+from clinical_ner.artifacts.saved_model import SAVED_MODEL_FILE, read_saved_model, versions
 from clinical_ner.serving.errors import RequestError
 
 logger = logging.getLogger(__name__)
@@ -63,8 +62,7 @@ def call_signature(function: Any, inputs: dict[str, np.ndarray]) -> dict[str, np
 def load_version(number: int, path: Path) -> Version:
     """Load one version directory; signatures that do not take strings are left out."""
     restored = tf.saved_model.load(str(path))
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+    saved_model = read_saved_model(path)
     meta_graph = next(
         (
             graph
@@ -109,7 +107,7 @@ class ModelVersions:
 
     def poll(self) -> None:
         """Load new versions and unload the ones whose directory is gone."""
-        on_disk = set(existing_versions(self._base_path))
+        on_disk = set(versions(self._base_path))
         with self._lock:
             gone = set(self._loaded) - on_disk
             for number in gone:
@@ -128,7 +126,7 @@ class ModelVersions:
     def _load(self, number: int) -> None:
         path = self._base_path / str(number)
         try:
-            mtime = (path / "saved_model.pb").stat().st_mtime_ns
+            mtime = (path / SAVED_MODEL_FILE).stat().st_mtime_ns
         except FileNotFoundError:
             return
         if self._failed.get(number) == mtime:

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.text import tokenizer as text
-from clinical_ner.model.vocab import PAD
+from clinical_ner.text.tokenizer import PAD
 
 # Refinements of text.SEPARATOR and text.OTHER used only here: the sentence
 # rules need to know which separators are line breaks and which OTHER tokens

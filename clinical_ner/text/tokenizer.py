@@ -43,6 +43,10 @@ LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 # reader; a model passes its own setting).
 DEFAULT_MAX_SENTENCE_TOKENS = NERConfig.max_sentence_tokens
 MAX_CODE_POINT = 0x10FFFF
+#: The padding token: what token rows are right-padded with everywhere (the
+#: training batches, the inference graph, the ``tokens`` signature input),
+#: and the first entry (id 0) of the model's vocabularies.
+PAD = ""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Callable
 from clinical_ner.training.checkpoints import (
     CHECKPOINT_DIR, save_checkpoint, save_inference_model, write_text_atomically,
 )
-from clinical_ner.model.network import MODEL_FILE, ClinicalNERModel
+from clinical_ner.artifacts.keras_model import MODEL_FILE
+from clinical_ner.model.network import ClinicalNERModel
 
 LOG_FILE = "training_log.jsonl"
 CURVE_FILE = "training_curve.png"

@@ -25,7 +25,7 @@ from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentence
 from clinical_ner.formats.corpora import (
     CorpusSet, check_corpus_labels, check_label_map, load_spec_corpus,
 )
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
 
 @dataclass
@@ -99,7 +99,7 @@ def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
     return dev
 
 
-def corpus_scores(ner: ClinicalNER, corpus_set: CorpusSet,
+def corpus_scores(ner: KerasAnnotator, corpus_set: CorpusSet,
                   dev: dict[str, list[Sentence]]) -> dict[str, dict]:
     """Exact micro precision, recall and F1 on each dev corpus, over the labels it annotates."""
     scores = {}

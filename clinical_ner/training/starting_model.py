@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from clinical_ner.config import ARCHITECTURE_SETTINGS, NERConfig
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
@@ -71,7 +71,7 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     re-initialised, when the data has classes the base model lacks (or the
     base model had none).
     """
-    base = ClinicalNER.load(init_from)
+    base = KerasAnnotator.load(init_from)
     changed = [name for name in ARCHITECTURE_SETTINGS
                if getattr(config, name) != getattr(base.config, name)]
     if changed:

@@ -33,10 +33,10 @@ from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentence
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
 from clinical_ner.formats.corpora import CorpusSet
-from clinical_ner.model.network import MODEL_FILE
+from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
-from clinical_ner.annotators.keras_annotator import ClinicalNER
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.multi_corpus import (
     TrainingCorpora, corpus_scores, read_dev_corpora, read_training_corpora, selection_scores,
 )
@@ -150,7 +150,7 @@ def train(
                         if training is not None else None)
         train_assertions = (encode_assertions(train_sentences, vocab.assertions)
                             if vocab.assertions else None)
-        ner = ClinicalNER(model, vocab, config)
+        ner = KerasAnnotator(model, vocab, config)
         stopped_early = False
         for epoch in range(state.epoch, config.epochs):
             if selection.should_stop(state):
@@ -284,7 +284,7 @@ def _first_model(config: NERConfig, sentences: list[Sentence], labels: set[str],
     return model, vocab
 
 
-def _dev_scores(ner: ClinicalNER, sentences: list[Sentence], distribution: Distribution) -> dict:
+def _dev_scores(ner: KerasAnnotator, sentences: list[Sentence], distribution: Distribution) -> dict:
     """The chief's dev precision, recall and F1 (and assertion scores), on every process.
 
     A model with assertions adds the dev assertion accuracy and macro F1 of
@@ -321,7 +321,7 @@ def _epoch_data(training: TrainingCorpora | None, seed: int, epoch: int,
                  for values in per_sentence)
 
 
-def _corpus_dev_scores(ner: ClinicalNER, corpora: CorpusSet, dev: dict[str, list[Sentence]],
+def _corpus_dev_scores(ner: KerasAnnotator, corpora: CorpusSet, dev: dict[str, list[Sentence]],
                        distribution: Distribution) -> dict:
     """Each dev corpus's scores and their weighted selection score, on every process."""
     started = time.perf_counter()

@@ -21,7 +21,7 @@ def require_extra(module: str):
 
 
 def progress_bar(total: int, description: str, unit: str, enabled: bool, **options):
-    """A tqdm bar counting to ``total`` ``unit``\ s, or None when not ``enabled``."""
+    r"""A tqdm bar counting to ``total`` ``unit``\ s, or None when not ``enabled``."""
     if not enabled:
         return None
     tqdm = require_extra("tqdm")

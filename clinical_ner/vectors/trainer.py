@@ -37,13 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.errors import ConfigError, DataFormatError, check_integer
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import text_files
 from clinical_ner.vectors.tokens import tokenise_to
 from clinical_ner.vectors.writer import write_vectors
-
 
 TEMP_PREFIX = "clinical-ner-vectors-"
 
@@ -112,8 +111,7 @@ def train_vectors(
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     for name, value in (("dim", dim), ("window", window), ("epochs", epochs),
                         ("min_count", min_count), ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_integer(name, value)
     models = require_extra("gensim.models")
     output = Path(output)
     files = text_files(inputs)

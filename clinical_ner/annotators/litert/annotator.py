@@ -1,4 +1,4 @@
-"""``LiteRTNER``: ``annotate`` and ``tag`` on a LiteRT export, without TensorFlow."""
+"""``LiteRTAnnotator``: ``annotate`` and ``tag`` on a LiteRT export, without TensorFlow."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
 from clinical_ner.config import NERConfig
 from clinical_ner.text.document import Entity
-from clinical_ner.annotators.litert import layout
+from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
 from clinical_ner.annotators.litert.network import EmissionsNetwork
@@ -37,12 +37,12 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class LiteRTNER(Annotator):
-    """A LiteRT export ready to annotate notes, with :class:`~clinical_ner.annotators.keras_annotator.ClinicalNER`'s API.
+class LiteRTAnnotator(Annotator):
+    """A LiteRT export ready to annotate notes, with every annotator's API (:class:`~clinical_ner.annotators.base.Annotator`).
 
     Example (after ``clinical-ner export runs/sample --format litert --output runs/sample-litert``)::
 
-        ner = LiteRTNER.load("runs/sample-litert")   # or ClinicalNER.load(...)
+        ner = LiteRTAnnotator.load("runs/sample-litert")   # or ClinicalNER.load(...)
         for entity in ner.annotate("CT of the chest showed a 2 cm nodule."):
             print(entity.start, entity.end, entity.label, entity.text, entity.confidence)
 
@@ -67,7 +67,7 @@ class LiteRTNER(Annotator):
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1,
-             workers: int | None = None) -> "LiteRTNER":
+             workers: int | None = None) -> "LiteRTAnnotator":
         """Load a directory written by ``clinical-ner export MODEL --format litert``.
 
         ``workers`` interpreters score chunks of a batch (and concurrent
@@ -177,3 +177,7 @@ class LiteRTNER(Annotator):
             features = self.featurizer(chunk, longest, char_width)
         emissions = self.network(features)[:, :longest]
         return self.crf.decode(emissions, lengths)
+
+
+#: Deprecated alias (the 0.3 name); remove in 0.5 (CHANGELOG.md).
+LiteRTNER = LiteRTAnnotator

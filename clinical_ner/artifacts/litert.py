@@ -14,6 +14,7 @@ A LiteRT export holds:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,12 @@ class LiteRTExportError(ModelError, ValueError):
 
 
 def is_litert_export(directory: str | Path) -> bool:
-    """Whether ``directory`` is a LiteRT export (it has a manifest)."""
-    return (Path(directory) / MANIFEST_FILE).is_file()
+    """Whether ``directory`` is a LiteRT export (it has a manifest).
+
+    ``False``, never an error, for a value that cannot be a path (a note too
+    long for a file name, as ``predict``'s first argument may be).
+    """
+    return os.path.isfile(os.path.join(os.fspath(directory), MANIFEST_FILE))
 
 
 def read_json(path: Path) -> Any:

@@ -1,0 +1,111 @@
+"""``ClinicalNER.load(path)``: one entry point for every model artifact.
+
+What ``path`` is decides the annotator (all three are
+:class:`~clinical_ner.annotators.base.Annotator`, with the same ``annotate``
+and ``tag``):
+
+==========================================================  ====================
+``path``                                                    annotator
+==========================================================  ====================
+a bundled model's name (``"clinical"``) or a model          :class:`~clinical_ner.annotators.keras_annotator.KerasAnnotator`
+directory (``clinical-ner train``: ``model.keras``)
+a LiteRT export (``clinical-ner export --format litert``)   :class:`~clinical_ner.annotators.litert.annotator.LiteRTAnnotator`
+a SavedModel version folder or base path of numbered        :class:`~clinical_ner.annotators.saved_model_annotator.SavedModelAnnotator`
+versions (``clinical-ner export``), local or any
+``tf.io.gfile`` URL (``gs://``, ``ram://``...)
+==========================================================  ====================
+
+Nothing here imports TensorFlow: each annotator's module is imported only
+once its artifact is recognised, so a LiteRT export loads where only the
+``[litert]`` extra is installed.
+"""
+from __future__ import annotations
+
+import os
+
+from clinical_ner.annotators.base import Annotator
+from clinical_ner.artifacts import keras_model, litert, saved_model
+from clinical_ner.errors import ModelError
+from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_model_path
+
+
+def load_annotator(path: str | os.PathLike) -> Annotator:
+    """The annotator for the artifact at ``path`` (see the module's table).
+
+    Raises :class:`~clinical_ner.errors.ModelError` naming ``path`` when it is none of them.
+    """
+    if not saved_model.is_local(path):
+        # Only a SavedModel is read through tf.io.gfile.
+        return _saved_model_annotator(os.fspath(path))
+    directory = resolve_model_path(path)
+    if litert.is_litert_export(directory):
+        from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
+
+        return LiteRTAnnotator.load(directory)
+    if keras_model.is_model_directory(directory):
+        from clinical_ner.annotators.keras_annotator import KerasAnnotator
+
+        return KerasAnnotator.load(directory)
+    if saved_model.holds_saved_model(directory) or saved_model.versions(directory):
+        return _saved_model_annotator(str(directory))
+    missing = "no such folder" if not directory.exists() else (
+        f"no {keras_model.MODEL_FILE}, {litert.MANIFEST_FILE}, {saved_model.SAVED_MODEL_FILE} "
+        "or numbered version folder holding one")
+    raise ModelError(
+        f"{directory}: not a clinical-ner model directory or export ({missing}); train one with "
+        f"'clinical-ner train', or use the bundled model '{DEFAULT_MODEL}'")
+
+
+def _saved_model_annotator(path: str) -> Annotator:
+    try:
+        from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
+    except ImportError as error:
+        raise ModelError(f"{path}: a SavedModel needs TensorFlow ({error}); install "
+                         "clinical-ner with its dependencies") from None
+    return SavedModelAnnotator.load(path)
+
+
+class ClinicalNER:
+    """Where users start: ``ClinicalNER.load(path)`` or ``ClinicalNER.pretrained()``.
+
+    Both return an :class:`~clinical_ner.annotators.base.Annotator` (a
+    ``KerasAnnotator``, ``SavedModelAnnotator`` or ``LiteRTAnnotator``,
+    whichever fits the artifact); ``ClinicalNER`` itself is never
+    instantiated, so type hints and ``isinstance`` checks name ``Annotator``.
+
+    Example::
+
+        ner = ClinicalNER.load("runs/sample")         # or "models/clinical_ner", "gs://...", "clinical"
+        for entity in ner.annotate("CT of the chest showed a 2 cm nodule."):
+            print(entity.start, entity.end, entity.label, entity.text, entity.confidence)
+    """
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError(
+            "ClinicalNER only loads models: ClinicalNER.load(path) or ClinicalNER.pretrained(); "
+            "to wrap a Keras model in memory, use "
+            "clinical_ner.annotators.keras_annotator.KerasAnnotator(model, vocab, config)")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Annotator:
+        """The annotator for a model directory, an export (SavedModel or LiteRT) or a bundled name.
+
+        An existing path of a bundled model's name wins
+        (:func:`clinical_ner.pretrained.resolve_model_path`). See
+        :func:`load_annotator`.
+        """
+        return load_annotator(path)
+
+    @classmethod
+    def pretrained(cls, name: str = DEFAULT_MODEL) -> Annotator:
+        """A model shipped inside the package (see ``clinical_ner/pretrained/<name>/MODEL_CARD.md``).
+
+        Example::
+
+            ner = ClinicalNER.pretrained()   # the "clinical" problem/test/treatment model
+            ner.annotate("CT of the chest showed a 2 cm nodule; she was started on aspirin.")
+        """
+        return load_annotator(bundled_model_path(name))
+
+
+__all__ = ["ClinicalNER", "load_annotator"]

@@ -1,0 +1,16 @@
+"""A model directory as ``clinical-ner train`` writes it: ``model.keras`` beside ``config.json`` and ``vocab.json``."""
+from __future__ import annotations
+
+import os
+
+#: The Keras model file; a folder holding it is a model directory.
+MODEL_FILE = "model.keras"
+
+
+def is_model_directory(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a model directory (it holds :data:`MODEL_FILE`).
+
+    ``False``, never an error, for a value that cannot be a path (a note too
+    long for a file name, as ``predict``'s first argument may be).
+    """
+    return os.path.isfile(os.path.join(os.fspath(path), MODEL_FILE))

@@ -1,0 +1,73 @@
+"""``ClinicalNER.load(path)``: every artifact gives an annotator with the same ``annotate`` and ``tag``.
+
+The LiteRT export's case (loaded without TensorFlow) is in ``test_litert.py``;
+the bundled model and a 0.3.0 run are in ``test_compatibility.py``.
+"""
+from __future__ import annotations
+
+import pytest
+
+from clinical_ner import ClinicalNER
+from clinical_ner.annotators.base import Annotator
+from clinical_ner.annotators.saved_model_annotator import NotAnExportError, SavedModelAnnotator
+from clinical_ner.errors import ModelError
+
+NOTE = "Started aspirin for fever; no fever since."
+
+
+def _copy_tree(source, target: str) -> None:
+    """Copy a local folder into any ``tf.io.gfile`` file system."""
+    import tensorflow as tf
+
+    for directory, _, files in tf.io.gfile.walk(str(source)):
+        relative = directory[len(str(source)):].lstrip("/")
+        destination = f"{target}/{relative}".rstrip("/")
+        tf.io.gfile.makedirs(destination)
+        for name in files:
+            tf.io.gfile.copy(f"{directory}/{name}", f"{destination}/{name}")
+
+
+def test_a_saved_model_version_or_base_path_loads_as_the_saved_model_annotator(model_base):
+    (model_base / "7").mkdir()  # numbered, but no saved_model.pb: not a version
+    from_base, from_version = ClinicalNER.load(model_base), ClinicalNER.load(model_base / "1")
+    for ner in (from_base, from_version):
+        assert isinstance(ner, SavedModelAnnotator) and isinstance(ner, Annotator)
+    assert from_base.export_dir == str(model_base / "1")
+    entities = from_base.annotate(NOTE)
+    assert [(e.text, e.label) for e in entities] == [
+        ("aspirin", "DRUG"), ("fever", "PROBLEM"), ("fever", "PROBLEM")]
+    assert from_version.annotate(NOTE) == entities
+    assert from_base.tag([["aspirin", "fever"], []]) == from_version.tag([["aspirin", "fever"], []])
+
+
+def test_a_saved_model_on_a_tf_file_system_loads_by_its_url(model_base):
+    # ram:// is TensorFlow's in-memory file system: what gs:// or s3:// go through.
+    url = "ram://load-test/clinical_ner"
+    _copy_tree(model_base / "1", f"{url}/3")
+    ner = ClinicalNER.load(url)
+    assert isinstance(ner, SavedModelAnnotator)
+    assert ner.export_dir == f"{url}/3"
+    assert ner.annotate(NOTE) == ClinicalNER.load(model_base).annotate(NOTE)
+
+
+def test_anything_else_is_named_in_a_one_line_error(tmp_path, model_base):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match=rf"^{empty}: not a clinical-ner model directory or "
+                                         r"export \(no model.keras, litert.json"):
+        ClinicalNER.load(empty)
+    with pytest.raises(ModelError, match=r"not a clinical-ner model directory or export "
+                                         r"\(no such folder\)"):
+        ClinicalNER.load(tmp_path / "missing")
+    with pytest.raises(NotAnExportError, match="no such model folder"):
+        ClinicalNER.load("ram://load-test/missing")
+    foreign = tmp_path / "foreign" / "1"
+    foreign.mkdir(parents=True)
+    (foreign / "saved_model.pb").write_bytes((model_base / "1" / "saved_model.pb").read_bytes()[:50])
+    with pytest.raises(NotAnExportError, match="not a readable SavedModel"):
+        ClinicalNER.load(foreign.parent)
+
+
+def test_clinical_ner_is_the_factory_not_a_type():
+    with pytest.raises(TypeError, match=r"ClinicalNER.load\(path\)"):
+        ClinicalNER()
