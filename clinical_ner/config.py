@@ -14,6 +14,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError, check_integer
 from clinical_ner.text.tags import MODEL_SCHEMES
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 CONFIG_FILE = "config.json"
 # Settings that shape the weights; a fine-tuned model must keep its base's.
@@ -200,11 +201,12 @@ SETTINGS_ADDED_LATER = {"word_dropout": 0.0}  # 0.2.1
 
 def _read_settings(path: str | Path) -> dict:
     try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
+        values = parse_untrusted_json(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except UntrustedJSONError as error:
+        where = path if error.lineno is None else f"{path}:{error.lineno}"
+        raise ConfigError(f"{where}: not valid JSON ({error.msg})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a JSON object of settings")
     return values

@@ -1,12 +1,13 @@
+"""Fixtures the test modules share; plain helpers are in helpers.py."""
 import os
 from pathlib import Path
 
 import pytest
 
+# Before helpers imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from helpers import SHARED_DATA, export_toy, train_sample_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,26 +21,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="module")
 def model_base(tmp_path_factory) -> Path:
     """A toy model exported as version 1 of ``<tmp>/clinical_ner``, one per test module."""
-    from test_export import export_toy
-
     base = tmp_path_factory.mktemp("models") / "clinical_ner"
     export_toy(base, version=1)
     return base
-
-
-SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
-SAMPLE_VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
-
-
-def train_sample_model(output: Path, **settings) -> Path:
-    """A small model trained quietly on the bundled sample (train, dev chooses the epoch)."""
-    from clinical_ner.config import NERConfig
-    from clinical_ner.training.trainer import train
-
-    config = NERConfig(embeddings=str(SAMPLE_VECTORS), **settings)
-    train(SAMPLE / "train", output, dev_path=SAMPLE / "dev", config=config, progress=False,
-          emit=lambda message: None)
-    return output
 
 
 @pytest.fixture(scope="session")
@@ -49,19 +33,26 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     Small but trained enough (a high learning rate) to find entities in the
     MACCROBAT dev notes, so that comparisons of annotators compare something.
     """
-    from clinical_ner.config import NERConfig
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
-    from clinical_ner.training.trainer import train
 
     root = tmp_path_factory.mktemp("trained")
-    config = NERConfig(embeddings=str(REPO_ROOT / "samples" / "embeddings"
-                                      / "glove.6B.50d.sample.txt"),
-                       lstm_units=16, char_filters=8, char_dim=8, epochs=2,
-                       learning_rate=0.01, seed=11)
-    train(REPO_ROOT / "samples" / "maccrobat-i2b2" / "train", root / "model", config=config,
-          progress=False, emit=lambda message: None)
+    train_sample_model(root / "model", dev=False, lstm_units=16, char_filters=8, char_dim=8,
+                       epochs=2, learning_rate=0.01, seed=11)
     export_dir = KerasAnnotator.load(root / "model").export(root / "export")
     return root / "model", export_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny model trained for three epochs on the sample, without a dev split.
+
+    Small but trained enough (a high learning rate, 3 epochs) to find entities
+    in ``helpers.NOTE`` with any seed tried: the chunking tests and the LiteRT
+    comparisons need something to compare.
+    """
+    return train_sample_model(tmp_path_factory.mktemp("annotate") / "tiny", dev=False,
+                              lstm_units=16, char_filters=8, char_dim=8, epochs=3,
+                              learning_rate=0.01, seed=11)
 
 
 @pytest.fixture(scope="session")

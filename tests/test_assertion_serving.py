@@ -27,14 +27,13 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.serving.server import ModelServer
 from clinical_ner.text.document import Entity
+from helpers import CONFIDENCE_TOLERANCE
 
 # negation_model: the module-scoped fixture that trains the tiny negation model.
 from test_assertions import negation_model, negation_data  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
-# TODO(issue 22): use the shared tolerance of tests/helpers.py once it lands.
-CONFIDENCE_TOLERANCE = 1e-4
 
 NOTES = [
     "No wheezing was seen. She has edema on the biopsy.",

@@ -27,29 +27,16 @@ from clinical_ner.batch.runner import run_batch  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.errors import ConfigError  # noqa: E402
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
-from test_export import expected_entities, export_toy  # noqa: E402
+from helpers import (  # noqa: E402
+    REPO_ROOT,
+    assert_same_documents,
+    assert_same_tags,
+    expected_entities,
+    export_toy,
+)
 
 SECRET = "Zanzibarian"  # a word that must never reach an error record or a log
 TWO_MB = 2_000_000
-# Runtimes differ in their confidences by float32 rounding; until the shared
-# tests/helpers.py (issue 22) lands, the tolerance of test_litert.
-CONFIDENCE_TOLERANCE = 1e-4
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def assert_same_entity_dicts(expected: dict[str, list], actual: dict[str, list]) -> None:
-    """Same notes, spans and labels exactly; confidences within CONFIDENCE_TOLERANCE."""
-    def fields(entities):
-        return [(e["start"], e["end"], e["label"], e["text"]) for e in entities]
-
-    assert {note: fields(found) for note, found in actual.items()} == \
-           {note: fields(found) for note, found in expected.items()}
-    for note, found in actual.items():
-        for got, wanted in zip(found, expected[note]):
-            assert got["confidence"] == pytest.approx(wanted["confidence"],
-                                                      abs=CONFIDENCE_TOLERANCE)
-
-
 def read_records(output: Path, prefix: str) -> list[dict]:
     shards = sorted(output.glob(f"{prefix}-*-of-*.jsonl"))
     assert shards, f"no {prefix} shards in {output}"
@@ -86,7 +73,7 @@ def test_text_files_in_process_give_predicts_entities(trained_model, maccrobat_d
 
     results = read_records(tmp_path / "out", "entities")
     assert sorted(record["id"] for record in results) == sorted(predicted)
-    assert {record["id"]: record["entities"] for record in results} == predicted
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     assert read_records(tmp_path / "out", "errors") == []
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes]
     assert totals == {"notes": len(texts), "errors": 0,
@@ -114,7 +101,9 @@ def test_cli_jsonl_on_two_processes_gives_predicts_entities(
     assert len(list((tmp_path / "out").glob("entities-*-of-00002.jsonl"))) == 2
     results = read_records(tmp_path / "out", "entities")
     assert len(results) == len(predicted)
-    assert {record["id"]: record["entities"] for record in results} == predicted
+    # Other processes and batches than predict's: confidences to the tolerance
+    # (they differed by 9e-8 on an AMD EPYC host).
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     printed = capsys.readouterr().out
     entities = sum(len(found) for found in predicted.values())
     assert f"notes annotated: {len(predicted)}, set aside: 0" in printed
@@ -144,7 +133,7 @@ def test_a_litert_export_gives_predicts_entities_without_tensorflow(
     assert report["imported"] == []
     assert report["totals"]["workers_litert"] == 1 and report["totals"]["workers_tensorflow"] == 0
     results = read_records(tmp_path / "out", "entities")
-    assert_same_entity_dicts(predicted, {record["id"]: record["entities"] for record in results})
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     assert report["totals"]["entities"] == sum(len(found) for found in predicted.values())
 
 
@@ -158,7 +147,7 @@ def test_cli_on_a_litert_export_in_two_processes_gives_predicts_entities(
                      "--direct_running_mode=multi_processing"]) == 0
 
     results = read_records(tmp_path / "out", "entities")
-    assert_same_entity_dicts(predicted, {record["id"]: record["entities"] for record in results})
+    assert_same_documents({record["id"]: record["entities"] for record in results}, predicted)
     assert "runtime: LiteRT on " in capsys.readouterr().out
 
 
@@ -303,6 +292,34 @@ def test_every_note_lands_once_in_results_or_errors(toy_export, tmp_path, capfd)
     assert SECRET not in logged.out and SECRET not in logged.err
 
 
+def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tmp_path, capsys):
+    # json.loads raises RecursionError on deep nesting and a plain ValueError
+    # on an integer of more than 4300 digits: each must cost its line only.
+    nested = b'{"id": "deep", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    long_number = b'{"id": "long", "text": "' + SECRET.encode() + b'", "n": ' + b"7" * 5000 + b"}"
+    notes = {"n1": "aspirin for fever", "n2": "fever", "n3": "nothing"}
+    write_jsonl(tmp_path / "notes.jsonl", [note_line("n1", notes["n1"]), nested,
+                                           note_line("n2", notes["n2"]), long_number,
+                                           note_line("n3", notes["n3"])])
+    capsys.readouterr()
+
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
+                     "--input-format", "jsonl", "--output", str(tmp_path / "out")]) == 0
+
+    results = read_records(tmp_path / "out", "entities")
+    assert {r["id"]: r["entities"] for r in results} == {
+        i: [e.to_dict() for e in expected_entities(text)] for i, text in notes.items()}
+    source = str(tmp_path / "notes.jsonl")
+    assert sorted((e["source"], e["id"], e["reason"]) for e in read_records(
+        tmp_path / "out", "errors")) == [
+        (f"{source}:2", None, "not JSON (arrays or objects nested too deeply)"),
+        (f"{source}:4", None, "not JSON (a number has more than 4300 digits)"),
+    ]
+    printed = capsys.readouterr()
+    assert "notes annotated: 3, set aside: 2" in printed.out
+    assert SECRET not in printed.out + printed.err
+
+
 class FailsOnceMidBundle(SavedModelHandler):
     """Fails the first attempt of the second batch it sees, as a worker dying mid-bundle.
 
@@ -380,6 +397,7 @@ def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccro
     model_dir, export_dir = trained_model
     texts = [note.read_text(encoding="utf-8") for note in maccrobat_dev_notes[:6]]
     sentences = [text.split()[:30] for text in texts] + [[]]
-    exported, in_process = SavedModelAnnotator.load(str(export_dir)), KerasAnnotator.load(model_dir)
-    assert exported.annotate(texts) == in_process.annotate(texts)
-    assert exported.tag(sentences) == in_process.tag(sentences)
+    exported, in_process = (SavedModelAnnotator.load(str(export_dir)),
+                             KerasAnnotator.load(model_dir))
+    assert_same_documents(exported.annotate(texts), in_process.annotate(texts))
+    assert_same_tags(exported.tag(sentences), in_process.tag(sentences))

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from clinical_ner.serving.batcher import Batcher
+from helpers import ConcurrencyProbe, wait_for
 
 
 class FakeModel:
@@ -29,13 +29,6 @@ class FakeModel:
         if function == "scalar":
             return {"y": np.array(len(rows))}
         return {"y": rows * 2}
-
-
-def wait_for(condition, what):
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def run_while_busy(batcher, model, requests, function="double"):
@@ -115,25 +108,17 @@ def test_outputs_without_a_row_per_document_are_recomputed_per_request():
 
 @pytest.mark.parametrize("slots", [1, 2])
 def test_at_most_max_concurrent_calls_run_at_once(slots):
-    running, most, lock = [0], [0], threading.Lock()
-
-    def slow(function, inputs):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        return {"y": inputs["x"]}
-
-    batcher = Batcher(slots, 1, slow)  # 1: no merging, every request needs a slot
+    requests = 6
+    batcher = Batcher(slots, 1, lambda function, inputs: probe.call(
+        len(inputs["x"]), lambda: {"y": inputs["x"]}))  # 1: no merging, each request a slot
+    probe = ConcurrencyProbe(slots, requests, batcher.queued)
     threads = [threading.Thread(target=batcher.run, args=("f", {"x": np.array([n])}))
-               for n in range(6)]
+               for n in range(requests)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
-    assert most[0] == slots
+        thread.join(timeout=60)
+    assert probe.most == slots and probe.rows_called == requests
 
 
 def test_the_batcher_imports_neither_grpc_nor_tensorflow():

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, TEXTS, tiny_model
 
 from benchmarks import bench_report, bench_util, ensemble, pretrain_word_vectors
 
@@ -75,7 +75,6 @@ def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.text.tags import tags_to_mentions
     from clinical_ner.model.vocab import Vocabulary
-    from test_inference import TEXTS, tiny_model
 
     config = NERConfig(tag_scheme="bioes")
     first = KerasAnnotator(*tiny_model("bioes"), config)

@@ -36,10 +36,18 @@ from clinical_ner.serving.client_errors import (
 from clinical_ner.serving.model_metadata import TensorInfo, VersionStatus
 from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
-from test_export import KEYWORDS, expected_entities, expected_tags, export_toy
-from test_server import MARKER, RPC_TIMEOUT_S, make_certificate
+from helpers import (
+    KEYWORDS,
+    MARKER,
+    MODEL,
+    RPC_TIMEOUT_S,
+    expected_entities,
+    expected_tags,
+    export_toy,
+    make_certificate,
+    wait_for,
+)
 
-MODEL = "clinical_ner"
 STOCK_SERVER = shutil.which("tensorflow_model_server")
 
 
@@ -69,10 +77,8 @@ def stock_server(model_base):
     )
     try:
         with ServingClient(f"127.0.0.1:{port}", MODEL, deadline=60) as client:
-            deadline = time.monotonic() + 60
-            while not any(s.state == "AVAILABLE" for s in _status_or_empty(client)):
-                assert time.monotonic() < deadline, "tensorflow_model_server did not load the model"
-                time.sleep(0.2)
+            wait_for(lambda: any(s.state == "AVAILABLE" for s in _status_or_empty(client)),
+                     what="tensorflow_model_server to load the model")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

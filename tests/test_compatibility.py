@@ -27,7 +27,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO_ROOT, SAMPLE
+from helpers import REPO_ROOT, SAMPLE
 
 RUN_0_3_0 = REPO_ROOT / "tests" / "data" / "run-0.3.0"
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."

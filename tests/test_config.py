@@ -4,7 +4,7 @@ import pytest
 
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ConfigError
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 
 def test_round_trip_through_model_directory(tmp_path):
@@ -29,6 +29,9 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
         NERConfig.from_file(path)
     path.write_text("{\n  \"epochs\": 3,\n  oops\n}")
     with pytest.raises(ConfigError, match=r"c.json:3"):
+        NERConfig.from_file(path)
+    path.write_text('{"epochs": ' + "[" * 100_000)
+    with pytest.raises(ConfigError, match=r"c.json: not valid JSON \(arrays or objects nested"):
         NERConfig.from_file(path)
     with pytest.raises(ConfigError, match="dropout"):
         NERConfig(dropout=1.0)

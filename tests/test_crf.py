@@ -16,9 +16,11 @@ from clinical_ner.model.layers.crf import (
     crf_log_likelihood,
     crf_decode,
     crf_log_norm,
+    crf_partial_log_likelihood,
     crf_sequence_score,
 )
 from clinical_ner.model.tag_space import transition_mask
+from helpers import CONFIDENCE_TOLERANCE
 
 BIO_TAGS = ["O", "B-problem", "I-problem", "B-test", "I-test"]
 BIOES_TAGS = ["O", "B-problem", "I-problem", "E-problem", "S-problem", "S-test"]
@@ -320,6 +322,130 @@ def test_training_learns_tags_that_only_transitions_can_tell_apart():
     assert marginals.numpy()[lengths[:, None] > np.arange(5)].max(axis=-1).min() > 0.9
 
 
+def brute_force_partial(potentials, length, allowed_tags, transitions, start, end,
+                        constraints=None) -> float:
+    """log sum over allowed paths - log Z of one row, by enumerating all paths."""
+    if length == 0:
+        return 0.0
+    num_tags = potentials.shape[-1]
+    paths = list(itertools.product(range(num_tags), repeat=length))
+    scores = np.array([path_score(potentials, path, transitions, start, end) for path in paths])
+    allowed = np.array([
+        all(allowed_tags[t, tag] for t, tag in enumerate(path))
+        and (constraints is None or is_allowed(path, *constraints))
+        for path in paths])
+    return float(np.logaddexp.reduce(scores[allowed]) - np.logaddexp.reduce(scores))
+
+
+def random_allowed_tags(rng, num_rows: int, num_steps: int, num_tags: int, lengths,
+                        constraints=None) -> np.ndarray:
+    """Random per-token tag sets, each holding at least one path the constraints allow."""
+    allowed = rng.random((num_rows, num_steps, num_tags)) < 0.5
+    for row in range(num_rows):
+        # One path the constraints allow, kept in the set.
+        while True:
+            path = rng.integers(0, num_tags, size=lengths[row])
+            if constraints is None or is_allowed(list(path), *constraints):
+                break
+        allowed[row, np.arange(lengths[row]), path] = True
+    # Garbage on padding (all-False steps) must change nothing.
+    allowed[np.arange(num_steps) >= np.asarray(lengths)[:, None]] = False
+    return allowed
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize("scheme", [None, "bio", "bioes"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_partial_likelihood_matches_brute_force_over_allowed_paths(mode, scheme, seed):
+    num_tags = len(SCHEME_TAGS[scheme]) if scheme else 3
+    lengths = [4, 1, 3, 0, 2]
+    potentials, _, lengths, transitions, start, end = random_case(
+        seed, num_tags, 4, lengths, "float64")
+    rng = np.random.default_rng(100 + seed)
+    constraints = None
+    penalties = None
+    if scheme:
+        mask = transition_mask(SCHEME_TAGS[scheme], scheme)
+        constraints = (mask.allowed, mask.start, mask.end)
+        penalties = tuple(crf_module._penalties(m).astype("float64") for m in constraints)
+    allowed = random_allowed_tags(rng, len(lengths), 4, num_tags, lengths, constraints)
+    function = functools.partial(crf_partial_log_likelihood, transition_penalties=penalties)
+    if mode == "graph":
+        function = tf.function(function)
+    result = function(potentials, allowed, lengths, transitions, start, end).numpy()
+    for row, length in enumerate(lengths):
+        expected = brute_force_partial(potentials[row], length, allowed[row], transitions,
+                                       start, end, constraints)
+        np.testing.assert_allclose(result[row], expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_partial_likelihood_of_one_allowed_path_is_todays_likelihood(dtype):
+    # Full labels (one tag per token) in a batch shared with partly labelled
+    # rows give exactly crf_log_likelihood's values, so a completely labelled
+    # corpus trains as it did with tag ids.
+    potentials, tags, lengths, transitions, start, end = random_case(
+        4, 5, 6, [6, 2, 5, 0, 3], dtype)
+    full = np.eye(5, dtype=bool)[tags]
+    partial = full.copy()
+    partial[1, :2] = True  # row 1 knows nothing
+    partial[4, 1, :] = True  # row 4 leaves one token open
+    expected = crf_log_likelihood(potentials, tags, lengths, transitions, start, end).numpy()
+    for allowed in (full, partial):
+        result = crf_partial_log_likelihood(
+            potentials, allowed, lengths, transitions, start, end).numpy()
+        fully_labelled = [0, 2, 3] if allowed is partial else range(5)
+        np.testing.assert_array_equal(result[fully_labelled], expected[fully_labelled])
+    # A row that allows every tag everywhere has probability 1.
+    np.testing.assert_allclose(result[1], 0.0, atol=1e-5 if dtype == "float32" else 1e-12)
+    assert (result[[1, 4]] > expected[[1, 4]]).all()
+
+
+def test_partial_likelihood_gradients_are_finite_with_one_allowed_path():
+    # The forward pass over allowed paths runs on every row of a batch with
+    # a partly labelled one, including rows allowing a single path, whose
+    # forbidden tags score FORBIDDEN_SCORE: the gradient must stay finite.
+    potentials, tags, lengths, transitions, start, end = random_case(
+        9, 5, 6, [6, 4, 1, 0], "float32")
+    mask = transition_mask(BIO_TAGS, "bio")
+    tags[0] = [1, 2, 2, 0, 3, 4]  # a BIO-valid path
+    allowed = np.eye(5, dtype=bool)[tags]
+    allowed[1] = True
+    parameters = [tf.Variable(value) for value in (potentials, transitions, start, end)]
+    penalties = tuple(crf_module._penalties(m) for m in (mask.allowed, mask.start, mask.end))
+    for function in (crf_partial_log_likelihood, crf_module._allowed_log_sum):
+        with tf.GradientTape() as tape:
+            if function is crf_partial_log_likelihood:
+                value = function(parameters[0], allowed, lengths, *parameters[1:],
+                                 transition_penalties=penalties)
+            else:
+                shifted = [p + q for p, q in zip(parameters[1:], penalties)]
+                value = function(parameters[0], allowed, lengths, *shifted)
+            total = tf.reduce_sum(value)
+        gradients = tape.gradient(total, parameters)
+        for gradient in gradients:
+            assert np.isfinite(gradient.numpy()).all()
+        assert np.abs(gradients[0].numpy()).sum() > 0
+
+
+def test_layer_partial_likelihood_respects_the_scheme():
+    # An unlabelled token that may be O or a test, after O: the layer's BIO
+    # mask leaves I-test out of the allowed paths, so the result is the
+    # brute-force sum over {O, B-test} rather than over all three.
+    crf = CRF(3, *(m.tolist() for m in transition_mask(["O", "B-test", "I-test"], "bio")))
+    potentials = np.random.default_rng(0).normal(size=(1, 2, 3)).astype("float32")
+    crf.build(potentials.shape)
+    allowed = np.array([[[True, False, False], [True, True, True]]])
+    weights = [w.numpy() for w in (crf.transitions, crf.start_transitions, crf.end_transitions)]
+    mask = transition_mask(["O", "B-test", "I-test"], "bio")
+    expected = brute_force_partial(potentials[0], 2, allowed[0], *weights,
+                                   constraints=(mask.allowed, mask.start, mask.end))
+    result = crf.partial_log_likelihood(potentials, allowed, np.array([2]))
+    np.testing.assert_allclose(result.numpy()[0], expected, rtol=1e-5)
+    unconstrained = brute_force_partial(potentials[0], 2, allowed[0], *weights)
+    assert abs(expected - unconstrained) > 1e-3
+
+
 def test_layer_rejects_malformed_masks():
     with pytest.raises(ValueError, match="shape"):
         CRF(3, allowed_transitions=[[True] * 3] * 2)
@@ -375,6 +501,32 @@ def test_call_is_float32_identity():
     outputs = CRF(4)(potentials)
     assert outputs.dtype == tf.float32
     np.testing.assert_allclose(outputs, potentials.astype("float32"))
+
+
+def test_numpy_crf_decodes_as_the_keras_crf():
+    # The lean runtime's CRF (NumPy only; LiteRT runs the network, not this).
+    from clinical_ner.annotators.litert.crf import ConstrainedCRF
+
+    tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
+    allowed, allowed_start, allowed_end = transition_mask(tags, "bioes")
+    layer = CRF(len(tags), allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
+    layer.build((None, None, len(tags)))
+    rng = np.random.default_rng(3)
+    layer.transitions.assign(2 * rng.normal(size=(len(tags), len(tags))).astype("float32"))
+    layer.start_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
+    layer.end_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
+    crf = ConstrainedCRF(layer.transitions.numpy(), layer.start_transitions.numpy(),
+                         layer.end_transitions.numpy(), allowed, allowed_start, allowed_end)
+    for _ in range(10):
+        batch, steps = rng.integers(1, 6), rng.integers(1, 30)
+        emissions = (4 * rng.normal(size=(batch, steps, len(tags)))).astype("float32")
+        lengths = rng.integers(1, steps + 1, size=batch).astype("int32")
+        expected_tags, marginals = (value.numpy() for value in layer.decode(emissions, lengths))
+        tag_ids, confidence = crf.decode(emissions, lengths)
+        np.testing.assert_array_equal(tag_ids, expected_tags)
+        np.testing.assert_allclose(
+            confidence, np.take_along_axis(marginals, expected_tags[..., None], 2)[..., 0],
+            rtol=0, atol=CONFIDENCE_TOLERANCE)
 
 
 def test_docstring_examples():

@@ -40,7 +40,7 @@ from clinical_ner.formats.conll import write_conll
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -219,6 +219,7 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
 @pytest.mark.parametrize("text, message", [
     (None, "needs the TF_CONFIG environment variable"),
     ("{cluster: 1", "TF_CONFIG: not valid JSON"),
+    ("[" * 100_000, r"TF_CONFIG: not valid JSON \(arrays or objects nested too deeply\)"),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "'task' is missing"),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
      "task index 1 is out of range"),

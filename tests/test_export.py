@@ -1,8 +1,8 @@
-"""Export layout and atomicity, core-op check, and the toy model the serving tests share.
+"""Export layout and atomicity, and the core-op check, on the toy model the serving tests share.
 
-The toy model implements the signature contract of ``clinical_ner.export.signatures``
-with core string ops: it marks every occurrence of a few keywords.
-``test_server.py`` and ``test_client.py`` import it from here.
+The toy model (``helpers.ToyNerModule``) implements the signature contract of
+``clinical_ner.export.signatures`` with core string ops: it marks every
+occurrence of a few keywords.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from clinical_ner.export import signatures as sig
-from clinical_ner.text.document import Entity
 from clinical_ner.artifacts.saved_model import versions as existing_versions
 from clinical_ner.errors import ConfigError
 from clinical_ner.export.saved_model import (
@@ -35,110 +34,7 @@ from clinical_ner.export.saved_model import (
     saved_model_op_types,
 )
 from clinical_ner.serving import client, defaults
-
-# keyword -> (label, confidence); one keyword is not ASCII, to test code-point offsets.
-KEYWORDS = {"aspirin": ("DRUG", 0.875), "fever": ("PROBLEM", 0.75), "fièvre": ("PROBLEM", 0.5)}
-TOKEN_TAGS = {"aspirin": "B-DRUG", "fever": "B-PROBLEM"}
-
-
-class ToyNerModule(tf.Module):
-    """Marks keywords; ``confidence_scale`` tells versions apart.
-
-    ``delay_iterations`` spins a loop before answering (about 5 us per
-    iteration here), for tests that need a request to be in flight.
-    """
-
-    def __init__(self, confidence_scale: float = 1.0, delay_iterations: int = 0) -> None:
-        super().__init__()
-        self.confidence_scale = tf.Variable(confidence_scale, dtype=tf.float32)
-        # A variable, so that graph optimization cannot fold the loop away.
-        self.delay_iterations = tf.Variable(delay_iterations, dtype=tf.int64)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT)])
-    def annotate(self, text):
-        batch = tf.shape(text, out_type=tf.int64)[0]
-        points = tf.strings.unicode_decode(text, "UTF-8").to_tensor(default_value=-1)
-        width = tf.shape(points)[1]
-        rows, starts, ends, labels, confidences = [], [], [], [], []
-        for word, (label, confidence) in KEYWORDS.items():
-            word_points = [ord(char) for char in word]
-            extended = tf.pad(points, [[0, 0], [0, len(word_points)]], constant_values=-1)
-            match = tf.ones_like(points, dtype=tf.bool)
-            for offset, point in enumerate(word_points):
-                match &= tf.equal(extended[:, offset:offset + width], point)
-            found = tf.where(match)
-            count = tf.shape(found)[0]
-            rows.append(found[:, 0])
-            starts.append(found[:, 1])
-            ends.append(found[:, 1] + len(word_points))
-            labels.append(tf.fill([count], label))
-            confidences.append(tf.fill([count], confidence))
-        row, start = tf.concat(rows, 0), tf.concat(starts, 0)
-        order = tf.argsort(row * (tf.cast(width, tf.int64) + 1) + start)
-        row = tf.gather(row, order)
-
-        def by_row(values, padding):
-            ragged = tf.RaggedTensor.from_value_rowids(tf.gather(values, order), row, nrows=batch)
-            return ragged.to_tensor(padding)
-
-        spun = tf.while_loop(
-            lambda i: i < self.delay_iterations, lambda i: [i + 1], [tf.constant(0, tf.int64)]
-        )[0]
-        scale = self.confidence_scale + tf.cast(spun - self.delay_iterations, tf.float32)
-        return {
-            sig.ENTITY_START: by_row(start, tf.constant(0, tf.int64)),
-            sig.ENTITY_END: by_row(tf.concat(ends, 0), tf.constant(0, tf.int64)),
-            sig.ENTITY_LABEL: by_row(tf.concat(labels, 0), ""),
-            sig.ENTITY_CONFIDENCE: by_row(tf.concat(confidences, 0), 0.0) * scale,
-            sig.ENTITY_COUNT: tf.math.bincount(
-                tf.cast(row, tf.int32),
-                minlength=tf.cast(batch, tf.int32),
-                maxlength=tf.cast(batch, tf.int32),
-            ),
-        }
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name=sig.TOKENS)])
-    def tag(self, tokens):
-        present = tf.not_equal(tokens, sig.PAD_TOKEN)
-        tags = tf.fill(tf.shape(tokens), "O")
-        for word, tag in TOKEN_TAGS.items():
-            tags = tf.where(tf.equal(tokens, word), tag, tags)
-        tags = tf.where(present, tags, "")
-        confidence = tf.where(tf.equal(tags, "O"), 0.96875, 0.875) * self.confidence_scale
-        return {
-            sig.TAGS: tags,
-            sig.TAG_CONFIDENCE: tf.where(present, confidence, 0.0),
-            sig.LENGTH: tf.reduce_sum(tf.cast(present, tf.int32), axis=1),
-        }
-
-
-def export_toy(base_path: Path, version: int | None = None, **toy_options) -> Path:
-    """Export a ToyNerModule with both contract signatures."""
-    module = ToyNerModule(**toy_options)
-    return export_saved_model(
-        module,
-        {sig.SERVING_DEFAULT: module.annotate, sig.PREDICT_TOKENS: module.tag},
-        base_path,
-        version,
-    )
-
-
-def expected_entities(text: str, scale: float = 1.0) -> list[Entity]:
-    """What the toy model finds in ``text``, computed in Python."""
-    found = []
-    for word, (label, confidence) in KEYWORDS.items():
-        start = text.find(word)
-        while start >= 0:
-            found.append(
-                Entity(start, start + len(word), word, label, float(np.float32(confidence * scale)))
-            )
-            start = text.find(word, start + 1)
-    return sorted(found, key=lambda entity: entity.start)
-
-
-def expected_tags(tokens: list[str], scale: float = 1.0) -> tuple[list[str], list[float]]:
-    tags = [TOKEN_TAGS.get(token, "O") for token in tokens]
-    return tags, [float(np.float32((0.96875 if tag == "O" else 0.875) * scale)) for tag in tags]
+from helpers import expected_entities, expected_tags, export_toy
 
 
 @pytest.fixture(scope="module")

@@ -80,8 +80,11 @@ def test_load_corpus_dispatches_and_checks_options(tmp_path):
         load_corpus(tmp_path / "i", format="xml")
     with pytest.raises(ConfigError, match="CoNLL input only"):
         load_corpus(tmp_path / "i", scheme="bio")
-    with pytest.raises(ConfigError, match="brat input only"):
-        load_corpus(tmp_path / "c" / "a.conll", label_map={"a": "b"})
+    # A label map renames CoNLL and i2b2 types too; unmapped types become O.
+    assert load_corpus(tmp_path / "c" / "a.conll", label_map={"X": "problem"}).labels \
+        == ["problem"]
+    assert load_corpus(tmp_path / "c" / "a.conll", label_map={"Y": "test"}).labels == []
+    assert load_corpus(tmp_path / "i", label_map={"problem": "finding"}).labels == ["finding"]
 
 
 ENCODINGS = [

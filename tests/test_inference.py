@@ -6,32 +6,9 @@ from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.inference_graph import InferenceModule
-from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.text.tags import tags_to_mentions
-from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.text.tokenizer import split_sentences
-from clinical_ner.model.vocab import Vocabulary
-
-TEXTS = [
-    "Chest pain and fever. CT of the chest showed a 2 cm nodule; started on aspirin.",
-    "",
-    "No acute distress.\nBP 120/80, HR 72.\r\nMRI: normal 😀 héadache",
-    "word " * 450,  # longer than one sentence window
-]
-
-
-def tiny_model(scheme: str) -> tuple[ClinicalNERModel, Vocabulary]:
-    tags = tag_inventory(["problem", "test", "treatment"], scheme)
-    words = ["", "<unk>"] + sorted({t.lower() for text in TEXTS for t in text.split()})
-    chars = ["", "<unk>"] + sorted(set("".join(TEXTS)) - {" ", "\n", "\r"})
-    settings = NERConfig(tag_scheme=scheme, word_dim=4, char_dim=3, char_filters=4,
-                         lstm_units=4, casing_dim=2)
-    vocab = Vocabulary(words, chars, tags)
-    model = ClinicalNERModel.from_settings(settings, vocab)
-    # Random weights scaled up so that the model predicts many entities.
-    rng = np.random.default_rng(1)
-    model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32") for w in model.get_weights()])
-    return model, vocab
+from helpers import CONFIDENCE_TOLERANCE, TEXTS, assert_same_entities, tiny_model
 
 
 @pytest.fixture(scope="module", params=["bio", "bioes"])
@@ -61,7 +38,9 @@ def test_entities_match_the_tags_of_the_same_sentences(module):
                                  min(confidence[mention.first_token:mention.last_token + 1])))
         got = [(e.start, e.end, e.label, e.confidence) for e in entities]
         assert [g[:3] for g in got] == [e[:3] for e in expected]
-        np.testing.assert_allclose([g[3] for g in got], [e[3] for e in expected], atol=1e-5)
+        # The same graph, other batches (whole documents against single sentences).
+        np.testing.assert_allclose([g[3] for g in got], [e[3] for e in expected], rtol=0,
+                                   atol=CONFIDENCE_TOLERANCE)
         for entity in entities:
             assert text[entity.start:entity.end] == entity.text
 
@@ -122,14 +101,8 @@ def test_annotate_batches_many_short_texts_together_and_long_ones_apart():
     # Batching changes nothing: each text gets what it gets alone. (Confidences
     # only to float32 rounding: the BiLSTM runs a fused kernel for batches of
     # at most 8 sentences and Keras' loop for larger ones.)
-    assert results[0] and same_entities(results[0], ner.annotate(short[0]))
-    assert all(entities == results[0] for entities in results[:300])
-    assert same_entities(results[-1], ner.annotate(long[0], batch_size=1))
-
-
-def same_entities(got, expected) -> bool:
-    """Equal entities, with confidences equal to float32 rounding."""
-    return (len(got) == len(expected)
-            and all(a.start == b.start and a.end == b.end and a.label == b.label
-                    and a.confidence == pytest.approx(b.confidence, abs=1e-5)
-                    for a, b in zip(got, expected)))
+    assert results[0]
+    assert_same_entities(results[0], ner.annotate(short[0]))
+    for entities in results[1:300]:  # two batches: the first 256, then 44 with a long text
+        assert_same_entities(entities, results[0])
+    assert_same_entities(results[-1], ner.annotate(long[0], batch_size=1))

@@ -1,12 +1,13 @@
 """The LiteRT export and the lean runtime: builtin ops only, TensorFlow's answers, no TensorFlow.
 
-The tiny model of ``test_reliability_annotate`` (trained once for the module
-on the bundled sample) is exported with ``--format litert``. The runtime must give the TensorFlow
-path's entities (same spans and labels; confidences within
-``CONFIDENCE_TOLERANCE``) on the shared MACCROBAT dev documents and on the
-hostile texts of ``test_reliability_annotate``, and must not import
-TensorFlow or Keras. CI installs the ``[litert]`` extra; without
-``ai-edge-litert`` the module is skipped.
+The tiny model the reliability tests use (conftest's ``tiny_model_dir``,
+trained once on the bundled sample) is exported with ``--format litert``.
+The runtime must give the TensorFlow path's entities (same spans and labels;
+confidences within ``helpers.CONFIDENCE_TOLERANCE``) on the shared MACCROBAT
+dev documents and on the hostile texts of ``helpers.EDGE_CASES``, and must
+not import TensorFlow or Keras. CI installs the ``[litert]`` extra; without
+``ai-edge-litert`` the module is skipped. The NumPy CRF, which needs no
+LiteRT, is compared with the Keras CRF in ``test_crf.py``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import sys
 import textwrap
 import threading
 
-import numpy as np
 import pytest
 
 pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert) is not installed")
@@ -28,43 +28,37 @@ from clinical_ner.export.saved_model import ExportError  # noqa: E402
 from clinical_ner.export.litert import export_litert  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.artifacts import litert as layout  # noqa: E402
-from clinical_ner.annotators.litert.crf import ConstrainedCRF  # noqa: E402
 from clinical_ner.annotators.litert.annotator import LiteRTAnnotator  # noqa: E402
 from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
-from conftest import REPO_ROOT  # noqa: E402
-# model_dir: the tiny model the reliability tests train (a module-scoped fixture).
-from test_reliability_annotate import EDGE_CASES, NOTE, assert_exact, model_dir  # noqa: E402,F401
+from helpers import (  # noqa: E402
+    EDGE_CASES,
+    NOTE,
+    REPO_ROOT,
+    assert_exact,
+    assert_same_documents,
+    assert_same_entities,
+    assert_same_tags,
+)
 
-# Emissions differ from TensorFlow's by about 1e-6 (float32 kernels of
-# another library); the marginals of the trained MACCROBAT model moved by
-# at most 2e-5 on the dev documents.
-CONFIDENCE_TOLERANCE = 1e-4
 NO_TENSORFLOW = ("tensorflow", "keras", "tf_keras")
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def export_dir(model_dir):
-    return export_litert(model_dir, model_dir.parent / "tiny-litert")
+def export_dir(tiny_model_dir):
+    return export_litert(tiny_model_dir, tiny_model_dir.parent / "tiny-litert")
 
 
 @pytest.fixture(scope="module")
-def tf_ner(model_dir):
-    return ClinicalNER.load(model_dir)
+def tf_ner(tiny_model_dir):
+    return ClinicalNER.load(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
 def lite_ner(export_dir):
     return ClinicalNER.load(export_dir)
-
-
-def assert_same_entities(expected, actual):
-    assert [(e.start, e.end, e.label, e.text) for e in actual] == \
-           [(e.start, e.end, e.label, e.text) for e in expected]
-    for a, b in zip(actual, expected):
-        assert a.confidence == pytest.approx(b.confidence, abs=CONFIDENCE_TOLERANCE)
 
 
 def test_export_holds_a_builtin_only_network_and_its_data(export_dir):
@@ -96,7 +90,7 @@ def test_same_entities_as_tensorflow_on_maccrobat_dev(tf_ner, lite_ner, shared_d
     assert sum(map(len, expected)) > 100, "the tiny model found too little to compare"
     for text, wanted, got in zip(texts, expected, actual):
         assert_exact(text, got)
-        assert_same_entities(wanted, got)
+        assert_same_entities(got, wanted)
 
 
 @pytest.mark.parametrize("name", list(EDGE_CASES))
@@ -104,17 +98,15 @@ def test_same_entities_as_tensorflow_on_hostile_texts(tf_ner, lite_ner, name):
     text = EDGE_CASES[name]
     got = lite_ner.annotate(text)
     assert_exact(text, got)
-    assert_same_entities(tf_ner.annotate(text), got)
+    assert_same_entities(got, tf_ner.annotate(text))
 
 
 def test_tag_gives_tensorflow_s_tags(tf_ner, lite_ner):
     sentences = [[token.text for token in sentence]
                  for sentence in split_sentences(NOTE + " Fever and cough resolved.")]
     sentences += [[], ["CT"], ["", ""]]
-    expected, actual = tf_ner.tag(sentences), lite_ner.tag(sentences)
-    for (wanted_tags, wanted_confidence), (tags, confidence) in zip(expected, actual):
-        assert tags == wanted_tags
-        np.testing.assert_allclose(confidence, wanted_confidence, atol=CONFIDENCE_TOLERANCE)
+    actual = lite_ner.tag(sentences)
+    assert_same_tags(actual, tf_ner.tag(sentences))
     assert any(tag != "O" for tags, _ in actual for tag in tags)
 
 
@@ -122,7 +114,7 @@ def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
     texts = [NOTE, "", NOTE.upper(), EDGE_CASES["mixed-newlines"], NOTE * 30]
     together = lite_ner.annotate(texts, batch_size=2)
     for text, entities in zip(texts, together):
-        assert_same_entities(lite_ner.annotate(text), entities)
+        assert_same_entities(entities, lite_ner.annotate(text))
 
 
 def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_data):
@@ -130,8 +122,7 @@ def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_da
              sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:6]]
     alone, parallel = LiteRTAnnotator.load(export_dir, workers=1), LiteRTAnnotator.load(export_dir, workers=2)
     # Several chunks of sentences, scored by two interpreters in two threads.
-    for expected, actual in zip(alone.annotate(texts), parallel.annotate(texts)):
-        assert_same_entities(expected, actual)
+    assert_same_documents(parallel.annotate(texts), alone.annotate(texts))
 
 
 def test_load_uses_the_cores_of_the_process_s_affinity(export_dir):
@@ -174,6 +165,7 @@ def test_threads_share_one_runtime(lite_ner):
     for thread in threads:
         thread.join()
     assert not errors
+    # The same text alone, in the same process and runtime: bit-identical.
     for index, entities in results.values():
         assert entities == expected[index]
 
@@ -200,11 +192,11 @@ def test_damaged_exports_are_named_in_the_error(export_dir, tmp_path):
         ClinicalNER.load(broken)
 
 
-def test_export_never_overwrites(model_dir, export_dir):
+def test_export_never_overwrites(tiny_model_dir, export_dir):
     with pytest.raises(ExportError, match="never overwrites"):
-        export_litert(model_dir, export_dir)
+        export_litert(tiny_model_dir, export_dir)
     with pytest.raises(ExportError, match="weights"):
-        export_litert(model_dir, export_dir.parent / "other", weights="int4")
+        export_litert(tiny_model_dir, export_dir.parent / "other", weights="int4")
 
 
 def test_the_lean_path_never_imports_tensorflow(export_dir):
@@ -232,29 +224,3 @@ def test_the_lean_path_never_imports_tensorflow(export_dir):
     assert report["imported"] == []
     assert report["cli_code"] == 0
     assert report["cli_entities"] == report["entities"] > 0
-
-
-def test_numpy_crf_decodes_as_the_keras_crf():
-    from clinical_ner.model.layers.crf import CRF
-    from clinical_ner.model.tag_space import transition_mask
-
-    tags = ["O"] + [f"{prefix}-{label}" for label in ("problem", "test") for prefix in "BIES"]
-    allowed, allowed_start, allowed_end = transition_mask(tags, "bioes")
-    layer = CRF(len(tags), allowed.tolist(), allowed_start.tolist(), allowed_end.tolist())
-    layer.build((None, None, len(tags)))
-    rng = np.random.default_rng(3)
-    layer.transitions.assign(2 * rng.normal(size=(len(tags), len(tags))).astype("float32"))
-    layer.start_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
-    layer.end_transitions.assign(rng.normal(size=len(tags)).astype("float32"))
-    crf = ConstrainedCRF(layer.transitions.numpy(), layer.start_transitions.numpy(),
-                         layer.end_transitions.numpy(), allowed, allowed_start, allowed_end)
-    for _ in range(10):
-        batch, steps = rng.integers(1, 6), rng.integers(1, 30)
-        emissions = (4 * rng.normal(size=(batch, steps, len(tags)))).astype("float32")
-        lengths = rng.integers(1, steps + 1, size=batch).astype("int32")
-        expected_tags, marginals = (value.numpy() for value in layer.decode(emissions, lengths))
-        tag_ids, confidence = crf.decode(emissions, lengths)
-        np.testing.assert_array_equal(tag_ids, expected_tags)
-        np.testing.assert_allclose(
-            confidence, np.take_along_axis(marginals, expected_tags[..., None], 2)[..., 0],
-            atol=1e-5)

@@ -9,7 +9,7 @@ from clinical_ner.evaluation.card_render import score_table
 from clinical_ner.evaluation.model_card import CARD_DATA_FILE, CARD_FILE, write_model_card
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
-from conftest import SAMPLE, train_sample_model
+from helpers import SAMPLE, train_sample_model
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from clinical_ner.errors import ClinicalNERError
 from clinical_ner.cli.predict import model_and_texts
 from clinical_ner.pretrained import (BUNDLED_DIR, bundled_model_path, bundled_models,
                                      resolve_model_path)
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, assert_same_entities
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 EXPECTED = [("CT", "test"), ("nodule", "problem"), ("aspirin", "treatment")]
@@ -163,8 +163,7 @@ def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
         with ServingClient(f"127.0.0.1:{port}", "clinical_ner", deadline=300.0,
                                max_retries=1000) as client:
             served = client.annotate(NOTE)
-        assert [(e.start, e.end, e.label) for e in served] == \
-               [(e.start, e.end, e.label) for e in bundled.annotate(NOTE)]
+        assert_same_entities(served, bundled.annotate(NOTE))
     finally:
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=120)

@@ -1,6 +1,6 @@
 """Any text through ``Annotator.annotate``: no exception, offsets always exact.
 
-A tiny model is trained once for the module on the bundled sample. Every
+A tiny model trained on the bundled sample (conftest's ``tiny_model_dir``). Every
 entity must satisfy ``text[e.start:e.end] == e.text`` with ``0 <= start < end
 <= len(text)``, whatever the input: empty, whitespace, control characters,
 astral characters, combining marks, right-to-left text, every kind of line
@@ -20,46 +20,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clinical_ner.config import NERConfig
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
-from clinical_ner.training.trainer import train
 
-from conftest import REPO_ROOT
+from helpers import EDGE_CASES, NOTE, REPO_ROOT, assert_exact, assert_same_entities
 
-SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
-VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
-NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin for chest pain."
 TWO_MB = 2_000_000
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    output = tmp_path_factory.mktemp("annotate") / "tiny"
-    # Small but trained enough (a high learning rate, 3 epochs) to find entities
-    # in NOTE with any seed tried: the chunking tests need something to compare.
-    config = NERConfig(embeddings=str(VECTORS), lstm_units=16, char_filters=8, char_dim=8,
-                       epochs=3, learning_rate=0.01, seed=11)
-    train(SAMPLE / "train", output, config=config, progress=False, emit=lambda message: None)
-    return output
-
-
-@pytest.fixture(scope="module")
-def ner(model_dir):
-    return KerasAnnotator.load(model_dir)
-
-
-def assert_exact(text: str, entities) -> None:
-    labels = {"problem", "test", "treatment"}
-    for entity in entities:
-        assert 0 <= entity.start < entity.end <= len(text), (entity.start, entity.end, len(text))
-        assert text[entity.start:entity.end] == entity.text
-        assert entity.label in labels
-        assert 0.0 < entity.confidence <= 1.0
-    spans = sorted((e.start, e.end) for e in entities)
-    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:])), \
-        "entities overlap"
+def ner(tiny_model_dir):
+    return KerasAnnotator.load(tiny_model_dir)
 
 
 PARAGRAPH = NOTE + " Fever and cough resolved.\nLabs: WBC 12.3, Hb 9.8 g/dL.\r\n"
@@ -68,30 +40,6 @@ PARAGRAPH = NOTE + " Fever and cough resolved.\nLabs: WBC 12.3, Hb 9.8 g/dL.\r\n
 def long_document(size: int) -> str:
     """The same paragraph again and again, cut to ``size`` characters."""
     return (PARAGRAPH * (size // len(PARAGRAPH) + 1))[:size]
-
-
-EDGE_CASES = {
-    "empty": "",
-    "spaces": "   ",
-    "whitespace-only": " \t\n\r\n\u00a0\u2028\u2029\u3000\x0b\x0c\x85 ",
-    "control-characters": "Fever\x00 and\x01chest\x07pain\x1b[31m; CT\x7f\x9f showed\x08 a nodule",
-    "format-characters": "chest\u200bpain\u200d \ufeffCT\u2066 aspirin\u2069 \u00adfever",
-    "emoji-and-astral": "Fever \U0001f600\U0001f600 chest pain \U0001d538\U0001d539 CT "
-                        "\U0001f9d1\u200d\u2695\ufe0f aspirin \U00020000\U0010ffff end.",
-    "combining-marks": "Fe\u0301ver and che\u0308st pa\u0300in \u0301\u0301\u0301 CT "
-                       "a\u0336s\u0336p\u0336irin Z\u0351\u0352\u0353\u0354\u0355",
-    "only-combining-marks": "\u0301" * 500,
-    "right-to-left": "\u0627\u0644\u0645\u0631\u064a\u0636 fever \u05d7\u05d5\u05dd "
-                     "\u202eniripsa\u202c CT \u200fchest pain\u200e.",
-    "mixed-newlines": "Fever\r\nchest pain\rCT showed\u2028a nodule\u2029aspirin\x85"
-                      "given\x0bcough\x0c\n\n\r\r",
-    "lone-surrogates": "Fever \ud800 chest pain \udfff CT \udbff\udc00 aspirin",
-    "ten-thousand-char-token": "CT showed " + "a" * 10_000 + " nodule and aspirin.",
-    "no-punctuation-50k-tokens": " ".join(
-        ("chest", "pain", "and", "aspirin", "given", "CT")[i % 6] for i in range(50_000)),
-    "only-punctuation": ".!?;:,-" * 2000,
-    "digits": "1234567890 " * 3000,
-}
 
 
 @pytest.mark.parametrize("name", list(EDGE_CASES))
@@ -121,11 +69,7 @@ def test_a_batch_gives_what_each_text_gives_alone(ner):
     together = ner.annotate(texts)
     assert len(together) == len(texts)
     for text, entities in zip(texts, together):
-        alone = ner.annotate(text)
-        assert [(e.start, e.end, e.label) for e in entities] == \
-               [(e.start, e.end, e.label) for e in alone]
-        for a, b in zip(entities, alone):
-            assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+        assert_same_entities(entities, ner.annotate(text))
 
 
 def test_surrounding_noise_does_not_move_offsets(ner):
@@ -156,7 +100,7 @@ def test_two_megabyte_document(ner):
                 if offset <= e.start and e.end <= offset + paragraph] == first
 
 
-def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
+def test_peak_memory_of_a_two_megabyte_document(tiny_model_dir, record_property):
     # In a fresh process: peak RSS (VmHWM) is reset after loading the model
     # and a warm-up call, so the growth is what the 2 MB document costs.
     script = textwrap.dedent(f"""
@@ -170,7 +114,7 @@ def test_peak_memory_of_a_two_megabyte_document(model_dir, record_property):
             for line in open("/proc/self/status"):
                 if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-        ner = KerasAnnotator.load({str(model_dir)!r})
+        ner = KerasAnnotator.load({str(tiny_model_dir)!r})
         ner.annotate(long_document(20_000))
         text = long_document({TWO_MB})
         before = status("VmRSS")

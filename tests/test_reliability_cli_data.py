@@ -16,7 +16,7 @@ import pytest
 
 from clinical_ner.model.tag_space import tag_inventory
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ import pytest
 import clinical_ner.model.network  # noqa: F401  (registers the custom layers)
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

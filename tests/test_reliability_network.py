@@ -30,10 +30,8 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.client_errors import RequestTimeoutError, ServerUnavailableError
 from clinical_ner.serving.server import ModelServer
 from tcp_proxy import Heal, ProxyConnection, TcpProxy
-from test_export import expected_entities
-from test_server import MARKER, text_request, wait_for
+from helpers import MARKER, MODEL, expected_entities, text_request, wait_for
 
-MODEL = "clinical_ner"
 HEALS: list[Heal] = ["resume", "reset", "stale"]
 # 64 documents (the server's default limit), 200 entities each: a response of
 # about 200 KB, far more than the socket buffers between server and client.

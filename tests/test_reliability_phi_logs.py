@@ -30,7 +30,7 @@ from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from clinical_ner.training.trainer import train
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

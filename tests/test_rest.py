@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import http.client
 import json
 import logging
@@ -16,15 +17,16 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from clinical_ner.export import signatures as sig
 from clinical_ner.serving.rest_client import RestClient, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
-from test_export import expected_entities, expected_tags
-from test_server import (
+from helpers import (
     LEAKY,
     MARKER,
     MODEL,
     RPC_TIMEOUT_S,
-    entities,
+    expected_entities,
+    expected_tags,
     export_leaky,
     make_certificate,
+    response_entities,
     text_request,
     wait_for,
 )
@@ -154,6 +156,17 @@ def test_a_single_output_is_answered_bare(rest):
 BAD = {
     "bad JSON": (b'{"instances": [', 400, "JSON Parse error: Expecting value at offset: 15"),
     "not UTF-8": (b'{"instances": ["\xff"]}', 400, "JSON Parse error: the body is not UTF-8"),
+    # What json.loads raises besides syntax errors: RecursionError, and a
+    # ValueError for an integer of more than 4300 digits (Python's limit).
+    "nested 100,000 deep": (b"[" * 100_000, 400,
+                            "JSON Parse error: arrays or objects nested too deeply"),
+    "nested in an instance": (b'{"instances": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400,
+                              "JSON Parse error: arrays or objects nested too deeply"),
+    "nested below the parser's limit": ({"instances": functools.reduce(
+        lambda inner, _: [inner], range(300), MARKER)}, 400,
+        "must be DT_STRING [-1], got shape [1, 1, 1"),
+    "a number of 5,000 digits": (b'{"instances": [' + b"7" * 5000 + b"]}", 400,
+                                 "JSON Parse error: a number has more than 4300 digits"),
     "not an object": ([MARKER], 400, "must be a JSON object, got a list"),
     "neither format": ({"instance": [MARKER]}, 400, "exactly one of 'instances'"),
     "both formats": ({"instances": [MARKER], "inputs": [MARKER]}, 400, "exactly one of"),
@@ -327,7 +340,7 @@ def test_rest_equals_grpc_on_the_maccrobat_dev_documents(model_base, shared_data
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for start in range(0, len(texts), 8):
             batch = texts[start:start + 8]
-            over_grpc = entities(stub.Predict(text_request(batch), timeout=RPC_TIMEOUT_S), batch)
+            over_grpc = response_entities(stub.Predict(text_request(batch), timeout=RPC_TIMEOUT_S), batch)
             assert rest.annotate(batch) == over_grpc
             status, answer = predict(rest, {"instances": batch})
             assert sig.entities_from_outputs(batch, rows_as_arrays(answer["predictions"])) \

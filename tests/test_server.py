@@ -34,39 +34,26 @@ from clinical_ner.errors import ConfigError
 from clinical_ner.export.saved_model import export_saved_model
 from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
-from test_export import ToyNerModule, expected_entities, expected_tags, export_toy
+from helpers import (
+    LEAKY,
+    MARKER,
+    MODEL,
+    RPC_TIMEOUT_S,
+    ConcurrencyProbe,
+    Gate,
+    export_leaky,
+    expected_entities,
+    expected_tags,
+    export_toy,
+    make_certificate,
+    response_entities,
+    text_request,
+    wait_for,
+)
 
-MODEL = "clinical_ner"
-MARKER = "PHI-MARKER-Zebulon-Quixote"
 LIMITS = {"max_documents": 16, "max_document_chars": 1000, "max_message_bytes": 200_000}
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
-# A deadline for calls the server answers in milliseconds, only so that a hang
-# fails instead of blocking the suite. 10 s was once exceeded by a trivial
-# GetModelMetadata call on a busy 2-core CI machine.
-RPC_TIMEOUT_S = 60.0
-
-
-LEAKY = "fails_quoting_input"
-
-
-class LeakyToyModule(ToyNerModule):
-    """The toy model plus a signature whose TensorFlow error message quotes its input."""
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT)])
-    def fail(self, text):
-        tf.debugging.Assert(tf.size(text) < 0, [text])
-        return {"count": tf.size(text)}
-
-
-def export_leaky(base: Path, **toy_options) -> Path:
-    module = LeakyToyModule(**toy_options)
-    return export_saved_model(
-        module,
-        {sig.SERVING_DEFAULT: module.annotate, sig.PREDICT_TOKENS: module.tag, LEAKY: module.fail},
-        base,
-        1,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +87,6 @@ def model_stub(channel):
     return model_service_pb2_grpc.ModelServiceStub(channel)
 
 
-def text_request(texts, signature="", version=None, name=MODEL) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    request.inputs[sig.TEXT].CopyFrom(
-        tf.make_tensor_proto([t.encode() for t in texts], dtype=tf.string, shape=[len(texts)])
-    )
-    return request
-
-
 def tokens_request(rows) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
@@ -120,25 +95,12 @@ def tokens_request(rows) -> predict_pb2.PredictRequest:
     return request
 
 
-def entities(response, texts):
-    arrays = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-    return sig.entities_from_outputs(texts, arrays)
-
-
 def status_request(version=None) -> get_model_status_pb2.GetModelStatusRequest:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = MODEL
     if version is not None:
         request.model_spec.version.value = version
     return request
-
-
-def wait_for(condition, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_predict_serving_default(predict_stub):
@@ -150,7 +112,7 @@ def test_predict_serving_default(predict_stub):
     assert set(response.outputs) == set(sig.ENTITY_OUTPUTS)
     assert response.outputs[sig.ENTITY_START].dtype == types_pb2.DT_INT64
     assert response.outputs[sig.ENTITY_COUNT].dtype == types_pb2.DT_INT32
-    found = entities(response, texts)
+    found = response_entities(response, texts)
     assert found == [expected_entities(text) for text in texts]
     # Code-point offsets: the emoji is one character, not four bytes.
     assert (found[0][0].start, found[0][0].text) == (2, "aspirin")
@@ -316,7 +278,7 @@ def test_bad_predict_gets_its_code_and_the_server_carries_on(predict_stub, case)
     assert raised.value.code() is code, raised.value.details()
     assert message in raised.value.details()
     assert MARKER not in raised.value.details()
-    assert entities(predict_stub.Predict(_good(), timeout=RPC_TIMEOUT_S), ["aspirin"]) == [
+    assert response_entities(predict_stub.Predict(_good(), timeout=RPC_TIMEOUT_S), ["aspirin"]) == [
         expected_entities("aspirin")
     ]
 
@@ -366,7 +328,7 @@ def test_model_errors_are_reported_without_their_message(predict_stub, caplog, c
 def test_no_input_text_in_logs(predict_stub, model_stub, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     text = f"{MARKER} took aspirin"
-    assert entities(predict_stub.Predict(text_request([text]), timeout=RPC_TIMEOUT_S), [text]) == [
+    assert response_entities(predict_stub.Predict(text_request([text]), timeout=RPC_TIMEOUT_S), [text]) == [
         expected_entities(text)
     ]
     predict_stub.Predict(tokens_request([[MARKER, "aspirin"]]), timeout=RPC_TIMEOUT_S)
@@ -393,7 +355,7 @@ def test_concurrent_clients_get_their_own_answers(server):
                         "fever " * request_number,
                     ]
                     response = stub.Predict(text_request(texts), timeout=30)
-                    assert entities(response, texts) == [expected_entities(t) for t in texts]
+                    assert response_entities(response, texts) == [expected_entities(t) for t in texts]
             done.append(number)
         except Exception as error:  # reported below, with the client's number
             errors.append((number, repr(error)))
@@ -413,30 +375,26 @@ def test_at_most_max_concurrent_calls_run_the_model_at_once(model_base, max_call
                          max_concurrent_calls=max_calls)
     server.start()
     signatures = server._versions.get(1).signatures
-    model_function, running, most = signatures[sig.SERVING_DEFAULT].function, [0], [0]
-    lock = threading.Lock()
+    model_function = signatures[sig.SERVING_DEFAULT].function
+    texts = [[f"aspirin {n}"] for n in range(6)]
+    # One document a request: the batcher's queue counts requests, the probe rows.
+    probe = ConcurrencyProbe(max_calls, len(texts), server._service.batcher.queued)
 
-    def slow_model(**inputs):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.2)  # long enough for all six requests to arrive meanwhile
-        with lock:
-            running[0] -= 1
-        return model_function(**inputs)
+    def held_model(**inputs):
+        rows = int(next(iter(inputs.values())).shape[0])
+        return probe.call(rows, lambda: model_function(**inputs))
 
     signatures[sig.SERVING_DEFAULT] = dataclasses.replace(signatures[sig.SERVING_DEFAULT],
-                                                          function=slow_model)
+                                                          function=held_model)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            texts = [[f"aspirin {n}"] for n in range(6)]
-            calls = [stub.Predict.future(text_request(t), timeout=30) for t in texts]
-            answers = [entities(call.result(), t) for call, t in zip(calls, texts)]
+            calls = [stub.Predict.future(text_request(t), timeout=RPC_TIMEOUT_S) for t in texts]
+            answers = [response_entities(call.result(), t) for call, t in zip(calls, texts)]
     finally:
         server.stop(grace=1)
     assert answers == [[expected_entities(t[0])] for t in texts]
-    assert most[0] == max_calls
+    assert probe.most == max_calls
 
 
 GATE, LATER = b"gate", b"later"
@@ -521,7 +479,7 @@ def test_requests_that_wait_together_run_as_one_model_call(model_base, max_batch
         tokens_request(rows_of_width_3), tokens_request(rows_of_width_2),
         tokens_request(rows_of_width_3)])
     for text, answer in zip(texts, answers):
-        assert entities(answer, text) == [expected_entities(t) for t in text]
+        assert response_entities(answer, text) == [expected_entities(t) for t in text]
     tagged = [sig.tags_from_outputs({name: tf.make_ndarray(proto)
                                      for name, proto in answer.outputs.items()})
               for answer in answers[6:]]
@@ -543,7 +501,7 @@ def test_merged_calls_stop_at_max_batch_documents(model_base):
     texts = [[f"aspirin {n}"] * size for n, size in enumerate(sizes)]
     answers, calls = send_while_the_model_is_busy(
         server, calls, gate, [text_request(t) for t in texts])
-    assert [entities(a, t) for a, t in zip(answers, texts)] == [
+    assert [response_entities(a, t) for a, t in zip(answers, texts)] == [
         [expected_entities(x) for x in t] for t in texts]
     # First come first served; a request above the limit runs alone.
     assert [rows for _, rows in calls] == [4, 2, 6, 3]
@@ -556,7 +514,7 @@ def test_a_request_that_fails_in_a_merged_call_fails_alone(model_base):
         server, calls, gate, [text_request(t) for t in texts])
     assert answers[2] is grpc.StatusCode.INVALID_ARGUMENT
     for index in (0, 1, 3):
-        assert entities(answers[index], texts[index]) == [expected_entities(texts[index][0])]
+        assert response_entities(answers[index], texts[index]) == [expected_entities(texts[index][0])]
     assert [rows for _, rows in calls] == [4, 1, 1, 1, 1]
 
 
@@ -577,7 +535,7 @@ def test_a_merged_request_is_answered_without_waiting_for_later_calls(model_base
         [text_request(t) for t in texts] + [tokens_request([[LATER.decode(), "x"]])],
         while_later_held=texts_answered_while_later_is_held)
     for text, answer in zip(texts, answers):
-        assert entities(answer, text) == [expected_entities(text[0])]
+        assert response_entities(answer, text) == [expected_entities(text[0])]
     assert sorted(calls) == sorted([(sig.SERVING_DEFAULT, 3), (sig.PREDICT_TOKENS, 1)])
 
 
@@ -598,10 +556,10 @@ def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
         wait_for(lambda: states() == {1: AVAILABLE, 2: AVAILABLE}, what="version 2")
         latest = predict(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
         assert latest.model_spec.version.value == 2
-        assert entities(latest, ["aspirin"]) == [expected_entities("aspirin", scale=0.5)]
+        assert response_entities(latest, ["aspirin"]) == [expected_entities("aspirin", scale=0.5)]
         pinned = predict(text_request(["aspirin"], version=1), timeout=RPC_TIMEOUT_S)
         assert pinned.model_spec.version.value == 1
-        assert entities(pinned, ["aspirin"]) == [expected_entities("aspirin")]
+        assert response_entities(pinned, ["aspirin"]) == [expected_entities("aspirin")]
 
         # A broken version is reported and does not disturb the others.
         (base / "3").mkdir()
@@ -635,24 +593,55 @@ def test_versions_appear_and_disappear_without_restart(tmp_path, caplog):
         assert answer.model_spec.version.value == 4
 
 
-def test_stop_finishes_running_requests_and_refuses_queued_ones(tmp_path):
+class ArrivalRecorder(grpc.ServerInterceptor):
+    """Records each RPC's method when it reaches the server.
+
+    gRPC runs interceptors in its polling thread as a call arrives, before
+    a worker thread takes it: a test sees a request arrive even while every
+    worker is busy.
+    """
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def intercept_service(self, continuation, handler_call_details):
+        self.methods.append(handler_call_details.method)
+        return continuation(handler_call_details)
+
+
+def test_stop_finishes_running_requests_and_refuses_queued_ones(tmp_path, monkeypatch):
     base = tmp_path / MODEL
-    export_toy(base, version=1, delay_iterations=200_000)
+    gate = Gate(tmp_path / "gate")
+    export_toy(base, version=1, gate_dir=gate.directory)
+    arrivals, make_server = ArrivalRecorder(), grpc.server
+    monkeypatch.setattr(grpc, "server", lambda *args, **options: make_server(
+        *args, interceptors=[arrivals], **options))
     server = ModelServer(base, MODEL, port=0, max_workers=1)
     server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        running = stub.Predict.future(text_request(["aspirin"]), timeout=30)
-        time.sleep(0.3)
-        # The only worker is busy, so this one waits in the queue.
-        queued = stub.Predict.future(text_request(["fever"]), timeout=30)
-        time.sleep(0.2)
-        server.stop(grace=30)
-        assert entities(running.result(), ["aspirin"]) == [expected_entities("aspirin")]
-        with pytest.raises(grpc.RpcError) as raised:
-            queued.result()
-        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
-        assert "shutting down" in raised.value.details()
+    stopping = threading.Thread(target=server.stop, kwargs={"grace": 30})
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            running = stub.Predict.future(text_request(["aspirin"]), timeout=RPC_TIMEOUT_S)
+            wait_for(gate.started, what="the first request to reach the model")
+            # The only worker is busy, so this one waits in gRPC's queue.
+            queued = stub.Predict.future(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
+            wait_for(lambda: len(arrivals.methods) == 2, what="the second request to arrive")
+            stopping.start()
+            wait_for(server._service.draining.is_set, what="the server to start stopping")
+            assert not running.done()
+            gate.open()
+            assert response_entities(running.result(), ["aspirin"]) == [
+                expected_entities("aspirin")]
+            with pytest.raises(grpc.RpcError) as raised:
+                queued.result()
+            assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in raised.value.details()
+    finally:
+        gate.open()  # a failed test must not leave the model's loop spinning
+        if stopping.ident is None:
+            stopping.start()
+        stopping.join()
     assert server.wait(timeout=1)
 
 
@@ -677,21 +666,6 @@ def test_busy_port_is_a_clear_error(server, model_base):
         ModelServer(model_base, MODEL, port=server.bound_port).start()
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, made with the openssl CLI."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is not installed (and neither is `cryptography`)")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
-
-
 def test_tls_round_trip(tmp_path, model_base):
     cert, key = make_certificate(tmp_path)
     with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
@@ -700,7 +674,7 @@ def test_tls_round_trip(tmp_path, model_base):
         with grpc.secure_channel(address, credentials) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             response = stub.Predict(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
-            assert entities(response, ["fever"]) == [expected_entities("fever")]
+            assert response_entities(response, ["fever"]) == [expected_entities("fever")]
         with grpc.insecure_channel(address) as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
             with pytest.raises(grpc.RpcError) as raised:
@@ -754,31 +728,43 @@ def start_cli_server(base: Path, *extra: str) -> tuple[subprocess.Popen, int, li
     return process, port, lines
 
 
+def refuses_requests(status) -> bool:
+    """Whether a GetModelStatus call gets UNAVAILABLE (the server is stopping)."""
+    try:
+        status(status_request(), timeout=RPC_TIMEOUT_S)
+    except grpc.RpcError as error:
+        return error.code() is grpc.StatusCode.UNAVAILABLE
+    return False
+
+
 @pytest.mark.slow
 def test_sigterm_lets_in_flight_requests_finish(tmp_path):
     base = tmp_path / MODEL
-    # About 1-4 s per request, so that the request is still running at SIGTERM.
-    export_leaky(base, delay_iterations=300_000)
+    gate = Gate(tmp_path / "gate")
+    export_leaky(base, gate_dir=gate.directory)
     process, port, lines = start_cli_server(base, "--grace", "30")
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus
             with pytest.raises(grpc.RpcError) as raised:
-                stub.Predict(text_request([MARKER], signature=LEAKY), timeout=30)
+                stub.Predict(text_request([MARKER], signature=LEAKY), timeout=RPC_TIMEOUT_S)
             assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             text = f"{MARKER} aspirin"
-            in_flight = stub.Predict.future(text_request([text]), timeout=60)
-            time.sleep(0.5)
-            assert not in_flight.done()
+            in_flight = stub.Predict.future(text_request([text]), timeout=RPC_TIMEOUT_S)
+            wait_for(gate.started, what="the request to reach the model")
             process.send_signal(signal.SIGTERM)
             wait_for_line(lines, "Received SIGTERM", timeout=RPC_TIMEOUT_S)
-            time.sleep(0.2)
+            wait_for(lambda: refuses_requests(status), what="the server to refuse requests")
             with pytest.raises(grpc.RpcError) as raised:
                 stub.Predict(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
             assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
-            assert entities(in_flight.result(), [text]) == [expected_entities(text)]
+            assert not in_flight.done()  # held by the gate until now
+            gate.open()
+            assert response_entities(in_flight.result(), [text]) == [expected_entities(text)]
         assert process.wait(timeout=30) == 0
     finally:
+        gate.open()
         if process.poll() is None:
             process.kill()
     log = "".join(lines)

@@ -18,7 +18,13 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.export.signatures import padded_token_rows
 from clinical_ner.serving.server import ModelServer
-from conftest import SAMPLE, train_sample_model
+from helpers import (
+    CONFIDENCE_TOLERANCE,
+    SAMPLE,
+    assert_same_documents,
+    assert_same_tags,
+    train_sample_model,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +53,6 @@ def server(trained):
 def dev_texts(shared_data):
     folder = shared_data / "maccrobat-i2b2" / "dev" / "txt"
     return [path.read_text(encoding="utf-8") for path in sorted(folder.glob("*.txt"))]
-
-
-def assert_same_entities(served, local):
-    assert len(served) == len(local)
-    for served_doc, local_doc in zip(served, local):
-        assert [(e.start, e.end, e.text, e.label) for e in served_doc] == \
-               [(e.start, e.end, e.text, e.label) for e in local_doc]
-        np.testing.assert_allclose([e.confidence for e in served_doc],
-                                   [e.confidence for e in local_doc], atol=1e-5)
 
 
 def test_export_uses_only_core_ops_and_runs_without_our_package(trained):
@@ -120,13 +117,12 @@ def test_export_answers_as_in_process_when_loaded_the_way_tf_serving_loads(train
         assert served["entity_end"][row][:count] == [e.end for e in document]
         assert served["entity_label"][row][:count] == [e.label for e in document]
         np.testing.assert_allclose(served["entity_confidence"][row][:count],
-                                   [e.confidence for e in document], atol=1e-5)
-    local_tags = ner.tag(sentences)
+                                   [e.confidence for e in document], rtol=0,
+                                   atol=CONFIDENCE_TOLERANCE)
     assert served["length"] == [len(sentence) for sentence in sentences]
-    for row, (tags, confidences) in enumerate(local_tags):
-        assert served["tags"][row][:len(tags)] == tags
-        np.testing.assert_allclose(served["tag_confidence"][row][:len(tags)], confidences,
-                                   atol=1e-5)
+    assert_same_tags([(tags[:length], confidences[:length]) for tags, confidences, length in
+                      zip(served["tags"], served["tag_confidence"], served["length"])],
+                     ner.tag(sentences))
 
 
 def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_data):
@@ -135,14 +131,10 @@ def test_grpc_answers_equal_in_process_on_the_dev_split(trained, server, shared_
     with ServingClient(f"127.0.0.1:{server.bound_port}", "clinical_ner",
                            batch_size=8) as client:
         served = client.annotate(texts)
-        assert_same_entities(served, ner.annotate(texts))
+        assert_same_documents(served, ner.annotate(texts))
         assert sum(map(len, served)) > 0
         tokens = [["CT", "showed", "pneumonia", "."], ["Aspirin"]]
-        served_tags = client.tag_tokens(tokens)
-        for (tags, confidence), (local_tags, local_confidence) in zip(served_tags,
-                                                                       ner.tag(tokens)):
-            assert list(tags) == local_tags
-            np.testing.assert_allclose(confidence, local_confidence, atol=1e-5)
+        assert_same_tags(client.tag_tokens(tokens), ner.tag(tokens))
         metadata = client.metadata()
         assert set(metadata.signatures) >= {signatures.SERVING_DEFAULT, signatures.PREDICT_TOKENS}
         assert any(status.state == "AVAILABLE" for status in client.status())
@@ -157,7 +149,7 @@ def test_rest_answers_equal_grpc_on_the_dev_split(server, shared_data):
         over_rest = [entity for start in range(0, len(texts), 8)
                      for entity in rest.annotate(texts[start:start + 8])]
     # Batches differ (the gRPC client groups documents by size): float32 rounding may too.
-    assert_same_entities(over_rest, over_grpc)
+    assert_same_documents(over_rest, over_grpc)
     assert sum(map(len, over_rest)) > 0
 
 
@@ -175,9 +167,4 @@ def test_client_command_prints_what_predict_prints(trained, server):
     local = [json.loads(line) for line in predicted.stdout.splitlines()]
     remote = [json.loads(line) for line in served.stdout.splitlines()]
     assert [doc["text"] for doc in remote] == [doc["text"] for doc in local]
-    for remote_doc, local_doc in zip(remote, local):
-        strip = lambda entities: [{k: v for k, v in e.items() if k != "confidence"}
-                                  for e in entities]
-        assert strip(remote_doc["entities"]) == strip(local_doc["entities"])
-        np.testing.assert_allclose([e["confidence"] for e in remote_doc["entities"]],
-                                   [e["confidence"] for e in local_doc["entities"]], atol=1e-5)
+    assert_same_documents([doc["entities"] for doc in remote], [doc["entities"] for doc in local])

@@ -3,7 +3,7 @@
 Every comparison is against the bundled model's own ``annotate``
 ``clinical`` on the same text: the same spans (widened only where our
 boundary falls inside a spaCy token) and labels, confidences within the
-LiteRT tests' ``CONFIDENCE_TOLERANCE``. The fresh-process tests find the
+shared ``helpers.CONFIDENCE_TOLERANCE``. The fresh-process tests find the
 factory through the ``spacy_factories`` entry point of pyproject.toml (a
 throwaway dist-info on ``PYTHONPATH`` declares it, so that a stale installed
 copy of the package cannot decide them) with nothing imported by hand.
@@ -29,8 +29,7 @@ from clinical_ner import ClinicalNER
 from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.formats.html_page import label_colours
 from clinical_ner.pretrained import bundled_model_path
-from conftest import REPO_ROOT
-from test_litert import CONFIDENCE_TOLERANCE
+from helpers import CONFIDENCE_TOLERANCE, REPO_ROOT
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 # The entry point's name in pyproject.toml, and what it must load.

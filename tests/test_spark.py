@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
+import warnings
 
 import numpy as np
 import pytest
@@ -20,12 +20,9 @@ pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
+from helpers import REPO_ROOT, assert_same_documents, assert_same_entities  # noqa: E402
 
 pytestmark = pytest.mark.slow
-# Runtimes differ in their confidences by float32 rounding; until the shared
-# tests/helpers.py (issue 22) lands, the tolerance of test_litert.
-CONFIDENCE_TOLERANCE = 1e-4
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def predicted_entities(model_dir, notes, tmp_path) -> dict[str, list]:
@@ -35,19 +32,6 @@ def predicted_entities(model_dir, notes, tmp_path) -> dict[str, list]:
                      "--output", str(predicted)]) == 0
     return {note.stem: json.loads(line)["entities"] for note, line in
             zip(notes, predicted.read_text(encoding="utf-8").splitlines())}
-
-
-def assert_same_entities(expected: dict[str, list], found: dict[str, list]) -> None:
-    """Same notes, spans and labels exactly; confidences within CONFIDENCE_TOLERANCE."""
-    def fields(entities):
-        return [(e["start"], e["end"], e["label"], e["text"]) for e in entities]
-
-    assert {note: fields(entities) for note, entities in found.items()} == \
-           {note: fields(entities) for note, entities in expected.items()}
-    for note, entities in found.items():
-        for got, wanted in zip(entities, expected[note]):
-            assert got["confidence"] == pytest.approx(wanted["confidence"],
-                                                      abs=CONFIDENCE_TOLERANCE)
 
 
 @contextlib.contextmanager
@@ -83,20 +67,34 @@ def test_annotate_gives_predicts_entities(spark, trained_model, maccrobat_dev_no
     rows += [("empty", ""), ("null", None), ("dup", "Chest pain."), ("dup", "Chest pain.")]
     notes = spark.createDataFrame(rows, "note string, body string").repartition(2)
 
-    annotated = annotate(notes, str(export_dir.parent), id_col="note", text_col="body")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = annotate(notes, str(export_dir.parent), id_col="note", text_col="body")
+        result = annotated.collect()
 
+    assert not [str(w.message) for w in caught if "pandas" in str(w.message)]
     assert annotated.columns == ["note", "entities", "error"]
-    result = annotated.collect()
     assert sorted(row.note for row in result) == sorted(note for note, _ in rows)
     by_note = {row.note: row for row in result}
     # Another batching than predict's: confidences may differ by float32 rounding.
-    assert_same_entities(expected, {note: [entity.asDict() for entity in by_note[note].entities]
-                                     for note in expected})
+    assert_same_documents({note: by_note[note].entities for note in expected}, expected)
     assert sum(len(found) for found in expected.values()) > 20
     assert by_note["empty"].entities == [] and by_note["empty"].error is None
     assert by_note["null"].entities is None and by_note["null"].error == "column 'body' is null"
     duplicates = [row for row in result if row.note == "dup"]
-    assert len(duplicates) == 2 and duplicates[0].entities == duplicates[1].entities
+    assert len(duplicates) == 2
+    assert_same_entities(duplicates[0].entities, duplicates[1].entities)  # maybe other batches
+
+
+def test_the_installed_pandas_is_one_pyspark_supports_without_a_warning():
+    # The check PySpark runs on the driver and in every worker that converts
+    # Arrow batches; with pandas >= 3 it warns each time, which the [spark]
+    # extra's pin (pandas>=2.2,<3) avoids.
+    from pyspark.sql.pandas.utils import require_minimum_pandas_version
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        require_minimum_pandas_version()
 
 
 def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
@@ -118,8 +116,7 @@ def test_a_litert_export_gives_predicts_entities(spark, trained_model, trained_l
     result = annotate(notes, str(trained_litert_export), id_col="note", text_col="body",
                       runtimes=runtimes).collect()
 
-    assert_same_entities(expected, {row.note: [entity.asDict() for entity in row.entities]
-                                    for row in result})
+    assert_same_documents({row.note: row.entities for row in result}, expected)
     counts = runtimes.counts()
     assert counts["LiteRT"] >= 1 and counts["TensorFlow"] == 0
     assert runtimes.load_seconds() > 0

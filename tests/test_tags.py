@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import doctest
+import itertools
 
 import pytest
 from hypothesis import given
@@ -23,7 +24,9 @@ from clinical_ner.text.tags import (
     to_iob2_tag,
     to_scheme,
 )
-from clinical_ner.model.tag_space import inventory_scheme, tag_inventory, tag_roles, transition_mask
+from clinical_ner.model.tag_space import (
+    allowed_tag_mask, inventory_scheme, tag_inventory, tag_roles, transition_mask,
+)
 
 
 @pytest.mark.parametrize(
@@ -356,3 +359,58 @@ def test_docstring_examples(module):
     results = doctest.testmod(module)
     assert results.attempted > 0
     assert results.failed == 0
+
+
+def _allowed_sequences(gold: list[str], scheme: str, open_labels: set[str]) -> set[tuple]:
+    """What partial labels mean, by enumeration: every sequence valid in ``scheme``
+    that keeps each gold mention as it is and adds mentions of open labels only."""
+    tags = tag_inventory(["problem", "test"], scheme)
+    gold_mentions = set(tags_to_mentions(gold))
+    result = set()
+    for path in itertools.product(tags, repeat=len(gold)):
+        try:
+            iob2 = tags_module.normalize_tags(list(path), scheme)
+        except DataFormatError:
+            continue
+        mentions = set(tags_to_mentions(iob2))
+        if gold_mentions <= mentions and all(m.label in open_labels
+                                             for m in mentions - gold_mentions):
+            result.add(path)
+    return result
+
+
+def _sequences_through_mask(gold: list[str], scheme: str, open_labels: set[str]) -> set[tuple]:
+    tags = tag_inventory(["problem", "test"], scheme)
+    mask = allowed_tag_mask(gold, tags, scheme, open_labels)
+    transitions = transition_mask(tags, scheme)
+    result = set()
+    for ids in itertools.product(range(len(tags)), repeat=len(gold)):
+        if all(mask[t, i] for t, i in enumerate(ids)) and transitions.start[ids[0]] \
+                and transitions.end[ids[-1]] \
+                and all(transitions.allowed[a, b] for a, b in zip(ids, ids[1:])):
+            result.add(tuple(tags[i] for i in ids))
+    return result
+
+
+@pytest.mark.parametrize("scheme", ["bio", "bioes"])
+@pytest.mark.parametrize("open_labels", [set(), {"test"}, {"problem"}, {"problem", "test"}])
+@pytest.mark.parametrize("gold", [
+    ["O", "O", "O"],
+    ["B-problem", "O", "O"],
+    ["B-problem", "I-problem", "O", "B-test"],
+    ["O", "B-test", "B-test", "O"],
+])
+def test_allowed_tag_mask_allows_exactly_the_sequences_that_agree_with_the_labels(
+        scheme, open_labels, gold):
+    assert _sequences_through_mask(gold, scheme, open_labels) \
+        == _allowed_sequences(gold, scheme, open_labels)
+
+
+def test_allowed_tag_mask_of_a_completely_labelled_sentence_is_its_tags():
+    tags = tag_inventory(["problem", "test"], "bioes")
+    gold = ["B-problem", "I-problem", "O", "B-test"]
+    mask = allowed_tag_mask(gold, tags, "bioes", [])
+    assert [tags[i] for i in mask.argmax(axis=1)] == to_scheme(gold, "bioes")
+    assert mask.sum(axis=1).tolist() == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="S-treatment"):
+        allowed_tag_mask(["B-treatment"], tags, "bioes", [])

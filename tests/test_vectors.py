@@ -22,7 +22,7 @@ from clinical_ner.text.tokenizer import (
     sentence_token_texts,
     split_sentences,
 )
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
 GLOVE = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
@@ -149,6 +149,8 @@ def test_fasttext_and_two_workers(notes, tmp_path):
 @pytest.mark.parametrize("content, line, problem", [
     (b'{"body": "Fever."}\n{"body": "Cough."}\n{"body": "Smith, broken\n', 3, "not valid JSON"),
     (b'{"body": "Fever."}\n{"text": "Smith"}\n', 2, "field 'body'"),
+    (b'{"body": "Fever."}\n{"body": "Smith", "x": ' + b"[" * 100_000 + b"}\n", 2,
+     "not valid JSON (arrays or objects nested too deeply)"),
     (b'{"body": "Fever."}\n["Smith"]\n', 2, "field 'body'"),
     (b'{"body": "Fever."}\n\n{"body": "Smith \xe9t\xe9"}\n', 3, "not UTF-8"),
 ])

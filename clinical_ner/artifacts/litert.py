@@ -14,12 +14,12 @@ A LiteRT export holds:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from clinical_ner.errors import ModelError
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 MANIFEST_FILE = "litert.json"
 NETWORK_FILE = "model.tflite"
@@ -51,14 +51,15 @@ def is_litert_export(directory: str | Path) -> bool:
 def read_json(path: Path) -> Any:
     """A JSON file of an export, with a one-line error naming the file if it cannot be read."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return parse_untrusted_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise LiteRTExportError(f"{path}: missing; export the model again with "
                                 "'clinical-ner export MODEL --format litert'") from None
     except (OSError, UnicodeDecodeError) as error:
         raise LiteRTExportError(f"{path}: cannot be read ({error})") from None
-    except json.JSONDecodeError as error:
-        raise LiteRTExportError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except UntrustedJSONError as error:
+        where = path if error.lineno is None else f"{path}:{error.lineno}"
+        raise LiteRTExportError(f"{where}: not valid JSON ({error.msg})") from None
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

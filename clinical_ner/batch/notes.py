@@ -24,6 +24,7 @@ from clinical_ner.text.document import Entity
 from clinical_ner.formats.jsonl import decode_document, entities_json_line
 from clinical_ner.errors import DataFormatError
 from clinical_ner.export.signatures import replace_lone_surrogates
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 TEXT_FORMAT = "text"
 JSONL_FORMAT = "jsonl"
@@ -84,13 +85,11 @@ def notes_from_json_lines(source: str, handle: BinaryIO, id_field: str, text_fie
 
 def _note_from_json_line(where: str, line: bytes, id_field: str, text_field: str) -> ReadResult:
     try:
-        record = json.loads(decode_document(where, line))
+        record = parse_untrusted_json(decode_document(where, line))
     except DataFormatError as error:
         return NoteError(None, where, error.problem)
-    except json.JSONDecodeError as error:
-        # error.msg and the column only: str(error) is the same, but the
-        # document it was given must never reach a message.
-        return NoteError(None, where, f"not JSON ({error.msg} at column {error.colno})")
+    except UntrustedJSONError as error:
+        return NoteError(None, where, f"not JSON ({error.located(' at column {colno}')})")
     if not isinstance(record, dict):
         return NoteError(None, where, f"not a JSON object (a {type(record).__name__})")
     note_id = record.get(id_field)

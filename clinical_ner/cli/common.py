@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from clinical_ner.errors import ConfigError
 from clinical_ner.pretrained import resolve_model_path
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 INPUT_FORMATS = ("auto", "conll", "i2b2", "brat")
 
@@ -40,8 +40,8 @@ def read_label_map(value: str | None) -> dict[str, str | None] | None:
         return None
     if value.endswith(".json"):
         try:
-            mapping = json.loads(Path(value).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
+            mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
             raise ConfigError(f"--label-map {value}: {error}") from None
         if not isinstance(mapping, dict):
             raise ConfigError(f"--label-map {value}: expected a JSON object")
@@ -69,8 +69,8 @@ def read_assertion_map(value: str | None) -> dict | None:
     if value is None:
         return None
     try:
-        mapping = json.loads(Path(value).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
         raise ConfigError(f"--assertion-map {value}: {error}") from None
     from clinical_ner.formats.brat import check_assertion_map
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
+from clinical_ner.errors import ConfigError
 
 NAME = "evaluate"
 HELP = "score a model on annotated data"
@@ -19,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directory, or the bundled model's name: clinical")
     parser.add_argument("--data", required=True)
     parser.add_argument("--json", help="write the scores as JSON to this file")
+    parser.add_argument("--corpus", metavar="FILE.toml",
+                        help="read --data as the corpus --corpus-name of this corpus file: its "
+                             "format and label map, scoring only the labels it annotates")
+    parser.add_argument("--corpus-name", metavar="NAME", help="the corpus of --corpus")
     add_annotated_data_options(parser)
 
 
@@ -27,14 +32,48 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.text.tags import entity_labels
 
+    data_format, label_map, labels = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
-    corpus = load_corpus(args.data, args.input_format, label_map=read_label_map(args.label_map),
+    # A Keras model directory knows its labels; other artifacts are checked by the scores.
+    vocab = getattr(ner, "vocab", None)
+    model_labels = entity_labels(vocab.tags) if vocab is not None else None
+    unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
+    if unknown:
+        raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
+                          f"does not know (it has {', '.join(model_labels)})")
+    corpus = load_corpus(args.data, data_format, label_map=label_map,
                          skip_invalid=args.skip_invalid,
                          assertion_map=read_assertion_map(args.assertion_map))
     report_skipped(corpus, args.data, lambda message: print(message, file=sys.stderr))
-    report = evaluate_sentences(ner, corpus_sentences(corpus))
+    report = evaluate_sentences(ner, corpus_sentences(corpus), labels=labels)
     print(format_report(report), end="")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _mapping_name(args: argparse.Namespace) -> str:
+    return (f"{args.corpus}: corpus {args.corpus_name}" if args.corpus is not None
+            else "--label-map")
+
+
+def _corpus_reading(args: argparse.Namespace) -> tuple[str, dict | None, list[str] | None]:
+    """Format, label map and the labels to score (None: all) of ``--data``."""
+    if args.corpus is None:
+        if args.corpus_name is not None:
+            raise ConfigError("--corpus-name needs --corpus")
+        label_map = read_label_map(args.label_map)
+        labels = (None if label_map is None
+                  else sorted({label for label in label_map.values() if label}))
+        return args.input_format, label_map, labels
+    from clinical_ner.formats.corpora import check_label_map, read_corpus_file
+
+    if args.corpus_name is None or args.label_map is not None:
+        raise ConfigError("--corpus needs --corpus-name, and replaces --label-map")
+    corpus_set = read_corpus_file(args.corpus)
+    spec = corpus_set.by_name(args.corpus_name)
+    data_format = spec.format if args.input_format == "auto" else args.input_format
+    check_label_map(corpus_set, spec, [args.data], data_format)
+    return data_format, spec.label_map, spec.scored_labels()

@@ -17,10 +17,15 @@ CONFIG_OPTIONS = ("epochs", "batch_size", "seed", "embeddings", "embeddings_form
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, action="append",
+    parser.add_argument("--train", action="append",
                         help="training data (file or folder); repeat it to train on several "
                              "together, e.g. train and dev for the final model")
     parser.add_argument("--dev", help="dev data for model selection and early stopping")
+    parser.add_argument("--corpus", metavar="FILE.toml",
+                        help="instead of --train/--dev/--label-map: a corpus file listing "
+                             "several corpora, each with its label map, how completely it "
+                             "annotates each label, its weight and dev data "
+                             "(docs/guide/multi-corpus.md)")
     parser.add_argument("--output", required=True, help="model directory to write")
     parser.add_argument("--embeddings", action="append", metavar="FILE",
                         help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
@@ -68,6 +73,15 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.config import NERConfig
     from clinical_ner.training.trainer import train
 
+    corpora = None
+    if args.corpus is not None:
+        from clinical_ner.formats.corpora import read_corpus_file
+
+        if args.train or args.dev or args.label_map:
+            raise ConfigError("--corpus replaces --train, --dev and --label-map")
+        corpora = read_corpus_file(args.corpus)
+    elif not args.train:
+        raise ConfigError("give training data: --train DATA (repeatable) or --corpus FILE")
     values = {}
     if args.config:
         values = NERConfig.from_file(args.config).to_dict()
@@ -91,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
           label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
           assertion_map=read_assertion_map(args.assertion_map),
           progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
-          connect_timeout_s=args.connect_timeout)
+          connect_timeout_s=args.connect_timeout, corpora=corpora)
     return 0

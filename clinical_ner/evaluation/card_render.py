@@ -79,6 +79,20 @@ def _keras_settings(model_dir: Path) -> dict:
         return json.loads(archive.read("config.json"))["config"]
 
 
+def _corpus_rows(corpora: list[dict], select: dict) -> list[str]:
+    lines = ["| corpus | weight | coverage | label map | dev exact F1 (own labels) | selects |",
+             "|---|---|---|---|---|---|"]
+    for corpus in corpora:
+        coverage = ", ".join(f"{label} {how}" for label, how in corpus["coverage"].items())
+        label_map = ", ".join(f"{source} -> {target or '(dropped)'}"
+                              for source, target in (corpus["label_map"] or {}).items()) or "-"
+        scores = corpus.get("dev_scores")
+        f1 = f"{scores['f1']:.4f}" if scores else "-"
+        lines.append(f"| {corpus['name']} | {corpus['weight']:g} | {coverage} | {label_map} | "
+                     f"{f1} | {select.get(corpus['name'], 0):g} |")
+    return lines
+
+
 def _training_log(model_dir: Path) -> list[dict]:
     path = model_dir / TRAINING_LOG_FILE
     if not path.is_file():
@@ -190,6 +204,13 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     ]
     lines += _parameters(card["parameters"]["layers"]) + [""]
     lines += ["## Training data", ""]
+    if training and training.get("corpora"):
+        lines += ["Trained from a corpus file: each corpus's labels were mapped onto the model's, "
+                  "and an unmarked token could take any label its corpus does not annotate "
+                  "completely (marginal likelihood; `docs/design/multi-corpus.md`). The dev "
+                  "scores are the kept epoch's; `selects` is each corpus's weight in the score "
+                  "that chose it.", ""]
+        lines += _corpus_rows(training["corpora"], training.get("select", {})) + [""]
     if training:
         lines += _data_rows(training["train_data"], labels) + [""]
         if training.get("dev_data"):

@@ -23,8 +23,14 @@ def report_skipped(corpus: Corpus, path: str, emit: Callable[[str], None]) -> No
             emit(f"  {problem}")
 
 
-def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence]) -> dict:
+def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
+                       labels: Sequence[str] | None = None) -> dict:
     """Exact and lenient entity scores of ``ner`` on gold-tokenized sentences.
+
+    With ``labels`` only mentions of those labels count, gold and predicted
+    alike: a model is scored on a corpus that annotates only some of its
+    labels (BC5CDR's diseases as ``problem``) without its other labels'
+    predictions counting as false positives.
 
     When the sentences' problems carry assertions and the model has an
     assertion output, the report also has ``assertion`` (see
@@ -38,6 +44,10 @@ def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence]) -> dict:
     predictions = ner.tag([s.tokens for s in sentences])
     gold = [tags_to_mentions(s.tags) for s in sentences]
     predicted = [tags_to_mentions(tags) for tags, _ in predictions]
+    if labels is not None:
+        kept = set(labels)
+        gold = [[m for m in mentions if m.label in kept] for mentions in gold]
+        predicted = [[m for m in mentions if m.label in kept] for mentions in predicted]
     report = score_mentions(gold, predicted)
     if ner.assertion_classes and has_assertions(sentences):
         report["assertion"] = evaluate_assertions(ner, sentences, gold, predicted)

@@ -67,6 +67,42 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     return _write(model_dir, card)
 
 
+def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: dict,
+                               skip_invalid: bool = False) -> Path:
+    """After training from a corpus file: record each corpus and its dev scores, write the card.
+
+    ``corpus_set`` is a :class:`clinical_ner.formats.corpora.CorpusSet`;
+    ``dev_scores`` the kept epoch's scores per dev corpus (``dev_corpora`` of
+    its ``training_log.jsonl`` entry: each corpus scored on its own labels).
+    """
+    import keras
+    import tensorflow as tf
+
+    from clinical_ner.formats.corpora import load_spec_corpus
+
+    model_dir = Path(model_dir)
+    card = _load_card_data(model_dir)
+    corpora = []
+    for spec in corpus_set.corpora:
+        corpora.append({
+            **spec.to_dict(),
+            "train_data": [summarise_corpus(path, load_spec_corpus(spec, path, skip_invalid))
+                           for path in spec.train],
+            "dev_scores": dev_scores.get(spec.name),
+        })
+    card["training"] = {
+        "train_data": [item for corpus in corpora for item in corpus["train_data"]],
+        "dev_data": None,
+        "corpora": corpora,
+        "select": corpus_set.selection,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "clinical_ner": __version__,
+    }
+    card["evaluation"] = None
+    return _write(model_dir, card)
+
+
 def write_model_card(model: str | Path, data: str | Path | None = None,
                      data_format: str = "auto", label_map: dict | None = None,
                      skip_invalid: bool = False, assertion_map: dict | None = None,

@@ -6,6 +6,7 @@ from pathlib import Path
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import brat, conll, i2b2
 from clinical_ner.formats.corpus import Corpus
+from clinical_ner.text.tags import OUTSIDE, entity_labels, parse_tag
 
 FORMATS = ("conll", "i2b2", "brat")
 
@@ -51,9 +52,12 @@ def load_corpus(
 ) -> Corpus:
     """Read a corpus in any supported format (``format="auto"`` detects it).
 
-    ``scheme`` applies to CoNLL only, ``label_map`` and ``assertion_map``
-    (see :mod:`clinical_ner.formats.brat`) to brat only; passing them for
-    another format is a :class:`ConfigError` rather than being ignored.
+    ``scheme`` applies to CoNLL only and ``assertion_map`` (see
+    :mod:`clinical_ner.formats.brat`) to brat only; passing them for another
+    format is a :class:`ConfigError` rather than being ignored.
+    ``label_map`` renames source labels (``None``, or a label missing from
+    the map, drops it): the brat reader maps while reading (before resolving
+    overlaps), the others through :func:`apply_label_map`.
     """
     if format == "auto":
         format = detect_format(path)
@@ -61,14 +65,41 @@ def load_corpus(
         raise ConfigError(f"unknown corpus format {format!r}; expected auto or one of {FORMATS}")
     if scheme != "auto" and format != "conll":
         raise ConfigError(f"a tag scheme applies to CoNLL input only, not {format}")
-    if label_map is not None and format != "brat":
-        raise ConfigError(f"a label map applies to brat input only, not {format}")
     if assertion_map is not None and format != "brat":
         raise ConfigError(f"an assertion map applies to brat input only, not {format} "
                           "(i2b2 reads its assertions from .ast files)")
+    if format == "brat":
+        return brat.read_brat(path, label_map=label_map, skip_invalid=skip_invalid,
+                              assertion_map=assertion_map)
     if format == "conll":
-        return conll.read_conll(path, scheme=scheme, skip_invalid=skip_invalid)
-    if format == "i2b2":
-        return i2b2.read_i2b2(path, skip_invalid=skip_invalid)
-    return brat.read_brat(path, label_map=label_map, skip_invalid=skip_invalid,
-                          assertion_map=assertion_map)
+        corpus = conll.read_conll(path, scheme=scheme, skip_invalid=skip_invalid)
+    else:
+        corpus = i2b2.read_i2b2(path, skip_invalid=skip_invalid)
+    return corpus if label_map is None else apply_label_map(corpus, label_map)
+
+
+def apply_label_map(corpus: Corpus, label_map: dict[str, str | None]) -> Corpus:
+    """Rename each mention's type by ``label_map``; an unmapped or ``None`` type becomes ``O``.
+
+    For formats whose reader does not map labels itself (CoNLL, i2b2); the
+    sentences' tags are rewritten in place and the corpus's labels updated.
+    Two adjacent mentions mapped onto one label stay two mentions (each
+    starts with ``B-``).
+    """
+    for label in label_map.values():
+        if label is not None and (not label or any(c.isspace() for c in label)):
+            raise ConfigError(f"label map target {label!r} is empty or has whitespace")
+    for document in corpus.documents:
+        for sentence in document.sentences:
+            if sentence.tags is None:
+                continue
+            mapped = []
+            for tag in sentence.tags:
+                prefix, entity_type = parse_tag(tag)
+                target = None if entity_type is None else label_map.get(entity_type)
+                mapped.append(OUTSIDE if target is None else f"{prefix}-{target}")
+            sentence.tags = mapped
+    corpus.labels = entity_labels(tag for document in corpus.documents
+                                  for sentence in document.sentences
+                                  for tag in sentence.tags or ())
+    return corpus

@@ -47,6 +47,7 @@ from clinical_ner.pretrained import (
     resolve_model_path,
 )
 from clinical_ner.serving import defaults
+from clinical_ner.untrusted_json import parse_untrusted_json
 
 FACTORY = "clinical_ner"
 CONFIDENCE = "clinical_ner_confidence"
@@ -227,7 +228,7 @@ class ClinicalNERComponent:
         path = Path(path)
         manifest_path = path / MANIFEST_FILE
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = parse_untrusted_json(manifest_path.read_text(encoding="utf-8"))
             source = manifest["source"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelError(f"{manifest_path}: cannot read the {self.name} component's "

@@ -243,12 +243,21 @@ class ClinicalNERModel(keras.Model):
         of sentences, so that, like the CRF's, it is a sum over sentences
         divided by the batch size (which the distributed step relies on) and
         a batch without assertion targets adds exactly nothing.
+
+        For partly labelled data the tag ids are a dict whose
+        ``allowed_tags`` (bool ``[batch, tokens, tags]``) gives the tags each
+        token may take: the CRF loss is then the negative marginal likelihood
+        of the allowed paths (:meth:`CRF.partial_log_likelihood`), which
+        equals the ordinary one for a row that allows one tag per token.
         """
         emissions, probabilities = self.split_outputs(y_pred)
         tag_ids = y[0] if self.assertions else y
-        log_likelihood = self.crf.log_likelihood(
-            emissions, tf.cast(tag_ids, tf.int32), self.sequence_lengths(x)
-        )
+        if isinstance(tag_ids, dict):
+            log_likelihood = self.crf.partial_log_likelihood(
+                emissions, tag_ids["allowed_tags"], self.sequence_lengths(x))
+        else:
+            log_likelihood = self.crf.log_likelihood(
+                emissions, tf.cast(tag_ids, tf.int32), self.sequence_lengths(x))
         loss = -tf.reduce_mean(log_likelihood)
         if self.assertions:
             loss += self.assertion_loss_weight * assertion_cross_entropy(probabilities, y[1])

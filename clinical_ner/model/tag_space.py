@@ -5,12 +5,13 @@ Tag *schemes* (reading and writing BIO, BIOES, IOB1, ...) are
 model predicts over, as the CRF layer, the exported inference graph and the
 LiteRT runtime see it: :func:`tag_inventory` builds that list,
 :func:`tag_roles` and :func:`entity_token_spans` turn tag ids into entity
-spans, and :func:`transition_mask` gives the transitions the model's scheme
-allows as boolean arrays.
+spans, :func:`transition_mask` gives the transitions the model's scheme
+allows as boolean arrays, and :func:`allowed_tag_mask` the tags each token of
+a partly labelled sentence may take (training from several corpora).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from clinical_ner.text.tags import (
     canonical_scheme,
     entity_labels,
     parse_tag,
+    to_scheme,
 )
 
 
@@ -195,3 +197,47 @@ def transition_mask(tags: Sequence[str], scheme: str) -> TransitionMask:
         start = np.array([prefix != "I" for prefix in prefixes], dtype=bool)
         end = np.ones(num_tags, dtype=bool)
     return TransitionMask(allowed, start, end)
+
+
+def allowed_tag_mask(iob2_tags: Sequence[str], tags: Sequence[str], scheme: str,
+                     open_labels: Iterable[str]) -> np.ndarray:
+    """Which of the model's ``tags`` each token of a partly labelled sentence may take.
+
+    ``iob2_tags`` are the sentence's gold tags; ``open_labels`` the labels
+    that its corpus does not annotate completely (coverage ``partial`` or
+    ``none``, :mod:`clinical_ner.formats.corpora`). Returns bool
+    ``[tokens, len(tags)]``:
+
+    * a token inside a mention may take only the tag that ``scheme`` gives it;
+    * an unmarked token may take ``O`` or any tag of an open label, except
+      (BIO) ``I-X`` right after an ``X`` mention, which would lengthen that
+      mention; the CRF's transition mask rules out the other sequences the
+      scheme forbids (an ``I-X`` after ``O``, for instance).
+
+    With no open labels each token allows exactly its gold tag.
+
+    >>> tags = ["O", "B-problem", "I-problem", "B-test", "I-test"]
+    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["test"]).astype(int).tolist()
+    [[0, 1, 0, 0, 0], [1, 0, 0, 1, 1]]
+    >>> allowed_tag_mask(["B-problem", "O"], tags, "bio", ["problem"]).astype(int).tolist()
+    [[0, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
+    """
+    index = {tag: position for position, tag in enumerate(tags)}
+    converted = to_scheme(list(iob2_tags), scheme)
+    unknown = sorted({tag for tag in converted if tag not in index})
+    if unknown:
+        raise ValueError(f"tag(s) {', '.join(unknown)} are not among the model's tags")
+    open_labels = set(open_labels)
+    unmarked = np.array([tag == OUTSIDE or parse_tag(tag)[1] in open_labels for tag in tags])
+    is_bio = canonical_scheme(scheme, MODEL_SCHEMES) == "bio"
+    mask = np.zeros((len(converted), len(tags)), dtype=bool)
+    for position, tag in enumerate(converted):
+        if tag != OUTSIDE:
+            mask[position, index[tag]] = True
+            continue
+        mask[position] = unmarked
+        previous = converted[position - 1] if position else OUTSIDE
+        lengthening = f"I-{parse_tag(previous)[1]}" if previous != OUTSIDE else None
+        if is_bio and lengthening in index:
+            mask[position, index[lengthening]] = False
+    return mask

@@ -23,6 +23,7 @@ from clinical_ner.text.document import Entity
 from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import SERVING_DEFAULT, TEXT, entities_from_outputs
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 
 class RestError(ClinicalNERError):
@@ -73,8 +74,8 @@ class RestClient:
                 if attempt == 2:
                     raise
         try:
-            return response.status, json.loads(payload)
-        except ValueError:
+            return response.status, parse_untrusted_json(payload)
+        except UntrustedJSONError:
             raise RestError(
                 f"{method} {path}: HTTP {response.status} with a body that is not JSON",
                 response.status,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,22 +27,26 @@ from clinical_ner.serving.validation import (
     string_tensor,
 )
 from clinical_ner.serving.versions import Signature
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 
 def parse_json(body: bytes) -> Any:
-    """The request body as JSON, or INVALID_ARGUMENT naming the syntax error's offset."""
+    """The request body as JSON, or INVALID_ARGUMENT naming the syntax error's offset.
+
+    Also for what ``json.loads`` raises besides syntax errors (a value nested
+    too deeply, a number too long), as TF Serving answers 400 to those.
+    """
     try:
-        return json.loads(body.decode("utf-8"))
+        return parse_untrusted_json(body.decode("utf-8"))
     except UnicodeDecodeError as error:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"JSON Parse error: the body is not UTF-8 (byte offset {error.start})",
         ) from None
-    except json.JSONDecodeError as error:
-        # error.msg describes the syntax only; the document is not quoted.
+    except UntrustedJSONError as error:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"JSON Parse error: {error.msg} at offset: {error.pos}",
+            f"JSON Parse error: {error.located(' at offset: {pos}')}",
         ) from None
 
 
@@ -93,10 +96,8 @@ def json_kind(value: Any) -> str:
     return "an object"
 
 
-def _tensor(name: str, value: Any, leaf: Callable[[str, Any, list[int]], Any] = _leaf_bytes
-            ) -> tuple[list[int], list[Any]]:
-    """The shape and row-major values of a nested JSON list of strings (or of what ``leaf``
-    reads)."""
+def _shape(value: Any) -> list[int]:
+    """The shape of a nested JSON list, read along its first items."""
     dims = []
     probe = value
     while isinstance(probe, list):
@@ -104,6 +105,13 @@ def _tensor(name: str, value: Any, leaf: Callable[[str, Any, list[int]], Any] = 
         if not probe:
             break
         probe = probe[0]
+    return dims
+
+
+def _values(name: str, value: Any, dims: list[int],
+            leaf: Callable[[str, Any, list[int]], Any] = _leaf_bytes) -> list[Any]:
+    """The row-major values of a nested JSON list of shape ``dims``: strings, or what
+    ``leaf`` reads."""
     values: list[Any] = []
     padding = ' (pad token rows with "")' if leaf is _leaf_bytes else ""
 
@@ -122,7 +130,7 @@ def _tensor(name: str, value: Any, leaf: Callable[[str, Any, list[int]], Any] = 
             visit(child, position + [index])
 
     visit(value, [])
-    return dims, values
+    return values
 
 
 def _is_named(value: Any) -> bool:
@@ -131,13 +139,14 @@ def _is_named(value: Any) -> bool:
 
 
 def _read_tensor(limits: Limits, name: str, spec: Any, value: Any) -> np.ndarray:
-    if spec.dtype != tf.string:
-        dims, values = _tensor(name, value, _leaf_integer)
-        check_shape(name, spec, dims, limits)
-        return integer_tensor(name, spec, dims, values, limits)
-    dims, values = _tensor(name, value)
+    dims = _shape(value)
+    # The rank is checked first: visiting the values recurses once per level,
+    # and a value nested hundreds of levels deep must not exhaust the stack.
     check_shape(name, spec, dims, limits)
-    return string_tensor(name, dims, values, limits)
+    if spec.dtype != tf.string:
+        return integer_tensor(name, spec, dims, _values(name, value, dims, _leaf_integer),
+                              limits)
+    return string_tensor(name, dims, _values(name, value, dims), limits)
 
 
 def row_inputs(

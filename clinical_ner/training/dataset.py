@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.model.features import Featurizer
+from clinical_ner.model.tag_space import allowed_tag_mask
+from clinical_ner.text.tags import to_scheme
 from clinical_ner.model.network import NO_ASSERTION
 from clinical_ner.model.vocab import PAD, UNKNOWN_ID
 from clinical_ner.text.document import ASSERTION_CLASSES, ASSERTION_LABEL, Sentence
@@ -25,6 +27,22 @@ def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> 
                 f"{sentence.source}: tag(s) {', '.join(unknown)} are not among the model's tags"
             )
         encoded.append([index[tag] for tag in converted])
+    return encoded
+
+
+def encode_allowed_tags(sentences: Sequence[Sentence], open_labels: Sequence[Sequence[str]],
+                        tags: list[str], scheme: str) -> list[np.ndarray]:
+    """Each sentence's allowed-tag mask, bool ``[tokens, len(tags)]``.
+
+    ``open_labels[i]`` are the labels that sentence ``i``'s corpus does not
+    annotate completely (see :func:`clinical_ner.model.tag_space.allowed_tag_mask`).
+    """
+    encoded = []
+    for sentence, labels in zip(sentences, open_labels, strict=True):
+        try:
+            encoded.append(allowed_tag_mask(sentence.tags, tags, scheme, labels))
+        except ValueError as error:
+            raise ValueError(f"{sentence.source}: {error}") from None
     return encoded
 
 
@@ -84,9 +102,15 @@ def training_dataset(
     shuffle_seed: int | None,
     word_dropout: float,
     bucket_boundaries: Sequence[int],
+    allowed_tags: list[np.ndarray] | None = None,
     assertion_ids: list[list[int]] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
+
+    With ``allowed_tags`` (partly labelled data: one bool ``[tokens, K]``
+    mask per sentence, from :func:`encode_allowed_tags`) the tag ids become
+    ``{"tags": tag_ids, "allowed_tags": bool [batch, tokens, K]}`` (padding
+    steps allow nothing; the CRF never reads them).
 
     With ``assertion_ids`` (from :func:`encode_assertions`, for a model with
     an assertion output) the targets are ``(tag_ids, assertion_ids)``, the
@@ -111,6 +135,8 @@ def training_dataset(
     flat_tags = tf.constant([tag for tags in tag_ids for tag in tags], tf.int32)
     starts = tf.constant(starts)
     lengths = tf.constant(lengths, tf.int64)
+    flat_allowed = (None if allowed_tags is None
+                    else tf.constant(np.concatenate(allowed_tags, axis=0), tf.bool))
     with_assertions = assertion_ids is not None
     if with_assertions:
         flat_assertions = tf.constant([a for ids in assertion_ids for a in ids], tf.int32)
@@ -118,6 +144,8 @@ def training_dataset(
     def sentence(index):
         begin, size = starts[index], lengths[index]
         targets = flat_tags[begin:begin + size]
+        if flat_allowed is not None:
+            targets = {"tags": targets, "allowed_tags": flat_allowed[begin:begin + size]}
         if with_assertions:
             targets = (targets, flat_assertions[begin:begin + size])
         return flat_tokens[begin:begin + size], targets
@@ -127,14 +155,17 @@ def training_dataset(
         dataset = dataset.shuffle(len(sentences), seed=shuffle_seed,
                                   reshuffle_each_iteration=False)
     dataset = dataset.map(sentence)
+    tag_shape, tag_padding = (([None], 0) if flat_allowed is None else
+                              ({"tags": [None], "allowed_tags": [None, None]},
+                               {"tags": 0, "allowed_tags": False}))
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda words, _: tf.shape(words)[0],
         bucket_boundaries=list(bucket_boundaries),
         bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        padded_shapes=([None], ([None], [None]) if with_assertions else [None]),
+        padded_shapes=([None], (tag_shape, [None]) if with_assertions else tag_shape),
         # Tag id 0 (O) on padding; the CRF never reads it. No assertion
         # target on padding.
-        padding_values=(PAD, (0, NO_ASSERTION) if with_assertions else 0),
+        padding_values=(PAD, (tag_padding, NO_ASSERTION) if with_assertions else tag_padding),
     )
 
     base_seed = 0 if shuffle_seed is None else shuffle_seed

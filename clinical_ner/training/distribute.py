@@ -22,7 +22,6 @@ them. Run them only on a private network that nobody else can reach.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -37,6 +36,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from clinical_ner.errors import ConfigError, UnavailableError
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
 #: How long a worker waits for every other worker to start (``--connect-timeout``).
@@ -84,10 +84,9 @@ def parse_tf_config(text: str | None) -> ClusterTask:
         raise ConfigError("--distribute multi-worker needs the TF_CONFIG environment variable "
                           "(a JSON object with 'cluster' and 'task')")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"TF_CONFIG: not valid JSON ({error.msg} at line {error.lineno} "
-                          f"column {error.colno})") from None
+        value = parse_untrusted_json(text)
+    except UntrustedJSONError as error:
+        raise ConfigError(f"TF_CONFIG: not valid JSON ({error})") from None
     if not isinstance(value, dict):
         raise ConfigError("TF_CONFIG: expected a JSON object with 'cluster' and 'task'")
     cluster, task = value.get("cluster"), value.get("task")

@@ -90,7 +90,8 @@ class EpochTrainer:
         begin = tf.where(empty, 0, begin)
         end = tf.where(empty, 1, end)
         features = {name: value[begin:end] for name, value in features.items()}
-        # (targets: tag ids, or (tag ids, assertion ids) for a model with assertions)
+        # (targets: tag ids, or (tag ids, assertion ids) for a model with assertions;
+        # the tag ids may be a dict with allowed_tags for partly labelled data)
         targets = tf.nest.map_structure(lambda target: target[begin:end], targets)
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:

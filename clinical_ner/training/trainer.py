@@ -32,10 +32,14 @@ from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
+from clinical_ner.formats.corpora import CorpusSet
 from clinical_ner.artifacts.keras_model import MODEL_FILE
-from clinical_ner.evaluation.model_card import record_training
+from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.training.multi_corpus import (
+    TrainingCorpora, corpus_scores, read_dev_corpora, read_training_corpora, selection_scores,
+)
 from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.callbacks import (
     BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
@@ -55,7 +59,7 @@ class TrainingResult:
 
 
 def train(
-    train_path: str | Path | Sequence[str | Path],
+    train_path: str | Path | Sequence[str | Path] | None,
     output: str | Path,
     dev_path: str | Path | None = None,
     config: NERConfig | None = None,
@@ -69,6 +73,7 @@ def train(
     distribute: str | None = None,
     cpu_devices: int | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    corpora: CorpusSet | None = None,
     assertion_map: dict | None = None,
 ) -> TrainingResult:
     """Train a model and write its directory to ``output``.
@@ -87,24 +92,39 @@ def train(
     is the global batch, split across all replicas. ``assertion_map`` reads
     brat attributes as assertions (:mod:`clinical_ner.formats.brat`): data
     whose problems carry assertions trains the model's assertion output too.
+    ``corpora`` (from :func:`clinical_ner.formats.corpora.read_corpus_file`)
+    replaces ``train_path``, ``dev_path``, ``data_format`` and ``label_map``:
+    several corpora, each with its label map, coverage and weight, and the
+    dev corpora that choose the epoch (:mod:`clinical_ner.training.multi_corpus`).
     """
     emit = emit or (lambda message: print(message, file=sys.stderr, flush=True))
     output = Path(output)
     # Checked before joining a cluster; only the chief's --output must be new.
     config = _run_config(output, config, resume, init_from,
                          may_hold_model=distribute != "multi-worker" or _is_chief_by_environment())
+    if corpora is not None and (train_path or dev_path is not None or label_map is not None):
+        raise ConfigError("a corpus file replaces --train, --dev and --label-map")
+    # Checked before joining a cluster, like the reading of the data below.
+    training = read_training_corpora(corpora, skip_invalid, emit) if corpora else None
     distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
     if distribute not in (None, "none"):
         emit(f"training on {distribution.describe()}; global batch {config.batch_size}")
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
-                assertion_map=assertion_map, emit=emit)
-    train_sentences, train_labels = _read_training_data(train_path, **read)
     # Only the chief evaluates on dev (the others may not even have the file).
     dev_sentences = []
-    if dev_path is not None and distribution.is_chief:
-        dev_sentences = _read_dev_data(dev_path, train_labels, **read)
+    if training is not None:
+        train_sentences, train_labels = training.sentences, set(corpora.labels)
+        has_dev = bool(corpora.selection)
+        if distribution.is_chief:
+            dev_sentences = read_dev_corpora(corpora, skip_invalid, emit)
+    else:
+        read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
+                    assertion_map=assertion_map, emit=emit)
+        train_sentences, train_labels = _read_training_data(train_path, **read)
+        has_dev = dev_path is not None
+        if dev_path is not None and distribution.is_chief:
+            dev_sentences = _read_dev_data(dev_path, train_labels, **read)
 
     with distribution.output_dir(output) as directory:
         # (A resumed process other than the chief starts from an empty directory.)
@@ -120,15 +140,16 @@ def train(
                 config.save(directory)
                 vocab.save(directory)
         run = TrainingRun(model, state, directory)
-        selection = ModelSelection(config.patience, has_dev=dev_path is not None)
+        selection = ModelSelection(config.patience, has_dev=has_dev)
         callbacks = [selection, BestModelSaver(), CheckpointSaver(), TrainingLog(emit),
                      ProgressReport(emit)]
         epochs = EpochTrainer(model, distribution.strategy, config.clip_norm)
         featurizer = Featurizer(vocab.words, vocab.chars, config.max_word_length)
         train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
+        allowed_tags = (training.allowed_tags(vocab.tags, config.tag_scheme)
+                        if training is not None else None)
         train_assertions = (encode_assertions(train_sentences, vocab.assertions)
                             if vocab.assertions else None)
-        train_tokens = sum(len(s.tokens) for s in train_sentences)
         ner = KerasAnnotator(model, vocab, config)
         stopped_early = False
         for epoch in range(state.epoch, config.epochs):
@@ -140,12 +161,17 @@ def train(
             # resumed run uses exactly the rate it would have used.
             model.optimizer.learning_rate = config.learning_rate / (1 + config.lr_decay * epoch)
             reseed_dropout(model, config.seed, epoch)
-            dataset = training_dataset(train_sentences, train_tags, featurizer,
+            epoch_sentences, epoch_tags, epoch_allowed, epoch_assertions = _epoch_data(
+                training, config.seed, epoch, train_sentences, train_tags, allowed_tags,
+                train_assertions)
+            train_tokens = sum(len(s.tokens) for s in epoch_sentences)
+            dataset = training_dataset(epoch_sentences, epoch_tags, featurizer,
                                        config.batch_size, config.use_casing,
                                        shuffle_seed=config.seed + epoch,
                                        word_dropout=config.word_dropout,
                                        bucket_boundaries=config.bucket_boundaries,
-                                       assertion_ids=train_assertions)
+                                       allowed_tags=epoch_allowed,
+                                       assertion_ids=epoch_assertions)
             started = time.perf_counter()
             loss = _in_cluster(distribution, epoch, lambda: epochs.train_epoch(dataset, progress))
             train_seconds = time.perf_counter() - started
@@ -156,14 +182,22 @@ def train(
                 "train_seconds": round(train_seconds, 3),
                 "train_tokens_per_second": round(train_tokens / train_seconds, 1),
             }
-            if dev_path is not None:
+            if training is not None and has_dev:
+                entry.update(_in_cluster(distribution, epoch, lambda: _corpus_dev_scores(
+                    ner, corpora, dev_sentences, distribution)))
+            elif has_dev:
                 entry.update(_in_cluster(distribution, epoch,
                                          lambda: _dev_scores(ner, dev_sentences, distribution)))
             for callback in callbacks:
                 callback.on_epoch_end(run, entry)
         if stopped_early:
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
-        if distribution.is_chief:
+        if distribution.is_chief and corpora is not None:
+            best = [entry for entry in state.history if entry.get("best")]
+            record_corpus_set_training(output, corpora,
+                                       best[-1].get("dev_corpora", {}) if best else {},
+                                       skip_invalid)
+        elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
                             assertion_map)
         emit(f"best epoch {state.best_epoch}"
@@ -274,6 +308,34 @@ def _dev_scores(ner: KerasAnnotator, sentences: list[Sentence], distribution: Di
         entry.update({"dev_assertion_accuracy": scores[3], "dev_assertion_macro_f1": scores[4]})
     entry["dev_seconds"] = round(time.perf_counter() - started, 3)
     return entry
+
+
+def _epoch_data(training: TrainingCorpora | None, seed: int, epoch: int,
+                *per_sentence: list | None) -> tuple[list | None, ...]:
+    """The epoch's share of each per-sentence list (sentences, tag ids, allowed tags,
+    assertion ids; None stays None): all of it, or a corpus file's weighted draw."""
+    if training is None:
+        return per_sentence
+    chosen = training.epoch_indices(seed, epoch).tolist()
+    return tuple(None if values is None else [values[i] for i in chosen]
+                 for values in per_sentence)
+
+
+def _corpus_dev_scores(ner: KerasAnnotator, corpora: CorpusSet, dev: dict[str, list[Sentence]],
+                       distribution: Distribution) -> dict:
+    """Each dev corpus's scores and their weighted selection score, on every process."""
+    started = time.perf_counter()
+    names = [spec.name for spec in corpora.dev_corpora()]
+    flat = [0.0] * (3 * len(names))
+    if distribution.is_chief:
+        per_corpus = corpus_scores(ner, corpora, dev)
+        flat = [per_corpus[name][measure] for name in names
+                for measure in ("precision", "recall", "f1")]
+    flat = distribution.broadcast_from_chief(flat)
+    per_corpus = {name: dict(zip(("precision", "recall", "f1"), flat[3 * i:3 * i + 3]))
+                  for i, name in enumerate(names)}
+    return {**selection_scores(corpora, per_corpus), "dev_corpora": per_corpus,
+            "dev_seconds": round(time.perf_counter() - started, 3)}
 
 
 def _in_cluster(distribution: Distribution, epoch: int, work: Callable):

@@ -9,7 +9,6 @@ The counts only ever hold counts: errors name the file and line, never the text.
 from __future__ import annotations
 
 import collections
-import json
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import IO, Sequence
 
 from clinical_ner.errors import DataFormatError
 from clinical_ner.text.tokenizer import normalize_word, sentence_token_texts
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 from clinical_ner.vectors.extras import progress_bar
 from clinical_ner.vectors.inputs import LineBatch, line_batches
 
@@ -42,10 +42,10 @@ def _line_text(batch: LineBatch, number: int, raw: bytes) -> str:
     if not line.strip():
         return ""
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
+        record = parse_untrusted_json(line)
+    except UntrustedJSONError as error:
         raise DataFormatError(batch.path, number,
-                              f"not valid JSON (column {error.colno}: {error.msg})") from None
+                              f"not valid JSON ({error.located(' at column {colno}')})") from None
     text = record.get(batch.text_field) if isinstance(record, dict) else None
     if not isinstance(text, str):
         raise DataFormatError(batch.path, number,

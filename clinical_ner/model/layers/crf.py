@@ -208,6 +208,97 @@ def crf_log_likelihood(
     return score - log_norm
 
 
+def _allowed_log_sum(
+    potentials: tf.Tensor,
+    allowed_tags: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+) -> tf.Tensor:
+    """Log-sum-exp of the scores of the paths through ``allowed_tags``, ``[batch]``.
+
+    A forbidden tag's potential gets ``FORBIDDEN_SCORE``. The forward loop
+    takes a ``reduce_logsumexp`` over ``[batch, tags, tags]`` rather than the
+    matrix product of :func:`_log_sums_unmasked`: with forbidden scores that
+    product underflows to ``log(0) = -inf``, whose gradient is NaN, while
+    the log-sum-exp of finite scores has the softmax for gradient. Each row
+    keeps its sums of its last real step (no per-step output is needed).
+    """
+    allowed_tags = tf.cast(allowed_tags, tf.bool)
+    shape = tf.shape(potentials)
+    # _prepare may have added one dummy step; pad the mask alike (padding is allowed).
+    allowed_tags = tf.concat(
+        [allowed_tags,
+         tf.ones([shape[0], shape[1] - tf.shape(allowed_tags)[1], shape[2]], tf.bool)], axis=1)
+    masked_tm = _swap_batch_and_time(
+        tf.where(allowed_tags, potentials, potentials + FORBIDDEN_SCORE))
+    num_steps = tf.shape(masked_tm)[0]
+
+    def step(t, sums):
+        following = (tf.reduce_logsumexp(sums[:, :, tf.newaxis] + transitions, axis=1)
+                     + masked_tm[t])
+        return t + 1, tf.where((t < lengths)[:, tf.newaxis], following, sums)
+
+    _, sums = tf.while_loop(
+        lambda t, _: t < num_steps, step,
+        (tf.constant(1), start_transitions[tf.newaxis, :] + masked_tm[0]),
+    )
+    log_sum = tf.reduce_logsumexp(sums + end_transitions, axis=1)
+    return tf.where(lengths > 0, log_sum, tf.zeros_like(log_sum))
+
+
+def crf_partial_log_likelihood(
+    potentials: tf.Tensor,
+    allowed_tags: tf.Tensor,
+    lengths: tf.Tensor,
+    transitions: tf.Tensor,
+    start_transitions: tf.Tensor,
+    end_transitions: tf.Tensor,
+    transition_penalties: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+) -> tf.Tensor:
+    """Log-probability of the set of tag paths that ``allowed_tags`` allows, ``[batch]``.
+
+    ``allowed_tags`` is bool ``[batch, steps, num_tags]``: the tags each
+    token may take (padding steps may hold anything). The result is
+    ``log sum_{y allowed} exp(score(y)) - log Z``, the marginal likelihood
+    of partly labelled data (Greenberg et al., EMNLP 2018). The sum over
+    allowed paths also leaves out the paths that ``transition_penalties``
+    (added to transitions, start and end, as the CRF layer's decoding
+    masks) forbid; log Z is :func:`crf_log_norm`'s, unconstrained, as in
+    :func:`crf_log_likelihood`.
+
+    A row that allows exactly one tag at every real step is fully labelled:
+    its result is :func:`crf_log_likelihood` of that path, computed by the
+    same ops, so fully labelled data trains exactly as with tag ids, also in
+    a batch shared with partly labelled rows. A batch of fully labelled rows
+    skips the forward pass over allowed paths altogether.
+    """
+    potentials, lengths, mask, _ = _prepare(potentials, lengths)
+    transitions, start_transitions, end_transitions = _cast_parameters(
+        potentials.dtype, transitions, start_transitions, end_transitions
+    )
+    allowed_tags = tf.cast(allowed_tags, tf.bool)
+    allowed_counts = tf.reduce_sum(tf.cast(allowed_tags, tf.int32), axis=2)
+    real_counts = tf.where(mask[:, :tf.shape(allowed_counts)[1]], allowed_counts,
+                           tf.ones_like(allowed_counts))
+    single_path = tf.reduce_all(tf.equal(real_counts, 1), axis=1)
+    path = tf.argmax(allowed_tags, axis=2, output_type=tf.int32)
+    path_score = crf_sequence_score(
+        potentials, path, lengths, transitions, start_transitions, end_transitions)
+    log_norm = crf_log_norm(potentials, lengths, transitions, start_transitions, end_transitions)
+
+    def allowed_score():
+        penalties = transition_penalties or (0.0, 0.0, 0.0)
+        parameters = [parameter + tf.cast(penalty, potentials.dtype) for parameter, penalty
+                      in zip((transitions, start_transitions, end_transitions), penalties)]
+        log_sum = _allowed_log_sum(potentials, allowed_tags, lengths, *parameters)
+        return tf.where(single_path, path_score, log_sum)
+
+    numerator = tf.cond(tf.reduce_all(single_path), lambda: path_score, allowed_score)
+    return numerator - log_norm
+
+
 def crf_decode(
     potentials: tf.Tensor,
     lengths: tf.Tensor,
@@ -334,7 +425,9 @@ class CRF(keras.layers.Layer):
     The optional masks forbid transitions, first tags and last tags at
     decoding time by adding ``FORBIDDEN_SCORE`` to their scores, in the
     Viterbi path and in the marginals alike, so that the confidence matches
-    the decoded path. The training likelihood ignores them. The layer knows
+    the decoded path. The training likelihood ignores them, except in the sum
+    over the allowed paths of partly labelled data
+    (:meth:`partial_log_likelihood`). The layer knows
     tag ids only; :func:`clinical_ner.model.tag_space.transition_mask` makes the masks
     of a tag scheme.
 
@@ -426,6 +519,21 @@ class CRF(keras.layers.Layer):
         """Unconstrained log-probability of ``tags`` ``[batch, steps]``, ``[batch]``."""
         return crf_log_likelihood(
             tf.cast(potentials, self.variable_dtype), tags, lengths, *self._parameters()
+        )
+
+    def partial_log_likelihood(self, potentials, allowed_tags, lengths) -> tf.Tensor:
+        """Log-probability of the paths through ``allowed_tags`` ``[batch, steps, K]``, ``[batch]``.
+
+        See :func:`crf_partial_log_likelihood`; the sum over allowed paths
+        respects this layer's masks (transitions, start and end), which a
+        fully labelled path always does.
+        """
+        penalties = tuple(
+            _penalties(mask) for mask in
+            (self.allowed_transitions, self.allowed_start, self.allowed_end))
+        return crf_partial_log_likelihood(
+            tf.cast(potentials, self.variable_dtype), allowed_tags, lengths,
+            *self._parameters(), transition_penalties=penalties,
         )
 
     def decode(self, potentials, lengths) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,0 +1,276 @@
+"""One model from MACCROBAT + BC5CDR + NCBI-disease: does it beat MACCROBAT alone?
+
+    python -m benchmarks.multi_corpus                          # seeds 1 2 3, every run
+    python -m benchmarks.multi_corpus --seeds 1 --epochs 25 --patience 4
+    python -m benchmarks.multi_corpus --runs maccrobat marginal concat --seeds 2 3
+
+Runs (each ``clinical_ner.training.trainer.train`` with the default configuration and the GloVe
+50d vectors of the bundled model, the given seed, ``--epochs``/``--patience``):
+
+* ``maccrobat``: MACCROBAT train alone, epoch chosen on MACCROBAT dev;
+* ``concat``: MACCROBAT + BC5CDR (Disease -> problem, Chemical -> treatment) + NCBI
+  (Disease -> problem), every label declared *complete*: unlabelled types are ``O``
+  (plain concatenation, with the corpus weights below);
+* ``marginal``: the same corpora as in ``training/configs/public-corpora.toml``
+  (BC5CDR problem/treatment partial, test none; NCBI problem partial): marginal
+  likelihood over the allowed tags;
+* ``bc5cdr``, ``ncbi``: each corpus alone, native labels, epoch chosen on its own dev;
+* ``marginal-no-chemicals``: as ``marginal`` but BC5CDR's chemicals dropped
+  (``Chemical = ""``, treatment ``none``): are its chemicals treatments enough to help?
+* ``marginal-disjoint``: Greenberg et al.'s own setting: each corpus's mapped labels
+  *complete* (BC5CDR problem and treatment, NCBI problem), the others *none* (unknown): an
+  unmarked abstract token may be a test (or, in NCBI, a treatment) but not a problem.
+
+Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
+choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
+to save time). Every model is then scored: MACCROBAT dev exact micro F1 (all labels), BC5CDR
+test and NCBI dev exact F1 of diseases only (``problem`` for the joint models). NCBI dev chose
+the ``ncbi`` model's epoch, so that model's NCBI dev figure is slightly optimistic.
+
+Results go to ``benchmarks/results/multi_corpus.json`` after every run (a run already
+there for its seed is skipped, so an interrupted benchmark continues).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA = REPO_ROOT.parent / "shared" / "data"
+EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
+RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals",
+        "marginal-disjoint")
+JOINT_WEIGHT = 0.5
+
+# (corpus name, split path, label map, labels scored) of each score.
+SCORES = {
+    "maccrobat_dev": ("maccrobat/dev.conll", None, None),
+    "bc5cdr_test_disease": ("bc5cdr/test.conll", {"Disease": "problem"}, ["problem"]),
+    "ncbi_dev_disease": ("ncbi-disease/dev.conll", {"Disease": "problem"}, ["problem"]),
+}
+
+
+def corpus_file(folder: Path, partial: bool, chemicals: bool = True,
+                mapped: str = "partial") -> Path:
+    """The joint corpus file: ``partial`` coverages (marginal) or everything complete (concat).
+
+    ``mapped`` is the coverage of the labels a corpus maps onto when ``partial``.
+    """
+    chemical_target, treatment = ("treatment", mapped) if chemicals else ("", "none")
+    coverage = {
+        "bc5cdr": f'{{ problem = "{mapped}", treatment = "{treatment}", test = "none" }}'
+        if partial else '{ problem = "complete", treatment = "complete", test = "complete" }',
+        "ncbi": f'{{ problem = "{mapped}", test = "none", treatment = "none" }}' if partial
+        else '{ problem = "complete", test = "complete", treatment = "complete" }',
+    }
+    text = f'''labels = ["problem", "test", "treatment"]
+select = {{ maccrobat = 1.0 }}
+
+[[corpus]]
+name = "maccrobat"
+train = "{DATA / 'maccrobat/train.conll'}"
+dev = "{DATA / 'maccrobat/dev.conll'}"
+format = "conll"
+
+[[corpus]]
+name = "bc5cdr"
+train = "{DATA / 'bc5cdr/train.conll'}"
+format = "conll"
+weight = {JOINT_WEIGHT}
+label_map = {{ Disease = "problem", Chemical = "{chemical_target}" }}
+coverage = {coverage["bc5cdr"]}
+
+[[corpus]]
+name = "ncbi"
+train = "{DATA / 'ncbi-disease/train.conll'}"
+format = "conll"
+weight = {JOINT_WEIGHT}
+label_map = {{ Disease = "problem" }}
+coverage = {coverage["ncbi"]}
+'''
+    path = folder / (("marginal" if partial else "concat") + ("" if chemicals else
+                     "-no-chemicals") + ("" if mapped == "partial" else f"-{mapped}") + ".toml")
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def score(model_dir: Path, run: str) -> tuple[dict, dict]:
+    """Exact F1 per score name, and exact (precision, recall) per score name."""
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
+
+    ner = KerasAnnotator.load(model_dir)
+    native = run in ("bc5cdr", "ncbi")
+    results, precision_recall = {}, {}
+    for name, (split, label_map, labels) in SCORES.items():
+        if run == "maccrobat" and name != "maccrobat_dev":
+            continue
+        if native and name == "maccrobat_dev":
+            continue
+        if native and not name.startswith(run):
+            continue
+        if native:  # native Disease labels
+            label_map, labels = None, ["Disease"]
+        corpus = load_corpus(DATA / split, "conll", label_map=label_map)
+        micro = evaluate_sentences(ner, corpus_sentences(corpus), labels=labels)["exact"]["micro"]
+        results[name] = round(micro["f1"], 4)
+        precision_recall[name] = [round(micro["precision"], 4), round(micro["recall"], 4)]
+    return results, precision_recall
+
+
+def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> dict:
+    from clinical_ner.config import NERConfig
+    from clinical_ner.formats.corpora import read_corpus_file
+    from clinical_ner.training.trainer import train
+
+    config = NERConfig(embeddings=str(EMBEDDINGS), seed=seed, epochs=epochs, patience=patience)
+    output = work / f"{run}-seed{seed}"
+    shutil.rmtree(output, ignore_errors=True)
+    started = time.perf_counter()
+    quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
+                                                             flush=True))
+    if run.startswith("marginal") or run == "concat":
+        corpora = read_corpus_file(corpus_file(
+            work, partial=run != "concat", chemicals=run != "marginal-no-chemicals",
+            mapped="complete" if run == "marginal-disjoint" else "partial"))
+        result = train(None, output, config=config, corpora=corpora, **quiet)
+    else:
+        folder = {"maccrobat": "maccrobat", "bc5cdr": "bc5cdr", "ncbi": "ncbi-disease"}[run]
+        result = train(DATA / folder / "train.conll", output, dev_path=DATA / folder / "dev.conll",
+                       config=config, data_format="conll", **quiet)
+    seconds = time.perf_counter() - started
+    log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    scores, precision_recall = score(output, run)
+    return {
+        "run": run, "seed": seed, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_completed, "stopped_early": result.stopped_early,
+        "selection_dev_f1": round(result.best_dev_f1, 4),
+        "train_seconds": round(seconds, 1),
+        "median_train_tokens_per_second": statistics.median(
+            entry["train_tokens_per_second"] for entry in log[1:] or log),
+        "scores": scores,
+        "precision_recall": precision_recall,
+    }
+
+
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def summary(runs: list[dict]) -> dict:
+    """Mean and each seed's figure per run and score."""
+    table: dict = {}
+    for item in runs:
+        for name, value in item["scores"].items():
+            table.setdefault(item["run"], {}).setdefault(name, {})[str(item["seed"])] = value
+    for per_score in table.values():
+        for values in per_score.values():
+            values["mean"] = round(statistics.mean(
+                v for key, v in values.items() if key != "mean"), 4)
+    return table
+
+
+def markdown_table(results: dict) -> str:
+    """The README table: each run's scores per seed and their mean (``--table``)."""
+    table = results.get("summary", {})
+    names = {"maccrobat": "MACCROBAT alone", "concat": "joint, plain concatenation",
+             "marginal": "joint, marginal likelihood", "bc5cdr": "BC5CDR alone",
+             "ncbi": "NCBI-disease alone",
+             "marginal-no-chemicals": "joint, marginal, BC5CDR chemicals dropped",
+             "marginal-disjoint": "joint, marginal, mapped labels complete"}
+    lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
+             "best epoch (seeds) | train tokens/s (median) |", "|---|---|---|---|---|---|"]
+
+    def cell(run: str, score: str) -> str:
+        values = table.get(run, {}).get(score)
+        if not values:
+            return "–"
+        seeds = [f"{values[key]:.4f}" for key in sorted(values) if key != "mean"]
+        return (f"**{values['mean']:.4f}** ({', '.join(seeds)})" if len(seeds) > 1
+                else seeds[0])
+
+    for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "marginal-disjoint",
+                "bc5cdr", "ncbi"):
+        items = [item for item in results["runs"] if item["run"] == run]
+        if not items:
+            continue
+        epochs = ", ".join(f"{item['best_epoch']}/{item['epochs_run']}" for item in items)
+        speed = statistics.median(item["median_train_tokens_per_second"] for item in items)
+        lines.append(f"| {names[run]} | {cell(run, 'maccrobat_dev')} | "
+                     f"{cell(run, 'bc5cdr_test_disease')} | {cell(run, 'ncbi_dev_disease')} | "
+                     f"{epochs} | {speed:,.0f} |")
+    return "\n".join(lines)
+
+
+def precision_recall_table(results: dict) -> str:
+    """Exact precision / recall behind each F1, per run and seed (``--table``)."""
+    lines = ["| model | seed | MACCROBAT dev P / R | BC5CDR test disease P / R | "
+             "NCBI dev disease P / R |", "|---|---|---|---|---|"]
+    for item in sorted(results["runs"], key=lambda item: (RUNS.index(item["run"]), item["seed"])):
+        cells = []
+        for name in SCORES:
+            pair = item.get("precision_recall", {}).get(name)
+            cells.append(f"{pair[0]:.4f} / {pair[1]:.4f}" if pair else "–")
+        lines.append(f"| {item['run']} | {item['seed']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/multi-corpus-bench"))
+    parser.add_argument("--table", action="store_true",
+                        help="print the README table from the results file and exit")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the models kept in --work again (adds precision and recall "
+                             "to results recorded without them) and exit")
+    args = parser.parse_args()
+    if args.table:
+        results = json.loads(RESULTS.read_text())
+        print(markdown_table(results) + "\n\n" + precision_recall_table(results))
+        return
+    if args.rescore:
+        results = json.loads(RESULTS.read_text())
+        for item in results["runs"]:
+            if "precision_recall" not in item:
+                item["scores"], item["precision_recall"] = score(
+                    args.work / f"{item['run']}-seed{item['seed']}", item["run"])
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                    if line.startswith("model name")), "unknown")
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
+                    "command": "python -m benchmarks.multi_corpus " + " ".join(
+                        f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in vars(args).items()
+                        if key not in ("work", "table", "rescore"))})
+    for seed in args.seeds:
+        for run in args.runs:
+            if any(item["run"] == run and item["seed"] == seed for item in results["runs"]):
+                continue
+            load_before = load_average()
+            item = train_run(run, seed, args.epochs, args.patience, args.work)
+            item.update({"epochs_cap": args.epochs, "patience": args.patience,
+                         "load_average_before": load_before, "load_average_after": load_average(),
+                         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
+            results["runs"].append(item)
+            results["summary"] = summary(results["runs"])
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            print(json.dumps(item), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Training data from a corpus file: several corpora, their label maps, coverage and weights.
+
+:func:`read_training_corpora` reads every corpus of a
+:class:`~clinical_ner.formats.corpora.CorpusSet` into one
+:class:`TrainingCorpora`; the trainer asks it for each epoch's sentences
+(:meth:`TrainingCorpora.epoch_indices`, by the corpora's weights) and, when
+some corpus labels a type only in part, for each sentence's allowed tags
+(:meth:`TrainingCorpora.allowed_tags`), which make the loss the marginal
+likelihood of the tag paths that agree with what its corpus labelled
+(``docs/design/multi-corpus.md``). :func:`corpus_scores` scores each dev
+corpus on its own labels and :func:`selection_scores` weighs them into the
+score that chooses the epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import encode_allowed_tags
+from clinical_ner.errors import ClinicalNERError
+from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+from clinical_ner.formats.corpora import (
+    CorpusSet, check_corpus_labels, check_label_map, load_spec_corpus,
+)
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
+
+
+@dataclass
+class TrainingCorpora:
+    """The training sentences of every corpus, in file order, and which corpus each came from."""
+
+    corpus_set: CorpusSet
+    sentences: list[Sentence]
+    corpus_index: np.ndarray  # int [sentences]: position of each sentence's corpus
+
+    def epoch_indices(self, seed: int, epoch: int) -> np.ndarray:
+        """The sentences (indices) that epoch ``epoch`` trains on.
+
+        A corpus of ``n`` sentences and weight ``w`` contributes
+        ``round(w * n)`` of them: whole copies of the corpus for the integer
+        part of ``w``, then a sample drawn without replacement with a seed
+        of (``seed``, ``epoch``, corpus), so a resumed run draws the same.
+        With every weight 1 it is every sentence once, in file order (plain
+        concatenation; the training pipeline shuffles).
+        """
+        chosen = []
+        for position, spec in enumerate(self.corpus_set.corpora):
+            members = np.flatnonzero(self.corpus_index == position)
+            count = int(round(spec.weight * len(members)))
+            copies, rest = divmod(count, len(members))
+            rng = np.random.default_rng([seed, epoch, position])
+            sample = np.sort(rng.choice(members, size=rest, replace=False))
+            chosen.extend([members] * copies + [sample])
+        return np.concatenate(chosen)
+
+    def allowed_tags(self, tags: list[str], scheme: str) -> list[np.ndarray] | None:
+        """Each sentence's allowed-tag mask, or None when every corpus labels everything completely."""
+        if not self.corpus_set.is_partly_labelled():
+            return None
+        open_labels = [spec.open_labels() for spec in self.corpus_set.corpora]
+        return encode_allowed_tags(self.sentences,
+                                   [open_labels[i] for i in self.corpus_index], tags, scheme)
+
+
+def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
+                          emit: Callable[[str], None]) -> TrainingCorpora:
+    """Check the label maps against the training data, then read every corpus's training files."""
+    check_corpus_labels(corpus_set, dev=False)
+    sentences: list[Sentence] = []
+    corpus_index: list[int] = []
+    for position, spec in enumerate(corpus_set.corpora):
+        part = []
+        for path in spec.train:
+            corpus = load_spec_corpus(spec, path, skip_invalid)
+            report_skipped(corpus, str(path), emit)
+            part.extend(corpus_sentences(corpus))
+        if not part:
+            raise ClinicalNERError(f"{corpus_set.source}: corpus {spec.name}: no sentences to "
+                                   "train on")
+        sentences.extend(part)
+        corpus_index.extend([position] * len(part))
+        emit(f"corpus {spec.name}: {len(part)} sentences, weight {spec.weight:g}, "
+             + ", ".join(f"{label} {how}" for label, how in spec.coverage.items()))
+    return TrainingCorpora(corpus_set, sentences, np.array(corpus_index, np.int64))
+
+
+def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
+                     emit: Callable[[str], None]) -> dict[str, list[Sentence]]:
+    """Each dev corpus's sentences, by corpus name (its label map checked against it first)."""
+    dev = {}
+    for spec in corpus_set.dev_corpora():
+        check_label_map(corpus_set, spec, [spec.dev], spec.format)
+        corpus = load_spec_corpus(spec, spec.dev, skip_invalid)
+        report_skipped(corpus, str(spec.dev), emit)
+        dev[spec.name] = corpus_sentences(corpus)
+    return dev
+
+
+def corpus_scores(ner: KerasAnnotator, corpus_set: CorpusSet,
+                  dev: dict[str, list[Sentence]]) -> dict[str, dict]:
+    """Exact micro precision, recall and F1 on each dev corpus, over the labels it annotates."""
+    scores = {}
+    for name, sentences in dev.items():
+        labels = corpus_set.by_name(name).scored_labels()
+        micro = evaluate_sentences(ner, sentences, labels=labels)["exact"]["micro"]
+        scores[name] = {"precision": micro["precision"], "recall": micro["recall"],
+                        "f1": micro["f1"]}
+    return scores
+
+
+def selection_scores(corpus_set: CorpusSet, per_corpus: dict[str, dict]) -> dict[str, float]:
+    """``dev_precision``, ``dev_recall``, ``dev_f1``: the ``select`` weighted means of each."""
+    total = sum(corpus_set.selection.values())
+    return {f"dev_{measure}": sum(weight * per_corpus[name][measure]
+                                  for name, weight in corpus_set.selection.items()) / total
+            for measure in ("precision", "recall", "f1")}

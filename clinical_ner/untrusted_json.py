@@ -1,0 +1,76 @@
+"""Parsing JSON that comes from outside: every failure is one error type, never a traceback.
+
+``json.loads`` raises more than :class:`json.JSONDecodeError`: a value
+nested a few hundred levels deep raises :class:`RecursionError`, and an
+integer of more than 4300 digits a plain :class:`ValueError` (Python's
+limit on integer string conversion). Code that reads a REST body, a line of
+a JSON lines input or a file a user gave us calls :func:`parse_untrusted_json`
+and handles :class:`UntrustedJSONError` alone. Its message describes the
+problem, never the document, which may be clinical text.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+class UntrustedJSONError(ValueError):
+    """Text that is not JSON this process can read.
+
+    ``msg`` says what is wrong; ``pos`` (0-based character offset),
+    ``lineno`` and ``colno`` (1-based) say where, or are None when the
+    parser does not tell (too deep a nesting, too long a number).
+    """
+
+    def __init__(self, msg: str, pos: int | None = None, lineno: int | None = None,
+                 colno: int | None = None) -> None:
+        self.msg = msg
+        self.pos = pos
+        self.lineno = lineno
+        self.colno = colno
+        super().__init__(msg if pos is None else f"{msg} at line {lineno} column {colno}")
+
+    def located(self, where: str) -> str:
+        """``msg`` and ``where`` formatted with the position (``{pos}``, ``{lineno}``,
+        ``{colno}``) when it is known, else ``msg`` alone.
+
+        >>> UntrustedJSONError("Expecting value", 4, 1, 5).located(" at offset: {pos}")
+        'Expecting value at offset: 4'
+        >>> UntrustedJSONError("nested too deeply").located(" at offset: {pos}")
+        'nested too deeply'
+        """
+        if self.pos is None:
+            return self.msg
+        return self.msg + where.format(pos=self.pos, lineno=self.lineno, colno=self.colno)
+
+
+def parse_untrusted_json(text: str | bytes) -> Any:
+    """``json.loads(text)``, raising only :class:`UntrustedJSONError` for what it cannot read.
+
+    >>> parse_untrusted_json('{"id": 1}')
+    {'id': 1}
+    >>> try:
+    ...     parse_untrusted_json("[" * 100_000)
+    ... except UntrustedJSONError as error:
+    ...     print(error)
+    arrays or objects nested too deeply
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        # error.msg describes the syntax only; str(error) is the same, but the
+        # document it was given must never reach a message.
+        raise UntrustedJSONError(error.msg, error.pos, error.lineno, error.colno) from None
+    except RecursionError:
+        raise UntrustedJSONError(
+            "arrays or objects nested too deeply") from None
+    except UnicodeDecodeError as error:
+        # Only for bytes: json.loads guesses UTF-8, -16 or -32 and decodes.
+        raise UntrustedJSONError(f"not {error.encoding} text (byte offset {error.start})") \
+            from None
+    except ValueError as error:
+        if "digits" in str(error):  # Python's limit on integer string conversion
+            raise UntrustedJSONError(
+                f"a number has more than {sys.get_int_max_str_digits()} digits") from None
+        raise UntrustedJSONError(f"cannot be read ({type(error).__name__})") from None

@@ -1,0 +1,282 @@
+"""Training from several corpora that label different things (a corpus file, partial labels)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from clinical_ner.cli import main
+from clinical_ner.config import NERConfig
+from clinical_ner.text.document import Sentence
+from clinical_ner.training.dataset import encode_allowed_tags, encode_tags, training_dataset
+from clinical_ner.errors import ConfigError
+from clinical_ner.model.features import Featurizer
+from clinical_ner.formats import load_corpus
+from clinical_ner.formats.conll import write_conll
+from clinical_ner.formats.corpora import check_corpus_labels, read_corpus_file
+from clinical_ner.model.network import ClinicalNERModel
+from clinical_ner.training.multi_corpus import TrainingCorpora
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.model.tag_space import tag_inventory
+from clinical_ner.training.trainer import train
+from clinical_ner.model.vocab import Vocabulary
+
+from conftest import REPO_ROOT
+
+SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
+VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
+LABELS = ["problem", "test", "treatment"]
+
+
+def write_corpus_file(folder, corpora: str, top: str = "") -> object:
+    path = folder / "corpora.toml"
+    path.write_text(f'labels = ["problem", "test", "treatment"]\n{top}\n{corpora}',
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, shared_data):
+    """The sample (i2b2, complete) and 60 NCBI sentences (CoNLL, Disease partial)."""
+    folder = tmp_path_factory.mktemp("corpora")
+    ncbi = load_corpus(shared_data / "ncbi-disease" / "dev.conll")
+    ncbi.documents[0].sentences = ncbi.documents[0].sentences[:60]
+    write_conll(folder / "ncbi.conll", ncbi.documents)
+    write_corpus_file(folder, f'''select = {{ sample = 1.0 }}
+
+[[corpus]]
+name = "sample"
+train = "{SAMPLE / 'train'}"
+dev = "{SAMPLE / 'dev'}"
+
+[[corpus]]
+name = "ncbi"
+train = "ncbi.conll"
+dev = "ncbi.conll"
+weight = 0.5
+label_map = {{ Disease = "problem" }}
+coverage = {{ problem = "partial" }}
+''')
+    return folder
+
+
+# -- the corpus file ----------------------------------------------------------------------
+
+def test_corpus_file_defaults_and_open_labels(data):
+    corpora = read_corpus_file(data / "corpora.toml")
+    sample, ncbi = corpora.corpora
+    assert sample.coverage == dict.fromkeys(LABELS, "complete") and sample.open_labels() == []
+    assert ncbi.coverage == {"problem": "partial", "test": "none", "treatment": "none"}
+    assert ncbi.open_labels() == LABELS and ncbi.scored_labels() == ["problem"]
+    assert ncbi.train == [data / "ncbi.conll"]  # relative to the file
+    assert corpora.selection == {"sample": 1.0} and corpora.is_partly_labelled()
+    check_corpus_labels(corpora)
+
+
+@pytest.mark.parametrize("corpus, message", [
+    ('label_map = { Disease = "disease" }',
+     "corpus c: label_map maps Disease onto disease, which is not one of the model's labels"),
+    ('coverage = { problem = "some" }', "corpus c: coverage of problem must be one of"),
+    ('coverage = { finding = "partial" }', "corpus c: coverage names label finding"),
+    ('label_map = { Disease = "problem" }\ncoverage = { problem = "none" }',
+     "corpus c: label_map maps onto problem but its coverage is none"),
+    ("weight = 0", "corpus c: weight must be a number > 0"),
+    ("path = 'x'", "corpus c: unknown key(s) path"),
+])
+def test_corpus_file_mistakes_name_the_file_the_corpus_and_the_label(tmp_path, corpus, message):
+    path = write_corpus_file(tmp_path, f'[[corpus]]\nname = "c"\ntrain = "x.conll"\n{corpus}\n')
+    with pytest.raises(ConfigError) as error:
+        read_corpus_file(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_a_label_no_corpus_annotates_and_a_select_without_dev_are_errors(tmp_path):
+    only_problem = ('[[corpus]]\nname = "c"\ntrain = "x.conll"\nlabel_map = { Disease = '
+                    '"problem" }\n')
+    with pytest.raises(ConfigError, match="no corpus annotates label test"):
+        read_corpus_file(write_corpus_file(tmp_path, only_problem))
+    complete = '[[corpus]]\nname = "c"\ntrain = "x.conll"\n'
+    with pytest.raises(ConfigError, match="select names 'c', which is not a corpus with a dev"):
+        read_corpus_file(write_corpus_file(tmp_path, complete, "select = { c = 1.0 }"))
+
+
+def test_label_maps_are_checked_against_the_data(data, tmp_path):
+    text = (data / "corpora.toml").read_text().replace("Disease =", "Diseases =")
+    (tmp_path / "corpora.toml").write_text(text.replace('"ncbi.conll"',
+                                                        f'"{data / "ncbi.conll"}"'))
+    with pytest.raises(ConfigError, match="corpus ncbi: label_map names label Diseases, which "
+                                          "the corpus does not have \\(it has Disease\\)"):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+    # Every label of the corpus must be mapped (or dropped explicitly).
+    (tmp_path / "corpora.toml").write_text(
+        text.replace('"ncbi.conll"', f'"{data / "ncbi.conll"}"').replace(
+            'Diseases = "problem"', 'Disease = "problem", Gene = "treatment"'))
+    with pytest.raises(ConfigError, match="label_map names label Gene"):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+    two_labels = tmp_path / "two.conll"
+    two_labels.write_text("BRCA1\tB-Gene\ncancer\tB-Disease\n\n", encoding="utf-8")
+    (tmp_path / "corpora.toml").write_text(
+        text.replace('"ncbi.conll"', f'"{two_labels}"').replace("Diseases =", "Disease ="))
+    with pytest.raises(ConfigError, match='corpus ncbi: label Gene is not in its label_map; '
+                                          'map it, or drop it with Gene = ""'):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+    # Without a map, the corpus's own labels must be the model's.
+    unmapped = text.replace('label_map = { Diseases = "problem" }\n', "")
+    (tmp_path / "corpora.toml").write_text(unmapped.replace('"ncbi.conll"',
+                                                            f'"{data / "ncbi.conll"}"'))
+    with pytest.raises(ConfigError, match="corpus ncbi: label Disease is not one of the model"):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+
+
+def test_cli_mapping_errors_exit_2_with_one_line_before_training(data, tmp_path, capsys):
+    text = (data / "corpora.toml").read_text().replace("Disease =", "Diseases =")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('"ncbi.conll"', f'"{data / "ncbi.conll"}"'))
+    code = main(["train", "--corpus", str(bad), "--output", str(tmp_path / "never")])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in error
+    assert "corpus ncbi: label_map names label Diseases" in error
+    assert not (tmp_path / "never").exists()
+    assert main(["train", "--corpus", str(bad), "--train", "x.conll", "--output",
+                 str(tmp_path / "never")]) == 2
+    assert "--corpus replaces --train" in capsys.readouterr().err
+    assert main(["train", "--output", str(tmp_path / "never")]) == 2
+    assert "--train DATA (repeatable) or --corpus FILE" in capsys.readouterr().err
+
+
+# -- sampling and the loss ---------------------------------------------------------------------
+
+def test_epoch_draws_follow_the_weights_and_repeat_per_seed_and_epoch(data):
+    corpora = read_corpus_file(data / "corpora.toml")
+    index = np.array([0] * 10 + [1] * 6)
+    training = TrainingCorpora(corpora, [], index)
+    first = training.epoch_indices(seed=3, epoch=0)
+    assert first[:10].tolist() == list(range(10))  # weight 1: every sentence once
+    assert len(first) == 13 and set(first[10:]) <= set(range(10, 16))  # 0.5 of 6
+    np.testing.assert_array_equal(first, training.epoch_indices(seed=3, epoch=0))
+    assert any(not np.array_equal(first, training.epoch_indices(seed=3, epoch=epoch))
+               for epoch in range(1, 6))
+    corpora.corpora[1].weight = 1.5
+    drawn = training.epoch_indices(seed=3, epoch=0)[10:]
+    assert len(drawn) == 9 and set(drawn[:6]) == set(range(10, 16))
+    corpora.corpora[1].weight = 1.0
+    np.testing.assert_array_equal(training.epoch_indices(seed=3, epoch=4), np.arange(16))
+
+
+def test_fully_labelled_sentences_train_as_today_in_a_batch_with_partly_labelled_ones():
+    tags = tag_inventory(LABELS, "bioes")
+    sentences = [
+        Sentence(["Fever", "and", "CT", "scan", "done"],
+                 ["B-problem", "O", "B-test", "I-test", "O"]),
+        Sentence(["aspirin", "given"], ["B-treatment", "O"]),
+        Sentence(["chest", "pain", "with", "rash"], ["B-problem", "I-problem", "O", "O"]),
+        Sentence(["no", "cough"], ["O", "B-problem"]),
+    ]
+    open_labels = [[], [], LABELS, ["test"]]  # two complete, two partly labelled
+    vocab = Vocabulary(words=["", "<unk>"] + [w.lower() for s in sentences for w in s.tokens],
+                       chars=["", "<unk>"] + sorted({c for s in sentences for w in s.tokens
+                                                     for c in w}), tags=tags)
+    settings = NERConfig(word_dim=4, char_dim=4, char_filters=4, lstm_units=4, casing_dim=2)
+    tf.keras.utils.set_random_seed(1)
+    model = ClinicalNERModel.from_settings(settings, vocab)
+    featurizer = Featurizer(vocab.words, vocab.chars, settings.max_word_length)
+    tag_ids = encode_tags(sentences, tags, "bioes")
+    allowed = encode_allowed_tags(sentences, open_labels, tags, "bioes")
+    arguments = dict(featurizer=featurizer, batch_size=4, use_casing=True, shuffle_seed=None,
+                     word_dropout=0.0, bucket_boundaries=[100])
+    features, targets = next(iter(training_dataset(sentences, tag_ids, allowed_tags=allowed,
+                                                   **arguments)))
+    _, plain_targets = next(iter(training_dataset(sentences, tag_ids, **arguments)))
+    emissions = model(features, training=False)
+    lengths = model.sequence_lengths(features)
+    partial = model.crf.partial_log_likelihood(emissions, targets["allowed_tags"], lengths)
+    today = model.crf.log_likelihood(emissions, plain_targets, lengths)
+    np.testing.assert_array_equal(partial.numpy()[:2], today.numpy()[:2])
+    assert (partial.numpy()[2:] > today.numpy()[2:]).all()
+    # A batch of completely labelled sentences: the same loss as tag ids.
+    complete = encode_allowed_tags(sentences, [[]] * 4, tags, "bioes")
+    features, targets = next(iter(training_dataset(sentences, tag_ids, allowed_tags=complete,
+                                                   **arguments)))
+    emissions = model(features, training=False)
+    assert float(model.compute_loss(features, targets, emissions)) \
+        == float(model.compute_loss(features, plain_targets, emissions))
+
+
+# -- end to end (slow) ----------------------------------------------------------------------
+
+def tiny(**changes) -> NERConfig:
+    values = dict(embeddings=str(VECTORS), char_dim=8, char_filters=8, lstm_units=8,
+                  batch_size=16, seed=7, epochs=2, patience=2)
+    return NERConfig(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def joint(data, tmp_path_factory):
+    output = tmp_path_factory.mktemp("joint") / "model"
+    messages = []
+    result = train(None, output, config=tiny(), corpora=read_corpus_file(data / "corpora.toml"),
+                   progress=False, emit=messages.append)
+    return output, result, messages
+
+
+@pytest.mark.slow
+def test_training_from_a_corpus_file_logs_and_records_each_corpus(joint):
+    output, result, messages = joint
+    assert result.epochs_completed == 2
+    log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    for entry in log:
+        assert set(entry["dev_corpora"]) == {"sample", "ncbi"}
+        assert entry["dev_f1"] == entry["dev_corpora"]["sample"]["f1"]  # select = sample
+    assert any("(sample F1 " in message and "ncbi F1 " in message for message in messages)
+    card = (output / "MODEL_CARD.md").read_text()
+    assert "| ncbi | 0.5 | problem partial, test none, treatment none | Disease -> problem |" \
+        in card
+    assert KerasAnnotator.load(output).vocab.tags == tag_inventory(LABELS, "bioes")
+
+
+@pytest.mark.slow
+def test_resume_and_init_from_work_with_a_corpus_file(data, joint, tmp_path):
+    corpora = read_corpus_file(data / "corpora.toml")
+    straight, _, _ = joint
+    interrupted = tmp_path / "interrupted"
+    train(None, interrupted, config=tiny(epochs=1), corpora=corpora, progress=False,
+          emit=lambda m: None)
+    result = train(None, interrupted, config=tiny(epochs=2), corpora=corpora, resume=True,
+                   progress=False, emit=lambda m: None)
+    assert result.epochs_completed == 2
+    for a, b in zip(KerasAnnotator.load(straight).model.get_weights(),
+                    KerasAnnotator.load(interrupted).model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    tuned = train(None, tmp_path / "tuned", config=NERConfig.load(straight).replace(epochs=1),
+                  corpora=corpora, init_from=straight, progress=False, emit=lambda m: None)
+    assert tuned.epochs_completed == 1
+
+
+@pytest.mark.slow
+def test_mirrored_training_and_evaluate_with_a_corpus(data, joint, tmp_path, capsys):
+    (tmp_path / "tiny.json").write_text(json.dumps({k: v for k, v in tiny(epochs=1).to_dict()
+                                                    .items() if k != "bucket_boundaries"}))
+    run = subprocess.run(
+        [sys.executable, "-m", "clinical_ner.cli", "train", "--corpus", str(data / "corpora.toml"),
+         "--output", str(tmp_path / "mirrored"), "--config", str(tmp_path / "tiny.json"),
+         "--distribute", "mirrored", "--cpu-devices", "2", "--quiet"],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True,
+        timeout=600, cwd=REPO_ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "mirrored over 2 devices" in run.stderr and "ncbi F1" in run.stderr
+    output, _, _ = joint
+    # Only the corpus's labels count: problem alone on NCBI.
+    assert main(["evaluate", str(output), "--data", str(data / "ncbi.conll"), "--corpus",
+                 str(data / "corpora.toml"), "--corpus-name", "ncbi"]) == 0
+    report = capsys.readouterr().out
+    assert "problem" in report and "test" not in report and "treatment" not in report
+    assert main(["evaluate", str(output), "--data", str(data / "ncbi.conll"),
+                 "--label-map", "Disease=disease"]) == 2
+    assert "--label-map maps onto label disease, which the model does not know" \
+        in capsys.readouterr().err
