@@ -7,7 +7,10 @@ import pytest
 # Before helpers imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from helpers import SHARED_DATA, export_toy, train_sample_model  # noqa: E402
+from helpers import (  # noqa: E402
+    SHARED_DATA, export_toy, negation_sentences, tiny_assertion_config, train_sample_model,
+    write_i2b2,
+)
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +72,26 @@ def trained_litert_export(trained_model, tmp_path_factory) -> Path:
 def maccrobat_dev_notes(shared_data) -> list[Path]:
     """The shared MACCROBAT dev documents (24 notes), sorted by name."""
     return sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))
+
+
+# The tiny negation model ("No X was seen ." absent, "She has X ..." present,
+# "Possible X ." possible), trained once for the session: test_assertions and
+# test_assertion_serving both use it.
+@pytest.fixture(scope="session")
+def negation_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("negation")
+    return (write_i2b2(root / "train", negation_sentences(160, seed=1)),
+            write_i2b2(root / "dev", negation_sentences(40, seed=2)))
+
+
+@pytest.fixture(scope="session")
+def negation_model(negation_data, tmp_path_factory):
+    # No dev data: the tags are learnt in an epoch or two, and a dev F1 of
+    # 1.0 that early would choose an epoch before the assertions are learnt.
+    train_dir, _ = negation_data
+    output = tmp_path_factory.mktemp("model") / "negation"
+    messages = []
+    from clinical_ner.training.trainer import train
+
+    train(train_dir, output, config=tiny_assertion_config(), progress=False, emit=messages.append)
+    return output, messages

@@ -20,8 +20,12 @@ everywhere: its confidences are constants that float32 holds exactly
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import sys
 import math
+import random
 import shutil
 import subprocess
 import threading
@@ -35,6 +39,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from clinical_ner.config import NERConfig
 from clinical_ner.export import signatures as sig
 from clinical_ner.export.saved_model import export_saved_model
 from clinical_ner.text.document import Entity
@@ -406,7 +411,6 @@ NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin for che
 
 def train_sample_model(output: Path, dev: bool = True, **settings: Any) -> Path:
     """A small model trained quietly on the bundled sample (with ``dev``, dev chooses the epoch)."""
-    from clinical_ner.config import NERConfig
     from clinical_ner.training.trainer import train
 
     config = NERConfig(embeddings=str(SAMPLE_VECTORS), **settings)
@@ -464,7 +468,6 @@ TEXTS = [
 
 def tiny_model(scheme: str) -> tuple[Any, Any]:
     """``(ClinicalNERModel, Vocabulary)``: a tiny untrained network over :data:`TEXTS`' words."""
-    from clinical_ner.config import NERConfig
     from clinical_ner.model.network import ClinicalNERModel
     from clinical_ner.model.vocab import Vocabulary
     from clinical_ner.model.tag_space import tag_inventory
@@ -480,3 +483,78 @@ def tiny_model(scheme: str) -> tuple[Any, Any]:
     rng = np.random.default_rng(1)
     model.set_weights([rng.normal(0, 1.5, w.shape).astype("float32") for w in model.get_weights()])
     return model, vocab
+
+
+# ---------------------------------------------------------------- assertion data
+
+FINDINGS = ["fever", "cough", "rash", "nausea", "pneumonia", "headache", "edema", "wheezing"]
+TESTS = ["x-ray", "ultrasound", "biopsy"]
+
+
+def write_i2b2(folder, sentences):
+    """A one-document i2b2 corpus; ``sentences`` are (tokens, [(first, last, label, assertion)])."""
+    for sub in ("txt", "concept", "ast"):
+        (folder / sub).mkdir(parents=True)
+    con_lines, ast_lines = [], []
+    for line, (tokens, concepts) in enumerate(sentences, start=1):
+        for first, last, label, assertion in concepts:
+            text = " ".join(tokens[first:last + 1]).lower()
+            con = f'c="{text}" {line}:{first} {line}:{last}||t="{label}"'
+            con_lines.append(con)
+            if assertion is not None:
+                ast_lines.append(f'{con}||a="{assertion}"')
+    (folder / "txt" / "note.txt").write_text("\n".join(" ".join(t) for t, _ in sentences) + "\n")
+    (folder / "concept" / "note.con").write_text("\n".join(con_lines) + "\n")
+    (folder / "ast" / "note.ast").write_text("\n".join(ast_lines) + "\n")
+    return folder
+
+
+def negation_sentences(count, seed):
+    """"No X ." is absent, "She has X ." present, "Possible X ." possible; tests carry none."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        finding, test = rng.choice(FINDINGS), rng.choice(TESTS)
+        kind = rng.random()
+        if kind < 0.4:
+            tokens, assertion = ["No", finding, "was", "seen", "."], "absent"
+            first = 1
+        elif kind < 0.8:
+            tokens, assertion = ["She", "has", finding, "on", "the", test, "."], "present"
+            first = 2
+        else:
+            tokens, assertion = ["Possible", finding, "."], "possible"
+            first = 1
+        concepts = [(first, first, "problem", assertion)]
+        if test in tokens:
+            concepts.append((tokens.index(test), tokens.index(test), "test", None))
+        sentences.append((tokens, concepts))
+    return sentences
+
+
+def tiny_assertion_config(**changes):
+    values = dict(word_dim=16, char_dim=8, char_filters=16, lstm_units=16, casing_dim=4,
+                  epochs=12, batch_size=8, seed=3, patience=20, dropout=0.1, word_dropout=0.0,
+                  learning_rate=0.01, min_word_count=1)
+    values.update(changes)
+    return NERConfig(**values)
+
+
+@contextlib.contextmanager
+def spark_session():
+    """A ``local[2]`` session for tests (test_spark and test_assertion_serving)."""
+    from pyspark.sql import SparkSession
+
+    # Workers must run this interpreter (the system python3 lacks pyarrow);
+    # no network beyond the loopback.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    session = (SparkSession.builder.master("local[2]").appName("clinical-ner-test")
+               .config("spark.pyspark.python", sys.executable)
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()

@@ -1,6 +1,6 @@
 """A model with assertions gives the same assertions everywhere an entity goes.
 
-The tiny negation model of ``test_assertions`` ("No X was seen ." is absent,
+The tiny negation model (``conftest.negation_model``) ("No X was seen ." is absent,
 "She has X ..." present, "Possible X ." possible; trained once for the
 module) is exported as a SavedModel and for LiteRT. Served by ``clinical-ner
 serve`` (gRPC and REST), run by ``clinical-ner batch`` (Beam) and Spark, and
@@ -27,10 +27,7 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.serving.server import ModelServer
 from clinical_ner.text.document import Entity
-from helpers import CONFIDENCE_TOLERANCE
-
-# negation_model: the module-scoped fixture that trains the tiny negation model.
-from test_assertions import negation_model, negation_data  # noqa: F401
+from helpers import CONFIDENCE_TOLERANCE, spark_session
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +181,6 @@ def test_beam_results_carry_predicts_assertions(export_base, expected, tmp_path)
 def test_spark_struct_carries_predicts_assertions(export_base, expected):
     pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
     from clinical_ner.batch.spark import annotate
-    from test_spark import spark_session
 
     with spark_session() as spark:
         notes = spark.createDataFrame([(str(i), text) for i, text in enumerate(NOTES)],

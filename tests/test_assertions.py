@@ -1,7 +1,6 @@
 """Assertion status from the same model: data, training, the inference graph, evaluation."""
 import collections
 import json
-import random
 from pathlib import Path
 
 import keras
@@ -22,77 +21,7 @@ from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
-
-FINDINGS = ["fever", "cough", "rash", "nausea", "pneumonia", "headache", "edema", "wheezing"]
-TESTS = ["x-ray", "ultrasound", "biopsy"]
-
-
-def write_i2b2(folder, sentences):
-    """A one-document i2b2 corpus; ``sentences`` are (tokens, [(first, last, label, assertion)])."""
-    for sub in ("txt", "concept", "ast"):
-        (folder / sub).mkdir(parents=True)
-    con_lines, ast_lines = [], []
-    for line, (tokens, concepts) in enumerate(sentences, start=1):
-        for first, last, label, assertion in concepts:
-            text = " ".join(tokens[first:last + 1]).lower()
-            con = f'c="{text}" {line}:{first} {line}:{last}||t="{label}"'
-            con_lines.append(con)
-            if assertion is not None:
-                ast_lines.append(f'{con}||a="{assertion}"')
-    (folder / "txt" / "note.txt").write_text("\n".join(" ".join(t) for t, _ in sentences) + "\n")
-    (folder / "concept" / "note.con").write_text("\n".join(con_lines) + "\n")
-    (folder / "ast" / "note.ast").write_text("\n".join(ast_lines) + "\n")
-    return folder
-
-
-def negation_sentences(count, seed):
-    """"No X ." is absent, "She has X ." present, "Possible X ." possible; tests carry none."""
-    rng = random.Random(seed)
-    sentences = []
-    for _ in range(count):
-        finding, test = rng.choice(FINDINGS), rng.choice(TESTS)
-        kind = rng.random()
-        if kind < 0.4:
-            tokens, assertion = ["No", finding, "was", "seen", "."], "absent"
-            first = 1
-        elif kind < 0.8:
-            tokens, assertion = ["She", "has", finding, "on", "the", test, "."], "present"
-            first = 2
-        else:
-            tokens, assertion = ["Possible", finding, "."], "possible"
-            first = 1
-        concepts = [(first, first, "problem", assertion)]
-        if test in tokens:
-            concepts.append((tokens.index(test), tokens.index(test), "test", None))
-        sentences.append((tokens, concepts))
-    return sentences
-
-
-def tiny_config(**changes):
-    values = dict(word_dim=16, char_dim=8, char_filters=16, lstm_units=16, casing_dim=4,
-                  epochs=12, batch_size=8, seed=3, patience=20, dropout=0.1, word_dropout=0.0,
-                  learning_rate=0.01, min_word_count=1)
-    values.update(changes)
-    return NERConfig(**values)
-
-
-@pytest.fixture(scope="module")
-def negation_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("negation")
-    return (write_i2b2(root / "train", negation_sentences(160, seed=1)),
-            write_i2b2(root / "dev", negation_sentences(40, seed=2)))
-
-
-@pytest.fixture(scope="module")
-def negation_model(negation_data, tmp_path_factory):
-    # No dev data: the tags are learnt in an epoch or two, and a dev F1 of
-    # 1.0 that early would choose an epoch before the assertions are learnt.
-    train_dir, _ = negation_data
-    output = tmp_path_factory.mktemp("model") / "negation"
-    messages = []
-    train(train_dir, output, config=tiny_config(), progress=False, emit=messages.append)
-    return output, messages
-
+from helpers import negation_sentences, tiny_assertion_config, write_i2b2
 
 # ---------------------------------------------------------------- data -> targets
 
@@ -182,7 +111,7 @@ def test_data_without_assertions_trains_exactly_as_before(tmp_path):
                 for tokens, concepts in sentences]
     data = write_i2b2(tmp_path / "plain", stripped)
     (data / "ast" / "note.ast").unlink()
-    config = tiny_config(epochs=2)
+    config = tiny_assertion_config(epochs=2)
     train(data, tmp_path / "a", config=config, progress=False, emit=lambda _: None)
     train(data, tmp_path / "b", config=config, progress=False, emit=lambda _: None)
     vocab = json.loads((tmp_path / "a" / "vocab.json").read_text())
@@ -405,7 +334,7 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
 @pytest.mark.slow
 def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_path):
     train_dir, dev_dir = negation_data
-    config = tiny_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4)
+    config = tiny_assertion_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4)
     quiet = dict(progress=False, emit=lambda _: None)
     train(train_dir, tmp_path / "whole", dev_path=dev_dir, config=config, **quiet)
     train(train_dir, tmp_path / "parts", dev_path=dev_dir, config=config.replace(epochs=2),

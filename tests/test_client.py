@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import numpy as np

@@ -26,7 +26,7 @@ from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
 
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
 VECTORS = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"

@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 

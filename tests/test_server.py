@@ -31,7 +31,6 @@ from tensorflow_serving.apis import (
 
 from clinical_ner.export import signatures as sig
 from clinical_ner.errors import ConfigError
-from clinical_ner.export.saved_model import export_saved_model
 from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from helpers import (

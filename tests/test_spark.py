@@ -4,7 +4,6 @@ Needs the [spark] extra and Java 17 or 21 (CI installs both).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -12,7 +11,6 @@ import sys
 import textwrap
 import warnings
 
-import numpy as np
 import pytest
 
 pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
@@ -20,7 +18,7 @@ pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
-from helpers import REPO_ROOT, assert_same_documents, assert_same_entities  # noqa: E402
+from helpers import REPO_ROOT, assert_same_documents, assert_same_entities, spark_session  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -32,26 +30,6 @@ def predicted_entities(model_dir, notes, tmp_path) -> dict[str, list]:
                      "--output", str(predicted)]) == 0
     return {note.stem: json.loads(line)["entities"] for note, line in
             zip(notes, predicted.read_text(encoding="utf-8").splitlines())}
-
-
-@contextlib.contextmanager
-def spark_session():
-    """A ``local[2]`` session for tests (also used by ``test_assertion_serving``)."""
-    from pyspark.sql import SparkSession
-
-    # Workers must run this interpreter (the system python3 lacks pyarrow);
-    # no network beyond the loopback.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    session = (SparkSession.builder.master("local[2]").appName("clinical-ner-test")
-               .config("spark.pyspark.python", sys.executable)
-               .config("spark.ui.enabled", "false")
-               .config("spark.sql.shuffle.partitions", "2")
-               .getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        yield session
-    finally:
-        session.stop()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from clinical_ner.text.tags import to_scheme
 from clinical_ner.model.network import NO_ASSERTION
 from clinical_ner.model.vocab import PAD, UNKNOWN_ID
 from clinical_ner.text.document import ASSERTION_CLASSES, ASSERTION_LABEL, Sentence
-from clinical_ner.text.tags import to_scheme
 
 
 def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> list[list[int]]:
