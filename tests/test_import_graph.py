@@ -20,7 +20,7 @@ PACKAGE = PACKAGE_DIR.name
 # name is a folder or module under the package; the longest that contains
 # a module gives its layer. Keep in step with docs/design/layout.md.
 LAYERS = [
-    {"errors", "version", "quiet", "artifacts", "pretrained"},
+    {"errors", "version", "quiet", "untrusted_json", "artifacts", "pretrained"},
     {"text", "config"},
     {"model", "vectors", "export.signatures", "export.saved_model"},
     {"formats"},
