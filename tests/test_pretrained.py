@@ -125,8 +125,9 @@ class Marks(HTMLParser):
         self.marks = []
 
     def handle_starttag(self, tag, attrs):
-        if tag == "mark":
-            attrs = dict(attrs)
+        attrs = dict(attrs)
+        # Entities only: the assertion legend's marks carry no offsets.
+        if tag == "mark" and "entity" in attrs.get("class", "").split():
             self.marks.append((int(attrs["data-start"]), int(attrs["data-end"]),
                                attrs["data-label"]))
 
