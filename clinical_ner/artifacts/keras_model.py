@@ -5,6 +5,8 @@ import os
 
 #: The Keras model file; a folder holding it is a model directory.
 MODEL_FILE = "model.keras"
+#: The trainer's resumable state (``--resume``); not needed to annotate.
+CHECKPOINT_DIR = "checkpoint"
 
 
 def is_model_directory(path: str | os.PathLike) -> bool:

@@ -38,7 +38,8 @@ from spacy.util import filter_spans, minibatch
 
 from clinical_ner.version import __version__
 from clinical_ner.artifacts.litert import is_litert_export
-from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError
+from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
+from clinical_ner.errors import ClinicalNERError, ModelError, check_integer
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.pretrained import (
     DEFAULT_MODEL,
@@ -58,10 +59,6 @@ MANIFEST_FILE = "clinical_ner.json"
 MANIFEST_FORMAT = "clinical-ner-spacy"
 MANIFEST_VERSION = 1
 MODEL_COPY = "model"
-# The trainer's resumable state inside a model directory
-# (clinical_ner.training.checkpoints.CHECKPOINT_DIR, repeated so that saving a LiteRT
-# pipeline does not import Keras): not needed to annotate, so not copied.
-_CHECKPOINT_DIR = "checkpoint"
 # Docs per annotate call when pipe() is called without one (nlp.pipe always passes
 # its own): spaCy's Language.batch_size. Short texts need hundreds to a call for
 # annotate's length-sorted batches (benchmarks/README.md, spaCy pipelines).
@@ -99,9 +96,8 @@ class ClinicalNERComponent:
 
     def __init__(self, name: str, model: str, endpoint: Optional[str], model_name: str,
                  tls: Optional[str], overwrite_ents: bool, batch_size: Optional[int]) -> None:
-        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-            raise ConfigError(f"{name}: batch_size must be a positive integer or null, "
-                              f"got {batch_size!r}")
+        if batch_size is not None:
+            check_integer(f"{name}: batch_size", batch_size)
         self.name = name
         self.model = model
         self.endpoint = endpoint
@@ -215,7 +211,7 @@ class ClinicalNERComponent:
             if source.resolve() != target.resolve():
                 if target.exists():
                     shutil.rmtree(target)
-                shutil.copytree(source, target, ignore=shutil.ignore_patterns(_CHECKPOINT_DIR))
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns(CHECKPOINT_DIR))
             manifest = {"source": "copy", "directory": MODEL_COPY}
         manifest.update(format=MANIFEST_FORMAT, version=MANIFEST_VERSION,
                         clinical_ner_version=__version__)

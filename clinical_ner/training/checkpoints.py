@@ -14,10 +14,10 @@ from pathlib import Path
 
 import keras
 
+from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
 from clinical_ner.errors import ClinicalNERError
 from clinical_ner.model.network import ClinicalNERModel
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 
 
