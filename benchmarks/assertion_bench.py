@@ -12,7 +12,9 @@ configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
 * ``none``: the same documents without their ``ast/`` folder (no assertions: the tagger alone);
 * ``shared``: assertion output on the tagger's BiLSTM states (``assertion_head: shared``);
 * ``lstm``: an assertion BiLSTM of its own (``assertion_head: lstm``, 50 units per direction);
-* ``shared-w0.5``, ``shared-w2``, ``lstm-w2`` ...: ``-w<x>`` sets ``assertion_loss_weight``.
+* ``shared-w0.5``, ``shared-w2``, ``lstm-w2`` ...: ``-w<x>`` sets ``assertion_loss_weight``;
+* a ``-detached`` suffix (``lstm-w4-detached``) sets ``assertion_trains_tagger: false``: the
+  assertion loss trains the head's own layers only.
 
 It then scores the chosen epoch's model on dev with ``clinical_ner.evaluation.evaluate_sentences``
 (what ``clinical-ner evaluate`` prints): NER exact micro F1, and the gold-concept assertion
@@ -62,12 +64,16 @@ def cpu_model() -> str:
 
 def variant_settings(variant: str) -> dict:
     """The NERConfig settings of a variant name (see the module docstring)."""
-    head, _, weight = variant.partition("-w")
-    if head not in ("none", "shared", "lstm"):
+    name, detached = (variant[:-len("-detached")], True) if variant.endswith("-detached") \
+        else (variant, False)
+    head, _, weight = name.partition("-w")
+    if head not in ("none", "shared", "lstm") or (head == "none" and (weight or detached)):
         raise SystemExit(f"unknown variant {variant!r}")
-    settings = {} if head == "none" else {"assertion_head": head}
+    settings: dict = {} if head == "none" else {"assertion_head": head}
     if weight:
         settings["assertion_loss_weight"] = float(weight)
+    if detached:
+        settings["assertion_trains_tagger"] = False
     return settings
 
 

@@ -71,6 +71,9 @@ class NERConfig:
     assertion_head: str = "shared"  # one of ASSERTION_HEADS
     assertion_lstm_units: int = 50  # per direction, for assertion_head "lstm"
     assertion_loss_weight: float = 1.0  # weight of its cross-entropy next to the CRF loss
+    # False: the assertion loss trains the head's own layers only, so the tagger
+    # trains exactly as without assertions (docs/design/assertions.md).
+    assertion_trains_tagger: bool = True
     # Optimisation
     epochs: int = 50
     batch_size: int = 32

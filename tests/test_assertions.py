@@ -123,6 +123,33 @@ def test_data_without_assertions_trains_exactly_as_before(tmp_path):
         np.testing.assert_array_equal(left, right)
 
 
+@pytest.mark.parametrize("head", ["shared", "lstm"])
+def test_a_head_that_does_not_train_the_tagger_leaves_its_weights_as_without_assertions(
+        tmp_path, head):
+    """assertion_trains_tagger=False: same seed, same data, the tagger's very weights.
+
+    Gradients are clipped by their global norm, head and tagger together, so
+    the head's gradient could rescale the tagger's step; a clip norm that is
+    never reached leaves the stop-gradient alone under test.
+    """
+    sentences = negation_sentences(30, seed=5)
+    with_assertions = write_i2b2(tmp_path / "with", sentences)
+    without = write_i2b2(tmp_path / "without", sentences)
+    (without / "ast" / "note.ast").unlink()
+    config = tiny_assertion_config(epochs=2, clip_norm=1e9).replace(
+        assertion_head=head, assertion_trains_tagger=False)
+    train(with_assertions, tmp_path / "a", config=config, progress=False, emit=lambda _: None)
+    train(without, tmp_path / "b", config=config, progress=False, emit=lambda _: None)
+    a = keras.saving.load_model(tmp_path / "a" / "model.keras", safe_mode=True)
+    b = keras.saving.load_model(tmp_path / "b" / "model.keras", safe_mode=True)
+    assert a.assertions and not b.assertions
+    assert a.get_config()["assertion_trains_tagger"] is False
+    for layer in b.layers:
+        for left, right in zip(a.get_layer(layer.name).get_weights(), layer.get_weights()):
+            np.testing.assert_array_equal(left, right, err_msg=layer.name)
+    assert sum(len(layer.get_weights()) for layer in b.layers) > 0
+
+
 # ---------------------------------------------------------------- training end to end
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from clinical_ner.model.vocab import Vocabulary
 # (Models before 0.4 have no assertion output; its other arguments are unused then.)
 _ARGUMENTS_OF_OLD_MODELS = {"fused_lstm_max_batch": 4, "assertions": [],
                             "assertion_head": "shared", "assertion_lstm_units": 1,
-                            "assertion_loss_weight": 1.0}
+                            "assertion_loss_weight": 1.0, "assertion_trains_tagger": True}
 #: Target id of a token without an assertion target (outside gold problems
 #: with an assertion, or in data without assertions): masked out of the loss.
 NO_ASSERTION = -1
@@ -56,7 +56,9 @@ class ClinicalNERModel(keras.Model):
     output, ``assertion_probabilities`` ``[batch, tokens, len(assertions)]``:
     a softmax per token over the classes, read from the BiLSTM's states
     (``assertion_head="shared"``) or from a BiLSTM of ``assertion_lstm_units``
-    of its own over the same token features (``"lstm"``). The model then
+    of its own over the same token features (``"lstm"``); with
+    ``assertion_trains_tagger=False`` its loss trains only the head's own
+    layers (a stop-gradient on what it reads). The model then
     returns ``[emissions, assertion_probabilities]``, and its targets are
     ``(tag_ids, assertion_ids)`` with :data:`NO_ASSERTION` on the tokens that
     have none. Without ``assertions`` the model is exactly the tagger alone.
@@ -103,6 +105,7 @@ class ClinicalNERModel(keras.Model):
         assertion_head: str,
         assertion_lstm_units: int,
         assertion_loss_weight: float,
+        assertion_trains_tagger: bool,
         **kwargs,
     ) -> None:
         inputs = {
@@ -147,13 +150,18 @@ class ClinicalNERModel(keras.Model):
         # Built after the tagger's layers, so that the tagger's initial
         # weights are the same with and without assertions for one seed.
         if assertions:
+            # Without assertion_trains_tagger the assertion loss trains the
+            # head's own layers only: the tagger's layers get the CRF's
+            # gradient alone, as in a model without assertions.
+            reads = (token_features, hidden) if assertion_trains_tagger else (
+                keras.ops.stop_gradient(token_features), keras.ops.stop_gradient(hidden))
             if assertion_head == "lstm":
                 assertion_states = BiLSTM(assertion_lstm_units, fused_lstm_max_batch,
-                                          name="assertion_bilstm")(token_features, mask=is_token)
+                                          name="assertion_bilstm")(reads[0], mask=is_token)
                 assertion_states = keras.layers.Dropout(dropout, name="assertion_dropout")(
                     assertion_states)
             else:
-                assertion_states = hidden
+                assertion_states = reads[1]
             probabilities = keras.layers.Dense(
                 len(assertions), activation="softmax", name="assertion_probabilities"
             )(assertion_states)
@@ -170,6 +178,7 @@ class ClinicalNERModel(keras.Model):
             "fused_lstm_max_batch": fused_lstm_max_batch, "assertions": list(assertions),
             "assertion_head": assertion_head, "assertion_lstm_units": assertion_lstm_units,
             "assertion_loss_weight": assertion_loss_weight,
+            "assertion_trains_tagger": assertion_trains_tagger,
         }
         # Each argument is a public attribute (model.tags, model.word_dim, ...),
         # and get_config() returns them all.
@@ -205,6 +214,7 @@ class ClinicalNERModel(keras.Model):
             assertions=vocab.assertions, assertion_head=settings.assertion_head,
             assertion_lstm_units=settings.assertion_lstm_units,
             assertion_loss_weight=settings.assertion_loss_weight,
+            assertion_trains_tagger=settings.assertion_trains_tagger,
         )
 
     def apply_runtime_settings(self, settings: NERConfig) -> None:
