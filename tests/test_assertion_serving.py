@@ -83,6 +83,18 @@ def assert_same_entities(actual, expected):
                                        atol=CONFIDENCE_TOLERANCE)
 
 
+def assert_same_span_assertions(runtime, ner, expected):
+    """``runtime.classify_assertions`` equals the Keras model's on NOTES' entities and "No"."""
+    spans = [[(e.start, e.end) for e in document] for document in expected]
+    spans[0].append((0, 2))  # "No": any span, not only an entity's
+    texts, spans = zip(*[(text, row) for text, row in zip(NOTES, spans) if row])
+    for got, want in zip(runtime.classify_assertions(list(texts), list(spans)),
+                         ner.classify_assertions(list(texts), list(spans))):
+        assert [name for name, _ in got] == [name for name, _ in want]
+        np.testing.assert_allclose([c for _, c in got], [c for _, c in want],
+                                   atol=CONFIDENCE_TOLERANCE)
+
+
 def test_served_model_returns_assertions_over_grpc_and_rest(model, export_base, expected):
     _, ner = model
     # The spans of each note's entities, padded with -1 as the signature takes them.
@@ -206,14 +218,20 @@ def test_litert_gives_tensorflows_assertions(model, expected, tmp_path):
     lite = LiteRTAnnotator.load(export_dir)
     assert lite.assertion_classes == ner.assertion_classes
     assert_same_entities(lite.annotate(NOTES), expected)
-    spans = [[(e.start, e.end) for e in document] for document in expected]
-    spans[0].append((0, 2))  # "No": any span, not only an entity's
-    texts, spans = zip(*[(text, row) for text, row in zip(NOTES, spans) if row])
-    for got, want in zip(lite.classify_assertions(list(texts), list(spans)),
-                         ner.classify_assertions(list(texts), list(spans))):
-        assert [name for name, _ in got] == [name for name, _ in want]
-        np.testing.assert_allclose([c for _, c in got], [c for _, c in want],
-                                   atol=CONFIDENCE_TOLERANCE)
+    assert_same_span_assertions(lite, ner, expected)
+
+
+def test_a_loaded_saved_model_classifies_assertions_as_the_keras_model(model, export_base,
+                                                                       expected):
+    """The export records its classes, so ClinicalNER.load(export) classifies given spans."""
+    _, ner = model
+    exported = ClinicalNER.load(export_base)
+    assert exported.assertion_classes == ner.assertion_classes == [
+        "present", "absent", "possible"]
+    assert_same_entities(exported.annotate(NOTES), expected)
+    assert_same_span_assertions(exported, ner, expected)
+    with pytest.raises(ValueError, match="text 0, span 0: covers no token"):
+        exported.classify_assertions(["No  rash."], [[(2, 3)]])
 
 
 def test_predict_writers_carry_the_assertions(model, expected, tmp_path):

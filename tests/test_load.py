@@ -38,6 +38,10 @@ def test_a_saved_model_version_or_base_path_loads_as_the_saved_model_annotator(m
         ("aspirin", "DRUG"), ("fever", "PROBLEM"), ("fever", "PROBLEM")]
     assert from_version.annotate(NOTE) == entities
     assert from_base.tag([["aspirin", "fever"], []]) == from_version.tag([["aspirin", "fever"], []])
+    # A model without assertions says so (the export records its empty class list).
+    assert from_base.assertion_classes == []
+    with pytest.raises(ModelError, match="trained without assertions"):
+        from_base.classify_assertions(NOTE, [(8, 15)])
 
 
 def test_a_saved_model_on_a_tf_file_system_loads_by_its_url(model_base):

@@ -110,16 +110,8 @@ class KerasAnnotator(Annotator):
 
     def _classify_assertions_batch(self, texts: list[str], spans: list[list[tuple[int, int]]]
                                    ) -> list[list[tuple[str, float]]]:
-        starts = signatures.padded_token_rows([[start for start, _ in row] for row in spans], -1)
-        ends = signatures.padded_token_rows([[end for _, end in row] for row in spans], -1)
-        outputs = self.module.classify_assertions(
-            np.array([signatures.encode_text(text) for text in texts], dtype=object),
-            np.array(starts, dtype=np.int32), np.array(ends, dtype=np.int32))
-        names = outputs[signatures.ASSERTION].numpy()
-        confidences = outputs[signatures.ASSERTION_CONFIDENCE].numpy()
-        return [[(names[row, column].decode("utf-8"), float(confidences[row, column]))
-                 for column in range(len(row_spans))]
-                for row, row_spans in enumerate(spans)]
+        return signatures.classify_assertions_batch(texts, spans,
+                                                    self.module.classify_assertions)
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         outputs = self.module.tag_tokens(

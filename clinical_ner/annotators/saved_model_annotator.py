@@ -108,6 +108,9 @@ class SavedModelAnnotator(Annotator):
         # loaded object's variables.
         self._loaded = tf.saved_model.load(export_dir)
         self._serving_default = self._loaded.signatures[signatures.SERVING_DEFAULT]
+        classes = getattr(self._loaded, signatures.ASSERTION_CLASSES, None)
+        self.assertion_classes = ([] if classes is None else
+                                  [name.decode("utf-8") for name in classes.numpy()])
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SavedModelAnnotator":
@@ -119,6 +122,14 @@ class SavedModelAnnotator(Annotator):
 
     def _run_serving_default(self, encoded: np.ndarray) -> dict[str, tf.Tensor]:
         return self._serving_default(**{signatures.TEXT: tf.constant(encoded)})
+
+    def _classify_assertions_batch(self, texts: list[str], spans: list[list[tuple[int, int]]]
+                                   ) -> list[list[tuple[str, float]]]:
+        classify = self._loaded.signatures[signatures.CLASSIFY_ASSERTIONS]
+        return signatures.classify_assertions_batch(
+            texts, spans, lambda text, start, end: classify(**{
+                signatures.TEXT: tf.constant(text), signatures.SPAN_START: tf.constant(start),
+                signatures.SPAN_END: tf.constant(end)}))
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         predict_tokens = self._loaded.signatures[signatures.PREDICT_TOKENS]

@@ -64,6 +64,9 @@ SPAN_START = "span_start"
 SPAN_END = "span_end"
 ASSERTION = "assertion"
 ASSERTION_CONFIDENCE = "assertion_confidence"
+# The exported object's attribute that holds the assertion classes (a string
+# tf.Variable, empty for a model without assertions; exports before 0.4.0 lack it).
+ASSERTION_CLASSES = "assertion_classes"
 
 PREDICT_TOKENS = "predict_tokens"
 TOKENS = "tokens"
@@ -160,6 +163,29 @@ def annotate_batch(
     """
     outputs = run_serving_default(np.array([encode_text(text) for text in texts], dtype=object))
     return entities_from_outputs(texts, outputs)
+
+
+def classify_assertions_batch(
+    texts: list[str], spans: list[list[tuple[int, int]]],
+    run_classify_assertions: Callable[[np.ndarray, np.ndarray, np.ndarray], Mapping[str, Any]],
+) -> list[list[tuple[str, float]]]:
+    """Each span's assertion and confidence from one call of a ``classify_assertions`` function.
+
+    ``run_classify_assertions`` takes the encoded texts and the span starts and
+    ends (int32, padded with -1) and returns the output tensors by name: the
+    in-process inference module's ``classify_assertions`` or a loaded
+    SavedModel's signature.
+    """
+    starts = padded_token_rows([[start for start, _ in row] for row in spans], -1)
+    ends = padded_token_rows([[end for _, end in row] for row in spans], -1)
+    outputs = run_classify_assertions(
+        np.array([encode_text(text) for text in texts], dtype=object),
+        np.array(starts, dtype=np.int32), np.array(ends, dtype=np.int32))
+    names = np.asarray(outputs[ASSERTION])
+    confidences = np.asarray(outputs[ASSERTION_CONFIDENCE])
+    return [[(_to_str(names[row, column]), float(confidences[row, column]))
+             for column in range(len(row_spans))]
+            for row, row_spans in enumerate(spans)]
 
 
 def entities_from_outputs(

@@ -266,8 +266,9 @@ class InferenceModule(tf.Module):
     def saved_object(self) -> tf.Module:
         """The object to save with :meth:`signatures`: only what their graphs read.
 
-        That is the tf.Variables behind the model's Keras variables and the
-        word lookup table (the other tables are constants in the graphs).
+        That is the tf.Variables behind the model's Keras variables, the
+        word lookup table (the other tables are constants in the graphs), and
+        the assertion classes, which no graph reads but a Python loader needs.
         TF Serving restores variables with the SavedModel's restore op, not
         through Python objects: when the saved object graph holds Keras 3
         layers, each variable is saved twice and the restore op fills the copy
@@ -280,6 +281,10 @@ class InferenceModule(tf.Module):
         root = tf.Module(name="clinical_ner")
         root.model_variables = [_backing_variable(variable) for variable in self.model.variables]
         root.word_table = self.featurizer.word_table
+        # For SavedModelAnnotator.classify_assertions (the graphs hold them as constants).
+        setattr(root, signatures.ASSERTION_CLASSES, tf.Variable(
+            tf.constant(list(self.assertions), dtype=tf.string), trainable=False,
+            name=signatures.ASSERTION_CLASSES))
         return root
 
     def signatures(self) -> dict:
