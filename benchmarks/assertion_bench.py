@@ -13,7 +13,8 @@ configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
 * ``shared``: assertion output on the tagger's BiLSTM states (``assertion_head: shared``);
 * ``lstm``: an assertion BiLSTM of its own (``assertion_head: lstm``, 50 units per direction);
 * ``shared-w0.5``, ``shared-w2``, ``lstm-w2`` ...: ``-w<x>`` sets ``assertion_loss_weight``;
-* a ``-detached`` suffix (``lstm-w4-detached``) sets ``assertion_trains_tagger: false``: the
+* ``lstm-u16`` ...: ``-u<n>`` sets ``assertion_lstm_units`` (default 50);
+* ``-detached`` (``lstm-w4-detached``) sets ``assertion_trains_tagger: false``: the
   assertion loss trains the head's own layers only.
 
 It then scores the chosen epoch's model on dev with ``clinical_ner.evaluation.evaluate_sentences``
@@ -64,16 +65,19 @@ def cpu_model() -> str:
 
 def variant_settings(variant: str) -> dict:
     """The NERConfig settings of a variant name (see the module docstring)."""
-    name, detached = (variant[:-len("-detached")], True) if variant.endswith("-detached") \
-        else (variant, False)
-    head, _, weight = name.partition("-w")
-    if head not in ("none", "shared", "lstm") or (head == "none" and (weight or detached)):
+    head, *options = variant.split("-")
+    if head not in ("none", "shared", "lstm") or (head == "none" and options):
         raise SystemExit(f"unknown variant {variant!r}")
     settings: dict = {} if head == "none" else {"assertion_head": head}
-    if weight:
-        settings["assertion_loss_weight"] = float(weight)
-    if detached:
-        settings["assertion_trains_tagger"] = False
+    for option in options:
+        if option == "detached":
+            settings["assertion_trains_tagger"] = False
+        elif option[:1] == "w" and option[1:].replace(".", "", 1).isdigit():
+            settings["assertion_loss_weight"] = float(option[1:])
+        elif option[:1] == "u" and option[1:].isdigit() and head == "lstm":
+            settings["assertion_lstm_units"] = int(option[1:])
+        else:
+            raise SystemExit(f"unknown variant {variant!r}")
     return settings
 
 

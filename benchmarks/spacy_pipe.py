@@ -20,7 +20,9 @@ joined by spaces). For each, in one process with two copies of the model
 
 After one untimed run of each, ``--repeats`` rounds each time every variant
 once, in turn (so that a change of load on a shared machine hits them
-alike); figures are at the median. Tokens are our tokenizer's
+alike); figures are at the median. "cores busy" is the process's CPU
+seconds (all threads) over the wall seconds: what a variant leaves of the
+machine for work beside it. Tokens are our tokenizer's
 (``clinical_ner.text.tokenizer.split_sentences``), the same count for every
 variant. The result file records the CPU, the load average at start and
 end, and the versions.
@@ -58,18 +60,23 @@ def measure(texts: list[str], variants: dict[str, Callable[[], object]], repeats
     for run in variants.values():
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu_seconds = dict.fromkeys(variants, 0.0)
     for _ in range(repeats):
         for name, run in variants.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             run()
             times[name].append(time.perf_counter() - started)
-    return {name: throughput(summarize_seconds(runs), tokens, len(texts))
+            cpu_seconds[name] += time.process_time() - cpu_started
+    # Cores busy on average (CPU seconds of all threads over wall seconds): how
+    # much of the machine a variant leaves for work beside it.
+    return {name: {**throughput(summarize_seconds(runs), tokens, len(texts)),
+                   "cores_busy": round(cpu_seconds[name] / sum(runs), 2)}
             for name, runs in times.items()}
 
 
 def markdown_table(report: dict) -> str:
     lines = ["| notes | tokens | variant | tokens/s, median (best) run | of `annotate`, median "
-             "(best) |", "|---|---|---|---|---|"]
+             "(best) | cores busy |", "|---|---|---|---|---|---|"]
     for corpus, result in report["corpora"].items():
         base = result["variants"]["annotate"]
         for name, figures in result["variants"].items():
@@ -77,7 +84,7 @@ def markdown_table(report: dict) -> str:
             lines.append(
                 f"| {corpus} ({result['texts']} texts) | {result['tokens']:,} | {name} | "
                 f"{median:,.0f} ({best:,.0f}) | {median / base['tokens_per_second']:.0%} "
-                f"({best / base['tokens_per_second_best']:.0%}) |")
+                f"({best / base['tokens_per_second_best']:.0%}) | {figures['cores_busy']} |")
     return "\n".join(lines)
 
 

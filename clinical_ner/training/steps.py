@@ -15,12 +15,20 @@ clipping) is applied once to that sum. So:
 * with one replica the weight is exactly 1.0 and the step computes what
   ``keras.Model.fit`` computed before this loop replaced it (the test
   ``tests/test_training.py`` and the resume tests hold it to that).
+
+A model whose assertion head does not train the tagger
+(``assertion_trains_tagger=False``) has its head's gradients and the
+tagger's clipped apart, each group by its own global norm: clipped together,
+the head's gradient would shrink the tagger's steps, and the tagger would
+not train as it does without assertions.
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from clinical_ner.model.network import ASSERTION_LAYERS
 
 
 class EpochTrainer:
@@ -38,9 +46,16 @@ class EpochTrainer:
                  clip_norm: float) -> None:
         self.model = model
         self.strategy = strategy
-        # See _share_of_sum: with N replicas the optimizer clips each replica's
-        # 1/N of the summed gradient, at 1/N of the norm.
-        model.optimizer.global_clipnorm = clip_norm / strategy.num_replicas_in_sync
+        # See _share_of_sum: with N replicas each replica's 1/N of the summed
+        # gradient is clipped at 1/N of the norm (by the optimizer, or by
+        # _clip_in_groups when the head's gradients are clipped apart).
+        replica_clip_norm = clip_norm / strategy.num_replicas_in_sync
+        self._head_weights = _detached_head_weights(model)
+        if self._head_weights is None:
+            model.optimizer.global_clipnorm = replica_clip_norm
+        else:
+            model.optimizer.global_clipnorm = None
+            self._group_clip_norm = replica_clip_norm
         self._step = None
         self._loss = keras.metrics.Mean(name="loss")
         # Built outside the step function: variables created inside the
@@ -101,6 +116,8 @@ class EpochTrainer:
         gradients = tape.gradient(loss, weights)
         if replicas > 1:
             gradients = _share_of_sum(context, gradients, replicas)
+        if self._head_weights is not None:
+            gradients = _clip_in_groups(gradients, self._head_weights, self._group_clip_norm)
         self.model.optimizer.apply(gradients, weights)
         return loss
 
@@ -117,6 +134,31 @@ def _share_of_sum(context: tf.distribute.ReplicaContext, gradients: list, replic
     summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
     return [tf.IndexedSlices(g.values / replicas, g.indices, g.dense_shape)
             if isinstance(g, tf.IndexedSlices) else g / replicas for g in summed]
+
+
+def _detached_head_weights(model: keras.Model) -> list[bool] | None:
+    """For each trainable weight, whether it is the assertion head's; ``None`` unless detached."""
+    if not getattr(model, "assertions", None) or getattr(model, "assertion_trains_tagger", True):
+        return None
+    return [weight.path.split("/")[0] in ASSERTION_LAYERS for weight in model.trainable_weights]
+
+
+def _clip_in_groups(gradients: list, is_head: list[bool], clip_norm: float) -> list:
+    """The head's gradients and the others' each clipped to ``clip_norm`` by their global norm.
+
+    Each group as Keras' ``global_clipnorm`` clips all of them (its norm and
+    scale, which also makes a sparse gradient dense), so that the tagger's
+    group gets the very update of a model without assertions.
+    """
+    clipped = list(gradients)
+    for in_group in (True, False):
+        indices = [i for i, head in enumerate(is_head) if head == in_group]
+        norm = keras.ops.sqrt(keras.ops.sum(keras.ops.stack(
+            [keras.ops.sum(keras.ops.square(gradients[i])) for i in indices])))
+        scale = clip_norm * keras.ops.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
+        for index in indices:
+            clipped[index] = gradients[index] * scale
+    return clipped
 
 
 def reseed_dropout(model: keras.Model, seed: int, epoch: int) -> None:
