@@ -93,9 +93,9 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
     if engine == "in-process":
         texts = read_texts(dataset)
         started = time.perf_counter()
-        from clinical_ner.annotators.keras_annotator import KerasAnnotator
+        from clinical_ner.annotators.load import ClinicalNER
 
-        ner = KerasAnnotator.load(model)
+        ner = ClinicalNER.load(model)  # a model directory, or the LiteRT export measured
         ner.annotate(texts[:1])  # traces the inference graph
         warm = time.perf_counter()
         entities = ner.annotate(texts)
@@ -118,9 +118,11 @@ def run_engine(engine: str, dataset: Path, model: Path, export: Path, out: Path)
 
         from clinical_ner.batch.spark import WorkerRuntimes, annotate
 
+        # The workers run this interpreter (PySpark reads PYSPARK_PYTHON, not
+        # the spark.pyspark.python setting, when Python starts the session).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         session = (SparkSession.builder.master("local[2]").appName("clinical-ner-bench")
-                   .config("spark.pyspark.python", sys.executable)
                    .config("spark.ui.enabled", "false").getOrCreate())
         session.sparkContext.setLogLevel("ERROR")
         started = time.perf_counter()

@@ -545,11 +545,12 @@ def spark_session():
     """A ``local[2]`` session for tests (test_spark and test_assertion_serving)."""
     from pyspark.sql import SparkSession
 
-    # Workers must run this interpreter (the system python3 lacks pyarrow);
-    # no network beyond the loopback.
+    # Workers must run this interpreter (the system python3 lacks pyarrow):
+    # PySpark's driver reads PYSPARK_PYTHON, not the spark.pyspark.python
+    # setting, when Python starts the session. No network beyond the loopback.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     session = (SparkSession.builder.master("local[2]").appName("clinical-ner-test")
-               .config("spark.pyspark.python", sys.executable)
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .getOrCreate())

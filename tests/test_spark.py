@@ -108,9 +108,9 @@ def test_a_litert_worker_never_imports_tensorflow(trained_litert_export):
         import pandas as pd
         from pyspark.sql import SparkSession
         from clinical_ner.batch import spark as clinical_spark
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         session = (SparkSession.builder.master("local[1]")
-                   .config("spark.pyspark.python", sys.executable)
                    .config("spark.ui.enabled", "false").getOrCreate())
         session.sparkContext.setLogLevel("ERROR")
         notes = session.createDataFrame([("n1", "Started on aspirin for chest pain.")],
