@@ -21,7 +21,9 @@ from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
-from helpers import negation_sentences, tiny_assertion_config, write_i2b2
+from helpers import (
+    assert_same_documents, negation_sentences, tiny_assertion_config, write_i2b2,
+)
 
 # ---------------------------------------------------------------- data -> targets
 
@@ -147,6 +149,28 @@ def test_a_head_that_does_not_train_the_tagger_leaves_its_weights_as_without_ass
         for left, right in zip(a.get_layer(layer.name).get_weights(), layer.get_weights()):
             np.testing.assert_array_equal(left, right, err_msg=layer.name)
     assert sum(len(layer.get_weights()) for layer in b.layers) > 0
+
+
+@pytest.mark.slow
+def test_a_head_that_does_not_train_the_tagger_exports_to_every_runtime(tmp_path):
+    """Its stop-gradient is training-only: the SavedModel (core ops) and LiteRT give Keras' answers."""
+    pytest.importorskip("ai_edge_litert", reason="the [litert] extra is not installed")
+    from clinical_ner import ClinicalNER
+    from clinical_ner.export.litert import export_litert
+
+    data = write_i2b2(tmp_path / "data", negation_sentences(60, seed=5))
+    config = tiny_assertion_config(epochs=4).replace(
+        assertion_head="lstm", assertion_lstm_units=8, assertion_trains_tagger=False)
+    train(data, tmp_path / "model", config=config, progress=False, emit=lambda _: None)
+    ner = ClinicalNER.load(tmp_path / "model")
+    texts = ["No rash was seen. She has cough on the x-ray.", "Possible fever."]
+    expected = ner.annotate(texts)
+    assert any(entity.assertion for document in expected for entity in document)
+    exported = ClinicalNER.load(ner.export(tmp_path / "export", 1))
+    lite = ClinicalNER.load(export_litert(tmp_path / "model", tmp_path / "litert"))
+    for runtime in (exported, lite):
+        assert runtime.assertion_classes == ner.assertion_classes
+        assert_same_documents(runtime.annotate(texts), expected)
 
 
 # ---------------------------------------------------------------- training end to end
