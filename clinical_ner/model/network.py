@@ -150,18 +150,21 @@ class ClinicalNERModel(keras.Model):
         # Built after the tagger's layers, so that the tagger's initial
         # weights are the same with and without assertions for one seed.
         if assertions:
-            # Without assertion_trains_tagger the assertion loss trains the
-            # head's own layers only: the tagger's layers get the CRF's
-            # gradient alone, as in a model without assertions.
-            reads = (token_features, hidden) if assertion_trains_tagger else (
-                keras.ops.stop_gradient(token_features), keras.ops.stop_gradient(hidden))
+            def head_input(tagger_tensor):
+                # Without assertion_trains_tagger the assertion loss trains the
+                # head's own layers only: the tagger's layers get the CRF's
+                # gradient alone, as in a model without assertions.
+                return (tagger_tensor if assertion_trains_tagger
+                        else keras.ops.stop_gradient(tagger_tensor))
+
             if assertion_head == "lstm":
                 assertion_states = BiLSTM(assertion_lstm_units, fused_lstm_max_batch,
-                                          name="assertion_bilstm")(reads[0], mask=is_token)
+                                          name="assertion_bilstm")(
+                    head_input(token_features), mask=is_token)
                 assertion_states = keras.layers.Dropout(dropout, name="assertion_dropout")(
                     assertion_states)
             else:
-                assertion_states = reads[1]
+                assertion_states = head_input(hidden)
             probabilities = keras.layers.Dense(
                 len(assertions), activation="softmax", name="assertion_probabilities"
             )(assertion_states)
