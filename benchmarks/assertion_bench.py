@@ -181,6 +181,7 @@ def context_peer(data_root: Path) -> dict:
 
     from clinical_ner.text.document import ASSERTION_LABEL
     from clinical_ner.formats import load_corpus
+    from clinical_ner.evaluation.evaluate import joined_text_and_spans
     from clinical_ner.evaluation.scorer import score_assertions
     from clinical_ner.text.tags import tags_to_mentions
 
@@ -194,24 +195,18 @@ def context_peer(data_root: Path) -> dict:
     gold, predicted = [], []
     for document in corpus.documents:
         for sentence in document.sentences:
-            doc = nlp.make_doc(" ".join(sentence.tokens))
+            mentions = [m for m in tags_to_mentions(sentence.tags)
+                        if m.label == ASSERTION_LABEL
+                        and (m.first_token, m.last_token) in sentence.assertions]
+            if not mentions:
+                continue
+            text, spans = joined_text_and_spans(sentence.tokens, mentions)
+            doc = nlp.make_doc(text)
             for token in doc:
                 token.is_sent_start = token.i == 0
-            starts, position = [], 0
-            for token in sentence.tokens:
-                starts.append(position)
-                position += len(token) + 1
-            targets = []
-            for mention in tags_to_mentions(sentence.tags):
-                key = (mention.first_token, mention.last_token)
-                if mention.label != ASSERTION_LABEL or key not in sentence.assertions:
-                    continue
-                end = starts[mention.last_token] + len(sentence.tokens[mention.last_token])
-                span = doc.char_span(starts[mention.first_token], end, label="PROBLEM",
-                                     alignment_mode="expand")
-                targets.append((span, sentence.assertions[key]))
-            if not targets:
-                continue
+            targets = [(doc.char_span(start, end, label="PROBLEM", alignment_mode="expand"),
+                        sentence.assertions[(m.first_token, m.last_token)])
+                       for m, (start, end) in zip(mentions, spans)]
             doc.ents = [span for span, _ in targets]
             doc = context(doc)
             for ent, (_, gold_class) in zip(doc.ents, targets):

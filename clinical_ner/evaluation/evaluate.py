@@ -58,6 +58,21 @@ def has_assertions(sentences: Sequence[Sentence]) -> bool:
     return any(s.assertions for s in sentences)
 
 
+def joined_text_and_spans(tokens: Sequence[str], mentions: Sequence[Mention]
+                          ) -> tuple[str, list[tuple[int, int]]]:
+    """The tokens joined by single spaces, and each mention's ``(start, end)`` code points in it.
+
+    How a gold-tokenized sentence becomes a text for the runtimes, which take text.
+    """
+    starts, position = [], 0
+    for token in tokens:
+        starts.append(position)
+        position += len(token) + 1
+    spans = [(starts[m.first_token], starts[m.last_token] + len(tokens[m.last_token]))
+             for m in mentions]
+    return " ".join(tokens), spans
+
+
 def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
                         gold: Sequence[Sequence[Mention]],
                         predicted: Sequence[Sequence[Mention]]) -> dict:
@@ -79,14 +94,10 @@ def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
                           for mentions in predicted]
     texts, spans = [], []
     for sentence, pairs, problems in zip(sentences, gold_pairs, predicted_problems):
-        starts, position = [], 0
-        for token in sentence.tokens:
-            starts.append(position)
-            position += len(token) + 1
-        texts.append(" ".join(sentence.tokens))
-        spans.append([(starts[m.first_token],
-                       starts[m.last_token] + len(sentence.tokens[m.last_token]))
-                      for m in [m for m, _ in pairs] + problems])
+        text, mention_spans = joined_text_and_spans(
+            sentence.tokens, [m for m, _ in pairs] + problems)
+        texts.append(text)
+        spans.append(mention_spans)
     classified = ner.classify_assertions(texts, spans)
     gold_classes, predicted_classes, predicted_pairs = [], [], []
     for pairs, problems, answers in zip(gold_pairs, predicted_problems, classified):

@@ -52,7 +52,7 @@ def assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
     """
     used = {assertion for sentence in sentences
             for (first, _), assertion in sentence.assertions.items()
-            if sentence.tags is not None and sentence.tags[first] == f"B-{ASSERTION_LABEL}"}
+            if _starts_problem(sentence, first)}
     return [name for name in ASSERTION_CLASSES if name in used]
 
 
@@ -68,9 +68,7 @@ def encode_assertions(sentences: Sequence[Sentence], classes: list[str]) -> list
     for sentence in sentences:
         targets = [NO_ASSERTION] * len(sentence.tokens)
         for (first, last), assertion in sentence.assertions.items():
-            # Only problems carry assertions (as in i2b2 2010): a
-            # concept of another label that has one is not a target.
-            if sentence.tags is None or sentence.tags[first] != f"B-{ASSERTION_LABEL}":
+            if not _starts_problem(sentence, first):
                 continue
             if assertion not in index:
                 raise ValueError(f"{sentence.source}: assertion {assertion!r} is not among the "
@@ -78,6 +76,12 @@ def encode_assertions(sentences: Sequence[Sentence], classes: list[str]) -> list
             targets[first:last + 1] = [index[assertion]] * (last + 1 - first)
         encoded.append(targets)
     return encoded
+
+
+def _starts_problem(sentence: Sentence, first: int) -> bool:
+    # Only problems carry assertions (as in i2b2 2010): a concept of another
+    # label that has one is neither a class nor a target.
+    return sentence.tags is not None and sentence.tags[first] == f"B-{ASSERTION_LABEL}"
 
 
 def batch_count(lengths: Sequence[int], batch_size: int,
