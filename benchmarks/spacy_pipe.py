@@ -15,8 +15,12 @@ joined by spaces). For each, in one process with two copies of the model
 * ``nlp.pipe``: ``list(nlp.pipe(texts, batch_size=B))`` on ``spacy.blank("en")``
   with only the component, for each ``--pipe-batch-size`` B: spaCy's
   tokenizer, one ``annotate`` call per B docs, and the spans on each Doc;
-* ``spaCy tokenizer``: ``list(nlp.tokenizer.pipe(texts))`` alone, the part
-  of ``nlp.pipe``'s time that is not ours.
+* ``nlp.pipe, our tokenizer``: the same with ``clinical_ner.Tokenizer.v1``
+  as the pipeline's tokenizer (the Doc's tokens are the model's);
+* ``spaCy tokenizer alone`` and ``our tokenizer alone``: each pipeline's
+  tokenizer over the texts, the part of its ``nlp.pipe`` time before our
+  component (``nlp.pipe`` overlaps it with the model's work on the
+  previous batch).
 
 After one untimed run of each, ``--repeats`` rounds each time every variant
 once, in turn (so that a change of load on a shared machine hits them
@@ -104,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import spacy
 
-    # Registers the factory even where the installed entry points are stale.
+    # Registers the factory and the tokenizer even where the installed entry points are stale.
     import clinical_ner.integrations.spacy_component  # noqa: F401
+    from clinical_ner.integrations.spacy_tokenizer import REGISTERED_NAME
     from clinical_ner import ClinicalNER
     from clinical_ner.text.tokenizer import split_sentences
 
@@ -114,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     ner = ClinicalNER.load(args.model)
     nlp = spacy.blank("en")
     nlp.add_pipe("clinical_ner", config={"model": args.model})
+    ours = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": REGISTERED_NAME}}})
+    ours.add_pipe("clinical_ner", config={"model": args.model})
     for corpus, texts in corpora(args.data, args.sentences).items():
         tokens = sum(len(sentence) for text in texts for sentence in split_sentences(text))
         log(f"{corpus}: {len(texts)} texts, {tokens} tokens")
@@ -121,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         for size in pipe_batch_sizes:
             variants[f"nlp.pipe, batch_size={size}"] = (
                 lambda size=size: list(nlp.pipe(texts, batch_size=size)))
+            variants[f"nlp.pipe, our tokenizer, batch_size={size}"] = (
+                lambda size=size: list(ours.pipe(texts, batch_size=size)))
         variants["spaCy tokenizer alone"] = lambda: list(nlp.tokenizer.pipe(texts))
+        variants["our tokenizer alone"] = lambda: [ours.make_doc(text) for text in texts]
         report["corpora"][corpus] = {"texts": len(texts), "tokens": tokens,
                                      "variants": measure(texts, variants, args.repeats, tokens)}
     report["machine"]["load_average_end"] = load_average()

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -217,7 +218,54 @@ def test_assertions_fill_their_extensions(monkeypatch):
             entity._.clinical_ner_assertion_confidence) == (0.9, "absent", 0.8)
 
 
+def test_extension_values_can_be_set_and_follow_the_doc_s_bytes(nlp):
+    doc = nlp(NOTE)
+    nodule = doc.ents[1]
+    confidence = nodule._.clinical_ner_confidence
+    # A later component (a ConText step of the user's) may overwrite our assertion.
+    nodule._.clinical_ner_assertion = "hypothetical"
+    copy = Doc(nlp.vocab).from_bytes(doc.to_bytes())
+    assert [(e.text, e._.clinical_ner_confidence) for e in copy.ents] == [
+        (e.text, e._.clinical_ner_confidence) for e in doc.ents]
+    assert copy.ents[1]._.clinical_ner_assertion == "hypothetical"
+    assert copy.ents[1]._.clinical_ner_confidence == confidence
+    # A span of the same tokens with another label is not our entity.
+    assert copy[nodule.start:nodule.end]._.clinical_ner_confidence is None
+
+
 # -- nlp.pipe ------------------------------------------------------------------------
+
+def test_pipe_reads_the_next_batch_while_the_model_annotates(monkeypatch):
+    """spaCy's tokenizer (and components before ours) run beside the model's work."""
+    next_text_read = threading.Event()
+    overlapped = []
+
+    class WaitingModel:
+        def annotate(self, texts, batch_size=None):
+            if texts == ["first note"]:
+                # Set when the pipeline reads the next text; without overlap it never is.
+                overlapped.append(next_text_read.wait(timeout=60))
+            if texts == ["bad note"]:
+                raise ModelError("the model failed on this batch")
+            return [[] for _ in texts]
+
+    def texts():
+        yield "first note"
+        next_text_read.set()
+        yield "second note"
+
+    monkeypatch.setattr(ClinicalNER, "load", classmethod(lambda cls, model: WaitingModel()))
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner")
+    assert [doc.text for doc in pipeline.pipe(texts(), batch_size=1)] == [
+        "first note", "second note"]
+    assert overlapped == [True]
+    # An error of the model's reaches the caller of nlp.pipe, in order.
+    piped = pipeline.pipe(["ok note", "bad note", "later note"], batch_size=1)
+    assert next(piped).text == "ok note"
+    with pytest.raises(ModelError, match="failed on this batch"):
+        next(piped)
+
 
 def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):
     batches = []

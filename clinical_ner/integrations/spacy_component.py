@@ -29,6 +29,7 @@ endpoint by its configuration only. See docs/guide/spacy.md.
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -64,9 +65,35 @@ MODEL_COPY = "model"
 # annotate's length-sorted batches (benchmarks/README.md, spaCy pipelines).
 DEFAULT_PIPE_BATCH_SIZE = 1000
 
-for _name in (CONFIDENCE, ASSERTION, ASSERTION_CONFIDENCE):
+# Our three values of an entity live in one doc.user_data entry, keyed like spaCy's
+# own extension values by offsets (and label): one dict write per entity instead of
+# three extension writes, which cost a fifth of nlp.pipe's time on case reports
+# (benchmarks/README.md, spaCy pipelines). Doc.to_bytes and nlp.pipe(n_process=...)
+# carry user_data, so the values follow the Doc.
+USER_DATA_KEY = "clinical_ner"
+_EXTENSION_FIELDS = {CONFIDENCE: 0, ASSERTION: 1, ASSERTION_CONFIDENCE: 2}
+
+
+def _entity_key(span: Span) -> tuple:
+    return (USER_DATA_KEY, span.start_char, span.end_char, span.label_)
+
+
+def _extension(field: int) -> Dict[str, Any]:
+    def getter(span: Span) -> Any:
+        values = span.doc.user_data.get(_entity_key(span))
+        return None if values is None else values[field]
+
+    def setter(span: Span, value: Any) -> None:
+        values = list(span.doc.user_data.get(_entity_key(span), (None, None, None)))
+        values[field] = value
+        span.doc.user_data[_entity_key(span)] = tuple(values)
+
+    return {"getter": getter, "setter": setter}
+
+
+for _name, _field in _EXTENSION_FIELDS.items():
     if not Span.has_extension(_name):
-        Span.set_extension(_name, default=None)
+        Span.set_extension(_name, **_extension(_field))
 
 
 def displacy_colors() -> Dict[str, str]:
@@ -116,10 +143,26 @@ class ClinicalNERComponent:
 
     def pipe(self, docs: Iterable[Doc], batch_size: int = DEFAULT_PIPE_BATCH_SIZE
              ) -> Iterator[Doc]:
-        """The docs annotated ``batch_size`` at a time, one ``annotate`` call per batch."""
-        for batch in minibatch(docs, size=batch_size):
-            for doc, entities in zip(batch, self._annotate([doc.text for doc in batch])):
-                yield self._set_entities(doc, entities)
+        """The docs annotated ``batch_size`` at a time, one ``annotate`` call per batch.
+
+        The model annotates a batch in a second thread while this one reads
+        the next batch from ``docs``, which is where spaCy's tokenizer (and
+        any component before ours) runs: the model's own work releases
+        Python's GIL, so the two overlap. One batch at most is ahead.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool:
+            previous = None
+            for batch in minibatch(docs, size=batch_size):
+                annotating = pool.submit(self._annotate, [doc.text for doc in batch])
+                if previous is not None:
+                    yield from self._finish(*previous)
+                previous = (batch, annotating)
+            if previous is not None:
+                yield from self._finish(*previous)
+
+    def _finish(self, batch: List[Doc], annotating: "Future[List[list]]") -> Iterator[Doc]:
+        for doc, entities in zip(batch, annotating.result()):
+            yield self._set_entities(doc, entities)
 
     def _annotate(self, texts: List[str]) -> List[list]:
         annotator = self._annotator()
@@ -178,17 +221,18 @@ class ClinicalNERComponent:
         kept = {id(span) for span in filter_spans([span for span, _ in ours])}
         ours = [(span, entity) for span, entity in ours if id(span) in kept]
         our_spans = [span for span, _ in ours]
-        existing = list(doc.ents)
+        # Reading doc.ents walks every token; a Doc nothing has labelled skips it.
+        existing = list(doc.ents) if doc.has_annotation("ENT_IOB") else []
         if self.overwrite_ents:
             doc.ents = sorted(our_spans + _not_overlapping(existing, our_spans))
         else:
             added = {id(span) for span in _not_overlapping(our_spans, existing)}
             ours = [(span, entity) for span, entity in ours if id(span) in added]
             doc.ents = sorted(existing + [span for span, _ in ours])
+        user_data = doc.user_data
         for span, entity in ours:
-            span._.set(CONFIDENCE, entity.confidence)
-            span._.set(ASSERTION, entity.assertion)
-            span._.set(ASSERTION_CONFIDENCE, entity.assertion_confidence)
+            user_data[_entity_key(span)] = (entity.confidence, entity.assertion,
+                                            entity.assertion_confidence)
         return doc
 
     # -- saving ---------------------------------------------------------------
