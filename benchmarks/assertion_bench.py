@@ -15,7 +15,9 @@ configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
 * ``shared-w0.5``, ``shared-w2``, ``lstm-w2`` ...: ``-w<x>`` sets ``assertion_loss_weight``;
 * ``lstm-u16`` ...: ``-u<n>`` sets ``assertion_lstm_units`` (default 50);
 * ``-detached`` (``lstm-w4-detached``) sets ``assertion_trains_tagger: false``: the
-  assertion loss trains the head's own layers only.
+  assertion loss trains the head's own layers only;
+* ``-cwsqrt`` and ``-cwbal`` (``shared-cwsqrt``) set ``assertion_class_weights`` to
+  ``sqrt-balanced`` and ``balanced``.
 
 It then scores the chosen epoch's model on dev with ``clinical_ner.evaluation.evaluate_sentences``
 (what ``clinical-ner evaluate`` prints): NER exact micro F1, and the gold-concept assertion
@@ -54,6 +56,7 @@ WORK_DIR = REPO_ROOT / "benchmarks" / "work" / "assertions"
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = "embeddings/glove.6B.50d.pruned.txt"
 CORPUS = "maccrobat-i2b2"
+CLASS_WEIGHT_OPTIONS = {"cwsqrt": "sqrt-balanced", "cwbal": "balanced"}
 
 
 def cpu_model() -> str:
@@ -72,6 +75,8 @@ def variant_settings(variant: str) -> dict:
     for option in options:
         if option == "detached":
             settings["assertion_trains_tagger"] = False
+        elif option in CLASS_WEIGHT_OPTIONS:
+            settings["assertion_class_weights"] = CLASS_WEIGHT_OPTIONS[option]
         elif option[:1] == "w" and option[1:].replace(".", "", 1).isdigit():
             settings["assertion_loss_weight"] = float(option[1:])
         elif option[:1] == "u" and option[1:].isdigit() and head == "lstm":

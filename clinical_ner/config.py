@@ -27,6 +27,10 @@ ARCHITECTURE_SETTINGS = (
 #: from the tagger's BiLSTM states, or from a BiLSTM of its own over the
 #: same token features.
 ASSERTION_HEADS = ("shared", "lstm")
+#: How the assertion loss weighs each class (docs/design/assertions.md): alike,
+#: or by the inverse of its share of the training problems (sklearn's
+#: "balanced"), or by that share's inverse square root.
+ASSERTION_CLASS_WEIGHTS = ("none", "sqrt-balanced", "balanced")
 
 
 @dataclass
@@ -74,6 +78,7 @@ class NERConfig:
     # False: the assertion loss trains the head's own layers only, so the tagger
     # trains exactly as without assertions (docs/design/assertions.md).
     assertion_trains_tagger: bool = True
+    assertion_class_weights: str = "none"  # one of ASSERTION_CLASS_WEIGHTS
     # Optimisation
     epochs: int = 50
     batch_size: int = 32
@@ -135,6 +140,10 @@ class NERConfig:
         if self.assertion_head not in ASSERTION_HEADS:
             raise ConfigError(f"assertion_head must be one of {', '.join(ASSERTION_HEADS)}, "
                               f"got {self.assertion_head!r}")
+        if self.assertion_class_weights not in ASSERTION_CLASS_WEIGHTS:
+            raise ConfigError(
+                f"assertion_class_weights must be one of {', '.join(ASSERTION_CLASS_WEIGHTS)}, "
+                f"got {self.assertion_class_weights!r}")
         if isinstance(self.assertion_loss_weight, bool) \
                 or not isinstance(self.assertion_loss_weight, (int, float)) \
                 or self.assertion_loss_weight <= 0:

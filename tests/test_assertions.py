@@ -49,6 +49,37 @@ def test_cross_entropy_is_masked_and_summed_per_sentence():
     assert float(assertion_cross_entropy(probabilities, nothing)) == 0.0
 
 
+def test_class_weights_scale_each_class_s_tokens():
+    probabilities = tf.constant([[[0.5, 0.5], [0.9, 0.1]], [[0.2, 0.8], [0.3, 0.7]]])
+    targets = tf.constant([[NO_ASSERTION, 0], [1, NO_ASSERTION]])
+    expected = -(2.0 * np.log(0.9) + 0.5 * np.log(0.8)) / 2
+    assert float(assertion_cross_entropy(probabilities, targets, [2.0, 0.5])) == pytest.approx(
+        expected)
+
+
+def test_balanced_class_weights_come_from_the_training_problems(tmp_path):
+    sentences = negation_sentences(30, seed=5)
+    data = write_i2b2(tmp_path / "data", sentences)
+    counts = collections.Counter(assertion for _, concepts in sentences
+                                 for *_, label, assertion in concepts if label == "problem")
+    lines = []
+    config = tiny_assertion_config(epochs=1)
+    for rule in ("balanced", "none"):
+        train(data, tmp_path / rule, config=config.replace(assertion_class_weights=rule),
+              progress=False, emit=lines.append)
+    weighted = keras.saving.load_model(tmp_path / "balanced" / "model.keras", safe_mode=True)
+    total = sum(counts.values())
+    expected = [total / (len(counts) * counts[name]) for name in weighted.assertions]
+    assert len(counts) > 1 and len(set(expected)) > 1
+    assert weighted.get_config()["assertion_class_weights"] == pytest.approx(expected)
+    assert any(line.startswith("assertion class weights (balanced): ") for line in lines)
+    plain = keras.saving.load_model(tmp_path / "none" / "model.keras", safe_mode=True)
+    assert plain.get_config()["assertion_class_weights"] == []
+    losses = [json.loads((tmp_path / rule / "training_log.jsonl").read_text())["loss"]
+              for rule in ("balanced", "none")]
+    assert losses[0] != losses[1]
+
+
 def test_the_dataset_carries_assertion_targets_padded_as_masked():
     sentences = [Sentence(tokens=["No", "fever"], tags=["O", "B-problem"],
                           assertions={(1, 1): "absent"}),
@@ -384,7 +415,8 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
 @pytest.mark.slow
 def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_path):
     train_dir, dev_dir = negation_data
-    config = tiny_assertion_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4)
+    config = tiny_assertion_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4,
+                                   assertion_class_weights="sqrt-balanced")
     quiet = dict(progress=False, emit=lambda _: None)
     train(train_dir, tmp_path / "whole", dev_path=dev_dir, config=config, **quiet)
     train(train_dir, tmp_path / "parts", dev_path=dev_dir, config=config.replace(epochs=2),

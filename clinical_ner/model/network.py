@@ -1,6 +1,8 @@
 """The Keras model: char-CNN + word embeddings + BiLSTM + CRF."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 import tensorflow as tf
 
@@ -19,7 +21,8 @@ from clinical_ner.model.vocab import Vocabulary
 # (Models before 0.4 have no assertion output; its other arguments are unused then.)
 _ARGUMENTS_OF_OLD_MODELS = {"fused_lstm_max_batch": 4, "assertions": [],
                             "assertion_head": "shared", "assertion_lstm_units": 1,
-                            "assertion_loss_weight": 1.0, "assertion_trains_tagger": True}
+                            "assertion_loss_weight": 1.0, "assertion_trains_tagger": True,
+                            "assertion_class_weights": []}
 #: Target id of a token without an assertion target (outside gold problems
 #: with an assertion, or in data without assertions): masked out of the loss.
 NO_ASSERTION = -1
@@ -58,7 +61,9 @@ class ClinicalNERModel(keras.Model):
     (``assertion_head="shared"``) or from a BiLSTM of ``assertion_lstm_units``
     of its own over the same token features (``"lstm"``); with
     ``assertion_trains_tagger=False`` its loss trains only the head's own
-    layers (a stop-gradient on what it reads). The model then
+    layers (a stop-gradient on what it reads). ``assertion_class_weights``
+    weighs each class's tokens in that loss (in the order of ``assertions``;
+    empty: all 1). The model then
     returns ``[emissions, assertion_probabilities]``, and its targets are
     ``(tag_ids, assertion_ids)`` with :data:`NO_ASSERTION` on the tokens that
     have none. Without ``assertions`` the model is exactly the tagger alone.
@@ -106,6 +111,7 @@ class ClinicalNERModel(keras.Model):
         assertion_lstm_units: int,
         assertion_loss_weight: float,
         assertion_trains_tagger: bool,
+        assertion_class_weights: list[float],
         **kwargs,
     ) -> None:
         inputs = {
@@ -182,6 +188,7 @@ class ClinicalNERModel(keras.Model):
             "assertion_head": assertion_head, "assertion_lstm_units": assertion_lstm_units,
             "assertion_loss_weight": assertion_loss_weight,
             "assertion_trains_tagger": assertion_trains_tagger,
+            "assertion_class_weights": [float(weight) for weight in assertion_class_weights],
         }
         # Each argument is a public attribute (model.tags, model.word_dim, ...),
         # and get_config() returns them all.
@@ -196,12 +203,15 @@ class ClinicalNERModel(keras.Model):
         vocab: Vocabulary,
         word_dim: int | None = None,
         trainable_word_rows: int | None = None,
+        assertion_class_weights: Sequence[float] = (),
     ) -> "ClinicalNERModel":
         """A new model with the settings of ``settings`` for the vocabulary ``vocab``.
 
         ``word_dim`` is the size of pretrained vectors when there are some
-        (``None``: ``settings.word_dim``); ``trainable_word_rows`` as in the
-        class docstring (``None``: every row trains).
+        (``None``: ``settings.word_dim``); ``trainable_word_rows`` and
+        ``assertion_class_weights`` as in the class docstring (``None``: every
+        row trains; empty: every class weighs 1). The training data decides
+        the weights (:func:`clinical_ner.training.dataset.assertion_class_weights`).
         """
         return cls(
             num_words=len(vocab.words), num_chars=len(vocab.chars), tags=vocab.tags,
@@ -218,6 +228,7 @@ class ClinicalNERModel(keras.Model):
             assertion_lstm_units=settings.assertion_lstm_units,
             assertion_loss_weight=settings.assertion_loss_weight,
             assertion_trains_tagger=settings.assertion_trains_tagger,
+            assertion_class_weights=list(assertion_class_weights),
         )
 
     def apply_runtime_settings(self, settings: NERConfig) -> None:
@@ -273,7 +284,8 @@ class ClinicalNERModel(keras.Model):
                 emissions, tf.cast(tag_ids, tf.int32), self.sequence_lengths(x))
         loss = -tf.reduce_mean(log_likelihood)
         if self.assertions:
-            loss += self.assertion_loss_weight * assertion_cross_entropy(probabilities, y[1])
+            loss += self.assertion_loss_weight * assertion_cross_entropy(
+                probabilities, y[1], self.assertion_class_weights)
         if self.losses:
             loss += tf.add_n(self.losses)
         return loss
@@ -293,6 +305,7 @@ class ClinicalNERModel(keras.Model):
         arguments = {name: getattr(self, name) for name in self._argument_names}
         arguments["tags"] = list(arguments["tags"])
         arguments["assertions"] = list(arguments["assertions"])
+        arguments["assertion_class_weights"] = list(arguments["assertion_class_weights"])
         return {"name": self.name, "trainable": self.trainable, **arguments}
 
     @classmethod
@@ -303,11 +316,14 @@ class ClinicalNERModel(keras.Model):
         return cls(**config)
 
 
-def assertion_cross_entropy(probabilities: tf.Tensor, assertion_ids: tf.Tensor) -> tf.Tensor:
+def assertion_cross_entropy(probabilities: tf.Tensor, assertion_ids: tf.Tensor,
+                            class_weights: Sequence[float] = ()) -> tf.Tensor:
     """Cross-entropy summed over the tokens with a target, divided by the number of sentences.
 
     ``assertion_ids`` ``[batch, tokens]`` holds class ids, and
     :data:`NO_ASSERTION` where a token has no target (those add nothing).
+    With ``class_weights`` (one per class) each token's term is multiplied by
+    its class's weight.
     """
     assertion_ids = tf.cast(assertion_ids, tf.int32)
     has_target = assertion_ids >= 0
@@ -315,5 +331,8 @@ def assertion_cross_entropy(probabilities: tf.Tensor, assertion_ids: tf.Tensor) 
     # The clip keeps log finite for a saturated softmax (as Keras' own
     # cross-entropy on probabilities does).
     token_losses = -tf.math.log(tf.clip_by_value(chosen, 1e-7, 1.0))
+    if class_weights:
+        token_losses *= tf.gather(tf.constant(class_weights, token_losses.dtype),
+                                  tf.maximum(assertion_ids, 0))
     total = tf.reduce_sum(tf.where(has_target, token_losses, 0.0))
     return total / tf.cast(tf.shape(assertion_ids)[0], total.dtype)

@@ -56,6 +56,36 @@ def assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
     return [name for name in ASSERTION_CLASSES if name in used]
 
 
+def assertion_class_weights(sentences: Sequence[Sentence], classes: list[str],
+                            rule: str) -> list[float]:
+    """The assertion loss's weight of each of ``classes``, by ``rule`` (``NERConfig.assertion_class_weights``).
+
+    ``"none"``: ``[]`` (every class weighs 1). ``"balanced"``: ``N / (K * n_c)``
+    for a class that ``n_c`` of the ``N`` problems of ``sentences`` with one of
+    the ``K`` classes carry, so that every class adds as much to the loss as
+    the others (sklearn's ``class_weight="balanced"``); ``"sqrt-balanced"``:
+    its square root, halfway on a log scale. A class that no problem carries
+    here (a base model's, when fine-tuning) weighs 1.
+
+    >>> first = Sentence(tokens=["no", "fever", "cough"], tags=["O", "B-problem", "B-problem"],
+    ...                  assertions={(1, 1): "absent", (2, 2): "present"})
+    >>> second = Sentence(tokens=["cough"], tags=["B-problem"], assertions={(0, 0): "present"})
+    >>> assertion_class_weights([first, second], ["present", "absent", "possible"], "balanced")
+    [0.75, 1.5, 1.0]
+    """
+    if rule == "none":
+        return []
+    counts = dict.fromkeys(classes, 0)
+    for sentence in sentences:
+        for (first, _), assertion in sentence.assertions.items():
+            if _starts_problem(sentence, first) and assertion in counts:
+                counts[assertion] += 1
+    total, present = sum(counts.values()), sum(1 for count in counts.values() if count)
+    power = 1.0 if rule == "balanced" else 0.5
+    return [(total / (present * counts[name])) ** power if counts[name] else 1.0
+            for name in classes]
+
+
 def encode_assertions(sentences: Sequence[Sentence], classes: list[str]) -> list[list[int]]:
     """Assertion target ids of each sentence's tokens: the class id inside a gold problem with
     an assertion, ``NO_ASSERTION`` (-1, masked out of the loss) everywhere else.

@@ -13,7 +13,7 @@ from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.text.document import Sentence
-from clinical_ner.training.dataset import assertion_classes
+from clinical_ner.training.dataset import assertion_class_weights, assertion_classes
 from clinical_ner.vectors.reader import load_embedding_files
 
 
@@ -33,6 +33,17 @@ def pretrained_vectors(config: NERConfig) -> tuple[list[str] | None, np.ndarray 
     return load_embedding_files(config.embedding_files, config.embeddings_format)
 
 
+def class_weights(config: NERConfig, sentences: Sequence[Sentence], vocab: Vocabulary,
+                  emit: Callable[[str], None]) -> list[float]:
+    """The assertion loss's class weights by ``config.assertion_class_weights``, said in the log."""
+    weights = assertion_class_weights(sentences, vocab.assertions,
+                                      config.assertion_class_weights)
+    if weights:
+        emit(f"assertion class weights ({config.assertion_class_weights}): " + ", ".join(
+            f"{name} {weight:.2f}" for name, weight in zip(vocab.assertions, weights)))
+    return weights
+
+
 def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
               emit: Callable[[str], None]) -> tuple[ClinicalNERModel, Vocabulary]:
     """A model of ``config``'s architecture whose vocabulary is the data's and the vectors' words.
@@ -48,7 +59,8 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
              f"assertion_head {config.assertion_head})")
     vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
     word_dim = vectors.shape[1] if vectors is not None else config.word_dim
-    model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use)
+    model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use,
+                                           class_weights(config, sentences, vocab, emit))
     if vectors is not None:
         model.get_layer("word_embedding").set_table(
             vocab.embedding_matrix(embedding_words, vectors, config.seed))
@@ -88,7 +100,8 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
         assertions=base.vocab.assertions if keep_assertions else data_assertions,
     ).training_words_first(s.tokens for s in sentences)
     model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
-                                           words_in_use)
+                                           words_in_use,
+                                           class_weights(config, sentences, vocab, emit))
     model.get_layer("word_embedding").set_table(
         base.model.get_layer("word_embedding").table()[order])
     new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
