@@ -67,9 +67,9 @@ DEFAULT_PIPE_BATCH_SIZE = 1000
 
 # Our three values of an entity live in one doc.user_data entry, keyed like spaCy's
 # own extension values by offsets (and label): one dict write per entity instead of
-# three extension writes, which cost a fifth of nlp.pipe's time on case reports
-# (benchmarks/README.md, spaCy pipelines). Doc.to_bytes and nlp.pipe(n_process=...)
-# carry user_data, so the values follow the Doc.
+# three extension writes, whose Underscore objects were the largest Python cost of
+# setting our entities in a profile (benchmarks/README.md, spaCy pipelines).
+# Doc.to_bytes and nlp.pipe(n_process=...) carry user_data, so the values follow the Doc.
 USER_DATA_KEY = "clinical_ner"
 _EXTENSION_FIELDS = {CONFIDENCE: 0, ASSERTION: 1, ASSERTION_CONFIDENCE: 2}
 

@@ -1,9 +1,9 @@
 """The spaCy tokenizer ``clinical_ner.Tokenizer.v1``: the Doc's tokens are our model's tokens.
 
 With it, every entity of the ``clinical_ner`` component is exactly a span of
-the Doc (no widening to whole tokens), and long notes tokenize about twice as
-fast as with spaCy's English tokenizer (benchmarks/README.md, spaCy
-pipelines). Registered through the ``spacy_tokenizers`` entry point::
+the Doc (no widening to whole tokens), and long notes tokenize about 1.7 times
+as fast as with spaCy's English tokenizer (short sentences slower: spaCy's
+caches them; benchmarks/README.md, spaCy pipelines). Registered through the ``spacy_tokenizers`` entry point::
 
     nlp = spacy.blank("en", config={
         "nlp": {"tokenizer": {"@tokenizers": "clinical_ner.Tokenizer.v1"}}})
