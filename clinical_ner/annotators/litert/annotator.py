@@ -25,12 +25,11 @@ from clinical_ner.model.vocab import Vocabulary
 Decoded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 
 # Sentences per network call. The TensorFlow graph takes 128; here smaller
-# chunks peak lower (the interpreter's working memory grows with the chunk)
-# at the same speed: all 24 MACCROBAT dev documents peaked at 157 MiB with
-# 128, 133 with 64, 111 with 32 and 97 with 16, at 10.0k-12.6k tokens/s
-# (one run each on the loaded shared 2-core machine, an ad-hoc script not
-# committed; docs/design/litert.md).
-CHUNK_SIZE = 32
+# chunks peak lower (the interpreter's working memory grows with the largest
+# chunk it has seen) at the same speed down to 16: a batch worker peaked at
+# 253 MB with 16 against 308 with 32, at 71k-74k tokens/s with either (8: 234
+# MB, 9 % slower). `python -m benchmarks.litert_chunk_size`, benchmarks/README.md.
+CHUNK_SIZE = 16
 
 
 def usable_cores() -> int:

@@ -1,0 +1,132 @@
+"""Sentences per LiteRT network call (``annotators.litert.annotator.CHUNK_SIZE``): speed and memory.
+
+::
+
+    python -m benchmarks.litert_chunk_size --export /tmp/idle/lr32 --chunk-size 8 \\
+        --chunk-size 16 --chunk-size 32 --output benchmarks/results/litert-chunk-size.json
+
+* **Speed**: ``annotate`` on the 24 MACCROBAT dev documents, one process per
+  worker count (1 and 2 interpreters), every chunk size once per round in
+  turn, ``--repeats`` rounds after one untimed run each; tokens/s at the
+  median.
+* **Memory of a batch worker**: for each chunk size a fresh process imports
+  Apache Beam's SDK worker (what a Beam worker holds before any model), loads
+  the export with one interpreter (what batch engines run) and annotates
+  ``--notes`` BC5CDR dev sentences as notes in batches of 400,000 characters
+  (RunInference's default); its peak RSS (``VmHWM``, which unlike
+  ``ru_maxrss`` does not carry over the parent's peak through fork and exec)
+  at the end.
+
+The result file records the CPU and the load average at start and end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.bench_util import (
+    REPO_ROOT, conll_sentence_blocks, load_average, log, machine_facts, proc_status_kb,
+)
+
+DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+BATCH_CHARACTERS = 400_000
+
+
+def dev_documents() -> list[str]:
+    return [path.read_text(encoding="utf-8") for path in
+            sorted((DATA_ROOT / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
+
+
+def bc5cdr_notes(count: int) -> list[str]:
+    blocks = conll_sentence_blocks(DATA_ROOT / "bc5cdr" / "dev.conll")
+    notes = [" ".join(line.split("\t")[0] for line in block.splitlines()) for block in blocks]
+    return (notes * (count // len(notes) + 1))[:count]
+
+
+def speed(export: Path, chunk_sizes: list[int], workers: int, repeats: int) -> dict:
+    import clinical_ner.annotators.litert.annotator as litert
+    from clinical_ner.text.tokenizer import count_tokens
+
+    texts = dev_documents()
+    tokens = sum(count_tokens(text) for text in texts)
+    annotator = litert.LiteRTAnnotator.load(export, workers=workers)
+    times: dict[int, list[float]] = {size: [] for size in chunk_sizes}
+    for round_number in range(repeats + 1):
+        for size in chunk_sizes:
+            litert.CHUNK_SIZE = size
+            started = time.perf_counter()
+            annotator.annotate(texts)
+            if round_number:  # the first round is the untimed warm-up
+                times[size].append(time.perf_counter() - started)
+    return {str(size): round(tokens / sorted(runs)[len(runs) // 2])
+            for size, runs in times.items()}
+
+
+def worker_memory(export: Path, chunk_size: int, notes: int) -> dict:
+    """Run in a fresh process (``--worker``): a batch worker's peak RSS in MB."""
+    from apache_beam.runners.worker import sdk_worker_main  # noqa: F401  (a Beam worker's imports)
+
+    import clinical_ner.annotators.litert.annotator as litert
+
+    litert.CHUNK_SIZE = chunk_size
+    after_imports = peak_rss_mb()
+    annotator = litert.LiteRTAnnotator.load(export, workers=1)
+    batch: list[str] = []
+    characters = 0
+    for note in bc5cdr_notes(notes) + [""]:
+        if note:
+            batch.append(note)
+            characters += len(note)
+        if batch and (characters >= BATCH_CHARACTERS or not note):
+            annotator.annotate(batch)
+            batch, characters = [], 0
+    return {"after_imports_mb": after_imports, "peak_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> int:
+    return round(proc_status_kb(os.getpid(), "VmHWM") / 1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--export", type=Path, required=True, help="a LiteRT export folder")
+    parser.add_argument("--chunk-size", type=int, action="append", dest="chunk_sizes")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--notes", type=int, default=50_000)
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(worker_memory(args.export, args.worker, args.notes)))
+        return 0
+    chunk_sizes = args.chunk_sizes or [16, 32]
+    report: dict = {"machine": machine_facts(), "export": str(args.export),
+                    "repeats": args.repeats, "notes": args.notes,
+                    "tokens_per_second": {}, "batch_worker_memory": {}}
+    for workers in (1, 2):
+        log(f"speed, {workers} worker(s)")
+        report["tokens_per_second"][f"{workers} workers"] = speed(
+            args.export, chunk_sizes, workers, args.repeats)
+    for size in chunk_sizes:
+        log(f"batch worker memory, chunk size {size}")
+        result = subprocess.run(
+            [sys.executable, "-m", "benchmarks.litert_chunk_size", "--export", str(args.export),
+             "--notes", str(args.notes), "--worker", str(size)],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        report["batch_worker_memory"][str(size)] = json.loads(result.stdout.splitlines()[-1])
+    report["machine"]["load_average_end"] = load_average()
+    print(json.dumps({key: report[key] for key in ("tokens_per_second", "batch_worker_memory")},
+                     indent=2))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
