@@ -6,6 +6,7 @@ README renderer can use it cheaply.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -335,6 +336,12 @@ def slice_i2b2(source: Path, target: Path, sentences: int) -> int:
         text = text_file.read_text(encoding="utf-8")
         copied += sum(1 for line in text.splitlines() if line.strip())
     return copied
+
+
+def write_json(path: Path, report: dict) -> None:
+    """Write a result file (its folder made as needed), indented as every result here."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
 def log(message: str) -> None:

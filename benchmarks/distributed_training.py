@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench_util import (
-    REPO_ROOT, free_port, log, machine_facts, slice_conll, subprocess_env,
+    REPO_ROOT, free_port, log, machine_facts, slice_conll, subprocess_env, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -106,8 +106,7 @@ def main() -> int:
     report = {"machine": machine, "command": " ".join(sys.argv),
               "data": {"train": str(args.train), "sentences": sentences, "epochs": args.epochs},
               "results": results}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.output, report)
     log(f"wrote {args.output}")
     return 0
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT, conll_sentence_blocks, load_average, log, machine_facts, proc_status_kb,
+    write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -123,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({key: report[key] for key in ("tokens_per_second", "batch_worker_memory")},
                      indent=2))
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.output, report)
     return 0
 
 

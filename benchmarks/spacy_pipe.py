@@ -34,7 +34,6 @@ end, and the versions.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ from benchmarks.bench_util import (
     machine_facts,
     summarize_seconds,
     throughput,
+    write_json,
 )
 
 
@@ -141,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['machine']['load_average_start']}, at end "
           f"{report['machine']['load_average_end']}")
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.output, report)
     return 0
 
 
