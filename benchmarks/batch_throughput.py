@@ -42,7 +42,8 @@ from pathlib import Path
 from benchmarks.bench_util import (
     REPO_ROOT,
     cpu_model,
-    conll_sentence_blocks,
+    conll_notes,
+    i2b2_documents,
     load_average,
     log,
     proc_status_kb,
@@ -55,13 +56,10 @@ DEFAULT_WORK_DIR = REPO_ROOT / "benchmarks" / "work" / "batch"
 
 def build_datasets(data_root: Path, work_dir: Path, notes: int) -> dict[str, Path]:
     """JSON lines ``{"id", "text"}``: BC5CDR sentences (cycled to ``notes``) and MACCROBAT documents."""
-    sentences = []
-    for split in ("train", "dev", "test"):
-        for block in conll_sentence_blocks(data_root / "bc5cdr" / f"{split}.conll"):
-            sentences.append(" ".join(line.split("\t")[0] for line in block.splitlines()))
-    documents = [path.read_text(encoding="utf-8")
-                 for split in ("train", "dev")
-                 for path in sorted((data_root / "maccrobat-i2b2" / split / "txt").glob("*.txt"))]
+    sentences = [note for split in ("train", "dev", "test")
+                 for note in conll_notes(data_root / "bc5cdr" / f"{split}.conll")]
+    documents = [text for split in ("train", "dev")
+                 for text in i2b2_documents(data_root / "maccrobat-i2b2" / split)]
     datasets = {
         f"bc5cdr-{notes}": [sentences[index % len(sentences)] for index in range(notes)],
         "maccrobat": documents,

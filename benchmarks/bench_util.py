@@ -313,6 +313,17 @@ def conll_sentence_blocks(path: Path) -> list[str]:
     return blocks
 
 
+def conll_notes(path: Path) -> list[str]:
+    """The sentences of a CoNLL file as notes: each sentence's tokens joined by spaces."""
+    return [" ".join(line.split("\t")[0] for line in block.splitlines())
+            for block in conll_sentence_blocks(path)]
+
+
+def i2b2_documents(folder: Path) -> list[str]:
+    """The texts of an i2b2 split (``folder/txt/*.txt``), in file-name order."""
+    return [path.read_text(encoding="utf-8") for path in sorted((folder / "txt").glob("*.txt"))]
+
+
 def slice_conll(source: Path, target: Path, sentences: int) -> int:
     """Write the first ``sentences`` sentences of a CoNLL file; return how many were written."""
     blocks = conll_sentence_blocks(source)[:sentences]

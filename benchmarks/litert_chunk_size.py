@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, conll_sentence_blocks, load_average, log, machine_facts, proc_status_kb,
+    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, proc_status_kb,
     write_json,
 )
 
@@ -38,14 +38,8 @@ DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 BATCH_CHARACTERS = 400_000
 
 
-def dev_documents() -> list[str]:
-    return [path.read_text(encoding="utf-8") for path in
-            sorted((DATA_ROOT / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
-
-
 def bc5cdr_notes(count: int) -> list[str]:
-    blocks = conll_sentence_blocks(DATA_ROOT / "bc5cdr" / "dev.conll")
-    notes = [" ".join(line.split("\t")[0] for line in block.splitlines()) for block in blocks]
+    notes = conll_notes(DATA_ROOT / "bc5cdr" / "dev.conll")
     return (notes * (count // len(notes) + 1))[:count]
 
 
@@ -53,7 +47,7 @@ def speed(export: Path, chunk_sizes: list[int], workers: int, repeats: int) -> d
     import clinical_ner.annotators.litert.annotator as litert
     from clinical_ner.text.tokenizer import count_tokens
 
-    texts = dev_documents()
+    texts = i2b2_documents(DATA_ROOT / "maccrobat-i2b2" / "dev")
     tokens = sum(count_tokens(text) for text in texts)
     annotator = litert.LiteRTAnnotator.load(export, workers=workers)
     times: dict[int, list[float]] = {size: [] for size in chunk_sizes}
@@ -79,13 +73,14 @@ def worker_memory(export: Path, chunk_size: int, notes: int) -> dict:
     annotator = litert.LiteRTAnnotator.load(export, workers=1)
     batch: list[str] = []
     characters = 0
-    for note in bc5cdr_notes(notes) + [""]:
-        if note:
-            batch.append(note)
-            characters += len(note)
-        if batch and (characters >= BATCH_CHARACTERS or not note):
+    for note in bc5cdr_notes(notes):
+        batch.append(note)
+        characters += len(note)
+        if characters >= BATCH_CHARACTERS:
             annotator.annotate(batch)
             batch, characters = [], 0
+    if batch:
+        annotator.annotate(batch)
     return {"after_imports_mb": after_imports, "peak_mb": peak_rss_mb()}
 
 

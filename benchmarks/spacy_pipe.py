@@ -41,7 +41,8 @@ from typing import Callable
 
 from benchmarks.bench_util import (
     REPO_ROOT,
-    conll_sentence_blocks,
+    conll_notes,
+    i2b2_documents,
     load_average,
     log,
     machine_facts,
@@ -52,10 +53,8 @@ from benchmarks.bench_util import (
 
 
 def corpora(data_root: Path, sentences: int) -> dict[str, list[str]]:
-    documents = [path.read_text(encoding="utf-8") for path in
-                 sorted((data_root / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
-    blocks = conll_sentence_blocks(data_root / "bc5cdr" / "dev.conll")[:sentences]
-    notes = [" ".join(line.split("\t")[0] for line in block.splitlines()) for block in blocks]
+    documents = i2b2_documents(data_root / "maccrobat-i2b2" / "dev")
+    notes = conll_notes(data_root / "bc5cdr" / "dev.conll")[:sentences]
     return {"maccrobat-dev": documents, f"bc5cdr-dev-{len(notes)}": notes}
 
 

@@ -1,7 +1,8 @@
 """The ``tf.data`` training pipeline: shuffle, bucket by length, pad, featurize, prefetch."""
 from __future__ import annotations
 
-from typing import Sequence
+import collections
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -50,9 +51,7 @@ def assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
 
     Empty when no problem has an assertion: the model then gets no assertion output.
     """
-    used = {assertion for sentence in sentences
-            for (first, _), assertion in sentence.assertions.items()
-            if _starts_problem(sentence, first)}
+    used = set(_problem_assertions(sentences))
     return [name for name in ASSERTION_CLASSES if name in used]
 
 
@@ -75,11 +74,8 @@ def assertion_class_weights(sentences: Sequence[Sentence], classes: list[str],
     """
     if rule == "none":
         return []
-    counts = dict.fromkeys(classes, 0)
-    for sentence in sentences:
-        for (first, _), assertion in sentence.assertions.items():
-            if _starts_problem(sentence, first) and assertion in counts:
-                counts[assertion] += 1
+    found = collections.Counter(_problem_assertions(sentences))
+    counts = {name: found[name] for name in classes}
     total, present = sum(counts.values()), sum(1 for count in counts.values() if count)
     power = 1.0 if rule == "balanced" else 0.5
     return [(total / (present * counts[name])) ** power if counts[name] else 1.0
@@ -106,6 +102,14 @@ def encode_assertions(sentences: Sequence[Sentence], classes: list[str]) -> list
             targets[first:last + 1] = [index[assertion]] * (last + 1 - first)
         encoded.append(targets)
     return encoded
+
+
+def _problem_assertions(sentences: Sequence[Sentence]) -> Iterator[str]:
+    """The assertion of every problem of ``sentences`` that has one."""
+    for sentence in sentences:
+        for (first, _), assertion in sentence.assertions.items():
+            if _starts_problem(sentence, first):
+                yield assertion
 
 
 def _starts_problem(sentence: Sentence, first: int) -> bool:
