@@ -6,8 +6,9 @@
         --output benchmarks/results/spacy-pipe.json
 
 Corpora: the MACCROBAT dev documents (``maccrobat-i2b2/dev/txt``, whole case
-reports) and the first ``--sentences`` BC5CDR dev sentences as notes (tokens
-joined by spaces). For each, in one process with two copies of the model
+reports; one model call's worth of text), the MACCROBAT train and dev
+documents (several calls' worth: a stream of long notes) and the first
+``--sentences`` BC5CDR dev sentences as notes (tokens joined by spaces). For each, in one process with two copies of the model
 (the one ``ClinicalNER.load`` gives and the one the component loads):
 
 * ``annotate``: ``ner.annotate(texts)``, one call over all texts (its own
@@ -15,6 +16,9 @@ joined by spaces). For each, in one process with two copies of the model
 * ``nlp.pipe``: ``list(nlp.pipe(texts, batch_size=B))`` on ``spacy.blank("en")``
   with only the component, for each ``--pipe-batch-size`` B: spaCy's
   tokenizer, one ``annotate`` call per B docs, and the spans on each Doc;
+* ``nlp.pipe, whole batches``: the same with every batch ``B`` docs (the
+  component cuts long notes' batches at one model call's characters; this
+  ablation does not, as the component did up to commit 2f6f4a3);
 * ``nlp.pipe, our tokenizer``: the same with ``clinical_ner.Tokenizer.v1``
   as the pipeline's tokenizer (the Doc's tokens are the model's);
 * ``spaCy tokenizer alone`` and ``our tokenizer alone``: each pipeline's
@@ -53,9 +57,11 @@ from benchmarks.bench_util import (
 
 
 def corpora(data_root: Path, sentences: int) -> dict[str, list[str]]:
-    documents = i2b2_documents(data_root / "maccrobat-i2b2" / "dev")
+    dev = i2b2_documents(data_root / "maccrobat-i2b2" / "dev")
+    train = i2b2_documents(data_root / "maccrobat-i2b2" / "train")
     notes = conll_notes(data_root / "bc5cdr" / "dev.conll")[:sentences]
-    return {"maccrobat-dev": documents, f"bc5cdr-dev-{len(notes)}": notes}
+    return {"maccrobat-dev": dev, "maccrobat-train-dev": train + dev,
+            f"bc5cdr-dev-{len(notes)}": notes}
 
 
 def measure(texts: list[str], variants: dict[str, Callable[[], object]], repeats: int,
@@ -120,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     nlp.add_pipe("clinical_ner", config={"model": args.model})
     ours = spacy.blank("en", config={"nlp": {"tokenizer": {"@tokenizers": REGISTERED_NAME}}})
     ours.add_pipe("clinical_ner", config={"model": args.model})
+    # The ablation: every batch batch_size docs, as the component cut them up to 2f6f4a3.
+    whole = spacy.blank("en")
+    whole.add_pipe("clinical_ner", config={"model": args.model})._call_limits = lambda: None
     for corpus, texts in corpora(args.data, args.sentences).items():
         tokens = sum(len(sentence) for text in texts for sentence in split_sentences(text))
         log(f"{corpus}: {len(texts)} texts, {tokens} tokens")
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in pipe_batch_sizes:
             variants[f"nlp.pipe, batch_size={size}"] = (
                 lambda size=size: list(nlp.pipe(texts, batch_size=size)))
+            variants[f"nlp.pipe, whole batches, batch_size={size}"] = (
+                lambda size=size: list(whole.pipe(texts, batch_size=size)))
             variants[f"nlp.pipe, our tokenizer, batch_size={size}"] = (
                 lambda size=size: list(ours.pipe(texts, batch_size=size)))
         variants["spaCy tokenizer alone"] = lambda: list(nlp.tokenizer.pipe(texts))

@@ -241,6 +241,8 @@ def test_pipe_reads_the_next_batch_while_the_model_annotates(monkeypatch):
     overlapped = []
 
     class WaitingModel:
+        config = SimpleNamespace(annotate_batch_size=256, annotate_max_batch_characters=100_000)
+
         def annotate(self, texts, batch_size=None):
             if texts == ["first note"]:
                 # Set when the pipeline reads the next text; without overlap it never is.
@@ -265,6 +267,36 @@ def test_pipe_reads_the_next_batch_while_the_model_annotates(monkeypatch):
     assert next(piped).text == "ok note"
     with pytest.raises(ModelError, match="failed on this batch"):
         next(piped)
+
+
+def test_pipe_cuts_batches_of_long_notes_at_one_model_call(monkeypatch):
+    """Long notes: a batch holds one call's characters, so tokenizing overlaps sooner."""
+    calls = []
+
+    class CountingModel:
+        # One call: at most 3 texts and 25 characters.
+        config = SimpleNamespace(annotate_batch_size=3, annotate_max_batch_characters=25)
+
+        def annotate(self, texts, batch_size=None):
+            calls.append([len(text) for text in texts])
+            return [[] for _ in texts]
+
+    monkeypatch.setattr(ClinicalNER, "load", classmethod(lambda cls, model: CountingModel()))
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner")
+    long_notes = ["ten chars.", "ten chars.", "ten chars.", "a note of 30 characters, long.",
+                  "ok"]
+    assert [doc.text for doc in pipeline.pipe(long_notes, batch_size=1000)] == long_notes
+    # Cut before the text that would pass 25 characters; a longer text goes alone.
+    assert calls == [[10, 10], [10], [30], [2]]
+    calls.clear()
+    # Short notes: once a batch holds a call's texts, only batch_size ends it.
+    short_notes = ["one", "two", "six", "a note of 30 characters, long.", "ok"]
+    assert [doc.text for doc in pipeline.pipe(short_notes, batch_size=4)] == short_notes
+    assert calls == [[3, 3, 3, 30], [2]]
+    calls.clear()
+    list(pipeline.pipe(long_notes[:3], batch_size=1))
+    assert calls == [[10], [10], [10]]
 
 
 def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):

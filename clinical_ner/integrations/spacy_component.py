@@ -31,11 +31,11 @@ import os
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.util import filter_spans, minibatch
+from spacy.util import filter_spans
 
 from clinical_ner.version import __version__
 from clinical_ner.artifacts.litert import is_litert_export
@@ -143,16 +143,26 @@ class ClinicalNERComponent:
 
     def pipe(self, docs: Iterable[Doc], batch_size: int = DEFAULT_PIPE_BATCH_SIZE
              ) -> Iterator[Doc]:
-        """The docs annotated ``batch_size`` at a time, one ``annotate`` call per batch.
+        """The docs annotated in batches, one ``annotate`` call per batch.
 
-        The model annotates a batch in a second thread while this one reads
-        the next batch from ``docs``, which is where spaCy's tokenizer (and
-        any component before ours) runs: the model's own work releases
-        Python's GIL, so the two overlap. One batch at most is ahead.
+        A batch holds ``batch_size`` docs, but long notes are cut into
+        batches of one model call's worth: where fewer texts than one call
+        takes (the component's ``batch_size``, else the model's
+        ``annotate_batch_size``) reach one call's characters
+        (``annotate_max_batch_characters``), the batch ends there, since
+        ``annotate`` would split it there anyway and the next batch's
+        tokenizing can start beside it. Short notes keep whole batches, in
+        which ``annotate`` sorts them by length (less padding); an endpoint
+        keeps whole batches too. The model annotates a batch in a
+        second thread while this one reads the next batch from ``docs``,
+        which is where spaCy's tokenizer (and any component before ours)
+        runs: the model's own work releases Python's GIL, so the two
+        overlap. One batch at most is ahead.
         """
+        call_limits = self._call_limits()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool:
             previous = None
-            for batch in minibatch(docs, size=batch_size):
+            for batch in _batches(docs, batch_size, call_limits):
                 annotating = pool.submit(self._annotate, [doc.text for doc in batch])
                 if previous is not None:
                     yield from self._finish(*previous)
@@ -190,6 +200,14 @@ class ClinicalNERComponent:
             self._loaded = self._load()
             self._loaded_in = os.getpid()
         return self._loaded
+
+    def _call_limits(self) -> Optional[Tuple[int, int]]:
+        """Texts and characters of one model call (``None`` for an endpoint)."""
+        if self.endpoint is not None:
+            return None
+        config = self._annotator().config
+        return (self.batch_size or config.annotate_batch_size,
+                config.annotate_max_batch_characters)
 
     def _reloads_after_fork(self) -> bool:
         return self.endpoint is None and is_litert_export(resolve_model_path(self.model))
@@ -305,6 +323,23 @@ class ClinicalNERComponent:
 def _is_bundled_name(model: str) -> bool:
     # Resolving changes only a bundled model's name (an existing path wins).
     return resolve_model_path(model) != Path(model)
+
+
+def _batches(docs: Iterable[Doc], size: int, call_limits: Optional[Tuple[int, int]]
+             ) -> Iterator[List[Doc]]:
+    """``docs`` in lists of ``size``, some cut earlier by ``call_limits`` (see ``pipe``)."""
+    batch: List[Doc] = []
+    characters = 0
+    for doc in docs:
+        if batch and (len(batch) == size or (
+                call_limits is not None and len(batch) < call_limits[0]
+                and characters + len(doc.text) > call_limits[1])):
+            yield batch
+            batch, characters = [], 0
+        batch.append(doc)
+        characters += len(doc.text)
+    if batch:
+        yield batch
 
 
 def _not_overlapping(spans: List[Span], others: List[Span]) -> List[Span]:
