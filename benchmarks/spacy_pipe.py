@@ -8,8 +8,9 @@
 Corpora: the MACCROBAT dev documents (``maccrobat-i2b2/dev/txt``, whole case
 reports; one model call's worth of text), the MACCROBAT train and dev
 documents (several calls' worth: a stream of long notes) and the first
-``--sentences`` BC5CDR dev sentences as notes (tokens joined by spaces). For each, in one process with two copies of the model
-(the one ``ClinicalNER.load`` gives and the one the component loads):
+``--sentences`` BC5CDR dev sentences as notes (tokens joined by spaces). For
+each, in one process with a copy of the model per caller (the one
+``ClinicalNER.load`` gives and the one each pipeline's component loads):
 
 * ``annotate``: ``ner.annotate(texts)``, one call over all texts (its own
   batching: texts sorted by length, the model's batch sizes);
