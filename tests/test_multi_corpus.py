@@ -241,6 +241,41 @@ def test_training_from_a_corpus_file_logs_and_records_each_corpus(joint):
 
 
 @pytest.mark.slow
+def test_a_corpus_file_with_assertions_logs_and_cards_them(shared_data, tmp_path):
+    """The corpus that chooses the epoch has assertions: they are logged and in the card."""
+    source = shared_data / "maccrobat-i2b2"
+    for split, count in (("train", 12), ("dev", 3)):
+        names = sorted(path.stem for path in (source / split / "txt").glob("*.txt"))[:count]
+        for sub, suffix in (("txt", "txt"), ("concept", "con"), ("ast", "ast")):
+            (tmp_path / split / sub).mkdir(parents=True)
+            for name in names:
+                (tmp_path / split / sub / f"{name}.{suffix}").write_bytes(
+                    (source / split / sub / f"{name}.{suffix}").read_bytes())
+    corpora = write_corpus_file(tmp_path, f'''select = {{ cases = 1.0 }}
+
+[[corpus]]
+name = "cases"
+train = "{tmp_path / 'train'}"
+dev = "{tmp_path / 'dev'}"
+format = "i2b2"
+''')
+    messages = []
+    output = tmp_path / "model"
+    train(None, output, config=tiny(epochs=1), corpora=read_corpus_file(corpora),
+          progress=False, emit=messages.append)
+    entry = json.loads((output / "training_log.jsonl").read_text().splitlines()[-1])
+    assert 0 <= entry["dev_corpora"]["cases"]["assertion_accuracy"] <= 1
+    assert any("(cases F1 " in message and " assertion accuracy " in message
+               for message in messages)
+    card = (output / "MODEL_CARD.md").read_text()
+    # Scored on the dev corpus that chose the epoch, per assertion class too.
+    assert f"On `{tmp_path / 'dev'}`" in card and "it was the dev data that chose" in card
+    assert "| assertion | precision | recall | F1 | gold | predicted |" in card
+    assert "These assertion figures come from the dev data" in card
+    assert "| absent |" in card and "| present |" in card
+
+
+@pytest.mark.slow
 def test_resume_and_init_from_work_with_a_corpus_file(data, joint, tmp_path):
     corpora = read_corpus_file(data / "corpora.toml")
     straight, _, _ = joint

@@ -74,6 +74,10 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
     ``corpus_set`` is a :class:`clinical_ner.formats.corpora.CorpusSet`;
     ``dev_scores`` the kept epoch's scores per dev corpus (``dev_corpora`` of
     its ``training_log.jsonl`` entry: each corpus scored on its own labels).
+    When one dev corpus alone chooses the epoch and annotates every label
+    completely, the card scores the model on it as after single-corpus
+    training (per label and, with assertions, per assertion class); other
+    selections have no such score (``clinical-ner card MODEL --data DIR``).
     """
     import keras
     import tensorflow as tf
@@ -90,16 +94,23 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
                            for path in spec.train],
             "dev_scores": dev_scores.get(spec.name),
         })
+    selecting = [spec for spec in corpus_set.dev_corpora() if corpus_set.selection.get(spec.name)]
+    scored = (selecting[0] if len(selecting) == 1 and all(
+        selecting[0].coverage.get(label) == "complete" for label in corpus_set.labels) else None)
     card["training"] = {
         "train_data": [item for corpus in corpora for item in corpus["train_data"]],
-        "dev_data": None,
+        "dev_data": (summarise_corpus(scored.dev, load_spec_corpus(scored, scored.dev,
+                                                                   skip_invalid))
+                     if scored is not None else None),
         "corpora": corpora,
         "select": corpus_set.selection,
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,
     }
-    card["evaluation"] = None
+    card["evaluation"] = (evaluation_record(model_dir, scored.dev, scored.format,
+                                            scored.label_map, skip_invalid, card)
+                          if scored is not None else None)
     return _write(model_dir, card)
 
 

@@ -123,8 +123,11 @@ class ProgressReport(TrainingCallback):
         dev_text = (f" dev P {entry['dev_precision']:.4f} R {entry['dev_recall']:.4f} "
                     f"F1 {entry['dev_f1']:.4f}" if "dev_f1" in entry else "")
         if "dev_corpora" in entry:  # a corpus file's dev corpora, each on its own labels
-            dev_text += " (" + ", ".join(f"{name} F1 {scores['f1']:.4f}" for name, scores
-                                         in entry["dev_corpora"].items()) + ")"
+            dev_text += " (" + ", ".join(
+                f"{name} F1 {scores['f1']:.4f}" + (
+                    f" assertion accuracy {scores['assertion_accuracy']:.4f}"
+                    if "assertion_accuracy" in scores else "")
+                for name, scores in entry["dev_corpora"].items()) + ")"
         if "dev_assertion_accuracy" in entry:
             dev_text += f" assertion accuracy {entry['dev_assertion_accuracy']:.4f}"
         self.emit(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}{dev_text} "

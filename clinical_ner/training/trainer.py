@@ -326,13 +326,15 @@ def _corpus_dev_scores(ner: KerasAnnotator, corpora: CorpusSet, dev: dict[str, l
     """Each dev corpus's scores and their weighted selection score, on every process."""
     started = time.perf_counter()
     names = [spec.name for spec in corpora.dev_corpora()]
-    flat = [0.0] * (3 * len(names))
+    measures = ("precision", "recall", "f1", "assertion_accuracy", "assertion_macro_f1")
+    # The same length on every process; -1: not measured (a corpus without assertions).
+    flat = [0.0] * (len(measures) * len(names))
     if distribution.is_chief:
         per_corpus = corpus_scores(ner, corpora, dev)
-        flat = [per_corpus[name][measure] for name in names
-                for measure in ("precision", "recall", "f1")]
+        flat = [per_corpus[name].get(measure, -1.0) for name in names for measure in measures]
     flat = distribution.broadcast_from_chief(flat)
-    per_corpus = {name: dict(zip(("precision", "recall", "f1"), flat[3 * i:3 * i + 3]))
+    per_corpus = {name: {measure: value for measure, value in zip(
+                      measures, flat[len(measures) * i:len(measures) * (i + 1)]) if value >= 0}
                   for i, name in enumerate(names)}
     return {**selection_scores(corpora, per_corpus), "dev_corpora": per_corpus,
             "dev_seconds": round(time.perf_counter() - started, 3)}
