@@ -54,6 +54,23 @@ def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
     return report
 
 
+#: The keys of :func:`headline_scores`, in the training log's order.
+HEADLINE_MEASURES = ("precision", "recall", "f1", "assertion_accuracy", "assertion_macro_f1")
+
+
+def headline_scores(report: dict) -> dict[str, float]:
+    """A report's exact micro ``precision``, ``recall`` and ``f1``, and, where it has
+    assertions, the gold problems' ``assertion_accuracy`` and ``assertion_macro_f1``
+    (the figures the training log keeps per epoch)."""
+    micro = report["exact"]["micro"]
+    scores = {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1"]}
+    if "assertion" in report:
+        gold_concepts = report["assertion"]["gold_concepts"]
+        scores.update(assertion_accuracy=gold_concepts["accuracy"],
+                      assertion_macro_f1=gold_concepts["macro_f1"])
+    return scores
+
+
 def has_assertions(sentences: Sequence[Sentence]) -> bool:
     return any(s.assertions for s in sentences)
 

@@ -21,7 +21,9 @@ import numpy as np
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import encode_allowed_tags
 from clinical_ner.errors import ClinicalNERError
-from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+from clinical_ner.evaluation.evaluate import (
+    corpus_sentences, evaluate_sentences, headline_scores, report_skipped,
+)
 from clinical_ner.formats.corpora import (
     CorpusSet, check_corpus_labels, check_label_map, load_spec_corpus,
 )
@@ -107,18 +109,9 @@ def corpus_scores(ner: KerasAnnotator, corpus_set: CorpusSet,
     ``assertion_accuracy`` and ``assertion_macro_f1`` when the model has
     assertions (as a single dev set does; the epoch is still chosen by F1).
     """
-    scores = {}
-    for name, sentences in dev.items():
-        labels = corpus_set.by_name(name).scored_labels()
-        report = evaluate_sentences(ner, sentences, labels=labels)
-        micro = report["exact"]["micro"]
-        scores[name] = {"precision": micro["precision"], "recall": micro["recall"],
-                        "f1": micro["f1"]}
-        if "assertion" in report:
-            gold_concepts = report["assertion"]["gold_concepts"]
-            scores[name].update(assertion_accuracy=gold_concepts["accuracy"],
-                                assertion_macro_f1=gold_concepts["macro_f1"])
-    return scores
+    return {name: headline_scores(evaluate_sentences(
+                ner, sentences, labels=corpus_set.by_name(name).scored_labels()))
+            for name, sentences in dev.items()}
 
 
 def selection_scores(corpus_set: CorpusSet, per_corpus: dict[str, dict]) -> dict[str, float]:

@@ -29,7 +29,9 @@ from clinical_ner.training.distribute import (
     DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
 )
 from clinical_ner.errors import ClinicalNERError, ConfigError
-from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+from clinical_ner.evaluation.evaluate import (
+    HEADLINE_MEASURES, corpus_sentences, evaluate_sentences, headline_scores, report_skipped,
+)
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
 from clinical_ner.formats.corpora import CorpusSet
@@ -292,20 +294,10 @@ def _dev_scores(ner: KerasAnnotator, sentences: list[Sentence], distribution: Di
     chosen by the NER F1).
     """
     started = time.perf_counter()
-    with_assertions = bool(ner.assertion_classes)
-    # The same length on every process; -1: the dev data has no assertions.
-    scores = [0.0, 0.0, 0.0] + ([-1.0, -1.0] if with_assertions else [])
-    if distribution.is_chief:
-        report = evaluate_sentences(ner, sentences)
-        micro = report["exact"]["micro"]
-        scores[:3] = [micro["precision"], micro["recall"], micro["f1"]]
-        if "assertion" in report:
-            gold_concepts = report["assertion"]["gold_concepts"]
-            scores[3:] = [gold_concepts["accuracy"], gold_concepts["macro_f1"]]
-    scores = distribution.broadcast_from_chief(scores)
-    entry = {"dev_precision": scores[0], "dev_recall": scores[1], "dev_f1": scores[2]}
-    if with_assertions and scores[3] >= 0:
-        entry.update({"dev_assertion_accuracy": scores[3], "dev_assertion_macro_f1": scores[4]})
+    scores = (headline_scores(evaluate_sentences(ner, sentences))
+              if distribution.is_chief else None)
+    scores = _broadcast_scores(distribution, ["dev"], {"dev": scores})["dev"]
+    entry = {f"dev_{measure}": value for measure, value in scores.items()}
     entry["dev_seconds"] = round(time.perf_counter() - started, 3)
     return entry
 
@@ -326,18 +318,29 @@ def _corpus_dev_scores(ner: KerasAnnotator, corpora: CorpusSet, dev: dict[str, l
     """Each dev corpus's scores and their weighted selection score, on every process."""
     started = time.perf_counter()
     names = [spec.name for spec in corpora.dev_corpora()]
-    measures = ("precision", "recall", "f1", "assertion_accuracy", "assertion_macro_f1")
-    # The same length on every process; -1: not measured (a corpus without assertions).
-    flat = [0.0] * (len(measures) * len(names))
-    if distribution.is_chief:
-        per_corpus = corpus_scores(ner, corpora, dev)
-        flat = [per_corpus[name].get(measure, -1.0) for name in names for measure in measures]
-    flat = distribution.broadcast_from_chief(flat)
-    per_corpus = {name: {measure: value for measure, value in zip(
-                      measures, flat[len(measures) * i:len(measures) * (i + 1)]) if value >= 0}
-                  for i, name in enumerate(names)}
+    per_corpus = _broadcast_scores(
+        distribution, names, corpus_scores(ner, corpora, dev) if distribution.is_chief else {})
     return {**selection_scores(corpora, per_corpus), "dev_corpora": per_corpus,
             "dev_seconds": round(time.perf_counter() - started, 3)}
+
+
+def _broadcast_scores(distribution: Distribution, names: list[str],
+                      scores: dict[str, dict | None]) -> dict[str, dict]:
+    """The chief's ``headline_scores`` of each name, on every process.
+
+    Other processes pass anything for ``scores``. What the chief did not
+    measure (assertions of data without them) is absent on every process.
+    """
+    # The same length on every process; -1: not measured.
+    flat = [0.0] * (len(HEADLINE_MEASURES) * len(names))
+    if distribution.is_chief:
+        flat = [scores[name].get(measure, -1.0) for name in names
+                for measure in HEADLINE_MEASURES]
+    flat = distribution.broadcast_from_chief(flat)
+    width = len(HEADLINE_MEASURES)
+    return {name: {measure: value for measure, value in zip(
+                HEADLINE_MEASURES, flat[width * i:width * (i + 1)]) if value >= 0}
+            for i, name in enumerate(names)}
 
 
 def _in_cluster(distribution: Distribution, epoch: int, work: Callable):
