@@ -1,9 +1,15 @@
-"""Sentences per LiteRT network call (``annotators.litert.annotator.CHUNK_SIZE``): speed and memory.
+"""Chunks of a LiteRT batch (``annotators.litert.annotator.CHUNK_SIZE``, ``CHUNK_POSITIONS``): speed and memory.
 
 ::
 
     python -m benchmarks.litert_chunk_size --export /tmp/idle/lr32 --chunk-size 8 \\
         --chunk-size 16 --chunk-size 32 --output benchmarks/results/litert-chunk-size.json
+    python -m benchmarks.litert_chunk_size --export /tmp/idle/lr32 --chunk-size 16 \\
+        --chunk-positions 0 --chunk-positions 384 --output benchmarks/results/litert-chunk-positions.json
+
+Every ``--chunk-size`` (sentences per call) is run with every
+``--chunk-positions`` (padded positions per call, sentences times the
+longest one's tokens; ``0``, the default, sets no limit).
 
 * **Speed**: ``annotate`` on the 24 MACCROBAT dev documents, one process per
   worker count (1 and 2 interpreters), every chunk size once per round in
@@ -43,32 +49,46 @@ def bc5cdr_notes(count: int) -> list[str]:
     return (notes * (count // len(notes) + 1))[:count]
 
 
-def speed(export: Path, chunk_sizes: list[int], workers: int, repeats: int) -> dict:
+Chunking = tuple[int, int]  # sentences, positions (0: any)
+
+
+def chunking_name(chunking: Chunking) -> str:
+    size, positions = chunking
+    return f"{size}" if not positions else f"{size} x {positions} positions"
+
+
+def set_chunking(chunking: Chunking) -> None:
+    import clinical_ner.annotators.litert.annotator as litert
+
+    litert.CHUNK_SIZE, litert.CHUNK_POSITIONS = chunking
+
+
+def speed(export: Path, chunkings: list[Chunking], workers: int, repeats: int) -> dict:
     import clinical_ner.annotators.litert.annotator as litert
     from clinical_ner.text.tokenizer import count_tokens
 
     texts = i2b2_documents(DATA_ROOT / "maccrobat-i2b2" / "dev")
     tokens = sum(count_tokens(text) for text in texts)
     annotator = litert.LiteRTAnnotator.load(export, workers=workers)
-    times: dict[int, list[float]] = {size: [] for size in chunk_sizes}
+    times: dict[Chunking, list[float]] = {chunking: [] for chunking in chunkings}
     for round_number in range(repeats + 1):
-        for size in chunk_sizes:
-            litert.CHUNK_SIZE = size
+        for chunking in chunkings:
+            set_chunking(chunking)
             started = time.perf_counter()
             annotator.annotate(texts)
             if round_number:  # the first round is the untimed warm-up
-                times[size].append(time.perf_counter() - started)
-    return {str(size): round(tokens / sorted(runs)[len(runs) // 2])
-            for size, runs in times.items()}
+                times[chunking].append(time.perf_counter() - started)
+    return {chunking_name(chunking): round(tokens / sorted(runs)[len(runs) // 2])
+            for chunking, runs in times.items()}
 
 
-def worker_memory(export: Path, chunk_size: int, notes: int) -> dict:
+def worker_memory(export: Path, chunking: Chunking, notes: int) -> dict:
     """Run in a fresh process (``--worker``): a batch worker's peak RSS in MB."""
     from apache_beam.runners.worker import sdk_worker_main  # noqa: F401  (a Beam worker's imports)
 
     import clinical_ner.annotators.litert.annotator as litert
 
-    litert.CHUNK_SIZE = chunk_size
+    set_chunking(chunking)
     after_imports = peak_rss_mb()
     annotator = litert.LiteRTAnnotator.load(export, workers=1)
     batch: list[str] = []
@@ -92,29 +112,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--export", type=Path, required=True, help="a LiteRT export folder")
     parser.add_argument("--chunk-size", type=int, action="append", dest="chunk_sizes")
+    parser.add_argument("--chunk-positions", type=int, action="append", dest="chunk_positions")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--notes", type=int, default=50_000)
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        print(json.dumps(worker_memory(args.export, args.worker, args.notes)))
+        print(json.dumps(worker_memory(args.export, tuple(args.worker), args.notes)))
         return 0
-    chunk_sizes = args.chunk_sizes or [16, 32]
+    chunkings = [(size, positions) for size in args.chunk_sizes or [16, 32]
+                 for positions in args.chunk_positions or [0]]
     report: dict = {"machine": machine_facts(), "export": str(args.export),
                     "repeats": args.repeats, "notes": args.notes,
                     "tokens_per_second": {}, "batch_worker_memory": {}}
     for workers in (1, 2):
         log(f"speed, {workers} worker(s)")
         report["tokens_per_second"][f"{workers} workers"] = speed(
-            args.export, chunk_sizes, workers, args.repeats)
-    for size in chunk_sizes:
-        log(f"batch worker memory, chunk size {size}")
+            args.export, chunkings, workers, args.repeats)
+    for chunking in chunkings:
+        log(f"batch worker memory, chunks of {chunking_name(chunking)}")
         result = subprocess.run(
             [sys.executable, "-m", "benchmarks.litert_chunk_size", "--export", str(args.export),
-             "--notes", str(args.notes), "--worker", str(size)],
+             "--notes", str(args.notes), "--worker", *map(str, chunking)],
             cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        report["batch_worker_memory"][str(size)] = json.loads(result.stdout.splitlines()[-1])
+        report["batch_worker_memory"][chunking_name(chunking)] = json.loads(
+            result.stdout.splitlines()[-1])
     report["machine"]["load_average_end"] = load_average()
     print(json.dumps({key: report[key] for key in ("tokens_per_second", "batch_worker_memory")},
                      indent=2))

@@ -23,7 +23,7 @@ from apache_beam.io.localfilesystem import LocalFileSystem  # noqa: E402
 
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
-from clinical_ner.batch.runner import run_batch  # noqa: E402
+from clinical_ner.batch.runner import run_batch, worker_environment  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.errors import ConfigError  # noqa: E402
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
@@ -376,6 +376,22 @@ def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, t
     with pytest.raises(NotAnExportError, match="not a readable SavedModel"):
         run_batch(str(tmp_path / "fake"), inputs, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_worker_processes_start_with_two_heap_arenas_unless_the_user_set_them(monkeypatch):
+    def what_a_worker_process_sees() -> str:
+        return subprocess.run([sys.executable, "-c", "import os; "
+                               "print(os.environ.get('MALLOC_ARENA_MAX'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    with worker_environment():
+        assert what_a_worker_process_sees() == "2"
+    assert "MALLOC_ARENA_MAX" not in os.environ  # the caller's environment is left as it was
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    with worker_environment():
+        assert what_a_worker_process_sees() == "4"
+    assert os.environ["MALLOC_ARENA_MAX"] == "4"
 
 
 def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path, capsys):

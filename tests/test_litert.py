@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert) is not installed")
@@ -28,7 +29,7 @@ from clinical_ner.export.saved_model import ExportError  # noqa: E402
 from clinical_ner.export.litert import export_litert  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.artifacts import litert as layout  # noqa: E402
-from clinical_ner.annotators.litert.annotator import LiteRTAnnotator  # noqa: E402
+from clinical_ner.annotators.litert.annotator import LiteRTAnnotator, length_chunks  # noqa: E402
 from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
 from helpers import (  # noqa: E402
@@ -115,6 +116,22 @@ def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
     together = lite_ner.annotate(texts, batch_size=2)
     for text, entities in zip(texts, together):
         assert_same_entities(entities, lite_ner.annotate(text))
+
+
+def test_chunks_hold_every_sentence_once_within_both_limits():
+    rng = np.random.default_rng(7)
+    lengths = np.concatenate([rng.integers(1, 40, 300), [200, 1, 1]])
+    chunks = length_chunks(lengths, max_sentences=16, max_positions=384)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) <= 16
+        # A sentence longer than the limit goes alone, whatever its length.
+        assert len(chunk) == 1 or len(chunk) * lengths[chunk].max() <= 384
+    # Sorted by length: each chunk's sentences are no longer than the next chunk's.
+    assert all(lengths[a].max() <= lengths[b].min() for a, b in zip(chunks, chunks[1:]))
+    # Short sentences fill whole chunks; no limit on positions: 16 sentences a chunk.
+    assert len(length_chunks(np.full(32, 5), 16, 384)) == 2
+    assert [len(chunk) for chunk in length_chunks(np.full(20, 40), 16, 0)] == [16, 4]
 
 
 def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_data):

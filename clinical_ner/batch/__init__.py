@@ -6,6 +6,7 @@
 - :mod:`clinical_ner.batch.transform`: ``AnnotateNotes``, ``(id, text)`` to ``(id, entities)``.
 - :mod:`clinical_ner.batch.sources`: ``ReadNotes``, files to notes and errors.
 - :mod:`clinical_ner.batch.runner`: ``run_batch``, the whole pipeline.
+- :mod:`clinical_ner.batch.worker_memory`: a worker's free heap back to the OS (no Beam).
 
 The Beam modules need ``pip install "clinical-ner[beam]"``.
 """

@@ -30,6 +30,39 @@ Decoded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 # 253 MB with 16 against 308 with 32, at 71k-74k tokens/s with either (8: 234
 # MB, 9 % slower). `python -m benchmarks.litert_chunk_size`, benchmarks/README.md.
 CHUNK_SIZE = 16
+# And at most this many padded positions (sentences x the longest one's
+# tokens), so that chunks of long sentences hold fewer of them: the working
+# memory follows the positions (the char-CNN's output over a chunk's
+# spellings is its largest tensor). 384 (16 sentences of 24 tokens) took 25
+# MiB off a one-interpreter process annotating BC5CDR sentences, at the same
+# tokens/s; 256 was slower. Same command.
+CHUNK_POSITIONS = 384
+
+
+def length_chunks(lengths: np.ndarray, max_sentences: int, max_positions: int
+                  ) -> list[np.ndarray]:
+    """The indices of sentences of these ``lengths``, sorted by length and cut into chunks.
+
+    A chunk holds at most ``max_sentences`` sentences and, unless it is one
+    sentence, at most ``max_positions`` padded positions (its sentence count
+    times its longest sentence's length; ``0``: no limit).
+
+    >>> [chunk.tolist() for chunk in length_chunks(np.array([5, 1, 30, 2, 9]), 2, 20)]
+    [[1, 3], [0, 4], [2]]
+    """
+    chunks: list[np.ndarray] = []
+    start = 0
+    order = np.argsort(lengths, kind="stable")
+    for end, row in enumerate(order):
+        # Sorted: the new sentence is the chunk's longest.
+        count = end - start + 1
+        if count > max_sentences or (max_positions and count > 1
+                                     and count * lengths[row] > max_positions):
+            chunks.append(order[start:end])
+            start = end
+    if start < len(order):
+        chunks.append(order[start:])
+    return chunks
 
 
 def usable_cores() -> int:
@@ -197,15 +230,14 @@ class LiteRTAnnotator(Annotator):
         Sentences are non-empty lists of tokens; the probabilities are
         ``[tokens, N]``, or ``None`` for a model without assertions.
 
-        Sentences are sorted by length and scored ``CHUNK_SIZE`` at a time,
-        each chunk as wide as its longest sentence, as the graph chunks them;
+        Sentences are sorted by length and scored in chunks of at most
+        ``CHUNK_SIZE`` sentences and ``CHUNK_POSITIONS`` positions
+        (:func:`length_chunks`), each chunk as wide as its longest sentence;
         with several workers, chunks run in parallel threads.
         """
         lengths = np.array([sum(1 for token in sentence if token) for sentence in sentences],
                            dtype=np.int64)
-        order = np.argsort(lengths, kind="stable")
-        chunks = [order[start:start + CHUNK_SIZE]
-                  for start in range(0, len(order), CHUNK_SIZE)]
+        chunks = length_chunks(lengths, CHUNK_SIZE, CHUNK_POSITIONS)
         results: list[Decoded] = [None] * len(sentences)  # type: ignore
 
         def decode_chunk(rows: np.ndarray) -> None:
