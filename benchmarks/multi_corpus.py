@@ -25,6 +25,10 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
   unmarked abstract token may be a test (or, in NCBI, a treatment) but not a problem.
 * ``marginal-disjoint-light``: ``marginal-disjoint`` with BC5CDR and NCBI at weight 0.15,
   the two settings that cost MACCROBAT least, together.
+* ``marginal-disjoint-light-then-maccrobat``: the ``marginal-disjoint-light`` model of the
+  same seed (trained first if ``--work`` lacks it), fine-tuned on MACCROBAT train alone
+  (``init_from``), epoch chosen on MACCROBAT dev: does a last pass on the target style
+  keep what the abstracts taught and drop what they mis-taught?
 
 Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
 choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
@@ -50,7 +54,10 @@ DATA = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
 RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals",
-        "marginal-disjoint", "marginal-light", "marginal-disjoint-light")
+        "marginal-disjoint", "marginal-light", "marginal-disjoint-light",
+        "marginal-disjoint-light-then-maccrobat")
+# A run that fine-tunes another run's model of the same seed: the run it starts from.
+FINE_TUNED_FROM = {"marginal-disjoint-light-then-maccrobat": "marginal-disjoint-light"}
 JOINT_WEIGHT = 0.5
 LIGHT_WEIGHT = 0.15
 
@@ -143,11 +150,18 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
 
     config = NERConfig(embeddings=str(EMBEDDINGS), seed=seed, epochs=epochs, patience=patience)
     output = work / f"{run}-seed{seed}"
+    base = work / f"{FINE_TUNED_FROM.get(run)}-seed{seed}"
+    if run in FINE_TUNED_FROM and not (base / "model.keras").is_file():
+        train_run(FINE_TUNED_FROM[run], seed, epochs, patience, work)
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
                                                              flush=True))
-    if run.startswith("marginal") or run == "concat":
+    if run in FINE_TUNED_FROM:
+        result = train(DATA / "maccrobat" / "train.conll", output,
+                       dev_path=DATA / "maccrobat" / "dev.conll", config=config,
+                       data_format="conll", init_from=base, **quiet)
+    elif run.startswith("marginal") or run == "concat":
         corpora = read_corpus_file(corpus_file(
             work, partial=run != "concat", chemicals=run != "marginal-no-chemicals",
             mapped="complete" if run.startswith("marginal-disjoint") else "partial",
@@ -199,7 +213,9 @@ def markdown_table(results: dict) -> str:
              "marginal-disjoint": "joint, marginal, mapped labels complete",
              "marginal-light": f"joint, marginal, BC5CDR and NCBI at weight {LIGHT_WEIGHT}",
              "marginal-disjoint-light": "joint, marginal, mapped labels complete, weight "
-                                        f"{LIGHT_WEIGHT}"}
+                                        f"{LIGHT_WEIGHT}",
+             "marginal-disjoint-light-then-maccrobat": "the same, then fine-tuned on "
+                                                       "MACCROBAT alone"}
     lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
              "best epoch (seeds) | train tokens/s (median) |", "|---|---|---|---|---|---|"]
 
@@ -212,7 +228,8 @@ def markdown_table(results: dict) -> str:
                 else seeds[0])
 
     for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "marginal-disjoint",
-                "marginal-light", "marginal-disjoint-light", "bc5cdr", "ncbi"):
+                "marginal-light", "marginal-disjoint-light",
+                "marginal-disjoint-light-then-maccrobat", "bc5cdr", "ncbi"):
         items = [item for item in results["runs"] if item["run"] == run]
         if not items:
             continue
@@ -244,6 +261,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--work", type=Path, default=Path("/tmp/multi-corpus-bench"))
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="the results file (default: %(default)s); another one keeps runs "
+                             "with other --epochs / --patience apart")
     parser.add_argument("--table", action="store_true",
                         help="print the README table from the results file and exit")
     parser.add_argument("--rescore", action="store_true",
@@ -251,29 +271,30 @@ def main() -> None:
                              "score or precision and recall, and exit")
     args = parser.parse_args()
     if args.table:
-        results = json.loads(RESULTS.read_text())
+        results = json.loads(args.results.read_text())
         print(markdown_table(results) + "\n\n" + precision_recall_table(results))
         return
     if args.rescore:
-        results = json.loads(RESULTS.read_text())
+        results = json.loads(args.results.read_text())
         for item in results["runs"]:
             if "precision_recall" not in item or set(item["scores"]) != set(
                     score_names(item["run"])):
                 item["scores"], item["precision_recall"] = score(
                     args.work / f"{item['run']}-seed{item['seed']}", item["run"])
         results["summary"] = summary(results["runs"])
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         return
     args.work.mkdir(parents=True, exist_ok=True)
     with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
                     if line.startswith("model name")), "unknown")
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
+    results = (json.loads(args.results.read_text()) if args.results.is_file()
+               else {"runs": []})
     results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
                     "command": "python -m benchmarks.multi_corpus " + " ".join(
                         f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
                         for key, value in vars(args).items()
-                        if key not in ("work", "table", "rescore"))})
+                        if key not in ("work", "table", "rescore", "results"))})
     for seed in args.seeds:
         for run in args.runs:
             if any(item["run"] == run and item["seed"] == seed for item in results["runs"]):
@@ -285,7 +306,7 @@ def main() -> None:
                          "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
             results["runs"].append(item)
             results["summary"] = summary(results["runs"])
-            RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
             print(json.dumps(item), flush=True)
 
 

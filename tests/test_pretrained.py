@@ -35,7 +35,8 @@ def test_the_bundled_model_ships_in_the_package_under_10_mb():
     assert bundled_models() == ["clinical"]
     files = {path.name for path in BUNDLED.iterdir()}
     assert {"model.keras", "vocab.json", "config.json", "MODEL_CARD.md", "model_card.json",
-            "LICENSE-MACCROBAT-CC-BY-4.0.md", "THIRD-PARTY-GloVe-PDDL-1.0.txt"} <= files
+            "LICENSE-MACCROBAT-CC-BY-4.0.md", "LICENSE-BC5CDR-CC-BY-4.0.md",
+            "LICENSE-NCBI-disease-CC-BY-4.0.md", "THIRD-PARTY-GloVe-PDDL-1.0.txt"} <= files
     assert all(path.is_file() for path in BUNDLED.iterdir())  # package_data "clinical/*"
     assert sum(path.stat().st_size for path in BUNDLED.iterdir()) <= 10_000_000
     # A regular (not editable) install carries the folder as package data.
@@ -43,7 +44,9 @@ def test_the_bundled_model_ships_in_the_package_under_10_mb():
     build = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert build["tool"]["setuptools"]["package-data"]["clinical_ner.pretrained"] == ["clinical/*"]
     card = (BUNDLED / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert "CC BY 4.0" in card and "Caufield" in card and "PDDL" in card
+    # Every corpus it learnt from is attributed (the build trains on all three).
+    assert "CC BY 4.0" in card and "PDDL" in card
+    assert all(author in card for author in ("Caufield", "Li J", "Doğan", "Crichton"))
 
 
 def test_names_resolve_to_the_bundled_model_unless_a_path_of_that_name_exists(tmp_path,
@@ -182,4 +185,14 @@ def test_fine_tune_the_bundled_model_by_name(tmp_path):
     from clinical_ner.config import NERConfig
 
     assert NERConfig.load(tmp_path / "tuned") == NERConfig.load(BUNDLED).replace(epochs=1)
-    assert (tmp_path / "tuned" / "MODEL_CARD.md").is_file()
+    # The card says what every stage learnt from: the sample, then the bundled model's own
+    # stages (its first stage's three corpora).
+    card = (tmp_path / "tuned" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    facts = json.loads((tmp_path / "tuned" / "model_card.json").read_text(encoding="utf-8"))
+    base = facts["training"]["fine_tuned_from"]
+    bundled = json.loads((BUNDLED / "model_card.json").read_text(encoding="utf-8"))
+    assert base == {"model": "clinical", "training": bundled["training"]}
+    assert "Fine-tuned (`--init-from`) from `clinical`, which was trained on:" in card
+    assert card.index(str(sample / "train")) < card.index("from `clinical`")
+    for corpus in ("maccrobat", "bc5cdr", "ncbi"):
+        assert f"| {corpus} |" in card

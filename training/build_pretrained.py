@@ -5,9 +5,15 @@
 Run from anywhere; paths are relative to the repository root, and the
 public corpora must be in ``../shared/data`` beside the checkout. Steps:
 
-1. ``clinical-ner train`` with the default configuration and seed 42 on
-   MACCROBAT (``maccrobat-i2b2/train``; ``dev`` chooses the epoch) with the
-   pruned 50-d GloVe vectors, into ``runs/build-clinical/full`` (deleted first).
+1. ``clinical-ner train`` with the default configuration and seed 42 on the
+   corpora of ``training/configs/bundled-clinical.toml`` (MACCROBAT in the
+   i2b2 layout with its assertions, BC5CDR and NCBI-disease at weight 0.15;
+   MACCROBAT dev chooses the epoch) with the pruned 50-d GloVe vectors, into
+   ``runs/build-clinical/joint`` (the folder is deleted first); then that
+   model fine-tuned on MACCROBAT train alone (``--init-from``; dev chooses
+   the epoch), into ``runs/build-clinical/full``. The two stages did better on
+   MACCROBAT dev than MACCROBAT alone or the joint model alone, over three
+   seeds (benchmarks/README.md, "Training from several corpora").
 2. Prune the word table to its first ``--words`` rows: the vocabulary puts
    the words of the training data first (the only trained rows, all kept),
    then the pretrained words in GloVe's frequency order, so this keeps the
@@ -16,7 +22,8 @@ public corpora must be in ``../shared/data`` beside the checkout. Steps:
    licence and attribution files, and ``model.keras`` saved with fixed
    timestamps, so that a rebuild on the same CPU model gives the same bytes.
 
-It prints the dev exact micro F1 of the model before and after pruning.
+It prints the dev exact micro F1 of the model before and after pruning, and
+the packaged model's disease F1 on BC5CDR test and NCBI-disease dev.
 """
 from __future__ import annotations
 
@@ -35,11 +42,17 @@ REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "clinical_ner" / "pretrained" / "clinical"
 # Relative to REPO, so that the recorded paths do not depend on the checkout.
 DATA = Path("..") / "shared" / "data"
+CORPORA = Path("training") / "configs" / "bundled-clinical.toml"
 TRAIN = DATA / "maccrobat-i2b2" / "train"
 DEV = DATA / "maccrobat-i2b2" / "dev"
+# Where the abstracts' diseases are scored (problem only), as benchmarks.multi_corpus does.
+DISEASE_SCORES = {"BC5CDR test": DATA / "bc5cdr" / "test.conll",
+                  "NCBI-disease dev": DATA / "ncbi-disease" / "dev.conll"}
 EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
 LICENCES = {
     DATA / "maccrobat" / "LICENSE-CC-BY-4.0.md": "LICENSE-MACCROBAT-CC-BY-4.0.md",
+    DATA / "bc5cdr" / "LICENSE-CC-BY-4.0.md": "LICENSE-BC5CDR-CC-BY-4.0.md",
+    DATA / "ncbi-disease" / "LICENSE-CC-BY-4.0.md": "LICENSE-NCBI-disease-CC-BY-4.0.md",
     DATA / "embeddings" / "THIRD-PARTY-GloVe-PDDL-1.0.txt": "THIRD-PARTY-GloVe-PDDL-1.0.txt",
 }
 DEFAULT_WORDS = 20_000
@@ -54,9 +67,10 @@ CARD = {
         "exams, measured analytes) and **treatments** (medications, therapeutic procedures) "
         "in English clinical text, i2b2 2010 style, each with character offsets and a "
         "confidence, and says whether each problem is **present**, **absent** (negated) or "
-        "**possible** (the i2b2 2010 assertion, from the same network). Trained on 153 public MACCROBAT case reports; bundled with the "
-        "package so that it works out of the box. Rebuilt by `python "
-        "training/build_pretrained.py`."),
+        "**possible** (the i2b2 2010 assertion, from the same network). Trained on 153 public "
+        "MACCROBAT case reports and, for its problems and treatments, on 1,093 public PubMed "
+        "abstracts (BC5CDR and NCBI-disease); bundled with the package so that it works out "
+        "of the box. Rebuilt by `python training/build_pretrained.py`."),
     "data_source": (
         "MACCROBAT2020 (Caufield et al.): 200 clinical case reports from PubMed Central "
         "open-access articles, hand-annotated in brat. Its types are mapped to i2b2 2010 "
@@ -64,8 +78,16 @@ CARD = {
         "`test`, Therapeutic_procedure and Medication to `treatment` (a heuristic mapping, "
         "not an official one). Assertions from MACCROBAT's POLARITY attributes "
         "(`training/configs/maccrobat-assertion-map.json`: NEG -> absent; UNCERTAIN, "
-        "MAYBE_POS, MAYBE_NEG -> possible; otherwise present). The project's document-level split: 153 train, 24 dev (used "
-        "to choose the epoch), 23 test documents held back by the project and not used here. "
+        "MAYBE_POS, MAYBE_NEG -> possible; otherwise present). The project's document-level "
+        "split: 153 train, 24 dev (used to choose the epoch), 23 test documents held back by "
+        "the project and not used here. "
+        "BC5CDR (500 training abstracts; Disease -> `problem`, Chemical -> `treatment`) and "
+        "NCBI-disease (593 training abstracts; Disease -> `problem`): each annotates its "
+        "mapped labels completely and `test` not at all, so their unmarked tokens may be "
+        "tests (marginal likelihood over the tags they allow; "
+        "`training/configs/bundled-clinical.toml`), drawn at weight 0.15 beside the case "
+        "reports. Two stages: all three corpora together, then MACCROBAT alone "
+        "(`--init-from`); MACCROBAT dev chose the epoch of each. "
         "Word vectors: GloVe 6B 50-d (Wikipedia + Gigaword), pruned."),
     "attribution": (
         "Trained on MACCROBAT2020, CC BY 4.0: Caufield JH, Zhou Y, Bai Y, Liem DA, Garlid AO, "
@@ -73,11 +95,21 @@ CARD = {
         "Extraction from Clinical Narratives.* medRxiv 19009118 (2019); dataset DOI "
         "10.6084/m9.figshare.9764942.v2. The model was trained on an adaptation (re-tokenised, "
         "labels selected and mapped as above); see `LICENSE-MACCROBAT-CC-BY-4.0.md`. "
+        "And on BC5CDR and NCBI-disease as redistributed (CC BY 4.0) by Crichton G, Pyysalo S, "
+        "Chiu B, Korhonen A. *A neural network multi-task learning approach to biomedical "
+        "named entity recognition.* BMC Bioinformatics 18:368 (2017): Li J, Sun Y, Johnson RJ, "
+        "Sciaky D, Wei C-H, Leaman R, Davis AP, Mattingly CJ, Wiegers TC, Lu Z. *BioCreative V "
+        "CDR task corpus: a resource for chemical disease relation extraction.* Database "
+        "2016:baw068 (`LICENSE-BC5CDR-CC-BY-4.0.md`); Doğan RI, Leaman R, Lu Z. *NCBI disease "
+        "corpus: a resource for disease name recognition and concept normalization.* J "
+        "Biomed Inform 47:1-10 (2014) (`LICENSE-NCBI-disease-CC-BY-4.0.md`); abstract text "
+        "from PubMed. "
         "Its word embedding starts from GloVe (Pennington J, Socher R, Manning CD. *GloVe: "
         "Global Vectors for Word Representation.* EMNLP 2014), PDDL 1.0: "
         "`THIRD-PARTY-GloVe-PDDL-1.0.txt`."),
     "limitations": [
-        "Trained on published case reports, not on EHR notes: discharge summaries, progress "
+        "Trained on published case reports and abstracts, not on EHR notes: discharge "
+        "summaries, progress "
         "notes, abbreviations and templates of real records were not seen and were not "
         "evaluated on. No i2b2/n2c2 data was used.",
         "The labels come from a heuristic mapping of MACCROBAT types: measured analytes and "
@@ -145,6 +177,21 @@ def prune_words(ner, words: int):
     return KerasAnnotator(pruned, vocab, ner.config)
 
 
+def relative_paths(value):
+    """``value`` with every absolute path inside the checkout's parent made relative to REPO.
+
+    A corpus file's paths are resolved to absolute ones; the card should not
+    depend on where the checkout is (``../shared/data/...``, as the rest).
+    """
+    if isinstance(value, dict):
+        return {key: relative_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item) for item in value]
+    if isinstance(value, str) and value.startswith(str(REPO.parent) + os.sep):
+        return os.path.relpath(value, REPO)
+    return value
+
+
 def dev_f1(ner) -> float:
     from clinical_ner.formats import load_corpus
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
@@ -152,24 +199,44 @@ def dev_f1(ner) -> float:
     return evaluate_sentences(ner, corpus_sentences(load_corpus(DEV)))["exact"]["micro"]["f1"]
 
 
+def disease_f1(ner) -> dict[str, float]:
+    """Exact F1 of ``problem`` on the diseases of each of ``DISEASE_SCORES``."""
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
+
+    scores = {}
+    for name, path in DISEASE_SCORES.items():
+        corpus = load_corpus(path, "conll", label_map={"Disease": "problem"})
+        scores[name] = evaluate_sentences(ner, corpus_sentences(corpus), labels=["problem"]
+                                          )["exact"]["micro"]["f1"]
+    return scores
+
+
 def build(words: int, work: Path) -> None:
     """Train into ``work``, then package the pruned model (both steps below)."""
     from clinical_ner.config import NERConfig
+    from clinical_ner.formats.corpora import read_corpus_file
     from clinical_ner.training.trainer import train
 
     started = time.perf_counter()
     if work.exists():
         shutil.rmtree(work)
-    train([TRAIN], work / "full", dev_path=DEV, config=NERConfig(embeddings=str(EMBEDDINGS)),
+    config = NERConfig(embeddings=str(EMBEDDINGS))
+    train(None, work / "joint", config=config, corpora=read_corpus_file(CORPORA),
+          progress=False)
+    train([TRAIN], work / "full", dev_path=DEV, config=config, init_from=work / "joint",
           progress=False)
     trained = time.perf_counter()
-    package(work / "full", words)
+    package(work / "full", words, joint_dir=work / "joint")
     print(f"time: {trained - started:.0f} s training, "
           f"{time.perf_counter() - started:.0f} s in all")
 
 
-def package(full_dir: Path, words: int) -> None:
-    """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
+def package(full_dir: Path, words: int, joint_dir: Path) -> None:
+    """Prune the model trained in ``full_dir`` and write it, with its card, into the package.
+
+    ``joint_dir`` is the first stage's model, whose MACCROBAT dev F1 the card gives.
+    """
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.artifacts.keras_model import MODEL_FILE
     from clinical_ner.evaluation.model_card import CARD_DATA_FILE, write_model_card
@@ -178,24 +245,35 @@ def package(full_dir: Path, words: int) -> None:
     full = KerasAnnotator.load(full_dir)
     pruned = prune_words(full, words)
     before, after = dev_f1(full), dev_f1(pruned)
+    joint = dev_f1(KerasAnnotator.load(joint_dir))
+    diseases = disease_f1(pruned)
     if OUTPUT.exists():
         shutil.rmtree(OUTPUT)
     OUTPUT.mkdir(parents=True)
     pruned.config.save(OUTPUT)
     pruned.vocab.save(OUTPUT)
     save_reproducibly(pruned.model, OUTPUT / MODEL_FILE)
-    for name in (LOG_FILE, CARD_DATA_FILE):
-        shutil.copyfile(full_dir / name, OUTPUT / name)
+    shutil.copyfile(full_dir / LOG_FILE, OUTPUT / LOG_FILE)
+    card_data = json.loads((full_dir / CARD_DATA_FILE).read_text(encoding="utf-8"))
+    (OUTPUT / CARD_DATA_FILE).write_text(
+        json.dumps(relative_paths(card_data), indent=1, ensure_ascii=False), encoding="utf-8")
     for source, name in LICENCES.items():
         shutil.copyfile(source, OUTPUT / name)
-    pruning = (f" After training, its word table was pruned from {len(full.vocab.words):,} to "
-               f"{len(pruned.vocab.words):,} rows (dev exact micro F1 {before:.4f} before, "
-               f"{after:.4f} after; the training log's figures are from before).")
+    pruning = (f" MACCROBAT dev exact micro F1 {joint:.4f} after the first stage (all corpora), "
+               f"{before:.4f} after the second (MACCROBAT alone); then its word table was "
+               f"pruned from {len(full.vocab.words):,} to {len(pruned.vocab.words):,} rows "
+               f"({after:.4f}; the training log's figures are the second stage's, before "
+               "pruning). What the abstracts add: diseases as `problem`, exact F1 "
+               + ", ".join(f"{score:.4f} on {name}" for name, score in diseases.items())
+               + " (a model of MACCROBAT alone: benchmarks/README.md, \"Training from several "
+               "corpora\").")
     write_model_card(OUTPUT, data=DEV, **dict(CARD, description=CARD["description"] + pruning))
     size = sum(path.stat().st_size for path in OUTPUT.iterdir())
     print(f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
           f"({pruned.model.trainable_word_rows} trained)")
-    print(f"dev exact micro F1: {before:.4f} before pruning, {after:.4f} after")
+    print(f"dev exact micro F1: {joint:.4f} after stage 1, {before:.4f} after stage 2 "
+          f"(before pruning), {after:.4f} after pruning")
+    print("disease F1: " + ", ".join(f"{name} {score:.4f}" for name, score in diseases.items()))
     print(f"{OUTPUT.relative_to(REPO)}: {size / 1_000_000:.2f} MB")
 
 

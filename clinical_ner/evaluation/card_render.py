@@ -79,6 +79,23 @@ def _keras_settings(model_dir: Path) -> dict:
         return json.loads(archive.read("config.json"))["config"]
 
 
+def _training_data(training: dict, labels: list[str]) -> list[str]:
+    """The corpora (of a corpus file), training data and dev data of one training record."""
+    lines = []
+    if training.get("corpora"):
+        lines += ["Trained from a corpus file: each corpus's labels were mapped onto the model's, "
+                  "and an unmarked token could take any label its corpus does not annotate "
+                  "completely (marginal likelihood; `docs/design/multi-corpus.md`). The dev "
+                  "scores are the kept epoch's; `selects` is each corpus's weight in the score "
+                  "that chose it.", ""]
+        lines += _corpus_rows(training["corpora"], training.get("select", {})) + [""]
+    lines += _data_rows(training["train_data"], labels) + [""]
+    if training.get("dev_data"):
+        lines += ["Dev data (chose the epoch; not trained on):", ""]
+        lines += _data_rows([training["dev_data"]], labels) + [""]
+    return lines
+
+
 def _corpus_rows(corpora: list[dict], select: dict) -> list[str]:
     lines = ["| corpus | weight | coverage | label map | dev exact F1 (own labels) | selects |",
              "|---|---|---|---|---|---|"]
@@ -204,18 +221,16 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     ]
     lines += _parameters(card["parameters"]["layers"]) + [""]
     lines += ["## Training data", ""]
-    if training and training.get("corpora"):
-        lines += ["Trained from a corpus file: each corpus's labels were mapped onto the model's, "
-                  "and an unmarked token could take any label its corpus does not annotate "
-                  "completely (marginal likelihood; `docs/design/multi-corpus.md`). The dev "
-                  "scores are the kept epoch's; `selects` is each corpus's weight in the score "
-                  "that chose it.", ""]
-        lines += _corpus_rows(training["corpora"], training.get("select", {})) + [""]
     if training:
-        lines += _data_rows(training["train_data"], labels) + [""]
-        if training.get("dev_data"):
-            lines += ["Dev data (chose the epoch; not trained on):", ""]
-            lines += _data_rows([training["dev_data"]], labels) + [""]
+        lines += _training_data(training, labels)
+        base = training.get("fine_tuned_from")
+        while base:
+            lines += [f"Fine-tuned (`--init-from`) from `{base['model']}`, which was trained "
+                      "on:" if base.get("training") else
+                      f"Fine-tuned (`--init-from`) from `{base['model']}`, whose training data "
+                      "was not recorded.", ""]
+            lines += _training_data(base["training"], labels) if base.get("training") else []
+            base = (base.get("training") or {}).get("fine_tuned_from")
     else:
         lines += ["Not recorded (the model was trained before model cards, or elsewhere).", ""]
     lines += ["## Effective configuration", "", "```json",

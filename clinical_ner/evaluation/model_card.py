@@ -28,7 +28,7 @@ from clinical_ner.version import __version__
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, summarise_corpus
 from clinical_ner.evaluation.card_render import render_model_card
 from clinical_ner.artifacts.keras_model import MODEL_FILE
-from clinical_ner.pretrained import resolve_model_path
+from clinical_ner.pretrained import BUNDLED_DIR, resolve_model_path
 
 CARD_FILE = "MODEL_CARD.md"
 CARD_DATA_FILE = "model_card.json"
@@ -37,11 +37,14 @@ CARD_DATA_FILE = "model_card.json"
 def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[str | Path],
                     dev_path: str | Path | None = None, data_format: str = "auto",
                     label_map: dict | None = None, skip_invalid: bool = False,
-                    assertion_map: dict | None = None) -> Path:
+                    assertion_map: dict | None = None,
+                    fine_tuned_from: str | Path | None = None) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
     Reads the corpora again to count them (the trainer keeps only sentences),
-    and scores the best model on ``dev_path`` if given.
+    and scores the best model on ``dev_path`` if given. ``fine_tuned_from``
+    is the ``--init-from`` model, whose own training record the card keeps
+    (:func:`base_model_record`).
     """
     import keras
     import tensorflow as tf
@@ -57,6 +60,7 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
         "dev_data": (summarise_corpus(dev_path, read_corpus(dev_path, data_format, label_map,
                                                             skip_invalid, assertion_map))
                      if dev_path is not None else None),
+        **base_model_record(fine_tuned_from),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,
@@ -68,7 +72,8 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
 
 
 def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: dict,
-                               skip_invalid: bool = False) -> Path:
+                               skip_invalid: bool = False,
+                               fine_tuned_from: str | Path | None = None) -> Path:
     """After training from a corpus file: record each corpus and its dev scores, write the card.
 
     ``corpus_set`` is a :class:`clinical_ner.formats.corpora.CorpusSet`;
@@ -78,6 +83,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
     completely, the card scores the model on it as after single-corpus
     training (per label and, with assertions, per assertion class); other
     selections have no such score (``clinical-ner card MODEL --data DIR``).
+    ``fine_tuned_from`` as in :func:`record_training`.
     """
     import keras
     import tensorflow as tf
@@ -104,6 +110,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
                      if scored is not None else None),
         "corpora": corpora,
         "select": corpus_set.selection,
+        **base_model_record(fine_tuned_from),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,
@@ -147,6 +154,23 @@ def parameter_rows(model) -> list[dict]:
                          "shapes": ["x".join(map(str, w.shape)) for w in layer.weights],
                          "parameters": sum(int(w.numpy().size) for w in layer.weights)})
     return rows
+
+
+def base_model_record(init_from: str | Path | None) -> dict:
+    """``{"fine_tuned_from": {"model", "training"}}`` for a model fine-tuned from ``init_from``.
+
+    ``training`` is the base model's own training record (its data, corpora
+    and dev scores; ``None`` if its card has none), so that a fine-tuned
+    model's card still says what every stage learnt from. Empty without
+    ``init_from``.
+    """
+    if init_from is None:
+        return {}
+    path = resolve_model_path(init_from)
+    # A bundled model by its name (the command line passes its folder), not
+    # by where this installation keeps it.
+    name = path.name if path.resolve().parent == BUNDLED_DIR.resolve() else str(init_from)
+    return {"fine_tuned_from": {"model": name, "training": _load_card_data(path).get("training")}}
 
 
 def _load_card_data(model_dir: Path) -> dict:

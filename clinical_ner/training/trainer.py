@@ -198,10 +198,10 @@ def train(
             best = [entry for entry in state.history if entry.get("best")]
             record_corpus_set_training(output, corpora,
                                        best[-1].get("dev_corpora", {}) if best else {},
-                                       skip_invalid)
+                                       skip_invalid, fine_tuned_from=init_from)
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
-                            assertion_map)
+                            assertion_map, fine_tuned_from=init_from)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
