@@ -1,9 +1,10 @@
 """Give a batch worker's free heap back to the OS before it loads its model.
 
-A Beam or Spark worker reaches its model after it has read, parsed and
-shuffled notes; the memory they used is free again but still held by the C
-allocator, so the model and its working memory would sit on top of it and
-the worker's peak RSS would count both.
+A Beam worker reaches its model after it has read, parsed and shuffled
+notes; the memory they used is free again but still held by the C allocator,
+so the model and its working memory would sit on top of it and the worker's
+peak RSS would count both. (A Spark worker gets its notes from the JVM and
+has little to give back: not used there.)
 """
 from __future__ import annotations
 
