@@ -199,6 +199,19 @@ def dev_f1(ner) -> float:
     return evaluate_sentences(ner, corpus_sentences(load_corpus(DEV)))["exact"]["micro"]["f1"]
 
 
+def first_stage_dev_f1(card_data: dict) -> float:
+    """The first stage's dev F1 on the corpus that chose its epoch, as its card recorded it.
+
+    ``card_data`` is the second stage's ``model_card.json``, which keeps the
+    first stage's training record (``fine_tuned_from``): the kept epoch's
+    scores, so the first model need not be loaded and scored again.
+    """
+    stage = card_data["training"]["fine_tuned_from"]["training"]
+    (selecting,) = [name for name, weight in stage["select"].items() if weight]
+    return next(corpus["dev_scores"]["f1"] for corpus in stage["corpora"]
+                if corpus["name"] == selecting)
+
+
 def disease_f1(ner) -> dict[str, float]:
     """Exact F1 of ``problem`` on the diseases of each of ``DISEASE_SCORES``."""
     from clinical_ner.formats import load_corpus
@@ -227,16 +240,13 @@ def build(words: int, work: Path) -> None:
     train([TRAIN], work / "full", dev_path=DEV, config=config, init_from=work / "joint",
           progress=False)
     trained = time.perf_counter()
-    package(work / "full", words, joint_dir=work / "joint")
+    package(work / "full", words)
     print(f"time: {trained - started:.0f} s training, "
           f"{time.perf_counter() - started:.0f} s in all")
 
 
-def package(full_dir: Path, words: int, joint_dir: Path) -> None:
-    """Prune the model trained in ``full_dir`` and write it, with its card, into the package.
-
-    ``joint_dir`` is the first stage's model, whose MACCROBAT dev F1 the card gives.
-    """
+def package(full_dir: Path, words: int) -> None:
+    """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.artifacts.keras_model import MODEL_FILE
     from clinical_ner.evaluation.model_card import CARD_DATA_FILE, write_model_card
@@ -245,8 +255,9 @@ def package(full_dir: Path, words: int, joint_dir: Path) -> None:
     full = KerasAnnotator.load(full_dir)
     pruned = prune_words(full, words)
     before, after = dev_f1(full), dev_f1(pruned)
-    joint = dev_f1(KerasAnnotator.load(joint_dir))
     diseases = disease_f1(pruned)
+    card_data = json.loads((full_dir / CARD_DATA_FILE).read_text(encoding="utf-8"))
+    joint = first_stage_dev_f1(card_data)
     if OUTPUT.exists():
         shutil.rmtree(OUTPUT)
     OUTPUT.mkdir(parents=True)
@@ -254,7 +265,6 @@ def package(full_dir: Path, words: int, joint_dir: Path) -> None:
     pruned.vocab.save(OUTPUT)
     save_reproducibly(pruned.model, OUTPUT / MODEL_FILE)
     shutil.copyfile(full_dir / LOG_FILE, OUTPUT / LOG_FILE)
-    card_data = json.loads((full_dir / CARD_DATA_FILE).read_text(encoding="utf-8"))
     (OUTPUT / CARD_DATA_FILE).write_text(
         json.dumps(relative_paths(card_data), indent=1, ensure_ascii=False), encoding="utf-8")
     for source, name in LICENCES.items():

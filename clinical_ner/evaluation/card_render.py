@@ -14,7 +14,7 @@ from pathlib import Path
 from clinical_ner.config import NERConfig
 from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.model.vocab import VOCAB_FILE
-from clinical_ner.pretrained import BUNDLED_DIR
+from clinical_ner.pretrained import model_reference
 from clinical_ner.text.document import ASSERTION_LABEL
 
 TRAINING_LOG_FILE = "training_log.jsonl"  # training.callbacks.LOG_FILE, without importing it
@@ -139,14 +139,6 @@ def _training_time(log: list[dict]) -> list[str]:
     return lines
 
 
-def _reference(model_dir: Path) -> str:
-    try:
-        model_dir.resolve().relative_to(BUNDLED_DIR)
-        return model_dir.name
-    except ValueError:
-        return str(model_dir)
-
-
 def render_model_card(model_dir: str | Path, card: dict) -> str:
     """The Markdown text of ``MODEL_CARD.md`` for ``model_dir`` and its recorded ``card``."""
     model_dir = Path(model_dir)
@@ -154,7 +146,7 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     config = NERConfig.load(model_dir)
     vocab = json.loads((model_dir / VOCAB_FILE).read_text(encoding="utf-8"))
     labels = sorted({tag[2:] for tag in vocab["tags"] if tag != "O"})
-    reference = _reference(model_dir)
+    reference = model_reference(model_dir)
     quoted = f'"{reference}"' if " " not in reference else repr(reference)
     training = card.get("training")
     evaluation = card.get("evaluation")

@@ -28,7 +28,7 @@ from clinical_ner.version import __version__
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, summarise_corpus
 from clinical_ner.evaluation.card_render import render_model_card
 from clinical_ner.artifacts.keras_model import MODEL_FILE
-from clinical_ner.pretrained import BUNDLED_DIR, resolve_model_path
+from clinical_ner.pretrained import model_reference, resolve_model_path
 
 CARD_FILE = "MODEL_CARD.md"
 CARD_DATA_FILE = "model_card.json"
@@ -169,8 +169,8 @@ def base_model_record(init_from: str | Path | None) -> dict:
     path = resolve_model_path(init_from)
     # A bundled model by its name (the command line passes its folder), not
     # by where this installation keeps it.
-    name = path.name if path.resolve().parent == BUNDLED_DIR.resolve() else str(init_from)
-    return {"fine_tuned_from": {"model": name, "training": _load_card_data(path).get("training")}}
+    return {"fine_tuned_from": {"model": model_reference(path),
+                                "training": _load_card_data(path).get("training")}}
 
 
 def _load_card_data(model_dir: Path) -> dict:

@@ -40,6 +40,20 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path:
     return BUNDLED_DIR / name
 
 
+def model_reference(model_dir: str | Path) -> str:
+    """How a user names ``model_dir``: a bundled model by its name, any other by its path.
+
+    >>> model_reference(bundled_model_path("clinical")), model_reference("runs/sample")
+    ('clinical', 'runs/sample')
+    """
+    model_dir = Path(model_dir)
+    try:
+        model_dir.resolve().relative_to(BUNDLED_DIR)
+        return model_dir.name
+    except ValueError:
+        return str(model_dir)
+
+
 def is_model_reference(value: str | Path) -> bool:
     """Whether ``value`` names a model: a model directory, an export or a bundled name.
 
