@@ -105,7 +105,7 @@ def test_same_entities_as_tensorflow_on_hostile_texts(tf_ner, lite_ner, name):
 def test_tag_gives_tensorflow_s_tags(tf_ner, lite_ner):
     sentences = [[token.text for token in sentence]
                  for sentence in split_sentences(NOTE + " Fever and cough resolved.")]
-    sentences += [[], ["CT"], ["", ""]]
+    sentences += [[], ["CT"], ["", ""], ["Chest", "CT", "", ""]]
     actual = lite_ner.tag(sentences)
     assert_same_tags(actual, tf_ner.tag(sentences))
     assert any(tag != "O" for tags, _ in actual for tag in tags)

@@ -30,7 +30,7 @@ from clinical_ner import ClinicalNER
 from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.formats.html_page import label_colours
 from clinical_ner.pretrained import bundled_model_path
-from helpers import CONFIDENCE_TOLERANCE, REPO_ROOT
+from helpers import CONFIDENCE_TOLERANCE, EDGE_CASES, REPO_ROOT
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 # The entry point's name in pyproject.toml, and what it must load.
@@ -297,6 +297,14 @@ def test_pipe_cuts_batches_of_long_notes_at_one_model_call(monkeypatch):
     calls.clear()
     list(pipeline.pipe(long_notes[:3], batch_size=1))
     assert calls == [[10], [10], [10]]
+
+
+@pytest.mark.parametrize("name", sorted(set(EDGE_CASES) - {"lone-surrogates"}))
+def test_batches_count_each_doc_s_characters(name):
+    # The batches count characters from the last token's offset (spaCy's
+    # doc.text joins every token): the same count on every hostile text.
+    doc = spacy.blank("en")(EDGE_CASES[name])
+    assert spacy_component._text_length(doc) == len(doc.text) == len(EDGE_CASES[name])
 
 
 def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):

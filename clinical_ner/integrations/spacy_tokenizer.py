@@ -1,9 +1,9 @@
 """The spaCy tokenizer ``clinical_ner.Tokenizer.v1``: the Doc's tokens are our model's tokens.
 
 With it, every entity of the ``clinical_ner`` component is exactly a span of
-the Doc (no widening to whole tokens), and long notes tokenize about 1.7 times
-as fast as with spaCy's English tokenizer (short sentences slower: spaCy's
-caches them; benchmarks/README.md, spaCy pipelines). Registered through the ``spacy_tokenizers`` entry point::
+the Doc (no widening to whole tokens), and case reports tokenize about six
+times as fast as with spaCy's English tokenizer (short sentences slower:
+spaCy's caches them; benchmarks/README.md, spaCy pipelines). Registered through the ``spacy_tokenizers`` entry point::
 
     nlp = spacy.blank("en", config={
         "nlp": {"tokenizer": {"@tokenizers": "clinical_ner.Tokenizer.v1"}}})
@@ -25,7 +25,7 @@ from spacy.tokens import Doc
 from spacy.util import registry
 from spacy.vocab import Vocab
 
-from clinical_ner.text.tokenizer import token_pattern
+from clinical_ner.text.tokenizer import token_and_gap_pattern
 
 REGISTERED_NAME = "clinical_ner.Tokenizer.v1"
 
@@ -39,24 +39,22 @@ class ClinicalNERTokenizer:
     def __call__(self, text: str) -> Doc:
         words: list[str] = []
         spaces: list[bool] = []
-
-        def add_separators(gap: str) -> None:
-            if words and gap[0] == " ":
-                spaces[-1] = True
-                gap = gap[1:]
-            if gap:
-                words.append(gap)
+        first = True
+        for match in token_and_gap_pattern(text).finditer(text):
+            if first and match.start():
+                # Separators before the first token: a token of their own.
+                words.append(text[:match.start()])
                 spaces.append(False)
-
-        position = 0
-        for match in token_pattern().finditer(text):
-            if match.start() > position:
-                add_separators(text[position:match.start()])
-            words.append(match.group())
+            first = False
+            token, gap = match.groups()
+            words.append(token)
+            spaces.append(gap[:1] == " ")
+            if len(gap) > spaces[-1]:
+                words.append(gap[spaces[-1]:])
+                spaces.append(False)
+        if first and text:
+            words.append(text)  # separators only
             spaces.append(False)
-            position = match.end()
-        if position < len(text):
-            add_separators(text[position:])
         return Doc(self.vocab, words=words, spaces=spaces)
 
     # spaCy serializes a pipeline's tokenizer with these; this one has no state.
