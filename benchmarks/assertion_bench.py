@@ -18,6 +18,9 @@ configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
   assertion loss trains the head's own layers only;
 * ``-cwsqrt`` and ``-cwbal`` (``shared-cwsqrt``) set ``assertion_class_weights`` to
   ``sqrt-balanced`` and ``balanced``.
+* ``-cues`` (``lstm-w4-cwsqrt-cues``) sets ``assertion_cue_copies`` to 0.2: a fifth of the
+  present training problems get a copy of their sentence with a negation or hedge cue beside
+  them (:mod:`clinical_ner.training.assertion_cues`; the dev split is untouched).
 
 It then scores the chosen epoch's model on dev with ``clinical_ner.evaluation.evaluate_sentences``
 (what ``clinical-ner evaluate`` prints): NER exact micro F1, and the gold-concept assertion
@@ -34,6 +37,11 @@ hypothetical -> possible, otherwise present.
 results in the same process, alternately (``--repeats`` each, after a warm-up), and records
 tokens/s at the median.
 
+``--errors MODEL`` lists every dev problem whose assertion ``MODEL`` (anything
+``ClinicalNER.load`` takes; the bundled ``clinical`` too) gets wrong, given its gold span,
+with the sentence around it (public MACCROBAT text), to
+``benchmarks/results/assertions/errors-<name>.txt``.
+
 Every result records the CPU, the load average before and after, and the command.
 """
 from __future__ import annotations
@@ -46,6 +54,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from benchmarks.bench_util import (
     REPO_ROOT, load_average, log, run_timed_subprocess, subprocess_env,
@@ -66,6 +75,10 @@ def cpu_model() -> str:
     return "unknown"
 
 
+# The share of present training problems whose sentence gets a cued copy with ``-cues``.
+CUE_SHARE = 0.2
+
+
 def variant_settings(variant: str) -> dict:
     """The NERConfig settings of a variant name (see the module docstring)."""
     head, *options = variant.split("-")
@@ -73,7 +86,9 @@ def variant_settings(variant: str) -> dict:
         raise SystemExit(f"unknown variant {variant!r}")
     settings: dict = {} if head == "none" else {"assertion_head": head}
     for option in options:
-        if option == "detached":
+        if option == "cues":
+            settings["assertion_cue_copies"] = CUE_SHARE
+        elif option == "detached":
             settings["assertion_trains_tagger"] = False
         elif option in CLASS_WEIGHT_OPTIONS:
             settings["assertion_class_weights"] = CLASS_WEIGHT_OPTIONS[option]
@@ -178,17 +193,31 @@ def summary(result: dict) -> str:
     return text
 
 
+def dev_problems(data_root: Path) -> Iterator[tuple[str, list[tuple[int, int]], list[str]]]:
+    """Each dev sentence with gold problems: its text (tokens joined), their spans, their classes."""
+    from clinical_ner.evaluation.evaluate import joined_text_and_spans
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.text.document import ASSERTION_LABEL
+    from clinical_ner.text.tags import tags_to_mentions
+
+    for document in load_corpus(data_root / CORPUS / "dev").documents:
+        for sentence in document.sentences:
+            mentions = [m for m in tags_to_mentions(sentence.tags)
+                        if m.label == ASSERTION_LABEL
+                        and (m.first_token, m.last_token) in sentence.assertions]
+            if mentions:
+                text, spans = joined_text_and_spans(sentence.tokens, mentions)
+                yield text, spans, [sentence.assertions[(m.first_token, m.last_token)]
+                                    for m in mentions]
+
+
 # -- the peer: medspaCy ConText ---------------------------------------------------------
 
 def context_peer(data_root: Path) -> dict:
     """medspaCy ConText on the dev gold problems (targets given, as the i2b2 task 2 protocol)."""
     import medspacy
 
-    from clinical_ner.text.document import ASSERTION_LABEL
-    from clinical_ner.formats import load_corpus
-    from clinical_ner.evaluation.evaluate import joined_text_and_spans
     from clinical_ner.evaluation.scorer import score_assertions
-    from clinical_ner.text.tags import tags_to_mentions
 
     started = time.perf_counter()
     load_before = load_average()
@@ -196,33 +225,23 @@ def context_peer(data_root: Path) -> dict:
     # sentence anyway, and PyRuSH's splitting of these lines only loses sentences.
     nlp = medspacy.load(enable=["medspacy_context"])
     context = nlp.get_pipe("medspacy_context")
-    corpus = load_corpus(data_root / CORPUS / "dev")
     gold, predicted = [], []
-    for document in corpus.documents:
-        for sentence in document.sentences:
-            mentions = [m for m in tags_to_mentions(sentence.tags)
-                        if m.label == ASSERTION_LABEL
-                        and (m.first_token, m.last_token) in sentence.assertions]
-            if not mentions:
-                continue
-            text, spans = joined_text_and_spans(sentence.tokens, mentions)
-            doc = nlp.make_doc(text)
-            for token in doc:
-                token.is_sent_start = token.i == 0
-            targets = [(doc.char_span(start, end, label="PROBLEM", alignment_mode="expand"),
-                        sentence.assertions[(m.first_token, m.last_token)])
-                       for m, (start, end) in zip(mentions, spans)]
-            doc.ents = [span for span, _ in targets]
-            doc = context(doc)
-            for ent, (_, gold_class) in zip(doc.ents, targets):
-                if ent._.is_negated:
-                    answer = "absent"
-                elif ent._.is_uncertain or ent._.is_hypothetical:
-                    answer = "possible"
-                else:
-                    answer = "present"
-                gold.append(gold_class)
-                predicted.append(answer)
+    for text, spans, classes in dev_problems(data_root):
+        doc = nlp.make_doc(text)
+        for token in doc:
+            token.is_sent_start = token.i == 0
+        doc.ents = [doc.char_span(start, end, label="PROBLEM", alignment_mode="expand")
+                    for start, end in spans]
+        doc = context(doc)
+        for ent, gold_class in zip(doc.ents, classes):
+            if ent._.is_negated:
+                answer = "absent"
+            elif ent._.is_uncertain or ent._.is_hypothetical:
+                answer = "possible"
+            else:
+                answer = "present"
+            gold.append(gold_class)
+            predicted.append(answer)
     scores = score_assertions(gold, predicted)
     result = {
         "peer": f"medspaCy {medspacy.__version__} ConText",
@@ -278,6 +297,37 @@ def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
     return result
 
 
+# -- errors ----------------------------------------------------------------------------
+
+def errors(model: str, data_root: Path) -> Path:
+    """Write the dev problems whose assertion ``model`` misses, one line each, with context."""
+    from collections import Counter
+
+    from clinical_ner import ClinicalNER
+
+    ner = ClinicalNER.load(model)
+    confusion: Counter = Counter()
+    lines = []
+    for text, spans, classes in dev_problems(data_root):
+        answers = ner.classify_assertions(text, spans)
+        for (start, end), gold, (answer, confidence) in zip(spans, classes, answers):
+            confusion[(gold, answer)] += 1
+            if answer != gold:
+                lines.append(f"{gold:>8} -> {answer:<8} {confidence:.2f} | "
+                             f"{text[max(0, start - 80):start]}[[{text[start:end]}]]"
+                             f"{text[end:end + 60]}")
+    total = sum(confusion.values())
+    header = [f"# python -m benchmarks.assertion_bench --errors {model}",
+              f"# {len(lines)} of {total} dev problems wrong (gold -> answer, confidence)",
+              "# confusion: " + ", ".join(f"{gold}->{answer} {count}" for (gold, answer), count
+                                          in sorted(confusion.items()))]
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"errors-{Path(model).name}.txt"
+    path.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
+    log(f"{len(lines)} of {total} wrong: {path}")
+    return path
+
+
 # -- the table -------------------------------------------------------------------------
 
 def table() -> str:
@@ -314,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput", nargs="+", metavar="RESULT")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--errors", metavar="MODEL")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for seed in args.seed or [42]:
@@ -325,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         throughput(args.throughput, args.data_root, args.repeats)
     if args.table:
         print(table())
+    if args.errors:
+        errors(args.errors, args.data_root)
     return 0
 
 

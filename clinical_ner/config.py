@@ -79,6 +79,9 @@ class NERConfig:
     # trains exactly as without assertions (docs/design/assertions.md).
     assertion_trains_tagger: bool = True
     assertion_class_weights: str = "none"  # one of ASSERTION_CLASS_WEIGHTS
+    # Share of the training problems asserted present that get a copy of their
+    # sentence with a negation or hedge cue beside them (clinical_ner.training.assertion_cues).
+    assertion_cue_copies: float = 0.0
     # Optimisation
     epochs: int = 50
     batch_size: int = 32
@@ -149,6 +152,11 @@ class NERConfig:
                 or self.assertion_loss_weight <= 0:
             raise ConfigError(
                 f"assertion_loss_weight must be > 0, got {self.assertion_loss_weight!r}")
+        if isinstance(self.assertion_cue_copies, bool) \
+                or not isinstance(self.assertion_cue_copies, (int, float)) \
+                or not 0.0 <= self.assertion_cue_copies <= 1.0:
+            raise ConfigError(
+                f"assertion_cue_copies must be in [0, 1], got {self.assertion_cue_copies!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
 

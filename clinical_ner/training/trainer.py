@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from clinical_ner.training.assertion_cues import cued_copies
 from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
 from clinical_ner.config import NERConfig
 from clinical_ner.text.document import Sentence
@@ -128,6 +130,9 @@ def train(
         if dev_path is not None and distribution.is_chief:
             dev_sentences = _read_dev_data(dev_path, train_labels, **read)
 
+    if config.assertion_cue_copies:
+        train_sentences, training = _with_cued_copies(config, train_sentences, training, emit)
+
     with distribution.output_dir(output) as directory:
         # (A resumed process other than the chief starts from an empty directory.)
         (directory / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
@@ -209,6 +214,22 @@ def train(
     return TrainingResult(output=output, best_epoch=state.best_epoch,
                           best_dev_f1=state.best_f1, epochs_completed=state.epoch,
                           stopped_early=stopped_early)
+
+
+def _with_cued_copies(config: NERConfig, sentences: list[Sentence],
+                      training: TrainingCorpora | None, emit: Callable[[str], None]
+                      ) -> tuple[list[Sentence], TrainingCorpora | None]:
+    """The training sentences with their cued copies (``assertion_cue_copies``), each copy in its source's corpus."""
+    classes = {assertion for sentence in sentences for assertion in sentence.assertions.values()}
+    copies = cued_copies(sentences, config.assertion_cue_copies, config.seed, classes)
+    emit(f"assertion cues: {len(copies)} cued copies of training sentences "
+         f"(assertion_cue_copies {config.assertion_cue_copies:g})")
+    sentences = sentences + [copy for _, copy in copies]
+    if training is not None:
+        sources = np.array([source for source, _ in copies], np.int64)
+        training = TrainingCorpora(training.corpus_set, sentences, np.concatenate(
+            [training.corpus_index, training.corpus_index[sources]]))
+    return sentences, training
 
 
 def _run_config(output: Path, config: NERConfig | None, resume: bool,
