@@ -48,9 +48,11 @@ class ClinicalNERTokenizer:
             first = False
             token, gap = match.groups()
             words.append(token)
+            # One space after a token is its whitespace_; the rest is a token.
             spaces.append(gap[:1] == " ")
-            if len(gap) > spaces[-1]:
-                words.append(gap[spaces[-1]:])
+            rest = gap[1:] if spaces[-1] else gap
+            if rest:
+                words.append(rest)
                 spaces.append(False)
         if first and text:
             words.append(text)  # separators only

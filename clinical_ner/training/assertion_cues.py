@@ -76,9 +76,10 @@ def cued_copies(sentences: Sequence[Sentence], share: float, seed: int,
     ``classes`` are the assertion classes of the training data: only cues of
     those classes are used (none: no copies). ``share`` is in ``[0, 1]``.
     """
+    wanted = set(classes)
     by_class: dict[str, list[Cue]] = {}
     for cue in cues():
-        if cue.assertion in set(classes):
+        if cue.assertion in wanted:
             by_class.setdefault(cue.assertion, []).append(cue)
     if share <= 0 or not by_class:
         return []
