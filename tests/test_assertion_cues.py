@@ -12,7 +12,7 @@ from clinical_ner.text.document import ASSERTION_CLASSES, Sentence
 from clinical_ner.training import assertion_cues
 from clinical_ner.training.assertion_cues import cued_copies, cues
 from clinical_ner.training.multi_corpus import TrainingCorpora
-from clinical_ner.training.trainer import _with_cued_copies, train
+from clinical_ner.training.trainer import _tagger_skips_copies, _with_cued_copies, train
 from clinical_ner.model.vocab import Vocabulary
 from helpers import negation_sentences, tiny_assertion_config, write_i2b2
 
@@ -136,3 +136,17 @@ def test_training_adds_the_copies_and_their_words(tmp_path):
     cue_words = {token.lower() for cue in cues() for token in cue.tokens}
     assert len(cue_words & words) > 5
     assert NERConfig.load(tmp_path / "model").assertion_cue_copies == 0.5
+
+
+def test_copies_train_the_assertion_output_only():
+    """A copy allows every tag (no CRF loss); the originals keep their gold path or mask."""
+    tags = ["O", "B-problem", "I-problem", "B-test", "I-test"]
+    original = Sentence(tokens=["CT", "pain"], tags=["B-test", "B-problem"])
+    cued = Sentence(tokens=["CT", "no", "pain"], tags=["B-test", "O", "B-problem"])
+    masks = _tagger_skips_copies(None, [original, cued], 1, tags, "bio")
+    assert masks[0].astype(int).tolist() == [[0, 0, 0, 1, 0], [0, 1, 0, 0, 0]]
+    assert masks[1].shape == (3, 5) and masks[1].all()
+    partial = [np.array([[True, False, False, True, True]] * 2)]
+    masks = _tagger_skips_copies(partial, [original, cued], 1, tags, "bio")
+    assert masks[0] is partial[0] and masks[1].all()
+

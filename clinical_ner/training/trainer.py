@@ -26,7 +26,9 @@ from clinical_ner.training.assertion_cues import cued_copies
 from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
 from clinical_ner.config import NERConfig
 from clinical_ner.text.document import Sentence
-from clinical_ner.training.dataset import encode_assertions, encode_tags, training_dataset
+from clinical_ner.training.dataset import (
+    encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
+)
 from clinical_ner.training.distribute import (
     DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
 )
@@ -130,6 +132,7 @@ def train(
         if dev_path is not None and distribution.is_chief:
             dev_sentences = _read_dev_data(dev_path, train_labels, **read)
 
+    original_count = len(train_sentences)
     if config.assertion_cue_copies:
         train_sentences, training = _with_cued_copies(config, train_sentences, training, emit)
 
@@ -155,6 +158,9 @@ def train(
         train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
         allowed_tags = (training.allowed_tags(vocab.tags, config.tag_scheme)
                         if training is not None else None)
+        if len(train_sentences) > original_count:
+            allowed_tags = _tagger_skips_copies(allowed_tags, train_sentences, original_count,
+                                                vocab.tags, config.tag_scheme)
         train_assertions = (encode_assertions(train_sentences, vocab.assertions)
                             if vocab.assertions else None)
         ner = KerasAnnotator(model, vocab, config)
@@ -230,6 +236,26 @@ def _with_cued_copies(config: NERConfig, sentences: list[Sentence],
         training = TrainingCorpora(training.corpus_set, sentences, np.concatenate(
             [training.corpus_index, training.corpus_index[sources]]))
     return sentences, training
+
+
+def _tagger_skips_copies(allowed_tags: list[np.ndarray] | None, sentences: list[Sentence],
+                         original_count: int, tags: list[str], scheme: str) -> list[np.ndarray]:
+    """Allowed-tag masks under which the cued copies (from ``original_count`` on) teach no tags.
+
+    A copy allows every tag at every token, so its CRF loss (log Z minus the
+    log-sum over the paths it allows, :meth:`CRF.partial_log_likelihood`)
+    asks only that the paths the transition constraints allow be likely,
+    whatever its tags: the copies train the assertion output, not which
+    tokens are entities. The other sentences keep their masks (their gold
+    path alone where there were none, which is the ordinary loss).
+    """
+    if allowed_tags is None:
+        allowed_tags = encode_allowed_tags(sentences[:original_count],
+                                           [()] * original_count, tags, scheme)
+    else:
+        allowed_tags = list(allowed_tags[:original_count])
+    return allowed_tags + [np.ones((len(sentence.tokens), len(tags)), bool)
+                           for sentence in sentences[original_count:]]
 
 
 def _run_config(output: Path, config: NERConfig | None, resume: bool,
