@@ -306,10 +306,13 @@ def errors(model: str, data_root: Path) -> Path:
     from clinical_ner import ClinicalNER
 
     ner = ClinicalNER.load(model)
+    problems = list(dev_problems(data_root))
+    # One batched call, as clinical-ner evaluate classifies them.
+    answered = ner.classify_assertions([text for text, _, _ in problems],
+                                       [spans for _, spans, _ in problems])
     confusion: Counter = Counter()
     lines = []
-    for text, spans, classes in dev_problems(data_root):
-        answers = ner.classify_assertions(text, spans)
+    for (text, spans, classes), answers in zip(problems, answered):
         for (start, end), gold, (answer, confidence) in zip(spans, classes, answers):
             confusion[(gold, answer)] += 1
             if answer != gold:

@@ -217,12 +217,13 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
         lines += _training_data(training, labels)
         base = training.get("fine_tuned_from")
         while base:
-            lines += [f"Fine-tuned (`--init-from`) from `{base['model']}`, which was trained "
-                      "on:" if base.get("training") else
-                      f"Fine-tuned (`--init-from`) from `{base['model']}`, whose training data "
-                      "was not recorded.", ""]
-            lines += _training_data(base["training"], labels) if base.get("training") else []
-            base = (base.get("training") or {}).get("fine_tuned_from")
+            recorded = base.get("training")
+            lines += [f"Fine-tuned (`--init-from`) from `{base['model']}`, "
+                      + ("which was trained on:" if recorded
+                         else "whose training data was not recorded."), ""]
+            if recorded:
+                lines += _training_data(recorded, labels)
+            base = (recorded or {}).get("fine_tuned_from")
     else:
         lines += ["Not recorded (the model was trained before model cards, or elsewhere).", ""]
     lines += ["## Effective configuration", "", "```json",
