@@ -133,9 +133,9 @@ def token_pattern(text: str = "") -> re.Pattern[str]:
     classes have hundreds of those: a text without code points beyond
     U+FFFF (nearly every note) gets the same classes without them: the same
     matches (``tests/test_tokenizer.py`` checks every code point), found
-    about six times as fast on the MACCROBAT dev reports (2.3 against 14.3
-    ms, measured while writing this). Without ``text``, the pattern for any
-    text.
+    faster (``split_sentences`` took 14.2 ms instead of 26.1 ms for a batch of
+    the MACCROBAT dev reports: benchmarks/README.md, "A faster tokenizer").
+    Without ``text``, the pattern for any text.
     """
     return _patterns(_last_code_point(text) if text else MAX_CODE_POINT)[0]
 
