@@ -165,6 +165,23 @@ def test_every_entity_is_a_span_widened_only_inside_a_spacy_token(nlp, ner, dev_
                 entity.confidence, abs=CONFIDENCE_TOLERANCE)
 
 
+def test_spans_are_char_span_s_expand_for_every_pair_of_offsets(nlp):
+    # The component maps all of a Doc's entities at once; it must give exactly
+    # spaCy's Doc.char_span(alignment_mode="expand"), boundaries on whitespace too.
+    component = nlp.get_pipe("clinical_ner")
+    doc = nlp.make_doc("CT  of the\nchest; 2 cm nodule .x")
+    pairs = [(start, end) for start in range(len(doc.text))
+             for end in range(start + 1, len(doc.text) + 1)]
+    spans = component._spans(doc, [SimpleNamespace(start=start, end=end, label="test")
+                                   for start, end in pairs])
+    for (start, end), span in zip(pairs, spans):
+        expected = doc.char_span(start, end, label="test", alignment_mode="expand")
+        assert (span.start, span.end, span.label_) == (
+            expected.start, expected.end, expected.label_), (start, end)
+    with pytest.raises(ValueError, match="lies outside the Doc's tokens"):
+        component._spans(doc, [SimpleNamespace(start=3, end=len(doc.text) + 1, label="test")])
+
+
 def test_boundaries_inside_another_tokenizer_s_tokens_widen_to_whole_tokens(ner):
     pipeline = spacy.blank("en")
     # A tokenizer of whitespace runs: "nodule;" is one token there, two of ours.
@@ -297,14 +314,6 @@ def test_pipe_cuts_batches_of_long_notes_at_one_model_call(monkeypatch):
     calls.clear()
     list(pipeline.pipe(long_notes[:3], batch_size=1))
     assert calls == [[10], [10], [10]]
-
-
-@pytest.mark.parametrize("name", sorted(set(EDGE_CASES) - {"lone-surrogates"}))
-def test_batches_count_each_doc_s_characters(name):
-    # The batches count characters from the last token's offset (spaCy's
-    # doc.text joins every token): the same count on every hostile text.
-    doc = spacy.blank("en")(EDGE_CASES[name])
-    assert spacy_component._text_length(doc) == len(doc.text) == len(EDGE_CASES[name])
 
 
 def test_pipe_calls_annotate_once_per_batch(nlp, dev_texts, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 import spacy
 
 from clinical_ner import ClinicalNER
-from clinical_ner.integrations.spacy_tokenizer import REGISTERED_NAME
+from clinical_ner.integrations.spacy_tokenizer import REGISTERED_NAME, doc_text, text_length
 from clinical_ner.text.tokenizer import SEPARATOR, char_class, tokenize
 from helpers import CONFIDENCE_TOLERANCE, EDGE_CASES
 from test_spacy_component import entry_point_path, run_fresh  # noqa: F401  (fixture)
@@ -37,6 +37,23 @@ def test_tokens_are_the_model_s_on_hostile_texts(ours, name):
     doc = ours(text)
     assert doc.text == text
     assert words_and_offsets(doc) == [(t.text, t.start, t.end) for t in tokenize(text)]
+
+
+@pytest.mark.parametrize("name", sorted(set(EDGE_CASES) - {"lone-surrogates"}))
+def test_the_component_reads_each_doc_s_text_from_either_tokenizer(ours, name):
+    # The component counts a batch's characters and annotates the text from these:
+    # our tokenizer's Docs keep the text they were made from, spaCy's are joined.
+    text = EDGE_CASES[name]
+    for doc in (ours(text), spacy.blank("en")(text)):
+        assert text_length(doc) == len(text)
+        assert doc_text(doc) == text
+
+
+def test_a_doc_refilled_with_another_text_is_read_from_its_tokens(ours):
+    # spaCy fills only an empty Doc from bytes; ours remembers "" for it.
+    doc = ours("")
+    doc.from_bytes(spacy.blank("en")("Chest CT showed a 2 cm nodule.").to_bytes())
+    assert doc_text(doc) == "Chest CT showed a 2 cm nodule."
 
 
 def test_tokens_are_the_model_s_on_the_dev_notes(ours, maccrobat_dev_notes):

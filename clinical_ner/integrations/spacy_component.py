@@ -9,8 +9,8 @@ the ``spacy_factories`` entry point, so nothing needs importing by hand::
     nlp.add_pipe("clinical_ner", config={"endpoint": "host:8500"})  # TF Serving
 
 The component annotates ``doc.text`` and maps each entity's character
-offsets onto the Doc's tokens with ``Doc.char_span(alignment_mode="expand")``:
-an entity boundary inside one of the Doc's tokens widens the span to the
+offsets onto the Doc's tokens as ``Doc.char_span(alignment_mode="expand")``
+does: an entity boundary inside one of the Doc's tokens widens the span to the
 whole token (what our i2b2 writer does with whitespace tokens). Entities
 already on the Doc stay, and ours are added where they overlap none of them;
 with ``overwrite_ents`` ours stay, and the earlier ones are kept where they
@@ -29,10 +29,12 @@ endpoint by its configuration only. See docs/guide/spacy.md.
 import json
 import os
 import shutil
+from bisect import bisect_right
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from spacy.attrs import IDX, LENGTH
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
@@ -42,6 +44,7 @@ from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
 from clinical_ner.errors import ClinicalNERError, ModelError, check_integer
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
+from clinical_ner.integrations.spacy_tokenizer import doc_text, text_length
 from clinical_ner.pretrained import (
     DEFAULT_MODEL,
     bundled_models,
@@ -139,7 +142,7 @@ class ClinicalNERComponent:
     # -- annotating -----------------------------------------------------------
 
     def __call__(self, doc: Doc) -> Doc:
-        return self._set_entities(doc, self._annotate([doc.text])[0])
+        return self._set_entities(doc, self._annotate([doc_text(doc)])[0])
 
     def pipe(self, docs: Iterable[Doc], batch_size: int = DEFAULT_PIPE_BATCH_SIZE
              ) -> Iterator[Doc]:
@@ -163,10 +166,10 @@ class ClinicalNERComponent:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name) as pool:
             previous = None
             for batch in _batches(docs, batch_size, call_limits):
-                annotating = pool.submit(self._annotate, [doc.text for doc in batch])
+                annotating = pool.submit(self._annotate, [text for _, text in batch])
                 if previous is not None:
                     yield from self._finish(*previous)
-                previous = (batch, annotating)
+                previous = ([doc for doc, _ in batch], annotating)
             if previous is not None:
                 yield from self._finish(*previous)
 
@@ -227,15 +230,7 @@ class ClinicalNERComponent:
         return ClinicalNER.load(self.model)
 
     def _set_entities(self, doc: Doc, entities: Sequence[Any]) -> Doc:
-        ours = []
-        for entity in entities:
-            span = doc.char_span(entity.start, entity.end, label=entity.label,
-                                 alignment_mode="expand")
-            if span is None:
-                # Only possible if the Doc's text is not the text annotated.
-                raise ValueError(f"{self.name}: entity at characters {entity.start}:"
-                                 f"{entity.end} lies outside the Doc's tokens")
-            ours.append((span, entity))
+        ours = list(zip(self._spans(doc, entities), entities))
         # Any overlap shows as a span starting before the end of the one before
         # it (or before its start, out of order): the common case skips the sort.
         if any(later.start < earlier.end for (earlier, _), (later, _) in zip(ours, ours[1:])):
@@ -244,17 +239,47 @@ class ClinicalNERComponent:
         our_spans = [span for span, _ in ours]
         # Reading doc.ents walks every token; a Doc nothing has labelled skips it.
         existing = list(doc.ents) if doc.has_annotation("ENT_IOB") else []
-        if self.overwrite_ents:
-            doc.ents = sorted(our_spans + _not_overlapping(existing, our_spans))
+        if not existing:
+            doc.set_ents(our_spans)
+        elif self.overwrite_ents:
+            doc.set_ents(sorted(our_spans + _not_overlapping(existing, our_spans)))
         else:
             added = {id(span) for span in _not_overlapping(our_spans, existing)}
             ours = [(span, entity) for span, entity in ours if id(span) in added]
-            doc.ents = sorted(existing + [span for span, _ in ours])
+            doc.set_ents(sorted(existing + [span for span, _ in ours]))
         user_data = doc.user_data
         for span, entity in ours:
             user_data[_entity_key(span)] = (entity.confidence, entity.assertion,
                                             entity.assertion_confidence)
         return doc
+
+    def _spans(self, doc: Doc, entities: Sequence[Any]) -> List[Span]:
+        """Each entity's span of the Doc's tokens, as ``doc.char_span(..., "expand")`` gives it.
+
+        From the tokens' offsets, read once per Doc (a binary search per
+        boundary): ``char_span`` builds a Token object per boundary, the
+        larger part of setting our entities on long notes
+        (benchmarks/README.md, spaCy pipelines). A start on a token's trailing
+        whitespace begins the span at the next token, as in ``char_span``.
+        """
+        if not entities:
+            return []
+        token_bounds = doc.to_array([IDX, LENGTH])
+        token_starts = token_bounds[:, 0].tolist()
+        token_lengths = token_bounds[:, 1].tolist()
+        length = text_length(doc)
+        spans = []
+        for entity in entities:
+            if not 0 <= entity.start < entity.end <= length:
+                # Only possible if the Doc's text is not the text annotated.
+                raise ValueError(f"{self.name}: entity at characters {entity.start}:"
+                                 f"{entity.end} lies outside the Doc's tokens")
+            first = bisect_right(token_starts, entity.start) - 1
+            if entity.start == token_starts[first] + token_lengths[first]:
+                first += 1
+            spans.append(Span(doc, first, bisect_right(token_starts, entity.end - 1),
+                              label=entity.label))
+        return spans
 
     # -- saving ---------------------------------------------------------------
 
@@ -329,25 +354,21 @@ def _is_bundled_name(model: str) -> bool:
 
 
 def _batches(docs: Iterable[Doc], size: int, call_limits: Optional[Tuple[int, int]]
-             ) -> Iterator[List[Doc]]:
-    """``docs`` in lists of ``size``, some cut earlier by ``call_limits`` (see ``pipe``)."""
-    batch: List[Doc] = []
+             ) -> Iterator[List[Tuple[Doc, str]]]:
+    """``docs`` and their texts in lists of ``size``, some cut earlier (see ``pipe``)."""
+    batch: List[Tuple[Doc, str]] = []
     characters = 0
     for doc in docs:
+        text = doc_text(doc)
         if batch and (len(batch) == size or (
                 call_limits is not None and len(batch) < call_limits[0]
-                and characters + len(doc.text) > call_limits[1])):
+                and characters + len(text) > call_limits[1])):
             yield batch
             batch, characters = [], 0
-        batch.append(doc)
-        characters += _text_length(doc)
+        batch.append((doc, text))
+        characters += len(text)
     if batch:
         yield batch
-
-
-def _text_length(doc: Doc) -> int:
-    """``len(doc.text)`` without building the text (spaCy joins every token's for it)."""
-    return doc[-1].idx + len(doc[-1].text_with_ws) if len(doc) else 0
 
 
 def _not_overlapping(spans: List[Span], others: List[Span]) -> List[Span]:

@@ -1,9 +1,11 @@
 """The spaCy tokenizer ``clinical_ner.Tokenizer.v1``: the Doc's tokens are our model's tokens.
 
 With it, every entity of the ``clinical_ner`` component is exactly a span of
-the Doc (no widening to whole tokens), and case reports tokenize about six
+the Doc (no widening to whole tokens), case reports tokenize six to seven
 times as fast as with spaCy's English tokenizer (short sentences slower:
-spaCy's caches them; benchmarks/README.md, spaCy pipelines). Registered through the ``spacy_tokenizers`` entry point::
+spaCy's caches them; benchmarks/README.md, spaCy pipelines), and the component
+reads each Doc's text from here (:func:`doc_text`) instead of joining its
+tokens. Registered through the ``spacy_tokenizers`` entry point::
 
     nlp = spacy.blank("en", config={
         "nlp": {"tokenizer": {"@tokenizers": "clinical_ner.Tokenizer.v1"}}})
@@ -17,6 +19,7 @@ a token is that token's ``whitespace_``, any other run of separators is a
 token of its own (``is_space``), as spaCy's tokenizer makes them. The
 tokenizer has no settings, so it saves nothing with ``nlp.to_disk``.
 """
+import weakref
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,6 +32,30 @@ from clinical_ner.text.tokenizer import token_and_gap_pattern
 
 REGISTERED_NAME = "clinical_ner.Tokenizer.v1"
 
+# The text each living Doc of this tokenizer was made from. spaCy's doc.text joins
+# a Token object's text per token (a tenth of the model's own time on case reports,
+# benchmarks/README.md, spaCy pipelines); the clinical_ner component reads it here.
+# Weak keys: the entry goes with its Doc, and nothing else holds on to the text.
+_TEXTS: "weakref.WeakKeyDictionary[Doc, str]" = weakref.WeakKeyDictionary()
+
+
+def text_length(doc: Doc) -> int:
+    """``len(doc.text)`` without building the text."""
+    return doc[-1].idx + len(doc[-1].text_with_ws) if len(doc) else 0
+
+
+def doc_text(doc: Doc) -> str:
+    """``doc.text``: the text this tokenizer made ``doc`` from, if it did, else spaCy's.
+
+    A Doc's text cannot change (spaCy's retokenizer keeps it), but
+    ``Doc.from_bytes`` can fill an empty Doc object with another Doc: a text
+    whose length differs is not used.
+    """
+    text = _TEXTS.get(doc)
+    if text is None or len(text) != text_length(doc):
+        return doc.text
+    return text
+
 
 class ClinicalNERTokenizer:
     """Makes a Doc whose tokens are those of :func:`clinical_ner.text.tokenizer.tokenize`."""
@@ -39,25 +66,32 @@ class ClinicalNERTokenizer:
     def __call__(self, text: str) -> Doc:
         words: list[str] = []
         spaces: list[bool] = []
-        first = True
-        for match in token_and_gap_pattern(text).finditer(text):
-            if first and match.start():
+        pattern = token_and_gap_pattern(text)
+        first = pattern.search(text)
+        if first is None:
+            if text:
+                words.append(text)  # separators only
+                spaces.append(False)
+        else:
+            if first.start():
                 # Separators before the first token: a token of their own.
-                words.append(text[:match.start()])
+                words.append(text[:first.start()])
                 spaces.append(False)
-            first = False
-            token, gap = match.groups()
-            words.append(token)
-            # One space after a token is its whitespace_; the rest is a token.
-            spaces.append(gap[:1] == " ")
-            rest = gap[1:] if spaces[-1] else gap
-            if rest:
-                words.append(rest)
-                spaces.append(False)
-        if first and text:
-            words.append(text)  # separators only
-            spaces.append(False)
-        return Doc(self.vocab, words=words, spaces=spaces)
+            # Each token and the separators after it: they tile the rest of the text.
+            for token, gap in pattern.findall(text, first.start()):
+                words.append(token)
+                # One space after a token is its whitespace_; the rest is a token.
+                if gap[:1] == " ":
+                    spaces.append(True)
+                    gap = gap[1:]
+                else:
+                    spaces.append(False)
+                if gap:
+                    words.append(gap)
+                    spaces.append(False)
+        doc = Doc(self.vocab, words=words, spaces=spaces)
+        _TEXTS[doc] = text
+        return doc
 
     # spaCy serializes a pipeline's tokenizer with these; this one has no state.
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
