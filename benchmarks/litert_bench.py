@@ -18,7 +18,8 @@ Per runtime:
   and seed);
 * **peak RSS**: the process's VmHWM after loading and the latency calls
   (what a one-sentence-at-a-time annotator needs), and again after the
-  batch and F1 runs (what batches add);
+  batch and F1 runs (what batches add), and that of each worker process a
+  LiteRT export with several workers started for the batch;
 * **batch**: ``annotate`` of every ``.txt`` document together, with the
   runtime's default batching, median of ``--repeats`` timed runs after one
   untimed run; tokens are counted with ``clinical_ner.text.tokenizer.split_sentences``;
@@ -115,6 +116,9 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_rss_mb_after_latency": round(rss_latency / 1024, 1),
         "batch": batch,
         "peak_rss_mb_after_batch": round(proc_status_kb_self("VmHWM") / 1024, 1),
+        # A LiteRT export with several workers annotates large batches in worker processes.
+        "peak_rss_mb_worker_processes": [round((proc_status_kb(pid, "VmHWM") or 0) / 1024, 1)
+                                         for pid in getattr(ner, "worker_pids", [])],
         "f1_exact_micro": round(report["exact"]["micro"]["f1"], 4),
         "f1_lenient_micro": round(report["lenient"]["micro"]["f1"], 4),
         "tensorflow_imported": "tensorflow" in sys.modules,
@@ -138,13 +142,16 @@ def run_worker(path: Path, threads: int, workers: int, args: argparse.Namespace)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| runtime | p50 / p99 ms | peak RSS MiB (latency / +batch) | batch tokens/s "
+    lines = ["| runtime | p50 / p99 ms | peak RSS MiB (latency / +batch [+ worker processes]) "
+             "| batch tokens/s "
              "| exact F1 | TF imported |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
             f"| {row['runtime']} | {row['latency']['p50_ms']:.2f} / "
             f"{row['latency']['p99_ms']:.2f} | {row['peak_rss_mb_after_latency']:.0f} / "
-            f"{row['peak_rss_mb_after_batch']:.0f} | "
+            f"{row['peak_rss_mb_after_batch']:.0f}"
+            + "".join(f" + {mb:.0f}" for mb in row.get("peak_rss_mb_worker_processes", []))
+            + " | "
             f"{row['batch']['tokens_per_second']:,.0f} | {row['f1_exact_micro']:.4f} | "
             f"{'yes' if row['tensorflow_imported'] else 'no'} |")
     return "\n".join(lines)

@@ -16,7 +16,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import signal
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,12 +26,15 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert) is not installed")
 
 from clinical_ner.config import NERConfig  # noqa: E402
-from clinical_ner.errors import ModelError  # noqa: E402
+from clinical_ner.errors import ClinicalNERError, ModelError  # noqa: E402
 from clinical_ner.export.saved_model import ExportError  # noqa: E402
 from clinical_ner.export.litert import export_litert  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.artifacts import litert as layout  # noqa: E402
-from clinical_ner.annotators.litert.annotator import LiteRTAnnotator, length_chunks  # noqa: E402
+from clinical_ner.annotators.litert.annotator import (  # noqa: E402
+    PROCESS_MIN_CHARACTERS, LiteRTAnnotator, length_chunks,
+)
+from clinical_ner.annotators.litert.processes import WorkerProcesses  # noqa: E402
 from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
 from helpers import (  # noqa: E402
@@ -140,6 +145,96 @@ def test_parallel_workers_give_the_same_entities(export_dir, lite_ner, shared_da
     alone, parallel = LiteRTAnnotator.load(export_dir, workers=1), LiteRTAnnotator.load(export_dir, workers=2)
     # Several chunks of sentences, scored by two interpreters in two threads.
     assert_same_documents(parallel.annotate(texts), alone.annotate(texts))
+
+
+def test_large_batches_run_in_worker_processes_without_tensorflow(export_dir, shared_data):
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    alone = LiteRTAnnotator.load(export_dir, workers=1)
+    threads = LiteRTAnnotator.load(export_dir, workers=2, parallel="threads")
+    processes = LiteRTAnnotator.load(export_dir, workers=2)
+    try:
+        expected = alone.annotate(texts)
+        assert_same_documents(processes.annotate(texts), expected)
+        assert_same_documents(threads.annotate(texts), expected)
+        pids = processes.worker_pids
+        assert len(pids) == 2 and os.getpid() not in pids
+        for pid in pids:
+            libraries = Path(f"/proc/{pid}/maps").read_text()
+            assert "ai_edge_litert" in libraries and "tensorflow" not in libraries
+        # A worker that dies between batches is replaced: the next batch is whole.
+        os.kill(pids[0], signal.SIGKILL)
+        os.waitpid(pids[0], 0)
+        assert_same_documents(processes.annotate(texts[::-1]), expected[::-1])
+        assert processes.worker_pids[0] != pids[0]
+        # Two callers at once: one batch goes to the processes, the other runs here.
+        answers = {}
+        callers = [threading.Thread(target=lambda key=key: answers.update(
+            {key: processes.annotate(texts[key:])})) for key in (0, 1)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        assert_same_documents(answers[0], expected)
+        assert_same_documents(answers[1], expected[1:])
+        # One text, and small batches, stay in this process.
+        processes.close()
+        short = [NOTE, EDGE_CASES["combining-marks"]]
+        assert sum(map(len, short)) < PROCESS_MIN_CHARACTERS
+        assert_same_documents(processes.annotate(short), alone.annotate(short))
+        assert_same_documents([processes.annotate(texts[0])], expected[:1])
+        assert processes.worker_pids == []
+    finally:
+        processes.close()
+    with pytest.raises(ValueError, match="parallel must be one of"):
+        LiteRTAnnotator.load(export_dir, parallel="fork")
+
+
+def test_a_worker_that_dies_in_a_batch_is_named_and_the_next_batch_works(
+        export_dir, shared_data, monkeypatch):
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
+    processes = LiteRTAnnotator.load(export_dir, workers=2)
+    try:
+        expected = processes.annotate(texts)
+        read = WorkerProcesses._read
+
+        def killed_before_it_answers(process):
+            process.kill()
+            process.wait()
+            return read(process)
+
+        monkeypatch.setattr(WorkerProcesses, "_read", staticmethod(killed_before_it_answers))
+        with pytest.raises(ClinicalNERError, match="a LiteRT worker process stopped"):
+            processes.annotate(texts)
+        monkeypatch.undo()
+        assert processes.worker_pids == []
+        assert_same_documents(processes.annotate(texts), expected)
+    finally:
+        processes.close()
+
+
+def test_a_forked_copy_of_the_caller_does_not_keep_the_workers_alive(export_dir, shared_data):
+    # nlp.pipe(n_process=...) forks the caller: the copy must let go of the workers' pipes,
+    # or the workers never read the end of their input when the caller closes them.
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:4]]
+    processes = LiteRTAnnotator.load(export_dir, workers=2)
+    processes.annotate(texts)
+    workers = list(processes._processes._processes)
+    release_read, release_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the copy waits, pipes and all, until the caller has closed its workers
+        os.read(release_read, 1)
+        os._exit(0)
+    try:
+        processes.close()
+        # Each ended at the end of its input (exit code 0), not killed after close's timeout.
+        assert [worker.returncode for worker in workers] == [0, 0]
+    finally:
+        os.write(release_write, b"x")
+        os.waitpid(child, 0)
 
 
 def test_load_uses_the_cores_of_the_process_s_affinity(export_dir):

@@ -15,6 +15,7 @@ from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
 from clinical_ner.annotators.litert.network import EmissionsNetwork
+from clinical_ner.annotators.litert.processes import WorkerProcesses, character_groups
 from clinical_ner.model.tag_space import entity_token_spans, tag_roles
 from clinical_ner.text.tags import to_iob2_tag
 from clinical_ner.text.tokenizer import Token, split_sentences
@@ -37,6 +38,15 @@ CHUNK_SIZE = 16
 # MiB off a one-interpreter process annotating BC5CDR sentences, at the same
 # tokens/s; 256 was slower. Same command.
 CHUNK_POSITIONS = 384
+# How an annotator with several workers spreads an annotate batch of two or more
+# texts and at least PROCESS_MIN_CHARACTERS over them: "processes" (one group of
+# texts per worker process) or "threads" (chunks over interpreters in threads, as
+# for smaller batches, tag and classify_assertions). On 2 cores processes were
+# 8-46 % faster than threads on case reports and 6-38 % on batches of BC5CDR
+# sentences from 2,500 characters up, the smallest measured
+# (`python -m benchmarks.litert_workers`, benchmarks/README.md, "Threads or processes").
+PARALLEL_MODES = ("processes", "threads")
+PROCESS_MIN_CHARACTERS = 2_500
 
 
 def length_chunks(lengths: np.ndarray, max_sentences: int, max_positions: int
@@ -93,7 +103,10 @@ class LiteRTAnnotator(Annotator):
     """
 
     def __init__(self, directory: Path, manifest: dict, config: NERConfig, vocab: Vocabulary,
-                 crf: ConstrainedCRF, network: EmissionsNetwork) -> None:
+                 crf: ConstrainedCRF, network: EmissionsNetwork,
+                 parallel: str = "processes") -> None:
+        if parallel not in PARALLEL_MODES:
+            raise ValueError(f"parallel must be one of {PARALLEL_MODES}, not {parallel!r}")
         self.directory = directory
         self.manifest = manifest
         self.config = config
@@ -107,20 +120,31 @@ class LiteRTAnnotator(Annotator):
         self._asserted_label = (self._labels.index(ASSERTION_LABEL) + 1
                                 if ASSERTION_LABEL in self._labels else -1)
         self._iob2_tags = [to_iob2_tag(tag) for tag in vocab.tags]
+        self.parallel = parallel
+        # Started at the first batch that uses them.
+        self._processes = (WorkerProcesses(directory, network.workers)
+                           if parallel == "processes" and network.workers > 1 else None)
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int = 1,
-             workers: int | None = None) -> "LiteRTAnnotator":
+             workers: int | None = None, parallel: str = "processes") -> "LiteRTAnnotator":
         """Load a directory written by ``clinical-ner export MODEL --format litert``.
 
-        ``workers`` interpreters score chunks of a batch (and concurrent
-        callers) in parallel threads (LiteRT releases the GIL while it
-        computes); ``None`` (the default) gives one per core the process may
-        run on (its CPU affinity), so a large batch uses them all, at about
-        12 MiB more per interpreter. ``workers=1`` uses one core and the
-        least memory: what batch engines, which run one worker per core,
-        set. ``num_threads`` is each interpreter's own thread count (more
-        than 1 was slower than more workers: docs/litert.md).
+        ``workers`` is how many cores a batch may use; ``None`` (the default)
+        gives one per core the process may run on (its CPU affinity).
+        ``workers=1`` uses one core and the least memory: what batch engines,
+        which run one worker per core, set. With more, an ``annotate`` batch
+        of two or more texts and at least ``PROCESS_MIN_CHARACTERS``
+        characters is cut into that many groups of texts, each annotated by a
+        worker process with the export loaded (started at the first such
+        batch, in under a second; while one caller's batch has them, another
+        caller's runs here; ``parallel="threads"`` keeps every batch in this
+        process); one text, smaller batches, ``tag`` and
+        ``classify_assertions`` spread their chunks over ``workers``
+        interpreters in threads (LiteRT releases the GIL while it
+        computes; about 12 MiB per interpreter). ``num_threads`` is each
+        interpreter's own thread count (more than 1 was slower than more
+        workers: docs/litert.md).
         """
         directory = Path(directory)
         if workers is None:
@@ -151,7 +175,37 @@ class LiteRTAnnotator(Annotator):
         network = EmissionsNetwork(directory / manifest["network"], manifest["inputs"],
                                    num_threads=num_threads, workers=workers,
                                    output_names=output_names)
-        return cls(directory, manifest, config, vocab, crf, network)
+        return cls(directory, manifest, config, vocab, crf, network, parallel)
+
+    def annotate(self, texts, batch_size: int | None = None,
+                 max_batch_characters: int | None = None):
+        """:meth:`Annotator.annotate`, large batches spread over worker processes (see ``load``)."""
+        if self._processes is None or isinstance(texts, str):
+            return super().annotate(texts, batch_size, max_batch_characters)
+        texts = signatures.checked_texts(texts)
+        if len(texts) < 2 or sum(len(text) for text in texts) < PROCESS_MIN_CHARACTERS:
+            return super().annotate(texts, batch_size, max_batch_characters)
+        groups = character_groups(texts, self._processes.count)
+        answers = self._processes.annotate(
+            [([texts[index] for index in group], batch_size, max_batch_characters)
+             for group in groups])
+        if answers is None:  # another thread's batch has the processes
+            return super().annotate(texts, batch_size, max_batch_characters)
+        results: list[list[Entity]] = [[] for _ in texts]
+        for group, entities in zip(groups, answers):
+            for index, text_entities in zip(group, entities):
+                results[index] = text_entities
+        return results
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running worker processes (none until a batch needs them)."""
+        return self._processes.pids if self._processes is not None else []
+
+    def close(self) -> None:
+        """Stop the worker processes, if any ran (a later large batch starts them again)."""
+        if self._processes is not None:
+            self._processes.close()
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
