@@ -191,7 +191,7 @@ def test_large_batches_run_in_worker_processes_without_tensorflow(export_dir, sh
         LiteRTAnnotator.load(export_dir, parallel="fork")
 
 
-def test_a_worker_that_dies_in_a_batch_is_named_and_the_next_batch_works(
+def test_a_batch_that_fails_or_is_interrupted_leaves_the_next_batch_right(
         export_dir, shared_data, monkeypatch):
     texts = [path.read_text(encoding="utf-8") for path in
              sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))]
@@ -211,6 +211,17 @@ def test_a_worker_that_dies_in_a_batch_is_named_and_the_next_batch_works(
         monkeypatch.undo()
         assert processes.worker_pids == []
         assert_same_documents(processes.annotate(texts), expected)
+
+        # Interrupted while the workers compute (Ctrl-C): the answers they were about to
+        # give must not be read as the next batch's.
+        def interrupted(process):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(WorkerProcesses, "_read", staticmethod(interrupted))
+        with pytest.raises(KeyboardInterrupt):
+            processes.annotate(texts)
+        monkeypatch.undo()
+        assert_same_documents(processes.annotate(texts[::-1]), expected[::-1])
     finally:
         processes.close()
 

@@ -66,9 +66,13 @@ class WorkerProcesses:
                     pickle.dump(request, process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                     process.stdin.flush()
                 answers = [self._read(process) for process in used]
-            except (OSError, EOFError, pickle.UnpicklingError):
+            except BaseException as error:
+                # Answers left in the pipes (an interrupted batch: Ctrl-C in a notebook)
+                # would be read as the next batch's: the next batch starts new processes.
                 codes = [process.poll() for process in self._processes]
-                self._stop()
+                self._stop(kill=True)
+                if not isinstance(error, (OSError, EOFError, pickle.UnpicklingError)):
+                    raise
                 raise ClinicalNERError(
                     f"{self.directory}: a LiteRT worker process stopped (exit codes {codes}); "
                     "the batch was not annotated. Load the export with workers=1 to "
@@ -115,10 +119,15 @@ class WorkerProcesses:
     def _read(process: subprocess.Popen) -> tuple[str, Any]:
         return pickle.load(process.stdout)
 
-    def _stop(self) -> None:
+    def _stop(self, kill: bool = False) -> None:
+        """End the processes: at the end of their input, or at once with ``kill``."""
         for process in self._processes:
-            if process.poll() is None:
+            if kill:
+                process.kill()
+            try:
                 process.stdin.close()  # the worker exits at the end of its input
+            except OSError:
+                pass  # it had already gone
         for process in self._processes:
             try:
                 process.wait(timeout=10)
