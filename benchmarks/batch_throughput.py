@@ -25,7 +25,9 @@ Each engine runs in its own process; the wall time covers model loading and, for
 Beam, reading and writing the files (Spark: from after the session started). A
 sampler reads ``VmHWM`` (peak resident memory) of that process and of every
 process under it: the largest Python worker's peak is the "worker" figure
-(for ``in-process`` and ``beam-1`` the process itself). Tokens are counted
+(for ``in-process`` and ``beam-1`` the process itself; ``in-process`` on a
+LiteRT export adds the peaks of the worker processes it starts for large
+batches, as "+ MB"). Tokens are counted
 with the model's tokenizer. Needs the [beam] and [spark] extras and Java.
 """
 from __future__ import annotations
@@ -221,6 +223,11 @@ def measure(engine: str, dataset: Path, args: argparse.Namespace, export: Path) 
         "worker_peak_mb": workers if engine in ("beam-2", "spark") else driver,
         "jvm_peak_mb": sampler.peak_mb("java"),
     })
+    if engine == "in-process":
+        # A LiteRT export annotates large batches in worker processes of its own.
+        result["worker_processes_peak_mb"] = sorted(
+            round(peak / 1024, 1) for pid, peak in sampler.peaks_kb.items()
+            if pid != process.pid and sampler.kinds.get(pid) == "python")
     return result
 
 
@@ -299,7 +306,9 @@ def markdown_table(report: dict) -> str:
             share = f"{100 * row['tokens_per_s'] / reference:.0f} %" if reference else "-"
             lines.append(f"| {name} | {engine} | {row['notes']} | {row['tokens']} | "
                          f"{row['seconds']:.1f} | {row['notes_per_s']} | {row['tokens_per_s']} | "
-                         f"{share} | {row['worker_peak_mb']} | {row['jvm_peak_mb'] or '-'} | "
+                         f"{share} | {row['worker_peak_mb']}"
+                         + "".join(f" + {mb}" for mb in row.get("worker_processes_peak_mb", []))
+                         + f" | {row['jvm_peak_mb'] or '-'} | "
                          f"{row.get('load_to_first_note_s', row.get('worker_load_s', '-'))} |")
     return "\n".join(lines)
 
