@@ -165,7 +165,14 @@ _INSTANCES: "weakref.WeakSet[WorkerProcesses]" = weakref.WeakSet()
 @atexit.register
 def _stop_all() -> None:
     for workers in list(_INSTANCES):
-        workers.close()
+        # A daemon thread may still hold a batch at exit: then the processes are killed.
+        if workers._lock.acquire(timeout=1):
+            try:
+                workers._stop()
+            finally:
+                workers._lock.release()
+        else:
+            workers._stop(kill=True)
 
 
 def _let_go_in_forked_child() -> None:
