@@ -195,20 +195,16 @@ def summary(result: dict) -> str:
 
 def dev_problems(data_root: Path) -> Iterator[tuple[str, list[tuple[int, int]], list[str]]]:
     """Each dev sentence with gold problems: its text (tokens joined), their spans, their classes."""
-    from clinical_ner.evaluation.evaluate import joined_text_and_spans
+    from clinical_ner.evaluation.evaluate import gold_problem_assertions, joined_text_and_spans
     from clinical_ner.formats import load_corpus
-    from clinical_ner.text.document import ASSERTION_LABEL
     from clinical_ner.text.tags import tags_to_mentions
 
     for document in load_corpus(data_root / CORPUS / "dev").documents:
         for sentence in document.sentences:
-            mentions = [m for m in tags_to_mentions(sentence.tags)
-                        if m.label == ASSERTION_LABEL
-                        and (m.first_token, m.last_token) in sentence.assertions]
-            if mentions:
-                text, spans = joined_text_and_spans(sentence.tokens, mentions)
-                yield text, spans, [sentence.assertions[(m.first_token, m.last_token)]
-                                    for m in mentions]
+            pairs = gold_problem_assertions(sentence, tags_to_mentions(sentence.tags))
+            if pairs:
+                text, spans = joined_text_and_spans(sentence.tokens, [m for m, _ in pairs])
+                yield text, spans, [assertion for _, assertion in pairs]
 
 
 # -- the peer: medspaCy ConText ---------------------------------------------------------

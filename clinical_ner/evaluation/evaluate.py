@@ -90,6 +90,13 @@ def joined_text_and_spans(tokens: Sequence[str], mentions: Sequence[Mention]
     return " ".join(tokens), spans
 
 
+def gold_problem_assertions(sentence: Sentence, mentions: Sequence[Mention]
+                            ) -> list[tuple[Mention, str]]:
+    """The sentence's gold problems that have an assertion, each with it (what task 2 scores)."""
+    return [(m, sentence.assertions[(m.first_token, m.last_token)]) for m in mentions
+            if m.label == ASSERTION_LABEL and (m.first_token, m.last_token) in sentence.assertions]
+
+
 def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
                         gold: Sequence[Sequence[Mention]],
                         predicted: Sequence[Sequence[Mention]]) -> dict:
@@ -104,9 +111,7 @@ def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
     tokens, through ``ner.classify_assertions``, so every runtime is scored
     by the rule it annotates with.
     """
-    gold_pairs = [[(m, s.assertions[(m.first_token, m.last_token)]) for m in mentions
-                   if m.label == ASSERTION_LABEL and (m.first_token, m.last_token) in s.assertions]
-                  for s, mentions in zip(sentences, gold)]
+    gold_pairs = [gold_problem_assertions(s, mentions) for s, mentions in zip(sentences, gold)]
     predicted_problems = [[m for m in mentions if m.label == ASSERTION_LABEL]
                           for mentions in predicted]
     texts, spans = [], []
