@@ -95,6 +95,25 @@ def latency_calls(function: Callable[[str], object], texts: list[str], calls: in
     }
 
 
+# -- comparing answers ------------------------------------------------------------
+
+# How far two runtimes' (or versions') confidences of the same entity may differ.
+CONFIDENCE_TOLERANCE = 1e-5
+
+
+def same_entities(expected: list, actual: list) -> bool:
+    """Each text's entities alike: spans and labels exactly, confidences within the tolerance."""
+    import numpy as np
+
+    for want, got in zip(expected, actual, strict=True):
+        if [(e.start, e.end, e.label) for e in want] != [(e.start, e.end, e.label) for e in got]:
+            return False
+        if not np.allclose([e.confidence for e in want], [e.confidence for e in got],
+                           atol=CONFIDENCE_TOLERANCE):
+            return False
+    return True
+
+
 # -- processes and memory ---------------------------------------------------------
 
 def proc_status_kb(pid: int, field: str) -> int | None:

@@ -26,8 +26,9 @@ characters each, to find the batch size from which processes pay: for this
 run, ``PROCESS_MIN_CHARACTERS`` is set to 0, so that every batch of two or
 more texts goes to the processes.
 
-Every variant must give the same entities as ``1 interpreter`` (spans and
-labels exactly, confidences within ``1e-5``), or the run stops. Tokens/s at
+Every variant must give the same entities as ``1 interpreter``
+(``bench_util.same_entities``: spans and labels exactly, confidences within
+``CONFIDENCE_TOLERANCE``), or the run stops. Tokens/s at
 the median of ``--repeats`` rounds after one untimed run each; "cores busy"
 is the CPU seconds of this process and its worker processes over wall
 seconds. The result file records the CPU and the load average at start and end.
@@ -40,12 +41,12 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, summarize_seconds,
-    write_json,
+    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, same_entities,
+    summarize_seconds, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
-CONFIDENCE_TOLERANCE = 1e-5
+
 
 def worker_cpu_seconds(pids: list[int]) -> float:
     """User and system CPU seconds of processes so far (``/proc/PID/stat``)."""
@@ -70,16 +71,6 @@ def character_batches(texts: list[str], size: int) -> list[list[str]]:
     return batches
 
 
-def same_entities(expected: list, got: list, variant: str) -> None:
-    for number, (want, have) in enumerate(zip(expected, got, strict=True)):
-        if [(e.start, e.end, e.label) for e in want] != [(e.start, e.end, e.label) for e in have]:
-            raise SystemExit(f"{variant}: text {number}: other entities than 1 interpreter")
-        for a, b in zip(want, have):
-            if abs(a.confidence - b.confidence) > CONFIDENCE_TOLERANCE:
-                raise SystemExit(f"{variant}: text {number}: confidence {b.confidence} "
-                                 f"against {a.confidence}")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--export", required=True, type=Path, help="a LiteRT export")
@@ -94,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
     from clinical_ner.text.tokenizer import split_sentences
 
-    litert_annotator.PROCESS_MIN_CHARACTERS = 0 if args.batch_characters else (
-        litert_annotator.PROCESS_MIN_CHARACTERS)
+    if args.batch_characters:
+        litert_annotator.PROCESS_MIN_CHARACTERS = 0
 
     report = {"machine": machine_facts(), "load_average_start": load_average(),
               "export": str(args.export), "workers": args.workers, "repeats": args.repeats,
@@ -129,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
 
             expected = annotate_batches(one)
             for variant, annotator in variants.items():
-                same_entities(expected, annotate_batches(annotator), variant)
+                if not same_entities(expected, annotate_batches(annotator)):
+                    raise SystemExit(f"{name}: {variant}: other entities than 1 interpreter")
             times: dict[str, list[float]] = {variant: [] for variant in variants}
             cpu: dict[str, float] = dict.fromkeys(variants, 0.0)
             for _ in range(args.repeats):

@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
+    CONFIDENCE_TOLERANCE,
     MODEL_NAME,
     REPO_ROOT,
     ServerProcess,
@@ -53,7 +54,6 @@ from clinical_ner.serving import defaults
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 SAMPLE_DEV = REPO_ROOT / "samples" / "maccrobat-i2b2" / "dev" / "txt"
-CONFIDENCE_TOLERANCE = 1e-5
 
 EDGE_CASES = [
     "",

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_util import REPO_ROOT, machine_facts
+from benchmarks.bench_util import CONFIDENCE_TOLERANCE, REPO_ROOT, machine_facts, same_entities
 from clinical_ner.export import signatures
 from clinical_ner.serving.rest_client import outputs_as_arrays
 
@@ -38,7 +38,6 @@ DEFAULT_VERSIONS = ("2.15.1", "2.18.1")
 DEFAULT_VENVS = REPO_ROOT / "benchmarks" / "work" / "tf-compat"
 NOTES = REPO_ROOT / "samples" / "maccrobat-i2b2" / "dev" / "txt"
 TOKENS_PER_ROW = 40
-CONFIDENCE_TOLERANCE = 1e-5
 
 # Runs in the side environment, which has TensorFlow only: load as TF Serving
 # does and print every output as JSON (strings as text).
@@ -108,16 +107,6 @@ def decoded(answer: dict, texts: list[str]) -> tuple[list, list]:
     """Entities and tags from a loader answer, through the package's own decoding."""
     return (signatures.entities_from_outputs(texts, outputs_as_arrays(answer["text"])),
             signatures.tags_from_outputs(outputs_as_arrays(answer["tokens"])))
-
-
-def same_entities(expected: list, actual: list) -> bool:
-    for want, got in zip(expected, actual, strict=True):
-        if [(e.start, e.end, e.label) for e in want] != [(e.start, e.end, e.label) for e in got]:
-            return False
-        if not np.allclose([e.confidence for e in want], [e.confidence for e in got],
-                           atol=CONFIDENCE_TOLERANCE):
-            return False
-    return True
 
 
 def same_tags(expected: list, actual: list) -> bool:

@@ -120,7 +120,6 @@ class LiteRTAnnotator(Annotator):
         self._asserted_label = (self._labels.index(ASSERTION_LABEL) + 1
                                 if ASSERTION_LABEL in self._labels else -1)
         self._iob2_tags = [to_iob2_tag(tag) for tag in vocab.tags]
-        self.parallel = parallel
         # Started at the first batch that uses them.
         self._processes = (WorkerProcesses(directory, network.workers)
                            if parallel == "processes" and network.workers > 1 else None)

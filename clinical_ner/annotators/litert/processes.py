@@ -31,8 +31,9 @@ from typing import Any
 
 from clinical_ner.errors import ClinicalNERError
 
-# A worker's first answer once the export is loaded (clinical_ner.annotators.litert.worker).
-READY = "ready"
+# A worker's answers (clinical_ner.annotators.litert.worker): READY once the export
+# is loaded, then (OK, entities) or (ERROR, message) for each request.
+READY, OK, ERROR = "ready", "ok", "error"
 
 
 class WorkerProcesses:
@@ -81,7 +82,7 @@ class WorkerProcesses:
             self._lock.release()
         results = []
         for status, value in answers:
-            if status != "ok":
+            if status != OK:
                 raise ClinicalNERError(value)
             results.append(value)
         return results
@@ -109,7 +110,7 @@ class WorkerProcesses:
             try:
                 status, value = self._read(process)
             except (EOFError, pickle.UnpicklingError):
-                status, value = "error", f"exit code {process.wait()}"
+                status, value = ERROR, f"exit code {process.wait()}"
             if status != READY:
                 self._stop()
                 raise ClinicalNERError(f"{self.directory}: a LiteRT worker process could "

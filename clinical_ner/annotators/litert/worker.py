@@ -1,9 +1,9 @@
-"""A LiteRT worker process: what :class:`~clinical_ner.annotators.litert.processes.WorkerProcesses` starts.
+"""A LiteRT worker process: what ``processes.WorkerProcesses`` starts.
 
 It loads the export with one interpreter, answers ``(READY, None)``, then
 reads ``(texts, batch_size, max_batch_characters)`` requests in pickle
-frames from standard input and answers each with ``("ok", entities)`` or
-``("error", message)``, until its input ends.
+frames from standard input and answers each with ``(OK, entities)`` or
+``(ERROR, message)``, until its input ends.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
-from clinical_ner.annotators.litert.processes import READY
+from clinical_ner.annotators.litert.processes import ERROR, OK, READY
 
 
 def serve(directory: str) -> int:
@@ -27,7 +27,7 @@ def serve(directory: str) -> int:
     try:
         annotator = LiteRTAnnotator.load(directory, workers=1)
     except Exception as error:  # noqa: BLE001  (said to the parent, which raises it)
-        pickle.dump(("error", f"{type(error).__name__}: {error}"), answers)
+        pickle.dump((ERROR, f"{type(error).__name__}: {error}"), answers)
         answers.flush()
         return 1
     pickle.dump((READY, None), answers)
@@ -39,10 +39,9 @@ def serve(directory: str) -> int:
             return 0
         try:
             answer: tuple[str, Any] = (
-                "ok", annotator.annotate(texts, batch_size, max_batch_characters))
+                OK, annotator.annotate(texts, batch_size, max_batch_characters))
         except Exception as error:  # noqa: BLE001  (said to the parent, which raises it)
             # Our errors name the field, never the text (clinical text stays out of them).
-            answer = ("error", f"{type(error).__name__}: {error}")
+            answer = (ERROR, f"{type(error).__name__}: {error}")
         pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
         answers.flush()
-
