@@ -1,4 +1,4 @@
-"""Where a LiteRT export's batch ``annotate`` spends its time, stage by stage.
+"""Where a LiteRT export's ``annotate`` spends its time, stage by stage.
 
     python -m benchmarks.litert_profile --export runs/maccrobat-litert \\
         --data ../shared/data/maccrobat-i2b2/dev --output benchmarks/results/litert-profile.json
@@ -6,8 +6,10 @@
 Loads the export with one interpreter on one thread (so the stages add up to
 the wall time), annotates every ``.txt`` document of ``--data`` together
 (``benchmarks.litert_bench``'s batch) ``--repeats`` times after an untimed
-run, and times each stage by wrapping the annotator's own parts, so the code
-measured is the code users run:
+run, or with ``--one-sentence N`` each of ``litert_bench``'s N latency
+sentences in a call of its own (the one-sentence case), and times each stage
+by wrapping the annotator's own parts, so the code measured is the code
+users run:
 
 * **tokenize**: ``split_sentences`` (with the text check before it);
 * **featurize**: the NumPy featurizer (token ids, distinct spellings);
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.bench_util import load_average, machine_facts
-from benchmarks.litert_bench import read_documents
+from benchmarks.litert_bench import latency_sentences, read_documents
 
 
 def timed(function: Callable, totals: dict, name: str) -> Callable:
@@ -43,13 +45,17 @@ def timed(function: Callable, totals: dict, name: str) -> Callable:
     return wrapper
 
 
-def profile(export: Path, data: Path, repeats: int) -> dict:
+def profile(export: Path, data: Path, repeats: int, one_sentence: int = 0) -> dict:
+    """Each stage's time per ``annotate`` call; ``one_sentence``: that many one-sentence calls."""
     from clinical_ner.annotators.litert import annotator as litert_annotator
     from clinical_ner.text.tokenizer import split_sentences
 
     ner = litert_annotator.LiteRTAnnotator.load(export, num_threads=1, workers=1)
     documents = read_documents(data)
-    tokens = sum(len(sentence) for text in documents
+    # What one annotate call gets: all the documents, or one sentence.
+    calls = ([[text] for text in latency_sentences(documents, one_sentence)] if one_sentence
+             else [documents])
+    tokens = sum(len(sentence) for texts in calls for text in texts
                  for sentence in split_sentences(text, ner.config.max_sentence_tokens))
     totals: dict[str, float] = defaultdict(float)
     ner.featurizer = _Wrapped(ner.featurizer, totals, "featurize")
@@ -58,13 +64,15 @@ def profile(export: Path, data: Path, repeats: int) -> dict:
     original_split = litert_annotator.split_sentences
     litert_annotator.split_sentences = timed(original_split, totals, "tokenize")
     try:
-        ner.annotate(documents)  # untimed: first shapes, featurizer cache
+        for texts in calls:  # untimed: first shapes, featurizer cache
+            ner.annotate(texts)
         totals.clear()
         walls = []
         for _ in range(repeats):
-            started = time.perf_counter()
-            ner.annotate(documents)
-            walls.append(time.perf_counter() - started)
+            for texts in calls:
+                started = time.perf_counter()
+                ner.annotate(texts)
+                walls.append(time.perf_counter() - started)
     finally:
         litert_annotator.split_sentences = original_split
     wall = sum(walls)
@@ -74,9 +82,10 @@ def profile(export: Path, data: Path, repeats: int) -> dict:
         "export": str(export),
         "tokens": tokens,
         "documents": len(documents),
+        "one_sentence_calls": len(calls) if one_sentence else 0,
         "repeats": repeats,
         "tokens_per_second": round(tokens * repeats / wall, 1),
-        "stages": {name: {"ms_per_batch": round(1000 * seconds / repeats, 2),
+        "stages": {name: {"ms_per_call": round(1000 * seconds / len(walls), 4),
                           "share": round(seconds / wall, 4)}
                    for name, seconds in stages.items()},
     }
@@ -97,9 +106,9 @@ class _Wrapped:
 
 
 def table(result: dict) -> str:
-    lines = ["| stage | ms per batch | share |", "|---|---|---|"]
+    lines = ["| stage | ms per call | share |", "|---|---|---|"]
     for name, stage in result["stages"].items():
-        lines.append(f"| {name} | {stage['ms_per_batch']:.1f} | {100 * stage['share']:.1f} % |")
+        lines.append(f"| {name} | {stage['ms_per_call']:.3f} | {100 * stage['share']:.1f} % |")
     return "\n".join(lines)
 
 
@@ -109,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True,
                         help="i2b2-layout folder (txt/), e.g. MACCROBAT dev")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--one-sentence", type=int, default=0, metavar="N",
+                        help="profile N one-sentence calls (litert_bench's latency sample) "
+                             "instead of the batch")
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     load_start = load_average()
-    result = profile(args.export, args.data, args.repeats)
+    result = profile(args.export, args.data, args.repeats, args.one_sentence)
     result = {"command": " ".join(["python -m benchmarks.litert_profile"] + sys.argv[1:]),
               "machine": {**machine_facts(), "load_average_start": load_start,
                           "load_average_end": load_average()},

@@ -34,6 +34,7 @@ from clinical_ner.artifacts import litert as layout  # noqa: E402
 from clinical_ner.annotators.litert.annotator import (  # noqa: E402
     PROCESS_MIN_CHARACTERS, LiteRTAnnotator, length_chunks,
 )
+from clinical_ner.annotators.litert.network import EmissionsNetwork  # noqa: E402
 from clinical_ner.annotators.litert.processes import WorkerProcesses  # noqa: E402
 from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
@@ -121,6 +122,29 @@ def test_a_batch_gives_what_each_text_gives_alone(lite_ner):
     together = lite_ner.annotate(texts, batch_size=2)
     for text, entities in zip(texts, together):
         assert_same_entities(entities, lite_ner.annotate(text))
+
+
+def test_the_network_re_plans_only_for_new_shapes_and_never_answers_stale(export_dir, lite_ner):
+    # The pool's interpreter keeps its plan while the shapes repeat: each call
+    # (new shapes, the same shapes with other ids, the first shapes again) must
+    # give what a freshly loaded network gives for the same input.
+    featurizer = lite_ner.featurizer
+    batches = [[["Chest", "CT", "showed", "a", "nodule"]], [["Fever"]],
+               [["Chest", "MRI", "showed", "no", "mass"]], [["Chest", "CT", "showed", "a", "nodule"]],
+               [["She", "denied", "pain", "."], ["Aspirin", "was", "given"]]]
+    inputs = [featurizer(batch, max(map(len, batch)), featurizer.char_width(batch))
+              for batch in batches]
+    network = EmissionsNetwork(export_dir / lite_ner.manifest["network"],
+                               lite_ner.manifest["inputs"],
+                               output_names=lite_ner.manifest.get("network_outputs"))
+    for features in inputs:
+        fresh = EmissionsNetwork(export_dir / lite_ner.manifest["network"],
+                                 lite_ner.manifest["inputs"],
+                                 output_names=lite_ner.manifest.get("network_outputs"))
+        for reused, alone in zip(network(features), fresh(features)):
+            np.testing.assert_array_equal(reused, alone)
+    first, third = network(inputs[0])[0], network(inputs[2])[0]
+    assert first.shape == third.shape and not np.array_equal(first, third)
 
 
 def test_chunks_hold_every_sentence_once_within_both_limits():

@@ -13,7 +13,7 @@ from clinical_ner.config import NERConfig
 from clinical_ner.text.document import ASSERTION_LABEL, Entity
 from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
-from clinical_ner.annotators.litert.featurize import NumpyFeaturizer, bucket
+from clinical_ner.annotators.litert.featurize import NumpyFeaturizer
 from clinical_ner.annotators.litert.network import EmissionsNetwork
 from clinical_ner.annotators.litert.processes import WorkerProcesses, character_groups
 from clinical_ner.model.tag_space import entity_token_spans, tag_roles
@@ -313,16 +313,7 @@ class LiteRTAnnotator(Annotator):
     def _decode_chunk(self, chunk: list[list[str]], lengths: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         longest = max(len(sentence) for sentence in chunk)
-        char_width = bucket(self.featurizer.char_width(chunk), limit=self.config.max_word_length)
-        if len(chunk) == 1:
-            # One sentence (the latency-bound case): shapes rounded up and as
-            # many spelling rows as positions, so that they depend on its
-            # length only and repeat between calls.
-            width = bucket(longest)
-            features = self.featurizer(chunk, width, char_width, rows=width)
-        else:
-            # A chunk costs far more than a change of shapes: no padding steps.
-            features = self.featurizer(chunk, longest, char_width)
+        features = self.featurizer(chunk, longest, self.featurizer.char_width(chunk))
         emissions, *assertion_outputs = self.network(features)
         tag_ids, confidence = self.crf.decode(emissions[:, :longest], lengths)
         probabilities = assertion_outputs[0][:, :longest] if assertion_outputs else None

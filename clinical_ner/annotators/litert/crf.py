@@ -53,6 +53,10 @@ class ConstrainedCRF:
         self.start = constrained(start_transitions, allowed_start)
         self.end = constrained(end_transitions, allowed_end)
         self.num_tags = self.transitions.shape[0]
+        # transitions_into[j, i] = transitions[i, j]: the backpointers' argmax
+        # over the previous tag runs along the last, contiguous axis (NumPy's
+        # argmax over a middle axis copies the array first).
+        self._transitions_into = np.ascontiguousarray(self.transitions.T)
         # Exponentials shifted by their maximum: forbidden entries become exact zeros.
         forward = np.exp(self.transitions - self.transitions.max())
         self._exp_transitions = np.stack([forward, forward.T])
@@ -98,7 +102,7 @@ class ConstrainedCRF:
         # backpointers[b][t - 1][j]: the best tag at t - 1 before tag j at t,
         # for every step at once; the backtrace itself is cheapest in plain
         # Python (one list lookup a step, against several NumPy calls).
-        backpointers = (bests[:-1, :, :, np.newaxis] + transitions).argmax(axis=2)
+        backpointers = (bests[:-1, :, np.newaxis, :] + self._transitions_into).argmax(axis=3)
         backpointers = backpointers.transpose(1, 0, 2).tolist()
         tags = np.zeros((batch, steps), np.int64)
         for row, length in enumerate(lengths.tolist()):

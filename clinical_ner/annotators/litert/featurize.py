@@ -16,16 +16,6 @@ from clinical_ner.text import tokenizer as text
 from clinical_ner.model.vocab import UNKNOWN_ID
 
 
-def bucket(size: int, step: int = 8, limit: int | None = None) -> int:
-    """``size`` rounded up to a multiple of ``step`` (at most ``limit``, at least ``size``).
-
-    >>> bucket(1), bucket(8), bucket(9), bucket(29, limit=30), bucket(31, limit=30)
-    (8, 8, 16, 30, 31)
-    """
-    rounded = -(-size // step) * step
-    return max(size, min(rounded, limit)) if limit is not None else rounded
-
-
 class NumpyFeaturizer:
     """Padded id arrays for a batch of tokenized sentences.
 
@@ -40,8 +30,8 @@ class NumpyFeaturizer:
     >>> ids = featurizer([["CT", "12", "CT"], ["ct"]], width=3, char_width=2)
     >>> ids["word_ids"].tolist(), ids["casing_ids"].tolist()
     ([[2, 1, 2], [2, 0, 0]], [[4, 1, 4], [3, 0, 0]])
-    >>> ids["spelling_index"].tolist(), ids["spellings"][:4].tolist(), len(ids["spellings"])  # "12", "ct": unknown chars
-    ([[1, 2, 1], [2, 0, 0]], [[0, 0], [2, 3], [1, 1], [0, 0]], 8)
+    >>> ids["spelling_index"].tolist(), ids["spellings"].tolist()  # "12", "ct": unknown chars
+    ([[1, 2, 1], [2, 0, 0]], [[0, 0], [2, 3], [1, 1]])
     """
 
     def __init__(self, words: Sequence[str], chars: Sequence[str], max_word_length: int,
@@ -64,14 +54,14 @@ class NumpyFeaturizer:
         longest = max((len(token) for sentence in sentences for token in sentence), default=0)
         return max(1, min(longest, self.max_word_length))
 
-    def __call__(self, sentences: Sequence[Sequence[str]], width: int, char_width: int,
-                 rows: int | None = None) -> dict[str, np.ndarray]:
+    def __call__(self, sentences: Sequence[Sequence[str]], width: int, char_width: int
+                 ) -> dict[str, np.ndarray]:
         """``word_ids``, ``casing_ids``, ``spelling_index`` ``[B, width]`` and ``spellings``.
 
-        ``spellings`` is ``[max(bucket(S), rows), char_width]`` for ``S``
-        distinct spellings: empty rows pad it, as ``width`` and ``char_width``
-        pad the rest. The network's output at real tokens does not depend on
-        any padding; padding only lets shapes repeat between calls.
+        ``spellings`` is ``[S, char_width]`` for ``S`` distinct spellings
+        (the empty one included). The network's output at real tokens does
+        not depend on padding (``width`` past a sentence's end, ``char_width``
+        past a spelling's end).
         """
         batch = len(sentences)
         word_ids = np.zeros((batch, width), np.int32)
@@ -87,7 +77,7 @@ class NumpyFeaturizer:
                 casing_ids[row, column] = casing_id
                 spelling_index[row, column] = spelling_rows.setdefault(
                     chars[:char_width], len(spelling_rows))
-        spellings = np.zeros((max(bucket(len(spelling_rows)), rows or 0), char_width), np.int32)
+        spellings = np.zeros((len(spelling_rows), char_width), np.int32)
         for chars, index in spelling_rows.items():
             spellings[index, :len(chars)] = chars
         return {"word_ids": word_ids, "casing_ids": casing_ids,

@@ -1,9 +1,12 @@
 """The ``.tflite`` network: a small pool of interpreters, each resized when input shapes change.
 
 LiteRT plans memory (and XNNPACK prepares its kernels) for one set of input
-shapes, and a change of shapes costs about as much as a one-sentence call,
-so callers round shapes up (:func:`clinical_ner.annotators.litert.featurize.bucket`)
-to make them repeat. One interpreter per concurrent call, not one per
+shapes. An interpreter is resized and re-planned only when its inputs'
+shapes differ from its previous call's (LiteRT's signature runner re-plans
+at every call). Callers pass exact shapes, no padding: re-planning costs
+less than padded steps do (one sentence, the issue-26 harness: p50 0.57-0.60
+ms against 0.63-0.69 ms with shapes rounded up to multiples of 8 so that they
+repeat; benchmarks/README.md, "Exact shapes"). One interpreter per concurrent call, not one per
 shape: each XNNPACK interpreter holds its own packed copy of the weights (8
 of them took a process from 68 to 166 MiB, measured while writing this).
 An interpreter is not thread-safe, so each call borrows one from the pool:
@@ -59,23 +62,49 @@ class EmissionsNetwork:
             with stderr_to_buffer():
                 interpreter.allocate_tensors()
             runner = interpreter.get_signature_runner()
-            missing = set(self._input_names) - set(runner.get_input_details())
+            inputs = runner.get_input_details()
+            missing = set(self._input_names) - set(inputs)
             if missing:
                 raise ModelError(f"{path}: the network has no input(s) {sorted(missing)}")
-            outputs = list(runner.get_output_details())
-            self.output_names = outputs[:1] if output_names is None else list(output_names)
+            outputs = runner.get_output_details()
+            self.output_names = (list(outputs)[:1] if output_names is None
+                                 else list(output_names))
             missing = set(self.output_names) - set(outputs)
             if missing:
                 raise ModelError(f"{path}: the network has no output(s) {sorted(missing)}")
-            self._pool.put(runner)
+            self._pool.put(_PlannedInterpreter(
+                interpreter, [inputs[name]["index"] for name in self._input_names],
+                [outputs[name]["index"] for name in self.output_names]))
 
     def __call__(self, features: dict[str, np.ndarray]) -> list[np.ndarray]:
-        inputs = {name: features[name] for name in self._input_names}
-        runner = self._pool.get()
+        inputs = [features[name] for name in self._input_names]
+        planned = self._pool.get()
         try:
-            outputs = runner(**inputs)
-            # Copied out: the interpreter reuses its output buffers.
-            return [np.array(outputs[name]) for name in self.output_names]
+            return planned(inputs)
         finally:
-            self._pool.put(runner)
+            self._pool.put(planned)
+
+
+class _PlannedInterpreter:
+    """One interpreter of the model's single signature, and the input shapes it is planned for."""
+
+    def __init__(self, interpreter, input_indices: list[int], output_indices: list[int]) -> None:
+        self.interpreter = interpreter
+        self.input_indices = input_indices
+        self.output_indices = output_indices
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        interpreter = self.interpreter
+        shapes = [value.shape for value in inputs]
+        if shapes != self.shapes:
+            for index, shape in zip(self.input_indices, shapes):
+                interpreter.resize_tensor_input(index, shape)
+            interpreter.allocate_tensors()
+            self.shapes = shapes
+        for index, value in zip(self.input_indices, inputs):
+            interpreter.set_tensor(index, value)
+        interpreter.invoke()
+        # get_tensor copies: the interpreter reuses its output buffers.
+        return [interpreter.get_tensor(index) for index in self.output_indices]
 
