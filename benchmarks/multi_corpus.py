@@ -29,6 +29,16 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
   same seed (trained first if ``--work`` lacks it), fine-tuned on MACCROBAT train alone
   (``init_from``), epoch chosen on MACCROBAT dev: does a last pass on the target style
   keep what the abstracts taught and drop what they mis-taught?
+* ``pseudo``: self-training, the issue's "pseudo-labels from the unlabelled text": the
+  ``marginal-disjoint-light-then-maccrobat`` model of the same seed (the teacher; trained
+  first if ``--work`` lacks it) tags the first ``PSEUDO_SENTENCES`` sentences of 6 to 60 tokens
+  of a seeded sample of ``../shared/data/unlabeled``'s clinical-style files
+  (``PSEUDO_SOURCES``: MedQuAD's answers, EBM-NLP's trial abstracts, PubMedQA's contexts,
+  OnSIDES' drug-label sections); a sentence is kept when it has an entity and every token's
+  tag marginal is at least ``PSEUDO_MIN_CONFIDENCE``, and its tags become a fourth corpus
+  (every label *complete*, all of it every epoch) beside ``marginal-disjoint-light``'s three;
+* ``pseudo-then-maccrobat``: the ``pseudo`` model fine-tuned on MACCROBAT train alone, as
+  ``marginal-disjoint-light-then-maccrobat`` is.
 
 Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
 choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
@@ -55,9 +65,16 @@ EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
 RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals",
         "marginal-disjoint", "marginal-light", "marginal-disjoint-light",
-        "marginal-disjoint-light-then-maccrobat")
+        "marginal-disjoint-light-then-maccrobat", "pseudo", "pseudo-then-maccrobat")
 # A run that fine-tunes another run's model of the same seed: the run it starts from.
-FINE_TUNED_FROM = {"marginal-disjoint-light-then-maccrobat": "marginal-disjoint-light"}
+FINE_TUNED_FROM = {"marginal-disjoint-light-then-maccrobat": "marginal-disjoint-light",
+                   "pseudo-then-maccrobat": "pseudo"}
+# The pseudo run's teacher, its text and what it keeps.
+PSEUDO_TEACHER = "marginal-disjoint-light-then-maccrobat"
+PSEUDO_SOURCES = ("medquad", "ebmnlp", "pubmedqa", "onsides")
+PSEUDO_SENTENCES = 60_000
+PSEUDO_MIN_CONFIDENCE = 0.9
+PSEUDO_TEXT_SEED = 2026
 JOINT_WEIGHT = 0.5
 LIGHT_WEIGHT = 0.15
 
@@ -70,11 +87,14 @@ SCORES = {
 
 
 def corpus_file(folder: Path, partial: bool, chemicals: bool = True,
-                mapped: str = "partial", weight: float = JOINT_WEIGHT) -> Path:
+                mapped: str = "partial", weight: float = JOINT_WEIGHT,
+                pseudo: Path | None = None) -> Path:
     """The joint corpus file: ``partial`` coverages (marginal) or everything complete (concat).
 
     ``mapped`` is the coverage of the labels a corpus maps onto when ``partial``;
-    ``weight`` is BC5CDR's and NCBI's sampling weight.
+    ``weight`` is BC5CDR's and NCBI's sampling weight; ``pseudo``, a CoNLL file of
+    pseudo-labelled sentences, is added as a fourth corpus, every label complete, all of
+    its sentences every epoch.
     """
     chemical_target, treatment = ("treatment", mapped) if chemicals else ("", "none")
     coverage = {
@@ -108,11 +128,56 @@ weight = {weight}
 label_map = {{ Disease = "problem" }}
 coverage = {coverage["ncbi"]}
 '''
+    if pseudo is not None:
+        text += f'''
+[[corpus]]
+name = "pseudo"
+train = "{pseudo}"
+format = "conll"
+coverage = {{ problem = "complete", test = "complete", treatment = "complete" }}
+'''
     path = folder / (("marginal" if partial else "concat") + ("" if chemicals else
                      "-no-chemicals") + ("" if mapped == "partial" else f"-{mapped}")
-                     + ("" if weight == JOINT_WEIGHT else f"-w{weight}") + ".toml")
+                     + ("" if weight == JOINT_WEIGHT else f"-w{weight}")
+                     + ("" if pseudo is None else f"-{pseudo.stem}") + ".toml")
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def pseudo_label_file(work: Path, seed: int, epochs: int, patience: int) -> tuple[Path, dict]:
+    """The pseudo run's fourth corpus (CoNLL, IOB2) from the seed's teacher, and what it holds."""
+    import lzma
+    import random
+
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
+    from clinical_ner.text.tokenizer import split_sentences
+
+    teacher = work / f"{PSEUDO_TEACHER}-seed{seed}"
+    if not (teacher / "model.keras").is_file():
+        train_run(PSEUDO_TEACHER, seed, epochs, patience, work)
+    lines: list[str] = []
+    for source in PSEUDO_SOURCES:
+        with lzma.open(DATA / "unlabeled" / f"{source}.txt.xz", "rt", encoding="utf-8") as handle:
+            lines += handle.read().splitlines()
+    random.Random(PSEUDO_TEXT_SEED).shuffle(lines)
+    sentences: list[list[str]] = []
+    for line in lines:
+        for sentence in split_sentences(line):
+            if 6 <= len(sentence) <= 60:
+                sentences.append([token.text for token in sentence])
+        if len(sentences) >= PSEUDO_SENTENCES:
+            break
+    sentences = sentences[:PSEUDO_SENTENCES]
+    kept, mentions = [], 0
+    for tokens, (tags, confidences) in zip(sentences, KerasAnnotator.load(teacher).tag(sentences)):
+        if min(confidences) >= PSEUDO_MIN_CONFIDENCE and any(tag != "O" for tag in tags):
+            kept.append((tokens, tags))
+            mentions += sum(tag.startswith("B-") for tag in tags)
+    path = work / f"pseudo-labels-seed{seed}.conll"
+    path.write_text("".join("".join(f"{token}\t{tag}\n" for token, tag in zip(tokens, tags)) + "\n"
+                            for tokens, tags in kept), encoding="utf-8")
+    return path, {"sentences_tagged": len(sentences), "sentences_kept": len(kept),
+                  "mentions_kept": mentions}
 
 
 def score_names(run: str) -> list[str]:
@@ -157,10 +222,17 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
     started = time.perf_counter()
     quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
                                                              flush=True))
+    pseudo: dict = {}
     if run in FINE_TUNED_FROM:
         result = train(DATA / "maccrobat" / "train.conll", output,
                        dev_path=DATA / "maccrobat" / "dev.conll", config=config,
                        data_format="conll", init_from=base, **quiet)
+    elif run == "pseudo":
+        pseudo_path, pseudo = pseudo_label_file(work, seed, epochs, patience)
+        corpora = read_corpus_file(corpus_file(work, partial=True, mapped="complete",
+                                               weight=LIGHT_WEIGHT, pseudo=pseudo_path))
+        started = time.perf_counter()  # the teacher's tagging (and training) is not this run's
+        result = train(None, output, config=config, corpora=corpora, **quiet)
     elif run.startswith("marginal") or run == "concat":
         corpora = read_corpus_file(corpus_file(
             work, partial=run != "concat", chemicals=run != "marginal-no-chemicals",
@@ -183,6 +255,7 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
             entry["train_tokens_per_second"] for entry in log[1:] or log),
         "scores": scores,
         "precision_recall": precision_recall,
+        **({"pseudo_labels": pseudo} if pseudo else {}),
     }
 
 
@@ -215,7 +288,9 @@ def markdown_table(results: dict) -> str:
              "marginal-disjoint-light": "joint, marginal, mapped labels complete, weight "
                                         f"{LIGHT_WEIGHT}",
              "marginal-disjoint-light-then-maccrobat": "the same, then fine-tuned on "
-                                                       "MACCROBAT alone"}
+                                                       "MACCROBAT alone",
+             "pseudo": "mapped labels complete, weight 0.15, plus pseudo-labelled unlabelled text",
+             "pseudo-then-maccrobat": "the same, then fine-tuned on MACCROBAT alone"}
     lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
              "best epoch (seeds) | train tokens/s (median) |", "|---|---|---|---|---|---|"]
 
@@ -229,7 +304,8 @@ def markdown_table(results: dict) -> str:
 
     for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "marginal-disjoint",
                 "marginal-light", "marginal-disjoint-light",
-                "marginal-disjoint-light-then-maccrobat", "bc5cdr", "ncbi"):
+                "marginal-disjoint-light-then-maccrobat", "pseudo", "pseudo-then-maccrobat",
+                "bc5cdr", "ncbi"):
         items = [item for item in results["runs"] if item["run"] == run]
         if not items:
             continue
