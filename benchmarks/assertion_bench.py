@@ -20,7 +20,8 @@ configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
   ``sqrt-balanced`` and ``balanced``.
 * ``-cues`` (``lstm-w4-cwsqrt-cues``) sets ``assertion_cue_copies`` to 0.2: a fifth of the
   present training problems get a copy of their sentence with a negation or hedge cue beside
-  them (:mod:`clinical_ner.training.assertion_cues`; the dev split is untouched).
+  them (:mod:`clinical_ner.training.assertion_cues`; the dev split is untouched);
+  ``-cues<x>`` (``lstm-w4-cwsqrt-cues0.5``) sets that share to ``x``.
 
 It then scores the chosen epoch's model on dev with ``clinical_ner.evaluation.evaluate_sentences``
 (what ``clinical-ner evaluate`` prints): NER exact micro F1, and the gold-concept assertion
@@ -88,6 +89,8 @@ def variant_settings(variant: str) -> dict:
     for option in options:
         if option == "cues":
             settings["assertion_cue_copies"] = CUE_SHARE
+        elif option[:4] == "cues" and option[4:].replace(".", "", 1).isdigit():
+            settings["assertion_cue_copies"] = float(option[4:])
         elif option == "detached":
             settings["assertion_trains_tagger"] = False
         elif option in CLASS_WEIGHT_OPTIONS:
