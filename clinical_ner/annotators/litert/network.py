@@ -4,14 +4,15 @@ LiteRT plans memory (and XNNPACK prepares its kernels) for one set of input
 shapes. An interpreter is resized and re-planned only when its inputs'
 shapes differ from its previous call's (LiteRT's signature runner re-plans
 at every call). Callers pass exact shapes, no padding: re-planning costs
-less than padded steps do (one sentence, the issue-26 harness: p50 0.57-0.60
-ms against 0.63-0.69 ms with shapes rounded up to multiples of 8 so that they
-repeat; benchmarks/README.md, "Exact shapes"). One interpreter per concurrent call, not one per
-shape: each XNNPACK interpreter holds its own packed copy of the weights (8
-of them took a process from 68 to 166 MiB, measured while writing this).
-An interpreter is not thread-safe, so each call borrows one from the pool:
-with ``workers`` interpreters, that many calls run at once (LiteRT releases
-the GIL while it computes), and further callers wait.
+less than padded steps do (one sentence, the issue-26 harness: p50
+0.57-0.60 ms against 0.63-0.69 ms with shapes rounded up to multiples of 8
+so that they repeat; benchmarks/README.md, "Exact shapes"). One interpreter
+per concurrent call, not one per shape: each XNNPACK interpreter holds its
+own packed copy of the weights (8 of them took a process from 68 to 166
+MiB, measured while writing this). An interpreter is not thread-safe, so
+each call borrows one from the pool: with ``workers`` interpreters, that
+many calls run at once (LiteRT releases the GIL while it computes), and
+further callers wait.
 """
 from __future__ import annotations
 
