@@ -39,3 +39,18 @@ def test_sentences_end_as_documented_on_both_patterns() -> None:
         assert text.sentence_token_texts(sample, 4) == sentences
         for sentence in text.split_sentences(sample, 4):
             assert all(sample[token.start:token.end] == token.text for token in sentence)
+
+
+def test_split_sentences_gives_tokenize_s_tokens_with_exact_offsets() -> None:
+    # Leading, trailing and mixed separators (no-break space, line and paragraph
+    # separators, a zero-width space, a form feed), combining marks and text beyond the
+    # BMP: the sentences hold exactly tokenize's tokens, each at its own offsets.
+    samples = ["", "   ", "\n\n", " \u00a0Chest pain.\u2028No\u3000fever\u200b!\x0c",
+               "e\u0301tat \U0001f600 2.5mg\r\n\r\nCT:clear ", "a" * 5 + " ." * 7]
+    for sample in samples:
+        for limit in (1, 3, 200):
+            sentences = text.split_sentences(sample, limit)
+            tokens = [token for sentence in sentences for token in sentence]
+            assert tokens == text.tokenize(sample), (sample, limit)
+            assert all(sample[token.start:token.end] == token.text for token in tokens)
+            assert all(0 < len(sentence) <= limit for sentence in sentences)
