@@ -150,6 +150,8 @@ def pseudo_label_file(work: Path, seed: int, epochs: int, patience: int) -> tupl
     import random
 
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
+    from clinical_ner.formats.conll import write_conll
+    from clinical_ner.text.document import Document, Sentence
     from clinical_ner.text.tokenizer import split_sentences
 
     teacher = work / f"{PSEUDO_TEACHER}-seed{seed}"
@@ -171,11 +173,10 @@ def pseudo_label_file(work: Path, seed: int, epochs: int, patience: int) -> tupl
     kept, mentions = [], 0
     for tokens, (tags, confidences) in zip(sentences, KerasAnnotator.load(teacher).tag(sentences)):
         if min(confidences) >= PSEUDO_MIN_CONFIDENCE and any(tag != "O" for tag in tags):
-            kept.append((tokens, tags))
+            kept.append(Sentence(tokens, tags))
             mentions += sum(tag.startswith("B-") for tag in tags)
     path = work / f"pseudo-labels-seed{seed}.conll"
-    path.write_text("".join("".join(f"{token}\t{tag}\n" for token, tag in zip(tokens, tags)) + "\n"
-                            for tokens, tags in kept), encoding="utf-8")
+    write_conll(path, [Document(path.stem, kept)])
     return path, {"sentences_tagged": len(sentences), "sentences_kept": len(kept),
                   "mentions_kept": mentions}
 
