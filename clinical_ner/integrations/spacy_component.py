@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from spacy.attrs import IDX, LENGTH
+from spacy.attrs import IDX, LENGTH, SPACY
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
@@ -44,7 +44,7 @@ from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
 from clinical_ner.errors import ClinicalNERError, ModelError, check_integer
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
-from clinical_ner.integrations.spacy_tokenizer import doc_text, text_length
+from clinical_ner.integrations.spacy_tokenizer import doc_text
 from clinical_ner.pretrained import (
     DEFAULT_MODEL,
     bundled_models,
@@ -264,10 +264,11 @@ class ClinicalNERComponent:
         """
         if not entities:
             return []
-        token_bounds = doc.to_array([IDX, LENGTH])
+        token_bounds = doc.to_array([IDX, LENGTH, SPACY])
         token_starts = token_bounds[:, 0].tolist()
         token_lengths = token_bounds[:, 1].tolist()
-        length = text_length(doc)
+        # len(doc.text): the last token's end and its trailing space.
+        length = int(token_bounds[-1].sum()) if len(token_bounds) else 0
         spans = []
         for entity in entities:
             if not 0 <= entity.start < entity.end <= length:
