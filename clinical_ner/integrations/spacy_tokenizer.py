@@ -28,7 +28,7 @@ from spacy.tokens import Doc
 from spacy.util import registry
 from spacy.vocab import Vocab
 
-from clinical_ner.text.tokenizer import token_and_gap_pattern
+from clinical_ner.text.tokenizer import tokens_and_gaps
 
 REGISTERED_NAME = "clinical_ner.Tokenizer.v1"
 
@@ -66,29 +66,23 @@ class ClinicalNERTokenizer:
     def __call__(self, text: str) -> Doc:
         words: list[str] = []
         spaces: list[bool] = []
-        pattern = token_and_gap_pattern(text)
-        first = pattern.search(text)
-        if first is None:
-            if text:
-                words.append(text)  # separators only
+        start, pairs = tokens_and_gaps(text)
+        if start:
+            # Separators before the first token (or all of a text without one).
+            words.append(text[:start])
+            spaces.append(False)
+        # Each token and the separators after it: they tile the rest of the text.
+        for token, gap in pairs:
+            words.append(token)
+            # One space after a token is its whitespace_; the rest is a token.
+            if gap[:1] == " ":
+                spaces.append(True)
+                gap = gap[1:]
+            else:
                 spaces.append(False)
-        else:
-            if first.start():
-                # Separators before the first token: a token of their own.
-                words.append(text[:first.start()])
+            if gap:
+                words.append(gap)
                 spaces.append(False)
-            # Each token and the separators after it: they tile the rest of the text.
-            for token, gap in pattern.findall(text, first.start()):
-                words.append(token)
-                # One space after a token is its whitespace_; the rest is a token.
-                if gap[:1] == " ":
-                    spaces.append(True)
-                    gap = gap[1:]
-                else:
-                    spaces.append(False)
-                if gap:
-                    words.append(gap)
-                    spaces.append(False)
         doc = Doc(self.vocab, words=words, spaces=spaces)
         _TEXTS[doc] = text
         return doc
