@@ -29,6 +29,12 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
   same seed (trained first if ``--work`` lacks it), fine-tuned on MACCROBAT train alone
   (``init_from``), epoch chosen on MACCROBAT dev: does a last pass on the target style
   keep what the abstracts taught and drop what they mis-taught?
+* ``marginal-disjoint-all``: ``marginal-disjoint`` with every corpus drawn whole each epoch
+  (weight 1) and the epoch chosen on the mean exact F1 of the three dev sets (MACCROBAT,
+  BC5CDR, NCBI) instead of MACCROBAT's alone: one general model for every style, as the
+  issue asks of the joint model on the disease corpora too.
+* ``marginal-disjoint-all-then-maccrobat``: that model fine-tuned on MACCROBAT train alone, as
+  ``marginal-disjoint-light-then-maccrobat`` is.
 * ``pseudo``: self-training, the issue's "pseudo-labels from the unlabelled text": the
   ``marginal-disjoint-light-then-maccrobat`` model of the same seed (the teacher; trained
   first if ``--work`` lacks it) tags the first ``PSEUDO_SENTENCES`` sentences of 6 to 60 tokens
@@ -40,9 +46,9 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
 * ``pseudo-then-maccrobat``: the ``pseudo`` model fine-tuned on MACCROBAT train alone, as
   ``marginal-disjoint-light-then-maccrobat`` is.
 
-Both joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) and
-choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during training,
-to save time). Every model is then scored: MACCROBAT dev exact micro F1 (all labels), BC5CDR
+Joint runs draw half of BC5CDR's and NCBI's sentences per epoch (weight 0.5) unless said
+above, and choose the epoch on MACCROBAT dev alone (the other dev sets are not scored during
+training, to save time) except ``marginal-disjoint-all``. Every model is then scored: MACCROBAT dev exact micro F1 (all labels), BC5CDR
 test and NCBI dev exact F1 of diseases only (``problem`` for the joint models). NCBI dev chose
 the ``ncbi`` model's epoch, so that model's NCBI dev figure is slightly optimistic.
 
@@ -65,9 +71,11 @@ EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
 RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals",
         "marginal-disjoint", "marginal-light", "marginal-disjoint-light",
-        "marginal-disjoint-light-then-maccrobat", "pseudo", "pseudo-then-maccrobat")
+        "marginal-disjoint-light-then-maccrobat", "marginal-disjoint-all",
+        "marginal-disjoint-all-then-maccrobat", "pseudo", "pseudo-then-maccrobat")
 # A run that fine-tunes another run's model of the same seed: the run it starts from.
 FINE_TUNED_FROM = {"marginal-disjoint-light-then-maccrobat": "marginal-disjoint-light",
+                   "marginal-disjoint-all-then-maccrobat": "marginal-disjoint-all",
                    "pseudo-then-maccrobat": "pseudo"}
 # The pseudo run's teacher, its text and what it keeps.
 PSEUDO_TEACHER = "marginal-disjoint-light-then-maccrobat"
@@ -88,13 +96,14 @@ SCORES = {
 
 def corpus_file(folder: Path, partial: bool, chemicals: bool = True,
                 mapped: str = "partial", weight: float = JOINT_WEIGHT,
-                pseudo: Path | None = None) -> Path:
+                pseudo: Path | None = None, select_all: bool = False) -> Path:
     """The joint corpus file: ``partial`` coverages (marginal) or everything complete (concat).
 
     ``mapped`` is the coverage of the labels a corpus maps onto when ``partial``;
     ``weight`` is BC5CDR's and NCBI's sampling weight; ``pseudo``, a CoNLL file of
     pseudo-labelled sentences, is added as a fourth corpus, every label complete, all of
-    its sentences every epoch.
+    its sentences every epoch; ``select_all`` scores BC5CDR's and NCBI's dev sets too and
+    chooses the epoch on the mean of the three.
     """
     chemical_target, treatment = ("treatment", mapped) if chemicals else ("", "none")
     coverage = {
@@ -103,8 +112,12 @@ def corpus_file(folder: Path, partial: bool, chemicals: bool = True,
         "ncbi": f'{{ problem = "{mapped}", test = "none", treatment = "none" }}' if partial
         else '{ problem = "complete", test = "complete", treatment = "complete" }',
     }
+    select = ("{ maccrobat = 1.0, bc5cdr = 1.0, ncbi = 1.0 }" if select_all
+              else "{ maccrobat = 1.0 }")
+    dev = {name: f'dev = "{DATA / path}"\n' if select_all else ""
+           for name, path in (("bc5cdr", "bc5cdr/dev.conll"), ("ncbi", "ncbi-disease/dev.conll"))}
     text = f'''labels = ["problem", "test", "treatment"]
-select = {{ maccrobat = 1.0 }}
+select = {select}
 
 [[corpus]]
 name = "maccrobat"
@@ -115,7 +128,7 @@ format = "conll"
 [[corpus]]
 name = "bc5cdr"
 train = "{DATA / 'bc5cdr/train.conll'}"
-format = "conll"
+{dev["bc5cdr"]}format = "conll"
 weight = {weight}
 label_map = {{ Disease = "problem", Chemical = "{chemical_target}" }}
 coverage = {coverage["bc5cdr"]}
@@ -123,7 +136,7 @@ coverage = {coverage["bc5cdr"]}
 [[corpus]]
 name = "ncbi"
 train = "{DATA / 'ncbi-disease/train.conll'}"
-format = "conll"
+{dev["ncbi"]}format = "conll"
 weight = {weight}
 label_map = {{ Disease = "problem" }}
 coverage = {coverage["ncbi"]}
@@ -139,7 +152,8 @@ coverage = {{ problem = "complete", test = "complete", treatment = "complete" }}
     path = folder / (("marginal" if partial else "concat") + ("" if chemicals else
                      "-no-chemicals") + ("" if mapped == "partial" else f"-{mapped}")
                      + ("" if weight == JOINT_WEIGHT else f"-w{weight}")
-                     + ("" if pseudo is None else f"-{pseudo.stem}") + ".toml")
+                     + ("" if pseudo is None else f"-{pseudo.stem}")
+                     + ("-select-all" if select_all else "") + ".toml")
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -238,7 +252,8 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
         corpora = read_corpus_file(corpus_file(
             work, partial=run != "concat", chemicals=run != "marginal-no-chemicals",
             mapped="complete" if run.startswith("marginal-disjoint") else "partial",
-            weight=LIGHT_WEIGHT if run.endswith("-light") else JOINT_WEIGHT))
+            weight={"light": LIGHT_WEIGHT, "all": 1.0}.get(run.rsplit("-", 1)[-1], JOINT_WEIGHT),
+            select_all=run == "marginal-disjoint-all"))
         result = train(None, output, config=config, corpora=corpora, **quiet)
     else:
         folder = {"maccrobat": "maccrobat", "bc5cdr": "bc5cdr", "ncbi": "ncbi-disease"}[run]
@@ -290,6 +305,10 @@ def markdown_table(results: dict) -> str:
                                         f"{LIGHT_WEIGHT}",
              "marginal-disjoint-light-then-maccrobat": "the same, then fine-tuned on "
                                                        "MACCROBAT alone",
+             "marginal-disjoint-all": "joint, marginal, mapped labels complete, weight 1, "
+                                      "epoch on the three dev sets",
+             "marginal-disjoint-all-then-maccrobat": "the same, then fine-tuned on "
+                                                     "MACCROBAT alone",
              "pseudo": "mapped labels complete, weight 0.15, plus pseudo-labelled unlabelled text",
              "pseudo-then-maccrobat": "the same, then fine-tuned on MACCROBAT alone"}
     lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
@@ -305,7 +324,8 @@ def markdown_table(results: dict) -> str:
 
     for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "marginal-disjoint",
                 "marginal-light", "marginal-disjoint-light",
-                "marginal-disjoint-light-then-maccrobat", "pseudo", "pseudo-then-maccrobat",
+                "marginal-disjoint-light-then-maccrobat", "marginal-disjoint-all",
+                "marginal-disjoint-all-then-maccrobat", "pseudo", "pseudo-then-maccrobat",
                 "bc5cdr", "ncbi"):
         items = [item for item in results["runs"] if item["run"] == run]
         if not items:
