@@ -260,6 +260,7 @@ def package(full_dir: Path, words: int) -> None:
     """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.artifacts.keras_model import MODEL_FILE
+    from clinical_ner.evaluation.card_facts import evaluation_record
     from clinical_ner.evaluation.model_card import CARD_DATA_FILE, write_model_card
     from clinical_ner.training.callbacks import LOG_FILE
 
@@ -276,14 +277,12 @@ def package(full_dir: Path, words: int) -> None:
     pruned.vocab.save(OUTPUT)
     save_reproducibly(pruned.model, OUTPUT / MODEL_FILE)
     shutil.copyfile(full_dir / LOG_FILE, OUTPUT / LOG_FILE)
-    (OUTPUT / CARD_DATA_FILE).write_text(
-        json.dumps(relative_paths(card_data), indent=1, ensure_ascii=False), encoding="utf-8")
     for source, name in LICENCES.items():
         shutil.copyfile(source, OUTPUT / name)
-    # Scored on dev once, by the card; the description quotes the card's figure.
-    write_model_card(OUTPUT, data=DEV, **CARD)
-    card_scores = json.loads((OUTPUT / CARD_DATA_FILE).read_text(encoding="utf-8"))
-    after = card_scores["evaluation"]["report"]["exact"]["micro"]["f1"]
+    # Scored on dev once; the description quotes that figure, and the card is written once.
+    card_data = relative_paths(card_data)
+    card_data["evaluation"] = evaluation_record(OUTPUT, DEV, card=card_data)
+    after = card_data["evaluation"]["report"]["exact"]["micro"]["f1"]
     pruning = (f" MACCROBAT dev exact micro F1 {joint:.4f} after the first stage (all corpora), "
                f"{before:.4f} after the second (MACCROBAT alone); then its word table was "
                f"pruned from {len(full.vocab.words):,} to {len(pruned.vocab.words):,} rows "
@@ -292,7 +291,9 @@ def package(full_dir: Path, words: int) -> None:
                + ", ".join(f"{score:.4f} on {name}" for name, score in diseases.items())
                + " (a model of MACCROBAT alone: benchmarks/README.md, \"Training from several "
                "corpora\").")
-    write_model_card(OUTPUT, description=CARD["description"] + pruning)
+    (OUTPUT / CARD_DATA_FILE).write_text(
+        json.dumps(card_data, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_model_card(OUTPUT, **{**CARD, "description": CARD["description"] + pruning})
     size = sum(path.stat().st_size for path in OUTPUT.iterdir())
     print(f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
           f"({pruned.model.trainable_word_rows} trained)")
