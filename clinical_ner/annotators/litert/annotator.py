@@ -143,7 +143,7 @@ class LiteRTAnnotator(Annotator):
         interpreters in threads (LiteRT releases the GIL while it
         computes; about 12 MiB per interpreter). ``num_threads`` is each
         interpreter's own thread count (more than 1 was slower than more
-        workers: docs/litert.md).
+        workers: docs/design/litert.md).
         """
         directory = Path(directory)
         if workers is None:
