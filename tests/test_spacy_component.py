@@ -30,7 +30,7 @@ from clinical_ner import ClinicalNER
 from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.formats.html_page import label_colours
 from clinical_ner.pretrained import bundled_model_path
-from helpers import CONFIDENCE_TOLERANCE, EDGE_CASES, REPO_ROOT
+from helpers import CONFIDENCE_TOLERANCE, REPO_ROOT
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 # The entry point's name in pyproject.toml, and what it must load.
