@@ -33,8 +33,11 @@ Runs (each ``clinical_ner.training.trainer.train`` with the default configuratio
   (weight 1) and the epoch chosen on the mean exact F1 of the three dev sets (MACCROBAT,
   BC5CDR, NCBI) instead of MACCROBAT's alone: one general model for every style, as the
   issue asks of the joint model on the disease corpora too.
-* ``marginal-disjoint-all-then-maccrobat``: that model fine-tuned on MACCROBAT train alone, as
-  ``marginal-disjoint-light-then-maccrobat`` is.
+* ``marginal-disjoint-all-m3``: ``marginal-disjoint-all`` with MACCROBAT drawn three times
+  an epoch (weight 3: about 240k tokens of case reports against the abstracts' 254k), so
+  that the clinical style weighs as much as the abstracts in the loss.
+* ``marginal-disjoint-all-then-maccrobat``: the ``marginal-disjoint-all`` model fine-tuned
+  on MACCROBAT train alone, as ``marginal-disjoint-light-then-maccrobat`` is.
 * ``pseudo``: self-training, the issue's "pseudo-labels from the unlabelled text": the
   ``marginal-disjoint-light-then-maccrobat`` model of the same seed (the teacher; trained
   first if ``--work`` lacks it) tags the first ``PSEUDO_SENTENCES`` sentences of 6 to 60 tokens
@@ -72,7 +75,8 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "multi_corpus.json"
 RUNS = ("maccrobat", "marginal", "concat", "bc5cdr", "ncbi", "marginal-no-chemicals",
         "marginal-disjoint", "marginal-light", "marginal-disjoint-light",
         "marginal-disjoint-light-then-maccrobat", "marginal-disjoint-all",
-        "marginal-disjoint-all-then-maccrobat", "pseudo", "pseudo-then-maccrobat")
+        "marginal-disjoint-all-then-maccrobat", "marginal-disjoint-all-m3", "pseudo",
+        "pseudo-then-maccrobat")
 # A run that fine-tunes another run's model of the same seed: the run it starts from.
 FINE_TUNED_FROM = {"marginal-disjoint-light-then-maccrobat": "marginal-disjoint-light",
                    "marginal-disjoint-all-then-maccrobat": "marginal-disjoint-all",
@@ -96,14 +100,16 @@ SCORES = {
 
 def corpus_file(folder: Path, partial: bool, chemicals: bool = True,
                 mapped: str = "partial", weight: float = JOINT_WEIGHT,
-                pseudo: Path | None = None, select_all: bool = False) -> Path:
+                pseudo: Path | None = None, select_all: bool = False,
+                maccrobat_weight: float = 1.0) -> Path:
     """The joint corpus file: ``partial`` coverages (marginal) or everything complete (concat).
 
     ``mapped`` is the coverage of the labels a corpus maps onto when ``partial``;
     ``weight`` is BC5CDR's and NCBI's sampling weight; ``pseudo``, a CoNLL file of
     pseudo-labelled sentences, is added as a fourth corpus, every label complete, all of
     its sentences every epoch; ``select_all`` scores BC5CDR's and NCBI's dev sets too and
-    chooses the epoch on the mean of the three.
+    chooses the epoch on the mean of the three; ``maccrobat_weight`` is MACCROBAT's sampling
+    weight.
     """
     chemical_target, treatment = ("treatment", mapped) if chemicals else ("", "none")
     coverage = {
@@ -124,7 +130,7 @@ name = "maccrobat"
 train = "{DATA / 'maccrobat/train.conll'}"
 dev = "{DATA / 'maccrobat/dev.conll'}"
 format = "conll"
-
+{"" if maccrobat_weight == 1.0 else f"weight = {maccrobat_weight}"}
 [[corpus]]
 name = "bc5cdr"
 train = "{DATA / 'bc5cdr/train.conll'}"
@@ -153,7 +159,8 @@ coverage = {{ problem = "complete", test = "complete", treatment = "complete" }}
                      "-no-chemicals") + ("" if mapped == "partial" else f"-{mapped}")
                      + ("" if weight == JOINT_WEIGHT else f"-w{weight}")
                      + ("" if pseudo is None else f"-{pseudo.stem}")
-                     + ("-select-all" if select_all else "") + ".toml")
+                     + ("-select-all" if select_all else "")
+                     + ("" if maccrobat_weight == 1.0 else f"-m{maccrobat_weight}") + ".toml")
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -252,8 +259,10 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> di
         corpora = read_corpus_file(corpus_file(
             work, partial=run != "concat", chemicals=run != "marginal-no-chemicals",
             mapped="complete" if run.startswith("marginal-disjoint") else "partial",
-            weight={"light": LIGHT_WEIGHT, "all": 1.0}.get(run.rsplit("-", 1)[-1], JOINT_WEIGHT),
-            select_all=run == "marginal-disjoint-all"))
+            weight=(LIGHT_WEIGHT if run.endswith("-light") else 1.0
+                    if run.startswith("marginal-disjoint-all") else JOINT_WEIGHT),
+            select_all=run.startswith("marginal-disjoint-all"),
+            maccrobat_weight=3.0 if run.endswith("-m3") else 1.0))
         result = train(None, output, config=config, corpora=corpora, **quiet)
     else:
         folder = {"maccrobat": "maccrobat", "bc5cdr": "bc5cdr", "ncbi": "ncbi-disease"}[run]
@@ -309,6 +318,8 @@ def markdown_table(results: dict) -> str:
                                       "epoch on the three dev sets",
              "marginal-disjoint-all-then-maccrobat": "the same, then fine-tuned on "
                                                      "MACCROBAT alone",
+             "marginal-disjoint-all-m3": "the same as the row before that, MACCROBAT at "
+                                         "weight 3",
              "pseudo": "mapped labels complete, weight 0.15, plus pseudo-labelled unlabelled text",
              "pseudo-then-maccrobat": "the same, then fine-tuned on MACCROBAT alone"}
     lines = ["| model | MACCROBAT dev exact F1 | BC5CDR test disease F1 | NCBI dev disease F1 | "
@@ -325,8 +336,8 @@ def markdown_table(results: dict) -> str:
     for run in ("maccrobat", "concat", "marginal", "marginal-no-chemicals", "marginal-disjoint",
                 "marginal-light", "marginal-disjoint-light",
                 "marginal-disjoint-light-then-maccrobat", "marginal-disjoint-all",
-                "marginal-disjoint-all-then-maccrobat", "pseudo", "pseudo-then-maccrobat",
-                "bc5cdr", "ncbi"):
+                "marginal-disjoint-all-then-maccrobat", "marginal-disjoint-all-m3", "pseudo",
+                "pseudo-then-maccrobat", "bc5cdr", "ncbi"):
         items = [item for item in results["runs"] if item["run"] == run]
         if not items:
             continue
