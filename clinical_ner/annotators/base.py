@@ -63,7 +63,15 @@ class Annotator:
             max_batch_characters = self.config.annotate_max_batch_characters
         if isinstance(texts, str):
             return self.annotate([texts], batch_size, max_batch_characters)[0]
-        texts = signatures.checked_texts(texts)
+        return self._annotate_texts(signatures.checked_texts(texts), batch_size,
+                                    max_batch_characters)
+
+    def _annotate_texts(self, texts: list[str], batch_size: int, max_batch_characters: int
+                        ) -> list[list[Entity]]:
+        """Each (checked) text's entities, in batches of similar length through ``_annotate_batch``.
+
+        A runtime that spreads one call over processes overrides this.
+        """
         return signatures.in_size_order_batches(
             texts, [len(text) for text in texts], batch_size, self._annotate_batch,
             max_batch_characters)

@@ -176,25 +176,23 @@ class LiteRTAnnotator(Annotator):
                                    output_names=output_names)
         return cls(directory, manifest, config, vocab, crf, network, parallel)
 
-    def annotate(self, texts, batch_size: int | None = None,
-                 max_batch_characters: int | None = None):
-        """:meth:`Annotator.annotate`, large batches spread over worker processes (see ``load``)."""
-        if self._processes is None or isinstance(texts, str):
-            return super().annotate(texts, batch_size, max_batch_characters)
-        texts = signatures.checked_texts(texts)
-        if len(texts) < 2 or sum(len(text) for text in texts) < PROCESS_MIN_CHARACTERS:
-            return super().annotate(texts, batch_size, max_batch_characters)
-        groups = character_groups(texts, self._processes.count)
-        answers = self._processes.annotate(
-            [([texts[index] for index in group], batch_size, max_batch_characters)
-             for group in groups])
-        if answers is None:  # another thread's batch has the processes
-            return super().annotate(texts, batch_size, max_batch_characters)
-        results: list[list[Entity]] = [[] for _ in texts]
-        for group, entities in zip(groups, answers):
-            for index, text_entities in zip(group, entities):
-                results[index] = text_entities
-        return results
+    def _annotate_texts(self, texts: list[str], batch_size: int, max_batch_characters: int
+                        ) -> list[list[Entity]]:
+        """Large batches spread over the worker processes (see ``load``); the rest runs here."""
+        if (self._processes is not None and len(texts) >= 2
+                and sum(len(text) for text in texts) >= PROCESS_MIN_CHARACTERS):
+            groups = character_groups(texts, self._processes.count)
+            answers = self._processes.annotate(
+                [([texts[index] for index in group], batch_size, max_batch_characters)
+                 for group in groups])
+            # None: another thread's batch has the processes.
+            if answers is not None:
+                results: list[list[Entity]] = [[] for _ in texts]
+                for group, entities in zip(groups, answers):
+                    for index, text_entities in zip(group, entities):
+                        results[index] = text_entities
+                return results
+        return super()._annotate_texts(texts, batch_size, max_batch_characters)
 
     @property
     def worker_pids(self) -> list[int]:
