@@ -134,6 +134,18 @@ def test_label_maps_are_checked_against_the_data(data, tmp_path):
         check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
 
 
+@pytest.mark.parametrize("name", sorted(path.name for path in
+                                         (REPO_ROOT / "training" / "configs").glob("*.toml")))
+def test_shipped_corpus_files_read_and_their_label_maps_match_the_public_corpora(name):
+    # The files the guides tell users to train with (and the bundled build's): each
+    # parses, every path it names exists, and every label map fits its data.
+    corpus_set = read_corpus_file(REPO_ROOT / "training" / "configs" / name)
+    for spec in corpus_set.corpora:
+        for path in list(spec.train) + ([spec.dev] if spec.dev else []):
+            assert path.exists(), f"{name}: corpus {spec.name}: {path}"
+    check_corpus_labels(corpus_set)
+
+
 def test_cli_mapping_errors_exit_2_with_one_line_before_training(data, tmp_path, capsys):
     text = (data / "corpora.toml").read_text().replace("Disease =", "Diseases =")
     bad = tmp_path / "bad.toml"
