@@ -145,6 +145,30 @@ def test_save_load_and_saved_model_with_core_ops_only(layer, tmp_path):
         np.testing.assert_allclose(served.serve(inputs, mask).numpy(), expected, atol=1e-6)
 
 
+def test_a_model_with_many_bilstms_loads_each_with_its_own_lstms(tmp_path):
+    """Keras' load records serialized objects by id(); a freed id reused must not alias a layer.
+
+    Before the fix, a model with two BiLSTMs (tagger and assertion head)
+    failed to load now and then, and this one with 24 failed at every load.
+    """
+    inputs = keras.Input(shape=(None, FEATURES))
+    states = inputs
+    for index in range(24):
+        states = BiLSTM(2 + index % 3, fused_max_batch=0, name=f"bilstm_{index}")(states)
+    model = keras.Model(inputs, states)
+    model.save(tmp_path / "many.keras")
+    x = np.random.default_rng(5).normal(size=(2, 5, FEATURES)).astype("float32")
+    expected = model(x).numpy()
+    for _ in range(3):
+        restored = keras.saving.load_model(tmp_path / "many.keras", safe_mode=True)
+        for layer in restored.layers[1:]:
+            pair = layer.bidirectional
+            assert (pair.forward_layer.go_backwards, pair.backward_layer.go_backwards) == (
+                False, True)
+            assert pair.forward_layer.units == pair.backward_layer.units == layer.units
+        np.testing.assert_allclose(restored(x).numpy(), expected, atol=1e-6)
+
+
 def test_docstring_example():
     results = doctest.testmod(bilstm_module)
     assert results.attempted > 0 and results.failed == 0

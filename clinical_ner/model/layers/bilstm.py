@@ -1,6 +1,8 @@
 """Bidirectional LSTM over padded sentences: our loop to train, a fused kernel for tiny batches."""
 from __future__ import annotations
 
+import types
+
 import keras
 import tensorflow as tf
 
@@ -67,9 +69,19 @@ class BiLSTM(keras.layers.Layer):
         self.fused_max_batch = fused_max_batch
         self.builtin_ops_only = False
         self.supports_masking = True
-        self.bidirectional = keras.layers.Bidirectional(
-            keras.layers.LSTM(units, return_sequences=True), name="bidirectional"
-        )
+        lstm = keras.layers.LSTM(units, return_sequences=True)
+        self.bidirectional = keras.layers.Bidirectional(lstm, name="bidirectional")
+        # Bidirectional copies `lstm` by serializing it, twice. While Keras
+        # loads a model (its ObjectSharingScope), every object serialized is
+        # recorded by its id(); once `lstm` was freed, the next BiLSTM's
+        # template could get the same address and be taken for a shared
+        # object, and Keras handed back an LSTM of the other layer (a model
+        # with two BiLSTMs then failed to load now and then: "Forward layer
+        # and backward layer should have different `go_backwards` value").
+        # Holding it keeps its id, and those of the objects it serialized,
+        # from being reused; in a namespace, which Keras neither tracks nor
+        # saves, so that the layer's weights and saved files stay as they were.
+        self._keep_alive = types.SimpleNamespace(serialized_lstm=lstm)
 
     def build(self, input_shape) -> None:
         self.bidirectional.build(input_shape)
