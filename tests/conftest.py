@@ -6,6 +6,10 @@ import pytest
 
 # Before helpers imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before any test module imports grpc (test modules import it before our package):
+# this turns gRPC's fork support off, which PySpark's JVM start needs in a process
+# with live channels (clinical_ner/serving/__init__.py says why).
+import clinical_ner.serving  # noqa: E402,F401
 
 from helpers import (  # noqa: E402
     SHARED_DATA, export_toy, negation_sentences, tiny_assertion_config, train_sample_model,
