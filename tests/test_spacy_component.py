@@ -479,6 +479,32 @@ def test_tf_serving_endpoint_behind_the_component(tmp_path, ner, dev_texts):
         assert_same_rows(as_rows(entities), via_saved)
 
 
+@pytest.mark.slow
+def test_endpoint_behind_the_component_in_n_process_children(tmp_path, ner, dev_texts,
+                                                             entry_point_path):
+    # Each forked child opens its own channel (the parent opens none before the
+    # fork; gRPC's fork support is off: clinical_ner/serving/__init__.py).
+    from clinical_ner.serving.server import ModelServer
+
+    ner.export(tmp_path / "served")
+    texts = dev_texts[:6]
+    with ModelServer(tmp_path / "served", "clinical_ner", port=0) as server:
+        report = run_fresh(entry_point_path, f"""
+            import json
+            import spacy
+            nlp = spacy.blank("en")
+            nlp.add_pipe("clinical_ner", config={{
+                "endpoint": "127.0.0.1:{server.bound_port}", "model_name": "clinical_ner"}})
+            forked = [entities_of(doc) for doc in nlp.pipe({texts!r}, n_process=2,
+                                                           batch_size=2)]
+            print(json.dumps({{"forked": forked}}))
+        """)
+    expected = ner.annotate(texts)
+    assert sum(map(len, expected)) > 50
+    for entities, via_children in zip(expected, report["forked"]):
+        assert_same_rows(as_rows(entities), via_children)
+
+
 # -- medspaCy ------------------------------------------------------------------------
 
 def test_medspacy_context_reads_negation_of_our_entities():
