@@ -116,10 +116,11 @@ def data_without_assertions(data_root: Path) -> Path:
     return root
 
 
-def train_variant(variant: str, seed: int, data_root: Path, force: bool) -> dict:
+def train_variant(variant: str, seed: int, data_root: Path, force: bool,
+                  results_dir: Path = RESULTS_DIR) -> dict:
     from clinical_ner.config import NERConfig
 
-    result_path = RESULTS_DIR / f"{variant}-seed{seed}.json"
+    result_path = results_dir / f"{variant}-seed{seed}.json"
     if result_path.exists() and not force:
         log(f"{result_path} exists; skipped (--force to rerun)")
         return json.loads(result_path.read_text())
@@ -155,7 +156,7 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool) -> dict
         "cpu": cpu_model(), "load_average_before": load_before,
         "load_average_after": load_average(),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2) + "\n")
     log(f"{variant} seed {seed}: {summary(result)}")
     return result
@@ -212,7 +213,7 @@ def dev_problems(data_root: Path) -> Iterator[tuple[str, list[tuple[int, int]], 
 
 # -- the peer: medspaCy ConText ---------------------------------------------------------
 
-def context_peer(data_root: Path) -> dict:
+def context_peer(data_root: Path, results_dir: Path = RESULTS_DIR) -> dict:
     """medspaCy ConText on the dev gold problems (targets given, as the i2b2 task 2 protocol)."""
     import medspacy
 
@@ -251,8 +252,8 @@ def context_peer(data_root: Path) -> dict:
         "cpu": cpu_model(), "load_average_before": load_before,
         "load_average_after": load_average(),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "context.json").write_text(json.dumps(result, indent=2) + "\n")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "context.json").write_text(json.dumps(result, indent=2) + "\n")
     log(f"ConText: acc {scores['accuracy']:.4f}, absent F1 {result['dev']['absent_f1']:.4f}, "
         f"possible F1 {result['dev']['possible_f1']:.4f}")
     return result
@@ -260,7 +261,8 @@ def context_peer(data_root: Path) -> dict:
 
 # -- throughput ------------------------------------------------------------------------
 
-def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
+def throughput(names: list[str], data_root: Path, repeats: int,
+               results_dir: Path = RESULTS_DIR) -> dict:
     """``annotate`` tokens/s of the models of results ``names``, alternately in one process."""
     from clinical_ner.formats import load_corpus
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
@@ -270,7 +272,7 @@ def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
     tokens = sum(len(s.tokens) for d in corpus.documents for s in d.sentences)
     models = {}
     for name in names:
-        result = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+        result = json.loads((results_dir / f"{name}.json").read_text())
         models[name] = KerasAnnotator.load(REPO_ROOT / result["model_dir"])
         models[name].annotate(texts)  # warm-up: traces the graph
     load_before = load_average()
@@ -290,15 +292,15 @@ def throughput(names: list[str], data_root: Path, repeats: int) -> dict:
         "cpu": cpu_model(), "load_average_before": load_before,
         "load_average_after": load_average(),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
     log(f"annotate tokens/s: {result['tokens_per_second']}")
     return result
 
 
 # -- errors ----------------------------------------------------------------------------
 
-def errors(model: str, data_root: Path) -> Path:
+def errors(model: str, data_root: Path, results_dir: Path = RESULTS_DIR) -> Path:
     """Write the dev problems whose assertion ``model`` misses, one line each, with context."""
     from collections import Counter
 
@@ -323,8 +325,8 @@ def errors(model: str, data_root: Path) -> Path:
               f"# {len(lines)} of {total} dev problems wrong (gold -> answer, confidence)",
               "# confusion: " + ", ".join(f"{gold}->{answer} {count}" for (gold, answer), count
                                           in sorted(confusion.items()))]
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"errors-{Path(model).name}.txt"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"errors-{Path(model).name}.txt"
     path.write_text("\n".join(header + lines) + "\n", encoding="utf-8")
     log(f"{len(lines)} of {total} wrong: {path}")
     return path
@@ -332,7 +334,7 @@ def errors(model: str, data_root: Path) -> Path:
 
 # -- the table -------------------------------------------------------------------------
 
-def table() -> str:
+def table(results_dir: Path = RESULTS_DIR) -> str:
     rows = ["| run | NER exact F1 | assertion accuracy | absent F1 | possible F1 | macro F1 "
             "| end-to-end F1 | best epoch |",
             "|---|---|---|---|---|---|---|---|"]
@@ -340,14 +342,14 @@ def table() -> str:
     def cell(values: dict, key: str) -> str:
         return f"{values[key]:.4f}" if key in values else "-"
 
-    for path in sorted(RESULTS_DIR.glob("*-seed*.json")):
+    for path in sorted(results_dir.glob("*-seed*.json")):
         result = json.loads(path.read_text())
         dev = result["dev"]
         rows.append(f"| {path.stem} | {cell(dev, 'ner_exact_f1')} | "
                     f"{cell(dev, 'assertion_accuracy')} | {cell(dev, 'absent_f1')} | "
                     f"{cell(dev, 'possible_f1')} | {cell(dev, 'assertion_macro_f1')} | "
                     f"{cell(dev, 'end_to_end_f1')} | {result['best_epoch']} |")
-    context = RESULTS_DIR / "context.json"
+    context = results_dir / "context.json"
     if context.exists():
         dev = json.loads(context.read_text())["dev"]
         rows.append(f"| medspaCy ConText (peer) | - | {cell(dev, 'assertion_accuracy')} | "
@@ -367,19 +369,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--errors", metavar="MODEL")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR,
+                        help="where result files are written and read (default: "
+                             "benchmarks/results/assertions; another host's runs go beside it)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for seed in args.seed or [42]:
         for variant in args.train_variant:
-            train_variant(variant, seed, args.data_root, args.force)
+            train_variant(variant, seed, args.data_root, args.force, args.results_dir)
     if args.context:
-        context_peer(args.data_root)
+        context_peer(args.data_root, args.results_dir)
     if args.throughput:
-        throughput(args.throughput, args.data_root, args.repeats)
+        throughput(args.throughput, args.data_root, args.repeats, args.results_dir)
     if args.table:
-        print(table())
+        print(table(args.results_dir))
     if args.errors:
-        errors(args.errors, args.data_root)
+        errors(args.errors, args.data_root, args.results_dir)
     return 0
 
 
