@@ -1,8 +1,8 @@
 """A process that uses our gRPC code can still start subprocesses as PySpark does.
 
-grpcio 1.80 and later, with fork support on, crash a child now and then (2 to 6
-per cent here) that ``subprocess.Popen(..., preexec_fn=...)`` forks while RPCs are in flight
-(grpc/grpc#43055): PySpark starts its JVM that way ("Java gateway process
+grpcio 1.80 and later, unless ``GRPC_ENABLE_FORK_SUPPORT`` is false, crash a
+child now and then (2 to 6 per cent here) that ``subprocess.Popen(...,
+preexec_fn=...)`` forks while RPCs are in flight (grpc/grpc#43055): PySpark starts its JVM that way ("Java gateway process
 exited before sending its port number"). ``clinical_ner.serving`` turns the
 fork support off unless the environment says otherwise.
 """

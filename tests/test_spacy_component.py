@@ -453,52 +453,49 @@ def test_litert_export_behind_the_component_without_tensorflow(
         assert_same_rows(as_rows(entities), reloaded)
 
 
-@pytest.mark.slow
-def test_tf_serving_endpoint_behind_the_component(tmp_path, ner, dev_texts):
+@pytest.fixture(scope="module")
+def endpoint(ner, tmp_path_factory):
+    """``host:port`` of our gRPC server serving the bundled model as ``clinical_ner``."""
     from clinical_ner.serving.server import ModelServer
 
-    ner.export(tmp_path / "served")
-    server = ModelServer(tmp_path / "served", "clinical_ner", port=0)
-    server.start()
-    try:
-        config = {"endpoint": f"127.0.0.1:{server.bound_port}", "model_name": "clinical_ner",
-                  "batch_size": 2}
-        pipeline = spacy.blank("en")
-        pipeline.add_pipe("clinical_ner", config=config)
-        texts = dev_texts[:4]
-        served = [doc_rows(doc) for doc in pipeline.pipe(texts)]
-        pipeline.to_disk(tmp_path / "pipeline")
-        saved = tmp_path / "pipeline" / "clinical_ner"
-        assert json.loads((saved / "clinical_ner.json").read_text())["source"] == "endpoint"
-        assert sorted(path.name for path in saved.iterdir()) == ["clinical_ner.json"]
-        reloaded = [doc_rows(doc) for doc in spacy.load(tmp_path / "pipeline").pipe(texts)]
-    finally:
-        server.stop(grace=1)
+    served = tmp_path_factory.mktemp("served")
+    ner.export(served)
+    with ModelServer(served, "clinical_ner", port=0) as server:
+        yield f"127.0.0.1:{server.bound_port}"
+
+
+@pytest.mark.slow
+def test_tf_serving_endpoint_behind_the_component(tmp_path, ner, dev_texts, endpoint):
+    config = {"endpoint": endpoint, "model_name": "clinical_ner", "batch_size": 2}
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config=config)
+    texts = dev_texts[:4]
+    served = [doc_rows(doc) for doc in pipeline.pipe(texts)]
+    pipeline.to_disk(tmp_path / "pipeline")
+    saved = tmp_path / "pipeline" / "clinical_ner"
+    assert json.loads((saved / "clinical_ner.json").read_text())["source"] == "endpoint"
+    assert sorted(path.name for path in saved.iterdir()) == ["clinical_ner.json"]
+    reloaded = [doc_rows(doc) for doc in spacy.load(tmp_path / "pipeline").pipe(texts)]
     for entities, via_server, via_saved in zip(ner.annotate(texts), served, reloaded):
         assert_same_rows(as_rows(entities), via_server)
         assert_same_rows(as_rows(entities), via_saved)
 
 
 @pytest.mark.slow
-def test_endpoint_behind_the_component_in_n_process_children(tmp_path, ner, dev_texts,
+def test_endpoint_behind_the_component_in_n_process_children(ner, dev_texts, endpoint,
                                                              entry_point_path):
     # Each forked child opens its own channel (the parent opens none before the
     # fork; gRPC's fork support is off: clinical_ner/serving/__init__.py).
-    from clinical_ner.serving.server import ModelServer
-
-    ner.export(tmp_path / "served")
     texts = dev_texts[:6]
-    with ModelServer(tmp_path / "served", "clinical_ner", port=0) as server:
-        report = run_fresh(entry_point_path, f"""
-            import json
-            import spacy
-            nlp = spacy.blank("en")
-            nlp.add_pipe("clinical_ner", config={{
-                "endpoint": "127.0.0.1:{server.bound_port}", "model_name": "clinical_ner"}})
-            forked = [entities_of(doc) for doc in nlp.pipe({texts!r}, n_process=2,
-                                                           batch_size=2)]
-            print(json.dumps({{"forked": forked}}))
-        """)
+    report = run_fresh(entry_point_path, f"""
+        import json
+        import spacy
+        nlp = spacy.blank("en")
+        nlp.add_pipe("clinical_ner", config={{"endpoint": "{endpoint}",
+                                              "model_name": "clinical_ner"}})
+        forked = [entities_of(doc) for doc in nlp.pipe({texts!r}, n_process=2, batch_size=2)]
+        print(json.dumps({{"forked": forked}}))
+    """)
     expected = ner.annotate(texts)
     assert sum(map(len, expected)) > 50
     for entities, via_children in zip(expected, report["forked"]):
