@@ -9,7 +9,8 @@
 <data>/maccrobat-i2b2/dev --config ... --quiet`` in a subprocess, with the documented default
 configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
 
-* ``none``: the same documents without their ``ast/`` folder (no assertions: the tagger alone);
+* ``none``: the same documents without their ``ast/`` folder (no assertions: the tagger alone;
+  of the options below only ``-ema<m>`` applies to it);
 * ``shared``: assertion output on the tagger's BiLSTM states (``assertion_head: shared``);
 * ``lstm``: an assertion BiLSTM of its own (``assertion_head: lstm``, 50 units per direction);
 * ``shared-w0.5``, ``shared-w2``, ``lstm-w2`` ...: ``-w<x>`` sets ``assertion_loss_weight``;
@@ -18,6 +19,8 @@ configuration plus GloVe (as ``benchmarks/run.py``) and the variant's settings:
   assertion loss trains the head's own layers only;
 * ``-cwsqrt`` and ``-cwbal`` (``shared-cwsqrt``) set ``assertion_class_weights`` to
   ``sqrt-balanced`` and ``balanced``.
+* ``-ema<m>`` (``lstm-w4-cwsqrt-cues-ema0.99``) sets ``weights_ema`` to ``m``: the dev
+  scores and the kept model are a moving average of the weights;
 * ``-cues`` (``lstm-w4-cwsqrt-cues``) sets ``assertion_cue_copies`` to 0.2: a fifth of the
   present training problems get a copy of their sentence with a negation or hedge cue beside
   them (:mod:`clinical_ner.training.assertion_cues`; the dev split is untouched);
@@ -83,7 +86,8 @@ CUE_SHARE = 0.2
 def variant_settings(variant: str) -> dict:
     """The NERConfig settings of a variant name (see the module docstring)."""
     head, *options = variant.split("-")
-    if head not in ("none", "shared", "lstm") or (head == "none" and options):
+    if head not in ("none", "shared", "lstm") or (
+            head == "none" and any(option[:3] != "ema" for option in options)):
         raise SystemExit(f"unknown variant {variant!r}")
     settings: dict = {} if head == "none" else {"assertion_head": head}
     for option in options:
@@ -91,6 +95,8 @@ def variant_settings(variant: str) -> dict:
             settings["assertion_cue_copies"] = CUE_SHARE
         elif option[:4] == "cues" and option[4:].replace(".", "", 1).isdigit():
             settings["assertion_cue_copies"] = float(option[4:])
+        elif option[:3] == "ema" and option[3:].replace(".", "", 1).isdigit():
+            settings["weights_ema"] = float(option[3:])
         elif option == "detached":
             settings["assertion_trains_tagger"] = False
         elif option in CLASS_WEIGHT_OPTIONS:
@@ -124,7 +130,8 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool,
     if result_path.exists() and not force:
         log(f"{result_path} exists; skipped (--force to rerun)")
         return json.loads(result_path.read_text())
-    data = data_without_assertions(data_root) if variant == "none" else data_root / CORPUS
+    tagger_alone = variant.split("-")[0] == "none"
+    data = data_without_assertions(data_root) if tagger_alone else data_root / CORPUS
     run_dir = WORK_DIR / f"{variant}-seed{seed}"
     if run_dir.exists():
         import shutil

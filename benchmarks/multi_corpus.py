@@ -230,16 +230,18 @@ def score(model_dir: Path, run: str) -> tuple[dict, dict]:
     return results, precision_recall
 
 
-def train_run(run: str, seed: int, epochs: int, patience: int, work: Path) -> dict:
+def train_run(run: str, seed: int, epochs: int, patience: int, work: Path,
+              weights_ema: float = 0.0) -> dict:
     from clinical_ner.config import NERConfig
     from clinical_ner.formats.corpora import read_corpus_file
     from clinical_ner.training.trainer import train
 
-    config = NERConfig(embeddings=str(EMBEDDINGS), seed=seed, epochs=epochs, patience=patience)
+    config = NERConfig(embeddings=str(EMBEDDINGS), seed=seed, epochs=epochs, patience=patience,
+                       weights_ema=weights_ema)
     output = work / f"{run}-seed{seed}"
     base = work / f"{FINE_TUNED_FROM.get(run)}-seed{seed}"
     if run in FINE_TUNED_FROM and not (base / "model.keras").is_file():
-        train_run(FINE_TUNED_FROM[run], seed, epochs, patience, work)
+        train_run(FINE_TUNED_FROM[run], seed, epochs, patience, work, weights_ema)
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
     quiet = dict(progress=False, emit=lambda message: print(f"  [{run} {seed}] {message}",
@@ -368,6 +370,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS))
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--weights-ema", type=float, default=0.0,
+                        help="NERConfig.weights_ema of every run (default: %(default)s, off)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/multi-corpus-bench"))
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help="the results file (default: %(default)s); another one keeps runs "
@@ -408,8 +412,9 @@ def main() -> None:
             if any(item["run"] == run and item["seed"] == seed for item in results["runs"]):
                 continue
             load_before = load_average()
-            item = train_run(run, seed, args.epochs, args.patience, args.work)
+            item = train_run(run, seed, args.epochs, args.patience, args.work, args.weights_ema)
             item.update({"epochs_cap": args.epochs, "patience": args.patience,
+                         "weights_ema": args.weights_ema,
                          "load_average_before": load_before, "load_average_after": load_average(),
                          "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
             results["runs"].append(item)

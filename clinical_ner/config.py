@@ -89,6 +89,10 @@ class NERConfig:
     lr_decay: float = 0.005  # lr / (1 + lr_decay * epoch), as NerDL
     clip_norm: float = 5.0
     patience: int = 5
+    # 0: off; else the momentum of an exponential moving average of the weights,
+    # updated every step: dev scores, the best model and its exports use the
+    # average, training continues from the raw weights (docs/guide/settings.md).
+    weights_ema: float = 0.0
     seed: int = 42
     # Training pipeline: sentences are batched with others of similar length
     # (upper bounds of the length buckets), so that batches carry little
@@ -159,6 +163,9 @@ class NERConfig:
                 f"assertion_cue_copies must be in [0, 1], got {self.assertion_cue_copies!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
+        if isinstance(self.weights_ema, bool) or not isinstance(self.weights_ema, (int, float)) \
+                or not 0.0 <= self.weights_ema < 1.0:
+            raise ConfigError(f"weights_ema must be in [0, 1), got {self.weights_ema!r}")
 
     @property
     def embedding_files(self) -> list[str]:

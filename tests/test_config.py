@@ -39,6 +39,9 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
         NERConfig(batch_size=0)
     with pytest.raises(ConfigError, match="tag_scheme"):
         NERConfig(tag_scheme="iob1")
+    for momentum in (1.0, -0.1, True, "0.99"):
+        with pytest.raises(ConfigError, match=r"weights_ema must be in \[0, 1\)"):
+            NERConfig(weights_ema=momentum)
 
 
 def test_shipped_configs_are_valid_and_default_json_is_the_default():

@@ -15,7 +15,7 @@ from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.text.tokenizer import normalize_word
-from clinical_ner.evaluation.evaluate import corpus_sentences
+from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 from clinical_ner.training.trainer import train
 
 from helpers import REPO_ROOT, assert_same_entities
@@ -146,6 +146,46 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
     log = (interrupted / "training_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]
+
+
+def test_weights_ema_scores_and_keeps_the_average_and_resumes_exactly(tmp_path):
+    config = dict(weights_ema=0.9, patience=5, learning_rate=0.01)
+    straight = tmp_path / "straight"
+    train(SAMPLE / "train", straight, dev_path=SAMPLE / "dev",
+          config=tiny_config(epochs=3, **config), progress=False, emit=lambda m: None)
+    interrupted = tmp_path / "interrupted"
+    train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
+          config=tiny_config(epochs=2, **config), progress=False, emit=lambda m: None)
+    train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
+          config=tiny_config(epochs=3, **config), resume=True, progress=False,
+          emit=lambda m: None)
+    log = [json.loads(line) for line in (straight / "training_log.jsonl").read_text().splitlines()]
+    assert log[-1]["best"]  # so that model.keras is the last epoch's average
+    # The checkpoint holds the raw weights and, in the optimizer, their average;
+    # model.keras holds the average, and the dev F1 logged is the average's.
+    state = json.loads((straight / "checkpoint" / "state.json").read_text())
+    checkpoint = keras.saving.load_model(straight / "checkpoint" / state["checkpoint_model"],
+                                         safe_mode=True)
+    averages = {variable.path: variable.numpy() for variable in checkpoint.optimizer.variables
+                if variable.path.endswith("_average")}
+    kept = keras.saving.load_model(straight / "model.keras", safe_mode=True)
+    assert len(averages) == len(kept.trainable_weights) > 0
+    for raw, average in zip(checkpoint.trainable_weights, kept.trainable_weights):
+        stored = [value for path, value in averages.items()
+                  if path.endswith("/" + raw.path.replace("/", "_") + "_average")]
+        assert len(stored) == 1, raw.path
+        np.testing.assert_allclose(average.numpy(), stored[0], atol=1e-7)
+        assert not np.allclose(average.numpy(), raw.numpy())
+    sentences = corpus_sentences(load_corpus(SAMPLE / "dev"))
+    report = evaluate_sentences(KerasAnnotator.load(straight), sentences)
+    assert report["exact"]["micro"]["f1"] == pytest.approx(log[-1]["dev_f1"], abs=1e-9)
+    # Resumed: the same raw weights, the same average.
+    for name in ("checkpoint", "model"):
+        left = weights_of(straight)[0] if name == "checkpoint" else kept.get_weights()
+        right = (weights_of(interrupted)[0] if name == "checkpoint" else keras.saving.load_model(
+            interrupted / "model.keras", safe_mode=True).get_weights())
+        for a, b in zip(left, right):
+            np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_existing_output_is_not_overwritten_and_resume_needs_a_checkpoint(trained, tmp_path):

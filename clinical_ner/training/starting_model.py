@@ -19,9 +19,12 @@ from clinical_ner.vectors.reader import load_embedding_files
 
 
 def compile_for_training(model: ClinicalNERModel, config: NERConfig) -> None:
-    """Adam with global-norm gradient clipping, as configured."""
+    """Adam with global-norm gradient clipping; with ``weights_ema``, the weights' moving average."""
+    averaging = ({"use_ema": True, "ema_momentum": config.weights_ema}
+                 if config.weights_ema else {})
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
+        optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm,
+                                        **averaging),
         jit_compile=False,
     )
 

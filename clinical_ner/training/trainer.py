@@ -11,12 +11,13 @@ was trained with (Stanza-style):
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -151,6 +152,7 @@ def train(
                 vocab.save(directory)
         run = TrainingRun(model, state, directory)
         selection = ModelSelection(config.patience, has_dev=has_dev)
+        # The first two see the weights that are scored (averaged_weights below).
         callbacks = [selection, BestModelSaver(), CheckpointSaver(), TrainingLog(emit),
                      ProgressReport(emit)]
         epochs = EpochTrainer(model, distribution.strategy, config.clip_norm)
@@ -195,13 +197,18 @@ def train(
                 "train_seconds": round(train_seconds, 3),
                 "train_tokens_per_second": round(train_tokens / train_seconds, 1),
             }
-            if training is not None and has_dev:
-                entry.update(_in_cluster(distribution, epoch, lambda: _corpus_dev_scores(
-                    ner, corpora, dev_sentences, distribution)))
-            elif has_dev:
-                entry.update(_in_cluster(distribution, epoch,
-                                         lambda: _dev_scores(ner, dev_sentences, distribution)))
-            for callback in callbacks:
+            # Dev scores and the best model are the averaged weights' (with
+            # weights_ema); the checkpoint keeps the raw ones, which training goes on from.
+            with averaged_weights(model):
+                if training is not None and has_dev:
+                    entry.update(_in_cluster(distribution, epoch, lambda: _corpus_dev_scores(
+                        ner, corpora, dev_sentences, distribution)))
+                elif has_dev:
+                    entry.update(_in_cluster(distribution, epoch,
+                                             lambda: _dev_scores(ner, dev_sentences, distribution)))
+                for callback in callbacks[:2]:
+                    callback.on_epoch_end(run, entry)
+            for callback in callbacks[2:]:
                 callback.on_epoch_end(run, entry)
         if stopped_early:
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
@@ -220,6 +227,26 @@ def train(
     return TrainingResult(output=output, best_epoch=state.best_epoch,
                           best_dev_f1=state.best_f1, epochs_completed=state.epoch,
                           stopped_early=stopped_early)
+
+
+@contextlib.contextmanager
+def averaged_weights(model: keras.Model) -> Iterator[None]:
+    """The optimizer's moving average of the trainable weights in place of them, inside the block.
+
+    Nothing changes without ``weights_ema`` (an optimizer without ``use_ema``).
+    The raw weights come back on leaving, so that training goes on from them.
+    """
+    optimizer = model.optimizer
+    if not getattr(optimizer, "use_ema", False):
+        yield
+        return
+    raw = [weight.numpy() for weight in model.trainable_weights]
+    optimizer.finalize_variable_values(model.trainable_weights)
+    try:
+        yield
+    finally:
+        for weight, value in zip(model.trainable_weights, raw):
+            weight.assign(value)
 
 
 def _with_cued_copies(config: NERConfig, sentences: list[Sentence],
