@@ -404,7 +404,8 @@ def main() -> None:
                else {"runs": []})
     results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
                     "command": "python -m benchmarks.multi_corpus " + " ".join(
-                        f"--{key} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                        f"--{key.replace('_', '-')} "
+                        f"{' '.join(map(str, value)) if isinstance(value, list) else value}"
                         for key, value in vars(args).items()
                         if key not in ("work", "table", "rescore", "results"))})
     for seed in args.seeds:
