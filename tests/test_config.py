@@ -47,6 +47,8 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
 def test_shipped_configs_are_valid_and_default_json_is_the_default():
     configs = REPO_ROOT / "training" / "configs"
     assert NERConfig.from_file(configs / "default.json") == NERConfig()
+    # Every setting, as the settings guide says.
+    assert json.loads((configs / "default.json").read_text()) == NERConfig().to_dict()
     for path in configs.glob("*.json"):
         if not path.name.endswith("-map.json"):  # the maps beside them are not settings
             NERConfig.from_file(path)
