@@ -152,9 +152,9 @@ def train(
                 vocab.save(directory)
         run = TrainingRun(model, state, directory)
         selection = ModelSelection(config.patience, has_dev=has_dev)
-        # The first two see the weights that are scored (averaged_weights below).
-        callbacks = [selection, BestModelSaver(), CheckpointSaver(), TrainingLog(emit),
-                     ProgressReport(emit)]
+        # Those that see the scored weights (averaged_weights below), then the rest.
+        on_scored_weights = [selection, BestModelSaver()]
+        on_raw_weights = [CheckpointSaver(), TrainingLog(emit), ProgressReport(emit)]
         epochs = EpochTrainer(model, distribution.strategy, config.clip_norm)
         featurizer = Featurizer(vocab.words, vocab.chars, config.max_word_length)
         train_tags = encode_tags(train_sentences, vocab.tags, config.tag_scheme)
@@ -206,9 +206,9 @@ def train(
                 elif has_dev:
                     entry.update(_in_cluster(distribution, epoch,
                                              lambda: _dev_scores(ner, dev_sentences, distribution)))
-                for callback in callbacks[:2]:
+                for callback in on_scored_weights:
                     callback.on_epoch_end(run, entry)
-            for callback in callbacks[2:]:
+            for callback in on_raw_weights:
                 callback.on_epoch_end(run, entry)
         if stopped_early:
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
