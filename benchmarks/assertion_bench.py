@@ -86,8 +86,7 @@ CUE_SHARE = 0.2
 def variant_settings(variant: str) -> dict:
     """The NERConfig settings of a variant name (see the module docstring)."""
     head, *options = variant.split("-")
-    if head not in ("none", "shared", "lstm") or (
-            head == "none" and any(option[:3] != "ema" for option in options)):
+    if head not in ("none", "shared", "lstm"):
         raise SystemExit(f"unknown variant {variant!r}")
     settings: dict = {} if head == "none" else {"assertion_head": head}
     for option in options:
@@ -107,6 +106,8 @@ def variant_settings(variant: str) -> dict:
             settings["assertion_lstm_units"] = int(option[1:])
         else:
             raise SystemExit(f"unknown variant {variant!r}")
+    if head == "none" and set(settings) - {"weights_ema"}:
+        raise SystemExit(f"unknown variant {variant!r}: the tagger alone takes only -ema<m>")
     return settings
 
 
@@ -130,7 +131,8 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool,
     if result_path.exists() and not force:
         log(f"{result_path} exists; skipped (--force to rerun)")
         return json.loads(result_path.read_text())
-    tagger_alone = variant.split("-")[0] == "none"
+    settings = variant_settings(variant)
+    tagger_alone = "assertion_head" not in settings
     data = data_without_assertions(data_root) if tagger_alone else data_root / CORPUS
     run_dir = WORK_DIR / f"{variant}-seed{seed}"
     if run_dir.exists():
@@ -138,7 +140,7 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool,
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     config = NERConfig(embeddings=str((data_root / EMBEDDINGS).resolve()), seed=seed,
-                       **variant_settings(variant))
+                       **settings)
     config_file = run_dir / "config.json"
     config_file.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     model_dir = run_dir / "model"
@@ -154,7 +156,7 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool,
                (model_dir / "training_log.jsonl").read_text().splitlines() if line.strip()]
     best = max(history, key=lambda entry: entry["dev_f1"])
     result = {
-        "variant": variant, "seed": seed, "settings": variant_settings(variant),
+        "variant": variant, "seed": seed, "settings": settings,
         "command": "clinical-ner train " + shlex.join(command[4:]),
         "model_dir": str(model_dir.relative_to(REPO_ROOT)),
         "best_epoch": best["epoch"], "epochs_run": len(history),

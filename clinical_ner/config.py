@@ -137,7 +137,7 @@ class NERConfig:
         if list(self.bucket_boundaries) != sorted(set(self.bucket_boundaries)):
             raise ConfigError(
                 f"bucket_boundaries must be increasing, got {list(self.bucket_boundaries)}")
-        for name in ("dropout", "word_dropout"):
+        for name in ("dropout", "word_dropout", "weights_ema"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not 0.0 <= value < 1.0:
@@ -163,9 +163,6 @@ class NERConfig:
                 f"assertion_cue_copies must be in [0, 1], got {self.assertion_cue_copies!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0, got {self.patience!r}")
-        if isinstance(self.weights_ema, bool) or not isinstance(self.weights_ema, (int, float)) \
-                or not 0.0 <= self.weights_ema < 1.0:
-            raise ConfigError(f"weights_ema must be in [0, 1), got {self.weights_ema!r}")
 
     @property
     def embedding_files(self) -> list[str]:
