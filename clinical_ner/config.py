@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError, check_integer
+from clinical_ner.artifacts.keras_model import CONFIG_FILE
+from clinical_ner.errors import ConfigError, ModelError, check_integer
 from clinical_ner.text.tags import MODEL_SCHEMES
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import read_json_file
 
-CONFIG_FILE = "config.json"
 # Settings that shape the weights; a fine-tuned model must keep its base's.
 ARCHITECTURE_SETTINGS = (
     "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
@@ -106,6 +106,14 @@ class NERConfig:
     tag_batch_size: int = 64  # sentences per graph call in Annotator.tag
 
     def __post_init__(self) -> None:
+        # Each plain setting's JSON type first: "5" for patience would fail
+        # later as an internal error, and "false" for a flag would be true.
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            expected = _PLAIN_TYPES.get(setting.type)
+            if expected is not None and (not isinstance(value, expected[0]) or (
+                    isinstance(value, bool) and setting.type != "bool")):
+                raise ConfigError(f"{setting.name} must be {expected[1]}, got {value!r}")
         if isinstance(self.embeddings, (list, tuple)):
             if not self.embeddings or not all(isinstance(p, str) and p for p in self.embeddings):
                 raise ConfigError("embeddings must be a path, a non-empty list of paths or null, "
@@ -139,8 +147,7 @@ class NERConfig:
                 f"bucket_boundaries must be increasing, got {list(self.bucket_boundaries)}")
         for name in ("dropout", "word_dropout", "weights_ema"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value < 1.0:
+            if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         if self.learning_rate <= 0 or self.clip_norm <= 0 or self.lr_decay < 0:
             raise ConfigError("learning_rate and clip_norm must be > 0, lr_decay >= 0")
@@ -151,14 +158,10 @@ class NERConfig:
             raise ConfigError(
                 f"assertion_class_weights must be one of {', '.join(ASSERTION_CLASS_WEIGHTS)}, "
                 f"got {self.assertion_class_weights!r}")
-        if isinstance(self.assertion_loss_weight, bool) \
-                or not isinstance(self.assertion_loss_weight, (int, float)) \
-                or self.assertion_loss_weight <= 0:
+        if self.assertion_loss_weight <= 0:
             raise ConfigError(
                 f"assertion_loss_weight must be > 0, got {self.assertion_loss_weight!r}")
-        if isinstance(self.assertion_cue_copies, bool) \
-                or not isinstance(self.assertion_cue_copies, (int, float)) \
-                or not 0.0 <= self.assertion_cue_copies <= 1.0:
+        if not 0.0 <= self.assertion_cue_copies <= 1.0:
             raise ConfigError(
                 f"assertion_cue_copies must be in [0, 1], got {self.assertion_cue_copies!r}")
         if self.patience < 0:
@@ -187,8 +190,14 @@ class NERConfig:
             raise ConfigError(f"{source}: {error}") from None
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "NERConfig":
-        return cls.from_dict(_read_settings(path), source=str(path))
+    def from_file(cls, path: str | Path, base: "NERConfig | None" = None) -> "NERConfig":
+        """The settings of a JSON file (``--config``) over ``base``'s (the defaults if ``None``).
+
+        ``base`` is the model that ``--init-from`` fine-tunes: a file that sets
+        only ``epochs`` keeps the base's architecture.
+        """
+        values = _read_settings(path)
+        return cls.from_dict({**(base.to_dict() if base else {}), **values}, source=str(path))
 
     def replace(self, **changes) -> "NERConfig":
         return dataclasses.replace(self, **changes)
@@ -210,10 +219,21 @@ class NERConfig:
 
         A setting its version did not have yet takes the value that
         reproduces how it was trained, so that ``--resume`` continues the
-        same run and ``--init-from`` starts from the same settings.
+        same run and ``--init-from`` starts from the same settings. A missing
+        file is a :class:`~clinical_ner.errors.ModelError` (the model is
+        incomplete), a bad value a :class:`~clinical_ner.errors.ConfigError`.
         """
         path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            raise ModelError(f"{path}: missing, so the model in {directory} cannot be used; "
+                             "copy the whole model folder again, or train or export it again")
         return cls.from_dict({**SETTINGS_ADDED_LATER, **_read_settings(path)}, source=str(path))
+
+
+#: The JSON type a setting annotated with a plain type must have, and its name
+#: for errors (a float setting takes an integer too; ``true`` is no number).
+_PLAIN_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"),
+                "bool": (bool, "true or false"), "str": (str, "a string")}
 
 
 #: Settings added in a later version, and the value that means "as before".
@@ -224,13 +244,7 @@ SETTINGS_ADDED_LATER = {"word_dropout": 0.0}  # 0.2.1
 
 
 def _read_settings(path: str | Path) -> dict:
-    try:
-        values = parse_untrusted_json(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except UntrustedJSONError as error:
-        where = path if error.lineno is None else f"{path}:{error.lineno}"
-        raise ConfigError(f"{where}: not valid JSON ({error.msg})") from None
+    values = read_json_file(Path(path), ConfigError, "give the path of a JSON file of settings")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a JSON object of settings")
     return values

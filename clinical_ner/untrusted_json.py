@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -74,3 +75,20 @@ def parse_untrusted_json(text: str | bytes) -> Any:
             raise UntrustedJSONError(
                 f"a number has more than {sys.get_int_max_str_digits()} digits") from None
         raise UntrustedJSONError(f"cannot be read ({type(error).__name__})") from None
+
+
+def read_json_file(path: Path, error: type[Exception], if_missing: str) -> Any:
+    """The JSON document in the file ``path``; ``error`` naming the file (and line) otherwise.
+
+    ``if_missing`` says what to do when the file is not there, e.g. "export
+    the model again". The message never quotes the file's content.
+    """
+    try:
+        return parse_untrusted_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: missing; {if_missing}") from None
+    except (OSError, UnicodeDecodeError) as reason:
+        raise error(f"{path}: cannot be read ({type(reason).__name__})") from None
+    except UntrustedJSONError as reason:
+        where = path if reason.lineno is None else f"{path}:{reason.lineno}"
+        raise error(f"{where}: not valid JSON ({reason.msg})") from None

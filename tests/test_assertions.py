@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
-from clinical_ner.text.document import Sentence
+from clinical_ner.text.document import Mention, Sentence
 from clinical_ner.training.dataset import (
     assertion_classes, encode_assertions, encode_tags, training_dataset,
 )
@@ -240,6 +240,27 @@ def test_classify_assertions_checks_its_spans(negation_model):
     texts = ["No rash was seen.", "Possible cough.", "Nothing here."]
     result = ner.classify_assertions(texts, [[(3, 7)], [(9, 14)], []])
     assert [[name for name, _ in row] for row in result] == [["absent"], ["possible"], []]
+
+
+@pytest.mark.slow
+def test_a_mention_of_separators_only_gets_no_assertion_and_counts_as_wrong(negation_model):
+    # The i2b2 reader keeps a zero-width space as a token (MACCROBAT has some);
+    # the model's tokenizer does not, so a problem predicted there covers no
+    # token of the model: scored as wrong, where it used to stop the evaluation.
+    from clinical_ner.evaluation.evaluate import evaluate_assertions
+
+    ner = KerasAnnotator.load(negation_model[0])
+    sentence = Sentence(tokens=["No", "rash", "\u200b", "."], tags=["O", "B-problem", "O", "O"],
+                        assertions={(1, 1): "absent"})
+    gold = [[Mention(1, 1, "problem")]]
+    predicted = [[Mention(1, 1, "problem"), Mention(2, 2, "problem")]]
+    report = evaluate_assertions(ner, [sentence], gold, predicted)
+    assert report["gold_concepts"]["concepts"] == 1
+    assert "" not in report["gold_concepts"]["per_class"]
+    end_to_end = report["end_to_end"]
+    # The zero-width problem is a prediction, and never a correct one.
+    assert (end_to_end["predicted"], end_to_end["gold"]) == (2, 1)
+    assert end_to_end["precision"] <= 0.5
 
 
 def test_a_model_without_assertions_refuses_to_classify_them(tmp_path):

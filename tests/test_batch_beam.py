@@ -371,10 +371,33 @@ def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, t
         run_batch(str(tmp_path / "missing"), inputs, str(tmp_path / "out"))
     with pytest.raises(NotAnExportError, match="not an exported SavedModel"):
         run_batch(str(tmp_path), inputs, str(tmp_path / "out"))
-    (tmp_path / "fake").mkdir()
-    (tmp_path / "fake" / "saved_model.pb").write_bytes(b"\x00garbage")
+    fake = tmp_path / "fake"
+    shutil.copytree(toy_export, fake)
+    (fake / "saved_model.pb").write_bytes(b"\x00garbage")
     with pytest.raises(NotAnExportError, match="not a readable SavedModel"):
-        run_batch(str(tmp_path / "fake"), inputs, str(tmp_path / "out"))
+        run_batch(str(fake), inputs, str(tmp_path / "out"))
+    # An export copied without its variables: named here, not by TensorFlow in a worker.
+    shutil.rmtree(fake / "variables")
+    with pytest.raises(NotAnExportError, match=r"an incomplete SavedModel "
+                                               r"\(variables/variables.index missing\)"):
+        run_batch(str(fake), inputs, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_incomplete_litert_export_fails_before_the_pipeline(trained_litert_export, tmp_path,
+                                                               capsys):
+    note = tmp_path / "note.txt"
+    note.write_text("Started aspirin.", encoding="utf-8")
+    for left_out in ("crf.json", "config.json", "litert.json"):
+        broken = tmp_path / f"without-{left_out}"
+        shutil.copytree(trained_litert_export, broken)
+        (broken / left_out).unlink()
+        assert cli_main(["batch", str(broken), "--input", str(note), "--output",
+                         str(tmp_path / "out")]) == 4
+        assert capsys.readouterr().err == (
+            f"clinical-ner batch: error: {broken}: an incomplete LiteRT export ({left_out} "
+            "missing); export the model again with 'clinical-ner export MODEL --format "
+            "litert --output DIR'\n")
     assert not (tmp_path / "out").exists()
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -109,6 +110,31 @@ def test_bad_input_gets_a_clear_error_not_a_traceback(model_dir, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_an_incomplete_or_damaged_model_directory_is_named_in_one_line(model_dir, tmp_path):
+    # What a partial copy of a model leaves (a file left out, an interrupted download).
+    from clinical_ner import ClinicalNER
+    from clinical_ner.errors import ModelError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoint"))
+    # Annotating needs no checkpoint.
+    assert ClinicalNER.load(copy).annotate(NOTE) == ClinicalNER.load(model_dir).annotate(NOTE)
+    (copy / "vocab.json").write_text('{"words": ["<pad>",\n  oops]}', encoding="utf-8")
+    with pytest.raises(ModelError, match=rf"^{copy / 'vocab.json'}:2: not valid JSON"):
+        ClinicalNER.load(copy)
+    (copy / "vocab.json").unlink()
+    result = run_cli("predict", copy, NOTE, check=False)
+    assert result.returncode == 4 and result.stderr == (
+        f"clinical-ner predict: error: {copy}: an incomplete model directory (vocab.json "
+        "missing); copy the whole folder again, or train or export the model again\n")
+    (copy / "model.keras").unlink()
+    result = run_cli("predict", copy, NOTE, check=False)
+    assert result.returncode == 4 and result.stderr == (
+        f"clinical-ner predict: error: {copy}: an incomplete model directory (model.keras, "
+        "vocab.json missing); copy the whole model folder again, or train it again with "
+        "'clinical-ner train'\n")
+
+
 def test_commands_are_quiet_unless_verbose(model_dir):
     # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own.
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
@@ -122,6 +148,12 @@ def test_commands_are_quiet_unless_verbose(model_dir):
     assert verbose.returncode == 0 and verbose.stdout == quiet.stdout
     # TensorFlow's C++ start-up lines come back with --verbose.
     assert re.search(r"^[IWE]\d{4} ", verbose.stderr, re.MULTILINE)
+    # The option may also follow the command, as most tools allow.
+    after = subprocess.run([sys.executable, "-m", "clinical_ner.cli", "predict", str(model_dir),
+                            NOTE, "--verbose"], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert after.returncode == 0 and after.stdout == quiet.stdout
+    assert re.search(r"^[IWE]\d{4} ", after.stderr, re.MULTILINE)
 
 
 def test_exit_codes_say_what_went_wrong(tmp_path):

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from clinical_ner.export import signatures as sig
-from clinical_ner.errors import DataFormatError
+from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.export.signatures import ModelOutputError
 from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.client_errors import (
@@ -394,6 +394,9 @@ def test_tls(tmp_path, model_base):
         for roots in (cert, str(cert), cert.read_bytes()):
             with ServingClient(target, MODEL, root_certificates=roots) as client:
                 assert client.annotate("fever") == expected_entities("fever")
+    with pytest.raises(ConfigError, match=rf"^root_certificates {tmp_path / 'no-ca.pem'}: "
+                                          r"cannot read the CA certificates \(No such file"):
+        ServingClient("127.0.0.1:1", MODEL, root_certificates=tmp_path / "no-ca.pem")
 
 
 def run_cli(argv: list[str]) -> int:

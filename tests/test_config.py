@@ -39,9 +39,24 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
         NERConfig(batch_size=0)
     with pytest.raises(ConfigError, match="tag_scheme"):
         NERConfig(tag_scheme="iob1")
-    for momentum in (1.0, -0.1, True, "0.99"):
+    for momentum in (1.0, -0.1):
         with pytest.raises(ConfigError, match=r"weights_ema must be in \[0, 1\)"):
             NERConfig(weights_ema=momentum)
+
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("patience", "5", "an integer"), ("epochs", 2.0, "an integer"), ("epochs", True, "an integer"),
+    ("learning_rate", "0.001", "a number"), ("weights_ema", True, "a number"),
+    ("weights_ema", "0.99", "a number"), ("assertion_cue_copies", "0.2", "a number"),
+    # A string flag would be truthy: "false" would mean true.
+    ("assertion_trains_tagger", "false", "true or false"), ("use_casing", 0, "true or false"),
+    ("assertion_head", None, "a string"),
+])
+def test_a_setting_of_the_wrong_json_type_is_refused_by_name(tmp_path, setting, value, expected):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({setting: value}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{path}: {setting} must be {expected}, got "):
+        NERConfig.from_file(path)
 
 
 def test_shipped_configs_are_valid_and_default_json_is_the_default():

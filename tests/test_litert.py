@@ -331,8 +331,21 @@ def test_damaged_exports_are_named_in_the_error(export_dir, tmp_path):
     for path in export_dir.iterdir():
         if path.name != layout.CRF_FILE:
             (broken / path.name).write_bytes(path.read_bytes())
-    with pytest.raises(ModelError, match=f"{layout.CRF_FILE}: missing"):
+    with pytest.raises(ModelError, match=rf"^{broken}: an incomplete LiteRT export "
+                                         rf"\({layout.CRF_FILE} missing\)"):
         ClinicalNER.load(broken)
+    (broken / layout.CRF_FILE).write_bytes((export_dir / layout.CRF_FILE).read_bytes())
+    # Every file is named, the manifest and the model's settings too (a model
+    # error, exit code 4, not a bad setting of the user's).
+    (broken / "config.json").unlink()
+    manifest_text = (broken / layout.MANIFEST_FILE).read_text()
+    (broken / layout.MANIFEST_FILE).unlink()
+    with pytest.raises(ModelError, match=rf"\({layout.MANIFEST_FILE}, config.json missing\)"):
+        ClinicalNER.load(broken)
+    (broken / layout.MANIFEST_FILE).write_text(manifest_text)
+    with pytest.raises(ModelError, match=r"\(config.json missing\)"):
+        ClinicalNER.load(broken)
+    (broken / "config.json").write_bytes((export_dir / "config.json").read_bytes())
     manifest = json.loads((broken / layout.MANIFEST_FILE).read_text())
     (broken / layout.MANIFEST_FILE).write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(ModelError, match="format version 99"):

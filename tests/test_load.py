@@ -5,6 +5,8 @@ the bundled model and a 0.3.0 run are in ``test_compatibility.py``.
 """
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from clinical_ner import ClinicalNER
@@ -66,10 +68,37 @@ def test_anything_else_is_named_in_a_one_line_error(tmp_path, model_base):
     with pytest.raises(NotAnExportError, match="no such model folder"):
         ClinicalNER.load("ram://load-test/missing")
     foreign = tmp_path / "foreign" / "1"
-    foreign.mkdir(parents=True)
+    shutil.copytree(model_base / "1", foreign)
     (foreign / "saved_model.pb").write_bytes((model_base / "1" / "saved_model.pb").read_bytes()[:50])
     with pytest.raises(NotAnExportError, match="not a readable SavedModel"):
         ClinicalNER.load(foreign.parent)
+
+
+def test_a_saved_model_without_its_variables_is_named_before_tensorflow_reads_it(
+        tmp_path, model_base):
+    # What a partial copy leaves: one line naming the files, not TensorFlow's own error.
+    no_variables = tmp_path / "no-variables"
+    shutil.copytree(model_base, no_variables)
+    shutil.rmtree(no_variables / "1" / "variables")
+    for path in (no_variables, no_variables / "1"):
+        with pytest.raises(ModelError, match=rf"^{no_variables / '1'}: an incomplete SavedModel "
+                                             r"\(variables/variables.index missing\)"):
+            ClinicalNER.load(path)
+
+
+def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
+    ner = ClinicalNER.load(model_base)
+    for bad, message in ((5, "texts is int"), (None, "texts is NoneType"),
+                         (b"fever", r"texts is bytes, expected a str or a list of str "
+                                    r"\(decode bytes first\)")):
+        with pytest.raises(TypeError, match=message):
+            ner.annotate(bad)
+    # A str where a list of tokens is expected would be tagged one character a token.
+    with pytest.raises(TypeError, match="sentences is str"):
+        ner.tag("aspirin fever")
+    with pytest.raises(TypeError, match=r"sentences\[0\] is str, expected a list of tokens"):
+        ner.tag(["aspirin", "fever"])
+    assert ner.tag([("aspirin", "fever")]) == ner.tag([["aspirin", "fever"]])
 
 
 def test_clinical_ner_is_the_factory_not_a_type():

@@ -132,6 +132,15 @@ def test_label_maps_are_checked_against_the_data(data, tmp_path):
                                                             f'"{data / "ncbi.conll"}"'))
     with pytest.raises(ConfigError, match="corpus ncbi: label Disease is not one of the model"):
         check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
+    # Without a map every label is complete by default: one the files never use is a
+    # mistake (the model would learn that it never occurs), unless its coverage is none.
+    drug = text.replace('labels = ["problem", "test", "treatment"]',
+                        'labels = ["problem", "test", "treatment", "drug"]')
+    (tmp_path / "corpora.toml").write_text(drug.replace('"ncbi.conll"', f'"{data / "ncbi.conll"}"'))
+    with pytest.raises(ConfigError, match=r"corpus sample: its files have no drug mention, but "
+                                          r"its coverage of drug is complete; set coverage "
+                                          r'drug = "none"'):
+        check_corpus_labels(read_corpus_file(tmp_path / "corpora.toml"))
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in
@@ -160,6 +169,22 @@ def test_cli_mapping_errors_exit_2_with_one_line_before_training(data, tmp_path,
     assert "--corpus replaces --train" in capsys.readouterr().err
     assert main(["train", "--output", str(tmp_path / "never")]) == 2
     assert "--train DATA (repeatable) or --corpus FILE" in capsys.readouterr().err
+
+
+def test_a_label_map_naming_a_label_the_data_lacks_is_an_error(data, tmp_path, capsys):
+    # Without the check, the misspelt type maps nothing: its mentions would train as O,
+    # or every model would score 0 on it.
+    ncbi = str(data / "ncbi.conll")
+    assert main(["train", "--train", ncbi, "--label-map", "Diseases=problem",
+                 "--output", str(tmp_path / "never"), "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner train: error: --label-map names label Diseases, which the data does not "
+        "have (it has Disease)\n")
+    assert not (tmp_path / "never").exists()
+    assert main(["evaluate", "clinical", "--data", ncbi, "--label-map", "Diseases=problem"]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner evaluate: error: --label-map names label Diseases, which the data does "
+        "not have (it has Disease)\n")
 
 
 # -- sampling and the loss ---------------------------------------------------------------------

@@ -180,11 +180,15 @@ def test_fine_tune_the_bundled_model_by_name(tmp_path):
     from clinical_ner.cli import main
 
     sample = REPO_ROOT / "samples" / "maccrobat-i2b2"
+    # A --config file changes the settings it names; the rest are the base model's.
+    (tmp_path / "slower.json").write_text('{"learning_rate": 0.0005}', encoding="utf-8")
     assert main(["train", "--init-from", "clinical", "--train", str(sample / "train"),
-                 "--output", str(tmp_path / "tuned"), "--epochs", "1", "--quiet"]) == 0
+                 "--output", str(tmp_path / "tuned"), "--epochs", "1", "--quiet",
+                 "--config", str(tmp_path / "slower.json")]) == 0
     from clinical_ner.config import NERConfig
 
-    assert NERConfig.load(tmp_path / "tuned") == NERConfig.load(BUNDLED).replace(epochs=1)
+    assert NERConfig.load(tmp_path / "tuned") == NERConfig.load(BUNDLED).replace(
+        epochs=1, learning_rate=0.0005)
     # The card says what every stage learnt from: the sample, then the bundled model's own
     # stages (its first stage's three corpora).
     card = (tmp_path / "tuned" / "MODEL_CARD.md").read_text(encoding="utf-8")

@@ -400,6 +400,20 @@ def test_a_missing_model_fails_when_the_pipeline_loads(tmp_path):
     message = str(caught.value)
     assert "\n" not in message
     assert str(saved / "clinical_ner" / "model") in message and "nlp.to_disk" in message
+    # A copy missing one file fails here too, naming it, not at the first document.
+    saved = saved_pipeline(tmp_path / "again", str(model))
+    (saved / "clinical_ner" / "model" / "vocab.json").unlink()
+    with pytest.raises(ModelError, match=r"an incomplete model directory \(vocab.json missing\)"):
+        spacy.load(saved)
+
+
+def test_unreadable_tls_certificates_name_the_setting(tmp_path):
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"endpoint": "localhost:1",
+                                              "tls": str(tmp_path / "no-ca.pem")})
+    with pytest.raises(ConfigError, match=rf"^clinical_ner: tls {tmp_path / 'no-ca.pem'}: "
+                                          r"cannot read the CA certificates \(No such file"):
+        pipeline("CT of the chest.")
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
+from clinical_ner.errors import ModelError  # noqa: E402
 from helpers import REPO_ROOT, assert_same_documents, assert_same_entities, spark_session  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -80,6 +82,17 @@ def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
     notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
     with pytest.raises(NotAnExportError, match="not an export"):
         annotate(notes, str(model_dir))
+
+
+def test_an_incomplete_litert_export_fails_on_the_driver_by_the_path_given(
+        spark, trained_litert_export, tmp_path):
+    # Not by the path of Spark's copy in a worker, after the job started.
+    broken = shutil.copytree(trained_litert_export, tmp_path / "broken")
+    (broken / "crf.json").unlink()
+    notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
+    with pytest.raises(ModelError, match=rf"^{broken}: an incomplete LiteRT export "
+                                         r"\(crf.json missing\)"):
+        annotate(notes, str(broken))
 
 
 def test_a_litert_export_gives_predicts_entities(spark, trained_model, trained_litert_export,

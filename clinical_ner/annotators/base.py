@@ -86,7 +86,14 @@ class Annotator:
         """
         if batch_size is None:
             batch_size = self.config.tag_batch_size
+        # A str is a sequence of one-character "tokens": refused, not tagged.
+        if isinstance(sentences, (str, bytes)):
+            raise TypeError(f"sentences is {type(sentences).__name__}, expected a list of "
+                            "sentences, each a list of tokens (str)")
         for index, sentence in enumerate(sentences):
+            if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Sequence):
+                raise TypeError(f"sentences[{index}] is {type(sentence).__name__}, expected "
+                                "a list of tokens (str)")
             for position, token in enumerate(sentence):
                 if not isinstance(token, str):
                     raise TypeError(f"sentences[{index}][{position}] is "

@@ -32,28 +32,73 @@ from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_m
 def load_annotator(path: str | os.PathLike) -> Annotator:
     """The annotator for the artifact at ``path`` (see the module's table).
 
-    Raises :class:`~clinical_ner.errors.ModelError` naming ``path`` when it is none of them.
+    Raises :class:`~clinical_ner.errors.ModelError` naming ``path`` when it is
+    none of them, or naming the files it lacks (:func:`check_model_files`).
     """
     if not saved_model.is_local(path):
         # Only a SavedModel is read through tf.io.gfile.
         return _saved_model_annotator(os.fspath(path))
     directory = resolve_model_path(path)
-    if litert.is_litert_export(directory):
+    kind = check_model_files(directory)
+    if kind == "litert":
         from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
 
         return LiteRTAnnotator.load(directory)
-    if keras_model.is_model_directory(directory):
+    if kind == "keras":
         from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
         return KerasAnnotator.load(directory)
-    if saved_model.holds_saved_model(directory) or saved_model.versions(directory):
-        return _saved_model_annotator(str(directory))
-    missing = "no such folder" if not directory.exists() else (
-        f"no {keras_model.MODEL_FILE}, {litert.MANIFEST_FILE}, {saved_model.SAVED_MODEL_FILE} "
-        "or numbered version folder holding one")
-    raise ModelError(
-        f"{directory}: not a clinical-ner model directory or export ({missing}); train one with "
-        f"'clinical-ner train', or use the bundled model '{DEFAULT_MODEL}'")
+    return _saved_model_annotator(str(directory))
+
+
+def check_model_files(path: str | os.PathLike) -> str:
+    """Which artifact a local ``path`` is (``"keras"``, ``"litert"`` or ``"saved_model"``), checked to be complete.
+
+    Reads no weights and imports no TensorFlow, so that what loads a model
+    later (a spaCy pipeline, a batch job) can say at once that it cannot.
+    Raises :class:`~clinical_ner.errors.ModelError` naming ``path`` when it is
+    no artifact, or the files it lacks.
+    """
+    directory = resolve_model_path(path)
+    if litert.looks_like_litert_export(directory):
+        litert.check_complete(directory)
+        return "litert"
+    if keras_model.is_model_directory(directory):
+        _raise_if_missing(directory, keras_model.missing_files(directory), "model directory")
+        return "keras"
+    if saved_model.holds_saved_model(directory):
+        _raise_if_missing(directory, saved_model.missing_files(directory), "SavedModel")
+        return "saved_model"
+    versions = saved_model.versions(directory)
+    if versions:
+        version_dir = saved_model.join(directory, str(versions[-1]))
+        _raise_if_missing(version_dir, saved_model.missing_files(version_dir), "SavedModel")
+        return "saved_model"
+    raise ModelError(not_a_model_message(directory))
+
+
+def not_a_model_message(directory: str | os.PathLike) -> str:
+    """Why ``directory`` is no model that :func:`load_annotator` takes, and what to do."""
+    directory = os.fspath(directory)
+    if not os.path.exists(directory):
+        reason = "no such folder"
+    elif any(os.path.isfile(os.path.join(directory, name))
+             for name in (keras_model.CONFIG_FILE, keras_model.VOCAB_FILE)):
+        # The rest of a model directory without its model.
+        missing = ", ".join(keras_model.missing_files(directory))
+        return (f"{directory}: an incomplete model directory ({missing} missing); copy the "
+                "whole model folder again, or train it again with 'clinical-ner train'")
+    else:
+        reason = (f"no {keras_model.MODEL_FILE}, {litert.MANIFEST_FILE}, "
+                  f"{saved_model.SAVED_MODEL_FILE} or numbered version folder holding one")
+    return (f"{directory}: not a clinical-ner model directory or export ({reason}); train one "
+            f"with 'clinical-ner train', or use the bundled model '{DEFAULT_MODEL}'")
+
+
+def _raise_if_missing(directory: str | os.PathLike, missing: list[str], kind: str) -> None:
+    if missing:
+        raise ModelError(f"{directory}: an incomplete {kind} ({', '.join(missing)} missing); "
+                         "copy the whole folder again, or train or export the model again")
 
 
 def _saved_model_annotator(path: str) -> Annotator:
@@ -108,4 +153,4 @@ class ClinicalNER:
         return load_annotator(bundled_model_path(name))
 
 
-__all__ = ["ClinicalNER", "load_annotator"]
+__all__ = ["ClinicalNER", "check_model_files", "load_annotator", "not_a_model_message"]

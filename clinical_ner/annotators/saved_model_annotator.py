@@ -31,8 +31,9 @@ def resolve_export(path: str | os.PathLike) -> str:
 
     ``path`` is a version folder (``models/clinical_ner/1``) or a base path
     holding numbered versions (``models/clinical_ner``), of which the highest
-    is taken, as TF Serving does. Only ``saved_model.pb`` is read (no
-    variables), so this is cheap enough to run before a pipeline starts.
+    is taken, as TF Serving does. Only ``saved_model.pb`` is read (the
+    variables are only checked to be there), so this is cheap enough to run
+    before a pipeline starts.
     Raises :class:`NotAnExportError` with what to do instead.
 
     >>> resolve_export("models/clinical_ner")  # doctest: +SKIP
@@ -42,6 +43,11 @@ def resolve_export(path: str | os.PathLike) -> str:
     export_dir = path.rstrip("/") or path
     if not saved_model.holds_saved_model(export_dir):
         export_dir = _highest_version(export_dir)
+    missing = saved_model.missing_files(export_dir)
+    if missing:
+        raise NotAnExportError(
+            f"{export_dir}: an incomplete SavedModel ({', '.join(missing)} missing); export the "
+            "model again with 'clinical-ner export MODEL --output BASE'")
     _check_serving_signature(export_dir)
     return export_dir
 

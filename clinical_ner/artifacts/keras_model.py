@@ -5,6 +5,14 @@ import os
 
 #: The Keras model file; a folder holding it is a model directory.
 MODEL_FILE = "model.keras"
+#: The settings the model was trained with (:class:`clinical_ner.config.NERConfig`);
+#: a LiteRT export keeps it too.
+CONFIG_FILE = "config.json"
+#: The vocabularies of words, characters, tags and assertions
+#: (:class:`clinical_ner.model.vocab.Vocabulary`); a LiteRT export keeps it too.
+VOCAB_FILE = "vocab.json"
+#: What annotating needs of a model directory.
+REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, VOCAB_FILE)
 #: The trainer's resumable state (``--resume``); not needed to annotate.
 CHECKPOINT_DIR = "checkpoint"
 
@@ -16,3 +24,9 @@ def is_model_directory(path: str | os.PathLike) -> bool:
     long for a file name, as ``predict``'s first argument may be).
     """
     return os.path.isfile(os.path.join(os.fspath(path), MODEL_FILE))
+
+
+def missing_files(directory: str | os.PathLike) -> list[str]:
+    """The :data:`REQUIRED_FILES` that ``directory`` lacks, in that order."""
+    return [name for name in REQUIRED_FILES
+            if not os.path.isfile(os.path.join(os.fspath(directory), name))]

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from clinical_ner.artifacts.keras_model import CONFIG_FILE, VOCAB_FILE
 from clinical_ner.errors import ModelError
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import read_json_file
 
 MANIFEST_FILE = "litert.json"
 NETWORK_FILE = "model.tflite"
@@ -33,6 +34,8 @@ FORMAT_VERSION = 1
 ASSERTIONS_FORMAT_VERSION = 2
 READABLE_VERSIONS = (FORMAT_VERSION, ASSERTIONS_FORMAT_VERSION)
 WEIGHT_TYPES = ("float32", "float16", "int8")
+#: Every file of an export, the manifest first.
+REQUIRED_FILES = (MANIFEST_FILE, NETWORK_FILE, CRF_FILE, VOCAB_FILE, CONFIG_FILE)
 
 
 class LiteRTExportError(ModelError, ValueError):
@@ -48,18 +51,41 @@ def is_litert_export(directory: str | Path) -> bool:
     return os.path.isfile(os.path.join(os.fspath(directory), MANIFEST_FILE))
 
 
+def looks_like_litert_export(directory: str | Path,
+                              exists: Callable[[str], bool] = os.path.isfile) -> bool:
+    """Whether ``directory`` holds a LiteRT export's manifest or network, complete or not.
+
+    ``exists`` tells whether a file is there (for a path on another file
+    system: Beam's ``FileSystems.exists``, say).
+    """
+    return any(exists(_join(directory, name)) for name in (MANIFEST_FILE, NETWORK_FILE))
+
+
+def check_complete(directory: str | Path,
+                   exists: Callable[[str], bool] = os.path.isfile) -> None:
+    """Raise :class:`LiteRTExportError` naming the files of :data:`REQUIRED_FILES` that are missing.
+
+    Cheap (no file is read), so that a batch job checks its export before
+    any worker starts; ``exists`` as in :func:`looks_like_litert_export`.
+    """
+    missing = [name for name in REQUIRED_FILES if not exists(_join(directory, name))]
+    if missing:
+        raise LiteRTExportError(
+            f"{directory}: an incomplete LiteRT export ({', '.join(missing)} missing); export "
+            "the model again with 'clinical-ner export MODEL --format litert --output DIR'")
+
+
+def _join(directory: str | Path, name: str) -> str:
+    # A URL (gs://...) joins with "/" whatever the local system's separator.
+    directory = os.fspath(directory)
+    return (directory.rstrip("/") + "/" + name if "://" in directory
+            else os.path.join(directory, name))
+
+
 def read_json(path: Path) -> Any:
     """A JSON file of an export, with a one-line error naming the file if it cannot be read."""
-    try:
-        return parse_untrusted_json(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LiteRTExportError(f"{path}: missing; export the model again with "
-                                "'clinical-ner export MODEL --format litert'") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise LiteRTExportError(f"{path}: cannot be read ({error})") from None
-    except UntrustedJSONError as error:
-        where = path if error.lineno is None else f"{path}:{error.lineno}"
-        raise LiteRTExportError(f"{where}: not valid JSON ({error.msg})") from None
+    return read_json_file(path, LiteRTExportError, "export the model again with "
+                          "'clinical-ner export MODEL --format litert'")
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from tensorflow.core.protobuf.saved_model_pb2 import SavedModel
 
 SAVED_MODEL_FILE = "saved_model.pb"
+#: The variables' index: every clinical-ner export has variables (its weights
+#: and the vocabularies' lookup tables), and TensorFlow cannot load one without it.
+VARIABLES_INDEX = "variables/variables.index"
+#: What loading a version folder needs (the variables' data shards are listed in the index).
+REQUIRED_FILES = (SAVED_MODEL_FILE, VARIABLES_INDEX)
 # Canonical positive integers only: TF Serving would read "007" as version 7,
 # and two names for one version would be ambiguous.
 VERSION_DIR_PATTERN = re.compile(r"[1-9][0-9]*")
@@ -48,6 +53,11 @@ def exists(path: str | os.PathLike) -> bool:
 def holds_saved_model(directory: str | os.PathLike) -> bool:
     """Whether ``directory`` is a SavedModel (a version folder): it has a ``saved_model.pb``."""
     return exists(join(directory, SAVED_MODEL_FILE))
+
+
+def missing_files(version_dir: str | os.PathLike) -> list[str]:
+    """The :data:`REQUIRED_FILES` that a version folder lacks, in that order."""
+    return [name for name in REQUIRED_FILES if not exists(join(version_dir, name))]
 
 
 def numbered_dirs(base: str | os.PathLike) -> dict[int, str]:

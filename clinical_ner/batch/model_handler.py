@@ -151,6 +151,7 @@ class LiteRTModelHandler(AnnotatorHandler):
         if not is_litert_path(self.model_path):
             raise layout.LiteRTExportError(
                 f"{model_path}: not a LiteRT export (no {layout.MANIFEST_FILE})")
+        layout.check_complete(self.model_path, exists=_exists)
 
     def load_model(self) -> Annotator:
         from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
@@ -162,9 +163,16 @@ class LiteRTModelHandler(AnnotatorHandler):
 
 
 def is_litert_path(path: str) -> bool:
-    """Whether ``path`` (anything Beam's ``FileSystems`` read) is a LiteRT export folder."""
+    """Whether ``path`` (anything Beam's ``FileSystems`` read) is a LiteRT export folder.
+
+    An incomplete one counts (:class:`LiteRTModelHandler` names what it lacks).
+    """
+    return layout.looks_like_litert_export(path, exists=_exists)
+
+
+def _exists(path: str) -> bool:
     try:
-        return FileSystems.exists(FileSystems.join(path, layout.MANIFEST_FILE))
+        return FileSystems.exists(path)
     except ValueError:  # a scheme no installed Beam file system handles
         return False
 

@@ -131,9 +131,19 @@ class _Loader:
 
 
 def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
-    """A loader of the LiteRT export at ``model_path`` (shipped with addFile), or None."""
-    if not _is_litert_path(spark, model_path):
+    """A loader of the LiteRT export at ``model_path`` (shipped with addFile), or None.
+
+    The export is checked to be complete here, on the driver, so that a
+    missing file is named by the path the caller gave before any worker starts.
+    """
+    from clinical_ner.artifacts import litert as layout
+
+    def exists(path: str) -> bool:
+        return _exists(spark, path)
+
+    if not layout.looks_like_litert_export(model_path, exists=exists):
         return None
+    layout.check_complete(model_path, exists=exists)
     folder = model_path.rstrip("/") or model_path
     spark.sparkContext.addFile(folder, recursive=True)
     return _Loader(LITERT, f"litert:{folder}", _LoadShippedLiteRT(os.path.basename(folder)))
@@ -152,21 +162,17 @@ class _LoadShippedLiteRT:
         return LiteRTAnnotator.load(SparkFiles.get(self.name), workers=1)
 
 
-def _is_litert_path(spark: "SparkSession", path: str) -> bool:
-    """Whether ``path`` holds a LiteRT manifest, asked of Spark's own (Hadoop) file systems."""
-    from clinical_ner.artifacts import litert as layout
-
-    if os.path.isdir(path):
-        return layout.is_litert_export(path)
+def _exists(spark: "SparkSession", path: str) -> bool:
+    """Whether the file ``path`` exists, asked of Spark's own (Hadoop) file systems for a URL."""
     if "://" not in path:
-        return False
+        return os.path.isfile(path)
     from py4j.protocol import Py4JJavaError
 
     jvm = spark.sparkContext._jvm
-    manifest = jvm.org.apache.hadoop.fs.Path(f"{path.rstrip('/')}/{layout.MANIFEST_FILE}")
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     try:
-        return bool(manifest.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-                    .exists(manifest))
+        return bool(hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+                    .exists(hadoop_path))
     except Py4JJavaError:  # no Hadoop file system for the scheme
         return False
 

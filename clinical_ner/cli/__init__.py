@@ -45,11 +45,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log at INFO level and show TensorFlow's own start-up lines")
+    # The same option after the command (clinical-ner batch ... --verbose);
+    # SUPPRESS: a command line without it keeps the value given before the command.
+    verbose_after = argparse.ArgumentParser(add_help=False)
+    verbose_after.add_argument("-v", "--verbose", action="store_true",
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"clinical_ner.cli.{name}")
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+                                  formatter_class=argparse.RawDescriptionHelpFormatter,
+                                  parents=[verbose_after])
         if name == chosen:
             module.add_arguments(sub)
             sub.set_defaults(run=module.run)
@@ -72,13 +78,12 @@ def configure_logging(level: int | str) -> None:
 
 
 def _asks_verbose(argv: list[str]) -> bool:
-    """``-v``/``--verbose`` before the command (known before parsing, which may import TF)."""
-    for argument in argv:
-        if not argument.startswith("-"):
-            return False
-        if argument in ("-v", "--verbose"):
-            return True
-    return False
+    """``-v``/``--verbose`` before or after the command (known before parsing, which may import TF).
+
+    Arguments after ``--`` are values (``predict -- -v`` annotates "-v").
+    """
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    return "-v" in options or "--verbose" in options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,9 +65,13 @@ def _corpus_reading(args: argparse.Namespace) -> tuple[str, dict | None, list[st
         if args.corpus_name is not None:
             raise ConfigError("--corpus-name needs --corpus")
         label_map = read_label_map(args.label_map)
-        labels = (None if label_map is None
-                  else sorted({label for label in label_map.values() if label}))
-        return args.input_format, label_map, labels
+        if label_map is None:
+            return args.input_format, None, None
+        from clinical_ner.formats.corpora import check_label_map_sources
+
+        check_label_map_sources(label_map, [args.data], args.input_format)
+        return (args.input_format, label_map,
+                sorted({label for label in label_map.values() if label}))
     from clinical_ner.formats.corpora import check_label_map, read_corpus_file
 
     if args.corpus_name is None or args.label_map is not None:

@@ -5,10 +5,10 @@ import argparse
 import os
 from pathlib import Path
 
+from clinical_ner.annotators.load import not_a_model_message
 from clinical_ner.cli.common import add_format_option, model_path
 from clinical_ner.errors import ModelError
 from clinical_ner.formats.writers import WRITERS
-from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.pretrained import DEFAULT_MODEL, is_model_reference
 
 NAME = "predict"
@@ -86,7 +86,7 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
         return first, list(positionals[1:])
     # os.path, not Path: a note too long for a file name is a text, not an error.
     if os.path.isdir(first):
-        raise ModelError(f"{first}: not a clinical-ner model directory (no {MODEL_FILE})")
+        raise ModelError(not_a_model_message(first))
     if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
             and os.path.isdir(os.path.dirname(first.rstrip("/")) or ".")):
         raise ModelError(f"{first}: no such model directory (to annotate it as text, "

@@ -83,11 +83,12 @@ def run(args: argparse.Namespace) -> int:
     elif not args.train:
         raise ConfigError("give training data: --train DATA (repeatable) or --corpus FILE")
     values = {}
+    # Fine-tuning starts from the base model's settings; --config changes those it names.
+    base = NERConfig.load(args.init_from) if args.init_from else None
     if args.config:
-        values = NERConfig.from_file(args.config).to_dict()
-    if args.init_from and not args.config:
-        # Fine-tuning starts from the base model's settings.
-        values = NERConfig.load(args.init_from).to_dict()
+        values = NERConfig.from_file(args.config, base=base).to_dict()
+    elif base is not None:
+        values = base.to_dict()
     for name in CONFIG_OPTIONS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                           "may change")
     # Paths given here are made absolute; one inherited from --init-from's base is
     # kept as recorded, since fine-tuning requires it unchanged (and does not read it).
-    inherited = args.init_from and not args.config and args.embeddings is None
+    inherited = base is not None and values.get("embeddings") == base.embeddings
     if values.get("embeddings") and not inherited:
         values["embeddings"] = absolute_paths(values["embeddings"])
     config = NERConfig.from_dict(values) if values or not args.resume else None

@@ -4,10 +4,16 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from clinical_ner.annotators.base import Annotator
-from clinical_ner.evaluation.scorer import score_assertions, score_end_to_end, score_mentions
+from clinical_ner.evaluation.scorer import (
+    UNCLASSIFIED,
+    score_assertions,
+    score_end_to_end,
+    score_mentions,
+)
 from clinical_ner.formats import Corpus
 from clinical_ner.text.document import ASSERTION_LABEL, Mention, Sentence
 from clinical_ner.text.tags import tags_to_mentions
+from clinical_ner.text.tokenizer import count_tokens
 
 
 def corpus_sentences(corpus: Corpus) -> list[Sentence]:
@@ -114,13 +120,20 @@ def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
     gold_pairs = [gold_problem_assertions(s, mentions) for s, mentions in zip(sentences, gold)]
     predicted_problems = [[m for m in mentions if m.label == ASSERTION_LABEL]
                           for mentions in predicted]
-    texts, spans = [], []
+    texts, spans, covers_tokens = [], [], []
     for sentence, pairs, problems in zip(sentences, gold_pairs, predicted_problems):
         text, mention_spans = joined_text_and_spans(
             sentence.tokens, [m for m, _ in pairs] + problems)
+        # A mention of separators only (a zero-width space that the data's
+        # tokenization keeps as a token) covers none of the model's tokens: it
+        # gets no assertion (UNCLASSIFIED), which is never correct.
+        covers = [count_tokens(text[start:end]) > 0 for start, end in mention_spans]
         texts.append(text)
-        spans.append(mention_spans)
-    classified = ner.classify_assertions(texts, spans)
+        spans.append([span for span, kept in zip(mention_spans, covers) if kept])
+        covers_tokens.append(covers)
+    answered = [iter(answers) for answers in ner.classify_assertions(texts, spans)]
+    classified = [[next(answers) if kept else (UNCLASSIFIED, 0.0) for kept in covers]
+                  for covers, answers in zip(covers_tokens, answered)]
     gold_classes, predicted_classes, predicted_pairs = [], [], []
     for pairs, problems, answers in zip(gold_pairs, predicted_problems, classified):
         gold_classes += [assertion for _, assertion in pairs]

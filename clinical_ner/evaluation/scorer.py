@@ -77,6 +77,11 @@ def score_mentions(
     return report
 
 
+#: The predicted assertion of a concept that covers none of the model's tokens
+#: (only separators): never correct, and not a class of its own in the scores.
+UNCLASSIFIED = ""
+
+
 def score_assertions(gold: Sequence[str], predicted: Sequence[str]) -> dict:
     """Assertion scores of gold concepts (the i2b2 2010 task-2 protocol).
 
@@ -84,7 +89,7 @@ def score_assertions(gold: Sequence[str], predicted: Sequence[str]) -> dict:
     concept ``i``. Returns ``accuracy``, ``per_class`` (precision, recall,
     f1, gold, predicted and correct for every class that is gold or
     predicted) and ``macro_f1``, the mean F1 over the classes present in the
-    gold data.
+    gold data. A prediction of :data:`UNCLASSIFIED` is wrong.
 
     >>> scores = score_assertions(["present", "absent"], ["present", "present"])
     >>> scores["accuracy"], scores["per_class"]["absent"]["recall"], scores["macro_f1"]
@@ -92,7 +97,7 @@ def score_assertions(gold: Sequence[str], predicted: Sequence[str]) -> dict:
     """
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold concepts but {len(predicted)} predictions")
-    classes = sorted(set(gold) | set(predicted))
+    classes = sorted((set(gold) | set(predicted)) - {UNCLASSIFIED})
     per_class = {}
     for name in classes:
         correct = sum(1 for g, p in zip(gold, predicted) if g == p == name)

@@ -104,7 +104,17 @@ def replace_lone_surrogates(text: str) -> str:
 
 
 def checked_texts(texts: Iterable[Any]) -> list[str]:
-    """``texts`` as a list, or TypeError naming the first item that is not a ``str``."""
+    """``texts`` as a list, or TypeError naming the first item that is not a ``str``.
+
+    >>> checked_texts(b"CT")
+    Traceback (most recent call last):
+    ...
+    TypeError: texts is bytes, expected a str or a list of str (decode bytes first)
+    """
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        hint = " (decode bytes first)" if isinstance(texts, (bytes, bytearray)) else ""
+        raise TypeError(f"texts is {type(texts).__name__}, expected a str or a list of "
+                        f"str{hint}")
     texts = list(texts)
     for index, text in enumerate(texts):
         if not isinstance(text, str):

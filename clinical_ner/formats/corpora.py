@@ -250,10 +250,7 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
         found |= source_labels(path, data_format)
     context = f"{corpus_set.source}: corpus {spec.name}"
     if spec.label_map is not None:
-        missing = sorted(set(spec.label_map) - found)
-        if missing:
-            raise ConfigError(f"{context}: label_map names label {missing[0]}, which the "
-                              f"corpus does not have (it has {', '.join(sorted(found))})")
+        _check_map_sources(spec.label_map, found, f"{context}: label_map", "corpus")
         unmapped = sorted(found - set(spec.label_map))
         if unmapped:
             raise ConfigError(f"{context}: label {unmapped[0]} is not in its label_map; map "
@@ -264,6 +261,35 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
             raise ConfigError(f"{context}: label {unknown[0]} is not one of the model's "
                               f"labels ({', '.join(corpus_set.labels)}); map it with "
                               "label_map (\"\" drops it)")
+        # Without a map every label defaults to complete: a label the files never
+        # use would teach the model that it never occurs.
+        absent = sorted(label for label, how in spec.coverage.items()
+                        if how != "none" and label not in found)
+        if absent:
+            raise ConfigError(f"{context}: its files have no {absent[0]} mention, but its "
+                              f"coverage of {absent[0]} is {spec.coverage[absent[0]]}; set "
+                              f"coverage {absent[0]} = \"none\" if the corpus does not "
+                              "annotate it")
+
+
+def check_label_map_sources(label_map: dict[str, str | None], paths: list,
+                            data_format: str = "auto") -> None:
+    """``--label-map``: every source label it names occurs in at least one of ``paths``.
+
+    A misspelt source label would otherwise map nothing, and its mentions
+    would silently train, or be scored, as ``O``.
+    """
+    found: set[str] = set()
+    for path in paths:
+        found |= source_labels(path, data_format)
+    _check_map_sources(label_map, found, "--label-map", "data")
+
+
+def _check_map_sources(label_map: dict, found: set[str], context: str, what: str) -> None:
+    missing = sorted(set(label_map) - found)
+    if missing:
+        raise ConfigError(f"{context} names label {missing[0]}, which the {what} does not "
+                          f"have (it has {', '.join(sorted(found)) or 'no labels'})")
 
 
 def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False) -> Corpus:

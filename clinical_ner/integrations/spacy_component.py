@@ -40,9 +40,10 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from clinical_ner.version import __version__
+from clinical_ner.annotators.load import check_model_files
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
-from clinical_ner.errors import ClinicalNERError, ModelError, check_integer
+from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError, check_integer
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.integrations.spacy_tokenizer import doc_text
 from clinical_ner.pretrained import (
@@ -223,7 +224,11 @@ class ClinicalNERComponent:
             if self.batch_size is not None:
                 options["batch_size"] = self.batch_size
             if self.tls is not None:
-                options["root_certificates"] = self.tls
+                try:
+                    options["root_certificates"] = Path(self.tls).read_bytes()
+                except OSError as error:
+                    raise ConfigError(f"{self.name}: tls {self.tls}: cannot read the CA "
+                                      f"certificates ({error.strerror or error})") from None
             return ServingClient(self.endpoint, self.model_name, **options)
         from clinical_ner.annotators.load import ClinicalNER
 
@@ -327,6 +332,7 @@ class ClinicalNERComponent:
                 raise ModelError(f"{model}: the saved pipeline's clinical-ner model is missing "
                                  "or incomplete; copy the model directory there again, or save "
                                  "the pipeline again with nlp.to_disk")
+            check_model_files(model)  # every file there, so that the first doc cannot fail on one
             self.model = str(model)
         elif source == "bundled":
             name = str(manifest.get("name"))

@@ -9,14 +9,16 @@ from typing import Iterable
 
 import numpy as np
 
+from clinical_ner.artifacts.keras_model import VOCAB_FILE
+from clinical_ner.errors import ModelError
 # PAD is the first entry (id 0) of the word and character vocabularies.
 from clinical_ner.text.tokenizer import PAD, normalize_word
+from clinical_ner.untrusted_json import read_json_file
 
 #: The unknown entry (id 1) of both vocabularies.
 UNKNOWN = "<unk>"
 PAD_ID = 0
 UNKNOWN_ID = 1
-VOCAB_FILE = "vocab.json"
 
 
 @dataclass
@@ -132,6 +134,18 @@ class Vocabulary:
 
     @classmethod
     def load(cls, directory: str | Path) -> "Vocabulary":
-        data = json.loads((Path(directory) / VOCAB_FILE).read_text(encoding="utf-8"))
+        """The vocabularies saved in a model directory or export.
+
+        Raises :class:`~clinical_ner.errors.ModelError` naming the file if it
+        is missing or damaged.
+        """
+        path = Path(directory) / VOCAB_FILE
+        data = read_json_file(path, ModelError, "copy the whole model folder again, or train "
+                              "or export it again")
+        fields = ("words", "chars", "tags")
+        if not isinstance(data, dict) or not all(
+                isinstance(data.get(name), list) for name in fields):
+            raise ModelError(f"{path}: not a clinical-ner vocabulary (expected lists "
+                             f"{', '.join(fields)})")
         return cls(words=data["words"], chars=data["chars"], tags=data["tags"],
                    assertions=data.get("assertions", []))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clinical_ner.artifacts import saved_model
 from clinical_ner.artifacts.keras_model import is_model_directory
-from clinical_ner.artifacts.litert import is_litert_export
+from clinical_ner.artifacts.litert import looks_like_litert_export
 from clinical_ner.errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent
@@ -57,11 +57,13 @@ def model_reference(model_dir: str | Path) -> str:
 def is_model_reference(value: str | Path) -> bool:
     """Whether ``value`` names a model: a model directory, an export or a bundled name.
 
-    An export is a LiteRT export or a local SavedModel (a version folder or a
-    base path of numbered versions): whatever ``ClinicalNER.load`` takes.
-    ``False`` for a value that cannot be a path (a long note).
+    An export is a LiteRT export (complete or not: loading it says what it
+    lacks) or a local SavedModel (a version folder or a base path of numbered
+    versions): whatever ``ClinicalNER.load`` takes. ``False`` for a value
+    that cannot be a path (a long note).
     """
-    return (is_model_directory(value) or is_litert_export(value) or _is_saved_model(value)
+    return (is_model_directory(value) or looks_like_litert_export(value)
+            or _is_saved_model(value)
             or (not os.path.exists(value) and str(value) in bundled_models()))
 
 

@@ -155,7 +155,12 @@ class ServingClient:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
             if not isinstance(root_certificates, bytes):
-                root_certificates = Path(root_certificates).read_bytes()
+                path = root_certificates
+                try:
+                    root_certificates = Path(path).read_bytes()
+                except OSError as error:
+                    raise ConfigError(f"root_certificates {path}: cannot read the CA "
+                                      f"certificates ({error.strerror or error})") from None
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(target, credentials, options=options)
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

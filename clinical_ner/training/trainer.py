@@ -39,7 +39,7 @@ from clinical_ner.evaluation.evaluate import (
 )
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
-from clinical_ner.formats.corpora import CorpusSet
+from clinical_ner.formats.corpora import CorpusSet, check_label_map_sources
 from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
@@ -129,6 +129,11 @@ def train(
         read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
                     assertion_map=assertion_map, emit=emit)
         train_sentences, train_labels = _read_training_data(train_path, **read)
+        if label_map:
+            # A misspelt source label maps nothing: its mentions would train as O.
+            check_label_map_sources(
+                label_map, [train_path] if isinstance(train_path, (str, Path)) else train_path,
+                data_format)
         has_dev = dev_path is not None
         if dev_path is not None and distribution.is_chief:
             dev_sentences = _read_dev_data(dev_path, train_labels, **read)

@@ -148,17 +148,14 @@ class LiteRTAnnotator(Annotator):
         directory = Path(directory)
         if workers is None:
             workers = usable_cores()
-        if not layout.is_litert_export(directory):
+        if not layout.looks_like_litert_export(directory):
             raise layout.LiteRTExportError(
                 f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "
                 "'clinical-ner export MODEL --format litert --output DIR'")
+        layout.check_complete(directory)
         manifest = layout.read_manifest(directory)
         config = NERConfig.load(directory)
-        try:
-            vocab = Vocabulary.load(directory)
-        except (OSError, ValueError, KeyError) as error:
-            raise layout.LiteRTExportError(
-                f"{directory / 'vocab.json'}: cannot be read ({error})") from None
+        vocab = Vocabulary.load(directory)
         crf_data = layout.read_json(directory / layout.CRF_FILE)
         crf = ConstrainedCRF.from_dict(crf_data)
         if crf.num_tags != len(vocab.tags):
