@@ -126,6 +126,25 @@ def test_served_model_returns_assertions_over_grpc_and_rest(model, export_base, 
                 "signature_name": signatures.CLASSIFY_ASSERTIONS,
                 "inputs": {signatures.TEXT: NOTES[:3], signatures.SPAN_START: starts,
                            signatures.SPAN_END: ends}})["outputs"]
+            # Spans that miss a document, or ends that miss a start, are refused (400),
+            # not answered for whatever the graph can pair up.
+            for texts, span_ends, message in (
+                    (NOTES[:4], ends, "every input needs one row per document"),
+                    (NOTES[:3], [row[:-1] for row in ends], "must have the same shape")):
+                status, refusal = rest.request(
+                    "POST", "/v1/models/negation:predict",
+                    {"signature_name": signatures.CLASSIFY_ASSERTIONS,
+                     "inputs": {signatures.TEXT: texts, signatures.SPAN_START: starts,
+                                signatures.SPAN_END: span_ends}})
+                assert status == 400 and message in refusal["error"]
+        request.inputs[signatures.SPAN_END].CopyFrom(
+            tf.make_tensor_proto(np.array([row[:-1] for row in ends], np.int32)))
+        with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Predict(request, timeout=120)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "'span_end' and 'span_start' must have the same shape" in refused.value.details()
     finally:
         server.stop(0)
     local = ner.classify_assertions(NOTES[:3], spans)

@@ -116,6 +116,30 @@ def check_shape(name: str, spec: tf.TensorSpec, dims: Sequence[int] | None, limi
         )
 
 
+def check_same_documents(signature_name: str, inputs: dict[str, np.ndarray]) -> None:
+    """The inputs of one request describe the same documents, and inputs of one rank align.
+
+    ``classify_assertions`` takes ``text`` [B] with ``span_start`` and
+    ``span_end`` [B, S]: a request whose spans miss a document, or whose ends
+    miss a start, would otherwise be answered for what the graph can pair up.
+    """
+    names = sorted(inputs)
+    batches = {inputs[name].shape[0] for name in names}
+    if len(batches) > 1:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"signature '{signature_name}': every input needs one row per document; got "
+            + ", ".join(f"'{name}' {inputs[name].shape[0]}" for name in names))
+    first_of_rank: dict[int, str] = {}
+    for name in names:
+        first = first_of_rank.setdefault(inputs[name].ndim, name)
+        if inputs[name].shape != inputs[first].shape:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"signature '{signature_name}': inputs '{first}' and '{name}' must have the "
+                f"same shape, got {list(inputs[first].shape)} and {list(inputs[name].shape)}")
+
+
 def string_tensor(
     name: str, dims: Sequence[int], values: Sequence[bytes], limits: Limits
 ) -> np.ndarray:
