@@ -43,7 +43,7 @@ from clinical_ner.version import __version__
 from clinical_ner.annotators.load import check_model_files
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
-from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError, check_integer
+from clinical_ner.errors import ClinicalNERError, ModelError, check_integer
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.integrations.spacy_tokenizer import doc_text
 from clinical_ner.pretrained import (
@@ -218,17 +218,15 @@ class ClinicalNERComponent:
 
     def _load(self) -> Any:
         if self.endpoint is not None:
-            from clinical_ner.serving.client import ServingClient
+            from clinical_ner.serving.client import ServingClient, read_root_certificates
 
             options: Dict[str, Any] = {}
             if self.batch_size is not None:
                 options["batch_size"] = self.batch_size
             if self.tls is not None:
-                try:
-                    options["root_certificates"] = Path(self.tls).read_bytes()
-                except OSError as error:
-                    raise ConfigError(f"{self.name}: tls {self.tls}: cannot read the CA "
-                                      f"certificates ({error.strerror or error})") from None
+                # Named by the component's setting, not the client's argument.
+                options["root_certificates"] = read_root_certificates(self.tls,
+                                                                      f"{self.name}: tls")
             return ServingClient(self.endpoint, self.model_name, **options)
         from clinical_ner.annotators.load import ClinicalNER
 

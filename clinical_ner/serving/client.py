@@ -102,6 +102,15 @@ _KEEPALIVE_TIME_MS = 10_000
 _PING_TIMEOUT_MS = 60_000
 
 
+def read_root_certificates(path: str | Path, setting: str) -> bytes:
+    """The PEM CA certificates at ``path``; a :class:`ConfigError` naming ``setting`` if unreadable."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{setting} {path}: cannot read the CA certificates "
+                          f"({error.strerror or error})") from None
+
+
 class ServingClient:
     """Annotate documents with a model behind TensorFlow Serving's gRPC API.
 
@@ -155,12 +164,8 @@ class ServingClient:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
             if not isinstance(root_certificates, bytes):
-                path = root_certificates
-                try:
-                    root_certificates = Path(path).read_bytes()
-                except OSError as error:
-                    raise ConfigError(f"root_certificates {path}: cannot read the CA "
-                                      f"certificates ({error.strerror or error})") from None
+                root_certificates = read_root_certificates(root_certificates,
+                                                           "root_certificates")
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(target, credentials, options=options)
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

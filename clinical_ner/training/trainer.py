@@ -129,11 +129,6 @@ def train(
         read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
                     assertion_map=assertion_map, emit=emit)
         train_sentences, train_labels = _read_training_data(train_path, **read)
-        if label_map:
-            # A misspelt source label maps nothing: its mentions would train as O.
-            check_label_map_sources(
-                label_map, [train_path] if isinstance(train_path, (str, Path)) else train_path,
-                data_format)
         has_dev = dev_path is not None
         if dev_path is not None and distribution.is_chief:
             dev_sentences = _read_dev_data(dev_path, train_labels, **read)
@@ -329,6 +324,9 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
             raise ClinicalNERError(f"{path}: no sentences to train on")
         sentences.extend(corpus_part)
         labels.update(corpus.labels)
+    if label_map:
+        # A misspelt source label maps nothing: its mentions would train as O.
+        check_label_map_sources(label_map, train_paths, data_format)
     return sentences, labels
 
 
