@@ -396,8 +396,8 @@ def test_an_incomplete_litert_export_fails_before_the_pipeline(trained_litert_ex
                          str(tmp_path / "out")]) == 4
         assert capsys.readouterr().err == (
             f"clinical-ner batch: error: {broken}: an incomplete LiteRT export ({left_out} "
-            "missing); export the model again with 'clinical-ner export MODEL --format "
-            "litert --output DIR'\n")
+            "missing); copy the whole folder again, or export the model again with "
+            "'clinical-ner export MODEL --format litert --output DIR'\n")
     assert not (tmp_path / "out").exists()
 
 

@@ -126,7 +126,8 @@ def test_an_incomplete_or_damaged_model_directory_is_named_in_one_line(model_dir
     result = run_cli("predict", copy, NOTE, check=False)
     assert result.returncode == 4 and result.stderr == (
         f"clinical-ner predict: error: {copy}: an incomplete model directory (vocab.json "
-        "missing); copy the whole folder again, or train or export the model again\n")
+        "missing); copy the whole model folder again, or train it again with "
+        "'clinical-ner train'\n")
     (copy / "model.keras").unlink()
     result = run_cli("predict", copy, NOTE, check=False)
     assert result.returncode == 4 and result.stderr == (

@@ -22,9 +22,10 @@ once its artifact is recognised, so a LiteRT export loads where only the
 from __future__ import annotations
 
 import os
+from types import ModuleType
 
 from clinical_ner.annotators.base import Annotator
-from clinical_ner.artifacts import keras_model, litert, saved_model
+from clinical_ner.artifacts import incomplete_message, keras_model, litert, saved_model
 from clinical_ner.errors import ModelError
 from clinical_ner.pretrained import DEFAULT_MODEL, bundled_model_path, resolve_model_path
 
@@ -64,15 +65,15 @@ def check_model_files(path: str | os.PathLike) -> str:
         litert.check_complete(directory)
         return "litert"
     if keras_model.is_model_directory(directory):
-        _raise_if_missing(directory, keras_model.missing_files(directory), "model directory")
+        _check_complete(directory, keras_model)
         return "keras"
     if saved_model.holds_saved_model(directory):
-        _raise_if_missing(directory, saved_model.missing_files(directory), "SavedModel")
+        _check_complete(directory, saved_model)
         return "saved_model"
     versions = saved_model.versions(directory)
     if versions:
         version_dir = saved_model.join(directory, str(versions[-1]))
-        _raise_if_missing(version_dir, saved_model.missing_files(version_dir), "SavedModel")
+        _check_complete(version_dir, saved_model)
         return "saved_model"
     raise ModelError(not_a_model_message(directory))
 
@@ -85,9 +86,8 @@ def not_a_model_message(directory: str | os.PathLike) -> str:
     elif any(os.path.isfile(os.path.join(directory, name))
              for name in (keras_model.CONFIG_FILE, keras_model.VOCAB_FILE)):
         # The rest of a model directory without its model.
-        missing = ", ".join(keras_model.missing_files(directory))
-        return (f"{directory}: an incomplete model directory ({missing} missing); copy the "
-                "whole model folder again, or train it again with 'clinical-ner train'")
+        return incomplete_message(directory, keras_model.KIND,
+                                  keras_model.missing_files(directory), keras_model.REMEDY)
     else:
         reason = (f"no {keras_model.MODEL_FILE}, {litert.MANIFEST_FILE}, "
                   f"{saved_model.SAVED_MODEL_FILE} or numbered version folder holding one")
@@ -95,10 +95,11 @@ def not_a_model_message(directory: str | os.PathLike) -> str:
             f"with 'clinical-ner train', or use the bundled model '{DEFAULT_MODEL}'")
 
 
-def _raise_if_missing(directory: str | os.PathLike, missing: list[str], kind: str) -> None:
+def _check_complete(directory: str | os.PathLike, artifact: ModuleType) -> None:
+    # artifact: keras_model or saved_model, each of which lists its files and names itself.
+    missing = artifact.missing_files(directory)
     if missing:
-        raise ModelError(f"{directory}: an incomplete {kind} ({', '.join(missing)} missing); "
-                         "copy the whole folder again, or train or export the model again")
+        raise ModelError(incomplete_message(directory, artifact.KIND, missing, artifact.REMEDY))
 
 
 def _saved_model_annotator(path: str) -> Annotator:

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.annotators.base import Annotator
-from clinical_ner.artifacts import saved_model
+from clinical_ner.artifacts import incomplete_message, saved_model
 from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ModelError
@@ -45,9 +45,8 @@ def resolve_export(path: str | os.PathLike) -> str:
         export_dir = _highest_version(export_dir)
     missing = saved_model.missing_files(export_dir)
     if missing:
-        raise NotAnExportError(
-            f"{export_dir}: an incomplete SavedModel ({', '.join(missing)} missing); export the "
-            "model again with 'clinical-ner export MODEL --output BASE'")
+        raise NotAnExportError(incomplete_message(export_dir, saved_model.KIND, missing,
+                                                  saved_model.REMEDY))
     _check_serving_signature(export_dir)
     return export_dir
 

@@ -13,6 +13,10 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 #: What annotating needs of a model directory.
 REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, VOCAB_FILE)
+#: What an incomplete one is called, and what to do about it
+#: (:func:`clinical_ner.artifacts.incomplete_message`).
+KIND = "model directory"
+REMEDY = "copy the whole model folder again, or train it again with 'clinical-ner train'"
 #: The trainer's resumable state (``--resume``); not needed to annotate.
 CHECKPOINT_DIR = "checkpoint"
 

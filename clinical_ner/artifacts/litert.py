@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from clinical_ner.artifacts import incomplete_message
 from clinical_ner.artifacts.keras_model import CONFIG_FILE, VOCAB_FILE
 from clinical_ner.errors import ModelError
 from clinical_ner.untrusted_json import read_json_file
@@ -36,6 +37,11 @@ READABLE_VERSIONS = (FORMAT_VERSION, ASSERTIONS_FORMAT_VERSION)
 WEIGHT_TYPES = ("float32", "float16", "int8")
 #: Every file of an export, the manifest first.
 REQUIRED_FILES = (MANIFEST_FILE, NETWORK_FILE, CRF_FILE, VOCAB_FILE, CONFIG_FILE)
+#: What an incomplete one is called, and what to do about it
+#: (:func:`clinical_ner.artifacts.incomplete_message`).
+KIND = "LiteRT export"
+REMEDY = ("copy the whole folder again, or export the model again with 'clinical-ner export "
+          "MODEL --format litert --output DIR'")
 
 
 class LiteRTExportError(ModelError, ValueError):
@@ -70,9 +76,7 @@ def check_complete(directory: str | Path,
     """
     missing = [name for name in REQUIRED_FILES if not exists(_join(directory, name))]
     if missing:
-        raise LiteRTExportError(
-            f"{directory}: an incomplete LiteRT export ({', '.join(missing)} missing); export "
-            "the model again with 'clinical-ner export MODEL --format litert --output DIR'")
+        raise LiteRTExportError(incomplete_message(directory, KIND, missing, REMEDY))
 
 
 def _join(directory: str | Path, name: str) -> str:

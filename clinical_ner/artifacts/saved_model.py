@@ -24,6 +24,11 @@ SAVED_MODEL_FILE = "saved_model.pb"
 VARIABLES_INDEX = "variables/variables.index"
 #: What loading a version folder needs (the variables' data shards are listed in the index).
 REQUIRED_FILES = (SAVED_MODEL_FILE, VARIABLES_INDEX)
+#: What an incomplete one is called, and what to do about it
+#: (:func:`clinical_ner.artifacts.incomplete_message`).
+KIND = "SavedModel"
+REMEDY = ("copy the whole folder again, or export the model again with 'clinical-ner export "
+          "MODEL --output BASE'")
 # Canonical positive integers only: TF Serving would read "007" as version 7,
 # and two names for one version would be ambiguous.
 VERSION_DIR_PATTERN = re.compile(r"[1-9][0-9]*")
