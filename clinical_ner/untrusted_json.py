@@ -30,7 +30,7 @@ class UntrustedJSONError(ValueError):
         self.pos = pos
         self.lineno = lineno
         self.colno = colno
-        super().__init__(msg if pos is None else f"{msg} at line {lineno} column {colno}")
+        super().__init__(self.located(" at line {lineno} column {colno}"))
 
     def located(self, where: str) -> str:
         """``msg`` and ``where`` formatted with the position (``{pos}``, ``{lineno}``,
@@ -40,10 +40,14 @@ class UntrustedJSONError(ValueError):
         'Expecting value at offset: 4'
         >>> UntrustedJSONError("nested too deeply").located(" at offset: {pos}")
         'nested too deeply'
+        >>> UntrustedJSONError("Invalid control character at", 9, 1, 10).located(" at column {colno}")
+        'Invalid control character at column 10'
         """
         if self.pos is None:
             return self.msg
-        return self.msg + where.format(pos=self.pos, lineno=self.lineno, colno=self.colno)
+        # The json module's "Invalid control character at" expects its own position after it.
+        return (self.msg.removesuffix(" at")
+                + where.format(pos=self.pos, lineno=self.lineno, colno=self.colno))
 
 
 def parse_untrusted_json(text: str | bytes) -> Any:

@@ -227,6 +227,11 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
      "cluster job 'ps' is not supported"),
     ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}',
      "must be a list of 'host:port'"),
+    # Beyond a port number: TensorFlow's server would fail with an OverflowError.
+    ('{"cluster": {"worker": ["127.0.0.1:99999"]}, "task": {"type": "worker", "index": 0}}',
+     r"cluster.worker: '127.0.0.1:99999' has no valid port \(1 to 65535\)"),
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "0"}}',
+     "task index '0' is not a whole number"),
 ])
 def test_bad_tf_config_is_named(text, message):
     with pytest.raises(ConfigError, match=message):
@@ -247,3 +252,70 @@ def test_bad_tf_config_and_a_missing_worker_end_the_command_with_an_error(data, 
     assert "the cluster did not come up within 5 s" in alone.stderr
     assert f"not reachable: 127.0.0.1:{ports[1]}" in alone.stderr
     assert not (tmp_path / "b").exists()
+
+
+class PortHolder:
+    """Another program on a port: answers ``reply`` to each connection, or stays silent."""
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.reply = reply
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(connection)  # kept open: silent programs hold on
+            if self.reply is not None:
+                connection.sendall(self.reply)
+
+    def close(self) -> None:
+        self.server.close()
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_peer_is_told_apart_from_another_program_on_its_port():
+    from clinical_ner.training.distribute import _greet, _peer_state
+
+    web = PortHolder(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+    silent = PortHolder(None)
+    # A waiting worker's listener, as _wait_for_peers runs it.
+    listener = socket.create_server(("127.0.0.1", 0))
+    waiting = threading.Event()
+    waiting.set()
+    greeter = threading.Thread(target=_greet, args=(listener, waiting), daemon=True)
+    greeter.start()
+    try:
+        assert _peer_state(f"127.0.0.1:{web.port}") == "foreign"
+        assert _peer_state(f"127.0.0.1:{silent.port}") == "silent"
+        assert _peer_state(f"127.0.0.1:{listener.getsockname()[1]}") == "worker"
+        assert _peer_state(f"127.0.0.1:{free_port()}") == "down"
+    finally:
+        waiting.clear()
+        greeter.join()
+        listener.close()
+        web.close()
+        silent.close()
+
+
+def test_another_program_on_a_peers_port_ends_the_worker_with_an_error(data, tmp_path):
+    # TensorFlow's join would wait for it without a limit, deaf to SIGTERM.
+    web = PortHolder(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+    try:
+        ports = [free_port(), web.port]
+        worker = Worker(data, tmp_path / "out", "--config", data / "tiny.json", "--distribute",
+                        "multi-worker", "--connect-timeout", 120, config=tf_config(ports, 0))
+        assert worker.wait(timeout=100) == 5  # long before the 120 s timeout
+    finally:
+        web.close()
+    assert worker.stderr.strip().splitlines()[-1] == (
+        f"clinical-ner train: error: TF_CONFIG worker 0 (127.0.0.1:{ports[0]}): another program "
+        f"answers on 127.0.0.1:{ports[1]}, not a clinical-ner worker; free that port or change "
+        "TF_CONFIG")
+    assert not (tmp_path / "out").exists()

@@ -41,11 +41,39 @@ def test_bad_embedding_files_name_file_and_line(tmp_path):
     path.write_text("a 1 x\n", encoding="utf-8")
     with pytest.raises(DataFormatError, match=r"bad.txt:1: .*not all numbers"):
         load_embeddings(path)
-    path.write_bytes("caf\xe9 1 2\n".encode("latin-1"))
-    with pytest.raises(DataFormatError, match="not UTF-8"):
+    path.write_bytes("a 1 2\ncaf\xe9 1 2\n".encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"bad.txt:2: not UTF-8 text \(invalid byte at "
+                                              r"column 4\)"):
         load_embeddings(path)
     with pytest.raises(DataFormatError, match="not found"):
         load_embeddings(tmp_path / "missing.txt")
+    # A NaN would make every training loss NaN, and the run would still save a model.
+    for value in ("nan", "inf", "-Infinity"):
+        path.write_text(f"a 1 2\nb 1 {value}\n", encoding="utf-8")
+        with pytest.raises(DataFormatError, match=r"bad.txt:2: vector values are not all "
+                                                  "finite numbers"):
+            load_embeddings(path)
+    path.write_text("2 3\na 1 2\nb 1 2\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.txt:2: vector has 2 dimensions, but the "
+                                              r"header \(line 1\) says 3"):
+        load_embeddings(path)
+
+
+def test_a_text_vectors_file_named_bin_is_not_read_as_binary(tmp_path):
+    # auto reads .bin as word2vec binary: a text file's digits would become garbage floats.
+    path = tmp_path / "vectors.bin"
+    path.write_text("2 3\nfever 0.125 -1.5 2e-3\ncough 4 5 6\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="a text vectors file, not word2vec binary; read "
+                                              "it with --embeddings-format text"):
+        load_embeddings(path)
+    words, vectors = load_embeddings(path, format="text")
+    assert words == ["fever", "cough"]
+    np.testing.assert_array_equal(vectors[0], np.float32([0.125, -1.5, 2e-3]))
+    # NaN in a binary file is refused as in a text one.
+    with open(path, "wb") as handle:
+        handle.write(b"1 2\nfever " + struct.pack("<2f", 1.0, float("nan")) + b"\n")
+    with pytest.raises(DataFormatError, match="not all finite"):
+        load_embeddings(path)
 
 
 def test_vocabulary_keeps_embedding_words_and_frequent_training_words(tmp_path):

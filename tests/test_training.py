@@ -196,6 +196,30 @@ def test_existing_output_is_not_overwritten_and_resume_needs_a_checkpoint(traine
         train(SAMPLE / "train", tmp_path / "new", resume=True, progress=False)
 
 
+def test_resume_accepts_the_first_commands_options_and_names_one_that_changes(
+        trained, tmp_path, capsys):
+    # A restarted worker runs its first command again, with --resume added.
+    from clinical_ner.cli import main
+
+    output = tmp_path / "run"
+    shutil.copytree(trained[0], output)
+    first = ["train", "--train", str(SAMPLE / "train"), "--output", str(output), "--quiet",
+             "--embeddings", str(VECTORS), "--batch-size", "16", "--seed", "7", "--resume"]
+    assert main(first + ["--batch-size", "8"]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner train: error: --resume continues with the saved configuration, but "
+        f"--batch-size differs from {output / 'config.json'}; leave it out (only --epochs may "
+        "change)\n")
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps({**tiny_config().to_dict(), "lstm_units": 32}))
+    assert main(first + ["--config", str(changed)]) == 2
+    assert "but the --config setting 'lstm_units' differs from" in capsys.readouterr().err
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(tiny_config().to_dict()))
+    assert main(first + ["--config", str(same), "--epochs", "4"]) == 0
+    assert json.loads((output / "checkpoint" / "state.json").read_text())["epoch"] == 4
+
+
 def test_a_model_file_whose_weights_do_not_fit_is_refused_with_its_path(trained, tmp_path):
     output, _, _ = trained
     copy = tmp_path / "old-model"

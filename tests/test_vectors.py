@@ -153,6 +153,8 @@ def test_fasttext_and_two_workers(notes, tmp_path):
      "not valid JSON (arrays or objects nested too deeply)"),
     (b'{"body": "Fever."}\n["Smith"]\n', 2, "field 'body'"),
     (b'{"body": "Fever."}\n\n{"body": "Smith \xe9t\xe9"}\n', 3, "not UTF-8"),
+    (b'{"body": "Fever."}\n{"body": "Smith\tx"}\n', 2,
+     "not valid JSON (Invalid control character at column 16)"),
 ])
 def test_errors_name_the_file_and_line_never_the_text(tmp_path, content, line, problem):
     source = tmp_path / "notes.jsonl"
@@ -184,6 +186,13 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", method="glove")
     with pytest.raises(ConfigError, match="dim must be a positive integer"):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", dim=0)
+    # Refused before reading and training, which may take an hour.
+    with pytest.raises(ConfigError, match=f"{tmp_path}: a folder; the output is the vectors "
+                                          "file to write"):
+        train_small([tmp_path / "blank.txt"], tmp_path)
+    with pytest.raises(ConfigError, match="nowhere: the folder for the temporary token file "
+                                          "does not exist"):
+        train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", tmp_dir=tmp_path / "nowhere")
     truncated = tmp_path / "notes.txt.xz"
     truncated.write_bytes(lzma.compress(b"Fever.\n" * 1000)[:50])
     with pytest.raises(DataFormatError, match="notes.txt.xz: cannot read"):

@@ -92,14 +92,14 @@ def run(args: argparse.Namespace) -> int:
     for name in CONFIG_OPTIONS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    if args.resume and set(values) - {"epochs"}:
-        raise ConfigError("--resume continues with the saved configuration; only --epochs "
-                          "may change")
     # Paths given here are made absolute; one inherited from --init-from's base is
     # kept as recorded, since fine-tuning requires it unchanged (and does not read it).
     inherited = base is not None and values.get("embeddings") == base.embeddings
     if values.get("embeddings") and not inherited:
         values["embeddings"] = absolute_paths(values["embeddings"])
+    if args.resume:
+        _check_unchanged_on_resume(values, Path(args.output), {
+            name for name in CONFIG_OPTIONS if getattr(args, name) is not None})
     config = NERConfig.from_dict(values) if values or not args.resume else None
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
@@ -108,3 +108,24 @@ def run(args: argparse.Namespace) -> int:
           progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
           connect_timeout_s=args.connect_timeout, corpora=corpora)
     return 0
+
+
+def _check_unchanged_on_resume(values: dict, output: Path, options: set[str]) -> None:
+    """``--resume`` keeps the saved settings: an option that repeats one is accepted (a
+    restarted worker runs its first command again), one that changes it is named."""
+    from clinical_ner.config import NERConfig
+    from clinical_ner.training.checkpoints import has_checkpoint
+
+    if not values or not has_checkpoint(output):
+        return  # nothing to compare; train() says when there is nothing to resume
+    saved = NERConfig.load(output).to_dict()
+    given = NERConfig.from_dict({**saved, **values}).to_dict()
+    changed = [name for name in given if name != "epochs" and given[name] != saved[name]]
+    if changed:
+        # Named as the user gave it (options win over the --config file).
+        name = min(changed, key=lambda name: name not in options)
+        where = (f"--{name.replace('_', '-')}" if name in options
+                 else f"the --config setting {name!r}")
+        raise ConfigError(f"--resume continues with the saved configuration, but {where} "
+                          f"differs from {output / 'config.json'}; leave it out (only --epochs "
+                          "may change)")

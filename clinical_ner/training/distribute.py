@@ -101,6 +101,10 @@ def parse_tf_config(text: str | None) -> ClusterTask:
                 isinstance(address, str) and address.rpartition(":")[2].isdigit()
                 for address in addresses):
             raise ConfigError(f"TF_CONFIG: cluster.{task_type} must be a list of 'host:port'")
+        for address in addresses:
+            if not 0 < int(address.rpartition(":")[2]) < 65536:
+                raise ConfigError(f"TF_CONFIG: cluster.{task_type}: {address!r} has no valid "
+                                  "port (1 to 65535)")
     if len(cluster.get("chief", ())) > 1:
         raise ConfigError("TF_CONFIG: a cluster has at most one chief")
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
@@ -110,8 +114,10 @@ def parse_tf_config(text: str | None) -> ClusterTask:
     if task_type not in cluster:
         raise ConfigError(f"TF_CONFIG: task type {task_type!r} is not in the cluster "
                           f"({', '.join(cluster)})")
-    if not isinstance(task_index, int) or isinstance(task_index, bool) \
-            or not 0 <= task_index < len(cluster[task_type]):
+    if not isinstance(task_index, int) or isinstance(task_index, bool):
+        raise ConfigError(f"TF_CONFIG: task index {task_index!r} is not a whole number "
+                          "(e.g. \"index\": 0)")
+    if not 0 <= task_index < len(cluster[task_type]):
         raise ConfigError(f"TF_CONFIG: task index {task_index!r} is out of range: the cluster "
                           f"has {len(cluster[task_type])} {task_type} task(s)")
     return ClusterTask({name: list(addresses) for name, addresses in cluster.items()},
@@ -286,12 +292,15 @@ def _multi_worker(task: ClusterTask, connect_timeout_s: float) -> Distribution:
 
 
 def _wait_for_peers(task: ClusterTask, timeout_s: float) -> None:
-    """Return once every other task's port accepts connections; else raise within ``timeout_s``.
+    """Return once every other task answers as a worker; else raise within ``timeout_s``.
 
-    Each process listens on its own port while it waits (closing it before
-    TensorFlow's server takes the port), so the processes find each other
-    whichever starts first. This wait is plain Python: unlike TensorFlow's
-    join, it can time out with a message.
+    Each process listens on its own port while it waits, answering
+    :data:`WAITING_GREETING` (and closes it before TensorFlow's server takes
+    the port), so the processes find each other whichever starts first. A
+    peer answers either that or, once its TensorFlow server runs, HTTP/2;
+    another program on a peer's port is named at once, since TensorFlow's
+    join would wait for it without a limit and ignore SIGTERM. This wait is
+    plain Python: unlike TensorFlow's join, it can time out with a message.
     """
     port = int(task.address.rpartition(":")[2])
     try:
@@ -299,29 +308,75 @@ def _wait_for_peers(task: ClusterTask, timeout_s: float) -> None:
     except OSError as error:
         raise ClusterError(f"TF_CONFIG {task.task_type} {task.task_index}: cannot listen on "
                            f"port {port} ({error.strerror})") from None
+    waiting = threading.Event()
+    waiting.set()
+    greeter = threading.Thread(target=_greet, args=(listener, waiting), daemon=True)
+    greeter.start()
     others = [address for name in TASK_TYPES for address in task.cluster.get(name, ())
               if address != task.address]
+    where = f"TF_CONFIG {task.task_type} {task.task_index} ({task.address})"
     deadline = time.monotonic() + timeout_s
     try:
         while others:
-            others = [address for address in others if not _accepts(address)]
-            if others and time.monotonic() > deadline:
+            states = {address: _peer_state(address) for address in others}
+            foreign = [address for address, state in states.items() if state == "foreign"]
+            if foreign:
                 raise ClusterError(
-                    f"TF_CONFIG {task.task_type} {task.task_index} ({task.address}): the cluster "
-                    f"did not come up within {timeout_s:g} s (--connect-timeout); not reachable: "
-                    f"{', '.join(others)}")
+                    f"{where}: another program answers on {foreign[0]}, not a clinical-ner "
+                    "worker; free that port or change TF_CONFIG")
+            others = [address for address, state in states.items() if state != "worker"]
+            if others and time.monotonic() > deadline:
+                silent = [address for address in others if states[address] == "silent"]
+                raise ClusterError(
+                    f"{where}: the cluster did not come up within {timeout_s:g} s "
+                    f"(--connect-timeout); not reachable: {', '.join(others)}"
+                    + (f" ({', '.join(silent)} accepts connections but does not answer as "
+                       "a clinical-ner worker)" if silent else ""))
             time.sleep(0.5)
     finally:
+        waiting.clear()
+        greeter.join()
         listener.close()
 
 
-def _accepts(address: str) -> bool:
+#: What a worker's port answers while it waits for its peers (see :func:`_wait_for_peers`).
+WAITING_GREETING = b"clinical-ner worker waiting\n"
+# An HTTP/2 client's first bytes and an empty SETTINGS frame: a TensorFlow (gRPC)
+# server answers with its own SETTINGS frame (frame type 4, the fourth byte).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
+
+
+def _greet(listener: socket.socket, waiting: threading.Event) -> None:
+    listener.settimeout(0.2)  # to see ``waiting`` cleared
+    while waiting.is_set():
+        try:
+            connection, _ = listener.accept()
+        except OSError:
+            continue
+        with connection:
+            with contextlib.suppress(OSError):
+                connection.sendall(WAITING_GREETING)
+
+
+def _peer_state(address: str) -> str:
+    """``"worker"`` (waiting, or its TensorFlow server runs), ``"down"`` (nothing there yet),
+    ``"silent"`` (accepts, answers nothing) or ``"foreign"`` (answers something else)."""
     host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=2).close()
+        with socket.create_connection((host, int(port)), timeout=2) as connection:
+            connection.sendall(_HTTP2_PREFACE)
+            answer = connection.recv(len(WAITING_GREETING))
+    except socket.timeout:
+        return "silent"
     except OSError:
-        return False
-    return True
+        return "down"
+    if not answer:
+        return "down"  # closed at once: a peer between its wait and its server, say
+    if WAITING_GREETING.startswith(answer) or (len(answer) > 3
+                                               and answer[3] == _HTTP2_SETTINGS):
+        return "worker"
+    return "foreign"
 
 
 def _exit_with(message: str) -> None:

@@ -13,6 +13,8 @@ from clinical_ner.text.tokenizer import normalize_word
 logger = logging.getLogger(__name__)
 
 FORMATS = ("auto", "text", "word2vec-binary")
+# What the numbers of a text vectors file are written with.
+_TEXT_VECTOR_BYTES = b"0123456789.-+eE \r\n"
 
 
 def load_embeddings(path: str | Path, format: str = "auto") -> tuple[list[str], np.ndarray]:
@@ -57,6 +59,9 @@ def load_embeddings(path: str | Path, format: str = "auto") -> tuple[list[str], 
             raise DataFormatError(
                 str(path), line, f"vector has {len(vector)} dimensions, expected {dim}"
             )
+        if not np.isfinite(vector).all():
+            # A NaN or infinite value makes every loss NaN.
+            raise DataFormatError(str(path), line, "vector values are not all finite numbers")
         key = normalize_word(word)
         if key and key not in seen:
             seen.add(key)
@@ -69,27 +74,33 @@ def load_embeddings(path: str | Path, format: str = "auto") -> tuple[list[str], 
 
 
 def _read_text(path: Path):
-    with open(path, encoding="utf-8", errors="strict") as handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                parts = line.rstrip("\r\n").rstrip(" ").split(" ")
-                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                    continue  # word2vec / fastText header: "count dim"
-                if len(parts) < 2:
-                    if not line.strip():
-                        continue
-                    raise DataFormatError(str(path), number, "expected a word followed by numbers")
-                try:
-                    vector = np.asarray(parts[1:], dtype=np.float32)
-                except ValueError:
-                    raise DataFormatError(
-                        str(path), number, "vector values are not all numbers"
-                    ) from None
-                yield number, parts[0], vector
-        except UnicodeDecodeError as error:
-            raise DataFormatError(
-                str(path), None, f"not UTF-8 text (byte offset {error.start} of a line)"
-            ) from None
+    # Bytes, decoded line by line, so that an error names its line.
+    with open(path, "rb") as handle:
+        header_dim = None
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataFormatError(str(path), number, "not UTF-8 text (invalid byte at "
+                                      f"column {error.start + 1})") from None
+            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
+            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                header_dim = int(parts[1])  # word2vec / fastText header: "count dim"
+                continue
+            if len(parts) < 2:
+                if not line.strip():
+                    continue
+                raise DataFormatError(str(path), number, "expected a word followed by numbers")
+            try:
+                vector = np.asarray(parts[1:], dtype=np.float32)
+            except ValueError:
+                raise DataFormatError(
+                    str(path), number, "vector values are not all numbers"
+                ) from None
+            if header_dim is not None and len(vector) != header_dim:
+                raise DataFormatError(str(path), number, f"vector has {len(vector)} "
+                                      f"dimensions, but the header (line 1) says {header_dim}")
+            yield number, parts[0], vector
 
 
 def _read_word2vec_binary(path: Path):
@@ -111,6 +122,10 @@ def _read_word2vec_binary(path: Path):
             data = handle.read(4 * dim)
             if len(data) != 4 * dim:
                 raise DataFormatError(str(path), None, f"file ends inside vector {index + 1}")
+            if index == 0 and not data.strip(_TEXT_VECTOR_BYTES):
+                # Written digits where binary floats belong: a text file named .bin.
+                raise DataFormatError(str(path), None, "a text vectors file, not word2vec "
+                                      "binary; read it with --embeddings-format text")
             try:
                 text = word.decode("utf-8")
             except UnicodeDecodeError:

@@ -117,6 +117,11 @@ def train_vectors(
     files = text_files(inputs)
     if not output.parent.is_dir():
         raise ConfigError(f"{output.parent}: output folder does not exist")
+    # Checked before reading and training, which may take an hour.
+    if output.is_dir():
+        raise ConfigError(f"{output}: a folder; the output is the vectors file to write")
+    if tmp_dir is not None and not Path(tmp_dir).is_dir():
+        raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
 
     handle = tempfile.NamedTemporaryFile(  # mode 0600, like every mkstemp file
         "w", encoding="utf-8", prefix=TEMP_PREFIX, suffix=".txt", dir=tmp_dir, delete=False)
