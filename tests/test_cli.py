@@ -160,8 +160,69 @@ def test_commands_are_quiet_unless_verbose(model_dir):
 def test_exit_codes_say_what_went_wrong(tmp_path):
     # (A bare "predict" reads standard input with the bundled model: not a usage error.)
     usage = run_cli("predict", "--output-format", "pdf", check=False)
-    assert usage.returncode == 2 and "usage:" in usage.stderr
+    assert usage.returncode == 2 and usage.stderr == (
+        "clinical-ner predict: error: argument --output-format: invalid choice: 'pdf' (choose "
+        "from 'jsonl', 'conll', 'i2b2', 'html') (see 'clinical-ner predict --help')\n")
+    # An unknown option is named by its command, in one line too.
+    unknown = run_cli("train", "--train", "x", "--output", tmp_path / "never", "--embedings",
+                      "y", check=False)
+    assert unknown.returncode == 2 and unknown.stderr == (
+        "clinical-ner train: error: unrecognized arguments: --embedings y (see 'clinical-ner "
+        "train --help')\n")
     missing = run_cli("export", tmp_path / "no-model", "--output", tmp_path / "out", check=False)
     assert missing.returncode == 4
     assert missing.stderr.count("\n") == 1 and missing.stderr.startswith(
         "clinical-ner export: error: ")
+
+
+def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, capsys):
+    from clinical_ner.cli import main
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    a_file = tmp_path / "note.txt"
+    a_file.write_text(NOTE, encoding="utf-8")
+    empty = tmp_path / "empty.conll"
+    empty.write_text("", encoding="utf-8")
+    dev = str(REPO_ROOT / "samples" / "maccrobat-i2b2" / "dev")
+    cases = [
+        (["predict", NOTE, "--output", folder], 2,
+         f"clinical-ner predict: error: --output {folder}: a folder; give the file to write"),
+        (["predict", NOTE, "--output", tmp_path / "nowhere" / "x.jsonl"], 2,
+         f"clinical-ner predict: error: --output {tmp_path / 'nowhere' / 'x.jsonl'}: the "
+         f"folder {tmp_path / 'nowhere'} does not exist"),
+        (["predict", NOTE, "--output-format", "i2b2", "--output", a_file], 2,
+         f"clinical-ner predict: error: --output {a_file}: a file; give a folder to write into"),
+        (["evaluate", "clinical", "--data", dev, "--json", folder], 2,
+         f"clinical-ner evaluate: error: --json {folder}: a folder; give the file to write"),
+        (["evaluate", a_file, "--data", dev], 4,
+         f"clinical-ner evaluate: error: {a_file}: not a clinical-ner model directory or export "
+         "(a file, not a folder); train one with 'clinical-ner train', or use the bundled "
+         "model 'clinical'"),
+        (["evaluate", "clinical", "--data", empty], 3,
+         f"clinical-ner evaluate: error: {empty}: no sentences to score"),
+        (["train", "--train", empty, "--output", tmp_path / "run"], 3,
+         f"clinical-ner train: error: {empty}: no sentences to train on"),
+        (["train", "--train", dev, "--output", a_file], 2,
+         f"clinical-ner train: error: --output {a_file}: a file; give a folder to write into"),
+        (["train", "--train", dev, "--output", tmp_path / "run", "--embeddings", folder], 3,
+         f"clinical-ner train: error: {folder}: a folder, not an embeddings file"),
+        (["export", "clinical", "--output", a_file], 2,
+         f"clinical-ner export: error: --output {a_file}: a file; give a folder to write into"),
+        (["batch", folder, "--input", a_file, "--output", a_file], 2,
+         f"clinical-ner batch: error: --output {a_file}: a file; give a folder to write into"),
+        # A typo of a model's name, with texts after it, is not annotated as a note.
+        (["predict", "clinicl", NOTE], 4,
+         "clinical-ner predict: error: clinicl: no such model; did you mean clinical? (to "
+         "annotate it as text, name the model: --model clinical)"),
+        (["predict", "clinicl", "--input", a_file], 4,
+         "clinical-ner predict: error: clinicl: no such model; did you mean clinical? (to "
+         "annotate it as text, name the model: --model clinical)"),
+    ]
+    for arguments, code, message in cases:
+        assert main([str(argument) for argument in arguments]) == code, arguments
+        assert capsys.readouterr().err == message + "\n"
+    # Nothing written: no model, no export, no output file.
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == [
+        "empty.conll", "note.txt"]
+    assert list(folder.iterdir()) == []

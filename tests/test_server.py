@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.export import signatures as sig
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from helpers import (
@@ -648,7 +648,7 @@ def test_invalid_configuration(tmp_path, model_base):
     for name in ["../x", "a/b", "", ".hidden", "x" * 200]:
         with pytest.raises(ConfigError, match="invalid model name"):
             ModelServer(model_base, name, port=0)
-    with pytest.raises(ConfigError, match="not a directory"):
+    with pytest.raises(ModelError, match="not a directory"):
         ModelServer(tmp_path / "missing", MODEL, port=0)
     with pytest.raises(ConfigError, match="max_documents"):
         ModelServer(model_base, MODEL, port=0, max_documents=0)

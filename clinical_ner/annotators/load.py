@@ -70,6 +70,8 @@ def check_model_files(path: str | os.PathLike) -> str:
     if saved_model.holds_saved_model(directory):
         _check_complete(directory, saved_model)
         return "saved_model"
+    if os.path.isfile(directory):
+        raise ModelError(not_a_model_message(directory))
     versions = saved_model.versions(directory)
     if versions:
         version_dir = saved_model.join(directory, str(versions[-1]))
@@ -83,6 +85,8 @@ def not_a_model_message(directory: str | os.PathLike) -> str:
     directory = os.fspath(directory)
     if not os.path.exists(directory):
         reason = "no such folder"
+    elif os.path.isfile(directory):
+        reason = "a file, not a folder"
     elif any(os.path.isfile(os.path.join(directory, name))
              for name in (keras_model.CONFIG_FILE, keras_model.VOCAB_FILE)):
         # The rest of a model directory without its model.

@@ -25,6 +25,14 @@ COMMANDS = ("train", "evaluate", "predict", "card", "export", "serve", "client",
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's usage mistakes as one line, like every other error (no usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def _chosen_command(argv: list[str]) -> str | None:
     """The command named on the command line (the first argument that is not an option)."""
     return next((argument for argument in argv if not argument.startswith("-")), None)
@@ -38,7 +46,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     or ``clinical-ner --help`` never pays for the others.
     """
     chosen = _chosen_command(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="clinical-ner",
         description="Clinical named-entity recognition: char-CNN + BiLSTM + CRF (Keras 3), "
                     "served by TensorFlow Serving.")
@@ -90,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not _asks_verbose(argv):
         quiet_tensorflow()
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Named by the command they were given to, not by the top-level parser.
+        prog = f"{parser.prog} {args.command}"
+        print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see '{prog} "
+              "--help')", file=sys.stderr)
+        return 2
     configure_logging(logging.INFO if args.verbose else logging.WARNING)
     try:
         return int(args.run(args) or 0)

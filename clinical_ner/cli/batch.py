@@ -7,6 +7,7 @@ import sys
 import time
 
 from clinical_ner.batch.notes import DEFAULT_MAX_NOTE_BYTES, INPUT_FORMATS, TEXT_FORMAT
+from clinical_ner.cli.common import check_output_folder
 from clinical_ner.errors import ConfigError
 
 NAME = "batch"
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise ConfigError("needs Apache Beam: pip install 'clinical-ner[beam]'") from None
 
+    check_output_folder("--output", args.output)
     started = time.perf_counter()
     totals = run_batch(args.model, args.input, args.output, input_format=args.input_format,
                        id_field=args.id_field, text_field=args.text_field,

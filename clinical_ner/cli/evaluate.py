@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    add_annotated_data_options, check_output_file, model_path, read_assertion_map,
+    read_label_map,
 )
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, DataFormatError
 
 NAME = "evaluate"
 HELP = "score a model on annotated data"
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
     from clinical_ner.text.tags import entity_labels
 
+    check_output_file("--json", args.json)
     data_format, label_map, labels = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # A Keras model directory knows its labels; other artifacts are checked by the scores.
@@ -47,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
                          skip_invalid=args.skip_invalid,
                          assertion_map=read_assertion_map(args.assertion_map))
     report_skipped(corpus, args.data, lambda message: print(message, file=sys.stderr))
-    report = evaluate_sentences(ner, corpus_sentences(corpus), labels=labels)
+    sentences = corpus_sentences(corpus)
+    if not sentences:
+        # Scores of nothing would read as a model that finds nothing.
+        raise DataFormatError(args.data, None, "no sentences to score")
+    report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

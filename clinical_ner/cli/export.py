@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import model_path
+from clinical_ner.cli.common import check_output_folder, model_path
 
 NAME = "export"
 HELP = "write a SavedModel for TensorFlow Serving, or a LiteRT export for the lean runtime"
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.errors import ConfigError
 
+    check_output_folder("--output", args.output)
     if args.format == "litert":
         if args.version is not None:
             raise ConfigError("--version applies to --format savedmodel only")

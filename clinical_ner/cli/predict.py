@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from pathlib import Path
 
 from clinical_ner.annotators.load import not_a_model_message
-from clinical_ner.cli.common import add_format_option, model_path
+from clinical_ner.cli.common import (
+    add_format_option, check_output_file, check_output_folder, model_path,
+)
 from clinical_ner.errors import ModelError
-from clinical_ner.formats.writers import WRITERS
-from clinical_ner.pretrained import DEFAULT_MODEL, is_model_reference
+from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
+from clinical_ner.pretrained import DEFAULT_MODEL, bundled_models, is_model_reference
 
 NAME = "predict"
 HELP = "annotate raw text (with the bundled model clinical unless a model is named)"
@@ -23,7 +26,10 @@ bundled model clinical annotates it. So both of these work:
   clinical-ner predict "CT of the chest showed a 2 cm nodule."
   clinical-ner predict runs/maccrobat "CT of the chest showed a 2 cm nodule."
 
---model MODEL names the model explicitly (every argument is then a text).
+A first argument that can only be a mistyped model (a word close to a bundled
+model's name, or a path whose folder exists) is refused when texts follow it
+or --input holds them. --model MODEL names the model explicitly (every
+argument is then a text).
 """
 
 
@@ -50,14 +56,19 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.formats.writers import write_annotations
 
-    model, texts = model_and_texts(args.positionals, args.model)
+    model, texts = model_and_texts(args.positionals, args.model, other_input=bool(args.input))
+    if args.output_format in FOLDER_FORMATS:
+        check_output_folder("--output", args.output)
+    else:
+        check_output_file("--output", args.output)
     ner = ClinicalNER.load(model)
     documents = read_documents(texts, args.input)
     write_annotations(ner, documents, args.output_format, args.output)
     return 0
 
 
-def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[str, list[str]]:
+def model_and_texts(positionals: list[str], model: str | None = None,
+                    other_input: bool = False) -> tuple[str, list[str]]:
     """``clinical-ner predict``'s positional arguments split into a model and texts.
 
     With ``model`` (``--model``) every positional is a text. Otherwise the
@@ -65,10 +76,12 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     a model directory, an export or a bundled model's name; ``predict MODEL
     TEXT...``, as before 0.3); if not,
     every positional is a text and the bundled model ``clinical`` annotates
-    them. A first argument that can only be a mistyped path (it has a ``/``
-    and no space, more texts follow, nothing is there but its parent folder
-    exists) is an error rather than a text, so that a mistyped model
-    directory is not annotated as a note; ``HIV/AIDS`` stays a text.
+    them. A first argument that can only be a mistyped model is an error
+    rather than a text, so that a typo does not silently switch models: one
+    word close to a bundled model's name, or a path (a ``/``, no space,
+    nothing there but its parent folder exists), when more texts follow or
+    ``other_input`` (``--input``, standard input) holds the texts.
+    ``HIV/AIDS`` stays a text.
 
     >>> model_and_texts(["CT showed a nodule."])
     ('clinical', ['CT showed a nodule.'])
@@ -87,8 +100,12 @@ def model_and_texts(positionals: list[str], model: str | None = None) -> tuple[s
     # os.path, not Path: a note too long for a file name is a text, not an error.
     if os.path.isdir(first):
         raise ModelError(not_a_model_message(first))
-    if (len(positionals) > 1 and "/" in first and not any(c.isspace() for c in first)
-            and os.path.isdir(os.path.dirname(first.rstrip("/")) or ".")):
-        raise ModelError(f"{first}: no such model directory (to annotate it as text, "
-                         f"name the model: --model {DEFAULT_MODEL})")
+    if (len(positionals) > 1 or other_input) and not any(c.isspace() for c in first):
+        close = difflib.get_close_matches(first, bundled_models(), n=1, cutoff=0.75)
+        if close:
+            raise ModelError(f"{first}: no such model; did you mean {close[0]}? (to annotate "
+                             f"it as text, name the model: --model {DEFAULT_MODEL})")
+        if "/" in first and os.path.isdir(os.path.dirname(first.rstrip("/")) or "."):
+            raise ModelError(f"{first}: no such model directory (to annotate it as text, "
+                             f"name the model: --model {DEFAULT_MODEL})")
     return DEFAULT_MODEL, list(positionals)

@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    add_annotated_data_options, check_output_folder, model_path, read_assertion_map,
+    read_label_map,
 )
 from clinical_ner.errors import ConfigError
 
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.config import NERConfig
     from clinical_ner.training.trainer import train
 
+    check_output_folder("--output", args.output)
     corpora = None
     if args.corpus is not None:
         from clinical_ner.formats.corpora import read_corpus_file

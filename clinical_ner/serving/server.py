@@ -43,7 +43,7 @@ from pathlib import Path
 
 import grpc
 
-from clinical_ner.errors import ConfigError, check_integer
+from clinical_ner.errors import ConfigError, ModelError, check_integer
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
@@ -101,7 +101,8 @@ class ModelServer:
             )
         self.base_path = Path(base_path)
         if not self.base_path.is_dir():
-            raise ConfigError(f"model base path {self.base_path} is not a directory")
+            # A missing model, exit status 4 as for every command.
+            raise ModelError(f"model base path {self.base_path} is not a directory")
         if max_concurrent_calls is None:
             max_concurrent_calls = len(os.sched_getaffinity(0))
         for option, value in (

@@ -33,7 +33,7 @@ from clinical_ner.training.dataset import (
 from clinical_ner.training.distribute import (
     DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
 )
-from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.evaluation.evaluate import (
     HEADLINE_MEASURES, corpus_sentences, evaluate_sentences, headline_scores, report_skipped,
 )
@@ -321,7 +321,7 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
         corpus = _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit)
         corpus_part = corpus_sentences(corpus)
         if not corpus_part:
-            raise ClinicalNERError(f"{path}: no sentences to train on")
+            raise DataFormatError(str(path), None, "no sentences to train on")
         sentences.extend(corpus_part)
         labels.update(corpus.labels)
     if label_map:

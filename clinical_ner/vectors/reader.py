@@ -42,6 +42,8 @@ def load_embeddings(path: str | Path, format: str = "auto") -> tuple[list[str], 
     path = Path(path)
     if format not in FORMATS:
         raise ValueError(f"unknown embeddings format {format!r}; expected one of {FORMATS}")
+    if path.is_dir():
+        raise DataFormatError(str(path), None, "a folder, not an embeddings file")
     if not path.is_file():
         raise DataFormatError(str(path), None, "embeddings file not found")
     if format == "word2vec-binary" or (format == "auto" and path.suffix == ".bin"):
