@@ -222,7 +222,7 @@ def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, c
     for arguments, code, message in cases:
         assert main([str(argument) for argument in arguments]) == code, arguments
         assert capsys.readouterr().err == message + "\n"
-    # Nothing written: no model, no export, no output file.
-    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == [
-        "empty.conll", "note.txt"]
+    # Nothing written: no model, no export, no output file or folder.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.conll", "folder",
+                                                                 "note.txt"]
     assert list(folder.iterdir()) == []

@@ -138,8 +138,6 @@ def train(
         train_sentences, training = _with_cued_copies(config, train_sentences, training, emit)
 
     with distribution.output_dir(output) as directory:
-        # (A resumed process other than the chief starts from an empty directory.)
-        (directory / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         with distribution.strategy.scope():
             if resume:
                 model, state = _resumed(output, emit)
@@ -148,8 +146,12 @@ def train(
                 model, vocab = _first_model(config, train_sentences, train_labels, init_from,
                                             emit)
                 state = RunState()
-                config.save(directory)
-                vocab.save(directory)
+        # Made once the model is built, so that a bad embeddings file leaves no folder behind.
+        # (A resumed process other than the chief starts from an empty directory.)
+        (directory / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        if not resume:
+            config.save(directory)
+            vocab.save(directory)
         run = TrainingRun(model, state, directory)
         selection = ModelSelection(config.patience, has_dev=has_dev)
         # Those that see the scored weights (averaged_weights below), then the rest.
