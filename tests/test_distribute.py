@@ -319,3 +319,37 @@ def test_another_program_on_a_peers_port_ends_the_worker_with_an_error(data, tmp
         f"answers on 127.0.0.1:{ports[1]}, not a clinical-ner worker; free that port or change "
         "TF_CONFIG")
     assert not (tmp_path / "out").exists()
+
+
+def test_workers_started_with_other_options_than_the_chief_all_stop_with_an_error(data,
+                                                                                 tmp_path):
+    # Before: the worker with --epochs 1 said "the chief wrote the model" and exited 0 while
+    # the chief failed with "lost contact"; without --dev, TensorFlow's collective errors.
+    ports = [free_port(), free_port()]
+    chief = Worker(data, tmp_path / "out", "--config", data / "tiny.json", "--distribute",
+                   "multi-worker", "--connect-timeout", 120, config=tf_config(ports, 0))
+    other = Worker(data, tmp_path / "other", "--config", data / "tiny.json", "--epochs", 1,
+                   "--distribute", "multi-worker", "--connect-timeout", 120,
+                   config=tf_config(ports, 1))
+    assert other.wait() == 2 and chief.wait() == 2
+    assert other.stderr.strip().splitlines()[-1] == (
+        "clinical-ner train: error: worker 1: its --epochs differ from the chief's (1 here, 3 on "
+        "the chief); start every worker with the same command")
+    assert chief.stderr.strip().splitlines()[-1] == (
+        "clinical-ner train: error: worker 0: another worker was started with other options "
+        "than the chief (see its error); start every worker with the same command")
+    assert not (tmp_path / "out").exists()
+    # A worker started without --dev (the guide once said only the chief needs it).
+    ports = [free_port(), free_port()]
+    chief = Worker(data, tmp_path / "out", "--config", data / "tiny.json", "--distribute",
+                   "multi-worker", "--connect-timeout", 120, config=tf_config(ports, 0))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=tf_config(ports, 1))
+    no_dev = subprocess.run(
+        [sys.executable, "-m", "clinical_ner.cli", "train", "--train", str(data / "train.conll"),
+         "--output", str(tmp_path / "other"), "--quiet", "--config", str(data / "tiny.json"),
+         "--distribute", "multi-worker", "--connect-timeout", "120"],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert no_dev.returncode == 2 and chief.wait() == 2
+    assert no_dev.stderr.strip().splitlines()[-1] == (
+        "clinical-ner train: error: worker 1: its --dev (given or not) differ from the chief's; "
+        "start every worker with the same command")

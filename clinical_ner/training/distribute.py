@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -139,7 +139,7 @@ class Distribution:
     def __init__(self, strategy, task: ClusterTask | None = None) -> None:
         self.strategy = strategy
         self.task = task
-        self._broadcast = None
+        self._reductions: dict[bool, Callable] = {}
 
     @property
     def is_chief(self) -> bool:
@@ -176,25 +176,41 @@ class Distribution:
         Every replica contributes zeros except the first, which is the
         chief's first device, and the contributions are summed.
         """
+        local = values if self.is_chief else [0.0] * len(values)
+        return self._summed_over_replicas(local, first_replica_only=True)
+
+    def chief_and_agreement(self, values: Sequence[float]) -> tuple[list[float], bool]:
+        """The chief's ``values``, and whether every process's own ``values`` equal them.
+
+        Every process learns both, so that all of them stop together when one
+        was started differently (which would otherwise fail later, obscurely).
+        """
+        chief = self.broadcast_from_chief(values)
+        differs = float([float(value) for value in values] != chief)
+        return chief, self._summed_over_replicas([differs], first_replica_only=False)[0] == 0
+
+    def _summed_over_replicas(self, values: Sequence[float], first_replica_only: bool
+                              ) -> list[float]:
         import tensorflow as tf
 
-        if self._broadcast is None:
+        if first_replica_only not in self._reductions:
             strategy = self.strategy
 
             @tf.function
-            def broadcast(local):
+            def reduce(local):
                 def contribute(local):
+                    if not first_replica_only:
+                        return local
                     first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
                     return tf.where(first, local, tf.zeros_like(local))
 
                 return strategy.reduce(tf.distribute.ReduceOp.SUM,
                                        strategy.run(contribute, args=(local,)), axis=None)
 
-            self._broadcast = broadcast
-        local = np.asarray(values, np.float64) if self.is_chief \
-            else np.zeros(len(values), np.float64)
+            self._reductions[first_replica_only] = reduce
         with self.strategy.scope():
-            return [float(value) for value in self._broadcast(tf.constant(local))]
+            return [float(value) for value in self._reductions[first_replica_only](
+                tf.constant(np.asarray(values, np.float64)))]
 
 
 def distribution_for(mode: str | None, cpu_devices: int | None = None,

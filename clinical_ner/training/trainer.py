@@ -12,6 +12,8 @@ was trained with (Stanza-style):
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import sys
 import time
@@ -134,6 +136,8 @@ def train(
             dev_sentences = _read_dev_data(dev_path, train_labels, **read)
 
     original_count = len(train_sentences)
+    if distribution.task is not None:
+        _check_workers_agree(distribution, config, original_count, has_dev, resume)
     if config.assertion_cue_copies:
         train_sentences, training = _with_cued_copies(config, train_sentences, training, emit)
 
@@ -420,6 +424,39 @@ def _broadcast_scores(distribution: Distribution, names: list[str],
     return {name: {measure: value for measure, value in zip(
                 HEADLINE_MEASURES, flat[width * i:width * (i + 1)]) if value >= 0}
             for i, name in enumerate(names)}
+
+
+def _check_workers_agree(distribution: Distribution, config: NERConfig, sentences: int,
+                         has_dev: bool, resume: bool) -> None:
+    """Every worker was started like the chief, or all of them stop with an error.
+
+    A worker with another --epochs, --dev or data runs other steps than the
+    chief, and the run failed later with TensorFlow's collective errors (or a
+    worker reported success while the chief failed). The embeddings' paths
+    may differ between machines and are left out.
+    """
+    settings = {name: value for name, value in config.to_dict().items()
+                if name not in ("embeddings", "epochs")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    # (what, this process's value, whether to show the values); floats exact below 2**53.
+    facts = [("settings (--config, --batch-size, --seed, ...)", float(int(digest[:12], 16)),
+              False),
+             ("--epochs", float(config.epochs), True),
+             ("training data (sentences)", float(sentences), True),
+             ("--dev (given or not)", float(has_dev), False),
+             ("--resume (given or not)", float(resume), False)]
+    chief, agree = distribution.chief_and_agreement([value for _, value, _ in facts])
+    if agree:
+        return
+    task = distribution.task
+    for (what, mine, show), theirs in zip(facts, chief):
+        if mine != theirs:
+            values = f" ({mine:g} here, {theirs:g} on the chief)" if show else ""
+            raise ConfigError(f"{task.task_type} {task.task_index}: its {what} differ from the "
+                              f"chief's{values}; start every worker with the same command")
+    raise ConfigError(f"{task.task_type} {task.task_index}: another worker was started with "
+                      "other options than the chief (see its error); start every worker with "
+                      "the same command")
 
 
 def _in_cluster(distribution: Distribution, epoch: int, work: Callable):
