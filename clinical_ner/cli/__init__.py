@@ -25,6 +25,7 @@ COMMANDS = ("train", "evaluate", "predict", "card", "export", "serve", "client",
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+
 class _OneLineErrorParser(argparse.ArgumentParser):
     """argparse's usage mistakes as one line, like every other error (no usage block)."""
 

@@ -50,7 +50,10 @@ def check_output_file(option: str, path: str | Path | None) -> None:
 
 
 def check_output_folder(option: str, path: str | Path | None) -> None:
-    """A folder an option names for writing into: not an existing file (see :func:`check_output_file`)."""
+    """A folder an option names for writing into: not an existing file.
+
+    See :func:`check_output_file`.
+    """
     if path is not None and Path(path).exists() and not Path(path).is_dir():
         raise ConfigError(f"{option} {path}: a file; give a folder to write into")
 

@@ -80,7 +80,7 @@ def model_and_texts(positionals: list[str], model: str | None = None,
     rather than a text, so that a typo does not silently switch models: one
     word close to a bundled model's name, or a path (a ``/``, no space,
     nothing there but its parent folder exists), when more texts follow or
-    ``other_input`` (``--input``, standard input) holds the texts.
+    ``other_input`` (``--input`` files) holds them.
     ``HIV/AIDS`` stays a text.
 
     >>> model_and_texts(["CT showed a nodule."])
