@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Sequence
@@ -80,6 +81,10 @@ def _tokenise(batch: LineBatch) -> _Tokenised:
     return _Tokenised("\n".join(out) + "\n" if out else "", counts, lines, sentences, tokens)
 
 
+def _default_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def tokenise_to(handle: IO[str], files: Sequence[Path], text_field: str, workers: int,
                  progress: bool) -> tuple[collections.Counter, dict]:
     """Write every input's normalised sentences to ``handle``; the word counts and totals."""
@@ -96,7 +101,12 @@ def tokenise_to(handle: IO[str], files: Sequence[Path], text_field: str, workers
         totals["sentences"] += result.sentences
         totals["tokens"] += result.tokens
 
-    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    # The workers take SIGTERM's default action: the command turns SIGTERM into an exit
+    # that cleans up, and a forked worker with that handler let pool.terminate() wait for
+    # it forever (seen: a worker blocked on the task queue's lock).
+    pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_default_sigterm)
+            if workers > 1 else None)
+    completed = False
     try:
         # At most two batches per worker in flight, in input order: Pool.imap would read
         # the whole input ahead of the workers (no back-pressure), all of it in memory.
@@ -110,9 +120,14 @@ def tokenise_to(handle: IO[str], files: Sequence[Path], text_field: str, workers
                 collect(pending.popleft().get())
         while pending:
             collect(pending.popleft().get())
+        completed = True
     finally:
         if pool:
-            pool.terminate()
+            # Every task done: the workers end on their own; else they are stopped.
+            if completed:
+                pool.close()
+            else:
+                pool.terminate()
             pool.join()
         if bar is not None:
             bar.close()
