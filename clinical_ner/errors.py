@@ -19,6 +19,8 @@ code meaning
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE
 EXIT_INTERRUPTED = 130
@@ -76,3 +78,28 @@ def check_integer(name: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+
+def check_output_file(name: str, path: str | Path | None) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is a file to write in an existing folder.
+
+    ``name`` is the option or argument that gave it (``--output``). Checked
+    before any work, so that a mistyped path does not end a long run
+    (``None``: standard output).
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{name} {path}: a folder; give the file to write")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{name} {path}: the folder {path.parent} does not exist")
+
+
+def check_output_folder(name: str, path: str | Path | None) -> None:
+    """Raise :class:`ConfigError` if ``path``, a folder to write into, is an existing file.
+
+    See :func:`check_output_file`.
+    """
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise ConfigError(f"{name} {path}: a file; give a folder to write into")

@@ -211,6 +211,8 @@ def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, c
          f"clinical-ner export: error: --output {a_file}: a file; give a folder to write into"),
         (["batch", folder, "--input", a_file, "--output", a_file], 2,
          f"clinical-ner batch: error: --output {a_file}: a file; give a folder to write into"),
+        (["vectors", "--text", a_file, "--output", folder], 2,
+         f"clinical-ner vectors: error: --output {folder}: a folder; give the file to write"),
         # A typo of a model's name, with texts after it, is not annotated as a note.
         (["predict", "clinicl", NOTE], 4,
          "clinical-ner predict: error: clinicl: no such model; did you mean clinical? (to "

@@ -7,8 +7,7 @@ import sys
 import time
 
 from clinical_ner.batch.notes import DEFAULT_MAX_NOTE_BYTES, INPUT_FORMATS, TEXT_FORMAT
-from clinical_ner.cli.common import check_output_folder
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "batch"
 HELP = "annotate many notes on Apache Beam (needs the [beam] extra)"

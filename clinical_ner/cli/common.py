@@ -34,30 +34,6 @@ def model_path(value: str) -> Path:
     return resolve_model_path(value)
 
 
-def check_output_file(option: str, path: str | Path | None) -> None:
-    """A file an option names for writing: no folder, in a folder that exists.
-
-    Checked before any work, so that a mistyped path does not end a long run
-    (``None``: standard output).
-    """
-    if path is None:
-        return
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{option} {path}: a folder; give the file to write")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{option} {path}: the folder {path.parent} does not exist")
-
-
-def check_output_folder(option: str, path: str | Path | None) -> None:
-    """A folder an option names for writing into: not an existing file.
-
-    See :func:`check_output_file`.
-    """
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
-        raise ConfigError(f"{option} {path}: a file; give a folder to write into")
-
-
 def read_label_map(value: str | None) -> dict[str, str | None] | None:
     """``--label-map``: a JSON file, or ``Type=label,Other=label`` (``Type=`` drops a type)."""
     if value is None:

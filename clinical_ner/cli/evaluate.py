@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, check_output_file, model_path, read_assertion_map,
-    read_label_map,
+    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
-from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
 
 NAME = "evaluate"
 HELP = "score a model on annotated data"

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import check_output_folder, model_path
+from clinical_ner.cli.common import model_path
+from clinical_ner.errors import check_output_folder
 
 NAME = "export"
 HELP = "write a SavedModel for TensorFlow Serving, or a LiteRT export for the lean runtime"

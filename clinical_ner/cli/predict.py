@@ -7,10 +7,8 @@ import os
 from pathlib import Path
 
 from clinical_ner.annotators.load import not_a_model_message
-from clinical_ner.cli.common import (
-    add_format_option, check_output_file, check_output_folder, model_path,
-)
-from clinical_ner.errors import ModelError
+from clinical_ner.cli.common import add_format_option, model_path
+from clinical_ner.errors import ModelError, check_output_file, check_output_folder
 from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
 from clinical_ner.pretrained import DEFAULT_MODEL, bundled_models, is_model_reference
 

@@ -5,10 +5,9 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, check_output_folder, model_path, read_assertion_map,
-    read_label_map,
+    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
 HELP = "train (or fine-tune, or resume) a model"

@@ -5,6 +5,8 @@ import argparse
 import signal
 import sys
 
+from clinical_ner.errors import check_output_file
+
 NAME = "vectors"
 HELP = "train word vectors on unlabeled text, for train --embeddings (needs the [vectors] extra)"
 
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.vectors.trainer import train_vectors
 
+    check_output_file("--output", args.output)
     # SIGTERM unwinds like Ctrl-C, so that the temporary token file is deleted.
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     report = train_vectors(

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from clinical_ner.errors import ConfigError, DataFormatError, check_integer
+from clinical_ner.errors import ConfigError, DataFormatError, check_integer, check_output_file
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import text_files
@@ -115,11 +115,8 @@ def train_vectors(
     models = require_extra("gensim.models")
     output = Path(output)
     files = text_files(inputs)
-    if not output.parent.is_dir():
-        raise ConfigError(f"{output.parent}: output folder does not exist")
     # Checked before reading and training, which may take an hour.
-    if output.is_dir():
-        raise ConfigError(f"{output}: a folder; the output is the vectors file to write")
+    check_output_file("output", output)
     if tmp_dir is not None and not Path(tmp_dir).is_dir():
         raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
 
