@@ -29,12 +29,10 @@ endpoint by its configuration only. See docs/guide/spacy.md.
 import json
 import os
 import shutil
-from bisect import bisect_right
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from spacy.attrs import IDX, LENGTH, SPACY
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
@@ -257,32 +255,21 @@ class ClinicalNERComponent:
         return doc
 
     def _spans(self, doc: Doc, entities: Sequence[Any]) -> List[Span]:
-        """Each entity's span of the Doc's tokens, as ``doc.char_span(..., "expand")`` gives it.
+        """Each entity's span of the Doc's tokens: ``doc.char_span(..., "expand")``.
 
-        From the tokens' offsets, read once per Doc (a binary search per
-        boundary): ``char_span`` builds a Token object per boundary, the
-        larger part of setting our entities on long notes
-        (benchmarks/README.md, spaCy pipelines). A start on a token's trailing
-        whitespace begins the span at the next token, as in ``char_span``.
+        spaCy 3.8's ``char_span`` finds both boundaries by a binary search in
+        C (benchmarks/README.md, spaCy pipelines, says why this replaced our
+        own search over the tokens' offsets).
         """
-        if not entities:
-            return []
-        token_bounds = doc.to_array([IDX, LENGTH, SPACY])
-        token_starts = token_bounds[:, 0].tolist()
-        token_lengths = token_bounds[:, 1].tolist()
-        # len(doc.text): the last token's end and its trailing space.
-        length = int(token_bounds[-1].sum()) if len(token_bounds) else 0
         spans = []
         for entity in entities:
-            if not 0 <= entity.start < entity.end <= length:
+            span = doc.char_span(entity.start, entity.end, entity.label,
+                                 alignment_mode="expand")
+            if span is None:
                 # Only possible if the Doc's text is not the text annotated.
                 raise ValueError(f"{self.name}: entity at characters {entity.start}:"
                                  f"{entity.end} lies outside the Doc's tokens")
-            first = bisect_right(token_starts, entity.start) - 1
-            if entity.start == token_starts[first] + token_lengths[first]:
-                first += 1
-            spans.append(Span(doc, first, bisect_right(token_starts, entity.end - 1),
-                              label=entity.label))
+            spans.append(span)
         return spans
 
     # -- saving ---------------------------------------------------------------
