@@ -23,6 +23,10 @@ ARCHITECTURE_SETTINGS = (
     "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
     "use_casing", "casing_dim", "lstm_units", "assertion_head", "assertion_lstm_units",
 )
+#: The settings a resumed run (``--resume``) may be given other values of: the epoch
+#: budget, and the embeddings' path, which resuming does not read (the word table is in
+#: the checkpoint) and which may differ on another machine of a cluster.
+RESUME_MAY_CHANGE = ("epochs", "embeddings")
 #: How the assertion output reads the sentence (docs/design/assertions.md):
 #: from the tagger's BiLSTM states, or from a BiLSTM of its own over the
 #: same token features.

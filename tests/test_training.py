@@ -1,5 +1,6 @@
 """End-to-end training on the bundled sample: the model directory, resume, fine-tuning."""
 import json
+import re
 import shutil
 import zipfile
 
@@ -216,8 +217,27 @@ def test_resume_accepts_the_first_commands_options_and_names_one_that_changes(
     assert "but the --config setting 'lstm_units' differs from" in capsys.readouterr().err
     same = tmp_path / "same.json"
     same.write_text(json.dumps(tiny_config().to_dict()))
-    assert main(first + ["--config", str(same), "--epochs", "4"]) == 0
+    # A worker on another machine has the embeddings at another path: resuming does
+    # not read them, and config.json keeps the path that trained the model.
+    elsewhere = tmp_path / "elsewhere.txt"
+    shutil.copy(VECTORS, elsewhere)
+    saved_embeddings = json.loads((output / "config.json").read_text())["embeddings"]
+    moved = [str(elsewhere) if argument == str(VECTORS) else argument for argument in first]
+    assert main(moved + ["--config", str(same), "--epochs", "4"]) == 0
     assert json.loads((output / "checkpoint" / "state.json").read_text())["epoch"] == 4
+    assert json.loads((output / "config.json").read_text())["embeddings"] == saved_embeddings
+
+
+def test_resume_in_the_library_refuses_other_settings_instead_of_ignoring_them(
+        trained, tmp_path):
+    output = tmp_path / "run"
+    shutil.copytree(trained[0], output)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"resume continues with the saved configuration, but its lstm_units differs from "
+            f"{output / 'config.json'} (32 given, 16 there); only epochs may change")):
+        train(SAMPLE / "train", output, config=tiny_config(epochs=4, lstm_units=32),
+              resume=True, progress=False)
+    assert json.loads((output / "checkpoint" / "state.json").read_text())["epoch"] == 3
 
 
 def test_a_model_file_whose_weights_do_not_fit_is_refused_with_its_path(trained, tmp_path):

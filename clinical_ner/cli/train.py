@@ -7,6 +7,7 @@ from pathlib import Path
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
+from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -70,7 +71,6 @@ def absolute_paths(paths: str | list[str]) -> str | list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clinical_ner.config import NERConfig
     from clinical_ner.training.trainer import train
 
     check_output_folder("--output", args.output)
@@ -99,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
     if values.get("embeddings") and not inherited:
         values["embeddings"] = absolute_paths(values["embeddings"])
     if args.resume:
-        _check_unchanged_on_resume(values, Path(args.output), {
+        config = _resumed_config(values, Path(args.output), {
             name for name in CONFIG_OPTIONS if getattr(args, name) is not None})
-    config = NERConfig.from_dict(values) if values or not args.resume else None
+    else:
+        config = NERConfig.from_dict(values)
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
           label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
@@ -111,17 +112,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_unchanged_on_resume(values: dict, output: Path, options: set[str]) -> None:
-    """``--resume`` keeps the saved settings: an option that repeats one is accepted (a
-    restarted worker runs its first command again), one that changes it is named."""
-    from clinical_ner.config import NERConfig
+def _resumed_config(values: dict, output: Path, options: set[str]) -> NERConfig | None:
+    """The saved settings with the options given (``None``: none given, or nothing saved).
+
+    ``--resume`` keeps the saved settings: an option that repeats one is
+    accepted (a restarted worker runs its first command again), one that
+    changes it is named as the user gave it. ``--epochs`` may change, and so
+    may ``--embeddings``' path (not read on resume; it differs on another
+    machine of a cluster).
+    """
     from clinical_ner.training.checkpoints import has_checkpoint
 
     if not values or not has_checkpoint(output):
-        return  # nothing to compare; train() says when there is nothing to resume
+        return None  # train() says when there is nothing to resume
     saved = NERConfig.load(output).to_dict()
     given = NERConfig.from_dict({**saved, **values}).to_dict()
-    changed = [name for name in given if name != "epochs" and given[name] != saved[name]]
+    changed = [name for name in given
+               if name not in RESUME_MAY_CHANGE and given[name] != saved[name]]
     if changed:
         # Named as the user gave it (options win over the --config file).
         name = min(changed, key=lambda name: name not in options)
@@ -130,3 +137,4 @@ def _check_unchanged_on_resume(values: dict, output: Path, options: set[str]) ->
         raise ConfigError(f"--resume continues with the saved configuration, but {where} "
                           f"differs from {output / 'config.json'}; leave it out (only --epochs "
                           "may change)")
+    return NERConfig.from_dict(given)

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from clinical_ner.training.assertion_cues import cued_copies
 from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
-from clinical_ner.config import NERConfig
+from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
     encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
@@ -42,7 +42,7 @@ from clinical_ner.evaluation.evaluate import (
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
 from clinical_ner.formats.corpora import CorpusSet, check_label_map_sources
-from clinical_ner.artifacts.keras_model import MODEL_FILE
+from clinical_ner.artifacts.keras_model import CONFIG_FILE, MODEL_FILE
 from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
@@ -302,11 +302,27 @@ def _run_config(output: Path, config: NERConfig | None, resume: bool,
                 f"{output}: nothing to resume (no {CHECKPOINT_DIR}/state.json; with several "
                 "workers, every worker must see the chief's --output, e.g. on a shared disk)")
         saved = NERConfig.load(output)
-        return saved.replace(epochs=config.epochs) if config is not None else saved
+        if config is None:
+            return saved
+        _check_resume_settings(config, saved, output)
+        return saved.replace(epochs=config.epochs)
     if may_hold_model and ((output / MODEL_FILE).exists() or has_checkpoint(output)):
         raise ClinicalNERError(
             f"{output} already holds a model; use --resume to continue it or another --output")
     return config or NERConfig()
+
+
+def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) -> None:
+    """A resumed run trains on with its saved settings: ``config`` may change only
+    :data:`~clinical_ner.config.RESUME_MAY_CHANGE`; another change is named, not ignored."""
+    given, kept = config.to_dict(), saved.to_dict()
+    changed = [name for name in kept
+               if name not in RESUME_MAY_CHANGE and given.get(name) != kept[name]]
+    if changed:
+        name = changed[0]
+        raise ConfigError(f"resume continues with the saved configuration, but its {name} "
+                          f"differs from {output / CONFIG_FILE} ({given.get(name)!r} given, "
+                          f"{kept[name]!r} there); only epochs may change")
 
 
 def _is_chief_by_environment() -> bool:
