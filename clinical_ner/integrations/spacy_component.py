@@ -257,7 +257,7 @@ class ClinicalNERComponent:
     def _spans(self, doc: Doc, entities: Sequence[Any]) -> List[Span]:
         """Each entity's span of the Doc's tokens: ``doc.char_span(..., "expand")``.
 
-        spaCy 3.8's ``char_span`` finds both boundaries by a binary search in
+        spaCy's ``char_span`` finds both boundaries by a binary search in
         C (benchmarks/README.md, spaCy pipelines, says why this replaced our
         own search over the tokens' offsets).
         """
