@@ -220,6 +220,13 @@ def test_client_side_validation(dev_target):
             client.annotate([b"aspirin"])
         with pytest.raises(InvalidRequestError, match="sentence 0, token 1"):
             client.tag_tokens([["aspirin", ""]])
+        # A str is not a list of one-character sentences (or tokens).
+        with pytest.raises(InvalidRequestError, match="sentences is str, expected a list"):
+            client.tag_tokens("aspirin")
+        with pytest.raises(InvalidRequestError, match="sentence 1 is str, expected a list"):
+            client.tag_tokens([["aspirin"], "fever"])
+        with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
+            ServingClient(dev_target, MODEL, batch_size=0)
 
 
 def test_retries_until_the_server_starts(model_base):

@@ -95,10 +95,13 @@ def test_missing_file_and_folder_are_errors(tmp_path):
     [
         (f"a O\n{SECRET}\nb O\n", "auto", 2, "only one column"),
         (f"a O\n{SECRET}secret X-foo\n", "auto", 2, "invalid tag"),
-        (f"a O\n\nb O\n{SECRET} I-X\n", "bio", 4, "I-X after O"),
-        (f"{SECRET} S-X\n\na B-X\nb O\n", "auto", 4, "O after B-X"),
-        (f"{SECRET} B-X\nb I-X\n", "bioes", 2, "ends inside a X entity"),
-        (f"a O\n{SECRET} B-X\n", "iob1", 2, "B-X after O"),
+        (f"a O\n\nb O\n{SECRET} I-X\n", "bio", 4, "an I- tag after O:"),
+        (f"{SECRET} S-X\n\na B-X\nb O\n", "auto", 4, "an O tag after B-:"),
+        (f"{SECRET} B-X\nb I-X\n", "bioes", 2, "ends inside an entity"),
+        (f"a O\n{SECRET} B-X\n", "iob1", 2, "a B- tag after O:"),
+        # A line of the note in the file: its last word has the shape of a tag.
+        (f"a O\ngrew E-{SECRET}\n", "auto", 2, "an E- tag after O:"),
+        (f"a O\nb B-X\nc I-{SECRET}\n", "bio", 3, "an I- tag after B- of another type"),
     ],
 )
 def test_errors_name_file_and_line_without_text(tmp_path, content, scheme, line, fragment):

@@ -12,7 +12,7 @@ import pytest
 from clinical_ner import ClinicalNER
 from clinical_ner.annotators.base import Annotator
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError, SavedModelAnnotator
-from clinical_ner.errors import ModelError
+from clinical_ner.errors import ConfigError, ModelError
 
 NOTE = "Started aspirin for fever; no fever since."
 
@@ -99,6 +99,21 @@ def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
     with pytest.raises(TypeError, match=r"sentences\[0\] is str, expected a list of tokens"):
         ner.tag(["aspirin", "fever"])
     assert ner.tag([("aspirin", "fever")]) == ner.tag([["aspirin", "fever"]])
+
+
+@pytest.mark.parametrize("runtime", ["keras", "saved_model"])
+def test_bad_batch_sizes_are_refused_and_lone_surrogates_in_tokens_are_tagged(model_base,
+                                                                              runtime):
+    ner = ClinicalNER.load("clinical" if runtime == "keras" else model_base)
+    # 0 or less never ended a batch: the call hung.
+    for options in ({"batch_size": 0}, {"batch_size": -1}, {"max_batch_characters": 0}):
+        with pytest.raises(ConfigError, match="must be a positive integer"):
+            ner.annotate([NOTE], **options)
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
+        ner.tag([["aspirin"]], batch_size=0)
+    # A lone surrogate (from JSON's "\ud800") reaches the model as U+FFFD, as in
+    # annotate; TensorFlow refused it, and its error quoted every token of the batch.
+    assert ner.tag([["Smith\ud800", "fever"]]) == ner.tag([["Smith\ufffd", "fever"]])
 
 
 def test_clinical_ner_is_the_factory_not_a_type():

@@ -334,6 +334,11 @@ def test_no_input_text_in_logs(predict_stub, model_stub, caplog, capfd):
     for case in ("invalid UTF-8", "too many documents", "document too long", "message too large"):
         with pytest.raises(grpc.RpcError):
             predict_stub.Predict(BAD_PREDICTS[case][0], timeout=RPC_TIMEOUT_S)
+    # Note text sent where a signature's name belongs: NOT_FOUND, and not in the log.
+    with pytest.raises(grpc.RpcError) as raised:
+        predict_stub.Predict(text_request(["aspirin"], signature=MARKER), timeout=RPC_TIMEOUT_S)
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "Predict NOT_FOUND" in caplog.text and "signature=(unknown)" in caplog.text
     model_stub.GetModelStatus(status_request(), timeout=RPC_TIMEOUT_S)
     assert "Predict OK" in caplog.text  # the per-request DEBUG lines were captured
     assert MARKER not in caplog.text

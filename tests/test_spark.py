@@ -19,7 +19,7 @@ pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
-from clinical_ner.errors import ModelError  # noqa: E402
+from clinical_ner.errors import ConfigError, ModelError  # noqa: E402
 from helpers import REPO_ROOT, assert_same_documents, assert_same_entities, spark_session  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -82,6 +82,18 @@ def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
     notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
     with pytest.raises(NotAnExportError, match="not an export"):
         annotate(notes, str(model_dir))
+
+
+def test_a_text_column_of_another_type_and_a_bad_batch_size_fail_on_the_driver(
+        spark, trained_model):
+    _, export_dir = trained_model
+    numbers = spark.createDataFrame([("n1", 5)], "id string, text int")
+    # Each row said "column 'text' is null" before.
+    with pytest.raises(ConfigError, match="column 'text' is int, not string; cast it first"):
+        annotate(numbers, str(export_dir))
+    notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
+        annotate(notes, str(export_dir), batch_size=0)
 
 
 def test_an_incomplete_litert_export_fails_on_the_driver_by_the_path_given(

@@ -75,16 +75,16 @@ def test_detect_scheme(tags, expected):
 @pytest.mark.parametrize(
     ("tags", "scheme", "bad_index", "fragment"),
     [
-        (["O", "I-X"], "bio", 1, "I-X after O"),
-        (["B-X", "I-Y"], "bio", 1, "I-Y after B-X"),
+        (["O", "I-X"], "bio", 1, "an I- tag after O:"),
+        (["B-X", "I-Y"], "bio", 1, "an I- tag after B- of another type"),
         (["I-X"], "bio", 0, "the sentence start"),
-        (["O", "B-X"], "iob1", 1, "B-X after O"),
-        (["B-X", "S-X"], "bio", 1, "S-X is not a BIO tag"),
-        (["B-X", "O"], "bioes", 1, "O after B-X"),
-        (["B-X", "I-X", "B-X", "E-X"], "bioes", 2, "B-X after I-X"),
-        (["O", "E-X"], "bioes", 1, "E-X after O"),
-        (["S-X", "I-X"], "bioes", 1, "I-X after S-X"),
-        (["O", "B-X", "I-X"], "bioes", 2, "ends inside a X entity"),
+        (["O", "B-X"], "iob1", 1, "a B- tag after O:"),
+        (["B-X", "S-X"], "bio", 1, "an S- tag is not a BIO tag"),
+        (["B-X", "O"], "bioes", 1, "an O tag after B-:"),
+        (["B-X", "I-X", "B-X", "E-X"], "bioes", 2, "a B- tag after I-:"),
+        (["O", "E-X"], "bioes", 1, "an E- tag after O:"),
+        (["S-X", "I-X"], "bioes", 1, "an I- tag after S-:"),
+        (["O", "B-X", "I-X"], "bioes", 2, "ends inside an entity"),
     ],
 )
 def test_explicit_scheme_violation_names_file_and_line(tags, scheme, bad_index, fragment):

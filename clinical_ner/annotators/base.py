@@ -16,7 +16,7 @@ from typing import overload
 
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
-from clinical_ner.errors import ModelError
+from clinical_ner.errors import ModelError, check_integer
 from clinical_ner.text.document import Entity
 
 
@@ -61,6 +61,8 @@ class Annotator:
             batch_size = self.config.annotate_batch_size
         if max_batch_characters is None:
             max_batch_characters = self.config.annotate_max_batch_characters
+        check_integer("batch_size", batch_size)
+        check_integer("max_batch_characters", max_batch_characters)
         if isinstance(texts, str):
             return self.annotate([texts], batch_size, max_batch_characters)[0]
         return self._annotate_texts(signatures.checked_texts(texts), batch_size,
@@ -98,11 +100,14 @@ class Annotator:
                 if not isinstance(token, str):
                     raise TypeError(f"sentences[{index}][{position}] is "
                                     f"{type(token).__name__}, expected str")
-        # Empty sentences have nothing to tag and are answered here.
+        # Empty sentences have nothing to tag and are answered here. Lone surrogates
+        # become U+FFFD, as in annotate: UTF-8 cannot carry them to the model (and
+        # TensorFlow's error would quote every token of the batch).
         filled = [i for i, sentence in enumerate(sentences) if sentence]
         tagged = signatures.in_size_order_batches(
-            [list(sentences[i]) for i in filled], [len(sentences[i]) for i in filled],
-            batch_size, self._tag_batch)
+            [[signatures.replace_lone_surrogates(token) for token in sentences[i]]
+             for i in filled],
+            [len(sentences[i]) for i in filled], batch_size, self._tag_batch)
         results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
         for index, result in zip(filled, tagged):
             results[index] = result

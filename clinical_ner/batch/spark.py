@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from clinical_ner.errors import ConfigError, check_integer
+
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
@@ -85,7 +87,8 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     the note, as ``clinical-ner predict`` writes them; the assertion fields
     are null where the model gives an entity none); a row whose text is
     null gets null entities and ``error`` says why (``error`` is null
-    otherwise). Every row gives one
+    otherwise); ``text_col`` must be a string column (another type is refused
+    on the driver: cast it first). Every row gives one
     row; duplicate ids are annotated independently. ``batch_size`` and
     ``max_batch_characters`` are ``Annotator.annotate``'s (``None``: the
     default configuration's). ``model_path`` is a SavedModel export (a
@@ -105,9 +108,16 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
         notes = spark.createDataFrame([("n1", "Started on aspirin.")], "id string, text string")
         annotate(notes, "models/clinical_ner/1").show(truncate=False)
     """
+    # Checked on the driver, before a worker starts (a batch size of 0 never ends a batch).
+    for name, value in (("batch_size", batch_size), ("max_batch_characters", max_batch_characters)):
+        if value is not None:
+            check_integer(name, value)
+    text_type = df.schema[text_col].dataType.simpleString()  # a missing column fails here
+    if text_type != "string":
+        raise ConfigError(f"column '{text_col}' is {text_type}, not string; cast it first "
+                          f"(df.withColumn('{text_col}', df['{text_col}'].cast('string')))")
     load = _litert_loader(df.sparkSession, model_path) or _saved_model_loader(model_path)
     id_type = df.schema[id_col].dataType.simpleString()
-    df.schema[text_col]  # noqa: B018 (a missing column fails here, naming it)
     schema = (f"`{id_col}` {id_type}, {ENTITIES_COLUMN} {ENTITIES_TYPE}, "
               f"{ERROR_COLUMN} string")
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ClinicalNERError, check_integer
 from clinical_ner.model.vocab import PAD
 
 PREDICT_METHOD_NAME = "tensorflow/serving/predict"
@@ -144,6 +144,7 @@ def in_size_order_batches(
     so that many short items share a call and a few long ones do not make a
     huge one.
     """
+    check_integer("batch_size", batch_size)  # 0 or less would never end a batch
     order = sorted(range(len(items)), key=sizes.__getitem__)
     results: list[Any] = [None] * len(items)
     start = 0

@@ -189,6 +189,14 @@ class ServingClient:
         self, sentences: Sequence[Sequence[str]]
     ) -> list[tuple[list[str], list[float]]]:
         """``(tags, confidences)`` for each pre-tokenized sentence, in order."""
+        # A str is a sequence of one-character "tokens": refused, not tagged.
+        if isinstance(sentences, (str, bytes)):
+            raise InvalidRequestError(f"sentences is {type(sentences).__name__}, expected a "
+                                      "list of sentences, each a list of tokens (str)")
+        for row_index, tokens in enumerate(sentences):
+            if isinstance(tokens, (str, bytes)):
+                raise InvalidRequestError(f"sentence {row_index} is {type(tokens).__name__}, "
+                                          "expected a list of tokens (str)")
         rows = [list(tokens) for tokens in sentences]
         for row_index, tokens in enumerate(rows):
             for token_index, token in enumerate(tokens):

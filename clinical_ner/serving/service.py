@@ -120,8 +120,10 @@ class ModelService:
         """Run a signature on the inputs ``read_inputs`` gives for it (merged with others)."""
         version = self.version(model_name, number)
         signature_name = signature_name or SERVING_DEFAULT
-        fields.update(version=version.number, signature=clip(signature_name))
         signature = version.signatures.get(signature_name)
+        # Logged by name only when it is one of the model's: a client may send anything.
+        fields.update(version=version.number,
+                      signature=signature_name if signature is not None else "(unknown)")
         if signature is None:
             raise RequestError(
                 grpc.StatusCode.NOT_FOUND,

@@ -132,7 +132,7 @@ def normalize_tags(
     for index, tag in enumerate(tags):
         result = _parse(tag)
         if result is None:
-            # Not quoted: a malformed last column may be clinical text.
+            # Not quoted: a malformed last column may be clinical text (see _tag).
             raise fail(index, f"invalid tag ({_EXPECTED_TAG})")
         parsed.append(result)
 
@@ -150,25 +150,20 @@ def _read_iob(tags, parsed, mode, fail) -> list[str]:
     for index, (prefix, entity_type) in enumerate(parsed):
         continues = previous_prefix in ("B", "I") and previous_type == entity_type
         if prefix in ("E", "S"):
-            raise fail(index, f"tag {tags[index]} is not a {mode.upper()} tag")
+            raise fail(index, f"{_tag(parsed, index)} is not a {mode.upper()} tag")
         if prefix == OUTSIDE:
             result.append(OUTSIDE)
         elif prefix == "B":
             if mode == "iob1" and not continues:
-                raise fail(
-                    index,
-                    f"tag {tags[index]} after {_previous(tags, index)}: IOB1 uses B- only "
-                    f"to start an entity right after another {entity_type} entity",
-                )
+                raise fail(index, f"{_tag(parsed, index)} after {_previous(parsed, index)}: "
+                                  "IOB1 uses B- only to start an entity right after another "
+                                  "entity of its type")
             result.append(tags[index])
         elif continues:
             result.append(f"I-{entity_type}")
         elif mode == "bio":
-            raise fail(
-                index,
-                f"tag {tags[index]} after {_previous(tags, index)}: in BIO an entity "
-                f"must start with B-{entity_type}",
-            )
+            raise fail(index, f"{_tag(parsed, index)} after {_previous(parsed, index)}: in "
+                              "BIO an entity must start with B- of its type")
         else:
             result.append(f"B-{entity_type}")
         previous_prefix, previous_type = prefix, entity_type
@@ -181,31 +176,35 @@ def _read_bioes(tags, parsed, fail) -> list[str]:
     for index, (prefix, entity_type) in enumerate(parsed):
         inside = prefix in ("I", "E")
         if open_type is not None and not (inside and entity_type == open_type):
-            raise fail(
-                index,
-                f"tag {tags[index]} after {_previous(tags, index)}: in BIOES an entity "
-                f"started with B-{open_type} must continue with I-{open_type} or end "
-                f"with E-{open_type}",
-            )
+            raise fail(index, f"{_tag(parsed, index)} after {_previous(parsed, index)}: in "
+                              "BIOES an entity started with B- must continue with I- or end "
+                              "with E- of its type")
         if open_type is None and inside:
-            raise fail(
-                index,
-                f"tag {tags[index]} after {_previous(tags, index)}: in BIOES an entity "
-                f"must start with B-{entity_type} (or be S-{entity_type})",
-            )
+            raise fail(index, f"{_tag(parsed, index)} after {_previous(parsed, index)}: in "
+                              "BIOES an entity must start with B- (or be S-)")
         result.append(to_iob2_tag(tags[index]))
         open_type = entity_type if prefix in ("B", "I") else None
     if open_type is not None:
-        raise fail(
-            len(tags) - 1,
-            f"the sentence ends inside a {open_type} entity (BIOES entities end "
-            f"with E-{open_type})",
-        )
+        raise fail(len(tags) - 1,
+                   "the sentence ends inside an entity (BIOES entities end with E-)")
     return result
 
 
-def _previous(tags: list[str], index: int) -> str:
-    return tags[index - 1] if index > 0 else "the sentence start"
+# The messages name a tag by its prefix, never its type: in a malformed file the
+# last column may be a word of the note shaped like a tag (E-coli, B-cell, I-131).
+def _tag(parsed: list[tuple[str, str | None]], index: int) -> str:
+    prefix = parsed[index][0]
+    return "an O tag" if prefix == OUTSIDE else f"{'a' if prefix == 'B' else 'an'} {prefix}- tag"
+
+
+def _previous(parsed: list[tuple[str, str | None]], index: int) -> str:
+    if index == 0:
+        return "the sentence start"
+    (prefix, entity_type), current_type = parsed[index - 1], parsed[index][1]
+    if prefix == OUTSIDE:
+        return OUTSIDE
+    other = " of another type" if current_type is not None and entity_type != current_type else ""
+    return f"{prefix}-{other}"
 
 
 def tags_to_mentions(iob2_tags: list[str]) -> list[Mention]:
