@@ -218,6 +218,9 @@ def test_client_side_validation(dev_target):
         assert client.annotate(text) == expected_entities(text)
         with pytest.raises(InvalidRequestError, match="document 0 is a bytes"):
             client.annotate([b"aspirin"])
+        with pytest.raises(InvalidRequestError, match="texts is bytes, expected a str or a "
+                                                      "list of str"):
+            client.annotate(b"aspirin")
         with pytest.raises(InvalidRequestError, match="sentence 0, token 1"):
             client.tag_tokens([["aspirin", ""]])
         # A str is not a list of one-character sentences (or tokens).

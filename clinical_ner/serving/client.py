@@ -183,6 +183,10 @@ class ServingClient:
         """Entities of one document, or one entity list per document (in order)."""
         if isinstance(texts, str):
             return self._annotate_all([texts])[0]
+        if isinstance(texts, (bytes, bytearray)):
+            # Else each byte would be named as "document N is a int".
+            raise InvalidRequestError(f"texts is {type(texts).__name__}, expected a str or a "
+                                      "list of str (decode bytes first)")
         return self._annotate_all(list(texts))
 
     def tag_tokens(
