@@ -327,6 +327,15 @@ def test_litert_classifies_given_spans_by_the_tokens_they_overlap(litert_with_as
         [0.9, 0.85, 0.8, 0.9], abs=1e-6)
     with pytest.raises(ValueError, match="span 0: covers no token"):
         litert_with_assertions.classify_assertions("a   b", [(1, 4)])
+    # NumPy's integers are offsets; a bool (True == 1) and a missing list are not.
+    assert litert_with_assertions.classify_assertions(
+        text, [(np.int64(3), np.int32(12))]) == found[:1]
+    for bad in ([(True, 12)], [3], [None]):
+        with pytest.raises(TypeError, match="text 0, span 0: expected \\(start, end\\), two "
+                                            "integers"):
+            litert_with_assertions.classify_assertions(text, bad)
+    with pytest.raises(TypeError, match="spans is NoneType, expected a list"):
+        litert_with_assertions.classify_assertions([text], None)
 
 
 # -- the development server reads classify_assertions' integer inputs -------------

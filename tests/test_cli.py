@@ -167,8 +167,15 @@ def test_exit_codes_say_what_went_wrong(tmp_path):
     unknown = run_cli("train", "--train", "x", "--output", tmp_path / "never", "--embedings",
                       "y", check=False)
     assert unknown.returncode == 2 and unknown.stderr == (
-        "clinical-ner train: error: unrecognized arguments: --embedings y (see 'clinical-ner "
-        "train --help')\n")
+        "clinical-ner train: error: unrecognized arguments: --embedings and 1 value not shown "
+        "(texts go before the options) (see 'clinical-ner train --help')\n")
+    # A text after the options is left over too: counted, never quoted (it is a note).
+    late = run_cli("predict", "clinical", "--output-format", "conll", "Zebediah Quuxley had pain",
+                   check=False)
+    assert late.returncode == 2 and "Zebediah" not in late.stderr
+    assert late.stderr == (
+        "clinical-ner predict: error: unrecognized arguments: 1 value not shown (texts go before "
+        "the options) (see 'clinical-ner predict --help')\n")
     missing = run_cli("export", tmp_path / "no-model", "--output", tmp_path / "out", check=False)
     assert missing.returncode == 4
     assert missing.stderr.count("\n") == 1 and missing.stderr.startswith(

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert) is not installed")
 
 from clinical_ner.config import NERConfig  # noqa: E402
-from clinical_ner.errors import ClinicalNERError, ModelError  # noqa: E402
+from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError  # noqa: E402
 from clinical_ner.export.saved_model import ExportError  # noqa: E402
 from clinical_ner.export.litert import export_litert  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
@@ -350,6 +351,53 @@ def test_damaged_exports_are_named_in_the_error(export_dir, tmp_path):
     (broken / layout.MANIFEST_FILE).write_text(json.dumps({**manifest, "version": 99}))
     with pytest.raises(ModelError, match="format version 99"):
         ClinicalNER.load(broken)
+
+
+@pytest.mark.parametrize(("file", "edit", "message"), [
+    # Each loaded before, and decoded other tags or lost the assertions without an error.
+    (layout.CRF_FILE, {"forbidden_score": None}, "'forbidden_score' must be a finite number"),
+    (layout.CRF_FILE, {"start_transitions": [0.0]},
+     r"'start_transitions' must be finite numbers of shape \(\d+,\)"),
+    (layout.CRF_FILE, {"allowed_transitions": [[True]]},
+     "'allowed_transitions' must be booleans of shape"),
+    (layout.CRF_FILE, {"transitions": "x"}, "'transitions' must be finite numbers"),
+    ("vocab.json", {"tags": "O"}, "not a clinical-ner vocabulary"),
+    (layout.MANIFEST_FILE, {"version": True}, "format version True"),
+    (layout.MANIFEST_FILE, {"network": "/etc/hostname"}, "'network' must name a file of the "
+                                                         "export"),
+    (layout.MANIFEST_FILE, {"inputs": "word_ids"}, "'inputs' must be a list of tensor names"),
+])
+def test_an_edited_export_file_is_refused_at_load_naming_the_field(export_dir, tmp_path, file,
+                                                                   edit, message):
+    edited = shutil.copytree(export_dir, tmp_path / "edited")
+    data = json.loads((edited / file).read_text(encoding="utf-8"))
+    (edited / file).write_text(json.dumps({**data, **edit}), encoding="utf-8")
+    with pytest.raises(ModelError, match=message):
+        ClinicalNER.load(edited)
+
+
+def test_workers_and_threads_are_checked_and_a_str_subclass_is_a_text(export_dir, lite_ner):
+    for options in ({"workers": 0}, {"workers": 1.5}, {"num_threads": -1},
+                    {"num_threads": True}, {"workers": 10**6}, {"num_threads": 100_000}):
+        with pytest.raises(ConfigError, match=f"{next(iter(options))} must be"):
+            LiteRTAnnotator.load(export_dir, **options)
+
+    class Note(str):  # a str subclass the worker processes could not unpickle
+        pass
+
+    texts = ["Started aspirin for fever. " * 60, "CT of the chest. " * 100]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS  # the worker processes' path
+    processes = LiteRTAnnotator.load(export_dir, workers=2)
+    try:
+        assert_same_documents(processes.annotate([Note(text) for text in texts]),
+                              lite_ner.annotate(texts))
+    finally:
+        processes.close()
+
+
+def test_tag_reads_a_generator_of_sentences(lite_ner):
+    sentences = [["Started", "aspirin"], ["CT", "of", "the", "chest"]]
+    assert lite_ner.tag(sentence for sentence in sentences) == lite_ner.tag(sentences)
 
 
 def test_export_never_overwrites(tiny_model_dir, export_dir):

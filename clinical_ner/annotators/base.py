@@ -11,8 +11,11 @@ TensorFlow.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from numbers import Integral
 from typing import overload
+
+import numpy as np
 
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
@@ -89,9 +92,10 @@ class Annotator:
         if batch_size is None:
             batch_size = self.config.tag_batch_size
         # A str is a sequence of one-character "tokens": refused, not tagged.
-        if isinstance(sentences, (str, bytes)):
+        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
             raise TypeError(f"sentences is {type(sentences).__name__}, expected a list of "
                             "sentences, each a list of tokens (str)")
+        sentences = list(sentences)  # a generator is read once, here
         for index, sentence in enumerate(sentences):
             if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Sequence):
                 raise TypeError(f"sentences[{index}] is {type(sentence).__name__}, expected "
@@ -146,13 +150,13 @@ class Annotator:
         if isinstance(texts, str):
             return self.classify_assertions([texts], [spans], batch_size)[0]
         texts = signatures.checked_texts(texts)
-        spans = [[tuple(span) for span in text_spans] for text_spans in spans]
+        spans = [_checked_spans(index, text_spans) for index, text_spans in enumerate(
+            spans if isinstance(spans, Iterable) else _not_iterable("spans", spans))]
         if len(spans) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(spans)} span lists")
         for index, (text, text_spans) in enumerate(zip(texts, spans)):
             for number, span in enumerate(text_spans):
-                if (len(span) != 2 or not all(isinstance(value, int) for value in span)
-                        or not 0 <= span[0] < span[1] <= len(text)):
+                if not 0 <= span[0] < span[1] <= len(text):
                     raise ValueError(f"text {index}, span {number}: expected (start, end) "
                                      f"with 0 <= start < end <= {len(text)}")
         if batch_size is None:
@@ -179,3 +183,24 @@ class Annotator:
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
         raise NotImplementedError
+
+
+def _not_iterable(name: str, value: object) -> list:
+    raise TypeError(f"{name} is {type(value).__name__}, expected a list")
+
+
+def _checked_spans(index: int, text_spans: object) -> list[tuple[int, int]]:
+    """One text's spans as ``(start, end)`` tuples of ints (NumPy integers too, never bools)."""
+    if not isinstance(text_spans, Iterable) or isinstance(text_spans, (str, bytes)):
+        raise TypeError(f"text {index}: spans is {type(text_spans).__name__}, expected a "
+                        "list of (start, end)")
+    checked = []
+    for number, span in enumerate(text_spans):
+        values = tuple(span) if isinstance(span, Iterable) and not isinstance(
+            span, (str, bytes)) else ()
+        if len(values) != 2 or not all(isinstance(value, Integral)
+                                       and not isinstance(value, (bool, np.bool_))
+                                       for value in values):
+            raise TypeError(f"text {index}, span {number}: expected (start, end), two integers")
+        checked.append((int(values[0]), int(values[1])))
+    return checked

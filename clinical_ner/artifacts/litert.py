@@ -98,8 +98,23 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise LiteRTExportError(f"{path}: not a {FORMAT_NAME} manifest")
-    if manifest.get("version") not in READABLE_VERSIONS:
+    version = manifest.get("version")
+    # (True == 1 and 2.0 == 2 in Python: only an int is a version.)
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise LiteRTExportError(
-            f"{path}: format version {manifest.get('version')!r}, this clinical-ner reads "
+            f"{path}: format version {version!r}, this clinical-ner reads "
             f"versions {', '.join(map(str, READABLE_VERSIONS))}; export the model again")
+    network = manifest.get("network")
+    # The network is a file of the export itself, never a path elsewhere.
+    if not isinstance(network, str) or Path(network).name != network or network in ("", ".", ".."):
+        raise LiteRTExportError(f"{path}: 'network' must name a file of the export; export "
+                                "the model again")
+    for field, optional in (("inputs", False), ("network_outputs", True)):
+        names = manifest.get(field)
+        if names is None and optional:
+            continue
+        if not isinstance(names, list) or not names or not all(
+                isinstance(name, str) for name in names):
+            raise LiteRTExportError(f"{path}: '{field}' must be a list of tensor names; export "
+                                    "the model again")
     return manifest

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from clinical_ner.version import __version__
@@ -24,6 +25,8 @@ COMMANDS = ("train", "evaluate", "predict", "card", "export", "serve", "client",
             "vectors")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# An option's name as typed: the only kind of leftover argument an error may quote.
+_OPTION_SHAPE = re.compile(r"--?[A-Za-z][A-Za-z0-9_-]*")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -32,7 +35,6 @@ class _OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(2)
-
 
 def _chosen_command(argv: list[str]) -> str | None:
     """The command named on the command line (the first argument that is not an option)."""
@@ -95,6 +97,25 @@ def _asks_verbose(argv: list[str]) -> bool:
     return "-v" in options or "--verbose" in options
 
 
+def unrecognized_message(unknown: list[str]) -> str:
+    """argparse's leftover arguments, quoting only those shaped like an option.
+
+    A text after the options lands here too (argparse takes a command's texts
+    before its first option), and it may be a note: it is counted, not shown.
+
+    >>> unrecognized_message(["--embedings", "y"])
+    'unrecognized arguments: --embedings and 1 value not shown (texts go before the options)'
+    """
+    options = [item for item in unknown if _OPTION_SHAPE.fullmatch(item)]
+    hidden = len(unknown) - len(options)
+    shown = " ".join(options)
+    if hidden:
+        values = f"{hidden} value{'s' if hidden > 1 else ''} not shown"
+        shown = f"{shown} and {values}" if shown else values
+        shown += " (texts go before the options)"
+    return f"unrecognized arguments: {shown}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not _asks_verbose(argv):
@@ -104,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         # Named by the command they were given to, not by the top-level parser.
         prog = f"{parser.prog} {args.command}"
-        print(f"{prog}: error: unrecognized arguments: {' '.join(unknown)} (see '{prog} "
-              "--help')", file=sys.stderr)
+        print(f"{prog}: error: {unrecognized_message(unknown)} (see '{prog} --help')",
+              file=sys.stderr)
         return 2
     configure_logging(logging.INFO if args.verbose else logging.WARNING)
     try:

@@ -119,6 +119,9 @@ def checked_texts(texts: Iterable[Any]) -> list[str]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{index}] is {type(text).__name__}, expected str")
+        if type(text) is not str:
+            # A str subclass as a plain str: worker processes cannot unpickle the caller's class.
+            texts[index] = str.__str__(text)
     return texts
 
 

@@ -142,10 +142,14 @@ class Vocabulary:
         path = Path(directory) / VOCAB_FILE
         data = read_json_file(path, ModelError, "copy the whole model folder again, or train "
                               "or export it again")
-        fields = ("words", "chars", "tags")
+        fields = ("words", "chars", "tags", "assertions")
+        # "assertions" is absent before 0.4.0; a str there would be classes of one letter.
         if not isinstance(data, dict) or not all(
-                isinstance(data.get(name), list) for name in fields):
-            raise ModelError(f"{path}: not a clinical-ner vocabulary (expected lists "
-                             f"{', '.join(fields)})")
+                (name in data or name == "assertions")
+                and isinstance(data.get(name, []), list)
+                and all(isinstance(item, str) for item in data.get(name, []))
+                for name in fields):
+            raise ModelError(f"{path}: not a clinical-ner vocabulary (expected lists of "
+                             f"strings {', '.join(fields)})")
         return cls(words=data["words"], chars=data["chars"], tags=data["tags"],
                    assertions=data.get("assertions", []))

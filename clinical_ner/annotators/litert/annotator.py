@@ -10,6 +10,7 @@ import numpy as np
 from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
 from clinical_ner.config import NERConfig
+from clinical_ner.errors import ConfigError, check_integer
 from clinical_ner.text.document import ASSERTION_LABEL, Entity
 from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
@@ -47,6 +48,10 @@ CHUNK_POSITIONS = 384
 # (`python -m benchmarks.litert_workers`, benchmarks/README.md, "Threads or processes").
 PARALLEL_MODES = ("processes", "threads")
 PROCESS_MIN_CHARACTERS = 2_500
+# A bound on workers and num_threads: well above any core count we run on, and far
+# below what ran out of memory (a million workers) or crashed LiteRT at exit (100,000
+# threads, an audit's probe).
+MAX_WORKERS_OR_THREADS = 1024
 
 
 def length_chunks(lengths: np.ndarray, max_sentences: int, max_positions: int
@@ -148,6 +153,13 @@ class LiteRTAnnotator(Annotator):
         directory = Path(directory)
         if workers is None:
             workers = usable_cores()
+        # Each worker is an interpreter (and a process at the first large batch), and each
+        # interpreter thread a thread: far more than cores only costs memory, or crashes LiteRT.
+        for name, value in (("workers", workers), ("num_threads", num_threads)):
+            check_integer(name, value)
+            if value > MAX_WORKERS_OR_THREADS:
+                raise ConfigError(f"{name} must be at most {MAX_WORKERS_OR_THREADS}, got "
+                                  f"{value} (this process may run on {usable_cores()} cores)")
         if not layout.looks_like_litert_export(directory):
             raise layout.LiteRTExportError(
                 f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "
@@ -157,14 +169,20 @@ class LiteRTAnnotator(Annotator):
         config = NERConfig.load(directory)
         vocab = Vocabulary.load(directory)
         crf_data = layout.read_json(directory / layout.CRF_FILE)
-        crf = ConstrainedCRF.from_dict(crf_data)
+        try:
+            crf = ConstrainedCRF.from_dict(crf_data)
+        except ValueError as error:
+            raise layout.LiteRTExportError(f"{directory / layout.CRF_FILE}: {error}; export the "
+                                           "model again") from None
         if crf.num_tags != len(vocab.tags):
             raise layout.LiteRTExportError(
                 f"{directory / layout.CRF_FILE}: {crf.num_tags} tags, but vocab.json has "
                 f"{len(vocab.tags)}")
         # Format version 2: the emissions' and the assertion probabilities' names.
         output_names = manifest.get("network_outputs")
-        if bool(output_names) != bool(vocab.assertions):
+        # (Version 2 names two: the emissions, then the assertion probabilities.)
+        if bool(output_names) != bool(vocab.assertions) or (
+                output_names is not None and len(output_names) != 2):
             raise layout.LiteRTExportError(
                 f"{directory}: vocab.json's assertions {vocab.assertions} do not match the "
                 f"network's outputs {output_names}; export the model again")

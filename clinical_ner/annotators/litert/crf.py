@@ -65,10 +65,27 @@ class ConstrainedCRF:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ConstrainedCRF":
-        """From the ``crf.json`` of a LiteRT export."""
-        return cls(data["transitions"], data["start_transitions"], data["end_transitions"],
-                   data.get("allowed_transitions"), data.get("allowed_start"),
-                   data.get("allowed_end"), data["forbidden_score"])
+        """From the ``crf.json`` of a LiteRT export.
+
+        Raises ``ValueError`` naming the field that is missing or does not
+        fit (a wrong shape would broadcast, and a null score decode to other
+        tags, without an error).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError("expected a JSON object")
+        transitions = _array(data, "transitions", float, None)
+        if transitions.ndim != 2 or transitions.shape[0] != transitions.shape[1]:
+            raise ValueError(f"'transitions' must be a square matrix, not {transitions.shape}")
+        tags = transitions.shape[0]
+        forbidden_score = data.get("forbidden_score")
+        if isinstance(forbidden_score, bool) or not isinstance(forbidden_score, (int, float)) \
+                or not np.isfinite(forbidden_score):
+            raise ValueError("'forbidden_score' must be a finite number")
+        return cls(transitions, _array(data, "start_transitions", float, (tags,)),
+                   _array(data, "end_transitions", float, (tags,)),
+                   _array(data, "allowed_transitions", bool, (tags, tags), optional=True),
+                   _array(data, "allowed_start", bool, (tags,), optional=True),
+                   _array(data, "allowed_end", bool, (tags,), optional=True), forbidden_score)
 
     def decode(self, emissions: np.ndarray, lengths: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -139,3 +156,24 @@ class ConstrainedCRF:
         # Both include the step's own potential once: divide it out once.
         marginals = alphas * betas / potentials
         return marginals / marginals.sum(axis=2, keepdims=True)
+
+
+def _array(data: Mapping[str, Any], name: str, kind: type, shape: tuple[int, ...] | None,
+           optional: bool = False) -> Any:
+    """``data[name]`` as an array of finite numbers (or booleans) of ``shape``."""
+    value = data.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"'{name}' is missing")
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise ValueError(f"'{name}' is not a regular array") from None
+    valid = (array.dtype == bool if kind is bool
+             else array.dtype.kind in "iuf" and bool(np.isfinite(array).all()))
+    if not valid or (shape is not None and array.shape != shape):
+        wanted = "booleans" if kind is bool else "finite numbers"
+        raise ValueError(f"'{name}' must be {wanted} of shape {shape or '(tags, tags)'}, "
+                         f"not {array.dtype} of shape {array.shape}")
+    return array
