@@ -139,6 +139,8 @@ class NERConfig:
                      "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
             check_integer(name, getattr(self, name), minimum=1)
         check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
+        # NumPy's and TensorFlow's seeds are unsigned 32-bit.
+        check_integer("seed", self.seed, minimum=0, maximum=2**32 - 1)
         if not isinstance(self.bucket_boundaries, (list, tuple)):
             raise ConfigError(
                 f"bucket_boundaries must be a list of integers, got {self.bucket_boundaries!r}")

@@ -68,16 +68,33 @@ class UnavailableError(ClinicalNERError):
     exit_code = 5
 
 
-def check_integer(name: str, value: object, minimum: int = 1) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is an ``int`` of at least ``minimum``.
+def check_integer(name: str, value: object, minimum: int = 1,
+                  maximum: int | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an ``int`` from ``minimum`` to ``maximum``.
 
     The one check of a count setting, so that every option and argument says
     the same thing. ``bool`` is refused although it is an ``int`` subclass:
-    ``True`` would silently become 1.
+    ``True`` would silently become 1. ``maximum`` bounds what would exhaust
+    memory or overflow a library's C integer.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
+
+
+def check_seconds(name: str, value: object, maximum: float, allow_zero: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a number of seconds up to ``maximum``.
+
+    NaN and infinity are refused (``nan <= 0`` is false, and an infinite
+    timeout overflows the timers it reaches); so are bools.
+    """
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not (number and (value >= 0 if allow_zero else value > 0) and value <= maximum):
+        low = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be a number of seconds {low} and at most {maximum:g}, "
+                          f"got {value!r}")
 
 
 def check_output_file(name: str, path: str | Path | None) -> None:

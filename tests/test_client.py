@@ -230,6 +230,13 @@ def test_client_side_validation(dev_target):
             client.tag_tokens([["aspirin"], "fever"])
         with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
             ServingClient(dev_target, MODEL, batch_size=0)
+        for options, message in (({"timeout": "5"}, "timeout must be a number of seconds"),
+                                 ({"deadline": float("nan")}, "deadline must be a number"),
+                                 ({"max_retries": 1.5}, "max_retries must be an integer >= 0"),
+                                 ({"max_message_bytes": 0}, "max_message_bytes must be a "
+                                                            "positive integer")):
+            with pytest.raises(ConfigError, match=message):
+                ServingClient(dev_target, MODEL, **options)
 
 
 def test_retries_until_the_server_starts(model_base):

@@ -51,6 +51,8 @@ def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
     # A string flag would be truthy: "false" would mean true.
     ("assertion_trains_tagger", "false", "true or false"), ("use_casing", 0, "true or false"),
     ("assertion_head", None, "a string"),
+    # NumPy's seeds are unsigned 32-bit: training failed with an internal error.
+    ("seed", -1, "an integer >= 0"), ("seed", 2**32, "at most 4294967295"),
 ])
 def test_a_setting_of_the_wrong_json_type_is_refused_by_name(tmp_path, setting, value, expected):
     path = tmp_path / "c.json"

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.training.distribute import parse_tf_config
+from clinical_ner.training.distribute import distribution_for, parse_tf_config
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
@@ -236,6 +236,16 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
 def test_bad_tf_config_is_named(text, message):
     with pytest.raises(ConfigError, match=message):
         parse_tf_config(text)
+
+
+@pytest.mark.parametrize("seconds", [0, float("nan"), float("inf"), True])
+def test_a_connect_timeout_that_is_no_finite_positive_number_is_named(seconds):
+    # NaN passed "<= 0" and infinity overflowed TensorFlow's milliseconds: internal errors.
+    config = json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
+                         "task": {"type": "worker", "index": 0}})
+    with pytest.raises(ConfigError, match="--connect-timeout must be a number of seconds"):
+        distribution_for("multi-worker", connect_timeout_s=seconds,
+                         environ={"TF_CONFIG": config})
 
 
 def test_bad_tf_config_and_a_missing_worker_end_the_command_with_an_error(data, tmp_path):

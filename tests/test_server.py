@@ -663,6 +663,16 @@ def test_invalid_configuration(tmp_path, model_base):
         ModelServer(model_base, MODEL, port=0, max_batch_documents=0)
     with pytest.raises(ConfigError, match="both"):
         ModelServer(model_base, MODEL, port=0, ssl_cert=tmp_path / "cert.pem")
+    # Each started before: an infinite poll interval ended the version poller with a
+    # traceback, 3 GB overflowed gRPC's limit at start (exit 70), True was port 1.
+    for options, message in (({"poll_interval_s": float("inf")}, "poll_interval_s must be a "
+                                                                   "number of seconds"),
+                             ({"max_message_bytes": 3_000_000_000}, "max_message_bytes must "
+                                                                    "be at most 2147483647"),
+                             ({"port": True}, "port must be an integer >= 0"),
+                             ({"rest_port": 1.5}, "rest_port must be an integer >= 0")):
+        with pytest.raises(ConfigError, match=message):
+            ModelServer(model_base, MODEL, **{"port": 0, **options})
 
 
 def test_busy_port_is_a_clear_error(server, model_base):

@@ -94,6 +94,13 @@ def test_a_text_column_of_another_type_and_a_bad_batch_size_fail_on_the_driver(
     notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
     with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
         annotate(notes, str(export_dir), batch_size=0)
+    with pytest.raises(ConfigError, match="id_col and text_col are both 'text'"):
+        annotate(notes, export_dir, id_col="text")  # a Path, as ClinicalNER.load takes
+
+
+def test_a_model_path_may_be_a_path_object(spark, trained_litert_export):
+    notes = spark.createDataFrame([("n1", "Started aspirin for fever.")], "id string, text string")
+    assert annotate(notes, trained_litert_export).collect()[0].error is None
 
 
 def test_an_incomplete_litert_export_fails_on_the_driver_by_the_path_given(

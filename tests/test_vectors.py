@@ -189,6 +189,9 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", method="glove")
     with pytest.raises(ConfigError, match="dim must be a positive integer"):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", dim=0)
+    # A process each: 100,000 ran the machine out of memory.
+    with pytest.raises(ConfigError, match="workers must be at most 1024, got 100000"):
+        train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", workers=100_000)
     # Refused before reading and training, which may take an hour.
     with pytest.raises(ConfigError, match=f"output {tmp_path}: a folder; give the file to write"):
         train_small([tmp_path / "blank.txt"], tmp_path)

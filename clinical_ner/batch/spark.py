@@ -77,7 +77,7 @@ class _MaxAccumulator:
         return max(first, second)
 
 
-def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str = "text", *,
+def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id", text_col: str = "text", *,
              batch_size: int | None = None, max_batch_characters: int | None = None,
              runtimes: WorkerRuntimes | None = None) -> "DataFrame":
     """``df``'s ``id_col``, an ``entities`` column and an ``error`` column.
@@ -112,6 +112,10 @@ def annotate(df: "DataFrame", model_path: str, id_col: str = "id", text_col: str
     for name, value in (("batch_size", batch_size), ("max_batch_characters", max_batch_characters)):
         if value is not None:
             check_integer(name, value)
+    model_path = os.fspath(model_path)
+    if id_col == text_col:
+        raise ConfigError(f"id_col and text_col are both '{text_col}'; the output keeps the id "
+                          "beside the entities: give an id column of its own")
     text_type = df.schema[text_col].dataType.simpleString()  # a missing column fails here
     if text_type != "string":
         raise ConfigError(f"column '{text_col}' is {text_type}, not string; cast it first "

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import ConfigError, check_integer
+from clinical_ner.errors import ConfigError, check_integer, check_seconds
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
@@ -144,8 +144,11 @@ class ServingClient:
         check_integer("batch_size", batch_size)
         if version is not None:
             check_integer("version", version)
-        if not timeout > 0 or not deadline > 0 or max_retries < 0:
-            raise ConfigError("timeout and deadline must be positive and max_retries >= 0")
+        check_seconds("timeout", timeout, maximum=24 * 3600)
+        check_seconds("deadline", deadline, maximum=24 * 3600)
+        check_integer("max_retries", max_retries, minimum=0)
+        # gRPC's message limits are C ints.
+        check_integer("max_message_bytes", max_message_bytes, maximum=2**31 - 1)
         self.target = target
         self.model_name = model_name
         self.version = version

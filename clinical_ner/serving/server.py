@@ -43,7 +43,7 @@ from pathlib import Path
 
 import grpc
 
-from clinical_ner.errors import ConfigError, ModelError, check_integer
+from clinical_ner.errors import ConfigError, ModelError, check_integer, check_seconds
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
@@ -111,14 +111,15 @@ class ModelServer:
             ("max_documents", max_documents),
             ("max_batch_documents", max_batch_documents),
             ("max_document_chars", max_document_chars),
-            ("max_message_bytes", max_message_bytes),
         ):
             check_integer(option, value)
-        if not poll_interval_s > 0:
-            raise ConfigError(f"poll_interval_s must be positive, got {poll_interval_s!r}")
+        # (An infinite interval overflowed the poller's timer and ended its thread.)
+        check_seconds("poll_interval_s", poll_interval_s, maximum=24 * 3600)
+        # gRPC's message limits are C ints.
+        check_integer("max_message_bytes", max_message_bytes, maximum=2**31 - 1)
         for option, value in (("port", port), ("rest_port", rest_port)):
-            if value is not None and not 0 <= value <= 65535:
-                raise ConfigError(f"{option} must be between 0 and 65535, got {value}")
+            if value is not None:
+                check_integer(option, value, minimum=0, maximum=65535)
         if (ssl_cert is None) != (ssl_key is None):
             raise ConfigError("TLS needs both ssl_cert and ssl_key")
         self.model_name = model_name

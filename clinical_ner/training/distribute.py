@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from clinical_ner.errors import ConfigError, UnavailableError
+from clinical_ner.errors import ConfigError, UnavailableError, check_seconds
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
@@ -240,8 +240,8 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     if mode == "mirrored":
         return Distribution(_mirrored(cpu_devices))
     task = parse_tf_config(environ.get("TF_CONFIG"))
-    if connect_timeout_s <= 0:
-        raise ConfigError(f"--connect-timeout must be > 0 seconds, got {connect_timeout_s}")
+    # TensorFlow takes it in int32 milliseconds: a week at most.
+    check_seconds("--connect-timeout", connect_timeout_s, maximum=7 * 24 * 3600)
     return _multi_worker(task, connect_timeout_s)
 
 

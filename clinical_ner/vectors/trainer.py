@@ -45,6 +45,8 @@ from clinical_ner.vectors.tokens import tokenise_to
 from clinical_ner.vectors.writer import write_vectors
 
 TEMP_PREFIX = "clinical-ner-vectors-"
+#: Reading processes and gensim threads at most: far above any core count it helps with.
+MAX_WORKERS = 1024
 
 
 @dataclass
@@ -110,8 +112,10 @@ def train_vectors(
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     for name, value in (("dim", dim), ("window", window), ("epochs", epochs),
-                        ("min_count", min_count), ("workers", workers)):
+                        ("min_count", min_count)):
         check_integer(name, value)
+    # Each worker is a reading process (100,000 ran the machine out of memory).
+    check_integer("workers", workers, maximum=MAX_WORKERS)
     models = require_extra("gensim.models")
     output = Path(output)
     files = text_files(inputs)
