@@ -398,6 +398,17 @@ def test_an_incomplete_litert_export_fails_before_the_pipeline(trained_litert_ex
             f"clinical-ner batch: error: {broken}: an incomplete LiteRT export ({left_out} "
             "missing); copy the whole folder again, or export the model again with "
             "'clinical-ner export MODEL --format litert --output DIR'\n")
+    # A damaged file too: before, each worker failed with Beam's traceback.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_litert_export, damaged)
+    crf = json.loads((damaged / "crf.json").read_text(encoding="utf-8"))
+    (damaged / "crf.json").write_text(json.dumps({**crf, "forbidden_score": None}),
+                                      encoding="utf-8")
+    assert cli_main(["batch", str(damaged), "--input", str(note), "--output",
+                     str(tmp_path / "out")]) == 4
+    assert capsys.readouterr().err == (
+        f"clinical-ner batch: error: {damaged / 'crf.json'}: 'forbidden_score' must be a finite "
+        "number; export the model again\n")
     assert not (tmp_path / "out").exists()
 
 

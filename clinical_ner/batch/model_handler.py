@@ -152,6 +152,11 @@ class LiteRTModelHandler(AnnotatorHandler):
             raise layout.LiteRTExportError(
                 f"{model_path}: not a LiteRT export (no {layout.MANIFEST_FILE})")
         layout.check_complete(self.model_path, exists=_exists)
+        from clinical_ner.annotators.litert.annotator import read_export
+
+        # Every file checked here, before a worker starts: a damaged one failed in
+        # each worker, with Beam's traceback and the job's temporary folders left behind.
+        read_export(local_copy(self.model_path))
 
     def load_model(self) -> Annotator:
         from clinical_ner.annotators.litert.annotator import LiteRTAnnotator

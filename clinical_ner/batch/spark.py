@@ -147,8 +147,9 @@ class _Loader:
 def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
     """A loader of the LiteRT export at ``model_path`` (shipped with addFile), or None.
 
-    The export is checked to be complete here, on the driver, so that a
-    missing file is named by the path the caller gave before any worker starts.
+    The export is checked to be complete here, on the driver (and, when local,
+    every file read and checked), so that a missing or damaged file is named by
+    the path the caller gave before any worker starts.
     """
     from clinical_ner.artifacts import litert as layout
 
@@ -159,6 +160,10 @@ def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
         return None
     layout.check_complete(model_path, exists=exists)
     folder = model_path.rstrip("/") or model_path
+    if os.path.isdir(folder):
+        from clinical_ner.annotators.litert.annotator import read_export
+
+        read_export(folder)  # a damaged file named here, not in every worker's traceback
     spark.sparkContext.addFile(folder, recursive=True)
     return _Loader(LITERT, f"litert:{folder}", _LoadShippedLiteRT(os.path.basename(folder)))
 

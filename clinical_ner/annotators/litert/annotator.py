@@ -160,32 +160,8 @@ class LiteRTAnnotator(Annotator):
             if value > MAX_WORKERS_OR_THREADS:
                 raise ConfigError(f"{name} must be at most {MAX_WORKERS_OR_THREADS}, got "
                                   f"{value} (this process may run on {usable_cores()} cores)")
-        if not layout.looks_like_litert_export(directory):
-            raise layout.LiteRTExportError(
-                f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "
-                "'clinical-ner export MODEL --format litert --output DIR'")
-        layout.check_complete(directory)
-        manifest = layout.read_manifest(directory)
-        config = NERConfig.load(directory)
-        vocab = Vocabulary.load(directory)
-        crf_data = layout.read_json(directory / layout.CRF_FILE)
-        try:
-            crf = ConstrainedCRF.from_dict(crf_data)
-        except ValueError as error:
-            raise layout.LiteRTExportError(f"{directory / layout.CRF_FILE}: {error}; export the "
-                                           "model again") from None
-        if crf.num_tags != len(vocab.tags):
-            raise layout.LiteRTExportError(
-                f"{directory / layout.CRF_FILE}: {crf.num_tags} tags, but vocab.json has "
-                f"{len(vocab.tags)}")
-        # Format version 2: the emissions' and the assertion probabilities' names.
+        manifest, config, vocab, crf = read_export(directory)
         output_names = manifest.get("network_outputs")
-        # (Version 2 names two: the emissions, then the assertion probabilities.)
-        if bool(output_names) != bool(vocab.assertions) or (
-                output_names is not None and len(output_names) != 2):
-            raise layout.LiteRTExportError(
-                f"{directory}: vocab.json's assertions {vocab.assertions} do not match the "
-                f"network's outputs {output_names}; export the model again")
         network = EmissionsNetwork(directory / manifest["network"], manifest["inputs"],
                                    num_threads=num_threads, workers=workers,
                                    output_names=output_names)
@@ -335,3 +311,39 @@ class LiteRTAnnotator(Annotator):
 
 #: Deprecated alias (the 0.3 name); remove in 0.5 (CHANGELOG.md).
 LiteRTNER = LiteRTAnnotator
+
+def read_export(directory: str | Path) -> tuple[dict, NERConfig, Vocabulary, ConstrainedCRF]:
+    """A LiteRT export's manifest, settings, vocabularies and CRF, all checked; not its network.
+
+    Raises :class:`~clinical_ner.artifacts.litert.LiteRTExportError` naming the
+    file (and field) that is missing or does not fit. What ``load`` reads
+    first, and what a batch engine's driver checks before its workers start.
+    """
+    directory = Path(directory)
+    if not layout.looks_like_litert_export(directory):
+        raise layout.LiteRTExportError(
+            f"{directory}: not a LiteRT export (no {layout.MANIFEST_FILE}); write one with "
+            "'clinical-ner export MODEL --format litert --output DIR'")
+    layout.check_complete(directory)
+    manifest = layout.read_manifest(directory)
+    config = NERConfig.load(directory)
+    vocab = Vocabulary.load(directory)
+    crf_data = layout.read_json(directory / layout.CRF_FILE)
+    try:
+        crf = ConstrainedCRF.from_dict(crf_data)
+    except ValueError as error:
+        raise layout.LiteRTExportError(f"{directory / layout.CRF_FILE}: {error}; export the "
+                                       "model again") from None
+    if crf.num_tags != len(vocab.tags):
+        raise layout.LiteRTExportError(
+            f"{directory / layout.CRF_FILE}: {crf.num_tags} tags, but vocab.json has "
+            f"{len(vocab.tags)}")
+    # Format version 2 names two outputs: the emissions, then the assertion probabilities.
+    output_names = manifest.get("network_outputs")
+    if bool(output_names) != bool(vocab.assertions) or (
+            output_names is not None and len(output_names) != 2):
+        raise layout.LiteRTExportError(
+            f"{directory}: vocab.json's assertions {vocab.assertions} do not match the "
+            f"network's outputs {output_names}; export the model again")
+    return manifest, config, vocab, crf
+
