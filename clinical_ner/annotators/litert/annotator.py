@@ -10,7 +10,7 @@ import numpy as np
 from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
 from clinical_ner.config import NERConfig
-from clinical_ner.errors import ConfigError, check_integer
+from clinical_ner.errors import check_integer
 from clinical_ner.text.document import ASSERTION_LABEL, Entity
 from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
@@ -155,11 +155,8 @@ class LiteRTAnnotator(Annotator):
             workers = usable_cores()
         # Each worker is an interpreter (and a process at the first large batch), and each
         # interpreter thread a thread: far more than cores only costs memory, or crashes LiteRT.
-        for name, value in (("workers", workers), ("num_threads", num_threads)):
-            check_integer(name, value)
-            if value > MAX_WORKERS_OR_THREADS:
-                raise ConfigError(f"{name} must be at most {MAX_WORKERS_OR_THREADS}, got "
-                                  f"{value} (this process may run on {usable_cores()} cores)")
+        check_integer("workers", workers, maximum=MAX_WORKERS_OR_THREADS)
+        check_integer("num_threads", num_threads, maximum=MAX_WORKERS_OR_THREADS)
         manifest, config, vocab, crf = read_export(directory)
         output_names = manifest.get("network_outputs")
         network = EmissionsNetwork(directory / manifest["network"], manifest["inputs"],
