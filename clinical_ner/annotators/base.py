@@ -15,8 +15,6 @@ from collections.abc import Iterable, Sequence
 from numbers import Integral
 from typing import overload
 
-import numpy as np
-
 from clinical_ner.export import signatures
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ModelError, check_integer
@@ -150,8 +148,9 @@ class Annotator:
         if isinstance(texts, str):
             return self.classify_assertions([texts], [spans], batch_size)[0]
         texts = signatures.checked_texts(texts)
-        spans = [_checked_spans(index, text_spans) for index, text_spans in enumerate(
-            spans if isinstance(spans, Iterable) else _not_iterable("spans", spans))]
+        if not isinstance(spans, Iterable):
+            raise TypeError(f"spans is {type(spans).__name__}, expected a list")
+        spans = [_checked_spans(index, text_spans) for index, text_spans in enumerate(spans)]
         if len(spans) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(spans)} span lists")
         for index, (text, text_spans) in enumerate(zip(texts, spans)):
@@ -185,10 +184,6 @@ class Annotator:
         raise NotImplementedError
 
 
-def _not_iterable(name: str, value: object) -> list:
-    raise TypeError(f"{name} is {type(value).__name__}, expected a list")
-
-
 def _checked_spans(index: int, text_spans: object) -> list[tuple[int, int]]:
     """One text's spans as ``(start, end)`` tuples of ints (NumPy integers too, never bools)."""
     if not isinstance(text_spans, Iterable) or isinstance(text_spans, (str, bytes)):
@@ -198,9 +193,9 @@ def _checked_spans(index: int, text_spans: object) -> list[tuple[int, int]]:
     for number, span in enumerate(text_spans):
         values = tuple(span) if isinstance(span, Iterable) and not isinstance(
             span, (str, bytes)) else ()
+        # (NumPy's bool is no Integral; Python's bool is.)
         if len(values) != 2 or not all(isinstance(value, Integral)
-                                       and not isinstance(value, (bool, np.bool_))
-                                       for value in values):
+                                       and not isinstance(value, bool) for value in values):
             raise TypeError(f"text {index}, span {number}: expected (start, end), two integers")
         checked.append((int(values[0]), int(values[1])))
     return checked

@@ -77,7 +77,8 @@ class _MaxAccumulator:
         return max(first, second)
 
 
-def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id", text_col: str = "text", *,
+def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
+             text_col: str = "text", *,
              batch_size: int | None = None, max_batch_characters: int | None = None,
              runtimes: WorkerRuntimes | None = None) -> "DataFrame":
     """``df``'s ``id_col``, an ``entities`` column and an ``error`` column.

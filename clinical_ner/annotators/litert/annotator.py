@@ -309,6 +309,7 @@ class LiteRTAnnotator(Annotator):
 #: Deprecated alias (the 0.3 name); remove in 0.5 (CHANGELOG.md).
 LiteRTNER = LiteRTAnnotator
 
+
 def read_export(directory: str | Path) -> tuple[dict, NERConfig, Vocabulary, ConstrainedCRF]:
     """A LiteRT export's manifest, settings, vocabularies and CRF, all checked; not its network.
 
@@ -343,4 +344,3 @@ def read_export(directory: str | Path) -> tuple[dict, NERConfig, Vocabulary, Con
             f"{directory}: vocab.json's assertions {vocab.assertions} do not match the "
             f"network's outputs {output_names}; export the model again")
     return manifest, config, vocab, crf
-
