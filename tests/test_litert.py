@@ -33,7 +33,7 @@ from clinical_ner.export.litert import export_litert  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.artifacts import litert as layout  # noqa: E402
 from clinical_ner.annotators.litert.annotator import (  # noqa: E402
-    PROCESS_MIN_CHARACTERS, LiteRTAnnotator, length_chunks,
+    PROCESS_MIN_CHARACTERS, LiteRTAnnotator, length_chunks, read_export,
 )
 from clinical_ner.annotators.litert.network import EmissionsNetwork  # noqa: E402
 from clinical_ner.annotators.litert.processes import WorkerProcesses  # noqa: E402
@@ -374,6 +374,34 @@ def test_an_edited_export_file_is_refused_at_load_naming_the_field(export_dir, t
     (edited / file).write_text(json.dumps({**data, **edit}), encoding="utf-8")
     with pytest.raises(ModelError, match=message):
         ClinicalNER.load(edited)
+
+
+def test_a_changed_byte_in_a_learnt_file_is_named_and_old_exports_load_unchecked(
+        export_dir, tmp_path):
+    changed = shutil.copytree(export_dir, tmp_path / "changed")
+    network = bytearray((changed / layout.NETWORK_FILE).read_bytes())
+    network[len(network) // 2] ^= 1  # one bit of a weight, as a bad disk or copy flips it
+    (changed / layout.NETWORK_FILE).write_bytes(bytes(network))
+    vocab = (changed / "vocab.json").read_text(encoding="utf-8")
+    (changed / "vocab.json").write_text(vocab.replace('"O"', '"O" ', 1), encoding="utf-8")
+    with pytest.raises(ModelError, match=rf"^{changed}: {layout.NETWORK_FILE}, vocab.json "
+                                         r"differ from the SHA-256 that litert.json recorded"):
+        ClinicalNER.load(changed)
+    # The same check on a batch engine's driver, before any worker starts.
+    with pytest.raises(ModelError, match="differ from the SHA-256"):
+        read_export(changed)
+
+    # An export of clinical-ner before 0.4.0 records no checksums: it loads as before
+    # (the damaged network too, which is why the checksums were added).
+    manifest = json.loads((changed / layout.MANIFEST_FILE).read_text(encoding="utf-8"))
+    del manifest["sha256"]
+    (changed / layout.MANIFEST_FILE).write_text(json.dumps(manifest), encoding="utf-8")
+    ClinicalNER.load(changed).close()
+    for bad in ({"vocab.json": "00"}, ["vocab.json"], {"../vocab.json": "0" * 64}):
+        (changed / layout.MANIFEST_FILE).write_text(json.dumps({**manifest, "sha256": bad}),
+                                                    encoding="utf-8")
+        with pytest.raises(ModelError, match="'sha256' must map file names of the export"):
+            ClinicalNER.load(changed)
 
 
 def test_workers_and_threads_are_checked_and_a_str_subclass_is_a_text(export_dir, lite_ner):

@@ -3,8 +3,9 @@
 A LiteRT export holds:
 
 * ``litert.json``, the manifest: format name and version, the network's
-  file, its input names in order, its weight type, and how closely the
-  network matched the Keras model when it was exported;
+  file, its input names in order, its weight type, how closely the network
+  matched the Keras model when it was exported, and the SHA-256 of the files
+  that hold what the model learnt (:data:`CHECKSUMMED_FILES`);
 * ``model.tflite``: word, character and casing ids in, CRF emission scores out
   (and, for a model with assertions, each token's assertion probabilities);
 * ``crf.json``: the CRF's transition scores and the transitions, first and
@@ -14,7 +15,9 @@ A LiteRT export holds:
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +40,12 @@ READABLE_VERSIONS = (FORMAT_VERSION, ASSERTIONS_FORMAT_VERSION)
 WEIGHT_TYPES = ("float32", "float16", "int8")
 #: Every file of an export, the manifest first.
 REQUIRED_FILES = (MANIFEST_FILE, NETWORK_FILE, CRF_FILE, VOCAB_FILE, CONFIG_FILE)
+#: The files whose SHA-256 the manifest records (``"sha256"``): the weights, the
+#: CRF's scores and the vocabularies, where a changed byte would give other
+#: answers without an error. Not ``config.json``: its runtime settings may be
+#: edited (docs/guide/settings.md), and a damaged one fails its own checks.
+CHECKSUMMED_FILES = (NETWORK_FILE, CRF_FILE, VOCAB_FILE)
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: What an incomplete one is called, and what to do about it
 #: (:func:`clinical_ner.artifacts.incomplete_message`).
 KIND = "LiteRT export"
@@ -77,6 +86,42 @@ def check_complete(directory: str | Path,
     missing = [name for name in REQUIRED_FILES if not exists(_join(directory, name))]
     if missing:
         raise LiteRTExportError(incomplete_message(directory, KIND, missing, REMEDY))
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_checksums(directory: str | Path, manifest: dict[str, Any]) -> None:
+    """Raise :class:`LiteRTExportError` naming each file that differs from its recorded SHA-256.
+
+    A flipped byte in ``model.tflite`` still loads and annotates, with other
+    weights: only the checksum tells. Exports written before clinical-ner
+    0.4.0 record none and are not checked.
+    """
+    directory = Path(directory)
+    recorded = manifest.get("sha256")
+    if recorded is None:
+        return
+    path = directory / MANIFEST_FILE
+    if not isinstance(recorded, dict) or not all(
+            isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+            and isinstance(value, str) and _SHA256_HEX.fullmatch(value)
+            for name, value in recorded.items()):
+        raise LiteRTExportError(f"{path}: 'sha256' must map file names of the export to hex "
+                                "SHA-256 digests; export the model again")
+    changed = [name for name, value in recorded.items()
+               if not (directory / name).is_file() or file_sha256(directory / name) != value]
+    if changed:
+        raise LiteRTExportError(
+            f"{directory}: {', '.join(changed)} differ{'s' if len(changed) == 1 else ''} from "
+            f"the SHA-256 that {MANIFEST_FILE} recorded at export (changed or damaged since); "
+            f"{REMEDY}")
 
 
 def _join(directory: str | Path, name: str) -> str:

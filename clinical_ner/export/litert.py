@@ -109,6 +109,8 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
             "operators": operators,
             "max_abs_emission_difference": differences[OUTPUT],
             "exported_by": f"clinical-ner {__version__}",
+            "sha256": {name: layout.file_sha256(staging / name)
+                       for name in layout.CHECKSUMMED_FILES},
         }
         if output_names:
             manifest.update(version=layout.ASSERTIONS_FORMAT_VERSION,

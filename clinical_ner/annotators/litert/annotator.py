@@ -314,7 +314,8 @@ def read_export(directory: str | Path) -> tuple[dict, NERConfig, Vocabulary, Con
     """A LiteRT export's manifest, settings, vocabularies and CRF, all checked; not its network.
 
     Raises :class:`~clinical_ner.artifacts.litert.LiteRTExportError` naming the
-    file (and field) that is missing or does not fit. What ``load`` reads
+    file (and field) that is missing or does not fit, or that differs from the
+    SHA-256 the manifest recorded (the network's too). What ``load`` reads
     first, and what a batch engine's driver checks before its workers start.
     """
     directory = Path(directory)
@@ -343,4 +344,6 @@ def read_export(directory: str | Path) -> tuple[dict, NERConfig, Vocabulary, Con
         raise layout.LiteRTExportError(
             f"{directory}: vocab.json's assertions {vocab.assertions} do not match the "
             f"network's outputs {output_names}; export the model again")
+    # Last, so that a file edited by hand is named by the field that does not fit.
+    layout.check_checksums(directory, manifest)
     return manifest, config, vocab, crf
