@@ -68,6 +68,11 @@ def test_predict_jsonl_from_arguments_files_and_stdin(model_dir, tmp_path):
         for entity in line["entities"]:
             assert set(entity) == {"start", "end", "text", "label", "confidence"}
             assert line["text"][entity["start"]:entity["end"]] == entity["text"]
+    # Texts may also follow the options, and after "--" a text may look like one.
+    mixed = run_cli("predict", model_dir, NOTE, "--output-format", "jsonl", "-5 mg daily", "--",
+                    "-v")
+    assert [json.loads(line)["text"] for line in mixed.stdout.splitlines()] == [
+        NOTE, "-5 mg daily", "-v"]
     from_stdin = run_cli("predict", model_dir, stdin=NOTE)
     assert_same_entities(json.loads(from_stdin.stdout)["entities"], lines[0]["entities"])
 
@@ -168,14 +173,14 @@ def test_exit_codes_say_what_went_wrong(tmp_path):
                       "y", check=False)
     assert unknown.returncode == 2 and unknown.stderr == (
         "clinical-ner train: error: unrecognized arguments: --embedings and 1 value not shown "
-        "(texts go before the options) (see 'clinical-ner train --help')\n")
-    # A text after the options is left over too: counted, never quoted (it is a note).
-    late = run_cli("predict", "clinical", "--output-format", "conll", "Zebediah Quuxley had pain",
+        "(see 'clinical-ner train --help')\n")
+    # A text beside a mistyped option is left over too: counted, never quoted (it is a note).
+    typo = run_cli("predict", "clinical", "--output-fromat", "conll", "Zebediah Quuxley had pain",
                    check=False)
-    assert late.returncode == 2 and "Zebediah" not in late.stderr
-    assert late.stderr == (
-        "clinical-ner predict: error: unrecognized arguments: 1 value not shown (texts go before "
-        "the options) (see 'clinical-ner predict --help')\n")
+    assert typo.returncode == 2 and "Zebediah" not in typo.stderr
+    assert typo.stderr == (
+        "clinical-ner predict: error: unrecognized arguments: --output-fromat and 2 values not "
+        "shown (see 'clinical-ner predict --help')\n")
     missing = run_cli("export", tmp_path / "no-model", "--output", tmp_path / "out", check=False)
     assert missing.returncode == 4
     assert missing.stderr.count("\n") == 1 and missing.stderr.startswith(

@@ -248,6 +248,16 @@ def test_a_connect_timeout_that_is_no_finite_positive_number_is_named(seconds):
                          environ={"TF_CONFIG": config})
 
 
+@pytest.mark.parametrize(("mode", "devices", "message"), [
+    ("none", 2, "--cpu-devices N goes with --distribute mirrored"),
+    ("mirrored", 0, "--cpu-devices must be a positive integer, got 0"),
+    ("mirrored", 100_000, "--cpu-devices must be at most 64, got 100000"),
+])
+def test_cpu_devices_are_checked_before_tensorflow_builds_them(mode, devices, message):
+    with pytest.raises(ConfigError, match=message):
+        distribution_for(mode, cpu_devices=devices)
+
+
 def test_bad_tf_config_and_a_missing_worker_end_the_command_with_an_error(data, tmp_path):
     unparsable = Worker(data, tmp_path / "a", "--distribute", "multi-worker", config="{oops")
     assert unparsable.wait() == 2

@@ -708,6 +708,16 @@ def test_serve_help_points_to_production_serving(capsys):
     assert args.rest_port is None
 
 
+@pytest.mark.parametrize("grace", ["nan", "-5"])
+def test_a_grace_gRPC_would_read_as_none_is_refused_before_serving(model_base, capsys, grace):
+    from clinical_ner.cli import main
+
+    assert main(["serve", str(model_base), "--port", "0", "--grace", grace]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner serve: error: --grace must be a number of seconds >= 0 and at most "
+        f"86400, got {float(grace)!r}\n")
+
+
 def wait_for_line(lines: list[str], pattern: str, timeout: float = 60.0) -> re.Match:
     """The first line matching ``pattern`` in ``lines``, which another thread fills."""
     deadline = time.monotonic() + timeout

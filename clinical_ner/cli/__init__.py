@@ -1,7 +1,8 @@
 """The ``clinical-ner`` command line: one module per command, as spaCy's ``cli/``.
 
 Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)``
-(which may set ``parser.description``) and ``run(args) -> int``, and is a
+(which may set ``parser.description``) and ``run(args) -> int`` (and
+``TEXTS_DEST``, the dest of its list of texts, if it takes texts), and is a
 thin wrapper
 over a plain library function. This module builds the parser from
 :data:`COMMANDS`, sets up logging once, keeps TensorFlow's start-up lines off
@@ -69,7 +70,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                   parents=[verbose_after])
         if name == chosen:
             module.add_arguments(sub)
-            sub.set_defaults(run=module.run)
+            sub.set_defaults(run=module.run, texts_dest=getattr(module, "TEXTS_DEST", None))
     return parser
 
 
@@ -100,11 +101,11 @@ def _asks_verbose(argv: list[str]) -> bool:
 def unrecognized_message(unknown: list[str]) -> str:
     """argparse's leftover arguments, quoting only those shaped like an option.
 
-    A text after the options lands here too (argparse takes a command's texts
-    before its first option), and it may be a note: it is counted, not shown.
+    A value among them may be a note (a text given beside a mistyped
+    option): it is counted, not shown.
 
     >>> unrecognized_message(["--embedings", "y"])
-    'unrecognized arguments: --embedings and 1 value not shown (texts go before the options)'
+    'unrecognized arguments: --embedings and 1 value not shown'
     """
     options = [item for item in unknown if _OPTION_SHAPE.fullmatch(item)]
     hidden = len(unknown) - len(options)
@@ -112,8 +113,25 @@ def unrecognized_message(unknown: list[str]) -> str:
     if hidden:
         values = f"{hidden} value{'s' if hidden > 1 else ''} not shown"
         shown = f"{shown} and {values}" if shown else values
-        shown += " (texts go before the options)"
     return f"unrecognized arguments: {shown}"
+
+
+def _texts_after_options(args: argparse.Namespace, unknown: list[str]) -> list[str]:
+    """Give a command's texts that follow its options to it; return what is still unknown.
+
+    argparse takes a list positional (``predict``'s and ``client``'s texts)
+    only before the first option, and leaves the texts after one over:
+    ``predict clinical --output-format conll "TEXT"`` is as valid as the
+    texts first. Only when nothing left over is shaped like an option (a
+    mistyped one stays an error); after ``--`` everything is a text.
+    """
+    dest = getattr(args, "texts_dest", None)
+    before, after = (unknown[:unknown.index("--")], unknown[unknown.index("--") + 1:]
+                     ) if "--" in unknown else (unknown, [])
+    if dest is None or any(_OPTION_SHAPE.fullmatch(item) for item in before):
+        return unknown
+    getattr(args, dest).extend(before + after)
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet_tensorflow()
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
+    unknown = _texts_after_options(args, unknown)
     if unknown:
         # Named by the command they were given to, not by the top-level parser.
         prog = f"{parser.prog} {args.command}"

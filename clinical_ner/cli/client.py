@@ -9,6 +9,7 @@ from clinical_ner.serving import defaults
 
 NAME = "client"
 HELP = "annotate documents with a model served by TensorFlow Serving (gRPC)"
+TEXTS_DEST = "texts"  # texts may also follow the options (cli.main)
 DESCRIPTION = (
     "Send documents to TensorFlow Serving (or `clinical-ner serve`) and print one JSON line per "
     'document, as `clinical-ner predict` does: {"text": ..., "entities": [{"start", "end", '

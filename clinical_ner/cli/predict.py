@@ -14,6 +14,7 @@ from clinical_ner.pretrained import DEFAULT_MODEL, bundled_models, is_model_refe
 
 NAME = "predict"
 HELP = "annotate raw text (with the bundled model clinical unless a model is named)"
+TEXTS_DEST = "positionals"  # texts may also follow the options (cli.main)
 DESCRIPTION = """\
 Annotate texts given as arguments, files (--input) or standard input.
 

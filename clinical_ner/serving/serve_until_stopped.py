@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 
+from clinical_ner.errors import check_seconds
 from clinical_ner.serving.served_model import served_base_path
 from clinical_ner.serving import defaults
 from clinical_ner.serving.server import ModelServer
@@ -25,6 +26,9 @@ def serve_until_stopped(model_base_path: str | os.PathLike, model_name: str = de
     the server stops. Logging is the caller's. Call it from the main thread (it installs
     signal handlers, and puts the previous ones back when it returns).
     """
+    # Checked before serving: gRPC takes NaN or a negative grace for none, and
+    # would cut the in-flight requests at the stop without a word.
+    check_seconds("--grace", grace_s, maximum=24 * 3600, allow_zero=True)
     with served_base_path(model_base_path) as base_path:
         server = ModelServer(base_path, model_name, **server_options)
         stop = threading.Event()
