@@ -254,3 +254,13 @@ def _read_settings(path: str | Path) -> dict:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a JSON object of settings")
     return values
+
+
+def changed_on_resume(given: NERConfig, saved: NERConfig) -> list[str]:
+    """The settings of ``given`` that a run resumed from ``saved`` may not change.
+
+    Every setting but :data:`RESUME_MAY_CHANGE`, in the order of the fields.
+    """
+    given_values, saved_values = given.to_dict(), saved.to_dict()
+    return [name for name in saved_values
+            if name not in RESUME_MAY_CHANGE and given_values.get(name) != saved_values[name]]

@@ -7,7 +7,7 @@ from pathlib import Path
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
-from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig
+from clinical_ner.config import NERConfig, changed_on_resume
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -125,10 +125,9 @@ def _resumed_config(values: dict, output: Path, options: set[str]) -> NERConfig 
 
     if not values or not has_checkpoint(output):
         return None  # train() says when there is nothing to resume
-    saved = NERConfig.load(output).to_dict()
-    given = NERConfig.from_dict({**saved, **values}).to_dict()
-    changed = [name for name in given
-               if name not in RESUME_MAY_CHANGE and given[name] != saved[name]]
+    saved = NERConfig.load(output)
+    given = NERConfig.from_dict({**saved.to_dict(), **values})
+    changed = changed_on_resume(given, saved)
     if changed:
         # Named as the user gave it (options win over the --config file).
         name = min(changed, key=lambda name: name not in options)
@@ -137,4 +136,4 @@ def _resumed_config(values: dict, output: Path, options: set[str]) -> NERConfig 
         raise ConfigError(f"--resume continues with the saved configuration, but {where} "
                           f"differs from {output / 'config.json'}; leave it out (only --epochs "
                           "may change)")
-    return NERConfig.from_dict(given)
+    return given

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from clinical_ner.training.assertion_cues import cued_copies
 from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
-from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig
+from clinical_ner.config import NERConfig, changed_on_resume
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
     encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
@@ -315,11 +315,10 @@ def _run_config(output: Path, config: NERConfig | None, resume: bool,
 def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) -> None:
     """A resumed run trains on with its saved settings: ``config`` may change only
     :data:`~clinical_ner.config.RESUME_MAY_CHANGE`; another change is named, not ignored."""
-    given, kept = config.to_dict(), saved.to_dict()
-    changed = [name for name in kept
-               if name not in RESUME_MAY_CHANGE and given.get(name) != kept[name]]
+    changed = changed_on_resume(config, saved)
     if changed:
         name = changed[0]
+        given, kept = config.to_dict(), saved.to_dict()
         raise ConfigError(f"resume continues with the saved configuration, but its {name} "
                           f"differs from {output / CONFIG_FILE} ({given.get(name)!r} given, "
                           f"{kept[name]!r} there); only epochs may change")
