@@ -25,7 +25,12 @@ token, and is converted with ``TFLITE_BUILTINS`` only:
 * **blockdiag**: both directions in one loop as one ``[batch, 2 * units]``
   state, one ``FULLY_CONNECTED`` with a block-diagonal recurrent kernel
   (twice the recurrent multiply-adds, half of them by zeros) and the gates of
-  both directions side by side.
+  both directions side by side;
+* **numpy**: no TFLite at all: the same BiLSTM in NumPy (:func:`numpy_bilstm`:
+  both directions stacked, one batched ``matmul`` and eight in-place ufuncs a
+  position), on one OpenBLAS thread, as a bound on what leaving the loop
+  to the interpreter costs. Checked against the loop form's TensorFlow
+  function like the others.
 
 Per form and shape: the op list, the largest difference from TensorFlow's
 own output at real tokens, and the median of ``--calls`` timed invokes (one
@@ -44,13 +49,15 @@ import uuid
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The numpy form on one thread, as every interpreter here (before NumPy loads OpenBLAS).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
 from benchmarks.bench_util import cpu_model, load_average  # noqa: E402
 
 FEATURES, UNITS = 183, 100
-FORMS = ("loop", "fused", "unrolled", "merged", "blockdiag")
+FORMS = ("loop", "fused", "unrolled", "merged", "blockdiag", "numpy")
 
 
 def gates_step(projected_step, state, carry, recurrent):
@@ -79,6 +86,62 @@ def update_slice_loop(projected, recurrent, state_shape, count):
         lambda time_, *_: time_ < count, step,
         (0, zeros, zeros, tf.zeros(tf.concat([[count], state_shape], 0))))
     return outputs
+
+
+def numpy_weights(weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Kernels, recurrent kernels and biases of both directions stacked, as an export would keep them.
+
+    ``weights``: kernel, recurrent kernel and bias of the forward direction,
+    then of the backward one (Keras' gate order i, f, c, o). The candidate's
+    columns are scaled by 2, so that one sigmoid serves all four gates
+    (``tanh(x) = 2 sigmoid(2x) - 1``).
+    """
+    scale = np.ones(4 * UNITS, np.float32)
+    scale[2 * UNITS:3 * UNITS] = 2
+    kernels, recurrent, biases = (np.stack([weights[i], weights[i + 3]]) * scale
+                                  for i in range(3))
+    return kernels, recurrent, biases
+
+
+def numpy_bilstm(inputs: np.ndarray, lengths: np.ndarray,
+                 weights: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The BiLSTM's states ``[B, T, 2U]`` in NumPy (float32), padding after each row's length.
+
+    ``weights`` from :func:`numpy_weights`. The backward direction reads each
+    row reversed within its length, so padding never reaches a real token.
+    """
+    batch, tokens, _ = inputs.shape
+    kernels, recurrent, biases = weights
+    positions = np.arange(tokens)[np.newaxis, :]
+    reverse = np.where(positions < lengths[:, np.newaxis],
+                       lengths[:, np.newaxis] - 1 - positions, positions)
+    rows = np.arange(batch)[:, np.newaxis]
+    both = np.stack([inputs, inputs[rows, reverse]])                       # [2, B, T, F]
+    projected = np.matmul(both, kernels[:, np.newaxis]) + biases[:, np.newaxis, np.newaxis]
+    projected = np.ascontiguousarray(projected.transpose(2, 0, 1, 3))     # [T, 2, B, 4U]
+    state = np.zeros((2, batch, UNITS), np.float32)
+    carry = np.zeros_like(state)
+    gates = np.empty((2, batch, 4 * UNITS), np.float32)
+    outputs = np.empty((tokens, 2, batch, UNITS), np.float32)
+    input_gate, forget_gate, candidate, output_gate = (
+        gates[..., k * UNITS:(k + 1) * UNITS] for k in range(4))
+    for time_ in range(tokens):
+        np.matmul(state, recurrent, out=gates)
+        gates += projected[time_]
+        np.negative(gates, out=gates)
+        np.exp(gates, out=gates)
+        gates += 1
+        np.reciprocal(gates, out=gates)
+        candidate *= 2
+        candidate -= 1
+        candidate *= input_gate
+        carry *= forget_gate
+        carry += candidate
+        np.tanh(carry, out=state)
+        state *= output_gate
+        outputs[time_] = state
+    outputs = outputs.transpose(1, 2, 0, 3)                                # [2, B, T, U]
+    return np.concatenate([outputs[0], outputs[1][rows, reverse]], axis=-1)
 
 
 def lstm_function(form: str):
@@ -138,7 +201,8 @@ def measure(form: str, batch: int, tokens: int):
     rng = np.random.default_rng(0)
     weights = [tf.constant(rng.normal(size=shape).astype(np.float32) * 0.1) for shape in (
         (FEATURES, 4 * UNITS), (UNITS, 4 * UNITS), (4 * UNITS,))] * 2
-    lstm = lstm_function(form) if form not in ("merged", "blockdiag") else None
+    lstm = (lstm_function("loop" if form == "numpy" else form)
+            if form not in ("merged", "blockdiag") else None)
 
     def interleaved(forward, backward):
         """Gate columns [i_f, i_b, f_f, f_b, c_f, c_b, o_f, o_b] from two [..., 4U] tensors."""
@@ -192,6 +256,17 @@ def measure(form: str, batch: int, tokens: int):
                                        seq_axis=0, batch_axis=1)
         return {"states": tf.transpose(tf.concat([forward, backward], -1), [1, 0, 2])}
 
+    if form == "numpy":
+        inputs = rng.normal(size=(batch, tokens, FEATURES)).astype(np.float32)
+        lengths = rng.integers(1, tokens + 1, size=batch).astype(np.int32)
+        lengths[0] = tokens
+        arrays = numpy_weights([weight.numpy() for weight in weights])
+        actual = numpy_bilstm(inputs, lengths, arrays)
+        expected = bilstm.python_function(tf.constant(inputs), tf.constant(lengths))["states"]
+        real = np.arange(tokens)[np.newaxis, :] < lengths[:, np.newaxis]
+        row = {"form": form, "batch": batch, "tokens": tokens, "operators": [],
+               "max_abs_difference": float(np.abs(actual - expected.numpy())[real].max())}
+        return row, lambda: numpy_bilstm(inputs, lengths, arrays)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [bilstm.get_concrete_function()], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -247,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| shape | form | median ms | max diff | LSTM op |")
     print("|---|---|---|---|---|")
     for row in rows:
-        fused = "UNIDIRECTIONAL_SEQUENCE_LSTM" in row["operators"]
+        kind = ("NumPy" if row["form"] == "numpy" else "fused"
+                if "UNIDIRECTIONAL_SEQUENCE_LSTM" in row["operators"] else "builtin ops")
         print(f"| {row['batch']}x{row['tokens']} | {row['form']} | {row['median_ms']} | "
-              f"{row['max_abs_difference']:.1e} | {'fused' if fused else 'builtin ops'} |")
+              f"{row['max_abs_difference']:.1e} | {kind} |")
     return 0
 
 
