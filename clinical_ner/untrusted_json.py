@@ -50,8 +50,12 @@ class UntrustedJSONError(ValueError):
                 + where.format(pos=self.pos, lineno=self.lineno, colno=self.colno))
 
 
-def parse_untrusted_json(text: str | bytes) -> Any:
+def parse_untrusted_json(text: str | bytes, unique_keys: bool = False) -> Any:
     """``json.loads(text)``, raising only :class:`UntrustedJSONError` for what it cannot read.
+
+    ``unique_keys``: an object that repeats a key is an error naming the key
+    (``json.loads`` keeps the last), for files of settings a user wrote,
+    whose keys are names, never note text.
 
     >>> parse_untrusted_json('{"id": 1}')
     {'id': 1}
@@ -62,7 +66,7 @@ def parse_untrusted_json(text: str | bytes) -> Any:
     arrays or objects nested too deeply
     """
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys_object if unique_keys else None)
     except json.JSONDecodeError as error:
         # error.msg describes the syntax only; str(error) is the same, but the
         # document it was given must never reach a message.
@@ -70,6 +74,8 @@ def parse_untrusted_json(text: str | bytes) -> Any:
     except RecursionError:
         raise UntrustedJSONError(
             "arrays or objects nested too deeply") from None
+    except UntrustedJSONError:  # a repeated key (unique_keys)
+        raise
     except UnicodeDecodeError as error:
         # Only for bytes: json.loads guesses UTF-8, -16 or -32 and decodes.
         raise UntrustedJSONError(f"not {error.encoding} text (byte offset {error.start})") \
@@ -79,6 +85,15 @@ def parse_untrusted_json(text: str | bytes) -> Any:
             raise UntrustedJSONError(
                 f"a number has more than {sys.get_int_max_str_digits()} digits") from None
         raise UntrustedJSONError(f"cannot be read ({type(error).__name__})") from None
+
+
+def _unique_keys_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    values = dict(pairs)
+    if len(values) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise UntrustedJSONError(f"the key {repeated!r} appears twice in one object")
+    return values
 
 
 def read_json_file(path: Path, error: type[Exception], if_missing: str) -> Any:

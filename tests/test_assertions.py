@@ -1,6 +1,7 @@
 """Assertion status from the same model: data, training, the inference graph, evaluation."""
 import collections
 import json
+import re
 from pathlib import Path
 
 import keras
@@ -348,6 +349,24 @@ def test_an_assertion_map_must_target_assertion_classes_and_brat(tmp_path):
     i2b2 = write_i2b2(tmp_path / "i2b2", [(["Cough", "."], [(0, 0, "problem", "present")])])
     with pytest.raises(ConfigError, match="brat input only"):
         load_corpus(i2b2, assertion_map=MACCROBAT_MAP)
+
+
+def test_an_assertion_map_that_reads_nothing_is_refused_before_training(tmp_path):
+    # Each of these trained a model whose every problem was "present", without a word.
+    folder = write_brat(tmp_path / "brat", BRAT_ANN)
+    typo = {"POLARITIY": MACCROBAT_MAP["POLARITY"]}
+    cases = [
+        (typo, LABELS, "--assertion-map names attribute POLARITIY, which the data does not "
+                       "have (it has POLARITY, TREND)"),
+        ({}, LABELS, "--assertion-map maps no attribute"),
+        (MACCROBAT_MAP, {"Diagnostic_procedure": "test"},
+         "gives assertions to problems, but the data has no problem label"),
+    ]
+    for assertion_map, label_map, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train(folder, tmp_path / "never", config=NERConfig(epochs=1),
+                  label_map=label_map, assertion_map=assertion_map, progress=False)
+        assert not (tmp_path / "never").exists()
 
 
 def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_data):

@@ -240,3 +240,33 @@ def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, c
     assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.conll", "folder",
                                                                  "note.txt"]
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(("value", "json_text", "message"), [
+    # Each was accepted: a label spelt "['problem']", an entity type named O, a model
+    # trained on O alone, a TypeError, or the last of two mappings silently.
+    (None, '{"Disease": ["problem"]}', "the value of Disease must be a label name"),
+    (None, '{"Disease": 5}', "the value of Disease must be a label name"),
+    (None, '{"Disease": "problem", "Disease": "treatment"}', "the key 'Disease' appears twice"),
+    (None, "{}", "--label-map drops every type"),
+    ("Disease=,Chemical=", None, "--label-map drops every type"),
+    ("Disease=O", None, "maps Disease onto O, the tag of text outside every mention"),
+    ("Disease=problem,Disease=treatment", None, "--label-map: Disease is mapped twice"),
+])
+def test_a_label_map_is_checked_before_any_data_is_read(tmp_path, value, json_text, message):
+    from clinical_ner.cli.common import read_label_map
+    from clinical_ner.errors import ConfigError
+
+    if json_text is not None:
+        value = str(tmp_path / "map.JSON")  # any case of the suffix
+        (tmp_path / "map.JSON").write_text(json_text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_label_map(value)
+
+
+def test_a_label_map_file_may_start_with_a_byte_order_mark(tmp_path):
+    from clinical_ner.cli.common import read_label_map
+
+    (tmp_path / "map.json").write_text('\ufeff{"Disease": "problem", "Chemical": null}',
+                                       encoding="utf-8")
+    assert read_label_map(str(tmp_path / "map.json")) == {"Disease": "problem", "Chemical": None}

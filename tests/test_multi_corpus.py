@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,7 +86,13 @@ def test_corpus_file_defaults_and_open_labels(data):
     ('coverage = { finding = "partial" }', "corpus c: coverage names label finding"),
     ('label_map = { Disease = "problem" }\ncoverage = { problem = "none" }',
      "corpus c: label_map maps onto problem but its coverage is none"),
-    ("weight = 0", "corpus c: weight must be a number > 0"),
+    ("weight = 0", "corpus c: weight must be a finite number > 0 and at most 1000"),
+    # NaN passed "<= 0" and failed at the first epoch, after the model was built;
+    # infinity and huge weights overflowed the epoch's sentence count.
+    ("weight = nan", "corpus c: weight must be a finite number > 0"),
+    ("weight = inf", "corpus c: weight must be a finite number > 0"),
+    ("weight = 1e12", "corpus c: weight must be a finite number > 0 and at most 1000"),
+    ("weight = 1" + "0" * 400, "corpus c: weight must be a finite number > 0"),
     ("path = 'x'", "corpus c: unknown key(s) path"),
 ])
 def test_corpus_file_mistakes_name_the_file_the_corpus_and_the_label(tmp_path, corpus, message):
@@ -94,6 +101,43 @@ def test_corpus_file_mistakes_name_the_file_the_corpus_and_the_label(tmp_path, c
         read_corpus_file(path)
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("top, message", [
+    # NaN made every epoch's dev F1 NaN, so the first epoch was always kept.
+    ("select = { c = nan }", "select weight of c must be a finite number >= 0"),
+    ("select = { c = inf }", "select weight of c must be a finite number >= 0"),
+    # An empty table turned dev selection off although dev files were given.
+    ("select = {}", "select must be a table of corpus name = weight"),
+    ("select = { c = 1.0 }", "corpus c: dev is one of its train paths, and select weighs it"),
+])
+def test_selection_weights_are_finite_and_never_choose_on_training_data(tmp_path, top, message):
+    corpus = '[[corpus]]\nname = "c"\ntrain = "x.conll"\ndev = "x.conll"\n'
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        read_corpus_file(write_corpus_file(tmp_path, corpus, top))
+
+
+def test_a_training_path_listed_twice_is_refused(tmp_path):
+    corpus = '[[corpus]]\nname = "c"\ntrain = ["x.conll", "./x.conll"]\n'
+    with pytest.raises(ConfigError, match="corpus c: train lists a path twice; give the corpus "
+                                          "a weight"):
+        read_corpus_file(write_corpus_file(tmp_path, corpus))
+
+
+def test_hostile_corpus_files_are_one_line_errors(tmp_path):
+    cases = {"deep.toml": "labels = " + "[" * 5000,
+             "deep.json": "[" * 100_000,
+             "long.json": '{"labels": ["problem"], "select": {"c": 1' + "0" * 5000 + "}}",
+             "twice.json": '{"labels": ["problem"], "labels": ["test"], "corpus": []}',
+             "outside.json": '{"labels": ["problem", "O"], "corpus": []}'}
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError, match=rf"^{tmp_path / name}: "):
+            read_corpus_file(tmp_path / name)
+    with pytest.raises(ConfigError, match="the key 'labels' appears twice"):
+        read_corpus_file(tmp_path / "twice.json")
+    with pytest.raises(ConfigError, match="labels must not include O, the tag of a token"):
+        read_corpus_file(tmp_path / "outside.json")
 
 
 def test_a_label_no_corpus_annotates_and_a_select_without_dev_are_errors(tmp_path):
@@ -164,9 +208,14 @@ def test_cli_mapping_errors_exit_2_with_one_line_before_training(data, tmp_path,
     assert code == 2 and "\n" not in error
     assert "corpus ncbi: label_map names label Diseases" in error
     assert not (tmp_path / "never").exists()
-    assert main(["train", "--corpus", str(bad), "--train", "x.conll", "--output",
-                 str(tmp_path / "never")]) == 2
-    assert "--corpus replaces --train" in capsys.readouterr().err
+    # The options of one corpus beside a corpus file: refused, never ignored (an
+    # --assertion-map was, and the model trained without assertions).
+    for extra in (["--train", "x.conll"], ["--assertion-map", "map.json"],
+                  ["--input-format", "conll"]):
+        assert main(["train", "--corpus", str(bad), *extra, "--output",
+                     str(tmp_path / "never")]) == 2
+        assert "a corpus file (--corpus) replaces --train, --dev, --label-map, --input-format " \
+               "and --assertion-map" in capsys.readouterr().err
     assert main(["train", "--output", str(tmp_path / "never")]) == 2
     assert "--train DATA (repeatable) or --corpus FILE" in capsys.readouterr().err
 
@@ -352,3 +401,60 @@ def test_mirrored_training_and_evaluate_with_a_corpus(data, joint, tmp_path, cap
                  "--label-map", "Disease=disease"]) == 2
     assert "--label-map maps onto label disease, which the model does not know" \
         in capsys.readouterr().err
+
+
+def test_corpora_that_would_train_or_choose_on_nothing_are_refused(data, tmp_path):
+    from clinical_ner.errors import DataFormatError
+    from clinical_ner.training.multi_corpus import read_dev_corpora, read_training_corpora
+
+    ncbi = data / "ncbi.conll"
+    empty = tmp_path / "empty.conll"
+    empty.write_text("\n\n", encoding="utf-8")
+    base = (f'[[corpus]]\nname = "c"\ntrain = "{ncbi}"\nlabel_map = {{ Disease = "problem" }}'
+            '\ncoverage = { problem = "partial" }\n')
+    top = 'labels = ["problem"]\n'
+    # round(0.001 * 60) is 0: every epoch drew none of the corpus, silently.
+    small = tmp_path / "small.toml"
+    small.write_text(top + base + "weight = 0.001\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"corpus c: weight 0.001 draws none of its 60 "
+                                          r"sentences per epoch; give it at least 0.0167"):
+        read_training_corpora(read_corpus_file(small), False, print)
+    # An empty dev file would score nothing and choose the first epoch.
+    no_dev = tmp_path / "no-dev.toml"
+    no_dev.write_text(top + base + f'dev = "{empty}"\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match="corpus c: no dev sentences to score"):
+        read_dev_corpora(read_corpus_file(no_dev), False, print)
+
+
+def test_a_dev_file_may_lack_a_label_its_training_files_have(tmp_path):
+    # The audit's case: a dev split of real sentences without any treatment was refused,
+    # with advice (coverage "none") that would have changed training.
+    train_file, dev_file = tmp_path / "train.conll", tmp_path / "dev.conll"
+    train_file.write_text("Fever\tB-problem\ntreated\tO\nwith\tO\naspirin\tB-treatment\n\n",
+                          encoding="utf-8")
+    dev_file.write_text("Cough\tB-problem\n.\tO\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem", "treatment"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{train_file}"\ndev = "{dev_file}"\n', encoding="utf-8")
+    corpus_set = read_corpus_file(corpus_file)
+    from clinical_ner.training.multi_corpus import read_dev_corpora
+
+    check_corpus_labels(corpus_set, dev=False)
+    assert len(read_dev_corpora(corpus_set, False, print)["c"]) == 1
+    # Training files still must mention every label the corpus annotates.
+    train_file.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="its files have no treatment mention"):
+        check_corpus_labels(corpus_set, dev=False)
+
+
+def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):
+    from clinical_ner.errors import DataFormatError
+
+    corpus_file = tmp_path / "c.toml"
+    for train, problem in ((data / "ncbi.conll", "not a brat corpus"),
+                           (tmp_path / "missing", "no such file or folder")):
+        corpus_file.write_text(
+            f'labels = ["problem"]\n[[corpus]]\nname = "c"\ntrain = "{train}"\nformat = "brat"\n'
+            'label_map = { Disease = "problem" }\n', encoding="utf-8")
+        with pytest.raises(DataFormatError, match=problem):
+            check_corpus_labels(read_corpus_file(corpus_file))

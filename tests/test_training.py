@@ -12,7 +12,7 @@ from clinical_ner.config import NERConfig
 from clinical_ner.vectors.reader import load_embeddings
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
-from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.text.tokenizer import normalize_word
@@ -195,6 +195,15 @@ def test_existing_output_is_not_overwritten_and_resume_needs_a_checkpoint(traine
         train(SAMPLE / "train", output, config=tiny_config(), progress=False)
     with pytest.raises(ClinicalNERError, match="nothing to resume"):
         train(SAMPLE / "train", tmp_path / "new", resume=True, progress=False)
+
+
+def test_an_empty_dev_file_is_refused_instead_of_choosing_on_nothing(tmp_path):
+    # It trained with dev F1 0.0 every epoch, kept epoch 1 and stopped early.
+    empty = tmp_path / "empty.conll"
+    empty.write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"^{empty}: no sentences to score"):
+        train(SAMPLE / "train", tmp_path / "never", dev_path=empty, config=tiny_config(),
+              progress=False)
 
 
 def test_resume_accepts_the_first_commands_options_and_names_one_that_changes(

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from clinical_ner.errors import ConfigError
+from clinical_ner.formats.corpus import check_label_map
 from clinical_ner.pretrained import resolve_model_path
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
@@ -35,23 +36,43 @@ def model_path(value: str) -> Path:
 
 
 def read_label_map(value: str | None) -> dict[str, str | None] | None:
-    """``--label-map``: a JSON file, or ``Type=label,Other=label`` (``Type=`` drops a type)."""
+    """``--label-map``: a JSON file, or ``Type=label,Other=label`` (``Type=`` drops a type).
+
+    Each type once, each target a label name or ``""`` (JSON ``null`` too) to
+    drop the type, and at least one type kept: a map that drops every label
+    would train a model of ``O`` alone, or score nothing.
+    """
     if value is None:
         return None
-    if value.endswith(".json"):
+    if value.lower().endswith(".json"):
         try:
-            mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8"))
+            mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8-sig"),
+                                           unique_keys=True)
         except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
             raise ConfigError(f"--label-map {value}: {error}") from None
         if not isinstance(mapping, dict):
             raise ConfigError(f"--label-map {value}: expected a JSON object")
-        return {key: (label or None) for key, label in mapping.items()}
-    mapping = {}
-    for item in value.split(","):
-        source, separator, label = item.partition("=")
-        if not separator or not source:
-            raise ConfigError(f"--label-map: {item!r} is not TYPE=LABEL")
-        mapping[source.strip()] = label.strip() or None
+        for source, label in mapping.items():
+            if label is not None and not isinstance(label, str):
+                raise ConfigError(f"--label-map {value}: the value of {source} must be a label "
+                                  "name, or \"\" to drop the type")
+        mapping = {key: (label or None) for key, label in mapping.items()}
+    else:
+        mapping = {}
+        for item in value.split(","):
+            source, separator, label = item.partition("=")
+            source = source.strip()
+            if not separator or not source:
+                raise ConfigError(f"--label-map: {item!r} is not TYPE=LABEL")
+            if source in mapping:
+                raise ConfigError(f"--label-map: {source} is mapped twice")
+            mapping[source] = label.strip() or None
+    try:
+        check_label_map(mapping)
+    except ConfigError as error:
+        raise ConfigError(f"--label-map: {error}") from None
+    if not any(mapping.values()):
+        raise ConfigError("--label-map drops every type; map at least one onto a label")
     return mapping
 
 
@@ -69,7 +90,8 @@ def read_assertion_map(value: str | None) -> dict | None:
     if value is None:
         return None
     try:
-        mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8"))
+        mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8-sig"),
+                                       unique_keys=True)
     except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
         raise ConfigError(f"--assertion-map {value}: {error}") from None
     from clinical_ner.formats.brat import check_assertion_map

@@ -44,9 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
                           f"does not know (it has {', '.join(model_labels)})")
+    assertion_map = read_assertion_map(args.assertion_map)
     corpus = load_corpus(args.data, data_format, label_map=label_map,
-                         skip_invalid=args.skip_invalid,
-                         assertion_map=read_assertion_map(args.assertion_map))
+                         skip_invalid=args.skip_invalid, assertion_map=assertion_map)
+    if assertion_map is not None:
+        from clinical_ner.formats.corpora import check_assertion_map_sources
+
+        check_assertion_map_sources(assertion_map, [args.data], data_format, set(corpus.labels))
     report_skipped(corpus, args.data, lambda message: print(message, file=sys.stderr))
     sentences = corpus_sentences(corpus)
     if not sentences:
@@ -84,5 +88,5 @@ def _corpus_reading(args: argparse.Namespace) -> tuple[str, dict | None, list[st
     corpus_set = read_corpus_file(args.corpus)
     spec = corpus_set.by_name(args.corpus_name)
     data_format = spec.format if args.input_format == "auto" else args.input_format
-    check_label_map(corpus_set, spec, [args.data], data_format)
+    check_label_map(corpus_set, spec, [args.data], data_format, training=False)
     return data_format, spec.label_map, spec.scored_labels()

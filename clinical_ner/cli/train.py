@@ -76,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder("--output", args.output)
     corpora = None
     if args.corpus is not None:
-        from clinical_ner.formats.corpora import read_corpus_file
+        from clinical_ner.formats.corpora import CORPUS_FILE_REPLACES, read_corpus_file
 
-        if args.train or args.dev or args.label_map:
-            raise ConfigError("--corpus replaces --train, --dev and --label-map")
+        if (args.train or args.dev or args.label_map or args.assertion_map
+                or args.input_format != "auto"):
+            raise ConfigError(CORPUS_FILE_REPLACES)
         corpora = read_corpus_file(args.corpus)
     elif not args.train:
         raise ConfigError("give training data: --train DATA (repeatable) or --corpus FILE")

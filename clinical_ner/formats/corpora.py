@@ -32,14 +32,17 @@ corpus and the label, raised before any training starts
 """
 from __future__ import annotations
 
-import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
+from clinical_ner.text.document import ASSERTION_LABEL
+from clinical_ner.text.tags import OUTSIDE
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 #: How a corpus annotates one of the model's labels: ``complete`` (an
 #: unmarked token is not this label), ``partial`` (its mentions are this label,
@@ -48,6 +51,14 @@ LABEL_COVERAGES = ("complete", "partial", "none")
 _CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "coverage"}
 _TOP_KEYS = {"labels", "select", "corpus"}
 _BRAT_TYPE = re.compile(r"T[^\t]*\t(\S+)")
+_BRAT_ATTRIBUTE = re.compile(r"A[^\t]*\t(\S+)")
+#: What a corpus file describes for each corpus, so that training and scoring
+#: refuse the options of a single corpus beside it.
+CORPUS_FILE_REPLACES = ("a corpus file (--corpus) replaces --train, --dev, --label-map, "
+                        "--input-format and --assertion-map")
+#: The largest corpus weight, in copies of the corpus per epoch (a weight of
+#: 1e12 exhausted memory building one epoch's sentence indices).
+MAX_CORPUS_WEIGHT = 1000.0
 
 
 @dataclass
@@ -109,10 +120,15 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
     path = Path(path)
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        text = path.read_text(encoding="utf-8-sig")
+        values = (parse_untrusted_json(text, unique_keys=True)
+                  if path.suffix.lower() == ".json" else tomllib.loads(text))
+    except (OSError, UnicodeDecodeError, UntrustedJSONError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{where}: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: tables or arrays nested too deeply") from None
+    except ValueError:  # tomllib: an integer beyond Python's limit on digits
+        raise ConfigError(f"{where}: a number too long to read") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a table (JSON object) at the top")
     unknown = sorted(set(values) - _TOP_KEYS)
@@ -123,6 +139,9 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
     if not isinstance(labels, list) or not labels or not all(
             isinstance(label, str) and re.fullmatch(r"\S+", label) for label in labels):
         raise ConfigError(f"{where}: labels must be a non-empty list of the model's labels")
+    if OUTSIDE in labels:
+        raise ConfigError(f"{where}: labels must not include {OUTSIDE}, the tag of a token "
+                          "outside every mention")
     corpora_values = values.get("corpus")
     if not isinstance(corpora_values, list) or not corpora_values:
         raise ConfigError(f"{where}: no [[corpus]] tables")
@@ -137,19 +156,41 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
     selection = values.get("select")
     if selection is None:
         selection = {spec.name: 1.0 for spec in corpora if spec.dev is not None}
-    if not isinstance(selection, dict):
-        raise ConfigError(f"{where}: select must be a table of corpus name = weight")
+    elif not isinstance(selection, dict) or not selection:
+        raise ConfigError(f"{where}: select must be a table of corpus name = weight (leave it "
+                          "out to weigh every dev corpus alike)")
     for name, weight in selection.items():
         spec = next((spec for spec in corpora if spec.name == name), None)
         if spec is None or spec.dev is None:
             raise ConfigError(f"{where}: select names {name!r}, which is not a corpus with "
                               "a dev path")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"{where}: select weight of {name} must be a number >= 0")
+        selection[name] = _number(weight, f"{where}: select weight of {name}", positive=False)
+        if selection[name] > 0 and spec.dev in spec.train:
+            raise ConfigError(f"{where}: corpus {name}: dev is one of its train paths, and "
+                              "select weighs it: the epoch would be chosen on training data")
     if selection and sum(selection.values()) <= 0:
         raise ConfigError(f"{where}: select weights must not all be 0")
-    return CorpusSet(sorted(set(labels)), corpora,
-                     {name: float(weight) for name, weight in selection.items()}, where)
+    return CorpusSet(sorted(set(labels)), corpora, selection, where)
+
+
+def _number(value: object, name: str, positive: bool, maximum: float | None = None) -> float:
+    """``value`` as a finite float, > 0 (``positive``) or >= 0, at most ``maximum``.
+
+    NaN passed "< 0" checks, infinity overflowed the epoch's sentence count,
+    and an integer beyond a float's range overflowed ``float``: each is a
+    :class:`ConfigError` naming the setting instead.
+    """
+    number = None
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            pass
+    if number is None or not math.isfinite(number) or (number <= 0 if positive else number < 0) \
+            or (maximum is not None and number > maximum):
+        high = "" if maximum is None else f" and at most {maximum:g}"
+        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}{high}")
+    return number
 
 
 def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -> CorpusSpec:
@@ -168,12 +209,15 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
     dev = item.get("dev")
     if dev is not None and not isinstance(dev, str):
         raise ConfigError(f"{context}: dev must be a path")
+    resolved = [(folder / p).resolve() for p in train]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(f"{context}: train lists a path twice; give the corpus a weight to "
+                          "draw its sentences more often")
     data_format = item.get("format", "auto")
     if data_format not in ("auto", *FORMATS):
         raise ConfigError(f"{context}: format must be auto or one of {', '.join(FORMATS)}")
-    weight = item.get("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-        raise ConfigError(f"{context}: weight must be a number > 0")
+    weight = _number(item.get("weight", 1.0), f"{context}: weight", positive=True,
+                     maximum=MAX_CORPUS_WEIGHT)
     label_map = item.get("label_map")
     if label_map is not None:
         if not isinstance(label_map, dict) or not all(
@@ -206,9 +250,9 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
             raise ConfigError(f"{context}: label_map maps onto {label} but its coverage is "
                               "none")
     return CorpusSpec(
-        name=name, train=[(folder / p).resolve() for p in train],
+        name=name, train=resolved,
         dev=None if dev is None else (folder / dev).resolve(), format=data_format,
-        weight=float(weight), label_map=label_map, coverage=full_coverage)
+        weight=weight, label_map=label_map, coverage=full_coverage)
 
 
 def source_labels(path: str | Path, data_format: str = "auto") -> set[str]:
@@ -216,15 +260,49 @@ def source_labels(path: str | Path, data_format: str = "auto") -> set[str]:
     data_format = detect_format(path) if data_format == "auto" else data_format
     if data_format != "brat":
         return set(load_corpus(path, data_format, skip_invalid=True).labels)
+    return _brat_names(path, _BRAT_TYPE)
+
+
+def _brat_names(path: str | Path, pattern: re.Pattern) -> set[str]:
+    """The names ``pattern`` finds at the start of the lines of a brat corpus's ``.ann`` files."""
     path = Path(path)
-    files = [path.with_suffix(".ann")] if path.is_file() else sorted(path.glob("*.ann"))
-    types = set()
+    if path.is_file():
+        if path.suffix != ".txt" or not path.with_suffix(".ann").is_file():
+            raise DataFormatError(path, None, "not a brat corpus: expected a folder of .txt + "
+                                              ".ann files, or a .txt file with its .ann beside it")
+        files = [path.with_suffix(".ann")]
+    elif path.is_dir():
+        files = sorted(path.glob("*.ann"))
+    else:
+        raise DataFormatError(path, None, "no such file or folder")
+    names = set()
     for ann in files:
         for line in ann.read_text(encoding="utf-8-sig", errors="replace").splitlines():
-            match = _BRAT_TYPE.match(line)
+            match = pattern.match(line)
             if match:
-                types.add(match[1])
-    return types
+                names.add(match[1])
+    return names
+
+
+def check_assertion_map_sources(assertion_map: dict, paths: list, data_format: str = "auto",
+                                labels: set[str] | None = None) -> None:
+    """``--assertion-map``: every attribute it names occurs in ``paths``, and problems are kept.
+
+    A misspelt attribute (or an empty map) maps nothing, and every problem
+    would silently train, or be scored, as present. ``labels``: the labels
+    the data has after its label map; assertions go to ``problem`` only.
+    """
+    if labels is not None and ASSERTION_LABEL not in labels:
+        raise ConfigError(f"--assertion-map gives assertions to {ASSERTION_LABEL}s, but the data "
+                          f"has no {ASSERTION_LABEL} label (map one of its types onto "
+                          f"{ASSERTION_LABEL} with --label-map)")
+    if not assertion_map:
+        raise ConfigError("--assertion-map maps no attribute")
+    found: set[str] = set()
+    for path in paths:
+        if (detect_format(path) if data_format == "auto" else data_format) == "brat":
+            found |= _brat_names(path, _BRAT_ATTRIBUTE)
+    _check_map_sources(assertion_map, found, "--assertion-map", "data", "attribute")
 
 
 def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
@@ -236,21 +314,24 @@ def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
                         spec.format)
 
 
-def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str
-                    ) -> None:
+def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str,
+                    training: bool = True) -> None:
     """Every source label of ``spec``'s label map occurs in ``paths`` and every label found
     there is in the map (or, without a map, is a model label).
 
     Reads the files' label names (never their text into a message), so that
     a typo in a mapping fails before training rather than silently dropping
-    a label.
+    a label. ``training``: ``paths`` include training files, which must
+    mention every label the map names, or that the corpus annotates without
+    a map; a dev or test file alone may lack a rare one (but not all of them).
     """
     found: set[str] = set()
     for path in paths:
         found |= source_labels(path, data_format)
     context = f"{corpus_set.source}: corpus {spec.name}"
     if spec.label_map is not None:
-        _check_map_sources(spec.label_map, found, f"{context}: label_map", "corpus")
+        _check_map_sources(spec.label_map, found, f"{context}: label_map", "corpus",
+                           every=training)
         unmapped = sorted(found - set(spec.label_map))
         if unmapped:
             raise ConfigError(f"{context}: label {unmapped[0]} is not in its label_map; map "
@@ -264,7 +345,7 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
         # Without a map every label defaults to complete: a label the files never
         # use would teach the model that it never occurs.
         absent = sorted(label for label, how in spec.coverage.items()
-                        if how != "none" and label not in found)
+                        if training and how != "none" and label not in found)
         if absent:
             raise ConfigError(f"{context}: its files have no {absent[0]} mention, but its "
                               f"coverage of {absent[0]} is {spec.coverage[absent[0]]}; set "
@@ -285,11 +366,13 @@ def check_label_map_sources(label_map: dict[str, str | None], paths: list,
     _check_map_sources(label_map, found, "--label-map", "data")
 
 
-def _check_map_sources(label_map: dict, found: set[str], context: str, what: str) -> None:
-    missing = sorted(set(label_map) - found)
-    if missing:
-        raise ConfigError(f"{context} names label {missing[0]}, which the {what} does not "
-                          f"have (it has {', '.join(sorted(found)) or 'no labels'})")
+def _check_map_sources(mapping: dict, found: set[str], context: str, what: str,
+                       kind: str = "label", every: bool = True) -> None:
+    """Every name of ``mapping`` is in ``found`` (``every``), or at least one is."""
+    missing = sorted(set(mapping) - found)
+    if missing and (every or len(missing) == len(mapping)):
+        raise ConfigError(f"{context} names {kind} {missing[0]}, which the {what} does not "
+                          f"have (it has {', '.join(sorted(found)) or f'no {kind}s'})")
 
 
 def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False) -> Corpus:

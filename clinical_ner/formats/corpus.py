@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinical_ner.text.document import Document
-from clinical_ner.errors import DataFormatError
-from clinical_ner.text.tags import entity_labels
+from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.text.tags import OUTSIDE, entity_labels
 
 _BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -56,6 +56,29 @@ class ProblemLog:
         if not self.skip_invalid:
             raise error
         self.skipped.append(error)
+
+
+def check_label_map(label_map: object) -> None:
+    """Raise :class:`ConfigError` unless ``label_map`` maps type names onto labels or ``None``.
+
+    The one check of a label map given to a reader. A target that is not a
+    string (``5``, a list) used to become a label of that spelling, or a
+    ``TypeError``; ``O`` would become an entity type named like the outside
+    tag (``B-O``), where dropping the type (``None``) was meant.
+    """
+    if not isinstance(label_map, dict):
+        raise ConfigError("a label map must map type names onto labels")
+    for source, target in label_map.items():
+        if not isinstance(source, str) or not source:
+            raise ConfigError("a label map's types must be non-empty names")
+        if target is None:
+            continue
+        if not isinstance(target, str) or not target or any(c.isspace() for c in target):
+            raise ConfigError(f"label map target of {source} must be a label name without "
+                              "whitespace (or none, to drop the type)")
+        if target == OUTSIDE:
+            raise ConfigError(f"label map maps {source} onto {OUTSIDE}, the tag of text outside "
+                              "every mention; map it to none to drop the type")
 
 
 def read_utf8(path: Path) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import brat, conll, i2b2
-from clinical_ner.formats.corpus import Corpus
+from clinical_ner.formats.corpus import Corpus, check_label_map
 from clinical_ner.text.tags import OUTSIDE, entity_labels, parse_tag
 
 FORMATS = ("conll", "i2b2", "brat")
@@ -59,6 +59,8 @@ def load_corpus(
     the map, drops it): the brat reader maps while reading (before resolving
     overlaps), the others through :func:`apply_label_map`.
     """
+    if label_map is not None:
+        check_label_map(label_map)
     if format == "auto":
         format = detect_format(path)
     if format not in FORMATS:
@@ -86,9 +88,7 @@ def apply_label_map(corpus: Corpus, label_map: dict[str, str | None]) -> Corpus:
     Two adjacent mentions mapped onto one label stay two mentions (each
     starts with ``B-``).
     """
-    for label in label_map.values():
-        if label is not None and (not label or any(c.isspace() for c in label)):
-            raise ConfigError(f"label map target {label!r} is empty or has whitespace")
+    check_label_map(label_map)
     for document in corpus.documents:
         for sentence in document.sentences:
             if sentence.tags is None:

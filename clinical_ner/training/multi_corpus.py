@@ -20,7 +20,7 @@ import numpy as np
 
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import encode_allowed_tags
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.evaluation.evaluate import (
     corpus_sentences, evaluate_sentences, headline_scores, report_skipped,
 )
@@ -80,8 +80,13 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
             report_skipped(corpus, str(path), emit)
             part.extend(corpus_sentences(corpus))
         if not part:
-            raise ClinicalNERError(f"{corpus_set.source}: corpus {spec.name}: no sentences to "
-                                   "train on")
+            raise DataFormatError(corpus_set.source, None,
+                                  f"corpus {spec.name}: no sentences to train on")
+        if round(spec.weight * len(part)) == 0:
+            # epoch_indices would draw none of them, every epoch.
+            raise ConfigError(f"{corpus_set.source}: corpus {spec.name}: weight {spec.weight:g} "
+                              f"draws none of its {len(part)} sentences per epoch; give it at "
+                              f"least {1 / len(part):.3g} (one sentence)")
         sentences.extend(part)
         corpus_index.extend([position] * len(part))
         emit(f"corpus {spec.name}: {len(part)} sentences, weight {spec.weight:g}, "
@@ -94,10 +99,14 @@ def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
     """Each dev corpus's sentences, by corpus name (its label map checked against it first)."""
     dev = {}
     for spec in corpus_set.dev_corpora():
-        check_label_map(corpus_set, spec, [spec.dev], spec.format)
         corpus = load_spec_corpus(spec, spec.dev, skip_invalid)
         report_skipped(corpus, str(spec.dev), emit)
         dev[spec.name] = corpus_sentences(corpus)
+        if not dev[spec.name]:
+            # Scores of nothing would choose the epoch.
+            raise DataFormatError(str(spec.dev), None,
+                                  f"corpus {spec.name}: no dev sentences to score")
+        check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False)
     return dev
 
 

@@ -41,7 +41,9 @@ from clinical_ner.evaluation.evaluate import (
 )
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import Corpus, load_corpus
-from clinical_ner.formats.corpora import CorpusSet, check_label_map_sources
+from clinical_ner.formats.corpora import (
+    CORPUS_FILE_REPLACES, CorpusSet, check_assertion_map_sources, check_label_map_sources,
+)
 from clinical_ner.artifacts.keras_model import CONFIG_FILE, MODEL_FILE
 from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
@@ -111,8 +113,9 @@ def train(
     # Checked before joining a cluster; only the chief's --output must be new.
     config = _run_config(output, config, resume, init_from,
                          may_hold_model=distribute != "multi-worker" or _is_chief_by_environment())
-    if corpora is not None and (train_path or dev_path is not None or label_map is not None):
-        raise ConfigError("a corpus file replaces --train, --dev and --label-map")
+    if corpora is not None and (train_path or dev_path is not None or label_map is not None
+                                or data_format != "auto" or assertion_map is not None):
+        raise ConfigError(CORPUS_FILE_REPLACES)
     # Checked before joining a cluster, like the reading of the data below.
     training = read_training_corpora(corpora, skip_invalid, emit) if corpora else None
     distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
@@ -348,6 +351,8 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
     if label_map:
         # A misspelt source label maps nothing: its mentions would train as O.
         check_label_map_sources(label_map, train_paths, data_format)
+    if assertion_map is not None:
+        check_assertion_map_sources(assertion_map, train_paths, data_format, labels)
     return sentences, labels
 
 
@@ -357,7 +362,11 @@ def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid,
     unseen = sorted(set(corpus.labels) - train_labels)
     if unseen:
         emit(f"warning: dev labels never seen in training: {', '.join(unseen)}")
-    return corpus_sentences(corpus)
+    sentences = corpus_sentences(corpus)
+    if not sentences:
+        # Scores of nothing would choose the epoch and stop training early.
+        raise DataFormatError(str(dev_path), None, "no sentences to score")
+    return sentences
 
 
 def _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit) -> Corpus:
