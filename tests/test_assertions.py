@@ -332,6 +332,11 @@ def test_brat_attributes_become_assertions_through_events_to_their_triggers(tmp_
     (BRAT_ANN.replace("UNCERTAIN", "SOMETIMES"), 6, "POLARITY value 'SOMETIMES' is not in"),
     (BRAT_ANN + "A5\tPOLARITY E9 NEG\n", 11, "on E9, which is not defined"),
     (BRAT_ANN + "A5\tPOLARITY T1 POS\n", 11, "makes T1 present, but line 3 made it absent"),
+    # Audit H finding 17: both were dropped without a word.
+    (BRAT_ANN + "E3\tSign_symptom:T9\nA5\tPOLARITY E3 NEG\n", 12,
+     "on E3, whose trigger T9 is not defined"),
+    (BRAT_ANN + "R1\tMODIFY Arg1:T1 Arg2:T2\nA5\tPOLARITY R1 NEG\n", 12,
+     "on R1, which is neither an entity (T) nor an event (E)"),
 ])
 def test_brat_attribute_errors_name_the_file_and_line(tmp_path, ann, line, problem):
     folder = write_brat(tmp_path / "brat", ann)

@@ -157,6 +157,31 @@ def test_entity_covering_no_token_is_reported(tmp_path):
     assert [(e.line, "covers no token" in e.problem) for e in corpus.skipped] == [(1, True)]
 
 
+
+@pytest.mark.parametrize("after", ["", " today"])  # past the end, or text that differs
+def test_offsets_that_count_the_bom_are_named_in_the_error(tmp_path, after):
+    # Audit H finding 20: brat's server counts a BOM, and every entity failed unexplained.
+    text = f"{SECRET} fever{after}"
+    counted = f"T1\tSign_symptom {span(text, 'fever')}\tfever\n"
+    bom_counted = f"T1\tSign_symptom {len(SECRET) + 2} {len(SECRET) + 7}\tfever\n"
+    _, ann = write(tmp_path, "b", b"\xef\xbb\xbf" + text.encode("utf-8"), bom_counted)
+    with pytest.raises(DataFormatError) as caught:
+        read_brat(tmp_path)
+    assert caught.value.line == 1
+    assert "it matches one character earlier: the .txt starts with a byte-order mark" in str(
+        caught.value)
+    assert SECRET not in str(caught.value)
+    # Without the mark, or when a shift would not match either, no hint.
+    write(tmp_path, "b", text, bom_counted)
+    with pytest.raises(DataFormatError) as caught:
+        read_brat(tmp_path)
+    assert "byte-order mark" not in str(caught.value)
+    write(tmp_path, "b", b"\xef\xbb\xbf" + text.encode("utf-8"), counted.replace("fever\n", "fevers\n"))
+    with pytest.raises(DataFormatError) as caught:
+        read_brat(tmp_path)
+    assert "byte-order mark" not in str(caught.value)
+
+
 SECRET_TEXT = f"Patient {SECRET} reports pain"
 
 

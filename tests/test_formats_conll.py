@@ -28,8 +28,8 @@ def sentences(corpus):
 def test_reads_columns_sentences_and_sources(tmp_path):
     path = write(
         tmp_path,
-        "Chest NN x B-problem\npain  NN   x\tI-problem\n.\tO\n\n\n"
-        "CT NNP B-test\nclear O\n \t \nNo O\n",
+        "Chest NN x B-problem\npain  NN   x  I-problem\n.\t. \t x\tO\n\n\n"
+        "CT NNP x B-test\nclear JJ x O\n \t \nNo DT x O\n",
     )
     corpus = read_conll(path)
     assert corpus.format == "conll"
@@ -153,6 +153,57 @@ def test_skip_invalid_skips_exactly_the_bad_sentences(tmp_path):
     assert corpus.labels == ["X", "Y"]
     with pytest.raises(DataFormatError):
         read_conll(path, scheme="bio")
+
+
+
+def test_a_line_with_a_tab_is_split_at_tabs_only(tmp_path):
+    # Audit H finding 1: "mg" and "York" were dropped (first and last column kept).
+    path = write(tmp_path, "He\tO\n50 mg \t O\nNew York\tB-problem\nsyndrome\tI-problem\n")
+    assert sentences(read_conll(path)) == [
+        (["He", "50 mg", "New York", "syndrome"], ["O", "O", "B-problem", "I-problem"])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "counts"),
+    [
+        # A line of the note in a tab-separated file; its last word looks like a tag.
+        (f"Chest\tB-problem\npain\tI-problem\n\nPatient {SECRET} with B-cell\n", 4, (4, 2)),
+        # A token with a space in a file split at spaces.
+        (f"He O\ntook O\n\n50 {SECRET} O\n", 4, (3, 2)),
+        (f"a NN B-X\nb NN I-X\n\nc {SECRET} NN O\n", 4, (4, 3)),
+        # Most lines decide: a stray line at the top is the error, not every other line.
+        (f"{SECRET} text\tO\tO\na\tO\n\nb\tO\n", 1, (3, 2)),
+    ],
+)
+def test_a_line_with_other_columns_is_an_error(tmp_path, content, line, counts):
+    path = write(tmp_path, content, name="bad.conll")
+    with pytest.raises(DataFormatError) as caught:
+        read_conll(path)
+    assert caught.value.line == line
+    assert caught.value.problem.startswith(
+        f"{counts[0]} columns, but the file's lines have {counts[1]}"
+    )
+    assert SECRET not in str(caught.value)
+    skipping = read_conll(path, skip_invalid=True)
+    assert [(e.path, e.line) for e in skipping.skipped] == [(str(path), line)]
+    assert len(sentences(skipping)) == 1
+
+
+def test_docstart_lines_are_not_counted_but_may_not_carry_an_entity_tag(tmp_path):
+    path = write(tmp_path, "-DOCSTART- -X- -X- O\n\na\tO\n-DOCSTART-\n\nb\tO\n", name="set.conll")
+    assert [d.name for d in read_conll(path).documents] == ["set-1", "set-2"]
+    # Audit H finding 20: read as a break, the entity went unnoticed.
+    path = write(tmp_path, "a\tO\n-DOCSTART-\tB-problem\nsyndrome\tI-problem\n", name="set.conll")
+    with pytest.raises(DataFormatError) as caught:
+        read_conll(path)
+    assert caught.value.line == 2
+    assert "-DOCSTART- line tagged as part of an entity" in caught.value.problem
+    skipping = read_conll(path, skip_invalid=True)
+    assert [e.line for e in skipping.skipped] == [2]
+    assert [[s.tokens for s in d.sentences] for d in skipping.documents] == [
+        [["a"]], [["syndrome"]]
+    ]
 
 
 def test_round_trip_several_documents(tmp_path):

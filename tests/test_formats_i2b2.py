@@ -184,6 +184,46 @@ def test_second_assertion_for_a_concept(tmp_path):
     assert caught.value.line == 2
 
 
+
+def test_an_assertion_on_a_concept_that_is_not_a_problem(tmp_path):
+    # Audit H finding 20: read, then ignored by training and scoring.
+    write(tmp_path / "n.txt", "fever\nCT scan")
+    write(tmp_path / "n.con", 'c="fever" 1:0 1:0||t="problem"\nc="ct scan" 2:0 2:1||t="test"\n')
+    ast = write(tmp_path / "n.ast", 'c="fever" 1:0 1:0||t="problem"||a="absent"\n'
+                                    'c="ct scan" 2:0 2:1||t="test"||a="absent"\n')
+    with pytest.raises(DataFormatError) as caught:
+        read_i2b2(tmp_path)
+    assert (caught.value.path, caught.value.line) == (str(ast), 2)
+    assert caught.value.problem == (
+        "an assertion on a test concept; i2b2 2010 gives assertions to problems only"
+    )
+    corpus = read_i2b2(tmp_path, skip_invalid=True)
+    assert [e.line for e in corpus.skipped] == [2]
+    assert [s.assertions for s in corpus.documents[0].sentences] == [{(0, 0): "absent"}, {}]
+
+
+@pytest.mark.parametrize(
+    ("txt", "con", "misplaced", "advice"),
+    [
+        ("txt", "concept", "concept", "put them in {root}/ast (beside txt/ and concept/)"),
+        ("txt", "concept", "txt", "put them in {root}/ast (beside txt/ and concept/)"),
+        ("txt", "concept", ".", "put them in {root}/ast (beside txt/ and concept/)"),
+        (".", ".", "ast", "put them beside the .txt and .con files in {root}"),
+    ],
+)
+def test_ast_files_where_the_layout_does_not_read_them(tmp_path, txt, con, misplaced, advice):
+    # Audit H finding 14: they were ignored, and a model trained without assertions.
+    write(tmp_path / txt / "n.txt", "fever")
+    write(tmp_path / con / "n.con", 'c="fever" 1:0 1:0||t="problem"\n')
+    write(tmp_path / misplaced / "n.ast", 'c="fever" 1:0 1:0||t="problem"||a="absent"\n')
+    for skip_invalid in (False, True):
+        with pytest.raises(DataFormatError) as caught:
+            read_i2b2(tmp_path, skip_invalid=skip_invalid)
+        assert caught.value.path == str(tmp_path / misplaced)
+        assert caught.value.problem.startswith(".ast files here are not read; " +
+                                               advice.format(root=tmp_path))
+
+
 def test_missing_partner_files(tmp_path):
     write(tmp_path / "a.txt", "x")
     write(tmp_path / "a.con", "")

@@ -4,7 +4,9 @@ Reading decisions:
 
 * The ``.txt`` is read exactly as written (no newline translation), so brat
   offsets are code points of the file's text; a UTF-8 byte-order mark is
-  stripped first and offsets count after it.
+  stripped first and offsets count after it. brat's own server counts the
+  mark, so its offsets for such a file are one too high: when an
+  annotation's text matches one character earlier, the error says so.
 * ``T`` lines (``T1<TAB>Label 10 20<TAB>text``) are entities. A
   discontinuous one (``10 20;25 30``) is read as its full extent, from the
   first fragment's start to the last fragment's end (the choice the shared
@@ -22,8 +24,9 @@ Reading decisions:
   values' assertions, ``{"POLARITY": {"NEG": "absent", "UNCERTAIN":
   "possible"}}``, or, for a binary attribute (no value), the assertion
   itself: ``{"Negated": "absent"}``. A value the map does not list, an
-  attribute on an unknown id, or two different assertions for one
-  annotation are errors naming the line. Every kept ``problem`` without a
+  attribute on an unknown id, on an event whose trigger is not defined or
+  on anything but an entity or event (a relation), or two different
+  assertions for one annotation are errors naming the line. Every kept ``problem`` without a
   mapped attribute is ``present`` (the i2b2 2010 default); other labels
   carry no assertion. Without a map nothing of this is read.
 * ``label_map`` renames brat types; a type mapped to ``None``, or missing
@@ -45,6 +48,7 @@ Reading decisions:
 from __future__ import annotations
 
 import bisect
+import codecs
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -132,7 +136,9 @@ def read_brat(
     for name, txt, ann in pairs:
         try:
             text = read_utf8(txt)
-            annotations = _read_annotations(ann, text, label_map, problems, assertion_map)
+            with txt.open("rb") as handle:
+                bom = handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+            annotations = _read_annotations(ann, text, bom, label_map, problems, assertion_map)
         except DataFormatError as error:
             # Skipping, only whole-document problems (undecodable files) get here.
             problems.report(error)
@@ -142,10 +148,13 @@ def read_brat(
 
 
 def _read_annotations(
-    ann: Path, text: str, label_map: dict[str, str | None] | None, problems: ProblemLog,
-    assertion_map: AssertionMap | None = None,
+    ann: Path, text: str, bom: bool, label_map: dict[str, str | None] | None,
+    problems: ProblemLog, assertion_map: AssertionMap | None = None,
 ) -> list[_Annotation]:
-    """The kept ``T`` annotations of an ``.ann`` file, every line checked."""
+    """The kept ``T`` annotations of an ``.ann`` file, every line checked.
+
+    ``bom``: the ``.txt`` started with a byte-order mark (stripped from ``text``).
+    """
     annotations = []
     seen_ids: set[str] = set()
     triggers: dict[str, str] = {}  # event id -> its trigger's T id
@@ -161,7 +170,7 @@ def _read_annotations(
                     "carriage return without a line feed inside the line; .ann lines end with "
                     "LF or CRLF",
                 )
-            annotation = _parse_line(line, ann, number, text)
+            annotation = _parse_line(line, ann, number, text, bom)
         except DataFormatError as error:
             problems.report(error)
             continue
@@ -215,6 +224,15 @@ def _assertions_of_attributes(
                 raise DataFormatError(ann, number,
                                       f"{attribute} is on {target}, which is not defined")
             text_bound = triggers.get(target, target)
+            # brat's id prefix says what a line is; only a T line has a span to assert.
+            if not text_bound.startswith("T"):
+                raise DataFormatError(
+                    ann, number, f"{attribute} is on {target}, which is neither an entity (T) "
+                    "nor an event (E); an assertion needs a text-bound annotation")
+            if text_bound not in ids:
+                raise DataFormatError(
+                    ann, number, f"{attribute} is on {target}, whose trigger {text_bound} is "
+                    "not defined")
             earlier = assertions.get(text_bound)
             if earlier is not None and earlier[0] != assertion:
                 raise DataFormatError(
@@ -227,7 +245,7 @@ def _assertions_of_attributes(
     return {identifier: assertion for identifier, (assertion, _) in assertions.items()}
 
 
-def _parse_line(line: str, ann: Path, number: int, text: str) -> _Annotation | None:
+def _parse_line(line: str, ann: Path, number: int, text: str, bom: bool) -> _Annotation | None:
     """Check one ``.ann`` line; a ``T`` line gives its annotation (brat label)."""
 
     def fail(problem: str) -> DataFormatError:
@@ -252,18 +270,34 @@ def _parse_line(line: str, ann: Path, number: int, text: str) -> _Annotation | N
     for start, end in fragments:
         if not start < end:
             raise fail(f"{identifier} ({label}): fragment {start} {end} is empty or reversed")
+    for start, end in fragments:
         if end > len(text):
             raise fail(
                 f"{identifier} ({label}): offset {end} is past the end of the text "
-                f"({len(text)} characters)"
+                f"({len(text)} characters){_counted_bom_hint(text, fragments, field, bom)}"
             )
     expected = " ".join(text[start:end] for start, end in fragments)
     if field.split() != expected.split():
         raise fail(f"{identifier} ({label}): the annotation text does not match the document "
-                   f"text at {offsets}")
+                   f"text at {offsets}{_counted_bom_hint(text, fragments, field, bom)}")
     start = min(start for start, _ in fragments)
     end = max(end for _, end in fragments)
     return _Annotation(identifier, label, start, end, number)
+
+
+def _counted_bom_hint(text: str, fragments: list[tuple[int, int]], field: str, bom: bool) -> str:
+    """A hint for an error when the offsets fit only if the ``.txt``'s byte-order mark counts.
+
+    brat's server reads the ``.txt`` with Python's utf-8 codec, which keeps
+    the mark as a character, so its offsets are one more than this reader's.
+    """
+    if not bom or any(start == 0 or end > len(text) + 1 for start, end in fragments):
+        return ""
+    if field.split() != " ".join(text[start - 1:end - 1] for start, end in fragments).split():
+        return ""
+    return ("; it matches one character earlier: the .txt starts with a byte-order mark, which "
+            "brat counts in its offsets and this reader does not (subtract one from every "
+            "offset)")
 
 
 def _build_document(

@@ -2,13 +2,22 @@
 
 Reading:
 
-* Columns are separated by runs of spaces and/or tabs. The token is the
-  first column and the tag the last; columns in between are ignored. A line
-  with a single column is an error.
-* A line whose first column is ``-DOCSTART-`` ends the current sentence and
-  starts a new document; the documents are named ``<stem>-1``,
-  ``<stem>-2``, ... A file without ``-DOCSTART-`` is one document named
-  ``<stem>``. An empty file is one document without sentences.
+* A line with a tab between its columns is split at tabs only (with any
+  spaces beside them), so that a token may hold a space (``50 mg``); any
+  other line is split at runs of spaces. The token is the first column and
+  the tag the last; columns in between (CoNLL-2003's part of speech and
+  chunk) are ignored. A line with a single column is an error, and so is a
+  token line whose number of columns differs from that of most token lines
+  of the file: it is a token with a space in a file split at spaces, or a
+  line of text, and reading its first and last word would drop the others
+  or make a note word an entity type.
+* A line whose first column is ``-DOCSTART-`` (case-sensitive, as CoNLL
+  tools read it) ends the current sentence and starts a new document; the
+  documents are named ``<stem>-1``, ``<stem>-2``, ... Its columns are not
+  counted, but one whose last column is an entity tag (``B-X``, ...) is an
+  error: it would split an entity, or stand for a token. A file without
+  ``-DOCSTART-`` is one document named ``<stem>``. An empty file is one
+  document without sentences.
 * Blank lines (only spaces/tabs) end sentences. Lines end with LF or CRLF;
   a file without any LF but with CRs (old Mac line ends) is split at CR. A
   CR inside a line of an LF file is an error (a token or tag cannot hold
@@ -23,6 +32,7 @@ Reading:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -30,10 +40,13 @@ from typing import TextIO
 from clinical_ner.text.document import Document, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats.corpus import Corpus, ProblemLog, read_utf8
-from clinical_ner.text.tags import detect_scheme, normalize_tags
+from clinical_ner.text.tags import detect_scheme, normalize_tags, parse_tag
 
 DOCSTART = "-DOCSTART-"
 _COLUMN = re.compile(r"[^ \t]+")
+# Between the columns of a line with a tab: tabs, and the spaces beside them
+# (columns aligned with spaces before a tab), so that no column is empty.
+_TAB_SEPARATOR = re.compile(r"[ \t]*\t[ \t]*")
 
 
 @dataclass
@@ -89,15 +102,23 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     current: _RawSentence | None = None
     # A CR-only file would otherwise read as one line whose first token and
     # last tag stand for the whole corpus.
-    lines = text.split("\r") if "\n" not in text else text.split("\n")
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r")
-        columns = _COLUMN.findall(line)
+    lines = [line.rstrip("\r") for line in (text.split("\r") if "\n" not in text
+                                              else text.split("\n"))]
+    rows = [_columns(line) for line in lines]
+    expected = _usual_column_count(rows)
+    for number, (line, columns) in enumerate(zip(lines, rows), start=1):
         if not columns or columns[0] == DOCSTART:
             current = None
             if columns:
                 has_docstart = True
                 groups.append([])
+                if len(columns) > 1 and _is_entity_tag(columns[-1]):
+                    # Noted as a sentence of its own so that it is raised, or
+                    # skipped and listed, in file order like any other error.
+                    groups[-1].append(_RawSentence(lines=[number], error=DataFormatError(
+                        path, number, f"a {DOCSTART} line tagged as part of an entity; a "
+                        "document break is tagged O",
+                    )))
             continue
         if current is None:
             if not groups:
@@ -105,16 +126,23 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
             current = _RawSentence()
             groups[-1].append(current)
         current.lines.append(number)
+        error = None
         if "\r" in line:
             error = DataFormatError(
                 path, number, "carriage return inside the line; lines end with LF or CRLF",
             )
-            current.error = current.error or error
         elif len(columns) == 1:
             error = DataFormatError(
                 path, number, "only one column; expected a token and a tag separated by "
                 "tabs or spaces",
             )
+        elif len(columns) != expected:
+            # Counts only: the columns may be words of the note.
+            error = DataFormatError(
+                path, number, f"{len(columns)} columns, but the file's lines have {expected} "
+                "(a line with a tab is split at tabs, any other at spaces)",
+            )
+        if error is not None:
             current.error = current.error or error
             # Keep the placeholders aligned with lines; the sentence is skipped anyway.
             columns = ["", "O"]
@@ -125,6 +153,33 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     if not has_docstart:
         return [(path.stem, groups[0])]
     return [(f"{path.stem}-{n}", sentences) for n, sentences in enumerate(groups, start=1)]
+
+
+def _columns(line: str) -> list[str]:
+    """The columns of ``line``: split at tabs if a tab separates any, else at spaces."""
+    stripped = line.strip(" \t")
+    if "\t" in stripped:
+        return _TAB_SEPARATOR.split(stripped)
+    return _COLUMN.findall(stripped)
+
+
+def _usual_column_count(rows: list[list[str]]) -> int | None:
+    """The number of columns most token lines have (the first line's on a tie).
+
+    Most, not the first line's: a stray line of text at the top would
+    otherwise make every good line of the file the error.
+    """
+    counts = Counter(
+        len(columns) for columns in rows if len(columns) > 1 and columns[0] != DOCSTART
+    )
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _is_entity_tag(column: str) -> bool:
+    try:
+        return parse_tag(column)[0] != "O"
+    except ValueError:
+        return False
 
 
 def write_conll(

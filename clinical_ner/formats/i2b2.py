@@ -14,8 +14,9 @@
   whitespace as one space and ``"`` read as ``'`` (how the i2b2 release
   writes a quote inside concept text).
 * ``.ast``: ``.con`` lines plus ``||a="present"``; each must repeat a
-  concept of the ``.con`` file (same span and type), and the assertion must
-  be one of the six i2b2 classes (``text.document.ASSERTION_CLASSES``). It goes to
+  ``problem`` concept of the ``.con`` file (same span and type), and the
+  assertion must be one of the six i2b2 classes
+  (``text.document.ASSERTION_CLASSES``). It goes to
   ``Sentence.assertions[(first_token, last_token)]``.
 * Two concepts sharing a token cannot be written in IOB2: the later ``.con``
   line is the error and names the earlier one. Duplicate lines count too.
@@ -23,7 +24,11 @@
   as in the i2b2 release, or the files side by side in one folder, or one
   ``.txt`` file with its ``.con`` (and ``.ast``) beside it. A ``.txt``
   without ``.con``, or a ``.con``/``.ast`` without ``.txt``, is an error
-  (with ``skip_invalid=True`` that document is skipped).
+  (with ``skip_invalid=True`` that document is skipped). So are ``.ast``
+  files where the layout does not read them (``txt/``, ``concept/`` or the
+  top folder of the release layout, an ``ast/`` folder beside side-by-side
+  files), whatever ``skip_invalid``: they would leave a model without its
+  assertions.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clinical_ner.text.document import ASSERTION_CLASSES, Document, Entity, Mention, Sentence
+from clinical_ner.text.document import (
+    ASSERTION_CLASSES, ASSERTION_LABEL, Document, Entity, Mention, Sentence,
+)
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats.corpus import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
 from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
@@ -96,6 +103,7 @@ def _find_documents(
         cons = files_by_stem(path / "concept" if split else path, ".con")
         ast_folder = path / "ast" if split else path
         asts = files_by_stem(ast_folder, ".ast") if ast_folder.is_dir() else {}
+        _check_no_misplaced_asts(path, split)
     else:
         raise DataFormatError(path, None, "no such file or folder")
     pairs, missing = pair_files(folder, texts, cons, ".con")
@@ -106,6 +114,25 @@ def _find_documents(
             DataFormatError(asts[name], None, "no .txt or .con file for this .ast file")
         )
     return [(name, txt, con, asts.get(name)) for name, txt, con in pairs]
+
+
+def _check_no_misplaced_asts(path: Path, split: bool) -> None:
+    """Raise if ``.ast`` files lie in a folder of the corpus that is not read for them.
+
+    Left there, they would be ignored and a model would train without
+    assertions, with nothing to say so.
+    """
+    if split:
+        places = [path, path / "txt", path / "concept"]
+        where = f"in {path / 'ast'} (beside txt/ and concept/)"
+    else:
+        places = [path / "ast"]
+        where = f"beside the .txt and .con files in {path}, or use the txt/, concept/, ast/ layout"
+    for folder in places:
+        if folder.is_dir() and files_by_stem(folder, ".ast"):
+            raise DataFormatError(
+                folder, None, f".ast files here are not read; put them {where}",
+            )
 
 
 def _read_document(
@@ -154,6 +181,10 @@ def _read_document(
                 error = _check_position(concept, n_lines, line_spans, tokens_of)
                 if error is None and (*key, concept.label) not in known:
                     error = f"no concept {concept.where} with type {concept.label} in {con.name}"
+                if error is None and concept.label != ASSERTION_LABEL:
+                    # Training and scoring would ignore it: only problems carry one.
+                    error = (f"an assertion on a {concept.label} concept; i2b2 2010 gives "
+                             f"assertions to {ASSERTION_LABEL}s only")
                 if error is None and key in assertions:
                     error = f"a second assertion for the concept {concept.where}"
                 if error is not None:
