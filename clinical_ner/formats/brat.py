@@ -58,7 +58,9 @@ from clinical_ner.text.document import (
     ASSERTION_CLASSES, ASSERTION_LABEL, Document, Mention, Sentence,
 )
 from clinical_ner.errors import ConfigError, DataFormatError
-from clinical_ner.formats.corpus import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
+from clinical_ner.formats.corpus import (
+    Corpus, ProblemLog, check_label_map, files_by_stem, pair_files, read_utf8,
+)
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
 
@@ -114,9 +116,8 @@ def read_brat(
     path = Path(path)
     if assertion_map is not None:
         check_assertion_map(assertion_map)
-    for label in (label_map or {}).values():
-        if label is not None and re.fullmatch(r"\S+", label) is None:
-            raise ConfigError(f"label map target {label!r} is empty or has whitespace")
+    if label_map is not None:
+        check_label_map(label_map)
     if path.is_file():
         if path.suffix != ".txt":
             raise DataFormatError(path, None, "expected a folder or a .txt file")
