@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from clinical_ner.text.document import Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
+from clinical_ner.formats import load_corpus
 from clinical_ner.formats.i2b2 import entities_to_con_lines, read_i2b2, write_con
 from clinical_ner.text.tags import tags_to_mentions
 
@@ -200,6 +201,15 @@ def test_an_assertion_on_a_concept_that_is_not_a_problem(tmp_path):
     corpus = read_i2b2(tmp_path, skip_invalid=True)
     assert [e.line for e in corpus.skipped] == [2]
     assert [s.assertions for s in corpus.documents[0].sentences] == [{(0, 0): "absent"}, {}]
+
+
+def test_an_assertion_on_another_type_is_kept_for_a_label_map_to_make_it_a_problem(tmp_path):
+    write(tmp_path / "n.txt", "fever\nCT scan")
+    write(tmp_path / "n.con", 'c="fever" 1:0 1:0||t="Disease"\nc="ct scan" 2:0 2:1||t="test"\n')
+    write(tmp_path / "n.ast", 'c="fever" 1:0 1:0||t="Disease"||a="absent"\n')
+    corpus = load_corpus(tmp_path, label_map={"Disease": "problem", "test": "test"})
+    first = corpus.documents[0].sentences[0]
+    assert first.tags == ["B-problem"] and first.assertions == {(0, 0): "absent"}
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@
   whitespace as one space and ``"`` read as ``'`` (how the i2b2 release
   writes a quote inside concept text).
 * ``.ast``: ``.con`` lines plus ``||a="present"``; each must repeat a
-  ``problem`` concept of the ``.con`` file (same span and type), and the
-  assertion must be one of the six i2b2 classes
-  (``text.document.ASSERTION_CLASSES``). It goes to
+  concept of the ``.con`` file (same span and type) that is not a ``test``
+  or ``treatment`` (only problems carry one; another type may become a
+  problem through a label map), and the assertion must be one of the six
+  i2b2 classes (``text.document.ASSERTION_CLASSES``). It goes to
   ``Sentence.assertions[(first_token, last_token)]``.
 * Two concepts sharing a token cannot be written in IOB2: the later ``.con``
   line is the error and names the earlier one. Duplicate lines count too.
@@ -116,6 +117,10 @@ def _find_documents(
     return [(name, txt, con, asts.get(name)) for name, txt, con in pairs]
 
 
+# The i2b2 2010 concept types that never carry an assertion.
+_NEVER_ASSERTED = ("test", "treatment")
+
+
 def _check_no_misplaced_asts(path: Path, split: bool) -> None:
     """Raise if ``.ast`` files lie in a folder of the corpus that is not read for them.
 
@@ -181,8 +186,9 @@ def _read_document(
                 error = _check_position(concept, n_lines, line_spans, tokens_of)
                 if error is None and (*key, concept.label) not in known:
                     error = f"no concept {concept.where} with type {concept.label} in {con.name}"
-                if error is None and concept.label != ASSERTION_LABEL:
-                    # Training and scoring would ignore it: only problems carry one.
+                if error is None and concept.label in _NEVER_ASSERTED:
+                    # Training and scoring would ignore it: only problems carry one. (Other
+                    # types may become problems through a label map, and keep theirs.)
                     error = (f"an assertion on a {concept.label} concept; i2b2 2010 gives "
                              f"assertions to {ASSERTION_LABEL}s only")
                 if error is None and key in assertions:
