@@ -252,7 +252,9 @@ def test_write_with_predicted_tags(tmp_path):
     "sentence",
     [
         Sentence([], []),
-        Sentence(["chest pain"], ["O"]),
+        Sentence(["chest\tpain"], ["O"]),
+        Sentence([" chest"], ["O"]),
+        Sentence(["pain\n"], ["O"]),
         Sentence([""], ["O"]),
         Sentence(["a"], ["B X"]),
         Sentence(["a"]),
@@ -262,3 +264,12 @@ def test_write_with_predicted_tags(tmp_path):
 def test_write_rejects_what_conll_cannot_hold(tmp_path, sentence):
     with pytest.raises(ValueError):
         write_conll(tmp_path / "out.conll", [Document("d", [sentence])])
+
+
+def test_a_token_with_inner_spaces_is_written_and_read_back(tmp_path):
+    # The reader splits a line with a tab at tabs only, so "50 mg" stays one token.
+    sentence = Sentence(["took", "50 mg", "New York"], ["O", "B-treatment", "O"])
+    write_conll(tmp_path / "out.conll", [Document("d", [sentence])])
+    [document] = read_conll(tmp_path / "out.conll").documents
+    assert (document.sentences[0].tokens, document.sentences[0].tags) == (
+        sentence.tokens, sentence.tags)

@@ -198,8 +198,9 @@ def write_conll(
     are separated by ``-DOCSTART- O`` lines (each followed by a blank line)
     only when there is more than one, so :func:`read_conll` reads the file
     back into the same documents. Raises ValueError for what CoNLL cannot
-    hold: an empty sentence, a token or tag that is empty or has whitespace,
-    a sentence without tags.
+    hold: an empty sentence, an empty token or one with a tab, a line break
+    or a space at either end (inner spaces are kept: ``50 mg``), a tag with
+    whitespace, a sentence without tags.
 
     ``assertions_per_sentence`` (one value per token, same order) adds a
     column between token and tag: ``token<TAB>assertion<TAB>tag``. It goes in
@@ -243,6 +244,12 @@ def _check_writable(sentence: Sentence, tags: list[str] | None, index: int) -> N
         raise ValueError(f"{where}: need one tag per token")
     if sentence.tokens[0] == DOCSTART:
         raise ValueError(f"{where} starts with {DOCSTART}, which would read as a document break")
-    for column in (*sentence.tokens, *tags):
+    # Columns are tab-separated, so a token may hold inner spaces (read_conll splits a
+    # line with a tab at tabs only); a tag may not.
+    for token in sentence.tokens:
+        if not token or token != token.strip(" ") or any(c in token for c in "\t\n\r"):
+            raise ValueError(f"{where}: a token is empty, starts or ends with a space, or "
+                             "contains a tab or line break")
+    for column in tags:
         if _COLUMN.fullmatch(column) is None or "\n" in column or "\r" in column:
-            raise ValueError(f"{where}: a token or tag is empty or contains whitespace")
+            raise ValueError(f"{where}: a tag is empty or contains whitespace")
