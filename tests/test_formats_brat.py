@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.formats import load_corpus
 from clinical_ner.formats.brat import read_brat
 
 SECRET = "ZZSECRET"
@@ -251,6 +252,24 @@ def test_single_txt_file_and_missing_paths(tmp_path):
         read_brat(empty)
     with pytest.raises(DataFormatError, match="no such file"):
         read_brat(tmp_path / "absent")
+
+
+def test_documents_the_reader_would_leave_out_are_named(tmp_path):
+    # brat keeps collections in subfolders; this reader reads one folder.
+    write(tmp_path / "top", "case", TEXT, ANN)
+    write(tmp_path / "top" / "more", "other", TEXT, ANN)
+    with pytest.raises(DataFormatError,
+                       match="brat documents in a subfolder are not read") as caught:
+        read_brat(tmp_path / "top")
+    assert caught.value.path == str(tmp_path / "top" / "more")
+    # brat files beside an i2b2 layout: read as i2b2, they were left out.
+    mixed = tmp_path / "mixed"
+    for folder in ("txt", "concept"):
+        (mixed / folder).mkdir(parents=True)
+    write(mixed, "case", TEXT, ANN)
+    with pytest.raises(DataFormatError, match="has both the i2b2 txt/ \\+ concept/ layout and "
+                                              "brat .ann files"):
+        load_corpus(mixed)
 
 
 def test_empty_document(tmp_path):

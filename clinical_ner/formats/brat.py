@@ -124,6 +124,13 @@ def read_brat(
         anns = {k: v for k, v in files_by_stem(path.parent, ".ann").items() if k == path.stem}
         pairs, missing = pair_files(path.parent, {path.stem: path}, anns, ".ann")
     elif path.is_dir():
+        nested = next(path.glob("*/**/*.ann"), None)
+        if nested is not None:
+            # brat keeps collections in folders; this reader reads one folder, and
+            # documents below it would be left out without a word.
+            raise DataFormatError(
+                nested.parent, None, "brat documents in a subfolder are not read; give each "
+                "folder of .txt + .ann files as a corpus of its own (--train repeats)")
         pairs, missing = pair_files(
             path, files_by_stem(path, ".txt"), files_by_stem(path, ".ann"), ".ann"
         )

@@ -28,10 +28,14 @@ def detect_format(path: str | Path) -> str:
         return "conll"
     if not path.is_dir():
         raise DataFormatError(path, None, "no such file or folder")
+    has_ann = any(path.glob("*.ann"))
     if (path / "txt").is_dir() and (path / "concept").is_dir():
+        if has_ann:
+            # Read as i2b2, the brat documents beside it would be left out.
+            raise DataFormatError(path, None, "has both the i2b2 txt/ + concept/ layout and "
+                                              "brat .ann files; keep one corpus per folder")
         return "i2b2"
     has_con = any(path.glob("*.con"))
-    has_ann = any(path.glob("*.ann"))
     if has_con != has_ann:
         return "i2b2" if has_con else "brat"
     problem = "has both .con and .ann files" if has_con else "is not a corpus folder"
