@@ -114,9 +114,16 @@ def check_output_file(name: str, path: str | Path | None) -> None:
 
 
 def check_output_folder(name: str, path: str | Path | None) -> None:
-    """Raise :class:`ConfigError` if ``path``, a folder to write into, is an existing file.
+    """Raise :class:`ConfigError` if ``path``, a folder to write into, is an existing file,
+    or would be made inside one.
 
     See :func:`check_output_file`.
     """
-    if path is not None and Path(path).exists() and not Path(path).is_dir():
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
         raise ConfigError(f"{name} {path}: a file; give a folder to write into")
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"{name} {path}: {existing} is a file, so the folder cannot be made")

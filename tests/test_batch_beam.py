@@ -6,6 +6,7 @@ test_export (fast, its entities computed in Python).
 """
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -437,6 +438,36 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
                      "--output", str(tmp_path / "out")]) == 2
     assert "clinical-ner batch: error: --output" in capsys.readouterr().err
+
+
+def test_one_file_under_several_spellings_a_folder_and_a_bom_give_each_note_once(
+        toy_export, tmp_path, monkeypatch):
+    # Each spelling of one path was read again (146 notes came out as 438), a folder
+    # without its slash was an internal error, and a BOM set the first note aside.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "notes.jsonl",
+                [codecs.BOM_UTF8 + note_line("first", "aspirin"), note_line("second", "fever")])
+    spellings = ["in/notes.jsonl", "./in/notes.jsonl", str(tmp_path / "in" / "notes.jsonl"),
+                 "in"]
+    totals = run_batch(str(toy_export), spellings, "out", input_format="jsonl")
+    records = read_records(tmp_path / "out", "entities")
+    assert sorted(record["id"] for record in records) == ["first", "second"]
+    assert totals["notes"] == 2 and totals["errors"] == 0
+
+
+def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_export,
+                                                                             tmp_path):
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    note = [str(tmp_path / "note.txt")]
+    with pytest.raises(ConfigError, match="the id field and the text field are both 'text'"):
+        run_batch(str(toy_export), note, str(tmp_path / "out"), input_format="jsonl",
+                  id_field="text")
+    with pytest.raises(ConfigError, match=rf"--output {tmp_path / 'note.txt' / 'out'}: "
+                                          rf"{tmp_path / 'note.txt'} is a file"):
+        run_batch(str(toy_export), note, str(tmp_path / "note.txt" / "out"))
+    with pytest.raises(ConfigError, match="--output is empty"):
+        run_batch(str(toy_export), note, "")
 
 
 @pytest.mark.slow

@@ -270,3 +270,20 @@ def test_a_label_map_file_may_start_with_a_byte_order_mark(tmp_path):
     (tmp_path / "map.json").write_text('\ufeff{"Disease": "problem", "Chemical": null}',
                                        encoding="utf-8")
     assert read_label_map(str(tmp_path / "map.json")) == {"Disease": "problem", "Chemical": None}
+
+
+def test_predict_refuses_two_documents_the_i2b2_writer_would_give_one_name(tmp_path, capsys):
+    # a/note.txt and b/note.txt both became note.con, holding b's entities only.
+    from clinical_ner.cli import main
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "note.txt").write_text("Fever.", encoding="utf-8")
+    assert main(["predict", "--input", str(tmp_path / "a" / "note.txt"),
+                 str(tmp_path / "b" / "note.txt"), "--output-format", "i2b2",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner predict: error: 2 documents would all be written as note.con in "
+        f"{tmp_path / 'out'}; give the input files distinct names or choose another output "
+        "format\n")
+    assert not (tmp_path / "out").exists()

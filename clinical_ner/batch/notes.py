@@ -15,6 +15,8 @@ why), never both. Reasons name positions and sizes, never note text.
 """
 from __future__ import annotations
 
+import codecs
+
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,6 +79,9 @@ def notes_from_json_lines(source: str, handle: BinaryIO, id_field: str, text_fie
     """
     for number, line, length in _lines(handle, max_note_bytes):
         where = f"{source}:{number}"
+        if number == 1 and line is not None:
+            # A byte-order mark (Windows tools write one) belongs to the file, not the note.
+            line = line.removeprefix(codecs.BOM_UTF8)
         if line is None:
             yield NoteError(None, where, _too_large(length, max_note_bytes))
         elif line.strip():

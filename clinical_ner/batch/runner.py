@@ -21,7 +21,7 @@ from clinical_ner.batch.notes import (
 )
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, check_output_folder
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
 # program at first use; FnApiRunner runs offline, in-process or in
@@ -69,8 +69,11 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
         raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
     if max_note_bytes < 1:
         raise ConfigError(f"--max-note-bytes must be at least 1, got {max_note_bytes}")
+    if id_field == text_field:
+        raise ConfigError(f"the id field and the text field are both {id_field!r}; every id "
+                          "would be the whole note")
     handler = handler or handler_for(model_path)
-    _check_inputs(inputs)
+    inputs = _input_patterns(inputs)
     _check_output(output)
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])
     pipeline = beam.Pipeline(options=options)
@@ -104,15 +107,28 @@ def worker_environment() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _check_inputs(patterns: Sequence[str]) -> None:
+def _input_patterns(patterns: Sequence[str]) -> list[str]:
+    """The patterns, a local folder as its files; each must match a file.
+
+    Beam matches ``notes/`` as the folder's files but ``notes`` as the folder
+    itself, which the pipeline then failed to read (an internal error, and
+    temporary folders left in ``--output``).
+    """
     if not patterns:
         raise ConfigError("no --input given")
+    patterns = [pattern + "/" if "://" not in pattern and os.path.isdir(pattern)
+                and not pattern.endswith("/") else pattern for pattern in patterns]
     for pattern, match in zip(patterns, FileSystems.match(list(patterns))):
         if not match.metadata_list:
             raise ConfigError(f"--input {pattern}: no file matches")
+    return patterns
 
 
 def _check_output(output: str) -> None:
+    if not output:
+        raise ConfigError("--output is empty; give the folder to write into")
+    if "://" not in output:
+        check_output_folder("--output", output)
     # Shards of an earlier run would mix with this run's (their shard counts
     # may differ, so they would not all be overwritten).
     patterns = [FileSystems.join(output, f"{prefix}-*{SUFFIX}")

@@ -1,6 +1,8 @@
 """``ReadNotes``: files (text or JSON lines) to a PCollection of notes and one of errors."""
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 
 import apache_beam as beam
@@ -39,13 +41,19 @@ class ReadNotes(beam.PTransform):
         parsed = (pipeline
                   | "Patterns" >> beam.Create(self.patterns)
                   | "Match" >> fileio.MatchAll()
-                  # Each file once, even if two patterns match it.
-                  | "ByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+                  # Each file once, even if two patterns match it, under two spellings
+                  # of a local path too (in/x.jsonl, ./in/x.jsonl: its notes came out twice).
+                  | "ByPath" >> beam.Map(lambda metadata: (_file_key(metadata.path), metadata))
                   | "GroupPaths" >> beam.GroupByKey()
                   | "DistinctPaths" >> beam.MapTuple(lambda _, matches: next(iter(matches)))
                   | "Open" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
                   | "Parse" >> beam.ParDo(self.parse).with_outputs(ERRORS_TAG, main="notes"))
         return parsed.notes | "Spread" >> beam.Reshuffle(), parsed[ERRORS_TAG]
+
+
+def _file_key(path: str) -> str:
+    """One key per file: a local path made absolute and normalized, any other as matched."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 class _ParseFile(beam.DoFn):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
@@ -135,6 +136,14 @@ def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
     from clinical_ner.formats.i2b2 import write_con_entities
 
     assert output is not None
+    counts = Counter(name for name, _ in documents)
+    repeated = next((name for name, count in counts.items() if count > 1), None)
+    if repeated is not None:
+        # Named by their files' stems (texts given as arguments: text-1, ...), the
+        # later document's results overwrote the earlier's, without a word.
+        raise ConfigError(f"{counts[repeated]} documents would all be written as "
+                          f"{repeated}.con in {output}; give the input files distinct names "
+                          "or choose another output format")
     output.mkdir(parents=True, exist_ok=True)
     annotations = ner.annotate([text for _, text in documents])
     for (name, text), entities in zip(documents, annotations):
