@@ -470,6 +470,48 @@ def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_
         run_batch(str(toy_export), note, "")
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--runner", "Nope"], "--runner Nope: Unexpected pipeline runner: Nope."),
+    # A mistyped option ran without it (one worker instead of two), with a warning.
+    (["--", "--direct_num_workes=2"], "unknown Beam pipeline option(s): --direct_num_workes"),
+    # Beam printed its 146-line usage block.
+    (["--", "--direct_num_workers=abc"],
+     "Beam pipeline options: argument --direct_num_workers: invalid int value: 'abc'"),
+])
+def test_beam_options_that_cannot_run_are_one_line_before_the_pipeline(toy_export, tmp_path,
+                                                                       capsys, options,
+                                                                       message):
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out"), *options]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"clinical-ner batch: error: {message}") and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_path, capsys,
+                                                              monkeypatch):
+    # Beam logs a failure inside a step with its message and traceback; a message
+    # may quote a note, and the command reports the failure in one line.
+    import logging
+
+    import clinical_ner.batch.runner as runner
+
+    def failing_run(*args, **kwargs):
+        logging.getLogger("apache_beam.runners.common").error(
+            "ValueError: %s [while running 'AnnotateNotes']", SECRET, exc_info=False)
+        raise RuntimeError(SECRET)
+
+    monkeypatch.setattr(runner, "run_batch", failing_run)
+    # The command line's own stderr handler, as outside pytest (which holds the root's).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 70
+    error = capsys.readouterr().err
+    assert SECRET not in error and "internal error (RuntimeError)" in error
+
+
 @pytest.mark.slow
 def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
     from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator

@@ -96,6 +96,12 @@ def test_a_text_column_of_another_type_and_a_bad_batch_size_fail_on_the_driver(
         annotate(notes, str(export_dir), batch_size=0)
     with pytest.raises(ConfigError, match="id_col and text_col are both 'text'"):
         annotate(notes, export_dir, id_col="text")  # a Path, as ClinicalNER.load takes
+    # An id column named like an output column failed inside Arrow, in the workers.
+    for name in ("entities", "error"):
+        named = spark.createDataFrame([("n1", "Chest pain.")], f"{name} string, text string")
+        with pytest.raises(ConfigError, match=f"id_col '{name}' is the name of an output "
+                                              "column; rename it first"):
+            annotate(named, str(export_dir), id_col=name)
 
 
 def test_a_model_path_may_be_a_path_object(spark, trained_litert_export, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator, Sequence
 
@@ -75,8 +76,11 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     handler = handler or handler_for(model_path)
     inputs = _input_patterns(inputs)
     _check_output(output)
-    options = PipelineOptions([f"--runner={runner}", *pipeline_args])
-    pipeline = beam.Pipeline(options=options)
+    options = _pipeline_options(runner, pipeline_args)
+    try:
+        pipeline = beam.Pipeline(options=options)
+    except ValueError as error:  # Beam's "Unexpected pipeline runner: ..."
+        raise ConfigError(f"--runner {runner}: {error}") from None
     notes, errors = pipeline | "ReadNotes" >> ReadNotes(inputs, input_format, id_field,
                                                         text_field, max_note_bytes)
     (notes
@@ -105,6 +109,29 @@ def worker_environment() -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+def _pipeline_options(runner: str, pipeline_args: Sequence[str]) -> PipelineOptions:
+    """Beam's options, every one of them known to Beam and of the right type.
+
+    Beam logs an unknown option (``--direct_num_workes=2``) as a warning and
+    runs without it, and a bad value exits with its 146-line usage block.
+    """
+    options = PipelineOptions([f"--runner={runner}", *pipeline_args])
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            known = options.get_all_options()
+            given = options.get_all_options(retain_unknown_options=True)
+    except SystemExit:
+        reason = usage.getvalue().strip().splitlines()[-1:] or ["invalid"]
+        raise ConfigError(f"Beam pipeline options: {reason[0].split('error: ', 1)[-1]}") \
+            from None
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown Beam pipeline option(s): "
+                          f"{', '.join('--' + name for name in unknown)}")
+    return options
 
 
 def _input_patterns(patterns: Sequence[str]) -> list[str]:

@@ -117,6 +117,10 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
     if id_col == text_col:
         raise ConfigError(f"id_col and text_col are both '{text_col}'; the output keeps the id "
                           "beside the entities: give an id column of its own")
+    if id_col in (ENTITIES_COLUMN, ERROR_COLUMN):
+        # The output would hold two columns of one name (Arrow failed in the workers).
+        raise ConfigError(f"id_col '{id_col}' is the name of an output column; rename it first "
+                          f"(df.withColumnRenamed('{id_col}', 'note_id'))")
     text_type = df.schema[text_col].dataType.simpleString()  # a missing column fails here
     if text_type != "string":
         raise ConfigError(f"column '{text_col}' is {text_type}, not string; cast it first "

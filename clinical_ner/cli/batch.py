@@ -23,6 +23,17 @@ class _DropHarmlessBeamWarnings(logging.Filter):
         return not str(record.msg).startswith(_HARMLESS_BEAM_WARNINGS)
 
 
+class _DropBeamErrors(logging.Filter):
+    """Beam's own ERROR records: a failure inside a step, with its message and traceback.
+
+    The command reports the failure in one line (the exception's type, unless
+    ``--verbose``), and an exception's message may quote a note.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("apache_beam") and record.levelno >= logging.ERROR)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="exported SavedModel: a version folder or a base path "
                                       "(local, gs://, ...: any path tf.io.gfile reads), or a "
@@ -68,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger().addFilter(_DropHarmlessBeamWarnings())
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_DropBeamErrors())
     try:
         from clinical_ner.batch.runner import run_batch
     except ModuleNotFoundError as error:
