@@ -29,7 +29,9 @@ each, in one process with a copy of the model per caller (the one
 
 After one untimed run of each, ``--repeats`` rounds each time every variant
 once, in turn (so that a change of load on a shared machine hits them
-alike); figures are at the median. "cores busy" is the process's CPU
+alike); figures are at the median, and the share of ``annotate``'s tokens/s
+is also given as the median (and range) of the per-round ratios, each
+round's ``annotate`` time over the variant's. "cores busy" is the process's CPU
 seconds (all threads) over the wall seconds: what a variant leaves of the
 machine for work beside it. Tokens are our tokenizer's
 (``clinical_ner.text.tokenizer.split_sentences``), the same count for every
@@ -39,6 +41,7 @@ end, and the versions.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -78,15 +81,26 @@ def measure(texts: list[str], variants: dict[str, Callable[[], object]], repeats
             times[name].append(time.perf_counter() - started)
             cpu_seconds[name] += time.process_time() - cpu_started
     # Cores busy on average (CPU seconds of all threads over wall seconds): how
-    # much of the machine a variant leaves for work beside it.
+    # much of the machine a variant leaves for work beside it. The share of
+    # annotate's tokens/s is also taken round by round (annotate's time over the
+    # variant's in the same round), so that a change of load between rounds
+    # falls on both sides of each ratio.
     return {name: {**throughput(summarize_seconds(runs), tokens, len(texts)),
-                   "cores_busy": round(cpu_seconds[name] / sum(runs), 2)}
+                   "cores_busy": round(cpu_seconds[name] / sum(runs), 2),
+                   "of_annotate_per_round": _ratio_summary(
+                       [base / run for base, run in zip(times["annotate"], runs)])}
             for name, runs in times.items()}
+
+
+def _ratio_summary(ratios: list[float]) -> dict:
+    return {"median": round(statistics.median(ratios), 4), "min": round(min(ratios), 4),
+            "max": round(max(ratios), 4)}
 
 
 def markdown_table(report: dict) -> str:
     lines = ["| notes | tokens | variant | tokens/s, median (best) run | of `annotate`, median "
-             "(best) | cores busy |", "|---|---|---|---|---|---|"]
+             "(best) | of `annotate` round by round, median (range) | cores busy |",
+             "|---|---|---|---|---|---|---|"]
     for corpus, result in report["corpora"].items():
         base = result["variants"]["annotate"]
         for name, figures in result["variants"].items():
@@ -94,8 +108,13 @@ def markdown_table(report: dict) -> str:
             lines.append(
                 f"| {corpus} ({result['texts']} texts) | {result['tokens']:,} | {name} | "
                 f"{median:,.0f} ({best:,.0f}) | {median / base['tokens_per_second']:.0%} "
-                f"({best / base['tokens_per_second_best']:.0%}) | {figures['cores_busy']} |")
+                f"({best / base['tokens_per_second_best']:.0%}) | "
+                f"{_share(figures['of_annotate_per_round'])} | {figures['cores_busy']} |")
     return "\n".join(lines)
+
+
+def _share(summary: dict) -> str:
+    return f"{summary['median']:.0%} ({summary['min']:.0%}-{summary['max']:.0%})"
 
 
 def main(argv: list[str] | None = None) -> int:
