@@ -2,15 +2,15 @@
 
 Reading:
 
-* A line with a tab between its columns is split at tabs only (with any
-  spaces beside them), so that a token may hold a space (``50 mg``); any
-  other line is split at runs of spaces. The token is the first column and
-  the tag the last; columns in between (CoNLL-2003's part of speech and
-  chunk) are ignored. A line with a single column is an error, and so is a
-  token line whose number of columns differs from that of most token lines
-  of the file: it is a token with a space in a file split at spaces, or a
-  line of text, and reading its first and last word would drop the others
-  or make a note word an entity type.
+* Columns are separated by runs of spaces and/or tabs. The token is the
+  first column and the tag the last; columns in between (CoNLL-2003's part
+  of speech and chunk) are ignored. A line with a single column is an
+  error, and so is a token line whose number of columns differs from that
+  of most token lines of the file: a token holding a space (``50 mg``), or
+  a line of text, whose first and last words would otherwise be read as a
+  token and its tag, dropping the rest or making a note word an entity
+  type. (Splitting at tabs only would keep such a token, but misread the
+  files that align their columns with spaces before a tab.)
 * A line whose first column is ``-DOCSTART-`` (case-sensitive, as CoNLL
   tools read it) ends the current sentence and starts a new document; the
   documents are named ``<stem>-1``, ``<stem>-2``, ... Its columns are not
@@ -44,9 +44,6 @@ from clinical_ner.text.tags import detect_scheme, normalize_tags, parse_tag
 
 DOCSTART = "-DOCSTART-"
 _COLUMN = re.compile(r"[^ \t]+")
-# Between the columns of a line with a tab: tabs, and the spaces beside them
-# (columns aligned with spaces before a tab), so that no column is empty.
-_TAB_SEPARATOR = re.compile(r"[ \t]*\t[ \t]*")
 
 
 @dataclass
@@ -104,7 +101,7 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     # last tag stand for the whole corpus.
     lines = [line.rstrip("\r") for line in (text.split("\r") if "\n" not in text
                                               else text.split("\n"))]
-    rows = [_columns(line) for line in lines]
+    rows = [_COLUMN.findall(line) for line in lines]
     expected = _usual_column_count(rows)
     for number, (line, columns) in enumerate(zip(lines, rows), start=1):
         if not columns or columns[0] == DOCSTART:
@@ -140,7 +137,7 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
             # Counts only: the columns may be words of the note.
             error = DataFormatError(
                 path, number, f"{len(columns)} columns, but the file's lines have {expected} "
-                "(a line with a tab is split at tabs, any other at spaces)",
+                "(columns are split at spaces and tabs: a token cannot hold a space)",
             )
         if error is not None:
             current.error = current.error or error
@@ -153,14 +150,6 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     if not has_docstart:
         return [(path.stem, groups[0])]
     return [(f"{path.stem}-{n}", sentences) for n, sentences in enumerate(groups, start=1)]
-
-
-def _columns(line: str) -> list[str]:
-    """The columns of ``line``: split at tabs if a tab separates any, else at spaces."""
-    stripped = line.strip(" \t")
-    if "\t" in stripped:
-        return _TAB_SEPARATOR.split(stripped)
-    return _COLUMN.findall(stripped)
 
 
 def _usual_column_count(rows: list[list[str]]) -> int | None:
@@ -198,9 +187,8 @@ def write_conll(
     are separated by ``-DOCSTART- O`` lines (each followed by a blank line)
     only when there is more than one, so :func:`read_conll` reads the file
     back into the same documents. Raises ValueError for what CoNLL cannot
-    hold: an empty sentence, an empty token or one with a tab, a line break
-    or a space at either end (inner spaces are kept: ``50 mg``), a tag with
-    whitespace, a sentence without tags.
+    hold: an empty sentence, a token or tag that is empty or has whitespace,
+    a sentence without tags.
 
     ``assertions_per_sentence`` (one value per token, same order) adds a
     column between token and tag: ``token<TAB>assertion<TAB>tag``. It goes in
@@ -244,12 +232,6 @@ def _check_writable(sentence: Sentence, tags: list[str] | None, index: int) -> N
         raise ValueError(f"{where}: need one tag per token")
     if sentence.tokens[0] == DOCSTART:
         raise ValueError(f"{where} starts with {DOCSTART}, which would read as a document break")
-    # Columns are tab-separated, so a token may hold inner spaces (read_conll splits a
-    # line with a tab at tabs only); a tag may not.
-    for token in sentence.tokens:
-        if not token or token != token.strip(" ") or any(c in token for c in "\t\n\r"):
-            raise ValueError(f"{where}: a token is empty, starts or ends with a space, or "
-                             "contains a tab or line break")
-    for column in tags:
+    for column in (*sentence.tokens, *tags):
         if _COLUMN.fullmatch(column) is None or "\n" in column or "\r" in column:
-            raise ValueError(f"{where}: a tag is empty or contains whitespace")
+            raise ValueError(f"{where}: a token or tag is empty or contains whitespace")
