@@ -89,7 +89,7 @@ def update_slice_loop(projected, recurrent, state_shape, count):
 
 
 def numpy_weights(weights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Kernels, recurrent kernels and biases of both directions stacked, as an export would keep them.
+    """Kernels, recurrent kernels and biases of both directions stacked, as an export keeps them.
 
     ``weights``: kernel, recurrent kernel and bias of the forward direction,
     then of the backward one (Keras' gate order i, f, c, o). The candidate's

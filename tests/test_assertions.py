@@ -18,6 +18,7 @@ from clinical_ner.training.dataset import (
 from clinical_ner.errors import ConfigError, DataFormatError, ModelError
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import load_corpus
+from clinical_ner.formats.corpora import check_assertion_map_sources
 from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.trainer import train
@@ -372,6 +373,11 @@ def test_an_assertion_map_that_reads_nothing_is_refused_before_training(tmp_path
             train(folder, tmp_path / "never", config=NERConfig(epochs=1),
                   label_map=label_map, assertion_map=assertion_map, progress=False)
         assert not (tmp_path / "never").exists()
+    # A test split may lack one of the map's attributes (no speculation in it), not all.
+    both = {**MACCROBAT_MAP, "SPECULATION": {"YES": "possible"}}
+    check_assertion_map_sources(both, [folder], labels={"problem"}, training=False)
+    with pytest.raises(ConfigError, match="names attribute SPECULATION"):
+        check_assertion_map_sources(both, [folder], labels={"problem"})
 
 
 def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_data):

@@ -500,6 +500,8 @@ def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_p
     def failing_run(*args, **kwargs):
         logging.getLogger("apache_beam.runners.common").error(
             "ValueError: %s [while running 'AnnotateNotes']", SECRET, exc_info=False)
+        # A worker process's failure, as Beam's logging service logs it again.
+        logging.log(logging.ERROR, "log_entry { message: 'ValueError: %s' }", SECRET)
         raise RuntimeError(SECRET)
 
     monkeypatch.setattr(runner, "run_batch", failing_run)

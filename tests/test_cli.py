@@ -242,11 +242,15 @@ def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, c
     assert list(folder.iterdir()) == []
 
 
+NOT_A_LABEL = "--label-map: label map target of Disease must be a label name"
+
+
 @pytest.mark.parametrize(("value", "json_text", "message"), [
     # Each was accepted: a label spelt "['problem']", an entity type named O, a model
     # trained on O alone, a TypeError, or the last of two mappings silently.
-    (None, '{"Disease": ["problem"]}', "the value of Disease must be a label name"),
-    (None, '{"Disease": 5}', "the value of Disease must be a label name"),
+    (None, '{"Disease": ["problem"]}', NOT_A_LABEL),
+    (None, '{"Disease": 5}', NOT_A_LABEL),
+    (None, '{"Disease": false}', NOT_A_LABEL),
     (None, '{"Disease": "problem", "Disease": "treatment"}', "the key 'Disease' appears twice"),
     (None, "{}", "--label-map drops every type"),
     ("Disease=,Chemical=", None, "--label-map drops every type"),

@@ -158,7 +158,6 @@ def test_entity_covering_no_token_is_reported(tmp_path):
     assert [(e.line, "covers no token" in e.problem) for e in corpus.skipped] == [(1, True)]
 
 
-
 @pytest.mark.parametrize("after", ["", " today"])  # past the end, or text that differs
 def test_offsets_that_count_the_bom_are_named_in_the_error(tmp_path, after):
     # Audit H finding 20: brat's server counts a BOM, and every entity failed unexplained.
@@ -177,7 +176,8 @@ def test_offsets_that_count_the_bom_are_named_in_the_error(tmp_path, after):
     with pytest.raises(DataFormatError) as caught:
         read_brat(tmp_path)
     assert "byte-order mark" not in str(caught.value)
-    write(tmp_path, "b", b"\xef\xbb\xbf" + text.encode("utf-8"), counted.replace("fever\n", "fevers\n"))
+    write(tmp_path, "b", b"\xef\xbb\xbf" + text.encode("utf-8"),
+          counted.replace("fever\n", "fevers\n"))
     with pytest.raises(DataFormatError) as caught:
         read_brat(tmp_path)
     assert "byte-order mark" not in str(caught.value)

@@ -155,7 +155,6 @@ def test_skip_invalid_skips_exactly_the_bad_sentences(tmp_path):
         read_conll(path, scheme="bio")
 
 
-
 def test_a_token_with_a_space_is_an_error_and_space_aligned_columns_read_as_before(tmp_path):
     # Audit H finding 1: "mg" and "York" were dropped (first and last column kept).
     path = write(tmp_path, "He\tO\n50 mg\tO\nin\tO\nNew York\tB-problem\nsyndrome\tI-problem\n")

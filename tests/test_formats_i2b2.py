@@ -185,7 +185,6 @@ def test_second_assertion_for_a_concept(tmp_path):
     assert caught.value.line == 2
 
 
-
 def test_an_assertion_on_a_concept_that_is_not_a_problem(tmp_path):
     # Audit H finding 20: read, then ignored by training and scoring.
     write(tmp_path / "n.txt", "fever\nCT scan")

@@ -16,7 +16,6 @@ why), never both. Reasons name positions and sizes, never note text.
 from __future__ import annotations
 
 import codecs
-
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass

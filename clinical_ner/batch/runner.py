@@ -73,14 +73,11 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     if id_field == text_field:
         raise ConfigError(f"the id field and the text field are both {id_field!r}; every id "
                           "would be the whole note")
+    # The output first: a mistyped folder is named before the model is looked at.
+    _check_output(output)
     handler = handler or handler_for(model_path)
     inputs = _input_patterns(inputs)
-    _check_output(output)
-    options = _pipeline_options(runner, pipeline_args)
-    try:
-        pipeline = beam.Pipeline(options=options)
-    except ValueError as error:  # Beam's "Unexpected pipeline runner: ..."
-        raise ConfigError(f"--runner {runner}: {error}") from None
+    pipeline = _pipeline(runner, pipeline_args)
     notes, errors = pipeline | "ReadNotes" >> ReadNotes(inputs, input_format, id_field,
                                                         text_field, max_note_bytes)
     (notes
@@ -111,27 +108,33 @@ def worker_environment() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _pipeline_options(runner: str, pipeline_args: Sequence[str]) -> PipelineOptions:
-    """Beam's options, every one of them known to Beam and of the right type.
+def _pipeline(runner: str, pipeline_args: Sequence[str]) -> beam.Pipeline:
+    """Beam's pipeline, every option known to Beam (or to the runner) and of the right type.
 
     Beam logs an unknown option (``--direct_num_workes=2``) as a warning and
     runs without it, and a bad value exits with its 146-line usage block.
+    Unknown options are looked for once the pipeline has imported its runner,
+    whose module may define options of its own.
     """
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])
     usage = io.StringIO()
     try:
         with contextlib.redirect_stderr(usage):
-            known = options.get_all_options()
-            given = options.get_all_options(retain_unknown_options=True)
+            options.get_all_options()
     except SystemExit:
         reason = usage.getvalue().strip().splitlines()[-1:] or ["invalid"]
         raise ConfigError(f"Beam pipeline options: {reason[0].split('error: ', 1)[-1]}") \
             from None
-    unknown = sorted(set(given) - set(known))
+    try:
+        pipeline = beam.Pipeline(options=options)
+    except ValueError as error:  # Beam's "Unexpected pipeline runner: ..."
+        raise ConfigError(f"--runner {runner}: {error}") from None
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                     - set(options.get_all_options()))
     if unknown:
         raise ConfigError(f"unknown Beam pipeline option(s): "
                           f"{', '.join('--' + name for name in unknown)}")
-    return options
+    return pipeline
 
 
 def _input_patterns(patterns: Sequence[str]) -> list[str]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-
 from collections.abc import Sequence
 
 import apache_beam as beam

@@ -7,7 +7,7 @@ import sys
 import time
 
 from clinical_ner.batch.notes import DEFAULT_MAX_NOTE_BYTES, INPUT_FORMATS, TEXT_FORMAT
-from clinical_ner.errors import ConfigError, check_output_folder
+from clinical_ner.errors import ConfigError
 
 NAME = "batch"
 HELP = "annotate many notes on Apache Beam (needs the [beam] extra)"
@@ -24,14 +24,16 @@ class _DropHarmlessBeamWarnings(logging.Filter):
 
 
 class _DropBeamErrors(logging.Filter):
-    """Beam's own ERROR records: a failure inside a step, with its message and traceback.
+    """ERROR records of anything but clinical-ner: Beam's failure of a step, with its message
+    and traceback, logged on ``apache_beam.*`` loggers in this process and again on the root
+    logger when a worker process sent it (Beam's logging service).
 
     The command reports the failure in one line (the exception's type, unless
     ``--verbose``), and an exception's message may quote a note.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("apache_beam") and record.levelno >= logging.ERROR)
+        return record.levelno < logging.ERROR or record.name.startswith("clinical_ner")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise ConfigError("needs Apache Beam: pip install 'clinical-ner[beam]'") from None
 
-    check_output_folder("--output", args.output)
     started = time.perf_counter()
     totals = run_batch(args.model, args.input, args.output, input_format=args.input_format,
                        id_field=args.id_field, text_field=args.text_field,

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from clinical_ner.errors import ConfigError
-from clinical_ner.formats.corpus import check_label_map
+from clinical_ner.formats.corpus import check_label_map_entries
 from clinical_ner.pretrained import resolve_model_path
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
@@ -52,11 +52,8 @@ def read_label_map(value: str | None) -> dict[str, str | None] | None:
             raise ConfigError(f"--label-map {value}: {error}") from None
         if not isinstance(mapping, dict):
             raise ConfigError(f"--label-map {value}: expected a JSON object")
-        for source, label in mapping.items():
-            if label is not None and not isinstance(label, str):
-                raise ConfigError(f"--label-map {value}: the value of {source} must be a label "
-                                  "name, or \"\" to drop the type")
-        mapping = {key: (label or None) for key, label in mapping.items()}
+        # "" (or null) drops a type; any other value is checked below.
+        mapping = {key: (None if label == "" else label) for key, label in mapping.items()}
     else:
         mapping = {}
         for item in value.split(","):
@@ -68,7 +65,7 @@ def read_label_map(value: str | None) -> dict[str, str | None] | None:
                 raise ConfigError(f"--label-map: {source} is mapped twice")
             mapping[source] = label.strip() or None
     try:
-        check_label_map(mapping)
+        check_label_map_entries(mapping)
     except ConfigError as error:
         raise ConfigError(f"--label-map: {error}") from None
     if not any(mapping.values()):

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if assertion_map is not None:
         from clinical_ner.formats.corpora import check_assertion_map_sources
 
-        check_assertion_map_sources(assertion_map, [args.data], data_format, set(corpus.labels))
+        check_assertion_map_sources(assertion_map, [args.data], data_format, set(corpus.labels),
+                                    training=False)
     report_skipped(corpus, args.data, lambda message: print(message, file=sys.stderr))
     sentences = corpus_sentences(corpus)
     if not sentences:
@@ -78,7 +79,7 @@ def _corpus_reading(args: argparse.Namespace) -> tuple[str, dict | None, list[st
             return args.input_format, None, None
         from clinical_ner.formats.corpora import check_label_map_sources
 
-        check_label_map_sources(label_map, [args.data], args.input_format)
+        check_label_map_sources(label_map, [args.data], args.input_format, training=False)
         return (args.input_format, label_map,
                 sorted({label for label in label_map.values() if label}))
     from clinical_ner.formats.corpora import check_label_map, read_corpus_file

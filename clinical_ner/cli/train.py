@@ -7,7 +7,7 @@ from pathlib import Path
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
-from clinical_ner.config import NERConfig, changed_on_resume
+from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig, changed_on_resume
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -135,6 +135,6 @@ def _resumed_config(values: dict, output: Path, options: set[str]) -> NERConfig 
         where = (f"--{name.replace('_', '-')}" if name in options
                  else f"the --config setting {name!r}")
         raise ConfigError(f"--resume continues with the saved configuration, but {where} "
-                          f"differs from {output / 'config.json'}; leave it out (only --epochs "
-                          "may change)")
+                          f"differs from {output / 'config.json'}; leave it out (only "
+                          f"{' and '.join('--' + name for name in RESUME_MAY_CHANGE)} may change)")
     return given

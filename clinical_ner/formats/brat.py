@@ -59,7 +59,7 @@ from clinical_ner.text.document import (
 )
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats.corpus import (
-    Corpus, ProblemLog, check_label_map, files_by_stem, pair_files, read_utf8,
+    Corpus, ProblemLog, check_label_map_entries, files_by_stem, pair_files, read_utf8,
 )
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
@@ -117,14 +117,15 @@ def read_brat(
     if assertion_map is not None:
         check_assertion_map(assertion_map)
     if label_map is not None:
-        check_label_map(label_map)
+        check_label_map_entries(label_map)
     if path.is_file():
         if path.suffix != ".txt":
             raise DataFormatError(path, None, "expected a folder or a .txt file")
         anns = {k: v for k, v in files_by_stem(path.parent, ".ann").items() if k == path.stem}
         pairs, missing = pair_files(path.parent, {path.stem: path}, anns, ".ann")
     elif path.is_dir():
-        nested = next(path.glob("*/**/*.ann"), None)
+        nested = next((ann for ann in path.glob("*/**/*.ann") if not any(
+            part.startswith(".") for part in ann.relative_to(path).parts)), None)
         if nested is not None:
             # brat keeps collections in folders; this reader reads one folder, and
             # documents below it would be left out without a word.

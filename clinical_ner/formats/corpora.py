@@ -52,8 +52,8 @@ _CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "covera
 _TOP_KEYS = {"labels", "select", "corpus"}
 _BRAT_TYPE = re.compile(r"T[^\t]*\t(\S+)")
 _BRAT_ATTRIBUTE = re.compile(r"A[^\t]*\t(\S+)")
-#: What a corpus file describes for each corpus, so that training and scoring
-#: refuse the options of a single corpus beside it.
+#: What a corpus file describes for each corpus, so that training refuses the
+#: options of a single corpus beside it (they would be ignored).
 CORPUS_FILE_REPLACES = ("a corpus file (--corpus) replaces --train, --dev, --label-map, "
                         "--input-format and --assertion-map")
 #: The largest corpus weight, in copies of the corpus per epoch (a weight of
@@ -166,8 +166,11 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
                               "a dev path")
         selection[name] = _number(weight, f"{where}: select weight of {name}", positive=False)
         if selection[name] > 0 and spec.dev in spec.train:
+            weighed = ("select weighs it" if values.get("select") is not None
+                       else "without select every dev corpus chooses the epoch")
             raise ConfigError(f"{where}: corpus {name}: dev is one of its train paths, and "
-                              "select weighs it: the epoch would be chosen on training data")
+                              f"{weighed}: the epoch would be chosen on training data; give "
+                              "dev a file of its own, or leave it out")
     if selection and sum(selection.values()) <= 0:
         raise ConfigError(f"{where}: select weights must not all be 0")
     return CorpusSet(sorted(set(labels)), corpora, selection, where)
@@ -285,12 +288,14 @@ def _brat_names(path: str | Path, pattern: re.Pattern) -> set[str]:
 
 
 def check_assertion_map_sources(assertion_map: dict, paths: list, data_format: str = "auto",
-                                labels: set[str] | None = None) -> None:
+                                labels: set[str] | None = None, training: bool = True) -> None:
     """``--assertion-map``: every attribute it names occurs in ``paths``, and problems are kept.
 
     A misspelt attribute (or an empty map) maps nothing, and every problem
     would silently train, or be scored, as present. ``labels``: the labels
     the data has after its label map; assertions go to ``problem`` only.
+    ``training``: as for :func:`check_label_map` (a test file needs one of
+    the attributes only: a small split may have no negation).
     """
     if labels is not None and ASSERTION_LABEL not in labels:
         raise ConfigError(f"--assertion-map gives assertions to {ASSERTION_LABEL}s, but the data "
@@ -302,7 +307,8 @@ def check_assertion_map_sources(assertion_map: dict, paths: list, data_format: s
     for path in paths:
         if (detect_format(path) if data_format == "auto" else data_format) == "brat":
             found |= _brat_names(path, _BRAT_ATTRIBUTE)
-    _check_map_sources(assertion_map, found, "--assertion-map", "data", "attribute")
+    _check_map_sources(assertion_map, found, "--assertion-map", "data", "attribute",
+                       every=training)
 
 
 def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
@@ -354,16 +360,17 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
 
 
 def check_label_map_sources(label_map: dict[str, str | None], paths: list,
-                            data_format: str = "auto") -> None:
+                            data_format: str = "auto", training: bool = True) -> None:
     """``--label-map``: every source label it names occurs in at least one of ``paths``.
 
     A misspelt source label would otherwise map nothing, and its mentions
-    would silently train, or be scored, as ``O``.
+    would silently train, or be scored, as ``O``. ``training``: as for
+    :func:`check_label_map` (a test file needs one of them only).
     """
     found: set[str] = set()
     for path in paths:
         found |= source_labels(path, data_format)
-    _check_map_sources(label_map, found, "--label-map", "data")
+    _check_map_sources(label_map, found, "--label-map", "data", every=training)
 
 
 def _check_map_sources(mapping: dict, found: set[str], context: str, what: str,

@@ -58,7 +58,7 @@ class ProblemLog:
         self.skipped.append(error)
 
 
-def check_label_map(label_map: object) -> None:
+def check_label_map_entries(label_map: object) -> None:
     """Raise :class:`ConfigError` unless ``label_map`` maps type names onto labels or ``None``.
 
     The one check of a label map given to a reader. A target that is not a

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import brat, conll, i2b2
-from clinical_ner.formats.corpus import Corpus, check_label_map
+from clinical_ner.formats.corpus import Corpus, check_label_map_entries
 from clinical_ner.text.tags import OUTSIDE, entity_labels, parse_tag
 
 FORMATS = ("conll", "i2b2", "brat")
@@ -64,7 +64,7 @@ def load_corpus(
     overlaps), the others through :func:`apply_label_map`.
     """
     if label_map is not None:
-        check_label_map(label_map)
+        check_label_map_entries(label_map)
     if format == "auto":
         format = detect_format(path)
     if format not in FORMATS:
@@ -92,7 +92,7 @@ def apply_label_map(corpus: Corpus, label_map: dict[str, str | None]) -> Corpus:
     Two adjacent mentions mapped onto one label stay two mentions (each
     starts with ``B-``).
     """
-    check_label_map(label_map)
+    check_label_map_entries(label_map)
     for document in corpus.documents:
         for sentence in document.sentences:
             if sentence.tags is None:

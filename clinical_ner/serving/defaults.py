@@ -26,6 +26,8 @@ BATCH_DOCUMENTS = 32
 # gRPC's receive (and the client's send) limit; the REST server's body limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 GRACE_S = 10.0
+#: The longest ``--grace``: a day (a longer one is a mistake, not a drain).
+MAX_GRACE_S = 24 * 3600.0
 
 # Client: per attempt, per request with its retries, and retries at most.
 TIMEOUT_S = 10.0

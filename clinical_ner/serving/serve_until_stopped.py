@@ -28,7 +28,7 @@ def serve_until_stopped(model_base_path: str | os.PathLike, model_name: str = de
     """
     # Checked before serving: gRPC takes NaN or a negative grace for none, and
     # would cut the in-flight requests at the stop without a word.
-    check_seconds("--grace", grace_s, maximum=24 * 3600, allow_zero=True)
+    check_seconds("--grace", grace_s, maximum=defaults.MAX_GRACE_S, allow_zero=True)
     with served_base_path(model_base_path) as base_path:
         server = ModelServer(base_path, model_name, **server_options)
         stop = threading.Event()

@@ -30,6 +30,11 @@ from clinical_ner.formats.corpora import (
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
 
+def sentences_per_epoch(weight: float, sentences: int) -> int:
+    """How many of a corpus's ``sentences`` an epoch draws at ``weight``."""
+    return int(round(weight * sentences))
+
+
 @dataclass
 class TrainingCorpora:
     """The training sentences of every corpus, in file order, and which corpus each came from."""
@@ -51,7 +56,7 @@ class TrainingCorpora:
         chosen = []
         for position, spec in enumerate(self.corpus_set.corpora):
             members = np.flatnonzero(self.corpus_index == position)
-            count = int(round(spec.weight * len(members)))
+            count = sentences_per_epoch(spec.weight, len(members))
             copies, rest = divmod(count, len(members))
             rng = np.random.default_rng([seed, epoch, position])
             sample = np.sort(rng.choice(members, size=rest, replace=False))
@@ -82,7 +87,7 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
         if not part:
             raise DataFormatError(corpus_set.source, None,
                                   f"corpus {spec.name}: no sentences to train on")
-        if round(spec.weight * len(part)) == 0:
+        if sentences_per_epoch(spec.weight, len(part)) == 0:
             # epoch_indices would draw none of them, every epoch.
             raise ConfigError(f"{corpus_set.source}: corpus {spec.name}: weight {spec.weight:g} "
                               f"draws none of its {len(part)} sentences per epoch; give it at "
@@ -96,7 +101,7 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
 
 def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                      emit: Callable[[str], None]) -> dict[str, list[Sentence]]:
-    """Each dev corpus's sentences, by corpus name (its label map checked against it first)."""
+    """Each dev corpus's sentences by corpus name: none empty, each label map checked."""
     dev = {}
     for spec in corpus_set.dev_corpora():
         corpus = load_spec_corpus(spec, spec.dev, skip_invalid)

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from clinical_ner.training.assertion_cues import cued_copies
 from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
-from clinical_ner.config import NERConfig, changed_on_resume
+from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig, changed_on_resume
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
     encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
@@ -104,7 +104,8 @@ def train(
     brat attributes as assertions (:mod:`clinical_ner.formats.brat`): data
     whose problems carry assertions trains the model's assertion output too.
     ``corpora`` (from :func:`clinical_ner.formats.corpora.read_corpus_file`)
-    replaces ``train_path``, ``dev_path``, ``data_format`` and ``label_map``:
+    replaces ``train_path``, ``dev_path``, ``data_format``, ``label_map`` and
+    ``assertion_map``:
     several corpora, each with its label map, coverage and weight, and the
     dev corpora that choose the epoch (:mod:`clinical_ner.training.multi_corpus`).
     """
@@ -324,7 +325,8 @@ def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) ->
         given, kept = config.to_dict(), saved.to_dict()
         raise ConfigError(f"resume continues with the saved configuration, but its {name} "
                           f"differs from {output / CONFIG_FILE} ({given.get(name)!r} given, "
-                          f"{kept[name]!r} there); only epochs may change")
+                          f"{kept[name]!r} there); only {' and '.join(RESUME_MAY_CHANGE)} may "
+                          "change")
 
 
 def _is_chief_by_environment() -> bool:
