@@ -19,6 +19,7 @@ code meaning
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 EXIT_OK = 0
@@ -84,17 +85,34 @@ def check_integer(name: str, value: object, minimum: int = 1,
         raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
 
 
-def check_seconds(name: str, value: object, maximum: float, allow_zero: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a number of seconds up to ``maximum``.
+def check_number(name: str, value: object, *, allow_zero: bool = False,
+                 maximum: float | None = None, what: str = "a finite number") -> float:
+    """``value`` as a float, or :class:`ConfigError` unless it is a finite number
+    > 0 (>= 0 with ``allow_zero``) and at most ``maximum``.
 
-    NaN and infinity are refused (``nan <= 0`` is false, and an infinite
-    timeout overflows the timers it reaches); so are bools.
+    The one check of a real-valued setting. NaN is refused (``nan <= 0`` is
+    false), so are infinity (it overflows the timers and counts it reaches),
+    an integer beyond a float's range, and bools. ``what`` names the kind of
+    number in the message.
     """
-    number = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not (number and (value >= 0 if allow_zero else value > 0) and value <= maximum):
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            pass
+    if not (math.isfinite(number) and (number >= 0 if allow_zero else number > 0)
+            and (maximum is None or number <= maximum)):
         low = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name} must be a number of seconds {low} and at most {maximum:g}, "
-                          f"got {value!r}")
+        high = "" if maximum is None else f" and at most {maximum:g}"
+        raise ConfigError(f"{name} must be {what} {low}{high}, got {value!r}")
+    return number
+
+
+def check_seconds(name: str, value: object, maximum: float, allow_zero: bool = False) -> None:
+    """:func:`check_number` for a number of seconds up to ``maximum``."""
+    check_number(name, value, allow_zero=allow_zero, maximum=maximum,
+                 what="a number of seconds")
 
 
 def check_output_file(name: str, path: str | Path | None) -> None:

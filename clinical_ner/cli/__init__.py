@@ -126,8 +126,8 @@ def _texts_after_options(args: argparse.Namespace, unknown: list[str]) -> list[s
     mistyped one stays an error); after ``--`` everything is a text.
     """
     dest = getattr(args, "texts_dest", None)
-    before, after = (unknown[:unknown.index("--")], unknown[unknown.index("--") + 1:]
-                     ) if "--" in unknown else (unknown, [])
+    cut = unknown.index("--") if "--" in unknown else len(unknown)
+    before, after = unknown[:cut], unknown[cut + 1:]
     if dest is None or any(_OPTION_SHAPE.fullmatch(item) for item in before):
         return unknown
     getattr(args, dest).extend(before + after)

@@ -59,7 +59,8 @@ from clinical_ner.text.document import (
 )
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats.corpus import (
-    Corpus, ProblemLog, check_label_map_entries, files_by_stem, pair_files, read_utf8,
+    Corpus, ProblemLog, check_label_map_entries, decode_utf8, files_by_stem, pair_files,
+    read_utf8,
 )
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
@@ -144,9 +145,9 @@ def read_brat(
     documents = []
     for name, txt, ann in pairs:
         try:
-            text = read_utf8(txt)
-            with txt.open("rb") as handle:
-                bom = handle.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+            data = txt.read_bytes()
+            text = decode_utf8(txt, data)
+            bom = data.startswith(codecs.BOM_UTF8)
             annotations = _read_annotations(ann, text, bom, label_map, problems, assertion_map)
         except DataFormatError as error:
             # Skipping, only whole-document problems (undecodable files) get here.

@@ -32,13 +32,12 @@ corpus and the label, raised before any training starts
 """
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.errors import ConfigError, DataFormatError, check_number
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
 from clinical_ner.text.document import ASSERTION_LABEL
 from clinical_ner.text.tags import OUTSIDE
@@ -164,7 +163,8 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
         if spec is None or spec.dev is None:
             raise ConfigError(f"{where}: select names {name!r}, which is not a corpus with "
                               "a dev path")
-        selection[name] = _number(weight, f"{where}: select weight of {name}", positive=False)
+        selection[name] = check_number(f"{where}: select weight of {name}", weight,
+                                       allow_zero=True)
         if selection[name] > 0 and spec.dev in spec.train:
             weighed = ("select weighs it" if values.get("select") is not None
                        else "without select every dev corpus chooses the epoch")
@@ -174,26 +174,6 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
     if selection and sum(selection.values()) <= 0:
         raise ConfigError(f"{where}: select weights must not all be 0")
     return CorpusSet(sorted(set(labels)), corpora, selection, where)
-
-
-def _number(value: object, name: str, positive: bool, maximum: float | None = None) -> float:
-    """``value`` as a finite float, > 0 (``positive``) or >= 0, at most ``maximum``.
-
-    NaN passed "< 0" checks, infinity overflowed the epoch's sentence count,
-    and an integer beyond a float's range overflowed ``float``: each is a
-    :class:`ConfigError` naming the setting instead.
-    """
-    number = None
-    if not isinstance(value, bool) and isinstance(value, (int, float)):
-        try:
-            number = float(value)
-        except OverflowError:
-            pass
-    if number is None or not math.isfinite(number) or (number <= 0 if positive else number < 0) \
-            or (maximum is not None and number > maximum):
-        high = "" if maximum is None else f" and at most {maximum:g}"
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}{high}")
-    return number
 
 
 def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -> CorpusSpec:
@@ -219,8 +199,8 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
     data_format = item.get("format", "auto")
     if data_format not in ("auto", *FORMATS):
         raise ConfigError(f"{context}: format must be auto or one of {', '.join(FORMATS)}")
-    weight = _number(item.get("weight", 1.0), f"{context}: weight", positive=True,
-                     maximum=MAX_CORPUS_WEIGHT)
+    weight = check_number(f"{context}: weight", item.get("weight", 1.0),
+                          maximum=MAX_CORPUS_WEIGHT)
     label_map = item.get("label_map")
     if label_map is not None:
         if not isinstance(label_map, dict) or not all(

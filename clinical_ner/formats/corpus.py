@@ -82,12 +82,16 @@ def check_label_map_entries(label_map: object) -> None:
 
 
 def read_utf8(path: Path) -> str:
-    """The text of ``path``, decoded strictly as UTF-8 without its BOM.
+    """The text of ``path``, decoded strictly as UTF-8 without its BOM (:func:`decode_utf8`)."""
+    return decode_utf8(path, path.read_bytes())
+
+
+def decode_utf8(path: Path, data: bytes) -> str:
+    """``data``, the bytes of ``path``, decoded strictly as UTF-8 without its BOM.
 
     Line ends are left as they are. NUL bytes are rejected too: they never
     occur in text and are what UTF-16 without a BOM looks like.
     """
-    data = path.read_bytes()
     start = len(_BOM) if data.startswith(_BOM) else 0
     expected = "expected UTF-8 text (a UTF-8 byte-order mark is allowed)"
     # Checked before decoding: UTF-16 without a BOM decodes as UTF-8 up to
