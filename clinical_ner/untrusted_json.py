@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Collection
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +52,22 @@ class UntrustedJSONError(ValueError):
                 + where.format(pos=self.pos, lineno=self.lineno, colno=self.colno))
 
 
-def parse_untrusted_json(text: str | bytes, unique_keys: bool = False) -> Any:
+class RepeatedKeyError(UntrustedJSONError):
+    """An object repeats ``key`` (see ``unique_keys`` of :func:`parse_untrusted_json`)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"the key {key!r} appears twice in one object")
+
+
+def parse_untrusted_json(text: str | bytes, unique_keys: bool | Collection[str] = False) -> Any:
     """``json.loads(text)``, raising only :class:`UntrustedJSONError` for what it cannot read.
 
-    ``unique_keys``: an object that repeats a key is an error naming the key
-    (``json.loads`` keeps the last), for files of settings a user wrote,
-    whose keys are names, never note text.
+    ``unique_keys``: an object that repeats a key (``True``: any key; a
+    collection: one of those) is a :class:`RepeatedKeyError` naming the key,
+    where ``json.loads`` would keep the last value silently. Any key for
+    files of settings a user wrote, whose keys are names, never note text;
+    the id and text fields for a note, whose other keys may be anything.
 
     >>> parse_untrusted_json('{"id": 1}')
     {'id': 1}
@@ -65,8 +77,11 @@ def parse_untrusted_json(text: str | bytes, unique_keys: bool = False) -> Any:
     ...     print(error)
     arrays or objects nested too deeply
     """
+    hook = None
+    if unique_keys:
+        hook = partial(_unique_keys_object, None if unique_keys is True else unique_keys)
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys_object if unique_keys else None)
+        return json.loads(text, object_pairs_hook=hook)
     except json.JSONDecodeError as error:
         # error.msg describes the syntax only; str(error) is the same, but the
         # document it was given must never reach a message.
@@ -87,12 +102,15 @@ def parse_untrusted_json(text: str | bytes, unique_keys: bool = False) -> Any:
         raise UntrustedJSONError(f"cannot be read ({type(error).__name__})") from None
 
 
-def _unique_keys_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _unique_keys_object(keys: Collection[str] | None, pairs: list[tuple[str, Any]]
+                        ) -> dict[str, Any]:
     values = dict(pairs)
     if len(values) != len(pairs):
         seen: set[str] = set()
-        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise UntrustedJSONError(f"the key {repeated!r} appears twice in one object")
+        for key, _ in pairs:
+            if key in seen and (keys is None or key in keys):
+                raise RepeatedKeyError(key)
+            seen.add(key)
     return values
 
 

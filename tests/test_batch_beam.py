@@ -269,7 +269,7 @@ def test_every_note_lands_once_in_results_or_errors(toy_export, tmp_path, capfd)
                               "at column 2)"),
         (f"{source}:10", None, "field 'id' is null, expected a string or an integer"),
         (f"{source}:11", "no-text", "field 'text' is missing, expected a string"),
-        (f"{source}:12", None, "not a JSON object (a list)"),
+        (f"{source}:12", None, "not a JSON object (an array)"),
         (f"{source}:13", None, f"note of {too_long} bytes is over the limit of 3000000 "
                                "bytes (--max-note-bytes)"),
         (f"{source}:14", None, "field 'id' holds a lone surrogate (a \\ud800-\\udfff "
@@ -298,10 +298,14 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
     # on an integer of more than 4300 digits: each must cost its line only.
     nested = b'{"id": "deep", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     long_number = b'{"id": "long", "text": "' + SECRET.encode() + b'", "n": ' + b"7" * 5000 + b"}"
-    notes = {"n1": "aspirin for fever", "n2": "fever", "n3": "nothing"}
+    # json.loads keeps the last of a repeated key: the note meant may be the first.
+    repeated_text = b'{"id": "twice", "text": "aspirin", "text": "' + SECRET.encode() + b'"}'
+    repeated_other = b'{"id": "n4", "text": "fever", "meta": {"a": 1, "a": 2}}'
+    notes = {"n1": "aspirin for fever", "n2": "fever", "n3": "nothing", "n4": "fever"}
     write_jsonl(tmp_path / "notes.jsonl", [note_line("n1", notes["n1"]), nested,
                                            note_line("n2", notes["n2"]), long_number,
-                                           note_line("n3", notes["n3"])])
+                                           note_line("n3", notes["n3"]), repeated_text,
+                                           repeated_other, b"null"])
     capsys.readouterr()
 
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
@@ -315,10 +319,40 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
         tmp_path / "out", "errors")) == [
         (f"{source}:2", None, "not JSON (arrays or objects nested too deeply)"),
         (f"{source}:4", None, "not JSON (a number has more than 4300 digits)"),
+        (f"{source}:6", None, "field 'text' appears twice in one object"),
+        (f"{source}:8", None, "not a JSON object (null)"),
     ]
     printed = capsys.readouterr()
-    assert "notes annotated: 3, set aside: 2" in printed.out
+    assert "notes annotated: 4, set aside: 4" in printed.out
     assert SECRET not in printed.out + printed.err
+
+
+def test_a_file_whose_name_is_not_utf8_is_set_aside_and_the_job_goes_on(toy_export,
+                                                                        tmp_path):
+    # Its name cannot be an id in any output: it ended the whole batch (exit 70).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.txt").write_text("aspirin", encoding="utf-8")
+    bad_name = os.path.join(os.fsencode(folder), b"latin1-\xe9.txt")
+    with open(bad_name, "wb") as handle:
+        handle.write(b"fever")
+    # A line over the limit is measured as a line within it: without its CRLF.
+    write_jsonl(tmp_path / "notes.jsonl", [note_line("long", "x" * 30) + b"\r"])
+
+    assert cli_main(["batch", str(toy_export), "--input", f"{folder}/", "--output",
+                     str(tmp_path / "out")]) == 0
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
+                     "--input-format", "jsonl", "--max-note-bytes", "40", "--output",
+                     str(tmp_path / "out-jsonl")]) == 0
+
+    assert [r["id"] for r in read_records(tmp_path / "out", "entities")] == [
+        str(folder / "good.txt")]
+    assert read_records(tmp_path / "out", "errors") == [{
+        "id": None, "source": f"{folder}/latin1-\\xe9.txt",
+        "reason": "the file name is not UTF-8, so it cannot be the note's id; rename the file"}]
+    assert [r["reason"] for r in read_records(tmp_path / "out-jsonl", "errors")] == [
+        f"note of {len(note_line('long', 'x' * 30))} bytes is over the limit of 40 bytes "
+        "(--max-note-bytes)"]
 
 
 class FailsOnceMidBundle(SavedModelHandler):

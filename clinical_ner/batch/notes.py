@@ -6,8 +6,8 @@ why), never both. Reasons name positions and sizes, never note text.
 
 - A text file is one note; its id is its path. Its bytes must be UTF-8.
 - A JSON lines file holds one note a line: an object with an id field (a
-  string or an integer) and a text field (a string). Blank lines are not
-  notes and are skipped.
+  string or an integer) and a text field (a string), each once. Blank lines
+  are not notes and are skipped.
 - Lone surrogates (JSON ``"\\ud800"`` escapes) in a text become U+FFFD,
   as the model reads them (offsets unchanged); in an id they are an error.
 - A note larger than ``max_note_bytes`` (a text file's size, a JSON line's
@@ -25,7 +25,11 @@ from clinical_ner.text.document import Entity
 from clinical_ner.formats.jsonl import decode_document, entities_json_line
 from clinical_ner.errors import DataFormatError
 from clinical_ner.export.signatures import replace_lone_surrogates
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import (
+    RepeatedKeyError,
+    UntrustedJSONError,
+    parse_untrusted_json,
+)
 
 TEXT_FORMAT = "text"
 JSONL_FORMAT = "jsonl"
@@ -89,13 +93,17 @@ def notes_from_json_lines(source: str, handle: BinaryIO, id_field: str, text_fie
 
 def _note_from_json_line(where: str, line: bytes, id_field: str, text_field: str) -> ReadResult:
     try:
-        record = parse_untrusted_json(decode_document(where, line))
+        record = parse_untrusted_json(decode_document(where, line),
+                                      unique_keys=(id_field, text_field))
     except DataFormatError as error:
         return NoteError(None, where, error.problem)
+    except RepeatedKeyError as error:
+        # json.loads would keep the last value: maybe not the note or id meant.
+        return NoteError(None, where, f"field '{error.key}' appears twice in one object")
     except UntrustedJSONError as error:
         return NoteError(None, where, f"not JSON ({error.located(' at column {colno}')})")
     if not isinstance(record, dict):
-        return NoteError(None, where, f"not a JSON object (a {type(record).__name__})")
+        return NoteError(None, where, f"not a JSON object ({_json_type(record)})")
     note_id = record.get(id_field)
     if note_id is None or isinstance(note_id, bool) or not isinstance(note_id, (str, int)):
         return NoteError(None, where, f"field '{id_field}' is {_describe(note_id, id_field in record)}, "
@@ -112,9 +120,18 @@ def _note_from_json_line(where: str, line: bytes, id_field: str, text_field: str
 
 
 def _describe(value: Any, present: bool) -> str:
-    if not present:
-        return "missing"
-    return "null" if value is None else f"a JSON {type(value).__name__}"
+    return _json_type(value) if present else "missing"
+
+
+def _json_type(value: Any) -> str:
+    """What ``value`` was in the JSON text, in JSON's words ("an array", not "a list")."""
+    if value is None:
+        return "null"
+    for python_type, name in ((bool, "a boolean"), (str, "a string"), (list, "an array"),
+                              (dict, "an object")):
+        if isinstance(value, python_type):
+            return name
+    return "a number"
 
 
 def _too_large(size: int, max_note_bytes: int) -> str:
@@ -142,4 +159,5 @@ def _lines(handle: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None
             if not line:
                 break
             length += len(line)
-        yield number, None, length - (1 if line.endswith(b"\n") else 0)
+        # The length of the note, as for a line within the limit: without its line end.
+        yield number, None, length - (len(line) - len(line.rstrip(b"\r\n")))

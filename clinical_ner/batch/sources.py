@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 
 from clinical_ner.batch import metrics
 from clinical_ner.batch.notes import (
@@ -37,9 +37,12 @@ class ReadNotes(beam.PTransform):
         self.parse = _ParseFile(input_format, id_field, text_field, max_note_bytes)
 
     def expand(self, pipeline: beam.pvalue.PBegin):
-        parsed = (pipeline
-                  | "Patterns" >> beam.Create(self.patterns)
-                  | "Match" >> fileio.MatchAll()
+        matched = (pipeline
+                   | "Patterns" >> beam.Create(self.patterns)
+                   | "Match" >> fileio.MatchAll()
+                   | "Names" >> beam.ParDo(_SetAsideUndecodableNames()).with_outputs(
+                       ERRORS_TAG, main="files"))
+        parsed = (matched.files
                   # Each file once, even if two patterns match it, under two spellings
                   # of a local path too (in/x.jsonl, ./in/x.jsonl: its notes came out twice).
                   | "ByPath" >> beam.Map(lambda metadata: (_file_key(metadata.path), metadata))
@@ -47,7 +50,32 @@ class ReadNotes(beam.PTransform):
                   | "DistinctPaths" >> beam.MapTuple(lambda _, matches: next(iter(matches)))
                   | "Open" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
                   | "Parse" >> beam.ParDo(self.parse).with_outputs(ERRORS_TAG, main="notes"))
-        return parsed.notes | "Spread" >> beam.Reshuffle(), parsed[ERRORS_TAG]
+        errors = (matched[ERRORS_TAG], parsed[ERRORS_TAG]) | "Errors" >> beam.Flatten()
+        return parsed.notes | "Spread" >> beam.Reshuffle(), errors
+
+
+class _SetAsideUndecodableNames(beam.DoFn):
+    """A local file whose name is not UTF-8 becomes a :class:`NoteError`.
+
+    Python holds such a name with surrogate escapes, which no output (the
+    note's id, Beam's own coders) can encode: one such file ended the whole
+    batch. Its record names it with the bad bytes as ``\\xff`` escapes.
+    """
+
+    def __init__(self) -> None:
+        self.errors = metrics.counter(metrics.ERRORS)
+
+    def process(self, metadata: FileMetadata):
+        try:
+            metadata.path.encode("utf-8")
+        except UnicodeEncodeError:
+            self.errors.inc()
+            name = os.fsencode(metadata.path).decode("utf-8", "backslashreplace")
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, NoteError(
+                None, name, "the file name is not UTF-8, so it cannot be the note's id; "
+                            "rename the file"))
+        else:
+            yield metadata
 
 
 def _file_key(path: str) -> str:
