@@ -474,6 +474,23 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
     assert "clinical-ner batch: error: --output" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("make, what", [
+    (lambda path: path.symlink_to(path.parent / "gone.txt"), "a broken symbolic link"),
+    (os.mkfifo, "not a regular file"),
+])
+def test_a_match_that_is_no_readable_file_is_refused_before_the_pipeline(
+        toy_export, tmp_path, make, what):
+    # Beam dropped a broken link silently (its note in neither output) and would read a
+    # named pipe until it closed.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("aspirin", encoding="utf-8")
+    make(tmp_path / "in" / "b.txt")
+    for pattern in (f"{tmp_path}/in/*.txt", f"{tmp_path}/in"):
+        with pytest.raises(ConfigError, match=f"{tmp_path}/in/b.txt is {what}; remove it"):
+            run_batch(str(toy_export), [pattern], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 def test_one_file_under_several_spellings_a_folder_and_a_bom_give_each_note_once(
         toy_export, tmp_path, monkeypatch):
     # Each spelling of one path was read again (146 notes came out as 438), a folder

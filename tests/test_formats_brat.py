@@ -205,6 +205,9 @@ SECRET_TEXT = f"Patient {SECRET} reports pain"
         (f"#1\t{SECRET}", "malformed # annotation line"),
         ("*\tOVERLAP", "malformed * annotation line"),
         (f"T1\tSign_symptom 8 16\t{SECRET}", "duplicate annotation id T1"),
+        # int() refused the first (Python's 4,300-digit limit): an internal error.
+        (f"T2\tSign_symptom 8 {'9' * 5000}\t{SECRET}", "an offset of more than 18 digits"),
+        (f"T2\tSign_symptom 8 1\u0666\t{SECRET}", "malformed T line"),  # an Arabic-Indic 6
     ],
 )
 def test_annotation_errors_name_file_and_line_without_text(tmp_path, line, fragment):

@@ -251,6 +251,19 @@ def test_a_batch_that_fails_or_is_interrupted_leaves_the_next_batch_right(
         processes.close()
 
 
+def test_a_worker_process_s_unexpected_error_reaches_the_caller_as_its_type_only(export_dir):
+    # The parent raises what a worker answers as a ClinicalNERError, which the CLI
+    # prints whole: another exception's message might quote a note.
+    processes = WorkerProcesses(export_dir, 1)
+    try:
+        with pytest.raises(ClinicalNERError) as caught:
+            processes.annotate([([b"Zanzibarian fever"], None, None)])  # texts unchecked here
+        assert str(caught.value) == ("a LiteRT worker process failed (TypeError); load the "
+                                     "export with workers=1 and run again for the traceback")
+    finally:
+        processes.close()
+
+
 def test_a_forked_copy_of_the_caller_does_not_keep_the_workers_alive(export_dir, shared_data):
     # nlp.pipe(n_process=...) forks the caller: the copy must let go of the workers' pipes,
     # or the workers never read the end of their input when the caller closes them.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -149,9 +150,27 @@ def _input_patterns(patterns: Sequence[str]) -> list[str]:
     patterns = [pattern + "/" if "://" not in pattern and os.path.isdir(pattern)
                 and not pattern.endswith("/") else pattern for pattern in patterns]
     for pattern, match in zip(patterns, FileSystems.match(list(patterns))):
+        if "://" not in pattern:
+            _check_local_matches(pattern)
         if not match.metadata_list:
             raise ConfigError(f"--input {pattern}: no file matches")
     return patterns
+
+
+def _check_local_matches(pattern: str) -> None:
+    """Refuse a local match that is no readable file, which Beam would drop or hang on.
+
+    Beam's match leaves out a broken symbolic link without a word (its notes
+    were in neither output) and would read a named pipe until it closes.
+    Folders are not notes: Beam leaves them out, and so do we.
+    """
+    full = pattern + "*" if pattern.endswith(("/", os.sep)) else pattern
+    for path in glob.iglob(full, recursive=True):
+        if os.path.isdir(path) or os.path.isfile(path):
+            continue
+        what = "a broken symbolic link" if os.path.islink(path) else "not a regular file"
+        raise ConfigError(f"--input {pattern}: {path} is {what}; remove it or narrow the "
+                          "pattern")
 
 
 def _check_output(output: str) -> None:

@@ -59,13 +59,14 @@ from clinical_ner.text.document import (
 )
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats.corpus import (
-    Corpus, ProblemLog, check_label_map_entries, decode_utf8, files_by_stem, pair_files,
-    read_utf8,
+    MAX_OFFSET_DIGITS, Corpus, ProblemLog, check_label_map_entries, decode_utf8, files_by_stem,
+    pair_files, read_utf8,
 )
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
 
-_TEXT_BOUND = re.compile(r"(T\S*)\t(\S+) (\d+ \d+(?:;\d+ \d+)*)\t(.*)")
+# [0-9], not \d, which matches other scripts' digits ("٣"), never an offset.
+_TEXT_BOUND = re.compile(r"(T\S*)\t(\S+) ([0-9]+ [0-9]+(?:;[0-9]+ [0-9]+)*)\t(.*)")
 #: ``--assertion-map``: attribute type -> {value -> assertion}, or -> assertion
 #: for a binary attribute (one without a value).
 AssertionMap = dict[str, "dict[str, str] | str"]
@@ -276,6 +277,8 @@ def _parse_line(line: str, ann: Path, number: int, text: str, bom: bool) -> _Ann
         raise fail('malformed T line; expected "T<n><TAB><type> <start> <end>[;<start> <end>...]'
                    '<TAB><text>"')
     identifier, label, offsets, field = match.groups()
+    if any(len(number) > MAX_OFFSET_DIGITS for number in re.split("[ ;]", offsets)):
+        raise fail(f"{identifier} ({label}): an offset of more than {MAX_OFFSET_DIGITS} digits")
     fragments = [tuple(int(n) for n in pair.split()) for pair in offsets.split(";")]
     for start, end in fragments:
         if not start < end:

@@ -12,6 +12,10 @@ from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.text.tags import OUTSIDE, entity_labels
 
 _BOM = b"\xef\xbb\xbf"
+#: Digits an offset or position in an annotation file may have: more than any
+#: text holds, and far below Python's limit on int() (4,300 digits), which
+#: ended a command with an internal error.
+MAX_OFFSET_DIGITS = 18
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 

@@ -43,7 +43,9 @@ from clinical_ner.text.document import (
     ASSERTION_CLASSES, ASSERTION_LABEL, Document, Entity, Mention, Sentence,
 )
 from clinical_ner.errors import DataFormatError
-from clinical_ner.formats.corpus import Corpus, ProblemLog, files_by_stem, pair_files, read_utf8
+from clinical_ner.formats.corpus import (
+    MAX_OFFSET_DIGITS, Corpus, ProblemLog, files_by_stem, pair_files, read_utf8,
+)
 from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
 
 _TOKEN = re.compile(r"[^ \t\r\n]+")
@@ -51,7 +53,8 @@ _TOKEN = re.compile(r"[^ \t\r\n]+")
 _STRAY_CR = re.compile(r"\r(?!\r*(?:\n|\Z))")
 _ASSERTION_FIELD = re.compile(r'\|\|a="([^"]*)"$')
 _TYPE_FIELD = re.compile(r'\|\|t="([^"]*)"$')
-_POSITIONS = re.compile(r"(\d+):(\d+)[ \t]+(\d+):(\d+)$")
+# [0-9], not \d, which matches other scripts' digits ("٣"), never a position.
+_POSITIONS = re.compile(r"(?<![0-9])([0-9]+):([0-9]+)[ \t]+([0-9]+):([0-9]+)$")
 # Labels and assertions are written inside "..." and next to ||, and become tags.
 _MARKUP_VALUE = re.compile(r'[^\s"|]+')
 
@@ -273,6 +276,8 @@ def _parse_line(line: str, path: Path, number: int, with_assertion: bool) -> _Co
     match = _POSITIONS.search(rest)
     if match is None:
         raise fail('expected "<line>:<token> <line>:<token>" before ||t=')
+    if any(len(group) > MAX_OFFSET_DIGITS for group in match.groups()):
+        raise fail(f"a position of more than {MAX_OFFSET_DIGITS} digits")
     line_1, first, line_2, last = (int(group) for group in match.groups())
     rest = rest[:match.start()].rstrip(" \t")
     if not rest.startswith('c="'):

@@ -86,7 +86,9 @@ def _read_text(path: Path):
                 raise DataFormatError(str(path), number, "not UTF-8 text (invalid byte at "
                                       f"column {error.start + 1})") from None
             parts = line.rstrip("\r\n").rstrip(" ").split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            # isascii: int() would read "²" as well as "2" ("²".isdigit() is true) and fail.
+            if number == 1 and len(parts) == 2 and all(
+                    p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
                 header_dim = int(parts[1])  # word2vec / fastText header: "count dim"
                 continue
             if len(parts) < 2:
@@ -108,7 +110,7 @@ def _read_text(path: Path):
 def _read_word2vec_binary(path: Path):
     with open(path, "rb") as handle:
         header = handle.readline().split()
-        if len(header) != 2 or not all(part.isdigit() for part in header):
+        if len(header) != 2 or not all(part.isdigit() and len(part) <= 18 for part in header):
             raise DataFormatError(str(path), 1, "word2vec binary header 'count dim' expected")
         count, dim = int(header[0]), int(header[1])
         for index in range(count):

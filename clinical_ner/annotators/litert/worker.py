@@ -14,6 +14,7 @@ from typing import Any
 
 from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
 from clinical_ner.annotators.litert.processes import ERROR, OK, READY
+from clinical_ner.errors import ClinicalNERError
 
 
 def serve(directory: str) -> int:
@@ -27,7 +28,7 @@ def serve(directory: str) -> int:
     try:
         annotator = LiteRTAnnotator.load(directory, workers=1)
     except Exception as error:  # noqa: BLE001  (said to the parent, which raises it)
-        pickle.dump((ERROR, f"{type(error).__name__}: {error}"), answers)
+        pickle.dump((ERROR, _message(error)), answers)
         answers.flush()
         return 1
     pickle.dump((READY, None), answers)
@@ -41,7 +42,19 @@ def serve(directory: str) -> int:
             answer: tuple[str, Any] = (
                 OK, annotator.annotate(texts, batch_size, max_batch_characters))
         except Exception as error:  # noqa: BLE001  (said to the parent, which raises it)
-            # Our errors name the field, never the text (clinical text stays out of them).
-            answer = (ERROR, f"{type(error).__name__}: {error}")
+            answer = (ERROR, _message(error))
         pickle.dump(answer, answers, protocol=pickle.HIGHEST_PROTOCOL)
         answers.flush()
+
+
+def _message(error: Exception) -> str:
+    """What the parent raises (as a ClinicalNERError, which the CLI prints whole).
+
+    Our errors name files and fields, never the text; another exception's
+    message might quote it (the texts were checked in the parent, so it is a
+    bug), so only its type goes, as the CLI says of an internal error.
+    """
+    if isinstance(error, ClinicalNERError):
+        return str(error)
+    return (f"a LiteRT worker process failed ({type(error).__name__}); load the export "
+            "with workers=1 and run again for the traceback")
