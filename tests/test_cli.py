@@ -291,3 +291,24 @@ def test_predict_refuses_two_documents_the_i2b2_writer_would_give_one_name(tmp_p
         f"{tmp_path / 'out'}; give the input files distinct names or choose another output "
         "format\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_i2b2_refuses_a_folder_with_another_run_s_files_and_rewrites_its_own(
+        tmp_path, capsys):
+    # Another run's .con files read back as this run's results.
+    from clinical_ner.cli import main
+
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.txt").write_text("Fever.", encoding="utf-8")
+    out = tmp_path / "out"
+    arguments = ["--output-format", "i2b2", "--output", str(out)]
+    assert main(["predict", "--input", str(tmp_path / "a.txt"), *arguments]) == 0
+    written = sorted(path.name for path in out.iterdir())
+    assert "a.con" in written
+    assert main(["predict", "--input", str(tmp_path / "a.txt"), *arguments]) == 0
+    assert sorted(path.name for path in out.iterdir()) == written
+    capsys.readouterr()
+    assert main(["predict", "--input", str(tmp_path / "b.txt"), *arguments]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"clinical-ner predict: error: {out} holds a.")
+    assert sorted(path.name for path in out.iterdir()) == written

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from clinical_ner.text.document import Document, Entity, Mention, Sentence
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats import load_corpus
-from clinical_ner.formats.i2b2 import entities_to_con_lines, read_i2b2, write_con
+from clinical_ner.formats.i2b2 import (
+    entities_to_con_lines,
+    read_i2b2,
+    write_con,
+    write_con_entities,
+)
 from clinical_ner.text.tags import tags_to_mentions
 
 SECRET = "zzsecret"
@@ -366,6 +371,18 @@ def test_entities_to_con_lines_rejects_unplaceable_entities(start, end):
     text = "Chest pain\n  BP 120/80 ok"
     with pytest.raises(ValueError):
         entities_to_con_lines(text, [Entity(start, end, "", "problem")])
+
+
+def test_writing_a_con_without_assertions_removes_an_earlier_ast(tmp_path):
+    # The earlier .ast would be read back as the new .con's assertions.
+    text = "No fever."
+    write(tmp_path / "n.txt", text)
+    write_con_entities(tmp_path / "n.con", text,
+                       [Entity(3, 8, "fever", "problem", assertion="absent")])
+    assert read_i2b2(tmp_path).documents[0].sentences[0].assertions == {(1, 1): "absent"}
+    write_con_entities(tmp_path / "n.con", text, [Entity(3, 8, "fever", "problem")])
+    assert not (tmp_path / "n.ast").exists()
+    assert read_i2b2(tmp_path).documents[0].sentences[0].assertions == {}
 
 
 def test_write_con_needs_text_and_offsets(tmp_path):

@@ -401,8 +401,9 @@ def write_con(
     defaults to the sentences' own tags and assertions.
 
     The ``.ast`` file (lines for the mentions with an assertion) is written
-    only when there is at least one: into ``../ast/`` when ``path`` is in a
-    folder named ``concept`` (the release layout), else beside ``path``.
+    only when there is at least one (else an earlier one is removed): into
+    ``../ast/`` when ``path`` is in a folder named ``concept`` (the release
+    layout), else beside ``path``.
     """
     path = Path(path)
     if document.text is None or any(s.offsets is None for s in document.sentences):
@@ -440,7 +441,7 @@ def write_con_entities(path: str | Path, text: str, entities: list[Entity]) -> N
 
     Concepts are placed as :func:`entities_to_con_lines` places them; the
     ``.ast`` file holds the entities with an ``assertion``, and is written
-    only when there is at least one.
+    only when there is at least one (else an earlier ``.ast`` is removed).
     """
     path = Path(path)
     positions = _positions(text, entities)
@@ -448,13 +449,16 @@ def write_con_entities(path: str | Path, text: str, entities: list[Entity]) -> N
         "".join(_format(p, e.label) + "\n" for p, e in positions), encoding="utf-8"
     )
     asserted = [(p, e) for p, e in positions if e.assertion is not None]
+    if path.parent.name == "concept":
+        ast_path = path.parent.parent / "ast" / f"{path.stem}.ast"
+    else:
+        ast_path = path.with_suffix(".ast")
     if asserted:
-        if path.parent.name == "concept":
-            ast_path = path.parent.parent / "ast" / f"{path.stem}.ast"
-            ast_path.parent.mkdir(exist_ok=True)
-        else:
-            ast_path = path.with_suffix(".ast")
+        ast_path.parent.mkdir(exist_ok=True)
         ast_path.write_text(
             "".join(_format(p, e.label, e.assertion) + "\n" for p, e in asserted),
             encoding="utf-8",
         )
+    else:
+        # An earlier .ast beside the new .con would be read as its assertions.
+        ast_path.unlink(missing_ok=True)

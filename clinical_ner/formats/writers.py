@@ -144,6 +144,15 @@ def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
         raise ConfigError(f"{counts[repeated]} documents would all be written as "
                           f"{repeated}.con in {output}; give the input files distinct names "
                           "or choose another output format")
+    written = set(counts)
+    # Another run's files would read as this run's results (as batch's shards would).
+    earlier = sorted(path.name for suffix in ("con", "ast") for path in output.glob(f"*.{suffix}")
+                     if path.stem not in written)
+    if earlier:
+        raise ConfigError(f"{output} holds {earlier[0]}"
+                          f"{f' and {len(earlier) - 1} more' if len(earlier) > 1 else ''} "
+                          "of another run, which this run would not write; remove them or "
+                          "choose another folder")
     output.mkdir(parents=True, exist_ok=True)
     annotations = ner.annotate([text for _, text in documents])
     for (name, text), entities in zip(documents, annotations):
