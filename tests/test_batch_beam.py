@@ -525,6 +525,8 @@ def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_
     (["--runner", "Nope"], "--runner Nope: Unexpected pipeline runner: Nope."),
     # A mistyped option ran without it (one worker instead of two), with a warning.
     (["--", "--direct_num_workes=2"], "unknown Beam pipeline option(s): --direct_num_workes"),
+    # A word Beam cannot read ran without it, with a warning quoting it.
+    (["--", "direct_num_workers=2"], "1 argument(s) after '--' that are not Beam options"),
     # Beam printed its 146-line usage block.
     (["--", "--direct_num_workers=abc"],
      "Beam pipeline options: argument --direct_num_workers: invalid int value: 'abc'"),

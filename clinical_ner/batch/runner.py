@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import io
+import logging
 import os
 from collections.abc import Iterator, Sequence
 
@@ -119,23 +120,52 @@ def _pipeline(runner: str, pipeline_args: Sequence[str]) -> beam.Pipeline:
     """
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])
     usage = io.StringIO()
+    discarded = _DiscardedArguments()
+    beam_options_log = logging.getLogger(PipelineOptions.__module__)
+    beam_options_log.addFilter(discarded)
     try:
-        with contextlib.redirect_stderr(usage):
-            options.get_all_options()
-    except SystemExit:
-        reason = usage.getvalue().strip().splitlines()[-1:] or ["invalid"]
-        raise ConfigError(f"Beam pipeline options: {reason[0].split('error: ', 1)[-1]}") \
-            from None
-    try:
-        pipeline = beam.Pipeline(options=options)
-    except ValueError as error:  # Beam's "Unexpected pipeline runner: ..."
-        raise ConfigError(f"--runner {runner}: {error}") from None
-    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
-                     - set(options.get_all_options()))
+        try:
+            with contextlib.redirect_stderr(usage):
+                options.get_all_options()
+        except SystemExit:
+            reason = usage.getvalue().strip().splitlines()[-1:] or ["invalid"]
+            raise ConfigError(f"Beam pipeline options: {reason[0].split('error: ', 1)[-1]}") \
+                from None
+        try:
+            pipeline = beam.Pipeline(options=options)
+        except ValueError as error:  # Beam's "Unexpected pipeline runner: ..."
+            raise ConfigError(f"--runner {runner}: {error}") from None
+        discarded.count = 0  # before the runner's options were known, they were unknown
+        unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                         - set(options.get_all_options()))
+    finally:
+        beam_options_log.removeFilter(discarded)
     if unknown:
         raise ConfigError(f"unknown Beam pipeline option(s): "
                           f"{', '.join('--' + name for name in unknown)}")
+    if discarded.count:
+        # Not quoted: a word there may be a note's text pasted in the wrong place.
+        raise ConfigError(f"{discarded.count} argument(s) after '--' that are not Beam "
+                          "options, which start with -- (--direct_num_workers=2)")
     return pipeline
+
+
+class _DiscardedArguments(logging.Filter):
+    """Beam's warning that it drops arguments it cannot read: counted, and kept off the log.
+
+    Beam runs without them (``-- direct_num_workers=2``: one worker); the
+    warning quotes them. ``count`` is that of the last such warning.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Discarding unparseable args"):
+            self.count = len(record.args[0]) if record.args else 1
+            return False
+        return True
 
 
 def _input_patterns(patterns: Sequence[str]) -> list[str]:
