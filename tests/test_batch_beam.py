@@ -404,6 +404,10 @@ def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, t
         run_batch(str(model_dir), inputs, str(tmp_path / "out"))
     with pytest.raises(NotAnExportError, match="no such model folder"):
         run_batch(str(tmp_path / "missing"), inputs, str(tmp_path / "out"))
+    # Other commands take the bundled model's name.
+    with pytest.raises(NotAnExportError, match="clinical: a bundled model, not an export; run "
+                                               "'clinical-ner export clinical"):
+        run_batch("clinical", inputs, str(tmp_path / "out"))
     with pytest.raises(NotAnExportError, match="not an exported SavedModel"):
         run_batch(str(tmp_path), inputs, str(tmp_path / "out"))
     fake = tmp_path / "fake"

@@ -312,3 +312,18 @@ def test_predict_i2b2_refuses_a_folder_with_another_run_s_files_and_rewrites_its
     assert capsys.readouterr().err.startswith(
         f"clinical-ner predict: error: {out} holds a.")
     assert sorted(path.name for path in out.iterdir()) == written
+
+
+@pytest.mark.parametrize("command", [["predict", "clinical"], ["client", "--deadline", "1"]])
+def test_a_text_after_input_is_named_as_such_not_read_as_a_missing_file(tmp_path, capsys,
+                                                                        command):
+    # --input took the text as a file: "Zanzibarian denies fever.: No such file or directory".
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text("Fever.", encoding="utf-8")
+    assert main([*command, "--input", str(note), "Zanzibarian denies fever."]) == 2
+    error = capsys.readouterr().err
+    assert error == (f"clinical-ner {command[0]}: error: --input: an argument with spaces names "
+                     "no file; --input takes every argument after it as a file, so give texts "
+                     "before --input, or after --\n")

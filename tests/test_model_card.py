@@ -112,3 +112,20 @@ def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, 
     assert error == (f"clinical-ner card: error: {tmp_path / 'missing'}: not a clinical-ner "
                      "model directory (no model.keras); train one with 'clinical-ner train', "
                      "or use the bundled model 'clinical'")
+
+
+def test_the_card_command_leaves_the_bundled_model_s_card_as_shipped(tmp_path, capsys,
+                                                                     monkeypatch):
+    # It rewrote the package's card (and, with --data, its scores) in place.
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import bundled_model_path
+
+    shipped = bundled_model_path() / CARD_FILE
+    before = shipped.read_bytes()
+    assert main(["card", "clinical"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "clinical-ner card: error: clinical: the bundled model's card ships with the package")
+    assert shipped.read_bytes() == before
+    monkeypatch.chdir(tmp_path)  # a folder of that name in the working directory is not it
+    shutil.copytree(bundled_model_path(), tmp_path / "clinical")
+    assert main(["card", "clinical"]) == 0

@@ -19,6 +19,7 @@ from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ModelError
 from clinical_ner.export import signatures
+from clinical_ner.pretrained import bundled_models
 from clinical_ner.text.document import Entity
 
 
@@ -53,6 +54,12 @@ def resolve_export(path: str | os.PathLike) -> str:
 
 def _highest_version(base: str) -> str:
     if not saved_model.exists(base):
+        if base in bundled_models():
+            # predict, evaluate and serve take the name; an export is a folder of its own.
+            raise NotAnExportError(
+                f"{base}: a bundled model, not an export; run 'clinical-ner export {base} "
+                f"--output models/{base}' (or '--format litert --output DIR') and give that "
+                "folder")
         raise NotAnExportError(f"{base}: no such model folder")
     try:
         versions = saved_model.versions(base)

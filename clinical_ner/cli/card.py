@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
+from clinical_ner.errors import ConfigError
+from clinical_ner.pretrained import BUNDLED_DIR, model_reference
 
 NAME = "card"
 HELP = "rewrite a model's MODEL_CARD.md (with --data: its scores on that data)"
@@ -13,7 +16,8 @@ HELP = "rewrite a model's MODEL_CARD.md (with --data: its scores on that data)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
-                        help="model directory, or the bundled model's name: clinical")
+                        help="model directory (not a bundled model, whose card ships with "
+                             "the package)")
     parser.add_argument("--data", help="annotated data the model did not train on: the card's "
                                        "scores become its exact and lenient scores there")
     for field in ("name", "description", "language"):
@@ -24,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.evaluation.model_card import write_model_card
 
+    if Path(args.model).resolve().is_relative_to(BUNDLED_DIR):
+        # The card and its scores ship with the package: rewriting them in place
+        # (with another data set's scores) would change what every user reads.
+        raise ConfigError(
+            f"{model_reference(args.model)}: the bundled model's card ships with the package "
+            f"({Path(args.model) / 'MODEL_CARD.md'}); to score it on your data run 'clinical-ner "
+            "evaluate', or copy the folder and write the copy's card")
     print(write_model_card(args.model, data=args.data, data_format=args.input_format,
                            label_map=read_label_map(args.label_map),
                            skip_invalid=args.skip_invalid,

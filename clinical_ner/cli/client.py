@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from clinical_ner.cli.common import check_input_files
 from clinical_ner.serving import defaults
 
 NAME = "client"
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.jsonl import read_documents, write_json_line
     from clinical_ner.serving.client import ServingClient
 
+    check_input_files(args.input)
     documents = [text for _, text in read_documents(args.texts, args.input)]
     with ServingClient(
         args.target,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,20 @@ class DeprecatedAlias(argparse.Action):
         print(f"clinical-ner: {option_string} is deprecated; use {self.new_option}",
               file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def check_input_files(paths: list[Path] | list[str] | None) -> None:
+    """Refuse an ``--input`` argument with a space that names no file: a text it took.
+
+    ``--input`` takes every argument after it as a file, so ``--input a.txt
+    "No fever."`` read the text as a file name (a "No such file" error that
+    quoted the note). Not quoted here.
+    """
+    for path in paths or []:
+        if any(char.isspace() for char in str(path)) and not os.path.exists(path):
+            raise ConfigError("--input: an argument with spaces names no file; --input "
+                              "takes every argument after it as a file, so give texts "
+                              "before --input, or after --")
 
 
 def model_path(value: str) -> Path:

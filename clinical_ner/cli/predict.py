@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from clinical_ner.annotators.load import not_a_model_message
-from clinical_ner.cli.common import add_format_option, model_path
+from clinical_ner.cli.common import add_format_option, check_input_files, model_path
 from clinical_ner.errors import ModelError, check_output_file, check_output_folder
 from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
 from clinical_ner.pretrained import DEFAULT_MODEL, bundled_models, is_model_reference
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.writers import write_annotations
 
     model, texts = model_and_texts(args.positionals, args.model, other_input=bool(args.input))
+    check_input_files(args.input)
     if args.output_format in FOLDER_FORMATS:
         check_output_folder("--output", args.output)
     else:
