@@ -342,20 +342,34 @@ def expected_tags(tokens: list[str], scale: float = 1.0) -> tuple[list[str], lis
 LEAKY = "fails_quoting_input"
 
 
+TOY_ASSERTION = "present"
+
+
 class LeakyToyModule(ToyNerModule):
-    """The toy model plus a signature whose TensorFlow error message quotes its input."""
+    """The toy model plus a signature whose TensorFlow error message quotes its input, and
+    a ``classify_assertions`` that answers every span it is given: ``TOY_ASSERTION``, or
+    ``""`` where the start is negative (as padding)."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT)])
     def fail(self, text):
         tf.debugging.Assert(tf.size(text) < 0, [text])
         return {"count": tf.size(text)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT),
+                                  tf.TensorSpec([None, None], tf.int32, name=sig.SPAN_START),
+                                  tf.TensorSpec([None, None], tf.int32, name=sig.SPAN_END)])
+    def classify(self, text, span_start, span_end):
+        given = span_start >= 0
+        return {sig.ASSERTION: tf.where(given, TOY_ASSERTION, ""),
+                sig.ASSERTION_CONFIDENCE: tf.where(given, 0.5, 0.0)}
+
 
 def export_leaky(base: Path, **toy_options) -> Path:
     module = LeakyToyModule(**toy_options)
     return export_saved_model(
         module,
-        {sig.SERVING_DEFAULT: module.annotate, sig.PREDICT_TOKENS: module.tag, LEAKY: module.fail},
+        {sig.SERVING_DEFAULT: module.annotate, sig.PREDICT_TOKENS: module.tag, LEAKY: module.fail,
+         sig.CLASSIFY_ASSERTIONS: module.classify},
         base,
         1,
     )

@@ -414,6 +414,12 @@ def test_tls(tmp_path, model_base):
     with pytest.raises(ConfigError, match=rf"^root_certificates {tmp_path / 'no-ca.pem'}: "
                                           r"cannot read the CA certificates \(No such file"):
         ServingClient("127.0.0.1:1", MODEL, root_certificates=tmp_path / "no-ca.pem")
+    # gRPC reads PEM only; it failed the first call, naming no file.
+    der = tmp_path / "ca.der"
+    der.write_bytes(b"\x30\x82\x01\x0a")
+    with pytest.raises(ConfigError, match=rf"^root_certificates {der}: not PEM \(no "
+                                          r"'-----BEGIN' line\); give the CA certificates"):
+        ServingClient("127.0.0.1:1", MODEL, root_certificates=der)
 
 
 def run_cli(argv: list[str]) -> int:

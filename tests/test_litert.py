@@ -112,7 +112,7 @@ def test_same_entities_as_tensorflow_on_hostile_texts(tf_ner, lite_ner, name):
 def test_tag_gives_tensorflow_s_tags(tf_ner, lite_ner):
     sentences = [[token.text for token in sentence]
                  for sentence in split_sentences(NOTE + " Fever and cough resolved.")]
-    sentences += [[], ["CT"], ["", ""], ["Chest", "CT", "", ""]]
+    sentences += [[], ["CT"], ["Chest", "CT"]]
     actual = lite_ner.tag(sentences)
     assert_same_tags(actual, tf_ner.tag(sentences))
     assert any(tag != "O" for tags, _ in actual for tag in tags)
@@ -434,6 +434,16 @@ def test_workers_and_threads_are_checked_and_a_str_subclass_is_a_text(export_dir
                               lite_ner.annotate(texts))
     finally:
         processes.close()
+
+
+def test_an_empty_token_is_refused_not_taken_for_padding(lite_ner):
+    # It was: one tag for ["", "pain"], and ["chest", "", "pain"] tagged as ["chest", "pain"].
+    for sentences, position in (([["", "pain"]], r"\[0\]\[0\]"),
+                                ([["fever"], ["chest", "", "pain"]], r"\[1\]\[1\]"),
+                                ([["Chest", "CT", "", ""]], r"\[0\]\[2\]")):
+        with pytest.raises(ValueError, match=rf'^sentences{position} is "": tokens must be '
+                                             r"non-empty strings"):
+            lite_ner.tag(sentences)
 
 
 def test_tag_reads_a_generator_of_sentences(lite_ner):

@@ -116,6 +116,21 @@ def test_bad_batch_sizes_are_refused_and_lone_surrogates_in_tokens_are_tagged(mo
     assert ner.tag([["Smith\ud800", "fever"]]) == ner.tag([["Smith\ufffd", "fever"]])
 
 
+@pytest.mark.parametrize("runtime", ["keras", "saved_model"])
+def test_an_empty_token_is_refused_not_taken_for_padding(model_base, runtime):
+    ner = ClinicalNER.load("clinical" if runtime == "keras" else model_base)
+    # It was: one tag for ["", "pain"], two for ["chest", "", "pain"].
+    for sentences, position in (([["", "pain"]], r"\[0\]\[0\]"),
+                                ([["fever"], ["chest", "", "pain"]], r"\[1\]\[1\]"),
+                                ([["chest", ""]], r"\[0\]\[1\]")):
+        with pytest.raises(ValueError, match=rf'^sentences{position} is "": tokens must be '
+                                             r"non-empty strings \(the empty string is "
+                                             r"padding\)$"):
+            ner.tag(sentences)
+    tags, _ = ner.tag([["chest", "pain"]])[0]
+    assert len(tags) == 2
+
+
 def test_clinical_ner_is_the_factory_not_a_type():
     with pytest.raises(TypeError, match=r"ClinicalNER.load\(path\)"):
         ClinicalNER()

@@ -22,6 +22,7 @@ from helpers import (
     MARKER,
     MODEL,
     RPC_TIMEOUT_S,
+    TOY_ASSERTION,
     expected_entities,
     expected_tags,
     export_leaky,
@@ -151,7 +152,21 @@ def test_a_single_output_is_answered_bare(rest):
     assert MARKER not in answer["error"]
 
 
+def test_classify_assertions_takes_spans_within_their_texts_padded_with_minus_one(rest):
+    status, answer = predict(rest, classify_request([[0, 11], [0, -1]], [[10, 26], [2, -1]],
+                                                    texts=[MARKER, "ok"]))
+    assert status == 200, answer
+    assert answer["outputs"][sig.ASSERTION] == [[TOY_ASSERTION] * 2, [TOY_ASSERTION, ""]]
+
+
 # -- errors: TF Serving's status codes and {"error": ...} bodies ------------------------------
+
+
+def classify_request(starts, ends, texts=(MARKER,)):
+    """A ``classify_assertions`` request (columnar) for ``texts`` (MARKER: 26 code points)."""
+    return {"signature_name": sig.CLASSIFY_ASSERTIONS,
+            "inputs": {sig.TEXT: list(texts), sig.SPAN_START: starts, sig.SPAN_END: ends}}
+
 
 BAD = {
     "bad JSON": (b'{"instances": [', 400, "JSON Parse error: Expecting value at offset: 15"),
@@ -197,6 +212,29 @@ BAD = {
                           "document 1 has 1040 characters; the limit is 1000"),
     "token row too long": ({"signature_name": sig.PREDICT_TOKENS, "inputs": [[MARKER] * 39]},
                            429, "document 0 has 1052 characters"),
+    # NumPy holds no integer beyond int64: these got 500 and a traceback in the log.
+    "an integer beyond int64": (classify_request([[2**70]], [[5]]), 400,
+                                "input 'span_start' element [0, 0] does not fit DT_INT32"),
+    "a negative integer beyond int64": (classify_request([[0, 1]], [[5, -2**70]]), 400,
+                                        "input 'span_end' element [0, 1] does not fit DT_INT32"),
+    # Spans the in-process API refuses were answered by the graph ("present", or "").
+    "a span past its text": (classify_request([[15]], [[99999]]), 400,
+                             "inputs 'span_start' and 'span_end' element [0, 0]: span "
+                             "[15, 99999) is neither -1, -1 (padding) nor 0 <= start < end "
+                             "<= 26 (text 0's length in code points)"),
+    "a span ending before its start": (classify_request([[0, 25]], [[5, 15]]), 400,
+                                       "element [0, 1]: span [25, 15) is neither"),
+    "a span starting before its text": (classify_request([[-7]], [[25]]), 400,
+                                        "element [0, 0]: span [-7, 25) is neither"),
+    "half a padding span": (classify_request([[-1]], [[3]]), 400,
+                            "element [0, 0]: span [-1, 3) is neither"),
+    # "" is padding: the graph skipped it, and the tags no longer lined up with the tokens.
+    "an empty token before a token": ({"signature_name": sig.PREDICT_TOKENS,
+                                       "instances": [["chest", "pain", ""], ["chest", "", MARKER]]},
+                                      400, "input 'tokens' element [1, 1] is \"\" before a "
+                                           "token of its row"),
+    "an empty first token": ({"signature_name": sig.PREDICT_TOKENS, "inputs": [["", MARKER]]},
+                             400, "input 'tokens' element [0, 0] is \"\""),
 }
 
 

@@ -94,6 +94,17 @@ def tokens_request(rows) -> predict_pb2.PredictRequest:
     return request
 
 
+def classify_request(starts, ends) -> predict_pb2.PredictRequest:
+    """A ``classify_assertions`` request for MARKER (26 code points)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = sig.CLASSIFY_ASSERTIONS
+    request.inputs[sig.TEXT].CopyFrom(tf.make_tensor_proto([MARKER], dtype=tf.string))
+    request.inputs[sig.SPAN_START].CopyFrom(tf.make_tensor_proto(starts, dtype=tf.int32))
+    request.inputs[sig.SPAN_END].CopyFrom(tf.make_tensor_proto(ends, dtype=tf.int32))
+    return request
+
+
 def status_request(version=None) -> get_model_status_pb2.GetModelStatusRequest:
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = MODEL
@@ -208,7 +219,7 @@ BAD_PREDICTS = {
     "unknown signature": (
         text_request(["x"], signature="classify"),
         grpc.StatusCode.NOT_FOUND,
-        "['fails_quoting_input', 'predict_tokens', 'serving_default']",
+        "['classify_assertions', 'fails_quoting_input', 'predict_tokens', 'serving_default']",
     ),
     "wrong input name": (
         _with(lambda r: _rename_input(r, "texts")),
@@ -227,6 +238,12 @@ BAD_PREDICTS = {
         _with(lambda r: r.inputs[sig.TEXT].CopyFrom(tf.make_tensor_proto([1, 2]))),
         grpc.StatusCode.INVALID_ARGUMENT,
         "must be DT_STRING [-1], got DT_INT32",
+    ),
+    # An open enum: gRPC delivers any number, whose name lookup raised (INTERNAL).
+    "a dtype that names no type": (
+        _with(lambda r: setattr(r.inputs[sig.TEXT], "dtype", 12345)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'text' must be DT_STRING [-1], got dtype 12345",
     ),
     "wrong rank": (
         _with(lambda r: r.inputs[sig.TEXT].CopyFrom(
@@ -258,6 +275,19 @@ BAD_PREDICTS = {
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "document 0 has 1052 characters",
     ),
+    # "" is padding: the graph skipped it and gave two tags for three tokens.
+    "an empty token before a token": (
+        tokens_request([["chest", "pain", ""], ["chest", "", MARKER]]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "input 'tokens' element [1, 1] is \"\" before a token of its row",
+    ),
+    # The graph answered a span past the text's end with an assertion.
+    "a span past its text": (
+        classify_request([[0, 15]], [[3, 99999]]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs 'span_start' and 'span_end' element [0, 1]: span [15, 99999) is neither -1, "
+        "-1 (padding) nor 0 <= start < end <= 26",
+    ),
     "message too large": (
         text_request([MARKER * 8000]), grpc.StatusCode.RESOURCE_EXHAUSTED, "200000"
     ),
@@ -280,6 +310,44 @@ def test_bad_predict_gets_its_code_and_the_server_carries_on(predict_stub, case)
     assert response_entities(predict_stub.Predict(_good(), timeout=RPC_TIMEOUT_S), ["aspirin"]) == [
         expected_entities("aspirin")
     ]
+
+
+def test_trailing_empty_tokens_and_minus_one_spans_are_padding(predict_stub):
+    response = predict_stub.Predict(tokens_request([["aspirin", "fever"], ["ok", ""]]),
+                                    timeout=RPC_TIMEOUT_S)
+    assert tf.make_ndarray(response.outputs[sig.LENGTH]).tolist() == [2, 1]
+    response = predict_stub.Predict(classify_request([[0, -1]], [[26, -1]]),
+                                    timeout=RPC_TIMEOUT_S)
+    assert tf.make_ndarray(response.outputs[sig.ASSERTION]).tolist() == [[b"present", b""]]
+
+
+# A PredictRequest of model_spec (field 1) of name (field 1): b"\xff", which is not UTF-8.
+_NAME_NOT_UTF8 = b"\x0a\x03\x0a\x01\xff"
+
+
+@pytest.mark.parametrize("method, data", [
+    ("/tensorflow.serving.PredictionService/Predict", b"\xff\xff\xff"),
+    ("/tensorflow.serving.PredictionService/Predict", _NAME_NOT_UTF8),
+    ("/tensorflow.serving.PredictionService/GetModelMetadata", b"\xff\xff\xff"),
+    ("/tensorflow.serving.ModelService/GetModelStatus", b"\xff\xff\xff"),
+])
+def test_bytes_that_are_no_request_are_invalid_argument_without_a_traceback(
+        channel, predict_stub, caplog, method, data):
+    caplog.set_level(logging.DEBUG)
+    # Sent as they are: a stub would serialize a message.
+    call = channel.unary_unary(method)
+    with pytest.raises(grpc.RpcError) as raised:
+        call(data, timeout=RPC_TIMEOUT_S)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    request_type = "GetModelStatusRequest" if "Status" in method else (
+        "GetModelMetadataRequest" if "Metadata" in method else "PredictRequest")
+    assert raised.value.details() == (f"the request is not a valid {request_type} (it could "
+                                      "not be parsed as that protobuf message)")
+    # gRPC's own deserializing logged "Exception deserializing message!" with a traceback.
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+    assert "INVALID_ARGUMENT" in caplog.text
+    assert response_entities(predict_stub.Predict(_good(), timeout=RPC_TIMEOUT_S),
+                             ["aspirin"]) == [expected_entities("aspirin")]
 
 
 def test_unimplemented_methods(predict_stub, model_stub):
@@ -694,6 +762,35 @@ def test_tls_round_trip(tmp_path, model_base):
             with pytest.raises(grpc.RpcError) as raised:
                 stub.Predict(text_request(["fever"]), timeout=RPC_TIMEOUT_S)
             assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_files_that_cannot_serve_are_named_before_listening(tmp_path, model_base, capsys):
+    from clinical_ner.cli import main
+
+    cert, key = make_certificate(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_cert, _ = make_certificate(tmp_path / "other")  # not the certificate of key
+    missing, not_pem, garbled = (tmp_path / "missing.pem", tmp_path / "key.der",
+                                 tmp_path / "garbled.pem")
+    not_pem.write_bytes(b"\x30\x82\x01\x0a")
+    garbled.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+                       "-----END CERTIFICATE-----\n")
+    for files, message in [
+        # Exit 70 with "internal error (FileNotFoundError)".
+        ((missing, key), f"ssl_cert {missing}: cannot read a certificate chain (No such file "
+                         "or directory)"),
+        ((cert, not_pem), f"ssl_key {not_pem}: not PEM (no '-----BEGIN' line); give a private "
+                          "key in PEM format"),
+        # Blamed on the port: "could not listen on 127.0.0.1:0 (in use?)".
+        ((garbled, key), f"ssl_cert {garbled} and ssl_key {key}: the certificate or key could "
+                         "not be used"),
+        ((other_cert, key), f"ssl_cert {other_cert} and ssl_key {key}: the certificate or key "
+                            "could not be used"),
+    ]:
+        ssl_cert, ssl_key = files
+        assert main(["serve", str(model_base), "--port", "0", "--ssl-cert", str(ssl_cert),
+                     "--ssl-key", str(ssl_key)]) == 2
+        assert capsys.readouterr().err.startswith(f"clinical-ner serve: error: {message}")
 
 
 def test_serve_help_points_to_production_serving(capsys):

@@ -26,7 +26,7 @@ class Annotator:
 
     ``_annotate_batch(texts)`` returns each text's entities;
     ``_tag_batch(sentences)`` returns each sentence's IOB2 tags and their
-    marginals (sentences are non-empty lists of strings);
+    marginals (sentences are non-empty lists of non-empty strings);
     ``_classify_assertions_batch(texts, spans)`` returns the assertion and
     its confidence of each text's spans (already checked, at least one span
     per text). Subclasses set ``config``, whose batch sizes apply when a call
@@ -83,9 +83,10 @@ class Annotator:
             ) -> list[tuple[list[str], list[float]]]:
         """IOB2 tags and their marginal probabilities for pre-tokenized sentences.
 
-        ``""`` tokens are padding, as in the ``predict_tokens`` signature.
-        Sentences are tagged ``batch_size`` at a time (``None``: the
-        configuration's ``tag_batch_size``).
+        One tag per token; a token may not be ``""`` (``ValueError``), the
+        ``predict_tokens`` signature's padding. Sentences are tagged
+        ``batch_size`` at a time (``None``: the configuration's
+        ``tag_batch_size``).
         """
         if batch_size is None:
             batch_size = self.config.tag_batch_size
@@ -102,6 +103,9 @@ class Annotator:
                 if not isinstance(token, str):
                     raise TypeError(f"sentences[{index}][{position}] is "
                                     f"{type(token).__name__}, expected str")
+                if token == signatures.PAD_TOKEN:
+                    raise ValueError(f'sentences[{index}][{position}] is "": '
+                                     f"{signatures.EMPTY_TOKEN_RULE}")
         # Empty sentences have nothing to tag and are answered here. Lone surrogates
         # become U+FFFD, as in annotate: UTF-8 cannot carry them to the model (and
         # TensorFlow's error would quote every token of the batch).
@@ -155,7 +159,7 @@ class Annotator:
             raise ValueError(f"{len(texts)} texts but {len(spans)} span lists")
         for index, (text, text_spans) in enumerate(zip(texts, spans)):
             for number, span in enumerate(text_spans):
-                if not 0 <= span[0] < span[1] <= len(text):
+                if not signatures.span_within(*span, len(text)):
                     raise ValueError(f"text {index}, span {number}: expected (start, end) "
                                      f"with 0 <= start < end <= {len(text)}")
         if batch_size is None:

@@ -78,6 +78,10 @@ TAG_OUTPUTS = (TAGS, TAG_CONFIDENCE, LENGTH)
 # Token rows are right-padded with the vocabulary's padding token (this name
 # is part of the contract that the client imports).
 PAD_TOKEN = PAD
+# Why a sentence may not hold the padding token: the graph skips it, so the
+# tags would not line up with the tokens (the in-process API, the client and
+# the server refuse it in these words).
+EMPTY_TOKEN_RULE = "tokens must be non-empty strings (the empty string is padding)"
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -123,6 +127,15 @@ def checked_texts(texts: Iterable[Any]) -> list[str]:
             # A str subclass as a plain str: worker processes cannot unpickle the caller's class.
             texts[index] = str.__str__(text)
     return texts
+
+
+def span_within(start: Any, end: Any, length: Any) -> Any:
+    """Whether ``[start, end)`` is a span of a text of ``length`` code points:
+    ``0 <= start < end <= length``, the rule of ``classify_assertions``' spans.
+
+    Ints give a bool; NumPy arrays an array of them, element by element.
+    """
+    return (0 <= start) & (start < end) & (end <= length)
 
 
 def padded_token_rows(rows: Sequence[Sequence[Any]], pad: Any = PAD_TOKEN) -> list[list[Any]]:

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import ConfigError, check_integer, check_seconds
+from clinical_ner.errors import check_integer, check_seconds
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
@@ -45,6 +45,7 @@ from clinical_ner.serving.client_errors import (
     error_from_rpc,
     safe_details,
 )
+from clinical_ner.serving.tls import read_pem
 from clinical_ner.serving.model_metadata import (
     ModelMetadata,
     SignatureInfo,
@@ -53,6 +54,7 @@ from clinical_ner.serving.model_metadata import (
     tensor_info,
 )
 from clinical_ner.export.signatures import (
+    EMPTY_TOKEN_RULE,
     PAD_TOKEN,
     PREDICT_TOKENS,
     SERVING_DEFAULT,
@@ -103,12 +105,9 @@ _PING_TIMEOUT_MS = 60_000
 
 
 def read_root_certificates(path: str | Path, setting: str) -> bytes:
-    """The PEM CA certificates at ``path``; a :class:`ConfigError` naming ``setting`` if unreadable."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{setting} {path}: cannot read the CA certificates "
-                          f"({error.strerror or error})") from None
+    """The PEM CA certificates at ``path``; a :class:`~clinical_ner.errors.ConfigError` naming
+    ``setting`` if unreadable or not PEM."""
+    return read_pem(path, setting, "the CA certificates")
 
 
 class ServingClient:
@@ -209,9 +208,7 @@ class ServingClient:
             for token_index, token in enumerate(tokens):
                 if not isinstance(token, str) or token == PAD_TOKEN:
                     raise InvalidRequestError(
-                        f"sentence {row_index}, token {token_index}: tokens must be "
-                        "non-empty strings (the empty string is padding)"
-                    )
+                        f"sentence {row_index}, token {token_index}: {EMPTY_TOKEN_RULE}")
         encoded = [[encode_text(token) for token in tokens] for tokens in rows]
         return in_size_order_batches(
             list(zip(rows, encoded)), [len(tokens) for tokens in rows], self.batch_size,

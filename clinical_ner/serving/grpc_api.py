@@ -1,10 +1,12 @@
 """TensorFlow Serving's gRPC API (PredictionService, ModelService) over :class:`ModelService`.
 
-The servicers are the stock ones of ``tensorflow-serving-api``; this module
-only reads request protos into the service's terms and writes its answers
-back as protos. ``model_spec.version_label`` answers ``UNIMPLEMENTED`` (no
-label configuration here), and Classify, Regress, MultiInference and
-HandleReloadConfigRequest are not implemented.
+The servicers implement the stock services of ``tensorflow-serving-api``;
+this module only reads request protos into the service's terms and writes
+its answers back as protos. ``model_spec.version_label`` answers
+``UNIMPLEMENTED`` (no label configuration here), and Classify, Regress,
+MultiInference and HandleReloadConfigRequest are not implemented. A request
+that is not a valid protobuf message of its method answers
+``INVALID_ARGUMENT``.
 """
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ from typing import Any
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -25,6 +31,7 @@ from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.validation import (
     check_input_names,
     check_shape,
+    datatype_name,
     dtype_name,
     integer_tensor,
     shape_text,
@@ -69,7 +76,7 @@ def _input_tensor(service: ModelService, name: str, spec: tf.TensorSpec, proto: 
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"input '{name}' must be {dtype_name(spec)} {shape_text(spec.shape)}, "
-            f"got {types_pb2.DataType.Name(proto.dtype)}",
+            f"got {datatype_name(proto.dtype)}",
         )
     dims = None if proto.tensor_shape.unknown_rank else [d.size for d in proto.tensor_shape.dim]
     check_shape(name, spec, dims, service.limits)
@@ -90,6 +97,13 @@ def _input_tensor(service: ModelService, name: str, spec: tf.TensorSpec, proto: 
     return string_tensor(name, dims, proto.string_val, service.limits)
 
 
+class _Undecodable:
+    """What a request's bytes deserialize to when they are not a message of its type."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
 class _Servicer:
     def __init__(self, service: ModelService) -> None:
         self._service = service
@@ -99,6 +113,17 @@ class _Servicer:
         if outcome.code is not grpc.StatusCode.OK:
             context.abort(outcome.code, outcome.message)
         return outcome.response
+
+    def _refuse_undecodable(self, method: str, request: _Undecodable,
+                            context: grpc.ServicerContext) -> None:
+        def refuse(fields: dict[str, Any]) -> None:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request.type_name} (it could not be parsed "
+                "as that protobuf message)",
+            )
+
+        self._answer(method, refuse, context)
 
 
 class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -157,8 +182,45 @@ def _unimplemented(method: str, context: grpc.ServicerContext) -> None:
 
 
 def add_servicers(service: ModelService, server: grpc.Server) -> None:
-    """Serve PredictionService and ModelService of ``service`` on ``server``."""
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(service), server
+    """Serve PredictionService and ModelService of ``service`` on ``server``.
+
+    As the generated ``add_*Servicer_to_server`` functions do, from the
+    services' descriptors, except that bytes that are not a valid request
+    reach the servicer as :class:`_Undecodable`: with the generated
+    deserializers, gRPC logs a traceback at ERROR and answers ``INTERNAL``.
+    """
+    for servicer, descriptor in (
+        (PredictionServicer(service),
+         prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]),
+        (ModelServicer(service), model_service_pb2.DESCRIPTOR.services_by_name["ModelService"]),
+    ):
+        server.add_generic_rpc_handlers((_generic_handler(servicer, descriptor),))
+
+
+def _generic_handler(servicer: _Servicer, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        service.full_name,
+        {method.name: _method_handler(servicer, method) for method in service.methods},
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
+
+
+def _method_handler(servicer: _Servicer, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+    request_class = message_factory.GetMessageClass(method.input_type)
+    response_class = message_factory.GetMessageClass(method.output_type)
+    behaviour = getattr(servicer, method.name)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return request_class.FromString(data)
+        except DecodeError:  # raised here, gRPC would log a traceback and answer INTERNAL
+            return _Undecodable(method.input_type.name)
+
+    def serve(request: Any, context: grpc.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            return servicer._refuse_undecodable(method.name, request, context)
+        return behaviour(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        serve, request_deserializer=deserialize,
+        response_serializer=response_class.SerializeToString,
+    )

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,16 +162,12 @@ class RestServer(ThreadingHTTPServer):
         *,
         max_workers: int,
         max_body_bytes: int,
-        ssl_cert: str | Path | None = None,
-        ssl_key: str | Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.api = api
         self.admission = threading.BoundedSemaphore(max_workers)
         self.max_body_bytes = max_body_bytes
-        self._tls: ssl.SSLContext | None = None
-        if ssl_cert is not None:
-            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self._tls.load_cert_chain(str(ssl_cert), str(ssl_key))
+        self._tls = tls
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()

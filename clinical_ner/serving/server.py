@@ -19,7 +19,9 @@ Where each job lives, and where it differs from TF Serving:
   string must be valid UTF-8, each integer fit its type, and the number of
   values must equal the elements of the shape (TF would repeat the last
   value). Requests are limited in documents and characters (or integer
-  values) per document (``RESOURCE_EXHAUSTED``).
+  values) per document (``RESOURCE_EXHAUSTED``). The export's signatures get
+  only what their graphs answer rightly: ``classify_assertions`` spans within
+  their text, ``predict_tokens`` rows without ``""`` before a token.
 * :mod:`~clinical_ner.serving.batcher`: requests that wait for the model
   together are merged into calls of at most ``max_batch_documents`` rows,
   as TF Serving's batching does; a merged call that fails is rerun request
@@ -49,6 +51,7 @@ from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
 from clinical_ner.serving.rest_server import RestServer
 from clinical_ner.serving.service import ModelService
+from clinical_ner.serving.tls import read_pem, server_context
 from clinical_ner.serving.validation import MODEL_NAME_PATTERN, Limits
 from clinical_ner.serving.versions import ModelVersions
 
@@ -129,11 +132,14 @@ class ModelServer:
         self._max_workers = max_workers
         self._poll_interval_s = poll_interval_s
         self._max_message_bytes = max_message_bytes
-        self._ssl_files = None if ssl_cert is None else (Path(ssl_cert), Path(ssl_key))
+        # Both read and checked now, so that a bad file stops the server before it listens.
         self._credentials = None
-        if self._ssl_files is not None:
-            cert, key = self._ssl_files
-            self._credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+        self._tls_context = None
+        if ssl_cert is not None:
+            cert_chain = read_pem(ssl_cert, "ssl_cert", "a certificate chain")
+            private_key = read_pem(ssl_key, "ssl_key", "a private key")
+            self._tls_context = server_context(Path(ssl_cert), Path(ssl_key))
+            self._credentials = grpc.ssl_server_credentials([(private_key, cert_chain)])
         self._versions = ModelVersions(self.base_path, model_name)
         self._service = ModelService(
             self._versions, model_name, Limits(max_documents, max_document_chars),
@@ -202,17 +208,19 @@ class ModelServer:
             else:
                 self.bound_port = server.add_secure_port(address, self._credentials)
         except RuntimeError as error:
-            raise ConfigError(f"could not listen on {address} (in use?): {error}") from None
+            # gRPC says no more than that it failed; the files passed OpenSSL's checks.
+            doubt = "in use?" if self._credentials is None else \
+                "in use, or the certificate or key could not be used?"
+            raise ConfigError(f"could not listen on {address} ({doubt}): {error}") from None
         server.start()
         self._server = server
 
     def _start_rest(self) -> None:
-        cert, key = self._ssl_files if self._ssl_files is not None else (None, None)
         try:
             self._rest = RestServer(
                 RestApi(self._service), self.host, self.rest_port,
                 max_workers=self._max_workers, max_body_bytes=self._max_message_bytes,
-                ssl_cert=cert, ssl_key=key,
+                tls=self._tls_context,
             )
         except ConfigError:
             self._server.stop(None)

@@ -23,7 +23,13 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from clinical_ner.serving.batcher import Batcher
 from clinical_ner.serving.errors import TF_ERROR_CODES, RequestError
 from clinical_ner.serving.stats import RequestStats
-from clinical_ner.serving.validation import Limits, check_model_name, check_same_documents, clip
+from clinical_ner.serving.validation import (
+    Limits,
+    check_contract,
+    check_model_name,
+    check_same_documents,
+    clip,
+)
 from clinical_ner.serving.versions import ModelVersions, Signature, Version, call_signature
 from clinical_ner.export.signatures import SERVING_DEFAULT, SIGNATURE_DEF_METADATA
 
@@ -132,6 +138,7 @@ class ModelService:
             )
         inputs = read_inputs(signature_name, signature)
         check_same_documents(signature_name, inputs)
+        check_contract(signature_name, inputs)
         fields["documents"] = next(iter(inputs.values())).shape[0]
         try:
             call = self.batcher.run(signature.function, inputs)

@@ -1,9 +1,10 @@
-"""Request validation shared by the gRPC and REST APIs: names, shapes, UTF-8 and limits.
+"""Request validation shared by the gRPC and REST APIs: names, shapes, UTF-8, limits and contract.
 
 Each check raises :class:`RequestError` with a message that names inputs,
 positions and sizes but never quotes a document, so it is safe to send and
 to log. Inputs are string tensors (documents, tokens) or integer tensors
-(``classify_assertions``' span offsets).
+(``classify_assertions``' span offsets). :func:`check_contract` holds the
+inputs of the export's signatures to what their graphs can answer rightly.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
+from clinical_ner.export import signatures
 from clinical_ner.serving import defaults
 from clinical_ner.serving.errors import RequestError
 
@@ -51,7 +53,18 @@ def shape_text(shape: tf.TensorShape) -> str:
 
 def dtype_name(spec: tf.TensorSpec) -> str:
     """TF Serving's name of the spec's type: ``DT_STRING``, ``DT_INT32``, ..."""
-    return types_pb2.DataType.Name(spec.dtype.as_datatype_enum)
+    return datatype_name(spec.dtype.as_datatype_enum)
+
+
+def datatype_name(value: int) -> str:
+    """TF Serving's name of a ``DataType`` value, or ``dtype N`` for a value that names none.
+
+    A request's ``TensorProto.dtype`` is an open enum: a client may send any number.
+    """
+    try:
+        return types_pb2.DataType.Name(value)
+    except ValueError:
+        return f"dtype {value}"
 
 
 def describe(specs: dict[str, tf.TensorSpec]) -> str:
@@ -160,10 +173,9 @@ def string_tensor(
         try:
             chars[index] = len(value.decode("utf-8"))
         except UnicodeDecodeError as error:
-            position = [int(i) for i in np.unravel_index(index, dims)]
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"input '{name}' element {position} is not valid UTF-8 "
+                f"input '{name}' element {_position(index, dims)} is not valid UTF-8 "
                 f"(byte offset {error.start})",
             ) from None
         array[index] = value
@@ -205,13 +217,82 @@ def integer_tensor(
             f"input '{name}' has shape {list(dims)} ({math.prod(dims)} elements) but "
             f"{len(values)} values",
         )
-    array = np.array(values, dtype=np.int64)
+    try:
+        array = np.array(values, dtype=np.int64)
+    except OverflowError:
+        # A JSON integer can be of any size; compared as Python ints, it is named below.
+        array = np.array(values, dtype=object)
     bounds = np.iinfo(spec.dtype.as_numpy_dtype)
     outside = np.flatnonzero((array < bounds.min) | (array > bounds.max))
     if outside.size:
-        position = [int(i) for i in np.unravel_index(int(outside[0]), dims)]
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"input '{name}' element {position} does not fit {dtype_name(spec)}",
+            f"input '{name}' element {_position(int(outside[0]), dims)} does not fit "
+            f"{dtype_name(spec)}",
         )
     return array.astype(spec.dtype.as_numpy_dtype).reshape(dims)
+
+
+def _position(index: int, dims: Sequence[int]) -> list[int]:
+    """The position ``[i, j, ...]`` of the row-major ``index`` in a tensor of ``dims``."""
+    return [int(i) for i in np.unravel_index(index, dims)]
+
+
+# The inputs of the export's signatures that check_contract reads, and their ranks: a
+# SavedModel made elsewhere may give these names other inputs, which it leaves alone.
+_CONTRACT_RANKS = {
+    signatures.PREDICT_TOKENS: {signatures.TOKENS: 2},
+    signatures.CLASSIFY_ASSERTIONS: {
+        signatures.TEXT: 1, signatures.SPAN_START: 2, signatures.SPAN_END: 2},
+}
+
+
+def check_contract(signature_name: str, inputs: dict[str, np.ndarray]) -> None:
+    """Refuse what the export's graphs would answer wrongly instead of failing.
+
+    ``predict_tokens``: ``""`` is a row's padding, so one before a token of
+    its row would be skipped and the tags would not line up with the tokens
+    (``""`` after the last token pads the row, as TF Serving's tensors must).
+    ``classify_assertions``: a span is ``-1, -1`` (padding) or within its text,
+    as the in-process API requires; the graph answered others with a guess or ``""``.
+    """
+    if {name: array.ndim for name, array in inputs.items()} != _CONTRACT_RANKS.get(
+            signature_name):
+        return
+    if signature_name == signatures.PREDICT_TOKENS:
+        _check_token_padding(inputs[signatures.TOKENS])
+    else:
+        _check_spans(inputs)
+
+
+def _check_token_padding(tokens: np.ndarray) -> None:
+    empty = tokens == signatures.PAD_TOKEN.encode()
+    # Whether a token comes at or after each position of its row.
+    token_follows = np.flip(np.logical_or.accumulate(np.flip(~empty, axis=1), axis=1), axis=1)
+    misplaced = np.argwhere(empty & token_follows)
+    if misplaced.size:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input '{signatures.TOKENS}' element {[int(i) for i in misplaced[0]]} is \"\" "
+            f"before a token of its row: {signatures.EMPTY_TOKEN_RULE}; pad a row only "
+            "after its last token",
+        )
+
+
+def _check_spans(inputs: dict[str, np.ndarray]) -> None:
+    # Code points, as the offsets count them (the texts are checked UTF-8).
+    lengths = np.array([len(text.decode("utf-8")) for text in inputs[signatures.TEXT]],
+                       dtype=np.int64)
+    starts = inputs[signatures.SPAN_START].astype(np.int64)
+    ends = inputs[signatures.SPAN_END].astype(np.int64)
+    padding = (starts == -1) & (ends == -1)
+    outside = np.argwhere(~(padding | signatures.span_within(starts, ends, lengths[:, None])))
+    if outside.size:
+        row, column = (int(i) for i in outside[0])
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"inputs '{signatures.SPAN_START}' and '{signatures.SPAN_END}' element "
+            f"[{row}, {column}]: span [{starts[row, column]}, {ends[row, column]}) is neither "
+            f"-1, -1 (padding) nor 0 <= start < end <= {lengths[row]} (text {row}'s length "
+            "in code points)",
+        )

@@ -193,14 +193,8 @@ class LiteRTAnnotator(Annotator):
             self._processes.close()
 
     def _tag_batch(self, sentences: list[list[str]]) -> list[tuple[list[str], list[float]]]:
-        results: list[tuple[list[str], list[float]]] = [([], []) for _ in sentences]
-        # Sentences of "" tokens only are all padding.
-        real = [i for i, sentence in enumerate(sentences) if any(sentence)]
-        for index, (tag_ids, confidence, _) in zip(real,
-                                                   self._decode([sentences[i] for i in real])):
-            results[index] = ([self._iob2_tags[tag] for tag in tag_ids],
-                              [float(value) for value in confidence])
-        return results
+        return [([self._iob2_tags[tag] for tag in tag_ids], [float(value) for value in confidence])
+                for tag_ids, confidence, _ in self._decode(sentences)]
 
     def _split_and_decode(self, texts: list[str]
                           ) -> list[tuple[list[Token], int, Decoded]]:

@@ -1,0 +1,48 @@
+"""The PEM files of TLS: read and checked before a server listens or a client connects.
+
+gRPC reports a missing, unreadable or malformed certificate only when the
+port is bound or the first call fails, and without naming the file; these
+checks name the setting and the path instead (:class:`ConfigError`, exit 2).
+"""
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from clinical_ner.errors import ConfigError
+
+# Every PEM block opens with such a line (RFC 7468); gRPC reads no other encoding.
+_PEM_BEGIN = b"-----BEGIN"
+
+
+def read_pem(path: str | Path, setting: str, what: str) -> bytes:
+    """The bytes of the PEM file at ``path``, which holds ``what`` and is given by ``setting``.
+
+    A :class:`ConfigError` naming ``setting`` and ``path`` if it cannot be read
+    or holds no PEM block.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{setting} {path}: cannot read {what} "
+                          f"({error.strerror or error})") from None
+    if _PEM_BEGIN not in data:
+        raise ConfigError(f"{setting} {path}: not PEM (no '-----BEGIN' line); give {what} "
+                          "in PEM format")
+    return data
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A TLS server context of the certificate chain ``cert`` and private key ``key``.
+
+    A :class:`ConfigError` if OpenSSL cannot use them (a malformed block, a
+    key that does not match the certificate), which also keeps gRPC from
+    failing to listen on them with a message that blames the port.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        raise ConfigError(f"ssl_cert {cert} and ssl_key {key}: the certificate or key could "
+                          f"not be used ({error.reason or error})") from None
+    return context
