@@ -30,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         type=Path, help="UTF-8 text files, one document each")
     parser.add_argument("--target", default=defaults.TARGET,
                         help="host:port (default: %(default)s)")
-    parser.add_argument("--model-name", default=defaults.MODEL_NAME, help="(default: %(default)s)")
+    parser.add_argument("--model-name", default=defaults.MODEL_NAME,
+                        help="the served model's name (default: %(default)s)")
     parser.add_argument("--version", type=int, help="model version (default: the highest served)")
-    parser.add_argument("--signature", default=SERVING_DEFAULT, help="(default: %(default)s)")
+    parser.add_argument("--signature", default=SERVING_DEFAULT,
+                        help="the signature that takes the documents (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=defaults.TIMEOUT_S, metavar="SECONDS",
                         help="per attempt (default: %(default)s)")
     parser.add_argument("--deadline", type=float, default=defaults.DEADLINE_S, metavar="SECONDS",

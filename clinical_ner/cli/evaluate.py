@@ -18,7 +18,8 @@ HELP = "score a model on annotated data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
                         help="model directory, or the bundled model's name: clinical")
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", required=True,
+                        help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
     parser.add_argument("--corpus", metavar="FILE.toml",
                         help="read --data as the corpus --corpus-name of this corpus file: its "

@@ -32,11 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
                              "concatenate several files' vectors (zeros where a file lacks a "
                              "word)")
-    parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"))
+    parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"),
+                        help="how to read --embeddings (default: the config's, auto: word2vec "
+                             "binary for .bin files, else text)")
     parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--epochs", type=int,
+                        help="most epochs to train (default: the config's, 50)")
+    parser.add_argument("--batch-size", type=int,
+                        help="sentences per training step (default: the config's, 32)")
+    parser.add_argument("--seed", type=int,
+                        help="random seed of the whole run (default: the config's, 42)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --output from its last epoch")
     parser.add_argument("--init-from", metavar="MODEL_DIR", type=model_path,

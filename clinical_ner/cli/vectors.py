@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes / threads (default: %(default)s)")
     parser.add_argument("--text-field", default="text",
                         help="the text's field in JSON lines inputs (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42,
+                        help="random seed of word2vec (default: %(default)s)")
     parser.add_argument("--tmp-dir", metavar="DIR",
                         help="folder for the temporary token file, deleted at the end "
                              "(default: the system's temporary folder, $TMPDIR)")
