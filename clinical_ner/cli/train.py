@@ -16,6 +16,9 @@ HELP = "train (or fine-tune, or resume) a model"
 #: Options that override a field of the configuration.
 CONFIG_OPTIONS = ("epochs", "batch_size", "seed", "embeddings", "embeddings_format")
 
+# --help gives the defaults of NERConfig, where they live.
+_DEFAULTS = NERConfig()
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="append",
@@ -33,15 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "concatenate several files' vectors (zeros where a file lacks a "
                              "word)")
     parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"),
-                        help="how to read --embeddings (default: the config's, auto: word2vec "
-                             "binary for .bin files, else text)")
+                        help="how to read --embeddings (default: the config's, "
+                             f"{_DEFAULTS.embeddings_format}; auto: word2vec binary for .bin "
+                             "files, else text)")
     parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
     parser.add_argument("--epochs", type=int,
-                        help="most epochs to train (default: the config's, 50)")
+                        help=f"most epochs to train (default: the config's, {_DEFAULTS.epochs})")
     parser.add_argument("--batch-size", type=int,
-                        help="sentences per training step (default: the config's, 32)")
+                        help="sentences per training step (default: the config's, "
+                             f"{_DEFAULTS.batch_size})")
     parser.add_argument("--seed", type=int,
-                        help="random seed of the whole run (default: the config's, 42)")
+                        help="random seed of the whole run (default: the config's, "
+                             f"{_DEFAULTS.seed})")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --output from its last epoch")
     parser.add_argument("--init-from", metavar="MODEL_DIR", type=model_path,
