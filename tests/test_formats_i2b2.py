@@ -142,7 +142,7 @@ SECRET_TEXT = f"{SECRET}a {SECRET}b {SECRET}c\n{SECRET}d\n"
         ([f'c="{SECRET}" 1:0 1:0||t=""'], 1, "concept type is empty"),
         ([f'c="{SECRET}" 1:0 1:0 t="problem"'], 1, 'expected ||t="<type>"'),
         ([f'c="{SECRET}" 1:0||t="problem"'], 1, "<line>:<token> <line>:<token>"),
-        ([f'c="{SECRET}" 1:0 1:{"9" * 5000}||t="problem"'], 1, "a position of more than 18"),
+        ([f'c="{SECRET}" 1:0 1:{"9" * 5000}||t="problem"'], 1, "a position of more than 100"),
         ([f'c="{SECRET}" 1:0 1:\u0661||t="problem"'], 1, "<line>:<token> <line>:<token>"),
         ([f'{SECRET} 1:0 1:0||t="problem"'], 1, 'expected c="<concept text>"'),
         ([f'c="{SECRET}a {SECRET}b" 1:0 1:1||t="problem"', "",

@@ -15,7 +15,7 @@ _BOM = b"\xef\xbb\xbf"
 #: Digits an offset or position in an annotation file may have: more than any
 #: text holds, and far below Python's limit on int() (4,300 digits), which
 #: ended a command with an internal error.
-MAX_OFFSET_DIGITS = 18
+MAX_OFFSET_DIGITS = 100
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
