@@ -113,10 +113,11 @@ def worker_environment() -> Iterator[None]:
 def _pipeline(runner: str, pipeline_args: Sequence[str]) -> beam.Pipeline:
     """Beam's pipeline, every option known to Beam (or to the runner) and of the right type.
 
-    Beam logs an unknown option (``--direct_num_workes=2``) as a warning and
-    runs without it, and a bad value exits with its 146-line usage block.
-    Unknown options are looked for once the pipeline has imported its runner,
-    whose module may define options of its own.
+    Beam logs an unknown option (``--direct_num_workes=2``) or a word that is
+    no option (``direct_num_workers=2``) as a warning and runs without it, and
+    a bad value exits with its 146-line usage block. Both are looked for once
+    the pipeline has imported its runner, whose module may define options of
+    its own.
     """
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])
     usage = io.StringIO()
