@@ -104,6 +104,47 @@ def test_a_text_column_of_another_type_and_a_bad_batch_size_fail_on_the_driver(
             annotate(named, str(export_dir), id_col=name)
 
 
+def test_options_that_name_nothing_fail_on_the_driver_by_their_name(spark, trained_model):
+    _, export_dir = trained_model
+    notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
+    with pytest.raises(ConfigError, match="text_col 'body': no such column; the DataFrame "
+                                          "has 'id', 'text'"):
+        annotate(notes, str(export_dir), text_col="body")
+    with pytest.raises(ConfigError, match="id_col 'note': no such column"):
+        annotate(notes, str(export_dir), id_col="note")
+    # It failed in every worker ("'str' object has no attribute '_record'").
+    with pytest.raises(ConfigError, match="runtimes must be a WorkerRuntimes"):
+        annotate(notes, str(export_dir), runtimes="yes")
+    for path, named in ((None, "NoneType"), ("", "an empty string"), (5, "int")):
+        with pytest.raises(ConfigError, match=f"model_path must be a path or URL of an export, "
+                                              f"got {named}"):
+            annotate(notes, path)
+
+
+def test_a_note_that_is_not_utf8_is_a_row_error_not_a_failed_job(spark, trained_litert_export,
+                                                                 tmp_path, capfd):
+    # A binary column cast to string: Arrow failed the whole job, quoting the note.
+    from pyspark.sql import functions as F
+
+    export = shutil.copytree(trained_litert_export, tmp_path / "utf8-export")
+    rows = [("good", bytearray(b"Started aspirin.")),
+            ("latin-1", bytearray(b"caf\xe9 Zanzibarian chest pain")),
+            ("bad-id-\udcff", bytearray(b"fever"))]
+    raw = spark.createDataFrame(
+        [(name.encode("utf-8", "surrogateescape"), text) for name, text in rows],
+        "raw_id binary, raw binary")
+    notes = raw.select(F.col("raw_id").cast("string").alias("id"),
+                       F.col("raw").cast("string").alias("text"))
+    result = {row.id: row for row in annotate(notes, export).collect()}
+    assert result["good"].error is None and result["good"].entities is not None
+    assert (result["latin-1"].error, result["latin-1"].entities) == (
+        "column 'text' is not valid UTF-8", None)
+    assert (result["bad-id-\ufffd"].error, result["bad-id-\ufffd"].entities) == (
+        "column 'id' is not valid UTF-8", None)
+    logged = capfd.readouterr()
+    assert "Zanzibarian" not in logged.out + logged.err
+
+
 def test_a_model_path_may_be_a_path_object(spark, trained_litert_export, tmp_path):
     # A copy of its own name: Spark ships an export by its folder name, and the
     # workers keep it loaded for the session (another test counts their loads).

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 ENTITIES_COLUMN = "entities"
 ERROR_COLUMN = "error"
+# The column the workers get beside the id and text: which of them is not UTF-8.
+_NOT_UTF8 = "__clinical_ner_not_utf8"
 # The fields of Entity.to_dict, as Spark SQL types; assertion and
 # assertion_confidence are null where an entity has none.
 ENTITY_FIELDS = ("start", "end", "text", "label", "confidence", "assertion",
@@ -87,10 +89,12 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
     confidence, assertion, assertion_confidence>`` (code-point offsets into
     the note, as ``clinical-ner predict`` writes them; the assertion fields
     are null where the model gives an entity none); a row whose text is
-    null gets null entities and ``error`` says why (``error`` is null
-    otherwise); ``text_col`` must be a string column (another type is refused
-    on the driver: cast it first). Every row gives one
-    row; duplicate ids are annotated independently. ``batch_size`` and
+    null or not valid UTF-8 (a binary column cast to string) gets null
+    entities and ``error`` says why (``error`` is null otherwise; an id that
+    is not valid UTF-8 comes back with U+FFFD for its bad bytes);
+    ``text_col`` must be a string column (another type is refused on the
+    driver: cast it first). Every row gives one row; duplicate ids are
+    annotated independently. ``batch_size`` and
     ``max_batch_characters`` are ``Annotator.annotate``'s (``None``: the
     default configuration's). ``model_path`` is a SavedModel export (a
     version folder or a base path, anything ``tf.io.gfile`` reads that the
@@ -113,7 +117,18 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
     for name, value in (("batch_size", batch_size), ("max_batch_characters", max_batch_characters)):
         if value is not None:
             check_integer(name, value)
+    if not isinstance(model_path, (str, os.PathLike)) or not os.fspath(model_path):
+        raise ConfigError(f"model_path must be a path or URL of an export, got "
+                          f"{'an empty string' if model_path == '' else type(model_path).__name__}")
     model_path = os.fspath(model_path)
+    if runtimes is not None and not isinstance(runtimes, WorkerRuntimes):
+        # It failed in every worker ("'str' object has no attribute '_record'").
+        raise ConfigError(f"runtimes must be a WorkerRuntimes(spark), got "
+                          f"{type(runtimes).__name__}")
+    for option, column in (("id_col", id_col), ("text_col", text_col)):
+        if column not in df.columns:
+            raise ConfigError(f"{option} '{column}': no such column; the DataFrame has "
+                              f"{', '.join(repr(name) for name in df.columns) or 'none'}")
     if id_col == text_col:
         raise ConfigError(f"id_col and text_col are both '{text_col}'; the output keeps the id "
                           "beside the entities: give an id column of its own")
@@ -121,7 +136,7 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
         # The output would hold two columns of one name (Arrow failed in the workers).
         raise ConfigError(f"id_col '{id_col}' is the name of an output column; rename it first "
                           f"(df.withColumnRenamed('{id_col}', 'note_id'))")
-    text_type = df.schema[text_col].dataType.simpleString()  # a missing column fails here
+    text_type = df.schema[text_col].dataType.simpleString()
     if text_type != "string":
         raise ConfigError(f"column '{text_col}' is {text_type}, not string; cast it first "
                           f"(df.withColumn('{text_col}', df['{text_col}'].cast('string')))")
@@ -139,7 +154,28 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
             yield _annotate_frame(model, batch, id_col, text_col, batch_size,
                                   max_batch_characters)
 
-    return df.select(id_col, text_col).mapInPandas(annotate_batches, schema)
+    return _readable(df, id_col, id_type, text_col).mapInPandas(annotate_batches, schema)
+
+
+def _readable(df: "DataFrame", id_col: str, id_type: str, text_col: str) -> "DataFrame":
+    """``id_col``, ``text_col`` and :data:`_NOT_UTF8`: what Arrow can carry to the workers.
+
+    A string of invalid UTF-8 (a binary column cast to string) failed the
+    whole job in Arrow, with the note's text in the error and the executor's
+    log. Such a text becomes null, and such an id its bytes with U+FFFD;
+    :data:`_NOT_UTF8` names the column, and the row gets that as its error.
+    """
+    from pyspark.sql import functions as F
+
+    text, note_id = F.col(text_col), F.col(id_col)
+    bad_text = F.coalesce(~F.is_valid_utf8(text), F.lit(False))
+    columns = [note_id, F.when(bad_text, F.lit(None)).otherwise(text).alias(text_col)]
+    not_utf8 = F.when(bad_text, F.lit(text_col))
+    if id_type == "string":
+        bad_id = F.coalesce(~F.is_valid_utf8(note_id), F.lit(False))
+        columns[0] = F.when(bad_id, F.make_valid_utf8(note_id)).otherwise(note_id).alias(id_col)
+        not_utf8 = F.when(bad_id, F.lit(id_col)).otherwise(not_utf8)
+    return df.select(*columns, not_utf8.alias(_NOT_UTF8))
 
 
 class _Loader:
@@ -232,11 +268,15 @@ def _annotate_frame(model: "Annotator", batch: "pd.DataFrame", id_col: str, text
     import pandas as pd
 
     texts = batch[text_col].tolist()
-    present = [index for index, text in enumerate(texts) if isinstance(text, str)]
+    not_utf8 = batch[_NOT_UTF8].tolist()
+    present = [index for index, text in enumerate(texts)
+               if isinstance(text, str) and not isinstance(not_utf8[index], str)]
     found = model.annotate([texts[index] for index in present], batch_size,
                            max_batch_characters)
     entities: list[list[dict] | None] = [None] * len(texts)
-    errors: list[str | None] = [f"column '{text_col}' is null"] * len(texts)
+    errors: list[str | None] = [
+        f"column '{column}' is not valid UTF-8" if isinstance(column, str)
+        else f"column '{text_col}' is null" for column in not_utf8]
     for index, note_entities in zip(present, found):
         # Every field named, null included: to_dict leaves out an absent assertion.
         entities[index] = [{field: getattr(entity, field) for field in ENTITY_FIELDS}
