@@ -19,7 +19,12 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    prediction_service_pb2_grpc,
+)
 
 from clinical_ner.export import signatures as sig
 from clinical_ner.errors import ConfigError, DataFormatError
@@ -209,6 +214,40 @@ def test_server_messages_quoting_the_input_are_withheld():
         server.stop(grace=None)
     assert MARKER not in str(raised.value)
     assert raised.value.code is grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NewerServer(prediction_service_pb2_grpc.PredictionServiceServicer,
+                  model_service_pb2_grpc.ModelServiceServicer):
+    """Answers with enum values this version of the API does not define (a newer server)."""
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = MODEL
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures.signature_def["serving_default"].inputs["text"].dtype = 999
+        response.metadata["signature_def"].Pack(signatures)
+        return response
+
+    def GetModelStatus(self, request, context):  # noqa: N802
+        response = get_model_status_pb2.GetModelStatusResponse()
+        response.model_version_status.add(version=1, state=77)
+        return response
+
+
+def test_enum_values_a_newer_server_may_send_are_named_not_fatal():
+    # enum.Name raised ValueError: an internal error (exit 70) in the client.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NewerServer(), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(NewerServer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}", MODEL) as client:
+            inputs = client.metadata().signatures["serving_default"].inputs
+            assert inputs["text"].dtype == "dtype 999"
+            assert client.status() == [VersionStatus(1, "state 77", "")]
+    finally:
+        server.stop(grace=None)
 
 
 def test_client_side_validation(dev_target):

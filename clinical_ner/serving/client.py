@@ -51,6 +51,7 @@ from clinical_ner.serving.model_metadata import (
     SignatureInfo,
     TensorInfo,
     VersionStatus,
+    enum_name,
     tensor_info,
 )
 from clinical_ner.export.signatures import (
@@ -247,7 +248,8 @@ class ServingClient:
         return [
             VersionStatus(
                 version=status.version,
-                state=get_model_status_pb2.ModelVersionStatus.State.Name(status.state),
+                state=enum_name(get_model_status_pb2.ModelVersionStatus.State, status.state,
+                                "state"),
                 error_message=status.status.error_message,
             )
             for status in response.model_version_status

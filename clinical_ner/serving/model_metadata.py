@@ -46,4 +46,24 @@ def tensor_info(info: Any) -> TensorInfo:
     """A ``TensorInfo`` protobuf of a ``SignatureDef`` as a :class:`TensorInfo`."""
     dims = info.tensor_shape.dim
     shape = None if info.tensor_shape.unknown_rank else tuple(dim.size for dim in dims)
-    return TensorInfo(dtype=types_pb2.DataType.Name(info.dtype), shape=shape)
+    return TensorInfo(dtype=datatype_name(info.dtype), shape=shape)
+
+
+def datatype_name(value: int) -> str:
+    """TF Serving's name of a ``DataType`` value, or ``dtype N`` for a value that names none.
+
+    ``dtype`` is an open enum: a request (or a newer server's answer) may hold any number.
+    """
+    return enum_name(types_pb2.DataType, value, "dtype")
+
+
+def enum_name(enum: Any, value: int, what: str) -> str:
+    """The name of ``value`` in the protobuf ``enum``, or ``"<what> <value>"`` if it has none.
+
+    Protobuf enums are open: a newer server may answer with a value this
+    version of the API does not know, which ``enum.Name`` raises on.
+    """
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return f"{what} {value}"

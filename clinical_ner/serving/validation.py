@@ -21,6 +21,7 @@ from tensorflow.core.framework import types_pb2
 from clinical_ner.export import signatures
 from clinical_ner.serving import defaults
 from clinical_ner.serving.errors import RequestError
+from clinical_ner.serving.model_metadata import datatype_name
 
 # Letters, digits, "_", "-" and "."; starting with a letter or digit rules
 # out "." and "..", so a name can never walk out of a directory.
@@ -54,17 +55,6 @@ def shape_text(shape: tf.TensorShape) -> str:
 def dtype_name(spec: tf.TensorSpec) -> str:
     """TF Serving's name of the spec's type: ``DT_STRING``, ``DT_INT32``, ..."""
     return datatype_name(spec.dtype.as_datatype_enum)
-
-
-def datatype_name(value: int) -> str:
-    """TF Serving's name of a ``DataType`` value, or ``dtype N`` for a value that names none.
-
-    A request's ``TensorProto.dtype`` is an open enum: a client may send any number.
-    """
-    try:
-        return types_pb2.DataType.Name(value)
-    except ValueError:
-        return f"dtype {value}"
 
 
 def describe(specs: dict[str, tf.TensorSpec]) -> str:
