@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -334,6 +335,46 @@ def test_batch_size_must_be_positive():
         spacy.blank("en").add_pipe("clinical_ner", config={"batch_size": 0})
 
 
+NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
+
+
+@pytest.mark.parametrize("config, error, message", [
+    # "" would silently load a model in the working directory.
+    ({"model": ""}, ConfigError, r"clinical_ner: model must not be empty; "),
+    ({"model": "no/such/model"}, ModelError,
+     r"clinical_ner: model no/such/model: not a clinical-ner model directory or export "
+     r"\(no such folder\)"),
+    # "" would be taken as an endpoint, not as none.
+    ({"endpoint": ""}, ConfigError, r"clinical_ner: endpoint must not be empty; "),
+    ({"endpoint": "nohostport"}, ConfigError, r"clinical_ner: endpoint 'nohostport' "
+                                              + NOT_HOST_PORT),
+    ({"endpoint": "http://localhost:8500"}, ConfigError,
+     r"clinical_ner: endpoint 'http://localhost:8500' " + NOT_HOST_PORT),
+    # gRPC would wrap the port round to another one.
+    ({"endpoint": "127.0.0.1:99999"}, ConfigError,
+     r"clinical_ner: endpoint '127.0.0.1:99999' " + NOT_HOST_PORT),
+    ({"endpoint": "127.0.0.1:0"}, ConfigError, r"clinical_ner: endpoint '127.0.0.1:0' "
+                                               + NOT_HOST_PORT),
+    ({"endpoint": "localhost:8500", "model_name": ""}, ConfigError,
+     r"clinical_ner: model_name must not be empty; "),
+    # tls would be silently ignored without an endpoint.
+    ({"tls": "ca.pem"}, ConfigError, r"clinical_ner: tls is set but endpoint is not; "),
+], ids=["model-empty", "model-missing", "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
+        "endpoint-port-too-big", "endpoint-port-0", "model_name-empty", "tls-without-endpoint"])
+def test_bad_settings_are_refused_when_the_pipeline_is_built(config, error, message):
+    pipeline = spacy.blank("en")
+    with pytest.raises(error, match="^" + message) as caught:
+        pipeline.add_pipe("clinical_ner", config=config)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("endpoint", ["localhost:8500", "tf-serving.internal:8500",
+                                      "10.0.0.7:65535", "[::1]:8500", "[2001:db8::1]:1"])
+def test_endpoints_of_host_and_port_are_accepted_without_connecting(endpoint):
+    pipeline = spacy.blank("en")
+    assert pipeline.add_pipe("clinical_ner", config={"endpoint": endpoint}).endpoint == endpoint
+
+
 @pytest.mark.slow
 def test_n_process_children_load_their_own_model(entry_point_path, dev_texts):
     report = run_fresh(entry_point_path, f"""
@@ -399,13 +440,98 @@ def test_a_missing_model_fails_when_the_pipeline_loads(tmp_path):
         spacy.load(saved)
 
 
-def test_unreadable_tls_certificates_name_the_setting(tmp_path):
+def test_unreadable_tls_certificates_name_the_setting_when_the_pipeline_is_built(tmp_path):
     pipeline = spacy.blank("en")
-    pipeline.add_pipe("clinical_ner", config={"endpoint": "localhost:1",
-                                              "tls": str(tmp_path / "no-ca.pem")})
     with pytest.raises(ConfigError, match=rf"^clinical_ner: tls {tmp_path / 'no-ca.pem'}: "
                                           r"cannot read the CA certificates \(No such file"):
-        pipeline("CT of the chest.")
+        pipeline.add_pipe("clinical_ner", config={"endpoint": "localhost:1",
+                                                  "tls": str(tmp_path / "no-ca.pem")})
+
+
+def test_a_saved_bundled_pipeline_uses_the_bundled_model_whatever_the_working_directory(
+        tmp_path, monkeypatch, ner):
+    saved = saved_pipeline(tmp_path, "clinical")
+    # A folder named like the bundled model where the pipeline is loaded (here not even
+    # a model): a name the user types would mean it, the saved pipeline's record must not.
+    (tmp_path / "work" / "clinical").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    loaded = spacy.load(saved)
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
+    # Saved again, it still names the bundled model instead of copying it.
+    loaded.to_disk(tmp_path / "again")
+    again = tmp_path / "again" / "clinical_ner"
+    assert json.loads((again / "clinical_ner.json").read_text())["name"] == "clinical"
+    assert not (again / "model").exists()
+
+
+def test_a_loaded_copy_keeps_its_model_when_the_working_directory_changes(
+        tmp_path, monkeypatch, ner):
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    saved_pipeline(tmp_path, str(model))
+    # config.cfg still names the original: spacy.load builds the component all the same.
+    shutil.rmtree(model)
+    monkeypatch.chdir(tmp_path)
+    loaded = spacy.load("pipeline")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
+
+
+@pytest.fixture(scope="module")
+def saved_copy(tmp_path_factory) -> Path:
+    """A saved pipeline with a model copy; its original ``my-model`` beside it."""
+    folder = tmp_path_factory.mktemp("saved-copy")
+    model = shutil.copytree(bundled_model_path("clinical"), folder / "my-model")
+    return saved_pipeline(folder, str(model))
+
+
+OUTSIDE = r"the model copy's directory must be a folder inside "
+OTHER_FORMAT = (r"not the clinical_ner component's settings as clinical-ner \S+ writes them "
+                r"\(format 'clinical-ner-spacy', version 1\)")
+NOT_CONFIG = (r"the model source '{}' does not match config.cfg, which gives the clinical_ner "
+              r"component {} endpoint; ")
+
+
+@pytest.mark.parametrize("edit, overrides, message", [
+    ({"directory": "ORIGINAL"}, {}, OUTSIDE),
+    ({"directory": "RELATIVE-ORIGINAL"}, {}, OUTSIDE),
+    ({"directory": "."}, {}, OUTSIDE),
+    ({"directory": None}, {}, OUTSIDE),
+    ({"format": "other"}, {}, OTHER_FORMAT),
+    ({"version": 99}, {}, OTHER_FORMAT),
+    ({"source": "endpoint"}, {}, NOT_CONFIG.format("endpoint", "no")),
+    ({}, {"components.clinical_ner.endpoint": "localhost:8500"}, NOT_CONFIG.format("copy", "an")),
+], ids=["absolute", "dot-dot", "itself", "null", "format", "version", "endpoint-in-manifest",
+        "endpoint-in-config"])
+def test_a_manifest_that_leaves_the_pipeline_or_disagrees_fails_when_it_loads(
+        saved_copy, tmp_path, edit, overrides, message):
+    # Each would have loaded another model than the copy, or none at all.
+    pipeline = shutil.copytree(saved_copy, tmp_path / "pipeline")
+    manifest_path = pipeline / "clinical_ner" / "clinical_ner.json"
+    original = saved_copy.parent / "my-model"
+    places = {"ORIGINAL": str(original),
+              "RELATIVE-ORIGINAL": os.path.relpath(original, manifest_path.parent)}
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update({key: places.get(value, value) for key, value in edit.items()})
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="^" + re.escape(str(manifest_path)) + ": " + message
+                       ) as caught:
+        spacy.load(pipeline, config=overrides)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_path):
+    pipeline = shutil.copytree(saved_copy, tmp_path / "pipeline")
+    model = pipeline / "clinical_ner" / "model"
+    data = (model / "model.keras").read_bytes()
+    (model / "model.keras").write_bytes(data[:len(data) // 2])
+    # Not at the first document, and not as weights that do not fit the model.
+    message = (rf"^{re.escape(str(model))}: model.keras is not a complete Keras archive "
+               r"\(truncated or damaged\); copy the model again$")
+    with pytest.raises(ModelError, match=message):
+        spacy.load(pipeline)
+    with pytest.raises(ModelError, match=message):
+        ClinicalNER.load(model)
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ def check_model_files(path: str | os.PathLike) -> str:
     Reads no weights and imports no TensorFlow, so that what loads a model
     later (a spaCy pipeline, a batch job) can say at once that it cannot.
     Raises :class:`~clinical_ner.errors.ModelError` naming ``path`` when it is
-    no artifact, or the files it lacks.
+    no artifact, or the files it lacks, or a ``model.keras`` that is cut short.
     """
     directory = resolve_model_path(path)
     if litert.looks_like_litert_export(directory):
@@ -66,6 +66,9 @@ def check_model_files(path: str | os.PathLike) -> str:
         return "litert"
     if keras_model.is_model_directory(directory):
         _check_complete(directory, keras_model)
+        if not keras_model.is_complete_archive(directory):
+            raise ModelError(f"{directory}: {keras_model.MODEL_FILE} is not a complete Keras "
+                             "archive (truncated or damaged); copy the model again")
         return "keras"
     if saved_model.holds_saved_model(directory):
         _check_complete(directory, saved_model)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 #: The Keras model file; a folder holding it is a model directory.
 MODEL_FILE = "model.keras"
@@ -34,3 +35,13 @@ def missing_files(directory: str | os.PathLike) -> list[str]:
     """The :data:`REQUIRED_FILES` that ``directory`` lacks, in that order."""
     return [name for name in REQUIRED_FILES
             if not os.path.isfile(os.path.join(os.fspath(directory), name))]
+
+
+def is_complete_archive(directory: str | os.PathLike) -> bool:
+    """Whether ``directory``'s :data:`MODEL_FILE` is a whole zip archive, as Keras writes it.
+
+    A truncated or emptied copy lacks the archive's directory at its end, which
+    Keras then reports as weights that do not fit the model; this reads only
+    that end, without TensorFlow.
+    """
+    return zipfile.is_zipfile(os.path.join(os.fspath(directory), MODEL_FILE))

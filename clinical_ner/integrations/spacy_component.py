@@ -17,9 +17,12 @@ with ``overwrite_ents`` ours stay, and the earlier ones are kept where they
 overlap none of ours. Two of ours that overlap after widening (both inside
 one spaCy token) keep the longer, then the first (``spacy.util.filter_spans``).
 
-The model is loaded at the first document, in the process that annotates:
-with ``nlp.pipe(..., n_process=2)`` each child loads its own after the fork,
-and a model loaded in the parent is never used in a child.
+The settings are checked when the component is built: a ``model`` that is no
+model on disk nor a bundled name, an ``endpoint`` that is not ``host:port``, an
+unreadable ``tls`` file, each with one line naming the setting. The model
+itself is loaded at the first document, in the process that annotates: with
+``nlp.pipe(..., n_process=2)`` each child loads its own after the fork, and a
+model loaded in the parent is never used in a child.
 
 ``nlp.to_disk`` writes ``clinical_ner.json`` into the component's folder and,
 for a model directory or LiteRT export, a copy of it (``model/``), so that
@@ -28,29 +31,34 @@ endpoint by its configuration only. See docs/guide/spacy.md.
 """
 import json
 import os
+import re
 import shutil
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.util import filter_spans
+from spacy.util import filter_spans, load_model_from_path
 
 from clinical_ner.version import __version__
 from clinical_ner.annotators.load import check_model_files
+from clinical_ner.artifacts import saved_model
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
-from clinical_ner.errors import ClinicalNERError, ModelError, check_integer
+from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError, check_integer
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.integrations.spacy_tokenizer import doc_text
 from clinical_ner.pretrained import (
     DEFAULT_MODEL,
+    bundled_model_path,
     bundled_models,
     is_model_reference,
     resolve_model_path,
 )
 from clinical_ner.serving import defaults
+from clinical_ner.serving.tls import read_pem
 from clinical_ner.untrusted_json import parse_untrusted_json
 
 FACTORY = "clinical_ner"
@@ -66,6 +74,10 @@ MODEL_COPY = "model"
 # its own): spaCy's Language.batch_size. Short texts need hundreds to a call for
 # annotate's length-sorted batches (benchmarks/README.md, spaCy pipelines).
 DEFAULT_PIPE_BATCH_SIZE = 1000
+# host:port, the host a name, an IPv4 address or an IPv6 one in brackets; no scheme
+# (gRPC would take "http" for a host) and a port that gRPC cannot silently wrap.
+_ENDPOINT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]{1,5})")
+MAX_PORT = 65535
 
 # Our three values of an entity live in one doc.user_data entry, keyed like spaCy's
 # own extension values by offsets (and label): one dict write per entity instead of
@@ -127,6 +139,20 @@ class ClinicalNERComponent:
                  tls: Optional[str], overwrite_ents: bool, batch_size: Optional[int]) -> None:
         if batch_size is not None:
             check_integer(f"{name}: batch_size", batch_size)
+        if not model_name:
+            raise ConfigError(f"{name}: model_name must not be empty; give the served "
+                              "model's name")
+        if endpoint is None:
+            if tls is not None:
+                raise ConfigError(f"{name}: tls is set but endpoint is not; tls verifies the "
+                                  "endpoint's server, so set endpoint too or leave tls null")
+            if not _loading_saved_pipeline():
+                _check_model(name, model)
+        else:
+            _check_endpoint(name, endpoint)
+        # Read now, so that a missing or broken file is reported when the pipeline is built.
+        self._root_certificates = (None if tls is None else
+                                   read_pem(tls, f"{name}: tls", "the CA certificates"))
         self.name = name
         self.model = model
         self.endpoint = endpoint
@@ -216,15 +242,13 @@ class ClinicalNERComponent:
 
     def _load(self) -> Any:
         if self.endpoint is not None:
-            from clinical_ner.serving.client import ServingClient, read_root_certificates
+            from clinical_ner.serving.client import ServingClient
 
             options: Dict[str, Any] = {}
             if self.batch_size is not None:
                 options["batch_size"] = self.batch_size
-            if self.tls is not None:
-                # Named by the component's setting, not the client's argument.
-                options["root_certificates"] = read_root_certificates(self.tls,
-                                                                      f"{self.name}: tls")
+            if self._root_certificates is not None:
+                options["root_certificates"] = self._root_certificates
             return ServingClient(self.endpoint, self.model_name, **options)
         from clinical_ner.annotators.load import ClinicalNER
 
@@ -278,10 +302,11 @@ class ClinicalNERComponent:
         """Write ``clinical_ner.json`` and, for a model on disk, a copy of it, into ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        bundled = _bundled_name(self.model)
         if self.endpoint is not None:
             manifest: Dict[str, Any] = {"source": "endpoint"}
-        elif _is_bundled_name(self.model):
-            manifest = {"source": "bundled", "name": str(self.model)}
+        elif bundled is not None:
+            manifest = {"source": "bundled", "name": bundled}
         else:
             source = resolve_model_path(self.model)
             if not is_model_reference(source):
@@ -307,31 +332,63 @@ class ClinicalNERComponent:
         try:
             manifest = parse_untrusted_json(manifest_path.read_text(encoding="utf-8"))
             source = manifest["source"]
+            written_as = (manifest.get("format"), manifest.get("version"))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ModelError(f"{manifest_path}: cannot read the {self.name} component's "
                              f"settings ({type(error).__name__}); save the pipeline again "
                              "with nlp.to_disk") from None
+        if written_as != (MANIFEST_FORMAT, MANIFEST_VERSION):
+            raise ModelError(f"{manifest_path}: not the {self.name} component's settings as "
+                             f"clinical-ner {__version__} writes them (format "
+                             f"{MANIFEST_FORMAT!r}, version {MANIFEST_VERSION}); save the "
+                             "pipeline again with nlp.to_disk")
+        if source not in ("copy", "bundled", "endpoint"):
+            raise ModelError(f"{manifest_path}: unknown model source {source!r}; save the "
+                             "pipeline again with nlp.to_disk")
+        # config.cfg holds the endpoint; the manifest alone must not switch it on or off.
+        if (source == "endpoint") != (self.endpoint is not None):
+            configured = "no endpoint" if self.endpoint is None else "an endpoint"
+            raise ModelError(f"{manifest_path}: the model source {source!r} does not match "
+                             f"config.cfg, which gives the {self.name} component {configured}; "
+                             "save the pipeline again with nlp.to_disk")
         if source == "copy":
-            model = path / str(manifest.get("directory", MODEL_COPY))
-            if not is_model_reference(model):
-                raise ModelError(f"{model}: the saved pipeline's clinical-ner model is missing "
-                                 "or incomplete; copy the model directory there again, or save "
-                                 "the pipeline again with nlp.to_disk")
-            check_model_files(model)  # every file there, so that the first doc cannot fail on one
-            self.model = str(model)
+            self.model = str(self._saved_copy(path, manifest.get("directory")))
         elif source == "bundled":
-            name = str(manifest.get("name"))
+            name = manifest.get("name")
             if name not in bundled_models():
                 raise ModelError(f"{manifest_path}: the pipeline uses the bundled model "
                                  f"{name!r}, which clinical-ner {__version__} does not ship "
                                  f"(bundled: {', '.join(bundled_models()) or 'none'}); install "
                                  "the clinical-ner version that saved it")
-            self.model = name
-        elif source != "endpoint":
-            raise ModelError(f"{manifest_path}: unknown model source {source!r}; save the "
-                             "pipeline again with nlp.to_disk")
+            # The bundled model itself: a folder of that name in the working directory,
+            # which would win for a name the user types, must not stand in for it.
+            self.model = str(bundled_model_path(name))
         self._loaded = None
         return self
+
+    def _saved_copy(self, path: Path, directory: Any) -> Path:
+        """The model copy ``directory`` of the component's folder ``path``, checked.
+
+        Absolute, so that a later os.chdir cannot lose it or swap in another
+        model; inside ``path``, so that an edited manifest cannot point the
+        stand-alone pipeline at any model on the machine.
+        """
+        manifest_path = path / MANIFEST_FILE
+        folder = path.resolve()
+        try:
+            model = (folder / directory).resolve() if isinstance(directory, str) else None
+        except (OSError, ValueError):  # a NUL byte, a link loop
+            model = None
+        if model is None or model == folder or not model.is_relative_to(folder):
+            raise ModelError(f"{manifest_path}: the model copy's directory must be a folder "
+                             f"inside {path}, as nlp.to_disk writes it; save the pipeline "
+                             "again with nlp.to_disk")
+        if not is_model_reference(model):
+            raise ModelError(f"{model}: the saved pipeline's clinical-ner model is missing "
+                             "or incomplete; copy the model directory there again, or save "
+                             "the pipeline again with nlp.to_disk")
+        check_model_files(model)  # every file there, so that the first doc cannot fail on one
+        return model
 
     def __getstate__(self) -> Dict[str, Any]:
         # Pickled into spawned workers: they load their own model.
@@ -340,9 +397,57 @@ class ClinicalNERComponent:
         return state
 
 
-def _is_bundled_name(model: str) -> bool:
-    # Resolving changes only a bundled model's name (an existing path wins).
-    return resolve_model_path(model) != Path(model)
+def _bundled_name(model: str) -> Optional[str]:
+    """The bundled model ``model`` means, by name or (as from_disk sets it) by its path."""
+    directory = resolve_model_path(model).resolve()
+    return next((name for name in bundled_models()
+                 if bundled_model_path(name).resolve() == directory), None)
+
+
+def _loading_saved_pipeline() -> bool:
+    """Whether ``spacy.load`` is building the component from a saved pipeline's config.cfg.
+
+    There ``model`` is the value the pipeline was saved with, which may name a
+    folder that is gone (the pipeline moved to another machine, the point of
+    its copy); from_disk, which spacy.load calls next, points the component at
+    the copy or the bundled model and checks it. spaCy tells a factory nothing
+    of this but its caller.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is load_model_from_path.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _check_model(name: str, model: str) -> None:
+    """A ``model`` that ``ClinicalNER.load`` cannot take, refused now: files only, no TensorFlow.
+
+    The model itself loads at the first document, in the process that
+    annotates (n_process children load their own); a remote SavedModel URL is
+    left to that load.
+    """
+    if not model:
+        raise ConfigError(f"{name}: model must not be empty; give a model directory, a LiteRT "
+                          f"export or a bundled model's name ({', '.join(bundled_models())})")
+    if saved_model.is_local(model):
+        try:
+            check_model_files(model)
+        except ModelError as error:
+            raise ModelError(f"{name}: model {error}") from None
+
+
+def _check_endpoint(name: str, endpoint: str) -> None:
+    """An ``endpoint`` gRPC would misread or only fail on after its retries, refused now."""
+    if not endpoint:
+        raise ConfigError(f"{name}: endpoint must not be empty; give host:port, or leave it "
+                          "null to use model")
+    match = _ENDPOINT.fullmatch(endpoint)
+    if match is None or not 1 <= int(match.group(1)) <= MAX_PORT:
+        raise ConfigError(f"{name}: endpoint {endpoint!r} is not host:port with a port from 1 "
+                          f"to {MAX_PORT} (e.g. 'localhost:8500' or '[::1]:8500'; no scheme "
+                          "such as http://)")
 
 
 def _batches(docs: Iterable[Doc], size: int, call_limits: Optional[Tuple[int, int]]

@@ -16,8 +16,11 @@ tokens. Registered through the ``spacy_tokenizers`` entry point::
 The rules are :mod:`clinical_ner.text.tokenizer`'s. Separators between tokens
 follow spaCy's convention, so that ``doc.text`` is the text: one space after
 a token is that token's ``whitespace_``, any other run of separators is a
-token of its own (``is_space``), as spaCy's tokenizer makes them. The
-tokenizer has no settings, so it saves nothing with ``nlp.to_disk``.
+token of its own (``is_space``), as spaCy's tokenizer makes them. A lone
+surrogate, which spaCy's string store cannot hold, becomes U+FFFD, one for one
+(so ``doc.text`` holds U+FFFD there, at the same offsets), as the model reads
+it anyway. The tokenizer has no settings, so it saves nothing with
+``nlp.to_disk``.
 """
 import weakref
 from pathlib import Path
@@ -28,6 +31,7 @@ from spacy.tokens import Doc
 from spacy.util import registry
 from spacy.vocab import Vocab
 
+from clinical_ner.export.signatures import replace_lone_surrogates
 from clinical_ner.text.tokenizer import tokens_and_gaps
 
 REGISTERED_NAME = "clinical_ner.Tokenizer.v1"
@@ -64,6 +68,9 @@ class ClinicalNERTokenizer:
         self.vocab = vocab
 
     def __call__(self, text: str) -> Doc:
+        # spaCy hashes each token's UTF-8 bytes, which a lone surrogate has none of
+        # (UnicodeEncodeError); U+FFFD keeps every offset and is what the model reads.
+        text = replace_lone_surrogates(text)
         words: list[str] = []
         spaces: list[bool] = []
         start, pairs = tokens_and_gaps(text)
