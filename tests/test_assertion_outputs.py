@@ -241,7 +241,8 @@ def test_spark_rows_name_every_struct_field_with_null_where_there_is_no_assertio
     from clinical_ner.batch import spark
 
     frame = spark._annotate_frame(EntityModel(), pd.DataFrame(
-        {"id": ["n1"], "text": ["No pneumonia, CT."]}), "id", "text", None, None)
+        {"id": ["n1"], "text": ["No pneumonia, CT."], spark._NOT_UTF8: [None]}),
+        "id", "text", None, None)
 
     [entities] = frame[spark.ENTITIES_COLUMN].tolist()
     assert [list(entity) for entity in entities] == [list(spark.ENTITY_FIELDS)] * 2
