@@ -8,7 +8,7 @@ from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError
-from clinical_ner.pretrained import BUNDLED_DIR, model_reference
+from clinical_ner.pretrained import bundled_name
 
 NAME = "card"
 HELP = "rewrite a model's MODEL_CARD.md (with --data: its scores on that data)"
@@ -28,11 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.evaluation.model_card import write_model_card
 
-    if Path(args.model).resolve().is_relative_to(BUNDLED_DIR):
+    bundled = bundled_name(args.model)
+    if bundled is not None:
         # The card and its scores ship with the package: rewriting them in place
         # (with another data set's scores) would change what every user reads.
         raise ConfigError(
-            f"{model_reference(args.model)}: the bundled model's card ships with the package "
+            f"{bundled}: the bundled model's card ships with the package "
             f"({Path(args.model) / 'MODEL_CARD.md'}); to score it on your data run 'clinical-ner "
             "evaluate', or copy the folder and write the copy's card")
     print(write_model_card(args.model, data=args.data, data_format=args.input_format,

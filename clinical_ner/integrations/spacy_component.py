@@ -54,6 +54,7 @@ from clinical_ner.pretrained import (
     DEFAULT_MODEL,
     bundled_model_path,
     bundled_models,
+    bundled_name,
     is_model_reference,
     resolve_model_path,
 )
@@ -302,7 +303,8 @@ class ClinicalNERComponent:
         """Write ``clinical_ner.json`` and, for a model on disk, a copy of it, into ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        bundled = _bundled_name(self.model)
+        # By name, or by its path as from_disk sets it.
+        bundled = bundled_name(self.model)
         if self.endpoint is not None:
             manifest: Dict[str, Any] = {"source": "endpoint"}
         elif bundled is not None:
@@ -395,13 +397,6 @@ class ClinicalNERComponent:
         state = dict(self.__dict__)
         state.update(_loaded=None, _loaded_in=None)
         return state
-
-
-def _bundled_name(model: str) -> Optional[str]:
-    """The bundled model ``model`` means, by name or (as from_disk sets it) by its path."""
-    directory = resolve_model_path(model).resolve()
-    return next((name for name in bundled_models()
-                 if bundled_model_path(name).resolve() == directory), None)
 
 
 def _loading_saved_pipeline() -> bool:

@@ -46,12 +46,19 @@ def model_reference(model_dir: str | Path) -> str:
     >>> model_reference(bundled_model_path("clinical")), model_reference("runs/sample")
     ('clinical', 'runs/sample')
     """
-    model_dir = Path(model_dir)
-    try:
-        model_dir.resolve().relative_to(BUNDLED_DIR)
-        return model_dir.name
-    except ValueError:
-        return str(model_dir)
+    return bundled_name(model_dir) or str(model_dir)
+
+
+def bundled_name(model: str | Path) -> str | None:
+    """The bundled model that ``model`` means (by its name or a path to it), else ``None``.
+
+    >>> bundled_name("clinical"), bundled_name(bundled_model_path("clinical")), bundled_name("x")
+    ('clinical', 'clinical', None)
+    """
+    directory = resolve_model_path(model).resolve()
+    if directory.parent == BUNDLED_DIR and directory.name in bundled_models():
+        return directory.name
+    return None
 
 
 def is_model_reference(value: str | Path) -> bool:
