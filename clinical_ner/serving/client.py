@@ -105,12 +105,6 @@ _KEEPALIVE_TIME_MS = 10_000
 _PING_TIMEOUT_MS = 60_000
 
 
-def read_root_certificates(path: str | Path, setting: str) -> bytes:
-    """The PEM CA certificates at ``path``; a :class:`~clinical_ner.errors.ConfigError` naming
-    ``setting`` if unreadable or not PEM."""
-    return read_pem(path, setting, "the CA certificates")
-
-
 class ServingClient:
     """Annotate documents with a model behind TensorFlow Serving's gRPC API.
 
@@ -167,8 +161,8 @@ class ServingClient:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
             if not isinstance(root_certificates, bytes):
-                root_certificates = read_root_certificates(root_certificates,
-                                                           "root_certificates")
+                root_certificates = read_pem(root_certificates, "root_certificates",
+                                             "the CA certificates")
             credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
             self._channel = grpc.secure_channel(target, credentials, options=options)
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
