@@ -10,6 +10,7 @@ copy of the package cannot decide them) with nothing imported by hand.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -211,6 +212,20 @@ def test_overwrite_ents_puts_ours_first_and_keeps_the_rest():
     assert [(e.text, e.label_) for e in doc.ents] == [
         ("CT", "test"), ("chest", "ANATOMY"), ("nodule", "problem"), ("aspirin", "treatment")]
     assert doc.ents[2]._.clinical_ner_confidence > 0.5
+
+
+@pytest.mark.parametrize("overwrite_ents", [False, True])
+def test_blocked_tokens_take_none_of_our_entities_and_stay_blocked(overwrite_ents):
+    # An earlier component's "no entity here" (Doc.set_ents(blocked=...)), as spaCy's
+    # own NER respects it.
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"overwrite_ents": overwrite_ents})
+    doc = pipeline.make_doc(NOTE)
+    aspirin = next(token.i for token in doc if token.text == "aspirin")
+    doc.set_ents([], blocked=[doc[aspirin:aspirin + 1]], default="unmodified")
+    doc = pipeline.get_pipe("clinical_ner")(doc)
+    assert [(e.text, e.label_) for e in doc.ents] == [("CT", "test"), ("nodule", "problem")]
+    assert (doc[aspirin].ent_iob_, doc[aspirin].ent_type_) == ("B", "")  # still blocked
 
 
 def test_assertions_fill_their_extensions(monkeypatch):
@@ -438,6 +453,37 @@ def test_a_missing_model_fails_when_the_pipeline_loads(tmp_path):
     (saved / "clinical_ner" / "model" / "vocab.json").unlink()
     with pytest.raises(ModelError, match=r"an incomplete model directory \(vocab.json missing\)"):
         spacy.load(saved)
+
+
+def test_a_failed_save_leaves_the_saved_pipeline_as_it_was(tmp_path, monkeypatch, ner):
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    saved = saved_pipeline(tmp_path, str(model))
+    before = sorted(path.name for path in (saved / "clinical_ner" / "model").iterdir())
+    real_copytree = shutil.copytree
+
+    def disk_fills_up(source, target, **options):
+        real_copytree(source, target, **options)  # a copy on disk, then the failure
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spacy_component.shutil, "copytree", disk_fills_up)
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": str(model)})
+    with pytest.raises(ModelError, match=r"cannot copy the model there \(No space left on "
+                                         r"device\); the saved pipeline is as it was$"):
+        pipeline.get_pipe("clinical_ner").to_disk(saved / "clinical_ner")
+    monkeypatch.undo()
+    assert sorted(path.name for path in (saved / "clinical_ner").iterdir()) == [
+        "clinical_ner.json", "model"], "no half-copied folder left beside the model"
+    assert sorted(path.name for path in (saved / "clinical_ner" / "model").iterdir()) == before
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(spacy.load(saved)(NOTE)))
+
+
+def test_a_remote_model_is_named_as_given_when_it_cannot_be_saved(tmp_path):
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": "gs://bucket/ner/1"})
+    with pytest.raises(ModelError, match=r"^gs://bucket/ner/1: a remote model, which the "
+                                         r"clinical_ner component cannot copy"):
+        pipeline.to_disk(tmp_path / "pipeline")
 
 
 def test_unreadable_tls_certificates_name_the_setting_when_the_pipeline_is_built(tmp_path):

@@ -38,6 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from spacy.attrs import ENT_IOB, ENT_TYPE
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, load_model_from_path
@@ -262,17 +263,27 @@ class ClinicalNERComponent:
         if any(later.start < earlier.end for (earlier, _), (later, _) in zip(ours, ours[1:])):
             kept = {id(span) for span in filter_spans([span for span, _ in ours])}
             ours = [(span, entity) for span, entity in ours if id(span) in kept]
-        our_spans = [span for span, _ in ours]
         # Reading doc.ents walks every token; a Doc nothing has labelled skips it.
-        existing = list(doc.ents) if doc.has_annotation("ENT_IOB") else []
+        existing: List[Span] = []
+        blocked: List[Span] = []
+        if doc.has_annotation("ENT_IOB"):
+            existing = list(doc.ents)
+            blocked = _blocked_spans(doc)
+        if blocked:
+            # Tokens an earlier component blocked take no entity, as in spaCy's own
+            # NER, whatever overwrite_ents says: they are no entity to overwrite.
+            unblocked = {id(span) for span in _not_overlapping([s for s, _ in ours], blocked)}
+            ours = [(span, entity) for span, entity in ours if id(span) in unblocked]
+        our_spans = [span for span, _ in ours]
         if not existing:
-            doc.set_ents(our_spans)
+            doc.set_ents(our_spans, blocked=blocked)
         elif self.overwrite_ents:
-            doc.set_ents(sorted(our_spans + _not_overlapping(existing, our_spans)))
+            doc.set_ents(sorted(our_spans + _not_overlapping(existing, our_spans)),
+                         blocked=blocked)
         else:
             added = {id(span) for span in _not_overlapping(our_spans, existing)}
             ours = [(span, entity) for span, entity in ours if id(span) in added]
-            doc.set_ents(sorted(existing + [span for span, _ in ours]))
+            doc.set_ents(sorted(existing + [span for span, _ in ours]), blocked=blocked)
         user_data = doc.user_data
         for span, entity in ours:
             user_data[_entity_key(span)] = (entity.confidence, entity.assertion,
@@ -310,21 +321,23 @@ class ClinicalNERComponent:
         elif bundled is not None:
             manifest = {"source": "bundled", "name": bundled}
         else:
+            # Path() would print gs://bucket as gs:/bucket: name the model as given.
+            if not saved_model.is_local(self.model):
+                raise ModelError(f"{self.model}: a remote model, which the {self.name} "
+                                 "component cannot copy into a saved pipeline; copy it to a "
+                                 "local folder and give the component that folder")
             source = resolve_model_path(self.model)
             if not is_model_reference(source):
-                raise ModelError(f"{source}: not a clinical-ner model directory or LiteRT "
+                raise ModelError(f"{self.model}: not a clinical-ner model directory or LiteRT "
                                  f"export, so the {self.name} component cannot save it")
             target = path / MODEL_COPY
             # Saving a loaded pipeline over its own folder keeps its copy as it is.
             if source.resolve() != target.resolve():
-                if target.exists():
-                    shutil.rmtree(target)
-                shutil.copytree(source, target, ignore=shutil.ignore_patterns(CHECKPOINT_DIR))
+                _replace_copy(source, target)
             manifest = {"source": "copy", "directory": MODEL_COPY}
         manifest.update(format=MANIFEST_FORMAT, version=MANIFEST_VERSION,
                         clinical_ner_version=__version__)
-        (path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n",
-                                          encoding="utf-8")
+        _write_atomically(path / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()
                   ) -> "ClinicalNERComponent":
@@ -399,6 +412,43 @@ class ClinicalNERComponent:
         return state
 
 
+def _replace_copy(source: Path, target: Path) -> None:
+    """``target`` becomes a copy of the model ``source``, or stays as it was.
+
+    The copy is made beside it and renamed into place, so that a failed copy
+    (a full disk) leaves no half-copied model that the folder's manifest,
+    from an earlier save, would point at.
+    """
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    previous = target.with_name(f"{target.name}.previous-{os.getpid()}")
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns(CHECKPOINT_DIR))
+        if target.exists():
+            target.rename(previous)
+        partial.rename(target)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        if previous.exists() and not target.exists():
+            previous.rename(target)
+        reason = error.strerror or type(error).__name__
+        raise ModelError(f"{target}: cannot copy the model there ({reason}); the saved "
+                         "pipeline is as it was") from None
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or its earlier content if writing fails."""
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        reason = error.strerror or type(error).__name__
+        raise ModelError(f"{path}: cannot write the component's settings ({reason})") from None
+
+
 def _loading_saved_pipeline() -> bool:
     """Whether ``spacy.load`` is building the component from a saved pipeline's config.cfg.
 
@@ -461,6 +511,23 @@ def _batches(docs: Iterable[Doc], size: int, call_limits: Optional[Tuple[int, in
         characters += len(text)
     if batch:
         yield batch
+
+
+def _blocked_spans(doc: Doc) -> List[Span]:
+    """The runs of tokens an earlier component marked blocked (``set_ents(blocked=...)``).
+
+    spaCy marks a blocked token as the beginning of an entity without a label.
+    """
+    iob_and_type = doc.to_array([ENT_IOB, ENT_TYPE])
+    is_blocked = [iob == 3 and not label for iob, label in iob_and_type.tolist()]
+    spans, start = [], None
+    for index, blocked in enumerate(is_blocked + [False]):
+        if blocked and start is None:
+            start = index
+        elif not blocked and start is not None:
+            spans.append(doc[start:index])
+            start = None
+    return spans
 
 
 def _not_overlapping(spans: List[Span], others: List[Span]) -> List[Span]:
