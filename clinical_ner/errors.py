@@ -20,11 +20,17 @@ code meaning
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE
 EXIT_INTERRUPTED = 130
+
+MAX_PORT = 65535
+# host:port, the host a name, an IPv4 address or an IPv6 one in brackets; no scheme
+# (gRPC would take "http" for a host) and a port that gRPC cannot silently wrap.
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]{1,5})")
 
 
 class ClinicalNERError(Exception):
@@ -145,3 +151,21 @@ def check_output_folder(name: str, path: str | Path | None) -> None:
     existing = next((parent for parent in path.parents if parent.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ConfigError(f"{name} {path}: {existing} is a file, so the folder cannot be made")
+
+
+def check_host_port(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is ``host:port`` with a port from 1 to 65535.
+
+    The one check of an address to connect to (a server's, a training peer's),
+    made before connecting: gRPC reads ``http://host:8500`` as the host
+    ``http``, wraps ``host:99999`` round to another port, and fails on the
+    others only after its retries. ``name`` is the setting or option that
+    gave the value.
+    """
+    match = _HOST_PORT.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= MAX_PORT:
+        # A value with whitespace is no address but may be a note taken for one
+        # (an option's value forgotten): not quoted.
+        shown = "" if isinstance(value, str) and any(c.isspace() for c in value) else f" {value!r}"
+        raise ConfigError(f"{name}{shown} is not host:port with a port from 1 to {MAX_PORT} "
+                          "(e.g. 'localhost:8500' or '[::1]:8500'; no scheme such as http://)")

@@ -348,7 +348,13 @@ TOY_ASSERTION = "present"
 class LeakyToyModule(ToyNerModule):
     """The toy model plus a signature whose TensorFlow error message quotes its input, and
     a ``classify_assertions`` that answers every span it is given: ``TOY_ASSERTION``, or
-    ``""`` where the start is negative (as padding)."""
+    ``""`` where the start is negative (as padding) or the span holds only whitespace (as a
+    real model's span that covers no token). Like an export, it records its assertion
+    classes."""
+
+    def __init__(self, **toy_options) -> None:
+        super().__init__(**toy_options)
+        setattr(self, sig.ASSERTION_CLASSES, tf.Variable([TOY_ASSERTION], trainable=False))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=sig.TEXT)])
     def fail(self, text):
@@ -359,7 +365,10 @@ class LeakyToyModule(ToyNerModule):
                                   tf.TensorSpec([None, None], tf.int32, name=sig.SPAN_START),
                                   tf.TensorSpec([None, None], tf.int32, name=sig.SPAN_END)])
     def classify(self, text, span_start, span_end):
-        given = span_start >= 0
+        start = tf.maximum(span_start, 0)
+        spanned = tf.strings.substr(tf.broadcast_to(text[:, tf.newaxis], tf.shape(span_start)),
+                                    start, tf.maximum(span_end - start, 0), unit="UTF8_CHAR")
+        given = (span_start >= 0) & ~tf.strings.regex_full_match(spanned, r"\s*")
         return {sig.ASSERTION: tf.where(given, TOY_ASSERTION, ""),
                 sig.ASSERTION_CONFIDENCE: tf.where(given, 0.5, 0.0)}
 

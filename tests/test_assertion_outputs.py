@@ -394,3 +394,18 @@ def test_grpc_reads_integer_inputs_packed_or_listed():
     with pytest.raises(RequestError, match="must be DT_INT32 \\[-1, -1\\], got DT_INT64"):
         _input_tensor(Service(), "span_start", CLASSIFY_INPUTS["span_start"],
                       tf.make_tensor_proto(np.array([[3]], np.int64)))
+
+
+def test_a_span_covering_no_token_is_refused_only_for_a_model_with_assertions():
+    # A model without them answers "" for every span (as TF Serving passes on): not refused.
+    from clinical_ner.serving.errors import RequestError
+    from clinical_ner.serving.validation import check_answer
+
+    inputs = {sig.TEXT: np.array([b"No  rash."], dtype=object),
+              sig.SPAN_START: np.array([[2, 3]], np.int32),
+              sig.SPAN_END: np.array([[3, 7]], np.int32)}
+    outputs = {sig.ASSERTION: np.array([[b"", b""]], dtype=object)}
+    check_answer(sig.CLASSIFY_ASSERTIONS, inputs, outputs, classifies_assertions=False)
+    with pytest.raises(RequestError, match=r"element \[0, 0\]: span \[2, 3\) covers no token "
+                                           "of text 0"):
+        check_answer(sig.CLASSIFY_ASSERTIONS, inputs, outputs, classifies_assertions=True)

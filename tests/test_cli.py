@@ -27,6 +27,17 @@ def run_cli(*args, stdin=None, check=True):
     return result
 
 
+def test_python_m_clinical_ner_is_the_command():
+    # As `python -m clinical_ner.cli` and the console script: the package itself runs it.
+    from clinical_ner.cli import COMMANDS
+
+    result = subprocess.run([sys.executable, "-m", "clinical_ner", "--help"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("usage: clinical-ner ")
+    assert all(command in result.stdout for command in COMMANDS)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")

@@ -278,6 +278,42 @@ def test_client_side_validation(dev_target):
                 ServingClient(dev_target, MODEL, **options)
 
 
+NOT_HOST_PORT = ("is not host:port with a port from 1 to 65535 (e.g. 'localhost:8500' or "
+                 "'[::1]:8500'; no scheme such as http://)")
+
+
+@pytest.mark.parametrize("target, shown", [
+    # gRPC wrapped the port round to another one, took "http" for a host, or failed only
+    # after its retries.
+    ("127.0.0.1:99999", " '127.0.0.1:99999'"),
+    ("127.0.0.1:0", " '127.0.0.1:0'"),
+    ("http://localhost:8500", " 'http://localhost:8500'"),
+    ("localhost", " 'localhost'"),
+    ("", " ''"),
+    # A note taken for the target (its value forgotten) is not quoted.
+    (f"{MARKER} denies fever", ""),
+])
+def test_a_target_that_is_not_host_port_is_refused_before_connecting(target, shown, capsys,
+                                                                      monkeypatch):
+    from clinical_ner.cli import main
+
+    with pytest.raises(ConfigError) as raised:
+        ServingClient(target, MODEL)
+    assert str(raised.value) == f"target{shown} {NOT_HOST_PORT}"
+    # The command names its option, before it reads stdin (none here) as the document.
+    monkeypatch.setattr(sys, "stdin", None)
+    assert main(["client", "--target", target]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner client: error: --target{shown} {NOT_HOST_PORT}\n")
+
+
+@pytest.mark.parametrize("target", ["localhost:8500", "10.0.0.7:65535", "[::1]:1",
+                                    "tf-serving.internal:8500"])
+def test_a_target_of_host_and_port_is_taken_without_connecting(target):
+    with ServingClient(target, MODEL) as client:
+        assert client.target == target
+
+
 def test_retries_until_the_server_starts(model_base):
     port = free_port()
     server = ModelServer(model_base, MODEL, port=port)

@@ -216,6 +216,9 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
                  WEIGHT_TOLERANCE)
 
 
+NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
+
+
 @pytest.mark.parametrize("text, message", [
     (None, "needs the TF_CONFIG environment variable"),
     ("{cluster: 1", "TF_CONFIG: not valid JSON"),
@@ -225,11 +228,18 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
      "task index 1 is out of range"),
     ('{"cluster": {"ps": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}',
      "cluster job 'ps' is not supported"),
-    ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}',
+    ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {"type": "worker", "index": 0}}',
      "must be a list of 'host:port'"),
+    ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}',
+     r"cluster.worker\[0\] '127.0.0.1' " + NOT_HOST_PORT),
+    ('{"cluster": {"worker": ["127.0.0.1:1", 2222]}, "task": {"type": "worker", "index": 0}}',
+     r"cluster.worker\[1\] 2222 " + NOT_HOST_PORT),
     # Beyond a port number: TensorFlow's server would fail with an OverflowError.
     ('{"cluster": {"worker": ["127.0.0.1:99999"]}, "task": {"type": "worker", "index": 0}}',
-     r"cluster.worker: '127.0.0.1:99999' has no valid port \(1 to 65535\)"),
+     r"cluster.worker\[0\] '127.0.0.1:99999' " + NOT_HOST_PORT),
+    # TensorFlow would take "http" for the host, as gRPC does.
+    ('{"cluster": {"worker": ["http://trainer-0:2222"]}, "task": {"type": "worker", "index": 0}}',
+     r"cluster.worker\[0\] 'http://trainer-0:2222' " + NOT_HOST_PORT),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "0"}}',
      "task index '0' is not a whole number"),
 ])

@@ -228,6 +228,11 @@ BAD = {
                                         "element [0, 0]: span [-7, 25) is neither"),
     "half a padding span": (classify_request([[-1]], [[3]]), 400,
                             "element [0, 0]: span [-1, 3) is neither"),
+    # The graph answered "" where the in-process API raises "covers no token".
+    "a span that covers no token": (classify_request([[0, 26]], [[26, 28]],
+                                                     texts=[MARKER + "  x"]), 400,
+                                    "inputs 'span_start' and 'span_end' element [0, 1]: span "
+                                    "[26, 28) covers no token of text 0"),
     # "" is padding: the graph skipped it, and the tags no longer lined up with the tokens.
     "an empty token before a token": ({"signature_name": sig.PREDICT_TOKENS,
                                        "instances": [["chest", "pain", ""], ["chest", "", MARKER]]},

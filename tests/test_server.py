@@ -94,12 +94,12 @@ def tokens_request(rows) -> predict_pb2.PredictRequest:
     return request
 
 
-def classify_request(starts, ends) -> predict_pb2.PredictRequest:
-    """A ``classify_assertions`` request for MARKER (26 code points)."""
+def classify_request(starts, ends, texts=(MARKER,)) -> predict_pb2.PredictRequest:
+    """A ``classify_assertions`` request for ``texts`` (MARKER: 26 code points)."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL
     request.model_spec.signature_name = sig.CLASSIFY_ASSERTIONS
-    request.inputs[sig.TEXT].CopyFrom(tf.make_tensor_proto([MARKER], dtype=tf.string))
+    request.inputs[sig.TEXT].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
     request.inputs[sig.SPAN_START].CopyFrom(tf.make_tensor_proto(starts, dtype=tf.int32))
     request.inputs[sig.SPAN_END].CopyFrom(tf.make_tensor_proto(ends, dtype=tf.int32))
     return request
@@ -287,6 +287,13 @@ BAD_PREDICTS = {
         grpc.StatusCode.INVALID_ARGUMENT,
         "inputs 'span_start' and 'span_end' element [0, 1]: span [15, 99999) is neither -1, "
         "-1 (padding) nor 0 <= start < end <= 26",
+    ),
+    # The graph answered "" where the in-process API raises "covers no token".
+    "a span that covers no token": (
+        classify_request([[0, 26]], [[26, 28]], texts=[MARKER + "  x"]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "inputs 'span_start' and 'span_end' element [0, 1]: span [26, 28) covers no token "
+        "of text 0",
     ),
     "message too large": (
         text_request([MARKER * 8000]), grpc.StatusCode.RESOURCE_EXHAUSTED, "200000"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import check_input_files
+from clinical_ner.errors import check_host_port
 from clinical_ner.serving import defaults
 
 NAME = "client"
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
                         type=Path, help="UTF-8 text files, one document each")
     parser.add_argument("--target", default=defaults.TARGET,
-                        help="host:port (default: %(default)s)")
+                        help="host:port, port 1 to 65535, no scheme; [::1]:8500 for IPv6 "
+                             "(default: %(default)s)")
     parser.add_argument("--model-name", default=defaults.MODEL_NAME,
                         help="the served model's name (default: %(default)s)")
     parser.add_argument("--version", type=int, help="model version (default: the highest served)")
@@ -46,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # ServingClient checks it too, naming its argument; here it is named as typed, and
+    # before TensorFlow is imported and stdin is read as the document.
+    check_host_port("--target", args.target)
     from clinical_ner.formats.jsonl import read_documents, write_json_line
     from clinical_ner.serving.client import ServingClient
 

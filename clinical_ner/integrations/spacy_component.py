@@ -31,7 +31,6 @@ endpoint by its configuration only. See docs/guide/spacy.md.
 """
 import json
 import os
-import re
 import shutil
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,7 +47,13 @@ from clinical_ner.annotators.load import check_model_files
 from clinical_ner.artifacts import saved_model
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
-from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError, check_integer
+from clinical_ner.errors import (
+    ClinicalNERError,
+    ConfigError,
+    ModelError,
+    check_host_port,
+    check_integer,
+)
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.integrations.spacy_tokenizer import doc_text
 from clinical_ner.pretrained import (
@@ -76,10 +81,6 @@ MODEL_COPY = "model"
 # its own): spaCy's Language.batch_size. Short texts need hundreds to a call for
 # annotate's length-sorted batches (benchmarks/README.md, spaCy pipelines).
 DEFAULT_PIPE_BATCH_SIZE = 1000
-# host:port, the host a name, an IPv4 address or an IPv6 one in brackets; no scheme
-# (gRPC would take "http" for a host) and a port that gRPC cannot silently wrap.
-_ENDPOINT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]{1,5})")
-MAX_PORT = 65535
 
 # Our three values of an entity live in one doc.user_data entry, keyed like spaCy's
 # own extension values by offsets (and label): one dict write per entity instead of
@@ -488,11 +489,8 @@ def _check_endpoint(name: str, endpoint: str) -> None:
     if not endpoint:
         raise ConfigError(f"{name}: endpoint must not be empty; give host:port, or leave it "
                           "null to use model")
-    match = _ENDPOINT.fullmatch(endpoint)
-    if match is None or not 1 <= int(match.group(1)) <= MAX_PORT:
-        raise ConfigError(f"{name}: endpoint {endpoint!r} is not host:port with a port from 1 "
-                          f"to {MAX_PORT} (e.g. 'localhost:8500' or '[::1]:8500'; no scheme "
-                          "such as http://)")
+    # Here, not only in ServingClient: the client is made at the first document.
+    check_host_port(f"{name}: endpoint", endpoint)
 
 
 def _batches(docs: Iterable[Doc], size: int, call_limits: Optional[Tuple[int, int]]

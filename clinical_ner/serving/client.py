@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import check_integer, check_seconds
+from clinical_ner.errors import check_host_port, check_integer, check_seconds
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
@@ -118,7 +118,9 @@ class ServingClient:
     ``batch_size`` are sent as several requests (documents of similar length
     together), and a failed request retries only its own batch; results come
     back in the caller's order. ``root_certificates`` (a PEM path or PEM
-    bytes) switches to TLS.
+    bytes) switches to TLS. ``target`` is ``host:port`` (``[::1]:8500`` for
+    IPv6), checked before any connection: a bad one raises
+    :class:`~clinical_ner.errors.ConfigError`.
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class ServingClient:
         deadline: float = defaults.DEADLINE_S,
         max_message_bytes: int = defaults.MAX_MESSAGE_BYTES,
     ) -> None:
+        check_host_port("target", target)
         check_integer("batch_size", batch_size)
         if version is not None:
             check_integer("version", version)

@@ -21,7 +21,8 @@ Where each job lives, and where it differs from TF Serving:
   value). Requests are limited in documents and characters (or integer
   values) per document (``RESOURCE_EXHAUSTED``). The export's signatures get
   only what their graphs answer rightly: ``classify_assertions`` spans within
-  their text, ``predict_tokens`` rows without ``""`` before a token.
+  their text (and, for a model with assertions, covering a token: checked on
+  the answer), ``predict_tokens`` rows without ``""`` before a token.
 * :mod:`~clinical_ner.serving.batcher`: requests that wait for the model
   together are merged into calls of at most ``max_batch_documents`` rows,
   as TF Serving's batching does; a merged call that fails is rerun request

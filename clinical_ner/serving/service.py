@@ -25,6 +25,7 @@ from clinical_ner.serving.errors import TF_ERROR_CODES, RequestError
 from clinical_ner.serving.stats import RequestStats
 from clinical_ner.serving.validation import (
     Limits,
+    check_answer,
     check_contract,
     check_model_name,
     check_same_documents,
@@ -156,6 +157,7 @@ class ModelService:
             ) from None
         outputs = call.outputs
         fields["batch_documents"] = call.batch_documents
+        check_answer(signature_name, inputs, outputs, version.classifies_assertions)
         wanted = output_filter or sorted(outputs)
         unknown = sorted(set(wanted) - set(outputs))
         if unknown:

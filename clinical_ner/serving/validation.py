@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -275,14 +275,40 @@ def _check_spans(inputs: dict[str, np.ndarray]) -> None:
                        dtype=np.int64)
     starts = inputs[signatures.SPAN_START].astype(np.int64)
     ends = inputs[signatures.SPAN_END].astype(np.int64)
-    padding = (starts == -1) & (ends == -1)
-    outside = np.argwhere(~(padding | signatures.span_within(starts, ends, lengths[:, None])))
-    if outside.size:
-        row, column = (int(i) for i in outside[0])
+    within = signatures.span_within(starts, ends, lengths[:, None])
+    _refuse_first_span(~(_padding(starts, ends) | within), starts, ends, lambda row: (
+        f"is neither -1, -1 (padding) nor 0 <= start < end <= {lengths[row]} (text {row}'s "
+        "length in code points)"))
+
+
+def check_answer(signature_name: str, inputs: dict[str, np.ndarray],
+                 outputs: dict[str, np.ndarray], classifies_assertions: bool) -> None:
+    """Refuse an answer the graph gave where the in-process API raises.
+
+    ``classify_assertions`` of a model with assertions answers ``""`` for a
+    span that covers no token (only whitespace, or separators such as a
+    zero-width space), for which ``Annotator.classify_assertions`` raises.
+    """
+    if not classifies_assertions or signature_name != signatures.CLASSIFY_ASSERTIONS:
+        return
+    starts, ends = inputs[signatures.SPAN_START], inputs[signatures.SPAN_END]
+    uncovered = ~_padding(starts, ends) & (outputs[signatures.ASSERTION] == b"")
+    _refuse_first_span(uncovered, starts, ends, lambda row: (
+        f"covers no token of text {row} (only whitespace or separators)"))
+
+
+def _padding(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    return (starts == -1) & (ends == -1)
+
+
+def _refuse_first_span(refused: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                       problem: Callable[[int], str]) -> None:
+    """INVALID_ARGUMENT naming the first span where ``refused`` holds and, by its row, why."""
+    if refused.any():
+        row, column = (int(i) for i in np.argwhere(refused)[0])
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"inputs '{signatures.SPAN_START}' and '{signatures.SPAN_END}' element "
-            f"[{row}, {column}]: span [{starts[row, column]}, {ends[row, column]}) is neither "
-            f"-1, -1 (padding) nor 0 <= start < end <= {lengths[row]} (text {row}'s length "
-            "in code points)",
+            f"[{row}, {column}]: span [{starts[row, column]}, {ends[row, column]}) "
+            f"{problem(row)}",
         )

@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from clinical_ner.artifacts.saved_model import SAVED_MODEL_FILE, read_saved_model, versions
+from clinical_ner.export.signatures import ASSERTION_CLASSES
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.validation import SERVED_DTYPES
 
@@ -43,6 +44,9 @@ class Version:
     signature_defs: get_model_metadata_pb2.SignatureDefMap
     # The restored object owns the variables the functions read.
     restored: Any
+    # Whether the export records assertion classes: then its classify_assertions
+    # answers "" only for padding and for spans that cover no token.
+    classifies_assertions: bool
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,9 @@ def load_version(number: int, path: Path) -> Version:
             )
             continue
         signatures[name] = Signature(function=function, inputs=inputs)
-    return Version(number, signatures, signature_defs, restored)
+    classes = getattr(restored, ASSERTION_CLASSES, None)
+    classifies_assertions = classes is not None and bool(classes.shape.num_elements())
+    return Version(number, signatures, signature_defs, restored, classifies_assertions)
 
 
 class ModelVersions:

@@ -35,7 +35,13 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from clinical_ner.errors import ConfigError, UnavailableError, check_integer, check_seconds
+from clinical_ner.errors import (
+    ConfigError,
+    UnavailableError,
+    check_host_port,
+    check_integer,
+    check_seconds,
+)
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 DISTRIBUTE_MODES = ("none", "mirrored", "multi-worker")
@@ -98,14 +104,11 @@ def parse_tf_config(text: str | None) -> ClusterTask:
         if task_type not in TASK_TYPES:
             raise ConfigError(f"TF_CONFIG: cluster job {task_type!r} is not supported "
                               f"(only {' and '.join(TASK_TYPES)})")
-        if not isinstance(addresses, list) or not addresses or not all(
-                isinstance(address, str) and address.rpartition(":")[2].isdigit()
-                for address in addresses):
+        if not isinstance(addresses, list) or not addresses:
             raise ConfigError(f"TF_CONFIG: cluster.{task_type} must be a list of 'host:port'")
-        for address in addresses:
-            if not 0 < int(address.rpartition(":")[2]) < 65536:
-                raise ConfigError(f"TF_CONFIG: cluster.{task_type}: {address!r} has no valid "
-                                  "port (1 to 65535)")
+        for index, address in enumerate(addresses):
+            # Else TensorFlow fails later and obscurely (a port beyond 65535: an OverflowError).
+            check_host_port(f"TF_CONFIG: cluster.{task_type}[{index}]", address)
     if len(cluster.get("chief", ())) > 1:
         raise ConfigError("TF_CONFIG: a cluster has at most one chief")
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
