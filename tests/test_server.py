@@ -816,10 +816,13 @@ def test_serve_help_points_to_production_serving(capsys):
 def test_a_grace_gRPC_would_read_as_none_is_refused_before_serving(model_base, capsys, grace):
     from clinical_ner.cli import main
 
+    package_level = logging.getLogger("clinical_ner").level
     assert main(["serve", str(model_base), "--port", "0", "--grace", grace]) == 2
     assert capsys.readouterr().err == (
         "clinical-ner serve: error: --grace must be a number of seconds >= 0 and at most "
         f"86400, got {float(grace)!r}\n")
+    # --log-level held only while serving: an in-process caller's loggers are as they were.
+    assert logging.getLogger("clinical_ner").level == package_level
 
 
 def wait_for_line(lines: list[str], pattern: str, timeout: float = 60.0) -> re.Match:

@@ -82,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
 
     # A long-running server: --log-level applies to the package's own
     # loggers (DEBUG: a line per request), other libraries stay at the
-    # command line's level.
-    logging.getLogger("clinical_ner").setLevel(args.log_level)
-    return serve_until_stopped(args.model_base_path, args.model_name, grace_s=args.grace,
-                               **{option: getattr(args, option) for option in SERVER_OPTIONS})
+    # command line's level. Restored after, as main() promises an in-process caller.
+    package_logger = logging.getLogger("clinical_ner")
+    level = package_logger.level
+    package_logger.setLevel(args.log_level)
+    try:
+        return serve_until_stopped(args.model_base_path, args.model_name, grace_s=args.grace,
+                                   **{option: getattr(args, option) for option in SERVER_OPTIONS})
+    finally:
+        package_logger.setLevel(level)
