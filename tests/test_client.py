@@ -307,6 +307,21 @@ def test_a_target_that_is_not_host_port_is_refused_before_connecting(target, sho
         f"clinical-ner client: error: --target{shown} {NOT_HOST_PORT}\n")
 
 
+@pytest.mark.parametrize("option, value, problem", [
+    ("--batch-size", "0", "must be a positive integer, got 0"),
+    ("--version", "0", "must be a positive integer, got 0"),
+    ("--timeout", "nan", "must be a number of seconds > 0 and at most 86400, got nan"),
+    ("--deadline", "1e9", "must be a number of seconds > 0 and at most 86400, got 1000000000.0"),
+])
+def test_client_options_out_of_range_are_named_as_typed(option, value, problem, capsys,
+                                                        monkeypatch):
+    from clinical_ner.cli import main
+
+    monkeypatch.setattr(sys, "stdin", None)  # refused before stdin is read as the document
+    assert main(["client", option, value]) == 2
+    assert capsys.readouterr().err == f"clinical-ner client: error: {option} {problem}\n"
+
+
 @pytest.mark.parametrize("target", ["localhost:8500", "10.0.0.7:65535", "[::1]:1",
                                     "tf-serving.internal:8500"])
 def test_a_target_of_host_and_port_is_taken_without_connecting(target):

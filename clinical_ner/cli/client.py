@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import check_input_files
-from clinical_ner.errors import check_host_port
+from clinical_ner.errors import check_host_port, check_integer, check_seconds
 from clinical_ner.serving import defaults
 
 NAME = "client"
@@ -48,9 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # ServingClient checks it too, naming its argument; here it is named as typed, and
-    # before TensorFlow is imported and stdin is read as the document.
+    # ServingClient checks these too, naming its arguments; here they are named as
+    # typed, and before TensorFlow is imported and stdin is read as the document.
     check_host_port("--target", args.target)
+    check_integer("--batch-size", args.batch_size)
+    if args.version is not None:
+        check_integer("--version", args.version)
+    check_seconds("--timeout", args.timeout, maximum=defaults.MAX_WAIT_S)
+    check_seconds("--deadline", args.deadline, maximum=defaults.MAX_WAIT_S)
     from clinical_ner.formats.jsonl import read_documents, write_json_line
     from clinical_ner.serving.client import ServingClient
 

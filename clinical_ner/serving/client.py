@@ -141,8 +141,8 @@ class ServingClient:
         check_integer("batch_size", batch_size)
         if version is not None:
             check_integer("version", version)
-        check_seconds("timeout", timeout, maximum=24 * 3600)
-        check_seconds("deadline", deadline, maximum=24 * 3600)
+        check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
+        check_seconds("deadline", deadline, maximum=defaults.MAX_WAIT_S)
         check_integer("max_retries", max_retries, minimum=0)
         # gRPC's message limits are C ints.
         check_integer("max_message_bytes", max_message_bytes, maximum=2**31 - 1)

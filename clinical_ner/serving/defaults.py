@@ -32,4 +32,6 @@ MAX_GRACE_S = 24 * 3600.0
 # Client: per attempt, per request with its retries, and retries at most.
 TIMEOUT_S = 10.0
 DEADLINE_S = 30.0
+#: The longest timeout or deadline: a day (a longer one is a mistake).
+MAX_WAIT_S = 24 * 3600.0
 MAX_RETRIES = 10
