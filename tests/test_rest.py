@@ -293,6 +293,22 @@ def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
     connection.close()
 
 
+@pytest.mark.parametrize("lengths", [["1_5"], ["+15"], ["\u0661\u0665"], ["-1"],
+                                     ["15", "16"]])
+def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_refused(server, lengths):
+    body = b'{"instances": []}'[:15]
+    with socket_to_port(server.bound_rest_port) as raw:
+        headers = "".join(f"Content-Length: {length}\r\n" for length in lengths)
+        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n{headers}"
+                    "\r\n".encode() + body)
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400"), status_line
+    assert b"Content-Length" in rest and b"Connection: close" in rest
+
+
 def test_a_draining_server_answers_503(server, rest):
     server._service.draining.set()
     try:
@@ -366,9 +382,13 @@ def test_no_request_text_in_logs(rest, caplog, capfd):
 
 
 def socket_to(rest):
+    return socket_to_port(rest.port, rest.host)
+
+
+def socket_to_port(port, host="127.0.0.1"):
     import socket
 
-    return socket.create_connection((rest.host, rest.port), timeout=30)
+    return socket.create_connection((host, port), timeout=30)
 
 
 def test_rest_equals_grpc_on_the_maccrobat_dev_documents(model_base, shared_data):

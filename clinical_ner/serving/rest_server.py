@@ -15,6 +15,7 @@ import contextlib
 import http
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 _IDLE_TIMEOUT_S = 60.0
 # How long a refused body is read and dropped before the connection closes.
 _LINGER_S = 2.0
+# A Content-Length as RFC 9112 writes it (1*DIGIT).
+_DECIMAL_DIGITS = re.compile(r"[0-9]+")
 
 
 class _HttpRefusal(Exception):
@@ -85,14 +88,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
             )
-        length_text = self.headers.get("Content-Length", "0")
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise _HttpRefusal(400, "Content-Length is not a number") from None
+        # RFC 9112: decimal digits only (int() would also take "1_5", "+15", " 15" or
+        # other scripts' digits), and several different lengths make the framing unknown.
+        values = set(self.headers.get_all("Content-Length") or ["0"])
+        if len(values) > 1:
+            raise _HttpRefusal(400, "the request has Content-Length headers that disagree")
+        length_text = values.pop()
+        if not _DECIMAL_DIGITS.fullmatch(length_text):
+            raise _HttpRefusal(400, "Content-Length is not a number of bytes (digits 0-9 only)")
+        length = int(length_text)
         limit = self.server.max_body_bytes
-        if length < 0:
-            raise _HttpRefusal(400, "Content-Length is negative")
         if length > limit:
             raise _HttpRefusal(
                 413, f"the body has {length} bytes; the limit is {limit} (--max-message-bytes)"
