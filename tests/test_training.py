@@ -234,8 +234,9 @@ def test_resume_accepts_the_first_commands_options_and_names_one_that_changes(
     saved_embeddings = json.loads((output / "config.json").read_text())["embeddings"]
     moved = [str(elsewhere) if argument == str(VECTORS) else argument for argument in first]
     assert main(moved + ["--config", str(same), "--epochs", "4"]) == 0
-    assert json.loads((output / "checkpoint" / "state.json").read_text())["epoch"] == 4
-    assert json.loads((output / "config.json").read_text())["embeddings"] == saved_embeddings
+    # (The run stops early: its dev F1 has not risen for `patience` epochs.)
+    saved = json.loads((output / "config.json").read_text())
+    assert saved["epochs"] == 4 and saved["embeddings"] == saved_embeddings
 
 
 def test_resume_in_the_library_refuses_other_settings_instead_of_ignoring_them(
