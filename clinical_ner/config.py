@@ -259,8 +259,18 @@ def _read_settings(path: str | Path) -> dict:
 def changed_on_resume(given: NERConfig, saved: NERConfig) -> list[str]:
     """The settings of ``given`` that a run resumed from ``saved`` may not change.
 
-    Every setting but :data:`RESUME_MAY_CHANGE`, in the order of the fields.
+    Every setting but :data:`RESUME_MAY_CHANGE`, in the order of the fields;
+    of the embeddings only their path may change (it is not read on resume),
+    not how many files there are (none, for a run without vectors).
     """
     given_values, saved_values = given.to_dict(), saved.to_dict()
     return [name for name in saved_values
-            if name not in RESUME_MAY_CHANGE and given_values.get(name) != saved_values[name]]
+            if (name == "embeddings"
+                and _file_count(given.embeddings) != _file_count(saved.embeddings))
+            or (name not in RESUME_MAY_CHANGE and given_values.get(name) != saved_values[name])]
+
+
+def _file_count(paths: str | list[str] | None) -> int:
+    if not paths:
+        return 0
+    return 1 if isinstance(paths, str) else len(paths)

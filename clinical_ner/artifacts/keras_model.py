@@ -37,11 +37,12 @@ def missing_files(directory: str | os.PathLike) -> list[str]:
             if not os.path.isfile(os.path.join(os.fspath(directory), name))]
 
 
-def is_complete_archive(directory: str | os.PathLike) -> bool:
-    """Whether ``directory``'s :data:`MODEL_FILE` is a whole zip archive, as Keras writes it.
+def is_complete_archive(directory: str | os.PathLike, name: str = MODEL_FILE) -> bool:
+    """Whether ``directory``'s :data:`MODEL_FILE` (or ``name``) is a whole zip archive, as Keras
+    writes it.
 
     A truncated or emptied copy lacks the archive's directory at its end, which
     Keras then reports as weights that do not fit the model; this reads only
     that end, without TensorFlow.
     """
-    return zipfile.is_zipfile(os.path.join(os.fspath(directory), MODEL_FILE))
+    return zipfile.is_zipfile(os.path.join(os.fspath(directory), name))

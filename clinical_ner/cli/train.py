@@ -7,7 +7,7 @@ from pathlib import Path
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
-from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig, changed_on_resume
+from clinical_ner.config import NERConfig, changed_on_resume
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -95,26 +95,12 @@ def run(args: argparse.Namespace) -> int:
         corpora = read_corpus_file(args.corpus)
     elif not args.train:
         raise ConfigError("give training data: --train DATA (repeatable) or --corpus FILE")
-    values = {}
-    # Fine-tuning starts from the base model's settings; --config changes those it names.
-    base = NERConfig.load(args.init_from) if args.init_from else None
-    if args.config:
-        values = NERConfig.from_file(args.config, base=base).to_dict()
-    elif base is not None:
-        values = base.to_dict()
-    for name in CONFIG_OPTIONS:
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    # Paths given here are made absolute; one inherited from --init-from's base is
-    # kept as recorded, since fine-tuning requires it unchanged (and does not read it).
-    inherited = base is not None and values.get("embeddings") == base.embeddings
-    if values.get("embeddings") and not inherited:
-        values["embeddings"] = absolute_paths(values["embeddings"])
+    options = {name: getattr(args, name) for name in CONFIG_OPTIONS
+               if getattr(args, name) is not None}
     if args.resume:
-        config = _resumed_config(values, Path(args.output), {
-            name for name in CONFIG_OPTIONS if getattr(args, name) is not None})
+        config = _resumed_config(args.config, options, Path(args.output))
     else:
-        config = NERConfig.from_dict(values)
+        config = _new_config(args.config, options, args.init_from)
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
           label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,
@@ -124,21 +110,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resumed_config(values: dict, output: Path, options: set[str]) -> NERConfig | None:
-    """The saved settings with the options given (``None``: none given, or nothing saved).
+def _new_config(config_file: str | None, options: dict, init_from: str | None) -> NERConfig:
+    """The defaults (or, fine-tuning, the base model's settings), then --config's, then options'."""
+    base = NERConfig.load(init_from) if init_from else None
+    values = {}
+    if config_file:
+        values = NERConfig.from_file(config_file, base=base).to_dict()
+    elif base is not None:
+        values = base.to_dict()
+    values.update(options)
+    # Paths given here are made absolute; one inherited from --init-from's base is
+    # kept as recorded, since fine-tuning requires it unchanged (and does not read it).
+    inherited = base is not None and values.get("embeddings") == base.embeddings
+    if values.get("embeddings") and not inherited:
+        values["embeddings"] = absolute_paths(values["embeddings"])
+    return NERConfig.from_dict(values)
 
-    ``--resume`` keeps the saved settings: an option that repeats one is
-    accepted (a restarted worker runs its first command again), one that
-    changes it is named as the user gave it. ``--epochs`` may change, and so
-    may ``--embeddings``' path (not read on resume; it differs on another
-    machine of a cluster).
+
+def _resumed_config(config_file: str | None, options: dict, output: Path) -> NERConfig | None:
+    """The saved settings with --config's and the options given (``None``: none given, or
+    nothing saved).
+
+    ``--resume`` keeps the saved settings: the --config file applies over
+    them, so that only the settings it names are compared; an option or
+    setting that repeats one is accepted (a restarted worker runs its first
+    command again), one that changes it is named as the user gave it.
+    ``--epochs`` may change, and so may ``--embeddings``' path (not read on
+    resume; it differs on another machine of a cluster).
     """
     from clinical_ner.training.checkpoints import has_checkpoint
 
-    if not values or not has_checkpoint(output):
+    if not (config_file or options) or not has_checkpoint(output):
         return None  # train() says when there is nothing to resume
     saved = NERConfig.load(output)
-    given = NERConfig.from_dict({**saved.to_dict(), **values})
+    given = NERConfig.from_file(config_file, base=saved) if config_file else saved
+    given = NERConfig.from_dict({**given.to_dict(), **options})
     changed = changed_on_resume(given, saved)
     if changed:
         # Named as the user gave it (options win over the --config file).
@@ -146,6 +152,6 @@ def _resumed_config(values: dict, output: Path, options: set[str]) -> NERConfig 
         where = (f"--{name.replace('_', '-')}" if name in options
                  else f"the --config setting {name!r}")
         raise ConfigError(f"--resume continues with the saved configuration, but {where} "
-                          f"differs from {output / 'config.json'}; leave it out (only "
-                          f"{' and '.join('--' + name for name in RESUME_MAY_CHANGE)} may change)")
+                          f"differs from {output / 'config.json'}; leave it out (only --epochs and "
+                          "the path of --embeddings may change)")
     return given

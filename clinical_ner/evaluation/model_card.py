@@ -38,13 +38,13 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
                     dev_path: str | Path | None = None, data_format: str = "auto",
                     label_map: dict | None = None, skip_invalid: bool = False,
                     assertion_map: dict | None = None,
-                    fine_tuned_from: str | Path | None = None) -> Path:
+                    fine_tuned_from: str | Path | dict | None = None) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
     Reads the corpora again to count them (the trainer keeps only sentences),
     and scores the best model on ``dev_path`` if given. ``fine_tuned_from``
     is the ``--init-from`` model, whose own training record the card keeps
-    (:func:`base_model_record`).
+    (:func:`base_model_record`), or that record itself (a resumed run's).
     """
     import keras
     import tensorflow as tf
@@ -73,7 +73,7 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
 
 def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: dict,
                                skip_invalid: bool = False,
-                               fine_tuned_from: str | Path | None = None) -> Path:
+                               fine_tuned_from: str | Path | dict | None = None) -> Path:
     """After training from a corpus file: record each corpus and its dev scores, write the card.
 
     ``corpus_set`` is a :class:`clinical_ner.formats.corpora.CorpusSet`;
@@ -156,21 +156,29 @@ def parameter_rows(model) -> list[dict]:
     return rows
 
 
-def base_model_record(init_from: str | Path | None) -> dict:
+def base_model_record(init_from: str | Path | dict | None) -> dict:
     """``{"fine_tuned_from": {"model", "training"}}`` for a model fine-tuned from ``init_from``.
 
     ``training`` is the base model's own training record (its data, corpora
     and dev scores; ``None`` if its card has none), so that a fine-tuned
     model's card still says what every stage learnt from. Empty without
-    ``init_from``.
+    ``init_from``; ``init_from`` may be such a record already (kept by a
+    checkpoint, when the base model may have moved since).
     """
     if init_from is None:
         return {}
+    if isinstance(init_from, dict):
+        return {"fine_tuned_from": init_from}
     path = resolve_model_path(init_from)
     # A bundled model by its name (the command line passes its folder), not
     # by where this installation keeps it.
     return {"fine_tuned_from": {"model": model_reference(path),
                                 "training": _load_card_data(path).get("training")}}
+
+
+def recorded_base_model(model_dir: str | Path) -> dict | None:
+    """The ``fine_tuned_from`` record of ``model_dir``'s card (``None``: none, or no card)."""
+    return (_load_card_data(Path(model_dir)).get("training") or {}).get("fine_tuned_from")
 
 
 def _load_card_data(model_dir: Path) -> dict:

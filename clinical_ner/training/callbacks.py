@@ -35,10 +35,20 @@ class RunState:
     best_epoch: int = 0
     wait: int = 0  # epochs since the best one
     history: list[dict] = field(default_factory=list)  # one log entry per epoch
+    # What the run trains on (:func:`clinical_ner.training.run_data.data_facts`), so that
+    # --resume goes on with the same data.
+    data: dict | None = None
+    # The card's record of the --init-from model, kept for a resumed run's card.
+    fine_tuned_from: dict | None = None
+
+    #: Fields that checkpoints written before them lack.
+    ADDED_LATER = ("data", "fine_tuned_from")
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunState":
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+        """The state of ``checkpoint/state.json``; a ``KeyError`` if one it must have is missing."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)
+                      if f.name in values or f.name not in cls.ADDED_LATER})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

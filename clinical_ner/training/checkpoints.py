@@ -14,8 +14,8 @@ from pathlib import Path
 
 import keras
 
-from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR, is_complete_archive
+from clinical_ner.errors import ClinicalNERError, ModelError
 from clinical_ner.model.network import ClinicalNERModel
 
 STATE_FILE = "state.json"
@@ -55,11 +55,42 @@ def has_checkpoint(output: Path) -> bool:
     return (output / CHECKPOINT_DIR / STATE_FILE).is_file()
 
 
+def damaged_checkpoint(path: Path, output: Path) -> ModelError:
+    """The error for a checkpoint file that is torn, emptied or edited (named, not a traceback)."""
+    return ModelError(f"{path}: damaged or incomplete, so {output} cannot be resumed; restore "
+                      "the file, or train again into a new --output")
+
+
 def load_checkpoint(output: Path) -> tuple[keras.Model, dict]:
-    """The last committed epoch's model (with optimizer state) and training state."""
+    """The last committed epoch's model (with optimizer state) and training state.
+
+    A state file or model file that cannot be read is a :class:`ModelError`
+    naming it (a disk filled up, a copy cut short, a hand edit).
+    """
     checkpoint_dir = output / CHECKPOINT_DIR
     if not has_checkpoint(output):
         raise ClinicalNERError(f"{output}: nothing to resume (no {CHECKPOINT_DIR}/{STATE_FILE})")
-    state = json.loads((checkpoint_dir / STATE_FILE).read_text(encoding="utf-8"))
-    model = keras.saving.load_model(checkpoint_dir / state["checkpoint_model"], safe_mode=True)
+    state_path = checkpoint_dir / STATE_FILE
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except ValueError:  # JSON's and UTF-8's errors alike
+        raise damaged_checkpoint(state_path, output) from None
+    model_name = state.get("checkpoint_model") if isinstance(state, dict) else None
+    # A plain file name in the checkpoint folder, as save_checkpoint writes it.
+    if not isinstance(model_name, str) or Path(model_name).name != model_name:
+        raise damaged_checkpoint(state_path, output)
+    model_path = checkpoint_dir / model_name
+    # A truncated archive reads as weights that do not fit the model; say what it is.
+    if not is_complete_archive(checkpoint_dir, model_name):
+        raise damaged_checkpoint(model_path, output)
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True)
+    except (ValueError, OSError, KeyError):
+        raise damaged_checkpoint(model_path, output) from None
     return model, state
+
+
+def remove_partial_files(checkpoint_dir: Path) -> None:
+    """Delete what a save cut short left (the atomic writes' ``.NAME.partial*`` files)."""
+    for partial in checkpoint_dir.glob(".*.partial*"):
+        partial.unlink()

@@ -26,8 +26,11 @@ import numpy as np
 import tensorflow as tf
 
 from clinical_ner.training.assertion_cues import cued_copies
-from clinical_ner.training.checkpoints import CHECKPOINT_DIR, has_checkpoint, load_checkpoint
-from clinical_ner.config import RESUME_MAY_CHANGE, NERConfig, changed_on_resume
+from clinical_ner.training.checkpoints import (
+    CHECKPOINT_DIR, STATE_FILE, damaged_checkpoint, has_checkpoint, load_checkpoint,
+    remove_partial_files,
+)
+from clinical_ner.config import NERConfig, changed_on_resume
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
     encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
@@ -45,7 +48,9 @@ from clinical_ner.formats.corpora import (
     CORPUS_FILE_REPLACES, CorpusSet, check_assertion_map_sources, check_label_map_sources,
 )
 from clinical_ner.artifacts.keras_model import CONFIG_FILE, MODEL_FILE
-from clinical_ner.evaluation.model_card import record_corpus_set_training, record_training
+from clinical_ner.evaluation.model_card import (
+    base_model_record, record_corpus_set_training, record_training, recorded_base_model,
+)
 from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.training.multi_corpus import (
@@ -56,6 +61,7 @@ from clinical_ner.training.callbacks import (
     BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
     TrainingRun,
 )
+from clinical_ner.training.run_data import check_same_data, data_facts
 from clinical_ner.training.steps import EpochTrainer, reseed_dropout
 from clinical_ner.model.vocab import Vocabulary
 
@@ -140,6 +146,10 @@ def train(
             dev_sentences = _read_dev_data(dev_path, train_labels, **read)
 
     original_count = len(train_sentences)
+    # Before the cued copies, which are drawn from these sentences and the seed.
+    data = data_facts(train_sentences, dev_sentences if distribution.is_chief else None,
+                      has_dev, corpus_file=corpora is not None, data_format=data_format,
+                      label_map=label_map, assertion_map=assertion_map)
     if distribution.task is not None:
         _check_workers_agree(distribution, config, original_count, has_dev, resume)
     if config.assertion_cue_copies:
@@ -149,16 +159,24 @@ def train(
         with distribution.strategy.scope():
             if resume:
                 model, state = _resumed(output, emit)
+                check_same_data(state.data, data, output, emit)
+                state.data = data  # an older checkpoint's run is checked from now on
                 vocab = Vocabulary.load(output)
             else:
                 model, vocab = _first_model(config, train_sentences, train_labels, init_from,
                                             emit)
-                state = RunState()
+                state = RunState(data=data, fine_tuned_from=base_model_record(init_from).get(
+                    "fine_tuned_from"))
+        if resume:
+            config = _resumed_epochs(config, state, output, emit)
+            if distribution.is_chief:
+                remove_partial_files(output / CHECKPOINT_DIR)
         # Made once the model is built, so that a bad embeddings file leaves no folder behind.
         # (A resumed process other than the chief starts from an empty directory.)
         (directory / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        # On resume too: config.json says how many epochs the run is to train.
+        config.save(directory)
         if not resume:
-            config.save(directory)
             vocab.save(directory)
         run = TrainingRun(model, state, directory)
         selection = ModelSelection(config.patience, has_dev=has_dev)
@@ -222,14 +240,17 @@ def train(
                 callback.on_epoch_end(run, entry)
         if stopped_early:
             emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
+        # A resumed fine-tuning run is still fine-tuned from its base model; a checkpoint
+        # older than that record leaves the card's, if the run had written one.
+        base = state.fine_tuned_from or (recorded_base_model(output) if resume else None)
         if distribution.is_chief and corpora is not None:
             best = [entry for entry in state.history if entry.get("best")]
             record_corpus_set_training(output, corpora,
                                        best[-1].get("dev_corpora", {}) if best else {},
-                                       skip_invalid, fine_tuned_from=init_from)
+                                       skip_invalid, fine_tuned_from=base)
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
-                            assertion_map, fine_tuned_from=init_from)
+                            assertion_map, fine_tuned_from=base)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
@@ -325,7 +346,7 @@ def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) ->
         given, kept = config.to_dict(), saved.to_dict()
         raise ConfigError(f"resume continues with the saved configuration, but its {name} "
                           f"differs from {output / CONFIG_FILE} ({given.get(name)!r} given, "
-                          f"{kept[name]!r} there); only {' and '.join(RESUME_MAY_CHANGE)} may "
+                          f"{kept[name]!r} there); only epochs and the embeddings' path may "
                           "change")
 
 
@@ -379,9 +400,26 @@ def _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit
 
 
 def _resumed(output: Path, emit: Callable[[str], None]) -> tuple[keras.Model, RunState]:
-    model, state = load_checkpoint(output)
-    emit(f"resuming {output} after epoch {state['epoch']}")
-    return model, RunState.from_dict(state)
+    model, values = load_checkpoint(output)
+    try:
+        state = RunState.from_dict(values)
+    except KeyError:
+        raise damaged_checkpoint(output / CHECKPOINT_DIR / STATE_FILE, output) from None
+    emit(f"resuming {output} after epoch {state.epoch}")
+    return model, state
+
+
+def _resumed_epochs(config: NERConfig, state: RunState, output: Path,
+                    emit: Callable[[str], None]) -> NERConfig:
+    """The resumed run's settings; an epoch budget already spent trains nothing, and says so.
+
+    Not an error: a restarted worker may run its finished command again.
+    """
+    if config.epochs > state.epoch:
+        return config
+    emit(f"note: {output} has already trained {state.epoch} epochs, so --epochs "
+         f"{config.epochs} trains none; give more epochs to train on")
+    return config.replace(epochs=state.epoch)
 
 
 def _first_model(config: NERConfig, sentences: list[Sentence], labels: set[str],
