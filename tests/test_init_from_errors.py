@@ -54,7 +54,8 @@ def test_a_truncated_model_file_is_named_so_when_fine_tuned_or_loaded(trained_mo
 @pytest.mark.parametrize("change, counts", [
     (lambda vocab: {**vocab, "words": vocab["words"] + ["zz-extra"]}, "words against the model's"),
     (lambda vocab: {**vocab, "chars": vocab["chars"][:-1]}, "characters against the model's"),
-    (lambda vocab: {**vocab, "tags": list(reversed(vocab["tags"]))}, "its tags are not the model's"),
+    (lambda vocab: {**vocab, "tags": list(reversed(vocab["tags"]))},
+     "its tags are not the model's"),
 ])
 def test_another_model_s_vocabulary_is_named(trained_model, tmp_path, capsys, change, counts):
     # train --init-from ended with an internal error (IndexError), evaluate with
