@@ -33,7 +33,9 @@ import numpy as np
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.training.distribute import distribution_for, parse_tf_config
+from clinical_ner.training.distribute import (
+    distribution_for, ignored_tf_config_warning, parse_tf_config,
+)
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
@@ -242,6 +244,13 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
      r"cluster.worker\[0\] 'http://trainer-0:2222' " + NOT_HOST_PORT),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "0"}}',
      "task index '0' is not a whole number"),
+    # A worker listed twice waited for itself for ever, deaf to SIGTERM and --connect-timeout.
+    ('{"cluster": {"worker": ["127.0.0.1:23481", "127.0.0.1:23481"]}, '
+     '"task": {"type": "worker", "index": 0}}',
+     r"cluster.worker\[1\] '127.0.0.1:23481' is also cluster.worker\[0\]"),
+    ('{"cluster": {"chief": ["Trainer-0:2222"], "worker": ["trainer-0:2222"]}, '
+     '"task": {"type": "worker", "index": 0}}',
+     r"cluster.worker\[0\] 'trainer-0:2222' is also cluster.chief\[0\]"),
 ])
 def test_bad_tf_config_is_named(text, message):
     with pytest.raises(ConfigError, match=message):
@@ -256,6 +265,28 @@ def test_a_connect_timeout_that_is_no_finite_positive_number_is_named(seconds):
     with pytest.raises(ConfigError, match="--connect-timeout must be a number of seconds"):
         distribution_for("multi-worker", connect_timeout_s=seconds,
                          environ={"TF_CONFIG": config})
+
+
+@pytest.mark.parametrize("mode", ["none", "mirrored"])
+def test_a_bad_connect_timeout_is_named_in_every_mode(mode):
+    # It was accepted quietly unless --distribute multi-worker.
+    with pytest.raises(ConfigError, match="--connect-timeout must be a number of seconds"):
+        distribution_for(mode, connect_timeout_s=-3, environ={})
+
+
+@pytest.mark.parametrize(("mode", "environ", "warned"), [
+    ("none", {"TF_CONFIG": '{"cluster": {}}'}, True),
+    (None, {"TF_CONFIG": '{"cluster": {}}'}, True),
+    ("mirrored", {"TF_CONFIG": '{"cluster": {}}'}, True),
+    ("multi-worker", {"TF_CONFIG": '{"cluster": {}}'}, False),
+    ("none", {}, False),
+])
+def test_tf_config_without_multi_worker_is_warned_of(mode, environ, warned):
+    # Else every process of a cluster trained alone, silently, each writing --output.
+    warning = ignored_tf_config_warning(mode, environ)
+    assert (warning is not None) == warned
+    if warned:
+        assert "TF_CONFIG is set but --distribute is" in warning and "\n" not in warning
 
 
 @pytest.mark.parametrize(("mode", "devices", "message"), [

@@ -129,3 +129,27 @@ def test_the_card_command_leaves_the_bundled_model_s_card_as_shipped(tmp_path, c
     monkeypatch.chdir(tmp_path)  # a folder of that name in the working directory is not it
     shutil.copytree(bundled_model_path(), tmp_path / "clinical")
     assert main(["card", "clinical"]) == 0
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda log: log[:30], "line 1: not a JSON object (truncated?)"),
+    (lambda log: '{"epoch": 1}\n', "line 1: not an epoch's entry"),
+])
+def test_a_damaged_training_log_costs_the_card_its_training_time_only(trained, tmp_path, caplog,
+                                                                      damage, problem):
+    # It ended `clinical-ner card` with an internal error (JSONDecodeError, KeyError).
+    from clinical_ner.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    log = model / "training_log.jsonl"
+    log.write_text(damage(log.read_text(encoding="utf-8")), encoding="utf-8")
+    assert main(["card", str(model)]) == 0
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    assert f"## Training time\n\nNot readable: `training_log.jsonl` {problem}" in card
+    for section in SECTIONS:
+        assert section in card
+    [warning] = [record.getMessage() for record in caplog.records
+                 if record.levelname == "WARNING"]
+    assert f"{log}:{problem[len('line '):]}" in warning
+    assert warning.endswith("the card leaves out the training time")

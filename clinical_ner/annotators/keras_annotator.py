@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clinical_ner.annotators.base import Annotator
-from clinical_ner.artifacts.keras_model import MODEL_FILE
+from clinical_ner.artifacts.keras_model import (
+    MODEL_FILE, VOCAB_FILE, is_complete_archive, truncated_archive_message,
+)
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import ModelError
 from clinical_ner.export import signatures
@@ -78,6 +80,9 @@ class KerasAnnotator(Annotator):
                 f"train one with 'clinical-ner train', or use the bundled model "
                 f"'{DEFAULT_MODEL}'"
             )
+        if not is_complete_archive(directory):
+            # Keras would report it as weights that do not fit, and "File not found".
+            raise ModelError(truncated_archive_message(directory))
         config = NERConfig.load(directory)
         vocab = Vocabulary.load(directory)
         try:
@@ -90,6 +95,7 @@ class KerasAnnotator(Annotator):
                 "0.2.0 kept the word embedding in one table); retrain it with "
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
+        _check_vocabulary_fits(directory, vocab, model)
         return cls(model, vocab, config)
 
     def export(self, base_path: str | Path, version: int | None = None) -> Path:
@@ -118,3 +124,22 @@ class KerasAnnotator(Annotator):
             np.array(signatures.padded_token_rows(sentences), dtype=object))
         return signatures.tags_from_outputs(
             {name: value.numpy() for name, value in outputs.items()})
+
+
+def _check_vocabulary_fits(directory: Path, vocab: Vocabulary, model: ClinicalNERModel) -> None:
+    """Raise :class:`ModelError` unless ``vocab.json`` is the one ``model.keras`` was built with.
+
+    Another model's vocabulary gives ids beyond the embedding tables (an
+    IndexError, or TensorFlow's InvalidArgumentError mid-run) or wrong tags.
+    """
+    sizes = {"words": (len(vocab.words), model.num_words),
+             "characters": (len(vocab.chars), model.num_chars),
+             "tags": (list(vocab.tags), list(model.tags)),
+             "assertion classes": (list(vocab.assertions), list(model.assertions))}
+    for what, (in_vocab, in_model) in sizes.items():
+        if in_vocab != in_model:
+            counts = (f"{in_vocab} {what} against the model's {in_model}"
+                      if isinstance(in_vocab, int) else f"its {what} are not the model's")
+            raise ModelError(f"{directory / VOCAB_FILE}: does not match {MODEL_FILE}'s "
+                             f"embedding tables and outputs ({counts}), so it comes from another "
+                             "model; copy the whole model folder again")

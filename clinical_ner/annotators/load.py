@@ -67,8 +67,7 @@ def check_model_files(path: str | os.PathLike) -> str:
     if keras_model.is_model_directory(directory):
         _check_complete(directory, keras_model)
         if not keras_model.is_complete_archive(directory):
-            raise ModelError(f"{directory}: {keras_model.MODEL_FILE} is not a complete Keras "
-                             "archive (truncated or damaged); copy the model again")
+            raise ModelError(keras_model.truncated_archive_message(directory))
         return "keras"
     if saved_model.holds_saved_model(directory):
         _check_complete(directory, saved_model)
@@ -81,6 +80,22 @@ def check_model_files(path: str | os.PathLike) -> str:
         _check_complete(version_dir, saved_model)
         return "saved_model"
     raise ModelError(not_a_model_message(directory))
+
+
+def check_fine_tunable(path: str | os.PathLike) -> None:
+    """Raise :class:`ModelError` unless ``path`` is a model directory that can be fine-tuned.
+
+    Only a Keras model directory (``clinical-ner train``) holds the weights as
+    trainable variables; an export is named as such, so that the user looks
+    for the folder it was exported from rather than for a missing file.
+    """
+    directory = resolve_model_path(path)
+    kind = check_model_files(directory)
+    if kind != "keras":
+        name = "SavedModel" if kind == "saved_model" else "LiteRT"
+        raise ModelError(f"{directory}: a {name} export cannot be fine-tuned; give the Keras "
+                         f"model directory it was exported from (the one with "
+                         f"{keras_model.MODEL_FILE})")
 
 
 def not_a_model_message(directory: str | os.PathLike) -> str:

@@ -46,3 +46,9 @@ def is_complete_archive(directory: str | os.PathLike, name: str = MODEL_FILE) ->
     that end, without TensorFlow.
     """
     return zipfile.is_zipfile(os.path.join(os.fspath(directory), name))
+
+
+def truncated_archive_message(directory: str | os.PathLike) -> str:
+    """The error for a :data:`MODEL_FILE` that fails :func:`is_complete_archive`."""
+    return (f"{os.fspath(directory)}: {MODEL_FILE} is not a complete Keras archive "
+            "(truncated or damaged); copy the model again")

@@ -95,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
         corpora = read_corpus_file(args.corpus)
     elif not args.train:
         raise ConfigError("give training data: --train DATA (repeatable) or --corpus FILE")
+    if args.init_from:
+        from clinical_ner.annotators.load import check_fine_tunable
+
+        # Before its config.json is read: an export or a data folder is named as such.
+        check_fine_tunable(args.init_from)
     options = {name: getattr(args, name) for name in CONFIG_OPTIONS
                if getattr(args, name) is not None}
     if args.resume:

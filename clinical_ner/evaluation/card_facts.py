@@ -4,6 +4,7 @@ Counts, labels and scores only: never text from the data.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from clinical_ner.formats import Corpus, load_corpus
@@ -35,8 +36,83 @@ def read_corpus(path: str | Path, data_format: str, label_map: dict | None,
                        assertion_map=assertion_map)
 
 
-def _same_path(a: str | Path, b: str | Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
+#: Hex digits kept of each document's SHA-256: 64 bits, so that two different documents of
+#: any corpus share one with a chance below 1e-9, and the card stays small.
+HASH_DIGITS = 16
+TRAINED = "WARNING: the model was trained on this data; these scores overstate it"
+DEV = ("the model did not train on this data; it was the dev data that chose the training "
+       "epoch (early stopping), so the scores are slightly optimistic")
+NOT_TRAINED = "the model did not train on this data (it is none of its training data)"
+UNKNOWN = "the model's training data was not recorded, so whether it saw this data is unknown"
+
+
+def document_hashes(corpus: Corpus) -> list[str]:
+    """A short SHA-256 of each document's tokens (documents without any are left out).
+
+    Recorded at training, they tell whether data a card is asked about was
+    trained on wherever it lies now (a copy, a superset): paths cannot. Tokens,
+    not the text, so that the same note in another layout or format matches
+    when it tokenises alike. One-way, but whoever holds a note can test whether
+    the model trained on it, as with any list of the training data.
+    """
+    return [hashlib.sha256(" ".join(token for sentence in document.sentences
+                                    for token in sentence.tokens).encode("utf-8")
+                           ).hexdigest()[:HASH_DIGITS]
+            for document in corpus.documents
+            if any(sentence.tokens for sentence in document.sentences)]
+
+
+def training_summary(path: str | Path, corpus: Corpus) -> dict:
+    """:func:`summarise_corpus` for the training record: the absolute path, documents' hashes."""
+    return {**summarise_corpus(Path(path).resolve(), corpus),
+            "document_hashes": document_hashes(corpus)}
+
+
+def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
+    """What ``corpus`` (read from ``data``) was to the model, from its training record."""
+    if not training:
+        return UNKNOWN
+    records = [*training.get("train_data", []), *filter(None, [training.get("dev_data")])]
+    if not all("document_hashes" in record for record in records):
+        return _path_relation(data, training)
+    hashes = document_hashes(corpus)
+    trained = {digest for record in training.get("train_data", [])
+               for digest in record["document_hashes"]}
+    dev = set((training.get("dev_data") or {}).get("document_hashes", ()))
+    seen = sum(digest in trained for digest in hashes)
+    chose = sum(digest in dev for digest in hashes)
+    if hashes and seen == len(hashes):
+        return TRAINED
+    if seen:
+        return (f"WARNING: {seen} of {len(hashes)} documents were in the model's training "
+                "data; these scores overstate it")
+    if hashes and chose == len(hashes):
+        return DEV
+    if chose:
+        return (f"the model did not train on this data; {chose} of {len(hashes)} documents "
+                "were the dev data that chose the training epoch (early stopping), so the "
+                "scores are slightly optimistic")
+    return NOT_TRAINED
+
+
+def _path_relation(data: str | Path, training: dict) -> str:
+    """For older records, without documents' hashes: by path, where the paths can tell.
+
+    Such records kept ``--train`` as typed: a relative path is relative to a
+    directory that was not recorded, so not matching it proves nothing.
+    """
+    trained_on = [item["path"] for item in training.get("train_data", [])]
+    dev = (training.get("dev_data") or {}).get("path")
+    here = Path(data).resolve()
+    if any(here == Path(path).resolve() for path in trained_on):
+        return TRAINED
+    if dev and here == Path(dev).resolve():
+        return DEV
+    if not all(Path(path).is_absolute() for path in [*trained_on, *filter(None, [dev])]):
+        return ("the model's training data was recorded by relative paths, so whether it saw "
+                "this data is unknown")
+    return ("the model did not train on this data where it lies (its training data's "
+            "documents were not recorded, so a copy would not be recognised)")
 
 
 def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str = "auto",
@@ -48,16 +124,5 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
 
     corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
     report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus))
-    training = (card or {}).get("training") or {}
-    trained_on = [item["path"] for item in training.get("train_data", [])]
-    dev = (training.get("dev_data") or {}).get("path")
-    if any(_same_path(data, path) for path in trained_on):
-        relation = "WARNING: the model was trained on this data; these scores overstate it"
-    elif dev and _same_path(data, dev):
-        relation = ("the model did not train on this data; it was the dev data that chose "
-                    "the training epoch (early stopping), so the scores are slightly optimistic")
-    elif training:
-        relation = "the model did not train on this data (it is none of its training data)"
-    else:
-        relation = "the model's training data was not recorded, so whether it saw this data is unknown"
+    relation = data_relation(data, corpus, (card or {}).get("training") or {})
     return {"data": summarise_corpus(data, corpus), "relation": relation, "report": report}

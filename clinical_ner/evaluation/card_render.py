@@ -7,17 +7,21 @@ come from the recorded facts (:func:`clinical_ner.evaluation.model_card.paramete
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import zipfile
 from pathlib import Path
 
 from clinical_ner.config import NERConfig
+from clinical_ner.errors import DataFormatError
 from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.model.vocab import VOCAB_FILE
 from clinical_ner.pretrained import model_reference
 from clinical_ner.text.document import ASSERTION_LABEL
 
 TRAINING_LOG_FILE = "training_log.jsonl"  # training.callbacks.LOG_FILE, without importing it
+logger = logging.getLogger(__name__)
+
 MODEL_TYPE = "named-entity recognition: character CNN + word embeddings + BiLSTM + CRF (Keras 3)"
 
 
@@ -30,7 +34,7 @@ def assertion_table(report: dict, relation: str) -> list[str]:
              "(over the classes in the gold data). End to end (a predicted problem is correct "
              "when its span, label and assertion are gold): precision "
              f"{end['precision']:.4f}, recall {end['recall']:.4f}, F1 {end['f1']:.4f}.", ""]
-    if relation.startswith("the model did not train on this data; it was the dev data"):
+    if "the dev data that chose the training epoch" in relation:
         lines += ["These assertion figures come from the dev data, the split that chose the "
                   "epoch (by NER F1), so they are slightly optimistic too.", ""]
     lines += ["| assertion | precision | recall | F1 | gold | predicted |",
@@ -110,14 +114,45 @@ def _corpus_rows(corpora: list[dict], select: dict) -> list[str]:
     return lines
 
 
+#: What the training-time lines read from each epoch's entry (numbers).
+_LOG_NUMBERS = ("epoch", "train_seconds", "train_tokens_per_second")
+_LOG_OPTIONAL_NUMBERS = ("dev_seconds", "dev_f1")
+
+
 def _training_log(model_dir: Path) -> list[dict]:
+    """The epochs' entries; :class:`DataFormatError` naming the line of a damaged log."""
     path = model_dir / TRAINING_LOG_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataFormatError(path, None, "not UTF-8 text (damaged?)") from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise DataFormatError(path, number, "not a JSON object (truncated?)") from None
+        if not isinstance(entry, dict) or not all(
+                _is_number(entry.get(key)) for key in _LOG_NUMBERS) or not all(
+                entry.get(key) is None or _is_number(entry[key])
+                for key in _LOG_OPTIONAL_NUMBERS):
+            raise DataFormatError(path, number, "not an epoch's entry (it needs "
+                                  f"{', '.join(_LOG_NUMBERS)} as numbers)")
+        entries.append(entry)
+    return entries
 
 
-def _training_time(log: list[dict]) -> list[str]:
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _training_time(log: list[dict], damaged: str | None = None) -> list[str]:
+    if damaged:
+        return [f"Not readable: {damaged}."]
     if not log:
         return ["Not recorded (no `training_log.jsonl`)."]
     train_seconds = sum(entry["train_seconds"] for entry in log)
@@ -150,7 +185,13 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     quoted = f'"{reference}"' if " " not in reference else repr(reference)
     training = card.get("training")
     evaluation = card.get("evaluation")
-    log = _training_log(model_dir)
+    try:
+        log, damaged = _training_log(model_dir), None
+    except DataFormatError as error:
+        # The card is about the model: a damaged log costs it its training time, not the card.
+        where = f" line {error.line}" if error.line is not None else ""
+        log, damaged = [], f"`{TRAINING_LOG_FILE}`{where}: {error.problem}"
+        logger.warning("%s; the card leaves out the training time", error)
     name = card.get("name") or model_dir.name
     lines = [
         f"# Model card: {name}",
@@ -245,7 +286,7 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     else:
         lines += [f"None yet: `clinical-ner card {reference} --data DIR` scores the model on "
                   "annotated data it did not train on and rewrites this card.", ""]
-    lines += ["## Training time", ""] + _training_time(log) + [""]
+    lines += ["## Training time", ""] + _training_time(log, damaged) + [""]
     lines += [
         "## Versions",
         "",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from clinical_ner.version import __version__
-from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, summarise_corpus
+from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
 from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.pretrained import model_reference, resolve_model_path
@@ -54,10 +54,10 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
         train_paths = [train_paths]
     card = _load_card_data(model_dir)
     card["training"] = {
-        "train_data": [summarise_corpus(path, read_corpus(path, data_format, label_map,
+        "train_data": [training_summary(path, read_corpus(path, data_format, label_map,
                                                            skip_invalid, assertion_map))
                        for path in train_paths],
-        "dev_data": (summarise_corpus(dev_path, read_corpus(dev_path, data_format, label_map,
+        "dev_data": (training_summary(dev_path, read_corpus(dev_path, data_format, label_map,
                                                             skip_invalid, assertion_map))
                      if dev_path is not None else None),
         **base_model_record(fine_tuned_from),
@@ -96,7 +96,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
     for spec in corpus_set.corpora:
         corpora.append({
             **spec.to_dict(),
-            "train_data": [summarise_corpus(path, load_spec_corpus(spec, path, skip_invalid))
+            "train_data": [training_summary(path, load_spec_corpus(spec, path, skip_invalid))
                            for path in spec.train],
             "dev_scores": dev_scores.get(spec.name),
         })
@@ -105,7 +105,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
         selecting[0].coverage.get(label) == "complete" for label in corpus_set.labels) else None)
     card["training"] = {
         "train_data": [item for corpus in corpora for item in corpus["train_data"]],
-        "dev_data": (summarise_corpus(scored.dev, load_spec_corpus(scored, scored.dev,
+        "dev_data": (training_summary(scored.dev, load_spec_corpus(scored, scored.dev,
                                                                    skip_invalid))
                      if scored is not None else None),
         "corpora": corpora,

@@ -111,6 +111,7 @@ def parse_tf_config(text: str | None) -> ClusterTask:
             check_host_port(f"TF_CONFIG: cluster.{task_type}[{index}]", address)
     if len(cluster.get("chief", ())) > 1:
         raise ConfigError("TF_CONFIG: a cluster has at most one chief")
+    _check_addresses_differ(cluster)
     if not isinstance(task, dict) or "type" not in task or "index" not in task:
         raise ConfigError("TF_CONFIG: 'task' is missing; it names this process, e.g. "
                           "{\"type\": \"worker\", \"index\": 0}")
@@ -126,6 +127,21 @@ def parse_tf_config(text: str | None) -> ClusterTask:
                           f"has {len(cluster[task_type])} {task_type} task(s)")
     return ClusterTask({name: list(addresses) for name, addresses in cluster.items()},
                        task_type, task_index)
+
+
+def _check_addresses_differ(cluster: dict[str, list[str]]) -> None:
+    """Each task needs a port of its own: a worker listed twice would wait for itself for ever.
+
+    Host names are compared without case, as DNS does.
+    """
+    seen: dict[str, str] = {}
+    for task_type, addresses in cluster.items():
+        for index, address in enumerate(addresses):
+            where = f"cluster.{task_type}[{index}]"
+            first = seen.setdefault(address.lower(), where)
+            if first != where:
+                raise ConfigError(f"TF_CONFIG: {where} {address!r} is also {first}; "
+                                  "every task needs an address of its own")
 
 
 class Distribution:
@@ -237,6 +253,9 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     if mode not in DISTRIBUTE_MODES:
         raise ConfigError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
                           f"got {mode!r}")
+    # Checked in every mode, as --cpu-devices is, so that a bad value is never
+    # accepted quietly. TensorFlow takes it in int32 milliseconds: a week at most.
+    check_seconds("--connect-timeout", connect_timeout_s, maximum=7 * 24 * 3600)
     if cpu_devices is not None:
         if mode != "mirrored":
             raise ConfigError("--cpu-devices N goes with --distribute mirrored")
@@ -248,9 +267,24 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     if mode == "mirrored":
         return Distribution(_mirrored(cpu_devices))
     task = parse_tf_config(environ.get("TF_CONFIG"))
-    # TensorFlow takes it in int32 milliseconds: a week at most.
-    check_seconds("--connect-timeout", connect_timeout_s, maximum=7 * 24 * 3600)
     return _multi_worker(task, connect_timeout_s)
+
+
+def ignored_tf_config_warning(mode: str | None,
+                              environ: Mapping[str, str] = os.environ) -> str | None:
+    """A one-line warning when ``TF_CONFIG`` is set but ``--distribute`` is not multi-worker.
+
+    Each process of such a cluster would train alone and write its own
+    ``--output``. A warning rather than an error: some launchers (Vertex AI)
+    set ``TF_CONFIG`` for a job of one machine too.
+
+    >>> ignored_tf_config_warning("multi-worker", {"TF_CONFIG": "{}"}) is None
+    True
+    """
+    if not environ.get("TF_CONFIG") or mode == "multi-worker":
+        return None
+    return (f"warning: TF_CONFIG is set but --distribute is {mode or 'none'}: this process "
+            "trains alone, ignoring its cluster (--distribute multi-worker joins it)")
 
 
 def _mirrored(cpu_devices: int | None):

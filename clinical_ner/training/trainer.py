@@ -37,6 +37,7 @@ from clinical_ner.training.dataset import (
 )
 from clinical_ner.training.distribute import (
     DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
+    ignored_tf_config_warning,
 )
 from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.evaluation.evaluate import (
@@ -126,6 +127,8 @@ def train(
     # Checked before joining a cluster, like the reading of the data below.
     training = read_training_corpora(corpora, skip_invalid, emit) if corpora else None
     distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
+    if (ignored := ignored_tf_config_warning(distribute)) is not None:
+        emit(ignored)
     if distribute not in (None, "none"):
         emit(f"training on {distribution.describe()}; global batch {config.batch_size}")
     keras.utils.set_random_seed(config.seed)

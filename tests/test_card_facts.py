@@ -1,0 +1,61 @@
+"""What the model card says the evaluated data was to the model: by documents, not paths."""
+import os
+import shutil
+
+from clinical_ner.evaluation.card_facts import (
+    DEV, NOT_TRAINED, TRAINED, data_relation, read_corpus, training_summary,
+)
+from helpers import SAMPLE
+
+
+def corpus(path):
+    return read_corpus(path, "auto", None, False)
+
+
+def copy_split(source, target, names=None):
+    """``source``'s i2b2 layout (txt/, concept/) under ``target``, every document or ``names``."""
+    for folder in ("txt", "concept"):
+        (target / folder).mkdir(parents=True, exist_ok=True)
+        for file in (source / folder).iterdir():
+            if names is None or file.stem in names:
+                shutil.copy(file, target / folder / file.name)
+    return target
+
+
+def record(train, dev=None):
+    return {"train_data": [training_summary(train, corpus(train))],
+            "dev_data": training_summary(dev, corpus(dev)) if dev else None}
+
+
+def test_the_training_data_is_recognised_wherever_it_lies(tmp_path, monkeypatch):
+    training = record(SAMPLE / "train", SAMPLE / "dev")
+    assert training["train_data"][0]["path"] == str((SAMPLE / "train").resolve())
+    # A copy, from another directory: the card said it was none of the training data.
+    copy = copy_split(SAMPLE / "train", tmp_path / "copy")
+    monkeypatch.chdir(tmp_path)
+    assert data_relation(copy, corpus(copy), training) == TRAINED
+    assert data_relation(SAMPLE / "dev", corpus(SAMPLE / "dev"), training) == DEV
+    # A superset: the training documents and the dev ones.
+    both = copy_split(SAMPLE / "dev", copy_split(SAMPLE / "train", tmp_path / "both"))
+    documents = len(corpus(both).documents)
+    assert data_relation(both, corpus(both), training) == (
+        f"WARNING: {len(corpus(SAMPLE / 'train').documents)} of {documents} documents were "
+        "in the model's training data; these scores overstate it")
+    other = record(SAMPLE / "dev")
+    assert data_relation(copy, corpus(copy), other) == NOT_TRAINED
+
+
+def test_an_older_record_by_relative_path_is_not_taken_for_other_data(tmp_path, monkeypatch):
+    # Recorded as typed (relative) and read from another directory: "none of its training
+    # data" was said of the training data itself.
+    monkeypatch.chdir(SAMPLE)
+    old = {"train_data": [{"path": "train"}], "dev_data": {"path": "dev"}}
+    assert data_relation(SAMPLE / "train", corpus(SAMPLE / "train"), old) == TRAINED
+    monkeypatch.chdir(tmp_path)
+    relation = data_relation(SAMPLE / "train", corpus(SAMPLE / "train"), old)
+    assert relation.startswith("the model's training data was recorded by relative paths")
+    absolute = {"train_data": [{"path": str(SAMPLE / "train")}], "dev_data": None}
+    assert data_relation(os.path.relpath(SAMPLE / "train"), corpus(SAMPLE / "train"),
+                         absolute) == TRAINED
+    assert "a copy would not be recognised" in data_relation(
+        SAMPLE / "dev", corpus(SAMPLE / "dev"), absolute)

@@ -1,0 +1,73 @@
+"""`--init-from` and loading a model directory: each wrong thing named for what it is, exit 4."""
+import json
+import shutil
+
+import pytest
+
+from clinical_ner.cli import main
+from helpers import SAMPLE
+
+pytestmark = pytest.mark.slow
+
+
+def train_from(model, tmp_path):
+    return main(["train", "--train", str(SAMPLE / "train"), "--output", str(tmp_path / "tuned"),
+                 "--init-from", str(model), "--epochs", "1", "--quiet"])
+
+
+def one_error_line(capsys, command):
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"clinical-ner {command}: error: ")
+    return line
+
+
+@pytest.mark.parametrize("what, message", [
+    # All three said "config.json: missing ... copy the whole model folder again".
+    ("export", ": a SavedModel export cannot be fine-tuned; give the Keras model directory it "
+               "was exported from (the one with model.keras)"),
+    ("missing", ": not a clinical-ner model directory or export (no such folder)"),
+    ("data", ": not a clinical-ner model directory or export (no model.keras, "),
+])
+def test_init_from_what_is_no_model_directory(trained_model, tmp_path, capsys, what, message):
+    model_dir, export_dir = trained_model
+    model = {"export": export_dir, "missing": tmp_path / "nowhere",
+             "data": SAMPLE / "train"}[what]
+    assert train_from(model, tmp_path) == 4
+    assert message in one_error_line(capsys, "train")
+    assert not (tmp_path / "tuned").exists()
+
+
+def test_a_truncated_model_file_is_named_so_when_fine_tuned_or_loaded(trained_model, tmp_path,
+                                                                      capsys):
+    # It said "weights do not fit ... models trained before 0.2.0 ... File not found".
+    model = tmp_path / "model"
+    shutil.copytree(trained_model[0], model)
+    data = (model / "model.keras").read_bytes()
+    (model / "model.keras").write_bytes(data[:len(data) // 2])
+    expected = f"{model}: model.keras is not a complete Keras archive (truncated or damaged)"
+    assert train_from(model, tmp_path) == 4
+    assert expected in one_error_line(capsys, "train")
+    assert main(["evaluate", str(model), "--data", str(SAMPLE / "dev")]) == 4
+    assert expected in one_error_line(capsys, "evaluate")
+
+
+@pytest.mark.parametrize("change, counts", [
+    (lambda vocab: {**vocab, "words": vocab["words"] + ["zz-extra"]}, "words against the model's"),
+    (lambda vocab: {**vocab, "chars": vocab["chars"][:-1]}, "characters against the model's"),
+    (lambda vocab: {**vocab, "tags": list(reversed(vocab["tags"]))},
+     "its tags are not the model's"),
+])
+def test_another_model_s_vocabulary_is_named(trained_model, tmp_path, capsys, change, counts):
+    # train --init-from ended with an internal error (IndexError), evaluate with
+    # TensorFlow's InvalidArgumentError.
+    model = tmp_path / "model"
+    shutil.copytree(trained_model[0], model)
+    vocab = json.loads((model / "vocab.json").read_text(encoding="utf-8"))
+    (model / "vocab.json").write_text(json.dumps(change(vocab)), encoding="utf-8")
+    runs = {"train": lambda: train_from(model, tmp_path),
+            "evaluate": lambda: main(["evaluate", str(model), "--data", str(SAMPLE / "dev")])}
+    for command, run in runs.items():
+        assert run() == 4
+        line = one_error_line(capsys, command)
+        assert f"{model / 'vocab.json'}: does not match model.keras's embedding tables" in line
+        assert counts in line and "comes from another model" in line
