@@ -59,3 +59,19 @@ def test_an_older_record_by_relative_path_is_not_taken_for_other_data(tmp_path, 
                          absolute) == TRAINED
     assert "a copy would not be recognised" in data_relation(
         SAMPLE / "dev", corpus(SAMPLE / "dev"), absolute)
+
+
+def test_each_selecting_corpus_dev_data_is_named_as_having_chosen_the_epoch(tmp_path):
+    # A corpus file whose two dev corpora both chose the epoch: no single dev_data.
+    first = copy_split(SAMPLE / "dev", tmp_path / "first", names={"18561524"})
+    second = copy_split(SAMPLE / "dev", tmp_path / "second", names={"19307547"})
+    training = {"train_data": [training_summary(SAMPLE / "train", corpus(SAMPLE / "train"))],
+                "dev_data": None,
+                "corpora": [{"name": "a", "dev_data": training_summary(first, corpus(first))},
+                            {"name": "b", "dev_data": training_summary(second, corpus(second))}]}
+    assert data_relation(second, corpus(second), training) == DEV
+    # Older records without documents' hashes: by path.
+    for item in training["corpora"]:
+        del item["dev_data"]["document_hashes"]
+    del training["train_data"][0]["document_hashes"]
+    assert data_relation(first, corpus(first), training) == DEV

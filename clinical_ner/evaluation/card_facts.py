@@ -72,13 +72,14 @@ def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
     """What ``corpus`` (read from ``data``) was to the model, from its training record."""
     if not training:
         return UNKNOWN
-    records = [*training.get("train_data", []), *filter(None, [training.get("dev_data")])]
+    dev_records = _dev_records(training)
+    records = [*training.get("train_data", []), *dev_records]
     if not all("document_hashes" in record for record in records):
         return _path_relation(data, training)
     hashes = document_hashes(corpus)
     trained = {digest for record in training.get("train_data", [])
                for digest in record["document_hashes"]}
-    dev = set((training.get("dev_data") or {}).get("document_hashes", ()))
+    dev = {digest for record in dev_records for digest in record["document_hashes"]}
     seen = sum(digest in trained for digest in hashes)
     chose = sum(digest in dev for digest in hashes)
     if hashes and seen == len(hashes):
@@ -95,6 +96,14 @@ def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
     return NOT_TRAINED
 
 
+def _dev_records(training: dict) -> list[dict]:
+    """The dev data that chose the epoch: one set, or (a corpus file) each selecting corpus's."""
+    records = [training["dev_data"]] if training.get("dev_data") else []
+    records += [corpus["dev_data"] for corpus in training.get("corpora", ())
+                if corpus.get("dev_data") and corpus["dev_data"] not in records]
+    return records
+
+
 def _path_relation(data: str | Path, training: dict) -> str:
     """For older records, without documents' hashes: by path, where the paths can tell.
 
@@ -102,13 +111,13 @@ def _path_relation(data: str | Path, training: dict) -> str:
     directory that was not recorded, so not matching it proves nothing.
     """
     trained_on = [item["path"] for item in training.get("train_data", [])]
-    dev = (training.get("dev_data") or {}).get("path")
+    dev = [item["path"] for item in _dev_records(training)]
     here = Path(data).resolve()
     if any(here == Path(path).resolve() for path in trained_on):
         return TRAINED
-    if dev and here == Path(dev).resolve():
+    if any(here == Path(path).resolve() for path in dev):
         return DEV
-    if not all(Path(path).is_absolute() for path in [*trained_on, *filter(None, [dev])]):
+    if not all(Path(path).is_absolute() for path in [*trained_on, *dev]):
         return ("the model's training data was recorded by relative paths, so whether it saw "
                 "this data is unknown")
     return ("the model did not train on this data where it lies (its training data's "

@@ -94,10 +94,19 @@ def _training_data(training: dict, labels: list[str]) -> list[str]:
                   "that chose it.", ""]
         lines += _corpus_rows(training["corpora"], training.get("select", {})) + [""]
     lines += _data_rows(training["train_data"], labels) + [""]
-    if training.get("dev_data"):
+    dev_data = [training["dev_data"]] if training.get("dev_data") else [
+        corpus["dev_data"] for corpus in training.get("corpora", ()) if corpus.get("dev_data")]
+    if dev_data:
         lines += ["Dev data (chose the epoch; not trained on):", ""]
-        lines += _data_rows([training["dev_data"]], labels) + [""]
+        lines += _data_rows(dev_data, labels) + [""]
     return lines
+
+
+def _kept_score_name(training: dict | None) -> str:
+    """What a log entry's ``dev_f1`` is: one dev set's F1, or several corpora's weighted mean."""
+    if training and sum(1 for weight in (training.get("select") or {}).values() if weight) > 1:
+        return "dev exact F1, the selecting corpora's weighted mean"
+    return "dev exact micro F1"
 
 
 def _corpus_rows(corpora: list[dict], select: dict) -> list[str]:
@@ -150,7 +159,8 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _training_time(log: list[dict], damaged: str | None = None) -> list[str]:
+def _training_time(log: list[dict], damaged: str | None = None,
+                   score_name: str = "dev exact micro F1") -> list[str]:
     if damaged:
         return [f"Not readable: {damaged}."]
     if not log:
@@ -162,7 +172,7 @@ def _training_time(log: list[dict], damaged: str | None = None) -> list[str]:
         [log[0]["train_tokens_per_second"]]
     lines = [
         f"- epochs run: {len(log)}; kept: epoch {best[-1]['epoch'] if best else len(log)}"
-        + (f" (dev exact micro F1 {best[-1]['dev_f1']:.4f})"
+        + (f" ({score_name} {best[-1]['dev_f1']:.4f})"
            if best and best[-1].get("dev_f1") is not None else ""),
         f"- training time: {train_seconds:.0f} s of training steps"
         + (f" + {dev_seconds:.0f} s of dev evaluation" if dev_seconds else ""),
@@ -286,7 +296,8 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
     else:
         lines += [f"None yet: `clinical-ner card {reference} --data DIR` scores the model on "
                   "annotated data it did not train on and rewrites this card.", ""]
-    lines += ["## Training time", ""] + _training_time(log, damaged) + [""]
+    lines += ["## Training time", ""] + _training_time(
+        log, damaged, _kept_score_name(training)) + [""]
     lines += [
         "## Versions",
         "",

@@ -92,15 +92,19 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
 
     model_dir = Path(model_dir)
     card = _load_card_data(model_dir)
+    selecting = [spec for spec in corpus_set.dev_corpora() if corpus_set.selection.get(spec.name)]
     corpora = []
     for spec in corpus_set.corpora:
         corpora.append({
             **spec.to_dict(),
             "train_data": [training_summary(path, load_spec_corpus(spec, path, skip_invalid))
                            for path in spec.train],
+            # Each dev corpus whose score chose the epoch: `card --data` names it as such.
+            "dev_data": (training_summary(spec.dev, load_spec_corpus(spec, spec.dev,
+                                                                     skip_invalid))
+                         if spec in selecting else None),
             "dev_scores": dev_scores.get(spec.name),
         })
-    selecting = [spec for spec in corpus_set.dev_corpora() if corpus_set.selection.get(spec.name)]
     scored = (selecting[0] if len(selecting) == 1 and all(
         selecting[0].coverage.get(label) == "complete" for label in corpus_set.labels) else None)
     card["training"] = {
