@@ -173,7 +173,21 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
                               "dev a file of its own, or leave it out")
     if selection and sum(selection.values()) <= 0:
         raise ConfigError(f"{where}: select weights must not all be 0")
+    _check_no_dev_in_training(corpora, selection, where)
     return CorpusSet(sorted(set(labels)), corpora, selection, where)
+
+
+def _check_no_dev_in_training(corpora: list[CorpusSpec], selection: dict[str, float],
+                              where: str) -> None:
+    """No dev file that chooses the epoch is another corpus's training file (the check
+    within one corpus is above): the epoch would be chosen on training data."""
+    for name, weight in selection.items():
+        dev = next(spec.dev for spec in corpora if spec.name == name)
+        for spec in corpora:
+            if weight > 0 and spec.name != name and dev in spec.train:
+                raise ConfigError(f"{where}: corpus {name}: its dev {dev} is a train path of "
+                                  f"corpus {spec.name}, and it chooses the epoch: the epoch "
+                                  "would be chosen on training data")
 
 
 def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -> CorpusSpec:
@@ -232,6 +246,12 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         if mapped is not None and label in mapped and full_coverage[label] == "none":
             raise ConfigError(f"{context}: label_map maps onto {label} but its coverage is "
                               "none")
+    if mapped is not None and not mapped:
+        raise ConfigError(f"{context}: label_map maps no label onto a model label: its sentences "
+                          "would teach nothing")
+    if all(how == "none" for how in full_coverage.values()):
+        raise ConfigError(f"{context}: its coverage of every label is none: its sentences "
+                          "would teach nothing")
     return CorpusSpec(
         name=name, train=resolved,
         dev=None if dev is None else (folder / dev).resolve(), format=data_format,
@@ -291,6 +311,16 @@ def check_assertion_map_sources(assertion_map: dict, paths: list, data_format: s
                        every=training)
 
 
+def check_corpus_paths(corpus_set: CorpusSet, dev: bool = True) -> None:
+    """Every training path, and with ``dev`` every dev path, exists: checked before any is
+    read, and named with its corpus file and corpus."""
+    for spec in corpus_set.corpora:
+        for path in list(spec.train) + ([spec.dev] if dev and spec.dev is not None else []):
+            if not path.exists():
+                raise DataFormatError(corpus_set.source, None,
+                                      f"corpus {spec.name}: {path}: no such file or folder")
+
+
 def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
     """:func:`check_label_map` for every corpus, on its training files and, with ``dev``,
     its dev file (in a cluster only the chief reads dev files)."""
@@ -328,6 +358,13 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
             raise ConfigError(f"{context}: label {unknown[0]} is not one of the model's "
                               f"labels ({', '.join(corpus_set.labels)}); map it with "
                               "label_map (\"\" drops it)")
+        # Without a map each label maps onto itself, and "none" would leave its
+        # mentions open to every label as if the corpus did not annotate it.
+        unannotated = sorted(label for label in found if spec.coverage.get(label) == "none")
+        if unannotated:
+            raise ConfigError(f"{context}: its files have {unannotated[0]} mentions, but its "
+                              f"coverage of {unannotated[0]} is none; leave coverage out or "
+                              "say complete or partial (or drop it with label_map)")
         # Without a map every label defaults to complete: a label the files never
         # use would teach the model that it never occurs.
         absent = sorted(label for label, how in spec.coverage.items()
