@@ -420,6 +420,34 @@ def test_evaluate_adds_the_assertion_report(negation_model, negation_data, tmp_p
 
 
 @pytest.mark.slow
+def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores(
+        negation_data, tmp_path, capsys):
+    import shutil
+
+    from clinical_ner.cli import main
+
+    # Audit M: neither an assertion section nor a word of why.
+    plain = shutil.copytree(negation_data[0], tmp_path / "plain",
+                            ignore=shutil.ignore_patterns("ast"))
+    model = tmp_path / "model"
+    train(plain, model, config=tiny_assertion_config(epochs=1), progress=False,
+          emit=lambda _: None)
+    assert main(["evaluate", str(model), "--data", str(negation_data[1])]) == 0
+    captured = capsys.readouterr()
+    assert "assertion" not in captured.out
+    assert (f"note: {negation_data[1]}: its problems carry assertions, but the model has none: "
+            "no assertion scores\n") in captured.err
+    # An explicit --assertion-map asks for them: an error.
+    assertion_map = tmp_path / "map.json"
+    assertion_map.write_text(json.dumps(MACCROBAT_MAP), encoding="utf-8")
+    assert main(["evaluate", str(model), "--data", str(write_brat(tmp_path / "brat", BRAT_ANN)),
+                 "--label-map", ",".join(f"{k}={v}" for k, v in LABELS.items()),
+                 "--assertion-map", str(assertion_map)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --assertion-map asks for assertion scores, but the model {model} has no "
+        "assertions\n")
+
+
 def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
     """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
     ner = KerasAnnotator.load(negation_model[0])

@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
-    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.evaluation.evaluate import (
+        corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
+    )
     from clinical_ner.text.tags import entity_labels
 
     check_output_file("--json", args.json)
@@ -46,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
                           f"does not know (it has {', '.join(model_labels)})")
     assertion_map = read_assertion_map(args.assertion_map)
+    if assertion_map is not None and not ner.assertion_classes:
+        # Asked for assertion scores that cannot come: say so rather than print none.
+        raise ConfigError(f"--assertion-map asks for assertion scores, but the model "
+                          f"{args.model} has no assertions")
     corpus = load_corpus(args.data, data_format, label_map=label_map,
                          skip_invalid=args.skip_invalid, assertion_map=assertion_map)
     if assertion_map is not None:
@@ -58,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
+    if not ner.assertion_classes and has_assertions(sentences):
+        print(f"note: {args.data}: its problems carry assertions, but the model has none: "
+              "no assertion scores", file=sys.stderr)
     report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:
