@@ -380,6 +380,38 @@ def test_an_assertion_map_that_reads_nothing_is_refused_before_training(tmp_path
         check_assertion_map_sources(both, [folder], labels={"problem"})
 
 
+def test_a_brat_corpus_of_a_corpus_file_trains_assertions_from_its_assertion_map(tmp_path):
+    from clinical_ner.formats.corpora import read_corpus_file
+
+    # Audit M: a corpus file had no assertion_map, and --assertion-map is refused beside it.
+    write_brat(tmp_path / "brat", BRAT_ANN)
+    (tmp_path / "map.json").write_text(json.dumps(MACCROBAT_MAP), encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+
+    def corpora(assertion_map: str):
+        corpus_file.write_text(
+            'labels = ["problem", "test"]\n[[corpus]]\nname = "b"\ntrain = "brat"\n'
+            f'format = "brat"\nassertion_map = {assertion_map}\nlabel_map = {{ '
+            + ", ".join(f'{k} = "{v}"' for k, v in LABELS.items()) + " }\n", encoding="utf-8")
+        return read_corpus_file(corpus_file)
+
+    corpus_set = corpora('"map.json"')  # relative to the corpus file
+    assert corpus_set.corpora[0].to_dict()["assertion_map"] == str(tmp_path / "map.json")
+    train(None, tmp_path / "model", config=tiny_assertion_config(epochs=1), progress=False,
+          emit=lambda _: None, corpora=corpus_set)
+    assert json.loads((tmp_path / "model" / "vocab.json").read_text())["assertions"]
+    with pytest.raises(ConfigError, match=re.escape(f"{corpus_file}: corpus b: assertion_map: ")):
+        corpora('"missing.json"')
+    with pytest.raises(ConfigError, match="corpus b: assertion_map must be the path of a JSON"):
+        corpora("1")
+    (tmp_path / "typo.json").write_text(json.dumps({"POLARITIY": MACCROBAT_MAP["POLARITY"]}))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{corpus_file}: corpus b: assertion_map names attribute POLARITIY, which the data "
+            "does not have")):
+        train(None, tmp_path / "never", config=tiny_assertion_config(epochs=1),
+              progress=False, corpora=corpora('"typo.json"'))
+
+
 def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_data):
     """The shipped map on MACCROBAT's brat files gives the counts of its .ast files."""
     label_map = {"Sign_symptom": "problem", "Disease_disorder": "problem",
