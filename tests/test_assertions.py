@@ -380,6 +380,38 @@ def test_an_assertion_map_that_reads_nothing_is_refused_before_training(tmp_path
         check_assertion_map_sources(both, [folder], labels={"problem"})
 
 
+def test_a_brat_corpus_of_a_corpus_file_trains_assertions_from_its_assertion_map(tmp_path):
+    from clinical_ner.formats.corpora import read_corpus_file
+
+    # Audit M: a corpus file had no assertion_map, and --assertion-map is refused beside it.
+    write_brat(tmp_path / "brat", BRAT_ANN)
+    (tmp_path / "map.json").write_text(json.dumps(MACCROBAT_MAP), encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+
+    def corpora(assertion_map: str):
+        corpus_file.write_text(
+            'labels = ["problem", "test"]\n[[corpus]]\nname = "b"\ntrain = "brat"\n'
+            f'format = "brat"\nassertion_map = {assertion_map}\nlabel_map = {{ '
+            + ", ".join(f'{k} = "{v}"' for k, v in LABELS.items()) + " }\n", encoding="utf-8")
+        return read_corpus_file(corpus_file)
+
+    corpus_set = corpora('"map.json"')  # relative to the corpus file
+    assert corpus_set.corpora[0].to_dict()["assertion_map"] == str(tmp_path / "map.json")
+    train(None, tmp_path / "model", config=tiny_assertion_config(epochs=1), progress=False,
+          emit=lambda _: None, corpora=corpus_set)
+    assert json.loads((tmp_path / "model" / "vocab.json").read_text())["assertions"]
+    with pytest.raises(ConfigError, match=re.escape(f"{corpus_file}: corpus b: assertion_map: ")):
+        corpora('"missing.json"')
+    with pytest.raises(ConfigError, match="corpus b: assertion_map must be the path of a JSON"):
+        corpora("1")
+    (tmp_path / "typo.json").write_text(json.dumps({"POLARITIY": MACCROBAT_MAP["POLARITY"]}))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{corpus_file}: corpus b: assertion_map names attribute POLARITIY, which the data "
+            "does not have")):
+        train(None, tmp_path / "never", config=tiny_assertion_config(epochs=1),
+              progress=False, corpora=corpora('"typo.json"'))
+
+
 def test_the_maccrobat_map_reads_the_assertions_of_the_i2b2_conversion(shared_data):
     """The shipped map on MACCROBAT's brat files gives the counts of its .ast files."""
     label_map = {"Sign_symptom": "problem", "Disease_disorder": "problem",
@@ -420,6 +452,34 @@ def test_evaluate_adds_the_assertion_report(negation_model, negation_data, tmp_p
 
 
 @pytest.mark.slow
+def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores(
+        negation_data, tmp_path, capsys):
+    import shutil
+
+    from clinical_ner.cli import main
+
+    # Audit M: neither an assertion section nor a word of why.
+    plain = shutil.copytree(negation_data[0], tmp_path / "plain",
+                            ignore=shutil.ignore_patterns("ast"))
+    model = tmp_path / "model"
+    train(plain, model, config=tiny_assertion_config(epochs=1), progress=False,
+          emit=lambda _: None)
+    assert main(["evaluate", str(model), "--data", str(negation_data[1])]) == 0
+    captured = capsys.readouterr()
+    assert "assertion" not in captured.out
+    assert (f"note: {negation_data[1]}: its problems carry assertions, but the model has none: "
+            "no assertion scores\n") in captured.err
+    # An explicit --assertion-map asks for them: an error.
+    assertion_map = tmp_path / "map.json"
+    assertion_map.write_text(json.dumps(MACCROBAT_MAP), encoding="utf-8")
+    assert main(["evaluate", str(model), "--data", str(write_brat(tmp_path / "brat", BRAT_ANN)),
+                 "--label-map", ",".join(f"{k}={v}" for k, v in LABELS.items()),
+                 "--assertion-map", str(assertion_map)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --assertion-map asks for assertion scores, but the model {model} has no "
+        "assertions\n")
+
+
 def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
     """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
     ner = KerasAnnotator.load(negation_model[0])
@@ -472,7 +532,7 @@ def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_
     train(train_dir, tmp_path / "whole", dev_path=dev_dir, config=config, **quiet)
     train(train_dir, tmp_path / "parts", dev_path=dev_dir, config=config.replace(epochs=2),
           **quiet)
-    train(train_dir, tmp_path / "parts", resume=True, config=config, **quiet)
+    train(train_dir, tmp_path / "parts", dev_path=dev_dir, resume=True, config=config, **quiet)
     logs = [[json.loads(line) for line in (tmp_path / run / "training_log.jsonl").read_text()
              .splitlines()] for run in ("whole", "parts")]
     assert [e["loss"] for e in logs[0]] == [e["loss"] for e in logs[1]]

@@ -19,7 +19,7 @@ from clinical_ner.errors import ConfigError
 from clinical_ner.model.features import Featurizer
 from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
-from clinical_ner.formats.corpora import check_corpus_labels, read_corpus_file
+from clinical_ner.formats.corpora import check_corpus_labels, check_label_map, read_corpus_file
 from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.training.multi_corpus import TrainingCorpora
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
@@ -94,6 +94,11 @@ def test_corpus_file_defaults_and_open_labels(data):
     ("weight = 1e12", "corpus c: weight must be a finite number > 0 and at most 1000"),
     ("weight = 1" + "0" * 400, "corpus c: weight must be a finite number > 0"),
     ("path = 'x'", "corpus c: unknown key(s) path"),
+    # Audit M: a corpus that maps or covers nothing added sentences that taught nothing.
+    ('label_map = { Disease = "", Chemical = "" }',
+     "corpus c: label_map maps no label onto a model label"),
+    ('coverage = { problem = "none", test = "none", treatment = "none" }',
+     "corpus c: its coverage of every label is none"),
 ])
 def test_corpus_file_mistakes_name_the_file_the_corpus_and_the_label(tmp_path, corpus, message):
     path = write_corpus_file(tmp_path, f'[[corpus]]\nname = "c"\ntrain = "x.conll"\n{corpus}\n')
@@ -115,6 +120,20 @@ def test_selection_weights_are_finite_and_never_choose_on_training_data(tmp_path
     corpus = '[[corpus]]\nname = "c"\ntrain = "x.conll"\ndev = "x.conll"\n'
     with pytest.raises(ConfigError, match=re.escape(message)):
         read_corpus_file(write_corpus_file(tmp_path, corpus, top))
+
+
+def test_a_dev_file_that_chooses_the_epoch_is_no_train_path_of_another_corpus(tmp_path):
+    # Audit M: the check looked within one corpus only.
+    corpora = ('[[corpus]]\nname = "a"\ntrain = "a.conll"\ndev = "a-dev.conll"\n'
+               '[[corpus]]\nname = "b"\ntrain = ["b.conll", "./a-dev.conll"]\n')
+    with pytest.raises(ConfigError, match=re.escape(
+            f"corpus a: its dev {tmp_path / 'a-dev.conll'} is a train path of corpus b")):
+        read_corpus_file(write_corpus_file(tmp_path, corpora, "select = { a = 1 }"))
+    with pytest.raises(ConfigError, match="is a train path of corpus b"):
+        read_corpus_file(write_corpus_file(tmp_path, corpora))
+    # A dev corpus that does not choose the epoch is only reported on.
+    corpora += 'dev = "b-dev.conll"\n'
+    read_corpus_file(write_corpus_file(tmp_path, corpora, "select = { a = 0, b = 1 }"))
 
 
 def test_a_training_path_listed_twice_is_refused(tmp_path):
@@ -218,6 +237,11 @@ def test_cli_mapping_errors_exit_2_with_one_line_before_training(data, tmp_path,
                "and --assertion-map" in capsys.readouterr().err
     assert main(["train", "--output", str(tmp_path / "never")]) == 2
     assert "--train DATA (repeatable) or --corpus FILE" in capsys.readouterr().err
+    # A second --corpus silently replaced the first.
+    assert main(["train", "--corpus", str(bad), "--corpus", str(data / "corpora.toml"),
+                 "--output", str(tmp_path / "never")]) == 2
+    assert capsys.readouterr().err == ("clinical-ner train: error: --corpus given 2 times; give "
+                                       "one corpus file (it lists every corpus)\n")
 
 
 def test_a_label_map_naming_a_label_the_data_lacks_is_an_error(data, tmp_path, capsys):
@@ -427,6 +451,53 @@ def test_corpora_that_would_train_or_choose_on_nothing_are_refused(data, tmp_pat
     no_dev.write_text(top + base + f'dev = "{empty}"\n', encoding="utf-8")
     with pytest.raises(DataFormatError, match="corpus c: no dev sentences to score"):
         read_dev_corpora(read_corpus_file(no_dev), False, print)
+
+
+def test_every_path_exists_and_every_training_file_has_sentences(tmp_path):
+    from clinical_ner.errors import DataFormatError
+    from clinical_ner.training.multi_corpus import read_training_corpora
+
+    good, empty = tmp_path / "good.conll", tmp_path / "empty.conll"
+    good.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    empty.write_text("\n\n", encoding="utf-8")
+    garbled = tmp_path / "garbled.conll"
+    garbled.write_text("Fever\tB-problem\textra\tcolumns\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+
+    def read(train: str, dev: str = "", reads_dev: bool = True):
+        corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
+                               f'train = {train}\n{dev}', encoding="utf-8")
+        return read_training_corpora(read_corpus_file(corpus_file), False, print, reads_dev)
+
+    # As with --train: an empty file in the list was skipped silently.
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"{corpus_file}: corpus c: {empty}: no sentences to train on")):
+        read('["good.conll", "empty.conll"]')
+    # A missing path names its corpus file and corpus; a missing dev path is found
+    # before any file is read (it was found after every training corpus).
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"{corpus_file}: corpus c: {tmp_path / 'nope.conll'}: no such file or folder")):
+        read('["good.conll", "nope.conll"]')
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"corpus c: {tmp_path / 'nope.conll'}: no such file or folder")):
+        read('"garbled.conll"', 'dev = "nope.conll"\n')
+    # A worker other than the chief reads no dev file.
+    assert len(read('"good.conll"', 'dev = "nope.conll"\n', reads_dev=False).sentences) == 1
+
+
+def test_coverage_none_for_a_label_an_unmapped_corpus_has_is_refused(tmp_path):
+    # Without a label map every label maps onto itself (audit M: this was accepted).
+    train_file = tmp_path / "train.conll"
+    train_file.write_text("Fever\tB-problem\ntreated\tO\nwith\tO\naspirin\tB-treatment\n\n",
+                          encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem", "treatment"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{train_file}"\ncoverage = {{ treatment = "none" }}\n'
+                           '[[corpus]]\nname = "d"\ntrain = "x.conll"\n', encoding="utf-8")
+    corpus_set = read_corpus_file(corpus_file)
+    with pytest.raises(ConfigError, match="corpus c: its files have treatment mentions, but "
+                                          "its coverage of treatment is none"):
+        check_label_map(corpus_set, corpus_set.corpora[0], [train_file], "auto")
 
 
 def test_a_dev_file_may_lack_a_label_its_training_files_have(tmp_path):

@@ -101,18 +101,9 @@ def read_assertion_map(value: str | None) -> dict | None:
     """``--assertion-map FILE.json``: brat attribute values -> assertions (formats.brat)."""
     if value is None:
         return None
-    try:
-        mapping = parse_untrusted_json(Path(value).read_text(encoding="utf-8-sig"),
-                                       unique_keys=True)
-    except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
-        raise ConfigError(f"--assertion-map {value}: {error}") from None
-    from clinical_ner.formats.brat import check_assertion_map
+    from clinical_ner.formats.brat import read_assertion_map as read_map
 
-    try:
-        check_assertion_map(mapping)
-    except ConfigError as error:
-        raise ConfigError(f"--assertion-map {value}: {error}") from None
-    return mapping
+    return read_map(value, f"--assertion-map {value}")
 
 
 def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:

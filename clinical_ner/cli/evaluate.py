@@ -32,11 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
-    from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences, report_skipped
+    from clinical_ner.evaluation.evaluate import (
+        corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
+    )
     from clinical_ner.text.tags import entity_labels
 
     check_output_file("--json", args.json)
-    data_format, label_map, labels = _corpus_reading(args)
+    data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # A Keras model directory knows its labels; other artifacts are checked by the scores.
     vocab = getattr(ner, "vocab", None)
@@ -45,10 +47,15 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
                           f"does not know (it has {', '.join(model_labels)})")
-    assertion_map = read_assertion_map(args.assertion_map)
+    assertion_map = (read_assertion_map(args.assertion_map) if args.assertion_map is not None
+                     else corpus_assertion_map)
+    if args.assertion_map is not None and not ner.assertion_classes:
+        # Asked for assertion scores that cannot come: say so rather than print none.
+        raise ConfigError(f"--assertion-map asks for assertion scores, but the model "
+                          f"{args.model} has no assertions")
     corpus = load_corpus(args.data, data_format, label_map=label_map,
                          skip_invalid=args.skip_invalid, assertion_map=assertion_map)
-    if assertion_map is not None:
+    if args.assertion_map is not None:  # a corpus's map: checked with its label map
         from clinical_ner.formats.corpora import check_assertion_map_sources
 
         check_assertion_map_sources(assertion_map, [args.data], data_format, set(corpus.labels),
@@ -58,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
+    if not ner.assertion_classes and has_assertions(sentences):
+        print(f"note: {args.data}: its problems carry assertions, but the model has none: "
+              "no assertion scores", file=sys.stderr)
     report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:
@@ -70,25 +80,28 @@ def _mapping_name(args: argparse.Namespace) -> str:
             else "--label-map")
 
 
-def _corpus_reading(args: argparse.Namespace) -> tuple[str, dict | None, list[str] | None]:
-    """Format, label map and the labels to score (None: all) of ``--data``."""
+def _corpus_reading(args: argparse.Namespace
+                    ) -> tuple[str, dict | None, list[str] | None, dict | None]:
+    """Format, label map, the labels to score (None: all) and, for a corpus of a corpus file,
+    its assertion map, of ``--data``."""
     if args.corpus is None:
         if args.corpus_name is not None:
             raise ConfigError("--corpus-name needs --corpus")
         label_map = read_label_map(args.label_map)
         if label_map is None:
-            return args.input_format, None, None
+            return args.input_format, None, None, None
         from clinical_ner.formats.corpora import check_label_map_sources
 
         check_label_map_sources(label_map, [args.data], args.input_format, training=False)
         return (args.input_format, label_map,
-                sorted({label for label in label_map.values() if label}))
+                sorted({label for label in label_map.values() if label}), None)
     from clinical_ner.formats.corpora import check_label_map, read_corpus_file
 
-    if args.corpus_name is None or args.label_map is not None:
-        raise ConfigError("--corpus needs --corpus-name, and replaces --label-map")
+    if args.corpus_name is None or args.label_map is not None or args.assertion_map is not None:
+        raise ConfigError("--corpus needs --corpus-name, and replaces --label-map and "
+                          "--assertion-map")
     corpus_set = read_corpus_file(args.corpus)
     spec = corpus_set.by_name(args.corpus_name)
     data_format = spec.format if args.input_format == "auto" else args.input_format
     check_label_map(corpus_set, spec, [args.data], data_format, training=False)
-    return data_format, spec.label_map, spec.scored_labels()
+    return data_format, spec.label_map, spec.scored_labels(), spec.assertion_map

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training data (file or folder); repeat it to train on several "
                              "together, e.g. train and dev for the final model")
     parser.add_argument("--dev", help="dev data for model selection and early stopping")
-    parser.add_argument("--corpus", metavar="FILE.toml",
+    parser.add_argument("--corpus", metavar="FILE.toml", action="append",
                         help="instead of --train/--dev/--label-map: a corpus file listing "
                              "several corpora, each with its label map, how completely it "
                              "annotates each label, its weight and dev data "
@@ -92,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
         if (args.train or args.dev or args.label_map or args.assertion_map
                 or args.input_format != "auto"):
             raise ConfigError(CORPUS_FILE_REPLACES)
-        corpora = read_corpus_file(args.corpus)
+        if len(args.corpus) > 1:
+            # One file lists every corpus; a second would otherwise silently replace the first.
+            raise ConfigError(f"--corpus given {len(args.corpus)} times; give one corpus file "
+                              "(it lists every corpus)")
+        corpora = read_corpus_file(args.corpus[0])
     elif not args.train:
         raise ConfigError("give training data: --train DATA (repeatable) or --corpus FILE")
     if args.init_from:

@@ -64,6 +64,7 @@ from clinical_ner.formats.corpus import (
 )
 from clinical_ner.text.tags import mentions_to_tags
 from clinical_ner.text.tokenizer import split_sentences
+from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 # [0-9], not \d, which matches other scripts' digits ("٣"), never an offset.
 _TEXT_BOUND = re.compile(r"(T\S*)\t(\S+) ([0-9]+ [0-9]+(?:;[0-9]+ [0-9]+)*)\t(.*)")
@@ -106,6 +107,21 @@ def check_assertion_map(assertion_map: AssertionMap) -> None:
                 raise ConfigError(
                     f"assertion map: {attribute} maps to {target!r}, which is not an assertion "
                     f"class ({', '.join(ASSERTION_CLASSES)})")
+
+
+def read_assertion_map(path: str | Path, name: str) -> AssertionMap:
+    """The assertion map of a JSON file, checked; a mistake is a ConfigError starting ``name``
+    (``--assertion-map FILE``, or a corpus file's corpus)."""
+    try:
+        mapping = parse_untrusted_json(Path(path).read_text(encoding="utf-8-sig"),
+                                       unique_keys=True)
+    except (OSError, UnicodeDecodeError, UntrustedJSONError) as error:
+        raise ConfigError(f"{name}: {error}") from None
+    try:
+        check_assertion_map(mapping)
+    except ConfigError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    return mapping
 
 
 def read_brat(

@@ -19,6 +19,7 @@ model's and how completely it annotates each of them::
     weight = 0.5                          # share of its sentences per epoch
     label_map = { Disease = "problem" }   # every source label -> model label ("" drops it)
     coverage = { problem = "partial" }    # complete | partial | none
+    # assertion_map = "map.json"          # brat: attribute values -> assertions
 
 ``coverage`` defaults to ``complete`` for a label the corpus maps onto and
 ``none`` for the others. ``select`` weighs the dev corpora's exact micro F1
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError, DataFormatError, check_number
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
+from clinical_ner.formats.brat import read_assertion_map
 from clinical_ner.text.document import ASSERTION_LABEL
 from clinical_ner.text.tags import OUTSIDE
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
@@ -47,7 +49,8 @@ from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 #: unmarked token is not this label), ``partial`` (its mentions are this label,
 #: but unmarked text may still be) or ``none`` (it does not annotate it).
 LABEL_COVERAGES = ("complete", "partial", "none")
-_CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "coverage"}
+_CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "coverage",
+                "assertion_map"}
 _TOP_KEYS = {"labels", "select", "corpus"}
 _BRAT_TYPE = re.compile(r"T[^\t]*\t(\S+)")
 _BRAT_ATTRIBUTE = re.compile(r"A[^\t]*\t(\S+)")
@@ -71,6 +74,8 @@ class CorpusSpec:
     weight: float = 1.0
     label_map: dict[str, str | None] | None = None
     coverage: dict[str, str] = field(default_factory=dict)
+    assertion_map: dict | None = None  # brat attribute values -> assertions, read from
+    assertion_map_path: Path | None = None  # this file
 
     def open_labels(self) -> list[str]:
         """The model labels an unmarked token of this corpus may still be (not ``complete``)."""
@@ -83,7 +88,9 @@ class CorpusSpec:
     def to_dict(self) -> dict:
         return {"name": self.name, "train": [str(p) for p in self.train],
                 "dev": None if self.dev is None else str(self.dev), "format": self.format,
-                "weight": self.weight, "label_map": self.label_map, "coverage": self.coverage}
+                "weight": self.weight, "label_map": self.label_map, "coverage": self.coverage,
+                "assertion_map": (None if self.assertion_map_path is None
+                                  else str(self.assertion_map_path))}
 
 
 @dataclass
@@ -173,7 +180,21 @@ def read_corpus_file(path: str | Path) -> CorpusSet:
                               "dev a file of its own, or leave it out")
     if selection and sum(selection.values()) <= 0:
         raise ConfigError(f"{where}: select weights must not all be 0")
+    _check_no_dev_in_training(corpora, selection, where)
     return CorpusSet(sorted(set(labels)), corpora, selection, where)
+
+
+def _check_no_dev_in_training(corpora: list[CorpusSpec], selection: dict[str, float],
+                              where: str) -> None:
+    """No dev file that chooses the epoch is another corpus's training file (the check
+    within one corpus is above): the epoch would be chosen on training data."""
+    for name, weight in selection.items():
+        dev = next(spec.dev for spec in corpora if spec.name == name)
+        for spec in corpora:
+            if weight > 0 and spec.name != name and dev in spec.train:
+                raise ConfigError(f"{where}: corpus {name}: its dev {dev} is a train path of "
+                                  f"corpus {spec.name}, and it chooses the epoch: the epoch "
+                                  "would be chosen on training data")
 
 
 def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -> CorpusSpec:
@@ -232,10 +253,24 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         if mapped is not None and label in mapped and full_coverage[label] == "none":
             raise ConfigError(f"{context}: label_map maps onto {label} but its coverage is "
                               "none")
+    if mapped is not None and not mapped:
+        raise ConfigError(f"{context}: label_map maps no label onto a model label: its sentences "
+                          "would teach nothing")
+    if all(how == "none" for how in full_coverage.values()):
+        raise ConfigError(f"{context}: its coverage of every label is none: its sentences "
+                          "would teach nothing")
+    assertion_map_path = item.get("assertion_map")
+    if assertion_map_path is not None:
+        if not isinstance(assertion_map_path, str):
+            raise ConfigError(f"{context}: assertion_map must be the path of a JSON file")
+        assertion_map_path = (folder / assertion_map_path).resolve()
     return CorpusSpec(
         name=name, train=resolved,
         dev=None if dev is None else (folder / dev).resolve(), format=data_format,
-        weight=weight, label_map=label_map, coverage=full_coverage)
+        weight=weight, label_map=label_map, coverage=full_coverage,
+        assertion_map=(None if assertion_map_path is None else
+                       read_assertion_map(assertion_map_path, f"{context}: assertion_map")),
+        assertion_map_path=assertion_map_path)
 
 
 def source_labels(path: str | Path, data_format: str = "auto") -> set[str]:
@@ -268,27 +303,39 @@ def _brat_names(path: str | Path, pattern: re.Pattern) -> set[str]:
 
 
 def check_assertion_map_sources(assertion_map: dict, paths: list, data_format: str = "auto",
-                                labels: set[str] | None = None, training: bool = True) -> None:
+                                labels: set[str] | None = None, training: bool = True,
+                                name: str = "--assertion-map") -> None:
     """``--assertion-map``: every attribute it names occurs in ``paths``, and problems are kept.
 
     A misspelt attribute (or an empty map) maps nothing, and every problem
     would silently train, or be scored, as present. ``labels``: the labels
     the data has after its label map; assertions go to ``problem`` only.
     ``training``: as for :func:`check_label_map` (a test file needs one of
-    the attributes only: a small split may have no negation).
+    the attributes only: a small split may have no negation). ``name``: the
+    map's name in messages (a corpus file's corpus: ``FILE: corpus C: assertion_map``).
     """
     if labels is not None and ASSERTION_LABEL not in labels:
-        raise ConfigError(f"--assertion-map gives assertions to {ASSERTION_LABEL}s, but the data "
+        raise ConfigError(f"{name} gives assertions to {ASSERTION_LABEL}s, but the data "
                           f"has no {ASSERTION_LABEL} label (map one of its types onto "
-                          f"{ASSERTION_LABEL} with --label-map)")
+                          f"{ASSERTION_LABEL} with "
+                          f"{'--label-map' if name == '--assertion-map' else 'label_map'})")
     if not assertion_map:
-        raise ConfigError("--assertion-map maps no attribute")
+        raise ConfigError(f"{name} maps no attribute")
     found: set[str] = set()
     for path in paths:
         if (detect_format(path) if data_format == "auto" else data_format) == "brat":
             found |= _brat_names(path, _BRAT_ATTRIBUTE)
-    _check_map_sources(assertion_map, found, "--assertion-map", "data", "attribute",
-                       every=training)
+    _check_map_sources(assertion_map, found, name, "data", "attribute", every=training)
+
+
+def check_corpus_paths(corpus_set: CorpusSet, dev: bool = True) -> None:
+    """Every training path, and with ``dev`` every dev path, exists: checked before any is
+    read, and named with its corpus file and corpus."""
+    for spec in corpus_set.corpora:
+        for path in list(spec.train) + ([spec.dev] if dev and spec.dev is not None else []):
+            if not path.exists():
+                raise DataFormatError(corpus_set.source, None,
+                                      f"corpus {spec.name}: {path}: no such file or folder")
 
 
 def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
@@ -315,6 +362,10 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
     for path in paths:
         found |= source_labels(path, data_format)
     context = f"{corpus_set.source}: corpus {spec.name}"
+    if spec.assertion_map is not None:
+        check_assertion_map_sources(spec.assertion_map, paths, data_format,
+                                    set(spec.scored_labels()), training,
+                                    f"{context}: assertion_map")
     if spec.label_map is not None:
         _check_map_sources(spec.label_map, found, f"{context}: label_map", "corpus",
                            every=training)
@@ -328,6 +379,13 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
             raise ConfigError(f"{context}: label {unknown[0]} is not one of the model's "
                               f"labels ({', '.join(corpus_set.labels)}); map it with "
                               "label_map (\"\" drops it)")
+        # Without a map each label maps onto itself, and "none" would leave its
+        # mentions open to every label as if the corpus did not annotate it.
+        unannotated = sorted(label for label in found if spec.coverage.get(label) == "none")
+        if unannotated:
+            raise ConfigError(f"{context}: its files have {unannotated[0]} mentions, but its "
+                              f"coverage of {unannotated[0]} is none; leave coverage out or "
+                              "say complete or partial (or drop it with label_map)")
         # Without a map every label defaults to complete: a label the files never
         # use would teach the model that it never occurs.
         absent = sorted(label for label, how in spec.coverage.items()
@@ -364,4 +422,5 @@ def _check_map_sources(mapping: dict, found: set[str], context: str, what: str,
 
 def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False) -> Corpus:
     """One of ``spec``'s files read in its format, with its label map applied."""
-    return load_corpus(path, spec.format, label_map=spec.label_map, skip_invalid=skip_invalid)
+    return load_corpus(path, spec.format, label_map=spec.label_map, skip_invalid=skip_invalid,
+                       assertion_map=spec.assertion_map)

@@ -25,7 +25,7 @@ from clinical_ner.evaluation.evaluate import (
     corpus_sentences, evaluate_sentences, headline_scores, report_skipped,
 )
 from clinical_ner.formats.corpora import (
-    CorpusSet, check_corpus_labels, check_label_map, load_spec_corpus,
+    CorpusSet, check_corpus_labels, check_corpus_paths, check_label_map, load_spec_corpus,
 )
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
@@ -73,8 +73,11 @@ class TrainingCorpora:
 
 
 def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
-                          emit: Callable[[str], None]) -> TrainingCorpora:
-    """Check the label maps against the training data, then read every corpus's training files."""
+                          emit: Callable[[str], None], dev: bool = True) -> TrainingCorpora:
+    """Check that every path exists (dev paths too with ``dev``: not on a worker, which
+    reads none) and the label maps against the training data, then read every corpus's
+    training files."""
+    check_corpus_paths(corpus_set, dev)
     check_corpus_labels(corpus_set, dev=False)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
@@ -83,10 +86,12 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
         for path in spec.train:
             corpus = load_spec_corpus(spec, path, skip_invalid)
             report_skipped(corpus, str(path), emit)
-            part.extend(corpus_sentences(corpus))
-        if not part:
-            raise DataFormatError(corpus_set.source, None,
-                                  f"corpus {spec.name}: no sentences to train on")
+            sentences_of_path = corpus_sentences(corpus)
+            if not sentences_of_path:
+                # As with --train: an empty file in the list is a mistake, not nothing to add.
+                raise DataFormatError(corpus_set.source, None,
+                                      f"corpus {spec.name}: {path}: no sentences to train on")
+            part.extend(sentences_of_path)
         if sentences_per_epoch(spec.weight, len(part)) == 0:
             # epoch_indices would draw none of them, every epoch.
             raise ConfigError(f"{corpus_set.source}: corpus {spec.name}: weight {spec.weight:g} "

@@ -124,8 +124,10 @@ def train(
     if corpora is not None and (train_path or dev_path is not None or label_map is not None
                                 or data_format != "auto" or assertion_map is not None):
         raise ConfigError(CORPUS_FILE_REPLACES)
-    # Checked before joining a cluster, like the reading of the data below.
-    training = read_training_corpora(corpora, skip_invalid, emit) if corpora else None
+    # Checked before joining a cluster, like the reading of the data below; only the
+    # chief reads dev files, so only its dev paths must exist.
+    reads_dev = distribute != "multi-worker" or _is_chief_by_environment()
+    training = read_training_corpora(corpora, skip_invalid, emit, reads_dev) if corpora else None
     distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
     if (ignored := ignored_tf_config_warning(distribute)) is not None:
         emit(ignored)
