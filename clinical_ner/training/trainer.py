@@ -118,16 +118,16 @@ def train(
     """
     emit = emit or (lambda message: print(message, file=sys.stderr, flush=True))
     output = Path(output)
+    # Known before joining a cluster: only the chief writes the model and reads dev files.
+    chief = distribute != "multi-worker" or _is_chief_by_environment()
     # Checked before joining a cluster; only the chief's --output must be new.
-    config = _run_config(output, config, resume, init_from,
-                         may_hold_model=distribute != "multi-worker" or _is_chief_by_environment())
+    config = _run_config(output, config, resume, init_from, may_hold_model=chief)
     if corpora is not None and (train_path or dev_path is not None or label_map is not None
                                 or data_format != "auto" or assertion_map is not None):
         raise ConfigError(CORPUS_FILE_REPLACES)
     # Checked before joining a cluster, like the reading of the data below; only the
-    # chief reads dev files, so only its dev paths must exist.
-    reads_dev = distribute != "multi-worker" or _is_chief_by_environment()
-    training = read_training_corpora(corpora, skip_invalid, emit, reads_dev) if corpora else None
+    # chief's dev paths must exist.
+    training = read_training_corpora(corpora, skip_invalid, emit, chief) if corpora else None
     distribution = distribution_for(distribute, cpu_devices, connect_timeout_s)
     if (ignored := ignored_tf_config_warning(distribute)) is not None:
         emit(ignored)
