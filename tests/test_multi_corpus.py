@@ -483,6 +483,12 @@ def test_every_path_exists_and_every_training_file_has_sentences(tmp_path):
         read('"garbled.conll"', 'dev = "nope.conll"\n')
     # A worker other than the chief reads no dev file.
     assert len(read('"good.conll"', 'dev = "nope.conll"\n', reads_dev=False).sentences) == 1
+    # A line its format refuses names its corpus too (its map decides what a line means).
+    bad_tag = tmp_path / "bad-tag.conll"
+    bad_tag.write_text("Fever\tB-problem\n\nchills\tX-problem\n\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=re.escape(f"{bad_tag}:3: invalid tag") + ".*"
+                                              + re.escape("(corpus c)") + "$"):
+        read('["good.conll", "bad-tag.conll"]')
 
 
 def test_coverage_none_for_a_label_an_unmapped_corpus_has_is_refused(tmp_path):

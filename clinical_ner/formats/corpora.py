@@ -421,6 +421,14 @@ def _check_map_sources(mapping: dict, found: set[str], context: str, what: str,
 
 
 def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False) -> Corpus:
-    """One of ``spec``'s files read in its format, with its label map applied."""
-    return load_corpus(path, spec.format, label_map=spec.label_map, skip_invalid=skip_invalid,
-                       assertion_map=spec.assertion_map)
+    """One of ``spec``'s files read in its format, with its label map applied.
+
+    A format error names the corpus too: its label map and format, not only
+    the file, decide what a line means.
+    """
+    try:
+        return load_corpus(path, spec.format, label_map=spec.label_map,
+                           skip_invalid=skip_invalid, assertion_map=spec.assertion_map)
+    except DataFormatError as error:
+        raise DataFormatError(error.path, error.line,
+                              f"{error.problem} (corpus {spec.name})") from None
