@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def incomplete_message(directory: str | os.PathLike, kind: str, missing: Sequence[str],
@@ -21,3 +22,19 @@ def incomplete_message(directory: str | os.PathLike, kind: str, missing: Sequenc
     'runs/copy: an incomplete model directory (vocab.json missing); copy it again'
     """
     return f"{os.fspath(directory)}: an incomplete {kind} ({', '.join(missing)} missing); {remedy}"
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """``path`` holds ``text`` whole, or what it held before if writing fails.
+
+    Written to ``.NAME.partial`` beside it and renamed, so that a reader (or a
+    resumed run) never finds half a file; a failed write (a full disk) leaves
+    no partial file behind.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

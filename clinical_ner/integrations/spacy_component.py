@@ -44,7 +44,7 @@ from spacy.util import filter_spans, load_model_from_path
 
 from clinical_ner.version import __version__
 from clinical_ner.annotators.load import check_model_files
-from clinical_ner.artifacts import saved_model
+from clinical_ner.artifacts import saved_model, write_text_atomically
 from clinical_ner.artifacts.litert import is_litert_export
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR
 from clinical_ner.errors import (
@@ -338,7 +338,7 @@ class ClinicalNERComponent:
             manifest = {"source": "copy", "directory": MODEL_COPY}
         manifest.update(format=MANIFEST_FORMAT, version=MANIFEST_VERSION,
                         clinical_ner_version=__version__)
-        _write_atomically(path / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+        _write_settings(path / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()
                   ) -> "ClinicalNERComponent":
@@ -438,14 +438,11 @@ def _replace_copy(source: Path, target: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole, or its earlier content if writing fails."""
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+def _write_settings(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or its earlier content and a one-line error."""
     try:
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        write_text_atomically(path, text)
     except OSError as error:
-        partial.unlink(missing_ok=True)
         reason = error.strerror or type(error).__name__
         raise ModelError(f"{path}: cannot write the component's settings ({reason})") from None
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Callable
 
 from clinical_ner.training.checkpoints import (
-    CHECKPOINT_DIR, save_checkpoint, save_inference_model, write_text_atomically,
+    CHECKPOINT_DIR, save_checkpoint, save_inference_model,
 )
+from clinical_ner.artifacts import write_text_atomically
 from clinical_ner.artifacts.keras_model import MODEL_FILE
 from clinical_ner.model.network import ClinicalNERModel
 

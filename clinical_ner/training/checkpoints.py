@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+from clinical_ner.artifacts import write_text_atomically
 from clinical_ner.artifacts.keras_model import CHECKPOINT_DIR, is_complete_archive
 from clinical_ner.errors import ClinicalNERError, ModelError
 from clinical_ner.model.network import ClinicalNERModel
@@ -24,12 +25,6 @@ STATE_FILE = "state.json"
 def save_keras_atomically(model: keras.Model, path: Path) -> None:
     partial = path.with_name(f".{path.stem}.partial.keras")
     model.save(partial)
-    os.replace(partial, path)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
 
 
