@@ -270,6 +270,14 @@ def changed_on_resume(given: NERConfig, saved: NERConfig) -> list[str]:
             or (name not in RESUME_MAY_CHANGE and given_values.get(name) != saved_values[name])]
 
 
+def resume_change_error(what: str, config_path: Path | str) -> ConfigError:
+    """The refusal of a resumed run whose ``what`` (a setting or option, as the
+    user gave it, with its values if known) differs from the saved ``config_path``."""
+    return ConfigError(f"--resume continues with the saved configuration, but {what} differs "
+                       f"from {config_path}; leave it out (only the epochs and the embeddings' "
+                       "path may change)")
+
+
 def _file_count(paths: str | list[str] | None) -> int:
     if not paths:
         return 0

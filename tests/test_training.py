@@ -219,8 +219,8 @@ def test_resume_accepts_the_first_commands_options_and_names_one_that_changes(
     assert main(first + ["--batch-size", "8"]) == 2
     assert capsys.readouterr().err == (
         "clinical-ner train: error: --resume continues with the saved configuration, but "
-        f"--batch-size differs from {output / 'config.json'}; leave it out (only --epochs and "
-        "the path of --embeddings may change)\n")
+        f"--batch-size differs from {output / 'config.json'}; leave it out (only the epochs and "
+        "the embeddings' path may change)\n")
     changed = tmp_path / "changed.json"
     changed.write_text(json.dumps({**tiny_config().to_dict(), "lstm_units": 32}))
     assert main(first + ["--config", str(changed)]) == 2
@@ -244,9 +244,9 @@ def test_resume_in_the_library_refuses_other_settings_instead_of_ignoring_them(
     output = tmp_path / "run"
     shutil.copytree(trained[0], output)
     with pytest.raises(ConfigError, match=re.escape(
-            f"resume continues with the saved configuration, but its lstm_units differs from "
-            f"{output / 'config.json'} (32 given, 16 there); only epochs and the embeddings' path "
-            "may change")):
+            "--resume continues with the saved configuration, but its lstm_units (32 given, 16 "
+            f"saved) differs from {output / 'config.json'}; leave it out (only the epochs and the "
+            "embeddings' path may change)")):
         train(SAMPLE / "train", output, config=tiny_config(epochs=4, lstm_units=32),
               resume=True, progress=False)
     assert json.loads((output / "checkpoint" / "state.json").read_text())["epoch"] == 3

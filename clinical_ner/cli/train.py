@@ -7,7 +7,8 @@ from pathlib import Path
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
-from clinical_ner.config import NERConfig, changed_on_resume
+from clinical_ner.artifacts.keras_model import CONFIG_FILE
+from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -160,7 +161,5 @@ def _resumed_config(config_file: str | None, options: dict, output: Path) -> NER
         name = min(changed, key=lambda name: name not in options)
         where = (f"--{name.replace('_', '-')}" if name in options
                  else f"the --config setting {name!r}")
-        raise ConfigError(f"--resume continues with the saved configuration, but {where} "
-                          f"differs from {output / 'config.json'}; leave it out (only --epochs and "
-                          "the path of --embeddings may change)")
+        raise resume_change_error(where, output / CONFIG_FILE)
     return given

@@ -30,7 +30,7 @@ from clinical_ner.training.checkpoints import (
     CHECKPOINT_DIR, STATE_FILE, damaged_checkpoint, has_checkpoint, load_checkpoint,
     remove_partial_files,
 )
-from clinical_ner.config import NERConfig, changed_on_resume
+from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
     encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
@@ -349,10 +349,8 @@ def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) ->
     if changed:
         name = changed[0]
         given, kept = config.to_dict(), saved.to_dict()
-        raise ConfigError(f"resume continues with the saved configuration, but its {name} "
-                          f"differs from {output / CONFIG_FILE} ({given.get(name)!r} given, "
-                          f"{kept[name]!r} there); only epochs and the embeddings' path may "
-                          "change")
+        raise resume_change_error(f"its {name} ({given.get(name)!r} given, {kept[name]!r} "
+                                  "saved)", output / CONFIG_FILE)
 
 
 def _is_chief_by_environment() -> bool:
