@@ -338,3 +338,25 @@ def test_a_text_after_input_is_named_as_such_not_read_as_a_missing_file(tmp_path
     assert error == (f"clinical-ner {command[0]}: error: --input: an argument with spaces names "
                      "no file; --input takes every argument after it as a file, so give texts "
                      "before --input, or after --\n")
+
+
+def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path, capsys):
+    # predict replaced the note with its JSON line, evaluate the gold data with its scores.
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n", encoding="utf-8")
+    cases = [
+        (["predict", "--input", note, "--output", tmp_path / "." / "note.txt"], "--output",
+         tmp_path / "note.txt", note),
+        (["evaluate", "clinical", "--data", gold, "--json", gold], "--json", gold, gold),
+    ]
+    for arguments, option, output, source in cases:
+        assert main([str(argument) for argument in arguments]) == 2, arguments
+        assert capsys.readouterr().err == (
+            f"clinical-ner {arguments[0]}: error: {option} {output}: also an input "
+            f"({source}); writing it would overwrite it, so give another file\n")
+    assert note.read_text(encoding="utf-8") == NOTE
+    assert gold.read_text(encoding="utf-8") == "Fever\tB-problem\n"

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from clinical_ner.text.tags import entity_labels
 
-    check_output_file("--json", args.json)
+    check_output_file("--json", args.json, inputs=[args.data])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # A Keras model directory knows its labels; other artifacts are checked by the scores.
