@@ -1,4 +1,6 @@
 """The command-line contract: train, evaluate, predict (jsonl, conll, i2b2) and clear errors."""
+import errno
+import io
 import json
 import os
 import re
@@ -360,3 +362,26 @@ def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path
             f"({source}); writing it would overwrite it, so give another file\n")
     assert note.read_text(encoding="utf-8") == NOTE
     assert gold.read_text(encoding="utf-8") == "Fever\tB-problem\n"
+
+
+class _ClosedStdout(io.StringIO):
+    """Standard output whose reader has gone (``predict ... | head``)."""
+
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path, capsys,
+                                                                      monkeypatch):
+    # Both ended with "internal error (OSError)", exit 70, as if a bug to report.
+    from clinical_ner.cli import main
+
+    if os.path.exists("/dev/full"):
+        assert main(["predict", "--output", "/dev/full", NOTE]) == 1
+        assert capsys.readouterr().err == (
+            "clinical-ner predict: error: /dev/full: cannot write (No space left on device)\n")
+    monkeypatch.setattr(sys, "stdout", _ClosedStdout())
+    assert main(["predict", NOTE]) == 1
+    assert capsys.readouterr().err == (
+        "clinical-ner predict: error: standard output was closed by its reader before the "
+        "output was all written\n")
