@@ -44,7 +44,8 @@ from clinical_ner.text.document import (
 )
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats.corpus import (
-    MAX_OFFSET_DIGITS, Corpus, ProblemLog, files_by_stem, pair_files, read_utf8,
+    BYTE_ORDER_MARK, MAX_OFFSET_DIGITS, Corpus, ProblemLog, files_by_stem, pair_files,
+    read_utf8,
 )
 from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
 
@@ -349,6 +350,9 @@ class _Position:
 
 def _positions(text: str, entities: list[Entity]) -> list[tuple[_Position, Entity]]:
     line_starts = [0] + [index + 1 for index, char in enumerate(text) if char == "\n"]
+    # The reader drops a leading byte-order mark (read_utf8), so it is no part of line
+    # 1's tokens: counted as one, the concepts of that line read back one token off.
+    text_start = 1 if text.startswith(BYTE_ORDER_MARK) else 0
     result = []
     for entity in entities:
         if not 0 <= entity.start < entity.end <= len(text):
@@ -359,7 +363,7 @@ def _positions(text: str, entities: list[Entity]) -> list[tuple[_Position, Entit
         if "\n" in text[entity.start:entity.end]:
             raise ValueError(f"entity {entity.start}-{entity.end} crosses a line break")
         line = bisect.bisect_right(line_starts, entity.start)
-        line_start = line_starts[line - 1]
+        line_start = max(line_starts[line - 1], text_start)
         line_end = line_starts[line] - 1 if line < len(line_starts) else len(text)
         spans = [m.span() for m in _TOKEN.finditer(text, line_start, line_end)]
         covered = [
