@@ -415,6 +415,26 @@ def test_write_con_entities_of_a_text_with_a_byte_order_mark_reads_back(tmp_path
     assert list(sentence.assertions.values()) == ["present"]
 
 
+def test_entities_that_share_a_whitespace_token_are_written_as_one_concept(tmp_path):
+    # predict tags pain and fever in "pain/fever."; both became `1:2 1:2` lines, a .con
+    # that its reader (and evaluate, train) refused: "overlaps concept 1:2-1:2".
+    text = "Chest pain/fever. CT: clear"
+
+    def entity(word, label, assertion=None):
+        start = text.index(word)
+        return Entity(start, start + len(word), word, label, assertion=assertion)
+
+    entities = [entity("pain", "problem", "present"), entity("fever", "problem", "absent"),
+                entity("CT", "test")]
+    assert entities_to_con_lines(text, entities) == [
+        'c="pain/fever." 1:1 1:1||t="problem"', 'c="ct:" 1:2 1:2||t="test"']
+    (tmp_path / "d.txt").write_text(text, encoding="utf-8")
+    write_con_entities(tmp_path / "d.con", text, entities)
+    [sentence] = load_corpus(tmp_path, "i2b2").documents[0].sentences
+    assert sentence.tags == ["O", "B-problem", "B-test", "O"]
+    assert sentence.assertions == {(1, 1): "present"}
+
+
 def _expected_position(text: str, start: int, end: int) -> tuple[int, int, int, list[str]]:
     """Line, first and last token by a character scan (independent of the reader)."""
     line_start = text.rfind("\n", 0, start) + 1

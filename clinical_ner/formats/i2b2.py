@@ -333,9 +333,12 @@ def entities_to_con_lines(text: str, entities: list[Entity]) -> list[str]:
     Lines are the text's lines (split at LF) and tokens the whitespace
     tokens of a line (runs without space, tab, CR). An entity that starts
     or ends inside a token grows to the whole token, and whitespace at its
-    edges is dropped. Raises ValueError for an entity outside the text,
-    empty, covering only whitespace, or crossing a line break (i2b2 concepts
-    lie on one line).
+    edges is dropped. Entities that so come to share a token (``pain/fever``,
+    two problems inside one whitespace token) are one concept, the first's
+    label (and assertion) over the tokens of both: i2b2 concepts cannot
+    share a token, and its reader refuses the file otherwise. Raises
+    ValueError for an entity outside the text, empty, covering only
+    whitespace, or crossing a line break (i2b2 concepts lie on one line).
     """
     return [_format(position, entity.label) for position, entity in _positions(text, entities)]
 
@@ -373,8 +376,17 @@ def _positions(text: str, entities: list[Entity]) -> list[tuple[_Position, Entit
         if not covered:
             raise ValueError(f"entity {entity.start}-{entity.end} covers only whitespace")
         first, last = covered[0], covered[-1]
+        # Merged into the first concept it shares a token with (the union may reach more).
+        at = len(result)
+        while (joined := next((index for index, (position, _) in enumerate(result)
+                               if position.line == line and first <= position.last
+                               and position.first <= last), None)) is not None:
+            position, earlier = result.pop(joined)
+            first, last = min(first, position.first), max(last, position.last)
+            if joined < at:
+                at, entity = joined, earlier
         concept_text = " ".join(text[start:end] for start, end in spans[first:last + 1])
-        result.append((_Position(line, first, last, concept_text), entity))
+        result.insert(at, (_Position(line, first, last, concept_text), entity))
     return result
 
 
