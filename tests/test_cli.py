@@ -385,3 +385,15 @@ def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path,
     assert capsys.readouterr().err == (
         "clinical-ner predict: error: standard output was closed by its reader before the "
         "output was all written\n")
+
+
+def test_a_text_argument_that_is_not_utf8_is_refused_as_such(tmp_path, capsys):
+    # A Latin-1 argument (Python keeps the byte \xff as the surrogate \udcff): an internal
+    # error (UnicodeEncodeError) with --output, and bytes that are no UTF-8 on stdout.
+    from clinical_ner.cli import main
+
+    output = tmp_path / "out.jsonl"
+    assert main(["predict", "--output", str(output), "No fever.", "No \udcff fever."]) == 3
+    assert capsys.readouterr().err == (
+        "clinical-ner predict: error: text argument 2: not UTF-8 (invalid byte at character 3)\n")
+    assert not output.exists()
