@@ -377,9 +377,13 @@ def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path,
     from clinical_ner.cli import main
 
     if os.path.exists("/dev/full"):
-        assert main(["predict", "--output", "/dev/full", NOTE]) == 1
-        assert capsys.readouterr().err == (
-            "clinical-ner predict: error: /dev/full: cannot write (No space left on device)\n")
+        gold = tmp_path / "gold.conll"
+        gold.write_text("Fever\tB-problem\n", encoding="utf-8")
+        for arguments in (["predict", "--output", "/dev/full", NOTE],
+                          ["evaluate", "clinical", "--data", str(gold), "--json", "/dev/full"]):
+            assert main(arguments) == 1, arguments
+            assert capsys.readouterr().err == (f"clinical-ner {arguments[0]}: error: /dev/full: "
+                                               "cannot write (No space left on device)\n")
     monkeypatch.setattr(sys, "stdout", _ClosedStdout())
     assert main(["predict", NOTE]) == 1
     assert capsys.readouterr().err == (

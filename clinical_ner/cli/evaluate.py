@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
@@ -32,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
+    from clinical_ner.formats.writers import write_output_file
     from clinical_ner.evaluation.evaluate import (
         corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
     )
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_output_file(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -82,21 +82,30 @@ class _OutputStream:
                 if self.output is None:
                     sys.stdout.flush()
                 else:
-                    _write_file(self.output, self.handle.getvalue())
+                    write_output_file(self.output, self.handle.getvalue())
             except OSError as failure:
                 error = failure
         if isinstance(error, OSError):
             raise _write_error(self.output, error) from None
 
 
-def _write_file(path: Path, text: str) -> None:
-    """``text`` into ``path``: atomically where it is a plain file or none yet; through
-    a link or into a device or pipe (``/dev/stdout``) as it is, which a rename would replace."""
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        write_text_atomically(path, text)
+def write_output_file(path: str | Path, text: str) -> None:
+    """``text`` into ``path``, a command's output file, or one :class:`ClinicalNERError`
+    naming it (a full disk, a folder that cannot be written).
+
+    Atomically where ``path`` is a plain file or none yet, so that a failed
+    write leaves what it held; through a link or into a device or pipe
+    (``/dev/stdout``) as it is, which a rename would replace.
+    """
+    path = Path(path)
+    try:
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            write_text_atomically(path, text)
+    except OSError as error:
+        raise _write_error(path, error) from None
 
 
 def _write_error(output: Path | None, error: OSError) -> ClinicalNERError:
