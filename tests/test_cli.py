@@ -401,3 +401,18 @@ def test_a_text_argument_that_is_not_utf8_is_refused_as_such(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "clinical-ner predict: error: text argument 2: not UTF-8 (invalid byte at character 3)\n")
     assert not output.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write a read-only file")
+def test_a_read_only_output_file_is_refused_not_replaced(tmp_path, capsys):
+    # --output is written atomically (by a rename), which a read-only file does not stop.
+    from clinical_ner.cli import main
+
+    output = tmp_path / "kept.jsonl"
+    output.write_text("kept\n", encoding="utf-8")
+    output.chmod(0o444)
+    assert main(["predict", "--output", str(output), NOTE]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner predict: error: {output}: cannot write (Permission denied)\n")
+    assert output.read_text(encoding="utf-8") == "kept\n"

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import sys
@@ -99,6 +100,9 @@ def write_output_file(path: str | Path, text: str) -> None:
     """
     path = Path(path)
     try:
+        if path.exists() and not os.access(path, os.W_OK):
+            # A rename would replace a file its owner made read-only, as writing it did not.
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         if path.is_symlink() or (path.exists() and not path.is_file()):
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(text)
