@@ -20,7 +20,9 @@ code meaning
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 EXIT_OK = 0
@@ -121,12 +123,15 @@ def check_seconds(name: str, value: object, maximum: float, allow_zero: bool = F
                  what="a number of seconds")
 
 
-def check_output_file(name: str, path: str | Path | None) -> None:
-    """Raise :class:`ConfigError` unless ``path`` is a file to write in an existing folder.
+def check_output_file(name: str, path: str | Path | None,
+                      inputs: Iterable[str | Path] = ()) -> None:
+    """Raise :class:`ConfigError` unless ``path`` is a file to write in an existing folder,
+    and none of the command's ``inputs``.
 
     ``name`` is the option or argument that gave it (``--output``). Checked
     before any work, so that a mistyped path does not end a long run
-    (``None``: standard output).
+    (``None``: standard output), and so that the output never replaces the
+    note or data it was made from.
     """
     if path is None:
         return
@@ -135,6 +140,10 @@ def check_output_file(name: str, path: str | Path | None) -> None:
         raise ConfigError(f"{name} {path}: a folder; give the file to write")
     if not path.parent.is_dir():
         raise ConfigError(f"{name} {path}: the folder {path.parent} does not exist")
+    for source in inputs:
+        if path.exists() and os.path.exists(source) and os.path.samefile(path, source):
+            raise ConfigError(f"{name} {path}: also an input ({source}); writing it would "
+                              "overwrite it, so give another file")
 
 
 def check_output_folder(name: str, path: str | Path | None) -> None:

@@ -1,4 +1,6 @@
 """The command-line contract: train, evaluate, predict (jsonl, conll, i2b2) and clear errors."""
+import errno
+import io
 import json
 import os
 import re
@@ -338,3 +340,79 @@ def test_a_text_after_input_is_named_as_such_not_read_as_a_missing_file(tmp_path
     assert error == (f"clinical-ner {command[0]}: error: --input: an argument with spaces names "
                      "no file; --input takes every argument after it as a file, so give texts "
                      "before --input, or after --\n")
+
+
+def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path, capsys):
+    # predict replaced the note with its JSON line, evaluate the gold data with its scores.
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n", encoding="utf-8")
+    cases = [
+        (["predict", "--input", note, "--output", tmp_path / "." / "note.txt"], "--output",
+         tmp_path / "note.txt", note),
+        (["evaluate", "clinical", "--data", gold, "--json", gold], "--json", gold, gold),
+    ]
+    for arguments, option, output, source in cases:
+        assert main([str(argument) for argument in arguments]) == 2, arguments
+        assert capsys.readouterr().err == (
+            f"clinical-ner {arguments[0]}: error: {option} {output}: also an input "
+            f"({source}); writing it would overwrite it, so give another file\n")
+    assert note.read_text(encoding="utf-8") == NOTE
+    assert gold.read_text(encoding="utf-8") == "Fever\tB-problem\n"
+
+
+class _ClosedStdout(io.StringIO):
+    """Standard output whose reader has gone (``predict ... | head``)."""
+
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path, capsys,
+                                                                      monkeypatch):
+    # Both ended with "internal error (OSError)", exit 70, as if a bug to report.
+    from clinical_ner.cli import main
+
+    if os.path.exists("/dev/full"):
+        gold = tmp_path / "gold.conll"
+        gold.write_text("Fever\tB-problem\n", encoding="utf-8")
+        for arguments in (["predict", "--output", "/dev/full", NOTE],
+                          ["evaluate", "clinical", "--data", str(gold), "--json", "/dev/full"]):
+            assert main(arguments) == 1, arguments
+            assert capsys.readouterr().err == (f"clinical-ner {arguments[0]}: error: /dev/full: "
+                                               "cannot write (No space left on device)\n")
+    monkeypatch.setattr(sys, "stdout", _ClosedStdout())
+    assert main(["predict", NOTE]) == 1
+    assert capsys.readouterr().err == (
+        "clinical-ner predict: error: standard output was closed by its reader before the "
+        "output was all written\n")
+
+
+def test_a_text_argument_that_is_not_utf8_is_refused_as_such(tmp_path, capsys):
+    # A Latin-1 argument (Python keeps the byte \xff as the surrogate \udcff): an internal
+    # error (UnicodeEncodeError) with --output, and bytes that are no UTF-8 on stdout.
+    from clinical_ner.cli import main
+
+    output = tmp_path / "out.jsonl"
+    assert main(["predict", "--output", str(output), "No fever.", "No \udcff fever."]) == 3
+    assert capsys.readouterr().err == (
+        "clinical-ner predict: error: text argument 2: not UTF-8 (invalid byte at character 3)\n")
+    assert not output.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write a read-only file")
+def test_a_read_only_output_file_is_refused_not_replaced(tmp_path, capsys):
+    # --output is written atomically (by a rename), which a read-only file does not stop.
+    from clinical_ner.cli import main
+
+    output = tmp_path / "kept.jsonl"
+    output.write_text("kept\n", encoding="utf-8")
+    output.chmod(0o444)
+    assert main(["predict", "--output", str(output), NOTE]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner predict: error: {output}: cannot write (Permission denied)\n")
+    assert output.read_text(encoding="utf-8") == "kept\n"

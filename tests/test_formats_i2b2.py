@@ -400,6 +400,41 @@ def test_write_con_with_predicted_mentions_beside_the_txt(tmp_path):
         write_con(tmp_path / "d.con", document, [])
 
 
+@pytest.mark.parametrize("text", ["\ufeffCT showed a nodule.", "\ufeff CT showed a nodule."])
+def test_write_con_entities_of_a_text_with_a_byte_order_mark_reads_back(tmp_path, text):
+    # predict --input of a file saved with a BOM: the .con counted the mark as (part of) a
+    # token, and reading it back beside its .txt said "concept text does not match tokens".
+    ct, nodule = text.index("CT"), text.index("nodule")
+    entities = [Entity(ct, ct + 2, "CT", "test"),
+                Entity(nodule, nodule + 6, "nodule", "problem", assertion="present")]
+    (tmp_path / "d.txt").write_text(text, encoding="utf-8")
+    write_con_entities(tmp_path / "d.con", text, entities)
+    [sentence] = load_corpus(tmp_path, "i2b2").documents[0].sentences
+    assert [sentence.tokens[m.first_token] for m in tags_to_mentions(sentence.tags)] == [
+        "CT", "nodule."]
+    assert list(sentence.assertions.values()) == ["present"]
+
+
+def test_entities_that_share_a_whitespace_token_are_written_as_one_concept(tmp_path):
+    # predict tags pain and fever in "pain/fever."; both became `1:2 1:2` lines, a .con
+    # that its reader (and evaluate, train) refused: "overlaps concept 1:2-1:2".
+    text = "Chest pain/fever. CT: clear"
+
+    def entity(word, label, assertion=None):
+        start = text.index(word)
+        return Entity(start, start + len(word), word, label, assertion=assertion)
+
+    entities = [entity("pain", "problem", "present"), entity("fever", "problem", "absent"),
+                entity("CT", "test")]
+    assert entities_to_con_lines(text, entities) == [
+        'c="pain/fever." 1:1 1:1||t="problem"', 'c="ct:" 1:2 1:2||t="test"']
+    (tmp_path / "d.txt").write_text(text, encoding="utf-8")
+    write_con_entities(tmp_path / "d.con", text, entities)
+    [sentence] = load_corpus(tmp_path, "i2b2").documents[0].sentences
+    assert sentence.tags == ["O", "B-problem", "B-test", "O"]
+    assert sentence.assertions == {(1, 1): "present"}
+
+
 def _expected_position(text: str, start: int, end: int) -> tuple[int, int, int, list[str]]:
     """Line, first and last token by a character scan (independent of the reader)."""
     line_start = text.rfind("\n", 0, start) + 1

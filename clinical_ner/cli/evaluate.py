@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
@@ -32,12 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.evaluation.scorer import format_report
+    from clinical_ner.formats.writers import write_output_file
     from clinical_ner.evaluation.evaluate import (
         corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
     )
     from clinical_ner.text.tags import entity_labels
 
-    check_output_file("--json", args.json)
+    check_output_file("--json", args.json, inputs=[args.data])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # A Keras model directory knows its labels; other artifacts are checked by the scores.
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_output_file(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output_format in FOLDER_FORMATS:
         check_output_folder("--output", args.output)
     else:
-        check_output_file("--output", args.output)
+        check_output_file("--output", args.output, inputs=args.input or ())
     ner = ClinicalNER.load(model)
     documents = read_documents(texts, args.input)
     write_annotations(ner, documents, args.output_format, args.output)

@@ -11,7 +11,9 @@ from clinical_ner.text.document import Document
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.text.tags import OUTSIDE, entity_labels
 
-_BOM = b"\xef\xbb\xbf"
+#: A byte-order mark at the start of a text: the readers drop it (:func:`decode_utf8`).
+BYTE_ORDER_MARK = "\ufeff"
+_BOM = BYTE_ORDER_MARK.encode("utf-8")
 #: Digits an offset or position in an annotation file may have: more than any
 #: text holds, and far below Python's limit on int() (4,300 digits), which
 #: ended a command with an internal error.

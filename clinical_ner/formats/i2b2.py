@@ -44,7 +44,8 @@ from clinical_ner.text.document import (
 )
 from clinical_ner.errors import DataFormatError
 from clinical_ner.formats.corpus import (
-    MAX_OFFSET_DIGITS, Corpus, ProblemLog, files_by_stem, pair_files, read_utf8,
+    BYTE_ORDER_MARK, MAX_OFFSET_DIGITS, Corpus, ProblemLog, files_by_stem, pair_files,
+    read_utf8,
 )
 from clinical_ner.text.tags import mentions_to_tags, tags_to_mentions
 
@@ -332,9 +333,12 @@ def entities_to_con_lines(text: str, entities: list[Entity]) -> list[str]:
     Lines are the text's lines (split at LF) and tokens the whitespace
     tokens of a line (runs without space, tab, CR). An entity that starts
     or ends inside a token grows to the whole token, and whitespace at its
-    edges is dropped. Raises ValueError for an entity outside the text,
-    empty, covering only whitespace, or crossing a line break (i2b2 concepts
-    lie on one line).
+    edges is dropped. Entities that so come to share a token (``pain/fever``,
+    two problems inside one whitespace token) are one concept, the first's
+    label (and assertion) over the tokens of both: i2b2 concepts cannot
+    share a token, and its reader refuses the file otherwise. Raises
+    ValueError for an entity outside the text, empty, covering only
+    whitespace, or crossing a line break (i2b2 concepts lie on one line).
     """
     return [_format(position, entity.label) for position, entity in _positions(text, entities)]
 
@@ -349,6 +353,9 @@ class _Position:
 
 def _positions(text: str, entities: list[Entity]) -> list[tuple[_Position, Entity]]:
     line_starts = [0] + [index + 1 for index, char in enumerate(text) if char == "\n"]
+    # The reader drops a leading byte-order mark (read_utf8), so it is no part of line
+    # 1's tokens: counted as one, the concepts of that line read back one token off.
+    text_start = 1 if text.startswith(BYTE_ORDER_MARK) else 0
     result = []
     for entity in entities:
         if not 0 <= entity.start < entity.end <= len(text):
@@ -359,7 +366,7 @@ def _positions(text: str, entities: list[Entity]) -> list[tuple[_Position, Entit
         if "\n" in text[entity.start:entity.end]:
             raise ValueError(f"entity {entity.start}-{entity.end} crosses a line break")
         line = bisect.bisect_right(line_starts, entity.start)
-        line_start = line_starts[line - 1]
+        line_start = max(line_starts[line - 1], text_start)
         line_end = line_starts[line] - 1 if line < len(line_starts) else len(text)
         spans = [m.span() for m in _TOKEN.finditer(text, line_start, line_end)]
         covered = [
@@ -369,8 +376,17 @@ def _positions(text: str, entities: list[Entity]) -> list[tuple[_Position, Entit
         if not covered:
             raise ValueError(f"entity {entity.start}-{entity.end} covers only whitespace")
         first, last = covered[0], covered[-1]
+        # Merged into the first concept it shares a token with (the union may reach more).
+        at = len(result)
+        while (joined := next((index for index, (position, _) in enumerate(result)
+                               if position.line == line and first <= position.last
+                               and position.first <= last), None)) is not None:
+            position, earlier = result.pop(joined)
+            first, last = min(first, position.first), max(last, position.last)
+            if joined < at:
+                at, entity = joined, earlier
         concept_text = " ".join(text[start:end] for start, end in spans[first:last + 1])
-        result.append((_Position(line, first, last, concept_text), entity))
+        result.insert(at, (_Position(line, first, last, concept_text), entity))
     return result
 
 

@@ -28,9 +28,18 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
                    ) -> list[tuple[str, str]]:
     """``(name, text)`` of the texts given as arguments, then of the files; stdin if neither.
 
-    Arguments are named ``text-1``, ``text-2``, ...; files by their stem.
+    Arguments are named ``text-1``, ``text-2``, ...; files by their stem. An
+    argument that was not UTF-8 (Python keeps its bytes as lone surrogates,
+    which no output can encode) is refused as a file that is not UTF-8 is.
     """
     documents = [(f"text-{number}", text) for number, text in enumerate(texts, start=1)]
+    for number, (_, text) in enumerate(documents, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise DataFormatError(f"text argument {number}", None,
+                                  f"not UTF-8 (invalid byte at character {error.start})"
+                                  ) from None
     for path in paths or []:
         path = Path(path)
         try:

@@ -6,12 +6,17 @@
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.artifacts import write_text_atomically
+from clinical_ner.errors import ClinicalNERError, ConfigError
 from clinical_ner.formats.jsonl import write_json_line
 from clinical_ner.text.document import ASSERTION_LABEL, Document, Sentence
 from clinical_ner.text.tags import tags_to_mentions
@@ -57,20 +62,71 @@ def write_annotations(ner: Annotator, documents: list[tuple[str, str]], output_f
 
 
 class _OutputStream:
-    """``output`` opened for writing, or stdout."""
+    """Where a writer writes: ``output``, written whole once the writer is done, or stdout.
+
+    ``output`` is written atomically, so that a failed write (a full disk)
+    leaves what the file held before rather than half an output. A failed
+    write, or a reader of stdout that stops early (``| head``), is one
+    :class:`ClinicalNERError` naming where, not an internal error.
+    """
 
     def __init__(self, output: Path | None) -> None:
         self.output = output
-        self.handle: TextIO = sys.stdout
+        self.handle: TextIO = sys.stdout if output is None else io.StringIO()
 
     def __enter__(self) -> TextIO:
-        if self.output is not None:
-            self.handle = open(self.output, "w", encoding="utf-8")
         return self.handle
 
-    def __exit__(self, *exc_info: object) -> None:
-        if self.handle is not sys.stdout:
-            self.handle.close()
+    def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
+        if error is None:
+            try:
+                if self.output is None:
+                    sys.stdout.flush()
+                else:
+                    write_output_file(self.output, self.handle.getvalue())
+            except OSError as failure:
+                error = failure
+        if isinstance(error, OSError):
+            raise _write_error(self.output, error) from None
+
+
+def write_output_file(path: str | Path, text: str) -> None:
+    """``text`` into ``path``, a command's output file, or one :class:`ClinicalNERError`
+    naming it (a full disk, a folder that cannot be written).
+
+    Atomically where ``path`` is a plain file or none yet, so that a failed
+    write leaves what it held; through a link or into a device or pipe
+    (``/dev/stdout``) as it is, which a rename would replace.
+    """
+    path = Path(path)
+    try:
+        if path.exists() and not os.access(path, os.W_OK):
+            # A rename would replace a file its owner made read-only, as writing it did not.
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            write_text_atomically(path, text)
+    except OSError as error:
+        raise _write_error(path, error) from None
+
+
+def _write_error(output: Path | None, error: OSError) -> ClinicalNERError:
+    """The one-line error of a failed write to ``output`` (``None``: stdout)."""
+    if output is not None:
+        return ClinicalNERError(f"{output}: cannot write "
+                                f"({error.strerror or type(error).__name__})")
+    if isinstance(error, BrokenPipeError):
+        # Point stdout at nothing, so that its final flush at exit does not fail again.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        return ClinicalNERError("standard output was closed by its reader before the output "
+                                "was all written")
+    return ClinicalNERError(f"standard output: cannot write "
+                            f"({error.strerror or type(error).__name__})")
 
 
 @register_writer("jsonl")
@@ -153,12 +209,15 @@ def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
                           f"{f' and {len(earlier) - 1} more' if len(earlier) > 1 else ''} "
                           "of another run, which this run would not write; remove them or "
                           "choose another folder")
-    output.mkdir(parents=True, exist_ok=True)
     annotations = ner.annotate([text for _, text in documents])
-    for (name, text), entities in zip(documents, annotations):
-        write_con_entities(output / f"{name}.con", text, entities)
-        if name.startswith(("text-", "stdin")):
-            (output / f"{name}.txt").write_text(text, encoding="utf-8")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for (name, text), entities in zip(documents, annotations):
+            write_con_entities(output / f"{name}.con", text, entities)
+            if name.startswith(("text-", "stdin")):
+                (output / f"{name}.txt").write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise _write_error(Path(error.filename or output), error) from None
 
 
 @register_writer("html")
