@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -493,6 +494,27 @@ def test_a_match_that_is_no_readable_file_is_refused_before_the_pipeline(
         with pytest.raises(ConfigError, match=f"{tmp_path}/in/b.txt is {what}; remove it"):
             run_batch(str(toy_export), [pattern], str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_are_checked_as_beam_matches_them(toy_export, tmp_path, monkeypatch):
+    # A glob of our own checked other entries than Beam's match reads: Beam's '*' takes a
+    # hidden file, whose broken link it then dropped without a word (an editor's lock
+    # file '.#a.txt' is one). And Beam listed no folder for a bare '*.txt': no file matched.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("aspirin", encoding="utf-8")
+    (tmp_path / "in" / "b.txt").write_text("fever", encoding="utf-8")
+    (tmp_path / "in" / ".#a.txt").symlink_to(tmp_path / "gone")
+    for pattern in ("in/*.txt", "in", "in/**.txt"):
+        with pytest.raises(ConfigError, match=rf"--input {re.escape(pattern)}: in/\.#a.txt is a "
+                                              "broken symbolic link"):
+            run_batch(str(toy_export), [pattern], "out")
+    (tmp_path / "in" / ".#a.txt").unlink()
+    monkeypatch.chdir(tmp_path / "in")
+    totals = run_batch(str(toy_export), ["*.txt"], str(tmp_path / "out"))
+    assert sorted(record["id"] for record in read_records(tmp_path / "out", "entities")) == [
+        "./a.txt", "./b.txt"]
+    assert totals["notes"] == 2
 
 
 def test_one_file_under_several_spellings_a_folder_and_a_bom_give_each_note_once(

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from clinical_ner.batch import metrics
@@ -170,37 +172,66 @@ class _DiscardedArguments(logging.Filter):
 
 
 def _input_patterns(patterns: Sequence[str]) -> list[str]:
-    """The patterns, a local folder as its files; each must match a file.
+    """The patterns as Beam is to match them (:func:`_local_pattern`); each must match a file.
 
-    Beam matches ``notes/`` as the folder's files but ``notes`` as the folder
-    itself, which the pipeline then failed to read (an internal error, and
-    temporary folders left in ``--output``).
+    Errors name a pattern as given.
     """
     if not patterns:
         raise ConfigError("no --input given")
-    patterns = [pattern + "/" if "://" not in pattern and os.path.isdir(pattern)
-                and not pattern.endswith("/") else pattern for pattern in patterns]
-    for pattern, match in zip(patterns, FileSystems.match(list(patterns))):
+    matched = [pattern if "://" in pattern else _local_pattern(pattern)
+               for pattern in patterns]
+    for given, pattern, match in zip(patterns, matched, FileSystems.match(matched)):
         if "://" not in pattern:
-            _check_local_matches(pattern)
+            _check_local_matches(given, pattern)
         if not match.metadata_list:
-            raise ConfigError(f"--input {pattern}: no file matches")
-    return patterns
+            raise ConfigError(f"--input {given}: no file matches")
+    return matched
 
 
-def _check_local_matches(pattern: str) -> None:
+def _local_pattern(pattern: str) -> str:
+    """A local pattern as Beam can match it: a folder with its slash, a bare glob with ``./``.
+
+    Beam matches ``notes/`` as the folder's files but ``notes`` as the folder
+    itself, which the pipeline then failed to read (an internal error, and
+    temporary folders left in ``--output``). It lists the folder before a
+    pattern's first wildcard, and for ``*.txt`` (no folder) it listed none:
+    "no file matches" beside matching files.
+    """
+    if os.path.isdir(pattern) and not pattern.endswith("/"):
+        return pattern + "/"
+    before_wildcard = re.match(r"[^[*?]*", pattern).group(0)  # as Beam's match cuts it
+    if before_wildcard != pattern and not os.path.dirname(before_wildcard):
+        return os.path.join(os.curdir, pattern)
+    return pattern
+
+
+def _local_matches(pattern: str) -> list[str]:
+    """Every entry that Beam's match of the local ``pattern`` considers, readable or not.
+
+    Beam's own listing skips an entry whose size it cannot read (a broken
+    symbolic link). Beam's match rules are applied here to a listing that
+    keeps it (``*`` takes hidden files, ``**`` crosses folders, ``?`` any
+    character), so the entries checked are those the pipeline reads; a glob
+    of our own checked others.
+    """
+    local = LocalFileSystem(PipelineOptions())
+    local._list = lambda folder: (FileMetadata(os.path.join(root, name), 0)
+                                  for root, _, names in os.walk(folder) for name in names)
+    return [entry.path for entry in local.match([pattern])[0].metadata_list]
+
+
+def _check_local_matches(given: str, pattern: str) -> None:
     """Refuse a local match that is no readable file, which Beam would drop or hang on.
 
     Beam's match leaves out a broken symbolic link without a word (its notes
     were in neither output) and would read a named pipe until it closes.
     Folders are not notes: Beam leaves them out, and so do we.
     """
-    full = pattern + "*" if pattern.endswith(("/", os.sep)) else pattern
-    for path in glob.iglob(full, recursive=True):
-        if os.path.isdir(path) or os.path.isfile(path):
+    for path in _local_matches(pattern):
+        if os.path.isfile(path):
             continue
         what = "a broken symbolic link" if os.path.islink(path) else "not a regular file"
-        raise ConfigError(f"--input {pattern}: {path} is {what}; remove it or narrow the "
+        raise ConfigError(f"--input {given}: {path} is {what}; remove it or narrow the "
                           "pattern")
 
 
