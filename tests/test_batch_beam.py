@@ -27,7 +27,7 @@ from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # no
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
 from clinical_ner.batch.runner import run_batch, worker_environment  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
-from clinical_ner.errors import ConfigError  # noqa: E402
+from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError  # noqa: E402
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
 from helpers import (  # noqa: E402
     REPO_ROOT,
@@ -309,8 +309,9 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
                                            repeated_other, b"null"])
     capsys.readouterr()
 
+    # Every output complete, but not a clean run: a scheduler must see the notes set aside.
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
-                     "--input-format", "jsonl", "--output", str(tmp_path / "out")]) == 0
+                     "--input-format", "jsonl", "--output", str(tmp_path / "out")]) == EXIT_NOTES_SET_ASIDE
 
     results = read_records(tmp_path / "out", "entities")
     assert {r["id"]: r["entities"] for r in results} == {
@@ -325,6 +326,8 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
     ]
     printed = capsys.readouterr()
     assert "notes annotated: 4, set aside: 4" in printed.out
+    assert printed.err.endswith(f"clinical-ner batch: 4 note(s) set aside, their reasons in "
+                                f"{tmp_path}/out/errors-*.jsonl (exit code 6)\n")
     assert SECRET not in printed.out + printed.err
 
 
@@ -341,10 +344,10 @@ def test_a_file_whose_name_is_not_utf8_is_set_aside_and_the_job_goes_on(toy_expo
     write_jsonl(tmp_path / "notes.jsonl", [note_line("long", "x" * 30) + b"\r"])
 
     assert cli_main(["batch", str(toy_export), "--input", f"{folder}/", "--output",
-                     str(tmp_path / "out")]) == 0
+                     str(tmp_path / "out")]) == EXIT_NOTES_SET_ASIDE
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
                      "--input-format", "jsonl", "--max-note-bytes", "40", "--output",
-                     str(tmp_path / "out-jsonl")]) == 0
+                     str(tmp_path / "out-jsonl")]) == EXIT_NOTES_SET_ASIDE
 
     assert [r["id"] for r in read_records(tmp_path / "out", "entities")] == [
         str(folder / "good.txt")]
