@@ -205,6 +205,38 @@ def test_a_litert_export_on_a_beam_file_system_is_copied_to_the_worker_once(
     assert first.annotate(note) == local.annotate(note)
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    # Both were internal errors (Beam's ValueError).
+    (["--input", "nofs://bucket/*.txt"], "--input nofs://bucket/*.txt: Beam has no file system "
+                                         "for nofs:// here"),
+    (["--output", "nofs://bucket/out"], "--output nofs://bucket/out: Beam has no file system "
+                                        "for nofs:// here"),
+])
+def test_a_file_system_beam_lacks_is_named_before_the_pipeline(toy_export, tmp_path, capsys,
+                                                               options, message):
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    given = {"--input": str(tmp_path / "note.txt"), "--output": str(tmp_path / "out"),
+             **dict(zip(options[::2], options[1::2]))}
+    assert cli_main(["batch", str(toy_export), *(item for pair in given.items()
+                                                 for item in pair)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"clinical-ner batch: error: {message}") and error.count("\n") == 1
+
+
+def test_patterns_on_two_file_systems_are_each_matched_on_their_own(toy_export, tmp_path):
+    # Beam matches a list of patterns on the first one's file system: the testfs:// pattern
+    # was looked for on the local disk, and "no file matches" ended the run.
+    FolderFileSystem.root = str(tmp_path)
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "b.txt").write_text("fever", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("aspirin", encoding="utf-8")
+    totals = run_batch(str(toy_export), [str(tmp_path / "a.txt"), "testfs://remote/*.txt"],
+                       str(tmp_path / "out"))
+    assert sorted(record["id"] for record in read_records(tmp_path / "out", "entities")) == [
+        str(tmp_path / "a.txt"), "testfs://remote/b.txt"]
+    assert totals["notes"] == 2
+
+
 def write_jsonl(path: Path, lines: list[bytes]) -> None:
     path.write_bytes(b"".join(line + b"\n" for line in lines))
 

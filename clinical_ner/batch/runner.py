@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
-from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -180,12 +180,38 @@ def _input_patterns(patterns: Sequence[str]) -> list[str]:
         raise ConfigError("no --input given")
     matched = [pattern if "://" in pattern else _local_pattern(pattern)
                for pattern in patterns]
-    for given, pattern, match in zip(patterns, matched, FileSystems.match(matched)):
+    for given, pattern in zip(patterns, matched):
         if "://" not in pattern:
             _check_local_matches(given, pattern)
-        if not match.metadata_list:
+        if not _match(f"--input {given}", pattern):
             raise ConfigError(f"--input {given}: no file matches")
     return matched
+
+
+def _match(named: str, pattern: str, name: str | None = None) -> list[FileMetadata]:
+    """The files that Beam matches for ``pattern`` (with ``name``: ``name`` in the folder
+    ``pattern``); ``named`` (an option and its value) names the error when Beam cannot read
+    its file system.
+
+    One pattern a call: ``FileSystems.match`` matches all its patterns on the
+    first one's file system. A scheme without a file system (``foo://``, or
+    ``s3://`` without ``apache-beam[aws]``) and one whose client is missing
+    (``gs://`` without ``apache-beam[gcp]``) were internal errors.
+    """
+    try:
+        if name is not None:
+            pattern = FileSystems.join(pattern, name)
+        return FileSystems.match([pattern])[0].metadata_list
+    except ValueError:  # Beam's "Unable to get filesystem from specified path"
+        scheme = pattern.split("://", 1)[0]
+        raise ConfigError(f"{named}: Beam has no file system for {scheme}:// here "
+                          "(gs:// needs apache-beam[gcp], s3:// apache-beam[aws])") from None
+    except BeamIOError as error:
+        cause: BaseException = error
+        while isinstance(cause, BeamIOError) and cause.exception_details:
+            cause = next(iter(cause.exception_details.values()))
+        raise ConfigError(f"{named}: Beam cannot reach it ({type(cause).__name__}: {cause})") \
+            from None
 
 
 def _local_pattern(pattern: str) -> str:
@@ -242,10 +268,8 @@ def _check_output(output: str) -> None:
         check_output_folder("--output", output)
     # Shards of an earlier run would mix with this run's (their shard counts
     # may differ, so they would not all be overwritten).
-    patterns = [FileSystems.join(output, f"{prefix}-*{SUFFIX}")
-                for prefix in (ENTITIES_PREFIX, ERRORS_PREFIX)]
-    for pattern, match in zip(patterns, FileSystems.match(patterns)):
-        if match.metadata_list:
+    for prefix in (ENTITIES_PREFIX, ERRORS_PREFIX):
+        earlier = _match(f"--output {output}", output, f"{prefix}-*{SUFFIX}")
+        if earlier:
             raise ConfigError(f"--output {output}: holds the results of an earlier run "
-                              f"({match.metadata_list[0].path}); remove them or choose "
-                              "another folder")
+                              f"({earlier[0].path}); remove them or choose another folder")
