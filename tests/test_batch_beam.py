@@ -223,6 +223,18 @@ def test_a_file_system_beam_lacks_is_named_before_the_pipeline(toy_export, tmp_p
     assert error.startswith(f"clinical-ner batch: error: {message}") and error.count("\n") == 1
 
 
+def test_a_model_on_a_file_system_no_one_reads_is_named_before_the_pipeline(tmp_path, capsys):
+    # Neither Beam nor TensorFlow has a nofs:// file system: an internal error (exit 70).
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", "nofs://bucket/model", "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 4
+    error = capsys.readouterr().err
+    assert error == ("clinical-ner batch: error: nofs://bucket/model/saved_model.pb: cannot be "
+                     "read: File system scheme 'nofs' not implemented (file: "
+                     "'nofs://bucket/model/saved_model.pb')\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_patterns_on_two_file_systems_are_each_matched_on_their_own(toy_export, tmp_path):
     # Beam matches a list of patterns on the first one's file system: the testfs:// pattern
     # was looked for on the local disk, and "no file matches" ended the run.
