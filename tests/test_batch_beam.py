@@ -594,6 +594,19 @@ def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_
         run_batch(str(toy_export), note, "")
 
 
+def test_json_fields_without_jsonl_are_refused_not_ignored(toy_export, tmp_path, capsys):
+    # Without --input-format jsonl the fields were ignored: the JSON lines file was one
+    # note, its path the id, the entities' offsets into its JSON.
+    write_jsonl(tmp_path / "notes.jsonl", [json.dumps({"note_id": "n1", "body": "aspirin"})
+                                           .encode()])
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
+                     "--id-field", "note_id", "--text-field", "body",
+                     "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("clinical-ner batch: error: --id-field and --text-field "
+                                       "name fields of JSON lines; add --input-format jsonl\n")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("options", "message"), [
     (["--runner", "Nope"], "--runner Nope: Unexpected pipeline runner: Nope."),
     # A mistyped option ran without it (one worker instead of two), with a warning.

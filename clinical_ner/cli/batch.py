@@ -6,7 +6,12 @@ import logging
 import sys
 import time
 
-from clinical_ner.batch.notes import DEFAULT_MAX_NOTE_BYTES, INPUT_FORMATS, TEXT_FORMAT
+from clinical_ner.batch.notes import (
+    DEFAULT_MAX_NOTE_BYTES,
+    INPUT_FORMATS,
+    JSONL_FORMAT,
+    TEXT_FORMAT,
+)
 from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError
 
 NAME = "batch"
@@ -46,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(one note each, its path is its id) or JSON lines")
     parser.add_argument("--input-format", default=TEXT_FORMAT, choices=INPUT_FORMATS,
                         help="text (default) or jsonl (one JSON object a line)")
-    parser.add_argument("--id-field", default="id", help="jsonl: the id field (default: id)")
-    parser.add_argument("--text-field", default="text",
-                        help="jsonl: the text field (default: text)")
+    # Defaults None: given with text files, they are refused, not ignored.
+    parser.add_argument("--id-field", help="jsonl: the id field (default: id)")
+    parser.add_argument("--text-field", help="jsonl: the text field (default: text)")
     parser.add_argument("--output", required=True, metavar="FOLDER",
                         help="writes entities-*.jsonl and errors-*.jsonl here")
     parser.add_argument("--max-note-bytes", type=int, default=DEFAULT_MAX_NOTE_BYTES,
@@ -94,9 +99,17 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("needs Apache Beam: pip install 'clinical-ner[beam]'") from None
 
     errors_shards = f"{args.output.rstrip('/')}/errors-*.jsonl"
+    # Only those given: run_batch holds the defaults.
+    fields = {name: value for name, value in (("id_field", args.id_field),
+                                              ("text_field", args.text_field))
+              if value is not None}
+    if fields and args.input_format != JSONL_FORMAT:
+        # Ignored, a JSON lines file was read as one note (the file's path its id).
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in fields)
+        raise ConfigError(f"{given} name fields of JSON lines; add --input-format jsonl")
     started = time.perf_counter()
     totals = run_batch(args.model, args.input, args.output, input_format=args.input_format,
-                       id_field=args.id_field, text_field=args.text_field,
+                       **fields,
                        max_note_bytes=args.max_note_bytes, runner=args.runner,
                        pipeline_args=args.pipeline_options)
     seconds = time.perf_counter() - started
