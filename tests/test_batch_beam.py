@@ -592,6 +592,12 @@ def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_
         run_batch(str(toy_export), note, str(tmp_path / "note.txt" / "out"))
     with pytest.raises(ConfigError, match="--output is empty"):
         run_batch(str(toy_export), note, "")
+    # Past readline's C integer: an OverflowError in the reading worker (exit 70), and the
+    # job's temporary folders left in the output.
+    with pytest.raises(ConfigError, match="--max-note-bytes must be at most"):
+        run_batch(str(toy_export), note, str(tmp_path / "out"), input_format="jsonl",
+                  max_note_bytes=10**20)
+    assert not (tmp_path / "out").exists()
 
 
 def test_json_fields_without_jsonl_are_refused_not_ignored(toy_export, tmp_path, capsys):

@@ -20,13 +20,14 @@ from clinical_ner.batch.model_handler import AnnotatorHandler, handler_for
 from clinical_ner.batch.notes import (
     DEFAULT_MAX_NOTE_BYTES,
     INPUT_FORMATS,
+    MAX_NOTE_BYTES,
     TEXT_FORMAT,
     NoteError,
     result_json_line,
 )
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
-from clinical_ner.errors import ConfigError, check_output_folder
+from clinical_ner.errors import ConfigError, check_integer, check_output_folder
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
 # program at first use; FnApiRunner runs offline, in-process or in
@@ -72,8 +73,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     """
     if input_format not in INPUT_FORMATS:
         raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
-    if max_note_bytes < 1:
-        raise ConfigError(f"--max-note-bytes must be at least 1, got {max_note_bytes}")
+    check_integer("--max-note-bytes", max_note_bytes, maximum=MAX_NOTE_BYTES)
     if id_field == text_field:
         raise ConfigError(f"the id field and the text field are both {id_field!r}; every id "
                           "would be the whole note")
