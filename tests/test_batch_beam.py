@@ -622,6 +622,8 @@ def test_json_fields_without_jsonl_are_refused_not_ignored(toy_export, tmp_path,
     # Beam printed its 146-line usage block.
     (["--", "--direct_num_workers=abc"],
      "Beam pipeline options: argument --direct_num_workers: invalid int value: 'abc'"),
+    # Beam took the last runner: --runner was ignored, or an error blamed it.
+    (["--runner", "FnApiRunner", "--", "--runner=Nope"], "--runner after '--' as well"),
 ])
 def test_beam_options_that_cannot_run_are_one_line_before_the_pipeline(toy_export, tmp_path,
                                                                        capsys, options,

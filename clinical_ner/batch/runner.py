@@ -121,6 +121,11 @@ def _pipeline(runner: str, pipeline_args: Sequence[str]) -> beam.Pipeline:
     the pipeline has imported its runner, whose module may define options of
     its own.
     """
+    if any(argument == "--runner" or argument.startswith("--runner=")
+           for argument in pipeline_args):
+        # Beam takes the last one: --runner was ignored, or named in an error it did not cause.
+        raise ConfigError("--runner after '--' as well: give the runner once, as --runner RUNNER "
+                          "before '--'")
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])
     usage = io.StringIO()
     discarded = _DiscardedArguments()
