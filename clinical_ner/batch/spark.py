@@ -161,8 +161,8 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
 
 
 def _readable(df: "DataFrame", id_col: str, id_type: str, text_col: str) -> "DataFrame":
-    """``id_col``, ``text_col`` and :data:`_NOT_UTF8` (as :data:`_ID`, :data:`_TEXT` and
-    :data:`_NOT_UTF8`): what Arrow can carry to the workers.
+    """``id_col`` and ``text_col`` as :data:`_ID` and :data:`_TEXT`, and :data:`_NOT_UTF8`:
+    what Arrow can carry to the workers.
 
     A string of invalid UTF-8 (a binary column cast to string) failed the
     whole job in Arrow, with the note's text in the error and the executor's
