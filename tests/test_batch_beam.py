@@ -355,7 +355,8 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
 
     # Every output complete, but not a clean run: a scheduler must see the notes set aside.
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
-                     "--input-format", "jsonl", "--output", str(tmp_path / "out")]) == EXIT_NOTES_SET_ASIDE
+                     "--input-format", "jsonl",
+                     "--output", str(tmp_path / "out")]) == EXIT_NOTES_SET_ASIDE
 
     results = read_records(tmp_path / "out", "entities")
     assert {r["id"]: r["entities"] for r in results} == {
