@@ -13,6 +13,7 @@ code meaning
 3    an input file or note does not follow its format
 4    the model directory or export cannot be used
 5    a server or worker could not be reached, or did not answer in time
+6    ``batch`` finished, but set notes aside (listed in its ``errors-*.jsonl``)
 70   an unexpected internal error (a bug: please report it)
 130  interrupted (Ctrl-C)
 ==== ===================================================================
@@ -26,6 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 EXIT_OK = 0
+# Not an error: every output is complete, but a scheduler must not take the
+# notes set aside for annotated ones.
+EXIT_NOTES_SET_ASIDE = 6
 EXIT_INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 

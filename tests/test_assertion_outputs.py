@@ -241,7 +241,7 @@ def test_spark_rows_name_every_struct_field_with_null_where_there_is_no_assertio
     from clinical_ner.batch import spark
 
     frame = spark._annotate_frame(EntityModel(), pd.DataFrame(
-        {"id": ["n1"], "text": ["No pneumonia, CT."], spark._NOT_UTF8: [None]}),
+        {spark._ID: ["n1"], spark._TEXT: ["No pneumonia, CT."], spark._NOT_UTF8: [None]}),
         "id", "text", None, None)
 
     [entities] = frame[spark.ENTITIES_COLUMN].tolist()

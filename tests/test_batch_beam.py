@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # no
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
 from clinical_ner.batch.runner import run_batch, worker_environment  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
-from clinical_ner.errors import ConfigError  # noqa: E402
+from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError  # noqa: E402
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
 from helpers import (  # noqa: E402
     REPO_ROOT,
@@ -204,6 +205,50 @@ def test_a_litert_export_on_a_beam_file_system_is_copied_to_the_worker_once(
     assert first.annotate(note) == local.annotate(note)
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    # Both were internal errors (Beam's ValueError).
+    (["--input", "nofs://bucket/*.txt"], "--input nofs://bucket/*.txt: Beam has no file system "
+                                         "for nofs:// here"),
+    (["--output", "nofs://bucket/out"], "--output nofs://bucket/out: Beam has no file system "
+                                        "for nofs:// here"),
+])
+def test_a_file_system_beam_lacks_is_named_before_the_pipeline(toy_export, tmp_path, capsys,
+                                                               options, message):
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    given = {"--input": str(tmp_path / "note.txt"), "--output": str(tmp_path / "out"),
+             **dict(zip(options[::2], options[1::2]))}
+    assert cli_main(["batch", str(toy_export), *(item for pair in given.items()
+                                                 for item in pair)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"clinical-ner batch: error: {message}") and error.count("\n") == 1
+
+
+def test_a_model_on_a_file_system_no_one_reads_is_named_before_the_pipeline(tmp_path, capsys):
+    # Neither Beam nor TensorFlow has a nofs:// file system: an internal error (exit 70).
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", "nofs://bucket/model", "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 4
+    error = capsys.readouterr().err
+    assert error == ("clinical-ner batch: error: nofs://bucket/model/saved_model.pb: cannot be "
+                     "read: File system scheme 'nofs' not implemented (file: "
+                     "'nofs://bucket/model/saved_model.pb')\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_patterns_on_two_file_systems_are_each_matched_on_their_own(toy_export, tmp_path):
+    # Beam matches a list of patterns on the first one's file system: the testfs:// pattern
+    # was looked for on the local disk, and "no file matches" ended the run.
+    FolderFileSystem.root = str(tmp_path)
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "b.txt").write_text("fever", encoding="utf-8")
+    (tmp_path / "a.txt").write_text("aspirin", encoding="utf-8")
+    totals = run_batch(str(toy_export), [str(tmp_path / "a.txt"), "testfs://remote/*.txt"],
+                       str(tmp_path / "out"))
+    assert sorted(record["id"] for record in read_records(tmp_path / "out", "entities")) == [
+        str(tmp_path / "a.txt"), "testfs://remote/b.txt"]
+    assert totals["notes"] == 2
+
+
 def write_jsonl(path: Path, lines: list[bytes]) -> None:
     path.write_bytes(b"".join(line + b"\n" for line in lines))
 
@@ -308,8 +353,10 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
                                            repeated_other, b"null"])
     capsys.readouterr()
 
+    # Every output complete, but not a clean run: a scheduler must see the notes set aside.
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
-                     "--input-format", "jsonl", "--output", str(tmp_path / "out")]) == 0
+                     "--input-format", "jsonl",
+                     "--output", str(tmp_path / "out")]) == EXIT_NOTES_SET_ASIDE
 
     results = read_records(tmp_path / "out", "entities")
     assert {r["id"]: r["entities"] for r in results} == {
@@ -324,6 +371,8 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
     ]
     printed = capsys.readouterr()
     assert "notes annotated: 4, set aside: 4" in printed.out
+    assert printed.err.endswith(f"clinical-ner batch: 4 note(s) set aside, their reasons in "
+                                f"{tmp_path}/out/errors-*.jsonl (exit code 6)\n")
     assert SECRET not in printed.out + printed.err
 
 
@@ -340,10 +389,10 @@ def test_a_file_whose_name_is_not_utf8_is_set_aside_and_the_job_goes_on(toy_expo
     write_jsonl(tmp_path / "notes.jsonl", [note_line("long", "x" * 30) + b"\r"])
 
     assert cli_main(["batch", str(toy_export), "--input", f"{folder}/", "--output",
-                     str(tmp_path / "out")]) == 0
+                     str(tmp_path / "out")]) == EXIT_NOTES_SET_ASIDE
     assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
                      "--input-format", "jsonl", "--max-note-bytes", "40", "--output",
-                     str(tmp_path / "out-jsonl")]) == 0
+                     str(tmp_path / "out-jsonl")]) == EXIT_NOTES_SET_ASIDE
 
     assert [r["id"] for r in read_records(tmp_path / "out", "entities")] == [
         str(folder / "good.txt")]
@@ -495,6 +544,27 @@ def test_a_match_that_is_no_readable_file_is_refused_before_the_pipeline(
     assert not (tmp_path / "out").exists()
 
 
+def test_inputs_are_checked_as_beam_matches_them(toy_export, tmp_path, monkeypatch):
+    # A glob of our own checked other entries than Beam's match reads: Beam's '*' takes a
+    # hidden file, whose broken link it then dropped without a word (an editor's lock
+    # file '.#a.txt' is one). And Beam listed no folder for a bare '*.txt': no file matched.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("aspirin", encoding="utf-8")
+    (tmp_path / "in" / "b.txt").write_text("fever", encoding="utf-8")
+    (tmp_path / "in" / ".#a.txt").symlink_to(tmp_path / "gone")
+    for pattern in ("in/*.txt", "in", "in/**.txt"):
+        with pytest.raises(ConfigError, match=rf"--input {re.escape(pattern)}: in/\.#a.txt is a "
+                                              "broken symbolic link"):
+            run_batch(str(toy_export), [pattern], "out")
+    (tmp_path / "in" / ".#a.txt").unlink()
+    monkeypatch.chdir(tmp_path / "in")
+    totals = run_batch(str(toy_export), ["*.txt"], str(tmp_path / "out"))
+    assert sorted(record["id"] for record in read_records(tmp_path / "out", "entities")) == [
+        "./a.txt", "./b.txt"]
+    assert totals["notes"] == 2
+
+
 def test_one_file_under_several_spellings_a_folder_and_a_bom_give_each_note_once(
         toy_export, tmp_path, monkeypatch):
     # Each spelling of one path was read again (146 notes came out as 438), a folder
@@ -523,6 +593,25 @@ def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_
         run_batch(str(toy_export), note, str(tmp_path / "note.txt" / "out"))
     with pytest.raises(ConfigError, match="--output is empty"):
         run_batch(str(toy_export), note, "")
+    # Past readline's C integer: an OverflowError in the reading worker (exit 70), and the
+    # job's temporary folders left in the output.
+    with pytest.raises(ConfigError, match="--max-note-bytes must be at most"):
+        run_batch(str(toy_export), note, str(tmp_path / "out"), input_format="jsonl",
+                  max_note_bytes=10**20)
+    assert not (tmp_path / "out").exists()
+
+
+def test_json_fields_without_jsonl_are_refused_not_ignored(toy_export, tmp_path, capsys):
+    # Without --input-format jsonl the fields were ignored: the JSON lines file was one
+    # note, its path the id, the entities' offsets into its JSON.
+    write_jsonl(tmp_path / "notes.jsonl", [json.dumps({"note_id": "n1", "body": "aspirin"})
+                                           .encode()])
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "notes.jsonl"),
+                     "--id-field", "note_id", "--text-field", "body",
+                     "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("clinical-ner batch: error: --id-field and --text-field "
+                                       "name fields of JSON lines; add --input-format jsonl\n")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -534,6 +623,8 @@ def test_fields_and_output_that_cannot_work_are_refused_before_the_pipeline(toy_
     # Beam printed its 146-line usage block.
     (["--", "--direct_num_workers=abc"],
      "Beam pipeline options: argument --direct_num_workers: invalid int value: 'abc'"),
+    # Beam took the last runner: --runner was ignored, or an error blamed it.
+    (["--runner", "FnApiRunner", "--", "--runner=Nope"], "--runner after '--' as well"),
 ])
 def test_beam_options_that_cannot_run_are_one_line_before_the_pipeline(toy_export, tmp_path,
                                                                        capsys, options,

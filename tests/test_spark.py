@@ -20,7 +20,14 @@ from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # no
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
 from clinical_ner.errors import ConfigError, ModelError  # noqa: E402
-from helpers import REPO_ROOT, assert_same_documents, assert_same_entities, spark_session  # noqa: E402
+from helpers import (  # noqa: E402
+    REPO_ROOT,
+    assert_same_documents,
+    assert_same_entities,
+    expected_entities,
+    export_toy,
+    spark_session,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +150,20 @@ def test_a_note_that_is_not_utf8_is_a_row_error_not_a_failed_job(spark, trained_
         "column 'id' is not valid UTF-8", None)
     logged = capfd.readouterr()
     assert "Zanzibarian" not in logged.out + logged.err
+
+
+def test_columns_whose_names_spark_sql_would_parse_are_read_as_named(spark, tmp_path):
+    # A dot ("note.id": a field of "note") or a backtick failed in Spark's analysis, inside
+    # PySpark's mapInPandas too, though the DataFrame has those columns.
+    export = export_toy(tmp_path / "toy", version=1)
+    text = "Started on aspirin for fever."
+    for id_col, text_col in (("note.id", "note text"), ("note`id", "text")):
+        notes = spark.createDataFrame([("n1", text)], "`" + id_col.replace("`", "``")
+                                      + "` string, `" + text_col + "` string")
+        [row] = annotate(notes, export, id_col=id_col, text_col=text_col).collect()
+        assert row.asDict()[id_col] == "n1" and row.error is None
+        assert [(e.start, e.end, e.label) for e in row.entities] == [
+            (e.start, e.end, e.label) for e in expected_entities(text)]
 
 
 def test_a_model_path_may_be_a_path_object(spark, trained_litert_export, tmp_path):

@@ -42,9 +42,12 @@ def resolve_export(path: str | os.PathLike) -> str:
     """
     path = os.fspath(path)
     export_dir = path.rstrip("/") or path
-    if not saved_model.holds_saved_model(export_dir):
-        export_dir = _highest_version(export_dir)
-    missing = saved_model.missing_files(export_dir)
+    try:
+        if not saved_model.holds_saved_model(export_dir):
+            export_dir = _highest_version(export_dir)
+        missing = saved_model.missing_files(export_dir)
+    except OSError as error:  # foo://, or gs:// without a network: an internal error
+        raise NotAnExportError(str(error)) from None
     if missing:
         raise NotAnExportError(incomplete_message(export_dir, saved_model.KIND, missing,
                                                   saved_model.REMEDY))

@@ -50,9 +50,14 @@ def join(base: str | os.PathLike, name: str) -> str:
 
 
 def exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists; ``OSError`` if its file system cannot say (an unknown scheme,
+    a storage service that cannot be reached)."""
     if is_local(path):
         return os.path.exists(path)
-    return _gfile().exists(os.fspath(path))
+    try:
+        return _gfile().exists(os.fspath(path))
+    except _tf_errors().OpError as error:
+        raise OSError(f"{os.fspath(path)}: cannot be read: {_one_line(error)}") from None
 
 
 def holds_saved_model(directory: str | os.PathLike) -> bool:
@@ -82,7 +87,7 @@ def numbered_dirs(base: str | os.PathLike) -> dict[int, str]:
         except errors.NotFoundError:
             return {}
         except errors.OpError as error:
-            raise OSError(f"{os.fspath(base)}: cannot list it: {error.message}") from None
+            raise OSError(f"{os.fspath(base)}: cannot list it: {_one_line(error)}") from None
     numbered = {int(entry): join(base, entry) for entry in entries
                 if VERSION_DIR_PATTERN.fullmatch(entry)}
     return {number: path for number, path in numbered.items() if _is_dir(path)}
@@ -111,10 +116,15 @@ def read_saved_model(directory: str | os.PathLike) -> SavedModel:
             with _gfile().GFile(path, "rb") as handle:
                 data = handle.read()
         except errors.OpError as error:
-            raise OSError(f"{path}: cannot be read: {error.message}") from None
+            raise OSError(f"{path}: cannot be read: {_one_line(error)}") from None
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString(data)
     return saved_model
+
+
+def _one_line(error) -> str:
+    """A TensorFlow error's message on one line (a storage client's may hold several)."""
+    return " ".join(error.message.split())
 
 
 def _is_dir(path: str) -> bool:

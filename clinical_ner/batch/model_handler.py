@@ -178,7 +178,10 @@ def is_litert_path(path: str) -> bool:
 def _exists(path: str) -> bool:
     try:
         return FileSystems.exists(path)
-    except ValueError:  # a scheme no installed Beam file system handles
+    # A scheme no installed Beam file system handles, or one without its client (gs://
+    # without apache-beam[gcp]): no LiteRT export the workers could copy; TensorFlow may
+    # still read a SavedModel there.
+    except (ValueError, RuntimeError):
         return False
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
@@ -37,6 +38,9 @@ INPUT_FORMATS = (TEXT_FORMAT, JSONL_FORMAT)
 # 2.5 times the 2 MB notes the in-process API is tested with; the reading
 # worker holds one whole note in memory and the model one note at a time.
 DEFAULT_MAX_NOTE_BYTES = 5_000_000
+# The most a line may be read up to: readline takes a C ssize_t, and _lines asks for two
+# bytes more (a CRLF). A larger limit failed in the reading worker (OverflowError).
+MAX_NOTE_BYTES = sys.maxsize - 2
 _CHUNK_BYTES = 1 << 20
 
 

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import io
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder
+from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from clinical_ner.batch import metrics
@@ -18,13 +20,14 @@ from clinical_ner.batch.model_handler import AnnotatorHandler, handler_for
 from clinical_ner.batch.notes import (
     DEFAULT_MAX_NOTE_BYTES,
     INPUT_FORMATS,
+    MAX_NOTE_BYTES,
     TEXT_FORMAT,
     NoteError,
     result_json_line,
 )
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
-from clinical_ner.errors import ConfigError, check_output_folder
+from clinical_ner.errors import ConfigError, check_integer, check_output_folder
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
 # program at first use; FnApiRunner runs offline, in-process or in
@@ -70,8 +73,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     """
     if input_format not in INPUT_FORMATS:
         raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
-    if max_note_bytes < 1:
-        raise ConfigError(f"--max-note-bytes must be at least 1, got {max_note_bytes}")
+    check_integer("--max-note-bytes", max_note_bytes, maximum=MAX_NOTE_BYTES)
     if id_field == text_field:
         raise ConfigError(f"the id field and the text field are both {id_field!r}; every id "
                           "would be the whole note")
@@ -119,6 +121,11 @@ def _pipeline(runner: str, pipeline_args: Sequence[str]) -> beam.Pipeline:
     the pipeline has imported its runner, whose module may define options of
     its own.
     """
+    if any(argument == "--runner" or argument.startswith("--runner=")
+           for argument in pipeline_args):
+        # Beam takes the last one: --runner was ignored, or named in an error it did not cause.
+        raise ConfigError("--runner after '--' as well: give the runner once, as --runner RUNNER "
+                          "before '--'")
     options = PipelineOptions([f"--runner={runner}", *pipeline_args])
     usage = io.StringIO()
     discarded = _DiscardedArguments()
@@ -170,37 +177,92 @@ class _DiscardedArguments(logging.Filter):
 
 
 def _input_patterns(patterns: Sequence[str]) -> list[str]:
-    """The patterns, a local folder as its files; each must match a file.
+    """The patterns as Beam is to match them (:func:`_local_pattern`); each must match a file.
 
-    Beam matches ``notes/`` as the folder's files but ``notes`` as the folder
-    itself, which the pipeline then failed to read (an internal error, and
-    temporary folders left in ``--output``).
+    Errors name a pattern as given.
     """
     if not patterns:
         raise ConfigError("no --input given")
-    patterns = [pattern + "/" if "://" not in pattern and os.path.isdir(pattern)
-                and not pattern.endswith("/") else pattern for pattern in patterns]
-    for pattern, match in zip(patterns, FileSystems.match(list(patterns))):
+    matched = [pattern if "://" in pattern else _local_pattern(pattern)
+               for pattern in patterns]
+    for given, pattern in zip(patterns, matched):
         if "://" not in pattern:
-            _check_local_matches(pattern)
-        if not match.metadata_list:
-            raise ConfigError(f"--input {pattern}: no file matches")
-    return patterns
+            _check_local_matches(given, pattern)
+        if not _match(f"--input {given}", pattern):
+            raise ConfigError(f"--input {given}: no file matches")
+    return matched
 
 
-def _check_local_matches(pattern: str) -> None:
+def _match(named: str, pattern: str, name: str | None = None) -> list[FileMetadata]:
+    """The files that Beam matches for ``pattern`` (with ``name``: ``name`` in the folder
+    ``pattern``); ``named`` (an option and its value) names the error when Beam cannot read
+    its file system.
+
+    One pattern a call: ``FileSystems.match`` matches all its patterns on the
+    first one's file system. A scheme without a file system (``foo://``, or
+    ``s3://`` without ``apache-beam[aws]``) and one whose client is missing
+    (``gs://`` without ``apache-beam[gcp]``) were internal errors.
+    """
+    try:
+        if name is not None:
+            pattern = FileSystems.join(pattern, name)
+        return FileSystems.match([pattern])[0].metadata_list
+    except ValueError:  # Beam's "Unable to get filesystem from specified path"
+        scheme = pattern.split("://", 1)[0]
+        raise ConfigError(f"{named}: Beam has no file system for {scheme}:// here "
+                          "(gs:// needs apache-beam[gcp], s3:// apache-beam[aws])") from None
+    except BeamIOError as error:
+        cause: BaseException = error
+        while isinstance(cause, BeamIOError) and cause.exception_details:
+            cause = next(iter(cause.exception_details.values()))
+        raise ConfigError(f"{named}: Beam cannot reach it ({type(cause).__name__}: {cause})") \
+            from None
+
+
+def _local_pattern(pattern: str) -> str:
+    """A local pattern as Beam can match it: a folder with its slash, a bare glob with ``./``.
+
+    Beam matches ``notes/`` as the folder's files but ``notes`` as the folder
+    itself, which the pipeline then failed to read (an internal error, and
+    temporary folders left in ``--output``). It lists the folder before a
+    pattern's first wildcard, and for ``*.txt`` (no folder) it listed none:
+    "no file matches" beside matching files.
+    """
+    if os.path.isdir(pattern) and not pattern.endswith("/"):
+        return pattern + "/"
+    before_wildcard = re.match(r"[^[*?]*", pattern).group(0)  # as Beam's match cuts it
+    if before_wildcard != pattern and not os.path.dirname(before_wildcard):
+        return os.path.join(os.curdir, pattern)
+    return pattern
+
+
+def _local_matches(pattern: str) -> list[str]:
+    """Every entry that Beam's match of the local ``pattern`` considers, readable or not.
+
+    Beam's own listing skips an entry whose size it cannot read (a broken
+    symbolic link). Beam's match rules are applied here to a listing that
+    keeps it (``*`` takes hidden files, ``**`` crosses folders, ``?`` any
+    character), so the entries checked are those the pipeline reads; a glob
+    of our own checked others.
+    """
+    local = LocalFileSystem(PipelineOptions())
+    local._list = lambda folder: (FileMetadata(os.path.join(root, name), 0)
+                                  for root, _, names in os.walk(folder) for name in names)
+    return [entry.path for entry in local.match([pattern])[0].metadata_list]
+
+
+def _check_local_matches(given: str, pattern: str) -> None:
     """Refuse a local match that is no readable file, which Beam would drop or hang on.
 
     Beam's match leaves out a broken symbolic link without a word (its notes
     were in neither output) and would read a named pipe until it closes.
     Folders are not notes: Beam leaves them out, and so do we.
     """
-    full = pattern + "*" if pattern.endswith(("/", os.sep)) else pattern
-    for path in glob.iglob(full, recursive=True):
-        if os.path.isdir(path) or os.path.isfile(path):
+    for path in _local_matches(pattern):
+        if os.path.isfile(path):
             continue
         what = "a broken symbolic link" if os.path.islink(path) else "not a regular file"
-        raise ConfigError(f"--input {pattern}: {path} is {what}; remove it or narrow the "
+        raise ConfigError(f"--input {given}: {path} is {what}; remove it or narrow the "
                           "pattern")
 
 
@@ -211,10 +273,8 @@ def _check_output(output: str) -> None:
         check_output_folder("--output", output)
     # Shards of an earlier run would mix with this run's (their shard counts
     # may differ, so they would not all be overwritten).
-    patterns = [FileSystems.join(output, f"{prefix}-*{SUFFIX}")
-                for prefix in (ENTITIES_PREFIX, ERRORS_PREFIX)]
-    for pattern, match in zip(patterns, FileSystems.match(patterns)):
-        if match.metadata_list:
+    for prefix in (ENTITIES_PREFIX, ERRORS_PREFIX):
+        earlier = _match(f"--output {output}", output, f"{prefix}-*{SUFFIX}")
+        if earlier:
             raise ConfigError(f"--output {output}: holds the results of an earlier run "
-                              f"({match.metadata_list[0].path}); remove them or choose "
-                              "another folder")
+                              f"({earlier[0].path}); remove them or choose another folder")

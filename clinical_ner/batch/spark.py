@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 ENTITIES_COLUMN = "entities"
 ERROR_COLUMN = "error"
-# The column the workers get beside the id and text: which of them is not UTF-8.
+# The columns the workers get: the id, the text, and which of them is not UTF-8. Names of
+# our own: PySpark's mapInPandas cannot take a column whose name holds a dot ("note.id").
+_ID = "__clinical_ner_id"
+_TEXT = "__clinical_ner_text"
 _NOT_UTF8 = "__clinical_ner_not_utf8"
 # The fields of Entity.to_dict, as Spark SQL types; assertion and
 # assertion_confidence are null where an entity has none.
@@ -142,7 +145,7 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
                           f"(df.withColumn('{text_col}', df['{text_col}'].cast('string')))")
     load = _litert_loader(df.sparkSession, model_path) or _saved_model_loader(model_path)
     id_type = df.schema[id_col].dataType.simpleString()
-    schema = (f"`{id_col}` {id_type}, {ENTITIES_COLUMN} {ENTITIES_TYPE}, "
+    schema = (f"{_quoted(id_col)} {id_type}, {ENTITIES_COLUMN} {ENTITIES_TYPE}, "
               f"{ERROR_COLUMN} string")
 
     def annotate_batches(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
@@ -158,7 +161,8 @@ def annotate(df: "DataFrame", model_path: str | os.PathLike, id_col: str = "id",
 
 
 def _readable(df: "DataFrame", id_col: str, id_type: str, text_col: str) -> "DataFrame":
-    """``id_col``, ``text_col`` and :data:`_NOT_UTF8`: what Arrow can carry to the workers.
+    """``id_col`` and ``text_col`` as :data:`_ID` and :data:`_TEXT`, and :data:`_NOT_UTF8`:
+    what Arrow can carry to the workers.
 
     A string of invalid UTF-8 (a binary column cast to string) failed the
     whole job in Arrow, with the note's text in the error and the executor's
@@ -167,15 +171,21 @@ def _readable(df: "DataFrame", id_col: str, id_type: str, text_col: str) -> "Dat
     """
     from pyspark.sql import functions as F
 
-    text, note_id = F.col(text_col), F.col(id_col)
+    text, note_id = F.col(_quoted(text_col)), F.col(_quoted(id_col))
     bad_text = F.coalesce(~F.is_valid_utf8(text), F.lit(False))
-    columns = [note_id, F.when(bad_text, F.lit(None)).otherwise(text).alias(text_col)]
+    columns = [note_id.alias(_ID), F.when(bad_text, F.lit(None)).otherwise(text).alias(_TEXT)]
     not_utf8 = F.when(bad_text, F.lit(text_col))
     if id_type == "string":
         bad_id = F.coalesce(~F.is_valid_utf8(note_id), F.lit(False))
-        columns[0] = F.when(bad_id, F.make_valid_utf8(note_id)).otherwise(note_id).alias(id_col)
+        columns[0] = F.when(bad_id, F.make_valid_utf8(note_id)).otherwise(note_id).alias(_ID)
         not_utf8 = F.when(bad_id, F.lit(id_col)).otherwise(not_utf8)
     return df.select(*columns, not_utf8.alias(_NOT_UTF8))
+
+
+def _quoted(column: str) -> str:
+    """``column`` as Spark SQL reads one name: unquoted, ``note.id`` is a field of ``note``
+    and a backtick a syntax error (columns of ``df.columns`` that failed in Spark's analysis)."""
+    return "`" + column.replace("`", "``") + "`"
 
 
 class _Loader:
@@ -267,7 +277,7 @@ def _annotate_frame(model: "Annotator", batch: "pd.DataFrame", id_col: str, text
                     ) -> "pd.DataFrame":
     import pandas as pd
 
-    texts = batch[text_col].tolist()
+    texts = batch[_TEXT].tolist()
     not_utf8 = batch[_NOT_UTF8].tolist()
     present = [index for index, text in enumerate(texts)
                if isinstance(text, str) and not isinstance(not_utf8[index], str)]
@@ -282,5 +292,5 @@ def _annotate_frame(model: "Annotator", batch: "pd.DataFrame", id_col: str, text
         entities[index] = [{field: getattr(entity, field) for field in ENTITY_FIELDS}
                            for entity in note_entities]
         errors[index] = None
-    return pd.DataFrame({id_col: batch[id_col], ENTITIES_COLUMN: entities,
+    return pd.DataFrame({id_col: batch[_ID], ENTITIES_COLUMN: entities,
                          ERROR_COLUMN: errors})

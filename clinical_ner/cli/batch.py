@@ -6,8 +6,13 @@ import logging
 import sys
 import time
 
-from clinical_ner.batch.notes import DEFAULT_MAX_NOTE_BYTES, INPUT_FORMATS, TEXT_FORMAT
-from clinical_ner.errors import ConfigError
+from clinical_ner.batch.notes import (
+    DEFAULT_MAX_NOTE_BYTES,
+    INPUT_FORMATS,
+    JSONL_FORMAT,
+    TEXT_FORMAT,
+)
+from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError
 
 NAME = "batch"
 HELP = "annotate many notes on Apache Beam (needs the [beam] extra)"
@@ -46,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(one note each, its path is its id) or JSON lines")
     parser.add_argument("--input-format", default=TEXT_FORMAT, choices=INPUT_FORMATS,
                         help="text (default) or jsonl (one JSON object a line)")
-    parser.add_argument("--id-field", default="id", help="jsonl: the id field (default: id)")
-    parser.add_argument("--text-field", default="text",
-                        help="jsonl: the text field (default: text)")
+    # Defaults None: given with text files, they are refused, not ignored.
+    parser.add_argument("--id-field", help="jsonl: the id field (default: id)")
+    parser.add_argument("--text-field", help="jsonl: the text field (default: text)")
     parser.add_argument("--output", required=True, metavar="FOLDER",
                         help="writes entities-*.jsonl and errors-*.jsonl here")
     parser.add_argument("--max-note-bytes", type=int, default=DEFAULT_MAX_NOTE_BYTES,
@@ -60,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.usage = ("%(prog)s MODEL --input PATTERN [--input PATTERN ...] --output FOLDER "
                     "[options] [-- BEAM_OPTION ...]")
     parser.epilog = ("Arguments after '--' are Beam pipeline options, e.g. -- "
-                     "--direct_num_workers=2 --direct_running_mode=multi_processing")
+                     "--direct_num_workers=2 --direct_running_mode=multi_processing. "
+                     f"Exits with {EXIT_NOTES_SET_ASIDE} when the run finished but set notes "
+                     "aside (listed in errors-*.jsonl).")
     parser.set_defaults(pipeline_options=[])
     # argparse fills positionals at the first positional it meets (the model),
     # so Beam options after '--' would be "unrecognized": split them off first.
@@ -91,14 +98,23 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise ConfigError("needs Apache Beam: pip install 'clinical-ner[beam]'") from None
 
+    errors_shards = f"{args.output.rstrip('/')}/errors-*.jsonl"
+    # Only those given: run_batch holds the defaults.
+    fields = {name: value for name, value in (("id_field", args.id_field),
+                                              ("text_field", args.text_field))
+              if value is not None}
+    if fields and args.input_format != JSONL_FORMAT:
+        # Ignored, a JSON lines file was read as one note (the file's path its id).
+        given = " and ".join(f"--{name.replace('_', '-')}" for name in fields)
+        raise ConfigError(f"{given} name fields of JSON lines; add --input-format jsonl")
     started = time.perf_counter()
     totals = run_batch(args.model, args.input, args.output, input_format=args.input_format,
-                       id_field=args.id_field, text_field=args.text_field,
+                       **fields,
                        max_note_bytes=args.max_note_bytes, runner=args.runner,
                        pipeline_args=args.pipeline_options)
     seconds = time.perf_counter() - started
     print(f"notes annotated: {totals['notes']}, set aside: {totals['errors']} "
-          f"(see {args.output.rstrip('/')}/errors-*.jsonl)")
+          f"(see {errors_shards})")
     print(f"tokens: {totals['tokens']}, entities: {totals['entities']}, "
           f"in {seconds:.1f} s ({totals['notes'] / seconds:.1f} notes/s, "
           f"{totals['tokens'] / seconds:.0f} tokens/s)")
@@ -107,4 +123,8 @@ def run(args: argparse.Namespace) -> int:
                                      ("TensorFlow", "workers_tensorflow")) if totals[metric]]
     if runtimes:
         print(f"runtime: {', '.join(runtimes)}")
+    if totals["errors"]:
+        print(f"clinical-ner batch: {totals['errors']} note(s) set aside, their reasons in "
+              f"{errors_shards} (exit code {EXIT_NOTES_SET_ASIDE})", file=sys.stderr)
+        return EXIT_NOTES_SET_ASIDE
     return 0

@@ -21,7 +21,8 @@ as `clinical-ner client` and curl work unchanged against both.
 
 MODEL_BASE_PATH holds numbered version directories (1/, 2/, ...), as written
 by the export step. Every version is loaded, new ones are picked up while
-running, and requests without a version get the highest. SIGTERM or SIGINT
+running (an empty folder is served, answering NOT_FOUND until a version
+appears), and requests without a version get the highest. SIGTERM or SIGINT
 stops accepting requests and lets in-flight ones finish. A model directory,
 or the bundled model's name (`clinical-ner serve clinical`), is exported as
 version 1 of a temporary base path first, deleted when the server stops.
