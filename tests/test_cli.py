@@ -403,15 +403,36 @@ def test_a_text_argument_that_is_not_utf8_is_refused_as_such(tmp_path, capsys):
     assert not output.exists()
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root may write a read-only file")
-def test_a_read_only_output_file_is_refused_not_replaced(tmp_path, capsys):
+def test_a_folder_format_or_an_input_that_is_not_utf8_is_refused_before_the_model_loads(
+        tmp_path, capsys, monkeypatch):
+    # The model took seconds to load before these refusals.
+    from clinical_ner.cli import main
+    from clinical_ner.annotators.load import ClinicalNER
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ClinicalNER, "load", load)
+    assert main(["predict", "--output-format", "i2b2", NOTE]) == 2
+    assert capsys.readouterr().err == ("clinical-ner predict: error: --output-format i2b2 needs "
+                                       "--output DIR (one file per document)\n")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"Fi\xe8vre.")
+    assert main(["predict", "--input", str(latin1)]) == 3
+    assert "latin1.txt: not UTF-8" in capsys.readouterr().err
+
+
+def test_a_read_only_output_file_is_refused_not_replaced(tmp_path, capsys, monkeypatch):
     # --output is written atomically (by a rename), which a read-only file does not stop.
     from clinical_ner.cli import main
+    from clinical_ner.formats import writers
 
     output = tmp_path / "kept.jsonl"
     output.write_text("kept\n", encoding="utf-8")
     output.chmod(0o444)
+    if os.access(output, os.W_OK):  # root may write any file: ask as another user would
+        monkeypatch.setattr(writers.os, "access", lambda path, mode: not (
+            os.fspath(path) == os.fspath(output) and mode == os.W_OK))
     assert main(["predict", "--output", str(output), NOTE]) == 1
     assert capsys.readouterr().err == (
         f"clinical-ner predict: error: {output}: cannot write (Permission denied)\n")

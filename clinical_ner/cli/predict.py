@@ -53,16 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.jsonl import read_documents
     from clinical_ner.annotators.load import ClinicalNER
-    from clinical_ner.formats.writers import write_annotations
+    from clinical_ner.formats.writers import check_output_format, write_annotations
 
     model, texts = model_and_texts(args.positionals, args.model, other_input=bool(args.input))
     check_input_files(args.input)
+    check_output_format(args.output_format, args.output)
     if args.output_format in FOLDER_FORMATS:
         check_output_folder("--output", args.output)
     else:
         check_output_file("--output", args.output, inputs=args.input or ())
-    ner = ClinicalNER.load(model)
+    # Read first: an input that is not UTF-8 is named without waiting for the model to load.
     documents = read_documents(texts, args.input)
+    ner = ClinicalNER.load(model)
     write_annotations(ner, documents, args.output_format, args.output)
     return 0
 

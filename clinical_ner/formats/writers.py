@@ -52,13 +52,19 @@ def write_annotations(ner: Annotator, documents: list[tuple[str, str]], output_f
 
     ``output`` is a file (stdout when ``None``) or, for folder formats, a folder.
     """
+    check_output_format(output_format, output)
+    WRITERS[output_format](ner, documents, output)
+
+
+def check_output_format(output_format: str, output: Path | None) -> None:
+    """Raise :class:`ConfigError` unless ``output_format`` is a writer's and ``output`` fits
+    it (a folder format needs a folder): before a model is loaded to annotate."""
     if output_format not in WRITERS:
         raise ConfigError(f"unknown output format {output_format!r}; "
                           f"choose one of {', '.join(WRITERS)}")
     if output_format in FOLDER_FORMATS and output is None:
         raise ConfigError(f"--output-format {output_format} needs --output DIR "
                           "(one file per document)")
-    WRITERS[output_format](ner, documents, output)
 
 
 class _OutputStream:
