@@ -205,6 +205,16 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
 
 
 @needs_gensim
+def test_an_input_file_is_never_the_output(notes, tmp_path):
+    text = notes["lines"].read_bytes()
+    with pytest.raises(ConfigError, match="one of the input files"):
+        train_small([notes["lines"]], notes["lines"])
+    with pytest.raises(ConfigError, match="one of the input files"):  # below an input folder
+        train_small([notes["folder"]], notes["folder"] / "note-00.txt")
+    assert notes["lines"].read_bytes() == text
+
+
+@needs_gensim
 @pytest.mark.slow
 def test_the_command_prints_a_summary_and_one_line_errors(notes, tmp_path):
     def run_cli(*args):
