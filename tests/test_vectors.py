@@ -192,6 +192,15 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
     # A process each: 100,000 ran the machine out of memory.
     with pytest.raises(ConfigError, match="workers must be at most 1024, got 100000"):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", workers=100_000)
+    # gensim keeps these in C ints (its threads failed and the command waited forever),
+    # seeds NumPy with an unsigned 32-bit seed, and ran out of memory for a huge dim.
+    for option, value, problem in (("window", 2**31, "at most 2147483647"),
+                                   ("epochs", 2**31, "at most 2147483647"),
+                                   ("dim", 10_001, "at most 10000"),
+                                   ("seed", -1, "an integer >= 0"),
+                                   ("seed", 2**32, "at most 4294967295")):
+        with pytest.raises(ConfigError, match=f"{option} must be {problem}"):
+            train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", **{option: value})
     # Refused before reading and training, which may take an hour.
     with pytest.raises(ConfigError, match=f"output {tmp_path}: a folder; give the file to write"):
         train_small([tmp_path / "blank.txt"], tmp_path)

@@ -47,6 +47,12 @@ from clinical_ner.vectors.writer import write_vectors
 TEMP_PREFIX = "clinical-ner-vectors-"
 #: Reading processes and gensim threads at most: far above any core count it helps with.
 MAX_WORKERS = 1024
+#: gensim keeps the window and the epochs in C ints: a larger value made its training
+#: threads fail while the command waited for them forever.
+MAX_GENSIM_INT = 2**31 - 1
+#: Far above any useful vector size (published vectors have 50 to 1,000); a larger one ran
+#: out of memory after the whole input had been read.
+MAX_DIM = 10_000
 
 
 @dataclass
@@ -111,9 +117,12 @@ def train_vectors(
     """
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    for name, value in (("dim", dim), ("window", window), ("epochs", epochs),
-                        ("min_count", min_count)):
-        check_integer(name, value)
+    check_integer("dim", dim, maximum=MAX_DIM)
+    for name, value in (("window", window), ("epochs", epochs)):
+        check_integer(name, value, maximum=MAX_GENSIM_INT)
+    check_integer("min_count", min_count)
+    # gensim seeds NumPy, whose seeds are unsigned 32-bit.
+    check_integer("seed", seed, minimum=0, maximum=2**32 - 1)
     # Each worker is a reading process (100,000 ran the machine out of memory).
     check_integer("workers", workers, maximum=MAX_WORKERS)
     models = require_extra("gensim.models")
