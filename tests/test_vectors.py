@@ -223,6 +223,13 @@ def test_an_input_file_is_never_the_output(notes, tmp_path):
     assert notes["lines"].read_bytes() == text
 
 
+def test_every_text_option_is_read(tmp_path):
+    from clinical_ner.cli import build_parser
+
+    argv = ["vectors", "--text", "a.txt", "b.txt", "--text", "c.txt", "--output", "v.txt"]
+    assert build_parser(argv).parse_args(argv).text == ["a.txt", "b.txt", "c.txt"]
+
+
 @needs_gensim
 @pytest.mark.slow
 def test_the_command_prints_a_summary_and_one_line_errors(notes, tmp_path):
