@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from clinical_ner.config import NERConfig
 from clinical_ner.vectors.reader import load_embedding_files, load_embeddings
-from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.text.tokenizer import (
     char_class,
     normalization_map,
@@ -221,6 +221,53 @@ def test_an_input_file_is_never_the_output(notes, tmp_path):
     with pytest.raises(ConfigError, match="one of the input files"):  # below an input folder
         train_small([notes["folder"]], notes["folder"] / "note-00.txt")
     assert notes["lines"].read_bytes() == text
+
+
+@pytest.fixture()
+def file_size_limit():
+    """Files written past ``limit`` bytes fail with EFBIG, as on a full disk."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an OSError, not a signal
+
+    def limit(size):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+@needs_gensim
+def test_a_file_that_cannot_be_written_is_an_error_naming_it(tmp_path, file_size_limit):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(document + "\n" for document in DOCUMENTS) * 20)
+    scratch, output = tmp_path / "scratch", tmp_path / "vectors.txt"
+    scratch.mkdir()
+    output.write_text("earlier vectors\n")
+    file_size_limit(2_000)  # below the token file's size
+    with pytest.raises(ClinicalNERError, match=f"{scratch}: cannot write the temporary token "
+                                               "file \\(File too large\\)"):
+        train_small([notes], output, tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []
+    file_size_limit(50_000)  # above it, below the vectors'
+    with pytest.raises(ClinicalNERError, match=f"output {output}: cannot write the vectors "
+                                               "\\(File too large\\)"):
+        train_small([notes], output, tmp_dir=scratch, dim=1000)
+    assert output.read_text() == "earlier vectors\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "scratch",
+                                                                  "vectors.txt"]
+
+
+@needs_gensim
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file without read permission")
+def test_an_unreadable_input_is_a_data_error_not_the_token_files(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Fever.\n")
+    notes.chmod(0)
+    with pytest.raises(DataFormatError, match=f"{notes}: cannot open \\(Permission denied\\)"):
+        train_small([notes], tmp_path / "vectors.txt")
 
 
 def test_every_text_option_is_read(tmp_path):

@@ -83,7 +83,11 @@ def line_batches(files: Sequence[Path], text_field: str, progress) -> Iterator[L
     """Every line of ``files`` in batches; ``progress`` (a tqdm bar or None) advances by bytes read."""
     for path in files:
         field = text_field if is_json_lines(path) else None
-        stream, raw = _open(path)
+        try:
+            stream, raw = _open(path)
+        except OSError as error:
+            raise DataFormatError(str(path), None, "cannot open "
+                                  f"({error.strerror or type(error).__name__})") from None
         position = 0
         try:
             lines: list[bytes] = []

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from clinical_ner.errors import ConfigError, DataFormatError, check_integer, check_output_file
+from clinical_ner.errors import (
+    ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import text_files
@@ -136,14 +137,22 @@ def train_vectors(
     if tmp_dir is not None and not Path(tmp_dir).is_dir():
         raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
 
-    handle = tempfile.NamedTemporaryFile(  # mode 0600, like every mkstemp file
-        "w", encoding="utf-8", prefix=TEMP_PREFIX, suffix=".txt", dir=tmp_dir, delete=False)
+    try:
+        handle = tempfile.NamedTemporaryFile(  # mode 0600, like every mkstemp file
+            "w", encoding="utf-8", prefix=TEMP_PREFIX, suffix=".txt", dir=tmp_dir, delete=False)
+    except OSError as error:
+        raise _token_file_error(tmp_dir, error) from None
     temp_path = Path(handle.name)
     try:
-        with handle:
-            started = time.perf_counter()
-            counts, totals = tokenise_to(handle, files, text_field, workers, progress)
-            read_seconds = time.perf_counter() - started
+        try:
+            with handle:
+                started = time.perf_counter()
+                counts, totals = tokenise_to(handle, files, text_field, workers, progress)
+                read_seconds = time.perf_counter() - started
+        except OSError as error:
+            # The inputs' read errors are DataFormatErrors: this is the token file's (a full
+            # disk), not a bug.
+            raise _token_file_error(temp_path.parent, error) from None
         if not counts:
             raise DataFormatError(", ".join(str(i) for i in inputs), None, "no text to train on")
         kept = {word: count for word, count in counts.items() if count >= min_count}
@@ -156,7 +165,11 @@ def train_vectors(
         train_seconds = time.perf_counter() - started
     finally:
         temp_path.unlink(missing_ok=True)
-    write_vectors(output, wv.index_to_key, wv.vectors)
+    try:
+        write_vectors(output, wv.index_to_key, wv.vectors)
+    except OSError as error:
+        raise ClinicalNERError(f"output {output}: cannot write the vectors "
+                               f"({error.strerror or type(error).__name__})") from None
     return VectorsReport(
         output=output, files=len(files), lines=totals["lines"], sentences=totals["sentences"],
         tokens=totals["tokens"], distinct_words=len(counts), vectors=len(wv.index_to_key),
@@ -164,3 +177,12 @@ def train_vectors(
         read_seconds=read_seconds, train_seconds=train_seconds,
         temp_file_deleted=not temp_path.exists(),
     )
+
+
+def _token_file_error(folder: str | Path | None, error: OSError) -> ClinicalNERError:
+    """Writing the temporary token file in ``folder`` (None: the system's) failed."""
+    where = tempfile.gettempdir() if folder is None else folder
+    return ClinicalNERError(
+        f"{where}: cannot write the temporary token file "
+        f"({error.strerror or type(error).__name__}); it takes about as much space as the "
+        "uncompressed text (see --tmp-dir)")
