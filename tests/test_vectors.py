@@ -95,7 +95,7 @@ def notes(tmp_path):
     kinds["gz"].write_bytes(gzip.compress(plain.encode()))
     kinds["xz"].write_bytes(lzma.compress(plain.encode()))
     kinds["bz2"].write_bytes(bz2.compress(plain.encode()))
-    kinds["jsonl"].write_text(jsonl, encoding="utf-8")
+    kinds["jsonl"].write_text("\ufeff" + jsonl, encoding="utf-8")  # as Windows tools write
     kinds["jsonl.xz"].write_bytes(lzma.compress(jsonl.encode()))
     kinds["folder"].mkdir()
     for number, document in enumerate(DOCUMENTS):  # one document a file
@@ -158,6 +158,8 @@ def test_fasttext_and_two_workers(notes, tmp_path):
     (b'{"body": "Fever."}\n\n{"body": "Smith \xe9t\xe9"}\n', 3, "not UTF-8"),
     (b'{"body": "Fever."}\n{"body": "Smith\tx"}\n', 2,
      "not valid JSON (Invalid control character at column 16)"),
+    (b'{"body": "Fever."}\n{"body": "Fever.", "body": "Smith"}\n', 2,
+     "field 'body' appears twice in one object"),
 ])
 def test_errors_name_the_file_and_line_never_the_text(tmp_path, content, line, problem):
     source = tmp_path / "notes.jsonl"

@@ -17,7 +17,8 @@ from typing import IO, Sequence
 
 from clinical_ner.errors import DataFormatError
 from clinical_ner.text.tokenizer import normalize_word, sentence_token_texts
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import (
+    RepeatedKeyError, UntrustedJSONError, parse_untrusted_json)
 from clinical_ner.vectors.extras import progress_bar
 from clinical_ner.vectors.inputs import LineBatch, line_batches
 
@@ -40,10 +41,17 @@ def _line_text(batch: LineBatch, number: int, raw: bytes) -> str:
                               f"not UTF-8 (invalid byte at column {error.start + 1})") from None
     if batch.text_field is None:
         return line
+    if number == 1:
+        # A byte-order mark (Windows tools write one) belongs to the file, as in batch input.
+        line = line.removeprefix("\ufeff")
     if not line.strip():
         return ""
     try:
-        record = parse_untrusted_json(line)
+        record = parse_untrusted_json(line, unique_keys=(batch.text_field,))
+    except RepeatedKeyError:
+        # json.loads would keep the last value: maybe not the text meant.
+        raise DataFormatError(batch.path, number, f"field {batch.text_field!r} appears twice "
+                              "in one object") from None
     except UntrustedJSONError as error:
         raise DataFormatError(batch.path, number,
                               f"not valid JSON ({error.located(' at column {colno}')})") from None
