@@ -209,6 +209,13 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="nowhere: the folder for the temporary token file "
                                           "does not exist"):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", tmp_dir=tmp_path / "nowhere")
+    # A note that would be left out without a word, or a pipe read until it closes.
+    (empty / "lost.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(DataFormatError, match="lost.txt: a broken symbolic link"):
+        train_small([empty], tmp_path / "v.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(DataFormatError, match="pipe.txt: not a regular file"):
+        train_small([tmp_path / "pipe.txt"], tmp_path / "v.txt")
     truncated = tmp_path / "notes.txt.xz"
     truncated.write_bytes(lzma.compress(b"Fever.\n" * 1000)[:50])
     with pytest.raises(DataFormatError, match="notes.txt.xz: cannot read"):

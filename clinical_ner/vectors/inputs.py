@@ -33,16 +33,27 @@ def text_files(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_text_file(p))
+            found = sorted(p for p in path.rglob("*") if _is_text_file(p) and not p.is_dir())
             if not found:
                 raise DataFormatError(str(path), None, "no .txt / .jsonl / .ndjson files "
                                       "(also .gz, .xz, .bz2) in this folder")
+            for file in found:
+                _check_regular_file(file)
             files.extend(found)
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():
+            _check_regular_file(path)
             files.append(path)
         else:
             raise DataFormatError(str(path), None, "no such file or folder")
     return files
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse what would be left out without a word (a broken symbolic link: its notes were
+    not read) or read until it closes (a named pipe), as ``batch`` does."""
+    if not path.is_file():
+        what = "a broken symbolic link" if path.is_symlink() else "not a regular file"
+        raise DataFormatError(str(path), None, what)
 
 
 def _content_suffix(path: Path) -> str:
