@@ -133,6 +133,12 @@ def test_min_count_decides_which_words_get_a_vector(notes, tmp_path):
     assert RARE_NAME in words and "mr" in words and "0000" in words  # each seen twice
     train_small([notes["lines"]], output, min_count=11)
     assert set(vectors_file_words(output)[0]) == {"fever", "."}  # 12 and 14 times
+    from clinical_ner.vectors.trainer import train_vectors
+
+    for one_path in (notes["lines"], str(notes["lines"])):  # not in a list: the same
+        train_vectors(one_path, output, dim=8, epochs=1, workers=1, min_count=11,
+                      progress=False)
+        assert set(vectors_file_words(output)[0]) == {"fever", "."}
     with pytest.raises(ConfigError, match="no word occurs 100 times"):
         train_small([notes["lines"]], output, min_count=100)
 

@@ -86,7 +86,7 @@ class VectorsReport:
 
 
 def train_vectors(
-    inputs: Sequence[str | Path],
+    inputs: str | Path | Sequence[str | Path],
     output: str | Path,
     method: str = "word2vec",
     dim: int = 100,
@@ -99,7 +99,8 @@ def train_vectors(
     tmp_dir: str | Path | None = None,
     progress: bool = True,
 ) -> VectorsReport:
-    """Train word vectors on the unlabeled text of ``inputs`` and write them to ``output``.
+    """Train word vectors on the unlabeled text of ``inputs`` (a path or several) and write
+    them to ``output``.
 
     ``method``: ``word2vec`` (skip-gram, negative sampling) or ``fasttext`` (skip-gram with
     character n-grams; only the kept words' vectors are written). Words seen fewer than
@@ -116,6 +117,8 @@ def train_vectors(
     >>> report.vectors, report.dim, report.temp_file_deleted
     (5, 8, True)
     """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]  # one path: a string was read as its characters' paths
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     check_integer("dim", dim, maximum=MAX_DIM)
