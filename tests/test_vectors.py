@@ -285,6 +285,20 @@ def test_an_unreadable_input_is_a_data_error_not_the_token_files(tmp_path):
         train_small([notes], tmp_path / "vectors.txt")
 
 
+@needs_gensim
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a folder without write permission")
+def test_an_output_folder_that_is_not_writable_is_refused_before_reading(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "notes.txt").write_text("Fever.\n")
+    with pytest.raises(ConfigError, match=f"the folder {locked} is not writable"):
+        train_small([tmp_path / "notes.txt"], locked / "vectors.txt", tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []  # refused before the token file was made
+
+
 def test_every_text_option_is_read(tmp_path):
     from clinical_ner.cli import build_parser
 

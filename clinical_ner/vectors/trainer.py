@@ -31,6 +31,7 @@ module runs them and owns the temporary file. A line break always ends a sentenc
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ def train_vectors(
     files = text_files(inputs)
     # Checked before reading and training, which may take an hour.
     check_output_file("output", output)
+    if not os.access(output.parent, os.W_OK):
+        raise ConfigError(f"output {output}: the folder {output.parent} is not writable")
     if output.exists() and any(output.samefile(path) for path in files):
         raise ConfigError(f"output {output}: one of the input files; the vectors would "
                           "replace the text")
