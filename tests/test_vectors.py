@@ -144,6 +144,18 @@ def test_min_count_decides_which_words_get_a_vector(notes, tmp_path):
 
 
 @needs_gensim
+def test_a_file_named_twice_is_read_once(notes, tmp_path, monkeypatch):
+    # Counted three times, the name (seen twice) would reach the min count and get a vector.
+    monkeypatch.chdir(notes["lines"].parent)
+    output = tmp_path / "vectors.txt"
+    report = train_small([notes["lines"], "notes.txt", f"./{notes['lines'].name}"], output)
+    assert report.files == 1 and report.lines == len(DOCUMENTS)
+    assert RARE_NAME not in vectors_file_words(output)[0]
+    report = train_small([notes["folder"], notes["folder"] / "note-00.txt"], output)
+    assert report.files == len(DOCUMENTS) and report.lines == len(DOCUMENTS)
+
+
+@needs_gensim
 @pytest.mark.slow
 def test_fasttext_and_two_workers(notes, tmp_path):
     output = tmp_path / "vectors.txt"

@@ -28,7 +28,12 @@ LINES_PER_BATCH = 2000
 
 
 def text_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """The files to read: files as given, folders expanded (sorted) to their text files."""
+    """The files to read: files as given, folders expanded (sorted) to their text files.
+
+    Each file once, however often the inputs name it (a file and its folder, two spellings
+    of a path, a hard link): its words counted twice would reach ``min_count`` at half
+    their count, and a name seen three times would get a vector.
+    """
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -45,7 +50,14 @@ def text_files(inputs: Sequence[str | Path]) -> list[Path]:
             files.append(path)
         else:
             raise DataFormatError(str(path), None, "no such file or folder")
-    return files
+    seen: set[tuple[int, int]] = set()
+    distinct: list[Path] = []
+    for file in files:
+        status = file.stat()
+        if (status.st_dev, status.st_ino) not in seen:
+            seen.add((status.st_dev, status.st_ino))
+            distinct.append(file)
+    return distinct
 
 
 def _check_regular_file(path: Path) -> None:
