@@ -144,6 +144,16 @@ def test_min_count_decides_which_words_get_a_vector(notes, tmp_path):
 
 
 @needs_gensim
+def test_a_lone_surrogate_in_json_is_the_character_the_model_reads(tmp_path):
+    # JSON's "\ud800" cannot be written as UTF-8 (it ended the command); the model reads
+    # U+FFFD in its place.
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"text": "Fever \\ud800 cough."}\n' * 5, encoding="utf-8")
+    train_small([notes], tmp_path / "vectors.txt")
+    assert "\ufffd" in vectors_file_words(tmp_path / "vectors.txt")[0]
+
+
+@needs_gensim
 def test_a_file_named_twice_is_read_once(notes, tmp_path, monkeypatch):
     # Counted three times, the name (seen twice) would reach the min count and get a vector.
     monkeypatch.chdir(notes["lines"].parent)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from clinical_ner.errors import DataFormatError
+from clinical_ner.export.signatures import replace_lone_surrogates
 from clinical_ner.text.tokenizer import normalize_word, sentence_token_texts
 from clinical_ner.untrusted_json import (
     RepeatedKeyError, UntrustedJSONError, parse_untrusted_json)
@@ -60,7 +61,9 @@ def _line_text(batch: LineBatch, number: int, raw: bytes) -> str:
         raise DataFormatError(batch.path, number,
                               f"expected a JSON object whose field {batch.text_field!r} is a "
                               "string (see --text-field)")
-    return text
+    # A JSON "\ud800" is a lone surrogate, which the UTF-8 token file cannot hold; the model
+    # reads it as U+FFFD (clinical_ner.export.signatures.encode_text), so the vectors do too.
+    return replace_lone_surrogates(text)
 
 
 def _tokenise(batch: LineBatch) -> _Tokenised:
