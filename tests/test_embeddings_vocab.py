@@ -57,6 +57,11 @@ def test_bad_embedding_files_name_file_and_line(tmp_path):
     with pytest.raises(DataFormatError, match=r"bad.txt:2: vector has 2 dimensions, but the "
                                               r"header \(line 1\) says 3"):
         load_embeddings(path)
+    # A copy cut short at a line break: every line is valid, only the header's count tells.
+    path.write_text("3 2\na 1 2\nb 1 2\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad.txt: 2 vectors, but the header \(line 1\) "
+                                              "says 3"):
+        load_embeddings(path)
     # Not a header: int() fails on "²" (isdigit() is true) and on 5,000 digits.
     for header in ("5 \u00b2", f"5 {'3' * 5000}"):
         path.write_text(f"{header}\na 1 2\n", encoding="utf-8")

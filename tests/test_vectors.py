@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from clinical_ner.config import NERConfig
 from clinical_ner.vectors.reader import load_embedding_files, load_embeddings
-from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.text.tokenizer import (
     char_class,
     normalization_map,
@@ -95,7 +95,7 @@ def notes(tmp_path):
     kinds["gz"].write_bytes(gzip.compress(plain.encode()))
     kinds["xz"].write_bytes(lzma.compress(plain.encode()))
     kinds["bz2"].write_bytes(bz2.compress(plain.encode()))
-    kinds["jsonl"].write_text(jsonl, encoding="utf-8")
+    kinds["jsonl"].write_text("\ufeff" + jsonl, encoding="utf-8")  # as Windows tools write
     kinds["jsonl.xz"].write_bytes(lzma.compress(jsonl.encode()))
     kinds["folder"].mkdir()
     for number, document in enumerate(DOCUMENTS):  # one document a file
@@ -133,8 +133,36 @@ def test_min_count_decides_which_words_get_a_vector(notes, tmp_path):
     assert RARE_NAME in words and "mr" in words and "0000" in words  # each seen twice
     train_small([notes["lines"]], output, min_count=11)
     assert set(vectors_file_words(output)[0]) == {"fever", "."}  # 12 and 14 times
+    from clinical_ner.vectors.trainer import train_vectors
+
+    for one_path in (notes["lines"], str(notes["lines"])):  # not in a list: the same
+        train_vectors(one_path, output, dim=8, epochs=1, workers=1, min_count=11,
+                      progress=False)
+        assert set(vectors_file_words(output)[0]) == {"fever", "."}
     with pytest.raises(ConfigError, match="no word occurs 100 times"):
         train_small([notes["lines"]], output, min_count=100)
+
+
+@needs_gensim
+def test_a_lone_surrogate_in_json_is_the_character_the_model_reads(tmp_path):
+    # JSON's "\ud800" cannot be written as UTF-8 (it ended the command); the model reads
+    # U+FFFD in its place.
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"text": "Fever \\ud800 cough."}\n' * 5, encoding="utf-8")
+    train_small([notes], tmp_path / "vectors.txt")
+    assert "\ufffd" in vectors_file_words(tmp_path / "vectors.txt")[0]
+
+
+@needs_gensim
+def test_a_file_named_twice_is_read_once(notes, tmp_path, monkeypatch):
+    # Counted three times, the name (seen twice) would reach the min count and get a vector.
+    monkeypatch.chdir(notes["lines"].parent)
+    output = tmp_path / "vectors.txt"
+    report = train_small([notes["lines"], "notes.txt", f"./{notes['lines'].name}"], output)
+    assert report.files == 1 and report.lines == len(DOCUMENTS)
+    assert RARE_NAME not in vectors_file_words(output)[0]
+    report = train_small([notes["folder"], notes["folder"] / "note-00.txt"], output)
+    assert report.files == len(DOCUMENTS) and report.lines == len(DOCUMENTS)
 
 
 @needs_gensim
@@ -158,6 +186,8 @@ def test_fasttext_and_two_workers(notes, tmp_path):
     (b'{"body": "Fever."}\n\n{"body": "Smith \xe9t\xe9"}\n', 3, "not UTF-8"),
     (b'{"body": "Fever."}\n{"body": "Smith\tx"}\n', 2,
      "not valid JSON (Invalid control character at column 16)"),
+    (b'{"body": "Fever."}\n{"body": "Fever.", "body": "Smith"}\n', 2,
+     "field 'body' appears twice in one object"),
 ])
 def test_errors_name_the_file_and_line_never_the_text(tmp_path, content, line, problem):
     source = tmp_path / "notes.jsonl"
@@ -192,16 +222,110 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
     # A process each: 100,000 ran the machine out of memory.
     with pytest.raises(ConfigError, match="workers must be at most 1024, got 100000"):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", workers=100_000)
+    # gensim keeps these in C ints (its threads failed and the command waited forever),
+    # seeds NumPy with an unsigned 32-bit seed, and ran out of memory for a huge dim.
+    for option, value, problem in (("window", 2**31, "at most 2147483647"),
+                                   ("epochs", 2**31, "at most 2147483647"),
+                                   ("dim", 10_001, "at most 10000"),
+                                   ("seed", -1, "an integer >= 0"),
+                                   ("seed", 2**32, "at most 4294967295")):
+        with pytest.raises(ConfigError, match=f"{option} must be {problem}"):
+            train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", **{option: value})
     # Refused before reading and training, which may take an hour.
     with pytest.raises(ConfigError, match=f"output {tmp_path}: a folder; give the file to write"):
         train_small([tmp_path / "blank.txt"], tmp_path)
     with pytest.raises(ConfigError, match="nowhere: the folder for the temporary token file "
                                           "does not exist"):
         train_small([tmp_path / "blank.txt"], tmp_path / "v.txt", tmp_dir=tmp_path / "nowhere")
+    # A note that would be left out without a word, or a pipe read until it closes.
+    (empty / "lost.txt").symlink_to(tmp_path / "moved.txt")
+    with pytest.raises(DataFormatError, match="lost.txt: a broken symbolic link"):
+        train_small([empty], tmp_path / "v.txt")
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(DataFormatError, match="pipe.txt: not a regular file"):
+        train_small([tmp_path / "pipe.txt"], tmp_path / "v.txt")
     truncated = tmp_path / "notes.txt.xz"
     truncated.write_bytes(lzma.compress(b"Fever.\n" * 1000)[:50])
     with pytest.raises(DataFormatError, match="notes.txt.xz: cannot read"):
         train_small([truncated], tmp_path / "v.txt")
+
+
+@needs_gensim
+def test_an_input_file_is_never_the_output(notes, tmp_path):
+    text = notes["lines"].read_bytes()
+    with pytest.raises(ConfigError, match="one of the input files"):
+        train_small([notes["lines"]], notes["lines"])
+    with pytest.raises(ConfigError, match="one of the input files"):  # below an input folder
+        train_small([notes["folder"]], notes["folder"] / "note-00.txt")
+    assert notes["lines"].read_bytes() == text
+
+
+@pytest.fixture()
+def file_size_limit():
+    """Files written past ``limit`` bytes fail with EFBIG, as on a full disk."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an OSError, not a signal
+
+    def limit(size):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, previous)
+
+
+@needs_gensim
+def test_a_file_that_cannot_be_written_is_an_error_naming_it(tmp_path, file_size_limit):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("".join(document + "\n" for document in DOCUMENTS) * 20)
+    scratch, output = tmp_path / "scratch", tmp_path / "vectors.txt"
+    scratch.mkdir()
+    output.write_text("earlier vectors\n")
+    file_size_limit(2_000)  # below the token file's size
+    with pytest.raises(ClinicalNERError, match=f"{scratch}: cannot write the temporary token "
+                                               "file \\(File too large\\)"):
+        train_small([notes], output, tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []
+    file_size_limit(50_000)  # above it, below the vectors'
+    with pytest.raises(ClinicalNERError, match=f"output {output}: cannot write the vectors "
+                                               "\\(File too large\\)"):
+        train_small([notes], output, tmp_dir=scratch, dim=1000)
+    assert output.read_text() == "earlier vectors\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "scratch",
+                                                                  "vectors.txt"]
+
+
+@needs_gensim
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file without read permission")
+def test_an_unreadable_input_is_a_data_error_not_the_token_files(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Fever.\n")
+    notes.chmod(0)
+    with pytest.raises(DataFormatError, match=f"{notes}: cannot open \\(Permission denied\\)"):
+        train_small([notes], tmp_path / "vectors.txt")
+
+
+@needs_gensim
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a folder without write permission")
+def test_an_output_folder_that_is_not_writable_is_refused_before_reading(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (tmp_path / "notes.txt").write_text("Fever.\n")
+    with pytest.raises(ConfigError, match=f"the folder {locked} is not writable"):
+        train_small([tmp_path / "notes.txt"], locked / "vectors.txt", tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []  # refused before the token file was made
+
+
+def test_every_text_option_is_read(tmp_path):
+    from clinical_ner.cli import build_parser
+
+    argv = ["vectors", "--text", "a.txt", "b.txt", "--text", "c.txt", "--output", "v.txt"]
+    assert build_parser(argv).parse_args(argv).text == ["a.txt", "b.txt", "c.txt"]
 
 
 @needs_gensim

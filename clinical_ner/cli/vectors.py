@@ -12,7 +12,8 @@ HELP = "train word vectors on unlabeled text, for train --embeddings (needs the 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--text", required=True, nargs="+", metavar="PATH",
+    # extend: a second --text adds its paths (the last one alone was read).
+    parser.add_argument("--text", required=True, nargs="+", action="extend", metavar="PATH",
                         help="unlabeled text: files or folders (.txt, one document a line "
                              "or a file; .jsonl; also .gz, .xz, .bz2)")
     parser.add_argument("--output", required=True,

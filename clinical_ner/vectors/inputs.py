@@ -28,21 +28,44 @@ LINES_PER_BATCH = 2000
 
 
 def text_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """The files to read: files as given, folders expanded (sorted) to their text files."""
+    """The files to read: files as given, folders expanded (sorted) to their text files.
+
+    Each file once, however often the inputs name it (a file and its folder, two spellings
+    of a path, a hard link): its words counted twice would reach ``min_count`` at half
+    their count, and a name seen three times would get a vector.
+    """
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_text_file(p))
+            found = sorted(p for p in path.rglob("*") if _is_text_file(p) and not p.is_dir())
             if not found:
                 raise DataFormatError(str(path), None, "no .txt / .jsonl / .ndjson files "
                                       "(also .gz, .xz, .bz2) in this folder")
+            for file in found:
+                _check_regular_file(file)
             files.extend(found)
-        elif path.is_file():
+        elif path.exists() or path.is_symlink():
+            _check_regular_file(path)
             files.append(path)
         else:
             raise DataFormatError(str(path), None, "no such file or folder")
-    return files
+    seen: set[tuple[int, int]] = set()
+    distinct: list[Path] = []
+    for file in files:
+        status = file.stat()
+        if (status.st_dev, status.st_ino) not in seen:
+            seen.add((status.st_dev, status.st_ino))
+            distinct.append(file)
+    return distinct
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse what would be left out without a word (a broken symbolic link: its notes were
+    not read) or read until it closes (a named pipe), as ``batch`` does."""
+    if not path.is_file():
+        what = "a broken symbolic link" if path.is_symlink() else "not a regular file"
+        raise DataFormatError(str(path), None, what)
 
 
 def _content_suffix(path: Path) -> str:
@@ -83,7 +106,11 @@ def line_batches(files: Sequence[Path], text_field: str, progress) -> Iterator[L
     """Every line of ``files`` in batches; ``progress`` (a tqdm bar or None) advances by bytes read."""
     for path in files:
         field = text_field if is_json_lines(path) else None
-        stream, raw = _open(path)
+        try:
+            stream, raw = _open(path)
+        except OSError as error:
+            raise DataFormatError(str(path), None, "cannot open "
+                                  f"({error.strerror or type(error).__name__})") from None
         position = 0
         try:
             lines: list[bytes] = []

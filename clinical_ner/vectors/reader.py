@@ -78,7 +78,8 @@ def load_embeddings(path: str | Path, format: str = "auto") -> tuple[list[str], 
 def _read_text(path: Path):
     # Bytes, decoded line by line, so that an error names its line.
     with open(path, "rb") as handle:
-        header_dim = None
+        header_count = header_dim = None
+        rows = 0
         for number, raw in enumerate(handle, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -89,7 +90,8 @@ def _read_text(path: Path):
             # isascii: int() would read "²" as well as "2" ("²".isdigit() is true) and fail.
             if number == 1 and len(parts) == 2 and all(
                     p.isascii() and p.isdigit() and len(p) <= 18 for p in parts):
-                header_dim = int(parts[1])  # word2vec / fastText header: "count dim"
+                # word2vec / fastText header: "count dim"
+                header_count, header_dim = int(parts[0]), int(parts[1])
                 continue
             if len(parts) < 2:
                 if not line.strip():
@@ -104,7 +106,13 @@ def _read_text(path: Path):
             if header_dim is not None and len(vector) != header_dim:
                 raise DataFormatError(str(path), number, f"vector has {len(vector)} "
                                       f"dimensions, but the header (line 1) says {header_dim}")
+            rows += 1
             yield number, parts[0], vector
+    if header_count is not None and rows < header_count:
+        # A copy cut short at a line break reads as a smaller, valid file. (Rows beyond the
+        # count, words added to a file, have always been read.)
+        raise DataFormatError(str(path), None, f"{rows} vectors, but the header (line 1) says "
+                              f"{header_count} (a file cut short?)")
 
 
 def _read_word2vec_binary(path: Path):

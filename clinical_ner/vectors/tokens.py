@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from clinical_ner.errors import DataFormatError
+from clinical_ner.export.signatures import replace_lone_surrogates
 from clinical_ner.text.tokenizer import normalize_word, sentence_token_texts
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import (
+    RepeatedKeyError, UntrustedJSONError, parse_untrusted_json)
 from clinical_ner.vectors.extras import progress_bar
 from clinical_ner.vectors.inputs import LineBatch, line_batches
 
@@ -40,10 +42,17 @@ def _line_text(batch: LineBatch, number: int, raw: bytes) -> str:
                               f"not UTF-8 (invalid byte at column {error.start + 1})") from None
     if batch.text_field is None:
         return line
+    if number == 1:
+        # A byte-order mark (Windows tools write one) belongs to the file, as in batch input.
+        line = line.removeprefix("\ufeff")
     if not line.strip():
         return ""
     try:
-        record = parse_untrusted_json(line)
+        record = parse_untrusted_json(line, unique_keys=(batch.text_field,))
+    except RepeatedKeyError:
+        # json.loads would keep the last value: maybe not the text meant.
+        raise DataFormatError(batch.path, number, f"field {batch.text_field!r} appears twice "
+                              "in one object") from None
     except UntrustedJSONError as error:
         raise DataFormatError(batch.path, number,
                               f"not valid JSON ({error.located(' at column {colno}')})") from None
@@ -52,7 +61,9 @@ def _line_text(batch: LineBatch, number: int, raw: bytes) -> str:
         raise DataFormatError(batch.path, number,
                               f"expected a JSON object whose field {batch.text_field!r} is a "
                               "string (see --text-field)")
-    return text
+    # A JSON "\ud800" is a lone surrogate, which the UTF-8 token file cannot hold; the model
+    # reads it as U+FFFD (clinical_ner.export.signatures.encode_text), so the vectors do too.
+    return replace_lone_surrogates(text)
 
 
 def _tokenise(batch: LineBatch) -> _Tokenised:

@@ -31,13 +31,15 @@ module runs them and owns the temporary file. A line break always ends a sentenc
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from clinical_ner.errors import ConfigError, DataFormatError, check_integer, check_output_file
+from clinical_ner.errors import (
+    ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import text_files
@@ -47,6 +49,12 @@ from clinical_ner.vectors.writer import write_vectors
 TEMP_PREFIX = "clinical-ner-vectors-"
 #: Reading processes and gensim threads at most: far above any core count it helps with.
 MAX_WORKERS = 1024
+#: gensim keeps the window and the epochs in C ints: a larger value made its training
+#: threads fail while the command waited for them forever.
+MAX_GENSIM_INT = 2**31 - 1
+#: Far above any useful vector size (published vectors have 50 to 1,000); a larger one ran
+#: out of memory after the whole input had been read.
+MAX_DIM = 10_000
 
 
 @dataclass
@@ -79,7 +87,7 @@ class VectorsReport:
 
 
 def train_vectors(
-    inputs: Sequence[str | Path],
+    inputs: str | Path | Sequence[str | Path],
     output: str | Path,
     method: str = "word2vec",
     dim: int = 100,
@@ -92,7 +100,8 @@ def train_vectors(
     tmp_dir: str | Path | None = None,
     progress: bool = True,
 ) -> VectorsReport:
-    """Train word vectors on the unlabeled text of ``inputs`` and write them to ``output``.
+    """Train word vectors on the unlabeled text of ``inputs`` (a path or several) and write
+    them to ``output``.
 
     ``method``: ``word2vec`` (skip-gram, negative sampling) or ``fasttext`` (skip-gram with
     character n-grams; only the kept words' vectors are written). Words seen fewer than
@@ -109,11 +118,16 @@ def train_vectors(
     >>> report.vectors, report.dim, report.temp_file_deleted
     (5, 8, True)
     """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]  # one path: a string was read as its characters' paths
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    for name, value in (("dim", dim), ("window", window), ("epochs", epochs),
-                        ("min_count", min_count)):
-        check_integer(name, value)
+    check_integer("dim", dim, maximum=MAX_DIM)
+    for name, value in (("window", window), ("epochs", epochs)):
+        check_integer(name, value, maximum=MAX_GENSIM_INT)
+    check_integer("min_count", min_count)
+    # gensim seeds NumPy, whose seeds are unsigned 32-bit.
+    check_integer("seed", seed, minimum=0, maximum=2**32 - 1)
     # Each worker is a reading process (100,000 ran the machine out of memory).
     check_integer("workers", workers, maximum=MAX_WORKERS)
     models = require_extra("gensim.models")
@@ -121,17 +135,30 @@ def train_vectors(
     files = text_files(inputs)
     # Checked before reading and training, which may take an hour.
     check_output_file("output", output)
+    if not os.access(output.parent, os.W_OK):
+        raise ConfigError(f"output {output}: the folder {output.parent} is not writable")
+    if output.exists() and any(output.samefile(path) for path in files):
+        raise ConfigError(f"output {output}: one of the input files; the vectors would "
+                          "replace the text")
     if tmp_dir is not None and not Path(tmp_dir).is_dir():
         raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
 
-    handle = tempfile.NamedTemporaryFile(  # mode 0600, like every mkstemp file
-        "w", encoding="utf-8", prefix=TEMP_PREFIX, suffix=".txt", dir=tmp_dir, delete=False)
+    try:
+        handle = tempfile.NamedTemporaryFile(  # mode 0600, like every mkstemp file
+            "w", encoding="utf-8", prefix=TEMP_PREFIX, suffix=".txt", dir=tmp_dir, delete=False)
+    except OSError as error:
+        raise _token_file_error(tmp_dir, error) from None
     temp_path = Path(handle.name)
     try:
-        with handle:
-            started = time.perf_counter()
-            counts, totals = tokenise_to(handle, files, text_field, workers, progress)
-            read_seconds = time.perf_counter() - started
+        try:
+            with handle:
+                started = time.perf_counter()
+                counts, totals = tokenise_to(handle, files, text_field, workers, progress)
+                read_seconds = time.perf_counter() - started
+        except OSError as error:
+            # The inputs' read errors are DataFormatErrors: this is the token file's (a full
+            # disk), not a bug.
+            raise _token_file_error(temp_path.parent, error) from None
         if not counts:
             raise DataFormatError(", ".join(str(i) for i in inputs), None, "no text to train on")
         kept = {word: count for word, count in counts.items() if count >= min_count}
@@ -144,7 +171,11 @@ def train_vectors(
         train_seconds = time.perf_counter() - started
     finally:
         temp_path.unlink(missing_ok=True)
-    write_vectors(output, wv.index_to_key, wv.vectors)
+    try:
+        write_vectors(output, wv.index_to_key, wv.vectors)
+    except OSError as error:
+        raise ClinicalNERError(f"output {output}: cannot write the vectors "
+                               f"({error.strerror or type(error).__name__})") from None
     return VectorsReport(
         output=output, files=len(files), lines=totals["lines"], sentences=totals["sentences"],
         tokens=totals["tokens"], distinct_words=len(counts), vectors=len(wv.index_to_key),
@@ -152,3 +183,12 @@ def train_vectors(
         read_seconds=read_seconds, train_seconds=train_seconds,
         temp_file_deleted=not temp_path.exists(),
     )
+
+
+def _token_file_error(folder: str | Path | None, error: OSError) -> ClinicalNERError:
+    """Writing the temporary token file in ``folder`` (None: the system's) failed."""
+    where = tempfile.gettempdir() if folder is None else folder
+    return ClinicalNERError(
+        f"{where}: cannot write the temporary token file "
+        f"({error.strerror or type(error).__name__}); it takes about as much space as the "
+        "uncompressed text (see --tmp-dir)")
