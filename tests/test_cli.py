@@ -90,6 +90,19 @@ def test_predict_jsonl_from_arguments_files_and_stdin(model_dir, tmp_path):
     assert_same_entities(json.loads(from_stdin.stdout)["entities"], lines[0]["entities"])
 
 
+@pytest.mark.parametrize("command", ["predict", "client", "vectors"])
+def test_a_repeated_input_option_adds_its_files(command):
+    # The last --input (--text) alone was read, the others dropped without a word.
+    from clinical_ner.cli import build_parser
+
+    option = "--text" if command == "vectors" else "--input"
+    argv = [command, option, "a.txt", "b.txt", option, "c.txt"]
+    if command == "vectors":
+        argv += ["--output", "v.txt"]
+    args, _ = build_parser(argv).parse_known_args(argv)
+    assert [str(path) for path in getattr(args, option[2:])] == ["a.txt", "b.txt", "c.txt"]
+
+
 def test_predict_conll_and_i2b2_outputs(model_dir, tmp_path):
     conll = tmp_path / "out.conll"
     run_cli("predict", model_dir, NOTE, "--output-format", "conll", "--output", conll)

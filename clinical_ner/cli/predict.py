@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=model_path,
                         help="model directory or bundled model name (default: the first "
                              "argument if it is one, else clinical)")
-    parser.add_argument("--input", nargs="+", metavar="FILE",
+    parser.add_argument("--input", nargs="+", action="extend", metavar="FILE",
                         help="UTF-8 text files, one document each")
     add_format_option(parser, "--output-format", output_formats, "jsonl",
                       "jsonl (default), conll (tokens and tags), i2b2 (.con files), or html "

@@ -134,12 +134,9 @@ def train_vectors(
     output = Path(output)
     files = text_files(inputs)
     # Checked before reading and training, which may take an hour.
-    check_output_file("output", output)
+    check_output_file("output", output, inputs=files)
     if not os.access(output.parent, os.W_OK):
         raise ConfigError(f"output {output}: the folder {output.parent} is not writable")
-    if output.exists() and any(output.samefile(path) for path in files):
-        raise ConfigError(f"output {output}: one of the input files; the vectors would "
-                          "replace the text")
     if tmp_dir is not None and not Path(tmp_dir).is_dir():
         raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
 
