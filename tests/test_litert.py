@@ -458,6 +458,22 @@ def test_export_never_overwrites(tiny_model_dir, export_dir):
         export_litert(tiny_model_dir, export_dir.parent / "other", weights="int4")
 
 
+def test_export_fills_an_existing_empty_folder_in_place(tiny_model_dir, lite_ner, tmp_path,
+                                                        monkeypatch):
+    # Neither the working directory nor a link can be replaced by a rename: both
+    # ended in an internal error after the conversion.
+    (tmp_path / "here").mkdir()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    monkeypatch.chdir(tmp_path / "here")
+    assert export_litert(tiny_model_dir, ".") == Path(".")
+    export_litert(tiny_model_dir, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    for folder in (tmp_path / "here", tmp_path / "target"):
+        assert sorted(path.name for path in folder.iterdir()) == sorted(layout.REQUIRED_FILES)
+        assert_same_entities(ClinicalNER.load(folder).annotate(NOTE), lite_ner.annotate(NOTE))
+
+
 def test_the_lean_path_never_imports_tensorflow(export_dir):
     # A fresh process: the public API, then the command line, on the export.
     script = textwrap.dedent(f"""
