@@ -216,6 +216,24 @@ def test_large_batches_run_in_worker_processes_without_tensorflow(export_dir, sh
         LiteRTAnnotator.load(export_dir, parallel="fork")
 
 
+def test_worker_processes_load_the_export_the_caller_loaded_after_a_chdir(
+        export_dir, shared_data, tmp_path, monkeypatch):
+    # They start at the first large batch: from a relative path, after a chdir, they
+    # loaded whatever export was there (another model's answers), or failed.
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:4]]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    monkeypatch.chdir(export_dir.parent)
+    processes = LiteRTAnnotator.load(export_dir.name, workers=2)
+    try:
+        expected = LiteRTAnnotator.load(export_dir.name, workers=1).annotate(texts)
+        monkeypatch.chdir(tmp_path)
+        assert_same_documents(processes.annotate(texts), expected)
+        assert len(processes.worker_pids) == 2
+    finally:
+        processes.close()
+
+
 def test_a_batch_that_fails_or_is_interrupted_leaves_the_next_batch_right(
         export_dir, shared_data, monkeypatch):
     texts = [path.read_text(encoding="utf-8") for path in

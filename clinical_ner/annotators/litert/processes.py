@@ -40,7 +40,9 @@ class WorkerProcesses:
     """``count`` processes with ``directory``'s export loaded, started at the first use."""
 
     def __init__(self, directory: Path, count: int) -> None:
-        self.directory = Path(directory)
+        # Absolute: the processes start at the first large batch (and again after one
+        # dies), by when the caller may have changed its working directory.
+        self.directory = Path(directory).absolute()
         self.count = count
         self._processes: list[subprocess.Popen] = []
         # One batch at a time: each process answers the request it was sent.
