@@ -454,6 +454,22 @@ def test_workers_and_threads_are_checked_and_a_str_subclass_is_a_text(export_dir
         processes.close()
 
 
+def test_worker_processes_run_the_callers_num_threads(export_dir, lite_ner):
+    # They loaded the export with one thread whatever num_threads the caller gave.
+    texts = ["Started aspirin for fever. " * 60, "CT of the chest. " * 100]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    processes = LiteRTAnnotator.load(export_dir, workers=2, num_threads=3)
+    try:
+        assert_same_documents(processes.annotate(texts), lite_ner.annotate(texts))
+        for pid in processes.worker_pids:
+            status = Path(f"/proc/{pid}/status").read_text()
+            threads = int(next(line for line in status.splitlines()
+                               if line.startswith("Threads:")).split()[1])
+            assert threads >= 3  # XNNPACK's pool of 3 (2 with num_threads=1)
+    finally:
+        processes.close()
+
+
 def test_an_empty_token_is_refused_not_taken_for_padding(lite_ner):
     # It was: one tag for ["", "pain"], and ["chest", "", "pain"] tagged as ["chest", "pain"].
     for sentences, position in (([["", "pain"]], r"\[0\]\[0\]"),

@@ -37,13 +37,17 @@ READY, OK, ERROR = "ready", "ok", "error"
 
 
 class WorkerProcesses:
-    """``count`` processes with ``directory``'s export loaded, started at the first use."""
+    """``count`` processes with ``directory``'s export loaded, started at the first use.
 
-    def __init__(self, directory: Path, count: int) -> None:
+    Each loads it with one interpreter of ``num_threads`` threads.
+    """
+
+    def __init__(self, directory: Path, count: int, num_threads: int = 1) -> None:
         # Absolute: the processes start at the first large batch (and again after one
         # dies), by when the caller may have changed its working directory.
         self.directory = Path(directory).absolute()
         self.count = count
+        self.num_threads = num_threads
         self._processes: list[subprocess.Popen] = []
         # One batch at a time: each process answers the request it was sent.
         self._lock = threading.Lock()
@@ -105,7 +109,8 @@ class WorkerProcesses:
         self._stop()
         for _ in range(self.count):
             process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_SCRIPT, _PACKAGE_ROOT, str(self.directory)],
+                [sys.executable, "-c", _WORKER_SCRIPT, _PACKAGE_ROOT, str(self.directory),
+                 str(self.num_threads)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self._processes.append(process)
         for process in self._processes:
@@ -199,4 +204,4 @@ os.register_at_fork(after_in_child=_let_go_in_forked_child)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 _WORKER_SCRIPT = ("import sys; sys.path.append(sys.argv[1]); "
                   "from clinical_ner.annotators.litert.worker import serve; "
-                  "raise SystemExit(serve(sys.argv[2]))")
+                  "raise SystemExit(serve(sys.argv[2], int(sys.argv[3])))")
