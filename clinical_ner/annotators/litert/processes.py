@@ -48,7 +48,12 @@ class WorkerProcesses:
         self.directory = Path(directory).absolute()
         self.count = count
         self.num_threads = num_threads
+        # One list for the object's life (emptied, never replaced), for the finalizer.
         self._processes: list[subprocess.Popen] = []
+        # Dropped without close() (a notebook cell run again, a model reloaded), the
+        # processes ran until the caller exited: subprocess keeps a running child's Popen,
+        # and so the pipe to it, open. Closed here, each ends at the end of its input.
+        weakref.finalize(self, _close_pipes, self._processes)
         # One batch at a time: each process answers the request it was sent.
         self._lock = threading.Lock()
         _INSTANCES.add(self)
@@ -143,7 +148,7 @@ class WorkerProcesses:
                 process.kill()
                 process.wait()
             process.stdout.close()
-        self._processes = []
+        self._processes.clear()
 
 
 def character_groups(texts: list[str], groups: int) -> list[list[int]]:
@@ -183,15 +188,20 @@ def _stop_all() -> None:
             workers._stop(kill=True)
 
 
+def _close_pipes(processes: list[subprocess.Popen]) -> None:
+    """Let go of the processes: each ends at the end of its input, unless another copy holds it."""
+    for process in processes:
+        for pipe in (process.stdin, process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
 def _let_go_in_forked_child() -> None:
     for workers in list(_INSTANCES):
-        for process in workers._processes:
-            for pipe in (process.stdin, process.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-        workers._processes = []
+        _close_pipes(workers._processes)
+        workers._processes.clear()
         workers._lock = threading.Lock()
 
 
