@@ -11,6 +11,7 @@ LiteRT, is compared with the Keras CRF in ``test_crf.py``.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import os
@@ -526,6 +527,19 @@ def test_export_fills_an_existing_empty_folder_in_place(tiny_model_dir, lite_ner
     for folder in (tmp_path / "here", tmp_path / "target"):
         assert sorted(path.name for path in folder.iterdir()) == sorted(layout.REQUIRED_FILES)
         assert_same_entities(ClinicalNER.load(folder).annotate(NOTE), lite_ner.annotate(NOTE))
+
+
+def test_a_failed_write_is_one_error_naming_the_folder_and_keeps_nothing(tiny_model_dir,
+                                                                        tmp_path, monkeypatch):
+    # A full disk ended the command in an internal error (OSError, exit 70).
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(ExportError, match=r"/out: cannot write the export there \(No space left "
+                                          r"on device\); nothing was kept$"):
+        export_litert(tiny_model_dir, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_lean_path_never_imports_tensorflow(export_dir):

@@ -80,17 +80,17 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
     output_names = network_output_names(network) if ner.assertion_classes else None
-    output.parent.mkdir(parents=True, exist_ok=True)
     # An existing (empty) folder is filled in place, from a staging folder inside
     # it: it may be the working directory, a link or a mount point, which cannot
     # be replaced by a rename (or renamed onto from another file system).
     in_place = output.exists()
-    # Made with mkdir (not mkdtemp, which is private to its owner): the
-    # export gets the permissions the umask gives any new folder.
     staging = (output / f".partial-{uuid.uuid4().hex}" if in_place
                else output.parent / f".{output.name}.partial-{uuid.uuid4().hex}")
-    staging.mkdir()
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        # Made with mkdir (not mkdtemp, which is private to its owner): the
+        # export gets the permissions the umask gives any new folder.
+        staging.mkdir()
         (staging / layout.NETWORK_FILE).write_bytes(network)
         (staging / layout.CRF_FILE).write_text(
             json.dumps(crf_parameters(ner.model.crf)) + "\n", encoding="utf-8")
@@ -131,8 +131,12 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
             staging.rmdir()
         else:
             os.replace(staging, output)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):  # a full disk, a folder we may not write to
+            reason = error.strerror or type(error).__name__
+            raise ExportError(f"{output}: cannot write the export there ({reason}); nothing "
+                              "was kept") from None
         raise
     return output
 
