@@ -2,8 +2,9 @@
 
 It loads the export with one interpreter (of the caller's ``num_threads``),
 answers ``(READY, None)``, then reads ``(texts, batch_size,
-max_batch_characters)`` requests in pickle frames from standard input and answers each with ``(OK, entities)`` or
-``(ERROR, message)``, until its input ends.
+max_batch_characters)`` requests in pickle frames from standard input and
+answers each with ``(OK, entities)`` or ``(ERROR, message)``, until its
+input ends.
 """
 from __future__ import annotations
 
