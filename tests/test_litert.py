@@ -284,6 +284,19 @@ def test_a_worker_process_s_unexpected_error_reaches_the_caller_as_its_type_only
         processes.close()
 
 
+def test_worker_processes_that_cannot_start_say_how_to_annotate_in_this_process(
+        export_dir, monkeypatch):
+    # An embedding host's sys.executable may be no Python: every large batch failed,
+    # and the error did not say that workers=1 annotates without them.
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    processes = WorkerProcesses(export_dir, 1)
+    with pytest.raises(ClinicalNERError, match=r"could not load the export \(exit code 1\)\. "
+                                               r"Load the export with workers=1 to annotate "
+                                               r"in this process$"):
+        processes.annotate([(["Chest pain."], None, None)])
+    assert processes.pids == []
+
+
 def test_a_forked_copy_of_the_caller_does_not_keep_the_workers_alive(export_dir, shared_data):
     # nlp.pipe(n_process=...) forks the caller: the copy must let go of the workers' pipes,
     # or the workers never read the end of their input when the caller closes them.

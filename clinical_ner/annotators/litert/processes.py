@@ -34,6 +34,8 @@ from clinical_ner.errors import ClinicalNERError
 # A worker's answers (clinical_ner.annotators.litert.worker): READY once the export
 # is loaded, then (OK, entities) or (ERROR, message) for each request.
 READY, OK, ERROR = "ready", "ok", "error"
+# What to do when the processes cannot run the batch.
+IN_THIS_PROCESS = "Load the export with workers=1 to annotate in this process"
 
 
 class WorkerProcesses:
@@ -87,8 +89,7 @@ class WorkerProcesses:
                     raise
                 raise ClinicalNERError(
                     f"{self.directory}: a LiteRT worker process stopped (exit codes {codes}); "
-                    "the batch was not annotated. Load the export with workers=1 to "
-                    "annotate in this process") from None
+                    f"the batch was not annotated. {IN_THIS_PROCESS}") from None
         finally:
             self._lock.release()
         results = []
@@ -125,8 +126,9 @@ class WorkerProcesses:
                 status, value = ERROR, f"exit code {process.wait()}"
             if status != READY:
                 self._stop()
+                # (An embedding host's sys.executable may be no Python: uWSGI, say.)
                 raise ClinicalNERError(f"{self.directory}: a LiteRT worker process could "
-                                       f"not load the export ({value})")
+                                       f"not load the export ({value}). {IN_THIS_PROCESS}")
 
     @staticmethod
     def _read(process: subprocess.Popen) -> tuple[str, Any]:
