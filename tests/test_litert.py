@@ -11,6 +11,8 @@ LiteRT, is compared with the Keras CRF in ``test_crf.py``.
 """
 from __future__ import annotations
 
+import errno
+import gc
 import json
 import os
 import subprocess
@@ -216,6 +218,24 @@ def test_large_batches_run_in_worker_processes_without_tensorflow(export_dir, sh
         LiteRTAnnotator.load(export_dir, parallel="fork")
 
 
+def test_worker_processes_load_the_export_the_caller_loaded_after_a_chdir(
+        export_dir, shared_data, tmp_path, monkeypatch):
+    # They start at the first large batch: from a relative path, after a chdir, they
+    # loaded whatever export was there (another model's answers), or failed.
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:4]]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    monkeypatch.chdir(export_dir.parent)
+    processes = LiteRTAnnotator.load(export_dir.name, workers=2)
+    try:
+        expected = LiteRTAnnotator.load(export_dir.name, workers=1).annotate(texts)
+        monkeypatch.chdir(tmp_path)
+        assert_same_documents(processes.annotate(texts), expected)
+        assert len(processes.worker_pids) == 2
+    finally:
+        processes.close()
+
+
 def test_a_batch_that_fails_or_is_interrupted_leaves_the_next_batch_right(
         export_dir, shared_data, monkeypatch):
     texts = [path.read_text(encoding="utf-8") for path in
@@ -264,6 +284,19 @@ def test_a_worker_process_s_unexpected_error_reaches_the_caller_as_its_type_only
         processes.close()
 
 
+def test_worker_processes_that_cannot_start_say_how_to_annotate_in_this_process(
+        export_dir, monkeypatch):
+    # An embedding host's sys.executable may be no Python: every large batch failed,
+    # and the error did not say that workers=1 annotates without them.
+    monkeypatch.setattr(sys, "executable", shutil.which("false"))
+    processes = WorkerProcesses(export_dir, 1)
+    with pytest.raises(ClinicalNERError, match=r"could not load the export \(exit code 1\)\. "
+                                               r"Load the export with workers=1 to annotate "
+                                               r"in this process$"):
+        processes.annotate([(["Chest pain."], None, None)])
+    assert processes.pids == []
+
+
 def test_a_forked_copy_of_the_caller_does_not_keep_the_workers_alive(export_dir, shared_data):
     # nlp.pipe(n_process=...) forks the caller: the copy must let go of the workers' pipes,
     # or the workers never read the end of their input when the caller closes them.
@@ -284,6 +317,25 @@ def test_a_forked_copy_of_the_caller_does_not_keep_the_workers_alive(export_dir,
     finally:
         os.write(release_write, b"x")
         os.waitpid(child, 0)
+
+
+def test_an_annotator_dropped_without_close_ends_its_worker_processes(export_dir):
+    # They ran until the caller exited: each reload of a model (a notebook cell run
+    # again) kept two more processes of 70-110 MiB.
+    texts = ["Started aspirin for fever. " * 60, "CT of the chest. " * 100]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    dropped = LiteRTAnnotator.load(export_dir, workers=2)
+    dropped.annotate(texts)
+    pids = dropped.worker_pids
+    assert len(pids) == 2
+    del dropped
+    gc.collect()
+    waiters = [threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True) for pid in pids]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(timeout=60)  # a bound only: each ends as soon as its process has
+    assert not any(waiter.is_alive() for waiter in waiters)
 
 
 def test_load_uses_the_cores_of_the_process_s_affinity(export_dir):
@@ -436,6 +488,22 @@ def test_workers_and_threads_are_checked_and_a_str_subclass_is_a_text(export_dir
         processes.close()
 
 
+def test_worker_processes_run_the_callers_num_threads(export_dir, lite_ner):
+    # They loaded the export with one thread whatever num_threads the caller gave.
+    texts = ["Started aspirin for fever. " * 60, "CT of the chest. " * 100]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    processes = LiteRTAnnotator.load(export_dir, workers=2, num_threads=3)
+    try:
+        assert_same_documents(processes.annotate(texts), lite_ner.annotate(texts))
+        for pid in processes.worker_pids:
+            status = Path(f"/proc/{pid}/status").read_text()
+            threads = int(next(line for line in status.splitlines()
+                               if line.startswith("Threads:")).split()[1])
+            assert threads >= 3  # XNNPACK's pool of 3 (2 with num_threads=1)
+    finally:
+        processes.close()
+
+
 def test_an_empty_token_is_refused_not_taken_for_padding(lite_ner):
     # It was: one tag for ["", "pain"], and ["chest", "", "pain"] tagged as ["chest", "pain"].
     for sentences, position in (([["", "pain"]], r"\[0\]\[0\]"),
@@ -456,6 +524,35 @@ def test_export_never_overwrites(tiny_model_dir, export_dir):
         export_litert(tiny_model_dir, export_dir)
     with pytest.raises(ExportError, match="weights"):
         export_litert(tiny_model_dir, export_dir.parent / "other", weights="int4")
+
+
+def test_export_fills_an_existing_empty_folder_in_place(tiny_model_dir, lite_ner, tmp_path,
+                                                        monkeypatch):
+    # Neither the working directory nor a link can be replaced by a rename: both
+    # ended in an internal error after the conversion.
+    (tmp_path / "here").mkdir()
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    monkeypatch.chdir(tmp_path / "here")
+    assert export_litert(tiny_model_dir, ".") == Path(".")
+    export_litert(tiny_model_dir, tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    for folder in (tmp_path / "here", tmp_path / "target"):
+        assert sorted(path.name for path in folder.iterdir()) == sorted(layout.REQUIRED_FILES)
+        assert_same_entities(ClinicalNER.load(folder).annotate(NOTE), lite_ner.annotate(NOTE))
+
+
+def test_a_failed_write_is_one_error_naming_the_folder_and_keeps_nothing(tiny_model_dir,
+                                                                        tmp_path, monkeypatch):
+    # A full disk ended the command in an internal error (OSError, exit 70).
+    def full_disk(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(ExportError, match=r"/out: cannot write the export there \(No space left "
+                                          r"on device\); nothing was kept$"):
+        export_litert(tiny_model_dir, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_lean_path_never_imports_tensorflow(export_dir):

@@ -174,6 +174,15 @@ def test_a_model_path_may_be_a_path_object(spark, trained_litert_export, tmp_pat
     assert annotate(notes, export).collect()[0].error is None
 
 
+def test_a_model_path_of_dot_ships_the_export_by_its_folder_name(spark, trained_litert_export,
+                                                                tmp_path, monkeypatch):
+    # The driver checked ".", then every worker failed with "not a LiteRT export".
+    export = shutil.copytree(trained_litert_export, tmp_path / "dot-export")
+    monkeypatch.chdir(export)
+    notes = spark.createDataFrame([("n1", "Started aspirin for fever.")], "id string, text string")
+    assert annotate(notes, ".").collect()[0].error is None
+
+
 def test_an_incomplete_litert_export_fails_on_the_driver_by_the_path_given(
         spark, trained_litert_export, tmp_path):
     # Not by the path of Spark's copy in a worker, after the job started.

@@ -215,6 +215,9 @@ def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
         from clinical_ner.annotators.litert.annotator import read_export
 
         read_export(folder)  # a damaged file named here, not in every worker's traceback
+        # Absolute, so that "." or "exports/x/." ships by the folder's own name (as
+        # ".", the workers looked for the export in Spark's file root).
+        folder = os.path.abspath(folder)
     spark.sparkContext.addFile(folder, recursive=True)
     return _Loader(LITERT, f"litert:{folder}", _LoadShippedLiteRT(os.path.basename(folder)))
 

@@ -64,8 +64,8 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     ``weights`` is ``float32``, ``float16`` (half-size file, computed in
     float32) or ``int8`` (dynamic-range quantization: int8 weights, float
     activations). ``output`` must not exist yet, or be an empty folder; it is
-    written under a temporary name beside it and renamed when complete and
-    checked. Returns ``output``.
+    written under a temporary name beside it (inside it, for an existing
+    folder) and renamed when complete and checked. Returns ``output``.
     """
     if weights not in layout.WEIGHT_TYPES:
         raise ExportError(f"--weights must be one of {', '.join(layout.WEIGHT_TYPES)}, "
@@ -80,12 +80,17 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
     output_names = network_output_names(network) if ner.assertion_classes else None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Made with mkdir (not mkdtemp, which is private to its owner): the
-    # export gets the permissions the umask gives any new folder.
-    staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex}"
-    staging.mkdir()
+    # An existing (empty) folder is filled in place, from a staging folder inside
+    # it: it may be the working directory, a link or a mount point, which cannot
+    # be replaced by a rename (or renamed onto from another file system).
+    in_place = output.exists()
+    staging = (output / f".partial-{uuid.uuid4().hex}" if in_place
+               else output.parent / f".{output.name}.partial-{uuid.uuid4().hex}")
     try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        # Made with mkdir (not mkdtemp, which is private to its owner): the
+        # export gets the permissions the umask gives any new folder.
+        staging.mkdir()
         (staging / layout.NETWORK_FILE).write_bytes(network)
         (staging / layout.CRF_FILE).write_text(
             json.dumps(crf_parameters(ner.model.crf)) + "\n", encoding="utf-8")
@@ -118,11 +123,20 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
                             max_abs_assertion_difference=differences[ASSERTION_OUTPUT])
         (staging / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n",
                                                     encoding="utf-8")
-        if output.exists():
-            output.rmdir()
-        os.replace(staging, output)
-    except BaseException:
+        if in_place:
+            # The manifest last: a folder is taken for an export once it has one.
+            for path in sorted(staging.iterdir(),
+                               key=lambda path: path.name == layout.MANIFEST_FILE):
+                os.replace(path, output / path.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, output)
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):  # a full disk, a folder we may not write to
+            reason = error.strerror or type(error).__name__
+            raise ExportError(f"{output}: cannot write the export there ({reason}); nothing "
+                              "was kept") from None
         raise
     return output
 

@@ -126,7 +126,7 @@ class LiteRTAnnotator(Annotator):
                                 if ASSERTION_LABEL in self._labels else -1)
         self._iob2_tags = [to_iob2_tag(tag) for tag in vocab.tags]
         # Started at the first batch that uses them.
-        self._processes = (WorkerProcesses(directory, network.workers)
+        self._processes = (WorkerProcesses(directory, network.workers, network.num_threads)
                            if parallel == "processes" and network.workers > 1 else None)
 
     @classmethod

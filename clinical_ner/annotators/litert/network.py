@@ -49,6 +49,7 @@ class EmissionsNetwork:
                 f"{path}: running a LiteRT export needs the ai-edge-litert package: "
                 f"{INSTALL_HINT}") from None
         self.workers = max(1, int(workers))
+        self.num_threads = int(num_threads)
         self._input_names = list(input_names)
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(self.workers):

@@ -34,15 +34,28 @@ from clinical_ner.errors import ClinicalNERError
 # A worker's answers (clinical_ner.annotators.litert.worker): READY once the export
 # is loaded, then (OK, entities) or (ERROR, message) for each request.
 READY, OK, ERROR = "ready", "ok", "error"
+# What to do when the processes cannot run the batch.
+IN_THIS_PROCESS = "Load the export with workers=1 to annotate in this process"
 
 
 class WorkerProcesses:
-    """``count`` processes with ``directory``'s export loaded, started at the first use."""
+    """``count`` processes with ``directory``'s export loaded, started at the first use.
 
-    def __init__(self, directory: Path, count: int) -> None:
-        self.directory = Path(directory)
+    Each loads it with one interpreter of ``num_threads`` threads.
+    """
+
+    def __init__(self, directory: Path, count: int, num_threads: int = 1) -> None:
+        # Absolute: the processes start at the first large batch (and again after one
+        # dies), by when the caller may have changed its working directory.
+        self.directory = Path(directory).absolute()
         self.count = count
+        self.num_threads = num_threads
+        # One list for the object's life (emptied, never replaced), for the finalizer.
         self._processes: list[subprocess.Popen] = []
+        # Dropped without close() (a notebook cell run again, a model reloaded), the
+        # processes ran until the caller exited: subprocess keeps a running child's Popen,
+        # and so the pipe to it, open. Closed here, each ends at the end of its input.
+        weakref.finalize(self, _close_pipes, self._processes)
         # One batch at a time: each process answers the request it was sent.
         self._lock = threading.Lock()
         _INSTANCES.add(self)
@@ -76,8 +89,7 @@ class WorkerProcesses:
                     raise
                 raise ClinicalNERError(
                     f"{self.directory}: a LiteRT worker process stopped (exit codes {codes}); "
-                    "the batch was not annotated. Load the export with workers=1 to "
-                    "annotate in this process") from None
+                    f"the batch was not annotated. {IN_THIS_PROCESS}") from None
         finally:
             self._lock.release()
         results = []
@@ -103,7 +115,8 @@ class WorkerProcesses:
         self._stop()
         for _ in range(self.count):
             process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_SCRIPT, _PACKAGE_ROOT, str(self.directory)],
+                [sys.executable, "-c", _WORKER_SCRIPT, _PACKAGE_ROOT, str(self.directory),
+                 str(self.num_threads)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             self._processes.append(process)
         for process in self._processes:
@@ -113,8 +126,9 @@ class WorkerProcesses:
                 status, value = ERROR, f"exit code {process.wait()}"
             if status != READY:
                 self._stop()
+                # (An embedding host's sys.executable may be no Python: uWSGI, say.)
                 raise ClinicalNERError(f"{self.directory}: a LiteRT worker process could "
-                                       f"not load the export ({value})")
+                                       f"not load the export ({value}). {IN_THIS_PROCESS}")
 
     @staticmethod
     def _read(process: subprocess.Popen) -> tuple[str, Any]:
@@ -136,7 +150,7 @@ class WorkerProcesses:
                 process.kill()
                 process.wait()
             process.stdout.close()
-        self._processes = []
+        self._processes.clear()
 
 
 def character_groups(texts: list[str], groups: int) -> list[list[int]]:
@@ -176,15 +190,20 @@ def _stop_all() -> None:
             workers._stop(kill=True)
 
 
+def _close_pipes(processes: list[subprocess.Popen]) -> None:
+    """Let go of the processes: each ends at the end of its input, unless another copy holds it."""
+    for process in processes:
+        for pipe in (process.stdin, process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
 def _let_go_in_forked_child() -> None:
     for workers in list(_INSTANCES):
-        for process in workers._processes:
-            for pipe in (process.stdin, process.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-        workers._processes = []
+        _close_pipes(workers._processes)
+        workers._processes.clear()
         workers._lock = threading.Lock()
 
 
@@ -197,4 +216,4 @@ os.register_at_fork(after_in_child=_let_go_in_forked_child)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
 _WORKER_SCRIPT = ("import sys; sys.path.append(sys.argv[1]); "
                   "from clinical_ner.annotators.litert.worker import serve; "
-                  "raise SystemExit(serve(sys.argv[2]))")
+                  "raise SystemExit(serve(sys.argv[2], int(sys.argv[3])))")

@@ -1,9 +1,10 @@
 """A LiteRT worker process: what ``processes.WorkerProcesses`` starts.
 
-It loads the export with one interpreter, answers ``(READY, None)``, then
-reads ``(texts, batch_size, max_batch_characters)`` requests in pickle
-frames from standard input and answers each with ``(OK, entities)`` or
-``(ERROR, message)``, until its input ends.
+It loads the export with one interpreter (of the caller's ``num_threads``),
+answers ``(READY, None)``, then reads ``(texts, batch_size,
+max_batch_characters)`` requests in pickle frames from standard input and
+answers each with ``(OK, entities)`` or ``(ERROR, message)``, until its
+input ends.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from clinical_ner.annotators.litert.processes import ERROR, OK, READY
 from clinical_ner.errors import ClinicalNERError
 
 
-def serve(directory: str) -> int:
+def serve(directory: str, num_threads: int = 1) -> int:
     """A worker: load the export, then annotate each group it reads until its input ends."""
     # Answers go to a copy of standard output; anything else written to file
     # descriptor 1 (LiteRT's native messages) goes to standard error instead.
@@ -26,7 +27,7 @@ def serve(directory: str) -> int:
     sys.stdout = sys.stderr
     requests = sys.stdin.buffer
     try:
-        annotator = LiteRTAnnotator.load(directory, workers=1)
+        annotator = LiteRTAnnotator.load(directory, num_threads=num_threads, workers=1)
     except Exception as error:  # noqa: BLE001  (said to the parent, which raises it)
         pickle.dump((ERROR, _message(error)), answers)
         answers.flush()
