@@ -227,13 +227,17 @@ class NERConfig:
         reproduces how it was trained, so that ``--resume`` continues the
         same run and ``--init-from`` starts from the same settings. A missing
         file is a :class:`~clinical_ner.errors.ModelError` (the model is
-        incomplete), a bad value a :class:`~clinical_ner.errors.ConfigError`.
+        incomplete), and so is one that is no JSON object of settings (it is
+        damaged); a bad value is a :class:`~clinical_ner.errors.ConfigError`, as
+        in a ``--config`` file (the runtime settings may be edited by hand).
         """
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise ModelError(f"{path}: missing, so the model in {directory} cannot be used; "
                              "copy the whole model folder again, or train or export it again")
-        return cls.from_dict({**SETTINGS_ADDED_LATER, **_read_settings(path)}, source=str(path))
+        values = _read_settings(path, ModelError,
+                                "copy the whole model folder again, or train or export it again")
+        return cls.from_dict({**SETTINGS_ADDED_LATER, **values}, source=str(path))
 
 
 #: The JSON type a setting annotated with a plain type must have, and its name
@@ -249,10 +253,12 @@ _PLAIN_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"),
 SETTINGS_ADDED_LATER = {"word_dropout": 0.0}  # 0.2.1
 
 
-def _read_settings(path: str | Path) -> dict:
-    values = read_json_file(Path(path), ConfigError, "give the path of a JSON file of settings")
+def _read_settings(path: str | Path, error: type[Exception] = ConfigError,
+                   if_missing: str = "give the path of a JSON file of settings") -> dict:
+    # error: ConfigError for a --config file, ModelError for a model's own config.json.
+    values = read_json_file(Path(path), error, if_missing)
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a JSON object of settings")
+        raise error(f"{path}: expected a JSON object of settings")
     return values
 
 

@@ -186,7 +186,9 @@ def test_i2b2_writer_writes_the_ast_file_beside_the_con_file(tmp_path):
 def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
     write_annotations(RuleAnnotator([]), [("note", NOTE)], "i2b2", tmp_path / "out")
 
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["note.con"]
+    # (note.txt: a document given without a file gets its text beside its annotations.)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["note.con",
+                                                                          "note.txt"]
 
 
 def _marks(page: str) -> list[dict[str, str]]:

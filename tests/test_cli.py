@@ -319,6 +319,37 @@ def test_predict_refuses_two_documents_the_i2b2_writer_would_give_one_name(tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_predict_html_heads_files_of_one_stem_by_their_paths(tmp_path, capsys):
+    # a/note.txt and b/note.txt were two sections both headed "note".
+    from clinical_ner.cli import main
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "note.txt").write_text("Fever.", encoding="utf-8")
+    (tmp_path / "other.txt").write_text("Fever.", encoding="utf-8")
+    inputs = [str(tmp_path / "a" / "note.txt"), str(tmp_path / "b" / "note.txt"),
+              str(tmp_path / "other.txt")]
+    assert main(["predict", "--input", *inputs, "--output-format", "html"]) == 0
+    headings = re.findall(r"<h2>(.*?) \(\d+ entities\)</h2>", capsys.readouterr().out)
+    assert headings == [*inputs[:2], "other"]
+
+
+def test_predict_i2b2_copies_the_text_of_a_document_without_a_file_only(tmp_path):
+    # Files named text-1.txt or stdin-x.txt were copied too, as if given as texts.
+    from clinical_ner.cli import main
+
+    for name in ("text-1", "stdin-x"):
+        (tmp_path / f"{name}.txt").write_text("Fever.", encoding="utf-8")
+    assert main(["predict", "--input", str(tmp_path / "text-1.txt"),
+                 str(tmp_path / "stdin-x.txt"), "--output-format", "i2b2",
+                 "--output", str(tmp_path / "files")]) == 0
+    assert (tmp_path / "files" / "text-1.con").is_file()
+    assert list((tmp_path / "files").glob("*.txt")) == []
+    assert main(["predict", "Fever.", "--output-format", "i2b2",
+                 "--output", str(tmp_path / "texts")]) == 0
+    assert [path.name for path in (tmp_path / "texts").glob("*.txt")] == ["text-1.txt"]
+
+
 def test_predict_i2b2_refuses_a_folder_with_another_run_s_files_and_rewrites_its_own(
         tmp_path, capsys):
     # Another run's .con files read back as this run's results.

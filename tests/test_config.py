@@ -3,7 +3,7 @@ import json
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, ModelError
 from helpers import REPO_ROOT
 
 
@@ -83,6 +83,18 @@ def test_a_config_file_from_before_the_runtime_settings_loads_with_the_old_const
     assert (loaded.inference_chunk_size, loaded.fused_lstm_max_batch) == (128, 4)
     assert (loaded.annotate_batch_size, loaded.annotate_max_batch_characters,
             loaded.tag_batch_size) == (256, 100_000, 64)
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{\n  oops\n}", r":2: not valid JSON \("), ("[1]", ": expected a JSON object of settings"),
+])
+def test_a_model_s_damaged_config_file_is_a_model_that_cannot_be_used(tmp_path, content, problem):
+    # It was a ConfigError (exit 2), as if an option were wrong; a bad setting in a
+    # readable file stays one (docs/guide/settings.md).
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ModelError, match=rf"^{tmp_path}/config.json{problem}") as error:
+        NERConfig.load(tmp_path)
+    assert error.value.exit_code == 4
 
 
 def test_bucket_boundaries_round_trip_through_json_and_are_checked(tmp_path):

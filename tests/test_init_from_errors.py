@@ -71,3 +71,17 @@ def test_another_model_s_vocabulary_is_named(trained_model, tmp_path, capsys, ch
         line = one_error_line(capsys, command)
         assert f"{model / 'vocab.json'}: does not match model.keras's embedding tables" in line
         assert counts in line and "comes from another model" in line
+
+
+@pytest.mark.parametrize("export_format", ["savedmodel", "litert"])
+def test_export_of_an_export_names_it_and_what_export_needs(trained_model, trained_litert_export,
+                                                            tmp_path, capsys, export_format):
+    # Both said "not a clinical-ner model directory (no model.keras)" or, for a LiteRT export
+    # exported as LiteRT, "already a LiteRT export" with exit 1.
+    for name, export in (("SavedModel", trained_model[1]), ("LiteRT", trained_litert_export)):
+        assert main(["export", str(export), "--format", export_format,
+                     "--output", str(tmp_path / "out")]) == 4
+        assert one_error_line(capsys, "export").endswith(
+            f": {export}: a {name} export cannot be exported again; give the Keras model "
+            "directory it was exported from (the one with model.keras)")
+    assert not (tmp_path / "out").exists()

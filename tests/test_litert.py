@@ -526,6 +526,29 @@ def test_export_never_overwrites(tiny_model_dir, export_dir):
         export_litert(tiny_model_dir, export_dir.parent / "other", weights="int4")
 
 
+def test_an_export_stopped_in_an_existing_folder_is_named_by_what_it_left(tiny_model_dir,
+                                                                          tmp_path):
+    # A killed export leaves its hidden staging folder: the next one said "not an
+    # empty folder" of a folder that `ls` shows empty.
+    (tmp_path / "out" / ".partial-0a1b").mkdir(parents=True)
+    with pytest.raises(ExportError, match=r"/out: holds \.partial-0a1b, left by an export that "
+                                          r"was stopped before it finished; delete it and "
+                                          r"export again$"):
+        export_litert(tiny_model_dir, tmp_path / "out")
+    (tmp_path / "out" / "notes.txt").touch()
+    with pytest.raises(ExportError, match="not an empty folder; an export never overwrites"):
+        export_litert(tiny_model_dir, tmp_path / "out")
+
+
+def test_an_export_is_refused_as_the_model_to_export_exit_4(export_dir, tmp_path):
+    # It was an ExportError (exit 1) here, and "no model.keras" for a SavedModel.
+    with pytest.raises(ModelError, match=rf"^{export_dir}: a LiteRT export cannot be exported "
+                                         r"again; give the Keras model directory it was "
+                                         r"exported from \(the one with model.keras\)$"):
+        export_litert(export_dir, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
+
+
 def test_export_fills_an_existing_empty_folder_in_place(tiny_model_dir, lite_ner, tmp_path,
                                                         monkeypatch):
     # Neither the working directory nor a link can be replaced by a rename: both

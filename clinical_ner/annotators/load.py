@@ -82,20 +82,26 @@ def check_model_files(path: str | os.PathLike) -> str:
     raise ModelError(not_a_model_message(directory))
 
 
-def check_fine_tunable(path: str | os.PathLike) -> None:
-    """Raise :class:`ModelError` unless ``path`` is a model directory that can be fine-tuned.
+def check_keras_model_directory(path: str | os.PathLike, use: str) -> None:
+    """Raise :class:`ModelError` unless ``path`` is a model directory (``clinical-ner train``).
 
-    Only a Keras model directory (``clinical-ner train``) holds the weights as
-    trainable variables; an export is named as such, so that the user looks
-    for the folder it was exported from rather than for a missing file.
+    Only one holds the weights as trainable variables, which fine-tuning and
+    an export need; an export is named as such, so that the user looks for
+    the folder it was exported from rather than for a missing file. ``use``
+    says what the export cannot be used for (``"be fine-tuned"``).
     """
     directory = resolve_model_path(path)
     kind = check_model_files(directory)
     if kind != "keras":
         name = "SavedModel" if kind == "saved_model" else "LiteRT"
-        raise ModelError(f"{directory}: a {name} export cannot be fine-tuned; give the Keras "
+        raise ModelError(f"{directory}: a {name} export cannot {use}; give the Keras "
                          f"model directory it was exported from (the one with "
                          f"{keras_model.MODEL_FILE})")
+
+
+def check_fine_tunable(path: str | os.PathLike) -> None:
+    """Raise :class:`ModelError` unless ``path`` is a model directory that can be fine-tuned."""
+    check_keras_model_directory(path, "be fine-tuned")
 
 
 def not_a_model_message(directory: str | os.PathLike) -> str:

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.weights != "float32":
         raise ConfigError("--weights applies to --format litert only")
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
+    from clinical_ner.annotators.load import check_keras_model_directory
 
+    check_keras_model_directory(args.model, "be exported again")
     print(KerasAnnotator.load(args.model).export(args.output, args.version))
     return 0

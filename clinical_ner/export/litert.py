@@ -47,15 +47,18 @@ from clinical_ner.export.saved_model import ExportError
 from clinical_ner.model.layers.crf import FORBIDDEN_SCORE, CRF
 from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.annotators.load import check_keras_model_directory
 from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.featurize import NumpyFeaturizer
 from clinical_ner.annotators.litert.network import EmissionsNetwork
-from clinical_ner.pretrained import resolve_model_path
 
 FLOAT32_TOLERANCE = 1e-3
 INPUTS = ("word_ids", "spellings", "spelling_index", "casing_ids")
 OUTPUT = "emissions"
 ASSERTION_OUTPUT = "assertion_probabilities"
+#: How the folder an export is written in before it is complete begins (after
+#: a dot and the output's name, beside an output that is not there yet).
+STAGING_PREFIX = ".partial-"
 
 
 def export_litert(model_dir: str | Path, output: str | Path, weights: str = "float32") -> Path:
@@ -71,11 +74,8 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
         raise ExportError(f"--weights must be one of {', '.join(layout.WEIGHT_TYPES)}, "
                           f"got {weights!r}")
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ExportError(f"{output}: already exists and is not an empty folder; "
-                          "an export never overwrites")
-    if layout.is_litert_export(resolve_model_path(model_dir)):
-        raise ExportError(f"{model_dir}: already a LiteRT export; export the trained model")
+    check_empty_or_new(output)
+    check_keras_model_directory(model_dir, "be exported again")
     ner = KerasAnnotator.load(model_dir)
     network = convert_network(ner.model, weights)
     inputs = [name for name in INPUTS if name != "casing_ids" or ner.model.use_casing]
@@ -84,8 +84,8 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     # it: it may be the working directory, a link or a mount point, which cannot
     # be replaced by a rename (or renamed onto from another file system).
     in_place = output.exists()
-    staging = (output / f".partial-{uuid.uuid4().hex}" if in_place
-               else output.parent / f".{output.name}.partial-{uuid.uuid4().hex}")
+    staging = (output / f"{STAGING_PREFIX}{uuid.uuid4().hex}" if in_place
+               else output.parent / f".{output.name}{STAGING_PREFIX}{uuid.uuid4().hex}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         # Made with mkdir (not mkdtemp, which is private to its owner): the
@@ -139,6 +139,25 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
                               "was kept") from None
         raise
     return output
+
+
+def check_empty_or_new(output: Path) -> None:
+    """Raise :class:`ExportError` unless ``output`` is not there yet or is an empty folder.
+
+    A staging folder that an export stopped before it finished (killed, a
+    power cut) left inside is named as such: ``ls`` does not show it, so
+    "not an empty folder" alone would leave the user looking at an empty one.
+    """
+    if not output.exists():
+        return
+    entries = sorted(path.name for path in output.iterdir()) if output.is_dir() else None
+    if entries == []:
+        return
+    if entries and all(name.startswith(STAGING_PREFIX) for name in entries):
+        raise ExportError(f"{output}: holds {', '.join(entries)}, left by an export that was "
+                          "stopped before it finished; delete it and export again")
+    raise ExportError(f"{output}: already exists and is not an empty folder; "
+                      "an export never overwrites")
 
 
 def crf_parameters(crf: CRF) -> dict:

@@ -14,6 +14,27 @@ from clinical_ner.text.document import Entity
 from clinical_ner.errors import DataFormatError
 
 
+class FileStem(str):
+    """The name of a document read from a file: the file's stem; ``path`` is the file as given.
+
+    A ``str``, so that a writer names the document's outputs by it as by any
+    name; the writers that must tell a text from a file (the i2b2 writer's
+    ``.txt`` copy) or two files of one stem apart (the HTML page's headings)
+    look at its type and ``path``.
+    """
+
+    path: Path
+
+    def __new__(cls, path: Path) -> "FileStem":
+        name = super().__new__(cls, path.stem)
+        name.path = path
+        return name
+
+    def __reduce__(self) -> tuple:
+        # Copied or pickled as made: from its path, not its text (the stem).
+        return FileStem, (self.path,)
+
+
 def decode_document(source: str, data: bytes) -> str:
     """UTF-8 text of a document, without newline translation (offsets match the file)."""
     try:
@@ -28,7 +49,8 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
                    ) -> list[tuple[str, str]]:
     """``(name, text)`` of the texts given as arguments, then of the files; stdin if neither.
 
-    Arguments are named ``text-1``, ``text-2``, ...; files by their stem. An
+    Arguments are named ``text-1``, ``text-2``, ...; files by their stem (a
+    :class:`FileStem`). An
     argument that was not UTF-8 (Python keeps its bytes as lone surrogates,
     which no output can encode) is refused as a file that is not UTF-8 is.
     """
@@ -46,7 +68,7 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
             data = path.read_bytes()
         except OSError as error:
             raise DataFormatError(str(path), None, error.strerror or str(error)) from None
-        documents.append((path.stem, decode_document(str(path), data)))
+        documents.append((FileStem(path), decode_document(str(path), data)))
     if not documents:
         documents.append(("stdin", decode_document("stdin", sys.stdin.buffer.read())))
     return documents

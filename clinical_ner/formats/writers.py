@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, TextIO
 
 from clinical_ner.artifacts import write_text_atomically
 from clinical_ner.errors import ClinicalNERError, ConfigError
-from clinical_ner.formats.jsonl import write_json_line
+from clinical_ner.formats.jsonl import FileStem, write_json_line
 from clinical_ner.text.document import ASSERTION_LABEL, Document, Sentence
 from clinical_ner.text.tags import tags_to_mentions
 
@@ -220,7 +220,7 @@ def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
         output.mkdir(parents=True, exist_ok=True)
         for (name, text), entities in zip(documents, annotations):
             write_con_entities(output / f"{name}.con", text, entities)
-            if name.startswith(("text-", "stdin")):
+            if not isinstance(name, FileStem):
                 (output / f"{name}.txt").write_text(text, encoding="utf-8")
     except OSError as error:
         raise _write_error(Path(error.filename or output), error) from None
@@ -232,6 +232,10 @@ def write_html(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
     from clinical_ner.formats.html_page import render_html
 
     annotations = ner.annotate([text for _, text in documents])
+    # Files of one stem (a/note.txt, b/note.txt) are headed by their paths, to be told apart.
+    counts = Counter(name for name, _ in documents)
+    headings = [str(name.path) if counts[name] > 1 and isinstance(name, FileStem) else name
+                for name, _ in documents]
     with _OutputStream(output) as handle:
-        handle.write(render_html([(name, text, entities) for (name, text), entities
-                                  in zip(documents, annotations)]))
+        handle.write(render_html([(heading, text, entities) for heading, (_, text), entities
+                                  in zip(headings, documents, annotations)]))

@@ -92,7 +92,10 @@ def _tokenise(batch: LineBatch) -> _Tokenised:
     return _Tokenised("\n".join(out) + "\n" if out else "", counts, lines, sentences, tokens)
 
 
-def _default_sigterm() -> None:
+def _worker_signals() -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent reports it
+    # once and stops the workers, which printed a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
@@ -115,7 +118,7 @@ def tokenise_to(handle: IO[str], files: Sequence[Path], text_field: str, workers
     # The workers take SIGTERM's default action: the command turns SIGTERM into an exit
     # that cleans up, and a forked worker with that handler let pool.terminate() wait for
     # it forever (seen: a worker blocked on the task queue's lock).
-    pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_default_sigterm)
+    pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
             if workers > 1 else None)
     completed = False
     try:

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Sequence
 
 from clinical_ner.errors import (
-    ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file)
+    ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file,
+    check_output_folder)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import text_files
@@ -137,6 +138,7 @@ def train_vectors(
     check_output_file("output", output, inputs=files)
     if not os.access(output.parent, os.W_OK):
         raise ConfigError(f"output {output}: the folder {output.parent} is not writable")
+    check_output_folder("tmp_dir", tmp_dir)
     if tmp_dir is not None and not Path(tmp_dir).is_dir():
         raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
 
