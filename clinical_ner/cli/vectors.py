@@ -6,6 +6,7 @@ import signal
 import sys
 
 from clinical_ner.errors import check_output_file
+from clinical_ner.vectors.inputs import DEFAULT_TEXT_FIELD
 
 NAME = "vectors"
 HELP = "train word vectors on unlabeled text, for train --embeddings (needs the [vectors] extra)"
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "identifiers) stay out of the file (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes / threads (default: %(default)s)")
-    parser.add_argument("--text-field", default="text",
-                        help="the text's field in JSON lines inputs (default: %(default)s)")
+    parser.add_argument("--text-field",
+                        help="the text's field in JSON lines inputs (.jsonl, .ndjson, .json) "
+                             f"(default: {DEFAULT_TEXT_FIELD})")
     parser.add_argument("--seed", type=int, default=42,
                         help="random seed of word2vec (default: %(default)s)")
     parser.add_argument("--tmp-dir", metavar="DIR",
