@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
+from clinical_ner.cli.common import unwind_on_sigterm
 from clinical_ner.errors import check_output_file
 from clinical_ner.vectors.inputs import DEFAULT_TEXT_FIELD
 
@@ -47,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.vectors.trainer import train_vectors
 
     check_output_file("--output", args.output)
-    # SIGTERM unwinds like Ctrl-C, so that the temporary token file is deleted.
-    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    # So that the temporary token file is deleted.
+    unwind_on_sigterm()
     report = train_vectors(
         args.text, args.output, method=args.method, dim=args.dim, window=args.window,
         epochs=args.epochs, min_count=args.min_count, workers=args.workers,
