@@ -274,6 +274,14 @@ def test_a_bad_connect_timeout_is_named_in_every_mode(mode):
         distribution_for(mode, connect_timeout_s=-3, environ={})
 
 
+@pytest.mark.parametrize("mode", ["none", "mirrored", None])
+def test_a_connect_timeout_without_multi_worker_is_refused(mode):
+    # It was accepted and ignored: no other mode waits for peers.
+    with pytest.raises(ConfigError, match="--connect-timeout SECONDS goes with --distribute "
+                                          "multi-worker"):
+        distribution_for(mode, connect_timeout_s=60, environ={})
+
+
 @pytest.mark.parametrize(("mode", "environ", "warned"), [
     ("none", {"TF_CONFIG": '{"cluster": {}}'}, True),
     (None, {"TF_CONFIG": '{"cluster": {}}'}, True),

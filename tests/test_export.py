@@ -329,3 +329,28 @@ def test_batching_parameters_parse_and_fit_the_clients():
     assert client_batch <= max_batch == defaults.MAX_DOCUMENTS
     # TF Serving would pad token rows with their first token, not "" (see the README).
     assert params.pad_variable_length_inputs is False
+
+
+SIGTERM_DURING_SAVE = """
+import signal, sys
+import tensorflow as tf
+from clinical_ner.cli import main
+
+def save(*args, **kwargs):  # the stop comes while the SavedModel is written
+    signal.raise_signal(signal.SIGTERM)
+    raise AssertionError("SIGTERM did not stop the export")
+
+tf.saved_model.save = save
+sys.exit(main(["export", "clinical", "--output", sys.argv[1], "--version", "1"]))
+"""
+
+
+def test_export_stopped_by_sigterm_leaves_nothing_in_the_base_path(tmp_path):
+    # Python's default SIGTERM ended the process on the spot, leaving the half-written
+    # export's hidden folder (.export-1-*) in the base path.
+    base = tmp_path / "models"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", SIGTERM_DURING_SAVE, str(base)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert list(base.iterdir()) == []

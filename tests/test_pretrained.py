@@ -175,6 +175,30 @@ def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
     assert exported.name == "1" and not exported.parent.parent.exists()  # cleaned up
 
 
+SIGTERM_DURING_EXPORT = """
+import signal, sys
+from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.cli import main
+
+def export(self, base_path, version):  # the stop comes while the model is exported
+    signal.raise_signal(signal.SIGTERM)
+    raise AssertionError("SIGTERM did not stop the export")
+
+KerasAnnotator.export = export
+sys.exit(main(["serve", "clinical", "--port", "0"]))
+"""
+
+
+def test_serve_stopped_while_it_exports_deletes_its_temporary_base_path(tmp_path):
+    # Python's default SIGTERM ended the process on the spot, leaving the model's
+    # temporary base path (clinical-ner-serve-*) behind in $TMPDIR.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", SIGTERM_DURING_EXPORT], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]
+    assert list(tmp_path.glob("clinical-ner-serve-*")) == []
+
+
 @pytest.mark.slow
 def test_fine_tune_the_bundled_model_by_name(tmp_path):
     from clinical_ner.cli import main

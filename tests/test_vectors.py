@@ -109,7 +109,8 @@ def notes(tmp_path):
 @pytest.mark.parametrize("kind", ["lines", "gz", "xz", "bz2", "jsonl", "jsonl.xz", "folder"])
 def test_every_input_kind_gives_the_same_vocabulary(notes, tmp_path, kind):
     output = tmp_path / "vectors.txt"
-    report = train_small([notes[kind]], output, text_field="body")
+    json_lines = {"text_field": "body"} if kind.startswith("jsonl") else {}
+    report = train_small([notes[kind]], output, **json_lines)
     words, dim = vectors_file_words(output)
     assert dim == 8 and report.dim == 8
     # Normalised as the model looks words up; the rare name and the rare words are out.
@@ -340,6 +341,19 @@ def test_every_text_option_is_read(tmp_path):
 
     argv = ["vectors", "--text", "a.txt", "b.txt", "--text", "c.txt", "--output", "v.txt"]
     assert build_parser(argv).parse_args(argv).text == ["a.txt", "b.txt", "c.txt"]
+
+
+@needs_gensim
+def test_a_text_field_without_json_lines_input_is_refused_before_reading(tmp_path):
+    # A JSON lines file named .txt was trained on as plain text, its keys and quotes
+    # included, though the user had named the field holding the text.
+    notes = tmp_path / "notes.txt"
+    notes.write_text('{"body": "Fever."}\n' * 20, encoding="utf-8")
+    output = tmp_path / "vectors.txt"
+    with pytest.raises(ConfigError, match="text_field 'body' names a field of JSON lines, "
+                                          "but no input is JSON lines"):
+        train_small([notes], output, text_field="body")
+    assert not output.exists()
 
 
 @needs_gensim

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from clinical_ner.errors import ConfigError
 from clinical_ner.formats.corpus import check_label_map_entries
@@ -25,6 +27,13 @@ class DeprecatedAlias(argparse.Action):
         print(f"clinical-ner: {option_string} is deprecated; use {self.new_option}",
               file=sys.stderr)
         setattr(namespace, self.dest, values)
+
+
+def unwind_on_sigterm() -> Any:
+    """Make SIGTERM unwind like Ctrl-C (``SystemExit(143)``), so that ``finally`` blocks
+    delete temporary files and folders; Python's default ends the process on the spot.
+    Returns the previous handler, for ``signal.signal`` to put back."""
+    return signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
 
 
 def check_input_files(paths: list[Path] | list[str] | None) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import model_path
+from clinical_ner.cli.common import model_path, unwind_on_sigterm
 from clinical_ner.errors import check_output_folder
 
 NAME = "export"
@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.errors import ConfigError
 
     check_output_folder("--output", args.output)
+    # So that the half-written export's folder is deleted (.export-N-* in a base path).
+    unwind_on_sigterm()
     if args.format == "litert":
         if args.version is not None:
             raise ConfigError("--version applies to --format savedmodel only")

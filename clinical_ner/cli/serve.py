@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from pathlib import Path
 
+from clinical_ner.cli.common import unwind_on_sigterm
 from clinical_ner.serving import defaults
 
 NAME = "serve"
@@ -87,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
     package_logger = logging.getLogger("clinical_ner")
     level = package_logger.level
     package_logger.setLevel(args.log_level)
+    # SIGTERM while a model directory is exported (before the server's own handlers): the
+    # temporary base path is deleted, not left in $TMPDIR.
+    previous = unwind_on_sigterm()
     try:
         return serve_until_stopped(args.model_base_path, args.model_name, grace_s=args.grace,
                                    **{option: getattr(args, option) for option in SERVER_OPTIONS})
     finally:
         package_logger.setLevel(level)
+        signal.signal(signal.SIGTERM, previous)

@@ -69,7 +69,7 @@ def add_distribution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-devices", type=int, metavar="N",
                         help="with --distribute mirrored: split the CPU into N logical devices "
                              "(tests and benchmarks; no speed-up)")
-    parser.add_argument("--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT_S,
+    parser.add_argument("--connect-timeout", type=float,
                         metavar="SECONDS",
                         help="multi-worker: give up (exit status 5) if the other workers are "
                              f"not all up within this time (default {DEFAULT_CONNECT_TIMEOUT_S:g})")

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
 
+from clinical_ner.cli.common import unwind_on_sigterm
 from clinical_ner.errors import check_output_file
+from clinical_ner.vectors.inputs import DEFAULT_TEXT_FIELD
 
 NAME = "vectors"
 HELP = "train word vectors on unlabeled text, for train --embeddings (needs the [vectors] extra)"
@@ -31,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "identifiers) stay out of the file (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes / threads (default: %(default)s)")
-    parser.add_argument("--text-field", default="text",
-                        help="the text's field in JSON lines inputs (default: %(default)s)")
+    parser.add_argument("--text-field",
+                        help="the text's field in JSON lines inputs (.jsonl, .ndjson, .json) "
+                             f"(default: {DEFAULT_TEXT_FIELD})")
     parser.add_argument("--seed", type=int, default=42,
                         help="random seed of word2vec (default: %(default)s)")
     parser.add_argument("--tmp-dir", metavar="DIR",
@@ -45,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.vectors.trainer import train_vectors
 
     check_output_file("--output", args.output)
-    # SIGTERM unwinds like Ctrl-C, so that the temporary token file is deleted.
-    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    # So that the temporary token file is deleted.
+    unwind_on_sigterm()
     report = train_vectors(
         args.text, args.output, method=args.method, dim=args.dim, window=args.window,
         epochs=args.epochs, min_count=args.min_count, workers=args.workers,

@@ -234,7 +234,7 @@ class Distribution:
 
 
 def distribution_for(mode: str | None, cpu_devices: int | None = None,
-                     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+                     connect_timeout_s: float | None = None,
                      environ: Mapping[str, str] = os.environ) -> Distribution:
     """The strategy for ``--distribute MODE``. Call it before TensorFlow runs any operation.
 
@@ -245,7 +245,7 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     ``cpu_devices`` splits this machine's CPU into that many logical devices
     for ``mirrored`` (one replica each: for tests and benchmarks, no faster
     than one device). ``connect_timeout_s`` bounds how long a multi-worker
-    process waits for the others to start.
+    process waits for the others to start (default ``DEFAULT_CONNECT_TIMEOUT_S``).
     """
     import tensorflow as tf
 
@@ -253,9 +253,14 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     if mode not in DISTRIBUTE_MODES:
         raise ConfigError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
                           f"got {mode!r}")
-    # Checked in every mode, as --cpu-devices is, so that a bad value is never
-    # accepted quietly. TensorFlow takes it in int32 milliseconds: a week at most.
-    check_seconds("--connect-timeout", connect_timeout_s, maximum=7 * 24 * 3600)
+    if connect_timeout_s is not None:
+        # TensorFlow takes it in int32 milliseconds: a week at most.
+        check_seconds("--connect-timeout", connect_timeout_s, maximum=7 * 24 * 3600)
+        # Refused elsewhere, as --cpu-devices is outside mirrored: no other mode waits for peers.
+        if mode != "multi-worker":
+            raise ConfigError("--connect-timeout SECONDS goes with --distribute multi-worker")
+    else:
+        connect_timeout_s = DEFAULT_CONNECT_TIMEOUT_S
     if cpu_devices is not None:
         if mode != "mirrored":
             raise ConfigError("--cpu-devices N goes with --distribute mirrored")

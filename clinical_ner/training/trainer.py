@@ -36,7 +36,7 @@ from clinical_ner.training.dataset import (
     encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
 )
 from clinical_ner.training.distribute import (
-    DEFAULT_CONNECT_TIMEOUT_S, ClusterError, Distribution, distribution_for, parse_tf_config,
+    ClusterError, Distribution, distribution_for, parse_tf_config,
     ignored_tf_config_warning,
 )
 from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
@@ -90,7 +90,7 @@ def train(
     emit: Callable[[str], None] | None = None,
     distribute: str | None = None,
     cpu_devices: int | None = None,
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    connect_timeout_s: float | None = None,
     corpora: CorpusSet | None = None,
     assertion_map: dict | None = None,
 ) -> TrainingResult:

@@ -25,6 +25,8 @@ COMPRESSION = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 FOLDER_SUFFIXES = (".txt",) + JSON_SUFFIXES[:2]
 LINES_PER_BATCH = 2000
+#: The text's field in JSON lines inputs unless one is named.
+DEFAULT_TEXT_FIELD = "text"
 
 
 def text_files(inputs: Sequence[str | Path]) -> list[Path]:

@@ -43,7 +43,9 @@ from clinical_ner.errors import (
     check_output_folder)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
-from clinical_ner.vectors.inputs import text_files
+from clinical_ner.vectors.inputs import (
+    DEFAULT_TEXT_FIELD, JSON_SUFFIXES, is_json_lines, text_files,
+)
 from clinical_ner.vectors.tokens import tokenise_to
 from clinical_ner.vectors.writer import write_vectors
 
@@ -96,7 +98,7 @@ def train_vectors(
     epochs: int = 5,
     min_count: int = 5,
     workers: int = 2,
-    text_field: str = "text",
+    text_field: str | None = None,
     seed: int = 42,
     tmp_dir: str | Path | None = None,
     progress: bool = True,
@@ -108,6 +110,8 @@ def train_vectors(
     character n-grams; only the kept words' vectors are written). Words seen fewer than
     ``min_count`` times get no vector: rare words (names, identifiers) stay out of the file.
     With ``workers > 1`` gensim's threads make runs differ slightly from one to the next.
+    ``text_field`` is the text's field in JSON lines inputs (default ``text``); given, at
+    least one input must be JSON lines.
 
     Example:
     >>> import os, tempfile
@@ -134,6 +138,13 @@ def train_vectors(
     models = require_extra("gensim.models")
     output = Path(output)
     files = text_files(inputs)
+    if text_field is None:
+        text_field = DEFAULT_TEXT_FIELD
+    elif not any(is_json_lines(file) for file in files):
+        # Else a JSON lines file named .txt trains on its JSON syntax, keys and all, unnoticed.
+        raise ConfigError(f"text_field {text_field!r} names a field of JSON lines, but no input "
+                          f"is JSON lines (named {', '.join(JSON_SUFFIXES)}, also compressed); "
+                          "any other file is read as plain text")
     # Checked before reading and training, which may take an hour.
     check_output_file("output", output, inputs=files)
     if not os.access(output.parent, os.W_OK):
