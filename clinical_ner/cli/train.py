@@ -8,7 +8,9 @@ from clinical_ner.cli.common import (
     add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
 from clinical_ner.artifacts.keras_model import CONFIG_FILE
-from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
+from clinical_ner.config import (
+    EMBEDDINGS_FORMATS, NERConfig, changed_on_resume, resume_change_error,
+)
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
                              "concatenate several files' vectors (zeros where a file lacks a "
                              "word)")
-    parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"),
+    parser.add_argument("--embeddings-format", choices=EMBEDDINGS_FORMATS,
                         help="how to read --embeddings (default: the config's, "
                              f"{_DEFAULTS.embeddings_format}; auto: word2vec binary for .bin "
                              "files, else text)")
