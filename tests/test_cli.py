@@ -377,6 +377,22 @@ def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path
     assert gold.read_text(encoding="utf-8") == "Fever\tB-problem\n"
 
 
+def test_evaluate_names_the_data_s_labels_the_model_does_not_know(tmp_path, capsys):
+    # Every score 0 (BC5CDR's names for the bundled model's labels), with no word of why.
+    from clinical_ner.cli import main
+
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-Disease\nand\tO\naspirin\tB-Chemical\nCT\tB-test\n\n",
+                    encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(gold)]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {gold}: the model does not know the label(s) Chemical, Disease (it has problem, "
+        "test, treatment): they score 0; map them onto its labels with --label-map\n")
+    assert main(["evaluate", "clinical", "--data", str(gold),
+                 "--label-map", "Disease=problem,Chemical=treatment,test=test"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 

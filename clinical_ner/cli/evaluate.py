@@ -65,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
+    unknown = sorted(set(corpus.labels) - set(model_labels)) if (
+        model_labels is not None and labels is None) else []
+    if unknown:
+        # Scored as missed, with no word of why: F1 0 for data of other label names.
+        print(f"note: {args.data}: the model does not know the label(s) {', '.join(unknown)} "
+              f"(it has {', '.join(model_labels)}): they score 0; map them onto its labels "
+              "with --label-map", file=sys.stderr)
     if not ner.assertion_classes and has_assertions(sentences):
         print(f"note: {args.data}: its problems carry assertions, but the model has none: "
               "no assertion scores", file=sys.stderr)
