@@ -35,6 +35,12 @@ ASSERTION_HEADS = ("shared", "lstm")
 #: or by the inverse of its share of the training problems (sklearn's
 #: "balanced"), or by that share's inverse square root.
 ASSERTION_CLASS_WEIGHTS = ("none", "sqrt-balanced", "balanced")
+#: Settings that size a layer's weights, and their largest value: far above any useful
+#: size (the defaults are 8 to 100), and a typo of 1e12 ended training with an internal
+#: error (ResourceExhaustedError), as ``clinical-ner vectors --dim`` did.
+LAYER_SIZES = ("word_dim", "char_dim", "char_filters", "casing_dim", "lstm_units",
+               "assertion_lstm_units")
+MAX_LAYER_SIZE = 10_000
 #: The largest ``inference_chunk_size``, far above any batch's sentence count.
 MAX_INFERENCE_CHUNK_SIZE = 2**30
 #: How pretrained vectors files are read (clinical_ner.vectors.reader): ``auto`` is
@@ -140,11 +146,12 @@ class NERConfig:
         if self.tag_scheme not in MODEL_SCHEMES:
             raise ConfigError(
                 f"tag_scheme must be one of {', '.join(MODEL_SCHEMES)}, got {self.tag_scheme!r}")
-        for name in ("max_sentence_tokens", "max_word_length", "lstm_units", "epochs",
-                     "batch_size", "char_dim", "char_filters", "char_kernel_size",
-                     "casing_dim", "word_dim", "min_word_count", "assertion_lstm_units",
-                     "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
+        for name in ("max_sentence_tokens", "max_word_length", "epochs", "batch_size",
+                     "char_kernel_size", "min_word_count", "annotate_batch_size",
+                     "annotate_max_batch_characters", "tag_batch_size"):
             check_integer(name, getattr(self, name), minimum=1)
+        for name in LAYER_SIZES:
+            check_integer(name, getattr(self, name), minimum=1, maximum=MAX_LAYER_SIZE)
         check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
         # The inference graph counts chunks in int32 (sentences + chunk size - 1): near 2**31
         # that overflowed, an internal error at the first dev scoring or annotation.

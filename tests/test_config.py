@@ -69,6 +69,8 @@ def test_a_setting_of_the_wrong_json_type_is_refused_by_name(tmp_path, setting, 
     ("assertion_loss_weight", "NaN", "a finite number > 0"),
     # An internal error once training read the vectors.
     ("embeddings_format", '"bin"', "one of auto, text, word2vec-binary"),
+    # Internal errors (ResourceExhaustedError) when the model was built.
+    ("lstm_units", "1000000000000", "at most 10000"), ("word_dim", "20000", "at most 10000"),
     # The inference graph's int32 chunk count overflowed at the first dev scoring.
     ("inference_chunk_size", str(2**31 - 1), "at most 1073741824"),
 ])
