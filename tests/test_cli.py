@@ -393,6 +393,27 @@ def test_evaluate_names_the_data_s_labels_the_model_does_not_know(tmp_path, caps
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("option, arguments", [
+    ("--dev", ["train", "--train", "a.conll", "--dev", "b", "--dev", "c", "--output", "run"]),
+    ("--config", ["train", "--train", "a.conll", "--config", "a.json", "--config", "b.json",
+                  "--output", "run"]),
+    ("--data", ["evaluate", "clinical", "--data", "a.conll", "--data", "b.conll"]),
+    ("--label-map", ["evaluate", "clinical", "--data", "a.conll", "--label-map", "X=problem",
+                     "--label-map", "Y=test"]),
+])
+def test_an_option_of_one_value_given_twice_is_refused_not_half_ignored(option, arguments,
+                                                                       capsys):
+    # argparse kept the last value: --dev c chose the epoch, b.json gave the settings.
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error
+        main(arguments)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner {arguments[0]}: error: argument {option}: given twice; give it once "
+        f"(see 'clinical-ner {arguments[0]} --help')\n")
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
 
@@ -17,7 +17,7 @@ HELP = "score a model on annotated data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
                         help="model directory, or the bundled model's name: clinical")
-    parser.add_argument("--data", required=True,
+    parser.add_argument("--data", required=True, action=GivenOnce,
                         help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
     parser.add_argument("--corpus", metavar="FILE.toml",

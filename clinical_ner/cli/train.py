@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
 from clinical_ner.artifacts.keras_model import CONFIG_FILE
 from clinical_ner.config import (
@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="append",
                         help="training data (file or folder); repeat it to train on several "
                              "together, e.g. train and dev for the final model")
-    parser.add_argument("--dev", help="dev data for model selection and early stopping")
+    parser.add_argument("--dev", action=GivenOnce,
+                        help="dev data for model selection and early stopping")
     parser.add_argument("--corpus", metavar="FILE.toml", action="append",
                         help="instead of --train/--dev/--label-map: a corpus file listing "
                              "several corpora, each with its label map, how completely it "
@@ -42,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how to read --embeddings (default: the config's, "
                              f"{_DEFAULTS.embeddings_format}; auto: word2vec binary for .bin "
                              "files, else text)")
-    parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
+    parser.add_argument("--config", action=GivenOnce,
+                        help="JSON file of hyperparameters (see NERConfig)")
     parser.add_argument("--epochs", type=int,
                         help=f"most epochs to train (default: the config's, {_DEFAULTS.epochs})")
     parser.add_argument("--batch-size", type=int,
