@@ -414,6 +414,16 @@ def test_an_option_of_one_value_given_twice_is_refused_not_half_ignored(option, 
         f"(see 'clinical-ner {arguments[0]} --help')\n")
 
 
+def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
+    # It was "configuration: batch_size ...", a file the user never gave.
+    from clinical_ner.cli import main
+
+    assert main(["train", "--train", str(tmp_path / "a.conll"), "--output", str(tmp_path / "run"),
+                 "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == ("clinical-ner train: error: --batch-size: batch_size must "
+                                       "be a positive integer, got 0\n")
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 

@@ -111,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         check_fine_tunable(args.init_from)
     options = {name: getattr(args, name) for name in CONFIG_OPTIONS
                if getattr(args, name) is not None}
+    for name, value in options.items():
+        # Each alone first, so that a bad one is named as typed (--epochs 0), not as a
+        # setting of no file ("configuration: epochs ...").
+        NERConfig.from_dict({name: value}, source=f"--{name.replace('_', '-')}")
     if args.resume:
         config = _resumed_config(args.config, options, Path(args.output))
     else:
