@@ -219,6 +219,19 @@ def test_data_without_entities_is_refused_instead_of_training_or_choosing_on_it(
     assert not (tmp_path / "never").exists()
 
 
+def test_patience_0_stops_at_the_first_epoch_without_a_dev_gain(tmp_path):
+    # It stopped before the first epoch: nothing trained, and no model.keras (exit 4).
+    from clinical_ner.training.callbacks import ModelSelection, RunState, TrainingRun
+
+    selection, state = ModelSelection(patience=0, has_dev=True), RunState()
+    run = TrainingRun(model=None, state=state, directory=tmp_path)
+    assert not selection.should_stop(state)
+    selection.on_epoch_end(run, {"epoch": 1, "dev_f1": 0.5})
+    assert not selection.should_stop(state)
+    selection.on_epoch_end(run, {"epoch": 2, "dev_f1": 0.4})
+    assert selection.should_stop(state) and state.best_epoch == 1
+
+
 def test_training_that_diverges_stops_instead_of_keeping_a_model_of_nan(tmp_path):
     # The weights became NaN in an epoch; the run went on (loss nan) and kept the last
     # epoch's NaN model, which finds nothing, as a success.
