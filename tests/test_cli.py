@@ -424,6 +424,24 @@ def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
                                        "be a positive integer, got 0\n")
 
 
+def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, capsys):
+    # --json MODEL/vocab.json replaced the vocabulary with the scores: the model no longer loaded.
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import resolve_model_path
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_path("clinical"), model)
+    vocab = (model / "vocab.json").read_bytes()
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    assert main(["evaluate", str(model), "--data", str(gold),
+                 "--json", str(model / "vocab.json")]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: --json {model / 'vocab.json'}: also an input "
+        f"({model / 'vocab.json'}); writing it would overwrite it, so give another file\n")
+    assert (model / "vocab.json").read_bytes() == vocab
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 

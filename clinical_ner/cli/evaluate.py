@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from clinical_ner.text.tags import entity_labels
 
-    check_output_file("--json", args.json, inputs=[args.data])
+    # The model's own files too: --json MODEL/vocab.json left a model that no longer loads.
+    model_files = ([path for path in args.model.iterdir() if path.is_file()]
+                   if args.model.is_dir() else [])
+    check_output_file("--json", args.json, inputs=[args.data, *model_files])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # A Keras model directory knows its labels; other artifacts are checked by the scores.
