@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinical_ner.artifacts.keras_model import CONFIG_FILE
-from clinical_ner.errors import ConfigError, ModelError, check_integer
+from clinical_ner.errors import ConfigError, ModelError, check_integer, check_number
 from clinical_ner.text.tags import MODEL_SCHEMES
 from clinical_ner.untrusted_json import read_json_file
 
@@ -35,6 +35,17 @@ ASSERTION_HEADS = ("shared", "lstm")
 #: or by the inverse of its share of the training problems (sklearn's
 #: "balanced"), or by that share's inverse square root.
 ASSERTION_CLASS_WEIGHTS = ("none", "sqrt-balanced", "balanced")
+#: Settings that size a layer's weights, and their largest value: far above any useful
+#: size (the defaults are 8 to 100), and a typo of 1e12 ended training with an internal
+#: error (ResourceExhaustedError), as ``clinical-ner vectors --dim`` did.
+LAYER_SIZES = ("word_dim", "char_dim", "char_filters", "casing_dim", "lstm_units",
+               "assertion_lstm_units")
+MAX_LAYER_SIZE = 10_000
+#: The largest ``inference_chunk_size``, far above any batch's sentence count.
+MAX_INFERENCE_CHUNK_SIZE = 2**30
+#: How pretrained vectors files are read (clinical_ner.vectors.reader): ``auto`` is
+#: word2vec binary for a ``.bin`` file, text otherwise.
+EMBEDDINGS_FORMATS = ("auto", "text", "word2vec-binary")
 
 
 @dataclass
@@ -59,7 +70,7 @@ class NERConfig:
     # Path of pretrained vectors, or a list of paths whose vectors are concatenated
     # (clinical_ner.vectors.reader.load_embedding_files), or None.
     embeddings: str | list[str] | None = None
-    embeddings_format: str = "auto"
+    embeddings_format: str = "auto"  # one of EMBEDDINGS_FORMATS
     word_dim: int = 50  # only used without embeddings (else the vectors' size)
     trainable_embeddings: bool = True
     min_word_count: int = 2
@@ -129,16 +140,23 @@ class NERConfig:
                                                   and self.embeddings):
             raise ConfigError("embeddings must be a path, a non-empty list of paths or null, "
                               f"got {self.embeddings!r}")
+        if self.embeddings_format not in EMBEDDINGS_FORMATS:
+            raise ConfigError(f"embeddings_format must be one of {', '.join(EMBEDDINGS_FORMATS)}, "
+                              f"got {self.embeddings_format!r}")
         if self.tag_scheme not in MODEL_SCHEMES:
             raise ConfigError(
                 f"tag_scheme must be one of {', '.join(MODEL_SCHEMES)}, got {self.tag_scheme!r}")
-        for name in ("max_sentence_tokens", "max_word_length", "lstm_units", "epochs",
-                     "batch_size", "char_dim", "char_filters", "char_kernel_size",
-                     "casing_dim", "word_dim", "min_word_count", "inference_chunk_size",
-                     "assertion_lstm_units",
-                     "annotate_batch_size", "annotate_max_batch_characters", "tag_batch_size"):
+        for name in ("max_sentence_tokens", "max_word_length", "epochs", "batch_size",
+                     "char_kernel_size", "min_word_count", "annotate_batch_size",
+                     "annotate_max_batch_characters", "tag_batch_size"):
             check_integer(name, getattr(self, name), minimum=1)
+        for name in LAYER_SIZES:
+            check_integer(name, getattr(self, name), minimum=1, maximum=MAX_LAYER_SIZE)
         check_integer("fused_lstm_max_batch", self.fused_lstm_max_batch, minimum=0)
+        # The inference graph counts chunks in int32 (sentences + chunk size - 1): near 2**31
+        # that overflowed, an internal error at the first dev scoring or annotation.
+        check_integer("inference_chunk_size", self.inference_chunk_size,
+                      maximum=MAX_INFERENCE_CHUNK_SIZE)
         # NumPy's and TensorFlow's seeds are unsigned 32-bit.
         check_integer("seed", self.seed, minimum=0, maximum=2**32 - 1)
         if not isinstance(self.bucket_boundaries, (list, tuple)):
@@ -155,8 +173,11 @@ class NERConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        if self.learning_rate <= 0 or self.clip_norm <= 0 or self.lr_decay < 0:
-            raise ConfigError("learning_rate and clip_norm must be > 0, lr_decay >= 0")
+        # NaN passed the comparisons these replace: the weights became NaN in the
+        # first step and the run ended as a success, with a model that finds nothing.
+        for name in ("learning_rate", "clip_norm", "assertion_loss_weight"):
+            check_number(name, getattr(self, name))
+        check_number("lr_decay", self.lr_decay, allow_zero=True)
         if self.assertion_head not in ASSERTION_HEADS:
             raise ConfigError(f"assertion_head must be one of {', '.join(ASSERTION_HEADS)}, "
                               f"got {self.assertion_head!r}")
@@ -164,9 +185,6 @@ class NERConfig:
             raise ConfigError(
                 f"assertion_class_weights must be one of {', '.join(ASSERTION_CLASS_WEIGHTS)}, "
                 f"got {self.assertion_class_weights!r}")
-        if self.assertion_loss_weight <= 0:
-            raise ConfigError(
-                f"assertion_loss_weight must be > 0, got {self.assertion_loss_weight!r}")
         if not 0.0 <= self.assertion_cue_copies <= 1.0:
             raise ConfigError(
                 f"assertion_cue_copies must be in [0, 1], got {self.assertion_cue_copies!r}")
@@ -256,7 +274,8 @@ SETTINGS_ADDED_LATER = {"word_dropout": 0.0}  # 0.2.1
 def _read_settings(path: str | Path, error: type[Exception] = ConfigError,
                    if_missing: str = "give the path of a JSON file of settings") -> dict:
     # error: ConfigError for a --config file, ModelError for a model's own config.json.
-    values = read_json_file(Path(path), error, if_missing)
+    # A setting given twice would take its last value without a word.
+    values = read_json_file(Path(path), error, if_missing, unique_keys=True)
     if not isinstance(values, dict):
         raise error(f"{path}: expected a JSON object of settings")
     return values

@@ -114,14 +114,16 @@ def _unique_keys_object(keys: Collection[str] | None, pairs: list[tuple[str, Any
     return values
 
 
-def read_json_file(path: Path, error: type[Exception], if_missing: str) -> Any:
+def read_json_file(path: Path, error: type[Exception], if_missing: str,
+                   unique_keys: bool = False) -> Any:
     """The JSON document in the file ``path``; ``error`` naming the file (and line) otherwise.
 
     ``if_missing`` says what to do when the file is not there, e.g. "export
-    the model again". The message never quotes the file's content.
+    the model again". ``unique_keys``: as for :func:`parse_untrusted_json`.
+    The message never quotes the file's content.
     """
     try:
-        return parse_untrusted_json(path.read_text(encoding="utf-8"))
+        return parse_untrusted_json(path.read_text(encoding="utf-8"), unique_keys=unique_keys)
     except FileNotFoundError:
         raise error(f"{path}: missing; {if_missing}") from None
     except (OSError, UnicodeDecodeError) as reason:

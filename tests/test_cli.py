@@ -408,6 +408,71 @@ def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path
     assert gold.read_text(encoding="utf-8") == "Fever\tB-problem\n"
 
 
+def test_evaluate_names_the_data_s_labels_the_model_does_not_know(tmp_path, capsys):
+    # Every score 0 (BC5CDR's names for the bundled model's labels), with no word of why.
+    from clinical_ner.cli import main
+
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-Disease\nand\tO\naspirin\tB-Chemical\nCT\tB-test\n\n",
+                    encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(gold)]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {gold}: the model does not know the label(s) Chemical, Disease (it has problem, "
+        "test, treatment): they score 0; map them onto its labels with --label-map\n")
+    assert main(["evaluate", "clinical", "--data", str(gold),
+                 "--label-map", "Disease=problem,Chemical=treatment,test=test"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("option, arguments", [
+    ("--dev", ["train", "--train", "a.conll", "--dev", "b", "--dev", "c", "--output", "run"]),
+    ("--config", ["train", "--train", "a.conll", "--config", "a.json", "--config", "b.json",
+                  "--output", "run"]),
+    ("--data", ["evaluate", "clinical", "--data", "a.conll", "--data", "b.conll"]),
+    ("--label-map", ["evaluate", "clinical", "--data", "a.conll", "--label-map", "X=problem",
+                     "--label-map", "Y=test"]),
+])
+def test_an_option_of_one_value_given_twice_is_refused_not_half_ignored(option, arguments,
+                                                                       capsys):
+    # argparse kept the last value: --dev c chose the epoch, b.json gave the settings.
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error
+        main(arguments)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner {arguments[0]}: error: argument {option}: given twice; give it once "
+        f"(see 'clinical-ner {arguments[0]} --help')\n")
+
+
+def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
+    # It was "configuration: batch_size ...", a file the user never gave.
+    from clinical_ner.cli import main
+
+    assert main(["train", "--train", str(tmp_path / "a.conll"), "--output", str(tmp_path / "run"),
+                 "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == ("clinical-ner train: error: --batch-size: batch_size must "
+                                       "be a positive integer, got 0\n")
+
+
+def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, capsys):
+    # --json MODEL/vocab.json replaced the vocabulary with the scores: the model no longer loaded.
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import resolve_model_path
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_path("clinical"), model)
+    vocab = (model / "vocab.json").read_bytes()
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    assert main(["evaluate", str(model), "--data", str(gold),
+                 "--json", str(model / "vocab.json")]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: --json {model / 'vocab.json'}: also an input "
+        f"({model / 'vocab.json'}); writing it would overwrite it, so give another file\n")
+    assert (model / "vocab.json").read_bytes() == vocab
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 

@@ -61,6 +61,35 @@ def test_a_setting_of_the_wrong_json_type_is_refused_by_name(tmp_path, setting, 
         NERConfig.from_file(path)
 
 
+@pytest.mark.parametrize("setting, json_value, expected", [
+    # NaN passed every check: the weights became NaN in the first step, and the run
+    # ended as a success with a model that finds nothing.
+    ("learning_rate", "NaN", "a finite number > 0"),
+    ("clip_norm", "Infinity", "a finite number > 0"), ("lr_decay", "NaN", "a finite number >= 0"),
+    ("assertion_loss_weight", "NaN", "a finite number > 0"),
+    # An internal error once training read the vectors.
+    ("embeddings_format", '"bin"', "one of auto, text, word2vec-binary"),
+    # Internal errors (ResourceExhaustedError) when the model was built.
+    ("lstm_units", "1000000000000", "at most 10000"), ("word_dim", "20000", "at most 10000"),
+    # The inference graph's int32 chunk count overflowed at the first dev scoring.
+    ("inference_chunk_size", str(2**31 - 1), "at most 1073741824"),
+])
+def test_a_setting_out_of_its_range_is_refused_by_name(tmp_path, setting, json_value, expected):
+    path = tmp_path / "c.json"
+    path.write_text(f'{{"{setting}": {json_value}}}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{path}: {setting} must be {expected}, got "):
+        NERConfig.from_file(path)
+
+
+def test_a_setting_given_twice_in_a_file_is_refused(tmp_path):
+    # json.loads keeps the last value: the first was ignored without a word.
+    path = tmp_path / "c.json"
+    path.write_text('{"epochs": 3,\n "lstm_units": 8,\n "epochs": 30}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{path}: not valid JSON \(the key 'epochs' appears "
+                                          r"twice in one object\)"):
+        NERConfig.from_file(path)
+
+
 def test_shipped_configs_are_valid_and_default_json_is_the_default():
     configs = REPO_ROOT / "training" / "configs"
     assert NERConfig.from_file(configs / "default.json") == NERConfig()

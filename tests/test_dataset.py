@@ -20,10 +20,10 @@ def sentences(count: int = 60) -> list[Sentence]:
             for _ in range(count)]
 
 
-def batches(data, word_dropout=0.0, seed=5):
+def batches(data, word_dropout=0.0, seed=5, batch_size=8):
     tag_ids = [[position % 3 for position in range(len(s.tokens))] for s in data]
     dataset = training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
-                               batch_size=8, use_casing=True, shuffle_seed=seed,
+                               batch_size=batch_size, use_casing=True, shuffle_seed=seed,
                                word_dropout=word_dropout,
                                bucket_boundaries=NERConfig().bucket_boundaries)
     return [(features["word_ids"].numpy(), targets.numpy()) for features, targets in dataset]
@@ -41,6 +41,15 @@ def test_every_sentence_appears_once_with_its_tags_and_padding_is_zero():
         assert np.all(targets[word_ids == 0] == 0)
         # Real tokens come first in each row.
         assert np.all(np.diff((word_ids > 0).astype(int), axis=1) <= 0)
+
+
+def test_a_batch_size_beyond_the_data_gives_the_batches_of_the_data_size():
+    # tf.data reserved room for 2**40 sentences per bucket: the process ended (bad_alloc).
+    data = sentences(20)
+    huge, whole = batches(data, batch_size=2**40), batches(data, batch_size=len(data))
+    assert len(huge) == len(whole) > 1  # one batch per length bucket
+    for (huge_ids, huge_tags), (whole_ids, whole_tags) in zip(huge, whole):
+        assert np.array_equal(huge_ids, whole_ids) and np.array_equal(huge_tags, whole_tags)
 
 
 def test_word_dropout_replaces_that_share_of_real_tokens_with_unknown_only():

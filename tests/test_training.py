@@ -206,6 +206,50 @@ def test_an_empty_dev_file_is_refused_instead_of_choosing_on_nothing(tmp_path):
               progress=False)
 
 
+def test_data_without_entities_is_refused_instead_of_training_or_choosing_on_it(tmp_path):
+    # Training data of O alone trained a model that finds nothing, as a success; a dev file
+    # of O alone scored F1 0.0 every epoch, kept epoch 1 and stopped early.
+    plain = tmp_path / "plain.conll"
+    plain.write_text("The\tO\npatient\tO\nis\tO\nwell\tO\n\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=rf"^{plain}: no entities to train on"):
+        train(plain, tmp_path / "never", config=tiny_config(), progress=False)
+    with pytest.raises(DataFormatError, match=rf"^{plain}: no entities to score"):
+        train(SAMPLE / "train", tmp_path / "never", dev_path=plain, config=tiny_config(),
+              progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_patience_0_stops_at_the_first_epoch_without_a_dev_gain(tmp_path):
+    # It stopped before the first epoch: nothing trained, and no model.keras (exit 4).
+    from clinical_ner.training.callbacks import ModelSelection, RunState, TrainingRun
+
+    selection, state = ModelSelection(patience=0, has_dev=True), RunState()
+    run = TrainingRun(model=None, state=state, directory=tmp_path)
+    assert not selection.should_stop(state)
+    selection.on_epoch_end(run, {"epoch": 1, "dev_f1": 0.5})
+    assert not selection.should_stop(state)
+    selection.on_epoch_end(run, {"epoch": 2, "dev_f1": 0.4})
+    assert selection.should_stop(state) and state.best_epoch == 1
+
+
+def test_training_that_diverges_stops_instead_of_keeping_a_model_of_nan(tmp_path):
+    # The weights became NaN in an epoch; the run went on (loss nan) and kept the last
+    # epoch's NaN model, which finds nothing, as a success.
+    data = tmp_path / "tiny.conll"
+    data.write_text("Fever\tB-problem\nand\tO\nchest\tB-problem\npain\tI-problem\n\n"
+                    "CT\tB-test\nshowed\tO\nit\tO\n\n", encoding="utf-8")
+    config = tiny_config(embeddings=None, learning_rate=1e6, epochs=3)
+    # Which epoch diverges may differ between CPUs; an epoch before it is kept.
+    with pytest.raises(ClinicalNERError, match=r"^epoch \d: training diverged \(loss [^;]*; "
+                                               r"the weights are no longer finite numbers\); "
+                                               "train again with a lower learning_rate or "
+                                               "clip_norm"):
+        train(data, tmp_path / "run", config=config, progress=False, emit=lambda message: None)
+    if (tmp_path / "run" / "model.keras").exists():
+        kept = keras.saving.load_model(tmp_path / "run" / "model.keras", safe_mode=True)
+        assert all(np.isfinite(weight).all() for weight in kept.get_weights())
+
+
 def test_resume_accepts_the_first_commands_options_and_names_one_that_changes(
         trained, tmp_path, capsys):
     # A restarted worker runs its first command again, with --resume added.

@@ -36,6 +36,20 @@ def unwind_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
 
 
+class GivenOnce(argparse.Action):
+    """An option that takes one value: a second one is an error, not the value used.
+
+    argparse keeps the last: ``--dev a --dev b`` (as ``--train`` repeats) chose the
+    epoch on ``b`` alone, without a word about ``a``.
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        if getattr(namespace, self.dest) is not None:
+            raise argparse.ArgumentError(self, "given twice; give it once")
+        setattr(namespace, self.dest, values)
+
+
 def check_input_files(paths: list[Path] | list[str] | None) -> None:
     """Refuse an ``--input`` argument with a space that names no file: a text it took.
 
@@ -120,7 +134,7 @@ def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
     add_format_option(parser, "--input-format", INPUT_FORMATS, "auto",
                       "data format; auto: a folder with txt/ and concept/ (or .txt + .con "
                       "files) is i2b2, .txt + .ann is brat, a file is CoNLL")
-    parser.add_argument("--label-map", metavar="JSON_OR_PAIRS",
+    parser.add_argument("--label-map", metavar="JSON_OR_PAIRS", action=GivenOnce,
                         help="map source labels, e.g. 'Sign_symptom=problem,Medication="
                              "treatment' (brat: unmapped types are ignored)")
     parser.add_argument("--assertion-map", metavar="FILE.json",

@@ -6,7 +6,7 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
 
@@ -17,7 +17,7 @@ HELP = "score a model on annotated data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
                         help="model directory, or the bundled model's name: clinical")
-    parser.add_argument("--data", required=True,
+    parser.add_argument("--data", required=True, action=GivenOnce,
                         help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
     parser.add_argument("--corpus", metavar="FILE.toml",
@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from clinical_ner.text.tags import entity_labels
 
-    check_output_file("--json", args.json, inputs=[args.data])
+    # The model's own files too: --json MODEL/vocab.json left a model that no longer loads.
+    model_files = ([path for path in args.model.iterdir() if path.is_file()]
+                   if args.model.is_dir() else [])
+    check_output_file("--json", args.json, inputs=[args.data, *model_files])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # A Keras model directory knows its labels; other artifacts are checked by the scores.
@@ -65,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
+    unknown = sorted(set(corpus.labels) - set(model_labels)) if (
+        model_labels is not None and labels is None) else []
+    if unknown:
+        # Scored as missed, with no word of why: F1 0 for data of other label names.
+        print(f"note: {args.data}: the model does not know the label(s) {', '.join(unknown)} "
+              f"(it has {', '.join(model_labels)}): they score 0; map them onto its labels "
+              "with --label-map", file=sys.stderr)
     if not ner.assertion_classes and has_assertions(sentences):
         print(f"note: {args.data}: its problems carry assertions, but the model has none: "
               "no assertion scores", file=sys.stderr)

@@ -5,10 +5,12 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
 )
 from clinical_ner.artifacts.keras_model import CONFIG_FILE
-from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
+from clinical_ner.config import (
+    EMBEDDINGS_FORMATS, NERConfig, changed_on_resume, resume_change_error,
+)
 from clinical_ner.errors import ConfigError, check_output_folder
 
 NAME = "train"
@@ -25,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", action="append",
                         help="training data (file or folder); repeat it to train on several "
                              "together, e.g. train and dev for the final model")
-    parser.add_argument("--dev", help="dev data for model selection and early stopping")
+    parser.add_argument("--dev", action=GivenOnce,
+                        help="dev data for model selection and early stopping")
     parser.add_argument("--corpus", metavar="FILE.toml", action="append",
                         help="instead of --train/--dev/--label-map: a corpus file listing "
                              "several corpora, each with its label map, how completely it "
@@ -36,11 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
                              "concatenate several files' vectors (zeros where a file lacks a "
                              "word)")
-    parser.add_argument("--embeddings-format", choices=("auto", "text", "word2vec-binary"),
+    parser.add_argument("--embeddings-format", choices=EMBEDDINGS_FORMATS,
                         help="how to read --embeddings (default: the config's, "
                              f"{_DEFAULTS.embeddings_format}; auto: word2vec binary for .bin "
                              "files, else text)")
-    parser.add_argument("--config", help="JSON file of hyperparameters (see NERConfig)")
+    parser.add_argument("--config", action=GivenOnce,
+                        help="JSON file of hyperparameters (see NERConfig)")
     parser.add_argument("--epochs", type=int,
                         help=f"most epochs to train (default: the config's, {_DEFAULTS.epochs})")
     parser.add_argument("--batch-size", type=int,
@@ -107,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
         check_fine_tunable(args.init_from)
     options = {name: getattr(args, name) for name in CONFIG_OPTIONS
                if getattr(args, name) is not None}
+    for name, value in options.items():
+        # Each alone first, so that a bad one is named as typed (--epochs 0), not as a
+        # setting of no file ("configuration: epochs ...").
+        NERConfig.from_dict({name: value}, source=f"--{name.replace('_', '-')}")
     if args.resume:
         config = _resumed_config(args.config, options, Path(args.output))
     else:

@@ -78,7 +78,9 @@ class ModelSelection(TrainingCallback):
     """
 
     def __init__(self, patience: int, has_dev: bool) -> None:
-        self.patience = patience
+        # 0 stops at the first epoch without a gain, as 1 does: stopping on no epoch at
+        # all trained nothing and left no model.keras.
+        self.patience = max(patience, 1)
         self.has_dev = has_dev
 
     def should_stop(self, state: RunState) -> bool:

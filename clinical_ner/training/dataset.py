@@ -166,6 +166,9 @@ def training_dataset(
     time). The draws depend only on ``shuffle_seed`` and the batch's
     position, so they repeat exactly on ``--resume``.
     """
+    # A batch never holds more than every sentence, and tf.data reserves room for
+    # batch_size elements per bucket: a huge setting ended the process (std::bad_alloc).
+    batch_size = min(batch_size, len(sentences))
     lengths = [len(s.tokens) for s in sentences]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     flat_tokens = tf.constant([token for s in sentences for token in s.tokens], tf.string)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -223,6 +224,14 @@ def train(
             started = time.perf_counter()
             loss = _in_cluster(distribution, epoch, lambda: epochs.train_epoch(dataset, progress))
             train_seconds = time.perf_counter() - started
+            if not (math.isfinite(loss) and _weights_are_finite(model)):
+                # From here on every weight stays NaN: the run would go on and keep a model
+                # that finds nothing, as a success. Stopped before it is saved.
+                raise ClinicalNERError(
+                    f"epoch {epoch + 1}: training diverged (loss {loss:g}; the weights are no "
+                    "longer finite numbers); train again with a lower learning_rate or "
+                    "clip_norm" + (f" ({output} keeps epoch {state.best_epoch}, the best "
+                                   "before it)" if state.best_epoch else ""))
             entry = {
                 "epoch": epoch + 1,
                 "loss": loss,
@@ -244,7 +253,7 @@ def train(
             for callback in on_raw_weights:
                 callback.on_epoch_end(run, entry)
         if stopped_early:
-            emit(f"stopped early: no dev F1 gain in the last {config.patience} epochs")
+            emit(f"stopped early: no dev F1 gain in the last {selection.patience} epochs")
         # A resumed fine-tuning run is still fine-tuned from its base model; a checkpoint
         # older than that record leaves the card's, if the run had written one.
         base = state.fine_tuned_from or (recorded_base_model(output) if resume else None)
@@ -263,6 +272,11 @@ def train(
     return TrainingResult(output=output, best_epoch=state.best_epoch,
                           best_dev_f1=state.best_f1, epochs_completed=state.epoch,
                           stopped_early=stopped_early)
+
+
+def _weights_are_finite(model: keras.Model) -> bool:
+    return all(np.isfinite(keras.ops.convert_to_numpy(weight)).all()
+               for weight in model.trainable_weights)
 
 
 @contextlib.contextmanager
@@ -379,6 +393,10 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
         check_label_map_sources(label_map, train_paths, data_format)
     if assertion_map is not None:
         check_assertion_map_sources(assertion_map, train_paths, data_format, labels)
+    if not labels:
+        # A model of O alone finds nothing, however long it trains.
+        raise DataFormatError(", ".join(str(path) for path in train_paths), None,
+                              "no entities to train on (every token is O)")
     return sentences, labels
 
 
@@ -392,6 +410,9 @@ def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid,
     if not sentences:
         # Scores of nothing would choose the epoch and stop training early.
         raise DataFormatError(str(dev_path), None, "no sentences to score")
+    if not corpus.labels:
+        # Its F1 is 0 at every epoch: it would keep epoch 1 and stop training early.
+        raise DataFormatError(str(dev_path), None, "no entities to score (every token is O)")
     return sentences
 
 

@@ -7,12 +7,12 @@ from typing import Sequence
 
 import numpy as np
 
+from clinical_ner.config import EMBEDDINGS_FORMATS as FORMATS
 from clinical_ner.errors import DataFormatError
 from clinical_ner.text.tokenizer import normalize_word
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "text", "word2vec-binary")
 # What the numbers of a text vectors file are written with.
 _TEXT_VECTOR_BYTES = b"0123456789.-+eE \r\n"
 
