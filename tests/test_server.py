@@ -755,6 +755,13 @@ def test_busy_port_is_a_clear_error(server, model_base):
         ModelServer(model_base, MODEL, port=server.bound_port).start()
 
 
+def test_one_port_for_grpc_and_rest_is_refused_as_such(model_base):
+    # Else REST failed as "could not listen ... (in use?)", taken by this server's gRPC.
+    with pytest.raises(ConfigError, match="port and rest_port are both 8502; REST needs a port "
+                                          "of its own"):
+        ModelServer(model_base, MODEL, port=8502, rest_port=8502)
+
+
 def test_tls_round_trip(tmp_path, model_base):
     cert, key = make_certificate(tmp_path)
     with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:

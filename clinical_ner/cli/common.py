@@ -136,7 +136,7 @@ def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
                       "files) is i2b2, .txt + .ann is brat, a file is CoNLL")
     parser.add_argument("--label-map", metavar="JSON_OR_PAIRS", action=GivenOnce,
                         help="map source labels, e.g. 'Sign_symptom=problem,Medication="
-                             "treatment' (brat: unmapped types are ignored)")
+                             "treatment' (labels it does not map become O)")
     parser.add_argument("--assertion-map", metavar="FILE.json",
                         help="brat: attribute values -> assertions, e.g. {\"POLARITY\": "
                              "{\"NEG\": \"absent\"}} (training/configs/"

@@ -124,6 +124,9 @@ class ModelServer:
         for option, value in (("port", port), ("rest_port", rest_port)):
             if value is not None:
                 check_integer(option, value, minimum=0, maximum=65535)
+        if port is not None and port != 0 and port == rest_port:
+            # Else the REST listener failed as "in use?", by the gRPC one of this server.
+            raise ConfigError(f"port and rest_port are both {port}; REST needs a port of its own")
         if (ssl_cert is None) != (ssl_key is None):
             raise ConfigError("TLS needs both ssl_cert and ssl_key")
         self.model_name = model_name

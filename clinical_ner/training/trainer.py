@@ -253,7 +253,8 @@ def train(
             for callback in on_raw_weights:
                 callback.on_epoch_end(run, entry)
         if stopped_early:
-            emit(f"stopped early: no dev F1 gain in the last {selection.patience} epochs")
+            emit(f"stopped early: no dev F1 gain in the last {selection.patience} epoch"
+                 f"{'s' if selection.patience != 1 else ''}")
         # A resumed fine-tuning run is still fine-tuned from its base model; a checkpoint
         # older than that record leaves the card's, if the run had written one.
         base = state.fine_tuned_from or (recorded_base_model(output) if resume else None)
