@@ -123,7 +123,7 @@ def read_json_file(path: Path, error: type[Exception], if_missing: str,
     The message never quotes the file's content.
     """
     try:
-        return parse_untrusted_json(path.read_text(encoding="utf-8"), unique_keys=unique_keys)
+        return parse_untrusted_json(path.read_text(encoding="utf-8-sig"), unique_keys=unique_keys)
     except FileNotFoundError:
         raise error(f"{path}: missing; {if_missing}") from None
     except (OSError, UnicodeDecodeError) as reason:

@@ -22,6 +22,17 @@ def test_a_model_saved_before_a_setting_existed_loads_with_the_value_it_trained_
     assert NERConfig().word_dropout > 0
 
 
+def test_a_settings_file_may_start_with_a_byte_order_mark(tmp_path):
+    # Windows editors write one; label-map and corpus files were read with it, settings
+    # files refused ("Unexpected UTF-8 BOM"), and a line number after it stays right.
+    path = tmp_path / "c.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"epochs": 3}).encode("utf-8"))
+    assert NERConfig.from_file(path).epochs == 3
+    path.write_bytes(b"\xef\xbb\xbf{\n  \"epochs\": 3,\n  oops\n}")
+    with pytest.raises(ConfigError, match=r"c.json:3"):
+        NERConfig.from_file(path)
+
+
 def test_unknown_and_invalid_settings_are_rejected_with_the_file_name(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"lstm_unit": 3}))
