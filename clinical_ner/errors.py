@@ -81,6 +81,17 @@ class UnavailableError(ClinicalNERError):
     exit_code = 5
 
 
+def os_reason(error: OSError) -> str:
+    """The operating system's words for ``error`` ("No space left on device"), or its type.
+
+    Never the file name or message that came with it: the caller's error
+    names the path itself, once. An ``OSError`` raised without an errno
+    (a ``BrokenPipeError`` from a library, say) has no words, so its type
+    stands in.
+    """
+    return error.strerror or type(error).__name__
+
+
 def check_integer(name: str, value: object, minimum: int = 1,
                   maximum: int | None = None) -> None:
     """Raise :class:`ConfigError` unless ``value`` is an ``int`` from ``minimum`` to ``maximum``.

@@ -43,6 +43,7 @@ from tensorflow.python.framework.convert_to_constants import (
 )
 
 from clinical_ner.version import __version__
+from clinical_ner.errors import os_reason
 from clinical_ner.export.saved_model import ExportError
 from clinical_ner.model.layers.crf import FORBIDDEN_SCORE, CRF
 from clinical_ner.model.network import ClinicalNERModel
@@ -134,7 +135,7 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError):  # a full disk, a folder we may not write to
-            reason = error.strerror or type(error).__name__
+            reason = os_reason(error)
             raise ExportError(f"{output}: cannot write the export there ({reason}); nothing "
                               "was kept") from None
         raise

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, TextIO
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import DataFormatError
+from clinical_ner.errors import DataFormatError, os_reason
 
 
 class FileStem(str):
@@ -67,7 +67,7 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
         try:
             data = path.read_bytes()
         except OSError as error:
-            raise DataFormatError(str(path), None, error.strerror or str(error)) from None
+            raise DataFormatError(str(path), None, os_reason(error)) from None
         documents.append((FileStem(path), decode_document(str(path), data)))
     if not documents:
         documents.append(("stdin", decode_document("stdin", sys.stdin.buffer.read())))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from clinical_ner.artifacts import write_text_atomically
-from clinical_ner.errors import ClinicalNERError, ConfigError
+from clinical_ner.errors import ClinicalNERError, ConfigError, os_reason
 from clinical_ner.formats.jsonl import FileStem, write_json_line
 from clinical_ner.text.document import ASSERTION_LABEL, Document, Sentence
 from clinical_ner.text.tags import tags_to_mentions
@@ -122,7 +122,7 @@ def _write_error(output: Path | None, error: OSError) -> ClinicalNERError:
     """The one-line error of a failed write to ``output`` (``None``: stdout)."""
     if output is not None:
         return ClinicalNERError(f"{output}: cannot write "
-                                f"({error.strerror or type(error).__name__})")
+                                f"({os_reason(error)})")
     if isinstance(error, BrokenPipeError):
         # Point stdout at nothing, so that its final flush at exit does not fail again.
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -132,7 +132,7 @@ def _write_error(output: Path | None, error: OSError) -> ClinicalNERError:
         return ClinicalNERError("standard output was closed by its reader before the output "
                                 "was all written")
     return ClinicalNERError(f"standard output: cannot write "
-                            f"({error.strerror or type(error).__name__})")
+                            f"({os_reason(error)})")
 
 
 @register_writer("jsonl")

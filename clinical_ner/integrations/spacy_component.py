@@ -53,6 +53,7 @@ from clinical_ner.errors import (
     ModelError,
     check_host_port,
     check_integer,
+    os_reason,
 )
 from clinical_ner.formats.html_page import KNOWN_LABELS, label_colours
 from clinical_ner.integrations.spacy_tokenizer import doc_text
@@ -432,7 +433,7 @@ def _replace_copy(source: Path, target: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
         if previous.exists() and not target.exists():
             previous.rename(target)
-        reason = error.strerror or type(error).__name__
+        reason = os_reason(error)
         raise ModelError(f"{target}: cannot copy the model there ({reason}); the saved "
                          "pipeline is as it was") from None
     shutil.rmtree(previous, ignore_errors=True)
@@ -443,7 +444,7 @@ def _write_settings(path: Path, text: str) -> None:
     try:
         write_text_atomically(path, text)
     except OSError as error:
-        reason = error.strerror or type(error).__name__
+        reason = os_reason(error)
         raise ModelError(f"{path}: cannot write the component's settings ({reason})") from None
 
 

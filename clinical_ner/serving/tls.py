@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, os_reason
 
 # Every PEM block opens with such a line (RFC 7468); gRPC reads no other encoding.
 _PEM_BEGIN = b"-----BEGIN"
@@ -25,7 +25,7 @@ def read_pem(path: str | Path, setting: str, what: str) -> bytes:
         data = Path(path).read_bytes()
     except OSError as error:
         raise ConfigError(f"{setting} {path}: cannot read {what} "
-                          f"({error.strerror or error})") from None
+                          f"({os_reason(error)})") from None
     if _PEM_BEGIN not in data:
         raise ConfigError(f"{setting} {path}: not PEM (no '-----BEGIN' line); give {what} "
                           "in PEM format")

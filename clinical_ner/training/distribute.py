@@ -41,6 +41,7 @@ from clinical_ner.errors import (
     check_host_port,
     check_integer,
     check_seconds,
+    os_reason,
 )
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
@@ -370,7 +371,7 @@ def _wait_for_peers(task: ClusterTask, timeout_s: float) -> None:
         listener = socket.create_server(("", port))
     except OSError as error:
         raise ClusterError(f"TF_CONFIG {task.task_type} {task.task_index}: cannot listen on "
-                           f"port {port} ({error.strerror})") from None
+                           f"port {port} ({os_reason(error)})") from None
     waiting = threading.Event()
     waiting.set()
     greeter = threading.Thread(target=_greet, args=(listener, waiting), daemon=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
-from clinical_ner.errors import DataFormatError
+from clinical_ner.errors import DataFormatError, os_reason
 
 # Decompressing readers over an open raw file (whose position then measures progress).
 COMPRESSION = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
@@ -112,7 +112,7 @@ def line_batches(files: Sequence[Path], text_field: str, progress) -> Iterator[L
             stream, raw = _open(path)
         except OSError as error:
             raise DataFormatError(str(path), None, "cannot open "
-                                  f"({error.strerror or type(error).__name__})") from None
+                                  f"({os_reason(error)})") from None
         position = 0
         try:
             lines: list[bytes] = []

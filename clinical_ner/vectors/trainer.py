@@ -40,7 +40,7 @@ from typing import Sequence
 
 from clinical_ner.errors import (
     ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file,
-    check_output_folder)
+    check_output_folder, os_reason)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import (
@@ -185,7 +185,7 @@ def train_vectors(
         write_vectors(output, wv.index_to_key, wv.vectors)
     except OSError as error:
         raise ClinicalNERError(f"output {output}: cannot write the vectors "
-                               f"({error.strerror or type(error).__name__})") from None
+                               f"({os_reason(error)})") from None
     return VectorsReport(
         output=output, files=len(files), lines=totals["lines"], sentences=totals["sentences"],
         tokens=totals["tokens"], distinct_words=len(counts), vectors=len(wv.index_to_key),
@@ -200,5 +200,5 @@ def _token_file_error(folder: str | Path | None, error: OSError) -> ClinicalNERE
     where = tempfile.gettempdir() if folder is None else folder
     return ClinicalNERError(
         f"{where}: cannot write the temporary token file "
-        f"({error.strerror or type(error).__name__}); it takes about as much space as the "
+        f"({os_reason(error)}); it takes about as much space as the "
         "uncompressed text (see --tmp-dir)")
