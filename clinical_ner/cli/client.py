@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.serving.client import ServingClient
 
     check_input_files(args.input)
-    documents = [text for _, text in read_documents(args.texts, args.input)]
+    documents = [document.text for document in read_documents(args.texts, args.input)]
     with ServingClient(
         args.target,
         args.model_name,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
@@ -14,25 +15,19 @@ from clinical_ner.text.document import Entity
 from clinical_ner.errors import DataFormatError, os_reason
 
 
-class FileStem(str):
-    """The name of a document read from a file: the file's stem; ``path`` is the file as given.
+@dataclass(frozen=True)
+class InputDocument:
+    """A document given to ``predict`` or ``client``: its name, its text, and its file.
 
-    A ``str``, so that a writer names the document's outputs by it as by any
-    name; the writers that must tell a text from a file (the i2b2 writer's
-    ``.txt`` copy) or two files of one stem apart (the HTML page's headings)
-    look at its type and ``path``.
+    ``name`` names the document's outputs: a file's stem, ``text-N`` for the
+    N-th text argument, ``stdin``. ``path`` is the file as given, ``None`` for
+    a text argument or stdin: the i2b2 writer copies the text of a document
+    that had no file, and the HTML page heads two files of one stem by path.
     """
 
-    path: Path
-
-    def __new__(cls, path: Path) -> "FileStem":
-        name = super().__new__(cls, path.stem)
-        name.path = path
-        return name
-
-    def __reduce__(self) -> tuple:
-        # Copied or pickled as made: from its path, not its text (the stem).
-        return FileStem, (self.path,)
+    name: str
+    text: str
+    path: Path | None = None
 
 
 def decode_document(source: str, data: bytes) -> str:
@@ -46,18 +41,18 @@ def decode_document(source: str, data: bytes) -> str:
 
 
 def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
-                   ) -> list[tuple[str, str]]:
-    """``(name, text)`` of the texts given as arguments, then of the files; stdin if neither.
+                   ) -> list[InputDocument]:
+    """The texts given as arguments, then the files; stdin if neither.
 
-    Arguments are named ``text-1``, ``text-2``, ...; files by their stem (a
-    :class:`FileStem`). An
+    Arguments are named ``text-1``, ``text-2``, ...; files by their stem. An
     argument that was not UTF-8 (Python keeps its bytes as lone surrogates,
     which no output can encode) is refused as a file that is not UTF-8 is.
     """
-    documents = [(f"text-{number}", text) for number, text in enumerate(texts, start=1)]
-    for number, (_, text) in enumerate(documents, start=1):
+    documents = [InputDocument(f"text-{number}", text)
+                 for number, text in enumerate(texts, start=1)]
+    for number, document in enumerate(documents, start=1):
         try:
-            text.encode("utf-8")
+            document.text.encode("utf-8")
         except UnicodeEncodeError as error:
             raise DataFormatError(f"text argument {number}", None,
                                   f"not UTF-8 (invalid byte at character {error.start})"
@@ -68,9 +63,9 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
             data = path.read_bytes()
         except OSError as error:
             raise DataFormatError(str(path), None, os_reason(error)) from None
-        documents.append((FileStem(path), decode_document(str(path), data)))
+        documents.append(InputDocument(path.stem, decode_document(str(path), data), path))
     if not documents:
-        documents.append(("stdin", decode_document("stdin", sys.stdin.buffer.read())))
+        documents.append(InputDocument("stdin", decode_document("stdin", sys.stdin.buffer.read())))
     return documents
 
 

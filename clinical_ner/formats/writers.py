@@ -13,11 +13,12 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from clinical_ner.artifacts import write_text_atomically
 from clinical_ner.errors import ClinicalNERError, ConfigError, os_reason
-from clinical_ner.formats.jsonl import FileStem, write_json_line
+from clinical_ner.formats.jsonl import InputDocument, write_json_line
 from clinical_ner.text.document import ASSERTION_LABEL, Document, Sentence
 from clinical_ner.text.tags import tags_to_mentions
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from clinical_ner.annotators.base import Annotator
     from clinical_ner.text.tokenizer import Token
 
-Writer = Callable[["Annotator", list[tuple[str, str]], "Path | None"], None]
+Writer = Callable[["Annotator", Sequence[InputDocument], "Path | None"], None]
 
 WRITERS: dict[str, Writer] = {}
 #: Formats whose output is a folder, not a file.
@@ -46,9 +47,9 @@ def register_writer(name: str, *, folder: bool = False) -> Callable[[Writer], Wr
     return register
 
 
-def write_annotations(ner: Annotator, documents: list[tuple[str, str]], output_format: str,
+def write_annotations(ner: Annotator, documents: Sequence[InputDocument], output_format: str,
                       output: Path | None) -> None:
-    """Annotate ``(name, text)`` documents and write them in ``output_format``.
+    """Annotate ``documents`` and write them in ``output_format``.
 
     ``output`` is a file (stdout when ``None``) or, for folder formats, a folder.
     """
@@ -136,16 +137,16 @@ def _write_error(output: Path | None, error: OSError) -> ClinicalNERError:
 
 
 @register_writer("jsonl")
-def write_jsonl(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+def write_jsonl(ner: Annotator, documents: Sequence[InputDocument], output: Path | None) -> None:
     """One ``{"text", "entities"}`` JSON line per document."""
-    annotations = ner.annotate([text for _, text in documents])
+    annotations = ner.annotate([document.text for document in documents])
     with _OutputStream(output) as handle:
-        for (_, text), entities in zip(documents, annotations):
-            write_json_line(handle, text, entities)
+        for document, entities in zip(documents, annotations):
+            write_json_line(handle, document.text, entities)
 
 
 @register_writer("conll")
-def write_conll_tags(ner: Annotator, documents: list[tuple[str, str]],
+def write_conll_tags(ner: Annotator, documents: Sequence[InputDocument],
                      output: Path | None) -> None:
     """Tokens and predicted tags, a blank line after each sentence.
 
@@ -157,7 +158,8 @@ def write_conll_tags(ner: Annotator, documents: list[tuple[str, str]],
 
     with_assertions = bool(ner.assertion_classes)
     conll_documents, assertion_rows = [], []
-    for name, text in documents:
+    for document in documents:
+        name, text = document.name, document.text
         sentences = split_sentences(text, ner.config.max_sentence_tokens)
         tokens = [[token.text for token in sentence] for sentence in sentences]
         tags = [sentence_tags for sentence_tags, _ in ner.tag(tokens)]
@@ -192,13 +194,13 @@ def _token_assertions(ner: Annotator, text: str, sentences: list[list[Token]],
 
 
 @register_writer("i2b2", folder=True)
-def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path | None) -> None:
     """One i2b2 ``.con`` file per document, its ``.ast`` when it has problems with an
     assertion, and its ``.txt`` when it had no file."""
     from clinical_ner.formats.i2b2 import write_con_entities
 
     assert output is not None
-    counts = Counter(name for name, _ in documents)
+    counts = Counter(document.name for document in documents)
     repeated = next((name for name, count in counts.items() if count > 1), None)
     if repeated is not None:
         # Named by their files' stems (texts given as arguments: text-1, ...), the
@@ -215,27 +217,27 @@ def write_i2b2(ner: Annotator, documents: list[tuple[str, str]], output: Path | 
                           f"{f' and {len(earlier) - 1} more' if len(earlier) > 1 else ''} "
                           "of another run, which this run would not write; remove them or "
                           "choose another folder")
-    annotations = ner.annotate([text for _, text in documents])
+    annotations = ner.annotate([document.text for document in documents])
     try:
         output.mkdir(parents=True, exist_ok=True)
-        for (name, text), entities in zip(documents, annotations):
-            write_con_entities(output / f"{name}.con", text, entities)
-            if not isinstance(name, FileStem):
-                (output / f"{name}.txt").write_text(text, encoding="utf-8")
+        for document, entities in zip(documents, annotations):
+            write_con_entities(output / f"{document.name}.con", document.text, entities)
+            if document.path is None:
+                (output / f"{document.name}.txt").write_text(document.text, encoding="utf-8")
     except OSError as error:
         raise _write_error(Path(error.filename or output), error) from None
 
 
 @register_writer("html")
-def write_html(ner: Annotator, documents: list[tuple[str, str]], output: Path | None) -> None:
+def write_html(ner: Annotator, documents: Sequence[InputDocument], output: Path | None) -> None:
     """One self-contained page, entities highlighted by label (:mod:`clinical_ner.formats.html_page`)."""
     from clinical_ner.formats.html_page import render_html
 
-    annotations = ner.annotate([text for _, text in documents])
+    annotations = ner.annotate([document.text for document in documents])
     # Files of one stem (a/note.txt, b/note.txt) are headed by their paths, to be told apart.
-    counts = Counter(name for name, _ in documents)
-    headings = [str(name.path) if counts[name] > 1 and isinstance(name, FileStem) else name
-                for name, _ in documents]
+    counts = Counter(document.name for document in documents)
+    headings = [str(document.path) if counts[document.name] > 1 and document.path is not None
+                else document.name for document in documents]
     with _OutputStream(output) as handle:
-        handle.write(render_html([(heading, text, entities) for heading, (_, text), entities
+        handle.write(render_html([(heading, document.text, entities) for heading, document, entities
                                   in zip(headings, documents, annotations)]))
