@@ -93,6 +93,10 @@ def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
                                     r"\(decode bytes first\)")):
         with pytest.raises(TypeError, match=message):
             ner.annotate(bad)
+    # A mapping iterates over its keys: the notes' ids were annotated, their texts never.
+    with pytest.raises(TypeError, match=r"^texts is dict, expected a str or a list of str "
+                                        r"\(not a mapping, whose keys would be annotated"):
+        ner.annotate({"note-1": NOTE})
     # A str where a list of tokens is expected would be tagged one character a token.
     with pytest.raises(TypeError, match="sentences is str"):
         ner.tag("aspirin fever")
