@@ -177,6 +177,20 @@ class Annotator:
             results[index] = result
         return results
 
+    def close(self) -> None:
+        """Let go of what the annotator runs beside this process (a LiteRT export's workers).
+
+        Every runtime has it, so that code written for any annotator may call
+        it or use one in a ``with`` block; the annotator still works after it
+        (what it needs starts again).
+        """
+
+    def __enter__(self) -> Annotator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         raise NotImplementedError
 
