@@ -529,9 +529,10 @@ def test_an_empty_token_is_refused_not_taken_for_padding(lite_ner):
             lite_ner.tag(sentences)
 
 
-def test_tag_reads_a_generator_of_sentences(lite_ner):
+def test_tag_reads_a_generator_of_sentences_and_numpy_rows(lite_ner):
     sentences = [["Started", "aspirin"], ["CT", "of", "the", "chest"]]
     assert lite_ner.tag(sentence for sentence in sentences) == lite_ner.tag(sentences)
+    assert lite_ner.tag([np.array(sentence) for sentence in sentences]) == lite_ner.tag(sentences)
 
 
 def test_export_never_overwrites(tiny_model_dir, export_dir):

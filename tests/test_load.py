@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from clinical_ner import ClinicalNER
@@ -103,6 +104,9 @@ def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
     with pytest.raises(TypeError, match=r"sentences\[0\] is str, expected a list of tokens"):
         ner.tag(["aspirin", "fever"])
     assert ner.tag([("aspirin", "fever")]) == ner.tag([["aspirin", "fever"]])
+    # NumPy rows (pandas' rows of a Parquet list column) were refused as "is ndarray".
+    assert ner.tag([np.array(["aspirin", "fever"])]) == ner.tag([["aspirin", "fever"]])
+    assert ner.tag(np.array([["aspirin", "fever"]])) == ner.tag([["aspirin", "fever"]])
 
 
 @pytest.mark.parametrize("runtime", ["keras", "saved_model"])

@@ -96,9 +96,12 @@ class Annotator:
                             "sentences, each a list of tokens (str)")
         sentences = list(sentences)  # a generator is read once, here
         for index, sentence in enumerate(sentences):
-            if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Sequence):
+            # Any iterable of tokens but a str: a tuple, or a NumPy array (the rows of a
+            # list column that pandas read from Parquet), as annotate takes any of texts.
+            if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Iterable):
                 raise TypeError(f"sentences[{index}] is {type(sentence).__name__}, expected "
                                 "a list of tokens (str)")
+            sentences[index] = sentence = list(sentence)
             for position, token in enumerate(sentence):
                 if not isinstance(token, str):
                     raise TypeError(f"sentences[{index}][{position}] is "
