@@ -68,6 +68,14 @@ def test_anything_else_is_named_in_a_one_line_error(tmp_path, model_base):
         ClinicalNER.load(tmp_path / "missing")
     with pytest.raises(NotAnExportError, match="no such model folder"):
         ClinicalNER.load("ram://load-test/missing")
+    # "" was the working directory (an unset setting loaded whatever model was there),
+    # and bytes said "a bytes-like object is required, not 'str'".
+    with pytest.raises(ModelError, match=r"^the model path is empty; give a model directory"):
+        ClinicalNER.load("")
+    for bad in (None, str(empty).encode()):
+        with pytest.raises(TypeError, match=rf"^path is {type(bad).__name__}, expected a str "
+                                            r"or os.PathLike: a model directory"):
+            ClinicalNER.load(bad)
     foreign = tmp_path / "foreign" / "1"
     shutil.copytree(model_base / "1", foreign)
     (foreign / "saved_model.pb").write_bytes((model_base / "1" / "saved_model.pb").read_bytes()[:50])
