@@ -127,6 +127,11 @@ def test_bad_batch_sizes_are_refused_and_lone_surrogates_in_tokens_are_tagged(mo
             ner.annotate([NOTE], **options)
     with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
         ner.tag([["aspirin"]], batch_size=0)
+    # It read "must be a positive integer, got np.int64(8)", a contradiction.
+    with pytest.raises(ConfigError, match=r"^batch_size must be a positive integer, got "
+                                          r"np.int64\(8\) \(int64, not a Python int: give "
+                                          r"int\(...\)\)$"):
+        ner.annotate([NOTE], batch_size=np.int64(8))
     # A lone surrogate (from JSON's "\ud800") reaches the model as U+FFFD, as in
     # annotate; TensorFlow refused it, and its error quoted every token of the batch.
     assert ner.tag([["Smith\ud800", "fever"]]) == ner.tag([["Smith\ufffd", "fever"]])
