@@ -24,6 +24,7 @@ import math
 import os
 import re
 from collections.abc import Iterable
+from numbers import Integral
 from pathlib import Path
 
 EXIT_OK = 0
@@ -103,7 +104,12 @@ def check_integer(name: str, value: object, minimum: int = 1,
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+        # A NumPy integer is no int (nor kept as one in config.json); said so, since "must be
+        # a positive integer, got np.int64(64)" reads as a contradiction.
+        hint = (f" ({type(value).__name__}, not a Python int: give int(...))"
+                if isinstance(value, Integral) and not isinstance(value, int)
+                and value >= minimum else "")
+        raise ConfigError(f"{name} must be {kind}, got {value!r}{hint}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
 

@@ -218,6 +218,21 @@ def test_large_batches_run_in_worker_processes_without_tensorflow(export_dir, sh
         LiteRTAnnotator.load(export_dir, parallel="fork")
 
 
+def test_a_with_block_stops_the_worker_processes(export_dir, shared_data):
+    texts = [path.read_text(encoding="utf-8") for path in
+             sorted((shared_data / "maccrobat-i2b2" / "dev" / "txt").glob("*.txt"))[:4]]
+    assert sum(map(len, texts)) >= PROCESS_MIN_CHARACTERS
+    with LiteRTAnnotator.load(export_dir, workers=2) as ner:
+        expected = ner.annotate(texts)
+        assert len(ner.worker_pids) == 2
+    assert ner.worker_pids == []
+    # As after close(): a later large batch starts them again.
+    try:
+        assert_same_documents(ner.annotate(texts), expected)
+    finally:
+        ner.close()
+
+
 def test_worker_processes_load_the_export_the_caller_loaded_after_a_chdir(
         export_dir, shared_data, tmp_path, monkeypatch):
     # They start at the first large batch: from a relative path, after a chdir, they
@@ -514,9 +529,10 @@ def test_an_empty_token_is_refused_not_taken_for_padding(lite_ner):
             lite_ner.tag(sentences)
 
 
-def test_tag_reads_a_generator_of_sentences(lite_ner):
+def test_tag_reads_a_generator_of_sentences_and_numpy_rows(lite_ner):
     sentences = [["Started", "aspirin"], ["CT", "of", "the", "chest"]]
     assert lite_ner.tag(sentence for sentence in sentences) == lite_ner.tag(sentences)
+    assert lite_ner.tag([np.array(sentence) for sentence in sentences]) == lite_ner.tag(sentences)
 
 
 def test_export_never_overwrites(tiny_model_dir, export_dir):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from clinical_ner import ClinicalNER
@@ -67,6 +68,14 @@ def test_anything_else_is_named_in_a_one_line_error(tmp_path, model_base):
         ClinicalNER.load(tmp_path / "missing")
     with pytest.raises(NotAnExportError, match="no such model folder"):
         ClinicalNER.load("ram://load-test/missing")
+    # "" was the working directory (an unset setting loaded whatever model was there),
+    # and bytes said "a bytes-like object is required, not 'str'".
+    with pytest.raises(ModelError, match=r"^the model path is empty; give a model directory"):
+        ClinicalNER.load("")
+    for bad in (None, str(empty).encode()):
+        with pytest.raises(TypeError, match=rf"^path is {type(bad).__name__}, expected a str "
+                                            r"or os.PathLike: a model directory"):
+            ClinicalNER.load(bad)
     foreign = tmp_path / "foreign" / "1"
     shutil.copytree(model_base / "1", foreign)
     (foreign / "saved_model.pb").write_bytes((model_base / "1" / "saved_model.pb").read_bytes()[:50])
@@ -93,12 +102,19 @@ def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
                                     r"\(decode bytes first\)")):
         with pytest.raises(TypeError, match=message):
             ner.annotate(bad)
+    # A mapping iterates over its keys: the notes' ids were annotated, their texts never.
+    with pytest.raises(TypeError, match=r"^texts is dict, expected a str or a list of str "
+                                        r"\(not a mapping, whose keys would be annotated"):
+        ner.annotate({"note-1": NOTE})
     # A str where a list of tokens is expected would be tagged one character a token.
     with pytest.raises(TypeError, match="sentences is str"):
         ner.tag("aspirin fever")
     with pytest.raises(TypeError, match=r"sentences\[0\] is str, expected a list of tokens"):
         ner.tag(["aspirin", "fever"])
     assert ner.tag([("aspirin", "fever")]) == ner.tag([["aspirin", "fever"]])
+    # NumPy rows (pandas' rows of a Parquet list column) were refused as "is ndarray".
+    assert ner.tag([np.array(["aspirin", "fever"])]) == ner.tag([["aspirin", "fever"]])
+    assert ner.tag(np.array([["aspirin", "fever"]])) == ner.tag([["aspirin", "fever"]])
 
 
 @pytest.mark.parametrize("runtime", ["keras", "saved_model"])
@@ -111,6 +127,11 @@ def test_bad_batch_sizes_are_refused_and_lone_surrogates_in_tokens_are_tagged(mo
             ner.annotate([NOTE], **options)
     with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):
         ner.tag([["aspirin"]], batch_size=0)
+    # It read "must be a positive integer, got np.int64(8)", a contradiction.
+    with pytest.raises(ConfigError, match=r"^batch_size must be a positive integer, got "
+                                          r"np.int64\(8\) \(int64, not a Python int: give "
+                                          r"int\(...\)\)$"):
+        ner.annotate([NOTE], batch_size=np.int64(8))
     # A lone surrogate (from JSON's "\ud800") reaches the model as U+FFFD, as in
     # annotate; TensorFlow refused it, and its error quoted every token of the batch.
     assert ner.tag([["Smith\ud800", "fever"]]) == ner.tag([["Smith\ufffd", "fever"]])
@@ -129,6 +150,16 @@ def test_an_empty_token_is_refused_not_taken_for_padding(model_base, runtime):
             ner.tag(sentences)
     tags, _ = ner.tag([["chest", "pain"]])[0]
     assert len(tags) == 2
+
+
+@pytest.mark.parametrize("runtime", ["keras", "saved_model"])
+def test_every_annotator_closes_and_serves_a_with_block(model_base, runtime):
+    # close() was the LiteRT annotator's alone: code written for any annotator failed
+    # with AttributeError on the others, and none took a with block.
+    with ClinicalNER.load("clinical" if runtime == "keras" else model_base) as ner:
+        expected = ner.annotate(NOTE)
+    ner.close()
+    assert ner.annotate(NOTE) == expected
 
 
 def test_clinical_ner_is_the_factory_not_a_type():

@@ -96,9 +96,12 @@ class Annotator:
                             "sentences, each a list of tokens (str)")
         sentences = list(sentences)  # a generator is read once, here
         for index, sentence in enumerate(sentences):
-            if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Sequence):
+            # Any iterable of tokens but a str: a tuple, or a NumPy array (the rows of a
+            # list column that pandas read from Parquet), as annotate takes any of texts.
+            if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Iterable):
                 raise TypeError(f"sentences[{index}] is {type(sentence).__name__}, expected "
                                 "a list of tokens (str)")
+            sentences[index] = sentence = list(sentence)
             for position, token in enumerate(sentence):
                 if not isinstance(token, str):
                     raise TypeError(f"sentences[{index}][{position}] is "
@@ -176,6 +179,20 @@ class Annotator:
                     raise ValueError(f"text {index}, span {number}: covers no token")
             results[index] = result
         return results
+
+    def close(self) -> None:
+        """Let go of what the annotator runs beside this process (a LiteRT export's workers).
+
+        Every runtime has it, so that code written for any annotator may call
+        it or use one in a ``with`` block; the annotator still works after it
+        (what it needs starts again).
+        """
+
+    def __enter__(self) -> Annotator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _annotate_batch(self, texts: list[str]) -> list[list[Entity]]:
         raise NotImplementedError

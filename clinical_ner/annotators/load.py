@@ -36,6 +36,14 @@ def load_annotator(path: str | os.PathLike) -> Annotator:
     Raises :class:`~clinical_ner.errors.ModelError` naming ``path`` when it is
     none of them, or naming the files it lacks (:func:`check_model_files`).
     """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"path is {type(path).__name__}, expected a str or os.PathLike: a "
+                        f"model directory, an export or a bundled model's name "
+                        f"('{DEFAULT_MODEL}')")
+    if not os.fspath(path):
+        # Path("") is the working directory: an unset setting would load whatever is there.
+        raise ModelError(f"the model path is empty; give a model directory, an export or a "
+                         f"bundled model's name ('{DEFAULT_MODEL}')")
     if not saved_model.is_local(path):
         # Only a SavedModel is read through tf.io.gfile.
         return _saved_model_annotator(os.fspath(path))

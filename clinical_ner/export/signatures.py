@@ -115,8 +115,15 @@ def checked_texts(texts: Iterable[Any]) -> list[str]:
     ...
     TypeError: texts is bytes, expected a str or a list of str (decode bytes first)
     """
-    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        hint = " (decode bytes first)" if isinstance(texts, (bytes, bytearray)) else ""
+    hint = None
+    if isinstance(texts, (bytes, bytearray)):
+        hint = " (decode bytes first)"
+    elif isinstance(texts, Mapping):
+        # It iterates over its keys: notes keyed by id would have their ids annotated.
+        hint = " (not a mapping, whose keys would be annotated: give list(notes.values()))"
+    elif not isinstance(texts, Iterable):
+        hint = ""
+    if hint is not None:
         raise TypeError(f"texts is {type(texts).__name__}, expected a str or a list of "
                         f"str{hint}")
     texts = list(texts)
