@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -45,6 +46,8 @@ WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 ENTITIES_PREFIX = "entities"
 ERRORS_PREFIX = "errors"
 SUFFIX = ".jsonl"
+# How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
+BEAM_TEMP_PREFIX = "beam-temp-"
 
 
 def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
@@ -93,10 +96,49 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
      | "ErrorsJson" >> beam.Map(NoteError.to_json_line)
      | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
                                             file_name_suffix=SUFFIX, coder=BytesCoder()))
-    with worker_environment():
+    with worker_environment(), _output_left_as_found(output):
         result = pipeline.run()
         result.wait_until_finish()
     return metrics.totals(result.metrics())
+
+
+@contextlib.contextmanager
+def _output_left_as_found(output: str) -> Iterator[None]:
+    """On failure, remove what the run wrote into a local ``output`` (and the folders it made).
+
+    A run that fails (FnApiRunner does not retry a bundle) left Beam's
+    ``beam-temp-*`` folders, perhaps shards, in ``output``: the next run
+    carried them. The shards are this run's: :func:`_check_output` refused an
+    output that held any. Other runners' outputs (``gs://...``) are left to
+    them.
+    """
+    if "://" in output:
+        yield
+        return
+    folder = os.path.abspath(output)
+    made = None if os.path.isdir(folder) else folder  # the first folder the run makes
+    while made is not None and not os.path.isdir(os.path.dirname(made)):
+        made = os.path.dirname(made)
+    before = set() if made is not None else set(os.listdir(folder))
+    try:
+        yield
+    except BaseException:
+        written = set(os.listdir(folder)) - before if os.path.isdir(folder) else set()
+        for name in written:
+            path = os.path.join(folder, name)
+            if name.startswith(BEAM_TEMP_PREFIX) and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif name.startswith((f"{ENTITIES_PREFIX}-", f"{ERRORS_PREFIX}-")):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        # The folders the run made, up to the first, where empty (rmdir refuses others).
+        while made is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+            if folder == made:
+                break
+            folder = os.path.dirname(folder)
+        raise
 
 
 @contextlib.contextmanager
