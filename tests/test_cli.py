@@ -455,6 +455,25 @@ def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
                                        "be a positive integer, got 0\n")
 
 
+def test_train_refuses_a_settings_file_that_it_would_replace(tmp_path, capsys):
+    # --config run/config.json --output run: the effective settings replaced the user's file.
+    from clinical_ner.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = '{"epochs": 1,   "lstm_units": 8}\n'
+    (run / "config.json").write_text(settings, encoding="utf-8")
+    config = run / "." / "config.json"  # another spelling of the same file
+
+    assert main(["train", "--train", str(tmp_path / "a.conll"), "--config", str(config),
+                 "--output", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner train: error: --config {config}: the file training writes into --output "
+        f"{run} (every setting of the run), so it would be replaced; keep your settings file "
+        "outside the model folder\n")
+    assert (run / "config.json").read_text(encoding="utf-8") == settings
+
+
 def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, capsys):
     # --json MODEL/vocab.json replaced the vocabulary with the scores: the model no longer loaded.
     from clinical_ner.cli import main
