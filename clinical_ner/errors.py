@@ -20,10 +20,12 @@ code meaning
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
 
 EXIT_OK = 0
@@ -37,6 +39,10 @@ MAX_PORT = 65535
 # host:port, the host a name, an IPv4 address or an IPv6 one in brackets; no scheme
 # (gRPC would take "http" for a host) and a port that gRPC cannot silently wrap.
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]{1,5})")
+
+
+# How errors name settings, where the caller names them otherwise (settings_named).
+_SETTING_NAMES: ContextVar[Mapping[str, str] | None] = ContextVar("setting_names", default=None)
 
 
 class ClinicalNERError(Exception):
@@ -81,6 +87,32 @@ class UnavailableError(ClinicalNERError):
     exit_code = 5
 
 
+@contextlib.contextmanager
+def settings_named(names: Mapping[str, str]) -> Iterator[None]:
+    """Within it, errors name each setting of ``names`` (a parameter's name) by its value.
+
+    A command line passes its options to a library call as keyword
+    arguments: the library's errors said ``ssl_cert``, ``tmp_dir``, where the
+    user typed ``--ssl-cert``, ``--tmp-dir``. The command maps the parameters
+    it passes to its options (``{"ssl_cert": "--ssl-cert"}``), so that the
+    library names them without knowing the command line.
+    """
+    token = _SETTING_NAMES.set({**(_SETTING_NAMES.get() or {}), **names})
+    try:
+        yield
+    finally:
+        _SETTING_NAMES.reset(token)
+
+
+def setting_name(name: str) -> str:
+    """How errors name the setting (parameter) ``name``: as :func:`settings_named` says, or
+    ``name`` itself.
+
+    Every error about a setting names it through this function.
+    """
+    return (_SETTING_NAMES.get() or {}).get(name, name)
+
+
 def os_reason(error: OSError) -> str:
     """The operating system's words for ``error`` ("No space left on device"), or its type.
 
@@ -103,9 +135,9 @@ def check_integer(name: str, value: object, minimum: int = 1,
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+        raise ConfigError(f"{setting_name(name)} must be {kind}, got {value!r}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
+        raise ConfigError(f"{setting_name(name)} must be at most {maximum}, got {value!r}")
 
 
 def check_number(name: str, value: object, *, allow_zero: bool = False,
@@ -128,7 +160,7 @@ def check_number(name: str, value: object, *, allow_zero: bool = False,
             and (maximum is None or number <= maximum)):
         low = ">= 0" if allow_zero else "> 0"
         high = "" if maximum is None else f" and at most {maximum:g}"
-        raise ConfigError(f"{name} must be {what} {low}{high}, got {value!r}")
+        raise ConfigError(f"{setting_name(name)} must be {what} {low}{high}, got {value!r}")
     return number
 
 
@@ -150,7 +182,7 @@ def check_output_file(name: str, path: str | Path | None,
     """
     if path is None:
         return
-    path = Path(path)
+    path, name = Path(path), setting_name(name)
     if path.is_dir():
         raise ConfigError(f"{name} {path}: a folder; give the file to write")
     if not path.parent.is_dir():
@@ -169,7 +201,7 @@ def check_output_folder(name: str, path: str | Path | None) -> None:
     """
     if path is None:
         return
-    path = Path(path)
+    path, name = Path(path), setting_name(name)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name} {path}: a file; give a folder to write into")
     existing = next((parent for parent in path.parents if parent.exists()), None)
@@ -191,5 +223,6 @@ def check_host_port(name: str, value: object) -> None:
         # A value with whitespace is no address but may be a note taken for one
         # (an option's value forgotten): not quoted.
         shown = "" if isinstance(value, str) and any(c.isspace() for c in value) else f" {value!r}"
-        raise ConfigError(f"{name}{shown} is not host:port with a port from 1 to {MAX_PORT} "
-                          "(e.g. 'localhost:8500' or '[::1]:8500'; no scheme such as http://)")
+        raise ConfigError(f"{setting_name(name)}{shown} is not host:port with a port from 1 to "
+                          f"{MAX_PORT} (e.g. 'localhost:8500' or '[::1]:8500'; no scheme such "
+                          "as http://)")
