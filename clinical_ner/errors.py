@@ -124,6 +124,19 @@ def os_reason(error: OSError) -> str:
     return error.strerror or type(error).__name__
 
 
+def irregular_file(path: str | os.PathLike) -> str | None:
+    """What ``path``, an input to read, is if it is no regular file (``a broken symbolic
+    link``, ``not a regular file``: a named pipe, a device, a folder), else ``None``.
+
+    The one wording of what inputs refuse: a broken link's notes were left out
+    without a word, and a named pipe was read until it closed. A link to a
+    pipe is not broken.
+    """
+    if os.path.isfile(path):
+        return None
+    return "a broken symbolic link" if not os.path.exists(path) else "not a regular file"
+
+
 def check_integer(name: str, value: object, minimum: int = 1,
                   maximum: int | None = None) -> None:
     """Raise :class:`ConfigError` unless ``value`` is an ``int`` from ``minimum`` to ``maximum``.

@@ -557,6 +557,9 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
 @pytest.mark.parametrize("make, what", [
     (lambda path: path.symlink_to(path.parent / "gone.txt"), "a broken symbolic link"),
     (os.mkfifo, "not a regular file"),
+    # A link to a pipe is no broken link (it was called one).
+    (lambda path: (os.mkfifo(path.parent.parent / "pipe"),
+                   path.symlink_to(path.parent.parent / "pipe")), "not a regular file"),
 ])
 def test_a_match_that_is_no_readable_file_is_refused_before_the_pipeline(
         toy_export, tmp_path, make, what):

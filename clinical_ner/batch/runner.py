@@ -28,7 +28,9 @@ from clinical_ner.batch.notes import (
 )
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
-from clinical_ner.errors import ConfigError, check_integer, check_output_folder
+from clinical_ner.errors import (
+    ConfigError, check_integer, check_output_folder, irregular_file,
+)
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
 # program at first use; FnApiRunner runs offline, in-process or in
@@ -301,11 +303,10 @@ def _check_local_matches(given: str, pattern: str) -> None:
     Folders are not notes: Beam leaves them out, and so do we.
     """
     for path in _local_matches(pattern):
-        if os.path.isfile(path):
-            continue
-        what = "a broken symbolic link" if os.path.islink(path) else "not a regular file"
-        raise ConfigError(f"--input {given}: {path} is {what}; remove it or narrow the "
-                          "pattern")
+        what = irregular_file(path)
+        if what is not None:
+            raise ConfigError(f"--input {given}: {path} is {what}; remove it or narrow the "
+                              "pattern")
 
 
 def _check_output(output: str) -> None:
