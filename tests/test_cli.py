@@ -486,6 +486,8 @@ def test_train_refuses_a_settings_file_that_it_would_replace(tmp_path, capsys):
     (["client", "No fever.", "--root-certificates", "{folder}/ca.pem"],
      "--root-certificates {folder}/ca.pem: cannot read the CA certificates (No such file or "
      "directory)"),
+    (["export", "clinical", "--output", "{folder}/models", "--version", "0"],
+     "--version must be a positive integer, got 0"),
     (["vectors", "--text", "{folder}/notes.txt", "--output", "{folder}/v.txt", "--tmp-dir",
       "{folder}/notes.txt"], "--tmp-dir {folder}/notes.txt: a file; give a folder to write into"),
     (["vectors", "--text", "{folder}/notes.txt", "--output", "{folder}/v.txt", "--tmp-dir",
