@@ -20,10 +20,12 @@ code meaning
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from numbers import Integral
 from pathlib import Path
 
@@ -38,6 +40,10 @@ MAX_PORT = 65535
 # host:port, the host a name, an IPv4 address or an IPv6 one in brackets; no scheme
 # (gRPC would take "http" for a host) and a port that gRPC cannot silently wrap.
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):([0-9]{1,5})")
+
+
+# How errors name settings, where the caller names them otherwise (settings_named).
+_SETTING_NAMES: ContextVar[Mapping[str, str] | None] = ContextVar("setting_names", default=None)
 
 
 class ClinicalNERError(Exception):
@@ -82,6 +88,32 @@ class UnavailableError(ClinicalNERError):
     exit_code = 5
 
 
+@contextlib.contextmanager
+def settings_named(names: Mapping[str, str]) -> Iterator[None]:
+    """Within it, errors name each setting of ``names`` (a parameter's name) by its value.
+
+    A command line passes its options to a library call as keyword
+    arguments: the library's errors said ``ssl_cert``, ``tmp_dir``, where the
+    user typed ``--ssl-cert``, ``--tmp-dir``. The command maps the parameters
+    it passes to its options (``{"ssl_cert": "--ssl-cert"}``), so that the
+    library names them without knowing the command line.
+    """
+    token = _SETTING_NAMES.set({**(_SETTING_NAMES.get() or {}), **names})
+    try:
+        yield
+    finally:
+        _SETTING_NAMES.reset(token)
+
+
+def setting_name(name: str) -> str:
+    """How errors name the setting (parameter) ``name``: as :func:`settings_named` says, or
+    ``name`` itself.
+
+    Every error about a setting names it through this function.
+    """
+    return (_SETTING_NAMES.get() or {}).get(name, name)
+
+
 def os_reason(error: OSError) -> str:
     """The operating system's words for ``error`` ("No space left on device"), or its type.
 
@@ -91,6 +123,19 @@ def os_reason(error: OSError) -> str:
     stands in.
     """
     return error.strerror or type(error).__name__
+
+
+def irregular_file(path: str | os.PathLike) -> str | None:
+    """What ``path``, an input to read, is if it is no regular file (``a broken symbolic
+    link``, ``not a regular file``: a named pipe, a device, a folder), else ``None``.
+
+    The one wording of what inputs refuse: a broken link's notes were left out
+    without a word, and a named pipe was read until it closed. A link to a
+    pipe is not broken.
+    """
+    if os.path.isfile(path):
+        return None
+    return "a broken symbolic link" if not os.path.exists(path) else "not a regular file"
 
 
 def check_integer(name: str, value: object, minimum: int = 1,
@@ -109,9 +154,9 @@ def check_integer(name: str, value: object, minimum: int = 1,
         hint = (f" ({type(value).__name__}, not a Python int: give int(...))"
                 if isinstance(value, Integral) and not isinstance(value, int)
                 and value >= minimum else "")
-        raise ConfigError(f"{name} must be {kind}, got {value!r}{hint}")
+        raise ConfigError(f"{setting_name(name)} must be {kind}, got {value!r}{hint}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
+        raise ConfigError(f"{setting_name(name)} must be at most {maximum}, got {value!r}")
 
 
 def check_number(name: str, value: object, *, allow_zero: bool = False,
@@ -134,7 +179,7 @@ def check_number(name: str, value: object, *, allow_zero: bool = False,
             and (maximum is None or number <= maximum)):
         low = ">= 0" if allow_zero else "> 0"
         high = "" if maximum is None else f" and at most {maximum:g}"
-        raise ConfigError(f"{name} must be {what} {low}{high}, got {value!r}")
+        raise ConfigError(f"{setting_name(name)} must be {what} {low}{high}, got {value!r}")
     return number
 
 
@@ -156,7 +201,7 @@ def check_output_file(name: str, path: str | Path | None,
     """
     if path is None:
         return
-    path = Path(path)
+    path, name = Path(path), setting_name(name)
     if path.is_dir():
         raise ConfigError(f"{name} {path}: a folder; give the file to write")
     if not path.parent.is_dir():
@@ -175,7 +220,7 @@ def check_output_folder(name: str, path: str | Path | None) -> None:
     """
     if path is None:
         return
-    path = Path(path)
+    path, name = Path(path), setting_name(name)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name} {path}: a file; give a folder to write into")
     existing = next((parent for parent in path.parents if parent.exists()), None)
@@ -197,5 +242,6 @@ def check_host_port(name: str, value: object) -> None:
         # A value with whitespace is no address but may be a note taken for one
         # (an option's value forgotten): not quoted.
         shown = "" if isinstance(value, str) and any(c.isspace() for c in value) else f" {value!r}"
-        raise ConfigError(f"{name}{shown} is not host:port with a port from 1 to {MAX_PORT} "
-                          "(e.g. 'localhost:8500' or '[::1]:8500'; no scheme such as http://)")
+        raise ConfigError(f"{setting_name(name)}{shown} is not host:port with a port from 1 to "
+                          f"{MAX_PORT} (e.g. 'localhost:8500' or '[::1]:8500'; no scheme such "
+                          "as http://)")

@@ -445,6 +445,33 @@ def test_a_failed_bundle_is_retried_and_each_note_written_once(toy_export, tmp_p
     assert totals["notes"] >= len(notes) and totals["errors"] == 0
 
 
+class AlwaysFails(SavedModelHandler):
+    """Fails every batch, as a model that cannot annotate on this worker."""
+
+    def run_inference(self, batch, model, inference_args=None):
+        raise RuntimeError("simulated worker failure")
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_run_leaves_the_output_as_it_found_it(toy_export, tmp_path, existing):
+    # FnApiRunner does not retry a bundle: the run failed and left Beam's beam-temp-*
+    # folders in --output (and the folders it made) for the next run to carry.
+    output = tmp_path / "out" / "run"
+    if existing:
+        output.mkdir(parents=True)
+        (output / "mine.txt").write_text("kept", encoding="utf-8")
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+
+    with pytest.raises(Exception, match="simulated worker failure"):
+        run_batch(str(toy_export), [str(tmp_path / "note.txt")], str(output),
+                  handler=AlwaysFails(str(toy_export)))
+
+    if existing:
+        assert [path.name for path in output.iterdir()] == ["mine.txt"]
+    else:
+        assert not (tmp_path / "out").exists()
+
+
 def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, toy_export,
                                                                 tmp_path):
     model_dir, _ = trained_model
@@ -530,6 +557,9 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
 @pytest.mark.parametrize("make, what", [
     (lambda path: path.symlink_to(path.parent / "gone.txt"), "a broken symbolic link"),
     (os.mkfifo, "not a regular file"),
+    # A link to a pipe is no broken link (it was called one).
+    (lambda path: (os.mkfifo(path.parent.parent / "pipe"),
+                   path.symlink_to(path.parent.parent / "pipe")), "not a regular file"),
 ])
 def test_a_match_that_is_no_readable_file_is_refused_before_the_pipeline(
         toy_export, tmp_path, make, what):

@@ -455,6 +455,62 @@ def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
                                        "be a positive integer, got 0\n")
 
 
+def test_train_refuses_a_settings_file_that_it_would_replace(tmp_path, capsys):
+    # --config run/config.json --output run: the effective settings replaced the user's file.
+    from clinical_ner.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    settings = '{"epochs": 1,   "lstm_units": 8}\n'
+    (run / "config.json").write_text(settings, encoding="utf-8")
+    config = run / "." / "config.json"  # another spelling of the same file
+
+    assert main(["train", "--train", str(tmp_path / "a.conll"), "--config", str(config),
+                 "--output", str(run)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner train: error: --config {config}: the file training writes into --output "
+        f"{run} (every setting of the run), so it would be replaced; keep your settings file "
+        "outside the model folder\n")
+    assert (run / "config.json").read_text(encoding="utf-8") == settings
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["serve", "{folder}", "--port", "0", "--max-workers", "0"],
+     "--max-workers must be a positive integer, got 0"),
+    (["serve", "{folder}", "--port", "0", "--poll-interval", "nan"],
+     "--poll-interval must be a number of seconds > 0 and at most 86400, got nan"),
+    (["serve", "{folder}", "--port", "0", "--ssl-cert", "{folder}/cert.pem"],
+     "TLS needs both --ssl-cert and --ssl-key"),
+    (["serve", "{folder}", "--port", "8502", "--rest-port", "8502"],
+     "--port and --rest-port are both 8502; REST needs a port of its own"),
+    (["client", "No fever.", "--root-certificates", "{folder}/ca.pem"],
+     "--root-certificates {folder}/ca.pem: cannot read the CA certificates (No such file or "
+     "directory)"),
+    (["export", "clinical", "--output", "{folder}/models", "--version", "0"],
+     "--version must be a positive integer, got 0"),
+    (["vectors", "--text", "{folder}/notes.txt", "--output", "{folder}/v.txt", "--tmp-dir",
+      "{folder}/notes.txt"], "--tmp-dir {folder}/notes.txt: a file; give a folder to write into"),
+    (["vectors", "--text", "{folder}/notes.txt", "--output", "{folder}/v.txt", "--tmp-dir",
+      "{folder}/gone"],
+     "--tmp-dir {folder}/gone: the folder for the temporary token file does not exist"),
+])
+def test_the_library_s_errors_name_the_option_the_user_typed(tmp_path, capsys, arguments,
+                                                             message):
+    # They named the library's parameters (ssl_cert, tmp_dir, max_workers), which no user typed.
+    from clinical_ner.cli import main
+    from clinical_ner.errors import setting_name
+
+    if arguments[0] == "vectors":
+        pytest.importorskip("gensim", reason="the [vectors] extra is not installed")
+    (tmp_path / "notes.txt").write_text("No fever.\n", encoding="utf-8")
+    arguments = [argument.format(folder=tmp_path) for argument in arguments]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == (f"clinical-ner {arguments[0]}: error: "
+                                       f"{message.format(folder=tmp_path)}\n")
+    # Only within the command: a library caller sees its parameters' names.
+    assert setting_name("tmp_dir") == "tmp_dir"
+
+
 def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, capsys):
     # --json MODEL/vocab.json replaced the vocabulary with the scores: the model no longer loaded.
     from clinical_ner.cli import main

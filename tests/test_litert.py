@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import gc
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ pytest.importorskip("ai_edge_litert", reason="the [litert] extra (ai-edge-litert
 from clinical_ner.config import NERConfig  # noqa: E402
 from clinical_ner.errors import ClinicalNERError, ConfigError, ModelError  # noqa: E402
 from clinical_ner.export.saved_model import ExportError  # noqa: E402
-from clinical_ner.export.litert import export_litert  # noqa: E402
+from clinical_ner.export.litert import STAGING_PREFIX, export_litert  # noqa: E402
 from clinical_ner import ClinicalNER  # noqa: E402
 from clinical_ner.artifacts import litert as layout  # noqa: E402
 from clinical_ner.annotators.litert.annotator import (  # noqa: E402
@@ -554,6 +555,24 @@ def test_an_export_stopped_in_an_existing_folder_is_named_by_what_it_left(tiny_m
     (tmp_path / "out" / "notes.txt").touch()
     with pytest.raises(ExportError, match="not an empty folder; an export never overwrites"):
         export_litert(tiny_model_dir, tmp_path / "out")
+
+
+def test_an_export_into_a_new_folder_removes_what_a_stopped_one_left_beside_it(
+        tiny_model_dir, tmp_path, caplog):
+    # A killed export into a new folder left its hidden staging folder beside it (megabytes,
+    # one per kill); the next export succeeded and left it there for ever.
+    left = tmp_path / f".out{STAGING_PREFIX}{'0' * 32}"
+    left.mkdir()
+    (left / "model.tflite").write_bytes(b"half a network")
+    others = tmp_path / f".other{STAGING_PREFIX}{'1' * 32}"  # another output's
+    others.mkdir()
+
+    with caplog.at_level(logging.WARNING, logger="clinical_ner.export.litert"):
+        export_litert(tiny_model_dir, tmp_path / "out")
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == [others.name, "out"]
+    assert caplog.messages == [f"removed {left.name} beside {tmp_path / 'out'}: left by an "
+                               "export that was stopped before it finished"]
 
 
 def test_an_export_is_refused_as_the_model_to_export_exit_4(export_dir, tmp_path):

@@ -791,15 +791,15 @@ def test_tls_files_that_cannot_serve_are_named_before_listening(tmp_path, model_
                        "-----END CERTIFICATE-----\n")
     for files, message in [
         # Exit 70 with "internal error (FileNotFoundError)".
-        ((missing, key), f"ssl_cert {missing}: cannot read a certificate chain (No such file "
-                         "or directory)"),
-        ((cert, not_pem), f"ssl_key {not_pem}: not PEM (no '-----BEGIN' line); give a private "
+        ((missing, key), f"--ssl-cert {missing}: cannot read a certificate chain (No such "
+                         "file or directory)"),
+        ((cert, not_pem), f"--ssl-key {not_pem}: not PEM (no '-----BEGIN' line); give a private "
                           "key in PEM format"),
         # Blamed on the port: "could not listen on 127.0.0.1:0 (in use?)".
-        ((garbled, key), f"ssl_cert {garbled} and ssl_key {key}: the certificate or key could "
-                         "not be used"),
-        ((other_cert, key), f"ssl_cert {other_cert} and ssl_key {key}: the certificate or key "
-                            "could not be used"),
+        ((garbled, key), f"--ssl-cert {garbled} and --ssl-key {key}: the certificate or key "
+                         "could not be used"),
+        ((other_cert, key), f"--ssl-cert {other_cert} and --ssl-key {key}: the certificate or "
+                            "key could not be used"),
     ]:
         ssl_cert, ssl_key = files
         assert main(["serve", str(model_base), "--port", "0", "--ssl-cert", str(ssl_cert),

@@ -250,6 +250,10 @@ def test_missing_inputs_and_bad_options_are_refused(tmp_path):
     os.mkfifo(tmp_path / "pipe.txt")
     with pytest.raises(DataFormatError, match="pipe.txt: not a regular file"):
         train_small([tmp_path / "pipe.txt"], tmp_path / "v.txt")
+    # A link to a pipe is no broken link (it was called one), in the words batch uses.
+    (tmp_path / "piped.txt").symlink_to(tmp_path / "pipe.txt")
+    with pytest.raises(DataFormatError, match="piped.txt: not a regular file"):
+        train_small([tmp_path / "piped.txt"], tmp_path / "v.txt")
     truncated = tmp_path / "notes.txt.xz"
     truncated.write_bytes(lzma.compress(b"Fever.\n" * 1000)[:50])
     with pytest.raises(DataFormatError, match="notes.txt.xz: cannot read"):

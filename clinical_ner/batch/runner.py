@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -27,7 +28,9 @@ from clinical_ner.batch.notes import (
 )
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
-from clinical_ner.errors import ConfigError, check_integer, check_output_folder
+from clinical_ner.errors import (
+    ConfigError, check_integer, check_output_folder, irregular_file,
+)
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
 # program at first use; FnApiRunner runs offline, in-process or in
@@ -45,6 +48,8 @@ WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 ENTITIES_PREFIX = "entities"
 ERRORS_PREFIX = "errors"
 SUFFIX = ".jsonl"
+# How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
+BEAM_TEMP_PREFIX = "beam-temp-"
 
 
 def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
@@ -93,10 +98,49 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
      | "ErrorsJson" >> beam.Map(NoteError.to_json_line)
      | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
                                             file_name_suffix=SUFFIX, coder=BytesCoder()))
-    with worker_environment():
+    with worker_environment(), _output_left_as_found(output):
         result = pipeline.run()
         result.wait_until_finish()
     return metrics.totals(result.metrics())
+
+
+@contextlib.contextmanager
+def _output_left_as_found(output: str) -> Iterator[None]:
+    """On failure, remove what the run wrote into a local ``output`` (and the folders it made).
+
+    A run that fails (FnApiRunner does not retry a bundle) left Beam's
+    ``beam-temp-*`` folders, perhaps shards, in ``output``: the next run
+    carried them. The shards are this run's: :func:`_check_output` refused an
+    output that held any. Other runners' outputs (``gs://...``) are left to
+    them.
+    """
+    if "://" in output:
+        yield
+        return
+    folder = os.path.abspath(output)
+    made = None if os.path.isdir(folder) else folder  # the first folder the run makes
+    while made is not None and not os.path.isdir(os.path.dirname(made)):
+        made = os.path.dirname(made)
+    before = set() if made is not None else set(os.listdir(folder))
+    try:
+        yield
+    except BaseException:
+        written = set(os.listdir(folder)) - before if os.path.isdir(folder) else set()
+        for name in written:
+            path = os.path.join(folder, name)
+            if name.startswith(BEAM_TEMP_PREFIX) and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif name.startswith((f"{ENTITIES_PREFIX}-", f"{ERRORS_PREFIX}-")):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        # The folders the run made, up to the first, where empty (rmdir refuses others).
+        while made is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+            if folder == made:
+                break
+            folder = os.path.dirname(folder)
+        raise
 
 
 @contextlib.contextmanager
@@ -259,11 +303,10 @@ def _check_local_matches(given: str, pattern: str) -> None:
     Folders are not notes: Beam leaves them out, and so do we.
     """
     for path in _local_matches(pattern):
-        if os.path.isfile(path):
-            continue
-        what = "a broken symbolic link" if os.path.islink(path) else "not a regular file"
-        raise ConfigError(f"--input {given}: {path} is {what}; remove it or narrow the "
-                          "pattern")
+        what = irregular_file(path)
+        if what is not None:
+            raise ConfigError(f"--input {given}: {path} is {what}; remove it or narrow the "
+                              "pattern")
 
 
 def _check_output(output: str) -> None:

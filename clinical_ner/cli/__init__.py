@@ -70,7 +70,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                                   parents=[verbose_after])
         if name == chosen:
             module.add_arguments(sub)
-            sub.set_defaults(run=module.run, texts_dest=getattr(module, "TEXTS_DEST", None))
+            # Each option by its dest, for errors of the library calls it is passed to.
+            options = {action.dest: max(action.option_strings, key=len)
+                       for action in sub._actions if action.option_strings}
+            sub.set_defaults(run=module.run, texts_dest=getattr(module, "TEXTS_DEST", None),
+                             options_by_dest=options)
     return parser
 
 

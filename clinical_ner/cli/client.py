@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clinical_ner.cli.common import check_input_files
+from clinical_ner.cli.common import check_input_files, options_named
 from clinical_ner.errors import check_host_port, check_integer, check_seconds
 from clinical_ner.serving import defaults
 
@@ -20,6 +20,9 @@ DESCRIPTION = (
     "arguments, then the --input "
     "files; with neither, stdin is one document."
 )
+# ServingClient's keyword arguments, each the dest of the option of the same name.
+CLIENT_OPTIONS = ("target", "model_name", "version", "signature", "timeout", "deadline",
+                  "batch_size", "root_certificates")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,16 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_input_files(args.input)
     documents = [document.text for document in read_documents(args.texts, args.input)]
-    with ServingClient(
-        args.target,
-        args.model_name,
-        version=args.version,
-        signature=args.signature,
-        timeout=args.timeout,
-        deadline=args.deadline,
-        batch_size=args.batch_size,
-        root_certificates=args.root_certificates,
-    ) as client:
+    with options_named(args, CLIENT_OPTIONS), ServingClient(
+            **{option: getattr(args, option) for option in CLIENT_OPTIONS}) as client:
         annotations = client.annotate(documents)
     for text, entities in zip(documents, annotations):
         write_json_line(sys.stdout, text, entities)

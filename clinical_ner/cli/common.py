@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, settings_named
 from clinical_ner.formats.corpus import check_label_map_entries
 from clinical_ner.pretrained import resolve_model_path
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
@@ -34,6 +36,13 @@ def unwind_on_sigterm() -> Any:
     delete temporary files and folders; Python's default ends the process on the spot.
     Returns the previous handler, for ``signal.signal`` to put back."""
     return signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+
+
+def options_named(args: argparse.Namespace,
+                  parameters: Iterable[str]) -> contextlib.AbstractContextManager[None]:
+    """Within it, the library's errors name each of ``parameters`` (a keyword argument the
+    command passes, its option's dest) by that option: ``--ssl-cert``, not ``ssl_cert``."""
+    return settings_named({name: args.options_by_dest[name] for name in parameters})
 
 
 class GivenOnce(argparse.Action):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import model_path, unwind_on_sigterm
+from clinical_ner.cli.common import model_path, options_named, unwind_on_sigterm
 from clinical_ner.errors import check_output_folder
 
 NAME = "export"
@@ -49,5 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.annotators.load import check_keras_model_directory
 
     check_keras_model_directory(args.model, "be exported again")
-    print(KerasAnnotator.load(args.model).export(args.output, args.version))
+    with options_named(args, ("version",)):
+        print(KerasAnnotator.load(args.model).export(args.output, args.version))
     return 0

@@ -6,7 +6,7 @@ import logging
 import signal
 from pathlib import Path
 
-from clinical_ner.cli.common import unwind_on_sigterm
+from clinical_ner.cli.common import options_named, unwind_on_sigterm
 from clinical_ner.serving import defaults
 
 NAME = "serve"
@@ -93,8 +93,10 @@ def run(args: argparse.Namespace) -> int:
     # temporary base path is deleted, not left in $TMPDIR.
     previous = unwind_on_sigterm()
     try:
-        return serve_until_stopped(args.model_base_path, args.model_name, grace_s=args.grace,
-                                   **{option: getattr(args, option) for option in SERVER_OPTIONS})
+        with options_named(args, SERVER_OPTIONS):
+            return serve_until_stopped(
+                args.model_base_path, args.model_name, grace_s=args.grace,
+                **{option: getattr(args, option) for option in SERVER_OPTIONS})
     finally:
         package_logger.setLevel(level)
         signal.signal(signal.SIGTERM, previous)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from clinical_ner.cli.common import (
@@ -118,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         config = _resumed_config(args.config, options, Path(args.output))
     else:
+        _check_settings_file_kept(args.config, Path(args.output))
         config = _new_config(args.config, options, args.init_from)
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
@@ -126,6 +128,21 @@ def run(args: argparse.Namespace) -> int:
           progress=not args.quiet, distribute=args.distribute, cpu_devices=args.cpu_devices,
           connect_timeout_s=args.connect_timeout, corpora=corpora)
     return 0
+
+
+def _check_settings_file_kept(config_file: str | None, output: Path) -> None:
+    """Refuse a --config file that is the ``config.json`` a new run writes into --output.
+
+    Training writes every effective setting there, which replaced the user's
+    own file (its values kept, its layout and which settings it chose lost).
+    A resumed run's ``config.json`` is the run's own, and may be given back.
+    """
+    written = output / CONFIG_FILE
+    if (config_file and os.path.isfile(config_file) and written.is_file()
+            and os.path.samefile(config_file, written)):
+        raise ConfigError(f"--config {config_file}: the file training writes into --output "
+                          f"{output} (every setting of the run), so it would be replaced; "
+                          "keep your settings file outside the model folder")
 
 
 def _new_config(config_file: str | None, options: dict, init_from: str | None) -> NERConfig:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import unwind_on_sigterm
+from clinical_ner.cli.common import options_named, unwind_on_sigterm
 from clinical_ner.errors import check_output_file
 from clinical_ner.vectors.inputs import DEFAULT_TEXT_FIELD
 
 NAME = "vectors"
 HELP = "train word vectors on unlabeled text, for train --embeddings (needs the [vectors] extra)"
+# train_vectors' keyword arguments, each the dest of the option of the same name.
+VECTORS_OPTIONS = ("output", "method", "dim", "window", "epochs", "min_count", "workers",
+                   "text_field", "seed", "tmp_dir")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +51,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file("--output", args.output)
     # So that the temporary token file is deleted.
     unwind_on_sigterm()
-    report = train_vectors(
-        args.text, args.output, method=args.method, dim=args.dim, window=args.window,
-        epochs=args.epochs, min_count=args.min_count, workers=args.workers,
-        text_field=args.text_field, seed=args.seed, tmp_dir=args.tmp_dir,
-        progress=not args.quiet)
+    with options_named(args, VECTORS_OPTIONS):
+        report = train_vectors(args.text, progress=not args.quiet,
+                               **{option: getattr(args, option) for option in VECTORS_OPTIONS})
     print(report.summary())
     return 0

@@ -27,6 +27,7 @@ and int8 weights the difference is recorded in the manifest).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -61,6 +62,8 @@ ASSERTION_OUTPUT = "assertion_probabilities"
 #: a dot and the output's name, beside an output that is not there yet).
 STAGING_PREFIX = ".partial-"
 
+logger = logging.getLogger(__name__)
+
 
 def export_litert(model_dir: str | Path, output: str | Path, weights: str = "float32") -> Path:
     """Write ``model_dir`` (a ``clinical-ner train`` directory) as a LiteRT export in ``output``.
@@ -85,6 +88,10 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     # it: it may be the working directory, a link or a mount point, which cannot
     # be replaced by a rename (or renamed onto from another file system).
     in_place = output.exists()
+    # Staging folders of earlier exports into this new output, stopped (killed) before they
+    # finished: hidden, never used again; removed once this export is in place.
+    leftovers = [] if in_place else sorted(output.parent.glob(
+        f".{glob.escape(output.name)}{STAGING_PREFIX}{'?' * len(uuid.uuid4().hex)}"))
     staging = (output / f"{STAGING_PREFIX}{uuid.uuid4().hex}" if in_place
                else output.parent / f".{output.name}{STAGING_PREFIX}{uuid.uuid4().hex}")
     try:
@@ -139,6 +146,11 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
             raise ExportError(f"{output}: cannot write the export there ({reason}); nothing "
                               "was kept") from None
         raise
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    if leftovers:
+        logger.warning("removed %s beside %s: left by an export that was stopped before it "
+                       "finished", ", ".join(path.name for path in leftovers), output)
     return output
 
 

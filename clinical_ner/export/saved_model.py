@@ -21,7 +21,7 @@ from typing import Any
 import tensorflow as tf
 
 from clinical_ner.artifacts.saved_model import MAX_VERSION, numbered_dirs, read_saved_model
-from clinical_ner.errors import ClinicalNERError, ConfigError, check_integer
+from clinical_ner.errors import ClinicalNERError, ConfigError, check_integer, setting_name
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,8 @@ def check_variables_restore(export_dir: str | os.PathLike, name: str | None = No
 def _validate_version(version: object) -> None:
     check_integer("version", version)
     if version > MAX_VERSION:
-        raise ConfigError(f"version must be between 1 and {MAX_VERSION}, got {version}")
+        raise ConfigError(f"{setting_name('version')} must be between 1 and {MAX_VERSION}, "
+                          f"got {version}")
 
 
 def _fsync_tree(root: Path) -> None:

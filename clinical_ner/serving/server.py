@@ -46,7 +46,9 @@ from pathlib import Path
 
 import grpc
 
-from clinical_ner.errors import ConfigError, ModelError, check_integer, check_seconds
+from clinical_ner.errors import (
+    ConfigError, ModelError, check_integer, check_seconds, setting_name,
+)
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
@@ -126,9 +128,11 @@ class ModelServer:
                 check_integer(option, value, minimum=0, maximum=65535)
         if port is not None and port != 0 and port == rest_port:
             # Else the REST listener failed as "in use?", by the gRPC one of this server.
-            raise ConfigError(f"port and rest_port are both {port}; REST needs a port of its own")
+            raise ConfigError(f"{setting_name('port')} and {setting_name('rest_port')} are both "
+                              f"{port}; REST needs a port of its own")
         if (ssl_cert is None) != (ssl_key is None):
-            raise ConfigError("TLS needs both ssl_cert and ssl_key")
+            raise ConfigError(f"TLS needs both {setting_name('ssl_cert')} and "
+                              f"{setting_name('ssl_key')}")
         self.model_name = model_name
         self.host = host
         self.port = port

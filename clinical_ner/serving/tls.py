@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError, os_reason
+from clinical_ner.errors import ConfigError, os_reason, setting_name
 
 # Every PEM block opens with such a line (RFC 7468); gRPC reads no other encoding.
 _PEM_BEGIN = b"-----BEGIN"
@@ -21,6 +21,7 @@ def read_pem(path: str | Path, setting: str, what: str) -> bytes:
     A :class:`ConfigError` naming ``setting`` and ``path`` if it cannot be read
     or holds no PEM block.
     """
+    setting = setting_name(setting)
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -43,6 +44,7 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as error:
-        raise ConfigError(f"ssl_cert {cert} and ssl_key {key}: the certificate or key could "
-                          f"not be used ({error.reason or error})") from None
+        raise ConfigError(f"{setting_name('ssl_cert')} {cert} and {setting_name('ssl_key')} "
+                          f"{key}: the certificate or key could not be used "
+                          f"({error.reason or error})") from None
     return context

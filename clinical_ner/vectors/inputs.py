@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
-from clinical_ner.errors import DataFormatError, os_reason
+from clinical_ner.errors import DataFormatError, irregular_file, os_reason
 
 # Decompressing readers over an open raw file (whose position then measures progress).
 COMPRESSION = {".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
@@ -65,8 +65,8 @@ def text_files(inputs: Sequence[str | Path]) -> list[Path]:
 def _check_regular_file(path: Path) -> None:
     """Refuse what would be left out without a word (a broken symbolic link: its notes were
     not read) or read until it closes (a named pipe), as ``batch`` does."""
-    if not path.is_file():
-        what = "a broken symbolic link" if path.is_symlink() else "not a regular file"
+    what = irregular_file(path)
+    if what is not None:
         raise DataFormatError(str(path), None, what)
 
 

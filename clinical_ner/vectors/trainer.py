@@ -40,7 +40,7 @@ from typing import Sequence
 
 from clinical_ner.errors import (
     ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file,
-    check_output_folder, os_reason)
+    check_output_folder, os_reason, setting_name)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import (
@@ -126,7 +126,8 @@ def train_vectors(
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]  # one path: a string was read as its characters' paths
     if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise ConfigError(f"{setting_name('method')} must be one of {', '.join(METHODS)}, "
+                          f"got {method!r}")
     check_integer("dim", dim, maximum=MAX_DIM)
     for name, value in (("window", window), ("epochs", epochs)):
         check_integer(name, value, maximum=MAX_GENSIM_INT)
@@ -142,16 +143,18 @@ def train_vectors(
         text_field = DEFAULT_TEXT_FIELD
     elif not any(is_json_lines(file) for file in files):
         # Else a JSON lines file named .txt trains on its JSON syntax, keys and all, unnoticed.
-        raise ConfigError(f"text_field {text_field!r} names a field of JSON lines, but no input "
-                          f"is JSON lines (named {', '.join(JSON_SUFFIXES)}, also compressed); "
-                          "any other file is read as plain text")
+        raise ConfigError(f"{setting_name('text_field')} {text_field!r} names a field of JSON "
+                          f"lines, but no input is JSON lines (named {', '.join(JSON_SUFFIXES)}, "
+                          "also compressed); any other file is read as plain text")
     # Checked before reading and training, which may take an hour.
     check_output_file("output", output, inputs=files)
     if not os.access(output.parent, os.W_OK):
-        raise ConfigError(f"output {output}: the folder {output.parent} is not writable")
+        raise ConfigError(f"{setting_name('output')} {output}: the folder {output.parent} is not "
+                          "writable")
     check_output_folder("tmp_dir", tmp_dir)
     if tmp_dir is not None and not Path(tmp_dir).is_dir():
-        raise ConfigError(f"{tmp_dir}: the folder for the temporary token file does not exist")
+        raise ConfigError(f"{setting_name('tmp_dir')} {tmp_dir}: the folder for the temporary "
+                          "token file does not exist")
 
     try:
         handle = tempfile.NamedTemporaryFile(  # mode 0600, like every mkstemp file
@@ -173,8 +176,8 @@ def train_vectors(
             raise DataFormatError(", ".join(str(i) for i in inputs), None, "no text to train on")
         kept = {word: count for word, count in counts.items() if count >= min_count}
         if not kept:
-            raise ConfigError(f"no word occurs {min_count} times or more (--min-count); "
-                              "more text is needed")
+            raise ConfigError(f"no word occurs {min_count} times or more "
+                              f"({setting_name('min_count')}); more text is needed")
         started = time.perf_counter()
         wv = train_keyed_vectors(models, method, temp_path, counts, totals, dim, window, epochs, min_count,
                     workers, seed, progress)
@@ -201,4 +204,4 @@ def _token_file_error(folder: str | Path | None, error: OSError) -> ClinicalNERE
     return ClinicalNERError(
         f"{where}: cannot write the temporary token file "
         f"({os_reason(error)}); it takes about as much space as the "
-        "uncompressed text (see --tmp-dir)")
+        f"uncompressed text (see {setting_name('tmp_dir')})")
