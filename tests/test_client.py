@@ -193,6 +193,31 @@ def test_server_errors_become_exceptions_without_text(dev_target):
         assert client.annotate("fever") == expected_entities("fever")
 
 
+def test_a_refused_batch_names_the_callers_documents_for_the_servers_rows(dev_target, tmp_path):
+    # The client sends documents in size order: the server's "document 2" was the caller's 1.
+    long_note = "aspirin " * 200  # over the dev server's 1000 characters
+    with ServingClient(dev_target, MODEL) as client:
+        with pytest.raises(RequestTooLargeError, match="document 2 has 1600") as raised:
+            client.annotate(["fever", long_note, "x"])
+        assert raised.value.rows == [2, 0, 1]
+        assert "(documents 0-2 of this request are documents [2, 0, 1] of those given)" in str(
+            raised.value)
+        with pytest.raises(RequestTooLargeError, match="document 0 has 1601") as raised:
+            client.tag_tokens([["fever", "x"], [long_note]])
+        assert "(sentences 0-1 of this request are sentences [1, 0] of those given)" in str(
+            raised.value)
+    # The command line names the files (and texts) instead.
+    (tmp_path / "short.txt").write_text("fever")
+    (tmp_path / "long.txt").write_text(long_note)
+    argv = ["client", "--target", dev_target, "x", "--input", str(tmp_path / "long.txt"),
+            str(tmp_path / "short.txt")]
+    with pytest.raises(RequestTooLargeError, match="document 2 has 1600") as raised:
+        run_cli(argv)
+    assert str(raised.value).endswith(
+        f"(documents 0-2 of this request: text-1, {tmp_path / 'short.txt'}, "
+        f"{tmp_path / 'long.txt'})")
+
+
 class QuotingServer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Answers INVALID_ARGUMENT with a message that quotes the request's text."""
 

@@ -209,8 +209,8 @@ class ServingClient:
                         f"sentence {row_index}, token {token_index}: {EMPTY_TOKEN_RULE}")
         encoded = [[encode_text(token) for token in tokens] for tokens in rows]
         return in_size_order_batches(
-            list(zip(rows, encoded)), [len(tokens) for tokens in rows], self.batch_size,
-            self._tag_batch,
+            list(zip(range(len(rows)), rows, encoded)), [len(tokens) for tokens in rows],
+            self.batch_size, self._tag_batch,
         )
 
     def metadata(self) -> ModelMetadata:
@@ -271,33 +271,36 @@ class ServingClient:
                 )
         encoded = [encode_text(text) for text in texts]
         return in_size_order_batches(
-            list(zip(texts, encoded)), [len(data) for data in encoded], self.batch_size,
-            self._annotate_batch,
+            list(zip(range(len(texts)), texts, encoded)), [len(data) for data in encoded],
+            self.batch_size, self._annotate_batch,
         )
 
-    def _annotate_batch(self, batch: list[tuple[str, bytes]]) -> list[list[Entity]]:
-        texts = [text for text, _ in batch]
+    def _annotate_batch(self, batch: list[tuple[int, str, bytes]]) -> list[list[Entity]]:
+        texts = [text for _, text, _ in batch]
         request = predict_pb2.PredictRequest()
         self._fill_model_spec(request.model_spec, self.signature)
         request.inputs[TEXT].CopyFrom(
-            tf.make_tensor_proto([data for _, data in batch], dtype=tf.string, shape=[len(batch)])
+            tf.make_tensor_proto([data for _, _, data in batch], dtype=tf.string,
+                                 shape=[len(batch)])
         )
-        response = self._call("Predict", self._predict_rpc, request, texts)
+        response = self._call("Predict", self._predict_rpc, request, texts,
+                              [index for index, _, _ in batch])
         return entities_from_outputs(texts, _arrays(response))
 
     def _tag_batch(
-        self, batch: list[tuple[list[str], list[bytes]]]
+        self, batch: list[tuple[int, list[str], list[bytes]]]
     ) -> list[tuple[list[str], list[float]]]:
-        padded = padded_token_rows([data for _, data in batch], PAD_TOKEN.encode())
+        padded = padded_token_rows([data for _, _, data in batch], PAD_TOKEN.encode())
         request = predict_pb2.PredictRequest()
         self._fill_model_spec(request.model_spec, PREDICT_TOKENS)
         request.inputs[TOKENS].CopyFrom(
             tf.make_tensor_proto(padded, dtype=tf.string, shape=[len(batch), len(padded[0])])
         )
-        quoted = [token for tokens, _ in batch for token in tokens]
-        response = self._call("Predict", self._predict_rpc, request, quoted)
+        quoted = [token for _, tokens, _ in batch for token in tokens]
+        response = self._call("Predict", self._predict_rpc, request, quoted,
+                              [index for index, _, _ in batch], "sentences")
         results = tags_from_outputs(_arrays(response))
-        for (tokens, _), (tags, _) in zip(batch, results):
+        for (_, tokens, _), (tags, _) in zip(batch, results):
             if len(tags) != len(tokens):
                 # What TF Serving's batching does with pad_variable_length_inputs:
                 # true, which pads rows with their first token instead of "".
@@ -315,10 +318,12 @@ class ServingClient:
         if signature:
             spec.signature_name = signature
 
-    def _call(self, method: str, rpc: Callable[..., Any], request: Any, quoted: list[str]) -> Any:
+    def _call(self, method: str, rpc: Callable[..., Any], request: Any, quoted: list[str],
+              rows: list[int] | None = None, items: str = "documents") -> Any:
         """Send ``request``, retrying unreachable servers; map failures to exceptions.
 
-        ``quoted`` are the request's texts, withheld from any error message.
+        ``quoted`` are the request's texts, withheld from any error message;
+        ``rows`` the caller's indices (of its ``items``) of the request's rows.
         """
         started = time.monotonic()
         backoff = _INITIAL_BACKOFF_S
@@ -341,7 +346,8 @@ class ServingClient:
                 else:
                     # An error status is an answer (a deadline here comes after one).
                     self._answered = True
-                    raise error_from_rpc(f"{method} to {self.target}", error, quoted) from None
+                    raise error_from_rpc(f"{method} to {self.target}", error, quoted, rows,
+                                         items) from None
             else:
                 self._answered = True
                 return response
