@@ -819,6 +819,30 @@ def test_serve_help_points_to_production_serving(capsys):
     assert args.rest_port is None
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--port", "99999"], "--port must be at most 65535, got 99999"),
+    (["--max-documents", "0"], "--max-documents must be a positive integer, got 0"),
+    (["--poll-interval", "0"], "--poll-interval must be a number of seconds > 0"),
+    (["--model-name", "../x"], "invalid model name '../x'"),
+    (["--port", "8502", "--rest-port", "8502"], "--port and --rest-port are both 8502"),
+    (["--ssl-cert", "missing.pem"], "TLS needs both --ssl-cert and --ssl-key"),
+    (["--ssl-cert", "missing.pem", "--ssl-key", "missing.key"],
+     "--ssl-cert missing.pem: cannot read a certificate chain"),
+])
+def test_serve_options_are_checked_before_a_model_is_exported(model_base, capsys, monkeypatch,
+                                                               options, message):
+    # A model directory (`serve clinical`) was exported first, 20 s, and then refused.
+    from clinical_ner.cli import main
+    from clinical_ner.serving import serve_until_stopped
+
+    def export_first(path):
+        raise AssertionError("the model was exported before the options were checked")
+
+    monkeypatch.setattr(serve_until_stopped, "served_base_path", export_first)
+    assert main(["serve", str(model_base), *options]) == 2
+    assert capsys.readouterr().err.startswith(f"clinical-ner serve: error: {message}")
+
+
 @pytest.mark.parametrize("grace", ["nan", "-5"])
 def test_a_grace_gRPC_would_read_as_none_is_refused_before_serving(model_base, capsys, grace):
     from clinical_ner.cli import main

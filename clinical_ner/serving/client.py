@@ -144,8 +144,8 @@ class ServingClient:
         check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         check_seconds("deadline", deadline, maximum=defaults.MAX_WAIT_S)
         check_integer("max_retries", max_retries, minimum=0)
-        # gRPC's message limits are C ints.
-        check_integer("max_message_bytes", max_message_bytes, maximum=2**31 - 1)
+        check_integer("max_message_bytes", max_message_bytes,
+                      maximum=defaults.MAX_GRPC_MESSAGE_BYTES)
         self.target = target
         self.model_name = model_name
         self.version = version
