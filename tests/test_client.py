@@ -42,6 +42,7 @@ from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from helpers import (
     KEYWORDS,
+    ClosedStdout,
     MARKER,
     MODEL,
     RPC_TIMEOUT_S,
@@ -582,6 +583,17 @@ def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, mon
     with pytest.raises(DataFormatError, match="invalid byte at offset 26") as raised:
         run_cli(["client", "--target", dev_target, "--input", str(bad)])
     assert MARKER not in str(raised.value)
+
+
+def test_cli_output_whose_reader_stops_early_is_one_line(dev_target, capsys, monkeypatch):
+    # "internal error (BrokenPipeError)", exit 70, as if a bug to report.
+    from clinical_ner.cli import main
+
+    monkeypatch.setattr(sys, "stdout", ClosedStdout())
+    assert main(["client", "--target", dev_target, "fever"]) == 1
+    assert capsys.readouterr().err == (
+        "clinical-ner client: error: standard output was closed by its reader before the "
+        "output was all written\n")
 
 
 def test_the_name_before_0_4_still_gives_the_client_and_warns():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import check_input_files, options_named
@@ -60,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     check_seconds("--timeout", args.timeout, maximum=defaults.MAX_WAIT_S)
     check_seconds("--deadline", args.deadline, maximum=defaults.MAX_WAIT_S)
     from clinical_ner.formats.jsonl import read_documents, write_json_line
+    from clinical_ner.formats.writers import OutputStream
     from clinical_ner.serving.client import ServingClient, ServingError
     from clinical_ner.serving.client_errors import request_rows
 
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
                               for index in error.rows)
             raise type(error)(f"{error.reason} ({request_rows(len(error.rows))}: {names})",
                               error.code) from None
-    for document, entities in zip(documents, annotations):
-        write_json_line(sys.stdout, document.text, entities)
+    # A reader that stops early (| head) is one line, as for predict.
+    with OutputStream(None) as handle:
+        for document, entities in zip(documents, annotations):
+            write_json_line(handle, document.text, entities)
     return 0
