@@ -461,17 +461,30 @@ def test_token_rows_padded_by_the_server_are_detected(dev_target):
         server.stop(grace=None)
 
 
-def test_slow_answer_is_a_timeout_not_a_retry(tmp_path):
+@pytest.mark.parametrize("connected", [True, False])
+def test_slow_answer_is_a_timeout_not_a_retry(tmp_path, connected):
+    # Not connected: a client's first request (every one of the command line's) that timed
+    # out was taken for a connection still being made: sent again 10 times, each run by the
+    # server, and ended in "DEADLINE_EXCEEDED before the server answered (connecting?)".
     base = tmp_path / MODEL
     export_toy(base, version=1, delay_iterations=300_000)
     with ModelServer(base, MODEL, port=0) as server:
         target = f"127.0.0.1:{server.bound_port}"
         with ServingClient(target, MODEL, timeout=0.2, deadline=30) as client:
-            client.status()  # connected
+            if connected:
+                client.status()
             started = time.monotonic()
-            with pytest.raises(RequestTimeoutError):
+            with pytest.raises(RequestTimeoutError, match="DEADLINE_EXCEEDED"):
                 client.annotate(MARKER)
             assert time.monotonic() - started < 1.0
+
+        def predicts() -> dict[str, int]:
+            return {code: count for (method, code), count in server._service.stats.counts.items()
+                    if method == "Predict"}
+
+        # The server runs a request its client gave up on to the end, and counts it then.
+        wait_for(predicts, what="the slow request to finish")
+        assert predicts() == {"OK": 1}
 
 
 def test_clients_that_give_up_mid_request_do_not_hurt_the_server(tmp_path):

@@ -111,10 +111,11 @@ class ServingClient:
     ``version=None`` asks for the highest served version. ``timeout`` bounds
     each attempt (seconds); ``deadline`` bounds one request with all its
     retries. ``UNAVAILABLE`` answers, and timeouts before the server has
-    answered this client at all (a connection that cannot be established),
-    are retried with exponential backoff until ``deadline`` or
-    ``max_retries``; other failures raise at once, a timeout after the server
-    has answered as :class:`RequestTimeoutError`. Lists larger than
+    answered this client at all (a connection that cannot be established:
+    the server does not answer a status request either), are retried with
+    exponential backoff until ``deadline`` or ``max_retries``; other failures
+    raise at once, a timeout of a server that answers as
+    :class:`RequestTimeoutError`. Lists larger than
     ``batch_size`` are sent as several requests (documents of similar length
     together), and a failed request retries only its own batch; results come
     back in the caller's order. ``root_certificates`` (a PEM path or PEM
@@ -174,9 +175,10 @@ class ServingClient:
         self._status_rpc = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
         # Whether the server has answered since the last UNAVAILABLE. Until it
         # has, a deadline is taken as a connection that cannot be established
-        # (retried); after, as a server too slow to answer (not retried).
-        # gRPC's connectivity subscription would tell exactly, but its polling
-        # thread can raise when the channel is closed under it.
+        # (retried) unless the server then answers a status request; after, as
+        # a server too slow to answer (not retried). gRPC's connectivity
+        # subscription would tell exactly, but its polling thread can raise
+        # when the channel is closed under it.
         self._answered = False
 
     def annotate(self, texts: str | Sequence[str]) -> list[Entity] | list[list[Entity]]:
@@ -339,12 +341,15 @@ class ServingClient:
                     failure = f"UNAVAILABLE: {safe_details(error, quoted)}"
                     pause = backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered:
+                elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered and \
+                        not self._answers_status(self.deadline - (time.monotonic() - started)):
                     failure = "DEADLINE_EXCEEDED before the server answered (connecting?)"
                     # The attempt already waited its whole timeout.
                     pause = 0.0
                 else:
-                    # An error status is an answer (a deadline here comes after one).
+                    # An error status is an answer (a deadline here comes after one, or
+                    # from a server that answers: too slow, and sent again it would only
+                    # run again).
                     self._answered = True
                     raise error_from_rpc(f"{method} to {self.target}", error, quoted, rows,
                                          items) from None
@@ -364,6 +369,25 @@ class ServingClient:
                 method, self.target, failure, attempts, self.max_retries, pause,
             )
             time.sleep(pause)
+
+    def _answers_status(self, remaining: float) -> bool:
+        """Whether the server answers a ``GetModelStatus`` within ``remaining`` seconds.
+
+        Asked when a request's timeout passed before this client had any answer:
+        a server that answers is connected and was slow, not a connection still
+        being made (a client's first request, the command line's every one).
+        """
+        if remaining <= 0:
+            return False
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._fill_model_spec(request.model_spec)
+        try:
+            self._status_rpc(request, timeout=min(self.timeout, remaining))
+        except grpc.RpcError as error:
+            # Any other status is an answer (NOT_FOUND; UNIMPLEMENTED without ModelService).
+            return error.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
 
 
 def _arrays(response: predict_pb2.PredictResponse) -> dict[str, Any]:
