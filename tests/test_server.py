@@ -750,6 +750,18 @@ def test_invalid_configuration(tmp_path, model_base):
             ModelServer(model_base, MODEL, **{"port": 0, **options})
 
 
+def test_a_savedmodel_given_as_the_base_path_is_refused(model_base, tmp_path):
+    # `clinical-ner export` prints the version folder, models/x/1; served as a base path, it
+    # had no versions, and every request got NOT_FOUND for as long as the server ran.
+    with pytest.raises(ModelError, match=re.escape(
+            f"{model_base / '1'} is a SavedModel (one version), not a base path of numbered "
+            f"versions: serve {model_base}, which holds it as version 1")):
+        ModelServer(model_base / "1", MODEL, port=0)
+    shutil.copytree(model_base / "1", tmp_path / "export")
+    with pytest.raises(ModelError, match="put it in a folder named 1 under a base path"):
+        ModelServer(tmp_path / "export", MODEL, port=0)
+
+
 def test_busy_port_is_a_clear_error(server, model_base):
     with pytest.raises(ConfigError, match="could not listen"):
         ModelServer(model_base, MODEL, port=server.bound_port).start()

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import grpc
 
+from clinical_ner.artifacts.saved_model import VERSION_DIR_PATTERN, holds_saved_model, versions
 from clinical_ner.errors import (
     MAX_PORT, ConfigError, ModelError, check_integer, check_seconds, setting_name,
 )
@@ -170,6 +171,15 @@ class ModelServer:
         if not self.base_path.is_dir():
             # A missing model, exit status 4 as for every command.
             raise ModelError(f"model base path {self.base_path} is not a directory")
+        if holds_saved_model(self.base_path) and not versions(self.base_path):
+            # Else served as a base path without versions: NOT_FOUND for good.
+            name = self.base_path.resolve().name
+            parent = os.path.normpath(self.base_path / os.pardir)  # of "." too
+            remedy = (f"serve {parent}, which holds it as version {name}"
+                      if VERSION_DIR_PATTERN.fullmatch(name) else
+                      "put it in a folder named 1 under a base path, and serve that")
+            raise ModelError(f"model base path {self.base_path} is a SavedModel (one version), "
+                             f"not a base path of numbered versions: {remedy}")
         if max_concurrent_calls is None:
             max_concurrent_calls = len(os.sched_getaffinity(0))
         self.model_name = model_name
