@@ -281,8 +281,18 @@ def test_client_side_validation(dev_target):
         # Lone surrogates go as U+FFFD (as in-process); offsets still index the original.
         text = "\ud800 aspirin \udbff\udc00 fever"
         assert client.annotate(text) == expected_entities(text)
-        with pytest.raises(InvalidRequestError, match="document 0 is a bytes"):
+        with pytest.raises(InvalidRequestError, match=r"texts\[0\] is bytes, expected str"):
             client.annotate([b"aspirin"])
+        # Not Python's "'NoneType' object is not iterable" (TypeError).
+        for value in (None, 5):
+            with pytest.raises(InvalidRequestError, match=f"texts is {type(value).__name__}, "
+                                                          "expected a str or a list of str"):
+                client.annotate(value)
+            with pytest.raises(InvalidRequestError, match=f"sentences is {type(value).__name__}"):
+                client.tag_tokens(value)
+        # A generator of sentences is read once: it was read by the checks, and tagged as [].
+        assert client.tag_tokens(tokens for tokens in [["aspirin", "given"]]) == [
+            expected_tags(["aspirin", "given"])]
         with pytest.raises(InvalidRequestError, match="texts is bytes, expected a str or a "
                                                       "list of str"):
             client.annotate(b"aspirin")

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from clinical_ner.export.signatures import (
     TEXT,
     TOKENS,
     ModelOutputError,
+    checked_texts,
     encode_text,
     entities_from_outputs,
     in_size_order_batches,
@@ -185,20 +186,22 @@ class ServingClient:
         """Entities of one document, or one entity list per document (in order)."""
         if isinstance(texts, str):
             return self._annotate_all([texts])[0]
-        if isinstance(texts, (bytes, bytearray)):
-            # Else each byte would be named as "document N is a int".
-            raise InvalidRequestError(f"texts is {type(texts).__name__}, expected a str or a "
-                                      "list of str (decode bytes first)")
-        return self._annotate_all(list(texts))
+        try:
+            # As the in-process API checks them (bytes, None, a number, a list of bytes).
+            texts = checked_texts(texts)
+        except TypeError as error:
+            raise InvalidRequestError(str(error)) from None
+        return self._annotate_all(texts)
 
     def tag_tokens(
         self, sentences: Sequence[Sequence[str]]
     ) -> list[tuple[list[str], list[float]]]:
         """``(tags, confidences)`` for each pre-tokenized sentence, in order."""
         # A str is a sequence of one-character "tokens": refused, not tagged.
-        if isinstance(sentences, (str, bytes)):
+        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
             raise InvalidRequestError(f"sentences is {type(sentences).__name__}, expected a "
                                       "list of sentences, each a list of tokens (str)")
+        sentences = list(sentences)  # a generator is read once, here
         for row_index, tokens in enumerate(sentences):
             if isinstance(tokens, (str, bytes)):
                 raise InvalidRequestError(f"sentence {row_index} is {type(tokens).__name__}, "
@@ -266,11 +269,6 @@ class ServingClient:
     # -- requests -------------------------------------------------------------
 
     def _annotate_all(self, texts: list[str]) -> list[list[Entity]]:
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidRequestError(
-                    f"document {index} is a {type(text).__name__}, not a str"
-                )
         encoded = [encode_text(text) for text in texts]
         return in_size_order_batches(
             list(zip(range(len(texts)), texts, encoded)), [len(data) for data in encoded],
