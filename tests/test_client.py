@@ -606,6 +606,11 @@ def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, mon
     with pytest.raises(DataFormatError, match="invalid byte at offset 26") as raised:
         run_cli(["client", "--target", dev_target, "--input", str(bad)])
     assert MARKER not in str(raised.value)
+    # A closed stdin (`<&-`) was an internal error (AttributeError), exit 70.
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(DataFormatError, match="stdin: closed; give the texts as arguments or "
+                                              "--input files"):
+        run_cli(["client", "--target", dev_target])
 
 
 def test_cli_output_whose_reader_stops_early_is_one_line(dev_target, capsys, monkeypatch):
