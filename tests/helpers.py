@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
 import os
 import sys
 import math
@@ -137,6 +139,13 @@ def assert_same_tags(actual: Sequence[tuple[Sequence[str], Sequence[float]]],
 
 
 # -- waiting for something another thread or process does ------------------------------------
+
+
+class ClosedStdout(io.StringIO):
+    """Standard output whose reader has gone (``predict ... | head``)."""
+
+    def write(self, text):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
 
 def wait_for(condition: Callable[[], Any], what: str = "the condition",

@@ -1,6 +1,4 @@
 """The command-line contract: train, evaluate, predict (jsonl, conll, i2b2) and clear errors."""
-import errno
-import io
 import json
 import os
 import re
@@ -11,7 +9,7 @@ import sys
 import pytest
 
 from clinical_ner.formats import load_corpus
-from helpers import REPO_ROOT, assert_same_entities
+from helpers import REPO_ROOT, ClosedStdout, assert_same_entities
 
 pytestmark = pytest.mark.slow
 
@@ -529,13 +527,6 @@ def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, 
     assert (model / "vocab.json").read_bytes() == vocab
 
 
-class _ClosedStdout(io.StringIO):
-    """Standard output whose reader has gone (``predict ... | head``)."""
-
-    def write(self, text):
-        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
-
-
 def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path, capsys,
                                                                       monkeypatch):
     # Both ended with "internal error (OSError)", exit 70, as if a bug to report.
@@ -549,7 +540,7 @@ def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path,
             assert main(arguments) == 1, arguments
             assert capsys.readouterr().err == (f"clinical-ner {arguments[0]}: error: /dev/full: "
                                                "cannot write (No space left on device)\n")
-    monkeypatch.setattr(sys, "stdout", _ClosedStdout())
+    monkeypatch.setattr(sys, "stdout", ClosedStdout())
     assert main(["predict", NOTE]) == 1
     assert capsys.readouterr().err == (
         "clinical-ner predict: error: standard output was closed by its reader before the "

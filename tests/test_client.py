@@ -42,6 +42,7 @@ from clinical_ner.cli import build_parser
 from clinical_ner.serving.server import ModelServer
 from helpers import (
     KEYWORDS,
+    ClosedStdout,
     MARKER,
     MODEL,
     RPC_TIMEOUT_S,
@@ -193,6 +194,31 @@ def test_server_errors_become_exceptions_without_text(dev_target):
         assert client.annotate("fever") == expected_entities("fever")
 
 
+def test_a_refused_batch_names_the_callers_documents_for_the_servers_rows(dev_target, tmp_path):
+    # The client sends documents in size order: the server's "document 2" was the caller's 1.
+    long_note = "aspirin " * 200  # over the dev server's 1000 characters
+    with ServingClient(dev_target, MODEL) as client:
+        with pytest.raises(RequestTooLargeError, match="document 2 has 1600") as raised:
+            client.annotate(["fever", long_note, "x"])
+        assert raised.value.rows == [2, 0, 1]
+        assert "(documents 0-2 of this request are documents [2, 0, 1] of those given)" in str(
+            raised.value)
+        with pytest.raises(RequestTooLargeError, match="document 0 has 1601") as raised:
+            client.tag_tokens([["fever", "x"], [long_note]])
+        assert "(sentences 0-1 of this request are sentences [1, 0] of those given)" in str(
+            raised.value)
+    # The command line names the files (and texts) instead.
+    (tmp_path / "short.txt").write_text("fever")
+    (tmp_path / "long.txt").write_text(long_note)
+    argv = ["client", "--target", dev_target, "x", "--input", str(tmp_path / "long.txt"),
+            str(tmp_path / "short.txt")]
+    with pytest.raises(RequestTooLargeError, match="document 2 has 1600") as raised:
+        run_cli(argv)
+    assert str(raised.value).endswith(
+        f"(documents 0-2 of this request: text-1, {tmp_path / 'short.txt'}, "
+        f"{tmp_path / 'long.txt'})")
+
+
 class QuotingServer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Answers INVALID_ARGUMENT with a message that quotes the request's text."""
 
@@ -255,8 +281,18 @@ def test_client_side_validation(dev_target):
         # Lone surrogates go as U+FFFD (as in-process); offsets still index the original.
         text = "\ud800 aspirin \udbff\udc00 fever"
         assert client.annotate(text) == expected_entities(text)
-        with pytest.raises(InvalidRequestError, match="document 0 is a bytes"):
+        with pytest.raises(InvalidRequestError, match=r"texts\[0\] is bytes, expected str"):
             client.annotate([b"aspirin"])
+        # Not Python's "'NoneType' object is not iterable" (TypeError).
+        for value in (None, 5):
+            with pytest.raises(InvalidRequestError, match=f"texts is {type(value).__name__}, "
+                                                          "expected a str or a list of str"):
+                client.annotate(value)
+            with pytest.raises(InvalidRequestError, match=f"sentences is {type(value).__name__}"):
+                client.tag_tokens(value)
+        # A generator of sentences is read once: it was read by the checks, and tagged as [].
+        assert client.tag_tokens(tokens for tokens in [["aspirin", "given"]]) == [
+            expected_tags(["aspirin", "given"])]
         with pytest.raises(InvalidRequestError, match="texts is bytes, expected a str or a "
                                                       "list of str"):
             client.annotate(b"aspirin")
@@ -435,17 +471,30 @@ def test_token_rows_padded_by_the_server_are_detected(dev_target):
         server.stop(grace=None)
 
 
-def test_slow_answer_is_a_timeout_not_a_retry(tmp_path):
+@pytest.mark.parametrize("connected", [True, False])
+def test_slow_answer_is_a_timeout_not_a_retry(tmp_path, connected):
+    # Not connected: a client's first request (every one of the command line's) that timed
+    # out was taken for a connection still being made: sent again 10 times, each run by the
+    # server, and ended in "DEADLINE_EXCEEDED before the server answered (connecting?)".
     base = tmp_path / MODEL
     export_toy(base, version=1, delay_iterations=300_000)
     with ModelServer(base, MODEL, port=0) as server:
         target = f"127.0.0.1:{server.bound_port}"
         with ServingClient(target, MODEL, timeout=0.2, deadline=30) as client:
-            client.status()  # connected
+            if connected:
+                client.status()
             started = time.monotonic()
-            with pytest.raises(RequestTimeoutError):
+            with pytest.raises(RequestTimeoutError, match="DEADLINE_EXCEEDED"):
                 client.annotate(MARKER)
             assert time.monotonic() - started < 1.0
+
+        def predicts() -> dict[str, int]:
+            return {code: count for (method, code), count in server._service.stats.counts.items()
+                    if method == "Predict"}
+
+        # The server runs a request its client gave up on to the end, and counts it then.
+        wait_for(predicts, what="the slow request to finish")
+        assert predicts() == {"OK": 1}
 
 
 def test_clients_that_give_up_mid_request_do_not_hurt_the_server(tmp_path):
@@ -557,6 +606,22 @@ def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, mon
     with pytest.raises(DataFormatError, match="invalid byte at offset 26") as raised:
         run_cli(["client", "--target", dev_target, "--input", str(bad)])
     assert MARKER not in str(raised.value)
+    # A closed stdin (`<&-`) was an internal error (AttributeError), exit 70.
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(DataFormatError, match="stdin: closed; give the texts as arguments or "
+                                              "--input files"):
+        run_cli(["client", "--target", dev_target])
+
+
+def test_cli_output_whose_reader_stops_early_is_one_line(dev_target, capsys, monkeypatch):
+    # "internal error (BrokenPipeError)", exit 70, as if a bug to report.
+    from clinical_ner.cli import main
+
+    monkeypatch.setattr(sys, "stdout", ClosedStdout())
+    assert main(["client", "--target", dev_target, "fever"]) == 1
+    assert capsys.readouterr().err == (
+        "clinical-ner client: error: standard output was closed by its reader before the "
+        "output was all written\n")
 
 
 def test_the_name_before_0_4_still_gives_the_client_and_warns():

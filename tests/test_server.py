@@ -750,6 +750,18 @@ def test_invalid_configuration(tmp_path, model_base):
             ModelServer(model_base, MODEL, **{"port": 0, **options})
 
 
+def test_a_savedmodel_given_as_the_base_path_is_refused(model_base, tmp_path):
+    # `clinical-ner export` prints the version folder, models/x/1; served as a base path, it
+    # had no versions, and every request got NOT_FOUND for as long as the server ran.
+    with pytest.raises(ModelError, match=re.escape(
+            f"{model_base / '1'} is a SavedModel (one version), not a base path of numbered "
+            f"versions: serve {model_base}, which holds it as version 1")):
+        ModelServer(model_base / "1", MODEL, port=0)
+    shutil.copytree(model_base / "1", tmp_path / "export")
+    with pytest.raises(ModelError, match="put it in a folder named 1 under a base path"):
+        ModelServer(tmp_path / "export", MODEL, port=0)
+
+
 def test_busy_port_is_a_clear_error(server, model_base):
     with pytest.raises(ConfigError, match="could not listen"):
         ModelServer(model_base, MODEL, port=server.bound_port).start()
@@ -817,6 +829,30 @@ def test_serve_help_points_to_production_serving(capsys):
         ["serve", "/models/x", "--port", "0", "--max-documents", "4"])
     assert args.run is not None and args.port == 0 and args.max_documents == 4
     assert args.rest_port is None
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--port", "99999"], "--port must be at most 65535, got 99999"),
+    (["--max-documents", "0"], "--max-documents must be a positive integer, got 0"),
+    (["--poll-interval", "0"], "--poll-interval must be a number of seconds > 0"),
+    (["--model-name", "../x"], "invalid model name '../x'"),
+    (["--port", "8502", "--rest-port", "8502"], "--port and --rest-port are both 8502"),
+    (["--ssl-cert", "missing.pem"], "TLS needs both --ssl-cert and --ssl-key"),
+    (["--ssl-cert", "missing.pem", "--ssl-key", "missing.key"],
+     "--ssl-cert missing.pem: cannot read a certificate chain"),
+])
+def test_serve_options_are_checked_before_a_model_is_exported(model_base, capsys, monkeypatch,
+                                                               options, message):
+    # A model directory (`serve clinical`) was exported first, 20 s, and then refused.
+    from clinical_ner.cli import main
+    from clinical_ner.serving import serve_until_stopped
+
+    def export_first(path):
+        raise AssertionError("the model was exported before the options were checked")
+
+    monkeypatch.setattr(serve_until_stopped, "served_base_path", export_first)
+    assert main(["serve", str(model_base), *options]) == 2
+    assert capsys.readouterr().err.startswith(f"clinical-ner serve: error: {message}")
 
 
 @pytest.mark.parametrize("grace", ["nan", "-5"])

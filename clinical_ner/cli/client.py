@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import check_input_files, options_named
@@ -60,13 +59,27 @@ def run(args: argparse.Namespace) -> int:
     check_seconds("--timeout", args.timeout, maximum=defaults.MAX_WAIT_S)
     check_seconds("--deadline", args.deadline, maximum=defaults.MAX_WAIT_S)
     from clinical_ner.formats.jsonl import read_documents, write_json_line
-    from clinical_ner.serving.client import ServingClient
+    from clinical_ner.formats.writers import OutputStream
+    from clinical_ner.serving.client import ServingClient, ServingError
+    from clinical_ner.serving.client_errors import request_rows
 
     check_input_files(args.input)
-    documents = [document.text for document in read_documents(args.texts, args.input)]
+    documents = read_documents(args.texts, args.input)
     with options_named(args, CLIENT_OPTIONS), ServingClient(
             **{option: getattr(args, option) for option in CLIENT_OPTIONS}) as client:
-        annotations = client.annotate(documents)
-    for text, entities in zip(documents, annotations):
-        write_json_line(sys.stdout, text, entities)
+        try:
+            annotations = client.annotate([document.text for document in documents])
+        except ServingError as error:
+            if error.rows is None:
+                raise
+            # The server numbers the documents of one request; name the texts and files
+            # they are.
+            names = ", ".join(str(documents[index].path or documents[index].name)
+                              for index in error.rows)
+            raise type(error)(f"{error.reason} ({request_rows(len(error.rows))}: {names})",
+                              error.code) from None
+    # A reader that stops early (| head) is one line, as for predict.
+    with OutputStream(None) as handle:
+        for document, entities in zip(documents, annotations):
+            write_json_line(handle, document.text, entities)
     return 0

@@ -82,6 +82,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.serving.serve_until_stopped import serve_until_stopped
+    from clinical_ner.serving.server import check_server_options
+
+    options = {option: getattr(args, option) for option in SERVER_OPTIONS}
+    # ModelServer checks them too, but only after a model directory has been exported to
+    # serve (20 s for the bundled model).
+    with options_named(args, SERVER_OPTIONS):
+        check_server_options(model_name=args.model_name,
+                             **{option: value for option, value in options.items()
+                                if option != "host"})
 
     # A long-running server: --log-level applies to the package's own
     # loggers (DEBUG: a line per request), other libraries stay at the
@@ -94,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
     previous = unwind_on_sigterm()
     try:
         with options_named(args, SERVER_OPTIONS):
-            return serve_until_stopped(
-                args.model_base_path, args.model_name, grace_s=args.grace,
-                **{option: getattr(args, option) for option in SERVER_OPTIONS})
+            return serve_until_stopped(args.model_base_path, args.model_name,
+                                       grace_s=args.grace, **options)
     finally:
         package_logger.setLevel(level)
         signal.signal(signal.SIGTERM, previous)

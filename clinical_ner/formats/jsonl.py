@@ -65,8 +65,19 @@ def read_documents(texts: Iterable[str], paths: Iterable[str | Path] | None
             raise DataFormatError(str(path), None, os_reason(error)) from None
         documents.append(InputDocument(path.stem, decode_document(str(path), data), path))
     if not documents:
-        documents.append(InputDocument("stdin", decode_document("stdin", sys.stdin.buffer.read())))
+        documents.append(InputDocument("stdin", decode_document("stdin", _read_stdin())))
     return documents
+
+
+def _read_stdin() -> bytes:
+    """Standard input's bytes, or a :class:`DataFormatError` naming it if it cannot be read."""
+    if sys.stdin is None:  # closed (`<&-`), or a program started without one
+        raise DataFormatError("stdin", None, "closed; give the texts as arguments or --input "
+                                             "files")
+    try:
+        return sys.stdin.buffer.read()
+    except OSError as error:
+        raise DataFormatError("stdin", None, os_reason(error)) from None
 
 
 def write_json_line(handle: TextIO, text: str, entities: list[Entity]) -> None:

@@ -68,7 +68,7 @@ def check_output_format(output_format: str, output: Path | None) -> None:
                           "(one file per document)")
 
 
-class _OutputStream:
+class OutputStream:
     """Where a writer writes: ``output``, written whole once the writer is done, or stdout.
 
     ``output`` is written atomically, so that a failed write (a full disk)
@@ -140,7 +140,7 @@ def _write_error(output: Path | None, error: OSError) -> ClinicalNERError:
 def write_jsonl(ner: Annotator, documents: Sequence[InputDocument], output: Path | None) -> None:
     """One ``{"text", "entities"}`` JSON line per document."""
     annotations = ner.annotate([document.text for document in documents])
-    with _OutputStream(output) as handle:
+    with OutputStream(output) as handle:
         for document, entities in zip(documents, annotations):
             write_json_line(handle, document.text, entities)
 
@@ -168,7 +168,7 @@ def write_conll_tags(ner: Annotator, documents: Sequence[InputDocument],
             for words, sentence_tags in zip(tokens, tags)]))
         if with_assertions:
             assertion_rows += _token_assertions(ner, text, sentences, tags)
-    with _OutputStream(output) as handle:
+    with OutputStream(output) as handle:
         write_conll(handle, conll_documents,
                     assertions_per_sentence=assertion_rows if with_assertions else None)
 
@@ -238,6 +238,6 @@ def write_html(ner: Annotator, documents: Sequence[InputDocument], output: Path 
     counts = Counter(document.name for document in documents)
     headings = [str(document.path) if counts[document.name] > 1 and document.path is not None
                 else document.name for document in documents]
-    with _OutputStream(output) as handle:
+    with OutputStream(output) as handle:
         handle.write(render_html([(heading, document.text, entities) for heading, document, entities
                                   in zip(headings, documents, annotations)]))

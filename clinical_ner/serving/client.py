@@ -18,7 +18,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from clinical_ner.export.signatures import (
     TEXT,
     TOKENS,
     ModelOutputError,
+    checked_texts,
     encode_text,
     entities_from_outputs,
     in_size_order_batches,
@@ -111,10 +112,11 @@ class ServingClient:
     ``version=None`` asks for the highest served version. ``timeout`` bounds
     each attempt (seconds); ``deadline`` bounds one request with all its
     retries. ``UNAVAILABLE`` answers, and timeouts before the server has
-    answered this client at all (a connection that cannot be established),
-    are retried with exponential backoff until ``deadline`` or
-    ``max_retries``; other failures raise at once, a timeout after the server
-    has answered as :class:`RequestTimeoutError`. Lists larger than
+    answered this client at all (a connection that cannot be established:
+    the server does not answer a status request either), are retried with
+    exponential backoff until ``deadline`` or ``max_retries``; other failures
+    raise at once, a timeout of a server that answers as
+    :class:`RequestTimeoutError`. Lists larger than
     ``batch_size`` are sent as several requests (documents of similar length
     together), and a failed request retries only its own batch; results come
     back in the caller's order. ``root_certificates`` (a PEM path or PEM
@@ -144,8 +146,8 @@ class ServingClient:
         check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         check_seconds("deadline", deadline, maximum=defaults.MAX_WAIT_S)
         check_integer("max_retries", max_retries, minimum=0)
-        # gRPC's message limits are C ints.
-        check_integer("max_message_bytes", max_message_bytes, maximum=2**31 - 1)
+        check_integer("max_message_bytes", max_message_bytes,
+                      maximum=defaults.MAX_GRPC_MESSAGE_BYTES)
         self.target = target
         self.model_name = model_name
         self.version = version
@@ -174,29 +176,32 @@ class ServingClient:
         self._status_rpc = model_service_pb2_grpc.ModelServiceStub(self._channel).GetModelStatus
         # Whether the server has answered since the last UNAVAILABLE. Until it
         # has, a deadline is taken as a connection that cannot be established
-        # (retried); after, as a server too slow to answer (not retried).
-        # gRPC's connectivity subscription would tell exactly, but its polling
-        # thread can raise when the channel is closed under it.
+        # (retried) unless the server then answers a status request; after, as
+        # a server too slow to answer (not retried). gRPC's connectivity
+        # subscription would tell exactly, but its polling thread can raise
+        # when the channel is closed under it.
         self._answered = False
 
     def annotate(self, texts: str | Sequence[str]) -> list[Entity] | list[list[Entity]]:
         """Entities of one document, or one entity list per document (in order)."""
         if isinstance(texts, str):
             return self._annotate_all([texts])[0]
-        if isinstance(texts, (bytes, bytearray)):
-            # Else each byte would be named as "document N is a int".
-            raise InvalidRequestError(f"texts is {type(texts).__name__}, expected a str or a "
-                                      "list of str (decode bytes first)")
-        return self._annotate_all(list(texts))
+        try:
+            # As the in-process API checks them (bytes, None, a number, a list of bytes).
+            texts = checked_texts(texts)
+        except TypeError as error:
+            raise InvalidRequestError(str(error)) from None
+        return self._annotate_all(texts)
 
     def tag_tokens(
         self, sentences: Sequence[Sequence[str]]
     ) -> list[tuple[list[str], list[float]]]:
         """``(tags, confidences)`` for each pre-tokenized sentence, in order."""
         # A str is a sequence of one-character "tokens": refused, not tagged.
-        if isinstance(sentences, (str, bytes)):
+        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
             raise InvalidRequestError(f"sentences is {type(sentences).__name__}, expected a "
                                       "list of sentences, each a list of tokens (str)")
+        sentences = list(sentences)  # a generator is read once, here
         for row_index, tokens in enumerate(sentences):
             if isinstance(tokens, (str, bytes)):
                 raise InvalidRequestError(f"sentence {row_index} is {type(tokens).__name__}, "
@@ -209,8 +214,8 @@ class ServingClient:
                         f"sentence {row_index}, token {token_index}: {EMPTY_TOKEN_RULE}")
         encoded = [[encode_text(token) for token in tokens] for tokens in rows]
         return in_size_order_batches(
-            list(zip(rows, encoded)), [len(tokens) for tokens in rows], self.batch_size,
-            self._tag_batch,
+            list(zip(range(len(rows)), rows, encoded)), [len(tokens) for tokens in rows],
+            self.batch_size, self._tag_batch,
         )
 
     def metadata(self) -> ModelMetadata:
@@ -264,40 +269,38 @@ class ServingClient:
     # -- requests -------------------------------------------------------------
 
     def _annotate_all(self, texts: list[str]) -> list[list[Entity]]:
-        for index, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidRequestError(
-                    f"document {index} is a {type(text).__name__}, not a str"
-                )
         encoded = [encode_text(text) for text in texts]
         return in_size_order_batches(
-            list(zip(texts, encoded)), [len(data) for data in encoded], self.batch_size,
-            self._annotate_batch,
+            list(zip(range(len(texts)), texts, encoded)), [len(data) for data in encoded],
+            self.batch_size, self._annotate_batch,
         )
 
-    def _annotate_batch(self, batch: list[tuple[str, bytes]]) -> list[list[Entity]]:
-        texts = [text for text, _ in batch]
+    def _annotate_batch(self, batch: list[tuple[int, str, bytes]]) -> list[list[Entity]]:
+        texts = [text for _, text, _ in batch]
         request = predict_pb2.PredictRequest()
         self._fill_model_spec(request.model_spec, self.signature)
         request.inputs[TEXT].CopyFrom(
-            tf.make_tensor_proto([data for _, data in batch], dtype=tf.string, shape=[len(batch)])
+            tf.make_tensor_proto([data for _, _, data in batch], dtype=tf.string,
+                                 shape=[len(batch)])
         )
-        response = self._call("Predict", self._predict_rpc, request, texts)
+        response = self._call("Predict", self._predict_rpc, request, texts,
+                              [index for index, _, _ in batch])
         return entities_from_outputs(texts, _arrays(response))
 
     def _tag_batch(
-        self, batch: list[tuple[list[str], list[bytes]]]
+        self, batch: list[tuple[int, list[str], list[bytes]]]
     ) -> list[tuple[list[str], list[float]]]:
-        padded = padded_token_rows([data for _, data in batch], PAD_TOKEN.encode())
+        padded = padded_token_rows([data for _, _, data in batch], PAD_TOKEN.encode())
         request = predict_pb2.PredictRequest()
         self._fill_model_spec(request.model_spec, PREDICT_TOKENS)
         request.inputs[TOKENS].CopyFrom(
             tf.make_tensor_proto(padded, dtype=tf.string, shape=[len(batch), len(padded[0])])
         )
-        quoted = [token for tokens, _ in batch for token in tokens]
-        response = self._call("Predict", self._predict_rpc, request, quoted)
+        quoted = [token for _, tokens, _ in batch for token in tokens]
+        response = self._call("Predict", self._predict_rpc, request, quoted,
+                              [index for index, _, _ in batch], "sentences")
         results = tags_from_outputs(_arrays(response))
-        for (tokens, _), (tags, _) in zip(batch, results):
+        for (_, tokens, _), (tags, _) in zip(batch, results):
             if len(tags) != len(tokens):
                 # What TF Serving's batching does with pad_variable_length_inputs:
                 # true, which pads rows with their first token instead of "".
@@ -315,10 +318,12 @@ class ServingClient:
         if signature:
             spec.signature_name = signature
 
-    def _call(self, method: str, rpc: Callable[..., Any], request: Any, quoted: list[str]) -> Any:
+    def _call(self, method: str, rpc: Callable[..., Any], request: Any, quoted: list[str],
+              rows: list[int] | None = None, items: str = "documents") -> Any:
         """Send ``request``, retrying unreachable servers; map failures to exceptions.
 
-        ``quoted`` are the request's texts, withheld from any error message.
+        ``quoted`` are the request's texts, withheld from any error message;
+        ``rows`` the caller's indices (of its ``items``) of the request's rows.
         """
         started = time.monotonic()
         backoff = _INITIAL_BACKOFF_S
@@ -334,14 +339,18 @@ class ServingClient:
                     failure = f"UNAVAILABLE: {safe_details(error, quoted)}"
                     pause = backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
-                elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered:
+                elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered and \
+                        not self._answers_status(self.deadline - (time.monotonic() - started)):
                     failure = "DEADLINE_EXCEEDED before the server answered (connecting?)"
                     # The attempt already waited its whole timeout.
                     pause = 0.0
                 else:
-                    # An error status is an answer (a deadline here comes after one).
+                    # An error status is an answer (a deadline here comes after one, or
+                    # from a server that answers: too slow, and sent again it would only
+                    # run again).
                     self._answered = True
-                    raise error_from_rpc(f"{method} to {self.target}", error, quoted) from None
+                    raise error_from_rpc(f"{method} to {self.target}", error, quoted, rows,
+                                         items) from None
             else:
                 self._answered = True
                 return response
@@ -358,6 +367,25 @@ class ServingClient:
                 method, self.target, failure, attempts, self.max_retries, pause,
             )
             time.sleep(pause)
+
+    def _answers_status(self, remaining: float) -> bool:
+        """Whether the server answers a ``GetModelStatus`` within ``remaining`` seconds.
+
+        Asked when a request's timeout passed before this client had any answer:
+        a server that answers is connected and was slow, not a connection still
+        being made (a client's first request, the command line's every one).
+        """
+        if remaining <= 0:
+            return False
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._fill_model_spec(request.model_spec)
+        try:
+            self._status_rpc(request, timeout=min(self.timeout, remaining))
+        except grpc.RpcError as error:
+            # Any other status is an answer (NOT_FOUND; UNIMPLEMENTED without ModelService).
+            return error.code() not in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
 
 
 def _arrays(response: predict_pb2.PredictResponse) -> dict[str, Any]:

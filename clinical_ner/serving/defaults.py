@@ -25,6 +25,8 @@ MAX_DOCUMENT_CHARS = 100_000
 BATCH_DOCUMENTS = 32
 # gRPC's receive (and the client's send) limit; the REST server's body limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: The largest such limit gRPC takes (a C int).
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
 GRACE_S = 10.0
 #: The longest ``--grace``: a day (a longer one is a mistake, not a drain).
 MAX_GRACE_S = 24 * 3600.0

@@ -46,8 +46,9 @@ from pathlib import Path
 
 import grpc
 
+from clinical_ner.artifacts.saved_model import VERSION_DIR_PATTERN, holds_saved_model, versions
 from clinical_ner.errors import (
-    ConfigError, ModelError, check_integer, check_seconds, setting_name,
+    MAX_PORT, ConfigError, ModelError, check_integer, check_seconds, setting_name,
 )
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
@@ -61,6 +62,65 @@ from clinical_ner.serving.versions import ModelVersions
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+_CERT_CHAIN = "a certificate chain"
+_PRIVATE_KEY = "a private key"
+
+
+def check_server_options(
+    *,
+    model_name: str,
+    port: int | None,
+    rest_port: int | None,
+    max_workers: int,
+    max_concurrent_calls: int | None,
+    poll_interval_s: float,
+    max_documents: int,
+    max_document_chars: int,
+    max_message_bytes: int,
+    ssl_cert: str | Path | None,
+    ssl_key: str | Path | None,
+    max_batch_documents: int,
+) -> None:
+    """Raise :class:`ConfigError` for a :class:`ModelServer` argument that cannot work.
+
+    ``ModelServer`` checks its arguments so; ``clinical-ner serve`` checks its
+    options before it exports a model directory to serve (which takes a
+    while). The TLS files are read and checked too.
+    """
+    if not MODEL_NAME_PATTERN.fullmatch(model_name):
+        raise ConfigError(
+            f"invalid model name {model_name[:64]!r}: use 1-128 letters, digits, '_', "
+            "'-' or '.', starting with a letter or digit"
+        )
+    for option, value in (
+        ("max_workers", max_workers),
+        ("max_concurrent_calls", max_concurrent_calls),
+        ("max_documents", max_documents),
+        ("max_batch_documents", max_batch_documents),
+        ("max_document_chars", max_document_chars),
+    ):
+        if value is not None:  # max_concurrent_calls: the number of CPUs
+            check_integer(option, value)
+    # (An infinite interval overflowed the poller's timer and ended its thread.)
+    check_seconds("poll_interval_s", poll_interval_s, maximum=24 * 3600)
+    check_integer("max_message_bytes", max_message_bytes,
+                  maximum=defaults.MAX_GRPC_MESSAGE_BYTES)
+    for option, value in (("port", port), ("rest_port", rest_port)):
+        if value is not None:
+            check_integer(option, value, minimum=0, maximum=MAX_PORT)
+    if port is not None and port != 0 and port == rest_port:
+        # Else the REST listener failed as "in use?", by the gRPC one of this server.
+        raise ConfigError(f"{setting_name('port')} and {setting_name('rest_port')} are both "
+                          f"{port}; REST needs a port of its own")
+    if (ssl_cert is None) != (ssl_key is None):
+        raise ConfigError(f"TLS needs both {setting_name('ssl_cert')} and "
+                          f"{setting_name('ssl_key')}")
+    if ssl_cert is not None:
+        read_pem(ssl_cert, "ssl_cert", _CERT_CHAIN)
+        read_pem(ssl_key, "ssl_key", _PRIVATE_KEY)
+        server_context(Path(ssl_cert), Path(ssl_key))
 
 
 class ModelServer:
@@ -100,39 +160,28 @@ class ModelServer:
         ssl_key: str | Path | None = None,
         max_batch_documents: int = defaults.BATCH_DOCUMENTS,
     ) -> None:
-        if not MODEL_NAME_PATTERN.fullmatch(model_name):
-            raise ConfigError(
-                f"invalid model name {model_name[:64]!r}: use 1-128 letters, digits, '_', "
-                "'-' or '.', starting with a letter or digit"
-            )
+        check_server_options(
+            model_name=model_name, port=port, rest_port=rest_port, max_workers=max_workers,
+            max_concurrent_calls=max_concurrent_calls, poll_interval_s=poll_interval_s,
+            max_documents=max_documents, max_document_chars=max_document_chars,
+            max_message_bytes=max_message_bytes, ssl_cert=ssl_cert, ssl_key=ssl_key,
+            max_batch_documents=max_batch_documents,
+        )
         self.base_path = Path(base_path)
         if not self.base_path.is_dir():
             # A missing model, exit status 4 as for every command.
             raise ModelError(f"model base path {self.base_path} is not a directory")
+        if holds_saved_model(self.base_path) and not versions(self.base_path):
+            # Else served as a base path without versions: NOT_FOUND for good.
+            name = self.base_path.resolve().name
+            parent = os.path.normpath(self.base_path / os.pardir)  # of "." too
+            remedy = (f"serve {parent}, which holds it as version {name}"
+                      if VERSION_DIR_PATTERN.fullmatch(name) else
+                      "put it in a folder named 1 under a base path, and serve that")
+            raise ModelError(f"model base path {self.base_path} is a SavedModel (one version), "
+                             f"not a base path of numbered versions: {remedy}")
         if max_concurrent_calls is None:
             max_concurrent_calls = len(os.sched_getaffinity(0))
-        for option, value in (
-            ("max_workers", max_workers),
-            ("max_concurrent_calls", max_concurrent_calls),
-            ("max_documents", max_documents),
-            ("max_batch_documents", max_batch_documents),
-            ("max_document_chars", max_document_chars),
-        ):
-            check_integer(option, value)
-        # (An infinite interval overflowed the poller's timer and ended its thread.)
-        check_seconds("poll_interval_s", poll_interval_s, maximum=24 * 3600)
-        # gRPC's message limits are C ints.
-        check_integer("max_message_bytes", max_message_bytes, maximum=2**31 - 1)
-        for option, value in (("port", port), ("rest_port", rest_port)):
-            if value is not None:
-                check_integer(option, value, minimum=0, maximum=65535)
-        if port is not None and port != 0 and port == rest_port:
-            # Else the REST listener failed as "in use?", by the gRPC one of this server.
-            raise ConfigError(f"{setting_name('port')} and {setting_name('rest_port')} are both "
-                              f"{port}; REST needs a port of its own")
-        if (ssl_cert is None) != (ssl_key is None):
-            raise ConfigError(f"TLS needs both {setting_name('ssl_cert')} and "
-                              f"{setting_name('ssl_key')}")
         self.model_name = model_name
         self.host = host
         self.port = port
@@ -144,8 +193,8 @@ class ModelServer:
         self._credentials = None
         self._tls_context = None
         if ssl_cert is not None:
-            cert_chain = read_pem(ssl_cert, "ssl_cert", "a certificate chain")
-            private_key = read_pem(ssl_key, "ssl_key", "a private key")
+            cert_chain = read_pem(ssl_cert, "ssl_cert", _CERT_CHAIN)
+            private_key = read_pem(ssl_key, "ssl_key", _PRIVATE_KEY)
             self._tls_context = server_context(Path(ssl_cert), Path(ssl_key))
             self._credentials = grpc.ssl_server_credentials([(private_key, cert_chain)])
         self._versions = ModelVersions(self.base_path, model_name)
