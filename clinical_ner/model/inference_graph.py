@@ -18,7 +18,7 @@ from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.model.tag_space import tag_roles
 from clinical_ner.model.vocab import PAD, Vocabulary
 from clinical_ner.text.document import ASSERTION_LABEL
-from clinical_ner.text.graph_tokenizer import split_sentences_graph
+from clinical_ner.text.graph_tokenizer import decode_utf8, split_sentences_graph
 from clinical_ner.text.tags import to_iob2_tag
 
 
@@ -28,6 +28,43 @@ def _backing_variable(variable) -> tf.Variable:
     if not isinstance(value, tf.Variable):
         raise TypeError(f"{variable.path} is not backed by a tf.Variable: {type(value).__name__}")
     return value
+
+
+def _span_checks(text: tf.Tensor, span_start: tf.Tensor, span_end: tf.Tensor
+                 ) -> list[tf.Operation]:
+    """Asserts that refuse what ``classify_assertions`` would answer with a guess or ``""``.
+
+    Stock TF Serving runs the graph alone, so the graph checks its spans as the
+    in-process API and the development server do (``signatures.span_within``):
+    one row of spans per text, ``span_end`` shaped as ``span_start``, and each
+    span ``-1, -1`` or within its text's code points. The message names the
+    first refused element, never the text.
+    """
+    start_shape, end_shape = tf.shape(span_start), tf.shape(span_end)
+    pair_up = [
+        tf.debugging.Assert(tf.reduce_all(start_shape == end_shape), [tf.strings.format(
+            f"inputs '{signatures.SPAN_START}' and '{signatures.SPAN_END}' must have the same "
+            "shape, got {} and {}", (start_shape, end_shape))]),
+        tf.debugging.Assert(start_shape[0] == tf.shape(text)[0], [tf.strings.format(
+            f"inputs '{signatures.SPAN_START}' and '{signatures.SPAN_END}' need one row per "
+            f"document of '{signatures.TEXT}': got {{}} rows for {{}} documents",
+            (start_shape[0], tf.shape(text)[0]))]),
+    ]
+    with tf.control_dependencies(pair_up):
+        length = decode_utf8(text).row_lengths()[:, tf.newaxis]
+        start, end = tf.cast(span_start, tf.int64), tf.cast(span_end, tf.int64)
+        refused = ~(((start == -1) & (end == -1)) | signatures.span_within(start, end, length))
+
+        def first_refused() -> tf.Tensor:
+            row, column = tf.unstack(tf.where(refused)[0])
+            return tf.strings.format(
+                f"inputs '{signatures.SPAN_START}' and '{signatures.SPAN_END}' element "
+                "[{}, {}]: span [{}, {}) is neither -1, -1 (padding) nor 0 <= start < end <= {} "
+                "(text {}'s length in code points)",
+                (row, column, start[row, column], end[row, column], length[row, 0], row))
+
+        message = tf.cond(tf.reduce_any(refused), first_refused, lambda: tf.constant(""))
+        return [*pair_up, tf.debugging.Assert(~tf.reduce_any(refused), [message])]
 
 
 class InferenceModule(tf.Module):
@@ -216,10 +253,13 @@ class InferenceModule(tf.Module):
                             span_end: tf.Tensor) -> dict[str, tf.Tensor]:
         """The assertion of given spans: the tokens that overlap a span are its tokens.
 
-        A padding span (start -1) and a span that covers no token get ``""``
-        and 0.0, and so does every span of a model without assertions.
+        A padding span (-1, -1) and a span that covers no token get ``""``
+        and 0.0, and so does every span of a model without assertions. Inputs
+        that do not pair up, and a span outside its text, fail the call
+        (``InvalidArgumentError``; TF Serving answers ``INVALID_ARGUMENT``).
         """
-        shape = tf.shape(span_start)
+        with tf.control_dependencies(_span_checks(text, span_start, span_end)):
+            shape = tf.shape(span_start)
         if not self.assertions:
             return {signatures.ASSERTION: tf.fill(shape, ""),
                     signatures.ASSERTION_CONFIDENCE: tf.zeros(shape, tf.float32)}
