@@ -424,6 +424,28 @@ def test_evaluate_names_the_data_s_labels_the_model_does_not_know(tmp_path, caps
     assert capsys.readouterr().err == ""
 
 
+def test_evaluate_checks_a_saved_model_export_s_labels_as_the_model_s(tmp_path, capsys):
+    # An export's labels were not known: a label map onto one it lacks scored F1 0 without a
+    # word, and data of other label names got no note.
+    from clinical_ner import ClinicalNER
+    from clinical_ner.cli import main
+
+    ner = ClinicalNER.pretrained()
+    export = ner.export(tmp_path / "export")
+    assert ClinicalNER.load(export).labels == ner.labels == ["problem", "test", "treatment"]
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-Disease\nand\tO\nCT\tB-test\n\n", encoding="utf-8")
+    assert main(["evaluate", str(export), "--data", str(gold)]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {gold}: the model does not know the label(s) Disease (it has problem, test, "
+        "treatment): they score 0; map them onto its labels with --label-map\n")
+    assert main(["evaluate", str(export), "--data", str(gold),
+                 "--label-map", "Disease=disease"]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner evaluate: error: --label-map maps onto label disease, which the model "
+        "does not know (it has problem, test, treatment)\n")
+
+
 @pytest.mark.parametrize("option, arguments", [
     ("--dev", ["train", "--train", "a.conll", "--dev", "b", "--dev", "c", "--output", "run"]),
     ("--config", ["train", "--train", "a.conll", "--config", "a.json", "--config", "b.json",

@@ -21,6 +21,7 @@ from clinical_ner.export import signatures
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.pretrained import DEFAULT_MODEL, resolve_model_path
 from clinical_ner.text.document import Entity
+from clinical_ner.text.tags import entity_labels
 from clinical_ner.version import __version__
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class KerasAnnotator(Annotator):
         self.vocab = vocab
         self.config = config
         self.assertion_classes = list(vocab.assertions)
+        self.labels = entity_labels(vocab.tags)
         model.apply_runtime_settings(config)
         self.module = InferenceModule(model, vocab, config)
 

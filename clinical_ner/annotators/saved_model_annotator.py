@@ -126,6 +126,9 @@ class SavedModelAnnotator(Annotator):
         classes = getattr(self._loaded, signatures.ASSERTION_CLASSES, None)
         self.assertion_classes = ([] if classes is None else
                                   [name.decode("utf-8") for name in classes.numpy()])
+        labels = getattr(self._loaded, signatures.ENTITY_LABELS, None)
+        self.labels = (None if labels is None else
+                       [name.decode("utf-8") for name in labels.numpy()])
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SavedModelAnnotator":

@@ -35,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.evaluation.evaluate import (
         corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
     )
-    from clinical_ner.text.tags import entity_labels
 
     # The model's own files too: --json MODEL/vocab.json left a model that no longer loads.
     model_files = ([path for path in args.model.iterdir() if path.is_file()]
@@ -43,9 +42,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file("--json", args.json, inputs=[args.data, *model_files])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
-    # A Keras model directory knows its labels; other artifacts are checked by the scores.
-    vocab = getattr(ner, "vocab", None)
-    model_labels = entity_labels(vocab.tags) if vocab is not None else None
+    # None for an export that does not record them (before 0.4.0): checked by the scores.
+    model_labels = ner.labels
     unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
     if unknown:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "

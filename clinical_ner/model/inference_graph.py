@@ -96,6 +96,7 @@ class InferenceModule(tf.Module):
         # BIOES sequence (decoding forbids invalid ones) maps S- to B- and
         # E- to I- tag by tag.
         self._iob2_tags = tf.constant([to_iob2_tag(tag) for tag in vocab.tags])
+        self.labels = roles.labels
         self._labels = tf.constant([""] + roles.labels)
         self._tag_label = tf.constant(roles.label_index)
         self._tag_begins = tf.constant(roles.begins)
@@ -321,10 +322,12 @@ class InferenceModule(tf.Module):
         root = tf.Module(name="clinical_ner")
         root.model_variables = [_backing_variable(variable) for variable in self.model.variables]
         root.word_table = self.featurizer.word_table
-        # For SavedModelAnnotator.classify_assertions (the graphs hold them as constants).
-        setattr(root, signatures.ASSERTION_CLASSES, tf.Variable(
-            tf.constant(list(self.assertions), dtype=tf.string), trainable=False,
-            name=signatures.ASSERTION_CLASSES))
+        # For SavedModelAnnotator.classify_assertions and evaluate (the graphs hold them as
+        # constants).
+        for name, values in ((signatures.ASSERTION_CLASSES, self.assertions),
+                             (signatures.ENTITY_LABELS, self.labels)):
+            setattr(root, name, tf.Variable(tf.constant(list(values), dtype=tf.string),
+                                            trainable=False, name=name))
         return root
 
     def signatures(self) -> dict:
