@@ -495,6 +495,25 @@ def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, 
     assert (model / "vocab.json").read_bytes() == vocab
 
 
+def test_evaluate_refuses_a_json_report_over_a_file_of_a_saved_model_s_versions(tmp_path,
+                                                                                 capsys):
+    # Only the files at the top of the model folder were checked: --json BASE/1/saved_model.pb
+    # replaced the export's graph with the scores.
+    from clinical_ner.cli import main
+    from helpers import export_toy
+
+    graph = export_toy(tmp_path / "base") / "saved_model.pb"
+    before = graph.read_bytes()
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    assert main(["evaluate", str(tmp_path / "base"), "--data", str(gold),
+                 "--json", str(graph)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: --json {graph}: also an input ({graph}); writing it "
+        "would overwrite it, so give another file\n")
+    assert graph.read_bytes() == before
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 
