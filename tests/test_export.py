@@ -132,6 +132,17 @@ def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_
     assert not (tmp_path / "base").exists()
 
 
+def test_export_refuses_an_empty_output(tmp_path, monkeypatch, capsys):
+    # --output "$UNSET" exported into the working directory (./1) as the base path.
+    from clinical_ner.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "clinical", "--output", ""]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner export: error: --output is empty; give the folder to write into\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_save_leaves_no_trace_and_keeps_old_versions(tmp_path, monkeypatch):
     export_toy(tmp_path, version=1)
 
