@@ -514,6 +514,25 @@ def test_evaluate_refuses_a_json_report_over_a_file_of_a_saved_model_s_versions(
     assert graph.read_bytes() == before
 
 
+@pytest.mark.parametrize("option", ["--label-map", "--assertion-map", "--corpus"])
+def test_evaluate_refuses_a_json_report_over_the_map_or_corpus_file_it_reads(tmp_path, capsys,
+                                                                             option):
+    # --json map.json replaced the label map (or assertion map, or corpus file) with the scores.
+    from clinical_ner.cli import main
+
+    given = tmp_path / ("corpora.toml" if option == "--corpus" else "map.json")
+    given.write_text("{}", encoding="utf-8")
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    extra = ["--corpus-name", "c"] if option == "--corpus" else []
+    assert main(["evaluate", "clinical", "--data", str(gold), option, str(given), *extra,
+                 "--json", str(given)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: --json {given}: also an input ({given}); writing it "
+        "would overwrite it, so give another file\n")
+    assert given.read_text(encoding="utf-8") == "{}"
+
+
 class _ClosedStdout(io.StringIO):
     """Standard output whose reader has gone (``predict ... | head``)."""
 

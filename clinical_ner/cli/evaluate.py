@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     check_model_files(args.model)  # first: no walk through a folder that is no model
     model_files = ([path for path in args.model.rglob("*") if path.is_file()]
                    if args.model.is_dir() else [])
-    check_output_file("--json", args.json, inputs=[args.data, *model_files])
+    # And the maps and corpus file it reads (a --label-map of TYPE=LABEL pairs names no file).
+    maps = [path for path in (args.label_map, args.assertion_map, args.corpus) if path]
+    check_output_file("--json", args.json, inputs=[args.data, *maps, *model_files])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
     # None for an export that does not record them (before 0.4.0): checked by the scores.
