@@ -5,6 +5,7 @@ the bundled model and a 0.3.0 run are in ``test_compatibility.py``.
 """
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -129,6 +130,26 @@ def test_an_empty_token_is_refused_not_taken_for_padding(model_base, runtime):
             ner.tag(sentences)
     tags, _ = ner.tag([["chest", "pain"]])[0]
     assert len(tags) == 2
+
+
+def test_a_model_file_that_is_a_zip_of_other_files_is_named(tmp_path, capsys):
+    # A zip without Keras' config.json ended export (and every load) with an internal error
+    # (KeyError, exit 70).
+    import zipfile
+
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import resolve_model_path
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_path("clinical"), model)
+    with zipfile.ZipFile(model / "model.keras", "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    expected = f"{model}: model.keras is not a complete Keras archive (truncated or damaged)"
+    with pytest.raises(ModelError, match=f"^{re.escape(expected)}"):
+        ClinicalNER.load(model)
+    assert main(["export", str(model), "--output", str(tmp_path / "out")]) == 4
+    assert capsys.readouterr().err.startswith(f"clinical-ner export: error: {expected}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_clinical_ner_is_the_factory_not_a_type():
