@@ -132,9 +132,11 @@ def test_an_empty_token_is_refused_not_taken_for_padding(model_base, runtime):
     assert len(tags) == 2
 
 
-def test_a_model_file_that_is_a_zip_of_other_files_is_named(tmp_path, capsys):
-    # A zip without Keras' config.json ended export (and every load) with an internal error
-    # (KeyError, exit 70).
+@pytest.mark.parametrize("damage", ["other files", "weights cut short"])
+def test_a_model_file_that_is_a_whole_zip_but_no_keras_archive_is_named(tmp_path, capsys,
+                                                                        damage):
+    # A zip without Keras' config.json, or whose weights file is cut short, ended export (and
+    # every load) with an internal error (KeyError, OSError: exit 70).
     import zipfile
 
     from clinical_ner.cli import main
@@ -142,8 +144,15 @@ def test_a_model_file_that_is_a_zip_of_other_files_is_named(tmp_path, capsys):
 
     model = tmp_path / "model"
     shutil.copytree(resolve_model_path("clinical"), model)
+    with zipfile.ZipFile(model / "model.keras") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    if damage == "other files":
+        entries = {"notes.txt": b"not a model"}
+    else:
+        entries["model.weights.h5"] = entries["model.weights.h5"][:5000]
     with zipfile.ZipFile(model / "model.keras", "w") as archive:
-        archive.writestr("notes.txt", "not a model")
+        for name, data in entries.items():
+            archive.writestr(name, data)
     expected = f"{model}: model.keras is not a complete Keras archive (truncated or damaged)"
     with pytest.raises(ModelError, match=f"^{re.escape(expected)}"):
         ClinicalNER.load(model)

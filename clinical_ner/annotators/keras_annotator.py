@@ -97,6 +97,9 @@ class KerasAnnotator(Annotator):
                 "0.2.0 kept the word embedding in one table); retrain it with "
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
+        except OSError:
+            # A whole zip whose weights file inside is cut short: h5py cannot open it.
+            raise ModelError(truncated_archive_message(directory)) from None
         _check_vocabulary_fits(directory, vocab, model)
         return cls(model, vocab, config)
 
