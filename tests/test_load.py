@@ -87,6 +87,23 @@ def test_a_saved_model_without_its_variables_is_named_before_tensorflow_reads_it
             ClinicalNER.load(path)
 
 
+@pytest.mark.parametrize("name, reason", [
+    ("variables.data-00000-of-00001", "IndexError: Read less bytes than requested"),
+    ("variables.index", "OpError: "),
+])
+def test_a_saved_model_with_a_damaged_variables_file_is_named(tmp_path, model_base, name,
+                                                              reason):
+    # A variables file cut short (an interrupted copy) was an internal error (IndexError,
+    # OpError: exit 70) in ClinicalNER.load, predict, evaluate.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_base, damaged)
+    path = damaged / "1" / "variables" / name
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ModelError, match=rf"^{damaged / '1'}: a damaged SavedModel, which "
+                                         rf"TensorFlow could not load \({reason}"):
+        ClinicalNER.load(damaged)
+
+
 def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
     ner = ClinicalNER.load(model_base)
     for bad, message in ((5, "texts is int"), (None, "texts is NoneType"),

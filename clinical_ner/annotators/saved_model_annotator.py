@@ -121,7 +121,15 @@ class SavedModelAnnotator(Annotator):
         self.config = NERConfig()
         # Kept: the signature functions hold only weak references to the
         # loaded object's variables.
-        self._loaded = tf.saved_model.load(export_dir)
+        try:
+            self._loaded = tf.saved_model.load(export_dir)
+        except (tf.errors.OpError, IndexError, ValueError) as error:
+            # A variables file cut short or damaged (an interrupted copy): what TensorFlow
+            # says, on one line, rather than an internal error.
+            reason = " ".join(str(getattr(error, "message", error)).split())
+            raise NotAnExportError(
+                f"{export_dir}: a damaged SavedModel, which TensorFlow could not load "
+                f"({type(error).__name__}: {reason}); {saved_model.REMEDY}") from None
         self._serving_default = self._loaded.signatures[signatures.SERVING_DEFAULT]
         classes = getattr(self._loaded, signatures.ASSERTION_CLASSES, None)
         self.assertion_classes = ([] if classes is None else
