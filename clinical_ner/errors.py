@@ -213,14 +213,18 @@ def check_output_file(name: str, path: str | Path | None,
 
 
 def check_output_folder(name: str, path: str | Path | None) -> None:
-    """Raise :class:`ConfigError` if ``path``, a folder to write into, is an existing file,
-    or would be made inside one.
+    """Raise :class:`ConfigError` if ``path``, a folder to write into, is empty (an unset
+    variable in a script: ``Path("")`` is the working directory), an existing file, or would
+    be made inside one.
 
     See :func:`check_output_file`.
     """
     if path is None:
         return
-    path, name = Path(path), setting_name(name)
+    name = setting_name(name)
+    if not os.fspath(path):
+        raise ConfigError(f"{name} is empty; give the folder to write into")
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{name} {path}: a file; give a folder to write into")
     existing = next((parent for parent in path.parents if parent.exists()), None)

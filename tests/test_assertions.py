@@ -501,6 +501,32 @@ def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp
     assert all(a == "" for label, a in zip(labels, found) if label != "problem")
 
 
+def test_the_saved_model_refuses_spans_it_would_answer_with_a_guess(negation_model, tmp_path):
+    """Stock TF Serving runs the signature alone: bad spans fail there, naming the element."""
+    loaded = tf.saved_model.load(str(KerasAnnotator.load(negation_model[0]).export(tmp_path)))
+    classify = loaded.signatures[signatures.CLASSIFY_ASSERTIONS]
+    text = tf.constant(["No rash was seen.".encode()])
+
+    def call(starts, ends, texts=text):
+        return classify(text=texts, span_start=tf.constant(starts, tf.int32),
+                        span_end=tf.constant(ends, tf.int32))
+
+    refused = [  # each was answered: [3, 99) "absent", the others ""
+        ([[3, 3]], [[7, 99]], r"element \[0, 1\]: span \[3, 99\) is neither -1, -1 \(padding\) "
+                              r"nor 0 <= start < end <= 17"),
+        ([[7]], [[3]], r"element \[0, 0\]: span \[7, 3\)"),
+        ([[-1]], [[7]], r"element \[0, 0\]: span \[-1, 7\)"),
+        ([[3, 8]], [[7]], r"must have the same shape, got \[1 2\] and \[1 1\]"),
+    ]
+    for starts, ends, message in refused:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            call(starts, ends)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="got 1 rows for 2 documents"):
+        call([[3]], [[7]], tf.constant([b"No rash.", b"No rash."]))
+    assert [v.decode() for v in call([[3, -1]], [[7, -1]])[signatures.ASSERTION].numpy()[0]] \
+        == ["absent", ""]
+
+
 @pytest.mark.slow
 def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
         negation_model, tmp_path):

@@ -422,6 +422,28 @@ def test_evaluate_names_the_data_s_labels_the_model_does_not_know(tmp_path, caps
     assert capsys.readouterr().err == ""
 
 
+def test_evaluate_checks_a_saved_model_export_s_labels_as_the_model_s(tmp_path, capsys):
+    # An export's labels were not known: a label map onto one it lacks scored F1 0 without a
+    # word, and data of other label names got no note.
+    from clinical_ner import ClinicalNER
+    from clinical_ner.cli import main
+
+    ner = ClinicalNER.pretrained()
+    export = ner.export(tmp_path / "export")
+    assert ClinicalNER.load(export).labels == ner.labels == ["problem", "test", "treatment"]
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-Disease\nand\tO\nCT\tB-test\n\n", encoding="utf-8")
+    assert main(["evaluate", str(export), "--data", str(gold)]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {gold}: the model does not know the label(s) Disease (it has problem, test, "
+        "treatment): they score 0; map them onto its labels with --label-map\n")
+    assert main(["evaluate", str(export), "--data", str(gold),
+                 "--label-map", "Disease=disease"]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner evaluate: error: --label-map maps onto label disease, which the model "
+        "does not know (it has problem, test, treatment)\n")
+
+
 @pytest.mark.parametrize("option, arguments", [
     ("--dev", ["train", "--train", "a.conll", "--dev", "b", "--dev", "c", "--output", "run"]),
     ("--config", ["train", "--train", "a.conll", "--config", "a.json", "--config", "b.json",
@@ -525,6 +547,44 @@ def test_evaluate_refuses_a_json_report_over_one_of_the_model_s_files(tmp_path, 
         f"clinical-ner evaluate: error: --json {model / 'vocab.json'}: also an input "
         f"({model / 'vocab.json'}); writing it would overwrite it, so give another file\n")
     assert (model / "vocab.json").read_bytes() == vocab
+
+
+def test_evaluate_refuses_a_json_report_over_a_file_of_a_saved_model_s_versions(tmp_path,
+                                                                                 capsys):
+    # Only the files at the top of the model folder were checked: --json BASE/1/saved_model.pb
+    # replaced the export's graph with the scores.
+    from clinical_ner.cli import main
+    from helpers import export_toy
+
+    graph = export_toy(tmp_path / "base") / "saved_model.pb"
+    before = graph.read_bytes()
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    assert main(["evaluate", str(tmp_path / "base"), "--data", str(gold),
+                 "--json", str(graph)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: --json {graph}: also an input ({graph}); writing it "
+        "would overwrite it, so give another file\n")
+    assert graph.read_bytes() == before
+
+
+@pytest.mark.parametrize("option", ["--label-map", "--assertion-map", "--corpus"])
+def test_evaluate_refuses_a_json_report_over_the_map_or_corpus_file_it_reads(tmp_path, capsys,
+                                                                             option):
+    # --json map.json replaced the label map (or assertion map, or corpus file) with the scores.
+    from clinical_ner.cli import main
+
+    given = tmp_path / ("corpora.toml" if option == "--corpus" else "map.json")
+    given.write_text("{}", encoding="utf-8")
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    extra = ["--corpus-name", "c"] if option == "--corpus" else []
+    assert main(["evaluate", "clinical", "--data", str(gold), option, str(given), *extra,
+                 "--json", str(given)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: --json {given}: also an input ({given}); writing it "
+        "would overwrite it, so give another file\n")
+    assert given.read_text(encoding="utf-8") == "{}"
 
 
 def test_a_failed_write_is_one_line_naming_where_not_an_internal_error(tmp_path, capsys,

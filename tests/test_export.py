@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import errno
 import os
-import tempfile
 import subprocess
 import sys
 import textwrap
@@ -57,6 +56,18 @@ def test_layout_and_version_numbering(tmp_path):
     assert sorted(path.name for path in base.iterdir()) == ["1", "2", "7", "8"]
 
 
+def test_a_version_folder_gets_the_permissions_of_any_new_folder(tmp_path):
+    """Not mkdtemp's 0700: TF Serving running as another user must read the version."""
+    previous = os.umask(0o022)
+    try:
+        version = export_toy(tmp_path / "base")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(previous)
+    assert oct(version.stat().st_mode & 0o777) == oct((tmp_path / "plain").stat().st_mode & 0o777)
+    assert version.stat().st_mode & 0o005 == 0o005  # others may list and read it
+
+
 def test_only_complete_canonically_numbered_directories_are_versions(tmp_path):
     for name in ["3", ".export-5-abc", "007", "v2", "1.5"]:
         (tmp_path / name).mkdir()
@@ -84,6 +95,54 @@ def test_rejects_invalid_versions(tmp_path, version):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("artifact, message", [
+    ("version", "a SavedModel version folder; give the base path that holds the versions "
+                "({base}), as TF Serving's --model_base_path"),
+    ("litert", "a LiteRT export; give the SavedModel a base path of its own"),
+    ("model", "a model directory (it holds model.keras); give the SavedModel a base path of "
+              "its own, e.g. models/NAME"),
+])
+def test_export_refuses_an_artifact_as_its_base_path(tmp_path, capsys, artifact, message):
+    # Each got the new version nested inside it (base/1/1), where TF Serving never looks.
+    from clinical_ner.cli import main
+
+    if artifact == "version":
+        output = export_toy(tmp_path / "base", version=1)
+    else:
+        output = tmp_path / artifact
+        output.mkdir()
+        (output / ("litert.json" if artifact == "litert" else "model.keras")).write_bytes(b"")
+    before = sorted(output.iterdir())
+    assert main(["export", "clinical", "--output", str(output)]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner export: error: {output}: {message.format(base=tmp_path / 'base')}\n")
+    assert sorted(output.iterdir()) == before
+
+
+@pytest.mark.parametrize("version", ["0", "-3", "9223372036854775808"])
+def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_path, capsys,
+                                                                           version):
+    # It loaded the model, made the base path, then said "version must be ...".
+    from clinical_ner.cli import main
+
+    assert main(["export", "clinical", "--output", str(tmp_path / "base"),
+                 f"--version={version}"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "clinical-ner export: error: --version must be ")
+    assert not (tmp_path / "base").exists()
+
+
+def test_export_refuses_an_empty_output(tmp_path, monkeypatch, capsys):
+    # --output "$UNSET" exported into the working directory (./1) as the base path.
+    from clinical_ner.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "clinical", "--output", ""]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner export: error: --output is empty; give the folder to write into\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_save_leaves_no_trace_and_keeps_old_versions(tmp_path, monkeypatch):
     export_toy(tmp_path, version=1)
 
@@ -108,7 +167,7 @@ def test_read_only_base_path_fails_cleanly(tmp_path, monkeypatch):
         # What a read-only file system answers (chmod is no help: root may write anyway).
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(os, "mkdir", read_only)
     with pytest.raises(OSError, match="Read-only"):
         export_toy(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["1"]

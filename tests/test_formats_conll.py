@@ -47,6 +47,15 @@ def test_reads_columns_sentences_and_sources(tmp_path):
     assert all(s.offsets is None for s in document.sentences)
 
 
+def test_a_folder_read_as_conll_is_named_a_folder(tmp_path):
+    # evaluate --corpus (format conll) on an i2b2 folder said "no such file" of a folder
+    # that exists.
+    with pytest.raises(DataFormatError, match=r": a folder \(a CoNLL corpus is one file\)$"):
+        read_conll(tmp_path)
+    with pytest.raises(DataFormatError, match=r": no such file \(a CoNLL corpus is one file\)$"):
+        read_conll(tmp_path / "missing.conll")
+
+
 def test_crlf_and_bom_are_accepted(tmp_path):
     path = write(tmp_path, b"\xef\xbb\xbfChest\tB-problem\r\npain\tI-problem\r\n\r\nok\tO\r\n")
     assert sentences(read_conll(path)) == [

@@ -1,4 +1,6 @@
 """The inference graph: entities assembled in the graph agree with the tags it gives."""
+import re
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,25 @@ def test_empty_batches(module):
     assert tagged[signatures.TAGS].shape == (0, 0)
     padding_only = module.tag_tokens(np.array([["", ""]], dtype=object))
     assert padding_only[signatures.LENGTH].numpy().tolist() == [0]
+
+
+def test_the_exported_predict_tokens_refuses_an_empty_token_before_a_token(module, tmp_path):
+    """Stock TF Serving runs the signature alone: ``""`` before a token fails there, naming
+    the element (``[["", "pain"]]`` got one tag, for two tokens)."""
+    import tensorflow as tf
+    from clinical_ner.export.saved_model import export_saved_model
+
+    loaded = tf.saved_model.load(str(export_saved_model(module.saved_object(),
+                                                        module.signatures(), tmp_path)))
+    predict_tokens = loaded.signatures[signatures.PREDICT_TOKENS]
+    for rows, element in (([["", "pain"]], "[0, 0]"),
+                          ([["a", "b", "c"], ["chest", "", "pain"]], "[1, 1]")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+                f"input tokens element {element} is the empty string before a token of its "
+                "row: tokens must be non-empty strings")):
+            predict_tokens(tokens=tf.constant(rows))
+    padded = predict_tokens(tokens=tf.constant([["chest", "pain", ""], ["a", "", ""]]))
+    assert padded[signatures.LENGTH].numpy().tolist() == [2, 1]
 
 
 def test_size_order_batches_group_similar_sizes_and_keep_the_callers_order():

@@ -5,6 +5,7 @@ the bundled model and a 0.3.0 run are in ``test_compatibility.py``.
 """
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -95,6 +96,23 @@ def test_a_saved_model_without_its_variables_is_named_before_tensorflow_reads_it
             ClinicalNER.load(path)
 
 
+@pytest.mark.parametrize("name, reason", [
+    ("variables.data-00000-of-00001", "IndexError: Read less bytes than requested"),
+    ("variables.index", "OpError: "),
+])
+def test_a_saved_model_with_a_damaged_variables_file_is_named(tmp_path, model_base, name,
+                                                              reason):
+    # A variables file cut short (an interrupted copy) was an internal error (IndexError,
+    # OpError: exit 70) in ClinicalNER.load, predict, evaluate.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(model_base, damaged)
+    path = damaged / "1" / "variables" / name
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ModelError, match=rf"^{damaged / '1'}: a damaged SavedModel, which "
+                                         rf"TensorFlow could not load \({reason}"):
+        ClinicalNER.load(damaged)
+
+
 def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
     ner = ClinicalNER.load(model_base)
     for bad, message in ((5, "texts is int"), (None, "texts is NoneType"),
@@ -160,6 +178,35 @@ def test_every_annotator_closes_and_serves_a_with_block(model_base, runtime):
         expected = ner.annotate(NOTE)
     ner.close()
     assert ner.annotate(NOTE) == expected
+
+
+@pytest.mark.parametrize("damage", ["other files", "weights cut short"])
+def test_a_model_file_that_is_a_whole_zip_but_no_keras_archive_is_named(tmp_path, capsys,
+                                                                        damage):
+    # A zip without Keras' config.json, or whose weights file is cut short, ended export (and
+    # every load) with an internal error (KeyError, OSError: exit 70).
+    import zipfile
+
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import resolve_model_path
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_path("clinical"), model)
+    with zipfile.ZipFile(model / "model.keras") as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    if damage == "other files":
+        entries = {"notes.txt": b"not a model"}
+    else:
+        entries["model.weights.h5"] = entries["model.weights.h5"][:5000]
+    with zipfile.ZipFile(model / "model.keras", "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    expected = f"{model}: model.keras is not a complete Keras archive (truncated or damaged)"
+    with pytest.raises(ModelError, match=f"^{re.escape(expected)}"):
+        ClinicalNER.load(model)
+    assert main(["export", str(model), "--output", str(tmp_path / "out")]) == 4
+    assert capsys.readouterr().err.startswith(f"clinical-ner export: error: {expected}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_clinical_ner_is_the_factory_not_a_type():

@@ -30,13 +30,16 @@ class Annotator:
     ``_classify_assertions_batch(texts, spans)`` returns the assertion and
     its confidence of each text's spans (already checked, at least one span
     per text). Subclasses set ``config``, whose batch sizes apply when a call
-    gives none, and ``assertion_classes`` (empty, the default, for a model
-    without assertions).
+    gives none, ``assertion_classes`` (empty, the default, for a model
+    without assertions) and ``labels``, the sorted entity labels the model
+    finds (``None``, the default, where the artifact does not record them:
+    SavedModel exports before 0.4.0).
     """
 
     config: NERConfig
     # A runtime that cannot tell (or a model without assertions) has none.
     assertion_classes: Sequence[str] = ()
+    labels: Sequence[str] | None = None
 
     @overload
     def annotate(self, texts: str, batch_size: int | None = ...,

@@ -21,6 +21,7 @@ from clinical_ner.export import signatures
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.pretrained import DEFAULT_MODEL, resolve_model_path
 from clinical_ner.text.document import Entity
+from clinical_ner.text.tags import entity_labels
 from clinical_ner.version import __version__
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class KerasAnnotator(Annotator):
         self.vocab = vocab
         self.config = config
         self.assertion_classes = list(vocab.assertions)
+        self.labels = entity_labels(vocab.tags)
         model.apply_runtime_settings(config)
         self.module = InferenceModule(model, vocab, config)
 
@@ -95,6 +97,9 @@ class KerasAnnotator(Annotator):
                 "0.2.0 kept the word embedding in one table); retrain it with "
                 f"'clinical-ner train'. Keras said: {error}"
             ) from None
+        except OSError:
+            # A whole zip whose weights file inside is cut short: h5py cannot open it.
+            raise ModelError(truncated_archive_message(directory)) from None
         _check_vocabulary_fits(directory, vocab, model)
         return cls(model, vocab, config)
 

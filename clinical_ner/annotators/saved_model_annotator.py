@@ -121,11 +121,22 @@ class SavedModelAnnotator(Annotator):
         self.config = NERConfig()
         # Kept: the signature functions hold only weak references to the
         # loaded object's variables.
-        self._loaded = tf.saved_model.load(export_dir)
+        try:
+            self._loaded = tf.saved_model.load(export_dir)
+        except (tf.errors.OpError, IndexError, ValueError) as error:
+            # A variables file cut short or damaged (an interrupted copy): what TensorFlow
+            # says, on one line, rather than an internal error.
+            reason = " ".join(str(getattr(error, "message", error)).split())
+            raise NotAnExportError(
+                f"{export_dir}: a damaged SavedModel, which TensorFlow could not load "
+                f"({type(error).__name__}: {reason}); {saved_model.REMEDY}") from None
         self._serving_default = self._loaded.signatures[signatures.SERVING_DEFAULT]
         classes = getattr(self._loaded, signatures.ASSERTION_CLASSES, None)
         self.assertion_classes = ([] if classes is None else
                                   [name.decode("utf-8") for name in classes.numpy()])
+        labels = getattr(self._loaded, signatures.ENTITY_LABELS, None)
+        self.labels = (None if labels is None else
+                       [name.decode("utf-8") for name in labels.numpy()])
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SavedModelAnnotator":

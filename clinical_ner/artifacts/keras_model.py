@@ -18,6 +18,8 @@ REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, VOCAB_FILE)
 #: (:func:`clinical_ner.artifacts.incomplete_message`).
 KIND = "model directory"
 REMEDY = "copy the whole model folder again, or train it again with 'clinical-ner train'"
+#: What every Keras 3 archive (``model.save``) holds: the model's config and its weights.
+ARCHIVE_ENTRIES = ("config.json", "model.weights.h5")
 #: The trainer's resumable state (``--resume``); not needed to annotate.
 CHECKPOINT_DIR = "checkpoint"
 
@@ -38,14 +40,23 @@ def missing_files(directory: str | os.PathLike) -> list[str]:
 
 
 def is_complete_archive(directory: str | os.PathLike, name: str = MODEL_FILE) -> bool:
-    """Whether ``directory``'s :data:`MODEL_FILE` (or ``name``) is a whole zip archive, as Keras
-    writes it.
+    """Whether ``directory``'s :data:`MODEL_FILE` (or ``name``) is a whole zip archive that
+    holds what Keras writes (:data:`ARCHIVE_ENTRIES`).
 
     A truncated or emptied copy lacks the archive's directory at its end, which
-    Keras then reports as weights that do not fit the model; this reads only
-    that end, without TensorFlow.
+    Keras then reports as weights that do not fit the model, and a zip of other
+    files ended loading with an internal error (``KeyError``); this reads only
+    that directory, without TensorFlow.
     """
-    return zipfile.is_zipfile(os.path.join(os.fspath(directory), name))
+    path = os.path.join(os.fspath(directory), name)
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return all(entry in entries for entry in ARCHIVE_ENTRIES)
 
 
 def truncated_archive_message(directory: str | os.PathLike) -> str:

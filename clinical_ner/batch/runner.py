@@ -310,9 +310,7 @@ def _check_local_matches(given: str, pattern: str) -> None:
 
 
 def _check_output(output: str) -> None:
-    if not output:
-        raise ConfigError("--output is empty; give the folder to write into")
-    if "://" not in output:
+    if "://" not in output:  # "" too: refused as empty
         check_output_folder("--output", output)
     # Shards of an earlier run would mix with this run's (their shard counts
     # may differ, so they would not all be overwritten).

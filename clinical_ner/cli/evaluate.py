@@ -29,23 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats import load_corpus
-    from clinical_ner.annotators.load import ClinicalNER
+    from clinical_ner.annotators.load import ClinicalNER, check_model_files
     from clinical_ner.evaluation.scorer import format_report
     from clinical_ner.formats.writers import write_output_file
     from clinical_ner.evaluation.evaluate import (
         corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
     )
-    from clinical_ner.text.tags import entity_labels
 
-    # The model's own files too: --json MODEL/vocab.json left a model that no longer loads.
-    model_files = ([path for path in args.model.iterdir() if path.is_file()]
+    # The model's own files too, a SavedModel's in its version folders: --json
+    # MODEL/vocab.json (or BASE/1/saved_model.pb) left a model that no longer loads.
+    check_model_files(args.model)  # first: no walk through a folder that is no model
+    model_files = ([path for path in args.model.rglob("*") if path.is_file()]
                    if args.model.is_dir() else [])
-    check_output_file("--json", args.json, inputs=[args.data, *model_files])
+    # And the maps and corpus file it reads (a --label-map of TYPE=LABEL pairs names no file).
+    maps = [path for path in (args.label_map, args.assertion_map, args.corpus) if path]
+    check_output_file("--json", args.json, inputs=[args.data, *maps, *model_files])
     data_format, label_map, labels, corpus_assertion_map = _corpus_reading(args)
     ner = ClinicalNER.load(args.model)
-    # A Keras model directory knows its labels; other artifacts are checked by the scores.
-    vocab = getattr(ner, "vocab", None)
-    model_labels = entity_labels(vocab.tags) if vocab is not None else None
+    # None for an export that does not record them (before 0.4.0): checked by the scores.
+    model_labels = ner.labels
     unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
     if unknown:
         raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "

@@ -47,8 +47,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--weights applies to --format litert only")
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.annotators.load import check_keras_model_directory
+    from clinical_ner.export.saved_model import check_base_path
 
     check_keras_model_directory(args.model, "be exported again")
     with options_named(args, ("version",)):
+        # Before the model loads (seconds).
+        check_base_path(args.output, args.version)
         print(KerasAnnotator.load(args.model).export(args.output, args.version))
     return 0

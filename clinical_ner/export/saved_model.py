@@ -13,14 +13,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-from clinical_ner.artifacts.saved_model import MAX_VERSION, numbered_dirs, read_saved_model
+from clinical_ner.artifacts.keras_model import MODEL_FILE, is_model_directory
+from clinical_ner.artifacts.litert import looks_like_litert_export
+from clinical_ner.artifacts.saved_model import (
+    MAX_VERSION, holds_saved_model, numbered_dirs, read_saved_model,
+)
 from clinical_ner.errors import ClinicalNERError, ConfigError, check_integer, setting_name
 
 logger = logging.getLogger(__name__)
@@ -51,19 +55,24 @@ def export_saved_model(
     If anything fails, nothing is left behind and existing versions are
     untouched.
     """
+    check_base_path(base_path, version)
     base = Path(base_path)
     base.mkdir(parents=True, exist_ok=True)
     if version is None:
         # Count incomplete numbered directories too: their number is taken.
         version = max(numbered_dirs(base), default=0) + 1
-    _validate_version(version)
+        _validate_version(version)
     target = base / str(version)
     if target.exists():
         raise ExportError(
             f"version {version} already exists at {target}; export a new version "
             "instead of overwriting one that may be serving"
         )
-    temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{version}-", dir=base))
+    temp = base / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex}"
+    # Made with mkdir, not mkdtemp (private to its owner): the version folder gets the
+    # permissions the umask gives any new folder, so a server running as another user
+    # (TF Serving's service account) can read it.
+    temp.mkdir()
     try:
         tf.saved_model.save(module, str(temp), signatures=dict(signatures))
         # The messages name the version being exported, not the hidden
@@ -83,6 +92,31 @@ def export_saved_model(
         raise
     logger.info("Exported version %d to %s", version, target)
     return target
+
+
+def check_base_path(base_path: str | os.PathLike, version: int | None = None) -> None:
+    """Raise unless ``base_path`` can take versions and ``version`` (if given) is one.
+
+    Checked before any work (and before ``base_path`` is made). A version folder,
+    a LiteRT export or a model directory given as the base path would get the
+    new version nested inside it, where TF Serving watching the real base path
+    never looks (:class:`ExportError`).
+    """
+    if version is not None:
+        _validate_version(version)
+    base = os.fspath(base_path)
+    if holds_saved_model(base):
+        parent = os.path.dirname(os.path.normpath(base)) or os.curdir
+        what = (f"a SavedModel version folder; give the base path that holds the versions "
+                f"({parent}), as TF Serving's --model_base_path")
+    elif looks_like_litert_export(base):
+        what = "a LiteRT export; give the SavedModel a base path of its own"
+    elif is_model_directory(base):
+        what = (f"a model directory (it holds {MODEL_FILE}); give the SavedModel a base path "
+                "of its own, e.g. models/NAME")
+    else:
+        return
+    raise ExportError(f"{base}: {what}")
 
 
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})

@@ -67,6 +67,9 @@ ASSERTION_CONFIDENCE = "assertion_confidence"
 # The exported object's attribute that holds the assertion classes (a string
 # tf.Variable, empty for a model without assertions; exports before 0.4.0 lack it).
 ASSERTION_CLASSES = "assertion_classes"
+# Likewise the sorted entity labels (exports before 0.4.0 lack it), so that
+# ``clinical-ner evaluate EXPORT`` can say which of the data's labels it does not know.
+ENTITY_LABELS = "entity_labels"
 
 PREDICT_TOKENS = "predict_tokens"
 TOKENS = "tokens"

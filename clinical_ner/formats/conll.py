@@ -60,7 +60,9 @@ def read_conll(path: str | Path, scheme: str = "auto", skip_invalid: bool = Fals
     """Read a CoNLL file (see the module docstring for the rules)."""
     path = Path(path)
     if not path.is_file():
-        raise DataFormatError(path, None, "no such file (a CoNLL corpus is one file)")
+        # A folder given as CoNLL (--input-format conll, a corpus file's format) exists.
+        raise DataFormatError(path, None, ("a folder" if path.is_dir() else "no such file")
+                              + " (a CoNLL corpus is one file)")
     raw_documents = _split_documents(path, read_utf8(path))
     if scheme == "auto" and detect_scheme(
         [tag for _, sentences in raw_documents for raw in sentences for tag in raw.tags]

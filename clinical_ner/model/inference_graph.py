@@ -9,6 +9,8 @@ identical by construction.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import tensorflow as tf
 
 from clinical_ner.export import signatures
@@ -18,7 +20,7 @@ from clinical_ner.model.network import ClinicalNERModel
 from clinical_ner.model.tag_space import tag_roles
 from clinical_ner.model.vocab import PAD, Vocabulary
 from clinical_ner.text.document import ASSERTION_LABEL
-from clinical_ner.text.graph_tokenizer import split_sentences_graph
+from clinical_ner.text.graph_tokenizer import decode_utf8, split_sentences_graph
 from clinical_ner.text.tags import to_iob2_tag
 
 
@@ -28,6 +30,67 @@ def _backing_variable(variable) -> tf.Variable:
     if not isinstance(value, tf.Variable):
         raise TypeError(f"{variable.path} is not backed by a tf.Variable: {type(value).__name__}")
     return value
+
+
+def _span_checks(text: tf.Tensor, span_start: tf.Tensor, span_end: tf.Tensor
+                 ) -> list[tf.Operation]:
+    """Asserts that refuse what ``classify_assertions`` would answer with a guess or ``""``.
+
+    Stock TF Serving runs the graph alone, so the graph checks its spans as the
+    in-process API and the development server do (``signatures.span_within``):
+    one row of spans per text, ``span_end`` shaped as ``span_start``, and each
+    span ``-1, -1`` or within its text's code points. The message names the
+    first refused element, never the text (and no quotes, which an assert escapes).
+    """
+    start_shape, end_shape = tf.shape(span_start), tf.shape(span_end)
+    pair_up = [
+        tf.debugging.Assert(tf.reduce_all(start_shape == end_shape), [tf.strings.format(
+            f"inputs {signatures.SPAN_START} and {signatures.SPAN_END} must have the same "
+            "shape, got {} and {}", (start_shape, end_shape))]),
+        tf.debugging.Assert(start_shape[0] == tf.shape(text)[0], [tf.strings.format(
+            f"inputs {signatures.SPAN_START} and {signatures.SPAN_END} need one row per "
+            f"document of {signatures.TEXT}: got {{}} rows for {{}} documents",
+            (start_shape[0], tf.shape(text)[0]))]),
+    ]
+    with tf.control_dependencies(pair_up):
+        length = decode_utf8(text).row_lengths()[:, tf.newaxis]
+        start, end = tf.cast(span_start, tf.int64), tf.cast(span_end, tf.int64)
+        refused = ~(((start == -1) & (end == -1)) | signatures.span_within(start, end, length))
+        return [*pair_up, _refuse_first(refused, lambda row, column: tf.strings.format(
+            f"inputs {signatures.SPAN_START} and {signatures.SPAN_END} element "
+            "[{}, {}]: span [{}, {}) is neither -1, -1 (padding) nor 0 <= start < end <= {} "
+            "(text {}'s length in code points)",
+            (row, column, start[row, column], end[row, column], length[row, 0], row)))]
+
+
+def _token_padding_check(tokens: tf.Tensor) -> tf.Operation:
+    """An assert that refuses ``""`` before a token of its row in ``predict_tokens``.
+
+    ``""`` is a row's padding: one before a token was skipped, so the tags did
+    not line up with the tokens (``[["", "pneumonia"]]`` got one tag, ``O``).
+    Refused as the in-process API and the development server refuse it (without
+    quotes, which the assert's message would escape).
+    """
+    is_token = tokens != PAD
+    # Whether a token comes at or after each position of its row.
+    token_follows = tf.reverse(tf.cumsum(tf.cast(tf.reverse(is_token, [1]), tf.int32),
+                                         axis=1), [1]) > 0
+    return _refuse_first(~is_token & token_follows, lambda row, column: tf.strings.format(
+        f"input {signatures.TOKENS} element [{{}}, {{}}] is the empty string before a token of "
+        f"its row: {signatures.EMPTY_TOKEN_RULE}; pad a row only after its last token",
+        (row, column)))
+
+
+def _refuse_first(refused: tf.Tensor, describe: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+                  ) -> tf.Operation:
+    """An assert that fails, with ``describe(row, column)``, at the first element of the
+    ``[B, N]`` bool tensor ``refused`` that holds (the message is built only then)."""
+    def first() -> tf.Tensor:
+        row, column = tf.unstack(tf.where(refused)[0])
+        return describe(row, column)
+
+    message = tf.cond(tf.reduce_any(refused), first, lambda: tf.constant(""))
+    return tf.debugging.Assert(~tf.reduce_any(refused), [message])
 
 
 class InferenceModule(tf.Module):
@@ -59,6 +122,7 @@ class InferenceModule(tf.Module):
         # BIOES sequence (decoding forbids invalid ones) maps S- to B- and
         # E- to I- tag by tag.
         self._iob2_tags = tf.constant([to_iob2_tag(tag) for tag in vocab.tags])
+        self.labels = roles.labels
         self._labels = tf.constant([""] + roles.labels)
         self._tag_label = tf.constant(roles.label_index)
         self._tag_begins = tf.constant(roles.begins)
@@ -132,6 +196,8 @@ class InferenceModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
     def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.control_dependencies([_token_padding_check(tokens)]):
+            tokens = tf.identity(tokens)
         tag_ids, confidence, lengths, _ = self._decode(tokens)
         is_token = tf.sequence_mask(lengths, tf.shape(tokens)[1])
         tags = tf.where(is_token, tf.gather(self._iob2_tags, tag_ids), PAD)
@@ -216,10 +282,13 @@ class InferenceModule(tf.Module):
                             span_end: tf.Tensor) -> dict[str, tf.Tensor]:
         """The assertion of given spans: the tokens that overlap a span are its tokens.
 
-        A padding span (start -1) and a span that covers no token get ``""``
-        and 0.0, and so does every span of a model without assertions.
+        A padding span (-1, -1) and a span that covers no token get ``""``
+        and 0.0, and so does every span of a model without assertions. Inputs
+        that do not pair up, and a span outside its text, fail the call
+        (``InvalidArgumentError``; TF Serving answers ``INVALID_ARGUMENT``).
         """
-        shape = tf.shape(span_start)
+        with tf.control_dependencies(_span_checks(text, span_start, span_end)):
+            shape = tf.shape(span_start)
         if not self.assertions:
             return {signatures.ASSERTION: tf.fill(shape, ""),
                     signatures.ASSERTION_CONFIDENCE: tf.zeros(shape, tf.float32)}
@@ -281,10 +350,12 @@ class InferenceModule(tf.Module):
         root = tf.Module(name="clinical_ner")
         root.model_variables = [_backing_variable(variable) for variable in self.model.variables]
         root.word_table = self.featurizer.word_table
-        # For SavedModelAnnotator.classify_assertions (the graphs hold them as constants).
-        setattr(root, signatures.ASSERTION_CLASSES, tf.Variable(
-            tf.constant(list(self.assertions), dtype=tf.string), trainable=False,
-            name=signatures.ASSERTION_CLASSES))
+        # For SavedModelAnnotator.classify_assertions and evaluate (the graphs hold them as
+        # constants).
+        for name, values in ((signatures.ASSERTION_CLASSES, self.assertions),
+                             (signatures.ENTITY_LABELS, self.labels)):
+            setattr(root, name, tf.Variable(tf.constant(list(values), dtype=tf.string),
+                                            trainable=False, name=name))
         return root
 
     def signatures(self) -> dict:

@@ -121,6 +121,7 @@ class LiteRTAnnotator(Annotator):
         self.featurizer = NumpyFeaturizer(vocab.words, vocab.chars, config.max_word_length)
         self._labels, self._label_index, self._begins = tag_roles(vocab.tags)
         self.assertion_classes = list(vocab.assertions)
+        self.labels = list(self._labels)
         # Label ids count from 1 (0: outside), as entity_token_spans gives them.
         self._asserted_label = (self._labels.index(ASSERTION_LABEL) + 1
                                 if ASSERTION_LABEL in self._labels else -1)
