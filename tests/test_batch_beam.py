@@ -23,7 +23,10 @@ pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
 from apache_beam.io.filesystem import FileMetadata  # noqa: E402
 from apache_beam.io.localfilesystem import LocalFileSystem  # noqa: E402
 
-from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
+from clinical_ner.annotators.saved_model_annotator import (  # noqa: E402
+    NotAnExportError,
+    SavedModelAnnotator,
+)
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
 from clinical_ner.batch.runner import run_batch, worker_environment  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
@@ -499,6 +502,26 @@ def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, t
     assert not (tmp_path / "out").exists()
 
 
+def test_a_damaged_savedmodel_fails_before_the_pipeline_naming_it(toy_export, tmp_path,
+                                                                    capsys):
+    # Its variables truncated: the check before the pipeline saw every file there, and each
+    # worker failed to load it (internal error (IndexError), exit 70).
+    damaged = shutil.copytree(toy_export, tmp_path / "damaged")
+    for data in (damaged / "variables").glob("variables.data-*"):
+        os.truncate(data, 10)
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", str(damaged), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 4
+    assert capsys.readouterr().err == (
+        f"clinical-ner batch: error: {damaged}: a damaged SavedModel (TensorFlow cannot read "
+        "it: IndexError); copy the whole folder again, or export the model again with "
+        "'clinical-ner export MODEL --output BASE'\n")
+    assert not (tmp_path / "out").exists()
+    # Loaded in a worker (or by predict) all the same, it is the same error, not an IndexError.
+    with pytest.raises(NotAnExportError, match="a damaged SavedModel"):
+        SavedModelAnnotator(str(damaged))
+
+
 def test_an_incomplete_litert_export_fails_before_the_pipeline(trained_litert_export, tmp_path,
                                                                capsys):
     note = tmp_path / "note.txt"
@@ -694,7 +717,6 @@ def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_p
 
 @pytest.mark.slow
 def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
-    from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     model_dir, export_dir = trained_model

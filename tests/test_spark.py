@@ -91,6 +91,16 @@ def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
         annotate(notes, str(model_dir))
 
 
+def test_a_damaged_export_fails_on_the_driver(spark, tmp_path):
+    # Its variables truncated: each worker failed to load it, an IndexError in the job.
+    damaged = export_toy(tmp_path / "toy", version=1)
+    for data in (damaged / "variables").glob("variables.data-*"):
+        os.truncate(data, 10)
+    notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
+    with pytest.raises(NotAnExportError, match=rf"^{damaged}: a damaged SavedModel"):
+        annotate(notes, str(damaged))
+
+
 def test_a_text_column_of_another_type_and_a_bad_batch_size_fail_on_the_driver(
         spark, trained_model):
     _, export_dir = trained_model

@@ -120,10 +120,10 @@ class SavedModelHandler(AnnotatorHandler):
     workers_metric = metrics.WORKERS_TENSORFLOW
 
     def __init__(self, model_path: str, **options) -> None:
-        from clinical_ner.annotators.saved_model_annotator import resolve_export
+        from clinical_ner.annotators.saved_model_annotator import resolve_loadable_export
 
         super().__init__(**options)
-        self.export_dir = resolve_export(model_path)
+        self.export_dir = resolve_loadable_export(model_path)
 
     def load_model(self) -> Annotator:
         from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator

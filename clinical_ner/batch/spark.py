@@ -251,9 +251,9 @@ def _exists(spark: "SparkSession", path: str) -> bool:
 
 
 def _saved_model_loader(model_path: str) -> _Loader:
-    from clinical_ner.annotators.saved_model_annotator import resolve_export
+    from clinical_ner.annotators.saved_model_annotator import resolve_loadable_export
 
-    export_dir = resolve_export(model_path)
+    export_dir = resolve_loadable_export(model_path)
     return _Loader(TENSORFLOW, f"saved_model:{export_dir}", _LoadSavedModel(export_dir))
 
 
