@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,12 @@ from clinical_ner.annotators.saved_model_annotator import (  # noqa: E402
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
 from clinical_ner.batch.runner import run_batch, worker_environment  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
-from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError  # noqa: E402
+from clinical_ner.errors import (  # noqa: E402
+    EXIT_NOTES_SET_ASIDE,
+    ConfigError,
+    MessageWithheldError,
+    ModelError,
+)
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
 from helpers import (  # noqa: E402
     REPO_ROOT,
@@ -713,6 +719,32 @@ def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_p
                      "--output", str(tmp_path / "out")]) == 70
     error = capsys.readouterr().err
     assert SECRET not in error and "internal error (RuntimeError)" in error
+
+
+class QuotesItsInput:
+    """A model whose failure quotes the note, as an exception's message may."""
+
+    def __init__(self, error: type[Exception] = ValueError) -> None:
+        self.error = error
+
+    def annotate(self, texts, *options):
+        raise self.error(f"cannot annotate {texts[0]!r}")
+
+
+def test_a_failure_inside_annotation_is_raised_without_its_message(toy_export):
+    # Beam's worker processes (multi_processing) log a failed step's message and traceback
+    # on their own stderr, where the command's log filters do not reach.
+    handler = SavedModelHandler(str(toy_export))
+    with pytest.raises(MessageWithheldError) as raised:
+        handler.run_inference([("n1", f"aspirin {SECRET}")], QuotesItsInput())
+    logged = "".join(traceback.format_exception(raised.value))
+    assert SECRET not in logged
+    assert str(raised.value) == ("annotating 1 note(s) failed with ValueError (message "
+                                 "withheld: it may quote a note)")
+    assert "in annotate" in logged  # where it failed, for the report
+    # Our own errors never quote a note: they pass as they are.
+    with pytest.raises(ModelError, match="cannot annotate"):
+        handler.run_inference([("n1", "aspirin")], QuotesItsInput(ModelError))
 
 
 @pytest.mark.slow

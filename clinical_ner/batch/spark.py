@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from clinical_ner.errors import ConfigError, check_integer
+from clinical_ner.errors import ConfigError, check_integer, messages_withheld
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -284,8 +284,9 @@ def _annotate_frame(model: "Annotator", batch: "pd.DataFrame", id_col: str, text
     not_utf8 = batch[_NOT_UTF8].tolist()
     present = [index for index, text in enumerate(texts)
                if isinstance(text, str) and not isinstance(not_utf8[index], str)]
-    found = model.annotate([texts[index] for index in present], batch_size,
-                           max_batch_characters)
+    with messages_withheld(f"annotating {len(present)} note(s)"):
+        found = model.annotate([texts[index] for index in present], batch_size,
+                               max_batch_characters)
     entities: list[list[dict] | None] = [None] * len(texts)
     errors: list[str | None] = [
         f"column '{column}' is not valid UTF-8" if isinstance(column, str)
