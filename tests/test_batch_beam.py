@@ -481,6 +481,40 @@ def test_a_failed_run_leaves_the_output_as_it_found_it(toy_export, tmp_path, exi
         assert not (tmp_path / "out").exists()
 
 
+STOP_DURING_ANNOTATION = """
+import signal, sys
+from clinical_ner.batch.model_handler import AnnotatorHandler
+from clinical_ner.cli import main
+
+def run_inference(self, batch, model, inference_args=None):  # the stop comes mid-run
+    signal.raise_signal(getattr(signal, sys.argv[1]))
+    raise AssertionError("the signal did not stop the run")
+
+AnnotatorHandler.run_inference = run_inference
+sys.exit(main(["batch", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("signal_name, exit_code, last_line", [
+    ("SIGTERM", 143, None), ("SIGINT", 130, "clinical-ner batch: interrupted")])
+def test_a_stopped_run_leaves_the_output_as_it_found_it(toy_export, tmp_path, signal_name,
+                                                        exit_code, last_line):
+    # SIGTERM ended the command on the spot, leaving beam-temp-* folders in --output; Beam
+    # re-raised a stop that came while a step ran as a RuntimeError: "internal error", exit 70.
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_DURING_ANNOTATION, signal_name, str(toy_export),
+         "--input", str(tmp_path / "note.txt"), "--output", str(output)],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300)
+    assert result.returncode == exit_code, result.stderr[-2000:]
+    assert "internal error" not in result.stderr
+    if last_line:
+        assert result.stderr.splitlines()[-1] == last_line
+    assert not output.exists()
+
+
 def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, toy_export,
                                                                 tmp_path):
     model_dir, _ = trained_model

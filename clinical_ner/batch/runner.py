@@ -99,9 +99,30 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
      | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
                                             file_name_suffix=SUFFIX, coder=BytesCoder()))
     with worker_environment(), _output_left_as_found(output):
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as error:
+            stop = _stop_behind(error)
+            if stop is None:
+                raise
+            raise stop from None
     return metrics.totals(result.metrics())
+
+
+def _stop_behind(error: BaseException) -> SystemExit | KeyboardInterrupt | None:
+    """The stop (Ctrl-C, SIGTERM unwound as ``SystemExit``) that Beam re-raised as ``error``.
+
+    One that comes while a step runs in this process (FnApiRunner's default) is re-raised
+    by Beam as ``RuntimeError("KeyboardInterrupt [while running ...]")``, the stop its
+    context: the command reported an internal error (exit 70) where it was stopped.
+    """
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, (SystemExit, KeyboardInterrupt)):
+            return context
+        context = context.__context__
+    return None
 
 
 @contextlib.contextmanager
