@@ -515,6 +515,40 @@ def test_a_stopped_run_leaves_the_output_as_it_found_it(toy_export, tmp_path, si
     assert not output.exists()
 
 
+WORKER_KILLED_MID_RUN = """
+import os, signal, sys
+import clinical_ner.batch.runner as runner
+from clinical_ner.batch.model_handler import SavedModelHandler
+from clinical_ner.cli import main
+
+class KilledMidRun(SavedModelHandler):  # pickled by value: defined in __main__
+    def run_inference(self, batch, model, inference_args=None):
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer
+
+run_batch = runner.run_batch
+runner.run_batch = lambda model, *args, **options: run_batch(
+    model, *args, handler=KilledMidRun(model), **options)
+sys.exit(main(["batch", *sys.argv[1:], "--", "--direct_running_mode=multi_processing"]))
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_process_killed_mid_run_is_named_not_an_internal_error(toy_export, tmp_path):
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_KILLED_MID_RUN, str(toy_export),
+         "--input", str(tmp_path / "note.txt"), "--output", str(output)],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300)
+    # It was "internal error (RuntimeError) ... please report it", exit 70.
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == (
+        "clinical-ner batch: error: a Beam worker process ended mid-run (killed: out of "
+        "memory?); run again, with fewer --direct_num_workers or more memory")
+    assert not output.exists()
+
+
 def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, toy_export,
                                                                 tmp_path):
     model_dir, _ = trained_model

@@ -29,7 +29,7 @@ from clinical_ner.batch.notes import (
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
 from clinical_ner.errors import (
-    ConfigError, check_integer, check_output_folder, irregular_file,
+    ConfigError, UnavailableError, check_integer, check_output_folder, irregular_file,
 )
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
@@ -48,6 +48,9 @@ WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 ENTITIES_PREFIX = "entities"
 ERRORS_PREFIX = "errors"
 SUFFIX = ".jsonl"
+# What FnApiRunner raises when a worker process ends mid-bundle (killed; Beam logs its exit
+# code from another thread).
+BEAM_WORKER_LOST = "Channel closed prematurely."
 # How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
 BEAM_TEMP_PREFIX = "beam-temp-"
 
@@ -104,9 +107,13 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
             result.wait_until_finish()
         except Exception as error:
             stop = _stop_behind(error)
-            if stop is None:
-                raise
-            raise stop from None
+            if stop is not None:
+                raise stop from None
+            if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
+                raise UnavailableError(
+                    "a Beam worker process ended mid-run (killed: out of memory?); run "
+                    "again, with fewer --direct_num_workers or more memory") from None
+            raise
     return metrics.totals(result.metrics())
 
 
