@@ -7,6 +7,7 @@ test_export (fast, its entities computed in Python).
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import os
 import re
@@ -546,6 +547,25 @@ def test_a_worker_process_killed_mid_run_is_named_not_an_internal_error(toy_expo
     assert result.stderr.splitlines()[-1] == (
         "clinical-ner batch: error: a Beam worker process ended mid-run (killed: out of "
         "memory?); run again, with fewer --direct_num_workers or more memory")
+    assert not output.exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_output_not_an_internal_error(toy_export, tmp_path,
+                                                                          capsys, monkeypatch):
+    from apache_beam.io import textio
+
+    def disk_full(self, file_handle, encoded_value):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(textio._TextSink, "write_encoded_record", disk_full)
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    output = tmp_path / "out"
+    # It was "internal error (RuntimeError) ... please report it", exit 70.
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(output)]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner batch: error: --output {output}: cannot write (No space left on "
+        "device)\n")
     assert not output.exists()
 
 

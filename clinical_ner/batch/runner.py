@@ -29,7 +29,8 @@ from clinical_ner.batch.notes import (
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
 from clinical_ner.errors import (
-    ConfigError, UnavailableError, check_integer, check_output_folder, irregular_file,
+    ClinicalNERError, ConfigError, UnavailableError, check_integer, check_output_folder,
+    irregular_file,
 )
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
@@ -51,6 +52,11 @@ SUFFIX = ".jsonl"
 # What FnApiRunner raises when a worker process ends mid-bundle (killed; Beam logs its exit
 # code from another thread).
 BEAM_WORKER_LOST = "Channel closed prematurely."
+# The steps that write the shards, and how Beam reports an OSError of theirs (its errno).
+WRITE_ENTITIES = "WriteEntities"
+WRITE_ERRORS = "WriteErrors"
+_WRITE_FAILURE = re.compile(
+    rf"Error: \[Errno ([0-9]+)\][^\n]*\[while running '(?:{WRITE_ENTITIES}|{WRITE_ERRORS})/")
 # How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
 BEAM_TEMP_PREFIX = "beam-temp-"
 
@@ -95,12 +101,12 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     (notes
      | "AnnotateNotes" >> AnnotateNotes(handler=handler)
      | "EntitiesJson" >> beam.MapTuple(result_json_line)
-     | "WriteEntities" >> beam.io.WriteToText(FileSystems.join(output, ENTITIES_PREFIX),
-                                              file_name_suffix=SUFFIX, coder=BytesCoder()))
+     | WRITE_ENTITIES >> beam.io.WriteToText(FileSystems.join(output, ENTITIES_PREFIX),
+                                             file_name_suffix=SUFFIX, coder=BytesCoder()))
     (errors
      | "ErrorsJson" >> beam.Map(NoteError.to_json_line)
-     | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
-                                            file_name_suffix=SUFFIX, coder=BytesCoder()))
+     | WRITE_ERRORS >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
+                                           file_name_suffix=SUFFIX, coder=BytesCoder()))
     with worker_environment(), _output_left_as_found(output):
         try:
             result = pipeline.run()
@@ -109,6 +115,12 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
             stop = _stop_behind(error)
             if stop is not None:
                 raise stop from None
+            written = _WRITE_FAILURE.search(str(error))
+            if written:
+                # Disk full, say: Beam names the step and the errno (in a worker process's
+                # traceback too). The operating system's words only; the message is withheld.
+                raise ClinicalNERError(f"--output {output}: cannot write "
+                                       f"({os.strerror(int(written.group(1)))})") from None
             if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
                 raise UnavailableError(
                     "a Beam worker process ended mid-run (killed: out of memory?); run "
