@@ -78,7 +78,10 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     Beam's ``FileSystems`` read), whose workers never import TensorFlow; the
     totals' ``workers_litert`` and ``workers_tensorflow`` say which ran.
     ``handler`` replaces the handler built from ``model_path``
-    (:func:`clinical_ner.batch.model_handler.handler_for`).
+    (:func:`clinical_ner.batch.model_handler.handler_for`). A run that fails or
+    is stopped removes what it wrote into a local ``output``; an ``output`` it
+    cannot write is a :class:`~clinical_ner.errors.ClinicalNERError`, a worker
+    process killed mid-run an :class:`~clinical_ner.errors.UnavailableError`.
 
     Example::
 
@@ -112,35 +115,35 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
             result = pipeline.run()
             result.wait_until_finish()
         except Exception as error:
-            stop = _stop_behind(error)
-            if stop is not None:
-                raise stop from None
-            written = _WRITE_FAILURE.search(str(error))
-            if written:
-                # Disk full, say: Beam names the step and the errno (in a worker process's
-                # traceback too). The operating system's words only; the message is withheld.
-                raise ClinicalNERError(f"--output {output}: cannot write "
-                                       f"({os.strerror(int(written.group(1)))})") from None
-            if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
-                raise UnavailableError(
-                    "a Beam worker process ended mid-run (killed: out of memory?); run "
-                    "again, with fewer --direct_num_workers or more memory") from None
-            raise
+            known = _known_failure(error, output)
+            if known is None:
+                raise
+            raise known from None
     return metrics.totals(result.metrics())
 
 
-def _stop_behind(error: BaseException) -> SystemExit | KeyboardInterrupt | None:
-    """The stop (Ctrl-C, SIGTERM unwound as ``SystemExit``) that Beam re-raised as ``error``.
+def _known_failure(error: Exception, output: str) -> BaseException | None:
+    """What the user is to see of a failed run (each was an internal error, exit 70), or None.
 
-    One that comes while a step runs in this process (FnApiRunner's default) is re-raised
-    by Beam as ``RuntimeError("KeyboardInterrupt [while running ...]")``, the stop its
-    context: the command reported an internal error (exit 70) where it was stopped.
+    * a stop (Ctrl-C, SIGTERM unwound as ``SystemExit``) that came while a step ran in this
+      process (FnApiRunner's default), which Beam re-raised as ``RuntimeError("KeyboardInterrupt
+      [while running ...]")``, the stop its context: the stop itself;
+    * a step writing the shards failed with an ``OSError`` (disk full): Beam names the step
+      and the errno, in a worker process's traceback too. The operating system's words only;
+    * a worker process ended mid-bundle (killed: out of memory?).
     """
     context = error.__context__
     while context is not None:
         if isinstance(context, (SystemExit, KeyboardInterrupt)):
             return context
         context = context.__context__
+    written = _WRITE_FAILURE.search(str(error))
+    if written:
+        return ClinicalNERError(f"--output {output}: cannot write "
+                                f"({os.strerror(int(written.group(1)))})")
+    if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
+        return UnavailableError("a Beam worker process ended mid-run (killed: out of memory?); "
+                                "run again, with fewer --direct_num_workers or more memory")
     return None
 
 
