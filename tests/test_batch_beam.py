@@ -569,6 +569,29 @@ def test_a_full_disk_is_one_line_naming_the_output_not_an_internal_error(toy_exp
     assert not output.exists()
 
 
+def test_an_input_removed_after_the_check_is_named_not_left_out(toy_export, tmp_path, capsys,
+                                                                 monkeypatch):
+    import clinical_ner.batch.runner as runner
+
+    (tmp_path / "gone.txt").write_text("aspirin", encoding="utf-8")
+    (tmp_path / "stays.txt").write_text("fever", encoding="utf-8")
+    pipeline = runner._pipeline
+
+    def input_moved_away(*args):  # between the check and the pipeline's read
+        (tmp_path / "gone.txt").unlink()
+        return pipeline(*args)
+
+    monkeypatch.setattr(runner, "_pipeline", input_moved_away)
+    output = tmp_path / "out"
+    # Its note was in neither output, exit 0.
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "gone.txt"),
+                     "--input", str(tmp_path / "stays.txt"), "--output", str(output)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner batch: error: --input {tmp_path / 'gone.txt'}: no file matches any more "
+        "(moved or removed after the run started)\n")
+    assert not output.exists()
+
+
 def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, toy_export,
                                                                 tmp_path):
     model_dir, _ = trained_model

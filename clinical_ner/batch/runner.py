@@ -52,6 +52,8 @@ SUFFIX = ".jsonl"
 # What FnApiRunner raises when a worker process ends mid-bundle (killed; Beam logs its exit
 # code from another thread).
 BEAM_WORKER_LOST = "Channel closed prematurely."
+# fileio.MatchAll's error for a pattern that matches no file (EmptyMatchTreatment.DISALLOW).
+BEAM_NO_MATCH = "Empty match for pattern {pattern}. Disallowed."
 # The steps that write the shards, and how Beam reports an OSError of theirs (its errno).
 WRITE_ENTITIES = "WriteEntities"
 WRITE_ERRORS = "WriteErrors"
@@ -97,7 +99,8 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     # The output first: a mistyped folder is named before the model is looked at.
     _check_output(output)
     handler = handler or handler_for(model_path)
-    inputs = _input_patterns(inputs)
+    given_inputs = dict(zip(_input_patterns(inputs), inputs))  # each as Beam matches it
+    inputs = list(given_inputs)
     pipeline = _pipeline(runner, pipeline_args)
     notes, errors = pipeline | "ReadNotes" >> ReadNotes(inputs, input_format, id_field,
                                                         text_field, max_note_bytes)
@@ -115,14 +118,15 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
             result = pipeline.run()
             result.wait_until_finish()
         except Exception as error:
-            known = _known_failure(error, output)
+            known = _known_failure(error, output, given_inputs)
             if known is None:
                 raise
             raise known from None
     return metrics.totals(result.metrics())
 
 
-def _known_failure(error: Exception, output: str) -> BaseException | None:
+def _known_failure(error: Exception, output: str,
+                   given_inputs: dict[str, str]) -> BaseException | None:
     """What the user is to see of a failed run (each was an internal error, exit 70), or None.
 
     * a stop (Ctrl-C, SIGTERM unwound as ``SystemExit``) that came while a step ran in this
@@ -130,7 +134,9 @@ def _known_failure(error: Exception, output: str) -> BaseException | None:
       [while running ...]")``, the stop its context: the stop itself;
     * a step writing the shards failed with an ``OSError`` (disk full): Beam names the step
       and the errno, in a worker process's traceback too. The operating system's words only;
-    * a worker process ended mid-bundle (killed: out of memory?).
+    * a worker process ended mid-bundle (killed: out of memory?);
+    * an ``--input`` matched no file any more when the pipeline read it
+      (:class:`~clinical_ner.batch.sources.ReadNotes`): named as the user gave it.
     """
     context = error.__context__
     while context is not None:
@@ -141,6 +147,10 @@ def _known_failure(error: Exception, output: str) -> BaseException | None:
     if written:
         return ClinicalNERError(f"--output {output}: cannot write "
                                 f"({os.strerror(int(written.group(1)))})")
+    for pattern, given in given_inputs.items():
+        if BEAM_NO_MATCH.format(pattern=pattern) in str(error):
+            return ConfigError(f"--input {given}: no file matches any more (moved or removed "
+                               "after the run started)")
     if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
         return UnavailableError("a Beam worker process ended mid-run (killed: out of memory?); "
                                 "run again, with fewer --direct_num_workers or more memory")
