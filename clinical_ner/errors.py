@@ -88,6 +88,32 @@ class UnavailableError(ClinicalNERError):
     exit_code = 5
 
 
+class MessageWithheldError(RuntimeError):
+    """An unexpected failure on notes, its message withheld: it may quote a note.
+
+    Raised in the place of the failure (:func:`messages_withheld`), whose traceback it keeps.
+    """
+
+
+@contextlib.contextmanager
+def messages_withheld(doing: str) -> Iterator[None]:
+    """Within it, an unexpected exception is a :class:`MessageWithheldError` naming its type.
+
+    For code on notes run where a failure's message and traceback are logged out of our
+    reach: Beam's and Spark's workers log them on their own stderr (and Spark again in the
+    driver's exception), and a message may quote a note. This package's errors pass: they
+    never quote one. ``doing`` says what failed (``annotating 12 note(s)``).
+    """
+    try:
+        yield
+    except ClinicalNERError:
+        raise
+    except Exception as error:
+        raise MessageWithheldError(
+            f"{doing} failed with {type(error).__name__} (message withheld: it may quote a "
+            "note)").with_traceback(error.__traceback__) from None
+
+
 @contextlib.contextmanager
 def settings_named(names: Mapping[str, str]) -> Iterator[None]:
     """Within it, errors name each setting of ``names`` (a parameter's name) by its value.

@@ -7,6 +7,7 @@ test_export (fast, its entities computed in Python).
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import pytest
@@ -23,11 +25,19 @@ pytest.importorskip("apache_beam", reason="the [beam] extra is not installed")
 from apache_beam.io.filesystem import FileMetadata  # noqa: E402
 from apache_beam.io.localfilesystem import LocalFileSystem  # noqa: E402
 
-from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
+from clinical_ner.annotators.saved_model_annotator import (  # noqa: E402
+    NotAnExportError,
+    SavedModelAnnotator,
+)
 from clinical_ner.batch.model_handler import SavedModelHandler  # noqa: E402
 from clinical_ner.batch.runner import run_batch, worker_environment  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
-from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError  # noqa: E402
+from clinical_ner.errors import (  # noqa: E402
+    EXIT_NOTES_SET_ASIDE,
+    ConfigError,
+    MessageWithheldError,
+    ModelError,
+)
 from clinical_ner.text.tokenizer import count_tokens  # noqa: E402
 from helpers import (  # noqa: E402
     REPO_ROOT,
@@ -472,6 +482,116 @@ def test_a_failed_run_leaves_the_output_as_it_found_it(toy_export, tmp_path, exi
         assert not (tmp_path / "out").exists()
 
 
+STOP_DURING_ANNOTATION = """
+import signal, sys
+from clinical_ner.batch.model_handler import AnnotatorHandler
+from clinical_ner.cli import main
+
+def run_inference(self, batch, model, inference_args=None):  # the stop comes mid-run
+    signal.raise_signal(getattr(signal, sys.argv[1]))
+    raise AssertionError("the signal did not stop the run")
+
+AnnotatorHandler.run_inference = run_inference
+sys.exit(main(["batch", *sys.argv[2:]]))
+"""
+
+
+@pytest.mark.parametrize("signal_name, exit_code, last_line", [
+    ("SIGTERM", 143, None), ("SIGINT", 130, "clinical-ner batch: interrupted")])
+def test_a_stopped_run_leaves_the_output_as_it_found_it(toy_export, tmp_path, signal_name,
+                                                        exit_code, last_line):
+    # SIGTERM ended the command on the spot, leaving beam-temp-* folders in --output; Beam
+    # re-raised a stop that came while a step ran as a RuntimeError: "internal error", exit 70.
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_DURING_ANNOTATION, signal_name, str(toy_export),
+         "--input", str(tmp_path / "note.txt"), "--output", str(output)],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300)
+    assert result.returncode == exit_code, result.stderr[-2000:]
+    assert "internal error" not in result.stderr
+    if last_line:
+        assert result.stderr.splitlines()[-1] == last_line
+    assert not output.exists()
+
+
+WORKER_KILLED_MID_RUN = """
+import os, signal, sys
+import clinical_ner.batch.runner as runner
+from clinical_ner.batch.model_handler import SavedModelHandler
+from clinical_ner.cli import main
+
+class KilledMidRun(SavedModelHandler):  # pickled by value: defined in __main__
+    def run_inference(self, batch, model, inference_args=None):
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer
+
+run_batch = runner.run_batch
+runner.run_batch = lambda model, *args, **options: run_batch(
+    model, *args, handler=KilledMidRun(model), **options)
+sys.exit(main(["batch", *sys.argv[1:], "--", "--direct_running_mode=multi_processing"]))
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_process_killed_mid_run_is_named_not_an_internal_error(toy_export, tmp_path):
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-c", WORKER_KILLED_MID_RUN, str(toy_export),
+         "--input", str(tmp_path / "note.txt"), "--output", str(output)],
+        capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        timeout=300)
+    # It was "internal error (RuntimeError) ... please report it", exit 70.
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == (
+        "clinical-ner batch: error: a Beam worker process ended mid-run (killed: out of "
+        "memory?); run again, with fewer --direct_num_workers or more memory")
+    assert not output.exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_output_not_an_internal_error(toy_export, tmp_path,
+                                                                          capsys, monkeypatch):
+    from apache_beam.io import textio
+
+    def disk_full(self, file_handle, encoded_value):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(textio._TextSink, "write_encoded_record", disk_full)
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    output = tmp_path / "out"
+    # It was "internal error (RuntimeError) ... please report it", exit 70.
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(output)]) == 1
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner batch: error: --output {output}: cannot write (No space left on "
+        "device)\n")
+    assert not output.exists()
+
+
+def test_an_input_removed_after_the_check_is_named_not_left_out(toy_export, tmp_path, capsys,
+                                                                 monkeypatch):
+    import clinical_ner.batch.runner as runner
+
+    (tmp_path / "gone.txt").write_text("aspirin", encoding="utf-8")
+    (tmp_path / "stays.txt").write_text("fever", encoding="utf-8")
+    pipeline = runner._pipeline
+
+    def input_moved_away(*args):  # between the check and the pipeline's read
+        (tmp_path / "gone.txt").unlink()
+        return pipeline(*args)
+
+    monkeypatch.setattr(runner, "_pipeline", input_moved_away)
+    output = tmp_path / "out"
+    # Its note was in neither output, exit 0.
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "gone.txt"),
+                     "--input", str(tmp_path / "stays.txt"), "--output", str(output)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner batch: error: --input {tmp_path / 'gone.txt'}: no file matches any more "
+        "(moved or removed after the run started)\n")
+    assert not output.exists()
+
+
 def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, toy_export,
                                                                 tmp_path):
     model_dir, _ = trained_model
@@ -497,6 +617,26 @@ def test_a_path_that_is_not_an_export_fails_before_the_pipeline(trained_model, t
                                                r"\(variables/variables.index missing\)"):
         run_batch(str(fake), inputs, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_savedmodel_fails_before_the_pipeline_naming_it(toy_export, tmp_path,
+                                                                    capsys):
+    # Its variables truncated: the check before the pipeline saw every file there, and each
+    # worker failed to load it (internal error (IndexError), exit 70).
+    damaged = shutil.copytree(toy_export, tmp_path / "damaged")
+    for data in (damaged / "variables").glob("variables.data-*"):
+        os.truncate(data, 10)
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", str(damaged), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 4
+    assert capsys.readouterr().err == (
+        f"clinical-ner batch: error: {damaged}: a damaged SavedModel (TensorFlow cannot read "
+        "it: IndexError); copy the whole folder again, or export the model again with "
+        "'clinical-ner export MODEL --output BASE'\n")
+    assert not (tmp_path / "out").exists()
+    # Loaded in a worker (or by predict) all the same, it is the same error, not an IndexError.
+    with pytest.raises(NotAnExportError, match="a damaged SavedModel"):
+        SavedModelAnnotator(str(damaged))
 
 
 def test_an_incomplete_litert_export_fails_before_the_pipeline(trained_litert_export, tmp_path,
@@ -692,9 +832,34 @@ def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_p
     assert SECRET not in error and "internal error (RuntimeError)" in error
 
 
+class QuotesItsInput:
+    """A model whose failure quotes the note, as an exception's message may."""
+
+    def __init__(self, error: type[Exception] = ValueError) -> None:
+        self.error = error
+
+    def annotate(self, texts, *options):
+        raise self.error(f"cannot annotate {texts[0]!r}")
+
+
+def test_a_failure_inside_annotation_is_raised_without_its_message(toy_export):
+    # Beam's worker processes (multi_processing) log a failed step's message and traceback
+    # on their own stderr, where the command's log filters do not reach.
+    handler = SavedModelHandler(str(toy_export))
+    with pytest.raises(MessageWithheldError) as raised:
+        handler.run_inference([("n1", f"aspirin {SECRET}")], QuotesItsInput())
+    logged = "".join(traceback.format_exception(raised.value))
+    assert SECRET not in logged
+    assert str(raised.value) == ("annotating 1 note(s) failed with ValueError (message "
+                                 "withheld: it may quote a note)")
+    assert "in annotate" in logged  # where it failed, for the report
+    # Our own errors never quote a note: they pass as they are.
+    with pytest.raises(ModelError, match="cannot annotate"):
+        handler.run_inference([("n1", "aspirin")], QuotesItsInput(ModelError))
+
+
 @pytest.mark.slow
 def test_exported_model_annotates_and_tags_as_clinical_ner(trained_model, maccrobat_dev_notes):
-    from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
     model_dir, export_dir = trained_model

@@ -97,8 +97,8 @@ def test_a_saved_model_without_its_variables_is_named_before_tensorflow_reads_it
 
 
 @pytest.mark.parametrize("name, reason", [
-    ("variables.data-00000-of-00001", "IndexError: Read less bytes than requested"),
-    ("variables.index", "OpError: "),
+    ("variables.data-00000-of-00001", "IndexError"),
+    ("variables.index", r"\w+Error"),
 ])
 def test_a_saved_model_with_a_damaged_variables_file_is_named(tmp_path, model_base, name,
                                                               reason):
@@ -108,8 +108,8 @@ def test_a_saved_model_with_a_damaged_variables_file_is_named(tmp_path, model_ba
     shutil.copytree(model_base, damaged)
     path = damaged / "1" / "variables" / name
     path.write_bytes(path.read_bytes()[:40])
-    with pytest.raises(ModelError, match=rf"^{damaged / '1'}: a damaged SavedModel, which "
-                                         rf"TensorFlow could not load \({reason}"):
+    with pytest.raises(ModelError, match=rf"^{damaged / '1'}: a damaged SavedModel \(TensorFlow "
+                                         rf"cannot read it: {reason}\); copy the whole folder"):
         ClinicalNER.load(damaged)
 
 

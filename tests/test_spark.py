@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
 import warnings
 
 import pytest
@@ -19,7 +20,7 @@ pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
 from clinical_ner.annotators.saved_model_annotator import NotAnExportError  # noqa: E402
 from clinical_ner.cli import main as cli_main  # noqa: E402
 from clinical_ner.batch.spark import WorkerRuntimes, annotate  # noqa: E402
-from clinical_ner.errors import ConfigError, ModelError  # noqa: E402
+from clinical_ner.errors import ConfigError, MessageWithheldError, ModelError  # noqa: E402
 from helpers import (  # noqa: E402
     REPO_ROOT,
     assert_same_documents,
@@ -89,6 +90,35 @@ def test_a_path_that_is_not_an_export_fails_on_the_driver(spark, trained_model):
     notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
     with pytest.raises(NotAnExportError, match="not an export"):
         annotate(notes, str(model_dir))
+
+
+def test_a_damaged_export_fails_on_the_driver(spark, tmp_path):
+    # Its variables truncated: each worker failed to load it, an IndexError in the job.
+    damaged = export_toy(tmp_path / "toy", version=1)
+    for data in (damaged / "variables").glob("variables.data-*"):
+        os.truncate(data, 10)
+    notes = spark.createDataFrame([("n1", "Chest pain.")], "id string, text string")
+    with pytest.raises(NotAnExportError, match=rf"^{damaged}: a damaged SavedModel"):
+        annotate(notes, str(damaged))
+
+
+def test_a_failure_inside_annotation_is_raised_without_its_message():
+    # Spark logs a failed task's Python traceback, message included, on the executor and in
+    # the driver's exception.
+    import pandas as pd
+
+    from clinical_ner.batch import spark as spark_module
+
+    class QuotesItsInput:
+        def annotate(self, texts, *options):
+            raise ValueError(f"cannot annotate {texts[0]!r}")
+
+    batch = pd.DataFrame({spark_module._ID: ["n1"], spark_module._TEXT: ["Zanzibarian"],
+                          spark_module._NOT_UTF8: [None]})
+    with pytest.raises(MessageWithheldError) as raised:
+        spark_module._annotate_frame(QuotesItsInput(), batch, "id", "text", None, None)
+    logged = "".join(traceback.format_exception(raised.value))
+    assert "Zanzibarian" not in logged and "failed with ValueError" in logged
 
 
 def test_a_text_column_of_another_type_and_a_bad_batch_size_fail_on_the_driver(

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from tensorflow.core.protobuf.saved_model_pb2 import SavedModel
 
 SAVED_MODEL_FILE = "saved_model.pb"
+#: The variables' checkpoint prefix (tf.train.load_checkpoint reads the variables by it).
+VARIABLES_PREFIX = "variables/variables"
 #: The variables' index: every clinical-ner export has variables (its weights
 #: and the vocabularies' lookup tables), and TensorFlow cannot load one without it.
-VARIABLES_INDEX = "variables/variables.index"
+VARIABLES_INDEX = f"{VARIABLES_PREFIX}.index"
 #: What loading a version folder needs (the variables' data shards are listed in the index).
 REQUIRED_FILES = (SAVED_MODEL_FILE, VARIABLES_INDEX)
 #: What an incomplete one is called, and what to do about it

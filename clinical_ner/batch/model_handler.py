@@ -33,7 +33,7 @@ from clinical_ner.annotators.base import Annotator
 from clinical_ner.artifacts import litert as layout
 from clinical_ner.batch import metrics
 from clinical_ner.batch.worker_memory import release_free_memory
-from clinical_ner.errors import ModelError
+from clinical_ner.errors import ModelError, messages_withheld
 from clinical_ner.text.document import Entity
 from clinical_ner.text.tokenizer import count_tokens
 
@@ -78,7 +78,8 @@ class AnnotatorHandler(ModelHandler[Note, AnnotatedNote, Annotator]):
                       inference_args: Optional[dict[str, Any]] = None
                       ) -> Iterable[AnnotatedNote]:
         texts = [text for _, text in batch]
-        entities = model.annotate(texts, self.batch_size, self.max_batch_characters)
+        with messages_withheld(f"annotating {len(texts)} note(s)"):
+            entities = model.annotate(texts, self.batch_size, self.max_batch_characters)
         if id(model) not in self._counted_models:
             self._counted_models.add(id(model))
             self._counters[self.workers_metric].inc()
@@ -120,10 +121,10 @@ class SavedModelHandler(AnnotatorHandler):
     workers_metric = metrics.WORKERS_TENSORFLOW
 
     def __init__(self, model_path: str, **options) -> None:
-        from clinical_ner.annotators.saved_model_annotator import resolve_export
+        from clinical_ner.annotators.saved_model_annotator import resolve_loadable_export
 
         super().__init__(**options)
-        self.export_dir = resolve_export(model_path)
+        self.export_dir = resolve_loadable_export(model_path)
 
     def load_model(self) -> Annotator:
         from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator

@@ -29,7 +29,8 @@ from clinical_ner.batch.notes import (
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
 from clinical_ner.errors import (
-    ConfigError, check_integer, check_output_folder, irregular_file,
+    ClinicalNERError, ConfigError, UnavailableError, check_integer, check_output_folder,
+    irregular_file,
 )
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
@@ -48,6 +49,16 @@ WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
 ENTITIES_PREFIX = "entities"
 ERRORS_PREFIX = "errors"
 SUFFIX = ".jsonl"
+# What FnApiRunner raises when a worker process ends mid-bundle (killed; Beam logs its exit
+# code from another thread).
+BEAM_WORKER_LOST = "Channel closed prematurely."
+# fileio.MatchAll's error for a pattern that matches no file (EmptyMatchTreatment.DISALLOW).
+BEAM_NO_MATCH = "Empty match for pattern {pattern}. Disallowed."
+# The steps that write the shards, and how Beam reports an OSError of theirs (its errno).
+WRITE_ENTITIES = "WriteEntities"
+WRITE_ERRORS = "WriteErrors"
+_WRITE_FAILURE = re.compile(
+    rf"Error: \[Errno ([0-9]+)\][^\n]*\[while running '(?:{WRITE_ENTITIES}|{WRITE_ERRORS})/")
 # How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
 BEAM_TEMP_PREFIX = "beam-temp-"
 
@@ -69,7 +80,10 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     Beam's ``FileSystems`` read), whose workers never import TensorFlow; the
     totals' ``workers_litert`` and ``workers_tensorflow`` say which ran.
     ``handler`` replaces the handler built from ``model_path``
-    (:func:`clinical_ner.batch.model_handler.handler_for`).
+    (:func:`clinical_ner.batch.model_handler.handler_for`). A run that fails or
+    is stopped removes what it wrote into a local ``output``; an ``output`` it
+    cannot write is a :class:`~clinical_ner.errors.ClinicalNERError`, a worker
+    process killed mid-run an :class:`~clinical_ner.errors.UnavailableError`.
 
     Example::
 
@@ -85,23 +99,62 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
     # The output first: a mistyped folder is named before the model is looked at.
     _check_output(output)
     handler = handler or handler_for(model_path)
-    inputs = _input_patterns(inputs)
+    given_inputs = dict(zip(_input_patterns(inputs), inputs))  # each as Beam matches it
+    inputs = list(given_inputs)
     pipeline = _pipeline(runner, pipeline_args)
     notes, errors = pipeline | "ReadNotes" >> ReadNotes(inputs, input_format, id_field,
                                                         text_field, max_note_bytes)
     (notes
      | "AnnotateNotes" >> AnnotateNotes(handler=handler)
      | "EntitiesJson" >> beam.MapTuple(result_json_line)
-     | "WriteEntities" >> beam.io.WriteToText(FileSystems.join(output, ENTITIES_PREFIX),
-                                              file_name_suffix=SUFFIX, coder=BytesCoder()))
+     | WRITE_ENTITIES >> beam.io.WriteToText(FileSystems.join(output, ENTITIES_PREFIX),
+                                             file_name_suffix=SUFFIX, coder=BytesCoder()))
     (errors
      | "ErrorsJson" >> beam.Map(NoteError.to_json_line)
-     | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
-                                            file_name_suffix=SUFFIX, coder=BytesCoder()))
+     | WRITE_ERRORS >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
+                                           file_name_suffix=SUFFIX, coder=BytesCoder()))
     with worker_environment(), _output_left_as_found(output):
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except Exception as error:
+            known = _known_failure(error, output, given_inputs)
+            if known is None:
+                raise
+            raise known from None
     return metrics.totals(result.metrics())
+
+
+def _known_failure(error: Exception, output: str,
+                   given_inputs: dict[str, str]) -> BaseException | None:
+    """What the user is to see of a failed run (each was an internal error, exit 70), or None.
+
+    * a stop (Ctrl-C, SIGTERM unwound as ``SystemExit``) that came while a step ran in this
+      process (FnApiRunner's default), which Beam re-raised as ``RuntimeError("KeyboardInterrupt
+      [while running ...]")``, the stop its context: the stop itself;
+    * a step writing the shards failed with an ``OSError`` (disk full): Beam names the step
+      and the errno, in a worker process's traceback too. The operating system's words only;
+    * a worker process ended mid-bundle (killed: out of memory?);
+    * an ``--input`` matched no file any more when the pipeline read it
+      (:class:`~clinical_ner.batch.sources.ReadNotes`): named as the user gave it.
+    """
+    context = error.__context__
+    while context is not None:
+        if isinstance(context, (SystemExit, KeyboardInterrupt)):
+            return context
+        context = context.__context__
+    written = _WRITE_FAILURE.search(str(error))
+    if written:
+        return ClinicalNERError(f"--output {output}: cannot write "
+                                f"({os.strerror(int(written.group(1)))})")
+    for pattern, given in given_inputs.items():
+        if BEAM_NO_MATCH.format(pattern=pattern) in str(error):
+            return ConfigError(f"--input {given}: no file matches any more (moved or removed "
+                               "after the run started)")
+    if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
+        return UnavailableError("a Beam worker process ended mid-run (killed: out of memory?); "
+                                "run again, with fewer --direct_num_workers or more memory")
+    return None
 
 
 @contextlib.contextmanager

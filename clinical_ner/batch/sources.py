@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 
 from clinical_ner.batch import metrics
@@ -28,6 +29,7 @@ class ReadNotes(beam.PTransform):
     rules), counted in the metric ``clinical_ner/errors``. The notes are
     reshuffled so that the notes of one large file spread over the workers.
     Paths may be anything Beam's ``FileSystems`` reads (local, ``gs://``...).
+    A pattern that matches no file fails the pipeline (Beam's ``BeamIOError``).
     """
 
     def __init__(self, patterns: Sequence[str], input_format: str, id_field: str = "id",
@@ -39,7 +41,10 @@ class ReadNotes(beam.PTransform):
     def expand(self, pipeline: beam.pvalue.PBegin):
         matched = (pipeline
                    | "Patterns" >> beam.Create(self.patterns)
-                   | "Match" >> fileio.MatchAll()
+                   # Each pattern matched a file before the pipeline (runner._input_patterns);
+                   # one that matches none now (its file moved away) was left out without a
+                   # word, exit 0. (ALLOW_IF_WILDCARD raises a ValueError in Beam 2.77.)
+                   | "Match" >> fileio.MatchAll(EmptyMatchTreatment.DISALLOW)
                    | "Names" >> beam.ParDo(_SetAsideUndecodableNames()).with_outputs(
                        ERRORS_TAG, main="files"))
         parsed = (matched.files

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from clinical_ner.errors import ConfigError, check_integer
+from clinical_ner.errors import ConfigError, check_integer, messages_withheld
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -251,9 +251,9 @@ def _exists(spark: "SparkSession", path: str) -> bool:
 
 
 def _saved_model_loader(model_path: str) -> _Loader:
-    from clinical_ner.annotators.saved_model_annotator import resolve_export
+    from clinical_ner.annotators.saved_model_annotator import resolve_loadable_export
 
-    export_dir = resolve_export(model_path)
+    export_dir = resolve_loadable_export(model_path)
     return _Loader(TENSORFLOW, f"saved_model:{export_dir}", _LoadSavedModel(export_dir))
 
 
@@ -284,8 +284,9 @@ def _annotate_frame(model: "Annotator", batch: "pd.DataFrame", id_col: str, text
     not_utf8 = batch[_NOT_UTF8].tolist()
     present = [index for index, text in enumerate(texts)
                if isinstance(text, str) and not isinstance(not_utf8[index], str)]
-    found = model.annotate([texts[index] for index in present], batch_size,
-                           max_batch_characters)
+    with messages_withheld(f"annotating {len(present)} note(s)"):
+        found = model.annotate([texts[index] for index in present], batch_size,
+                               max_batch_characters)
     entities: list[list[dict] | None] = [None] * len(texts)
     errors: list[str | None] = [
         f"column '{column}' is not valid UTF-8" if isinstance(column, str)

@@ -12,6 +12,7 @@ from clinical_ner.batch.notes import (
     JSONL_FORMAT,
     TEXT_FORMAT,
 )
+from clinical_ner.cli.common import unwind_on_sigterm
 from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError
 
 NAME = "batch"
@@ -107,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         # Ignored, a JSON lines file was read as one note (the file's path its id).
         given = " and ".join(f"--{name.replace('_', '-')}" for name in fields)
         raise ConfigError(f"{given} name fields of JSON lines; add --input-format jsonl")
+    # So that a stopped run removes what it wrote into --output (Beam's beam-temp-* folders,
+    # the folders it made), as a failed one does; Python's default ended it on the spot.
+    unwind_on_sigterm()
     started = time.perf_counter()
     totals = run_batch(args.model, args.input, args.output, input_format=args.input_format,
                        **fields,
