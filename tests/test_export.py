@@ -132,6 +132,33 @@ def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_
     assert not (tmp_path / "base").exists()
 
 
+@pytest.mark.parametrize("existing, option, message", [
+    ("1", ["--version", "1"], "version 1 already exists at {base}/1; export a new version "
+                              "instead of overwriting one that may be serving"),
+    # No --version given: it said "--version must be between 1 and ..., got 2**63".
+    (str(2**63 - 1), [], f"{{base}}: its highest version, {2**63 - 1}, leaves no number for "
+                         f"the next one (TF Serving's versions go up to {2**63 - 1}); give a "
+                         "free one with --version, or export to a new base path"),
+], ids=["version exists", "versions exhausted"])
+def test_export_refuses_a_version_it_cannot_write_before_the_model_loads(tmp_path, capsys,
+                                                                        monkeypatch, existing,
+                                                                        option, message):
+    # Both were refused only once the model had loaded (seconds, minutes for a large one).
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
+    from clinical_ner.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(KerasAnnotator, "load", no_load)
+    base = tmp_path / "base"
+    (base / existing).mkdir(parents=True)
+    assert main(["export", "clinical", "--output", str(base), *option]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner export: error: {message.format(base=base)}\n")
+    assert [path.name for path in base.iterdir()] == [existing]
+
+
 def test_export_refuses_an_empty_output(tmp_path, monkeypatch, capsys):
     # --output "$UNSET" exported into the working directory (./1) as the base path.
     from clinical_ner.cli import main
