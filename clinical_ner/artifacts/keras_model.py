@@ -25,6 +25,8 @@ ARCHIVE_CONFIG = "config.json"
 ARCHIVE_ENTRIES = (ARCHIVE_CONFIG, "model.weights.h5")
 #: The trainer's resumable state (``--resume``); not needed to annotate.
 CHECKPOINT_DIR = "checkpoint"
+#: The model card's facts, which ``clinical-ner train`` writes once the run has finished.
+CARD_DATA_FILE = "model_card.json"
 
 
 def is_model_directory(path: str | os.PathLike) -> bool:
@@ -34,6 +36,18 @@ def is_model_directory(path: str | os.PathLike) -> bool:
     long for a file name, as ``predict``'s first argument may be).
     """
     return os.path.isfile(os.path.join(os.fspath(path), MODEL_FILE))
+
+
+def is_unfinished_training(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is the output of a ``clinical-ner train`` run that has not finished:
+    one in progress, or stopped (its :data:`CHECKPOINT_DIR` is made before the first epoch,
+    its :data:`CARD_DATA_FILE` written last).
+
+    Its :data:`MODEL_FILE`, if there is one yet, is the best epoch so far.
+    """
+    directory = os.fspath(directory)
+    return (os.path.isdir(os.path.join(directory, CHECKPOINT_DIR))
+            and not os.path.isfile(os.path.join(directory, CARD_DATA_FILE)))
 
 
 def missing_files(directory: str | os.PathLike) -> list[str]:
