@@ -33,7 +33,7 @@ from clinical_ner.export.saved_model import (
     saved_model_op_types,
 )
 from clinical_ner.serving import client, defaults
-from helpers import expected_entities, expected_tags, export_toy
+from helpers import SAMPLE, expected_entities, expected_tags, export_toy, train_sample_model
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +130,75 @@ def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_
     assert capsys.readouterr().err.startswith(
         "clinical-ner export: error: --version must be ")
     assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.parametrize("existing, option, message", [
+    ("1", ["--version", "1"], "version 1 already exists at {base}/1; export a new version "
+                              "instead of overwriting one that may be serving"),
+    # No --version given: it said "--version must be between 1 and ..., got 2**63".
+    (str(2**63 - 1), [], f"{{base}}: its highest version, {2**63 - 1}, leaves no number for "
+                         f"the next one (TF Serving's versions go up to {2**63 - 1}); give a "
+                         "free one with --version, or export to a new base path"),
+], ids=["version exists", "versions exhausted"])
+def test_export_refuses_a_version_it_cannot_write_before_the_model_loads(tmp_path, capsys,
+                                                                        monkeypatch, existing,
+                                                                        option, message):
+    # Both were refused only once the model had loaded (seconds, minutes for a large one).
+    from clinical_ner.annotators.keras_annotator import KerasAnnotator
+    from clinical_ner.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(KerasAnnotator, "load", no_load)
+    base = tmp_path / "base"
+    (base / existing).mkdir(parents=True)
+    assert main(["export", "clinical", "--output", str(base), *option]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner export: error: {message.format(base=base)}\n")
+    assert [path.name for path in base.iterdir()] == [existing]
+
+
+@pytest.mark.slow
+def test_export_of_a_training_run_that_has_not_finished_says_so(tmp_path, capsys, monkeypatch):
+    # Stopped in its first epoch, it was "an incomplete model directory (model.keras missing);
+    # copy the whole model folder again, or train it again"; stopped later, its best epoch so
+    # far was exported without a word. (A run in progress leaves the same files.)
+    from clinical_ner.cli import main
+    from clinical_ner.training.steps import EpochTrainer
+    from clinical_ner.training.trainer import train
+
+    train_epoch = EpochTrainer.train_epoch
+    epochs_left = {"count": 0}
+
+    def stopped_after_the_epochs_left(self, *args, **kwargs):
+        if epochs_left["count"] == 0:
+            raise KeyboardInterrupt
+        epochs_left["count"] -= 1
+        return train_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(EpochTrainer, "train_epoch", stopped_after_the_epochs_left)
+    settings = dict(dev=False, lstm_units=4, char_filters=2, char_dim=2, epochs=2)
+    warning = "a training run that has not finished (in progress, or stopped)"
+    for run, epochs in (("first", 0), ("second", 1)):
+        epochs_left["count"] = epochs
+        with pytest.raises(KeyboardInterrupt):
+            train_sample_model(tmp_path / run, **settings)
+    assert main(["export", str(tmp_path / "first"), "--output", str(tmp_path / "base")]) == 4
+    assert capsys.readouterr().err == (
+        f"clinical-ner export: error: {tmp_path / 'first'}: a training run that has not "
+        "finished its first epoch, so it has no model.keras yet (training is in progress, or "
+        "stopped before the epoch ended); wait for the epoch to end, or train it again if it "
+        "stopped\n")
+    assert main(["export", str(tmp_path / "second"), "--output", str(tmp_path / "base")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {tmp_path / 'second'}: {warning}: this exports its best "
+                          "epoch so far") and err.count("\n") == 1
+    epochs_left["count"] = 1
+    train(SAMPLE / "train", tmp_path / "second", resume=True, progress=False,
+          emit=lambda message: None)
+    assert main(["export", str(tmp_path / "second"), "--output", str(tmp_path / "base")]) == 0
+    assert warning not in capsys.readouterr().err
 
 
 def test_export_refuses_an_empty_output(tmp_path, monkeypatch, capsys):

@@ -55,6 +55,30 @@ def test_detect_format_explains_what_was_expected(tmp_path, files, fragment):
         detect_format(tmp_path / "absent")
 
 
+@pytest.mark.parametrize(("files", "target", "problem"), [
+    (["txt/a.txt", "concept/a.con"], "txt/a.txt",
+     "a document's text in an i2b2 folder (txt/ + concept/), not a corpus; give the folder "
+     "({root})"),
+    (["txt/a.txt", "concept/a.con"], "concept/a.con",
+     "an i2b2 concept file, not a corpus; give the i2b2 folder that holds it ({root})"),
+    (["txt/a.txt", "concept/a.con", "ast/a.ast"], "ast/a.ast",
+     "an i2b2 assertion file, not a corpus; give the i2b2 folder that holds it ({root})"),
+    (["a.txt", "a.con"], "a.con",
+     "an i2b2 concept file, not a corpus; give the i2b2 folder that holds it ({root}), or its "
+     "document's text {root}/a.txt for that document alone"),
+    (["a.ann"], "a.ann", "a brat annotation file, not a corpus; give the brat folder that "
+                         "holds it ({root})"),
+])
+def test_detect_format_refuses_one_file_of_an_i2b2_or_brat_corpus(tmp_path, files, target,
+                                                                  problem):
+    # Each was read as CoNLL: "PATH:1: 21 columns, but the file's lines have 14".
+    for name in files:
+        touch(tmp_path / name, f"{SECRET} words of a note\n")
+    with pytest.raises(DataFormatError) as caught:
+        load_corpus(tmp_path / target)
+    assert str(caught.value) == f"{tmp_path / target}: {problem.format(root=tmp_path)}"
+
+
 def test_detect_format_on_shared_data(shared_data):
     assert detect_format(shared_data / "maccrobat-i2b2" / "train") == "i2b2"
     assert detect_format(shared_data / "i2b2-format-examples") == "i2b2"

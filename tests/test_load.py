@@ -180,11 +180,13 @@ def test_every_annotator_closes_and_serves_a_with_block(model_base, runtime):
     assert ner.annotate(NOTE) == expected
 
 
-@pytest.mark.parametrize("damage", ["other files", "weights cut short"])
+@pytest.mark.parametrize("damage", ["other files", "weights cut short", "config damaged",
+                                    "config no model"])
 def test_a_model_file_that_is_a_whole_zip_but_no_keras_archive_is_named(tmp_path, capsys,
                                                                         damage):
     # A zip without Keras' config.json, or whose weights file is cut short, ended export (and
-    # every load) with an internal error (KeyError, OSError: exit 70).
+    # every load) with an internal error (KeyError, OSError: exit 70); a damaged config.json
+    # inside it was named as weights that do not fit "models trained before 0.2.0".
     import zipfile
 
     from clinical_ner.cli import main
@@ -196,8 +198,10 @@ def test_a_model_file_that_is_a_whole_zip_but_no_keras_archive_is_named(tmp_path
         entries = {name: archive.read(name) for name in archive.namelist()}
     if damage == "other files":
         entries = {"notes.txt": b"not a model"}
-    else:
+    elif damage == "weights cut short":
         entries["model.weights.h5"] = entries["model.weights.h5"][:5000]
+    else:
+        entries["config.json"] = b'{"oops": ' if damage == "config damaged" else b"{}"
     with zipfile.ZipFile(model / "model.keras", "w") as archive:
         for name, data in entries.items():
             archive.writestr(name, data)

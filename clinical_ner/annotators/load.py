@@ -119,6 +119,11 @@ def not_a_model_message(directory: str | os.PathLike) -> str:
         reason = "no such folder"
     elif os.path.isfile(directory):
         reason = "a file, not a folder"
+    elif keras_model.is_unfinished_training(directory):
+        # "copy the whole model folder again" is no advice for a run still in its first epoch.
+        return (f"{directory}: a training run that has not finished its first epoch, so it has "
+                f"no {keras_model.MODEL_FILE} yet (training is in progress, or stopped before "
+                f"the epoch ended); wait for the epoch to end, or train it again if it stopped")
     elif any(os.path.isfile(os.path.join(directory, name))
              for name in (keras_model.CONFIG_FILE, keras_model.VOCAB_FILE)):
         # The rest of a model directory without its model.

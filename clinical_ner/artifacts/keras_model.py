@@ -1,6 +1,7 @@
 """A model directory as ``clinical-ner train`` writes it: ``model.keras`` beside ``config.json`` and ``vocab.json``."""
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 
@@ -18,10 +19,14 @@ REQUIRED_FILES = (MODEL_FILE, CONFIG_FILE, VOCAB_FILE)
 #: (:func:`clinical_ner.artifacts.incomplete_message`).
 KIND = "model directory"
 REMEDY = "copy the whole model folder again, or train it again with 'clinical-ner train'"
+#: The model's description inside a Keras 3 archive (not :data:`CONFIG_FILE`, the settings).
+ARCHIVE_CONFIG = "config.json"
 #: What every Keras 3 archive (``model.save``) holds: the model's config and its weights.
-ARCHIVE_ENTRIES = ("config.json", "model.weights.h5")
+ARCHIVE_ENTRIES = (ARCHIVE_CONFIG, "model.weights.h5")
 #: The trainer's resumable state (``--resume``); not needed to annotate.
 CHECKPOINT_DIR = "checkpoint"
+#: The model card's facts, which ``clinical-ner train`` writes once the run has finished.
+CARD_DATA_FILE = "model_card.json"
 
 
 def is_model_directory(path: str | os.PathLike) -> bool:
@@ -33,6 +38,18 @@ def is_model_directory(path: str | os.PathLike) -> bool:
     return os.path.isfile(os.path.join(os.fspath(path), MODEL_FILE))
 
 
+def is_unfinished_training(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` is the output of a ``clinical-ner train`` run that has not finished:
+    one in progress, or stopped (its :data:`CHECKPOINT_DIR` is made before the first epoch,
+    its :data:`CARD_DATA_FILE` written last).
+
+    Its :data:`MODEL_FILE`, if there is one yet, is the best epoch so far.
+    """
+    directory = os.fspath(directory)
+    return (os.path.isdir(os.path.join(directory, CHECKPOINT_DIR))
+            and not os.path.isfile(os.path.join(directory, CARD_DATA_FILE)))
+
+
 def missing_files(directory: str | os.PathLike) -> list[str]:
     """The :data:`REQUIRED_FILES` that ``directory`` lacks, in that order."""
     return [name for name in REQUIRED_FILES
@@ -41,22 +58,26 @@ def missing_files(directory: str | os.PathLike) -> list[str]:
 
 def is_complete_archive(directory: str | os.PathLike, name: str = MODEL_FILE) -> bool:
     """Whether ``directory``'s :data:`MODEL_FILE` (or ``name``) is a whole zip archive that
-    holds what Keras writes (:data:`ARCHIVE_ENTRIES`).
+    holds what Keras writes (:data:`ARCHIVE_ENTRIES`), its ``config.json`` a serialized
+    model (a JSON object with ``class_name`` and ``config``).
 
     A truncated or emptied copy lacks the archive's directory at its end, which
     Keras then reports as weights that do not fit the model, and a zip of other
-    files ended loading with an internal error (``KeyError``); this reads only
-    that directory, without TensorFlow.
+    files ended loading with an internal error (``KeyError``); so did a damaged
+    ``config.json`` inside it (Keras' ``JSONDecodeError`` is a ``ValueError``).
+    This reads that directory and the small ``config.json``, without TensorFlow.
     """
     path = os.path.join(os.fspath(directory), name)
     if not zipfile.is_zipfile(path):
         return False
     try:
         with zipfile.ZipFile(path) as archive:
-            entries = set(archive.namelist())
-    except (OSError, zipfile.BadZipFile):
+            if not all(entry in archive.namelist() for entry in ARCHIVE_ENTRIES):
+                return False
+            config = json.loads(archive.read(ARCHIVE_CONFIG))
+    except (OSError, zipfile.BadZipFile, ValueError):  # ValueError: JSON's and UTF-8's
         return False
-    return all(entry in entries for entry in ARCHIVE_ENTRIES)
+    return isinstance(config, dict) and {"class_name", "config"} <= config.keys()
 
 
 def truncated_archive_message(directory: str | os.PathLike) -> str:

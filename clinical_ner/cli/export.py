@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from clinical_ner.cli.common import model_path, options_named, unwind_on_sigterm
 from clinical_ner.errors import check_output_folder
@@ -31,9 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from clinical_ner.artifacts.keras_model import is_model_directory, is_unfinished_training
     from clinical_ner.errors import ConfigError
 
     check_output_folder("--output", args.output)
+    if is_model_directory(args.model) and is_unfinished_training(args.model):
+        # Not refused: the best epoch so far may be what the user wants to try. (Without a
+        # model yet, loading it says so.)
+        print(f"warning: {args.model}: a training run that has not finished (in progress, or "
+              "stopped): this exports its best epoch so far; export again once it has "
+              "finished, or resume it with 'clinical-ner train ... --resume'", file=sys.stderr)
     # So that the half-written export's folder is deleted (.export-N-* in a base path).
     unwind_on_sigterm()
     if args.format == "litert":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from clinical_ner.config import NERConfig
 from clinical_ner.errors import DataFormatError
-from clinical_ner.artifacts.keras_model import MODEL_FILE
+from clinical_ner.artifacts.keras_model import ARCHIVE_CONFIG, MODEL_FILE
 from clinical_ner.model.vocab import VOCAB_FILE
 from clinical_ner.pretrained import model_reference
 from clinical_ner.text.document import ASSERTION_LABEL
@@ -80,7 +80,7 @@ def _parameters(rows: list[dict]) -> list[str]:
 def _keras_settings(model_dir: Path) -> dict:
     """The model's constructor arguments as ``model.keras`` records them (a zip's ``config.json``)."""
     with zipfile.ZipFile(model_dir / MODEL_FILE) as archive:
-        return json.loads(archive.read("config.json"))["config"]
+        return json.loads(archive.read(ARCHIVE_CONFIG))["config"]
 
 
 def _training_data(training: dict, labels: list[str]) -> list[str]:

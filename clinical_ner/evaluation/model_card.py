@@ -27,11 +27,10 @@ from typing import Sequence
 from clinical_ner.version import __version__
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
-from clinical_ner.artifacts.keras_model import MODEL_FILE
+from clinical_ner.artifacts.keras_model import CARD_DATA_FILE, MODEL_FILE
 from clinical_ner.pretrained import model_reference, resolve_model_path
 
 CARD_FILE = "MODEL_CARD.md"
-CARD_DATA_FILE = "model_card.json"
 
 
 def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[str | Path],

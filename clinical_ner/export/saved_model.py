@@ -58,16 +58,9 @@ def export_saved_model(
     check_base_path(base_path, version)
     base = Path(base_path)
     base.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        # Count incomplete numbered directories too: their number is taken.
-        version = max(numbered_dirs(base), default=0) + 1
-        _validate_version(version)
+    # Again: another exporter may have taken the number since the check.
+    version = _free_version(base, version)
     target = base / str(version)
-    if target.exists():
-        raise ExportError(
-            f"version {version} already exists at {target}; export a new version "
-            "instead of overwriting one that may be serving"
-        )
     temp = base / f"{_TEMP_PREFIX}{version}-{uuid.uuid4().hex}"
     # Made with mkdir, not mkdtemp (private to its owner): the version folder gets the
     # permissions the umask gives any new folder, so a server running as another user
@@ -100,7 +93,9 @@ def check_base_path(base_path: str | os.PathLike, version: int | None = None) ->
     Checked before any work (and before ``base_path`` is made). A version folder,
     a LiteRT export or a model directory given as the base path would get the
     new version nested inside it, where TF Serving watching the real base path
-    never looks (:class:`ExportError`).
+    never looks; a ``version`` that exists is never overwritten, and without
+    one the base path must have a number left above its highest version
+    (:class:`ExportError`).
     """
     if version is not None:
         _validate_version(version)
@@ -115,8 +110,31 @@ def check_base_path(base_path: str | os.PathLike, version: int | None = None) ->
         what = (f"a model directory (it holds {MODEL_FILE}); give the SavedModel a base path "
                 "of its own, e.g. models/NAME")
     else:
+        _free_version(Path(base), version)
         return
     raise ExportError(f"{base}: {what}")
+
+
+def _free_version(base: Path, version: int | None) -> int:
+    """``version``, or the one after ``base``'s highest; :class:`ExportError` if it is taken or
+    there is none after the highest."""
+    if version is None:
+        # Count incomplete numbered directories too: their number is taken.
+        highest = max(numbered_dirs(base), default=0)
+        if highest >= MAX_VERSION:
+            # Not "--version must be between ...": the user gave no version.
+            raise ExportError(
+                f"{base}: its highest version, {highest}, leaves no number for the next one "
+                f"(TF Serving's versions go up to {MAX_VERSION}); give a free one with "
+                f"{setting_name('version')}, or export to a new base path")
+        version = highest + 1
+    target = base / str(version)
+    if target.exists():
+        raise ExportError(
+            f"version {version} already exists at {target}; export a new version "
+            "instead of overwriting one that may be serving"
+        )
+    return version
 
 
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})

@@ -17,7 +17,9 @@ def detect_format(path: str | Path) -> str:
     A folder with ``txt/`` and ``concept/`` subfolders, or with ``.txt`` and
     ``.con`` files side by side, is i2b2; a folder with ``.txt`` and ``.ann``
     files is brat. A ``.txt`` file with a ``.con`` (``.ann``) file beside it
-    is a one-document i2b2 (brat) corpus; any other file is CoNLL.
+    is a one-document i2b2 (brat) corpus; a ``.con``, ``.ast`` or ``.ann``
+    file, or a ``.txt`` file of an i2b2 folder's ``txt/``, is refused
+    (:func:`_corpus_part`); any other file is CoNLL.
     """
     path = Path(path)
     if path.is_file():
@@ -25,6 +27,9 @@ def detect_format(path: str | Path) -> str:
             return "i2b2"
         if path.suffix == ".txt" and path.with_suffix(".ann").is_file():
             return "brat"
+        part = _corpus_part(path)
+        if part is not None:
+            raise DataFormatError(path, None, part)
         return "conll"
     if not path.is_dir():
         raise DataFormatError(path, None, "no such file or folder")
@@ -44,6 +49,35 @@ def detect_format(path: str | Path) -> str:
         f"{problem}: expected a CoNLL file, a folder with txt/ and concept/ subfolders "
         "or .txt + .con files (i2b2), or a folder of .txt + .ann files (brat)",
     )
+
+
+# The files of an i2b2 or brat corpus that hold no document's text, by suffix.
+_ANNOTATION_FILES = {".con": ("an i2b2 concept file", "i2b2"),
+                     ".ast": ("an i2b2 assertion file", "i2b2"),
+                     ".ann": ("a brat annotation file", "brat")}
+
+
+def _corpus_part(path: Path) -> str | None:
+    """What the file ``path`` is, if it is a part of an i2b2 or brat corpus that is read only
+    with the rest, and what to give instead; ``None`` for any other file.
+
+    Read as CoNLL, each said ``PATH:1: 21 columns, but the file's lines have 14``.
+    """
+    if path.suffix in _ANNOTATION_FILES:
+        kind, data_format = _ANNOTATION_FILES[path.suffix]
+        # The i2b2 layout keeps them in concept/ and ast/ beside txt/.
+        split = path.parent.name in ("concept", "ast") and (path.parent.parent / "txt").is_dir()
+        folder = path.parent.parent if split else path.parent
+        text = path.with_suffix(".txt")
+        alone = f", or its document's text {text} for that document alone" if (
+            text.is_file()) else ""
+        return (f"{kind}, not a corpus; give the {data_format} folder that holds it "
+                f"({folder}){alone}")
+    folder = path.parent.parent
+    if path.suffix == ".txt" and path.parent.name == "txt" and (folder / "concept").is_dir():
+        return (f"a document's text in an i2b2 folder (txt/ + concept/), not a corpus; give "
+                f"the folder ({folder})")
+    return None
 
 
 def load_corpus(
