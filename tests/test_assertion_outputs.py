@@ -19,6 +19,7 @@ from clinical_ner.export import signatures as sig
 from clinical_ner.formats.conll import read_conll
 from clinical_ner.formats.html_page import render_html
 from clinical_ner.formats.i2b2 import read_i2b2
+from clinical_ner.formats.jsonl import InputDocument
 from clinical_ner.formats.writers import write_annotations
 from clinical_ner.text.document import Entity
 from clinical_ner.text.tokenizer import split_sentences
@@ -134,7 +135,7 @@ class RuleAnnotator:
 
 
 def test_jsonl_writer_gives_each_problem_its_assertion(tmp_path):
-    write_annotations(RuleAnnotator(["present", "absent"]), [("note", NOTE)], "jsonl",
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "jsonl",
                       tmp_path / "out.jsonl")
 
     [line] = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
@@ -145,7 +146,7 @@ def test_jsonl_writer_gives_each_problem_its_assertion(tmp_path):
 
 
 def test_conll_writer_puts_the_assertion_column_between_token_and_tag(tmp_path):
-    write_annotations(RuleAnnotator(["present", "absent"]), [("note", NOTE)], "conll",
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "conll",
                       tmp_path / "out.conll")
 
     rows = [line.split("\t") for line in
@@ -161,7 +162,7 @@ def test_conll_writer_puts_the_assertion_column_between_token_and_tag(tmp_path):
 
 def test_conll_writer_has_two_columns_for_a_model_without_assertions(tmp_path):
     ner = RuleAnnotator([])
-    write_annotations(ner, [("note", NOTE)], "conll", tmp_path / "out.conll")
+    write_annotations(ner, [InputDocument("note", NOTE)], "conll", tmp_path / "out.conll")
 
     rows = [line.split("\t") for line in
             (tmp_path / "out.conll").read_text(encoding="utf-8").splitlines() if line]
@@ -170,7 +171,7 @@ def test_conll_writer_has_two_columns_for_a_model_without_assertions(tmp_path):
 
 
 def test_i2b2_writer_writes_the_ast_file_beside_the_con_file(tmp_path):
-    write_annotations(RuleAnnotator(["present", "absent"]), [("note", NOTE)], "i2b2",
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "i2b2",
                       tmp_path / "out")
     (tmp_path / "out" / "note.txt").write_text(NOTE, encoding="utf-8")
 
@@ -184,7 +185,7 @@ def test_i2b2_writer_writes_the_ast_file_beside_the_con_file(tmp_path):
 
 
 def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
-    write_annotations(RuleAnnotator([]), [("note", NOTE)], "i2b2", tmp_path / "out")
+    write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "i2b2", tmp_path / "out")
 
     # (note.txt: a document given without a file gets its text beside its annotations.)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["note.con",
