@@ -36,6 +36,7 @@ from clinical_ner.serving.client_errors import (
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
+    TLSHandshakeError,
 )
 from clinical_ner.serving.model_metadata import TensorInfo, VersionStatus
 from clinical_ner.cli import build_parser
@@ -559,6 +560,31 @@ def test_tls(tmp_path, model_base):
     with pytest.raises(ConfigError, match=rf"^root_certificates {der}: not PEM \(no "
                                           r"'-----BEGIN' line\); give the CA certificates"):
         ServingClient("127.0.0.1:1", MODEL, root_certificates=der)
+
+
+def test_a_tls_mismatch_fails_at_once_saying_what_to_do(tmp_path, model_base, dev_target,
+                                                       capsys):
+    # Each was retried as a server not up yet, until the deadline (30 s), and ended with
+    # gRPC's "Socket closed" or handshake error and no word about root_certificates.
+    cert, key = make_certificate(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_ca, _ = make_certificate(tmp_path / "other")
+    with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
+        tls_target = f"127.0.0.1:{server.bound_port}"
+        for target, roots, message in (
+            (tls_target, None, rf"{tls_target} speaks TLS and this client does not; give "
+                               r"root_certificates"),
+            (tls_target, other_ca, r"\(CERTIFICATE_VERIFY_FAILED\); the server's certificate is "
+                                   r"not signed by a CA in root_certificates"),
+            (dev_target, cert, r"\(WRONG_VERSION_NUMBER\); the server does not speak TLS: "
+                               r"leave out root_certificates"),
+        ):
+            with ServingClient(target, MODEL, root_certificates=roots) as client, \
+                    pytest.raises(TLSHandshakeError, match=message) as raised:
+                client.annotate("fever")
+            assert raised.value.exit_code == 2
+        with pytest.raises(TLSHandshakeError, match="give --root-certificates"):
+            run_cli(["client", "--target", tls_target, "--model-name", MODEL, "fever"])
 
 
 def run_cli(argv: list[str]) -> int:

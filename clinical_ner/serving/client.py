@@ -42,10 +42,13 @@ from clinical_ner.serving.client_errors import (
     RequestTooLargeError,
     ServerUnavailableError,
     ServingError,
+    TLSHandshakeError,
     error_from_rpc,
+    handshake_failure,
+    plaintext_to_tls,
     safe_details,
 )
-from clinical_ner.serving.tls import read_pem
+from clinical_ner.serving.tls import read_pem, speaks_tls
 from clinical_ner.serving.model_metadata import (
     ModelMetadata,
     SignatureInfo,
@@ -73,7 +76,8 @@ from clinical_ner.export.signatures import (
 
 __all__ = [
     "ServingClient", "ServingError", "ModelNotFoundError", "InvalidRequestError",
-    "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "ModelMetadata",
+    "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "TLSHandshakeError",
+    "ModelMetadata",
     "SignatureInfo", "TensorInfo", "VersionStatus",
 ]
 
@@ -156,6 +160,7 @@ class ServingClient:
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.deadline = deadline
+        self._tls = root_certificates is not None
         options = _CHANNEL_OPTIONS + [
             ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_MS),
             ("grpc.http2.ping_timeout_ms", _PING_TIMEOUT_MS),
@@ -336,7 +341,11 @@ class ServingClient:
                 code = error.code()
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._answered = False
-                    failure = f"UNAVAILABLE: {safe_details(error, quoted)}"
+                    details = safe_details(error, quoted)
+                    refused = self._tls_mismatch(f"{method} to {self.target}", details)
+                    if refused is not None:
+                        raise refused from None
+                    failure = f"UNAVAILABLE: {details}"
                     pause = backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered and \
@@ -367,6 +376,19 @@ class ServingClient:
                 method, self.target, failure, attempts, self.max_retries, pause,
             )
             time.sleep(pause)
+
+    def _tls_mismatch(self, call: str, details: str) -> TLSHandshakeError | None:
+        """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch, else ``None``.
+
+        Retried, a mismatch would only fail again until the deadline. A TLS
+        server closes a plaintext connection without a word ("Socket closed"),
+        as a server shutting down may: such a server is asked for a handshake.
+        """
+        if self._tls:
+            return handshake_failure(call, self.target, details)
+        if "Socket closed" in details and speaks_tls(self.target, min(self.timeout, 5.0)):
+            return plaintext_to_tls(call, self.target)
+        return None
 
     def _answers_status(self, remaining: float) -> bool:
         """Whether the server answers a ``GetModelStatus`` within ``remaining`` seconds.
