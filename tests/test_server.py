@@ -840,6 +840,10 @@ def test_serve_help_points_to_production_serving(capsys):
     (["--ssl-cert", "missing.pem"], "TLS needs both --ssl-cert and --ssl-key"),
     (["--ssl-cert", "missing.pem", "--ssl-key", "missing.key"],
      "--ssl-cert missing.pem: cannot read a certificate chain"),
+    # These said "could not listen on bogus.invalid:0 (in use?)" once the model was loaded.
+    (["--host", "bogus.invalid"], "--host bogus.invalid: cannot be resolved ("),
+    (["--host", "192.0.2.1"], "--host 192.0.2.1: not an address of this machine ("),
+    (["--host", ""], "--host is empty; give the address to listen on"),
 ])
 def test_serve_options_are_checked_before_a_model_is_exported(model_base, capsys, monkeypatch,
                                                                options, message):
