@@ -195,6 +195,24 @@ def test_server_errors_become_exceptions_without_text(dev_target):
         assert client.annotate("fever") == expected_entities("fever")
 
 
+def test_a_batch_over_the_servers_limit_says_to_lower_the_batch_size(dev_target, capsys):
+    # It named only the server's --max-documents, which the client's user cannot set.
+    with ServingClient(dev_target, MODEL, batch_size=20) as client:
+        with pytest.raises(RequestTooLargeError, match=r"the limit is 16 per request \(the "
+                           r"server's --max-documents\); split the batch; lower batch_size "
+                           r"\(this client sends up to 20 documents per request\)"):
+            client.annotate(["fever"] * 17)
+        with pytest.raises(RequestTooLargeError, match=r"lower batch_size \(this client sends "
+                                                       r"up to 20 sentences per request\)"):
+            client.tag_tokens([["fever"]] * 17)
+        # A document too long for the server is not mended by smaller batches.
+        with pytest.raises(RequestTooLargeError) as too_long:
+            client.annotate(["fever", MARKER * 50])
+        assert "batch_size" not in str(too_long.value)
+    with pytest.raises(RequestTooLargeError, match="; lower --batch-size "):
+        run_cli(["client", "--target", dev_target, "--model-name", MODEL, *["x"] * 17])
+
+
 def test_a_refused_batch_names_the_callers_documents_for_the_servers_rows(dev_target, tmp_path):
     # The client sends documents in size order: the server's "document 2" was the caller's 1.
     long_note = "aspirin " * 200  # over the dev server's 1000 characters

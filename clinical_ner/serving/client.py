@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import check_host_port, check_integer, check_seconds
+from clinical_ner.errors import check_host_port, check_integer, check_seconds, setting_name
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
@@ -108,6 +108,10 @@ _KEEPALIVE_TIME_MS = 10_000
 # behind the response bytes still in flight, so a short timeout cuts off slow
 # but healthy clients receiving large responses.
 _PING_TIMEOUT_MS = 60_000
+# What a server's RESOURCE_EXHAUSTED says of a request that holds too many rows (the
+# development server's --max-documents) or too many bytes (gRPC's message size limit):
+# smaller batches mend both, longer documents neither.
+_TOO_LARGE_A_BATCH = ("per request", "larger than max")
 
 
 class ServingClient:
@@ -358,8 +362,8 @@ class ServingClient:
                     # from a server that answers: too slow, and sent again it would only
                     # run again).
                     self._answered = True
-                    raise error_from_rpc(f"{method} to {self.target}", error, quoted, rows,
-                                         items) from None
+                    raise self._refused(error_from_rpc(f"{method} to {self.target}", error,
+                                                       quoted, rows, items), items) from None
             else:
                 self._answered = True
                 return response
@@ -376,6 +380,16 @@ class ServingClient:
                 method, self.target, failure, attempts, self.max_retries, pause,
             )
             time.sleep(pause)
+
+    def _refused(self, error: ServingError, items: str) -> ServingError:
+        """``error``, told how to send fewer ``items`` per request if its batch was too large."""
+        if not (isinstance(error, RequestTooLargeError) and error.rows and len(error.rows) > 1
+                and any(marker in error.reason for marker in _TOO_LARGE_A_BATCH)):
+            return error
+        # The server's message names its own limit; this client's user sets the batch.
+        return RequestTooLargeError(
+            f"{error.reason}; lower {setting_name('batch_size')} (this client sends up to "
+            f"{self.batch_size} {items} per request)", error.code, error.rows, items)
 
     def _tls_mismatch(self, call: str, details: str) -> TLSHandshakeError | None:
         """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch, else ``None``.
