@@ -36,6 +36,7 @@ from clinical_ner.serving.client_errors import (
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
+    ServingError,
     TLSHandshakeError,
 )
 from clinical_ner.serving.model_metadata import TensorInfo, VersionStatus
@@ -291,6 +292,34 @@ def test_enum_values_a_newer_server_may_send_are_named_not_fatal():
             inputs = client.metadata().signatures["serving_default"].inputs
             assert inputs["text"].dtype == "dtype 999"
             assert client.status() == [VersionStatus(1, "state 77", "")]
+    finally:
+        server.stop(grace=None)
+
+
+class SignaturelessServer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Answers GetModelMetadata without the signature_def it was asked for, or another type."""
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = MODEL
+        if request.model_spec.version.value == 2:
+            response.metadata["signature_def"].Pack(get_model_status_pb2.GetModelStatusResponse())
+        return response
+
+
+def test_metadata_without_signatures_is_an_error_not_an_empty_list():
+    # It answered ModelMetadata(signatures={}), as if the model had no signatures.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(SignaturelessServer(),
+                                                                        server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for version in (1, 2):
+            with ServingClient(f"127.0.0.1:{port}", MODEL, version=version) as client, \
+                    pytest.raises(ServingError, match=r"answered without a 'signature_def' "
+                                                      r"SignatureDefMap \(metadata: \[.*\]\)"):
+                client.metadata()
     finally:
         server.stop(grace=None)
 

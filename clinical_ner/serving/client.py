@@ -235,7 +235,14 @@ class ServingClient:
         self._fill_model_spec(request.model_spec)
         response = self._call("GetModelMetadata", self._metadata_rpc, request, [])
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[SIGNATURE_DEF_METADATA].Unpack(signature_defs)
+        # Reading a missing key of a proto map adds an empty value, which unpacks to nothing:
+        # no signatures, as if the model had none.
+        if SIGNATURE_DEF_METADATA not in response.metadata or \
+                not response.metadata[SIGNATURE_DEF_METADATA].Unpack(signature_defs):
+            raise ServingError(
+                f"GetModelMetadata to {self.target} answered without a '{SIGNATURE_DEF_METADATA}'"
+                f" SignatureDefMap (metadata: {sorted(response.metadata)[:8]}); is the server "
+                "a TensorFlow Serving model server?")
         return ModelMetadata(
             model_name=response.model_spec.name,
             version=response.model_spec.version.value,
