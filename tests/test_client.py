@@ -33,6 +33,7 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
     ModelNotFoundError,
+    NotGrpcError,
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
@@ -616,11 +617,14 @@ def test_a_tls_mismatch_fails_at_once_saying_what_to_do(tmp_path, model_base, de
     cert, key = make_certificate(tmp_path)
     (tmp_path / "other").mkdir()
     other_ca, _ = make_certificate(tmp_path / "other")
-    with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key) as server:
+    with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key,
+                     rest_port=0) as server:
         tls_target = f"127.0.0.1:{server.bound_port}"
+        tls_rest = f"127.0.0.1:{server.bound_rest_port}"
         for target, roots, message in (
             (tls_target, None, rf"{tls_target} speaks TLS and this client does not; give "
                                r"root_certificates"),
+            (tls_rest, None, rf"{tls_rest} speaks TLS and this client does not"),
             (tls_target, other_ca, r"\(CERTIFICATE_VERIFY_FAILED\); the server's certificate is "
                                    r"not signed by a CA in root_certificates"),
             (dev_target, cert, r"\(WRONG_VERSION_NUMBER\); the server does not speak TLS: "
@@ -632,6 +636,21 @@ def test_a_tls_mismatch_fails_at_once_saying_what_to_do(tmp_path, model_base, de
             assert raised.value.exit_code == 2
         with pytest.raises(TLSHandshakeError, match="give --root-certificates"):
             run_cli(["client", "--target", tls_target, "--model-name", MODEL, "fever"])
+        with ServingClient(tls_rest, MODEL, root_certificates=cert) as client, \
+                pytest.raises(NotGrpcError, match=rf"{tls_rest} does not speak gRPC"):
+            client.annotate("fever")
+
+
+def test_a_port_that_does_not_speak_grpc_fails_at_once(model_base):
+    # A REST port given for the gRPC one was retried until the deadline ("Failed parsing
+    # HTTP/2").
+    with ModelServer(model_base, MODEL, port=0, rest_port=0) as server:
+        rest = f"127.0.0.1:{server.bound_rest_port}"
+        with ServingClient(rest, MODEL) as client, pytest.raises(
+                NotGrpcError, match=rf"{rest} does not speak gRPC \(HTTP/2\); is it a REST "
+                                    r"port\? Give the server's gRPC port") as raised:
+            client.annotate("fever")
+    assert raised.value.exit_code == 2
 
 
 def run_cli(argv: list[str]) -> int:

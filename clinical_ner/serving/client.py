@@ -38,6 +38,7 @@ from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
     ModelNotFoundError,
+    NotGrpcError,
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
@@ -45,6 +46,7 @@ from clinical_ner.serving.client_errors import (
     TLSHandshakeError,
     error_from_rpc,
     handshake_failure,
+    not_grpc,
     plaintext_to_tls,
     safe_details,
 )
@@ -77,7 +79,7 @@ from clinical_ner.export.signatures import (
 __all__ = [
     "ServingClient", "ServingError", "ModelNotFoundError", "InvalidRequestError",
     "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "TLSHandshakeError",
-    "ModelMetadata",
+    "NotGrpcError", "ModelMetadata",
     "SignatureInfo", "TensorInfo", "VersionStatus",
 ]
 
@@ -112,6 +114,9 @@ _PING_TIMEOUT_MS = 60_000
 # development server's --max-documents) or too many bytes (gRPC's message size limit):
 # smaller batches mend both, longer documents neither.
 _TOO_LARGE_A_BATCH = ("per request", "larger than max")
+# What gRPC's UNAVAILABLE details say of a connection the server ended without a word:
+# a TLS server's answer to a plaintext client (gRPC's; the REST one of `serve`).
+_CLOSED_UNANSWERED = ("Socket closed", "Connection reset by peer")
 
 
 class ServingClient:
@@ -353,7 +358,7 @@ class ServingClient:
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._answered = False
                     details = safe_details(error, quoted)
-                    refused = self._tls_mismatch(f"{method} to {self.target}", details)
+                    refused = self._mismatch(f"{method} to {self.target}", details)
                     if refused is not None:
                         raise refused from None
                     failure = f"UNAVAILABLE: {details}"
@@ -398,16 +403,20 @@ class ServingClient:
             f"{error.reason}; lower {setting_name('batch_size')} (this client sends up to "
             f"{self.batch_size} {items} per request)", error.code, error.rows, items)
 
-    def _tls_mismatch(self, call: str, details: str) -> TLSHandshakeError | None:
-        """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch, else ``None``.
+    def _mismatch(self, call: str, details: str) -> TLSHandshakeError | NotGrpcError | None:
+        """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch or a server
+        that does not speak gRPC, else ``None``.
 
         Retried, a mismatch would only fail again until the deadline. A TLS
-        server closes a plaintext connection without a word ("Socket closed"),
-        as a server shutting down may: such a server is asked for a handshake.
+        server closes or resets a plaintext connection without a word, as a
+        server shutting down may: such a server is asked for a handshake.
         """
+        wrong_server = not_grpc(call, self.target, details)
+        if wrong_server is not None:
+            return wrong_server
         if self._tls:
             return handshake_failure(call, self.target, details)
-        if "Socket closed" in details and speaks_tls(self.target, min(self.timeout, 5.0)):
+        if any(marker in details for marker in _CLOSED_UNANSWERED) and speaks_tls(self.target, min(self.timeout, 5.0)):
             return plaintext_to_tls(call, self.target)
         return None
 

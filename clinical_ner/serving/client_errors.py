@@ -92,6 +92,27 @@ def handshake_failure(call: str, target: str, details: str) -> TLSHandshakeError
     return None
 
 
+class NotGrpcError(ServingError):
+    """The target answers, but not with gRPC (a REST port, another service): a target to
+    change, not a server to wait for."""
+
+    exit_code = 2
+
+
+# What gRPC's UNAVAILABLE details say of a server that speaks HTTP/1 (a REST port): in
+# plaintext, and over TLS (no HTTP/2 agreed in the handshake).
+_NOT_GRPC = ("Failed parsing HTTP/2", "missing selected ALPN property")
+
+
+def not_grpc(call: str, target: str, details: str) -> NotGrpcError | None:
+    """The error of a ``call`` whose UNAVAILABLE ``details`` tell a server that does not
+    speak gRPC (HTTP/2); ``None`` for other details."""
+    if not any(marker in details for marker in _NOT_GRPC):
+        return None
+    return NotGrpcError(f"{call} failed: {target} does not speak gRPC (HTTP/2); is it a REST "
+                        f"port? Give the server's gRPC port", grpc.StatusCode.UNAVAILABLE)
+
+
 def plaintext_to_tls(call: str, target: str) -> TLSHandshakeError:
     """The error of a plaintext client's ``call`` to ``target``, a TLS server."""
     return TLSHandshakeError(
