@@ -117,6 +117,8 @@ _TOO_LARGE_A_BATCH = ("per request", "larger than max")
 # What gRPC's UNAVAILABLE details say of a connection the server ended without a word:
 # a TLS server's answer to a plaintext client (gRPC's; the REST one of `serve`).
 _CLOSED_UNANSWERED = ("Socket closed", "Connection reset by peer")
+# The longest wait for a TLS server's handshake when asking whether there is one.
+_TLS_PROBE_S = 5.0
 
 
 class ServingClient:
@@ -358,7 +360,8 @@ class ServingClient:
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._answered = False
                     details = safe_details(error, quoted)
-                    refused = self._mismatch(f"{method} to {self.target}", details)
+                    refused = self._mismatch(f"{method} to {self.target}", details,
+                                             self.deadline - (time.monotonic() - started))
                     if refused is not None:
                         raise refused from None
                     failure = f"UNAVAILABLE: {details}"
@@ -403,20 +406,23 @@ class ServingClient:
             f"{error.reason}; lower {setting_name('batch_size')} (this client sends up to "
             f"{self.batch_size} {items} per request)", error.code, error.rows, items)
 
-    def _mismatch(self, call: str, details: str) -> TLSHandshakeError | NotGrpcError | None:
+    def _mismatch(self, call: str, details: str,
+                  remaining: float) -> TLSHandshakeError | NotGrpcError | None:
         """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch or a server
         that does not speak gRPC, else ``None``.
 
         Retried, a mismatch would only fail again until the deadline. A TLS
         server closes or resets a plaintext connection without a word, as a
-        server shutting down may: such a server is asked for a handshake.
+        server shutting down may: such a server is asked for a handshake, within
+        the ``remaining`` seconds of the deadline.
         """
         wrong_server = not_grpc(call, self.target, details)
         if wrong_server is not None:
             return wrong_server
         if self._tls:
             return handshake_failure(call, self.target, details)
-        if any(marker in details for marker in _CLOSED_UNANSWERED) and speaks_tls(self.target, min(self.timeout, 5.0)):
+        if remaining > 0 and any(marker in details for marker in _CLOSED_UNANSWERED) and \
+                speaks_tls(self.target, min(self.timeout, _TLS_PROBE_S, remaining)):
             return plaintext_to_tls(call, self.target)
         return None
 

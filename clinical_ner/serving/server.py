@@ -192,11 +192,11 @@ class ModelServer:
         max_batch_documents: int = defaults.BATCH_DOCUMENTS,
     ) -> None:
         check_server_options(
-            model_name=model_name, host=host, port=port, rest_port=rest_port, max_workers=max_workers,
-            max_concurrent_calls=max_concurrent_calls, poll_interval_s=poll_interval_s,
-            max_documents=max_documents, max_document_chars=max_document_chars,
-            max_message_bytes=max_message_bytes, ssl_cert=ssl_cert, ssl_key=ssl_key,
-            max_batch_documents=max_batch_documents,
+            model_name=model_name, host=host, port=port, rest_port=rest_port,
+            max_workers=max_workers, max_concurrent_calls=max_concurrent_calls,
+            poll_interval_s=poll_interval_s, max_documents=max_documents,
+            max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
+            ssl_cert=ssl_cert, ssl_key=ssl_key, max_batch_documents=max_batch_documents,
         )
         self.base_path = Path(base_path)
         if not self.base_path.is_dir():
