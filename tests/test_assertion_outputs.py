@@ -357,7 +357,7 @@ def test_rest_reads_integer_inputs_and_names_a_bad_value():
     from clinical_ner.serving.validation import Limits
     from clinical_ner.serving.versions import Signature
 
-    signature = Signature(function=None, inputs=CLASSIFY_INPUTS)
+    signature = Signature(function=None, inputs=CLASSIFY_INPUTS, outputs=())
     inputs = columnar_inputs(Limits(), "classify_assertions", signature, {
         "text": ["No rash.", "Cough."], "span_start": [[3, -1], [0, -1]],
         "span_end": [[7, -1], [5, -1]]})

@@ -33,9 +33,12 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
     ModelNotFoundError,
+    NotGrpcError,
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
+    ServingError,
+    TLSHandshakeError,
 )
 from clinical_ner.serving.model_metadata import TensorInfo, VersionStatus
 from clinical_ner.cli import build_parser
@@ -194,6 +197,24 @@ def test_server_errors_become_exceptions_without_text(dev_target):
         assert client.annotate("fever") == expected_entities("fever")
 
 
+def test_a_batch_over_the_servers_limit_says_to_lower_the_batch_size(dev_target, capsys):
+    # It named only the server's --max-documents, which the client's user cannot set.
+    with ServingClient(dev_target, MODEL, batch_size=20) as client:
+        with pytest.raises(RequestTooLargeError, match=r"the limit is 16 per request \(the "
+                           r"server's --max-documents\); split the batch; lower batch_size "
+                           r"\(this client sends up to 20 documents per request\)"):
+            client.annotate(["fever"] * 17)
+        with pytest.raises(RequestTooLargeError, match=r"lower batch_size \(this client sends "
+                                                       r"up to 20 sentences per request\)"):
+            client.tag_tokens([["fever"]] * 17)
+        # A document too long for the server is not mended by smaller batches.
+        with pytest.raises(RequestTooLargeError) as too_long:
+            client.annotate(["fever", MARKER * 50])
+        assert "batch_size" not in str(too_long.value)
+    with pytest.raises(RequestTooLargeError, match="; lower --batch-size "):
+        run_cli(["client", "--target", dev_target, "--model-name", MODEL, *["x"] * 17])
+
+
 def test_a_refused_batch_names_the_callers_documents_for_the_servers_rows(dev_target, tmp_path):
     # The client sends documents in size order: the server's "document 2" was the caller's 1.
     long_note = "aspirin " * 200  # over the dev server's 1000 characters
@@ -272,6 +293,34 @@ def test_enum_values_a_newer_server_may_send_are_named_not_fatal():
             inputs = client.metadata().signatures["serving_default"].inputs
             assert inputs["text"].dtype == "dtype 999"
             assert client.status() == [VersionStatus(1, "state 77", "")]
+    finally:
+        server.stop(grace=None)
+
+
+class SignaturelessServer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Answers GetModelMetadata without the signature_def it was asked for, or another type."""
+
+    def GetModelMetadata(self, request, context):  # noqa: N802
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = MODEL
+        if request.model_spec.version.value == 2:
+            response.metadata["signature_def"].Pack(get_model_status_pb2.GetModelStatusResponse())
+        return response
+
+
+def test_metadata_without_signatures_is_an_error_not_an_empty_list():
+    # It answered ModelMetadata(signatures={}), as if the model had no signatures.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(SignaturelessServer(),
+                                                                        server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for version in (1, 2):
+            with ServingClient(f"127.0.0.1:{port}", MODEL, version=version) as client, \
+                    pytest.raises(ServingError, match=r"answered without a 'signature_def' "
+                                                      r"SignatureDefMap \(metadata: \[.*\]\)"):
+                client.metadata()
     finally:
         server.stop(grace=None)
 
@@ -559,6 +608,49 @@ def test_tls(tmp_path, model_base):
     with pytest.raises(ConfigError, match=rf"^root_certificates {der}: not PEM \(no "
                                           r"'-----BEGIN' line\); give the CA certificates"):
         ServingClient("127.0.0.1:1", MODEL, root_certificates=der)
+
+
+def test_a_tls_mismatch_fails_at_once_saying_what_to_do(tmp_path, model_base, dev_target,
+                                                       capsys):
+    # Each was retried as a server not up yet, until the deadline (30 s), and ended with
+    # gRPC's "Socket closed" or handshake error and no word about root_certificates.
+    cert, key = make_certificate(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_ca, _ = make_certificate(tmp_path / "other")
+    with ModelServer(model_base, MODEL, port=0, ssl_cert=cert, ssl_key=key,
+                     rest_port=0) as server:
+        tls_target = f"127.0.0.1:{server.bound_port}"
+        tls_rest = f"127.0.0.1:{server.bound_rest_port}"
+        for target, roots, message in (
+            (tls_target, None, rf"{tls_target} speaks TLS and this client does not; give "
+                               r"root_certificates"),
+            (tls_rest, None, rf"{tls_rest} speaks TLS and this client does not"),
+            (tls_target, other_ca, r"\(CERTIFICATE_VERIFY_FAILED\); the server's certificate is "
+                                   r"not signed by a CA in root_certificates"),
+            (dev_target, cert, r"\(WRONG_VERSION_NUMBER\); the server does not speak TLS: "
+                               r"leave out root_certificates"),
+        ):
+            with ServingClient(target, MODEL, root_certificates=roots) as client, \
+                    pytest.raises(TLSHandshakeError, match=message) as raised:
+                client.annotate("fever")
+            assert raised.value.exit_code == 2
+        with pytest.raises(TLSHandshakeError, match="give --root-certificates"):
+            run_cli(["client", "--target", tls_target, "--model-name", MODEL, "fever"])
+        with ServingClient(tls_rest, MODEL, root_certificates=cert) as client, \
+                pytest.raises(NotGrpcError, match=rf"{tls_rest} does not speak gRPC"):
+            client.annotate("fever")
+
+
+def test_a_port_that_does_not_speak_grpc_fails_at_once(model_base):
+    # A REST port given for the gRPC one was retried until the deadline ("Failed parsing
+    # HTTP/2").
+    with ModelServer(model_base, MODEL, port=0, rest_port=0) as server:
+        rest = f"127.0.0.1:{server.bound_rest_port}"
+        with ServingClient(rest, MODEL) as client, pytest.raises(
+                NotGrpcError, match=rf"{rest} does not speak gRPC \(HTTP/2\); is it a REST "
+                                    r"port\? Give the server's gRPC port") as raised:
+            client.annotate("fever")
+    assert raised.value.exit_code == 2
 
 
 def run_cli(argv: list[str]) -> int:

@@ -574,6 +574,24 @@ def test_requests_that_wait_together_run_as_one_model_call(model_base, max_batch
         assert text_calls == [2] * 6 and token_calls == [1, 2, 2]
 
 
+def test_an_unknown_output_filter_is_refused_before_the_model_runs(model_base):
+    # It was refused only after a full model call, which it wasted.
+    server, calls, _ = recording_server(model_base, max_batch_documents=32)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.bound_port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(_with(lambda r: r.output_filter.extend([sig.ENTITY_COUNT, "logits"])),
+                             timeout=RPC_TIMEOUT_S)
+    finally:
+        server.stop(grace=1)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith(
+        f"output_filter names unknown outputs ['logits']; signature '{sig.SERVING_DEFAULT}' has "
+        f"outputs ['{sig.ENTITY_CONFIDENCE}', '{sig.ENTITY_COUNT}'")
+    assert calls == []
+
+
 def test_merged_calls_stop_at_max_batch_documents(model_base):
     server, calls, gate = recording_server(model_base, max_batch_documents=5)
     sizes = [2, 2, 2, 6, 1, 2]
@@ -840,6 +858,10 @@ def test_serve_help_points_to_production_serving(capsys):
     (["--ssl-cert", "missing.pem"], "TLS needs both --ssl-cert and --ssl-key"),
     (["--ssl-cert", "missing.pem", "--ssl-key", "missing.key"],
      "--ssl-cert missing.pem: cannot read a certificate chain"),
+    # These said "could not listen on bogus.invalid:0 (in use?)" once the model was loaded.
+    (["--host", "bogus.invalid"], "--host bogus.invalid: cannot be resolved ("),
+    (["--host", "192.0.2.1"], "--host 192.0.2.1: not an address of this machine ("),
+    (["--host", ""], "--host is empty; give the address to listen on"),
 ])
 def test_serve_options_are_checked_before_a_model_is_exported(model_base, capsys, monkeypatch,
                                                                options, message):

@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
     # ModelServer checks them too, but only after a model directory has been exported to
     # serve (20 s for the bundled model).
     with options_named(args, SERVER_OPTIONS):
-        check_server_options(model_name=args.model_name,
-                             **{option: value for option, value in options.items()
-                                if option != "host"})
+        check_server_options(model_name=args.model_name, **options)
 
     # A long-running server: --log-level applies to the package's own
     # loggers (DEBUG: a line per request), other libraries stay at the

@@ -33,19 +33,24 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
-from clinical_ner.errors import check_host_port, check_integer, check_seconds
+from clinical_ner.errors import check_host_port, check_integer, check_seconds, setting_name
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
     InvalidRequestError,
     ModelNotFoundError,
+    NotGrpcError,
     RequestTimeoutError,
     RequestTooLargeError,
     ServerUnavailableError,
     ServingError,
+    TLSHandshakeError,
     error_from_rpc,
+    handshake_failure,
+    not_grpc,
+    plaintext_to_tls,
     safe_details,
 )
-from clinical_ner.serving.tls import read_pem
+from clinical_ner.serving.tls import read_pem, speaks_tls
 from clinical_ner.serving.model_metadata import (
     ModelMetadata,
     SignatureInfo,
@@ -73,7 +78,8 @@ from clinical_ner.export.signatures import (
 
 __all__ = [
     "ServingClient", "ServingError", "ModelNotFoundError", "InvalidRequestError",
-    "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "ModelMetadata",
+    "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "TLSHandshakeError",
+    "NotGrpcError", "ModelMetadata",
     "SignatureInfo", "TensorInfo", "VersionStatus",
 ]
 
@@ -104,6 +110,15 @@ _KEEPALIVE_TIME_MS = 10_000
 # behind the response bytes still in flight, so a short timeout cuts off slow
 # but healthy clients receiving large responses.
 _PING_TIMEOUT_MS = 60_000
+# What a server's RESOURCE_EXHAUSTED says of a request that holds too many rows (the
+# development server's --max-documents) or too many bytes (gRPC's message size limit):
+# smaller batches mend both, longer documents neither.
+_TOO_LARGE_A_BATCH = ("per request", "larger than max")
+# What gRPC's UNAVAILABLE details say of a connection the server ended without a word:
+# a TLS server's answer to a plaintext client (gRPC's; the REST one of `serve`).
+_CLOSED_UNANSWERED = ("Socket closed", "Connection reset by peer")
+# The longest wait for a TLS server's handshake when asking whether there is one.
+_TLS_PROBE_S = 5.0
 
 
 class ServingClient:
@@ -156,6 +171,7 @@ class ServingClient:
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.deadline = deadline
+        self._tls = root_certificates is not None
         options = _CHANNEL_OPTIONS + [
             ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_MS),
             ("grpc.http2.ping_timeout_ms", _PING_TIMEOUT_MS),
@@ -226,7 +242,14 @@ class ServingClient:
         self._fill_model_spec(request.model_spec)
         response = self._call("GetModelMetadata", self._metadata_rpc, request, [])
         signature_defs = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[SIGNATURE_DEF_METADATA].Unpack(signature_defs)
+        # Reading a missing key of a proto map adds an empty value, which unpacks to nothing:
+        # no signatures, as if the model had none.
+        if SIGNATURE_DEF_METADATA not in response.metadata or \
+                not response.metadata[SIGNATURE_DEF_METADATA].Unpack(signature_defs):
+            raise ServingError(
+                f"GetModelMetadata to {self.target} answered without a '{SIGNATURE_DEF_METADATA}'"
+                f" SignatureDefMap (metadata: {sorted(response.metadata)[:8]}); is the server "
+                "a TensorFlow Serving model server?")
         return ModelMetadata(
             model_name=response.model_spec.name,
             version=response.model_spec.version.value,
@@ -336,7 +359,12 @@ class ServingClient:
                 code = error.code()
                 if code is grpc.StatusCode.UNAVAILABLE:
                     self._answered = False
-                    failure = f"UNAVAILABLE: {safe_details(error, quoted)}"
+                    details = safe_details(error, quoted)
+                    refused = self._mismatch(f"{method} to {self.target}", details,
+                                             self.deadline - (time.monotonic() - started))
+                    if refused is not None:
+                        raise refused from None
+                    failure = f"UNAVAILABLE: {details}"
                     pause = backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
                 elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not self._answered and \
@@ -349,8 +377,8 @@ class ServingClient:
                     # from a server that answers: too slow, and sent again it would only
                     # run again).
                     self._answered = True
-                    raise error_from_rpc(f"{method} to {self.target}", error, quoted, rows,
-                                         items) from None
+                    raise self._refused(error_from_rpc(f"{method} to {self.target}", error,
+                                                       quoted, rows, items), items) from None
             else:
                 self._answered = True
                 return response
@@ -367,6 +395,36 @@ class ServingClient:
                 method, self.target, failure, attempts, self.max_retries, pause,
             )
             time.sleep(pause)
+
+    def _refused(self, error: ServingError, items: str) -> ServingError:
+        """``error``, told how to send fewer ``items`` per request if its batch was too large."""
+        if not (isinstance(error, RequestTooLargeError) and error.rows and len(error.rows) > 1
+                and any(marker in error.reason for marker in _TOO_LARGE_A_BATCH)):
+            return error
+        # The server's message names its own limit; this client's user sets the batch.
+        return RequestTooLargeError(
+            f"{error.reason}; lower {setting_name('batch_size')} (this client sends up to "
+            f"{self.batch_size} {items} per request)", error.code, error.rows, items)
+
+    def _mismatch(self, call: str, details: str,
+                  remaining: float) -> TLSHandshakeError | NotGrpcError | None:
+        """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch or a server
+        that does not speak gRPC, else ``None``.
+
+        Retried, a mismatch would only fail again until the deadline. A TLS
+        server closes or resets a plaintext connection without a word, as a
+        server shutting down may: such a server is asked for a handshake, within
+        the ``remaining`` seconds of the deadline.
+        """
+        wrong_server = not_grpc(call, self.target, details)
+        if wrong_server is not None:
+            return wrong_server
+        if self._tls:
+            return handshake_failure(call, self.target, details)
+        if remaining > 0 and any(marker in details for marker in _CLOSED_UNANSWERED) and \
+                speaks_tls(self.target, min(self.timeout, _TLS_PROBE_S, remaining)):
+            return plaintext_to_tls(call, self.target)
+        return None
 
     def _answers_status(self, remaining: float) -> bool:
         """Whether the server answers a ``GetModelStatus`` within ``remaining`` seconds.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import grpc
 
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ClinicalNERError, setting_name
 
 
 class ServingError(ClinicalNERError):
@@ -59,6 +59,66 @@ class RequestTimeoutError(ServingError, TimeoutError):
     """The server accepted the request but did not answer within ``timeout``."""
 
     exit_code = 5
+
+
+class TLSHandshakeError(ServingError):
+    """The client and the server do not agree on TLS: a setting to change, not a server to
+    wait for (a plaintext client of a TLS server, a CA that did not sign its certificate)."""
+
+    exit_code = 2
+
+
+# What gRPC's UNAVAILABLE details say of a TLS client's failed handshake, and what to do.
+_HANDSHAKE_FAILURES = (
+    ("WRONG_VERSION_NUMBER", "the server does not speak TLS: leave out {roots} (or serve "
+                             "with a certificate)"),
+    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by a CA in {roots}: "
+                                  "give the CA certificates that signed it"),
+    ("Hostname Verification Check failed", "the server's certificate does not name {host}: "
+                                           "connect to a host name the certificate holds"),
+    ("Tls handshake failed", "check {roots} and the server's certificate"),
+)
+
+
+def handshake_failure(call: str, target: str, details: str) -> TLSHandshakeError | None:
+    """The error of a TLS client's ``call`` whose UNAVAILABLE ``details`` tell a failed
+    handshake, which no retry mends; ``None`` for other details."""
+    for marker, remedy in _HANDSHAKE_FAILURES:
+        if marker in details:
+            remedy = remedy.format(roots=setting_name("root_certificates"),
+                                   host=target.rpartition(":")[0])
+            return TLSHandshakeError(f"{call} failed: TLS handshake refused ({marker}); "
+                                     f"{remedy}", grpc.StatusCode.UNAVAILABLE)
+    return None
+
+
+class NotGrpcError(ServingError):
+    """The target answers, but not with gRPC (a REST port, another service): a target to
+    change, not a server to wait for."""
+
+    exit_code = 2
+
+
+# What gRPC's UNAVAILABLE details say of a server that speaks HTTP/1 (a REST port): in
+# plaintext, and over TLS (no HTTP/2 agreed in the handshake).
+_NOT_GRPC = ("Failed parsing HTTP/2", "missing selected ALPN property")
+
+
+def not_grpc(call: str, target: str, details: str) -> NotGrpcError | None:
+    """The error of a ``call`` whose UNAVAILABLE ``details`` tell a server that does not
+    speak gRPC (HTTP/2); ``None`` for other details."""
+    if not any(marker in details for marker in _NOT_GRPC):
+        return None
+    return NotGrpcError(f"{call} failed: {target} does not speak gRPC (HTTP/2); is it a REST "
+                        f"port? Give the server's gRPC port", grpc.StatusCode.UNAVAILABLE)
+
+
+def plaintext_to_tls(call: str, target: str) -> TLSHandshakeError:
+    """The error of a plaintext client's ``call`` to ``target``, a TLS server."""
+    return TLSHandshakeError(
+        f"{call} failed: {target} speaks TLS and this client does not; give "
+        f"{setting_name('root_certificates')} (the CA certificates that verify the server)",
+        grpc.StatusCode.UNAVAILABLE)
 
 
 def request_rows(count: int, items: str = "documents") -> str:

@@ -38,8 +38,10 @@ Where each job lives, and where it differs from TF Serving:
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -48,7 +50,7 @@ import grpc
 
 from clinical_ner.artifacts.saved_model import VERSION_DIR_PATTERN, holds_saved_model, versions
 from clinical_ner.errors import (
-    MAX_PORT, ConfigError, ModelError, check_integer, check_seconds, setting_name,
+    MAX_PORT, ConfigError, ModelError, check_integer, check_seconds, os_reason, setting_name,
 )
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
@@ -71,6 +73,7 @@ _PRIVATE_KEY = "a private key"
 def check_server_options(
     *,
     model_name: str,
+    host: str,
     port: int | None,
     rest_port: int | None,
     max_workers: int,
@@ -121,6 +124,34 @@ def check_server_options(
         read_pem(ssl_cert, "ssl_cert", _CERT_CHAIN)
         read_pem(ssl_key, "ssl_key", _PRIVATE_KEY)
         server_context(Path(ssl_cert), Path(ssl_key))
+    check_listen_host(host)
+
+
+def check_listen_host(host: str) -> None:
+    """Raise :class:`ConfigError` if ``host`` cannot be resolved or is no address of this
+    machine: gRPC and the REST server said only "could not listen ... (in use?)"."""
+    if not host:
+        raise ConfigError(f"{setting_name('host')} is empty; give the address to listen on "
+                          "(0.0.0.0 for all interfaces)")
+    try:
+        addresses = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        reason = error.strerror if isinstance(error, socket.gaierror) else "not a host name"
+        raise ConfigError(f"{setting_name('host')} {host}: cannot be resolved ({reason})") \
+            from None
+    unavailable = None
+    for family, kind, protocol, _, address in addresses:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.bind(address)
+            return
+        except OSError as error:
+            if error.errno != errno.EADDRNOTAVAIL:
+                return  # not the address's fault: listening names the port's problem
+            unavailable = error
+    raise ConfigError(f"{setting_name('host')} {host}: not an address of this machine "
+                      f"({os_reason(unavailable)}); 0.0.0.0 listens on all of its interfaces")
 
 
 class ModelServer:
@@ -161,11 +192,11 @@ class ModelServer:
         max_batch_documents: int = defaults.BATCH_DOCUMENTS,
     ) -> None:
         check_server_options(
-            model_name=model_name, port=port, rest_port=rest_port, max_workers=max_workers,
-            max_concurrent_calls=max_concurrent_calls, poll_interval_s=poll_interval_s,
-            max_documents=max_documents, max_document_chars=max_document_chars,
-            max_message_bytes=max_message_bytes, ssl_cert=ssl_cert, ssl_key=ssl_key,
-            max_batch_documents=max_batch_documents,
+            model_name=model_name, host=host, port=port, rest_port=rest_port,
+            max_workers=max_workers, max_concurrent_calls=max_concurrent_calls,
+            poll_interval_s=poll_interval_s, max_documents=max_documents,
+            max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
+            ssl_cert=ssl_cert, ssl_key=ssl_key, max_batch_documents=max_batch_documents,
         )
         self.base_path = Path(base_path)
         if not self.base_path.is_dir():

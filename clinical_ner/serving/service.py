@@ -137,6 +137,14 @@ class ModelService:
                 f"signature '{clip(signature_name)}' not found in version {version.number}; "
                 f"signatures: {sorted(version.signatures)}",
             )
+        # Checked before the model runs, which an unknown name would only waste.
+        unknown = sorted(set(output_filter) - set(signature.outputs))
+        if unknown:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"output_filter names unknown outputs {[clip(name) for name in unknown]}; "
+                f"signature '{signature_name}' has outputs {list(signature.outputs)}",
+            )
         inputs = read_inputs(signature_name, signature)
         check_same_documents(signature_name, inputs)
         check_contract(signature_name, inputs)
@@ -159,13 +167,6 @@ class ModelService:
         fields["batch_documents"] = call.batch_documents
         check_answer(signature_name, inputs, outputs, version.classifies_assertions)
         wanted = output_filter or sorted(outputs)
-        unknown = sorted(set(wanted) - set(outputs))
-        if unknown:
-            raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"output_filter names unknown outputs {[clip(name) for name in unknown]}; "
-                f"signature '{signature_name}' has outputs {sorted(outputs)}",
-            )
         return Prediction(version.number, signature_name, {name: outputs[name] for name in wanted})
 
     def model_metadata(

@@ -6,6 +6,7 @@ checks name the setting and the path instead (:class:`ConfigError`, exit 2).
 """
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
@@ -48,3 +49,21 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
                           f"{key}: the certificate or key could not be used "
                           f"({error.reason or error})") from None
     return context
+
+
+def speaks_tls(target: str, timeout: float) -> bool:
+    """Whether the server at ``target`` (``host:port``) completes a TLS handshake.
+
+    Its certificate is not verified: this only tells a TLS server from one
+    that closed a plaintext connection for another reason.
+    """
+    host, _, port = target.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw):
+                return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        return False

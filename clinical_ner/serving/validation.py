@@ -115,7 +115,7 @@ def check_shape(name: str, spec: tf.TensorSpec, dims: Sequence[int] | None, limi
         raise RequestError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"input '{name}' has {dims[0]} documents; the limit is {limits.max_documents} "
-            "per request (--max-documents); split the batch",
+            "per request (the server's --max-documents); split the batch",
         )
 
 

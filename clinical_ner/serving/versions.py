@@ -35,6 +35,7 @@ State = get_model_status_pb2.ModelVersionStatus.State
 class Signature:
     function: Any  # the restored ConcreteFunction: string (and integer) tensors in, tensors out
     inputs: dict[str, tf.TensorSpec]
+    outputs: tuple[str, ...]  # the names of the function's outputs, sorted
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def load_version(number: int, path: Path) -> Version:
                 name,
             )
             continue
-        signatures[name] = Signature(function=function, inputs=inputs)
+        signatures[name] = Signature(function=function, inputs=inputs,
+                                     outputs=tuple(sorted(function.structured_outputs)))
     classes = getattr(restored, ASSERTION_CLASSES, None)
     classifies_assertions = classes is not None and bool(classes.shape.num_elements())
     return Version(number, signatures, signature_defs, restored, classifies_assertions)
