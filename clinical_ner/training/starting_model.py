@@ -76,6 +76,33 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
     return model, vocab
 
 
+#: The settings that say which word vectors a new model starts from; a fine-tuned
+#: model starts from its base model's word table instead and reads no vectors file.
+VECTOR_SETTINGS = ("embeddings", "embeddings_format")
+
+
+def check_architecture_kept(config: NERConfig, base_config: NERConfig,
+                            init_from: str | Path) -> None:
+    """Raise :class:`ConfigError` if ``config`` changes the architecture of the base model.
+
+    Word vectors are named apart, with the advice to leave them out: fine-tuning
+    keeps the base model's word table (its words and trained vectors) and reads
+    no embeddings file, so even the base's own file given again (as an absolute
+    path, where the base recorded it relative) is no change of architecture.
+    """
+    changed = [name for name in ARCHITECTURE_SETTINGS
+               if getattr(config, name) != getattr(base_config, name)]
+    if any(name in VECTOR_SETTINGS for name in changed):
+        raise ConfigError(
+            f"--embeddings: fine-tuning {init_from} keeps its word table (its words and "
+            f"trained vectors) and reads no embeddings file; leave out --embeddings and "
+            f"--embeddings-format (and the --config settings embeddings and embeddings_format)")
+    if changed:
+        raise ConfigError(
+            f"fine-tuning keeps the base model's architecture; these settings differ "
+            f"from {init_from}: {', '.join(changed)}")
+
+
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
@@ -87,12 +114,7 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     base model had none).
     """
     base = KerasAnnotator.load(init_from)
-    changed = [name for name in ARCHITECTURE_SETTINGS
-               if getattr(config, name) != getattr(base.config, name)]
-    if changed:
-        raise ConfigError(
-            f"fine-tuning keeps the base model's architecture; these settings differ "
-            f"from {init_from}: {', '.join(changed)}")
+    check_architecture_kept(config, base.config, init_from)
     # The base model's words, reordered so that the new data's words are the
     # trainable ones (the base model split its table by its own data).
     data_assertions = assertion_classes(sentences)

@@ -53,8 +53,12 @@ from clinical_ner.artifacts.keras_model import CONFIG_FILE, MODEL_FILE
 from clinical_ner.evaluation.model_card import (
     base_model_record, record_corpus_set_training, record_training, recorded_base_model,
 )
-from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
+from clinical_ner.training.starting_model import (
+    check_architecture_kept, compile_for_training, fine_tuning_model, new_model,
+)
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.annotators.load import check_fine_tunable
+from clinical_ner.pretrained import resolve_model_path
 from clinical_ner.training.multi_corpus import (
     TrainingCorpora, corpus_scores, read_dev_corpora, read_training_corpora, selection_scores,
 )
@@ -104,8 +108,9 @@ def train(
     the last epoch is the model kept.
     ``resume`` continues ``output`` from its last completed epoch with the
     saved configuration (``config.epochs`` may raise the epoch budget).
-    ``init_from`` starts from an existing model directory (fine-tuning); if
-    the new data has other labels, the output layer and CRF are re-initialised.
+    ``init_from`` starts from an existing model directory (fine-tuning), with
+    its settings when ``config`` is ``None``; if the new data has other labels,
+    the output layer and CRF are re-initialised.
     ``distribute`` is ``None`` (one device), ``"mirrored"`` or
     ``"multi-worker"`` (see :mod:`clinical_ner.training.distribute`); ``config.batch_size``
     is the global batch, split across all replicas. ``assertion_map`` reads
@@ -356,7 +361,16 @@ def _run_config(output: Path, config: NERConfig | None, resume: bool,
     if may_hold_model and ((output / MODEL_FILE).exists() or has_checkpoint(output)):
         raise ClinicalNERError(
             f"{output} already holds a model; use --resume to continue it or another --output")
-    return config or NERConfig()
+    if init_from is None:
+        return config or NERConfig()
+    # Before any data is read. Without settings, fine-tuning takes the base model's (the
+    # defaults would differ from its architecture), as `clinical-ner train --init-from` does.
+    check_fine_tunable(init_from)
+    base_config = NERConfig.load(resolve_model_path(init_from))
+    if config is None:
+        return base_config
+    check_architecture_kept(config, base_config, init_from)
+    return config
 
 
 def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) -> None:
