@@ -34,7 +34,7 @@ from clinical_ner.training.checkpoints import (
 from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
-    encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
+    assertion_classes, encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
 )
 from clinical_ner.training.distribute import (
     ClusterError, Distribution, distribution_for, parse_tf_config,
@@ -263,14 +263,18 @@ def train(
         # A resumed fine-tuning run is still fine-tuned from its base model; a checkpoint
         # older than that record leaves the card's, if the run had written one.
         base = state.fine_tuned_from or (recorded_base_model(output) if resume else None)
+        # Fine-tuning on data without assertions leaves the base's assertion output untrained.
+        assertions_kept = (base is not None and bool(vocab.assertions)
+                           and not assertion_classes(train_sentences))
         if distribution.is_chief and corpora is not None:
             best = [entry for entry in state.history if entry.get("best")]
             record_corpus_set_training(output, corpora,
                                        best[-1].get("dev_corpora", {}) if best else {},
-                                       skip_invalid, fine_tuned_from=base)
+                                       skip_invalid, fine_tuned_from=base,
+                                       assertions_kept=assertions_kept)
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
-                            assertion_map, fine_tuned_from=base)
+                            assertion_map, fine_tuned_from=base, assertions_kept=assertions_kept)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
