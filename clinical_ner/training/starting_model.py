@@ -13,6 +13,7 @@ from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.text.document import Sentence
+from clinical_ner.text.tags import entity_labels
 from clinical_ner.training.dataset import assertion_class_weights, assertion_classes
 from clinical_ner.vectors.reader import load_embedding_files
 
@@ -136,9 +137,18 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
                 new_layers + new_assertion_layers + ("word_embedding",)):
             layer.set_weights(base.model.get_layer(layer.name).get_weights())
     if new_layers:
+        # Named by label: a base label the new data lacks is lost, which a list of
+        # tags left the user to spot.
+        base_labels, labels = entity_labels(base.vocab.tags), entity_labels(tags)
+        added = [label for label in labels if label not in base_labels]
+        dropped = [label for label in base_labels if label not in labels]
         emit("the label set differs from the base model's "
-             f"({', '.join(base.vocab.tags)} -> {', '.join(tags)}): the output layer and the "
-             "CRF are re-initialised; the embeddings, char-CNN and BiLSTM are kept")
+             f"({', '.join(base_labels)} -> {', '.join(labels)}"
+             + (f"; added: {', '.join(added)}" if added else "")
+             + (f"; dropped: {', '.join(dropped)}, which the new data does not mark, so the "
+                "fine-tuned model will not find them" if dropped else "")
+             + "): the output layer and the CRF are re-initialised; the embeddings, char-CNN "
+             "and BiLSTM are kept")
     if keep_assertions and not data_assertions:
         emit(f"the new data has no assertions: the base model's assertion output "
              f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "
