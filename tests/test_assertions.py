@@ -547,6 +547,13 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
         np.testing.assert_array_equal(old, new)
     assert json.loads((tmp_path / "tuned" / "vocab.json").read_text())["assertions"] == [
         "present", "absent", "possible"]
+    # The card listed only this data as what the model learnt from, as if its assertions had
+    # been trained on it too.
+    card = (tmp_path / "tuned" / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert ("The assertion output (present, absent, possible) is the base model's as it was: "
+            "the data above has no assertions, so it was not trained on it") in card
+    base_card = (base / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "is the base model's as it was" not in base_card
 
 
 @pytest.mark.slow

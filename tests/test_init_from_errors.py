@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from clinical_ner.cli import main
-from helpers import SAMPLE
+from helpers import SAMPLE, SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +85,31 @@ def test_export_of_an_export_names_it_and_what_export_needs(trained_model, train
             f": {export}: a {name} export cannot be exported again; give the Keras model "
             "directory it was exported from (the one with model.keras)")
     assert not (tmp_path / "out").exists()
+
+
+def test_embeddings_given_again_are_named_before_the_data_is_read(tmp_path, capsys):
+    # The bundled model's own vectors, given again as its guide's users do, were refused
+    # after reading all the data, as a change of "the base model's architecture".
+    vectors = SHARED_DATA / "embeddings" / "glove.6B.50d.pruned.txt"
+    assert main(["train", "--init-from", "clinical", "--train", str(tmp_path / "not-read"),
+                 "--output", str(tmp_path / "tuned"), "--embeddings", str(vectors)]) == 2
+    line = one_error_line(capsys, "train")
+    assert "--embeddings: fine-tuning " in line and "keeps its word table" in line
+    assert "leave out --embeddings" in line and "architecture" not in line
+    assert not (tmp_path / "tuned").exists()
+
+
+def test_fine_tuning_in_python_without_settings_takes_the_base_model_s(trained_model,
+                                                                       tmp_path):
+    # train(init_from=...) started from the defaults, so it failed on the base's
+    # architecture ("these settings differ ...: embeddings, char_dim, ...").
+    from clinical_ner.config import NERConfig
+    from clinical_ner.training.trainer import train
+
+    data = tmp_path / "notes.conll"
+    data.write_text("Chest\tB-test\nCT\tI-test\nshowed\tO\na\tO\nnodule\tB-problem\n\n",
+                    encoding="utf-8")
+    result = train(data, tmp_path / "tuned", init_from=trained_model[0], progress=False,
+                   emit=lambda message: None)
+    assert result.epochs_completed == NERConfig.load(trained_model[0]).epochs
+    assert NERConfig.load(tmp_path / "tuned") == NERConfig.load(trained_model[0])

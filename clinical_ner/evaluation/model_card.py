@@ -37,13 +37,16 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
                     dev_path: str | Path | None = None, data_format: str = "auto",
                     label_map: dict | None = None, skip_invalid: bool = False,
                     assertion_map: dict | None = None,
-                    fine_tuned_from: str | Path | dict | None = None) -> Path:
+                    fine_tuned_from: str | Path | dict | None = None,
+                    assertions_kept: bool = False) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
     Reads the corpora again to count them (the trainer keeps only sentences),
     and scores the best model on ``dev_path`` if given. ``fine_tuned_from``
     is the ``--init-from`` model, whose own training record the card keeps
     (:func:`base_model_record`), or that record itself (a resumed run's).
+    ``assertions_kept``: the model's assertion output is the base model's, not
+    trained on this data (which has no assertions); the card says so.
     """
     import keras
     import tensorflow as tf
@@ -60,6 +63,7 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
                                                             skip_invalid, assertion_map))
                      if dev_path is not None else None),
         **base_model_record(fine_tuned_from),
+        **({"assertions_kept_from_base": True} if assertions_kept else {}),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,
@@ -72,7 +76,8 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
 
 def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: dict,
                                skip_invalid: bool = False,
-                               fine_tuned_from: str | Path | dict | None = None) -> Path:
+                               fine_tuned_from: str | Path | dict | None = None,
+                               assertions_kept: bool = False) -> Path:
     """After training from a corpus file: record each corpus and its dev scores, write the card.
 
     ``corpus_set`` is a :class:`clinical_ner.formats.corpora.CorpusSet`;
@@ -82,7 +87,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
     completely, the card scores the model on it as after single-corpus
     training (per label and, with assertions, per assertion class); other
     selections have no such score (``clinical-ner card MODEL --data DIR``).
-    ``fine_tuned_from`` as in :func:`record_training`.
+    ``fine_tuned_from`` and ``assertions_kept`` as in :func:`record_training`.
     """
     import keras
     import tensorflow as tf
@@ -114,6 +119,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
         "corpora": corpora,
         "select": corpus_set.selection,
         **base_model_record(fine_tuned_from),
+        **({"assertions_kept_from_base": True} if assertions_kept else {}),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "clinical_ner": __version__,

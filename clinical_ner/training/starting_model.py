@@ -13,6 +13,7 @@ from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.text.document import Sentence
+from clinical_ner.text.tags import entity_labels
 from clinical_ner.training.dataset import assertion_class_weights, assertion_classes
 from clinical_ner.vectors.reader import load_embedding_files
 
@@ -76,6 +77,33 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
     return model, vocab
 
 
+#: The settings that say which word vectors a new model starts from; a fine-tuned
+#: model starts from its base model's word table instead and reads no vectors file.
+VECTOR_SETTINGS = ("embeddings", "embeddings_format")
+
+
+def check_architecture_kept(config: NERConfig, base_config: NERConfig,
+                            init_from: str | Path) -> None:
+    """Raise :class:`ConfigError` if ``config`` changes the architecture of the base model.
+
+    Word vectors are named apart, with the advice to leave them out: fine-tuning
+    keeps the base model's word table (its words and trained vectors) and reads
+    no embeddings file, so even the base's own file given again (as an absolute
+    path, where the base recorded it relative) is no change of architecture.
+    """
+    changed = [name for name in ARCHITECTURE_SETTINGS
+               if getattr(config, name) != getattr(base_config, name)]
+    if any(name in VECTOR_SETTINGS for name in changed):
+        raise ConfigError(
+            f"--embeddings: fine-tuning {init_from} keeps its word table (its words and "
+            f"trained vectors) and reads no embeddings file; leave out --embeddings and "
+            f"--embeddings-format (and the --config settings embeddings and embeddings_format)")
+    if changed:
+        raise ConfigError(
+            f"fine-tuning keeps the base model's architecture; these settings differ "
+            f"from {init_from}: {', '.join(changed)}")
+
+
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
@@ -87,12 +115,7 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     base model had none).
     """
     base = KerasAnnotator.load(init_from)
-    changed = [name for name in ARCHITECTURE_SETTINGS
-               if getattr(config, name) != getattr(base.config, name)]
-    if changed:
-        raise ConfigError(
-            f"fine-tuning keeps the base model's architecture; these settings differ "
-            f"from {init_from}: {', '.join(changed)}")
+    check_architecture_kept(config, base.config, init_from)
     # The base model's words, reordered so that the new data's words are the
     # trainable ones (the base model split its table by its own data).
     data_assertions = assertion_classes(sentences)
@@ -114,9 +137,18 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
                 new_layers + new_assertion_layers + ("word_embedding",)):
             layer.set_weights(base.model.get_layer(layer.name).get_weights())
     if new_layers:
+        # Named by label: a base label the new data lacks is lost, which a list of
+        # tags left the user to spot.
+        base_labels, labels = entity_labels(base.vocab.tags), entity_labels(tags)
+        added = [label for label in labels if label not in base_labels]
+        dropped = [label for label in base_labels if label not in labels]
         emit("the label set differs from the base model's "
-             f"({', '.join(base.vocab.tags)} -> {', '.join(tags)}): the output layer and the "
-             "CRF are re-initialised; the embeddings, char-CNN and BiLSTM are kept")
+             f"({', '.join(base_labels)} -> {', '.join(labels)}"
+             + (f"; added: {', '.join(added)}" if added else "")
+             + (f"; dropped: {', '.join(dropped)}, which the new data does not mark, so the "
+                "fine-tuned model will not find them" if dropped else "")
+             + "): the output layer and the CRF are re-initialised; the embeddings, char-CNN "
+             "and BiLSTM are kept")
     if keep_assertions and not data_assertions:
         emit(f"the new data has no assertions: the base model's assertion output "
              f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "

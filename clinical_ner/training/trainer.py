@@ -34,7 +34,7 @@ from clinical_ner.training.checkpoints import (
 from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
-    encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
+    assertion_classes, encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
 )
 from clinical_ner.training.distribute import (
     ClusterError, Distribution, distribution_for, parse_tf_config,
@@ -53,8 +53,12 @@ from clinical_ner.artifacts.keras_model import CONFIG_FILE, MODEL_FILE
 from clinical_ner.evaluation.model_card import (
     base_model_record, record_corpus_set_training, record_training, recorded_base_model,
 )
-from clinical_ner.training.starting_model import compile_for_training, fine_tuning_model, new_model
+from clinical_ner.training.starting_model import (
+    check_architecture_kept, compile_for_training, fine_tuning_model, new_model,
+)
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.annotators.load import check_fine_tunable
+from clinical_ner.pretrained import resolve_model_path
 from clinical_ner.training.multi_corpus import (
     TrainingCorpora, corpus_scores, read_dev_corpora, read_training_corpora, selection_scores,
 )
@@ -104,8 +108,9 @@ def train(
     the last epoch is the model kept.
     ``resume`` continues ``output`` from its last completed epoch with the
     saved configuration (``config.epochs`` may raise the epoch budget).
-    ``init_from`` starts from an existing model directory (fine-tuning); if
-    the new data has other labels, the output layer and CRF are re-initialised.
+    ``init_from`` starts from an existing model directory (fine-tuning), with
+    its settings when ``config`` is ``None``; if the new data has other labels,
+    the output layer and CRF are re-initialised.
     ``distribute`` is ``None`` (one device), ``"mirrored"`` or
     ``"multi-worker"`` (see :mod:`clinical_ner.training.distribute`); ``config.batch_size``
     is the global batch, split across all replicas. ``assertion_map`` reads
@@ -258,14 +263,18 @@ def train(
         # A resumed fine-tuning run is still fine-tuned from its base model; a checkpoint
         # older than that record leaves the card's, if the run had written one.
         base = state.fine_tuned_from or (recorded_base_model(output) if resume else None)
+        # Fine-tuning on data without assertions leaves the base's assertion output untrained.
+        assertions_kept = (base is not None and bool(vocab.assertions)
+                           and not assertion_classes(train_sentences))
         if distribution.is_chief and corpora is not None:
             best = [entry for entry in state.history if entry.get("best")]
             record_corpus_set_training(output, corpora,
                                        best[-1].get("dev_corpora", {}) if best else {},
-                                       skip_invalid, fine_tuned_from=base)
+                                       skip_invalid, fine_tuned_from=base,
+                                       assertions_kept=assertions_kept)
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
-                            assertion_map, fine_tuned_from=base)
+                            assertion_map, fine_tuned_from=base, assertions_kept=assertions_kept)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
@@ -356,7 +365,16 @@ def _run_config(output: Path, config: NERConfig | None, resume: bool,
     if may_hold_model and ((output / MODEL_FILE).exists() or has_checkpoint(output)):
         raise ClinicalNERError(
             f"{output} already holds a model; use --resume to continue it or another --output")
-    return config or NERConfig()
+    if init_from is None:
+        return config or NERConfig()
+    # Before any data is read. Without settings, fine-tuning takes the base model's (the
+    # defaults would differ from its architecture), as `clinical-ner train --init-from` does.
+    check_fine_tunable(init_from)
+    base_config = NERConfig.load(resolve_model_path(init_from))
+    if config is None:
+        return base_config
+    check_architecture_kept(config, base_config, init_from)
+    return config
 
 
 def _check_resume_settings(config: NERConfig, saved: NERConfig, output: Path) -> None:
