@@ -227,7 +227,11 @@ def check_output_file(name: str, path: str | Path | None,
     """
     if path is None:
         return
-    path, name = Path(path), setting_name(name)
+    name = setting_name(name)
+    if not os.fspath(path):
+        # Path("") is the working directory, which was named as "--json .: a folder".
+        raise ConfigError(f"{name} is empty; give the file to write")
+    path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{name} {path}: a folder; give the file to write")
     if not path.parent.is_dir():

@@ -653,3 +653,14 @@ def test_a_read_only_output_file_is_refused_not_replaced(tmp_path, capsys, monke
     assert capsys.readouterr().err == (
         f"clinical-ner predict: error: {output}: cannot write (Permission denied)\n")
     assert output.read_text(encoding="utf-8") == "kept\n"
+
+
+def test_an_empty_output_file_is_named_as_empty(tmp_path, capsys):
+    # evaluate --json "$UNSET" was refused as "--json .: a folder" (Path("") is the cwd).
+    from clinical_ner.cli import main
+
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-problem\n\n", encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(gold), "--json", ""]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner evaluate: error: --json is empty; give the file to write\n")

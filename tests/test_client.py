@@ -350,6 +350,9 @@ def test_client_side_validation(dev_target):
         # A str is not a list of one-character sentences (or tokens).
         with pytest.raises(InvalidRequestError, match="sentences is str, expected a list"):
             client.tag_tokens("aspirin")
+        # A mapping had its keys tagged, as annotate refuses it.
+        with pytest.raises(InvalidRequestError, match="sentences is dict, expected a list"):
+            client.tag_tokens({("aspirin",): "n1"})
         with pytest.raises(InvalidRequestError, match="sentence 1 is str, expected a list"):
             client.tag_tokens([["aspirin"], "fever"])
         with pytest.raises(ConfigError, match="batch_size must be a positive integer, got 0"):

@@ -127,6 +127,9 @@ def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
     # A str where a list of tokens is expected would be tagged one character a token.
     with pytest.raises(TypeError, match="sentences is str"):
         ner.tag("aspirin fever")
+    # A mapping (sentences keyed by id) had its keys tagged, as annotate refuses it.
+    with pytest.raises(TypeError, match="sentences is dict, expected a list of sentences"):
+        ner.tag({("aspirin", "fever"): "s1"})
     with pytest.raises(TypeError, match=r"sentences\[0\] is str, expected a list of tokens"):
         ner.tag(["aspirin", "fever"])
     assert ner.tag([("aspirin", "fever")]) == ner.tag([["aspirin", "fever"]])

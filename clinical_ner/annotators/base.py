@@ -93,11 +93,7 @@ class Annotator:
         """
         if batch_size is None:
             batch_size = self.config.tag_batch_size
-        # A str is a sequence of one-character "tokens": refused, not tagged.
-        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
-            raise TypeError(f"sentences is {type(sentences).__name__}, expected a list of "
-                            "sentences, each a list of tokens (str)")
-        sentences = list(sentences)  # a generator is read once, here
+        sentences = signatures.sentence_list(sentences)
         for index, sentence in enumerate(sentences):
             # Any iterable of tokens but a str: a tuple, or a NumPy array (the rows of a
             # list column that pandas read from Parquet), as annotate takes any of texts.

@@ -139,6 +139,25 @@ def checked_texts(texts: Iterable[Any]) -> list[str]:
     return texts
 
 
+def sentence_list(sentences: Iterable[Any]) -> list[Any]:
+    """``sentences`` (pre-tokenized, for ``tag``) as a list, read once, or TypeError.
+
+    A ``str`` would be a sequence of one-character "tokens" and a mapping
+    would have its keys tagged: both refused, as :func:`checked_texts` refuses
+    them for texts.
+
+    >>> sentence_list({("fever",): "n1"})
+    Traceback (most recent call last):
+    ...
+    TypeError: sentences is dict, expected a list of sentences, each a list of tokens (str)
+    """
+    if (isinstance(sentences, (str, bytes, Mapping))
+            or not isinstance(sentences, Iterable)):
+        raise TypeError(f"sentences is {type(sentences).__name__}, expected a list of "
+                        "sentences, each a list of tokens (str)")
+    return list(sentences)
+
+
 def span_within(start: Any, end: Any, length: Any) -> Any:
     """Whether ``[start, end)`` is a span of a text of ``length`` code points:
     ``0 <= start < end <= length``, the rule of ``classify_assertions``' spans.

@@ -18,7 +18,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from clinical_ner.export.signatures import (
     TOKENS,
     ModelOutputError,
     checked_texts,
+    sentence_list,
     encode_text,
     entities_from_outputs,
     in_size_order_batches,
@@ -213,11 +214,10 @@ class ServingClient:
         self, sentences: Sequence[Sequence[str]]
     ) -> list[tuple[list[str], list[float]]]:
         """``(tags, confidences)`` for each pre-tokenized sentence, in order."""
-        # A str is a sequence of one-character "tokens": refused, not tagged.
-        if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Iterable):
-            raise InvalidRequestError(f"sentences is {type(sentences).__name__}, expected a "
-                                      "list of sentences, each a list of tokens (str)")
-        sentences = list(sentences)  # a generator is read once, here
+        try:
+            sentences = sentence_list(sentences)
+        except TypeError as error:
+            raise InvalidRequestError(str(error)) from None
         for row_index, tokens in enumerate(sentences):
             if isinstance(tokens, (str, bytes)):
                 raise InvalidRequestError(f"sentence {row_index} is {type(tokens).__name__}, "
