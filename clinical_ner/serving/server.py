@@ -42,8 +42,10 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import threading
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -66,8 +68,14 @@ logger = logging.getLogger(__name__)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-_CERT_CHAIN = "a certificate chain"
-_PRIVATE_KEY = "a private key"
+@dataclass(frozen=True)
+class ServerTLS:
+    """A server's TLS files, read and checked: the PEM bytes gRPC takes, the REST server's
+    context."""
+
+    cert_chain: bytes
+    private_key: bytes
+    context: ssl.SSLContext
 
 
 def check_server_options(
@@ -85,12 +93,13 @@ def check_server_options(
     ssl_cert: str | Path | None,
     ssl_key: str | Path | None,
     max_batch_documents: int,
-) -> None:
+) -> ServerTLS | None:
     """Raise :class:`ConfigError` for a :class:`ModelServer` argument that cannot work.
 
     ``ModelServer`` checks its arguments so; ``clinical-ner serve`` checks its
     options before it exports a model directory to serve (which takes a
-    while). The TLS files are read and checked too.
+    while). The TLS files are read and checked too, and returned (``None``
+    without TLS) for the server to use.
     """
     if not MODEL_NAME_PATTERN.fullmatch(model_name):
         raise ConfigError(
@@ -120,11 +129,12 @@ def check_server_options(
     if (ssl_cert is None) != (ssl_key is None):
         raise ConfigError(f"TLS needs both {setting_name('ssl_cert')} and "
                           f"{setting_name('ssl_key')}")
-    if ssl_cert is not None:
-        read_pem(ssl_cert, "ssl_cert", _CERT_CHAIN)
-        read_pem(ssl_key, "ssl_key", _PRIVATE_KEY)
-        server_context(Path(ssl_cert), Path(ssl_key))
+    tls = None if ssl_cert is None else ServerTLS(
+        cert_chain=read_pem(ssl_cert, "ssl_cert", "a certificate chain"),
+        private_key=read_pem(ssl_key, "ssl_key", "a private key"),
+        context=server_context(Path(ssl_cert), Path(ssl_key)))
     check_listen_host(host)
+    return tls
 
 
 def check_listen_host(host: str) -> None:
@@ -191,7 +201,7 @@ class ModelServer:
         ssl_key: str | Path | None = None,
         max_batch_documents: int = defaults.BATCH_DOCUMENTS,
     ) -> None:
-        check_server_options(
+        tls = check_server_options(
             model_name=model_name, host=host, port=port, rest_port=rest_port,
             max_workers=max_workers, max_concurrent_calls=max_concurrent_calls,
             poll_interval_s=poll_interval_s, max_documents=max_documents,
@@ -220,14 +230,10 @@ class ModelServer:
         self._max_workers = max_workers
         self._poll_interval_s = poll_interval_s
         self._max_message_bytes = max_message_bytes
-        # Both read and checked now, so that a bad file stops the server before it listens.
-        self._credentials = None
-        self._tls_context = None
-        if ssl_cert is not None:
-            cert_chain = read_pem(ssl_cert, "ssl_cert", _CERT_CHAIN)
-            private_key = read_pem(ssl_key, "ssl_key", _PRIVATE_KEY)
-            self._tls_context = server_context(Path(ssl_cert), Path(ssl_key))
-            self._credentials = grpc.ssl_server_credentials([(private_key, cert_chain)])
+        # Read and checked above, so that a bad file stops the server before it listens.
+        self._tls_context = None if tls is None else tls.context
+        self._credentials = (None if tls is None else grpc.ssl_server_credentials(
+            [(tls.private_key, tls.cert_chain)]))
         self._versions = ModelVersions(self.base_path, model_name)
         self._service = ModelService(
             self._versions, model_name, Limits(max_documents, max_document_chars),
