@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Iterator
 
 from benchmarks.bench_util import (
-    REPO_ROOT, load_average, log, run_timed_subprocess, subprocess_env,
+    REPO_ROOT, cpu_features, cpu_model, load_average, log, run_timed_subprocess, subprocess_env,
 )
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results" / "assertions"
@@ -70,13 +70,6 @@ DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = "embeddings/glove.6B.50d.pruned.txt"
 CORPUS = "maccrobat-i2b2"
 CLASS_WEIGHT_OPTIONS = {"cwsqrt": "sqrt-balanced", "cwbal": "balanced"}
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 # The share of present training problems whose sentence gets a cued copy with ``-cues``.
@@ -162,7 +155,7 @@ def train_variant(variant: str, seed: int, data_root: Path, force: bool,
         "best_epoch": best["epoch"], "epochs_run": len(history),
         "train_wall_seconds": outcome["wall_seconds"],
         "dev": score_model(model_dir, data_root),
-        "cpu": cpu_model(), "load_average_before": load_before,
+        "cpu": cpu_model(), "cpu_features": cpu_features(), "load_average_before": load_before,
         "load_average_after": load_average(),
     }
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +251,7 @@ def context_peer(data_root: Path, results_dir: Path = RESULTS_DIR) -> dict:
         "mapping": "negated -> absent; uncertain or hypothetical -> possible; else present",
         "dev": {**assertion_scores(scores), "assertion_report": {"gold_concepts": scores}},
         "seconds": round(time.perf_counter() - started, 1),
-        "cpu": cpu_model(), "load_average_before": load_before,
+        "cpu": cpu_model(), "cpu_features": cpu_features(), "load_average_before": load_before,
         "load_average_after": load_average(),
     }
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -298,7 +291,7 @@ def throughput(names: list[str], data_root: Path, repeats: int,
         "tokens_per_second": {name: round(tokens / statistics.median(runs), 1)
                               for name, runs in seconds.items()},
         "seconds": {name: [round(value, 4) for value in runs] for name, runs in seconds.items()},
-        "cpu": cpu_model(), "load_average_before": load_before,
+        "cpu": cpu_model(), "cpu_features": cpu_features(), "load_average_before": load_before,
         "load_average_after": load_average(),
     }
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -253,6 +253,30 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def cpu_features() -> dict | None:
+    """The CPU's family, model and vector extensions, from ``/proc/cpuinfo`` (Linux only).
+
+    Two hosts may give the same model name and still differ: "AMD EPYC" has
+    been a Zen 4 with AVX-512 (family 25, model 17) and a CPU without it, whose
+    kernels round differently, so training is deterministic per these facts,
+    not per the name (docs/design/pretrained.md).
+    """
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return None
+    flags = fields.get("flags", "").split()
+    return {"family": fields.get("cpu family"), "model": fields.get("model"),
+            "avx512": [flag for flag in flags if flag.startswith("avx512")],
+            "amx": [flag for flag in flags if flag.startswith("amx")]}
+
+
 def _mem_total_mb() -> float | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
@@ -299,6 +323,7 @@ def machine_facts() -> dict:
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "memory_total_mb": _mem_total_mb(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -68,6 +68,8 @@ import statistics
 import time
 from pathlib import Path
 
+from benchmarks.bench_util import cpu_features, cpu_model
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
 EMBEDDINGS = DATA / "embeddings" / "glove.6B.50d.pruned.txt"
@@ -397,12 +399,10 @@ def main() -> None:
         args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                    if line.startswith("model name")), "unknown")
     results = (json.loads(args.results.read_text()) if args.results.is_file()
                else {"runs": []})
-    results.update({"cpu_model": cpu, "cpu_count": os.cpu_count(),
+    results.update({"cpu_model": cpu_model(), "cpu_features": cpu_features(),
+                    "cpu_count": os.cpu_count(),
                     "command": "python -m benchmarks.multi_corpus " + " ".join(
                         f"--{key.replace('_', '-')} "
                         f"{' '.join(map(str, value)) if isinstance(value, list) else value}"
