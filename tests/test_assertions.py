@@ -557,6 +557,31 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
 
 
 @pytest.mark.slow
+def test_labels_without_problem_give_no_assertion_output_and_say_so(negation_model, tmp_path):
+    # Only problems carry assertions. Fine-tuned onto labels without problem, the base's
+    # assertion output was kept though it could never answer; trained afresh, the data's
+    # assertions were read and left unused without a word.
+    base = negation_model[0]
+    data = write_i2b2(tmp_path / "data", negation_sentences(20, seed=9))
+    no_problem = {"problem": "test", "test": "test"}
+    runs = [("tuned", dict(init_from=base, config=NERConfig.load(base).replace(
+                epochs=1, assertion_cue_copies=0.5)),
+             "the base model's (present, absent, possible) is dropped"),
+            ("fresh", dict(config=tiny_assertion_config(epochs=1, assertion_cue_copies=0.5)),
+             "the data's assertions are not used")]
+    for name, options, consequence in runs:
+        messages = []
+        train(data, tmp_path / name, label_map=no_problem, progress=False,
+              emit=messages.append, **options)
+        assert (f"assertions: the labels (test) have no problem, and only problems carry "
+                f"assertions: the model has no assertion output; {consequence}") in messages
+        # The cued copies are of problems, for the assertion output: none.
+        assert "assertion cues: 0 cued copies of training sentences (assertion_cue_copies " \
+               "0.5)" in messages
+        assert KerasAnnotator.load(tmp_path / name).vocab.assertions == []
+
+
+@pytest.mark.slow
 def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_path):
     train_dir, dev_dir = negation_data
     config = tiny_assertion_config(epochs=3, assertion_head="lstm", assertion_lstm_units=4,

@@ -694,6 +694,21 @@ def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path,
     assert "clinical-ner batch: error: --output" in capsys.readouterr().err
 
 
+def test_a_file_named_with_wildcards_is_refused_with_a_pattern_that_reads_it(toy_export,
+                                                                             tmp_path):
+    # "no file matches" beside the file itself: Beam's patterns have no escape.
+    note = tmp_path / "note[1].txt"
+    note.write_text("aspirin", encoding="utf-8")
+    reading = str(tmp_path / "note?1?.txt")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--input {note}: no file matches (its [, * and ? are wildcards, which Beam's "
+            f"patterns cannot escape; to read the file {note}, put ? in their place: "
+            f"{reading})")):
+        run_batch(str(toy_export), [str(note)], str(tmp_path / "out"))
+    run_batch(str(toy_export), [reading], str(tmp_path / "out"))
+    assert [record["id"] for record in read_records(tmp_path / "out", "entities")] == [str(note)]
+
+
 @pytest.mark.parametrize("make, what", [
     (lambda path: path.symlink_to(path.parent / "gone.txt"), "a broken symbolic link"),
     (os.mkfifo, "not a regular file"),

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from typing import Any, Callable
 
 import grpc
 import numpy as np
@@ -39,6 +40,7 @@ from clinical_ner.serving.client_errors import (
     ServerUnavailableError,
     ServingError,
     TLSHandshakeError,
+    UnknownHostError,
 )
 from clinical_ner.serving.model_metadata import TensorInfo, VersionStatus
 from clinical_ner.cli import build_parser
@@ -654,6 +656,53 @@ def test_a_port_that_does_not_speak_grpc_fails_at_once(model_base):
                                     r"port\? Give the server's gRPC port") as raised:
             client.annotate("fever")
     assert raised.value.exit_code == 2
+
+
+class _Unavailable(grpc.RpcError):
+    """An UNAVAILABLE status with gRPC's ``details``, as a channel raises it."""
+
+    def __init__(self, details: str) -> None:
+        super().__init__(details)
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return self._details
+
+
+def _unavailable_rpc(details: str, attempts: list) -> Callable[..., Any]:
+    """An RPC that fails each attempt (appended to ``attempts``) UNAVAILABLE with ``details``."""
+    def rpc(request: Any, timeout: float) -> Any:
+        attempts.append(request)
+        raise _Unavailable(details)
+    return rpc
+
+
+@pytest.mark.parametrize("reason", ["Domain name not found", "Name or service not known"])
+def test_a_host_name_that_does_not_resolve_fails_at_once(reason):
+    # It was retried as a server not up yet, until the deadline (30 s), with no hint.
+    target = "no-such-host.invalid:8500"
+    attempts = []
+    with ServingClient(target, MODEL) as client:
+        client._predict_rpc = _unavailable_rpc(
+            f"errors resolving {target}: [field:hostname lookup error:address lookup failed "
+            f"for {target}: {reason}]", attempts)
+        with pytest.raises(UnknownHostError, match=rf"^Predict to {target} failed: host "
+                                                   rf"no-such-host\.invalid does not resolve "
+                                                   rf"\({reason}\); check the host name of "
+                                                   r"target$") as raised:
+            client.annotate("fever")
+    assert len(attempts) == 1 and raised.value.exit_code == 2
+    # A name server that cannot be reached may answer later: retried.
+    attempts.clear()
+    with ServingClient(target, MODEL, max_retries=1) as client:
+        client._predict_rpc = _unavailable_rpc(
+            f"errors resolving {target}: Temporary failure in name resolution", attempts)
+        with pytest.raises(ServerUnavailableError, match="failed after 2 attempts"):
+            client.annotate("fever")
+    assert len(attempts) == 2
 
 
 def run_cli(argv: list[str]) -> int:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
 
 from clinical_ner.text.document import Document, Sentence
 from clinical_ner.errors import DataFormatError
+from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import read_conll, write_conll
 
 SECRET = "ZZSECRET"
@@ -275,3 +277,20 @@ def test_write_with_predicted_tags(tmp_path):
 def test_write_rejects_what_conll_cannot_hold(tmp_path, sentence):
     with pytest.raises(ValueError):
         write_conll(tmp_path / "out.conll", [Document("d", [sentence])])
+
+
+def test_a_plain_note_is_refused_as_no_annotated_corpus(tmp_path):
+    # A note given to evaluate (or train) as --data was read as CoNLL: "PATH:1: invalid tag",
+    # or "only one column", as if an annotated file had a bad line.
+    for content in (f"Patient has {SECRET} fever.\nStarted aspirin 81 mg.\n",
+                    f"{SECRET}\n\nfever\n"):
+        path = write(tmp_path, content, "note.txt")
+        with pytest.raises(DataFormatError, match=rf"^{re.escape(str(path))}: not an annotated "
+                                                  r"corpus \(no line ends in a tag such as O or "
+                                                  r"B-problem\); expected a CoNLL file, a folder "
+                                                  r"with txt/ and concept/") as caught:
+            load_corpus(path, skip_invalid=True)
+        assert SECRET not in str(caught.value)
+    # A CoNLL file is read whatever its name.
+    path = write(tmp_path, "Fever B-problem\nnoted O\n", "notes.txt")
+    assert sentences(load_corpus(path)) == [(["Fever", "noted"], ["B-problem", "O"])]

@@ -138,6 +138,19 @@ def test_input_of_the_wrong_type_is_refused_with_what_was_expected(model_base):
     assert ner.tag(np.array([["aspirin", "fever"]])) == ner.tag([["aspirin", "fever"]])
 
 
+def test_a_dataframe_is_refused_and_a_series_of_texts_is_annotated(model_base):
+    pd = pytest.importorskip("pandas")
+    ner = ClinicalNER.load(model_base)
+    notes = pd.DataFrame({"id": ["n1"], "text": [NOTE]})
+    # A DataFrame iterates over its column names: "id" and "text" were annotated, silently.
+    with pytest.raises(TypeError, match=r"^texts is DataFrame, expected a str or a list of str "
+                                        r"\(not a table, whose column names would be annotated: "
+                                        r"give its text column as a list, e\.g\. "
+                                        r'df\["text"\]\.tolist\(\)\)$'):
+        ner.annotate(notes)
+    assert ner.annotate(notes["text"]) == ner.annotate([NOTE])
+
+
 @pytest.mark.parametrize("runtime", ["keras", "saved_model"])
 def test_bad_batch_sizes_are_refused_and_lone_surrogates_in_tokens_are_tagged(model_base,
                                                                               runtime):

@@ -430,3 +430,20 @@ def test_rest_port_in_use_is_a_config_error(model_base, server):
 
     with pytest.raises(ConfigError, match="could not listen"):
         ModelServer(model_base, MODEL, port=0, rest_port=server.bound_rest_port).start()
+
+
+def test_the_rest_client_refuses_what_would_annotate_keys_or_characters():
+    # Each was sent: a mapping's ids, a DataFrame's column names, a str's characters.
+    with RestClient("127.0.0.1", 1, MODEL) as client:
+        for texts, message in (
+            ({"note-1": "fever"}, r"^texts is dict, expected a str or a list of str \(not a "
+                                  r"mapping, whose keys would be annotated"),
+            ("fever", r"^texts is str, expected a list of str \(give \[text\] for one "
+                      r"document\)$"),
+            ([b"fever"], r"^texts\[0\] is bytes, expected str$"),
+        ):
+            with pytest.raises(TypeError, match=message):
+                client.annotate(texts)
+        pd = pytest.importorskip("pandas")
+        with pytest.raises(TypeError, match=r"^texts is DataFrame, .* df\[\"text\"\]\.tolist"):
+            client.annotate(pd.DataFrame({"id": ["n1"], "text": ["fever"]}))

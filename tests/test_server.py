@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -783,6 +785,34 @@ def test_a_savedmodel_given_as_the_base_path_is_refused(model_base, tmp_path):
 def test_busy_port_is_a_clear_error(server, model_base):
     with pytest.raises(ConfigError, match="could not listen"):
         ModelServer(model_base, MODEL, port=server.bound_port).start()
+
+
+def test_a_port_refused_by_the_system_is_named_with_its_reason(model_base, monkeypatch):
+    # Both were "could not listen ... (in use?)": a non-root user's --port 80 too.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"^could not listen on 127\.0\.0\.1:{port}: "
+                                              r"Address already in use$"):
+            ModelServer(model_base, MODEL, port=port).start()
+
+        class Unprivileged(socket.socket):
+            """A socket of a user who may not bind ``port`` (as a port below 1024)."""
+
+            def bind(self, address):
+                if address[1] == port:
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+                super().bind(address)
+
+        monkeypatch.setattr(socket, "socket", Unprivileged)
+        denied = r"Permission denied \(a port below 1024 needs root or CAP_NET_BIND_SERVICE\)$"
+        with pytest.raises(ConfigError, match=rf"^could not listen on 127\.0\.0\.1:{port}: "
+                                              rf"{denied}"):
+            ModelServer(model_base, MODEL, port=port).start()
+        with pytest.raises(ConfigError, match=rf"^could not listen on 127\.0\.0\.1:{port} for "
+                                              rf"REST: {denied}"):
+            ModelServer(model_base, MODEL, port=0, rest_port=port).start()
 
 
 def test_one_port_for_grpc_and_rest_is_refused_as_such(model_base):

@@ -124,6 +124,10 @@ def checked_texts(texts: Iterable[Any]) -> list[str]:
     elif isinstance(texts, Mapping):
         # It iterates over its keys: notes keyed by id would have their ids annotated.
         hint = " (not a mapping, whose keys would be annotated: give list(notes.values()))"
+    elif hasattr(texts, "columns"):
+        # A pandas DataFrame iterates over its column names (duck-typed: pandas is optional).
+        hint = (" (not a table, whose column names would be annotated: give its text column "
+                "as a list, e.g. df[\"text\"].tolist())")
     elif not isinstance(texts, Iterable):
         hint = ""
     if hint is not None:

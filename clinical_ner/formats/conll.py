@@ -39,8 +39,8 @@ from typing import TextIO
 
 from clinical_ner.text.document import Document, Sentence
 from clinical_ner.errors import DataFormatError
-from clinical_ner.formats.corpus import Corpus, ProblemLog, read_utf8
-from clinical_ner.text.tags import detect_scheme, normalize_tags, parse_tag
+from clinical_ner.formats.corpus import CORPUS_LAYOUTS, Corpus, ProblemLog, read_utf8
+from clinical_ner.text.tags import detect_scheme, is_tag, normalize_tags, parse_tag
 
 DOCSTART = "-DOCSTART-"
 _COLUMN = re.compile(r"[^ \t]+")
@@ -104,6 +104,13 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     lines = [line.rstrip("\r") for line in (text.split("\r") if "\n" not in text
                                               else text.split("\n"))]
     rows = [_COLUMN.findall(line) for line in lines]
+    token_rows = [columns for columns in rows if columns and columns[0] != DOCSTART]
+    if token_rows and not any(len(columns) > 1 and is_tag(columns[-1])
+                              for columns in token_rows):
+        # A plain note (a .txt file without .con or .ann beside it) was read as CoNLL:
+        # "PATH:1: invalid tag", or a note word taken for a tag.
+        raise DataFormatError(path, None, "not an annotated corpus (no line ends in a tag such "
+                                          f"as O or B-problem); expected {CORPUS_LAYOUTS}")
     expected = _usual_column_count(rows)
     for number, (line, columns) in enumerate(zip(lines, rows), start=1):
         if not columns or columns[0] == DOCSTART:

@@ -19,6 +19,9 @@ _BOM = BYTE_ORDER_MARK.encode("utf-8")
 #: ended a command with an internal error.
 MAX_OFFSET_DIGITS = 100
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+#: What an annotated corpus is, in each format the readers detect.
+CORPUS_LAYOUTS = ("a CoNLL file, a folder with txt/ and concept/ subfolders or .txt + .con "
+                  "files (i2b2), or a folder of .txt + .ann files (brat)")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError, DataFormatError
 from clinical_ner.formats import brat, conll, i2b2
-from clinical_ner.formats.corpus import Corpus, check_label_map_entries
+from clinical_ner.formats.corpus import CORPUS_LAYOUTS, Corpus, check_label_map_entries
 from clinical_ner.text.tags import OUTSIDE, entity_labels, parse_tag
 
 FORMATS = ("conll", "i2b2", "brat")
@@ -46,8 +46,7 @@ def detect_format(path: str | Path) -> str:
     problem = "has both .con and .ann files" if has_con else "is not a corpus folder"
     raise DataFormatError(
         path, None,
-        f"{problem}: expected a CoNLL file, a folder with txt/ and concept/ subfolders "
-        "or .txt + .con files (i2b2), or a folder of .txt + .ann files (brat)",
+        f"{problem}: expected {CORPUS_LAYOUTS}",
     )
 
 

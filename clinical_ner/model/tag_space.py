@@ -21,21 +21,14 @@ from clinical_ner.text.tags import (
     OUTSIDE,
     canonical_scheme,
     entity_labels,
+    is_tag,
     parse_tag,
     to_scheme,
 )
 
 
-def _is_tag(tag: str) -> bool:
-    try:
-        parse_tag(tag)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_label(label: str) -> bool:
-    return _is_tag(f"B-{label}")
+    return is_tag(f"B-{label}")
 
 
 def tag_inventory(labels: list[str], scheme: str) -> list[str]:
@@ -171,7 +164,7 @@ def transition_mask(tags: Sequence[str], scheme: str) -> TransitionMask:
     prefixes_allowed = MODEL_SCHEME_PREFIXES[canonical]
     for tag in tags:
         # tag[0], not parse_tag's prefix: BILOU's U-/L- are not a model's tags.
-        if tag != OUTSIDE and not (_is_tag(tag) and tag[0] in prefixes_allowed):
+        if tag != OUTSIDE and not (is_tag(tag) and tag[0] in prefixes_allowed):
             raise ValueError(
                 f"tag {tag!r} is not a {canonical.upper()} tag: expected O or one of "
                 f"{'/'.join(p + '-' for p in prefixes_allowed)} and an entity type")

@@ -44,11 +44,13 @@ from clinical_ner.serving.client_errors import (
     ServerUnavailableError,
     ServingError,
     TLSHandshakeError,
+    UnknownHostError,
     error_from_rpc,
     handshake_failure,
     not_grpc,
     plaintext_to_tls,
     safe_details,
+    unknown_host,
 )
 from clinical_ner.serving.tls import read_pem, speaks_tls
 from clinical_ner.serving.model_metadata import (
@@ -80,7 +82,7 @@ from clinical_ner.export.signatures import (
 __all__ = [
     "ServingClient", "ServingError", "ModelNotFoundError", "InvalidRequestError",
     "RequestTooLargeError", "ServerUnavailableError", "RequestTimeoutError", "TLSHandshakeError",
-    "NotGrpcError", "ModelMetadata",
+    "NotGrpcError", "UnknownHostError", "ModelMetadata",
     "SignatureInfo", "TensorInfo", "VersionStatus",
 ]
 
@@ -407,18 +409,19 @@ class ServingClient:
             f"{self.batch_size} {items} per request)", error.code, error.rows, items)
 
     def _mismatch(self, call: str, details: str,
-                  remaining: float) -> TLSHandshakeError | NotGrpcError | None:
-        """The error of an UNAVAILABLE ``call`` that failed for a TLS mismatch or a server
-        that does not speak gRPC, else ``None``.
+                  remaining: float) -> TLSHandshakeError | NotGrpcError | UnknownHostError | None:
+        """The error of an UNAVAILABLE ``call`` that failed for a host name that does not
+        resolve, a TLS mismatch or a server that does not speak gRPC, else ``None``.
 
         Retried, a mismatch would only fail again until the deadline. A TLS
         server closes or resets a plaintext connection without a word, as a
         server shutting down may: such a server is asked for a handshake, within
         the ``remaining`` seconds of the deadline.
         """
-        wrong_server = not_grpc(call, self.target, details)
-        if wrong_server is not None:
-            return wrong_server
+        wrong_target = unknown_host(call, self.target, details) or \
+            not_grpc(call, self.target, details)
+        if wrong_target is not None:
+            return wrong_target
         if self._tls:
             return handshake_failure(call, self.target, details)
         if remaining > 0 and any(marker in details for marker in _CLOSED_UNANSWERED) and \

@@ -113,6 +113,31 @@ def not_grpc(call: str, target: str, details: str) -> NotGrpcError | None:
                         f"port? Give the server's gRPC port", grpc.StatusCode.UNAVAILABLE)
 
 
+class UnknownHostError(ServingError):
+    """The target's host name does not resolve (no such name): a target to correct, not a
+    server to wait for."""
+
+    exit_code = 2
+
+
+# What gRPC's UNAVAILABLE details say of a host name the name servers do not know: c-ares's
+# words, then getaddrinfo's (Linux, macOS). A name server that cannot be reached ("Temporary
+# failure in name resolution", "Could not contact DNS servers") is retried.
+_UNKNOWN_HOST = ("Domain name not found", "Name or service not known",
+                 "nodename nor servname provided")
+
+
+def unknown_host(call: str, target: str, details: str) -> UnknownHostError | None:
+    """The error of a ``call`` whose UNAVAILABLE ``details`` tell that the host name of
+    ``target`` does not resolve; ``None`` for other details."""
+    for marker in _UNKNOWN_HOST:
+        if marker in details:
+            return UnknownHostError(
+                f"{call} failed: host {target.rpartition(':')[0]} does not resolve ({marker}); "
+                f"check the host name of {setting_name('target')}", grpc.StatusCode.UNAVAILABLE)
+    return None
+
+
 def plaintext_to_tls(call: str, target: str) -> TLSHandshakeError:
     """The error of a plaintext client's ``call`` to ``target``, a TLS server."""
     return TLSHandshakeError(

@@ -21,7 +21,9 @@ import numpy as np
 
 from clinical_ner.text.document import Entity
 from clinical_ner.serving import defaults
-from clinical_ner.export.signatures import SERVING_DEFAULT, TEXT, entities_from_outputs
+from clinical_ner.export.signatures import (
+    SERVING_DEFAULT, TEXT, checked_texts, entities_from_outputs,
+)
 from clinical_ner.errors import ClinicalNERError
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
@@ -97,7 +99,13 @@ class RestClient:
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
         """The entities of each document (one request, columnar format)."""
-        texts = list(texts)
+        if isinstance(texts, str):
+            # Each of its characters would be a document.
+            raise TypeError("texts is str, expected a list of str (give [text] for one "
+                            "document)")
+        # As the in-process API checks them: a mapping's keys or a DataFrame's column names
+        # were annotated.
+        texts = checked_texts(texts)
         answer = self.predict(
             {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: texts}}, version
         )

@@ -12,6 +12,7 @@ is replaced by fixed messages; its HTML error pages by ``{"error": ...}``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http
 import json
 import logging
@@ -25,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from clinical_ner.errors import ConfigError
+from clinical_ner.errors import ConfigError, os_reason
 from clinical_ner.serving.rest_api import RestApi
 
 logger = logging.getLogger(__name__)
@@ -147,6 +148,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
+    """The error of a server that cannot listen on ``address`` (for ``api``: `` for REST``),
+    in the operating system's words of ``error``."""
+    reason = os_reason(error)
+    if error.errno == errno.EACCES:
+        # A non-root user's --port 80 was said to be "in use?".
+        reason += " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+    return ConfigError(f"could not listen on {address}{api}: {reason}")
+
+
 class RestServer(ThreadingHTTPServer):
     """The REST API on a socket: a thread per connection, ``max_workers`` requests at once."""
 
@@ -181,9 +192,7 @@ class RestServer(ThreadingHTTPServer):
         try:
             super().__init__((host, port), _Handler)
         except OSError as error:
-            raise ConfigError(
-                f"could not listen on {host}:{port} for REST (in use?): {error}"
-            ) from None
+            raise listen_failure(f"{host}:{port}", error, " for REST") from None
 
     @property
     def tls(self) -> bool:

@@ -57,7 +57,7 @@ from clinical_ner.errors import (
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
-from clinical_ner.serving.rest_server import RestServer
+from clinical_ner.serving.rest_server import RestServer, listen_failure
 from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.tls import read_pem, server_context
 from clinical_ner.serving.validation import MODEL_NAME_PATTERN, Limits
@@ -162,6 +162,21 @@ def check_listen_host(host: str) -> None:
             unavailable = error
     raise ConfigError(f"{setting_name('host')} {host}: not an address of this machine "
                       f"({os_reason(unavailable)}); 0.0.0.0 listens on all of its interfaces")
+
+
+def _bind_error(host: str, port: int) -> OSError | None:
+    """The operating system's error of binding ``host:port`` (``EACCES``, ``EADDRINUSE``),
+    or ``None`` if it can be bound."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, protocol) as probe:
+            # As gRPC binds: connections of an earlier server left in TIME_WAIT don't count.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return error
+    return None
 
 
 class ModelServer:
@@ -302,7 +317,12 @@ class ModelServer:
             else:
                 self.bound_port = server.add_secure_port(address, self._credentials)
         except RuntimeError as error:
-            # gRPC says no more than that it failed; the files passed OpenSSL's checks.
+            # gRPC says no more than that it failed: the operating system says why, if it
+            # refuses the port.
+            refused = _bind_error(self.host, self.port)
+            if refused is not None:
+                raise listen_failure(address, refused) from None
+            # The files passed OpenSSL's checks.
             doubt = "in use?" if self._credentials is None else \
                 "in use, or the certificate or key could not be used?"
             raise ConfigError(f"could not listen on {address} ({doubt}): {error}") from None

@@ -312,6 +312,15 @@ def parse_tag(tag: str) -> tuple[str, str | None]:
     return parsed
 
 
+def is_tag(tag: str) -> bool:
+    """Whether ``tag`` is a tag (of any scheme): one that :func:`parse_tag` reads.
+
+    >>> is_tag("B-problem"), is_tag("fever.")
+    (True, False)
+    """
+    return _parse(tag) is not None
+
+
 def entity_labels(tags: Iterable[str]) -> list[str]:
     """The sorted distinct entity types of ``tags`` (any scheme; ``O`` has none).
 

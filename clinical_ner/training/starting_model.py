@@ -12,7 +12,7 @@ from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
-from clinical_ner.text.document import Sentence
+from clinical_ner.text.document import ASSERTION_LABEL, Sentence
 from clinical_ner.text.tags import entity_labels
 from clinical_ner.training.dataset import assertion_class_weights, assertion_classes
 from clinical_ner.vectors.reader import load_embedding_files
@@ -61,6 +61,9 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
     if vocab.assertions:
         emit(f"assertions: {', '.join(vocab.assertions)} (a second output, "
              f"assertion_head {config.assertion_head})")
+    elif any(sentence.assertions for sentence in sentences):
+        # Assertion files read without a word, then nothing learnt from them.
+        emit(f"assertions: {_no_assertion_output(tags)}; the data's assertions are not used")
     vocab, _, words_in_use = vocab.training_words_first(s.tokens for s in sentences)
     word_dim = vectors.shape[1] if vectors is not None else config.word_dim
     model = ClinicalNERModel.from_settings(config, vocab, word_dim, words_in_use,
@@ -104,6 +107,12 @@ def check_architecture_kept(config: NERConfig, base_config: NERConfig,
             f"from {init_from}: {', '.join(changed)}")
 
 
+def _no_assertion_output(tags: list[str]) -> str:
+    """Why a model of ``tags`` without the ``problem`` label has no assertion output."""
+    return (f"the labels ({', '.join(entity_labels(tags))}) have no {ASSERTION_LABEL}, and only "
+            f"{ASSERTION_LABEL}s carry assertions: the model has no assertion output")
+
+
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
@@ -119,8 +128,11 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     # The base model's words, reordered so that the new data's words are the
     # trainable ones (the base model split its table by its own data).
     data_assertions = assertion_classes(sentences)
-    keep_assertions = bool(base.vocab.assertions) and set(data_assertions) <= set(
-        base.vocab.assertions)
+    # Labels without problem (a label map that maps nothing onto it) would keep an
+    # assertion output that never answers.
+    has_problems = ASSERTION_LABEL in entity_labels(tags)
+    keep_assertions = has_problems and bool(base.vocab.assertions) and set(
+        data_assertions) <= set(base.vocab.assertions)
     vocab, order, words_in_use = Vocabulary(
         words=base.vocab.words, chars=base.vocab.chars, tags=tags,
         assertions=base.vocab.assertions if keep_assertions else data_assertions,
@@ -149,7 +161,10 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
                 "fine-tuned model will not find them" if dropped else "")
              + "): the output layer and the CRF are re-initialised; the embeddings, char-CNN "
              "and BiLSTM are kept")
-    if keep_assertions and not data_assertions:
+    if base.vocab.assertions and not has_problems:
+        emit(f"assertions: {_no_assertion_output(tags)}; the base model's "
+             f"({', '.join(base.vocab.assertions)}) is dropped")
+    elif keep_assertions and not data_assertions:
         emit(f"the new data has no assertions: the base model's assertion output "
              f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "
              "under it are, which can change its answers; evaluate it on data with assertions)")

@@ -315,7 +315,8 @@ def _with_cued_copies(config: NERConfig, sentences: list[Sentence],
                       training: TrainingCorpora | None, emit: Callable[[str], None]
                       ) -> tuple[list[Sentence], TrainingCorpora | None]:
     """The training sentences with their cued copies (``assertion_cue_copies``), each copy in its source's corpus."""
-    classes = {assertion for sentence in sentences for assertion in sentence.assertions.values()}
+    # Of problems only: mentions mapped onto another label keep theirs, which train nothing.
+    classes = assertion_classes(sentences)
     copies = cued_copies(sentences, config.assertion_cue_copies, config.seed, classes)
     emit(f"assertion cues: {len(copies)} cued copies of training sentences "
          f"(assertion_cue_copies {config.assertion_cue_copies:g})")
