@@ -104,11 +104,54 @@ def check_architecture_kept(config: NERConfig, base_config: NERConfig,
             f"from {init_from}: {', '.join(changed)}")
 
 
+#: The axes of the output layers' weights (in ``get_weights()`` order) that run over
+#: the tags: the emissions' kernel columns and bias; the CRF's transitions (both
+#: axes), start and end scores.
+TAG_AXES = {"emissions": ((1,), (0,)), "crf": ((0, 1), (0,), (0,))}
+
+
+def shared_tag_weights(fresh: list[np.ndarray], base: list[np.ndarray], tags: list[str],
+                       base_tags: list[str], tag_axes: tuple[tuple[int, ...], ...]
+                       ) -> list[np.ndarray]:
+    """``fresh`` (a new layer's weights over ``tags``) with the base's values for shared tags.
+
+    The entries of every tag that ``base_tags`` has too are the base's (for the
+    transitions, those between two shared tags); a new tag's stay as initialised.
+
+    Example:
+    >>> shared_tag_weights([np.zeros((2, 3))], [np.array([[1., 2.], [3., 4.]])],
+    ...                    ["O", "B-drug", "B-x"], ["O", "B-x"], ((1,),))[0].tolist()
+    [[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]]
+    """
+    base_ids = {tag: tag_id for tag_id, tag in enumerate(base_tags)}
+    shared = [tag_id for tag_id, tag in enumerate(tags) if tag in base_ids]
+    from_base = [base_ids[tags[tag_id]] for tag_id in shared]
+
+    def cells(ids: list[int], shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple:
+        return np.ix_(*(ids if axis in axes else np.arange(size)
+                        for axis, size in enumerate(shape)))
+
+    merged = []
+    for new_weight, base_weight, axes in zip(fresh, base, tag_axes):
+        weight = np.array(new_weight)
+        weight[cells(shared, weight.shape, axes)] = base_weight[
+            cells(from_base, base_weight.shape, axes)]
+        merged.append(weight)
+    return merged
+
+
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
-    """The base model's weights, with a new output layer and CRF if the labels differ.
+    """The base model's weights, grown by the new data's words and tags.
 
+    The word table is the base model's plus the data's words it lacks that
+    are seen at least ``min_word_count`` times (as a new model's vocabulary
+    counts them), whose rows start as a new model's rows for words without
+    pretrained vectors (none are added with ``trainable_embeddings`` false:
+    frozen, they would stay random). If the labels differ, the output layer and
+    the CRF keep the base's weights for the tags both have; a new tag's start as
+    a new model's.
     The assertion output: kept with its weights when the new data has no
     assertions (it is then not trained) or only classes it knows; a new one,
     re-initialised, when the data has classes the base model lacks (or the
@@ -116,27 +159,46 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     """
     base = KerasAnnotator.load(init_from)
     check_architecture_kept(config, base.config, init_from)
-    # The base model's words, reordered so that the new data's words are the
-    # trainable ones (the base model split its table by its own data).
+    words, table = base.vocab.words, base.model.get_layer("word_embedding").table()
+    if config.trainable_embeddings:
+        # Fine-tuning reads no vectors file: the base model's table stands for the vectors,
+        # so its words keep their rows and the new ones get random rows of the same spread.
+        grown = Vocabulary.build((s.tokens for s in sentences), tags, words,
+                                 config.min_word_count)
+        words, table = grown.words, grown.embedding_matrix(words, table, config.seed)
+        added_words = len(words) - len(base.vocab.words)
+        emit(f"vocabulary: the base model's {len(base.vocab.words)} words and {added_words} "
+             f"new word{'s' if added_words != 1 else ''} of the data (seen at least "
+             f"{config.min_word_count} times" + ("; they start without pretrained vectors)"
+                                                 if added_words else ")"))
+    else:
+        # Frozen, a new word's random row would never learn: <unk>'s trained one is better.
+        emit(f"vocabulary: the base model's {len(words)} words; the data's new words are not "
+             "added, as trainable_embeddings is false")
+    # Reordered so that the new data's words are the trainable ones (the base model
+    # split its table by its own data).
     data_assertions = assertion_classes(sentences)
     keep_assertions = bool(base.vocab.assertions) and set(data_assertions) <= set(
         base.vocab.assertions)
     vocab, order, words_in_use = Vocabulary(
-        words=base.vocab.words, chars=base.vocab.chars, tags=tags,
+        words=words, chars=base.vocab.chars, tags=tags,
         assertions=base.vocab.assertions if keep_assertions else data_assertions,
     ).training_words_first(s.tokens for s in sentences)
     model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
                                            words_in_use,
                                            class_weights(config, sentences, vocab, emit))
-    model.get_layer("word_embedding").set_table(
-        base.model.get_layer("word_embedding").table()[order])
-    new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
+    model.get_layer("word_embedding").set_table(table[order])
+    relabelled = tags != base.vocab.tags
     new_assertion_layers = () if keep_assertions else ASSERTION_LAYERS
     for layer in model.layers:
-        if layer.weights and layer.name not in (
-                new_layers + new_assertion_layers + ("word_embedding",)):
-            layer.set_weights(base.model.get_layer(layer.name).get_weights())
-    if new_layers:
+        if not layer.weights or layer.name in new_assertion_layers + ("word_embedding",):
+            continue
+        base_weights = base.model.get_layer(layer.name).get_weights()
+        if relabelled and layer.name in TAG_AXES:
+            base_weights = shared_tag_weights(layer.get_weights(), base_weights, tags,
+                                              base.vocab.tags, TAG_AXES[layer.name])
+        layer.set_weights(base_weights)
+    if relabelled:
         # Named by label: a base label the new data lacks is lost, which a list of
         # tags left the user to spot.
         base_labels, labels = entity_labels(base.vocab.tags), entity_labels(tags)
@@ -147,8 +209,9 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
              + (f"; added: {', '.join(added)}" if added else "")
              + (f"; dropped: {', '.join(dropped)}, which the new data does not mark, so the "
                 "fine-tuned model will not find them" if dropped else "")
-             + "): the output layer and the CRF are re-initialised; the embeddings, char-CNN "
-             "and BiLSTM are kept")
+             + "): the output layer and the CRF keep the base model's weights for the tags "
+             "both have" + ("; the added labels' tags start as in a new model" if added else "")
+             + "; the embeddings, char-CNN and BiLSTM are kept")
     if keep_assertions and not data_assertions:
         emit(f"the new data has no assertions: the base model's assertion output "
              f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "
