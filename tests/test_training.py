@@ -430,6 +430,10 @@ def test_fine_tuning_adds_the_new_data_s_frequent_words(trained, tmp_path):
     as_unknown, _ = model.split_outputs(model(dict(features, word_ids=tf.constant(word_ids)),
                                                training=False))
     assert not np.allclose(emissions[0, 0], as_unknown[0, 0])
+    # min_word_count says which words join (it was refused as a change of architecture).
+    _, every_word, _ = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"],
+                                         min_word_count=1)
+    assert {"zorblaxin", "qwertyx"} <= set(every_word.words)
     # Frozen, its random row would never learn: it stays <unk>, which the base trained.
     _, frozen, messages = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"],
                                             trainable_embeddings=False)
