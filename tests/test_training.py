@@ -20,7 +20,7 @@ from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.model.vocab import UNKNOWN_ID
 from clinical_ner.text.tokenizer import normalize_word
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
-from clinical_ner.training.starting_model import fine_tuning_model
+from clinical_ner.training.starting_model import case_only_warning, fine_tuning_model
 from clinical_ner.training.trainer import train
 
 from helpers import REPO_ROOT, assert_same_entities
@@ -470,6 +470,23 @@ def test_fine_tuning_keeps_the_weights_of_the_tags_both_models_have(trained, tmp
     [relabelled] = [message for message in messages if "label set differs" in message]
     assert "keep the base model's weights for the tags both have" in relabelled
     assert ("the added labels' tags start as in a new model" in relabelled) == bool(added)
+
+
+def test_a_base_label_in_other_letter_case_is_named_with_the_label_map_that_keeps_it(
+        trained, tmp_path):
+    base, _, _ = trained
+    # "Problem" for the base's "problem" trained a new label from scratch, and the bundled
+    # model's assertion output gave its entities no assertion, with nothing said.
+    _, _, messages = fine_tuning_start(base, tmp_path, ["Problem", "drug", "test", "treatment"])
+    [warning] = [message for message in messages if message.startswith("warning:")]
+    assert warning == (
+        "warning: labels that differ from the base model's only in letter case are new labels, "
+        "and the base's weights for them are not used: Problem (base: problem); to keep them, "
+        "give a label map that names every label (those it does not name become O): "
+        "--label-map 'Problem=problem,drug=drug,test=test,treatment=treatment'")
+    assert "Problem entities get no assertion (the assertion output is for problem)" in (
+        case_only_warning(["Problem"], ["problem"], base_has_assertions=True))
+    assert case_only_warning(["drug", "problem"], ["problem", "test"], True) is None
 
 
 def test_fine_tuning_on_the_same_labels_starts_from_every_weight(trained, tmp_path):

@@ -12,7 +12,7 @@ from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.errors import ConfigError
 from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
-from clinical_ner.text.document import Sentence
+from clinical_ner.text.document import ASSERTION_LABEL, Sentence
 from clinical_ner.text.tags import entity_labels
 from clinical_ner.training.dataset import assertion_class_weights, assertion_classes
 from clinical_ner.vectors.reader import load_embedding_files
@@ -140,6 +140,31 @@ def shared_tag_weights(fresh: list[np.ndarray], base: list[np.ndarray], tags: li
     return merged
 
 
+def case_only_warning(labels: list[str], base_labels: list[str],
+                      base_has_assertions: bool) -> str | None:
+    """A warning naming the new data's labels that are a base label in other letter case.
+
+    ``Problem`` for the base's ``problem`` is a new label: the base's weights for
+    ``problem`` are not used, and the assertion output gives ``Problem``
+    entities no assertion, without an error anywhere.
+    """
+    renamed = {label: base_label for label in labels if label not in base_labels
+               for base_label in base_labels
+               if base_label not in labels and label.casefold() == base_label.casefold()}
+    if not renamed:
+        return None
+    asserted = [label for label, base_label in renamed.items()
+                if base_label == ASSERTION_LABEL and base_has_assertions]
+    return ("warning: labels that differ from the base model's only in letter case are new "
+            "labels, and the base's weights for them are not used: "
+            + ", ".join(f"{label} (base: {base_label})" for label, base_label in renamed.items())
+            + (f"; {asserted[0]} entities get no assertion (the assertion output is for "
+               f"{ASSERTION_LABEL})" if asserted else "")
+            + "; to keep them, give a label map that names every label (those it does not "
+            "name become O): --label-map '"
+            + ",".join(f"{label}={renamed.get(label, label)}" for label in labels) + "'")
+
+
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
@@ -212,6 +237,8 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
              + "): the output layer and the CRF keep the base model's weights for the tags "
              "both have" + ("; the added labels' tags start as in a new model" if added else "")
              + "; the embeddings, char-CNN and BiLSTM are kept")
+        if (warning := case_only_warning(labels, base_labels, bool(base.vocab.assertions))):
+            emit(warning)
     if keep_assertions and not data_assertions:
         emit(f"the new data has no assertions: the base model's assertion output "
              f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "
