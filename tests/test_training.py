@@ -382,16 +382,18 @@ def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
     for name in ("char_encoder", "bilstm"):
         for kept, start in zip(tuned.model.get_layer(name).get_weights(),
                                original.model.get_layer(name).get_weights()):
-            np.testing.assert_allclose(kept, start, atol=1e-5)
+            # (The char table's first rows: the new data's new characters follow them.)
+            np.testing.assert_allclose(kept[:len(start)], start, atol=1e-5)
     assert tuned.model.get_layer("crf").get_weights()[0].shape == (len(tuned.vocab.tags),) * 2
     with pytest.raises(ConfigError, match="lstm_units"):
         train(SAMPLE / "train", tmp_path / "other", init_from=base,
               config=NERConfig.load(base).replace(lstm_units=8), progress=False)
 
 
-# "zorblaxin", a word the base model lacks, twice; "qwertyx" once (under min_word_count 2).
+# "zorblaxin", a word the base model lacks, twice; "qwertyx" once (under min_word_count 2);
+# "≥", a character it lacks.
 NEW_WORDS_CONLL = ("She\tO\ngot\tO\nzorblaxin\tB-drug\nfor\tO\nfever\tB-problem\n\n"
-                   "Zorblaxin\tB-drug\nstopped\tO\nqwertyx\tO\n.\tO\n\n")
+                   "Zorblaxin\tB-drug\nstopped\tO\nqwertyx\tO\n≥2\tO\n.\tO\n\n")
 
 
 def fine_tuning_start(base, tmp_path, labels, **settings):
@@ -430,6 +432,13 @@ def test_fine_tuning_adds_the_new_data_s_frequent_words(trained, tmp_path):
     as_unknown, _ = model.split_outputs(model(dict(features, word_ids=tf.constant(word_ids)),
                                                training=False))
     assert not np.allclose(emissions[0, 0], as_unknown[0, 0])
+    # Likewise a new character: it was read as <unk> for good.
+    assert vocab.chars == original.vocab.chars + ["≥"]
+    assert any(f"its {len(original.vocab.chars)} characters and 1 new character of the data"
+               in message for message in messages)
+    char_table = model.get_layer("char_encoder").get_weights()[0]
+    np.testing.assert_array_equal(char_table[:-1],
+                                  original.model.get_layer("char_encoder").get_weights()[0])
     # min_word_count says which words join (it was refused as a change of architecture).
     _, every_word, _ = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"],
                                          min_word_count=1)
@@ -497,4 +506,5 @@ def test_fine_tuning_on_the_same_labels_starts_from_every_weight(trained, tmp_pa
     for name in ("emissions", "crf", "bilstm", "char_encoder"):
         for start, base_weight in zip(model.get_layer(name).get_weights(),
                                       original.model.get_layer(name).get_weights()):
-            np.testing.assert_array_equal(start, base_weight)
+            # (The char table's first rows: "≥" follows them.)
+            np.testing.assert_array_equal(start[:len(base_weight)], base_weight)

@@ -168,9 +168,10 @@ def case_only_warning(labels: list[str], base_labels: list[str],
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
-    """The base model's weights, grown by the new data's words and tags.
+    """The base model's weights, grown by the new data's words, characters and tags.
 
-    The word table is the base model's plus the data's words it lacks that
+    Every character of the data the base lacks gets a new row, as in a new
+    model. The word table is the base model's plus the data's words it lacks that
     are seen at least ``min_word_count`` times (as a new model's vocabulary
     counts them), whose rows start as a new model's rows for words without
     pretrained vectors (none are added with ``trainable_embeddings`` false:
@@ -184,29 +185,36 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     """
     base = KerasAnnotator.load(init_from)
     check_architecture_kept(config, base.config, init_from)
+    # Every character of the data joins, as in a new model's vocabulary; words seen at
+    # least min_word_count times.
+    grown = Vocabulary.build((s.tokens for s in sentences), tags, base.vocab.words,
+                             config.min_word_count)
+    known_chars = set(base.vocab.chars)
+    chars = base.vocab.chars + [char for char in grown.chars if char not in known_chars]
     words, table = base.vocab.words, base.model.get_layer("word_embedding").table()
     if config.trainable_embeddings:
         # Fine-tuning reads no vectors file: the base model's table stands for the vectors,
         # so its words keep their rows and the new ones get random rows of the same spread.
-        grown = Vocabulary.build((s.tokens for s in sentences), tags, words,
-                                 config.min_word_count)
         words, table = grown.words, grown.embedding_matrix(words, table, config.seed)
         added_words = len(words) - len(base.vocab.words)
-        emit(f"vocabulary: the base model's {len(base.vocab.words)} words and {added_words} "
-             f"new word{'s' if added_words != 1 else ''} of the data (seen at least "
-             f"{config.min_word_count} times" + ("; they start without pretrained vectors)"
-                                                 if added_words else ")"))
+        word_counts = (f"{len(base.vocab.words)} words and {added_words} new "
+                       f"word{'s' if added_words != 1 else ''} of the data (seen at least "
+                       f"{config.min_word_count} times"
+                       + ("; they start without pretrained vectors)" if added_words else ")"))
     else:
         # Frozen, a new word's random row would never learn: <unk>'s trained one is better.
-        emit(f"vocabulary: the base model's {len(words)} words; the data's new words are not "
-             "added, as trainable_embeddings is false")
+        word_counts = (f"{len(words)} words (the data's new words are not added, as "
+                       "trainable_embeddings is false)")
+    added_chars = len(chars) - len(base.vocab.chars)
+    emit(f"vocabulary: the base model's {word_counts}; its {len(base.vocab.chars)} characters "
+         f"and {added_chars} new character{'s' if added_chars != 1 else ''} of the data")
     # Reordered so that the new data's words are the trainable ones (the base model
     # split its table by its own data).
     data_assertions = assertion_classes(sentences)
     keep_assertions = bool(base.vocab.assertions) and set(data_assertions) <= set(
         base.vocab.assertions)
     vocab, order, words_in_use = Vocabulary(
-        words=words, chars=base.vocab.chars, tags=tags,
+        words=words, chars=chars, tags=tags,
         assertions=base.vocab.assertions if keep_assertions else data_assertions,
     ).training_words_first(s.tokens for s in sentences)
     model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
@@ -219,6 +227,11 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
         if not layer.weights or layer.name in new_assertion_layers + ("word_embedding",):
             continue
         base_weights = base.model.get_layer(layer.name).get_weights()
+        if layer.name == "char_encoder":
+            # The base's characters keep their rows; new ones start as in a new model.
+            char_table = layer.get_weights()[0]
+            char_table[:len(base.vocab.chars)] = base_weights[0]
+            base_weights = [char_table, *base_weights[1:]]
         if relabelled and layer.name in TAG_AXES:
             base_weights = shared_tag_weights(layer.get_weights(), base_weights, tags,
                                               base.vocab.tags, TAG_AXES[layer.name])
