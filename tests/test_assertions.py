@@ -21,6 +21,8 @@ from clinical_ner.formats import load_corpus
 from clinical_ner.formats.corpora import check_assertion_map_sources
 from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.evaluation.evaluate import corpus_sentences
+from clinical_ner.training.starting_model import fine_tuning_model
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
 from helpers import (
@@ -554,6 +556,32 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
             "the data above has no assertions, so it was not trained on it") in card
     base_card = (base / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "is the base model's as it was" not in base_card
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_a_new_assertion_class_keeps_the_classes_both_have(negation_model,
+                                                                          tmp_path):
+    base = negation_model[0]
+    # "Possible" problems annotated as hypothetical: a class the base lacks.
+    sentences = [(tokens, [(f, l, label, "hypothetical" if assertion == "possible" else assertion)
+                           for f, l, label, assertion in concepts])
+                 for tokens, concepts in negation_sentences(20, seed=9)]
+    data = write_i2b2(tmp_path / "hypothetical", sentences)
+    config = NERConfig.load(base)
+    messages = []
+    model, vocab = fine_tuning_model(
+        base, config, corpus_sentences(load_corpus(data)),
+        KerasAnnotator.load(base).vocab.tags, messages.append)
+    assert vocab.assertions == ["present", "absent", "hypothetical"]
+    # The whole assertion output was re-initialised, present and absent included.
+    before = keras.saving.load_model(base / "model.keras", safe_mode=True)
+    kernel, bias = model.get_layer("assertion_probabilities").get_weights()
+    base_kernel, base_bias = before.get_layer("assertion_probabilities").get_weights()
+    np.testing.assert_array_equal(kernel[:, :2], base_kernel[:, :2])
+    np.testing.assert_array_equal(bias[:2], base_bias[:2])
+    assert bias[2] == 0 and not any(np.allclose(kernel[:, 2], column) for column in base_kernel.T)
+    assert any("the assertion output keeps the base model's weights for present, absent" in m
+               for m in messages)
 
 
 @pytest.mark.slow

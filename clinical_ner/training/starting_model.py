@@ -105,34 +105,37 @@ def check_architecture_kept(config: NERConfig, base_config: NERConfig,
 
 
 #: The axes of the output layers' weights (in ``get_weights()`` order) that run over
-#: the tags: the emissions' kernel columns and bias; the CRF's transitions (both
-#: axes), start and end scores.
-TAG_AXES = {"emissions": ((1,), (0,)), "crf": ((0, 1), (0,), (0,))}
+#: their outputs: the emissions' kernel columns and bias and the CRF's transitions (both
+#: axes), start and end scores run over the tags; the assertion output's kernel columns
+#: and bias over the assertion classes.
+OUTPUT_AXES = {"emissions": ((1,), (0,)), "crf": ((0, 1), (0,), (0,)),
+               "assertion_probabilities": ((1,), (0,))}
 
 
-def shared_tag_weights(fresh: list[np.ndarray], base: list[np.ndarray], tags: list[str],
-                       base_tags: list[str], tag_axes: tuple[tuple[int, ...], ...]
-                       ) -> list[np.ndarray]:
-    """``fresh`` (a new layer's weights over ``tags``) with the base's values for shared tags.
+def shared_output_weights(fresh: list[np.ndarray], base: list[np.ndarray], outputs: list[str],
+                          base_outputs: list[str], output_axes: tuple[tuple[int, ...], ...]
+                          ) -> list[np.ndarray]:
+    """``fresh`` (a new layer's weights over ``outputs``) with the base's for the shared ones.
 
-    The entries of every tag that ``base_tags`` has too are the base's (for the
-    transitions, those between two shared tags); a new tag's stay as initialised.
+    ``outputs`` are tags or assertion classes. The entries of every output
+    that ``base_outputs`` has too are the base's (for the transitions, those
+    between two shared tags); a new output's stay as initialised.
 
     Example:
-    >>> shared_tag_weights([np.zeros((2, 3))], [np.array([[1., 2.], [3., 4.]])],
-    ...                    ["O", "B-drug", "B-x"], ["O", "B-x"], ((1,),))[0].tolist()
+    >>> shared_output_weights([np.zeros((2, 3))], [np.array([[1., 2.], [3., 4.]])],
+    ...                       ["O", "B-drug", "B-x"], ["O", "B-x"], ((1,),))[0].tolist()
     [[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]]
     """
-    base_ids = {tag: tag_id for tag_id, tag in enumerate(base_tags)}
-    shared = [tag_id for tag_id, tag in enumerate(tags) if tag in base_ids]
-    from_base = [base_ids[tags[tag_id]] for tag_id in shared]
+    base_ids = {name: output_id for output_id, name in enumerate(base_outputs)}
+    shared = [output_id for output_id, name in enumerate(outputs) if name in base_ids]
+    from_base = [base_ids[outputs[output_id]] for output_id in shared]
 
     def cells(ids: list[int], shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple:
         return np.ix_(*(ids if axis in axes else np.arange(size)
                         for axis, size in enumerate(shape)))
 
     merged = []
-    for new_weight, base_weight, axes in zip(fresh, base, tag_axes):
+    for new_weight, base_weight, axes in zip(fresh, base, output_axes):
         weight = np.array(new_weight)
         weight[cells(shared, weight.shape, axes)] = base_weight[
             cells(from_base, base_weight.shape, axes)]
@@ -179,9 +182,10 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     the CRF keep the base's weights for the tags both have; a new tag's start as
     a new model's.
     The assertion output: kept with its weights when the new data has no
-    assertions (it is then not trained) or only classes it knows; a new one,
-    re-initialised, when the data has classes the base model lacks (or the
-    base model had none).
+    assertions (it is then not trained) or only classes it knows; with classes
+    the base lacks, it keeps the base's weights for the classes both have (and
+    its own BiLSTM, with ``assertion_head="lstm"``), the new ones' start as a new
+    model's; a new one when the base model had none.
     """
     base = KerasAnnotator.load(init_from)
     check_architecture_kept(config, base.config, init_from)
@@ -197,9 +201,9 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
         # so its words keep their rows and the new ones get random rows of the same spread.
         words, table = grown.words, grown.embedding_matrix(words, table, config.seed)
         added_words = len(words) - len(base.vocab.words)
+        times = f"{config.min_word_count} time{'s' if config.min_word_count != 1 else ''}"
         word_counts = (f"{len(base.vocab.words)} words and {added_words} new "
-                       f"word{'s' if added_words != 1 else ''} of the data (seen at least "
-                       f"{config.min_word_count} times"
+                       f"word{'s' if added_words != 1 else ''} of the data (seen at least {times}"
                        + ("; they start without pretrained vectors)" if added_words else ")"))
     else:
         # Frozen, a new word's random row would never learn: <unk>'s trained one is better.
@@ -222,7 +226,12 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
                                            class_weights(config, sentences, vocab, emit))
     model.get_layer("word_embedding").set_table(table[order])
     relabelled = tags != base.vocab.tags
-    new_assertion_layers = () if keep_assertions else ASSERTION_LAYERS
+    # The assertion layers of the same head are the base's when it has some; only the
+    # output's columns are per class.
+    new_assertion_layers = () if base.vocab.assertions else ASSERTION_LAYERS
+    base_outputs = {"emissions": base.vocab.tags, "crf": base.vocab.tags,
+                    "assertion_probabilities": base.vocab.assertions}
+    outputs = {"emissions": tags, "crf": tags, "assertion_probabilities": vocab.assertions}
     for layer in model.layers:
         if not layer.weights or layer.name in new_assertion_layers + ("word_embedding",):
             continue
@@ -232,9 +241,10 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
             char_table = layer.get_weights()[0]
             char_table[:len(base.vocab.chars)] = base_weights[0]
             base_weights = [char_table, *base_weights[1:]]
-        if relabelled and layer.name in TAG_AXES:
-            base_weights = shared_tag_weights(layer.get_weights(), base_weights, tags,
-                                              base.vocab.tags, TAG_AXES[layer.name])
+        if layer.name in OUTPUT_AXES and outputs[layer.name] != base_outputs[layer.name]:
+            base_weights = shared_output_weights(
+                layer.get_weights(), base_weights, outputs[layer.name],
+                base_outputs[layer.name], OUTPUT_AXES[layer.name])
         layer.set_weights(base_weights)
     if relabelled:
         # Named by label: a base label the new data lacks is lost, which a list of
@@ -259,8 +269,13 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     elif keep_assertions:
         emit(f"assertions: the base model's output ({', '.join(vocab.assertions)}) is "
              "fine-tuned on the new data's assertions")
-    elif data_assertions:
+    elif base.vocab.assertions:
+        shared = [name for name in data_assertions if name in base.vocab.assertions]
         emit(f"assertions: {', '.join(data_assertions)} are not all among the base model's "
-             f"({', '.join(base.vocab.assertions) or 'none'}): a new assertion output is "
-             "initialised")
+             f"({', '.join(base.vocab.assertions)}): the assertion output keeps the base "
+             f"model's weights for {', '.join(shared) or 'none of them'} (and the head's "
+             "layers under them); the new classes' start as in a new model")
+    elif data_assertions:
+        emit(f"assertions: {', '.join(data_assertions)} (the base model has no assertion "
+             "output): a new assertion output is initialised")
     return model, vocab
