@@ -17,10 +17,12 @@ from clinical_ner.errors import ConfigError, ModelError, check_integer, check_nu
 from clinical_ner.text.tags import MODEL_SCHEMES
 from clinical_ner.untrusted_json import read_json_file
 
-# Settings that shape the weights; a fine-tuned model must keep its base's.
+# Settings that shape the weights; a fine-tuned model must keep its base's. Not
+# min_word_count: fine-tuning keeps the base's words, and it says which of the new data's
+# words join them (more or fewer of the notes' words, names among them, in vocab.json).
 ARCHITECTURE_SETTINGS = (
     "tag_scheme", "max_sentence_tokens", "embeddings", "embeddings_format", "word_dim",
-    "min_word_count", "char_dim", "char_filters", "char_kernel_size", "max_word_length",
+    "char_dim", "char_filters", "char_kernel_size", "max_word_length",
     "use_casing", "casing_dim", "lstm_units", "assertion_head", "assertion_lstm_units",
 )
 #: The settings a resumed run (``--resume``) may be given other values of: the epoch

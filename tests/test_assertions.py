@@ -21,6 +21,8 @@ from clinical_ner.formats import load_corpus
 from clinical_ner.formats.corpora import check_assertion_map_sources
 from clinical_ner.model.network import NO_ASSERTION, ClinicalNERModel, assertion_cross_entropy
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.evaluation.evaluate import corpus_sentences
+from clinical_ner.training.starting_model import fine_tuning_model
 from clinical_ner.training.trainer import train
 from clinical_ner.model.vocab import Vocabulary
 from helpers import (
@@ -579,6 +581,31 @@ def test_labels_without_problem_give_no_assertion_output_and_say_so(negation_mod
         assert "assertion cues: 0 cued copies of training sentences (assertion_cue_copies " \
                "0.5)" in messages
         assert KerasAnnotator.load(tmp_path / name).vocab.assertions == []
+
+
+def test_fine_tuning_on_a_new_assertion_class_keeps_the_classes_both_have(negation_model,
+                                                                          tmp_path):
+    base = negation_model[0]
+    # "Possible" problems annotated as hypothetical: a class the base lacks.
+    sentences = [(tokens, [(f, l, label, "hypothetical" if assertion == "possible" else assertion)
+                           for f, l, label, assertion in concepts])
+                 for tokens, concepts in negation_sentences(20, seed=9)]
+    data = write_i2b2(tmp_path / "hypothetical", sentences)
+    config = NERConfig.load(base)
+    messages = []
+    model, vocab = fine_tuning_model(
+        base, config, corpus_sentences(load_corpus(data)),
+        KerasAnnotator.load(base).vocab.tags, messages.append)
+    assert vocab.assertions == ["present", "absent", "hypothetical"]
+    # The whole assertion output was re-initialised, present and absent included.
+    before = keras.saving.load_model(base / "model.keras", safe_mode=True)
+    kernel, bias = model.get_layer("assertion_probabilities").get_weights()
+    base_kernel, base_bias = before.get_layer("assertion_probabilities").get_weights()
+    np.testing.assert_array_equal(kernel[:, :2], base_kernel[:, :2])
+    np.testing.assert_array_equal(bias[:2], base_bias[:2])
+    assert bias[2] == 0 and not any(np.allclose(kernel[:, 2], column) for column in base_kernel.T)
+    assert any("the assertion output keeps the base model's weights for present, absent" in m
+               for m in messages)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from clinical_ner.config import NERConfig
 from clinical_ner.vectors.reader import load_embeddings
@@ -14,9 +15,12 @@ from clinical_ner.formats import load_corpus
 from clinical_ner.formats.conll import write_conll
 from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
+from clinical_ner.model.features import Featurizer
 from clinical_ner.model.tag_space import tag_inventory
+from clinical_ner.model.vocab import UNKNOWN_ID
 from clinical_ner.text.tokenizer import normalize_word
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
+from clinical_ner.training.starting_model import case_only_warning, fine_tuning_model
 from clinical_ner.training.trainer import train
 
 from helpers import REPO_ROOT, assert_same_entities
@@ -357,29 +361,150 @@ def test_fine_tuning_on_a_different_label_set(trained, tmp_path, shared_data):
                    init_from=base, progress=False, emit=messages.append)
     assert result.epochs_completed == 1
     # The labels lost were left to be spotted in two lists of tags.
-    [relabelled] = [message for message in messages if "re-initialised" in message]
+    [relabelled] = [message for message in messages if "label set differs" in message]
     assert ("(problem, test, treatment -> Disease; added: Disease; dropped: problem, test, "
             "treatment, which the new data does not mark, so the fine-tuned model will not find "
             "them)") in relabelled
     tuned = KerasAnnotator.load(output)
     original = KerasAnnotator.load(base)
     assert tuned.vocab.tags == tag_inventory(["Disease"], original.config.tag_scheme)
-    # The same words and vectors, reordered so that the new data's words are
-    # the trainable rows.
-    assert sorted(tuned.vocab.words) == sorted(original.vocab.words)
+    # The base's words and vectors plus the new data's frequent words, reordered so
+    # that the new data's words are the trainable rows.
+    assert set(original.vocab.words) < set(tuned.vocab.words)
     assert tuned.model.trainable_word_rows == rows_in_use(
-        original.vocab, shared_data / "ncbi-disease" / "dev.conll")
-    original_ids = {word: word_id for word_id, word in enumerate(original.vocab.words)}
+        tuned.vocab, shared_data / "ncbi-disease" / "dev.conll")
+    tuned_ids = {word: word_id for word_id, word in enumerate(tuned.vocab.words)}
     np.testing.assert_allclose(
-        tuned.model.get_layer("word_embedding").table(),
-        original.model.get_layer("word_embedding").table()[
-            [original_ids[word] for word in tuned.vocab.words]],
+        tuned.model.get_layer("word_embedding").table()[
+            [tuned_ids[word] for word in original.vocab.words]],
+        original.model.get_layer("word_embedding").table(),
         atol=1e-5)
     for name in ("char_encoder", "bilstm"):
         for kept, start in zip(tuned.model.get_layer(name).get_weights(),
                                original.model.get_layer(name).get_weights()):
-            np.testing.assert_allclose(kept, start, atol=1e-5)
+            # (The char table's first rows: the new data's new characters follow them.)
+            np.testing.assert_allclose(kept[:len(start)], start, atol=1e-5)
     assert tuned.model.get_layer("crf").get_weights()[0].shape == (len(tuned.vocab.tags),) * 2
     with pytest.raises(ConfigError, match="lstm_units"):
         train(SAMPLE / "train", tmp_path / "other", init_from=base,
               config=NERConfig.load(base).replace(lstm_units=8), progress=False)
+
+
+# "zorblaxin", a word the base model lacks, twice; "qwertyx" once (under min_word_count 2);
+# "≥", a character it lacks.
+NEW_WORDS_CONLL = ("She\tO\ngot\tO\nzorblaxin\tB-drug\nfor\tO\nfever\tB-problem\n\n"
+                   "Zorblaxin\tB-drug\nstopped\tO\nqwertyx\tO\n≥2\tO\n.\tO\n\n")
+
+
+def fine_tuning_start(base, tmp_path, labels, **settings):
+    """``(model, vocab, messages)`` that fine-tuning ``base`` on NEW_WORDS_CONLL starts from."""
+    data = tmp_path / "new-words.conll"
+    data.write_text(NEW_WORDS_CONLL, encoding="utf-8")
+    config = NERConfig.load(base).replace(**settings)
+    messages = []
+    model, vocab = fine_tuning_model(base, config, corpus_sentences(load_corpus(data, "conll")),
+                                     tag_inventory(labels, config.tag_scheme), messages.append)
+    return model, vocab, messages
+
+
+def test_fine_tuning_adds_the_new_data_s_frequent_words(trained, tmp_path):
+    base, _, _ = trained
+    original = KerasAnnotator.load(base)
+    assert "zorblaxin" not in original.vocab.words
+    model, vocab, messages = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"])
+    # It stayed an unknown word for ever: the word table was the base model's alone.
+    assert set(vocab.words) == set(original.vocab.words) | {"zorblaxin"}
+    assert any("1 new word of the data (seen at least 2 times" in message
+               for message in messages)
+    ids = {word: word_id for word_id, word in enumerate(vocab.words)}
+    assert ids["zorblaxin"] < model.trainable_word_rows
+    # The base model's words start from their own vectors.
+    table = model.get_layer("word_embedding").table()
+    np.testing.assert_array_equal(table[[ids[word] for word in original.vocab.words[1:]]],
+                                  original.model.get_layer("word_embedding").table()[1:])
+    # Its own row, not <unk>'s: the model can tell it from an unknown word of the same letters.
+    features = Featurizer(vocab.words, vocab.chars, original.config.max_word_length)(
+        tf.constant([["zorblaxin", "stopped"]]))
+    assert features["word_ids"][0, 0] == ids["zorblaxin"] != UNKNOWN_ID
+    word_ids = features["word_ids"].numpy()
+    word_ids[0, 0] = UNKNOWN_ID
+    emissions, _ = model.split_outputs(model(features, training=False))
+    as_unknown, _ = model.split_outputs(model(dict(features, word_ids=tf.constant(word_ids)),
+                                               training=False))
+    assert not np.allclose(emissions[0, 0], as_unknown[0, 0])
+    # Likewise a new character: it was read as <unk> for good.
+    assert vocab.chars == original.vocab.chars + ["≥"]
+    assert any(f"its {len(original.vocab.chars)} characters and 1 new character of the data"
+               in message for message in messages)
+    char_table = model.get_layer("char_encoder").get_weights()[0]
+    np.testing.assert_array_equal(char_table[:-1],
+                                  original.model.get_layer("char_encoder").get_weights()[0])
+    # min_word_count says which words join (it was refused as a change of architecture).
+    _, every_word, _ = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"],
+                                         min_word_count=1)
+    assert {"zorblaxin", "qwertyx"} <= set(every_word.words)
+    # Frozen, its random row would never learn: it stays <unk>, which the base trained.
+    _, frozen, messages = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"],
+                                            trainable_embeddings=False)
+    assert "zorblaxin" not in frozen.words
+    assert any("new words are not added, as trainable_embeddings is false" in message
+               for message in messages)
+
+
+@pytest.mark.parametrize("labels", [["drug", "problem", "test", "treatment"],
+                                    ["problem", "test"]])
+def test_fine_tuning_keeps_the_weights_of_the_tags_both_models_have(trained, tmp_path, labels):
+    base, _, _ = trained
+    original = KerasAnnotator.load(base)
+    model, vocab, messages = fine_tuning_start(base, tmp_path, labels)
+    # The output layer and the CRF were re-initialised whole, even for the tags kept.
+    shared = [tag for tag in vocab.tags if tag in original.vocab.tags]
+    new, old = ([vocab.tags.index(tag) for tag in shared],
+                [original.vocab.tags.index(tag) for tag in shared])
+    kernel, bias = model.get_layer("emissions").get_weights()
+    base_kernel, base_bias = original.model.get_layer("emissions").get_weights()
+    np.testing.assert_array_equal(kernel[:, new], base_kernel[:, old])
+    np.testing.assert_array_equal(bias[new], base_bias[old])
+    transitions, start, end = model.get_layer("crf").get_weights()
+    base_transitions, base_start, base_end = original.model.get_layer("crf").get_weights()
+    np.testing.assert_array_equal(transitions[np.ix_(new, new)],
+                                  base_transitions[np.ix_(old, old)])
+    np.testing.assert_array_equal(start[new], base_start[old])
+    np.testing.assert_array_equal(end[new], base_end[old])
+    added = [vocab.tags.index(tag) for tag in vocab.tags if tag not in original.vocab.tags]
+    # A new tag's weights start as a new model's: zero bias, start and end, random columns.
+    assert not np.any(bias[added]) and not np.any(start[added]) and not np.any(end[added])
+    for tag_id in added:
+        assert not any(np.allclose(kernel[:, tag_id], column) for column in base_kernel.T)
+    [relabelled] = [message for message in messages if "label set differs" in message]
+    assert "keep the base model's weights for the tags both have" in relabelled
+    assert ("the added labels' tags start as in a new model" in relabelled) == bool(added)
+
+
+def test_a_base_label_in_other_letter_case_is_named_with_the_label_map_that_keeps_it(
+        trained, tmp_path):
+    base, _, _ = trained
+    # "Problem" for the base's "problem" trained a new label from scratch, and the bundled
+    # model's assertion output gave its entities no assertion, with nothing said.
+    _, _, messages = fine_tuning_start(base, tmp_path, ["Problem", "drug", "test", "treatment"])
+    [warning] = [message for message in messages if message.startswith("warning:")]
+    assert warning == (
+        "warning: labels that differ from the base model's only in letter case are new labels, "
+        "and the base's weights for them are not used: Problem (base: problem); to keep them, "
+        "give a label map that names every label (those it does not name become O): "
+        "--label-map 'Problem=problem,drug=drug,test=test,treatment=treatment'")
+    assert "Problem entities get no assertion (the assertion output is for problem)" in (
+        case_only_warning(["Problem"], ["problem"], base_has_assertions=True))
+    assert case_only_warning(["drug", "problem"], ["problem", "test"], True) is None
+
+
+def test_fine_tuning_on_the_same_labels_starts_from_every_weight(trained, tmp_path):
+    base, _, _ = trained
+    original = KerasAnnotator.load(base)
+    model, _, messages = fine_tuning_start(base, tmp_path, ["problem", "test", "treatment"])
+    assert not any("label set differs" in message for message in messages)
+    for name in ("emissions", "crf", "bilstm", "char_encoder"):
+        for start, base_weight in zip(model.get_layer(name).get_weights(),
+                                      original.model.get_layer(name).get_weights()):
+            # (The char table's first rows: "≥" follows them.)
+            np.testing.assert_array_equal(start[:len(base_weight)], base_weight)

@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in --output from its last epoch")
     parser.add_argument("--init-from", metavar="MODEL_DIR", type=model_path,
-                        help="fine-tune an existing model, or the bundled one: clinical (new "
-                             "labels re-initialise the output layer and CRF)")
+                        help="fine-tune an existing model, or the bundled one: clinical (the "
+                             "data's frequent new words and new labels are added; the tags "
+                             "both have keep their output weights)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_annotated_data_options(parser)
     add_distribution_options(parser)

@@ -113,20 +113,116 @@ def _no_assertion_output(tags: list[str]) -> str:
             f"{ASSERTION_LABEL}s carry assertions: the model has no assertion output")
 
 
+#: The axes of the output layers' weights (in ``get_weights()`` order) that run over
+#: their outputs: the emissions' kernel columns and bias and the CRF's transitions (both
+#: axes), start and end scores run over the tags; the assertion output's kernel columns
+#: and bias over the assertion classes.
+OUTPUT_AXES = {"emissions": ((1,), (0,)), "crf": ((0, 1), (0,), (0,)),
+               "assertion_probabilities": ((1,), (0,))}
+
+
+def shared_output_weights(fresh: list[np.ndarray], base: list[np.ndarray], outputs: list[str],
+                          base_outputs: list[str], output_axes: tuple[tuple[int, ...], ...]
+                          ) -> list[np.ndarray]:
+    """``fresh`` (a new layer's weights over ``outputs``) with the base's for the shared ones.
+
+    ``outputs`` are tags or assertion classes. The entries of every output
+    that ``base_outputs`` has too are the base's (for the transitions, those
+    between two shared tags); a new output's stay as initialised.
+
+    Example:
+    >>> shared_output_weights([np.zeros((2, 3))], [np.array([[1., 2.], [3., 4.]])],
+    ...                       ["O", "B-drug", "B-x"], ["O", "B-x"], ((1,),))[0].tolist()
+    [[1.0, 0.0, 2.0], [3.0, 0.0, 4.0]]
+    """
+    base_ids = {name: output_id for output_id, name in enumerate(base_outputs)}
+    shared = [output_id for output_id, name in enumerate(outputs) if name in base_ids]
+    from_base = [base_ids[outputs[output_id]] for output_id in shared]
+
+    def cells(ids: list[int], shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple:
+        return np.ix_(*(ids if axis in axes else np.arange(size)
+                        for axis, size in enumerate(shape)))
+
+    merged = []
+    for new_weight, base_weight, axes in zip(fresh, base, output_axes):
+        weight = np.array(new_weight)
+        weight[cells(shared, weight.shape, axes)] = base_weight[
+            cells(from_base, base_weight.shape, axes)]
+        merged.append(weight)
+    return merged
+
+
+def case_only_warning(labels: list[str], base_labels: list[str],
+                      base_has_assertions: bool) -> str | None:
+    """A warning naming the new data's labels that are a base label in other letter case.
+
+    ``Problem`` for the base's ``problem`` is a new label: the base's weights for
+    ``problem`` are not used, and the assertion output gives ``Problem``
+    entities no assertion, without an error anywhere.
+    """
+    renamed = {label: base_label for label in labels if label not in base_labels
+               for base_label in base_labels
+               if base_label not in labels and label.casefold() == base_label.casefold()}
+    if not renamed:
+        return None
+    asserted = [label for label, base_label in renamed.items()
+                if base_label == ASSERTION_LABEL and base_has_assertions]
+    return ("warning: labels that differ from the base model's only in letter case are new "
+            "labels, and the base's weights for them are not used: "
+            + ", ".join(f"{label} (base: {base_label})" for label, base_label in renamed.items())
+            + (f"; {asserted[0]} entities get no assertion (the assertion output is for "
+               f"{ASSERTION_LABEL})" if asserted else "")
+            + "; to keep them, give a label map that names every label (those it does not "
+            "name become O): --label-map '"
+            + ",".join(f"{label}={renamed.get(label, label)}" for label in labels) + "'")
+
+
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],
                       tags: list[str], emit: Callable[[str], None]
                       ) -> tuple[ClinicalNERModel, Vocabulary]:
-    """The base model's weights, with a new output layer and CRF if the labels differ.
+    """The base model's weights, grown by the new data's words, characters and tags.
 
+    Every character of the data the base lacks gets a new row, as in a new
+    model. The word table is the base model's plus the data's words it lacks that
+    are seen at least ``min_word_count`` times (as a new model's vocabulary
+    counts them), whose rows start as a new model's rows for words without
+    pretrained vectors (none are added with ``trainable_embeddings`` false:
+    frozen, they would stay random). If the labels differ, the output layer and
+    the CRF keep the base's weights for the tags both have; a new tag's start as
+    a new model's.
     The assertion output: kept with its weights when the new data has no
-    assertions (it is then not trained) or only classes it knows; a new one,
-    re-initialised, when the data has classes the base model lacks (or the
-    base model had none).
+    assertions (it is then not trained) or only classes it knows; with classes
+    the base lacks, it keeps the base's weights for the classes both have (and
+    its own BiLSTM, with ``assertion_head="lstm"``), the new ones' start as a new
+    model's; a new one when the base model had none.
     """
     base = KerasAnnotator.load(init_from)
     check_architecture_kept(config, base.config, init_from)
-    # The base model's words, reordered so that the new data's words are the
-    # trainable ones (the base model split its table by its own data).
+    # Every character of the data joins, as in a new model's vocabulary; words seen at
+    # least min_word_count times.
+    grown = Vocabulary.build((s.tokens for s in sentences), tags, base.vocab.words,
+                             config.min_word_count)
+    known_chars = set(base.vocab.chars)
+    chars = base.vocab.chars + [char for char in grown.chars if char not in known_chars]
+    words, table = base.vocab.words, base.model.get_layer("word_embedding").table()
+    if config.trainable_embeddings:
+        # Fine-tuning reads no vectors file: the base model's table stands for the vectors,
+        # so its words keep their rows and the new ones get random rows of the same spread.
+        words, table = grown.words, grown.embedding_matrix(words, table, config.seed)
+        added_words = len(words) - len(base.vocab.words)
+        times = f"{config.min_word_count} time{'s' if config.min_word_count != 1 else ''}"
+        word_counts = (f"{len(base.vocab.words)} words and {added_words} new "
+                       f"word{'s' if added_words != 1 else ''} of the data (seen at least {times}"
+                       + ("; they start without pretrained vectors)" if added_words else ")"))
+    else:
+        # Frozen, a new word's random row would never learn: <unk>'s trained one is better.
+        word_counts = (f"{len(words)} words (the data's new words are not added, as "
+                       "trainable_embeddings is false)")
+    added_chars = len(chars) - len(base.vocab.chars)
+    emit(f"vocabulary: the base model's {word_counts}; its {len(base.vocab.chars)} characters "
+         f"and {added_chars} new character{'s' if added_chars != 1 else ''} of the data")
+    # Reordered so that the new data's words are the trainable ones (the base model
+    # split its table by its own data).
     data_assertions = assertion_classes(sentences)
     # Labels without problem (a label map that maps nothing onto it) would keep an
     # assertion output that never answers.
@@ -134,21 +230,35 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     keep_assertions = has_problems and bool(base.vocab.assertions) and set(
         data_assertions) <= set(base.vocab.assertions)
     vocab, order, words_in_use = Vocabulary(
-        words=base.vocab.words, chars=base.vocab.chars, tags=tags,
+        words=words, chars=chars, tags=tags,
         assertions=base.vocab.assertions if keep_assertions else data_assertions,
     ).training_words_first(s.tokens for s in sentences)
     model = ClinicalNERModel.from_settings(config, vocab, base.model.word_dim,
                                            words_in_use,
                                            class_weights(config, sentences, vocab, emit))
-    model.get_layer("word_embedding").set_table(
-        base.model.get_layer("word_embedding").table()[order])
-    new_layers = ("emissions", "crf") if tags != base.vocab.tags else ()
-    new_assertion_layers = () if keep_assertions else ASSERTION_LAYERS
+    model.get_layer("word_embedding").set_table(table[order])
+    relabelled = tags != base.vocab.tags
+    # The assertion layers of the same head are the base's when it has some; only the
+    # output's columns are per class.
+    new_assertion_layers = () if base.vocab.assertions else ASSERTION_LAYERS
+    base_outputs = {"emissions": base.vocab.tags, "crf": base.vocab.tags,
+                    "assertion_probabilities": base.vocab.assertions}
+    outputs = {"emissions": tags, "crf": tags, "assertion_probabilities": vocab.assertions}
     for layer in model.layers:
-        if layer.weights and layer.name not in (
-                new_layers + new_assertion_layers + ("word_embedding",)):
-            layer.set_weights(base.model.get_layer(layer.name).get_weights())
-    if new_layers:
+        if not layer.weights or layer.name in new_assertion_layers + ("word_embedding",):
+            continue
+        base_weights = base.model.get_layer(layer.name).get_weights()
+        if layer.name == "char_encoder":
+            # The base's characters keep their rows; new ones start as in a new model.
+            char_table = layer.get_weights()[0]
+            char_table[:len(base.vocab.chars)] = base_weights[0]
+            base_weights = [char_table, *base_weights[1:]]
+        if layer.name in OUTPUT_AXES and outputs[layer.name] != base_outputs[layer.name]:
+            base_weights = shared_output_weights(
+                layer.get_weights(), base_weights, outputs[layer.name],
+                base_outputs[layer.name], OUTPUT_AXES[layer.name])
+        layer.set_weights(base_weights)
+    if relabelled:
         # Named by label: a base label the new data lacks is lost, which a list of
         # tags left the user to spot.
         base_labels, labels = entity_labels(base.vocab.tags), entity_labels(tags)
@@ -159,8 +269,11 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
              + (f"; added: {', '.join(added)}" if added else "")
              + (f"; dropped: {', '.join(dropped)}, which the new data does not mark, so the "
                 "fine-tuned model will not find them" if dropped else "")
-             + "): the output layer and the CRF are re-initialised; the embeddings, char-CNN "
-             "and BiLSTM are kept")
+             + "): the output layer and the CRF keep the base model's weights for the tags "
+             "both have" + ("; the added labels' tags start as in a new model" if added else "")
+             + "; the embeddings, char-CNN and BiLSTM are kept")
+        if (warning := case_only_warning(labels, base_labels, bool(base.vocab.assertions))):
+            emit(warning)
     if base.vocab.assertions and not has_problems:
         emit(f"assertions: {_no_assertion_output(tags)}; the base model's "
              f"({', '.join(base.vocab.assertions)}) is dropped")
@@ -171,8 +284,13 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     elif keep_assertions:
         emit(f"assertions: the base model's output ({', '.join(vocab.assertions)}) is "
              "fine-tuned on the new data's assertions")
-    elif data_assertions:
+    elif base.vocab.assertions:
+        shared = [name for name in data_assertions if name in base.vocab.assertions]
         emit(f"assertions: {', '.join(data_assertions)} are not all among the base model's "
-             f"({', '.join(base.vocab.assertions) or 'none'}): a new assertion output is "
-             "initialised")
+             f"({', '.join(base.vocab.assertions)}): the assertion output keeps the base "
+             f"model's weights for {', '.join(shared) or 'none of them'} (and the head's "
+             "layers under them); the new classes' start as in a new model")
+    elif data_assertions:
+        emit(f"assertions: {', '.join(data_assertions)} (the base model has no assertion "
+             "output): a new assertion output is initialised")
     return model, vocab

@@ -109,8 +109,10 @@ def train(
     ``resume`` continues ``output`` from its last completed epoch with the
     saved configuration (``config.epochs`` may raise the epoch budget).
     ``init_from`` starts from an existing model directory (fine-tuning), with
-    its settings when ``config`` is ``None``; if the new data has other labels,
-    the output layer and CRF are re-initialised.
+    its settings when ``config`` is ``None``; the new data's frequent words the base
+    lacks are added to its word table, and if the data has other labels, the output
+    layer and CRF keep the base's weights for the tags both have
+    (:func:`~clinical_ner.training.starting_model.fine_tuning_model`).
     ``distribute`` is ``None`` (one device), ``"mirrored"`` or
     ``"multi-worker"`` (see :mod:`clinical_ner.training.distribute`); ``config.batch_size``
     is the global batch, split across all replicas. ``assertion_map`` reads
