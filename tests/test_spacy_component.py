@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -415,6 +416,25 @@ def test_n_process_children_load_their_own_model(entry_point_path, dev_texts):
         assert_same_rows(expected, actual)
     # Once the parent has run TensorFlow, a forked child says what to do instead of hanging.
     assert "set_start_method('spawn')" in report["error"]
+
+
+def test_spawned_n_process_children_get_the_component_and_its_extensions(nlp):
+    # What nlp.pipe(n_process=2) pickles for each child under the "spawn" start method,
+    # which the guide and our fork error advise: the pipes and each extension's getter
+    # and setter (ours here: medspaCy's, imported above, are lambdas that cannot go).
+    from spacy.tokens.underscore import Underscore
+
+    ours = {name: Underscore.span_extensions[name] for name in (
+        spacy_component.CONFIDENCE, spacy_component.ASSERTION,
+        spacy_component.ASSERTION_CONFIDENCE)}
+    components, extensions = pickle.loads(pickle.dumps((list(nlp.components), ours)))
+    assert [name for name, _ in components] == ["clinical_ner"]
+    # The child's copies read and write the values the Doc carries.
+    doc = Doc(nlp.vocab, words=["CT", "showed", "a", "nodule"])
+    doc.ents = [doc.char_span(0, 2, "test")]
+    _, _, get_assertion, set_assertion = extensions[spacy_component.ASSERTION]
+    set_assertion(doc.ents[0], "absent")
+    assert get_assertion(Doc(nlp.vocab).from_bytes(doc.to_bytes()).ents[0]) == "absent"
 
 
 # -- to_disk / spacy.load ------------------------------------------------------------

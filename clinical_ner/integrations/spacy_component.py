@@ -34,6 +34,7 @@ import os
 import shutil
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -96,22 +97,23 @@ def _entity_key(span: Span) -> tuple:
     return (USER_DATA_KEY, span.start_char, span.end_char, span.label_)
 
 
-def _extension(field: int) -> Dict[str, Any]:
-    def getter(span: Span) -> Any:
-        values = span.doc.user_data.get(_entity_key(span))
-        return None if values is None else values[field]
-
-    def setter(span: Span, value: Any) -> None:
-        values = list(span.doc.user_data.get(_entity_key(span), (None, None, None)))
-        values[field] = value
-        span.doc.user_data[_entity_key(span)] = tuple(values)
-
-    return {"getter": getter, "setter": setter}
+def _get_extension(field: int, span: Span) -> Any:
+    values = span.doc.user_data.get(_entity_key(span))
+    return None if values is None else values[field]
 
 
+def _set_extension(field: int, span: Span, value: Any) -> None:
+    values = list(span.doc.user_data.get(_entity_key(span), (None, None, None)))
+    values[field] = value
+    span.doc.user_data[_entity_key(span)] = tuple(values)
+
+
+# Partials of module functions, not closures: nlp.pipe(n_process=...) pickles every
+# extension's getter and setter for its children under the "spawn" start method.
 for _name, _field in _EXTENSION_FIELDS.items():
     if not Span.has_extension(_name):
-        Span.set_extension(_name, **_extension(_field))
+        Span.set_extension(_name, getter=partial(_get_extension, _field),
+                           setter=partial(_set_extension, _field))
 
 
 def displacy_colors() -> Dict[str, str]:
