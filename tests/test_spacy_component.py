@@ -543,6 +543,19 @@ def test_a_loaded_copy_keeps_its_model_when_the_working_directory_changes(
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
 
 
+def test_a_relative_model_is_the_one_checked_whatever_the_working_directory_later(
+        tmp_path, monkeypatch, ner):
+    shutil.copytree(bundled_model_path("clinical"), tmp_path / "built-here" / "my-model")
+    (tmp_path / "later-here" / "my-model").mkdir(parents=True)  # another folder, no model
+    monkeypatch.chdir(tmp_path / "built-here")
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": "my-model"})
+    # The model loads at the first document: it is the one checked when the pipeline was
+    # built, not whatever the name means in the working directory by then.
+    monkeypatch.chdir(tmp_path / "later-here")
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(pipeline(NOTE)))
+
+
 @pytest.fixture(scope="module")
 def saved_copy(tmp_path_factory) -> Path:
     """A saved pipeline with a model copy; its original ``my-model`` beside it."""

@@ -154,6 +154,7 @@ class ClinicalNERComponent:
                                   "endpoint's server, so set endpoint too or leave tls null")
             if not _loading_saved_pipeline():
                 _check_model(name, model)
+                model = _held_model(model)
         else:
             _check_endpoint(name, endpoint)
         # Read now, so that a missing or broken file is reported when the pipeline is built.
@@ -482,6 +483,18 @@ def _check_model(name: str, model: str) -> None:
             check_model_files(model)
         except ModelError as error:
             raise ModelError(f"{name}: model {error}") from None
+
+
+def _held_model(model: str) -> str:
+    """The checked ``model`` by its absolute path (a bundled name: the bundled model's).
+
+    The model loads at the first document: a relative path or bundled name
+    looked up then could find another model (or none) after an ``os.chdir``
+    than the one checked when the pipeline was built. A remote URL stays as given.
+    """
+    if not saved_model.is_local(model):
+        return model
+    return str(resolve_model_path(model).absolute())
 
 
 def _check_endpoint(name: str, endpoint: str) -> None:
