@@ -152,6 +152,10 @@ class ClinicalNERComponent:
             if tls is not None:
                 raise ConfigError(f"{name}: tls is set but endpoint is not; tls verifies the "
                                   "endpoint's server, so set endpoint too or leave tls null")
+            if model_name != defaults.MODEL_NAME:
+                raise ConfigError(f"{name}: model_name is set but endpoint is not; model_name "
+                                  "names the endpoint's served model, so set endpoint too or "
+                                  "leave model_name out (model gives the model)")
             if not _loading_saved_pipeline():
                 _check_model(name, model)
                 model = _held_model(model)
