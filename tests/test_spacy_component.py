@@ -378,9 +378,12 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
     # So would a served model's name: the model used is the bundled one.
     ({"model_name": "clinical_ner_v2"}, ConfigError,
      r"clinical_ner: model_name is set but endpoint is not; "),
+    # "" (an unset variable) would be read as the working directory.
+    ({"endpoint": "localhost:8500", "tls": ""}, ConfigError,
+     r"clinical_ner: tls is empty; give the PEM file of the CA certificates$"),
 ], ids=["model-empty", "model-missing", "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
         "endpoint-port-too-big", "endpoint-port-0", "model_name-empty", "tls-without-endpoint",
-        "model_name-without-endpoint"])
+        "model_name-without-endpoint", "tls-empty"])
 def test_bad_settings_are_refused_when_the_pipeline_is_built(config, error, message):
     pipeline = spacy.blank("en")
     with pytest.raises(error, match="^" + message) as caught:
