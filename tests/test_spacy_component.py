@@ -505,6 +505,18 @@ def test_a_failed_save_leaves_the_saved_pipeline_as_it_was(tmp_path, monkeypatch
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(spacy.load(saved)(NOTE)))
 
 
+def test_a_pipeline_saved_inside_its_own_model_folder_is_refused(tmp_path):
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": str(model)})
+    # The copy would hold itself.
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model / 'spacy' / 'clinical_ner'))}"
+                                         r": inside the model .*; save the pipeline to a "
+                                         r"folder outside the model$"):
+        pipeline.to_disk(model / "spacy")
+    assert not (model / "spacy" / "clinical_ner" / "model").exists()
+
+
 def test_a_remote_model_is_named_as_given_when_it_cannot_be_saved(tmp_path):
     pipeline = spacy.blank("en")
     pipeline.add_pipe("clinical_ner", config={"model": "gs://bucket/ner/1"})

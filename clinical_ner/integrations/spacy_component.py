@@ -339,6 +339,12 @@ class ClinicalNERComponent:
             if not is_model_reference(source):
                 raise ModelError(f"{self.model}: not a clinical-ner model directory or LiteRT "
                                  f"export, so the {self.name} component cannot save it")
+            if path.resolve().is_relative_to(source.resolve()):
+                # The copy would hold itself: shutil copied folders into folders until
+                # the path grew too long ("cannot copy the model there (Error)").
+                raise ModelError(f"{path}: inside the model {self.model}, which the "
+                                 f"{self.name} component copies into the saved pipeline; "
+                                 "save the pipeline to a folder outside the model")
             target = path / MODEL_COPY
             # Saving a loaded pipeline over its own folder keeps its copy as it is.
             if source.resolve() != target.resolve():
