@@ -618,6 +618,21 @@ def test_a_manifest_that_leaves_the_pipeline_or_disagrees_fails_when_it_loads(
     assert "\n" not in str(caught.value)
 
 
+def test_a_model_given_to_spacy_load_is_refused_not_ignored(saved_copy, tmp_path, ner):
+    # spaCy's way to change a setting at load: the saved copy would annotate instead.
+    other = shutil.copytree(bundled_model_path("clinical"), tmp_path / "other-model")
+    with pytest.raises(ConfigError, match=rf"^clinical_ner: model '{re.escape(str(other))}' "
+                                          r"given when loading the saved pipeline .*; leave it "
+                                          r"out, or replace the component: nlp.replace_pipe"):
+        spacy.load(saved_copy, config={"components": {"clinical_ner": {"model": str(other)}}})
+    # Other settings still override, and the saved model's own value is no override.
+    saved_model = str(saved_copy.parent / "my-model")
+    loaded = spacy.load(saved_copy, config={"components": {"clinical_ner": {
+        "model": saved_model, "overwrite_ents": True}}})
+    assert loaded.get_pipe("clinical_ner").overwrite_ents
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
+
+
 def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_path):
     pipeline = shutil.copytree(saved_copy, tmp_path / "pipeline")
     model = pipeline / "clinical_ner" / "model"

@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 from spacy.attrs import ENT_IOB, ENT_TYPE
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.util import filter_spans, load_model_from_path
+from spacy.util import filter_spans, load_config, load_model_from_path
 
 from clinical_ner.version import __version__
 from clinical_ner.annotators.load import check_model_files
@@ -148,6 +148,7 @@ class ClinicalNERComponent:
         if not model_name:
             raise ConfigError(f"{name}: model_name must not be empty; give the served "
                               "model's name")
+        loading_saved = endpoint is None and _loading_saved_pipeline()
         if endpoint is None:
             if tls is not None:
                 raise ConfigError(f"{name}: tls is set but endpoint is not; tls verifies the "
@@ -156,7 +157,7 @@ class ClinicalNERComponent:
                 raise ConfigError(f"{name}: model_name is set but endpoint is not; model_name "
                                   "names the endpoint's served model, so set endpoint too or "
                                   "leave model_name out (model gives the model)")
-            if not _loading_saved_pipeline():
+            if not loading_saved:
                 _check_model(name, model)
                 model = _held_model(model)
         else:
@@ -171,6 +172,9 @@ class ClinicalNERComponent:
         self.tls = tls
         self.overwrite_ents = overwrite_ents
         self.batch_size = batch_size
+        # Building a saved pipeline, from_disk puts its saved model in place of this one,
+        # config.cfg's or spacy.load's override of it, which from_disk tells apart.
+        self._configured_model = model if loading_saved else None
         # The annotator and the process that loaded it (see _annotator).
         self._loaded: Any = None
         self._loaded_in: Optional[int] = None
@@ -381,6 +385,7 @@ class ClinicalNERComponent:
             raise ModelError(f"{manifest_path}: the model source {source!r} does not match "
                              f"config.cfg, which gives the {self.name} component {configured}; "
                              "save the pipeline again with nlp.to_disk")
+        self._refuse_model_override(path)
         if source == "copy":
             self.model = str(self._saved_copy(path, manifest.get("directory")))
         elif source == "bundled":
@@ -395,6 +400,27 @@ class ClinicalNERComponent:
             self.model = str(bundled_model_path(name))
         self._loaded = None
         return self
+
+    def _refuse_model_override(self, path: Path) -> None:
+        """A ``model`` given to ``spacy.load`` (``config={...}``), refused: it would go unused.
+
+        The saved pipeline annotates with the model saved with it; its
+        config.cfg, beside the component's folder, still holds the ``model``
+        it was built with, which is what the component got unless overridden.
+        """
+        if self._configured_model is None:
+            return
+        try:
+            saved = load_config(path.parent / "config.cfg", interpolate=True
+                                )["components"][self.name]["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # not a pipeline folder as nlp.to_disk writes it: nothing to compare
+        if saved != self._configured_model:
+            raise ConfigError(f"{self.name}: model {self._configured_model!r} given when loading "
+                              f"the saved pipeline {path.parent}, which annotates with the model "
+                              "saved with it; leave it out, or replace the component: "
+                              f"nlp.replace_pipe({self.name!r}, {FACTORY!r}, "
+                              "config={'model': ...})")
 
     def _saved_copy(self, path: Path, directory: Any) -> Path:
         """The model copy ``directory`` of the component's folder ``path``, checked.
