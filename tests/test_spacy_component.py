@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pickle
 import re
 import shutil
 import subprocess
@@ -374,8 +375,15 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
      r"clinical_ner: model_name must not be empty; "),
     # tls would be silently ignored without an endpoint.
     ({"tls": "ca.pem"}, ConfigError, r"clinical_ner: tls is set but endpoint is not; "),
+    # So would a served model's name: the model used is the bundled one.
+    ({"model_name": "clinical_ner_v2"}, ConfigError,
+     r"clinical_ner: model_name is set but endpoint is not; "),
+    # "" (an unset variable) would be read as the working directory.
+    ({"endpoint": "localhost:8500", "tls": ""}, ConfigError,
+     r"clinical_ner: tls is empty; give the PEM file of the CA certificates$"),
 ], ids=["model-empty", "model-missing", "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
-        "endpoint-port-too-big", "endpoint-port-0", "model_name-empty", "tls-without-endpoint"])
+        "endpoint-port-too-big", "endpoint-port-0", "model_name-empty", "tls-without-endpoint",
+        "model_name-without-endpoint", "tls-empty"])
 def test_bad_settings_are_refused_when_the_pipeline_is_built(config, error, message):
     pipeline = spacy.blank("en")
     with pytest.raises(error, match="^" + message) as caught:
@@ -415,6 +423,25 @@ def test_n_process_children_load_their_own_model(entry_point_path, dev_texts):
         assert_same_rows(expected, actual)
     # Once the parent has run TensorFlow, a forked child says what to do instead of hanging.
     assert "set_start_method('spawn')" in report["error"]
+
+
+def test_spawned_n_process_children_get_the_component_and_its_extensions(nlp):
+    # What nlp.pipe(n_process=2) pickles for each child under the "spawn" start method,
+    # which the guide and our fork error advise: the pipes and each extension's getter
+    # and setter (ours here: medspaCy's, imported above, are lambdas that cannot go).
+    from spacy.tokens.underscore import Underscore
+
+    ours = {name: Underscore.span_extensions[name] for name in (
+        spacy_component.CONFIDENCE, spacy_component.ASSERTION,
+        spacy_component.ASSERTION_CONFIDENCE)}
+    components, extensions = pickle.loads(pickle.dumps((list(nlp.components), ours)))
+    assert [name for name, _ in components] == ["clinical_ner"]
+    # The child's copies read and write the values the Doc carries.
+    doc = Doc(nlp.vocab, words=["CT", "showed", "a", "nodule"])
+    doc.ents = [doc.char_span(0, 2, "test")]
+    _, _, get_assertion, set_assertion = extensions[spacy_component.ASSERTION]
+    set_assertion(doc.ents[0], "absent")
+    assert get_assertion(Doc(nlp.vocab).from_bytes(doc.to_bytes()).ents[0]) == "absent"
 
 
 # -- to_disk / spacy.load ------------------------------------------------------------
@@ -478,6 +505,18 @@ def test_a_failed_save_leaves_the_saved_pipeline_as_it_was(tmp_path, monkeypatch
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(spacy.load(saved)(NOTE)))
 
 
+def test_a_pipeline_saved_inside_its_own_model_folder_is_refused(tmp_path):
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": str(model)})
+    # The copy would hold itself.
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model / 'spacy' / 'clinical_ner'))}"
+                                         r": inside the model .*; save the pipeline to a "
+                                         r"folder outside the model$"):
+        pipeline.to_disk(model / "spacy")
+    assert not (model / "spacy" / "clinical_ner" / "model").exists()
+
+
 def test_a_remote_model_is_named_as_given_when_it_cannot_be_saved(tmp_path):
     pipeline = spacy.blank("en")
     pipeline.add_pipe("clinical_ner", config={"model": "gs://bucket/ner/1"})
@@ -523,6 +562,19 @@ def test_a_loaded_copy_keeps_its_model_when_the_working_directory_changes(
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
 
 
+def test_a_relative_model_is_the_one_checked_whatever_the_working_directory_later(
+        tmp_path, monkeypatch, ner):
+    shutil.copytree(bundled_model_path("clinical"), tmp_path / "built-here" / "my-model")
+    (tmp_path / "later-here" / "my-model").mkdir(parents=True)  # another folder, no model
+    monkeypatch.chdir(tmp_path / "built-here")
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"model": "my-model"})
+    # The model loads at the first document: it is the one checked when the pipeline was
+    # built, not whatever the name means in the working directory by then.
+    monkeypatch.chdir(tmp_path / "later-here")
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(pipeline(NOTE)))
+
+
 @pytest.fixture(scope="module")
 def saved_copy(tmp_path_factory) -> Path:
     """A saved pipeline with a model copy; its original ``my-model`` beside it."""
@@ -564,6 +616,21 @@ def test_a_manifest_that_leaves_the_pipeline_or_disagrees_fails_when_it_loads(
                        ) as caught:
         spacy.load(pipeline, config=overrides)
     assert "\n" not in str(caught.value)
+
+
+def test_a_model_given_to_spacy_load_is_refused_not_ignored(saved_copy, tmp_path, ner):
+    # spaCy's way to change a setting at load: the saved copy would annotate instead.
+    other = shutil.copytree(bundled_model_path("clinical"), tmp_path / "other-model")
+    with pytest.raises(ConfigError, match=rf"^clinical_ner: model '{re.escape(str(other))}' "
+                                          r"given when loading the saved pipeline .*; leave it "
+                                          r"out, or replace the component: nlp.replace_pipe"):
+        spacy.load(saved_copy, config={"components": {"clinical_ner": {"model": str(other)}}})
+    # Other settings still override, and the saved model's own value is no override.
+    saved_model = str(saved_copy.parent / "my-model")
+    loaded = spacy.load(saved_copy, config={"components": {"clinical_ner": {
+        "model": saved_model, "overwrite_ents": True}}})
+    assert loaded.get_pipe("clinical_ner").overwrite_ents
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
 
 
 def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_path):

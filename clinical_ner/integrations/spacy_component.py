@@ -34,13 +34,14 @@ import os
 import shutil
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.attrs import ENT_IOB, ENT_TYPE
 from spacy.language import Language
 from spacy.tokens import Doc, Span
-from spacy.util import filter_spans, load_model_from_path
+from spacy.util import filter_spans, load_config, load_model_from_path
 
 from clinical_ner.version import __version__
 from clinical_ner.annotators.load import check_model_files
@@ -96,22 +97,23 @@ def _entity_key(span: Span) -> tuple:
     return (USER_DATA_KEY, span.start_char, span.end_char, span.label_)
 
 
-def _extension(field: int) -> Dict[str, Any]:
-    def getter(span: Span) -> Any:
-        values = span.doc.user_data.get(_entity_key(span))
-        return None if values is None else values[field]
-
-    def setter(span: Span, value: Any) -> None:
-        values = list(span.doc.user_data.get(_entity_key(span), (None, None, None)))
-        values[field] = value
-        span.doc.user_data[_entity_key(span)] = tuple(values)
-
-    return {"getter": getter, "setter": setter}
+def _get_extension(field: int, span: Span) -> Any:
+    values = span.doc.user_data.get(_entity_key(span))
+    return None if values is None else values[field]
 
 
+def _set_extension(field: int, span: Span, value: Any) -> None:
+    values = list(span.doc.user_data.get(_entity_key(span), (None, None, None)))
+    values[field] = value
+    span.doc.user_data[_entity_key(span)] = tuple(values)
+
+
+# Partials of module functions, not closures: nlp.pipe(n_process=...) pickles every
+# extension's getter and setter for its children under the "spawn" start method.
 for _name, _field in _EXTENSION_FIELDS.items():
     if not Span.has_extension(_name):
-        Span.set_extension(_name, **_extension(_field))
+        Span.set_extension(_name, getter=partial(_get_extension, _field),
+                           setter=partial(_set_extension, _field))
 
 
 def displacy_colors() -> Dict[str, str]:
@@ -146,12 +148,18 @@ class ClinicalNERComponent:
         if not model_name:
             raise ConfigError(f"{name}: model_name must not be empty; give the served "
                               "model's name")
+        loading_saved = endpoint is None and _loading_saved_pipeline()
         if endpoint is None:
             if tls is not None:
                 raise ConfigError(f"{name}: tls is set but endpoint is not; tls verifies the "
                                   "endpoint's server, so set endpoint too or leave tls null")
-            if not _loading_saved_pipeline():
+            if model_name != defaults.MODEL_NAME:
+                raise ConfigError(f"{name}: model_name is set but endpoint is not; model_name "
+                                  "names the endpoint's served model, so set endpoint too or "
+                                  "leave model_name out (model gives the model)")
+            if not loading_saved:
                 _check_model(name, model)
+                model = _held_model(model)
         else:
             _check_endpoint(name, endpoint)
         # Read now, so that a missing or broken file is reported when the pipeline is built.
@@ -164,6 +172,9 @@ class ClinicalNERComponent:
         self.tls = tls
         self.overwrite_ents = overwrite_ents
         self.batch_size = batch_size
+        # Building a saved pipeline, from_disk puts its saved model in place of this one,
+        # config.cfg's or spacy.load's override of it, which from_disk tells apart.
+        self._configured_model = model if loading_saved else None
         # The annotator and the process that loaded it (see _annotator).
         self._loaded: Any = None
         self._loaded_in: Optional[int] = None
@@ -332,6 +343,12 @@ class ClinicalNERComponent:
             if not is_model_reference(source):
                 raise ModelError(f"{self.model}: not a clinical-ner model directory or LiteRT "
                                  f"export, so the {self.name} component cannot save it")
+            if path.resolve().is_relative_to(source.resolve()):
+                # The copy would hold itself: shutil copied folders into folders until
+                # the path grew too long ("cannot copy the model there (Error)").
+                raise ModelError(f"{path}: inside the model {self.model}, which the "
+                                 f"{self.name} component copies into the saved pipeline; "
+                                 "save the pipeline to a folder outside the model")
             target = path / MODEL_COPY
             # Saving a loaded pipeline over its own folder keeps its copy as it is.
             if source.resolve() != target.resolve():
@@ -368,6 +385,7 @@ class ClinicalNERComponent:
             raise ModelError(f"{manifest_path}: the model source {source!r} does not match "
                              f"config.cfg, which gives the {self.name} component {configured}; "
                              "save the pipeline again with nlp.to_disk")
+        self._refuse_model_override(path)
         if source == "copy":
             self.model = str(self._saved_copy(path, manifest.get("directory")))
         elif source == "bundled":
@@ -382,6 +400,27 @@ class ClinicalNERComponent:
             self.model = str(bundled_model_path(name))
         self._loaded = None
         return self
+
+    def _refuse_model_override(self, path: Path) -> None:
+        """A ``model`` given to ``spacy.load`` (``config={...}``), refused: it would go unused.
+
+        The saved pipeline annotates with the model saved with it; its
+        config.cfg, beside the component's folder, still holds the ``model``
+        it was built with, which is what the component got unless overridden.
+        """
+        if self._configured_model is None:
+            return
+        try:
+            saved = load_config(path.parent / "config.cfg", interpolate=True
+                                )["components"][self.name]["model"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # not a pipeline folder as nlp.to_disk writes it: nothing to compare
+        if saved != self._configured_model:
+            raise ConfigError(f"{self.name}: model {self._configured_model!r} given when loading "
+                              f"the saved pipeline {path.parent}, which annotates with the model "
+                              "saved with it; leave it out, or replace the component: "
+                              f"nlp.replace_pipe({self.name!r}, {FACTORY!r}, "
+                              "config={'model': ...})")
 
     def _saved_copy(self, path: Path, directory: Any) -> Path:
         """The model copy ``directory`` of the component's folder ``path``, checked.
@@ -480,6 +519,18 @@ def _check_model(name: str, model: str) -> None:
             check_model_files(model)
         except ModelError as error:
             raise ModelError(f"{name}: model {error}") from None
+
+
+def _held_model(model: str) -> str:
+    """The checked ``model`` by its absolute path (a bundled name: the bundled model's).
+
+    The model loads at the first document: a relative path or bundled name
+    looked up then could find another model (or none) after an ``os.chdir``
+    than the one checked when the pipeline was built. A remote URL stays as given.
+    """
+    if not saved_model.is_local(model):
+        return model
+    return str(resolve_model_path(model).absolute())
 
 
 def _check_endpoint(name: str, endpoint: str) -> None:

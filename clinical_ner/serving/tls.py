@@ -6,6 +6,7 @@ checks name the setting and the path instead (:class:`ConfigError`, exit 2).
 """
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -23,6 +24,10 @@ def read_pem(path: str | Path, setting: str, what: str) -> bytes:
     or holds no PEM block.
     """
     setting = setting_name(setting)
+    if not os.fspath(path):
+        # Path("") is the working directory: "--root-certificates .: cannot read ... (Is a
+        # directory)" named neither the mistake (an unset variable) nor the value given.
+        raise ConfigError(f"{setting} is empty; give the PEM file of {what}")
     try:
         data = Path(path).read_bytes()
     except OSError as error:
