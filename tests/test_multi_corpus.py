@@ -407,6 +407,35 @@ def test_resume_and_init_from_work_with_a_corpus_file(data, joint, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_refuses_a_corpus_file_whose_weights_coverage_or_select_changed(data, tmp_path):
+    # Audit: only the sentences were compared, so a resume with another weight, coverage
+    # or select went on silently: draws, loss and the kept epoch's score changed meaning
+    # mid-run, and the card described the second file as the whole run's.
+    text = (data / "corpora.toml").read_text().replace('"ncbi.conll"',
+                                                       f'"{data / "ncbi.conll"}"')
+    output = tmp_path / "run"
+    train(None, output, config=tiny(epochs=1), corpora=read_corpus_file(data / "corpora.toml"),
+          progress=False, emit=lambda m: None)
+    # The same dev sentences in a file of their own, so that select may weigh them.
+    (tmp_path / "ncbi-dev.conll").write_bytes((data / "ncbi.conll").read_bytes())
+    own_dev = text.replace(f'dev = "{data / "ncbi.conll"}"', 'dev = "ncbi-dev.conll"')
+    changed = tmp_path / "corpora.toml"
+    for variant in (text.replace("weight = 0.5", "weight = 1.5"),
+                    text.replace('coverage = { problem = "partial" }', ""),
+                    own_dev.replace("sample = 1.0", "sample = 1.0, ncbi = 1.0")):
+        assert variant != text
+        changed.write_text(variant)
+        with pytest.raises(ConfigError, match=r"--resume continues .* but --corpus differs "
+                                              r"\(its corpora's sentences, weights or coverage"):
+            train(None, output, config=tiny(epochs=2), corpora=read_corpus_file(changed),
+                  resume=True, progress=False, emit=lambda m: None)
+    # The same choice of epoch, written otherwise: resumed.
+    changed.write_text(own_dev.replace("sample = 1.0", "sample = 2.0, ncbi = 0"))
+    assert train(None, output, config=tiny(epochs=2), corpora=read_corpus_file(changed),
+                 resume=True, progress=False, emit=lambda m: None).epochs_completed == 2
+
+
+@pytest.mark.slow
 def test_mirrored_training_and_evaluate_with_a_corpus(data, joint, tmp_path, capsys):
     (tmp_path / "tiny.json").write_text(json.dumps({k: v for k, v in tiny(epochs=1).to_dict()
                                                     .items() if k != "bucket_boundaries"}))

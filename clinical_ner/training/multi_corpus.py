@@ -63,6 +63,18 @@ class TrainingCorpora:
             chosen.extend([members] * copies + [sample])
         return np.concatenate(chosen)
 
+    def settings(self) -> dict:
+        """What training takes from the corpus file beside the sentences: each corpus's
+        name, sentence count, weight and coverage, and ``select`` (a resumed run must keep
+        them: they decide each epoch's draws, the loss and the score that keeps an epoch)."""
+        counts = np.bincount(self.corpus_index, minlength=len(self.corpus_set.corpora))
+        # Each corpus's share of the score: select = { a = 2, b = 0 } chooses as { a = 1 }.
+        total = sum(self.corpus_set.selection.values())
+        return {"corpora": [[spec.name, int(count), spec.weight, spec.coverage]
+                            for spec, count in zip(self.corpus_set.corpora, counts)],
+                "select": {name: weight / total
+                           for name, weight in self.corpus_set.selection.items() if weight}}
+
     def allowed_tags(self, tags: list[str], scheme: str) -> list[np.ndarray] | None:
         """Each sentence's allowed-tag mask, or None when every corpus labels everything completely."""
         if not self.corpus_set.is_partly_labelled():

@@ -160,7 +160,8 @@ def train(
     # Before the cued copies, which are drawn from these sentences and the seed.
     data = data_facts(train_sentences, dev_sentences if distribution.is_chief else None,
                       has_dev, corpus_file=corpora is not None, data_format=data_format,
-                      label_map=label_map, assertion_map=assertion_map)
+                      label_map=label_map, assertion_map=assertion_map,
+                      corpora=training.settings() if training is not None else None)
     if distribution.task is not None:
         _check_workers_agree(distribution, config, original_count, has_dev, resume)
     if config.assertion_cue_copies:
