@@ -215,6 +215,8 @@ def test_shipped_corpus_files_read_and_their_label_maps_match_the_public_corpora
     for spec in corpus_set.corpora:
         for path in list(spec.train) + ([spec.dev] if spec.dev else []):
             assert path.exists(), f"{name}: corpus {spec.name}: {path}"
+        if spec.dev:
+            check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False)
     check_corpus_labels(corpus_set)
 
 
@@ -554,6 +556,36 @@ def test_a_dev_file_may_lack_a_label_its_training_files_have(tmp_path):
     train_file.write_text("Fever\tB-problem\n\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="its files have no treatment mention"):
         check_corpus_labels(corpus_set, dev=False)
+
+
+def test_a_label_map_may_name_a_label_only_the_dev_file_has(tmp_path):
+    # Audit: the map was checked against the training files alone, so a dev file with a
+    # type they lack could not be trained on at all: mapping it was "a label the corpus
+    # does not have", leaving it out "a label not in its label_map".
+    train_file, dev_file = tmp_path / "train.conll", tmp_path / "dev.conll"
+    train_file.write_text("Fever\tB-Disease\n.\tO\n\n", encoding="utf-8")
+    dev_file.write_text("Cough\tB-Disease\nafter\tO\naspirin\tB-Chemical\n\n",
+                        encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+
+    def corpus_set(label_map: str):
+        corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
+                               f'train = "{train_file}"\ndev = "{dev_file}"\n'
+                               f'label_map = {{ {label_map} }}\n', encoding="utf-8")
+        return read_corpus_file(corpus_file)
+
+    from clinical_ner.training.multi_corpus import read_dev_corpora, read_training_corpora
+
+    mapped = corpus_set('Disease = "problem", Chemical = ""')
+    assert len(read_training_corpora(mapped, False, print).sentences) == 1
+    assert len(read_dev_corpora(mapped, False, print)["c"]) == 1
+    check_corpus_labels(mapped, dev=False)  # a worker reads no dev file: the chief checks
+    with pytest.raises(ConfigError, match="corpus c: label_map names label Chemicals, which "
+                                          "the corpus does not have \\(it has Chemical, "
+                                          "Disease\\)"):
+        read_training_corpora(corpus_set('Disease = "problem", Chemicals = ""'), False, print)
+    with pytest.raises(ConfigError, match="corpus c: label Chemical is not in its label_map"):
+        read_dev_corpora(corpus_set('Disease = "problem"'), False, print)
 
 
 def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):

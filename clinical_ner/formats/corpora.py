@@ -339,16 +339,25 @@ def check_corpus_paths(corpus_set: CorpusSet, dev: bool = True) -> None:
 
 
 def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
-    """:func:`check_label_map` for every corpus, on its training files and, with ``dev``,
-    its dev file (in a cluster only the chief reads dev files)."""
+    """:func:`check_label_map` for every corpus, on its training files.
+
+    Its label map may also name a label that only its dev file has (a rare
+    one), which ``dev`` reads; without ``dev`` (in a cluster only the chief
+    reads dev files) such a label is taken on trust. The dev file itself is
+    checked as it is read (:func:`check_label_map` with ``training=False``).
+    """
     for spec in corpus_set.corpora:
-        check_label_map(corpus_set, spec,
-                        list(spec.train) + ([spec.dev] if dev and spec.dev is not None else []),
-                        spec.format)
+        if spec.dev is None:
+            dev_labels = set()
+        elif dev:
+            dev_labels = source_labels(spec.dev, spec.format)
+        else:
+            dev_labels = set(spec.label_map or ())
+        check_label_map(corpus_set, spec, list(spec.train), spec.format, dev_labels=dev_labels)
 
 
 def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str,
-                    training: bool = True) -> None:
+                    training: bool = True, dev_labels: set[str] | None = None) -> None:
     """Every source label of ``spec``'s label map occurs in ``paths`` and every label found
     there is in the map (or, without a map, is a model label).
 
@@ -357,6 +366,8 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
     a label. ``training``: ``paths`` include training files, which must
     mention every label the map names, or that the corpus annotates without
     a map; a dev or test file alone may lack a rare one (but not all of them).
+    ``dev_labels``: the labels of the corpus's dev file, which its map may name
+    too (a dev file that has a label its training files lack must map it).
     """
     found: set[str] = set()
     for path in paths:
@@ -367,8 +378,8 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
                                     set(spec.scored_labels()), training,
                                     f"{context}: assertion_map")
     if spec.label_map is not None:
-        _check_map_sources(spec.label_map, found, f"{context}: label_map", "corpus",
-                           every=training)
+        _check_map_sources(spec.label_map, found | (dev_labels or set()),
+                           f"{context}: label_map", "corpus", every=training)
         unmapped = sorted(found - set(spec.label_map))
         if unmapped:
             raise ConfigError(f"{context}: label {unmapped[0]} is not in its label_map; map "

@@ -87,10 +87,10 @@ class TrainingCorpora:
 def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                           emit: Callable[[str], None], dev: bool = True) -> TrainingCorpora:
     """Check that every path exists (dev paths too with ``dev``: not on a worker, which
-    reads none) and the label maps against the training data, then read every corpus's
-    training files."""
+    reads none) and the label maps against the training data (which a label of the dev
+    data may complete), then read every corpus's training files."""
     check_corpus_paths(corpus_set, dev)
-    check_corpus_labels(corpus_set, dev=False)
+    check_corpus_labels(corpus_set, dev)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
     for position, spec in enumerate(corpus_set.corpora):
