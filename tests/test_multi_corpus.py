@@ -588,6 +588,29 @@ def test_a_label_map_may_name_a_label_only_the_dev_file_has(tmp_path):
         read_dev_corpora(corpus_set('Disease = "problem"'), False, print)
 
 
+def test_a_line_its_format_refuses_is_named_before_the_label_checks(tmp_path, capsys):
+    # Audit: the label checks read the files skipping invalid sentences, so a file whose
+    # mentions were all on refused lines was "no problem mention ... set coverage problem =
+    # none" (advice that changes training), or a --label-map "names a label the data does
+    # not have", instead of the line.
+    from clinical_ner.errors import DataFormatError
+
+    train_file = tmp_path / "train.conll"
+    train_file.write_text("Fever\tX-problem\n.\tO\n\nCough\tB-problem\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{train_file}"\n', encoding="utf-8")
+    invalid = re.escape(f"{train_file}:1: invalid tag")
+    with pytest.raises(DataFormatError, match=invalid + ".*" + re.escape("(corpus c)") + "$"):
+        check_corpus_labels(read_corpus_file(corpus_file))
+    check_corpus_labels(read_corpus_file(corpus_file), skip_invalid=True)  # as training reads
+    train_file.write_text("Fever\tX-Disease\n.\tO\n\n", encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(train_file),
+                 "--label-map", "Disease=problem"]) == 3
+    assert re.fullmatch("clinical-ner evaluate: error: " + invalid + r".*\n",
+                        capsys.readouterr().err)
+
+
 def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):
     from clinical_ner.errors import DataFormatError
 

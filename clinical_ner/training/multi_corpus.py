@@ -90,7 +90,7 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
     reads none) and the label maps against the training data (which a label of the dev
     data may complete), then read every corpus's training files."""
     check_corpus_paths(corpus_set, dev)
-    check_corpus_labels(corpus_set, dev)
+    check_corpus_labels(corpus_set, dev, skip_invalid)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
     for position, spec in enumerate(corpus_set.corpora):
@@ -128,7 +128,8 @@ def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
             # Scores of nothing would choose the epoch.
             raise DataFormatError(str(spec.dev), None,
                                   f"corpus {spec.name}: no dev sentences to score")
-        check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False)
+        check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False,
+                        skip_invalid=skip_invalid)
     return dev
 
 

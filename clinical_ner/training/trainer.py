@@ -412,7 +412,7 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
         labels.update(corpus.labels)
     if label_map:
         # A misspelt source label maps nothing: its mentions would train as O.
-        check_label_map_sources(label_map, train_paths, data_format)
+        check_label_map_sources(label_map, train_paths, data_format, skip_invalid=skip_invalid)
     if assertion_map is not None:
         check_assertion_map_sources(assertion_map, train_paths, data_format, labels)
     if not labels:
