@@ -86,6 +86,11 @@ def test_corpus_file_defaults_and_open_labels(data):
     ('coverage = { finding = "partial" }', "corpus c: coverage names label finding"),
     ('label_map = { Disease = "problem" }\ncoverage = { problem = "none" }',
      "corpus c: label_map maps onto problem but its coverage is none"),
+    # Audit: trained as none, but scored, so every test the model found in the corpus's dev
+    # data was wrong (the dev F1 that chooses the epoch, and evaluate --corpus).
+    ('label_map = { Disease = "problem" }\ncoverage = { test = "partial" }',
+     "corpus c: its coverage of test is partial, but its label_map maps no label onto test; "
+     "say none"),
     ("weight = 0", "corpus c: weight must be a finite number > 0 and at most 1000"),
     # NaN passed "<= 0" and failed at the first epoch, after the model was built;
     # infinity and huge weights overflowed the epoch's sentence count.

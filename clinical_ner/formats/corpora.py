@@ -255,6 +255,12 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         if mapped is not None and label in mapped and full_coverage[label] == "none":
             raise ConfigError(f"{context}: label_map maps onto {label} but its coverage is "
                               "none")
+        if mapped is not None and label not in mapped and full_coverage[label] == "partial":
+            # No mention can be this label: it would train as "none", yet every one the
+            # model finds in the corpus's dev or test data would be scored as wrong.
+            raise ConfigError(f"{context}: its coverage of {label} is partial, but its "
+                              f"label_map maps no label onto {label}; say none (it does not "
+                              f"annotate {label}) or complete (its text has no {label})")
     if mapped is not None and not mapped:
         raise ConfigError(f"{context}: label_map maps no label onto a model label: its sentences "
                           "would teach nothing")
