@@ -487,6 +487,17 @@ def test_corpora_that_would_train_or_choose_on_nothing_are_refused(data, tmp_pat
     no_dev.write_text(top + base + f'dev = "{empty}"\n', encoding="utf-8")
     with pytest.raises(DataFormatError, match="corpus c: no dev sentences to score"):
         read_dev_corpora(read_corpus_file(no_dev), False, print)
+    # Audit: a dev file without a mention of the corpus's labels (every token O, or its
+    # only type dropped) scored 0 every epoch: epoch 1 kept, training stopped early.
+    plain = tmp_path / "plain.conll"
+    plain.write_text("Well\tO\n.\tO\n\nAspirin\tB-Chemical\n\n", encoding="utf-8")
+    no_mention = tmp_path / "no-mention.toml"
+    no_mention.write_text(top + base.replace("Disease = \"problem\"",
+                                             "Disease = \"problem\", Chemical = \"\"")
+                          + f'dev = "{plain}"\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"{plain}: corpus c: no entities to score (no problem mention)")):
+        read_dev_corpora(read_corpus_file(no_mention), False, print)
 
 
 def test_every_path_exists_and_every_training_file_has_sentences(tmp_path):

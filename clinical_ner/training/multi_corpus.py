@@ -118,7 +118,8 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
 
 def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                      emit: Callable[[str], None]) -> dict[str, list[Sentence]]:
-    """Each dev corpus's sentences by corpus name: none empty, each label map checked."""
+    """Each dev corpus's sentences by corpus name: none empty or without a mention of the
+    labels it scores, each label map checked."""
     dev = {}
     for spec in corpus_set.dev_corpora():
         corpus = load_spec_corpus(spec, spec.dev, skip_invalid)
@@ -130,6 +131,12 @@ def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                                   f"corpus {spec.name}: no dev sentences to score")
         check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False,
                         skip_invalid=skip_invalid)
+        scored = spec.scored_labels()
+        if not set(corpus.labels) & set(scored):
+            # Its F1 is 0 at every epoch: it would keep epoch 1 and stop training early.
+            raise DataFormatError(str(spec.dev), None,
+                                  f"corpus {spec.name}: no entities to score (no "
+                                  f"{' or '.join(scored)} mention)")
     return dev
 
 
