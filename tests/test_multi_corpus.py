@@ -86,6 +86,11 @@ def test_corpus_file_defaults_and_open_labels(data):
     ('coverage = { finding = "partial" }', "corpus c: coverage names label finding"),
     ('label_map = { Disease = "problem" }\ncoverage = { problem = "none" }',
      "corpus c: label_map maps onto problem but its coverage is none"),
+    # Audit: trained as none, but scored, so every test the model found in the corpus's dev
+    # data was wrong (the dev F1 that chooses the epoch, and evaluate --corpus).
+    ('label_map = { Disease = "problem" }\ncoverage = { test = "partial" }',
+     "corpus c: its coverage of test is partial, but its label_map maps no label onto test; "
+     "say none"),
     ("weight = 0", "corpus c: weight must be a finite number > 0 and at most 1000"),
     # NaN passed "<= 0" and failed at the first epoch, after the model was built;
     # infinity and huge weights overflowed the epoch's sentence count.
@@ -215,6 +220,8 @@ def test_shipped_corpus_files_read_and_their_label_maps_match_the_public_corpora
     for spec in corpus_set.corpora:
         for path in list(spec.train) + ([spec.dev] if spec.dev else []):
             assert path.exists(), f"{name}: corpus {spec.name}: {path}"
+        if spec.dev:
+            check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False)
     check_corpus_labels(corpus_set)
 
 
@@ -407,6 +414,35 @@ def test_resume_and_init_from_work_with_a_corpus_file(data, joint, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_refuses_a_corpus_file_whose_weights_coverage_or_select_changed(data, tmp_path):
+    # Audit: only the sentences were compared, so a resume with another weight, coverage
+    # or select went on silently: draws, loss and the kept epoch's score changed meaning
+    # mid-run, and the card described the second file as the whole run's.
+    text = (data / "corpora.toml").read_text().replace('"ncbi.conll"',
+                                                       f'"{data / "ncbi.conll"}"')
+    output = tmp_path / "run"
+    train(None, output, config=tiny(epochs=1), corpora=read_corpus_file(data / "corpora.toml"),
+          progress=False, emit=lambda m: None)
+    # The same dev sentences in a file of their own, so that select may weigh them.
+    (tmp_path / "ncbi-dev.conll").write_bytes((data / "ncbi.conll").read_bytes())
+    own_dev = text.replace(f'dev = "{data / "ncbi.conll"}"', 'dev = "ncbi-dev.conll"')
+    changed = tmp_path / "corpora.toml"
+    for variant in (text.replace("weight = 0.5", "weight = 1.5"),
+                    text.replace('coverage = { problem = "partial" }', ""),
+                    own_dev.replace("sample = 1.0", "sample = 1.0, ncbi = 1.0")):
+        assert variant != text
+        changed.write_text(variant)
+        with pytest.raises(ConfigError, match=r"--resume continues .* but --corpus differs "
+                                              r"\(its corpora's sentences, weights or coverage"):
+            train(None, output, config=tiny(epochs=2), corpora=read_corpus_file(changed),
+                  resume=True, progress=False, emit=lambda m: None)
+    # The same choice of epoch, written otherwise: resumed.
+    changed.write_text(own_dev.replace("sample = 1.0", "sample = 2.0, ncbi = 0"))
+    assert train(None, output, config=tiny(epochs=2), corpora=read_corpus_file(changed),
+                 resume=True, progress=False, emit=lambda m: None).epochs_completed == 2
+
+
+@pytest.mark.slow
 def test_mirrored_training_and_evaluate_with_a_corpus(data, joint, tmp_path, capsys):
     (tmp_path / "tiny.json").write_text(json.dumps({k: v for k, v in tiny(epochs=1).to_dict()
                                                     .items() if k != "bucket_boundaries"}))
@@ -451,6 +487,17 @@ def test_corpora_that_would_train_or_choose_on_nothing_are_refused(data, tmp_pat
     no_dev.write_text(top + base + f'dev = "{empty}"\n', encoding="utf-8")
     with pytest.raises(DataFormatError, match="corpus c: no dev sentences to score"):
         read_dev_corpora(read_corpus_file(no_dev), False, print)
+    # Audit: a dev file without a mention of the corpus's labels (every token O, or its
+    # only type dropped) scored 0 every epoch: epoch 1 kept, training stopped early.
+    plain = tmp_path / "plain.conll"
+    plain.write_text("Well\tO\n.\tO\n\nAspirin\tB-Chemical\n\n", encoding="utf-8")
+    no_mention = tmp_path / "no-mention.toml"
+    no_mention.write_text(top + base.replace("Disease = \"problem\"",
+                                             "Disease = \"problem\", Chemical = \"\"")
+                          + f'dev = "{plain}"\n', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=re.escape(
+            f"{plain}: corpus c: no entities to score (no problem mention)")):
+        read_dev_corpora(read_corpus_file(no_mention), False, print)
 
 
 def test_every_path_exists_and_every_training_file_has_sentences(tmp_path):
@@ -525,6 +572,59 @@ def test_a_dev_file_may_lack_a_label_its_training_files_have(tmp_path):
     train_file.write_text("Fever\tB-problem\n\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="its files have no treatment mention"):
         check_corpus_labels(corpus_set, dev=False)
+
+
+def test_a_label_map_may_name_a_label_only_the_dev_file_has(tmp_path):
+    # Audit: the map was checked against the training files alone, so a dev file with a
+    # type they lack could not be trained on at all: mapping it was "a label the corpus
+    # does not have", leaving it out "a label not in its label_map".
+    train_file, dev_file = tmp_path / "train.conll", tmp_path / "dev.conll"
+    train_file.write_text("Fever\tB-Disease\n.\tO\n\n", encoding="utf-8")
+    dev_file.write_text("Cough\tB-Disease\nafter\tO\naspirin\tB-Chemical\n\n",
+                        encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+
+    def corpus_set(label_map: str):
+        corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
+                               f'train = "{train_file}"\ndev = "{dev_file}"\n'
+                               f'label_map = {{ {label_map} }}\n', encoding="utf-8")
+        return read_corpus_file(corpus_file)
+
+    from clinical_ner.training.multi_corpus import read_dev_corpora, read_training_corpora
+
+    mapped = corpus_set('Disease = "problem", Chemical = ""')
+    assert len(read_training_corpora(mapped, False, print).sentences) == 1
+    assert len(read_dev_corpora(mapped, False, print)["c"]) == 1
+    check_corpus_labels(mapped, dev=False)  # a worker reads no dev file: the chief checks
+    with pytest.raises(ConfigError, match="corpus c: label_map names label Chemicals, which "
+                                          "the corpus does not have \\(it has Chemical, "
+                                          "Disease\\)"):
+        read_training_corpora(corpus_set('Disease = "problem", Chemicals = ""'), False, print)
+    with pytest.raises(ConfigError, match="corpus c: label Chemical is not in its label_map"):
+        read_dev_corpora(corpus_set('Disease = "problem"'), False, print)
+
+
+def test_a_line_its_format_refuses_is_named_before_the_label_checks(tmp_path, capsys):
+    # Audit: the label checks read the files skipping invalid sentences, so a file whose
+    # mentions were all on refused lines was "no problem mention ... set coverage problem =
+    # none" (advice that changes training), or a --label-map "names a label the data does
+    # not have", instead of the line.
+    from clinical_ner.errors import DataFormatError
+
+    train_file = tmp_path / "train.conll"
+    train_file.write_text("Fever\tX-problem\n.\tO\n\nCough\tB-problem\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{train_file}"\n', encoding="utf-8")
+    invalid = re.escape(f"{train_file}:1: invalid tag")
+    with pytest.raises(DataFormatError, match=invalid + ".*" + re.escape("(corpus c)") + "$"):
+        check_corpus_labels(read_corpus_file(corpus_file))
+    check_corpus_labels(read_corpus_file(corpus_file), skip_invalid=True)  # as training reads
+    train_file.write_text("Fever\tX-Disease\n.\tO\n\n", encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(train_file),
+                 "--label-map", "Disease=problem"]) == 3
+    assert re.fullmatch("clinical-ner evaluate: error: " + invalid + r".*\n",
+                        capsys.readouterr().err)
 
 
 def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):

@@ -210,6 +210,28 @@ def test_an_empty_dev_file_is_refused_instead_of_choosing_on_nothing(tmp_path):
               progress=False)
 
 
+def test_repeated_train_paths_and_a_dev_path_trained_on_are_refused(tmp_path, capsys):
+    # Audit: accepted silently (a corpus file refuses both): a path given twice counted its
+    # sentences twice, and a --dev among the --train paths chose the epoch on training data.
+    from clinical_ner.cli import main
+
+    train_file = tmp_path / "train.conll"
+    train_file.write_text("Fever\tB-problem\n.\tO\n\n", encoding="utf-8")
+    never = str(tmp_path / "never")
+    assert main(["train", "--train", str(train_file), "--train", str(tmp_path / "." /
+                 "train.conll"), "--output", never]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner train: error: --train {train_file}: given twice (its sentences would "
+        "count twice); to draw a corpus more often give it a weight in a corpus file "
+        "(--corpus)\n")
+    assert main(["train", "--train", str(SAMPLE / "train"), "--train", str(train_file),
+                 "--dev", str(train_file), "--output", never]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"clinical-ner train: error: --dev {train_file} is one of the --train paths: the epoch "
+        "would be chosen on training data;")
+    assert not (tmp_path / "never").exists()
+
+
 def test_data_without_entities_is_refused_instead_of_training_or_choosing_on_it(tmp_path):
     # Training data of O alone trained a model that finds nothing, as a success; a dev file
     # of O alone scored F1 0.0 every epoch, kept epoch 1 and stopped early.

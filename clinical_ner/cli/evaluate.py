@@ -104,7 +104,8 @@ def _corpus_reading(args: argparse.Namespace
             return args.input_format, None, None, None
         from clinical_ner.formats.corpora import check_label_map_sources
 
-        check_label_map_sources(label_map, [args.data], args.input_format, training=False)
+        check_label_map_sources(label_map, [args.data], args.input_format, training=False,
+                                skip_invalid=args.skip_invalid)
         return (args.input_format, label_map,
                 sorted({label for label in label_map.values() if label}), None)
     from clinical_ner.formats.corpora import check_label_map, read_corpus_file
@@ -115,5 +116,6 @@ def _corpus_reading(args: argparse.Namespace
     corpus_set = read_corpus_file(args.corpus)
     spec = corpus_set.by_name(args.corpus_name)
     data_format = spec.format if args.input_format == "auto" else args.input_format
-    check_label_map(corpus_set, spec, [args.data], data_format, training=False)
+    check_label_map(corpus_set, spec, [args.data], data_format, training=False,
+                    skip_invalid=args.skip_invalid)
     return data_format, spec.label_map, spec.scored_labels(), spec.assertion_map

@@ -33,8 +33,10 @@ corpus and the label, raised before any training starts
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -253,6 +255,12 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         if mapped is not None and label in mapped and full_coverage[label] == "none":
             raise ConfigError(f"{context}: label_map maps onto {label} but its coverage is "
                               "none")
+        if mapped is not None and label not in mapped and full_coverage[label] == "partial":
+            # No mention can be this label: it would train as "none", yet every one the
+            # model finds in the corpus's dev or test data would be scored as wrong.
+            raise ConfigError(f"{context}: its coverage of {label} is partial, but its "
+                              f"label_map maps no label onto {label}; say none (it does not "
+                              f"annotate {label}) or complete (its text has no {label})")
     if mapped is not None and not mapped:
         raise ConfigError(f"{context}: label_map maps no label onto a model label: its sentences "
                           "would teach nothing")
@@ -273,11 +281,16 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         assertion_map_path=assertion_map_path)
 
 
-def source_labels(path: str | Path, data_format: str = "auto") -> set[str]:
-    """The entity types a corpus's files use before any label map (brat: every ``T`` type)."""
+def source_labels(path: str | Path, data_format: str = "auto",
+                  skip_invalid: bool = False) -> set[str]:
+    """The entity types a corpus's files use before any label map (brat: every ``T`` type).
+
+    A line its format refuses is an error naming it (``skip_invalid``: its
+    sentence is left out, as reading the data for training leaves it out).
+    """
     data_format = detect_format(path) if data_format == "auto" else data_format
     if data_format != "brat":
-        return set(load_corpus(path, data_format, skip_invalid=True).labels)
+        return set(load_corpus(path, data_format, skip_invalid=skip_invalid).labels)
     return _brat_names(path, _BRAT_TYPE)
 
 
@@ -338,17 +351,31 @@ def check_corpus_paths(corpus_set: CorpusSet, dev: bool = True) -> None:
                                       f"corpus {spec.name}: {path}: no such file or folder")
 
 
-def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True) -> None:
-    """:func:`check_label_map` for every corpus, on its training files and, with ``dev``,
-    its dev file (in a cluster only the chief reads dev files)."""
+def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True,
+                        skip_invalid: bool = False) -> None:
+    """:func:`check_label_map` for every corpus, on its training files.
+
+    Its label map may also name a label that only its dev file has (a rare
+    one), which ``dev`` reads; without ``dev`` (in a cluster only the chief
+    reads dev files) such a label is taken on trust. The dev file itself is
+    checked as it is read (:func:`check_label_map` with ``training=False``).
+    ``skip_invalid``: as for :func:`source_labels`.
+    """
     for spec in corpus_set.corpora:
-        check_label_map(corpus_set, spec,
-                        list(spec.train) + ([spec.dev] if dev and spec.dev is not None else []),
-                        spec.format)
+        if spec.dev is None:
+            dev_labels = set()
+        elif dev:
+            with _naming_corpus(spec):
+                dev_labels = source_labels(spec.dev, spec.format, skip_invalid)
+        else:
+            dev_labels = set(spec.label_map or ())
+        check_label_map(corpus_set, spec, list(spec.train), spec.format, dev_labels=dev_labels,
+                        skip_invalid=skip_invalid)
 
 
 def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str,
-                    training: bool = True) -> None:
+                    training: bool = True, dev_labels: set[str] | None = None,
+                    skip_invalid: bool = False) -> None:
     """Every source label of ``spec``'s label map occurs in ``paths`` and every label found
     there is in the map (or, without a map, is a model label).
 
@@ -357,18 +384,22 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
     a label. ``training``: ``paths`` include training files, which must
     mention every label the map names, or that the corpus annotates without
     a map; a dev or test file alone may lack a rare one (but not all of them).
+    ``dev_labels``: the labels of the corpus's dev file, which its map may name
+    too (a dev file that has a label its training files lack must map it).
+    ``skip_invalid``: as for :func:`source_labels`.
     """
     found: set[str] = set()
     for path in paths:
-        found |= source_labels(path, data_format)
+        with _naming_corpus(spec):
+            found |= source_labels(path, data_format, skip_invalid)
     context = f"{corpus_set.source}: corpus {spec.name}"
     if spec.assertion_map is not None:
         check_assertion_map_sources(spec.assertion_map, paths, data_format,
                                     set(spec.scored_labels()), training,
                                     f"{context}: assertion_map")
     if spec.label_map is not None:
-        _check_map_sources(spec.label_map, found, f"{context}: label_map", "corpus",
-                           every=training)
+        _check_map_sources(spec.label_map, found | (dev_labels or set()),
+                           f"{context}: label_map", "corpus", every=training)
         unmapped = sorted(found - set(spec.label_map))
         if unmapped:
             raise ConfigError(f"{context}: label {unmapped[0]} is not in its label_map; map "
@@ -398,16 +429,18 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
 
 
 def check_label_map_sources(label_map: dict[str, str | None], paths: list,
-                            data_format: str = "auto", training: bool = True) -> None:
+                            data_format: str = "auto", training: bool = True,
+                            skip_invalid: bool = False) -> None:
     """``--label-map``: every source label it names occurs in at least one of ``paths``.
 
     A misspelt source label would otherwise map nothing, and its mentions
     would silently train, or be scored, as ``O``. ``training``: as for
-    :func:`check_label_map` (a test file needs one of them only).
+    :func:`check_label_map` (a test file needs one of them only). ``skip_invalid``:
+    as for :func:`source_labels`.
     """
     found: set[str] = set()
     for path in paths:
-        found |= source_labels(path, data_format)
+        found |= source_labels(path, data_format, skip_invalid)
     _check_map_sources(label_map, found, "--label-map", "data", every=training)
 
 
@@ -426,9 +459,16 @@ def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False) -
     A format error names the corpus too: its label map and format, not only
     the file, decide what a line means.
     """
-    try:
+    with _naming_corpus(spec):
         return load_corpus(path, spec.format, label_map=spec.label_map,
                            skip_invalid=skip_invalid, assertion_map=spec.assertion_map)
+
+
+@contextlib.contextmanager
+def _naming_corpus(spec: CorpusSpec) -> Iterator[None]:
+    """A format error in the block names ``spec``'s corpus after its file and line."""
+    try:
+        yield
     except DataFormatError as error:
         raise DataFormatError(error.path, error.line,
                               f"{error.problem} (corpus {spec.name})") from None

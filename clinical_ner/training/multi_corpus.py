@@ -63,6 +63,18 @@ class TrainingCorpora:
             chosen.extend([members] * copies + [sample])
         return np.concatenate(chosen)
 
+    def settings(self) -> dict:
+        """What training takes from the corpus file beside the sentences: each corpus's
+        name, sentence count, weight and coverage, and ``select`` (a resumed run must keep
+        them: they decide each epoch's draws, the loss and the score that keeps an epoch)."""
+        counts = np.bincount(self.corpus_index, minlength=len(self.corpus_set.corpora))
+        # Each corpus's share of the score: select = { a = 2, b = 0 } chooses as { a = 1 }.
+        total = sum(self.corpus_set.selection.values())
+        return {"corpora": [[spec.name, int(count), spec.weight, spec.coverage]
+                            for spec, count in zip(self.corpus_set.corpora, counts)],
+                "select": {name: weight / total
+                           for name, weight in self.corpus_set.selection.items() if weight}}
+
     def allowed_tags(self, tags: list[str], scheme: str) -> list[np.ndarray] | None:
         """Each sentence's allowed-tag mask, or None when every corpus labels everything completely."""
         if not self.corpus_set.is_partly_labelled():
@@ -75,10 +87,10 @@ class TrainingCorpora:
 def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                           emit: Callable[[str], None], dev: bool = True) -> TrainingCorpora:
     """Check that every path exists (dev paths too with ``dev``: not on a worker, which
-    reads none) and the label maps against the training data, then read every corpus's
-    training files."""
+    reads none) and the label maps against the training data (which a label of the dev
+    data may complete), then read every corpus's training files."""
     check_corpus_paths(corpus_set, dev)
-    check_corpus_labels(corpus_set, dev=False)
+    check_corpus_labels(corpus_set, dev, skip_invalid)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
     for position, spec in enumerate(corpus_set.corpora):
@@ -106,7 +118,8 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
 
 def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                      emit: Callable[[str], None]) -> dict[str, list[Sentence]]:
-    """Each dev corpus's sentences by corpus name: none empty, each label map checked."""
+    """Each dev corpus's sentences by corpus name: none empty or without a mention of the
+    labels it scores, each label map checked."""
     dev = {}
     for spec in corpus_set.dev_corpora():
         corpus = load_spec_corpus(spec, spec.dev, skip_invalid)
@@ -116,7 +129,14 @@ def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
             # Scores of nothing would choose the epoch.
             raise DataFormatError(str(spec.dev), None,
                                   f"corpus {spec.name}: no dev sentences to score")
-        check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False)
+        check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False,
+                        skip_invalid=skip_invalid)
+        scored = spec.scored_labels()
+        if not set(corpus.labels) & set(scored):
+            # Its F1 is 0 at every epoch: it would keep epoch 1 and stop training early.
+            raise DataFormatError(str(spec.dev), None,
+                                  f"corpus {spec.name}: no entities to score (no "
+                                  f"{' or '.join(scored)} mention)")
     return dev
 
 

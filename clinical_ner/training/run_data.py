@@ -22,6 +22,7 @@ from clinical_ner.text.document import Sentence
 # such and not as other training sentences.
 _FACTS = (
     ("corpus_file", "--corpus", "a corpus file or --train/--dev"),
+    ("corpora", "--corpus", "its corpora's sentences, weights or coverage, or its select"),
     ("input_format", "--input-format", "the format read"),
     ("label_map", "--label-map", "the label map"),
     ("assertion_map", "--assertion-map", "the assertion map"),
@@ -49,17 +50,21 @@ def _map_digest(mapping: dict | None) -> str | None:
 
 def data_facts(train: Sequence[Sentence], dev: Sequence[Sentence] | dict | None, has_dev: bool,
                corpus_file: bool, data_format: str, label_map: dict | None,
-               assertion_map: dict | None) -> dict:
+               assertion_map: dict | None, corpora: dict | None = None) -> dict:
     """The facts that define a run's data, as ``checkpoint/state.json`` records them.
 
     ``dev`` is the dev sentences (a corpus file's: a list per dev corpus name),
     or ``None`` where this process does not read them (a worker other than
-    the chief), which leaves their digest out.
+    the chief), which leaves their digest out. ``corpora``: a corpus file's
+    settings that shape training beside the sentences
+    (:meth:`~clinical_ner.training.multi_corpus.TrainingCorpora.settings`).
     """
     facts = {"corpus_file": corpus_file, "input_format": data_format,
              "label_map": _map_digest(label_map), "assertion_map": _map_digest(assertion_map),
              "dev": has_dev, "train_sentences": len(train),
              "train_sha256": sentences_digest(train)}
+    if corpora is not None:
+        facts["corpora"] = _map_digest(corpora)
     if dev is not None and has_dev:
         parts = dev if isinstance(dev, dict) else {"": dev}
         facts["dev_sentences"] = sum(len(part) for part in parts.values())

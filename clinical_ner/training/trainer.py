@@ -151,6 +151,7 @@ def train(
         if distribution.is_chief:
             dev_sentences = read_dev_corpora(corpora, skip_invalid, emit)
     else:
+        _check_paths_given_once(train_path, dev_path)
         read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
                     assertion_map=assertion_map, emit=emit)
         train_sentences, train_labels = _read_training_data(train_path, **read)
@@ -162,7 +163,8 @@ def train(
     # Before the cued copies, which are drawn from these sentences and the seed.
     data = data_facts(train_sentences, dev_sentences if distribution.is_chief else None,
                       has_dev, corpus_file=corpora is not None, data_format=data_format,
-                      label_map=label_map, assertion_map=assertion_map)
+                      label_map=label_map, assertion_map=assertion_map,
+                      corpora=training.settings() if training is not None else None)
     if distribution.task is not None:
         _check_workers_agree(distribution, config, original_count, has_dev, resume)
     if config.assertion_cue_copies:
@@ -398,6 +400,23 @@ def _is_chief_by_environment() -> bool:
         return True  # distribution_for reports it
 
 
+def _check_paths_given_once(train_path, dev_path) -> None:
+    """No training path twice and the dev path none of them, as a corpus file checks its own:
+    a repeated path is drawn twice as often, and a dev path trained on chooses the epoch
+    on training data."""
+    paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path or ())
+    resolved = [Path(path).resolve() for path in paths]
+    for path, where in zip(paths, resolved):
+        if resolved.count(where) > 1:
+            raise ConfigError(f"--train {path}: given twice (its sentences would count twice); "
+                              "to draw a corpus more often give it a weight in a corpus file "
+                              "(--corpus)")
+    if dev_path is not None and Path(dev_path).resolve() in resolved:
+        raise ConfigError(f"--dev {dev_path} is one of the --train paths: the epoch would be "
+                          "chosen on training data; give dev data of its own, or leave out "
+                          "--dev to train on train and dev together")
+
+
 def _read_training_data(train_path, data_format, label_map, skip_invalid, assertion_map, emit
                         ) -> tuple[list[Sentence], set[str]]:
     train_paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path)
@@ -414,7 +433,7 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
         labels.update(corpus.labels)
     if label_map:
         # A misspelt source label maps nothing: its mentions would train as O.
-        check_label_map_sources(label_map, train_paths, data_format)
+        check_label_map_sources(label_map, train_paths, data_format, skip_invalid=skip_invalid)
     if assertion_map is not None:
         check_assertion_map_sources(assertion_map, train_paths, data_format, labels)
     if not labels:
