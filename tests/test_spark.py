@@ -224,6 +224,20 @@ def test_an_incomplete_litert_export_fails_on_the_driver_by_the_path_given(
         annotate(notes, str(broken))
 
 
+def test_a_litert_export_moved_away_after_annotate_fails_no_job(spark, trained_litert_export,
+                                                                tmp_path):
+    # Spark fetched the export from its path again for the job: it failed with a Java
+    # traceback ("... exists and does not match contents of ..."), and so did every later
+    # job of the session, annotating or not.
+    export = shutil.copytree(trained_litert_export, tmp_path / "moved-litert")
+    notes = spark.createDataFrame([("n1", "Started aspirin for fever.")], "id string, text string")
+    annotated = annotate(notes, str(export))
+    shutil.move(export, tmp_path / "elsewhere")
+
+    assert annotated.collect()[0].error is None
+    assert notes.count() == 1
+
+
 def test_a_litert_export_gives_predicts_entities(spark, trained_model, trained_litert_export,
                                                  maccrobat_dev_notes, tmp_path):
     model_dir, _ = trained_model

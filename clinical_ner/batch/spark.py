@@ -13,7 +13,10 @@ with one interpreter thread each and never import TensorFlow.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -45,6 +48,8 @@ TENSORFLOW = "TensorFlow"
 
 # One loaded export per path in each Python worker.
 _loaded: dict[str, "Annotator"] = {}
+# The driver's copies of local LiteRT exports that Spark ships, by (application, export).
+_shipped: dict[tuple[str, str], str] = {}
 
 
 class WorkerRuntimes:
@@ -217,9 +222,27 @@ def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
         read_export(folder)  # a damaged file named here, not in every worker's traceback
         # Absolute, so that "." or "exports/x/." ships by the folder's own name (as
         # ".", the workers looked for the export in Spark's file root).
-        folder = os.path.abspath(folder)
+        folder = _shipped_copy(spark, os.path.abspath(folder))
     spark.sparkContext.addFile(folder, recursive=True)
     return _Loader(LITERT, f"litert:{folder}", _LoadShippedLiteRT(os.path.basename(folder)))
+
+
+def _shipped_copy(spark: "SparkSession", folder: str) -> str:
+    """A copy of the local export ``folder``, under its name, for Spark to ship.
+
+    Spark fetches an added file from its path again for each job: an export
+    moved away or exported anew after ``annotate`` failed that job and every
+    later job of the session, even those that never used it ("... exists and
+    does not match contents of ..."). One copy per application (a session
+    reuses it, as Spark ignored the same path added again), kept for the
+    driver's life.
+    """
+    key = (spark.sparkContext.applicationId, folder)
+    if key not in _shipped:
+        parent = tempfile.mkdtemp(prefix="clinical-ner-spark-")
+        atexit.register(shutil.rmtree, parent, ignore_errors=True)
+        _shipped[key] = shutil.copytree(folder, os.path.join(parent, os.path.basename(folder)))
+    return _shipped[key]
 
 
 class _LoadShippedLiteRT:
