@@ -62,7 +62,7 @@ _WRITE_FAILURE = re.compile(
     rf"Error: \[Errno ([0-9]+)\][^\n]*\[while running '(?:{WRITE_ENTITIES}|{WRITE_ERRORS})/")
 # The last line of a traceback that one of our errors ended: a worker process
 # (multi_processing) hands the driver its failure as text, in a RuntimeError.
-_WORKER_ERROR = re.compile(r"^(clinical_ner(?:\.\w+)+)\.(\w+): (.+)$", re.MULTILINE)
+_WORKER_ERROR = re.compile(r"(clinical_ner(?:\.\w+)+)\.(\w+): (.+)")
 # How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
 BEAM_TEMP_PREFIX = "beam-temp-"
 
@@ -172,10 +172,12 @@ def _worker_error(traceback_text: str) -> ClinicalNERError | None:
 
     Only its class and one-line message are kept: our errors never quote a note.
     """
-    found = _WORKER_ERROR.findall(traceback_text)
-    if not found:
+    # The last line only: an error of ours that another one followed is not the failure.
+    last_line = (traceback_text.strip().splitlines() or [""])[-1]
+    found = _WORKER_ERROR.fullmatch(last_line)
+    if found is None:
         return None
-    module, name, message = found[-1]
+    module, name, message = found.groups()
     try:
         raised = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
