@@ -325,7 +325,7 @@ def _input_patterns(patterns: Sequence[str]) -> list[str]:
 def _literal_name_hint(given: str) -> str:
     """What to give for ``given`` if it names a local file whose name holds a wildcard
     (``notes/note[1].txt``), which no Beam pattern escapes; else ``""``."""
-    if "://" in given or not os.path.isfile(given) or not re.search(r"[[*?]", given):
+    if "://" in given or not os.path.isfile(given) or not re.search(r"[\[*?]", given):
         return ""
     return (f" (its [, * and ? are wildcards, which Beam's patterns cannot escape; to read "
             f"the file {given}, put ? in their place: {re.sub(r'[][*?]', '?', given)})")
