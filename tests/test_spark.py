@@ -224,6 +224,44 @@ def test_an_incomplete_litert_export_fails_on_the_driver_by_the_path_given(
         annotate(notes, str(broken))
 
 
+def test_a_litert_export_moved_away_after_annotate_fails_no_job(spark, trained_litert_export,
+                                                                tmp_path):
+    # Spark fetched the export from its path again for the job: it failed with a Java
+    # traceback ("... exists and does not match contents of ..."), and so did every later
+    # job of the session, annotating or not.
+    export = shutil.copytree(trained_litert_export, tmp_path / "moved-litert")
+    notes = spark.createDataFrame([("n1", "Started aspirin for fever.")], "id string, text string")
+    annotated = annotate(notes, str(export))
+    shutil.move(export, tmp_path / "elsewhere")
+
+    assert annotated.collect()[0].error is None
+    assert notes.count() == 1
+
+
+def test_another_or_a_changed_litert_export_under_a_shipped_name_is_refused(
+        spark, trained_litert_export, tmp_path):
+    # Spark ships an export by its folder name: another failed in addFile with a Java
+    # traceback, and the workers kept the model they had loaded for one exported anew.
+    # A copy of the same files ships as the same export.
+    first = shutil.copytree(trained_litert_export, tmp_path / "a" / "twin-litert")
+    same = shutil.copytree(trained_litert_export, tmp_path / "b" / "twin-litert")
+    other = shutil.copytree(trained_litert_export, tmp_path / "c" / "twin-litert")
+    with open(other / "config.json", "a", encoding="utf-8") as config:
+        config.write("\n")
+    notes = spark.createDataFrame([("n1", "Started aspirin for fever.")], "id string, text string")
+    annotate(notes, str(first))
+    annotate(notes, str(same))
+
+    with pytest.raises(ConfigError, match=rf"^{other}: Spark ships a LiteRT export by its folder "
+                                          rf"name, and this session shipped another export "
+                                          rf"named 'twin-litert' \({first}\)"):
+        annotate(notes, str(other))
+    shutil.copy(other / "config.json", first / "config.json")  # exported anew
+    with pytest.raises(ConfigError, match=rf"^{first}: changed since this Spark session shipped "
+                                          r"it; the workers keep the export they loaded"):
+        annotate(notes, str(first))
+
+
 def test_a_litert_export_gives_predicts_entities(spark, trained_model, trained_litert_export,
                                                  maccrobat_dev_notes, tmp_path):
     model_dir, _ = trained_model

@@ -214,7 +214,9 @@ def local_copy(path: str) -> str:
             target = tempfile.mkdtemp(prefix="clinical-ner-litert-")
             match = FileSystems.match([FileSystems.join(path, "*")])[0]
             if not match.metadata_list:
-                raise ModelError(f"{path}: no files to copy")
+                # The handler checked it complete: it went after the run started.
+                raise ModelError(f"{path}: the LiteRT export is gone (moved or removed "
+                                 "after the run started)")
             for metadata in match.metadata_list:
                 name = metadata.path.rstrip("/").rsplit("/", 1)[-1]
                 with FileSystems.open(metadata.path,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
@@ -59,6 +60,9 @@ WRITE_ENTITIES = "WriteEntities"
 WRITE_ERRORS = "WriteErrors"
 _WRITE_FAILURE = re.compile(
     rf"Error: \[Errno ([0-9]+)\][^\n]*\[while running '(?:{WRITE_ENTITIES}|{WRITE_ERRORS})/")
+# The last line of a traceback that one of our errors ended: a worker process
+# (multi_processing) hands the driver its failure as text, in a RuntimeError.
+_WORKER_ERROR = re.compile(r"(clinical_ner(?:\.\w+)+)\.(\w+): (.+)")
 # How Beam's file sinks begin the folder of a write's temporary files, in the output folder.
 BEAM_TEMP_PREFIX = "beam-temp-"
 
@@ -135,6 +139,8 @@ def _known_failure(error: Exception, output: str,
     * a step writing the shards failed with an ``OSError`` (disk full): Beam names the step
       and the errno, in a worker process's traceback too. The operating system's words only;
     * a worker process ended mid-bundle (killed: out of memory?);
+    * one of this package's errors raised in a worker process (an export moved away or
+      damaged after the check): raised again here, as an error of its own class;
     * an ``--input`` matched no file any more when the pipeline read it
       (:class:`~clinical_ner.batch.sources.ReadNotes`): named as the user gave it.
     """
@@ -151,10 +157,36 @@ def _known_failure(error: Exception, output: str,
         if BEAM_NO_MATCH.format(pattern=pattern) in str(error):
             return ConfigError(f"--input {given}: no file matches any more (moved or removed "
                                "after the run started)")
+    if not isinstance(error, ClinicalNERError):
+        raised_in_worker = _worker_error(str(error))
+        if raised_in_worker is not None:
+            return raised_in_worker
     if isinstance(error, RuntimeError) and str(error) == BEAM_WORKER_LOST:
         return UnavailableError("a Beam worker process ended mid-run (killed: out of memory?); "
                                 "run again, with fewer --direct_num_workers or more memory")
     return None
+
+
+def _worker_error(traceback_text: str) -> ClinicalNERError | None:
+    """The error of this package that ended ``traceback_text`` (a worker's), or None.
+
+    Only its class and one-line message are kept: our errors never quote a note.
+    """
+    # The last line only: an error of ours that another one followed is not the failure.
+    last_line = (traceback_text.strip().splitlines() or [""])[-1]
+    found = _WORKER_ERROR.fullmatch(last_line)
+    if found is None:
+        return None
+    module, name, message = found.groups()
+    try:
+        raised = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    if not (isinstance(raised, type) and issubclass(raised, ClinicalNERError)):
+        return None  # MessageWithheldError too: an unexpected failure stays one
+    # The nearest class that takes a message alone (DataFormatError takes its parts).
+    return next(kind for kind in raised.__mro__
+                if kind.__init__ is ClinicalNERError.__init__)(message)
 
 
 @contextlib.contextmanager
@@ -293,7 +325,7 @@ def _input_patterns(patterns: Sequence[str]) -> list[str]:
 def _literal_name_hint(given: str) -> str:
     """What to give for ``given`` if it names a local file whose name holds a wildcard
     (``notes/note[1].txt``), which no Beam pattern escapes; else ``""``."""
-    if "://" in given or not os.path.isfile(given) or not re.search(r"[[*?]", given):
+    if "://" in given or not os.path.isfile(given) or not re.search(r"[\[*?]", given):
         return ""
     return (f" (its [, * and ? are wildcards, which Beam's patterns cannot escape; to read "
             f"the file {given}, put ? in their place: {re.sub(r'[][*?]', '?', given)})")

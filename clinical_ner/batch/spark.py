@@ -13,7 +13,11 @@ with one interpreter thread each and never import TensorFlow.
 """
 from __future__ import annotations
 
+import atexit
+import filecmp
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -45,6 +49,8 @@ TENSORFLOW = "TensorFlow"
 
 # One loaded export per path in each Python worker.
 _loaded: dict[str, "Annotator"] = {}
+# The driver's copies of local LiteRT exports that Spark ships, by (application, export).
+_shipped: dict[tuple[str, str], str] = {}
 
 
 class WorkerRuntimes:
@@ -215,11 +221,54 @@ def _litert_loader(spark: "SparkSession", model_path: str) -> _Loader | None:
         from clinical_ner.annotators.litert.annotator import read_export
 
         read_export(folder)  # a damaged file named here, not in every worker's traceback
-        # Absolute, so that "." or "exports/x/." ships by the folder's own name (as
-        # ".", the workers looked for the export in Spark's file root).
-        folder = os.path.abspath(folder)
+        folder = _shipped_copy(spark, folder)
     spark.sparkContext.addFile(folder, recursive=True)
     return _Loader(LITERT, f"litert:{folder}", _LoadShippedLiteRT(os.path.basename(folder)))
+
+
+def _shipped_copy(spark: "SparkSession", given: str) -> str:
+    """A copy of the local export ``given``, under its folder's name, for Spark to ship.
+
+    Spark fetches an added file from its path again for each job: an export
+    moved away or exported anew after ``annotate`` failed that job and every
+    later job of the session, even those that never used it ("... exists and
+    does not match contents of ..."). One copy per application (a session
+    reuses it, as Spark ignored the same path added again), kept for the
+    driver's life. Another export of the same folder name and other files, or
+    the same folder exported anew, is refused: the workers find an export by
+    its name and keep the one they loaded.
+    """
+    # Absolute, so that "." or "exports/x/." ships by the folder's own name (as
+    # ".", the workers looked for the export in Spark's file root).
+    folder = os.path.abspath(given)
+    key = (spark.sparkContext.applicationId, folder)
+    name = os.path.basename(folder)
+    for (application, other), copy in _shipped.items():
+        if (application != key[0] or os.path.basename(other) != name
+                or _same_files(copy, folder)):
+            continue
+        if other == folder:  # the workers kept the export they had loaded, without a word
+            raise ConfigError(f"{given}: changed since this Spark session shipped it; the "
+                              "workers keep the export they loaded: stop the session "
+                              "(spark.stop()) to annotate with the new one")
+        # Spark refused it with a Java traceback (local mode: "... exists and does not
+        # match contents of ...").
+        raise ConfigError(f"{given}: Spark ships a LiteRT export by its folder name, and "
+                          f"this session shipped another export named '{name}' ({other}); "
+                          "copy this one to a folder of another name")
+    if key not in _shipped:
+        parent = tempfile.mkdtemp(prefix="clinical-ner-spark-")
+        atexit.register(shutil.rmtree, parent, ignore_errors=True)
+        _shipped[key] = shutil.copytree(folder, os.path.join(parent, name))
+    return _shipped[key]
+
+
+def _same_files(folder: str, other: str) -> bool:
+    """Whether the folders hold the same file names with the same bytes."""
+    names = sorted(os.listdir(folder))
+    return names == sorted(os.listdir(other)) and all(
+        filecmp.cmp(os.path.join(folder, name), os.path.join(other, name), shallow=False)
+        for name in names)
 
 
 class _LoadShippedLiteRT:
