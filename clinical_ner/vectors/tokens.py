@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import multiprocessing
 import signal
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Sequence
@@ -116,33 +117,32 @@ def tokenise_to(handle: IO[str], files: Sequence[Path], text_field: str, workers
         totals["tokens"] += result.tokens
 
     # The workers take SIGTERM's default action: the command turns SIGTERM into an exit
-    # that cleans up, and a forked worker with that handler let pool.terminate() wait for
-    # it forever (seen: a worker blocked on the task queue's lock).
-    pool = (multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
+    # that cleans up, and a forked worker with that handler let a pool's shutdown wait for
+    # it forever (seen: a worker blocked on the task queue's lock). An executor, not a
+    # multiprocessing.Pool: Pool.terminate() stopped workers in the middle of writing a
+    # result and then read the rest of it for ever (CI saw the command hang on SIGTERM once);
+    # an executor lets the running batches finish and notices a worker that died.
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                initializer=_worker_signals)
             if workers > 1 else None)
-    completed = False
     try:
-        # At most two batches per worker in flight, in input order: Pool.imap would read
+        # At most two batches per worker in flight, in input order: Executor.map would read
         # the whole input ahead of the workers (no back-pressure), all of it in memory.
         pending: collections.deque = collections.deque()
         for batch in line_batches(files, text_field, bar):
             if pool is None:
                 collect(_tokenise(batch))
                 continue
-            pending.append(pool.apply_async(_tokenise, (batch,)))
+            pending.append(pool.submit(_tokenise, batch))
             if len(pending) >= 2 * workers:
-                collect(pending.popleft().get())
+                collect(pending.popleft().result())
         while pending:
-            collect(pending.popleft().get())
-        completed = True
+            collect(pending.popleft().result())
     finally:
         if pool:
-            # Every task done: the workers end on their own; else they are stopped.
-            if completed:
-                pool.close()
-            else:
-                pool.terminate()
-            pool.join()
+            # Interrupted, the batches not yet started are dropped; at most one a worker
+            # runs to its end (a fraction of a second) before the workers exit.
+            pool.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
             bar.close()
     return counts, totals
