@@ -119,9 +119,9 @@ def tokenise_to(handle: IO[str], files: Sequence[Path], text_field: str, workers
     # The workers take SIGTERM's default action: the command turns SIGTERM into an exit
     # that cleans up, and a forked worker with that handler let a pool's shutdown wait for
     # it forever (seen: a worker blocked on the task queue's lock). An executor, not a
-    # multiprocessing.Pool: Pool.terminate() stopped workers in the middle of writing a
-    # result and then read the rest of it for ever (CI saw the command hang on SIGTERM once);
-    # an executor lets the running batches finish and notices a worker that died.
+    # multiprocessing.Pool: the command hung on SIGTERM once in CI, likely as
+    # Pool.terminate() can stop a worker in the middle of writing a result and then wait for
+    # the rest of it; an executor lets the running batches finish and notices a dead worker.
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                 initializer=_worker_signals)
             if workers > 1 else None)
