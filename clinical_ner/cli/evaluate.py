@@ -6,7 +6,8 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, non_empty, read_assertion_map,
+    read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
 
@@ -17,10 +18,10 @@ HELP = "score a model on annotated data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
                         help="model directory, or the bundled model's name: clinical")
-    parser.add_argument("--data", required=True, action=GivenOnce,
+    parser.add_argument("--data", required=True, action=GivenOnce, type=non_empty,
                         help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
-    parser.add_argument("--corpus", metavar="FILE.toml",
+    parser.add_argument("--corpus", metavar="FILE.toml", type=non_empty,
                         help="read --data as the corpus --corpus-name of this corpus file: its "
                              "format and label map, scoring only the labels it annotates")
     parser.add_argument("--corpus-name", metavar="NAME", help="the corpus of --corpus")
