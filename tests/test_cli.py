@@ -692,3 +692,15 @@ def test_an_empty_path_option_is_named_as_empty(capsys, arguments, option):
     assert capsys.readouterr().err == (
         f"clinical-ner {arguments[0]}: error: argument {option}: is empty; give a path (see "
         f"'clinical-ner {arguments[0]} --help')\n")
+
+
+def test_evaluate_refuses_data_without_entities(tmp_path, capsys):
+    # A plain note whose last word is a tag read as a CoNLL sentence of token "Plan:", tag O,
+    # and was scored without a word (precision 0 of gold nothing).
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text("Plan: follow up in 2 weeks, O\n", encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(note)]) == 3
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: {note}: no entities to score (every token is O)\n")

@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
+    if not corpus.labels:
+        # Every prediction would count as wrong and the recall is of nothing; a plain note
+        # whose last word is a tag ("..., O") read as a CoNLL file of one sentence so.
+        raise DataFormatError(args.data, None, "no entities to score (every token is O)")
     unknown = sorted(set(corpus.labels) - set(model_labels)) if (
         model_labels is not None and labels is None) else []
     if unknown:
