@@ -466,6 +466,21 @@ def test_mirrored_training_and_evaluate_with_a_corpus(data, joint, tmp_path, cap
         in capsys.readouterr().err
 
 
+def test_evaluate_names_a_corpus_label_the_model_lacks_by_its_coverage(tmp_path, capsys):
+    # It said "corpus c maps onto label drug" of a corpus without a label map.
+    data = tmp_path / "gold.conll"
+    data.write_text("Fever\tB-problem\n\nAspirin\tB-drug\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem", "drug"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{data}"\n', encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(data), "--corpus", str(corpus_file),
+                 "--corpus-name", "c"]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: {corpus_file}: corpus c annotates label drug (its "
+        "coverage of drug is not none), which the model does not know (it has problem, test, "
+        "treatment)\n")
+
+
 def test_corpora_that_would_train_or_choose_on_nothing_are_refused(data, tmp_path):
     from clinical_ner.errors import DataFormatError
     from clinical_ner.training.multi_corpus import read_dev_corpora, read_training_corpora

@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     model_labels = ner.labels
     unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
     if unknown:
-        raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
-                          f"does not know (it has {', '.join(model_labels)})")
+        raise ConfigError(f"{_label_source(args, unknown[0])}, which the model does not know "
+                          f"(it has {', '.join(model_labels)})")
     assertion_map = (read_assertion_map(args.assertion_map) if args.assertion_map is not None
                      else corpus_assertion_map)
     if args.assertion_map is not None and not ner.assertion_classes:
@@ -92,9 +92,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mapping_name(args: argparse.Namespace) -> str:
-    return (f"{args.corpus}: corpus {args.corpus_name}" if args.corpus is not None
-            else "--label-map")
+def _label_source(args: argparse.Namespace, label: str) -> str:
+    """What asks to score ``label``: a corpus's coverage (it may have no label map, and then
+    maps nothing), or ``--label-map``."""
+    if args.corpus is not None:
+        return (f"{args.corpus}: corpus {args.corpus_name} annotates label {label} (its "
+                f"coverage of {label} is not none)")
+    return f"--label-map maps onto label {label}"
 
 
 def _corpus_reading(args: argparse.Namespace
