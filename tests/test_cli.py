@@ -664,3 +664,43 @@ def test_an_empty_output_file_is_named_as_empty(tmp_path, capsys):
     assert main(["evaluate", "clinical", "--data", str(gold), "--json", ""]) == 2
     assert capsys.readouterr().err == (
         "clinical-ner evaluate: error: --json is empty; give the file to write\n")
+
+
+@pytest.mark.parametrize("arguments, option", [
+    (["client", "--target", "localhost:1", "--root-certificates", ""], "--root-certificates"),
+    (["client", "--input", ""], "--input"),
+    (["serve", ""], "MODEL_BASE_PATH"),
+    (["serve", "clinical", "--ssl-cert", "", "--ssl-key", "key.pem"], "--ssl-cert"),
+    (["predict", "--model", "", "fever"], "--model"),
+    (["predict", "clinical", "--input", ""], "--input"),
+    (["predict", "clinical", "--output", "", "fever"], "--output"),
+    (["evaluate", "clinical", "--data", ""], "--data"),
+    (["evaluate", "", "--data", "gold.conll"], "model"),
+    (["train", "--train", "", "--output", "out"], "--train"),
+    (["train", "--train", "a.conll", "--config", "", "--output", "out"], "--config"),
+    (["batch", "", "--input", "notes/*.txt", "--output", "out"], "model"),
+    (["vectors", "--text", "", "--output", "vectors.txt"], "--text"),
+])
+def test_an_empty_path_option_is_named_as_empty(capsys, arguments, option):
+    # Path("") is the working directory: --root-certificates "" said ".: cannot read ... (Is a
+    # directory)", serve "" served the working directory, --config "" was ignored.
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(arguments)
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner {arguments[0]}: error: argument {option}: is empty; give a path (see "
+        f"'clinical-ner {arguments[0]} --help')\n")
+
+
+def test_evaluate_refuses_data_without_entities(tmp_path, capsys):
+    # A plain note whose last word is a tag read as a CoNLL sentence of token "Plan:", tag O,
+    # and was scored without a word (precision 0 of gold nothing).
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text("Plan: follow up in 2 weeks, O\n", encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(note)]) == 3
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: {note}: no entities to score (every token is O)\n")

@@ -466,6 +466,21 @@ def test_mirrored_training_and_evaluate_with_a_corpus(data, joint, tmp_path, cap
         in capsys.readouterr().err
 
 
+def test_evaluate_names_a_corpus_label_the_model_lacks_by_its_coverage(tmp_path, capsys):
+    # It said "corpus c maps onto label drug" of a corpus without a label map.
+    data = tmp_path / "gold.conll"
+    data.write_text("Fever\tB-problem\n\nAspirin\tB-drug\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem", "drug"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{data}"\n', encoding="utf-8")
+    assert main(["evaluate", "clinical", "--data", str(data), "--corpus", str(corpus_file),
+                 "--corpus-name", "c"]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner evaluate: error: {corpus_file}: corpus c annotates label drug (its "
+        "coverage of drug is not none), which the model does not know (it has problem, test, "
+        "treatment)\n")
+
+
 def test_corpora_that_would_train_or_choose_on_nothing_are_refused(data, tmp_path):
     from clinical_ner.errors import DataFormatError
     from clinical_ner.training.multi_corpus import read_dev_corpora, read_training_corpora
@@ -604,6 +619,16 @@ def test_a_label_map_may_name_a_label_only_the_dev_file_has(tmp_path):
         read_dev_corpora(corpus_set('Disease = "problem"'), False, print)
 
 
+def _problem_corpus(folder, train_text: str) -> tuple:
+    """A CoNLL file of ``train_text`` and a corpus file of it alone (corpus c, problem)."""
+    train_file = folder / "train.conll"
+    train_file.write_text(train_text, encoding="utf-8")
+    corpus_file = folder / "c.toml"
+    corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
+                           f'train = "{train_file}"\n', encoding="utf-8")
+    return train_file, corpus_file
+
+
 def test_a_line_its_format_refuses_is_named_before_the_label_checks(tmp_path, capsys):
     # Audit: the label checks read the files skipping invalid sentences, so a file whose
     # mentions were all on refused lines was "no problem mention ... set coverage problem =
@@ -611,11 +636,8 @@ def test_a_line_its_format_refuses_is_named_before_the_label_checks(tmp_path, ca
     # not have", instead of the line.
     from clinical_ner.errors import DataFormatError
 
-    train_file = tmp_path / "train.conll"
-    train_file.write_text("Fever\tX-problem\n.\tO\n\nCough\tB-problem\n\n", encoding="utf-8")
-    corpus_file = tmp_path / "c.toml"
-    corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\n'
-                           f'train = "{train_file}"\n', encoding="utf-8")
+    train_file, corpus_file = _problem_corpus(tmp_path, "Fever\tX-problem\n.\tO\n\n"
+                                                        "Cough\tB-problem\n\n")
     invalid = re.escape(f"{train_file}:1: invalid tag")
     with pytest.raises(DataFormatError, match=invalid + ".*" + re.escape("(corpus c)") + "$"):
         check_corpus_labels(read_corpus_file(corpus_file))
@@ -625,6 +647,17 @@ def test_a_line_its_format_refuses_is_named_before_the_label_checks(tmp_path, ca
                  "--label-map", "Disease=problem"]) == 3
     assert re.fullmatch("clinical-ner evaluate: error: " + invalid + r".*\n",
                         capsys.readouterr().err)
+
+
+def test_a_corpus_whose_every_sentence_is_skipped_says_nothing_is_left(tmp_path, capsys):
+    # train --corpus --skip-invalid said "its files have no problem mention, but its coverage
+    # of problem is complete; set coverage problem = none", advice for a corpus it is not.
+    train_file, corpus_file = _problem_corpus(tmp_path, "Fever\tB-problem\n.\tX-test\n\n")
+    assert main(["train", "--corpus", str(corpus_file), "--skip-invalid",
+                 "--output", str(tmp_path / "out")]) == 3
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner train: error: {train_file}: every sentence is invalid (1 skipped): "
+        "nothing is left to read (corpus c)\n")
 
 
 def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):

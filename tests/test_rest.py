@@ -447,3 +447,28 @@ def test_the_rest_client_refuses_what_would_annotate_keys_or_characters():
         pd = pytest.importorskip("pandas")
         with pytest.raises(TypeError, match=r"^texts is DataFrame, .* df\[\"text\"\]\.tolist"):
             client.annotate(pd.DataFrame({"id": ["n1"], "text": ["fever"]}))
+
+
+@pytest.mark.parametrize("reason", ["Name or service not known", "Temporary failure in name "
+                                                                  "resolution"])
+def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason):
+    # socket.gaierror came out bare ("[Errno -2] Name or service not known"), no host named.
+    import socket
+
+    from clinical_ner.serving.client_errors import UnknownHostError
+
+    def unresolved(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, reason)
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolved)
+    with RestClient("no-such-host.invalid", 8501, MODEL) as client:
+        if reason.startswith("Temporary"):
+            # A name server that cannot be reached is no wrong host name.
+            with pytest.raises(socket.gaierror):
+                client.annotate(["fever"])
+            return
+        with pytest.raises(UnknownHostError, match=rf"^POST /v1/models/{MODEL}:predict failed: "
+                                                   r"host no-such-host\.invalid does not "
+                                                   rf"resolve \({reason}\); check host$") as raised:
+            client.annotate(["fever"])
+    assert raised.value.exit_code == 2

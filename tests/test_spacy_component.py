@@ -760,3 +760,16 @@ def test_medspacy_context_reads_negation_of_our_entities():
         ("pneumonia", "problem", True)]
     assert [(e.text, e._.is_negated) for e in affirmed.ents if e.text == "pneumonia"] == [
         ("pneumonia", False)]
+
+
+def test_a_bundled_model_s_name_with_a_trailing_slash_is_the_bundled_model(nlp):
+    # config={"model": "clinical/"} was "model clinical: ... no such folder ...; use the
+    # bundled model 'clinical'" (a Path drops the slash before the error names it).
+    from clinical_ner.pretrained import is_model_reference, resolve_model_path
+
+    assert resolve_model_path("clinical/") == bundled_model_path("clinical")
+    assert is_model_reference("clinical/")
+    slashed = spacy.blank("en")
+    slashed.add_pipe("clinical_ner", config={"model": "clinical/"})
+    text = "Chest x-ray showed pneumonia."
+    assert doc_rows(slashed(text)) == doc_rows(nlp(text))

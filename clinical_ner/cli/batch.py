@@ -12,7 +12,7 @@ from clinical_ner.batch.notes import (
     JSONL_FORMAT,
     TEXT_FORMAT,
 )
-from clinical_ner.cli.common import unwind_on_sigterm
+from clinical_ner.cli.common import non_empty, unwind_on_sigterm
 from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError
 
 NAME = "batch"
@@ -43,11 +43,13 @@ class _DropBeamErrors(logging.Filter):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="exported SavedModel: a version folder or a base path "
-                                      "(local, gs://, ...: any path tf.io.gfile reads), or a "
-                                      "LiteRT export folder (export --format litert; any path "
-                                      "Beam reads; its workers never import TensorFlow)")
+    parser.add_argument("model", type=non_empty,
+                        help="exported SavedModel: a version folder or a base path "
+                             "(local, gs://, ...: any path tf.io.gfile reads), or a "
+                             "LiteRT export folder (export --format litert; any path "
+                             "Beam reads; its workers never import TensorFlow)")
     parser.add_argument("--input", required=True, action="append", metavar="PATTERN",
+                        type=non_empty,
                         help="files to read (glob patterns; repeat for several): text files "
                              "(one note each, its path is its id) or JSON lines")
     parser.add_argument("--input-format", default=TEXT_FORMAT, choices=INPUT_FORMATS,

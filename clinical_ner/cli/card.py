@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    add_annotated_data_options, model_path, non_empty, read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError
 from clinical_ner.pretrained import bundled_name
@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
                         help="model directory (not a bundled model, whose card ships with "
                              "the package)")
-    parser.add_argument("--data", help="annotated data the model did not train on: the card's "
-                                       "scores become its exact and lenient scores there")
+    parser.add_argument("--data", type=non_empty,
+                        help="annotated data the model did not train on: the card's "
+                             "scores become its exact and lenient scores there")
     for field in ("name", "description", "language"):
         parser.add_argument(f"--{field}", help=f"the card's {field} (kept for later rewrites)")
     add_annotated_data_options(parser)

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from clinical_ner.cli.common import check_input_files, options_named
+from clinical_ner.cli.common import check_input_files, options_named, path_argument
 from clinical_ner.errors import check_host_port, check_integer, check_seconds
 from clinical_ner.serving import defaults
 
@@ -30,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="documents to annotate")
     parser.add_argument("--input", nargs="+", action="extend", default=[], metavar="FILE",
-                        type=Path, help="UTF-8 text files, one document each")
+                        type=path_argument, help="UTF-8 text files, one document each")
     parser.add_argument("--target", default=defaults.TARGET,
                         help="host:port, port 1 to 65535, no scheme; [::1]:8500 for IPv6 "
                              "(default: %(default)s)")
@@ -45,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per request, retries included (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=defaults.BATCH_DOCUMENTS,
                         help="documents per request (default: %(default)s)")
-    parser.add_argument("--root-certificates", type=Path, metavar="PEM",
+    parser.add_argument("--root-certificates", type=path_argument, metavar="PEM",
                         help="CA certificates to verify the server; enables TLS")
 
 

@@ -73,13 +73,30 @@ def check_input_files(paths: list[Path] | list[str] | None) -> None:
                               "before --input, or after --")
 
 
+def non_empty(value: str) -> str:
+    """The argument type of an option that names a file or folder to read: an empty value
+    (an unset variable in a script) is refused by the option's name.
+
+    Converted to a path, ``""`` is the working directory, so that ``--root-certificates ""``
+    was refused as ``.: Is a directory``, and ``serve ""`` served the working directory.
+    """
+    if not value:
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return value
+
+
+def path_argument(value: str) -> Path:
+    """:func:`non_empty`, as a :class:`~pathlib.Path`."""
+    return Path(non_empty(value))
+
+
 def model_path(value: str) -> Path:
     """A model directory argument, or a bundled model's name (``clinical``).
 
     An existing path wins over a bundled name
     (:func:`clinical_ner.pretrained.resolve_model_path`).
     """
-    return resolve_model_path(value)
+    return resolve_model_path(non_empty(value))
 
 
 def read_label_map(value: str | None) -> dict[str, str | None] | None:
@@ -146,7 +163,7 @@ def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-map", metavar="JSON_OR_PAIRS", action=GivenOnce,
                         help="map source labels, e.g. 'Sign_symptom=problem,Medication="
                              "treatment' (labels it does not map become O)")
-    parser.add_argument("--assertion-map", metavar="FILE.json",
+    parser.add_argument("--assertion-map", metavar="FILE.json", type=non_empty,
                         help="brat: attribute values -> assertions, e.g. {\"POLARITY\": "
                              "{\"NEG\": \"absent\"}} (training/configs/"
                              "maccrobat-assertion-map.json; docs/guide/assertions.md)")

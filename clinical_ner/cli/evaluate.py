@@ -6,7 +6,8 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, non_empty, read_assertion_map,
+    read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
 
@@ -17,10 +18,10 @@ HELP = "score a model on annotated data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
                         help="model directory, or the bundled model's name: clinical")
-    parser.add_argument("--data", required=True, action=GivenOnce,
+    parser.add_argument("--data", required=True, action=GivenOnce, type=non_empty,
                         help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
-    parser.add_argument("--corpus", metavar="FILE.toml",
+    parser.add_argument("--corpus", metavar="FILE.toml", type=non_empty,
                         help="read --data as the corpus --corpus-name of this corpus file: its "
                              "format and label map, scoring only the labels it annotates")
     parser.add_argument("--corpus-name", metavar="NAME", help="the corpus of --corpus")
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     model_labels = ner.labels
     unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
     if unknown:
-        raise ConfigError(f"{_mapping_name(args)} maps onto label {unknown[0]}, which the model "
-                          f"does not know (it has {', '.join(model_labels)})")
+        raise ConfigError(f"{_label_source(args, unknown[0])}, which the model does not know "
+                          f"(it has {', '.join(model_labels)})")
     assertion_map = (read_assertion_map(args.assertion_map) if args.assertion_map is not None
                      else corpus_assertion_map)
     if args.assertion_map is not None and not ner.assertion_classes:
@@ -70,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
+    if not corpus.labels:
+        # Every prediction would count as wrong and the recall is of nothing; a plain note
+        # whose last word is a tag ("..., O") read as a CoNLL file of one sentence so.
+        raise DataFormatError(args.data, None, "no entities to score (every token is O)")
     unknown = sorted(set(corpus.labels) - set(model_labels)) if (
         model_labels is not None and labels is None) else []
     if unknown:
@@ -87,9 +92,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mapping_name(args: argparse.Namespace) -> str:
-    return (f"{args.corpus}: corpus {args.corpus_name}" if args.corpus is not None
-            else "--label-map")
+def _label_source(args: argparse.Namespace, label: str) -> str:
+    """What asks to score ``label``: a corpus's coverage (it may have no label map, and then
+    maps nothing), or ``--label-map``."""
+    if args.corpus is not None:
+        return (f"{args.corpus}: corpus {args.corpus_name} annotates label {label} (its "
+                f"coverage of {label} is not none)")
+    return f"--label-map maps onto label {label}"
 
 
 def _corpus_reading(args: argparse.Namespace

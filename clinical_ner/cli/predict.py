@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from pathlib import Path
 
 from clinical_ner.annotators.load import not_a_model_message
-from clinical_ner.cli.common import add_format_option, check_input_files, model_path
+from clinical_ner.cli.common import (
+    add_format_option, check_input_files, model_path, non_empty, path_argument,
+)
 from clinical_ner.errors import ModelError, check_output_file, check_output_folder
 from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
 from clinical_ner.pretrained import DEFAULT_MODEL, bundled_models, is_model_reference
@@ -41,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=model_path,
                         help="model directory or bundled model name (default: the first "
                              "argument if it is one, else clinical)")
-    parser.add_argument("--input", nargs="+", action="extend", metavar="FILE",
+    parser.add_argument("--input", nargs="+", action="extend", metavar="FILE", type=non_empty,
                         help="UTF-8 text files, one document each")
     add_format_option(parser, "--output-format", output_formats, "jsonl",
                       "jsonl (default), conll (tokens and tags), i2b2 (.con files), or html "
                       "(one self-contained page, entities highlighted)")
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--output", type=path_argument,
                         help="output file (jsonl, conll, html) or folder (i2b2); default: stdout")
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-from pathlib import Path
 
-from clinical_ner.cli.common import options_named, unwind_on_sigterm
+from clinical_ner.cli.common import options_named, path_argument, unwind_on_sigterm
 from clinical_ner.serving import defaults
 
 NAME = "serve"
@@ -42,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add = parser.add_argument
-    add("model_base_path", metavar="MODEL_BASE_PATH", type=Path,
+    add("model_base_path", metavar="MODEL_BASE_PATH", type=path_argument,
         help="numbered SavedModel versions (clinical-ner export); a model directory or "
              "bundled model name (clinical) is exported to a temporary base path first")
     add("--model-name", default=defaults.MODEL_NAME,
@@ -54,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--rest-port", type=int, default=None, metavar="PORT",
         help=f"also answer TensorFlow Serving's REST API on this port ({defaults.REST_PORT} "
              "is TF Serving's), 0 for any free port (default: no REST)")
-    add("--ssl-cert", type=Path, help="PEM certificate chain; with --ssl-key, enables TLS "
+    add("--ssl-cert", type=path_argument, help="PEM certificate chain; with --ssl-key, enables TLS "
                                       "on both ports")
-    add("--ssl-key", type=Path, help="PEM private key of --ssl-cert")
+    add("--ssl-key", type=path_argument, help="PEM private key of --ssl-cert")
     add("--max-documents", type=int, default=defaults.MAX_DOCUMENTS,
         help="most documents (batch rows) per request (default: %(default)s)")
     add("--max-document-chars", type=int, default=defaults.MAX_DOCUMENT_CHARS,

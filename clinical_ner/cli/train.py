@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    GivenOnce, add_annotated_data_options, model_path, read_assertion_map, read_label_map,
+    GivenOnce, add_annotated_data_options, model_path, non_empty, read_assertion_map,
+    read_label_map,
 )
 from clinical_ner.artifacts.keras_model import CONFIG_FILE
 from clinical_ner.config import (
@@ -25,18 +26,18 @@ _DEFAULTS = NERConfig()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", action="append",
+    parser.add_argument("--train", action="append", type=non_empty,
                         help="training data (file or folder); repeat it to train on several "
                              "together, e.g. train and dev for the final model")
-    parser.add_argument("--dev", action=GivenOnce,
+    parser.add_argument("--dev", action=GivenOnce, type=non_empty,
                         help="dev data for model selection and early stopping")
-    parser.add_argument("--corpus", metavar="FILE.toml", action="append",
+    parser.add_argument("--corpus", metavar="FILE.toml", action="append", type=non_empty,
                         help="instead of --train/--dev/--label-map: a corpus file listing "
                              "several corpora, each with its label map, how completely it "
                              "annotates each label, its weight and dev data "
                              "(docs/guide/multi-corpus.md)")
     parser.add_argument("--output", required=True, help="model directory to write")
-    parser.add_argument("--embeddings", action="append", metavar="FILE",
+    parser.add_argument("--embeddings", action="append", metavar="FILE", type=non_empty,
                         help="pretrained word vectors (GloVe/word2vec/fastText); repeat it to "
                              "concatenate several files' vectors (zeros where a file lacks a "
                              "word)")
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how to read --embeddings (default: the config's, "
                              f"{_DEFAULTS.embeddings_format}; auto: word2vec binary for .bin "
                              "files, else text)")
-    parser.add_argument("--config", action=GivenOnce,
+    parser.add_argument("--config", action=GivenOnce, type=non_empty,
                         help="JSON file of hyperparameters (see NERConfig)")
     parser.add_argument("--epochs", type=int,
                         help=f"most epochs to train (default: the config's, {_DEFAULTS.epochs})")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from clinical_ner.cli.common import options_named, unwind_on_sigterm
+from clinical_ner.cli.common import non_empty, options_named, unwind_on_sigterm
 from clinical_ner.errors import check_output_file
 from clinical_ner.vectors.inputs import DEFAULT_TEXT_FIELD
 
@@ -17,6 +17,7 @@ VECTORS_OPTIONS = ("output", "method", "dim", "window", "epochs", "min_count", "
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # extend: a second --text adds its paths (the last one alone was read).
     parser.add_argument("--text", required=True, nargs="+", action="extend", metavar="PATH",
+                        type=non_empty,
                         help="unlabeled text: files or folders (.txt, one document a line "
                              "or a file; .jsonl; also .gz, .xz, .bz2)")
     parser.add_argument("--output", required=True,

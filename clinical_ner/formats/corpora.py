@@ -290,7 +290,12 @@ def source_labels(path: str | Path, data_format: str = "auto",
     """
     data_format = detect_format(path) if data_format == "auto" else data_format
     if data_format != "brat":
-        return set(load_corpus(path, data_format, skip_invalid=skip_invalid).labels)
+        corpus = load_corpus(path, data_format, skip_invalid=skip_invalid)
+        if corpus.skipped and not any(document.sentences for document in corpus.documents):
+            # It has no labels then, and the checks would blame a coverage or a label map.
+            raise DataFormatError(path, None, f"every sentence is invalid ({len(corpus.skipped)} "
+                                              "skipped): nothing is left to read")
+        return set(corpus.labels)
     return _brat_names(path, _BRAT_TYPE)
 
 

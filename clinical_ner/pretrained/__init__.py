@@ -71,7 +71,7 @@ def is_model_reference(value: str | Path) -> bool:
     """
     return (is_model_directory(value) or looks_like_litert_export(value)
             or _is_saved_model(value)
-            or (not os.path.exists(value) and str(value) in bundled_models()))
+            or _bundled_name_given(value) is not None)
 
 
 def _is_saved_model(value: str | Path) -> bool:
@@ -85,6 +85,17 @@ def resolve_model_path(value: str | Path) -> Path:
     A value that is neither comes back unchanged, so that loading it reports
     the missing directory by the name the user gave.
     """
-    if not os.path.exists(value) and str(value) in bundled_models():
-        return BUNDLED_DIR / str(value)
-    return Path(value)
+    name = _bundled_name_given(value)
+    return Path(value) if name is None else BUNDLED_DIR / name
+
+
+def _bundled_name_given(value: str | Path) -> str | None:
+    """The bundled model's name ``value`` is, unless it is a path that exists.
+
+    A trailing slash is allowed: ``"clinical/"`` was reported as a missing folder
+    ``clinical`` (a ``Path`` drops the slash), advising the bundled model ``'clinical'``.
+    """
+    name = str(value).rstrip(os.sep + (os.altsep or ""))
+    if os.path.exists(value) or name not in bundled_models():
+        return None
+    return name

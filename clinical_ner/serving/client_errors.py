@@ -127,14 +127,19 @@ _UNKNOWN_HOST = ("Domain name not found", "Name or service not known",
                  "nodename nor servname provided")
 
 
-def unknown_host(call: str, target: str, details: str) -> UnknownHostError | None:
-    """The error of a ``call`` whose UNAVAILABLE ``details`` tell that the host name of
-    ``target`` does not resolve; ``None`` for other details."""
+def unknown_host(call: str, target: str, details: str, *, setting: str = "target",
+                 code: grpc.StatusCode | None = grpc.StatusCode.UNAVAILABLE,
+                 ) -> UnknownHostError | None:
+    """The error of a ``call`` whose ``details`` (gRPC's UNAVAILABLE ones, or the resolver's
+    words) tell that the host name of ``target`` (``host:port``) does not resolve; ``None``
+    for other details. ``setting`` is the one that gave the host (the REST client's
+    ``host``)."""
     for marker in _UNKNOWN_HOST:
         if marker in details:
+            host = target.rpartition(':')[0]
+            check = ("the host name of " if setting == "target" else "") + setting_name(setting)
             return UnknownHostError(
-                f"{call} failed: host {target.rpartition(':')[0]} does not resolve ({marker}); "
-                f"check the host name of {setting_name('target')}", grpc.StatusCode.UNAVAILABLE)
+                f"{call} failed: host {host} does not resolve ({marker}); check {check}", code)
     return None
 
 

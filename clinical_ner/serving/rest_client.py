@@ -1,5 +1,5 @@
 """A small client for TensorFlow Serving's REST API (``tensorflow_model_server --rest_api_port``
-or ``clinical-ner serve --rest-port``), with the standard library only.
+or ``clinical-ner serve --rest-port``), with the standard library's HTTP client.
 
 One keep-alive connection per client (not thread-safe: one client per
 thread). Outputs are decoded by :mod:`clinical_ner.export.signatures`, as the gRPC
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, checked_texts, entities_from_outputs,
 )
 from clinical_ner.errors import ClinicalNERError
+from clinical_ner.serving.client_errors import unknown_host
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
 
@@ -75,6 +77,14 @@ class RestClient:
                 self.close()
                 if attempt == 2:
                     raise
+            except socket.gaierror as error:
+                self.close()
+                # As the gRPC client says it: socket's own error named no host.
+                unknown = unknown_host(f"{method} {path}", f"{self.host}:{self.port}",
+                                       error.strerror or "", setting="host", code=None)
+                if unknown is None:
+                    raise
+                raise unknown from None
         try:
             return response.status, parse_untrusted_json(payload)
         except UntrustedJSONError:
