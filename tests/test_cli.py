@@ -455,14 +455,19 @@ def test_evaluate_checks_a_saved_model_export_s_labels_as_the_model_s(tmp_path, 
 def test_an_option_of_one_value_given_twice_is_refused_not_half_ignored(option, arguments,
                                                                        capsys):
     # argparse kept the last value: --dev c chose the epoch, b.json gave the settings.
-    from clinical_ner.cli import main
-
-    with pytest.raises(SystemExit) as exited:  # argparse's usage error
-        main(arguments)
-    assert exited.value.code == 2
-    assert capsys.readouterr().err == (
+    assert _usage_error(arguments, capsys) == (
         f"clinical-ner {arguments[0]}: error: argument {option}: given twice; give it once "
         f"(see 'clinical-ner {arguments[0]} --help')\n")
+
+
+def _usage_error(arguments: list[str], capsys) -> str:
+    """What ``clinical-ner ARGUMENTS`` prints as argparse's usage error (exit 2)."""
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
+    assert exited.value.code == 2
+    return capsys.readouterr().err
 
 
 def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
@@ -684,12 +689,7 @@ def test_an_empty_output_file_is_named_as_empty(tmp_path, capsys):
 def test_an_empty_path_option_is_named_as_empty(capsys, arguments, option):
     # Path("") is the working directory: --root-certificates "" said ".: cannot read ... (Is a
     # directory)", serve "" served the working directory, --config "" was ignored.
-    from clinical_ner.cli import main
-
-    with pytest.raises(SystemExit) as raised:
-        main(arguments)
-    assert raised.value.code == 2
-    assert capsys.readouterr().err == (
+    assert _usage_error(arguments, capsys) == (
         f"clinical-ner {arguments[0]}: error: argument {option}: is empty; give a path (see "
         f"'clinical-ner {arguments[0]} --help')\n")
 
