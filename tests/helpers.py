@@ -29,6 +29,7 @@ import sys
 import math
 import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -394,6 +395,14 @@ def export_leaky(base: Path, **toy_options) -> Path:
 
 
 # -- serving: the model name, request helpers, TLS ---------------------------------------------
+
+
+def free_port() -> int:
+    """A local TCP port that nothing listens on (free when this returns)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
 
 MODEL = "clinical_ner"
 #: A word that stands for clinical text: it must never reach a log or an error message.

@@ -54,6 +54,7 @@ from helpers import (
     expected_entities,
     expected_tags,
     export_toy,
+    free_port,
     make_certificate,
     wait_for,
 )
@@ -67,12 +68,6 @@ def dev_server(model_base):
     server.start()
     yield server
     server.stop(grace=1)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

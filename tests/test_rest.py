@@ -15,7 +15,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from clinical_ner.export import signatures as sig
-from clinical_ner.serving.rest_client import RestClient, outputs_as_arrays
+from clinical_ner.serving.rest_client import RestClient, RestError, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
 from helpers import (
     LEAKY,
@@ -26,6 +26,7 @@ from helpers import (
     expected_entities,
     expected_tags,
     export_leaky,
+    free_port,
     make_certificate,
     response_entities,
     text_request,
@@ -421,7 +422,9 @@ def test_tls(model_base, tmp_path):
                         ssl_context=context) as client:
             assert client.annotate(["fever"]) == [expected_entities("fever")]
         with RestClient("localhost", server.bound_rest_port, MODEL, timeout=30) as plain:
-            with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            # The TLS server closes the plaintext connection (or answers bytes no HTTP
+            # status line reads).
+            with pytest.raises((http.client.HTTPException, RestError)):
                 plain.request("GET", f"/v1/models/{MODEL}")
 
 
@@ -472,3 +475,14 @@ def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason)
                                                    rf"resolve \({reason}\); check host$") as raised:
             client.annotate(["fever"])
     assert raised.value.exit_code == 2
+
+
+def test_the_rest_client_names_a_server_that_does_not_answer():
+    # ConnectionRefusedError came out bare ("[Errno 111] Connection refused"), no server named.
+    port = free_port()
+    with RestClient("127.0.0.1", port, MODEL) as client:
+        with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict to "
+                                            rf"127\.0\.0\.1:{port} got no answer: "
+                                            r"Connection refused$") as raised:
+            client.annotate(["fever"])
+    assert raised.value.status is None

@@ -25,7 +25,7 @@ from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, checked_texts, entities_from_outputs,
 )
-from clinical_ner.errors import ClinicalNERError
+from clinical_ner.errors import ClinicalNERError, os_reason
 from clinical_ner.serving.client_errors import unknown_host
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
 
@@ -73,10 +73,11 @@ class RestClient:
                 if response.will_close:
                     self.close()
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (http.client.RemoteDisconnected, ConnectionResetError,
+                    BrokenPipeError) as error:
                 self.close()
                 if attempt == 2:
-                    raise
+                    raise self._unanswered(method, path, error) from None
             except socket.gaierror as error:
                 self.close()
                 # As the gRPC client says it: socket's own error named no host.
@@ -85,6 +86,10 @@ class RestClient:
                 if unknown is None:
                     raise
                 raise unknown from None
+            except OSError as error:
+                # Refused, unreachable, timed out: socket's own error named no server.
+                self.close()
+                raise self._unanswered(method, path, error) from None
         try:
             return response.status, parse_untrusted_json(payload)
         except UntrustedJSONError:
@@ -92,6 +97,11 @@ class RestClient:
                 f"{method} {path}: HTTP {response.status} with a body that is not JSON",
                 response.status,
             ) from None
+
+    def _unanswered(self, method: str, path: str, error: OSError) -> RestError:
+        """The error of a request to this server that got no answer, for ``error``'s reason."""
+        return RestError(f"{method} {path} to {self.host}:{self.port} got no answer: "
+                         f"{os_reason(error)}")
 
     def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
