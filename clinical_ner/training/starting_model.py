@@ -221,14 +221,14 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     added_chars = len(chars) - len(base.vocab.chars)
     emit(f"vocabulary: the base model's {word_counts}; its {len(base.vocab.chars)} characters "
          f"and {added_chars} new character{'s' if added_chars != 1 else ''} of the data")
-    # Reordered so that the new data's words are the trainable ones (the base model
-    # split its table by its own data).
     data_assertions = assertion_classes(sentences)
     # Labels without problem (a label map that maps nothing onto it) would keep an
     # assertion output that never answers.
     has_problems = ASSERTION_LABEL in entity_labels(tags)
     keep_assertions = has_problems and bool(base.vocab.assertions) and set(
         data_assertions) <= set(base.vocab.assertions)
+    # Reordered so that the new data's words are the trainable ones (the base model
+    # split its table by its own data).
     vocab, order, words_in_use = Vocabulary(
         words=words, chars=chars, tags=tags,
         assertions=base.vocab.assertions if keep_assertions else data_assertions,
