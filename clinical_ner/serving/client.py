@@ -122,6 +122,11 @@ _TOO_LARGE_A_BATCH = ("per request", "larger than max")
 _CLOSED_UNANSWERED = ("Socket closed", "Connection reset by peer")
 # The longest wait for a TLS server's handshake when asking whether there is one.
 _TLS_PROBE_S = 5.0
+# The shortest wait for a model status asked after a request timed out. A connected server
+# answers in milliseconds, but one loaded by the slow request itself (and a loaded host) may
+# take longer than a short ``timeout``: waited for no longer, a slow answer passed for a
+# connection still being made, and the request was sent, and run, again.
+_STATUS_PROBE_S = 2.0
 
 
 class ServingClient:
@@ -430,7 +435,7 @@ class ServingClient:
         return None
 
     def _answers_status(self, remaining: float) -> bool:
-        """Whether the server answers a ``GetModelStatus`` within ``remaining`` seconds.
+        """Whether the server answers a ``GetModelStatus`` soon, within ``remaining`` seconds.
 
         Asked when a request's timeout passed before this client had any answer:
         a server that answers is connected and was slow, not a connection still
@@ -441,7 +446,7 @@ class ServingClient:
         request = get_model_status_pb2.GetModelStatusRequest()
         self._fill_model_spec(request.model_spec)
         try:
-            self._status_rpc(request, timeout=min(self.timeout, remaining))
+            self._status_rpc(request, timeout=min(max(self.timeout, _STATUS_PROBE_S), remaining))
         except grpc.RpcError as error:
             # Any other status is an answer (NOT_FOUND; UNIMPLEMENTED without ModelService).
             return error.code() not in (grpc.StatusCode.UNAVAILABLE,
