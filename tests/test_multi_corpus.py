@@ -660,6 +660,24 @@ def test_a_corpus_whose_every_sentence_is_skipped_says_nothing_is_left(tmp_path,
         "nothing is left to read (corpus c)\n")
 
 
+def test_a_brat_corpus_whose_every_document_is_skipped_says_nothing_is_left(tmp_path, capsys):
+    # Its label check read the .ann files' type names whatever reading would skip: .txt files
+    # without an .ann said "its files have no problem mention, but its coverage of problem is
+    # complete; set coverage problem = none".
+    brat = tmp_path / "brat"
+    brat.mkdir()
+    (brat / "a.txt").write_text("Fever and cough.\n", encoding="utf-8")
+    (brat / "b.txt").write_text("Rash.\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\ntrain = "{brat}"\n'
+                           'format = "brat"\n', encoding="utf-8")
+    assert main(["train", "--corpus", str(corpus_file), "--skip-invalid",
+                 "--output", str(tmp_path / "out")]) == 3
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner train: error: {brat}: every document is invalid (2 skipped): "
+        "nothing is left to read (corpus c)\n")
+
+
 def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):
     from clinical_ner.errors import DataFormatError
 

@@ -289,14 +289,17 @@ def source_labels(path: str | Path, data_format: str = "auto",
     sentence is left out, as reading the data for training leaves it out).
     """
     data_format = detect_format(path) if data_format == "auto" else data_format
-    if data_format != "brat":
-        corpus = load_corpus(path, data_format, skip_invalid=skip_invalid)
-        if corpus.skipped and not any(document.sentences for document in corpus.documents):
-            # It has no labels then, and the checks would blame a coverage or a label map.
-            raise DataFormatError(path, None, f"every sentence is invalid ({len(corpus.skipped)} "
-                                              "skipped): nothing is left to read")
-        return set(corpus.labels)
-    return _brat_names(path, _BRAT_TYPE)
+    if data_format == "brat" and not skip_invalid:
+        return _brat_names(path, _BRAT_TYPE)  # nothing left out: no need to read the text
+    corpus = load_corpus(path, data_format, skip_invalid=skip_invalid)
+    if corpus.skipped and not any(document.sentences for document in corpus.documents):
+        # It has no labels then, and the checks would blame a coverage or a label map.
+        unit = "document" if data_format == "brat" else "sentence"
+        raise DataFormatError(path, None, f"every {unit} is invalid ({len(corpus.skipped)} "
+                                          "skipped): nothing is left to read")
+    # brat: the types of every T line, also of mentions that overlaps drop, which a label
+    # map must still name.
+    return _brat_names(path, _BRAT_TYPE) if data_format == "brat" else set(corpus.labels)
 
 
 def _brat_names(path: str | Path, pattern: re.Pattern) -> set[str]:
