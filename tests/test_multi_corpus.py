@@ -660,6 +660,60 @@ def test_a_corpus_whose_every_sentence_is_skipped_says_nothing_is_left(tmp_path,
         "nothing is left to read (corpus c)\n")
 
 
+def test_a_brat_corpus_whose_every_document_is_skipped_says_nothing_is_left(tmp_path, capsys):
+    # Its label check read the .ann files' type names whatever reading would skip: .txt files
+    # without an .ann said "its files have no problem mention, but its coverage of problem is
+    # complete; set coverage problem = none".
+    brat = tmp_path / "brat"
+    brat.mkdir()
+    (brat / "a.txt").write_text("Fever and cough.\n", encoding="utf-8")
+    (brat / "b.txt").write_text("Rash.\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text(f'labels = ["problem"]\n[[corpus]]\nname = "c"\ntrain = "{brat}"\n'
+                           'format = "brat"\n', encoding="utf-8")
+    assert main(["train", "--corpus", str(corpus_file), "--skip-invalid",
+                 "--output", str(tmp_path / "out")]) == 3
+    assert capsys.readouterr().err.endswith(
+        f"clinical-ner train: error: {brat}: every document is invalid (2 skipped): "
+        "nothing is left to read (corpus c)\n")
+
+
+def test_training_reads_a_corpus_s_dev_file_once_as_it_starts(tmp_path, monkeypatch):
+    # Its label check, the dev read and the dev read's own label check each read it: three
+    # times for a file that can be large (BC5CDR's).
+    from clinical_ner.formats import conll
+    from clinical_ner.training import trainer
+
+    (tmp_path / "train.conll").write_text("Fever\tB-Disease\n.\tO\n\nCT\tB-Test\n\n",
+                                          encoding="utf-8")
+    (tmp_path / "dev.conll").write_text("Rash\tB-Disease\n.\tO\n\n", encoding="utf-8")
+    corpus_file = tmp_path / "c.toml"
+    corpus_file.write_text('labels = ["problem", "test"]\n[[corpus]]\nname = "c"\n'
+                           'train = "train.conll"\ndev = "dev.conll"\n'
+                           'label_map = { Disease = "problem", Test = "test" }\n',
+                           encoding="utf-8")
+    reads, read_conll = [], conll.read_conll
+
+    def counted(path, *args, **options):
+        reads.append(os.path.basename(path))
+        return read_conll(path, *args, **options)
+
+    class Started(Exception):
+        """Raised where training has read its data, before the model is built."""
+
+    def started(train, dev, *args, **options):
+        raise Started(dev)
+
+    monkeypatch.setattr(conll, "read_conll", counted)
+    monkeypatch.setattr(trainer, "data_facts", started)
+    with pytest.raises(Started) as raised:
+        train(None, tmp_path / "out", corpora=read_corpus_file(corpus_file), progress=False,
+              emit=lambda message: None)
+    assert reads.count("dev.conll") == 1
+    [[dev_sentence]] = raised.value.args[0].values()
+    assert (dev_sentence.tokens, dev_sentence.tags) == (["Rash", "."], ["B-problem", "O"])
+
+
 def test_a_brat_corpus_that_is_no_brat_folder_is_named(data, tmp_path):
     from clinical_ner.errors import DataFormatError
 

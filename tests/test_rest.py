@@ -23,9 +23,11 @@ from helpers import (
     MODEL,
     RPC_TIMEOUT_S,
     TOY_ASSERTION,
+    Gate,
     expected_entities,
     expected_tags,
     export_leaky,
+    export_toy,
     free_port,
     make_certificate,
     response_entities,
@@ -363,6 +365,56 @@ def test_waiting_rest_requests_merge_and_a_stopping_server_finishes_them(model_b
         server.stop(grace=1)
     assert calls == [1, 3]  # the three waiting requests ran as one model call
     assert [answers[index] for index in range(4)] == [[expected_entities(t)] for t in texts]
+
+
+def test_a_request_still_arriving_when_the_server_stops_is_answered(model_base):
+    # It counted as in progress only once its body was read: the stop did not wait for it
+    # and closed its connection, so the client got no answer at all.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0)
+    server.start()
+    stopping = threading.Thread(target=server.stop, args=(RPC_TIMEOUT_S,))
+    body = json.dumps({"instances": ["aspirin"]}).encode()
+    try:
+        with socket_to_port(server.bound_rest_port) as raw:
+            raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:5])
+            wait_for(lambda: server._rest._requests, what="the request to reach its handler")
+            stopping.start()
+            wait_for(server._service.draining.is_set, what="the server to start stopping")
+            raw.sendall(body[5:])
+            answer = b""
+            while chunk := raw.recv(4096):
+                answer += chunk
+    finally:
+        if stopping.ident is None:
+            stopping.start()
+        stopping.join(timeout=RPC_TIMEOUT_S)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert answer.endswith(b'{"error": "the server is shutting down"}\n')
+
+
+def test_a_request_running_past_the_grace_period_gets_503(tmp_path):
+    # Its connection was closed without an answer (RestClient: "got no answer").
+    base = tmp_path / MODEL
+    gate = Gate(tmp_path / "gate")
+    export_toy(base, version=1, gate_dir=gate.directory)
+    server = ModelServer(base, MODEL, port=0, rest_port=0)
+    server.start()
+    answers = []
+    with RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=RPC_TIMEOUT_S) as client:
+        sending = threading.Thread(
+            target=lambda: answers.append(predict(client, {"instances": ["aspirin"]})))
+        try:
+            sending.start()
+            wait_for(gate.started, what="the request to reach the model")
+            server.stop(grace=0.5)  # the gate stays shut: the request outlives the grace
+            sending.join(timeout=RPC_TIMEOUT_S)
+        finally:
+            gate.open()  # a failed test must not leave the model's loop spinning
+            sending.join(timeout=RPC_TIMEOUT_S)
+            server.stop(grace=0)
+    assert answers == [(503, {"error": "the server stopped before the request finished (it "
+                                       "ran longer than the 0.5 s grace period)"})]
 
 
 def test_no_request_text_in_logs(rest, caplog, capfd):

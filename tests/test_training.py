@@ -520,6 +520,15 @@ def test_a_base_label_in_other_letter_case_is_named_with_the_label_map_that_keep
     assert case_only_warning(["drug", "problem"], ["problem", "test"], True) is None
 
 
+def test_a_base_label_in_two_letter_cases_at_once_is_warned_about():
+    # "Problem" beside "problem" in the same data split the problems between two labels, the
+    # new one trained from scratch, with nothing said: only "added: Problem".
+    warning = case_only_warning(["Problem", "problem", "test"], ["problem", "test"], True)
+    assert "Problem (base: problem, which the data has too: their mentions train two labels)" \
+        in warning
+    assert warning.endswith("--label-map 'Problem=problem,problem=problem,test=test'")
+
+
 def test_fine_tuning_on_the_same_labels_starts_from_every_weight(trained, tmp_path):
     base, _, _ = trained
     original = KerasAnnotator.load(base)

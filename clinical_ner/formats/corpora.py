@@ -42,6 +42,7 @@ from pathlib import Path
 
 from clinical_ner.errors import ConfigError, DataFormatError, check_number
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
+from clinical_ner.formats.readers import apply_label_map
 from clinical_ner.formats.brat import read_assertion_map
 from clinical_ner.text.document import ASSERTION_LABEL
 from clinical_ner.text.tags import OUTSIDE
@@ -281,22 +282,44 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         assertion_map_path=assertion_map_path)
 
 
-def source_labels(path: str | Path, data_format: str = "auto",
-                  skip_invalid: bool = False) -> set[str]:
+@dataclass
+class SourceData:
+    """A corpus file's entity types before any label map and, for CoNLL and i2b2, the corpus
+    read for them, which its label map then turns into what training reads (one read of the
+    file; the brat reader maps while reading, before it resolves overlaps)."""
+
+    labels: set[str]
+    corpus: Corpus | None
+
+
+def source_data(path: str | Path, data_format: str = "auto",
+                skip_invalid: bool = False) -> SourceData:
     """The entity types a corpus's files use before any label map (brat: every ``T`` type).
 
     A line its format refuses is an error naming it (``skip_invalid``: its
     sentence is left out, as reading the data for training leaves it out).
     """
     data_format = detect_format(path) if data_format == "auto" else data_format
-    if data_format != "brat":
-        corpus = load_corpus(path, data_format, skip_invalid=skip_invalid)
-        if corpus.skipped and not any(document.sentences for document in corpus.documents):
-            # It has no labels then, and the checks would blame a coverage or a label map.
-            raise DataFormatError(path, None, f"every sentence is invalid ({len(corpus.skipped)} "
-                                              "skipped): nothing is left to read")
-        return set(corpus.labels)
-    return _brat_names(path, _BRAT_TYPE)
+    if data_format == "brat" and not skip_invalid:
+        # Nothing left out: no need to read the text.
+        return SourceData(_brat_names(path, _BRAT_TYPE), None)
+    corpus = load_corpus(path, data_format, skip_invalid=skip_invalid)
+    if corpus.skipped and not any(document.sentences for document in corpus.documents):
+        # It has no labels then, and the checks would blame a coverage or a label map.
+        unit = "document" if data_format == "brat" else "sentence"
+        raise DataFormatError(path, None, f"every {unit} is invalid ({len(corpus.skipped)} "
+                                          "skipped): nothing is left to read")
+    if data_format == "brat":
+        # The types of every T line, also of mentions that overlaps drop, which a label
+        # map must still name.
+        return SourceData(_brat_names(path, _BRAT_TYPE), None)
+    return SourceData(set(corpus.labels), corpus)
+
+
+def source_labels(path: str | Path, data_format: str = "auto",
+                  skip_invalid: bool = False) -> set[str]:
+    """:attr:`SourceData.labels` of :func:`source_data`."""
+    return source_data(path, data_format, skip_invalid).labels
 
 
 def _brat_names(path: str | Path, pattern: re.Pattern) -> set[str]:
@@ -357,30 +380,34 @@ def check_corpus_paths(corpus_set: CorpusSet, dev: bool = True) -> None:
 
 
 def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True,
-                        skip_invalid: bool = False) -> None:
+                        skip_invalid: bool = False) -> dict[str, SourceData]:
     """:func:`check_label_map` for every corpus, on its training files.
 
     Its label map may also name a label that only its dev file has (a rare
     one), which ``dev`` reads; without ``dev`` (in a cluster only the chief
     reads dev files) such a label is taken on trust. The dev file itself is
     checked as it is read (:func:`check_label_map` with ``training=False``).
-    ``skip_invalid``: as for :func:`source_labels`.
+    ``skip_invalid``: as for :func:`source_labels`. Returns the dev files so read,
+    by corpus name, for reading them as training does (:func:`load_spec_corpus`).
     """
+    dev_sources = {}
     for spec in corpus_set.corpora:
         if spec.dev is None:
             dev_labels = set()
         elif dev:
             with _naming_corpus(spec):
-                dev_labels = source_labels(spec.dev, spec.format, skip_invalid)
+                dev_sources[spec.name] = source_data(spec.dev, spec.format, skip_invalid)
+            dev_labels = dev_sources[spec.name].labels
         else:
             dev_labels = set(spec.label_map or ())
         check_label_map(corpus_set, spec, list(spec.train), spec.format, dev_labels=dev_labels,
                         skip_invalid=skip_invalid)
+    return dev_sources
 
 
 def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str,
                     training: bool = True, dev_labels: set[str] | None = None,
-                    skip_invalid: bool = False) -> None:
+                    skip_invalid: bool = False, found: set[str] | None = None) -> None:
     """Every source label of ``spec``'s label map occurs in ``paths`` and every label found
     there is in the map (or, without a map, is a model label).
 
@@ -391,12 +418,14 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
     a map; a dev or test file alone may lack a rare one (but not all of them).
     ``dev_labels``: the labels of the corpus's dev file, which its map may name
     too (a dev file that has a label its training files lack must map it).
-    ``skip_invalid``: as for :func:`source_labels`.
+    ``skip_invalid``: as for :func:`source_labels`. ``found``: the labels of ``paths``
+    when they were read already (not read again).
     """
-    found: set[str] = set()
-    for path in paths:
-        with _naming_corpus(spec):
-            found |= source_labels(path, data_format, skip_invalid)
+    if found is None:
+        found = set()
+        for path in paths:
+            with _naming_corpus(spec):
+                found |= source_labels(path, data_format, skip_invalid)
     context = f"{corpus_set.source}: corpus {spec.name}"
     if spec.assertion_map is not None:
         check_assertion_map_sources(spec.assertion_map, paths, data_format,
@@ -458,12 +487,18 @@ def _check_map_sources(mapping: dict, found: set[str], context: str, what: str,
                           f"have (it has {', '.join(sorted(found)) or f'no {kind}s'})")
 
 
-def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False) -> Corpus:
+def load_spec_corpus(spec: CorpusSpec, path: Path, skip_invalid: bool = False,
+                     source: SourceData | None = None) -> Corpus:
     """One of ``spec``'s files read in its format, with its label map applied.
 
     A format error names the corpus too: its label map and format, not only
-    the file, decide what a line means.
+    the file, decide what a line means. ``source``: the file as
+    :func:`source_data` read it (its corpus is then mapped, not read again).
     """
+    if source is not None and source.corpus is not None:
+        if spec.label_map is None:
+            return source.corpus
+        return apply_label_map(source.corpus, spec.label_map)
     with _naming_corpus(spec):
         return load_corpus(path, spec.format, label_map=spec.label_map,
                            skip_invalid=skip_invalid, assertion_map=spec.assertion_map)

@@ -11,7 +11,6 @@ is replaced by fixed messages; its HTML error pages by ``{"error": ...}``.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import http
 import json
@@ -21,7 +20,6 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -54,6 +52,27 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = _IDLE_TIMEOUT_S
     server: RestServer
 
+    def setup(self) -> None:
+        super().setup()
+        # The stop may answer a request from its own thread (grace over): one answer each.
+        self._answer_lock = threading.Lock()
+        self._answered = False
+        self._body_read = False
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.request_ended(self)
+
+    def parse_request(self) -> bool:
+        # A request is in progress from its first line, not from its body: a stop then waits
+        # for one whose headers or body are still arriving, instead of closing its connection.
+        with self._answer_lock:
+            self._answered = self._body_read = False
+        self.server.request_started(self)
+        return super().parse_request()
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's names)
         self._request()
 
@@ -68,8 +87,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(refusal.status, {"error": refusal.message})
             self._discard_unread_body()
             return
-        with self.server.in_flight():
-            self._serve(body)
+        self._body_read = True
+        self._serve(body)
+
+    def answer_cut_short(self, grace: float) -> None:
+        """Answer 503 for a request still running when the stop's ``grace`` s ran out (called
+        from the stopping thread), so that its client gets a status, not a closed connection.
+
+        A request whose body is still arriving is left alone: its thread reads the
+        connection, which the stop then closes.
+        """
+        if not self._body_read:
+            return
+        self.close_connection = True
+        try:
+            self._send(503, {"error": "the server stopped before the request finished (it "
+                                      f"ran longer than the {grace:g} s grace period)"})
+        except OSError:
+            pass  # the client has gone
 
     def _discard_unread_body(self) -> None:
         """A lingering close: closing with the body unread would reset the connection,
@@ -115,13 +150,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, answer: dict[str, Any]) -> None:
         data = json.dumps(answer, ensure_ascii=False).encode("utf-8") + b"\n"
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+        with self._answer_lock:
+            if self._answered:
+                return  # by the stop, whose grace ran out first
+            self._answered = True
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's own errors (bad request line, headers too long, ...)
@@ -187,7 +226,7 @@ class RestServer(ThreadingHTTPServer):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        self._requests = 0
+        self._requests: set[_Handler] = set()  # whose request is in progress
         self._requests_done = threading.Condition()
         try:
             super().__init__((host, port), _Handler)
@@ -221,22 +260,25 @@ class RestServer(ThreadingHTTPServer):
             with self._connections_lock:
                 self._connections.discard(request)
 
-    @contextlib.contextmanager
-    def in_flight(self) -> Iterator[None]:
-        """Counts a request from its body read to its answer sent, for :meth:`drain`."""
+    def request_started(self, handler: _Handler) -> None:
+        """Counts ``handler``'s request as in progress, from its first line, for :meth:`drain`."""
         with self._requests_done:
-            self._requests += 1
-        try:
-            yield
-        finally:
-            with self._requests_done:
-                self._requests -= 1
-                self._requests_done.notify_all()
+            self._requests.add(handler)
+
+    def request_ended(self, handler: _Handler) -> None:
+        """Counts ``handler``'s request as done (answered, or its connection gone)."""
+        with self._requests_done:
+            self._requests.discard(handler)
+            self._requests_done.notify_all()
 
     def drain(self, grace: float | None) -> None:
-        """Wait up to ``grace`` s for requests in progress, then stop and close every connection."""
+        """Wait up to ``grace`` s for requests in progress, answer those still running 503,
+        then stop and close every connection."""
         with self._requests_done:
-            self._requests_done.wait_for(lambda: self._requests == 0, grace)
+            self._requests_done.wait_for(lambda: not self._requests, grace)
+            unfinished = list(self._requests)
+        for handler in unfinished:
+            handler.answer_cut_short(grace)
         self.shutdown()
         self.close_connections()
         self.server_close()

@@ -353,7 +353,11 @@ class ModelServer:
                 logger.exception("Polling %s failed", self.base_path)
 
     def stop(self, grace: float | None = defaults.GRACE_S) -> None:
-        """Refuse new requests (UNAVAILABLE, REST 503); in-flight ones get ``grace`` s to finish."""
+        """Refuse new requests (UNAVAILABLE, REST 503); in-flight ones get ``grace`` s to finish.
+
+        Those still running then are cancelled: gRPC's get UNAVAILABLE, REST's a 503 that
+        says the grace period ran out.
+        """
         self._service.draining.set()
         self._stop_polling.set()
         stopped = None if self._server is None else self._server.stop(grace)

@@ -13,7 +13,7 @@ score that chooses the epoch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,7 +25,8 @@ from clinical_ner.evaluation.evaluate import (
     corpus_sentences, evaluate_sentences, headline_scores, report_skipped,
 )
 from clinical_ner.formats.corpora import (
-    CorpusSet, check_corpus_labels, check_corpus_paths, check_label_map, load_spec_corpus,
+    CorpusSet, SourceData, check_corpus_labels, check_corpus_paths, check_label_map,
+    load_spec_corpus,
 )
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
@@ -42,6 +43,8 @@ class TrainingCorpora:
     corpus_set: CorpusSet
     sentences: list[Sentence]
     corpus_index: np.ndarray  # int [sentences]: position of each sentence's corpus
+    # The dev files as the label checks read them, for read_dev_corpora (by corpus name).
+    dev_sources: dict[str, SourceData] = field(default_factory=dict)
 
     def epoch_indices(self, seed: int, epoch: int) -> np.ndarray:
         """The sentences (indices) that epoch ``epoch`` trains on.
@@ -90,7 +93,7 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
     reads none) and the label maps against the training data (which a label of the dev
     data may complete), then read every corpus's training files."""
     check_corpus_paths(corpus_set, dev)
-    check_corpus_labels(corpus_set, dev, skip_invalid)
+    dev_sources = check_corpus_labels(corpus_set, dev, skip_invalid)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
     for position, spec in enumerate(corpus_set.corpora):
@@ -113,16 +116,21 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
         corpus_index.extend([position] * len(part))
         emit(f"corpus {spec.name}: {len(part)} sentences, weight {spec.weight:g}, "
              + ", ".join(f"{label} {how}" for label, how in spec.coverage.items()))
-    return TrainingCorpora(corpus_set, sentences, np.array(corpus_index, np.int64))
+    return TrainingCorpora(corpus_set, sentences, np.array(corpus_index, np.int64), dev_sources)
 
 
-def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
-                     emit: Callable[[str], None]) -> dict[str, list[Sentence]]:
+def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool, emit: Callable[[str], None],
+                     sources: dict[str, SourceData] | None = None) -> dict[str, list[Sentence]]:
     """Each dev corpus's sentences by corpus name: none empty or without a mention of the
-    labels it scores, each label map checked."""
+    labels it scores, each label map checked.
+
+    ``sources``: the dev files as :attr:`TrainingCorpora.dev_sources` holds them, which
+    are then not read again (a dev file was read three times as training started).
+    """
     dev = {}
     for spec in corpus_set.dev_corpora():
-        corpus = load_spec_corpus(spec, spec.dev, skip_invalid)
+        source = (sources or {}).get(spec.name)
+        corpus = load_spec_corpus(spec, spec.dev, skip_invalid, source)
         report_skipped(corpus, str(spec.dev), emit)
         dev[spec.name] = corpus_sentences(corpus)
         if not dev[spec.name]:
@@ -130,7 +138,8 @@ def read_dev_corpora(corpus_set: CorpusSet, skip_invalid: bool,
             raise DataFormatError(str(spec.dev), None,
                                   f"corpus {spec.name}: no dev sentences to score")
         check_label_map(corpus_set, spec, [spec.dev], spec.format, training=False,
-                        skip_invalid=skip_invalid)
+                        skip_invalid=skip_invalid,
+                        found=None if source is None else source.labels)
         scored = spec.scored_labels()
         if not set(corpus.labels) & set(scored):
             # Its F1 is 0 at every epoch: it would keep epoch 1 and stop training early.

@@ -158,18 +158,21 @@ def case_only_warning(labels: list[str], base_labels: list[str],
 
     ``Problem`` for the base's ``problem`` is a new label: the base's weights for
     ``problem`` are not used, and the assertion output gives ``Problem``
-    entities no assertion, without an error anywhere.
+    entities no assertion, without an error anywhere. Beside ``problem`` in the
+    same data, it also splits the problems between two labels.
     """
     renamed = {label: base_label for label in labels if label not in base_labels
-               for base_label in base_labels
-               if base_label not in labels and label.casefold() == base_label.casefold()}
+               for base_label in base_labels if label.casefold() == base_label.casefold()}
     if not renamed:
         return None
     asserted = [label for label, base_label in renamed.items()
                 if base_label == ASSERTION_LABEL and base_has_assertions]
     return ("warning: labels that differ from the base model's only in letter case are new "
             "labels, and the base's weights for them are not used: "
-            + ", ".join(f"{label} (base: {base_label})" for label, base_label in renamed.items())
+            + ", ".join(f"{label} (base: {base_label}"
+                        + (", which the data has too: their mentions train two labels"
+                           if base_label in labels else "") + ")"
+                        for label, base_label in renamed.items())
             + (f"; {asserted[0]} entities get no assertion (the assertion output is for "
                f"{ASSERTION_LABEL})" if asserted else "")
             + "; to keep them, give a label map that names every label (those it does not "

@@ -149,7 +149,7 @@ def train(
         train_sentences, train_labels = training.sentences, set(corpora.labels)
         has_dev = bool(corpora.selection)
         if distribution.is_chief:
-            dev_sentences = read_dev_corpora(corpora, skip_invalid, emit)
+            dev_sentences = read_dev_corpora(corpora, skip_invalid, emit, training.dev_sources)
     else:
         _check_paths_given_once(train_path, dev_path)
         read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
