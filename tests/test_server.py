@@ -996,3 +996,31 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
     log = "".join(lines)
     assert "Received SIGTERM" in log and "Predict OK" in log and "INVALID_ARGUMENT" in log
     assert MARKER not in log
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_process_when_the_grace_period_runs_out(tmp_path):
+    # The server stopped after --grace, but the process went on until the model call held
+    # past it returned (Python joins gRPC's worker threads at exit): for ever if it hangs.
+    base = tmp_path / MODEL
+    gate = Gate(tmp_path / "gate")
+    export_toy(base, version=1, gate_dir=gate.directory)
+    process, port, lines = start_cli_server(base, "--grace", "1")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            in_flight = stub.Predict.future(text_request([MARKER]), timeout=RPC_TIMEOUT_S)
+            wait_for(gate.started, what="the request to reach the model")
+            process.send_signal(signal.SIGTERM)
+            # The gate stays shut: the model call never returns while the process runs.
+            assert process.wait(timeout=RPC_TIMEOUT_S) == 0
+            with pytest.raises(grpc.RpcError) as raised:
+                in_flight.result()
+            assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+    finally:
+        gate.open()
+        if process.poll() is None:
+            process.kill()
+    log = "".join(lines)
+    assert "1 gRPC call(s) still running past the 1 s grace period" in log
+    assert MARKER not in log

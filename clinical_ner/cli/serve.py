@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with options_named(args, SERVER_OPTIONS):
             return serve_until_stopped(args.model_base_path, args.model_name,
-                                       grace_s=args.grace, **options)
+                                       grace_s=args.grace, exit_past_grace=True, **options)
     finally:
         package_logger.setLevel(level)
         signal.signal(signal.SIGTERM, previous)

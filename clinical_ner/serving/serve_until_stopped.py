@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 
 from clinical_ner.errors import check_seconds
@@ -17,7 +18,8 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve_until_stopped(model_base_path: str | os.PathLike, model_name: str = defaults.MODEL_NAME,
-                        *, grace_s: float = defaults.GRACE_S, **server_options) -> int:
+                        *, grace_s: float = defaults.GRACE_S, exit_past_grace: bool = False,
+                        **server_options) -> int:
     """Serve until SIGTERM or SIGINT, then let in-flight requests run ``grace_s`` seconds; 0.
 
     ``server_options`` are :class:`~clinical_ner.serving.server.ModelServer`'s keyword
@@ -25,6 +27,11 @@ def serve_until_stopped(model_base_path: str | os.PathLike, model_name: str = de
     path first (:func:`clinical_ner.serving.served_model.served_base_path`), deleted when
     the server stops. Logging is the caller's. Call it from the main thread (it installs
     signal handlers, and puts the previous ones back when it returns).
+
+    ``exit_past_grace`` (a command line's process): when model calls are still running
+    after the grace period, end the process with status 0 at once, logs flushed, instead
+    of returning: Python's exit would wait for their threads for as long as the model
+    takes (for ever if a call hangs), however short the grace period.
     """
     # Checked before serving: gRPC takes NaN or a negative grace for none, and
     # would cut the in-flight requests at the stop without a word.
@@ -47,4 +54,9 @@ def serve_until_stopped(model_base_path: str | os.PathLike, model_name: str = de
             server.stop(grace_s)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+    if exit_past_grace and server.running_grpc_calls():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -179,6 +179,26 @@ def _bind_error(host: str, port: int) -> OSError | None:
     return None
 
 
+class _CallCountingPool(futures.ThreadPoolExecutor):
+    """gRPC's thread pool, counting the calls it has not finished."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._lock = threading.Lock()
+        self.unfinished = 0
+
+    def submit(self, fn, /, *args, **kwargs) -> futures.Future:
+        future = super().submit(fn, *args, **kwargs)
+        with self._lock:
+            self.unfinished += 1
+        future.add_done_callback(self._finished)  # at once if it is done already
+        return future
+
+    def _finished(self, _future: futures.Future) -> None:
+        with self._lock:
+            self.unfinished -= 1
+
+
 class ModelServer:
     """Serve the versions of one SavedModel over TensorFlow Serving's gRPC (and REST) API.
 
@@ -255,6 +275,7 @@ class ModelServer:
             max_concurrent_calls, max_batch_documents,
         )
         self._server: grpc.Server | None = None
+        self._pool: _CallCountingPool | None = None
         self._rest: RestServer | None = None
         self._rest_thread: threading.Thread | None = None
         self._stop_polling = threading.Event()
@@ -299,10 +320,10 @@ class ModelServer:
         )
 
     def _start_grpc(self) -> None:
+        self._pool = _CallCountingPool(max_workers=self._max_workers,
+                                       thread_name_prefix="clinical-ner-serve")
         server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=self._max_workers, thread_name_prefix="clinical-ner-serve"
-            ),
+            self._pool,
             options=[
                 ("grpc.max_receive_message_length", self._max_message_bytes),
                 # Otherwise a second server could bind the same port and steal requests.
@@ -369,6 +390,16 @@ class ModelServer:
         if self._poller is not None:
             self._poller.join()
         logger.info("Stopped. Requests served: %s", self._service.stats.summary())
+        if grace is not None and self.running_grpc_calls():
+            logger.warning("%d gRPC call(s) still running past the %g s grace period: their "
+                           "clients got UNAVAILABLE; the model calls go on in the background",
+                           self.running_grpc_calls(), grace)
+
+    def running_grpc_calls(self) -> int:
+        """gRPC calls whose thread is still running; after :meth:`stop`, those its grace
+        period cut off, which keep their thread until the model call returns (Python
+        waits for them at exit)."""
+        return 0 if self._pool is None else self._pool.unfinished
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the server has stopped; False if ``timeout`` passed first."""
