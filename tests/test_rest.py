@@ -7,6 +7,7 @@ import functools
 import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 
@@ -300,16 +301,57 @@ def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
                                      ["15", "16"]])
 def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_refused(server, lengths):
     body = b'{"instances": []}'[:15]
-    with socket_to_port(server.bound_rest_port) as raw:
-        headers = "".join(f"Content-Length: {length}\r\n" for length in lengths)
-        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n{headers}"
-                    "\r\n".encode() + body)
-        answer = b""
-        while chunk := raw.recv(4096):
-            answer += chunk
+    headers = "".join(f"Content-Length: {length}\r\n" for length in lengths)
+    answer = raw_exchange(server, headers.encode(), body)
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 400"), status_line
     assert b"Content-Length" in rest and b"Connection: close" in rest
+
+
+def raw_exchange(server, headers, body=b"", half_close=False):
+    """All the server answers, until it closes, to a :predict with these headers and body
+    (``half_close``: the client then closes its side)."""
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n".encode()
+                    + headers + b"\r\n" + body)
+        if half_close:
+            raw.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_a_content_length_of_thousands_of_digits_is_too_large(server):
+    # int() refuses more than 4300 digits: the connection was dropped without an answer.
+    answer = raw_exchange(server, b"Content-Length: " + b"9" * 5000 + b"\r\n", b"{}")
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert answer.endswith(b'{"error": "the body has a length of 5000 digits; the limit is '
+                           b'200000 (--max-message-bytes)"}\n')
+
+
+def test_a_body_cut_short_of_its_content_length_is_refused(server):
+    # The cut body was parsed: a JSON error at the cut, or an answer where it still parsed.
+    body = json.dumps({"instances": [MARKER]}).encode()
+    answer = raw_exchange(server, f"Content-Length: {len(body) + 1}\r\n".encode(), body,
+                          half_close=True)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert answer.endswith(f'{{"error": "the body ended after {len(body)} of its '
+                           f'{len(body) + 1} bytes (Content-Length)"}}\n'.encode())
+
+
+def test_expect_100_continue_is_refused_before_a_body_over_the_limit(server):
+    # "100 Continue" came first: the client sent the body that the 413 then refused.
+    answer = raw_exchange(server, b"Expect: 100-continue\r\nContent-Length: 200001\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert b"100 Continue" not in answer
+    body = json.dumps({"instances": ["aspirin"]}).encode()
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nExpect: "
+                    f"100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n")
+        raw.sendall(body)
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_a_draining_server_answers_503(server, rest):
@@ -439,8 +481,6 @@ def socket_to(rest):
 
 
 def socket_to_port(port, host="127.0.0.1"):
-    import socket
-
     return socket.create_connection((host, port), timeout=30)
 
 
@@ -508,8 +548,6 @@ def test_the_rest_client_refuses_what_would_annotate_keys_or_characters():
                                                                   "resolution"])
 def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason):
     # socket.gaierror came out bare ("[Errno -2] Name or service not known"), no host named.
-    import socket
-
     from clinical_ner.serving.client_errors import UnknownHostError
 
     def unresolved(*args, **kwargs):

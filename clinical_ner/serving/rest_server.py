@@ -82,10 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except _HttpRefusal as refusal:
-            logger.debug("REST %s refused: %d %s", self.command, refusal.status, refusal.message)
-            self.close_connection = True
-            self._send(refusal.status, {"error": refusal.message})
-            self._discard_unread_body()
+            self._refuse(refusal)
             return
         self._body_read = True
         self._serve(body)
@@ -106,6 +103,22 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client has gone
 
+    def handle_expect_100(self) -> bool:
+        # "Expect: 100-continue" asks whether to send the body: a body that would be
+        # refused (too large, chunked, an unclear length) is refused before it is sent.
+        try:
+            self._body_length()
+        except _HttpRefusal as refusal:
+            self._refuse(refusal)
+            return False
+        return super().handle_expect_100()
+
+    def _refuse(self, refusal: _HttpRefusal) -> None:
+        logger.debug("REST %s refused: %d %s", self.command, refusal.status, refusal.message)
+        self.close_connection = True
+        self._send(refusal.status, {"error": refusal.message})
+        self._discard_unread_body()
+
     def _discard_unread_body(self) -> None:
         """A lingering close: closing with the body unread would reset the connection,
         and the client could lose the answer; read (and drop) what arrives for a moment."""
@@ -120,6 +133,18 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _read_body(self) -> bytes:
+        length = self._body_length()
+        body = self.rfile.read(length)
+        if len(body) < length:
+            # The client stopped sending (closed its side): the JSON parser would blame
+            # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
+            raise _HttpRefusal(
+                400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
+            )
+        return body
+
+    def _body_length(self) -> int:
+        """The body's length in bytes from the headers; refused if unclear or too large."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
@@ -132,13 +157,15 @@ class _Handler(BaseHTTPRequestHandler):
         length_text = values.pop()
         if not _DECIMAL_DIGITS.fullmatch(length_text):
             raise _HttpRefusal(400, "Content-Length is not a number of bytes (digits 0-9 only)")
-        length = int(length_text)
+        digits = length_text.lstrip("0") or "0"
         limit = self.server.max_body_bytes
-        if length > limit:
+        # int() refuses more than 4300 digits, and more digits than the limit's are over it.
+        if len(digits) > len(str(limit)) or int(digits) > limit:
+            size = f"{digits} bytes" if len(digits) <= 20 else f"a length of {len(digits)} digits"
             raise _HttpRefusal(
-                413, f"the body has {length} bytes; the limit is {limit} (--max-message-bytes)"
+                413, f"the body has {size}; the limit is {limit} (--max-message-bytes)"
             )
-        return self.rfile.read(length)
+        return int(digits)
 
     def _serve(self, body: bytes) -> None:
         path = urlsplit(self.path).path
