@@ -576,3 +576,68 @@ def test_the_rest_client_names_a_server_that_does_not_answer():
                                             r"Connection refused$") as raised:
             client.annotate(["fever"])
     assert raised.value.status is None
+
+
+@pytest.fixture()
+def fake_server():
+    """An HTTP server on a free port that answers every request with ``answer["body"]``."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = answer["body"]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], answer
+    server.shutdown()
+    server.server_close()
+
+
+OUTPUTS = {sig.ENTITY_START: [[0]], sig.ENTITY_END: [[5]], sig.ENTITY_LABEL: [["DRUG"]],
+           sig.ENTITY_CONFIDENCE: [[0.5]], sig.ENTITY_COUNT: [1]}
+
+
+@pytest.mark.parametrize("answer, error, message", [
+    # A bare KeyError ('outputs') or AttributeError ('list' object has no attribute 'items').
+    ({"predictions": [{}]}, RestError, r"HTTP 200 without 'outputs' \(the columnar format's "
+                                       r"answer\); got fields \['predictions'\]$"),
+    ([OUTPUTS], RestError, r"HTTP 200 without 'outputs' .*; got a list$"),
+    ({"outputs": [1, 2]}, RestError, r"HTTP 200 whose 'outputs' is a list, not an object"),
+    ({"outputs": None}, RestError, r"HTTP 200 whose 'outputs' is null, not an object"),
+    # ValueErrors of NumPy and int(), one quoting the server's value.
+    ({"outputs": {**OUTPUTS, sig.ENTITY_START: [[0], [1, 2]]}}, sig.ModelOutputError,
+     r"HTTP 200 with outputs that are not lists of one shape and type each \(ValueError\)$"),
+    ({"outputs": {**OUTPUTS, sig.ENTITY_COUNT: [MARKER]}}, sig.ModelOutputError,
+     r"HTTP 200 with outputs that are not lists .* \(ValueError\)$"),
+])
+def test_the_rest_client_names_an_answer_that_is_not_tf_servings(fake_server, answer, error,
+                                                                 message):
+    port, served = fake_server
+    served["body"] = json.dumps(answer).encode()
+    with RestClient("127.0.0.1", port, MODEL) as client:
+        with pytest.raises(error, match=rf"^POST /v1/models/{MODEL}:predict: {message}") as raised:
+            client.annotate(["fever"])
+    assert MARKER not in str(raised.value)
+
+
+def test_the_rest_client_says_a_request_timed_out():
+    # "got no answer: TimeoutError": a listening socket that never answers.
+    with socket.create_server(("127.0.0.1", 0)) as silent, RestClient(
+            "127.0.0.1", silent.getsockname()[1], MODEL, timeout=0.2) as client:
+        with pytest.raises(RestError, match=r"got no answer: none within 0\.2 s \(timeout\)$"):
+            client.annotate(["fever"])

@@ -40,7 +40,6 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.rest_json import (
     columnar_inputs,
-    json_kind,
     parse_json,
     predict_body,
     row_inputs,
@@ -49,6 +48,7 @@ from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.validation import clip
 from clinical_ner.serving.versions import Signature
 from clinical_ner.export.signatures import SIGNATURE_DEF_METADATA
+from clinical_ner.untrusted_json import json_kind
 
 # TF Serving's http_server.cc: ToHTTPStatusCode.
 HTTP_STATUS = {

@@ -23,11 +23,11 @@ import numpy as np
 from clinical_ner.text.document import Entity
 from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import (
-    SERVING_DEFAULT, TEXT, checked_texts, entities_from_outputs,
+    SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
 )
 from clinical_ner.errors import ClinicalNERError, os_reason
 from clinical_ner.serving.client_errors import unknown_host
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
 
 class RestError(ClinicalNERError):
@@ -100,14 +100,14 @@ class RestClient:
 
     def _unanswered(self, method: str, path: str, error: OSError) -> RestError:
         """The error of a request to this server that got no answer, for ``error``'s reason."""
-        return RestError(f"{method} {path} to {self.host}:{self.port} got no answer: "
-                         f"{os_reason(error)}")
+        # A timeout has no words of the system's (os_reason would say "TimeoutError").
+        reason = (f"none within {self._timeout} s (timeout)" if isinstance(error, TimeoutError)
+                  else os_reason(error))
+        return RestError(f"{method} {path} to {self.host}:{self.port} got no answer: {reason}")
 
     def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
-        path = f"/v1/models/{self.model_name}"
-        if version is not None:
-            path += f"/versions/{version}"
+        path = self._model_path(version)
         status, answer = self.request("POST", path + ":predict", body)
         if status != 200:
             message = answer.get("error", "") if isinstance(answer, dict) else ""
@@ -116,6 +116,10 @@ class RestClient:
                 message = "(server message withheld: it quoted request text)"
             raise RestError(f"POST {path}:predict failed with HTTP {status}: {message}", status)
         return answer
+
+    def _model_path(self, version: int | None) -> str:
+        path = f"/v1/models/{self.model_name}"
+        return path if version is None else f"{path}/versions/{version}"
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
         """The entities of each document (one request, columnar format)."""
@@ -129,7 +133,26 @@ class RestClient:
         answer = self.predict(
             {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: texts}}, version
         )
-        return entities_from_outputs(texts, outputs_as_arrays(answer["outputs"]))
+        # Another service on the port, or a proxy's own answer: no KeyError or AttributeError.
+        where = f"POST {self._model_path(version)}:predict: HTTP 200"
+        if not isinstance(answer, dict) or "outputs" not in answer:
+            got = (f"fields {sorted(name[:64] for name in answer)[:8]}"
+                   if isinstance(answer, dict) else json_kind(answer))
+            raise RestError(f"{where} without 'outputs' (the columnar format's answer); got "
+                            f"{got}", 200)
+        outputs = answer["outputs"]
+        if not isinstance(outputs, dict):
+            raise RestError(f"{where} whose 'outputs' is {json_kind(outputs)}, not an object "
+                            "of the signature's outputs", 200)
+        try:
+            arrays = outputs_as_arrays(outputs)
+            return entities_from_outputs(texts, arrays)
+        except ModelOutputError:
+            raise
+        except (ValueError, TypeError) as error:
+            # Ragged lists, or a string where a number belongs; the values are not quoted.
+            raise ModelOutputError(f"{where} with outputs that are not lists of one shape and "
+                                   f"type each ({type(error).__name__})") from None
 
     def _open(self) -> http.client.HTTPConnection:
         if self._connection is None:
