@@ -544,6 +544,14 @@ def test_the_rest_client_refuses_what_would_annotate_keys_or_characters():
             client.annotate(pd.DataFrame({"id": ["n1"], "text": ["fever"]}))
 
 
+def test_the_rest_client_annotates_no_documents_and_lone_surrogates_as_serving_client(rest):
+    # Both got HTTP 400 (an empty batch; not valid UTF-8), where ServingClient and the
+    # in-process API answer [] and read a lone surrogate as U+FFFD.
+    assert rest.annotate([]) == []
+    text = "aspirin \ud800 fever"
+    assert rest.annotate([text]) == [expected_entities(text)]
+
+
 @pytest.mark.parametrize("reason", ["Name or service not known", "Temporary failure in name "
                                                                   "resolution"])
 def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason):

@@ -24,6 +24,7 @@ from clinical_ner.text.document import Entity
 from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
+    replace_lone_surrogates,
 )
 from clinical_ner.errors import ClinicalNERError, os_reason
 from clinical_ner.serving.client_errors import unknown_host
@@ -130,8 +131,13 @@ class RestClient:
         # As the in-process API checks them: a mapping's keys or a DataFrame's column names
         # were annotated.
         texts = checked_texts(texts)
+        if not texts:
+            return []  # as ServingClient and the in-process API answer (the server: 400)
+        # As ServingClient sends them (encode_text): a lone surrogate, which UTF-8 cannot
+        # encode, as U+FFFD; the server refused it (400, not valid UTF-8).
+        sent = [replace_lone_surrogates(text) for text in texts]
         answer = self.predict(
-            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: texts}}, version
+            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: sent}}, version
         )
         # Another service on the port, or a proxy's own answer: no KeyError or AttributeError.
         where = f"POST {self._model_path(version)}:predict: HTTP 200"
