@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import gzip
 import http.client
 import json
 import logging
@@ -352,6 +353,43 @@ def test_expect_100_continue_is_refused_before_a_body_over_the_limit(server):
         assert raw.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n")
         raw.sendall(body)
         assert raw.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def post_encoded(server, body, encoding):
+    """The status and JSON answer of a :predict whose body has this Content-Encoding."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
+    try:
+        connection.request("POST", f"/v1/models/{MODEL}:predict", body=body,
+                           headers={"Content-Encoding": encoding})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_gzip_body_is_read_as_tf_serving_reads_it(server):
+    # It was read as JSON: 400 "JSON Parse error: the body is not UTF-8 (byte offset 1)".
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    status, answer = post_encoded(server, gzip.compress(request), "gzip")
+    assert status == 200, answer
+    assert answer["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
+
+
+@pytest.mark.parametrize("case", ["a bomb", "cut short", "not gzip", "brotli"])
+def test_a_body_that_cannot_be_uncompressed_is_refused(server, case):
+    request = json.dumps({"instances": [MARKER]}).encode()
+    body, encoding, status, message = {
+        # 1 MB of zeros in 1 KB: uncompressed up to the limit (200000) only.
+        "a bomb": (gzip.compress(b"0" * 1_000_000), "gzip", 413,
+                   "the body has more than 200000 bytes uncompressed; the limit is 200000 "
+                   "(--max-message-bytes)"),
+        "cut short": (gzip.compress(request)[:20], "gzip", 400,
+                      "the gzip body (Content-Encoding: gzip) is cut short"),
+        "not gzip": (request, "gzip", 400, "the body is not valid gzip (Content-Encoding: gzip)"),
+        "brotli": (request, "br", 415, "Content-Encoding br is not supported; send the body "
+                                       "uncompressed or gzip-compressed"),
+    }[case]
+    assert post_encoded(server, body, encoding) == (status, {"error": message})
 
 
 def test_a_draining_server_answers_503(server, rest):

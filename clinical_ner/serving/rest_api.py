@@ -14,10 +14,11 @@ https://www.tensorflow.org/tfx/serving/api_rest:
 Failures carry TF Serving's mapping of TensorFlow error codes to HTTP
 statuses (``INVALID_ARGUMENT`` 400, ``NOT_FOUND`` 404,
 ``RESOURCE_EXHAUSTED`` 429, ``UNIMPLEMENTED`` 501, ``UNAVAILABLE`` 503, ...).
-Two HTTP-level refusals have no TensorFlow code: a body larger than the
-message limit gets 413 and a body without ``Content-Length`` (chunked) gets
-411. Labels (``/labels/L``), ``:classify`` and ``:regress`` answer 501, as
-their gRPC counterparts do here.
+HTTP-level refusals have no TensorFlow code: a body larger than the message
+limit (sent or gzip-uncompressed) gets 413, a body without ``Content-Length``
+(chunked) 411, and a ``Content-Encoding`` other than gzip 415. Labels
+(``/labels/L``), ``:classify`` and ``:regress`` answer 501, as their gRPC
+counterparts do here.
 
 The requests go through the same :class:`ModelService` as gRPC ones: the
 same limits, validation, merged model calls, statistics and logs (which

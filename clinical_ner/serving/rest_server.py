@@ -20,12 +20,14 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from clinical_ner.errors import ConfigError, os_reason
 from clinical_ner.serving.rest_api import RestApi
+from clinical_ner.serving.validation import clip
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +143,24 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpRefusal(
                 400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
             )
-        return body
+        return _gunzip(body, self.server.max_body_bytes) if body and self._gzipped() else body
+
+    def _gzipped(self) -> bool:
+        """Whether the body is gzip-compressed, which TF Serving reads too; other
+        Content-Encodings are refused (their bytes were read as JSON: "not UTF-8")."""
+        header = ",".join(self.headers.get_all("Content-Encoding") or [])
+        codings = [coding.strip().lower() for coding in header.split(",")]
+        codings = [coding for coding in codings if coding not in ("", "identity")]
+        if codings in ([], ["gzip"], ["x-gzip"]):
+            return bool(codings)
+        raise _HttpRefusal(
+            415, f"Content-Encoding {clip(', '.join(codings))} is not supported; send the body "
+                 "uncompressed or gzip-compressed"
+        )
 
     def _body_length(self) -> int:
-        """The body's length in bytes from the headers; refused if unclear or too large."""
+        """The body's length in bytes from the headers; refused if unclear, too large or in an
+        encoding not read here."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
@@ -165,6 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpRefusal(
                 413, f"the body has {size}; the limit is {limit} (--max-message-bytes)"
             )
+        if digits != "0":
+            self._gzipped()  # refuses an encoding not read here, before the body is sent
         return int(digits)
 
     def _serve(self, body: bytes) -> None:
@@ -212,6 +230,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body (one or more members) uncompressed, at most ``limit`` bytes of it."""
+    data = b""
+    rest = body
+    try:
+        while rest:
+            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            # At most one byte over the limit is uncompressed: a small body can expand to GBs.
+            data += decompressor.decompress(rest, limit + 1 - len(data))
+            if len(data) > limit:
+                raise _HttpRefusal(413, f"the body has more than {limit} bytes uncompressed; "
+                                        f"the limit is {limit} (--max-message-bytes)")
+            if not decompressor.eof:
+                raise _HttpRefusal(400, "the gzip body (Content-Encoding: gzip) is cut short")
+            rest = decompressor.unused_data
+    except zlib.error:
+        raise _HttpRefusal(400, "the body is not valid gzip (Content-Encoding: gzip)") from None
+    return data
 
 
 def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
