@@ -8,6 +8,7 @@ import gzip
 import http.client
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -611,6 +612,29 @@ def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason)
                                                    rf"resolve \({reason}\); check host$") as raised:
             client.annotate(["fever"])
     assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize("host, port", [("127.0.0.1", 99999), ("127.0.0.1", 0),
+                                        ("127.0.0.1", None), ("http://127.0.0.1", 8501),
+                                        ("127.0.0.1:8501", 8501)])
+def test_the_rest_client_checks_its_host_and_port_as_serving_client_does(host, port):
+    # Port 99999 connected to port 34463 (wrapped round), None to 80.
+    from clinical_ner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^host and port '{re.escape(host)}:{port}' is not "
+                                          r"host:port with a port from 1 to 65535"):
+        RestClient(host, port, MODEL)
+    with pytest.raises(ConfigError, match=r"^timeout must be a number of seconds > 0"):
+        RestClient("127.0.0.1", 8501, MODEL, timeout=0)
+
+
+def test_the_rest_client_takes_an_ipv6_address_with_or_without_brackets():
+    # "[::1]" was looked up as a host name: UnknownHostError. (No server there: refused, or
+    # whatever a host without IPv6 says.)
+    for host in ("[::1]", "::1"):
+        with RestClient(host, free_port(), MODEL) as client:
+            with pytest.raises(RestError, match=rf"to {re.escape(host)}:\d+ got no answer: "):
+                client.annotate(["fever"])
 
 
 def test_the_rest_client_names_a_server_that_does_not_answer():

@@ -26,7 +26,7 @@ from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
     replace_lone_surrogates,
 )
-from clinical_ner.errors import ClinicalNERError, os_reason
+from clinical_ner.errors import ClinicalNERError, check_host_port, check_seconds, os_reason
 from clinical_ner.serving.client_errors import unknown_host
 from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
@@ -51,6 +51,11 @@ class RestClient:
         timeout: float = defaults.TIMEOUT_S,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        # As ServingClient checks its target: http.client wrapped port 99999 round to
+        # another port (34463), took None for 80, and -1 or "[::1]" for unknown hosts.
+        bare_ipv6 = isinstance(host, str) and host.count(":") >= 2 and not host.startswith("[")
+        check_host_port("host and port", f"[{host}]:{port}" if bare_ipv6 else f"{host}:{port}")
+        check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         self.host = host
         self.port = port
         self.model_name = model_name
@@ -162,13 +167,14 @@ class RestClient:
 
     def _open(self) -> http.client.HTTPConnection:
         if self._connection is None:
+            host = self.host.removeprefix("[").removesuffix("]")  # an IPv6 address's brackets
             if self._ssl_context is None:
                 self._connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=self._timeout
+                    host, self.port, timeout=self._timeout
                 )
             else:
                 self._connection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self._timeout, context=self._ssl_context
+                    host, self.port, timeout=self._timeout, context=self._ssl_context
                 )
         return self._connection
 
