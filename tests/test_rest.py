@@ -603,8 +603,11 @@ def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason)
     monkeypatch.setattr(socket, "getaddrinfo", unresolved)
     with RestClient("no-such-host.invalid", 8501, MODEL) as client:
         if reason.startswith("Temporary"):
-            # A name server that cannot be reached is no wrong host name.
-            with pytest.raises(socket.gaierror):
+            # A name server that cannot be reached is no wrong host name (it was a bare
+            # socket.gaierror, naming no host).
+            with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict to "
+                                                rf"no-such-host\.invalid:8501 got no answer: "
+                                                rf"{reason}$"):
                 client.annotate(["fever"])
             return
         with pytest.raises(UnknownHostError, match=rf"^POST /v1/models/{MODEL}:predict failed: "

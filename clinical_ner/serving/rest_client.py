@@ -90,7 +90,8 @@ class RestClient:
                 unknown = unknown_host(f"{method} {path}", f"{self.host}:{self.port}",
                                        error.strerror or "", setting="host", code=None)
                 if unknown is None:
-                    raise
+                    # A name server that cannot be reached: no wrong host, but no answer.
+                    raise self._unanswered(method, path, error) from None
                 raise unknown from None
             except OSError as error:
                 # Refused, unreachable, timed out: socket's own error named no server.
