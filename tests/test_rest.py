@@ -553,10 +553,21 @@ def test_tls(model_base, tmp_path):
                         ssl_context=context) as client:
             assert client.annotate(["fever"]) == [expected_entities("fever")]
         with RestClient("localhost", server.bound_rest_port, MODEL, timeout=30) as plain:
-            # The TLS server closes the plaintext connection (or answers bytes no HTTP
-            # status line reads).
-            with pytest.raises((http.client.HTTPException, RestError)):
+            # The TLS server closes the plaintext connection: "Connection reset by peer".
+            with pytest.raises(RestError, match=rf"got no answer: localhost:"
+                                                rf"{server.bound_rest_port} speaks TLS and "
+                                                r"this client does not; give ssl_context"):
                 plain.request("GET", f"/v1/models/{MODEL}")
+
+
+def test_the_rest_client_names_a_port_that_does_not_answer_http_1(server):
+    # The gRPC port's HTTP/2 frames: a bare http.client.BadStatusLine quoting their bytes.
+    with RestClient("127.0.0.1", server.bound_port, MODEL, timeout=30) as client:
+        with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict to 127\.0\.0\.1:"
+                                            rf"{server.bound_port}: the answer is not valid "
+                                            r"HTTP/1\.1 \(BadStatusLine\); is it a gRPC port\? "
+                                            r"Give the server's REST port$"):
+            client.annotate(["fever"])
 
 
 def test_rest_port_in_use_is_a_config_error(model_base, server):

@@ -28,6 +28,7 @@ from clinical_ner.export.signatures import (
 )
 from clinical_ner.errors import ClinicalNERError, check_host_port, check_seconds, os_reason
 from clinical_ner.serving.client_errors import unknown_host
+from clinical_ner.serving.tls import speaks_tls
 from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
 
@@ -84,6 +85,14 @@ class RestClient:
                 self.close()
                 if attempt == 2:
                     raise self._unanswered(method, path, error) from None
+            except http.client.HTTPException as error:
+                # Bytes that are no HTTP/1.1 answer (a gRPC port's HTTP/2 frames: a
+                # BadStatusLine), which http.client quoted: not quoted.
+                self.close()
+                hint = ("; is it a gRPC port? Give the server's REST port"
+                        if isinstance(error, http.client.BadStatusLine) else "")
+                raise RestError(f"{method} {path} to {self.host}:{self.port}: the answer is not "
+                                f"valid HTTP/1.1 ({type(error).__name__}){hint}") from None
             except socket.gaierror as error:
                 self.close()
                 # As the gRPC client says it: socket's own error named no host.
@@ -107,10 +116,19 @@ class RestClient:
 
     def _unanswered(self, method: str, path: str, error: OSError) -> RestError:
         """The error of a request to this server that got no answer, for ``error``'s reason."""
+        address = f"{self.host}:{self.port}"
+        if (self._ssl_context is None and isinstance(error, (ConnectionResetError,
+                                                              BrokenPipeError))
+                and speaks_tls(address, min(self._timeout, defaults.TLS_PROBE_S))):
+            # A TLS server closes a plaintext connection: "Connection reset by peer" alone
+            # named no TLS.
+            return RestError(f"{method} {path} to {address} got no answer: {address} speaks "
+                             "TLS and this client does not; give ssl_context (e.g. "
+                             "ssl.create_default_context(cafile=CA_PEM))")
         # A timeout has no words of the system's (os_reason would say "TimeoutError").
         reason = (f"none within {self._timeout} s (timeout)" if isinstance(error, TimeoutError)
                   else os_reason(error))
-        return RestError(f"{method} {path} to {self.host}:{self.port} got no answer: {reason}")
+        return RestError(f"{method} {path} to {address} got no answer: {reason}")
 
     def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
