@@ -272,6 +272,18 @@ def test_unknown_models_versions_and_verbs(rest, path, status, message):
     assert got_status == status and message in answer["error"], answer
 
 
+def test_a_request_target_that_urlsplit_refuses_is_answered(server):
+    # ValueError ("Invalid IPv6 URL") in the handler: the connection closed unanswered.
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"GET http://[/v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:100]
+    assert answer.endswith(f'{{"error": "Not found: http://[/v1/models/{MODEL}"}}\n'.encode())
+
+
 def test_paths_and_methods_outside_the_api(rest):
     assert rest.request("GET", f"/v1/models/{MODEL}:predict")[0] == 400  # a GET of :predict
     assert rest.request("DELETE", f"/v1/models/{MODEL}") == (

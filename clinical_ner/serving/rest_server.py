@@ -186,7 +186,12 @@ class _Handler(BaseHTTPRequestHandler):
         return int(digits)
 
     def _serve(self, body: bytes) -> None:
-        path = urlsplit(self.path).path
+        try:
+            path = urlsplit(self.path).path
+        except ValueError:
+            # An absolute URL whose host is malformed ("http://[/v1/..."): the connection
+            # was dropped unanswered. As given, it is no path of the API (404).
+            path = self.path
         with self.server.admission:
             status, answer = self.server.api.answer(self.command, path, body)
         if status == 503:
