@@ -676,7 +676,8 @@ def test_the_rest_client_names_a_server_that_does_not_answer():
 
 @pytest.fixture()
 def fake_server():
-    """An HTTP server on a free port that answers every request with ``answer["body"]``."""
+    """An HTTP server on a free port that answers every request with ``answer["body"]``
+    (JSON, HTTP status ``answer["status"]``, 200 if not given)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     answer = {}
@@ -687,7 +688,7 @@ def fake_server():
         def do_POST(self):  # noqa: N802 (http.server's name)
             self.rfile.read(int(self.headers["Content-Length"]))
             body = answer["body"]
-            self.send_response(200)
+            self.send_response(answer.get("status", 200))
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -736,4 +737,22 @@ def test_the_rest_client_says_a_request_timed_out():
     with socket.create_server(("127.0.0.1", 0)) as silent, RestClient(
             "127.0.0.1", silent.getsockname()[1], MODEL, timeout=0.2) as client:
         with pytest.raises(RestError, match=r"got no answer: none within 0\.2 s \(timeout\)$"):
+            client.annotate(["fever"])
+
+
+@pytest.mark.parametrize("answer, message", [
+    ({"error": 5}, r"\(no error message: the answer is an object without a string 'error'\)"),
+    ({"message": "Bad gateway"}, r"\(no error message: the answer is an object without a "
+                                 r"string 'error'\)"),
+    ([1, 2], r"\(no error message: the answer is a list\)"),
+])
+def test_the_rest_client_names_an_error_answer_that_is_not_tf_servings(fake_server, answer,
+                                                                       message):
+    # {"error": 5} raised TypeError ("argument of type 'int' is not iterable"); the others
+    # said "failed with HTTP 502: " and nothing more.
+    port, served = fake_server
+    served.update(status=502, body=json.dumps(answer).encode())
+    with RestClient("127.0.0.1", port, MODEL) as client:
+        with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict failed with "
+                                            rf"HTTP 502: {message}$"):
             client.annotate(["fever"])

@@ -135,7 +135,12 @@ class RestClient:
         path = self._model_path(version)
         status, answer = self.request("POST", path + ":predict", body)
         if status != 200:
-            message = answer.get("error", "") if isinstance(answer, dict) else ""
+            error = answer.get("error") if isinstance(answer, dict) else None
+            # TF Serving's {"error": "..."}; another server's answer is not quoted (an
+            # {"error": 5} raised TypeError below).
+            message = error if isinstance(error, str) else (
+                f"(no error message: the answer is {json_kind(answer)}"
+                + (" without a string 'error')" if isinstance(answer, dict) else ")"))
             quoted = [text for text in _strings(body) if len(text) >= 4 and text[:32] in message]
             if quoted:
                 message = "(server message withheld: it quoted request text)"
