@@ -652,6 +652,8 @@ def test_the_rest_client_checks_its_host_and_port_as_serving_client_does(host, p
         RestClient(host, port, MODEL)
     with pytest.raises(ConfigError, match=r"^timeout must be a number of seconds > 0"):
         RestClient("127.0.0.1", 8501, MODEL, timeout=0)
+    with pytest.raises(ConfigError, match=r"^host is NoneType, expected a str"):
+        RestClient(None, 8501, MODEL)
 
 
 def test_the_rest_client_takes_an_ipv6_address_with_or_without_brackets():

@@ -26,7 +26,9 @@ from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
     replace_lone_surrogates,
 )
-from clinical_ner.errors import ClinicalNERError, check_host_port, check_seconds, os_reason
+from clinical_ner.errors import (
+    ClinicalNERError, ConfigError, check_host_port, check_seconds, os_reason,
+)
 from clinical_ner.serving.client_errors import unknown_host
 from clinical_ner.serving.tls import speaks_tls
 from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
@@ -54,7 +56,10 @@ class RestClient:
     ) -> None:
         # As ServingClient checks its target: http.client wrapped port 99999 round to
         # another port (34463), took None for 80, and -1 or "[::1]" for unknown hosts.
-        bare_ipv6 = isinstance(host, str) and host.count(":") >= 2 and not host.startswith("[")
+        if not isinstance(host, str):
+            raise ConfigError(f"host is {type(host).__name__}, expected a str (a host name or "
+                              "IP address)")
+        bare_ipv6 = host.count(":") >= 2 and not host.startswith("[")
         check_host_port("host and port", f"[{host}]:{port}" if bare_ipv6 else f"{host}:{port}")
         check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         self.host = host
