@@ -272,6 +272,21 @@ def test_unknown_models_versions_and_verbs(rest, path, status, message):
     assert got_status == status and message in answer["error"], answer
 
 
+@pytest.mark.parametrize("line, status", [(f"GET /v1/models/{MODEL} HTTP/2.0", 505),
+                                          (f"GET /v1/models/{MODEL} HTTP/1.1.1", 400),
+                                          (f"GET /v1/models/{MODEL} HTTPS/1.1", 400),
+                                          ("s", 400)])
+def test_a_request_line_of_a_refused_http_version_gets_a_status_line(server, line, status):
+    # The answer was the JSON alone, as to HTTP/0.9: no status line, no headers.
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"{line}\r\nHost: x\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:100]
+    assert b"Content-Type: application/json" in answer and b"Connection: close" in answer
+
+
 def test_a_request_target_that_urlsplit_refuses_is_answered(server):
     # ValueError ("Invalid IPv6 URL") in the handler: the connection closed unanswered.
     with socket_to_port(server.bound_rest_port) as raw:

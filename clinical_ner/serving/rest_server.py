@@ -221,6 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = "error"
         logger.debug("REST request refused by the HTTP parser: %d %s", code, phrase)
+        if self.request_version == "HTTP/0.9" and len(self.requestline.split()) != 2:
+            # A version it refuses ("HTTP/2.0", "HTTP/1.1.1") or a line of one word (bytes
+            # after a body shorter than they said) is left at HTTP/0.9, whose answers have no
+            # status line or headers: the client took the JSON for a status line. Only a
+            # request line of two words is HTTP/0.9's.
+            self.request_version = "HTTP/1.1"
         self._send(code, {"error": phrase})
 
     def version_string(self) -> str:
