@@ -671,6 +671,16 @@ def test_the_rest_client_checks_its_host_and_port_as_serving_client_does(host, p
         RestClient(None, 8501, MODEL)
 
 
+@pytest.mark.parametrize("version", [0, True, "1", 1.5])
+def test_the_rest_client_checks_the_version_as_serving_client_does(version):
+    # It went into the path: /versions/True:predict got 400 "Malformed request", 0 got 404.
+    from clinical_ner.errors import ConfigError
+
+    with RestClient("127.0.0.1", 1, MODEL) as client:
+        with pytest.raises(ConfigError, match=r"^version must be a positive integer"):
+            client.annotate(["fever"], version=version)
+
+
 def test_the_rest_client_takes_an_ipv6_address_with_or_without_brackets():
     # "[::1]" was looked up as a host name: UnknownHostError. (No server there: refused, or
     # whatever a host without IPv6 says.)

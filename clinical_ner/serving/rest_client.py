@@ -27,7 +27,7 @@ from clinical_ner.export.signatures import (
     replace_lone_surrogates,
 )
 from clinical_ner.errors import (
-    ClinicalNERError, ConfigError, check_host_port, check_seconds, os_reason,
+    ClinicalNERError, ConfigError, check_host_port, check_integer, check_seconds, os_reason,
 )
 from clinical_ner.serving.client_errors import unknown_host
 from clinical_ner.serving.tls import speaks_tls
@@ -154,7 +154,11 @@ class RestClient:
 
     def _model_path(self, version: int | None) -> str:
         path = f"/v1/models/{self.model_name}"
-        return path if version is None else f"{path}/versions/{version}"
+        if version is None:
+            return path
+        # As ServingClient checks it: True or "1; x" went into the path (400 Malformed).
+        check_integer("version", version)
+        return f"{path}/versions/{version}"
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
         """The entities of each document (one request, columnar format)."""
