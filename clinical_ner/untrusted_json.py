@@ -60,6 +60,21 @@ class RepeatedKeyError(UntrustedJSONError):
         super().__init__(f"the key {key!r} appears twice in one object")
 
 
+def json_kind(value: Any) -> str:
+    """What a parsed JSON value is (``a list``, ``null``), for messages that must not quote it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return "an object"
+
+
 def parse_untrusted_json(text: str | bytes, unique_keys: bool | Collection[str] = False) -> Any:
     """``json.loads(text)``, raising only :class:`UntrustedJSONError` for what it cannot read.
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import gzip
 import http.client
 import json
 import logging
+import re
+import socket
 import ssl
 import threading
 
@@ -269,6 +272,33 @@ def test_unknown_models_versions_and_verbs(rest, path, status, message):
     assert got_status == status and message in answer["error"], answer
 
 
+@pytest.mark.parametrize("line, status", [(f"GET /v1/models/{MODEL} HTTP/2.0", 505),
+                                          (f"GET /v1/models/{MODEL} HTTP/1.1.1", 400),
+                                          (f"GET /v1/models/{MODEL} HTTPS/1.1", 400),
+                                          ("s", 400)])
+def test_a_request_line_of_a_refused_http_version_gets_a_status_line(server, line, status):
+    # The answer was the JSON alone, as to HTTP/0.9: no status line, no headers.
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"{line}\r\nHost: x\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:100]
+    assert b"Content-Type: application/json" in answer and b"Connection: close" in answer
+
+
+def test_a_request_target_that_urlsplit_refuses_is_answered(server):
+    # ValueError ("Invalid IPv6 URL") in the handler: the connection closed unanswered.
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"GET http://[/v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\n"
+                    "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:100]
+    assert answer.endswith(f'{{"error": "Not found: http://[/v1/models/{MODEL}"}}\n'.encode())
+
+
 def test_paths_and_methods_outside_the_api(rest):
     assert rest.request("GET", f"/v1/models/{MODEL}:predict")[0] == 400  # a GET of :predict
     assert rest.request("DELETE", f"/v1/models/{MODEL}") == (
@@ -300,16 +330,94 @@ def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
                                      ["15", "16"]])
 def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_refused(server, lengths):
     body = b'{"instances": []}'[:15]
-    with socket_to_port(server.bound_rest_port) as raw:
-        headers = "".join(f"Content-Length: {length}\r\n" for length in lengths)
-        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n{headers}"
-                    "\r\n".encode() + body)
-        answer = b""
-        while chunk := raw.recv(4096):
-            answer += chunk
+    headers = "".join(f"Content-Length: {length}\r\n" for length in lengths)
+    answer = raw_exchange(server, headers.encode(), body)
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 400"), status_line
     assert b"Content-Length" in rest and b"Connection: close" in rest
+
+
+def raw_exchange(server, headers, body=b"", half_close=False):
+    """All the server answers, until it closes, to a :predict with these headers and body
+    (``half_close``: the client then closes its side)."""
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n".encode()
+                    + headers + b"\r\n" + body)
+        if half_close:
+            raw.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := raw.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_a_content_length_of_thousands_of_digits_is_too_large(server):
+    # int() refuses more than 4300 digits: the connection was dropped without an answer.
+    answer = raw_exchange(server, b"Content-Length: " + b"9" * 5000 + b"\r\n", b"{}")
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert answer.endswith(b'{"error": "the body has a length of 5000 digits; the limit is '
+                           b'200000 (--max-message-bytes)"}\n')
+
+
+def test_a_body_cut_short_of_its_content_length_is_refused(server):
+    # The cut body was parsed: a JSON error at the cut, or an answer where it still parsed.
+    body = json.dumps({"instances": [MARKER]}).encode()
+    answer = raw_exchange(server, f"Content-Length: {len(body) + 1}\r\n".encode(), body,
+                          half_close=True)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+    assert answer.endswith(f'{{"error": "the body ended after {len(body)} of its '
+                           f'{len(body) + 1} bytes (Content-Length)"}}\n'.encode())
+
+
+def test_expect_100_continue_is_refused_before_a_body_over_the_limit(server):
+    # "100 Continue" came first: the client sent the body that the 413 then refused.
+    answer = raw_exchange(server, b"Expect: 100-continue\r\nContent-Length: 200001\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert b"100 Continue" not in answer
+    body = json.dumps({"instances": ["aspirin"]}).encode()
+    with socket_to_port(server.bound_rest_port) as raw:
+        raw.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nExpect: "
+                    f"100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        assert raw.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n")
+        raw.sendall(body)
+        assert raw.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def post_encoded(server, body, encoding):
+    """The status and JSON answer of a :predict whose body has this Content-Encoding."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
+    try:
+        connection.request("POST", f"/v1/models/{MODEL}:predict", body=body,
+                           headers={"Content-Encoding": encoding})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_a_gzip_body_is_read_as_tf_serving_reads_it(server):
+    # It was read as JSON: 400 "JSON Parse error: the body is not UTF-8 (byte offset 1)".
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    status, answer = post_encoded(server, gzip.compress(request), "gzip")
+    assert status == 200, answer
+    assert answer["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
+
+
+@pytest.mark.parametrize("case", ["a bomb", "cut short", "not gzip", "brotli"])
+def test_a_body_that_cannot_be_uncompressed_is_refused(server, case):
+    request = json.dumps({"instances": [MARKER]}).encode()
+    body, encoding, status, message = {
+        # 1 MB of zeros in 1 KB: uncompressed up to the limit (200000) only.
+        "a bomb": (gzip.compress(b"0" * 1_000_000), "gzip", 413,
+                   "the body has more than 200000 bytes uncompressed; the limit is 200000 "
+                   "(--max-message-bytes)"),
+        "cut short": (gzip.compress(request)[:20], "gzip", 400,
+                      "the gzip body (Content-Encoding: gzip) is cut short"),
+        "not gzip": (request, "gzip", 400, "the body is not valid gzip (Content-Encoding: gzip)"),
+        "brotli": (request, "br", 415, "Content-Encoding br is not supported; send the body "
+                                       "uncompressed or gzip-compressed"),
+    }[case]
+    assert post_encoded(server, body, encoding) == (status, {"error": message})
 
 
 def test_a_draining_server_answers_503(server, rest):
@@ -439,8 +547,6 @@ def socket_to(rest):
 
 
 def socket_to_port(port, host="127.0.0.1"):
-    import socket
-
     return socket.create_connection((host, port), timeout=30)
 
 
@@ -474,10 +580,21 @@ def test_tls(model_base, tmp_path):
                         ssl_context=context) as client:
             assert client.annotate(["fever"]) == [expected_entities("fever")]
         with RestClient("localhost", server.bound_rest_port, MODEL, timeout=30) as plain:
-            # The TLS server closes the plaintext connection (or answers bytes no HTTP
-            # status line reads).
-            with pytest.raises((http.client.HTTPException, RestError)):
+            # The TLS server closes the plaintext connection: "Connection reset by peer".
+            with pytest.raises(RestError, match=rf"got no answer: localhost:"
+                                                rf"{server.bound_rest_port} speaks TLS and "
+                                                r"this client does not; give ssl_context"):
                 plain.request("GET", f"/v1/models/{MODEL}")
+
+
+def test_the_rest_client_names_a_port_that_does_not_answer_http_1(server):
+    # The gRPC port's HTTP/2 frames: a bare http.client.BadStatusLine quoting their bytes.
+    with RestClient("127.0.0.1", server.bound_port, MODEL, timeout=30) as client:
+        with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict to 127\.0\.0\.1:"
+                                            rf"{server.bound_port}: the answer is not valid "
+                                            r"HTTP/1\.1 \(BadStatusLine\); is it a gRPC port\? "
+                                            r"Give the server's REST port$"):
+            client.annotate(["fever"])
 
 
 def test_rest_port_in_use_is_a_config_error(model_base, server):
@@ -504,12 +621,18 @@ def test_the_rest_client_refuses_what_would_annotate_keys_or_characters():
             client.annotate(pd.DataFrame({"id": ["n1"], "text": ["fever"]}))
 
 
+def test_the_rest_client_annotates_no_documents_and_lone_surrogates_as_serving_client(rest):
+    # Both got HTTP 400 (an empty batch; not valid UTF-8), where ServingClient and the
+    # in-process API answer [] and read a lone surrogate as U+FFFD.
+    assert rest.annotate([]) == []
+    text = "aspirin \ud800 fever"
+    assert rest.annotate([text]) == [expected_entities(text)]
+
+
 @pytest.mark.parametrize("reason", ["Name or service not known", "Temporary failure in name "
                                                                   "resolution"])
 def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason):
     # socket.gaierror came out bare ("[Errno -2] Name or service not known"), no host named.
-    import socket
-
     from clinical_ner.serving.client_errors import UnknownHostError
 
     def unresolved(*args, **kwargs):
@@ -518,8 +641,11 @@ def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason)
     monkeypatch.setattr(socket, "getaddrinfo", unresolved)
     with RestClient("no-such-host.invalid", 8501, MODEL) as client:
         if reason.startswith("Temporary"):
-            # A name server that cannot be reached is no wrong host name.
-            with pytest.raises(socket.gaierror):
+            # A name server that cannot be reached is no wrong host name (it was a bare
+            # socket.gaierror, naming no host).
+            with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict to "
+                                                rf"no-such-host\.invalid:8501 got no answer: "
+                                                rf"{reason}$"):
                 client.annotate(["fever"])
             return
         with pytest.raises(UnknownHostError, match=rf"^POST /v1/models/{MODEL}:predict failed: "
@@ -527,6 +653,41 @@ def test_the_rest_client_names_a_host_that_does_not_resolve(monkeypatch, reason)
                                                    rf"resolve \({reason}\); check host$") as raised:
             client.annotate(["fever"])
     assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize("host, port", [("127.0.0.1", 99999), ("127.0.0.1", 0),
+                                        ("127.0.0.1", None), ("http://127.0.0.1", 8501),
+                                        ("127.0.0.1:8501", 8501)])
+def test_the_rest_client_checks_its_host_and_port_as_serving_client_does(host, port):
+    # Port 99999 connected to port 34463 (wrapped round), None to 80.
+    from clinical_ner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^host and port '{re.escape(host)}:{port}' is not "
+                                          r"host:port with a port from 1 to 65535"):
+        RestClient(host, port, MODEL)
+    with pytest.raises(ConfigError, match=r"^timeout must be a number of seconds > 0"):
+        RestClient("127.0.0.1", 8501, MODEL, timeout=0)
+    with pytest.raises(ConfigError, match=r"^host is NoneType, expected a str"):
+        RestClient(None, 8501, MODEL)
+
+
+@pytest.mark.parametrize("version", [0, True, "1", 1.5])
+def test_the_rest_client_checks_the_version_as_serving_client_does(version):
+    # It went into the path: /versions/True:predict got 400 "Malformed request", 0 got 404.
+    from clinical_ner.errors import ConfigError
+
+    with RestClient("127.0.0.1", 1, MODEL) as client:
+        with pytest.raises(ConfigError, match=r"^version must be a positive integer"):
+            client.annotate(["fever"], version=version)
+
+
+def test_the_rest_client_takes_an_ipv6_address_with_or_without_brackets():
+    # "[::1]" was looked up as a host name: UnknownHostError. (No server there: refused, or
+    # whatever a host without IPv6 says.)
+    for host in ("[::1]", "::1"):
+        with RestClient(host, free_port(), MODEL) as client:
+            with pytest.raises(RestError, match=rf"to {re.escape(host)}:\d+ got no answer: "):
+                client.annotate(["fever"])
 
 
 def test_the_rest_client_names_a_server_that_does_not_answer():
@@ -538,3 +699,87 @@ def test_the_rest_client_names_a_server_that_does_not_answer():
                                             r"Connection refused$") as raised:
             client.annotate(["fever"])
     assert raised.value.status is None
+
+
+@pytest.fixture()
+def fake_server():
+    """An HTTP server on a free port that answers every request with ``answer["body"]``
+    (JSON, HTTP status ``answer["status"]``, 200 if not given)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    answer = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = answer["body"]
+            self.send_response(answer.get("status", 200))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1], answer
+    server.shutdown()
+    server.server_close()
+
+
+OUTPUTS = {sig.ENTITY_START: [[0]], sig.ENTITY_END: [[5]], sig.ENTITY_LABEL: [["DRUG"]],
+           sig.ENTITY_CONFIDENCE: [[0.5]], sig.ENTITY_COUNT: [1]}
+
+
+@pytest.mark.parametrize("answer, error, message", [
+    # A bare KeyError ('outputs') or AttributeError ('list' object has no attribute 'items').
+    ({"predictions": [{}]}, RestError, r"HTTP 200 without 'outputs' \(the columnar format's "
+                                       r"answer\); got fields \['predictions'\]$"),
+    ([OUTPUTS], RestError, r"HTTP 200 without 'outputs' .*; got a list$"),
+    ({"outputs": [1, 2]}, RestError, r"HTTP 200 whose 'outputs' is a list, not an object"),
+    ({"outputs": None}, RestError, r"HTTP 200 whose 'outputs' is null, not an object"),
+    # ValueErrors of NumPy and int(), one quoting the server's value.
+    ({"outputs": {**OUTPUTS, sig.ENTITY_START: [[0], [1, 2]]}}, sig.ModelOutputError,
+     r"HTTP 200 with outputs that are not lists of one shape and type each \(ValueError\)$"),
+    ({"outputs": {**OUTPUTS, sig.ENTITY_COUNT: [MARKER]}}, sig.ModelOutputError,
+     r"HTTP 200 with outputs that are not lists .* \(ValueError\)$"),
+])
+def test_the_rest_client_names_an_answer_that_is_not_tf_servings(fake_server, answer, error,
+                                                                 message):
+    port, served = fake_server
+    served["body"] = json.dumps(answer).encode()
+    with RestClient("127.0.0.1", port, MODEL) as client:
+        with pytest.raises(error, match=rf"^POST /v1/models/{MODEL}:predict: {message}") as raised:
+            client.annotate(["fever"])
+    assert MARKER not in str(raised.value)
+
+
+def test_the_rest_client_says_a_request_timed_out():
+    # "got no answer: TimeoutError": a listening socket that never answers.
+    with socket.create_server(("127.0.0.1", 0)) as silent, RestClient(
+            "127.0.0.1", silent.getsockname()[1], MODEL, timeout=0.2) as client:
+        with pytest.raises(RestError, match=r"got no answer: none within 0\.2 s \(timeout\)$"):
+            client.annotate(["fever"])
+
+
+@pytest.mark.parametrize("answer, message", [
+    ({"error": 5}, r"\(no error message: the answer is an object without a string 'error'\)"),
+    ({"message": "Bad gateway"}, r"\(no error message: the answer is an object without a "
+                                 r"string 'error'\)"),
+    ([1, 2], r"\(no error message: the answer is a list\)"),
+])
+def test_the_rest_client_names_an_error_answer_that_is_not_tf_servings(fake_server, answer,
+                                                                       message):
+    # {"error": 5} raised TypeError ("argument of type 'int' is not iterable"); the others
+    # said "failed with HTTP 502: " and nothing more.
+    port, served = fake_server
+    served.update(status=502, body=json.dumps(answer).encode())
+    with RestClient("127.0.0.1", port, MODEL) as client:
+        with pytest.raises(RestError, match=rf"^POST /v1/models/{MODEL}:predict failed with "
+                                            rf"HTTP 502: {message}$"):
+            client.annotate(["fever"])

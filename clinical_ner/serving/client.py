@@ -120,8 +120,6 @@ _TOO_LARGE_A_BATCH = ("per request", "larger than max")
 # What gRPC's UNAVAILABLE details say of a connection the server ended without a word:
 # a TLS server's answer to a plaintext client (gRPC's; the REST one of `serve`).
 _CLOSED_UNANSWERED = ("Socket closed", "Connection reset by peer")
-# The longest wait for a TLS server's handshake when asking whether there is one.
-_TLS_PROBE_S = 5.0
 # The shortest wait for a model status asked after a request timed out. A connected server
 # answers in milliseconds, but one loaded by the slow request itself (and a loaded host) may
 # take longer than a short ``timeout``: waited for no longer, a slow answer passed for a
@@ -430,7 +428,7 @@ class ServingClient:
         if self._tls:
             return handshake_failure(call, self.target, details)
         if remaining > 0 and any(marker in details for marker in _CLOSED_UNANSWERED) and \
-                speaks_tls(self.target, min(self.timeout, _TLS_PROBE_S, remaining)):
+                speaks_tls(self.target, min(self.timeout, defaults.TLS_PROBE_S, remaining)):
             return plaintext_to_tls(call, self.target)
         return None
 

@@ -37,3 +37,5 @@ DEADLINE_S = 30.0
 #: The longest timeout or deadline: a day (a longer one is a mistake).
 MAX_WAIT_S = 24 * 3600.0
 MAX_RETRIES = 10
+# The longest wait for a TLS server's handshake when a client asks whether there is one.
+TLS_PROBE_S = 5.0

@@ -14,10 +14,11 @@ https://www.tensorflow.org/tfx/serving/api_rest:
 Failures carry TF Serving's mapping of TensorFlow error codes to HTTP
 statuses (``INVALID_ARGUMENT`` 400, ``NOT_FOUND`` 404,
 ``RESOURCE_EXHAUSTED`` 429, ``UNIMPLEMENTED`` 501, ``UNAVAILABLE`` 503, ...).
-Two HTTP-level refusals have no TensorFlow code: a body larger than the
-message limit gets 413 and a body without ``Content-Length`` (chunked) gets
-411. Labels (``/labels/L``), ``:classify`` and ``:regress`` answer 501, as
-their gRPC counterparts do here.
+HTTP-level refusals have no TensorFlow code: a body larger than the message
+limit (sent or gzip-uncompressed) gets 413, a body without ``Content-Length``
+(chunked) 411, and a ``Content-Encoding`` other than gzip 415. Labels
+(``/labels/L``), ``:classify`` and ``:regress`` answer 501, as their gRPC
+counterparts do here.
 
 The requests go through the same :class:`ModelService` as gRPC ones: the
 same limits, validation, merged model calls, statistics and logs (which
@@ -40,7 +41,6 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.rest_json import (
     columnar_inputs,
-    json_kind,
     parse_json,
     predict_body,
     row_inputs,
@@ -49,6 +49,7 @@ from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.validation import clip
 from clinical_ner.serving.versions import Signature
 from clinical_ner.export.signatures import SIGNATURE_DEF_METADATA
+from clinical_ner.untrusted_json import json_kind
 
 # TF Serving's http_server.cc: ToHTTPStatusCode.
 HTTP_STATUS = {

@@ -23,11 +23,15 @@ import numpy as np
 from clinical_ner.text.document import Entity
 from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import (
-    SERVING_DEFAULT, TEXT, checked_texts, entities_from_outputs,
+    SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
+    replace_lone_surrogates,
 )
-from clinical_ner.errors import ClinicalNERError, os_reason
+from clinical_ner.errors import (
+    ClinicalNERError, ConfigError, check_host_port, check_integer, check_seconds, os_reason,
+)
 from clinical_ner.serving.client_errors import unknown_host
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.serving.tls import speaks_tls
+from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
 
 class RestError(ClinicalNERError):
@@ -50,6 +54,14 @@ class RestClient:
         timeout: float = defaults.TIMEOUT_S,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        # As ServingClient checks its target: http.client wrapped port 99999 round to
+        # another port (34463), took None for 80, and -1 or "[::1]" for unknown hosts.
+        if not isinstance(host, str):
+            raise ConfigError(f"host is {type(host).__name__}, expected a str (a host name or "
+                              "IP address)")
+        bare_ipv6 = host.count(":") >= 2 and not host.startswith("[")
+        check_host_port("host and port", f"[{host}]:{port}" if bare_ipv6 else f"{host}:{port}")
+        check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         self.host = host
         self.port = port
         self.model_name = model_name
@@ -78,13 +90,22 @@ class RestClient:
                 self.close()
                 if attempt == 2:
                     raise self._unanswered(method, path, error) from None
+            except http.client.HTTPException as error:
+                # Bytes that are no HTTP/1.1 answer (a gRPC port's HTTP/2 frames: a
+                # BadStatusLine), which http.client quoted: not quoted.
+                self.close()
+                hint = ("; is it a gRPC port? Give the server's REST port"
+                        if isinstance(error, http.client.BadStatusLine) else "")
+                raise RestError(f"{method} {path} to {self.host}:{self.port}: the answer is not "
+                                f"valid HTTP/1.1 ({type(error).__name__}){hint}") from None
             except socket.gaierror as error:
                 self.close()
                 # As the gRPC client says it: socket's own error named no host.
                 unknown = unknown_host(f"{method} {path}", f"{self.host}:{self.port}",
                                        error.strerror or "", setting="host", code=None)
                 if unknown is None:
-                    raise
+                    # A name server that cannot be reached: no wrong host, but no answer.
+                    raise self._unanswered(method, path, error) from None
                 raise unknown from None
             except OSError as error:
                 # Refused, unreachable, timed out: socket's own error named no server.
@@ -100,22 +121,44 @@ class RestClient:
 
     def _unanswered(self, method: str, path: str, error: OSError) -> RestError:
         """The error of a request to this server that got no answer, for ``error``'s reason."""
-        return RestError(f"{method} {path} to {self.host}:{self.port} got no answer: "
-                         f"{os_reason(error)}")
+        address = f"{self.host}:{self.port}"
+        if (self._ssl_context is None and isinstance(error, (ConnectionResetError,
+                                                              BrokenPipeError))
+                and speaks_tls(address, min(self._timeout, defaults.TLS_PROBE_S))):
+            # A TLS server closes a plaintext connection: "Connection reset by peer" alone
+            # named no TLS.
+            return RestError(f"{method} {path} to {address} got no answer: {address} speaks "
+                             "TLS and this client does not; give ssl_context (e.g. "
+                             "ssl.create_default_context(cafile=CA_PEM))")
+        # A timeout has no words of the system's (os_reason would say "TimeoutError").
+        reason = (f"none within {self._timeout} s (timeout)" if isinstance(error, TimeoutError)
+                  else os_reason(error))
+        return RestError(f"{method} {path} to {address} got no answer: {reason}")
 
     def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
-        path = f"/v1/models/{self.model_name}"
-        if version is not None:
-            path += f"/versions/{version}"
+        path = self._model_path(version)
         status, answer = self.request("POST", path + ":predict", body)
         if status != 200:
-            message = answer.get("error", "") if isinstance(answer, dict) else ""
+            error = answer.get("error") if isinstance(answer, dict) else None
+            # TF Serving's {"error": "..."}; another server's answer is not quoted (an
+            # {"error": 5} raised TypeError below).
+            message = error if isinstance(error, str) else (
+                f"(no error message: the answer is {json_kind(answer)}"
+                + (" without a string 'error')" if isinstance(answer, dict) else ")"))
             quoted = [text for text in _strings(body) if len(text) >= 4 and text[:32] in message]
             if quoted:
                 message = "(server message withheld: it quoted request text)"
             raise RestError(f"POST {path}:predict failed with HTTP {status}: {message}", status)
         return answer
+
+    def _model_path(self, version: int | None) -> str:
+        path = f"/v1/models/{self.model_name}"
+        if version is None:
+            return path
+        # As ServingClient checks it: True or "1; x" went into the path (400 Malformed).
+        check_integer("version", version)
+        return f"{path}/versions/{version}"
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
         """The entities of each document (one request, columnar format)."""
@@ -126,20 +169,45 @@ class RestClient:
         # As the in-process API checks them: a mapping's keys or a DataFrame's column names
         # were annotated.
         texts = checked_texts(texts)
+        if not texts:
+            return []  # as ServingClient and the in-process API answer (the server: 400)
+        # As ServingClient sends them (encode_text): a lone surrogate, which UTF-8 cannot
+        # encode, as U+FFFD; the server refused it (400, not valid UTF-8).
+        sent = [replace_lone_surrogates(text) for text in texts]
         answer = self.predict(
-            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: texts}}, version
+            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: sent}}, version
         )
-        return entities_from_outputs(texts, outputs_as_arrays(answer["outputs"]))
+        # Another service on the port, or a proxy's own answer: no KeyError or AttributeError.
+        where = f"POST {self._model_path(version)}:predict: HTTP 200"
+        if not isinstance(answer, dict) or "outputs" not in answer:
+            got = (f"fields {sorted(name[:64] for name in answer)[:8]}"
+                   if isinstance(answer, dict) else json_kind(answer))
+            raise RestError(f"{where} without 'outputs' (the columnar format's answer); got "
+                            f"{got}", 200)
+        outputs = answer["outputs"]
+        if not isinstance(outputs, dict):
+            raise RestError(f"{where} whose 'outputs' is {json_kind(outputs)}, not an object "
+                            "of the signature's outputs", 200)
+        try:
+            arrays = outputs_as_arrays(outputs)
+            return entities_from_outputs(texts, arrays)
+        except ModelOutputError:
+            raise
+        except (ValueError, TypeError) as error:
+            # Ragged lists, or a string where a number belongs; the values are not quoted.
+            raise ModelOutputError(f"{where} with outputs that are not lists of one shape and "
+                                   f"type each ({type(error).__name__})") from None
 
     def _open(self) -> http.client.HTTPConnection:
         if self._connection is None:
+            host = self.host.removeprefix("[").removesuffix("]")  # an IPv6 address's brackets
             if self._ssl_context is None:
                 self._connection = http.client.HTTPConnection(
-                    self.host, self.port, timeout=self._timeout
+                    host, self.port, timeout=self._timeout
                 )
             else:
                 self._connection = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self._timeout, context=self._ssl_context
+                    host, self.port, timeout=self._timeout, context=self._ssl_context
                 )
         return self._connection
 

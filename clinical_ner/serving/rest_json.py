@@ -27,7 +27,7 @@ from clinical_ner.serving.validation import (
     string_tensor,
 )
 from clinical_ner.serving.versions import Signature
-from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
+from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
 
 def parse_json(body: bytes) -> Any:
@@ -80,20 +80,6 @@ def _leaf_integer(name: str, value: Any, position: list[int]) -> int:
         grpc.StatusCode.INVALID_ARGUMENT,
         f"input '{name}' element {position} is {json_kind(value)}; expected an integer",
     )
-
-
-def json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    return "an object"
 
 
 def _shape(value: Any) -> list[int]:

@@ -20,12 +20,14 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from clinical_ner.errors import ConfigError, os_reason
 from clinical_ner.serving.rest_api import RestApi
+from clinical_ner.serving.validation import clip
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = self._read_body()
         except _HttpRefusal as refusal:
-            logger.debug("REST %s refused: %d %s", self.command, refusal.status, refusal.message)
-            self.close_connection = True
-            self._send(refusal.status, {"error": refusal.message})
-            self._discard_unread_body()
+            self._refuse(refusal)
             return
         self._body_read = True
         self._serve(body)
@@ -106,6 +105,22 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client has gone
 
+    def handle_expect_100(self) -> bool:
+        # "Expect: 100-continue" asks whether to send the body: a body that would be
+        # refused (too large, chunked, an unclear length) is refused before it is sent.
+        try:
+            self._body_length()
+        except _HttpRefusal as refusal:
+            self._refuse(refusal)
+            return False
+        return super().handle_expect_100()
+
+    def _refuse(self, refusal: _HttpRefusal) -> None:
+        logger.debug("REST %s refused: %d %s", self.command, refusal.status, refusal.message)
+        self.close_connection = True
+        self._send(refusal.status, {"error": refusal.message})
+        self._discard_unread_body()
+
     def _discard_unread_body(self) -> None:
         """A lingering close: closing with the body unread would reset the connection,
         and the client could lose the answer; read (and drop) what arrives for a moment."""
@@ -120,6 +135,32 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _read_body(self) -> bytes:
+        length = self._body_length()
+        body = self.rfile.read(length)
+        if len(body) < length:
+            # The client stopped sending (closed its side): the JSON parser would blame
+            # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
+            raise _HttpRefusal(
+                400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
+            )
+        return _gunzip(body, self.server.max_body_bytes) if body and self._gzipped() else body
+
+    def _gzipped(self) -> bool:
+        """Whether the body is gzip-compressed, which TF Serving reads too; other
+        Content-Encodings are refused (their bytes were read as JSON: "not UTF-8")."""
+        header = ",".join(self.headers.get_all("Content-Encoding") or [])
+        codings = [coding.strip().lower() for coding in header.split(",")]
+        codings = [coding for coding in codings if coding not in ("", "identity")]
+        if codings in ([], ["gzip"], ["x-gzip"]):
+            return bool(codings)
+        raise _HttpRefusal(
+            415, f"Content-Encoding {clip(', '.join(codings))} is not supported; send the body "
+                 "uncompressed or gzip-compressed"
+        )
+
+    def _body_length(self) -> int:
+        """The body's length in bytes from the headers; refused if unclear, too large or in an
+        encoding not read here."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
@@ -132,16 +173,25 @@ class _Handler(BaseHTTPRequestHandler):
         length_text = values.pop()
         if not _DECIMAL_DIGITS.fullmatch(length_text):
             raise _HttpRefusal(400, "Content-Length is not a number of bytes (digits 0-9 only)")
-        length = int(length_text)
+        digits = length_text.lstrip("0") or "0"
         limit = self.server.max_body_bytes
-        if length > limit:
+        # int() refuses more than 4300 digits, and more digits than the limit's are over it.
+        if len(digits) > len(str(limit)) or int(digits) > limit:
+            size = f"{digits} bytes" if len(digits) <= 20 else f"a length of {len(digits)} digits"
             raise _HttpRefusal(
-                413, f"the body has {length} bytes; the limit is {limit} (--max-message-bytes)"
+                413, f"the body has {size}; the limit is {limit} (--max-message-bytes)"
             )
-        return self.rfile.read(length)
+        if digits != "0":
+            self._gzipped()  # refuses an encoding not read here, before the body is sent
+        return int(digits)
 
     def _serve(self, body: bytes) -> None:
-        path = urlsplit(self.path).path
+        try:
+            path = urlsplit(self.path).path
+        except ValueError:
+            # An absolute URL whose host is malformed ("http://[/v1/..."): the connection
+            # was dropped unanswered. As given, it is no path of the API (404).
+            path = self.path
         with self.server.admission:
             status, answer = self.server.api.answer(self.command, path, body)
         if status == 503:
@@ -171,6 +221,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             phrase = "error"
         logger.debug("REST request refused by the HTTP parser: %d %s", code, phrase)
+        if self.request_version == "HTTP/0.9" and len(self.requestline.split()) != 2:
+            # A version it refuses ("HTTP/2.0", "HTTP/1.1.1") or a line of one word (bytes
+            # after a body shorter than they said) is left at HTTP/0.9, whose answers have no
+            # status line or headers: the client took the JSON for a status line. Only a
+            # request line of two words is HTTP/0.9's.
+            self.request_version = "HTTP/1.1"
         self._send(code, {"error": phrase})
 
     def version_string(self) -> str:
@@ -185,6 +241,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body (one or more members) uncompressed, at most ``limit`` bytes of it."""
+    data = b""
+    rest = body
+    try:
+        while rest:
+            decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            # At most one byte over the limit is uncompressed: a small body can expand to GBs.
+            data += decompressor.decompress(rest, limit + 1 - len(data))
+            if len(data) > limit:
+                raise _HttpRefusal(413, f"the body has more than {limit} bytes uncompressed; "
+                                        f"the limit is {limit} (--max-message-bytes)")
+            if not decompressor.eof:
+                raise _HttpRefusal(400, "the gzip body (Content-Encoding: gzip) is cut short")
+            rest = decompressor.unused_data
+    except zlib.error:
+        raise _HttpRefusal(400, "the body is not valid gzip (Content-Encoding: gzip)") from None
+    return data
 
 
 def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
