@@ -20,7 +20,9 @@ from clinical_ner.model.tag_space import tag_inventory
 from clinical_ner.model.vocab import UNKNOWN_ID
 from clinical_ner.text.tokenizer import normalize_word
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
-from clinical_ner.training.starting_model import case_only_warning, fine_tuning_model
+from clinical_ner.training.starting_model import (
+    case_only_warning, fine_tuning_model, two_cases_warning,
+)
 from clinical_ner.training.trainer import train
 
 from helpers import REPO_ROOT, assert_same_entities
@@ -527,6 +529,24 @@ def test_a_base_label_in_two_letter_cases_at_once_is_warned_about():
     assert "Problem (base: problem, which the data has too: their mentions train two labels)" \
         in warning
     assert warning.endswith("--label-map 'Problem=problem,problem=problem,test=test'")
+
+
+def test_a_new_model_warns_of_a_label_in_two_letter_cases(tmp_path):
+    # "Drug" beside "drug" trained two labels, each from part of the drug mentions, silently.
+    data = tmp_path / "mixed.conll"
+    data.write_text("aspirin B-Drug\ngiven O\n\nheparin B-drug\ngiven O\n\n"
+                    "fever B-problem\n\n")
+    messages = []
+    train(data, tmp_path / "model", config=NERConfig(epochs=1, word_dim=4, char_dim=4,
+                                                     char_filters=4, lstm_units=4),
+          emit=messages.append)
+    [warning] = [message for message in messages if message.startswith("warning:")]
+    assert warning == (
+        "warning: labels that differ only in letter case are trained as different labels, each "
+        "from part of the mentions: Drug, drug; to merge them, give a label map that names "
+        "every label (those it does not name become O): "
+        "--label-map 'Drug=drug,drug=drug,problem=problem'")
+    assert two_cases_warning(["drug", "problem"]) is None
 
 
 def test_fine_tuning_on_the_same_labels_starts_from_every_weight(trained, tmp_path):

@@ -54,6 +54,8 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
 
     It has an assertion output when the data's problems carry assertions.
     """
+    if (warning := two_cases_warning(entity_labels(tags))):
+        emit(warning)
     embedding_words, vectors = pretrained_vectors(config)
     vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
                              config.min_word_count)
@@ -150,6 +152,23 @@ def shared_output_weights(fresh: list[np.ndarray], base: list[np.ndarray], outpu
             cells(from_base, base_weight.shape, axes)]
         merged.append(weight)
     return merged
+
+
+def two_cases_warning(labels: list[str]) -> str | None:
+    """A warning naming the data's labels that differ only in letter case (``Drug`` and
+    ``drug``): a new model trains them as two labels, each with part of the mentions."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(label.casefold(), []).append(label)
+    doubled = [sorted(group) for group in groups.values() if len(group) > 1]
+    if not doubled:
+        return None
+    merged = {label: group[-1] for group in doubled for label in group}
+    return ("warning: labels that differ only in letter case are trained as different labels, "
+            "each from part of the mentions: " + "; ".join(", ".join(group) for group in doubled)
+            + "; to merge them, give a label map that names every label (those it does not "
+            "name become O): --label-map '"
+            + ",".join(f"{label}={merged.get(label, label)}" for label in labels) + "'")
 
 
 def case_only_warning(labels: list[str], base_labels: list[str],
