@@ -267,6 +267,26 @@ def test_a_mention_of_separators_only_gets_no_assertion_and_counts_as_wrong(nega
     assert end_to_end["precision"] <= 0.5
 
 
+def test_end_to_end_leaves_out_predictions_on_gold_problems_without_an_assertion():
+    from clinical_ner.evaluation.evaluate import evaluate_assertions
+
+    class AlwaysAbsent:
+        def classify_assertions(self, texts, spans):
+            return [[("absent", 0.9)] * len(row) for row in spans]
+
+    # Audit: "cough" (its .ast leaves it out) and the note without an .ast file
+    # counted as wrong predictions: end-to-end precision 0.33 for a model right on all.
+    problem = "B-problem"
+    sentences = [Sentence(tokens=["No", "rash", ",", "cough"], tags=["O", problem, "O", problem],
+                          assertions={(1, 1): "absent"}),
+                 Sentence(tokens=["She", "has", "fever"], tags=["O", "O", problem])]
+    gold = [[Mention(1, 1, "problem"), Mention(3, 3, "problem")], [Mention(2, 2, "problem")]]
+    # The tagger finds all three, and one problem that is not gold (a wrong span).
+    predicted = [gold[0], gold[1] + [Mention(0, 0, "problem")]]
+    end_to_end = evaluate_assertions(AlwaysAbsent(), sentences, gold, predicted)["end_to_end"]
+    assert (end_to_end["correct"], end_to_end["predicted"], end_to_end["gold"]) == (1, 2, 1)
+
+
 def test_a_model_without_assertions_refuses_to_classify_them(tmp_path):
     class NoAssertions(KerasAnnotator):
         def __init__(self):
