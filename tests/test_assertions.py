@@ -579,6 +579,28 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
 
 
 @pytest.mark.slow
+def test_training_data_without_assertions_beside_dev_data_with_them_says_so(
+        negation_data, tmp_path):
+    import shutil
+
+    # Audit: training data whose .ast files were left behind gave a model without an
+    # assertion output, and the dev data's assertions went unscored, without a word.
+    plain = shutil.copytree(negation_data[0], tmp_path / "plain",
+                            ignore=shutil.ignore_patterns("ast"))
+    messages = []
+    train(plain, tmp_path / "model", dev_path=negation_data[1],
+          config=tiny_assertion_config(epochs=1), progress=False, emit=messages.append)
+    assert ("note: the dev data's problems carry assertions, but the training data's have "
+            "none: the model has no assertion output, and the dev assertions are not "
+            "scored") in messages
+    # With them in both, no such note.
+    messages.clear()
+    train(negation_data[0], tmp_path / "asserted", dev_path=negation_data[1],
+          config=tiny_assertion_config(epochs=1), progress=False, emit=messages.append)
+    assert not any("have none" in message for message in messages)
+
+
+@pytest.mark.slow
 def test_labels_without_problem_give_no_assertion_output_and_say_so(negation_model, tmp_path):
     # Only problems carry assertions. Fine-tuned onto labels without problem, the base's
     # assertion output was kept though it could never answer; trained afresh, the data's
