@@ -184,6 +184,20 @@ def test_i2b2_writer_writes_the_ast_file_beside_the_con_file(tmp_path):
     assert [s.assertions for s in document.sentences] == [{(3, 3): "absent"}, {(5, 5): "present"}]
 
 
+def test_i2b2_writer_into_a_concept_folder_writes_the_release_layout(tmp_path):
+    # Audit: the .ast went to ../ast/ but the text of a document given without a file
+    # into concept/, a corpus the reader refused as a whole and read without its
+    # assertions as concept/ alone.
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "i2b2",
+                      tmp_path / "out" / "concept")
+
+    assert sorted(str(path.relative_to(tmp_path / "out"))
+                  for path in (tmp_path / "out").rglob("*.*")) == [
+        "ast/note.ast", "concept/note.con", "txt/note.txt"]
+    [document] = read_i2b2(tmp_path / "out").documents
+    assert [s.assertions for s in document.sentences] == [{(3, 3): "absent"}, {(5, 5): "present"}]
+
+
 def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
     write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "i2b2", tmp_path / "out")
 

@@ -197,7 +197,7 @@ def _token_assertions(ner: Annotator, text: str, sentences: list[list[Token]],
 def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path | None) -> None:
     """One i2b2 ``.con`` file per document, its ``.ast`` when it has problems with an
     assertion, and its ``.txt`` when it had no file."""
-    from clinical_ner.formats.i2b2 import write_con_entities
+    from clinical_ner.formats.i2b2 import companion_path, write_con_entities
 
     assert output is not None
     counts = Counter(document.name for document in documents)
@@ -221,9 +221,13 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
     try:
         output.mkdir(parents=True, exist_ok=True)
         for document, entities in zip(documents, annotations):
-            write_con_entities(output / f"{document.name}.con", document.text, entities)
+            con_path = output / f"{document.name}.con"
+            write_con_entities(con_path, document.text, entities)
             if document.path is None:
-                (output / f"{document.name}.txt").write_text(document.text, encoding="utf-8")
+                # Where the reader looks for it: txt/ beside a concept/ folder, as the .ast.
+                txt_path = companion_path(con_path, "txt")
+                txt_path.parent.mkdir(exist_ok=True)
+                txt_path.write_text(document.text, encoding="utf-8")
     except OSError as error:
         raise _write_error(Path(error.filename or output), error) from None
 
