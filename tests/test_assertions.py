@@ -502,6 +502,28 @@ def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores
         "assertions\n")
 
 
+def test_card_checks_its_assertion_map_as_evaluate_does(negation_model, tmp_path, capsys):
+    import shutil
+
+    from clinical_ner.cli import main
+
+    # Audit: a misspelt attribute put every problem on the card as gold present, and
+    # --assertion-map without --data was ignored; evaluate refuses both.
+    model = shutil.copytree(negation_model[0], tmp_path / "model")
+    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"POLARITIY": MACCROBAT_MAP["POLARITY"]}), encoding="utf-8")
+    data = ["--data", str(write_brat(tmp_path / "brat", BRAT_ANN)),
+            "--label-map", ",".join(f"{k}={v}" for k, v in LABELS.items())]
+    for arguments, error in [
+            (data, "--assertion-map names attribute POLARITIY, which the data does not have "
+                   "(it has POLARITY, TREND)"),
+            ([], "--assertion-map needs --data (the data it reads assertions of)")]:
+        assert main(["card", str(model), *arguments, "--assertion-map", str(typo)]) == 2
+        assert capsys.readouterr().err.endswith(f"error: {error}\n")
+    assert (model / "MODEL_CARD.md").read_text(encoding="utf-8") == card
+
+
 def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
     """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
     ner = KerasAnnotator.load(negation_model[0])
