@@ -351,6 +351,20 @@ def test_brat_attributes_become_assertions_through_events_to_their_triggers(tmp_
     assert not any(s.assertions for s in plain.documents[0].sentences)
 
 
+def test_brat_attributes_of_the_older_m_prefix_become_assertions_too(tmp_path):
+    # Audit: BioNLP-style "M1<TAB>Negation E1" lines were skipped: the rash trained as
+    # present, and a map of M attributes alone was refused as naming none the data has.
+    ann = ("T1\tSign_symptom 3 8\tfever\nE1\tSign_symptom:T1\nM1\tNegation E1\n"
+           "T2\tSign_symptom 29 34\tcough\nT3\tDisease_disorder 45 49\trash\n"
+           "M2\tSpeculation T3\n")
+    data = write_brat(tmp_path / "brat", ann)
+    speculation = {"Negation": "absent", "Speculation": "possible"}
+    check_assertion_map_sources(speculation, [data], labels={"problem"})
+    corpus = load_corpus(data, label_map=LABELS, assertion_map=speculation)
+    assert [assertion for sentence in corpus.documents[0].sentences
+            for assertion in sentence.assertions.values()] == ["absent", "present", "possible"]
+
+
 @pytest.mark.parametrize("ann, line, problem", [
     (BRAT_ANN.replace("UNCERTAIN", "SOMETIMES"), 6, "POLARITY value 'SOMETIMES' is not in"),
     (BRAT_ANN + "A5\tPOLARITY E9 NEG\n", 11, "on E9, which is not defined"),
