@@ -184,6 +184,39 @@ def test_i2b2_writer_writes_the_ast_file_beside_the_con_file(tmp_path):
     assert [s.assertions for s in document.sentences] == [{(3, 3): "absent"}, {(5, 5): "present"}]
 
 
+def test_i2b2_writer_into_a_concept_folder_writes_the_release_layout(tmp_path):
+    # Audit: the .ast went to ../ast/ but the text of a document given without a file
+    # into concept/, a corpus the reader refused as a whole and read without its
+    # assertions as concept/ alone.
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "i2b2",
+                      tmp_path / "out" / "concept")
+
+    assert sorted(str(path.relative_to(tmp_path / "out"))
+                  for path in (tmp_path / "out").rglob("*.*")) == [
+        "ast/note.ast", "concept/note.con", "txt/note.txt"]
+    [document] = read_i2b2(tmp_path / "out").documents
+    assert [s.assertions for s in document.sentences] == [{(3, 3): "absent"}, {(5, 5): "present"}]
+
+
+@pytest.mark.parametrize("layout", ["side by side", "release"])
+def test_i2b2_writer_refuses_to_overwrite_the_annotations_beside_its_input(tmp_path, layout):
+    from clinical_ner.errors import ConfigError
+
+    # Audit: predicting into the corpus folder of the input text replaced its gold .con
+    # and .ast with the model's answers.
+    folders = (["", "", ""] if layout == "side by side" else ["txt/", "concept/", "ast/"])
+    gold = {f"{folder}note.{kind}": f"gold {kind}\n"
+            for folder, kind in zip(folders, ["txt", "con", "ast"])}
+    for name, content in gold.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    document = InputDocument("note", NOTE, tmp_path / f"{folders[0]}note.txt")
+    with pytest.raises(ConfigError, match=r"note\.con holds the annotations of the input "):
+        write_annotations(RuleAnnotator(["present", "absent"]), [document], "i2b2",
+                          tmp_path / folders[1].rstrip("/"))
+    assert {name: (tmp_path / name).read_text(encoding="utf-8") for name in gold} == gold
+
+
 def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
     write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "i2b2", tmp_path / "out")
 

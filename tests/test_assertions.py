@@ -267,6 +267,26 @@ def test_a_mention_of_separators_only_gets_no_assertion_and_counts_as_wrong(nega
     assert end_to_end["precision"] <= 0.5
 
 
+def test_end_to_end_leaves_out_predictions_on_gold_problems_without_an_assertion():
+    from clinical_ner.evaluation.evaluate import evaluate_assertions
+
+    class AlwaysAbsent:
+        def classify_assertions(self, texts, spans):
+            return [[("absent", 0.9)] * len(row) for row in spans]
+
+    # Audit: "cough" (its .ast leaves it out) and the note without an .ast file
+    # counted as wrong predictions: end-to-end precision 0.33 for a model right on all.
+    problem = "B-problem"
+    sentences = [Sentence(tokens=["No", "rash", ",", "cough"], tags=["O", problem, "O", problem],
+                          assertions={(1, 1): "absent"}),
+                 Sentence(tokens=["She", "has", "fever"], tags=["O", "O", problem])]
+    gold = [[Mention(1, 1, "problem"), Mention(3, 3, "problem")], [Mention(2, 2, "problem")]]
+    # The tagger finds all three, and one problem that is not gold (a wrong span).
+    predicted = [gold[0], gold[1] + [Mention(0, 0, "problem")]]
+    end_to_end = evaluate_assertions(AlwaysAbsent(), sentences, gold, predicted)["end_to_end"]
+    assert (end_to_end["correct"], end_to_end["predicted"], end_to_end["gold"]) == (1, 2, 1)
+
+
 def test_a_model_without_assertions_refuses_to_classify_them(tmp_path):
     class NoAssertions(KerasAnnotator):
         def __init__(self):
@@ -329,6 +349,20 @@ def test_brat_attributes_become_assertions_through_events_to_their_triggers(tmp_
     # Without a map, attributes are not read.
     plain = load_corpus(tmp_path / "brat", label_map=LABELS)
     assert not any(s.assertions for s in plain.documents[0].sentences)
+
+
+def test_brat_attributes_of_the_older_m_prefix_become_assertions_too(tmp_path):
+    # Audit: BioNLP-style "M1<TAB>Negation E1" lines were skipped: the rash trained as
+    # present, and a map of M attributes alone was refused as naming none the data has.
+    ann = ("T1\tSign_symptom 3 8\tfever\nE1\tSign_symptom:T1\nM1\tNegation E1\n"
+           "T2\tSign_symptom 29 34\tcough\nT3\tDisease_disorder 45 49\trash\n"
+           "M2\tSpeculation T3\n")
+    data = write_brat(tmp_path / "brat", ann)
+    speculation = {"Negation": "absent", "Speculation": "possible"}
+    check_assertion_map_sources(speculation, [data], labels={"problem"})
+    corpus = load_corpus(data, label_map=LABELS, assertion_map=speculation)
+    assert [assertion for sentence in corpus.documents[0].sentences
+            for assertion in sentence.assertions.values()] == ["absent", "present", "possible"]
 
 
 @pytest.mark.parametrize("ann, line, problem", [
@@ -482,6 +516,28 @@ def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores
         "assertions\n")
 
 
+def test_card_checks_its_assertion_map_as_evaluate_does(negation_model, tmp_path, capsys):
+    import shutil
+
+    from clinical_ner.cli import main
+
+    # Audit: a misspelt attribute put every problem on the card as gold present, and
+    # --assertion-map without --data was ignored; evaluate refuses both.
+    model = shutil.copytree(negation_model[0], tmp_path / "model")
+    card = (model / "MODEL_CARD.md").read_text(encoding="utf-8")
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps({"POLARITIY": MACCROBAT_MAP["POLARITY"]}), encoding="utf-8")
+    data = ["--data", str(write_brat(tmp_path / "brat", BRAT_ANN)),
+            "--label-map", ",".join(f"{k}={v}" for k, v in LABELS.items())]
+    for arguments, error in [
+            (data, "--assertion-map names attribute POLARITIY, which the data does not have "
+                   "(it has POLARITY, TREND)"),
+            ([], "--assertion-map needs --data (the data it reads assertions of)")]:
+        assert main(["card", str(model), *arguments, "--assertion-map", str(typo)]) == 2
+        assert capsys.readouterr().err.endswith(f"error: {error}\n")
+    assert (model / "MODEL_CARD.md").read_text(encoding="utf-8") == card
+
+
 def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):
     """export_saved_model checks core ops and TF Serving's restore; the signatures answer."""
     ner = KerasAnnotator.load(negation_model[0])
@@ -556,6 +612,28 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
             "the data above has no assertions, so it was not trained on it") in card
     base_card = (base / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "is the base model's as it was" not in base_card
+
+
+@pytest.mark.slow
+def test_training_data_without_assertions_beside_dev_data_with_them_says_so(
+        negation_data, tmp_path):
+    import shutil
+
+    # Audit: training data whose .ast files were left behind gave a model without an
+    # assertion output, and the dev data's assertions went unscored, without a word.
+    plain = shutil.copytree(negation_data[0], tmp_path / "plain",
+                            ignore=shutil.ignore_patterns("ast"))
+    messages = []
+    train(plain, tmp_path / "model", dev_path=negation_data[1],
+          config=tiny_assertion_config(epochs=1), progress=False, emit=messages.append)
+    assert ("note: the dev data's problems carry assertions, but the training data's have "
+            "none: the model has no assertion output, and the dev assertions are not "
+            "scored") in messages
+    # With them in both, no such note.
+    messages.clear()
+    train(negation_data[0], tmp_path / "asserted", dev_path=negation_data[1],
+          config=tiny_assertion_config(epochs=1), progress=False, emit=messages.append)
+    assert not any("have none" in message for message in messages)
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ import argparse
 from pathlib import Path
 
 from clinical_ner.cli.common import (
-    add_annotated_data_options, model_path, non_empty, read_assertion_map, read_label_map,
+    add_annotated_data_options, check_model_scores_assertions, model_path, non_empty,
+    read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError
 from clinical_ner.pretrained import bundled_name
@@ -37,9 +38,29 @@ def run(args: argparse.Namespace) -> int:
             f"{bundled}: the bundled model's card ships with the package "
             f"({Path(args.model) / 'MODEL_CARD.md'}); to score it on your data run 'clinical-ner "
             "evaluate', or copy the folder and write the copy's card")
+    label_map = read_label_map(args.label_map)
+    assertion_map = read_assertion_map(args.assertion_map)
+    if assertion_map is not None:
+        _check_assertion_map(args, label_map, assertion_map)
     print(write_model_card(args.model, data=args.data, data_format=args.input_format,
-                           label_map=read_label_map(args.label_map),
-                           skip_invalid=args.skip_invalid,
-                           assertion_map=read_assertion_map(args.assertion_map), name=args.name,
+                           label_map=label_map, skip_invalid=args.skip_invalid,
+                           assertion_map=assertion_map, name=args.name,
                            description=args.description, language=args.language))
     return 0
+
+
+def _check_assertion_map(args: argparse.Namespace, label_map: dict | None,
+                         assertion_map: dict) -> None:
+    """As ``evaluate`` checks it: a map that reads nothing would put every problem's gold
+    assertion as ``present`` on the card."""
+    from clinical_ner.formats import load_corpus
+    from clinical_ner.formats.corpora import check_assertion_map_sources
+    from clinical_ner.model.vocab import Vocabulary
+
+    if args.data is None:
+        raise ConfigError("--assertion-map needs --data (the data it reads assertions of)")
+    check_model_scores_assertions(args.model, Vocabulary.load(args.model).assertions)
+    corpus = load_corpus(args.data, args.input_format, label_map=label_map,
+                         skip_invalid=args.skip_invalid, assertion_map=assertion_map)
+    check_assertion_map_sources(assertion_map, [args.data], args.input_format,
+                                set(corpus.labels), training=False)

@@ -155,6 +155,14 @@ def read_assertion_map(value: str | None) -> dict | None:
     return read_map(value, f"--assertion-map {value}")
 
 
+def check_model_scores_assertions(model: str | Path, assertion_classes: list[str]) -> None:
+    """``--assertion-map`` asks for assertion scores: refused for a model without assertions,
+    rather than printing none (``evaluate``, ``card``)."""
+    if not assertion_classes:
+        raise ConfigError(f"--assertion-map asks for assertion scores, but the model {model} "
+                          "has no assertions")
+
+
 def add_annotated_data_options(parser: argparse.ArgumentParser) -> None:
     """How to read annotated data: ``train`` and ``evaluate``."""
     add_format_option(parser, "--input-format", INPUT_FORMATS, "auto",

@@ -6,8 +6,8 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    GivenOnce, add_annotated_data_options, model_path, non_empty, read_assertion_map,
-    read_label_map,
+    GivenOnce, add_annotated_data_options, check_model_scores_assertions, model_path, non_empty,
+    read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
 
@@ -55,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
                           f"(it has {', '.join(model_labels)})")
     assertion_map = (read_assertion_map(args.assertion_map) if args.assertion_map is not None
                      else corpus_assertion_map)
-    if args.assertion_map is not None and not ner.assertion_classes:
-        # Asked for assertion scores that cannot come: say so rather than print none.
-        raise ConfigError(f"--assertion-map asks for assertion scores, but the model "
-                          f"{args.model} has no assertions")
+    if args.assertion_map is not None:
+        check_model_scores_assertions(args.model, ner.assertion_classes)
     corpus = load_corpus(args.data, data_format, label_map=label_map,
                          skip_invalid=args.skip_invalid, assertion_map=assertion_map)
     if args.assertion_map is not None:  # a corpus's map: checked with its label map

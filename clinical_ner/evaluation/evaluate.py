@@ -103,6 +103,13 @@ def gold_problem_assertions(sentence: Sentence, mentions: Sequence[Mention]
             if m.label == ASSERTION_LABEL and (m.first_token, m.last_token) in sentence.assertions]
 
 
+def _is_unasserted_gold_problem(mention: Mention, sentence: Sentence,
+                                gold: Sequence[Mention]) -> bool:
+    span = (mention.first_token, mention.last_token)
+    return span not in sentence.assertions and any(
+        (m.first_token, m.last_token, m.label) == (*span, mention.label) for m in gold)
+
+
 def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
                         gold: Sequence[Sequence[Mention]],
                         predicted: Sequence[Sequence[Mention]]) -> dict:
@@ -112,14 +119,20 @@ def evaluate_assertions(ner: Annotator, sentences: Sequence[Sentence],
     given its gold span (the i2b2 2010 task-2 protocol; see
     :func:`clinical_ner.evaluation.scorer.score_assertions`). ``end_to_end`` counts a
     predicted problem (from ``predicted``, the tagger's mentions) as correct
-    when a gold problem has its span, label and assertion. Each sentence is
+    when a gold problem has its span, label and assertion (one on a gold problem
+    without an assertion is left out, as that problem is). Each sentence is
     classified as its tokens joined by spaces, the spans being its mentions'
     tokens, through ``ner.classify_assertions``, so every runtime is scored
     by the rule it annotates with.
     """
     gold_pairs = [gold_problem_assertions(s, mentions) for s, mentions in zip(sentences, gold)]
-    predicted_problems = [[m for m in mentions if m.label == ASSERTION_LABEL]
-                          for mentions in predicted]
+    # A predicted problem on a gold problem without an assertion (a document without
+    # an .ast file, a problem its .ast leaves out) cannot be judged: it is left out,
+    # as that gold problem is, instead of counting as wrong.
+    predicted_problems = [[m for m in mentions if m.label == ASSERTION_LABEL
+                           and not _is_unasserted_gold_problem(m, sentence, gold_mentions)]
+                          for sentence, gold_mentions, mentions
+                          in zip(sentences, gold, predicted)]
     texts, spans, covers_tokens = [], [], []
     for sentence, pairs, problems in zip(sentences, gold_pairs, predicted_problems):
         text, mention_spans = joined_text_and_spans(

@@ -17,18 +17,20 @@ Reading decisions:
   the text field. ``E``, ``R``, ``A``, ``M``, ``N``, ``#`` and ``*`` lines are
   checked for their syntax and otherwise ignored, except for assertions.
 * Assertions (with ``assertion_map``, ``--assertion-map FILE.json``): an
-  ``A`` (attribute) line whose type is in the map gives the assertion of the
-  annotation it is on; an attribute on an event (``E`` line) belongs to the
-  event's trigger, its first argument's text-bound annotation (MACCROBAT
-  puts its ``POLARITY`` on events). The map gives each attribute type its
-  values' assertions, ``{"POLARITY": {"NEG": "absent", "UNCERTAIN":
-  "possible"}}``, or, for a binary attribute (no value), the assertion
-  itself: ``{"Negated": "absent"}``. A value the map does not list, an
-  attribute on an unknown id, on an event whose trigger is not defined or
-  on anything but an entity or event (a relation), or two different
-  assertions for one annotation are errors naming the line. Every kept ``problem`` without a
-  mapped attribute is ``present`` (the i2b2 2010 default); other labels
-  carry no assertion. Without a map nothing of this is read.
+  ``A`` (attribute) line, or ``M`` (brat's older prefix for one, as the BioNLP
+  shared tasks write ``Negation`` and ``Speculation``), whose type is in the
+  map gives the assertion of the annotation it is on; an attribute on an
+  event (``E`` line) belongs to the event's trigger, its first argument's
+  text-bound annotation (MACCROBAT puts its ``POLARITY`` on events). The
+  map gives each attribute type its values' assertions, ``{"POLARITY":
+  {"NEG": "absent", "UNCERTAIN": "possible"}}``, or, for a binary attribute
+  (no value), the assertion itself: ``{"Negated": "absent"}``. A value the
+  map does not list, an attribute on an unknown id, on an event whose
+  trigger is not defined or on anything but an entity or event (a
+  relation), or two different assertions for one annotation are errors
+  naming the line. Every kept ``problem`` without a mapped attribute is
+  ``present`` (the i2b2 2010 default); other labels carry no assertion.
+  Without a map nothing of this is read.
 * ``label_map`` renames brat types; a type mapped to ``None``, or missing
   from a given map, is deliberately left out. Without a map every type is
   kept under its own name.
@@ -72,6 +74,8 @@ _TEXT_BOUND = re.compile(r"(T\S*)\t(\S+) ([0-9]+ [0-9]+(?:;[0-9]+ [0-9]+)*)\t(.*
 #: for a binary attribute (one without a value).
 AssertionMap = dict[str, "dict[str, str] | str"]
 _DEFAULT_ASSERTION = "present"
+#: The id prefixes of attribute lines: ``M`` is the older one, which brat still reads.
+ATTRIBUTE_PREFIXES = "AM"
 _ID = r"\S+"
 _ARGUMENT = r"\S+:\S+"
 # Syntax of the annotation lines that are validated and then ignored.
@@ -208,7 +212,7 @@ def _read_annotations(
         seen_ids.add(identifier)
         if assertion_map is not None and line[0] == "E":
             triggers[identifier] = line.split("\t")[1].split()[0].split(":", 1)[1]
-        elif assertion_map is not None and line[0] == "A":
+        elif assertion_map is not None and line[0] in ATTRIBUTE_PREFIXES:
             fields = line.split("\t")[1].split()
             if fields[0] in assertion_map:
                 attributes.append((number, fields[0], fields[1],

@@ -43,7 +43,7 @@ from pathlib import Path
 from clinical_ner.errors import ConfigError, DataFormatError, check_number
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
 from clinical_ner.formats.readers import apply_label_map
-from clinical_ner.formats.brat import read_assertion_map
+from clinical_ner.formats.brat import ATTRIBUTE_PREFIXES, read_assertion_map
 from clinical_ner.text.document import ASSERTION_LABEL
 from clinical_ner.text.tags import OUTSIDE
 from clinical_ner.untrusted_json import UntrustedJSONError, parse_untrusted_json
@@ -56,7 +56,7 @@ _CORPUS_KEYS = {"name", "train", "dev", "format", "weight", "label_map", "covera
                 "assertion_map"}
 _TOP_KEYS = {"labels", "select", "corpus"}
 _BRAT_TYPE = re.compile(r"T[^\t]*\t(\S+)")
-_BRAT_ATTRIBUTE = re.compile(r"A[^\t]*\t(\S+)")
+_BRAT_ATTRIBUTE = re.compile(rf"[{ATTRIBUTE_PREFIXES}][^\t]*\t(\S+)")
 #: What a corpus file describes for each corpus, so that training refuses the
 #: options of a single corpus beside it (they would be ignored).
 CORPUS_FILE_REPLACES = ("a corpus file (--corpus) replaces --train, --dev, --label-map, "

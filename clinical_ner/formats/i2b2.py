@@ -452,6 +452,17 @@ def write_con(
     write_con_entities(path, document.text, entities)
 
 
+def companion_path(con_path: Path, kind: str) -> Path:
+    """Where the ``.txt`` or ``.ast`` (``kind``) of ``con_path`` belongs, for :func:`read_i2b2`.
+
+    In ``../txt/`` or ``../ast/`` when ``con_path`` is in a folder named
+    ``concept`` (the release layout), else beside it.
+    """
+    if con_path.parent.name == "concept":
+        return con_path.parent.parent / kind / f"{con_path.stem}.{kind}"
+    return con_path.with_suffix(f".{kind}")
+
+
 def write_con_entities(path: str | Path, text: str, entities: list[Entity]) -> None:
     """Write the ``.con`` file of ``entities`` over ``text`` (and its ``.ast``, as :func:`write_con`).
 
@@ -465,10 +476,7 @@ def write_con_entities(path: str | Path, text: str, entities: list[Entity]) -> N
         "".join(_format(p, e.label) + "\n" for p, e in positions), encoding="utf-8"
     )
     asserted = [(p, e) for p, e in positions if e.assertion is not None]
-    if path.parent.name == "concept":
-        ast_path = path.parent.parent / "ast" / f"{path.stem}.ast"
-    else:
-        ast_path = path.with_suffix(".ast")
+    ast_path = companion_path(path, "ast")
     if asserted:
         ast_path.parent.mkdir(exist_ok=True)
         ast_path.write_text(

@@ -197,7 +197,7 @@ def _token_assertions(ner: Annotator, text: str, sentences: list[list[Token]],
 def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path | None) -> None:
     """One i2b2 ``.con`` file per document, its ``.ast`` when it has problems with an
     assertion, and its ``.txt`` when it had no file."""
-    from clinical_ner.formats.i2b2 import write_con_entities
+    from clinical_ner.formats.i2b2 import companion_path, write_con_entities
 
     assert output is not None
     counts = Counter(document.name for document in documents)
@@ -208,6 +208,8 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
         raise ConfigError(f"{counts[repeated]} documents would all be written as "
                           f"{repeated}.con in {output}; give the input files distinct names "
                           "or choose another output format")
+    for document in documents:
+        _check_not_its_annotations(output / f"{document.name}.con", document.path)
     written = set(counts)
     # Another run's files would read as this run's results (as batch's shards would).
     earlier = sorted(path.name for suffix in ("con", "ast") for path in output.glob(f"*.{suffix}")
@@ -221,11 +223,33 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
     try:
         output.mkdir(parents=True, exist_ok=True)
         for document, entities in zip(documents, annotations):
-            write_con_entities(output / f"{document.name}.con", document.text, entities)
+            con_path = output / f"{document.name}.con"
+            write_con_entities(con_path, document.text, entities)
             if document.path is None:
-                (output / f"{document.name}.txt").write_text(document.text, encoding="utf-8")
+                # Where the reader looks for it: txt/ beside a concept/ folder, as the .ast.
+                txt_path = companion_path(con_path, "txt")
+                txt_path.parent.mkdir(exist_ok=True)
+                txt_path.write_text(document.text, encoding="utf-8")
     except OSError as error:
         raise _write_error(Path(error.filename or output), error) from None
+
+
+def _check_not_its_annotations(con_path: Path, text_path: Path | None) -> None:
+    """Raise if ``con_path`` (or its ``.ast``) is the annotation file of the input text itself.
+
+    Beside its ``.txt`` an i2b2 corpus keeps its (often gold) annotations,
+    which predicting into that folder would overwrite.
+    """
+    from clinical_ner.formats.i2b2 import companion_path
+
+    txt_path = companion_path(con_path, "txt")
+    if text_path is None or not txt_path.exists() or not os.path.samefile(txt_path, text_path):
+        return
+    for annotations in (con_path, companion_path(con_path, "ast")):
+        if annotations.exists():
+            raise ConfigError(f"--output {con_path.parent}: {annotations} holds the annotations "
+                              f"of the input {text_path}; writing it would overwrite them, so "
+                              "give another folder")
 
 
 @register_writer("html")

@@ -180,6 +180,12 @@ def train(
             else:
                 model, vocab = _first_model(config, train_sentences, train_labels, init_from,
                                             emit)
+                if (not vocab.assertions and not assertion_classes(train_sentences)
+                        and assertion_classes(dev_sentences)):
+                    # Most likely the training data's .ast files were left behind.
+                    emit("note: the dev data's problems carry assertions, but the training "
+                         "data's have none: the model has no assertion output, and the dev "
+                         "assertions are not scored")
                 state = RunState(data=data, fine_tuned_from=base_model_record(init_from).get(
                     "fine_tuned_from"))
         if resume:
