@@ -384,6 +384,22 @@ def test_a_text_after_input_is_named_as_such_not_read_as_a_missing_file(tmp_path
                      "before --input, or after --\n")
 
 
+@pytest.mark.parametrize("command", [["predict"], ["predict", "clinical"],
+                                     ["predict", "--model", "clinical"],
+                                     ["client", "--deadline", "1"]])
+def test_a_file_given_as_a_text_is_refused_not_annotated_as_its_name(tmp_path, capsys,
+                                                                     command):
+    # `predict note.txt` annotated the words "note.txt": no entities, exit 0.
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text("Fever.", encoding="utf-8")
+    assert main([*command, str(note)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner {command[0]}: error: {note}: a file, given as a text to annotate; "
+        f"give files with --input {note} (texts as arguments or on standard input)\n")
+
+
 def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path, capsys):
     # predict replaced the note with its JSON line, evaluate the gold data with its scores.
     from clinical_ner.cli import main
