@@ -496,6 +496,17 @@ def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
                                        "be a positive integer, got 0\n")
 
 
+def test_an_embeddings_format_without_embeddings_is_refused_not_ignored(tmp_path, capsys):
+    # It was recorded in config.json and trained without vectors, without a word.
+    from clinical_ner.cli import main
+
+    assert main(["train", "--train", str(tmp_path / "a.conll"), "--output", str(tmp_path / "run"),
+                 "--embeddings-format", "word2vec-binary"]) == 2
+    assert capsys.readouterr().err == ("clinical-ner train: error: --embeddings-format goes with "
+                                       "--embeddings FILE (or the --config setting embeddings)\n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_refuses_a_settings_file_that_it_would_replace(tmp_path, capsys):
     # --config run/config.json --output run: the effective settings replaced the user's file.
     from clinical_ner.cli import main
