@@ -30,7 +30,8 @@ bundled model clinical annotates it. So both of these work:
 A first argument that can only be a mistyped model (a word close to a bundled
 model's name, or a path whose folder exists) is refused when texts follow it
 or --input holds them. --model MODEL names the model explicitly (every
-argument is then a text).
+argument is then a text). An argument that is an existing file is refused:
+give files with --input.
 """
 
 
