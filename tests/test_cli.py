@@ -348,6 +348,28 @@ def test_predict_i2b2_copies_the_text_of_a_document_without_a_file_only(tmp_path
     assert [path.name for path in (tmp_path / "texts").glob("*.txt")] == ["text-1.txt"]
 
 
+@pytest.mark.parametrize("texts, annotations", [("data", "data"), ("data/txt", "data/concept")])
+def test_predict_i2b2_refuses_to_replace_the_gold_annotations_of_its_input(tmp_path, capsys,
+                                                                           texts, annotations):
+    # predict --input data/x.txt --output-format i2b2 --output data replaced the gold x.con
+    # (and x.ast) with the predictions, without a word.
+    from clinical_ner.cli import main
+
+    (tmp_path / texts).mkdir(parents=True, exist_ok=True)
+    (tmp_path / annotations).mkdir(parents=True, exist_ok=True)
+    note = tmp_path / texts / "x.txt"
+    note.write_text("No fever .\n", encoding="utf-8")
+    gold = tmp_path / annotations / "x.con"
+    gold.write_text('c="fever" 1:1 1:1||t="test"\n', encoding="utf-8")
+    assert main(["predict", "--input", str(note), "--output-format", "i2b2",
+                 "--output", str(tmp_path / annotations)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner predict: error: {tmp_path / annotations}: x.con there holds the "
+        f"annotations of the input {note}, which this run would replace; write the "
+        "predictions to another folder\n")
+    assert gold.read_text(encoding="utf-8") == 'c="fever" 1:1 1:1||t="test"\n'
+
+
 def test_predict_i2b2_refuses_a_folder_with_another_run_s_files_and_rewrites_its_own(
         tmp_path, capsys):
     # Another run's .con files read back as this run's results.

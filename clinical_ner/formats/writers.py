@@ -217,6 +217,15 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
                           f"{f' and {len(earlier) - 1} more' if len(earlier) > 1 else ''} "
                           "of another run, which this run would not write; remove them or "
                           "choose another folder")
+    for document in documents:
+        gold = output / f"{document.name}.con"
+        if document.path is not None and gold.is_file() and _is_annotation_folder_of(
+                output, document.path):
+            # Predicting into an i2b2 folder replaced the gold .con (and .ast) of its own
+            # notes with the predictions, without a word.
+            raise ConfigError(f"{output}: {gold.name} there holds the annotations of "
+                              f"the input {document.path}, which this run would replace; "
+                              "write the predictions to another folder")
     annotations = ner.annotate([document.text for document in documents])
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -226,6 +235,16 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
                 (output / f"{document.name}.txt").write_text(document.text, encoding="utf-8")
     except OSError as error:
         raise _write_error(Path(error.filename or output), error) from None
+
+
+def _is_annotation_folder_of(folder: Path, text_file: Path) -> bool:
+    """Whether ``folder`` holds the i2b2 annotations of ``text_file``: its own folder
+    (``.txt`` + ``.con`` side by side) or, in the release layout, ``concept/`` beside
+    its ``txt/``."""
+    places = [text_file.parent]
+    if text_file.parent.name == "txt":
+        places.append(text_file.parent.parent / "concept")
+    return any(place.is_dir() and os.path.samefile(place, folder) for place in places)
 
 
 @register_writer("html")
