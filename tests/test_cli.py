@@ -348,6 +348,28 @@ def test_predict_i2b2_copies_the_text_of_a_document_without_a_file_only(tmp_path
     assert [path.name for path in (tmp_path / "texts").glob("*.txt")] == ["text-1.txt"]
 
 
+@pytest.mark.parametrize("texts, annotations", [("data", "data"), ("data/txt", "data/concept")])
+def test_predict_i2b2_refuses_to_replace_the_gold_annotations_of_its_input(tmp_path, capsys,
+                                                                           texts, annotations):
+    # predict --input data/x.txt --output-format i2b2 --output data replaced the gold x.con
+    # (and x.ast) with the predictions, without a word.
+    from clinical_ner.cli import main
+
+    (tmp_path / texts).mkdir(parents=True, exist_ok=True)
+    (tmp_path / annotations).mkdir(parents=True, exist_ok=True)
+    note = tmp_path / texts / "x.txt"
+    note.write_text("No fever .\n", encoding="utf-8")
+    gold = tmp_path / annotations / "x.con"
+    gold.write_text('c="fever" 1:1 1:1||t="test"\n', encoding="utf-8")
+    assert main(["predict", "--input", str(note), "--output-format", "i2b2",
+                 "--output", str(tmp_path / annotations)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner predict: error: --output {tmp_path / annotations}: {gold} holds the "
+        f"annotations of the input {note}; writing it would overwrite them, so give another "
+        "folder\n")
+    assert gold.read_text(encoding="utf-8") == 'c="fever" 1:1 1:1||t="test"\n'
+
+
 def test_predict_i2b2_refuses_a_folder_with_another_run_s_files_and_rewrites_its_own(
         tmp_path, capsys):
     # Another run's .con files read back as this run's results.
@@ -382,6 +404,22 @@ def test_a_text_after_input_is_named_as_such_not_read_as_a_missing_file(tmp_path
     assert error == (f"clinical-ner {command[0]}: error: --input: an argument with spaces names "
                      "no file; --input takes every argument after it as a file, so give texts "
                      "before --input, or after --\n")
+
+
+@pytest.mark.parametrize("command", [["predict"], ["predict", "clinical"],
+                                     ["predict", "--model", "clinical"],
+                                     ["client", "--deadline", "1"]])
+def test_a_file_given_as_a_text_is_refused_not_annotated_as_its_name(tmp_path, capsys,
+                                                                     command):
+    # `predict note.txt` annotated the words "note.txt": no entities, exit 0.
+    from clinical_ner.cli import main
+
+    note = tmp_path / "note.txt"
+    note.write_text("Fever.", encoding="utf-8")
+    assert main([*command, str(note)]) == 2
+    assert capsys.readouterr().err == (
+        f"clinical-ner {command[0]}: error: {note}: a file, given as a text to annotate; "
+        f"give files with --input {note} (texts as arguments or on standard input)\n")
 
 
 def test_an_output_that_is_an_input_is_refused_before_it_is_overwritten(tmp_path, capsys):
@@ -478,6 +516,17 @@ def test_a_bad_training_option_is_named_as_typed(tmp_path, capsys):
                  "--batch-size", "0"]) == 2
     assert capsys.readouterr().err == ("clinical-ner train: error: --batch-size: batch_size must "
                                        "be a positive integer, got 0\n")
+
+
+def test_an_embeddings_format_without_embeddings_is_refused_not_ignored(tmp_path, capsys):
+    # It was recorded in config.json and trained without vectors, without a word.
+    from clinical_ner.cli import main
+
+    assert main(["train", "--train", str(tmp_path / "a.conll"), "--output", str(tmp_path / "run"),
+                 "--embeddings-format", "word2vec-binary"]) == 2
+    assert capsys.readouterr().err == ("clinical-ner train: error: --embeddings-format goes with "
+                                       "--embeddings FILE (or the --config setting embeddings)\n")
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_refuses_a_settings_file_that_it_would_replace(tmp_path, capsys):

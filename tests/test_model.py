@@ -17,8 +17,8 @@ TINY = NERConfig(tag_scheme="bio", word_dim=2, char_dim=2, char_filters=2, lstm_
                  casing_dim=2, dropout=0.0)
 
 
-def tiny_model(tags=TAGS, **changes):
-    vocab = Vocabulary(words=[""] * 30, chars=[""] * 12, tags=tags)
+def tiny_model(tags=TAGS, assertions=(), **changes):
+    vocab = Vocabulary(words=[""] * 30, chars=[""] * 12, tags=tags, assertions=list(assertions))
     return ClinicalNERModel.from_settings(TINY.replace(**changes), vocab)
 
 
@@ -80,6 +80,21 @@ def test_fit_learns_tags_with_the_crf_loss_on_variable_length_batches():
     assert history.history["loss"][-1] < history.history["loss"][0] / 4
     tags, _ = model.decode(batch([[9, 3, 10, 4, 5]]))
     assert tags.numpy()[0].tolist() == [0, 1, 0, 3, 4]
+
+
+def test_fit_of_a_model_with_assertions_names_its_targets_when_given_tag_ids_alone():
+    # README's Python API: model.fit(x, tag_ids); a model with assertions (the bundled
+    # one) failed with a slicing error from deep in the graph.
+    model = tiny_model(assertions=["present", "absent"])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    features = batch([[5, 6, 7], [8, 9, 0], [3, 4, 0]])
+    tag_ids = np.zeros(features["word_ids"].shape, "int32")
+    with pytest.raises(ValueError, match=r"targets are \(tag_ids, assertion_ids\)"):
+        model.fit(features, tag_ids, epochs=1, verbose=0)
+    assertion_ids = np.full_like(tag_ids, model_module.NO_ASSERTION)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)  # a new step
+    history = model.fit(features, (tag_ids, assertion_ids), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
 
 
 def test_decoding_never_produces_an_invalid_bio_sequence():

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from clinical_ner.cli.common import check_input_files, options_named, path_argument
+from clinical_ner.cli.common import (
+    check_input_files, check_text_arguments, options_named, path_argument,
+)
 from clinical_ner.errors import check_host_port, check_integer, check_seconds
 from clinical_ner.serving import defaults
 
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.serving.client_errors import request_rows
 
     check_input_files(args.input)
+    check_text_arguments(args.texts)
     documents = read_documents(args.texts, args.input)
     with options_named(args, CLIENT_OPTIONS), ServingClient(
             **{option: getattr(args, option) for option in CLIENT_OPTIONS}) as client:

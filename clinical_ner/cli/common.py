@@ -73,6 +73,19 @@ def check_input_files(paths: list[Path] | list[str] | None) -> None:
                               "before --input, or after --")
 
 
+def check_text_arguments(texts: Iterable[str]) -> None:
+    """Refuse a text argument that is the path of a file: a file meant for ``--input``.
+
+    ``clinical-ner predict note.txt`` annotated the words ``note.txt``, and printed no
+    entities with exit status 0, as for a note without findings. A text that is the name
+    of a file can still be annotated from standard input.
+    """
+    for text in texts:
+        if os.path.isfile(text):
+            raise ConfigError(f"{text}: a file, given as a text to annotate; give files "
+                              f"with --input {text} (texts as arguments or on standard input)")
+
+
 def non_empty(value: str) -> str:
     """The argument type of an option that names a file or folder to read: an empty value
     (an unset variable in a script) is refused by the option's name.

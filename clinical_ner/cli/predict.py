@@ -7,7 +7,8 @@ import os
 
 from clinical_ner.annotators.load import not_a_model_message
 from clinical_ner.cli.common import (
-    add_format_option, check_input_files, model_path, non_empty, path_argument,
+    add_format_option, check_input_files, check_text_arguments, model_path, non_empty,
+    path_argument,
 )
 from clinical_ner.errors import ModelError, check_output_file, check_output_folder
 from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
@@ -29,7 +30,8 @@ bundled model clinical annotates it. So both of these work:
 A first argument that can only be a mistyped model (a word close to a bundled
 model's name, or a path whose folder exists) is refused when texts follow it
 or --input holds them. --model MODEL names the model explicitly (every
-argument is then a text).
+argument is then a text). An argument that is an existing file is refused:
+give files with --input.
 """
 
 
@@ -56,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.annotators.load import ClinicalNER
     from clinical_ner.formats.writers import check_output_format, write_annotations
 
+    # Every positional: a model is a folder, never a file, and `predict note.txt TEXT`
+    # would call the file a mistyped model.
+    check_text_arguments(args.positionals)
     model, texts = model_and_texts(args.positionals, args.model, other_input=bool(args.input))
     check_input_files(args.input)
     check_output_format(args.output_format, args.output)

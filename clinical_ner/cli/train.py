@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         _check_settings_file_kept(args.config, Path(args.output))
         config = _new_config(args.config, options, args.init_from)
+        if args.embeddings_format is not None and not config.embeddings:
+            # No vectors to read: the format would be recorded, and used by nothing.
+            raise ConfigError("--embeddings-format goes with --embeddings FILE (or the "
+                              "--config setting embeddings)")
     train(args.train, args.output, dev_path=args.dev, config=config,
           data_format=args.input_format, resume=args.resume, init_from=args.init_from,
           label_map=read_label_map(args.label_map), skip_invalid=args.skip_invalid,

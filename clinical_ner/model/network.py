@@ -275,6 +275,13 @@ class ClinicalNERModel(keras.Model):
         equals the ordinary one for a row that allows one tag per token.
         """
         emissions, probabilities = self.split_outputs(y_pred)
+        if self.assertions and not (isinstance(y, (tuple, list)) and len(y) == 2):
+            # Tag ids alone would be indexed as the pair: their first rows taken for the
+            # tags and the assertions, which fails deep in the graph with a slicing error.
+            raise ValueError(
+                f"this model has an assertion output ({', '.join(self.assertions)}): its "
+                "targets are (tag_ids, assertion_ids), assertion_ids "
+                f"{NO_ASSERTION} on tokens without one; give both")
         tag_ids = y[0] if self.assertions else y
         if isinstance(tag_ids, dict):
             log_likelihood = self.crf.partial_log_likelihood(
