@@ -180,8 +180,10 @@ def train(
             else:
                 model, vocab = _first_model(config, train_sentences, train_labels, init_from,
                                             emit)
+                dev_all = (dev_sentences if isinstance(dev_sentences, list) else
+                           [s for part in dev_sentences.values() for s in part])
                 if (not vocab.assertions and not assertion_classes(train_sentences)
-                        and assertion_classes(dev_sentences)):
+                        and assertion_classes(dev_all)):
                     # Most likely the training data's .ast files were left behind.
                     emit("note: the dev data's problems carry assertions, but the training "
                          "data's have none: the model has no assertion output, and the dev "
