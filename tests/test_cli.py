@@ -38,6 +38,18 @@ def test_python_m_clinical_ner_is_the_command():
     assert all(command in result.stdout for command in COMMANDS)
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_the_model_argument_s_help_says_exports_are_taken(command, capsys):
+    # Audit: "model directory, or the bundled model's name", though exports load too.
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--help"])
+    assert stopped.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "model directory, export (SavedModel or LiteRT) or bundled model name" in help_text
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")

@@ -103,6 +103,10 @@ def path_argument(value: str) -> Path:
     return Path(non_empty(value))
 
 
+#: What a model argument of ``evaluate`` and ``predict`` may be: what ``ClinicalNER.load`` takes.
+LOADABLE_MODEL = "model directory, export (SavedModel or LiteRT) or bundled model name"
+
+
 def model_path(value: str) -> Path:
     """A model directory argument, or a bundled model's name (``clinical``).
 

@@ -6,10 +6,11 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    GivenOnce, add_annotated_data_options, check_model_scores_assertions, model_path, non_empty,
-    read_assertion_map, read_label_map,
+    LOADABLE_MODEL, GivenOnce, add_annotated_data_options, check_model_scores_assertions,
+    model_path, non_empty, read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
+from clinical_ner.pretrained import DEFAULT_MODEL
 
 NAME = "evaluate"
 HELP = "score a model on annotated data"
@@ -17,7 +18,7 @@ HELP = "score a model on annotated data"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
-                        help="model directory, or the bundled model's name: clinical")
+                        help=f"{LOADABLE_MODEL}: {DEFAULT_MODEL}")
     parser.add_argument("--data", required=True, action=GivenOnce, type=non_empty,
                         help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
