@@ -8,7 +8,7 @@ import os
 from clinical_ner.annotators.load import not_a_model_message
 from clinical_ner.cli.common import (
     LOADABLE_MODEL, add_format_option, check_input_files, check_text_arguments, model_path,
-    non_empty, path_argument,
+    non_empty, path_argument, say_when_reading_a_terminal,
 )
 from clinical_ner.errors import ModelError, check_output_file, check_output_folder
 from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_output_file("--output", args.output, inputs=args.input or ())
     # Read first: an input that is not UTF-8 is named without waiting for the model to load.
+    say_when_reading_a_terminal(texts, args.input)
     documents = read_documents(texts, args.input)
     ner = ClinicalNER.load(model)
     write_annotations(ner, documents, args.output_format, args.output)
