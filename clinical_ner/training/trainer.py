@@ -498,7 +498,8 @@ def _resumed_epochs(config: NERConfig, state: RunState, output: Path,
     """
     if config.epochs > state.epoch:
         return config
-    emit(f"note: {output} has already trained {state.epoch} epochs, so --epochs "
+    emit(f"note: {output} has already trained {state.epoch} "
+         f"epoch{'s' if state.epoch != 1 else ''}, so --epochs "
          f"{config.epochs} trains none; give more epochs to train on")
     return config.replace(epochs=state.epoch)
 
