@@ -516,6 +516,27 @@ def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores
         "assertions\n")
 
 
+@pytest.mark.slow
+def test_evaluate_says_when_the_data_has_an_assertion_class_the_model_lacks(
+        negation_data, tmp_path, capsys):
+    from clinical_ner.cli import main
+
+    # Audit: a model of present and absent on data with possible scored every possible
+    # problem as wrong without a word, where labels the model lacks get a note.
+    two_classes = write_i2b2(tmp_path / "two", [
+        sentence for sentence in negation_sentences(30, seed=4)
+        if sentence[1][0][3] != "possible"])
+    model = tmp_path / "model"
+    train(two_classes, model, config=tiny_assertion_config(epochs=1), progress=False,
+          emit=lambda _: None)
+    assert main(["evaluate", str(model), "--data", str(negation_data[1])]) == 0
+    assert (f"note: {negation_data[1]}: the model does not know the assertion class(es) "
+            "possible (it has present, absent): their problems' assertions score as wrong\n"
+            ) in capsys.readouterr().err
+    assert main(["evaluate", str(model), "--data", str(two_classes)]) == 0
+    assert "assertion class" not in capsys.readouterr().err
+
+
 def test_card_checks_its_assertion_map_as_evaluate_does(negation_model, tmp_path, capsys):
     import shutil
 
@@ -609,9 +630,40 @@ def test_fine_tuning_on_data_without_assertions_keeps_the_assertion_output(
     # been trained on it too.
     card = (tmp_path / "tuned" / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert ("The assertion output (present, absent, possible) is the base model's as it was: "
-            "the data above has no assertions, so it was not trained on it") in card
+            "the data above has no assertions (or one class only, which teaches nothing), so "
+            "it was not trained on it") in card
     base_card = (base / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert "is the base model's as it was" not in base_card
+
+
+@pytest.mark.slow
+def test_data_of_one_assertion_class_trains_no_assertion_output(negation_model, tmp_path):
+    # Audit: every problem present gave an output of one class, which answered present at
+    # confidence 1.0 for "No fever was seen ." too; fine-tuning taught the base's output that.
+    sentences = [(tokens, [(f, l, label, assertion and "present")
+                           for f, l, label, assertion in concepts])
+                 for tokens, concepts in negation_sentences(20, seed=9)]
+    data = write_i2b2(tmp_path / "present", sentences)
+    messages = []
+    train(data, tmp_path / "fresh", config=tiny_assertion_config(epochs=1), progress=False,
+          emit=messages.append)
+    one_class = ("assertions: every problem of the data is present, and one class teaches "
+                 "nothing but to answer it for every problem: the model has no assertion output")
+    assert one_class in messages
+    assert KerasAnnotator.load(tmp_path / "fresh").vocab.assertions == []
+    base = negation_model[0]
+    messages.clear()
+    train(data, tmp_path / "tuned", init_from=base, config=NERConfig.load(base).replace(epochs=1),
+          progress=False, emit=messages.append)
+    assert any(m.startswith("assertions: every problem of the data is present, and one class "
+                            "teaches nothing but to answer it for every problem: the base "
+                            "model's assertion output (present, absent, possible) is kept as it "
+                            "was and not trained") for m in messages)
+    before = keras.saving.load_model(base / "model.keras", safe_mode=True)
+    after = keras.saving.load_model(tmp_path / "tuned" / "model.keras", safe_mode=True)
+    for old, new in zip(before.get_layer("assertion_probabilities").get_weights(),
+                        after.get_layer("assertion_probabilities").get_weights()):
+        np.testing.assert_array_equal(old, new)
 
 
 @pytest.mark.slow

@@ -38,6 +38,37 @@ def test_python_m_clinical_ner_is_the_command():
     assert all(command in result.stdout for command in COMMANDS)
 
 
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_the_model_argument_s_help_says_exports_are_taken(command, capsys):
+    # Audit: "model directory, or the bundled model's name", though exports load too.
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--help"])
+    assert stopped.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "model directory, export (SavedModel or LiteRT) or bundled model name" in help_text
+
+
+@pytest.mark.parametrize("at_terminal", [True, False])
+def test_predict_says_it_reads_a_terminal_s_note_and_nothing_for_a_pipe(capsys, monkeypatch,
+                                                                        at_terminal):
+    # Audit: at a terminal it waited on standard input without a word.
+    import io
+
+    from clinical_ner.cli import main
+
+    stdin = io.TextIOWrapper(io.BytesIO(NOTE.encode()))
+    monkeypatch.setattr(stdin, "isatty", lambda: at_terminal)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["predict"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["text"] == NOTE
+    said = ("reading one note from standard input; end it with Ctrl-D (texts go as arguments, "
+            "files with --input)\n")
+    assert captured.err == (said if at_terminal else "")
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")

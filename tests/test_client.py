@@ -793,6 +793,19 @@ def test_cli_reads_stdin_and_reports_bad_files(dev_target, tmp_path, capsys, mon
         run_cli(["client", "--target", dev_target])
 
 
+@pytest.mark.parametrize("at_terminal", [True, False])
+def test_cli_says_it_reads_a_terminal_s_note_and_nothing_for_a_pipe(dev_target, capsys,
+                                                                    monkeypatch, at_terminal):
+    # Audit: at a terminal it waited on standard input without a word.
+    stdin = io.TextIOWrapper(io.BytesIO(b"aspirin"))
+    monkeypatch.setattr(stdin, "isatty", lambda: at_terminal)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert run_cli(["client", "--target", dev_target]) == 0
+    said = ("reading one note from standard input; end it with Ctrl-D (texts go as arguments, "
+            "files with --input)\n")
+    assert capsys.readouterr().err == (said if at_terminal else "")
+
+
 def test_cli_output_whose_reader_stops_early_is_one_line(dev_target, capsys, monkeypatch):
     # "internal error (BrokenPipeError)", exit 70, as if a bug to report.
     from clinical_ner.cli import main

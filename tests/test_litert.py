@@ -43,6 +43,7 @@ from clinical_ner.annotators.litert.processes import WorkerProcesses  # noqa: E4
 from clinical_ner.text.tokenizer import split_sentences  # noqa: E402
 
 from helpers import (  # noqa: E402
+    CONFIDENCE_TOLERANCE,
     EDGE_CASES,
     NOTE,
     REPO_ROOT,
@@ -638,3 +639,21 @@ def test_the_lean_path_never_imports_tensorflow(export_dir):
     assert report["imported"] == []
     assert report["cli_code"] == 0
     assert report["cli_entities"] == report["entities"] > 0
+
+
+def test_the_runtimes_guide_shows_what_the_bundled_model_s_export_prints(tmp_path):
+    # Audit: the guide's output lacked the assertion fields that a model with assertions prints.
+    from clinical_ner.pretrained import bundled_model_path
+
+    guide = (REPO_ROOT / "docs" / "guide" / "runtimes.md").read_text(encoding="utf-8")
+    [shown] = [json.loads(line) for line in guide.splitlines() if line.startswith('{"text": ')]
+    ner = ClinicalNER.load(export_litert(bundled_model_path(), tmp_path / "clinical-litert"))
+    printed = [entity.to_dict() for entity in ner.annotate(shown["text"])]
+    assert [sorted(entity) for entity in printed] == [sorted(e) for e in shown["entities"]]
+    assert any("assertion" in entity for entity in printed)
+    for entity, expected in zip(printed, shown["entities"], strict=True):
+        for key, value in expected.items():
+            if key.endswith("confidence"):
+                assert entity[key] == pytest.approx(value, abs=CONFIDENCE_TOLERANCE)
+            else:
+                assert entity[key] == value

@@ -114,6 +114,24 @@ def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, 
                      "or use the bundled model 'clinical'")
 
 
+@pytest.mark.parametrize("options, error", [
+    (["--label-map", "Disease=problem"],
+     "--label-map needs --data (the data whose labels it maps)"),
+    (["--input-format", "conll"], "--input-format needs --data (the data whose format it names)"),
+    (["--skip-invalid"], "--skip-invalid needs --data (the data whose invalid sentences it skips)"),
+])
+def test_the_card_command_refuses_options_of_the_data_without_data(trained, tmp_path, capsys,
+                                                                  options, error):
+    # Audit: accepted and ignored, the card rewritten as if they had been used.
+    from clinical_ner.cli import main
+
+    model = shutil.copytree(trained, tmp_path / "model")
+    card = (model / CARD_FILE).read_bytes()
+    assert main(["card", str(model), *options]) == 2
+    assert capsys.readouterr().err == f"clinical-ner card: error: {error}\n"
+    assert (model / CARD_FILE).read_bytes() == card
+
+
 def test_the_card_command_leaves_the_bundled_model_s_card_as_shipped(tmp_path, capsys,
                                                                      monkeypatch):
     # It rewrote the package's card (and, with --data, its scores) in place.

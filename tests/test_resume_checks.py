@@ -15,7 +15,7 @@ from clinical_ner.config import NERConfig
 from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.training.trainer import train
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, negation_sentences, write_i2b2
 
 SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
 
@@ -100,6 +100,17 @@ def test_an_epoch_budget_already_spent_says_nothing_was_trained(run):
            "epochs to train on" in messages
     assert state_of(run)["epoch"] == 2
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
+
+
+def test_a_spent_budget_of_one_epoch_is_said_in_the_singular(tmp_path):
+    # Audit: "has already trained 1 epochs".
+    data = write_i2b2(tmp_path / "data", negation_sentences(8, seed=3))
+    train(data, tmp_path / "run", config=tiny(epochs=1), **QUIET)
+    messages = []
+    train(data, tmp_path / "run", config=tiny(epochs=1), resume=True, progress=False,
+          emit=messages.append)
+    assert f"note: {tmp_path / 'run'} has already trained 1 epoch, so --epochs 1 trains none; " \
+           "give more epochs to train on" in messages
 
 
 def test_an_old_checkpoint_without_its_data_resumes_with_a_warning(run):

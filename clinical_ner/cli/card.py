@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
             f"{bundled}: the bundled model's card ships with the package "
             f"({Path(args.model) / 'MODEL_CARD.md'}); to score it on your data run 'clinical-ner "
             "evaluate', or copy the folder and write the copy's card")
+    if args.data is None:
+        _check_no_data_options(args)
     label_map = read_label_map(args.label_map)
     assertion_map = read_assertion_map(args.assertion_map)
     if assertion_map is not None:
@@ -49,6 +51,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_no_data_options(args: argparse.Namespace) -> None:
+    """Refuse the options that say how to read ``--data`` when there is none: the card would
+    be written as if they had been used."""
+    reads_data = [("--label-map", args.label_map is not None, "whose labels it maps"),
+                  ("--assertion-map", args.assertion_map is not None, "it reads assertions of"),
+                  ("--input-format", args.input_format != "auto", "whose format it names"),
+                  ("--skip-invalid", args.skip_invalid, "whose invalid sentences it skips")]
+    for option, given, what in reads_data:
+        if given:
+            raise ConfigError(f"{option} needs --data (the data {what})")
+
+
 def _check_assertion_map(args: argparse.Namespace, label_map: dict | None,
                          assertion_map: dict) -> None:
     """As ``evaluate`` checks it: a map that reads nothing would put every problem's gold
@@ -57,8 +71,6 @@ def _check_assertion_map(args: argparse.Namespace, label_map: dict | None,
     from clinical_ner.formats.corpora import check_assertion_map_sources
     from clinical_ner.model.vocab import Vocabulary
 
-    if args.data is None:
-        raise ConfigError("--assertion-map needs --data (the data it reads assertions of)")
     check_model_scores_assertions(args.model, Vocabulary.load(args.model).assertions)
     corpus = load_corpus(args.data, args.input_format, label_map=label_map,
                          skip_invalid=args.skip_invalid, assertion_map=assertion_map)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from clinical_ner.cli.common import (
     check_input_files, check_text_arguments, options_named, path_argument,
+    say_when_reading_a_terminal,
 )
 from clinical_ner.errors import check_host_port, check_integer, check_seconds
 from clinical_ner.serving import defaults
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_input_files(args.input)
     check_text_arguments(args.texts)
+    say_when_reading_a_terminal(args.texts, args.input)
     documents = read_documents(args.texts, args.input)
     with options_named(args, CLIENT_OPTIONS), ServingClient(
             **{option: getattr(args, option) for option in CLIENT_OPTIONS}) as client:

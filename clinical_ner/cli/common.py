@@ -86,6 +86,20 @@ def check_text_arguments(texts: Iterable[str]) -> None:
                               f"with --input {text} (texts as arguments or on standard input)")
 
 
+def say_when_reading_a_terminal(texts: list[str], paths: list[str] | None) -> None:
+    """Without texts or ``--input`` files the note is standard input: at a terminal, say so
+    on stderr, or the command waits there without a word. Nothing for a pipe or a file."""
+    if texts or paths or sys.stdin is None:
+        return
+    try:
+        at_terminal = sys.stdin.isatty()
+    except ValueError:  # closed: read_documents names it
+        return
+    if at_terminal:
+        print("reading one note from standard input; end it with Ctrl-D (texts go as "
+              "arguments, files with --input)", file=sys.stderr)
+
+
 def non_empty(value: str) -> str:
     """The argument type of an option that names a file or folder to read: an empty value
     (an unset variable in a script) is refused by the option's name.
@@ -101,6 +115,10 @@ def non_empty(value: str) -> str:
 def path_argument(value: str) -> Path:
     """:func:`non_empty`, as a :class:`~pathlib.Path`."""
     return Path(non_empty(value))
+
+
+#: What a model argument of ``evaluate`` and ``predict`` may be: what ``ClinicalNER.load`` takes.
+LOADABLE_MODEL = "model directory, export (SavedModel or LiteRT) or bundled model name"
 
 
 def model_path(value: str) -> Path:

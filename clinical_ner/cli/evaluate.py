@@ -6,10 +6,11 @@ import json
 import sys
 
 from clinical_ner.cli.common import (
-    GivenOnce, add_annotated_data_options, check_model_scores_assertions, model_path, non_empty,
-    read_assertion_map, read_label_map,
+    LOADABLE_MODEL, GivenOnce, add_annotated_data_options, check_model_scores_assertions,
+    model_path, non_empty, read_assertion_map, read_label_map,
 )
 from clinical_ner.errors import ConfigError, DataFormatError, check_output_file
+from clinical_ner.pretrained import DEFAULT_MODEL
 
 NAME = "evaluate"
 HELP = "score a model on annotated data"
@@ -17,7 +18,7 @@ HELP = "score a model on annotated data"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=model_path,
-                        help="model directory, or the bundled model's name: clinical")
+                        help=f"{LOADABLE_MODEL}: {DEFAULT_MODEL}")
     parser.add_argument("--data", required=True, action=GivenOnce, type=non_empty,
                         help="annotated data to score on: a CoNLL file, or an i2b2 or brat folder")
     parser.add_argument("--json", help="write the scores as JSON to this file")
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.annotators.load import ClinicalNER, check_model_files
     from clinical_ner.evaluation.scorer import format_report
     from clinical_ner.formats.writers import write_output_file
+    from clinical_ner.training.dataset import assertion_classes
     from clinical_ner.evaluation.evaluate import (
         corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
     )
@@ -83,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     if not ner.assertion_classes and has_assertions(sentences):
         print(f"note: {args.data}: its problems carry assertions, but the model has none: "
               "no assertion scores", file=sys.stderr)
+    unknown = [name for name in assertion_classes(sentences)
+               if ner.assertion_classes and name not in ner.assertion_classes]
+    if unknown:
+        # Scored as wrong, with no word of why, as labels the model lacks were.
+        print(f"note: {args.data}: the model does not know the assertion class(es) "
+              f"{', '.join(unknown)} (it has {', '.join(ner.assertion_classes)}): their "
+              "problems' assertions score as wrong", file=sys.stderr)
     report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:

@@ -7,8 +7,8 @@ import os
 
 from clinical_ner.annotators.load import not_a_model_message
 from clinical_ner.cli.common import (
-    add_format_option, check_input_files, check_text_arguments, model_path, non_empty,
-    path_argument,
+    LOADABLE_MODEL, add_format_option, check_input_files, check_text_arguments, model_path,
+    non_empty, path_argument, say_when_reading_a_terminal,
 )
 from clinical_ner.errors import ModelError, check_output_file, check_output_folder
 from clinical_ner.formats.writers import FOLDER_FORMATS, WRITERS
@@ -21,8 +21,9 @@ DESCRIPTION = """\
 Annotate texts given as arguments, files (--input) or standard input.
 
 The first argument is the model if it is an existing model directory, an
-export (SavedModel or LiteRT) or a bundled model's name (clinical); otherwise every argument is a text and the
-bundled model clinical annotates it. So both of these work:
+export (SavedModel or LiteRT) or a bundled model's name (clinical); otherwise
+every argument is a text and the bundled model clinical annotates it. So both
+of these work:
 
   clinical-ner predict "CT of the chest showed a 2 cm nodule."
   clinical-ner predict runs/maccrobat "CT of the chest showed a 2 cm nodule."
@@ -39,11 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     output_formats = tuple(WRITERS)
     parser.add_argument("positionals", nargs="*", metavar="[MODEL] TEXT",
-                        help="an optional model directory or bundled name, then texts to "
+                        help=f"an optional model ({LOADABLE_MODEL}), then texts to "
                              "annotate (one document each)")
     parser.add_argument("--model", type=model_path,
-                        help="model directory or bundled model name (default: the first "
-                             "argument if it is one, else clinical)")
+                        help=f"{LOADABLE_MODEL} (default: the first argument if it is one, "
+                             f"else {DEFAULT_MODEL})")
     parser.add_argument("--input", nargs="+", action="extend", metavar="FILE", type=non_empty,
                         help="UTF-8 text files, one document each")
     add_format_option(parser, "--output-format", output_formats, "jsonl",
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_output_file("--output", args.output, inputs=args.input or ())
     # Read first: an input that is not UTF-8 is named without waiting for the model to load.
+    say_when_reading_a_terminal(texts, args.input)
     documents = read_documents(texts, args.input)
     ner = ClinicalNER.load(model)
     write_annotations(ner, documents, args.output_format, args.output)

@@ -268,9 +268,9 @@ def render_model_card(model_dir: str | Path, card: dict) -> str:
         lines += _training_data(training, labels)
         if training.get("assertions_kept_from_base"):
             lines += [f"The assertion output ({', '.join(vocab.get('assertions') or ())}) is "
-                      "the base model's as it was: the data above has no assertions, so it "
-                      "was not trained on it (the layers under it were, which can change its "
-                      "answers).", ""]
+                      "the base model's as it was: the data above has no assertions (or one "
+                      "class only, which teaches nothing), so it was not trained on it (the "
+                      "layers under it were, which can change its answers).", ""]
         base = training.get("fine_tuned_from")
         while base:
             recorded = base.get("training")

@@ -46,7 +46,7 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     is the ``--init-from`` model, whose own training record the card keeps
     (:func:`base_model_record`), or that record itself (a resumed run's).
     ``assertions_kept``: the model's assertion output is the base model's, not
-    trained on this data (which has no assertions); the card says so.
+    trained on this data (which has no assertions, or one class); the card says so.
     """
     import keras
     import tensorflow as tf

@@ -55,6 +55,16 @@ def assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
     return [name for name in ASSERTION_CLASSES if name in used]
 
 
+def taught_assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
+    """The assertion classes a model learns from ``sentences``: :func:`assertion_classes`, if 2+.
+
+    One class (every problem ``present``, say) teaches nothing but to answer it for
+    every problem, "No fever was seen" included: empty then, as without assertions.
+    """
+    classes = assertion_classes(sentences)
+    return classes if len(classes) > 1 else []
+
+
 def assertion_class_weights(sentences: Sequence[Sentence], classes: list[str],
                             rule: str) -> list[float]:
     """The assertion loss's weight of each of ``classes``, by ``rule`` (``NERConfig.assertion_class_weights``).

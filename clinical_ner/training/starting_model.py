@@ -14,7 +14,9 @@ from clinical_ner.model.network import ASSERTION_LAYERS, ClinicalNERModel
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.text.document import ASSERTION_LABEL, Sentence
 from clinical_ner.text.tags import entity_labels
-from clinical_ner.training.dataset import assertion_class_weights, assertion_classes
+from clinical_ner.training.dataset import (
+    assertion_class_weights, assertion_classes, taught_assertion_classes,
+)
 from clinical_ner.vectors.reader import load_embedding_files
 
 
@@ -59,10 +61,12 @@ def new_model(config: NERConfig, sentences: Sequence[Sentence], tags: list[str],
     embedding_words, vectors = pretrained_vectors(config)
     vocab = Vocabulary.build((s.tokens for s in sentences), tags, embedding_words,
                              config.min_word_count)
-    vocab.assertions = assertion_classes(sentences)
+    vocab.assertions = taught_assertion_classes(sentences)
     if vocab.assertions:
         emit(f"assertions: {', '.join(vocab.assertions)} (a second output, "
              f"assertion_head {config.assertion_head})")
+    elif (one_class := assertion_classes(sentences)):
+        emit(f"assertions: {_one_assertion_class(one_class)}: the model has no assertion output")
     elif any(sentence.assertions for sentence in sentences):
         # Assertion files read without a word, then nothing learnt from them.
         emit(f"assertions: {_no_assertion_output(tags)}; the data's assertions are not used")
@@ -107,6 +111,12 @@ def check_architecture_kept(config: NERConfig, base_config: NERConfig,
         raise ConfigError(
             f"fine-tuning keeps the base model's architecture; these settings differ "
             f"from {init_from}: {', '.join(changed)}")
+
+
+def _one_assertion_class(classes: list[str]) -> str:
+    """Why data whose problems all carry one assertion class trains no assertion output."""
+    return (f"every problem of the data is {classes[0]}, and one class teaches nothing but to "
+            f"answer it for every problem")
 
 
 def _no_assertion_output(tags: list[str]) -> str:
@@ -243,7 +253,7 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     added_chars = len(chars) - len(base.vocab.chars)
     emit(f"vocabulary: the base model's {word_counts}; its {len(base.vocab.chars)} characters "
          f"and {added_chars} new character{'s' if added_chars != 1 else ''} of the data")
-    data_assertions = assertion_classes(sentences)
+    data_assertions = taught_assertion_classes(sentences)
     # Labels without problem (a label map that maps nothing onto it) would keep an
     # assertion output that never answers.
     has_problems = ASSERTION_LABEL in entity_labels(tags)
@@ -300,7 +310,9 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
         emit(f"assertions: {_no_assertion_output(tags)}; the base model's "
              f"({', '.join(base.vocab.assertions)}) is dropped")
     elif keep_assertions and not data_assertions:
-        emit(f"the new data has no assertions: the base model's assertion output "
+        one_class = assertion_classes(sentences)
+        emit((f"assertions: {_one_assertion_class(one_class)}" if one_class
+              else "the new data has no assertions") + ": the base model's assertion output "
              f"({', '.join(vocab.assertions)}) is kept as it was and not trained (the layers "
              "under it are, which can change its answers; evaluate it on data with assertions)")
     elif keep_assertions:
@@ -315,4 +327,6 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
     elif data_assertions:
         emit(f"assertions: {', '.join(data_assertions)} (the base model has no assertion "
              "output): a new assertion output is initialised")
+    elif has_problems and (one_class := assertion_classes(sentences)):
+        emit(f"assertions: {_one_assertion_class(one_class)}: the model has no assertion output")
     return model, vocab

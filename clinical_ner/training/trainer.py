@@ -34,7 +34,8 @@ from clinical_ner.training.checkpoints import (
 from clinical_ner.config import NERConfig, changed_on_resume, resume_change_error
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
-    assertion_classes, encode_allowed_tags, encode_assertions, encode_tags, training_dataset,
+    assertion_classes, encode_allowed_tags, encode_assertions, encode_tags,
+    taught_assertion_classes, training_dataset,
 )
 from clinical_ner.training.distribute import (
     ClusterError, Distribution, distribution_for, parse_tf_config,
@@ -70,6 +71,7 @@ from clinical_ner.training.callbacks import (
 from clinical_ner.training.run_data import check_same_data, data_facts
 from clinical_ner.training.steps import EpochTrainer, reseed_dropout
 from clinical_ner.model.vocab import Vocabulary
+from clinical_ner.model.network import NO_ASSERTION
 
 
 @dataclass
@@ -214,8 +216,14 @@ def train(
         if len(train_sentences) > original_count:
             allowed_tags = _tagger_skips_copies(allowed_tags, train_sentences, original_count,
                                                 vocab.tags, config.tag_scheme)
-        train_assertions = (encode_assertions(train_sentences, vocab.assertions)
-                            if vocab.assertions else None)
+        if not vocab.assertions:
+            train_assertions = None
+        elif taught_assertion_classes(train_sentences):
+            train_assertions = encode_assertions(train_sentences, vocab.assertions)
+        else:
+            # Data of one class teaches nothing: a base model's assertion output is kept
+            # untrained, as on data without assertions.
+            train_assertions = [[NO_ASSERTION] * len(s.tokens) for s in train_sentences]
         ner = KerasAnnotator(model, vocab, config)
         stopped_early = False
         for epoch in range(state.epoch, config.epochs):
@@ -277,7 +285,7 @@ def train(
         base = state.fine_tuned_from or (recorded_base_model(output) if resume else None)
         # Fine-tuning on data without assertions leaves the base's assertion output untrained.
         assertions_kept = (base is not None and bool(vocab.assertions)
-                           and not assertion_classes(train_sentences))
+                           and not taught_assertion_classes(train_sentences))
         if distribution.is_chief and corpora is not None:
             best = [entry for entry in state.history if entry.get("best")]
             record_corpus_set_training(output, corpora,
@@ -492,7 +500,8 @@ def _resumed_epochs(config: NERConfig, state: RunState, output: Path,
     """
     if config.epochs > state.epoch:
         return config
-    emit(f"note: {output} has already trained {state.epoch} epochs, so --epochs "
+    emit(f"note: {output} has already trained {state.epoch} "
+         f"epoch{'s' if state.epoch != 1 else ''}, so --epochs "
          f"{config.epochs} trains none; give more epochs to train on")
     return config.replace(epochs=state.epoch)
 
