@@ -309,6 +309,26 @@ def test_paths_and_methods_outside_the_api(rest):
     assert rest.request("GET", "/index.html")[0] == 404
 
 
+def test_head_gets_a_get_s_status_and_headers_without_its_body(server):
+    # HEAD was a 501 with a JSON body, which a client reads as the start of its next answer.
+    connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
+    connection.request("GET", f"/v1/models/{MODEL}")
+    response = connection.getresponse()
+    got = response.read()
+    connection.request("HEAD", f"/v1/models/{MODEL}")
+    head = connection.getresponse()
+    assert head.status == response.status == 200
+    assert head.getheader("Content-Length") == str(len(got)) and head.read() == b""
+    connection.request("HEAD", "/v1/models/other")
+    missing = connection.getresponse()
+    assert missing.status == 404 and missing.read() == b""
+    # The connection goes on: nothing of a body was left in it.
+    connection.request("GET", f"/v1/models/{MODEL}")
+    again = connection.getresponse()
+    assert again.status == 200 and again.read() == got
+    connection.close()
+
+
 def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
     connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
     body = json.dumps({"instances": [MARKER * 8000]}).encode()

@@ -79,6 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._request()
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_GET  # noqa: N815 (others: 400 Malformed)
+    # A GET's status and headers without its body (HTTP's HEAD): it was a 501 with a body,
+    # which an HTTP client reads as the start of its next answer on the connection.
+    do_HEAD = do_GET  # noqa: N815
 
     def _request(self) -> None:
         try:
@@ -193,7 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
             # was dropped unanswered. As given, it is no path of the API (404).
             path = self.path
         with self.server.admission:
-            status, answer = self.server.api.answer(self.command, path, body)
+            method = "GET" if self.command == "HEAD" else self.command
+            status, answer = self.server.api.answer(method, path, body)
         if status == 503:
             self.close_connection = True
         self._send(status, answer)
@@ -210,7 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's own errors (bad request line, headers too long, ...)
