@@ -390,10 +390,11 @@ class ModelServer:
         if self._poller is not None:
             self._poller.join()
         logger.info("Stopped. Requests served: %s", self._service.stats.summary())
-        if grace is not None and self.running_grpc_calls():
+        running = self.running_grpc_calls()
+        if grace is not None and running:
             logger.warning("%d gRPC call(s) still running past the %g s grace period: their "
                            "clients got UNAVAILABLE; the model calls go on in the background",
-                           self.running_grpc_calls(), grace)
+                           running, grace)
 
     def running_grpc_calls(self) -> int:
         """gRPC calls whose thread is still running; after :meth:`stop`, those its grace

@@ -48,6 +48,12 @@ def _map_digest(mapping: dict | None) -> str | None:
     return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def dev_parts(dev: Sequence[Sentence] | dict[str, Sequence[Sentence]]
+              ) -> dict[str, Sequence[Sentence]]:
+    """The dev sentences by dev corpus name (``""`` for the one dev set of ``--dev``)."""
+    return dev if isinstance(dev, dict) else {"": dev}
+
+
 def data_facts(train: Sequence[Sentence], dev: Sequence[Sentence] | dict | None, has_dev: bool,
                corpus_file: bool, data_format: str, label_map: dict | None,
                assertion_map: dict | None, corpora: dict | None = None) -> dict:
@@ -66,7 +72,7 @@ def data_facts(train: Sequence[Sentence], dev: Sequence[Sentence] | dict | None,
     if corpora is not None:
         facts["corpora"] = _map_digest(corpora)
     if dev is not None and has_dev:
-        parts = dev if isinstance(dev, dict) else {"": dev}
+        parts = dev_parts(dev)
         facts["dev_sentences"] = sum(len(part) for part in parts.values())
         facts["dev_sha256"] = sentences_digest(
             [sentence for name in sorted(parts) for sentence in parts[name]])

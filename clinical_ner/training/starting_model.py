@@ -176,9 +176,7 @@ def two_cases_warning(labels: list[str]) -> str | None:
     merged = {label: group[-1] for group in doubled for label in group}
     return ("warning: labels that differ only in letter case are trained as different labels, "
             "each from part of the mentions: " + "; ".join(", ".join(group) for group in doubled)
-            + "; to merge them, give a label map that names every label (those it does not "
-            "name become O): --label-map '"
-            + ",".join(f"{label}={merged.get(label, label)}" for label in labels) + "'")
+            + "; to merge them, " + _label_map_hint(labels, merged))
 
 
 def case_only_warning(labels: list[str], base_labels: list[str],
@@ -204,9 +202,14 @@ def case_only_warning(labels: list[str], base_labels: list[str],
                         for label, base_label in renamed.items())
             + (f"; {asserted[0]} entities get no assertion (the assertion output is for "
                f"{ASSERTION_LABEL})" if asserted else "")
-            + "; to keep them, give a label map that names every label (those it does not "
-            "name become O): --label-map '"
-            + ",".join(f"{label}={renamed.get(label, label)}" for label in labels) + "'")
+            + "; to keep them, " + _label_map_hint(labels, renamed))
+
+
+def _label_map_hint(labels: list[str], renamed: dict[str, str]) -> str:
+    """The ``--label-map`` that renames ``labels`` by ``renamed`` and keeps the others."""
+    return ("give a label map that names every label (those it does not name become O): "
+            "--label-map '" + ",".join(f"{label}={renamed.get(label, label)}" for label in labels)
+            + "'")
 
 
 def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Sequence[Sentence],

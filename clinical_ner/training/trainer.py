@@ -68,7 +68,7 @@ from clinical_ner.training.callbacks import (
     BestModelSaver, CheckpointSaver, ModelSelection, ProgressReport, RunState, TrainingLog,
     TrainingRun,
 )
-from clinical_ner.training.run_data import check_same_data, data_facts
+from clinical_ner.training.run_data import check_same_data, data_facts, dev_parts
 from clinical_ner.training.steps import EpochTrainer, reseed_dropout
 from clinical_ner.model.vocab import Vocabulary
 from clinical_ner.model.network import NO_ASSERTION
@@ -182,8 +182,7 @@ def train(
             else:
                 model, vocab = _first_model(config, train_sentences, train_labels, init_from,
                                             emit)
-                dev_all = (dev_sentences if isinstance(dev_sentences, list) else
-                           [s for part in dev_sentences.values() for s in part])
+                dev_all = [s for part in dev_parts(dev_sentences).values() for s in part]
                 if (not vocab.assertions and not assertion_classes(train_sentences)
                         and assertion_classes(dev_all)):
                     # Most likely the training data's .ast files were left behind.
