@@ -245,11 +245,11 @@ def _check_not_its_annotations(con_path: Path, text_path: Path | None) -> None:
     txt_path = companion_path(con_path, "txt")
     if text_path is None or not txt_path.exists() or not os.path.samefile(txt_path, text_path):
         return
-    for annotations in (con_path, companion_path(con_path, "ast")):
-        if annotations.exists():
-            raise ConfigError(f"--output {con_path.parent}: {annotations} holds the annotations "
-                              f"of the input {text_path}; writing it would overwrite them, so "
-                              "give another folder")
+    for annotation_path in (con_path, companion_path(con_path, "ast")):
+        if annotation_path.exists():
+            raise ConfigError(f"--output {con_path.parent}: {annotation_path} holds the "
+                              f"annotations of the input {text_path}; writing it would overwrite "
+                              "them, so give another folder")
 
 
 @register_writer("html")

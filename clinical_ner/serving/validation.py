@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 
 from clinical_ner.export import signatures
 from clinical_ner.serving import defaults
