@@ -6,9 +6,13 @@ Parsing only: nothing is trained or annotated.
 """
 from __future__ import annotations
 
+import argparse
 import ast
+import importlib
+import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,42 +25,69 @@ USER_DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs" / "guide").glo
 ALL_DOCS = [*USER_DOCS, *sorted((REPO_ROOT / "docs" / "design").glob("*.md")),
             REPO_ROOT / "benchmarks" / "README.md"]
 BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
-# A line that runs a command (not an error message such as "clinical-ner train: error: ...").
-_COMMAND_LINE = re.compile(rf"^(?:\$ )?clinical-ner (?:{'|'.join(COMMANDS)}) ")
+# A command after a prompt or environment variables (TF_CONFIG='...' clinical-ner train ...),
+# not an error message ("clinical-ner train: error: ...").
+_COMMAND_LINE = re.compile(rf"(?:\$ )?(?:\w+=(?:'[^']*'|\S+) +)*clinical-ner "
+                           rf"((?:{'|'.join(COMMANDS)})(?: .*)?)$")
+_BENCHMARK = re.compile(r"python\s+-m\s+(benchmarks\.\w+)\s+(-.*)", flags=re.S)
 # Elided options: a shape to complete, not a command to run.
 _ELISION = re.compile(r"(?:^|\s)(?:\.\.\.|…)(?:\s|$)")
 
 
-def fenced_command_lines(doc: Path) -> list[tuple[int, str]]:
-    """``clinical-ner COMMAND ...`` lines of the doc's code blocks, continuations joined."""
-    commands, in_block, lines = [], False, doc.read_text(encoding="utf-8").splitlines()
+def code(doc: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The doc's code-block lines (continuations joined) and its code spans (which may run
+    over lines of prose), each with the number of the line it starts on, elisions left out."""
+    block_lines, prose, in_block = [], [], False
+    lines = doc.read_text(encoding="utf-8").splitlines()
     number = 0
     while number < len(lines):
         line = lines[number].strip()
         number += 1
-        if line.startswith("```"):
-            in_block = not in_block
-            continue
-        if not in_block or not _COMMAND_LINE.match(line):
+        if line.startswith("```") or not in_block:
+            in_block ^= line.startswith("```")
+            prose.append("" if line.startswith("```") else line)
             continue
         first = number
         while line.endswith("\\") and number < len(lines):
             line = line[:-1] + " " + lines[number].strip()
             number += 1
-        if not _ELISION.search(line):
-            commands.append((first, line))
+        prose += [""] * (number - first + 1)
+        block_lines.append((first, line))
+    text = "\n".join(prose)
+    spans = [(text.count("\n", 0, span.start()) + 1, re.sub(r"\s+", " ", span[1]))
+             for span in re.finditer(r"`([^`]+)`", text)]
+    return tuple([(number, line) for number, line in found if not _ELISION.search(line)]
+                 for found in (block_lines, spans))
+
+
+def clinical_ner_commands(doc: Path) -> list[tuple[int, list[str]]]:
+    """``clinical-ner COMMAND ...`` in the doc's code blocks, as argv after the program name
+    (its spans are often an option or two to add, not a whole command)."""
+    commands = []
+    for number, line in code(doc)[0]:
+        command = _COMMAND_LINE.match(line)
+        if command:
+            commands.append((number, shlex.split(command[1], comments=True)))
     return commands
 
 
+def benchmark_commands(doc: Path) -> list[tuple[int, str, list[str]]]:
+    """``python -m benchmarks.NAME OPTIONS`` in the doc's code (a bare name is a reference)."""
+    block_lines, spans = code(doc)
+    return [(number, command[1], shlex.split(command[2], comments=True))
+            for number, line in [*block_lines, *spans]
+            if (command := _BENCHMARK.fullmatch(line))]
+
+
 def test_the_docs_show_commands_to_check():
-    assert sum(len(fenced_command_lines(doc)) for doc in USER_DOCS) >= 40
+    assert sum(len(clinical_ner_commands(doc)) for doc in USER_DOCS) >= 40
+    assert sum(len(benchmark_commands(doc)) for doc in USER_DOCS) >= 10
 
 
 @pytest.mark.parametrize("doc", USER_DOCS, ids=lambda doc: str(doc.relative_to(REPO_ROOT)))
 def test_every_clinical_ner_command_in_the_guides_parses(doc, capsys):
-    for line_number, line in fenced_command_lines(doc):
-        where = f"{doc.relative_to(REPO_ROOT)}:{line_number}: {line}"
-        argv = shlex.split(line.removeprefix("$ "), comments=True)[1:]
+    for line_number, argv in clinical_ner_commands(doc):
+        where = f"{doc.relative_to(REPO_ROOT)}:{line_number}: clinical-ner {shlex.join(argv)}"
         try:
             args, unknown = build_parser(argv).parse_known_args(argv)
         except SystemExit:
@@ -64,6 +95,37 @@ def test_every_clinical_ner_command_in_the_guides_parses(doc, capsys):
         assert _texts_after_options(args, unknown) == [], where
         # An old spelling still parses, with a deprecation notice: not what a guide shows.
         assert capsys.readouterr().err == "", where
+
+
+class _Parsed(Exception):
+    """Raised once a benchmark's parser has read its arguments: nothing runs."""
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda doc: str(doc.relative_to(REPO_ROOT)))
+def test_every_benchmark_command_in_the_guides_parses(doc, monkeypatch, capsys):
+    parse_args = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        parse_args(self, args, namespace)
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    environment = dict(os.environ)  # some benchmarks set thread counts when imported
+    try:
+        for line_number, module_name, argv in benchmark_commands(doc):
+            where = f"{doc.relative_to(REPO_ROOT)}:{line_number}: {module_name} {shlex.join(argv)}"
+            monkeypatch.setattr(sys, "argv", [module_name, *argv])
+            main = importlib.import_module(module_name).main
+            try:
+                main(argv) if main.__code__.co_argcount else main()
+            except _Parsed:
+                continue
+            except SystemExit:
+                pytest.fail(f"{where}\n{capsys.readouterr().err[-500:]}")
+            pytest.fail(f"{where}: its main() never parsed arguments")
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
 
 
 def test_every_benchmark_the_docs_name_exists():
