@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_util import (
+from benchmarks.bench_util import (
     REPO_ROOT, free_port, log, machine_facts, slice_conll, subprocess_env, write_json,
 )
 

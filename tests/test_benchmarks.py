@@ -151,6 +151,33 @@ def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     assert text.index(bench_report.END_MARKER) < text.index("## Running\n")
 
 
+def test_the_assertion_means_in_the_benchmarks_readme_are_their_result_files():
+    # Typed by hand from `assertion_bench --table`'s seeds; means of figures rounded first
+    # gave 0.316 and 0.878 where the files give 0.315 and 0.877.
+    results = REPO_ROOT / "benchmarks" / "results" / "assertions"
+    text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("Three-seed means (seeds 42 / 43 / 44;"):]
+    table = table[:table.index("\n\n", table.index("| variant |"))]
+
+    def mean(devs: list[dict], key: str, digits: int) -> str:
+        return f"{sum(dev[key] for dev in devs) / len(devs):.{digits}f}" if key in devs[0] else "-"
+
+    checked = 0
+    for row in table.splitlines():
+        cells = [cell.strip().strip("*") for cell in row.strip("|").split("|")]
+        variant = re.match(r"`([\w.-]+)`", cells[0])
+        paths = [results / f"{variant[1]}-seed{seed}.json" for seed in (42, 43, 44)
+                 ] if variant else []
+        if not paths or not all(path.exists() for path in paths):
+            continue
+        devs = [json.loads(path.read_text(encoding="utf-8"))["dev"] for path in paths]
+        figures = [mean(devs, "ner_exact_f1", 4), *(
+            mean(devs, key, 3) for key in ("assertion_accuracy", "absent_f1", "possible_f1"))]
+        assert [cells[1].split(" ")[0], *cells[2:5]] == figures, row
+        checked += 1
+    assert checked >= 10
+
+
 # -- slow: a --quick run end to end --------------------------------------------------------
 
 def _positive(value) -> bool:
