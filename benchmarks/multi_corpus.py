@@ -384,6 +384,8 @@ def main() -> None:
                         help="score the models kept in --work again where a result lacks a "
                              "score or precision and recall, and exit")
     args = parser.parse_args()
+    if (args.table or args.rescore) and not args.results.is_file():
+        parser.error(f"--results {args.results}: no such file (--table and --rescore read one)")
     if args.table:
         results = json.loads(args.results.read_text())
         print(markdown_table(results) + "\n\n" + precision_recall_table(results))
