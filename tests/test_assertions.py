@@ -517,22 +517,25 @@ def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores
 
 
 @pytest.mark.slow
-def test_evaluate_says_when_the_data_has_an_assertion_class_the_model_lacks(
+def test_training_and_evaluate_say_when_the_data_has_an_assertion_class_the_model_lacks(
         negation_data, tmp_path, capsys):
     from clinical_ner.cli import main
 
     # Audit: a model of present and absent on data with possible scored every possible
-    # problem as wrong without a word, where labels the model lacks get a note.
+    # problem as wrong without a word, where labels the model lacks get a note; on dev data
+    # in training too, at every epoch.
     two_classes = write_i2b2(tmp_path / "two", [
         sentence for sentence in negation_sentences(30, seed=4)
         if sentence[1][0][3] != "possible"])
     model = tmp_path / "model"
-    train(two_classes, model, config=tiny_assertion_config(epochs=1), progress=False,
-          emit=lambda _: None)
+    messages = []
+    train(two_classes, model, dev_path=negation_data[1], config=tiny_assertion_config(epochs=1),
+          progress=False, emit=messages.append)
+    note = (f"note: {negation_data[1]}: the model does not know the assertion class(es) "
+            "possible (it has present, absent): their problems' assertions score as wrong")
+    assert messages.count(note) == 1
     assert main(["evaluate", str(model), "--data", str(negation_data[1])]) == 0
-    assert (f"note: {negation_data[1]}: the model does not know the assertion class(es) "
-            "possible (it has present, absent): their problems' assertions score as wrong\n"
-            ) in capsys.readouterr().err
+    assert note + "\n" in capsys.readouterr().err
     assert main(["evaluate", str(model), "--data", str(two_classes)]) == 0
     assert "assertion class" not in capsys.readouterr().err
 
