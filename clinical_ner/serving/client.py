@@ -163,7 +163,7 @@ class ServingClient:
         check_host_port("target", target)
         check_integer("batch_size", batch_size)
         if version is not None:
-            check_integer("version", version)
+            check_integer("version", version, maximum=defaults.MAX_VERSION)
         check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         check_seconds("deadline", deadline, maximum=defaults.MAX_WAIT_S)
         check_integer("max_retries", max_retries, minimum=0)

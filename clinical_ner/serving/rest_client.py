@@ -29,7 +29,7 @@ from clinical_ner.export.signatures import (
 from clinical_ner.errors import (
     ClinicalNERError, ConfigError, check_host_port, check_integer, check_seconds, os_reason,
 )
-from clinical_ner.serving.client_errors import unknown_host
+from clinical_ner.serving.client_errors import handshake_refusal, unknown_host
 from clinical_ner.serving.tls import speaks_tls
 from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
@@ -130,6 +130,11 @@ class RestClient:
             return RestError(f"{method} {path} to {address} got no answer: {address} speaks "
                              "TLS and this client does not; give ssl_context (e.g. "
                              "ssl.create_default_context(cafile=CA_PEM))")
+        if self._ssl_context is not None and isinstance(error, ssl.SSLError):
+            # The SSL reason alone said nothing of what to do, as gRPC's handshake errors do.
+            refusal = handshake_refusal(os_reason(error), "ssl_context", self.host)
+            if refusal is not None:
+                return RestError(f"{method} {path} to {address}: {refusal}")
         # A timeout has no words of the system's (os_reason would say "TimeoutError").
         reason = (f"none within {self._timeout} s (timeout)" if isinstance(error, TimeoutError)
                   else os_reason(error))
@@ -157,7 +162,7 @@ class RestClient:
         if version is None:
             return path
         # As ServingClient checks it: True or "1; x" went into the path (400 Malformed).
-        check_integer("version", version)
+        check_integer("version", version, maximum=defaults.MAX_VERSION)
         return f"{path}/versions/{version}"
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
