@@ -142,7 +142,10 @@ class RestClient:
 
     def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
-        path = self._model_path(version)
+        return self._predict(self._model_path(version), body)
+
+    def _predict(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`predict` of the model at ``path`` (:meth:`_model_path`)."""
         status, answer = self.request("POST", path + ":predict", body)
         if status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None
@@ -179,11 +182,10 @@ class RestClient:
         # As ServingClient sends them (encode_text): a lone surrogate, which UTF-8 cannot
         # encode, as U+FFFD; the server refused it (400, not valid UTF-8).
         sent = [replace_lone_surrogates(text) for text in texts]
-        answer = self.predict(
-            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: sent}}, version
-        )
+        path = self._model_path(version)
+        answer = self._predict(path, {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: sent}})
         # Another service on the port, or a proxy's own answer: no KeyError or AttributeError.
-        where = f"POST {self._model_path(version)}:predict: HTTP 200"
+        where = f"POST {path}:predict: HTTP 200"
         if not isinstance(answer, dict) or "outputs" not in answer:
             got = (f"fields {sorted(name[:64] for name in answer)[:8]}"
                    if isinstance(answer, dict) else json_kind(answer))
