@@ -13,8 +13,6 @@ TARGET = f"localhost:{GRPC_PORT}"
 
 # Requests handled at once (gRPC's thread pool; REST requests in progress).
 MAX_WORKERS = 8
-#: The highest model version: the gRPC API's (an int64), so TF Serving's and a REST path's.
-MAX_VERSION = 2**63 - 1
 POLL_INTERVAL_S = 1.0
 # Matches max_batch_size in serving/batching_parameters.txt, so that what
 # works here also works against TensorFlow Serving with batching.

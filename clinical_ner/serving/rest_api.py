@@ -38,7 +38,7 @@ import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from clinical_ner.serving import defaults
+from clinical_ner.artifacts.saved_model import MAX_VERSION
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.rest_json import (
     columnar_inputs,
@@ -96,10 +96,10 @@ def _version_number(text: str | None, label: str | None) -> int | None:
         return None
     # Beyond int64 no version can exist (gRPC's version field cannot hold it); refused as
     # given, as TF Serving refuses it, where it was clipped and named so in the 404.
-    if len(text) > 19 or int(text) > defaults.MAX_VERSION:
+    if len(text) > 19 or int(text) > MAX_VERSION:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"version {clip(text)} is out of range: a version is at most "
-                           f"{defaults.MAX_VERSION}")
+                           f"{MAX_VERSION}")
     return int(text)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from clinical_ner.text.document import Entity
+from clinical_ner.artifacts.saved_model import MAX_VERSION
 from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
@@ -165,7 +166,7 @@ class RestClient:
         if version is None:
             return path
         # As ServingClient checks it: True or "1; x" went into the path (400 Malformed).
-        check_integer("version", version, maximum=defaults.MAX_VERSION)
+        check_integer("version", version, maximum=MAX_VERSION)
         return f"{path}/versions/{version}"
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
