@@ -421,12 +421,13 @@ def test_a_brat_corpus_of_a_corpus_file_trains_assertions_from_its_assertion_map
 
     # Audit M: a corpus file had no assertion_map, and --assertion-map is refused beside it.
     write_brat(tmp_path / "brat", BRAT_ANN)
+    write_brat(tmp_path / "dev", BRAT_ANN)
     (tmp_path / "map.json").write_text(json.dumps(MACCROBAT_MAP), encoding="utf-8")
     corpus_file = tmp_path / "c.toml"
 
     def corpora(assertion_map: str):
         corpus_file.write_text(
-            'labels = ["problem", "test"]\n[[corpus]]\nname = "b"\ntrain = "brat"\n'
+            'labels = ["problem", "test"]\n[[corpus]]\nname = "b"\ntrain = "brat"\ndev = "dev"\n'
             f'format = "brat"\nassertion_map = {assertion_map}\nlabel_map = {{ '
             + ", ".join(f'{k} = "{v}"' for k, v in LABELS.items()) + " }\n", encoding="utf-8")
         return read_corpus_file(corpus_file)
@@ -436,6 +437,9 @@ def test_a_brat_corpus_of_a_corpus_file_trains_assertions_from_its_assertion_map
     train(None, tmp_path / "model", config=tiny_assertion_config(epochs=1), progress=False,
           emit=lambda _: None, corpora=corpus_set)
     assert json.loads((tmp_path / "model" / "vocab.json").read_text())["assertions"]
+    # The card's scores on the dev corpus read it with its assertion map too (they had none).
+    assert "| assertion | precision | recall | F1 | gold | predicted |" in (
+        tmp_path / "model" / "MODEL_CARD.md").read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match=re.escape(f"{corpus_file}: corpus b: assertion_map: ")):
         corpora('"missing.json"')
     with pytest.raises(ConfigError, match="corpus b: assertion_map must be the path of a JSON"):
@@ -517,30 +521,35 @@ def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores
 
 
 @pytest.mark.slow
-def test_evaluate_says_when_the_data_has_an_assertion_class_the_model_lacks(
+def test_training_and_evaluate_say_when_the_data_has_an_assertion_class_the_model_lacks(
         negation_data, tmp_path, capsys):
     from clinical_ner.cli import main
 
     # Audit: a model of present and absent on data with possible scored every possible
-    # problem as wrong without a word, where labels the model lacks get a note.
+    # problem as wrong without a word, where labels the model lacks get a note; on dev data
+    # in training too, at every epoch.
     two_classes = write_i2b2(tmp_path / "two", [
         sentence for sentence in negation_sentences(30, seed=4)
         if sentence[1][0][3] != "possible"])
     model = tmp_path / "model"
-    train(two_classes, model, config=tiny_assertion_config(epochs=1), progress=False,
-          emit=lambda _: None)
+    messages = []
+    train(two_classes, model, dev_path=negation_data[1], config=tiny_assertion_config(epochs=1),
+          progress=False, emit=messages.append)
+    note = (f"note: {negation_data[1]}: the model does not know the assertion class(es) "
+            "possible (it has present, absent): their problems' assertions score as wrong")
+    assert messages.count(note) == 1
     assert main(["evaluate", str(model), "--data", str(negation_data[1])]) == 0
-    assert (f"note: {negation_data[1]}: the model does not know the assertion class(es) "
-            "possible (it has present, absent): their problems' assertions score as wrong\n"
-            ) in capsys.readouterr().err
+    assert note + "\n" in capsys.readouterr().err
     assert main(["evaluate", str(model), "--data", str(two_classes)]) == 0
     assert "assertion class" not in capsys.readouterr().err
 
 
-def test_card_checks_its_assertion_map_as_evaluate_does(negation_model, tmp_path, capsys):
+def test_card_checks_its_assertion_map_as_evaluate_does(negation_model, tmp_path, capsys,
+                                                        monkeypatch):
     import shutil
 
     from clinical_ner.cli import main
+    from clinical_ner.formats import brat
 
     # Audit: a misspelt attribute put every problem on the card as gold present, and
     # --assertion-map without --data was ignored; evaluate refuses both.
@@ -557,6 +566,14 @@ def test_card_checks_its_assertion_map_as_evaluate_does(negation_model, tmp_path
         assert main(["card", str(model), *arguments, "--assertion-map", str(typo)]) == 2
         assert capsys.readouterr().err.endswith(f"error: {error}\n")
     assert (model / "MODEL_CARD.md").read_text(encoding="utf-8") == card
+    # A good map: the data read once (its check read it a second time).
+    reads, read_brat = [], brat.read_brat
+    monkeypatch.setattr(brat, "read_brat", lambda *args, **options: (
+        reads.append(args[0]), read_brat(*args, **options))[1])
+    good = tmp_path / "map.json"
+    good.write_text(json.dumps(MACCROBAT_MAP), encoding="utf-8")
+    assert main(["card", str(model), *data, "--assertion-map", str(good)]) == 0
+    assert len(reads) == 1
 
 
 def test_the_saved_model_classifies_assertions_with_core_ops(negation_model, tmp_path):

@@ -68,6 +68,28 @@ def test_card_rewrites_with_scores_on_other_data_and_says_what_it_was(trained, t
     assert (model / CARD_FILE).read_text(encoding="utf-8") == card
 
 
+def test_the_card_reads_each_file_once(trained, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from clinical_ner.evaluation.model_card import record_training
+    from clinical_ner.formats import i2b2
+
+    # The card at the end of training read the dev data twice (its counts, its scores).
+    model = shutil.copytree(trained, tmp_path / "model")
+    reads, read_i2b2 = [], i2b2.read_i2b2
+
+    def counted(path, *args, **options):
+        reads.append(Path(path).name)
+        return read_i2b2(path, *args, **options)
+
+    monkeypatch.setattr(i2b2, "read_i2b2", counted)
+    record_training(model, SAMPLE / "train", SAMPLE / "dev")
+    assert sorted(reads) == ["dev", "train"]
+    reads.clear()
+    write_model_card(model, data=SAMPLE / "dev")
+    assert reads == ["dev"]
+
+
 def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained, model)

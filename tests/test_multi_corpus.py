@@ -678,9 +678,9 @@ def test_a_brat_corpus_whose_every_document_is_skipped_says_nothing_is_left(tmp_
         "nothing is left to read (corpus c)\n")
 
 
-def test_training_reads_a_corpus_s_dev_file_once_as_it_starts(tmp_path, monkeypatch):
+def test_training_reads_a_corpus_s_files_once_as_it_starts(tmp_path, monkeypatch):
     # Its label check, the dev read and the dev read's own label check each read it: three
-    # times for a file that can be large (BC5CDR's).
+    # times for a file that can be large (BC5CDR's); a training file, twice.
     from clinical_ner.formats import conll
     from clinical_ner.training import trainer
 
@@ -709,7 +709,7 @@ def test_training_reads_a_corpus_s_dev_file_once_as_it_starts(tmp_path, monkeypa
     with pytest.raises(Started) as raised:
         train(None, tmp_path / "out", corpora=read_corpus_file(corpus_file), progress=False,
               emit=lambda message: None)
-    assert reads.count("dev.conll") == 1
+    assert sorted(reads) == ["dev.conll", "train.conll"]
     [[dev_sentence]] = raised.value.args[0].values()
     assert (dev_sentence.tokens, dev_sentence.tags) == (["Rash", "."], ["B-problem", "O"])
 

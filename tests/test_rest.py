@@ -262,6 +262,9 @@ def test_bad_predict_gets_tf_servings_status_and_the_server_carries_on(rest, cas
 @pytest.mark.parametrize("path, status, message", [
     ("/v1/models/other:predict", 404, "model 'other' not found; this server serves"),
     (f"/v1/models/{MODEL}/versions/9:predict", 404, "version 9 of model"),
+    # Named clipped to 2^63 - 1 in a 404, as if that had been asked for.
+    (f"/v1/models/{MODEL}/versions/99999999999999999999:predict", 400,
+     "version 99999999999999999999 is out of range: a version is at most 9223372036854775807"),
     (f"/v1/models/{MODEL}/labels/stable:predict", 501, "version labels are not supported"),
     (f"/v1/models/{MODEL}:classify", 501, "classify is not implemented"),
     (f"/v1/models/{MODEL}:explode", 400, f"Malformed request: POST /v1/models/{MODEL}:explode"),
@@ -605,6 +608,25 @@ def test_tls(model_base, tmp_path):
                                                 rf"{server.bound_rest_port} speaks TLS and "
                                                 r"this client does not; give ssl_context"):
                 plain.request("GET", f"/v1/models/{MODEL}")
+        # The SSL reason alone said nothing of what to do.
+        with RestClient("localhost", server.bound_rest_port, MODEL, timeout=30,
+                        ssl_context=ssl.create_default_context()) as other_ca:
+            with pytest.raises(RestError, match=r"TLS handshake refused "
+                                                r"\(CERTIFICATE_VERIFY_FAILED\); the server's "
+                                                r"certificate is not signed by a CA in "
+                                                r"ssl_context: give the CA certificates"):
+                other_ca.request("GET", f"/v1/models/{MODEL}")
+
+
+def test_a_tls_rest_client_of_a_plaintext_port_says_what_to_do(server):
+    client = RestClient("127.0.0.1", server.bound_rest_port, MODEL, timeout=30,
+                        ssl_context=ssl.create_default_context())
+    with client, pytest.raises(RestError) as raised:
+        client.request("GET", f"/v1/models/{MODEL}")
+    assert str(raised.value) == (
+        f"GET /v1/models/{MODEL} to 127.0.0.1:{server.bound_rest_port}: TLS handshake refused "
+        "(WRONG_VERSION_NUMBER); the server does not speak TLS: leave out ssl_context (or "
+        "serve with a certificate)")
 
 
 def test_the_rest_client_names_a_port_that_does_not_answer_http_1(server):
@@ -699,6 +721,19 @@ def test_the_rest_client_checks_the_version_as_serving_client_does(version):
     with RestClient("127.0.0.1", 1, MODEL) as client:
         with pytest.raises(ConfigError, match=r"^version must be a positive integer"):
             client.annotate(["fever"], version=version)
+
+
+def test_both_clients_refuse_a_version_past_int64():
+    # ServingClient raised protobuf's bare "ValueError: Value out of range" as it sent it.
+    from clinical_ner.errors import ConfigError
+    from clinical_ner.serving.client import ServingClient
+
+    message = r"^version must be at most 9223372036854775807, got 9223372036854775808$"
+    with pytest.raises(ConfigError, match=message):
+        ServingClient("127.0.0.1:1", MODEL, version=2**63)
+    with RestClient("127.0.0.1", 1, MODEL) as client:
+        with pytest.raises(ConfigError, match=message):
+            client.annotate(["fever"], version=2**63)
 
 
 def test_the_rest_client_takes_an_ipv6_address_with_or_without_brackets():

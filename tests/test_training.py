@@ -531,6 +531,18 @@ def test_a_base_label_in_two_letter_cases_at_once_is_warned_about():
     assert warning.endswith("--label-map 'Problem=problem,problem=problem,test=test'")
 
 
+def test_fine_tuning_warns_of_a_new_label_in_two_letter_cases(trained, tmp_path):
+    base, _, _ = trained
+    # "Drug" beside "drug", neither a base label, trained two labels from part of the drug
+    # mentions each, silently: the warning was a new model's alone.
+    _, _, messages = fine_tuning_start(base, tmp_path, ["Drug", "drug", "problem", "test"])
+    warnings = [message for message in messages if message.startswith("warning:")]
+    assert warnings == [two_cases_warning(["Drug", "drug", "problem", "test"])]
+    assert warnings[0].endswith("--label-map 'Drug=drug,drug=drug,problem=problem,test=test'")
+    # A base label in two cases is case_only_warning's alone.
+    assert two_cases_warning(["Problem", "problem"], ["problem"]) is None
+
+
 def test_a_new_model_warns_of_a_label_in_two_letter_cases(tmp_path):
     # "Drug" beside "drug" trained two labels, each from part of the drug mentions, silently.
     data = tmp_path / "mixed.conll"

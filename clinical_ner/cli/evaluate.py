@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.annotators.load import ClinicalNER, check_model_files
     from clinical_ner.evaluation.scorer import format_report
     from clinical_ner.formats.writers import write_output_file
-    from clinical_ner.training.dataset import assertion_classes
+    from clinical_ner.training.dataset import unknown_assertion_classes_note
     from clinical_ner.evaluation.evaluate import (
         corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
     )
@@ -85,13 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if not ner.assertion_classes and has_assertions(sentences):
         print(f"note: {args.data}: its problems carry assertions, but the model has none: "
               "no assertion scores", file=sys.stderr)
-    unknown = [name for name in assertion_classes(sentences)
-               if ner.assertion_classes and name not in ner.assertion_classes]
-    if unknown:
-        # Scored as wrong, with no word of why, as labels the model lacks were.
-        print(f"note: {args.data}: the model does not know the assertion class(es) "
-              f"{', '.join(unknown)} (it has {', '.join(ner.assertion_classes)}): their "
-              "problems' assertions score as wrong", file=sys.stderr)
+    # Scored as wrong, with no word of why, as labels the model lacks were.
+    if (note := unknown_assertion_classes_note(args.data, sentences, ner.assertion_classes)):
+        print(note, file=sys.stderr)
     report = evaluate_sentences(ner, sentences, labels=labels)
     print(format_report(report), end="")
     if args.json:

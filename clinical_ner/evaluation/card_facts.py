@@ -126,12 +126,16 @@ def _path_relation(data: str | Path, training: dict) -> str:
 
 def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str = "auto",
                       label_map: dict | None = None, skip_invalid: bool = False,
-                      card: dict | None = None, assertion_map: dict | None = None) -> dict:
-    """Score the model on ``data`` (exact and lenient, per label) and say what that data was."""
+                      card: dict | None = None, assertion_map: dict | None = None,
+                      corpus: Corpus | None = None) -> dict:
+    """Score the model on ``data`` (exact and lenient, per label) and say what that data was.
+
+    ``corpus``: ``data`` as read already (it is not read again)."""
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
-    corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
+    if corpus is None:
+        corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
     report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus))
     relation = data_relation(data, corpus, (card or {}).get("training") or {})
     return {"data": summarise_corpus(data, corpus), "relation": relation, "report": report}

@@ -55,13 +55,13 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     if isinstance(train_paths, (str, Path)):
         train_paths = [train_paths]
     card = _load_card_data(model_dir)
+    dev = (read_corpus(dev_path, data_format, label_map, skip_invalid, assertion_map)
+           if dev_path is not None else None)
     card["training"] = {
         "train_data": [training_summary(path, read_corpus(path, data_format, label_map,
                                                            skip_invalid, assertion_map))
                        for path in train_paths],
-        "dev_data": (training_summary(dev_path, read_corpus(dev_path, data_format, label_map,
-                                                            skip_invalid, assertion_map))
-                     if dev_path is not None else None),
+        "dev_data": training_summary(dev_path, dev) if dev is not None else None,
         **base_model_record(fine_tuned_from),
         **({"assertions_kept_from_base": True} if assertions_kept else {}),
         "tensorflow": tf.__version__,
@@ -69,8 +69,8 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
         "clinical_ner": __version__,
     }
     card["evaluation"] = (evaluation_record(model_dir, dev_path, data_format, label_map,
-                                            skip_invalid, card, assertion_map)
-                          if dev_path is not None else None)
+                                            skip_invalid, card, assertion_map, dev)
+                          if dev is not None else None)
     return _write(model_dir, card)
 
 
@@ -97,6 +97,8 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
     model_dir = Path(model_dir)
     card = _load_card_data(model_dir)
     selecting = [spec for spec in corpus_set.dev_corpora() if corpus_set.selection.get(spec.name)]
+    # Each read once: the card's record of it, and its scores below.
+    dev = {spec.name: load_spec_corpus(spec, spec.dev, skip_invalid) for spec in selecting}
     corpora = []
     for spec in corpus_set.corpora:
         corpora.append({
@@ -104,8 +106,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
             "train_data": [training_summary(path, load_spec_corpus(spec, path, skip_invalid))
                            for path in spec.train],
             # Each dev corpus whose score chose the epoch: `card --data` names it as such.
-            "dev_data": (training_summary(spec.dev, load_spec_corpus(spec, spec.dev,
-                                                                     skip_invalid))
+            "dev_data": (training_summary(spec.dev, dev[spec.name])
                          if spec in selecting else None),
             "dev_scores": dev_scores.get(spec.name),
         })
@@ -113,8 +114,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
         selecting[0].coverage.get(label) == "complete" for label in corpus_set.labels) else None)
     card["training"] = {
         "train_data": [item for corpus in corpora for item in corpus["train_data"]],
-        "dev_data": (training_summary(scored.dev, load_spec_corpus(scored, scored.dev,
-                                                                   skip_invalid))
+        "dev_data": (training_summary(scored.dev, dev[scored.name])
                      if scored is not None else None),
         "corpora": corpora,
         "select": corpus_set.selection,
@@ -125,7 +125,8 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
         "clinical_ner": __version__,
     }
     card["evaluation"] = (evaluation_record(model_dir, scored.dev, scored.format,
-                                            scored.label_map, skip_invalid, card)
+                                            scored.label_map, skip_invalid, card,
+                                            corpus=dev[scored.name])
                           if scored is not None else None)
     return _write(model_dir, card)
 
@@ -149,8 +150,16 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     card = _load_card_data(model_dir)
     card.update({key: value for key, value in fields.items() if value is not None})
     if data is not None:
+        from clinical_ner.formats.corpora import check_assertion_map_sources
+
+        corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
+        if assertion_map is not None:
+            # As `evaluate` checks it: a map that reads nothing would put every problem's
+            # gold assertion as present on the card.
+            check_assertion_map_sources(assertion_map, [data], data_format, set(corpus.labels),
+                                        training=False)
         card["evaluation"] = evaluation_record(model_dir, data, data_format, label_map,
-                                               skip_invalid, card, assertion_map)
+                                               skip_invalid, card, assertion_map, corpus)
     return _write(model_dir, card)
 
 

@@ -379,30 +379,34 @@ def check_corpus_paths(corpus_set: CorpusSet, dev: bool = True) -> None:
                                       f"corpus {spec.name}: {path}: no such file or folder")
 
 
-def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True,
-                        skip_invalid: bool = False) -> dict[str, SourceData]:
+def check_corpus_labels(corpus_set: CorpusSet, dev: bool = True, skip_invalid: bool = False
+                        ) -> dict[tuple[str, Path], SourceData]:
     """:func:`check_label_map` for every corpus, on its training files.
 
     Its label map may also name a label that only its dev file has (a rare
     one), which ``dev`` reads; without ``dev`` (in a cluster only the chief
     reads dev files) such a label is taken on trust. The dev file itself is
     checked as it is read (:func:`check_label_map` with ``training=False``).
-    ``skip_invalid``: as for :func:`source_labels`. Returns the dev files so read,
-    by corpus name, for reading them as training does (:func:`load_spec_corpus`).
+    ``skip_invalid``: as for :func:`source_labels`. Returns the files so read, by corpus
+    name and path, for reading them as training does (:func:`load_spec_corpus`).
     """
-    dev_sources = {}
+    sources = {}
     for spec in corpus_set.corpora:
+        with _naming_corpus(spec):
+            if spec.dev is not None and dev:
+                sources[spec.name, spec.dev] = source_data(spec.dev, spec.format, skip_invalid)
+            for path in spec.train:
+                sources[spec.name, path] = source_data(path, spec.format, skip_invalid)
         if spec.dev is None:
             dev_labels = set()
         elif dev:
-            with _naming_corpus(spec):
-                dev_sources[spec.name] = source_data(spec.dev, spec.format, skip_invalid)
-            dev_labels = dev_sources[spec.name].labels
+            dev_labels = sources[spec.name, spec.dev].labels
         else:
             dev_labels = set(spec.label_map or ())
         check_label_map(corpus_set, spec, list(spec.train), spec.format, dev_labels=dev_labels,
-                        skip_invalid=skip_invalid)
-    return dev_sources
+                        skip_invalid=skip_invalid, found=set().union(
+                            *(sources[spec.name, path].labels for path in spec.train)))
+    return sources
 
 
 def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_format: str,

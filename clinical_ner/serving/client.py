@@ -33,6 +33,7 @@ from tensorflow_serving.apis import (
 )
 
 from clinical_ner.text.document import Entity
+from clinical_ner.artifacts.saved_model import MAX_VERSION
 from clinical_ner.errors import check_host_port, check_integer, check_seconds, setting_name
 from clinical_ner.serving import defaults
 from clinical_ner.serving.client_errors import (
@@ -163,7 +164,7 @@ class ServingClient:
         check_host_port("target", target)
         check_integer("batch_size", batch_size)
         if version is not None:
-            check_integer("version", version)
+            check_integer("version", version, maximum=MAX_VERSION)
         check_seconds("timeout", timeout, maximum=defaults.MAX_WAIT_S)
         check_seconds("deadline", deadline, maximum=defaults.MAX_WAIT_S)
         check_integer("max_retries", max_retries, minimum=0)

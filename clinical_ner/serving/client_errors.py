@@ -68,28 +68,41 @@ class TLSHandshakeError(ServingError):
     exit_code = 2
 
 
-# What gRPC's UNAVAILABLE details say of a TLS client's failed handshake, and what to do.
+_OTHER_HOST = ("the server's certificate does not name {host}: connect to a host name the "
+               "certificate holds")
+# What gRPC's UNAVAILABLE details (and Python's ssl errors, of the REST client) say of a TLS
+# client's failed handshake, and what to do. Python's words for a certificate of another host
+# come with CERTIFICATE_VERIFY_FAILED, so they are looked for first.
 _HANDSHAKE_FAILURES = (
     ("WRONG_VERSION_NUMBER", "the server does not speak TLS: leave out {roots} (or serve "
                              "with a certificate)"),
+    ("Hostname mismatch", _OTHER_HOST),
+    ("IP address mismatch", _OTHER_HOST),
     ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by a CA in {roots}: "
                                   "give the CA certificates that signed it"),
-    ("Hostname Verification Check failed", "the server's certificate does not name {host}: "
-                                           "connect to a host name the certificate holds"),
+    ("Hostname Verification Check failed", _OTHER_HOST),
     ("Tls handshake failed", "check {roots} and the server's certificate"),
 )
+
+
+def handshake_refusal(details: str, roots: str, host: str) -> str | None:
+    """``TLS handshake refused (MARKER); what to do`` for ``details`` that tell a failed
+    handshake, else ``None``. ``roots``: the setting that gave the CA certificates;
+    ``host``: the host connected to."""
+    for marker, remedy in _HANDSHAKE_FAILURES:
+        if marker in details:
+            return (f"TLS handshake refused ({marker}); "
+                    + remedy.format(roots=setting_name(roots), host=host))
+    return None
 
 
 def handshake_failure(call: str, target: str, details: str) -> TLSHandshakeError | None:
     """The error of a TLS client's ``call`` whose UNAVAILABLE ``details`` tell a failed
     handshake, which no retry mends; ``None`` for other details."""
-    for marker, remedy in _HANDSHAKE_FAILURES:
-        if marker in details:
-            remedy = remedy.format(roots=setting_name("root_certificates"),
-                                   host=target.rpartition(":")[0])
-            return TLSHandshakeError(f"{call} failed: TLS handshake refused ({marker}); "
-                                     f"{remedy}", grpc.StatusCode.UNAVAILABLE)
-    return None
+    refusal = handshake_refusal(details, "root_certificates", target.rpartition(":")[0])
+    if refusal is None:
+        return None
+    return TLSHandshakeError(f"{call} failed: {refusal}", grpc.StatusCode.UNAVAILABLE)
 
 
 class NotGrpcError(ServingError):

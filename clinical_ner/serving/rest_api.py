@@ -38,6 +38,7 @@ import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
+from clinical_ner.artifacts.saved_model import MAX_VERSION
 from clinical_ner.serving.errors import RequestError
 from clinical_ner.serving.rest_json import (
     columnar_inputs,
@@ -82,7 +83,6 @@ _STATUS_PATH = re.compile(
     re.IGNORECASE,
 )
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
-_INT64_MAX = 2**63 - 1
 
 
 def _version_number(text: str | None, label: str | None) -> int | None:
@@ -94,8 +94,13 @@ def _version_number(text: str | None, label: str | None) -> int | None:
         )
     if text is None:
         return None
-    # Beyond int64 no version can exist; keep the number for the message.
-    return int(text) if len(text) <= 19 and int(text) <= _INT64_MAX else _INT64_MAX
+    # Beyond int64 no version can exist (gRPC's version field cannot hold it); refused as
+    # given, as TF Serving refuses it, where it was clipped and named so in the 404.
+    if len(text) > 19 or int(text) > MAX_VERSION:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"version {clip(text)} is out of range: a version is at most "
+                           f"{MAX_VERSION}")
+    return int(text)
 
 
 class RestApi:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from clinical_ner.text.document import Entity
+from clinical_ner.artifacts.saved_model import MAX_VERSION
 from clinical_ner.serving import defaults
 from clinical_ner.export.signatures import (
     SERVING_DEFAULT, TEXT, ModelOutputError, checked_texts, entities_from_outputs,
@@ -29,7 +30,7 @@ from clinical_ner.export.signatures import (
 from clinical_ner.errors import (
     ClinicalNERError, ConfigError, check_host_port, check_integer, check_seconds, os_reason,
 )
-from clinical_ner.serving.client_errors import unknown_host
+from clinical_ner.serving.client_errors import handshake_refusal, unknown_host
 from clinical_ner.serving.tls import speaks_tls
 from clinical_ner.untrusted_json import UntrustedJSONError, json_kind, parse_untrusted_json
 
@@ -130,6 +131,11 @@ class RestClient:
             return RestError(f"{method} {path} to {address} got no answer: {address} speaks "
                              "TLS and this client does not; give ssl_context (e.g. "
                              "ssl.create_default_context(cafile=CA_PEM))")
+        if self._ssl_context is not None and isinstance(error, ssl.SSLError):
+            # The SSL reason alone said nothing of what to do, as gRPC's handshake errors do.
+            refusal = handshake_refusal(os_reason(error), "ssl_context", self.host)
+            if refusal is not None:
+                return RestError(f"{method} {path} to {address}: {refusal}")
         # A timeout has no words of the system's (os_reason would say "TimeoutError").
         reason = (f"none within {self._timeout} s (timeout)" if isinstance(error, TimeoutError)
                   else os_reason(error))
@@ -137,7 +143,10 @@ class RestClient:
 
     def predict(self, body: dict[str, Any], version: int | None = None) -> dict[str, Any]:
         """POST ``body`` to ``:predict``; the answer, or :class:`RestError`."""
-        path = self._model_path(version)
+        return self._predict(self._model_path(version), body)
+
+    def _predict(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`predict` of the model at ``path`` (:meth:`_model_path`)."""
         status, answer = self.request("POST", path + ":predict", body)
         if status != 200:
             error = answer.get("error") if isinstance(answer, dict) else None
@@ -157,7 +166,7 @@ class RestClient:
         if version is None:
             return path
         # As ServingClient checks it: True or "1; x" went into the path (400 Malformed).
-        check_integer("version", version)
+        check_integer("version", version, maximum=MAX_VERSION)
         return f"{path}/versions/{version}"
 
     def annotate(self, texts: Sequence[str], version: int | None = None) -> list[list[Entity]]:
@@ -174,11 +183,10 @@ class RestClient:
         # As ServingClient sends them (encode_text): a lone surrogate, which UTF-8 cannot
         # encode, as U+FFFD; the server refused it (400, not valid UTF-8).
         sent = [replace_lone_surrogates(text) for text in texts]
-        answer = self.predict(
-            {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: sent}}, version
-        )
+        path = self._model_path(version)
+        answer = self._predict(path, {"signature_name": SERVING_DEFAULT, "inputs": {TEXT: sent}})
         # Another service on the port, or a proxy's own answer: no KeyError or AttributeError.
-        where = f"POST {self._model_path(version)}:predict: HTTP 200"
+        where = f"POST {path}:predict: HTTP 200"
         if not isinstance(answer, dict) or "outputs" not in answer:
             got = (f"fields {sorted(name[:64] for name in answer)[:8]}"
                    if isinstance(answer, dict) else json_kind(answer))

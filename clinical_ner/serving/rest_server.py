@@ -138,7 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _read_body(self) -> bytes:
-        length = self._body_length()
+        length, gzipped = self._body_length()
         body = self.rfile.read(length)
         if len(body) < length:
             # The client stopped sending (closed its side): the JSON parser would blame
@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpRefusal(
                 400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
             )
-        return _gunzip(body, self.server.max_body_bytes) if body and self._gzipped() else body
+        return _gunzip(body, self.server.max_body_bytes) if gzipped else body
 
     def _gzipped(self) -> bool:
         """Whether the body is gzip-compressed, which TF Serving reads too; other
@@ -161,9 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
                  "uncompressed or gzip-compressed"
         )
 
-    def _body_length(self) -> int:
-        """The body's length in bytes from the headers; refused if unclear, too large or in an
-        encoding not read here."""
+    def _body_length(self) -> tuple[int, bool]:
+        """The body's length in bytes from the headers, and whether it is gzip-compressed;
+        refused if unclear, too large or in an encoding not read here (before it is sent)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
@@ -184,9 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpRefusal(
                 413, f"the body has {size}; the limit is {limit} (--max-message-bytes)"
             )
-        if digits != "0":
-            self._gzipped()  # refuses an encoding not read here, before the body is sent
-        return int(digits)
+        return int(digits), digits != "0" and self._gzipped()
 
     def _serve(self, body: bytes) -> None:
         try:

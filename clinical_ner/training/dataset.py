@@ -55,6 +55,21 @@ def assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
     return [name for name in ASSERTION_CLASSES if name in used]
 
 
+def unknown_assertion_classes_note(where: str, sentences: Sequence[Sentence],
+                                   model_classes: Sequence[str]) -> str | None:
+    """The note on the assertion classes of ``sentences`` (the data at ``where``) that a
+    model of ``model_classes`` does not know, or ``None``: their problems' assertions are
+    scored as wrong (by ``clinical-ner evaluate``, and on dev data in training), which
+    nothing said."""
+    unknown = [name for name in assertion_classes(sentences)
+               if model_classes and name not in model_classes]
+    if not unknown:
+        return None
+    return (f"note: {where}: the model does not know the assertion class(es) "
+            f"{', '.join(unknown)} (it has {', '.join(model_classes)}): their problems' "
+            "assertions score as wrong")
+
+
 def taught_assertion_classes(sentences: Sequence[Sentence]) -> list[str]:
     """The assertion classes a model learns from ``sentences``: :func:`assertion_classes`, if 2+.
 

@@ -91,15 +91,17 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
                           emit: Callable[[str], None], dev: bool = True) -> TrainingCorpora:
     """Check that every path exists (dev paths too with ``dev``: not on a worker, which
     reads none) and the label maps against the training data (which a label of the dev
-    data may complete), then read every corpus's training files."""
+    data may complete), then read every corpus's training files (each file once)."""
     check_corpus_paths(corpus_set, dev)
-    dev_sources = check_corpus_labels(corpus_set, dev, skip_invalid)
+    sources = check_corpus_labels(corpus_set, dev, skip_invalid)
     sentences: list[Sentence] = []
     corpus_index: list[int] = []
     for position, spec in enumerate(corpus_set.corpora):
         part = []
         for path in spec.train:
-            corpus = load_spec_corpus(spec, path, skip_invalid)
+            # Taken out as read: only the dev files' are kept, for read_dev_corpora.
+            corpus = load_spec_corpus(spec, path, skip_invalid,
+                                      sources.pop((spec.name, path), None))
             report_skipped(corpus, str(path), emit)
             sentences_of_path = corpus_sentences(corpus)
             if not sentences_of_path:
@@ -116,6 +118,7 @@ def read_training_corpora(corpus_set: CorpusSet, skip_invalid: bool,
         corpus_index.extend([position] * len(part))
         emit(f"corpus {spec.name}: {len(part)} sentences, weight {spec.weight:g}, "
              + ", ".join(f"{label} {how}" for label, how in spec.coverage.items()))
+    dev_sources = {name: source for (name, _), source in sources.items()}
     return TrainingCorpora(corpus_set, sentences, np.array(corpus_index, np.int64), dev_sources)
 
 

@@ -164,13 +164,16 @@ def shared_output_weights(fresh: list[np.ndarray], base: list[np.ndarray], outpu
     return merged
 
 
-def two_cases_warning(labels: list[str]) -> str | None:
+def two_cases_warning(labels: list[str], base_labels: Sequence[str] = ()) -> str | None:
     """A warning naming the data's labels that differ only in letter case (``Drug`` and
-    ``drug``): a new model trains them as two labels, each with part of the mentions."""
+    ``drug``): a new model trains them as two labels, each with part of the mentions.
+    ``base_labels``: a base model's, whose letter cases :func:`case_only_warning` names."""
+    base_cases = {label.casefold() for label in base_labels}
     groups: dict[str, list[str]] = {}
     for label in labels:
         groups.setdefault(label.casefold(), []).append(label)
-    doubled = [sorted(group) for group in groups.values() if len(group) > 1]
+    doubled = [sorted(group) for folded, group in groups.items()
+               if len(group) > 1 and folded not in base_cases]
     if not doubled:
         return None
     merged = {label: group[-1] for group in doubled for label in group}
@@ -308,6 +311,9 @@ def fine_tuning_model(init_from: str | Path, config: NERConfig, sentences: Seque
              "both have" + ("; the added labels' tags start as in a new model" if added else "")
              + "; the embeddings, char-CNN and BiLSTM are kept")
         if (warning := case_only_warning(labels, base_labels, bool(base.vocab.assertions))):
+            emit(warning)
+        # Two new labels in two letter cases split their mentions as in a new model.
+        if (warning := two_cases_warning(labels, base_labels)):
             emit(warning)
     if base.vocab.assertions and not has_problems:
         emit(f"assertions: {_no_assertion_output(tags)}; the base model's "

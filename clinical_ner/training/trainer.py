@@ -35,7 +35,7 @@ from clinical_ner.config import NERConfig, changed_on_resume, resume_change_erro
 from clinical_ner.text.document import Sentence
 from clinical_ner.training.dataset import (
     assertion_classes, encode_allowed_tags, encode_assertions, encode_tags,
-    taught_assertion_classes, training_dataset,
+    taught_assertion_classes, training_dataset, unknown_assertion_classes_note,
 )
 from clinical_ner.training.distribute import (
     ClusterError, Distribution, distribution_for, parse_tf_config,
@@ -191,6 +191,11 @@ def train(
                          "assertions are not scored")
                 state = RunState(data=data, fine_tuned_from=base_model_record(init_from).get(
                     "fine_tuned_from"))
+        # Scored as wrong at every epoch, with no word of why, as `evaluate` says of them.
+        for name, part in dev_parts(dev_sentences).items():
+            where = corpora.by_name(name).dev if name else dev_path  # "": --dev's
+            if (note := unknown_assertion_classes_note(str(where), part, vocab.assertions)):
+                emit(note)
         if resume:
             config = _resumed_epochs(config, state, output, emit)
             if distribution.is_chief:
