@@ -216,6 +216,22 @@ def test_overwrite_ents_puts_ours_first_and_keeps_the_rest():
 
 
 @pytest.mark.parametrize("overwrite_ents", [False, True])
+def test_our_entities_carry_no_id_of_an_entity_they_replace(overwrite_ents):
+    # An entity_ruler pattern's "id" (ent_id_), for an entity linker, say.
+    pipeline = spacy.blank("en")
+    ruler = pipeline.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "FINDING", "pattern": "nodule;", "id": "F1"}])
+    pipeline.add_pipe("clinical_ner", config={"overwrite_ents": overwrite_ents})
+    doc = pipeline(NOTE)
+    ids = {(e.text, e.label_): e.ent_id_ for e in doc.ents}
+    if overwrite_ents:
+        assert ids[("nodule", "problem")] == ""
+    else:
+        assert ids[("nodule;", "FINDING")] == "F1"
+    assert ids[("CT", "test")] == ids[("aspirin", "treatment")] == ""
+
+
+@pytest.mark.parametrize("overwrite_ents", [False, True])
 def test_blocked_tokens_take_none_of_our_entities_and_stay_blocked(overwrite_ents):
     # An earlier component's "no entity here" (Doc.set_ents(blocked=...)), as spaCy's
     # own NER respects it.

@@ -279,24 +279,34 @@ class ClinicalNERComponent:
         # Reading doc.ents walks every token; a Doc nothing has labelled skips it.
         existing: List[Span] = []
         blocked: List[Span] = []
+        ids_on_tokens = False
         if doc.has_annotation("ENT_IOB"):
             existing = list(doc.ents)
             blocked = _blocked_spans(doc)
+            ids_on_tokens = doc.has_annotation("ENT_ID")
         if blocked:
             # Tokens an earlier component blocked take no entity, as in spaCy's own
             # NER, whatever overwrite_ents says: they are no entity to overwrite.
             unblocked = {id(span) for span in _not_overlapping([s for s, _ in ours], blocked)}
             ours = [(span, entity) for span, entity in ours if id(span) in unblocked]
+        if existing and not self.overwrite_ents:
+            added = {id(span) for span in _not_overlapping([s for s, _ in ours], existing)}
+            ours = [(span, entity) for span, entity in ours if id(span) in added]
         our_spans = [span for span, _ in ours]
+        if ids_on_tokens:
+            # spaCy's set_ents keeps a token's ent_id where the new span has none (for
+            # spaCy 2's sake): ours would carry the id of an entity they replace, or of
+            # one an earlier component removed.
+            for span in our_spans:
+                for token in span:
+                    token.ent_id = 0
         if not existing:
             doc.set_ents(our_spans, blocked=blocked)
         elif self.overwrite_ents:
             doc.set_ents(sorted(our_spans + _not_overlapping(existing, our_spans)),
                          blocked=blocked)
         else:
-            added = {id(span) for span in _not_overlapping(our_spans, existing)}
-            ours = [(span, entity) for span, entity in ours if id(span) in added]
-            doc.set_ents(sorted(existing + [span for span, _ in ours]), blocked=blocked)
+            doc.set_ents(sorted(existing + our_spans), blocked=blocked)
         user_data = doc.user_data
         for span, entity in ours:
             user_data[_entity_key(span)] = (entity.confidence, entity.assertion,
