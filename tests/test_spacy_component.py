@@ -482,6 +482,31 @@ def test_to_disk_copies_a_model_directory_and_names_a_bundled_model(tmp_path):
     assert not (named / "model").exists()
 
 
+def test_from_bytes_takes_the_model_that_to_bytes_named(tmp_path, monkeypatch):
+    # spaCy's from_bytes restores a pipeline's state, as from_disk does: a pipeline built
+    # with the bundled model annotated with it still, whatever the bytes' pipeline used.
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    loaded = []
+
+    class RecordingModel:
+        def annotate(self, texts, batch_size=None):
+            return [[] for _ in texts]
+
+    monkeypatch.setattr(ClinicalNER, "load",
+                        classmethod(lambda cls, path: loaded.append(path) or RecordingModel()))
+    source = spacy.blank("en")
+    source.add_pipe("clinical_ner", config={"model": str(model)})
+    target = spacy.blank("en")
+    target.add_pipe("clinical_ner")  # the bundled model
+    target.from_bytes(source.to_bytes())
+    target(NOTE)
+    assert loaded == [str(model)]
+    shutil.rmtree(model)
+    with pytest.raises(ModelError, match=r"^nlp.from_bytes: the clinical_ner component's bytes: "
+                       rf"model {re.escape(str(model))}: .*\(no such folder\)"):
+        target.from_bytes(source.to_bytes())
+
+
 def test_a_missing_model_fails_when_the_pipeline_loads(tmp_path):
     model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
     saved = saved_pipeline(tmp_path, str(model))
