@@ -376,6 +376,12 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
     ({"model": "no/such/model"}, ModelError,
      r"clinical_ner: model no/such/model: not a clinical-ner model directory or export "
      r"\(no such folder\)"),
+    # ValueError: embedded null byte; OSError: File name too long.
+    ({"model": "runs/model\x00"}, ModelError,
+     r"clinical_ner: model runs/model\x00: not a clinical-ner model directory or export "
+     r"\(no such folder\)"),
+    ({"model": "m" * 300}, ModelError, r"clinical_ner: model m{300}: not a clinical-ner model "
+                                       r"directory or export \(no such folder\)"),
     # "" would be taken as an endpoint, not as none.
     ({"endpoint": ""}, ConfigError, r"clinical_ner: endpoint must not be empty; "),
     ({"endpoint": "nohostport"}, ConfigError, r"clinical_ner: endpoint 'nohostport' "
@@ -397,7 +403,8 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
     # "" (an unset variable) would be read as the working directory.
     ({"endpoint": "localhost:8500", "tls": ""}, ConfigError,
      r"clinical_ner: tls is empty; give the PEM file of the CA certificates$"),
-], ids=["model-empty", "model-missing", "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
+], ids=["model-empty", "model-missing", "model-nul", "model-name-too-long",
+        "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
         "endpoint-port-too-big", "endpoint-port-0", "model_name-empty", "tls-without-endpoint",
         "model_name-without-endpoint", "tls-empty"])
 def test_bad_settings_are_refused_when_the_pipeline_is_built(config, error, message):
