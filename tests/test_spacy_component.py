@@ -695,6 +695,17 @@ def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_pa
         ClinicalNER.load(model)
 
 
+def test_a_truncated_litert_copy_fails_when_the_pipeline_loads(trained_litert_export, tmp_path):
+    pipeline = saved_pipeline(tmp_path, str(trained_litert_export))
+    model = pipeline / "clinical_ner" / "model"
+    data = (model / "model.tflite").read_bytes()
+    (model / "model.tflite").write_bytes(data[:len(data) // 2])
+    # Not at the first document, where a service meets it at its first request.
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: model.tflite differs "
+                                         r"from the SHA-256 that litert.json recorded"):
+        spacy.load(pipeline)
+
+
 @pytest.mark.slow
 def test_saved_pipelines_give_the_same_entities_in_a_fresh_process(
         tmp_path, entry_point_path, ner, dev_texts):

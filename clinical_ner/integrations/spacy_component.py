@@ -46,6 +46,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, load_config, load_model_from_path
 
 from clinical_ner.version import __version__
+from clinical_ner.annotators.litert.annotator import read_export
 from clinical_ner.annotators.load import check_model_files
 from clinical_ner.artifacts import saved_model, write_text_atomically
 from clinical_ner.artifacts.litert import is_litert_export
@@ -510,7 +511,10 @@ class ClinicalNERComponent:
             raise ModelError(f"{model}: the saved pipeline's clinical-ner model is missing "
                              "or incomplete; copy the model directory there again, or save "
                              "the pipeline again with nlp.to_disk")
-        check_model_files(model)  # every file there, so that the first doc cannot fail on one
+        # Every file there, and a LiteRT export's checksums (a network cut short passed the
+        # files' check), so that the first doc cannot fail on one.
+        if check_model_files(model) == "litert":
+            read_export(model)
         return model
 
     def __getstate__(self) -> Dict[str, Any]:
