@@ -232,14 +232,15 @@ def check_output_file(name: str, path: str | Path | None,
         # Path("") is the working directory, which was named as "--json .: a folder".
         raise ConfigError(f"{name} is empty; give the file to write")
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{name} {path}: a folder; give the file to write")
-    if not path.parent.is_dir():
-        raise ConfigError(f"{name} {path}: the folder {path.parent} does not exist")
-    for source in inputs:
-        if path.exists() and os.path.exists(source) and os.path.samefile(path, source):
-            raise ConfigError(f"{name} {path}: also an input ({source}); writing it would "
-                              "overwrite it, so give another file")
+    with _unusable_path(name, path):
+        if path.is_dir():
+            raise ConfigError(f"{name} {path}: a folder; give the file to write")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{name} {path}: the folder {path.parent} does not exist")
+        for source in inputs:
+            if path.exists() and os.path.exists(source) and os.path.samefile(path, source):
+                raise ConfigError(f"{name} {path}: also an input ({source}); writing it would "
+                                  "overwrite it, so give another file")
 
 
 def check_output_folder(name: str, path: str | Path | None) -> None:
@@ -255,11 +256,27 @@ def check_output_folder(name: str, path: str | Path | None) -> None:
     if not os.fspath(path):
         raise ConfigError(f"{name} is empty; give the folder to write into")
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{name} {path}: a file; give a folder to write into")
-    existing = next((parent for parent in path.parents if parent.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(f"{name} {path}: {existing} is a file, so the folder cannot be made")
+    with _unusable_path(name, path):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{name} {path}: a file; give a folder to write into")
+        existing = next((parent for parent in path.parents if parent.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ConfigError(f"{name} {path}: {existing} is a file, so the folder cannot be "
+                              "made")
+
+
+@contextlib.contextmanager
+def _unusable_path(name: str, path: Path) -> Iterator[None]:
+    """A path the file system refuses (a name longer than it allows), named as ``name``'s.
+
+    ``Path.exists`` raises ``OSError`` for it, which ended a command as an
+    internal error before any work.
+    """
+    try:
+        yield
+    except OSError as error:
+        raise ConfigError(f"{name} {path}: cannot be written there ({os_reason(error)})"
+                          ) from None
 
 
 def check_host_port(name: str, value: object) -> None:

@@ -252,6 +252,7 @@ def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, c
     empty = tmp_path / "empty.conll"
     empty.write_text("", encoding="utf-8")
     dev = str(REPO_ROOT / "samples" / "maccrobat-i2b2" / "dev")
+    too_long = "o" * 300  # a name longer than the file system allows
     cases = [
         (["predict", NOTE, "--output", folder], 2,
          f"clinical-ner predict: error: --output {folder}: a folder; give the file to write"),
@@ -276,6 +277,13 @@ def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, c
          f"clinical-ner train: error: {folder}: a folder, not an embeddings file"),
         (["export", "clinical", "--output", a_file], 2,
          f"clinical-ner export: error: --output {a_file}: a file; give a folder to write into"),
+        # Path.exists raised OSError for it: internal error, exit 70.
+        (["export", "clinical", "--format", "litert", "--output", tmp_path / too_long], 2,
+         f"clinical-ner export: error: --output {tmp_path / too_long}: cannot be written there "
+         "(File name too long)"),
+        (["predict", NOTE, "--output", tmp_path / too_long], 2,
+         f"clinical-ner predict: error: --output {tmp_path / too_long}: cannot be written there "
+         "(File name too long)"),
         (["batch", folder, "--input", a_file, "--output", a_file], 2,
          f"clinical-ner batch: error: --output {a_file}: a file; give a folder to write into"),
         (["vectors", "--text", a_file, "--output", folder], 2,

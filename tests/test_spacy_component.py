@@ -216,6 +216,22 @@ def test_overwrite_ents_puts_ours_first_and_keeps_the_rest():
 
 
 @pytest.mark.parametrize("overwrite_ents", [False, True])
+def test_our_entities_carry_no_id_of_an_entity_they_replace(overwrite_ents):
+    # An entity_ruler pattern's "id" (ent_id_), for an entity linker, say.
+    pipeline = spacy.blank("en")
+    ruler = pipeline.add_pipe("entity_ruler")
+    ruler.add_patterns([{"label": "FINDING", "pattern": "nodule;", "id": "F1"}])
+    pipeline.add_pipe("clinical_ner", config={"overwrite_ents": overwrite_ents})
+    doc = pipeline(NOTE)
+    ids = {(e.text, e.label_): e.ent_id_ for e in doc.ents}
+    if overwrite_ents:
+        assert ids[("nodule", "problem")] == ""
+    else:
+        assert ids[("nodule;", "FINDING")] == "F1"
+    assert ids[("CT", "test")] == ids[("aspirin", "treatment")] == ""
+
+
+@pytest.mark.parametrize("overwrite_ents", [False, True])
 def test_blocked_tokens_take_none_of_our_entities_and_stay_blocked(overwrite_ents):
     # An earlier component's "no entity here" (Doc.set_ents(blocked=...)), as spaCy's
     # own NER respects it.
@@ -360,6 +376,12 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
     ({"model": "no/such/model"}, ModelError,
      r"clinical_ner: model no/such/model: not a clinical-ner model directory or export "
      r"\(no such folder\)"),
+    # ValueError: embedded null byte; OSError: File name too long.
+    ({"model": "runs/model\x00"}, ModelError,
+     r"clinical_ner: model runs/model\x00: not a clinical-ner model directory or export "
+     r"\(no such folder\)"),
+    ({"model": "m" * 300}, ModelError, r"clinical_ner: model m{300}: not a clinical-ner model "
+                                       r"directory or export \(no such folder\)"),
     # "" would be taken as an endpoint, not as none.
     ({"endpoint": ""}, ConfigError, r"clinical_ner: endpoint must not be empty; "),
     ({"endpoint": "nohostport"}, ConfigError, r"clinical_ner: endpoint 'nohostport' "
@@ -381,7 +403,8 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
     # "" (an unset variable) would be read as the working directory.
     ({"endpoint": "localhost:8500", "tls": ""}, ConfigError,
      r"clinical_ner: tls is empty; give the PEM file of the CA certificates$"),
-], ids=["model-empty", "model-missing", "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
+], ids=["model-empty", "model-missing", "model-nul", "model-name-too-long",
+        "endpoint-empty", "endpoint-no-port", "endpoint-scheme",
         "endpoint-port-too-big", "endpoint-port-0", "model_name-empty", "tls-without-endpoint",
         "model_name-without-endpoint", "tls-empty"])
 def test_bad_settings_are_refused_when_the_pipeline_is_built(config, error, message):
@@ -464,6 +487,31 @@ def test_to_disk_copies_a_model_directory_and_names_a_bundled_model(tmp_path):
     named = saved_pipeline(tmp_path / "b", "clinical") / "clinical_ner"
     assert json.loads((named / "clinical_ner.json").read_text())["name"] == "clinical"
     assert not (named / "model").exists()
+
+
+def test_from_bytes_takes_the_model_that_to_bytes_named(tmp_path, monkeypatch):
+    # spaCy's from_bytes restores a pipeline's state, as from_disk does: a pipeline built
+    # with the bundled model annotated with it still, whatever the bytes' pipeline used.
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    loaded = []
+
+    class RecordingModel:
+        def annotate(self, texts, batch_size=None):
+            return [[] for _ in texts]
+
+    monkeypatch.setattr(ClinicalNER, "load",
+                        classmethod(lambda cls, path: loaded.append(path) or RecordingModel()))
+    source = spacy.blank("en")
+    source.add_pipe("clinical_ner", config={"model": str(model)})
+    target = spacy.blank("en")
+    target.add_pipe("clinical_ner")  # the bundled model
+    target.from_bytes(source.to_bytes())
+    target(NOTE)
+    assert loaded == [str(model)]
+    shutil.rmtree(model)
+    with pytest.raises(ModelError, match=r"^nlp.from_bytes: the clinical_ner component's bytes: "
+                       rf"model {re.escape(str(model))}: .*\(no such folder\)"):
+        target.from_bytes(source.to_bytes())
 
 
 def test_a_missing_model_fails_when_the_pipeline_loads(tmp_path):
@@ -645,6 +693,17 @@ def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_pa
         spacy.load(pipeline)
     with pytest.raises(ModelError, match=message):
         ClinicalNER.load(model)
+
+
+def test_a_truncated_litert_copy_fails_when_the_pipeline_loads(trained_litert_export, tmp_path):
+    pipeline = saved_pipeline(tmp_path, str(trained_litert_export))
+    model = pipeline / "clinical_ner" / "model"
+    data = (model / "model.tflite").read_bytes()
+    (model / "model.tflite").write_bytes(data[:len(data) // 2])
+    # Not at the first document, where a service meets it at its first request.
+    with pytest.raises(ModelError, match=rf"^{re.escape(str(model))}: model.tflite differs "
+                                         r"from the SHA-256 that litert.json recorded"):
+        spacy.load(pipeline)
 
 
 @pytest.mark.slow

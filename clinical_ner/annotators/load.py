@@ -82,7 +82,9 @@ def check_model_files(path: str | os.PathLike) -> str:
         return "saved_model"
     if os.path.isfile(directory):
         raise ModelError(not_a_model_message(directory))
-    versions = saved_model.versions(directory)
+    # A value that can be no folder (a NUL byte, a name too long for the file system) has no
+    # versions; listing it raised ValueError or OSError instead of naming it.
+    versions = saved_model.versions(directory) if os.path.isdir(directory) else []
     if versions:
         version_dir = saved_model.join(directory, str(versions[-1]))
         _check_complete(version_dir, saved_model)

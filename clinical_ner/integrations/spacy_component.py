@@ -27,7 +27,9 @@ model loaded in the parent is never used in a child.
 ``nlp.to_disk`` writes ``clinical_ner.json`` into the component's folder and,
 for a model directory or LiteRT export, a copy of it (``model/``), so that
 the saved pipeline stands alone; a bundled model is saved by name and an
-endpoint by its configuration only. See docs/guide/spacy.md.
+endpoint by its configuration only. ``nlp.to_bytes`` names the model without
+copying it (a model on disk by its absolute path), and ``nlp.from_bytes``
+points the component at it. See docs/guide/spacy.md.
 """
 import json
 import os
@@ -44,6 +46,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, load_config, load_model_from_path
 
 from clinical_ner.version import __version__
+from clinical_ner.annotators.litert.annotator import read_export
 from clinical_ner.annotators.load import check_model_files
 from clinical_ner.artifacts import saved_model, write_text_atomically
 from clinical_ner.artifacts.litert import is_litert_export
@@ -279,24 +282,34 @@ class ClinicalNERComponent:
         # Reading doc.ents walks every token; a Doc nothing has labelled skips it.
         existing: List[Span] = []
         blocked: List[Span] = []
+        ids_on_tokens = False
         if doc.has_annotation("ENT_IOB"):
             existing = list(doc.ents)
             blocked = _blocked_spans(doc)
+            ids_on_tokens = doc.has_annotation("ENT_ID")
         if blocked:
             # Tokens an earlier component blocked take no entity, as in spaCy's own
             # NER, whatever overwrite_ents says: they are no entity to overwrite.
             unblocked = {id(span) for span in _not_overlapping([s for s, _ in ours], blocked)}
             ours = [(span, entity) for span, entity in ours if id(span) in unblocked]
+        if existing and not self.overwrite_ents:
+            added = {id(span) for span in _not_overlapping([s for s, _ in ours], existing)}
+            ours = [(span, entity) for span, entity in ours if id(span) in added]
         our_spans = [span for span, _ in ours]
+        if ids_on_tokens:
+            # spaCy's set_ents keeps a token's ent_id where the new span has none (for
+            # spaCy 2's sake): ours would carry the id of an entity they replace, or of
+            # one an earlier component removed.
+            for span in our_spans:
+                for token in span:
+                    token.ent_id = 0
         if not existing:
             doc.set_ents(our_spans, blocked=blocked)
         elif self.overwrite_ents:
             doc.set_ents(sorted(our_spans + _not_overlapping(existing, our_spans)),
                          blocked=blocked)
         else:
-            added = {id(span) for span in _not_overlapping(our_spans, existing)}
-            ours = [(span, entity) for span, entity in ours if id(span) in added]
-            doc.set_ents(sorted(existing + [span for span, _ in ours]), blocked=blocked)
+            doc.set_ents(sorted(existing + our_spans), blocked=blocked)
         user_data = doc.user_data
         for span, entity in ours:
             user_data[_entity_key(span)] = (entity.confidence, entity.assertion,
@@ -327,13 +340,8 @@ class ClinicalNERComponent:
         """Write ``clinical_ner.json`` and, for a model on disk, a copy of it, into ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        # By name, or by its path as from_disk sets it.
-        bundled = bundled_name(self.model)
-        if self.endpoint is not None:
-            manifest: Dict[str, Any] = {"source": "endpoint"}
-        elif bundled is not None:
-            manifest = {"source": "bundled", "name": bundled}
-        else:
+        manifest = self._source_without_files()
+        if manifest is None:
             # Path() would print gs://bucket as gs:/bucket: name the model as given.
             if not saved_model.is_local(self.model):
                 raise ModelError(f"{self.model}: a remote model, which the {self.name} "
@@ -354,9 +362,7 @@ class ClinicalNERComponent:
             if source.resolve() != target.resolve():
                 _replace_copy(source, target)
             manifest = {"source": "copy", "directory": MODEL_COPY}
-        manifest.update(format=MANIFEST_FORMAT, version=MANIFEST_VERSION,
-                        clinical_ner_version=__version__)
-        _write_settings(path / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+        _write_settings(path / MANIFEST_FILE, json.dumps(_stamped(manifest), indent=2) + "\n")
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()
                   ) -> "ClinicalNERComponent":
@@ -364,42 +370,104 @@ class ClinicalNERComponent:
         path = Path(path)
         manifest_path = path / MANIFEST_FILE
         try:
-            manifest = parse_untrusted_json(manifest_path.read_text(encoding="utf-8"))
-            source = manifest["source"]
-            written_as = (manifest.get("format"), manifest.get("version"))
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            text = manifest_path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as error:
             raise ModelError(f"{manifest_path}: cannot read the {self.name} component's "
                              f"settings ({type(error).__name__}); save the pipeline again "
                              "with nlp.to_disk") from None
+        manifest = self._checked_manifest(text, manifest_path, ("copy", "bundled", "endpoint"),
+                                          "save the pipeline again with nlp.to_disk")
+        self._refuse_model_override(path)
+        if manifest["source"] == "copy":
+            self.model = str(self._saved_copy(path, manifest.get("directory")))
+        elif manifest["source"] == "bundled":
+            self.model = self._bundled_model(manifest, manifest_path)
+        self._loaded = None
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """The model by reference, for ``from_bytes`` on this machine (``nlp.to_bytes``).
+
+        No copy, unlike ``to_disk``: a model on disk is named by its absolute
+        path, where ``from_bytes`` must find it; a bundled model by its name;
+        an endpoint by nothing more (spaCy's config holds it).
+        """
+        manifest = self._source_without_files()
+        if manifest is None:
+            # Held by its absolute path since the component was built (or a URL, as given).
+            manifest = {"source": "path", "path": self.model}
+        return json.dumps(_stamped(manifest)).encode("utf-8")
+
+    def _source_without_files(self) -> Optional[Dict[str, Any]]:
+        """The saved settings' model source for an endpoint or a bundled model, else ``None``."""
+        if self.endpoint is not None:
+            return {"source": "endpoint"}
+        # By name, or by its path as from_disk sets it.
+        bundled = bundled_name(self.model)
+        return None if bundled is None else {"source": "bundled", "name": bundled}
+
+    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = tuple()
+                   ) -> "ClinicalNERComponent":
+        """Point the component at the model ``to_bytes`` named; a one-line error if it is gone."""
+        where = f"nlp.from_bytes: the {self.name} component's bytes"
+        remedy = "serialize the pipeline again with nlp.to_bytes"
+        manifest = self._checked_manifest(data, where, ("path", "bundled", "endpoint"), remedy)
+        if manifest["source"] == "path":
+            model = manifest.get("path")
+            if not isinstance(model, str) or not model:
+                raise ModelError(f"{where}: no model path; {remedy}")
+            if saved_model.is_local(model):
+                try:
+                    check_model_files(model)
+                except ModelError as error:
+                    raise ModelError(f"{where}: model {error}") from None
+            self.model = _held_model(model)
+        elif manifest["source"] == "bundled":
+            self.model = self._bundled_model(manifest, where)
+        self._loaded = None
+        return self
+
+    def _checked_manifest(self, text: Any, where: Any, sources: Tuple[str, ...], remedy: str
+                          ) -> Dict[str, Any]:
+        """The settings ``to_disk`` or ``to_bytes`` wrote, checked against this version and config.
+
+        ``where`` names them in errors, ``sources`` are the model sources
+        they may give, and ``remedy`` says how to write them again.
+        """
+        try:
+            manifest = parse_untrusted_json(text)
+            source = manifest["source"]
+            written_as = (manifest.get("format"), manifest.get("version"))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelError(f"{where}: cannot read the {self.name} component's settings "
+                             f"({type(error).__name__}); {remedy}") from None
         if written_as != (MANIFEST_FORMAT, MANIFEST_VERSION):
-            raise ModelError(f"{manifest_path}: not the {self.name} component's settings as "
+            raise ModelError(f"{where}: not the {self.name} component's settings as "
                              f"clinical-ner {__version__} writes them (format "
-                             f"{MANIFEST_FORMAT!r}, version {MANIFEST_VERSION}); save the "
-                             "pipeline again with nlp.to_disk")
-        if source not in ("copy", "bundled", "endpoint"):
-            raise ModelError(f"{manifest_path}: unknown model source {source!r}; save the "
-                             "pipeline again with nlp.to_disk")
+                             f"{MANIFEST_FORMAT!r}, version {MANIFEST_VERSION}); {remedy}")
+        if source not in sources:
+            raise ModelError(f"{where}: unknown model source {source!r}; {remedy}")
         # config.cfg holds the endpoint; the manifest alone must not switch it on or off.
         if (source == "endpoint") != (self.endpoint is not None):
             configured = "no endpoint" if self.endpoint is None else "an endpoint"
-            raise ModelError(f"{manifest_path}: the model source {source!r} does not match "
+            raise ModelError(f"{where}: the model source {source!r} does not match "
                              f"config.cfg, which gives the {self.name} component {configured}; "
-                             "save the pipeline again with nlp.to_disk")
-        self._refuse_model_override(path)
-        if source == "copy":
-            self.model = str(self._saved_copy(path, manifest.get("directory")))
-        elif source == "bundled":
-            name = manifest.get("name")
-            if name not in bundled_models():
-                raise ModelError(f"{manifest_path}: the pipeline uses the bundled model "
-                                 f"{name!r}, which clinical-ner {__version__} does not ship "
-                                 f"(bundled: {', '.join(bundled_models()) or 'none'}); install "
-                                 "the clinical-ner version that saved it")
-            # The bundled model itself: a folder of that name in the working directory,
-            # which would win for a name the user types, must not stand in for it.
-            self.model = str(bundled_model_path(name))
-        self._loaded = None
-        return self
+                             f"{remedy}")
+        return manifest
+
+    def _bundled_model(self, manifest: Dict[str, Any], where: Any) -> str:
+        """The path of the bundled model the settings name, which this version must ship.
+
+        The bundled model itself: a folder of that name in the working
+        directory, which would win for a name the user types, must not stand in for it.
+        """
+        name = manifest.get("name")
+        if name not in bundled_models():
+            raise ModelError(f"{where}: the pipeline uses the bundled model {name!r}, which "
+                             f"clinical-ner {__version__} does not ship (bundled: "
+                             f"{', '.join(bundled_models()) or 'none'}); install the "
+                             "clinical-ner version that saved it")
+        return str(bundled_model_path(name))
 
     def _refuse_model_override(self, path: Path) -> None:
         """A ``model`` given to ``spacy.load`` (``config={...}``), refused: it would go unused.
@@ -443,7 +511,10 @@ class ClinicalNERComponent:
             raise ModelError(f"{model}: the saved pipeline's clinical-ner model is missing "
                              "or incomplete; copy the model directory there again, or save "
                              "the pipeline again with nlp.to_disk")
-        check_model_files(model)  # every file there, so that the first doc cannot fail on one
+        # Every file there, and a LiteRT export's checksums (a network cut short passed the
+        # files' check), so that the first doc cannot fail on one.
+        if check_model_files(model) == "litert":
+            read_export(model)
         return model
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -476,6 +547,13 @@ def _replace_copy(source: Path, target: Path) -> None:
         raise ModelError(f"{target}: cannot copy the model there ({reason}); the saved "
                          "pipeline is as it was") from None
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def _stamped(manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """``manifest`` with the format, version and clinical-ner version that wrote it."""
+    manifest.update(format=MANIFEST_FORMAT, version=MANIFEST_VERSION,
+                    clinical_ner_version=__version__)
+    return manifest
 
 
 def _write_settings(path: Path, text: str) -> None:
