@@ -244,6 +244,9 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
      r"cluster.worker\[0\] 'http://trainer-0:2222' " + NOT_HOST_PORT),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "0"}}',
      "task index '0' is not a whole number"),
+    # A type that is no string was an internal error (TypeError: unhashable type).
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": ["worker"], "index": 0}}',
+     r"task type \['worker'\] is not in the cluster \(worker\)"),
     # A worker listed twice waited for itself for ever, deaf to SIGTERM and --connect-timeout.
     ('{"cluster": {"worker": ["127.0.0.1:23481", "127.0.0.1:23481"]}, '
      '"task": {"type": "worker", "index": 0}}',
@@ -390,16 +393,23 @@ def test_another_program_on_a_peers_port_ends_the_worker_with_an_error(data, tmp
     assert not (tmp_path / "out").exists()
 
 
+def chief_and_other_worker(data, tmp_path, *other_options, other_data=None
+                           ) -> tuple[Worker, Worker]:
+    """Worker 0 on ``data`` and worker 1 with ``other_options`` added, or on ``other_data``."""
+    ports = [free_port(), free_port()]
+    options = ("--config", data / "tiny.json", "--distribute", "multi-worker",
+               "--connect-timeout", 120)
+    chief = Worker(data, tmp_path / "out", *options, config=tf_config(ports, 0))
+    other = Worker(other_data or data, tmp_path / "other", *options, *other_options,
+                   config=tf_config(ports, 1))
+    return chief, other
+
+
 def test_workers_started_with_other_options_than_the_chief_all_stop_with_an_error(data,
                                                                                  tmp_path):
     # Before: the worker with --epochs 1 said "the chief wrote the model" and exited 0 while
     # the chief failed with "lost contact"; without --dev, TensorFlow's collective errors.
-    ports = [free_port(), free_port()]
-    chief = Worker(data, tmp_path / "out", "--config", data / "tiny.json", "--distribute",
-                   "multi-worker", "--connect-timeout", 120, config=tf_config(ports, 0))
-    other = Worker(data, tmp_path / "other", "--config", data / "tiny.json", "--epochs", 1,
-                   "--distribute", "multi-worker", "--connect-timeout", 120,
-                   config=tf_config(ports, 1))
+    chief, other = chief_and_other_worker(data, tmp_path, "--epochs", 1)
     assert other.wait() == 2 and chief.wait() == 2
     assert other.stderr.strip().splitlines()[-1] == (
         "clinical-ner train: error: worker 1: its --epochs differ from the chief's (1 here, 3 on "
@@ -422,3 +432,21 @@ def test_workers_started_with_other_options_than_the_chief_all_stop_with_an_erro
     assert no_dev.stderr.strip().splitlines()[-1] == (
         "clinical-ner train: error: worker 1: its --dev (given or not) differ from the chief's; "
         "start every worker with the same command")
+
+
+def test_a_worker_given_other_training_data_of_the_same_length_stops_every_worker(data,
+                                                                                tmp_path):
+    # Before: only the number of sentences was compared, so a worker whose file differed in
+    # one tag trained on its own data beside the chief's, and both reported success.
+    other_data = tmp_path / "other-data"
+    other_data.mkdir()
+    text = (data / "train.conll").read_text(encoding="utf-8")
+    (other_data / "train.conll").write_text(text.replace("B-problem", "B-test", 1),
+                                            encoding="utf-8")
+    (other_data / "dev.conll").write_bytes((data / "dev.conll").read_bytes())
+    chief, other = chief_and_other_worker(data, tmp_path, other_data=other_data)
+    assert other.wait() == 2 and chief.wait() == 2
+    assert other.stderr.strip().splitlines()[-1] == (
+        "clinical-ner train: error: worker 1: its training data (tokens, tags or assertions) "
+        "differ from the chief's; start every worker with the same command")
+    assert not (tmp_path / "out").exists()

@@ -168,7 +168,7 @@ def train(
                       label_map=label_map, assertion_map=assertion_map,
                       corpora=training.settings() if training is not None else None)
     if distribution.task is not None:
-        _check_workers_agree(distribution, config, original_count, has_dev, resume)
+        _check_workers_agree(distribution, config, data, resume)
     if config.assertion_cue_copies:
         train_sentences, training = _with_cued_copies(config, train_sentences, training, emit)
 
@@ -573,24 +573,29 @@ def _broadcast_scores(distribution: Distribution, names: list[str],
             for i, name in enumerate(names)}
 
 
-def _check_workers_agree(distribution: Distribution, config: NERConfig, sentences: int,
-                         has_dev: bool, resume: bool) -> None:
+def _check_workers_agree(distribution: Distribution, config: NERConfig, data: dict,
+                         resume: bool) -> None:
     """Every worker was started like the chief, or all of them stop with an error.
 
     A worker with another --epochs, --dev or data runs other steps than the
     chief, and the run failed later with TensorFlow's collective errors (or a
-    worker reported success while the chief failed). The embeddings' paths
-    may differ between machines and are left out.
+    worker reported success while the chief failed, or trained on its own
+    sentences in silence). ``data`` is the run's :func:`data_facts`. The
+    embeddings' paths may differ between machines and are left out.
     """
     settings = {name: value for name, value in config.to_dict().items()
                 if name not in ("embeddings", "epochs")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    # The sentences as read (a --label-map or --assertion-map changes them) and a corpus
+    # file's weights and coverage; the count alone let other data of that length through.
+    training_data = json.dumps([data["train_sha256"], data.get("corpora")])
     # (what, this process's value, whether to show the values); floats exact below 2**53.
-    facts = [("settings (--config, --batch-size, --seed, ...)", float(int(digest[:12], 16)),
-              False),
+    facts = [("settings (--config, --batch-size, --seed, ...)",
+              _digest_number(json.dumps(settings, sort_keys=True)), False),
              ("--epochs", float(config.epochs), True),
-             ("training data (sentences)", float(sentences), True),
-             ("--dev (given or not)", float(has_dev), False),
+             ("training data (sentences)", float(data["train_sentences"]), True),
+             ("training data (tokens, tags or assertions)", _digest_number(training_data),
+              False),
+             ("--dev (given or not)", float(data["dev"]), False),
              ("--resume (given or not)", float(resume), False)]
     chief, agree = distribution.chief_and_agreement([value for _, value, _ in facts])
     if agree:
@@ -604,6 +609,11 @@ def _check_workers_agree(distribution: Distribution, config: NERConfig, sentence
     raise ConfigError(f"{task.task_type} {task.task_index}: another worker was started with "
                       "other options than the chief (see its error); start every worker with "
                       "the same command")
+
+
+def _digest_number(text: str) -> float:
+    """48 bits of ``text``'s SHA-256 as a float (exact), to compare across workers."""
+    return float(int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], 16))
 
 
 def _in_cluster(distribution: Distribution, epoch: int, work: Callable):
