@@ -450,3 +450,56 @@ def test_a_worker_given_other_training_data_of_the_same_length_stops_every_worke
         "clinical-ner train: error: worker 1: its training data (tokens, tags or assertions) "
         "differ from the chief's; start every worker with the same command")
     assert not (tmp_path / "out").exists()
+
+
+VOCABULARIES_DIFFER = ("the workers' vocabularies differ (their models too): the --embeddings "
+                       "files or the --init-from model differ between the machines; give every "
+                       "worker the same files")
+ANOTHER_WORKER_STOPPED = ("lost contact with the cluster before training began "
+                          "(UnavailableError): another worker stopped; see its error, then start "
+                          "every worker again")
+
+
+@pytest.mark.parametrize("vectors_of_worker_1", ["two words swapped", "fewer words"])
+def test_workers_whose_vectors_files_differ_all_stop_with_an_error(data, tmp_path,
+                                                                   vectors_of_worker_1):
+    # Before: tables of other sizes failed TensorFlow's first broadcast (internal error, exit
+    # 70); of the same size (the file's order differs), each worker read a word id as
+    # another word, and both reported success.
+    lines = VECTORS.read_text(encoding="utf-8").splitlines(keepends=True)
+    if vectors_of_worker_1 == "two words swapped":
+        lines = lines[:-2] + [lines[-1], lines[-2]]
+    else:
+        lines = lines[:len(lines) // 2]
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(lines), encoding="utf-8")
+    chief, other = chief_and_other_worker(data, tmp_path, "--embeddings", vectors)
+    codes = [chief.wait(), other.wait()]
+    last_lines = [worker.stderr.strip().splitlines()[-1] for worker in (chief, other)]
+    assert any(line.endswith(VOCABULARIES_DIFFER) for line in last_lines), last_lines
+    # Tables of other sizes: the worker that sees it first stops, and the other may lose
+    # contact with it before it sees it too.
+    for index, (code, line) in enumerate(zip(codes, last_lines)):
+        prefix = f"clinical-ner train: error: worker {index}: "
+        assert (code, line) in ((2, prefix + VOCABULARIES_DIFFER),
+                                (5, prefix + ANOTHER_WORKER_STOPPED)), (code, line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_whose_chief_stops_before_training_says_so(data, tmp_path):
+    # Before: the chief named its dev data, the other worker ended with "internal error
+    # (UnavailableError)", exit 70.
+    chief_data = tmp_path / "chief-data"
+    chief_data.mkdir()
+    for name in ("train.conll", "tiny.json"):
+        (chief_data / name).write_bytes((data / name).read_bytes())
+    dev = (data / "dev.conll").read_text(encoding="utf-8")
+    (chief_data / "dev.conll").write_text(
+        "\n".join(line.split("\t")[0] + "\tO" if "\t" in line else line
+                  for line in dev.split("\n")), encoding="utf-8")
+    chief, other = chief_and_other_worker(chief_data, tmp_path)
+    assert [chief.wait(), other.wait()] == [3, 5], [chief.stderr[-2000:], other.stderr[-2000:]]
+    assert chief.stderr.strip().splitlines()[-1].endswith(
+        "dev.conll: no entities to score (every token is O)")
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"clinical-ner train: error: worker 1: {ANOTHER_WORKER_STOPPED}")
