@@ -207,6 +207,19 @@ def test_killed_worker_then_resume_gives_the_uninterrupted_model(data, two_worke
     assert [entry for entry in losses(output)] == pytest.approx(losses(uninterrupted), rel=1e-6)
 
 
+def test_a_worker_lost_in_the_first_epoch_is_not_told_to_resume(data, tmp_path):
+    # Before: "restart every worker with --resume", which then said "nothing to resume".
+    workers = two_workers(data, [tmp_path / "out"] * 2, "--config", data / "tiny.json",
+                          "--connect-timeout", 60, kill_at="epoch 1/3")
+    assert workers[1].wait() == -signal.SIGKILL
+    assert workers[0].wait(timeout=180) == 5, workers[0].stderr[-2000:]
+    last_line = workers[0].stderr.strip().splitlines()[-1]
+    assert last_line.startswith("clinical-ner train: error: worker 0: lost contact with the "
+                                "cluster in epoch 1 (")  # then TensorFlow's error class
+    assert last_line.endswith("); no epoch was completed, so there is nothing to resume: start "
+                              "every worker again with the same command")
+
+
 def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
     output = data / "mirrored"
     worker = Worker(data, output, "--config", data / "tiny.json", "--distribute", "mirrored",

@@ -670,7 +670,9 @@ def _in_cluster(distribution: Distribution, epoch: int | None, work: Callable):
                 f"{where}: lost contact with the cluster before training began "
                 f"({type(error).__name__}): another worker stopped; see its error, then start "
                 "every worker again") from None
-        raise ClusterError(
-            f"{where}: lost contact with the cluster in epoch {epoch + 1} "
-            f"({type(error).__name__}); restart every worker with --resume to continue from "
-            "the last completed epoch") from None
+        # Every completed epoch is checkpointed; in the first there is nothing to resume.
+        advice = ("restart every worker with --resume to continue from the last completed "
+                  "epoch" if epoch else "no epoch was completed, so there is nothing to resume: "
+                  "start every worker again with the same command")
+        raise ClusterError(f"{where}: lost contact with the cluster in epoch {epoch + 1} "
+                           f"({type(error).__name__}); {advice}") from None
