@@ -207,6 +207,19 @@ def test_killed_worker_then_resume_gives_the_uninterrupted_model(data, two_worke
     assert [entry for entry in losses(output)] == pytest.approx(losses(uninterrupted), rel=1e-6)
 
 
+def test_a_worker_lost_in_the_first_epoch_is_not_told_to_resume(data, tmp_path):
+    # Before: "restart every worker with --resume", which then said "nothing to resume".
+    workers = two_workers(data, [tmp_path / "out"] * 2, "--config", data / "tiny.json",
+                          "--connect-timeout", 60, kill_at="epoch 1/3")
+    assert workers[1].wait() == -signal.SIGKILL
+    assert workers[0].wait(timeout=180) == 5, workers[0].stderr[-2000:]
+    last_line = workers[0].stderr.strip().splitlines()[-1]
+    assert last_line.startswith("clinical-ner train: error: worker 0: lost contact with the "
+                                "cluster in epoch 1 (")  # then TensorFlow's error class
+    assert last_line.endswith("); no epoch was completed, so there is nothing to resume: start "
+                              "every worker again with the same command")
+
+
 def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
     output = data / "mirrored"
     worker = Worker(data, output, "--config", data / "tiny.json", "--distribute", "mirrored",
@@ -244,6 +257,9 @@ NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
      r"cluster.worker\[0\] 'http://trainer-0:2222' " + NOT_HOST_PORT),
     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": "0"}}',
      "task index '0' is not a whole number"),
+    # A type that is no string was an internal error (TypeError: unhashable type).
+    ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": ["worker"], "index": 0}}',
+     r"task type \['worker'\] is not in the cluster \(worker\)"),
     # A worker listed twice waited for itself for ever, deaf to SIGTERM and --connect-timeout.
     ('{"cluster": {"worker": ["127.0.0.1:23481", "127.0.0.1:23481"]}, '
      '"task": {"type": "worker", "index": 0}}',
@@ -390,16 +406,23 @@ def test_another_program_on_a_peers_port_ends_the_worker_with_an_error(data, tmp
     assert not (tmp_path / "out").exists()
 
 
+def chief_and_other_worker(data, tmp_path, *other_options, other_data=None
+                           ) -> tuple[Worker, Worker]:
+    """Worker 0 on ``data`` and worker 1 with ``other_options`` added, or on ``other_data``."""
+    ports = [free_port(), free_port()]
+    options = ("--config", data / "tiny.json", "--distribute", "multi-worker",
+               "--connect-timeout", 120)
+    chief = Worker(data, tmp_path / "out", *options, config=tf_config(ports, 0))
+    other = Worker(other_data or data, tmp_path / "other", *options, *other_options,
+                   config=tf_config(ports, 1))
+    return chief, other
+
+
 def test_workers_started_with_other_options_than_the_chief_all_stop_with_an_error(data,
                                                                                  tmp_path):
     # Before: the worker with --epochs 1 said "the chief wrote the model" and exited 0 while
     # the chief failed with "lost contact"; without --dev, TensorFlow's collective errors.
-    ports = [free_port(), free_port()]
-    chief = Worker(data, tmp_path / "out", "--config", data / "tiny.json", "--distribute",
-                   "multi-worker", "--connect-timeout", 120, config=tf_config(ports, 0))
-    other = Worker(data, tmp_path / "other", "--config", data / "tiny.json", "--epochs", 1,
-                   "--distribute", "multi-worker", "--connect-timeout", 120,
-                   config=tf_config(ports, 1))
+    chief, other = chief_and_other_worker(data, tmp_path, "--epochs", 1)
     assert other.wait() == 2 and chief.wait() == 2
     assert other.stderr.strip().splitlines()[-1] == (
         "clinical-ner train: error: worker 1: its --epochs differ from the chief's (1 here, 3 on "
@@ -422,3 +445,74 @@ def test_workers_started_with_other_options_than_the_chief_all_stop_with_an_erro
     assert no_dev.stderr.strip().splitlines()[-1] == (
         "clinical-ner train: error: worker 1: its --dev (given or not) differ from the chief's; "
         "start every worker with the same command")
+
+
+def test_a_worker_given_other_training_data_of_the_same_length_stops_every_worker(data,
+                                                                                tmp_path):
+    # Before: only the number of sentences was compared, so a worker whose file differed in
+    # one tag trained on its own data beside the chief's, and both reported success.
+    other_data = tmp_path / "other-data"
+    other_data.mkdir()
+    text = (data / "train.conll").read_text(encoding="utf-8")
+    (other_data / "train.conll").write_text(text.replace("B-problem", "B-test", 1),
+                                            encoding="utf-8")
+    (other_data / "dev.conll").write_bytes((data / "dev.conll").read_bytes())
+    chief, other = chief_and_other_worker(data, tmp_path, other_data=other_data)
+    assert other.wait() == 2 and chief.wait() == 2
+    assert other.stderr.strip().splitlines()[-1] == (
+        "clinical-ner train: error: worker 1: its training data (tokens, tags or assertions) "
+        "differ from the chief's; start every worker with the same command")
+    assert not (tmp_path / "out").exists()
+
+
+VOCABULARIES_DIFFER = ("the workers' vocabularies differ (their models too): the --embeddings "
+                       "files or the --init-from model differ between the machines; give every "
+                       "worker the same files")
+ANOTHER_WORKER_STOPPED = ("lost contact with the cluster before training began "
+                          "(UnavailableError): another worker stopped; see its error, then start "
+                          "every worker again")
+
+
+@pytest.mark.parametrize("vectors_of_worker_1", ["two words swapped", "fewer words"])
+def test_workers_whose_vectors_files_differ_all_stop_with_an_error(data, tmp_path,
+                                                                   vectors_of_worker_1):
+    # Before: tables of other sizes failed TensorFlow's first broadcast (internal error, exit
+    # 70); of the same size (the file's order differs), each worker read a word id as
+    # another word, and both reported success.
+    lines = VECTORS.read_text(encoding="utf-8").splitlines(keepends=True)
+    if vectors_of_worker_1 == "two words swapped":
+        lines = lines[:-2] + [lines[-1], lines[-2]]
+    else:
+        lines = lines[:len(lines) // 2]
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(lines), encoding="utf-8")
+    chief, other = chief_and_other_worker(data, tmp_path, "--embeddings", vectors)
+    codes = [chief.wait(), other.wait()]
+    last_lines = [worker.stderr.strip().splitlines()[-1] for worker in (chief, other)]
+    assert any(line.endswith(VOCABULARIES_DIFFER) for line in last_lines), last_lines
+    # Tables of other sizes: the worker that sees it first stops, and the other may lose
+    # contact with it before it sees it too.
+    for index, (code, line) in enumerate(zip(codes, last_lines)):
+        prefix = f"clinical-ner train: error: worker {index}: "
+        assert (code, line) in ((2, prefix + VOCABULARIES_DIFFER),
+                                (5, prefix + ANOTHER_WORKER_STOPPED)), (code, line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_whose_chief_stops_before_training_says_so(data, tmp_path):
+    # Before: the chief named its dev data, the other worker ended with "internal error
+    # (UnavailableError)", exit 70.
+    chief_data = tmp_path / "chief-data"
+    chief_data.mkdir()
+    for name in ("train.conll", "tiny.json"):
+        (chief_data / name).write_bytes((data / name).read_bytes())
+    dev = (data / "dev.conll").read_text(encoding="utf-8")
+    (chief_data / "dev.conll").write_text(
+        "\n".join(line.split("\t")[0] + "\tO" if "\t" in line else line
+                  for line in dev.split("\n")), encoding="utf-8")
+    chief, other = chief_and_other_worker(chief_data, tmp_path)
+    assert [chief.wait(), other.wait()] == [3, 5], [chief.stderr[-2000:], other.stderr[-2000:]]
+    assert chief.stderr.strip().splitlines()[-1].endswith(
+        "dev.conll: no entities to score (every token is O)")
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"clinical-ner train: error: worker 1: {ANOTHER_WORKER_STOPPED}")

@@ -57,6 +57,8 @@ LICENCES = {
     DATA / "embeddings" / "THIRD-PARTY-GloVe-PDDL-1.0.txt": "THIRD-PARTY-GloVe-PDDL-1.0.txt",
 }
 DEFAULT_WORDS = 20_000
+# The folders ``--work`` holds: the first stage's model and the second's.
+STAGES = ("joint", "full")
 # Cued copies for the assertion output (docs/guide/assertions.md): over three seeds
 # of this two-stage build they raised dev assertion accuracy by 0.015, absent F1 by
 # 0.037 and possible F1 by 0.30, for 0.002 of NER F1, end-to-end problem F1 equal
@@ -249,12 +251,11 @@ def build(words: int, work: Path) -> None:
     if work.exists():
         shutil.rmtree(work)
     config = NERConfig(embeddings=str(EMBEDDINGS), assertion_cue_copies=ASSERTION_CUE_COPIES)
-    train(None, work / "joint", config=config, corpora=read_corpus_file(CORPORA),
-          progress=False)
-    train([TRAIN], work / "full", dev_path=DEV, config=config, init_from=work / "joint",
-          progress=False)
+    joint, full = (work / stage for stage in STAGES)
+    train(None, joint, config=config, corpora=read_corpus_file(CORPORA), progress=False)
+    train([TRAIN], full, dev_path=DEV, config=config, init_from=joint, progress=False)
     trained = time.perf_counter()
-    package(work / "full", words)
+    package(full, words)
     print(f"time: {trained - started:.0f} s training, "
           f"{time.perf_counter() - started:.0f} s in all")
 
@@ -307,14 +308,42 @@ def package(full_dir: Path, words: int) -> None:
     print(f"{OUTPUT.relative_to(REPO)}: {size / 1_000_000:.2f} MB")
 
 
+def check_before_training(words: int, work: Path) -> None:
+    """Refuse, before minutes of training, what would fail after them or delete what is
+    not the build's: ``--work`` is deleted first, so it must be a new folder or an earlier
+    build's."""
+    from clinical_ner.errors import ConfigError, check_integer, check_output_folder
+
+    check_integer("--words", words)
+    check_output_folder("--work", work)
+    if work.is_dir():
+        others = sorted(path.name for path in work.iterdir() if path.name not in STAGES)
+        if others:
+            raise ConfigError(f"--work {work}: holds {others[0]!r}, not only an earlier build's "
+                              f"{' and '.join(STAGES)}, and the build deletes the folder first; "
+                              "give a new folder")
+    missing = [str(source) for source in LICENCES if not source.is_file()]
+    if missing:
+        raise ConfigError(f"{missing[0]}: missing; the model ships the licence of every "
+                          "corpus and of the vectors (../shared/data beside the checkout)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--words", type=int, default=DEFAULT_WORDS,
                         help="rows of the word table to keep (default: %(default)s)")
     parser.add_argument("--work", type=Path, default=Path("runs") / "build-clinical",
-                        help="scratch folder for the full model (default: %(default)s)")
+                        help="scratch folder for the two stages' models, deleted first: a new "
+                             "folder or an earlier build's (relative to the repository root; "
+                             "default: %(default)s)")
     args = parser.parse_args(argv)
     os.chdir(REPO)
+    from clinical_ner.errors import ConfigError
+
+    try:
+        check_before_training(args.words, args.work)
+    except ConfigError as error:
+        parser.error(str(error))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     build(args.words, args.work)
     return 0

@@ -117,7 +117,8 @@ def parse_tf_config(text: str | None) -> ClusterTask:
         raise ConfigError("TF_CONFIG: 'task' is missing; it names this process, e.g. "
                           "{\"type\": \"worker\", \"index\": 0}")
     task_type, task_index = task["type"], task["index"]
-    if task_type not in cluster:
+    # Not a string (a list, say) is no job's name; as a dictionary key it was a TypeError.
+    if not isinstance(task_type, str) or task_type not in cluster:
         raise ConfigError(f"TF_CONFIG: task type {task_type!r} is not in the cluster "
                           f"({', '.join(cluster)})")
     if not isinstance(task_index, int) or isinstance(task_index, bool):

@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -168,7 +168,9 @@ def train(
                       label_map=label_map, assertion_map=assertion_map,
                       corpora=training.settings() if training is not None else None)
     if distribution.task is not None:
-        _check_workers_agree(distribution, config, original_count, has_dev, resume)
+        # A worker that stopped meanwhile (the chief's dev data unreadable) is named here.
+        _in_cluster(distribution, None,
+                    lambda: _check_workers_agree(distribution, config, data, resume))
     if config.assertion_cue_copies:
         train_sentences, training = _with_cued_copies(config, train_sentences, training, emit)
 
@@ -180,8 +182,8 @@ def train(
                 state.data = data  # an older checkpoint's run is checked from now on
                 vocab = Vocabulary.load(output)
             else:
-                model, vocab = _first_model(config, train_sentences, train_labels, init_from,
-                                            emit)
+                model, vocab = _built_alike(distribution, lambda: _first_model(
+                    config, train_sentences, train_labels, init_from, emit))
                 dev_all = [s for part in dev_parts(dev_sentences).values() for s in part]
                 if (not vocab.assertions and not assertion_classes(train_sentences)
                         and assertion_classes(dev_all)):
@@ -578,24 +580,29 @@ def _broadcast_scores(distribution: Distribution, names: list[str],
             for i, name in enumerate(names)}
 
 
-def _check_workers_agree(distribution: Distribution, config: NERConfig, sentences: int,
-                         has_dev: bool, resume: bool) -> None:
+def _check_workers_agree(distribution: Distribution, config: NERConfig, data: dict,
+                         resume: bool) -> None:
     """Every worker was started like the chief, or all of them stop with an error.
 
     A worker with another --epochs, --dev or data runs other steps than the
     chief, and the run failed later with TensorFlow's collective errors (or a
-    worker reported success while the chief failed). The embeddings' paths
-    may differ between machines and are left out.
+    worker reported success while the chief failed, or trained on its own
+    sentences in silence). ``data`` is the run's :func:`data_facts`. The
+    embeddings' paths may differ between machines and are left out.
     """
     settings = {name: value for name, value in config.to_dict().items()
                 if name not in ("embeddings", "epochs")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    # The sentences as read (a --label-map or --assertion-map changes them) and a corpus
+    # file's weights and coverage; the count alone let other data of that length through.
+    training_data = json.dumps([data["train_sha256"], data.get("corpora")])
     # (what, this process's value, whether to show the values); floats exact below 2**53.
-    facts = [("settings (--config, --batch-size, --seed, ...)", float(int(digest[:12], 16)),
-              False),
+    facts = [("settings (--config, --batch-size, --seed, ...)",
+              _digest_number(json.dumps(settings, sort_keys=True)), False),
              ("--epochs", float(config.epochs), True),
-             ("training data (sentences)", float(sentences), True),
-             ("--dev (given or not)", float(has_dev), False),
+             ("training data (sentences)", float(data["train_sentences"]), True),
+             ("training data (tokens, tags or assertions)", _digest_number(training_data),
+              False),
+             ("--dev (given or not)", float(data["dev"]), False),
              ("--resume (given or not)", float(resume), False)]
     chief, agree = distribution.chief_and_agreement([value for _, value, _ in facts])
     if agree:
@@ -611,14 +618,66 @@ def _check_workers_agree(distribution: Distribution, config: NERConfig, sentence
                       "the same command")
 
 
-def _in_cluster(distribution: Distribution, epoch: int, work: Callable):
-    """``work()``, with a lost worker reported as what to do about it."""
+def _built_alike(distribution: Distribution, build: Callable[[], tuple[keras.Model, Vocabulary]]
+                 ) -> tuple[keras.Model, Vocabulary]:
+    """``build()``, the starting model and its vocabulary, the same on every worker or
+    an error on all of them.
+
+    The vocabulary comes from the training data, compared before, and from
+    the vectors files or the ``--init-from`` model, which each machine reads
+    from its own disk. Tables of other sizes made TensorFlow's broadcast of
+    the first weights fail (an internal error, exit 70); of the same size,
+    a word's id meant another word on each worker, in silence.
+    """
+    task = distribution.task
+    if task is None:
+        return build()
+    differ = ConfigError(
+        f"{task.task_type} {task.task_index}: the workers' vocabularies differ (their models "
+        "too): the --embeddings files or the --init-from model differ between the machines; "
+        "give every worker the same files")
+
+    def build_and_compare() -> tuple[keras.Model, Vocabulary]:
+        try:
+            model, vocab = build()
+        except tf.errors.InvalidArgumentError as error:
+            if "Shape mismatch" not in str(error):
+                raise
+            raise differ from None
+        if not distribution.chief_and_agreement([_digest_number(json.dumps(asdict(vocab)))])[1]:
+            raise differ
+        return model, vocab
+
+    # The worker that sees the shapes differ stops; the others lose contact with it.
+    return _in_cluster(distribution, None, build_and_compare)
+
+
+def _digest_number(text: str) -> float:
+    """48 bits of ``text``'s SHA-256 as a float (exact), to compare across workers."""
+    return float(int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], 16))
+
+
+def _in_cluster(distribution: Distribution, epoch: int | None, work: Callable):
+    """``work()``, with a lost worker reported as what to do about it.
+
+    ``epoch`` is ``None`` before training begins: then another worker
+    stopped with an error of its own (the chief's dev data unreadable, its
+    vectors file missing), which it names, and nothing is checkpointed yet.
+    """
     if distribution.task is None:
         return work()
     try:
         return work()
     except tf.errors.OpError as error:
-        raise ClusterError(
-            f"{distribution.task.task_type} {distribution.task.task_index}: lost contact with "
-            f"the cluster in epoch {epoch + 1} ({type(error).__name__}); restart every worker "
-            "with --resume to continue from the last completed epoch") from None
+        where = f"{distribution.task.task_type} {distribution.task.task_index}"
+        if epoch is None:
+            raise ClusterError(
+                f"{where}: lost contact with the cluster before training began "
+                f"({type(error).__name__}): another worker stopped; see its error, then start "
+                "every worker again") from None
+        # Every completed epoch is checkpointed; in the first there is nothing to resume.
+        advice = ("restart every worker with --resume to continue from the last completed "
+                  "epoch" if epoch else "no epoch was completed, so there is nothing to resume: "
+                  "start every worker again with the same command")
+        raise ClusterError(f"{where}: lost contact with the cluster in epoch {epoch + 1} "
+                           f"({type(error).__name__}); {advice}") from None
