@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from numbers import Integral
+from numbers import Integral, Number
 from pathlib import Path
 
 EXIT_OK = 0
@@ -164,6 +164,35 @@ def irregular_file(path: str | os.PathLike) -> str | None:
     return "a broken symbolic link" if not os.path.exists(path) else "not a regular file"
 
 
+def may_be_a_note(value: object) -> bool:
+    """Whether ``value``, given for a setting, may be clinical text: a string with whitespace.
+
+    No setting's value has whitespace, but a note given in its place does
+    (``ner.annotate(note, other_note)`` passes ``other_note`` as ``batch_size``),
+    and an error message must not quote it.
+    """
+    return isinstance(value, str) and any(char.isspace() for char in value)
+
+
+def shown_value(value: object) -> str:
+    """``repr(value)`` for an error message, unless it may hold clinical text.
+
+    A number, ``None`` or a string without whitespace is quoted; a string
+    that :func:`may_be_a_note` or a container (a tokenized sentence given for
+    a setting: ``ner.tag(sentences, more_sentences)``) is described only.
+
+    >>> shown_value("32"), shown_value(0.5), shown_value("Seen for chest pain")
+    ("'32'", '0.5', 'a str of 19 characters (not shown: it may be a note)')
+    >>> shown_value([["Chest", "pain"]])
+    'a list (not shown: it may hold a note)'
+    """
+    if may_be_a_note(value):
+        return f"a str of {len(value)} characters (not shown: it may be a note)"
+    if value is None or isinstance(value, (str, Number)):
+        return repr(value)
+    return f"a {type(value).__name__} (not shown: it may hold a note)"
+
+
 def check_integer(name: str, value: object, minimum: int = 1,
                   maximum: int | None = None) -> None:
     """Raise :class:`ConfigError` unless ``value`` is an ``int`` from ``minimum`` to ``maximum``.
@@ -180,7 +209,7 @@ def check_integer(name: str, value: object, minimum: int = 1,
         hint = (f" ({type(value).__name__}, not a Python int: give int(...))"
                 if isinstance(value, Integral) and not isinstance(value, int)
                 and value >= minimum else "")
-        raise ConfigError(f"{setting_name(name)} must be {kind}, got {value!r}{hint}")
+        raise ConfigError(f"{setting_name(name)} must be {kind}, got {shown_value(value)}{hint}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{setting_name(name)} must be at most {maximum}, got {value!r}")
 
@@ -205,7 +234,8 @@ def check_number(name: str, value: object, *, allow_zero: bool = False,
             and (maximum is None or number <= maximum)):
         low = ">= 0" if allow_zero else "> 0"
         high = "" if maximum is None else f" and at most {maximum:g}"
-        raise ConfigError(f"{setting_name(name)} must be {what} {low}{high}, got {value!r}")
+        raise ConfigError(f"{setting_name(name)} must be {what} {low}{high}, "
+                          f"got {shown_value(value)}")
     return number
 
 
@@ -290,9 +320,8 @@ def check_host_port(name: str, value: object) -> None:
     """
     match = _HOST_PORT.fullmatch(value) if isinstance(value, str) else None
     if match is None or not 1 <= int(match.group(1)) <= MAX_PORT:
-        # A value with whitespace is no address but may be a note taken for one
-        # (an option's value forgotten): not quoted.
-        shown = "" if isinstance(value, str) and any(c.isspace() for c in value) else f" {value!r}"
+        # A note taken for an address (an option's value forgotten) is not quoted.
+        shown = "" if may_be_a_note(value) else f" {value!r}"
         raise ConfigError(f"{setting_name(name)}{shown} is not host:port with a port from 1 to "
                           f"{MAX_PORT} (e.g. 'localhost:8500' or '[::1]:8500'; no scheme such "
                           "as http://)")

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from types import ModuleType
 from typing import Iterator
@@ -26,13 +27,31 @@ from typing import Iterator
 #: the user set wins).
 QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
 
+# File descriptor 2 is the process's: two threads redirecting it at once (LiteRT exports
+# loaded in threads) put it back out of order, the second to the first's deleted buffer,
+# and every later line on stderr was lost. Reentrant: a redirect within one nests.
+_STDERR_REDIRECT = threading.RLock()
+
+
+def _new_redirect_lock_in_forked_child() -> None:
+    # A fork while another thread redirects copies the lock held, by a thread the child lacks.
+    global _STDERR_REDIRECT
+    _STDERR_REDIRECT = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_redirect_lock_in_forked_child)
+
 
 @contextlib.contextmanager
 def stderr_to_buffer() -> Iterator[None]:
-    """Send file descriptor 2 to a temporary file; replay it only on an error."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as buffer:
+    """Send file descriptor 2 to a temporary file; replay it only on an error.
+
+    One thread at a time; what other threads write to stderr meanwhile goes
+    to the buffer too.
+    """
+    with _STDERR_REDIRECT, tempfile.TemporaryFile() as buffer:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(buffer.fileno(), 2)
         try:
             yield

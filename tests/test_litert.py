@@ -400,6 +400,32 @@ def test_threads_share_one_runtime(lite_ner):
         assert entities == expected[index]
 
 
+def test_threads_load_exports_at_once_and_stderr_stays_stderr(export_dir):
+    # Each interpreter's start-up banner is kept off file descriptor 2 while it loads. Loads
+    # in threads at once put it back out of order: stderr ended in a deleted temporary file,
+    # and every later error was lost.
+    before = os.fstat(2)
+    errors = []
+    for _ in range(3):
+        start = threading.Barrier(4)
+
+        def load():
+            start.wait()
+            try:
+                LiteRTAnnotator.load(export_dir, workers=4, parallel="threads").close()
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    after = os.fstat(2)
+    assert not errors
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
 def test_bad_input_gets_the_tensorflow_path_s_error(tf_ner, lite_ner):
     for ner in (tf_ner, lite_ner):
         with pytest.raises(TypeError, match=r"texts\[1\] is bytes, expected str"):

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 
-from helpers import EDGE_CASES, NOTE, REPO_ROOT, assert_exact, assert_same_entities
+from helpers import (
+    EDGE_CASES, NOTE, REPO_ROOT, assert_exact, assert_same_entities, assert_same_tags,
+)
 
 TWO_MB = 2_000_000
 
@@ -70,6 +73,28 @@ def test_a_batch_gives_what_each_text_gives_alone(ner):
     assert len(together) == len(texts)
     for text, entities in zip(texts, together):
         assert_same_entities(entities, ner.annotate(text))
+
+
+def test_threads_share_an_annotator(ner):
+    # A web framework's thread pool calls one annotator: each call gives what it gives alone.
+    texts = [NOTE, NOTE.upper(), PARAGRAPH * 3, "Fever and cough resolved."]
+    alone = [(ner.annotate(text), ner.tag([text.split()])) for text in texts]
+    start = threading.Barrier(len(texts))
+    answers: dict[int, tuple] = {}
+
+    def annotate(index: int) -> None:
+        start.wait()
+        answers[index] = (ner.annotate(texts[index]), ner.tag([texts[index].split()]))
+
+    threads = [threading.Thread(target=annotate, args=(index,)) for index in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == list(range(len(texts)))
+    for index, (entities, tags) in enumerate(alone):
+        assert_same_entities(answers[index][0], entities, texts[index][:20])
+        assert_same_tags(answers[index][1], tags)
 
 
 def test_surrounding_noise_does_not_move_offsets(ner):

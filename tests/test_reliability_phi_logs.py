@@ -24,10 +24,12 @@ from contextlib import contextmanager
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.errors import ClinicalNERError, DataFormatError
+from clinical_ner.annotators.load import ClinicalNER
+from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.formats import load_corpus
 from clinical_ner.annotators.keras_annotator import KerasAnnotator
 from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
+from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.training.trainer import train
 
 from helpers import REPO_ROOT
@@ -172,6 +174,24 @@ def test_in_process_error_messages_hold_no_text(data, capfd):
     assert_no_marker("the log records", "\n".join(logs.texts))
     assert_no_marker("stdout", captured.out)
     assert_no_marker("stderr", captured.err)
+
+
+def test_a_note_given_for_a_setting_is_not_quoted():
+    # ner.annotate(note, other_note) passes other_note as batch_size, whose error quoted it.
+    ner = ClinicalNER.pretrained()
+    rest = RestClient("127.0.0.1", 8501)  # refused before it connects
+    calls = {
+        "annotate": lambda: ner.annotate(NOTE, NOTE),
+        "max_batch_characters": lambda: ner.annotate([NOTE], 8, NOTE),
+        "tag": lambda: ner.tag([[MARKER, "pain"]], [[MARKER, "pain"]]),
+        "classify_assertions": lambda: ner.classify_assertions(NOTE, [(3, 14)], NOTE),
+        "RestClient.annotate": lambda: rest.annotate([NOTE], NOTE),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ConfigError, match=r"must be a positive integer, got a (str of "
+                                              r"\d+ characters|list) \(not shown") as caught:
+            call()
+        assert_no_marker(f"{name}'s error", str(caught.value))
 
 
 # -- command line, -v, TensorFlow's C++ logging on ---------------------------------------

@@ -20,6 +20,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from clinical_ner.export import signatures as sig
 from clinical_ner.serving.rest_client import RestClient, RestError, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
+from clinical_ner.text.document import Entity
 from helpers import (
     LEAKY,
     MARKER,
@@ -759,7 +760,8 @@ def test_the_rest_client_names_a_server_that_does_not_answer():
 @pytest.fixture()
 def fake_server():
     """An HTTP server on a free port that answers every request with ``answer["body"]``
-    (JSON, HTTP status ``answer["status"]``, 200 if not given)."""
+    (JSON, HTTP status ``answer["status"]``, 200 if not given), once ``answer["together"]``
+    (a barrier, if given) has as many requests waiting as it has parties."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     answer = {}
@@ -769,6 +771,8 @@ def fake_server():
 
         def do_POST(self):  # noqa: N802 (http.server's name)
             self.rfile.read(int(self.headers["Content-Length"]))
+            if "together" in answer:
+                answer["together"].wait()
             body = answer["body"]
             self.send_response(answer.get("status", 200))
             self.send_header("Content-Type", "application/json")
@@ -812,6 +816,35 @@ def test_the_rest_client_names_an_answer_that_is_not_tf_servings(fake_server, an
         with pytest.raises(error, match=rf"^POST /v1/models/{MODEL}:predict: {message}") as raised:
             client.annotate(["fever"])
     assert MARKER not in str(raised.value)
+
+
+def test_threads_share_a_rest_client(fake_server):
+    # A web framework's thread pool shares one client. Its one connection failed the second
+    # request in flight (CannotSendRequest, "the answer is not valid HTTP/1.1"). The server
+    # answers only once it holds two requests at once: on two connections.
+    port, served = fake_server
+    served["body"] = json.dumps({"outputs": OUTPUTS}).encode()
+    expected = [[Entity(start=0, end=5, text="fever", label="DRUG", confidence=0.5)]]
+    with RestClient("127.0.0.1", port, MODEL, timeout=RPC_TIMEOUT_S) as client:
+        assert client.annotate(["fever"]) == expected  # a keep-alive connection to share
+        served["together"] = threading.Barrier(2, timeout=RPC_TIMEOUT_S)
+        start = threading.Barrier(2)
+        answers, errors = [], []
+
+        def annotate():
+            start.wait()
+            try:
+                answers.append(client.annotate(["fever"]))
+            except RestError as error:
+                errors.append(str(error))
+
+        threads = [threading.Thread(target=annotate) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert answers == [expected, expected]
 
 
 def test_the_rest_client_says_a_request_timed_out():

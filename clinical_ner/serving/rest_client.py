@@ -1,10 +1,10 @@
 """A small client for TensorFlow Serving's REST API (``tensorflow_model_server --rest_api_port``
 or ``clinical-ner serve --rest-port``), with the standard library's HTTP client.
 
-One keep-alive connection per client (not thread-safe: one client per
-thread). Outputs are decoded by :mod:`clinical_ner.export.signatures`, as the gRPC
-client's are, so both give the same :class:`~clinical_ner.text.document.Entity`
-objects. Error messages never quote document text.
+Keep-alive connections, one for each request in flight: threads may share a client
+(a web framework's thread pool). Outputs are decoded by
+:mod:`clinical_ner.export.signatures`, as the gRPC client's are, so both give the same
+:class:`~clinical_ner.text.document.Entity` objects. Error messages never quote document text.
 
 >>> with RestClient("127.0.0.1", 8501) as client:  # doctest: +SKIP
 ...     client.annotate(["Chest x-ray showed pneumonia."])
@@ -15,6 +15,7 @@ import http.client
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,11 @@ class RestError(ClinicalNERError):
 
 
 class RestClient:
-    """Requests to one REST server; ``ssl_context`` switches to HTTPS."""
+    """Requests to one REST server; ``ssl_context`` switches to HTTPS.
+
+    Thread-safe: concurrent requests each borrow a keep-alive connection (one is
+    opened when none is idle), so threads may share one client.
+    """
 
     def __init__(
         self,
@@ -68,7 +73,11 @@ class RestClient:
         self.model_name = model_name
         self._timeout = timeout
         self._ssl_context = ssl_context
-        self._connection: http.client.HTTPConnection | None = None
+        # Idle keep-alive connections. An http.client connection carries one request at a
+        # time: shared by threads, one's request failed with CannotSendRequest, or with
+        # "Bad file descriptor" once another had closed it.
+        self._idle: list[http.client.HTTPConnection] = []
+        self._idle_lock = threading.Lock()
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Send ``body`` (JSON-encoded unless bytes); the status and the decoded JSON answer.
@@ -78,29 +87,33 @@ class RestClient:
         data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}
         for attempt in (1, 2):
-            connection = self._open()
+            # A second attempt opens a new connection: other idle ones may be
+            # closed by the server too.
+            connection = self._borrow(new=attempt == 2)
             try:
                 connection.request(method, path, body=data, headers=headers)
                 response = connection.getresponse()
                 payload = response.read()
                 if response.will_close:
-                    self.close()
+                    connection.close()
+                else:
+                    self._give_back(connection)
                 break
             except (http.client.RemoteDisconnected, ConnectionResetError,
                     BrokenPipeError) as error:
-                self.close()
+                connection.close()
                 if attempt == 2:
                     raise self._unanswered(method, path, error) from None
             except http.client.HTTPException as error:
                 # Bytes that are no HTTP/1.1 answer (a gRPC port's HTTP/2 frames: a
                 # BadStatusLine), which http.client quoted: not quoted.
-                self.close()
+                connection.close()
                 hint = ("; is it a gRPC port? Give the server's REST port"
                         if isinstance(error, http.client.BadStatusLine) else "")
                 raise RestError(f"{method} {path} to {self.host}:{self.port}: the answer is not "
                                 f"valid HTTP/1.1 ({type(error).__name__}){hint}") from None
             except socket.gaierror as error:
-                self.close()
+                connection.close()
                 # As the gRPC client says it: socket's own error named no host.
                 unknown = unknown_host(f"{method} {path}", f"{self.host}:{self.port}",
                                        error.strerror or "", setting="host", code=None)
@@ -110,7 +123,7 @@ class RestClient:
                 raise unknown from None
             except OSError as error:
                 # Refused, unreachable, timed out: socket's own error named no server.
-                self.close()
+                connection.close()
                 raise self._unanswered(method, path, error) from None
         try:
             return response.status, parse_untrusted_json(payload)
@@ -206,23 +219,28 @@ class RestClient:
             raise ModelOutputError(f"{where} with outputs that are not lists of one shape and "
                                    f"type each ({type(error).__name__})") from None
 
-    def _open(self) -> http.client.HTTPConnection:
-        if self._connection is None:
-            host = self.host.removeprefix("[").removesuffix("]")  # an IPv6 address's brackets
-            if self._ssl_context is None:
-                self._connection = http.client.HTTPConnection(
-                    host, self.port, timeout=self._timeout
-                )
-            else:
-                self._connection = http.client.HTTPSConnection(
-                    host, self.port, timeout=self._timeout, context=self._ssl_context
-                )
-        return self._connection
+    def _borrow(self, new: bool = False) -> http.client.HTTPConnection:
+        """An idle keep-alive connection for one request, or (none idle, or ``new``) a new one."""
+        if not new:
+            with self._idle_lock:
+                if self._idle:
+                    return self._idle.pop()
+        host = self.host.removeprefix("[").removesuffix("]")  # an IPv6 address's brackets
+        if self._ssl_context is None:
+            return http.client.HTTPConnection(host, self.port, timeout=self._timeout)
+        return http.client.HTTPSConnection(host, self.port, timeout=self._timeout,
+                                           context=self._ssl_context)
+
+    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+        with self._idle_lock:
+            self._idle.append(connection)
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        """Close the idle connections (a later request opens one again)."""
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     def __enter__(self) -> RestClient:
         return self
