@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from clinical_ner.version import __version__
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
+from clinical_ner.evaluation.evaluate import report_skipped
 from clinical_ner.artifacts.keras_model import CARD_DATA_FILE, MODEL_FILE
 from clinical_ner.pretrained import model_reference, resolve_model_path
 
@@ -134,6 +135,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
 def write_model_card(model: str | Path, data: str | Path | None = None,
                      data_format: str = "auto", label_map: dict | None = None,
                      skip_invalid: bool = False, assertion_map: dict | None = None,
+                     emit: Callable[[str], None] | None = None,
                      **fields: str | list[str]) -> Path:
     """Rewrite ``MODEL_CARD.md`` of ``model`` (a directory or bundled name); return its path.
 
@@ -141,6 +143,8 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     become those. ``fields`` set the card's ``name``, ``description``,
     ``language``, ``data_source``, ``attribution`` or ``limitations`` (a list
     of lines); they are kept in ``model_card.json`` for later rewrites.
+    ``emit`` is told each unit of ``data`` that ``skip_invalid`` skipped, as
+    ``clinical-ner evaluate`` lists them.
     """
     unknown = set(fields) - {"name", "description", "language", "data_source", "attribution",
                              "limitations"}
@@ -153,6 +157,8 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
         from clinical_ner.formats.corpora import check_assertion_map_sources
 
         corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
+        if emit is not None:
+            report_skipped(corpus, str(data), emit)
         if assertion_map is not None:
             # As `evaluate` checks it: a map that reads nothing would put every problem's
             # gold assertion as present on the card.
