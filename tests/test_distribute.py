@@ -231,6 +231,24 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
                  WEIGHT_TOLERANCE)
 
 
+def test_mirrored_on_one_device_says_how_to_get_several(data, monkeypatch):
+    # It said only "training on one device", as if --distribute mirrored had done its part.
+    import tensorflow as tf
+
+    import clinical_ner.training.distribute as distribute
+
+    # A machine without GPUs (whatever this one has): MirroredStrategy finds its one CPU.
+    monkeypatch.setattr(distribute, "_mirrored",
+                        lambda cpu_devices: tf.distribute.MirroredStrategy(["/cpu:0"]))
+    messages = []
+    train(data / "train.conll", data / "mirrored-alone", config=NERConfig(**{**TINY, "epochs": 1}),
+          progress=False, emit=messages.append, distribute="mirrored")
+    notes = [message for message in messages if "--cpu-devices" in message]
+    assert notes == [distribute.one_device_note("mirrored", 1)]
+    assert notes[0].startswith("note: --distribute mirrored found one device (no GPU)")
+    assert "training on one device; global batch 16" in messages
+
+
 NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
 
 

@@ -39,7 +39,7 @@ from clinical_ner.training.dataset import (
 )
 from clinical_ner.training.distribute import (
     ClusterError, Distribution, distribution_for, parse_tf_config,
-    ignored_tf_config_warning,
+    ignored_tf_config_warning, one_device_note,
 )
 from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.evaluation.evaluate import (
@@ -143,6 +143,8 @@ def train(
         emit(ignored)
     if distribute not in (None, "none"):
         emit(f"training on {distribution.describe()}; global batch {config.batch_size}")
+    if (lone := one_device_note(distribute, distribution.replicas)) is not None:
+        emit(lone)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     # Only the chief evaluates on dev (the others may not even have the file).
