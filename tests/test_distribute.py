@@ -517,6 +517,25 @@ def test_workers_whose_vectors_files_differ_all_stop_with_an_error(data, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_workers_whose_vectors_hold_other_values_all_stop_with_an_error(data, tmp_path):
+    # Before: the same words in the same order passed the vocabulary check, and each worker
+    # trained from its own table (set after the cluster's broadcast), both reporting success.
+    vectors = tmp_path / "vectors.txt"
+    with VECTORS.open(encoding="utf-8") as source:
+        vectors.write_text("".join(f"{word} 0.5 {rest}" for word, _, rest in
+                                   (line.split(" ", 2) for line in source)), encoding="utf-8")
+    chief, other = chief_and_other_worker(data, tmp_path, "--embeddings", vectors)
+    codes = [chief.wait(), other.wait()]
+    last_lines = [worker.stderr.strip().splitlines()[-1] for worker in (chief, other)]
+    assert codes == [2, 2], last_lines
+    for index, line in enumerate(last_lines):
+        assert line == (
+            f"clinical-ner train: error: worker {index}: the workers' starting weights differ "
+            "(their vocabularies agree): the --embeddings files or the --init-from model hold "
+            "other values on some machines; give every worker the same files")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_worker_whose_chief_stops_before_training_says_so(data, tmp_path):
     # Before: the chief named its dev data, the other worker ended with "internal error
     # (UnavailableError)", exit 70.
