@@ -6,10 +6,13 @@ replaced by a recorder, so each test sees only what ``main`` decides first.
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 
 from helpers import REPO_ROOT
+
+BUNDLED = REPO_ROOT / "clinical_ner" / "pretrained" / "clinical"
 
 
 @pytest.fixture
@@ -72,3 +75,57 @@ def test_an_earlier_builds_work_folder_is_built_into_again(build_script, tmp_pat
         (work / stage).mkdir(parents=True)
     build_script.main(["--work", str(work), "--words", "100"])
     assert build_script.builds == [(100, work)]
+
+
+@pytest.fixture
+def packaging(build_script, monkeypatch, tmp_path):
+    """``package`` of the bundled model, scored by stubs, into ``tmp_path/pretrained/clinical``
+    holding an earlier model's files."""
+    import clinical_ner.evaluation.card_facts as card_facts
+
+    output = tmp_path / "pretrained" / "clinical"
+    output.mkdir(parents=True)
+    (output / "model.keras").write_bytes(b"the earlier model")
+    (output / "MODEL_CARD.md").write_text("the earlier card", encoding="utf-8")
+    licence = tmp_path / "LICENSE.md"
+    licence.write_text("licence", encoding="utf-8")
+    monkeypatch.setattr(build_script, "OUTPUT", output)
+    monkeypatch.setattr(build_script, "REPO", tmp_path)  # where it says the model went
+    monkeypatch.setattr(build_script, "LICENCES", {licence: "LICENSE.md"})
+    monkeypatch.setattr(build_script, "dev_f1", lambda ner: 0.5)
+    monkeypatch.setattr(build_script, "disease_f1", lambda ner: {"BC5CDR test": 0.4})
+    recorded = json.loads((BUNDLED / "model_card.json").read_text(encoding="utf-8"))
+    monkeypatch.setattr(card_facts, "evaluation_record",
+                        lambda model_dir, data, card=None: recorded["evaluation"])
+    return output
+
+
+def earlier_files(output):
+    return {path.name: path.read_bytes() for path in output.iterdir()}
+
+
+def test_a_failure_writing_the_card_leaves_the_earlier_bundled_model_whole(
+        build_script, packaging, monkeypatch):
+    # The bundled model's folder was deleted first: a full disk while the card was written
+    # left the package with a model and no card.
+    import clinical_ner.evaluation.model_card as model_card
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    earlier = earlier_files(packaging)
+    monkeypatch.setattr(model_card, "write_model_card", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_script.package(BUNDLED, 7000)
+    assert earlier_files(packaging) == earlier
+    assert sorted(path.name for path in packaging.parent.iterdir()) == ["clinical"]
+
+
+def test_the_packaged_card_names_the_bundled_model_not_its_staging_folder(build_script,
+                                                                          packaging):
+    build_script.package(BUNDLED, 7000)
+    assert sorted(path.name for path in packaging.parent.iterdir()) == ["clinical"]
+    card = (packaging / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert 'ClinicalNER.load("clinical")' in card
+    assert "clinical-ner evaluate clinical --data DIR" in card
+    assert ".new" not in card and "the earlier" not in card

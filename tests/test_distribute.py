@@ -231,6 +231,24 @@ def test_mirrored_over_two_cpu_devices_equals_one_device(data, one_process):
                  WEIGHT_TOLERANCE)
 
 
+def test_mirrored_on_one_device_says_how_to_get_several(data, monkeypatch):
+    # It said only "training on one device", as if --distribute mirrored had done its part.
+    import tensorflow as tf
+
+    import clinical_ner.training.distribute as distribute
+
+    # A machine without GPUs (whatever this one has): MirroredStrategy finds its one CPU.
+    monkeypatch.setattr(distribute, "_mirrored",
+                        lambda cpu_devices: tf.distribute.MirroredStrategy(["/cpu:0"]))
+    messages = []
+    train(data / "train.conll", data / "mirrored-alone", config=NERConfig(**{**TINY, "epochs": 1}),
+          progress=False, emit=messages.append, distribute="mirrored")
+    notes = [message for message in messages if "--cpu-devices" in message]
+    assert notes == [distribute.one_device_note("mirrored", 1)]
+    assert notes[0].startswith("note: --distribute mirrored found one device (no GPU)")
+    assert "training on one device; global batch 16" in messages
+
+
 NOT_HOST_PORT = r"is not host:port with a port from 1 to 65535"
 
 
@@ -496,6 +514,25 @@ def test_workers_whose_vectors_files_differ_all_stop_with_an_error(data, tmp_pat
         prefix = f"clinical-ner train: error: worker {index}: "
         assert (code, line) in ((2, prefix + VOCABULARIES_DIFFER),
                                 (5, prefix + ANOTHER_WORKER_STOPPED)), (code, line)
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_whose_vectors_hold_other_values_all_stop_with_an_error(data, tmp_path):
+    # Before: the same words in the same order passed the vocabulary check, and each worker
+    # trained from its own table (set after the cluster's broadcast), both reporting success.
+    vectors = tmp_path / "vectors.txt"
+    with VECTORS.open(encoding="utf-8") as source:
+        vectors.write_text("".join(f"{word} 0.5 {rest}" for word, _, rest in
+                                   (line.split(" ", 2) for line in source)), encoding="utf-8")
+    chief, other = chief_and_other_worker(data, tmp_path, "--embeddings", vectors)
+    codes = [chief.wait(), other.wait()]
+    last_lines = [worker.stderr.strip().splitlines()[-1] for worker in (chief, other)]
+    assert codes == [2, 2], last_lines
+    for index, line in enumerate(last_lines):
+        assert line == (
+            f"clinical-ner train: error: worker {index}: the workers' starting weights differ "
+            "(their vocabularies agree): the --embeddings files or the --init-from model hold "
+            "other values on some machines; give every worker the same files")
     assert not (tmp_path / "out").exists()
 
 

@@ -132,6 +132,17 @@ def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_
     assert not (tmp_path / "base").exists()
 
 
+def test_a_version_past_int64_is_refused_in_the_clients_words(tmp_path):
+    # export said "must be between 1 and ...", both clients "must be at most ..."
+    # (test_rest.py: test_both_clients_refuse_a_version_past_int64).
+    from clinical_ner.errors import ConfigError
+    from clinical_ner.export.saved_model import check_base_path
+
+    message = r"^version must be at most 9223372036854775807, got 9223372036854775808$"
+    with pytest.raises(ConfigError, match=message):
+        check_base_path(tmp_path / "base", 2**63)
+
+
 @pytest.mark.parametrize("existing, option, message", [
     ("1", ["--version", "1"], "version 1 already exists at {base}/1; export a new version "
                               "instead of overwriting one that may be serving"),

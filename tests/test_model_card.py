@@ -136,6 +136,21 @@ def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, 
                      "or use the bundled model 'clinical'")
 
 
+def test_the_card_command_lists_the_sentences_skip_invalid_skipped(trained, tmp_path, capsys):
+    # Audit: --help says "skip invalid sentences/annotations and list them"; card skipped
+    # them without a word, while evaluate lists them.
+    from clinical_ner.cli import main
+
+    model = shutil.copytree(trained, tmp_path / "model")
+    data = tmp_path / "dev.conll"
+    data.write_text("chest\tB-problem\npain\tI-problem\n\nbad\tNOTATAG\n\n", encoding="utf-8")
+    assert main(["card", str(model), "--data", str(data), "--skip-invalid"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(model / CARD_FILE)
+    assert captured.err.splitlines()[0] == f"{data}: 1 item(s) skipped or adjusted:"
+    assert captured.err.splitlines()[1].startswith(f"  {data}:4: ")
+
+
 @pytest.mark.parametrize("options, error", [
     (["--label-map", "Disease=problem"],
      "--label-map needs --data (the data whose labels it maps)"),

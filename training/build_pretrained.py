@@ -262,6 +262,25 @@ def build(words: int, work: Path) -> None:
 
 def package(full_dir: Path, words: int) -> None:
     """Prune the model trained in ``full_dir`` and write it, with its card, into the package."""
+    # Written beside the bundled model and swapped in whole at the end: a failure while
+    # scoring or writing the card (disk full) left the package with half a model.
+    staging = OUTPUT.with_name(f".{OUTPUT.name}.new")
+    if staging.exists():  # an earlier build's, killed before its swap
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        summary = write_pruned(staging, full_dir, words)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    swap_in(staging, OUTPUT)
+    size = sum(path.stat().st_size for path in OUTPUT.iterdir())
+    print(summary)
+    print(f"{OUTPUT.relative_to(REPO)}: {size / 1_000_000:.2f} MB")
+
+
+def write_pruned(staging: Path, full_dir: Path, words: int) -> str:
+    """Write the pruned model and its card into ``staging``; return what to print of it."""
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.artifacts.keras_model import MODEL_FILE
     from clinical_ner.evaluation.card_facts import evaluation_record
@@ -274,19 +293,16 @@ def package(full_dir: Path, words: int) -> None:
     diseases = disease_f1(pruned)
     card_data = json.loads((full_dir / CARD_DATA_FILE).read_text(encoding="utf-8"))
     joint = first_stage_dev_f1(card_data)
-    if OUTPUT.exists():
-        shutil.rmtree(OUTPUT)
-    OUTPUT.mkdir(parents=True)
-    pruned.config.save(OUTPUT)
-    pruned.vocab.save(OUTPUT)
-    save_reproducibly(pruned.model, OUTPUT / MODEL_FILE)
-    shutil.copyfile(full_dir / LOG_FILE, OUTPUT / LOG_FILE)
+    pruned.config.save(staging)
+    pruned.vocab.save(staging)
+    save_reproducibly(pruned.model, staging / MODEL_FILE)
+    shutil.copyfile(full_dir / LOG_FILE, staging / LOG_FILE)
     for source, name in LICENCES.items():
-        shutil.copyfile(source, OUTPUT / name)
+        shutil.copyfile(source, staging / name)
     # Scored on dev once; the description quotes that figure, and the card is written once.
     card_data = relative_paths(card_data)
     card_data["training"]["fine_tuned_from"]["model"] = FIRST_STAGE
-    card_data["evaluation"] = evaluation_record(OUTPUT, DEV, card=card_data)
+    card_data["evaluation"] = evaluation_record(staging, DEV, card=card_data)
     after = card_data["evaluation"]["report"]["exact"]["micro"]["f1"]
     pruning = (f" MACCROBAT dev exact micro F1 {joint:.4f} after the first stage (all corpora), "
                f"{before:.4f} after the second (MACCROBAT alone); then its word table was "
@@ -296,16 +312,28 @@ def package(full_dir: Path, words: int) -> None:
                + ", ".join(f"{score:.4f} on {name}" for name, score in diseases.items())
                + " (a model of MACCROBAT alone: benchmarks/README.md, \"Training from several "
                "corpora\").")
-    (OUTPUT / CARD_DATA_FILE).write_text(
+    (staging / CARD_DATA_FILE).write_text(
         json.dumps(card_data, indent=1, ensure_ascii=False), encoding="utf-8")
-    write_model_card(OUTPUT, **{**CARD, "description": CARD["description"] + pruning})
-    size = sum(path.stat().st_size for path in OUTPUT.iterdir())
-    print(f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
-          f"({pruned.model.trainable_word_rows} trained)")
-    print(f"dev exact micro F1: {joint:.4f} after stage 1, {before:.4f} after stage 2 "
-          f"(before pruning), {after:.4f} after pruning")
-    print("disease F1: " + ", ".join(f"{name} {score:.4f}" for name, score in diseases.items()))
-    print(f"{OUTPUT.relative_to(REPO)}: {size / 1_000_000:.2f} MB")
+    # The card names the model as users will (its bundled name), not by the staging folder.
+    write_model_card(staging, reference=OUTPUT.name,
+                     **{**CARD, "description": CARD["description"] + pruning})
+    return "\n".join([
+        f"words kept: {len(pruned.vocab.words)} of {len(full.vocab.words)} "
+        f"({pruned.model.trainable_word_rows} trained)",
+        f"dev exact micro F1: {joint:.4f} after stage 1, {before:.4f} after stage 2 "
+        f"(before pruning), {after:.4f} after pruning",
+        "disease F1: " + ", ".join(f"{name} {score:.4f}" for name, score in diseases.items())])
+
+
+def swap_in(staging: Path, output: Path) -> None:
+    """Put the complete ``staging`` folder in place of ``output``, then delete the old one."""
+    old = output.with_name(f".{output.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if output.exists():
+        os.replace(output, old)
+    os.replace(staging, output)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_before_training(words: int, work: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from clinical_ner.cli.common import (
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     print(write_model_card(args.model, data=args.data, data_format=args.input_format,
                            label_map=label_map, skip_invalid=args.skip_invalid,
                            assertion_map=assertion_map, name=args.name,
-                           description=args.description, language=args.language))
+                           description=args.description, language=args.language,
+                           emit=lambda message: print(message, file=sys.stderr)))
     return 0
 
 

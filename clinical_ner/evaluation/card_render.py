@@ -184,14 +184,17 @@ def _training_time(log: list[dict], damaged: str | None = None,
     return lines
 
 
-def render_model_card(model_dir: str | Path, card: dict) -> str:
-    """The Markdown text of ``MODEL_CARD.md`` for ``model_dir`` and its recorded ``card``."""
+def render_model_card(model_dir: str | Path, card: dict, reference: str | None = None) -> str:
+    """The Markdown text of ``MODEL_CARD.md`` for ``model_dir`` and its recorded ``card``.
+
+    ``reference``: how users name the model, where ``model_dir`` is not where it will be
+    loaded from (a staging folder); by default its bundled name or path."""
     model_dir = Path(model_dir)
     word_dim = _keras_settings(model_dir)["word_dim"]
     config = NERConfig.load(model_dir)
     vocab = json.loads((model_dir / VOCAB_FILE).read_text(encoding="utf-8"))
     labels = sorted({tag[2:] for tag in vocab["tags"] if tag != "O"})
-    reference = model_reference(model_dir)
+    reference = reference or model_reference(model_dir)
     quoted = f'"{reference}"' if " " not in reference else repr(reference)
     training = card.get("training")
     evaluation = card.get("evaluation")

@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from clinical_ner.version import __version__
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
+from clinical_ner.evaluation.evaluate import report_skipped
 from clinical_ner.artifacts.keras_model import CARD_DATA_FILE, MODEL_FILE
 from clinical_ner.pretrained import model_reference, resolve_model_path
 
@@ -134,6 +135,7 @@ def record_corpus_set_training(model_dir: str | Path, corpus_set, dev_scores: di
 def write_model_card(model: str | Path, data: str | Path | None = None,
                      data_format: str = "auto", label_map: dict | None = None,
                      skip_invalid: bool = False, assertion_map: dict | None = None,
+                     emit: Callable[[str], None] | None = None, reference: str | None = None,
                      **fields: str | list[str]) -> Path:
     """Rewrite ``MODEL_CARD.md`` of ``model`` (a directory or bundled name); return its path.
 
@@ -141,6 +143,9 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     become those. ``fields`` set the card's ``name``, ``description``,
     ``language``, ``data_source``, ``attribution`` or ``limitations`` (a list
     of lines); they are kept in ``model_card.json`` for later rewrites.
+    ``emit`` is told each unit of ``data`` that ``skip_invalid`` skipped, as
+    ``clinical-ner evaluate`` lists them. ``reference``: how the card names the model
+    (see :func:`~clinical_ner.evaluation.card_render.render_model_card`).
     """
     unknown = set(fields) - {"name", "description", "language", "data_source", "attribution",
                              "limitations"}
@@ -153,6 +158,8 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
         from clinical_ner.formats.corpora import check_assertion_map_sources
 
         corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
+        if emit is not None:
+            report_skipped(corpus, str(data), emit)
         if assertion_map is not None:
             # As `evaluate` checks it: a map that reads nothing would put every problem's
             # gold assertion as present on the card.
@@ -160,7 +167,7 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
                                         training=False)
         card["evaluation"] = evaluation_record(model_dir, data, data_format, label_map,
                                                skip_invalid, card, assertion_map, corpus)
-    return _write(model_dir, card)
+    return _write(model_dir, card, reference)
 
 
 def parameter_rows(model) -> list[dict]:
@@ -204,7 +211,7 @@ def _load_card_data(model_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def _write(model_dir: Path, card: dict) -> Path:
+def _write(model_dir: Path, card: dict, reference: str | None = None) -> Path:
     # The weights are counted once per model file and kept in model_card.json, so that
     # rendering never loads the model; a retrained model.keras has another digest.
     model_file = model_dir / MODEL_FILE
@@ -217,5 +224,5 @@ def _write(model_dir: Path, card: dict) -> Path:
     (model_dir / CARD_DATA_FILE).write_text(json.dumps(card, indent=1, ensure_ascii=False)
                                             + "\n", encoding="utf-8")
     path = model_dir / CARD_FILE
-    path.write_text(render_model_card(model_dir, card), encoding="utf-8")
+    path.write_text(render_model_card(model_dir, card, reference), encoding="utf-8")
     return path

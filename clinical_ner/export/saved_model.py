@@ -25,7 +25,7 @@ from clinical_ner.artifacts.litert import looks_like_litert_export
 from clinical_ner.artifacts.saved_model import (
     MAX_VERSION, holds_saved_model, numbered_dirs, read_saved_model,
 )
-from clinical_ner.errors import ClinicalNERError, ConfigError, check_integer, setting_name
+from clinical_ner.errors import ClinicalNERError, check_integer, setting_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,8 @@ def check_base_path(base_path: str | os.PathLike, version: int | None = None) ->
     (:class:`ExportError`).
     """
     if version is not None:
-        _validate_version(version)
+        # The clients' check too: one wording of the bound wherever a version is given.
+        check_integer("version", version, maximum=MAX_VERSION)
     base = os.fspath(base_path)
     if holds_saved_model(base):
         parent = os.path.dirname(os.path.normpath(base)) or os.curdir
@@ -213,13 +214,6 @@ def check_variables_restore(export_dir: str | os.PathLike, name: str | None = No
             f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}. Track the "
             "tf.Variables behind Keras variables in the exported module, not Keras layers"
         )
-
-
-def _validate_version(version: object) -> None:
-    check_integer("version", version)
-    if version > MAX_VERSION:
-        raise ConfigError(f"{setting_name('version')} must be between 1 and {MAX_VERSION}, "
-                          f"got {version}")
 
 
 def _fsync_tree(root: Path) -> None:

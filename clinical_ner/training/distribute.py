@@ -294,6 +294,22 @@ def ignored_tf_config_warning(mode: str | None,
             "trains alone, ignoring its cluster (--distribute multi-worker joins it)")
 
 
+def one_device_note(mode: str | None, replicas: int) -> str | None:
+    """A one-line note when ``--distribute mirrored`` found only one device to mirror over.
+
+    It then trains as without ``--distribute``, which "training on one device" alone did
+    not explain.
+
+    >>> one_device_note("mirrored", 2) is None, one_device_note("none", 1) is None
+    (True, True)
+    """
+    if mode != "mirrored" or replicas != 1:
+        return None
+    return ("note: --distribute mirrored found one device (no GPU): it trains as without "
+            "--distribute; it mirrors over every local GPU, or over --cpu-devices N logical "
+            "CPU devices (for tests: no faster)")
+
+
 def _mirrored(cpu_devices: int | None):
     import tensorflow as tf
 

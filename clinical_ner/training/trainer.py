@@ -39,7 +39,7 @@ from clinical_ner.training.dataset import (
 )
 from clinical_ner.training.distribute import (
     ClusterError, Distribution, distribution_for, parse_tf_config,
-    ignored_tf_config_warning,
+    ignored_tf_config_warning, one_device_note,
 )
 from clinical_ner.errors import ClinicalNERError, ConfigError, DataFormatError
 from clinical_ner.evaluation.evaluate import (
@@ -143,6 +143,8 @@ def train(
         emit(ignored)
     if distribute not in (None, "none"):
         emit(f"training on {distribution.describe()}; global batch {config.batch_size}")
+    if (lone := one_device_note(distribute, distribution.replicas)) is not None:
+        emit(lone)
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     # Only the chief evaluates on dev (the others may not even have the file).
@@ -627,15 +629,23 @@ def _built_alike(distribution: Distribution, build: Callable[[], tuple[keras.Mod
     the vectors files or the ``--init-from`` model, which each machine reads
     from its own disk. Tables of other sizes made TensorFlow's broadcast of
     the first weights fail (an internal error, exit 70); of the same size,
-    a word's id meant another word on each worker, in silence.
+    a word's id meant another word on each worker, in silence. The starting
+    weights are compared too: vectors files of the same words but other values
+    (or ``--init-from`` models of one vocabulary) set tables that the cluster
+    does not broadcast, and each worker trained a model of its own, in silence.
     """
     task = distribution.task
     if task is None:
         return build()
+    where = f"{task.task_type} {task.task_index}"
     differ = ConfigError(
-        f"{task.task_type} {task.task_index}: the workers' vocabularies differ (their models "
-        "too): the --embeddings files or the --init-from model differ between the machines; "
-        "give every worker the same files")
+        f"{where}: the workers' vocabularies differ (their models too): the --embeddings "
+        "files or the --init-from model differ between the machines; give every worker the "
+        "same files")
+    weights_differ = ConfigError(
+        f"{where}: the workers' starting weights differ (their vocabularies agree): the "
+        "--embeddings files or the --init-from model hold other values on some machines; give "
+        "every worker the same files")
 
     def build_and_compare() -> tuple[keras.Model, Vocabulary]:
         try:
@@ -646,15 +656,21 @@ def _built_alike(distribution: Distribution, build: Callable[[], tuple[keras.Mod
             raise differ from None
         if not distribution.chief_and_agreement([_digest_number(json.dumps(asdict(vocab)))])[1]:
             raise differ
+        weights = b"".join(np.ascontiguousarray(value).tobytes() for value in model.get_weights())
+        if not distribution.chief_and_agreement([_digest_number(weights)])[1]:
+            raise weights_differ
         return model, vocab
 
     # The worker that sees the shapes differ stops; the others lose contact with it.
     return _in_cluster(distribution, None, build_and_compare)
 
 
-def _digest_number(text: str) -> float:
-    """48 bits of ``text``'s SHA-256 as a float (exact), to compare across workers."""
-    return float(int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:12], 16))
+def _digest_number(data: str | bytes) -> float:
+    """48 bits of ``data``'s SHA-256 (of its UTF-8 if text) as a float (exact), to compare
+    across workers."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return float(int(hashlib.sha256(data).hexdigest()[:12], 16))
 
 
 def _in_cluster(distribution: Distribution, epoch: int | None, work: Callable):
