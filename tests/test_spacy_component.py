@@ -467,6 +467,37 @@ def test_spawned_n_process_children_get_the_component_and_its_extensions(nlp):
     assert get_assertion(Doc(nlp.vocab).from_bytes(doc.to_bytes()).ents[0]) == "absent"
 
 
+def test_n_process_children_load_a_litert_export_with_one_worker_each(
+        trained_litert_export, monkeypatch):
+    # Each child of nlp.pipe(n_process=2) would take a LiteRT worker per core: 2 x 2 on 2 cores.
+    from functools import partial
+
+    from spacy.language import _apply_pipes, _WorkDoneSentinel
+    from spacy.tokens.underscore import Underscore
+
+    import clinical_ner.annotators.litert.annotator as litert_annotator
+
+    monkeypatch.setattr(litert_annotator, "usable_cores", lambda: 2)
+
+    def litert_pipeline():
+        pipeline = spacy.blank("en")
+        pipeline.add_pipe("clinical_ner", config={"model": str(trained_litert_export)})
+        return pipeline, pipeline.get_pipe("clinical_ner")
+
+    here, component = litert_pipeline()
+    here(NOTE)
+    assert component._loaded.network.workers == 2, "one process alone keeps a worker per core"
+    # What each child runs (spaCy's own loop, here in this process): its first batch loads.
+    child, component = litert_pipeline()
+    batches = iter([[(NOTE, None)], _WorkDoneSentinel()])
+    sent = []
+    _apply_pipes(child._ensure_doc_with_context, [partial(component.pipe, batch_size=2)],
+                 SimpleNamespace(get=lambda: next(batches), close=lambda: None),
+                 SimpleNamespace(send=sent.append, close=lambda: None), Underscore.get_state())
+    assert sent[0][0][2] is None, sent  # no traceback from the child
+    assert component._loaded.network.workers == 1
+
+
 # -- to_disk / spacy.load ------------------------------------------------------------
 
 def saved_pipeline(tmp_path: Path, model: str) -> Path:
