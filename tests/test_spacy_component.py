@@ -712,6 +712,17 @@ def test_a_model_given_to_spacy_load_is_refused_not_ignored(saved_copy, tmp_path
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
 
 
+@pytest.mark.parametrize("config", [{}, {"endpoint": "localhost:1"}], ids=["bundled", "endpoint"])
+def test_saving_without_a_copy_over_a_saved_copy_removes_the_old_copy(saved_copy, tmp_path, config):
+    # The model copy, hundreds of MB, stayed beside settings that no longer named it.
+    pipeline = shutil.copytree(saved_copy, tmp_path / "pipeline")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("clinical_ner", config=config)
+    nlp.to_disk(pipeline)
+    assert sorted(os.listdir(pipeline / "clinical_ner")) == ["clinical_ner.json"]
+    assert spacy.load(pipeline).get_pipe("clinical_ner").endpoint == config.get("endpoint")
+
+
 def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_path):
     pipeline = shutil.copytree(saved_copy, tmp_path / "pipeline")
     model = pipeline / "clinical_ner" / "model"

@@ -370,6 +370,10 @@ class ClinicalNERComponent:
                 _replace_copy(source, target)
             manifest = {"source": "copy", "directory": MODEL_COPY}
         _write_settings(path / MANIFEST_FILE, json.dumps(_stamped(manifest), indent=2) + "\n")
+        if manifest["source"] != "copy":
+            # An earlier save's copy, which the manifest just written no longer names:
+            # removed after it, so that a failure here leaves the new settings whole.
+            shutil.rmtree(path / MODEL_COPY, ignore_errors=True)
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()
                   ) -> "ClinicalNERComponent":
