@@ -654,6 +654,41 @@ def test_a_relative_model_is_the_one_checked_whatever_the_working_directory_late
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(pipeline(NOTE)))
 
 
+def test_from_config_of_a_loaded_pipeline_takes_the_model_the_component_uses(tmp_path, ner):
+    # docs/guide/spacy.md: nlp.config keeps the model first given, gone once it moved.
+    from spacy.lang.en import English
+
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    saved = saved_pipeline(tmp_path, str(model))
+    shutil.rmtree(model)
+    nlp = spacy.load(saved)
+    with pytest.raises(ModelError, match=rf"^clinical_ner: model {re.escape(str(model))}: "):
+        English.from_config(nlp.config)
+    config = nlp.config.copy()
+    config["components"]["clinical_ner"]["model"] = nlp.get_pipe("clinical_ner").model
+    copy = English.from_config(config).from_bytes(nlp.to_bytes())
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(copy(NOTE)))
+
+
+def test_a_relative_tls_path_is_read_where_spacy_load_runs_unless_given_again(
+        tmp_path, monkeypatch):
+    # docs/guide/spacy.md: config.cfg keeps tls as typed.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                     "-----END CERTIFICATE-----\n")
+    monkeypatch.chdir(tmp_path)
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"endpoint": "localhost:1", "tls": "ca.pem"})
+    pipeline.to_disk("pipeline")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"^clinical_ner: tls ca.pem: cannot read the CA "):
+        spacy.load(tmp_path / "pipeline")
+    tls = str(tmp_path / "ca.pem")
+    loaded = spacy.load(tmp_path / "pipeline", config={"components": {"clinical_ner": {
+        "tls": tls}}})
+    assert loaded.get_pipe("clinical_ner").tls == tls
+
+
 @pytest.fixture(scope="module")
 def saved_copy(tmp_path_factory) -> Path:
     """A saved pipeline with a model copy; its original ``my-model`` beside it."""
