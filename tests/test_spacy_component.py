@@ -467,6 +467,37 @@ def test_spawned_n_process_children_get_the_component_and_its_extensions(nlp):
     assert get_assertion(Doc(nlp.vocab).from_bytes(doc.to_bytes()).ents[0]) == "absent"
 
 
+def test_n_process_children_load_a_litert_export_with_one_worker_each(
+        trained_litert_export, monkeypatch):
+    # Each child of nlp.pipe(n_process=2) would take a LiteRT worker per core: 2 x 2 on 2 cores.
+    from functools import partial
+
+    from spacy.language import _apply_pipes, _WorkDoneSentinel
+    from spacy.tokens.underscore import Underscore
+
+    import clinical_ner.annotators.litert.annotator as litert_annotator
+
+    monkeypatch.setattr(litert_annotator, "usable_cores", lambda: 2)
+
+    def litert_pipeline():
+        pipeline = spacy.blank("en")
+        pipeline.add_pipe("clinical_ner", config={"model": str(trained_litert_export)})
+        return pipeline, pipeline.get_pipe("clinical_ner")
+
+    here, component = litert_pipeline()
+    here(NOTE)
+    assert component._loaded.network.workers == 2, "one process alone keeps a worker per core"
+    # What each child runs (spaCy's own loop, here in this process): its first batch loads.
+    child, component = litert_pipeline()
+    batches = iter([[(NOTE, None)], _WorkDoneSentinel()])
+    sent = []
+    _apply_pipes(child._ensure_doc_with_context, [partial(component.pipe, batch_size=2)],
+                 SimpleNamespace(get=lambda: next(batches), close=lambda: None),
+                 SimpleNamespace(send=sent.append, close=lambda: None), Underscore.get_state())
+    assert sent[0][0][2] is None, sent  # no traceback from the child
+    assert component._loaded.network.workers == 1
+
+
 # -- to_disk / spacy.load ------------------------------------------------------------
 
 def saved_pipeline(tmp_path: Path, model: str) -> Path:
@@ -623,6 +654,41 @@ def test_a_relative_model_is_the_one_checked_whatever_the_working_directory_late
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(pipeline(NOTE)))
 
 
+def test_from_config_of_a_loaded_pipeline_takes_the_model_the_component_uses(tmp_path, ner):
+    # docs/guide/spacy.md: nlp.config keeps the model first given, gone once it moved.
+    from spacy.lang.en import English
+
+    model = shutil.copytree(bundled_model_path("clinical"), tmp_path / "my-model")
+    saved = saved_pipeline(tmp_path, str(model))
+    shutil.rmtree(model)
+    nlp = spacy.load(saved)
+    with pytest.raises(ModelError, match=rf"^clinical_ner: model {re.escape(str(model))}: "):
+        English.from_config(nlp.config)
+    config = nlp.config.copy()
+    config["components"]["clinical_ner"]["model"] = nlp.get_pipe("clinical_ner").model
+    copy = English.from_config(config).from_bytes(nlp.to_bytes())
+    assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(copy(NOTE)))
+
+
+def test_a_relative_tls_path_is_read_where_spacy_load_runs_unless_given_again(
+        tmp_path, monkeypatch):
+    # docs/guide/spacy.md: config.cfg keeps tls as typed.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                     "-----END CERTIFICATE-----\n")
+    monkeypatch.chdir(tmp_path)
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("clinical_ner", config={"endpoint": "localhost:1", "tls": "ca.pem"})
+    pipeline.to_disk("pipeline")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"^clinical_ner: tls ca.pem: cannot read the CA "):
+        spacy.load(tmp_path / "pipeline")
+    tls = str(tmp_path / "ca.pem")
+    loaded = spacy.load(tmp_path / "pipeline", config={"components": {"clinical_ner": {
+        "tls": tls}}})
+    assert loaded.get_pipe("clinical_ner").tls == tls
+
+
 @pytest.fixture(scope="module")
 def saved_copy(tmp_path_factory) -> Path:
     """A saved pipeline with a model copy; its original ``my-model`` beside it."""
@@ -679,6 +745,17 @@ def test_a_model_given_to_spacy_load_is_refused_not_ignored(saved_copy, tmp_path
         "model": saved_model, "overwrite_ents": True}}})
     assert loaded.get_pipe("clinical_ner").overwrite_ents
     assert_same_rows(as_rows(ner.annotate(NOTE)), doc_rows(loaded(NOTE)))
+
+
+@pytest.mark.parametrize("config", [{}, {"endpoint": "localhost:1"}], ids=["bundled", "endpoint"])
+def test_saving_without_a_copy_over_a_saved_copy_removes_the_old_copy(saved_copy, tmp_path, config):
+    # The model copy, hundreds of MB, stayed beside settings that no longer named it.
+    pipeline = shutil.copytree(saved_copy, tmp_path / "pipeline")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("clinical_ner", config=config)
+    nlp.to_disk(pipeline)
+    assert sorted(os.listdir(pipeline / "clinical_ner")) == ["clinical_ner.json"]
+    assert spacy.load(pipeline).get_pipe("clinical_ner").endpoint == config.get("endpoint")
 
 
 def test_a_truncated_model_copy_fails_when_the_pipeline_loads(saved_copy, tmp_path):

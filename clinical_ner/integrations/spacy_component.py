@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from spacy.attrs import ENT_IOB, ENT_TYPE
+from spacy import language as spacy_language
 from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans, load_config, load_model_from_path
@@ -270,6 +271,12 @@ class ClinicalNERComponent:
             return ServingClient(self.endpoint, self.model_name, **options)
         from clinical_ner.annotators.load import ClinicalNER
 
+        if _in_spacy_child_process() and self._reloads_after_fork():
+            from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
+
+            # A LiteRT export takes one worker per core by default: with n_process
+            # children on those cores, each child takes one, as batch engines set.
+            return LiteRTAnnotator.load(resolve_model_path(self.model), workers=1)
         return ClinicalNER.load(self.model)
 
     def _set_entities(self, doc: Doc, entities: Sequence[Any]) -> Doc:
@@ -363,6 +370,10 @@ class ClinicalNERComponent:
                 _replace_copy(source, target)
             manifest = {"source": "copy", "directory": MODEL_COPY}
         _write_settings(path / MANIFEST_FILE, json.dumps(_stamped(manifest), indent=2) + "\n")
+        if manifest["source"] != "copy":
+            # An earlier save's copy, which the manifest just written no longer names:
+            # removed after it, so that a failure here leaves the new settings whole.
+            shutil.rmtree(path / MODEL_COPY, ignore_errors=True)
 
     def from_disk(self, path: Path, *, exclude: Iterable[str] = tuple()
                   ) -> "ClinicalNERComponent":
@@ -574,9 +585,25 @@ def _loading_saved_pipeline() -> bool:
     the copy or the bundled model and checks it. spaCy tells a factory nothing
     of this but its caller.
     """
-    frame = sys._getframe(1)
+    return _called_from(load_model_from_path)
+
+
+def _in_spacy_child_process() -> bool:
+    """Whether this is a child process of ``nlp.pipe(n_process=...)`` annotating.
+
+    spaCy runs the pipes there in ``_apply_pipes``, under fork or spawn alike,
+    and tells a component nothing else of it. A private function (spaCy 3.7
+    and 3.8): a spaCy without it gets the default workers, not an ImportError.
+    """
+    worker_loop = getattr(spacy_language, "_apply_pipes", None)
+    return worker_loop is not None and _called_from(worker_loop)
+
+
+def _called_from(function: Any) -> bool:
+    """Whether ``function`` is running in this thread, anywhere above our caller."""
+    frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code is load_model_from_path.__code__:
+        if frame.f_code is function.__code__:
             return True
         frame = frame.f_back
     return False
