@@ -60,8 +60,11 @@ class RepeatedKeyError(UntrustedJSONError):
         super().__init__(f"the key {key!r} appears twice in one object")
 
 
-def json_kind(value: Any) -> str:
-    """What a parsed JSON value is (``a list``, ``null``), for messages that must not quote it."""
+def json_kind(value: Any, array: str = "a list") -> str:
+    """What a parsed JSON value is (``a list``, ``null``), for messages that must not quote it.
+
+    ``array`` names a list: the REST API says ``a list``, batch input JSON's own ``an array``.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -69,7 +72,7 @@ def json_kind(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, list):
-        return "a list"
+        return array
     if isinstance(value, str):
         return "a string"
     return "an object"

@@ -29,6 +29,7 @@ from clinical_ner.export.signatures import replace_lone_surrogates
 from clinical_ner.untrusted_json import (
     RepeatedKeyError,
     UntrustedJSONError,
+    json_kind,
     parse_untrusted_json,
 )
 
@@ -129,13 +130,7 @@ def _describe(value: Any, present: bool) -> str:
 
 def _json_type(value: Any) -> str:
     """What ``value`` was in the JSON text, in JSON's words ("an array", not "a list")."""
-    if value is None:
-        return "null"
-    for python_type, name in ((bool, "a boolean"), (str, "a string"), (list, "an array"),
-                              (dict, "an object")):
-        if isinstance(value, python_type):
-            return name
-    return "a number"
+    return json_kind(value, array="an array")
 
 
 def _too_large(size: int, max_note_bytes: int) -> str:
