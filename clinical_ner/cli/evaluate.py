@@ -71,10 +71,6 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
-    if not corpus.labels:
-        # Every prediction would count as wrong and the recall is of nothing; a plain note
-        # whose last word is a tag ("..., O") read as a CoNLL file of one sentence so.
-        raise DataFormatError(args.data, None, "no entities to score (every token is O)")
     unknown = sorted(set(corpus.labels) - set(model_labels)) if (
         model_labels is not None and labels is None) else []
     if unknown:
@@ -89,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     if (note := unknown_assertion_classes_note(args.data, sentences, ner.assertion_classes)):
         print(note, file=sys.stderr)
     report = evaluate_sentences(ner, sentences, labels=labels)
+    if not corpus.labels:
+        # A negative set (notes without mentions) measures the false positives; a plain note
+        # whose last word is a tag ("..., O"), read as a CoNLL sentence, shows here too.
+        print(f"note: {args.data}: no gold entity in its {len(sentences)} sentence(s) (every "
+              "token is O): scored as a negative set, each predicted entity a false positive "
+              f"({report['exact']['micro']['predicted']} here); recall and F1 are undefined "
+              "without gold entities (0 in the scores)", file=sys.stderr)
     print(format_report(report), end="")
     if args.json:
         write_output_file(args.json, json.dumps(report, indent=2) + "\n")
@@ -114,12 +117,11 @@ def _corpus_reading(args: argparse.Namespace
         label_map = read_label_map(args.label_map)
         if label_map is None:
             return args.input_format, None, None, None
-        from clinical_ner.formats.corpora import check_label_map_sources
+        from clinical_ner.formats.corpora import check_label_map_sources, mapped_labels
 
         check_label_map_sources(label_map, [args.data], args.input_format, training=False,
                                 skip_invalid=args.skip_invalid)
-        return (args.input_format, label_map,
-                sorted({label for label in label_map.values() if label}), None)
+        return args.input_format, label_map, mapped_labels(label_map), None
     from clinical_ner.formats.corpora import check_label_map, read_corpus_file
 
     if args.corpus_name is None or args.label_map is not None or args.assertion_map is not None:

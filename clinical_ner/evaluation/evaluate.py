@@ -38,7 +38,7 @@ def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
     labels (BC5CDR's diseases as ``problem``) without its other labels'
     predictions counting as false positives.
 
-    When the sentences' problems carry assertions and the model has an
+    When the gold problems scored carry assertions and the model has an
     assertion output, the report also has ``assertion`` (see
     :func:`evaluate_assertions`).
 
@@ -55,7 +55,10 @@ def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
         gold = [[m for m in mentions if m.label in kept] for mentions in gold]
         predicted = [[m for m in mentions if m.label in kept] for mentions in predicted]
     report = score_mentions(gold, predicted)
-    if ner.assertion_classes and has_assertions(sentences):
+    # Of the gold problems scored: with ``labels`` that leave problems out, scores of no
+    # concept read as accuracy 0.
+    if ner.assertion_classes and any(gold_problem_assertions(sentence, mentions)
+                                     for sentence, mentions in zip(sentences, gold)):
         report["assertion"] = evaluate_assertions(ner, sentences, gold, predicted)
     return report
 
