@@ -237,6 +237,13 @@ def test_card_label_map_scores_and_checks_as_evaluate_does(tmp_path, capsys):
         "clinical-ner card: error: --label-map names label problen, which the data does not "
         "have (it has problem, test, treatment)\n")
     assert (model / CARD_FILE).read_text(encoding="utf-8") == before
+    # A label the model lacks: every gold mention of it was scored as missed.
+    assert main(["card", str(model), "--data", str(SAMPLE / "dev"),
+                 "--label-map", "problem=disease"]) == 2
+    assert capsys.readouterr().err == (
+        "clinical-ner card: error: --label-map maps onto label disease, which the model does "
+        "not know (it has problem, test, treatment)\n")
+    assert (model / CARD_FILE).read_text(encoding="utf-8") == before
 
 
 def _damaged_card_problem(path):

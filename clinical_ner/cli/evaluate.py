@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.writers import write_output_file
     from clinical_ner.training.dataset import unknown_assertion_classes_note
     from clinical_ner.evaluation.evaluate import (
-        corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
+        check_labels_known, corpus_sentences, evaluate_sentences, has_assertions,
+        report_skipped,
     )
 
     # The model's own files too, a SavedModel's in its version folders: --json
@@ -51,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
     ner = ClinicalNER.load(args.model)
     # None for an export that does not record them (before 0.4.0): checked by the scores.
     model_labels = ner.labels
-    unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
-    if unknown:
-        raise ConfigError(f"{_label_source(args, unknown[0])}, which the model does not know "
-                          f"(it has {', '.join(model_labels)})")
+    check_labels_known(labels, model_labels, None if args.corpus is None else (
+        lambda label: _corpus_label_source(args, label)))
     assertion_map = (read_assertion_map(args.assertion_map) if args.assertion_map is not None
                      else corpus_assertion_map)
     if args.assertion_map is not None:
@@ -98,13 +97,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_source(args: argparse.Namespace, label: str) -> str:
+def _corpus_label_source(args: argparse.Namespace, label: str) -> str:
     """What asks to score ``label``: a corpus's coverage (it may have no label map, and then
-    maps nothing), or ``--label-map``."""
-    if args.corpus is not None:
-        return (f"{args.corpus}: corpus {args.corpus_name} annotates label {label} (its "
-                f"coverage of {label} is not none)")
-    return f"--label-map maps onto label {label}"
+    maps nothing)."""
+    return (f"{args.corpus}: corpus {args.corpus_name} annotates label {label} (its "
+            f"coverage of {label} is not none)")
 
 
 def _corpus_reading(args: argparse.Namespace
