@@ -230,20 +230,17 @@ def test_card_label_map_scores_and_checks_as_evaluate_does(tmp_path, capsys):
         assert row in card
     assert "| exact | test |" not in card and "| exact | treatment |" not in card
     capsys.readouterr()
-    before = card
-    assert main(["card", str(model), "--data", str(SAMPLE / "dev"),
-                 "--label-map", "problen=problem"]) == 2
-    assert capsys.readouterr().err == (
-        "clinical-ner card: error: --label-map names label problen, which the data does not "
-        "have (it has problem, test, treatment)\n")
-    assert (model / CARD_FILE).read_text(encoding="utf-8") == before
-    # A label the model lacks: every gold mention of it was scored as missed.
-    assert main(["card", str(model), "--data", str(SAMPLE / "dev"),
-                 "--label-map", "problem=disease"]) == 2
-    assert capsys.readouterr().err == (
-        "clinical-ner card: error: --label-map maps onto label disease, which the model does "
-        "not know (it has problem, test, treatment)\n")
-    assert (model / CARD_FILE).read_text(encoding="utf-8") == before
+    # A misspelt type (each mention became O), and a label the model lacks (each gold
+    # mention of it scored as missed).
+    for label_map, error in [
+            ("problen=problem", "--label-map names label problen, which the data does not "
+                                "have (it has problem, test, treatment)"),
+            ("problem=disease", "--label-map maps onto label disease, which the model does not "
+                                "know (it has problem, test, treatment)")]:
+        assert main(["card", str(model), "--data", str(SAMPLE / "dev"),
+                     "--label-map", label_map]) == 2
+        assert capsys.readouterr().err == f"clinical-ner card: error: {error}\n"
+        assert (model / CARD_FILE).read_text(encoding="utf-8") == card
 
 
 def _damaged_card_problem(path):
