@@ -772,3 +772,17 @@ def test_resume_with_assertions_equals_the_uninterrupted_run(negation_data, tmp_
     card = (tmp_path / "whole" / "MODEL_CARD.md").read_text()
     assert "| assertion | precision | recall | F1 | gold | predicted |" in card
     assert "come from the dev data, the split that chose the epoch" in card
+
+
+def test_scores_of_labels_without_problem_have_no_assertion_scores(tmp_path):
+    # Audit: `evaluate --label-map test=test` (or `card`) on data with assertions printed
+    # "assertion of the gold problems (accuracy 0.0000, macro F1 0.0000)", of 0 concepts.
+    from clinical_ner import ClinicalNER
+    from clinical_ner.evaluation.evaluate import evaluate_sentences
+
+    data = write_i2b2(tmp_path / "gold", [(["She", "has", "fever", "on", "the", "x-ray", "."],
+                                           [(2, 2, "problem", "present"), (5, 5, "test", None)])])
+    sentences = corpus_sentences(load_corpus(data))
+    ner = ClinicalNER.load("clinical")
+    assert evaluate_sentences(ner, sentences)["assertion"]["gold_concepts"]["concepts"] == 1
+    assert "assertion" not in evaluate_sentences(ner, sentences, labels=["test"])

@@ -75,3 +75,18 @@ def test_each_selecting_corpus_dev_data_is_named_as_having_chosen_the_epoch(tmp_
         del item["dev_data"]["document_hashes"]
     del training["train_data"][0]["document_hashes"]
     assert data_relation(first, corpus(first), training) == DEV
+
+
+def test_a_fine_tuned_model_s_base_training_data_counts_as_its_own(tmp_path):
+    # Audit: the card of a model fine-tuned with --init-from said "the model did not train on
+    # this data (it is none of its training data)" of what its base model trained on, and
+    # nothing of the dev data that chose the base's epoch.
+    names = sorted(file.stem for file in (SAMPLE / "train" / "txt").iterdir())
+    first = copy_split(SAMPLE / "train", tmp_path / "first", set(names[:20]))
+    second = copy_split(SAMPLE / "train", tmp_path / "second", set(names[20:]))
+    fine_tuned = {**record(second),
+                  "fine_tuned_from": {"model": "base", "training": record(first, SAMPLE / "dev")}}
+    assert data_relation(first, corpus(first), fine_tuned) == TRAINED
+    assert data_relation(SAMPLE / "dev", corpus(SAMPLE / "dev"), fine_tuned) == DEV
+    assert data_relation(second, corpus(second), fine_tuned) == TRAINED
+    assert data_relation(SAMPLE / "train", corpus(SAMPLE / "train"), fine_tuned) == TRAINED

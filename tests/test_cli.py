@@ -782,13 +782,26 @@ def test_an_empty_path_option_is_named_as_empty(capsys, arguments, option):
         f"'clinical-ner {arguments[0]} --help')\n")
 
 
-def test_evaluate_refuses_data_without_entities(tmp_path, capsys):
-    # A plain note whose last word is a tag read as a CoNLL sentence of token "Plan:", tag O,
-    # and was scored without a word (precision 0 of gold nothing).
-    from clinical_ner.cli import main
+def test_evaluate_scores_a_negative_set_and_says_recall_is_undefined(tmp_path, capsys):
+    # Audit: data without a gold entity (notes without mentions, kept to count the false
+    # positives) was refused: `no entities to score (every token is O)`, exit 3.
+    import json
 
-    note = tmp_path / "note.txt"
-    note.write_text("Plan: follow up in 2 weeks, O\n", encoding="utf-8")
-    assert main(["evaluate", "clinical", "--data", str(note)]) == 3
+    from clinical_ner import ClinicalNER
+    from clinical_ner.cli import main
+    from clinical_ner.text.tags import tags_to_mentions
+
+    tokens = "CT of the chest showed a 2 cm nodule ; she was started on aspirin .".split()
+    negative = tmp_path / "negative.conll"
+    negative.write_text("".join(f"{token}\tO\n" for token in tokens) + "\n", encoding="utf-8")
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", "clinical", "--data", str(negative), "--json", str(scores)]) == 0
+    [(tags, _)] = ClinicalNER.load("clinical").tag([tokens])
+    found = len(tags_to_mentions(tags))
+    assert found  # else there would be no false positive to count
+    micro = json.loads(scores.read_text(encoding="utf-8"))["exact"]["micro"]
+    assert (micro["gold"], micro["predicted"], micro["correct"]) == (0, found, 0)
     assert capsys.readouterr().err == (
-        f"clinical-ner evaluate: error: {note}: no entities to score (every token is O)\n")
+        f"note: {negative}: no gold entity in its 1 sentence(s) (every token is O): scored as "
+        f"a negative set, each predicted entity a false positive ({found} here); recall and F1 "
+        "are undefined without gold entities (0 in the scores)\n")

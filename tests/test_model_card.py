@@ -132,8 +132,8 @@ def test_card_command_rewrites_the_card_and_reports_errors_in_one_line(trained, 
     assert main(["card", str(tmp_path / "missing")]) == 4
     error = capsys.readouterr().err.strip()
     assert error == (f"clinical-ner card: error: {tmp_path / 'missing'}: not a clinical-ner "
-                     "model directory (no model.keras); train one with 'clinical-ner train', "
-                     "or use the bundled model 'clinical'")
+                     "model directory or export (no such folder); train one with 'clinical-ner "
+                     "train', or use the bundled model 'clinical'")
 
 
 def test_the_card_command_lists_the_sentences_skip_invalid_skipped(trained, tmp_path, capsys):
@@ -208,3 +208,73 @@ def test_a_damaged_training_log_costs_the_card_its_training_time_only(trained, t
                  if record.levelname == "WARNING"]
     assert f"{log}:{problem[len('line '):]}" in warning
     assert warning.endswith("the card leaves out the training time")
+
+
+def test_card_label_map_scores_and_checks_as_evaluate_does(tmp_path, capsys):
+    # Audit: `card --data D --label-map problem=problem` scored every label of the model, so
+    # the tests and treatments it found, which data read with that map cannot annotate, were
+    # false positives on the card, whose figures were not `evaluate`'s with the same options;
+    # a misspelt type was not refused, and the card was scored on data without its mentions.
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import bundled_model_path
+
+    model = shutil.copytree(bundled_model_path(), tmp_path / "model")
+    scores = tmp_path / "scores.json"
+    options = ["--data", str(SAMPLE / "dev"), "--label-map", "problem=problem"]
+    assert main(["evaluate", str(model), *options, "--json", str(scores)]) == 0
+    assert main(["card", str(model), *options]) == 0
+    report = json.loads(scores.read_text(encoding="utf-8"))
+    assert list(report["exact"]["per_label"]) == ["problem"]
+    card = (model / CARD_FILE).read_text(encoding="utf-8")
+    for row in score_table(report):
+        assert row in card
+    assert "| exact | test |" not in card and "| exact | treatment |" not in card
+    capsys.readouterr()
+    # A misspelt type (each mention became O), and a label the model lacks (each gold
+    # mention of it scored as missed).
+    for label_map, error in [
+            ("problen=problem", "--label-map names label problen, which the data does not "
+                                "have (it has problem, test, treatment)"),
+            ("problem=disease", "--label-map maps onto label disease, which the model does not "
+                                "know (it has problem, test, treatment)")]:
+        assert main(["card", str(model), "--data", str(SAMPLE / "dev"),
+                     "--label-map", label_map]) == 2
+        assert capsys.readouterr().err == f"clinical-ner card: error: {error}\n"
+        assert (model / CARD_FILE).read_text(encoding="utf-8") == card
+
+
+def _damaged_card_problem(path):
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        return f"{path}:{error.lineno}: not valid JSON ({error.msg})"
+    return f"{path}: not a JSON object (damaged?)"
+
+
+@pytest.mark.parametrize("damage", [lambda facts: facts[:len(facts) // 2], lambda facts: "[]"])
+def test_a_damaged_card_record_is_a_one_line_error_naming_the_file(tmp_path, capsys, damage):
+    # Audit: a model_card.json cut short (a full disk while `card` rewrote it) or not an
+    # object ended `card` with `internal error (JSONDecodeError)` (AttributeError), exit 70.
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import bundled_model_path
+
+    model = shutil.copytree(bundled_model_path(), tmp_path / "model")
+    facts = model / CARD_DATA_FILE
+    facts.write_text(damage(facts.read_text(encoding="utf-8")), encoding="utf-8")
+    card = (model / CARD_FILE).read_bytes()
+    assert main(["card", str(model)]) == 4
+    assert capsys.readouterr().err == (
+        f"clinical-ner card: error: {_damaged_card_problem(facts)}\n")
+    assert (model / CARD_FILE).read_bytes() == card
+
+
+def test_the_card_command_on_an_export_names_it_as_one(model_base, capsys):
+    # Audit: it said "not a clinical-ner model directory (no model.keras); train one ...", of
+    # an export, after reading --data.
+    from clinical_ner.cli import main
+
+    assert main(["card", str(model_base), "--data", str(SAMPLE / "dev")]) == 4
+    assert capsys.readouterr().err == (
+        f"clinical-ner card: error: {model_base}: a SavedModel export cannot have a model card "
+        "written; give the Keras model directory it was exported from (the one with "
+        "model.keras)\n")

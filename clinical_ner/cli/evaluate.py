@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.formats.writers import write_output_file
     from clinical_ner.training.dataset import unknown_assertion_classes_note
     from clinical_ner.evaluation.evaluate import (
-        corpus_sentences, evaluate_sentences, has_assertions, report_skipped,
+        check_labels_known, corpus_sentences, evaluate_sentences, has_assertions,
+        report_skipped,
     )
 
     # The model's own files too, a SavedModel's in its version folders: --json
@@ -51,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
     ner = ClinicalNER.load(args.model)
     # None for an export that does not record them (before 0.4.0): checked by the scores.
     model_labels = ner.labels
-    unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
-    if unknown:
-        raise ConfigError(f"{_label_source(args, unknown[0])}, which the model does not know "
-                          f"(it has {', '.join(model_labels)})")
+    check_labels_known(labels, model_labels, None if args.corpus is None else (
+        lambda label: _corpus_label_source(args, label)))
     assertion_map = (read_assertion_map(args.assertion_map) if args.assertion_map is not None
                      else corpus_assertion_map)
     if args.assertion_map is not None:
@@ -71,10 +70,6 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
-    if not corpus.labels:
-        # Every prediction would count as wrong and the recall is of nothing; a plain note
-        # whose last word is a tag ("..., O") read as a CoNLL file of one sentence so.
-        raise DataFormatError(args.data, None, "no entities to score (every token is O)")
     unknown = sorted(set(corpus.labels) - set(model_labels)) if (
         model_labels is not None and labels is None) else []
     if unknown:
@@ -89,19 +84,24 @@ def run(args: argparse.Namespace) -> int:
     if (note := unknown_assertion_classes_note(args.data, sentences, ner.assertion_classes)):
         print(note, file=sys.stderr)
     report = evaluate_sentences(ner, sentences, labels=labels)
+    if not corpus.labels:
+        # A negative set (notes without mentions) measures the false positives; a plain note
+        # whose last word is a tag ("..., O"), read as a CoNLL sentence, shows here too.
+        print(f"note: {args.data}: no gold entity in its {len(sentences)} sentence(s) (every "
+              "token is O): scored as a negative set, each predicted entity a false positive "
+              f"({report['exact']['micro']['predicted']} here); recall and F1 are undefined "
+              "without gold entities (0 in the scores)", file=sys.stderr)
     print(format_report(report), end="")
     if args.json:
         write_output_file(args.json, json.dumps(report, indent=2) + "\n")
     return 0
 
 
-def _label_source(args: argparse.Namespace, label: str) -> str:
+def _corpus_label_source(args: argparse.Namespace, label: str) -> str:
     """What asks to score ``label``: a corpus's coverage (it may have no label map, and then
-    maps nothing), or ``--label-map``."""
-    if args.corpus is not None:
-        return (f"{args.corpus}: corpus {args.corpus_name} annotates label {label} (its "
-                f"coverage of {label} is not none)")
-    return f"--label-map maps onto label {label}"
+    maps nothing)."""
+    return (f"{args.corpus}: corpus {args.corpus_name} annotates label {label} (its "
+            f"coverage of {label} is not none)")
 
 
 def _corpus_reading(args: argparse.Namespace
@@ -114,12 +114,11 @@ def _corpus_reading(args: argparse.Namespace
         label_map = read_label_map(args.label_map)
         if label_map is None:
             return args.input_format, None, None, None
-        from clinical_ner.formats.corpora import check_label_map_sources
+        from clinical_ner.formats.corpora import check_label_map_sources, mapped_labels
 
         check_label_map_sources(label_map, [args.data], args.input_format, training=False,
                                 skip_invalid=args.skip_invalid)
-        return (args.input_format, label_map,
-                sorted({label for label in label_map.values() if label}), None)
+        return args.input_format, label_map, mapped_labels(label_map), None
     from clinical_ner.formats.corpora import check_label_map, read_corpus_file
 
     if args.corpus_name is None or args.label_map is not None or args.assertion_map is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Sequence
 
 from clinical_ner.formats import Corpus, load_corpus
 from clinical_ner.text.tags import tags_to_mentions
@@ -69,16 +70,20 @@ def training_summary(path: str | Path, corpus: Corpus) -> dict:
 
 
 def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
-    """What ``corpus`` (read from ``data``) was to the model, from its training record."""
+    """What ``corpus`` (read from ``data``) was to the model, from its training record.
+
+    A fine-tuned model learnt from what its base models (``fine_tuned_from``, stage by
+    stage) trained on, and was chosen in part on their dev data: those count as its own.
+    """
     if not training:
         return UNKNOWN
-    dev_records = _dev_records(training)
-    records = [*training.get("train_data", []), *dev_records]
-    if not all("document_hashes" in record for record in records):
-        return _path_relation(data, training)
+    stages = _stages(training)
+    trained_records = [record for stage in stages for record in stage.get("train_data", [])]
+    dev_records = [record for stage in stages for record in _dev_records(stage)]
+    if not all("document_hashes" in record for record in [*trained_records, *dev_records]):
+        return _path_relation(data, trained_records, dev_records)
     hashes = document_hashes(corpus)
-    trained = {digest for record in training.get("train_data", [])
-               for digest in record["document_hashes"]}
+    trained = {digest for record in trained_records for digest in record["document_hashes"]}
     dev = {digest for record in dev_records for digest in record["document_hashes"]}
     seen = sum(digest in trained for digest in hashes)
     chose = sum(digest in dev for digest in hashes)
@@ -96,6 +101,15 @@ def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
     return NOT_TRAINED
 
 
+def _stages(training: dict) -> list[dict]:
+    """The training record and those of its base models, the last stage first."""
+    stages = []
+    while training:
+        stages.append(training)
+        training = (training.get("fine_tuned_from") or {}).get("training")
+    return stages
+
+
 def _dev_records(training: dict) -> list[dict]:
     """The dev data that chose the epoch: one set, or (a corpus file) each selecting corpus's."""
     records = [training["dev_data"]] if training.get("dev_data") else []
@@ -104,14 +118,15 @@ def _dev_records(training: dict) -> list[dict]:
     return records
 
 
-def _path_relation(data: str | Path, training: dict) -> str:
+def _path_relation(data: str | Path, trained_records: list[dict],
+                   dev_records: list[dict]) -> str:
     """For older records, without documents' hashes: by path, where the paths can tell.
 
     Such records kept ``--train`` as typed: a relative path is relative to a
     directory that was not recorded, so not matching it proves nothing.
     """
-    trained_on = [item["path"] for item in training.get("train_data", [])]
-    dev = [item["path"] for item in _dev_records(training)]
+    trained_on = [item["path"] for item in trained_records]
+    dev = [item["path"] for item in dev_records]
     here = Path(data).resolve()
     if any(here == Path(path).resolve() for path in trained_on):
         return TRAINED
@@ -127,15 +142,18 @@ def _path_relation(data: str | Path, training: dict) -> str:
 def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str = "auto",
                       label_map: dict | None = None, skip_invalid: bool = False,
                       card: dict | None = None, assertion_map: dict | None = None,
-                      corpus: Corpus | None = None) -> dict:
+                      corpus: Corpus | None = None,
+                      labels: Sequence[str] | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was.
 
-    ``corpus``: ``data`` as read already (it is not read again)."""
+    ``corpus``: ``data`` as read already (it is not read again). ``labels``: score only
+    these (see :func:`~clinical_ner.evaluation.evaluate.evaluate_sentences`)."""
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     if corpus is None:
         corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
-    report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus))
+    report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus),
+                                labels=labels)
     relation = data_relation(data, corpus, (card or {}).get("training") or {})
     return {"data": summarise_corpus(data, corpus), "relation": relation, "report": report}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from clinical_ner.annotators.base import Annotator
+from clinical_ner.errors import ConfigError
 from clinical_ner.evaluation.scorer import (
     UNCLASSIFIED,
     score_assertions,
@@ -14,6 +15,20 @@ from clinical_ner.formats import Corpus
 from clinical_ner.text.document import ASSERTION_LABEL, Mention, Sentence
 from clinical_ner.text.tags import tags_to_mentions
 from clinical_ner.text.tokenizer import count_tokens
+
+
+def check_labels_known(labels: Sequence[str] | None, model_labels: Sequence[str] | None,
+                       asked_by: Callable[[str], str] | None = None) -> None:
+    """Refuse to score a label the model does not have: each gold mention of it would count
+    as missed, with no word of why. ``asked_by(label)`` says what asks to score it (by default
+    ``--label-map``); ``model_labels`` None (an export that does not record them): unchecked.
+    """
+    unknown = sorted(set(labels or ()) - set(model_labels)) if model_labels is not None else []
+    if unknown:
+        asking = (asked_by(unknown[0]) if asked_by is not None
+                  else f"--label-map maps onto label {unknown[0]}")
+        raise ConfigError(f"{asking}, which the model does not know (it has "
+                          f"{', '.join(model_labels)})")
 
 
 def corpus_sentences(corpus: Corpus) -> list[Sentence]:
@@ -38,7 +53,7 @@ def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
     labels (BC5CDR's diseases as ``problem``) without its other labels'
     predictions counting as false positives.
 
-    When the sentences' problems carry assertions and the model has an
+    When the gold problems scored carry assertions and the model has an
     assertion output, the report also has ``assertion`` (see
     :func:`evaluate_assertions`).
 
@@ -55,7 +70,10 @@ def evaluate_sentences(ner: Annotator, sentences: Sequence[Sentence],
         gold = [[m for m in mentions if m.label in kept] for mentions in gold]
         predicted = [[m for m in mentions if m.label in kept] for mentions in predicted]
     report = score_mentions(gold, predicted)
-    if ner.assertion_classes and has_assertions(sentences):
+    # Of the gold problems scored: with ``labels`` that leave problems out, scores of no
+    # concept read as accuracy 0.
+    if ner.assertion_classes and any(gold_problem_assertions(sentence, mentions)
+                                     for sentence, mentions in zip(sentences, gold)):
         report["assertion"] = evaluate_assertions(ner, sentences, gold, predicted)
     return report
 

@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from clinical_ner.version import __version__
+from clinical_ner.errors import ModelError
+from clinical_ner.untrusted_json import read_json_file
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
-from clinical_ner.evaluation.evaluate import report_skipped
+from clinical_ner.evaluation.evaluate import check_labels_known, report_skipped
 from clinical_ner.artifacts.keras_model import CARD_DATA_FILE, MODEL_FILE
+from clinical_ner.annotators.load import check_keras_model_directory
 from clinical_ner.pretrained import model_reference, resolve_model_path
 
 CARD_FILE = "MODEL_CARD.md"
@@ -151,12 +154,27 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
                              "limitations"}
     if unknown:
         raise TypeError(f"unknown card fields: {', '.join(sorted(unknown))}")
+    # An export holds no card facts and no Keras model: it said "not a clinical-ner model
+    # directory (no model.keras)", after reading and checking --data.
+    check_keras_model_directory(model, "have a model card written")
     model_dir = resolve_model_path(model)
     card = _load_card_data(model_dir)
     card.update({key: value for key, value in fields.items() if value is not None})
     if data is not None:
-        from clinical_ner.formats.corpora import check_assertion_map_sources
+        from clinical_ner.formats.corpora import (
+            check_assertion_map_sources, check_label_map_sources, mapped_labels,
+        )
 
+        if label_map is not None:
+            from clinical_ner.model.vocab import Vocabulary
+            from clinical_ner.text.tags import entity_labels
+
+            # As `evaluate` checks it: a misspelt type would be scored as O, and a label the
+            # model lacks as missed.
+            check_label_map_sources(label_map, [data], data_format, training=False,
+                                    skip_invalid=skip_invalid)
+            check_labels_known(mapped_labels(label_map),
+                               entity_labels(Vocabulary.load(model_dir).tags))
         corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
         if emit is not None:
             report_skipped(corpus, str(data), emit)
@@ -165,8 +183,11 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
             # gold assertion as present on the card.
             check_assertion_map_sources(assertion_map, [data], data_format, set(corpus.labels),
                                         training=False)
-        card["evaluation"] = evaluation_record(model_dir, data, data_format, label_map,
-                                               skip_invalid, card, assertion_map, corpus)
+        # As `evaluate` scores it: only the labels the map maps onto, so that the model's
+        # other labels, which the data does not annotate, are not counted as wrong.
+        card["evaluation"] = evaluation_record(
+            model_dir, data, data_format, label_map, skip_invalid, card, assertion_map, corpus,
+            labels=mapped_labels(label_map) if label_map is not None else None)
     return _write(model_dir, card, reference)
 
 
@@ -208,7 +229,14 @@ def recorded_base_model(model_dir: str | Path) -> dict | None:
 
 def _load_card_data(model_dir: Path) -> dict:
     path = model_dir / CARD_DATA_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    # Rewritten in place by every `card`: one cut short (a full disk) or edited by hand ended
+    # `card` and `train --init-from` with an internal error, naming neither file nor line.
+    card = read_json_file(path, ModelError, "run the command again")
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: not a JSON object (damaged?)")
+    return card
 
 
 def _write(model_dir: Path, card: dict, reference: str | None = None) -> Path:

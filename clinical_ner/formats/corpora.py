@@ -247,8 +247,7 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
         if how not in LABEL_COVERAGES:
             raise ConfigError(f"{context}: coverage of {label} must be one of "
                               f"{', '.join(LABEL_COVERAGES)}, got {how!r}")
-    mapped = (set(label for label in label_map.values() if label) if label_map is not None
-              else None)
+    mapped = set(mapped_labels(label_map)) if label_map is not None else None
     full_coverage = {}
     for label in sorted(labels):
         default = "complete" if mapped is None or label in mapped else "none"
@@ -464,6 +463,12 @@ def check_label_map(corpus_set: CorpusSet, spec: CorpusSpec, paths: list, data_f
                               f"coverage of {absent[0]} is {spec.coverage[absent[0]]}; set "
                               f"coverage {absent[0]} = \"none\" if the corpus does not "
                               "annotate it")
+
+
+def mapped_labels(label_map: dict[str, str | None]) -> list[str]:
+    """The labels ``label_map`` maps onto (not ``None``, which drops a type): all that data
+    read with it can be scored on (``evaluate --label-map``, ``card --label-map``)."""
+    return sorted({label for label in label_map.values() if label})
 
 
 def check_label_map_sources(label_map: dict[str, str | None], paths: list,
