@@ -225,6 +225,37 @@ def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path)
                                                                           "note.txt"]
 
 
+@pytest.mark.parametrize("output_format", ["jsonl", "conll", "html"])
+def test_standard_output_is_utf8_whatever_the_locale(monkeypatch, output_format):
+    # Audit: under a Latin-1 locale "≥" ended predict with internal error
+    # (UnicodeEncodeError), and the HTML page said charset="utf-8" in Latin-1 bytes.
+    import io
+    import sys
+
+    text = "No cough ≥ 2 days; café CT 😀."
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", text)],
+                      output_format, None)
+
+    written = stdout.buffer.getvalue().decode("utf-8")
+    if output_format == "jsonl":
+        assert json.loads(written)["text"] == text
+    else:
+        assert "≥" in written and "café" in written and "😀" in written
+
+
+def test_a_closed_standard_output_is_one_line_not_an_internal_error(monkeypatch):
+    import sys
+
+    from clinical_ner.errors import ClinicalNERError
+
+    monkeypatch.setattr(sys, "stdout", None)  # `clinical-ner predict TEXT >&-`
+    with pytest.raises(ClinicalNERError, match="^standard output is closed; nothing could be "
+                                               "written$"):
+        write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "jsonl", None)
+
+
 def _marks(page: str) -> list[dict[str, str]]:
     """The attributes of each entity's <mark>, in page order."""
     return [dict(re.findall(r'([\w-]+)="([^"]*)"', attributes))

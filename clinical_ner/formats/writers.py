@@ -69,32 +69,51 @@ def check_output_format(output_format: str, output: Path | None) -> None:
 
 
 class OutputStream:
-    """Where a writer writes: ``output``, written whole once the writer is done, or stdout.
+    """Where a writer writes: ``output``, or stdout, written whole once the writer is done.
 
     ``output`` is written atomically, so that a failed write (a full disk)
-    leaves what the file held before rather than half an output. A failed
-    write, or a reader of stdout that stops early (``| head``), is one
+    leaves what the file held before rather than half an output. Both are
+    UTF-8, whatever the locale's encoding. A failed write, a closed stdout, or
+    a reader of stdout that stops early (``| head``), is one
     :class:`ClinicalNERError` naming where, not an internal error.
     """
 
     def __init__(self, output: Path | None) -> None:
         self.output = output
-        self.handle: TextIO = sys.stdout if output is None else io.StringIO()
+        self.handle: TextIO = io.StringIO()
 
     def __enter__(self) -> TextIO:
         return self.handle
 
     def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
-        if error is None:
-            try:
-                if self.output is None:
-                    sys.stdout.flush()
-                else:
-                    write_output_file(self.output, self.handle.getvalue())
-            except OSError as failure:
-                error = failure
-        if isinstance(error, OSError):
-            raise _write_error(self.output, error) from None
+        if error is not None:
+            return
+        try:
+            if self.output is None:
+                _write_stdout(self.handle.getvalue())
+            else:
+                write_output_file(self.output, self.handle.getvalue())
+        except OSError as failure:
+            raise _write_error(self.output, failure) from None
+
+
+def _write_stdout(text: str) -> None:
+    """``text`` on standard output as UTF-8 bytes.
+
+    Not in the locale's encoding: a Latin-1 or cp1252 stdout could not hold
+    ``≥`` (``UnicodeEncodeError``), and wrote an HTML page that says
+    ``charset="utf-8"`` in Latin-1.
+    """
+    if sys.stdout is None:  # closed (`>&-`), or a program started without one
+        raise ClinicalNERError("standard output is closed; nothing could be written")
+    buffer = getattr(sys.stdout, "buffer", None)
+    sys.stdout.flush()
+    if buffer is None:  # a text stream without bytes beneath (io.StringIO)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    buffer.write(text.encode("utf-8"))
+    buffer.flush()
 
 
 def write_output_file(path: str | Path, text: str) -> None:
