@@ -31,12 +31,23 @@ class InputDocument:
 
 
 def decode_document(source: str, data: bytes) -> str:
-    """UTF-8 text of a document, without newline translation (offsets match the file)."""
+    """UTF-8 text of a document, without newline translation (offsets match the file).
+
+    A NUL byte is refused as well: no note holds one, and UTF-16 text without
+    a byte-order mark decodes as UTF-8 with a NUL after each ASCII letter,
+    which was annotated as such (a NUL splits words: nothing found, or ``C\\x00T``
+    found as a test). Errors name the line.
+    """
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataFormatError(source, data.count(b"\n", 0, nul) + 1,
+                              f"not UTF-8 (NUL byte at offset {nul}: UTF-16 text?)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise DataFormatError(
-            source, None, f"not UTF-8 (invalid byte at offset {error.start})"
+            source, data.count(b"\n", 0, error.start) + 1,
+            f"not UTF-8 (invalid byte at offset {error.start})"
         ) from None
 
 
