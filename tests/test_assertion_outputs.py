@@ -225,6 +225,18 @@ def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path)
                                                                           "note.txt"]
 
 
+def test_i2b2_writer_refuses_names_that_differ_only_in_case(tmp_path):
+    from clinical_ner.errors import ConfigError
+
+    # Audit: a/Note.txt and b/note.txt were written as Note.con and note.con, one file on
+    # macOS and Windows, which kept b's entities under a's name, without a word.
+    documents = [InputDocument("Note", NOTE, tmp_path / "a" / "Note.txt"),
+                 InputDocument("note", NOTE, tmp_path / "b" / "note.txt")]
+    with pytest.raises(ConfigError, match=r"^2 documents would all be written as note\.con "):
+        write_annotations(RuleAnnotator([]), documents, "i2b2", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("output_format", ["jsonl", "conll", "html"])
 def test_standard_output_is_utf8_whatever_the_locale(monkeypatch, output_format):
     # Audit: under a Latin-1 locale "≥" ended predict with internal error

@@ -351,8 +351,8 @@ def test_predict_refuses_two_documents_the_i2b2_writer_would_give_one_name(tmp_p
                  "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (
         f"clinical-ner predict: error: 2 documents would all be written as note.con in "
-        f"{tmp_path / 'out'}; give the input files distinct names or choose another output "
-        "format\n")
+        f"{tmp_path / 'out'}; give the input files distinct names (not only in case) or choose "
+        "another output format\n")
     assert not (tmp_path / "out").exists()
 
 

@@ -219,17 +219,18 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
     from clinical_ner.formats.i2b2 import companion_path, write_con_entities
 
     assert output is not None
-    counts = Counter(document.name for document in documents)
+    # Names that differ only in case (Note, note) are one file on macOS and Windows.
+    counts = Counter(document.name.casefold() for document in documents)
     repeated = next((name for name, count in counts.items() if count > 1), None)
     if repeated is not None:
         # Named by their files' stems (texts given as arguments: text-1, ...), the
         # later document's results overwrote the earlier's, without a word.
         raise ConfigError(f"{counts[repeated]} documents would all be written as "
                           f"{repeated}.con in {output}; give the input files distinct names "
-                          "or choose another output format")
+                          "(not only in case) or choose another output format")
     for document in documents:
         _check_not_its_annotations(output / f"{document.name}.con", document.path)
-    written = set(counts)
+    written = {document.name for document in documents}
     # Another run's files would read as this run's results (as batch's shards would).
     earlier = sorted(path.name for suffix in ("con", "ast") for path in output.glob(f"*.{suffix}")
                      if path.stem not in written)
