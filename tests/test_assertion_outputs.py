@@ -145,6 +145,20 @@ def test_jsonl_writer_gives_each_problem_its_assertion(tmp_path):
     assert "assertion" not in entities[2]
 
 
+def test_a_json_line_stays_one_line_whatever_line_breaks_the_note_holds(tmp_path):
+    # Audit: U+2028, U+2029 and U+0085 were written raw (valid JSON), so that readers that
+    # split at str.splitlines()'s breaks got half a record each ("Unterminated string").
+    text = "No pneumonia\u2028today.\x85She had a cough\u2029\r\nCT\x0c\x1e clear."
+    write_annotations(RuleAnnotator([]), [InputDocument("note", text)], "jsonl",
+                      tmp_path / "out.jsonl")
+
+    [line] = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    record = json.loads(line)
+    assert record["text"] == text
+    assert [text[e["start"]:e["end"]] for e in record["entities"]] == [
+        "pneumonia", "cough", "CT"]
+
+
 def test_conll_writer_puts_the_assertion_column_between_token_and_tag(tmp_path):
     write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "conll",
                       tmp_path / "out.conll")

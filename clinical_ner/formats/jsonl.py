@@ -15,6 +15,12 @@ from clinical_ner.text.document import Entity
 from clinical_ner.errors import DataFormatError, os_reason
 
 
+# The line breaks of str.splitlines() (and of readers built on it) that JSON does not
+# escape: escaped here, so that a note holding one (pasted text) keeps its record on one line.
+_LINE_SEPARATORS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028",
+                                  "\u2029": "\\u2029"})
+
+
 @dataclass(frozen=True)
 class InputDocument:
     """A document given to ``predict`` or ``client``: its name, its text, and its file.
@@ -106,4 +112,4 @@ def entities_json_line(fields: dict[str, Any], entities: list[Entity]) -> str:
     batch`` ``{"id": ...}``; the entity objects are the same.
     """
     record = {**fields, "entities": [entity.to_dict() for entity in entities]}
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_SEPARATORS) + "\n"
