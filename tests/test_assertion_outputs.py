@@ -231,6 +231,31 @@ def test_i2b2_writer_refuses_to_overwrite_the_annotations_beside_its_input(tmp_p
     assert {name: (tmp_path / name).read_text(encoding="utf-8") for name in gold} == gold
 
 
+def test_i2b2_writer_refuses_a_folder_where_the_input_s_name_is_another_text_or_a_copy(tmp_path):
+    from clinical_ner.errors import ConfigError
+
+    # Audit: predicting a/note.txt into a folder holding another note.txt put note.con
+    # beside it, read back as that note's concepts; into a folder holding a copy of the
+    # input with its gold note.con, the gold file was replaced.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "note.txt").write_text(NOTE, encoding="utf-8")
+    document = InputDocument("note", NOTE, tmp_path / "a" / "note.txt")
+    other, copy = tmp_path / "other", tmp_path / "copy"
+    for folder, text in ((other, "Another patient, another note.\n"), (copy, NOTE)):
+        folder.mkdir()
+        (folder / "note.txt").write_text(text, encoding="utf-8")
+    (copy / "note.con").write_text("gold con\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=rf"^--output {re.escape(str(other))}: .*note\.txt is "
+                                          r"another text than the input .*note\.txt; note\.con "
+                                          "beside it would read back as its annotations"):
+        write_annotations(RuleAnnotator([]), [document], "i2b2", other)
+    with pytest.raises(ConfigError, match=r"note\.con holds the annotations of the input "):
+        write_annotations(RuleAnnotator([]), [document], "i2b2", copy)
+    assert sorted(path.name for path in other.iterdir()) == ["note.txt"]
+    assert (copy / "note.con").read_text(encoding="utf-8") == "gold con\n"
+
+
 def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
     write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "i2b2", tmp_path / "out")
 

@@ -229,7 +229,7 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
                           f"{repeated}.con in {output}; give the input files distinct names "
                           "(not only in case) or choose another output format")
     for document in documents:
-        _check_not_its_annotations(output / f"{document.name}.con", document.path)
+        _check_not_its_annotations(output / f"{document.name}.con", document)
     written = {document.name for document in documents}
     # Another run's files would read as this run's results (as batch's shards would).
     earlier = sorted(path.name for suffix in ("con", "ast") for path in output.glob(f"*.{suffix}")
@@ -254,17 +254,25 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
         raise _write_error(Path(error.filename or output), error) from None
 
 
-def _check_not_its_annotations(con_path: Path, text_path: Path | None) -> None:
-    """Raise if ``con_path`` (or its ``.ast``) is the annotation file of the input text itself.
+def _check_not_its_annotations(con_path: Path, document: InputDocument) -> None:
+    """Raise if ``con_path`` (or its ``.ast``) is the annotation file of the input text itself
+    (or of a copy of it), or would lie beside another text of the document's name.
 
     Beside its ``.txt`` an i2b2 corpus keeps its (often gold) annotations,
-    which predicting into that folder would overwrite.
+    which predicting into that folder would overwrite; beside another
+    ``.txt`` the new ``.con`` reads back as that text's concepts.
     """
     from clinical_ner.formats.i2b2 import companion_path
 
+    text_path = document.path
     txt_path = companion_path(con_path, "txt")
-    if text_path is None or not txt_path.exists() or not os.path.samefile(txt_path, text_path):
+    if text_path is None or not txt_path.is_file():
         return
+    if (not os.path.samefile(txt_path, text_path)
+            and txt_path.read_bytes() != document.text.encode("utf-8")):
+        raise ConfigError(f"--output {con_path.parent}: {txt_path} is another text than the "
+                          f"input {text_path}; {con_path.name} beside it would read back as its "
+                          "annotations, so give another folder")
     for annotation_path in (con_path, companion_path(con_path, "ast")):
         if annotation_path.exists():
             raise ConfigError(f"--output {con_path.parent}: {annotation_path} holds the "
