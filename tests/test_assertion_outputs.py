@@ -145,6 +145,20 @@ def test_jsonl_writer_gives_each_problem_its_assertion(tmp_path):
     assert "assertion" not in entities[2]
 
 
+def test_a_json_line_stays_one_line_whatever_line_breaks_the_note_holds(tmp_path):
+    # Audit: U+2028, U+2029 and U+0085 were written raw (valid JSON), so that readers that
+    # split at str.splitlines()'s breaks got half a record each ("Unterminated string").
+    text = "No pneumonia\u2028today.\x85She had a cough\u2029\r\nCT\x0c\x1e clear."
+    write_annotations(RuleAnnotator([]), [InputDocument("note", text)], "jsonl",
+                      tmp_path / "out.jsonl")
+
+    [line] = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    record = json.loads(line)
+    assert record["text"] == text
+    assert [text[e["start"]:e["end"]] for e in record["entities"]] == [
+        "pneumonia", "cough", "CT"]
+
+
 def test_conll_writer_puts_the_assertion_column_between_token_and_tag(tmp_path):
     write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", NOTE)], "conll",
                       tmp_path / "out.conll")
@@ -217,12 +231,80 @@ def test_i2b2_writer_refuses_to_overwrite_the_annotations_beside_its_input(tmp_p
     assert {name: (tmp_path / name).read_text(encoding="utf-8") for name in gold} == gold
 
 
+def test_i2b2_writer_refuses_a_folder_where_the_input_s_name_is_another_text_or_a_copy(tmp_path):
+    from clinical_ner.errors import ConfigError
+
+    # Audit: predicting a/note.txt into a folder holding another note.txt put note.con
+    # beside it, read back as that note's concepts; into a folder holding a copy of the
+    # input with its gold note.con, the gold file was replaced.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "note.txt").write_text(NOTE, encoding="utf-8")
+    document = InputDocument("note", NOTE, tmp_path / "a" / "note.txt")
+    other, copy = tmp_path / "other", tmp_path / "copy"
+    for folder, text in ((other, "Another patient, another note.\n"), (copy, NOTE)):
+        folder.mkdir()
+        (folder / "note.txt").write_text(text, encoding="utf-8")
+    (copy / "note.con").write_text("gold con\n", encoding="utf-8")
+
+    with pytest.raises(ConfigError, match=rf"^--output {re.escape(str(other))}: .*note\.txt is "
+                                          r"another text than the input .*note\.txt; note\.con "
+                                          "beside it would read back as its annotations"):
+        write_annotations(RuleAnnotator([]), [document], "i2b2", other)
+    with pytest.raises(ConfigError, match=r"note\.con holds the annotations of the input "):
+        write_annotations(RuleAnnotator([]), [document], "i2b2", copy)
+    assert sorted(path.name for path in other.iterdir()) == ["note.txt"]
+    assert (copy / "note.con").read_text(encoding="utf-8") == "gold con\n"
+
+
 def test_i2b2_writer_writes_no_ast_file_for_a_model_without_assertions(tmp_path):
     write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "i2b2", tmp_path / "out")
 
     # (note.txt: a document given without a file gets its text beside its annotations.)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["note.con",
                                                                           "note.txt"]
+
+
+def test_i2b2_writer_refuses_names_that_differ_only_in_case(tmp_path):
+    from clinical_ner.errors import ConfigError
+
+    # Audit: a/Note.txt and b/note.txt were written as Note.con and note.con, one file on
+    # macOS and Windows, which kept b's entities under a's name, without a word.
+    documents = [InputDocument("Note", NOTE, tmp_path / "a" / "Note.txt"),
+                 InputDocument("note", NOTE, tmp_path / "b" / "note.txt")]
+    with pytest.raises(ConfigError, match=r"^2 documents would all be written as note\.con "):
+        write_annotations(RuleAnnotator([]), documents, "i2b2", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "conll", "html"])
+def test_standard_output_is_utf8_whatever_the_locale(monkeypatch, output_format):
+    # Audit: under a Latin-1 locale "≥" ended predict with internal error
+    # (UnicodeEncodeError), and the HTML page said charset="utf-8" in Latin-1 bytes.
+    import io
+    import sys
+
+    text = "No cough ≥ 2 days; café CT 😀."
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="latin-1")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    write_annotations(RuleAnnotator(["present", "absent"]), [InputDocument("note", text)],
+                      output_format, None)
+
+    written = stdout.buffer.getvalue().decode("utf-8")
+    if output_format == "jsonl":
+        assert json.loads(written)["text"] == text
+    else:
+        assert "≥" in written and "café" in written and "😀" in written
+
+
+def test_a_closed_standard_output_is_one_line_not_an_internal_error(monkeypatch):
+    import sys
+
+    from clinical_ner.errors import ClinicalNERError
+
+    monkeypatch.setattr(sys, "stdout", None)  # `clinical-ner predict TEXT >&-`
+    with pytest.raises(ClinicalNERError, match="^standard output is closed; nothing could be "
+                                               "written$"):
+        write_annotations(RuleAnnotator([]), [InputDocument("note", NOTE)], "jsonl", None)
 
 
 def _marks(page: str) -> list[dict[str, str]]:

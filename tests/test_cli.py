@@ -351,8 +351,8 @@ def test_predict_refuses_two_documents_the_i2b2_writer_would_give_one_name(tmp_p
                  "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (
         f"clinical-ner predict: error: 2 documents would all be written as note.con in "
-        f"{tmp_path / 'out'}; give the input files distinct names or choose another output "
-        "format\n")
+        f"{tmp_path / 'out'}; give the input files distinct names (not only in case) or choose "
+        "another output format\n")
     assert not (tmp_path / "out").exists()
 
 
@@ -728,7 +728,30 @@ def test_a_folder_format_or_an_input_that_is_not_utf8_is_refused_before_the_mode
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes(b"Fi\xe8vre.")
     assert main(["predict", "--input", str(latin1)]) == 3
-    assert "latin1.txt: not UTF-8" in capsys.readouterr().err
+    assert "latin1.txt:1: not UTF-8" in capsys.readouterr().err
+
+
+def test_an_input_in_utf16_or_with_a_bad_byte_is_refused_naming_its_line(tmp_path, capsys,
+                                                                         monkeypatch):
+    # Audit: UTF-16 without a byte-order mark decoded as UTF-8 with a NUL after each
+    # letter, annotated as such (exit 0); a bad byte was named by offset only.
+    from clinical_ner.cli import main
+    from clinical_ner.annotators.load import ClinicalNER
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(ClinicalNER, "load", load)
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("No fever.\nCT clear.\n".encode("utf-16-le"))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"No fever.\nCT clear.\nFi\xe8vre.\n")
+    assert main(["predict", "--input", str(utf16)]) == 3
+    assert capsys.readouterr().err == (f"clinical-ner predict: error: {utf16}:1: not UTF-8 "
+                                       "(NUL byte at offset 1: UTF-16 text?)\n")
+    assert main(["predict", "--input", str(latin1)]) == 3
+    assert capsys.readouterr().err == (f"clinical-ner predict: error: {latin1}:3: not UTF-8 "
+                                       "(invalid byte at offset 22)\n")
 
 
 def test_a_read_only_output_file_is_refused_not_replaced(tmp_path, capsys, monkeypatch):

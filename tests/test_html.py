@@ -109,6 +109,17 @@ def test_several_documents_a_legend_and_label_colours():
     assert "default-src 'none'" in page  # nothing can be loaded, even if injected
 
 
+def test_a_label_has_its_colour_whichever_labels_share_the_page():
+    # Audit: a page with tests only showed them in the problems' colour (the first one),
+    # another page (and displaCy, through the spaCy component) in the tests' colour.
+    everything = label_colours(["problem", "test", "treatment", "zeta"])
+    for labels in (["test"], ["treatment", "zeta"], ["zeta"]):
+        assert label_colours(labels) == {label: everything[label] for label in labels}
+    page = render_html([("a", "CT done", entities_of("CT done", ("CT", "test")))])
+    assert f'.label-0 {{ background: {everything["test"]}; }}' in page
+    assert '<mark class="entity label-0" data-label="test"' in page
+
+
 def test_overlapping_entities_are_refused():
     with pytest.raises(ValueError, match="overlaps"):
         render_html([("x", "abcdef", [Entity(0, 3, "abc", "test"), Entity(2, 4, "cd", "test")])])

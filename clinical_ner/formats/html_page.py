@@ -54,11 +54,16 @@ mark.entity[data-assertion="possible"]::after { color: #8a5a00; }
 
 
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
-    """A background colour for each label: fixed ones for problem/test/treatment."""
+    """A background colour for each label: fixed ones for problem/test/treatment.
+
+    A known label keeps its colour whichever labels come with it (a page with
+    only tests shows them in the tests' colour, as displaCy does through the
+    spaCy component); other labels take the colours after them, in sorted order.
+    """
     present = set(labels)
-    ordered = [label for label in KNOWN_LABELS if label in present]
-    ordered += sorted(present - set(KNOWN_LABELS))
-    return {label: PALETTE[index % len(PALETTE)] for index, label in enumerate(ordered)}
+    ordered = list(KNOWN_LABELS) + sorted(present - set(KNOWN_LABELS))
+    return {label: PALETTE[index % len(PALETTE)] for index, label in enumerate(ordered)
+            if label in present}
 
 
 def _escape(text: str) -> str:

@@ -15,6 +15,12 @@ from clinical_ner.text.document import Entity
 from clinical_ner.errors import DataFormatError, os_reason
 
 
+# The line breaks of str.splitlines() (and of readers built on it) that JSON does not
+# escape: escaped here, so that a note holding one (pasted text) keeps its record on one line.
+_LINE_SEPARATORS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028",
+                                  "\u2029": "\\u2029"})
+
+
 @dataclass(frozen=True)
 class InputDocument:
     """A document given to ``predict`` or ``client``: its name, its text, and its file.
@@ -31,12 +37,23 @@ class InputDocument:
 
 
 def decode_document(source: str, data: bytes) -> str:
-    """UTF-8 text of a document, without newline translation (offsets match the file)."""
+    """UTF-8 text of a document, without newline translation (offsets match the file).
+
+    A NUL byte is refused as well: no note holds one, and UTF-16 text without
+    a byte-order mark decodes as UTF-8 with a NUL after each ASCII letter,
+    which was annotated as such (a NUL splits words: nothing found, or ``C\\x00T``
+    found as a test). Errors name the line.
+    """
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DataFormatError(source, data.count(b"\n", 0, nul) + 1,
+                              f"not UTF-8 (NUL byte at offset {nul}: UTF-16 text?)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise DataFormatError(
-            source, None, f"not UTF-8 (invalid byte at offset {error.start})"
+            source, data.count(b"\n", 0, error.start) + 1,
+            f"not UTF-8 (invalid byte at offset {error.start})"
         ) from None
 
 
@@ -95,4 +112,4 @@ def entities_json_line(fields: dict[str, Any], entities: list[Entity]) -> str:
     batch`` ``{"id": ...}``; the entity objects are the same.
     """
     record = {**fields, "entities": [entity.to_dict() for entity in entities]}
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json.dumps(record, ensure_ascii=False).translate(_LINE_SEPARATORS) + "\n"

@@ -69,32 +69,51 @@ def check_output_format(output_format: str, output: Path | None) -> None:
 
 
 class OutputStream:
-    """Where a writer writes: ``output``, written whole once the writer is done, or stdout.
+    """Where a writer writes: ``output``, or stdout, written whole once the writer is done.
 
     ``output`` is written atomically, so that a failed write (a full disk)
-    leaves what the file held before rather than half an output. A failed
-    write, or a reader of stdout that stops early (``| head``), is one
+    leaves what the file held before rather than half an output. Both are
+    UTF-8, whatever the locale's encoding. A failed write, a closed stdout, or
+    a reader of stdout that stops early (``| head``), is one
     :class:`ClinicalNERError` naming where, not an internal error.
     """
 
     def __init__(self, output: Path | None) -> None:
         self.output = output
-        self.handle: TextIO = sys.stdout if output is None else io.StringIO()
+        self.handle: TextIO = io.StringIO()
 
     def __enter__(self) -> TextIO:
         return self.handle
 
     def __exit__(self, exc_type: object, error: BaseException | None, traceback: object) -> None:
-        if error is None:
-            try:
-                if self.output is None:
-                    sys.stdout.flush()
-                else:
-                    write_output_file(self.output, self.handle.getvalue())
-            except OSError as failure:
-                error = failure
-        if isinstance(error, OSError):
-            raise _write_error(self.output, error) from None
+        if error is not None:
+            return
+        try:
+            if self.output is None:
+                _write_stdout(self.handle.getvalue())
+            else:
+                write_output_file(self.output, self.handle.getvalue())
+        except OSError as failure:
+            raise _write_error(self.output, failure) from None
+
+
+def _write_stdout(text: str) -> None:
+    """``text`` on standard output as UTF-8 bytes.
+
+    Not in the locale's encoding: a Latin-1 or cp1252 stdout could not hold
+    ``≥`` (``UnicodeEncodeError``), and wrote an HTML page that says
+    ``charset="utf-8"`` in Latin-1.
+    """
+    if sys.stdout is None:  # closed (`>&-`), or a program started without one
+        raise ClinicalNERError("standard output is closed; nothing could be written")
+    buffer = getattr(sys.stdout, "buffer", None)
+    sys.stdout.flush()
+    if buffer is None:  # a text stream without bytes beneath (io.StringIO)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    buffer.write(text.encode("utf-8"))
+    buffer.flush()
 
 
 def write_output_file(path: str | Path, text: str) -> None:
@@ -200,17 +219,18 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
     from clinical_ner.formats.i2b2 import companion_path, write_con_entities
 
     assert output is not None
-    counts = Counter(document.name for document in documents)
+    # Names that differ only in case (Note, note) are one file on macOS and Windows.
+    counts = Counter(document.name.casefold() for document in documents)
     repeated = next((name for name, count in counts.items() if count > 1), None)
     if repeated is not None:
         # Named by their files' stems (texts given as arguments: text-1, ...), the
         # later document's results overwrote the earlier's, without a word.
         raise ConfigError(f"{counts[repeated]} documents would all be written as "
                           f"{repeated}.con in {output}; give the input files distinct names "
-                          "or choose another output format")
+                          "(not only in case) or choose another output format")
     for document in documents:
-        _check_not_its_annotations(output / f"{document.name}.con", document.path)
-    written = set(counts)
+        _check_not_its_annotations(output / f"{document.name}.con", document)
+    written = {document.name for document in documents}
     # Another run's files would read as this run's results (as batch's shards would).
     earlier = sorted(path.name for suffix in ("con", "ast") for path in output.glob(f"*.{suffix}")
                      if path.stem not in written)
@@ -234,17 +254,25 @@ def write_i2b2(ner: Annotator, documents: Sequence[InputDocument], output: Path 
         raise _write_error(Path(error.filename or output), error) from None
 
 
-def _check_not_its_annotations(con_path: Path, text_path: Path | None) -> None:
-    """Raise if ``con_path`` (or its ``.ast``) is the annotation file of the input text itself.
+def _check_not_its_annotations(con_path: Path, document: InputDocument) -> None:
+    """Raise if ``con_path`` (or its ``.ast``) is the annotation file of the input text itself
+    (or of a copy of it), or would lie beside another text of the document's name.
 
     Beside its ``.txt`` an i2b2 corpus keeps its (often gold) annotations,
-    which predicting into that folder would overwrite.
+    which predicting into that folder would overwrite; beside another
+    ``.txt`` the new ``.con`` reads back as that text's concepts.
     """
     from clinical_ner.formats.i2b2 import companion_path
 
+    text_path = document.path
     txt_path = companion_path(con_path, "txt")
-    if text_path is None or not txt_path.exists() or not os.path.samefile(txt_path, text_path):
+    if text_path is None or not txt_path.is_file():
         return
+    if (not os.path.samefile(txt_path, text_path)
+            and txt_path.read_bytes() != document.text.encode("utf-8")):
+        raise ConfigError(f"--output {con_path.parent}: {txt_path} is another text than the "
+                          f"input {text_path}; {con_path.name} beside it would read back as its "
+                          "annotations, so give another folder")
     for annotation_path in (con_path, companion_path(con_path, "ast")):
         if annotation_path.exists():
             raise ConfigError(f"--output {con_path.parent}: {annotation_path} holds the "
