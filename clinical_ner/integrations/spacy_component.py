@@ -121,7 +121,7 @@ for _name, _field in _EXTENSION_FIELDS.items():
 
 
 def displacy_colors() -> Dict[str, str]:
-    """Our labels' colours, as in ``clinical-ner predict --format html``.
+    """Our labels' colours, as in ``clinical-ner predict --output-format html``.
 
     Registered as spaCy's ``spacy_displacy_colors`` entry point too, so that
     ``displacy.render(doc, style="ent")`` uses them without options.
