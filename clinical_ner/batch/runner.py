@@ -30,8 +30,8 @@ from clinical_ner.batch.notes import (
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
 from clinical_ner.errors import (
-    ClinicalNERError, ConfigError, UnavailableError, check_integer, check_output_folder,
-    irregular_file,
+    ClinicalNERError, ConfigError, UnavailableError, check_choice, check_integer,
+    check_output_folder, irregular_file,
 )
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
@@ -94,8 +94,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
         totals = run_batch("models/clinical_ner/1", ["notes/*.txt"], "out")
         print(totals["notes"], totals["errors"])
     """
-    if input_format not in INPUT_FORMATS:
-        raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
+    check_choice("input_format", input_format, INPUT_FORMATS)
     check_integer("--max-note-bytes", max_note_bytes, maximum=MAX_NOTE_BYTES)
     if id_field == text_field:
         raise ConfigError(f"the id field and the text field are both {id_field!r}; every id "
