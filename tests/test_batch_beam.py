@@ -722,6 +722,50 @@ def test_worker_processes_start_with_two_heap_arenas_unless_the_user_set_them(mo
     assert os.environ["MALLOC_ARENA_MAX"] == "4"
 
 
+@pytest.mark.slow
+def test_worker_processes_of_a_quiet_run_log_no_info_lines_on_stderr(toy_export, tmp_path):
+    # Audit: each FnApiRunner worker process (multi_processing) printed about 18 INFO lines
+    # on stderr ("Creating insecure control channel ...", "Python sdk harness starting.",
+    # ...): FnApiRunner hands its workers no pipeline options, so they logged at Beam's
+    # default, --default_sdk_harness_log_level or not.
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "clinical_ner", "batch", str(toy_export),
+         "--input", str(tmp_path / "note.txt"), "--output", str(tmp_path / "out"), "--",
+         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = [line for line in result.stderr.splitlines() if line.startswith("INFO")]
+    # Left: what a worker logs before it reads any option (its handler, the options file).
+    before_the_options = ("INFO:__main__:Logging handler created.",
+                          "INFO:__main__:Load pipeline options from file: ")
+    assert len(info) <= 2 * len(before_the_options), info
+    assert all(line.startswith(before_the_options) for line in info), info
+
+
+def test_worker_processes_get_the_command_s_log_level_or_the_one_given(monkeypatch):
+    import logging
+
+    import clinical_ner.batch.runner as runner
+
+    monkeypatch.delenv(runner.WORKER_OPTIONS_FILE, raising=False)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    for arguments, expected in (
+            ([], {"default_sdk_harness_log_level": str(logging.WARNING)}),
+            (["--default_sdk_harness_log_level=DEBUG",
+              '--sdk_harness_log_level_overrides={"clinical_ner": "INFO"}'],
+             {"default_sdk_harness_log_level": "DEBUG",
+              "sdk_harness_log_level_overrides": {"clinical_ner": "INFO"}})):
+        with runner._worker_log_options(runner._pipeline("FnApiRunner", arguments)):
+            path = Path(os.environ[runner.WORKER_OPTIONS_FILE])
+            assert json.loads(path.read_text(encoding="utf-8")) == {"options": expected}
+        assert not path.exists() and runner.WORKER_OPTIONS_FILE not in os.environ
+    # One the user set is theirs.
+    monkeypatch.setenv(runner.WORKER_OPTIONS_FILE, "mine.json")
+    with runner._worker_log_options(runner._pipeline("FnApiRunner", [])):
+        assert os.environ[runner.WORKER_OPTIONS_FILE] == "mine.json"
+
+
 def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path, capsys):
     with pytest.raises(ConfigError, match="no file matches"):
         run_batch(str(toy_export), [str(tmp_path / "*.txt")], str(tmp_path / "out"))
