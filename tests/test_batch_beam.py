@@ -722,25 +722,48 @@ def test_worker_processes_start_with_two_heap_arenas_unless_the_user_set_them(mo
     assert os.environ["MALLOC_ARENA_MAX"] == "4"
 
 
+@pytest.fixture(scope="module")
+def quiet_run_on_two_processes(toy_export, tmp_path_factory) -> subprocess.CompletedProcess:
+    """``clinical-ner batch`` (no ``--verbose``) of one note on two worker processes."""
+    folder = tmp_path_factory.mktemp("quiet")
+    (folder / "note.txt").write_text("aspirin", encoding="utf-8")
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own.
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "clinical_ner", "batch", str(toy_export),
+         "--input", str(folder / "note.txt"), "--output", str(folder / "out"), "--",
+         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.mark.slow
-def test_worker_processes_of_a_quiet_run_log_no_info_lines_on_stderr(toy_export, tmp_path):
+def test_worker_processes_of_a_quiet_run_log_no_info_lines_on_stderr(
+        quiet_run_on_two_processes):
     # Audit: each FnApiRunner worker process (multi_processing) printed about 18 INFO lines
     # on stderr ("Creating insecure control channel ...", "Python sdk harness starting.",
     # ...): FnApiRunner hands its workers no pipeline options, so they logged at Beam's
     # default, --default_sdk_harness_log_level or not.
-    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "clinical_ner", "batch", str(toy_export),
-         "--input", str(tmp_path / "note.txt"), "--output", str(tmp_path / "out"), "--",
-         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    info = [line for line in result.stderr.splitlines() if line.startswith("INFO")]
+    info = [line for line in quiet_run_on_two_processes.stderr.splitlines()
+            if line.startswith("INFO")]
     # Left: what a worker logs before it reads any option (its handler, the options file).
     before_the_options = ("INFO:__main__:Logging handler created.",
                           "INFO:__main__:Load pipeline options from file: ")
     assert len(info) <= 2 * len(before_the_options), info
     assert all(line.startswith(before_the_options) for line in info), info
+
+
+@pytest.mark.slow
+def test_worker_processes_of_a_quiet_run_keep_tensorflow_s_start_up_lines_off_stderr(
+        quiet_run_on_two_processes):
+    # Audit: each worker process that loaded a SavedModel printed TensorFlow's C++ start-up
+    # lines ("WARNING: All log messages before absl::InitializeLog() ...", "I0000 ...
+    # cudart_stub.cc:31] Could not find cuda drivers ..."), which every command keeps off
+    # stderr unless --verbose.
+    stderr = quiet_run_on_two_processes.stderr
+    assert "absl::InitializeLog" not in stderr
+    assert not re.search(r"^[IWEF]\d{4} ", stderr, re.MULTILINE), stderr[-3000:]
 
 
 def test_worker_processes_get_the_command_s_log_level_or_the_one_given(monkeypatch):
