@@ -957,6 +957,43 @@ def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_p
     assert SECRET not in error and "internal error (RuntimeError)" in error
 
 
+def test_beam_s_harmless_warnings_stay_off_stderr_from_worker_processes_too(
+        toy_export, tmp_path, capsys, monkeypatch):
+    # Audit: the launcher dropped Beam's harmless warnings only where they were logged on
+    # its root logger; each worker process's (multi_processing), which Beam's logging
+    # service logs again here, reached stderr: "WARNING apache_beam.runners.portability.
+    # local_job_service: Worker: severity: WARN ... message: \"Resource module is not ...".
+    import logging
+
+    import clinical_ner.batch.runner as runner
+
+    def worker_entry(message: str) -> str:
+        return (f'severity: WARN timestamp {{   seconds: 1   nanos: 2 }} message: "{message}" '
+                'log_location: "base.py:2434" thread: "Thread-12" ')
+
+    def run_logging_as_beam(*args, **kwargs):
+        service = logging.getLogger("apache_beam.runners.portability.local_job_service")
+        for message in ("Resource module is not available for current platform, memory usage "
+                        "cannot be fetched.", "No semi_persistent_directory found:  User "
+                        "registered objects (e.g. schema, logical type) throughregisteries "
+                        "may not be effective", "a worker's warning that matters"):
+            service.warning("Worker: %s", worker_entry(message))
+        logging.warning("Resource module is not available for current platform, memory "
+                        "usage cannot be fetched.")
+        return {"notes": 1, "errors": 0, "tokens": 1, "entities": 0, "workers_litert": 0,
+                "workers_tensorflow": 1}
+
+    monkeypatch.setattr(runner, "run_batch", run_logging_as_beam)
+    # The command line's own stderr handler, as outside pytest (which holds the root's).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(logging.getLogger(), "filters", [])
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "a worker's warning that matters" in error, error
+
+
 class QuotesItsInput:
     """A model whose failure quotes the note, as an exception's message may."""
 
