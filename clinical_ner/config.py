@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinical_ner.artifacts.keras_model import CONFIG_FILE
-from clinical_ner.errors import ConfigError, ModelError, check_integer, check_number
+from clinical_ner.errors import (
+    ConfigError, ModelError, check_choice, check_integer, check_number, shown_value,
+)
 from clinical_ner.text.tags import MODEL_SCHEMES
 from clinical_ner.untrusted_json import read_json_file
 
@@ -130,7 +132,7 @@ class NERConfig:
             expected = _PLAIN_TYPES.get(setting.type)
             if expected is not None and (not isinstance(value, expected[0]) or (
                     isinstance(value, bool) and setting.type != "bool")):
-                raise ConfigError(f"{setting.name} must be {expected[1]}, got {value!r}")
+                raise ConfigError(f"{setting.name} must be {expected[1]}, got {shown_value(value)}")
         if isinstance(self.embeddings, (list, tuple)):
             if not self.embeddings or not all(isinstance(p, str) and p for p in self.embeddings):
                 raise ConfigError("embeddings must be a path, a non-empty list of paths or null, "
@@ -142,12 +144,8 @@ class NERConfig:
                                                   and self.embeddings):
             raise ConfigError("embeddings must be a path, a non-empty list of paths or null, "
                               f"got {self.embeddings!r}")
-        if self.embeddings_format not in EMBEDDINGS_FORMATS:
-            raise ConfigError(f"embeddings_format must be one of {', '.join(EMBEDDINGS_FORMATS)}, "
-                              f"got {self.embeddings_format!r}")
-        if self.tag_scheme not in MODEL_SCHEMES:
-            raise ConfigError(
-                f"tag_scheme must be one of {', '.join(MODEL_SCHEMES)}, got {self.tag_scheme!r}")
+        check_choice("embeddings_format", self.embeddings_format, EMBEDDINGS_FORMATS)
+        check_choice("tag_scheme", self.tag_scheme, MODEL_SCHEMES)
         for name in ("max_sentence_tokens", "max_word_length", "epochs", "batch_size",
                      "char_kernel_size", "min_word_count", "annotate_batch_size",
                      "annotate_max_batch_characters", "tag_batch_size"):
@@ -163,7 +161,8 @@ class NERConfig:
         check_integer("seed", self.seed, minimum=0, maximum=2**32 - 1)
         if not isinstance(self.bucket_boundaries, (list, tuple)):
             raise ConfigError(
-                f"bucket_boundaries must be a list of integers, got {self.bucket_boundaries!r}")
+                "bucket_boundaries must be a list of integers, "
+                f"got {shown_value(self.bucket_boundaries)}")
         # JSON has no tuples; a tuple keeps the setting immutable and comparable.
         self.bucket_boundaries = tuple(self.bucket_boundaries)
         for value in self.bucket_boundaries:
@@ -180,13 +179,9 @@ class NERConfig:
         for name in ("learning_rate", "clip_norm", "assertion_loss_weight"):
             check_number(name, getattr(self, name))
         check_number("lr_decay", self.lr_decay, allow_zero=True)
-        if self.assertion_head not in ASSERTION_HEADS:
-            raise ConfigError(f"assertion_head must be one of {', '.join(ASSERTION_HEADS)}, "
-                              f"got {self.assertion_head!r}")
-        if self.assertion_class_weights not in ASSERTION_CLASS_WEIGHTS:
-            raise ConfigError(
-                f"assertion_class_weights must be one of {', '.join(ASSERTION_CLASS_WEIGHTS)}, "
-                f"got {self.assertion_class_weights!r}")
+        check_choice("assertion_head", self.assertion_head, ASSERTION_HEADS)
+        check_choice("assertion_class_weights", self.assertion_class_weights,
+                     ASSERTION_CLASS_WEIGHTS)
         if not 0.0 <= self.assertion_cue_copies <= 1.0:
             raise ConfigError(
                 f"assertion_cue_copies must be in [0, 1], got {self.assertion_cue_copies!r}")

@@ -177,20 +177,47 @@ def may_be_a_note(value: object) -> bool:
 def shown_value(value: object) -> str:
     """``repr(value)`` for an error message, unless it may hold clinical text.
 
-    A number, ``None`` or a string without whitespace is quoted; a string
-    that :func:`may_be_a_note` or a container (a tokenized sentence given for
-    a setting: ``ner.tag(sentences, more_sentences)``) is described only.
+    A number, ``None`` or a string that reads as a number (``"32"`` typed for
+    a count) is quoted. Any other string is described only: with whitespace it
+    may be a note given in a setting's place (``ner.annotate(note,
+    other_note)``), and a single word may be a name, a record number or a
+    one-word note. So is a container (a tokenized sentence given for a
+    setting: ``ner.tag(sentences, more_sentences)``).
 
     >>> shown_value("32"), shown_value(0.5), shown_value("Seen for chest pain")
     ("'32'", '0.5', 'a str of 19 characters (not shown: it may be a note)')
+    >>> shown_value("Smith")
+    'a str of 5 characters (not shown: it may be a note)'
     >>> shown_value([["Chest", "pain"]])
     'a list (not shown: it may hold a note)'
     """
-    if may_be_a_note(value):
+    if isinstance(value, str) and (may_be_a_note(value) or not _reads_as_number(value)):
         return f"a str of {len(value)} characters (not shown: it may be a note)"
     if value is None or isinstance(value, (str, Number)):
         return repr(value)
     return f"a {type(value).__name__} (not shown: it may hold a note)"
+
+
+def _reads_as_number(text: str) -> bool:
+    # float() takes what a user types for a number: "32", "0.5", "1e-3".
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_choice(name: str, value: object, choices: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``.
+
+    The one check of a setting that takes one of some words; the value given
+    is shown as :func:`shown_value` shows it (a word that is no choice is not
+    quoted: it may be a note's).
+    """
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{setting_name(name)} must be one of {', '.join(choices)}, "
+                          f"got {shown_value(value)}")
 
 
 def check_integer(name: str, value: object, minimum: int = 1,

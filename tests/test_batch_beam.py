@@ -722,6 +722,73 @@ def test_worker_processes_start_with_two_heap_arenas_unless_the_user_set_them(mo
     assert os.environ["MALLOC_ARENA_MAX"] == "4"
 
 
+@pytest.fixture(scope="module")
+def quiet_run_on_two_processes(toy_export, tmp_path_factory) -> subprocess.CompletedProcess:
+    """``clinical-ner batch`` (no ``--verbose``) of one note on two worker processes."""
+    folder = tmp_path_factory.mktemp("quiet")
+    (folder / "note.txt").write_text("aspirin", encoding="utf-8")
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own.
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(
+        [sys.executable, "-m", "clinical_ner", "batch", str(toy_export),
+         "--input", str(folder / "note.txt"), "--output", str(folder / "out"), "--",
+         "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_worker_processes_of_a_quiet_run_log_no_info_lines_on_stderr(
+        quiet_run_on_two_processes):
+    # Audit: each FnApiRunner worker process (multi_processing) printed about 18 INFO lines
+    # on stderr ("Creating insecure control channel ...", "Python sdk harness starting.",
+    # ...): FnApiRunner hands its workers no pipeline options, so they logged at Beam's
+    # default, --default_sdk_harness_log_level or not.
+    info = [line for line in quiet_run_on_two_processes.stderr.splitlines()
+            if line.startswith("INFO")]
+    # Left: what a worker logs before it reads any option (its handler, the options file).
+    before_the_options = ("INFO:__main__:Logging handler created.",
+                          "INFO:__main__:Load pipeline options from file: ")
+    assert len(info) <= 2 * len(before_the_options), info
+    assert all(line.startswith(before_the_options) for line in info), info
+
+
+@pytest.mark.slow
+def test_worker_processes_of_a_quiet_run_keep_tensorflow_s_start_up_lines_off_stderr(
+        quiet_run_on_two_processes):
+    # Audit: each worker process that loaded a SavedModel printed TensorFlow's C++ start-up
+    # lines ("WARNING: All log messages before absl::InitializeLog() ...", "I0000 ...
+    # cudart_stub.cc:31] Could not find cuda drivers ..."), which every command keeps off
+    # stderr unless --verbose.
+    stderr = quiet_run_on_two_processes.stderr
+    assert "absl::InitializeLog" not in stderr
+    assert not re.search(r"^[IWEF]\d{4} ", stderr, re.MULTILINE), stderr[-3000:]
+
+
+def test_worker_processes_get_the_command_s_log_level_or_the_one_given(monkeypatch):
+    import logging
+
+    import clinical_ner.batch.runner as runner
+
+    monkeypatch.delenv(runner.WORKER_OPTIONS_FILE, raising=False)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    for arguments, expected in (
+            ([], {"default_sdk_harness_log_level": str(logging.WARNING)}),
+            (["--default_sdk_harness_log_level=DEBUG",
+              '--sdk_harness_log_level_overrides={"clinical_ner": "INFO"}'],
+             {"default_sdk_harness_log_level": "DEBUG",
+              "sdk_harness_log_level_overrides": {"clinical_ner": "INFO"}})):
+        with runner._worker_log_options(runner._pipeline("FnApiRunner", arguments)):
+            path = Path(os.environ[runner.WORKER_OPTIONS_FILE])
+            assert json.loads(path.read_text(encoding="utf-8")) == {"options": expected}
+        assert not path.exists() and runner.WORKER_OPTIONS_FILE not in os.environ
+    # One the user set is theirs.
+    monkeypatch.setenv(runner.WORKER_OPTIONS_FILE, "mine.json")
+    with runner._worker_log_options(runner._pipeline("FnApiRunner", [])):
+        assert os.environ[runner.WORKER_OPTIONS_FILE] == "mine.json"
+
+
 def test_inputs_and_output_are_checked_before_the_pipeline(toy_export, tmp_path, capsys):
     with pytest.raises(ConfigError, match="no file matches"):
         run_batch(str(toy_export), [str(tmp_path / "*.txt")], str(tmp_path / "out"))
@@ -888,6 +955,43 @@ def test_beam_s_own_error_log_stays_off_stderr_without_verbose(toy_export, tmp_p
                      "--output", str(tmp_path / "out")]) == 70
     error = capsys.readouterr().err
     assert SECRET not in error and "internal error (RuntimeError)" in error
+
+
+def test_beam_s_harmless_warnings_stay_off_stderr_from_worker_processes_too(
+        toy_export, tmp_path, capsys, monkeypatch):
+    # Audit: the launcher dropped Beam's harmless warnings only where they were logged on
+    # its root logger; each worker process's (multi_processing), which Beam's logging
+    # service logs again here, reached stderr: "WARNING apache_beam.runners.portability.
+    # local_job_service: Worker: severity: WARN ... message: \"Resource module is not ...".
+    import logging
+
+    import clinical_ner.batch.runner as runner
+
+    def worker_entry(message: str) -> str:
+        return (f'severity: WARN timestamp {{   seconds: 1   nanos: 2 }} message: "{message}" '
+                'log_location: "base.py:2434" thread: "Thread-12" ')
+
+    def run_logging_as_beam(*args, **kwargs):
+        service = logging.getLogger("apache_beam.runners.portability.local_job_service")
+        for message in ("Resource module is not available for current platform, memory usage "
+                        "cannot be fetched.", "No semi_persistent_directory found:  User "
+                        "registered objects (e.g. schema, logical type) throughregisteries "
+                        "may not be effective", "a worker's warning that matters"):
+            service.warning("Worker: %s", worker_entry(message))
+        logging.warning("Resource module is not available for current platform, memory "
+                        "usage cannot be fetched.")
+        return {"notes": 1, "errors": 0, "tokens": 1, "entities": 0, "workers_litert": 0,
+                "workers_tensorflow": 1}
+
+    monkeypatch.setattr(runner, "run_batch", run_logging_as_beam)
+    # The command line's own stderr handler, as outside pytest (which holds the root's).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(logging.getLogger(), "filters", [])
+    (tmp_path / "note.txt").write_text("aspirin", encoding="utf-8")
+    assert cli_main(["batch", str(toy_export), "--input", str(tmp_path / "note.txt"),
+                     "--output", str(tmp_path / "out")]) == 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "a worker's warning that matters" in error, error
 
 
 class QuotesItsInput:

@@ -221,8 +221,9 @@ def test_exit_codes_say_what_went_wrong(tmp_path):
     # (A bare "predict" reads standard input with the bundled model: not a usage error.)
     usage = run_cli("predict", "--output-format", "pdf", check=False)
     assert usage.returncode == 2 and usage.stderr == (
-        "clinical-ner predict: error: argument --output-format: invalid choice: 'pdf' (choose "
-        "from 'jsonl', 'conll', 'i2b2', 'html') (see 'clinical-ner predict --help')\n")
+        "clinical-ner predict: error: argument --output-format: invalid choice: a str of 3 "
+        "characters (not shown: it may be a note) (choose from 'jsonl', 'conll', 'i2b2', "
+        "'html') (see 'clinical-ner predict --help')\n")
     # An unknown option is named by its command, in one line too.
     unknown = run_cli("train", "--train", "x", "--output", tmp_path / "never", "--embedings",
                       "y", check=False)
@@ -240,6 +241,33 @@ def test_exit_codes_say_what_went_wrong(tmp_path):
     assert missing.returncode == 4
     assert missing.stderr.count("\n") == 1 and missing.stderr.startswith(
         "clinical-ner export: error: ")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["predict", "--output-format", "Zanzibarian"],
+     "clinical-ner predict: error: argument --output-format: invalid choice: a str of 11 "
+     "characters (not shown: it may be a note) (choose from 'jsonl', 'conll', 'i2b2', 'html')"),
+    (["client", "--batch-size", "Zanzibarian was seen", "No fever."],
+     "clinical-ner client: error: argument --batch-size: invalid int value: a str of 20 "
+     "characters (not shown: it may be a note)"),
+    (["Zanzibarian"], "clinical-ner: error: argument COMMAND: invalid choice: a str of 11 "
+                      "characters (not shown: it may be a note) (choose from 'train', "),
+    # A number the user typed for a number is no note: still quoted.
+    (["client", "--batch-size", "1.5"],
+     "clinical-ner client: error: argument --batch-size: invalid int value: '1.5' "),
+])
+def test_a_note_or_word_given_for_an_option_is_described_not_quoted(capsys, arguments,
+                                                                    message):
+    # Audit: argparse quoted an option's value it could not take, which may be a note
+    # given in its place ("invalid choice: 'Zanzibarian was seen...'").
+    from clinical_ner.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(arguments)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(message) and error.count("\n") == 1
+    assert "Zanzibarian" not in error and "fever" not in error
 
 
 def test_a_mistyped_output_or_model_path_is_one_line_before_any_work(tmp_path, capsys):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from clinical_ner.config import NERConfig
-from clinical_ner.errors import ConfigError, ModelError
+from clinical_ner.errors import ConfigError, ModelError, check_integer
 from helpers import REPO_ROOT
 
 
@@ -90,6 +90,42 @@ def test_a_setting_out_of_its_range_is_refused_by_name(tmp_path, setting, json_v
     path.write_text(f'{{"{setting}": {json_value}}}', encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{path}: {setting} must be {expected}, got "):
         NERConfig.from_file(path)
+
+
+# One word where a setting goes: a patient's name, a record number or a one-word note.
+WORD = "Zanzibarian"
+NOT_SHOWN = f"a str of {len(WORD)} characters (not shown: it may be a note)"
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("batch_size", "an integer"), ("dropout", "a number"), ("use_casing", "true or false"),
+    ("tag_scheme", "one of bio, bioes"), ("assertion_head", "one of shared, lstm"),
+    ("embeddings_format", "one of auto, text, word2vec-binary"),
+    ("bucket_boundaries", "a list of integers"),
+])
+def test_a_word_given_for_a_setting_is_described_not_quoted(tmp_path, setting, expected):
+    # Audit: a string with whitespace was described, but a single word was quoted:
+    # "tag_scheme must be one of bio, bioes, got 'Zanzibarian'".
+    with pytest.raises(ConfigError) as raised:
+        NERConfig(**{setting: WORD})
+    assert str(raised.value) == f"{setting} must be {expected}, got {NOT_SHOWN}"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({setting: WORD}), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        NERConfig.from_file(path)
+    assert WORD not in str(raised.value) and str(raised.value).endswith(NOT_SHOWN)
+
+
+def test_a_number_given_for_a_numeric_setting_is_still_quoted():
+    # What the user typed for a number says what went wrong, and it is no clinical text.
+    for value, shown in (("32", "'32'"), (1.5, "1.5")):
+        with pytest.raises(ConfigError, match=rf"^batch_size must be an integer, got {shown}$"):
+            NERConfig(batch_size=value)
+    with pytest.raises(ConfigError, match=r"^batch_size must be a positive integer, got 0$"):
+        check_integer("batch_size", 0)
+    with pytest.raises(ConfigError) as raised:
+        check_integer("batch_size", WORD)
+    assert str(raised.value) == f"batch_size must be a positive integer, got {NOT_SHOWN}"
 
 
 def test_a_setting_given_twice_in_a_file_is_refused(tmp_path):

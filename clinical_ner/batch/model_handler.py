@@ -19,7 +19,9 @@ does not.
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Sequence
@@ -34,6 +36,7 @@ from clinical_ner.artifacts import litert as layout
 from clinical_ner.batch import metrics
 from clinical_ner.batch.worker_memory import release_free_memory
 from clinical_ner.errors import ModelError, messages_withheld
+from clinical_ner.quiet import quiet_tensorflow
 from clinical_ner.text.document import Entity
 from clinical_ner.text.tokenizer import count_tokens
 
@@ -127,6 +130,13 @@ class SavedModelHandler(AnnotatorHandler):
         self.export_dir = resolve_loadable_export(model_path)
 
     def load_model(self) -> Annotator:
+        quiet = logging.getLogger().getEffectiveLevel() > logging.INFO
+        if quiet and "tensorflow" not in sys.modules:
+            # A worker process (multi_processing) imports TensorFlow here, and its C++
+            # start-up lines went to stderr of a quiet run; the process that built the
+            # pipeline imported it already. Logging above INFO is the command's level
+            # (runner._worker_log_options): --verbose keeps the lines, as in the command.
+            quiet_tensorflow()
         from clinical_ner.annotators.saved_model_annotator import SavedModelAnnotator
 
         return SavedModelAnnotator(self.export_dir)

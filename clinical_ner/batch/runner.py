@@ -4,10 +4,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -16,6 +18,7 @@ from apache_beam.io.filesystem import BeamIOError, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
 from clinical_ner.batch import metrics
 from clinical_ner.batch.model_handler import AnnotatorHandler, handler_for
@@ -30,8 +33,8 @@ from clinical_ner.batch.notes import (
 from clinical_ner.batch.sources import ReadNotes
 from clinical_ner.batch.transform import AnnotateNotes
 from clinical_ner.errors import (
-    ClinicalNERError, ConfigError, UnavailableError, check_integer, check_output_folder,
-    irregular_file,
+    ClinicalNERError, ConfigError, UnavailableError, check_choice, check_integer,
+    check_output_folder, irregular_file,
 )
 
 # Beam 2.77's DirectRunner first tries the Prism runner, which downloads a
@@ -47,6 +50,13 @@ DEFAULT_RUNNER = "FnApiRunner"
 # Runners with their own workers (Dataflow, Flink) take it from the workers'
 # environment: docs/guide/annotating-at-scale.md.
 WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2"}
+# FnApiRunner hands its worker processes (multi_processing) none of the pipeline options
+# (their PIPELINE_OPTIONS is "{}"), so each logged at Beam's default, INFO, on its own
+# stderr: about 18 lines, --default_sdk_harness_log_level or not. A worker reads its
+# options from the JSON file this variable names instead (sdk_worker_main.create_harness).
+WORKER_OPTIONS_FILE = "PIPELINE_OPTIONS_FILE"
+# The options of the worker's logging that such a file carries.
+WORKER_LOG_OPTIONS = ("default_sdk_harness_log_level", "sdk_harness_log_level_overrides")
 ENTITIES_PREFIX = "entities"
 ERRORS_PREFIX = "errors"
 SUFFIX = ".jsonl"
@@ -94,8 +104,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
         totals = run_batch("models/clinical_ner/1", ["notes/*.txt"], "out")
         print(totals["notes"], totals["errors"])
     """
-    if input_format not in INPUT_FORMATS:
-        raise ConfigError(f"input format must be one of {list(INPUT_FORMATS)}, got {input_format!r}")
+    check_choice("input_format", input_format, INPUT_FORMATS)
     check_integer("--max-note-bytes", max_note_bytes, maximum=MAX_NOTE_BYTES)
     if id_field == text_field:
         raise ConfigError(f"the id field and the text field are both {id_field!r}; every id "
@@ -117,7 +126,7 @@ def run_batch(model_path: str, inputs: Sequence[str], output: str, *,
      | "ErrorsJson" >> beam.Map(NoteError.to_json_line)
      | WRITE_ERRORS >> beam.io.WriteToText(FileSystems.join(output, ERRORS_PREFIX),
                                            file_name_suffix=SUFFIX, coder=BytesCoder()))
-    with worker_environment(), _output_left_as_found(output):
+    with worker_environment(), _worker_log_options(pipeline), _output_left_as_found(output):
         try:
             result = pipeline.run()
             result.wait_until_finish()
@@ -239,6 +248,36 @@ def worker_environment() -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _worker_log_options(pipeline: beam.Pipeline) -> Iterator[None]:
+    """FnApiRunner's worker processes log at the level of this process's root logger
+    (``clinical-ner batch``: WARNING, INFO with ``--verbose``), or at the
+    ``--default_sdk_harness_log_level`` given, with the ``--sdk_harness_log_level_overrides``
+    given, through a :data:`WORKER_OPTIONS_FILE` while they start.
+
+    A worker still logs two lines at INFO before it reads the file (its logging handler,
+    the file's path). A ``PIPELINE_OPTIONS_FILE`` the user set is left alone, and so are
+    other runners, whose workers are handed their options (and would take this file for
+    all of them).
+    """
+    if not isinstance(pipeline.runner, FnApiRunner) or WORKER_OPTIONS_FILE in os.environ:
+        yield
+        return
+    given = pipeline.options.get_all_options(drop_default=True)
+    options = {name: given[name] for name in WORKER_LOG_OPTIONS if name in given}
+    options.setdefault(WORKER_LOG_OPTIONS[0], str(logging.getLogger().getEffectiveLevel()))
+    descriptor, path = tempfile.mkstemp(prefix="clinical-ner-worker-options-", suffix=".json")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump({"options": options}, file)
+    os.environ[WORKER_OPTIONS_FILE] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(WORKER_OPTIONS_FILE, None)
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def _pipeline(runner: str, pipeline_args: Sequence[str]) -> beam.Pipeline:

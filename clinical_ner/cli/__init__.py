@@ -16,10 +16,13 @@ import importlib
 import logging
 import re
 import sys
+from typing import Any
 
 from clinical_ner.version import __version__
 from clinical_ner.quiet import quiet_tensorflow
-from clinical_ner.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ClinicalNERError
+from clinical_ner.errors import (
+    EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, ClinicalNERError, shown_value,
+)
 
 #: The commands, in the order ``--help`` lists them.
 COMMANDS = ("train", "evaluate", "predict", "card", "export", "serve", "client", "batch",
@@ -36,6 +39,27 @@ class _OneLineErrorParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         print(f"{self.prog}: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(2)
+
+    # argparse quotes a value it cannot convert or that is no choice, and that value may be
+    # a note given in an option's place (--output-format "No fever."): shown as the
+    # library's setting errors show a value (errors.shown_value), numbers only.
+    def _get_value(self, action: argparse.Action, arg_string: str) -> Any:
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as error:
+            # A type's own ArgumentTypeError (ours quote nothing) passes as it is.
+            if not isinstance(error.__context__, (TypeError, ValueError)):
+                raise
+            name = getattr(action.type, "__name__", repr(action.type))
+            raise argparse.ArgumentError(
+                action, f"invalid {name} value: {shown_value(arg_string)}") from None
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {shown_value(value)} (choose from "
+                        f"{', '.join(map(repr, action.choices))})")
+
 
 def _chosen_command(argv: list[str]) -> str | None:
     """The command named on the command line (the first argument that is not an option)."""

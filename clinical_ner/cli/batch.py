@@ -18,15 +18,23 @@ from clinical_ner.errors import EXIT_NOTES_SET_ASIDE, ConfigError
 NAME = "batch"
 HELP = "annotate many notes on Apache Beam (needs the [beam] extra)"
 
-# Warnings Beam 2.77 logs on the root logger in every run, about nothing that
-# matters here: its BigQuery client without apitools, and RunInference's
-# memory probe, which imports torch.
-_HARMLESS_BEAM_WARNINGS = ("apitools not found", "Resource module is not available")
+# Warnings Beam 2.77 logs in every run, about nothing that matters here: its
+# BigQuery client without apitools, RunInference's memory probe, which imports
+# torch, and (each multi_processing worker) the main session it does not use.
+_HARMLESS_BEAM_WARNINGS = ("apitools not found", "Resource module is not available",
+                           "No semi_persistent_directory found")
+# How Beam's logging service logs here again what a worker process logged (the entry as
+# protobuf text: 'severity: WARN timestamp {...} message: "..." log_location: ...').
+_WORKER_ENTRY = "Worker: %s"
+_ENTRY_MESSAGE = 'message: "'
 
 
 class _DropHarmlessBeamWarnings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(_HARMLESS_BEAM_WARNINGS)
+        message = str(record.msg)
+        if message == _WORKER_ENTRY and record.args:
+            message = str(record.args[0]).partition(_ENTRY_MESSAGE)[2]
+        return not message.startswith(_HARMLESS_BEAM_WARNINGS)
 
 
 class _DropBeamErrors(logging.Filter):
@@ -90,9 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger().addFilter(_DropHarmlessBeamWarnings())
-    if not args.verbose:
-        for handler in logging.getLogger().handlers:
+    # On the handlers: a logger's filter skips the records its children pass up (a worker's
+    # warnings, logged again by Beam's logging service).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropHarmlessBeamWarnings())
+        if not args.verbose:
             handler.addFilter(_DropBeamErrors())
     try:
         from clinical_ner.batch.runner import run_batch

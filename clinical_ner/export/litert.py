@@ -44,7 +44,7 @@ from tensorflow.python.framework.convert_to_constants import (
 )
 
 from clinical_ner.version import __version__
-from clinical_ner.errors import os_reason
+from clinical_ner.errors import os_reason, shown_value
 from clinical_ner.export.saved_model import ExportError
 from clinical_ner.model.layers.crf import FORBIDDEN_SCORE, CRF
 from clinical_ner.model.network import ClinicalNERModel
@@ -76,7 +76,7 @@ def export_litert(model_dir: str | Path, output: str | Path, weights: str = "flo
     """
     if weights not in layout.WEIGHT_TYPES:
         raise ExportError(f"--weights must be one of {', '.join(layout.WEIGHT_TYPES)}, "
-                          f"got {weights!r}")
+                          f"got {shown_value(weights)}")
     output = Path(output)
     check_empty_or_new(output)
     check_keras_model_directory(model_dir, "be exported again")

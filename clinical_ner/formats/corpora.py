@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError, DataFormatError, check_number
+from clinical_ner.errors import ConfigError, DataFormatError, check_number, shown_value
 from clinical_ner.formats import Corpus, FORMATS, detect_format, load_corpus
 from clinical_ner.formats.readers import apply_label_map
 from clinical_ner.formats.brat import ATTRIBUTE_PREFIXES, read_assertion_map
@@ -246,7 +246,7 @@ def _corpus_spec(item, index: int, folder: Path, labels: set[str], where: str) -
                               f"the model's labels ({', '.join(sorted(labels))})")
         if how not in LABEL_COVERAGES:
             raise ConfigError(f"{context}: coverage of {label} must be one of "
-                              f"{', '.join(LABEL_COVERAGES)}, got {how!r}")
+                              f"{', '.join(LABEL_COVERAGES)}, got {shown_value(how)}")
     mapped = set(mapped_labels(label_map)) if label_map is not None else None
     full_coverage = {}
     for label in sorted(labels):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clinical_ner.errors import ConfigError, DataFormatError
+from clinical_ner.errors import ConfigError, DataFormatError, shown_value
 from clinical_ner.formats import brat, conll, i2b2
 from clinical_ner.formats.corpus import CORPUS_LAYOUTS, Corpus, check_label_map_entries
 from clinical_ner.text.tags import OUTSIDE, entity_labels, parse_tag
@@ -101,7 +101,8 @@ def load_corpus(
     if format == "auto":
         format = detect_format(path)
     if format not in FORMATS:
-        raise ConfigError(f"unknown corpus format {format!r}; expected auto or one of {FORMATS}")
+        raise ConfigError(f"unknown corpus format {shown_value(format)}; expected auto or one "
+                          f"of {FORMATS}")
     if scheme != "auto" and format != "conll":
         raise ConfigError(f"a tag scheme applies to CoNLL input only, not {format}")
     if assertion_map is not None and format != "brat":

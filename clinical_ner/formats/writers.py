@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from clinical_ner.artifacts import write_text_atomically
-from clinical_ner.errors import ClinicalNERError, ConfigError, os_reason
+from clinical_ner.errors import ClinicalNERError, ConfigError, os_reason, shown_value
 from clinical_ner.formats.jsonl import InputDocument, write_json_line
 from clinical_ner.text.document import ASSERTION_LABEL, Document, Sentence
 from clinical_ner.text.tags import tags_to_mentions
@@ -61,7 +61,7 @@ def check_output_format(output_format: str, output: Path | None) -> None:
     """Raise :class:`ConfigError` unless ``output_format`` is a writer's and ``output`` fits
     it (a folder format needs a folder): before a model is loaded to annotate."""
     if output_format not in WRITERS:
-        raise ConfigError(f"unknown output format {output_format!r}; "
+        raise ConfigError(f"unknown output format {shown_value(output_format)}; "
                           f"choose one of {', '.join(WRITERS)}")
     if output_format in FOLDER_FORMATS and output is None:
         raise ConfigError(f"--output-format {output_format} needs --output DIR "

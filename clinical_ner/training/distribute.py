@@ -38,6 +38,7 @@ import numpy as np
 from clinical_ner.errors import (
     ConfigError,
     UnavailableError,
+    check_choice,
     check_host_port,
     check_integer,
     check_seconds,
@@ -252,9 +253,7 @@ def distribution_for(mode: str | None, cpu_devices: int | None = None,
     import tensorflow as tf
 
     mode = mode or "none"
-    if mode not in DISTRIBUTE_MODES:
-        raise ConfigError(f"--distribute must be one of {', '.join(DISTRIBUTE_MODES)}, "
-                          f"got {mode!r}")
+    check_choice("--distribute", mode, DISTRIBUTE_MODES)
     if connect_timeout_s is not None:
         # TensorFlow takes it in int32 milliseconds: a week at most.
         check_seconds("--connect-timeout", connect_timeout_s, maximum=7 * 24 * 3600)

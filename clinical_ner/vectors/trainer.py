@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Sequence
 
 from clinical_ner.errors import (
-    ClinicalNERError, ConfigError, DataFormatError, check_integer, check_output_file,
-    check_output_folder, os_reason, setting_name)
+    ClinicalNERError, ConfigError, DataFormatError, check_choice, check_integer,
+    check_output_file, check_output_folder, os_reason, setting_name)
 from clinical_ner.vectors.extras import require_extra
 from clinical_ner.vectors.gensim_training import METHODS, train_keyed_vectors
 from clinical_ner.vectors.inputs import (
@@ -125,9 +125,7 @@ def train_vectors(
     """
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]  # one path: a string was read as its characters' paths
-    if method not in METHODS:
-        raise ConfigError(f"{setting_name('method')} must be one of {', '.join(METHODS)}, "
-                          f"got {method!r}")
+    check_choice("method", method, METHODS)
     check_integer("dim", dim, maximum=MAX_DIM)
     for name, value in (("window", window), ("epochs", epochs)):
         check_integer(name, value, maximum=MAX_GENSIM_INT)

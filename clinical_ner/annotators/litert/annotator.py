@@ -10,7 +10,7 @@ import numpy as np
 from clinical_ner.export import signatures
 from clinical_ner.annotators.base import Annotator
 from clinical_ner.config import NERConfig
-from clinical_ner.errors import check_integer
+from clinical_ner.errors import check_integer, shown_value
 from clinical_ner.text.document import ASSERTION_LABEL, Entity
 from clinical_ner.artifacts import litert as layout
 from clinical_ner.annotators.litert.crf import ConstrainedCRF
@@ -111,7 +111,8 @@ class LiteRTAnnotator(Annotator):
                  crf: ConstrainedCRF, network: EmissionsNetwork,
                  parallel: str = "processes") -> None:
         if parallel not in PARALLEL_MODES:
-            raise ValueError(f"parallel must be one of {PARALLEL_MODES}, not {parallel!r}")
+            raise ValueError(f"parallel must be one of {PARALLEL_MODES}, "
+                             f"not {shown_value(parallel)}")
         self.directory = directory
         self.manifest = manifest
         self.config = config
