@@ -155,6 +155,24 @@ def batch_count(lengths: Sequence[int], batch_size: int,
     return int(np.sum(-(-buckets // batch_size)))
 
 
+def _check_one_row_per_token(name: str, rows: Sequence, sentences: Sequence[Sentence]) -> None:
+    """Raise ``ValueError`` unless ``rows`` has one row per sentence, one entry per token.
+
+    :func:`training_dataset` concatenates the rows and cuts them at the sentences'
+    lengths, so a missing row, or one too short or too long, shifted every later
+    sentence's targets onto other tokens, and the model trained on them in silence.
+    """
+    if len(rows) != len(sentences):
+        raise ValueError(f"{name} has {len(rows)} rows for {len(sentences)} sentences; give "
+                         "one row per sentence, in the order of the sentences")
+    for index, (row, sentence) in enumerate(zip(rows, sentences)):
+        if len(row) != len(sentence.tokens):
+            where = f" ({sentence.source})" if sentence.source else ""
+            raise ValueError(f"{name}[{index}] has {len(row)} entries for the "
+                             f"{len(sentence.tokens)} tokens of sentence {index}{where}; "
+                             "encode the same sentences, in the same order")
+
+
 def training_dataset(
     sentences: Sequence[Sentence],
     tag_ids: list[list[int]],
@@ -168,6 +186,10 @@ def training_dataset(
     assertion_ids: list[list[int]] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
+
+    ``tag_ids`` (from :func:`encode_tags`), and ``allowed_tags`` and
+    ``assertion_ids`` when given, hold one row per sentence, one entry per
+    token (else ``ValueError``, naming the first row that does not).
 
     With ``allowed_tags`` (partly labelled data: one bool ``[tokens, K]``
     mask per sentence, from :func:`encode_allowed_tags`) the tag ids become
@@ -191,6 +213,10 @@ def training_dataset(
     time). The draws depend only on ``shuffle_seed`` and the batch's
     position, so they repeat exactly on ``--resume``.
     """
+    for name, rows in (("tag_ids", tag_ids), ("allowed_tags", allowed_tags),
+                       ("assertion_ids", assertion_ids)):
+        if rows is not None:
+            _check_one_row_per_token(name, rows, sentences)
     # A batch never holds more than every sentence, and tf.data reserves room for
     # batch_size elements per bucket: a huge setting ended the process (std::bad_alloc).
     batch_size = min(batch_size, len(sentences))
