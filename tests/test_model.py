@@ -97,6 +97,18 @@ def test_fit_of_a_model_with_assertions_names_its_targets_when_given_tag_ids_alo
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.parametrize("weighting", [{"sample_weight": np.array([1.0, 0.0, 0.0])},
+                                       {"class_weight": {0: 1.0, 1: 5.0, 2: 5.0}}])
+def test_fit_refuses_sample_and_class_weights_instead_of_ignoring_them(weighting):
+    # The CRF loss ignored them: the model trained unweighted, as if they were not given.
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    features = batch([[5, 6, 7], [8, 9, 0], [3, 4, 0]])
+    tag_ids = np.zeros(features["word_ids"].shape, "int32")
+    with pytest.raises(ValueError, match="sample_weight and class_weight are not supported"):
+        model.fit(features, tag_ids, epochs=1, verbose=0, **weighting)
+
+
 def test_decoding_never_produces_an_invalid_bio_sequence():
     model = tiny_model()
     # Emission weights that favour I- tags everywhere.

@@ -273,7 +273,19 @@ class ClinicalNERModel(keras.Model):
         token may take: the CRF loss is then the negative marginal likelihood
         of the allowed paths (:meth:`CRF.partial_log_likelihood`), which
         equals the ordinary one for a row that allows one tag per token.
+
+        ``sample_weight`` (``fit``'s, or its ``class_weight``) is refused with a
+        ``ValueError``: nothing here would weigh by it.
         """
+        if sample_weight is not None:
+            # fit's sample_weight, and its class_weight (which Keras turns into one weight
+            # per row from the argmax over the tokens), were ignored: the model trained
+            # unweighted without a word.
+            raise ValueError(
+                "sample_weight and class_weight are not supported: the loss is the CRF's "
+                "negative log-likelihood of whole sentences; to weigh some sentences more, "
+                "repeat them (clinical-ner train: a corpus's weight in a --corpus file), and "
+                "for assertion classes use the setting assertion_class_weights")
         emissions, probabilities = self.split_outputs(y_pred)
         if self.assertions and not (isinstance(y, (tuple, list)) and len(y) == 2):
             # Tag ids alone would be indexed as the pair: their first rows taken for the
