@@ -122,6 +122,26 @@ def test_decoding_never_produces_an_invalid_bio_sequence():
             assert previous[2:] == current[2:]
 
 
+def test_layers_frozen_to_fine_tune_stay_frozen_after_save_and_load(tmp_path):
+    # The model's config held its constructor's arguments alone: reloaded, every layer
+    # trained again, and the optimizer's saved state no longer fitted its weights.
+    model = tiny_model()
+    for name in ("char_encoder", "bilstm"):
+        model.get_layer(name).trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    features = batch([[5, 6, 7], [8]])
+    model.fit(features, np.zeros(features["word_ids"].shape, "int32"), epochs=1, verbose=0)
+    model.save(tmp_path / "frozen.keras")
+    loaded = keras.saving.load_model(tmp_path / "frozen.keras", safe_mode=True)
+    assert [layer.name for layer in loaded.layers if not layer.trainable] == [
+        "char_encoder", "bilstm"]
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    # A model without layers frozen by hand keeps the config it always had.
+    assert "frozen_layers" not in tiny_model().get_config()
+
+
 @pytest.mark.parametrize("use_casing", [True, False])
 def test_save_load_round_trip_with_safe_mode(tmp_path, use_casing):
     model = tiny_model(use_casing=use_casing, constrain_transitions=use_casing)
