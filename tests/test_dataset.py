@@ -126,3 +126,17 @@ def test_assertion_ids_that_do_not_fit_the_sentences_are_refused():
                          batch_size=8, use_casing=True, shuffle_seed=1, word_dropout=0.0,
                          bucket_boundaries=NERConfig().bucket_boundaries,
                          assertion_ids=[[0, 0, 0]])
+
+
+def test_untagged_sentences_and_no_sentences_are_refused_with_what_is_missing():
+    # A TypeError ("object of type 'NoneType' has no len()") and tf.data's
+    # InvalidArgumentError (a shuffle buffer of 0) before.
+    from clinical_ner.training.dataset import encode_tags
+
+    untagged = Sentence(tokens=["fever"], source="notes.txt:3")
+    with pytest.raises(ValueError, match=r"^notes.txt:3: no tags \(text without annotations\)"):
+        encode_tags([untagged], ["O", "B-problem", "I-problem"], "bio")
+    with pytest.raises(ValueError, match="^no sentences to train on$"):
+        training_dataset([], [], Featurizer(WORDS, CHARS, max_word_length=10), batch_size=8,
+                         use_casing=True, shuffle_seed=1, word_dropout=0.0,
+                         bucket_boundaries=NERConfig().bucket_boundaries)

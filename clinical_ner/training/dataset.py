@@ -20,6 +20,10 @@ def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> 
     index = {tag: position for position, tag in enumerate(tags)}
     encoded = []
     for sentence in sentences:
+        if sentence.tags is None:
+            # to_scheme failed on it with "object of type 'NoneType' has no len()".
+            raise ValueError(f"{sentence.source or 'a sentence'}: no tags (text without "
+                             "annotations); training needs annotated sentences")
         converted = to_scheme(sentence.tags, scheme)
         unknown = sorted({tag for tag in converted if tag not in index})
         if unknown:
@@ -213,6 +217,9 @@ def training_dataset(
     time). The draws depend only on ``shuffle_seed`` and the batch's
     position, so they repeat exactly on ``--resume``.
     """
+    if not sentences:
+        # tf.data's shuffle failed on it with an InvalidArgumentError (buffer_size).
+        raise ValueError("no sentences to train on")
     for name, rows in (("tag_ids", tag_ids), ("allowed_tags", allowed_tags),
                        ("assertion_ids", assertion_ids)):
         if rows is not None:
