@@ -95,8 +95,12 @@ def test_ensemble_of_one_model_is_that_model_and_leaves_its_members_intact():
     ensemble.ensemble_f1([first, second], sentences, gold)
     np.testing.assert_array_equal(first.model.crf.transitions.numpy(), transitions)
 
-    other = KerasAnnotator(second_model, Vocabulary(vocab.words, vocab.chars,
-                                                 list(reversed(vocab.tags))), config)
+    from clinical_ner.model.network import ClinicalNERModel
+
+    reordered = list(reversed(vocab.tags))
+    other = KerasAnnotator(ClinicalNERModel.from_config({**second_model.get_config(),
+                                                         "tags": reordered}),
+                           Vocabulary(vocab.words, vocab.chars, reordered), config)
     with pytest.raises(ClinicalNERError, match="b: its tags differ from those of a"):
         ensemble.check_compatible(["a", "b"], [first, other])
 

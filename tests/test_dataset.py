@@ -102,3 +102,41 @@ def test_the_number_of_batches_is_known_before_the_epoch(count):
                                batch_size=8, use_casing=True, shuffle_seed=1, word_dropout=0.0,
                                bucket_boundaries=NERConfig().bucket_boundaries)
     assert int(dataset.cardinality()) == len(list(dataset))
+
+
+@pytest.mark.parametrize("tag_ids, message", [
+    ([[0, 0], [0]], r"tag_ids\[1\] has 1 entries for the 3 tokens of sentence 1 \(notes.conll:4\)"),
+    ([[0, 0]], "tag_ids has 1 rows for 2 sentences"),
+])
+def test_tag_ids_that_do_not_fit_the_sentences_are_refused_not_shifted(tag_ids, message):
+    # They were concatenated and cut at the sentences' lengths: the second sentence took
+    # the first's leftover ids, and the model trained on tags of other tokens in silence.
+    data = [Sentence(tokens=["chest", "pain"], source="notes.conll:1"),
+            Sentence(tokens=["denies", "fever", "and"], source="notes.conll:4")]
+    with pytest.raises(ValueError, match=message):
+        training_dataset(data, tag_ids, Featurizer(WORDS, CHARS, max_word_length=10),
+                         batch_size=8, use_casing=True, shuffle_seed=1, word_dropout=0.0,
+                         bucket_boundaries=NERConfig().bucket_boundaries)
+
+
+def test_assertion_ids_that_do_not_fit_the_sentences_are_refused():
+    data = [Sentence(tokens=["chest", "pain"], source="notes.conll:1")]
+    with pytest.raises(ValueError, match=r"assertion_ids\[0\] has 3 entries for the 2 tokens"):
+        training_dataset(data, [[0, 0]], Featurizer(WORDS, CHARS, max_word_length=10),
+                         batch_size=8, use_casing=True, shuffle_seed=1, word_dropout=0.0,
+                         bucket_boundaries=NERConfig().bucket_boundaries,
+                         assertion_ids=[[0, 0, 0]])
+
+
+def test_untagged_sentences_and_no_sentences_are_refused_with_what_is_missing():
+    # A TypeError ("object of type 'NoneType' has no len()") and tf.data's
+    # InvalidArgumentError (a shuffle buffer of 0) before.
+    from clinical_ner.training.dataset import encode_tags
+
+    untagged = Sentence(tokens=["fever"], source="notes.txt:3")
+    with pytest.raises(ValueError, match=r"^notes.txt:3: no tags \(text without annotations\)"):
+        encode_tags([untagged], ["O", "B-problem", "I-problem"], "bio")
+    with pytest.raises(ValueError, match="^no sentences to train on$"):
+        training_dataset([], [], Featurizer(WORDS, CHARS, max_word_length=10), batch_size=8,
+                         use_casing=True, shuffle_seed=1, word_dropout=0.0,
+                         bucket_boundaries=NERConfig().bucket_boundaries)

@@ -127,3 +127,23 @@ def test_annotate_batches_many_short_texts_together_and_long_ones_apart():
     for entities in results[1:300]:  # two batches: the first 256, then 44 with a long text
         assert_same_entities(entities, results[0])
     assert_same_entities(results[-1], ner.annotate(long[0], batch_size=1))
+
+
+def test_an_annotator_of_a_model_in_memory_refuses_a_vocabulary_that_does_not_fit_it():
+    # KerasAnnotator(model, vocab, config) wraps a model fine-tuned in Python. Another
+    # model's vocabulary failed only at annotate, deep in the graph, or, of the same sizes,
+    # annotated with other words' rows and other labels.
+    from clinical_ner.model.vocab import Vocabulary
+
+    model, vocab = tiny_model("bioes")
+    config = NERConfig(tag_scheme="bioes")
+    reordered = Vocabulary(vocab.words, vocab.chars, list(reversed(vocab.tags)))
+    with pytest.raises(ValueError, match=r"^vocab does not fit the model's embedding tables and "
+                                         r"outputs \(its tags are not the model's\); give the "
+                                         "vocabulary the model was built with$"):
+        KerasAnnotator(model, reordered, config)
+    longer = Vocabulary(vocab.words + ["nodule"], vocab.chars, vocab.tags)
+    with pytest.raises(ValueError, match=rf"\({len(vocab.words) + 1} words against the "
+                                         rf"model's {len(vocab.words)}\)"):
+        KerasAnnotator(model, longer, config)
+    assert KerasAnnotator(model, vocab, config).vocab is vocab

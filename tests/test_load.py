@@ -232,3 +232,24 @@ def test_a_model_file_that_is_a_whole_zip_but_no_keras_archive_is_named(tmp_path
 def test_clinical_ner_is_the_factory_not_a_type():
     with pytest.raises(TypeError, match=r"ClinicalNER.load\(path\)"):
         ClinicalNER()
+
+
+def test_a_keras_model_file_is_named_with_how_to_make_it_a_model_directory(tmp_path):
+    # What model.save("tuned.keras") writes after model.fit: it was "not a clinical-ner model
+    # directory or export (a file, not a folder); train one with 'clinical-ner train'".
+    from clinical_ner.annotators.load import check_fine_tunable
+    from clinical_ner.pretrained import bundled_model_path
+
+    saved = tmp_path / "tuned.keras"
+    shutil.copyfile(bundled_model_path("clinical") / "model.keras", saved)
+    expected = (rf"^{saved}: a Keras model file, not a model directory; put it in a folder as "
+                r"model.keras, beside the config.json and vocab.json of the model it was "
+                r"trained from, and give that folder$")
+    with pytest.raises(ModelError, match=expected):
+        ClinicalNER.load(saved)
+    with pytest.raises(ModelError, match=expected):
+        check_fine_tunable(saved)
+    other = tmp_path / "note.txt"
+    other.write_text(NOTE, encoding="utf-8")
+    with pytest.raises(ModelError, match=r"\(a file, not a folder\)"):
+        ClinicalNER.load(other)

@@ -97,6 +97,18 @@ def test_fit_of_a_model_with_assertions_names_its_targets_when_given_tag_ids_alo
     assert np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.parametrize("weighting", [{"sample_weight": np.array([1.0, 0.0, 0.0])},
+                                       {"class_weight": {0: 1.0, 1: 5.0, 2: 5.0}}])
+def test_fit_refuses_sample_and_class_weights_instead_of_ignoring_them(weighting):
+    # The CRF loss ignored them: the model trained unweighted, as if they were not given.
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    features = batch([[5, 6, 7], [8, 9, 0], [3, 4, 0]])
+    tag_ids = np.zeros(features["word_ids"].shape, "int32")
+    with pytest.raises(ValueError, match="sample_weight and class_weight are not supported"):
+        model.fit(features, tag_ids, epochs=1, verbose=0, **weighting)
+
+
 def test_decoding_never_produces_an_invalid_bio_sequence():
     model = tiny_model()
     # Emission weights that favour I- tags everywhere.
@@ -108,6 +120,26 @@ def test_decoding_never_produces_an_invalid_bio_sequence():
     for previous, current in zip(sequence, sequence[1:]):
         if current.startswith("I-"):
             assert previous[2:] == current[2:]
+
+
+def test_layers_frozen_to_fine_tune_stay_frozen_after_save_and_load(tmp_path):
+    # The model's config held its constructor's arguments alone: reloaded, every layer
+    # trained again, and the optimizer's saved state no longer fitted its weights.
+    model = tiny_model()
+    for name in ("char_encoder", "bilstm"):
+        model.get_layer(name).trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    features = batch([[5, 6, 7], [8]])
+    model.fit(features, np.zeros(features["word_ids"].shape, "int32"), epochs=1, verbose=0)
+    model.save(tmp_path / "frozen.keras")
+    loaded = keras.saving.load_model(tmp_path / "frozen.keras", safe_mode=True)
+    assert [layer.name for layer in loaded.layers if not layer.trainable] == [
+        "char_encoder", "bilstm"]
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    # A model without layers frozen by hand keeps the config it always had.
+    assert "frozen_layers" not in tiny_model().get_config()
 
 
 @pytest.mark.parametrize("use_casing", [True, False])

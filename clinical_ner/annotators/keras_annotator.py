@@ -39,12 +39,19 @@ class KerasAnnotator(Annotator):
 
     ``model`` is the Keras model (for fine-tuning), ``vocab`` and ``config``
     are those it was trained with, ``module`` is the inference graph that
-    ``clinical-ner export`` saves for TF Serving.
+    ``clinical-ner export`` saves for TF Serving. ``vocab`` must be the one
+    ``model`` was built with (``ValueError`` otherwise).
     """
 
     def __init__(self, model: ClinicalNERModel, vocab: Vocabulary, config: NERConfig) -> None:
         from clinical_ner.model.inference_graph import InferenceModule
 
+        # A model held in memory (fine-tuned in Python) meets its vocabulary here only:
+        # another model's gave ids beyond its tables (an error from deep in the graph at
+        # the first annotate) or, of the same sizes, other words' rows and other labels.
+        if (mismatch := vocabulary_mismatch(vocab, model)) is not None:
+            raise ValueError(f"vocab does not fit the model's embedding tables and outputs "
+                             f"({mismatch}); give the vocabulary the model was built with")
         self.model = model
         self.vocab = vocab
         self.config = config
@@ -100,7 +107,10 @@ class KerasAnnotator(Annotator):
         except OSError:
             # A whole zip whose weights file inside is cut short: h5py cannot open it.
             raise ModelError(truncated_archive_message(directory)) from None
-        _check_vocabulary_fits(directory, vocab, model)
+        if (mismatch := vocabulary_mismatch(vocab, model)) is not None:
+            raise ModelError(f"{directory / VOCAB_FILE}: does not match {MODEL_FILE}'s "
+                             f"embedding tables and outputs ({mismatch}), so it comes from "
+                             "another model; copy the whole model folder again")
         return cls(model, vocab, config)
 
     def export(self, base_path: str | Path, version: int | None = None) -> Path:
@@ -131,8 +141,8 @@ class KerasAnnotator(Annotator):
             {name: value.numpy() for name, value in outputs.items()})
 
 
-def _check_vocabulary_fits(directory: Path, vocab: Vocabulary, model: ClinicalNERModel) -> None:
-    """Raise :class:`ModelError` unless ``vocab.json`` is the one ``model.keras`` was built with.
+def vocabulary_mismatch(vocab: Vocabulary, model: ClinicalNERModel) -> str | None:
+    """How ``vocab`` differs from the vocabulary ``model`` was built with, or ``None``.
 
     Another model's vocabulary gives ids beyond the embedding tables (an
     IndexError, or TensorFlow's InvalidArgumentError mid-run) or wrong tags.
@@ -143,8 +153,6 @@ def _check_vocabulary_fits(directory: Path, vocab: Vocabulary, model: ClinicalNE
              "assertion classes": (list(vocab.assertions), list(model.assertions))}
     for what, (in_vocab, in_model) in sizes.items():
         if in_vocab != in_model:
-            counts = (f"{in_vocab} {what} against the model's {in_model}"
-                      if isinstance(in_vocab, int) else f"its {what} are not the model's")
-            raise ModelError(f"{directory / VOCAB_FILE}: does not match {MODEL_FILE}'s "
-                             f"embedding tables and outputs ({counts}), so it comes from another "
-                             "model; copy the whole model folder again")
+            return (f"{in_vocab} {what} against the model's {in_model}"
+                    if isinstance(in_vocab, int) else f"its {what} are not the model's")
+    return None

@@ -119,6 +119,13 @@ def not_a_model_message(directory: str | os.PathLike) -> str:
     directory = os.fspath(directory)
     if not os.path.exists(directory):
         reason = "no such folder"
+    elif keras_model.is_complete_archive(*os.path.split(directory)):
+        # What model.save("x.keras") writes, after model.fit in Python: "train one with
+        # 'clinical-ner train'" did not say how to use it.
+        return (f"{directory}: a Keras model file, not a model directory; put it in a folder "
+                f"as {keras_model.MODEL_FILE}, beside the {keras_model.CONFIG_FILE} and "
+                f"{keras_model.VOCAB_FILE} of the model it was trained from, and give that "
+                "folder")
     elif os.path.isfile(directory):
         reason = "a file, not a folder"
     elif keras_model.is_unfinished_training(directory):

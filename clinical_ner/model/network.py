@@ -195,6 +195,7 @@ class ClinicalNERModel(keras.Model):
         for name, value in arguments.items():
             setattr(self, name, value)
         self._argument_names = tuple(arguments)
+        self._frozen_as_built = tuple(layer.name for layer in self.layers if not layer.trainable)
 
     @classmethod
     def from_settings(
@@ -273,7 +274,19 @@ class ClinicalNERModel(keras.Model):
         token may take: the CRF loss is then the negative marginal likelihood
         of the allowed paths (:meth:`CRF.partial_log_likelihood`), which
         equals the ordinary one for a row that allows one tag per token.
+
+        ``sample_weight`` (``fit``'s, or its ``class_weight``) is refused with a
+        ``ValueError``: nothing here would weigh by it.
         """
+        if sample_weight is not None:
+            # fit's sample_weight, and its class_weight (which Keras turns into one weight
+            # per row from the argmax over the tokens), were ignored: the model trained
+            # unweighted without a word.
+            raise ValueError(
+                "sample_weight and class_weight are not supported: the loss is the CRF's "
+                "negative log-likelihood of whole sentences; to weigh some sentences more, "
+                "repeat them (clinical-ner train: a corpus's weight in a --corpus file), and "
+                "for assertion classes use the setting assertion_class_weights")
         emissions, probabilities = self.split_outputs(y_pred)
         if self.assertions and not (isinstance(y, (tuple, list)) and len(y) == 2):
             # Tag ids alone would be indexed as the pair: their first rows taken for the
@@ -313,14 +326,29 @@ class ClinicalNERModel(keras.Model):
         arguments["tags"] = list(arguments["tags"])
         arguments["assertions"] = list(arguments["assertions"])
         arguments["assertion_class_weights"] = list(arguments["assertion_class_weights"])
-        return {"name": self.name, "trainable": self.trainable, **arguments}
+        # The layers frozen by hand (layer.trainable = False, to fine-tune the upper layers
+        # only): the constructor rebuilds every layer as its arguments say, so a saved and
+        # reloaded model trained them all again, and its optimizer state no longer fitted.
+        # Recorded only where it differs from what the arguments build, so that the
+        # files of other models stay as they were.
+        frozen = tuple(layer.name for layer in self.layers if not layer.trainable)
+        config = {"name": self.name, "trainable": self.trainable, **arguments}
+        if frozen != self._frozen_as_built:
+            config["frozen_layers"] = list(frozen)
+        return config
 
     @classmethod
     def from_config(cls, config: dict) -> "ClinicalNERModel":
         config = {**_ARGUMENTS_OF_OLD_MODELS, **config}
         if "tag_scheme" not in config:
             config["tag_scheme"] = inventory_scheme(config["tags"])
-        return cls(**config)
+        # Absent where no layer was frozen or unfrozen by hand: the layers stay as built.
+        frozen = config.pop("frozen_layers", None)
+        model = cls(**config)
+        if frozen is not None:
+            for layer in model.layers:
+                layer.trainable = layer.name not in frozen
+        return model
 
 
 def assertion_cross_entropy(probabilities: tf.Tensor, assertion_ids: tf.Tensor,

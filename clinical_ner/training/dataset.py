@@ -20,6 +20,10 @@ def encode_tags(sentences: Sequence[Sentence], tags: list[str], scheme: str) -> 
     index = {tag: position for position, tag in enumerate(tags)}
     encoded = []
     for sentence in sentences:
+        if sentence.tags is None:
+            # to_scheme failed on it with "object of type 'NoneType' has no len()".
+            raise ValueError(f"{sentence.source or 'a sentence'}: no tags (text without "
+                             "annotations); training needs annotated sentences")
         converted = to_scheme(sentence.tags, scheme)
         unknown = sorted({tag for tag in converted if tag not in index})
         if unknown:
@@ -155,6 +159,24 @@ def batch_count(lengths: Sequence[int], batch_size: int,
     return int(np.sum(-(-buckets // batch_size)))
 
 
+def _check_one_row_per_token(name: str, rows: Sequence, sentences: Sequence[Sentence]) -> None:
+    """Raise ``ValueError`` unless ``rows`` has one row per sentence, one entry per token.
+
+    :func:`training_dataset` concatenates the rows and cuts them at the sentences'
+    lengths, so a missing row, or one too short or too long, shifted every later
+    sentence's targets onto other tokens, and the model trained on them in silence.
+    """
+    if len(rows) != len(sentences):
+        raise ValueError(f"{name} has {len(rows)} rows for {len(sentences)} sentences; give "
+                         "one row per sentence, in the order of the sentences")
+    for index, (row, sentence) in enumerate(zip(rows, sentences)):
+        if len(row) != len(sentence.tokens):
+            where = f" ({sentence.source})" if sentence.source else ""
+            raise ValueError(f"{name}[{index}] has {len(row)} entries for the "
+                             f"{len(sentence.tokens)} tokens of sentence {index}{where}; "
+                             "encode the same sentences, in the same order")
+
+
 def training_dataset(
     sentences: Sequence[Sentence],
     tag_ids: list[list[int]],
@@ -168,6 +190,10 @@ def training_dataset(
     assertion_ids: list[list[int]] | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``(features, tag_ids)`` for ``model.fit``.
+
+    ``tag_ids`` (from :func:`encode_tags`), and ``allowed_tags`` and
+    ``assertion_ids`` when given, hold one row per sentence, one entry per
+    token (else ``ValueError``, naming the first row that does not).
 
     With ``allowed_tags`` (partly labelled data: one bool ``[tokens, K]``
     mask per sentence, from :func:`encode_allowed_tags`) the tag ids become
@@ -191,6 +217,13 @@ def training_dataset(
     time). The draws depend only on ``shuffle_seed`` and the batch's
     position, so they repeat exactly on ``--resume``.
     """
+    if not sentences:
+        # tf.data's shuffle failed on it with an InvalidArgumentError (buffer_size).
+        raise ValueError("no sentences to train on")
+    for name, rows in (("tag_ids", tag_ids), ("allowed_tags", allowed_tags),
+                       ("assertion_ids", assertion_ids)):
+        if rows is not None:
+            _check_one_row_per_token(name, rows, sentences)
     # A batch never holds more than every sentence, and tf.data reserves room for
     # batch_size elements per bucket: a huge setting ended the process (std::bad_alloc).
     batch_size = min(batch_size, len(sentences))
