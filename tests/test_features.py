@@ -201,3 +201,29 @@ def test_saved_model_runs_in_plain_tensorflow(featurizer: Featurizer, tmp_path: 
     assert served == {key: value.tolist() for key, value in expected.items()}
     check_core_ops(path)
 
+
+
+def test_the_lean_runtime_s_featurizer_keeps_no_long_token_in_memory() -> None:
+    """A LiteRT worker featurizes notes for its whole life: its token cache must not keep
+    long tokens (base64 blobs, runs of one character), each held whole as the cache's key."""
+    import tracemalloc
+
+    from clinical_ner.annotators.litert.featurize import NumpyFeaturizer
+
+    numpy_featurizer = NumpyFeaturizer(WORDS, CHARS, MAX_WORD_LENGTH)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for number in range(200):  # 10 MB of tokens, each made and dropped as a note's are
+            numpy_featurizer([[f"{number:04d}" + "Q" * 50_000, "pain"]], width=2,
+                             char_width=MAX_WORD_LENGTH)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, f"{kept} bytes kept after featurizing 10 MB of distinct tokens"
+    # Featurized all the same, cached or not.
+    tokens = ["0001" + "Q" * 50_000, "Pain" * 2, "pain"]
+    expected = reference([tokens], WORDS, CHARS, MAX_WORD_LENGTH)
+    ids = numpy_featurizer([tokens], width=3, char_width=MAX_WORD_LENGTH)
+    assert ids["word_ids"].tolist() == expected["word_ids"].tolist()
+    assert ids["casing_ids"].tolist() == expected["casing_ids"].tolist()

@@ -196,6 +196,10 @@ BAD = {
                                     "'signature_name' must be a string, got a number"),
     "unknown signature": ({"signature_name": "nope", "instances": [MARKER]}, 404,
                           "signature 'nope' not found in version 1"),
+    # Quoted as sent, the answer could not be encoded: the connection closed unanswered.
+    "a lone surrogate in the signature name": (
+        b'{"signature_name": "\\ud800", "instances": ["' + MARKER.encode() + b'"]}', 404,
+        "signature '\ufffd' not found in version 1"),
     "wrong input name": ({"inputs": {"txt": [MARKER]}}, 400,
                          "missing ['text'], unexpected ['txt']"),
     "wrong input name in an instance": ({"instances": [{"text": "a"}, {"txt": MARKER}]}, 400,

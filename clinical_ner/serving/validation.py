@@ -39,8 +39,12 @@ class Limits:
 
 
 def clip(name: str) -> str:
-    """A client-chosen name in a log-safe, bounded form."""
-    return name[:64]
+    """A client-chosen name in a log-safe, bounded form.
+
+    A lone surrogate (from a JSON ``"\\ud800"`` escape) becomes U+FFFD: no answer quoting
+    it could be encoded as UTF-8, and the REST connection closed unanswered.
+    """
+    return signatures.replace_lone_surrogates(name[:64])
 
 
 #: The input types the server reads (a signature with another is not served).

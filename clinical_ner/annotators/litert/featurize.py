@@ -72,7 +72,13 @@ class NumpyFeaturizer:
             for column, token in enumerate(sentence):
                 if not token:
                     continue  # "" is padding, as in the graph
-                word_id, casing_id, chars = self.token_features(token)
+                # Only tokens within max_word_length are cached: the cache keeps each key
+                # whole, so distinct long ones (base64 blobs of 100,000 characters) grew a
+                # long-running worker by their size, up to 65,536 of them. They are rare,
+                # and featurizing one costs about what reading it does.
+                featurize = (self.token_features if len(token) <= self.max_word_length
+                             else self._token_features)
+                word_id, casing_id, chars = featurize(token)
                 word_ids[row, column] = word_id
                 casing_ids[row, column] = casing_id
                 spelling_index[row, column] = spelling_rows.setdefault(
