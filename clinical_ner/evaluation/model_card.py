@@ -149,7 +149,8 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     ``language``, ``data_source``, ``attribution`` or ``limitations`` (a list
     of lines); they are kept in ``model_card.json`` for later rewrites.
     ``emit`` is told each unit of ``data`` that ``skip_invalid`` skipped, and (without
-    ``label_map``) the data's labels the model lacks, as ``clinical-ner evaluate`` says them. ``reference``: how the card names the model
+    ``label_map``) the data's labels the model lacks, as ``clinical-ner evaluate`` says
+    them. ``reference``: how the card names the model
     (see :func:`~clinical_ner.evaluation.card_render.render_model_card`).
     """
     unknown = set(fields) - {"name", "description", "language", "data_source", "attribution",
