@@ -387,6 +387,22 @@ def test_a_line_json_cannot_read_is_set_aside_and_the_job_goes_on(toy_export, tm
     assert SECRET not in printed.out + printed.err
 
 
+def test_an_id_holding_a_line_separator_keeps_its_error_record_on_one_line(toy_export,
+                                                                          tmp_path):
+    # U+2028, U+2029 and U+0085 end a line for str.splitlines(): written raw, a reader of
+    # errors-*.jsonl got half a record, as it would of entities-*.jsonl.
+    note_id = "ward\u2028a\u2029b\x85c"
+    write_jsonl(tmp_path / "notes.jsonl", [note_line("n1", "fever"),
+                                           json.dumps({"id": note_id}).encode()])
+
+    run_batch(str(toy_export), [str(tmp_path / "notes.jsonl")], str(tmp_path / "out"),
+              input_format="jsonl")
+
+    assert read_records(tmp_path / "out", "errors") == [
+        {"id": note_id, "source": f"{tmp_path / 'notes.jsonl'}:2",
+         "reason": "field 'text' is missing, expected a string"}]
+
+
 def test_a_file_whose_name_is_not_utf8_is_set_aside_and_the_job_goes_on(toy_export,
                                                                         tmp_path):
     # Its name cannot be an id in any output: it ended the whole batch (exit 70).

@@ -109,6 +109,22 @@ def test_fit_refuses_sample_and_class_weights_instead_of_ignoring_them(weighting
         model.fit(features, tag_ids, epochs=1, verbose=0, **weighting)
 
 
+def test_fit_refuses_a_compiled_loss_instead_of_ignoring_it(tmp_path):
+    # The CRF loss was used whatever compile(loss=...) said, without a word; a model saved
+    # after such a compile must still load (Keras replays the compile).
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", jit_compile=False)
+    features = batch([[5, 6, 7], [8, 9, 0], [3, 4, 0]])
+    tag_ids = np.zeros(features["word_ids"].shape, "int32")
+    with pytest.raises(ValueError, match=r"compile\(loss=\.\.\.\) is not supported"):
+        model.fit(features, tag_ids, epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded(features), model(features), atol=1e-6)
+    loaded.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+    assert np.isfinite(loaded.fit(features, tag_ids, epochs=1, verbose=0).history["loss"][0])
+
+
 def test_decoding_never_produces_an_invalid_bio_sequence():
     model = tiny_model()
     # Emission weights that favour I- tags everywhere.

@@ -243,6 +243,25 @@ def test_card_label_map_scores_and_checks_as_evaluate_does(tmp_path, capsys):
         assert (model / CARD_FILE).read_text(encoding="utf-8") == card
 
 
+def test_card_names_the_data_s_labels_the_model_does_not_know_as_evaluate_does(tmp_path,
+                                                                              capsys):
+    # `evaluate` said why the scores were 0 (BC5CDR's label names); `card` wrote them silently.
+    from clinical_ner.cli import main
+    from clinical_ner.pretrained import bundled_model_path
+
+    model = shutil.copytree(bundled_model_path(), tmp_path / "model")
+    gold = tmp_path / "gold.conll"
+    gold.write_text("Fever\tB-Disease\nand\tO\naspirin\tB-Chemical\nCT\tB-test\n\n",
+                    encoding="utf-8")
+    note = (f"note: {gold}: the model does not know the label(s) Chemical, Disease (it has "
+            "problem, test, treatment): they score 0; map them onto its labels with "
+            "--label-map\n")
+    assert main(["evaluate", str(model), "--data", str(gold)]) == 0
+    assert capsys.readouterr().err == note
+    assert main(["card", str(model), "--data", str(gold)]) == 0
+    assert capsys.readouterr().err == note
+
+
 def _damaged_card_problem(path):
     try:
         json.loads(path.read_text(encoding="utf-8"))

@@ -16,14 +16,13 @@ why), never both. Reasons name positions and sizes, never note text.
 from __future__ import annotations
 
 import codecs
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Union
 
 from clinical_ner.text.document import Entity
-from clinical_ner.formats.jsonl import decode_document, entities_json_line
+from clinical_ner.formats.jsonl import decode_document, entities_json_line, json_line
 from clinical_ner.errors import DataFormatError
 from clinical_ner.export.signatures import replace_lone_surrogates
 from clinical_ner.untrusted_json import (
@@ -56,7 +55,7 @@ class NoteError:
     def to_json_line(self) -> bytes:
         """``{"id", "source", "reason"}`` as one UTF-8 JSON line, without the newline."""
         record = {"id": self.id, "source": self.source, "reason": self.reason}
-        return json.dumps(record, ensure_ascii=False).encode("utf-8")
+        return json_line(record).rstrip("\n").encode("utf-8")
 
 
 Note = tuple[Any, str]

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from clinical_ner.training.dataset import unknown_assertion_classes_note
     from clinical_ner.evaluation.evaluate import (
         check_labels_known, corpus_sentences, evaluate_sentences, has_assertions,
-        report_skipped,
+        report_skipped, unknown_labels_note,
     )
 
     # The model's own files too, a SavedModel's in its version folders: --json
@@ -70,13 +70,10 @@ def run(args: argparse.Namespace) -> int:
     if not sentences:
         # Scores of nothing would read as a model that finds nothing.
         raise DataFormatError(args.data, None, "no sentences to score")
-    unknown = sorted(set(corpus.labels) - set(model_labels)) if (
-        model_labels is not None and labels is None) else []
-    if unknown:
-        # Scored as missed, with no word of why: F1 0 for data of other label names.
-        print(f"note: {args.data}: the model does not know the label(s) {', '.join(unknown)} "
-              f"(it has {', '.join(model_labels)}): they score 0; map them onto its labels "
-              "with --label-map", file=sys.stderr)
+    # With a label map (or a corpus's), check_labels_known refused labels the model lacks.
+    if labels is None and (note := unknown_labels_note(str(args.data), corpus.labels,
+                                                       model_labels)):
+        print(note, file=sys.stderr)
     if not ner.assertion_classes and has_assertions(sentences):
         print(f"note: {args.data}: its problems carry assertions, but the model has none: "
               "no assertion scores", file=sys.stderr)

@@ -31,6 +31,18 @@ def check_labels_known(labels: Sequence[str] | None, model_labels: Sequence[str]
                           f"{', '.join(model_labels)})")
 
 
+def unknown_labels_note(path: str, corpus_labels: Sequence[str],
+                        model_labels: Sequence[str] | None) -> str | None:
+    """The note for data (read without a label map) annotating labels the model lacks, or
+    None: their mentions are scored as missed, F1 0 with no word of why otherwise."""
+    unknown = sorted(set(corpus_labels) - set(model_labels)) if model_labels is not None else []
+    if not unknown:
+        return None
+    return (f"note: {path}: the model does not know the label(s) {', '.join(unknown)} "
+            f"(it has {', '.join(model_labels)}): they score 0; map them onto its labels "
+            "with --label-map")
+
+
 def corpus_sentences(corpus: Corpus) -> list[Sentence]:
     """Every non-empty sentence of a corpus, in document order."""
     return [s for document in corpus.documents for s in document.sentences if s.tokens]

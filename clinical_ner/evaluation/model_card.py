@@ -29,7 +29,9 @@ from clinical_ner.errors import ModelError
 from clinical_ner.untrusted_json import read_json_file
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
-from clinical_ner.evaluation.evaluate import check_labels_known, report_skipped
+from clinical_ner.evaluation.evaluate import (
+    check_labels_known, report_skipped, unknown_labels_note,
+)
 from clinical_ner.artifacts.keras_model import CARD_DATA_FILE, MODEL_FILE
 from clinical_ner.annotators.load import check_keras_model_directory
 from clinical_ner.pretrained import model_reference, resolve_model_path
@@ -146,8 +148,9 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
     become those. ``fields`` set the card's ``name``, ``description``,
     ``language``, ``data_source``, ``attribution`` or ``limitations`` (a list
     of lines); they are kept in ``model_card.json`` for later rewrites.
-    ``emit`` is told each unit of ``data`` that ``skip_invalid`` skipped, as
-    ``clinical-ner evaluate`` lists them. ``reference``: how the card names the model
+    ``emit`` is told each unit of ``data`` that ``skip_invalid`` skipped, and (without
+    ``label_map``) the data's labels the model lacks, as ``clinical-ner evaluate`` says
+    them. ``reference``: how the card names the model
     (see :func:`~clinical_ner.evaluation.card_render.render_model_card`).
     """
     unknown = set(fields) - {"name", "description", "language", "data_source", "attribution",
@@ -165,19 +168,23 @@ def write_model_card(model: str | Path, data: str | Path | None = None,
             check_assertion_map_sources, check_label_map_sources, mapped_labels,
         )
 
-        if label_map is not None:
-            from clinical_ner.model.vocab import Vocabulary
-            from clinical_ner.text.tags import entity_labels
+        from clinical_ner.model.vocab import Vocabulary
+        from clinical_ner.text.tags import entity_labels
 
+        model_labels = entity_labels(Vocabulary.load(model_dir).tags)
+        if label_map is not None:
             # As `evaluate` checks it: a misspelt type would be scored as O, and a label the
             # model lacks as missed.
             check_label_map_sources(label_map, [data], data_format, training=False,
                                     skip_invalid=skip_invalid)
-            check_labels_known(mapped_labels(label_map),
-                               entity_labels(Vocabulary.load(model_dir).tags))
+            check_labels_known(mapped_labels(label_map), model_labels)
         corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
         if emit is not None:
             report_skipped(corpus, str(data), emit)
+            # As `evaluate` notes it (with a label map, check_labels_known refused them).
+            if label_map is None and (note := unknown_labels_note(str(data), corpus.labels,
+                                                                  model_labels)):
+                emit(note)
         if assertion_map is not None:
             # As `evaluate` checks it: a map that reads nothing would put every problem's
             # gold assertion as present on the card.

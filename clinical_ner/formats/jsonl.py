@@ -111,5 +111,9 @@ def entities_json_line(fields: dict[str, Any], entities: list[Entity]) -> str:
     ``clinical-ner predict`` writes ``{"text": ...}`` first, ``clinical-ner
     batch`` ``{"id": ...}``; the entity objects are the same.
     """
-    record = {**fields, "entities": [entity.to_dict() for entity in entities]}
+    return json_line({**fields, "entities": [entity.to_dict() for entity in entities]})
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``record`` as one JSON line (with its newline) that ``str.splitlines()`` keeps whole."""
     return json.dumps(record, ensure_ascii=False).translate(_LINE_SEPARATORS) + "\n"

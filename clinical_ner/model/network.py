@@ -276,8 +276,20 @@ class ClinicalNERModel(keras.Model):
         equals the ordinary one for a row that allows one tag per token.
 
         ``sample_weight`` (``fit``'s, or its ``class_weight``) is refused with a
-        ``ValueError``: nothing here would weigh by it.
+        ``ValueError``: nothing here would weigh by it; so is a ``compile(loss=...)``,
+        which nothing here would use.
         """
+        # The latest compile's loss, as Keras records it to save: a compile without one
+        # leaves self.loss as it was, and get_compile_config() cannot serialize the optimizer
+        # in a traced step. Refused here, not in compile: loading a model saved after
+        # compile(loss=...) replays that compile, and must still load (to annotate, to
+        # recompile).
+        compiled = getattr(self, "_compile_config", None)
+        if compiled is not None and compiled.config.get("loss") is not None:
+            raise ValueError(
+                "compile(loss=...) is not supported: this model trains with its own loss, "
+                "the CRF's negative log-likelihood (plus the assertion cross-entropy), and "
+                "would ignore the one given; compile it without loss")
         if sample_weight is not None:
             # fit's sample_weight, and its class_weight (which Keras turns into one weight
             # per row from the argmax over the tokens), were ignored: the model trained
