@@ -119,6 +119,22 @@ def test_export_refuses_an_artifact_as_its_base_path(tmp_path, capsys, artifact,
     assert sorted(output.iterdir()) == before
 
 
+@pytest.mark.parametrize("url", ["ram://models/clinical_ner", "gs://bucket/models/clinical_ner"])
+def test_export_refuses_a_file_system_url_as_its_base_path(tmp_path, capsys, monkeypatch, url):
+    # ram://... was written to the local folder ram:/models/clinical_ner/1 (pathlib's reading
+    # of the URL), where a server watching the URL never looked; gs://... offline ended in
+    # "internal error (OSError)".
+    from clinical_ner.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "clinical", "--output", url]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner export: error: {url}: a file-system URL; the export writes to a local "
+        "base path only: export there, then copy the version folder it prints to the served "
+        "base path\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("version", ["0", "-3", "9223372036854775808"])
 def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_path, capsys,
                                                                            version):
