@@ -421,6 +421,14 @@ def test_models_config_parses_with_the_stock_proto():
     readme = (SERVING_DIR / "README.md").read_text()
     assert "-v $PWD/models/clinical_ner:/models/clinical_ner" in readme
     assert "--model_config_file=/config/models.config" in readme
+    # Each command that serves with models.config has the export at its base_path: mounted
+    # there (Docker), or exported there (the binary, which read the config's /models/... and
+    # found no versions, while the guide's export was in ./models).
+    blocks = readme.split("```sh")[1:]
+    with_config = [block.split("```")[0] for block in blocks if "--model_config_file=" in block]
+    assert len(with_config) == 2
+    for block in with_config:
+        assert (f":{model.base_path} " in block or f"--output {model.base_path}\n" in block), block
 
 
 def _batching_parameters_class():
