@@ -694,15 +694,16 @@ def test_a_port_that_does_not_speak_grpc_fails_at_once(model_base):
     assert raised.value.exit_code == 2
 
 
-class _Unavailable(grpc.RpcError):
-    """An UNAVAILABLE status with gRPC's ``details``, as a channel raises it."""
+class _Status(grpc.RpcError):
+    """A failed call's status ``code`` with the ``details`` gRPC or the server gave."""
 
-    def __init__(self, details: str) -> None:
+    def __init__(self, details: str, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> None:
         super().__init__(details)
         self._details = details
+        self._code = code
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
+        return self._code
 
     def details(self) -> str:
         return self._details
@@ -712,8 +713,26 @@ def _unavailable_rpc(details: str, attempts: list) -> Callable[..., Any]:
     """An RPC that fails each attempt (appended to ``attempts``) UNAVAILABLE with ``details``."""
     def rpc(request: Any, timeout: float) -> Any:
         attempts.append(request)
-        raise _Unavailable(details)
+        raise _Status(details)
     return rpc
+
+
+def test_tf_servings_batching_refusal_of_a_large_batch_says_to_lower_the_batch_size():
+    # TF Serving with --enable_batching refuses more rows than max_batch_size with
+    # INVALID_ARGUMENT; it was an InvalidRequestError, as if the documents were malformed,
+    # with no word of batch_size.
+    def rpc(request: Any, timeout: float) -> Any:
+        rows = request.inputs[sig.TEXT].tensor_shape.dim[0].size
+        raise _Status(f"Task size {rows} is larger than maximum batch size 64",
+                      grpc.StatusCode.INVALID_ARGUMENT)
+
+    with ServingClient("localhost:8500", MODEL, batch_size=100) as client:
+        client._predict_rpc = rpc
+        with pytest.raises(RequestTooLargeError, match=r"^Predict to localhost:8500 failed with "
+                           r"INVALID_ARGUMENT: Task size 70 is larger than maximum batch size "
+                           r"64; lower batch_size \(this client sends up to 100 documents per "
+                           r"request\)$"):
+            client.annotate(["fever"] * 70)
 
 
 @pytest.mark.parametrize("reason", ["Domain name not found", "Name or service not known"])

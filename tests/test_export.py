@@ -119,6 +119,22 @@ def test_export_refuses_an_artifact_as_its_base_path(tmp_path, capsys, artifact,
     assert sorted(output.iterdir()) == before
 
 
+@pytest.mark.parametrize("url", ["ram://models/clinical_ner", "gs://bucket/models/clinical_ner"])
+def test_export_refuses_a_file_system_url_as_its_base_path(tmp_path, capsys, monkeypatch, url):
+    # ram://... was written to the local folder ram:/models/clinical_ner/1 (pathlib's reading
+    # of the URL), where a server watching the URL never looked; gs://... offline ended in
+    # "internal error (OSError)".
+    from clinical_ner.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "clinical", "--output", url]) == 1
+    assert capsys.readouterr().err == (
+        f"clinical-ner export: error: {url}: a file-system URL; the export writes to a local "
+        "base path only: export there, then copy the version folder it prints to the served "
+        "base path\n")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("version", ["0", "-3", "9223372036854775808"])
 def test_export_refuses_a_bad_version_naming_the_option_and_makes_no_folder(tmp_path, capsys,
                                                                            version):
@@ -405,6 +421,14 @@ def test_models_config_parses_with_the_stock_proto():
     readme = (SERVING_DIR / "README.md").read_text()
     assert "-v $PWD/models/clinical_ner:/models/clinical_ner" in readme
     assert "--model_config_file=/config/models.config" in readme
+    # Each command that serves with models.config has the export at its base_path: mounted
+    # there (Docker), or exported there (the binary, which read the config's /models/... and
+    # found no versions, while the guide's export was in ./models).
+    blocks = readme.split("```sh")[1:]
+    with_config = [block.split("```")[0] for block in blocks if "--model_config_file=" in block]
+    assert len(with_config) == 2
+    for block in with_config:
+        assert (f":{model.base_path} " in block or f"--output {model.base_path}\n" in block), block
 
 
 def _batching_parameters_class():

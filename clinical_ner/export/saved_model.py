@@ -23,7 +23,7 @@ import tensorflow as tf
 from clinical_ner.artifacts.keras_model import MODEL_FILE, is_model_directory
 from clinical_ner.artifacts.litert import looks_like_litert_export
 from clinical_ner.artifacts.saved_model import (
-    MAX_VERSION, holds_saved_model, numbered_dirs, read_saved_model,
+    MAX_VERSION, holds_saved_model, is_local, numbered_dirs, read_saved_model,
 )
 from clinical_ner.errors import ClinicalNERError, check_integer, setting_name
 
@@ -95,12 +95,19 @@ def check_base_path(base_path: str | os.PathLike, version: int | None = None) ->
     new version nested inside it, where TF Serving watching the real base path
     never looks; a ``version`` that exists is never overwritten, and without
     one the base path must have a number left above its highest version
-    (:class:`ExportError`).
+    (:class:`ExportError`). A file-system URL (``gs://...``) is refused too.
     """
     if version is not None:
         # The clients' check too: one wording of the bound wherever a version is given.
         check_integer("version", version, maximum=MAX_VERSION)
     base = os.fspath(base_path)
+    if not is_local(base):
+        # pathlib reads gs://bucket/x as the local folder gs:/bucket/x, so the version went
+        # there, where the server watching the URL never looks; and the rename that hides a
+        # half-written version from TF Serving is atomic on a local file system only.
+        raise ExportError(f"{base}: a file-system URL; the export writes to a local base path "
+                          "only: export there, then copy the version folder it prints to the "
+                          "served base path")
     if holds_saved_model(base):
         parent = os.path.dirname(os.path.normpath(base)) or os.curdir
         what = (f"a SavedModel version folder; give the base path that holds the versions "

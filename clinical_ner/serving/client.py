@@ -114,9 +114,10 @@ _KEEPALIVE_TIME_MS = 10_000
 # behind the response bytes still in flight, so a short timeout cuts off slow
 # but healthy clients receiving large responses.
 _PING_TIMEOUT_MS = 60_000
-# What a server's RESOURCE_EXHAUSTED says of a request that holds too many rows (the
-# development server's --max-documents) or too many bytes (gRPC's message size limit):
-# smaller batches mend both, longer documents neither.
+# What a server's refusal says of a request that holds too many rows (the development
+# server's --max-documents; TF Serving's max_batch_size, "larger than maximum batch size")
+# or too many bytes (gRPC's message size limit, "larger than max"): smaller batches mend
+# them all, longer documents none.
 _TOO_LARGE_A_BATCH = ("per request", "larger than max")
 # What gRPC's UNAVAILABLE details say of a connection the server ended without a word:
 # a TLS server's answer to a plaintext client (gRPC's; the REST one of `serve`).

@@ -46,7 +46,8 @@ class InvalidRequestError(ServingError, ValueError):
 
 
 class RequestTooLargeError(ServingError):
-    """The server refused the request's size (``RESOURCE_EXHAUSTED``); send smaller batches."""
+    """The server refused the request's size (``RESOURCE_EXHAUSTED``, or the ``INVALID_ARGUMENT``
+    of TF Serving's batching for more rows than its ``max_batch_size``); send smaller batches."""
 
 
 class ServerUnavailableError(ServingError):
@@ -180,6 +181,12 @@ _ERROR_CLASSES = {
 }
 
 
+# How TF Serving's batching (--enable_batching) refuses a request of more rows than its
+# max_batch_size: INVALID_ARGUMENT "Task size 100 is larger than maximum batch size 64"
+# (tensorflow/core/kernels/batching_util). The request is too large, not malformed.
+_BATCH_OVER_MAX_BATCH_SIZE = "is larger than maximum batch size"
+
+
 def safe_details(error: grpc.RpcError, quoted: list[str]) -> str:
     """The server's message of ``error``, withheld if it quotes one of the ``quoted`` texts."""
     details = error.details() or ""
@@ -197,8 +204,11 @@ def error_from_rpc(call: str, error: grpc.RpcError, quoted: list[str],
     what a request holds, whose messages may name its rows.
     """
     code = error.code()
+    details = safe_details(error, quoted)
     error_class = _ERROR_CLASSES.get(code, ServingError)
-    message = f"{call} failed with {code.name}: {safe_details(error, quoted)}"
+    if code is grpc.StatusCode.INVALID_ARGUMENT and _BATCH_OVER_MAX_BATCH_SIZE in details:
+        error_class = RequestTooLargeError
+    message = f"{call} failed with {code.name}: {details}"
     if error_class not in (InvalidRequestError, RequestTooLargeError):
         rows = None
     return error_class(message, code, rows, items)
