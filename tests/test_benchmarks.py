@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,42 @@ def test_readme_section_is_replaced_between_the_markers_only(tmp_path):
     (tmp_path / "plain.md").write_text("no markers\n", encoding="utf-8")
     assert bench_report.update_readme(tmp_path / "plain.md", tmp_path) is False
     assert (tmp_path / "plain.md").read_text(encoding="utf-8") == "no markers\n"
+
+
+def _readme_only(tmp_path, monkeypatch, results_dir) -> Path:
+    """``run --readme-only`` on a README of one measured row in ``tmp_path``; returns it."""
+    from benchmarks import run
+
+    (tmp_path / "benchmarks").mkdir()
+    readme = tmp_path / "benchmarks" / "README.md"
+    readme.write_text(f"# Benchmarks\n\n{bench_report.START_MARKER}\n| bc5cdr | measured |\n"
+                      f"{bench_report.END_MARKER}\n", encoding="utf-8")
+    monkeypatch.setattr(run, "REPO_ROOT", tmp_path)
+    run.main(["--readme-only", "--results-dir", str(results_dir)])
+    return readme
+
+
+def test_readme_only_refuses_a_missing_results_dir_and_keeps_the_tables(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match=r"--results-dir .*typo: no such folder; the tables"):
+        _readme_only(tmp_path, monkeypatch, tmp_path / "typo")
+    assert (tmp_path / "benchmarks" / "README.md").read_text(encoding="utf-8").count(
+        "| bc5cdr | measured |") == 1
+
+
+def test_readme_only_names_an_older_or_broken_result_file(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    # Another harness's file beside them is not a corpus result and is left alone.
+    (results / "litert.json").write_text('{"command": "x"}', encoding="utf-8")
+    (results / "bc5cdr.json").write_text(json.dumps(
+        {"schema_version": 0, "corpus": "bc5cdr", "mode": "full"}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bc5cdr\.json: schema_version 0, this version reads 1"):
+        _readme_only(tmp_path, monkeypatch, results)
+    assert "| bc5cdr | measured |" in (tmp_path / "benchmarks" / "README.md").read_text(
+        encoding="utf-8")
+    (results / "bc5cdr.json").write_text('{"corpus": "bc5cdr",\n "mode": "full"', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bc5cdr\.json: line 2: not JSON"):
+        bench_report.load_results(results)
 
 
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
