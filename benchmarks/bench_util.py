@@ -5,6 +5,7 @@ README renderer can use it cheaply.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -391,6 +393,23 @@ def slice_i2b2(source: Path, target: Path, sentences: int) -> int:
         text = text_file.read_text(encoding="utf-8")
         copied += sum(1 for line in text.splitlines() if line.strip())
     return copied
+
+
+def output_file(value: str) -> Path:
+    """``type=`` of a result file's ``--output``: checked before the run, not after its minutes."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A file made and removed in the folder: os.access says yes to root on a
+        # read-only mount, and creating the output itself would leave it empty on failure.
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"{value}: cannot write there ({error.strerror}: {error.filename})") from None
+    return path
 
 
 def write_json(path: Path, report: dict) -> None:

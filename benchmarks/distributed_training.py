@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, free_port, log, machine_facts, slice_conll, subprocess_env, write_json,
+    REPO_ROOT, free_port, log, machine_facts, output_file, slice_conll, subprocess_env,
+    write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -89,7 +90,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--work-dir", type=Path,
                         default=REPO_ROOT / "benchmarks" / "work" / "distributed")
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--output", type=output_file,
                         default=REPO_ROOT / "benchmarks" / "results" / "distributed_training.json")
     args = parser.parse_args()
     if args.epochs < 2:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, proc_status_kb,
-    write_json,
+    output_file, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-positions", type=int, action="append", dest="chunk_positions")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--notes", type=int, default=50_000)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--output", type=output_file)
     parser.add_argument("--worker", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:

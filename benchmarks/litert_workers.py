@@ -42,7 +42,7 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, same_entities,
-    summarize_seconds, write_json,
+    output_file, summarize_seconds, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch-characters", type=int, action="append", default=[])
     parser.add_argument("--notes", type=int, default=2000)
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=output_file, required=True)
     args = parser.parse_args(argv)
 
     from clinical_ner.annotators.litert import annotator as litert_annotator

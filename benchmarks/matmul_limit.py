@@ -31,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench_util import REPO_ROOT, cpu_model, load_average, subprocess_env
+from benchmarks.bench_util import (
+    REPO_ROOT, cpu_model, load_average, output_file, subprocess_env,
+)
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-second", action="append", default=[], metavar="NAME=N")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--output", type=output_file, help="write the results as JSON here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

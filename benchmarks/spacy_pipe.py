@@ -54,6 +54,7 @@ from benchmarks.bench_util import (
     load_average,
     log,
     machine_facts,
+    output_file,
     summarize_seconds,
     throughput,
     write_json,
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipe-batch-size", type=int, action="append", dest="pipe_batch_sizes",
                         help="nlp.pipe batch_size; repeatable (default: 1000, spaCy's, and 64)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--output", type=output_file)
     args = parser.parse_args(argv)
     pipe_batch_sizes = args.pipe_batch_sizes or [1000, 64]
 

@@ -1,6 +1,7 @@
 """The benchmark harness: a --quick run end to end, and its helpers and README tables."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
@@ -181,6 +182,32 @@ def test_readme_only_names_an_older_or_broken_result_file(tmp_path, monkeypatch)
     (results / "bc5cdr.json").write_text('{"corpus": "bc5cdr",\n "mode": "full"', encoding="utf-8")
     with pytest.raises(SystemExit, match=r"bc5cdr\.json: line 2: not JSON"):
         bench_report.load_results(results)
+
+
+@pytest.mark.parametrize("script, arguments", [
+    ("litert_profile", ["--export", "no-export", "--data", "no-data"]),
+    ("litert_workers", ["--export", "no-export"]),
+])
+def test_an_output_that_cannot_be_written_stops_before_the_run(script, arguments, tmp_path,
+                                                               capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    # A file where the folder should be: unwritable even for root, as CI runs.
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "--output", str(tmp_path / "a-file" / "result.json")])
+    assert stopped.value.code == 2
+    assert ("argument --output: " + str(tmp_path / "a-file" / "result.json")
+            + ": cannot write there (") in capsys.readouterr().err
+
+
+def test_output_file_accepts_a_new_file_in_a_new_folder_and_refuses_a_folder(tmp_path):
+    path = bench_util.output_file(str(tmp_path / "new" / "result.json"))
+    assert path == tmp_path / "new" / "result.json"
+    assert list((tmp_path / "new").iterdir()) == []  # nothing left behind
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder, not a file"):
+        bench_util.output_file(str(tmp_path))
 
 
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
