@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -393,6 +394,11 @@ def slice_i2b2(source: Path, target: Path, sentences: int) -> int:
         text = text_file.read_text(encoding="utf-8")
         copied += sum(1 for line in text.splitlines() if line.strip())
     return copied
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command a result file records: ``python -m <module>`` and the arguments given."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def output_file(value: str) -> Path:

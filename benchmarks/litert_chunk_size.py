@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, proc_status_kb,
-    output_file, write_json,
+    REPO_ROOT, command_line, conll_notes, i2b2_documents, load_average, log, machine_facts,
+    output_file, proc_status_kb, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chunkings = [(size, positions) for size in args.chunk_sizes or [16, 32]
                  for positions in args.chunk_positions or [0]]
-    report: dict = {"machine": machine_facts(), "export": str(args.export),
+    report: dict = {"command": command_line("benchmarks.litert_chunk_size", argv),
+                    "machine": machine_facts(), "export": str(args.export),
                     "repeats": args.repeats, "notes": args.notes,
                     "tokens_per_second": {}, "batch_worker_memory": {}}
     for workers in (1, 2):

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, same_entities,
-    output_file, summarize_seconds, write_json,
+    REPO_ROOT, command_line, conll_notes, i2b2_documents, load_average, log, machine_facts,
+    output_file, same_entities, summarize_seconds, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_characters:
         litert_annotator.PROCESS_MIN_CHARACTERS = 0
 
-    report = {"machine": machine_facts(), "load_average_start": load_average(),
+    report = {"command": command_line("benchmarks.litert_workers", argv),
+              "machine": machine_facts(), "load_average_start": load_average(),
               "export": str(args.export), "workers": args.workers, "repeats": args.repeats,
               "corpora": {}}
     one = LiteRTAnnotator.load(args.export, workers=1)

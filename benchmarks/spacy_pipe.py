@@ -49,6 +49,7 @@ from typing import Callable
 
 from benchmarks.bench_util import (
     REPO_ROOT,
+    command_line,
     conll_notes,
     i2b2_documents,
     load_average,
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_ner import ClinicalNER
     from clinical_ner.text.tokenizer import split_sentences
 
-    report = {"machine": machine_facts(), "model": args.model, "repeats": args.repeats,
+    report = {"command": command_line("benchmarks.spacy_pipe", argv),
+              "machine": machine_facts(), "model": args.model, "repeats": args.repeats,
               "spacy": spacy.__version__, "corpora": {}}
     ner = ClinicalNER.load(args.model)
     nlp = spacy.blank("en")

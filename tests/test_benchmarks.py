@@ -210,6 +210,23 @@ def test_output_file_accepts_a_new_file_in_a_new_folder_and_refuses_a_folder(tmp
         bench_util.output_file(str(tmp_path))
 
 
+@pytest.mark.slow
+def test_the_spacy_pipe_result_file_records_its_command(tmp_path, monkeypatch):
+    from benchmarks import spacy_pipe
+
+    # One short note instead of the corpora: what is checked is what the file records.
+    monkeypatch.setattr(spacy_pipe, "corpora", lambda data, sentences: {
+        "one": ["CT of the chest showed a 2 cm nodule."]})
+    output = tmp_path / "spacy-pipe.json"
+    spacy_pipe.main(["--repeats", "1", "--pipe-batch-size", "8", "--output", str(output)])
+    report = json.loads(output.read_text(encoding="utf-8"))
+    assert report["command"] == (f"python -m benchmarks.spacy_pipe --repeats 1 "
+                                 f"--pipe-batch-size 8 --output {output}")
+    machine = report["machine"]
+    assert machine["cpu_model"] and machine["cpu_count"]
+    assert machine["load_average_start"] and machine["load_average_end"]
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
