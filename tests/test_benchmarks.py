@@ -227,6 +227,18 @@ def test_the_spacy_pipe_result_file_records_its_command(tmp_path, monkeypatch):
     assert machine["load_average_start"] and machine["load_average_end"]
 
 
+def test_assertion_table_refuses_a_missing_results_dir(tmp_path, capsys):
+    from benchmarks import assertion_bench
+
+    with pytest.raises(SystemExit) as stopped:
+        assertion_bench.main(["--table", "--results-dir", str(tmp_path / "assertion")])
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert f"--results-dir {tmp_path / 'assertion'}: no such folder (--table reads one)" in (
+        captured.err)
+    assert "| run |" not in captured.out
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
