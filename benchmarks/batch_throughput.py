@@ -43,8 +43,10 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT,
-    cpu_model,
+    command_line,
     conll_notes,
+    core_counts,
+    cpu_model,
     i2b2_documents,
     load_average,
     log,
@@ -271,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         "--output", str(export.parent), "--version", "1"], check=True,
                        env=subprocess_env())
     engines = args.engines.split(",")
-    report = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-              "cpu_model": cpu_model(), "load_average_start": load_average(),
+    report = {"command": command_line("benchmarks.batch_throughput", argv),
+              "cpu_model": cpu_model(), **core_counts(), "load_average_start": load_average(),
               "datasets": {}}
     for name, dataset in build_datasets(args.data_root, args.work_dir, args.notes).items():
         if name.split("-")[0] not in args.datasets.split(","):

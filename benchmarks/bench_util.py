@@ -307,6 +307,15 @@ def load_average() -> list[float] | None:
         return None
 
 
+def core_counts() -> dict:
+    """The machine's cores and those this process may use (a container's or taskset's share)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {"cpu_count": os.cpu_count(), "cpus_usable": affinity}
+
+
 def machine_facts() -> dict:
     """Where the figures were measured. Imports TensorFlow and Keras for their versions."""
     import grpc
@@ -318,13 +327,8 @@ def machine_facts() -> dict:
     # count as a change: an --all run rewrites them between corpora.
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
                   ":(exclude)benchmarks/results", ":(exclude)README.md")
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
     return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
+        **core_counts(),
         "cpu_model": cpu_model(),
         "cpu_features": cpu_features(),
         "memory_total_mb": _mem_total_mb(),

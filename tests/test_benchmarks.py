@@ -239,6 +239,20 @@ def test_assertion_table_refuses_a_missing_results_dir(tmp_path, capsys):
     assert "| run |" not in captured.out
 
 
+def test_the_batch_throughput_result_file_records_its_command_and_cores(tmp_path, monkeypatch):
+    from benchmarks import batch_throughput
+
+    monkeypatch.setattr(batch_throughput, "build_datasets", lambda *args: {})  # no engine runs
+    results = tmp_path / "batch.json"
+    argv = ["--model", str(tmp_path), "--litert-export", str(tmp_path), "--work-dir",
+            str(tmp_path / "work"), "--results", str(results)]
+    batch_throughput.main(argv)
+    report = json.loads(results.read_text(encoding="utf-8"))
+    assert report["command"] == "python -m benchmarks.batch_throughput " + " ".join(argv)
+    assert report["cpu_model"] and report["cpu_count"] and report["cpus_usable"]
+    assert report["load_average_start"] and report["load_average_end"]
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
