@@ -50,6 +50,7 @@ from benchmarks.bench_util import (
     i2b2_documents,
     load_average,
     log,
+    output_file,
     proc_status_kb,
     subprocess_env,
 )
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run this LiteRT export in every engine instead of the SavedModel")
     parser.add_argument("--datasets", default="bc5cdr,maccrobat",
                         help="comma-separated, of bc5cdr, maccrobat")
-    parser.add_argument("--results", type=Path,
+    parser.add_argument("--results", type=output_file,
                         default=REPO_ROOT / "benchmarks" / "results" / "batch.json")
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", type=Path, help=argparse.SUPPRESS)

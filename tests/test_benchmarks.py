@@ -184,21 +184,22 @@ def test_readme_only_names_an_older_or_broken_result_file(tmp_path, monkeypatch)
         bench_report.load_results(results)
 
 
-@pytest.mark.parametrize("script, arguments", [
-    ("litert_profile", ["--export", "no-export", "--data", "no-data"]),
-    ("litert_workers", ["--export", "no-export"]),
+@pytest.mark.parametrize("script, arguments, option", [
+    ("litert_profile", ["--export", "no-export", "--data", "no-data"], "--output"),
+    ("litert_workers", ["--export", "no-export"], "--output"),
+    ("batch_throughput", ["--model", "no-model", "--work-dir", "no-work"], "--results"),
 ])
-def test_an_output_that_cannot_be_written_stops_before_the_run(script, arguments, tmp_path,
-                                                               capsys):
+def test_an_output_that_cannot_be_written_stops_before_the_run(script, arguments, option,
+                                                               tmp_path, capsys):
     import importlib
 
     main = importlib.import_module(f"benchmarks.{script}").main
     (tmp_path / "a-file").write_text("", encoding="utf-8")
     # A file where the folder should be: unwritable even for root, as CI runs.
     with pytest.raises(SystemExit) as stopped:
-        main([*arguments, "--output", str(tmp_path / "a-file" / "result.json")])
+        main([*arguments, option, str(tmp_path / "a-file" / "result.json")])
     assert stopped.value.code == 2
-    assert ("argument --output: " + str(tmp_path / "a-file" / "result.json")
+    assert (f"argument {option}: " + str(tmp_path / "a-file" / "result.json")
             + ": cannot write there (") in capsys.readouterr().err
 
 
