@@ -56,6 +56,7 @@ from benchmarks.bench_util import (
 )
 
 ENGINES = ("in-process", "beam-1", "beam-2", "spark")
+DATASETS = ("bc5cdr", "maccrobat")  # build_datasets' names, before any "-<notes>"
 DEFAULT_WORK_DIR = REPO_ROOT / "benchmarks" / "work" / "batch"
 # The JSON lines this harness writes (build_datasets).
 NOTE_SCHEMA = "id LONG, text STRING"
@@ -249,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, of {', '.join(ENGINES)}")
     parser.add_argument("--litert-export", type=Path,
                         help="run this LiteRT export in every engine instead of the SavedModel")
-    parser.add_argument("--datasets", default="bc5cdr,maccrobat",
-                        help="comma-separated, of bc5cdr, maccrobat")
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help=f"comma-separated, of {', '.join(DATASETS)}")
     parser.add_argument("--results", type=output_file,
                         default=REPO_ROOT / "benchmarks" / "results" / "batch.json")
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
@@ -258,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # A misspelt name would otherwise be found out after the export and the data are
+    # built: as a failed child for an engine, or, for a dataset, a results file of none.
+    for option, names, known in (("--engines", args.engines, ENGINES),
+                                 ("--datasets", args.datasets, DATASETS)):
+        unknown = [name for name in names.split(",") if name not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)} (choose from "
+                         f"{', '.join(known)})")
     if args.child:
         result = run_engine(args.child, args.dataset, args.model, args.export, args.out)
         print(json.dumps(result))

@@ -254,6 +254,27 @@ def test_the_batch_throughput_result_file_records_its_command_and_cores(tmp_path
     assert report["load_average_start"] and report["load_average_end"]
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--datasets", "bc5cdr,maccrobta", "--datasets: unknown maccrobta (choose from bc5cdr, "
+                                       "maccrobat)"),
+    ("--engines", "in-process,beam2", "--engines: unknown beam2 (choose from in-process, "
+                                      "beam-1, beam-2, spark)"),
+])
+def test_batch_throughput_refuses_an_unknown_dataset_or_engine_before_the_run(
+        option, value, message, tmp_path, monkeypatch, capsys):
+    from benchmarks import batch_throughput
+
+    built = []
+    monkeypatch.setattr(batch_throughput, "build_datasets", lambda *args: built.append(args) or {})
+    results = tmp_path / "batch.json"
+    with pytest.raises(SystemExit) as stopped:
+        batch_throughput.main(["--model", str(tmp_path), "--litert-export", str(tmp_path),
+                               "--work-dir", str(tmp_path / "work"), "--results", str(results),
+                               option, value])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert built == [] and not results.exists()
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
