@@ -405,6 +405,21 @@ def command_line(module: str, argv: Sequence[str] | None) -> str:
     return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
+def check_litert_export(parser: argparse.ArgumentParser, export: Path) -> None:
+    """Stop with ``parser``'s one-line error unless ``export`` is a LiteRT export.
+
+    Called after parsing, not as a ``type=``: the docs' commands with a placeholder
+    ``--export DIR`` must still parse (tests/test_docs_commands.py).
+    """
+    from clinical_ner.annotators.litert.annotator import read_export
+    from clinical_ner.artifacts.litert import LiteRTExportError
+
+    try:
+        read_export(export)
+    except LiteRTExportError as error:
+        parser.error(f"argument --export: {error}")
+
+
 def output_file(value: str) -> Path:
     """``type=`` of a result file's ``--output``: checked before the run, not after its minutes."""
     path = Path(value)

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, command_line, conll_notes, i2b2_documents, load_average, log, machine_facts,
-    output_file, proc_status_kb, write_json,
+    REPO_ROOT, check_litert_export, command_line, conll_notes, i2b2_documents, load_average,
+    log, machine_facts, output_file, proc_status_kb, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         print(json.dumps(worker_memory(args.export, tuple(args.worker), args.notes)))
         return 0
+    check_litert_export(parser, args.export)
     chunkings = [(size, positions) for size in args.chunk_sizes or [16, 32]
                  for positions in args.chunk_positions or [0]]
     report: dict = {"command": command_line("benchmarks.litert_chunk_size", argv),

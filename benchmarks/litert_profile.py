@@ -31,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.bench_util import load_average, machine_facts, output_file
+from benchmarks.bench_util import check_litert_export, load_average, machine_facts, output_file
 from benchmarks.litert_bench import latency_sentences, read_documents
 
 
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of the batch")
     parser.add_argument("--output", type=output_file, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    check_litert_export(parser, args.export)
     load_start = load_average()
     result = profile(args.export, args.data, args.repeats, args.one_sentence)
     result = {"command": " ".join(["python -m benchmarks.litert_profile"] + sys.argv[1:]),

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, command_line, conll_notes, i2b2_documents, load_average, log, machine_facts,
-    output_file, same_entities, summarize_seconds, write_json,
+    REPO_ROOT, check_litert_export, command_line, conll_notes, i2b2_documents, load_average,
+    log, machine_facts, output_file, same_entities, summarize_seconds, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=int, default=2000)
     parser.add_argument("--output", type=output_file, required=True)
     args = parser.parse_args(argv)
+    check_litert_export(parser, args.export)
 
     from clinical_ner.annotators.litert import annotator as litert_annotator
     from clinical_ner.annotators.litert.annotator import LiteRTAnnotator

@@ -275,6 +275,23 @@ def test_batch_throughput_refuses_an_unknown_dataset_or_engine_before_the_run(
     assert built == [] and not results.exists()
 
 
+@pytest.mark.parametrize("script, arguments", [
+    ("litert_profile", ["--data", "no-data"]),
+    ("litert_workers", ["--output", "result.json"]),
+    ("litert_chunk_size", []),
+])
+def test_an_export_that_is_not_litert_stops_with_one_line(script, arguments, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    with pytest.raises(SystemExit) as stopped:
+        main(["--export", str(tmp_path), *arguments])
+    assert stopped.value.code == 2
+    assert (f"argument --export: {tmp_path}: not a LiteRT export (no litert.json); write one "
+            "with 'clinical-ner export MODEL --format litert --output DIR'") in (
+        capsys.readouterr().err)
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
