@@ -420,6 +420,17 @@ def check_litert_export(parser: argparse.ArgumentParser, export: Path) -> None:
         parser.error(f"argument --export: {error}")
 
 
+def check_i2b2_folder(parser: argparse.ArgumentParser, folder: Path | None) -> None:
+    """Stop with ``parser``'s one-line error unless ``--data`` holds an i2b2 split's texts.
+
+    A missing folder reads as no documents, found out only after the model is loaded
+    (or the machine measured) as an IndexError or ZeroDivisionError.
+    """
+    if folder is not None and not any((folder / "txt").glob("*.txt")):
+        parser.error(f"argument --data: {folder}: no txt/*.txt; give an i2b2-layout folder "
+                     "such as ../shared/data/maccrobat-i2b2/dev")
+
+
 def output_file(value: str) -> Path:
     """``type=`` of a result file's ``--output``: checked before the run, not after its minutes."""
     path = Path(value)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT,
+    check_i2b2_folder,
     latency_calls,
     load_average,
     machine_facts,
@@ -182,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
+    check_i2b2_folder(parser, args.data)
     started, load_start = time.time(), load_average()
     runs = []
     if args.model:

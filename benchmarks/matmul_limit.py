@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, cpu_model, load_average, output_file, subprocess_env,
+    REPO_ROOT, check_i2b2_folder, cpu_model, load_average, output_file, subprocess_env,
 )
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(measure_gflops(args.size, args.repeats))
         return 0
+    check_i2b2_folder(parser, args.data)
     cores = len(os.sched_getaffinity(0))
     load_start = load_average()
     limits = {"1 thread": gflops_with_threads(1, args.size, args.repeats),

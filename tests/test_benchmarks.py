@@ -292,6 +292,18 @@ def test_an_export_that_is_not_litert_stops_with_one_line(script, arguments, tmp
         capsys.readouterr().err)
 
 
+def test_litert_bench_refuses_a_data_folder_without_texts_before_the_run(tmp_path, capsys):
+    from benchmarks import litert_bench
+
+    output = tmp_path / "litert.json"
+    with pytest.raises(SystemExit) as stopped:
+        litert_bench.main(["--data", str(tmp_path / "maccrobat-dev"), "--output", str(output)])
+    assert stopped.value.code == 2
+    assert (f"argument --data: {tmp_path / 'maccrobat-dev'}: no txt/*.txt; give an i2b2-layout "
+            "folder such as ../shared/data/maccrobat-i2b2/dev") in capsys.readouterr().err
+    assert not output.exists()
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
