@@ -184,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args)))
         return 0
     check_i2b2_folder(parser, args.data)
+    if not args.model and not args.export:
+        # Else an empty table and results file, as if a run had been made.
+        parser.error("nothing to measure: give --model DIR, --export NAME=DIR or both")
+    for spec in args.export:
+        if not spec.partition("=")[2]:
+            # `--export DIR` would measure the current folder, named DIR, as a Keras model.
+            parser.error(f"argument --export: {spec}: expected NAME=DIR, e.g. fp32={spec}")
     started, load_start = time.time(), load_average()
     runs = []
     if args.model:

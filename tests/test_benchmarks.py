@@ -304,6 +304,23 @@ def test_litert_bench_refuses_a_data_folder_without_texts_before_the_run(tmp_pat
     assert not output.exists()
 
 
+def test_litert_bench_without_a_model_or_export_measures_nothing_and_says_so(tmp_path, capsys):
+    from benchmarks import litert_bench
+
+    (tmp_path / "dev" / "txt").mkdir(parents=True)
+    (tmp_path / "dev" / "txt" / "note.txt").write_text("CT showed a nodule.\n", encoding="utf-8")
+    output = tmp_path / "litert.json"
+    with pytest.raises(SystemExit) as stopped:
+        litert_bench.main(["--data", str(tmp_path / "dev"), "--output", str(output)])
+    assert stopped.value.code == 2
+    assert ("nothing to measure: give --model DIR, --export NAME=DIR or both"
+            in capsys.readouterr().err)
+    assert not output.exists()
+    with pytest.raises(SystemExit):
+        litert_bench.main(["--data", str(tmp_path / "dev"), "--export", str(tmp_path / "lr")])
+    assert f"argument --export: {tmp_path / 'lr'}: expected NAME=DIR" in capsys.readouterr().err
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
