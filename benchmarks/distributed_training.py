@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, free_port, log, machine_facts, output_file, slice_conll, subprocess_env,
-    write_json,
+    REPO_ROOT, command_line, free_port, load_average, log, machine_facts, output_file,
+    slice_conll, subprocess_env, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -104,7 +104,8 @@ def main() -> int:
     for name, result in results.items():
         log(f"{name}: {result['train_tokens_per_second']:.0f} tokens/s "
             f"(epochs after the first), wall {result['wall_seconds']} s")
-    report = {"machine": machine, "command": " ".join(sys.argv),
+    machine["load_average_end"] = load_average()
+    report = {"machine": machine, "command": command_line("benchmarks.distributed_training", None),
               "data": {"train": str(args.train), "sentences": sentences, "epochs": args.epochs},
               "results": results}
     write_json(args.output, report)

@@ -321,6 +321,24 @@ def test_litert_bench_without_a_model_or_export_measures_nothing_and_says_so(tmp
     assert f"argument --export: {tmp_path / 'lr'}: expected NAME=DIR" in capsys.readouterr().err
 
 
+def test_the_distributed_training_result_records_its_command_and_the_load_at_the_end(
+        tmp_path, monkeypatch):
+    from benchmarks import distributed_training
+
+    (tmp_path / "train.conll").write_text("CT\tO\n\n", encoding="utf-8")
+    monkeypatch.setattr(distributed_training, "run_configuration", lambda *args: {
+        "train_tokens_per_second": 1.0, "wall_seconds": 1.0})  # no training
+    argv = ["--train", str(tmp_path / "train.conll"), "--work-dir", str(tmp_path / "work"),
+            "--output", str(tmp_path / "distributed.json")]
+    monkeypatch.setattr(sys, "argv", ["distributed_training.py", *argv])
+    distributed_training.main()
+    report = json.loads((tmp_path / "distributed.json").read_text(encoding="utf-8"))
+    assert report["command"] == "python -m benchmarks.distributed_training " + " ".join(argv)
+    machine = report["machine"]
+    assert machine["cpu_model"] and machine["cpu_count"]
+    assert machine["load_average_start"] and machine["load_average_end"]
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
