@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         print(measure_gflops(args.size, args.repeats))
         return 0
     check_i2b2_folder(parser, args.data)
+    missing = [name for name in ("config.json", "vocab.json")
+               if args.model and not (args.model / name).is_file()]
+    if missing:
+        # Read only after the machine is measured: a bad --model would cost that first.
+        parser.error(f"argument --model: {args.model}: no {' or '.join(missing)}; give a "
+                     "model directory (clinical-ner train) or a LiteRT export")
     cores = len(os.sched_getaffinity(0))
     load_start = load_average()
     limits = {"1 thread": gflops_with_threads(1, args.size, args.repeats),

@@ -339,6 +339,17 @@ def test_the_distributed_training_result_records_its_command_and_the_load_at_the
     assert machine["load_average_start"] and machine["load_average_end"]
 
 
+def test_matmul_limit_refuses_a_model_folder_without_its_config_before_measuring(tmp_path,
+                                                                                capsys):
+    from benchmarks import matmul_limit
+
+    with pytest.raises(SystemExit) as stopped:
+        matmul_limit.main(["--model", str(tmp_path), "--size", "64", "--repeats", "1"])
+    assert stopped.value.code == 2
+    assert (f"argument --model: {tmp_path}: no config.json or vocab.json; give a model "
+            "directory (clinical-ner train) or a LiteRT export") in capsys.readouterr().err
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
