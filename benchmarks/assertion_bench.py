@@ -375,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where result files are written and read (default: "
                              "benchmarks/results/assertions; another host's runs go beside it)")
     args = parser.parse_args(argv)
+    if args.table and not args.results_dir.is_dir():
+        # Else a mistyped folder prints an empty table, as if no run had been made.
+        parser.error(f"--results-dir {args.results_dir}: no such folder (--table reads one)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for seed in args.seed or [42]:
         for variant in args.train_variant:

@@ -43,16 +43,20 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT,
-    cpu_model,
+    command_line,
     conll_notes,
+    core_counts,
+    cpu_model,
     i2b2_documents,
     load_average,
     log,
+    output_file,
     proc_status_kb,
     subprocess_env,
 )
 
 ENGINES = ("in-process", "beam-1", "beam-2", "spark")
+DATASETS = ("bc5cdr", "maccrobat")  # build_datasets' names, before any "-<notes>"
 DEFAULT_WORK_DIR = REPO_ROOT / "benchmarks" / "work" / "batch"
 # The JSON lines this harness writes (build_datasets).
 NOTE_SCHEMA = "id LONG, text STRING"
@@ -246,15 +250,23 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, of {', '.join(ENGINES)}")
     parser.add_argument("--litert-export", type=Path,
                         help="run this LiteRT export in every engine instead of the SavedModel")
-    parser.add_argument("--datasets", default="bc5cdr,maccrobat",
-                        help="comma-separated, of bc5cdr, maccrobat")
-    parser.add_argument("--results", type=Path,
+    parser.add_argument("--datasets", default=",".join(DATASETS),
+                        help=f"comma-separated, of {', '.join(DATASETS)}")
+    parser.add_argument("--results", type=output_file,
                         default=REPO_ROOT / "benchmarks" / "results" / "batch.json")
     parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--dataset", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--export", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # A misspelt name would otherwise be found out after the export and the data are
+    # built: as a failed child for an engine, or, for a dataset, a results file of none.
+    for option, names, known in (("--engines", args.engines, ENGINES),
+                                 ("--datasets", args.datasets, DATASETS)):
+        unknown = [name for name in names.split(",") if name not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)} (choose from "
+                         f"{', '.join(known)})")
     if args.child:
         result = run_engine(args.child, args.dataset, args.model, args.export, args.out)
         print(json.dumps(result))
@@ -271,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
                         "--output", str(export.parent), "--version", "1"], check=True,
                        env=subprocess_env())
     engines = args.engines.split(",")
-    report = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-              "cpu_model": cpu_model(), "load_average_start": load_average(),
+    report = {"command": command_line("benchmarks.batch_throughput", argv),
+              "cpu_model": cpu_model(), **core_counts(), "load_average_start": load_average(),
               "datasets": {}}
     for name, dataset in build_datasets(args.data_root, args.work_dir, args.notes).items():
         if name.split("-")[0] not in args.datasets.split(","):

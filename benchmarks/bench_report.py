@@ -14,6 +14,8 @@ from pathlib import Path
 
 from benchmarks.corpora import CORPORA
 
+# The layout of benchmarks/results/<corpus>.json that run.py writes and render_tables reads.
+SCHEMA_VERSION = 1
 START_MARKER = "<!-- benchmarks:start -->"
 END_MARKER = "<!-- benchmarks:end -->"
 CORPUS_ORDER = tuple(CORPORA)
@@ -114,7 +116,18 @@ def load_results(results_dir: Path) -> list[dict]:
     for path in sorted(results_dir.glob("*.json")):
         if path.name.startswith("quick-"):
             continue
-        result = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"{path}: line {error.lineno}: not JSON ({error.msg})") from None
+        if path.stem not in CORPORA and result.get("mode") != "full":
+            continue  # another harness's result file (litert.json, batch.json, ...)
+        if result.get("schema_version") != SCHEMA_VERSION:
+            # An older layout lacks figures the tables read: stop before writing any.
+            raise SystemExit(
+                f"{path}: schema_version {result.get('schema_version')}, this version reads "
+                f"{SCHEMA_VERSION}; rerun that corpus with `python -m benchmarks.run --corpus "
+                f"{result.get('corpus', path.stem)}` or move the file out of the folder")
         if result.get("mode") == "full":
             results.append(result)
     order = {name: index for index, name in enumerate(CORPUS_ORDER)}

@@ -5,16 +5,19 @@ README renderer can use it cheaply.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -304,6 +307,15 @@ def load_average() -> list[float] | None:
         return None
 
 
+def core_counts() -> dict:
+    """The machine's cores and those this process may use (a container's or taskset's share)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {"cpu_count": os.cpu_count(), "cpus_usable": affinity}
+
+
 def machine_facts() -> dict:
     """Where the figures were measured. Imports TensorFlow and Keras for their versions."""
     import grpc
@@ -315,13 +327,8 @@ def machine_facts() -> dict:
     # count as a change: an --all run rewrites them between corpora.
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
                   ":(exclude)benchmarks/results", ":(exclude)README.md")
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
     return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
+        **core_counts(),
         "cpu_model": cpu_model(),
         "cpu_features": cpu_features(),
         "memory_total_mb": _mem_total_mb(),
@@ -391,6 +398,54 @@ def slice_i2b2(source: Path, target: Path, sentences: int) -> int:
         text = text_file.read_text(encoding="utf-8")
         copied += sum(1 for line in text.splitlines() if line.strip())
     return copied
+
+
+def command_line(module: str, argv: Sequence[str] | None) -> str:
+    """The command a result file records: ``python -m <module>`` and the arguments given."""
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def check_litert_export(parser: argparse.ArgumentParser, export: Path) -> None:
+    """Stop with ``parser``'s one-line error unless ``export`` is a LiteRT export.
+
+    Called after parsing, not as a ``type=``: the docs' commands with a placeholder
+    ``--export DIR`` must still parse (tests/test_docs_commands.py).
+    """
+    from clinical_ner.annotators.litert.annotator import read_export
+    from clinical_ner.artifacts.litert import LiteRTExportError
+
+    try:
+        read_export(export)
+    except LiteRTExportError as error:
+        parser.error(f"argument --export: {error}")
+
+
+def check_i2b2_folder(parser: argparse.ArgumentParser, folder: Path | None) -> None:
+    """Stop with ``parser``'s one-line error unless ``--data`` holds an i2b2 split's texts.
+
+    A missing folder reads as no documents, found out only after the model is loaded
+    (or the machine measured) as an IndexError or ZeroDivisionError.
+    """
+    if folder is not None and not any((folder / "txt").glob("*.txt")):
+        parser.error(f"argument --data: {folder}: no txt/*.txt; give an i2b2-layout folder "
+                     "such as ../shared/data/maccrobat-i2b2/dev")
+
+
+def output_file(value: str) -> Path:
+    """``type=`` of a result file's ``--output``: checked before the run, not after its minutes."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A file made and removed in the folder: os.access says yes to root on a
+        # read-only mount, and creating the output itself would leave it empty on failure.
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"{value}: cannot write there ({error.strerror}: {error.filename})") from None
+    return path
 
 
 def write_json(path: Path, report: dict) -> None:

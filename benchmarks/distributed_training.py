@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, free_port, log, machine_facts, slice_conll, subprocess_env, write_json,
+    REPO_ROOT, command_line, free_port, load_average, log, machine_facts, output_file,
+    slice_conll, subprocess_env, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -89,7 +90,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--work-dir", type=Path,
                         default=REPO_ROOT / "benchmarks" / "work" / "distributed")
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--output", type=output_file,
                         default=REPO_ROOT / "benchmarks" / "results" / "distributed_training.json")
     args = parser.parse_args()
     if args.epochs < 2:
@@ -103,7 +104,8 @@ def main() -> int:
     for name, result in results.items():
         log(f"{name}: {result['train_tokens_per_second']:.0f} tokens/s "
             f"(epochs after the first), wall {result['wall_seconds']} s")
-    report = {"machine": machine, "command": " ".join(sys.argv),
+    machine["load_average_end"] = load_average()
+    report = {"machine": machine, "command": command_line("benchmarks.distributed_training", None),
               "data": {"train": str(args.train), "sentences": sentences, "epochs": args.epochs},
               "results": results}
     write_json(args.output, report)

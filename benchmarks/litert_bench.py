@@ -42,9 +42,11 @@ from pathlib import Path
 
 from benchmarks.bench_util import (
     REPO_ROOT,
+    check_i2b2_folder,
     latency_calls,
     load_average,
     machine_facts,
+    output_file,
     proc_status_kb,
     subprocess_env,
     throughput,
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--output", type=output_file, help="write the results as JSON here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -181,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
+    check_i2b2_folder(parser, args.data)
+    if not args.model and not args.export:
+        # Else an empty table and results file, as if a run had been made.
+        parser.error("nothing to measure: give --model DIR, --export NAME=DIR or both")
+    for spec in args.export:
+        if not spec.partition("=")[2]:
+            # `--export DIR` would measure the current folder, named DIR, as a Keras model.
+            parser.error(f"argument --export: {spec}: expected NAME=DIR, e.g. fp32={spec}")
     started, load_start = time.time(), load_average()
     runs = []
     if args.model:

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, proc_status_kb,
-    write_json,
+    REPO_ROOT, check_litert_export, command_line, conll_notes, i2b2_documents, load_average,
+    log, machine_facts, output_file, proc_status_kb, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -115,15 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-positions", type=int, action="append", dest="chunk_positions")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--notes", type=int, default=50_000)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--output", type=output_file)
     parser.add_argument("--worker", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
         print(json.dumps(worker_memory(args.export, tuple(args.worker), args.notes)))
         return 0
+    check_litert_export(parser, args.export)
     chunkings = [(size, positions) for size in args.chunk_sizes or [16, 32]
                  for positions in args.chunk_positions or [0]]
-    report: dict = {"machine": machine_facts(), "export": str(args.export),
+    report: dict = {"command": command_line("benchmarks.litert_chunk_size", argv),
+                    "machine": machine_facts(), "export": str(args.export),
                     "repeats": args.repeats, "notes": args.notes,
                     "tokens_per_second": {}, "batch_worker_memory": {}}
     for workers in (1, 2):

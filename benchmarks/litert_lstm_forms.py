@@ -46,7 +46,6 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The numpy form on one thread, as every interpreter here (before NumPy loads OpenBLAS).
@@ -54,7 +53,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_util import cpu_model, load_average  # noqa: E402
+from benchmarks.bench_util import cpu_model, load_average, output_file  # noqa: E402
 
 FEATURES, UNITS = 183, 100
 FORMS = ("loop", "fused", "unrolled", "merged", "blockdiag", "numpy")
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="repeatable; default 1x25 and 32x30")
     parser.add_argument("--forms", default=",".join(FORMS))
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--output", type=output_file)
     args = parser.parse_args(argv)
     load_start = load_average()
     rows = []

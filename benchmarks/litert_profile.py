@@ -31,7 +31,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.bench_util import load_average, machine_facts
+from benchmarks.bench_util import (
+    check_i2b2_folder, check_litert_export, load_average, machine_facts, output_file,
+)
 from benchmarks.litert_bench import latency_sentences, read_documents
 
 
@@ -121,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-sentence", type=int, default=0, metavar="N",
                         help="profile N one-sentence calls (litert_bench's latency sample) "
                              "instead of the batch")
-    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--output", type=output_file, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    check_litert_export(parser, args.export)
+    check_i2b2_folder(parser, args.data)
     load_start = load_average()
     result = profile(args.export, args.data, args.repeats, args.one_sentence)
     result = {"command": " ".join(["python -m benchmarks.litert_profile"] + sys.argv[1:]),

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, conll_notes, i2b2_documents, load_average, log, machine_facts, same_entities,
-    summarize_seconds, write_json,
+    REPO_ROOT, check_litert_export, command_line, conll_notes, i2b2_documents, load_average,
+    log, machine_facts, output_file, same_entities, summarize_seconds, write_json,
 )
 
 DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batch-characters", type=int, action="append", default=[])
     parser.add_argument("--notes", type=int, default=2000)
-    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--output", type=output_file, required=True)
     args = parser.parse_args(argv)
+    check_litert_export(parser, args.export)
 
     from clinical_ner.annotators.litert import annotator as litert_annotator
     from clinical_ner.annotators.litert.annotator import LiteRTAnnotator
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_characters:
         litert_annotator.PROCESS_MIN_CHARACTERS = 0
 
-    report = {"machine": machine_facts(), "load_average_start": load_average(),
+    report = {"command": command_line("benchmarks.litert_workers", argv),
+              "machine": machine_facts(), "load_average_start": load_average(),
               "export": str(args.export), "workers": args.workers, "repeats": args.repeats,
               "corpora": {}}
     one = LiteRTAnnotator.load(args.export, workers=1)

@@ -47,6 +47,7 @@ from benchmarks.bench_util import (
     REPO_ROOT,
     ServerProcess,
     machine_facts,
+    output_file,
     percentile,
     proc_status_kb,
 )
@@ -306,7 +307,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-workers", type=int, default=defaults.MAX_WORKERS,
                         help="the server's max_workers (default: %(default)s)")
     parser.add_argument("--rss-interval", type=float, default=0.25, metavar="SECONDS")
-    parser.add_argument("--output", help="JSON results file (default: "
+    parser.add_argument("--output", type=output_file, help="JSON results file (default: "
                         "benchmarks/results/load_test.json, load_test_rest.json for REST)")
     args = parser.parse_args(argv)
     if args.clients < 1 or args.requests < 1 or args.time_limit <= 0:

@@ -31,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench_util import REPO_ROOT, cpu_model, load_average, subprocess_env
+from benchmarks.bench_util import (
+    REPO_ROOT, check_i2b2_folder, cpu_model, load_average, output_file, subprocess_env,
+)
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -92,12 +94,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens-per-second", action="append", default=[], metavar="NAME=N")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--output", type=output_file, help="write the results as JSON here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(measure_gflops(args.size, args.repeats))
         return 0
+    check_i2b2_folder(parser, args.data)
+    missing = [name for name in ("config.json", "vocab.json")
+               if args.model and not (args.model / name).is_file()]
+    if missing:
+        # Read only after the machine is measured: a bad --model would cost that first.
+        parser.error(f"argument --model: {args.model}: no {' or '.join(missing)}; give a "
+                     "model directory (clinical-ner train) or a LiteRT export")
     cores = len(os.sched_getaffinity(0))
     load_start = load_average()
     limits = {"1 thread": gflops_with_threads(1, args.size, args.repeats),

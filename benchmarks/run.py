@@ -57,7 +57,6 @@ from benchmarks.bench_util import (  # noqa: E402
     tree_bytes,
 )
 
-SCHEMA_VERSION = 1
 DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DEFAULT_WORK_DIR = REPO_ROOT / "benchmarks" / "work"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -494,7 +493,7 @@ def run_corpus(name: str, args: argparse.Namespace, settings: Settings, command:
 
     machine["load_average_end"] = load_average()
     result = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": bench_report.SCHEMA_VERSION,
         "corpus": name,
         "mode": "quick" if args.quick else "full",
         "command": command,
@@ -560,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     results_dir = Path(args.results_dir).resolve()
     readme = REPO_ROOT / "benchmarks" / "README.md"
     if args.readme_only:
+        if not results_dir.is_dir():
+            # A mistyped folder would otherwise replace the tables with "no results yet".
+            raise SystemExit(f"--results-dir {results_dir}: no such folder; "
+                             f"the tables in {readme} were left as they are")
         updated = bench_report.update_readme(readme, results_dir)
         log(f"tables rebuilt in {readme}" if updated else f"{readme} has no benchmark markers")
         return 0 if updated else 1

@@ -49,11 +49,13 @@ from typing import Callable
 
 from benchmarks.bench_util import (
     REPO_ROOT,
+    command_line,
     conll_notes,
     i2b2_documents,
     load_average,
     log,
     machine_facts,
+    output_file,
     summarize_seconds,
     throughput,
     write_json,
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipe-batch-size", type=int, action="append", dest="pipe_batch_sizes",
                         help="nlp.pipe batch_size; repeatable (default: 1000, spaCy's, and 64)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--output", type=output_file)
     args = parser.parse_args(argv)
     pipe_batch_sizes = args.pipe_batch_sizes or [1000, 64]
 
@@ -139,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_ner import ClinicalNER
     from clinical_ner.text.tokenizer import split_sentences
 
-    report = {"machine": machine_facts(), "model": args.model, "repeats": args.repeats,
+    report = {"command": command_line("benchmarks.spacy_pipe", argv),
+              "machine": machine_facts(), "model": args.model, "repeats": args.repeats,
               "spacy": spacy.__version__, "corpora": {}}
     ner = ClinicalNER.load(args.model)
     nlp = spacy.blank("en")

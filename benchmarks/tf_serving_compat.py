@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_util import CONFIDENCE_TOLERANCE, REPO_ROOT, machine_facts, same_entities
+from benchmarks.bench_util import (
+    CONFIDENCE_TOLERANCE, REPO_ROOT, machine_facts, output_file, same_entities,
+)
 from clinical_ner.export import signatures
 from clinical_ner.serving.rest_client import outputs_as_arrays
 
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="TensorFlow versions to try (default: %(default)s)")
     parser.add_argument("--venvs", type=Path, default=DEFAULT_VENVS,
                         help="where the side environments live (default: %(default)s)")
-    parser.add_argument("--output", type=Path,
+    parser.add_argument("--output", type=output_file,
                         default=REPO_ROOT / "benchmarks" / "results" / "tf_serving_compat.json")
     args = parser.parse_args(argv)
     machine = machine_facts()

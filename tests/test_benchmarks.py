@@ -1,10 +1,12 @@
 """The benchmark harness: a --quick run end to end, and its helpers and README tables."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +146,208 @@ def test_readme_section_is_replaced_between_the_markers_only(tmp_path):
     (tmp_path / "plain.md").write_text("no markers\n", encoding="utf-8")
     assert bench_report.update_readme(tmp_path / "plain.md", tmp_path) is False
     assert (tmp_path / "plain.md").read_text(encoding="utf-8") == "no markers\n"
+
+
+def _readme_only(tmp_path, monkeypatch, results_dir) -> Path:
+    """``run --readme-only`` on a README of one measured row in ``tmp_path``; returns it."""
+    from benchmarks import run
+
+    (tmp_path / "benchmarks").mkdir()
+    readme = tmp_path / "benchmarks" / "README.md"
+    readme.write_text(f"# Benchmarks\n\n{bench_report.START_MARKER}\n| bc5cdr | measured |\n"
+                      f"{bench_report.END_MARKER}\n", encoding="utf-8")
+    monkeypatch.setattr(run, "REPO_ROOT", tmp_path)
+    run.main(["--readme-only", "--results-dir", str(results_dir)])
+    return readme
+
+
+def test_readme_only_refuses_a_missing_results_dir_and_keeps_the_tables(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match=r"--results-dir .*typo: no such folder; the tables"):
+        _readme_only(tmp_path, monkeypatch, tmp_path / "typo")
+    assert (tmp_path / "benchmarks" / "README.md").read_text(encoding="utf-8").count(
+        "| bc5cdr | measured |") == 1
+
+
+def test_readme_only_names_an_older_or_broken_result_file(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    # Another harness's file beside them is not a corpus result and is left alone.
+    (results / "litert.json").write_text('{"command": "x"}', encoding="utf-8")
+    (results / "bc5cdr.json").write_text(json.dumps(
+        {"schema_version": 0, "corpus": "bc5cdr", "mode": "full"}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bc5cdr\.json: schema_version 0, this version reads 1"):
+        _readme_only(tmp_path, monkeypatch, results)
+    assert "| bc5cdr | measured |" in (tmp_path / "benchmarks" / "README.md").read_text(
+        encoding="utf-8")
+    (results / "bc5cdr.json").write_text('{"corpus": "bc5cdr",\n "mode": "full"', encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"bc5cdr\.json: line 2: not JSON"):
+        bench_report.load_results(results)
+
+
+@pytest.mark.parametrize("script, arguments, option", [
+    ("litert_profile", ["--export", "no-export", "--data", "no-data"], "--output"),
+    ("litert_workers", ["--export", "no-export"], "--output"),
+    ("batch_throughput", ["--model", "no-model", "--work-dir", "no-work"], "--results"),
+])
+def test_an_output_that_cannot_be_written_stops_before_the_run(script, arguments, option,
+                                                               tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    # A file where the folder should be: unwritable even for root, as CI runs.
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, option, str(tmp_path / "a-file" / "result.json")])
+    assert stopped.value.code == 2
+    assert (f"argument {option}: " + str(tmp_path / "a-file" / "result.json")
+            + ": cannot write there (") in capsys.readouterr().err
+
+
+def test_output_file_accepts_a_new_file_in_a_new_folder_and_refuses_a_folder(tmp_path):
+    path = bench_util.output_file(str(tmp_path / "new" / "result.json"))
+    assert path == tmp_path / "new" / "result.json"
+    assert list((tmp_path / "new").iterdir()) == []  # nothing left behind
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder, not a file"):
+        bench_util.output_file(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_spacy_pipe_result_file_records_its_command(tmp_path, monkeypatch):
+    from benchmarks import spacy_pipe
+
+    # One short note instead of the corpora: what is checked is what the file records.
+    monkeypatch.setattr(spacy_pipe, "corpora", lambda data, sentences: {
+        "one": ["CT of the chest showed a 2 cm nodule."]})
+    output = tmp_path / "spacy-pipe.json"
+    spacy_pipe.main(["--repeats", "1", "--pipe-batch-size", "8", "--output", str(output)])
+    report = json.loads(output.read_text(encoding="utf-8"))
+    assert report["command"] == (f"python -m benchmarks.spacy_pipe --repeats 1 "
+                                 f"--pipe-batch-size 8 --output {output}")
+    machine = report["machine"]
+    assert machine["cpu_model"] and machine["cpu_count"]
+    assert machine["load_average_start"] and machine["load_average_end"]
+
+
+def test_assertion_table_refuses_a_missing_results_dir(tmp_path, capsys):
+    from benchmarks import assertion_bench
+
+    with pytest.raises(SystemExit) as stopped:
+        assertion_bench.main(["--table", "--results-dir", str(tmp_path / "assertion")])
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    assert f"--results-dir {tmp_path / 'assertion'}: no such folder (--table reads one)" in (
+        captured.err)
+    assert "| run |" not in captured.out
+
+
+def test_the_batch_throughput_result_file_records_its_command_and_cores(tmp_path, monkeypatch):
+    from benchmarks import batch_throughput
+
+    monkeypatch.setattr(batch_throughput, "build_datasets", lambda *args: {})  # no engine runs
+    results = tmp_path / "batch.json"
+    argv = ["--model", str(tmp_path), "--litert-export", str(tmp_path), "--work-dir",
+            str(tmp_path / "work"), "--results", str(results)]
+    batch_throughput.main(argv)
+    report = json.loads(results.read_text(encoding="utf-8"))
+    assert report["command"] == "python -m benchmarks.batch_throughput " + " ".join(argv)
+    assert report["cpu_model"] and report["cpu_count"] and report["cpus_usable"]
+    assert report["load_average_start"] and report["load_average_end"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--datasets", "bc5cdr,maccrobta", "--datasets: unknown maccrobta (choose from bc5cdr, "
+                                       "maccrobat)"),
+    ("--engines", "in-process,beam2", "--engines: unknown beam2 (choose from in-process, "
+                                      "beam-1, beam-2, spark)"),
+])
+def test_batch_throughput_refuses_an_unknown_dataset_or_engine_before_the_run(
+        option, value, message, tmp_path, monkeypatch, capsys):
+    from benchmarks import batch_throughput
+
+    built = []
+    monkeypatch.setattr(batch_throughput, "build_datasets", lambda *args: built.append(args) or {})
+    results = tmp_path / "batch.json"
+    with pytest.raises(SystemExit) as stopped:
+        batch_throughput.main(["--model", str(tmp_path), "--litert-export", str(tmp_path),
+                               "--work-dir", str(tmp_path / "work"), "--results", str(results),
+                               option, value])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert built == [] and not results.exists()
+
+
+@pytest.mark.parametrize("script, arguments", [
+    ("litert_profile", ["--data", "no-data"]),
+    ("litert_workers", ["--output", "result.json"]),
+    ("litert_chunk_size", []),
+])
+def test_an_export_that_is_not_litert_stops_with_one_line(script, arguments, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    with pytest.raises(SystemExit) as stopped:
+        main(["--export", str(tmp_path), *arguments])
+    assert stopped.value.code == 2
+    assert (f"argument --export: {tmp_path}: not a LiteRT export (no litert.json); write one "
+            "with 'clinical-ner export MODEL --format litert --output DIR'") in (
+        capsys.readouterr().err)
+
+
+def test_litert_bench_refuses_a_data_folder_without_texts_before_the_run(tmp_path, capsys):
+    from benchmarks import litert_bench
+
+    output = tmp_path / "litert.json"
+    with pytest.raises(SystemExit) as stopped:
+        litert_bench.main(["--data", str(tmp_path / "maccrobat-dev"), "--output", str(output)])
+    assert stopped.value.code == 2
+    assert (f"argument --data: {tmp_path / 'maccrobat-dev'}: no txt/*.txt; give an i2b2-layout "
+            "folder such as ../shared/data/maccrobat-i2b2/dev") in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_litert_bench_without_a_model_or_export_measures_nothing_and_says_so(tmp_path, capsys):
+    from benchmarks import litert_bench
+
+    (tmp_path / "dev" / "txt").mkdir(parents=True)
+    (tmp_path / "dev" / "txt" / "note.txt").write_text("CT showed a nodule.\n", encoding="utf-8")
+    output = tmp_path / "litert.json"
+    with pytest.raises(SystemExit) as stopped:
+        litert_bench.main(["--data", str(tmp_path / "dev"), "--output", str(output)])
+    assert stopped.value.code == 2
+    assert ("nothing to measure: give --model DIR, --export NAME=DIR or both"
+            in capsys.readouterr().err)
+    assert not output.exists()
+    with pytest.raises(SystemExit):
+        litert_bench.main(["--data", str(tmp_path / "dev"), "--export", str(tmp_path / "lr")])
+    assert f"argument --export: {tmp_path / 'lr'}: expected NAME=DIR" in capsys.readouterr().err
+
+
+def test_the_distributed_training_result_records_its_command_and_the_load_at_the_end(
+        tmp_path, monkeypatch):
+    from benchmarks import distributed_training
+
+    (tmp_path / "train.conll").write_text("CT\tO\n\n", encoding="utf-8")
+    monkeypatch.setattr(distributed_training, "run_configuration", lambda *args: {
+        "train_tokens_per_second": 1.0, "wall_seconds": 1.0})  # no training
+    argv = ["--train", str(tmp_path / "train.conll"), "--work-dir", str(tmp_path / "work"),
+            "--output", str(tmp_path / "distributed.json")]
+    monkeypatch.setattr(sys, "argv", ["distributed_training.py", *argv])
+    distributed_training.main()
+    report = json.loads((tmp_path / "distributed.json").read_text(encoding="utf-8"))
+    assert report["command"] == "python -m benchmarks.distributed_training " + " ".join(argv)
+    machine = report["machine"]
+    assert machine["cpu_model"] and machine["cpu_count"]
+    assert machine["load_average_start"] and machine["load_average_end"]
+
+
+def test_matmul_limit_refuses_a_model_folder_without_its_config_before_measuring(tmp_path,
+                                                                                capsys):
+    from benchmarks import matmul_limit
+
+    with pytest.raises(SystemExit) as stopped:
+        matmul_limit.main(["--model", str(tmp_path), "--size", "64", "--repeats", "1"])
+    assert stopped.value.code == 2
+    assert (f"argument --model: {tmp_path}: no config.json or vocab.json; give a model "
+            "directory (clinical-ner train) or a LiteRT export") in capsys.readouterr().err
 
 
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
