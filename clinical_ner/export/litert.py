@@ -214,7 +214,8 @@ def convert_network(model: ClinicalNERModel, weights: str = "float32") -> bytes:
     specs = [tf.TensorSpec([None, None], tf.int32, name=name)
              for name in INPUTS if name != "casing_ids" or model.use_casing]
 
-    @tf.function(input_signature=specs)
+    # autograph=False: see clinical_ner/model/inference_graph.py.
+    @tf.function(input_signature=specs, autograph=False)
     def network(word_ids, spellings, spelling_index, casing_ids=None):
         features = [layer("word_embedding")(word_ids),
                     tf.gather(layer("char_encoder").encode_spellings(spellings), spelling_index)]

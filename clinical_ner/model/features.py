@@ -120,7 +120,8 @@ class Featurizer(tf.Module):
             "name": self.name,
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)])
+    # autograph=False: see clinical_ner/model/inference_graph.py.
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string)], autograph=False)
     def __call__(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
         """Features of a string tensor [B, T] of tokens padded with ``""``.
 

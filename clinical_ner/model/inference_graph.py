@@ -6,6 +6,13 @@ and the in-graph tokenizer, so the exported SavedModel takes raw text and
 returns entities, and clients need no side files. The in-process API calls
 the very same ``tf.function``\\ s, so in-process and served predictions are
 identical by construction.
+
+Every ``tf.function`` of ours is traced with ``autograph=False``: the graph
+code writes its loops and conditions as ``tf.while_loop`` / ``tf.cond``
+itself, and AutoGraph's conversion of it (and of every Keras layer it calls)
+took half of a process's first ``annotate`` and slowed training steps
+(benchmarks/README.md, "What was tried"). Code that needs Python
+control flow on tensors fails to trace instead of changing silently.
 """
 from __future__ import annotations
 
@@ -194,7 +201,8 @@ class InferenceModule(tf.Module):
         return (tf.gather(sorted_tags, restore), tf.gather(sorted_confidence, restore), lengths,
                 tf.gather(sorted_probabilities, restore))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.string, name="tokens")],
+                 autograph=False)
     def tag_tokens(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
         with tf.control_dependencies([_token_padding_check(tokens)]):
             tokens = tf.identity(tokens)
@@ -207,7 +215,8 @@ class InferenceModule(tf.Module):
             signatures.LENGTH: lengths,
         }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")],
+                 autograph=False)
     def annotate_text(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         sentences = split_sentences_graph(text, self.max_sentence_tokens)
         tag_ids, confidence, lengths, probabilities = self._decode(sentences["tokens"])
@@ -277,7 +286,7 @@ class InferenceModule(tf.Module):
         tf.TensorSpec([None], tf.string, name="text"),
         tf.TensorSpec([None, None], tf.int32, name="span_start"),
         tf.TensorSpec([None, None], tf.int32, name="span_end"),
-    ])
+    ], autograph=False)
     def classify_assertions(self, text: tf.Tensor, span_start: tf.Tensor,
                             span_end: tf.Tensor) -> dict[str, tf.Tensor]:
         """The assertion of given spans: the tokens that overlap a span are its tokens.

@@ -70,7 +70,9 @@ class EpochTrainer:
         ``progress`` shows a progress bar with the running loss on stdout.
         """
         if self._step is None:
-            self._step = tf.function(self._global_step, input_signature=[dataset.element_spec])
+            # autograph=False: see clinical_ner/model/inference_graph.py.
+            self._step = tf.function(self._global_step, input_signature=[dataset.element_spec],
+                                     autograph=False)
         self._loss.reset_state()
         batches = int(dataset.cardinality())  # known: training_dataset asserts it
         bar = (keras.utils.Progbar(batches if batches >= 0 else None, stateful_metrics=["loss"])

@@ -493,12 +493,14 @@ class CRF(keras.layers.Layer):
         # Python loops, ~60 times slower at 32 x 50 tokens; one trace serves
         # every batch size and sentence length. Inside another tf.function it
         # is a nested call.
+        # autograph=False: see clinical_ner/model/inference_graph.py.
         self._traced_decode = tf.function(
             self._decode,
             input_signature=[
                 tf.TensorSpec([None, None, self.num_tags], self.variable_dtype),
                 tf.TensorSpec([None], tf.int32),
             ],
+            autograph=False,
         )
         self.built = True
 
