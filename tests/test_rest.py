@@ -18,6 +18,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from clinical_ner.export import signatures as sig
+from clinical_ner.serving import rest_server
 from clinical_ner.serving.rest_client import RestClient, RestError, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
 from clinical_ner.text.document import Entity
@@ -446,6 +447,88 @@ def test_a_body_that_cannot_be_uncompressed_is_refused(server, case):
                                        "uncompressed or gzip-compressed"),
     }[case]
     assert post_encoded(server, body, encoding) == (status, {"error": message})
+
+
+def test_the_bodies_held_at_once_stay_within_max_workers_full_size_bodies(model_base,
+                                                                         monkeypatch):
+    # Each connection read its whole body before it waited for one of the --max-workers
+    # slots: many clients sending at once made the server hold as many bodies.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1,
+                         max_message_bytes=200_000)
+    server.start()
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    full_size = request.ljust(200_000)  # JSON may end in spaces
+    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Length: {len(full_size)}\r\n\r\n").encode()
+    small = f"Content-Length: {len(request)}\r\nConnection: close\r\n".encode()
+
+    def held():
+        return server._rest._body_bytes
+
+    def answer_of(connection):
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+        return answer
+
+    try:
+        with socket_to_port(server.bound_rest_port) as holder:
+            holder.sendall(head + full_size[:-1])  # all but its last byte, for now
+            wait_for(lambda: held() == len(full_size), what="the server to hold the body")
+            refused = raw_exchange(server, small, request)
+            holder.sendall(full_size[-1:])
+            holder_answer = answer_of(holder)
+        wait_for(lambda: held() == 0, what="the answered request's body to be freed")
+        after_answer = raw_exchange(server, small, request)
+        # A client that stops sending mid-body frees its share once its connection times
+        # out (after a second here, a minute by default).
+        monkeypatch.setattr(rest_server._Handler, "timeout", 1.0)
+        with socket_to_port(server.bound_rest_port) as silent:
+            silent.sendall(head + full_size[:1000])
+            wait_for(lambda: held() > 0, what="the server to hold part of the body")
+            wait_for(lambda: held() == 0, what="the silent connection to time out")
+        after_timeout = raw_exchange(server, small, request)
+    finally:
+        server.stop(grace=1)
+    assert refused.startswith(b"HTTP/1.1 503 "), refused[:100]
+    assert refused.endswith(
+        b'{"error": "the server is busy: the request bodies it holds would pass its limit of '
+        b'200000 bytes (--max-workers x --max-message-bytes); retry later"}\n')
+    for answer in (holder_answer, after_answer, after_timeout):
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["predictions"][0][
+            sig.ENTITY_LABEL] == ["DRUG"]
+
+
+def test_a_gzip_body_is_uncompressed_only_once_it_has_a_slot(model_base, monkeypatch):
+    # It was uncompressed as soon as it arrived: bodies of a few KB waiting for a slot
+    # each held up to --max-message-bytes uncompressed, however many clients sent them.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1)
+    server.start()
+    uncompressed = []
+    gunzip = rest_server._gunzip
+
+    def counted_gunzip(body, limit):
+        uncompressed.append(len(body))
+        return gunzip(body, limit)
+
+    monkeypatch.setattr(rest_server, "_gunzip", counted_gunzip)
+    body = gzip.compress(json.dumps({"instances": ["aspirin"]}).encode())
+    answers = []
+    sending = threading.Thread(target=lambda: answers.append(post_encoded(server, body, "gzip")))
+    server._rest.admission.acquire()  # the one slot, as a request being served holds it
+    try:
+        sending.start()
+        wait_for(lambda: any(handler._body_read for handler in server._rest._requests),
+                 what="the body to be read")
+        waiting = list(uncompressed)
+    finally:
+        server._rest.admission.release()
+        sending.join(timeout=RPC_TIMEOUT_S)
+        server.stop(grace=1)
+    assert waiting == []
+    assert uncompressed == [len(body)]
+    assert answers[0][0] == 200 and answers[0][1]["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
 
 
 def test_a_draining_server_answers_503(server, rest):

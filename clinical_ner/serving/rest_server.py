@@ -5,9 +5,11 @@ the batcher, which parks request threads until their merged model call is
 done (an asyncio server would need a thread pool for that anyway), it adds
 no dependency to the core install, and TLS comes from ``ssl``.
 ``max_workers`` bounds the requests processed at once, as gRPC's thread pool
-does; idle keep-alive connections cost a parked thread each and close after
-a minute of silence. http.server's own logging, which prints request lines,
-is replaced by fixed messages; its HTML error pages by ``{"error": ...}``.
+does, and the request bodies held at once to ``max_workers`` times the body
+limit, however many clients send (503 beyond); idle keep-alive connections
+cost a parked thread each and close after a minute of silence.
+http.server's own logging, which prints request lines, is replaced by fixed
+messages; its HTML error pages by ``{"error": ...}``.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ _IDLE_TIMEOUT_S = 60.0
 _LINGER_S = 2.0
 # A Content-Length as RFC 9112 writes it (1*DIGIT).
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
+# A body is read in pieces of this size, each counted in the server's budget for bodies
+# before it is read: a client that sends slowly holds no more of it than it has sent.
+_BODY_PIECE = 1 << 16
 
 
 class _HttpRefusal(Exception):
@@ -60,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer_lock = threading.Lock()
         self._answered = False
         self._body_read = False
+        self._body_bytes = 0  # of the server's budget for bodies, held by this request
 
     def handle_one_request(self) -> None:
         try:
@@ -85,12 +91,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _request(self) -> None:
         try:
-            body = self._read_body()
+            length, gzipped = self._body_length()
+            body = self._read_body(length)
+            self._body_read = True
+            self._serve(body, gzipped)
         except _HttpRefusal as refusal:
             self._refuse(refusal)
-            return
-        self._body_read = True
-        self._serve(body)
+        finally:
+            self.server.release_body_bytes(self._body_bytes)
+            self._body_bytes = 0
 
     def answer_cut_short(self, grace: float) -> None:
         """Answer 503 for a request still running when the stop's ``grace`` s ran out (called
@@ -137,16 +146,29 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _read_body(self) -> bytes:
-        length, gzipped = self._body_length()
-        body = self.rfile.read(length)
-        if len(body) < length:
-            # The client stopped sending (closed its side): the JSON parser would blame
-            # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
-            raise _HttpRefusal(
-                400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
-            )
-        return _gunzip(body, self.server.max_body_bytes) if gzipped else body
+    def _read_body(self, length: int) -> bytearray:
+        """The body's ``length`` bytes, each piece counted in the server's budget for bodies
+        before it is read (503 beyond it). A connection reads its body before it waits for
+        one of the ``max_workers`` slots: without the budget, many clients sending at once
+        made the server hold as many bodies."""
+        body = bytearray()
+        while len(body) < length:
+            piece = min(_BODY_PIECE, length - len(body))
+            if not self.server.take_body_bytes(piece):
+                raise _HttpRefusal(503, (
+                    "the server is busy: the request bodies it holds would pass its limit of "
+                    f"{self.server.body_budget} bytes (--max-workers x --max-message-bytes); "
+                    "retry later"))
+            self._body_bytes += piece
+            data = self.rfile.read(piece)
+            body += data
+            if len(data) < piece:
+                # The client stopped sending (closed its side): the JSON parser would blame
+                # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
+                raise _HttpRefusal(
+                    400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
+                )
+        return body
 
     def _gzipped(self) -> bool:
         """Whether the body is gzip-compressed, which TF Serving reads too; other
@@ -186,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return int(digits), digits != "0" and self._gzipped()
 
-    def _serve(self, body: bytes) -> None:
+    def _serve(self, body: bytes, gzipped: bool) -> None:
         try:
             path = urlsplit(self.path).path
         except ValueError:
@@ -194,6 +216,10 @@ class _Handler(BaseHTTPRequestHandler):
             # was dropped unanswered. As given, it is no path of the API (404).
             path = self.path
         with self.server.admission:
+            if gzipped:
+                # Only with a slot: a small body can expand to the limit, and the bodies
+                # that wait for one are held as sent (and counted so).
+                body = _gunzip(body, self.server.max_body_bytes)
             method = "GET" if self.command == "HEAD" else self.command
             status, answer = self.server.api.answer(method, path, body)
         if status == 503:
@@ -277,7 +303,8 @@ def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
 
 
 class RestServer(ThreadingHTTPServer):
-    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once."""
+    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once,
+    request bodies of at most ``max_workers`` x ``max_body_bytes`` bytes held at once."""
 
     daemon_threads = True
     block_on_close = False
@@ -301,6 +328,11 @@ class RestServer(ThreadingHTTPServer):
         self.api = api
         self.admission = threading.BoundedSemaphore(max_workers)
         self.max_body_bytes = max_body_bytes
+        # The bytes of request bodies held at once (being received, or waiting for a slot
+        # or its answer): those of max_workers full-size requests, whatever the clients do.
+        self.body_budget = max_workers * max_body_bytes
+        self._body_bytes = 0
+        self._body_bytes_lock = threading.Lock()
         self._tls = tls
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._connections: set[socket.socket] = set()
@@ -338,6 +370,20 @@ class RestServer(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.discard(request)
+
+    def take_body_bytes(self, count: int) -> bool:
+        """Count ``count`` more bytes of request bodies as held; False, counting nothing, if
+        that would pass :attr:`body_budget`."""
+        with self._body_bytes_lock:
+            if self._body_bytes + count > self.body_budget:
+                return False
+            self._body_bytes += count
+            return True
+
+    def release_body_bytes(self, count: int) -> None:
+        """Count ``count`` bytes of request bodies (taken by :meth:`take_body_bytes`) as freed."""
+        with self._body_bytes_lock:
+            self._body_bytes -= count
 
     def request_started(self, handler: _Handler) -> None:
         """Counts ``handler``'s request as in progress, from its first line, for :meth:`drain`."""
