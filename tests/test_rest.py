@@ -338,6 +338,26 @@ def test_head_gets_a_get_s_status_and_headers_without_its_body(server):
     connection.close()
 
 
+def test_an_http_1_0_client_that_asks_for_keep_alive_is_told_it_has_it(server):
+    # The connection was kept open without "Connection: keep-alive" in the answer, which an
+    # HTTP/1.0 client (ab -k) needs to keep it: it waited for the close, for a minute.
+    def exchange(raw, reader, connection):
+        raw.sendall(f"GET /v1/models/{MODEL} HTTP/1.0\r\n{connection}\r\n".encode())
+        status = reader.readline()
+        headers = http.client.parse_headers(reader)
+        body = reader.read(int(headers["Content-Length"]))
+        return status, headers["Connection"], json.loads(body)
+
+    with socket_to_port(server.bound_rest_port) as raw, raw.makefile("rb") as reader:
+        for _ in range(2):  # the same connection serves the second request
+            status, connection, answer = exchange(raw, reader, "Connection: keep-alive\r\n")
+            assert status.startswith(b"HTTP/1.1 200 "), status
+            assert connection == "keep-alive" and "model_version_status" in answer
+        status, connection, _ = exchange(raw, reader, "")
+        assert status.startswith(b"HTTP/1.1 200 ") and connection == "close"
+        assert reader.read() == b""  # HTTP/1.0's default: closed after the answer
+
+
 def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
     connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
     body = json.dumps({"instances": [MARKER * 8000]}).encode()

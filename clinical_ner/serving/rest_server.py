@@ -237,6 +237,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             if self.close_connection:
                 self.send_header("Connection", "close")
+            elif self.request_version == "HTTP/1.0":
+                # An HTTP/1.0 client keeps the connection only if the answer says so: ab -k
+                # waited for the close (the server's idle minute) after every answer.
+                self.send_header("Connection", "keep-alive")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
