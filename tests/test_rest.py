@@ -418,6 +418,17 @@ def test_a_body_cut_short_of_its_content_length_is_refused(server):
                            f'{len(body) + 1} bytes (Content-Length)"}}\n'.encode())
 
 
+def test_a_body_that_stops_arriving_on_an_open_connection_gets_408(server, monkeypatch):
+    # A Content-Length larger than the body sent, the connection left open: after the idle
+    # timeout (a minute by default) the connection was closed without an answer.
+    monkeypatch.setattr(rest_server._Handler, "timeout", 1.0)
+    body = json.dumps({"instances": [MARKER]}).encode()
+    answer = raw_exchange(server, f"Content-Length: {len(body) + 1}\r\n".encode(), body)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert answer.endswith(f'{{"error": "the body stopped arriving before its {len(body) + 1} '
+                           'bytes (Content-Length): nothing came for 1 s"}\n'.encode())
+
+
 def test_expect_100_continue_is_refused_before_a_body_over_the_limit(server):
     # "100 Continue" came first: the client sent the body that the 413 then refused.
     answer = raw_exchange(server, b"Expect: 100-continue\r\nContent-Length: 200001\r\n")

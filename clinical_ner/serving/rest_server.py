@@ -160,7 +160,14 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{self.server.body_budget} bytes (--max-workers x --max-message-bytes); "
                     "retry later"))
             self._body_bytes += piece
-            data = self.rfile.read(piece)
+            try:
+                data = self.rfile.read(piece)
+            except TimeoutError:
+                # A Content-Length larger than the body sent, on a connection left open:
+                # the connection was closed without an answer.
+                raise _HttpRefusal(408, (
+                    f"the body stopped arriving before its {length} bytes (Content-Length): "
+                    f"nothing came for {self.timeout:g} s")) from None
             body += data
             if len(data) < piece:
                 # The client stopped sending (closed its side): the JSON parser would blame
