@@ -386,6 +386,20 @@ def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_refused(serve
     assert b"Content-Length" in rest and b"Connection: close" in rest
 
 
+def test_a_chunked_body_named_in_a_second_transfer_encoding_header_is_refused(server):
+    # Only the first Transfer-Encoding header was read: the body was taken as empty (400
+    # "JSON Parse error: Expecting value at offset: 0") and its chunks as the next request
+    # on the connection (a second 400).
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    body = f"{len(request):x}\r\n".encode() + request + b"\r\n0\r\n\r\n"
+    answer = raw_exchange(
+        server, b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n", body)
+    assert answer.startswith(b"HTTP/1.1 411 "), answer[:100]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # the chunks are not read as a request
+    assert answer.endswith(b'{"error": "send the body with a Content-Length (chunked bodies '
+                           b'are not supported)"}\n')
+
+
 def raw_exchange(server, headers, body=b"", half_close=False):
     """All the server answers, until it closes, to a :predict with these headers and body
     (``half_close``: the client then closes its side)."""

@@ -193,7 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _body_length(self) -> tuple[int, bool]:
         """The body's length in bytes from the headers, and whether it is gzip-compressed;
         refused if unclear, too large or in an encoding not read here (before it is sent)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        # Every Transfer-Encoding header: with the first only, a chunked body named in a
+        # second was read as none, and its chunks as the next request.
+        if "chunked" in ",".join(self.headers.get_all("Transfer-Encoding") or []).lower():
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
             )
