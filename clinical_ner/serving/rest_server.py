@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
                 data = self.rfile.read(piece)
             except TimeoutError:
                 # A Content-Length larger than the body sent, on a connection left open:
-                # the connection was closed without an answer.
+                # the client gets a status, not a connection closed without one.
                 raise _HttpRefusal(408, (
                     f"the body stopped arriving before its {length} bytes (Content-Length): "
                     f"nothing came for {self.timeout:g} s")) from None
@@ -247,8 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection:
                 self.send_header("Connection", "close")
             elif self.request_version == "HTTP/1.0":
-                # An HTTP/1.0 client keeps the connection only if the answer says so: ab -k
-                # waited for the close (the server's idle minute) after every answer.
+                # An HTTP/1.0 client keeps the connection only if the answer says so;
+                # otherwise it waits for the close (ab -k: the server's idle minute).
                 self.send_header("Connection", "keep-alive")
             self.end_headers()
             if self.command != "HEAD":
