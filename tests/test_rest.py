@@ -545,6 +545,51 @@ def test_the_bodies_held_at_once_stay_within_max_workers_full_size_bodies(model_
             sig.ENTITY_LABEL] == ["DRUG"]
 
 
+def test_large_bodies_sent_at_once_are_let_in_whole_or_refused_before_they_are_sent(
+        model_base):
+    # Counted as they arrived, bodies sent at once shared the budget until none could go on:
+    # two that each fitted it, sent together, were both refused half-way (503), and a client
+    # that asked "Expect: 100-continue" was told to send a body that was then refused.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1,
+                         max_message_bytes=200_000)
+    server.start()
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    large = request.ljust(150_000)  # each fits the budget of 200000 bytes, not both
+    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(large)}\r\n").encode()
+
+    def answer_of(reader):
+        status = reader.readline()
+        headers = http.client.parse_headers(reader)
+        return status, json.loads(reader.read(int(headers["Content-Length"])))
+
+    try:
+        with socket_to_port(server.bound_rest_port) as first, first.makefile("rb") as first_in, \
+                socket_to_port(server.bound_rest_port) as second, \
+                second.makefile("rb") as second_in:
+            first.sendall(head + b"\r\n" + large[:70_000])
+            wait_for(lambda: server._rest._body_bytes == len(large),
+                     what="the first body to be let in")
+            second.sendall(head + b"\r\n" + large[:70_000])
+            second_answer = answer_of(second_in)  # its connection stays open, unanswered more
+            small = raw_exchange(server, f"Content-Length: {len(request)}\r\nConnection: "
+                                         "close\r\n".encode(), request)
+            expecting = raw_exchange(server, f"Expect: 100-continue\r\nContent-Length: "
+                                             f"{len(large)}\r\n".encode())
+            first.sendall(large[70_000:])
+            first_answer = answer_of(first_in)
+    finally:
+        server.stop(grace=1)
+    busy = {"error": "the server is busy: the request bodies it holds would pass its limit of "
+                     "200000 bytes (--max-workers x --max-message-bytes); retry later"}
+    assert second_answer == (b"HTTP/1.1 503 Service Unavailable\r\n", busy)
+    assert expecting.startswith(b"HTTP/1.1 503 ") and b"100 Continue" not in expecting
+    # The first body, let in whole, is answered; a small one fits beside it.
+    assert first_answer[0].startswith(b"HTTP/1.1 200 "), first_answer
+    assert first_answer[1]["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
+    assert small.startswith(b"HTTP/1.1 200 "), small[:100]
+
+
 def test_a_gzip_body_is_uncompressed_only_once_it_has_a_slot(model_base, monkeypatch):
     # It was uncompressed as soon as it arrived: bodies of a few KB waiting for a slot
     # each held up to --max-message-bytes uncompressed, however many clients sent them.

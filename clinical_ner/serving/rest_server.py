@@ -39,9 +39,6 @@ _IDLE_TIMEOUT_S = 60.0
 _LINGER_S = 2.0
 # A Content-Length as RFC 9112 writes it (1*DIGIT).
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
-# A body is read in pieces of this size, each counted in the server's budget for bodies
-# before it is read: a client that sends slowly holds no more of it than it has sent.
-_BODY_PIECE = 1 << 16
 
 
 class _HttpRefusal(Exception):
@@ -71,6 +68,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             super().handle_one_request()
         finally:
+            self.server.release_body_bytes(self._body_bytes)
+            self._body_bytes = 0
             self.server.request_ended(self)
 
     def parse_request(self) -> bool:
@@ -92,14 +91,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _request(self) -> None:
         try:
             length, gzipped = self._body_length()
+            self._reserve_body(length)
             body = self._read_body(length)
             self._body_read = True
             self._serve(body, gzipped)
         except _HttpRefusal as refusal:
             self._refuse(refusal)
-        finally:
-            self.server.release_body_bytes(self._body_bytes)
-            self._body_bytes = 0
 
     def answer_cut_short(self, grace: float) -> None:
         """Answer 503 for a request still running when the stop's ``grace`` s ran out (called
@@ -119,9 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         # "Expect: 100-continue" asks whether to send the body: a body that would be
-        # refused (too large, chunked, an unclear length) is refused before it is sent.
+        # refused (too large, chunked, an unclear length, no room) is refused before it is sent.
         try:
-            self._body_length()
+            self._reserve_body(self._body_length()[0])
         except _HttpRefusal as refusal:
             self._refuse(refusal)
             return False
@@ -146,35 +143,37 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _read_body(self, length: int) -> bytearray:
-        """The body's ``length`` bytes, each piece counted in the server's budget for bodies
-        before it is read (503 beyond it). A connection reads its body before it waits for
-        one of the ``max_workers`` slots: without the budget, many clients sending at once
-        made the server hold as many bodies."""
-        body = bytearray()
-        while len(body) < length:
-            piece = min(_BODY_PIECE, length - len(body))
-            if not self.server.take_body_bytes(piece):
-                raise _HttpRefusal(503, (
-                    "the server is busy: the request bodies it holds would pass its limit of "
-                    f"{self.server.body_budget} bytes (--max-workers x --max-message-bytes); "
-                    "retry later"))
-            self._body_bytes += piece
-            try:
-                data = self.rfile.read(piece)
-            except TimeoutError:
-                # A Content-Length larger than the body sent, on a connection left open:
-                # the client gets a status, not a connection closed without one.
-                raise _HttpRefusal(408, (
-                    f"the body stopped arriving before its {length} bytes (Content-Length): "
-                    f"nothing came for {self.timeout:g} s")) from None
-            body += data
-            if len(data) < piece:
-                # The client stopped sending (closed its side): the JSON parser would blame
-                # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
-                raise _HttpRefusal(
-                    400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
-                )
+    def _reserve_body(self, length: int) -> None:
+        """Count the body's ``length`` bytes in the server's budget for bodies before it is
+        read (once per request), or refuse it with 503. A connection reads its body before it
+        waits for one of the ``max_workers`` slots: without the budget, many clients sending
+        at once made the server hold as many bodies. Its whole length, not the bytes as they
+        come: counted as they came, large bodies sent at once shared the budget until none
+        could finish, and all were refused."""
+        if self._body_bytes:
+            return  # at "Expect: 100-continue"
+        if not self.server.take_body_bytes(length):
+            raise _HttpRefusal(503, (
+                "the server is busy: the request bodies it holds would pass its limit of "
+                f"{self.server.body_budget} bytes (--max-workers x --max-message-bytes); "
+                "retry later"))
+        self._body_bytes = length
+
+    def _read_body(self, length: int) -> bytes:
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            # A Content-Length larger than the body sent, on a connection left open: the
+            # client gets a status, not a connection closed without one.
+            raise _HttpRefusal(408, (
+                f"the body stopped arriving before its {length} bytes (Content-Length): "
+                f"nothing came for {self.timeout:g} s")) from None
+        if len(body) < length:
+            # The client stopped sending (closed its side): the JSON parser would blame
+            # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
+            raise _HttpRefusal(
+                400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
+            )
         return body
 
     def _gzipped(self) -> bool:
