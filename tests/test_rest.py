@@ -606,11 +606,15 @@ def test_a_gzip_body_is_uncompressed_only_once_it_has_a_slot(model_base, monkeyp
     body = gzip.compress(json.dumps({"instances": ["aspirin"]}).encode())
     answers = []
     sending = threading.Thread(target=lambda: answers.append(post_encoded(server, body, "gzip")))
+
+    def body_read():
+        with server._rest._requests_done:  # the set of requests in progress, not changing
+            return any(handler._body_read for handler in server._rest._requests)
+
     server._rest.admission.acquire()  # the one slot, as a request being served holds it
     try:
         sending.start()
-        wait_for(lambda: any(handler._body_read for handler in server._rest._requests),
-                 what="the body to be read")
+        wait_for(body_read, what="the body to be read")
         waiting = list(uncompressed)
     finally:
         server._rest.admission.release()
