@@ -18,6 +18,7 @@ import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from clinical_ner.export import signatures as sig
+from clinical_ner.serving import rest_server
 from clinical_ner.serving.rest_client import RestClient, RestError, outputs_as_arrays
 from clinical_ner.serving.server import ModelServer
 from clinical_ner.text.document import Entity
@@ -337,6 +338,26 @@ def test_head_gets_a_get_s_status_and_headers_without_its_body(server):
     connection.close()
 
 
+def test_an_http_1_0_client_that_asks_for_keep_alive_is_told_it_has_it(server):
+    # The connection was kept open without "Connection: keep-alive" in the answer, which an
+    # HTTP/1.0 client (ab -k) needs to keep it: it waited for the close, for a minute.
+    def exchange(raw, reader, connection):
+        raw.sendall(f"GET /v1/models/{MODEL} HTTP/1.0\r\n{connection}\r\n".encode())
+        status = reader.readline()
+        headers = http.client.parse_headers(reader)
+        body = reader.read(int(headers["Content-Length"]))
+        return status, headers["Connection"], json.loads(body)
+
+    with socket_to_port(server.bound_rest_port) as raw, raw.makefile("rb") as reader:
+        for _ in range(2):  # the same connection serves the second request
+            status, connection, answer = exchange(raw, reader, "Connection: keep-alive\r\n")
+            assert status.startswith(b"HTTP/1.1 200 "), status
+            assert connection == "keep-alive" and "model_version_status" in answer
+        status, connection, _ = exchange(raw, reader, "")
+        assert status.startswith(b"HTTP/1.1 200 ") and connection == "close"
+        assert reader.read() == b""  # HTTP/1.0's default: closed after the answer
+
+
 def test_oversized_and_unframed_bodies_are_refused_before_reading(server):
     connection = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port, timeout=30)
     body = json.dumps({"instances": [MARKER * 8000]}).encode()
@@ -363,6 +384,20 @@ def test_a_content_length_that_is_not_plain_digits_or_disagrees_is_refused(serve
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 400"), status_line
     assert b"Content-Length" in rest and b"Connection: close" in rest
+
+
+def test_a_chunked_body_named_in_a_second_transfer_encoding_header_is_refused(server):
+    # Only the first Transfer-Encoding header was read: the body was taken as empty (400
+    # "JSON Parse error: Expecting value at offset: 0") and its chunks as the next request
+    # on the connection (a second 400).
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    body = f"{len(request):x}\r\n".encode() + request + b"\r\n0\r\n\r\n"
+    answer = raw_exchange(
+        server, b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n", body)
+    assert answer.startswith(b"HTTP/1.1 411 "), answer[:100]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # the chunks are not read as a request
+    assert answer.endswith(b'{"error": "send the body with a Content-Length (chunked bodies '
+                           b'are not supported)"}\n')
 
 
 def raw_exchange(server, headers, body=b"", half_close=False):
@@ -395,6 +430,17 @@ def test_a_body_cut_short_of_its_content_length_is_refused(server):
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
     assert answer.endswith(f'{{"error": "the body ended after {len(body)} of its '
                            f'{len(body) + 1} bytes (Content-Length)"}}\n'.encode())
+
+
+def test_a_body_that_stops_arriving_on_an_open_connection_gets_408(server, monkeypatch):
+    # A Content-Length larger than the body sent, the connection left open: after the idle
+    # timeout (a minute by default) the connection was closed without an answer.
+    monkeypatch.setattr(rest_server._Handler, "timeout", 1.0)
+    body = json.dumps({"instances": [MARKER]}).encode()
+    answer = raw_exchange(server, f"Content-Length: {len(body) + 1}\r\n".encode(), body)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert answer.endswith(f'{{"error": "the body stopped arriving before its {len(body) + 1} '
+                           'bytes (Content-Length): nothing came for 1 s"}\n'.encode())
 
 
 def test_expect_100_continue_is_refused_before_a_body_over_the_limit(server):
@@ -446,6 +492,137 @@ def test_a_body_that_cannot_be_uncompressed_is_refused(server, case):
                                        "uncompressed or gzip-compressed"),
     }[case]
     assert post_encoded(server, body, encoding) == (status, {"error": message})
+
+
+def test_the_bodies_held_at_once_stay_within_max_workers_full_size_bodies(model_base,
+                                                                         monkeypatch):
+    # Each connection read its whole body before it waited for one of the --max-workers
+    # slots: many clients sending at once made the server hold as many bodies.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1,
+                         max_message_bytes=200_000)
+    server.start()
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    full_size = request.ljust(200_000)  # JSON may end in spaces
+    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Length: {len(full_size)}\r\n\r\n").encode()
+    small = f"Content-Length: {len(request)}\r\nConnection: close\r\n".encode()
+
+    def held():
+        return server._rest._body_bytes
+
+    def answer_of(connection):
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+        return answer
+
+    try:
+        with socket_to_port(server.bound_rest_port) as holder:
+            holder.sendall(head + full_size[:-1])  # all but its last byte, for now
+            wait_for(lambda: held() == len(full_size), what="the server to hold the body")
+            refused = raw_exchange(server, small, request)
+            holder.sendall(full_size[-1:])
+            holder_answer = answer_of(holder)
+        wait_for(lambda: held() == 0, what="the answered request's body to be freed")
+        after_answer = raw_exchange(server, small, request)
+        # A client that stops sending mid-body frees its share once its connection times
+        # out (after a second here, a minute by default).
+        monkeypatch.setattr(rest_server._Handler, "timeout", 1.0)
+        with socket_to_port(server.bound_rest_port) as silent:
+            silent.sendall(head + full_size[:1000])
+            wait_for(lambda: held() > 0, what="the server to hold part of the body")
+            wait_for(lambda: held() == 0, what="the silent connection to time out")
+        after_timeout = raw_exchange(server, small, request)
+    finally:
+        server.stop(grace=1)
+    assert refused.startswith(b"HTTP/1.1 503 "), refused[:100]
+    assert refused.endswith(
+        b'{"error": "the server is busy: the request bodies it holds would pass its limit of '
+        b'200000 bytes (--max-workers x --max-message-bytes); retry later"}\n')
+    for answer in (holder_answer, after_answer, after_timeout):
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["predictions"][0][
+            sig.ENTITY_LABEL] == ["DRUG"]
+
+
+def test_large_bodies_sent_at_once_are_let_in_whole_or_refused_before_they_are_sent(
+        model_base):
+    # Counted as they arrived, bodies sent at once shared the budget until none could go on:
+    # two that each fitted it, sent together, were both refused half-way (503), and a client
+    # that asked "Expect: 100-continue" was told to send a body that was then refused.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1,
+                         max_message_bytes=200_000)
+    server.start()
+    request = json.dumps({"instances": ["aspirin"]}).encode()
+    large = request.ljust(150_000)  # each fits the budget of 200000 bytes, not both
+    head = (f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {len(large)}\r\n").encode()
+
+    def answer_of(reader):
+        status = reader.readline()
+        headers = http.client.parse_headers(reader)
+        return status, json.loads(reader.read(int(headers["Content-Length"])))
+
+    try:
+        with socket_to_port(server.bound_rest_port) as first, first.makefile("rb") as first_in, \
+                socket_to_port(server.bound_rest_port) as second, \
+                second.makefile("rb") as second_in:
+            first.sendall(head + b"\r\n" + large[:70_000])
+            wait_for(lambda: server._rest._body_bytes == len(large),
+                     what="the first body to be let in")
+            second.sendall(head + b"\r\n" + large[:70_000])
+            second_answer = answer_of(second_in)  # its connection stays open, unanswered more
+            small = raw_exchange(server, f"Content-Length: {len(request)}\r\nConnection: "
+                                         "close\r\n".encode(), request)
+            expecting = raw_exchange(server, f"Expect: 100-continue\r\nContent-Length: "
+                                             f"{len(large)}\r\n".encode())
+            first.sendall(large[70_000:])
+            first_answer = answer_of(first_in)
+    finally:
+        server.stop(grace=1)
+    busy = {"error": "the server is busy: the request bodies it holds would pass its limit of "
+                     "200000 bytes (--max-workers x --max-message-bytes); retry later"}
+    assert second_answer == (b"HTTP/1.1 503 Service Unavailable\r\n", busy)
+    assert expecting.startswith(b"HTTP/1.1 503 ") and b"100 Continue" not in expecting
+    # The first body, let in whole, is answered; a small one fits beside it.
+    assert first_answer[0].startswith(b"HTTP/1.1 200 "), first_answer
+    assert first_answer[1]["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
+    assert small.startswith(b"HTTP/1.1 200 "), small[:100]
+
+
+def test_a_gzip_body_is_uncompressed_only_once_it_has_a_slot(model_base, monkeypatch):
+    # It was uncompressed as soon as it arrived: bodies of a few KB waiting for a slot
+    # each held up to --max-message-bytes uncompressed, however many clients sent them.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1)
+    server.start()
+    uncompressed = []
+    gunzip = rest_server._gunzip
+
+    def counted_gunzip(body, limit):
+        uncompressed.append(len(body))
+        return gunzip(body, limit)
+
+    monkeypatch.setattr(rest_server, "_gunzip", counted_gunzip)
+    body = gzip.compress(json.dumps({"instances": ["aspirin"]}).encode())
+    answers = []
+    sending = threading.Thread(target=lambda: answers.append(post_encoded(server, body, "gzip")))
+
+    def body_read():
+        with server._rest._requests_done:  # the set of requests in progress, not changing
+            return any(handler._body_read for handler in server._rest._requests)
+
+    server._rest.admission.acquire()  # the one slot, as a request being served holds it
+    try:
+        sending.start()
+        wait_for(body_read, what="the body to be read")
+        waiting = list(uncompressed)
+    finally:
+        server._rest.admission.release()
+        sending.join(timeout=RPC_TIMEOUT_S)
+        server.stop(grace=1)
+    assert waiting == []
+    assert uncompressed == [len(body)]
+    assert answers[0][0] == 200 and answers[0][1]["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
 
 
 def test_a_draining_server_answers_503(server, rest):

@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-message-bytes", type=int, default=defaults.MAX_MESSAGE_BYTES,
         help="largest request message (gRPC) or body (REST) accepted (default: %(default)s)")
     add("--max-workers", type=int, default=defaults.MAX_WORKERS,
-        help="requests served at once, per API (default: %(default)s)")
+        help="requests served at once, per API; REST bodies held at once: this many times "
+             "--max-message-bytes (default: %(default)s)")
     add("--max-concurrent-calls", type=int, default=None, metavar="N",
         help="of those, how many run the model at the same time; more use more memory "
              "without more throughput once the CPUs are busy (default: the number of CPUs)")

@@ -5,9 +5,11 @@ the batcher, which parks request threads until their merged model call is
 done (an asyncio server would need a thread pool for that anyway), it adds
 no dependency to the core install, and TLS comes from ``ssl``.
 ``max_workers`` bounds the requests processed at once, as gRPC's thread pool
-does; idle keep-alive connections cost a parked thread each and close after
-a minute of silence. http.server's own logging, which prints request lines,
-is replaced by fixed messages; its HTML error pages by ``{"error": ...}``.
+does, and the request bodies held at once to ``max_workers`` times the body
+limit, however many clients send (503 beyond); idle keep-alive connections
+cost a parked thread each and close after a minute of silence.
+http.server's own logging, which prints request lines, is replaced by fixed
+messages; its HTML error pages by ``{"error": ...}``.
 """
 from __future__ import annotations
 
@@ -60,11 +62,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer_lock = threading.Lock()
         self._answered = False
         self._body_read = False
+        self._body_bytes = 0  # of the server's budget for bodies, held by this request
 
     def handle_one_request(self) -> None:
         try:
             super().handle_one_request()
         finally:
+            self.server.release_body_bytes(self._body_bytes)
+            self._body_bytes = 0
             self.server.request_ended(self)
 
     def parse_request(self) -> bool:
@@ -85,12 +90,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _request(self) -> None:
         try:
-            body = self._read_body()
+            length, gzipped = self._body_length()
+            self._reserve_body(length)
+            body = self._read_body(length)
+            self._body_read = True
+            self._serve(body, gzipped)
         except _HttpRefusal as refusal:
             self._refuse(refusal)
-            return
-        self._body_read = True
-        self._serve(body)
 
     def answer_cut_short(self, grace: float) -> None:
         """Answer 503 for a request still running when the stop's ``grace`` s ran out (called
@@ -110,9 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         # "Expect: 100-continue" asks whether to send the body: a body that would be
-        # refused (too large, chunked, an unclear length) is refused before it is sent.
+        # refused (too large, chunked, an unclear length, no room) is refused before it is sent.
         try:
-            self._body_length()
+            self._reserve_body(self._body_length()[0])
         except _HttpRefusal as refusal:
             self._refuse(refusal)
             return False
@@ -137,16 +143,38 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def _read_body(self) -> bytes:
-        length, gzipped = self._body_length()
-        body = self.rfile.read(length)
+    def _reserve_body(self, length: int) -> None:
+        """Count the body's ``length`` bytes in the server's budget for bodies before it is
+        read (once per request), or refuse it with 503. A connection reads its body before it
+        waits for one of the ``max_workers`` slots: without the budget, many clients sending
+        at once made the server hold as many bodies. Its whole length, not the bytes as they
+        come: counted as they came, large bodies sent at once shared the budget until none
+        could finish, and all were refused."""
+        if self._body_bytes:
+            return  # at "Expect: 100-continue"
+        if not self.server.take_body_bytes(length):
+            raise _HttpRefusal(503, (
+                "the server is busy: the request bodies it holds would pass its limit of "
+                f"{self.server.body_budget} bytes (--max-workers x --max-message-bytes); "
+                "retry later"))
+        self._body_bytes = length
+
+    def _read_body(self, length: int) -> bytes:
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            # A Content-Length larger than the body sent, on a connection left open: the
+            # client gets a status, not a connection closed without one.
+            raise _HttpRefusal(408, (
+                f"the body stopped arriving before its {length} bytes (Content-Length): "
+                f"nothing came for {self.timeout:g} s")) from None
         if len(body) < length:
             # The client stopped sending (closed its side): the JSON parser would blame
             # the JSON at the cut, and a cut body can even parse ("[1, 23" of "[1, 234]").
             raise _HttpRefusal(
                 400, f"the body ended after {len(body)} of its {length} bytes (Content-Length)"
             )
-        return _gunzip(body, self.server.max_body_bytes) if gzipped else body
+        return body
 
     def _gzipped(self) -> bool:
         """Whether the body is gzip-compressed, which TF Serving reads too; other
@@ -164,7 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _body_length(self) -> tuple[int, bool]:
         """The body's length in bytes from the headers, and whether it is gzip-compressed;
         refused if unclear, too large or in an encoding not read here (before it is sent)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        # Every Transfer-Encoding header: with the first only, a chunked body named in a
+        # second was read as none, and its chunks as the next request.
+        if "chunked" in ",".join(self.headers.get_all("Transfer-Encoding") or []).lower():
             raise _HttpRefusal(
                 411, "send the body with a Content-Length (chunked bodies are not supported)"
             )
@@ -186,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return int(digits), digits != "0" and self._gzipped()
 
-    def _serve(self, body: bytes) -> None:
+    def _serve(self, body: bytes, gzipped: bool) -> None:
         try:
             path = urlsplit(self.path).path
         except ValueError:
@@ -194,6 +224,10 @@ class _Handler(BaseHTTPRequestHandler):
             # was dropped unanswered. As given, it is no path of the API (404).
             path = self.path
         with self.server.admission:
+            if gzipped:
+                # Only with a slot: a small body can expand to the limit, and the bodies
+                # that wait for one are held as sent (and counted so).
+                body = _gunzip(body, self.server.max_body_bytes)
             method = "GET" if self.command == "HEAD" else self.command
             status, answer = self.server.api.answer(method, path, body)
         if status == 503:
@@ -211,6 +245,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             if self.close_connection:
                 self.send_header("Connection", "close")
+            elif self.request_version == "HTTP/1.0":
+                # An HTTP/1.0 client keeps the connection only if the answer says so;
+                # otherwise it waits for the close (ab -k: the server's idle minute).
+                self.send_header("Connection", "keep-alive")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
@@ -277,7 +315,8 @@ def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
 
 
 class RestServer(ThreadingHTTPServer):
-    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once."""
+    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once,
+    request bodies of at most ``max_workers`` x ``max_body_bytes`` bytes held at once."""
 
     daemon_threads = True
     block_on_close = False
@@ -301,6 +340,11 @@ class RestServer(ThreadingHTTPServer):
         self.api = api
         self.admission = threading.BoundedSemaphore(max_workers)
         self.max_body_bytes = max_body_bytes
+        # The bytes of request bodies held at once (being received, or waiting for a slot
+        # or its answer): those of max_workers full-size requests, whatever the clients do.
+        self.body_budget = max_workers * max_body_bytes
+        self._body_bytes = 0
+        self._body_bytes_lock = threading.Lock()
         self._tls = tls
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._connections: set[socket.socket] = set()
@@ -338,6 +382,20 @@ class RestServer(ThreadingHTTPServer):
         finally:
             with self._connections_lock:
                 self._connections.discard(request)
+
+    def take_body_bytes(self, count: int) -> bool:
+        """Count ``count`` more bytes of request bodies as held; False, counting nothing, if
+        that would pass :attr:`body_budget`."""
+        with self._body_bytes_lock:
+            if self._body_bytes + count > self.body_budget:
+                return False
+            self._body_bytes += count
+            return True
+
+    def release_body_bytes(self, count: int) -> None:
+        """Count ``count`` bytes of request bodies (taken by :meth:`take_body_bytes`) as freed."""
+        with self._body_bytes_lock:
+            self._body_bytes -= count
 
     def request_started(self, handler: _Handler) -> None:
         """Counts ``handler``'s request as in progress, from its first line, for :meth:`drain`."""
