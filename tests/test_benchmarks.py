@@ -350,6 +350,40 @@ def test_matmul_limit_refuses_a_model_folder_without_its_config_before_measuring
             "directory (clinical-ner train) or a LiteRT export") in capsys.readouterr().err
 
 
+def _multi_corpus(monkeypatch, *arguments: str) -> None:
+    from benchmarks import multi_corpus
+
+    monkeypatch.setattr(sys, "argv", ["multi_corpus.py", *arguments])
+    multi_corpus.main()
+
+
+def test_multi_corpus_table_names_an_older_or_broken_results_file(tmp_path, monkeypatch,
+                                                                  capsys):
+    run = {"run": "maccrobat", "seed": 1, "best_epoch": 20, "epochs_run": 25,
+           "median_train_tokens_per_second": 9000.0,
+           "scores": {"maccrobat_dev": 0.6839}, "precision_recall": {
+               "maccrobat_dev": [0.6989, 0.6695]}}
+    results = tmp_path / "multi_corpus.json"
+    # No stored "summary": the table's figures come from the runs themselves.
+    results.write_text(json.dumps({"runs": [run]}), encoding="utf-8")
+    _multi_corpus(monkeypatch, "--table", "--results", str(results))
+    assert "| MACCROBAT alone | 0.6839 | – | – | 20/25 | 9,000 |" in capsys.readouterr().out
+    older = {key: value for key, value in run.items() if key != "median_train_tokens_per_second"}
+    results.write_text(json.dumps({"runs": [run, older]}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{results}: runs[1] (maccrobat, seed 1): no median_train_tokens_per_second "
+            "(written by an older version?); remove that entry and run it again: python -m "
+            f"benchmarks.multi_corpus --runs maccrobat --seeds 1 --results {results}")):
+        _multi_corpus(monkeypatch, "--table", "--results", str(results))
+    results.write_text(json.dumps({"runs": [{**run, "run": "joint"}]}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{results}: runs[0] (joint, seed 1): unknown run (this version runs maccrobat, ")):
+        _multi_corpus(monkeypatch, "--table", "--results", str(results))
+    results.write_text('{"runs": [\n {"run": "maccrobat",\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(f"{results}: line 3: not JSON (")):
+        _multi_corpus(monkeypatch, "--rescore", "--results", str(results))
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
