@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -382,6 +383,58 @@ def test_multi_corpus_table_names_an_older_or_broken_results_file(tmp_path, monk
     results.write_text('{"runs": [\n {"run": "maccrobat",\n', encoding="utf-8")
     with pytest.raises(SystemExit, match=re.escape(f"{results}: line 3: not JSON (")):
         _multi_corpus(monkeypatch, "--rescore", "--results", str(results))
+
+
+def _shared_data_without(tmp_path: Path, missing: str) -> Path:
+    """A copy of ../shared/data's layout (tiny files) without ``missing``."""
+    root = tmp_path / "data"
+    for split in ("train", "dev"):
+        (root / "maccrobat-i2b2" / split / "txt").mkdir(parents=True)
+        (root / "maccrobat-i2b2" / split / "txt" / "note.txt").write_text(
+            "CT showed a nodule.\n", encoding="utf-8")
+    (root / "bc5cdr").mkdir()
+    for split in ("train", "dev", "test"):
+        (root / "bc5cdr" / f"{split}.conll").write_text("Aspirin\tB-Chemical\n\n",
+                                                        encoding="utf-8")
+    target = root / missing
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    return root
+
+
+@pytest.mark.parametrize("missing", ["bc5cdr/dev.conll", "maccrobat-i2b2/train/txt"])
+def test_spacy_pipe_names_what_the_data_folder_lacks_before_loading_the_model(
+        missing, tmp_path, monkeypatch, capsys):
+    from benchmarks import spacy_pipe
+    from clinical_ner.annotators.load import ClinicalNER
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was read")
+
+    monkeypatch.setattr(ClinicalNER, "load", no_load)
+    root = _shared_data_without(tmp_path, missing)
+    with pytest.raises(SystemExit) as stopped:
+        spacy_pipe.main(["--data", str(root), "--repeats", "1"])
+    assert stopped.value.code == 2
+    assert (f"argument --data: {root / missing}: no such file or folder; give the shared data "
+            "folder (../shared/data) or one laid out as it is") in capsys.readouterr().err
+
+
+def test_batch_throughput_names_what_the_data_root_lacks_before_the_run(tmp_path, capsys):
+    from benchmarks import batch_throughput
+
+    root = _shared_data_without(tmp_path, "maccrobat-i2b2/dev/txt")
+    results = tmp_path / "batch.json"
+    with pytest.raises(SystemExit) as stopped:
+        batch_throughput.main(["--model", str(tmp_path), "--litert-export", str(tmp_path),
+                               "--data-root", str(root), "--work-dir", str(tmp_path / "work"),
+                               "--results", str(results)])
+    assert stopped.value.code == 2
+    assert (f"argument --data-root: {root / 'maccrobat-i2b2/dev/txt'}: no such file or "
+            "folder") in capsys.readouterr().err
+    assert not results.exists()
 
 
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
