@@ -437,6 +437,25 @@ def test_batch_throughput_names_what_the_data_root_lacks_before_the_run(tmp_path
     assert not results.exists()
 
 
+def test_load_test_names_the_file_and_line_of_a_bad_texts_file(tmp_path):
+    from benchmarks import load_test
+
+    texts = tmp_path / "notes.jsonl"
+    # A record whose text is U+2028-split by splitlines() stays whole.
+    texts.write_text('{"text": "CT showed\u2028a nodule."}\n\n{"text": 5}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(
+            f'--texts {texts}:3: not an object with a "text" string')):
+        load_test.load_texts(str(texts))
+    texts.write_text('{"text": "CT showed\u2028a nodule."}\n{"text": "fev\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(f"--texts {texts}:2: not JSON (")):
+        load_test.load_texts(str(texts))
+    texts.write_text('{"text": "CT showed\u2028a nodule."}\n', encoding="utf-8")
+    assert load_test.load_texts(str(texts)) == ["CT showed\u2028a nodule."]
+    with pytest.raises(SystemExit, match=re.escape(
+            f"--texts {tmp_path / 'typo.jsonl'}: cannot read it (No such file or directory)")):
+        load_test.load_texts(str(tmp_path / "typo.jsonl"))
+
+
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():
     text = (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
     assert text.count(bench_report.START_MARKER) == 1
