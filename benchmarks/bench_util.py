@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from clinical_ner.errors import ClinicalNERError
 from clinical_ner.serving import defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -384,16 +385,19 @@ def i2b2_documents(folder: Path) -> list[str]:
 
 
 def read_data(parser: argparse.ArgumentParser, option: str, read: Callable[[], T]) -> T:
-    """``read()``, or ``parser``'s one-line error naming the file that ``option``'s folder lacks.
+    """``read()``, or ``parser``'s one-line error naming the file that ``option``'s folder
+    lacks, or the reader's error (its file and line) for a corpus it cannot read.
 
-    Called before the model is loaded or exported, so that a wrong folder stops at once,
-    not after that work in a FileNotFoundError traceback.
+    Called before the model is loaded or exported, so that wrong data stops at once,
+    not after that work in a traceback.
     """
     try:
         return read()
     except FileNotFoundError as error:
         parser.error(f"argument {option}: {error.filename}: no such file or folder; give the "
                      "shared data folder (../shared/data) or one laid out as it is")
+    except ClinicalNERError as error:
+        parser.error(f"argument {option}: {error}")
 
 
 def slice_conll(source: Path, target: Path, sentences: int) -> int:

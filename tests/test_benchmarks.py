@@ -437,6 +437,24 @@ def test_batch_throughput_names_what_the_data_root_lacks_before_the_run(tmp_path
     assert not results.exists()
 
 
+@pytest.mark.parametrize("script, arguments", [
+    ("profile_inference", ["--model", "no-model"]),
+    ("serving_memory", ["--export", "no-export"]),
+])
+def test_a_corpus_that_cannot_be_read_stops_with_its_file_and_line_before_the_model(
+        script, arguments, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    corpus = tmp_path / "notes.conll"
+    corpus.write_text("CT\tO\nnodule\n\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "--data", str(corpus)])
+    assert stopped.value.code == 2
+    assert (f"argument --data: {corpus}:2: only one column; expected a token and a tag "
+            "separated by tabs or spaces") in capsys.readouterr().err
+
+
 def test_load_test_names_the_file_and_line_of_a_bad_texts_file(tmp_path):
     from benchmarks import load_test
 
