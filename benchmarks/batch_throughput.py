@@ -52,6 +52,7 @@ from benchmarks.bench_util import (
     log,
     output_file,
     proc_status_kb,
+    read_data,
     subprocess_env,
 )
 
@@ -275,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_ner.text.tokenizer import count_tokens
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    datasets = read_data(parser, "--data-root",
+                         lambda: build_datasets(args.data_root, args.work_dir, args.notes))
     export = args.work_dir / "export" / "1"
     if args.litert_export:
         export = args.model = args.litert_export
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command_line("benchmarks.batch_throughput", argv),
               "cpu_model": cpu_model(), **core_counts(), "load_average_start": load_average(),
               "datasets": {}}
-    for name, dataset in build_datasets(args.data_root, args.work_dir, args.notes).items():
+    for name, dataset in datasets.items():
         if name.split("-")[0] not in args.datasets.split(","):
             continue
         tokens = sum(count_tokens(text) for text in read_texts(dataset))

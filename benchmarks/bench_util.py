@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import json
 import os
 import platform
@@ -20,13 +21,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
+from clinical_ner.errors import ClinicalNERError
 from clinical_ner.serving import defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = defaults.MODEL_NAME  # the name the benchmark servers serve the model under
 MB = 1024 * 1024
+T = TypeVar("T")
 
 
 # -- timing -------------------------------------------------------------------
@@ -371,8 +374,30 @@ def conll_notes(path: Path) -> list[str]:
 
 
 def i2b2_documents(folder: Path) -> list[str]:
-    """The texts of an i2b2 split (``folder/txt/*.txt``), in file-name order."""
+    """The texts of an i2b2 split (``folder/txt/*.txt``), in file-name order.
+
+    A missing ``txt/`` is a FileNotFoundError, as a missing CoNLL file is: read as no
+    documents, it would be found out only as an IndexError or ZeroDivisionError later.
+    """
+    if not (folder / "txt").is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder / "txt"))
     return [path.read_text(encoding="utf-8") for path in sorted((folder / "txt").glob("*.txt"))]
+
+
+def read_data(parser: argparse.ArgumentParser, option: str, read: Callable[[], T]) -> T:
+    """``read()``, or ``parser``'s one-line error naming the file that ``option``'s folder
+    lacks, or the reader's error (its file and line) for a corpus it cannot read.
+
+    Called before the model is loaded or exported, so that wrong data stops at once,
+    not after that work in a traceback.
+    """
+    try:
+        return read()
+    except FileNotFoundError as error:
+        parser.error(f"argument {option}: {error.filename}: no such file or folder; give the "
+                     "shared data folder (../shared/data) or one laid out as it is")
+    except ClinicalNERError as error:
+        parser.error(f"argument {option}: {error}")
 
 
 def slice_conll(source: Path, target: Path, sentences: int) -> int:

@@ -74,10 +74,28 @@ def load_texts(path: str | None) -> list[str]:
             texts.append(document)
             texts.extend(line for line in document.splitlines() if line.strip())
         return texts
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if path.endswith(".jsonl"):
-        return [json.loads(line)["text"] for line in lines if line.strip()]
-    return [line for line in lines if line.strip()]
+    # One line naming the file (and line), not a traceback; never the note's text.
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise SystemExit(f"--texts {path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"--texts {path}: not UTF-8 text") from None
+    if not path.endswith(".jsonl"):
+        return [line for line in text.splitlines() if line.strip()]
+    texts = []
+    # At LF only: a record's text may hold U+2028 and the like, which splitlines() cuts at.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"--texts {path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise SystemExit(f'--texts {path}:{number}: not an object with a "text" string')
+        texts.append(record["text"])
+    return texts
 
 
 def entity_tuples(entities) -> list[tuple[int, int, str, str]]:

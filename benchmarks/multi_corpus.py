@@ -288,6 +288,36 @@ def train_run(run: str, seed: int, epochs: int, patience: int, work: Path,
     }
 
 
+# What --table reads of each run and only training it again records: a file written before
+# one of them was would otherwise end in a KeyError traceback naming neither file nor run.
+# (Scores it lacks are shown as "–"; --rescore fills them.)
+RUN_FIELDS = ("run", "seed", "best_epoch", "epochs_run", "median_train_tokens_per_second")
+
+
+def read_results(path: Path) -> dict:
+    """The results file, or one line naming it (and the run and field) where it cannot serve."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise SystemExit(f"{path}: not UTF-8 text; not a multi_corpus results file") from None
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"{path}: line {error.lineno}: not JSON ({error.msg})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise SystemExit(f'{path}: no "runs" list; not a multi_corpus results file')
+    for number, item in enumerate(results["runs"]):
+        item = item if isinstance(item, dict) else {}
+        where = f"{path}: runs[{number}] ({item.get('run')}, seed {item.get('seed')})"
+        missing = [name for name in RUN_FIELDS if name not in item]
+        if missing:
+            raise SystemExit(
+                f"{where}: no {', '.join(missing)} (written by an older version?); remove "
+                f"that entry and run it again: python -m benchmarks.multi_corpus --runs "
+                f"{item.get('run', 'RUN')} --seeds {item.get('seed', 'SEED')} --results {path}")
+        if item["run"] not in RUNS:
+            raise SystemExit(f"{where}: unknown run (this version runs {', '.join(RUNS)})")
+    return results
+
+
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -296,7 +326,7 @@ def summary(runs: list[dict]) -> dict:
     """Mean and each seed's figure per run and score."""
     table: dict = {}
     for item in runs:
-        for name, value in item["scores"].items():
+        for name, value in item.get("scores", {}).items():
             table.setdefault(item["run"], {}).setdefault(name, {})[str(item["seed"])] = value
     for per_score in table.values():
         for values in per_score.values():
@@ -307,7 +337,7 @@ def summary(runs: list[dict]) -> dict:
 
 def markdown_table(results: dict) -> str:
     """The README table: each run's scores per seed and their mean (``--table``)."""
-    table = results.get("summary", {})
+    table = summary(results["runs"])  # not the file's own: older files may lack it
     names = {"maccrobat": "MACCROBAT alone", "concat": "joint, plain concatenation",
              "marginal": "joint, marginal likelihood", "bc5cdr": "BC5CDR alone",
              "ncbi": "NCBI-disease alone",
@@ -387,13 +417,13 @@ def main() -> None:
     if (args.table or args.rescore) and not args.results.is_file():
         parser.error(f"--results {args.results}: no such file (--table and --rescore read one)")
     if args.table:
-        results = json.loads(args.results.read_text())
+        results = read_results(args.results)
         print(markdown_table(results) + "\n\n" + precision_recall_table(results))
         return
     if args.rescore:
-        results = json.loads(args.results.read_text())
+        results = read_results(args.results)
         for item in results["runs"]:
-            if "precision_recall" not in item or set(item["scores"]) != set(
+            if "precision_recall" not in item or set(item.get("scores", ())) != set(
                     score_names(item["run"])):
                 item["scores"], item["precision_recall"] = score(
                     args.work / f"{item['run']}-seed{item['seed']}", item["run"])
@@ -401,8 +431,7 @@ def main() -> None:
         args.results.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         return
     args.work.mkdir(parents=True, exist_ok=True)
-    results = (json.loads(args.results.read_text()) if args.results.is_file()
-               else {"runs": []})
+    results = read_results(args.results) if args.results.is_file() else {"runs": []}
     results.update({"cpu_model": cpu_model(), "cpu_features": cpu_features(),
                     "cpu_count": os.cpu_count(),
                     "command": "python -m benchmarks.multi_corpus " + " ".join(

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from clinical_ner.annotators.keras_annotator import KerasAnnotator  # noqa: E402
+from benchmarks.bench_util import read_data  # noqa: E402
 from clinical_ner.formats import load_corpus  # noqa: E402
 from clinical_ner.export.signatures import padded_token_rows  # noqa: E402
 
@@ -57,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the BiLSTM's fused_max_batch (0: Keras' loop only), "
                              "to compare its two inference paths on the same model")
     args = parser.parse_args(argv)
+    # Before the model: a corpus it cannot read stops at once, in one line.
+    documents = read_data(parser, "--data", lambda: load_corpus(args.data)).documents
 
     ner = KerasAnnotator.load(args.model)
     module, model = ner.module, ner.model
     if args.bilstm_fused_max_batch is not None:
         # Read when the graphs are traced, which happens below.
         model.get_layer("bilstm").fused_max_batch = args.bilstm_fused_max_batch
-    documents = load_corpus(args.data).documents
     sentences = sorted((list(s.tokens) for d in documents for s in d.sentences if s.tokens), key=len)
     # CoNLL documents have no text: their sentences, a line each, stand in for it.
     texts = np.array([(d.text if d.text is not None else

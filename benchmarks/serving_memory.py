@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.bench_util import MODEL_NAME, ServerProcess
+from benchmarks.bench_util import MODEL_NAME, ServerProcess, read_data
 from clinical_ner.formats import load_corpus
 from clinical_ner.serving.client import ServingClient
 
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="passed to clinical-ner serve (default: the server's default)")
     args = parser.parse_args(argv)
 
-    documents = [" ".join(sentence.tokens) for document in load_corpus(args.data).documents
+    corpus = read_data(parser, "--data", lambda: load_corpus(args.data))
+    documents = [" ".join(sentence.tokens) for document in corpus.documents
                  for sentence in document.sentences if sentence.tokens]
     tokens = sum(len(document.split()) for document in documents)
     extra_args = ([] if args.max_concurrent_calls is None

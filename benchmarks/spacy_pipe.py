@@ -56,6 +56,7 @@ from benchmarks.bench_util import (
     log,
     machine_facts,
     output_file,
+    read_data,
     summarize_seconds,
     throughput,
     write_json,
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=output_file)
     args = parser.parse_args(argv)
     pipe_batch_sizes = args.pipe_batch_sizes or [1000, 64]
+    notes = read_data(parser, "--data", lambda: corpora(args.data, args.sentences))
 
     import spacy
 
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     # The ablation: every batch batch_size docs, as the component cut them up to 2f6f4a3.
     whole = spacy.blank("en")
     whole.add_pipe("clinical_ner", config={"model": args.model})._call_limits = lambda: None
-    for corpus, texts in corpora(args.data, args.sentences).items():
+    for corpus, texts in notes.items():
         tokens = sum(len(sentence) for text in texts for sentence in split_sentences(text))
         log(f"{corpus}: {len(texts)} texts, {tokens} tokens")
         variants: dict[str, Callable[[], object]] = {"annotate": lambda: ner.annotate(texts)}

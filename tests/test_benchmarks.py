@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -348,6 +349,129 @@ def test_matmul_limit_refuses_a_model_folder_without_its_config_before_measuring
     assert stopped.value.code == 2
     assert (f"argument --model: {tmp_path}: no config.json or vocab.json; give a model "
             "directory (clinical-ner train) or a LiteRT export") in capsys.readouterr().err
+
+
+def _multi_corpus(monkeypatch, *arguments: str) -> None:
+    from benchmarks import multi_corpus
+
+    monkeypatch.setattr(sys, "argv", ["multi_corpus.py", *arguments])
+    multi_corpus.main()
+
+
+def test_multi_corpus_table_names_an_older_or_broken_results_file(tmp_path, monkeypatch,
+                                                                  capsys):
+    run = {"run": "maccrobat", "seed": 1, "best_epoch": 20, "epochs_run": 25,
+           "median_train_tokens_per_second": 9000.0,
+           "scores": {"maccrobat_dev": 0.6839}, "precision_recall": {
+               "maccrobat_dev": [0.6989, 0.6695]}}
+    results = tmp_path / "multi_corpus.json"
+    # No stored "summary": the table's figures come from the runs themselves.
+    results.write_text(json.dumps({"runs": [run]}), encoding="utf-8")
+    _multi_corpus(monkeypatch, "--table", "--results", str(results))
+    assert "| MACCROBAT alone | 0.6839 | – | – | 20/25 | 9,000 |" in capsys.readouterr().out
+    older = {key: value for key, value in run.items() if key != "median_train_tokens_per_second"}
+    results.write_text(json.dumps({"runs": [run, older]}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{results}: runs[1] (maccrobat, seed 1): no median_train_tokens_per_second "
+            "(written by an older version?); remove that entry and run it again: python -m "
+            f"benchmarks.multi_corpus --runs maccrobat --seeds 1 --results {results}")):
+        _multi_corpus(monkeypatch, "--table", "--results", str(results))
+    results.write_text(json.dumps({"runs": [{**run, "run": "joint"}]}), encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{results}: runs[0] (joint, seed 1): unknown run (this version runs maccrobat, ")):
+        _multi_corpus(monkeypatch, "--table", "--results", str(results))
+    results.write_text('{"runs": [\n {"run": "maccrobat",\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(f"{results}: line 3: not JSON (")):
+        _multi_corpus(monkeypatch, "--rescore", "--results", str(results))
+
+
+def _shared_data_without(tmp_path: Path, missing: str) -> Path:
+    """A copy of ../shared/data's layout (tiny files) without ``missing``."""
+    root = tmp_path / "data"
+    for split in ("train", "dev"):
+        (root / "maccrobat-i2b2" / split / "txt").mkdir(parents=True)
+        (root / "maccrobat-i2b2" / split / "txt" / "note.txt").write_text(
+            "CT showed a nodule.\n", encoding="utf-8")
+    (root / "bc5cdr").mkdir()
+    for split in ("train", "dev", "test"):
+        (root / "bc5cdr" / f"{split}.conll").write_text("Aspirin\tB-Chemical\n\n",
+                                                        encoding="utf-8")
+    target = root / missing
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    return root
+
+
+@pytest.mark.parametrize("missing", ["bc5cdr/dev.conll", "maccrobat-i2b2/train/txt"])
+def test_spacy_pipe_names_what_the_data_folder_lacks_before_loading_the_model(
+        missing, tmp_path, monkeypatch, capsys):
+    from benchmarks import spacy_pipe
+    from clinical_ner.annotators.load import ClinicalNER
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the data was read")
+
+    monkeypatch.setattr(ClinicalNER, "load", no_load)
+    root = _shared_data_without(tmp_path, missing)
+    with pytest.raises(SystemExit) as stopped:
+        spacy_pipe.main(["--data", str(root), "--repeats", "1"])
+    assert stopped.value.code == 2
+    assert (f"argument --data: {root / missing}: no such file or folder; give the shared data "
+            "folder (../shared/data) or one laid out as it is") in capsys.readouterr().err
+
+
+def test_batch_throughput_names_what_the_data_root_lacks_before_the_run(tmp_path, capsys):
+    from benchmarks import batch_throughput
+
+    root = _shared_data_without(tmp_path, "maccrobat-i2b2/dev/txt")
+    results = tmp_path / "batch.json"
+    with pytest.raises(SystemExit) as stopped:
+        batch_throughput.main(["--model", str(tmp_path), "--litert-export", str(tmp_path),
+                               "--data-root", str(root), "--work-dir", str(tmp_path / "work"),
+                               "--results", str(results)])
+    assert stopped.value.code == 2
+    assert (f"argument --data-root: {root / 'maccrobat-i2b2/dev/txt'}: no such file or "
+            "folder") in capsys.readouterr().err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("script, arguments", [
+    ("profile_inference", ["--model", "no-model"]),
+    ("serving_memory", ["--export", "no-export"]),
+])
+def test_a_corpus_that_cannot_be_read_stops_with_its_file_and_line_before_the_model(
+        script, arguments, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"benchmarks.{script}").main
+    corpus = tmp_path / "notes.conll"
+    corpus.write_text("CT\tO\nnodule\n\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as stopped:
+        main([*arguments, "--data", str(corpus)])
+    assert stopped.value.code == 2
+    assert (f"argument --data: {corpus}:2: only one column; expected a token and a tag "
+            "separated by tabs or spaces") in capsys.readouterr().err
+
+
+def test_load_test_names_the_file_and_line_of_a_bad_texts_file(tmp_path):
+    from benchmarks import load_test
+
+    texts = tmp_path / "notes.jsonl"
+    # A record whose text is U+2028-split by splitlines() stays whole.
+    texts.write_text('{"text": "CT showed\u2028a nodule."}\n\n{"text": 5}\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(
+            f'--texts {texts}:3: not an object with a "text" string')):
+        load_test.load_texts(str(texts))
+    texts.write_text('{"text": "CT showed\u2028a nodule."}\n{"text": "fev\n', encoding="utf-8")
+    with pytest.raises(SystemExit, match=re.escape(f"--texts {texts}:2: not JSON (")):
+        load_test.load_texts(str(texts))
+    texts.write_text('{"text": "CT showed\u2028a nodule."}\n', encoding="utf-8")
+    assert load_test.load_texts(str(texts)) == ["CT showed\u2028a nodule."]
+    with pytest.raises(SystemExit, match=re.escape(
+            f"--texts {tmp_path / 'typo.jsonl'}: cannot read it (No such file or directory)")):
+        load_test.load_texts(str(tmp_path / "typo.jsonl"))
 
 
 def test_the_benchmarks_readme_has_the_markers_once_and_the_top_readme_none():

@@ -90,3 +90,46 @@ def test_a_fine_tuned_model_s_base_training_data_counts_as_its_own(tmp_path):
     assert data_relation(SAMPLE / "dev", corpus(SAMPLE / "dev"), fine_tuned) == DEV
     assert data_relation(second, corpus(second), fine_tuned) == TRAINED
     assert data_relation(SAMPLE / "train", corpus(SAMPLE / "train"), fine_tuned) == TRAINED
+
+
+SENTENCES = [f"Patient {number} was given aspirin for pain .".split() for number in range(6)]
+
+
+def write_conll(path, sentences, docstart=False):
+    """A CoNLL file of ``sentences`` (aspirin tagged), with or without ``-DOCSTART-``."""
+    lines = ["-DOCSTART-\tO", ""] if docstart else []
+    for tokens in sentences:
+        lines += [f"{token}\t{'B-treatment' if token == 'aspirin' else 'O'}" for token in tokens]
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_part_of_a_conll_file_without_docstart_is_recognised_by_its_sentences(tmp_path):
+    # Audit: such a file (BC5CDR's, NCBI's) reads as one document, so its one hash matched
+    # only the whole file: a part of the training file was "none of its training data".
+    train = write_conll(tmp_path / "train.conll", [*SENTENCES, ["1", "."]])
+    training = record(train)
+    part = write_conll(tmp_path / "part.conll", SENTENCES[1:3])
+    assert data_relation(part, corpus(part), training) == TRAINED
+    new = [f"Patient {number} had no pain at all .".split() for number in range(2)]
+    more = write_conll(tmp_path / "more.conll", [*SENTENCES[4:], *new])
+    assert data_relation(more, corpus(more), training) == (
+        "WARNING: 2 of 4 sentences (those of 5 tokens or more) were in the model's training "
+        "data; these scores overstate it")
+    # A short sentence that recurs in unrelated documents ('1 .') is not taken for training
+    # data.
+    held_out = write_conll(tmp_path / "test.conll", [["1", "."], *new])
+    assert data_relation(held_out, corpus(held_out), training) == NOT_TRAINED
+    # Training data read in another layout (documents marked) is recognised too.
+    marked = write_conll(tmp_path / "marked.conll", SENTENCES, docstart=True)
+    assert data_relation(part, corpus(part), record(marked)) == TRAINED
+
+
+def test_a_record_from_before_sentence_hashes_compares_a_conll_file_whole(tmp_path):
+    train = write_conll(tmp_path / "train.conll", SENTENCES)
+    training = record(train)
+    del training["train_data"][0]["sentence_hashes"]
+    assert data_relation(train, corpus(train), training) == TRAINED
+    copy = write_conll(tmp_path / "copy.conll", SENTENCES)
+    assert data_relation(copy, corpus(copy), training) == TRAINED

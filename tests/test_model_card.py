@@ -90,6 +90,29 @@ def test_the_card_reads_each_file_once(trained, tmp_path, monkeypatch):
     assert reads == ["dev"]
 
 
+def test_training_reads_its_training_and_dev_files_once_for_the_model_and_the_card(
+        tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from clinical_ner.formats import i2b2
+
+    # Audit: the card written at the end of training read the training and dev files again
+    # (after hours of training, the files perhaps changed since), besides the trainer.
+    reads, read_i2b2 = [], i2b2.read_i2b2
+
+    def counted(path, *args, **options):
+        reads.append(Path(path).name)
+        return read_i2b2(path, *args, **options)
+
+    monkeypatch.setattr(i2b2, "read_i2b2", counted)
+    model = train_sample_model(tmp_path / "model", lstm_units=8, char_filters=8, epochs=1,
+                               seed=5)
+    assert sorted(reads) == ["dev", "train"]
+    facts = json.loads((model / CARD_DATA_FILE).read_text(encoding="utf-8"))["training"]
+    assert facts["train_data"][0]["documents"] == len(load_corpus(SAMPLE / "train").documents)
+    assert facts["dev_data"]["documents"] == len(load_corpus(SAMPLE / "dev").documents)
+
+
 def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained, model)

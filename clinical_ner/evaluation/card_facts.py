@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from clinical_ner.formats import Corpus, load_corpus
+from clinical_ner.text.document import Document
 from clinical_ner.text.tags import tags_to_mentions
 
 
@@ -40,6 +41,11 @@ def read_corpus(path: str | Path, data_format: str, label_map: dict | None,
 #: Hex digits kept of each document's SHA-256: 64 bits, so that two different documents of
 #: any corpus share one with a chance below 1e-9, and the card stays small.
 HASH_DIGITS = 16
+#: Sentences of fewer tokens are not hashed (:func:`sentence_hashes`): they recur in
+#: unrelated documents. Every sentence the BC5CDR and NCBI-disease splits share with fewer
+#: is such ('1 .', 'METHODS .', 'A case report .'), and would warn of training data in a
+#: held-out test split.
+HASHED_SENTENCE_TOKENS = 5
 TRAINED = "WARNING: the model was trained on this data; these scores overstate it"
 DEV = ("the model did not train on this data; it was the dev data that chose the training "
        "epoch (early stopping), so the scores are slightly optimistic")
@@ -56,17 +62,36 @@ def document_hashes(corpus: Corpus) -> list[str]:
     when it tokenises alike. One-way, but whoever holds a note can test whether
     the model trained on it, as with any list of the training data.
     """
-    return [hashlib.sha256(" ".join(token for sentence in document.sentences
-                                    for token in sentence.tokens).encode("utf-8")
-                           ).hexdigest()[:HASH_DIGITS]
-            for document in corpus.documents
-            if any(sentence.tokens for sentence in document.sentences)]
+    return [digest for document in corpus.documents for digest in _hashes(document, False)]
+
+
+def sentence_hashes(corpus: Corpus) -> list[str]:
+    """A short SHA-256 of each sentence of at least :data:`HASHED_SENTENCE_TOKENS` tokens.
+
+    What a CoNLL file without ``-DOCSTART-`` lines is compared with: it reads as one
+    document, whose one hash would match only the whole file, so that part of it (a
+    subset, or the training file with other sentences) would not be recognised; its
+    sentences stand for its documents instead. Recorded of every document, so that such
+    a file is recognised whatever layout the training data was read from.
+    """
+    return [digest for document in corpus.documents for digest in _hashes(document, True)]
+
+
+def _hashes(document: Document, by_sentence: bool) -> list[str]:
+    """The document's one hash, or (``by_sentence``) its sentences' (the document's if none
+    is long enough); none without tokens."""
+    tokens = [token for sentence in document.sentences for token in sentence.tokens]
+    parts = [sentence.tokens for sentence in document.sentences
+             if len(sentence.tokens) >= HASHED_SENTENCE_TOKENS] if by_sentence else []
+    return [hashlib.sha256(" ".join(part).encode("utf-8")).hexdigest()[:HASH_DIGITS]
+            for part in parts or [tokens] if part]
 
 
 def training_summary(path: str | Path, corpus: Corpus) -> dict:
-    """:func:`summarise_corpus` for the training record: the absolute path, documents' hashes."""
+    """:func:`summarise_corpus` for the training record: the absolute path, the hashes."""
     return {**summarise_corpus(Path(path).resolve(), corpus),
-            "document_hashes": document_hashes(corpus)}
+            "document_hashes": document_hashes(corpus),
+            "sentence_hashes": sentence_hashes(corpus)}
 
 
 def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
@@ -74,31 +99,45 @@ def data_relation(data: str | Path, corpus: Corpus, training: dict) -> str:
 
     A fine-tuned model learnt from what its base models (``fine_tuned_from``, stage by
     stage) trained on, and was chosen in part on their dev data: those count as its own.
+    Each sentence of a CoNLL file without ``-DOCSTART-`` counts as a document
+    (:func:`sentence_hashes`) where every record has its sentences' hashes.
     """
     if not training:
         return UNKNOWN
     stages = _stages(training)
     trained_records = [record for stage in stages for record in stage.get("train_data", [])]
     dev_records = [record for stage in stages for record in _dev_records(stage)]
-    if not all("document_hashes" in record for record in [*trained_records, *dev_records]):
+    records = [*trained_records, *dev_records]
+    if not all("document_hashes" in record for record in records):
         return _path_relation(data, trained_records, dev_records)
-    hashes = document_hashes(corpus)
-    trained = {digest for record in trained_records for digest in record["document_hashes"]}
-    dev = {digest for record in dev_records for digest in record["document_hashes"]}
+    # Records from before sentence_hashes hashed such a file whole: it is compared whole.
+    by_sentence = all("sentence_hashes" in record for record in records)
+    unmarked = by_sentence and not all(document.boundaries_marked
+                                       for document in corpus.documents)
+    hashes = [digest for document in corpus.documents for digest in _hashes(
+        document, by_sentence and not document.boundaries_marked)]
+    trained, dev = _recorded_hashes(trained_records), _recorded_hashes(dev_records)
     seen = sum(digest in trained for digest in hashes)
     chose = sum(digest in dev for digest in hashes)
+    units = (f"sentences (those of {HASHED_SENTENCE_TOKENS} tokens or more)" if unmarked
+             else "documents")
     if hashes and seen == len(hashes):
         return TRAINED
     if seen:
-        return (f"WARNING: {seen} of {len(hashes)} documents were in the model's training "
+        return (f"WARNING: {seen} of {len(hashes)} {units} were in the model's training "
                 "data; these scores overstate it")
     if hashes and chose == len(hashes):
         return DEV
     if chose:
-        return (f"the model did not train on this data; {chose} of {len(hashes)} documents "
+        return (f"the model did not train on this data; {chose} of {len(hashes)} {units} "
                 "were the dev data that chose the training epoch (early stopping), so the "
                 "scores are slightly optimistic")
     return NOT_TRAINED
+
+
+def _recorded_hashes(records: list[dict]) -> set[str]:
+    return {digest for record in records
+            for digest in [*record["document_hashes"], *record.get("sentence_hashes", ())]}
 
 
 def _stages(training: dict) -> list[dict]:

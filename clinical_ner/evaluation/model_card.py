@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 from clinical_ner.version import __version__
 from clinical_ner.errors import ModelError
+from clinical_ner.formats import Corpus
 from clinical_ner.untrusted_json import read_json_file
 from clinical_ner.evaluation.card_facts import evaluation_record, read_corpus, training_summary
 from clinical_ner.evaluation.card_render import render_model_card
@@ -44,11 +45,14 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
                     label_map: dict | None = None, skip_invalid: bool = False,
                     assertion_map: dict | None = None,
                     fine_tuned_from: str | Path | dict | None = None,
-                    assertions_kept: bool = False) -> Path:
+                    assertions_kept: bool = False,
+                    train_corpora: Sequence[Corpus] | None = None,
+                    dev_corpus: Corpus | None = None) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
-    Reads the corpora again to count them (the trainer keeps only sentences),
-    and scores the best model on ``dev_path`` if given. ``fine_tuned_from``
+    Counts and hashes the corpora (``train_corpora``, one per path, and ``dev_corpus``
+    where the trainer passes them as it read them; else read here), and scores the
+    best model on ``dev_path`` if given. ``fine_tuned_from``
     is the ``--init-from`` model, whose own training record the card keeps
     (:func:`base_model_record`), or that record itself (a resumed run's).
     ``assertions_kept``: the model's assertion output is the base model's, not
@@ -61,12 +65,14 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
     if isinstance(train_paths, (str, Path)):
         train_paths = [train_paths]
     card = _load_card_data(model_dir)
-    dev = (read_corpus(dev_path, data_format, label_map, skip_invalid, assertion_map)
-           if dev_path is not None else None)
+    if train_corpora is None:
+        train_corpora = [read_corpus(path, data_format, label_map, skip_invalid, assertion_map)
+                         for path in train_paths]
+    dev = (dev_corpus if dev_corpus is not None or dev_path is None
+           else read_corpus(dev_path, data_format, label_map, skip_invalid, assertion_map))
     card["training"] = {
-        "train_data": [training_summary(path, read_corpus(path, data_format, label_map,
-                                                           skip_invalid, assertion_map))
-                       for path in train_paths],
+        "train_data": [training_summary(path, corpus)
+                       for path, corpus in zip(train_paths, train_corpora, strict=True)],
         "dev_data": training_summary(dev_path, dev) if dev is not None else None,
         **base_model_record(fine_tuned_from),
         **({"assertions_kept_from_base": True} if assertions_kept else {}),

@@ -63,7 +63,7 @@ def read_conll(path: str | Path, scheme: str = "auto", skip_invalid: bool = Fals
         # A folder given as CoNLL (--input-format conll, a corpus file's format) exists.
         raise DataFormatError(path, None, ("a folder" if path.is_dir() else "no such file")
                               + " (a CoNLL corpus is one file)")
-    raw_documents = _split_documents(path, read_utf8(path))
+    raw_documents, marked = _split_documents(path, read_utf8(path))
     if scheme == "auto" and detect_scheme(
         [tag for _, sentences in raw_documents for raw in sentences for tag in raw.tags]
     ) == "bioes":
@@ -86,12 +86,14 @@ def read_conll(path: str | Path, scheme: str = "auto", skip_invalid: bool = Fals
             sentences.append(
                 Sentence(raw.tokens, tags, source=f"{path}:{raw.lines[0]}")
             )
-        documents.append(Document(name, sentences))
+        documents.append(Document(name, sentences, boundaries_marked=marked))
     return Corpus.from_documents(documents, problems.skipped, "conll")
 
 
-def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence]]]:
-    """Group lines into documents of raw sentences, noting structural errors.
+def _split_documents(path: Path, text: str
+                     ) -> tuple[list[tuple[str, list[_RawSentence]]], bool]:
+    """Group lines into documents of raw sentences, noting structural errors; and whether
+    ``-DOCSTART-`` lines marked the documents (else the file is one).
 
     Errors are only noted here, so that they are raised or skipped in file
     order together with the tag errors found later.
@@ -157,8 +159,8 @@ def _split_documents(path: Path, text: str) -> list[tuple[str, list[_RawSentence
     if not groups:
         groups.append([])
     if not has_docstart:
-        return [(path.stem, groups[0])]
-    return [(f"{path.stem}-{n}", sentences) for n, sentences in enumerate(groups, start=1)]
+        return [(path.stem, groups[0])], False
+    return [(f"{path.stem}-{n}", sentences) for n, sentences in enumerate(groups, start=1)], True
 
 
 def _usual_column_count(rows: list[list[str]]) -> int | None:

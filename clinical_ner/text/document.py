@@ -92,8 +92,13 @@ class Sentence:
 
 @dataclass
 class Document:
-    """A document: its name (file stem), its text when known, its sentences."""
+    """A document: its name (file stem), its text when known, its sentences.
+
+    ``boundaries_marked`` is False for a CoNLL file without ``-DOCSTART-`` lines, read as
+    one document although it may hold many (BC5CDR's files hold 500 abstracts each).
+    """
 
     name: str
     sentences: list[Sentence]
     text: str | None = None
+    boundaries_marked: bool = True

@@ -149,6 +149,9 @@ def train(
     tf.config.experimental.enable_op_determinism()
     # Only the chief evaluates on dev (the others may not even have the file).
     dev_sentences = []
+    # As read for training: the card counts and hashes them (not a file changed since).
+    train_corpora: list[Corpus] | None = None
+    dev_corpus: Corpus | None = None
     if training is not None:
         train_sentences, train_labels = training.sentences, set(corpora.labels)
         has_dev = bool(corpora.selection)
@@ -158,10 +161,10 @@ def train(
         _check_paths_given_once(train_path, dev_path)
         read = dict(data_format=data_format, label_map=label_map, skip_invalid=skip_invalid,
                     assertion_map=assertion_map, emit=emit)
-        train_sentences, train_labels = _read_training_data(train_path, **read)
+        train_sentences, train_labels, train_corpora = _read_training_data(train_path, **read)
         has_dev = dev_path is not None
         if dev_path is not None and distribution.is_chief:
-            dev_sentences = _read_dev_data(dev_path, train_labels, **read)
+            dev_sentences, dev_corpus = _read_dev_data(dev_path, train_labels, **read)
 
     original_count = len(train_sentences)
     # Before the cued copies, which are drawn from these sentences and the seed.
@@ -302,7 +305,8 @@ def train(
                                        assertions_kept=assertions_kept)
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
-                            assertion_map, fine_tuned_from=base, assertions_kept=assertions_kept)
+                            assertion_map, fine_tuned_from=base, assertions_kept=assertions_kept,
+                            train_corpora=train_corpora, dev_corpus=dev_corpus)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
@@ -442,14 +446,16 @@ def _check_paths_given_once(train_path, dev_path) -> None:
 
 
 def _read_training_data(train_path, data_format, label_map, skip_invalid, assertion_map, emit
-                        ) -> tuple[list[Sentence], set[str]]:
+                        ) -> tuple[list[Sentence], set[str], list[Corpus]]:
     train_paths = [train_path] if isinstance(train_path, (str, Path)) else list(train_path)
     if not train_paths:
         raise ConfigError("no training data given")
     sentences: list[Sentence] = []
     labels: set[str] = set()
+    corpora = []
     for path in train_paths:
         corpus = _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit)
+        corpora.append(corpus)
         corpus_part = corpus_sentences(corpus)
         if not corpus_part:
             raise DataFormatError(str(path), None, "no sentences to train on")
@@ -464,11 +470,11 @@ def _read_training_data(train_path, data_format, label_map, skip_invalid, assert
         # A model of O alone finds nothing, however long it trains.
         raise DataFormatError(", ".join(str(path) for path in train_paths), None,
                               "no entities to train on (every token is O)")
-    return sentences, labels
+    return sentences, labels, corpora
 
 
 def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid, assertion_map,
-                   emit) -> list[Sentence]:
+                   emit) -> tuple[list[Sentence], Corpus]:
     corpus = _read_corpus(dev_path, data_format, label_map, skip_invalid, assertion_map, emit)
     unseen = sorted(set(corpus.labels) - train_labels)
     if unseen:
@@ -480,7 +486,7 @@ def _read_dev_data(dev_path, train_labels, data_format, label_map, skip_invalid,
     if not corpus.labels:
         # Its F1 is 0 at every epoch: it would keep epoch 1 and stop training early.
         raise DataFormatError(str(dev_path), None, "no entities to score (every token is O)")
-    return sentences
+    return sentences, corpus
 
 
 def _read_corpus(path, data_format, label_map, skip_invalid, assertion_map, emit) -> Corpus:
