@@ -43,6 +43,7 @@ from pathlib import Path
 from benchmarks.bench_util import (
     REPO_ROOT,
     check_i2b2_folder,
+    command_line,
     latency_calls,
     load_average,
     machine_facts,
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"measuring {label} ...", file=sys.stderr, flush=True)
         rows.append({"runtime": label, **run_worker(path, threads, workers, args)})
     result = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "command": command_line("benchmarks.litert_bench", argv),
         # Read after the runs: it imports TensorFlow for its version.
         "machine": {**machine_facts(), "load_average_start": load_start,
                     "load_average_end": load_average()},

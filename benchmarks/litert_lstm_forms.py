@@ -53,7 +53,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from benchmarks.bench_util import cpu_model, load_average, output_file  # noqa: E402
+from benchmarks.bench_util import (  # noqa: E402
+    command_line, cpu_model, load_average, output_file,
+)
 
 FEATURES, UNITS = 183, 100
 FORMS = ("loop", "fused", "unrolled", "merged", "blockdiag", "numpy")
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         for form, (row, _) in built.items():
             rows.append({**row, "median_ms": medians[form]})
             print(json.dumps(rows[-1]), file=sys.stderr)
-    result = {"command": " ".join(["python -m benchmarks.litert_lstm_forms", *sys.argv[1:]]),
+    result = {"command": command_line("benchmarks.litert_lstm_forms", argv),
               "cpu_model": cpu_model(), "load_average_start": load_start,
               "load_average_end": load_average(), "rows": rows}
     if args.output:

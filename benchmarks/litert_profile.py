@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.bench_util import (
-    check_i2b2_folder, check_litert_export, load_average, machine_facts, output_file,
+    check_i2b2_folder, check_litert_export, command_line, load_average, machine_facts, output_file,
 )
 from benchmarks.litert_bench import latency_sentences, read_documents
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     check_i2b2_folder(parser, args.data)
     load_start = load_average()
     result = profile(args.export, args.data, args.repeats, args.one_sentence)
-    result = {"command": " ".join(["python -m benchmarks.litert_profile"] + sys.argv[1:]),
+    result = {"command": command_line("benchmarks.litert_profile", argv),
               "machine": {**machine_facts(), "load_average_start": load_start,
                           "load_average_end": load_average()},
               **result}

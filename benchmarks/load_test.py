@@ -45,11 +45,12 @@ from benchmarks.bench_util import (
     CONFIDENCE_TOLERANCE,
     MODEL_NAME,
     REPO_ROOT,
-    ServerProcess,
+    command_line,
     machine_facts,
     output_file,
     percentile,
     proc_status_kb,
+    ServerProcess,
 )
 from clinical_ner.serving import defaults
 
@@ -337,8 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     machine = machine_facts()
     result = run(args)
-    result["command"] = "python -m benchmarks.load_test " + " ".join(
-        sys.argv[1:] if argv is None else argv)
+    result["command"] = command_line("benchmarks.load_test", argv)
     result["machine"] = machine
     machine["load_average_end"] = [round(value, 2) for value in os.getloadavg()]
     output = Path(args.output or RESULTS / (

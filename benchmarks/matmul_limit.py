@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_util import (
-    REPO_ROOT, check_i2b2_folder, cpu_model, load_average, output_file, subprocess_env,
+    REPO_ROOT, check_i2b2_folder, command_line, cpu_model, load_average, output_file,
+    subprocess_env,
 )
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     limits = {"1 thread": gflops_with_threads(1, args.size, args.repeats),
               f"{cores} threads": gflops_with_threads(cores, args.size, args.repeats)}
-    result = {"command": " ".join(["python -m benchmarks.matmul_limit", *sys.argv[1:]]),
+    result = {"command": command_line("benchmarks.matmul_limit", argv),
               "cpu_model": cpu_model(), "cores": cores, "load_average_start": load_start,
               "gflops": {name: round(value, 1) for name, value in limits.items()}}
     if args.model:

@@ -68,7 +68,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.bench_util import cpu_features, cpu_model
+from benchmarks.bench_util import cpu_features, cpu_model, load_average
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = REPO_ROOT.parent / "shared" / "data"
@@ -316,10 +316,6 @@ def read_results(path: Path) -> dict:
         if item["run"] not in RUNS:
             raise SystemExit(f"{where}: unknown run (this version runs {', '.join(RUNS)})")
     return results
-
-
-def load_average() -> list[float]:
-    return [round(value, 2) for value in os.getloadavg()]
 
 
 def summary(runs: list[dict]) -> dict:

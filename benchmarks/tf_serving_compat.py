@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_util import (
-    CONFIDENCE_TOLERANCE, REPO_ROOT, machine_facts, output_file, same_entities,
+    CONFIDENCE_TOLERANCE, REPO_ROOT, command_line, machine_facts, output_file, same_entities,
 )
 from clinical_ner.export import signatures
 from clinical_ner.serving.rest_client import outputs_as_arrays
@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
-        "command": "python -m benchmarks.tf_serving_compat " + " ".join(
-            sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks.tf_serving_compat", argv),
         "machine": machine,
         "results": results,
     }, indent=2) + "\n", encoding="utf-8")
