@@ -113,6 +113,35 @@ def test_training_reads_its_training_and_dev_files_once_for_the_model_and_the_ca
     assert facts["dev_data"]["documents"] == len(load_corpus(SAMPLE / "dev").documents)
 
 
+def test_the_training_card_scores_the_epoch_it_kept_not_the_last(negation_data, tmp_path,
+                                                                  monkeypatch):
+    # The card takes the trainer's dev report of the kept epoch instead of loading
+    # model.keras and scoring dev again: it must be that epoch's, not the last one's.
+    from clinical_ner.training import trainer
+    from helpers import tiny_assertion_config
+
+    reports, evaluate = [], trainer.evaluate_sentences
+
+    def first_epoch_best(ner, sentences, labels=None):
+        report = evaluate(ner, sentences, labels)
+        reports.append(report)
+        report["epoch_scored"] = len(reports)
+        if len(reports) == 1:  # no later epoch beats it: epoch 1 is kept
+            report["exact"]["micro"]["f1"] = 2.0
+        return report
+
+    monkeypatch.setattr(trainer, "evaluate_sentences", first_epoch_best)
+    train_dir, dev_dir = negation_data
+    output = tmp_path / "model"
+    trainer.train(train_dir, output, dev_path=dev_dir, config=tiny_assertion_config(epochs=2),
+                  progress=False, emit=lambda _: None)
+    log = [json.loads(line) for line in (output / "training_log.jsonl").open()]
+    assert [entry["best"] for entry in log] == [True, False]
+    evaluation = json.loads((output / CARD_DATA_FILE).read_text(encoding="utf-8"))["evaluation"]
+    assert evaluation["report"]["epoch_scored"] == 1
+    assert "assertion" in evaluation["report"]
+
+
 def test_a_model_without_recorded_facts_gets_a_card_that_says_so(trained, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained, model)

@@ -182,17 +182,20 @@ def evaluation_record(model_dir: str | Path, data: str | Path, data_format: str 
                       label_map: dict | None = None, skip_invalid: bool = False,
                       card: dict | None = None, assertion_map: dict | None = None,
                       corpus: Corpus | None = None,
-                      labels: Sequence[str] | None = None) -> dict:
+                      labels: Sequence[str] | None = None, report: dict | None = None) -> dict:
     """Score the model on ``data`` (exact and lenient, per label) and say what that data was.
 
     ``corpus``: ``data`` as read already (it is not read again). ``labels``: score only
-    these (see :func:`~clinical_ner.evaluation.evaluate.evaluate_sentences`)."""
+    these (see :func:`~clinical_ner.evaluation.evaluate.evaluate_sentences`). ``report``:
+    that score, computed already by the caller from the same model and ``corpus``
+    (the trainer's, of the epoch it saved)."""
     from clinical_ner.annotators.keras_annotator import KerasAnnotator
     from clinical_ner.evaluation.evaluate import corpus_sentences, evaluate_sentences
 
     if corpus is None:
         corpus = read_corpus(data, data_format, label_map, skip_invalid, assertion_map)
-    report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus),
-                                labels=labels)
+    if report is None:
+        report = evaluate_sentences(KerasAnnotator.load(model_dir), corpus_sentences(corpus),
+                                    labels=labels)
     relation = data_relation(data, corpus, (card or {}).get("training") or {})
     return {"data": summarise_corpus(data, corpus), "relation": relation, "report": report}

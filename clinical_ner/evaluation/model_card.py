@@ -47,12 +47,13 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
                     fine_tuned_from: str | Path | dict | None = None,
                     assertions_kept: bool = False,
                     train_corpora: Sequence[Corpus] | None = None,
-                    dev_corpus: Corpus | None = None) -> Path:
+                    dev_corpus: Corpus | None = None, dev_report: dict | None = None) -> Path:
     """After ``clinical-ner train``: record the training data and write the card.
 
     Counts and hashes the corpora (``train_corpora``, one per path, and ``dev_corpus``
     where the trainer passes them as it read them; else read here), and scores the
-    best model on ``dev_path`` if given. ``fine_tuned_from``
+    best model on ``dev_path`` if given (``dev_report``: the trainer's ``evaluate_sentences``
+    report of that model on that corpus, used as it is). ``fine_tuned_from``
     is the ``--init-from`` model, whose own training record the card keeps
     (:func:`base_model_record`), or that record itself (a resumed run's).
     ``assertions_kept``: the model's assertion output is the base model's, not
@@ -81,7 +82,8 @@ def record_training(model_dir: str | Path, train_paths: str | Path | Sequence[st
         "clinical_ner": __version__,
     }
     card["evaluation"] = (evaluation_record(model_dir, dev_path, data_format, label_map,
-                                            skip_invalid, card, assertion_map, dev)
+                                            skip_invalid, card, assertion_map, dev,
+                                            report=dev_report)
                           if dev is not None else None)
     return _write(model_dir, card)
 

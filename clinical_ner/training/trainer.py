@@ -237,6 +237,10 @@ def train(
             train_assertions = [[NO_ASSERTION] * len(s.tokens) for s in train_sentences]
         ner = KerasAnnotator(model, vocab, config)
         stopped_early = False
+        # The kept epoch's whole dev report, for the card: the model saved is the one
+        # scored, so the card need not load it and score dev again (about 4 s of tracing
+        # for a tiny model). None when that epoch was before a resume.
+        dev_report = best_dev_report = None
         for epoch in range(state.epoch, config.epochs):
             if selection.should_stop(state):
                 stopped_early = True
@@ -282,10 +286,13 @@ def train(
                     entry.update(_in_cluster(distribution, epoch, lambda: _corpus_dev_scores(
                         ner, corpora, dev_sentences, distribution)))
                 elif has_dev:
-                    entry.update(_in_cluster(distribution, epoch,
-                                             lambda: _dev_scores(ner, dev_sentences, distribution)))
+                    scores, dev_report = _in_cluster(
+                        distribution, epoch, lambda: _dev_scores(ner, dev_sentences, distribution))
+                    entry.update(scores)
                 for callback in on_scored_weights:
                     callback.on_epoch_end(run, entry)
+                if entry["best"]:
+                    best_dev_report = dev_report
             for callback in on_raw_weights:
                 callback.on_epoch_end(run, entry)
         if stopped_early:
@@ -306,7 +313,8 @@ def train(
         elif distribution.is_chief:
             record_training(output, train_path, dev_path, data_format, label_map, skip_invalid,
                             assertion_map, fine_tuned_from=base, assertions_kept=assertions_kept,
-                            train_corpora=train_corpora, dev_corpus=dev_corpus)
+                            train_corpora=train_corpora, dev_corpus=dev_corpus,
+                            dev_report=best_dev_report)
         emit(f"best epoch {state.best_epoch}"
              + (f" (dev F1 {state.best_f1:.4f})" if state.best_f1 is not None else "")
              + (f"; model in {output}" if distribution.is_chief
@@ -531,20 +539,22 @@ def _first_model(config: NERConfig, sentences: list[Sentence], labels: set[str],
     return model, vocab
 
 
-def _dev_scores(ner: KerasAnnotator, sentences: list[Sentence], distribution: Distribution) -> dict:
-    """The chief's dev precision, recall and F1 (and assertion scores), on every process.
+def _dev_scores(ner: KerasAnnotator, sentences: list[Sentence], distribution: Distribution
+                ) -> tuple[dict, dict | None]:
+    """The chief's dev precision, recall and F1 (and assertion scores), on every process,
+    and the chief's whole report (``evaluate_sentences``; None on other processes).
 
     A model with assertions adds the dev assertion accuracy and macro F1 of
     the gold problems when the dev data has assertions (the epoch is still
     chosen by the NER F1).
     """
     started = time.perf_counter()
-    scores = (headline_scores(evaluate_sentences(ner, sentences))
-              if distribution.is_chief else None)
-    scores = _broadcast_scores(distribution, ["dev"], {"dev": scores})["dev"]
+    report = evaluate_sentences(ner, sentences) if distribution.is_chief else None
+    scores = _broadcast_scores(distribution, ["dev"],
+                               {"dev": None if report is None else headline_scores(report)})["dev"]
     entry = {f"dev_{measure}": value for measure, value in scores.items()}
     entry["dev_seconds"] = round(time.perf_counter() - started, 3)
-    return entry
+    return entry, report
 
 
 def _epoch_data(training: TrainingCorpora | None, seed: int, epoch: int,
