@@ -97,6 +97,55 @@ def test_fit_of_a_model_with_assertions_names_its_targets_when_given_tag_ids_alo
     assert np.isfinite(history.history["loss"][0])
 
 
+# Run in a fresh process: logical CPU devices must be set before TensorFlow starts.
+FIT_ON_ONE_AND_TWO_DEVICES = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+sys.path.insert(0, sys.argv[1])
+from test_model import batch, tiny_model
+
+features = batch([[5, 6, 7, 8], [8, 9, 3, 0], [3, 4, 0, 0], [7, 7, 2, 9]])
+tag_ids = np.array([[0, 1, 2, 0], [3, 4, 0, 0], [1, 0, 0, 0], [0, 0, 3, 4]], "int32")
+
+def fitted(strategy):
+    keras.utils.set_random_seed(1)
+    with strategy.scope():
+        model = tiny_model(lstm_units=4)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=False)
+    data = tf.data.Dataset.from_tensor_slices((features, tag_ids)).batch(4)
+    history = model.fit(data, epochs=2, verbose=0, shuffle=False)
+    return history.history["loss"], [w.numpy().tolist() for w in model.trainable_weights]
+
+print(json.dumps([fitted(tf.distribute.get_strategy()),
+                  fitted(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]))
+"""
+
+
+@pytest.mark.slow
+def test_fit_mirrored_over_two_devices_trains_as_on_one():
+    # Audit: the model's own loss was not divided by the replica count, as Keras' losses
+    # are, so fit under a MirroredStrategy summed the replicas' gradients: twice the step
+    # of one device, and twice the loss reported.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", FIT_ON_ONE_AND_TWO_DEVICES,
+                             str(Path(__file__).parent)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (one_loss, one), (two_loss, two) = json.loads(result.stdout.splitlines()[-1])
+    np.testing.assert_allclose(two_loss, one_loss, rtol=1e-5)
+    assert one_loss[1] < one_loss[0]  # it trained
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(np.array(b), np.array(a), atol=1e-6)
+
+
 @pytest.mark.parametrize("weighting", [{"sample_weight": np.array([1.0, 0.0, 0.0])},
                                        {"class_weight": {0: 1.0, 1: 5.0, 2: 5.0}}])
 def test_fit_refuses_sample_and_class_weights_instead_of_ignoring_them(weighting):

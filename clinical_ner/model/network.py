@@ -260,6 +260,19 @@ class ClinicalNERModel(keras.Model):
         return outputs, None
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' loss hook (``fit``, ``evaluate``): :meth:`batch_loss` of the replica's rows.
+
+        Under a ``tf.distribute`` strategy it is divided by the number of
+        replicas, as Keras' own losses are: ``fit`` sums the replicas'
+        gradients, and reports the loss multiplied back. Without the division
+        a model fitted mirrored over two devices took twice the step of the
+        same model on one, and reported twice the loss.
+        """
+        loss = self.batch_loss(x, y, y_pred, sample_weight)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss / replicas if replicas > 1 else loss
+
+    def batch_loss(self, x, y, y_pred, sample_weight=None):
         """Mean CRF negative log-likelihood per sentence (plus any layer losses).
 
         With assertions, ``y`` is ``(tag_ids, assertion_ids)`` and the loss

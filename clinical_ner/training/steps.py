@@ -113,8 +113,9 @@ class EpochTrainer:
         weights = self.model.trainable_weights
         with tf.GradientTape() as tape:
             predictions = self.model(features, training=True)
-            loss = self.model.compute_loss(x=features, y=targets, y_pred=predictions,
-                                           training=True) * share
+            # Scaled to the replica's share of the rows here, so not compute_loss's
+            # division by the replica count.
+            loss = self.model.batch_loss(features, targets, predictions) * share
         gradients = tape.gradient(loss, weights)
         if replicas > 1:
             gradients = _share_of_sum(context, gradients, replicas)
