@@ -600,3 +600,111 @@ def spark_session():
         yield session
     finally:
         session.stop()
+
+
+# -- the command line in this process ----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CliResult:
+    """What ``clinical-ner ARGS`` gave: as :class:`subprocess.CompletedProcess`'s fields."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _as_text(stream: io.TextIOWrapper) -> str:
+    # As subprocess.run(text=True) reads a pipe: UTF-8, universal newlines.
+    stream.flush()
+    return io.TextIOWrapper(io.BytesIO(stream.buffer.getvalue()), encoding="utf-8").read()
+
+
+def _forget_tf_function_call_history() -> None:
+    """Start tf.function's retracing statistics afresh, as a new process does.
+
+    TensorFlow warns on stderr ("N out of the last N calls to <function ...>
+    triggered tf.function retracing") by counting the traces of a Python
+    function over the whole process: the models earlier tests loaded here made
+    an in-process command's first trace look like the sixth. A command that
+    retraces that often by itself still gets the warning. (Private to
+    TensorFlow: if it moves, the warning shows up in a test's stderr.)
+    """
+    with contextlib.suppress(ImportError, AttributeError):
+        from tensorflow.python.eager.polymorphic_function import polymorphic_function
+
+        manager = polymorphic_function._frequent_tracing_detector_manager
+        with manager._lock:
+            manager._detectors.clear()
+
+
+def run_cli_in_process(*args: Any, stdin: str | None = None, check: bool = True,
+                       cwd: str | Path | None = None) -> CliResult:
+    """``clinical-ner ARGS`` run by ``clinical_ner.cli.main`` here, without a new process.
+
+    For tests of a command's output, files and exit code (not of the process:
+    TensorFlow's start-up lines, the console script, signals, a terminal).
+    Standard input is ``stdin`` as a pipe (empty if ``None``, as ``</dev/null``),
+    standard output and error are pipes read back as ``subprocess.run(text=True)``
+    reads them, and the logging handler the command adds writes to that stderr.
+    What a command sets for its process is put back afterwards: the environment,
+    warnings filters, loggers' levels and the root's handlers, the signal
+    handlers, the working directory, ``sys.meta_path``, ``sys.std*`` (and
+    tf.function's retracing statistics start afresh, as in a new process). An
+    exception ``main`` lets through, which a process would print as a
+    traceback, propagates.
+    """
+    import logging
+    import signal
+    import warnings
+
+    from clinical_ner.cli import main
+
+    argv = [str(argument) for argument in args]
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    stderr = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    pipe_in = io.TextIOWrapper(io.BytesIO((stdin or "").encode("utf-8")), encoding="utf-8")
+    root = logging.getLogger()
+    loggers = [root, *(logger for logger in logging.root.manager.loggerDict.values()
+                       if isinstance(logger, logging.Logger))]
+    levels = {logger: logger.level for logger in loggers}
+    root_handlers = root.handlers[:]
+    environment = dict(os.environ)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    meta_path = sys.meta_path[:]
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_cwd = os.getcwd()
+    root.handlers[:] = []  # as in a new process: the command adds its own, to its stderr
+    try:
+        with warnings.catch_warnings():
+            if cwd is not None:
+                os.chdir(cwd)
+            _forget_tf_function_call_history()
+            sys.stdin, sys.stdout, sys.stderr = pipe_in, stdout, stderr
+            try:
+                code = main(argv)
+            except SystemExit as stopped:  # argparse's usage errors and --help
+                if stopped.code is None or isinstance(stopped.code, int):
+                    code = stopped.code or 0
+                else:  # as the interpreter: the message on stderr, status 1
+                    print(stopped.code, file=sys.stderr)
+                    code = 1
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        os.chdir(saved_cwd)
+        for handler in root.handlers[:]:
+            if handler not in root_handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.handlers[:] = root_handlers
+        for logger, level in levels.items():
+            logger.setLevel(level)
+        os.environ.clear()
+        os.environ.update(environment)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        sys.meta_path[:] = meta_path
+    result = CliResult(int(code), _as_text(stdout), _as_text(stderr))
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stderr[-3000:]}")
+    return result

@@ -15,20 +15,11 @@ from clinical_ner.errors import ClinicalNERError
 from clinical_ner.cli.predict import model_and_texts
 from clinical_ner.pretrained import (BUNDLED_DIR, bundled_model_path, bundled_models,
                                      resolve_model_path)
-from helpers import REPO_ROOT, assert_same_entities
+from helpers import REPO_ROOT, assert_same_entities, run_cli_in_process
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 EXPECTED = [("CT", "test"), ("nodule", "problem"), ("aspirin", "treatment")]
 BUNDLED = BUNDLED_DIR / "clinical"
-
-
-def run_cli(*args, check=True, cwd=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-m", "clinical_ner.cli", *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stderr[-3000:]}")
-    return result
 
 
 def test_the_bundled_model_ships_in_the_package_under_10_mb():
@@ -137,11 +128,11 @@ class Marks(HTMLParser):
 
 @pytest.mark.slow
 def test_predict_without_a_model_uses_the_bundled_one(tmp_path):
-    result = run_cli("predict", NOTE)
+    result = run_cli_in_process("predict", NOTE)
     record = json.loads(result.stdout)
     assert [(e["text"], e["label"]) for e in record["entities"]] == EXPECTED
     page = tmp_path / "page.html"
-    run_cli("predict", "clinical", NOTE, "--format", "html", "--output", page)
+    run_cli_in_process("predict", "clinical", NOTE, "--format", "html", "--output", page)
     reader = Marks()
     reader.feed(page.read_text(encoding="utf-8"))
     assert [(NOTE[start:end], label) for start, end, label in reader.marks] == EXPECTED
@@ -152,7 +143,7 @@ def test_export_and_serve_the_bundled_model_by_name(bundled, tmp_path):
     from clinical_ner.export.saved_model import check_core_ops
     from clinical_ner.serving.client import ServingClient
 
-    run_cli("export", "clinical", "--output", tmp_path / "models", "--version", "1")
+    run_cli_in_process("export", "clinical", "--output", tmp_path / "models", "--version", "1")
     check_core_ops(tmp_path / "models" / "1")
 
     with socket.socket() as probe:

@@ -1,22 +1,20 @@
 """The command line on imperfect data: ``train --skip-invalid`` lists exactly what it skipped.
 
-Runs ``python -m clinical_ner.cli`` in subprocesses, as a user would. (How
+Runs the command as ``clinical_ner.cli.main`` in this process (its stderr, exit code and
+files are what a user's shell sees; test_cli.py checks a real process's data error). (How
 evaluation scores gold labels the model never saw is checked in-process in
 test_reliability_annotate.py.)
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from clinical_ner.model.tag_space import tag_inventory
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, run_cli_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +23,7 @@ TINY = {"lstm_units": 8, "char_filters": 8, "char_dim": 8, "word_dim": 8, "min_w
 
 
 def run_cli(*args, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-m", "clinical_ner.cli", *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=600,
-                            cwd=REPO_ROOT)
-    if check and result.returncode != 0:
-        raise AssertionError(f"exit {result.returncode}\n{result.stderr[-3000:]}")
-    return result
+    return run_cli_in_process(*args, check=check, cwd=REPO_ROOT)
 
 
 def good_sentence(n: int) -> list[str]:

@@ -26,7 +26,7 @@ from clinical_ner.text.tokenizer import (
     sentence_token_texts,
     split_sentences,
 )
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, run_cli_in_process
 
 SAMPLE = REPO_ROOT / "samples" / "maccrobat-i2b2"
 GLOVE = REPO_ROOT / "samples" / "embeddings" / "glove.6B.50d.sample.txt"
@@ -449,12 +449,9 @@ def test_train_uses_new_vectors_alone_and_concatenated_with_glove(tmp_path):
     # Both files, through the command line: GloVe's 50 values, then the 8 in-domain ones.
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(tiny))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run(
-        [sys.executable, "-m", "clinical_ner.cli", "train", "--train", str(SAMPLE / "dev"),
-         "--output", str(tmp_path / "both-model"), "--config", str(config), "--quiet",
-         "--embeddings", str(GLOVE), "--embeddings", str(own)],
-        capture_output=True, text=True, env=env, timeout=600)
+    result = run_cli_in_process(
+        "train", "--train", SAMPLE / "dev", "--output", tmp_path / "both-model", "--config",
+        config, "--quiet", "--embeddings", GLOVE, "--embeddings", own, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((tmp_path / "both-model" / "config.json").read_text())
     assert saved["embeddings"] == [str(GLOVE.resolve()), str(own.resolve())]
