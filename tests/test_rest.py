@@ -625,6 +625,40 @@ def test_a_gzip_body_is_uncompressed_only_once_it_has_a_slot(model_base, monkeyp
     assert answers[0][0] == 200 and answers[0][1]["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
 
 
+def test_connections_past_max_connections_get_503_with_retry_after(model_base):
+    # Every connection took a thread of its own, however many were open: 2000 idle
+    # connections made 2000 threads.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=2)
+    server.start()
+    path = f"/v1/models/{MODEL}"
+
+    def get():
+        client = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port,
+                                            timeout=RPC_TIMEOUT_S)
+        try:
+            client.request("GET", path)
+            answer = client.getresponse()
+            return answer.status, answer.getheader("Retry-After"), json.loads(answer.read())
+        finally:
+            client.close()
+
+    try:
+        with socket_to_port(server.bound_rest_port), \
+                socket_to_port(server.bound_rest_port) as second:
+            wait_for(lambda: len(server._rest._connections) == 2,
+                     what="the server to hold both idle connections")
+            refused = get()
+            second.close()
+            wait_for(lambda: len(server._rest._connections) == 1,
+                     what="the closed connection to be let go")
+            served = get()
+    finally:
+        server.stop(grace=1)
+    assert refused == (503, "1", {"error": "the server is busy: it has 2 connections open, "
+                                           "its limit (--max-connections); retry later"})
+    assert served[0] == 200 and served[2]["model_version_status"][0]["state"] == "AVAILABLE"
+
+
 def test_a_draining_server_answers_503(server, rest):
     server._service.draining.set()
     try:

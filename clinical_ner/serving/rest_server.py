@@ -7,7 +7,9 @@ no dependency to the core install, and TLS comes from ``ssl``.
 ``max_workers`` bounds the requests processed at once, as gRPC's thread pool
 does, and the request bodies held at once to ``max_workers`` times the body
 limit, however many clients send (503 beyond); idle keep-alive connections
-cost a parked thread each and close after a minute of silence.
+cost a parked thread each and close after a minute of silence, and
+``max_connections`` bounds the connections open, so the threads (503 beyond,
+answered from the accepting thread).
 http.server's own logging, which prints request lines, is replaced by fixed
 messages; its HTML error pages by ``{"error": ...}``.
 """
@@ -315,8 +317,9 @@ def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
 
 
 class RestServer(ThreadingHTTPServer):
-    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once,
-    request bodies of at most ``max_workers`` x ``max_body_bytes`` bytes held at once."""
+    """The REST API on a socket: a thread per connection, at most ``max_connections`` of
+    them, ``max_workers`` requests at once, request bodies of at most ``max_workers`` x
+    ``max_body_bytes`` bytes held at once."""
 
     daemon_threads = True
     block_on_close = False
@@ -335,9 +338,11 @@ class RestServer(ThreadingHTTPServer):
         *,
         max_workers: int,
         max_body_bytes: int,
+        max_connections: int,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.api = api
+        self.max_connections = max_connections
         self.admission = threading.BoundedSemaphore(max_workers)
         self.max_body_bytes = max_body_bytes
         # The bytes of request bodies held at once (being received, or waiting for a slot
@@ -347,8 +352,12 @@ class RestServer(ThreadingHTTPServer):
         self._body_bytes_lock = threading.Lock()
         self._tls = tls
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._connections: set[socket.socket] = set()
+        # Each accepted socket (its thread's, so the connections counted against
+        # max_connections), and the socket to close it by: the TLS one once wrapped (the
+        # accepted one is then detached, and shutting it down did nothing).
+        self._connections: dict[socket.socket, socket.socket] = {}
         self._connections_lock = threading.Lock()
+        self._refusing = False  # over max_connections: warned once until below again
         self._requests: set[_Handler] = set()  # whose request is in progress
         self._requests_done = threading.Condition()
         try:
@@ -364,24 +373,66 @@ class RestServer(ThreadingHTTPServer):
     def bound_port(self) -> int:
         return self.server_address[1]
 
+    def verify_request(self, request: socket.socket, client_address: Any) -> bool:
+        """Count a new connection in, or refuse it when ``max_connections`` are open: each
+        took a thread, however many clients (or a load balancer's idle pool) held open.
+        Runs in the accepting thread, before the connection has a thread of its own."""
+        with self._connections_lock:
+            if len(self._connections) < self.max_connections:
+                self._refusing = False
+                self._connections[request] = request
+                return True
+            warn, self._refusing = not self._refusing, True
+        if warn:
+            logger.warning("REST connections refused (503): %d are open, the limit "
+                           "(--max-connections)", self.max_connections)
+        self._refuse_connection(request)
+        return False  # socketserver then closes it (shutdown_request)
+
+    def _refuse_connection(self, request: socket.socket) -> None:
+        """Answer 503 with Retry-After on a connection over ``max_connections``, without
+        blocking the accepting thread; a TLS connection is closed unanswered (an answer
+        would need the handshake, which can take as long as the client likes)."""
+        if self._tls is not None:
+            return
+        body = json.dumps({"error": (
+            f"the server is busy: it has {self.max_connections} connections open, its limit "
+            "(--max-connections); retry later")}).encode() + b"\n"
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nServer: {_Handler.server_version}\r\n"
+                "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        try:
+            request.settimeout(0)
+            # The request sent so far is read (and dropped): closed unread, it would reset
+            # the connection, and the client could lose the answer.
+            request.recv(1 << 16)
+        except OSError:
+            pass  # nothing has arrived yet, or the client has gone
+        try:
+            request.send(head.encode() + body)
+        except OSError:
+            pass
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        # After the connection's thread, or for a connection refused or never started.
+        with self._connections_lock:
+            connection = self._connections.pop(request, request)
+        super().shutdown_request(connection)
+
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
         # Runs in the connection's own thread, so a slow TLS handshake holds
         # only that thread.
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            connection = request
-            if self._tls is not None:
-                request.settimeout(_IDLE_TIMEOUT_S)
-                try:
-                    connection = self._tls.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    logger.debug("REST TLS handshake failed (details withheld)")
-                    return
-            super().finish_request(connection, client_address)
-        finally:
+        connection = request
+        if self._tls is not None:
+            request.settimeout(_IDLE_TIMEOUT_S)
+            try:
+                connection = self._tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                logger.debug("REST TLS handshake failed (details withheld)")
+                return
             with self._connections_lock:
-                self._connections.discard(request)
+                self._connections[request] = connection
+        super().finish_request(connection, client_address)
 
     def take_body_bytes(self, count: int) -> bool:
         """Count ``count`` more bytes of request bodies as held; False, counting nothing, if
@@ -427,7 +478,7 @@ class RestServer(ThreadingHTTPServer):
     def close_connections(self) -> None:
         """Close every open connection (idle keep-alive ones would otherwise linger)."""
         with self._connections_lock:
-            connections = list(self._connections)
+            connections = list(self._connections.values())
         for connection in connections:
             try:
                 connection.shutdown(socket.SHUT_RDWR)

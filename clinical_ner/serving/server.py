@@ -85,6 +85,7 @@ def check_server_options(
     port: int | None,
     rest_port: int | None,
     max_workers: int,
+    max_connections: int,
     max_concurrent_calls: int | None,
     poll_interval_s: float,
     max_documents: int,
@@ -108,6 +109,7 @@ def check_server_options(
         )
     for option, value in (
         ("max_workers", max_workers),
+        ("max_connections", max_connections),
         ("max_concurrent_calls", max_concurrent_calls),
         ("max_documents", max_documents),
         ("max_batch_documents", max_batch_documents),
@@ -212,7 +214,8 @@ class ModelServer:
     number of CPUs this process may use); the others wait for a turn.
     Requests that wait together are merged into model calls of at most
     ``max_batch_documents`` rows, as TensorFlow Serving's batching does; 1
-    runs every request on its own.
+    runs every request on its own. The REST port holds at most
+    ``max_connections`` connections open (a thread each); more get 503.
 
     >>> with ModelServer("models/clinical_ner", "clinical_ner", port=0, rest_port=0) as server:
     ...     print(server.bound_port, server.bound_rest_port)  # doctest: +SKIP
@@ -227,6 +230,7 @@ class ModelServer:
         *,
         rest_port: int | None = None,
         max_workers: int = defaults.MAX_WORKERS,
+        max_connections: int = defaults.MAX_CONNECTIONS,
         max_concurrent_calls: int | None = None,
         poll_interval_s: float = defaults.POLL_INTERVAL_S,
         max_documents: int = defaults.MAX_DOCUMENTS,
@@ -238,9 +242,9 @@ class ModelServer:
     ) -> None:
         tls = check_server_options(
             model_name=model_name, host=host, port=port, rest_port=rest_port,
-            max_workers=max_workers, max_concurrent_calls=max_concurrent_calls,
-            poll_interval_s=poll_interval_s, max_documents=max_documents,
-            max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
+            max_workers=max_workers, max_connections=max_connections,
+            max_concurrent_calls=max_concurrent_calls, poll_interval_s=poll_interval_s,
+            max_documents=max_documents, max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
             ssl_cert=ssl_cert, ssl_key=ssl_key, max_batch_documents=max_batch_documents,
         )
         self.base_path = Path(base_path)
@@ -263,6 +267,7 @@ class ModelServer:
         self.port = port
         self.rest_port = rest_port
         self._max_workers = max_workers
+        self._max_connections = max_connections
         self._poll_interval_s = poll_interval_s
         self._max_message_bytes = max_message_bytes
         # Read and checked above, so that a bad file stops the server before it listens.
@@ -355,7 +360,7 @@ class ModelServer:
             self._rest = RestServer(
                 RestApi(self._service), self.host, self.rest_port,
                 max_workers=self._max_workers, max_body_bytes=self._max_message_bytes,
-                tls=self._tls_context,
+                max_connections=self._max_connections, tls=self._tls_context,
             )
         except ConfigError:
             self._server.stop(None)
