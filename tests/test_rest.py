@@ -9,6 +9,7 @@ import http.client
 import json
 import logging
 import re
+import select
 import socket
 import ssl
 import threading
@@ -657,6 +658,49 @@ def test_connections_past_max_connections_get_503_with_retry_after(model_base):
     assert refused == (503, "1", {"error": "the server is busy: it has 2 connections open, "
                                            "its limit (--max-connections); retry later"})
     assert served[0] == 200 and served[2]["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_a_request_whose_client_closed_while_it_waited_for_a_slot_is_not_run(model_base):
+    # It ran the model when its turn came, for nobody, holding the slot from others.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1)
+    server.start()
+    answered = []
+    answer = server._rest.api.answer
+
+    def counted_answer(method, path, body):
+        answered.append(path)
+        return answer(method, path, body)
+
+    server._rest.api.answer = counted_answer
+    body = json.dumps({"instances": ["aspirin"]}).encode()
+
+    def waiting():  # the handlers whose request has been read, waiting for the slot
+        with server._rest._requests_done:
+            return [handler for handler in server._rest._requests if handler._body_read]
+
+    def closed_by_client(handler):
+        poller = select.poll()
+        poller.register(handler.connection, select.POLLRDHUP)
+        return poller.poll(0)
+
+    server._rest.admission.acquire()  # the one slot, as a request being served holds it
+    try:
+        with socket_to_port(server.bound_rest_port) as gone:
+            gone.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_for(waiting, what="the request to wait for the slot")
+            (handler,) = waiting()
+        wait_for(lambda: closed_by_client(handler), what="the server to see the close")
+        server._rest.admission.release()
+        wait_for(lambda: not server._rest._requests, what="the request to end")
+        dropped = list(answered)
+        served = raw_exchange(server, f"Content-Length: {len(body)}\r\n"
+                                      "Connection: close\r\n".encode(), body)
+    finally:
+        server.stop(grace=1)
+    assert dropped == []
+    assert served.startswith(b"HTTP/1.1 200 "), served[:100]
+    assert answered == [f"/v1/models/{MODEL}:predict"]
 
 
 def test_a_draining_server_answers_503(server, rest):

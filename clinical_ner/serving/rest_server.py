@@ -20,6 +20,7 @@ import http
 import json
 import logging
 import re
+import select
 import socket
 import ssl
 import threading
@@ -41,6 +42,9 @@ _IDLE_TIMEOUT_S = 60.0
 _LINGER_S = 2.0
 # A Content-Length as RFC 9112 writes it (1*DIGIT).
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
+# poll(2)'s events of a client that closed its side or reset the connection (closing it
+# before its answer, as a client whose timeout ran out does): POLLRDHUP is Linux's.
+_CLIENT_GONE = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
 class _HttpRefusal(Exception):
@@ -226,6 +230,12 @@ class _Handler(BaseHTTPRequestHandler):
             # was dropped unanswered. As given, it is no path of the API (404).
             path = self.path
         with self.server.admission:
+            if self._client_gone():
+                # It closed while the request waited for a slot: the model would run for
+                # nobody, and hold the slot from the requests of clients still waiting.
+                logger.debug("REST request dropped: its client closed the connection")
+                self.close_connection = True
+                return
             if gzipped:
                 # Only with a slot: a small body can expand to the limit, and the bodies
                 # that wait for one are held as sent (and counted so).
@@ -235,6 +245,13 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 503:
             self.close_connection = True
         self._send(status, answer)
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its side of the connection or reset it (without
+        reading from it, so a TLS connection is asked too)."""
+        poller = select.poll()
+        poller.register(self.connection, _CLIENT_GONE)
+        return bool(poller.poll(0))
 
     def _send(self, status: int, answer: dict[str, Any]) -> None:
         data = json.dumps(answer, ensure_ascii=False).encode("utf-8") + b"\n"
