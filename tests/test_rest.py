@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -808,6 +809,41 @@ def test_a_request_running_past_the_grace_period_gets_503(tmp_path):
                                        "ran longer than the 0.5 s grace period)"})]
 
 
+def test_a_client_that_does_not_read_its_answer_does_not_hold_up_the_stop(model_base,
+                                                                           monkeypatch):
+    # The stop waited for the answer being written until the connection's timeout (a minute)
+    # after the grace period, however short the grace.
+    monkeypatch.setattr(rest_server._Handler, "timeout", 3600.0)  # far past any wait here
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0)
+    server.start()
+    # An answer of megabytes, far more than the socket buffers between server and client.
+    body = json.dumps({"instances": ["aspirin " * 10_000] * 16}).encode()
+    stopping = threading.Thread(target=server.stop, args=(0,))
+    with socket.socket() as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", server.bound_rest_port))
+        try:
+            reader.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_for(lambda: reader.recv(1, socket.MSG_PEEK),
+                     what="the answer to start arriving")
+            stopping.start()
+            wait_for(lambda: not stopping.is_alive(), what="the stop to return")
+            # What had been sent, then the close: the answer is cut, not left hanging.
+            reader.settimeout(RPC_TIMEOUT_S)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := reader.recv(1 << 20):
+                    answer += chunk
+        finally:
+            reader.close()  # lets a stop that waits on the answer go on
+            if stopping.ident is not None:
+                stopping.join(timeout=RPC_TIMEOUT_S)
+    head, _, sent = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert len(sent) < int(re.search(rb"Content-Length: (\d+)", head)[1])
+
+
 def test_no_request_text_in_logs(rest, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     predict(rest, {"instances": [f"{MARKER} aspirin"]})
@@ -876,6 +912,28 @@ def test_tls(model_base, tmp_path):
                                                 r"certificate is not signed by a CA in "
                                                 r"ssl_context: give the CA certificates"):
                 other_ca.request("GET", f"/v1/models/{MODEL}")
+
+
+def test_a_stop_closes_idle_tls_connections(model_base, tmp_path, monkeypatch):
+    # The stop shut down the accepted socket, which the TLS one had detached: idle TLS
+    # connections stayed open, each with its thread, until their idle timeout.
+    monkeypatch.setattr(rest_server._Handler, "timeout", 3600.0)  # far past any wait here
+    cert, key = make_certificate(tmp_path)
+    server = ModelServer(model_base, MODEL, host="localhost", port=0, rest_port=0,
+                         ssl_cert=cert, ssl_key=key)
+    server.start()
+    client = http.client.HTTPSConnection("localhost", server.bound_rest_port,
+                                         timeout=RPC_TIMEOUT_S,
+                                         context=ssl.create_default_context(cafile=str(cert)))
+    try:
+        client.request("GET", f"/v1/models/{MODEL}")
+        assert client.getresponse().read()  # the connection stays open (keep-alive)
+        server.stop(grace=1)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.sock.recv(1) == b""  # closed by the server, not timed out
+    finally:
+        client.close()
+        server.stop(grace=0)
 
 
 def test_a_tls_rest_client_of_a_plaintext_port_says_what_to_do(server):

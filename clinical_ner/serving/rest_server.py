@@ -65,7 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         # The stop may answer a request from its own thread (grace over): one answer each.
-        self._answer_lock = threading.Lock()
+        # Reentrant: the stop holds it while it checks and sends (answer_cut_short).
+        self._answer_lock = threading.RLock()
         self._answered = False
         self._body_read = False
         self._body_bytes = 0  # of the server's budget for bodies, held by this request
@@ -104,21 +105,29 @@ class _Handler(BaseHTTPRequestHandler):
         except _HttpRefusal as refusal:
             self._refuse(refusal)
 
-    def answer_cut_short(self, grace: float) -> None:
+    def answer_cut_short(self, grace: float, deadline: float) -> None:
         """Answer 503 for a request still running when the stop's ``grace`` s ran out (called
         from the stopping thread), so that its client gets a status, not a closed connection.
 
         A request whose body is still arriving is left alone: its thread reads the
-        connection, which the stop then closes.
+        connection, which the stop then closes. Neither an answer being written nor the 503
+        keeps the stop past ``deadline`` (``time.monotonic()``): a client that does not read
+        held it for as long as the connection's timeout (a minute) while the socket buffers
+        stayed full; the stop then closes the connection under them.
         """
-        if not self._body_read:
+        if not self._body_read or not self._answer_lock.acquire(
+                timeout=max(0.0, deadline - time.monotonic())):
             return
-        self.close_connection = True
         try:
-            self._send(503, {"error": "the server stopped before the request finished (it "
-                                      f"ran longer than the {grace:g} s grace period)"})
+            self.close_connection = True
+            if not self._answered:
+                self.connection.settimeout(max(0.0, deadline - time.monotonic()))
+                self._send(503, {"error": "the server stopped before the request finished "
+                                          f"(it ran longer than the {grace:g} s grace period)"})
         except OSError:
-            pass  # the client has gone
+            pass  # the client has gone, or does not read
+        finally:
+            self._answer_lock.release()
 
     def handle_expect_100(self) -> bool:
         # "Expect: 100-continue" asks whether to send the body: a body that would be
@@ -478,12 +487,15 @@ class RestServer(ThreadingHTTPServer):
 
     def drain(self, grace: float | None) -> None:
         """Wait up to ``grace`` s for requests in progress, answer those still running 503,
-        then stop and close every connection."""
+        then stop and close every connection: at most a couple of seconds past ``grace``,
+        whether or not clients read their answers."""
         with self._requests_done:
             self._requests_done.wait_for(lambda: not self._requests, grace)
             unfinished = list(self._requests)
+        # Answers still being written (or not read) get a moment more, not a minute each.
+        deadline = time.monotonic() + _LINGER_S
         for handler in unfinished:
-            handler.answer_cut_short(grace)
+            handler.answer_cut_short(grace, deadline)
         self.shutdown()
         self.close_connections()
         self.server_close()
