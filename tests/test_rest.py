@@ -10,6 +10,7 @@ import http.client
 import json
 import logging
 import re
+import resource
 import select
 import socket
 import ssl
@@ -19,6 +20,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from clinical_ner.errors import ConfigError
 from clinical_ner.export import signatures as sig
 from clinical_ner.serving import rest_server
 from clinical_ner.serving.rest_client import RestClient, RestError, outputs_as_arrays
@@ -702,6 +704,18 @@ def test_a_request_whose_client_closed_while_it_waited_for_a_slot_is_not_run(mod
     assert dropped == []
     assert served.startswith(b"HTTP/1.1 200 "), served[:100]
     assert answered == [f"/v1/models/{MODEL}:predict"]
+
+
+def test_max_connections_past_the_open_file_limit_is_a_config_error(model_base):
+    # Accepting then failed (EMFILE) and the server's loop spun a CPU while clients hung.
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        pytest.skip("this process may open any number of files")
+    with pytest.raises(ConfigError, match=rf"^max_connections {limit}: the server would need "
+                                          rf"about \d+ open files \(one per connection\), more "
+                                          rf"than this process may open \({limit}, ulimit -n\); "
+                                          r"lower max_connections or raise ulimit -n$"):
+        ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=limit)
 
 
 def test_a_draining_server_answers_503(server, rest):

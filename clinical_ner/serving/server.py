@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import socket
 import ssl
 import threading
@@ -66,6 +67,8 @@ from clinical_ner.serving.versions import ModelVersions
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Open files a server takes beside its REST connections (gRPC's, the model's, logs: about 12).
+_FILES_BESIDE_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ def check_server_options(
     for option, value in (("port", port), ("rest_port", rest_port)):
         if value is not None:
             check_integer(option, value, minimum=0, maximum=MAX_PORT)
+    if rest_port is not None:
+        check_open_files(max_connections)
     if port is not None and port != 0 and port == rest_port:
         # Else the REST listener failed as "in use?", by the gRPC one of this server.
         raise ConfigError(f"{setting_name('port')} and {setting_name('rest_port')} are both "
@@ -137,6 +142,20 @@ def check_server_options(
         context=server_context(Path(ssl_cert), Path(ssl_key)))
     check_listen_host(host)
     return tls
+
+
+def check_open_files(max_connections: int) -> None:
+    """Raise :class:`ConfigError` if ``max_connections`` REST connections, an open file each,
+    would pass the files this process may open (``ulimit -n``): past it, accepting failed,
+    and the REST server's loop spun a CPU while new clients hung unanswered."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = len(os.listdir("/dev/fd")) + _FILES_BESIDE_CONNECTIONS + max_connections
+    if limit != resource.RLIM_INFINITY and needed > limit:
+        raise ConfigError(
+            f"{setting_name('max_connections')} {max_connections}: the server would need "
+            f"about {needed} open files (one per connection), more than this process may "
+            f"open ({limit}, ulimit -n); lower {setting_name('max_connections')} or raise "
+            "ulimit -n")
 
 
 def check_listen_host(host: str) -> None:
