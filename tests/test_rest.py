@@ -663,6 +663,32 @@ def test_connections_past_max_connections_get_503_with_retry_after(model_base):
     assert served[0] == 200 and served[2]["model_version_status"][0]["state"] == "AVAILABLE"
 
 
+def test_a_post_past_max_connections_gets_its_503_not_a_broken_pipe(model_base):
+    # The refused connection was closed at once: the request's body, sent after its headers,
+    # reset it, and the client got "Broken pipe" instead of the 503 (9 POSTs in 10).
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=1)
+    server.start()
+    body = json.dumps({"instances": ["aspirin"] * 100}).encode()
+    answers = []
+    try:
+        with socket_to_port(server.bound_rest_port):
+            wait_for(lambda: len(server._rest._connections) == 1,
+                     what="the server to hold the idle connection")
+            for _ in range(5):
+                client = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port,
+                                                    timeout=RPC_TIMEOUT_S)
+                try:
+                    client.request("POST", f"/v1/models/{MODEL}:predict", body)
+                    answers.append(client.getresponse().status)
+                except OSError as error:
+                    answers.append(type(error).__name__)
+                finally:
+                    client.close()
+    finally:
+        server.stop(grace=1)
+    assert answers == [503] * 5
+
+
 def test_a_request_whose_client_closed_while_it_waited_for_a_slot_is_not_run(model_base):
     # It ran the model when its turn came, for nobody, holding the slot from others.
     server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1)

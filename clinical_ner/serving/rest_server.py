@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 _IDLE_TIMEOUT_S = 60.0
 # How long a refused body is read and dropped before the connection closes.
 _LINGER_S = 2.0
+# Connections refused past max_connections that are read until their client closes, at most.
+MAX_LINGERING = 64
 # A Content-Length as RFC 9112 writes it (1*DIGIT).
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
 # poll(2)'s events of a client that closed its side or reset the connection (closing it
@@ -384,6 +386,9 @@ class RestServer(ThreadingHTTPServer):
         self._connections: dict[socket.socket, socket.socket] = {}
         self._connections_lock = threading.Lock()
         self._refusing = False  # over max_connections: warned once until below again
+        # Refused connections, answered, read until their client closes or until the time
+        # (time.monotonic()) given here; changed by the accepting thread only.
+        self._lingering: dict[socket.socket, float] = {}
         self._requests: set[_Handler] = set()  # whose request is in progress
         self._requests_done = threading.Condition()
         try:
@@ -413,7 +418,7 @@ class RestServer(ThreadingHTTPServer):
             logger.warning("REST connections refused (503): %d are open, the limit "
                            "(--max-connections)", self.max_connections)
         self._refuse_connection(request)
-        return False  # socketserver then closes it (shutdown_request)
+        return False  # socketserver then calls shutdown_request
 
     def _refuse_connection(self, request: socket.socket) -> None:
         """Answer 503 with Retry-After on a connection over ``max_connections``, without
@@ -429,18 +434,36 @@ class RestServer(ThreadingHTTPServer):
                 f"Content-Length: {len(body)}\r\n\r\n")
         try:
             request.settimeout(0)
-            # The request sent so far is read (and dropped): closed unread, it would reset
-            # the connection, and the client could lose the answer.
-            request.recv(1 << 16)
-        except OSError:
-            pass  # nothing has arrived yet, or the client has gone
-        try:
             request.send(head.encode() + body)
+            request.shutdown(socket.SHUT_WR)
         except OSError:
-            pass
+            return  # the client has gone
+        # Closed at once, the request arriving after it reset the connection: a client still
+        # sending (a POST's body) got "Broken pipe", not the 503. Read by service_actions.
+        if len(self._lingering) < MAX_LINGERING:
+            self._lingering[request] = time.monotonic() + _LINGER_S
+
+    def service_actions(self) -> None:
+        """Read (and drop) what the refused connections' clients send, and close each once its
+        client has closed, or after a couple of seconds (in the accepting thread, after each
+        connection and every half second)."""
+        for connection, deadline in list(self._lingering.items()):
+            try:
+                while connection.recv(1 << 16) and time.monotonic() < deadline:
+                    pass
+                done = True  # the client closed, or sends for too long
+            except BlockingIOError:
+                done = time.monotonic() >= deadline
+            except OSError:
+                done = True
+            if done:
+                del self._lingering[connection]
+                connection.close()
 
     def shutdown_request(self, request: socket.socket) -> None:
         # After the connection's thread, or for a connection refused or never started.
+        if request in self._lingering:
+            return  # closed by service_actions
         with self._connections_lock:
             connection = self._connections.pop(request, request)
         super().shutdown_request(connection)
@@ -499,6 +522,12 @@ class RestServer(ThreadingHTTPServer):
         self.shutdown()
         self.close_connections()
         self.server_close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for connection in self._lingering:  # the accepting thread has stopped
+            connection.close()
+        self._lingering.clear()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver would print the traceback, with locals' reprs, to stderr.

@@ -58,7 +58,7 @@ from clinical_ner.errors import (
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
-from clinical_ner.serving.rest_server import RestServer, listen_failure
+from clinical_ner.serving.rest_server import MAX_LINGERING, RestServer, listen_failure
 from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.tls import read_pem, server_context
 from clinical_ner.serving.validation import MODEL_NAME_PATTERN, Limits
@@ -67,8 +67,9 @@ from clinical_ner.serving.versions import ModelVersions
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-# Open files a server takes beside its REST connections (gRPC's, the model's, logs: about 12).
-_FILES_BESIDE_CONNECTIONS = 64
+# Open files a server takes beside its REST connections: gRPC's, the model's, logs (about
+# 12), and refused connections being closed.
+_FILES_BESIDE_CONNECTIONS = 64 + MAX_LINGERING
 
 
 @dataclass(frozen=True)
