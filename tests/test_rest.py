@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -9,6 +10,8 @@ import http.client
 import json
 import logging
 import re
+import resource
+import select
 import socket
 import ssl
 import threading
@@ -17,6 +20,7 @@ import grpc
 import pytest
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from clinical_ner.errors import ConfigError
 from clinical_ner.export import signatures as sig
 from clinical_ner.serving import rest_server
 from clinical_ner.serving.rest_client import RestClient, RestError, outputs_as_arrays
@@ -625,6 +629,121 @@ def test_a_gzip_body_is_uncompressed_only_once_it_has_a_slot(model_base, monkeyp
     assert answers[0][0] == 200 and answers[0][1]["predictions"][0][sig.ENTITY_LABEL] == ["DRUG"]
 
 
+def test_connections_past_max_connections_get_503_with_retry_after(model_base):
+    # Every connection took a thread of its own, however many were open: 2000 idle
+    # connections made 2000 threads.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=2)
+    server.start()
+    path = f"/v1/models/{MODEL}"
+
+    def get():
+        client = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port,
+                                            timeout=RPC_TIMEOUT_S)
+        try:
+            client.request("GET", path)
+            answer = client.getresponse()
+            return answer.status, answer.getheader("Retry-After"), json.loads(answer.read())
+        finally:
+            client.close()
+
+    try:
+        with socket_to_port(server.bound_rest_port), \
+                socket_to_port(server.bound_rest_port) as second:
+            wait_for(lambda: len(server._rest._connections) == 2,
+                     what="the server to hold both idle connections")
+            refused = get()
+            second.close()
+            wait_for(lambda: len(server._rest._connections) == 1,
+                     what="the closed connection to be let go")
+            served = get()
+    finally:
+        server.stop(grace=1)
+    assert refused == (503, "1", {"error": "the server is busy: it has 2 connections open, "
+                                           "its limit (--max-connections); retry later"})
+    assert served[0] == 200 and served[2]["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_a_post_past_max_connections_gets_its_503_not_a_broken_pipe(model_base):
+    # The refused connection was closed at once: the request's body, sent after its headers,
+    # reset it, and the client got "Broken pipe" instead of the 503 (9 POSTs in 10).
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=1)
+    server.start()
+    body = json.dumps({"instances": ["aspirin"] * 100}).encode()
+    answers = []
+    try:
+        with socket_to_port(server.bound_rest_port):
+            wait_for(lambda: len(server._rest._connections) == 1,
+                     what="the server to hold the idle connection")
+            for _ in range(5):
+                client = http.client.HTTPConnection("127.0.0.1", server.bound_rest_port,
+                                                    timeout=RPC_TIMEOUT_S)
+                try:
+                    client.request("POST", f"/v1/models/{MODEL}:predict", body)
+                    answers.append(client.getresponse().status)
+                except OSError as error:
+                    answers.append(type(error).__name__)
+                finally:
+                    client.close()
+    finally:
+        server.stop(grace=1)
+    assert answers == [503] * 5
+
+
+def test_a_request_whose_client_closed_while_it_waited_for_a_slot_is_not_run(model_base):
+    # It ran the model when its turn came, for nobody, holding the slot from others.
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_workers=1)
+    server.start()
+    answered = []
+    answer = server._rest.api.answer
+
+    def counted_answer(method, path, body):
+        answered.append(path)
+        return answer(method, path, body)
+
+    server._rest.api.answer = counted_answer
+    body = json.dumps({"instances": ["aspirin"]}).encode()
+
+    def waiting():  # the handlers whose request has been read, waiting for the slot
+        with server._rest._requests_done:
+            return [handler for handler in server._rest._requests if handler._body_read]
+
+    def closed_by_client(handler):
+        poller = select.poll()
+        poller.register(handler.connection, select.POLLRDHUP)
+        return poller.poll(0)
+
+    server._rest.admission.acquire()  # the one slot, as a request being served holds it
+    try:
+        with socket_to_port(server.bound_rest_port) as gone:
+            gone.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_for(waiting, what="the request to wait for the slot")
+            (handler,) = waiting()
+        wait_for(lambda: closed_by_client(handler), what="the server to see the close")
+        server._rest.admission.release()
+        wait_for(lambda: not server._rest._requests, what="the request to end")
+        dropped = list(answered)
+        served = raw_exchange(server, f"Content-Length: {len(body)}\r\n"
+                                      "Connection: close\r\n".encode(), body)
+    finally:
+        server.stop(grace=1)
+    assert dropped == []
+    assert served.startswith(b"HTTP/1.1 200 "), served[:100]
+    assert answered == [f"/v1/models/{MODEL}:predict"]
+
+
+def test_max_connections_past_the_open_file_limit_is_a_config_error(model_base):
+    # Accepting then failed (EMFILE) and the server's loop spun a CPU while clients hung.
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if limit == resource.RLIM_INFINITY:
+        pytest.skip("this process may open any number of files")
+    with pytest.raises(ConfigError, match=rf"^max_connections {limit}: the server would need "
+                                          rf"about \d+ open files \(one per connection\), more "
+                                          rf"than this process may open \({limit}, ulimit -n\); "
+                                          r"lower max_connections or raise ulimit -n$"):
+        ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=limit)
+
+
 def test_a_draining_server_answers_503(server, rest):
     server._service.draining.set()
     try:
@@ -730,6 +849,41 @@ def test_a_request_running_past_the_grace_period_gets_503(tmp_path):
                                        "ran longer than the 0.5 s grace period)"})]
 
 
+def test_a_client_that_does_not_read_its_answer_does_not_hold_up_the_stop(model_base,
+                                                                           monkeypatch):
+    # The stop waited for the answer being written until the connection's timeout (a minute)
+    # after the grace period, however short the grace.
+    monkeypatch.setattr(rest_server._Handler, "timeout", 3600.0)  # far past any wait here
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0)
+    server.start()
+    # An answer of megabytes, far more than the socket buffers between server and client.
+    body = json.dumps({"instances": ["aspirin " * 10_000] * 16}).encode()
+    stopping = threading.Thread(target=server.stop, args=(0,))
+    with socket.socket() as reader:
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.connect(("127.0.0.1", server.bound_rest_port))
+        try:
+            reader.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                           f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_for(lambda: reader.recv(1, socket.MSG_PEEK),
+                     what="the answer to start arriving")
+            stopping.start()
+            wait_for(lambda: not stopping.is_alive(), what="the stop to return")
+            # What had been sent, then the close: the answer is cut, not left hanging.
+            reader.settimeout(RPC_TIMEOUT_S)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := reader.recv(1 << 20):
+                    answer += chunk
+        finally:
+            reader.close()  # lets a stop that waits on the answer go on
+            if stopping.ident is not None:
+                stopping.join(timeout=RPC_TIMEOUT_S)
+    head, _, sent = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert len(sent) < int(re.search(rb"Content-Length: (\d+)", head)[1])
+
+
 def test_no_request_text_in_logs(rest, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     predict(rest, {"instances": [f"{MARKER} aspirin"]})
@@ -798,6 +952,28 @@ def test_tls(model_base, tmp_path):
                                                 r"certificate is not signed by a CA in "
                                                 r"ssl_context: give the CA certificates"):
                 other_ca.request("GET", f"/v1/models/{MODEL}")
+
+
+def test_a_stop_closes_idle_tls_connections(model_base, tmp_path, monkeypatch):
+    # The stop shut down the accepted socket, which the TLS one had detached: idle TLS
+    # connections stayed open, each with its thread, until their idle timeout.
+    monkeypatch.setattr(rest_server._Handler, "timeout", 3600.0)  # far past any wait here
+    cert, key = make_certificate(tmp_path)
+    server = ModelServer(model_base, MODEL, host="localhost", port=0, rest_port=0,
+                         ssl_cert=cert, ssl_key=key)
+    server.start()
+    client = http.client.HTTPSConnection("localhost", server.bound_rest_port,
+                                         timeout=RPC_TIMEOUT_S,
+                                         context=ssl.create_default_context(cafile=str(cert)))
+    try:
+        client.request("GET", f"/v1/models/{MODEL}")
+        assert client.getresponse().read()  # the connection stays open (keep-alive)
+        server.stop(grace=1)
+        with contextlib.suppress(ConnectionResetError):
+            assert client.sock.recv(1) == b""  # closed by the server, not timed out
+    finally:
+        client.close()
+        server.stop(grace=0)
 
 
 def test_a_tls_rest_client_of_a_plaintext_port_says_what_to_do(server):

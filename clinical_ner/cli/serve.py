@@ -31,8 +31,8 @@ version 1 of a temporary base path first, deleted when the server stops.
 # ModelServer's keyword arguments, each the dest of the option of the same name.
 SERVER_OPTIONS = (
     "host", "port", "rest_port", "ssl_cert", "ssl_key", "max_documents", "max_document_chars",
-    "max_message_bytes", "max_workers", "max_concurrent_calls", "max_batch_documents",
-    "poll_interval_s",
+    "max_message_bytes", "max_workers", "max_connections", "max_concurrent_calls",
+    "max_batch_documents", "poll_interval_s",
 )
 
 
@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-workers", type=int, default=defaults.MAX_WORKERS,
         help="requests served at once, per API; REST bodies held at once: this many times "
              "--max-message-bytes (default: %(default)s)")
+    add("--max-connections", type=int, default=defaults.MAX_CONNECTIONS, metavar="N",
+        help="REST connections open at once, a thread each; more get 503 with Retry-After "
+             "(with TLS: closed) (default: %(default)s)")
     add("--max-concurrent-calls", type=int, default=None, metavar="N",
         help="of those, how many run the model at the same time; more use more memory "
              "without more throughput once the CPUs are busy (default: the number of CPUs)")

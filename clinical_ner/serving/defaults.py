@@ -13,6 +13,9 @@ TARGET = f"localhost:{GRPC_PORT}"
 
 # Requests handled at once (gRPC's thread pool; REST requests in progress).
 MAX_WORKERS = 8
+# REST connections open at once, a thread each (503 beyond): Apache's threaded default,
+# and well under the usual limit of 1024 open files.
+MAX_CONNECTIONS = 256
 POLL_INTERVAL_S = 1.0
 # Matches max_batch_size in serving/batching_parameters.txt, so that what
 # works here also works against TensorFlow Serving with batching.

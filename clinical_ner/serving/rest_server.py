@@ -7,7 +7,9 @@ no dependency to the core install, and TLS comes from ``ssl``.
 ``max_workers`` bounds the requests processed at once, as gRPC's thread pool
 does, and the request bodies held at once to ``max_workers`` times the body
 limit, however many clients send (503 beyond); idle keep-alive connections
-cost a parked thread each and close after a minute of silence.
+cost a parked thread each and close after a minute of silence, and
+``max_connections`` bounds the connections open, so the threads (503 beyond,
+answered from the accepting thread).
 http.server's own logging, which prints request lines, is replaced by fixed
 messages; its HTML error pages by ``{"error": ...}``.
 """
@@ -18,6 +20,7 @@ import http
 import json
 import logging
 import re
+import select
 import socket
 import ssl
 import threading
@@ -37,8 +40,13 @@ logger = logging.getLogger(__name__)
 _IDLE_TIMEOUT_S = 60.0
 # How long a refused body is read and dropped before the connection closes.
 _LINGER_S = 2.0
+# Connections refused past max_connections that are read until their client closes, at most.
+MAX_LINGERING = 64
 # A Content-Length as RFC 9112 writes it (1*DIGIT).
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
+# poll(2)'s events of a client that closed its side or reset the connection (closing it
+# before its answer, as a client whose timeout ran out does): POLLRDHUP is Linux's.
+_CLIENT_GONE = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 
 
 class _HttpRefusal(Exception):
@@ -59,7 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         # The stop may answer a request from its own thread (grace over): one answer each.
-        self._answer_lock = threading.Lock()
+        # Reentrant: the stop holds it while it checks and sends (answer_cut_short).
+        self._answer_lock = threading.RLock()
         self._answered = False
         self._body_read = False
         self._body_bytes = 0  # of the server's budget for bodies, held by this request
@@ -98,21 +107,29 @@ class _Handler(BaseHTTPRequestHandler):
         except _HttpRefusal as refusal:
             self._refuse(refusal)
 
-    def answer_cut_short(self, grace: float) -> None:
+    def answer_cut_short(self, grace: float, deadline: float) -> None:
         """Answer 503 for a request still running when the stop's ``grace`` s ran out (called
         from the stopping thread), so that its client gets a status, not a closed connection.
 
         A request whose body is still arriving is left alone: its thread reads the
-        connection, which the stop then closes.
+        connection, which the stop then closes. Neither an answer being written nor the 503
+        keeps the stop past ``deadline`` (``time.monotonic()``): a client that does not read
+        held it for as long as the connection's timeout (a minute) while the socket buffers
+        stayed full; the stop then closes the connection under them.
         """
-        if not self._body_read:
+        if not self._body_read or not self._answer_lock.acquire(
+                timeout=max(0.0, deadline - time.monotonic())):
             return
-        self.close_connection = True
         try:
-            self._send(503, {"error": "the server stopped before the request finished (it "
-                                      f"ran longer than the {grace:g} s grace period)"})
+            self.close_connection = True
+            if not self._answered:
+                self.connection.settimeout(max(0.0, deadline - time.monotonic()))
+                self._send(503, {"error": "the server stopped before the request finished "
+                                          f"(it ran longer than the {grace:g} s grace period)"})
         except OSError:
-            pass  # the client has gone
+            pass  # the client has gone, or does not read
+        finally:
+            self._answer_lock.release()
 
     def handle_expect_100(self) -> bool:
         # "Expect: 100-continue" asks whether to send the body: a body that would be
@@ -224,6 +241,12 @@ class _Handler(BaseHTTPRequestHandler):
             # was dropped unanswered. As given, it is no path of the API (404).
             path = self.path
         with self.server.admission:
+            if self._client_gone():
+                # It closed while the request waited for a slot: the model would run for
+                # nobody, and hold the slot from the requests of clients still waiting.
+                logger.debug("REST request dropped: its client closed the connection")
+                self.close_connection = True
+                return
             if gzipped:
                 # Only with a slot: a small body can expand to the limit, and the bodies
                 # that wait for one are held as sent (and counted so).
@@ -233,6 +256,13 @@ class _Handler(BaseHTTPRequestHandler):
         if status == 503:
             self.close_connection = True
         self._send(status, answer)
+
+    def _client_gone(self) -> bool:
+        """Whether the client has closed its side of the connection or reset it (without
+        reading from it, so a TLS connection is asked too)."""
+        poller = select.poll()
+        poller.register(self.connection, _CLIENT_GONE)
+        return bool(poller.poll(0))
 
     def _send(self, status: int, answer: dict[str, Any]) -> None:
         data = json.dumps(answer, ensure_ascii=False).encode("utf-8") + b"\n"
@@ -315,8 +345,9 @@ def listen_failure(address: str, error: OSError, api: str = "") -> ConfigError:
 
 
 class RestServer(ThreadingHTTPServer):
-    """The REST API on a socket: a thread per connection, ``max_workers`` requests at once,
-    request bodies of at most ``max_workers`` x ``max_body_bytes`` bytes held at once."""
+    """The REST API on a socket: a thread per connection, at most ``max_connections`` of
+    them, ``max_workers`` requests at once, request bodies of at most ``max_workers`` x
+    ``max_body_bytes`` bytes held at once."""
 
     daemon_threads = True
     block_on_close = False
@@ -335,9 +366,11 @@ class RestServer(ThreadingHTTPServer):
         *,
         max_workers: int,
         max_body_bytes: int,
+        max_connections: int,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.api = api
+        self.max_connections = max_connections
         self.admission = threading.BoundedSemaphore(max_workers)
         self.max_body_bytes = max_body_bytes
         # The bytes of request bodies held at once (being received, or waiting for a slot
@@ -347,8 +380,15 @@ class RestServer(ThreadingHTTPServer):
         self._body_bytes_lock = threading.Lock()
         self._tls = tls
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._connections: set[socket.socket] = set()
+        # Each accepted socket (its thread's, so the connections counted against
+        # max_connections), and the socket to close it by: the TLS one once wrapped (the
+        # accepted one is then detached, and shutting it down did nothing).
+        self._connections: dict[socket.socket, socket.socket] = {}
         self._connections_lock = threading.Lock()
+        self._refusing = False  # over max_connections: warned once until below again
+        # Refused connections, answered, read until their client closes or until the time
+        # (time.monotonic()) given here; changed by the accepting thread only.
+        self._lingering: dict[socket.socket, float] = {}
         self._requests: set[_Handler] = set()  # whose request is in progress
         self._requests_done = threading.Condition()
         try:
@@ -364,24 +404,84 @@ class RestServer(ThreadingHTTPServer):
     def bound_port(self) -> int:
         return self.server_address[1]
 
+    def verify_request(self, request: socket.socket, client_address: Any) -> bool:
+        """Count a new connection in, or refuse it when ``max_connections`` are open: each
+        took a thread, however many clients (or a load balancer's idle pool) held open.
+        Runs in the accepting thread, before the connection has a thread of its own."""
+        with self._connections_lock:
+            if len(self._connections) < self.max_connections:
+                self._refusing = False
+                self._connections[request] = request
+                return True
+            warn, self._refusing = not self._refusing, True
+        if warn:
+            logger.warning("REST connections refused (503): %d are open, the limit "
+                           "(--max-connections)", self.max_connections)
+        self._refuse_connection(request)
+        return False  # socketserver then calls shutdown_request
+
+    def _refuse_connection(self, request: socket.socket) -> None:
+        """Answer 503 with Retry-After on a connection over ``max_connections``, without
+        blocking the accepting thread; a TLS connection is closed unanswered (an answer
+        would need the handshake, which can take as long as the client likes)."""
+        if self._tls is not None:
+            return
+        body = json.dumps({"error": (
+            f"the server is busy: it has {self.max_connections} connections open, its limit "
+            "(--max-connections); retry later")}).encode() + b"\n"
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nServer: {_Handler.server_version}\r\n"
+                "Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        try:
+            request.settimeout(0)
+            request.send(head.encode() + body)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            return  # the client has gone
+        # Closed at once, the request arriving after it reset the connection: a client still
+        # sending (a POST's body) got "Broken pipe", not the 503. Read by service_actions.
+        if len(self._lingering) < MAX_LINGERING:
+            self._lingering[request] = time.monotonic() + _LINGER_S
+
+    def service_actions(self) -> None:
+        """Read (and drop) what the refused connections' clients send, and close each once its
+        client has closed, or after a couple of seconds (in the accepting thread, after each
+        connection and every half second)."""
+        for connection, deadline in list(self._lingering.items()):
+            try:
+                while connection.recv(1 << 16) and time.monotonic() < deadline:
+                    pass
+                done = True  # the client closed, or sends for too long
+            except BlockingIOError:
+                done = time.monotonic() >= deadline
+            except OSError:
+                done = True
+            if done:
+                del self._lingering[connection]
+                connection.close()
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        # After the connection's thread, or for a connection refused or never started.
+        if request in self._lingering:
+            return  # closed by service_actions
+        with self._connections_lock:
+            connection = self._connections.pop(request, request)
+        super().shutdown_request(connection)
+
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
         # Runs in the connection's own thread, so a slow TLS handshake holds
         # only that thread.
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            connection = request
-            if self._tls is not None:
-                request.settimeout(_IDLE_TIMEOUT_S)
-                try:
-                    connection = self._tls.wrap_socket(request, server_side=True)
-                except (ssl.SSLError, OSError):
-                    logger.debug("REST TLS handshake failed (details withheld)")
-                    return
-            super().finish_request(connection, client_address)
-        finally:
+        connection = request
+        if self._tls is not None:
+            request.settimeout(_IDLE_TIMEOUT_S)
+            try:
+                connection = self._tls.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError):
+                logger.debug("REST TLS handshake failed (details withheld)")
+                return
             with self._connections_lock:
-                self._connections.discard(request)
+                self._connections[request] = connection
+        super().finish_request(connection, client_address)
 
     def take_body_bytes(self, count: int) -> bool:
         """Count ``count`` more bytes of request bodies as held; False, counting nothing, if
@@ -410,15 +510,24 @@ class RestServer(ThreadingHTTPServer):
 
     def drain(self, grace: float | None) -> None:
         """Wait up to ``grace`` s for requests in progress, answer those still running 503,
-        then stop and close every connection."""
+        then stop and close every connection: at most a couple of seconds past ``grace``,
+        whether or not clients read their answers."""
         with self._requests_done:
             self._requests_done.wait_for(lambda: not self._requests, grace)
             unfinished = list(self._requests)
+        # Answers still being written (or not read) get a moment more, not a minute each.
+        deadline = time.monotonic() + _LINGER_S
         for handler in unfinished:
-            handler.answer_cut_short(grace)
+            handler.answer_cut_short(grace, deadline)
         self.shutdown()
         self.close_connections()
         self.server_close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        for connection in self._lingering:  # the accepting thread has stopped
+            connection.close()
+        self._lingering.clear()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver would print the traceback, with locals' reprs, to stderr.
@@ -427,7 +536,7 @@ class RestServer(ThreadingHTTPServer):
     def close_connections(self) -> None:
         """Close every open connection (idle keep-alive ones would otherwise linger)."""
         with self._connections_lock:
-            connections = list(self._connections)
+            connections = list(self._connections.values())
         for connection in connections:
             try:
                 connection.shutdown(socket.SHUT_RDWR)

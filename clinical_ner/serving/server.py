@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import socket
 import ssl
 import threading
@@ -57,7 +58,7 @@ from clinical_ner.errors import (
 from clinical_ner.serving import defaults
 from clinical_ner.serving.grpc_api import add_servicers
 from clinical_ner.serving.rest_api import RestApi
-from clinical_ner.serving.rest_server import RestServer, listen_failure
+from clinical_ner.serving.rest_server import MAX_LINGERING, RestServer, listen_failure
 from clinical_ner.serving.service import ModelService
 from clinical_ner.serving.tls import read_pem, server_context
 from clinical_ner.serving.validation import MODEL_NAME_PATTERN, Limits
@@ -66,6 +67,9 @@ from clinical_ner.serving.versions import ModelVersions
 logger = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Open files a server takes beside its REST connections: gRPC's, the model's, logs (about
+# 12), and refused connections being closed.
+_FILES_BESIDE_CONNECTIONS = 64 + MAX_LINGERING
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ def check_server_options(
     port: int | None,
     rest_port: int | None,
     max_workers: int,
+    max_connections: int,
     max_concurrent_calls: int | None,
     poll_interval_s: float,
     max_documents: int,
@@ -108,6 +113,7 @@ def check_server_options(
         )
     for option, value in (
         ("max_workers", max_workers),
+        ("max_connections", max_connections),
         ("max_concurrent_calls", max_concurrent_calls),
         ("max_documents", max_documents),
         ("max_batch_documents", max_batch_documents),
@@ -122,6 +128,8 @@ def check_server_options(
     for option, value in (("port", port), ("rest_port", rest_port)):
         if value is not None:
             check_integer(option, value, minimum=0, maximum=MAX_PORT)
+    if rest_port is not None:
+        check_open_files(max_connections)
     if port is not None and port != 0 and port == rest_port:
         # Else the REST listener failed as "in use?", by the gRPC one of this server.
         raise ConfigError(f"{setting_name('port')} and {setting_name('rest_port')} are both "
@@ -135,6 +143,20 @@ def check_server_options(
         context=server_context(Path(ssl_cert), Path(ssl_key)))
     check_listen_host(host)
     return tls
+
+
+def check_open_files(max_connections: int) -> None:
+    """Raise :class:`ConfigError` if ``max_connections`` REST connections, an open file each,
+    would pass the files this process may open (``ulimit -n``): past it, accepting failed,
+    and the REST server's loop spun a CPU while new clients hung unanswered."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = len(os.listdir("/dev/fd")) + _FILES_BESIDE_CONNECTIONS + max_connections
+    if limit != resource.RLIM_INFINITY and needed > limit:
+        raise ConfigError(
+            f"{setting_name('max_connections')} {max_connections}: the server would need "
+            f"about {needed} open files (one per connection), more than this process may "
+            f"open ({limit}, ulimit -n); lower {setting_name('max_connections')} or raise "
+            "ulimit -n")
 
 
 def check_listen_host(host: str) -> None:
@@ -212,7 +234,8 @@ class ModelServer:
     number of CPUs this process may use); the others wait for a turn.
     Requests that wait together are merged into model calls of at most
     ``max_batch_documents`` rows, as TensorFlow Serving's batching does; 1
-    runs every request on its own.
+    runs every request on its own. The REST port holds at most
+    ``max_connections`` connections open (a thread each); more get 503.
 
     >>> with ModelServer("models/clinical_ner", "clinical_ner", port=0, rest_port=0) as server:
     ...     print(server.bound_port, server.bound_rest_port)  # doctest: +SKIP
@@ -227,6 +250,7 @@ class ModelServer:
         *,
         rest_port: int | None = None,
         max_workers: int = defaults.MAX_WORKERS,
+        max_connections: int = defaults.MAX_CONNECTIONS,
         max_concurrent_calls: int | None = None,
         poll_interval_s: float = defaults.POLL_INTERVAL_S,
         max_documents: int = defaults.MAX_DOCUMENTS,
@@ -238,9 +262,9 @@ class ModelServer:
     ) -> None:
         tls = check_server_options(
             model_name=model_name, host=host, port=port, rest_port=rest_port,
-            max_workers=max_workers, max_concurrent_calls=max_concurrent_calls,
-            poll_interval_s=poll_interval_s, max_documents=max_documents,
-            max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
+            max_workers=max_workers, max_connections=max_connections,
+            max_concurrent_calls=max_concurrent_calls, poll_interval_s=poll_interval_s,
+            max_documents=max_documents, max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
             ssl_cert=ssl_cert, ssl_key=ssl_key, max_batch_documents=max_batch_documents,
         )
         self.base_path = Path(base_path)
@@ -263,6 +287,7 @@ class ModelServer:
         self.port = port
         self.rest_port = rest_port
         self._max_workers = max_workers
+        self._max_connections = max_connections
         self._poll_interval_s = poll_interval_s
         self._max_message_bytes = max_message_bytes
         # Read and checked above, so that a bad file stops the server before it listens.
@@ -355,7 +380,7 @@ class ModelServer:
             self._rest = RestServer(
                 RestApi(self._service), self.host, self.rest_port,
                 max_workers=self._max_workers, max_body_bytes=self._max_message_bytes,
-                tls=self._tls_context,
+                max_connections=self._max_connections, tls=self._tls_context,
             )
         except ConfigError:
             self._server.stop(None)
