@@ -9,6 +9,7 @@ import gzip
 import http.client
 import json
 import logging
+import os
 import re
 import resource
 import select
@@ -732,16 +733,47 @@ def test_a_request_whose_client_closed_while_it_waited_for_a_slot_is_not_run(mod
     assert answered == [f"/v1/models/{MODEL}:predict"]
 
 
-def test_max_connections_past_the_open_file_limit_is_a_config_error(model_base):
-    # Accepting then failed (EMFILE) and the server's loop spun a CPU while clients hung.
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if limit == resource.RLIM_INFINITY:
-        pytest.skip("this process may open any number of files")
-    with pytest.raises(ConfigError, match=rf"^max_connections {limit}: the server would need "
-                                          rf"about \d+ open files \(one per connection\), more "
-                                          rf"than this process may open \({limit}, ulimit -n\); "
-                                          r"lower max_connections or raise ulimit -n$"):
-        ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=limit)
+@pytest.fixture()
+def lowered_soft_file_limit():
+    """This process's soft limit of open files lowered to 40 more than it has open (the hard
+    limit kept; restored after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = len(os.listdir("/dev/fd")) + 40
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        yield lowered, hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_max_connections_past_the_soft_file_limit_raise_it_up_to_the_hard_one(
+        model_base, lowered_soft_file_limit):
+    # A soft limit of 256 (macOS) or 1024 would otherwise refuse the default 256 connections;
+    # past the limit, accepting failed (EMFILE) and the server's loop spun a CPU.
+    lowered, hard = lowered_soft_file_limit
+    wanted = lowered + 500
+    if hard != resource.RLIM_INFINITY and hard < wanted + 200:
+        pytest.fail(f"this test needs a hard limit of open files above {wanted + 200}: {hard}")
+    server = ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=wanted)
+    try:
+        soft_now, hard_now = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert hard_now == hard and soft_now > wanted
+    finally:
+        server.stop(grace=1)
+
+
+def test_max_connections_past_the_hard_file_limit_is_a_config_error(model_base, monkeypatch):
+    # The hard limit as a small number: lowering the real one cannot be undone.
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (100, 300))
+    raised = []
+    monkeypatch.setattr(resource, "setrlimit", lambda kind, limits: raised.append(limits))
+    with pytest.raises(ConfigError, match=r"^max_connections 400: the server would need "
+                                          r"about \d+ open files \(one per connection\), more "
+                                          r"than this process may open \(100, ulimit -n; at "
+                                          r"most 300, ulimit -Hn\); lower max_connections or "
+                                          r"raise ulimit -Hn$"):
+        ModelServer(model_base, MODEL, port=0, rest_port=0, max_connections=400)
+    assert raised == []
 
 
 def test_a_draining_server_answers_503(server, rest):

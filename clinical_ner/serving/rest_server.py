@@ -46,7 +46,8 @@ MAX_LINGERING = 64
 _DECIMAL_DIGITS = re.compile(r"[0-9]+")
 # poll(2)'s events of a client that closed its side or reset the connection (closing it
 # before its answer, as a client whose timeout ran out does): POLLRDHUP is Linux's.
-_CLIENT_GONE = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+_CLIENT_GONE = (getattr(select, "POLLHUP", 0) | getattr(select, "POLLERR", 0)
+                | getattr(select, "POLLRDHUP", 0))
 
 
 class _HttpRefusal(Exception):
@@ -260,6 +261,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _client_gone(self) -> bool:
         """Whether the client has closed its side of the connection or reset it (without
         reading from it, so a TLS connection is asked too)."""
+        if not hasattr(select, "poll"):  # Windows: not known, so served
+            return False
         poller = select.poll()
         poller.register(self.connection, _CLIENT_GONE)
         return bool(poller.poll(0))

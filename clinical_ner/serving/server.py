@@ -41,7 +41,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import resource
 import socket
 import ssl
 import threading
@@ -146,17 +145,33 @@ def check_server_options(
 
 
 def check_open_files(max_connections: int) -> None:
-    """Raise :class:`ConfigError` if ``max_connections`` REST connections, an open file each,
-    would pass the files this process may open (``ulimit -n``): past it, accepting failed,
-    and the REST server's loop spun a CPU while new clients hung unanswered."""
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    """Make room for ``max_connections`` REST connections, an open file each, or raise
+    :class:`ConfigError`: past the files this process may open (``ulimit -n``), accepting
+    failed, and the REST server's loop spun a CPU while new clients hung unanswered.
+
+    As servers do (nginx's ``worker_rlimit_nofile``), the soft limit is raised as far as
+    the hard one allows, which needs no privilege: a soft limit of 256 (macOS's default)
+    or 1024 then still serves the default 256 connections.
+    """
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = len(os.listdir("/dev/fd")) + _FILES_BESIDE_CONNECTIONS + max_connections
-    if limit != resource.RLIM_INFINITY and needed > limit:
-        raise ConfigError(
-            f"{setting_name('max_connections')} {max_connections}: the server would need "
-            f"about {needed} open files (one per connection), more than this process may "
-            f"open ({limit}, ulimit -n); lower {setting_name('max_connections')} or raise "
-            "ulimit -n")
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or needed <= hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return
+        except (ValueError, OSError):  # a system maximum below the hard limit (macOS)
+            pass
+    raise ConfigError(
+        f"{setting_name('max_connections')} {max_connections}: the server would need "
+        f"about {needed} open files (one per connection), more than this process may "
+        f"open ({soft}, ulimit -n; at most {hard}, ulimit -Hn); lower "
+        f"{setting_name('max_connections')} or raise ulimit -Hn")
 
 
 def check_listen_host(host: str) -> None:
