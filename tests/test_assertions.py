@@ -491,19 +491,32 @@ def test_evaluate_adds_the_assertion_report(negation_model, negation_data, tmp_p
     assert report["end_to_end"]["gold"] == 40 and report["end_to_end"]["f1"] > 0.9
 
 
-@pytest.mark.slow
-def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores(
-        negation_data, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def model_without_assertions(negation_data, tmp_path_factory):
+    """``(model, messages)``: trained on negation_data's training notes without their .ast
+    files, beside its dev notes with them; tests only read it.
+
+    One run for two tests: the notes its training says, and a model without assertions.
+    """
     import shutil
 
+    root = tmp_path_factory.mktemp("without-assertions")
+    plain = shutil.copytree(negation_data[0], root / "plain",
+                            ignore=shutil.ignore_patterns("ast"))
+    messages = []
+    train(plain, root / "model", dev_path=negation_data[1],
+          config=tiny_assertion_config(epochs=1), progress=False, emit=messages.append)
+    return root / "model", messages
+
+
+@pytest.mark.slow
+def test_evaluate_says_when_a_model_without_assertions_gives_no_assertion_scores(
+        negation_data, model_without_assertions, tmp_path, capsys):
     from clinical_ner.cli import main
 
     # Audit M: neither an assertion section nor a word of why.
-    plain = shutil.copytree(negation_data[0], tmp_path / "plain",
-                            ignore=shutil.ignore_patterns("ast"))
-    model = tmp_path / "model"
-    train(plain, model, config=tiny_assertion_config(epochs=1), progress=False,
-          emit=lambda _: None)
+    model = model_without_assertions[0]
+    assert json.loads((model / "vocab.json").read_text())["assertions"] == []
     assert main(["evaluate", str(model), "--data", str(negation_data[1])]) == 0
     captured = capsys.readouterr()
     assert "assertion" not in captured.out
@@ -685,16 +698,10 @@ def test_data_of_one_assertion_class_trains_no_assertion_output(negation_model, 
 
 @pytest.mark.slow
 def test_training_data_without_assertions_beside_dev_data_with_them_says_so(
-        negation_data, tmp_path):
-    import shutil
-
+        negation_data, model_without_assertions, tmp_path):
     # Audit: training data whose .ast files were left behind gave a model without an
     # assertion output, and the dev data's assertions went unscored, without a word.
-    plain = shutil.copytree(negation_data[0], tmp_path / "plain",
-                            ignore=shutil.ignore_patterns("ast"))
-    messages = []
-    train(plain, tmp_path / "model", dev_path=negation_data[1],
-          config=tiny_assertion_config(epochs=1), progress=False, emit=messages.append)
+    messages = list(model_without_assertions[1])
     assert ("note: the dev data's problems carry assertions, but the training data's have "
             "none: the model has no assertion output, and the dev assertions are not "
             "scored") in messages

@@ -43,9 +43,23 @@ def part_of(corpus, tmp_path, name, count):
 
 
 @pytest.fixture(scope="module")
-def run_with_dev(tmp_path_factory):
+def data(tmp_path_factory):
+    """Ten of the sample's 40 training notes and its dev notes, as ``train`` and ``dev``.
+
+    Every test here resumes or fine-tunes a run for an epoch or two, and what they check
+    (the recorded data and settings, the messages, the checkpoint's files) does not depend
+    on how many notes it trained on.
+    """
+    root = tmp_path_factory.mktemp("data")
+    part_of(SAMPLE / "train", root, "train", 10)
+    shutil.copytree(SAMPLE / "dev", root / "dev")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_with_dev(data, tmp_path_factory):
     output = tmp_path_factory.mktemp("resume") / "run"
-    train(SAMPLE / "train", output, dev_path=SAMPLE / "dev", config=tiny(), **QUIET)
+    train(data / "train", output, dev_path=data / "dev", config=tiny(), **QUIET)
     return output
 
 
@@ -60,27 +74,27 @@ def state_of(output):
     return json.loads((output / "checkpoint" / "state.json").read_text())
 
 
-def test_resume_without_dev_or_on_other_data_is_refused_naming_the_option(run, tmp_path):
+def test_resume_without_dev_or_on_other_data_is_refused_naming_the_option(data, run, tmp_path):
     kept = (run / "model.keras").read_bytes()
     with pytest.raises(ConfigError, match=r"^--resume continues .* but --dev differs \(given "
                                           r"by the interrupted run, not now\); .*another --output"):
-        train(SAMPLE / "train", run, config=tiny(epochs=3), resume=True, **QUIET)
+        train(data / "train", run, config=tiny(epochs=3), resume=True, **QUIET)
     with pytest.raises(ConfigError, match=r"but --train differs \(the training sentences: \d+ "
                                           r"sentences now, \d+ in the checkpoint\)"):
-        train(part_of(SAMPLE / "train", tmp_path, "part", 10), run,
-              dev_path=SAMPLE / "dev", config=tiny(epochs=3), resume=True, **QUIET)
+        train(part_of(data / "train", tmp_path, "part", 5), run,
+              dev_path=data / "dev", config=tiny(epochs=3), resume=True, **QUIET)
     with pytest.raises(ConfigError, match=r"but --dev differs \(the dev sentences"):
-        train(SAMPLE / "train", run, dev_path=part_of(SAMPLE / "dev", tmp_path, "dev", 3),
+        train(data / "train", run, dev_path=part_of(data / "dev", tmp_path, "dev", 3),
               config=tiny(epochs=3), resume=True, **QUIET)
     assert (run / "model.keras").read_bytes() == kept
     assert state_of(run)["epoch"] == 2
 
 
 def test_resume_from_moved_data_with_a_partial_config_updates_config_and_cleans_up(
-        run, tmp_path):
+        data, run, tmp_path):
     # The same data in another folder; a --config naming epochs alone; a kill during a save.
     moved = tmp_path / "moved"
-    shutil.copytree(SAMPLE, moved)
+    shutil.copytree(data, moved)
     part = tmp_path / "part.json"
     part.write_text('{"epochs": 3}')
     partial = run / "checkpoint" / ".model-epoch3.partial.keras"
@@ -92,9 +106,9 @@ def test_resume_from_moved_data_with_a_partial_config_updates_config_and_cleans_
     assert not partial.exists()
 
 
-def test_an_epoch_budget_already_spent_says_nothing_was_trained(run):
+def test_an_epoch_budget_already_spent_says_nothing_was_trained(data, run):
     messages = []
-    train(SAMPLE / "train", run, dev_path=SAMPLE / "dev", config=tiny(epochs=1), resume=True,
+    train(data / "train", run, dev_path=data / "dev", config=tiny(epochs=1), resume=True,
           progress=False, emit=messages.append)
     assert f"note: {run} has already trained 2 epochs, so --epochs 1 trains none; give more " \
            "epochs to train on" in messages
@@ -113,20 +127,20 @@ def test_a_spent_budget_of_one_epoch_is_said_in_the_singular(tmp_path):
            "give more epochs to train on" in messages
 
 
-def test_an_old_checkpoint_without_its_data_resumes_with_a_warning(run):
+def test_an_old_checkpoint_without_its_data_resumes_with_a_warning(data, run):
     state = state_of(run)
     del state["data"]
     (run / "checkpoint" / "state.json").write_text(json.dumps(state))
     messages = []
-    train(SAMPLE / "train", run, config=tiny(epochs=3), resume=True, progress=False,
+    train(data / "train", run, config=tiny(epochs=3), resume=True, progress=False,
           emit=messages.append)
     assert f"warning: {run}'s checkpoint does not record its training data (an older version " \
            "wrote it), so resuming cannot check that the data is the same" in messages
     assert state_of(run)["data"]["dev"] is False  # checked from now on
 
 
-def test_embeddings_where_the_run_had_none_are_refused(run, capsys):
-    assert main(["train", "--train", str(SAMPLE / "train"), "--dev", str(SAMPLE / "dev"),
+def test_embeddings_where_the_run_had_none_are_refused(data, run, capsys):
+    assert main(["train", "--train", str(data / "train"), "--dev", str(data / "dev"),
                  "--output", str(run), "--resume", "--embeddings", "/nonexist.txt",
                  "--quiet"]) == 2
     assert "but --embeddings differs from" in capsys.readouterr().err
@@ -134,7 +148,7 @@ def test_embeddings_where_the_run_had_none_are_refused(run, capsys):
 
 @pytest.mark.parametrize("damage", ["empty state", "truncated state", "state without wait",
                                     "truncated model", "missing model"])
-def test_a_damaged_checkpoint_is_named(run, damage):
+def test_a_damaged_checkpoint_is_named(data, run, damage):
     checkpoint = run / "checkpoint"
     state_file, model_file = checkpoint / "state.json", checkpoint / "model-epoch2.keras"
     if damage == "empty state":
@@ -153,16 +167,17 @@ def test_a_damaged_checkpoint_is_named(run, damage):
     with pytest.raises(ModelError, match=f"^{named}: damaged or incomplete, so {run} cannot be "
                                          "resumed; restore the file, or train again into a new "
                                          "--output$"):
-        train(SAMPLE / "train", run, dev_path=SAMPLE / "dev", config=tiny(epochs=3),
+        train(data / "train", run, dev_path=data / "dev", config=tiny(epochs=3),
               resume=True, **QUIET)
 
 
-def test_a_resumed_fine_tuning_run_keeps_its_base_model_on_the_card(run_with_dev, tmp_path):
+def test_a_resumed_fine_tuning_run_keeps_its_base_model_on_the_card(data, run_with_dev,
+                                                                     tmp_path):
     output = tmp_path / "fine"
-    train(SAMPLE / "train", output, init_from=run_with_dev, config=tiny(epochs=1), **QUIET)
+    train(data / "train", output, init_from=run_with_dev, config=tiny(epochs=1), **QUIET)
     # Killed before the card was written: the checkpoint holds the record.
     (output / "model_card.json").unlink()
-    train(SAMPLE / "train", output, config=tiny(epochs=2), resume=True, **QUIET)
+    train(data / "train", output, config=tiny(epochs=2), resume=True, **QUIET)
     card = json.loads((output / "model_card.json").read_text())
     assert card["training"]["fine_tuned_from"]["model"]
     assert "Fine-tuned (`--init-from`) from" in (output / "MODEL_CARD.md").read_text()

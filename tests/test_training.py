@@ -132,11 +132,13 @@ def test_annotate_offsets_are_exact(trained):
     assert_same_entities(ner.annotate(texts[0]), results[0])  # alone against in a batch
 
 
-def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
-    # With word dropout, whose draws must repeat too.
-    straight = tmp_path / "straight"
-    train(SAMPLE / "train", straight, dev_path=SAMPLE / "dev",
-          config=tiny_config(epochs=3, word_dropout=0.1), progress=False, emit=lambda m: None)
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(trained, tmp_path):
+    # With word dropout, whose draws must repeat too. The uninterrupted run is the module's
+    # `trained` (read only): the same data, dev data and configuration, whose default
+    # word_dropout is the 0.1 given here; training it again cost a 3-epoch run.
+    straight, straight_result, _ = trained
+    assert NERConfig.load(straight) == tiny_config(epochs=3, word_dropout=0.1)
+    assert straight_result.epochs_completed == 3
     interrupted = tmp_path / "interrupted"
     train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
           config=tiny_config(epochs=2, word_dropout=0.1), progress=False, emit=lambda m: None)
@@ -157,16 +159,18 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
 
 def test_weights_ema_scores_and_keeps_the_average_and_resumes_exactly(tmp_path):
     config = dict(weights_ema=0.9, patience=5, learning_rate=0.01)
+    # Two epochs, interrupted after the first: resuming needs one epoch on each side.
     straight = tmp_path / "straight"
     train(SAMPLE / "train", straight, dev_path=SAMPLE / "dev",
-          config=tiny_config(epochs=3, **config), progress=False, emit=lambda m: None)
+          config=tiny_config(epochs=2, **config), progress=False, emit=lambda m: None)
     interrupted = tmp_path / "interrupted"
     train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
-          config=tiny_config(epochs=2, **config), progress=False, emit=lambda m: None)
+          config=tiny_config(epochs=1, **config), progress=False, emit=lambda m: None)
     train(SAMPLE / "train", interrupted, dev_path=SAMPLE / "dev",
-          config=tiny_config(epochs=3, **config), resume=True, progress=False,
+          config=tiny_config(epochs=2, **config), resume=True, progress=False,
           emit=lambda m: None)
     log = [json.loads(line) for line in (straight / "training_log.jsonl").read_text().splitlines()]
+    assert [entry["epoch"] for entry in log] == [1, 2]
     assert log[-1]["best"]  # so that model.keras is the last epoch's average
     # The checkpoint holds the raw weights and, in the optimizer, their average;
     # model.keras holds the average, and the dev F1 logged is the average's.
@@ -346,9 +350,12 @@ def test_a_model_file_whose_weights_do_not_fit_is_refused_with_its_path(trained,
 def test_training_on_several_corpora_is_training_on_them_together(tmp_path):
     # The final model of a benchmark is fit on train and dev together: given
     # as two paths, they must train exactly the model their concatenation does.
-    documents = load_corpus(SAMPLE / "train", "i2b2").documents
-    write_conll(tmp_path / "first.conll", documents[:25])
-    write_conll(tmp_path / "second.conll", documents[25:])
+    # Ten of the sample's 40 notes (each run trains an epoch on them): the comparisons are
+    # exact whatever the number.
+    documents = load_corpus(SAMPLE / "train", "i2b2").documents[:10]
+    assert len(documents) == 10
+    write_conll(tmp_path / "first.conll", documents[:6])
+    write_conll(tmp_path / "second.conll", documents[6:])
     write_conll(tmp_path / "both.conll", documents)
     config = tiny_config(epochs=1)
     together = train([tmp_path / "first.conll", tmp_path / "second.conll"], tmp_path / "two",
@@ -364,7 +371,12 @@ def test_training_on_several_corpora_is_training_on_them_together(tmp_path):
     # Labels of every corpus are learnt, whatever their formats.
     extra = tmp_path / "extra.conll"
     extra.write_text("Aspirin\tB-Drug\ngiven\tO\n\n", encoding="utf-8")
-    mixed = train([SAMPLE / "train", extra], tmp_path / "mixed", config=config,
+    notes = tmp_path / "notes"  # i2b2, ten of the sample's notes
+    for name in sorted(path.stem for path in (SAMPLE / "train" / "txt").glob("*.txt"))[:10]:
+        for folder, suffix in (("txt", ".txt"), ("concept", ".con")):
+            (notes / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(SAMPLE / "train" / folder / f"{name}{suffix}", notes / folder)
+    mixed = train([notes, extra], tmp_path / "mixed", config=config,
                   progress=False, emit=lambda message: None)
     assert "B-Drug" in KerasAnnotator.load(mixed.output).vocab.tags
     # A path without sentences is named, not silently skipped.
