@@ -10,9 +10,6 @@ spans, labels and assertions, confidences within ``CONFIDENCE_TOLERANCE``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import grpc
 import numpy as np
@@ -27,7 +24,7 @@ from clinical_ner.serving.client import ServingClient
 from clinical_ner.serving.rest_client import RestClient
 from clinical_ner.serving.server import ModelServer
 from clinical_ner.text.document import Entity
-from helpers import CONFIDENCE_TOLERANCE, spark_session
+from helpers import CONFIDENCE_TOLERANCE, run_cli_in_process, spark_session
 
 pytestmark = pytest.mark.slow
 
@@ -167,19 +164,17 @@ def test_served_model_returns_assertions_over_grpc_and_rest(model, export_base, 
 
 
 def test_client_command_prints_the_assertions_predict_prints(model, export_base):
+    # Both commands run in this process (run_cli_in_process): the test reads their output
+    # and exit status, not the process (test_cli checks the console script itself).
     model_dir, _ = model
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    cli = [sys.executable, "-m", "clinical_ner.cli"]
     server = ModelServer(export_base, "negation", port=0, poll_interval_s=0.2)
     server.start()
     try:
-        served = subprocess.run(cli + ["client", "--target", f"127.0.0.1:{server.bound_port}",
-                                       "--model-name", "negation", *NOTES[:3]],
-                                capture_output=True, text=True, env=env, timeout=300)
+        served = run_cli_in_process("client", "--target", f"127.0.0.1:{server.bound_port}",
+                                    "--model-name", "negation", *NOTES[:3], check=False)
     finally:
         server.stop(0)
-    predicted = subprocess.run(cli + ["predict", str(model_dir), *NOTES[:3]],
-                               capture_output=True, text=True, env=env, timeout=300)
+    predicted = run_cli_in_process("predict", model_dir, *NOTES[:3], check=False)
     assert served.returncode == 0, served.stderr[-2000:]
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     remote = [json.loads(line)["entities"] for line in served.stdout.splitlines()]

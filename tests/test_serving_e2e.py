@@ -23,7 +23,7 @@ from helpers import (
     SAMPLE,
     assert_same_documents,
     assert_same_tags,
-    train_sample_model,
+    run_cli_in_process,
 )
 
 pytestmark = pytest.mark.slow
@@ -32,13 +32,15 @@ NOTE = "Chest x-ray showed pneumonia; started on ceftriaxone."
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    train_sample_model(root / "model", lstm_units=16, char_filters=16, epochs=2, seed=3)
-    ner = KerasAnnotator.load(root / "model")
-    base = root / "models" / "clinical_ner"
-    ner.export(base, 1)
-    return ner, root / "model", base
+def trained(trained_model):
+    """The session's trained model (conftest.trained_model) and the base path of its export.
+
+    Only read here (the server polls the base path, nothing writes to it), so the
+    model and its export trained for the other modules serve this one too.
+    """
+    model_dir, export_dir = trained_model
+    assert export_dir.name == "1"
+    return KerasAnnotator.load(model_dir), model_dir, export_dir.parent
 
 
 @pytest.fixture(scope="module")
@@ -154,14 +156,12 @@ def test_rest_answers_equal_grpc_on_the_dev_split(server, shared_data):
 
 
 def test_client_command_prints_what_predict_prints(trained, server):
+    # Both commands run in this process (run_cli_in_process): the test reads their output
+    # and exit status, not the process (test_cli checks the console script itself).
     _, model_dir, _ = trained
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    cli = [sys.executable, "-m", "clinical_ner.cli"]
-    predicted = subprocess.run(cli + ["predict", str(model_dir), NOTE, "Fever."],
-                               capture_output=True, text=True, env=env, timeout=300)
-    served = subprocess.run(cli + ["client", "--target", f"127.0.0.1:{server.bound_port}",
-                                   "--model-name", "clinical_ner", NOTE, "Fever."],
-                            capture_output=True, text=True, env=env, timeout=300)
+    predicted = run_cli_in_process("predict", model_dir, NOTE, "Fever.", check=False)
+    served = run_cli_in_process("client", "--target", f"127.0.0.1:{server.bound_port}",
+                                "--model-name", "clinical_ner", NOTE, "Fever.", check=False)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert served.returncode == 0, served.stderr[-2000:]
     local = [json.loads(line) for line in predicted.stdout.splitlines()]

@@ -33,7 +33,7 @@ from clinical_ner import ClinicalNER
 from clinical_ner.errors import ConfigError, ModelError
 from clinical_ner.formats.html_page import label_colours
 from clinical_ner.pretrained import bundled_model_path
-from helpers import CONFIDENCE_TOLERANCE, REPO_ROOT
+from helpers import CONFIDENCE_TOLERANCE, REPO_ROOT, run_cli_in_process
 
 NOTE = "CT of the chest showed a 2 cm nodule; she was started on aspirin."
 # The entry point's name in pyproject.toml, and what it must load.
@@ -809,9 +809,8 @@ def test_saved_pipelines_give_the_same_entities_in_a_fresh_process(
 def test_litert_export_behind_the_component_without_tensorflow(
         tmp_path, entry_point_path, ner, dev_texts):
     export = tmp_path / "litert"
-    subprocess.run([sys.executable, "-m", "clinical_ner.cli", "export", "clinical", "--format",
-                    "litert", "--output", str(export)], check=True, capture_output=True,
-                   timeout=600)
+    # The export runs in this process: only the component's process must be without TensorFlow.
+    run_cli_in_process("export", "clinical", "--format", "litert", "--output", export)
     texts = dev_texts[:4]
     report = run_fresh(entry_point_path, f"""
         import json, sys
