@@ -155,16 +155,20 @@ def test_rest_answers_equal_grpc_on_the_dev_split(server, shared_data):
     assert sum(map(len, over_rest)) > 0
 
 
-def test_client_command_prints_what_predict_prints(trained, server):
+def test_client_command_prints_what_predict_prints(trained, server, maccrobat_dev_notes):
     # Both commands run in this process (run_cli_in_process): the test reads their output
     # and exit status, not the process (test_cli checks the console script itself).
+    # Dev notes, in which the tiny model finds entities (in NOTE it found none, and the
+    # test compared empty lists).
     _, model_dir, _ = trained
-    predicted = run_cli_in_process("predict", model_dir, NOTE, "Fever.", check=False)
+    notes = [path.read_text(encoding="utf-8") for path in maccrobat_dev_notes[:3]]
+    predicted = run_cli_in_process("predict", model_dir, *notes, check=False)
     served = run_cli_in_process("client", "--target", f"127.0.0.1:{server.bound_port}",
-                                "--model-name", "clinical_ner", NOTE, "Fever.", check=False)
+                                "--model-name", "clinical_ner", *notes, check=False)
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert served.returncode == 0, served.stderr[-2000:]
     local = [json.loads(line) for line in predicted.stdout.splitlines()]
     remote = [json.loads(line) for line in served.stdout.splitlines()]
-    assert [doc["text"] for doc in remote] == [doc["text"] for doc in local]
+    assert [doc["text"] for doc in remote] == [doc["text"] for doc in local] == notes
+    assert sum(len(doc["entities"]) for doc in local) > 0
     assert_same_documents([doc["entities"] for doc in remote], [doc["entities"] for doc in local])
