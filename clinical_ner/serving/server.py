@@ -103,7 +103,8 @@ def check_server_options(
     ``ModelServer`` checks its arguments so; ``clinical-ner serve`` checks its
     options before it exports a model directory to serve (which takes a
     while). The TLS files are read and checked too, and returned (``None``
-    without TLS) for the server to use.
+    without TLS) for the server to use; with a REST port, the soft limit of
+    open files is raised for ``max_connections`` (:func:`make_room_for_connections`).
     """
     if not MODEL_NAME_PATTERN.fullmatch(model_name):
         raise ConfigError(
@@ -128,7 +129,7 @@ def check_server_options(
         if value is not None:
             check_integer(option, value, minimum=0, maximum=MAX_PORT)
     if rest_port is not None:
-        check_open_files(max_connections)
+        make_room_for_connections(max_connections)
     if port is not None and port != 0 and port == rest_port:
         # Else the REST listener failed as "in use?", by the gRPC one of this server.
         raise ConfigError(f"{setting_name('port')} and {setting_name('rest_port')} are both "
@@ -144,7 +145,7 @@ def check_server_options(
     return tls
 
 
-def check_open_files(max_connections: int) -> None:
+def make_room_for_connections(max_connections: int) -> None:
     """Make room for ``max_connections`` REST connections, an open file each, or raise
     :class:`ConfigError`: past the files this process may open (``ulimit -n``), accepting
     failed, and the REST server's loop spun a CPU while new clients hung unanswered.
@@ -279,7 +280,8 @@ class ModelServer:
             model_name=model_name, host=host, port=port, rest_port=rest_port,
             max_workers=max_workers, max_connections=max_connections,
             max_concurrent_calls=max_concurrent_calls, poll_interval_s=poll_interval_s,
-            max_documents=max_documents, max_document_chars=max_document_chars, max_message_bytes=max_message_bytes,
+            max_documents=max_documents, max_document_chars=max_document_chars,
+            max_message_bytes=max_message_bytes,
             ssl_cert=ssl_cert, ssl_key=ssl_key, max_batch_documents=max_batch_documents,
         )
         self.base_path = Path(base_path)
